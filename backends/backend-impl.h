@@ -1,0 +1,61 @@
+/* Backends, for their implementers (and tests). Users include backends/backend.h only.
+ *
+ * An implementation embeds struct hs_backend as its first member and points iface at one static
+ * struct hs_backend_iface. Only backends/backend.c calls through iface: it validates arguments,
+ * checks supports_op, supplies defaults for NULL slots and counts stats. New slots go at the end
+ * with a version bump. */
+#ifndef HS_BACKENDS_BACKEND_IMPL_H
+#define HS_BACKENDS_BACKEND_IMPL_H
+
+#include "backends/backend.h"
+
+#define HS_BACKEND_IFACE_VERSION 1
+
+struct hs_backend_iface {
+    uint32_t version; /* HS_BACKEND_IFACE_VERSION */
+    const char *name;
+
+    /* Frees everything the backend owns, including itself. Required. */
+    void (*destroy)(struct hs_backend *be);
+
+    /* Required: can this backend run op on weights/cache of type t? */
+    bool (*supports_op)(struct hs_backend *be, enum hs_op op, enum hs_type t);
+
+    /* Operations: arguments are validated by backend.c before the call. NULL means not
+     * implemented (FFN falls back to matmul + swiglu + matmul). */
+    hs_status (*matmul)(struct hs_backend *be, const struct hs_tensor *w,
+                        const struct hs_tensor *x, struct hs_tensor *y);
+    hs_status (*get_rows)(struct hs_backend *be, const struct hs_tensor *w, const hs_token *ids,
+                          struct hs_tensor *y);
+    hs_status (*rms_norm)(struct hs_backend *be, const struct hs_tensor *x,
+                          const struct hs_tensor *w, float eps, struct hs_tensor *y);
+    hs_status (*rope)(struct hs_backend *be, struct hs_tensor *x, const int32_t *pos,
+                      const struct hs_rope_params *p);
+    hs_status (*add)(struct hs_backend *be, const struct hs_tensor *a, const struct hs_tensor *b,
+                     struct hs_tensor *y);
+    hs_status (*mul)(struct hs_backend *be, const struct hs_tensor *a, const struct hs_tensor *b,
+                     struct hs_tensor *y);
+    hs_status (*swiglu)(struct hs_backend *be, const struct hs_tensor *gate,
+                        const struct hs_tensor *up, struct hs_tensor *y);
+    hs_status (*kv_store)(struct hs_backend *be, const struct hs_tensor *src,
+                          struct hs_tensor *cache, const int32_t *slots);
+    hs_status (*attention)(struct hs_backend *be, const struct hs_attn_args *args);
+    hs_status (*ffn)(struct hs_backend *be, const struct hs_ffn_args *args); /* optional */
+
+    hs_status (*synchronize)(struct hs_backend *be); /* optional: NULL = always synchronous */
+};
+
+struct hs_backend {
+    const struct hs_backend_iface *iface;
+    int32_t n_threads;
+    struct hs_backend_stats stats; /* counted by backend.c; sim_time_s added by the backend */
+};
+
+/* Registry rows: one constructor per compiled backend. */
+typedef hs_status (*hs_backend_create_fn)(const struct hs_backend_params *params,
+                                          struct hs_backend **out);
+
+/* Constructors of the backends compiled in (see backend.c's table). */
+hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct hs_backend **out);
+
+#endif

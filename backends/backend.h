@@ -1,0 +1,174 @@
+/* Backends, for their users: the model and the scheduler place operations on a backend.
+ *
+ * A backend runs operations on tensors: attention over a batch of sequences and the dense FFN
+ * are separate operations, so a caller can put the attention of chosen sequences on one backend
+ * (e.g. simulated PIM) while another runs the FFN. All calls are synchronous unless the backend
+ * says otherwise; hs_backend_synchronize() waits for queued work.
+ *
+ * Thread: a backend is used by one thread at a time (the engine thread); it may run its own
+ * worker threads inside a call. */
+#ifndef HS_BACKENDS_BACKEND_H
+#define HS_BACKENDS_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+struct hs_backend;
+
+/* A view of memory with a type and a shape. Borrows data (valid as long as its owner: the mmap'd
+ * model, a backend buffer, or the caller). ne[0] is the innermost (contiguous) dimension; nb[i]
+ * is the byte stride of dimension i (nb[0] is the block size in bytes for quantized types). */
+struct hs_tensor {
+    enum hs_type type;
+    int32_t n_dims;
+    int64_t ne[4];
+    size_t nb[4];
+    void *data;
+};
+
+/* Fills t as a contiguous tensor of the given shape over data (trailing ne default to 1).
+ * Returns HS_E_INVAL when ne[0] is not a multiple of the type's block size. */
+hs_status hs_tensor_init(struct hs_tensor *t, enum hs_type type, int n_dims, const int64_t *ne,
+                         void *data);
+
+/* Contiguous 2-D tensor helpers: [rows][cols]. */
+hs_status hs_tensor_init_2d(struct hs_tensor *t, enum hs_type type, int64_t cols, int64_t rows,
+                            void *data);
+
+/* A view of rows [row0, row0 + n_rows) of the outermost-but-row dimension (ne[1]) of a 2-D
+ * tensor. */
+struct hs_tensor hs_tensor_rows(const struct hs_tensor *t, int64_t row0, int64_t n_rows);
+
+int64_t hs_tensor_nelements(const struct hs_tensor *t);
+size_t hs_tensor_nbytes(const struct hs_tensor *t);
+bool hs_tensor_is_contiguous(const struct hs_tensor *t);
+
+/* ---- operations ---- */
+
+enum hs_op {
+    HS_OP_MATMUL,    /* y[r][o] = sum_i x[r][i] * w[o][i] */
+    HS_OP_GET_ROWS,  /* y[r] = dequant(w[ids[r]]) */
+    HS_OP_RMS_NORM,  /* y = x / rms(x) * w */
+    HS_OP_ROPE,      /* rotary embedding in place */
+    HS_OP_ADD,       /* y = a + b (b broadcast over rows when it has one row) */
+    HS_OP_MUL,       /* y = a * b (same broadcast) */
+    HS_OP_SWIGLU,    /* y = silu(gate) * up */
+    HS_OP_KV_STORE,  /* write K or V rows into cache slots */
+    HS_OP_ATTENTION, /* causal attention of a batch of sequences over a paged KV cache */
+    HS_OP_FFN,       /* dense SwiGLU FFN: down(silu(gate(x)) * up(x)) */
+    HS_OP_COUNT,
+};
+const char *hs_op_str(enum hs_op op);
+
+enum hs_rope_mode {
+    HS_ROPE_NORM, /* pairs (2i, 2i+1): llama */
+    HS_ROPE_NEOX, /* pairs (i, i + n_rot/2): qwen2, qwen3 */
+    HS_ROPE_MODE_COUNT,
+};
+const char *hs_rope_mode_str(enum hs_rope_mode m);
+
+struct hs_rope_params {
+    enum hs_rope_mode mode;
+    int32_t n_rot;     /* dimensions rotated, <= head_dim, even */
+    float freq_base;   /* theta */
+    float freq_scale;  /* 1 / linear scaling factor */
+};
+
+/* One sequence of an attention batch. Its n_new query rows are rows [q_row, q_row + n_new) of q;
+ * their K/V were already stored at positions [n_past, n_past + n_new). Query row j attends to
+ * positions [0, n_past + j]. */
+struct hs_attn_seq {
+    int32_t n_past;
+    int32_t n_new;
+    int32_t q_row;
+    const int32_t *block_table; /* [ceil((n_past + n_new) / block_size)] block ids; borrowed */
+};
+
+struct hs_attn_args {
+    const struct hs_tensor *q;       /* [n_rows][n_head][head_dim] f32 (ne = hd, n_head, n_rows) */
+    struct hs_tensor *out;           /* same shape as q, f32 */
+    const struct hs_tensor *k_cache; /* [n_blocks][block_size][n_kv_head][head_dim] f16 or f32 */
+    const struct hs_tensor *v_cache; /* same shape as k_cache */
+    int32_t block_size;              /* tokens per block */
+    const struct hs_attn_seq *seqs;  /* [n_seqs] */
+    int32_t n_seqs;
+    float scale; /* usually 1/sqrt(head_dim) */
+};
+
+struct hs_ffn_args {
+    const struct hs_tensor *w_gate; /* [n_ff][n_embd] */
+    const struct hs_tensor *w_up;   /* [n_ff][n_embd] */
+    const struct hs_tensor *w_down; /* [n_embd][n_ff] */
+    const struct hs_tensor *x;      /* [n_rows][n_embd] f32 */
+    struct hs_tensor *y;            /* [n_rows][n_embd] f32, overwritten */
+    struct hs_tensor *scratch_gate; /* [n_rows][n_ff] f32 */
+    struct hs_tensor *scratch_up;   /* [n_rows][n_ff] f32 */
+};
+
+struct hs_backend_stats {
+    uint64_t n_ops[HS_OP_COUNT];
+    uint64_t weight_bytes_read; /* bytes of weights read by matmul/get_rows/ffn */
+    double sim_time_s;          /* simulated hardware time (simulated backends; 0 otherwise) */
+};
+
+/* ---- backend lifetime and registry ---- */
+
+struct hs_backend_params {
+    int32_t n_threads; /* <= 0: one per physical core */
+    bool pin_threads;  /* pin workers to cores with hwloc where available */
+};
+
+/* Default parameters. */
+struct hs_backend_params hs_backend_default_params(void);
+
+/* Number of backends compiled in, and the name of each ("cpu", "pim", ...). */
+int hs_backend_reg_count(void);
+const char *hs_backend_reg_name(int i);
+
+/* Creates the backend registered under name. Returns HS_E_NOENT for an unknown name,
+ * HS_E_DEVICE when its device is absent; *out stays NULL on failure. Free with
+ * hs_backend_destroy. Thread: any. */
+hs_status hs_backend_create(const char *name, const struct hs_backend_params *params,
+                            struct hs_backend **out);
+void hs_backend_destroy(struct hs_backend *be);
+
+const char *hs_backend_name(const struct hs_backend *be);
+int32_t hs_backend_n_threads(const struct hs_backend *be);
+
+/* True when the backend can run op with weights (or cache) of type t. */
+bool hs_backend_supports(struct hs_backend *be, enum hs_op op, enum hs_type t);
+
+/* Operations. Each validates shapes and types once, returns HS_E_INVAL on a mismatch and
+ * HS_E_NOTSUP when the backend cannot run it; outputs are untouched on error. */
+hs_status hs_backend_matmul(struct hs_backend *be, const struct hs_tensor *w,
+                            const struct hs_tensor *x, struct hs_tensor *y);
+hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w,
+                              const hs_token *ids, struct hs_tensor *y);
+hs_status hs_backend_rms_norm(struct hs_backend *be, const struct hs_tensor *x,
+                              const struct hs_tensor *w, float eps, struct hs_tensor *y);
+/* x: [n_rows][n_head][head_dim] f32, rotated in place; pos: [n_rows] positions. */
+hs_status hs_backend_rope(struct hs_backend *be, struct hs_tensor *x, const int32_t *pos,
+                          const struct hs_rope_params *p);
+hs_status hs_backend_add(struct hs_backend *be, const struct hs_tensor *a,
+                         const struct hs_tensor *b, struct hs_tensor *y);
+hs_status hs_backend_mul(struct hs_backend *be, const struct hs_tensor *a,
+                         const struct hs_tensor *b, struct hs_tensor *y);
+hs_status hs_backend_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
+                            const struct hs_tensor *up, struct hs_tensor *y);
+/* src: [n_rows][n_kv_head][head_dim] f32; cache: [n_blocks][block_size][n_kv_head][head_dim];
+ * slots: [n_rows] flat slot ids (block * block_size + offset). */
+hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src,
+                              struct hs_tensor *cache, const int32_t *slots);
+hs_status hs_backend_attention(struct hs_backend *be, const struct hs_attn_args *args);
+hs_status hs_backend_ffn(struct hs_backend *be, const struct hs_ffn_args *args);
+
+/* Waits for queued work. */
+hs_status hs_backend_synchronize(struct hs_backend *be);
+
+void hs_backend_get_stats(const struct hs_backend *be, struct hs_backend_stats *out);
+void hs_backend_reset_stats(struct hs_backend *be);
+
+#endif

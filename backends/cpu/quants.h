@@ -1,0 +1,57 @@
+/* CPU kernels for weight types: conversion, quantization and dot products, with scalar, AVX2
+ * and AVX-512 paths picked at run time from the CPU's features. Internal to backends/ (and
+ * tests, and model/'s writer which quantizes weights).
+ *
+ * Dot products take the weight row in its own type and the activation row already converted
+ * to the weight type's vec_dot_type (as ggml does): F32 -> F32, F16 -> F16, BF16 -> BF16,
+ * Q8_0 and Q4_0 -> Q8_0, Q4_K / Q5_K / Q6_K -> Q8_K. Row lengths are multiples of the block
+ * size. Thread: any; kernels keep no state. */
+#ifndef HS_BACKENDS_CPU_QUANTS_H
+#define HS_BACKENDS_CPU_QUANTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+enum hs_isa {
+    HS_ISA_SCALAR,
+    HS_ISA_AVX2,   /* AVX2 + FMA + F16C */
+    HS_ISA_AVX512, /* AVX-512 F/BW/VL/DQ (+ VNNI where present) */
+    HS_ISA_COUNT,
+};
+const char *hs_isa_str(enum hs_isa isa);
+
+/* Best ISA this CPU supports. */
+enum hs_isa hs__cpu_detect_isa(void);
+
+/* s[j * bs + i] = dot(w row i, x row j) for i < nr, j < nc (nr, nc in 1..4); n elements per row;
+ * w_stride and x_stride are the byte distances between consecutive rows. */
+typedef void (*hs_gemm_tile_fn)(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
+                                const void *x, size_t x_stride, int nr, int nc);
+
+struct hs_quant_kernels {
+    enum hs_type type;         /* weight type */
+    enum hs_type vec_dot_type; /* what activations are converted to */
+    /* float -> vec_dot_type, n elements (the activation quantizer; fast). */
+    void (*from_float)(const float *x, void *y, int64_t n);
+    /* weight type -> float, n elements. */
+    void (*to_float)(const void *x, float *y, int64_t n);
+    /* *s = dot(w, x), one row each. */
+    void (*vec_dot)(int64_t n, float *s, const void *w, const void *x);
+    /* nr x nc block of dot products; may be NULL (callers loop over vec_dot). */
+    hs_gemm_tile_fn gemm_tile;
+};
+
+/* Kernels for weight type t on the given ISA (HS_ISA_COUNT: the detected best). NULL when t is
+ * not a supported weight type. Returned tables are static. */
+const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa);
+
+/* Reference quantization of a weight row (float -> t; t any supported type, including Q8_K).
+ * Used by the GGUF writer and tests; not on the hot path. */
+void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n);
+
+/* Reference dequantization (scalar, any supported type). */
+void hs__dequantize_row_ref(enum hs_type t, const void *x, float *y, int64_t n);
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder */
+typedef int hs__placeholder_sampling;
