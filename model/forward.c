@@ -1,2 +1,439 @@
-/* placeholder: replaced as the module lands */
-typedef int hs__placeholder_forward;
+/* Contexts and the forward pass of the dense decoder-only architectures (llama, qwen2, qwen3).
+ *
+ * Data flow of one call: gather the batch's tokens, positions and KV slots; embed; for each layer
+ * norm -> QKV -> (bias, q/k norm) -> RoPE -> store K/V -> paged attention -> output projection ->
+ * residual -> norm -> FFN -> residual; then the output norm and projection for the rows whose
+ * logits were asked for. Every operation goes through the backend interface; attention may run
+ * on a different backend than the rest. */
+#include "model/model-impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct hs_context {
+    struct hs_model *model;
+    struct hs_backend *be;      /* dense ops and FFN */
+    struct hs_backend *attn_be; /* attention; == be unless placed elsewhere */
+    int32_t n_ctx;
+    int32_t n_kv_blocks;
+    int32_t block_size;
+    int32_t n_batch;
+    int32_t n_seq_max;
+    enum hs_type kv_type;
+
+    void *kv_mem;             /* one allocation for all layers' K and V */
+    size_t kv_bytes;
+    struct hs_tensor *k_cache; /* [n_layer] of [n_kv_blocks][block_size][n_head_kv][head_dim] */
+    struct hs_tensor *v_cache; /* same */
+
+    void *act_mem; /* activations, sized for n_batch rows */
+    float *x;      /* [n_batch][n_embd] residual stream */
+    float *h;      /* [n_batch][n_embd] normed input */
+    float *q;      /* [n_batch][n_head][head_dim] */
+    float *k;      /* [n_batch][n_head_kv][head_dim] */
+    float *v;      /* [n_batch][n_head_kv][head_dim] */
+    float *attn;   /* [n_batch][n_head][head_dim] */
+    float *tmp;    /* [n_batch][n_embd] */
+    float *gate;   /* [n_batch][n_ff] */
+    float *up;     /* [n_batch][n_ff] */
+    float *logits; /* [n_batch][n_vocab] */
+    hs_token *tokens;  /* [n_batch] */
+    int32_t *pos;      /* [n_batch] */
+    int32_t *slots;    /* [n_batch] */
+    int32_t *out_rows; /* [n_batch] rows whose logits are wanted */
+    struct hs_attn_seq *attn_seqs; /* [n_batch] (a sequence has at least one token) */
+    int32_t n_logit_rows;
+};
+
+struct hs_context_params hs_context_default_params(void)
+{
+    struct hs_context_params p = {
+        .n_ctx = 0,
+        .n_kv_blocks = 0,
+        .block_size = 16,
+        .n_seq_max = 1,
+        .n_batch = 512,
+        .kv_type = HS_TYPE_F16,
+        .backend = "cpu",
+        .attn_backend = NULL,
+        .backend_params = hs_backend_default_params(),
+    };
+    return p;
+}
+
+static size_t carve(size_t *off, size_t bytes)
+{
+    size_t at = *off;
+    *off += hs_align_up(bytes, HS_ALIGN_BYTES);
+    return at;
+}
+
+hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *p,
+                            struct hs_context **out, struct hs_error *err)
+{
+    hs_status st;
+    *out = NULL;
+    const struct hs_model_hparams *hp = &m->hp;
+    struct hs_context *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    }
+    ctx->model = m;
+    ctx->n_ctx = p->n_ctx > 0 ? p->n_ctx : hp->n_ctx_train;
+    ctx->block_size = p->block_size > 0 ? p->block_size : 16;
+    ctx->n_seq_max = p->n_seq_max > 0 ? p->n_seq_max : 1;
+    ctx->n_batch = p->n_batch > 0 ? p->n_batch : 512;
+    ctx->kv_type = p->kv_type;
+    if (ctx->kv_type != HS_TYPE_F16 && ctx->kv_type != HS_TYPE_F32) {
+        st = hs_error_set(err, HS_E_INVAL, "KV cache type must be f16 or f32, not %s",
+                          hs_type_str(ctx->kv_type));
+        goto fail;
+    }
+    if (ctx->n_ctx > 1 << 24 || ctx->n_batch > 1 << 16 || ctx->block_size > 4096) {
+        st = hs_error_set(err, HS_E_INVAL, "context, batch or block size is too large");
+        goto fail;
+    }
+    int64_t blocks_per_seq = (ctx->n_ctx + ctx->block_size - 1) / ctx->block_size;
+    int64_t n_blocks = p->n_kv_blocks > 0 ? p->n_kv_blocks : blocks_per_seq * ctx->n_seq_max;
+    if (n_blocks > INT32_MAX / ctx->block_size) {
+        st = hs_error_set(err, HS_E_INVAL, "KV cache of %lld blocks is too large",
+                          (long long)n_blocks);
+        goto fail;
+    }
+    ctx->n_kv_blocks = (int32_t)n_blocks;
+
+    st = hs_backend_create(p->backend ? p->backend : "cpu", &p->backend_params, &ctx->be);
+    if (st != HS_OK) {
+        hs_error_set(err, st, "cannot create backend '%s': %s", p->backend ? p->backend : "cpu",
+                     hs_status_str(st));
+        goto fail;
+    }
+    ctx->attn_be = ctx->be;
+    if (p->attn_backend && strcmp(p->attn_backend, hs_backend_name(ctx->be)) != 0) {
+        st = hs_backend_create(p->attn_backend, &p->backend_params, &ctx->attn_be);
+        if (st != HS_OK) {
+            ctx->attn_be = NULL;
+            hs_error_set(err, st, "cannot create attention backend '%s': %s", p->attn_backend,
+                         hs_status_str(st));
+            goto fail;
+        }
+    }
+
+    /* KV cache: one allocation, per-layer views. */
+    const int64_t kv_row = (int64_t)hp->n_head_kv * hp->head_dim;
+    const size_t layer_bytes =
+        (size_t)n_blocks * (size_t)ctx->block_size * hs_type_row_size(ctx->kv_type, kv_row);
+    ctx->kv_bytes = 2 * layer_bytes * (size_t)hp->n_layer;
+    ctx->kv_mem = hs_alloc_aligned(ctx->kv_bytes);
+    ctx->k_cache = calloc((size_t)hp->n_layer, sizeof(*ctx->k_cache));
+    ctx->v_cache = calloc((size_t)hp->n_layer, sizeof(*ctx->v_cache));
+    if (!ctx->kv_mem || !ctx->k_cache || !ctx->v_cache) {
+        st = hs_error_set(err, HS_E_NOMEM, "out of memory for a KV cache of %zu MiB",
+                          ctx->kv_bytes >> 20);
+        goto fail;
+    }
+    for (int il = 0; il < hp->n_layer; il++) {
+        int64_t ne[4] = {hp->head_dim, hp->n_head_kv, ctx->block_size, n_blocks};
+        char *base = (char *)ctx->kv_mem + 2 * layer_bytes * (size_t)il;
+        hs_tensor_init(&ctx->k_cache[il], ctx->kv_type, 4, ne, base);
+        hs_tensor_init(&ctx->v_cache[il], ctx->kv_type, 4, ne, base + layer_bytes);
+    }
+
+    /* Activations. */
+    const size_t nb = (size_t)ctx->n_batch;
+    const size_t f = sizeof(float);
+    size_t off = 0;
+    size_t o_x = carve(&off, nb * (size_t)hp->n_embd * f);
+    size_t o_h = carve(&off, nb * (size_t)hp->n_embd * f);
+    size_t o_q = carve(&off, nb * (size_t)hp->n_head * (size_t)hp->head_dim * f);
+    size_t o_k = carve(&off, nb * (size_t)kv_row * f);
+    size_t o_v = carve(&off, nb * (size_t)kv_row * f);
+    size_t o_attn = carve(&off, nb * (size_t)hp->n_head * (size_t)hp->head_dim * f);
+    size_t o_tmp = carve(&off, nb * (size_t)HS_MAX(hp->n_embd, hp->n_head * hp->head_dim) * f);
+    size_t o_gate = carve(&off, nb * (size_t)hp->n_ff * f);
+    size_t o_up = carve(&off, nb * (size_t)hp->n_ff * f);
+    size_t o_logits = carve(&off, nb * (size_t)hp->n_vocab * f);
+    size_t o_tokens = carve(&off, nb * sizeof(hs_token));
+    size_t o_pos = carve(&off, nb * sizeof(int32_t));
+    size_t o_slots = carve(&off, nb * sizeof(int32_t));
+    size_t o_rows = carve(&off, nb * sizeof(int32_t));
+    size_t o_seqs = carve(&off, nb * sizeof(struct hs_attn_seq));
+    ctx->act_mem = hs_alloc_aligned(off);
+    if (!ctx->act_mem) {
+        st = hs_error_set(err, HS_E_NOMEM, "out of memory for activations (%zu MiB)", off >> 20);
+        goto fail;
+    }
+    char *a = ctx->act_mem;
+    ctx->x = (float *)(a + o_x);
+    ctx->h = (float *)(a + o_h);
+    ctx->q = (float *)(a + o_q);
+    ctx->k = (float *)(a + o_k);
+    ctx->v = (float *)(a + o_v);
+    ctx->attn = (float *)(a + o_attn);
+    ctx->tmp = (float *)(a + o_tmp);
+    ctx->gate = (float *)(a + o_gate);
+    ctx->up = (float *)(a + o_up);
+    ctx->logits = (float *)(a + o_logits);
+    ctx->tokens = (hs_token *)(a + o_tokens);
+    ctx->pos = (int32_t *)(a + o_pos);
+    ctx->slots = (int32_t *)(a + o_slots);
+    ctx->out_rows = (int32_t *)(a + o_rows);
+    ctx->attn_seqs = (struct hs_attn_seq *)(a + o_seqs);
+    *out = ctx;
+    return HS_OK;
+fail:
+    hs_context_destroy(ctx);
+    return st;
+}
+
+void hs_context_destroy(struct hs_context *ctx)
+{
+    if (!ctx) {
+        return;
+    }
+    if (ctx->attn_be && ctx->attn_be != ctx->be) {
+        hs_backend_destroy(ctx->attn_be);
+    }
+    hs_backend_destroy(ctx->be);
+    hs_free_aligned(ctx->kv_mem);
+    hs_free_aligned(ctx->act_mem);
+    free(ctx->k_cache);
+    free(ctx->v_cache);
+    free(ctx);
+}
+
+int32_t hs_context_n_ctx(const struct hs_context *ctx)
+{
+    return ctx->n_ctx;
+}
+
+int32_t hs_context_n_kv_blocks(const struct hs_context *ctx)
+{
+    return ctx->n_kv_blocks;
+}
+
+int32_t hs_context_block_size(const struct hs_context *ctx)
+{
+    return ctx->block_size;
+}
+
+int32_t hs_context_n_batch(const struct hs_context *ctx)
+{
+    return ctx->n_batch;
+}
+
+size_t hs_context_kv_bytes(const struct hs_context *ctx)
+{
+    return ctx->kv_bytes;
+}
+
+struct hs_backend *hs_context_backend(struct hs_context *ctx)
+{
+    return ctx->be;
+}
+
+const float *hs_context_logits(const struct hs_context *ctx)
+{
+    return ctx->logits;
+}
+
+int32_t hs_context_n_logit_rows(const struct hs_context *ctx)
+{
+    return ctx->n_logit_rows;
+}
+
+/* ---- the forward pass ---- */
+
+/* Validates the batch and fills tokens, positions, slots, attention sequences and logit rows. */
+static hs_status prepare_batch(struct hs_context *ctx, const struct hs_forward_seq *seqs,
+                               int32_t n_seqs, int32_t *n_tok_out)
+{
+    const int32_t n_vocab = ctx->model->hp.n_vocab;
+    int64_t n_tok = 0;
+    int32_t n_out = 0;
+    if (n_seqs <= 0) {
+        return HS_E_INVAL;
+    }
+    for (int32_t s = 0; s < n_seqs; s++) {
+        const struct hs_forward_seq *fs = &seqs[s];
+        if (fs->n_tokens <= 0 || fs->n_past < 0 || !fs->tokens || !fs->block_table ||
+            fs->n_logits < 0 || fs->n_logits > fs->n_tokens ||
+            (int64_t)fs->n_past + fs->n_tokens > ctx->n_ctx) {
+            return HS_E_INVAL;
+        }
+        n_tok += fs->n_tokens;
+        if (n_tok > ctx->n_batch) {
+            return HS_E_INVAL;
+        }
+    }
+    int32_t row = 0;
+    for (int32_t s = 0; s < n_seqs; s++) {
+        const struct hs_forward_seq *fs = &seqs[s];
+        ctx->attn_seqs[s] = (struct hs_attn_seq){
+            .n_past = fs->n_past,
+            .n_new = fs->n_tokens,
+            .q_row = row,
+            .block_table = fs->block_table,
+        };
+        for (int32_t i = 0; i < fs->n_tokens; i++, row++) {
+            const hs_token t = fs->tokens[i];
+            const int32_t p = fs->n_past + i;
+            const int32_t blk = fs->block_table[p / ctx->block_size];
+            if (t < 0 || t >= n_vocab || blk < 0 || blk >= ctx->n_kv_blocks) {
+                return HS_E_INVAL;
+            }
+            ctx->tokens[row] = t;
+            ctx->pos[row] = p;
+            ctx->slots[row] = blk * ctx->block_size + p % ctx->block_size;
+            if (i >= fs->n_tokens - fs->n_logits) {
+                ctx->out_rows[n_out++] = row;
+            }
+        }
+    }
+    ctx->n_logit_rows = n_out;
+    *n_tok_out = (int32_t)n_tok;
+    return HS_OK;
+}
+
+static struct hs_tensor mat(float *data, int64_t cols, int64_t rows)
+{
+    struct hs_tensor t;
+    hs_tensor_init_2d(&t, HS_TYPE_F32, cols, rows, data);
+    return t;
+}
+
+static struct hs_tensor heads(float *data, int64_t head_dim, int64_t n_head, int64_t rows)
+{
+    struct hs_tensor t;
+    int64_t ne[3] = {head_dim, n_head, rows};
+    hs_tensor_init(&t, HS_TYPE_F32, 3, ne, data);
+    return t;
+}
+
+static hs_status attention_block(struct hs_context *ctx, int il, int32_t n_tok, int32_t n_seqs)
+{
+    const struct hs_model_hparams *hp = &ctx->model->hp;
+    const struct hs_layer *l = &ctx->model->layers[il];
+    struct hs_backend *be = ctx->be;
+    const int64_t hd = hp->head_dim;
+
+    struct hs_tensor x = mat(ctx->x, hp->n_embd, n_tok);
+    struct hs_tensor h = mat(ctx->h, hp->n_embd, n_tok);
+    struct hs_tensor q = mat(ctx->q, hp->n_head * hd, n_tok);
+    struct hs_tensor k = mat(ctx->k, hp->n_head_kv * hd, n_tok);
+    struct hs_tensor v = mat(ctx->v, hp->n_head_kv * hd, n_tok);
+
+    HS_TRY(hs_backend_rms_norm(be, &x, &l->attn_norm, hp->norm_eps, &h));
+    HS_TRY(hs_backend_matmul(be, &l->wq, &h, &q));
+    HS_TRY(hs_backend_matmul(be, &l->wk, &h, &k));
+    HS_TRY(hs_backend_matmul(be, &l->wv, &h, &v));
+    if (l->bq.data) {
+        HS_TRY(hs_backend_add(be, &q, &l->bq, &q));
+        HS_TRY(hs_backend_add(be, &k, &l->bk, &k));
+        HS_TRY(hs_backend_add(be, &v, &l->bv, &v));
+    }
+    if (l->q_norm.data) {
+        struct hs_tensor qh = mat(ctx->q, hd, (int64_t)n_tok * hp->n_head);
+        struct hs_tensor kh = mat(ctx->k, hd, (int64_t)n_tok * hp->n_head_kv);
+        HS_TRY(hs_backend_rms_norm(be, &qh, &l->q_norm, hp->norm_eps, &qh));
+        HS_TRY(hs_backend_rms_norm(be, &kh, &l->k_norm, hp->norm_eps, &kh));
+    }
+    struct hs_tensor q3 = heads(ctx->q, hd, hp->n_head, n_tok);
+    struct hs_tensor k3 = heads(ctx->k, hd, hp->n_head_kv, n_tok);
+    struct hs_tensor v3 = heads(ctx->v, hd, hp->n_head_kv, n_tok);
+    HS_TRY(hs_backend_rope(be, &q3, ctx->pos, &hp->rope));
+    HS_TRY(hs_backend_rope(be, &k3, ctx->pos, &hp->rope));
+
+    struct hs_backend *abe = ctx->attn_be;
+    HS_TRY(hs_backend_kv_store(abe, &k3, &ctx->k_cache[il], ctx->slots));
+    HS_TRY(hs_backend_kv_store(abe, &v3, &ctx->v_cache[il], ctx->slots));
+    struct hs_tensor o3 = heads(ctx->attn, hd, hp->n_head, n_tok);
+    struct hs_attn_args args = {
+        .q = &q3,
+        .out = &o3,
+        .k_cache = &ctx->k_cache[il],
+        .v_cache = &ctx->v_cache[il],
+        .block_size = ctx->block_size,
+        .seqs = ctx->attn_seqs,
+        .n_seqs = n_seqs,
+        .scale = 1.0f / sqrtf((float)hd),
+    };
+    HS_TRY(hs_backend_attention(abe, &args));
+
+    struct hs_tensor o = mat(ctx->attn, hp->n_head * hd, n_tok);
+    struct hs_tensor t = mat(ctx->tmp, hp->n_embd, n_tok);
+    HS_TRY(hs_backend_matmul(be, &l->wo, &o, &t));
+    return hs_backend_add(be, &x, &t, &x);
+}
+
+static hs_status ffn_block(struct hs_context *ctx, int il, int32_t n_rows)
+{
+    const struct hs_model_hparams *hp = &ctx->model->hp;
+    const struct hs_layer *l = &ctx->model->layers[il];
+    struct hs_backend *be = ctx->be;
+    struct hs_tensor x = mat(ctx->x, hp->n_embd, n_rows);
+    struct hs_tensor h = mat(ctx->h, hp->n_embd, n_rows);
+    struct hs_tensor t = mat(ctx->tmp, hp->n_embd, n_rows);
+    struct hs_tensor g = mat(ctx->gate, hp->n_ff, n_rows);
+    struct hs_tensor u = mat(ctx->up, hp->n_ff, n_rows);
+    HS_TRY(hs_backend_rms_norm(be, &x, &l->ffn_norm, hp->norm_eps, &h));
+    struct hs_ffn_args args = {
+        .w_gate = &l->ffn_gate,
+        .w_up = &l->ffn_up,
+        .w_down = &l->ffn_down,
+        .x = &h,
+        .y = &t,
+        .scratch_gate = &g,
+        .scratch_up = &u,
+    };
+    HS_TRY(hs_backend_ffn(be, &args));
+    return hs_backend_add(be, &x, &t, &x);
+}
+
+/* Moves the rows whose logits are wanted to the front of the residual stream, so the last
+ * layer's FFN and the output projection run on those rows only. */
+static void compact_rows(struct hs_context *ctx)
+{
+    const size_t row_bytes = (size_t)ctx->model->hp.n_embd * sizeof(float);
+    for (int32_t i = 0; i < ctx->n_logit_rows; i++) {
+        if (ctx->out_rows[i] != i) {
+            memmove(ctx->x + (size_t)i * ctx->model->hp.n_embd,
+                    ctx->x + (size_t)ctx->out_rows[i] * ctx->model->hp.n_embd, row_bytes);
+        }
+    }
+}
+
+hs_status hs_model_forward(struct hs_context *ctx, const struct hs_forward_seq *seqs,
+                           int32_t n_seqs)
+{
+    const struct hs_model *m = ctx->model;
+    const struct hs_model_hparams *hp = &m->hp;
+    int32_t n_tok = 0;
+    ctx->n_logit_rows = 0;
+    HS_TRY(prepare_batch(ctx, seqs, n_seqs, &n_tok));
+
+    struct hs_tensor x = mat(ctx->x, hp->n_embd, n_tok);
+    HS_TRY(hs_backend_get_rows(ctx->be, &m->tok_embd, ctx->tokens, &x));
+    for (int il = 0; il < hp->n_layer; il++) {
+        HS_TRY(attention_block(ctx, il, n_tok, n_seqs));
+        int32_t n_rows = n_tok;
+        if (il == hp->n_layer - 1) {
+            /* Rows nobody reads need no FFN in the last layer. */
+            compact_rows(ctx);
+            n_rows = ctx->n_logit_rows;
+        }
+        if (n_rows > 0) {
+            HS_TRY(ffn_block(ctx, il, n_rows));
+        }
+    }
+    const int32_t n_out = ctx->n_logit_rows;
+    if (n_out == 0) {
+        return HS_OK;
+    }
+    struct hs_tensor xo = mat(ctx->x, hp->n_embd, n_out);
+    struct hs_tensor ho = mat(ctx->h, hp->n_embd, n_out);
+    struct hs_tensor lo = mat(ctx->logits, hp->n_vocab, n_out);
+    HS_TRY(hs_backend_rms_norm(ctx->be, &xo, &m->output_norm, hp->norm_eps, &ho));
+    return hs_backend_matmul(ctx->be, &m->output, &ho, &lo);
+}

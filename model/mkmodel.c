@@ -1,2 +1,296 @@
-/* placeholder: replaced as the module lands */
-typedef int hs__placeholder_mkmodel;
+/* hetserve mkmodel: random-weight GGUF models of any shape, with a synthetic SentencePiece
+ * vocabulary, for tests and benchmarks (no weights are ever downloaded). */
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/cpu/quants.h"
+#include "model/gguf.h"
+
+struct hs_mkmodel_params hs_mkmodel_default_params(void)
+{
+    struct hs_mkmodel_params p = {
+        .arch = HS_ARCH_LLAMA,
+        .n_embd = 64,
+        .n_layer = 2,
+        .n_head = 4,
+        .n_head_kv = 2,
+        .n_ff = 128,
+        .n_vocab = 512,
+        .n_ctx = 512,
+        .wtype = HS_TYPE_F32,
+        .seed = 1,
+        .tied_output = false,
+    };
+    return p;
+}
+
+struct hs_mkmodel_params hs_mkmodel_smollm_params(void)
+{
+    struct hs_mkmodel_params p = hs_mkmodel_default_params();
+    p.n_embd = 576;
+    p.n_layer = 30;
+    p.n_head = 9;
+    p.n_head_kv = 3;
+    p.n_ff = 1536;
+    p.n_vocab = 49152;
+    p.n_ctx = 2048;
+    p.wtype = HS_TYPE_Q8_0;
+    p.tied_output = true;
+    return p;
+}
+
+/* ---- vocabulary: <unk> <s> </s>, 256 byte tokens, then letter pieces with and without the
+ * word prefix, scored by rank ---- */
+
+static hs_status add_vocab(struct hs_gguf_writer *w, int32_t n_vocab)
+{
+    hs_status st = HS_E_NOMEM;
+    char **toks = calloc((size_t)n_vocab, sizeof(*toks));
+    float *scores = calloc((size_t)n_vocab, sizeof(*scores));
+    int32_t *types = calloc((size_t)n_vocab, sizeof(*types));
+    if (!toks || !scores || !types) {
+        goto done;
+    }
+    int32_t n = 0;
+    const char *specials[3] = {"<unk>", "<s>", "</s>"};
+    for (int i = 0; i < 3 && n < n_vocab; i++, n++) {
+        toks[n] = strdup(specials[i]);
+        types[n] = i == 0 ? 2 : 3; /* unknown, control */
+    }
+    for (int b = 0; b < 256 && n < n_vocab; b++, n++) {
+        char buf[8];
+        snprintf(buf, sizeof(buf), "<0x%02X>", b);
+        toks[n] = strdup(buf);
+        types[n] = 6; /* byte */
+    }
+    /* Letter strings in length-then-lexicographic order: a..z, aa..zz, ... each also with "▁". */
+    for (int64_t idx = 0; n < n_vocab; idx++) {
+        char s[16];
+        int64_t v = idx;
+        int len = 1;
+        int64_t span = 26;
+        while (v >= span) {
+            v -= span;
+            span *= 26;
+            len++;
+        }
+        for (int i = len - 1; i >= 0; i--) {
+            s[i] = (char)('a' + v % 26);
+            v /= 26;
+        }
+        s[len] = '\0';
+        char word[24];
+        snprintf(word, sizeof(word), "\xe2\x96\x81%s", s);
+        for (int k = 0; k < 2 && n < n_vocab; k++, n++) {
+            toks[n] = strdup(k == 0 ? word : s);
+            types[n] = 1;
+            scores[n] = -(float)n;
+        }
+    }
+    for (int32_t i = 0; i < n_vocab; i++) {
+        if (!toks[i]) {
+            goto done;
+        }
+    }
+    if ((st = hs_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama")) != HS_OK ||
+        (st = hs_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)toks,
+                                         (uint64_t)n_vocab)) != HS_OK ||
+        (st = hs_gguf_writer_set_arr(w, "tokenizer.ggml.scores", HS_GGUF_TYPE_FLOAT32, scores,
+                                     (uint64_t)n_vocab)) != HS_OK ||
+        (st = hs_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", HS_GGUF_TYPE_INT32, types,
+                                     (uint64_t)n_vocab)) != HS_OK ||
+        (st = hs_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0)) != HS_OK ||
+        (st = hs_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1)) != HS_OK ||
+        (st = hs_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2)) != HS_OK ||
+        (st = hs_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true)) != HS_OK) {
+        goto done;
+    }
+    st = HS_OK;
+done:
+    if (toks) {
+        for (int32_t i = 0; i < n_vocab; i++) {
+            free(toks[i]);
+        }
+    }
+    free(toks);
+    free(scores);
+    free(types);
+    return st;
+}
+
+/* ---- weights ---- */
+
+struct mk_state {
+    struct hs_gguf_writer *w;
+    struct hs_rng rng;
+    float *f32;   /* scratch: largest tensor in floats */
+    void *qbuf;   /* scratch: largest tensor quantized */
+};
+
+/* Like llama.cpp's quantizer: a K-quant whose rows are not a multiple of 256 falls back to a
+ * 32-element type (Q4_K/Q5_K -> Q4_0, Q6_K -> Q8_0). */
+static enum hs_type fallback_type(enum hs_type t, int64_t ne0)
+{
+    if (ne0 % hs_type_traits(t)->blck_size == 0) {
+        return t;
+    }
+    return t == HS_TYPE_Q6_K ? HS_TYPE_Q8_0 : HS_TYPE_Q4_0;
+}
+
+static hs_status add_weight(struct mk_state *s, const char *name, enum hs_type type, int64_t ne0,
+                            int64_t ne1, float center, float spread)
+{
+    type = fallback_type(type, ne0);
+    const int64_t n = ne0 * (ne1 > 0 ? ne1 : 1);
+    for (int64_t i = 0; i < n; i++) {
+        s->f32[i] = center + hs_rng_range(&s->rng, -spread, spread);
+    }
+    int64_t ne[2] = {ne0, ne1 > 0 ? ne1 : 1};
+    uint32_t n_dims = ne1 > 0 ? 2 : 1;
+    if (type == HS_TYPE_F32) {
+        return hs_gguf_writer_add_tensor(s->w, name, type, n_dims, ne, s->f32);
+    }
+    const size_t row = hs_type_row_size(type, ne0);
+    for (int64_t r = 0; r < ne[1]; r++) {
+        hs__quantize_row_ref(type, s->f32 + r * ne0, (char *)s->qbuf + (size_t)r * row, ne0);
+    }
+    return hs_gguf_writer_add_tensor(s->w, name, type, n_dims, ne, s->qbuf);
+}
+
+static hs_status check_params(const struct hs_mkmodel_params *p, struct hs_error *err)
+{
+    if (p->arch < 0 || p->arch >= HS_ARCH_COUNT) {
+        return hs_error_set(err, HS_E_INVAL, "unknown architecture");
+    }
+    if (p->n_embd <= 0 || p->n_layer <= 0 || p->n_head <= 0 || p->n_head_kv <= 0 ||
+        p->n_ff <= 0 || p->n_ctx <= 0 || p->n_vocab < 300) {
+        return hs_error_set(err, HS_E_INVAL,
+                            "dimensions must be positive and the vocabulary at least 300 tokens");
+    }
+    if (p->n_embd % p->n_head != 0 || p->n_head % p->n_head_kv != 0 ||
+        (p->n_embd / p->n_head) % 2 != 0) {
+        return hs_error_set(err, HS_E_INVAL,
+                            "n_embd must split into an even head size and n_head must be a "
+                            "multiple of n_head_kv");
+    }
+    const struct hs_type_traits *tr = hs_type_traits(p->wtype);
+    if (!tr->supported) {
+        return hs_error_set(err, HS_E_INVAL, "weight type %s is not supported",
+                            hs_type_str(p->wtype));
+    }
+    /* K-quant rows that are not a multiple of 256 fall back per tensor (see fallback_type). */
+    if (tr->blck_size > 1 && (p->n_embd % 32 != 0 || p->n_ff % 32 != 0)) {
+        return hs_error_set(err, HS_E_INVAL, "n_embd and n_ff must be multiples of 32 for %s",
+                            hs_type_str(p->wtype));
+    }
+    return HS_OK;
+}
+
+hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
+                           struct hs_error *err)
+{
+    hs_error_clear(err);
+    HS_TRY(check_params(p, err));
+    hs_status st;
+    struct mk_state s = {0};
+    hs_rng_seed(&s.rng, p->seed);
+    const char *an = hs_arch_str(p->arch);
+    const int64_t hd = p->n_embd / p->n_head;
+    const int64_t n_kv = hd * p->n_head_kv;
+    const int64_t biggest = HS_MAX((int64_t)p->n_vocab * p->n_embd, (int64_t)p->n_ff * p->n_embd);
+    s.f32 = malloc((size_t)biggest * sizeof(float));
+    s.qbuf = malloc((size_t)biggest * sizeof(float));
+    st = hs_gguf_writer_create(&s.w);
+    if (st != HS_OK || !s.f32 || !s.qbuf) {
+        st = hs_error_set(err, HS_E_NOMEM, "out of memory");
+        goto done;
+    }
+    char key[128];
+#define SET_U32(suffix, val)                                                                       \
+    do {                                                                                           \
+        snprintf(key, sizeof(key), "%s." suffix, an);                                              \
+        if ((st = hs_gguf_writer_set_u32(s.w, key, (uint32_t)(val))) != HS_OK) {                   \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
+    if ((st = hs_gguf_writer_set_str(s.w, "general.architecture", an)) != HS_OK ||
+        (st = hs_gguf_writer_set_str(s.w, "general.name", "hetserve random model")) != HS_OK ||
+        (st = hs_gguf_writer_set_u32(s.w, "general.alignment", 32)) != HS_OK) {
+        goto done;
+    }
+    SET_U32("context_length", p->n_ctx);
+    SET_U32("embedding_length", p->n_embd);
+    SET_U32("block_count", p->n_layer);
+    SET_U32("feed_forward_length", p->n_ff);
+    SET_U32("attention.head_count", p->n_head);
+    SET_U32("attention.head_count_kv", p->n_head_kv);
+    SET_U32("rope.dimension_count", hd);
+#undef SET_U32
+    snprintf(key, sizeof(key), "%s.attention.layer_norm_rms_epsilon", an);
+    if ((st = hs_gguf_writer_set_f32(s.w, key, 1e-5f)) != HS_OK) {
+        goto done;
+    }
+    snprintf(key, sizeof(key), "%s.rope.freq_base", an);
+    if ((st = hs_gguf_writer_set_f32(s.w, key, 10000.0f)) != HS_OK) {
+        goto done;
+    }
+    if ((st = add_vocab(s.w, p->n_vocab)) != HS_OK) {
+        goto done;
+    }
+
+    const bool mix = p->wtype == HS_TYPE_Q4_K; /* Q4_K_M-like */
+    const enum hs_type wt = p->wtype;
+    const float ws = 0.08f; /* weight spread: keeps activations O(1) through the layers */
+#define ADD(nm, type, ne0, ne1, c, sp)                                                             \
+    do {                                                                                           \
+        if ((st = add_weight(&s, (nm), (type), (ne0), (ne1), (c), (sp))) != HS_OK) {               \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
+    ADD("token_embd.weight", wt, p->n_embd, p->n_vocab, 0.0f, 1.0f);
+    ADD("output_norm.weight", HS_TYPE_F32, p->n_embd, 0, 1.0f, 0.1f);
+    if (!p->tied_output) {
+        ADD("output.weight", mix ? HS_TYPE_Q6_K : wt, p->n_embd, p->n_vocab, 0.0f, ws);
+    }
+    char name[96];
+    for (int il = 0; il < p->n_layer; il++) {
+        const enum hs_type down_t = mix && il % 2 == 0 ? HS_TYPE_Q6_K : wt;
+#define LAYER(suffix, type, ne0, ne1, c, sp)                                                       \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "blk.%d." suffix, il);                                        \
+        ADD(name, (type), (ne0), (ne1), (c), (sp));                                                \
+    } while (0)
+        LAYER("attn_norm.weight", HS_TYPE_F32, p->n_embd, 0, 1.0f, 0.1f);
+        LAYER("attn_q.weight", wt, p->n_embd, p->n_embd, 0.0f, ws);
+        LAYER("attn_k.weight", wt, p->n_embd, n_kv, 0.0f, ws);
+        LAYER("attn_v.weight", mix ? HS_TYPE_Q6_K : wt, p->n_embd, n_kv, 0.0f, ws);
+        LAYER("attn_output.weight", wt, p->n_embd, p->n_embd, 0.0f, ws);
+        if (p->arch == HS_ARCH_QWEN2) {
+            LAYER("attn_q.bias", HS_TYPE_F32, p->n_embd, 0, 0.0f, 0.1f);
+            LAYER("attn_k.bias", HS_TYPE_F32, n_kv, 0, 0.0f, 0.1f);
+            LAYER("attn_v.bias", HS_TYPE_F32, n_kv, 0, 0.0f, 0.1f);
+        }
+        if (p->arch == HS_ARCH_QWEN3) {
+            LAYER("attn_q_norm.weight", HS_TYPE_F32, hd, 0, 1.0f, 0.1f);
+            LAYER("attn_k_norm.weight", HS_TYPE_F32, hd, 0, 1.0f, 0.1f);
+        }
+        LAYER("ffn_norm.weight", HS_TYPE_F32, p->n_embd, 0, 1.0f, 0.1f);
+        LAYER("ffn_gate.weight", wt, p->n_embd, p->n_ff, 0.0f, ws);
+        LAYER("ffn_up.weight", wt, p->n_embd, p->n_ff, 0.0f, ws);
+        LAYER("ffn_down.weight", down_t, p->n_ff, p->n_embd, 0.0f, ws);
+#undef LAYER
+    }
+#undef ADD
+    st = hs_gguf_writer_write_file(s.w, path, err);
+done:
+    if (st != HS_OK && err && err->message[0] == '\0') {
+        hs_error_set(err, st, "cannot write the model: %s", hs_status_str(st));
+    }
+    hs_gguf_writer_destroy(s.w);
+    free(s.f32);
+    free(s.qbuf);
+    return st;
+}

@@ -1,9 +1,57 @@
+/* hetserve: command line. Subcommands generate, bench and mkmodel (serve comes with the HTTP
+ * layer). The only place that prints to stdout, exits, and parses flags. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "hs-config.h"
+#include "server/cli.h"
 
-int main(void)
+static void usage_main(FILE *f)
 {
-    printf("hetserve %s\n", HS_VERSION);
-    return 0;
+    fprintf(f,
+            "hetserve %s - an LLM inference server for GGUF models\n"
+            "\n"
+            "usage: hetserve COMMAND [options]\n"
+            "\n"
+            "commands:\n"
+            "  generate   generate text from a prompt (streams to stdout)\n"
+            "  bench      measure prompt processing (pp) and generation (tg) speed\n"
+            "  mkmodel    write a random-weight GGUF model of a chosen shape and type\n"
+            "\n"
+            "Run 'hetserve COMMAND --help' for the options of a command.\n"
+            "Models: any GGUF file of architecture llama, qwen2 or qwen3 with weights in f32,\n"
+            "f16, bf16, q8_0, q4_0, q4_K, q5_K or q6_K.\n",
+            HS_VERSION);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage_main(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage_main(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("hetserve %s\n", HS_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "generate")) {
+        return hs__cli_generate(argc - 1, argv + 1);
+    }
+    if (!strcmp(cmd, "bench")) {
+        return hs__cli_bench(argc - 1, argv + 1);
+    }
+    if (!strcmp(cmd, "mkmodel")) {
+        return hs__cli_mkmodel(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "hetserve: unknown command '%s'; run 'hetserve --help' for the list\n", cmd);
+    return 2;
 }

@@ -1,0 +1,138 @@
+/* Models: architectures, weights (mmap'd from GGUF) and the forward pass.
+ *
+ * A model is immutable after load and may be shared by contexts. A context owns the KV cache
+ * tensors and the activation buffers of one engine; it runs the forward pass of a batch of
+ * sequences, placing each operation on a backend. The paged-cache bookkeeping (which block a
+ * sequence uses) is the caller's (kvcache/): the forward pass only reads block tables.
+ * Thread: a context is used by one thread at a time (the engine thread). */
+#ifndef HS_MODEL_MODEL_H
+#define HS_MODEL_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+#include "common/common.h"
+
+struct hs_gguf;
+struct hs_vocab;
+struct hs_model;
+struct hs_context;
+
+enum hs_arch {
+    HS_ARCH_LLAMA,
+    HS_ARCH_QWEN2,
+    HS_ARCH_QWEN3,
+    HS_ARCH_COUNT,
+};
+/* "llama", "qwen2", "qwen3" as in general.architecture. */
+const char *hs_arch_str(enum hs_arch a);
+
+struct hs_model_hparams {
+    enum hs_arch arch;
+    int32_t n_vocab;
+    int32_t n_ctx_train;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim; /* attention.key_length, default n_embd / n_head */
+    int32_t n_ff;
+    float norm_eps;
+    struct hs_rope_params rope;
+    bool tied_output; /* output.weight absent: logits from token_embd */
+};
+
+/* Opens path (mmap), reads hyper-parameters, tokenizer and weights. Errors: HS_E_IO (cannot
+ * open), HS_E_FORMAT (damaged file, missing tensor or key, wrong shape: err names it),
+ * HS_E_NOTSUP (architecture, tokenizer or weight type we do not run). *out stays NULL on error.
+ * Returns new (free with hs_model_destroy). Thread: any. */
+hs_status hs_model_load(const char *path, struct hs_model **out, struct hs_error *err);
+void hs_model_destroy(struct hs_model *m);
+
+const struct hs_model_hparams *hs_model_hparams(const struct hs_model *m);
+const struct hs_vocab *hs_model_vocab(const struct hs_model *m);
+const struct hs_gguf *hs_model_gguf(const struct hs_model *m);
+/* tokenizer.chat_template (NUL-terminated, owned by the model) or NULL. */
+const char *hs_model_chat_template(const struct hs_model *m);
+/* "llama 256d 4L q8_0" style one-line description. */
+const char *hs_model_desc(const struct hs_model *m);
+/* Bytes of all weight tensors, and the parameter count. */
+size_t hs_model_size_bytes(const struct hs_model *m);
+int64_t hs_model_n_params(const struct hs_model *m);
+
+/* ---- contexts and the forward pass ---- */
+
+struct hs_context_params {
+    int32_t n_ctx;        /* max tokens of one sequence (<= 0: the model's trained length) */
+    int32_t n_kv_blocks;  /* blocks in the KV pool (<= 0: enough for n_seq_max * n_ctx) */
+    int32_t block_size;   /* tokens per KV block (default 16) */
+    int32_t n_seq_max;    /* sequences that may be in flight together (default 1) */
+    int32_t n_batch;      /* max tokens per forward call (default 512) */
+    enum hs_type kv_type; /* HS_TYPE_F16 (default, as llama.cpp) or HS_TYPE_F32 */
+    const char *backend;  /* registry name, default "cpu" */
+    const char *attn_backend; /* backend for attention; NULL: same as backend */
+    struct hs_backend_params backend_params;
+};
+
+struct hs_context_params hs_context_default_params(void);
+
+/* Allocates the KV cache and activation buffers up front. Errors: HS_E_INVAL (bad params: err
+ * says which), HS_E_NOMEM, HS_E_NOENT (unknown backend). Borrows m (must outlive the context).
+ * Returns new (free with hs_context_destroy). */
+hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *p,
+                            struct hs_context **out, struct hs_error *err);
+void hs_context_destroy(struct hs_context *ctx);
+
+int32_t hs_context_n_ctx(const struct hs_context *ctx);
+int32_t hs_context_n_kv_blocks(const struct hs_context *ctx);
+int32_t hs_context_block_size(const struct hs_context *ctx);
+int32_t hs_context_n_batch(const struct hs_context *ctx);
+size_t hs_context_kv_bytes(const struct hs_context *ctx);
+struct hs_backend *hs_context_backend(struct hs_context *ctx);
+
+/* One sequence of a forward batch: n_tokens new tokens at positions [n_past, n_past + n_tokens).
+ * block_table must cover all n_past + n_tokens positions (blocks owned by this sequence alone
+ * for the new positions). Logits are produced for the last n_logits new tokens. */
+struct hs_forward_seq {
+    const hs_token *tokens;
+    int32_t n_tokens;
+    int32_t n_past;
+    const int32_t *block_table;
+    int32_t n_logits;
+};
+
+/* Runs the batch (sum of n_tokens <= n_batch). Errors: HS_E_INVAL (token id out of range,
+ * n_past + n_tokens > n_ctx, too many tokens: nothing is written), HS_E_DEVICE/HS_E_NOMEM from a
+ * backend (the new positions' KV content is then undefined). On success the logits of the
+ * requested rows, in sequence order, are at hs_context_logits(). */
+hs_status hs_model_forward(struct hs_context *ctx, const struct hs_forward_seq *seqs,
+                           int32_t n_seqs);
+
+/* [n_rows][n_vocab] logits of the last forward call; valid until the next call. */
+const float *hs_context_logits(const struct hs_context *ctx);
+int32_t hs_context_n_logit_rows(const struct hs_context *ctx);
+
+/* ---- random-weight models (hetserve mkmodel) ---- */
+
+struct hs_mkmodel_params {
+    enum hs_arch arch;
+    int32_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
+    enum hs_type wtype; /* F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; Q4_K gives a Q4_K_M-like
+                           mix (Q6_K output and half the ffn_down) */
+    uint64_t seed;
+    bool tied_output;
+};
+
+/* Defaults: a tiny llama (dim 64, 2 layers). */
+struct hs_mkmodel_params hs_mkmodel_default_params(void);
+/* The SmolLM-135M shape: dim 576, 30 layers, 9/3 heads, ffn 1536, vocab 49152. */
+struct hs_mkmodel_params hs_mkmodel_smollm_params(void);
+
+/* Writes a random-weight GGUF with a synthetic SentencePiece vocabulary of n_vocab tokens.
+ * Errors: HS_E_INVAL (bad shape: err says which), HS_E_IO. Thread: any. */
+hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
+                           struct hs_error *err);
+
+#endif

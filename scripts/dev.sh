@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# hetserve's one entry point for newcomers and CI.
+#   scripts/dev.sh run [-- extra generate flags]   install what is missing, build, generate text
+#                                                  with the default model
+#   scripts/dev.sh test                            install, build, run every test: the normal
+#                                                  build, an ASan+UBSan build, and bounded fuzzing
+#   scripts/dev.sh deps | build                    the individual steps
+# Environment: HETSERVE_MODEL (default ../shared/models/stories260K.gguf), FUZZ_SECONDS (per
+# target, default 30), JOBS (default: nproc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+JOBS=${JOBS:-$(nproc)}
+
+PKGS=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+      libmicrohttpd-dev libjansson-dev libhwloc-dev libdnnl-dev libcriterion-dev libutf8proc-dev)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+deps() {
+    local missing=()
+    for p in "${PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing: ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+setup_dir() { # dir, meson args...
+    local dir=$1; shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson setup --reconfigure "$dir" "$@" >/dev/null
+    else
+        meson setup "$dir" "$@" >/dev/null
+    fi
+}
+
+build() {
+    log "building (build/)"
+    setup_dir build
+    ninja -C build -j "$JOBS"
+}
+
+default_model() {
+    if [ -n "${HETSERVE_MODEL:-}" ]; then
+        echo "$HETSERVE_MODEL"
+    elif [ -f "$ROOT/../shared/models/stories260K.gguf" ]; then
+        echo "$ROOT/../shared/models/stories260K.gguf"
+    else
+        local m="$ROOT/build/random-tiny.gguf"
+        log "no ../shared/models/stories260K.gguf and no \$HETSERVE_MODEL: writing a random-weight model to $m (its text is gibberish)"
+        [ -f "$m" ] || build/server/hetserve mkmodel -o "$m" --preset tiny >&2
+        echo "$m"
+    fi
+}
+
+run() {
+    deps
+    build
+    local model; model=$(default_model)
+    log "generating with $model"
+    build/server/hetserve generate -m "$model" -p "Once upon a time" -n 200 --temp 0.8 --seed 1 "$@"
+}
+
+fuzz() {
+    local secs=${FUZZ_SECONDS:-30}
+    log "fuzzing (build-fuzz/, ${secs}s per target)"
+    CC=clang setup_dir build-fuzz -Dfuzz=true -Db_lundef=false -Dbuildtype=debugoptimized
+    ninja -C build-fuzz -j "$JOBS"
+    local found=0
+    for f in build-fuzz/tests/fuzz/fuzz-*; do
+        [ -x "$f" ] && [ -f "$f" ] || continue
+        found=1
+        local name; name=$(basename "$f")
+        local corpus="build-fuzz/corpus-$name" art="build-fuzz/artifacts-$name/"
+        mkdir -p "$corpus" "$art"
+        # Seed with the heads of the shared models (header and metadata are what gets parsed).
+        for m in "$ROOT"/../shared/models/*.gguf; do
+            [ -f "$m" ] && head -c 65536 "$m" > "$corpus/seed-$(basename "$m")"
+        done
+        printf 'Hello, world! 123 \xc3\xa9\xf0\x9f\x98\x80 <|im_start|>user\n' > "$corpus/seed-text"
+        log "fuzz $name"
+        local rc=0
+        "$f" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+            -artifact_prefix="$art" "$corpus" > "build-fuzz/$name.log" 2>&1 || rc=$?
+        grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' "build-fuzz/$name.log" || true
+        if [ "$rc" -ne 0 ]; then
+            log "fuzzer $name failed (exit $rc); inputs in $art"; tail -40 "build-fuzz/$name.log"
+            return 1
+        fi
+    done
+    [ "$found" -eq 1 ] || { log "no fuzz targets were built"; return 1; }
+}
+
+test_all() {
+    deps
+    build
+    log "tests (build/)"
+    meson test -C build --print-errorlogs --num-processes "$JOBS"
+    log "tests under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)"
+    CC=clang setup_dir build-asan -Db_sanitize=address,undefined -Db_lundef=false \
+        -Dbuildtype=debugoptimized
+    ninja -C build-asan -j "$JOBS"
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+        meson test -C build-asan --print-errorlogs --num-processes "$JOBS" --timeout-multiplier 4
+    fuzz
+    log "all tests passed"
+}
+
+case "${1:-}" in
+    run) shift; [ "${1:-}" = "--" ] && shift; run "$@" ;;
+    test) test_all ;;
+    deps) deps ;;
+    build) deps; build ;;
+    fuzz) deps; fuzz ;;
+    *) sed -n '2,10p' "$0"; exit 2 ;;
+esac

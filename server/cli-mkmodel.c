@@ -1,0 +1,140 @@
+/* hetserve mkmodel: write a random-weight model. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "model/model.h"
+#include "server/cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: hetserve mkmodel -o FILE [options]\n"
+               "\n"
+               "Writes a GGUF model with random weights and a synthetic SentencePiece vocabulary,\n"
+               "loadable by hetserve and llama.cpp. Its text is gibberish by construction.\n"
+               "\n"
+               "  -o, --output FILE     where to write (required)\n"
+               "      --preset NAME     tiny (dim 64, 2 layers; default) or smollm-135m\n"
+               "                        (dim 576, 30 layers, 9/3 heads, ffn 1536, vocab 49152)\n"
+               "      --arch A          llama (default), qwen2 or qwen3\n"
+               "      --type T          f32, f16, bf16, q8_0, q4_0, q4_K (a Q4_K_M-like mix),\n"
+               "                        q5_K or q6_K (default: f32; smollm-135m: q8_0)\n"
+               "      --dim N --layers N --heads N --kv-heads N --ffn N --vocab N --ctx N\n"
+               "                        override the preset's shape\n"
+               "      --tied            tie the output projection to the embeddings\n"
+               "      --seed N          weights' random seed (default 1)\n");
+}
+
+int hs__cli_mkmodel(int argc, char **argv)
+{
+    enum { O_PRESET = 256, O_ARCH, O_TYPE, O_DIM, O_LAYERS, O_HEADS, O_KV, O_FFN, O_VOCAB,
+           O_CTX, O_TIED, O_SEED };
+    static const struct option opts[] = {
+        {"output", required_argument, 0, 'o'}, {"preset", required_argument, 0, O_PRESET},
+        {"arch", required_argument, 0, O_ARCH}, {"type", required_argument, 0, O_TYPE},
+        {"dim", required_argument, 0, O_DIM},   {"layers", required_argument, 0, O_LAYERS},
+        {"heads", required_argument, 0, O_HEADS}, {"kv-heads", required_argument, 0, O_KV},
+        {"ffn", required_argument, 0, O_FFN},   {"vocab", required_argument, 0, O_VOCAB},
+        {"ctx", required_argument, 0, O_CTX},   {"tied", no_argument, 0, O_TIED},
+        {"seed", required_argument, 0, O_SEED}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    /* Two passes: the preset first, so explicit flags override it wherever they appear. */
+    struct hs_mkmodel_params p = hs_mkmodel_default_params();
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--preset")) {
+            if (!strcmp(argv[i + 1], "smollm-135m")) {
+                p = hs_mkmodel_smollm_params();
+            } else if (strcmp(argv[i + 1], "tiny")) {
+                fprintf(stderr, "hetserve: unknown --preset '%s' (tiny, smollm-135m)\n",
+                        argv[i + 1]);
+                return 2;
+            }
+        }
+    }
+    const char *out = NULL;
+    int64_t v;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o':
+            out = optarg;
+            break;
+        case O_PRESET:
+            break;
+        case O_ARCH: {
+            int a = 0;
+            while (a < HS_ARCH_COUNT && strcmp(optarg, hs_arch_str((enum hs_arch)a))) {
+                a++;
+            }
+            if (a == HS_ARCH_COUNT) {
+                fprintf(stderr, "hetserve: unknown --arch '%s' (llama, qwen2, qwen3)\n", optarg);
+                return 2;
+            }
+            p.arch = (enum hs_arch)a;
+            break;
+        }
+        case O_TYPE: {
+            int t = 0;
+            while (t < HS_TYPE_COUNT &&
+                   !(hs_type_traits((enum hs_type)t)->supported &&
+                     !strcasecmp(optarg, hs_type_str((enum hs_type)t)))) {
+                t++;
+            }
+            if (t == HS_TYPE_COUNT) {
+                fprintf(stderr, "hetserve: unknown --type '%s'; see --help\n", optarg);
+                return 2;
+            }
+            p.wtype = (enum hs_type)t;
+            break;
+        }
+#define INT_FLAG(code, name, field, lo, hi)                                                        \
+    case code:                                                                                     \
+        if (!hs__cli_parse_int(name, optarg, lo, hi, &v)) {                                        \
+            return 2;                                                                              \
+        }                                                                                          \
+        p.field = (int32_t)v;                                                                      \
+        break;
+            INT_FLAG(O_DIM, "--dim", n_embd, 2, 1 << 16)
+            INT_FLAG(O_LAYERS, "--layers", n_layer, 1, 1024)
+            INT_FLAG(O_HEADS, "--heads", n_head, 1, 1024)
+            INT_FLAG(O_KV, "--kv-heads", n_head_kv, 1, 1024)
+            INT_FLAG(O_FFN, "--ffn", n_ff, 1, 1 << 18)
+            INT_FLAG(O_VOCAB, "--vocab", n_vocab, 300, 1 << 20)
+            INT_FLAG(O_CTX, "--ctx", n_ctx, 1, 1 << 24)
+#undef INT_FLAG
+        case O_TIED:
+            p.tied_output = true;
+            break;
+        case O_SEED:
+            if (!hs__cli_parse_int("--seed", optarg, 0, INT64_MAX, &v)) {
+                return 2;
+            }
+            p.seed = (uint64_t)v;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            fprintf(stderr, "hetserve mkmodel: unknown or incomplete option '%s'; see --help\n",
+                    argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (!out || optind < argc) {
+        fprintf(stderr, "hetserve mkmodel: -o FILE is required; see --help\n");
+        return 2;
+    }
+    struct hs_error err = {0};
+    hs_status st = hs_mkmodel_write(&p, out, &err);
+    if (st != HS_OK) {
+        fprintf(stderr, "hetserve: mkmodel: %s\n", err.message);
+        return st == HS_E_INVAL ? 2 : 1;
+    }
+    fprintf(stderr, "hetserve: wrote %s (%s, dim %d, %d layers, %s)\n", out,
+            hs_arch_str(p.arch), p.n_embd, p.n_layer, hs_type_str(p.wtype));
+    return 0;
+}
