@@ -1,4 +1,5 @@
 /* hetserve generate: stream a completion of a prompt, or print per-step log-probabilities. */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>

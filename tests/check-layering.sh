@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Layering of ../shared/DESIGN.md: a lower layer never includes a higher one; JSON stays in api/
+# (tests/ and bench/ may use it). Prints each violation and fails when there is one.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+rank() { case "$1" in api) echo 6;; server) echo 5;; model) echo 4;; attention|moe|kvcache) echo 3;; backends) echo 2;; common) echo 1;; *) echo 0;; esac; }
+bad=0
+checked=0
+while IFS= read -r f; do
+    d=${f%%/*}; rd=$(rank "$d"); [ "$rd" -gt 0 ] || continue
+    checked=$((checked + 1))
+    while IFS= read -r inc; do
+        t=${inc%%/*}; rt=$(rank "$t")
+        if [ "$rt" -gt "$rd" ]; then echo "$f includes $inc ($d must not depend on $t)"; bad=1; fi
+    done < <(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$f")
+    if [ "$d" != api ] && grep -q '#[[:space:]]*include[[:space:]]*<jansson.h>' "$f"; then
+        echo "$f includes jansson.h (JSON belongs in api/)"; bad=1
+    fi
+    # Vendor headers stay behind the backend that uses them.
+    if [ "$d" != backends ] && grep -qE '#[[:space:]]*include[[:space:]]*<(cuda|cuda_runtime|hwloc|oneapi/dnnl/dnnl)\.h>' "$f"; then
+        echo "$f includes a device library header outside backends/"; bad=1
+    fi
+done < <(find api server model attention moe kvcache backends common -name '*.[ch]' -o -name '*.cu' 2>/dev/null)
+[ "$checked" -gt 0 ] || { echo "no sources found"; exit 1; }
+echo "layering: $checked files checked"
+exit $bad
