@@ -98,7 +98,7 @@ const struct hs_gguf_value *hs_gguf_get(const struct hs_gguf *g, const char *key
 
 /* Typed lookups. HS_E_NOENT when absent (out untouched, so preset a default), HS_E_FORMAT when
  * the stored type does not convert (any integer type converts to an integer that can hold it;
- * FLOAT32/FLOAT64 to float). */
+ * FLOAT32/FLOAT64 to float), HS_E_RANGE for a UINT64 above INT64_MAX. */
 hs_status hs_gguf_get_int(const struct hs_gguf *g, const char *key, int64_t *out);
 hs_status hs_gguf_get_float(const struct hs_gguf *g, const char *key, double *out);
 hs_status hs_gguf_get_bool(const struct hs_gguf *g, const char *key, bool *out);
@@ -120,6 +120,10 @@ const struct hs_gguf_tensor *hs_gguf_find_tensor(const struct hs_gguf *g, const 
 /* True when s equals the NUL-terminated c. */
 bool hs_gguf_str_eq(struct hs_gguf_str s, const char *c);
 
+/* True when s[0..len) is valid UTF-8 (shortest forms, no surrogates, at most U+10FFFF) without
+ * NUL bytes: the rule for keys and tensor names. Thread: any. */
+bool hs_gguf_utf8_valid(const char *s, size_t len);
+
 /* ---- writer (v3) ---- */
 
 struct hs_gguf_writer;
@@ -140,6 +144,10 @@ hs_status hs_gguf_writer_set_arr(struct hs_gguf_writer *w, const char *key,
                                  enum hs_gguf_type elem, const void *data, uint64_t n);
 hs_status hs_gguf_writer_set_arr_str(struct hs_gguf_writer *w, const char *key,
                                      const char *const *strs, uint64_t n);
+/* Any value, arrays of arrays included (as a reader returns it, so a reader's metadata can be
+ * copied); deep-copied. HS_E_INVAL for unknown types or arrays nested deeper than 8. */
+hs_status hs_gguf_writer_set_value(struct hs_gguf_writer *w, const char *key,
+                                   const struct hs_gguf_value *v);
 
 /* Adds a tensor; data (size = hs_type_row_size(type, ne[0]) * rows) is copied. HS_E_INVAL for
  * duplicate names or shapes the type cannot hold. */

@@ -1,2 +1,1583 @@
-/* placeholder: replaced as the module lands */
-typedef int hs__placeholder_vocab;
+/* Tokenizers: SentencePiece-style bigram merging by score ("llama") and byte-level BPE with a
+ * regex-equivalent pre-tokenizer ("gpt2"). Behaviour follows llama.cpp's llama-vocab so that
+ * token ids match its reference output; the implementation is our own. */
+#include "model/vocab.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <utf8proc.h>
+
+#include "model/gguf.h"
+
+/* ---- small helpers ---- */
+
+enum hs__pre {
+    HS__PRE_GPT2,   /* "default", "gpt2", "gpt-2" */
+    HS__PRE_LLAMA3, /* "llama-bpe", "llama3", "llama-v3" */
+    HS__PRE_QWEN2,  /* "qwen2", "deepseek-r1-qwen" */
+};
+
+#define HS__MAX_EOG 32
+#define HS__NO_ID (-1)
+/* Code points of invalid UTF-8 bytes: outside Unicode, so no category matches them. */
+#define HS__CP_INVALID_BASE 0x110000u
+
+struct hs__str_table {
+    int32_t *slots; /* capacity entries, -1 empty */
+    size_t mask;
+};
+
+struct hs_vocab {
+    enum hs_vocab_type type;
+    enum hs__pre pre;
+    int32_t n_tokens;
+    char *text_arena;   /* NUL-terminated token texts */
+    size_t *text_off;   /* [n_tokens] */
+    uint32_t *text_len; /* [n_tokens] */
+    float *scores;      /* [n_tokens] */
+    uint8_t *attr;      /* [n_tokens] enum hs_token_attr */
+    struct hs__str_table tokens;
+
+    /* BPE merges: "left right", rank = index */
+    char *merge_arena;
+    size_t *merge_off;     /* [n_merges] */
+    uint32_t *merge_left;  /* [n_merges] length of left part */
+    uint32_t *merge_right; /* [n_merges] length of right part */
+    int32_t n_merges;
+    struct hs__str_table merges;
+
+    hs_token byte_token[256]; /* SPM: <0xNN>; BPE: the mapped character; -1 when absent */
+    hs_token *special;        /* ids of CONTROL/USER_DEFINED/UNKNOWN tokens, longest text first */
+    int32_t n_special;
+
+    hs_token bos, eos, unk, eot;
+    hs_token eog[HS__MAX_EOG];
+    int32_t n_eog;
+    bool add_bos, add_eos, add_space_prefix, ignore_merges;
+};
+
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+#define HS__HASH_SEED 0xcbf29ce484222325ull
+
+static uint64_t hash_finish(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+static hs_status table_init(struct hs__str_table *t, size_t n)
+{
+    size_t cap = 16;
+    while (cap < n * 2) {
+        cap *= 2;
+    }
+    t->slots = malloc(cap * sizeof(*t->slots));
+    if (t->slots == NULL) {
+        return HS_E_NOMEM;
+    }
+    memset(t->slots, 0xff, cap * sizeof(*t->slots));
+    t->mask = cap - 1;
+    return HS_OK;
+}
+
+/* ---- UTF-8 ---- */
+
+/* Decodes one character at s[0..len) (len > 0). Invalid or truncated sequences give
+ * HS__CP_INVALID_BASE + byte and consume one byte. */
+static uint32_t utf8_decode(const uint8_t *s, size_t len, size_t *adv)
+{
+    uint8_t c = s[0];
+    *adv = 1;
+    if (c < 0x80) {
+        return c;
+    }
+    size_t need;
+    uint32_t cp;
+    uint8_t lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 1;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 2;
+        cp = c & 0x0f;
+        if (c == 0xe0) {
+            lo = 0xa0;
+        } else if (c == 0xed) {
+            hi = 0x9f;
+        }
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 3;
+        cp = c & 0x07;
+        if (c == 0xf0) {
+            lo = 0x90;
+        } else if (c == 0xf4) {
+            hi = 0x8f;
+        }
+    } else {
+        return HS__CP_INVALID_BASE + c;
+    }
+    if (len < need + 1) {
+        return HS__CP_INVALID_BASE + c;
+    }
+    for (size_t i = 1; i <= need; i++) {
+        uint8_t b = s[i];
+        if (b < lo || b > hi) {
+            return HS__CP_INVALID_BASE + c;
+        }
+        lo = 0x80;
+        hi = 0xbf;
+        cp = (cp << 6) | (b & 0x3f);
+    }
+    *adv = need + 1;
+    return cp;
+}
+
+/* Length of the valid prefix of a character at s[0..len): returns n > 0 for a complete valid
+ * character of n bytes, 0 when s is a valid but incomplete start (more bytes may complete it),
+ * and -m when the first m bytes are an invalid maximal subpart. */
+static int utf8_check(const uint8_t *s, size_t len)
+{
+    uint8_t c = s[0];
+    if (c < 0x80) {
+        return 1;
+    }
+    size_t need;
+    uint8_t lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 2;
+        lo = c == 0xe0 ? 0xa0 : 0x80;
+        hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 3;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return -1;
+    }
+    for (size_t i = 1; i <= need; i++) {
+        if (i >= len) {
+            return 0;
+        }
+        if (s[i] < lo || s[i] > hi) {
+            return -(int)i;
+        }
+        lo = 0x80;
+        hi = 0xbf;
+    }
+    return (int)need + 1;
+}
+
+static size_t utf8_encode(uint32_t cp, uint8_t *out)
+{
+    if (cp < 0x80) {
+        out[0] = (uint8_t)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (uint8_t)(0xc0 | (cp >> 6));
+        out[1] = (uint8_t)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (uint8_t)(0xe0 | (cp >> 12));
+        out[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
+        out[2] = (uint8_t)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (uint8_t)(0xf0 | (cp >> 18));
+    out[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
+    out[3] = (uint8_t)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* ---- character classes ---- */
+
+static bool cp_is_letter(uint32_t cp)
+{
+    if (cp < 0x80) {
+        return (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z';
+    }
+    if (cp >= HS__CP_INVALID_BASE) {
+        return false;
+    }
+    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    return c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO;
+}
+
+static bool cp_is_number(uint32_t cp)
+{
+    if (cp < 0x80) {
+        return cp >= '0' && cp <= '9';
+    }
+    if (cp >= HS__CP_INVALID_BASE) {
+        return false;
+    }
+    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    return c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO;
+}
+
+/* Unicode White_Space, which is what \s matches in the regex engines. */
+static bool cp_is_space(uint32_t cp)
+{
+    if (cp < 0x80) {
+        return cp == ' ' || (cp >= 0x09 && cp <= 0x0d);
+    }
+    switch (cp) {
+    case 0x85:
+    case 0xa0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202f:
+    case 0x205f:
+    case 0x3000:
+        return true;
+    default:
+        return cp >= 0x2000 && cp <= 0x200a;
+    }
+}
+
+static bool cp_is_other(uint32_t cp) /* [^\s\p{L}\p{N}] */
+{
+    return !cp_is_space(cp) && !cp_is_letter(cp) && !cp_is_number(cp);
+}
+
+static bool cp_is_nl(uint32_t cp)
+{
+    return cp == '\r' || cp == '\n';
+}
+
+static uint32_t ascii_lower(uint32_t cp)
+{
+    return cp >= 'A' && cp <= 'Z' ? cp + 32 : cp;
+}
+
+/* ---- GPT-2 byte <-> unicode mapping ---- */
+
+static bool byte_is_printable(unsigned b)
+{
+    return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+}
+
+static uint32_t byte_to_cp(uint8_t b)
+{
+    if (byte_is_printable(b)) {
+        return b;
+    }
+    unsigned n = 0;
+    for (unsigned i = 0; i < b; i++) {
+        n += !byte_is_printable(i);
+    }
+    return 256 + n;
+}
+
+/* The byte a mapped code point stands for, or -1. */
+static int cp_to_byte(uint32_t cp)
+{
+    if (cp < 256) {
+        return byte_is_printable(cp) ? (int)cp : -1;
+    }
+    if (cp >= 256 + 68) {
+        return -1;
+    }
+    unsigned n = cp - 256;
+    for (unsigned b = 0; b < 256; b++) {
+        if (!byte_is_printable(b) && n-- == 0) {
+            return (int)b;
+        }
+    }
+    return -1;
+}
+
+/* ---- lookups ---- */
+
+static hs_token token_lookup(const struct hs_vocab *v, const char *s, size_t n)
+{
+    size_t i = hash_finish(hash_bytes(HS__HASH_SEED, s, n)) & v->tokens.mask;
+    for (;;) {
+        int32_t id = v->tokens.slots[i];
+        if (id < 0) {
+            return HS__NO_ID;
+        }
+        if (v->text_len[id] == n && memcmp(v->text_arena + v->text_off[id], s, n) == 0) {
+            return id;
+        }
+        i = (i + 1) & v->tokens.mask;
+    }
+}
+
+static uint64_t merge_hash(const char *l, size_t nl, const char *r, size_t nr)
+{
+    uint64_t h = hash_bytes(HS__HASH_SEED, l, nl);
+    h = hash_bytes(h ^ 0x5bd1e995u, &nl, sizeof(nl));
+    return hash_finish(hash_bytes(h, r, nr));
+}
+
+/* Rank of merging left and right, or -1. */
+static int32_t merge_rank(const struct hs_vocab *v, const char *l, size_t nl, const char *r,
+                          size_t nr)
+{
+    if (v->n_merges == 0) {
+        return -1;
+    }
+    size_t i = merge_hash(l, nl, r, nr) & v->merges.mask;
+    for (;;) {
+        int32_t m = v->merges.slots[i];
+        if (m < 0) {
+            return -1;
+        }
+        const char *s = v->merge_arena + v->merge_off[m];
+        if (v->merge_left[m] == nl && v->merge_right[m] == nr && memcmp(s, l, nl) == 0 &&
+            memcmp(s + nl + 1, r, nr) == 0) {
+            return m;
+        }
+        i = (i + 1) & v->merges.mask;
+    }
+}
+
+/* ---- output vector ---- */
+
+struct tokvec {
+    hs_token *data;
+    size_t n, cap;
+    bool oom;
+};
+
+static void tv_push(struct tokvec *tv, hs_token t)
+{
+    if (tv->oom) {
+        return;
+    }
+    if (tv->n == tv->cap) {
+        size_t cap = tv->cap ? tv->cap * 2 : 64;
+        hs_token *d = realloc(tv->data, cap * sizeof(*d));
+        if (d == NULL) {
+            tv->oom = true;
+            return;
+        }
+        tv->data = d;
+        tv->cap = cap;
+    }
+    tv->data[tv->n++] = t;
+}
+
+/* ---- bigram merging shared by SPM and BPE ---- */
+
+struct sym {
+    int32_t prev, next;
+    size_t off, n; /* bytes of the work text */
+};
+
+struct bigram {
+    int32_t left, right;
+    double score; /* higher first; BPE uses -rank */
+    size_t size;
+};
+
+struct merger {
+    struct sym *syms;
+    size_t n_syms, cap_syms;
+    struct bigram *heap;
+    size_t n_heap, cap_heap;
+    bool oom;
+};
+
+static bool bigram_before(const struct bigram *a, const struct bigram *b)
+{
+    return a->score > b->score || (a->score == b->score && a->left < b->left);
+}
+
+static void heap_push(struct merger *m, struct bigram b)
+{
+    if (m->n_heap == m->cap_heap) {
+        size_t cap = m->cap_heap ? m->cap_heap * 2 : 64;
+        struct bigram *h = realloc(m->heap, cap * sizeof(*h));
+        if (h == NULL) {
+            m->oom = true;
+            return;
+        }
+        m->heap = h;
+        m->cap_heap = cap;
+    }
+    size_t i = m->n_heap++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!bigram_before(&b, &m->heap[p])) {
+            break;
+        }
+        m->heap[i] = m->heap[p];
+        i = p;
+    }
+    m->heap[i] = b;
+}
+
+static struct bigram heap_pop(struct merger *m)
+{
+    struct bigram top = m->heap[0];
+    struct bigram last = m->heap[--m->n_heap];
+    size_t i = 0, n = m->n_heap;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) {
+            break;
+        }
+        if (c + 1 < n && bigram_before(&m->heap[c + 1], &m->heap[c])) {
+            c++;
+        }
+        if (!bigram_before(&m->heap[c], &last)) {
+            break;
+        }
+        m->heap[i] = m->heap[c];
+        i = c;
+    }
+    if (n > 0) {
+        m->heap[i] = last;
+    }
+    return top;
+}
+
+/* Splits text[0..len) into one symbol per character (invalid bytes alone). */
+static void merger_reset(struct merger *m, const char *text, size_t len)
+{
+    m->n_syms = 0;
+    m->n_heap = 0;
+    if (m->cap_syms < len) {
+        struct sym *s = realloc(m->syms, len * sizeof(*s));
+        if (s == NULL) {
+            m->oom = true;
+            return;
+        }
+        m->syms = s;
+        m->cap_syms = len;
+    }
+    size_t off = 0;
+    while (off < len) {
+        size_t adv;
+        (void)utf8_decode((const uint8_t *)text + off, len - off, &adv);
+        struct sym *s = &m->syms[m->n_syms];
+        s->off = off;
+        s->n = adv;
+        s->prev = (int32_t)m->n_syms - 1;
+        s->next = off + adv < len ? (int32_t)m->n_syms + 1 : -1;
+        m->n_syms++;
+        off += adv;
+    }
+}
+
+static void try_add_bigram(const struct hs_vocab *v, struct merger *m, const char *text,
+                           int32_t left, int32_t right)
+{
+    if (left < 0 || right < 0) {
+        return;
+    }
+    const struct sym *l = &m->syms[left], *r = &m->syms[right];
+    struct bigram b = {.left = left, .right = right, .size = l->n + r->n};
+    if (v->type == HS_VOCAB_SPM) {
+        hs_token t = token_lookup(v, text + l->off, b.size);
+        if (t < 0) {
+            return;
+        }
+        b.score = v->scores[t];
+    } else {
+        int32_t rank = merge_rank(v, text + l->off, l->n, text + r->off, r->n);
+        if (rank < 0) {
+            return;
+        }
+        b.score = -(double)rank;
+    }
+    heap_push(m, b);
+}
+
+static void merger_run(const struct hs_vocab *v, struct merger *m, const char *text)
+{
+    for (size_t i = 1; i < m->n_syms; i++) {
+        try_add_bigram(v, m, text, (int32_t)i - 1, (int32_t)i);
+    }
+    while (m->n_heap > 0 && !m->oom) {
+        struct bigram b = heap_pop(m);
+        struct sym *l = &m->syms[b.left], *r = &m->syms[b.right];
+        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) {
+            continue; /* outdated: one side was merged already */
+        }
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0) {
+            m->syms[r->next].prev = b.left;
+        }
+        try_add_bigram(v, m, text, l->prev, b.left);
+        try_add_bigram(v, m, text, b.left, l->next);
+    }
+}
+
+static void merger_free(struct merger *m)
+{
+    free(m->syms);
+    free(m->heap);
+}
+
+/* ---- SentencePiece ---- */
+
+static void emit_byte(const struct hs_vocab *v, uint8_t b, struct tokvec *out)
+{
+    hs_token t = v->byte_token[b] >= 0 ? v->byte_token[b] : v->unk;
+    if (t >= 0) {
+        tv_push(out, t);
+    }
+}
+
+static void spm_fragment(const struct hs_vocab *v, struct merger *m, const char *frag, size_t len,
+                         bool prefix, char **work, size_t *work_cap, struct tokvec *out)
+{
+    /* ' ' -> U+2581 (3 bytes), plus an optional leading one */
+    size_t need = 3 * (len + 1);
+    if (*work_cap < need) {
+        char *w = realloc(*work, need);
+        if (w == NULL) {
+            out->oom = true;
+            return;
+        }
+        *work = w;
+        *work_cap = need;
+    }
+    char *text = *work;
+    size_t n = 0;
+    if (prefix) {
+        memcpy(text, "\xe2\x96\x81", 3);
+        n = 3;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (frag[i] == ' ') {
+            memcpy(text + n, "\xe2\x96\x81", 3);
+            n += 3;
+        } else {
+            text[n++] = frag[i];
+        }
+    }
+    if (n == 0) {
+        return;
+    }
+    merger_reset(m, text, n);
+    if (m->oom) {
+        out->oom = true;
+        return;
+    }
+    merger_run(v, m, text);
+    for (int32_t i = 0; i >= 0 && !m->oom; i = m->syms[i].next) {
+        const struct sym *s = &m->syms[i];
+        hs_token t = token_lookup(v, text + s->off, s->n);
+        if (t >= 0) {
+            tv_push(out, t);
+        } else {
+            for (size_t j = 0; j < s->n; j++) {
+                emit_byte(v, (uint8_t)text[s->off + j], out);
+            }
+        }
+    }
+    out->oom |= m->oom;
+}
+
+/* ---- byte-level BPE ---- */
+
+struct bpe_ctx {
+    const struct hs_vocab *v;
+    struct merger *m;
+    char *work;
+    size_t work_cap;
+    struct tokvec *out;
+};
+
+static void bpe_word(struct bpe_ctx *c, const char *word, size_t len)
+{
+    const struct hs_vocab *v = c->v;
+    if (len == 0) {
+        return;
+    }
+    size_t need = 2 * len;
+    if (c->work_cap < need) {
+        char *w = realloc(c->work, need);
+        if (w == NULL) {
+            c->out->oom = true;
+            return;
+        }
+        c->work = w;
+        c->work_cap = need;
+    }
+    char *text = c->work;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        n += utf8_encode(byte_to_cp((uint8_t)word[i]), (uint8_t *)text + n);
+    }
+    if (v->ignore_merges) {
+        hs_token t = token_lookup(v, text, n);
+        if (t >= 0) {
+            tv_push(c->out, t);
+            return;
+        }
+    }
+    struct merger *m = c->m;
+    merger_reset(m, text, n);
+    if (m->oom) {
+        c->out->oom = true;
+        return;
+    }
+    merger_run(v, m, text);
+    for (int32_t i = 0; i >= 0 && !m->oom; i = m->syms[i].next) {
+        const struct sym *s = &m->syms[i];
+        hs_token t = token_lookup(v, text + s->off, s->n);
+        if (t >= 0) {
+            tv_push(c->out, t);
+            continue;
+        }
+        /* not a token (inconsistent merges): fall back to its bytes */
+        size_t off = s->off;
+        while (off < s->off + s->n) {
+            size_t adv;
+            uint32_t cp = utf8_decode((const uint8_t *)text + off, s->off + s->n - off, &adv);
+            int b = cp_to_byte(cp);
+            if (b >= 0) {
+                emit_byte(v, (uint8_t)b, c->out);
+            }
+            off += adv;
+        }
+    }
+    c->out->oom |= m->oom;
+}
+
+/* End (exclusive) of the pre-token starting at cps[i], following
+ *   llama3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
+ *           | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *   qwen2:  the same with \p{N} taken one at a time. */
+static size_t pre_llama3(const uint32_t *cp, size_t n, size_t i, size_t max_digits)
+{
+    uint32_t c = cp[i];
+    if (c == '\'' && i + 1 < n) {
+        uint32_t a = ascii_lower(cp[i + 1]);
+        if (a == 's' || a == 't' || a == 'm' || a == 'd') {
+            return i + 2;
+        }
+        if (i + 2 < n) {
+            uint32_t b = ascii_lower(cp[i + 2]);
+            if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) {
+                return i + 3;
+            }
+        }
+    }
+    size_t j = i;
+    if (!cp_is_nl(c) && !cp_is_letter(c) && !cp_is_number(c) && i + 1 < n &&
+        cp_is_letter(cp[i + 1])) {
+        j = i + 1;
+    }
+    if (cp_is_letter(cp[j])) {
+        while (j < n && cp_is_letter(cp[j])) {
+            j++;
+        }
+        return j;
+    }
+    if (cp_is_number(c)) {
+        j = i + 1;
+        while (j < n && j - i < max_digits && cp_is_number(cp[j])) {
+            j++;
+        }
+        return j;
+    }
+    j = i;
+    if (c == ' ' && i + 1 < n && cp_is_other(cp[i + 1])) {
+        j = i + 1;
+    }
+    if (cp_is_other(cp[j])) {
+        while (j < n && cp_is_other(cp[j])) {
+            j++;
+        }
+        while (j < n && cp_is_nl(cp[j])) {
+            j++;
+        }
+        return j;
+    }
+    /* c is whitespace */
+    size_t e = i, last_nl = SIZE_MAX;
+    while (e < n && cp_is_space(cp[e])) {
+        if (cp_is_nl(cp[e])) {
+            last_nl = e;
+        }
+        e++;
+    }
+    if (last_nl != SIZE_MAX) {
+        return last_nl + 1;
+    }
+    if (e < n && e - i >= 2) {
+        return e - 1; /* leave one space to prefix the next word */
+    }
+    return e > i ? e : i + 1;
+}
+
+/* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static size_t pre_gpt2(const uint32_t *cp, size_t n, size_t i)
+{
+    uint32_t c = cp[i];
+    if (c == '\'' && i + 1 < n) {
+        uint32_t a = cp[i + 1];
+        if (a == 's' || a == 't' || a == 'm' || a == 'd') {
+            return i + 2;
+        }
+        if (i + 2 < n) {
+            uint32_t b = cp[i + 2];
+            if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) {
+                return i + 3;
+            }
+        }
+    }
+    size_t j = (c == ' ' && i + 1 < n) ? i + 1 : i;
+    bool (*classes[3])(uint32_t) = {cp_is_letter, cp_is_number, cp_is_other};
+    for (int k = 0; k < 3; k++) {
+        if (classes[k](cp[j])) {
+            while (j < n && classes[k](cp[j])) {
+                j++;
+            }
+            return j;
+        }
+    }
+    size_t e = i;
+    while (e < n && cp_is_space(cp[e])) {
+        e++;
+    }
+    if (e < n && e - i >= 2) {
+        return e - 1;
+    }
+    return e > i ? e : i + 1;
+}
+
+static void bpe_fragment(struct bpe_ctx *c, const char *frag, size_t len, uint32_t **cps,
+                         size_t **offs, size_t *cap)
+{
+    if (*cap < len + 1) {
+        uint32_t *a = realloc(*cps, (len + 1) * sizeof(*a));
+        if (a != NULL) {
+            *cps = a;
+        }
+        size_t *b = realloc(*offs, (len + 1) * sizeof(*b));
+        if (b != NULL) {
+            *offs = b;
+        }
+        if (a == NULL || b == NULL) {
+            c->out->oom = true;
+            return;
+        }
+        *cap = len + 1;
+    }
+    size_t n = 0, off = 0;
+    while (off < len) {
+        size_t adv;
+        (*cps)[n] = utf8_decode((const uint8_t *)frag + off, len - off, &adv);
+        (*offs)[n++] = off;
+        off += adv;
+    }
+    (*offs)[n] = len;
+    for (size_t i = 0; i < n && !c->out->oom;) {
+        size_t e;
+        switch (c->v->pre) {
+        case HS__PRE_LLAMA3:
+            e = pre_llama3(*cps, n, i, 3);
+            break;
+        case HS__PRE_QWEN2:
+            e = pre_llama3(*cps, n, i, 1);
+            break;
+        default:
+            e = pre_gpt2(*cps, n, i);
+            break;
+        }
+        bpe_word(c, frag + (*offs)[i], (*offs)[e] - (*offs)[i]);
+        i = e;
+    }
+}
+
+/* ---- special-token partition ---- */
+
+struct frag {
+    hs_token token; /* -1: raw text */
+    size_t off, len;
+};
+
+struct fragvec {
+    struct frag *data;
+    size_t n, cap;
+};
+
+static bool fv_push(struct fragvec *fv, struct frag f)
+{
+    if (fv->n == fv->cap) {
+        size_t cap = fv->cap ? fv->cap * 2 : 16;
+        struct frag *d = realloc(fv->data, cap * sizeof(*d));
+        if (d == NULL) {
+            return false;
+        }
+        fv->data = d;
+        fv->cap = cap;
+    }
+    fv->data[fv->n++] = f;
+    return true;
+}
+
+/* Splits text into raw runs and special tokens: each special token, longest first, is cut out of
+ * every raw run where it occurs. USER_DEFINED tokens always; CONTROL/UNKNOWN when parse_special. */
+static hs_status partition(const struct hs_vocab *v, const char *text, size_t len,
+                           bool parse_special, struct fragvec *a)
+{
+    struct fragvec b = {0};
+    a->n = 0;
+    if (len > 0 && !fv_push(a, (struct frag){.token = -1, .off = 0, .len = len})) {
+        return HS_E_NOMEM;
+    }
+    for (int32_t k = 0; k < v->n_special; k++) {
+        hs_token id = v->special[k];
+        if (!parse_special && v->attr[id] != HS_TOKEN_USER_DEFINED) {
+            continue;
+        }
+        const char *st = v->text_arena + v->text_off[id];
+        size_t sl = v->text_len[id];
+        if (sl == 0) {
+            continue;
+        }
+        b.n = 0;
+        bool changed = false;
+        for (size_t f = 0; f < a->n; f++) {
+            struct frag fr = a->data[f];
+            if (fr.token >= 0 || fr.len < sl) {
+                if (!fv_push(&b, fr)) {
+                    goto nomem;
+                }
+                continue;
+            }
+            size_t pos = fr.off, end = fr.off + fr.len;
+            while (pos < end) {
+                const char *hit = memmem(text + pos, end - pos, st, sl);
+                if (hit == NULL) {
+                    break;
+                }
+                size_t h = (size_t)(hit - text);
+                changed = true;
+                if (h > pos && !fv_push(&b, (struct frag){-1, pos, h - pos})) {
+                    goto nomem;
+                }
+                if (!fv_push(&b, (struct frag){id, h, sl})) {
+                    goto nomem;
+                }
+                pos = h + sl;
+            }
+            if (pos < end && !fv_push(&b, (struct frag){-1, pos, end - pos})) {
+                goto nomem;
+            }
+        }
+        if (changed) {
+            struct fragvec t = *a;
+            *a = b;
+            b = t;
+        }
+    }
+    free(b.data);
+    return HS_OK;
+nomem:
+    free(b.data);
+    return HS_E_NOMEM;
+}
+
+/* ---- tokenize ---- */
+
+hs_status hs_tokenize(const struct hs_vocab *v, const char *text, size_t len, bool add_special,
+                      bool parse_special, hs_token *out, size_t cap, size_t *n_out)
+{
+    if (v == NULL || (text == NULL && len > 0) || (out == NULL && cap > 0) || n_out == NULL) {
+        return HS_E_INVAL;
+    }
+    *n_out = 0;
+    hs_status st = HS_OK;
+    struct tokvec tv = {0};
+    struct fragvec fv = {0};
+    struct merger m = {0};
+    struct bpe_ctx bc = {.v = v, .m = &m, .out = &tv};
+    uint32_t *cps = NULL;
+    size_t *offs = NULL, cps_cap = 0;
+
+    st = partition(v, text, len, parse_special, &fv);
+    if (st != HS_OK) {
+        goto done;
+    }
+    if (add_special && v->add_bos && v->bos >= 0) {
+        tv_push(&tv, v->bos);
+    }
+    bool prev_special = true; /* SPM: the first raw run gets the space prefix */
+    for (size_t i = 0; i < fv.n && !tv.oom; i++) {
+        const struct frag *f = &fv.data[i];
+        if (f->token >= 0) {
+            tv_push(&tv, f->token);
+            prev_special = true;
+            continue;
+        }
+        if (v->type == HS_VOCAB_SPM) {
+            spm_fragment(v, &m, text + f->off, f->len, v->add_space_prefix && prev_special,
+                         &bc.work, &bc.work_cap, &tv);
+        } else {
+            bpe_fragment(&bc, text + f->off, f->len, &cps, &offs, &cps_cap);
+        }
+        prev_special = false;
+    }
+    if (add_special && v->add_eos && v->eos >= 0) {
+        tv_push(&tv, v->eos);
+    }
+    if (tv.oom) {
+        st = HS_E_NOMEM;
+        goto done;
+    }
+    *n_out = tv.n;
+    if (tv.n > cap) {
+        st = HS_E_RANGE;
+        goto done;
+    }
+    if (tv.n > 0) {
+        memcpy(out, tv.data, tv.n * sizeof(*out));
+    }
+done:
+    free(tv.data);
+    free(fv.data);
+    merger_free(&m);
+    free(bc.work);
+    free(cps);
+    free(offs);
+    return st;
+}
+
+/* ---- pieces and streaming ---- */
+
+static size_t put(char *buf, size_t cap, size_t n, const void *src, size_t len)
+{
+    if (n < cap) {
+        memcpy(buf + n, src, HS_MIN(len, cap - n));
+    }
+    return n + len;
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+size_t hs_vocab_piece(const struct hs_vocab *v, hs_token t, bool special, char *buf, size_t cap)
+{
+    if (v == NULL || t < 0 || t >= v->n_tokens) {
+        return 0;
+    }
+    const char *s = v->text_arena + v->text_off[t];
+    size_t len = v->text_len[t], n = 0;
+    uint8_t attr = v->attr[t];
+    if (attr == HS_TOKEN_CONTROL || attr == HS_TOKEN_UNKNOWN) {
+        if (!special) {
+            return 0;
+        }
+        if (attr == HS_TOKEN_UNKNOWN && v->type == HS_VOCAB_SPM) {
+            return put(buf, cap, 0, "\xe2\x96\x85", 3); /* what llama.cpp shows for <unk> */
+        }
+        return put(buf, cap, 0, s, len);
+    }
+    if (attr == HS_TOKEN_UNUSED) {
+        return 0;
+    }
+    if (v->type == HS_VOCAB_SPM) {
+        if (attr == HS_TOKEN_BYTE && len == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>' &&
+            hex_digit(s[3]) >= 0 && hex_digit(s[4]) >= 0) {
+            uint8_t b = (uint8_t)(hex_digit(s[3]) * 16 + hex_digit(s[4]));
+            return put(buf, cap, 0, &b, 1);
+        }
+        for (size_t i = 0; i < len;) {
+            if (i + 3 <= len && memcmp(s + i, "\xe2\x96\x81", 3) == 0) {
+                n = put(buf, cap, n, " ", 1);
+                i += 3;
+            } else {
+                n = put(buf, cap, n, s + i, 1);
+                i++;
+            }
+        }
+        return n;
+    }
+    for (size_t i = 0; i < len;) {
+        size_t adv;
+        uint32_t cp = utf8_decode((const uint8_t *)s + i, len - i, &adv);
+        int b = cp_to_byte(cp);
+        if (b >= 0) {
+            uint8_t c = (uint8_t)b;
+            n = put(buf, cap, n, &c, 1);
+        } else {
+            n = put(buf, cap, n, s + i, adv); /* outside the mapping: keep as written */
+        }
+        i += adv;
+    }
+    return n;
+}
+
+void hs_detok_init(struct hs_detok *d, const struct hs_vocab *v, bool special)
+{
+    if (d == NULL) {
+        return;
+    }
+    memset(d, 0, sizeof(*d));
+    d->vocab = v;
+    d->special = special;
+    d->at_start = true;
+}
+
+/* Rewrites buf[r0..end) into buf[0..) as valid UTF-8 (each invalid maximal subpart becomes
+ * U+FFFD, or '?' where there is no room), keeping back an incomplete tail into d->pending unless
+ * final. Needs r0 >= 0 bytes of slack in front; returns the bytes written. */
+static size_t sanitize(struct hs_detok *d, char *buf, size_t r, size_t end, bool final)
+{
+    size_t w = 0;
+    d->n_pending = 0;
+    while (r < end) {
+        int k = utf8_check((const uint8_t *)buf + r, end - r);
+        if (k == 0 && !final) {
+            d->n_pending = (int32_t)(end - r);
+            memcpy(d->pending, buf + r, end - r);
+            break;
+        }
+        if (k > 0) {
+            memmove(buf + w, buf + r, (size_t)k);
+            w += (size_t)k;
+            r += (size_t)k;
+            continue;
+        }
+        size_t m = k == 0 ? end - r : (size_t)-k;
+        if (w + 3 <= r + m) {
+            memcpy(buf + w, "\xef\xbf\xbd", 3);
+            w += 3;
+        } else {
+            buf[w++] = '?';
+        }
+        r += m;
+    }
+    return w;
+}
+
+size_t hs_detok_push(struct hs_detok *d, hs_token t, char *out, size_t cap)
+{
+    if (d == NULL || d->vocab == NULL || out == NULL) {
+        return 0;
+    }
+    size_t p = (size_t)d->n_pending;
+    if (cap < p) {
+        return 0;
+    }
+    size_t n = hs_vocab_piece(d->vocab, t, d->special, NULL, 0);
+    n = HS_MIN(n, cap - p);
+    size_t start = cap - p - n;
+    memcpy(out + start, d->pending, p);
+    size_t got = hs_vocab_piece(d->vocab, t, d->special, out + start + p, n);
+    (void)got;
+    if (d->at_start && n > 0) {
+        d->at_start = false;
+        if (d->strip_leading_space && out[start + p] == ' ' && p == 0) {
+            start++;
+        }
+    }
+    return sanitize(d, out, start, cap, false);
+}
+
+size_t hs_detok_flush(struct hs_detok *d, char *out, size_t cap)
+{
+    if (d == NULL || out == NULL || d->n_pending == 0) {
+        return 0;
+    }
+    /* at most 3 pending bytes -> one U+FFFD */
+    char tmp[16];
+    size_t p = (size_t)d->n_pending;
+    memcpy(tmp + 8, d->pending, p);
+    size_t w = sanitize(d, tmp, 8, 8 + p, true);
+    d->n_pending = 0;
+    size_t n = HS_MIN(w, cap);
+    memcpy(out, tmp, n);
+    return n;
+}
+
+/* ---- accessors ---- */
+
+const char *hs_vocab_type_str(enum hs_vocab_type t)
+{
+    switch (t) {
+    case HS_VOCAB_SPM:
+        return "spm";
+    case HS_VOCAB_BPE:
+        return "bpe";
+    default:
+        return "unknown";
+    }
+}
+
+enum hs_vocab_type hs_vocab_type(const struct hs_vocab *v)
+{
+    return v->type;
+}
+
+int32_t hs_vocab_n_tokens(const struct hs_vocab *v)
+{
+    return v->n_tokens;
+}
+
+hs_token hs_vocab_bos(const struct hs_vocab *v)
+{
+    return v->bos;
+}
+
+hs_token hs_vocab_eos(const struct hs_vocab *v)
+{
+    return v->eos;
+}
+
+bool hs_vocab_add_bos(const struct hs_vocab *v)
+{
+    return v->add_bos;
+}
+
+bool hs_vocab_add_eos(const struct hs_vocab *v)
+{
+    return v->add_eos;
+}
+
+bool hs_vocab_is_eog(const struct hs_vocab *v, hs_token t)
+{
+    if (t < 0) {
+        return false;
+    }
+    for (int32_t i = 0; i < v->n_eog; i++) {
+        if (v->eog[i] == t) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool hs_vocab_is_control(const struct hs_vocab *v, hs_token t)
+{
+    return t >= 0 && t < v->n_tokens && v->attr[t] == HS_TOKEN_CONTROL;
+}
+
+const char *hs_vocab_token_text(const struct hs_vocab *v, hs_token t)
+{
+    if (v == NULL || t < 0 || t >= v->n_tokens) {
+        return NULL;
+    }
+    return v->text_arena + v->text_off[t];
+}
+
+hs_token hs_vocab_find(const struct hs_vocab *v, const char *s)
+{
+    if (v == NULL || s == NULL) {
+        return HS__NO_ID;
+    }
+    return token_lookup(v, s, strlen(s));
+}
+
+/* ---- loading ---- */
+
+void hs_vocab_destroy(struct hs_vocab *v)
+{
+    if (v == NULL) {
+        return;
+    }
+    free(v->text_arena);
+    free(v->text_off);
+    free(v->text_len);
+    free(v->scores);
+    free(v->attr);
+    free(v->tokens.slots);
+    free(v->merge_arena);
+    free(v->merge_off);
+    free(v->merge_left);
+    free(v->merge_right);
+    free(v->merges.slots);
+    free(v->special);
+    free(v);
+}
+
+static void add_eog(struct hs_vocab *v, hs_token t)
+{
+    if (t < 0 || t >= v->n_tokens || hs_vocab_is_eog(v, t) || v->n_eog == HS__MAX_EOG) {
+        return;
+    }
+    v->eog[v->n_eog++] = t;
+}
+
+/* Reads an optional token id key: absent keeps *id; out-of-range values (llama.cpp writes
+ * 0xffffffff for "none") give -1. */
+static hs_status load_id(const struct hs_gguf *g, const char *key, struct hs_vocab *v, hs_token *id,
+                         struct hs_error *err)
+{
+    int64_t x;
+    hs_status st = hs_gguf_get_int(g, key, &x);
+    if (st == HS_E_NOENT) {
+        return HS_OK;
+    }
+    if (st != HS_OK) {
+        return hs_error_set(err, HS_E_FORMAT, "vocab: %s is not an integer", key);
+    }
+    *id = (x >= 0 && x < v->n_tokens) ? (hs_token)x : HS__NO_ID;
+    return HS_OK;
+}
+
+static hs_status load_bool(const struct hs_gguf *g, const char *key, bool *b, struct hs_error *err)
+{
+    hs_status st = hs_gguf_get_bool(g, key, b);
+    if (st == HS_OK || st == HS_E_NOENT) {
+        return HS_OK;
+    }
+    return hs_error_set(err, HS_E_FORMAT, "vocab: %s is not a bool", key);
+}
+
+static int cmp_special(const void *a, const void *b, void *ctx)
+{
+    const struct hs_vocab *v = ctx;
+    hs_token x = *(const hs_token *)a, y = *(const hs_token *)b;
+    if (v->text_len[x] != v->text_len[y]) {
+        return v->text_len[x] > v->text_len[y] ? -1 : 1;
+    }
+    return x < y ? -1 : x > y;
+}
+
+static hs_status load_tokens(const struct hs_gguf *g, struct hs_vocab *v, struct hs_error *err)
+{
+    const struct hs_gguf_value *arr;
+    if (hs_gguf_get_arr(g, "tokenizer.ggml.tokens", HS_GGUF_TYPE_STRING, &arr) != HS_OK) {
+        return hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.tokens missing or not an "
+                                              "array of strings");
+    }
+    if (arr->arr.n == 0 || arr->arr.n > INT32_MAX / 4) {
+        return hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.tokens has %llu entries",
+                            (unsigned long long)arr->arr.n);
+    }
+    int32_t n = (int32_t)arr->arr.n;
+    const struct hs_gguf_str *strs = arr->arr.data;
+    v->n_tokens = n;
+    size_t total = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (strs[i].len > UINT32_MAX / 2 || hs_add_overflow(total, strs[i].len + 1, &total)) {
+            return hs_error_set(err, HS_E_FORMAT, "vocab: token %d is too long", i);
+        }
+    }
+    v->text_arena = malloc(total);
+    v->text_off = malloc((size_t)n * sizeof(*v->text_off));
+    v->text_len = malloc((size_t)n * sizeof(*v->text_len));
+    v->scores = calloc((size_t)n, sizeof(*v->scores));
+    v->attr = malloc((size_t)n);
+    if (v->text_arena == NULL || v->text_off == NULL || v->text_len == NULL ||
+        v->scores == NULL || v->attr == NULL || table_init(&v->tokens, (size_t)n) != HS_OK) {
+        return hs_error_set(err, HS_E_NOMEM, "vocab: out of memory for %d tokens", n);
+    }
+    size_t off = 0;
+    for (int32_t i = 0; i < n; i++) {
+        size_t len = (size_t)strs[i].len;
+        if (len > 0) {
+            memcpy(v->text_arena + off, strs[i].data, len);
+        }
+        v->text_arena[off + len] = '\0';
+        v->text_off[i] = off;
+        v->text_len[i] = (uint32_t)len;
+        off += len + 1;
+        /* insert; a duplicate text maps to its last id, as in llama.cpp */
+        size_t h = hash_finish(hash_bytes(HS__HASH_SEED, v->text_arena + v->text_off[i], len)) &
+                   v->tokens.mask;
+        for (;;) {
+            int32_t id = v->tokens.slots[h];
+            if (id < 0 || (v->text_len[id] == len &&
+                           memcmp(v->text_arena + v->text_off[id],
+                                  v->text_arena + v->text_off[i], len) == 0)) {
+                v->tokens.slots[h] = i;
+                break;
+            }
+            h = (h + 1) & v->tokens.mask;
+        }
+    }
+
+    memset(v->attr, HS_TOKEN_NORMAL, (size_t)n);
+    if (hs_gguf_get_arr(g, "tokenizer.ggml.token_type", HS_GGUF_TYPE_COUNT, &arr) == HS_OK) {
+        if (arr->arr.n != (uint64_t)n || arr->arr.type == HS_GGUF_TYPE_STRING ||
+            arr->arr.type == HS_GGUF_TYPE_ARRAY || arr->arr.type == HS_GGUF_TYPE_FLOAT32 ||
+            arr->arr.type == HS_GGUF_TYPE_FLOAT64) {
+            return hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.token_type must be %d "
+                                                  "integers", n);
+        }
+        for (int32_t i = 0; i < n; i++) {
+            int64_t t = hs_gguf_arr_get_int(arr, (uint64_t)i);
+            v->attr[i] = (t >= HS_TOKEN_NORMAL && t <= HS_TOKEN_BYTE) ? (uint8_t)t
+                                                                       : HS_TOKEN_NORMAL;
+        }
+    }
+    if (hs_gguf_get_arr(g, "tokenizer.ggml.scores", HS_GGUF_TYPE_COUNT, &arr) == HS_OK) {
+        if (arr->arr.n != (uint64_t)n || (arr->arr.type != HS_GGUF_TYPE_FLOAT32 &&
+                                           arr->arr.type != HS_GGUF_TYPE_FLOAT64)) {
+            return hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.scores must be %d "
+                                                  "floats", n);
+        }
+        for (int32_t i = 0; i < n; i++) {
+            v->scores[i] = (float)hs_gguf_arr_get_float(arr, (uint64_t)i);
+        }
+    }
+    return HS_OK;
+}
+
+static hs_status load_merges(const struct hs_gguf *g, struct hs_vocab *v, struct hs_error *err)
+{
+    const struct hs_gguf_value *arr;
+    if (hs_gguf_get_arr(g, "tokenizer.ggml.merges", HS_GGUF_TYPE_STRING, &arr) != HS_OK) {
+        return hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.merges missing or not an "
+                                              "array of strings");
+    }
+    if (arr->arr.n > INT32_MAX / 4) {
+        return hs_error_set(err, HS_E_FORMAT, "vocab: too many merges");
+    }
+    size_t n = (size_t)arr->arr.n, total = 0;
+    const struct hs_gguf_str *strs = arr->arr.data;
+    for (size_t i = 0; i < n; i++) {
+        if (strs[i].len > UINT32_MAX / 2 || hs_add_overflow(total, strs[i].len + 1, &total)) {
+            return hs_error_set(err, HS_E_FORMAT, "vocab: merge %zu is too long", i);
+        }
+    }
+    v->merge_arena = malloc(total + 1);
+    v->merge_off = malloc((n + 1) * sizeof(*v->merge_off));
+    v->merge_left = malloc((n + 1) * sizeof(*v->merge_left));
+    v->merge_right = malloc((n + 1) * sizeof(*v->merge_right));
+    if (v->merge_arena == NULL || v->merge_off == NULL || v->merge_left == NULL ||
+        v->merge_right == NULL || table_init(&v->merges, n) != HS_OK) {
+        return hs_error_set(err, HS_E_NOMEM, "vocab: out of memory for %zu merges", n);
+    }
+    size_t off = 0;
+    int32_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *s = strs[i].data;
+        size_t len = (size_t)strs[i].len;
+        /* split at the first space after the first byte */
+        const char *sp = len > 1 ? memchr(s + 1, ' ', len - 1) : NULL;
+        if (sp == NULL) {
+            return hs_error_set(err, HS_E_FORMAT, "vocab: merge %zu has no space", i);
+        }
+        size_t nl = (size_t)(sp - s), nr = len - nl - 1;
+        memcpy(v->merge_arena + off, s, len);
+        v->merge_arena[off + len] = '\0';
+        size_t h = merge_hash(s, nl, sp + 1, nr) & v->merges.mask;
+        bool dup = false;
+        for (;;) {
+            int32_t e = v->merges.slots[h];
+            if (e < 0) {
+                break;
+            }
+            const char *es = v->merge_arena + v->merge_off[e];
+            if (v->merge_left[e] == nl && v->merge_right[e] == nr && memcmp(es, s, len) == 0) {
+                dup = true; /* keep the first (lowest) rank */
+                break;
+            }
+            h = (h + 1) & v->merges.mask;
+        }
+        /* rank = index in the file, so keep the index even for duplicates */
+        v->merge_off[i] = off;
+        v->merge_left[i] = (uint32_t)nl;
+        v->merge_right[i] = (uint32_t)nr;
+        if (!dup) {
+            v->merges.slots[h] = (int32_t)i;
+        }
+        off += len + 1;
+        m++;
+    }
+    v->n_merges = m;
+    return HS_OK;
+}
+
+static hs_status load_pre(const struct hs_gguf *g, struct hs_vocab *v, struct hs_error *err)
+{
+    struct hs_gguf_str pre;
+    hs_status st = hs_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
+    if (st == HS_E_NOENT) {
+        v->pre = HS__PRE_GPT2;
+        return HS_OK;
+    }
+    if (st != HS_OK) {
+        return hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.pre is not a string");
+    }
+    static const struct {
+        const char *name;
+        enum hs__pre pre;
+    } names[] = {
+        {"default", HS__PRE_GPT2},     {"gpt2", HS__PRE_GPT2},
+        {"gpt-2", HS__PRE_GPT2},       {"llama-bpe", HS__PRE_LLAMA3},
+        {"llama3", HS__PRE_LLAMA3},    {"llama-v3", HS__PRE_LLAMA3},
+        {"qwen2", HS__PRE_QWEN2},      {"deepseek-r1-qwen", HS__PRE_QWEN2},
+    };
+    for (size_t i = 0; i < HS_ARRAY_LEN(names); i++) {
+        if (hs_gguf_str_eq(pre, names[i].name)) {
+            v->pre = names[i].pre;
+            return HS_OK;
+        }
+    }
+    int shown = (int)HS_MIN(pre.len, 64);
+    return hs_error_set(err, HS_E_NOTSUP, "vocab: pre-tokenizer '%.*s' is not supported", shown,
+                        pre.data);
+}
+
+static hs_status load_eog(const struct hs_gguf *g, struct hs_vocab *v)
+{
+    add_eog(v, v->eos);
+    add_eog(v, v->eot);
+    hs_token eom = HS__NO_ID;
+    if (load_id(g, "tokenizer.ggml.eom_token_id", v, &eom, NULL) == HS_OK) {
+        add_eog(v, eom);
+    }
+    const struct hs_gguf_value *val = hs_gguf_get(g, "tokenizer.ggml.eog");
+    if (val != NULL && val->type == HS_GGUF_TYPE_ARRAY && val->arr.type != HS_GGUF_TYPE_STRING &&
+        val->arr.type != HS_GGUF_TYPE_ARRAY && val->arr.type != HS_GGUF_TYPE_FLOAT32 &&
+        val->arr.type != HS_GGUF_TYPE_FLOAT64) {
+        for (uint64_t i = 0; i < val->arr.n; i++) {
+            int64_t t = hs_gguf_arr_get_int(val, i);
+            if (t >= 0 && t < v->n_tokens) {
+                add_eog(v, (hs_token)t);
+            }
+        }
+    } else if (val != NULL) {
+        hs_token t = HS__NO_ID;
+        if (load_id(g, "tokenizer.ggml.eog", v, &t, NULL) == HS_OK) {
+            add_eog(v, t);
+        }
+    }
+    static const char *const names[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>",
+                                        "<end_of_turn>", "<|end|>"};
+    for (size_t i = 0; i < HS_ARRAY_LEN(names); i++) {
+        hs_token t = hs_vocab_find(v, names[i]);
+        if (t >= 0 && v->attr[t] == HS_TOKEN_CONTROL) {
+            add_eog(v, t);
+        }
+    }
+    return HS_OK;
+}
+
+hs_status hs_vocab_load(const struct hs_gguf *g, struct hs_vocab **out, struct hs_error *err)
+{
+    if (out == NULL) {
+        return HS_E_INVAL;
+    }
+    *out = NULL;
+    if (g == NULL) {
+        return hs_error_set(err, HS_E_INVAL, "vocab: no GGUF");
+    }
+    hs_status st;
+    struct hs_vocab *v = calloc(1, sizeof(*v));
+    if (v == NULL) {
+        return hs_error_set(err, HS_E_NOMEM, "vocab: out of memory");
+    }
+    struct hs_gguf_str model;
+    if (hs_gguf_get_str(g, "tokenizer.ggml.model", &model) != HS_OK) {
+        st = hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.model missing or not a "
+                                            "string");
+        goto fail;
+    }
+    if (hs_gguf_str_eq(model, "llama")) {
+        v->type = HS_VOCAB_SPM;
+    } else if (hs_gguf_str_eq(model, "gpt2")) {
+        v->type = HS_VOCAB_BPE;
+    } else {
+        st = hs_error_set(err, HS_E_NOTSUP, "vocab: tokenizer model '%.*s' is not supported",
+                          (int)HS_MIN(model.len, 64), model.data);
+        goto fail;
+    }
+    st = load_tokens(g, v, err);
+    if (st != HS_OK) {
+        goto fail;
+    }
+    v->bos = v->eos = v->unk = v->eot = HS__NO_ID;
+    if (v->type == HS_VOCAB_SPM) {
+        v->bos = HS_MIN(1, v->n_tokens - 1);
+        v->eos = HS_MIN(2, v->n_tokens - 1);
+        v->unk = 0;
+        v->add_bos = true;
+        v->add_space_prefix = true;
+    } else {
+        st = load_pre(g, v, err);
+        if (st == HS_OK) {
+            st = load_merges(g, v, err);
+        }
+        if (st != HS_OK) {
+            goto fail;
+        }
+        v->add_bos = v->pre == HS__PRE_LLAMA3;
+        v->ignore_merges = v->pre == HS__PRE_LLAMA3;
+    }
+    if ((st = load_id(g, "tokenizer.ggml.bos_token_id", v, &v->bos, err)) != HS_OK ||
+        (st = load_id(g, "tokenizer.ggml.eos_token_id", v, &v->eos, err)) != HS_OK ||
+        (st = load_id(g, "tokenizer.ggml.unknown_token_id", v, &v->unk, err)) != HS_OK ||
+        (st = load_id(g, "tokenizer.ggml.eot_token_id", v, &v->eot, err)) != HS_OK ||
+        (st = load_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos, err)) != HS_OK ||
+        (st = load_bool(g, "tokenizer.ggml.add_eos_token", &v->add_eos, err)) != HS_OK ||
+        (st = load_bool(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix, err)) !=
+            HS_OK) {
+        goto fail;
+    }
+    if (v->type == HS_VOCAB_BPE) {
+        v->add_space_prefix = false;
+    }
+
+    for (int b = 0; b < 256; b++) {
+        v->byte_token[b] = HS__NO_ID;
+        if (v->type == HS_VOCAB_SPM) {
+            static const char hex[] = "0123456789ABCDEF";
+            char name[7] = {'<', '0', 'x', hex[b >> 4], hex[b & 15], '>', '\0'};
+            hs_token t = token_lookup(v, name, 6);
+            if (t < 0) {
+                char c = (char)b;
+                t = token_lookup(v, &c, 1);
+            }
+            v->byte_token[b] = t;
+        } else {
+            uint8_t buf[4];
+            size_t n = utf8_encode(byte_to_cp((uint8_t)b), buf);
+            v->byte_token[b] = token_lookup(v, (const char *)buf, n);
+        }
+    }
+
+    int32_t n_special = 0;
+    for (int32_t i = 0; i < v->n_tokens; i++) {
+        uint8_t a = v->attr[i];
+        n_special += a == HS_TOKEN_CONTROL || a == HS_TOKEN_USER_DEFINED || a == HS_TOKEN_UNKNOWN;
+    }
+    if (n_special > 0) {
+        v->special = malloc((size_t)n_special * sizeof(*v->special));
+        if (v->special == NULL) {
+            st = hs_error_set(err, HS_E_NOMEM, "vocab: out of memory");
+            goto fail;
+        }
+        for (int32_t i = 0; i < v->n_tokens; i++) {
+            uint8_t a = v->attr[i];
+            if (a == HS_TOKEN_CONTROL || a == HS_TOKEN_USER_DEFINED || a == HS_TOKEN_UNKNOWN) {
+                v->special[v->n_special++] = i;
+            }
+        }
+        qsort_r(v->special, (size_t)v->n_special, sizeof(*v->special), cmp_special, v);
+    }
+    load_eog(g, v);
+    *out = v;
+    return HS_OK;
+fail:
+    hs_vocab_destroy(v);
+    return st;
+}
