@@ -1,2 +1,582 @@
-/* placeholder */
-typedef int hs__placeholder_sampling;
+/* Token sampling: the llama.cpp chain (bias, penalties, top-k, top-p, min-p, temperature, draw)
+ * over a candidate array preallocated for n_vocab; top-k and top-p use heaps so that no step
+ * sorts the whole vocabulary. */
+#include "server/sampling.h"
+#include "server/sampling-impl.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Longest penalty window accepted: the ring is preallocated, so the cap bounds memory. */
+#define HS__PENALTY_LAST_N_MAX (1 << 20)
+
+struct hs__cand {
+    hs_token id;
+    float logit;
+};
+
+struct hs_sampler {
+    struct hs_sampling_params p;   /* p.logit_bias points at bias */
+    struct hs_logit_bias *bias;    /* owns, [p.n_logit_bias] */
+    int32_t n_vocab;
+    struct hs_rng rng;
+    bool penalties_on;
+    int32_t *counts;               /* owns, [n_vocab] occurrences inside the window */
+    hs_token *ring;                /* owns, [p.penalty_last_n] when > 0: the window */
+    int32_t ring_head;             /* oldest entry */
+    int32_t ring_len;
+    struct hs__cand *cand;         /* owns, [n_vocab] */
+    struct hs__cand *tmp;          /* owns, [n_vocab] */
+};
+
+struct hs_sampling_params hs_sampling_default_params(void)
+{
+    struct hs_sampling_params p = {
+        .temperature = 0.8f,
+        .top_k = 40,
+        .top_p = 0.95f,
+        .min_p = 0.05f,
+        .repetition_penalty = 1.0f,
+        .presence_penalty = 0.0f,
+        .frequency_penalty = 0.0f,
+        .penalty_last_n = 64,
+        .seed = 0xFFFFFFFFu,
+        .logit_bias = NULL,
+        .n_logit_bias = 0,
+    };
+    return p;
+}
+
+hs_status hs_sampling_params_check(const struct hs_sampling_params *p, int32_t n_vocab,
+                                   struct hs_error *err)
+{
+    if (!p) {
+        return hs_error_set(err, HS_E_INVAL, "sampling params missing");
+    }
+    if (n_vocab <= 0) {
+        return hs_error_set(err, HS_E_INVAL, "n_vocab must be > 0, got %d", (int)n_vocab);
+    }
+    if (!(p->temperature >= 0.0f) || !isfinite(p->temperature)) {
+        return hs_error_set(err, HS_E_INVAL, "temperature must be finite and >= 0, got %g",
+                            (double)p->temperature);
+    }
+    if (!(p->top_p > 0.0f && p->top_p <= 1.0f)) {
+        return hs_error_set(err, HS_E_INVAL, "top_p must be in (0, 1], got %g",
+                            (double)p->top_p);
+    }
+    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f)) {
+        return hs_error_set(err, HS_E_INVAL, "min_p must be in [0, 1], got %g",
+                            (double)p->min_p);
+    }
+    if (!(p->repetition_penalty > 0.0f) || !isfinite(p->repetition_penalty)) {
+        return hs_error_set(err, HS_E_INVAL, "repetition_penalty must be finite and > 0, got %g",
+                            (double)p->repetition_penalty);
+    }
+    if (!isfinite(p->presence_penalty)) {
+        return hs_error_set(err, HS_E_INVAL, "presence_penalty must be finite, got %g",
+                            (double)p->presence_penalty);
+    }
+    if (!isfinite(p->frequency_penalty)) {
+        return hs_error_set(err, HS_E_INVAL, "frequency_penalty must be finite, got %g",
+                            (double)p->frequency_penalty);
+    }
+    if (p->penalty_last_n < -1 || p->penalty_last_n > HS__PENALTY_LAST_N_MAX) {
+        return hs_error_set(err, HS_E_INVAL, "penalty_last_n must be in [-1, %d], got %d",
+                            HS__PENALTY_LAST_N_MAX, (int)p->penalty_last_n);
+    }
+    if (p->n_logit_bias < 0) {
+        return hs_error_set(err, HS_E_INVAL, "n_logit_bias must be >= 0, got %d",
+                            (int)p->n_logit_bias);
+    }
+    if (p->n_logit_bias > 0 && !p->logit_bias) {
+        return hs_error_set(err, HS_E_INVAL, "logit_bias is NULL but n_logit_bias is %d",
+                            (int)p->n_logit_bias);
+    }
+    for (int32_t i = 0; i < p->n_logit_bias; i++) {
+        const struct hs_logit_bias *b = &p->logit_bias[i];
+        if (b->token < 0 || b->token >= n_vocab) {
+            return hs_error_set(err, HS_E_INVAL, "logit_bias[%d].token must be in [0, %d), got %d",
+                                (int)i, (int)n_vocab, (int)b->token);
+        }
+        if (!isfinite(b->bias) && !(isinf(b->bias) && b->bias < 0.0f)) {
+            return hs_error_set(err, HS_E_INVAL, "logit_bias[%d].bias must be finite or -inf, got %g",
+                                (int)i, (double)b->bias);
+        }
+    }
+    return HS_OK;
+}
+
+hs_status hs_sampler_create(const struct hs_sampling_params *p, int32_t n_vocab,
+                            struct hs_sampler **out)
+{
+    *out = NULL;
+    hs_status st = hs_sampling_params_check(p, n_vocab, NULL);
+    if (st != HS_OK) {
+        return st;
+    }
+    struct hs_sampler *s = calloc(1, sizeof(*s));
+    if (!s) {
+        return HS_E_NOMEM;
+    }
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    if (p->n_logit_bias > 0) {
+        s->bias = malloc((size_t)p->n_logit_bias * sizeof(*s->bias));
+        if (!s->bias) {
+            goto fail;
+        }
+        memcpy(s->bias, p->logit_bias, (size_t)p->n_logit_bias * sizeof(*s->bias));
+    }
+    s->p.logit_bias = s->bias;
+    s->penalties_on = p->penalty_last_n != 0 &&
+                      (p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f ||
+                       p->frequency_penalty != 0.0f);
+    s->counts = calloc((size_t)n_vocab, sizeof(*s->counts));
+    s->cand = malloc((size_t)n_vocab * sizeof(*s->cand));
+    s->tmp = malloc((size_t)n_vocab * sizeof(*s->tmp));
+    if (!s->counts || !s->cand || !s->tmp) {
+        goto fail;
+    }
+    if (p->penalty_last_n > 0) {
+        s->ring = malloc((size_t)p->penalty_last_n * sizeof(*s->ring));
+        if (!s->ring) {
+            goto fail;
+        }
+    }
+    hs_rng_seed(&s->rng, p->seed);
+    *out = s;
+    return HS_OK;
+
+fail:
+    hs_sampler_destroy(s);
+    return HS_E_NOMEM;
+}
+
+void hs_sampler_destroy(struct hs_sampler *s)
+{
+    if (!s) {
+        return;
+    }
+    free(s->bias);
+    free(s->counts);
+    free(s->ring);
+    free(s->cand);
+    free(s->tmp);
+    free(s);
+}
+
+void hs_sampler_accept(struct hs_sampler *s, hs_token t)
+{
+    int32_t last_n = s->p.penalty_last_n;
+    if (t < 0 || t >= s->n_vocab || last_n == 0) {
+        return;
+    }
+    if (last_n > 0) {
+        if (s->ring_len == last_n) {
+            s->counts[s->ring[s->ring_head]]--;
+            s->ring[s->ring_head] = t;
+            s->ring_head = (s->ring_head + 1) % last_n;
+        } else {
+            s->ring[(s->ring_head + s->ring_len) % last_n] = t;
+            s->ring_len++;
+        }
+    }
+    if (s->counts[t] < INT32_MAX) {
+        s->counts[t]++;
+    }
+}
+
+/* ---- candidate ordering: higher logit first, lower id on ties ---- */
+
+static inline bool cand_better(const struct hs__cand *a, const struct hs__cand *b)
+{
+    return a->logit > b->logit || (a->logit == b->logit && a->id < b->id);
+}
+
+/* Min-heap by cand_better (root is the worst): sift element i down in h[0..n). */
+static void heap_sift_down_worst(struct hs__cand *h, int32_t n, int32_t i)
+{
+    for (;;) {
+        int32_t l = 2 * i + 1;
+        int32_t r = l + 1;
+        int32_t w = i;
+        if (l < n && cand_better(&h[w], &h[l])) {
+            w = l;
+        }
+        if (r < n && cand_better(&h[w], &h[r])) {
+            w = r;
+        }
+        if (w == i) {
+            return;
+        }
+        struct hs__cand t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+/* Max-heap by cand_better (root is the best). */
+static void heap_sift_down_best(struct hs__cand *h, int32_t n, int32_t i)
+{
+    for (;;) {
+        int32_t l = 2 * i + 1;
+        int32_t r = l + 1;
+        int32_t b = i;
+        if (l < n && cand_better(&h[l], &h[b])) {
+            b = l;
+        }
+        if (r < n && cand_better(&h[r], &h[b])) {
+            b = r;
+        }
+        if (b == i) {
+            return;
+        }
+        struct hs__cand t = h[i];
+        h[i] = h[b];
+        h[b] = t;
+        i = b;
+    }
+}
+
+/* Writes the best k of c[0..n) to out[0..k), best first. O(n log k). */
+static void select_top_k(const struct hs__cand *c, int32_t n, int32_t k, struct hs__cand *out)
+{
+    memcpy(out, c, (size_t)k * sizeof(*out));
+    for (int32_t i = k / 2 - 1; i >= 0; i--) {
+        heap_sift_down_worst(out, k, i);
+    }
+    for (int32_t i = k; i < n; i++) {
+        if (cand_better(&c[i], &out[0])) {
+            out[0] = c[i];
+            heap_sift_down_worst(out, k, 0);
+        }
+    }
+    /* Heapsort: moving the worst to the end each time leaves the array best first. */
+    for (int32_t m = k - 1; m > 0; m--) {
+        struct hs__cand t = out[0];
+        out[0] = out[m];
+        out[m] = t;
+        heap_sift_down_worst(out, m, 0);
+    }
+}
+
+/* ---- the chain ---- */
+
+static int32_t apply_top_p(struct hs_sampler *s, int32_t n, bool *sorted)
+{
+    struct hs__cand *c = s->cand;
+    double p = (double)s->p.top_p;
+    double max;
+    if (*sorted) {
+        max = (double)c[0].logit;
+    } else {
+        max = -INFINITY;
+        for (int32_t i = 0; i < n; i++) {
+            max = fmax(max, (double)c[i].logit);
+        }
+    }
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        sum += exp((double)c[i].logit - max);
+    }
+    double cum = 0.0;
+    if (*sorted) {
+        for (int32_t i = 0; i < n; i++) {
+            cum += exp((double)c[i].logit - max) / sum;
+            if (cum >= p) {
+                return i + 1;
+            }
+        }
+        return n;
+    }
+    /* Unsorted: pop candidates best first from a max-heap until the mass reaches p, so only
+     * the kept prefix is ever ordered. */
+    for (int32_t i = n / 2 - 1; i >= 0; i--) {
+        heap_sift_down_best(c, n, i);
+    }
+    int32_t m = n;
+    int32_t kept = 0;
+    while (m > 0) {
+        struct hs__cand best = c[0];
+        s->tmp[kept++] = best;
+        c[0] = c[--m];
+        heap_sift_down_best(c, m, 0);
+        cum += exp((double)best.logit - max) / sum;
+        if (cum >= p) {
+            break;
+        }
+    }
+    memcpy(c, s->tmp, (size_t)kept * sizeof(*c));
+    *sorted = true;
+    return kept;
+}
+
+static int32_t apply_min_p(struct hs_sampler *s, int32_t n, bool sorted)
+{
+    struct hs__cand *c = s->cand;
+    double max = (double)c[0].logit;
+    if (!sorted) {
+        for (int32_t i = 1; i < n; i++) {
+            max = fmax(max, (double)c[i].logit);
+        }
+    }
+    /* p_i >= min_p * p_max  <=>  logit_i - max >= log(min_p). */
+    double thr = log((double)s->p.min_p);
+    int32_t m = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if ((double)c[i].logit - max >= thr) {
+            c[m++] = c[i];
+        }
+    }
+    return m;
+}
+
+/* Softmax weight of a candidate at the sampler's temperature, relative to the best. */
+static double cand_weight(const struct hs__cand *c, double max, double inv_t)
+{
+    return exp(((double)c->logit - max) * inv_t);
+}
+
+static hs_token draw(struct hs_sampler *s, int32_t n)
+{
+    const struct hs__cand *c = s->cand;
+    double inv_t = 1.0 / (double)s->p.temperature;
+    double max = -INFINITY;
+    for (int32_t i = 0; i < n; i++) {
+        max = fmax(max, (double)c[i].logit);
+    }
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        sum += cand_weight(&c[i], max, inv_t);
+    }
+    double u = hs_rng_uniform(&s->rng) * sum;
+    double cum = 0.0;
+    hs_token last = c[0].id;
+    for (int32_t i = 0; i < n; i++) {
+        double w = cand_weight(&c[i], max, inv_t);
+        if (w > 0.0) {
+            last = c[i].id;
+        }
+        cum += w;
+        if (u < cum) {
+            return c[i].id;
+        }
+    }
+    return last; /* u rounded past the total: the last token with mass */
+}
+
+/* Leaves the surviving candidates in s->cand and returns their count; in greedy mode only the
+ * argmax survives. */
+static int32_t run_chain(struct hs_sampler *s, const float *logits)
+{
+    struct hs__cand *c = s->cand;
+    int32_t nv = s->n_vocab;
+    for (int32_t i = 0; i < nv; i++) {
+        c[i].id = i;
+        c[i].logit = logits[i];
+    }
+    for (int32_t i = 0; i < s->p.n_logit_bias; i++) {
+        c[s->bias[i].token].logit += s->bias[i].bias;
+    }
+    if (s->penalties_on) {
+        float rep = s->p.repetition_penalty;
+        float pres = s->p.presence_penalty;
+        float freq = s->p.frequency_penalty;
+        for (int32_t i = 0; i < nv; i++) {
+            int32_t cnt = s->counts[i];
+            if (cnt == 0) {
+                continue;
+            }
+            float l = c[i].logit;
+            l = l <= 0.0f ? l * rep : l / rep;
+            l -= (float)cnt * freq + pres;
+            c[i].logit = l;
+        }
+    }
+    /* Drop banned tokens (-inf, or NaN from the model); clamp +inf so exp stays finite. */
+    int32_t n = 0;
+    for (int32_t i = 0; i < nv; i++) {
+        float l = c[i].logit;
+        if (isnan(l) || (isinf(l) && l < 0.0f)) {
+            continue;
+        }
+        c[n].id = c[i].id;
+        c[n].logit = l > FLT_MAX ? FLT_MAX : l;
+        n++;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    if (s->p.temperature <= 0.0f) {
+        int32_t best = 0;
+        for (int32_t i = 1; i < n; i++) {
+            if (c[i].logit > c[best].logit) {
+                best = i;
+            }
+        }
+        c[0] = c[best];
+        return 1;
+    }
+    bool sorted = false;
+    if (s->p.top_k > 0 && s->p.top_k < n) {
+        select_top_k(c, n, s->p.top_k, s->tmp);
+        n = s->p.top_k;
+        memcpy(c, s->tmp, (size_t)n * sizeof(*c));
+        sorted = true;
+    }
+    if (s->p.top_p < 1.0f && n > 1) {
+        n = apply_top_p(s, n, &sorted);
+    }
+    if (s->p.min_p > 0.0f && n > 1) {
+        n = apply_min_p(s, n, sorted);
+    }
+    return n;
+}
+
+hs_token hs_sampler_sample(struct hs_sampler *s, const float *logits)
+{
+    int32_t n = run_chain(s, logits);
+    if (n == 0) {
+        return -1;
+    }
+    if (n == 1) {
+        return s->cand[0].id;
+    }
+    return draw(s, n);
+}
+
+int32_t hs__sampler_candidates(struct hs_sampler *s, const float *logits, hs_token *ids,
+                               float *cand_logits, double *probs)
+{
+    int32_t n = run_chain(s, logits);
+    const struct hs__cand *c = s->cand;
+    double inv_t = s->p.temperature > 0.0f ? 1.0 / (double)s->p.temperature : 1.0;
+    double max = -INFINITY;
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        max = fmax(max, (double)c[i].logit);
+    }
+    for (int32_t i = 0; i < n; i++) {
+        sum += cand_weight(&c[i], max, inv_t);
+    }
+    for (int32_t i = 0; i < n; i++) {
+        if (ids) {
+            ids[i] = c[i].id;
+        }
+        if (cand_logits) {
+            cand_logits[i] = c[i].logit;
+        }
+        if (probs) {
+            probs[i] = cand_weight(&c[i], max, inv_t) / sum;
+        }
+    }
+    return n;
+}
+
+/* ---- logprobs ---- */
+
+/* Min-heap (worst at the root) over parallel arrays ids/vals, sifting element i down. */
+static void pair_sift_down_worst(hs_token *ids, float *vals, int32_t n, int32_t i)
+{
+    for (;;) {
+        int32_t l = 2 * i + 1;
+        int32_t r = l + 1;
+        int32_t w = i;
+        struct hs__cand cw = {ids[i], vals[i]};
+        if (l < n) {
+            struct hs__cand cl = {ids[l], vals[l]};
+            if (cand_better(&cw, &cl)) {
+                w = l;
+                cw = cl;
+            }
+        }
+        if (r < n) {
+            struct hs__cand cr = {ids[r], vals[r]};
+            if (cand_better(&cw, &cr)) {
+                w = r;
+                cw = cr;
+            }
+        }
+        if (w == i) {
+            return;
+        }
+        ids[w] = ids[i];
+        vals[w] = vals[i];
+        ids[i] = cw.id;
+        vals[i] = cw.logit;
+        i = w;
+    }
+}
+
+static float logprob_of(float l, double lse)
+{
+    if (isnan(l) || isinf(lse)) {
+        return -INFINITY; /* NaN counts as -inf; no finite mass at all gives -inf everywhere */
+    }
+    return (float)((double)l - lse);
+}
+
+int32_t hs_logprobs_top_k(const float *logits, int32_t n_vocab, int32_t k, hs_token *ids,
+                          float *logprobs, hs_token chosen, float *chosen_logprob)
+{
+    double max = -INFINITY;
+    for (int32_t i = 0; i < n_vocab; i++) {
+        if (!isnan(logits[i])) {
+            max = fmax(max, (double)logits[i]);
+        }
+    }
+    double lse = max; /* +-inf stays as is */
+    if (isfinite(max)) {
+        double sum = 0.0;
+        for (int32_t i = 0; i < n_vocab; i++) {
+            if (!isnan(logits[i])) {
+                sum += exp((double)logits[i] - max);
+            }
+        }
+        lse = max + log(sum);
+    }
+    if (chosen_logprob) {
+        *chosen_logprob =
+            (chosen >= 0 && chosen < n_vocab) ? logprob_of(logits[chosen], lse) : -INFINITY;
+    }
+    if (k <= 0 || n_vocab <= 0) {
+        return 0;
+    }
+    if (k > n_vocab) {
+        k = n_vocab;
+    }
+    /* Best k in a min-heap held in the caller's arrays (logprobs holds logits meanwhile). */
+    for (int32_t i = 0; i < k; i++) {
+        ids[i] = i;
+        logprobs[i] = isnan(logits[i]) ? -INFINITY : logits[i];
+    }
+    for (int32_t i = k / 2 - 1; i >= 0; i--) {
+        pair_sift_down_worst(ids, logprobs, k, i);
+    }
+    for (int32_t i = k; i < n_vocab; i++) {
+        struct hs__cand a = {i, isnan(logits[i]) ? -INFINITY : logits[i]};
+        struct hs__cand root = {ids[0], logprobs[0]};
+        if (cand_better(&a, &root)) {
+            ids[0] = a.id;
+            logprobs[0] = a.logit;
+            pair_sift_down_worst(ids, logprobs, k, 0);
+        }
+    }
+    /* Heapsort: the worst moves to the end each round, leaving the arrays best first. */
+    for (int32_t end = k - 1; end > 0; end--) {
+        hs_token ti = ids[0];
+        float tl = logprobs[0];
+        ids[0] = ids[end];
+        logprobs[0] = logprobs[end];
+        ids[end] = ti;
+        logprobs[end] = tl;
+        pair_sift_down_worst(ids, logprobs, end, 0);
+    }
+    for (int32_t i = 0; i < k; i++) {
+        logprobs[i] = logprob_of(logprobs[i], lse);
+    }
+    return k;
+}
