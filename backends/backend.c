@@ -1,2 +1,566 @@
-/* placeholder: replaced as the module lands */
-typedef int hs__placeholder_backend;
+/* Backend registry and the wrappers around the interface: the only caller of iface. Each
+ * wrapper validates shapes and types once, asks supports_op, supplies the default for a NULL
+ * slot and counts stats, so implementations see only well-formed arguments. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/backend-impl.h"
+#include "hs-config.h"
+
+/* ---- registry ---- */
+
+struct hs__backend_reg {
+    const char *name;
+    hs_backend_create_fn create;
+};
+
+static const struct hs__backend_reg hs__backend_regs[] = {
+    {"cpu", hs__backend_cpu_create},
+    /* #if HS_HAVE_CUDA: {"cuda", hs__backend_cuda_create}, once backends/cuda lands.
+     * The simulated pim and npu backends will always be compiled in. */
+};
+
+int hs_backend_reg_count(void)
+{
+    return (int)HS_ARRAY_LEN(hs__backend_regs);
+}
+
+const char *hs_backend_reg_name(int i)
+{
+    if (i < 0 || i >= hs_backend_reg_count()) {
+        return NULL;
+    }
+    return hs__backend_regs[i].name;
+}
+
+struct hs_backend_params hs_backend_default_params(void)
+{
+    return (struct hs_backend_params){.n_threads = 0, .pin_threads = true};
+}
+
+hs_status hs_backend_create(const char *name, const struct hs_backend_params *params,
+                            struct hs_backend **out)
+{
+    if (!out) {
+        return HS_E_INVAL;
+    }
+    *out = NULL;
+    if (!name) {
+        return HS_E_INVAL;
+    }
+    struct hs_backend_params def = hs_backend_default_params();
+    if (!params) {
+        params = &def;
+    }
+    for (int i = 0; i < hs_backend_reg_count(); i++) {
+        if (strcmp(hs__backend_regs[i].name, name) != 0) {
+            continue;
+        }
+        struct hs_backend *be = NULL;
+        hs_status st = hs__backend_regs[i].create(params, &be);
+        if (st != HS_OK) {
+            return st;
+        }
+        HS_ASSERT(be && be->iface && be->iface->version == HS_BACKEND_IFACE_VERSION);
+        HS_ASSERT(be->iface->destroy && be->iface->supports_op);
+        memset(&be->stats, 0, sizeof(be->stats));
+        *out = be;
+        return HS_OK;
+    }
+    return HS_E_NOENT;
+}
+
+void hs_backend_destroy(struct hs_backend *be)
+{
+    if (be) {
+        be->iface->destroy(be);
+    }
+}
+
+const char *hs_backend_name(const struct hs_backend *be)
+{
+    return be->iface->name;
+}
+
+int32_t hs_backend_n_threads(const struct hs_backend *be)
+{
+    return be->n_threads;
+}
+
+bool hs_backend_supports(struct hs_backend *be, enum hs_op op, enum hs_type t)
+{
+    if (!be || (unsigned)op >= HS_OP_COUNT || !hs_type_is_known((uint32_t)t)) {
+        return false;
+    }
+    return be->iface->supports_op(be, op, t);
+}
+
+const char *hs_op_str(enum hs_op op)
+{
+    static const char *const names[HS_OP_COUNT] = {
+        [HS_OP_MATMUL] = "matmul",     [HS_OP_GET_ROWS] = "get_rows",
+        [HS_OP_RMS_NORM] = "rms_norm", [HS_OP_ROPE] = "rope",
+        [HS_OP_ADD] = "add",           [HS_OP_MUL] = "mul",
+        [HS_OP_SWIGLU] = "swiglu",     [HS_OP_KV_STORE] = "kv_store",
+        [HS_OP_ATTENTION] = "attention", [HS_OP_FFN] = "ffn",
+    };
+    return (unsigned)op < HS_OP_COUNT ? names[op] : "unknown";
+}
+
+const char *hs_rope_mode_str(enum hs_rope_mode m)
+{
+    switch (m) {
+    case HS_ROPE_NORM:
+        return "norm";
+    case HS_ROPE_NEOX:
+        return "neox";
+    case HS_ROPE_MODE_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
+hs_status hs_backend_synchronize(struct hs_backend *be)
+{
+    if (!be) {
+        return HS_E_INVAL;
+    }
+    return be->iface->synchronize ? be->iface->synchronize(be) : HS_OK;
+}
+
+void hs_backend_get_stats(const struct hs_backend *be, struct hs_backend_stats *out)
+{
+    *out = be->stats;
+}
+
+void hs_backend_reset_stats(struct hs_backend *be)
+{
+    memset(&be->stats, 0, sizeof(be->stats));
+}
+
+/* ---- tensors ---- */
+
+hs_status hs_tensor_init(struct hs_tensor *t, enum hs_type type, int n_dims, const int64_t *ne,
+                         void *data)
+{
+    if (!t || !ne || n_dims < 1 || n_dims > 4 || !hs_type_is_known((uint32_t)type)) {
+        return HS_E_INVAL;
+    }
+    const struct hs_type_traits *tr = hs_type_traits(type);
+    if (!tr->name || tr->blck_size <= 0) {
+        return HS_E_INVAL;
+    }
+    struct hs_tensor r = {.type = type, .n_dims = n_dims, .data = data};
+    for (int i = 0; i < 4; i++) {
+        r.ne[i] = i < n_dims ? ne[i] : 1;
+        if (r.ne[i] < 0) {
+            return HS_E_INVAL;
+        }
+    }
+    if (r.ne[0] % tr->blck_size != 0) {
+        return HS_E_INVAL;
+    }
+    r.nb[0] = tr->type_size;
+    r.nb[1] = (size_t)(r.ne[0] / tr->blck_size) * tr->type_size;
+    for (int i = 2; i < 4; i++) {
+        if (hs_mul_overflow(r.nb[i - 1], (size_t)r.ne[i - 1], &r.nb[i])) {
+            return HS_E_INVAL;
+        }
+    }
+    size_t total;
+    if (hs_mul_overflow(r.nb[3], (size_t)r.ne[3], &total)) {
+        return HS_E_INVAL;
+    }
+    *t = r;
+    return HS_OK;
+}
+
+hs_status hs_tensor_init_2d(struct hs_tensor *t, enum hs_type type, int64_t cols, int64_t rows,
+                            void *data)
+{
+    const int64_t ne[2] = {cols, rows};
+    return hs_tensor_init(t, type, 2, ne, data);
+}
+
+struct hs_tensor hs_tensor_rows(const struct hs_tensor *t, int64_t row0, int64_t n_rows)
+{
+    struct hs_tensor r = *t;
+    r.data = (char *)t->data + (size_t)row0 * t->nb[1];
+    r.ne[1] = n_rows;
+    return r;
+}
+
+int64_t hs_tensor_nelements(const struct hs_tensor *t)
+{
+    return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+}
+
+size_t hs_tensor_nbytes(const struct hs_tensor *t)
+{
+    const struct hs_type_traits *tr = hs_type_traits(t->type);
+    if (!tr->name || tr->blck_size <= 0 || hs_tensor_nelements(t) == 0) {
+        return 0;
+    }
+    size_t n = (size_t)(t->ne[0] / tr->blck_size) * tr->type_size;
+    for (int i = 1; i < 4; i++) {
+        n += (size_t)(t->ne[i] - 1) * t->nb[i];
+    }
+    return n;
+}
+
+bool hs_tensor_is_contiguous(const struct hs_tensor *t)
+{
+    const struct hs_type_traits *tr = hs_type_traits(t->type);
+    if (!tr->name || tr->blck_size <= 0 || t->nb[0] != tr->type_size) {
+        return false;
+    }
+    size_t want = (size_t)(t->ne[0] / tr->blck_size) * tr->type_size;
+    for (int i = 1; i < 4; i++) {
+        if (t->ne[i] > 1 && t->nb[i] != want) {
+            return false;
+        }
+        want *= (size_t)t->ne[i];
+    }
+    return true;
+}
+
+/* ---- validation ---- */
+
+/* Well-formed view: known type, non-negative shape, innermost dimension of whole blocks stored
+ * densely, data present. */
+static bool hs__t_ok(const struct hs_tensor *t, enum hs_type type)
+{
+    if (!t || t->type != type || !t->data || t->n_dims < 1 || t->n_dims > 4) {
+        return false;
+    }
+    const struct hs_type_traits *tr = hs_type_traits(type);
+    if (!tr->name || tr->blck_size <= 0 || t->nb[0] != tr->type_size) {
+        return false;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (t->ne[i] < 1 || t->ne[i] > INT32_MAX) {
+            return false;
+        }
+    }
+    if (t->ne[0] % tr->blck_size != 0) {
+        return false;
+    }
+    const size_t row = (size_t)(t->ne[0] / tr->blck_size) * tr->type_size;
+    return t->ne[1] == 1 || t->nb[1] >= row;
+}
+
+/* As hs__t_ok, and a matrix of rows: rows ne[1]*ne[2]*ne[3] evenly spaced nb[1] apart. */
+static bool hs__rows_ok(const struct hs_tensor *t, enum hs_type type)
+{
+    if (!hs__t_ok(t, type)) {
+        return false;
+    }
+    const struct hs_type_traits *tr = hs_type_traits(type);
+    const size_t row = (size_t)(t->ne[0] / tr->blck_size) * tr->type_size;
+    size_t nb1 = t->ne[1] == 1 && t->ne[2] == 1 && t->ne[3] == 1 ? row : t->nb[1];
+    if (nb1 < row || nb1 % sizeof(float) != 0) {
+        return false;
+    }
+    return (t->ne[2] == 1 || t->nb[2] == nb1 * (size_t)t->ne[1]) &&
+           (t->ne[3] == 1 || t->nb[3] == nb1 * (size_t)(t->ne[1] * t->ne[2]));
+}
+
+static int64_t hs__rows(const struct hs_tensor *t)
+{
+    return t->ne[1] * t->ne[2] * t->ne[3];
+}
+
+/* A 3-D view [ne2][ne1][ne0] f32 whose rows (dim 1) and planes (dim 2) may be strided. */
+static bool hs__t3_ok(const struct hs_tensor *t, enum hs_type type)
+{
+    if (!hs__t_ok(t, type) || t->ne[3] != 1) {
+        return false;
+    }
+    const size_t row = (size_t)t->ne[0] * hs_type_traits(type)->type_size;
+    return (t->ne[1] == 1 || t->nb[1] >= row) &&
+           (t->ne[2] == 1 || t->nb[2] >= t->nb[1] * (size_t)t->ne[1]);
+}
+
+static bool hs__same_shape(const struct hs_tensor *a, const struct hs_tensor *b)
+{
+    return a->ne[0] == b->ne[0] && hs__rows(a) == hs__rows(b);
+}
+
+static bool hs__weight_ok(const struct hs_tensor *w)
+{
+    if (!w || !hs_type_is_known((uint32_t)w->type) || !hs_type_traits(w->type)->supported) {
+        return false;
+    }
+    return hs__t_ok(w, w->type) && w->ne[2] == 1 && w->ne[3] == 1 &&
+           (w->ne[1] == 1 || w->nb[1] >= hs_type_row_size(w->type, w->ne[0]));
+}
+
+static void hs__count(struct hs_backend *be, enum hs_op op, uint64_t weight_bytes)
+{
+    be->stats.n_ops[op]++;
+    be->stats.weight_bytes_read += weight_bytes;
+}
+
+/* ---- operations ---- */
+
+static hs_status hs__check_matmul(struct hs_backend *be, const struct hs_tensor *w,
+                                  const struct hs_tensor *x, const struct hs_tensor *y)
+{
+    if (!be || !hs__weight_ok(w) || !hs__rows_ok(x, HS_TYPE_F32) ||
+        !hs__rows_ok(y, HS_TYPE_F32)) {
+        return HS_E_INVAL;
+    }
+    if (x->ne[2] != 1 || x->ne[3] != 1 || y->ne[2] != 1 || y->ne[3] != 1 ||
+        x->ne[0] != w->ne[0] || y->ne[0] != w->ne[1] || y->ne[1] != x->ne[1]) {
+        return HS_E_INVAL;
+    }
+    return HS_OK;
+}
+
+hs_status hs_backend_matmul(struct hs_backend *be, const struct hs_tensor *w,
+                            const struct hs_tensor *x, struct hs_tensor *y)
+{
+    HS_TRY(hs__check_matmul(be, w, x, y));
+    if (!be->iface->matmul || !be->iface->supports_op(be, HS_OP_MATMUL, w->type)) {
+        return HS_E_NOTSUP;
+    }
+    HS_TRY(be->iface->matmul(be, w, x, y));
+    hs__count(be, HS_OP_MATMUL, hs_type_row_size(w->type, w->ne[0]) * (uint64_t)w->ne[1]);
+    return HS_OK;
+}
+
+hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w,
+                              const hs_token *ids, struct hs_tensor *y)
+{
+    if (!be || !ids || !hs__weight_ok(w) || !hs__rows_ok(y, HS_TYPE_F32) ||
+        y->ne[2] != 1 || y->ne[3] != 1 || y->ne[0] != w->ne[0]) {
+        return HS_E_INVAL;
+    }
+    for (int64_t r = 0; r < y->ne[1]; r++) {
+        if (ids[r] < 0 || ids[r] >= w->ne[1]) {
+            return HS_E_INVAL;
+        }
+    }
+    if (!be->iface->get_rows || !be->iface->supports_op(be, HS_OP_GET_ROWS, w->type)) {
+        return HS_E_NOTSUP;
+    }
+    HS_TRY(be->iface->get_rows(be, w, ids, y));
+    hs__count(be, HS_OP_GET_ROWS, hs_type_row_size(w->type, w->ne[0]) * (uint64_t)y->ne[1]);
+    return HS_OK;
+}
+
+hs_status hs_backend_rms_norm(struct hs_backend *be, const struct hs_tensor *x,
+                              const struct hs_tensor *w, float eps, struct hs_tensor *y)
+{
+    if (!be || !hs__rows_ok(x, HS_TYPE_F32) || !hs__rows_ok(y, HS_TYPE_F32) ||
+        !hs__same_shape(x, y) || !(eps >= 0.0f) || !isfinite(eps)) {
+        return HS_E_INVAL;
+    }
+    if (w && (!hs__rows_ok(w, HS_TYPE_F32) || hs_tensor_nelements(w) != x->ne[0])) {
+        return HS_E_INVAL;
+    }
+    if (!be->iface->rms_norm || !be->iface->supports_op(be, HS_OP_RMS_NORM, HS_TYPE_F32)) {
+        return HS_E_NOTSUP;
+    }
+    HS_TRY(be->iface->rms_norm(be, x, w, eps, y));
+    hs__count(be, HS_OP_RMS_NORM, 0);
+    return HS_OK;
+}
+
+hs_status hs_backend_rope(struct hs_backend *be, struct hs_tensor *x, const int32_t *pos,
+                          const struct hs_rope_params *p)
+{
+    if (!be || !pos || !p || !hs__t3_ok(x, HS_TYPE_F32)) {
+        return HS_E_INVAL;
+    }
+    if ((unsigned)p->mode >= HS_ROPE_MODE_COUNT || p->n_rot <= 0 || p->n_rot % 2 != 0 ||
+        p->n_rot > x->ne[0] || !(p->freq_base > 0.0f) || !isfinite(p->freq_base) ||
+        !isfinite(p->freq_scale)) {
+        return HS_E_INVAL;
+    }
+    if (!be->iface->rope || !be->iface->supports_op(be, HS_OP_ROPE, HS_TYPE_F32)) {
+        return HS_E_NOTSUP;
+    }
+    HS_TRY(be->iface->rope(be, x, pos, p));
+    hs__count(be, HS_OP_ROPE, 0);
+    return HS_OK;
+}
+
+static hs_status hs__check_binary(struct hs_backend *be, const struct hs_tensor *a,
+                                  const struct hs_tensor *b, const struct hs_tensor *y,
+                                  bool allow_bcast)
+{
+    if (!be || !hs__rows_ok(a, HS_TYPE_F32) || !hs__rows_ok(b, HS_TYPE_F32) ||
+        !hs__rows_ok(y, HS_TYPE_F32) || !hs__same_shape(a, y) || b->ne[0] != a->ne[0]) {
+        return HS_E_INVAL;
+    }
+    if (hs__rows(b) != hs__rows(a) && !(allow_bcast && hs__rows(b) == 1)) {
+        return HS_E_INVAL;
+    }
+    return HS_OK;
+}
+
+hs_status hs_backend_add(struct hs_backend *be, const struct hs_tensor *a,
+                         const struct hs_tensor *b, struct hs_tensor *y)
+{
+    HS_TRY(hs__check_binary(be, a, b, y, true));
+    if (!be->iface->add || !be->iface->supports_op(be, HS_OP_ADD, HS_TYPE_F32)) {
+        return HS_E_NOTSUP;
+    }
+    HS_TRY(be->iface->add(be, a, b, y));
+    hs__count(be, HS_OP_ADD, 0);
+    return HS_OK;
+}
+
+hs_status hs_backend_mul(struct hs_backend *be, const struct hs_tensor *a,
+                         const struct hs_tensor *b, struct hs_tensor *y)
+{
+    HS_TRY(hs__check_binary(be, a, b, y, true));
+    if (!be->iface->mul || !be->iface->supports_op(be, HS_OP_MUL, HS_TYPE_F32)) {
+        return HS_E_NOTSUP;
+    }
+    HS_TRY(be->iface->mul(be, a, b, y));
+    hs__count(be, HS_OP_MUL, 0);
+    return HS_OK;
+}
+
+hs_status hs_backend_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
+                            const struct hs_tensor *up, struct hs_tensor *y)
+{
+    HS_TRY(hs__check_binary(be, gate, up, y, false));
+    if (!be->iface->swiglu || !be->iface->supports_op(be, HS_OP_SWIGLU, HS_TYPE_F32)) {
+        return HS_E_NOTSUP;
+    }
+    HS_TRY(be->iface->swiglu(be, gate, up, y));
+    hs__count(be, HS_OP_SWIGLU, 0);
+    return HS_OK;
+}
+
+/* A paged cache [n_blocks][block_size][n_kv_head][head_dim], f16 or f32, contiguous. */
+static bool hs__cache_ok(const struct hs_tensor *c)
+{
+    return c && (c->type == HS_TYPE_F16 || c->type == HS_TYPE_F32) && hs__t_ok(c, c->type) &&
+           hs_tensor_is_contiguous(c);
+}
+
+hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src,
+                              struct hs_tensor *cache, const int32_t *slots)
+{
+    if (!be || !slots || !hs__t3_ok(src, HS_TYPE_F32) || !hs__cache_ok(cache) ||
+        src->ne[0] != cache->ne[0] || src->ne[1] != cache->ne[1]) {
+        return HS_E_INVAL;
+    }
+    const int64_t n_slots = cache->ne[2] * cache->ne[3];
+    for (int64_t r = 0; r < src->ne[2]; r++) {
+        if (slots[r] < 0 || slots[r] >= n_slots) {
+            return HS_E_INVAL;
+        }
+    }
+    if (!be->iface->kv_store || !be->iface->supports_op(be, HS_OP_KV_STORE, cache->type)) {
+        return HS_E_NOTSUP;
+    }
+    HS_TRY(be->iface->kv_store(be, src, cache, slots));
+    hs__count(be, HS_OP_KV_STORE, 0);
+    return HS_OK;
+}
+
+static hs_status hs__check_attention(const struct hs_attn_args *a)
+{
+    if (!a || !hs__t3_ok(a->q, HS_TYPE_F32) || !hs__t3_ok(a->out, HS_TYPE_F32) ||
+        !hs__cache_ok(a->k_cache) || !hs__cache_ok(a->v_cache)) {
+        return HS_E_INVAL;
+    }
+    const struct hs_tensor *q = a->q;
+    const struct hs_tensor *k = a->k_cache;
+    const struct hs_tensor *v = a->v_cache;
+    for (int i = 0; i < 4; i++) {
+        if (a->out->ne[i] != q->ne[i] || v->ne[i] != k->ne[i]) {
+            return HS_E_INVAL;
+        }
+    }
+    const int64_t n_head = q->ne[1];
+    const int64_t n_kv_head = k->ne[1];
+    if (k->ne[0] != q->ne[0] || n_head % n_kv_head != 0 || a->block_size < 1 ||
+        a->block_size != k->ne[2] || !isfinite(a->scale) || a->n_seqs < 0 ||
+        (a->n_seqs > 0 && !a->seqs)) {
+        return HS_E_INVAL;
+    }
+    const int64_t n_blocks = k->ne[3];
+    for (int32_t s = 0; s < a->n_seqs; s++) {
+        const struct hs_attn_seq *seq = &a->seqs[s];
+        if (seq->n_past < 0 || seq->n_new < 0 || seq->q_row < 0 ||
+            (int64_t)seq->q_row + seq->n_new > q->ne[2]) {
+            return HS_E_INVAL;
+        }
+        const int64_t n_ctx = (int64_t)seq->n_past + seq->n_new;
+        if (seq->n_new == 0) {
+            continue;
+        }
+        if (!seq->block_table) {
+            return HS_E_INVAL;
+        }
+        for (int64_t b = 0; b < (n_ctx + a->block_size - 1) / a->block_size; b++) {
+            if (seq->block_table[b] < 0 || seq->block_table[b] >= n_blocks) {
+                return HS_E_INVAL;
+            }
+        }
+    }
+    return HS_OK;
+}
+
+hs_status hs_backend_attention(struct hs_backend *be, const struct hs_attn_args *args)
+{
+    if (!be) {
+        return HS_E_INVAL;
+    }
+    HS_TRY(hs__check_attention(args));
+    if (!be->iface->attention ||
+        !be->iface->supports_op(be, HS_OP_ATTENTION, args->k_cache->type) ||
+        !be->iface->supports_op(be, HS_OP_ATTENTION, args->v_cache->type)) {
+        return HS_E_NOTSUP;
+    }
+    HS_TRY(be->iface->attention(be, args));
+    hs__count(be, HS_OP_ATTENTION, 0);
+    return HS_OK;
+}
+
+hs_status hs_backend_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
+{
+    if (!be || !a) {
+        return HS_E_INVAL;
+    }
+    const int64_t n_rows = a->x ? a->x->ne[1] : 0;
+    HS_TRY(hs__check_matmul(be, a->w_gate, a->x, a->scratch_gate));
+    HS_TRY(hs__check_matmul(be, a->w_up, a->x, a->scratch_up));
+    HS_TRY(hs__check_matmul(be, a->w_down, a->scratch_gate, a->y));
+    if (a->scratch_up->ne[1] != n_rows || a->y->ne[1] != n_rows ||
+        a->w_gate->ne[1] != a->w_up->ne[1] || a->y->ne[0] != a->x->ne[0]) {
+        return HS_E_INVAL;
+    }
+    const uint64_t wbytes =
+        hs_type_row_size(a->w_gate->type, a->w_gate->ne[0]) * (uint64_t)a->w_gate->ne[1] +
+        hs_type_row_size(a->w_up->type, a->w_up->ne[0]) * (uint64_t)a->w_up->ne[1] +
+        hs_type_row_size(a->w_down->type, a->w_down->ne[0]) * (uint64_t)a->w_down->ne[1];
+    if (be->iface->ffn && be->iface->supports_op(be, HS_OP_FFN, a->w_gate->type) &&
+        be->iface->supports_op(be, HS_OP_FFN, a->w_up->type) &&
+        be->iface->supports_op(be, HS_OP_FFN, a->w_down->type)) {
+        HS_TRY(be->iface->ffn(be, a));
+        hs__count(be, HS_OP_FFN, wbytes);
+        return HS_OK;
+    }
+    /* Default: gate and up products, silu(gate) * up in place, down product. */
+    if (!be->iface->matmul || !be->iface->swiglu ||
+        !be->iface->supports_op(be, HS_OP_MATMUL, a->w_gate->type) ||
+        !be->iface->supports_op(be, HS_OP_MATMUL, a->w_up->type) ||
+        !be->iface->supports_op(be, HS_OP_MATMUL, a->w_down->type) ||
+        !be->iface->supports_op(be, HS_OP_SWIGLU, HS_TYPE_F32)) {
+        return HS_E_NOTSUP;
+    }
+    HS_TRY(be->iface->matmul(be, a->w_gate, a->x, a->scratch_gate));
+    HS_TRY(be->iface->matmul(be, a->w_up, a->x, a->scratch_up));
+    HS_TRY(be->iface->swiglu(be, a->scratch_gate, a->scratch_up, a->scratch_gate));
+    HS_TRY(be->iface->matmul(be, a->w_down, a->scratch_gate, a->y));
+    hs__count(be, HS_OP_FFN, wbytes);
+    return HS_OK;
+}

@@ -1,2 +1,626 @@
-/* placeholder: replaced as the module lands */
-typedef int hs__placeholder_cpu;
+/* The CPU backend: the reference implementation of every op, parallelised over a thread pool.
+ *
+ * Weight products go through the kernels of backends/cpu/quants.h: activations are converted
+ * once per call to the weight type's vec_dot_type into a scratch buffer owned by the backend
+ * (grown only when a bigger shape arrives), then weight rows are split across threads. Numerics
+ * follow ggml's CPU backend (rms_norm sums in double, rope's cos/sin cache, flash attention's
+ * f16 paths) so that outputs match llama.cpp closely. Arguments were validated by backend.c. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/backend-impl.h"
+#include "backends/cpu/pool.h"
+#include "backends/cpu/quants.h"
+
+/* Elementwise ops run on the caller alone below this many elements (dispatch would cost more). */
+#define HS__CPU_PAR_MIN_ELEMS 16384
+/* Bytes of weight rows a thread keeps hot while it sweeps all activation rows. */
+#define HS__CPU_W_CHUNK_BYTES 16384
+
+struct hs_cpu_backend {
+    struct hs_backend base; /* first */
+    struct hs_pool *pool;
+    void *act;        /* converted activations; owns */
+    size_t act_bytes; /* capacity of act */
+    float *tls;       /* per-thread scratch [n_threads][tls_stride]; owns */
+    size_t tls_stride;
+};
+
+static struct hs_cpu_backend *hs__cpu(struct hs_backend *be)
+{
+    return (struct hs_cpu_backend *)be;
+}
+
+/* ---- helpers ---- */
+
+static hs_status hs__cpu_reserve(void **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap) {
+        return HS_OK;
+    }
+    void *p = hs_alloc_aligned(need);
+    if (!p) {
+        return HS_E_NOMEM;
+    }
+    hs_free_aligned(*buf);
+    *buf = p;
+    *cap = need;
+    return HS_OK;
+}
+
+/* Makes sure every thread has n floats of scratch. */
+static hs_status hs__cpu_reserve_tls(struct hs_cpu_backend *cpu, size_t n)
+{
+    if (n <= cpu->tls_stride) {
+        return HS_OK;
+    }
+    n = hs_align_up(n, HS_ALIGN_BYTES / sizeof(float));
+    float *p = hs_alloc_aligned(n * sizeof(float) * (size_t)cpu->base.n_threads);
+    if (!p) {
+        return HS_E_NOMEM;
+    }
+    hs_free_aligned(cpu->tls);
+    cpu->tls = p;
+    cpu->tls_stride = n;
+    return HS_OK;
+}
+
+/* [*a, *b): this thread's share of n items, boundaries on multiples of align. */
+static void hs__split(int64_t n, int ith, int nth, int64_t align, int64_t *a, int64_t *b)
+{
+    int64_t chunk = (n + nth - 1) / nth;
+    chunk = (chunk + align - 1) / align * align;
+    *a = HS_MIN((int64_t)ith * chunk, n);
+    *b = HS_MIN(*a + chunk, n);
+}
+
+/* Rows of a tensor validated as [n_rows][ne0] with uniform row stride nb[1]. */
+static int64_t hs__n_rows(const struct hs_tensor *t)
+{
+    return t->ne[1] * t->ne[2] * t->ne[3];
+}
+
+static char *hs__row(const struct hs_tensor *t, int64_t r)
+{
+    return (char *)t->data + (size_t)r * t->nb[1];
+}
+
+/* ---- matmul ---- */
+
+struct hs__mm_task {
+    const struct hs_quant_kernels *k;
+    const struct hs_tensor *w; /* [n_out][n_in] */
+    const struct hs_tensor *x; /* [n_rows][n_in] f32 */
+    struct hs_tensor *y;       /* [n_rows][n_out] f32 */
+    char *xq;                  /* converted activations, rows xq_stride bytes apart */
+    size_t xq_stride;
+};
+
+static void hs__mm_convert(void *ctx, int ith, int nth)
+{
+    struct hs__mm_task *t = ctx;
+    int64_t r0, r1;
+    hs__split(t->x->ne[1], ith, nth, 1, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        t->k->from_float((const float *)hs__row(t->x, r), t->xq + (size_t)r * t->xq_stride,
+                         t->x->ne[0]);
+    }
+}
+
+static void hs__mm_compute(void *ctx, int ith, int nth)
+{
+    struct hs__mm_task *t = ctx;
+    const int64_t n_in = t->w->ne[0];
+    const int64_t n_out = t->w->ne[1];
+    const int64_t n_rows = t->x->ne[1];
+    const size_t w_stride = t->w->nb[1];
+    const size_t y_stride = t->y->nb[1] / sizeof(float);
+    const char *wd = t->w->data;
+    float *yd = t->y->data;
+
+    int64_t o0, o1;
+    hs__split(n_out, ith, nth, 4, &o0, &o1);
+    int64_t oc_rows = (int64_t)(HS__CPU_W_CHUNK_BYTES / (w_stride ? w_stride : 1)) / 4 * 4;
+    oc_rows = HS_MAX(oc_rows, 4);
+
+    for (int64_t oc = o0; oc < o1; oc += oc_rows) {
+        const int64_t oe = HS_MIN(oc + oc_rows, o1);
+        for (int64_t r = 0; r < n_rows; r += 4) {
+            const int nc = (int)HS_MIN(4, n_rows - r);
+            const char *xr = t->xq + (size_t)r * t->xq_stride;
+            for (int64_t o = oc; o < oe; o += 4) {
+                const int nr = (int)HS_MIN(4, oe - o);
+                float *s = yd + (size_t)r * y_stride + o;
+                const char *wr = wd + (size_t)o * w_stride;
+                if (t->k->gemm_tile) {
+                    t->k->gemm_tile(n_in, s, y_stride, wr, w_stride, xr, t->xq_stride, nr, nc);
+                    continue;
+                }
+                for (int j = 0; j < nc; j++) {
+                    for (int i = 0; i < nr; i++) {
+                        t->k->vec_dot(n_in, &s[(size_t)j * y_stride + (size_t)i],
+                                      wr + (size_t)i * w_stride,
+                                      xr + (size_t)j * t->xq_stride);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
+                                const struct hs_tensor *x, struct hs_tensor *y)
+{
+    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs__mm_task t = {.k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .x = x, .y = y};
+    if (!t.k) {
+        return HS_E_NOTSUP;
+    }
+    const int64_t n_rows = x->ne[1];
+    if (t.k->vec_dot_type == HS_TYPE_F32) {
+        t.xq = x->data;
+        t.xq_stride = x->nb[1];
+    } else {
+        t.xq_stride = hs_align_up(hs_type_row_size(t.k->vec_dot_type, x->ne[0]), 64);
+        HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, t.xq_stride * (size_t)n_rows));
+        t.xq = cpu->act;
+        if (n_rows == 1) {
+            hs__mm_convert(&t, 0, 1);
+        } else {
+            hs__pool_run(cpu->pool, hs__mm_convert, &t);
+        }
+    }
+    hs__pool_run(cpu->pool, hs__mm_compute, &t);
+    return HS_OK;
+}
+
+/* ---- get_rows ---- */
+
+struct hs__rows_task {
+    const struct hs_quant_kernels *k;
+    const struct hs_tensor *w;
+    const hs_token *ids;
+    struct hs_tensor *y;
+};
+
+static void hs__get_rows_fn(void *ctx, int ith, int nth)
+{
+    struct hs__rows_task *t = ctx;
+    int64_t r0, r1;
+    hs__split(t->y->ne[1], ith, nth, 1, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        t->k->to_float(hs__row(t->w, t->ids[r]), (float *)hs__row(t->y, r), t->w->ne[0]);
+    }
+}
+
+static hs_status hs__cpu_get_rows(struct hs_backend *be, const struct hs_tensor *w,
+                                  const hs_token *ids, struct hs_tensor *y)
+{
+    struct hs__rows_task t = {.k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .ids = ids,
+                              .y = y};
+    if (!t.k) {
+        return HS_E_NOTSUP;
+    }
+    if (hs_tensor_nelements(y) < HS__CPU_PAR_MIN_ELEMS) {
+        hs__get_rows_fn(&t, 0, 1);
+    } else {
+        hs__pool_run(hs__cpu(be)->pool, hs__get_rows_fn, &t);
+    }
+    return HS_OK;
+}
+
+/* ---- row-wise f32 ops: rms_norm, add, mul, swiglu ---- */
+
+enum hs__ew_kind { HS__EW_RMS_NORM, HS__EW_ADD, HS__EW_MUL, HS__EW_SWIGLU };
+
+struct hs__ew_task {
+    enum hs__ew_kind kind;
+    const struct hs_tensor *a; /* x, a or gate */
+    const struct hs_tensor *b; /* norm weight (may be NULL), b (maybe one row) or up */
+    struct hs_tensor *y;
+    float eps;
+};
+
+static void hs__rms_norm_row(const float *x, const float *w, float eps, float *y, int64_t n)
+{
+    /* As ggml: squares in float, summed in double; the scale in float. */
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        sum += (double)(x[i] * x[i]);
+    }
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    if (w) {
+        for (int64_t i = 0; i < n; i++) {
+            y[i] = (x[i] * scale) * w[i];
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            y[i] = x[i] * scale;
+        }
+    }
+}
+
+static void hs__ew_fn(void *ctx, int ith, int nth)
+{
+    const struct hs__ew_task *t = ctx;
+    const int64_t n = t->a->ne[0];
+    int64_t r0, r1;
+    hs__split(hs__n_rows(t->a), ith, nth, 1, &r0, &r1);
+    const bool b_bcast = t->b && hs__n_rows(t->b) == 1;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *a = (const float *)hs__row(t->a, r);
+        const float *b = t->b ? (const float *)hs__row(t->b, b_bcast ? 0 : r) : NULL;
+        float *y = (float *)hs__row(t->y, r);
+        switch (t->kind) {
+        case HS__EW_RMS_NORM:
+            hs__rms_norm_row(a, t->b ? (const float *)t->b->data : NULL, t->eps, y, n);
+            break;
+        case HS__EW_ADD:
+            for (int64_t i = 0; i < n; i++) {
+                y[i] = a[i] + b[i];
+            }
+            break;
+        case HS__EW_MUL:
+            for (int64_t i = 0; i < n; i++) {
+                y[i] = a[i] * b[i];
+            }
+            break;
+        case HS__EW_SWIGLU:
+            for (int64_t i = 0; i < n; i++) {
+                const float g = a[i];
+                y[i] = g / (1.0f + expf(-g)) * b[i];
+            }
+            break;
+        }
+    }
+}
+
+static hs_status hs__cpu_ew(struct hs_backend *be, struct hs__ew_task *t)
+{
+    if (hs_tensor_nelements(t->a) < HS__CPU_PAR_MIN_ELEMS) {
+        hs__ew_fn(t, 0, 1);
+    } else {
+        hs__pool_run(hs__cpu(be)->pool, hs__ew_fn, t);
+    }
+    return HS_OK;
+}
+
+static hs_status hs__cpu_rms_norm(struct hs_backend *be, const struct hs_tensor *x,
+                                  const struct hs_tensor *w, float eps, struct hs_tensor *y)
+{
+    struct hs__ew_task t = {.kind = HS__EW_RMS_NORM, .a = x, .b = w, .y = y, .eps = eps};
+    return hs__cpu_ew(be, &t);
+}
+
+static hs_status hs__cpu_add(struct hs_backend *be, const struct hs_tensor *a,
+                             const struct hs_tensor *b, struct hs_tensor *y)
+{
+    struct hs__ew_task t = {.kind = HS__EW_ADD, .a = a, .b = b, .y = y};
+    return hs__cpu_ew(be, &t);
+}
+
+static hs_status hs__cpu_mul(struct hs_backend *be, const struct hs_tensor *a,
+                             const struct hs_tensor *b, struct hs_tensor *y)
+{
+    struct hs__ew_task t = {.kind = HS__EW_MUL, .a = a, .b = b, .y = y};
+    return hs__cpu_ew(be, &t);
+}
+
+static hs_status hs__cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
+                                const struct hs_tensor *up, struct hs_tensor *y)
+{
+    struct hs__ew_task t = {.kind = HS__EW_SWIGLU, .a = gate, .b = up, .y = y};
+    return hs__cpu_ew(be, &t);
+}
+
+/* ---- rope ---- */
+
+struct hs__rope_task {
+    struct hs_tensor *x; /* [n_rows][n_head][head_dim] */
+    const int32_t *pos;
+    const struct hs_rope_params *p;
+    float *tls;
+    size_t tls_stride;
+};
+
+static void hs__rope_fn(void *ctx, int ith, int nth)
+{
+    const struct hs__rope_task *t = ctx;
+    const int n_rot = t->p->n_rot;
+    const int half = n_rot / 2;
+    const float theta_scale = powf(t->p->freq_base, -2.0f / (float)n_rot);
+    float *cache = t->tls + (size_t)ith * t->tls_stride; /* [n_rot]: cos, sin per pair */
+    int64_t r0, r1;
+    hs__split(t->x->ne[2], ith, nth, 1, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        /* As ggml's rope cache (rope_yarn with ext_factor 0): theta advanced by repeated
+         * multiplication in float. */
+        float theta = (float)t->pos[r];
+        for (int i = 0; i < half; i++) {
+            const float th = t->p->freq_scale * theta;
+            cache[2 * i] = cosf(th);
+            cache[2 * i + 1] = sinf(th);
+            theta *= theta_scale;
+        }
+        for (int64_t h = 0; h < t->x->ne[1]; h++) {
+            float *v = (float *)((char *)t->x->data + (size_t)r * t->x->nb[2] +
+                                 (size_t)h * t->x->nb[1]);
+            for (int i = 0; i < half; i++) {
+                const int i0 = t->p->mode == HS_ROPE_NEOX ? i : 2 * i;
+                const int i1 = t->p->mode == HS_ROPE_NEOX ? i + half : 2 * i + 1;
+                const float c = cache[2 * i];
+                const float s = cache[2 * i + 1];
+                const float x0 = v[i0];
+                const float x1 = v[i1];
+                v[i0] = x0 * c - x1 * s;
+                v[i1] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+static hs_status hs__cpu_rope(struct hs_backend *be, struct hs_tensor *x, const int32_t *pos,
+                              const struct hs_rope_params *p)
+{
+    struct hs_cpu_backend *cpu = hs__cpu(be);
+    HS_TRY(hs__cpu_reserve_tls(cpu, (size_t)p->n_rot));
+    struct hs__rope_task t = {.x = x, .pos = pos, .p = p, .tls = cpu->tls,
+                              .tls_stride = cpu->tls_stride};
+    if (hs_tensor_nelements(x) < HS__CPU_PAR_MIN_ELEMS) {
+        hs__rope_fn(&t, 0, 1);
+    } else {
+        hs__pool_run(cpu->pool, hs__rope_fn, &t);
+    }
+    return HS_OK;
+}
+
+/* ---- kv_store ---- */
+
+static hs_status hs__cpu_kv_store(struct hs_backend *be, const struct hs_tensor *src,
+                                  struct hs_tensor *cache, const int32_t *slots)
+{
+    (void)be;
+    const struct hs_quant_kernels *f16 = hs__cpu_kernels(HS_TYPE_F16, HS_ISA_COUNT);
+    const int64_t hd = src->ne[0];
+    for (int64_t r = 0; r < src->ne[2]; r++) {
+        for (int64_t h = 0; h < src->ne[1]; h++) {
+            const float *s = (const float *)((const char *)src->data + (size_t)r * src->nb[2] +
+                                             (size_t)h * src->nb[1]);
+            char *d = (char *)cache->data + (size_t)slots[r] * cache->nb[2] +
+                      (size_t)h * cache->nb[1];
+            if (cache->type == HS_TYPE_F32) {
+                memcpy(d, s, (size_t)hd * sizeof(float));
+            } else if (f16) {
+                f16->from_float(s, d, hd);
+            } else {
+                uint16_t *d16 = (uint16_t *)d;
+                for (int64_t i = 0; i < hd; i++) {
+                    d16[i] = hs_fp32_to_fp16(s[i]);
+                }
+            }
+        }
+    }
+    return HS_OK;
+}
+
+/* ---- attention over the paged cache ---- */
+
+struct hs__attn_task {
+    const struct hs_attn_args *a;
+    const struct hs_quant_kernels *kdot; /* K's kernels: q converted to K's type, dot in f32 */
+    const struct hs_quant_kernels *f16;  /* f16 conversions (V accumulation in f16) */
+    int64_t n_head;
+    int64_t n_kv_head;
+    int64_t hd;
+    int64_t n_items; /* n_seqs * n_head */
+    atomic_llong next;
+    float *tls;
+    size_t tls_stride;
+};
+
+/* Online softmax (flash-attention style) for one query row of one head. As ggml's CPU flash
+ * attention: with an f16 K, q is rounded to f16 and q.k runs in f16 -> f32; with an f16 V, the
+ * running sum of V rows is kept in f16 (rounded after every update); with f32 V, in f32. */
+static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq *seq,
+                         const float *q, int64_t kvh, int64_t n_ctx, float *out, float *buf)
+{
+    const struct hs_attn_args *a = t->a;
+    const int64_t hd = t->hd;
+    const int64_t bs = a->block_size;
+    const bool v_f16 = a->v_cache->type == HS_TYPE_F16;
+    float *acc = buf;               /* [hd] running sum of p * v */
+    float *vrow = buf + hd;         /* [hd] V row in f32 */
+    void *qconv = buf + 2 * hd;     /* [hd] q in K's type */
+    uint16_t *h16 = (uint16_t *)(buf + 3 * hd); /* [hd] f16 rounding buffer */
+
+    const void *qk = q;
+    if (a->k_cache->type != HS_TYPE_F32) {
+        t->kdot->from_float(q, qconv, hd);
+        qk = qconv;
+    }
+    memset(acc, 0, (size_t)hd * sizeof(float));
+    float m = -INFINITY;
+    float sum = 0.0f;
+    for (int64_t p = 0; p < n_ctx; p++) {
+        const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
+        const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
+                         (size_t)kvh * a->k_cache->nb[1];
+        const char *vr = (const char *)a->v_cache->data + slot * a->v_cache->nb[2] +
+                         (size_t)kvh * a->v_cache->nb[1];
+        float s;
+        t->kdot->vec_dot(hd, &s, kr, qk);
+        s *= a->scale;
+        float ms = 1.0f;
+        float vs = 1.0f;
+        const bool rescale = s > m;
+        if (rescale) {
+            ms = expf(m - s);
+            m = s;
+        } else {
+            vs = expf(s - m);
+        }
+        const float *v;
+        if (v_f16) {
+            t->f16->to_float(vr, vrow, hd);
+            v = vrow;
+        } else {
+            v = (const float *)vr;
+        }
+        if (rescale) {
+            for (int64_t d = 0; d < hd; d++) {
+                acc[d] *= ms;
+            }
+            if (v_f16) {
+                t->f16->from_float(acc, h16, hd);
+                t->f16->to_float(h16, acc, hd);
+            }
+        }
+        for (int64_t d = 0; d < hd; d++) {
+            acc[d] += v[d] * vs;
+        }
+        if (v_f16) {
+            t->f16->from_float(acc, h16, hd);
+            t->f16->to_float(h16, acc, hd);
+        }
+        sum = sum * ms + vs;
+    }
+    const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+    for (int64_t d = 0; d < hd; d++) {
+        out[d] = acc[d] * inv;
+    }
+}
+
+static void hs__attn_fn(void *ctx, int ith, int nth)
+{
+    struct hs__attn_task *t = ctx;
+    (void)nth;
+    const struct hs_attn_args *a = t->a;
+    float *buf = t->tls + (size_t)ith * t->tls_stride;
+    const int64_t group = t->n_head / t->n_kv_head;
+    for (;;) {
+        const int64_t item = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (item >= t->n_items) {
+            break;
+        }
+        const struct hs_attn_seq *seq = &a->seqs[item / t->n_head];
+        const int64_t h = item % t->n_head;
+        for (int32_t j = 0; j < seq->n_new; j++) {
+            const int64_t row = (int64_t)seq->q_row + j;
+            const float *q = (const float *)((const char *)a->q->data +
+                                             (size_t)row * a->q->nb[2] + (size_t)h * a->q->nb[1]);
+            float *out = (float *)((char *)a->out->data + (size_t)row * a->out->nb[2] +
+                                   (size_t)h * a->out->nb[1]);
+            hs__attn_row(t, seq, q, h / group, (int64_t)seq->n_past + j + 1, out, buf);
+        }
+    }
+}
+
+static hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_args *args)
+{
+    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs__attn_task t = {
+        .a = args,
+        .kdot = hs__cpu_kernels(args->k_cache->type, HS_ISA_COUNT),
+        .f16 = hs__cpu_kernels(HS_TYPE_F16, HS_ISA_COUNT),
+        .n_head = args->q->ne[1],
+        .n_kv_head = args->k_cache->ne[1],
+        .hd = args->q->ne[0],
+        .n_items = (int64_t)args->n_seqs * args->q->ne[1],
+    };
+    if (!t.kdot || !t.f16) {
+        return HS_E_NOTSUP;
+    }
+    HS_TRY(hs__cpu_reserve_tls(cpu, 4 * (size_t)t.hd));
+    t.tls = cpu->tls;
+    t.tls_stride = cpu->tls_stride;
+    atomic_init(&t.next, 0);
+    if (t.n_items <= 1) {
+        hs__attn_fn(&t, 0, 1);
+    } else {
+        hs__pool_run(cpu->pool, hs__attn_fn, &t);
+    }
+    return HS_OK;
+}
+
+/* ---- lifetime ---- */
+
+static bool hs__cpu_supports_op(struct hs_backend *be, enum hs_op op, enum hs_type t)
+{
+    (void)be;
+    switch (op) {
+    case HS_OP_MATMUL:
+    case HS_OP_GET_ROWS:
+    case HS_OP_FFN:
+        return hs__cpu_kernels(t, HS_ISA_COUNT) != NULL;
+    case HS_OP_KV_STORE:
+    case HS_OP_ATTENTION:
+        return (t == HS_TYPE_F16 || t == HS_TYPE_F32) &&
+               hs__cpu_kernels(t, HS_ISA_COUNT) != NULL &&
+               hs__cpu_kernels(HS_TYPE_F16, HS_ISA_COUNT) != NULL;
+    case HS_OP_RMS_NORM:
+    case HS_OP_ROPE:
+    case HS_OP_ADD:
+    case HS_OP_MUL:
+    case HS_OP_SWIGLU:
+        return t == HS_TYPE_F32;
+    case HS_OP_COUNT:
+        break;
+    }
+    return false;
+}
+
+static void hs__cpu_destroy(struct hs_backend *be)
+{
+    struct hs_cpu_backend *cpu = hs__cpu(be);
+    if (!cpu) {
+        return;
+    }
+    hs__pool_destroy(cpu->pool);
+    hs_free_aligned(cpu->act);
+    hs_free_aligned(cpu->tls);
+    free(cpu);
+}
+
+static const struct hs_backend_iface hs__cpu_iface = {
+    /* .version     = */ HS_BACKEND_IFACE_VERSION,
+    /* .name        = */ "cpu",
+    /* .destroy     = */ hs__cpu_destroy,
+    /* .supports_op = */ hs__cpu_supports_op,
+    /* .matmul      = */ hs__cpu_matmul,
+    /* .get_rows    = */ hs__cpu_get_rows,
+    /* .rms_norm    = */ hs__cpu_rms_norm,
+    /* .rope        = */ hs__cpu_rope,
+    /* .add         = */ hs__cpu_add,
+    /* .mul         = */ hs__cpu_mul,
+    /* .swiglu      = */ hs__cpu_swiglu,
+    /* .kv_store    = */ hs__cpu_kv_store,
+    /* .attention   = */ hs__cpu_attention,
+    /* .ffn         = */ NULL,
+    /* .synchronize = */ NULL,
+};
+
+hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct hs_backend **out)
+{
+    hs_status st = HS_E_NOMEM;
+    *out = NULL;
+    struct hs_cpu_backend *cpu = calloc(1, sizeof(*cpu));
+    if (!cpu) {
+        goto fail;
+    }
+    cpu->base.iface = &hs__cpu_iface;
+    st = hs__pool_create(params->n_threads, params->pin_threads, &cpu->pool);
+    if (st != HS_OK) {
+        goto fail_cpu;
+    }
+    cpu->base.n_threads = hs__pool_n_threads(cpu->pool);
+    *out = &cpu->base;
+    return HS_OK;
+
+fail_cpu:
+    free(cpu);
+fail:
+    return st;
+}

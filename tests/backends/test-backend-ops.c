@@ -1,0 +1,771 @@
+/* Every op on every registered backend against the float64 references in tests/ref/, in the
+ * spirit of ggml's test-backend-ops; plus argument validation, stats and the CPU thread pool. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backends/backend.h"
+#include "backends/cpu/pool.h"
+#include "backends/cpu/quants.h"
+#include "tests/ref/ref-ops.h"
+
+static const int thread_counts[] = {1, 2, 3};
+
+/* ---- helpers ---- */
+
+static float *rand_floats(struct hs_rng *rng, int64_t n, float lo, float hi)
+{
+    float *p = malloc((size_t)n * sizeof(float));
+    cr_assert_not_null(p);
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = hs_rng_range(rng, lo, hi);
+    }
+    return p;
+}
+
+static struct hs_backend *make_backend(int reg, int n_threads)
+{
+    struct hs_backend_params p = hs_backend_default_params();
+    p.n_threads = n_threads;
+    p.pin_threads = false;
+    struct hs_backend *be = NULL;
+    hs_status st = hs_backend_create(hs_backend_reg_name(reg), &p, &be);
+    cr_assert_eq(st, HS_OK, "create %s: %s", hs_backend_reg_name(reg), hs_status_str(st));
+    cr_assert_not_null(be);
+    cr_assert_eq(hs_backend_n_threads(be), n_threads);
+    return be;
+}
+
+/* A weight matrix [n_out][n_in] of type t quantized from random floats, and its exact
+ * dequantization (what the reference multiplies by). */
+struct weights {
+    void *q;
+    float *deq;
+    struct hs_tensor t;
+};
+
+static void make_weights(struct weights *w, struct hs_rng *rng, enum hs_type type, int64_t n_in,
+                         int64_t n_out)
+{
+    const size_t row = hs_type_row_size(type, n_in);
+    cr_assert_gt(row, 0);
+    float *f = rand_floats(rng, n_in * n_out, -1.0f, 1.0f);
+    w->q = malloc(row * (size_t)n_out);
+    w->deq = malloc((size_t)(n_in * n_out) * sizeof(float));
+    cr_assert(w->q && w->deq);
+    for (int64_t o = 0; o < n_out; o++) {
+        hs__quantize_row_ref(type, f + o * n_in, (char *)w->q + (size_t)o * row, n_in);
+        hs__dequantize_row_ref(type, (char *)w->q + (size_t)o * row, w->deq + o * n_in, n_in);
+    }
+    free(f);
+    cr_assert_eq(hs_tensor_init_2d(&w->t, type, n_in, n_out, w->q), HS_OK);
+}
+
+static void free_weights(struct weights *w)
+{
+    free(w->q);
+    free(w->deq);
+}
+
+static const enum hs_type weight_types[] = {
+    HS_TYPE_F32,  HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_Q8_0,
+    HS_TYPE_Q4_0, HS_TYPE_Q4_K, HS_TYPE_Q5_K, HS_TYPE_Q6_K,
+};
+
+/* Error bound for a product with weights of type t: the activations are rounded to the type's
+ * vec_dot_type (f16, bf16, q8_0, q8_K), the weights are exact. */
+static double matmul_tol(enum hs_type t)
+{
+    switch (t) {
+    case HS_TYPE_F32:
+        return 1e-5;
+    case HS_TYPE_F16:
+        return 2e-3;
+    case HS_TYPE_BF16:
+        return 1e-2;
+    default:
+        return 2e-2;
+    }
+}
+
+/* ---- matmul ---- */
+
+static void check_matmul(struct hs_backend *be, struct hs_rng *rng, enum hs_type type,
+                         int64_t n_in, int64_t n_out, int64_t n_rows)
+{
+    struct weights w;
+    make_weights(&w, rng, type, n_in, n_out);
+    float *x = rand_floats(rng, n_in * n_rows, -1.0f, 1.0f);
+    float *y = rand_floats(rng, n_out * n_rows, -9.0f, 9.0f);
+    float *ref = malloc((size_t)(n_out * n_rows) * sizeof(float));
+    struct hs_tensor tx, ty;
+    cr_assert_eq(hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, n_rows, x), HS_OK);
+    cr_assert_eq(hs_tensor_init_2d(&ty, HS_TYPE_F32, n_out, n_rows, y), HS_OK);
+    hs_status st = hs_backend_matmul(be, &w.t, &tx, &ty);
+    cr_assert_eq(st, HS_OK, "%s matmul %s: %s", hs_backend_name(be), hs_type_str(type),
+                 hs_status_str(st));
+    hs_ref_matmul(w.deq, x, ref, n_out, n_in, n_rows);
+    const double err = hs_ref_rel_err(y, ref, n_out * n_rows);
+    cr_assert(err < matmul_tol(type), "%s matmul %s n_in=%lld n_out=%lld n_rows=%lld nth=%d: "
+              "err %g", hs_backend_name(be), hs_type_str(type), (long long)n_in,
+              (long long)n_out, (long long)n_rows, hs_backend_n_threads(be), err);
+    free(ref);
+    free(y);
+    free(x);
+    free_weights(&w);
+}
+
+Test(backend_ops, matmul_every_weight_type_shape_and_thread_count)
+{
+    static const int64_t rows[] = {1, 3, 17, 64};
+    static const int64_t ins[] = {256, 512, 1024};
+    static const int64_t outs[] = {67, 16, 5};
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 1234);
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
+            struct hs_backend *be = make_backend(reg, thread_counts[ti]);
+            for (size_t k = 0; k < HS_ARRAY_LEN(weight_types); k++) {
+                if (!hs_backend_supports(be, HS_OP_MATMUL, weight_types[k])) {
+                    cr_assert_neq(reg, 0, "cpu must support %s", hs_type_str(weight_types[k]));
+                    continue;
+                }
+                for (size_t r = 0; r < HS_ARRAY_LEN(rows); r++) {
+                    const size_t i = (r + k) % HS_ARRAY_LEN(ins);
+                    const size_t o = (r + ti) % HS_ARRAY_LEN(outs);
+                    check_matmul(be, &rng, weight_types[k], ins[i], outs[o], rows[r]);
+                }
+            }
+            hs_backend_destroy(be);
+        }
+    }
+}
+
+Test(backend_ops, matmul_reuses_scratch_across_shrinking_and_growing_shapes)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 99);
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        struct hs_backend *be = make_backend(reg, 2);
+        check_matmul(be, &rng, HS_TYPE_Q8_0, 512, 40, 33);
+        check_matmul(be, &rng, HS_TYPE_Q8_0, 256, 12, 2);
+        check_matmul(be, &rng, HS_TYPE_Q4_K, 768, 9, 70);
+        hs_backend_destroy(be);
+    }
+}
+
+/* ---- get_rows ---- */
+
+Test(backend_ops, get_rows_dequantizes_every_weight_type)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 5);
+    const int64_t n_in = 512, n_vocab = 37;
+    const hs_token ids[] = {0, 36, 5, 5, 17, 1, 30};
+    const int64_t n = (int64_t)HS_ARRAY_LEN(ids);
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
+            struct hs_backend *be = make_backend(reg, thread_counts[ti]);
+            for (size_t k = 0; k < HS_ARRAY_LEN(weight_types); k++) {
+                struct weights w;
+                make_weights(&w, &rng, weight_types[k], n_in, n_vocab);
+                float *y = rand_floats(&rng, n_in * n, -1.0f, 1.0f);
+                struct hs_tensor ty;
+                cr_assert_eq(hs_tensor_init_2d(&ty, HS_TYPE_F32, n_in, n, y), HS_OK);
+                cr_assert_eq(hs_backend_get_rows(be, &w.t, ids, &ty), HS_OK);
+                for (int64_t r = 0; r < n; r++) {
+                    const double err = hs_ref_rel_err(y + r * n_in, w.deq + ids[r] * n_in, n_in);
+                    cr_assert(err < 1e-6, "get_rows %s row %lld err %g",
+                              hs_type_str(weight_types[k]), (long long)r, err);
+                }
+                free(y);
+                free_weights(&w);
+            }
+            hs_backend_destroy(be);
+        }
+    }
+}
+
+/* ---- rms_norm, add, mul, swiglu ---- */
+
+Test(backend_ops, rms_norm_with_and_without_weight)
+{
+    static const int64_t rows[] = {1, 3, 17, 64};
+    static const int64_t ns[] = {256, 576, 1024, 896};
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 77);
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
+            struct hs_backend *be = make_backend(reg, thread_counts[ti]);
+            for (size_t c = 0; c < HS_ARRAY_LEN(rows); c++) {
+                const int64_t n = ns[c], nr = rows[c];
+                const float eps = c % 2 ? 1e-6f : 1e-5f;
+                float *x = rand_floats(&rng, n * nr, -3.0f, 3.0f);
+                float *w = rand_floats(&rng, n, 0.5f, 1.5f);
+                float *y = rand_floats(&rng, n * nr, -1.0f, 1.0f);
+                float *ref = malloc((size_t)(n * nr) * sizeof(float));
+                struct hs_tensor tx, tw, ty;
+                hs_tensor_init_2d(&tx, HS_TYPE_F32, n, nr, x);
+                hs_tensor_init_2d(&tw, HS_TYPE_F32, n, 1, w);
+                hs_tensor_init_2d(&ty, HS_TYPE_F32, n, nr, y);
+                for (int with_w = 0; with_w < 2; with_w++) {
+                    cr_assert_eq(hs_backend_rms_norm(be, &tx, with_w ? &tw : NULL, eps, &ty),
+                                 HS_OK);
+                    hs_ref_rms_norm(x, with_w ? w : NULL, eps, ref, n, nr);
+                    const double err = hs_ref_rel_err(y, ref, n * nr);
+                    cr_assert(err < 1e-6, "rms_norm n=%lld rows=%lld w=%d err %g", (long long)n,
+                              (long long)nr, with_w, err);
+                }
+                free(ref);
+                free(y);
+                free(w);
+                free(x);
+            }
+            hs_backend_destroy(be);
+        }
+    }
+}
+
+Test(backend_ops, add_mul_swiglu_with_broadcast)
+{
+    static const int64_t rows[] = {1, 3, 17, 64};
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 31);
+    const int64_t n = 768;
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
+            struct hs_backend *be = make_backend(reg, thread_counts[ti]);
+            for (size_t c = 0; c < HS_ARRAY_LEN(rows); c++) {
+                const int64_t nr = rows[c];
+                float *a = rand_floats(&rng, n * nr, -4.0f, 4.0f);
+                float *b = rand_floats(&rng, n * nr, -4.0f, 4.0f);
+                float *y = rand_floats(&rng, n * nr, -1.0f, 1.0f);
+                float *ref = malloc((size_t)(n * nr) * sizeof(float));
+                struct hs_tensor ta, tb, tb1, ty;
+                hs_tensor_init_2d(&ta, HS_TYPE_F32, n, nr, a);
+                hs_tensor_init_2d(&tb, HS_TYPE_F32, n, nr, b);
+                hs_tensor_init_2d(&tb1, HS_TYPE_F32, n, 1, b);
+                hs_tensor_init_2d(&ty, HS_TYPE_F32, n, nr, y);
+                for (int op = 0; op < 2; op++) {
+                    for (int bc = 0; bc < 2; bc++) {
+                        const struct hs_tensor *tbb = bc ? &tb1 : &tb;
+                        hs_status st = op == 0 ? hs_backend_add(be, &ta, tbb, &ty)
+                                               : hs_backend_mul(be, &ta, tbb, &ty);
+                        cr_assert_eq(st, HS_OK);
+                        hs_ref_binary(op, a, b, bc ? 1 : nr, ref, n, nr);
+                        const double err = hs_ref_rel_err(y, ref, n * nr);
+                        cr_assert(err < 1e-7, "op %d bcast %d rows %lld err %g", op, bc,
+                                  (long long)nr, err);
+                    }
+                }
+                cr_assert_eq(hs_backend_swiglu(be, &ta, &tb, &ty), HS_OK);
+                hs_ref_swiglu(a, b, ref, n * nr);
+                const double err = hs_ref_rel_err(y, ref, n * nr);
+                cr_assert(err < 1e-6, "swiglu rows %lld err %g", (long long)nr, err);
+                free(ref);
+                free(y);
+                free(b);
+                free(a);
+            }
+            hs_backend_destroy(be);
+        }
+    }
+}
+
+/* ---- rope ---- */
+
+Test(backend_ops, rope_norm_and_neox_full_and_partial)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 8);
+    const int64_t hd = 64, n_head = 6;
+    static const int64_t rows[] = {1, 3, 17, 64};
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
+            struct hs_backend *be = make_backend(reg, thread_counts[ti]);
+            for (size_t c = 0; c < HS_ARRAY_LEN(rows); c++) {
+                for (int mode = 0; mode < HS_ROPE_MODE_COUNT; mode++) {
+                    const int64_t nr = rows[c];
+                    const struct hs_rope_params p = {
+                        .mode = (enum hs_rope_mode)mode,
+                        .n_rot = c % 2 ? 32 : 64,
+                        .freq_base = c < 2 ? 10000.0f : 1000000.0f,
+                        .freq_scale = c == 3 ? 0.25f : 1.0f,
+                    };
+                    float *x = rand_floats(&rng, hd * n_head * nr, -2.0f, 2.0f);
+                    float *ref = malloc((size_t)(hd * n_head * nr) * sizeof(float));
+                    memcpy(ref, x, (size_t)(hd * n_head * nr) * sizeof(float));
+                    int32_t *pos = malloc((size_t)nr * sizeof(int32_t));
+                    for (int64_t r = 0; r < nr; r++) {
+                        pos[r] = (int32_t)(hs_rng_next(&rng) % 300);
+                    }
+                    struct hs_tensor tx;
+                    const int64_t ne[3] = {hd, n_head, nr};
+                    hs_tensor_init(&tx, HS_TYPE_F32, 3, ne, x);
+                    cr_assert_eq(hs_backend_rope(be, &tx, pos, &p), HS_OK);
+                    hs_ref_rope(ref, pos, nr, n_head, hd, mode, p.n_rot, p.freq_base,
+                                p.freq_scale);
+                    const double err = hs_ref_rel_err(x, ref, hd * n_head * nr);
+                    cr_assert(err < 1e-4, "rope %s rows %lld n_rot %d err %g",
+                              hs_rope_mode_str(p.mode), (long long)nr, p.n_rot, err);
+                    free(pos);
+                    free(ref);
+                    free(x);
+                }
+            }
+            hs_backend_destroy(be);
+        }
+    }
+}
+
+/* ---- kv_store + attention ---- */
+
+struct attn_case {
+    int64_t n_head;
+    int64_t n_kv_head;
+    enum hs_type cache_type;
+};
+
+/* Several sequences with different n_past / n_new in one batch over scattered blocks: K/V of
+ * every position go into the cache through kv_store, then attention runs once. The reference
+ * reads the same K/V values (rounded to f16 where the cache is f16). */
+static void check_attention(struct hs_backend *be, struct hs_rng *rng, const struct attn_case *c)
+{
+    enum { N_SEQS = 4, BS = 16, N_BLOCKS = 24, HD = 64 };
+    static const int32_t n_past[N_SEQS] = {0, 37, 20, 15};
+    static const int32_t n_new[N_SEQS] = {5, 1, 3, 1};
+    const int64_t n_head = c->n_head, n_kv = c->n_kv_head;
+    const int64_t kv_row = n_kv * HD;
+
+    /* A random permutation of blocks, handed out to sequences in turn. */
+    int32_t perm[N_BLOCKS];
+    for (int i = 0; i < N_BLOCKS; i++) {
+        perm[i] = i;
+    }
+    for (int i = N_BLOCKS - 1; i > 0; i--) {
+        int j = (int)(hs_rng_next(rng) % (uint64_t)(i + 1));
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    int32_t tables[N_SEQS][4];
+    struct hs_attn_seq seqs[N_SEQS];
+    int next_block = 0, n_rows = 0;
+    for (int s = 0; s < N_SEQS; s++) {
+        const int n_ctx = n_past[s] + n_new[s];
+        for (int b = 0; b < (n_ctx + BS - 1) / BS; b++) {
+            tables[s][b] = perm[next_block++];
+        }
+        seqs[s] = (struct hs_attn_seq){.n_past = n_past[s], .n_new = n_new[s], .q_row = n_rows,
+                                       .block_table = tables[s]};
+        n_rows += n_new[s];
+    }
+
+    const size_t esz = c->cache_type == HS_TYPE_F16 ? 2 : 4;
+    const size_t cache_bytes = (size_t)N_BLOCKS * BS * (size_t)kv_row * esz;
+    void *kc = calloc(1, cache_bytes), *vc = calloc(1, cache_bytes);
+    cr_assert(kc && vc);
+    struct hs_tensor tk, tv;
+    const int64_t cne[4] = {HD, n_kv, BS, N_BLOCKS};
+    cr_assert_eq(hs_tensor_init(&tk, c->cache_type, 4, cne, kc), HS_OK);
+    cr_assert_eq(hs_tensor_init(&tv, c->cache_type, 4, cne, vc), HS_OK);
+
+    /* Per sequence: K and V of every position, [n_ctx][n_kv][HD], as the cache holds them. */
+    float *kv_k[N_SEQS], *kv_v[N_SEQS];
+    for (int s = 0; s < N_SEQS; s++) {
+        const int n_ctx = n_past[s] + n_new[s];
+        kv_k[s] = rand_floats(rng, n_ctx * kv_row, -1.0f, 1.0f);
+        kv_v[s] = rand_floats(rng, n_ctx * kv_row, -1.0f, 1.0f);
+        int32_t *slots = malloc((size_t)n_ctx * sizeof(int32_t));
+        for (int p = 0; p < n_ctx; p++) {
+            slots[p] = tables[s][p / BS] * BS + p % BS;
+        }
+        struct hs_tensor src;
+        const int64_t sne[3] = {HD, n_kv, n_ctx};
+        hs_tensor_init(&src, HS_TYPE_F32, 3, sne, kv_k[s]);
+        cr_assert_eq(hs_backend_kv_store(be, &src, &tk, slots), HS_OK);
+        src.data = kv_v[s];
+        cr_assert_eq(hs_backend_kv_store(be, &src, &tv, slots), HS_OK);
+        /* kv_store wrote exactly the (rounded) values at the right slots. */
+        for (int p = 0; p < n_ctx; p++) {
+            for (int64_t i = 0; i < kv_row; i++) {
+                const size_t at = (size_t)slots[p] * (size_t)kv_row + (size_t)i;
+                float *kf = &kv_k[s][p * kv_row + i], *vf = &kv_v[s][p * kv_row + i];
+                if (c->cache_type == HS_TYPE_F16) {
+                    *kf = hs_fp16_to_fp32(hs_fp32_to_fp16(*kf));
+                    *vf = hs_fp16_to_fp32(hs_fp32_to_fp16(*vf));
+                    cr_assert_eq(hs_fp16_to_fp32(((uint16_t *)kc)[at]), *kf);
+                    cr_assert_eq(hs_fp16_to_fp32(((uint16_t *)vc)[at]), *vf);
+                } else {
+                    cr_assert_eq(((float *)kc)[at], *kf);
+                    cr_assert_eq(((float *)vc)[at], *vf);
+                }
+            }
+        }
+        free(slots);
+    }
+
+    float *q = rand_floats(rng, n_rows * n_head * HD, -1.0f, 1.0f);
+    float *out = rand_floats(rng, n_rows * n_head * HD, -1.0f, 1.0f);
+    struct hs_tensor tq, to;
+    const int64_t qne[3] = {HD, n_head, n_rows};
+    hs_tensor_init(&tq, HS_TYPE_F32, 3, qne, q);
+    hs_tensor_init(&to, HS_TYPE_F32, 3, qne, out);
+    const struct hs_attn_args args = {
+        .q = &tq, .out = &to, .k_cache = &tk, .v_cache = &tv, .block_size = BS,
+        .seqs = seqs, .n_seqs = N_SEQS, .scale = 1.0f / sqrtf((float)HD),
+    };
+    cr_assert_eq(hs_backend_attention(be, &args), HS_OK);
+
+    float *kh = malloc(64 * HD * sizeof(float)), *vh = malloc(64 * HD * sizeof(float));
+    float ref[HD];
+    const double tol = c->cache_type == HS_TYPE_F16 ? 5e-3 : 1e-5;
+    for (int s = 0; s < N_SEQS; s++) {
+        for (int64_t h = 0; h < n_head; h++) {
+            const int64_t kvh = h / (n_head / n_kv);
+            const int n_ctx = n_past[s] + n_new[s];
+            for (int p = 0; p < n_ctx; p++) {
+                memcpy(kh + p * HD, kv_k[s] + p * kv_row + kvh * HD, HD * sizeof(float));
+                memcpy(vh + p * HD, kv_v[s] + p * kv_row + kvh * HD, HD * sizeof(float));
+            }
+            for (int j = 0; j < n_new[s]; j++) {
+                const int64_t row = seqs[s].q_row + j;
+                hs_ref_attention_row(q + (row * n_head + h) * HD, kh, vh, n_past[s] + j + 1, HD,
+                                     args.scale, ref);
+                const double err = hs_ref_rel_err(out + (row * n_head + h) * HD, ref, HD);
+                cr_assert(err < tol, "attention %s gqa %lld/%lld seq %d head %lld row %d: err %g",
+                          hs_type_str(c->cache_type), (long long)n_head, (long long)n_kv, s,
+                          (long long)h, j, err);
+            }
+        }
+    }
+    free(vh);
+    free(kh);
+    free(out);
+    free(q);
+    for (int s = 0; s < N_SEQS; s++) {
+        free(kv_k[s]);
+        free(kv_v[s]);
+    }
+    free(vc);
+    free(kc);
+}
+
+Test(backend_ops, attention_paged_gqa_f16_and_f32_caches)
+{
+    static const struct attn_case cases[] = {
+        {8, 4, HS_TYPE_F32}, {8, 2, HS_TYPE_F32}, {8, 4, HS_TYPE_F16},
+        {8, 2, HS_TYPE_F16}, {8, 8, HS_TYPE_F16},
+    };
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 4242);
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
+            struct hs_backend *be = make_backend(reg, thread_counts[ti]);
+            for (size_t c = 0; c < HS_ARRAY_LEN(cases); c++) {
+                check_attention(be, &rng, &cases[c]);
+            }
+            hs_backend_destroy(be);
+        }
+    }
+}
+
+/* ---- ffn ---- */
+
+Test(backend_ops, ffn_default_matches_reference)
+{
+    static const enum hs_type types[] = {HS_TYPE_F32, HS_TYPE_Q8_0, HS_TYPE_Q4_K};
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 606);
+    const int64_t n_embd = 256, n_ff = 512, n_rows = 5;
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        struct hs_backend *be = make_backend(reg, 2);
+        for (size_t k = 0; k < HS_ARRAY_LEN(types); k++) {
+            struct weights wg, wu, wd;
+            make_weights(&wg, &rng, types[k], n_embd, n_ff);
+            make_weights(&wu, &rng, types[k], n_embd, n_ff);
+            make_weights(&wd, &rng, types[k], n_ff, n_embd);
+            float *x = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+            float *y = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+            float *sg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+            float *su = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+            float *rg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+            float *ru = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+            float *ref = malloc((size_t)(n_embd * n_rows) * sizeof(float));
+            struct hs_tensor tx, ty, tsg, tsu;
+            hs_tensor_init_2d(&tx, HS_TYPE_F32, n_embd, n_rows, x);
+            hs_tensor_init_2d(&ty, HS_TYPE_F32, n_embd, n_rows, y);
+            hs_tensor_init_2d(&tsg, HS_TYPE_F32, n_ff, n_rows, sg);
+            hs_tensor_init_2d(&tsu, HS_TYPE_F32, n_ff, n_rows, su);
+            const struct hs_ffn_args a = {.w_gate = &wg.t, .w_up = &wu.t, .w_down = &wd.t,
+                                          .x = &tx, .y = &ty, .scratch_gate = &tsg,
+                                          .scratch_up = &tsu};
+            hs_backend_reset_stats(be);
+            cr_assert_eq(hs_backend_ffn(be, &a), HS_OK);
+            struct hs_backend_stats st;
+            hs_backend_get_stats(be, &st);
+            cr_assert_eq(st.n_ops[HS_OP_FFN], 1);
+            cr_assert_eq(st.weight_bytes_read, 3 * n_ff * hs_type_row_size(types[k], n_embd));
+            hs_ref_matmul(wg.deq, x, rg, n_ff, n_embd, n_rows);
+            hs_ref_matmul(wu.deq, x, ru, n_ff, n_embd, n_rows);
+            hs_ref_swiglu(rg, ru, rg, n_ff * n_rows);
+            hs_ref_matmul(wd.deq, rg, ref, n_embd, n_ff, n_rows);
+            const double err = hs_ref_rel_err(y, ref, n_embd * n_rows);
+            cr_assert(err < 2 * matmul_tol(types[k]), "ffn %s err %g", hs_type_str(types[k]),
+                      err);
+            free(ref);
+            free(ru);
+            free(rg);
+            free(su);
+            free(sg);
+            free(y);
+            free(x);
+            free_weights(&wd);
+            free_weights(&wu);
+            free_weights(&wg);
+        }
+        hs_backend_destroy(be);
+    }
+}
+
+/* ---- validation, registry and stats ---- */
+
+Test(backend_ops, registry_and_unknown_names)
+{
+    cr_assert_geq(hs_backend_reg_count(), 1);
+    cr_assert_str_eq(hs_backend_reg_name(0), "cpu");
+    cr_assert_null(hs_backend_reg_name(-1));
+    cr_assert_null(hs_backend_reg_name(hs_backend_reg_count()));
+    struct hs_backend *be = (struct hs_backend *)&be;
+    cr_assert_eq(hs_backend_create("no-such-backend", NULL, &be), HS_E_NOENT);
+    cr_assert_null(be);
+    cr_assert_eq(hs_backend_create("cpu", NULL, &be), HS_OK);
+    cr_assert_str_eq(hs_backend_name(be), "cpu");
+    cr_assert_eq(hs_backend_n_threads(be), hs__pool_physical_cores());
+    cr_assert(hs_backend_supports(be, HS_OP_MATMUL, HS_TYPE_Q4_K));
+    cr_assert_not(hs_backend_supports(be, HS_OP_MATMUL, HS_TYPE_Q2_K));
+    cr_assert_not(hs_backend_supports(be, HS_OP_ATTENTION, HS_TYPE_Q8_0));
+    cr_assert_not(hs_backend_supports(be, HS_OP_COUNT, HS_TYPE_F32));
+    cr_assert_eq(hs_backend_synchronize(be), HS_OK);
+    hs_backend_destroy(be);
+    hs_backend_destroy(NULL);
+    cr_assert_str_eq(hs_op_str(HS_OP_ATTENTION), "attention");
+    cr_assert_str_eq(hs_rope_mode_str(HS_ROPE_NEOX), "neox");
+}
+
+Test(backend_ops, bad_shapes_are_rejected_and_outputs_untouched)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 3);
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        struct hs_backend *be = make_backend(reg, 2);
+        struct weights w;
+        make_weights(&w, &rng, HS_TYPE_Q8_0, 256, 8);
+        float *x = rand_floats(&rng, 512 * 4, -1.0f, 1.0f);
+        float *y = rand_floats(&rng, 512 * 4, -1.0f, 1.0f);
+        float *y0 = malloc(512 * 4 * sizeof(float));
+        memcpy(y0, y, 512 * 4 * sizeof(float));
+        struct hs_tensor tx, ty, tbad;
+
+        /* matmul: n_in mismatch, n_out mismatch, row mismatch, wrong x type, NULLs. */
+        hs_tensor_init_2d(&tx, HS_TYPE_F32, 512, 2, x);
+        hs_tensor_init_2d(&ty, HS_TYPE_F32, 8, 2, y);
+        cr_assert_eq(hs_backend_matmul(be, &w.t, &tx, &ty), HS_E_INVAL);
+        hs_tensor_init_2d(&tx, HS_TYPE_F32, 256, 2, x);
+        hs_tensor_init_2d(&ty, HS_TYPE_F32, 9, 2, y);
+        cr_assert_eq(hs_backend_matmul(be, &w.t, &tx, &ty), HS_E_INVAL);
+        hs_tensor_init_2d(&ty, HS_TYPE_F32, 8, 3, y);
+        cr_assert_eq(hs_backend_matmul(be, &w.t, &tx, &ty), HS_E_INVAL);
+        hs_tensor_init_2d(&tbad, HS_TYPE_F16, 256, 2, x);
+        hs_tensor_init_2d(&ty, HS_TYPE_F32, 8, 2, y);
+        cr_assert_eq(hs_backend_matmul(be, &w.t, &tbad, &ty), HS_E_INVAL);
+        cr_assert_eq(hs_backend_matmul(be, NULL, &tx, &ty), HS_E_INVAL);
+        cr_assert_eq(hs_backend_matmul(be, &w.t, &tx, NULL), HS_E_INVAL);
+        struct hs_tensor wbad = w.t;
+        wbad.type = HS_TYPE_Q2_K; /* known, not supported */
+        cr_assert_eq(hs_backend_matmul(be, &wbad, &tx, &ty), HS_E_INVAL);
+        wbad = w.t;
+        wbad.type = (enum hs_type)5; /* a hole in the id space */
+        cr_assert_eq(hs_backend_matmul(be, &wbad, &tx, &ty), HS_E_INVAL);
+        wbad = w.t;
+        wbad.ne[1] = -3;
+        cr_assert_eq(hs_backend_matmul(be, &wbad, &tx, &ty), HS_E_INVAL);
+
+        /* get_rows: id out of range. */
+        const hs_token bad_ids[2] = {1, 8};
+        hs_tensor_init_2d(&ty, HS_TYPE_F32, 256, 2, y);
+        cr_assert_eq(hs_backend_get_rows(be, &w.t, bad_ids, &ty), HS_E_INVAL);
+        const hs_token neg_ids[2] = {-1, 0};
+        cr_assert_eq(hs_backend_get_rows(be, &w.t, neg_ids, &ty), HS_E_INVAL);
+
+        /* rms_norm: weight length, shapes; add: b rows neither 1 nor n_rows; swiglu: no bcast. */
+        struct hs_tensor ta, tb;
+        hs_tensor_init_2d(&ta, HS_TYPE_F32, 128, 4, x);
+        hs_tensor_init_2d(&tb, HS_TYPE_F32, 127, 1, x);
+        hs_tensor_init_2d(&ty, HS_TYPE_F32, 128, 4, y);
+        cr_assert_eq(hs_backend_rms_norm(be, &ta, &tb, 1e-6f, &ty), HS_E_INVAL);
+        hs_tensor_init_2d(&ty, HS_TYPE_F32, 128, 3, y);
+        cr_assert_eq(hs_backend_rms_norm(be, &ta, NULL, 1e-6f, &ty), HS_E_INVAL);
+        hs_tensor_init_2d(&ty, HS_TYPE_F32, 128, 4, y);
+        cr_assert_eq(hs_backend_rms_norm(be, &ta, NULL, NAN, &ty), HS_E_INVAL);
+        hs_tensor_init_2d(&tb, HS_TYPE_F32, 128, 2, x);
+        cr_assert_eq(hs_backend_add(be, &ta, &tb, &ty), HS_E_INVAL);
+        cr_assert_eq(hs_backend_mul(be, &ta, &tb, &ty), HS_E_INVAL);
+        hs_tensor_init_2d(&tb, HS_TYPE_F32, 128, 1, x);
+        cr_assert_eq(hs_backend_swiglu(be, &ta, &tb, &ty), HS_E_INVAL);
+
+        /* rope: odd n_rot, n_rot > head_dim, bad base, bad mode. */
+        struct hs_tensor tr;
+        const int64_t rne[3] = {64, 2, 4};
+        hs_tensor_init(&tr, HS_TYPE_F32, 3, rne, y);
+        const int32_t pos[4] = {0, 1, 2, 3};
+        struct hs_rope_params rp = {HS_ROPE_NORM, 31, 10000.0f, 1.0f};
+        cr_assert_eq(hs_backend_rope(be, &tr, pos, &rp), HS_E_INVAL);
+        rp.n_rot = 66;
+        cr_assert_eq(hs_backend_rope(be, &tr, pos, &rp), HS_E_INVAL);
+        rp.n_rot = 64;
+        rp.freq_base = -1.0f;
+        cr_assert_eq(hs_backend_rope(be, &tr, pos, &rp), HS_E_INVAL);
+        rp.freq_base = 10000.0f;
+        rp.mode = HS_ROPE_MODE_COUNT;
+        cr_assert_eq(hs_backend_rope(be, &tr, pos, &rp), HS_E_INVAL);
+        cr_assert_eq(memcmp(y, y0, 512 * 4 * sizeof(float)), 0, "outputs touched");
+
+        /* kv_store: slot out of range, head count mismatch. */
+        uint16_t *cache = calloc(4 * 16 * 2 * 64, sizeof(uint16_t));
+        struct hs_tensor tc, ts;
+        const int64_t cne[4] = {64, 2, 16, 4};
+        hs_tensor_init(&tc, HS_TYPE_F16, 4, cne, cache);
+        const int64_t sne[3] = {64, 2, 2};
+        hs_tensor_init(&ts, HS_TYPE_F32, 3, sne, x);
+        const int32_t bad_slots[2] = {3, 64};
+        cr_assert_eq(hs_backend_kv_store(be, &ts, &tc, bad_slots), HS_E_INVAL);
+        const int32_t ok_slots[2] = {3, 63};
+        cr_assert_eq(hs_backend_kv_store(be, &ts, &tc, ok_slots), HS_OK);
+        const int64_t sne3[3] = {64, 3, 2};
+        hs_tensor_init(&ts, HS_TYPE_F32, 3, sne3, x);
+        cr_assert_eq(hs_backend_kv_store(be, &ts, &tc, ok_slots), HS_E_INVAL);
+
+        /* attention: block id out of range, rows past q, GQA not dividing, block size. */
+        struct hs_tensor tq, to;
+        const int64_t qne[3] = {64, 4, 2};
+        hs_tensor_init(&tq, HS_TYPE_F32, 3, qne, x);
+        hs_tensor_init(&to, HS_TYPE_F32, 3, qne, y);
+        const int32_t table_bad[1] = {4};
+        const int32_t table_ok[1] = {1};
+        struct hs_attn_seq seq = {.n_past = 3, .n_new = 2, .q_row = 0, .block_table = table_bad};
+        struct hs_attn_args aa = {.q = &tq, .out = &to, .k_cache = &tc, .v_cache = &tc,
+                                  .block_size = 16, .seqs = &seq, .n_seqs = 1, .scale = 0.125f};
+        cr_assert_eq(hs_backend_attention(be, &aa), HS_E_INVAL);
+        seq.block_table = table_ok;
+        seq.q_row = 1;
+        cr_assert_eq(hs_backend_attention(be, &aa), HS_E_INVAL);
+        seq.q_row = 0;
+        aa.block_size = 8;
+        cr_assert_eq(hs_backend_attention(be, &aa), HS_E_INVAL);
+        aa.block_size = 16;
+        const int64_t qne3[3] = {64, 3, 2};
+        hs_tensor_init(&tq, HS_TYPE_F32, 3, qne3, x);
+        hs_tensor_init(&to, HS_TYPE_F32, 3, qne3, y);
+        cr_assert_eq(hs_backend_attention(be, &aa), HS_E_INVAL);
+        cr_assert_eq(memcmp(y, y0, 512 * 4 * sizeof(float)), 0, "outputs touched");
+        hs_tensor_init(&tq, HS_TYPE_F32, 3, qne, x);
+        hs_tensor_init(&to, HS_TYPE_F32, 3, qne, y);
+        cr_assert_eq(hs_backend_attention(be, &aa), HS_OK);
+
+        /* ffn: down's input width differs from n_ff. */
+        struct hs_tensor sg, su;
+        hs_tensor_init_2d(&tx, HS_TYPE_F32, 256, 1, x);
+        hs_tensor_init_2d(&sg, HS_TYPE_F32, 8, 1, y);
+        hs_tensor_init_2d(&su, HS_TYPE_F32, 8, 1, y + 8);
+        hs_tensor_init_2d(&ty, HS_TYPE_F32, 256, 1, y + 16);
+        const struct hs_ffn_args fa = {.w_gate = &w.t, .w_up = &w.t, .w_down = &w.t, .x = &tx,
+                                       .y = &ty, .scratch_gate = &sg, .scratch_up = &su};
+        cr_assert_eq(hs_backend_ffn(be, &fa), HS_E_INVAL);
+
+        /* tensor init: ne[0] not a block multiple. */
+        cr_assert_eq(hs_tensor_init_2d(&tbad, HS_TYPE_Q8_0, 33, 1, x), HS_E_INVAL);
+
+        free(cache);
+        free(y0);
+        free(y);
+        free(x);
+        free_weights(&w);
+        hs_backend_destroy(be);
+    }
+}
+
+Test(backend_ops, stats_count_ops_and_weight_bytes)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 11);
+    struct hs_backend *be = make_backend(0, 1);
+    struct weights w;
+    make_weights(&w, &rng, HS_TYPE_Q4_0, 256, 10);
+    float *x = rand_floats(&rng, 256 * 3, -1.0f, 1.0f);
+    float *y = rand_floats(&rng, 256 * 3, -1.0f, 1.0f);
+    struct hs_tensor tx, ty;
+    hs_tensor_init_2d(&tx, HS_TYPE_F32, 256, 3, x);
+    hs_tensor_init_2d(&ty, HS_TYPE_F32, 10, 3, y);
+    cr_assert_eq(hs_backend_matmul(be, &w.t, &tx, &ty), HS_OK);
+    cr_assert_eq(hs_backend_matmul(be, &w.t, &tx, &ty), HS_OK);
+    const hs_token ids[2] = {9, 2};
+    hs_tensor_init_2d(&ty, HS_TYPE_F32, 256, 2, y);
+    cr_assert_eq(hs_backend_get_rows(be, &w.t, ids, &ty), HS_OK);
+    hs_tensor_init_2d(&ty, HS_TYPE_F32, 11, 3, y);
+    cr_assert_eq(hs_backend_matmul(be, &w.t, &tx, &ty), HS_E_INVAL); /* not counted */
+    struct hs_backend_stats st;
+    hs_backend_get_stats(be, &st);
+    cr_assert_eq(st.n_ops[HS_OP_MATMUL], 2);
+    cr_assert_eq(st.n_ops[HS_OP_GET_ROWS], 1);
+    cr_assert_eq(st.weight_bytes_read, 2 * 10 * 144 + 2 * 144);
+    cr_assert_eq(st.sim_time_s, 0.0);
+    hs_backend_reset_stats(be);
+    hs_backend_get_stats(be, &st);
+    cr_assert_eq(st.n_ops[HS_OP_MATMUL], 0);
+    cr_assert_eq(st.weight_bytes_read, 0);
+    free(y);
+    free(x);
+    free_weights(&w);
+    hs_backend_destroy(be);
+}
+
+/* ---- thread pool ---- */
+
+struct pool_probe {
+    atomic_int calls[4];
+    atomic_int bad_nth;
+};
+
+static void pool_probe_fn(void *ctx, int ith, int nth)
+{
+    struct pool_probe *p = ctx;
+    if (nth != 3 || ith < 0 || ith >= 3) {
+        atomic_fetch_add(&p->bad_nth, 1);
+        return;
+    }
+    atomic_fetch_add(&p->calls[ith], 1);
+}
+
+Test(backend_pool, every_thread_runs_once_per_dispatch_spinning_and_after_sleep)
+{
+    struct hs_pool *pool = NULL;
+    cr_assert_eq(hs__pool_create(3, true, &pool), HS_OK);
+    cr_assert_eq(hs__pool_n_threads(pool), 3);
+    struct pool_probe p = {0};
+    for (int i = 0; i < 20000; i++) {
+        hs__pool_run(pool, pool_probe_fn, &p);
+        cr_assert_eq(atomic_load(&p.calls[1]), i + 1, "barrier: worker 1 done before return");
+        cr_assert_eq(atomic_load(&p.calls[2]), i + 1);
+        if (i % 5000 == 0) {
+            usleep(2000); /* past the spin window: workers sleep on the futex */
+        }
+    }
+    cr_assert_eq(atomic_load(&p.calls[0]), 20000);
+    cr_assert_eq(atomic_load(&p.bad_nth), 0);
+    hs__pool_destroy(pool);
+    hs__pool_destroy(NULL);
+}
