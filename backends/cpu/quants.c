@@ -620,8 +620,18 @@ const char *hs_isa_str(enum hs_isa isa)
 
 #if defined(__x86_64__) || defined(__i386__)
 #define HS_X86 1
+#include <cpuid.h>
 #else
 #define HS_X86 0
+#endif
+
+#if HS_X86
+/* F16C (CPUID leaf 1, ECX bit 29): clang 14's __builtin_cpu_supports does not know it. */
+static bool cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
 #endif
 
 enum hs_isa hs__cpu_detect_isa(void)
@@ -630,11 +640,10 @@ enum hs_isa hs__cpu_detect_isa(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
         return HS_ISA_AVX512;
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c")) {
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
         return HS_ISA_AVX2;
     }
 #endif

@@ -364,3 +364,50 @@ Test(quants, quantize_row_ref_round_trip_error)
     free(q);
     free(x);
 }
+
+/* The AVX-512 kernels without VNNI are only picked on CPUs that lack it; call them directly and
+ * check they give the same integers (so the same bits) as the dispatched ones. */
+Test(quants, avx512_without_vnni_matches)
+{
+    if (hs__cpu_detect_isa() < HS_ISA_AVX512) {
+        cr_skip_test("no AVX-512");
+    }
+    static const struct {
+        enum hs_type t;
+        void (*vec_dot)(int64_t, float *, const void *, const void *);
+        hs_gemm_tile_fn tile;
+    } plain[] = {
+        {HS_TYPE_Q8_0, hs__vec_dot_q8_0_avx512, hs__gemm_tile_q8_0_avx512},
+        {HS_TYPE_Q4_K, hs__vec_dot_q4_k_avx512, hs__gemm_tile_q4_k_avx512},
+        {HS_TYPE_Q6_K, hs__vec_dot_q6_k_avx512, hs__gemm_tile_q6_k_avx512},
+    };
+    for (size_t pi = 0; pi < HS_ARRAY_LEN(plain); pi++) {
+        /* Q8_0 gets an odd block count, for the tail of its two-blocks-at-a-time loop. */
+        const int64_t n = plain[pi].t == HS_TYPE_Q8_0 ? 4096 + 256 + 32 : 4096 + 256;
+        struct fixture f;
+        fixture_init(&f, plain[pi].t, n, 500 + pi);
+        const struct hs_quant_kernels *k = hs__cpu_kernels(f.t, HS_ISA_AVX512);
+        fixture_activations(&f, k);
+        for (int r = 0; r < N_ROWS; r++) {
+            for (int c = 0; c < N_ROWS; c++) {
+                float a, b;
+                k->vec_dot(f.n, &a, f.w + r * f.w_row, f.xq + c * f.x_row);
+                plain[pi].vec_dot(f.n, &b, f.w + r * f.w_row, f.xq + c * f.x_row);
+                double asum;
+                const double ref = ref_dot(&f, r, c, &asum);
+                cr_assert(fabs(b - ref) / asum < 2e-6, "%s plain avx512", hs_type_str(f.t));
+                cr_assert_eq(a, b, "%s: vnni %.9g vs plain %.9g", hs_type_str(f.t), a, b);
+            }
+        }
+        float s[16];
+        plain[pi].tile(f.n, s, 4, f.w, f.w_row, f.xq, f.x_row, 4, 4);
+        for (int r = 0; r < N_ROWS; r++) {
+            for (int c = 0; c < N_ROWS; c++) {
+                float a;
+                k->vec_dot(f.n, &a, f.w + r * f.w_row, f.xq + c * f.x_row);
+                cr_assert_eq(s[c * 4 + r], a, "%s plain tile", hs_type_str(f.t));
+            }
+        }
+        fixture_finish(&f);
+    }
+}
