@@ -126,6 +126,14 @@ static void random_logits(struct hs_rng *rng, float *l, int n, double scale)
     }
 }
 
+/* Logits on a coarse grid, so that many tokens tie and every cut falls inside a tie group. */
+static void tied_logits(struct hs_rng *rng, float *l, int n)
+{
+    for (int i = 0; i < n; i++) {
+        l[i] = (float)floor(2.0 * hs_rng_normal(rng)) * 0.5f;
+    }
+}
+
 static struct hs_sampling_params plain_params(void)
 {
     struct hs_sampling_params p = hs_sampling_default_params();
@@ -292,6 +300,8 @@ Test(sampling, top_k_matches_reference)
         struct hs_sampling_params p = plain_params();
         p.top_k = ks[i];
         check_chain(&p, l, nv, NULL, 0);
+        tied_logits(&rng, l, nv);
+        check_chain(&p, l, nv, NULL, 0);
     }
     free(l);
 }
@@ -307,9 +317,14 @@ Test(sampling, top_p_matches_reference)
         random_logits(&rng, l, nv, 3.0);
         struct hs_sampling_params p = plain_params();
         p.top_p = ps[i];
-        check_chain(&p, l, nv, NULL, 0); /* unsorted path (heap) */
+        check_chain(&p, l, nv, NULL, 0); /* unsorted path (quickselect) */
         p.top_k = 100;
         check_chain(&p, l, nv, NULL, 0); /* after top-k (sorted path) */
+        tied_logits(&rng, l, nv);
+        p.top_k = 0;
+        check_chain(&p, l, nv, NULL, 0);
+        p.top_k = 300;
+        check_chain(&p, l, nv, NULL, 0);
     }
     free(l);
 }
