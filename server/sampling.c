@@ -18,18 +18,18 @@ struct hs__cand {
 };
 
 struct hs_sampler {
-    struct hs_sampling_params p;   /* p.logit_bias points at bias */
-    struct hs_logit_bias *bias;    /* owns, [p.n_logit_bias] */
+    struct hs_sampling_params p; /* p.logit_bias points at bias */
+    struct hs_logit_bias *bias;  /* owns, [p.n_logit_bias] */
     int32_t n_vocab;
     struct hs_rng rng;
     bool penalties_on;
-    int32_t *counts;               /* owns, [n_vocab] occurrences inside the window */
-    hs_token *ring;                /* owns, [p.penalty_last_n] when > 0: the window */
-    int32_t ring_head;             /* oldest entry */
+    int32_t *counts;   /* owns, [n_vocab] occurrences inside the window */
+    hs_token *ring;    /* owns, [p.penalty_last_n] when > 0: the window */
+    int32_t ring_head; /* oldest entry */
     int32_t ring_len;
-    struct hs__cand *cand;         /* owns, [n_vocab] */
-    struct hs__cand *tmp;          /* owns, [n_vocab] */
-    double *w;                     /* owns, [n_vocab] softmax weights of the candidates */
+    struct hs__cand *cand; /* owns, [n_vocab] */
+    struct hs__cand *tmp;  /* owns, [n_vocab] */
+    double *w;             /* owns, [n_vocab] softmax weights of the candidates */
 };
 
 struct hs_sampling_params hs_sampling_default_params(void)
@@ -64,12 +64,10 @@ hs_status hs_sampling_params_check(const struct hs_sampling_params *p, int32_t n
                             (double)p->temperature);
     }
     if (!(p->top_p > 0.0f && p->top_p <= 1.0f)) {
-        return hs_error_set(err, HS_E_INVAL, "top_p must be in (0, 1], got %g",
-                            (double)p->top_p);
+        return hs_error_set(err, HS_E_INVAL, "top_p must be in (0, 1], got %g", (double)p->top_p);
     }
     if (!(p->min_p >= 0.0f && p->min_p <= 1.0f)) {
-        return hs_error_set(err, HS_E_INVAL, "min_p must be in [0, 1], got %g",
-                            (double)p->min_p);
+        return hs_error_set(err, HS_E_INVAL, "min_p must be in [0, 1], got %g", (double)p->min_p);
     }
     if (!(p->repetition_penalty > 0.0f) || !isfinite(p->repetition_penalty)) {
         return hs_error_set(err, HS_E_INVAL, "repetition_penalty must be finite and > 0, got %g",
@@ -102,8 +100,9 @@ hs_status hs_sampling_params_check(const struct hs_sampling_params *p, int32_t n
                                 (int)i, (int)n_vocab, (int)b->token);
         }
         if (!isfinite(b->bias) && !(isinf(b->bias) && b->bias < 0.0f)) {
-            return hs_error_set(err, HS_E_INVAL, "logit_bias[%d].bias must be finite or -inf, got %g",
-                                (int)i, (double)b->bias);
+            return hs_error_set(err, HS_E_INVAL,
+                                "logit_bias[%d].bias must be finite or -inf, got %g", (int)i,
+                                (double)b->bias);
         }
     }
     return HS_OK;
@@ -131,9 +130,9 @@ hs_status hs_sampler_create(const struct hs_sampling_params *p, int32_t n_vocab,
         memcpy(s->bias, p->logit_bias, (size_t)p->n_logit_bias * sizeof(*s->bias));
     }
     s->p.logit_bias = s->bias;
-    s->penalties_on = p->penalty_last_n != 0 &&
-                      (p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f ||
-                       p->frequency_penalty != 0.0f);
+    s->penalties_on =
+        p->penalty_last_n != 0 && (p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f ||
+                                   p->frequency_penalty != 0.0f);
     s->counts = calloc((size_t)n_vocab, sizeof(*s->counts));
     s->cand = malloc((size_t)n_vocab * sizeof(*s->cand));
     s->tmp = malloc((size_t)n_vocab * sizeof(*s->tmp));

@@ -189,10 +189,10 @@ static void check_chain(const struct hs_sampling_params *p, const float *logits,
     }
     qsort(pairs, (size_t)n, sizeof(*pairs), cmp_pair_id);
     for (int i = 0; i < n; i++) {
-        cr_assert_eq(pairs[i].id, ref_ids[i], "candidate %d: id %d vs reference %d", i,
-                     pairs[i].id, ref_ids[i]);
-        cr_assert(fabs(pairs[i].p - ref_p[i]) < 1e-5, "token %d: p %g vs reference %g",
-                  ref_ids[i], pairs[i].p, ref_p[i]);
+        cr_assert_eq(pairs[i].id, ref_ids[i], "candidate %d: id %d vs reference %d", i, pairs[i].id,
+                     ref_ids[i]);
+        cr_assert(fabs(pairs[i].p - ref_p[i]) < 1e-5, "token %d: p %g vs reference %g", ref_ids[i],
+                  pairs[i].p, ref_p[i]);
     }
     /* every draw lands in the reference's set */
     for (int t = 0; t < 50; t++) {
@@ -477,10 +477,9 @@ Test(sampling, penalties_change_the_right_logits)
         hs_sampler_accept(s, acc[i]);
     }
     float want[6] = {
-        2.0f / 2.0f - 0.25f - 2 * 0.5f, /* positive: divided */
-        -1.0f * 2.0f - 0.25f - 0.5f,    /* negative: multiplied */
-        0.5f / 2.0f - 0.25f - 0.5f,
-        3.0f, -2.0f, 1.0f,               /* untouched */
+        2.0f / 2.0f - 0.25f - 2 * 0.5f,                    /* positive: divided */
+        -1.0f * 2.0f - 0.25f - 0.5f,                       /* negative: multiplied */
+        0.5f / 2.0f - 0.25f - 0.5f,     3.0f, -2.0f, 1.0f, /* untouched */
     };
     hs_token ids[6];
     float cl[6];
