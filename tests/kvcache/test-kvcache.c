@@ -323,6 +323,31 @@ Test(kvcache, truncate_into_shared_block_copies_on_write)
     hs_kv_pool_destroy(pool);
 }
 
+Test(kvcache, unknown_ids_stop_hashing_until_rolled_back)
+{
+    struct hs_kv_pool *pool = make_pool(8, 2);
+    hs_token t[7] = {1, 2, 3, 4, 5, 6, 7};
+    struct hs_kv_seq *a = make_seq(pool);
+    feed(pool, a, t, 2);     /* block 0 hashed */
+    feed(pool, a, NULL, 2);  /* block 1 full, ids unknown */
+    feed(pool, a, t + 4, 2); /* block 2: no hash either (chain broken) */
+    int32_t n_cached;
+    struct hs_kv_seq *b = make_seq(pool);
+    cr_assert_eq(hs_kv_seq_match_prefix(pool, b, t, 7, &n_cached), HS_OK);
+    cr_assert_eq(n_cached, 2);
+    hs_kv_seq_destroy(pool, b);
+    /* rolling back before the gap makes the sequence hashable again */
+    struct hs_kv_block_copy cp;
+    cr_assert_eq(hs_kv_seq_truncate(pool, a, 2, &cp), HS_OK);
+    feed(pool, a, t + 2, 4);
+    b = make_seq(pool);
+    cr_assert_eq(hs_kv_seq_match_prefix(pool, b, t, 7, &n_cached), HS_OK);
+    cr_assert_eq(n_cached, 6);
+    hs_kv_seq_destroy(pool, b);
+    hs_kv_seq_destroy(pool, a);
+    hs_kv_pool_destroy(pool);
+}
+
 /* ---- randomized run against a model ---- */
 
 #define ST_BLOCKS 24
