@@ -87,7 +87,7 @@ static double matmul_tol(enum hs_type t)
     case HS_TYPE_BF16:
         return 1e-2;
     default:
-        return 2e-2;
+        return 1e-2;
     }
 }
 
