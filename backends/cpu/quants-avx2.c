@@ -1,2 +1,528 @@
-/* placeholder: replaced as the module lands */
-typedef int hs__placeholder_quants_avx2;
+/* AVX2 + FMA + F16C kernels. Tiles are written once as always-inline templates over (NR, NC)
+ * and instantiated for each of the 16 shapes, so accumulators live in registers; vec_dot is the
+ * 1x1 instance, so a tile and vec_dot give bit-identical results. */
+#include "backends/cpu/quants.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* ================================================================================================
+ * Helpers
+ * ============================================================================================= */
+
+INLINE float hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE float f16(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* 16-bit pairwise products of |a| and sign(a) * b summed into 8 x i32 (a, b signed bytes). */
+INLINE __m256i dot_i8(__m256i a, __m256i b)
+{
+    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* Instantiates fn_tile for every (nr, nc) in 1..4 plus the vec_dot wrapper. */
+#define TILE_ENTRY_POINTS(t, isa)                                                              \
+    void hs__gemm_tile_##t##_##isa(int64_t n, float *s, size_t bs, const void *w,             \
+                                   size_t ws, const void *x, size_t xs, int nr, int nc)       \
+    {                                                                                          \
+        switch ((nr - 1) * 4 + (nc - 1)) {                                                     \
+        case 0: t##_tile(n, s, bs, w, ws, x, xs, 1, 1); break;                                 \
+        case 1: t##_tile(n, s, bs, w, ws, x, xs, 1, 2); break;                                 \
+        case 2: t##_tile(n, s, bs, w, ws, x, xs, 1, 3); break;                                 \
+        case 3: t##_tile(n, s, bs, w, ws, x, xs, 1, 4); break;                                 \
+        case 4: t##_tile(n, s, bs, w, ws, x, xs, 2, 1); break;                                 \
+        case 5: t##_tile(n, s, bs, w, ws, x, xs, 2, 2); break;                                 \
+        case 6: t##_tile(n, s, bs, w, ws, x, xs, 2, 3); break;                                 \
+        case 7: t##_tile(n, s, bs, w, ws, x, xs, 2, 4); break;                                 \
+        case 8: t##_tile(n, s, bs, w, ws, x, xs, 3, 1); break;                                 \
+        case 9: t##_tile(n, s, bs, w, ws, x, xs, 3, 2); break;                                 \
+        case 10: t##_tile(n, s, bs, w, ws, x, xs, 3, 3); break;                                \
+        case 11: t##_tile(n, s, bs, w, ws, x, xs, 3, 4); break;                                \
+        case 12: t##_tile(n, s, bs, w, ws, x, xs, 4, 1); break;                                \
+        case 13: t##_tile(n, s, bs, w, ws, x, xs, 4, 2); break;                                \
+        case 14: t##_tile(n, s, bs, w, ws, x, xs, 4, 3); break;                                \
+        case 15: t##_tile(n, s, bs, w, ws, x, xs, 4, 4); break;                                \
+        default: break;                                                                        \
+        }                                                                                      \
+    }                                                                                          \
+    void hs__vec_dot_##t##_##isa(int64_t n, float *s, const void *w, const void *x)           \
+    {                                                                                          \
+        t##_tile(n, s, 0, w, 0, x, 0, 1, 1);                                                   \
+    }
+
+#define ROWP(base, i, stride) ((const uint8_t *)(base) + (size_t)(i) * (stride))
+
+/* ================================================================================================
+ * F32 / F16 / BF16
+ * ============================================================================================= */
+
+/* load8(p, i): 8 floats from element i of a row of the given type. */
+INLINE __m256 load8_f32(const void *p, int64_t i)
+{
+    return _mm256_loadu_ps((const float *)p + i);
+}
+INLINE __m256 load8_f16(const void *p, int64_t i)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+}
+INLINE __m256 load8_bf16(const void *p, int64_t i)
+{
+    const __m256i v =
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+INLINE float load1_f32(const void *p, int64_t i)
+{
+    return ((const float *)p)[i];
+}
+INLINE float load1_f16(const void *p, int64_t i)
+{
+    return f16(((const uint16_t *)p)[i]);
+}
+INLINE float load1_bf16(const void *p, int64_t i)
+{
+    return hs_bf16_to_fp32(((const uint16_t *)p)[i]);
+}
+
+#define FLOAT_TILE(t)                                                                          \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,            \
+                         const void *x, size_t xs, const int NR, const int NC)                 \
+    {                                                                                          \
+        __m256 acc[4][4];                                                                      \
+        for (int r = 0; r < NR; r++) {                                                         \
+            for (int c = 0; c < NC; c++) {                                                     \
+                acc[r][c] = _mm256_setzero_ps();                                               \
+            }                                                                                  \
+        }                                                                                      \
+        int64_t i = 0;                                                                         \
+        for (; i + 8 <= n; i += 8) {                                                           \
+            __m256 xv[4];                                                                      \
+            for (int c = 0; c < NC; c++) {                                                     \
+                xv[c] = load8_##t(ROWP(x, c, xs), i);                                          \
+            }                                                                                  \
+            for (int r = 0; r < NR; r++) {                                                     \
+                const __m256 wv = load8_##t(ROWP(w, r, ws), i);                                \
+                for (int c = 0; c < NC; c++) {                                                 \
+                    acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);                         \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (int r = 0; r < NR; r++) {                                                         \
+            for (int c = 0; c < NC; c++) {                                                     \
+                float sum = hsum_ps(acc[r][c]);                                                \
+                for (int64_t k = i; k < n; k++) {                                              \
+                    sum += load1_##t(ROWP(w, r, ws), k) * load1_##t(ROWP(x, c, xs), k);        \
+                }                                                                              \
+                s[(size_t)c * bs + (size_t)r] = sum;                                           \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+FLOAT_TILE(f32)
+FLOAT_TILE(f16)
+FLOAT_TILE(bf16)
+TILE_ENTRY_POINTS(f32, avx2)
+TILE_ENTRY_POINTS(f16, avx2)
+TILE_ENTRY_POINTS(bf16, avx2)
+
+void hs__from_float_f16_avx2(const float *x, void *vy, int64_t n)
+{
+    uint16_t *y = vy;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128((__m128i *)(y + i), h);
+    }
+    for (; i < n; i++) {
+        y[i] = hs_fp32_to_fp16(x[i]);
+    }
+}
+
+void hs__to_float_f16_avx2(const void *vx, float *y, int64_t n)
+{
+    const uint16_t *x = vx;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i, load8_f16(x, i));
+    }
+    for (; i < n; i++) {
+        y[i] = f16(x[i]);
+    }
+}
+
+void hs__from_float_bf16_avx2(const float *x, void *vy, int64_t n)
+{
+    uint16_t *y = vy;
+    int64_t i = 0;
+    /* Round to nearest even on the bits; NaNs are left to the scalar code. */
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0) {
+            break;
+        }
+        const __m256i u = _mm256_castps_si256(v);
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        const __m256i r = _mm256_srli_epi32(
+            _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+        const __m128i p =
+            _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        _mm_storeu_si128((__m128i *)(y + i), p);
+    }
+    for (; i < n; i++) {
+        y[i] = hs_fp32_to_bf16(x[i]);
+    }
+}
+
+void hs__to_float_bf16_avx2(const void *vx, float *y, int64_t n)
+{
+    const uint16_t *x = vx;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i, load8_bf16(x, i));
+    }
+    for (; i < n; i++) {
+        y[i] = hs_bf16_to_fp32(x[i]);
+    }
+}
+
+/* ================================================================================================
+ * Q8_0 and Q4_0 (activations Q8_0)
+ * ============================================================================================= */
+
+INLINE __m256i q8_0_weights(const void *blk)
+{
+    return _mm256_loadu_si256((const __m256i *)((const struct hs_block_q8_0 *)blk)->qs);
+}
+
+INLINE __m256i q4_0_weights(const void *blk)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)((const struct hs_block_q4_0 *)blk)->qs);
+    const __m256i b = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v),
+                                       _mm256_set1_epi8(0x0F));
+    return _mm256_sub_epi8(b, _mm256_set1_epi8(8));
+}
+
+#define Q80_ACT_TILE(t, wsize)                                                                 \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,            \
+                         const void *x, size_t xs, const int NR, const int NC)                 \
+    {                                                                                          \
+        __m256 acc[4][4];                                                                      \
+        for (int r = 0; r < NR; r++) {                                                         \
+            for (int c = 0; c < NC; c++) {                                                     \
+                acc[r][c] = _mm256_setzero_ps();                                               \
+            }                                                                                  \
+        }                                                                                      \
+        const int64_t nb = n / 32;                                                             \
+        for (int64_t b = 0; b < nb; b++) {                                                     \
+            __m256i xq[4];                                                                     \
+            float dx[4];                                                                       \
+            for (int c = 0; c < NC; c++) {                                                     \
+                const struct hs_block_q8_0 *xb =                                               \
+                    (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;            \
+                xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);                           \
+                dx[c] = f16(xb->d);                                                            \
+            }                                                                                  \
+            for (int r = 0; r < NR; r++) {                                                     \
+                const uint8_t *wb = ROWP(w, r, ws) + (size_t)b * (wsize);                     \
+                const __m256i wq = t##_weights(wb);                                            \
+                const float dw = f16(*(const uint16_t *)(const void *)wb);                     \
+                for (int c = 0; c < NC; c++) {                                                 \
+                    const __m256 p = _mm256_cvtepi32_ps(dot_i8(wq, xq[c]));                    \
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), p, acc[r][c]);     \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (int r = 0; r < NR; r++) {                                                         \
+            for (int c = 0; c < NC; c++) {                                                     \
+                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                            \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+Q80_ACT_TILE(q8_0, sizeof(struct hs_block_q8_0))
+Q80_ACT_TILE(q4_0, sizeof(struct hs_block_q4_0))
+TILE_ENTRY_POINTS(q8_0, avx2)
+TILE_ENTRY_POINTS(q4_0, avx2)
+
+/* roundf (ties away from zero) of 8 floats, exactly: trunc, then step away where the
+ * remainder (exact in float) is at least one half. */
+INLINE __m256i round_away(__m256 v)
+{
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 rem = _mm256_sub_ps(v, t);
+    const __m256 sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0f));
+    const __m256 absrem = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), rem);
+    const __m256 step = _mm256_and_ps(_mm256_cmp_ps(absrem, _mm256_set1_ps(0.5f), _CMP_GE_OQ),
+                                      _mm256_or_ps(sign, _mm256_set1_ps(1.0f)));
+    return _mm256_cvttps_epi32(_mm256_add_ps(t, step));
+}
+
+/* Packs 4 x 8 int32 (each in -127..127) into 32 int8 in order. */
+INLINE __m256i pack_i32x32(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    const __m256i ab = _mm256_packs_epi32(a, b);
+    const __m256i cd = _mm256_packs_epi32(c, d);
+    const __m256i v = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+INLINE float hmax_ps(__m256 m)
+{
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    return _mm_cvtss_f32(m4);
+}
+
+void hs__from_float_q8_0_avx2(const float *x, void *vy, int64_t n)
+{
+    struct hs_block_q8_0 *y = vy;
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m256 v[4];
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + b * 32 + 8 * k);
+            m = _mm256_max_ps(m, _mm256_and_ps(v[k], absmask));
+        }
+        const float amax = hmax_ps(m);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        const __m256 idv = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            q[k] = round_away(_mm256_mul_ps(v[k], idv));
+        }
+        _mm256_storeu_si256((__m256i *)y[b].qs, pack_i32x32(q[0], q[1], q[2], q[3]));
+    }
+}
+
+void hs__from_float_q8_k_avx2(const float *x, void *vy, int64_t n)
+{
+    struct hs_block_q8_k *y = vy;
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        const float *xb = x + b * HS_QK_K;
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < 32; k++) {
+            m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(xb + 8 * k), absmask));
+        }
+        const float amax = hmax_ps(m);
+        if (amax == 0.0f) {
+            memset(&y[b], 0, sizeof(y[b]));
+            continue;
+        }
+        /* The first element of that magnitude gives the sign, as in ggml's scalar loop. */
+        float max = 0.0f;
+        const __m256 am = _mm256_set1_ps(amax);
+        for (int k = 0; k < 32; k++) {
+            const __m256 a = _mm256_and_ps(_mm256_loadu_ps(xb + 8 * k), absmask);
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(a, am, _CMP_EQ_OQ));
+            if (mask) {
+                max = xb[8 * k + __builtin_ctz((unsigned)mask)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        const __m256 isv = _mm256_set1_ps(iscale);
+        for (int k = 0; k < 8; k++) {
+            __m256i q[4];
+            for (int j = 0; j < 4; j++) {
+                /* cvtps rounds to nearest even, as ggml's nearest_int does. */
+                const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(xb + 32 * k + 8 * j), isv);
+                q[j] = _mm256_min_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(127));
+            }
+            _mm256_storeu_si256((__m256i *)(y[b].qs + 32 * k), pack_i32x32(q[0], q[1], q[2], q[3]));
+        }
+        for (int g = 0; g < 16; g++) {
+            const __m128i q16 = _mm_loadu_si128((const __m128i *)(y[b].qs + 16 * g));
+            const __m256i s = _mm256_madd_epi16(_mm256_cvtepi8_epi16(q16), _mm256_set1_epi16(1));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            s4 = _mm_hadd_epi32(s4, s4);
+            s4 = _mm_hadd_epi32(s4, s4);
+            y[b].bsums[g] = (int16_t)_mm_cvtsi128_si32(s4);
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
+/* ================================================================================================
+ * K-quants (activations Q8_K)
+ * ============================================================================================= */
+
+/* Unpacks the 6-bit scales and mins of a Q4_K / Q5_K block into sc[8], m[8]. */
+INLINE void unpack_scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        m[j] = q[j + 4] & 63;
+    }
+    for (int j = 4; j < 8; j++) {
+        sc[j] = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        m[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* [m0, m0, m1, m1, ..., m7, m7] as 16 x i16, to madd against the 16 bsums. */
+INLINE __m256i mins_pairs(const uint8_t *m)
+{
+    uint64_t v;
+    memcpy(&v, m, 8);
+    const __m128i b = _mm_shuffle_epi8(_mm_cvtsi64_si128((long long)v),
+                                       _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
+    return _mm256_cvtepu8_epi16(b);
+}
+
+/* Q4_K and Q5_K: per row, decode the 8 x 32 quants of a super-block once (kept for all
+ * activation rows); per (row, col), 8 maddubs + madd against the sub-block scales. */
+#define Q45K_TILE(t, blk, five)                                                                \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,            \
+                         const void *x, size_t xs, const int NR, const int NC)                 \
+    {                                                                                          \
+        __m256 acc[4][4];                                                                      \
+        for (int r = 0; r < NR; r++) {                                                         \
+            for (int c = 0; c < NC; c++) {                                                     \
+                acc[r][c] = _mm256_setzero_ps();                                               \
+            }                                                                                  \
+        }                                                                                      \
+        const __m256i m4 = _mm256_set1_epi8(0x0F);                                             \
+        for (int64_t b = 0; b < n / HS_QK_K; b++) {                                            \
+            for (int r = 0; r < NR; r++) {                                                     \
+                const struct blk *wb = (const struct blk *)(const void *)ROWP(w, r, ws) + b;  \
+                uint8_t sc[8], mn[8];                                                          \
+                unpack_scales_k4(wb->scales, sc, mn);                                          \
+                const __m256i mins = mins_pairs(mn);                                           \
+                const float d = f16(wb->d), dmin = f16(wb->dmin);                              \
+                __m256i q[8];                                                                  \
+                for (int k = 0; k < 4; k++) {                                                  \
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * k)); \
+                    q[2 * k] = _mm256_and_si256(v, m4);                                        \
+                    q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);              \
+                }                                                                              \
+                Q5K_HIGH_BITS_##five                                                           \
+                for (int c = 0; c < NC; c++) {                                                 \
+                    const struct hs_block_q8_k *xb =                                           \
+                        (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;        \
+                    __m256i sumi = _mm256_setzero_si256();                                     \
+                    for (int j = 0; j < 8; j++) {                                              \
+                        const __m256i xq =                                                     \
+                            _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * j));            \
+                        const __m256i p = _mm256_maddubs_epi16(q[j], xq);                      \
+                        sumi = _mm256_add_epi32(                                               \
+                            sumi, _mm256_madd_epi16(p, _mm256_set1_epi16((int16_t)sc[j])));    \
+                    }                                                                          \
+                    const __m256i bsums =                                                      \
+                        _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);          \
+                    const __m256 pm = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums));      \
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d),                     \
+                                                _mm256_cvtepi32_ps(sumi), acc[r][c]);          \
+                    acc[r][c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * xb->d), pm, acc[r][c]); \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (int r = 0; r < NR; r++) {                                                         \
+            for (int c = 0; c < NC; c++) {                                                     \
+                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                            \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+#define Q5K_HIGH_BITS_0
+/* Bit j of qh[l] is the fifth bit of element 32 j + l. */
+#define Q5K_HIGH_BITS_1                                                                        \
+    {                                                                                          \
+        const __m256i qh = _mm256_loadu_si256(                                                 \
+            (const __m256i *)((const struct hs_block_q5_k *)(const void *)wb)->qh);           \
+        for (int j = 0; j < 8; j++) {                                                          \
+            const __m256i bit =                                                                \
+                _mm256_and_si256(_mm256_srli_epi16(qh, j), _mm256_set1_epi8(1));               \
+            q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(bit, 4));                           \
+        }                                                                                      \
+    }
+
+Q45K_TILE(q4_k, hs_block_q4_k, 0)
+Q45K_TILE(q5_k, hs_block_q5_k, 1)
+TILE_ENTRY_POINTS(q4_k, avx2)
+TILE_ENTRY_POINTS(q5_k, avx2)
+
+/* Q6_K: per row, the 8 x 32 quants (0..63) and the 16 scales; per (row, col), maddubs against
+ * Q8_K and madd by scale, minus 32 * sum(scale * bsum) for the offset. */
+INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                      size_t xs, const int NR, const int NC)
+{
+    __m256 acc[4][4];
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            acc[r][c] = _mm256_setzero_ps();
+        }
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        for (int r = 0; r < NR; r++) {
+            const struct hs_block_q6_k *wb =
+                (const struct hs_block_q6_k *)(const void *)ROWP(w, r, ws) + b;
+            __m256i q[8], scv[8];
+            for (int h = 0; h < 2; h++) {
+                const __m256i qa = _mm256_loadu_si256((const __m256i *)(wb->ql + 64 * h));
+                const __m256i qb = _mm256_loadu_si256((const __m256i *)(wb->ql + 64 * h + 32));
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)(wb->qh + 32 * h));
+                q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(qa, m4),
+                                               _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+                q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(qb, m4),
+                                               _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+                q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4),
+                                               _mm256_and_si256(qh, m30));
+                q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
+                                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+            }
+            const __m128i sc8 = _mm_loadu_si128((const __m128i *)(const void *)wb->scales);
+            for (int j = 0; j < 8; j++) {
+                /* Scales 2j (first 16 elements) and 2j + 1, each repeated 8 times as i16. */
+                const char a = (char)(2 * j), z = (char)(2 * j + 1);
+                const __m128i idx = _mm_setr_epi8(a, a, a, a, a, a, a, a, z, z, z, z, z, z, z, z);
+                scv[j] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx));
+            }
+            const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+            const float d = f16(wb->d);
+            for (int c = 0; c < NC; c++) {
+                const struct hs_block_q8_k *xb =
+                    (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
+                const __m256i bsums =
+                    _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+                __m256i sumi = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
+                sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
+                for (int j = 0; j < 8; j++) {
+                    const __m256i xq = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * j));
+                    const __m256i p = _mm256_maddubs_epi16(q[j], xq);
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv[j]));
+                }
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi),
+                                            acc[r][c]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);
+        }
+    }
+}
+TILE_ENTRY_POINTS(q6_k, avx2)
+
+#else
+typedef int hs__quants_avx2_unavailable;
+#endif

@@ -1,2 +1,826 @@
-/* placeholder: replaced as the module lands */
-typedef int hs__placeholder_quants;
+/* Weight-type kernels: scalar paths, reference quantizers, and the per-ISA dispatch tables.
+ * The scalar kernels are the portable fallback and the model the SIMD files follow. */
+#include "backends/cpu/quants.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ================================================================================================
+ * Small helpers
+ * ============================================================================================= */
+
+/* Round to nearest, ties to even, via the float adder (ggml's nearest_int); |x| < 2^22. */
+static inline int nearest_int(float x)
+{
+    float v = x + 12582912.f;
+    int32_t i;
+    memcpy(&i, &v, sizeof(i));
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K super-block. */
+static inline void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* ================================================================================================
+ * Activation quantizers (from_float) and conversions
+ * ============================================================================================= */
+
+static void from_float_f32(const float *x, void *y, int64_t n)
+{
+    memcpy(y, x, (size_t)n * sizeof(float));
+}
+
+static void from_float_f16(const float *x, void *y, int64_t n)
+{
+    uint16_t *o = y;
+    for (int64_t i = 0; i < n; i++) {
+        o[i] = hs_fp32_to_fp16(x[i]);
+    }
+}
+
+static void from_float_bf16(const float *x, void *y, int64_t n)
+{
+    uint16_t *o = y;
+    for (int64_t i = 0; i < n; i++) {
+        o[i] = hs_fp32_to_bf16(x[i]);
+    }
+}
+
+/* ggml's reference rounding: d = amax / 127, q = roundf(x / d) (ties away from zero). */
+static void from_float_q8_0(const float *x, void *vy, int64_t n)
+{
+    struct hs_block_q8_0 *y = vy;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            amax = fmaxf(amax, fabsf(xb[j]));
+        }
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = hs_fp32_to_fp16(d);
+        for (int j = 0; j < 32; j++) {
+            y[b].qs[j] = (int8_t)roundf(xb[j] * id);
+        }
+    }
+}
+
+/* ggml's quantize_row_q8_K: the signed value of largest magnitude (first one wins) maps to
+ * -127; nearest_int rounding; bsums are the sums of each 16 quants. */
+static void from_float_q8_k(const float *x, void *vy, int64_t n)
+{
+    struct hs_block_q8_k *y = vy;
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        const float *xb = x + b * HS_QK_K;
+        float max = 0.0f, amax = 0.0f;
+        for (int j = 0; j < HS_QK_K; j++) {
+            const float ax = fabsf(xb[j]);
+            if (ax > amax) {
+                amax = ax;
+                max = xb[j];
+            }
+        }
+        if (amax == 0.0f) {
+            memset(&y[b], 0, sizeof(y[b]));
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < HS_QK_K; j++) {
+            const int v = nearest_int(iscale * xb[j]);
+            y[b].qs[j] = (int8_t)HS_MIN(127, v);
+        }
+        for (int g = 0; g < HS_QK_K / 16; g++) {
+            int sum = 0;
+            for (int j = 0; j < 16; j++) {
+                sum += y[b].qs[g * 16 + j];
+            }
+            y[b].bsums[g] = (int16_t)sum;
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
+/* ================================================================================================
+ * Dequantization (to_float)
+ * ============================================================================================= */
+
+static void to_float_f32(const void *x, float *y, int64_t n)
+{
+    memcpy(y, x, (size_t)n * sizeof(float));
+}
+
+static void to_float_f16(const void *vx, float *y, int64_t n)
+{
+    const uint16_t *x = vx;
+    for (int64_t i = 0; i < n; i++) {
+        y[i] = hs_fp16_to_fp32(x[i]);
+    }
+}
+
+static void to_float_bf16(const void *vx, float *y, int64_t n)
+{
+    const uint16_t *x = vx;
+    for (int64_t i = 0; i < n; i++) {
+        y[i] = hs_bf16_to_fp32(x[i]);
+    }
+}
+
+static void to_float_q8_0(const void *vx, float *y, int64_t n)
+{
+    const struct hs_block_q8_0 *x = vx;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float d = hs_fp16_to_fp32(x[b].d);
+        for (int j = 0; j < 32; j++) {
+            y[b * 32 + j] = d * (float)x[b].qs[j];
+        }
+    }
+}
+
+static void to_float_q4_0(const void *vx, float *y, int64_t n)
+{
+    const struct hs_block_q4_0 *x = vx;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float d = hs_fp16_to_fp32(x[b].d);
+        for (int j = 0; j < 16; j++) {
+            y[b * 32 + j] = d * (float)((x[b].qs[j] & 0xF) - 8);
+            y[b * 32 + j + 16] = d * (float)((x[b].qs[j] >> 4) - 8);
+        }
+    }
+}
+
+static void to_float_q8_k(const void *vx, float *y, int64_t n)
+{
+    const struct hs_block_q8_k *x = vx;
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        for (int j = 0; j < HS_QK_K; j++) {
+            y[b * HS_QK_K + j] = x[b].d * (float)x[b].qs[j];
+        }
+    }
+}
+
+static void to_float_q4_k(const void *vx, float *y, int64_t n)
+{
+    const struct hs_block_q4_k *x = vx;
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        const float d = hs_fp16_to_fp32(x[b].d);
+        const float dmin = hs_fp16_to_fp32(x[b].dmin);
+        float *yb = y + b * HS_QK_K;
+        for (int k = 0; k < 4; k++) {
+            uint8_t sc0, m0, sc1, m1;
+            scale_min_k4(2 * k, x[b].scales, &sc0, &m0);
+            scale_min_k4(2 * k + 1, x[b].scales, &sc1, &m1);
+            const uint8_t *q = x[b].qs + 32 * k;
+            for (int l = 0; l < 32; l++) {
+                yb[64 * k + l] = d * sc0 * (float)(q[l] & 0xF) - dmin * m0;
+                yb[64 * k + 32 + l] = d * sc1 * (float)(q[l] >> 4) - dmin * m1;
+            }
+        }
+    }
+}
+
+static void to_float_q5_k(const void *vx, float *y, int64_t n)
+{
+    const struct hs_block_q5_k *x = vx;
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        const float d = hs_fp16_to_fp32(x[b].d);
+        const float dmin = hs_fp16_to_fp32(x[b].dmin);
+        float *yb = y + b * HS_QK_K;
+        for (int k = 0; k < 4; k++) {
+            uint8_t sc0, m0, sc1, m1;
+            scale_min_k4(2 * k, x[b].scales, &sc0, &m0);
+            scale_min_k4(2 * k + 1, x[b].scales, &sc1, &m1);
+            const uint8_t *q = x[b].qs + 32 * k;
+            for (int l = 0; l < 32; l++) {
+                const int h0 = (x[b].qh[l] >> (2 * k)) & 1;
+                const int h1 = (x[b].qh[l] >> (2 * k + 1)) & 1;
+                yb[64 * k + l] = d * sc0 * (float)((q[l] & 0xF) | (h0 << 4)) - dmin * m0;
+                yb[64 * k + 32 + l] = d * sc1 * (float)((q[l] >> 4) | (h1 << 4)) - dmin * m1;
+            }
+        }
+    }
+}
+
+/* Q6_K element e of a super-block, as an unsigned 6-bit value (0..63; subtract 32). */
+static inline int q6_k_value(const struct hs_block_q6_k *x, int e)
+{
+    const int half = e / 128, r = e % 128, quad = r / 32, l = r % 32;
+    const uint8_t ql = x->ql[64 * half + 32 * (quad & 1) + l];
+    const int lo = (quad < 2) ? (ql & 0xF) : (ql >> 4);
+    const int hi = (x->qh[32 * half + l] >> (2 * quad)) & 3;
+    return lo | (hi << 4);
+}
+
+static void to_float_q6_k(const void *vx, float *y, int64_t n)
+{
+    const struct hs_block_q6_k *x = vx;
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        const float d = hs_fp16_to_fp32(x[b].d);
+        for (int e = 0; e < HS_QK_K; e++) {
+            y[b * HS_QK_K + e] = d * x[b].scales[e / 16] * (float)(q6_k_value(&x[b], e) - 32);
+        }
+    }
+}
+
+/* ================================================================================================
+ * Scalar dot products
+ * ============================================================================================= */
+
+static void vec_dot_f32(int64_t n, float *s, const void *vw, const void *vx)
+{
+    const float *w = vw, *x = vx;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        sum += (double)w[i] * x[i];
+    }
+    *s = (float)sum;
+}
+
+static void vec_dot_f16(int64_t n, float *s, const void *vw, const void *vx)
+{
+    const uint16_t *w = vw, *x = vx;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        sum += (double)hs_fp16_to_fp32(w[i]) * hs_fp16_to_fp32(x[i]);
+    }
+    *s = (float)sum;
+}
+
+static void vec_dot_bf16(int64_t n, float *s, const void *vw, const void *vx)
+{
+    const uint16_t *w = vw, *x = vx;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        sum += (double)hs_bf16_to_fp32(w[i]) * hs_bf16_to_fp32(x[i]);
+    }
+    *s = (float)sum;
+}
+
+static void vec_dot_q8_0(int64_t n, float *s, const void *vw, const void *vx)
+{
+    const struct hs_block_q8_0 *w = vw, *x = vx;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / 32; b++) {
+        int isum = 0;
+        for (int j = 0; j < 32; j++) {
+            isum += w[b].qs[j] * x[b].qs[j];
+        }
+        sum += hs_fp16_to_fp32(w[b].d) * hs_fp16_to_fp32(x[b].d) * (float)isum;
+    }
+    *s = sum;
+}
+
+static void vec_dot_q4_0(int64_t n, float *s, const void *vw, const void *vx)
+{
+    const struct hs_block_q4_0 *w = vw;
+    const struct hs_block_q8_0 *x = vx;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / 32; b++) {
+        int isum = 0;
+        for (int j = 0; j < 16; j++) {
+            isum += ((w[b].qs[j] & 0xF) - 8) * x[b].qs[j];
+            isum += ((w[b].qs[j] >> 4) - 8) * x[b].qs[j + 16];
+        }
+        sum += hs_fp16_to_fp32(w[b].d) * hs_fp16_to_fp32(x[b].d) * (float)isum;
+    }
+    *s = sum;
+}
+
+/* Shared by Q4_K and Q5_K: sum over sub-blocks of scale * dot and min * bsum, in integers. */
+static void vec_dot_q45_k(int64_t n, float *s, const void *vw, const void *vx, int five)
+{
+    const struct hs_block_q8_k *x = vx;
+    const size_t wsize = five ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        const uint8_t *wb = (const uint8_t *)vw + (size_t)b * wsize;
+        const struct hs_block_q4_k *w4 = (const struct hs_block_q4_k *)(const void *)wb;
+        const struct hs_block_q5_k *w5 = (const struct hs_block_q5_k *)(const void *)wb;
+        const uint8_t *scales = five ? w5->scales : w4->scales;
+        const uint8_t *qs = five ? w5->qs : w4->qs;
+        int32_t sumi = 0, summ = 0;
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, m;
+            scale_min_k4(j, scales, &sc, &m);
+            const int k = j / 2, shift = (j & 1) * 4;
+            int32_t dot = 0;
+            for (int l = 0; l < 32; l++) {
+                int q = (qs[32 * k + l] >> shift) & 0xF;
+                if (five) {
+                    q |= ((w5->qh[l] >> j) & 1) << 4;
+                }
+                dot += q * x[b].qs[32 * j + l];
+            }
+            sumi += sc * dot;
+            summ += m * (x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
+        }
+        const float d = hs_fp16_to_fp32(five ? w5->d : w4->d);
+        const float dmin = hs_fp16_to_fp32(five ? w5->dmin : w4->dmin);
+        sum += x[b].d * (d * (float)sumi - dmin * (float)summ);
+    }
+    *s = sum;
+}
+
+static void vec_dot_q4_k(int64_t n, float *s, const void *w, const void *x)
+{
+    vec_dot_q45_k(n, s, w, x, 0);
+}
+
+static void vec_dot_q5_k(int64_t n, float *s, const void *w, const void *x)
+{
+    vec_dot_q45_k(n, s, w, x, 1);
+}
+
+static void vec_dot_q6_k(int64_t n, float *s, const void *vw, const void *vx)
+{
+    const struct hs_block_q6_k *w = vw;
+    const struct hs_block_q8_k *x = vx;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        int32_t sumi = 0;
+        for (int g = 0; g < 16; g++) {
+            int32_t dot = 0;
+            for (int l = 0; l < 16; l++) {
+                dot += (q6_k_value(&w[b], 16 * g + l) - 32) * x[b].qs[16 * g + l];
+            }
+            sumi += w[b].scales[g] * dot;
+        }
+        sum += hs_fp16_to_fp32(w[b].d) * x[b].d * (float)sumi;
+    }
+    *s = sum;
+}
+
+/* The scalar tile just loops; the SIMD files have the real register-blocked tiles. */
+#define SCALAR_TILE(t)                                                                         \
+    static void gemm_tile_##t(int64_t n, float *s, size_t bs, const void *w, size_t w_stride, \
+                              const void *x, size_t x_stride, int nr, int nc)                 \
+    {                                                                                          \
+        for (int j = 0; j < nc; j++) {                                                         \
+            for (int i = 0; i < nr; i++) {                                                     \
+                vec_dot_##t(n, &s[(size_t)j * bs + (size_t)i],                                 \
+                            (const uint8_t *)w + (size_t)i * w_stride,                         \
+                            (const uint8_t *)x + (size_t)j * x_stride);                        \
+            }                                                                                  \
+        }                                                                                      \
+    }
+SCALAR_TILE(f32)
+SCALAR_TILE(f16)
+SCALAR_TILE(bf16)
+SCALAR_TILE(q8_0)
+SCALAR_TILE(q4_0)
+SCALAR_TILE(q4_k)
+SCALAR_TILE(q5_k)
+SCALAR_TILE(q6_k)
+
+/* ================================================================================================
+ * Reference weight quantizers
+ * ============================================================================================= */
+
+static void quantize_q4_0(const float *x, void *vy, int64_t n)
+{
+    struct hs_block_q4_0 *y = vy;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            if (fabsf(xb[j]) > amax) {
+                amax = fabsf(xb[j]);
+                max = xb[j];
+            }
+        }
+        const float d = max / -8.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = hs_fp32_to_fp16(d);
+        for (int j = 0; j < 16; j++) {
+            const int q0 = HS_MIN(15, HS_MAX(0, nearest_int(xb[j] * id) + 8));
+            const int q1 = HS_MIN(15, HS_MAX(0, nearest_int(xb[j + 16] * id) + 8));
+            y[b].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+/* Fit value ~ scale * q - mn over one sub-block with q in 0..qmax, mn >= 0 (a min clipped at
+ * zero), by a small search over the step followed by a least-squares refit. Writes q. */
+static void fit_scale_min(const float *x, int len, int qmax, float *scale, float *mn, uint8_t *q)
+{
+    float lo = x[0], hi = x[0];
+    for (int i = 1; i < len; i++) {
+        lo = fminf(lo, x[i]);
+        hi = fmaxf(hi, x[i]);
+    }
+    lo = fminf(lo, 0.0f);
+    if (hi <= lo) {
+        *scale = 0.0f;
+        *mn = -lo;
+        memset(q, 0, (size_t)len);
+        return;
+    }
+    float best_err = INFINITY, best_s = (hi - lo) / (float)qmax, best_m = -lo;
+    uint8_t tmp[64];
+    for (int step = -4; step <= 8; step++) {
+        const float iscale = ((float)qmax + 0.1f * (float)step) / (hi - lo);
+        for (int i = 0; i < len; i++) {
+            tmp[i] = (uint8_t)HS_MIN(qmax, HS_MAX(0, nearest_int(iscale * (x[i] - lo))));
+        }
+        /* Least squares for x = s * q + b, then clip b <= 0. */
+        double sq = 0, sqq = 0, sx = 0, sqx = 0;
+        for (int i = 0; i < len; i++) {
+            sq += tmp[i];
+            sqq += (double)tmp[i] * tmp[i];
+            sx += x[i];
+            sqx += (double)tmp[i] * x[i];
+        }
+        const double det = len * sqq - sq * sq;
+        double s = det > 0 ? (len * sqx - sq * sx) / det : (double)(hi - lo) / qmax;
+        double bb = det > 0 ? (sqq * sx - sq * sqx) / det : lo;
+        if (bb > 0) {
+            bb = 0;
+            s = sqq > 0 ? sqx / sqq : 0;
+        }
+        if (s < 0) {
+            continue;
+        }
+        double err = 0;
+        for (int i = 0; i < len; i++) {
+            const double e = s * tmp[i] + bb - x[i];
+            err += e * e;
+        }
+        if (err < best_err) {
+            best_err = (float)err;
+            best_s = (float)s;
+            best_m = (float)-bb;
+        }
+    }
+    *scale = best_s;
+    *mn = best_m;
+    (void)q;
+}
+
+/* Q4_K (qmax 15) and Q5_K (qmax 31): per-sub-block fit, 6-bit scales and mins against the
+ * super-block's d and dmin, then the quants again against the rounded scales. */
+static void quantize_q45_k(const float *x, void *vy, int64_t n, int five)
+{
+    const int qmax = five ? 31 : 15;
+    const size_t bsize = five ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        const float *xb = x + b * HS_QK_K;
+        uint8_t *out = (uint8_t *)vy + (size_t)b * bsize;
+        float scales[8], mins[8], max_scale = 0.0f, max_min = 0.0f;
+        uint8_t L[HS_QK_K];
+        for (int j = 0; j < 8; j++) {
+            fit_scale_min(xb + 32 * j, 32, qmax, &scales[j], &mins[j], L + 32 * j);
+            max_scale = fmaxf(max_scale, scales[j]);
+            max_min = fmaxf(max_min, mins[j]);
+        }
+        const float d = max_scale / 63.0f, dmin = max_min / 63.0f;
+        const uint16_t dh = hs_fp32_to_fp16(d), dminh = hs_fp32_to_fp16(dmin);
+        const float df = hs_fp16_to_fp32(dh), dminf = hs_fp16_to_fp32(dminh);
+        uint8_t sc[8], mq[8], packed[12] = {0};
+        for (int j = 0; j < 8; j++) {
+            sc[j] = (uint8_t)(df > 0 ? HS_MIN(63, HS_MAX(0, nearest_int(scales[j] / df))) : 0);
+            mq[j] = (uint8_t)(dminf > 0 ? HS_MIN(63, HS_MAX(0, nearest_int(mins[j] / dminf))) : 0);
+            if (j < 4) {
+                packed[j] |= sc[j];
+                packed[j + 4] |= mq[j];
+            } else {
+                packed[j + 4] = (uint8_t)((sc[j] & 0xF) | ((mq[j] & 0xF) << 4));
+                packed[j - 4] |= (uint8_t)((sc[j] >> 4) << 6);
+                packed[j] |= (uint8_t)((mq[j] >> 4) << 6);
+            }
+        }
+        for (int j = 0; j < 8; j++) {
+            const float ds = df * sc[j], dm = dminf * mq[j];
+            for (int l = 0; l < 32; l++) {
+                const int q = ds > 0 ? nearest_int((xb[32 * j + l] + dm) / ds) : 0;
+                L[32 * j + l] = (uint8_t)HS_MIN(qmax, HS_MAX(0, q));
+            }
+        }
+        uint8_t *qs, *qh = NULL;
+        if (five) {
+            struct hs_block_q5_k *y = (struct hs_block_q5_k *)(void *)out;
+            y->d = dh;
+            y->dmin = dminh;
+            memcpy(y->scales, packed, 12);
+            memset(y->qh, 0, sizeof(y->qh));
+            qs = y->qs;
+            qh = y->qh;
+        } else {
+            struct hs_block_q4_k *y = (struct hs_block_q4_k *)(void *)out;
+            y->d = dh;
+            y->dmin = dminh;
+            memcpy(y->scales, packed, 12);
+            qs = y->qs;
+        }
+        for (int k = 0; k < 4; k++) {
+            for (int l = 0; l < 32; l++) {
+                const uint8_t a = L[64 * k + l], c = L[64 * k + 32 + l];
+                qs[32 * k + l] = (uint8_t)((a & 0xF) | ((c & 0xF) << 4));
+                if (qh) {
+                    qh[l] |= (uint8_t)(((a >> 4) << (2 * k)) | ((c >> 4) << (2 * k + 1)));
+                }
+            }
+        }
+    }
+}
+
+/* Q6_K: a symmetric scale per 16 (best of a few steps), int8 scales against d. */
+static void quantize_q6_k(const float *x, void *vy, int64_t n)
+{
+    struct hs_block_q6_k *y = vy;
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        const float *xb = x + b * HS_QK_K;
+        float scales[16], max_scale = 0.0f, amax_scale = 0.0f;
+        for (int g = 0; g < 16; g++) {
+            const float *xg = xb + 16 * g;
+            float amax = 0.0f, max = 0.0f;
+            for (int l = 0; l < 16; l++) {
+                if (fabsf(xg[l]) > amax) {
+                    amax = fabsf(xg[l]);
+                    max = xg[l];
+                }
+            }
+            float best = max / -32.0f, best_err = INFINITY;
+            for (int step = -6; step <= 6 && amax > 0; step++) {
+                const float s = max / (-32.0f + 0.25f * (float)step);
+                double err = 0;
+                for (int l = 0; l < 16; l++) {
+                    const int q = HS_MIN(31, HS_MAX(-32, nearest_int(xg[l] / s)));
+                    const double e = (double)s * q - xg[l];
+                    err += e * e;
+                }
+                if (err < best_err) {
+                    best_err = (float)err;
+                    best = s;
+                }
+            }
+            scales[g] = amax > 0 ? best : 0.0f;
+            if (fabsf(scales[g]) > amax_scale) {
+                amax_scale = fabsf(scales[g]);
+                max_scale = scales[g];
+            }
+        }
+        memset(&y[b], 0, sizeof(y[b]));
+        if (amax_scale == 0.0f) {
+            continue;
+        }
+        const float iscale = -128.0f / max_scale;
+        y[b].d = hs_fp32_to_fp16(1.0f / iscale);
+        const float d = hs_fp16_to_fp32(y[b].d);
+        for (int g = 0; g < 16; g++) {
+            y[b].scales[g] = (int8_t)HS_MIN(127, nearest_int(iscale * scales[g]));
+        }
+        for (int e = 0; e < HS_QK_K; e++) {
+            const float ds = d * y[b].scales[e / 16];
+            const int q = ds != 0.0f ? HS_MIN(31, HS_MAX(-32, nearest_int(xb[e] / ds))) : 0;
+            const int u = q + 32;
+            const int half = e / 128, r = e % 128, quad = r / 32, l = r % 32;
+            uint8_t *ql = &y[b].ql[64 * half + 32 * (quad & 1) + l];
+            *ql |= (uint8_t)(quad < 2 ? (u & 0xF) : ((u & 0xF) << 4));
+            y[b].qh[32 * half + l] |= (uint8_t)((u >> 4) << (2 * quad));
+        }
+    }
+}
+
+static void quantize_q4_k(const float *x, void *y, int64_t n)
+{
+    quantize_q45_k(x, y, n, 0);
+}
+
+static void quantize_q5_k(const float *x, void *y, int64_t n)
+{
+    quantize_q45_k(x, y, n, 1);
+}
+
+/* ================================================================================================
+ * Dispatch
+ * ============================================================================================= */
+
+const char *hs_isa_str(enum hs_isa isa)
+{
+    switch (isa) {
+    case HS_ISA_SCALAR:
+        return "scalar";
+    case HS_ISA_AVX2:
+        return "avx2";
+    case HS_ISA_AVX512:
+        return "avx512";
+    case HS_ISA_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define HS_X86 1
+#include <cpuid.h>
+#else
+#define HS_X86 0
+#endif
+
+#if HS_X86
+/* F16C (CPUID leaf 1, ECX bit 29): clang 14's __builtin_cpu_supports does not know it. */
+static bool cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+#endif
+
+enum hs_isa hs__cpu_detect_isa(void)
+{
+#if HS_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
+        return HS_ISA_AVX512;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
+        return HS_ISA_AVX2;
+    }
+#endif
+    return HS_ISA_SCALAR;
+}
+
+static bool cpu_has_vnni(void)
+{
+#if HS_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni");
+#else
+    return false;
+#endif
+}
+
+#define ROW(t, vdt, ff, tf, vd, gt) {t, vdt, ff, tf, vd, gt}
+
+static const struct hs_quant_kernels k_scalar[] = {
+    ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, vec_dot_f32, gemm_tile_f32),
+    ROW(HS_TYPE_F16, HS_TYPE_F16, from_float_f16, to_float_f16, vec_dot_f16, gemm_tile_f16),
+    ROW(HS_TYPE_BF16, HS_TYPE_BF16, from_float_bf16, to_float_bf16, vec_dot_bf16,
+        gemm_tile_bf16),
+    ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, from_float_q8_0, to_float_q8_0, vec_dot_q8_0,
+        gemm_tile_q8_0),
+    ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, from_float_q8_0, to_float_q4_0, vec_dot_q4_0,
+        gemm_tile_q4_0),
+    ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q4_k, vec_dot_q4_k,
+        gemm_tile_q4_k),
+    ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q5_k, vec_dot_q5_k,
+        gemm_tile_q5_k),
+    ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q6_k, vec_dot_q6_k,
+        gemm_tile_q6_k),
+};
+
+#if HS_X86
+static const struct hs_quant_kernels k_avx2[] = {
+    ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, hs__vec_dot_f32_avx2,
+        hs__gemm_tile_f32_avx2),
+    ROW(HS_TYPE_F16, HS_TYPE_F16, hs__from_float_f16_avx2, hs__to_float_f16_avx2,
+        hs__vec_dot_f16_avx2, hs__gemm_tile_f16_avx2),
+    ROW(HS_TYPE_BF16, HS_TYPE_BF16, hs__from_float_bf16_avx2, hs__to_float_bf16_avx2,
+        hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),
+    ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q8_0,
+        hs__vec_dot_q8_0_avx2, hs__gemm_tile_q8_0_avx2),
+    ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q4_0,
+        hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2),
+    ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q4_k,
+        hs__vec_dot_q4_k_avx2, hs__gemm_tile_q4_k_avx2),
+    ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q5_k,
+        hs__vec_dot_q5_k_avx2, hs__gemm_tile_q5_k_avx2),
+    ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q6_k,
+        hs__vec_dot_q6_k_avx2, hs__gemm_tile_q6_k_avx2),
+};
+
+#define AVX512_TABLE(name, isa)                                                                \
+    static const struct hs_quant_kernels name[] = {                                           \
+        ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, hs__vec_dot_f32_avx512,  \
+            hs__gemm_tile_f32_avx512),                                                         \
+        ROW(HS_TYPE_F16, HS_TYPE_F16, hs__from_float_f16_avx512, hs__to_float_f16_avx512,    \
+            hs__vec_dot_f16_avx512, hs__gemm_tile_f16_avx512),                                 \
+        ROW(HS_TYPE_BF16, HS_TYPE_BF16, hs__from_float_bf16_avx2, hs__to_float_bf16_avx2,    \
+            hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),                                   \
+        ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q8_0,           \
+            hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa),                                 \
+        ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,           \
+            hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2),                                   \
+        ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,           \
+            hs__vec_dot_q4_k_##isa, hs__gemm_tile_q4_k_##isa),                                 \
+        ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q5_k,           \
+            hs__vec_dot_q5_k_avx2, hs__gemm_tile_q5_k_avx2),                                   \
+        ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q6_k,           \
+            hs__vec_dot_q6_k_##isa, hs__gemm_tile_q6_k_##isa),                                 \
+    }
+AVX512_TABLE(k_avx512, avx512);
+AVX512_TABLE(k_avx512vnni, avx512vnni);
+#endif
+
+static const struct hs_quant_kernels *find_row(const struct hs_quant_kernels *tab, size_t len,
+                                               enum hs_type t)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (tab[i].type == t) {
+            return &tab[i];
+        }
+    }
+    return NULL;
+}
+
+const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa)
+{
+    const enum hs_isa best = hs__cpu_detect_isa();
+    if (isa == HS_ISA_COUNT || isa > best) {
+        isa = best;
+    }
+#if HS_X86
+    if (isa == HS_ISA_AVX512) {
+        return cpu_has_vnni() ? find_row(k_avx512vnni, HS_ARRAY_LEN(k_avx512vnni), t)
+                              : find_row(k_avx512, HS_ARRAY_LEN(k_avx512), t);
+    }
+    if (isa == HS_ISA_AVX2) {
+        return find_row(k_avx2, HS_ARRAY_LEN(k_avx2), t);
+    }
+#endif
+    return find_row(k_scalar, HS_ARRAY_LEN(k_scalar), t);
+}
+
+/* ================================================================================================
+ * Reference entry points
+ * ============================================================================================= */
+
+void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n)
+{
+    switch (t) {
+    case HS_TYPE_F32:
+        from_float_f32(x, y, n);
+        break;
+    case HS_TYPE_F16:
+        from_float_f16(x, y, n);
+        break;
+    case HS_TYPE_BF16:
+        from_float_bf16(x, y, n);
+        break;
+    case HS_TYPE_Q8_0:
+        from_float_q8_0(x, y, n);
+        break;
+    case HS_TYPE_Q4_0:
+        quantize_q4_0(x, y, n);
+        break;
+    case HS_TYPE_Q4_K:
+        quantize_q4_k(x, y, n);
+        break;
+    case HS_TYPE_Q5_K:
+        quantize_q5_k(x, y, n);
+        break;
+    case HS_TYPE_Q6_K:
+        quantize_q6_k(x, y, n);
+        break;
+    case HS_TYPE_Q8_K:
+        from_float_q8_k(x, y, n);
+        break;
+    default:
+        HS_ASSERT(!"hs__quantize_row_ref: unsupported type");
+    }
+}
+
+void hs__dequantize_row_ref(enum hs_type t, const void *x, float *y, int64_t n)
+{
+    switch (t) {
+    case HS_TYPE_F32:
+        to_float_f32(x, y, n);
+        break;
+    case HS_TYPE_F16:
+        to_float_f16(x, y, n);
+        break;
+    case HS_TYPE_BF16:
+        to_float_bf16(x, y, n);
+        break;
+    case HS_TYPE_Q8_0:
+        to_float_q8_0(x, y, n);
+        break;
+    case HS_TYPE_Q4_0:
+        to_float_q4_0(x, y, n);
+        break;
+    case HS_TYPE_Q4_K:
+        to_float_q4_k(x, y, n);
+        break;
+    case HS_TYPE_Q5_K:
+        to_float_q5_k(x, y, n);
+        break;
+    case HS_TYPE_Q6_K:
+        to_float_q6_k(x, y, n);
+        break;
+    case HS_TYPE_Q8_K:
+        to_float_q8_k(x, y, n);
+        break;
+    default:
+        HS_ASSERT(!"hs__dequantize_row_ref: unsupported type");
+    }
+}

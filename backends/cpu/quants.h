@@ -54,4 +54,41 @@ void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n);
 /* Reference dequantization (scalar, any supported type). */
 void hs__dequantize_row_ref(enum hs_type t, const void *x, float *y, int64_t n);
 
+/* ---- Per-ISA entry points (quants-avx2.c, quants-avx512.c); only quants.c's tables use them.
+ * The _avx512 kernels come in two builds: plain AVX-512 BW, and _avx512vnni which also needs
+ * AVX512_VNNI (vpdpbusd / vpdpwssd); hs__cpu_kernels picks by the CPU's features. ---- */
+#define HS__QUANT_DOT_DECL(t, isa)                                                              \
+    void hs__vec_dot_##t##_##isa(int64_t n, float *s, const void *w, const void *x);           \
+    void hs__gemm_tile_##t##_##isa(int64_t n, float *s, size_t bs, const void *w,             \
+                                   size_t w_stride, const void *x, size_t x_stride, int nr,   \
+                                   int nc)
+
+HS__QUANT_DOT_DECL(f32, avx2);
+HS__QUANT_DOT_DECL(f16, avx2);
+HS__QUANT_DOT_DECL(bf16, avx2);
+HS__QUANT_DOT_DECL(q8_0, avx2);
+HS__QUANT_DOT_DECL(q4_0, avx2);
+HS__QUANT_DOT_DECL(q4_k, avx2);
+HS__QUANT_DOT_DECL(q5_k, avx2);
+HS__QUANT_DOT_DECL(q6_k, avx2);
+void hs__from_float_f16_avx2(const float *x, void *y, int64_t n);
+void hs__from_float_bf16_avx2(const float *x, void *y, int64_t n);
+void hs__from_float_q8_0_avx2(const float *x, void *y, int64_t n);
+void hs__from_float_q8_k_avx2(const float *x, void *y, int64_t n);
+void hs__to_float_f16_avx2(const void *x, float *y, int64_t n);
+void hs__to_float_bf16_avx2(const void *x, float *y, int64_t n);
+
+HS__QUANT_DOT_DECL(f32, avx512);
+HS__QUANT_DOT_DECL(f16, avx512);
+HS__QUANT_DOT_DECL(q8_0, avx512);
+HS__QUANT_DOT_DECL(q4_k, avx512);
+HS__QUANT_DOT_DECL(q6_k, avx512);
+HS__QUANT_DOT_DECL(q8_0, avx512vnni);
+HS__QUANT_DOT_DECL(q4_k, avx512vnni);
+HS__QUANT_DOT_DECL(q6_k, avx512vnni);
+void hs__from_float_f16_avx512(const float *x, void *y, int64_t n);
+void hs__from_float_q8_0_avx512(const float *x, void *y, int64_t n);
+void hs__from_float_q8_k_avx512(const float *x, void *y, int64_t n);
+void hs__to_float_f16_avx512(const void *x, float *y, int64_t n);
+
 #endif

@@ -1,0 +1,413 @@
+/* Weight-type kernels against naive float64 references (tests/ref/ref-quants.c), on every ISA
+ * this CPU supports. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/cpu/quants.h"
+#include "common/common.h"
+#include "tests/ref/ref-quants.h"
+
+static const enum hs_type weight_types[] = {
+    HS_TYPE_F32,  HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_Q8_0,
+    HS_TYPE_Q4_0, HS_TYPE_Q4_K, HS_TYPE_Q5_K, HS_TYPE_Q6_K,
+};
+static const int64_t row_lengths[] = {256, 512, 4096 + 256};
+#define N_ROWS 4
+
+static int64_t blck(enum hs_type t)
+{
+    return hs_type_traits(t)->blck_size;
+}
+
+/* Gaussian rows with a per-row scale; row 2 carries a few large outliers. */
+static float *make_rows(struct hs_rng *rng, int64_t n, int rows)
+{
+    float *x = malloc((size_t)(n * rows) * sizeof(float));
+    cr_assert_not_null(x);
+    for (int r = 0; r < rows; r++) {
+        const float scale = 0.05f + 2.0f * (float)hs_rng_uniform(rng);
+        for (int64_t i = 0; i < n; i++) {
+            x[r * n + i] = scale * (float)hs_rng_normal(rng);
+        }
+        if (r == 2) {
+            for (int k = 0; k < 5; k++) {
+                x[r * n + (int64_t)(hs_rng_next(rng) % (uint64_t)n)] *= 40.0f;
+            }
+        }
+    }
+    return x;
+}
+
+struct fixture {
+    enum hs_type t, vt;
+    int64_t n;
+    size_t w_row, x_row; /* bytes per weight / activation row */
+    float *wf, *xf;      /* [N_ROWS][n] source floats */
+    uint8_t *w, *xq;     /* [N_ROWS][w_row], [N_ROWS][x_row] */
+    double *wd, *xd;     /* [N_ROWS][n] naive dequantizations */
+};
+
+static void fixture_init(struct fixture *f, enum hs_type t, int64_t n, uint64_t seed)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, seed);
+    const struct hs_quant_kernels *k = hs__cpu_kernels(t, HS_ISA_SCALAR);
+    cr_assert_not_null(k, "type %s", hs_type_str(t));
+    f->t = t;
+    f->vt = k->vec_dot_type;
+    f->n = n;
+    f->w_row = hs_type_row_size(t, n);
+    f->x_row = hs_type_row_size(f->vt, n);
+    cr_assert(f->w_row > 0 && f->x_row > 0);
+    f->wf = make_rows(&rng, n, N_ROWS);
+    f->xf = make_rows(&rng, n, N_ROWS);
+    f->w = malloc(f->w_row * N_ROWS);
+    f->xq = malloc(f->x_row * N_ROWS);
+    f->wd = malloc((size_t)(n * N_ROWS) * sizeof(double));
+    f->xd = malloc((size_t)(n * N_ROWS) * sizeof(double));
+    cr_assert(f->w && f->xq && f->wd && f->xd);
+    for (int r = 0; r < N_ROWS; r++) {
+        hs__quantize_row_ref(t, f->wf + r * n, f->w + r * f->w_row, n);
+        cr_assert_eq(ref_dequantize(t, f->w + r * f->w_row, f->wd + r * n, n), 0);
+    }
+}
+
+/* Activations as the given ISA's from_float makes them. */
+static void fixture_activations(struct fixture *f, const struct hs_quant_kernels *k)
+{
+    for (int r = 0; r < N_ROWS; r++) {
+        k->from_float(f->xf + r * f->n, f->xq + r * f->x_row, f->n);
+        cr_assert_eq(ref_dequantize(f->vt, f->xq + r * f->x_row, f->xd + r * f->n, f->n), 0);
+    }
+}
+
+static void fixture_finish(struct fixture *f)
+{
+    free(f->wf);
+    free(f->xf);
+    free(f->w);
+    free(f->xq);
+    free(f->wd);
+    free(f->xd);
+}
+
+/* Naive dot and the scale errors are measured against: sum |w_i x_i|. */
+static double ref_dot(const struct fixture *f, int r, int c, double *abs_sum)
+{
+    double sum = 0, asum = 0;
+    for (int64_t i = 0; i < f->n; i++) {
+        const double p = f->wd[r * f->n + i] * f->xd[c * f->n + i];
+        sum += p;
+        asum += fabs(p);
+    }
+    *abs_sum = asum;
+    return sum;
+}
+
+#define FOR_EACH_ISA(isa)                                                                      \
+    for (enum hs_isa isa = HS_ISA_SCALAR; isa <= hs__cpu_detect_isa(); isa++)
+
+Test(quants, detect_and_tables)
+{
+    const enum hs_isa best = hs__cpu_detect_isa();
+    cr_assert(best < HS_ISA_COUNT);
+    cr_assert_str_eq(hs_isa_str(HS_ISA_AVX2), "avx2");
+    cr_assert_null(hs__cpu_kernels(HS_TYPE_Q4_1, HS_ISA_COUNT), "q4_1 is not computed with");
+    cr_assert_eq(hs__cpu_kernels(HS_TYPE_Q4_K, HS_ISA_COUNT)->vec_dot_type, HS_TYPE_Q8_K);
+    cr_assert_eq(hs__cpu_kernels(HS_TYPE_Q6_K, HS_ISA_COUNT)->vec_dot_type, HS_TYPE_Q8_K);
+    cr_assert_eq(hs__cpu_kernels(HS_TYPE_Q4_0, HS_ISA_COUNT)->vec_dot_type, HS_TYPE_Q8_0);
+    cr_assert_eq(hs__cpu_kernels(HS_TYPE_BF16, HS_ISA_COUNT)->vec_dot_type, HS_TYPE_BF16);
+    for (size_t i = 0; i < HS_ARRAY_LEN(weight_types); i++) {
+        FOR_EACH_ISA(isa) {
+            const struct hs_quant_kernels *k = hs__cpu_kernels(weight_types[i], isa);
+            cr_assert_not_null(k);
+            cr_assert_eq(k->type, weight_types[i]);
+            cr_assert(k->from_float && k->to_float && k->vec_dot && k->gemm_tile);
+        }
+    }
+}
+
+/* (1) to_float against the naive dequantizer. */
+Test(quants, to_float_matches_naive_dequantizer)
+{
+    for (size_t ti = 0; ti < HS_ARRAY_LEN(weight_types); ti++) {
+        for (size_t ni = 0; ni < HS_ARRAY_LEN(row_lengths); ni++) {
+            struct fixture f;
+            fixture_init(&f, weight_types[ti], row_lengths[ni], 100 + ti * 10 + ni);
+            float *y = malloc((size_t)f.n * sizeof(float));
+            FOR_EACH_ISA(isa) {
+                const struct hs_quant_kernels *k = hs__cpu_kernels(f.t, isa);
+                for (int r = 0; r < N_ROWS; r++) {
+                    k->to_float(f.w + r * f.w_row, y, f.n);
+                    double amax = 0;
+                    for (int64_t i = 0; i < f.n; i++) {
+                        amax = fmax(amax, fabs(f.wd[r * f.n + i]));
+                    }
+                    for (int64_t i = 0; i < f.n; i++) {
+                        const double ref = f.wd[r * f.n + i];
+                        cr_assert(fabs(y[i] - ref) <= 1e-6 * amax,
+                                  "%s %s n=%ld row %d [%ld]: %g vs %g", hs_type_str(f.t),
+                                  hs_isa_str(isa), (long)f.n, r, (long)i, y[i], ref);
+                    }
+                }
+            }
+            free(y);
+            fixture_finish(&f);
+        }
+    }
+}
+
+/* (2) vec_dot against float64, (3) every tile shape equal to vec_dot, (4) ISAs against scalar. */
+Test(quants, vec_dot_and_gemm_tile_match_float64)
+{
+    for (size_t ti = 0; ti < HS_ARRAY_LEN(weight_types); ti++) {
+        for (size_t ni = 0; ni < HS_ARRAY_LEN(row_lengths) + 1; ni++) {
+            /* Float types also get a length that is no multiple of the vector width. */
+            const int64_t n = ni < HS_ARRAY_LEN(row_lengths) ? row_lengths[ni] : 4101;
+            if (n % blck(weight_types[ti]) != 0) {
+                continue;
+            }
+            struct fixture f;
+            fixture_init(&f, weight_types[ti], n, 200 + ti * 10 + ni);
+            float scalar_dots[N_ROWS][N_ROWS];
+            FOR_EACH_ISA(isa) {
+                const struct hs_quant_kernels *k = hs__cpu_kernels(f.t, isa);
+                fixture_activations(&f, k);
+                float dots[N_ROWS][N_ROWS];
+                for (int r = 0; r < N_ROWS; r++) {
+                    for (int c = 0; c < N_ROWS; c++) {
+                        k->vec_dot(f.n, &dots[r][c], f.w + r * f.w_row, f.xq + c * f.x_row);
+                        double asum;
+                        const double ref = ref_dot(&f, r, c, &asum);
+                        const double err = fabs(dots[r][c] - ref) / asum;
+                        cr_assert(err < 2e-6, "%s %s n=%ld (%d,%d): %.9g vs %.9g (err %g)",
+                                  hs_type_str(f.t), hs_isa_str(isa), (long)f.n, r, c,
+                                  dots[r][c], ref, err);
+                        if (isa == HS_ISA_SCALAR) {
+                            scalar_dots[r][c] = dots[r][c];
+                        }
+                    }
+                }
+                /* The scalar activations and ours are the same bits, so the dots compare. */
+                for (int r = 0; r < N_ROWS; r++) {
+                    for (int c = 0; c < N_ROWS; c++) {
+                        double asum;
+                        ref_dot(&f, r, c, &asum);
+                        cr_assert(fabs(dots[r][c] - scalar_dots[r][c]) / asum < 2e-6,
+                                  "%s %s vs scalar (%d,%d)", hs_type_str(f.t), hs_isa_str(isa),
+                                  r, c);
+                    }
+                }
+                for (int nr = 1; nr <= 4; nr++) {
+                    for (int nc = 1; nc <= 4; nc++) {
+                        float s[4 * 5];
+                        for (size_t i = 0; i < HS_ARRAY_LEN(s); i++) {
+                            s[i] = -12345.0f;
+                        }
+                        /* Rows offset so the tile does not start at row 0. */
+                        const int r0 = N_ROWS - nr, c0 = N_ROWS - nc;
+                        k->gemm_tile(f.n, s, 5, f.w + r0 * f.w_row, f.w_row,
+                                     f.xq + c0 * f.x_row, f.x_row, nr, nc);
+                        for (int j = 0; j < 4; j++) {
+                            for (int i = 0; i < 5; i++) {
+                                const float got = s[j * 5 + i];
+                                if (j >= nc || i >= nr) {
+                                    cr_assert_eq(got, -12345.0f, "tile wrote outside");
+                                    continue;
+                                }
+                                const float want = dots[r0 + i][c0 + j];
+                                cr_assert(fabsf(got - want) <= 1e-6f * fabsf(want) + 1e-30f,
+                                          "%s %s tile %dx%d [%d,%d]: %.9g vs %.9g",
+                                          hs_type_str(f.t), hs_isa_str(isa), nr, nc, i, j, got,
+                                          want);
+                            }
+                        }
+                    }
+                }
+            }
+            fixture_finish(&f);
+        }
+    }
+}
+
+/* (5) The activation quantizers follow ggml's rounding bit for bit, on every ISA. */
+Test(quants, activation_quantizers_match_ggml_rounding_bit_exact)
+{
+    const enum hs_type acts[] = {HS_TYPE_Q8_0, HS_TYPE_Q4_K};
+    for (size_t ai = 0; ai < HS_ARRAY_LEN(acts); ai++) {
+        for (size_t ni = 0; ni < HS_ARRAY_LEN(row_lengths); ni++) {
+            struct hs_rng rng;
+            hs_rng_seed(&rng, 300 + ai * 10 + ni);
+            const int64_t n = row_lengths[ni];
+            float *x = make_rows(&rng, n, N_ROWS);
+            /* Exact ties: a block with amax 127 (d = 1) and values on .5; a Q8_K block whose
+             * largest magnitude is -127 (iscale = 1) with ties as well. */
+            x[0] = 127.0f;
+            x[1] = 2.5f;
+            x[2] = -3.5f;
+            x[3] = 0.5f;
+            for (int j = 4; j < 32; j++) {
+                x[j] = (float)(j - 16) + 0.5f;
+            }
+            if (acts[ai] == HS_TYPE_Q4_K) {
+                x[0] = -127.0f;
+                for (int j = 32; j < 256; j++) {
+                    x[j] = (float)(j % 50) - 24.5f;
+                }
+            }
+            /* A zero block. */
+            memset(x + n, 0, 256 * sizeof(float));
+            const enum hs_type vt = hs__cpu_kernels(acts[ai], HS_ISA_SCALAR)->vec_dot_type;
+            const size_t row = hs_type_row_size(vt, n);
+            uint8_t *want = malloc(row), *got = malloc(row);
+            FOR_EACH_ISA(isa) {
+                const struct hs_quant_kernels *k = hs__cpu_kernels(acts[ai], isa);
+                for (int r = 0; r < N_ROWS; r++) {
+                    if (vt == HS_TYPE_Q8_0) {
+                        ref_quantize_q8_0(x + r * n, want, n);
+                    } else {
+                        ref_quantize_q8_k(x + r * n, want, n);
+                    }
+                    memset(got, 0xAB, row);
+                    k->from_float(x + r * n, got, n);
+                    for (size_t i = 0; i < row; i++) {
+                        cr_assert_eq(got[i], want[i], "%s %s n=%ld row %d byte %zu: %d vs %d",
+                                     hs_type_str(vt), hs_isa_str(isa), (long)n, r, i, got[i],
+                                     want[i]);
+                    }
+                }
+            }
+            free(want);
+            free(got);
+            free(x);
+        }
+    }
+}
+
+/* F16 and BF16 activations: round to nearest even, same bits on every ISA. */
+Test(quants, float_activations_round_to_nearest_even)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 11);
+    const int64_t n = 4101;
+    float *x = make_rows(&rng, n, 1);
+    x[0] = 1.0f + 0x1.0p-11f;         /* half tie -> 1.0 */
+    x[1] = 1.0f + 3 * 0x1.0p-11f;     /* half tie -> up to even */
+    x[2] = 1.0f + 0x1.0p-8f;          /* bf16 tie -> 1.0 */
+    x[3] = 1.0f + 3 * 0x1.0p-8f;      /* bf16 tie -> up */
+    uint16_t *got = malloc((size_t)n * 2);
+    FOR_EACH_ISA(isa) {
+        hs__cpu_kernels(HS_TYPE_F16, isa)->from_float(x, got, n);
+        cr_assert_eq(got[0], 0x3c00);
+        cr_assert_eq(got[1], 0x3c02);
+        for (int64_t i = 0; i < n; i++) {
+            cr_assert_eq(got[i], hs_fp32_to_fp16(x[i]), "f16 %s [%ld]", hs_isa_str(isa), (long)i);
+        }
+        hs__cpu_kernels(HS_TYPE_BF16, isa)->from_float(x, got, n);
+        cr_assert_eq(got[2], 0x3f80);
+        cr_assert_eq(got[3], 0x3f82);
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            const uint32_t rne = (u + 0x7fff + ((u >> 16) & 1)) >> 16;
+            cr_assert_eq(got[i], rne, "bf16 %s [%ld]", hs_isa_str(isa), (long)i);
+        }
+    }
+    free(got);
+    free(x);
+}
+
+/* (6) Reference quantization round trip: relative RMS error per type. */
+Test(quants, quantize_row_ref_round_trip_error)
+{
+    static const struct {
+        enum hs_type t;
+        double max_rel_rms;
+    } bounds[] = {
+        {HS_TYPE_F32, 0},       {HS_TYPE_F16, 1e-3},   {HS_TYPE_BF16, 5e-3},
+        {HS_TYPE_Q8_0, 0.01},   {HS_TYPE_Q4_0, 0.15},  {HS_TYPE_Q4_K, 0.1},
+        {HS_TYPE_Q5_K, 0.05},   {HS_TYPE_Q6_K, 0.025}, {HS_TYPE_Q8_K, 0.01},
+    };
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 400);
+    const int64_t n = 4096 + 256;
+    float *x = make_rows(&rng, n, N_ROWS);
+    uint8_t *q = malloc(hs_type_row_size(HS_TYPE_F32, n));
+    double *y = malloc((size_t)n * sizeof(double));
+    float *yf = malloc((size_t)n * sizeof(float));
+    for (size_t bi = 0; bi < HS_ARRAY_LEN(bounds); bi++) {
+        for (int r = 0; r < N_ROWS; r++) {
+            if (r == 2) {
+                continue; /* outliers make RMS meaningless; they are covered elsewhere */
+            }
+            const float *xr = x + r * n;
+            hs__quantize_row_ref(bounds[bi].t, xr, q, n);
+            cr_assert_eq(ref_dequantize(bounds[bi].t, q, y, n), 0);
+            hs__dequantize_row_ref(bounds[bi].t, q, yf, n);
+            double se = 0, ss = 0;
+            for (int64_t i = 0; i < n; i++) {
+                se += (y[i] - xr[i]) * (y[i] - xr[i]);
+                ss += (double)xr[i] * xr[i];
+                cr_assert(fabs(yf[i] - y[i]) <= 1e-6 * (fabs(y[i]) + 1e-3),
+                          "dequantize_row_ref %s [%ld]", hs_type_str(bounds[bi].t), (long)i);
+            }
+            const double rel = sqrt(se / ss);
+            cr_assert(rel <= bounds[bi].max_rel_rms, "%s row %d: rel rms %g > %g",
+                      hs_type_str(bounds[bi].t), r, rel, bounds[bi].max_rel_rms);
+            cr_log_info("%s rel rms %.5f", hs_type_str(bounds[bi].t), rel);
+        }
+    }
+    free(yf);
+    free(y);
+    free(q);
+    free(x);
+}
+
+/* The AVX-512 kernels without VNNI are only picked on CPUs that lack it; call them directly and
+ * check they give the same integers (so the same bits) as the dispatched ones. */
+Test(quants, avx512_without_vnni_matches)
+{
+    if (hs__cpu_detect_isa() < HS_ISA_AVX512) {
+        cr_skip_test("no AVX-512");
+    }
+    static const struct {
+        enum hs_type t;
+        void (*vec_dot)(int64_t, float *, const void *, const void *);
+        hs_gemm_tile_fn tile;
+    } plain[] = {
+        {HS_TYPE_Q8_0, hs__vec_dot_q8_0_avx512, hs__gemm_tile_q8_0_avx512},
+        {HS_TYPE_Q4_K, hs__vec_dot_q4_k_avx512, hs__gemm_tile_q4_k_avx512},
+        {HS_TYPE_Q6_K, hs__vec_dot_q6_k_avx512, hs__gemm_tile_q6_k_avx512},
+    };
+    for (size_t pi = 0; pi < HS_ARRAY_LEN(plain); pi++) {
+        /* Q8_0 gets an odd block count, for the tail of its two-blocks-at-a-time loop. */
+        const int64_t n = plain[pi].t == HS_TYPE_Q8_0 ? 4096 + 256 + 32 : 4096 + 256;
+        struct fixture f;
+        fixture_init(&f, plain[pi].t, n, 500 + pi);
+        const struct hs_quant_kernels *k = hs__cpu_kernels(f.t, HS_ISA_AVX512);
+        fixture_activations(&f, k);
+        for (int r = 0; r < N_ROWS; r++) {
+            for (int c = 0; c < N_ROWS; c++) {
+                float a, b;
+                k->vec_dot(f.n, &a, f.w + r * f.w_row, f.xq + c * f.x_row);
+                plain[pi].vec_dot(f.n, &b, f.w + r * f.w_row, f.xq + c * f.x_row);
+                double asum;
+                const double ref = ref_dot(&f, r, c, &asum);
+                cr_assert(fabs(b - ref) / asum < 2e-6, "%s plain avx512", hs_type_str(f.t));
+                cr_assert_eq(a, b, "%s: vnni %.9g vs plain %.9g", hs_type_str(f.t), a, b);
+            }
+        }
+        float s[16];
+        plain[pi].tile(f.n, s, 4, f.w, f.w_row, f.xq, f.x_row, 4, 4);
+        for (int r = 0; r < N_ROWS; r++) {
+            for (int c = 0; c < N_ROWS; c++) {
+                float a;
+                k->vec_dot(f.n, &a, f.w + r * f.w_row, f.xq + c * f.x_row);
+                cr_assert_eq(s[c * 4 + r], a, "%s plain tile", hs_type_str(f.t));
+            }
+        }
+        fixture_finish(&f);
+    }
+}

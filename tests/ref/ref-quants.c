@@ -1,0 +1,210 @@
+#include "tests/ref/ref-quants.h"
+
+#include <math.h>
+#include <string.h>
+
+/* IEEE half -> double, by the definition (sign, 5-bit exponent, 10-bit fraction). */
+static double half_to_double(uint16_t h)
+{
+    const int sign = h >> 15, e = (h >> 10) & 31, f = h & 1023;
+    double v;
+    if (e == 0) {
+        v = ldexp((double)f, -24);
+    } else if (e == 31) {
+        v = f ? NAN : INFINITY;
+    } else {
+        v = ldexp((double)(f + 1024), e - 25);
+    }
+    return sign ? -v : v;
+}
+
+static double bf16_to_double(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+static uint16_t rd16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+/* 6-bit scale (which = 0) or min (which = 1) of sub-block j from the 12 packed bytes:
+ * j < 4: low 6 bits of byte j (scale) / byte j + 4 (min); j >= 4: low / high nibble of byte
+ * j + 4, with the top two bits taken from bits 6..7 of byte j - 4 (scale) / byte j (min). */
+static int k4_field(const uint8_t *s, int j, int which)
+{
+    if (j < 4) {
+        return s[j + 4 * which] & 0x3F;
+    }
+    const int low4 = which ? (s[j + 4] >> 4) : (s[j + 4] & 0x0F);
+    const int high2 = (which ? s[j] : s[j - 4]) >> 6;
+    return low4 + 16 * high2;
+}
+
+int ref_dequantize(enum hs_type t, const void *vx, double *y, int64_t n)
+{
+    const uint8_t *x = vx;
+    switch (t) {
+    case HS_TYPE_F32:
+        for (int64_t i = 0; i < n; i++) {
+            float f;
+            memcpy(&f, x + 4 * i, 4);
+            y[i] = f;
+        }
+        return 0;
+    case HS_TYPE_F16:
+        for (int64_t i = 0; i < n; i++) {
+            y[i] = half_to_double(rd16(x + 2 * i));
+        }
+        return 0;
+    case HS_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            y[i] = bf16_to_double(rd16(x + 2 * i));
+        }
+        return 0;
+    case HS_TYPE_Q8_0: /* 34 bytes: half d, 32 x int8 */
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *blk = x + 34 * (i / 32);
+            y[i] = half_to_double(rd16(blk)) * (int8_t)blk[2 + i % 32];
+        }
+        return 0;
+    case HS_TYPE_Q4_0: /* 18 bytes: half d, 16 bytes; element j < 16 low nibble of byte j */
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *blk = x + 18 * (i / 32);
+            const int j = (int)(i % 32);
+            const int q = j < 16 ? (blk[2 + j] & 15) : (blk[2 + j - 16] >> 4);
+            y[i] = half_to_double(rd16(blk)) * (q - 8);
+        }
+        return 0;
+    case HS_TYPE_Q8_K: /* float d, 256 x int8, 16 x int16 */
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *blk = x + 292 * (i / 256);
+            float d;
+            memcpy(&d, blk, 4);
+            y[i] = (double)d * (int8_t)blk[4 + i % 256];
+        }
+        return 0;
+    case HS_TYPE_Q4_K:   /* 144 bytes: d, dmin, 12 scale bytes, 128 quant bytes */
+    case HS_TYPE_Q5_K: { /* 176 bytes: d, dmin, 12 scale bytes, 32 high-bit bytes, 128 */
+        const int five = t == HS_TYPE_Q5_K;
+        const int bsize = five ? 176 : 144;
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *blk = x + bsize * (i / 256);
+            const int e = (int)(i % 256), sub = e / 32, l = e % 32;
+            const uint8_t *qs = blk + 16 + (five ? 32 : 0);
+            /* Sub-blocks 2c and 2c + 1 share bytes 32c..32c+31: low then high nibbles. */
+            int q = (qs[32 * (sub / 2) + l] >> (4 * (sub % 2))) & 15;
+            if (five) {
+                q += 16 * ((blk[16 + l] >> sub) & 1);
+            }
+            const double d = half_to_double(rd16(blk)), dmin = half_to_double(rd16(blk + 2));
+            y[i] = d * k4_field(blk + 4, sub, 0) * q - dmin * k4_field(blk + 4, sub, 1);
+        }
+        return 0;
+    }
+    case HS_TYPE_Q6_K: /* 210 bytes: ql[128], qh[64], int8 scales[16], half d */
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *blk = x + 210 * (i / 256);
+            const int e = (int)(i % 256), half = e / 128, r = e % 128, l = r % 32;
+            const int quarter = r / 32; /* 0: ql low (l), 1: ql low (l+32), 2: high, 3: high */
+            const uint8_t qlb = blk[64 * half + l + (quarter % 2 ? 32 : 0)];
+            const int lo = quarter < 2 ? (qlb & 15) : (qlb >> 4);
+            const int hi = (blk[128 + 32 * half + l] >> (2 * quarter)) & 3;
+            const int scale = (int8_t)blk[192 + e / 16];
+            y[i] = half_to_double(rd16(blk + 208)) * scale * ((lo + 16 * hi) - 32);
+        }
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* IEEE half of a float, round to nearest even, by the definition (normal and subnormal). */
+static uint16_t float_to_half(float f)
+{
+    const double v = f;
+    uint16_t sign = signbit(f) ? 0x8000 : 0;
+    double a = fabs(v);
+    if (a == 0) {
+        return sign;
+    }
+    int e;
+    frexp(a, &e); /* a = m * 2^e, m in [0.5, 1) */
+    int exp = e - 1 + 15;
+    if (exp <= 0) { /* subnormal: units of 2^-24 */
+        const double q = nearbyint(a * 16777216.0);
+        return (uint16_t)(sign | (uint16_t)q);
+    }
+    double m = nearbyint(ldexp(a, 10 - (e - 1))); /* 1024..2048 */
+    if (m >= 2048) {
+        m /= 2;
+        exp++;
+    }
+    if (exp >= 31) {
+        return (uint16_t)(sign | 0x7C00);
+    }
+    return (uint16_t)(sign | (exp << 10) | ((int)m - 1024));
+}
+
+void ref_quantize_q8_0(const float *x, void *vy, int64_t n)
+{
+    uint8_t *y = vy;
+    for (int64_t b = 0; b < n / 32; b++) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) {
+            if (fabsf(x[32 * b + j]) > amax) {
+                amax = fabsf(x[32 * b + j]);
+            }
+        }
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const uint16_t dh = float_to_half(d);
+        uint8_t *blk = y + 34 * b;
+        blk[0] = (uint8_t)(dh & 0xFF);
+        blk[1] = (uint8_t)(dh >> 8);
+        for (int j = 0; j < 32; j++) {
+            const float v = x[32 * b + j] * id;
+            /* Half away from zero. */
+            const double r = v < 0 ? -floor(-(double)v + 0.5) : floor((double)v + 0.5);
+            blk[2 + j] = (uint8_t)(int8_t)r;
+        }
+    }
+}
+
+void ref_quantize_q8_k(const float *x, void *vy, int64_t n)
+{
+    uint8_t *y = vy;
+    for (int64_t b = 0; b < n / 256; b++) {
+        const float *xb = x + 256 * b;
+        uint8_t *blk = y + 292 * b;
+        memset(blk, 0, 292);
+        float amax = 0, max = 0;
+        for (int j = 0; j < 256; j++) {
+            if (fabsf(xb[j]) > amax) {
+                amax = fabsf(xb[j]);
+                max = xb[j];
+            }
+        }
+        if (amax == 0) {
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        int16_t bsums[16] = {0};
+        for (int j = 0; j < 256; j++) {
+            const float v = iscale * xb[j];
+            /* Half to even (the default rounding mode). */
+            double r = nearbyint((double)v);
+            if (r > 127) {
+                r = 127;
+            }
+            blk[4 + j] = (uint8_t)(int8_t)r;
+            bsums[j / 16] = (int16_t)(bsums[j / 16] + (int)r);
+        }
+        const float d = 1.0f / iscale;
+        memcpy(blk, &d, 4);
+        memcpy(blk + 260, bsums, sizeof(bsums));
+    }
+}

@@ -1,0 +1,20 @@
+/* Naive references for the weight-type kernels, written from the GGUF block layouts alone and
+ * computed in double: tests compare the kernels against these, never against themselves. */
+#ifndef HS_TESTS_REF_REF_QUANTS_H
+#define HS_TESTS_REF_REF_QUANTS_H
+
+#include <stdint.h>
+
+#include "common/dtype.h"
+
+/* Element values of a row of n elements of type t (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K,
+ * Q6_K, Q8_K) as doubles. Returns 0, or -1 for a type it does not know. */
+int ref_dequantize(enum hs_type t, const void *x, double *y, int64_t n);
+
+/* ggml's reference activation quantizers, element by element: Q8_0 (d = amax / 127 in float,
+ * q = roundf(x * (1 / d))) and Q8_K (iscale = -127 / (first signed value of largest magnitude),
+ * q = min(127, round-half-even(iscale * x)), d = 1 / iscale, bsums of 16). */
+void ref_quantize_q8_0(const float *x, void *y, int64_t n);
+void ref_quantize_q8_k(const float *x, void *y, int64_t n);
+
+#endif
