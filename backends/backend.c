@@ -80,12 +80,12 @@ void hs_backend_destroy(struct hs_backend *be)
 
 const char *hs_backend_name(const struct hs_backend *be)
 {
-    return be->iface->name;
+    return be ? be->iface->name : "none";
 }
 
 int32_t hs_backend_n_threads(const struct hs_backend *be)
 {
-    return be->n_threads;
+    return be ? be->n_threads : 0;
 }
 
 bool hs_backend_supports(struct hs_backend *be, enum hs_op op, enum hs_type t)
@@ -131,12 +131,21 @@ hs_status hs_backend_synchronize(struct hs_backend *be)
 
 void hs_backend_get_stats(const struct hs_backend *be, struct hs_backend_stats *out)
 {
+    if (!out) {
+        return;
+    }
+    if (!be) {
+        memset(out, 0, sizeof(*out));
+        return;
+    }
     *out = be->stats;
 }
 
 void hs_backend_reset_stats(struct hs_backend *be)
 {
-    memset(&be->stats, 0, sizeof(be->stats));
+    if (be) {
+        memset(&be->stats, 0, sizeof(be->stats));
+    }
 }
 
 /* ---- tensors ---- */
@@ -238,8 +247,9 @@ static bool hs__t_ok(const struct hs_tensor *t, enum hs_type type)
     if (!tr->name || tr->blck_size <= 0 || t->nb[0] != tr->type_size) {
         return false;
     }
+    int64_t n = 1;
     for (int i = 0; i < 4; i++) {
-        if (t->ne[i] < 1 || t->ne[i] > INT32_MAX) {
+        if (t->ne[i] < 1 || t->ne[i] > INT32_MAX || __builtin_mul_overflow(n, t->ne[i], &n)) {
             return false;
         }
     }
@@ -289,7 +299,8 @@ static bool hs__same_shape(const struct hs_tensor *a, const struct hs_tensor *b)
 
 static bool hs__weight_ok(const struct hs_tensor *w)
 {
-    if (!w || !hs_type_is_known((uint32_t)w->type) || !hs_type_traits(w->type)->supported) {
+    /* Known but unsupported types pass here: supports_op turns them into HS_E_NOTSUP. */
+    if (!w || !hs_type_is_known((uint32_t)w->type)) {
         return false;
     }
     return hs__t_ok(w, w->type) && w->ne[2] == 1 && w->ne[3] == 1 &&
@@ -357,7 +368,8 @@ hs_status hs_backend_rms_norm(struct hs_backend *be, const struct hs_tensor *x,
         !hs__same_shape(x, y) || !(eps >= 0.0f) || !isfinite(eps)) {
         return HS_E_INVAL;
     }
-    if (w && (!hs__rows_ok(w, HS_TYPE_F32) || hs_tensor_nelements(w) != x->ne[0])) {
+    if (w && (!hs__rows_ok(w, HS_TYPE_F32) || !hs_tensor_is_contiguous(w) ||
+              hs_tensor_nelements(w) != x->ne[0])) {
         return HS_E_INVAL;
     }
     if (!be->iface->rms_norm || !be->iface->supports_op(be, HS_OP_RMS_NORM, HS_TYPE_F32)) {

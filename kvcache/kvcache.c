@@ -10,36 +10,36 @@
 struct hs_kv_pool {
     int32_t n_blocks;
     int32_t block_size;
-    int32_t n_seqs;         /* live sequences, checked at destroy */
+    int32_t n_seqs; /* live sequences, checked at destroy */
 
-    int32_t *refcount;      /* [n_blocks] sequences holding the block */
-    bool *hashed;           /* [n_blocks] full block whose hash/parent_hash are valid */
-    bool *in_table;         /* [n_blocks] hashed block registered in the hash table */
-    uint64_t *hash;         /* [n_blocks] H(parent_hash, tokens of the block) */
-    uint64_t *parent_hash;  /* [n_blocks] hash of the previous block in its sequence */
-    hs_token *tokens;       /* [n_blocks * block_size] token id recorded per slot */
+    int32_t *refcount;     /* [n_blocks] sequences holding the block */
+    bool *hashed;          /* [n_blocks] full block whose hash/parent_hash are valid */
+    bool *in_table;        /* [n_blocks] hashed block registered in the hash table */
+    uint64_t *hash;        /* [n_blocks] H(parent_hash, tokens of the block) */
+    uint64_t *parent_hash; /* [n_blocks] hash of the previous block in its sequence */
+    hs_token *tokens;      /* [n_blocks * block_size] token id recorded per slot */
 
-    int32_t *free_stack;    /* [n_blocks] free block ids; top is the next to hand out */
+    int32_t *free_stack; /* [n_blocks] free block ids; top is the next to hand out */
     int32_t n_free;
 
-    int32_t *lru_prev;      /* [n_blocks] cached blocks, head = oldest */
-    int32_t *lru_next;      /* [n_blocks] */
+    int32_t *lru_prev; /* [n_blocks] cached blocks, head = oldest */
+    int32_t *lru_next; /* [n_blocks] */
     int32_t lru_head;
     int32_t lru_tail;
     int32_t n_cached;
 
     int32_t n_used;
 
-    int32_t *buckets;       /* [bucket_mask + 1] first block of each hash chain, -1 if none */
-    int32_t *bucket_next;   /* [n_blocks] next block in the same bucket */
+    int32_t *buckets;     /* [bucket_mask + 1] first block of each hash chain, -1 if none */
+    int32_t *bucket_next; /* [n_blocks] next block in the same bucket */
     uint64_t bucket_mask;
 };
 
 struct hs_kv_seq {
-    int32_t *blocks;        /* owns, [pool n_blocks]; the first n_blocks are valid */
+    int32_t *blocks; /* owns, [pool n_blocks]; the first n_blocks are valid */
     int32_t n_blocks;
-    int32_t n_tokens;       /* committed positions */
-    int32_t n_ids;          /* leading positions whose token ids are recorded (<= n_tokens) */
+    int32_t n_tokens; /* committed positions */
+    int32_t n_ids;    /* leading positions whose token ids are recorded (<= n_tokens) */
     int32_t block_size;
 };
 
@@ -203,9 +203,9 @@ hs_status hs_kv_pool_create(int32_t n_blocks, int32_t block_size, struct hs_kv_p
     pool->lru_next = malloc(nb * sizeof(*pool->lru_next));
     pool->buckets = malloc(n_buckets * sizeof(*pool->buckets));
     pool->bucket_next = malloc(nb * sizeof(*pool->bucket_next));
-    if (!pool->refcount || !pool->hashed || !pool->in_table || !pool->hash ||
-        !pool->parent_hash || !pool->tokens || !pool->free_stack || !pool->lru_prev ||
-        !pool->lru_next || !pool->buckets || !pool->bucket_next) {
+    if (!pool->refcount || !pool->hashed || !pool->in_table || !pool->hash || !pool->parent_hash ||
+        !pool->tokens || !pool->free_stack || !pool->lru_prev || !pool->lru_next ||
+        !pool->buckets || !pool->bucket_next) {
         goto fail;
     }
     pool->bucket_mask = (uint64_t)n_buckets - 1;

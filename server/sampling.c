@@ -18,17 +18,18 @@ struct hs__cand {
 };
 
 struct hs_sampler {
-    struct hs_sampling_params p;   /* p.logit_bias points at bias */
-    struct hs_logit_bias *bias;    /* owns, [p.n_logit_bias] */
+    struct hs_sampling_params p; /* p.logit_bias points at bias */
+    struct hs_logit_bias *bias;  /* owns, [p.n_logit_bias] */
     int32_t n_vocab;
     struct hs_rng rng;
     bool penalties_on;
-    int32_t *counts;               /* owns, [n_vocab] occurrences inside the window */
-    hs_token *ring;                /* owns, [p.penalty_last_n] when > 0: the window */
-    int32_t ring_head;             /* oldest entry */
+    int32_t *counts;   /* owns, [n_vocab] occurrences inside the window */
+    hs_token *ring;    /* owns, [p.penalty_last_n] when > 0: the window */
+    int32_t ring_head; /* oldest entry */
     int32_t ring_len;
-    struct hs__cand *cand;         /* owns, [n_vocab] */
-    struct hs__cand *tmp;          /* owns, [n_vocab] */
+    struct hs__cand *cand; /* owns, [n_vocab] */
+    struct hs__cand *tmp;  /* owns, [n_vocab] */
+    double *w;             /* owns, [n_vocab] softmax weights of the candidates */
 };
 
 struct hs_sampling_params hs_sampling_default_params(void)
@@ -63,12 +64,10 @@ hs_status hs_sampling_params_check(const struct hs_sampling_params *p, int32_t n
                             (double)p->temperature);
     }
     if (!(p->top_p > 0.0f && p->top_p <= 1.0f)) {
-        return hs_error_set(err, HS_E_INVAL, "top_p must be in (0, 1], got %g",
-                            (double)p->top_p);
+        return hs_error_set(err, HS_E_INVAL, "top_p must be in (0, 1], got %g", (double)p->top_p);
     }
     if (!(p->min_p >= 0.0f && p->min_p <= 1.0f)) {
-        return hs_error_set(err, HS_E_INVAL, "min_p must be in [0, 1], got %g",
-                            (double)p->min_p);
+        return hs_error_set(err, HS_E_INVAL, "min_p must be in [0, 1], got %g", (double)p->min_p);
     }
     if (!(p->repetition_penalty > 0.0f) || !isfinite(p->repetition_penalty)) {
         return hs_error_set(err, HS_E_INVAL, "repetition_penalty must be finite and > 0, got %g",
@@ -101,8 +100,9 @@ hs_status hs_sampling_params_check(const struct hs_sampling_params *p, int32_t n
                                 (int)i, (int)n_vocab, (int)b->token);
         }
         if (!isfinite(b->bias) && !(isinf(b->bias) && b->bias < 0.0f)) {
-            return hs_error_set(err, HS_E_INVAL, "logit_bias[%d].bias must be finite or -inf, got %g",
-                                (int)i, (double)b->bias);
+            return hs_error_set(err, HS_E_INVAL,
+                                "logit_bias[%d].bias must be finite or -inf, got %g", (int)i,
+                                (double)b->bias);
         }
     }
     return HS_OK;
@@ -130,13 +130,14 @@ hs_status hs_sampler_create(const struct hs_sampling_params *p, int32_t n_vocab,
         memcpy(s->bias, p->logit_bias, (size_t)p->n_logit_bias * sizeof(*s->bias));
     }
     s->p.logit_bias = s->bias;
-    s->penalties_on = p->penalty_last_n != 0 &&
-                      (p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f ||
-                       p->frequency_penalty != 0.0f);
+    s->penalties_on =
+        p->penalty_last_n != 0 && (p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f ||
+                                   p->frequency_penalty != 0.0f);
     s->counts = calloc((size_t)n_vocab, sizeof(*s->counts));
     s->cand = malloc((size_t)n_vocab * sizeof(*s->cand));
     s->tmp = malloc((size_t)n_vocab * sizeof(*s->tmp));
-    if (!s->counts || !s->cand || !s->tmp) {
+    s->w = malloc((size_t)n_vocab * sizeof(*s->w));
+    if (!s->counts || !s->cand || !s->tmp || !s->w) {
         goto fail;
     }
     if (p->penalty_last_n > 0) {
@@ -164,6 +165,7 @@ void hs_sampler_destroy(struct hs_sampler *s)
     free(s->ring);
     free(s->cand);
     free(s->tmp);
+    free(s->w);
     free(s);
 }
 
@@ -218,29 +220,6 @@ static void heap_sift_down_worst(struct hs__cand *h, int32_t n, int32_t i)
     }
 }
 
-/* Max-heap by cand_better (root is the best). */
-static void heap_sift_down_best(struct hs__cand *h, int32_t n, int32_t i)
-{
-    for (;;) {
-        int32_t l = 2 * i + 1;
-        int32_t r = l + 1;
-        int32_t b = i;
-        if (l < n && cand_better(&h[l], &h[b])) {
-            b = l;
-        }
-        if (r < n && cand_better(&h[r], &h[b])) {
-            b = r;
-        }
-        if (b == i) {
-            return;
-        }
-        struct hs__cand t = h[i];
-        h[i] = h[b];
-        h[b] = t;
-        i = b;
-    }
-}
-
 /* Writes the best k of c[0..n) to out[0..k), best first. O(n log k). */
 static void select_top_k(const struct hs__cand *c, int32_t n, int32_t k, struct hs__cand *out)
 {
@@ -265,64 +244,86 @@ static void select_top_k(const struct hs__cand *c, int32_t n, int32_t k, struct 
 
 /* ---- the chain ---- */
 
-static int32_t apply_top_p(struct hs_sampler *s, int32_t n, bool *sorted)
+static float cand_max_logit(const struct hs__cand *c, int32_t n)
+{
+    float max = c[0].logit;
+    for (int32_t i = 1; i < n; i++) {
+        max = c[i].logit > max ? c[i].logit : max;
+    }
+    return max;
+}
+
+static void swap_cand(struct hs__cand *c, double *w, int32_t i, int32_t j)
+{
+    struct hs__cand tc = c[i];
+    c[i] = c[j];
+    c[j] = tc;
+    double tw = w[i];
+    w[i] = w[j];
+    w[j] = tw;
+}
+
+/* Keeps the smallest best-first prefix whose probability reaches top_p. Sorted input is scanned;
+ * otherwise a quickselect on probability mass finds the cut in expected O(n) without ordering
+ * the kept tokens (later steps do not need an order). */
+static int32_t apply_top_p(struct hs_sampler *s, int32_t n, bool sorted)
 {
     struct hs__cand *c = s->cand;
+    double *w = s->w;
     double p = (double)s->p.top_p;
-    double max;
-    if (*sorted) {
-        max = (double)c[0].logit;
-    } else {
-        max = -INFINITY;
-        for (int32_t i = 0; i < n; i++) {
-            max = fmax(max, (double)c[i].logit);
-        }
-    }
+    double max = (double)(sorted ? c[0].logit : cand_max_logit(c, n));
     double sum = 0.0;
     for (int32_t i = 0; i < n; i++) {
-        sum += exp((double)c[i].logit - max);
+        w[i] = exp((double)c[i].logit - max);
+        sum += w[i];
     }
-    double cum = 0.0;
-    if (*sorted) {
+    if (sorted) {
+        double cum = 0.0;
         for (int32_t i = 0; i < n; i++) {
-            cum += exp((double)c[i].logit - max) / sum;
+            cum += w[i] / sum;
             if (cum >= p) {
                 return i + 1;
             }
         }
         return n;
     }
-    /* Unsorted: pop candidates best first from a max-heap until the mass reaches p, so only
-     * the kept prefix is ever ordered. */
-    for (int32_t i = n / 2 - 1; i >= 0; i--) {
-        heap_sift_down_best(c, n, i);
-    }
-    int32_t m = n;
-    int32_t kept = 0;
-    while (m > 0) {
-        struct hs__cand best = c[0];
-        s->tmp[kept++] = best;
-        c[0] = c[--m];
-        heap_sift_down_best(c, m, 0);
-        cum += exp((double)best.logit - max) / sum;
-        if (cum >= p) {
-            break;
+    /* Invariant: [0, lo) all belong to the kept prefix and hold probability `above`; the cut
+     * lies in [lo, hi). */
+    int32_t lo = 0;
+    int32_t hi = n;
+    double above = 0.0;
+    uint64_t pick = 0x9e3779b97f4a7c15u;
+    while (lo < hi) {
+        pick = pick * 6364136223846793005u + 1442695040888963407u; /* deterministic pivots */
+        int32_t piv = lo + (int32_t)((pick >> 33) % (uint64_t)(hi - lo));
+        swap_cand(c, w, piv, hi - 1);
+        struct hs__cand pc = c[hi - 1];
+        int32_t m = lo;
+        double mass = 0.0;
+        for (int32_t i = lo; i < hi - 1; i++) {
+            if (cand_better(&c[i], &pc)) {
+                mass += w[i] / sum;
+                swap_cand(c, w, i, m);
+                m++;
+            }
+        }
+        swap_cand(c, w, m, hi - 1); /* pivot at m: [lo, m) better, (m, hi) worse */
+        if (above + mass >= p) {
+            hi = m;
+        } else if (above + mass + w[m] / sum >= p) {
+            return m + 1;
+        } else {
+            above += mass + w[m] / sum;
+            lo = m + 1;
         }
     }
-    memcpy(c, s->tmp, (size_t)kept * sizeof(*c));
-    *sorted = true;
-    return kept;
+    return lo > 0 ? lo : 1; /* p never reached (rounding): everything before lo */
 }
 
 static int32_t apply_min_p(struct hs_sampler *s, int32_t n, bool sorted)
 {
     struct hs__cand *c = s->cand;
-    double max = (double)c[0].logit;
-    if (!sorted) {
-        for (int32_t i = 1; i < n; i++) {
-            max = fmax(max, (double)c[i].logit);
-        }
-    }
+    double max = (double)(sorted ? c[0].logit : cand_max_logit(c, n));
     /* p_i >= min_p * p_max  <=>  logit_i - max >= log(min_p). */
     double thr = log((double)s->p.min_p);
     int32_t m = 0;
@@ -334,35 +335,34 @@ static int32_t apply_min_p(struct hs_sampler *s, int32_t n, bool sorted)
     return m;
 }
 
-/* Softmax weight of a candidate at the sampler's temperature, relative to the best. */
-static double cand_weight(const struct hs__cand *c, double max, double inv_t)
+/* Fills s->w with the candidates' softmax weights at the sampler's temperature (relative to the
+ * best) and returns their sum. */
+static double cand_weights(struct hs_sampler *s, int32_t n)
 {
-    return exp(((double)c->logit - max) * inv_t);
+    const struct hs__cand *c = s->cand;
+    double inv_t = s->p.temperature > 0.0f ? 1.0 / (double)s->p.temperature : 1.0;
+    double max = (double)cand_max_logit(c, n);
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        s->w[i] = exp(((double)c[i].logit - max) * inv_t);
+        sum += s->w[i];
+    }
+    return sum;
 }
 
 static hs_token draw(struct hs_sampler *s, int32_t n)
 {
-    const struct hs__cand *c = s->cand;
-    double inv_t = 1.0 / (double)s->p.temperature;
-    double max = -INFINITY;
-    for (int32_t i = 0; i < n; i++) {
-        max = fmax(max, (double)c[i].logit);
-    }
-    double sum = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        sum += cand_weight(&c[i], max, inv_t);
-    }
+    double sum = cand_weights(s, n);
     double u = hs_rng_uniform(&s->rng) * sum;
     double cum = 0.0;
-    hs_token last = c[0].id;
+    hs_token last = s->cand[0].id;
     for (int32_t i = 0; i < n; i++) {
-        double w = cand_weight(&c[i], max, inv_t);
-        if (w > 0.0) {
-            last = c[i].id;
+        if (s->w[i] > 0.0) {
+            last = s->cand[i].id;
         }
-        cum += w;
+        cum += s->w[i];
         if (u < cum) {
-            return c[i].id;
+            return s->cand[i].id;
         }
     }
     return last; /* u rounded past the total: the last token with mass */
@@ -374,9 +374,11 @@ static int32_t run_chain(struct hs_sampler *s, const float *logits)
 {
     struct hs__cand *c = s->cand;
     int32_t nv = s->n_vocab;
-    for (int32_t i = 0; i < nv; i++) {
-        c[i].id = i;
-        c[i].logit = logits[i];
+    bool modified = s->p.n_logit_bias > 0 || s->penalties_on;
+    if (modified) {
+        for (int32_t i = 0; i < nv; i++) {
+            c[i].logit = logits[i];
+        }
     }
     for (int32_t i = 0; i < s->p.n_logit_bias; i++) {
         c[s->bias[i].token].logit += s->bias[i].bias;
@@ -396,14 +398,16 @@ static int32_t run_chain(struct hs_sampler *s, const float *logits)
             c[i].logit = l;
         }
     }
-    /* Drop banned tokens (-inf, or NaN from the model); clamp +inf so exp stays finite. */
+    /* Drop banned tokens (-inf, or NaN from the model); clamp +inf so exp stays finite. When
+     * nothing modified the logits they are read straight from the input (one pass); in place,
+     * entry n <= i is written only after entry i was read. */
     int32_t n = 0;
     for (int32_t i = 0; i < nv; i++) {
-        float l = c[i].logit;
-        if (isnan(l) || (isinf(l) && l < 0.0f)) {
+        float l = modified ? c[i].logit : logits[i];
+        if (!(l > -INFINITY)) {
             continue;
         }
-        c[n].id = c[i].id;
+        c[n].id = i;
         c[n].logit = l > FLT_MAX ? FLT_MAX : l;
         n++;
     }
@@ -428,7 +432,7 @@ static int32_t run_chain(struct hs_sampler *s, const float *logits)
         sorted = true;
     }
     if (s->p.top_p < 1.0f && n > 1) {
-        n = apply_top_p(s, n, &sorted);
+        n = apply_top_p(s, n, sorted);
     }
     if (s->p.min_p > 0.0f && n > 1) {
         n = apply_min_p(s, n, sorted);
@@ -452,25 +456,16 @@ int32_t hs__sampler_candidates(struct hs_sampler *s, const float *logits, hs_tok
                                float *cand_logits, double *probs)
 {
     int32_t n = run_chain(s, logits);
-    const struct hs__cand *c = s->cand;
-    double inv_t = s->p.temperature > 0.0f ? 1.0 / (double)s->p.temperature : 1.0;
-    double max = -INFINITY;
-    double sum = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        max = fmax(max, (double)c[i].logit);
-    }
-    for (int32_t i = 0; i < n; i++) {
-        sum += cand_weight(&c[i], max, inv_t);
-    }
+    double sum = n > 0 ? cand_weights(s, n) : 1.0;
     for (int32_t i = 0; i < n; i++) {
         if (ids) {
-            ids[i] = c[i].id;
+            ids[i] = s->cand[i].id;
         }
         if (cand_logits) {
-            cand_logits[i] = c[i].logit;
+            cand_logits[i] = s->cand[i].logit;
         }
         if (probs) {
-            probs[i] = cand_weight(&c[i], max, inv_t) / sum;
+            probs[i] = s->w[i] / sum;
         }
     }
     return n;
@@ -524,8 +519,8 @@ int32_t hs_logprobs_top_k(const float *logits, int32_t n_vocab, int32_t k, hs_to
 {
     double max = -INFINITY;
     for (int32_t i = 0; i < n_vocab; i++) {
-        if (!isnan(logits[i])) {
-            max = fmax(max, (double)logits[i]);
+        if ((double)logits[i] > max) { /* false for NaN */
+            max = (double)logits[i];
         }
     }
     double lse = max; /* +-inf stays as is */

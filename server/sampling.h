@@ -31,7 +31,8 @@ struct hs_sampling_params {
     int32_t n_logit_bias;
 };
 
-/* llama.cpp's defaults. */
+/* llama.cpp's defaults (temperature 0.8, top_k 40, top_p 0.95, min_p 0.05, penalties off,
+ * penalty_last_n 64), with a fixed seed 0xFFFFFFFF where llama.cpp would pick a random one. */
 struct hs_sampling_params hs_sampling_default_params(void);
 
 /* Validates ranges (temperature >= 0, top_p in (0,1], min_p in [0,1], penalties finite,

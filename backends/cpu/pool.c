@@ -1,10 +1,10 @@
 /* Thread pool: generation counter + spin-then-futex wait; see pool.h. */
 #include "backends/cpu/pool.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -265,7 +265,11 @@ void hs__pool_run(struct hs_pool *pool, hs_pool_fn fn, void *ctx)
     atomic_store_explicit(&pool->n_pending, nth - 1, memory_order_relaxed);
     hs__pool_kick(pool); /* seq_cst: orders fn/ctx/n_pending before the new gen */
     fn(ctx, 0, nth);
-    while (atomic_load_explicit(&pool->n_pending, memory_order_acquire) > 0) {
+    /* Spin; yield now and then so an oversubscribed machine can run the workers we wait on. */
+    for (unsigned i = 1; atomic_load_explicit(&pool->n_pending, memory_order_acquire) > 0; i++) {
         HS__CPU_RELAX();
+        if ((i & 1023) == 0) {
+            sched_yield();
+        }
     }
 }

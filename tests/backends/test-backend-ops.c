@@ -87,7 +87,7 @@ static double matmul_tol(enum hs_type t)
     case HS_TYPE_BF16:
         return 1e-2;
     default:
-        return 2e-2;
+        return 1e-2;
     }
 }
 
@@ -585,8 +585,10 @@ Test(backend_ops, bad_shapes_are_rejected_and_outputs_untouched)
         cr_assert_eq(hs_backend_matmul(be, NULL, &tx, &ty), HS_E_INVAL);
         cr_assert_eq(hs_backend_matmul(be, &w.t, &tx, NULL), HS_E_INVAL);
         struct hs_tensor wbad = w.t;
-        wbad.type = HS_TYPE_Q2_K; /* known, not supported */
-        cr_assert_eq(hs_backend_matmul(be, &wbad, &tx, &ty), HS_E_INVAL);
+        wbad.type = HS_TYPE_Q2_K; /* known, well-formed (256 wide), not supported */
+        wbad.nb[0] = hs_type_traits(HS_TYPE_Q2_K)->type_size;
+        wbad.nb[1] = hs_type_row_size(HS_TYPE_Q2_K, 256);
+        cr_assert_eq(hs_backend_matmul(be, &wbad, &tx, &ty), HS_E_NOTSUP);
         wbad = w.t;
         wbad.type = (enum hs_type)5; /* a hole in the id space */
         cr_assert_eq(hs_backend_matmul(be, &wbad, &tx, &ty), HS_E_INVAL);

@@ -24,12 +24,12 @@ static struct hs_kv_seq *make_seq(struct hs_kv_pool *pool)
 static void check_counts(const struct hs_kv_pool *pool, int32_t n_free, int32_t n_cached,
                          int32_t n_used)
 {
-    cr_assert_eq(hs_kv_pool_n_free(pool), n_free, "n_free %d, expected %d",
-                 hs_kv_pool_n_free(pool), n_free);
+    cr_assert_eq(hs_kv_pool_n_free(pool), n_free, "n_free %d, expected %d", hs_kv_pool_n_free(pool),
+                 n_free);
     cr_assert_eq(hs_kv_pool_n_cached(pool), n_cached, "n_cached %d, expected %d",
                  hs_kv_pool_n_cached(pool), n_cached);
-    cr_assert_eq(hs_kv_pool_n_used(pool), n_used, "n_used %d, expected %d",
-                 hs_kv_pool_n_used(pool), n_used);
+    cr_assert_eq(hs_kv_pool_n_used(pool), n_used, "n_used %d, expected %d", hs_kv_pool_n_used(pool),
+                 n_used);
 }
 
 /* reserve + append in one go */
@@ -219,8 +219,8 @@ Test(kvcache, evicts_lru_block_when_full)
     hs_token p2[5] = {6, 7, 8, 9, 10};
     struct hs_kv_seq *x = make_seq(pool);
     struct hs_kv_seq *y = make_seq(pool);
-    feed(pool, x, p1, 5); /* blocks 0, 1 full, 2 partial */
-    feed(pool, y, p2, 5); /* blocks 3, 4 full, 5 partial */
+    feed(pool, x, p1, 5);       /* blocks 0, 1 full, 2 partial */
+    feed(pool, y, p2, 5);       /* blocks 3, 4 full, 5 partial */
     hs_kv_seq_destroy(pool, x); /* LRU: 1, 0 (tail of the prefix first) */
     hs_kv_seq_destroy(pool, y); /* LRU: 1, 0, 4, 3 */
     check_counts(pool, 2, 4, 0);
@@ -235,7 +235,7 @@ Test(kvcache, evicts_lru_block_when_full)
     int32_t n_cached = -1;
     struct hs_kv_seq *m = make_seq(pool);
     cr_assert_eq(hs_kv_seq_match_prefix(pool, m, p1, 5, &n_cached), HS_OK);
-    cr_assert_eq(n_cached, 2); /* block 0 survived, block 1 is gone */
+    cr_assert_eq(n_cached, 2);  /* block 0 survived, block 1 is gone */
     hs_kv_seq_destroy(pool, m); /* LRU: 4, 3, 0 */
 
     cr_assert_eq(hs_kv_seq_reserve(pool, z, 8), HS_OK); /* evicts block 4 */
@@ -243,7 +243,7 @@ Test(kvcache, evicts_lru_block_when_full)
     m = make_seq(pool);
     cr_assert_eq(hs_kv_seq_match_prefix(pool, m, p2, 5, &n_cached), HS_OK);
     cr_assert_eq(n_cached, 2);
-    hs_kv_seq_destroy(pool, m); /* LRU: 0, 3 */
+    hs_kv_seq_destroy(pool, m);                          /* LRU: 0, 3 */
     cr_assert_eq(hs_kv_seq_reserve(pool, z, 10), HS_OK); /* evicts block 0 */
     cr_assert_eq(hs_kv_seq_block_table(z)[4], 0);
     m = make_seq(pool);
@@ -323,11 +323,36 @@ Test(kvcache, truncate_into_shared_block_copies_on_write)
     hs_kv_pool_destroy(pool);
 }
 
+Test(kvcache, unknown_ids_stop_hashing_until_rolled_back)
+{
+    struct hs_kv_pool *pool = make_pool(8, 2);
+    hs_token t[7] = {1, 2, 3, 4, 5, 6, 7};
+    struct hs_kv_seq *a = make_seq(pool);
+    feed(pool, a, t, 2);     /* block 0 hashed */
+    feed(pool, a, NULL, 2);  /* block 1 full, ids unknown */
+    feed(pool, a, t + 4, 2); /* block 2: no hash either (chain broken) */
+    int32_t n_cached;
+    struct hs_kv_seq *b = make_seq(pool);
+    cr_assert_eq(hs_kv_seq_match_prefix(pool, b, t, 7, &n_cached), HS_OK);
+    cr_assert_eq(n_cached, 2);
+    hs_kv_seq_destroy(pool, b);
+    /* rolling back before the gap makes the sequence hashable again */
+    struct hs_kv_block_copy cp;
+    cr_assert_eq(hs_kv_seq_truncate(pool, a, 2, &cp), HS_OK);
+    feed(pool, a, t + 2, 4);
+    b = make_seq(pool);
+    cr_assert_eq(hs_kv_seq_match_prefix(pool, b, t, 7, &n_cached), HS_OK);
+    cr_assert_eq(n_cached, 6);
+    hs_kv_seq_destroy(pool, b);
+    hs_kv_seq_destroy(pool, a);
+    hs_kv_pool_destroy(pool);
+}
+
 /* ---- randomized run against a model ---- */
 
 #define ST_BLOCKS 24
-#define ST_BS 4
-#define ST_SEQS 5
+#define ST_BS     4
+#define ST_SEQS   5
 #define ST_MAXTOK (ST_BLOCKS * ST_BS)
 
 struct model_seq {
@@ -360,8 +385,8 @@ static void check_model(struct hs_kv_pool *pool, struct model_seq *ms)
         int32_t slots[ST_MAXTOK];
         cr_assert_eq(hs_kv_seq_slots(ms[s].seq, 0, ms[s].n, slots), HS_OK);
         for (int32_t p = 0; p < ms[s].n; p++) {
-            cr_assert_eq(kv[slots[p]], ms[s].tokens[p], "seq %d pos %d: slot holds %d, want %d",
-                         s, p, kv[slots[p]], ms[s].tokens[p]);
+            cr_assert_eq(kv[slots[p]], ms[s].tokens[p], "seq %d pos %d: slot holds %d, want %d", s,
+                         p, kv[slots[p]], ms[s].tokens[p]);
         }
     }
     int32_t used = 0;
@@ -429,8 +454,7 @@ Test(kvcache, randomized_against_model)
             } else {
                 cr_assert_eq(st, HS_OK);
                 model_write(m, stem + n_cached, rest);
-                cr_assert_eq(hs_kv_seq_append_tokens(pool, m->seq, stem + n_cached, rest),
-                             HS_OK);
+                cr_assert_eq(hs_kv_seq_append_tokens(pool, m->seq, stem + n_cached, rest), HS_OK);
             }
         } else if (op < 5) { /* generate a few tokens (ids sometimes unknown) */
             int32_t k = 1 + (int32_t)(hs_rng_next(&rng) % 6);

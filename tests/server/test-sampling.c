@@ -126,6 +126,14 @@ static void random_logits(struct hs_rng *rng, float *l, int n, double scale)
     }
 }
 
+/* Logits on a coarse grid, so that many tokens tie and every cut falls inside a tie group. */
+static void tied_logits(struct hs_rng *rng, float *l, int n)
+{
+    for (int i = 0; i < n; i++) {
+        l[i] = (float)floor(2.0 * hs_rng_normal(rng)) * 0.5f;
+    }
+}
+
 static struct hs_sampling_params plain_params(void)
 {
     struct hs_sampling_params p = hs_sampling_default_params();
@@ -181,10 +189,10 @@ static void check_chain(const struct hs_sampling_params *p, const float *logits,
     }
     qsort(pairs, (size_t)n, sizeof(*pairs), cmp_pair_id);
     for (int i = 0; i < n; i++) {
-        cr_assert_eq(pairs[i].id, ref_ids[i], "candidate %d: id %d vs reference %d", i,
-                     pairs[i].id, ref_ids[i]);
-        cr_assert(fabs(pairs[i].p - ref_p[i]) < 1e-5, "token %d: p %g vs reference %g",
-                  ref_ids[i], pairs[i].p, ref_p[i]);
+        cr_assert_eq(pairs[i].id, ref_ids[i], "candidate %d: id %d vs reference %d", i, pairs[i].id,
+                     ref_ids[i]);
+        cr_assert(fabs(pairs[i].p - ref_p[i]) < 1e-5, "token %d: p %g vs reference %g", ref_ids[i],
+                  pairs[i].p, ref_p[i]);
     }
     /* every draw lands in the reference's set */
     for (int t = 0; t < 50; t++) {
@@ -292,6 +300,8 @@ Test(sampling, top_k_matches_reference)
         struct hs_sampling_params p = plain_params();
         p.top_k = ks[i];
         check_chain(&p, l, nv, NULL, 0);
+        tied_logits(&rng, l, nv);
+        check_chain(&p, l, nv, NULL, 0);
     }
     free(l);
 }
@@ -307,9 +317,14 @@ Test(sampling, top_p_matches_reference)
         random_logits(&rng, l, nv, 3.0);
         struct hs_sampling_params p = plain_params();
         p.top_p = ps[i];
-        check_chain(&p, l, nv, NULL, 0); /* unsorted path (heap) */
+        check_chain(&p, l, nv, NULL, 0); /* unsorted path (quickselect) */
         p.top_k = 100;
         check_chain(&p, l, nv, NULL, 0); /* after top-k (sorted path) */
+        tied_logits(&rng, l, nv);
+        p.top_k = 0;
+        check_chain(&p, l, nv, NULL, 0);
+        p.top_k = 300;
+        check_chain(&p, l, nv, NULL, 0);
     }
     free(l);
 }
@@ -462,10 +477,9 @@ Test(sampling, penalties_change_the_right_logits)
         hs_sampler_accept(s, acc[i]);
     }
     float want[6] = {
-        2.0f / 2.0f - 0.25f - 2 * 0.5f, /* positive: divided */
-        -1.0f * 2.0f - 0.25f - 0.5f,    /* negative: multiplied */
-        0.5f / 2.0f - 0.25f - 0.5f,
-        3.0f, -2.0f, 1.0f,               /* untouched */
+        2.0f / 2.0f - 0.25f - 2 * 0.5f,                    /* positive: divided */
+        -1.0f * 2.0f - 0.25f - 0.5f,                       /* negative: multiplied */
+        0.5f / 2.0f - 0.25f - 0.5f,     3.0f, -2.0f, 1.0f, /* untouched */
     };
     hs_token ids[6];
     float cl[6];
