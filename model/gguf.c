@@ -14,17 +14,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define GGUF_MAGIC "GGUF"
-#define GGUF_MAX_DEPTH 8     /* arrays nested deeper than this are refused */
+#define GGUF_MAGIC         "GGUF"
+#define GGUF_MAX_DEPTH     8 /* arrays nested deeper than this are refused */
 #define GGUF_MAX_ALIGNMENT (UINT32_C(1) << 30)
-#define GGUF_MIN_KV_BYTES 14 /* key length 8 + key 1 + type 4 + smallest value 1 */
-#define GGUF_MIN_TI_BYTES 25 /* name length 8 + name 1 + n_dims 4 + type 4 + offset 8 */
+#define GGUF_MIN_KV_BYTES  14 /* key length 8 + key 1 + type 4 + smallest value 1 */
+#define GGUF_MIN_TI_BYTES  25 /* name length 8 + name 1 + n_dims 4 + type 4 + offset 8 */
 
 const char *hs_gguf_type_str(enum hs_gguf_type t)
 {
     static const char *const names[HS_GGUF_TYPE_COUNT] = {
-        "uint8", "int8",   "uint16", "int16", "uint32", "int32",   "float32",
-        "bool",  "string", "array",  "uint64", "int64", "float64",
+        "uint8", "int8",   "uint16", "int16",  "uint32", "int32",   "float32",
+        "bool",  "string", "array",  "uint64", "int64",  "float64",
     };
     return (unsigned)t < HS_GGUF_TYPE_COUNT ? names[t] : "unknown";
 }
@@ -513,8 +513,7 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
                                    "supported",
                                    g->version);
         }
-        return hs_error_set_at(err, HS_E_NOTSUP, 4, "unknown GGUF version %" PRIu32,
-                               g->version);
+        return hs_error_set_at(err, HS_E_NOTSUP, 4, "unknown GGUF version %" PRIu32, g->version);
     }
 
     uint64_t n_tensors;
@@ -586,8 +585,8 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
         if (st != HS_OK) {
             goto fail;
         }
-        if (index_find(&g->tensor_index, g, tensor_name_at, t->name, (size_t)raw.len,
-                       (int64_t)i) >= 0) {
+        if (index_find(&g->tensor_index, g, tensor_name_at, t->name, (size_t)raw.len, (int64_t)i) >=
+            0) {
             st = hs_error_set_at(err, HS_E_FORMAT, (int64_t)at, "duplicate tensor name '%s'",
                                  t->name);
             goto fail;
@@ -743,8 +742,8 @@ hs_status hs_gguf_open(const char *path, struct hs_gguf **out, struct hs_error *
         goto fail;
     }
     if (sb.st_size == 0) {
-        st = hs_error_set_at(err, HS_E_FORMAT, 0, "'%s': file is empty, too small to be GGUF",
-                             path);
+        st =
+            hs_error_set_at(err, HS_E_FORMAT, 0, "'%s': file is empty, too small to be GGUF", path);
         goto fail;
     }
     g = calloc(1, sizeof(*g));
@@ -900,6 +899,21 @@ hs_status hs_gguf_get_arr(const struct hs_gguf *g, const char *key, enum hs_gguf
     return HS_OK;
 }
 
+/* Float to integer, saturating; NaN gives 0 (a plain cast is undefined out of range). */
+static int64_t float_to_int(double x)
+{
+    if (x != x) {
+        return 0;
+    }
+    if (x >= 0x1p63) {
+        return INT64_MAX;
+    }
+    if (x < -0x1p63) {
+        return INT64_MIN;
+    }
+    return (int64_t)x;
+}
+
 int64_t hs_gguf_arr_get_int(const struct hs_gguf_value *arr, uint64_t i)
 {
     const uint8_t *p = (const uint8_t *)arr->arr.data + i * scalar_size(arr->arr.type);
@@ -938,12 +952,12 @@ int64_t hs_gguf_arr_get_int(const struct hs_gguf_value *arr, uint64_t i)
     case HS_GGUF_TYPE_FLOAT32: {
         float x;
         memcpy(&x, p, 4);
-        return (int64_t)x;
+        return float_to_int(x);
     }
     case HS_GGUF_TYPE_FLOAT64: {
         double x;
         memcpy(&x, p, 8);
-        return (int64_t)x;
+        return float_to_int(x);
     }
     default:
         return 0;
