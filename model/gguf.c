@@ -392,8 +392,29 @@ static hs_status rd_array(struct rd *r, struct hs_gguf_value *v, int depth, cons
         if (!strs) {
             return hs_error_set(r->err, HS_E_NOMEM, "key '%s': out of memory", key);
         }
-        for (uint64_t i = 0; i < n; i++) {
+        /* The hot loop of a tokenizer's vocabulary: locals only; a bad string is read again
+         * through rd_str for its message. */
+        const uint8_t *p = r->p;
+        const size_t size = r->size;
+        size_t pos = r->pos;
+        uint64_t i = 0;
+        for (; i < n; i++) {
+            uint64_t len;
+            if (size - pos < 8) {
+                break;
+            }
+            memcpy(&len, p + pos, 8);
+            if (len > size - pos - 8) {
+                break;
+            }
+            strs[i].data = (const char *)p + pos + 8;
+            strs[i].len = len;
+            pos += 8 + (size_t)len;
+        }
+        r->pos = pos;
+        if (i < n) {
             HS_TRY(rd_str(r, &strs[i], "array string"));
+            return hs_error_set(r->err, HS_E_INTERNAL, "key '%s': string %" PRIu64, key, i);
         }
         v->arr.data = strs;
         return HS_OK;
