@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdalign.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -281,6 +282,28 @@ static size_t rd_left(const struct rd *r)
     return r->size - r->pos;
 }
 
+/* Prefixes err's message with "<what> '<name>': " unless it already names it; returns st. */
+static hs_status err_context(struct hs_error *err, hs_status st, const char *what, const char *name)
+{
+    char prefix[128];
+    if (!err || st == HS_E_NOMEM) {
+        return st;
+    }
+    snprintf(prefix, sizeof(prefix), "%s '%s': ", what, name);
+    if (strncmp(err->message, prefix, strlen(prefix)) == 0) {
+        return st;
+    }
+    size_t pl = strlen(prefix);
+    size_t ml = strlen(err->message);
+    if (pl + ml >= sizeof(err->message)) {
+        ml = sizeof(err->message) - 1 - pl;
+    }
+    memmove(err->message + pl, err->message, ml);
+    memcpy(err->message, prefix, pl);
+    err->message[pl + ml] = '\0';
+    return st;
+}
+
 static hs_status rd_need(struct rd *r, size_t n, const char *what)
 {
     if (n > rd_left(r)) {
@@ -528,7 +551,7 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
                                "GGUF version 1 is not supported (re-convert the model to v3)");
     }
     if (g->version != 2 && g->version != 3) {
-        if ((g->version & 0xffff) == 0) {
+        if (g->version != 0 && (g->version & 0xffff) == 0) {
             return hs_error_set_at(err, HS_E_NOTSUP, 4,
                                    "GGUF version 0x%08" PRIx32 ": big-endian files are not "
                                    "supported",
@@ -570,9 +593,13 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
                                    kv->key);
         }
         g->n_kv = (int64_t)i + 1;
-        HS_TRY(rd_u32(&r, &type, "value type"));
+        if ((st = rd_u32(&r, &type, "value type")) != HS_OK) {
+            return err_context(err, st, "key", kv->key);
+        }
         size_t value_at = r.pos;
-        HS_TRY(rd_value(&r, type, &kv->value, 0, kv->key));
+        if ((st = rd_value(&r, type, &kv->value, 0, kv->key)) != HS_OK) {
+            return err_context(err, st, "key", kv->key);
+        }
         if (strcmp(kv->key, "general.alignment") == 0) {
             const struct hs_gguf_value *v = &kv->value;
             if (!is_int_type(v->type) || (!is_unsigned_type(v->type) && v->i64 < 0)) {
@@ -615,6 +642,7 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
         g->n_tensors = (int64_t)i + 1;
         size_t dims_at = r.pos;
         if ((st = rd_u32(&r, &t->n_dims, "tensor n_dims")) != HS_OK) {
+            err_context(err, st, "tensor", t->name);
             goto fail;
         }
         if (t->n_dims > 4) {
@@ -631,6 +659,7 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
             size_t ne_at = r.pos;
             uint64_t ne;
             if ((st = rd_u64(&r, &ne, "tensor dimension")) != HS_OK) {
+                err_context(err, st, "tensor", t->name);
                 goto fail;
             }
             if (ne == 0 || ne > INT64_MAX) {
@@ -654,6 +683,7 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
         size_t type_at = r.pos;
         uint32_t type;
         if ((st = rd_u32(&r, &type, "tensor type")) != HS_OK) {
+            err_context(err, st, "tensor", t->name);
             goto fail;
         }
         if (!hs_type_is_known(type)) {
@@ -679,6 +709,7 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
         }
         size_t off_at = r.pos;
         if ((st = rd_u64(&r, &t->offset, "tensor offset")) != HS_OK) {
+            err_context(err, st, "tensor", t->name);
             goto fail;
         }
         if (t->offset % g->alignment != 0) {

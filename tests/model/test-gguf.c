@@ -1048,3 +1048,29 @@ Test(gguf, directory_and_empty_file_are_refused)
     unlink(path);
     rmdir(dir);
 }
+
+Test(gguf, truncation_messages_name_the_key_or_tensor)
+{
+    uint8_t *base;
+    size_t base_size;
+    build_base(&base, &base_size);
+    struct base_layout l = layout_of(base, base_size);
+    struct hs_gguf *g = NULL;
+    struct hs_error err;
+
+    size_t yy_len_at = l.arr_n + 8 + 8 + 1; /* test.arr = ["x", "yy"] */
+    size_t len = yy_len_at + 8 + 1;         /* inside "yy" */
+    uint8_t *f = copy_bytes(base, len);
+    cr_assert_eq(hs_gguf_open_memory(f, len, &g, &err), HS_E_FORMAT);
+    cr_assert(strstr(err.message, "key 'test.arr'") != NULL, "%s", err.message);
+    cr_assert_eq(err.offset, (int64_t)yy_len_at, "%s", err.message);
+    free(f);
+
+    len = l.a_type + 2; /* inside blk.0.w_a's type */
+    f = copy_bytes(base, len);
+    cr_assert_eq(hs_gguf_open_memory(f, len, &g, &err), HS_E_FORMAT);
+    cr_assert(strstr(err.message, "tensor 'blk.0.w_a'") != NULL, "%s", err.message);
+    cr_assert_eq(err.offset, (int64_t)l.a_type);
+    free(f);
+    free(base);
+}
