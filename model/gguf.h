@@ -156,11 +156,12 @@ hs_status hs_gguf_writer_set_value(struct hs_gguf_writer *w, const char *key,
 hs_status hs_gguf_writer_add_tensor(struct hs_gguf_writer *w, const char *name, enum hs_type type,
                                     uint32_t n_dims, const int64_t *ne, const void *data);
 
-/* Writes the file (alignment from general.alignment if set, else 32). HS_E_IO with errno's
- * message in err. */
+/* Writes the file (alignment from general.alignment if set, else 32) to a temporary file beside
+ * path, then renames it over path. HS_E_IO with errno's message in err (no temporary is left);
+ * HS_E_INVAL when general.alignment is not an unsigned power of two up to 2^30. */
 hs_status hs_gguf_writer_write_file(const struct hs_gguf_writer *w, const char *path,
                                     struct hs_error *err);
-/* Serialises into a new malloc'd buffer (free with free()). */
+/* Serialises into a new malloc'd buffer (free with free()); HS_E_NOMEM, HS_E_INVAL as above. */
 hs_status hs_gguf_writer_write_memory(const struct hs_gguf_writer *w, void **out_data,
                                       size_t *out_size);
 
