@@ -34,7 +34,7 @@ struct hs_vocab {
     enum hs__pre pre;
     int32_t n_tokens;
     char *text_arena;   /* NUL-terminated token texts */
-    size_t *text_off;   /* [n_tokens] */
+    uint32_t *text_off; /* [n_tokens] into text_arena (< 4 GiB, checked at load) */
     uint32_t *text_len; /* [n_tokens] */
     float *scores;      /* [n_tokens] */
     uint8_t *attr;      /* [n_tokens] enum hs_token_attr */
@@ -42,7 +42,7 @@ struct hs_vocab {
 
     /* BPE merges: "left right", rank = index */
     char *merge_arena;
-    size_t *merge_off;     /* [n_merges] */
+    uint32_t *merge_off;   /* [n_merges] into merge_arena */
     uint32_t *merge_left;  /* [n_merges] length of left part */
     uint32_t *merge_right; /* [n_merges] length of right part */
     int32_t n_merges;
@@ -81,7 +81,7 @@ static uint64_t hash_finish(uint64_t h)
 static hs_status table_init(struct hs__str_table *t, size_t n)
 {
     size_t cap = 16;
-    while (cap < n * 2) {
+    while (cap < n + n / 2) { /* load factor <= 2/3 */
         cap *= 2;
     }
     t->slots = malloc(cap * sizeof(*t->slots));
@@ -1387,7 +1387,8 @@ static hs_status load_tokens(const struct hs_gguf *g, struct hs_vocab *v, struct
     v->n_tokens = n;
     size_t total = 0;
     for (int32_t i = 0; i < n; i++) {
-        if (strs[i].len > UINT32_MAX / 2 || hs_add_overflow(total, strs[i].len + 1, &total)) {
+        if (strs[i].len > UINT32_MAX / 2 || hs_add_overflow(total, strs[i].len + 1, &total) ||
+            total > UINT32_MAX) {
             return hs_error_set(err, HS_E_FORMAT, "vocab: token %d is too long", i);
         }
     }
@@ -1407,7 +1408,7 @@ static hs_status load_tokens(const struct hs_gguf *g, struct hs_vocab *v, struct
             memcpy(v->text_arena + off, strs[i].data, len);
         }
         v->text_arena[off + len] = '\0';
-        v->text_off[i] = off;
+        v->text_off[i] = (uint32_t)off;
         v->text_len[i] = (uint32_t)len;
         off += len + 1;
         /* insert; a duplicate text maps to its last id, as in llama.cpp */
@@ -1465,7 +1466,8 @@ static hs_status load_merges(const struct hs_gguf *g, struct hs_vocab *v, struct
     size_t n = (size_t)arr->arr.n, total = 0;
     const struct hs_gguf_str *strs = arr->arr.data;
     for (size_t i = 0; i < n; i++) {
-        if (strs[i].len > UINT32_MAX / 2 || hs_add_overflow(total, strs[i].len + 1, &total)) {
+        if (strs[i].len > UINT32_MAX / 2 || hs_add_overflow(total, strs[i].len + 1, &total) ||
+            total > UINT32_MAX) {
             return hs_error_set(err, HS_E_FORMAT, "vocab: merge %zu is too long", i);
         }
     }
@@ -1484,7 +1486,7 @@ static hs_status load_merges(const struct hs_gguf *g, struct hs_vocab *v, struct
         size_t len = (size_t)strs[i].len;
         /* split at the first space after the first byte */
         const char *sp = len > 1 ? memchr(s + 1, ' ', len - 1) : NULL;
-        v->merge_off[i] = off;
+        v->merge_off[i] = (uint32_t)off;
         v->merge_left[i] = 0;
         v->merge_right[i] = 0;
         if (sp == NULL) {
@@ -1508,7 +1510,7 @@ static hs_status load_merges(const struct hs_gguf *g, struct hs_vocab *v, struct
             h = (h + 1) & v->merges.mask;
         }
         /* rank = index in the file, so keep the index even for duplicates */
-        v->merge_off[i] = off;
+        v->merge_off[i] = (uint32_t)off;
         v->merge_left[i] = (uint32_t)nl;
         v->merge_right[i] = (uint32_t)nr;
         if (!dup) {
