@@ -13,9 +13,10 @@
 /* ---- small helpers ---- */
 
 enum hs__pre {
-    HS__PRE_GPT2,   /* "default", "gpt2", "gpt-2" */
-    HS__PRE_LLAMA3, /* "llama-bpe", "llama3", "llama-v3" */
-    HS__PRE_QWEN2,  /* "qwen2", "deepseek-r1-qwen" */
+    HS__PRE_DEFAULT, /* "default" or no tokenizer.ggml.pre: four regexes applied in turn */
+    HS__PRE_GPT2,    /* "gpt-2" */
+    HS__PRE_LLAMA3,  /* "llama-bpe", "llama3", "llama-v3", "falcon3" */
+    HS__PRE_QWEN2,   /* "qwen2", "deepseek-r1-qwen", "megrez" */
 };
 
 #define HS__MAX_EOG 32
@@ -33,7 +34,7 @@ struct hs_vocab {
     enum hs__pre pre;
     int32_t n_tokens;
     char *text_arena;   /* NUL-terminated token texts */
-    size_t *text_off;   /* [n_tokens] */
+    uint32_t *text_off; /* [n_tokens] into text_arena (< 4 GiB, checked at load) */
     uint32_t *text_len; /* [n_tokens] */
     float *scores;      /* [n_tokens] */
     uint8_t *attr;      /* [n_tokens] enum hs_token_attr */
@@ -41,7 +42,7 @@ struct hs_vocab {
 
     /* BPE merges: "left right", rank = index */
     char *merge_arena;
-    size_t *merge_off;     /* [n_merges] */
+    uint32_t *merge_off;   /* [n_merges] into merge_arena */
     uint32_t *merge_left;  /* [n_merges] length of left part */
     uint32_t *merge_right; /* [n_merges] length of right part */
     int32_t n_merges;
@@ -80,7 +81,7 @@ static uint64_t hash_finish(uint64_t h)
 static hs_status table_init(struct hs__str_table *t, size_t n)
 {
     size_t cap = 16;
-    while (cap < n * 2) {
+    while (cap < n + n / 2) { /* load factor <= 2/3 */
         cap *= 2;
     }
     t->slots = malloc(cap * sizeof(*t->slots));
@@ -762,47 +763,163 @@ static size_t pre_gpt2(const uint32_t *cp, size_t n, size_t i)
     return e > i ? e : i + 1;
 }
 
-static void bpe_fragment(struct bpe_ctx *c, const char *frag, size_t len, uint32_t **cps,
-                         size_t **offs, size_t *cap)
+/* \p{P} (any punctuation category) or one of $+<=>^~| */
+static bool cp_is_punct_default(uint32_t cp)
 {
-    if (*cap < len + 1) {
-        uint32_t *a = realloc(*cps, (len + 1) * sizeof(*a));
-        if (a != NULL) {
-            *cps = a;
+    if (cp < 0x80) {
+        return cp > ' ' && cp < 0x7f && !(cp >= '0' && cp <= '9') && !cp_is_letter(cp) &&
+               cp != '`';
+    }
+    if (cp >= HS__CP_INVALID_BASE) {
+        return false;
+    }
+    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    return c >= UTF8PROC_CATEGORY_PC && c <= UTF8PROC_CATEGORY_PO;
+}
+
+/* One regex of a pre-tokenizer: the end of its match at cp[i] inside a segment ending at n, or i
+ * when it does not match there. */
+typedef size_t (*hs__pre_match)(const uint32_t *cp, size_t n, size_t i);
+
+static size_t match_llama3(const uint32_t *cp, size_t n, size_t i)
+{
+    return pre_llama3(cp, n, i, 3);
+}
+
+static size_t match_qwen2(const uint32_t *cp, size_t n, size_t i)
+{
+    return pre_llama3(cp, n, i, 1);
+}
+
+static size_t match_punct(const uint32_t *cp, size_t n, size_t i) /* [\p{P}\$\+<=>\^~\|]+ */
+{
+    while (i < n && cp_is_punct_default(cp[i])) {
+        i++;
+    }
+    return i;
+}
+
+static size_t match_numbers(const uint32_t *cp, size_t n, size_t i) /* \p{N}+ */
+{
+    while (i < n && cp_is_number(cp[i])) {
+        i++;
+    }
+    return i;
+}
+
+static size_t match_three_digits(const uint32_t *cp, size_t n, size_t i) /* [0-9]{3} */
+{
+    for (size_t k = 0; k < 3; k++) {
+        if (i + k >= n || cp[i + k] < '0' || cp[i + k] > '9') {
+            return i;
         }
-        size_t *b = realloc(*offs, (len + 1) * sizeof(*b));
-        if (b != NULL) {
-            *offs = b;
+    }
+    return i + 3;
+}
+
+/* Splits each segment [seg[2k], seg[2k+1]) by m the way a regex split does: matches and the text
+ * between them become segments of their own. Returns the new count; out holds up to n_cp pairs. */
+static size_t split_pass(const uint32_t *cp, const size_t *seg, size_t n_seg, size_t *out,
+                         hs__pre_match m)
+{
+    size_t k = 0;
+    for (size_t s = 0; s < n_seg; s++) {
+        size_t start = seg[2 * s], end = seg[2 * s + 1], last = start;
+        for (size_t i = start; i < end;) {
+            size_t e = m(cp, end, i);
+            if (e == i) {
+                i++;
+                continue;
+            }
+            if (i > last) {
+                out[2 * k] = last;
+                out[2 * k + 1] = i;
+                k++;
+            }
+            out[2 * k] = i;
+            out[2 * k + 1] = e;
+            k++;
+            i = last = e;
         }
-        if (a == NULL || b == NULL) {
+        if (end > last) {
+            out[2 * k] = last;
+            out[2 * k + 1] = end;
+            k++;
+        }
+    }
+    return k;
+}
+
+struct pre_buf {
+    uint32_t *cps;
+    size_t *offs, *seg_a, *seg_b;
+    size_t cap;
+};
+
+static void pre_buf_free(struct pre_buf *b)
+{
+    free(b->cps);
+    free(b->offs);
+    free(b->seg_a);
+    free(b->seg_b);
+}
+
+static void bpe_fragment(struct bpe_ctx *c, const char *frag, size_t len, struct pre_buf *pb)
+{
+    if (pb->cap < len + 1) {
+        pre_buf_free(pb);
+        *pb = (struct pre_buf){0};
+        pb->cps = malloc((len + 1) * sizeof(*pb->cps));
+        pb->offs = malloc((len + 1) * sizeof(*pb->offs));
+        pb->seg_a = malloc(2 * (len + 1) * sizeof(*pb->seg_a));
+        pb->seg_b = malloc(2 * (len + 1) * sizeof(*pb->seg_b));
+        if (!pb->cps || !pb->offs || !pb->seg_a || !pb->seg_b) {
             c->out->oom = true;
             return;
         }
-        *cap = len + 1;
+        pb->cap = len + 1;
     }
     size_t n = 0, off = 0;
     while (off < len) {
         size_t adv;
-        (*cps)[n] = utf8_decode((const uint8_t *)frag + off, len - off, &adv);
-        (*offs)[n++] = off;
+        pb->cps[n] = utf8_decode((const uint8_t *)frag + off, len - off, &adv);
+        pb->offs[n++] = off;
         off += adv;
     }
-    (*offs)[n] = len;
-    for (size_t i = 0; i < n && !c->out->oom;) {
-        size_t e;
-        switch (c->v->pre) {
-        case HS__PRE_LLAMA3:
-            e = pre_llama3(*cps, n, i, 3);
-            break;
-        case HS__PRE_QWEN2:
-            e = pre_llama3(*cps, n, i, 1);
-            break;
-        default:
-            e = pre_gpt2(*cps, n, i);
-            break;
-        }
-        bpe_word(c, frag + (*offs)[i], (*offs)[e] - (*offs)[i]);
-        i = e;
+    pb->offs[n] = len;
+
+    hs__pre_match passes[4];
+    size_t n_passes = 0;
+    switch (c->v->pre) {
+    case HS__PRE_LLAMA3:
+        passes[n_passes++] = match_llama3;
+        break;
+    case HS__PRE_QWEN2:
+        passes[n_passes++] = match_qwen2;
+        break;
+    case HS__PRE_GPT2:
+        passes[n_passes++] = pre_gpt2;
+        break;
+    default:
+        passes[n_passes++] = match_punct;
+        passes[n_passes++] = pre_gpt2;
+        passes[n_passes++] = match_numbers;
+        passes[n_passes++] = match_three_digits;
+        break;
+    }
+    size_t *seg = pb->seg_a, *tmp = pb->seg_b;
+    seg[0] = 0;
+    seg[1] = n;
+    size_t n_seg = n > 0 ? 1 : 0;
+    for (size_t p = 0; p < n_passes; p++) {
+        n_seg = split_pass(pb->cps, seg, n_seg, tmp, passes[p]);
+        size_t *t = seg;
+        seg = tmp;
+        tmp = t;
+    }
+    for (size_t k = 0; k < n_seg && !c->out->oom; k++) {
+        size_t a = pb->offs[seg[2 * k]], b = pb->offs[seg[2 * k + 1]];
+        bpe_word(c, frag + a, b - a);
     }
 }
 
@@ -910,8 +1027,7 @@ hs_status hs_tokenize(const struct hs_vocab *v, const char *text, size_t len, bo
     struct fragvec fv = {0};
     struct merger m = {0};
     struct bpe_ctx bc = {.v = v, .m = &m, .out = &tv};
-    uint32_t *cps = NULL;
-    size_t *offs = NULL, cps_cap = 0;
+    struct pre_buf pb = {0};
 
     st = partition(v, text, len, parse_special, &fv);
     if (st != HS_OK) {
@@ -932,7 +1048,7 @@ hs_status hs_tokenize(const struct hs_vocab *v, const char *text, size_t len, bo
             spm_fragment(v, &m, text + f->off, f->len, v->add_space_prefix && prev_special,
                          &bc.work, &bc.work_cap, &tv);
         } else {
-            bpe_fragment(&bc, text + f->off, f->len, &cps, &offs, &cps_cap);
+            bpe_fragment(&bc, text + f->off, f->len, &pb);
         }
         prev_special = false;
     }
@@ -956,8 +1072,7 @@ done:
     free(fv.data);
     merger_free(&m);
     free(bc.work);
-    free(cps);
-    free(offs);
+    pre_buf_free(&pb);
     return st;
 }
 
@@ -989,13 +1104,10 @@ size_t hs_vocab_piece(const struct hs_vocab *v, hs_token t, bool special, char *
     size_t len = v->text_len[t], n = 0;
     uint8_t attr = v->attr[t];
     if (attr == HS_TOKEN_CONTROL || attr == HS_TOKEN_UNKNOWN) {
-        if (!special) {
-            return 0;
-        }
-        if (attr == HS_TOKEN_UNKNOWN && v->type == HS_VOCAB_SPM) {
-            return put(buf, cap, 0, "\xe2\x96\x85", 3); /* what llama.cpp shows for <unk> */
-        }
-        return put(buf, cap, 0, s, len);
+        return special ? put(buf, cap, 0, s, len) : 0;
+    }
+    if (attr == HS_TOKEN_USER_DEFINED) {
+        return put(buf, cap, 0, s, len); /* written as is, like llama.cpp */
     }
     if (attr == HS_TOKEN_UNUSED) {
         return 0;
@@ -1275,7 +1387,8 @@ static hs_status load_tokens(const struct hs_gguf *g, struct hs_vocab *v, struct
     v->n_tokens = n;
     size_t total = 0;
     for (int32_t i = 0; i < n; i++) {
-        if (strs[i].len > UINT32_MAX / 2 || hs_add_overflow(total, strs[i].len + 1, &total)) {
+        if (strs[i].len > UINT32_MAX / 2 || hs_add_overflow(total, strs[i].len + 1, &total) ||
+            total > UINT32_MAX) {
             return hs_error_set(err, HS_E_FORMAT, "vocab: token %d is too long", i);
         }
     }
@@ -1295,7 +1408,7 @@ static hs_status load_tokens(const struct hs_gguf *g, struct hs_vocab *v, struct
             memcpy(v->text_arena + off, strs[i].data, len);
         }
         v->text_arena[off + len] = '\0';
-        v->text_off[i] = off;
+        v->text_off[i] = (uint32_t)off;
         v->text_len[i] = (uint32_t)len;
         off += len + 1;
         /* insert; a duplicate text maps to its last id, as in llama.cpp */
@@ -1353,7 +1466,8 @@ static hs_status load_merges(const struct hs_gguf *g, struct hs_vocab *v, struct
     size_t n = (size_t)arr->arr.n, total = 0;
     const struct hs_gguf_str *strs = arr->arr.data;
     for (size_t i = 0; i < n; i++) {
-        if (strs[i].len > UINT32_MAX / 2 || hs_add_overflow(total, strs[i].len + 1, &total)) {
+        if (strs[i].len > UINT32_MAX / 2 || hs_add_overflow(total, strs[i].len + 1, &total) ||
+            total > UINT32_MAX) {
             return hs_error_set(err, HS_E_FORMAT, "vocab: merge %zu is too long", i);
         }
     }
@@ -1372,8 +1486,11 @@ static hs_status load_merges(const struct hs_gguf *g, struct hs_vocab *v, struct
         size_t len = (size_t)strs[i].len;
         /* split at the first space after the first byte */
         const char *sp = len > 1 ? memchr(s + 1, ' ', len - 1) : NULL;
+        v->merge_off[i] = (uint32_t)off;
+        v->merge_left[i] = 0;
+        v->merge_right[i] = 0;
         if (sp == NULL) {
-            return hs_error_set(err, HS_E_FORMAT, "vocab: merge %zu has no space", i);
+            continue; /* unusable, but it still takes its rank */
         }
         size_t nl = (size_t)(sp - s), nr = len - nl - 1;
         memcpy(v->merge_arena + off, s, len);
@@ -1393,7 +1510,7 @@ static hs_status load_merges(const struct hs_gguf *g, struct hs_vocab *v, struct
             h = (h + 1) & v->merges.mask;
         }
         /* rank = index in the file, so keep the index even for duplicates */
-        v->merge_off[i] = off;
+        v->merge_off[i] = (uint32_t)off;
         v->merge_left[i] = (uint32_t)nl;
         v->merge_right[i] = (uint32_t)nr;
         if (!dup) {
@@ -1411,7 +1528,7 @@ static hs_status load_pre(const struct hs_gguf *g, struct hs_vocab *v, struct hs
     struct hs_gguf_str pre;
     hs_status st = hs_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
     if (st == HS_E_NOENT) {
-        v->pre = HS__PRE_GPT2;
+        v->pre = HS__PRE_DEFAULT;
         return HS_OK;
     }
     if (st != HS_OK) {
@@ -1421,10 +1538,11 @@ static hs_status load_pre(const struct hs_gguf *g, struct hs_vocab *v, struct hs
         const char *name;
         enum hs__pre pre;
     } names[] = {
-        {"default", HS__PRE_GPT2},     {"gpt2", HS__PRE_GPT2},
-        {"gpt-2", HS__PRE_GPT2},       {"llama-bpe", HS__PRE_LLAMA3},
-        {"llama3", HS__PRE_LLAMA3},    {"llama-v3", HS__PRE_LLAMA3},
+        {"default", HS__PRE_DEFAULT}, {"gpt-2", HS__PRE_GPT2},
+        {"llama-bpe", HS__PRE_LLAMA3}, {"llama3", HS__PRE_LLAMA3},
+        {"llama-v3", HS__PRE_LLAMA3},  {"falcon3", HS__PRE_LLAMA3},
         {"qwen2", HS__PRE_QWEN2},      {"deepseek-r1-qwen", HS__PRE_QWEN2},
+        {"megrez", HS__PRE_QWEN2},
     };
     for (size_t i = 0; i < HS_ARRAY_LEN(names); i++) {
         if (hs_gguf_str_eq(pre, names[i].name)) {
@@ -1437,14 +1555,65 @@ static hs_status load_pre(const struct hs_gguf *g, struct hs_vocab *v, struct hs
                         pre.data);
 }
 
-static hs_status load_eog(const struct hs_gguf *g, struct hs_vocab *v)
+/* The token with one of the texts (first found), or -1; found tokens become CONTROL, as llama.cpp
+ * does for control-looking tokens a converter left typed otherwise. */
+static hs_token find_control(struct hs_vocab *v, const char *const *texts, size_t n)
 {
+    for (size_t i = 0; i < n; i++) {
+        hs_token t = hs_vocab_find(v, texts[i]);
+        if (t >= 0) {
+            v->attr[t] = HS_TOKEN_CONTROL;
+            return t;
+        }
+    }
+    return HS__NO_ID;
+}
+
+#define HS__FIND_CONTROL(v, ...)                                                                   \
+    find_control((v), (const char *const[]){__VA_ARGS__},                                          \
+                 sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *))
+
+/* End-of-generation ids, after llama.cpp: eos, eot, eom, the FIM pad/repo/file-separator tokens,
+ * every token whose text marks the end of a turn, and tokenizer.ggml.eog when present. */
+static void load_eog(const struct hs_gguf *g, struct hs_vocab *v)
+{
+    hs_token eom = HS__NO_ID, fim_pad = HS__NO_ID, fim_rep = HS__NO_ID, fim_sep = HS__NO_ID;
+    (void)load_id(g, "tokenizer.ggml.eom_token_id", v, &eom, NULL);
+    (void)load_id(g, "tokenizer.ggml.fim_pad_token_id", v, &fim_pad, NULL);
+    (void)load_id(g, "tokenizer.ggml.fim_rep_token_id", v, &fim_rep, NULL);
+    (void)load_id(g, "tokenizer.ggml.fim_sep_token_id", v, &fim_sep, NULL);
+    if (v->eot < 0) {
+        v->eot = HS__FIND_CONTROL(v, "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
+                                  "<|endoftext|>", "<EOT>",
+                                  "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence"
+                                  "\xef\xbd\x9c>");
+    }
+    if (eom < 0) {
+        eom = HS__FIND_CONTROL(v, "<|eom_id|>");
+    }
+    (void)HS__FIND_CONTROL(v, "<|fim_prefix|>", "<fim-prefix>", "<PRE>");
+    (void)HS__FIND_CONTROL(v, "<|fim_suffix|>", "<fim-suffix>", "<SUF>");
+    (void)HS__FIND_CONTROL(v, "<|fim_middle|>", "<fim-middle>", "<MID>");
+    if (fim_pad < 0) {
+        fim_pad = HS__FIND_CONTROL(v, "<|fim_pad|>", "<fim-pad>", "<PAD>");
+    }
+    if (fim_rep < 0) {
+        fim_rep = HS__FIND_CONTROL(v, "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>");
+    }
+    if (fim_sep < 0) {
+        fim_sep = HS__FIND_CONTROL(v, "<|file_sep|>");
+    }
+    add_eog(v, fim_pad);
+    add_eog(v, fim_rep);
+    add_eog(v, fim_sep);
+    static const char *const names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
+                                        "<|endoftext|>", "<|eom_id|>", "<EOT>"};
+    for (size_t i = 0; i < HS_ARRAY_LEN(names); i++) {
+        add_eog(v, HS__FIND_CONTROL(v, names[i]));
+    }
     add_eog(v, v->eos);
     add_eog(v, v->eot);
-    hs_token eom = HS__NO_ID;
-    if (load_id(g, "tokenizer.ggml.eom_token_id", v, &eom, NULL) == HS_OK) {
-        add_eog(v, eom);
-    }
+    add_eog(v, eom);
     const struct hs_gguf_value *val = hs_gguf_get(g, "tokenizer.ggml.eog");
     if (val != NULL && val->type == HS_GGUF_TYPE_ARRAY && val->arr.type != HS_GGUF_TYPE_STRING &&
         val->arr.type != HS_GGUF_TYPE_ARRAY && val->arr.type != HS_GGUF_TYPE_FLOAT32 &&
@@ -1457,19 +1626,9 @@ static hs_status load_eog(const struct hs_gguf *g, struct hs_vocab *v)
         }
     } else if (val != NULL) {
         hs_token t = HS__NO_ID;
-        if (load_id(g, "tokenizer.ggml.eog", v, &t, NULL) == HS_OK) {
-            add_eog(v, t);
-        }
+        (void)load_id(g, "tokenizer.ggml.eog", v, &t, NULL);
+        add_eog(v, t);
     }
-    static const char *const names[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>",
-                                        "<end_of_turn>", "<|end|>"};
-    for (size_t i = 0; i < HS_ARRAY_LEN(names); i++) {
-        hs_token t = hs_vocab_find(v, names[i]);
-        if (t >= 0 && v->attr[t] == HS_TOKEN_CONTROL) {
-            add_eog(v, t);
-        }
-    }
-    return HS_OK;
 }
 
 hs_status hs_vocab_load(const struct hs_gguf *g, struct hs_vocab **out, struct hs_error *err)
@@ -1555,6 +1714,7 @@ hs_status hs_vocab_load(const struct hs_gguf *g, struct hs_vocab **out, struct h
         }
     }
 
+    load_eog(g, v); /* before the special list: it may retype tokens as CONTROL */
     int32_t n_special = 0;
     for (int32_t i = 0; i < v->n_tokens; i++) {
         uint8_t a = v->attr[i];
@@ -1574,7 +1734,6 @@ hs_status hs_vocab_load(const struct hs_gguf *g, struct hs_vocab **out, struct h
         }
         qsort_r(v->special, (size_t)v->n_special, sizeof(*v->special), cmp_special, v);
     }
-    load_eog(g, v);
     *out = v;
     return HS_OK;
 fail:

@@ -796,3 +796,150 @@ Test(vocab, load_errors)
         free(data);
     }
 }
+
+/* ---- pre-tokenizers on a made-up byte-level vocabulary ---- */
+
+/* GPT-2's byte -> code point table, written out from its definition. */
+static unsigned gpt2_cp(unsigned b)
+{
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) {
+        return b;
+    }
+    unsigned n = 0;
+    for (unsigned i = 0; i < b; i++) {
+        n += !((i >= 33 && i <= 126) || (i >= 161 && i <= 172) || i >= 174);
+    }
+    return 256 + n;
+}
+
+static struct hs_gguf *byte_vocab_gguf(const char *pre, void **data)
+{
+    static char store[256][4];
+    const char *toks[256 + 6];
+    int32_t types[256 + 6];
+    for (unsigned b = 0; b < 256; b++) {
+        unsigned cp = gpt2_cp(b);
+        if (cp < 0x80) {
+            store[b][0] = (char)cp;
+            store[b][1] = 0;
+        } else {
+            store[b][0] = (char)(0xc0 | (cp >> 6));
+            store[b][1] = (char)(0x80 | (cp & 0x3f));
+            store[b][2] = 0;
+        }
+        toks[b] = store[b];
+        types[b] = 1;
+    }
+    toks[256] = "20";
+    toks[257] = "202";
+    toks[258] = "2024";
+    toks[259] = ",b";
+    toks[260] = "'M";
+    toks[261] = "<|endoftext|>";
+    types[256] = types[257] = types[258] = types[259] = types[260] = 1;
+    types[261] = 3;
+    const char *merges[] = {"2 0", "20 2", "202 4", ", b", "' M"};
+    struct hs_gguf_writer *w = NULL;
+    cr_assert_eq(hs_gguf_writer_create(&w), HS_OK);
+    cr_assert_eq(hs_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2"), HS_OK);
+    if (pre != NULL) {
+        cr_assert_eq(hs_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre), HS_OK);
+    }
+    cr_assert_eq(hs_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 262), HS_OK);
+    cr_assert_eq(hs_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", HS_GGUF_TYPE_INT32,
+                                        types, 262), HS_OK);
+    cr_assert_eq(hs_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges, 5), HS_OK);
+    size_t size;
+    cr_assert_eq(hs_gguf_writer_write_memory(w, data, &size), HS_OK);
+    hs_gguf_writer_destroy(w);
+    struct hs_gguf *g = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_gguf_open_memory(*data, size, &g, &err), HS_OK, "%s", err.message);
+    return g;
+}
+
+Test(vocab, pre_tokenizer_variants)
+{
+    struct {
+        const char *pre;
+        const char *text;
+        const char *pieces[8];
+    } cases[] = {
+        /* gpt-2: \p{N}+ keeps the digits whole, so the merges make one token */
+        {"gpt-2", "2024", {"2024"}},
+        /* default: [0-9]{3} cuts them after \p{N}+ */
+        {"default", "2024", {"202", "4"}},
+        {NULL, "2024", {"202", "4"}},
+        /* llama-bpe: \p{N}{1,3} */
+        {"llama-bpe", "2024", {"202", "4"}},
+        /* qwen2: one digit at a time */
+        {"qwen2", "2024", {"2", "0", "2", "4"}},
+        /* llama3: [^\r\n\p{L}\p{N}]?\p{L}+ takes the comma with the word after it */
+        {"llama-bpe", "a,b", {"a", ",b"}},
+        /* default and gpt-2 keep punctuation apart, so the ", b" merge never applies */
+        {"default", "a,b", {"a", ",", "b"}},
+        {"gpt-2", "a,b", {"a", ",", "b"}},
+        /* gpt-2 contractions are case-sensitive; llama3's are not */
+        {"gpt-2", "I'M", {"I", "'", "M"}},
+        {"llama-bpe", "I'M", {"I", "'M"}},
+    };
+    for (size_t k = 0; k < HS_ARRAY_LEN(cases); k++) {
+        void *data = NULL;
+        struct hs_gguf *g = byte_vocab_gguf(cases[k].pre, &data);
+        struct hs_vocab *v = NULL;
+        struct hs_error err = {0};
+        cr_assert_eq(hs_vocab_load(g, &v, &err), HS_OK, "%s", err.message);
+        size_t n;
+        hs_token *t = tok(v, cases[k].text, strlen(cases[k].text), false, false, &n);
+        size_t want_n = 0;
+        while (want_n < 8 && cases[k].pieces[want_n]) {
+            want_n++;
+        }
+        /* byte tokens are single bytes, so compare joined pieces token by token */
+        size_t at = 0;
+        for (size_t i = 0; i < n; i++) {
+            char buf[16];
+            size_t len = hs_vocab_piece(v, t[i], false, buf, sizeof(buf));
+            const char *w = cases[k].pieces[at];
+            if (w == NULL || strlen(w) != len || memcmp(w, buf, len) != 0) {
+                /* a multi-byte expected piece made of single byte tokens would show here */
+                cr_assert_fail("case %zu (%s '%s'): piece %zu is '%.*s', expected '%s'", k,
+                               cases[k].pre ? cases[k].pre : "(none)", cases[k].text, i,
+                               (int)len, buf, w ? w : "(end)");
+            }
+            at++;
+        }
+        cr_assert_eq(at, want_n, "case %zu: %zu pieces", k, at);
+        free(t);
+        hs_vocab_destroy(v);
+        hs_gguf_close(g);
+        free(data);
+    }
+}
+
+Test(vocab, eog_set_follows_llama_cpp)
+{
+    struct loaded l = load("qwen3-vocab-f16.gguf");
+    /* FIM pad / repo / file separator end generation; the converter typed them USER_DEFINED and
+     * they are retyped CONTROL */
+    static const char *const eog[] = {"<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+                                      "<|endoftext|>", "<|im_end|>"};
+    for (size_t i = 0; i < HS_ARRAY_LEN(eog); i++) {
+        hs_token t = hs_vocab_find(l.v, eog[i]);
+        cr_assert_geq(t, 0);
+        cr_assert(hs_vocab_is_eog(l.v, t), "%s", eog[i]);
+        cr_assert(hs_vocab_is_control(l.v, t), "%s", eog[i]);
+    }
+    static const char *const not_eog[] = {"<think>", "<tool_call>", "<|im_start|>",
+                                          "<|fim_prefix|>"};
+    for (size_t i = 0; i < HS_ARRAY_LEN(not_eog); i++) {
+        cr_assert(!hs_vocab_is_eog(l.v, hs_vocab_find(l.v, not_eog[i])), "%s", not_eog[i]);
+    }
+    cr_assert(!hs_vocab_is_control(l.v, hs_vocab_find(l.v, "<think>")));
+    cr_assert(hs_vocab_is_control(l.v, hs_vocab_find(l.v, "<|fim_prefix|>")));
+    /* the USER_DEFINED <think> shows even without special; CONTROL ones do not */
+    char buf[32];
+    cr_assert_eq(hs_vocab_piece(l.v, hs_vocab_find(l.v, "<think>"), false, buf, sizeof(buf)), 7);
+    cr_assert_eq(hs_vocab_piece(l.v, hs_vocab_find(l.v, "<|file_sep|>"), false, buf, 32), 0);
+    unload(&l);
+}
