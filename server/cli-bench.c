@@ -239,6 +239,10 @@ int hs__cli_bench(int argc, char **argv)
         }
     }
     free(v);
+    /* Peak RSS of the engine itself, before the bandwidth probe allocates its buffer. */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    const double rss_mib = (double)ru.ru_maxrss / 1024.0;
     if (tg_mean > 0) {
         double bw = measure_bandwidth(nt);
         /* Bytes read per generated token: every weight once, plus the mean KV read. */
@@ -249,9 +253,9 @@ int hs__cli_bench(int argc, char **argv)
         printf("decode: %.2f GB/s of %.2f GB/s measured memory bandwidth (%.0f%%)\n", used / 1e9,
                bw / 1e9, 100.0 * used / bw);
     }
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("peak RSS: %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
+    printf("peak RSS: %.1f MiB (weights mmap'd: %.1f MiB, KV cache %.1f MiB)\n", rss_mib,
+           (double)hs_model_size_bytes(model) / (1 << 20),
+           (double)hs_context_kv_bytes(ctx) / (1 << 20));
     rc = 0;
 done:
     free(toks);
