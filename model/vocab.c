@@ -1018,7 +1018,8 @@ nomem:
 hs_status hs_tokenize(const struct hs_vocab *v, const char *text, size_t len, bool add_special,
                       bool parse_special, hs_token *out, size_t cap, size_t *n_out)
 {
-    if (v == NULL || (text == NULL && len > 0) || (out == NULL && cap > 0) || n_out == NULL) {
+    if (v == NULL || (text == NULL && len > 0) || (out == NULL && cap > 0) || n_out == NULL ||
+        len > HS_VOCAB_MAX_TEXT_BYTES) {
         return HS_E_INVAL;
     }
     *n_out = 0;
