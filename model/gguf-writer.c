@@ -227,8 +227,8 @@ hs_status hs_gguf_writer_set_str(struct hs_gguf_writer *w, const char *key, cons
     return put_kv(w, key, &b);
 }
 
-hs_status hs_gguf_writer_set_arr(struct hs_gguf_writer *w, const char *key,
-                                 enum hs_gguf_type elem, const void *data, uint64_t n)
+hs_status hs_gguf_writer_set_arr(struct hs_gguf_writer *w, const char *key, enum hs_gguf_type elem,
+                                 const void *data, uint64_t n)
 {
     size_t es = elem_size(elem);
     size_t bytes;
@@ -359,8 +359,8 @@ hs_status hs_gguf_writer_set_value(struct hs_gguf_writer *w, const char *key,
 hs_status hs_gguf_writer_add_tensor(struct hs_gguf_writer *w, const char *name, enum hs_type type,
                                     uint32_t n_dims, const int64_t *ne, const void *data)
 {
-    if (!name_ok(name) || !hs_type_is_known((uint32_t)type) || n_dims > 4 ||
-        (n_dims > 0 && !ne) || !data) {
+    if (!name_ok(name) || !hs_type_is_known((uint32_t)type) || n_dims > 4 || (n_dims > 0 && !ne) ||
+        !data) {
         return HS_E_INVAL;
     }
     for (size_t i = 0; i < w->n_tensors; i++) {

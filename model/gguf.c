@@ -8,23 +8,24 @@
 #include <inttypes.h>
 #include <stdalign.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define GGUF_MAGIC "GGUF"
-#define GGUF_MAX_DEPTH 8     /* arrays nested deeper than this are refused */
+#define GGUF_MAGIC         "GGUF"
+#define GGUF_MAX_DEPTH     8 /* arrays nested deeper than this are refused */
 #define GGUF_MAX_ALIGNMENT (UINT32_C(1) << 30)
-#define GGUF_MIN_KV_BYTES 14 /* key length 8 + key 1 + type 4 + smallest value 1 */
-#define GGUF_MIN_TI_BYTES 25 /* name length 8 + name 1 + n_dims 4 + type 4 + offset 8 */
+#define GGUF_MIN_KV_BYTES  14 /* key length 8 + key 1 + type 4 + smallest value 1 */
+#define GGUF_MIN_TI_BYTES  25 /* name length 8 + name 1 + n_dims 4 + type 4 + offset 8 */
 
 const char *hs_gguf_type_str(enum hs_gguf_type t)
 {
     static const char *const names[HS_GGUF_TYPE_COUNT] = {
-        "uint8", "int8",   "uint16", "int16", "uint32", "int32",   "float32",
-        "bool",  "string", "array",  "uint64", "int64", "float64",
+        "uint8", "int8",   "uint16", "int16",  "uint32", "int32",   "float32",
+        "bool",  "string", "array",  "uint64", "int64",  "float64",
     };
     return (unsigned)t < HS_GGUF_TYPE_COUNT ? names[t] : "unknown";
 }
@@ -281,6 +282,28 @@ static size_t rd_left(const struct rd *r)
     return r->size - r->pos;
 }
 
+/* Prefixes err's message with "<what> '<name>': " unless it already names it; returns st. */
+static hs_status err_context(struct hs_error *err, hs_status st, const char *what, const char *name)
+{
+    char prefix[128];
+    if (!err || st == HS_E_NOMEM) {
+        return st;
+    }
+    snprintf(prefix, sizeof(prefix), "%s '%s': ", what, name);
+    if (strncmp(err->message, prefix, strlen(prefix)) == 0) {
+        return st;
+    }
+    size_t pl = strlen(prefix);
+    size_t ml = strlen(err->message);
+    if (pl + ml >= sizeof(err->message)) {
+        ml = sizeof(err->message) - 1 - pl;
+    }
+    memmove(err->message + pl, err->message, ml);
+    memcpy(err->message, prefix, pl);
+    err->message[pl + ml] = '\0';
+    return st;
+}
+
 static hs_status rd_need(struct rd *r, size_t n, const char *what)
 {
     if (n > rd_left(r)) {
@@ -392,8 +415,29 @@ static hs_status rd_array(struct rd *r, struct hs_gguf_value *v, int depth, cons
         if (!strs) {
             return hs_error_set(r->err, HS_E_NOMEM, "key '%s': out of memory", key);
         }
-        for (uint64_t i = 0; i < n; i++) {
+        /* The hot loop of a tokenizer's vocabulary: locals only; a bad string is read again
+         * through rd_str for its message. */
+        const uint8_t *p = r->p;
+        const size_t size = r->size;
+        size_t pos = r->pos;
+        uint64_t i = 0;
+        for (; i < n; i++) {
+            uint64_t len;
+            if (size - pos < 8) {
+                break;
+            }
+            memcpy(&len, p + pos, 8);
+            if (len > size - pos - 8) {
+                break;
+            }
+            strs[i].data = (const char *)p + pos + 8;
+            strs[i].len = len;
+            pos += 8 + (size_t)len;
+        }
+        r->pos = pos;
+        if (i < n) {
             HS_TRY(rd_str(r, &strs[i], "array string"));
+            return hs_error_set(r->err, HS_E_INTERNAL, "key '%s': string %" PRIu64, key, i);
         }
         v->arr.data = strs;
         return HS_OK;
@@ -507,14 +551,13 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
                                "GGUF version 1 is not supported (re-convert the model to v3)");
     }
     if (g->version != 2 && g->version != 3) {
-        if ((g->version & 0xffff) == 0) {
+        if (g->version != 0 && (g->version & 0xffff) == 0) {
             return hs_error_set_at(err, HS_E_NOTSUP, 4,
                                    "GGUF version 0x%08" PRIx32 ": big-endian files are not "
                                    "supported",
                                    g->version);
         }
-        return hs_error_set_at(err, HS_E_NOTSUP, 4, "unknown GGUF version %" PRIu32,
-                               g->version);
+        return hs_error_set_at(err, HS_E_NOTSUP, 4, "unknown GGUF version %" PRIu32, g->version);
     }
 
     uint64_t n_tensors;
@@ -550,9 +593,13 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
                                    kv->key);
         }
         g->n_kv = (int64_t)i + 1;
-        HS_TRY(rd_u32(&r, &type, "value type"));
+        if ((st = rd_u32(&r, &type, "value type")) != HS_OK) {
+            return err_context(err, st, "key", kv->key);
+        }
         size_t value_at = r.pos;
-        HS_TRY(rd_value(&r, type, &kv->value, 0, kv->key));
+        if ((st = rd_value(&r, type, &kv->value, 0, kv->key)) != HS_OK) {
+            return err_context(err, st, "key", kv->key);
+        }
         if (strcmp(kv->key, "general.alignment") == 0) {
             const struct hs_gguf_value *v = &kv->value;
             if (!is_int_type(v->type) || (!is_unsigned_type(v->type) && v->i64 < 0)) {
@@ -586,8 +633,8 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
         if (st != HS_OK) {
             goto fail;
         }
-        if (index_find(&g->tensor_index, g, tensor_name_at, t->name, (size_t)raw.len,
-                       (int64_t)i) >= 0) {
+        if (index_find(&g->tensor_index, g, tensor_name_at, t->name, (size_t)raw.len, (int64_t)i) >=
+            0) {
             st = hs_error_set_at(err, HS_E_FORMAT, (int64_t)at, "duplicate tensor name '%s'",
                                  t->name);
             goto fail;
@@ -595,6 +642,7 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
         g->n_tensors = (int64_t)i + 1;
         size_t dims_at = r.pos;
         if ((st = rd_u32(&r, &t->n_dims, "tensor n_dims")) != HS_OK) {
+            err_context(err, st, "tensor", t->name);
             goto fail;
         }
         if (t->n_dims > 4) {
@@ -611,6 +659,7 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
             size_t ne_at = r.pos;
             uint64_t ne;
             if ((st = rd_u64(&r, &ne, "tensor dimension")) != HS_OK) {
+                err_context(err, st, "tensor", t->name);
                 goto fail;
             }
             if (ne == 0 || ne > INT64_MAX) {
@@ -634,6 +683,7 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
         size_t type_at = r.pos;
         uint32_t type;
         if ((st = rd_u32(&r, &type, "tensor type")) != HS_OK) {
+            err_context(err, st, "tensor", t->name);
             goto fail;
         }
         if (!hs_type_is_known(type)) {
@@ -659,6 +709,7 @@ static hs_status parse_header(struct hs_gguf *g, struct hs_error *err)
         }
         size_t off_at = r.pos;
         if ((st = rd_u64(&r, &t->offset, "tensor offset")) != HS_OK) {
+            err_context(err, st, "tensor", t->name);
             goto fail;
         }
         if (t->offset % g->alignment != 0) {
@@ -743,8 +794,8 @@ hs_status hs_gguf_open(const char *path, struct hs_gguf **out, struct hs_error *
         goto fail;
     }
     if (sb.st_size == 0) {
-        st = hs_error_set_at(err, HS_E_FORMAT, 0, "'%s': file is empty, too small to be GGUF",
-                             path);
+        st =
+            hs_error_set_at(err, HS_E_FORMAT, 0, "'%s': file is empty, too small to be GGUF", path);
         goto fail;
     }
     g = calloc(1, sizeof(*g));
@@ -900,6 +951,21 @@ hs_status hs_gguf_get_arr(const struct hs_gguf *g, const char *key, enum hs_gguf
     return HS_OK;
 }
 
+/* Float to integer, saturating; NaN gives 0 (a plain cast is undefined out of range). */
+static int64_t float_to_int(double x)
+{
+    if (x != x) {
+        return 0;
+    }
+    if (x >= 0x1p63) {
+        return INT64_MAX;
+    }
+    if (x < -0x1p63) {
+        return INT64_MIN;
+    }
+    return (int64_t)x;
+}
+
 int64_t hs_gguf_arr_get_int(const struct hs_gguf_value *arr, uint64_t i)
 {
     const uint8_t *p = (const uint8_t *)arr->arr.data + i * scalar_size(arr->arr.type);
@@ -938,12 +1004,12 @@ int64_t hs_gguf_arr_get_int(const struct hs_gguf_value *arr, uint64_t i)
     case HS_GGUF_TYPE_FLOAT32: {
         float x;
         memcpy(&x, p, 4);
-        return (int64_t)x;
+        return float_to_int(x);
     }
     case HS_GGUF_TYPE_FLOAT64: {
         double x;
         memcpy(&x, p, 8);
-        return (int64_t)x;
+        return float_to_int(x);
     }
     default:
         return 0;

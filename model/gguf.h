@@ -63,10 +63,10 @@ struct hs_gguf_tensor {
     const char *name; /* NUL-terminated copy, owned by the reader */
     enum hs_type type;
     uint32_t n_dims;
-    int64_t ne[4];      /* ne[0] innermost; unused dims are 1 */
-    uint64_t offset;    /* from the start of the data section */
+    int64_t ne[4];   /* ne[0] innermost; unused dims are 1 */
+    uint64_t offset; /* from the start of the data section */
     size_t size_bytes;
-    const void *data;   /* into the mapping */
+    const void *data; /* into the mapping */
 };
 
 struct hs_gguf;
@@ -107,8 +107,10 @@ hs_status hs_gguf_get_str(const struct hs_gguf *g, const char *key, struct hs_gg
 hs_status hs_gguf_get_arr(const struct hs_gguf *g, const char *key, enum hs_gguf_type elem,
                           const struct hs_gguf_value **out);
 
-/* Elements of numeric arrays (i < n; caller checks). Integer getters convert any integer
- * element type; the float getter takes FLOAT32 or FLOAT64. */
+/* Elements of numeric arrays (i < n; caller checks). The integer getter converts any integer or
+ * bool element (a UINT64 above INT64_MAX comes back as its two's complement) and truncates
+ * float elements, saturating (NaN gives 0); the float getter converts any numeric element.
+ * STRING and ARRAY elements give 0. */
 int64_t hs_gguf_arr_get_int(const struct hs_gguf_value *arr, uint64_t i);
 double hs_gguf_arr_get_float(const struct hs_gguf_value *arr, uint64_t i);
 
@@ -140,8 +142,8 @@ hs_status hs_gguf_writer_set_f32(struct hs_gguf_writer *w, const char *key, floa
 hs_status hs_gguf_writer_set_bool(struct hs_gguf_writer *w, const char *key, bool v);
 hs_status hs_gguf_writer_set_str(struct hs_gguf_writer *w, const char *key, const char *v);
 /* Numeric/bool array of elem type (packed little-endian elements, copied). */
-hs_status hs_gguf_writer_set_arr(struct hs_gguf_writer *w, const char *key,
-                                 enum hs_gguf_type elem, const void *data, uint64_t n);
+hs_status hs_gguf_writer_set_arr(struct hs_gguf_writer *w, const char *key, enum hs_gguf_type elem,
+                                 const void *data, uint64_t n);
 hs_status hs_gguf_writer_set_arr_str(struct hs_gguf_writer *w, const char *key,
                                      const char *const *strs, uint64_t n);
 /* Any value, arrays of arrays included (as a reader returns it, so a reader's metadata can be
@@ -154,11 +156,12 @@ hs_status hs_gguf_writer_set_value(struct hs_gguf_writer *w, const char *key,
 hs_status hs_gguf_writer_add_tensor(struct hs_gguf_writer *w, const char *name, enum hs_type type,
                                     uint32_t n_dims, const int64_t *ne, const void *data);
 
-/* Writes the file (alignment from general.alignment if set, else 32). HS_E_IO with errno's
- * message in err. */
+/* Writes the file (alignment from general.alignment if set, else 32) to a temporary file beside
+ * path, then renames it over path. HS_E_IO with errno's message in err (no temporary is left);
+ * HS_E_INVAL when general.alignment is not an unsigned power of two up to 2^30. */
 hs_status hs_gguf_writer_write_file(const struct hs_gguf_writer *w, const char *path,
                                     struct hs_error *err);
-/* Serialises into a new malloc'd buffer (free with free()). */
+/* Serialises into a new malloc'd buffer (free with free()); HS_E_NOMEM, HS_E_INVAL as above. */
 hs_status hs_gguf_writer_write_memory(const struct hs_gguf_writer *w, void **out_data,
                                       size_t *out_size);
 

@@ -60,12 +60,9 @@ struct tensor_case {
 };
 
 static const struct tensor_case round_trip_tensors[] = {
-    {"t.f32", HS_TYPE_F32, 2, {8, 3, 1, 1}},
-    {"t.f16", HS_TYPE_F16, 1, {17, 1, 1, 1}},
-    {"t.q8_0", HS_TYPE_Q8_0, 2, {64, 2, 1, 1}},
-    {"t.q4_k", HS_TYPE_Q4_K, 3, {256, 2, 2, 1}},
-    {"t.q4_1", HS_TYPE_Q4_1, 1, {32, 1, 1, 1}},
-    {"t.bf16", HS_TYPE_BF16, 4, {4, 2, 2, 3}},
+    {"t.f32", HS_TYPE_F32, 2, {8, 3, 1, 1}},     {"t.f16", HS_TYPE_F16, 1, {17, 1, 1, 1}},
+    {"t.q8_0", HS_TYPE_Q8_0, 2, {64, 2, 1, 1}},  {"t.q4_k", HS_TYPE_Q4_K, 3, {256, 2, 2, 1}},
+    {"t.q4_1", HS_TYPE_Q4_1, 1, {32, 1, 1, 1}},  {"t.bf16", HS_TYPE_BF16, 4, {4, 2, 2, 3}},
     {"t.q6_k", HS_TYPE_Q6_K, 2, {512, 1, 1, 1}},
 };
 
@@ -187,15 +184,15 @@ static void build_round_trip(struct rt_file *f, uint32_t alignment)
         f->tensor_data[i] = malloc(n);
         cr_assert_not_null(f->tensor_data[i]);
         fill_random(&rng, f->tensor_data[i], n);
-        cr_assert_eq(hs_gguf_writer_add_tensor(w, tc->name, tc->type, tc->n_dims, tc->ne,
-                                               f->tensor_data[i]),
-                     HS_OK, "%s", tc->name);
+        cr_assert_eq(
+            hs_gguf_writer_add_tensor(w, tc->name, tc->type, tc->n_dims, tc->ne, f->tensor_data[i]),
+            HS_OK, "%s", tc->name);
     }
     int64_t bad_ne[2] = {48, 1};
-    cr_assert_eq(hs_gguf_writer_add_tensor(w, "t.f32", HS_TYPE_F32, 1, bad_ne, arr_u8),
-                 HS_E_INVAL, "duplicate tensor name");
-    cr_assert_eq(hs_gguf_writer_add_tensor(w, "t.bad", HS_TYPE_Q8_0, 1, bad_ne, arr_u8),
-                 HS_E_INVAL, "48 is not a multiple of 32");
+    cr_assert_eq(hs_gguf_writer_add_tensor(w, "t.f32", HS_TYPE_F32, 1, bad_ne, arr_u8), HS_E_INVAL,
+                 "duplicate tensor name");
+    cr_assert_eq(hs_gguf_writer_add_tensor(w, "t.bad", HS_TYPE_Q8_0, 1, bad_ne, arr_u8), HS_E_INVAL,
+                 "48 is not a multiple of 32");
 
     cr_assert_eq(hs_gguf_writer_write_memory(w, &f->data, &f->size), HS_OK);
     hs_gguf_writer_destroy(w);
@@ -296,7 +293,12 @@ static void check_round_trip(const struct hs_gguf *g, const struct rt_file *f, u
     for (int i = 0; i < 3; i++) {
         cr_assert_eq((float)hs_gguf_arr_get_float(a, (uint64_t)i), arr_f32[i]);
     }
+    /* float elements read as integers truncate and saturate */
+    cr_assert_eq(hs_gguf_arr_get_int(a, 0), 1);
+    cr_assert_eq(hs_gguf_arr_get_int(a, 1), 0);
+    cr_assert_eq(hs_gguf_arr_get_int(a, 2), INT64_MAX);
     cr_assert_eq(hs_gguf_get_arr(g, "a.f64", HS_GGUF_TYPE_FLOAT64, &a), HS_OK);
+    cr_assert_eq(hs_gguf_arr_get_int(a, 1), INT64_MIN);
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(hs_gguf_arr_get_float(a, (uint64_t)i), arr_f64[i]);
     }
@@ -482,14 +484,14 @@ static void build_base(uint8_t **out, size_t *size)
 
 /* Offsets of fields in the base file, found by searching for the names. */
 struct base_layout {
-    size_t arch_len;                   /* general.architecture value's length field */
-    size_t align_type, align_value;    /* general.alignment */
+    size_t arch_len;                /* general.architecture value's length field */
+    size_t align_type, align_value; /* general.alignment */
     size_t key_a_len, key_a, key_a_type;
     size_t key_b_len, key_b;
-    size_t arr_elem_type, arr_n;       /* test.arr */
-    size_t q_ndims, q_ne0, q_type;     /* blk.0.attn_q.weight */
+    size_t arr_elem_type, arr_n;                                        /* test.arr */
+    size_t q_ndims, q_ne0, q_type;                                      /* blk.0.attn_q.weight */
     size_t a_name_len, a_name, a_ndims, a_ne0, a_ne1, a_type, a_offset; /* blk.0.w_a */
-    size_t b_name_len, b_name, b_offset; /* blk.0.w_b */
+    size_t b_name_len, b_name, b_offset;                                /* blk.0.w_b */
     size_t data_offset;
 };
 
@@ -549,48 +551,117 @@ struct damage {
 };
 
 #define DAMAGE(fn, body)                                                                           \
-    static int64_t fn(uint8_t *f, size_t *size, const struct base_layout *l)                      \
+    static int64_t fn(uint8_t *f, size_t *size, const struct base_layout *l)                       \
     {                                                                                              \
         (void)f, (void)size, (void)l;                                                              \
         body                                                                                       \
     }
 
-DAMAGE(d_magic, { f[0] = 'X'; return 0; })
-DAMAGE(d_magic_ggml, { memcpy(f, "GGML", 4); return 0; })
-DAMAGE(d_version1, { put_le(f + 4, 1, 4); return 4; })
-DAMAGE(d_version99, { put_le(f + 4, 99, 4); return 4; })
-DAMAGE(d_version_be, { put_le(f + 4, 0x03000000, 4); return 4; })
-DAMAGE(d_huge_tensors, { put_le(f + 8, 1ull << 60, 8); return 8; })
-DAMAGE(d_max_tensors, { put_le(f + 8, UINT64_MAX, 8); return 8; })
-DAMAGE(d_huge_kv, { put_le(f + 16, 1ull << 60, 8); return 16; })
-DAMAGE(d_kv_one_more, { put_le(f + 16, 6, 8); return -1; })
+DAMAGE(d_magic, {
+    f[0] = 'X';
+    return 0;
+})
+DAMAGE(d_magic_ggml, {
+    memcpy(f, "GGML", 4);
+    return 0;
+})
+DAMAGE(d_version1, {
+    put_le(f + 4, 1, 4);
+    return 4;
+})
+DAMAGE(d_version99, {
+    put_le(f + 4, 99, 4);
+    return 4;
+})
+DAMAGE(d_version_be, {
+    put_le(f + 4, 0x03000000, 4);
+    return 4;
+})
+DAMAGE(d_huge_tensors, {
+    put_le(f + 8, 1ull << 60, 8);
+    return 8;
+})
+DAMAGE(d_max_tensors, {
+    put_le(f + 8, UINT64_MAX, 8);
+    return 8;
+})
+DAMAGE(d_huge_kv, {
+    put_le(f + 16, 1ull << 60, 8);
+    return 16;
+})
+DAMAGE(d_kv_one_more, {
+    put_le(f + 16, 6, 8);
+    return -1;
+})
 DAMAGE(d_string_past_end, {
     put_le(f + l->arch_len, *size - l->arch_len - 8 + 1, 8);
     return (int64_t)l->arch_len;
 })
-DAMAGE(d_string_huge, { put_le(f + l->arch_len, 1ull << 63, 8); return (int64_t)l->arch_len; })
-DAMAGE(d_key_len_huge, { put_le(f + l->key_a_len, UINT64_MAX, 8); return (int64_t)l->key_a_len; })
-DAMAGE(d_key_empty, { put_le(f + l->key_a_len, 0, 8); return (int64_t)l->key_a_len; })
-DAMAGE(d_key_utf8, { f[l->key_a] = 0xff; return (int64_t)l->key_a_len; })
+DAMAGE(d_string_huge, {
+    put_le(f + l->arch_len, 1ull << 63, 8);
+    return (int64_t)l->arch_len;
+})
+DAMAGE(d_key_len_huge, {
+    put_le(f + l->key_a_len, UINT64_MAX, 8);
+    return (int64_t)l->key_a_len;
+})
+DAMAGE(d_key_empty, {
+    put_le(f + l->key_a_len, 0, 8);
+    return (int64_t)l->key_a_len;
+})
+DAMAGE(d_key_utf8, {
+    f[l->key_a] = 0xff;
+    return (int64_t)l->key_a_len;
+})
 DAMAGE(d_key_overlong, {
     f[l->key_a] = 0xc0;
     f[l->key_a + 1] = 0xae;
     return (int64_t)l->key_a_len;
 })
-DAMAGE(d_key_nul, { f[l->key_a + 4] = 0; return (int64_t)l->key_a_len; })
-DAMAGE(d_dup_key, { f[l->key_b + 9] = 'a'; return (int64_t)l->key_b_len; })
-DAMAGE(d_value_type, { put_le(f + l->key_a_type, 13, 4); return (int64_t)l->key_a_type; })
-DAMAGE(d_arr_elem_type, { put_le(f + l->arr_elem_type, 42, 4); return (int64_t)l->arr_elem_type; })
-DAMAGE(d_arr_count, { put_le(f + l->arr_n, 1ull << 62, 8); return (int64_t)l->arr_n; })
-DAMAGE(d_align0, { put_le(f + l->align_value, 0, 4); return (int64_t)l->align_value; })
-DAMAGE(d_align3, { put_le(f + l->align_value, 3, 4); return (int64_t)l->align_value; })
+DAMAGE(d_key_nul, {
+    f[l->key_a + 4] = 0;
+    return (int64_t)l->key_a_len;
+})
+DAMAGE(d_dup_key, {
+    f[l->key_b + 9] = 'a';
+    return (int64_t)l->key_b_len;
+})
+DAMAGE(d_value_type, {
+    put_le(f + l->key_a_type, 13, 4);
+    return (int64_t)l->key_a_type;
+})
+DAMAGE(d_arr_elem_type, {
+    put_le(f + l->arr_elem_type, 42, 4);
+    return (int64_t)l->arr_elem_type;
+})
+DAMAGE(d_arr_count, {
+    put_le(f + l->arr_n, 1ull << 62, 8);
+    return (int64_t)l->arr_n;
+})
+DAMAGE(d_align0, {
+    put_le(f + l->align_value, 0, 4);
+    return (int64_t)l->align_value;
+})
+DAMAGE(d_align3, {
+    put_le(f + l->align_value, 3, 4);
+    return (int64_t)l->align_value;
+})
 DAMAGE(d_align_type, {
     put_le(f + l->align_type, HS_GGUF_TYPE_FLOAT32, 4);
     return (int64_t)l->align_value;
 })
-DAMAGE(d_ndims5, { put_le(f + l->a_ndims, 5, 4); return (int64_t)l->a_ndims; })
-DAMAGE(d_ne0_zero, { put_le(f + l->a_ne0, 0, 8); return (int64_t)l->a_ne0; })
-DAMAGE(d_ne1_negative, { put_le(f + l->a_ne1, (uint64_t)-1, 8); return (int64_t)l->a_ne1; })
+DAMAGE(d_ndims5, {
+    put_le(f + l->a_ndims, 5, 4);
+    return (int64_t)l->a_ndims;
+})
+DAMAGE(d_ne0_zero, {
+    put_le(f + l->a_ne0, 0, 8);
+    return (int64_t)l->a_ne0;
+})
+DAMAGE(d_ne1_negative, {
+    put_le(f + l->a_ne1, (uint64_t)-1, 8);
+    return (int64_t)l->a_ne1;
+})
 DAMAGE(d_ne_product_overflow, {
     put_le(f + l->a_ne0, 1ull << 40, 8);
     put_le(f + l->a_ne1, 1ull << 40, 8);
@@ -601,20 +672,50 @@ DAMAGE(d_bytes_overflow, {
     put_le(f + l->a_ne1, 1, 8);
     return (int64_t)l->a_ndims;
 })
-DAMAGE(d_ne_too_big_for_file, { put_le(f + l->a_ne1, 1ull << 20, 8); return (int64_t)l->a_offset; })
-DAMAGE(d_block_multiple, { put_le(f + l->q_ne0, 48, 8); return (int64_t)l->q_ndims; })
-DAMAGE(d_type5, { put_le(f + l->a_type, 5, 4); return (int64_t)l->a_type; })
-DAMAGE(d_type99, { put_le(f + l->a_type, 99, 4); return (int64_t)l->a_type; })
-DAMAGE(d_misaligned, { put_le(f + l->a_offset, 97, 8); return (int64_t)l->a_offset; })
-DAMAGE(d_offset_past_end, { put_le(f + l->b_offset, 1ull << 40, 8); return (int64_t)l->b_offset; })
+DAMAGE(d_ne_too_big_for_file, {
+    put_le(f + l->a_ne1, 1ull << 20, 8);
+    return (int64_t)l->a_offset;
+})
+DAMAGE(d_block_multiple, {
+    put_le(f + l->q_ne0, 48, 8);
+    return (int64_t)l->q_ndims;
+})
+DAMAGE(d_type5, {
+    put_le(f + l->a_type, 5, 4);
+    return (int64_t)l->a_type;
+})
+DAMAGE(d_type99, {
+    put_le(f + l->a_type, 99, 4);
+    return (int64_t)l->a_type;
+})
+DAMAGE(d_misaligned, {
+    put_le(f + l->a_offset, 97, 8);
+    return (int64_t)l->a_offset;
+})
+DAMAGE(d_offset_past_end, {
+    put_le(f + l->b_offset, 1ull << 40, 8);
+    return (int64_t)l->b_offset;
+})
 DAMAGE(d_offset_wraps, {
     put_le(f + l->b_offset, UINT64_MAX - 31, 8);
     return (int64_t)l->b_offset;
 })
-DAMAGE(d_data_truncated, { *size -= 1; return (int64_t)l->b_offset; })
-DAMAGE(d_dup_tensor, { f[l->b_name + 8] = 'a'; return (int64_t)l->b_name_len; })
-DAMAGE(d_tensor_name_utf8, { f[l->a_name + 2] = 0x80; return (int64_t)l->a_name_len; })
-DAMAGE(d_tensor_name_empty, { put_le(f + l->a_name_len, 0, 8); return (int64_t)l->a_name_len; })
+DAMAGE(d_data_truncated, {
+    *size -= 1;
+    return (int64_t)l->b_offset;
+})
+DAMAGE(d_dup_tensor, {
+    f[l->b_name + 8] = 'a';
+    return (int64_t)l->b_name_len;
+})
+DAMAGE(d_tensor_name_utf8, {
+    f[l->a_name + 2] = 0x80;
+    return (int64_t)l->a_name_len;
+})
+DAMAGE(d_tensor_name_empty, {
+    put_le(f + l->a_name_len, 0, 8);
+    return (int64_t)l->a_name_len;
+})
 
 static const struct damage damages[] = {
     {"bad magic", HS_E_FORMAT, "magic", d_magic},
@@ -649,8 +750,7 @@ static const struct damage damages[] = {
     {"ne[0] not a block multiple", HS_E_FORMAT, "block size", d_block_multiple},
     {"type id 5", HS_E_FORMAT, "unknown type id 5", d_type5},
     {"type id 99", HS_E_FORMAT, "unknown type id 99", d_type99},
-    {"misaligned offset", HS_E_FORMAT, "'blk.0.w_a': offset 97 is not aligned to 32",
-     d_misaligned},
+    {"misaligned offset", HS_E_FORMAT, "'blk.0.w_a': offset 97 is not aligned to 32", d_misaligned},
     {"offset past end", HS_E_FORMAT, "'blk.0.w_b'", d_offset_past_end},
     {"offset wraps around", HS_E_FORMAT, "past the end", d_offset_wraps},
     {"data truncated", HS_E_FORMAT, "past the end", d_data_truncated},
@@ -690,18 +790,17 @@ Test(gguf, damaged_files_give_errors_with_offsets)
         struct hs_gguf *g = (struct hs_gguf *)(uintptr_t)1;
         struct hs_error err = {0};
         hs_status st = hs_gguf_open_memory(exact, size, &g, &err);
-        cr_assert_eq(st, d->want, "%s: status %s (%s)", d->name, hs_status_name(st),
-                     err.message);
+        cr_assert_eq(st, d->want, "%s: status %s (%s)", d->name, hs_status_name(st), err.message);
         cr_assert_null(g, "%s: *out stays NULL", d->name);
         cr_assert_eq(err.status, d->want, "%s", d->name);
-        cr_assert(strstr(err.message, d->want_msg) != NULL, "%s: message '%s' lacks '%s'",
-                  d->name, err.message, d->want_msg);
+        cr_assert(strstr(err.message, d->want_msg) != NULL, "%s: message '%s' lacks '%s'", d->name,
+                  err.message, d->want_msg);
         if (want_off >= 0) {
             cr_assert_eq(err.offset, want_off, "%s: offset %lld, want %lld (%s)", d->name,
                          (long long)err.offset, (long long)want_off, err.message);
         } else {
-            cr_assert(err.offset >= 0 && (size_t)err.offset <= size, "%s: offset %lld",
-                      d->name, (long long)err.offset);
+            cr_assert(err.offset >= 0 && (size_t)err.offset <= size, "%s: offset %lld", d->name,
+                      (long long)err.offset);
         }
         cr_assert(strstr(err.message, "byte offset") != NULL, "%s: %s", d->name, err.message);
         free(exact);
@@ -837,8 +936,7 @@ Test(gguf, reads_tiny_q8_0)
     cr_assert_eq(hs_gguf_get_int(g, "llama.block_count", &n_layer), HS_OK);
     cr_assert_eq(n_layer, 4);
     const struct hs_gguf_value *tokens = NULL;
-    cr_assert_eq(hs_gguf_get_arr(g, "tokenizer.ggml.tokens", HS_GGUF_TYPE_STRING, &tokens),
-                 HS_OK);
+    cr_assert_eq(hs_gguf_get_arr(g, "tokenizer.ggml.tokens", HS_GGUF_TYPE_STRING, &tokens), HS_OK);
     cr_assert_eq(tokens->arr.n, 4096);
     const struct hs_gguf_str *tok = tokens->arr.data;
     cr_assert(hs_gguf_str_eq(tok[0], "<unk>"));
@@ -880,8 +978,7 @@ Test(gguf, reads_tiny_q8_0)
     cr_assert_eq(hs_gguf_open_memory(whole, file_size, &m, &err), HS_OK, "%s", err.message);
     cr_assert_eq(hs_gguf_n_kv(m), hs_gguf_n_kv(g));
     cr_assert_eq(hs_gguf_n_tensors(m), hs_gguf_n_tensors(g));
-    cr_assert_eq(hs_gguf_find_tensor(m, "token_embd.weight")->data,
-                 whole + data_off + emb->offset);
+    cr_assert_eq(hs_gguf_find_tensor(m, "token_embd.weight")->data, whole + data_off + emb->offset);
     hs_gguf_close(m);
     free(whole);
     hs_gguf_close(g);
@@ -950,4 +1047,30 @@ Test(gguf, directory_and_empty_file_are_refused)
 
     unlink(path);
     rmdir(dir);
+}
+
+Test(gguf, truncation_messages_name_the_key_or_tensor)
+{
+    uint8_t *base;
+    size_t base_size;
+    build_base(&base, &base_size);
+    struct base_layout l = layout_of(base, base_size);
+    struct hs_gguf *g = NULL;
+    struct hs_error err;
+
+    size_t yy_len_at = l.arr_n + 8 + 8 + 1; /* test.arr = ["x", "yy"] */
+    size_t len = yy_len_at + 8 + 1;         /* inside "yy" */
+    uint8_t *f = copy_bytes(base, len);
+    cr_assert_eq(hs_gguf_open_memory(f, len, &g, &err), HS_E_FORMAT);
+    cr_assert(strstr(err.message, "key 'test.arr'") != NULL, "%s", err.message);
+    cr_assert_eq(err.offset, (int64_t)yy_len_at, "%s", err.message);
+    free(f);
+
+    len = l.a_type + 2; /* inside blk.0.w_a's type */
+    f = copy_bytes(base, len);
+    cr_assert_eq(hs_gguf_open_memory(f, len, &g, &err), HS_E_FORMAT);
+    cr_assert(strstr(err.message, "tensor 'blk.0.w_a'") != NULL, "%s", err.message);
+    cr_assert_eq(err.offset, (int64_t)l.a_type);
+    free(f);
+    free(base);
 }
