@@ -49,6 +49,8 @@ struct hs_vocab {
     struct hs__str_table merges;
 
     hs_token byte_token[256]; /* SPM: <0xNN>; BPE: the mapped character; -1 when absent */
+    uint8_t byte_utf8[256][2];   /* BPE: UTF-8 of GPT-2's code point for each byte (1-2 bytes) */
+    int16_t cp_byte[256 + 68];   /* BPE: the byte each mapped code point stands for */
     hs_token *special;        /* ids of CONTROL/USER_DEFINED/UNKNOWN tokens, longest text first */
     int32_t n_special;
 
@@ -285,24 +287,6 @@ static uint32_t byte_to_cp(uint8_t b)
         n += !byte_is_printable(i);
     }
     return 256 + n;
-}
-
-/* The byte a mapped code point stands for, or -1. */
-static int cp_to_byte(uint32_t cp)
-{
-    if (cp < 256) {
-        return byte_is_printable(cp) ? (int)cp : -1;
-    }
-    if (cp >= 256 + 68) {
-        return -1;
-    }
-    unsigned n = cp - 256;
-    for (unsigned b = 0; b < 256; b++) {
-        if (!byte_is_printable(b) && n-- == 0) {
-            return (int)b;
-        }
-    }
-    return -1;
 }
 
 /* ---- lookups ---- */
@@ -622,7 +606,11 @@ static void bpe_word(struct bpe_ctx *c, const char *word, size_t len)
     char *text = c->work;
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
-        n += utf8_encode(byte_to_cp((uint8_t)word[i]), (uint8_t *)text + n);
+        const uint8_t *e = v->byte_utf8[(uint8_t)word[i]];
+        text[n++] = (char)e[0];
+        if (e[0] >= 0x80) {
+            text[n++] = (char)e[1];
+        }
     }
     if (v->ignore_merges) {
         hs_token t = token_lookup(v, text, n);
@@ -650,7 +638,7 @@ static void bpe_word(struct bpe_ctx *c, const char *word, size_t len)
         while (off < s->off + s->n) {
             size_t adv;
             uint32_t cp = utf8_decode((const uint8_t *)text + off, s->off + s->n - off, &adv);
-            int b = cp_to_byte(cp);
+            int b = cp < HS_ARRAY_LEN(v->cp_byte) ? v->cp_byte[cp] : -1;
             if (b >= 0) {
                 emit_byte(v, (uint8_t)b, c->out);
             }
@@ -1018,7 +1006,8 @@ nomem:
 hs_status hs_tokenize(const struct hs_vocab *v, const char *text, size_t len, bool add_special,
                       bool parse_special, hs_token *out, size_t cap, size_t *n_out)
 {
-    if (v == NULL || (text == NULL && len > 0) || (out == NULL && cap > 0) || n_out == NULL) {
+    if (v == NULL || (text == NULL && len > 0) || (out == NULL && cap > 0) || n_out == NULL ||
+        len > HS_VOCAB_MAX_TEXT_BYTES) {
         return HS_E_INVAL;
     }
     *n_out = 0;
@@ -1132,7 +1121,7 @@ size_t hs_vocab_piece(const struct hs_vocab *v, hs_token t, bool special, char *
     for (size_t i = 0; i < len;) {
         size_t adv;
         uint32_t cp = utf8_decode((const uint8_t *)s + i, len - i, &adv);
-        int b = cp_to_byte(cp);
+        int b = cp < HS_ARRAY_LEN(v->cp_byte) ? v->cp_byte[cp] : -1;
         if (b >= 0) {
             uint8_t c = (uint8_t)b;
             n = put(buf, cap, n, &c, 1);
@@ -1696,6 +1685,7 @@ hs_status hs_vocab_load(const struct hs_gguf *g, struct hs_vocab **out, struct h
         v->add_space_prefix = false;
     }
 
+    memset(v->cp_byte, 0xff, sizeof(v->cp_byte));
     for (int b = 0; b < 256; b++) {
         v->byte_token[b] = HS__NO_ID;
         if (v->type == HS_VOCAB_SPM) {
@@ -1709,7 +1699,10 @@ hs_status hs_vocab_load(const struct hs_gguf *g, struct hs_vocab **out, struct h
             v->byte_token[b] = t;
         } else {
             uint8_t buf[4];
-            size_t n = utf8_encode(byte_to_cp((uint8_t)b), buf);
+            uint32_t cp = byte_to_cp((uint8_t)b);
+            size_t n = utf8_encode(cp, buf);
+            memcpy(v->byte_utf8[b], buf, 2);
+            v->cp_byte[cp] = (int16_t)b;
             v->byte_token[b] = token_lookup(v, (const char *)buf, n);
         }
     }

@@ -43,7 +43,9 @@ hs_token hs_vocab_bos(const struct hs_vocab *v); /* -1 when none */
 hs_token hs_vocab_eos(const struct hs_vocab *v);
 bool hs_vocab_add_bos(const struct hs_vocab *v);
 bool hs_vocab_add_eos(const struct hs_vocab *v);
-/* End of generation: eos, eot, <|im_end|>, <|endoftext|> and the like. */
+/* End of generation, as llama.cpp decides it: eos, eot, eom, tokenizer.ggml.eog, the FIM
+ * pad/repo/file-separator tokens, and tokens written <|im_end|>, <|endoftext|>, <|eot_id|>,
+ * <end_of_turn>, <|end|>, <|eom_id|>, <EOT> (retyped CONTROL at load if they were not). */
 bool hs_vocab_is_eog(const struct hs_vocab *v, hs_token t);
 bool hs_vocab_is_control(const struct hs_vocab *v, hs_token t);
 /* The token's stored text (NUL-terminated, borrowed), or NULL for ids out of range. */
@@ -51,16 +53,24 @@ const char *hs_vocab_token_text(const struct hs_vocab *v, hs_token t);
 /* Id of the token whose stored text is exactly s, or -1. */
 hs_token hs_vocab_find(const struct hs_vocab *v, const char *s);
 
+/* Longest text hs_tokenize takes (symbol indices are 32-bit). */
+#define HS_VOCAB_MAX_TEXT_BYTES ((size_t)256 << 20)
+
 /* Tokenizes len bytes of text. add_special: BOS/EOS as the model asks; parse_special: control
- * tokens written in the text ("<|im_start|>") become their ids. Writes at most cap ids and sets
- * *n_out to the number the whole text needs (so a too-small buffer returns HS_E_RANGE with the
- * size to retry with). Invalid UTF-8 is tokenized byte-wise, never rejected. */
+ * tokens written in the text ("<|im_start|>") become their ids (USER_DEFINED tokens such as
+ * "<think>" are always split out, as llama.cpp does). Writes at most cap ids and sets *n_out to
+ * the number the whole text needs (so a too-small buffer returns HS_E_RANGE with the size to
+ * retry with). Invalid UTF-8 is tokenized byte-wise (each invalid byte its own character, kept
+ * exactly: byte-level BPE and byte fallback give it back), never rejected; NUL bytes are text.
+ * Errors: HS_E_INVAL (NULL arguments, len > HS_VOCAB_MAX_TEXT_BYTES), HS_E_NOMEM. Thread: any;
+ * allocates scratch per call. */
 hs_status hs_tokenize(const struct hs_vocab *v, const char *text, size_t len, bool add_special,
                       bool parse_special, hs_token *out, size_t cap, size_t *n_out);
 
 /* The bytes token t stands for (byte tokens decoded, "▁" -> ' ', GPT-2 byte mapping undone);
- * control tokens give their text only when special. Returns the number of bytes the piece has;
- * writes at most cap (no NUL). */
+ * control and unknown tokens give their text only when special, USER_DEFINED tokens their text
+ * as written. Returns the number of bytes the piece has (0 for ids out of range); writes at most
+ * cap (no NUL), so cap 0 with buf NULL measures. */
 size_t hs_vocab_piece(const struct hs_vocab *v, hs_token t, bool special, char *buf, size_t cap);
 
 /* Streaming detokenizer: holds back bytes of an incomplete UTF-8 character (and SentencePiece's
