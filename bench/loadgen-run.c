@@ -550,10 +550,12 @@ static hs_status run_phase(struct lg_run *run, bool measured, int target, double
         int running = 0;
         curl_multi_perform(run->multi, &running);
         drain(run);
-        int wait_ms = 100;
         now = now_s();
-        if (more && cfg->rate > 0 && (cap <= 0 || run->active < cap)) {
-            double w = ceil((next_arrival - now) * 1000.0);
+        more = (target <= 0 || issued < target) && (duration <= 0 || now - t0 < duration);
+        int wait_ms = 100;
+        if (more && (cap <= 0 || run->active < cap)) {
+            /* a slot is free: issue now (closed loop) or at the next arrival */
+            double w = cfg->rate > 0 ? ceil((next_arrival - now) * 1000.0) : 0;
             wait_ms = w < 0 ? 0 : w > 100 ? 100 : (int)w;
         }
         if (more && duration > 0) {
@@ -562,7 +564,7 @@ static hs_status run_phase(struct lg_run *run, bool measured, int target, double
                 wait_ms = w < 0 ? 0 : (int)w;
             }
         }
-        if (run->active > 0 || wait_ms > 0) {
+        if (wait_ms > 0) {
             curl_multi_poll(run->multi, NULL, 0, wait_ms, NULL);
         }
         if (now - run->last_progress >= period) {
