@@ -445,7 +445,11 @@ Test(loadgen, sustains_many_streams)
                  (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
                  (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) * 1e-6 +
                  (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) * 1e-6;
-    cr_assert_eq(rep->completed, 3000, "errors: %lld", (long long)rep->n_errors);
+    cr_assert_eq(rep->completed, 3000, "errors: %lld (connect %lld, timeout %lld, disconnect %lld, "
+                 "malformed %lld, other %lld)", (long long)rep->n_errors,
+                 (long long)rep->errors[HS_LG_ERR_CONNECT], (long long)rep->errors[HS_LG_ERR_TIMEOUT],
+                 (long long)rep->errors[HS_LG_ERR_DISCONNECT],
+                 (long long)rep->errors[HS_LG_ERR_MALFORMED], (long long)rep->errors[HS_LG_ERR_OTHER]);
     double ev = (double)rep->n_sse_events / rep->duration_s;
     fprintf(stderr,
             "harness vs instant fake server, 256 streams: %.0f req/s, %.0f SSE events/s; "
