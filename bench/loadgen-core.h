@@ -106,6 +106,8 @@ struct hs_lg_report {
     int64_t errors[HS_LG_ERR_COUNT];
     int64_t n_errors;
     double duration_s; /* first measured send to last measured completion */
+    double t0_mono_s;  /* CLOCK_MONOTONIC seconds when the measured phase began (start_s is
+                        * relative to it): lines the run up with server-side logs */
     int64_t total_input_tokens, total_output_tokens; /* over completed requests */
     double request_throughput, output_throughput, total_token_throughput; /* per second */
     struct hs_lg_stat ttft, tpot, itl, e2el;

@@ -661,6 +661,7 @@ hs_status hs_lg_run(const struct hs_lg_config *cfg, struct hs_lg_report **out, s
     rep->n_requests = run.n_reqs;
     run.reqs = NULL;
     rep->duration_s = t_end - run.t0;
+    rep->t0_mono_s = run.t0;
     rep->n_sse_events = run.n_events;
     rep->slo_ttft_ms = cfg->slo_ttft_ms;
     rep->slo_tpot_ms = cfg->slo_tpot_ms;
