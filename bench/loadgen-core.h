@@ -115,6 +115,7 @@ struct hs_lg_report {
     int good;         /* completed and within both SLOs (all completed when no SLO) */
     double goodput;   /* good / duration_s */
     int64_t n_sse_events; /* every `data:` line seen, warmup excluded */
+    char first_error[HS_LG_ERR_COUNT][160]; /* first message seen per kind, "" if none */
     struct hs_lg_request_result *reqs; /* owned; [n_requests] in issue order */
     /* echo of the config for the JSON file */
     char *model, *base_url, *endpoint, *workload;

@@ -172,7 +172,8 @@ void hs_lg_report_print(const struct hs_lg_report *rep, FILE *f)
     fprintf(f, "%-32s %lld\n", "total:", (long long)rep->n_errors);
     for (int k = 1; k < HS_LG_ERR_COUNT; k++) {
         if (rep->errors[k]) {
-            fprintf(f, "  %-30s %lld\n", hs_lg_error_kind_str(k), (long long)rep->errors[k]);
+            fprintf(f, "  %-30s %lld   first: %s\n", hs_lg_error_kind_str(k),
+                    (long long)rep->errors[k], rep->first_error[k]);
         }
     }
     fprintf(f, "===============================================\n");

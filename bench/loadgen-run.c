@@ -83,6 +83,7 @@ struct lg_xfer {
     size_t len, cap;
     double *chunks; /* content chunk times since t_start */
     int n_chunks, cap_chunks;
+    char errbuf[CURL_ERROR_SIZE];
 };
 
 struct lg_run {
@@ -96,6 +97,7 @@ struct lg_run {
     int n_reqs, cap_reqs;
     int64_t *in_est; /* [cap_reqs] */
     int64_t n_events;
+    char first_error[HS_LG_ERR_COUNT][160];
     struct lg_xfer *inflight; /* list head */
     int active, done_phase, errors_phase;
     double last_progress;
@@ -339,6 +341,7 @@ static hs_status issue(struct lg_run *run, bool measured)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     if (cfg->timeout_s > 0) {
@@ -434,6 +437,19 @@ static void finish(struct lg_run *run, struct lg_xfer *x, CURLcode rc)
         return;
     }
     run->n_events += x->n_events;
+    char *first = run->first_error[kind];
+    if (kind != HS_LG_ERR_NONE && !first[0]) {
+        if (kind == HS_LG_ERR_HTTP) {
+            snprintf(first, sizeof(run->first_error[0]), "HTTP %ld: %.120s", code,
+                     x->buf ? x->buf : "");
+        } else if (kind == HS_LG_ERR_MALFORMED) {
+            snprintf(first, sizeof(run->first_error[0]), "%s",
+                     x->n_chunks ? "unparseable event mid-stream" : "no completion in response");
+        } else {
+            snprintf(first, sizeof(run->first_error[0]), "%.150s",
+                     x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+        }
+    }
     struct hs_lg_request_result *r = &run->reqs[x->index];
     r->error = kind;
     r->http_status = (int)code;
@@ -662,6 +678,7 @@ hs_status hs_lg_run(const struct hs_lg_config *cfg, struct hs_lg_report **out, s
     run.reqs = NULL;
     rep->duration_s = t_end - run.t0;
     rep->t0_mono_s = run.t0;
+    memcpy(rep->first_error, run.first_error, sizeof(rep->first_error));
     rep->n_sse_events = run.n_events;
     rep->slo_ttft_ms = cfg->slo_ttft_ms;
     rep->slo_tpot_ms = cfg->slo_tpot_ms;
