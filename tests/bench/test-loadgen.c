@@ -21,7 +21,9 @@
 
 /* ---- the fake server ---- */
 
-enum fake_mode { FAKE_TIMED, FAKE_INSTANT, FAKE_HTTP500, FAKE_DROP, FAKE_MALFORMED, FAKE_SLOW };
+enum fake_mode {
+    FAKE_TIMED, FAKE_INSTANT, FAKE_HTTP500, FAKE_DROP, FAKE_MALFORMED, FAKE_SLOW, FAKE_JSON
+};
 
 /* What the server did for one request: its truth, on the same monotonic clock as the harness. */
 struct fake_rec {
@@ -168,6 +170,13 @@ static enum MHD_Result fake_handler(void *cls, struct MHD_Connection *c, const c
         static const char msg[] = "{\"error\":{\"message\":\"boom\"}}";
         r = MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
         code = 500;
+    } else if (f->mode == FAKE_JSON) {
+        static const char msg[] =
+            "{\"id\":\"c1\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,"
+            "\"message\":{\"role\":\"assistant\",\"content\":\"hello there\"},"
+            "\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":9,"
+            "\"completion_tokens\":17,\"total_tokens\":26}}";
+        r = MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
     } else if (f->mode == FAKE_INSTANT) {
         size_t len;
         char *b = instant_body(f, &len);
@@ -399,10 +408,30 @@ Test(loadgen, duration_stops_issuing)
     c.duration_s = 0.5;
     c.concurrency = 2;
     struct hs_lg_report *rep = run_ok(&c);
-    /* each takes ~40 ms: about 25 requests in 0.5 s on 2 streams */
-    cr_assert_geq(rep->completed, 15);
+    /* each takes ~40 ms: about 25 requests in 0.5 s on 2 streams; none issued after 0.5 s */
+    cr_assert_geq(rep->completed, 5);
     cr_assert_leq(rep->completed, 28);
-    cr_assert_lt(rep->duration_s, 0.65);
+    for (int i = 0; i < rep->n_requests; i++) {
+        cr_assert_lt(rep->reqs[i].start_s, 0.51);
+    }
+    cr_assert_lt(rep->duration_s, 1.5);
+    hs_lg_report_destroy(rep);
+    fake_stop(f);
+}
+
+Test(loadgen, long_stream_split_across_reads)
+{
+    /* ~200 KB of events in one response: lines straddle libcurl's buffers */
+    struct fake *f = fake_start(FAKE_INSTANT, 2000, 0, 0);
+    struct hs_lg_config c = base_cfg(f);
+    c.num_requests = 3;
+    struct hs_lg_report *rep = run_ok(&c);
+    cr_assert_eq(rep->completed, 3);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(rep->reqs[i].n_chunks, 2000);
+        cr_assert_eq(rep->reqs[i].output_tokens, 2000);
+    }
+    cr_assert_eq(rep->n_sse_events, 3 * 2002);
     hs_lg_report_destroy(rep);
     fake_stop(f);
 }
@@ -469,18 +498,29 @@ Test(loadgen, connect_refused_counted)
 
 Test(loadgen, non_streaming_response)
 {
-    struct fake *f = fake_start(FAKE_INSTANT, 1, 0, 0);
-    /* a whole chat.completion body instead of SSE: use a tiny custom run through jsonl? no -
-     * the instant server sends SSE, which a non-stream client must reject as malformed */
+    struct fake *f = fake_start(FAKE_JSON, 1, 0, 0);
     struct hs_lg_config c = base_cfg(f);
     c.stream = false;
-    c.num_requests = 2;
+    c.num_requests = 3;
     struct hs_lg_report *rep = run_ok(&c);
-    cr_assert_eq(rep->errors[HS_LG_ERR_MALFORMED], 2);
+    cr_assert_eq(rep->completed, 3);
+    cr_assert_eq(rep->total_output_tokens, 3 * 17);
+    cr_assert_eq(rep->total_input_tokens, 3 * 9);
+    cr_assert_float_eq(rep->reqs[0].ttft_s, rep->reqs[0].e2e_s, 1e-12);
+    cr_assert_eq(rep->itl.n, 0);
     json_t *b = json_loads(f->last_body, 0, NULL);
     cr_assert(json_is_false(json_object_get(b, "stream")));
     cr_assert_null(json_object_get(b, "stream_options"));
     json_decref(b);
+    hs_lg_report_destroy(rep);
+    fake_stop(f);
+    /* an SSE stream where a JSON body was expected is malformed */
+    f = fake_start(FAKE_INSTANT, 3, 0, 0);
+    c = base_cfg(f);
+    c.stream = false;
+    c.num_requests = 2;
+    rep = run_ok(&c);
+    cr_assert_eq(rep->errors[HS_LG_ERR_MALFORMED], 2);
     hs_lg_report_destroy(rep);
     fake_stop(f);
 }
