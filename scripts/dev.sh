@@ -13,7 +13,7 @@ ROOT=$(pwd)
 JOBS=${JOBS:-$(nproc)}
 
 PKGS=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev
-      libmicrohttpd-dev libjansson-dev libhwloc-dev libdnnl-dev libcriterion-dev libutf8proc-dev)
+      libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libhwloc-dev libdnnl-dev libcriterion-dev libutf8proc-dev)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
