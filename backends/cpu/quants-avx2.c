@@ -55,7 +55,7 @@ INLINE __m256i dot_i8(__m256i a, __m256i b)
         case 13: t##_tile(n, s, bs, w, ws, x, xs, 4, 2); break;                                \
         case 14: t##_tile(n, s, bs, w, ws, x, xs, 4, 3); break;                                \
         case 15: t##_tile(n, s, bs, w, ws, x, xs, 4, 4); break;                                \
-        default: break;                                                                        \
+        default: HS_ASSERT(!"gemm_tile: nr and nc must be in 1..4"); break;                    \
         }                                                                                      \
     }                                                                                          \
     void hs__vec_dot_##t##_##isa(int64_t n, float *s, const void *w, const void *x)           \

@@ -38,7 +38,7 @@ INLINE float f16(uint16_t h)
         case 13: t##_tile(n, s, bs, w, ws, x, xs, 4, 2, extra); break;                         \
         case 14: t##_tile(n, s, bs, w, ws, x, xs, 4, 3, extra); break;                         \
         case 15: t##_tile(n, s, bs, w, ws, x, xs, 4, 4, extra); break;                         \
-        default: break;                                                                        \
+        default: HS_ASSERT(!"gemm_tile: nr and nc must be in 1..4"); break;                    \
         }                                                                                      \
     }                                                                                          \
     void hs__vec_dot_##t##_##isa(int64_t n, float *s, const void *w, const void *x)           \

@@ -25,8 +25,9 @@ const char *hs_isa_str(enum hs_isa isa);
 /* Best ISA this CPU supports. */
 enum hs_isa hs__cpu_detect_isa(void);
 
-/* s[j * bs + i] = dot(w row i, x row j) for i < nr, j < nc (nr, nc in 1..4); n elements per row;
- * w_stride and x_stride are the byte distances between consecutive rows. */
+/* s[j * bs + i] = dot(w row i, x row j) for i < nr, j < nc (nr, nc in 1..4, else HS_ASSERT);
+ * n elements per row; w_stride and x_stride are the byte distances between consecutive rows.
+ * The prompt-processing kernel: each weight block is decoded once for all nc activation rows. */
 typedef void (*hs_gemm_tile_fn)(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
                                 const void *x, size_t x_stride, int nr, int nc);
 
