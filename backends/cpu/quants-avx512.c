@@ -142,10 +142,13 @@ INLINE __m512i q8_0_pair(const struct hs_block_q8_0 *blk, int two)
                               _mm256_loadu_si256((const __m256i *)blk[1].qs), 1);
 }
 
+/* [d_b x 8, d_b+1 x 8] as floats (zeros for a missing second block): broadcast the halves,
+ * convert once. */
 INLINE __m512 q8_0_scales(const struct hs_block_q8_0 *blk, int two)
 {
-    const __m512 lo = _mm512_set1_ps(f16(blk[0].d));
-    return _mm512_insertf32x8(lo, _mm256_set1_ps(two ? f16(blk[1].d) : 0.0f), 1);
+    const __m128i lo = _mm_set1_epi16((short)blk[0].d);
+    const __m128i hi = two ? _mm_set1_epi16((short)blk[1].d) : _mm_setzero_si128();
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
 }
 
 /* With VNNI the weights are offset to unsigned (w + 128) so one vpdpbusd does the block; the
