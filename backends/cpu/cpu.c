@@ -11,8 +11,16 @@
 #include <string.h>
 
 #include "backends/backend-impl.h"
+#include "backends/cpu/cpu.h"
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HS__CPU_X86 1
+#else
+#define HS__CPU_X86 0
+#endif
 
 /* Elementwise ops run on the caller alone below this many elements (dispatch would cost more). */
 #define HS__CPU_PAR_MIN_ELEMS 16384
@@ -26,6 +34,7 @@ struct hs_cpu_backend {
     size_t act_bytes; /* capacity of act */
     float *tls;       /* per-thread scratch [n_threads][tls_stride]; owns */
     size_t tls_stride;
+    bool simd_f16;    /* AVX2 + FMA + F16C: fused f16 attention accumulation */
 };
 
 static struct hs_cpu_backend *hs__cpu(struct hs_backend *be)
@@ -408,6 +417,42 @@ static hs_status hs__cpu_kv_store(struct hs_backend *be, const struct hs_tensor 
 
 /* ---- attention over the paged cache ---- */
 
+/* acc = f16(acc + v * s) and acc = f16(acc * s) on f16 rows, as ggml_vec_mad_f16 and
+ * ggml_vec_scale_f16 do (fused multiply-add in f32, rounded to nearest even once). */
+#if HS__CPU_X86
+__attribute__((target("avx2,fma,f16c"))) static void hs__f16_mad_avx2(uint16_t *acc,
+                                                                       const uint16_t *v, float s,
+                                                                       int64_t n)
+{
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc + i)));
+        const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));
+        a = _mm256_fmadd_ps(x, vs, a);
+        _mm_storeu_si128((__m128i *)(acc + i), _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; i++) {
+        acc[i] = hs_fp32_to_fp16(fmaf(hs_fp16_to_fp32(v[i]), s, hs_fp16_to_fp32(acc[i])));
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void hs__f16_scale_avx2(uint16_t *acc, float s,
+                                                                         int64_t n)
+{
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc + i)));
+        _mm_storeu_si128((__m128i *)(acc + i),
+                         _mm256_cvtps_ph(_mm256_mul_ps(a, vs), _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; i++) {
+        acc[i] = hs_fp32_to_fp16(hs_fp16_to_fp32(acc[i]) * s);
+    }
+}
+#endif
+
 struct hs__attn_task {
     const struct hs_attn_args *a;
     const struct hs_quant_kernels *kdot; /* K's kernels: q converted to K's type, dot in f32 */
@@ -416,6 +461,7 @@ struct hs__attn_task {
     int64_t n_kv_head;
     int64_t hd;
     int64_t n_items; /* n_seqs * n_head */
+    bool simd_f16;
     atomic_llong next;
     float *tls;
     size_t tls_stride;
@@ -441,9 +487,42 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
         t->kdot->from_float(q, qconv, hd);
         qk = qconv;
     }
-    memset(acc, 0, (size_t)hd * sizeof(float));
     float m = -INFINITY;
     float sum = 0.0f;
+#if HS__CPU_X86
+    if (v_f16 && t->simd_f16) {
+        /* The running sum lives in f16 (h16), updated in one fused pass per position. */
+        memset(h16, 0, (size_t)hd * sizeof(uint16_t));
+        for (int64_t p = 0; p < n_ctx; p++) {
+            const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
+            const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
+                             (size_t)kvh * a->k_cache->nb[1];
+            const uint16_t *vr = (const uint16_t *)((const char *)a->v_cache->data +
+                                                    slot * a->v_cache->nb[2] +
+                                                    (size_t)kvh * a->v_cache->nb[1]);
+            float s;
+            t->kdot->vec_dot(hd, &s, kr, qk);
+            s *= a->scale;
+            float ms = 1.0f;
+            float vs = 1.0f;
+            if (s > m) {
+                ms = expf(m - s);
+                m = s;
+                hs__f16_scale_avx2(h16, ms, hd);
+            } else {
+                vs = expf(s - m);
+            }
+            hs__f16_mad_avx2(h16, vr, vs, hd);
+            sum = sum * ms + vs;
+        }
+        const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+        for (int64_t d = 0; d < hd; d++) {
+            out[d] = hs_fp16_to_fp32(h16[d]) * inv;
+        }
+        return;
+    }
+#endif
+    memset(acc, 0, (size_t)hd * sizeof(float));
     for (int64_t p = 0; p < n_ctx; p++) {
         const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
         const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
@@ -529,6 +608,7 @@ static hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_a
         .n_kv_head = args->k_cache->ne[1],
         .hd = args->q->ne[0],
         .n_items = (int64_t)args->n_seqs * args->q->ne[1],
+        .simd_f16 = cpu->simd_f16,
     };
     if (!t.kdot || !t.f16) {
         return HS_E_NOTSUP;
@@ -602,6 +682,12 @@ static const struct hs_backend_iface hs__cpu_iface = {
     /* .synchronize = */ NULL,
 };
 
+void hs__cpu_set_simd(struct hs_backend *be, bool on)
+{
+    HS_ASSERT(be->iface == &hs__cpu_iface);
+    hs__cpu(be)->simd_f16 = on && hs__cpu_detect_isa() >= HS_ISA_AVX2;
+}
+
 hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct hs_backend **out)
 {
     hs_status st = HS_E_NOMEM;
@@ -611,6 +697,7 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
         goto fail;
     }
     cpu->base.iface = &hs__cpu_iface;
+    cpu->simd_f16 = hs__cpu_detect_isa() >= HS_ISA_AVX2;
     st = hs__pool_create(params->n_threads, params->pin_threads, &cpu->pool);
     if (st != HS_OK) {
         goto fail_cpu;
