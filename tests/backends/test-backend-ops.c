@@ -779,3 +779,48 @@ Test(backend_pool, every_thread_runs_once_per_dispatch_spinning_and_after_sleep)
     hs__pool_destroy(pool);
     hs__pool_destroy(NULL);
 }
+
+Test(backend_ops, views_and_in_place_elementwise)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 2024);
+    const int64_t n_in = 256, n_out = 12, n_all = 9;
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        struct hs_backend *be = make_backend(reg, 3);
+        struct weights w;
+        make_weights(&w, &rng, HS_TYPE_Q8_0, n_in, n_out);
+        float *x = rand_floats(&rng, n_in * n_all, -1.0f, 1.0f);
+        float *y = rand_floats(&rng, n_out * n_all, -1.0f, 1.0f);
+        float *y0 = malloc((size_t)(n_out * n_all) * sizeof(float));
+        memcpy(y0, y, (size_t)(n_out * n_all) * sizeof(float));
+        float ref[5 * 12];
+        /* Rows [2, 7) of x into rows [2, 7) of y; the rest of y stays as it was. */
+        struct hs_tensor tx, ty;
+        hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, n_all, x);
+        hs_tensor_init_2d(&ty, HS_TYPE_F32, n_out, n_all, y);
+        struct hs_tensor vx = hs_tensor_rows(&tx, 2, 5), vy = hs_tensor_rows(&ty, 2, 5);
+        cr_assert_eq(hs_backend_matmul(be, &w.t, &vx, &vy), HS_OK);
+        hs_ref_matmul(w.deq, x + 2 * n_in, ref, n_out, n_in, 5);
+        cr_assert_lt(hs_ref_rel_err(y + 2 * n_out, ref, 5 * n_out), matmul_tol(HS_TYPE_Q8_0));
+        cr_assert_eq(memcmp(y, y0, 2 * n_out * sizeof(float)), 0);
+        cr_assert_eq(memcmp(y + 7 * n_out, y0 + 7 * n_out, 2 * n_out * sizeof(float)), 0);
+
+        /* In place: x = x + b (broadcast row), then x = rms_norm(x). */
+        float *b = rand_floats(&rng, n_in, -1.0f, 1.0f);
+        float *r = malloc((size_t)(n_in * n_all) * sizeof(float));
+        struct hs_tensor tb;
+        hs_tensor_init_2d(&tb, HS_TYPE_F32, n_in, 1, b);
+        hs_ref_binary(0, x, b, 1, r, n_in, n_all);
+        hs_ref_rms_norm(r, NULL, 1e-6f, r, n_in, n_all);
+        cr_assert_eq(hs_backend_add(be, &tx, &tb, &tx), HS_OK);
+        cr_assert_eq(hs_backend_rms_norm(be, &tx, NULL, 1e-6f, &tx), HS_OK);
+        cr_assert_lt(hs_ref_rel_err(x, r, n_in * n_all), 1e-6);
+        free(r);
+        free(b);
+        free(y0);
+        free(y);
+        free(x);
+        free_weights(&w);
+        hs_backend_destroy(be);
+    }
+}
