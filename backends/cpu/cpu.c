@@ -24,6 +24,8 @@
 
 /* Elementwise ops run on the caller alone below this many elements (dispatch would cost more). */
 #define HS__CPU_PAR_MIN_ELEMS 16384
+/* Attention batches with at least this many query rows run with f32 accumulation. */
+#define HS__ATTN_F32_MIN_ROWS 64
 /* Bytes of weight rows a thread keeps hot while it sweeps all activation rows. */
 #define HS__CPU_W_CHUNK_BYTES 16384
 
@@ -462,14 +464,18 @@ struct hs__attn_task {
     int64_t hd;
     int64_t n_items; /* n_seqs * n_head */
     bool simd_f16;
+    bool f32_acc; /* big batch: q, scores and the V sum all in f32 (ggml's tiled path) */
+    const struct hs_quant_kernels *f32;
     atomic_llong next;
     float *tls;
     size_t tls_stride;
 };
 
-/* Online softmax (flash-attention style) for one query row of one head. As ggml's CPU flash
- * attention: with an f16 K, q is rounded to f16 and q.k runs in f16 -> f32; with an f16 V, the
- * running sum of V rows is kept in f16 (rounded after every update); with f32 V, in f32. */
+/* Online softmax (flash-attention style) for one query row of one head, with the precision of
+ * ggml's CPU flash attention. Small batches (its one_chunk path): with an f16 K, q is rounded to
+ * f16 and q.k runs in f16 -> f32; with an f16 V, the running sum of V rows is kept in f16
+ * (rounded after every update). Batches of HS__ATTN_F32_MIN_ROWS rows or more (its tiled path):
+ * q stays f32, K and V rows are widened to f32 and the sum is kept in f32. */
 static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq *seq,
                          const float *q, int64_t kvh, int64_t n_ctx, float *out, float *buf)
 {
@@ -477,20 +483,24 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     const int64_t hd = t->hd;
     const int64_t bs = a->block_size;
     const bool v_f16 = a->v_cache->type == HS_TYPE_F16;
+    const bool k_widen = t->f32_acc && a->k_cache->type == HS_TYPE_F16;
+    const bool v_round = v_f16 && !t->f32_acc; /* keep the V sum in f16 */
     float *acc = buf;               /* [hd] running sum of p * v */
     float *vrow = buf + hd;         /* [hd] V row in f32 */
     void *qconv = buf + 2 * hd;     /* [hd] q in K's type */
     uint16_t *h16 = (uint16_t *)(buf + 3 * hd); /* [hd] f16 rounding buffer */
+    float *krow = buf + 4 * hd;     /* [hd] K row widened to f32 */
+    const struct hs_quant_kernels *kdot = k_widen ? t->f32 : t->kdot;
 
     const void *qk = q;
-    if (a->k_cache->type != HS_TYPE_F32) {
+    if (a->k_cache->type != HS_TYPE_F32 && !k_widen) {
         t->kdot->from_float(q, qconv, hd);
         qk = qconv;
     }
     float m = -INFINITY;
     float sum = 0.0f;
 #if HS__CPU_X86
-    if (v_f16 && t->simd_f16) {
+    if (v_round && t->simd_f16) {
         /* The running sum lives in f16 (h16), updated in one fused pass per position. */
         memset(h16, 0, (size_t)hd * sizeof(uint16_t));
         for (int64_t p = 0; p < n_ctx; p++) {
@@ -530,7 +540,11 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
         const char *vr = (const char *)a->v_cache->data + slot * a->v_cache->nb[2] +
                          (size_t)kvh * a->v_cache->nb[1];
         float s;
-        t->kdot->vec_dot(hd, &s, kr, qk);
+        if (k_widen) {
+            t->f16->to_float(kr, krow, hd);
+            kr = (const char *)krow;
+        }
+        kdot->vec_dot(hd, &s, kr, qk);
         s *= a->scale;
         float ms = 1.0f;
         float vs = 1.0f;
@@ -552,7 +566,7 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
             for (int64_t d = 0; d < hd; d++) {
                 acc[d] *= ms;
             }
-            if (v_f16) {
+            if (v_round) {
                 t->f16->from_float(acc, h16, hd);
                 t->f16->to_float(h16, acc, hd);
             }
@@ -560,7 +574,7 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
         for (int64_t d = 0; d < hd; d++) {
             acc[d] += v[d] * vs;
         }
-        if (v_f16) {
+        if (v_round) {
             t->f16->from_float(acc, h16, hd);
             t->f16->to_float(h16, acc, hd);
         }
@@ -609,11 +623,16 @@ static hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_a
         .hd = args->q->ne[0],
         .n_items = (int64_t)args->n_seqs * args->q->ne[1],
         .simd_f16 = cpu->simd_f16,
+        .f32 = hs__cpu_kernels(HS_TYPE_F32, HS_ISA_COUNT),
     };
-    if (!t.kdot || !t.f16) {
+    /* As ggml picks its tiled path: enough query rows in the batch, one cache type, and a head
+     * size its SIMD handles. */
+    t.f32_acc = args->q->ne[2] >= HS__ATTN_F32_MIN_ROWS &&
+                args->k_cache->type == args->v_cache->type && t.hd % 16 == 0;
+    if (!t.kdot || !t.f16 || !t.f32) {
         return HS_E_NOTSUP;
     }
-    HS_TRY(hs__cpu_reserve_tls(cpu, 4 * (size_t)t.hd));
+    HS_TRY(hs__cpu_reserve_tls(cpu, 5 * (size_t)t.hd));
     t.tls = cpu->tls;
     t.tls_stride = cpu->tls_stride;
     atomic_init(&t.next, 0);
