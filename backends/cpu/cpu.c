@@ -120,19 +120,16 @@ static void hs__mm_convert(void *ctx, int ith, int nth)
     }
 }
 
-static void hs__mm_compute(void *ctx, int ith, int nth)
+/* Rows [o0, o1) of y = x w^T, one chunk of weight rows at a time (kept hot in cache) against all
+ * activation rows, in gemm_tile blocks of up to 4 x 4. */
+static void hs__mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
 {
-    struct hs__mm_task *t = ctx;
     const int64_t n_in = t->w->ne[0];
-    const int64_t n_out = t->w->ne[1];
     const int64_t n_rows = t->x->ne[1];
     const size_t w_stride = t->w->nb[1];
     const size_t y_stride = t->y->nb[1] / sizeof(float);
     const char *wd = t->w->data;
     float *yd = t->y->data;
-
-    int64_t o0, o1;
-    hs__split(n_out, ith, nth, 4, &o0, &o1);
     int64_t oc_rows = (int64_t)(HS__CPU_W_CHUNK_BYTES / (w_stride ? w_stride : 1)) / 4 * 4;
     oc_rows = HS_MAX(oc_rows, 4);
 
@@ -161,6 +158,42 @@ static void hs__mm_compute(void *ctx, int ith, int nth)
     }
 }
 
+static void hs__mm_compute(void *ctx, int ith, int nth)
+{
+    const struct hs__mm_task *t = ctx;
+    int64_t o0, o1;
+    hs__split(t->w->ne[1], ith, nth, 4, &o0, &o1);
+    hs__mm_range(t, o0, o1);
+}
+
+/* Scratch bytes the activations of t need in their vec_dot_type (0 for f32: used in place). */
+static size_t hs__mm_act_bytes(const struct hs__mm_task *t)
+{
+    if (t->k->vec_dot_type == HS_TYPE_F32) {
+        return 0;
+    }
+    return hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64) *
+           (size_t)t->x->ne[1];
+}
+
+/* Points t->xq at the activations in the kernels' vec_dot_type: converted into the backend's
+ * scratch at byte offset off (reserved by the caller), or x itself for f32. */
+static void hs__mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t off)
+{
+    if (t->k->vec_dot_type == HS_TYPE_F32) {
+        t->xq = t->x->data;
+        t->xq_stride = t->x->nb[1];
+        return;
+    }
+    t->xq_stride = hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
+    t->xq = (char *)cpu->act + off;
+    if (t->x->ne[1] == 1) {
+        hs__mm_convert(t, 0, 1);
+    } else {
+        hs__pool_run(cpu->pool, hs__mm_convert, t);
+    }
+}
+
 static hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
                                 const struct hs_tensor *x, struct hs_tensor *y)
 {
@@ -169,22 +202,64 @@ static hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w
     if (!t.k) {
         return HS_E_NOTSUP;
     }
-    const int64_t n_rows = x->ne[1];
-    if (t.k->vec_dot_type == HS_TYPE_F32) {
-        t.xq = x->data;
-        t.xq_stride = x->nb[1];
-    } else {
-        t.xq_stride = hs_align_up(hs_type_row_size(t.k->vec_dot_type, x->ne[0]), 64);
-        HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, t.xq_stride * (size_t)n_rows));
-        t.xq = cpu->act;
-        if (n_rows == 1) {
-            hs__mm_convert(&t, 0, 1);
-        } else {
-            hs__pool_run(cpu->pool, hs__mm_convert, &t);
-        }
-    }
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, hs__mm_act_bytes(&t)));
+    hs__mm_prepare(cpu, &t, 0);
     hs__pool_run(cpu->pool, hs__mm_compute, &t);
     return HS_OK;
+}
+
+/* ---- ffn ---- */
+
+struct hs__ffn_task {
+    struct hs__mm_task gate; /* y = scratch_gate */
+    struct hs__mm_task up;   /* y = scratch_up */
+};
+
+/* Each thread computes the same rows [o0, o1) of the gate and up products, then silu(g) * u on
+ * exactly those columns: no barrier needed between the products and the activation. */
+static void hs__ffn_gate_up(void *ctx, int ith, int nth)
+{
+    const struct hs__ffn_task *t = ctx;
+    int64_t o0, o1;
+    hs__split(t->gate.w->ne[1], ith, nth, 4, &o0, &o1);
+    hs__mm_range(&t->gate, o0, o1);
+    hs__mm_range(&t->up, o0, o1);
+    for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
+        float *g = (float *)hs__row(t->gate.y, r);
+        const float *u = (const float *)hs__row(t->up.y, r);
+        for (int64_t o = o0; o < o1; o++) {
+            const float v = g[o];
+            g[o] = v / (1.0f + expf(-v)) * u[o]; /* as the swiglu op */
+        }
+    }
+}
+
+static hs_status hs__cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
+{
+    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs__ffn_task t = {
+        .gate = {.k = hs__cpu_kernels(a->w_gate->type, HS_ISA_COUNT), .w = a->w_gate, .x = a->x,
+                 .y = a->scratch_gate},
+        .up = {.k = hs__cpu_kernels(a->w_up->type, HS_ISA_COUNT), .w = a->w_up, .x = a->x,
+               .y = a->scratch_up},
+    };
+    if (!t.gate.k || !t.up.k) {
+        return HS_E_NOTSUP;
+    }
+    /* x is converted once per distinct vec_dot_type. */
+    const bool shared = t.gate.k->vec_dot_type == t.up.k->vec_dot_type;
+    const size_t gate_bytes = hs__mm_act_bytes(&t.gate);
+    const size_t up_bytes = shared ? 0 : hs__mm_act_bytes(&t.up);
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, gate_bytes + up_bytes));
+    hs__mm_prepare(cpu, &t.gate, 0);
+    if (shared) {
+        t.up.xq = t.gate.xq;
+        t.up.xq_stride = t.gate.xq_stride;
+    } else {
+        hs__mm_prepare(cpu, &t.up, gate_bytes);
+    }
+    hs__pool_run(cpu->pool, hs__ffn_gate_up, &t);
+    return hs__cpu_matmul(be, a->w_down, a->scratch_gate, a->y);
 }
 
 /* ---- get_rows ---- */
@@ -697,7 +772,7 @@ static const struct hs_backend_iface hs__cpu_iface = {
     /* .swiglu      = */ hs__cpu_swiglu,
     /* .kv_store    = */ hs__cpu_kv_store,
     /* .attention   = */ hs__cpu_attention,
-    /* .ffn         = */ NULL,
+    /* .ffn         = */ hs__cpu_ffn,
     /* .synchronize = */ NULL,
 };
 

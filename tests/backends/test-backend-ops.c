@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backends/backend.h"
+#include "backends/backend-impl.h"
 #include "backends/cpu/cpu.h"
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
@@ -489,59 +489,100 @@ Test(backend_ops, attention_paged_gqa_f16_and_f32_caches)
 
 /* ---- ffn ---- */
 
-Test(backend_ops, ffn_default_matches_reference)
+/* Runs the FFN through the backend's own slot, or through backend.c's default composition
+ * (matmul + swiglu + matmul) by hiding the slot behind a copy of the iface. */
+static hs_status run_ffn(struct hs_backend *be, const struct hs_ffn_args *a, bool use_default)
 {
-    static const enum hs_type types[] = {HS_TYPE_F32, HS_TYPE_Q8_0, HS_TYPE_Q4_K};
+    if (!use_default) {
+        return hs_backend_ffn(be, a);
+    }
+    const struct hs_backend_iface *orig = be->iface;
+    struct hs_backend_iface no_ffn = *orig;
+    no_ffn.ffn = NULL;
+    be->iface = &no_ffn;
+    hs_status st = hs_backend_ffn(be, a);
+    be->iface = orig;
+    return st;
+}
+
+Test(backend_ops, ffn_slot_and_default_match_reference_and_each_other)
+{
+    static const enum hs_type types[][3] = {
+        {HS_TYPE_F32, HS_TYPE_F32, HS_TYPE_F32},
+        {HS_TYPE_Q8_0, HS_TYPE_Q8_0, HS_TYPE_Q8_0},
+        {HS_TYPE_Q4_K, HS_TYPE_Q4_K, HS_TYPE_Q6_K},
+        {HS_TYPE_Q4_K, HS_TYPE_Q8_0, HS_TYPE_F16}, /* gate and up with different vec_dot_types */
+    };
+    static const int64_t rows[] = {1, 5, 17};
     struct hs_rng rng;
     hs_rng_seed(&rng, 606);
-    const int64_t n_embd = 256, n_ff = 512, n_rows = 5;
+    const int64_t n_embd = 256, n_ff = 512;
     for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
-        struct hs_backend *be = make_backend(reg, 2);
-        for (size_t k = 0; k < HS_ARRAY_LEN(types); k++) {
-            struct weights wg, wu, wd;
-            make_weights(&wg, &rng, types[k], n_embd, n_ff);
-            make_weights(&wu, &rng, types[k], n_embd, n_ff);
-            make_weights(&wd, &rng, types[k], n_ff, n_embd);
-            float *x = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
-            float *y = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
-            float *sg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
-            float *su = malloc((size_t)(n_ff * n_rows) * sizeof(float));
-            float *rg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
-            float *ru = malloc((size_t)(n_ff * n_rows) * sizeof(float));
-            float *ref = malloc((size_t)(n_embd * n_rows) * sizeof(float));
-            struct hs_tensor tx, ty, tsg, tsu;
-            hs_tensor_init_2d(&tx, HS_TYPE_F32, n_embd, n_rows, x);
-            hs_tensor_init_2d(&ty, HS_TYPE_F32, n_embd, n_rows, y);
-            hs_tensor_init_2d(&tsg, HS_TYPE_F32, n_ff, n_rows, sg);
-            hs_tensor_init_2d(&tsu, HS_TYPE_F32, n_ff, n_rows, su);
-            const struct hs_ffn_args a = {.w_gate = &wg.t, .w_up = &wu.t, .w_down = &wd.t,
-                                          .x = &tx, .y = &ty, .scratch_gate = &tsg,
-                                          .scratch_up = &tsu};
-            hs_backend_reset_stats(be);
-            cr_assert_eq(hs_backend_ffn(be, &a), HS_OK);
-            struct hs_backend_stats st;
-            hs_backend_get_stats(be, &st);
-            cr_assert_eq(st.n_ops[HS_OP_FFN], 1);
-            cr_assert_eq(st.weight_bytes_read, 3 * n_ff * hs_type_row_size(types[k], n_embd));
-            hs_ref_matmul(wg.deq, x, rg, n_ff, n_embd, n_rows);
-            hs_ref_matmul(wu.deq, x, ru, n_ff, n_embd, n_rows);
-            hs_ref_swiglu(rg, ru, rg, n_ff * n_rows);
-            hs_ref_matmul(wd.deq, rg, ref, n_embd, n_ff, n_rows);
-            const double err = hs_ref_rel_err(y, ref, n_embd * n_rows);
-            cr_assert(err < 2 * matmul_tol(types[k]), "ffn %s err %g", hs_type_str(types[k]),
-                      err);
-            free(ref);
-            free(ru);
-            free(rg);
-            free(su);
-            free(sg);
-            free(y);
-            free(x);
-            free_weights(&wd);
-            free_weights(&wu);
-            free_weights(&wg);
+        for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
+            struct hs_backend *be = make_backend(reg, thread_counts[ti]);
+            for (size_t k = 0; k < HS_ARRAY_LEN(types); k++) {
+                const int64_t n_rows = rows[(k + ti) % HS_ARRAY_LEN(rows)];
+                struct weights wg, wu, wd;
+                make_weights(&wg, &rng, types[k][0], n_embd, n_ff);
+                make_weights(&wu, &rng, types[k][1], n_embd, n_ff);
+                make_weights(&wd, &rng, types[k][2], n_ff, n_embd);
+                float *x = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+                float *y[2];
+                y[0] = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+                y[1] = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+                float *sg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                float *su = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                float *rg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                float *ru = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                float *ref = malloc((size_t)(n_embd * n_rows) * sizeof(float));
+                hs_ref_matmul(wg.deq, x, rg, n_ff, n_embd, n_rows);
+                hs_ref_matmul(wu.deq, x, ru, n_ff, n_embd, n_rows);
+                hs_ref_swiglu(rg, ru, rg, n_ff * n_rows);
+                hs_ref_matmul(wd.deq, rg, ref, n_embd, n_ff, n_rows);
+                const uint64_t wbytes = n_ff * (hs_type_row_size(types[k][0], n_embd) +
+                                                hs_type_row_size(types[k][1], n_embd)) +
+                                        n_embd * hs_type_row_size(types[k][2], n_ff);
+                double tol = 0;
+                for (int i = 0; i < 3; i++) {
+                    tol = HS_MAX(tol, 2 * matmul_tol(types[k][i]));
+                }
+                for (int def = 0; def < 2; def++) {
+                    struct hs_tensor tx, ty, tsg, tsu;
+                    hs_tensor_init_2d(&tx, HS_TYPE_F32, n_embd, n_rows, x);
+                    hs_tensor_init_2d(&ty, HS_TYPE_F32, n_embd, n_rows, y[def]);
+                    hs_tensor_init_2d(&tsg, HS_TYPE_F32, n_ff, n_rows, sg);
+                    hs_tensor_init_2d(&tsu, HS_TYPE_F32, n_ff, n_rows, su);
+                    const struct hs_ffn_args a = {.w_gate = &wg.t, .w_up = &wu.t,
+                                                  .w_down = &wd.t, .x = &tx, .y = &ty,
+                                                  .scratch_gate = &tsg, .scratch_up = &tsu};
+                    hs_backend_reset_stats(be);
+                    cr_assert_eq(run_ffn(be, &a, def), HS_OK);
+                    struct hs_backend_stats st;
+                    hs_backend_get_stats(be, &st);
+                    cr_assert_eq(st.n_ops[HS_OP_FFN], 1);
+                    cr_assert_eq(st.weight_bytes_read, wbytes);
+                    const double err = hs_ref_rel_err(y[def], ref, n_embd * n_rows);
+                    cr_assert(err < tol, "ffn %s/%s/%s default %d rows %lld: err %g",
+                              hs_type_str(types[k][0]), hs_type_str(types[k][1]),
+                              hs_type_str(types[k][2]), def, (long long)n_rows, err);
+                }
+                /* Same kernels, same order of operations: the slot and the default agree. */
+                cr_assert_eq(memcmp(y[0], y[1], (size_t)(n_embd * n_rows) * sizeof(float)), 0,
+                             "ffn slot and default differ (%s)", hs_type_str(types[k][0]));
+                free(ref);
+                free(ru);
+                free(rg);
+                free(su);
+                free(sg);
+                free(y[1]);
+                free(y[0]);
+                free(x);
+                free_weights(&wd);
+                free_weights(&wu);
+                free_weights(&wg);
+            }
+            hs_backend_destroy(be);
         }
-        hs_backend_destroy(be);
     }
 }
 
