@@ -139,8 +139,13 @@ static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int 
         goto done;
     }
     const struct hs_attn_seq seq = {.n_past = n_past, .n_new = 1, .q_row = 0, .block_table = table};
-    const struct hs_attn_args args = {.q = &tq, .out = &to, .k_cache = &tk, .v_cache = &tv,
-                                      .block_size = BS, .seqs = &seq, .n_seqs = 1,
+    const struct hs_attn_args args = {.q = &tq,
+                                      .out = &to,
+                                      .k_cache = &tk,
+                                      .v_cache = &tv,
+                                      .block_size = BS,
+                                      .seqs = &seq,
+                                      .n_seqs = 1,
                                       .scale = 0.125f};
     double best = 1e9;
     for (int b = 0; b < 10; b++) {

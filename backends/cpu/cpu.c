@@ -36,7 +36,7 @@ struct hs_cpu_backend {
     size_t act_bytes; /* capacity of act */
     float *tls;       /* per-thread scratch [n_threads][tls_stride]; owns */
     size_t tls_stride;
-    bool simd_f16;    /* AVX2 + FMA + F16C: fused f16 attention accumulation */
+    bool simd_f16; /* AVX2 + FMA + F16C: fused f16 attention accumulation */
 };
 
 static struct hs_cpu_backend *hs__cpu(struct hs_backend *be)
@@ -149,8 +149,7 @@ static void hs__mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
                 for (int j = 0; j < nc; j++) {
                     for (int i = 0; i < nr; i++) {
                         t->k->vec_dot(n_in, &s[(size_t)j * y_stride + (size_t)i],
-                                      wr + (size_t)i * w_stride,
-                                      xr + (size_t)j * t->xq_stride);
+                                      wr + (size_t)i * w_stride, xr + (size_t)j * t->xq_stride);
                     }
                 }
             }
@@ -172,8 +171,7 @@ static size_t hs__mm_act_bytes(const struct hs__mm_task *t)
     if (t->k->vec_dot_type == HS_TYPE_F32) {
         return 0;
     }
-    return hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64) *
-           (size_t)t->x->ne[1];
+    return hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64) * (size_t)t->x->ne[1];
 }
 
 /* Points t->xq at the activations in the kernels' vec_dot_type: converted into the backend's
@@ -238,9 +236,13 @@ static hs_status hs__cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
 {
     struct hs_cpu_backend *cpu = hs__cpu(be);
     struct hs__ffn_task t = {
-        .gate = {.k = hs__cpu_kernels(a->w_gate->type, HS_ISA_COUNT), .w = a->w_gate, .x = a->x,
+        .gate = {.k = hs__cpu_kernels(a->w_gate->type, HS_ISA_COUNT),
+                 .w = a->w_gate,
+                 .x = a->x,
                  .y = a->scratch_gate},
-        .up = {.k = hs__cpu_kernels(a->w_up->type, HS_ISA_COUNT), .w = a->w_up, .x = a->x,
+        .up = {.k = hs__cpu_kernels(a->w_up->type, HS_ISA_COUNT),
+               .w = a->w_up,
+               .x = a->x,
                .y = a->scratch_up},
     };
     if (!t.gate.k || !t.up.k) {
@@ -284,8 +286,8 @@ static void hs__get_rows_fn(void *ctx, int ith, int nth)
 static hs_status hs__cpu_get_rows(struct hs_backend *be, const struct hs_tensor *w,
                                   const hs_token *ids, struct hs_tensor *y)
 {
-    struct hs__rows_task t = {.k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .ids = ids,
-                              .y = y};
+    struct hs__rows_task t = {
+        .k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .ids = ids, .y = y};
     if (!t.k) {
         return HS_E_NOTSUP;
     }
@@ -432,8 +434,8 @@ static void hs__rope_fn(void *ctx, int ith, int nth)
             theta *= theta_scale;
         }
         for (int64_t h = 0; h < t->x->ne[1]; h++) {
-            float *v = (float *)((char *)t->x->data + (size_t)r * t->x->nb[2] +
-                                 (size_t)h * t->x->nb[1]);
+            float *v =
+                (float *)((char *)t->x->data + (size_t)r * t->x->nb[2] + (size_t)h * t->x->nb[1]);
             for (int i = 0; i < half; i++) {
                 const int i0 = t->p->mode == HS_ROPE_NEOX ? i : 2 * i;
                 const int i1 = t->p->mode == HS_ROPE_NEOX ? i + half : 2 * i + 1;
@@ -453,8 +455,8 @@ static hs_status hs__cpu_rope(struct hs_backend *be, struct hs_tensor *x, const 
 {
     struct hs_cpu_backend *cpu = hs__cpu(be);
     HS_TRY(hs__cpu_reserve_tls(cpu, (size_t)p->n_rot));
-    struct hs__rope_task t = {.x = x, .pos = pos, .p = p, .tls = cpu->tls,
-                              .tls_stride = cpu->tls_stride};
+    struct hs__rope_task t = {
+        .x = x, .pos = pos, .p = p, .tls = cpu->tls, .tls_stride = cpu->tls_stride};
     if (hs_tensor_nelements(x) < HS__CPU_PAR_MIN_ELEMS) {
         hs__rope_fn(&t, 0, 1);
     } else {
@@ -475,8 +477,8 @@ static hs_status hs__cpu_kv_store(struct hs_backend *be, const struct hs_tensor 
         for (int64_t h = 0; h < src->ne[1]; h++) {
             const float *s = (const float *)((const char *)src->data + (size_t)r * src->nb[2] +
                                              (size_t)h * src->nb[1]);
-            char *d = (char *)cache->data + (size_t)slots[r] * cache->nb[2] +
-                      (size_t)h * cache->nb[1];
+            char *d =
+                (char *)cache->data + (size_t)slots[r] * cache->nb[2] + (size_t)h * cache->nb[1];
             if (cache->type == HS_TYPE_F32) {
                 memcpy(d, s, (size_t)hd * sizeof(float));
             } else if (f16) {
@@ -497,9 +499,8 @@ static hs_status hs__cpu_kv_store(struct hs_backend *be, const struct hs_tensor 
 /* acc = f16(acc + v * s) and acc = f16(acc * s) on f16 rows, as ggml_vec_mad_f16 and
  * ggml_vec_scale_f16 do (fused multiply-add in f32, rounded to nearest even once). */
 #if HS__CPU_X86
-__attribute__((target("avx2,fma,f16c"))) static void hs__f16_mad_avx2(uint16_t *acc,
-                                                                       const uint16_t *v, float s,
-                                                                       int64_t n)
+__attribute__((target("avx2,fma,f16c"))) static void
+hs__f16_mad_avx2(uint16_t *acc, const uint16_t *v, float s, int64_t n)
 {
     const __m256 vs = _mm256_set1_ps(s);
     int64_t i = 0;
@@ -515,7 +516,7 @@ __attribute__((target("avx2,fma,f16c"))) static void hs__f16_mad_avx2(uint16_t *
 }
 
 __attribute__((target("avx2,fma,f16c"))) static void hs__f16_scale_avx2(uint16_t *acc, float s,
-                                                                         int64_t n)
+                                                                        int64_t n)
 {
     const __m256 vs = _mm256_set1_ps(s);
     int64_t i = 0;
@@ -559,12 +560,12 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     const int64_t bs = a->block_size;
     const bool v_f16 = a->v_cache->type == HS_TYPE_F16;
     const bool k_widen = t->f32_acc && a->k_cache->type == HS_TYPE_F16;
-    const bool v_round = v_f16 && !t->f32_acc; /* keep the V sum in f16 */
-    float *acc = buf;               /* [hd] running sum of p * v */
-    float *vrow = buf + hd;         /* [hd] V row in f32 */
-    void *qconv = buf + 2 * hd;     /* [hd] q in K's type */
+    const bool v_round = v_f16 && !t->f32_acc;  /* keep the V sum in f16 */
+    float *acc = buf;                           /* [hd] running sum of p * v */
+    float *vrow = buf + hd;                     /* [hd] V row in f32 */
+    void *qconv = buf + 2 * hd;                 /* [hd] q in K's type */
     uint16_t *h16 = (uint16_t *)(buf + 3 * hd); /* [hd] f16 rounding buffer */
-    float *krow = buf + 4 * hd;     /* [hd] K row widened to f32 */
+    float *krow = buf + 4 * hd;                 /* [hd] K row widened to f32 */
     const struct hs_quant_kernels *kdot = k_widen ? t->f32 : t->kdot;
 
     const void *qk = q;
@@ -582,9 +583,9 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
             const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
             const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
                              (size_t)kvh * a->k_cache->nb[1];
-            const uint16_t *vr = (const uint16_t *)((const char *)a->v_cache->data +
-                                                    slot * a->v_cache->nb[2] +
-                                                    (size_t)kvh * a->v_cache->nb[1]);
+            const uint16_t *vr =
+                (const uint16_t *)((const char *)a->v_cache->data + slot * a->v_cache->nb[2] +
+                                   (size_t)kvh * a->v_cache->nb[1]);
             float s;
             t->kdot->vec_dot(hd, &s, kr, qk);
             s *= a->scale;
@@ -677,8 +678,8 @@ static void hs__attn_fn(void *ctx, int ith, int nth)
         const int64_t h = item % t->n_head;
         for (int32_t j = 0; j < seq->n_new; j++) {
             const int64_t row = (int64_t)seq->q_row + j;
-            const float *q = (const float *)((const char *)a->q->data +
-                                             (size_t)row * a->q->nb[2] + (size_t)h * a->q->nb[1]);
+            const float *q = (const float *)((const char *)a->q->data + (size_t)row * a->q->nb[2] +
+                                             (size_t)h * a->q->nb[1]);
             float *out = (float *)((char *)a->out->data + (size_t)row * a->out->nb[2] +
                                    (size_t)h * a->out->nb[1]);
             hs__attn_row(t, seq, q, h / group, (int64_t)seq->n_past + j + 1, out, buf);
@@ -731,8 +732,7 @@ static bool hs__cpu_supports_op(struct hs_backend *be, enum hs_op op, enum hs_ty
         return hs__cpu_kernels(t, HS_ISA_COUNT) != NULL;
     case HS_OP_KV_STORE:
     case HS_OP_ATTENTION:
-        return (t == HS_TYPE_F16 || t == HS_TYPE_F32) &&
-               hs__cpu_kernels(t, HS_ISA_COUNT) != NULL &&
+        return (t == HS_TYPE_F16 || t == HS_TYPE_F32) && hs__cpu_kernels(t, HS_ISA_COUNT) != NULL &&
                hs__cpu_kernels(HS_TYPE_F16, HS_ISA_COUNT) != NULL;
     case HS_OP_RMS_NORM:
     case HS_OP_ROPE:

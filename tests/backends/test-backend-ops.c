@@ -94,8 +94,8 @@ static double matmul_tol(enum hs_type t)
 
 /* ---- matmul ---- */
 
-static void check_matmul(struct hs_backend *be, struct hs_rng *rng, enum hs_type type,
-                         int64_t n_in, int64_t n_out, int64_t n_rows)
+static void check_matmul(struct hs_backend *be, struct hs_rng *rng, enum hs_type type, int64_t n_in,
+                         int64_t n_out, int64_t n_rows)
 {
     struct weights w;
     make_weights(&w, rng, type, n_in, n_out);
@@ -110,9 +110,11 @@ static void check_matmul(struct hs_backend *be, struct hs_rng *rng, enum hs_type
                  hs_status_str(st));
     hs_ref_matmul(w.deq, x, ref, n_out, n_in, n_rows);
     const double err = hs_ref_rel_err(y, ref, n_out * n_rows);
-    cr_assert(err < matmul_tol(type), "%s matmul %s n_in=%lld n_out=%lld n_rows=%lld nth=%d: "
-              "err %g", hs_backend_name(be), hs_type_str(type), (long long)n_in,
-              (long long)n_out, (long long)n_rows, hs_backend_n_threads(be), err);
+    cr_assert(err < matmul_tol(type),
+              "%s matmul %s n_in=%lld n_out=%lld n_rows=%lld nth=%d: "
+              "err %g",
+              hs_backend_name(be), hs_type_str(type), (long long)n_in, (long long)n_out,
+              (long long)n_rows, hs_backend_n_threads(be), err);
     free(ref);
     free(y);
     free(x);
@@ -307,8 +309,7 @@ Test(backend_ops, rope_norm_and_neox_full_and_partial)
                     const int64_t ne[3] = {hd, n_head, nr};
                     hs_tensor_init(&tx, HS_TYPE_F32, 3, ne, x);
                     cr_assert_eq(hs_backend_rope(be, &tx, pos, &p), HS_OK);
-                    hs_ref_rope(ref, pos, nr, n_head, hd, mode, p.n_rot, p.freq_base,
-                                p.freq_scale);
+                    hs_ref_rope(ref, pos, nr, n_head, hd, mode, p.n_rot, p.freq_base, p.freq_scale);
                     const double err = hs_ref_rel_err(x, ref, hd * n_head * nr);
                     cr_assert(err < 1e-4, "rope %s rows %lld n_rot %d err %g",
                               hs_rope_mode_str(p.mode), (long long)nr, p.n_rot, err);
@@ -362,8 +363,8 @@ static void check_attention(struct hs_backend *be, struct hs_rng *rng, const str
         for (int b = 0; b < (n_ctx + BS - 1) / BS; b++) {
             tables[s][b] = perm[next_block++];
         }
-        seqs[s] = (struct hs_attn_seq){.n_past = n_past[s], .n_new = n_new[s], .q_row = n_rows,
-                                       .block_table = tables[s]};
+        seqs[s] = (struct hs_attn_seq){
+            .n_past = n_past[s], .n_new = n_new[s], .q_row = n_rows, .block_table = tables[s]};
         n_rows += n_new[s];
     }
 
@@ -418,8 +419,14 @@ static void check_attention(struct hs_backend *be, struct hs_rng *rng, const str
     hs_tensor_init(&tq, HS_TYPE_F32, 3, qne, q);
     hs_tensor_init(&to, HS_TYPE_F32, 3, qne, out);
     const struct hs_attn_args args = {
-        .q = &tq, .out = &to, .k_cache = &tk, .v_cache = &tv, .block_size = BS,
-        .seqs = seqs, .n_seqs = N_SEQS, .scale = 1.0f / sqrtf((float)HD),
+        .q = &tq,
+        .out = &to,
+        .k_cache = &tk,
+        .v_cache = &tv,
+        .block_size = BS,
+        .seqs = seqs,
+        .n_seqs = N_SEQS,
+        .scale = 1.0f / sqrtf((float)HD),
     };
     cr_assert_eq(hs_backend_attention(be, &args), HS_OK);
 
@@ -443,8 +450,8 @@ static void check_attention(struct hs_backend *be, struct hs_rng *rng, const str
                 const double err = hs_ref_rel_err(out + (row * n_head + h) * HD, ref, HD);
                 cr_assert(err < tol,
                           "attention %s gqa %lld/%lld big %d seq %d head %lld row %d: err %g",
-                          hs_type_str(c->cache_type), (long long)n_head, (long long)n_kv, c->big,
-                          s, (long long)h, j, err);
+                          hs_type_str(c->cache_type), (long long)n_head, (long long)n_kv, c->big, s,
+                          (long long)h, j, err);
             }
         }
     }
@@ -552,9 +559,13 @@ Test(backend_ops, ffn_slot_and_default_match_reference_and_each_other)
                     hs_tensor_init_2d(&ty, HS_TYPE_F32, n_embd, n_rows, y[def]);
                     hs_tensor_init_2d(&tsg, HS_TYPE_F32, n_ff, n_rows, sg);
                     hs_tensor_init_2d(&tsu, HS_TYPE_F32, n_ff, n_rows, su);
-                    const struct hs_ffn_args a = {.w_gate = &wg.t, .w_up = &wu.t,
-                                                  .w_down = &wd.t, .x = &tx, .y = &ty,
-                                                  .scratch_gate = &tsg, .scratch_up = &tsu};
+                    const struct hs_ffn_args a = {.w_gate = &wg.t,
+                                                  .w_up = &wu.t,
+                                                  .w_down = &wd.t,
+                                                  .x = &tx,
+                                                  .y = &ty,
+                                                  .scratch_gate = &tsg,
+                                                  .scratch_up = &tsu};
                     hs_backend_reset_stats(be);
                     cr_assert_eq(run_ffn(be, &a, def), HS_OK);
                     struct hs_backend_stats st;
@@ -714,8 +725,14 @@ Test(backend_ops, bad_shapes_are_rejected_and_outputs_untouched)
         const int32_t table_bad[1] = {4};
         const int32_t table_ok[1] = {1};
         struct hs_attn_seq seq = {.n_past = 3, .n_new = 2, .q_row = 0, .block_table = table_bad};
-        struct hs_attn_args aa = {.q = &tq, .out = &to, .k_cache = &tc, .v_cache = &tc,
-                                  .block_size = 16, .seqs = &seq, .n_seqs = 1, .scale = 0.125f};
+        struct hs_attn_args aa = {.q = &tq,
+                                  .out = &to,
+                                  .k_cache = &tc,
+                                  .v_cache = &tc,
+                                  .block_size = 16,
+                                  .seqs = &seq,
+                                  .n_seqs = 1,
+                                  .scale = 0.125f};
         cr_assert_eq(hs_backend_attention(be, &aa), HS_E_INVAL);
         seq.block_table = table_ok;
         seq.q_row = 1;
@@ -739,8 +756,13 @@ Test(backend_ops, bad_shapes_are_rejected_and_outputs_untouched)
         hs_tensor_init_2d(&sg, HS_TYPE_F32, 8, 1, y);
         hs_tensor_init_2d(&su, HS_TYPE_F32, 8, 1, y + 8);
         hs_tensor_init_2d(&ty, HS_TYPE_F32, 256, 1, y + 16);
-        const struct hs_ffn_args fa = {.w_gate = &w.t, .w_up = &w.t, .w_down = &w.t, .x = &tx,
-                                       .y = &ty, .scratch_gate = &sg, .scratch_up = &su};
+        const struct hs_ffn_args fa = {.w_gate = &w.t,
+                                       .w_up = &w.t,
+                                       .w_down = &w.t,
+                                       .x = &tx,
+                                       .y = &ty,
+                                       .scratch_gate = &sg,
+                                       .scratch_up = &su};
         cr_assert_eq(hs_backend_ffn(be, &fa), HS_E_INVAL);
 
         /* tensor init: ne[0] not a block multiple. */
