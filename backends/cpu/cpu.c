@@ -26,6 +26,8 @@
 #define HS__CPU_PAR_MIN_ELEMS 16384
 /* Attention batches with at least this many query rows run with f32 accumulation. */
 #define HS__ATTN_F32_MIN_ROWS 64
+/* Query rows per attention work item. */
+#define HS__ATTN_ROWS_PER_ITEM 16
 /* Bytes of weight rows a thread keeps hot while it sweeps all activation rows. */
 #define HS__CPU_W_CHUNK_BYTES 16384
 
@@ -538,7 +540,7 @@ struct hs__attn_task {
     int64_t n_head;
     int64_t n_kv_head;
     int64_t hd;
-    int64_t n_items; /* n_seqs * n_head */
+    int64_t n_items; /* sum over sequences of ceil(n_new / rows per item) * n_head */
     bool simd_f16;
     bool f32_acc; /* big batch: q, scores and the V sum all in f32 (ggml's tiled path) */
     const struct hs_quant_kernels *f32;
@@ -662,6 +664,8 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     }
 }
 
+/* Work items are (sequence, chunk of up to HS__ATTN_ROWS_PER_ITEM query rows, head), handed out
+ * dynamically: later rows see more positions, and a long prefill still spreads over all threads. */
 static void hs__attn_fn(void *ctx, int ith, int nth)
 {
     struct hs__attn_task *t = ctx;
@@ -670,13 +674,25 @@ static void hs__attn_fn(void *ctx, int ith, int nth)
     float *buf = t->tls + (size_t)ith * t->tls_stride;
     const int64_t group = t->n_head / t->n_kv_head;
     for (;;) {
-        const int64_t item = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        int64_t item = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
         if (item >= t->n_items) {
             break;
         }
-        const struct hs_attn_seq *seq = &a->seqs[item / t->n_head];
+        const struct hs_attn_seq *seq = NULL;
+        for (int32_t i = 0; i < a->n_seqs; i++) {
+            const int64_t n_chunks =
+                (a->seqs[i].n_new + HS__ATTN_ROWS_PER_ITEM - 1) / HS__ATTN_ROWS_PER_ITEM;
+            if (item < n_chunks * t->n_head) {
+                seq = &a->seqs[i];
+                break;
+            }
+            item -= n_chunks * t->n_head;
+        }
+        HS_ASSERT(seq);
         const int64_t h = item % t->n_head;
-        for (int32_t j = 0; j < seq->n_new; j++) {
+        const int32_t j0 = (int32_t)(item / t->n_head) * HS__ATTN_ROWS_PER_ITEM;
+        const int32_t j1 = HS_MIN(j0 + HS__ATTN_ROWS_PER_ITEM, seq->n_new);
+        for (int32_t j = j0; j < j1; j++) {
             const int64_t row = (int64_t)seq->q_row + j;
             const float *q = (const float *)((const char *)a->q->data + (size_t)row * a->q->nb[2] +
                                              (size_t)h * a->q->nb[1]);
@@ -697,7 +713,6 @@ static hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_a
         .n_head = args->q->ne[1],
         .n_kv_head = args->k_cache->ne[1],
         .hd = args->q->ne[0],
-        .n_items = (int64_t)args->n_seqs * args->q->ne[1],
         .simd_f16 = cpu->simd_f16,
         .f32 = hs__cpu_kernels(HS_TYPE_F32, HS_ISA_COUNT),
     };
@@ -705,6 +720,10 @@ static hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_a
      * size its SIMD handles. */
     t.f32_acc = args->q->ne[2] >= HS__ATTN_F32_MIN_ROWS &&
                 args->k_cache->type == args->v_cache->type && t.hd % 16 == 0;
+    for (int32_t i = 0; i < args->n_seqs; i++) {
+        t.n_items +=
+            (args->seqs[i].n_new + HS__ATTN_ROWS_PER_ITEM - 1) / HS__ATTN_ROWS_PER_ITEM * t.n_head;
+    }
     if (!t.kdot || !t.f16 || !t.f32) {
         return HS_E_NOTSUP;
     }
