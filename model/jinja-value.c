@@ -116,7 +116,8 @@ hs_status hs_tmpl_array_push(struct hs_tmpl_value *arr, struct hs_tmpl_value *it
 ptrdiff_t hs__tmpl_object_find(const struct hs_tmpl_value *obj, const char *key, size_t len)
 {
     for (size_t i = 0; i < obj->u.o.n; i++) {
-        if (strncmp(obj->u.o.k[i], key, len) == 0 && obj->u.o.k[i][len] == '\0') {
+        /* keys never hold NUL bytes, so a key with one matches nothing */
+        if (strlen(obj->u.o.k[i]) == len && memcmp(obj->u.o.k[i], key, len) == 0) {
             return (ptrdiff_t)i;
         }
     }

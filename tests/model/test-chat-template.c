@@ -560,6 +560,9 @@ Test(chat_template, expressions)
     check("{{ s[::-1] }} {{ s[1:] }} {{ s[:-2] }} {{ l[1:3] }} {{ l[::2] }} {{ 'héllo'[1] }}",
           "{\"s\": \"abcd\", \"l\": [0, 1, 2, 3, 4]}", "dcba bcd ab [1, 2] [0, 2, 4] é");
     check("{{ \"a\\tb\\n\" }}{{ '\\u00e9' }}", NULL, "a\tb\n\xc3\xa9");
+    /* a key with a NUL byte matches nothing (found by fuzzing: read past the stored key) */
+    check("{{ d['role\\0\\0\\0\\0'] is defined }}{{ d['role'] }}", "{\"d\": {\"role\": \"u\"}}",
+          "Falseu");
 }
 
 Test(chat_template, tests)
