@@ -20,8 +20,10 @@ struct hs_chat_template {
     struct hs_chat_template_limits limits;
 };
 
+/* Frames live until the render ends: a caller() value keeps the frame of its call site. */
 struct hs__frame {
     struct hs__frame *parent;
+    struct hs__frame *next_alloc;
     struct hs_tmpl_value *vars; /* pooled object */
 };
 
@@ -30,6 +32,7 @@ struct render {
     const struct hs_tmpl_value *ctx;
     struct hs_chat_template_limits lim;
     struct hs_tmpl_value *pool;
+    struct hs__frame *frames;
     size_t mem;
     uint64_t iters;
     int call_depth;
@@ -241,6 +244,11 @@ static bool p_set(struct render *r, struct hs_tmpl_value *obj, const char *key, 
 
 static void pool_free(struct render *r)
 {
+    while (r->frames) {
+        struct hs__frame *n = r->frames->next_alloc;
+        free(r->frames);
+        r->frames = n;
+    }
     while (r->pool) {
         struct hs_tmpl_value *n = r->pool->pool_next;
         hs__tmpl_value_free(r->pool);
@@ -276,7 +284,7 @@ static size_t utf8_count(const char *s, size_t len)
 static size_t *utf8_offsets(const char *s, size_t len, size_t *n_out)
 {
     size_t n = utf8_count(s, len);
-    size_t *off = malloc((n + 1) * sizeof(*off));
+    size_t *off = malloc((n + 2) * sizeof(*off)); /* + 1 for the lone-continuation case */
     if (!off) {
         return NULL;
     }
@@ -773,11 +781,21 @@ static struct hs_tmpl_value *lookup(struct render *r, const char *name)
     return NULL;
 }
 
-static bool push_frame(struct render *r, struct hs__frame *f, struct hs__frame *parent)
+static struct hs__frame *new_frame(struct render *r, struct hs__frame *parent)
 {
+    if (!charge(r, sizeof(struct hs__frame))) {
+        return NULL;
+    }
+    struct hs__frame *f = calloc(1, sizeof(*f));
+    if (!f) {
+        oom(r);
+        return NULL;
+    }
+    f->next_alloc = r->frames;
+    r->frames = f;
     f->parent = parent;
     f->vars = p_new(r, HS_TMPL_OBJECT);
-    return f->vars != NULL;
+    return f->vars ? f : NULL;
 }
 
 /* ==== filters, tests, methods ==== */
@@ -884,7 +902,7 @@ static struct hs_tmpl_value *filter_indent(struct render *r, const struct hs__jn
     struct hs__jbuf b = {0};
     const char *s = v->u.s.p;
     size_t len = v->u.s.len, i = 0;
-    bool line_start = true, is_first = true;
+    bool is_first = true;
     while (i <= len && st == HS_OK) {
         size_t j = i;
         while (j < len && s[j] != '\n') {
@@ -893,14 +911,13 @@ static struct hs_tmpl_value *filter_indent(struct render *r, const struct hs__jn
         bool empty = j == i;
         bool do_pad = (!is_first || (first && hs__tmpl_truthy(first))) &&
                       (!empty || (blank && hs__tmpl_truthy(blank)));
-        if (do_pad && pad.len && !(j == len && empty && !is_first && i == len && false)) {
+        if (do_pad && pad.len) {
             st = hs__jbuf_append(&b, pad.p, pad.len);
         }
         if (st == HS_OK) {
             st = hs__jbuf_append(&b, s + i, j - i + (j < len ? 1 : 0));
         }
         is_first = false;
-        line_start = true;
         if (j >= len) {
             break;
         }
@@ -912,7 +929,6 @@ static struct hs_tmpl_value *filter_indent(struct render *r, const struct hs__jn
             break;
         }
     }
-    (void)line_start;
     free(pad.p);
     if (st != HS_OK) {
         free(b.p);
@@ -1418,11 +1434,12 @@ static struct hs_tmpl_value *get_attr(struct render *r, const struct hs__jnode *
         if (strcmp(name, "length") == 0) {
             return p_int(r, (int64_t)len);
         }
+        const struct hs_tmpl_value *items = obj->u.loop.items;
         if (strcmp(name, "previtem") == 0) {
-            return i > 0 ? obj->u.loop.items[i - 1] : &v_undef;
+            return i > 0 && i - 1 < items->u.a.n ? items->u.a.v[i - 1] : &v_undef;
         }
         if (strcmp(name, "nextitem") == 0) {
-            return i + 1 < len ? obj->u.loop.items[i + 1] : &v_undef;
+            return i + 1 < len && i + 1 < items->u.a.n ? items->u.a.v[i + 1] : &v_undef;
         }
     }
     return &v_undef;
@@ -1527,12 +1544,15 @@ static struct hs_tmpl_value *get_slice(struct render *r, const struct hs__jnode 
         out = p_new(r, HS_TMPL_ARRAY);
     }
     bool ok = obj->kind == HS_TMPL_STRING || out;
-    for (int64_t i = start; ok && (step > 0 ? i < stop : i > stop); i += step) {
+    for (int64_t i = start; ok && (step > 0 ? i < stop : i > stop);) {
         if (out) {
             ok = p_push(r, out, obj->u.a.v[i]);
         } else if (hs__jbuf_append(&b, obj->u.s.p + off[i], off[i + 1] - off[i]) != HS_OK) {
             oom(r);
             ok = false;
+        }
+        if (__builtin_add_overflow(i, step, &i)) {
+            break;
         }
     }
     free(off);
@@ -1557,14 +1577,14 @@ static struct hs_tmpl_value *call_macro(struct render *r, const struct hs__jnode
     const struct hs__jnode *def = m->u.m.node;
     const struct hs__jnode *params = def->a;
     const struct hs__jnode *body = m->u.m.is_caller ? def->c : def->b;
-    struct hs__frame f;
-    if (!push_frame(r, &f, m->u.m.is_caller ? m->u.m.frame : r->globals)) {
-        return NULL;
-    }
     struct hs_tmpl_value *caller = r->pending_caller;
     r->pending_caller = NULL;
+    struct hs__frame *f = new_frame(r, m->u.m.is_caller ? m->u.m.frame : r->globals);
+    if (!f) {
+        return NULL;
+    }
     struct hs__frame *saved = r->cur;
-    r->cur = &f;
+    r->cur = f;
     int i = 0;
     for (const struct hs__jnode *p = params; p; p = p->next, i++) {
         struct hs_tmpl_value *v = arg(a, i, p->name);
@@ -1575,12 +1595,12 @@ static struct hs_tmpl_value *call_macro(struct render *r, const struct hs__jnode
                 return NULL;
             }
         }
-        if (!p_set(r, f.vars, p->name, strlen(p->name), v)) {
+        if (!p_set(r, f->vars, p->name, strlen(p->name), v)) {
             r->cur = saved;
             return NULL;
         }
     }
-    if (caller && !p_set(r, f.vars, "caller", 6, caller)) {
+    if (caller && !p_set(r, f->vars, "caller", 6, caller)) {
         r->cur = saved;
         return NULL;
     }
@@ -1824,6 +1844,9 @@ static struct hs_tmpl_value *eval_call(struct render *r, const struct hs__jnode 
 {
     struct args a;
     const struct hs__jnode *callee = n->a;
+    /* only a {% call %} block's own macro call receives caller() */
+    struct hs_tmpl_value *caller = r->pending_caller;
+    r->pending_caller = NULL;
     if (callee->kind == HS__J_ATTR) {
         struct hs_tmpl_value *obj = eval(r, callee->a);
         if (!obj || !eval_args(r, n->b, &a)) {
@@ -1833,8 +1856,6 @@ static struct hs_tmpl_value *eval_call(struct render *r, const struct hs__jnode 
     }
     if (callee->kind == HS__J_NAME) {
         struct hs_tmpl_value *v = lookup(r, callee->name);
-        struct hs_tmpl_value *caller = r->pending_caller;
-        r->pending_caller = NULL;
         if (!eval_args(r, n->b, &a)) {
             return NULL;
         }
@@ -2232,12 +2253,12 @@ static void exec_for(struct render *r, const struct hs__jnode *n, struct hs__jbu
     if (!seq) {
         return;
     }
-    struct hs__frame f;
-    if (!push_frame(r, &f, r->cur)) {
+    struct hs__frame *f = new_frame(r, r->cur);
+    if (!f) {
         return;
     }
     struct hs__frame *saved = r->cur;
-    r->cur = &f;
+    r->cur = f;
     struct hs_tmpl_value *items = seq;
     if (n->c) { /* {% for x in xs if cond %}: filter first, so loop.length counts kept items */
         items = p_new(r, HS_TMPL_ARRAY);
@@ -2253,14 +2274,13 @@ static void exec_for(struct render *r, const struct hs__jnode *n, struct hs__jbu
     }
     struct hs_tmpl_value *loop = r->st == HS_OK ? p_new(r, HS__TMPL_LOOP) : NULL;
     if (loop) {
-        loop->u.loop.items = items->u.a.v;
+        loop->u.loop.items = items;
         loop->u.loop.length = items->u.a.n;
-        if (p_set(r, f.vars, "loop", 4, loop)) {
+        if (p_set(r, f->vars, "loop", 4, loop)) {
             for (size_t i = 0; i < items->u.a.n && r->st == HS_OK; i++) {
                 if (!count_iteration(r, n) || !bind_targets(r, n->d, items->u.a.v[i])) {
                     break;
                 }
-                loop->u.loop.items = items->u.a.v; /* the body may have appended to it */
                 loop->u.loop.index0 = i;
                 exec_list(r, n->b, out);
                 if (r->ctl == 1) {
@@ -2473,11 +2493,10 @@ hs_status hs_chat_template_render(const struct hs_chat_template *t,
         return hs_error_set(err, HS_E_INVAL, "render context must be an object");
     }
     struct render r = {.t = t, .ctx = context, .lim = t->limits, .err = err};
-    struct hs__frame globals;
     struct hs__jbuf b = {0};
-    if (push_frame(&r, &globals, NULL)) {
-        r.globals = &globals;
-        r.cur = &globals;
+    r.globals = new_frame(&r, NULL);
+    if (r.globals) {
+        r.cur = r.globals;
         exec_list(&r, t->body, &b);
     }
     pool_free(&r);

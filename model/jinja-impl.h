@@ -51,7 +51,7 @@ struct hs_tmpl_value {
             bool is_caller;
         } m;
         struct {
-            struct hs_tmpl_value **items;
+            struct hs_tmpl_value *items; /* the array iterated (may grow while looping) */
             size_t index0, length;
         } loop;
     } u;

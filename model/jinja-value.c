@@ -448,6 +448,8 @@ hs_status hs__tmpl_str(struct hs__jbuf *b, const struct hs_tmpl_value *v)
         return repr_depth(b, v, 0);
     case HS__TMPL_MACRO:
         return jbuf_puts(b, "<macro>");
+    case HS__TMPL_LOOP:
+        return jbuf_puts(b, "<loop>");
     default:
         return HS_E_INVAL;
     }

@@ -640,6 +640,13 @@ Test(chat_template, statements)
     check("{% generation %}gen{% endgeneration %}{% filter upper %}up{% endfilter %}", NULL,
           "genUP");
     check("{{ raw }}", "{\"raw\": \"{{ not evaluated }}\"}", "{{ not evaluated }}");
+    /* caller() and loop kept past their block stay valid (frames live until the render ends) */
+    check("{% set ns = namespace() %}{% macro m() %}{% set ns.c = caller %}{% endmacro %}"
+          "{% for i in [1] %}{% call m() %}x{{ i }}{% endcall %}{% endfor %}{{ ns.c() }}", NULL,
+          "x1");
+    check("{% set l = [1] %}{% set ns = namespace() %}{% for x in l %}{% set ns.lp = loop %}"
+          "{% endfor %}{% for i in range(100) %}{% set _ = l.append(i) %}{% endfor %}"
+          "[{{ ns.lp.nextitem }}{{ ns.lp.length }}]", NULL, "[1]");
 }
 
 Test(chat_template, strftime_now_formats_today)
@@ -719,6 +726,21 @@ Test(chat_template, runaway_guards)
     check_render_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", NULL,
                        HS_E_RANGE, "nested deeper");
     check_render_error("{{ 'x' * 100000000000 }}", NULL, HS_E_RANGE, "too long");
+    /* the deepest stack a template can ask for: recursion to the call limit, each level inside
+     * an expression nested as deep as the parser allows */
+    {
+        char src[4096];
+        size_t o = (size_t)snprintf(src, sizeof(src), "{%% macro f(n) %%}{{ ");
+        for (int i = 0; i < 28; i++) {
+            o += (size_t)snprintf(src + o, sizeof(src) - o, "1 ~ (");
+        }
+        o += (size_t)snprintf(src + o, sizeof(src) - o, "f(n + 1)");
+        for (int i = 0; i < 28; i++) {
+            src[o++] = ')';
+        }
+        snprintf(src + o, sizeof(src) - o, " }}{%% endmacro %%}{{ f(0) }}");
+        check_render_error(src, NULL, HS_E_RANGE, "nested deeper");
+    }
 
     /* explicit limits */
     const char *src = "{% for i in range(1000) %}0123456789{% endfor %}";
