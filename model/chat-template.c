@@ -646,6 +646,9 @@ static struct hs_tmpl_value *to_list(struct render *r, const struct hs__jnode *n
 static struct hs_tmpl_value *items_of(struct render *r, const struct hs__jnode *n,
                                       const struct hs_tmpl_value *obj)
 {
+    if (obj->kind == HS__TMPL_UNDEFINED) {
+        return p_new(r, HS_TMPL_ARRAY);
+    }
     if (obj->kind != HS_TMPL_OBJECT) {
         return fail(r, n, HS_E_INVAL, "items() needs a dict, got %s", kind_name(obj));
     }

@@ -421,6 +421,74 @@ static hs_status lex_tag(struct parser *p, size_t *i, bool block, size_t open_of
     return HS_OK;
 }
 
+/* At j (just inside "{%" and its modifier): "raw" then "%}"? Sets *after past the tag. */
+static bool match_word_tag(const struct parser *p, size_t j, const char *word, size_t *after,
+                           bool *strip)
+{
+    while (j < p->len && is_space(p->src[j])) {
+        j++;
+    }
+    size_t n = strlen(word);
+    if (j + n > p->len || memcmp(p->src + j, word, n) != 0 ||
+        (j + n < p->len && is_ident(p->src[j + n], false))) {
+        return false;
+    }
+    j += n;
+    while (j < p->len && is_space(p->src[j])) {
+        j++;
+    }
+    *strip = false;
+    if (j < p->len && p->src[j] == '-') {
+        *strip = true;
+        j++;
+    }
+    if (j + 2 > p->len || p->src[j] != '%' || p->src[j + 1] != '}') {
+        return false;
+    }
+    *after = j + 2;
+    return true;
+}
+
+/* {% raw %}...{% endraw %}: the body is text. Returns the offset after the closing tag. */
+static hs_status lex_raw(struct parser *p, size_t open_off, size_t body, bool strip_open,
+                         size_t *after, bool *strip_after)
+{
+    size_t bs = body;
+    if (strip_open) {
+        while (bs < p->len && is_space(p->src[bs])) {
+            bs++;
+        }
+    } else if (bs < p->len && p->src[bs] == '\n') {
+        bs++; /* trim_blocks */
+    }
+    for (size_t k = body; k + 1 < p->len; k++) {
+        if (p->src[k] != '{' || p->src[k + 1] != '%') {
+            continue;
+        }
+        char mod = k + 2 < p->len ? p->src[k + 2] : 0;
+        size_t j = k + 2 + (mod == '-' || mod == '+' ? 1 : 0);
+        if (!match_word_tag(p, j, "endraw", after, strip_after)) {
+            continue;
+        }
+        size_t te = k;
+        if (mod == '-') {
+            while (te > bs && is_space(p->src[te - 1])) {
+                te--;
+            }
+        }
+        if (te > bs) {
+            struct tok *t = push_tok(p, T_TEXT, bs);
+            if (!t) {
+                return HS_E_NOMEM;
+            }
+            t->s = p->src + bs;
+            t->len = te - bs;
+        }
+        return HS_OK;
+    }
+    return syntax_error(p, open_off, "unexpected end of template: missing '{% endraw %}'");
+}
+
 static hs_status lex(struct parser *p)
 {
     size_t i = 0;
@@ -490,6 +558,14 @@ static hs_status lex(struct parser *p)
             continue;
         }
         bool block = kind == '%';
+        size_t raw_body;
+        bool raw_strip;
+        if (block && match_word_tag(p, j, "raw", &raw_body, &raw_strip)) {
+            bool strip_after = false;
+            HS_TRY(lex_raw(p, k, raw_body, raw_strip, &i, &strip_after));
+            strip_next = strip_after ? 1 : 2;
+            continue;
+        }
         if (!push_tok(p, block ? T_BLOCK_BEGIN : T_VAR_BEGIN, k)) {
             return HS_E_NOMEM;
         }

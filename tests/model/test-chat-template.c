@@ -640,6 +640,8 @@ Test(chat_template, statements)
     check("{% generation %}gen{% endgeneration %}{% filter upper %}up{% endfilter %}", NULL,
           "genUP");
     check("{{ raw }}", "{\"raw\": \"{{ not evaluated }}\"}", "{{ not evaluated }}");
+    check("a{% raw %}{{ x }}{% if %}{% endraw %}b", NULL, "a{{ x }}{% if %}b");
+    check("a {%- raw -%} {{ x }} {%- endraw -%} b", NULL, "a{{ x }}b");
     /* caller() and loop kept past their block stay valid (frames live until the render ends) */
     check("{% set ns = namespace() %}{% macro m() %}{% set ns.c = caller %}{% endmacro %}"
           "{% for i in [1] %}{% call m() %}x{{ i }}{% endcall %}{% endfor %}{{ ns.c() }}", NULL,
@@ -671,6 +673,7 @@ Test(chat_template, parse_errors)
     check_parse_error("{% endfor %}", "unknown or misplaced tag 'endfor'");
     check_parse_error("{% frobnicate %}", "unknown or misplaced tag");
     check_parse_error("{{ 'abc }}", "unterminated string");
+    check_parse_error("{% raw %}{{ x }}", "missing '{% endraw %}'");
     check_parse_error("a\nb\n  {{ x ) }}", "line 3, column 8");
     /* deep nesting is an error, not a stack overflow */
     size_t n = 5000;
