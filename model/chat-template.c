@@ -803,6 +803,8 @@ static struct hs__frame *new_frame(struct render *r, struct hs__frame *parent)
 
 /* ==== filters, tests, methods ==== */
 
+static bool count_iteration(struct render *r, const struct hs__jnode *n);
+
 static bool run_test(struct render *r, const struct hs__jnode *n, const char *name,
                      const struct hs_tmpl_value *v, const struct args *a, int first_arg);
 
@@ -1032,6 +1034,9 @@ static struct hs_tmpl_value *apply_filter(struct render *r, const struct hs__jno
             struct hs_tmpl_value *x = l->u.a.v[rev ? l->u.a.n - 1 - i : i];
             bool seen = false;
             for (size_t j = 0; !rev && j < out->u.a.n && !seen; j++) {
+                if (!count_iteration(r, n)) { /* quadratic: counts against the loop limit */
+                    return NULL;
+                }
                 seen = hs__tmpl_equal(out->u.a.v[j], x);
             }
             if (!seen && !p_push(r, out, x)) {
@@ -1105,6 +1110,9 @@ static struct hs_tmpl_value *apply_filter(struct render *r, const struct hs__jno
             struct hs_tmpl_value *x = l->u.a.v[i];
             size_t j = i;
             while (j > 0) {
+                if (!count_iteration(r, n)) {
+                    return NULL;
+                }
                 struct hs_tmpl_value *kx = x, *ky = l->u.a.v[j - 1];
                 if (dict) {
                     kx = kx->u.a.v[0];

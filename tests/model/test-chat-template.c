@@ -729,6 +729,8 @@ Test(chat_template, runaway_guards)
     check_render_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", NULL,
                        HS_E_RANGE, "nested deeper");
     check_render_error("{{ 'x' * 100000000000 }}", NULL, HS_E_RANGE, "too long");
+    check_render_error("{{ range(1000000) | unique | list | length }}", NULL, HS_E_RANGE,
+                       "loop iterations");
     /* the deepest stack a template can ask for: recursion to the call limit, each level inside
      * an expression nested as deep as the parser allows */
     {
