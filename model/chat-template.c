@@ -658,6 +658,9 @@ static struct hs_tmpl_value *items_of(struct render *r, const struct hs__jnode *
     }
     for (size_t i = 0; i < obj->u.o.n; i++) {
         struct hs_tmpl_value *pair = p_new(r, HS_TMPL_ARRAY);
+        if (pair) {
+            pair->is_tuple = true;
+        }
         struct hs_tmpl_value *k = pair ? p_str(r, obj->u.o.k[i], strlen(obj->u.o.k[i])) : NULL;
         if (!k || !p_push(r, pair, k) || !p_push(r, pair, obj->u.o.v[i]) ||
             !p_push(r, arr, pair)) {
@@ -1200,6 +1203,11 @@ static struct hs_tmpl_value *apply_filter(struct render *r, const struct hs__jno
             x = ceil(x);
         } else if (strcmp(m, "floor") == 0) {
             x = floor(x);
+        } else if (pr >= 0 && isfinite(num_of(v))) {
+            /* Python's round(): half-even on the exact decimal value, which printf gives */
+            char buf[400];
+            snprintf(buf, sizeof(buf), "%.*f", (int)pr, num_of(v));
+            return p_float(r, strtod(buf, NULL));
         } else {
             x = nearbyint(x);
         }
@@ -2152,6 +2160,9 @@ static struct hs_tmpl_value *eval(struct render *r, const struct hs__jnode *n)
         return n->c ? eval(r, n->c) : &v_undef;
     case HS__J_LIST:
         x = p_new(r, HS_TMPL_ARRAY);
+        if (x) {
+            x->is_tuple = n->op == 1;
+        }
         for (const struct hs__jnode *i = n->a; x && i; i = i->next) {
             y = eval(r, i);
             if (!y || !p_push(r, x, y)) {

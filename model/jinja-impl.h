@@ -27,6 +27,7 @@ struct hs_tmpl_value {
      * borrowed. Otherwise made by a caller: owns its children. */
     bool pooled;
     bool is_namespace; /* namespace(): attributes may be assigned */
+    bool is_tuple;     /* an array that Python would hold as a tuple: printed "(a, b)" */
     struct hs_tmpl_value *pool_next;
     union {
         bool b;
@@ -99,7 +100,7 @@ enum hs__jnode_kind {
     HS__J_UNARY,   /* op a */
     HS__J_BINARY,  /* a op b */
     HS__J_TERNARY, /* b if a else c (c may be NULL) */
-    HS__J_LIST,    /* [items at a] */
+    HS__J_LIST,    /* [items at a]; op = 1 for a tuple (a, b) */
     HS__J_DICT,    /* {pairs at a: KWARG nodes with key at a, value at b} */
     HS__J_KWARG,   /* name=a */
     /* statements */

@@ -882,12 +882,14 @@ static hs_status parse_primary(struct parser *p, struct hs__jnode **out)
         if (accept_op(p, "(")) {
             if (accept_op(p, ")")) {
                 NEW(n, HS__J_LIST, t); /* empty tuple */
+                n->op = 1;
                 break;
             }
             HS_TRY(parse_expr(p, &n));
             if (is_op(peek(p), ",")) {
                 struct hs__jnode *list;
                 NEW(list, HS__J_LIST, t);
+                list->op = 1; /* a tuple */
                 list->a = n;
                 struct hs__jnode **tail = &n->next;
                 while (accept_op(p, ",") && !is_op(peek(p), ")")) {

@@ -399,14 +399,17 @@ static hs_status repr_depth(struct hs__jbuf *b, const struct hs_tmpl_value *v, i
     case HS_TMPL_STRING:
         return repr_string(b, v->u.s.p, v->u.s.len);
     case HS_TMPL_ARRAY:
-        HS_TRY(hs__jbuf_putc(b, '['));
+        HS_TRY(hs__jbuf_putc(b, v->is_tuple ? '(' : '['));
         for (size_t i = 0; i < v->u.a.n; i++) {
             if (i) {
                 HS_TRY(jbuf_puts(b, ", "));
             }
             HS_TRY(repr_depth(b, v->u.a.v[i], depth + 1));
         }
-        return hs__jbuf_putc(b, ']');
+        if (v->is_tuple && v->u.a.n == 1) {
+            HS_TRY(hs__jbuf_putc(b, ','));
+        }
+        return hs__jbuf_putc(b, v->is_tuple ? ')' : ']');
     case HS_TMPL_OBJECT:
         HS_TRY(hs__jbuf_putc(b, '{'));
         for (size_t i = 0; i < v->u.o.n; i++) {

