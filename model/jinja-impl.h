@@ -145,6 +145,51 @@ struct hs__jarena {
 void *hs__jarena_alloc(struct hs__jarena *ar, size_t n);
 void hs__jarena_free(struct hs__jarena *ar);
 
+/* ==== lexer and parser state (jinja-lex.c, jinja-parse.c) ==== */
+
+enum hs__jtok_kind {
+    HS__JT_TEXT,
+    HS__JT_VAR_BEGIN,
+    HS__JT_VAR_END,
+    HS__JT_BLOCK_BEGIN,
+    HS__JT_BLOCK_END,
+    HS__JT_NAME,
+    HS__JT_INT,
+    HS__JT_FLOAT,
+    HS__JT_STRING,
+    HS__JT_OP,
+    HS__JT_EOF,
+};
+
+struct hs__jtok {
+    enum hs__jtok_kind kind;
+    size_t off;
+    int line, col;
+    const char *s; /* TEXT, NAME, STRING: arena copy; OP: static spelling */
+    size_t len;
+    int64_t i;
+    double f;
+};
+
+struct hs__jparser {
+    struct hs__jarena *ar;
+    const char *src;
+    size_t len;
+    struct hs__jtok *toks;
+    size_t n_toks, cap_toks;
+    size_t pos; /* parser cursor */
+    int depth;
+    /* line/col cursor: positions are computed moving forward */
+    size_t lc_off;
+    int lc_line, lc_col;
+    struct hs_error *err;
+};
+
+/* Records a syntax error at byte offset off (HS_E_FORMAT, "line L, column C" in the message). */
+hs_status hs__jsyntax_error(struct hs__jparser *p, size_t off, const char *what);
+/* Tokenizes p->src into p->toks (ending with HS__JT_EOF). Errors: HS_E_FORMAT, HS_E_NOMEM. */
+hs_status hs__jinja_lex(struct hs__jparser *p);
+
 /* Parses src into a statement list (*out may be NULL for an empty template). Errors:
  * HS_E_FORMAT with line and column in err, HS_E_NOMEM. */
 hs_status hs__jinja_parse(struct hs__jarena *ar, const char *src, size_t len,
