@@ -3,6 +3,7 @@
 #include "backends/cpu/quants.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 /* ================================================================================================
@@ -645,7 +646,7 @@ static bool cpu_has_f16c(void)
 }
 #endif
 
-enum hs_isa hs__cpu_detect_isa(void)
+static enum hs_isa detect_isa_uncached(void)
 {
 #if HS_X86
     __builtin_cpu_init();
@@ -661,11 +662,31 @@ enum hs_isa hs__cpu_detect_isa(void)
     return HS_ISA_SCALAR;
 }
 
+/* cpuid traps to the hypervisor in a VM (microseconds), and kernels are looked up on every
+ * operation: detect once. A race between first callers computes the same value twice. */
+static _Atomic int detected_isa = -1;
+
+enum hs_isa hs__cpu_detect_isa(void)
+{
+    int isa = atomic_load_explicit(&detected_isa, memory_order_relaxed);
+    if (isa < 0) {
+        isa = (int)detect_isa_uncached();
+        atomic_store_explicit(&detected_isa, isa, memory_order_relaxed);
+    }
+    return (enum hs_isa)isa;
+}
+
 static bool cpu_has_vnni(void)
 {
 #if HS_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vnni");
+    static _Atomic int cached = -1;
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512vnni") ? 1 : 0;
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v != 0;
 #else
     return false;
 #endif
