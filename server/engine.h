@@ -61,8 +61,8 @@ struct hs_engine_params {
     int32_t block_size;     /* tokens per KV block; default 16 */
     int32_t n_batch_tokens; /* token budget of one step (decode + prefill chunks); default 512;
                              * raised to n_parallel if smaller so every decode fits */
-    int32_t max_waiting;    /* requests accepted but not yet running before submit returns
-                             * HS_E_BUSY; default 256; 0: reject whenever nothing can start */
+    int32_t max_waiting;    /* accepted requests none of whose sequences runs yet: when that
+                             * many wait, submit returns HS_E_BUSY; <= 0: default 256 */
     int32_t n_threads;      /* compute threads; <= 0: one per physical core */
     int64_t timeout_ms;     /* default request timeout from submit to the last token; 0: none */
     enum hs_type kv_type;   /* HS_TYPE_F16 (default) or HS_TYPE_F32 */
