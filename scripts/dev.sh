@@ -54,7 +54,7 @@ default_model() {
     else
         local m="$ROOT/build/random-tiny.gguf"
         log "no ../shared/models/stories260K.gguf and no \$HETSERVE_MODEL: writing a random-weight model to $m (its text is gibberish)"
-        [ -f "$m" ] || build/server/hetserve mkmodel -o "$m" --preset tiny >&2
+        [ -f "$m" ] || build/api/hetserve mkmodel -o "$m" --preset tiny >&2
         echo "$m"
     fi
 }
@@ -64,7 +64,7 @@ run() {
     build
     local model; model=$(default_model)
     log "generating with $model"
-    build/server/hetserve generate -m "$model" -p "Once upon a time" -n 200 --temp 0.8 --seed 1 "$@"
+    build/api/hetserve generate -m "$model" -p "Once upon a time" -n 200 --temp 0.8 --seed 1 "$@"
 }
 
 fuzz() {
