@@ -471,6 +471,9 @@ static hs_status tokenize(const struct hs__api_ctx *c, const char *text, size_t 
             return NOMEM(err);
         }
         hs_status st = hs_tokenize(c->vocab, text, len, add_special, true, p->ids, cap, &n);
+        if (st == HS_OK && n == 0) {
+            return fail(err, 400, "prompt", "the prompt is empty (it gives no tokens)");
+        }
         if (st == HS_OK) {
             p->n = (int32_t)n;
             return HS_OK;

@@ -1096,6 +1096,9 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     }
 }
 
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 0)))
+#endif
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];

@@ -602,19 +602,16 @@ Test(api, n_choices_and_seeds)
     json_t *b = post_json("/v1/completions", body, 200);
     json_t *ch = json_object_get(a, "choices");
     cr_assert_eq(json_array_size(ch), 3);
-    json_int_t sum = 0;
     for (size_t i = 0; i < 3; i++) {
         cr_assert_eq(json_integer_value(json_object_get(json_array_get(ch, i), "index")),
                      (json_int_t)i);
         cr_assert_str_eq(choice_text(a, i), choice_text(b, i), "same seed, same text");
         cr_assert_not_null(finish(a, i));
-        hs_token t[64];
-        /* a choice's completion tokens are at least its text's re-tokenized count / bytes */
-        sum += 1;
-        (void)t;
     }
-    cr_assert_geq(usage(a, "completion_tokens"), sum);
+    /* every choice generates at least one token and at most max_tokens */
+    cr_assert_geq(usage(a, "completion_tokens"), 3);
     cr_assert_leq(usage(a, "completion_tokens"), 36);
+    cr_assert_eq(usage(a, "completion_tokens"), usage(b, "completion_tokens"));
     bool differ = strcmp(choice_text(a, 0), choice_text(a, 1)) ||
                   strcmp(choice_text(a, 1), choice_text(a, 2));
     cr_assert(differ, "three choices at temperature 1.5 should not all be equal");
