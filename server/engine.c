@@ -1100,6 +1100,12 @@ static void *engine_main(void *arg)
         reap(e, cancel_all);
         if (!cancel_all) {
             run_step(e);
+        } else if (!stop) {
+            /* drain's deadline: everything accepted is canceled now, and draining keeps new
+             * work out, so the flag has done its job */
+            pthread_mutex_lock(&e->mu);
+            e->cancel_all = false;
+            pthread_mutex_unlock(&e->mu);
         }
         notify_touched(e);
         if (stop) {

@@ -118,6 +118,8 @@ static void ref_greedy(struct hs_model *m, const hs_token *prompt, int n_prompt,
 struct result {
     hs_token toks[HS_ENGINE_MAX_CHOICES][MAX_GEN];
     float lp[HS_ENGINE_MAX_CHOICES][MAX_GEN];
+    int n_top[HS_ENGINE_MAX_CHOICES][MAX_GEN];
+    hs_token top0[HS_ENGINE_MAX_CHOICES][MAX_GEN];
     int n_toks[HS_ENGINE_MAX_CHOICES];
     char text[HS_ENGINE_MAX_CHOICES][TEXT_CAP];
     size_t n_text[HS_ENGINE_MAX_CHOICES];
@@ -153,8 +155,15 @@ static void collect(struct hs_engine_handle *h, struct result *r)
         for (int i = 0; i < ev.n_tokens; i++) {
             cr_assert(r->n_toks[c] < MAX_GEN);
             if (ev.logprobs) {
-                cr_assert_eq(ev.logprobs[i].token, ev.tokens[i]);
-                r->lp[c][r->n_toks[c]] = ev.logprobs[i].logprob;
+                const struct hs_token_logprob *l = &ev.logprobs[i];
+                cr_assert_eq(l->token, ev.tokens[i]);
+                cr_assert(l->logprob <= 0.0f);
+                for (int k = 1; k < l->n_top; k++) {
+                    cr_assert(l->top_logprobs[k] <= l->top_logprobs[k - 1]);
+                }
+                r->lp[c][r->n_toks[c]] = l->logprob;
+                r->n_top[c][r->n_toks[c]] = l->n_top;
+                r->top0[c][r->n_toks[c]] = l->n_top > 0 ? l->top_ids[0] : -1;
             }
             r->toks[c][r->n_toks[c]++] = ev.tokens[i];
         }
@@ -535,6 +544,8 @@ Test(engine, n_choices_share_the_prompt)
         for (int i = 0; i < ref.n; i++) {
             cr_assert(fabs(r->lp[c][i] - ref.lp[i]) < 1e-4, "logprob %d: %g vs %g", i,
                       (double)r->lp[c][i], ref.lp[i]);
+            cr_assert_eq(r->n_top[c][i], 3);
+            cr_assert_eq(r->top0[c][i], ref.toks[i], "greedy picks the most likely token");
         }
         completion += ref.n + (ref.eos ? 1 : 0);
     }
