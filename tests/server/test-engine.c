@@ -274,8 +274,13 @@ Test(engine, batching_never_changes_greedy_results)
         n_prompt[i] = make_prompt(m, i, prompts[i], 64);
         ref_greedy(m, prompts[i], n_prompt[i], MAX_TOK, false, &refs[i]);
     }
-    /* 8 running at once, a 24-token budget: prompts are prefilled in chunks beside decodes */
-    struct hs_engine *e = make_engine(m, 8, 256, 0, 24);
+    int longest = 0;
+    for (int i = 0; i < N; i++) {
+        longest = HS_MAX(longest, n_prompt[i]);
+    }
+    cr_assert_gt(longest, 2 * 12, "some prompt needs three chunks");
+    /* 8 running at once, a 12-token budget: prompts are prefilled in chunks beside decodes */
+    struct hs_engine *e = make_engine(m, 8, 256, 0, 12);
     struct hs_engine_handle *h[N];
     for (int i = 0; i < N; i++) {
         h[i] = submit(e, prompts[i], n_prompt[i], MAX_TOK, false);
@@ -409,7 +414,7 @@ Test(engine, tiny_kv_pool_preempts_and_still_matches)
         ref_greedy(m, prompts[i], n_prompt[i], MAX_TOK, true, &refs[i]);
     }
     /* 6 blocks of 16: one context of 96 tokens; every request needs ~4-5 blocks */
-    struct hs_engine *e = make_engine(m, 4, 96, 6, 32);
+    struct hs_engine *e = make_engine(m, 4, 96, 6, 10);
     struct hs_engine_handle *h[N];
     for (int i = 0; i < N; i++) {
         h[i] = submit(e, prompts[i], n_prompt[i], MAX_TOK, true);
