@@ -345,14 +345,21 @@ void hs_engine_cancel(struct hs_engine_handle *h)
     }
 }
 
+/* The handle whose notify hook the engine thread is running (it holds that handle's nmu). */
+static _Thread_local struct hs_engine_handle *tls_notifying;
+
 void hs_engine_release(struct hs_engine_handle *h)
 {
     if (!h) {
         return;
     }
-    pthread_mutex_lock(&h->nmu);
-    h->released = true;
-    pthread_mutex_unlock(&h->nmu);
+    if (tls_notifying == h) {
+        h->released = true; /* from inside its own notify hook: nmu is held already */
+    } else {
+        pthread_mutex_lock(&h->nmu);
+        h->released = true;
+        pthread_mutex_unlock(&h->nmu);
+    }
     if (!atomic_load(&h->done)) {
         hs_engine_cancel(h);
     }
@@ -717,6 +724,9 @@ static void finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason
     pthread_mutex_unlock(&h->mu);
     mark_touched(e, h);
     if (last) {
+        HS_LOG_DEBUG("engine: req=%llu done: prompt %d, completion %d, cached %d tokens, %.1f ms",
+                     (unsigned long long)h->id, h->n_prompt, h->usage.completion_tokens,
+                     h->usage.cached_tokens, (double)(t - h->t_submit_ns) / 1e6);
         atomic_store(&h->done, true);
         histo_observe(&e->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS,
                       (double)(t - h->t_submit_ns) / 1e9);
@@ -1068,7 +1078,9 @@ static void notify_touched(struct hs_engine *e)
         h->next_touched = NULL;
         pthread_mutex_lock(&h->nmu);
         if (!h->released && h->notify) {
+            tls_notifying = h;
             h->notify(h->notify_user);
+            tls_notifying = NULL;
         }
         pthread_mutex_unlock(&h->nmu);
         if (h->n_finished == h->n_choices) {

@@ -100,10 +100,12 @@ const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e);
 
 /* ---- requests ---- */
 
-/* Called on the engine thread, without any engine lock held, after new output reached the
- * request's channel (coalesced: at most once per engine step per request) and after its final
- * event. Must be quick and must not block; it may call hs_engine_poll / hs_engine_cancel /
- * hs_engine_release on its handle (e.g. MHD_resume_connection, or write to an eventfd). */
+/* Called on the engine thread, without the engine's or the channel's lock held, after new
+ * output reached the request's channel (coalesced: at most once per engine step per request)
+ * and after its final event. Never called once the handle is released. Must be quick and must
+ * not block (e.g. MHD_resume_connection, or a write to an eventfd); it may call hs_engine_poll,
+ * hs_engine_cancel and hs_engine_release on its own handle, and hs_engine_get_metrics, but no
+ * other engine function (no submit, wait, drain or destroy). */
 typedef void (*hs_engine_notify_fn)(void *user);
 
 /* A generation request, in caller memory; everything is copied by hs_engine_submit. */

@@ -4,6 +4,7 @@
  * cancellation, timeouts, queue limits and drain behave as engine.h says. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -819,5 +820,74 @@ Test(engine, notify_hook_and_destroy_with_live_handles)
     cr_assert_eq(r->fin[0], HS_FINISH_CANCELED);
     hs_engine_release(h);
     free(r);
+    hs_model_destroy(m);
+}
+
+/* An asynchronous reader as api/ will write one: everything happens in the notify hook,
+ * which polls and finally releases the handle on the engine thread. */
+struct async_reader {
+    pthread_mutex_t mu;
+    struct hs_engine_handle *h;
+    atomic_bool released;
+    atomic_int n_tokens;
+    atomic_int n_done;
+};
+
+static void async_notify(void *user)
+{
+    struct async_reader *a = user;
+    pthread_mutex_lock(&a->mu); /* until submit has returned the handle */
+    struct hs_engine_handle *h = a->h;
+    pthread_mutex_unlock(&a->mu);
+    if (!h || atomic_load(&a->released)) {
+        return;
+    }
+    struct hs_engine_event ev;
+    while (hs_engine_poll(h, &ev) == HS_OK) {
+        if (ev.type == HS_EVENT_DELTA) {
+            atomic_fetch_add(&a->n_tokens, ev.n_tokens);
+        } else {
+            atomic_fetch_add(&a->n_done, 1);
+            atomic_store(&a->released, true);
+            hs_engine_release(h);
+            return;
+        }
+    }
+}
+
+Test(engine, notify_hook_may_poll_and_release)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 2, 256, 0, 64);
+    hs_token p[64];
+    int n = make_prompt(m, 4, p, 64);
+    static struct async_reader a;
+    pthread_mutex_init(&a.mu, NULL);
+    a.h = NULL;
+    atomic_store(&a.released, false);
+    atomic_store(&a.n_tokens, 0);
+    atomic_store(&a.n_done, 0);
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = p;
+    rq.n_prompt = n;
+    rq.max_tokens = 20;
+    rq.ignore_eos = true;
+    rq.notify = async_notify;
+    rq.notify_user = &a;
+    struct hs_error err = {0};
+    pthread_mutex_lock(&a.mu);
+    cr_assert_eq(hs_engine_submit(e, &rq, &a.h, &err), HS_OK);
+    pthread_mutex_unlock(&a.mu);
+    for (int i = 0; i < 20000 && !atomic_load(&a.released); i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert(atomic_load(&a.released), "the hook never saw DONE");
+    cr_assert_eq(atomic_load(&a.n_tokens), 20);
+    cr_assert_eq(atomic_load(&a.n_done), 1);
+    wait_idle(e);
+    hs_engine_destroy(e);
+    pthread_mutex_destroy(&a.mu);
     hs_model_destroy(m);
 }
