@@ -16,7 +16,7 @@
 #include "model/vocab.h"
 #include "server/engine.h"
 
-#define MAX_GEN 512
+#define MAX_GEN  512
 #define TEXT_CAP 8192
 
 static struct hs_model *load_model(void)
@@ -34,9 +34,9 @@ static struct hs_model *load_model(void)
 static int tokenize(const struct hs_model *m, const char *text, hs_token *out, int cap)
 {
     size_t n = 0;
-    cr_assert_eq(hs_tokenize(hs_model_vocab(m), text, strlen(text), true, false, out,
-                             (size_t)cap, &n),
-                 HS_OK);
+    cr_assert_eq(
+        hs_tokenize(hs_model_vocab(m), text, strlen(text), true, false, out, (size_t)cap, &n),
+        HS_OK);
     cr_assert(n > 0);
     return (int)n;
 }
@@ -210,8 +210,8 @@ static struct hs_engine_handle *submit(struct hs_engine *e, const hs_token *prom
     return h;
 }
 
-static void assert_same_as_ref(const struct result *r, int c, const struct ref *ref,
-                               int max_tokens, const char *what)
+static void assert_same_as_ref(const struct result *r, int c, const struct ref *ref, int max_tokens,
+                               const char *what)
 {
     cr_assert_eq(r->n_toks[c], ref->n, "%s: %d tokens, alone %d", what, r->n_toks[c], ref->n);
     for (int i = 0; i < ref->n; i++) {
@@ -312,8 +312,7 @@ Test(engine, batching_never_changes_greedy_results)
     cr_assert_eq(mt.kv_blocks_used, 0);
     cr_assert(mt.steps < (uint64_t)total_completion, "no batching: %llu steps",
               (unsigned long long)mt.steps);
-    cr_assert_eq(mt.requests_finished[HS_FINISH_STOP] + mt.requests_finished[HS_FINISH_LENGTH],
-                 N);
+    cr_assert_eq(mt.requests_finished[HS_FINISH_STOP] + mt.requests_finished[HS_FINISH_LENGTH], N);
     free(r);
     hs_engine_destroy(e);
     hs_model_destroy(m);
