@@ -23,7 +23,7 @@
 /* ---- metrics bounds (vLLM's) ---- */
 
 const double hs_engine_ttft_bounds_s[HS_ENGINE_TTFT_BUCKETS] = {
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25, 0.5,   0.75,
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,   0.75,
     1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
 };
 const double hs_engine_tpot_bounds_s[HS_ENGINE_TPOT_BUCKETS] = {
@@ -31,7 +31,7 @@ const double hs_engine_tpot_bounds_s[HS_ENGINE_TPOT_BUCKETS] = {
     0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0,
 };
 const double hs_engine_e2e_bounds_s[HS_ENGINE_E2E_BUCKETS] = {
-    0.3,  0.5,  0.8,  1.0,  1.5,  2.0,   2.5,   5.0,   10.0,   15.0,  20.0,
+    0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,   20.0,
     30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 };
 
@@ -80,9 +80,9 @@ struct seq {
     struct hs_engine_handle *req;
     int32_t index;
     enum seq_state state;
-    hs_token *toks; /* [n_prompt + max_tokens]: prompt then generated */
-    int32_t n_all;  /* tokens in toks; KV holds the first hs_kv_seq_n_tokens(kv) */
-    int32_t n_gen;  /* sampled, EOS included */
+    hs_token *toks;       /* [n_prompt + max_tokens]: prompt then generated */
+    int32_t n_all;        /* tokens in toks; KV holds the first hs_kv_seq_n_tokens(kv) */
+    int32_t n_gen;        /* sampled, EOS included */
     struct hs_kv_seq *kv; /* while running */
     struct hs_sampler *smp;
     struct hs_detok dt;
@@ -95,9 +95,9 @@ struct seq {
 };
 
 struct hs_engine_handle {
-    atomic_int refs;     /* caller + engine */
-    atomic_bool cancel;  /* set by hs_engine_cancel / release */
-    atomic_bool done;    /* every choice finished (DONE is ready) */
+    atomic_int refs;    /* caller + engine */
+    atomic_bool cancel; /* set by hs_engine_cancel / release */
+    atomic_bool done;   /* every choice finished (DONE is ready) */
     uint64_t id;
 
     /* notify: nmu guards released against a notify in progress */
@@ -172,10 +172,10 @@ struct hs_engine {
     int32_t n_running;
     struct hs_kv_seq **kv_free; /* [n_parallel] idle kv sequences */
     int32_t n_kv_free;
-    struct seq **batch;            /* [n_parallel] */
-    int32_t *batch_n;              /* [n_parallel] tokens of each entry */
-    struct hs_forward_seq *fwd;    /* [n_parallel] */
-    char *piece;                   /* detokenizer output scratch */
+    struct seq **batch;         /* [n_parallel] */
+    int32_t *batch_n;           /* [n_parallel] tokens of each entry */
+    struct hs_forward_seq *fwd; /* [n_parallel] */
+    char *piece;                /* detokenizer output scratch */
     size_t cap_piece;
     struct hs_token_logprob lp_scratch;
     struct hs_engine_handle *touched_head;
@@ -345,14 +345,21 @@ void hs_engine_cancel(struct hs_engine_handle *h)
     }
 }
 
+/* The handle whose notify hook the engine thread is running (it holds that handle's nmu). */
+static _Thread_local struct hs_engine_handle *tls_notifying;
+
 void hs_engine_release(struct hs_engine_handle *h)
 {
     if (!h) {
         return;
     }
-    pthread_mutex_lock(&h->nmu);
-    h->released = true;
-    pthread_mutex_unlock(&h->nmu);
+    if (tls_notifying == h) {
+        h->released = true; /* from inside its own notify hook: nmu is held already */
+    } else {
+        pthread_mutex_lock(&h->nmu);
+        h->released = true;
+        pthread_mutex_unlock(&h->nmu);
+    }
     if (!atomic_load(&h->done)) {
         hs_engine_cancel(h);
     }
@@ -417,8 +424,7 @@ hs_status hs_engine_poll(struct hs_engine_handle *h, struct hs_engine_event *ev)
     return st;
 }
 
-hs_status hs_engine_wait(struct hs_engine_handle *h, struct hs_engine_event *ev,
-                         int64_t timeout_ms)
+hs_status hs_engine_wait(struct hs_engine_handle *h, struct hs_engine_event *ev, int64_t timeout_ms)
 {
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
@@ -717,6 +723,9 @@ static void finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason
     pthread_mutex_unlock(&h->mu);
     mark_touched(e, h);
     if (last) {
+        HS_LOG_DEBUG("engine: req=%llu done: prompt %d, completion %d, cached %d tokens, %.1f ms",
+                     (unsigned long long)h->id, h->n_prompt, h->usage.completion_tokens,
+                     h->usage.cached_tokens, (double)(t - h->t_submit_ns) / 1e6);
         atomic_store(&h->done, true);
         histo_observe(&e->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS,
                       (double)(t - h->t_submit_ns) / 1e9);
@@ -919,8 +928,7 @@ static int32_t schedule(struct hs_engine *e)
         }
     }
     struct seq *next;
-    for (struct seq *s = e->wait_head; s && budget > 0 && e->n_running < e->n_parallel;
-         s = next) {
+    for (struct seq *s = e->wait_head; s && budget > 0 && e->n_running < e->n_parallel; s = next) {
         next = s->next;
         if (!admissible(s)) {
             continue;
@@ -1068,7 +1076,9 @@ static void notify_touched(struct hs_engine *e)
         h->next_touched = NULL;
         pthread_mutex_lock(&h->nmu);
         if (!h->released && h->notify) {
+            tls_notifying = h;
             h->notify(h->notify_user);
+            tls_notifying = NULL;
         }
         pthread_mutex_unlock(&h->nmu);
         if (h->n_finished == h->n_choices) {
@@ -1100,6 +1110,12 @@ static void *engine_main(void *arg)
         reap(e, cancel_all);
         if (!cancel_all) {
             run_step(e);
+        } else if (!stop) {
+            /* drain's deadline: everything accepted is canceled now, and draining keeps new
+             * work out, so the flag has done its job */
+            pthread_mutex_lock(&e->mu);
+            e->cancel_all = false;
+            pthread_mutex_unlock(&e->mu);
         }
         notify_touched(e);
         if (stop) {
@@ -1202,8 +1218,7 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
         goto fail;
     }
     e->n_ctx = hs_context_n_ctx(e->ctx);
-    st = hs_kv_pool_create(hs_context_n_kv_blocks(e->ctx), hs_context_block_size(e->ctx),
-                           &e->pool);
+    st = hs_kv_pool_create(hs_context_n_kv_blocks(e->ctx), hs_context_block_size(e->ctx), &e->pool);
     if (st != HS_OK) {
         hs_error_set(err, st, "cannot create the KV pool: %s", hs_status_str(st));
         goto fail;

@@ -41,16 +41,16 @@ struct hs_engine_handle;
 
 /* ---- limits ---- */
 
-#define HS_ENGINE_MAX_CHOICES 16     /* n of one request */
-#define HS_ENGINE_MAX_STOP 16        /* stop strings of one request */
-#define HS_ENGINE_MAX_STOP_BYTES 256 /* length of one stop string */
+#define HS_ENGINE_MAX_CHOICES      16  /* n of one request */
+#define HS_ENGINE_MAX_STOP         16  /* stop strings of one request */
+#define HS_ENGINE_MAX_STOP_BYTES   256 /* length of one stop string */
 #define HS_ENGINE_MAX_TOP_LOGPROBS 20
 
 /* ---- engine parameters ---- */
 
 struct hs_engine_params {
     int32_t n_parallel;     /* max sequences running at once (a request with n choices runs n
-                             * sequences); default 8 */
+                             * sequences); <= 0: default 8; at most 4096 */
     int32_t n_ctx;          /* max tokens (prompt + generated) of one sequence; <= 0: the
                              * model's trained length, at most 4096 */
     int32_t n_kv_blocks;    /* KV pool size in blocks; <= 0: from kv_bytes, or when that is 0
@@ -100,10 +100,12 @@ const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e);
 
 /* ---- requests ---- */
 
-/* Called on the engine thread, without any engine lock held, after new output reached the
- * request's channel (coalesced: at most once per engine step per request) and after its final
- * event. Must be quick and must not block; it may call hs_engine_poll / hs_engine_cancel /
- * hs_engine_release on its handle (e.g. MHD_resume_connection, or write to an eventfd). */
+/* Called on the engine thread, without the engine's or the channel's lock held, after new
+ * output reached the request's channel (coalesced: at most once per engine step per request)
+ * and after its final event. Never called once the handle is released. Must be quick and must
+ * not block (e.g. MHD_resume_connection, or a write to an eventfd); it may call hs_engine_poll,
+ * hs_engine_cancel and hs_engine_release on its own handle, and hs_engine_get_metrics, but no
+ * other engine function (no submit, wait, drain or destroy). */
 typedef void (*hs_engine_notify_fn)(void *user);
 
 /* A generation request, in caller memory; everything is copied by hs_engine_submit. */
@@ -119,17 +121,17 @@ struct hs_engine_request {
                              * blocks through the prefix cache */
     struct hs_sampling_params sampling; /* validated with hs_sampling_params_check; logit_bias
                                          * is copied */
-    const char *const *stop; /* [n_stop] NUL-terminated stop strings, 1 .. MAX_STOP_BYTES bytes
-                              * each; generation of a choice ends when its text contains one;
-                              * the stop string and anything after it is never emitted */
-    int32_t n_stop;          /* 0 .. HS_ENGINE_MAX_STOP */
-    bool logprobs;           /* report each token's log-probability (raw logits' log-softmax) */
-    int32_t top_logprobs;    /* and this many alternatives, 0 .. HS_ENGINE_MAX_TOP_LOGPROBS
-                              * (needs logprobs) */
-    bool ignore_eos;         /* keep generating past end-of-generation tokens */
-    int64_t timeout_ms;      /* from submit to the final event; 0: the engine's default; < 0:
-                              * none. On expiry the choices end with HS_FINISH_TIMEOUT */
-    uint64_t id;             /* caller's request id, for logs ("req=<id>") */
+    const char *const *stop;    /* [n_stop] NUL-terminated stop strings, 1 .. MAX_STOP_BYTES bytes
+                                 * each; generation of a choice ends when its text contains one;
+                                 * the stop string and anything after it is never emitted */
+    int32_t n_stop;             /* 0 .. HS_ENGINE_MAX_STOP */
+    bool logprobs;              /* report each token's log-probability (raw logits' log-softmax) */
+    int32_t top_logprobs;       /* and this many alternatives, 0 .. HS_ENGINE_MAX_TOP_LOGPROBS
+                                 * (needs logprobs) */
+    bool ignore_eos;            /* keep generating past end-of-generation tokens */
+    int64_t timeout_ms;         /* from submit to the final event; 0: the engine's default; < 0:
+                                 * none. On expiry the choices end with HS_FINISH_TIMEOUT */
+    uint64_t id;                /* caller's request id, for logs ("req=<id>") */
     hs_engine_notify_fn notify; /* may be NULL (then poll or wait) */
     void *notify_user;
 };
@@ -171,7 +173,7 @@ struct hs_token_logprob {
     hs_token token;
     float logprob;
     int32_t n_top; /* top_logprobs of the request, or fewer when the vocab is smaller */
-    hs_token top_ids[HS_ENGINE_MAX_TOP_LOGPROBS];  /* descending, ties by lower id */
+    hs_token top_ids[HS_ENGINE_MAX_TOP_LOGPROBS]; /* descending, ties by lower id */
     float top_logprobs[HS_ENGINE_MAX_TOP_LOGPROBS];
 };
 
@@ -194,24 +196,24 @@ enum hs_event_type {
  * (a slow reader gets fewer, bigger events). */
 struct hs_engine_event {
     enum hs_event_type type;
-    int32_t choice;           /* DELTA: 0 .. n-1 */
-    const char *text;         /* DELTA: newly completed UTF-8 text, never split inside a
-                               * character, never holding (part of) a stop string; NUL-terminated
-                               * at text[n_text]; may be empty (n_text 0) */
+    int32_t choice;   /* DELTA: 0 .. n-1 */
+    const char *text; /* DELTA: newly completed UTF-8 text, never split inside a
+                       * character, never holding (part of) a stop string; NUL-terminated
+                       * at text[n_text]; may be empty (n_text 0) */
     size_t n_text;
-    const hs_token *tokens;   /* DELTA: new token ids [n_tokens] in order (EOS excluded). Text
-                               * may lag behind tokens (held back for an incomplete character or
-                               * a possible stop string); tokens whose text falls after a stop
-                               * string match are still listed */
+    const hs_token *tokens; /* DELTA: new token ids [n_tokens] in order (EOS excluded). Text
+                             * may lag behind tokens (held back for an incomplete character or
+                             * a possible stop string); tokens whose text falls after a stop
+                             * string match are still listed */
     int32_t n_tokens;
     const struct hs_token_logprob *logprobs; /* DELTA: [n_tokens] when the request asked for
                                               * logprobs, else NULL */
-    enum hs_finish_reason finish_reason; /* DELTA: HS_FINISH_NONE until the choice's last
-                                          * DELTA */
-    struct hs_engine_usage usage;        /* DONE */
-    hs_status status;         /* DONE: HS_OK, or the forward pass error behind HS_FINISH_ERROR */
-    double ttft_ms;           /* DONE: submit to first token of choice 0 (0 if none) */
-    double e2e_ms;            /* DONE: submit to done */
+    enum hs_finish_reason finish_reason;     /* DELTA: HS_FINISH_NONE until the choice's last
+                                              * DELTA */
+    struct hs_engine_usage usage;            /* DONE */
+    hs_status status; /* DONE: HS_OK, or the forward pass error behind HS_FINISH_ERROR */
+    double ttft_ms;   /* DONE: submit to the first sampled token (0 if none) */
+    double e2e_ms;    /* DONE: submit to done */
 };
 
 /* Takes the next event without blocking: HS_OK with *ev filled; HS_E_BUSY when nothing is
@@ -243,7 +245,7 @@ uint64_t hs_engine_handle_id(const struct hs_engine_handle *h);
 /* Histogram bucket upper bounds in seconds, as vLLM's (Prometheus "le" labels; +Inf implied). */
 #define HS_ENGINE_TTFT_BUCKETS 22 /* 0.001 .. 2560 s */
 #define HS_ENGINE_TPOT_BUCKETS 19 /* 0.01 .. 80 s */
-#define HS_ENGINE_E2E_BUCKETS 21  /* 0.3 .. 7680 s */
+#define HS_ENGINE_E2E_BUCKETS  21 /* 0.3 .. 7680 s */
 extern const double hs_engine_ttft_bounds_s[HS_ENGINE_TTFT_BUCKETS];
 extern const double hs_engine_tpot_bounds_s[HS_ENGINE_TPOT_BUCKETS];
 extern const double hs_engine_e2e_bounds_s[HS_ENGINE_E2E_BUCKETS];
@@ -270,19 +272,19 @@ struct hs_engine_metrics {
     uint64_t requests_submitted; /* counter: accepted by hs_engine_submit */
     uint64_t requests_rejected;  /* counter: HS_E_BUSY from hs_engine_submit */
     uint64_t requests_finished[HS_FINISH_COUNT]; /* counter per finish reason (of choices) */
-    uint64_t prompt_tokens;      /* counter: prompt tokens of accepted requests */
-    uint64_t generation_tokens;  /* counter: sampled tokens */
-    uint64_t prefix_hit_tokens;  /* counter: prompt tokens found in the prefix cache */
-    uint64_t prefill_tokens;     /* counter: tokens run through the model that were not the
-                                  * previous step's sample (prompt chunks and recomputation) */
-    uint64_t preemptions;        /* counter */
-    uint64_t steps;              /* counter: forward passes */
-    uint64_t batch_tokens;       /* counter: tokens through the forward pass, all steps */
-    double prefix_hit_rate;      /* prefix_hit_tokens / prompt_tokens (0 when none) */
-    struct hs_engine_histogram ttft;  /* time to first token */
-    struct hs_engine_histogram tpot;  /* mean time per output token after the first, per choice
-                                       * with >= 2 tokens */
-    struct hs_engine_histogram e2e;   /* submit to done, per request */
+    uint64_t prompt_tokens;                      /* counter: prompt tokens of accepted requests */
+    uint64_t generation_tokens;                  /* counter: sampled tokens */
+    uint64_t prefix_hit_tokens;      /* counter: prompt tokens found in the prefix cache */
+    uint64_t prefill_tokens;         /* counter: tokens run through the model that were not the
+                                      * previous step's sample (prompt chunks and recomputation) */
+    uint64_t preemptions;            /* counter */
+    uint64_t steps;                  /* counter: forward passes */
+    uint64_t batch_tokens;           /* counter: tokens through the forward pass, all steps */
+    double prefix_hit_rate;          /* prefix_hit_tokens / prompt_tokens (0 when none) */
+    struct hs_engine_histogram ttft; /* time to first token */
+    struct hs_engine_histogram tpot; /* mean time per output token after the first, per choice
+                                      * with >= 2 tokens */
+    struct hs_engine_histogram e2e;  /* submit to done, per request */
 };
 
 /* Copies the current metrics into *m (each field read atomically; fields may be from slightly

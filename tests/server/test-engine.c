@@ -4,6 +4,7 @@
  * cancellation, timeouts, queue limits and drain behave as engine.h says. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@
 #include "model/vocab.h"
 #include "server/engine.h"
 
-#define MAX_GEN 512
+#define MAX_GEN  512
 #define TEXT_CAP 8192
 
 static struct hs_model *load_model(void)
@@ -33,9 +34,9 @@ static struct hs_model *load_model(void)
 static int tokenize(const struct hs_model *m, const char *text, hs_token *out, int cap)
 {
     size_t n = 0;
-    cr_assert_eq(hs_tokenize(hs_model_vocab(m), text, strlen(text), true, false, out,
-                             (size_t)cap, &n),
-                 HS_OK);
+    cr_assert_eq(
+        hs_tokenize(hs_model_vocab(m), text, strlen(text), true, false, out, (size_t)cap, &n),
+        HS_OK);
     cr_assert(n > 0);
     return (int)n;
 }
@@ -118,6 +119,8 @@ static void ref_greedy(struct hs_model *m, const hs_token *prompt, int n_prompt,
 struct result {
     hs_token toks[HS_ENGINE_MAX_CHOICES][MAX_GEN];
     float lp[HS_ENGINE_MAX_CHOICES][MAX_GEN];
+    int n_top[HS_ENGINE_MAX_CHOICES][MAX_GEN];
+    hs_token top0[HS_ENGINE_MAX_CHOICES][MAX_GEN];
     int n_toks[HS_ENGINE_MAX_CHOICES];
     char text[HS_ENGINE_MAX_CHOICES][TEXT_CAP];
     size_t n_text[HS_ENGINE_MAX_CHOICES];
@@ -153,8 +156,15 @@ static void collect(struct hs_engine_handle *h, struct result *r)
         for (int i = 0; i < ev.n_tokens; i++) {
             cr_assert(r->n_toks[c] < MAX_GEN);
             if (ev.logprobs) {
-                cr_assert_eq(ev.logprobs[i].token, ev.tokens[i]);
-                r->lp[c][r->n_toks[c]] = ev.logprobs[i].logprob;
+                const struct hs_token_logprob *l = &ev.logprobs[i];
+                cr_assert_eq(l->token, ev.tokens[i]);
+                cr_assert(l->logprob <= 0.0f);
+                for (int k = 1; k < l->n_top; k++) {
+                    cr_assert(l->top_logprobs[k] <= l->top_logprobs[k - 1]);
+                }
+                r->lp[c][r->n_toks[c]] = l->logprob;
+                r->n_top[c][r->n_toks[c]] = l->n_top;
+                r->top0[c][r->n_toks[c]] = l->n_top > 0 ? l->top_ids[0] : -1;
             }
             r->toks[c][r->n_toks[c]++] = ev.tokens[i];
         }
@@ -176,7 +186,7 @@ static struct hs_engine *make_engine(struct hs_model *m, int n_parallel, int n_c
     p.n_kv_blocks = n_blocks;
     p.n_batch_tokens = n_batch;
     p.kv_type = HS_TYPE_F32;
-    p.n_threads = 2;
+    p.n_threads = getenv("T") ? atoi(getenv("T")) : 2;
     struct hs_engine *e = NULL;
     struct hs_error err = {0};
     cr_assert_eq(hs_engine_create(m, &p, &e, &err), HS_OK, "%s", err.message);
@@ -200,8 +210,8 @@ static struct hs_engine_handle *submit(struct hs_engine *e, const hs_token *prom
     return h;
 }
 
-static void assert_same_as_ref(const struct result *r, int c, const struct ref *ref,
-                               int max_tokens, const char *what)
+static void assert_same_as_ref(const struct result *r, int c, const struct ref *ref, int max_tokens,
+                               const char *what)
 {
     cr_assert_eq(r->n_toks[c], ref->n, "%s: %d tokens, alone %d", what, r->n_toks[c], ref->n);
     for (int i = 0; i < ref->n; i++) {
@@ -254,7 +264,7 @@ static int make_prompt(struct hs_model *m, int i, hs_token *out, int cap)
 
 /* ---- tests ---- */
 
-Test(engine, batching_never_changes_greedy_results, .timeout = 120)
+Test(engine, batching_never_changes_greedy_results)
 {
     enum { N = 32, MAX_TOK = 40 };
     struct hs_model *m = load_model();
@@ -265,8 +275,13 @@ Test(engine, batching_never_changes_greedy_results, .timeout = 120)
         n_prompt[i] = make_prompt(m, i, prompts[i], 64);
         ref_greedy(m, prompts[i], n_prompt[i], MAX_TOK, false, &refs[i]);
     }
-    /* 8 running at once, a 24-token budget: prompts are prefilled in chunks beside decodes */
-    struct hs_engine *e = make_engine(m, 8, 256, 0, 24);
+    int longest = 0;
+    for (int i = 0; i < N; i++) {
+        longest = HS_MAX(longest, n_prompt[i]);
+    }
+    cr_assert_gt(longest, 2 * 12, "some prompt needs three chunks");
+    /* 8 running at once, a 12-token budget: prompts are prefilled in chunks beside decodes */
+    struct hs_engine *e = make_engine(m, 8, 256, 0, 12);
     struct hs_engine_handle *h[N];
     for (int i = 0; i < N; i++) {
         h[i] = submit(e, prompts[i], n_prompt[i], MAX_TOK, false);
@@ -297,14 +312,13 @@ Test(engine, batching_never_changes_greedy_results, .timeout = 120)
     cr_assert_eq(mt.kv_blocks_used, 0);
     cr_assert(mt.steps < (uint64_t)total_completion, "no batching: %llu steps",
               (unsigned long long)mt.steps);
-    cr_assert_eq(mt.requests_finished[HS_FINISH_STOP] + mt.requests_finished[HS_FINISH_LENGTH],
-                 N);
+    cr_assert_eq(mt.requests_finished[HS_FINISH_STOP] + mt.requests_finished[HS_FINISH_LENGTH], N);
     free(r);
     hs_engine_destroy(e);
     hs_model_destroy(m);
 }
 
-Test(engine, cancel_returns_every_kv_block, .timeout = 60)
+Test(engine, cancel_returns_every_kv_block)
 {
     struct hs_model *m = load_model();
     struct hs_engine *e = make_engine(m, 4, 512, 0, 64);
@@ -344,7 +358,7 @@ Test(engine, cancel_returns_every_kv_block, .timeout = 60)
     hs_model_destroy(m);
 }
 
-Test(engine, shared_prompt_hits_the_prefix_cache, .timeout = 60)
+Test(engine, shared_prompt_hits_the_prefix_cache)
 {
     struct hs_model *m = load_model();
     const char *story =
@@ -388,7 +402,7 @@ Test(engine, shared_prompt_hits_the_prefix_cache, .timeout = 60)
     hs_model_destroy(m);
 }
 
-Test(engine, tiny_kv_pool_preempts_and_still_matches, .timeout = 120)
+Test(engine, tiny_kv_pool_preempts_and_still_matches)
 {
     enum { N = 6, MAX_TOK = 60 };
     struct hs_model *m = load_model();
@@ -400,7 +414,7 @@ Test(engine, tiny_kv_pool_preempts_and_still_matches, .timeout = 120)
         ref_greedy(m, prompts[i], n_prompt[i], MAX_TOK, true, &refs[i]);
     }
     /* 6 blocks of 16: one context of 96 tokens; every request needs ~4-5 blocks */
-    struct hs_engine *e = make_engine(m, 4, 96, 6, 32);
+    struct hs_engine *e = make_engine(m, 4, 96, 6, 10);
     struct hs_engine_handle *h[N];
     for (int i = 0; i < N; i++) {
         h[i] = submit(e, prompts[i], n_prompt[i], MAX_TOK, true);
@@ -470,7 +484,7 @@ static void check_stop(struct hs_engine *e, struct hs_model *m, const hs_token *
     free(r);
 }
 
-Test(engine, stop_strings_cut_exactly_and_never_leak, .timeout = 60)
+Test(engine, stop_strings_cut_exactly_and_never_leak)
 {
     struct hs_model *m = load_model();
     hs_token p[64];
@@ -506,7 +520,7 @@ Test(engine, stop_strings_cut_exactly_and_never_leak, .timeout = 60)
     hs_model_destroy(m);
 }
 
-Test(engine, n_choices_share_the_prompt, .timeout = 60)
+Test(engine, n_choices_share_the_prompt)
 {
     struct hs_model *m = load_model();
     hs_token p[64];
@@ -535,6 +549,8 @@ Test(engine, n_choices_share_the_prompt, .timeout = 60)
         for (int i = 0; i < ref.n; i++) {
             cr_assert(fabs(r->lp[c][i] - ref.lp[i]) < 1e-4, "logprob %d: %g vs %g", i,
                       (double)r->lp[c][i], ref.lp[i]);
+            cr_assert_eq(r->n_top[c][i], 3);
+            cr_assert_eq(r->top0[c][i], ref.toks[i], "greedy picks the most likely token");
         }
         completion += ref.n + (ref.eos ? 1 : 0);
     }
@@ -571,7 +587,7 @@ Test(engine, n_choices_share_the_prompt, .timeout = 60)
     hs_model_destroy(m);
 }
 
-Test(engine, full_queue_gives_busy, .timeout = 60)
+Test(engine, full_queue_gives_busy)
 {
     struct hs_model *m = load_model();
     struct hs_engine_params p = hs_engine_default_params();
@@ -623,7 +639,7 @@ Test(engine, full_queue_gives_busy, .timeout = 60)
     hs_model_destroy(m);
 }
 
-Test(engine, drain_finishes_in_flight_work, .timeout = 60)
+Test(engine, drain_finishes_in_flight_work)
 {
     struct hs_model *m = load_model();
     struct hs_engine *e = make_engine(m, 2, 256, 0, 64);
@@ -667,7 +683,7 @@ Test(engine, drain_finishes_in_flight_work, .timeout = 60)
     hs_model_destroy(m);
 }
 
-Test(engine, timeouts_end_requests, .timeout = 60)
+Test(engine, timeouts_end_requests)
 {
     struct hs_model *m = load_model();
     struct hs_engine *e = make_engine(m, 2, 512, 0, 64);
@@ -698,7 +714,7 @@ Test(engine, timeouts_end_requests, .timeout = 60)
     hs_model_destroy(m);
 }
 
-Test(engine, bad_requests_are_rejected_and_max_tokens_capped, .timeout = 60)
+Test(engine, bad_requests_are_rejected_and_max_tokens_capped)
 {
     struct hs_model *m = load_model();
     struct hs_engine *e = make_engine(m, 2, 64, 0, 64);
@@ -758,14 +774,18 @@ Test(engine, bad_requests_are_rejected_and_max_tokens_capped, .timeout = 60)
 }
 
 static atomic_int notified;
+static atomic_int notified_wrong_user;
 
+/* Runs on the engine thread: no Criterion asserts here. */
 static void on_notify(void *user)
 {
-    cr_assert_eq(user, &notified);
+    if (user != &notified) {
+        atomic_fetch_add(&notified_wrong_user, 1);
+    }
     atomic_fetch_add(&notified, 1);
 }
 
-Test(engine, notify_hook_and_destroy_with_live_handles, .timeout = 60)
+Test(engine, notify_hook_and_destroy_with_live_handles)
 {
     struct hs_model *m = load_model();
     struct hs_engine *e = make_engine(m, 2, 256, 0, 64);
@@ -788,6 +808,7 @@ Test(engine, notify_hook_and_destroy_with_live_handles, .timeout = 60)
     hs_engine_release(h);
     int k = atomic_load(&notified);
     cr_assert(k >= 1 && k <= 12, "%d notifications for 12 tokens", k);
+    cr_assert_eq(atomic_load(&notified_wrong_user), 0);
     /* a long request still running when the engine is destroyed: canceled, handle still valid */
     rq.max_tokens = 400;
     rq.notify = NULL;
@@ -798,5 +819,74 @@ Test(engine, notify_hook_and_destroy_with_live_handles, .timeout = 60)
     cr_assert_eq(r->fin[0], HS_FINISH_CANCELED);
     hs_engine_release(h);
     free(r);
+    hs_model_destroy(m);
+}
+
+/* An asynchronous reader as api/ will write one: everything happens in the notify hook,
+ * which polls and finally releases the handle on the engine thread. */
+struct async_reader {
+    pthread_mutex_t mu;
+    struct hs_engine_handle *h;
+    atomic_bool released;
+    atomic_int n_tokens;
+    atomic_int n_done;
+};
+
+static void async_notify(void *user)
+{
+    struct async_reader *a = user;
+    pthread_mutex_lock(&a->mu); /* until submit has returned the handle */
+    struct hs_engine_handle *h = a->h;
+    pthread_mutex_unlock(&a->mu);
+    if (!h || atomic_load(&a->released)) {
+        return;
+    }
+    struct hs_engine_event ev;
+    while (hs_engine_poll(h, &ev) == HS_OK) {
+        if (ev.type == HS_EVENT_DELTA) {
+            atomic_fetch_add(&a->n_tokens, ev.n_tokens);
+        } else {
+            atomic_fetch_add(&a->n_done, 1);
+            atomic_store(&a->released, true);
+            hs_engine_release(h);
+            return;
+        }
+    }
+}
+
+Test(engine, notify_hook_may_poll_and_release)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 2, 256, 0, 64);
+    hs_token p[64];
+    int n = make_prompt(m, 4, p, 64);
+    static struct async_reader a;
+    pthread_mutex_init(&a.mu, NULL);
+    a.h = NULL;
+    atomic_store(&a.released, false);
+    atomic_store(&a.n_tokens, 0);
+    atomic_store(&a.n_done, 0);
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = p;
+    rq.n_prompt = n;
+    rq.max_tokens = 20;
+    rq.ignore_eos = true;
+    rq.notify = async_notify;
+    rq.notify_user = &a;
+    struct hs_error err = {0};
+    pthread_mutex_lock(&a.mu);
+    cr_assert_eq(hs_engine_submit(e, &rq, &a.h, &err), HS_OK);
+    pthread_mutex_unlock(&a.mu);
+    for (int i = 0; i < 20000 && !atomic_load(&a.released); i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert(atomic_load(&a.released), "the hook never saw DONE");
+    cr_assert_eq(atomic_load(&a.n_tokens), 20);
+    cr_assert_eq(atomic_load(&a.n_done), 1);
+    wait_idle(e);
+    hs_engine_destroy(e);
+    pthread_mutex_destroy(&a.mu);
     hs_model_destroy(m);
 }
