@@ -145,9 +145,154 @@ struct hs__jarena {
 void *hs__jarena_alloc(struct hs__jarena *ar, size_t n);
 void hs__jarena_free(struct hs__jarena *ar);
 
+/* ==== lexer and parser state (jinja-lex.c, jinja-parse.c) ==== */
+
+enum hs__jtok_kind {
+    HS__JT_TEXT,
+    HS__JT_VAR_BEGIN,
+    HS__JT_VAR_END,
+    HS__JT_BLOCK_BEGIN,
+    HS__JT_BLOCK_END,
+    HS__JT_NAME,
+    HS__JT_INT,
+    HS__JT_FLOAT,
+    HS__JT_STRING,
+    HS__JT_OP,
+    HS__JT_EOF,
+};
+
+struct hs__jtok {
+    enum hs__jtok_kind kind;
+    size_t off;
+    int line, col;
+    const char *s; /* TEXT, NAME, STRING: arena copy; OP: static spelling */
+    size_t len;
+    int64_t i;
+    double f;
+};
+
+struct hs__jparser {
+    struct hs__jarena *ar;
+    const char *src;
+    size_t len;
+    struct hs__jtok *toks;
+    size_t n_toks, cap_toks;
+    size_t pos; /* parser cursor */
+    int depth;
+    /* line/col cursor: positions are computed moving forward */
+    size_t lc_off;
+    int lc_line, lc_col;
+    struct hs_error *err;
+};
+
+/* Records a syntax error at byte offset off (HS_E_FORMAT, "line L, column C" in the message). */
+hs_status hs__jsyntax_error(struct hs__jparser *p, size_t off, const char *what);
+/* Tokenizes p->src into p->toks (ending with HS__JT_EOF). Errors: HS_E_FORMAT, HS_E_NOMEM. */
+hs_status hs__jinja_lex(struct hs__jparser *p);
+
 /* Parses src into a statement list (*out may be NULL for an empty template). Errors:
  * HS_E_FORMAT with line and column in err, HS_E_NOMEM. */
 hs_status hs__jinja_parse(struct hs__jarena *ar, const char *src, size_t len,
                           struct hs__jnode **out, struct hs_error *err);
+
+/* ==== rendering (model/chat-template.c, model/jinja-builtins.c) ==== */
+
+#define HS__MAX_ARGS 16
+
+/* Frames live until the render ends: a caller() value keeps the frame of its call site. */
+struct hs__frame {
+    struct hs__frame *parent;
+    struct hs__frame *next_alloc;
+    struct hs_tmpl_value *vars; /* pooled object */
+};
+
+struct hs__render {
+    const struct hs_chat_template *t;
+    const struct hs_tmpl_value *ctx;
+    struct hs_chat_template_limits lim;
+    struct hs_tmpl_value *pool;
+    struct hs__frame *frames;
+    size_t mem;
+    uint64_t iters;
+    int call_depth;
+    struct hs__frame *globals;
+    struct hs__frame *cur;
+    struct hs_tmpl_value *pending_caller;
+    int ctl; /* 1 break, 2 continue */
+    hs_status st;
+    struct hs_error *err;
+};
+
+
+struct hs__args {
+    int n, nk;
+    struct hs_tmpl_value *pos[HS__MAX_ARGS];
+    const char *kname[HS__MAX_ARGS];
+    struct hs_tmpl_value *kval[HS__MAX_ARGS];
+};
+
+/* Shared read-only values: undefined, None, True, False. */
+extern struct hs_tmpl_value hs__v_undef, hs__v_none, hs__v_true, hs__v_false;
+
+/* Records a runtime error (the first one wins) with the node's line and column; returns NULL. */
+struct hs_tmpl_value *hs__fail(struct hs__render *r, const struct hs__jnode *n, hs_status st,
+                               const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/* Pooled values, conversions and helpers (chat-template.c): constructors return NULL after
+ * recording an error (out of memory, memory limit). */
+struct hs_tmpl_value *hs__oom(struct hs__render *r);
+bool hs__charge(struct hs__render *r, size_t bytes);
+struct hs_tmpl_value *hs__p_new(struct hs__render *r, int kind);
+struct hs_tmpl_value *hs__p_int(struct hs__render *r, int64_t i);
+struct hs_tmpl_value *hs__p_float(struct hs__render *r, double f);
+struct hs_tmpl_value *hs__p_bool(bool b);
+struct hs_tmpl_value *hs__p_str_take(struct hs__render *r, char *s, size_t len);
+struct hs_tmpl_value *hs__p_str(struct hs__render *r, const char *s, size_t len);
+struct hs_tmpl_value *hs__p_buf(struct hs__render *r, struct hs__jbuf *b);
+bool hs__p_push(struct hs__render *r, struct hs_tmpl_value *arr, struct hs_tmpl_value *item);
+bool hs__p_set(struct hs__render *r, struct hs_tmpl_value *obj, const char *key, size_t klen,
+               struct hs_tmpl_value *v);
+const char *hs__kind_name(const struct hs_tmpl_value *v);
+size_t hs__utf8_count(const char *s, size_t len);
+size_t *hs__utf8_offsets(const char *s, size_t len, size_t *n_out);
+const char *hs__memfind(const char *h, size_t hn, const char *n, size_t nn);
+struct hs_tmpl_value *hs__to_str(struct hs__render *r, const struct hs_tmpl_value *v);
+bool hs__is_num(const struct hs_tmpl_value *v);
+double hs__num_of(const struct hs_tmpl_value *v);
+int64_t hs__int_of(const struct hs_tmpl_value *v);
+bool hs__is_intlike(const struct hs_tmpl_value *v);
+struct hs_tmpl_value *hs__to_list(struct hs__render *r, const struct hs__jnode *n,
+                                  const struct hs_tmpl_value *v);
+struct hs_tmpl_value *hs__items_of(struct hs__render *r, const struct hs__jnode *n,
+                                   const struct hs_tmpl_value *obj);
+int hs__compare(struct hs__render *r, const struct hs__jnode *n, const struct hs_tmpl_value *a,
+                const struct hs_tmpl_value *b);
+bool hs__contains(struct hs__render *r, const struct hs__jnode *n,
+                  const struct hs_tmpl_value *needle, const struct hs_tmpl_value *hay);
+struct hs_tmpl_value *hs__arg(const struct hs__args *a, int i, const char *name);
+struct hs_tmpl_value *hs__call_macro(struct hs__render *r, const struct hs__jnode *site,
+                                     struct hs_tmpl_value *m, const struct hs__args *a);
+bool hs__count_iteration(struct hs__render *r, const struct hs__jnode *n);
+struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jnode *n,
+                                       const char *f, struct hs_tmpl_value *v,
+                                       const struct hs__args *a);
+bool hs__run_test(struct hs__render *r, const struct hs__jnode *n, const char *t,
+                  const struct hs_tmpl_value *v, const struct hs__args *a, int first_arg);
+struct hs_tmpl_value *hs__get_attr(struct hs__render *r, const struct hs__jnode *n,
+                                   struct hs_tmpl_value *obj, const char *name);
+struct hs_tmpl_value *hs__get_index(struct hs__render *r, const struct hs__jnode *n,
+                                    struct hs_tmpl_value *obj, struct hs_tmpl_value *idx);
+struct hs_tmpl_value *hs__get_slice(struct hs__render *r, const struct hs__jnode *n,
+                                    struct hs_tmpl_value *obj, struct hs_tmpl_value *sa,
+                                    struct hs_tmpl_value *sb, struct hs_tmpl_value *sc);
+struct hs_tmpl_value *hs__call_method(struct hs__render *r, const struct hs__jnode *n,
+                                      struct hs_tmpl_value *obj, const char *m,
+                                      const struct hs__args *a);
+struct hs_tmpl_value *hs__call_global(struct hs__render *r, const struct hs__jnode *n,
+                                      const char *name, const struct hs__args *a);
 
 #endif
