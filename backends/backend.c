@@ -99,11 +99,10 @@ bool hs_backend_supports(struct hs_backend *be, enum hs_op op, enum hs_type t)
 const char *hs_op_str(enum hs_op op)
 {
     static const char *const names[HS_OP_COUNT] = {
-        [HS_OP_MATMUL] = "matmul",     [HS_OP_GET_ROWS] = "get_rows",
-        [HS_OP_RMS_NORM] = "rms_norm", [HS_OP_ROPE] = "rope",
-        [HS_OP_ADD] = "add",           [HS_OP_MUL] = "mul",
-        [HS_OP_SWIGLU] = "swiglu",     [HS_OP_KV_STORE] = "kv_store",
-        [HS_OP_ATTENTION] = "attention", [HS_OP_FFN] = "ffn",
+        [HS_OP_MATMUL] = "matmul", [HS_OP_GET_ROWS] = "get_rows", [HS_OP_RMS_NORM] = "rms_norm",
+        [HS_OP_ROPE] = "rope",     [HS_OP_ADD] = "add",           [HS_OP_MUL] = "mul",
+        [HS_OP_SWIGLU] = "swiglu", [HS_OP_KV_STORE] = "kv_store", [HS_OP_ATTENTION] = "attention",
+        [HS_OP_FFN] = "ffn",
     };
     return (unsigned)op < HS_OP_COUNT ? names[op] : "unknown";
 }
@@ -240,7 +239,8 @@ bool hs_tensor_is_contiguous(const struct hs_tensor *t)
  * densely, data present. */
 static bool hs__t_ok(const struct hs_tensor *t, enum hs_type type)
 {
-    if (!t || t->type != type || !t->data || t->n_dims < 1 || t->n_dims > 4) {
+    /* n_dims is informational: ne (trailing ones) describes the shape. */
+    if (!t || t->type != type || !t->data) {
         return false;
     }
     const struct hs_type_traits *tr = hs_type_traits(type);
@@ -318,12 +318,11 @@ static void hs__count(struct hs_backend *be, enum hs_op op, uint64_t weight_byte
 static hs_status hs__check_matmul(struct hs_backend *be, const struct hs_tensor *w,
                                   const struct hs_tensor *x, const struct hs_tensor *y)
 {
-    if (!be || !hs__weight_ok(w) || !hs__rows_ok(x, HS_TYPE_F32) ||
-        !hs__rows_ok(y, HS_TYPE_F32)) {
+    if (!be || !hs__weight_ok(w) || !hs__rows_ok(x, HS_TYPE_F32) || !hs__rows_ok(y, HS_TYPE_F32)) {
         return HS_E_INVAL;
     }
-    if (x->ne[2] != 1 || x->ne[3] != 1 || y->ne[2] != 1 || y->ne[3] != 1 ||
-        x->ne[0] != w->ne[0] || y->ne[0] != w->ne[1] || y->ne[1] != x->ne[1]) {
+    if (x->ne[2] != 1 || x->ne[3] != 1 || y->ne[2] != 1 || y->ne[3] != 1 || x->ne[0] != w->ne[0] ||
+        y->ne[0] != w->ne[1] || y->ne[1] != x->ne[1]) {
         return HS_E_INVAL;
     }
     return HS_OK;
@@ -341,11 +340,11 @@ hs_status hs_backend_matmul(struct hs_backend *be, const struct hs_tensor *w,
     return HS_OK;
 }
 
-hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w,
-                              const hs_token *ids, struct hs_tensor *y)
+hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w, const hs_token *ids,
+                              struct hs_tensor *y)
 {
-    if (!be || !ids || !hs__weight_ok(w) || !hs__rows_ok(y, HS_TYPE_F32) ||
-        y->ne[2] != 1 || y->ne[3] != 1 || y->ne[0] != w->ne[0]) {
+    if (!be || !ids || !hs__weight_ok(w) || !hs__rows_ok(y, HS_TYPE_F32) || y->ne[2] != 1 ||
+        y->ne[3] != 1 || y->ne[0] != w->ne[0]) {
         return HS_E_INVAL;
     }
     for (int64_t r = 0; r < y->ne[1]; r++) {

@@ -142,7 +142,9 @@ int32_t hs_backend_n_threads(const struct hs_backend *be);
 bool hs_backend_supports(struct hs_backend *be, enum hs_op op, enum hs_type t);
 
 /* Operations. Each validates shapes and types once, returns HS_E_INVAL on a mismatch and
- * HS_E_NOTSUP when the backend cannot run it; outputs are untouched on error. */
+ * HS_E_NOTSUP when the backend cannot run it; outputs are untouched on error. Outputs may alias
+ * their inputs only in the elementwise ops (rms_norm, add, mul, swiglu: y == a exactly); matmul's
+ * y must not overlap x. */
 hs_status hs_backend_matmul(struct hs_backend *be, const struct hs_tensor *w,
                             const struct hs_tensor *x, struct hs_tensor *y);
 hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w,

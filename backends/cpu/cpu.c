@@ -11,11 +11,23 @@
 #include <string.h>
 
 #include "backends/backend-impl.h"
+#include "backends/cpu/cpu.h"
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HS__CPU_X86 1
+#else
+#define HS__CPU_X86 0
+#endif
+
 /* Elementwise ops run on the caller alone below this many elements (dispatch would cost more). */
 #define HS__CPU_PAR_MIN_ELEMS 16384
+/* Attention batches with at least this many query rows run with f32 accumulation. */
+#define HS__ATTN_F32_MIN_ROWS 64
+/* Query rows per attention work item. */
+#define HS__ATTN_ROWS_PER_ITEM 16
 /* Bytes of weight rows a thread keeps hot while it sweeps all activation rows. */
 #define HS__CPU_W_CHUNK_BYTES 16384
 
@@ -26,6 +38,7 @@ struct hs_cpu_backend {
     size_t act_bytes; /* capacity of act */
     float *tls;       /* per-thread scratch [n_threads][tls_stride]; owns */
     size_t tls_stride;
+    bool simd_f16; /* AVX2 + FMA + F16C: fused f16 attention accumulation */
 };
 
 static struct hs_cpu_backend *hs__cpu(struct hs_backend *be)
@@ -109,19 +122,16 @@ static void hs__mm_convert(void *ctx, int ith, int nth)
     }
 }
 
-static void hs__mm_compute(void *ctx, int ith, int nth)
+/* Rows [o0, o1) of y = x w^T, one chunk of weight rows at a time (kept hot in cache) against all
+ * activation rows, in gemm_tile blocks of up to 4 x 4. */
+static void hs__mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
 {
-    struct hs__mm_task *t = ctx;
     const int64_t n_in = t->w->ne[0];
-    const int64_t n_out = t->w->ne[1];
     const int64_t n_rows = t->x->ne[1];
     const size_t w_stride = t->w->nb[1];
     const size_t y_stride = t->y->nb[1] / sizeof(float);
     const char *wd = t->w->data;
     float *yd = t->y->data;
-
-    int64_t o0, o1;
-    hs__split(n_out, ith, nth, 4, &o0, &o1);
     int64_t oc_rows = (int64_t)(HS__CPU_W_CHUNK_BYTES / (w_stride ? w_stride : 1)) / 4 * 4;
     oc_rows = HS_MAX(oc_rows, 4);
 
@@ -141,12 +151,46 @@ static void hs__mm_compute(void *ctx, int ith, int nth)
                 for (int j = 0; j < nc; j++) {
                     for (int i = 0; i < nr; i++) {
                         t->k->vec_dot(n_in, &s[(size_t)j * y_stride + (size_t)i],
-                                      wr + (size_t)i * w_stride,
-                                      xr + (size_t)j * t->xq_stride);
+                                      wr + (size_t)i * w_stride, xr + (size_t)j * t->xq_stride);
                     }
                 }
             }
         }
+    }
+}
+
+static void hs__mm_compute(void *ctx, int ith, int nth)
+{
+    const struct hs__mm_task *t = ctx;
+    int64_t o0, o1;
+    hs__split(t->w->ne[1], ith, nth, 4, &o0, &o1);
+    hs__mm_range(t, o0, o1);
+}
+
+/* Scratch bytes the activations of t need in their vec_dot_type (0 for f32: used in place). */
+static size_t hs__mm_act_bytes(const struct hs__mm_task *t)
+{
+    if (t->k->vec_dot_type == HS_TYPE_F32) {
+        return 0;
+    }
+    return hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64) * (size_t)t->x->ne[1];
+}
+
+/* Points t->xq at the activations in the kernels' vec_dot_type: converted into the backend's
+ * scratch at byte offset off (reserved by the caller), or x itself for f32. */
+static void hs__mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t off)
+{
+    if (t->k->vec_dot_type == HS_TYPE_F32) {
+        t->xq = t->x->data;
+        t->xq_stride = t->x->nb[1];
+        return;
+    }
+    t->xq_stride = hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
+    t->xq = (char *)cpu->act + off;
+    if (t->x->ne[1] == 1) {
+        hs__mm_convert(t, 0, 1);
+    } else {
+        hs__pool_run(cpu->pool, hs__mm_convert, t);
     }
 }
 
@@ -158,22 +202,68 @@ static hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w
     if (!t.k) {
         return HS_E_NOTSUP;
     }
-    const int64_t n_rows = x->ne[1];
-    if (t.k->vec_dot_type == HS_TYPE_F32) {
-        t.xq = x->data;
-        t.xq_stride = x->nb[1];
-    } else {
-        t.xq_stride = hs_align_up(hs_type_row_size(t.k->vec_dot_type, x->ne[0]), 64);
-        HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, t.xq_stride * (size_t)n_rows));
-        t.xq = cpu->act;
-        if (n_rows == 1) {
-            hs__mm_convert(&t, 0, 1);
-        } else {
-            hs__pool_run(cpu->pool, hs__mm_convert, &t);
-        }
-    }
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, hs__mm_act_bytes(&t)));
+    hs__mm_prepare(cpu, &t, 0);
     hs__pool_run(cpu->pool, hs__mm_compute, &t);
     return HS_OK;
+}
+
+/* ---- ffn ---- */
+
+struct hs__ffn_task {
+    struct hs__mm_task gate; /* y = scratch_gate */
+    struct hs__mm_task up;   /* y = scratch_up */
+};
+
+/* Each thread computes the same rows [o0, o1) of the gate and up products, then silu(g) * u on
+ * exactly those columns: no barrier needed between the products and the activation. */
+static void hs__ffn_gate_up(void *ctx, int ith, int nth)
+{
+    const struct hs__ffn_task *t = ctx;
+    int64_t o0, o1;
+    hs__split(t->gate.w->ne[1], ith, nth, 4, &o0, &o1);
+    hs__mm_range(&t->gate, o0, o1);
+    hs__mm_range(&t->up, o0, o1);
+    for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
+        float *g = (float *)hs__row(t->gate.y, r);
+        const float *u = (const float *)hs__row(t->up.y, r);
+        for (int64_t o = o0; o < o1; o++) {
+            const float v = g[o];
+            g[o] = v / (1.0f + expf(-v)) * u[o]; /* as the swiglu op */
+        }
+    }
+}
+
+static hs_status hs__cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
+{
+    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs__ffn_task t = {
+        .gate = {.k = hs__cpu_kernels(a->w_gate->type, HS_ISA_COUNT),
+                 .w = a->w_gate,
+                 .x = a->x,
+                 .y = a->scratch_gate},
+        .up = {.k = hs__cpu_kernels(a->w_up->type, HS_ISA_COUNT),
+               .w = a->w_up,
+               .x = a->x,
+               .y = a->scratch_up},
+    };
+    if (!t.gate.k || !t.up.k) {
+        return HS_E_NOTSUP;
+    }
+    /* x is converted once per distinct vec_dot_type. */
+    const bool shared = t.gate.k->vec_dot_type == t.up.k->vec_dot_type;
+    const size_t gate_bytes = hs__mm_act_bytes(&t.gate);
+    const size_t up_bytes = shared ? 0 : hs__mm_act_bytes(&t.up);
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, gate_bytes + up_bytes));
+    hs__mm_prepare(cpu, &t.gate, 0);
+    if (shared) {
+        t.up.xq = t.gate.xq;
+        t.up.xq_stride = t.gate.xq_stride;
+    } else {
+        hs__mm_prepare(cpu, &t.up, gate_bytes);
+    }
+    hs__pool_run(cpu->pool, hs__ffn_gate_up, &t);
+    return hs__cpu_matmul(be, a->w_down, a->scratch_gate, a->y);
 }
 
 /* ---- get_rows ---- */
@@ -198,8 +288,8 @@ static void hs__get_rows_fn(void *ctx, int ith, int nth)
 static hs_status hs__cpu_get_rows(struct hs_backend *be, const struct hs_tensor *w,
                                   const hs_token *ids, struct hs_tensor *y)
 {
-    struct hs__rows_task t = {.k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .ids = ids,
-                              .y = y};
+    struct hs__rows_task t = {
+        .k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .ids = ids, .y = y};
     if (!t.k) {
         return HS_E_NOTSUP;
     }
@@ -346,8 +436,8 @@ static void hs__rope_fn(void *ctx, int ith, int nth)
             theta *= theta_scale;
         }
         for (int64_t h = 0; h < t->x->ne[1]; h++) {
-            float *v = (float *)((char *)t->x->data + (size_t)r * t->x->nb[2] +
-                                 (size_t)h * t->x->nb[1]);
+            float *v =
+                (float *)((char *)t->x->data + (size_t)r * t->x->nb[2] + (size_t)h * t->x->nb[1]);
             for (int i = 0; i < half; i++) {
                 const int i0 = t->p->mode == HS_ROPE_NEOX ? i : 2 * i;
                 const int i1 = t->p->mode == HS_ROPE_NEOX ? i + half : 2 * i + 1;
@@ -367,8 +457,8 @@ static hs_status hs__cpu_rope(struct hs_backend *be, struct hs_tensor *x, const 
 {
     struct hs_cpu_backend *cpu = hs__cpu(be);
     HS_TRY(hs__cpu_reserve_tls(cpu, (size_t)p->n_rot));
-    struct hs__rope_task t = {.x = x, .pos = pos, .p = p, .tls = cpu->tls,
-                              .tls_stride = cpu->tls_stride};
+    struct hs__rope_task t = {
+        .x = x, .pos = pos, .p = p, .tls = cpu->tls, .tls_stride = cpu->tls_stride};
     if (hs_tensor_nelements(x) < HS__CPU_PAR_MIN_ELEMS) {
         hs__rope_fn(&t, 0, 1);
     } else {
@@ -389,8 +479,8 @@ static hs_status hs__cpu_kv_store(struct hs_backend *be, const struct hs_tensor 
         for (int64_t h = 0; h < src->ne[1]; h++) {
             const float *s = (const float *)((const char *)src->data + (size_t)r * src->nb[2] +
                                              (size_t)h * src->nb[1]);
-            char *d = (char *)cache->data + (size_t)slots[r] * cache->nb[2] +
-                      (size_t)h * cache->nb[1];
+            char *d =
+                (char *)cache->data + (size_t)slots[r] * cache->nb[2] + (size_t)h * cache->nb[1];
             if (cache->type == HS_TYPE_F32) {
                 memcpy(d, s, (size_t)hd * sizeof(float));
             } else if (f16) {
@@ -408,6 +498,41 @@ static hs_status hs__cpu_kv_store(struct hs_backend *be, const struct hs_tensor 
 
 /* ---- attention over the paged cache ---- */
 
+/* acc = f16(acc + v * s) and acc = f16(acc * s) on f16 rows, as ggml_vec_mad_f16 and
+ * ggml_vec_scale_f16 do (fused multiply-add in f32, rounded to nearest even once). */
+#if HS__CPU_X86
+__attribute__((target("avx2,fma,f16c"))) static void
+hs__f16_mad_avx2(uint16_t *acc, const uint16_t *v, float s, int64_t n)
+{
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc + i)));
+        const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));
+        a = _mm256_fmadd_ps(x, vs, a);
+        _mm_storeu_si128((__m128i *)(acc + i), _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; i++) {
+        acc[i] = hs_fp32_to_fp16(fmaf(hs_fp16_to_fp32(v[i]), s, hs_fp16_to_fp32(acc[i])));
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void hs__f16_scale_avx2(uint16_t *acc, float s,
+                                                                        int64_t n)
+{
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc + i)));
+        _mm_storeu_si128((__m128i *)(acc + i),
+                         _mm256_cvtps_ph(_mm256_mul_ps(a, vs), _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; i++) {
+        acc[i] = hs_fp32_to_fp16(hs_fp16_to_fp32(acc[i]) * s);
+    }
+}
+#endif
+
 struct hs__attn_task {
     const struct hs_attn_args *a;
     const struct hs_quant_kernels *kdot; /* K's kernels: q converted to K's type, dot in f32 */
@@ -415,15 +540,20 @@ struct hs__attn_task {
     int64_t n_head;
     int64_t n_kv_head;
     int64_t hd;
-    int64_t n_items; /* n_seqs * n_head */
+    int64_t n_items; /* sum over sequences of ceil(n_new / rows per item) * n_head */
+    bool simd_f16;
+    bool f32_acc; /* big batch: q, scores and the V sum all in f32 (ggml's tiled path) */
+    const struct hs_quant_kernels *f32;
     atomic_llong next;
     float *tls;
     size_t tls_stride;
 };
 
-/* Online softmax (flash-attention style) for one query row of one head. As ggml's CPU flash
- * attention: with an f16 K, q is rounded to f16 and q.k runs in f16 -> f32; with an f16 V, the
- * running sum of V rows is kept in f16 (rounded after every update); with f32 V, in f32. */
+/* Online softmax (flash-attention style) for one query row of one head, with the precision of
+ * ggml's CPU flash attention. Small batches (its one_chunk path): with an f16 K, q is rounded to
+ * f16 and q.k runs in f16 -> f32; with an f16 V, the running sum of V rows is kept in f16
+ * (rounded after every update). Batches of HS__ATTN_F32_MIN_ROWS rows or more (its tiled path):
+ * q stays f32, K and V rows are widened to f32 and the sum is kept in f32. */
 static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq *seq,
                          const float *q, int64_t kvh, int64_t n_ctx, float *out, float *buf)
 {
@@ -431,19 +561,56 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     const int64_t hd = t->hd;
     const int64_t bs = a->block_size;
     const bool v_f16 = a->v_cache->type == HS_TYPE_F16;
-    float *acc = buf;               /* [hd] running sum of p * v */
-    float *vrow = buf + hd;         /* [hd] V row in f32 */
-    void *qconv = buf + 2 * hd;     /* [hd] q in K's type */
+    const bool k_widen = t->f32_acc && a->k_cache->type == HS_TYPE_F16;
+    const bool v_round = v_f16 && !t->f32_acc;  /* keep the V sum in f16 */
+    float *acc = buf;                           /* [hd] running sum of p * v */
+    float *vrow = buf + hd;                     /* [hd] V row in f32 */
+    void *qconv = buf + 2 * hd;                 /* [hd] q in K's type */
     uint16_t *h16 = (uint16_t *)(buf + 3 * hd); /* [hd] f16 rounding buffer */
+    float *krow = buf + 4 * hd;                 /* [hd] K row widened to f32 */
+    const struct hs_quant_kernels *kdot = k_widen ? t->f32 : t->kdot;
 
     const void *qk = q;
-    if (a->k_cache->type != HS_TYPE_F32) {
+    if (a->k_cache->type != HS_TYPE_F32 && !k_widen) {
         t->kdot->from_float(q, qconv, hd);
         qk = qconv;
     }
-    memset(acc, 0, (size_t)hd * sizeof(float));
     float m = -INFINITY;
     float sum = 0.0f;
+#if HS__CPU_X86
+    if (v_round && t->simd_f16) {
+        /* The running sum lives in f16 (h16), updated in one fused pass per position. */
+        memset(h16, 0, (size_t)hd * sizeof(uint16_t));
+        for (int64_t p = 0; p < n_ctx; p++) {
+            const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
+            const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
+                             (size_t)kvh * a->k_cache->nb[1];
+            const uint16_t *vr =
+                (const uint16_t *)((const char *)a->v_cache->data + slot * a->v_cache->nb[2] +
+                                   (size_t)kvh * a->v_cache->nb[1]);
+            float s;
+            t->kdot->vec_dot(hd, &s, kr, qk);
+            s *= a->scale;
+            float ms = 1.0f;
+            float vs = 1.0f;
+            if (s > m) {
+                ms = expf(m - s);
+                m = s;
+                hs__f16_scale_avx2(h16, ms, hd);
+            } else {
+                vs = expf(s - m);
+            }
+            hs__f16_mad_avx2(h16, vr, vs, hd);
+            sum = sum * ms + vs;
+        }
+        const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+        for (int64_t d = 0; d < hd; d++) {
+            out[d] = hs_fp16_to_fp32(h16[d]) * inv;
+        }
+        return;
+    }
+#endif
+    memset(acc, 0, (size_t)hd * sizeof(float));
     for (int64_t p = 0; p < n_ctx; p++) {
         const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
         const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
@@ -451,7 +618,11 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
         const char *vr = (const char *)a->v_cache->data + slot * a->v_cache->nb[2] +
                          (size_t)kvh * a->v_cache->nb[1];
         float s;
-        t->kdot->vec_dot(hd, &s, kr, qk);
+        if (k_widen) {
+            t->f16->to_float(kr, krow, hd);
+            kr = (const char *)krow;
+        }
+        kdot->vec_dot(hd, &s, kr, qk);
         s *= a->scale;
         float ms = 1.0f;
         float vs = 1.0f;
@@ -473,7 +644,7 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
             for (int64_t d = 0; d < hd; d++) {
                 acc[d] *= ms;
             }
-            if (v_f16) {
+            if (v_round) {
                 t->f16->from_float(acc, h16, hd);
                 t->f16->to_float(h16, acc, hd);
             }
@@ -481,7 +652,7 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
         for (int64_t d = 0; d < hd; d++) {
             acc[d] += v[d] * vs;
         }
-        if (v_f16) {
+        if (v_round) {
             t->f16->from_float(acc, h16, hd);
             t->f16->to_float(h16, acc, hd);
         }
@@ -493,6 +664,8 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     }
 }
 
+/* Work items are (sequence, chunk of up to HS__ATTN_ROWS_PER_ITEM query rows, head), handed out
+ * dynamically: later rows see more positions, and a long prefill still spreads over all threads. */
 static void hs__attn_fn(void *ctx, int ith, int nth)
 {
     struct hs__attn_task *t = ctx;
@@ -501,16 +674,28 @@ static void hs__attn_fn(void *ctx, int ith, int nth)
     float *buf = t->tls + (size_t)ith * t->tls_stride;
     const int64_t group = t->n_head / t->n_kv_head;
     for (;;) {
-        const int64_t item = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        int64_t item = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
         if (item >= t->n_items) {
             break;
         }
-        const struct hs_attn_seq *seq = &a->seqs[item / t->n_head];
+        const struct hs_attn_seq *seq = NULL;
+        for (int32_t i = 0; i < a->n_seqs; i++) {
+            const int64_t n_chunks =
+                (a->seqs[i].n_new + HS__ATTN_ROWS_PER_ITEM - 1) / HS__ATTN_ROWS_PER_ITEM;
+            if (item < n_chunks * t->n_head) {
+                seq = &a->seqs[i];
+                break;
+            }
+            item -= n_chunks * t->n_head;
+        }
+        HS_ASSERT(seq);
         const int64_t h = item % t->n_head;
-        for (int32_t j = 0; j < seq->n_new; j++) {
+        const int32_t j0 = (int32_t)(item / t->n_head) * HS__ATTN_ROWS_PER_ITEM;
+        const int32_t j1 = HS_MIN(j0 + HS__ATTN_ROWS_PER_ITEM, seq->n_new);
+        for (int32_t j = j0; j < j1; j++) {
             const int64_t row = (int64_t)seq->q_row + j;
-            const float *q = (const float *)((const char *)a->q->data +
-                                             (size_t)row * a->q->nb[2] + (size_t)h * a->q->nb[1]);
+            const float *q = (const float *)((const char *)a->q->data + (size_t)row * a->q->nb[2] +
+                                             (size_t)h * a->q->nb[1]);
             float *out = (float *)((char *)a->out->data + (size_t)row * a->out->nb[2] +
                                    (size_t)h * a->out->nb[1]);
             hs__attn_row(t, seq, q, h / group, (int64_t)seq->n_past + j + 1, out, buf);
@@ -528,12 +713,21 @@ static hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_a
         .n_head = args->q->ne[1],
         .n_kv_head = args->k_cache->ne[1],
         .hd = args->q->ne[0],
-        .n_items = (int64_t)args->n_seqs * args->q->ne[1],
+        .simd_f16 = cpu->simd_f16,
+        .f32 = hs__cpu_kernels(HS_TYPE_F32, HS_ISA_COUNT),
     };
-    if (!t.kdot || !t.f16) {
+    /* As ggml picks its tiled path: enough query rows in the batch, one cache type, and a head
+     * size its SIMD handles. */
+    t.f32_acc = args->q->ne[2] >= HS__ATTN_F32_MIN_ROWS &&
+                args->k_cache->type == args->v_cache->type && t.hd % 16 == 0;
+    for (int32_t i = 0; i < args->n_seqs; i++) {
+        t.n_items +=
+            (args->seqs[i].n_new + HS__ATTN_ROWS_PER_ITEM - 1) / HS__ATTN_ROWS_PER_ITEM * t.n_head;
+    }
+    if (!t.kdot || !t.f16 || !t.f32) {
         return HS_E_NOTSUP;
     }
-    HS_TRY(hs__cpu_reserve_tls(cpu, 4 * (size_t)t.hd));
+    HS_TRY(hs__cpu_reserve_tls(cpu, 5 * (size_t)t.hd));
     t.tls = cpu->tls;
     t.tls_stride = cpu->tls_stride;
     atomic_init(&t.next, 0);
@@ -557,8 +751,7 @@ static bool hs__cpu_supports_op(struct hs_backend *be, enum hs_op op, enum hs_ty
         return hs__cpu_kernels(t, HS_ISA_COUNT) != NULL;
     case HS_OP_KV_STORE:
     case HS_OP_ATTENTION:
-        return (t == HS_TYPE_F16 || t == HS_TYPE_F32) &&
-               hs__cpu_kernels(t, HS_ISA_COUNT) != NULL &&
+        return (t == HS_TYPE_F16 || t == HS_TYPE_F32) && hs__cpu_kernels(t, HS_ISA_COUNT) != NULL &&
                hs__cpu_kernels(HS_TYPE_F16, HS_ISA_COUNT) != NULL;
     case HS_OP_RMS_NORM:
     case HS_OP_ROPE:
@@ -598,9 +791,15 @@ static const struct hs_backend_iface hs__cpu_iface = {
     /* .swiglu      = */ hs__cpu_swiglu,
     /* .kv_store    = */ hs__cpu_kv_store,
     /* .attention   = */ hs__cpu_attention,
-    /* .ffn         = */ NULL,
+    /* .ffn         = */ hs__cpu_ffn,
     /* .synchronize = */ NULL,
 };
+
+void hs__cpu_set_simd(struct hs_backend *be, bool on)
+{
+    HS_ASSERT(be->iface == &hs__cpu_iface);
+    hs__cpu(be)->simd_f16 = on && hs__cpu_detect_isa() >= HS_ISA_AVX2;
+}
 
 hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct hs_backend **out)
 {
@@ -611,6 +810,7 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
         goto fail;
     }
     cpu->base.iface = &hs__cpu_iface;
+    cpu->simd_f16 = hs__cpu_detect_isa() >= HS_ISA_AVX2;
     st = hs__pool_create(params->n_threads, params->pin_threads, &cpu->pool);
     if (st != HS_OK) {
         goto fail_cpu;

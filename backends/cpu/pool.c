@@ -44,7 +44,7 @@ struct hs_pool {
     void *ctx;
     bool stop;
 
-    _Alignas(64) _Atomic uint32_t gen; /* futex word: bumped once per dispatch */
+    _Alignas(64) _Atomic uint32_t gen;  /* futex word: bumped once per dispatch */
     _Alignas(64) atomic_int n_sleepers; /* workers inside (or about to enter) futex_wait */
     _Alignas(64) atomic_int n_pending;  /* workers that have not finished the current task */
 

@@ -55,7 +55,7 @@ INLINE __m256i dot_i8(__m256i a, __m256i b)
         case 13: t##_tile(n, s, bs, w, ws, x, xs, 4, 2); break;                                \
         case 14: t##_tile(n, s, bs, w, ws, x, xs, 4, 3); break;                                \
         case 15: t##_tile(n, s, bs, w, ws, x, xs, 4, 4); break;                                \
-        default: break;                                                                        \
+        default: HS_ASSERT(!"gemm_tile: nr and nc must be in 1..4"); break;                    \
         }                                                                                      \
     }                                                                                          \
     void hs__vec_dot_##t##_##isa(int64_t n, float *s, const void *w, const void *x)           \
@@ -367,14 +367,20 @@ void hs__from_float_q8_k_avx2(const float *x, void *vy, int64_t n)
 /* Unpacks the 6-bit scales and mins of a Q4_K / Q5_K block into sc[8], m[8]. */
 INLINE void unpack_scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *m)
 {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = q[j] & 63;
-        m[j] = q[j + 4] & 63;
-    }
-    for (int j = 4; j < 8; j++) {
-        sc[j] = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        m[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
+    /* Bytes 0..3 hold scales 0..3 (low 6 bits) and the top bits of scales 4..7; bytes 4..7 the
+     * same for mins; bytes 8..11 the low nibbles of scales 4..7 (low) and mins 4..7 (high).
+     * Done on 32-bit words; every shift is masked back into its own byte. */
+    uint32_t a, b, c;
+    memcpy(&a, q, 4);
+    memcpy(&b, q + 4, 4);
+    memcpy(&c, q + 8, 4);
+    const uint32_t sc_lo = a & 0x3f3f3f3fu, m_lo = b & 0x3f3f3f3fu;
+    const uint32_t sc_hi = (c & 0x0f0f0f0fu) | (((a >> 6) & 0x03030303u) << 4);
+    const uint32_t m_hi = ((c >> 4) & 0x0f0f0f0fu) | (((b >> 6) & 0x03030303u) << 4);
+    memcpy(sc, &sc_lo, 4);
+    memcpy(sc + 4, &sc_hi, 4);
+    memcpy(m, &m_lo, 4);
+    memcpy(m + 4, &m_hi, 4);
 }
 
 /* [m0, m0, m1, m1, ..., m7, m7] as 16 x i16, to madd against the 16 bsums. */

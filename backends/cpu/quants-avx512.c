@@ -38,7 +38,7 @@ INLINE float f16(uint16_t h)
         case 13: t##_tile(n, s, bs, w, ws, x, xs, 4, 2, extra); break;                         \
         case 14: t##_tile(n, s, bs, w, ws, x, xs, 4, 3, extra); break;                         \
         case 15: t##_tile(n, s, bs, w, ws, x, xs, 4, 4, extra); break;                         \
-        default: break;                                                                        \
+        default: HS_ASSERT(!"gemm_tile: nr and nc must be in 1..4"); break;                    \
         }                                                                                      \
     }                                                                                          \
     void hs__vec_dot_##t##_##isa(int64_t n, float *s, const void *w, const void *x)           \
@@ -142,10 +142,13 @@ INLINE __m512i q8_0_pair(const struct hs_block_q8_0 *blk, int two)
                               _mm256_loadu_si256((const __m256i *)blk[1].qs), 1);
 }
 
+/* [d_b x 8, d_b+1 x 8] as floats (zeros for a missing second block): broadcast the halves,
+ * convert once. */
 INLINE __m512 q8_0_scales(const struct hs_block_q8_0 *blk, int two)
 {
-    const __m512 lo = _mm512_set1_ps(f16(blk[0].d));
-    return _mm512_insertf32x8(lo, _mm256_set1_ps(two ? f16(blk[1].d) : 0.0f), 1);
+    const __m128i lo = _mm_set1_epi16((short)blk[0].d);
+    const __m128i hi = two ? _mm_set1_epi16((short)blk[1].d) : _mm_setzero_si128();
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
 }
 
 /* With VNNI the weights are offset to unsigned (w + 128) so one vpdpbusd does the block; the
@@ -280,19 +283,25 @@ void hs__from_float_q8_k_avx512(const float *x, void *vy, int64_t n)
 }
 
 /* ================================================================================================
- * Q4_K
+ * Q4_K and Q5_K
  * ============================================================================================= */
 
 INLINE void unpack_scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *m)
 {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = q[j] & 63;
-        m[j] = q[j + 4] & 63;
-    }
-    for (int j = 4; j < 8; j++) {
-        sc[j] = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        m[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
+    /* Bytes 0..3 hold scales 0..3 (low 6 bits) and the top bits of scales 4..7; bytes 4..7 the
+     * same for mins; bytes 8..11 the low nibbles of scales 4..7 (low) and mins 4..7 (high).
+     * Done on 32-bit words; every shift is masked back into its own byte. */
+    uint32_t a, b, c;
+    memcpy(&a, q, 4);
+    memcpy(&b, q + 4, 4);
+    memcpy(&c, q + 8, 4);
+    const uint32_t sc_lo = a & 0x3f3f3f3fu, m_lo = b & 0x3f3f3f3fu;
+    const uint32_t sc_hi = (c & 0x0f0f0f0fu) | (((a >> 6) & 0x03030303u) << 4);
+    const uint32_t m_hi = ((c >> 4) & 0x0f0f0f0fu) | (((b >> 6) & 0x03030303u) << 4);
+    memcpy(sc, &sc_lo, 4);
+    memcpy(sc + 4, &sc_hi, 4);
+    memcpy(m, &m_lo, 4);
+    memcpy(m + 4, &m_hi, 4);
 }
 
 INLINE __m512i madd_scaled(__m512i acc, __m512i p16, __m512i sc16, const int VNNI)
@@ -318,18 +327,23 @@ INLINE __m512i idx_quarters(int base)
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
-INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
-                      size_t xs, const int NR, const int NC, const int VNNI)
+/* Q4_K and (FIVE) Q5_K share the layout of d, dmin and scales; Q5_K adds qh, whose bit j of
+ * byte l is the fifth bit of element 32 j + l. */
+INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                       size_t xs, const int NR, const int NC, const int VNNI, const int FIVE)
 {
+    const size_t bsize = FIVE ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
     __m512 acc[4][4];
     ACC_INIT(acc)
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int64_t b = 0; b < n / HS_QK_K; b++) {
         for (int r = 0; r < NR; r++) {
-            const struct hs_block_q4_k *wb =
-                (const struct hs_block_q4_k *)(const void *)ROWP(w, r, ws) + b;
+            const uint8_t *wbytes = ROWP(w, r, ws) + (size_t)b * bsize;
+            const struct hs_block_q4_k *w4 = (const struct hs_block_q4_k *)(const void *)wbytes;
+            const struct hs_block_q5_k *w5 = (const struct hs_block_q5_k *)(const void *)wbytes;
+            const uint8_t *qs = FIVE ? w5->qs : w4->qs;
             uint8_t sc[8], mn[8];
-            unpack_scales_k4(wb->scales, sc, mn);
+            unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
             uint64_t sc64, mn64;
             memcpy(&sc64, sc, 8);
             memcpy(&mn64, mn, 8);
@@ -338,15 +352,27 @@ INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
             const __m256i mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
                 _mm_cvtsi64_si128((long long)mn64),
                 _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
-            __m512i q[4], scales[4];
+            __m512i q[4], scales[4], qh2 = _mm512_setzero_si512();
+            if (FIVE) {
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)w5->qh);
+                qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
+            }
             for (int k = 0; k < 4; k++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * k));
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
                 const __m512i z =
                     _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
                 q[k] = _mm512_and_si512(z, m4);
+                if (FIVE) {
+                    /* Bits 2k (low half, sub-block 2k) and 2k + 1 (high half) of qh. */
+                    const __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)),
+                                                           _mm256_set1_epi16((short)(2 * k + 1)), 1);
+                    const __m512i bit =
+                        _mm512_and_si512(_mm512_srlv_epi16(qh2, cnt), _mm512_set1_epi8(1));
+                    q[k] = _mm512_or_si512(q[k], _mm512_slli_epi16(bit, 4));
+                }
                 scales[k] = _mm512_permutexvar_epi16(idx_halves(2 * k, 2 * k + 1), scv);
             }
-            const float d = f16(wb->d), dmin = f16(wb->dmin);
+            const float d = f16(FIVE ? w5->d : w4->d), dmin = f16(FIVE ? w5->dmin : w4->dmin);
             for (int c = 0; c < NC; c++) {
                 const struct hs_block_q8_k *xb =
                     (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
@@ -366,8 +392,21 @@ INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
     }
     ACC_STORE(acc)
 }
+INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                      size_t xs, const int NR, const int NC, const int VNNI)
+{
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI, 0);
+}
+
+INLINE void q5_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                      size_t xs, const int NR, const int NC, const int VNNI)
+{
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI, 1);
+}
 TILE_ENTRY_POINTS(q4_k, avx512, 0)
 TILE_ENTRY_POINTS(q4_k, avx512vnni, 1)
+TILE_ENTRY_POINTS(q5_k, avx512, 0)
+TILE_ENTRY_POINTS(q5_k, avx512vnni, 1)
 
 /* ================================================================================================
  * Q6_K

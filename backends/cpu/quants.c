@@ -3,6 +3,7 @@
 #include "backends/cpu/quants.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 /* ================================================================================================
@@ -209,23 +210,32 @@ static void to_float_q5_k(const void *vx, float *y, int64_t n)
     }
 }
 
-/* Q6_K element e of a super-block, as an unsigned 6-bit value (0..63; subtract 32). */
-static inline int q6_k_value(const struct hs_block_q6_k *x, int e)
+/* The 256 quants of a Q6_K super-block as signed values (-32..31), in element order. Per half
+ * of 128: ql[l] low / high nibble -> elements l / l + 64, ql[l + 32] -> l + 32 / l + 96; qh[l]
+ * gives their top two bits at shifts 0, 4 (for ql[l]) and 2, 6 (for ql[l + 32]). */
+static void q6_k_decode(const struct hs_block_q6_k *x, int8_t *q)
 {
-    const int half = e / 128, r = e % 128, quad = r / 32, l = r % 32;
-    const uint8_t ql = x->ql[64 * half + 32 * (quad & 1) + l];
-    const int lo = (quad < 2) ? (ql & 0xF) : (ql >> 4);
-    const int hi = (x->qh[32 * half + l] >> (2 * quad)) & 3;
-    return lo | (hi << 4);
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = x->ql + 64 * h, *qh = x->qh + 32 * h;
+        int8_t *o = q + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            o[l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+            o[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+        }
+    }
 }
 
 static void to_float_q6_k(const void *vx, float *y, int64_t n)
 {
     const struct hs_block_q6_k *x = vx;
+    int8_t q[HS_QK_K];
     for (int64_t b = 0; b < n / HS_QK_K; b++) {
         const float d = hs_fp16_to_fp32(x[b].d);
+        q6_k_decode(&x[b], q);
         for (int e = 0; e < HS_QK_K; e++) {
-            y[b * HS_QK_K + e] = d * x[b].scales[e / 16] * (float)(q6_k_value(&x[b], e) - 32);
+            y[b * HS_QK_K + e] = d * x[b].scales[e / 16] * (float)q[e];
         }
     }
 }
@@ -343,13 +353,15 @@ static void vec_dot_q6_k(int64_t n, float *s, const void *vw, const void *vx)
 {
     const struct hs_block_q6_k *w = vw;
     const struct hs_block_q8_k *x = vx;
+    int8_t q[HS_QK_K];
     float sum = 0.0f;
     for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        q6_k_decode(&w[b], q);
         int32_t sumi = 0;
         for (int g = 0; g < 16; g++) {
             int32_t dot = 0;
             for (int l = 0; l < 16; l++) {
-                dot += (q6_k_value(&w[b], 16 * g + l) - 32) * x[b].qs[16 * g + l];
+                dot += q[16 * g + l] * x[b].qs[16 * g + l];
             }
             sumi += w[b].scales[g] * dot;
         }
@@ -634,7 +646,7 @@ static bool cpu_has_f16c(void)
 }
 #endif
 
-enum hs_isa hs__cpu_detect_isa(void)
+static enum hs_isa detect_isa_uncached(void)
 {
 #if HS_X86
     __builtin_cpu_init();
@@ -650,11 +662,31 @@ enum hs_isa hs__cpu_detect_isa(void)
     return HS_ISA_SCALAR;
 }
 
+/* cpuid traps to the hypervisor in a VM (microseconds), and kernels are looked up on every
+ * operation: detect once. A race between first callers computes the same value twice. */
+static _Atomic int detected_isa = -1;
+
+enum hs_isa hs__cpu_detect_isa(void)
+{
+    int isa = atomic_load_explicit(&detected_isa, memory_order_relaxed);
+    if (isa < 0) {
+        isa = (int)detect_isa_uncached();
+        atomic_store_explicit(&detected_isa, isa, memory_order_relaxed);
+    }
+    return (enum hs_isa)isa;
+}
+
 static bool cpu_has_vnni(void)
 {
 #if HS_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vnni");
+    static _Atomic int cached = -1;
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512vnni") ? 1 : 0;
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v != 0;
 #else
     return false;
 #endif
@@ -714,7 +746,7 @@ static const struct hs_quant_kernels k_avx2[] = {
         ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,           \
             hs__vec_dot_q4_k_##isa, hs__gemm_tile_q4_k_##isa),                                 \
         ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q5_k,           \
-            hs__vec_dot_q5_k_avx2, hs__gemm_tile_q5_k_avx2),                                   \
+            hs__vec_dot_q5_k_##isa, hs__gemm_tile_q5_k_##isa),                                 \
         ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q6_k,           \
             hs__vec_dot_q6_k_##isa, hs__gemm_tile_q6_k_##isa),                                 \
     }

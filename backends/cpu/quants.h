@@ -25,8 +25,9 @@ const char *hs_isa_str(enum hs_isa isa);
 /* Best ISA this CPU supports. */
 enum hs_isa hs__cpu_detect_isa(void);
 
-/* s[j * bs + i] = dot(w row i, x row j) for i < nr, j < nc (nr, nc in 1..4); n elements per row;
- * w_stride and x_stride are the byte distances between consecutive rows. */
+/* s[j * bs + i] = dot(w row i, x row j) for i < nr, j < nc (nr, nc in 1..4, else HS_ASSERT);
+ * n elements per row; w_stride and x_stride are the byte distances between consecutive rows.
+ * The prompt-processing kernel: each weight block is decoded once for all nc activation rows. */
 typedef void (*hs_gemm_tile_fn)(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
                                 const void *x, size_t x_stride, int nr, int nc);
 
@@ -43,12 +44,20 @@ struct hs_quant_kernels {
     hs_gemm_tile_fn gemm_tile;
 };
 
-/* Kernels for weight type t on the given ISA (HS_ISA_COUNT: the detected best). NULL when t is
- * not a supported weight type. Returned tables are static. */
+/* Kernels for weight type t on the given ISA (HS_ISA_COUNT: the detected best; an ISA the CPU
+ * lacks also gives the best it has, so callers may ask for any). HS_ISA_AVX512 uses the VNNI
+ * build where the CPU has AVX512_VNNI. Types without their own SIMD kernel on an ISA get the
+ * next lower ISA's (AVX-512: BF16 and Q4_0 run the AVX2 code). NULL when t is not a
+ * weight type computed with (Q8_K included: it is an activation type only). Returned tables
+ * are static; every slot is non-NULL. Results of vec_dot and of gemm_tile for the same rows
+ * are bit-identical within one table. */
 const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa);
 
 /* Reference quantization of a weight row (float -> t; t any supported type, including Q8_K).
- * Used by the GGUF writer and tests; not on the hot path. */
+ * Used by the GGUF writer and tests; not on the hot path. Q8_0 and Q8_K round exactly as the
+ * activation quantizers (from_float) do; Q4_0 follows ggml's reference; Q4_K / Q5_K fit a
+ * scale and min per 32 by a small search with a least-squares refit; Q6_K a symmetric scale
+ * per 16. Aborts (HS_ASSERT) for other types: the caller checks the type first. */
 void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n);
 
 /* Reference dequantization (scalar, any supported type). */
@@ -82,9 +91,11 @@ HS__QUANT_DOT_DECL(f32, avx512);
 HS__QUANT_DOT_DECL(f16, avx512);
 HS__QUANT_DOT_DECL(q8_0, avx512);
 HS__QUANT_DOT_DECL(q4_k, avx512);
+HS__QUANT_DOT_DECL(q5_k, avx512);
 HS__QUANT_DOT_DECL(q6_k, avx512);
 HS__QUANT_DOT_DECL(q8_0, avx512vnni);
 HS__QUANT_DOT_DECL(q4_k, avx512vnni);
+HS__QUANT_DOT_DECL(q5_k, avx512vnni);
 HS__QUANT_DOT_DECL(q6_k, avx512vnni);
 void hs__from_float_f16_avx512(const float *x, void *y, int64_t n);
 void hs__from_float_q8_0_avx512(const float *x, void *y, int64_t n);

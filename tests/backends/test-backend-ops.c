@@ -7,7 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backends/backend.h"
+#include "backends/backend-impl.h"
+#include "backends/cpu/cpu.h"
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
 #include "tests/ref/ref-ops.h"
@@ -93,8 +94,8 @@ static double matmul_tol(enum hs_type t)
 
 /* ---- matmul ---- */
 
-static void check_matmul(struct hs_backend *be, struct hs_rng *rng, enum hs_type type,
-                         int64_t n_in, int64_t n_out, int64_t n_rows)
+static void check_matmul(struct hs_backend *be, struct hs_rng *rng, enum hs_type type, int64_t n_in,
+                         int64_t n_out, int64_t n_rows)
 {
     struct weights w;
     make_weights(&w, rng, type, n_in, n_out);
@@ -109,9 +110,11 @@ static void check_matmul(struct hs_backend *be, struct hs_rng *rng, enum hs_type
                  hs_status_str(st));
     hs_ref_matmul(w.deq, x, ref, n_out, n_in, n_rows);
     const double err = hs_ref_rel_err(y, ref, n_out * n_rows);
-    cr_assert(err < matmul_tol(type), "%s matmul %s n_in=%lld n_out=%lld n_rows=%lld nth=%d: "
-              "err %g", hs_backend_name(be), hs_type_str(type), (long long)n_in,
-              (long long)n_out, (long long)n_rows, hs_backend_n_threads(be), err);
+    cr_assert(err < matmul_tol(type),
+              "%s matmul %s n_in=%lld n_out=%lld n_rows=%lld nth=%d: "
+              "err %g",
+              hs_backend_name(be), hs_type_str(type), (long long)n_in, (long long)n_out,
+              (long long)n_rows, hs_backend_n_threads(be), err);
     free(ref);
     free(y);
     free(x);
@@ -306,8 +309,7 @@ Test(backend_ops, rope_norm_and_neox_full_and_partial)
                     const int64_t ne[3] = {hd, n_head, nr};
                     hs_tensor_init(&tx, HS_TYPE_F32, 3, ne, x);
                     cr_assert_eq(hs_backend_rope(be, &tx, pos, &p), HS_OK);
-                    hs_ref_rope(ref, pos, nr, n_head, hd, mode, p.n_rot, p.freq_base,
-                                p.freq_scale);
+                    hs_ref_rope(ref, pos, nr, n_head, hd, mode, p.n_rot, p.freq_base, p.freq_scale);
                     const double err = hs_ref_rel_err(x, ref, hd * n_head * nr);
                     cr_assert(err < 1e-4, "rope %s rows %lld n_rot %d err %g",
                               hs_rope_mode_str(p.mode), (long long)nr, p.n_rot, err);
@@ -327,6 +329,7 @@ struct attn_case {
     int64_t n_head;
     int64_t n_kv_head;
     enum hs_type cache_type;
+    bool big; /* a fifth sequence of 66 rows: 76 query rows, past the f32-accumulation bound */
 };
 
 /* Several sequences with different n_past / n_new in one batch over scattered blocks: K/V of
@@ -334,9 +337,10 @@ struct attn_case {
  * reads the same K/V values (rounded to f16 where the cache is f16). */
 static void check_attention(struct hs_backend *be, struct hs_rng *rng, const struct attn_case *c)
 {
-    enum { N_SEQS = 4, BS = 16, N_BLOCKS = 24, HD = 64 };
-    static const int32_t n_past[N_SEQS] = {0, 37, 20, 15};
-    static const int32_t n_new[N_SEQS] = {5, 1, 3, 1};
+    enum { MAX_SEQS = 5, BS = 16, N_BLOCKS = 24, HD = 64, MAX_CTX = 128 };
+    static const int32_t n_past[MAX_SEQS] = {0, 37, 20, 15, 3};
+    static const int32_t n_new[MAX_SEQS] = {5, 1, 3, 1, 66};
+    const int N_SEQS = c->big ? 5 : 4;
     const int64_t n_head = c->n_head, n_kv = c->n_kv_head;
     const int64_t kv_row = n_kv * HD;
 
@@ -351,16 +355,16 @@ static void check_attention(struct hs_backend *be, struct hs_rng *rng, const str
         perm[i] = perm[j];
         perm[j] = t;
     }
-    int32_t tables[N_SEQS][4];
-    struct hs_attn_seq seqs[N_SEQS];
+    int32_t tables[MAX_SEQS][MAX_CTX / BS];
+    struct hs_attn_seq seqs[MAX_SEQS];
     int next_block = 0, n_rows = 0;
     for (int s = 0; s < N_SEQS; s++) {
         const int n_ctx = n_past[s] + n_new[s];
         for (int b = 0; b < (n_ctx + BS - 1) / BS; b++) {
             tables[s][b] = perm[next_block++];
         }
-        seqs[s] = (struct hs_attn_seq){.n_past = n_past[s], .n_new = n_new[s], .q_row = n_rows,
-                                       .block_table = tables[s]};
+        seqs[s] = (struct hs_attn_seq){
+            .n_past = n_past[s], .n_new = n_new[s], .q_row = n_rows, .block_table = tables[s]};
         n_rows += n_new[s];
     }
 
@@ -374,7 +378,7 @@ static void check_attention(struct hs_backend *be, struct hs_rng *rng, const str
     cr_assert_eq(hs_tensor_init(&tv, c->cache_type, 4, cne, vc), HS_OK);
 
     /* Per sequence: K and V of every position, [n_ctx][n_kv][HD], as the cache holds them. */
-    float *kv_k[N_SEQS], *kv_v[N_SEQS];
+    float *kv_k[MAX_SEQS], *kv_v[MAX_SEQS];
     for (int s = 0; s < N_SEQS; s++) {
         const int n_ctx = n_past[s] + n_new[s];
         kv_k[s] = rand_floats(rng, n_ctx * kv_row, -1.0f, 1.0f);
@@ -415,14 +419,22 @@ static void check_attention(struct hs_backend *be, struct hs_rng *rng, const str
     hs_tensor_init(&tq, HS_TYPE_F32, 3, qne, q);
     hs_tensor_init(&to, HS_TYPE_F32, 3, qne, out);
     const struct hs_attn_args args = {
-        .q = &tq, .out = &to, .k_cache = &tk, .v_cache = &tv, .block_size = BS,
-        .seqs = seqs, .n_seqs = N_SEQS, .scale = 1.0f / sqrtf((float)HD),
+        .q = &tq,
+        .out = &to,
+        .k_cache = &tk,
+        .v_cache = &tv,
+        .block_size = BS,
+        .seqs = seqs,
+        .n_seqs = N_SEQS,
+        .scale = 1.0f / sqrtf((float)HD),
     };
     cr_assert_eq(hs_backend_attention(be, &args), HS_OK);
 
-    float *kh = malloc(64 * HD * sizeof(float)), *vh = malloc(64 * HD * sizeof(float));
+    float *kh = malloc(MAX_CTX * HD * sizeof(float)), *vh = malloc(MAX_CTX * HD * sizeof(float));
     float ref[HD];
-    const double tol = c->cache_type == HS_TYPE_F16 ? 5e-3 : 1e-5;
+    /* Small f16 batches keep q and the V sum in f16 (as ggml's one_chunk path); big ones and f32
+     * caches work in f32 on the stored values. */
+    const double tol = c->cache_type == HS_TYPE_F16 && !c->big ? 5e-3 : 1e-5;
     for (int s = 0; s < N_SEQS; s++) {
         for (int64_t h = 0; h < n_head; h++) {
             const int64_t kvh = h / (n_head / n_kv);
@@ -436,8 +448,9 @@ static void check_attention(struct hs_backend *be, struct hs_rng *rng, const str
                 hs_ref_attention_row(q + (row * n_head + h) * HD, kh, vh, n_past[s] + j + 1, HD,
                                      args.scale, ref);
                 const double err = hs_ref_rel_err(out + (row * n_head + h) * HD, ref, HD);
-                cr_assert(err < tol, "attention %s gqa %lld/%lld seq %d head %lld row %d: err %g",
-                          hs_type_str(c->cache_type), (long long)n_head, (long long)n_kv, s,
+                cr_assert(err < tol,
+                          "attention %s gqa %lld/%lld big %d seq %d head %lld row %d: err %g",
+                          hs_type_str(c->cache_type), (long long)n_head, (long long)n_kv, c->big, s,
                           (long long)h, j, err);
             }
         }
@@ -457,8 +470,9 @@ static void check_attention(struct hs_backend *be, struct hs_rng *rng, const str
 Test(backend_ops, attention_paged_gqa_f16_and_f32_caches)
 {
     static const struct attn_case cases[] = {
-        {8, 4, HS_TYPE_F32}, {8, 2, HS_TYPE_F32}, {8, 4, HS_TYPE_F16},
-        {8, 2, HS_TYPE_F16}, {8, 8, HS_TYPE_F16},
+        {8, 4, HS_TYPE_F32, false}, {8, 2, HS_TYPE_F32, false}, {8, 4, HS_TYPE_F16, false},
+        {8, 2, HS_TYPE_F16, false}, {8, 8, HS_TYPE_F16, false}, {8, 2, HS_TYPE_F16, true},
+        {8, 4, HS_TYPE_F32, true},
     };
     struct hs_rng rng;
     hs_rng_seed(&rng, 4242);
@@ -468,6 +482,13 @@ Test(backend_ops, attention_paged_gqa_f16_and_f32_caches)
             for (size_t c = 0; c < HS_ARRAY_LEN(cases); c++) {
                 check_attention(be, &rng, &cases[c]);
             }
+            if (strcmp(hs_backend_name(be), "cpu") == 0) {
+                /* The portable path too (SIMD off), wherever the machine has SIMD. */
+                hs__cpu_set_simd(be, false);
+                for (size_t c = 0; c < HS_ARRAY_LEN(cases); c++) {
+                    check_attention(be, &rng, &cases[c]);
+                }
+            }
             hs_backend_destroy(be);
         }
     }
@@ -475,59 +496,104 @@ Test(backend_ops, attention_paged_gqa_f16_and_f32_caches)
 
 /* ---- ffn ---- */
 
-Test(backend_ops, ffn_default_matches_reference)
+/* Runs the FFN through the backend's own slot, or through backend.c's default composition
+ * (matmul + swiglu + matmul) by hiding the slot behind a copy of the iface. */
+static hs_status run_ffn(struct hs_backend *be, const struct hs_ffn_args *a, bool use_default)
 {
-    static const enum hs_type types[] = {HS_TYPE_F32, HS_TYPE_Q8_0, HS_TYPE_Q4_K};
+    if (!use_default) {
+        return hs_backend_ffn(be, a);
+    }
+    const struct hs_backend_iface *orig = be->iface;
+    struct hs_backend_iface no_ffn = *orig;
+    no_ffn.ffn = NULL;
+    be->iface = &no_ffn;
+    hs_status st = hs_backend_ffn(be, a);
+    be->iface = orig;
+    return st;
+}
+
+Test(backend_ops, ffn_slot_and_default_match_reference_and_each_other)
+{
+    static const enum hs_type types[][3] = {
+        {HS_TYPE_F32, HS_TYPE_F32, HS_TYPE_F32},
+        {HS_TYPE_Q8_0, HS_TYPE_Q8_0, HS_TYPE_Q8_0},
+        {HS_TYPE_Q4_K, HS_TYPE_Q4_K, HS_TYPE_Q6_K},
+        {HS_TYPE_Q4_K, HS_TYPE_Q8_0, HS_TYPE_F16}, /* gate and up with different vec_dot_types */
+    };
+    static const int64_t rows[] = {1, 5, 17};
     struct hs_rng rng;
     hs_rng_seed(&rng, 606);
-    const int64_t n_embd = 256, n_ff = 512, n_rows = 5;
+    const int64_t n_embd = 256, n_ff = 512;
     for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
-        struct hs_backend *be = make_backend(reg, 2);
-        for (size_t k = 0; k < HS_ARRAY_LEN(types); k++) {
-            struct weights wg, wu, wd;
-            make_weights(&wg, &rng, types[k], n_embd, n_ff);
-            make_weights(&wu, &rng, types[k], n_embd, n_ff);
-            make_weights(&wd, &rng, types[k], n_ff, n_embd);
-            float *x = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
-            float *y = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
-            float *sg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
-            float *su = malloc((size_t)(n_ff * n_rows) * sizeof(float));
-            float *rg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
-            float *ru = malloc((size_t)(n_ff * n_rows) * sizeof(float));
-            float *ref = malloc((size_t)(n_embd * n_rows) * sizeof(float));
-            struct hs_tensor tx, ty, tsg, tsu;
-            hs_tensor_init_2d(&tx, HS_TYPE_F32, n_embd, n_rows, x);
-            hs_tensor_init_2d(&ty, HS_TYPE_F32, n_embd, n_rows, y);
-            hs_tensor_init_2d(&tsg, HS_TYPE_F32, n_ff, n_rows, sg);
-            hs_tensor_init_2d(&tsu, HS_TYPE_F32, n_ff, n_rows, su);
-            const struct hs_ffn_args a = {.w_gate = &wg.t, .w_up = &wu.t, .w_down = &wd.t,
-                                          .x = &tx, .y = &ty, .scratch_gate = &tsg,
-                                          .scratch_up = &tsu};
-            hs_backend_reset_stats(be);
-            cr_assert_eq(hs_backend_ffn(be, &a), HS_OK);
-            struct hs_backend_stats st;
-            hs_backend_get_stats(be, &st);
-            cr_assert_eq(st.n_ops[HS_OP_FFN], 1);
-            cr_assert_eq(st.weight_bytes_read, 3 * n_ff * hs_type_row_size(types[k], n_embd));
-            hs_ref_matmul(wg.deq, x, rg, n_ff, n_embd, n_rows);
-            hs_ref_matmul(wu.deq, x, ru, n_ff, n_embd, n_rows);
-            hs_ref_swiglu(rg, ru, rg, n_ff * n_rows);
-            hs_ref_matmul(wd.deq, rg, ref, n_embd, n_ff, n_rows);
-            const double err = hs_ref_rel_err(y, ref, n_embd * n_rows);
-            cr_assert(err < 2 * matmul_tol(types[k]), "ffn %s err %g", hs_type_str(types[k]),
-                      err);
-            free(ref);
-            free(ru);
-            free(rg);
-            free(su);
-            free(sg);
-            free(y);
-            free(x);
-            free_weights(&wd);
-            free_weights(&wu);
-            free_weights(&wg);
+        for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
+            struct hs_backend *be = make_backend(reg, thread_counts[ti]);
+            for (size_t k = 0; k < HS_ARRAY_LEN(types); k++) {
+                const int64_t n_rows = rows[(k + ti) % HS_ARRAY_LEN(rows)];
+                struct weights wg, wu, wd;
+                make_weights(&wg, &rng, types[k][0], n_embd, n_ff);
+                make_weights(&wu, &rng, types[k][1], n_embd, n_ff);
+                make_weights(&wd, &rng, types[k][2], n_ff, n_embd);
+                float *x = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+                float *y[2];
+                y[0] = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+                y[1] = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+                float *sg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                float *su = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                float *rg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                float *ru = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                float *ref = malloc((size_t)(n_embd * n_rows) * sizeof(float));
+                hs_ref_matmul(wg.deq, x, rg, n_ff, n_embd, n_rows);
+                hs_ref_matmul(wu.deq, x, ru, n_ff, n_embd, n_rows);
+                hs_ref_swiglu(rg, ru, rg, n_ff * n_rows);
+                hs_ref_matmul(wd.deq, rg, ref, n_embd, n_ff, n_rows);
+                const uint64_t wbytes = n_ff * (hs_type_row_size(types[k][0], n_embd) +
+                                                hs_type_row_size(types[k][1], n_embd)) +
+                                        n_embd * hs_type_row_size(types[k][2], n_ff);
+                double tol = 0;
+                for (int i = 0; i < 3; i++) {
+                    tol = HS_MAX(tol, 2 * matmul_tol(types[k][i]));
+                }
+                for (int def = 0; def < 2; def++) {
+                    struct hs_tensor tx, ty, tsg, tsu;
+                    hs_tensor_init_2d(&tx, HS_TYPE_F32, n_embd, n_rows, x);
+                    hs_tensor_init_2d(&ty, HS_TYPE_F32, n_embd, n_rows, y[def]);
+                    hs_tensor_init_2d(&tsg, HS_TYPE_F32, n_ff, n_rows, sg);
+                    hs_tensor_init_2d(&tsu, HS_TYPE_F32, n_ff, n_rows, su);
+                    const struct hs_ffn_args a = {.w_gate = &wg.t,
+                                                  .w_up = &wu.t,
+                                                  .w_down = &wd.t,
+                                                  .x = &tx,
+                                                  .y = &ty,
+                                                  .scratch_gate = &tsg,
+                                                  .scratch_up = &tsu};
+                    hs_backend_reset_stats(be);
+                    cr_assert_eq(run_ffn(be, &a, def), HS_OK);
+                    struct hs_backend_stats st;
+                    hs_backend_get_stats(be, &st);
+                    cr_assert_eq(st.n_ops[HS_OP_FFN], 1);
+                    cr_assert_eq(st.weight_bytes_read, wbytes);
+                    const double err = hs_ref_rel_err(y[def], ref, n_embd * n_rows);
+                    cr_assert(err < tol, "ffn %s/%s/%s default %d rows %lld: err %g",
+                              hs_type_str(types[k][0]), hs_type_str(types[k][1]),
+                              hs_type_str(types[k][2]), def, (long long)n_rows, err);
+                }
+                /* Same kernels, same order of operations: the slot and the default agree. */
+                cr_assert_eq(memcmp(y[0], y[1], (size_t)(n_embd * n_rows) * sizeof(float)), 0,
+                             "ffn slot and default differ (%s)", hs_type_str(types[k][0]));
+                free(ref);
+                free(ru);
+                free(rg);
+                free(su);
+                free(sg);
+                free(y[1]);
+                free(y[0]);
+                free(x);
+                free_weights(&wd);
+                free_weights(&wu);
+                free_weights(&wg);
+            }
+            hs_backend_destroy(be);
         }
-        hs_backend_destroy(be);
     }
 }
 
@@ -659,8 +725,14 @@ Test(backend_ops, bad_shapes_are_rejected_and_outputs_untouched)
         const int32_t table_bad[1] = {4};
         const int32_t table_ok[1] = {1};
         struct hs_attn_seq seq = {.n_past = 3, .n_new = 2, .q_row = 0, .block_table = table_bad};
-        struct hs_attn_args aa = {.q = &tq, .out = &to, .k_cache = &tc, .v_cache = &tc,
-                                  .block_size = 16, .seqs = &seq, .n_seqs = 1, .scale = 0.125f};
+        struct hs_attn_args aa = {.q = &tq,
+                                  .out = &to,
+                                  .k_cache = &tc,
+                                  .v_cache = &tc,
+                                  .block_size = 16,
+                                  .seqs = &seq,
+                                  .n_seqs = 1,
+                                  .scale = 0.125f};
         cr_assert_eq(hs_backend_attention(be, &aa), HS_E_INVAL);
         seq.block_table = table_ok;
         seq.q_row = 1;
@@ -684,8 +756,13 @@ Test(backend_ops, bad_shapes_are_rejected_and_outputs_untouched)
         hs_tensor_init_2d(&sg, HS_TYPE_F32, 8, 1, y);
         hs_tensor_init_2d(&su, HS_TYPE_F32, 8, 1, y + 8);
         hs_tensor_init_2d(&ty, HS_TYPE_F32, 256, 1, y + 16);
-        const struct hs_ffn_args fa = {.w_gate = &w.t, .w_up = &w.t, .w_down = &w.t, .x = &tx,
-                                       .y = &ty, .scratch_gate = &sg, .scratch_up = &su};
+        const struct hs_ffn_args fa = {.w_gate = &w.t,
+                                       .w_up = &w.t,
+                                       .w_down = &w.t,
+                                       .x = &tx,
+                                       .y = &ty,
+                                       .scratch_gate = &sg,
+                                       .scratch_up = &su};
         cr_assert_eq(hs_backend_ffn(be, &fa), HS_E_INVAL);
 
         /* tensor init: ne[0] not a block multiple. */
@@ -770,4 +847,49 @@ Test(backend_pool, every_thread_runs_once_per_dispatch_spinning_and_after_sleep)
     cr_assert_eq(atomic_load(&p.bad_nth), 0);
     hs__pool_destroy(pool);
     hs__pool_destroy(NULL);
+}
+
+Test(backend_ops, views_and_in_place_elementwise)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 2024);
+    const int64_t n_in = 256, n_out = 12, n_all = 9;
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        struct hs_backend *be = make_backend(reg, 3);
+        struct weights w;
+        make_weights(&w, &rng, HS_TYPE_Q8_0, n_in, n_out);
+        float *x = rand_floats(&rng, n_in * n_all, -1.0f, 1.0f);
+        float *y = rand_floats(&rng, n_out * n_all, -1.0f, 1.0f);
+        float *y0 = malloc((size_t)(n_out * n_all) * sizeof(float));
+        memcpy(y0, y, (size_t)(n_out * n_all) * sizeof(float));
+        float ref[5 * 12];
+        /* Rows [2, 7) of x into rows [2, 7) of y; the rest of y stays as it was. */
+        struct hs_tensor tx, ty;
+        hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, n_all, x);
+        hs_tensor_init_2d(&ty, HS_TYPE_F32, n_out, n_all, y);
+        struct hs_tensor vx = hs_tensor_rows(&tx, 2, 5), vy = hs_tensor_rows(&ty, 2, 5);
+        cr_assert_eq(hs_backend_matmul(be, &w.t, &vx, &vy), HS_OK);
+        hs_ref_matmul(w.deq, x + 2 * n_in, ref, n_out, n_in, 5);
+        cr_assert_lt(hs_ref_rel_err(y + 2 * n_out, ref, 5 * n_out), matmul_tol(HS_TYPE_Q8_0));
+        cr_assert_eq(memcmp(y, y0, 2 * n_out * sizeof(float)), 0);
+        cr_assert_eq(memcmp(y + 7 * n_out, y0 + 7 * n_out, 2 * n_out * sizeof(float)), 0);
+
+        /* In place: x = x + b (broadcast row), then x = rms_norm(x). */
+        float *b = rand_floats(&rng, n_in, -1.0f, 1.0f);
+        float *r = malloc((size_t)(n_in * n_all) * sizeof(float));
+        struct hs_tensor tb;
+        hs_tensor_init_2d(&tb, HS_TYPE_F32, n_in, 1, b);
+        hs_ref_binary(0, x, b, 1, r, n_in, n_all);
+        hs_ref_rms_norm(r, NULL, 1e-6f, r, n_in, n_all);
+        cr_assert_eq(hs_backend_add(be, &tx, &tb, &tx), HS_OK);
+        cr_assert_eq(hs_backend_rms_norm(be, &tx, NULL, 1e-6f, &tx), HS_OK);
+        cr_assert_lt(hs_ref_rel_err(x, r, n_in * n_all), 1e-6);
+        free(r);
+        free(b);
+        free(y0);
+        free(y);
+        free(x);
+        free_weights(&w);
+        hs_backend_destroy(be);
+    }
 }

@@ -379,6 +379,7 @@ Test(quants, avx512_without_vnni_matches)
     } plain[] = {
         {HS_TYPE_Q8_0, hs__vec_dot_q8_0_avx512, hs__gemm_tile_q8_0_avx512},
         {HS_TYPE_Q4_K, hs__vec_dot_q4_k_avx512, hs__gemm_tile_q4_k_avx512},
+        {HS_TYPE_Q5_K, hs__vec_dot_q5_k_avx512, hs__gemm_tile_q5_k_avx512},
         {HS_TYPE_Q6_K, hs__vec_dot_q6_k_avx512, hs__gemm_tile_q6_k_avx512},
     };
     for (size_t pi = 0; pi < HS_ARRAY_LEN(plain); pi++) {

@@ -16,8 +16,7 @@ void hs_ref_matmul(const float *w, const float *x, float *y, int64_t n_out, int6
     }
 }
 
-void hs_ref_rms_norm(const float *x, const float *w, float eps, float *y, int64_t n,
-                     int64_t n_rows)
+void hs_ref_rms_norm(const float *x, const float *w, float eps, float *y, int64_t n, int64_t n_rows)
 {
     for (int64_t r = 0; r < n_rows; r++) {
         double ss = 0.0;
@@ -31,8 +30,8 @@ void hs_ref_rms_norm(const float *x, const float *w, float eps, float *y, int64_
     }
 }
 
-void hs_ref_rope(float *x, const int32_t *pos, int64_t n_rows, int64_t n_head, int64_t hd,
-                 int mode, int n_rot, float freq_base, float freq_scale)
+void hs_ref_rope(float *x, const int32_t *pos, int64_t n_rows, int64_t n_head, int64_t hd, int mode,
+                 int n_rot, float freq_base, float freq_scale)
 {
     for (int64_t r = 0; r < n_rows; r++) {
         for (int64_t h = 0; h < n_head; h++) {
@@ -72,8 +71,8 @@ void hs_ref_swiglu(const float *g, const float *u, float *y, int64_t n)
     }
 }
 
-void hs_ref_attention_row(const float *q, const float *k, const float *v, int64_t n_ctx,
-                          int64_t hd, float scale, float *out)
+void hs_ref_attention_row(const float *q, const float *k, const float *v, int64_t n_ctx, int64_t hd,
+                          float scale, float *out)
 {
     double m = -INFINITY;
     for (int64_t p = 0; p < n_ctx; p++) {

@@ -1,0 +1,202 @@
+/* Kernel benchmark of the CPU backend: thread-pool dispatch latency, matmul throughput for a few
+ * weight types at decode (1 row) and prefill (512 rows) shapes, and decode attention over a paged
+ * f16/f32 cache. Prints one line per case; times are the best of several repetitions, so a busy
+ * machine inflates them less.
+ *
+ * Usage: bench-backend-ops [n_threads (default 2)] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "backends/backend.h"
+#include "backends/cpu/pool.h"
+#include "backends/cpu/quants.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void nop_task(void *ctx, int ith, int nth)
+{
+    (void)ctx;
+    (void)ith;
+    (void)nth;
+}
+
+static void bench_pool(int n_threads)
+{
+    struct hs_pool *pool = NULL;
+    if (hs__pool_create(n_threads, true, &pool) != HS_OK) {
+        fprintf(stderr, "pool: create failed\n");
+        return;
+    }
+    double best = 1e9;
+    for (int b = 0; b < 2000; b++) {
+        const double t0 = now_s();
+        for (int i = 0; i < 100; i++) {
+            hs__pool_run(pool, nop_task, NULL);
+        }
+        const double t = (now_s() - t0) / 100;
+        best = t < best ? t : best;
+    }
+    printf("pool     threads=%d dispatch+barrier: %.2f us\n", n_threads, best * 1e6);
+    hs__pool_destroy(pool);
+}
+
+static void bench_matmul(struct hs_backend *be, enum hs_type type, int64_t n_out, int64_t n_in,
+                         int64_t n_rows)
+{
+    const size_t row = hs_type_row_size(type, n_in);
+    float *f = malloc((size_t)(n_in * n_out) * sizeof(float));
+    void *q = malloc(row * (size_t)n_out);
+    float *x = malloc((size_t)(n_in * n_rows) * sizeof(float));
+    float *y = malloc((size_t)(n_out * n_rows) * sizeof(float));
+    if (!f || !q || !x || !y) {
+        goto done;
+    }
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 1);
+    for (int64_t i = 0; i < n_in * n_out; i++) {
+        f[i] = hs_rng_range(&rng, -1.0f, 1.0f);
+    }
+    for (int64_t i = 0; i < n_in * n_rows; i++) {
+        x[i] = hs_rng_range(&rng, -1.0f, 1.0f);
+    }
+    for (int64_t o = 0; o < n_out; o++) {
+        hs__quantize_row_ref(type, f + o * n_in, (char *)q + (size_t)o * row, n_in);
+    }
+    struct hs_tensor tw, tx, ty;
+    hs_tensor_init_2d(&tw, type, n_in, n_out, q);
+    hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, n_rows, x);
+    hs_tensor_init_2d(&ty, HS_TYPE_F32, n_out, n_rows, y);
+    const int reps = n_rows == 1 ? 200 : 3;
+    double best = 1e9;
+    for (int b = 0; b < 10; b++) {
+        const double t0 = now_s();
+        for (int i = 0; i < reps; i++) {
+            if (hs_backend_matmul(be, &tw, &tx, &ty) != HS_OK) {
+                fprintf(stderr, "matmul failed\n");
+                goto done;
+            }
+        }
+        const double t = (now_s() - t0) / reps;
+        best = t < best ? t : best;
+    }
+    printf("matmul   %-5s [%lld][%lld] rows=%-4lld %9.1f us %7.1f GFLOP/s %6.1f GB/s weights\n",
+           hs_type_str(type), (long long)n_out, (long long)n_in, (long long)n_rows, best * 1e6,
+           2.0 * (double)(n_in * n_out * n_rows) / best * 1e-9,
+           (double)(row * (size_t)n_out) / best * 1e-9);
+done:
+    free(y);
+    free(x);
+    free(q);
+    free(f);
+}
+
+static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int n_past)
+{
+    enum { HD = 64, N_HEAD = 14, N_KV = 2, BS = 16 };
+    const int n_blocks = (n_past + 1 + BS - 1) / BS;
+    const size_t esz = cache_type == HS_TYPE_F16 ? 2 : 4;
+    const size_t n_cache = (size_t)n_blocks * BS * N_KV * HD;
+    void *kc = calloc(n_cache, esz), *vc = calloc(n_cache, esz);
+    float *src = malloc((size_t)(n_past + 1) * N_KV * HD * sizeof(float));
+    int32_t *slots = malloc((size_t)(n_past + 1) * sizeof(int32_t));
+    int32_t *table = malloc((size_t)n_blocks * sizeof(int32_t));
+    float *q = malloc(N_HEAD * HD * sizeof(float)), *out = malloc(N_HEAD * HD * sizeof(float));
+    if (!kc || !vc || !src || !slots || !table || !q || !out) {
+        goto done;
+    }
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 2);
+    for (int b = 0; b < n_blocks; b++) {
+        table[b] = n_blocks - 1 - b; /* scattered: reversed */
+    }
+    for (int p = 0; p <= n_past; p++) {
+        slots[p] = table[p / BS] * BS + p % BS;
+    }
+    for (size_t i = 0; i < (size_t)(n_past + 1) * N_KV * HD; i++) {
+        src[i] = hs_rng_range(&rng, -1.0f, 1.0f);
+    }
+    for (int i = 0; i < N_HEAD * HD; i++) {
+        q[i] = hs_rng_range(&rng, -1.0f, 1.0f);
+    }
+    struct hs_tensor tk, tv, ts, tq, to;
+    const int64_t cne[4] = {HD, N_KV, BS, n_blocks};
+    const int64_t sne[3] = {HD, N_KV, n_past + 1};
+    const int64_t qne[3] = {HD, N_HEAD, 1};
+    hs_tensor_init(&tk, cache_type, 4, cne, kc);
+    hs_tensor_init(&tv, cache_type, 4, cne, vc);
+    hs_tensor_init(&ts, HS_TYPE_F32, 3, sne, src);
+    hs_tensor_init(&tq, HS_TYPE_F32, 3, qne, q);
+    hs_tensor_init(&to, HS_TYPE_F32, 3, qne, out);
+    if (hs_backend_kv_store(be, &ts, &tk, slots) != HS_OK ||
+        hs_backend_kv_store(be, &ts, &tv, slots) != HS_OK) {
+        fprintf(stderr, "kv_store failed\n");
+        goto done;
+    }
+    const struct hs_attn_seq seq = {.n_past = n_past, .n_new = 1, .q_row = 0, .block_table = table};
+    const struct hs_attn_args args = {.q = &tq,
+                                      .out = &to,
+                                      .k_cache = &tk,
+                                      .v_cache = &tv,
+                                      .block_size = BS,
+                                      .seqs = &seq,
+                                      .n_seqs = 1,
+                                      .scale = 0.125f};
+    double best = 1e9;
+    for (int b = 0; b < 10; b++) {
+        const double t0 = now_s();
+        for (int i = 0; i < 20; i++) {
+            if (hs_backend_attention(be, &args) != HS_OK) {
+                fprintf(stderr, "attention failed\n");
+                goto done;
+            }
+        }
+        const double t = (now_s() - t0) / 20;
+        best = t < best ? t : best;
+    }
+    printf("attn     %-5s decode n_ctx=%-5d heads=%d/%d hd=%d %9.1f us\n", hs_type_str(cache_type),
+           n_past + 1, N_HEAD, N_KV, HD, best * 1e6);
+done:
+    free(out);
+    free(q);
+    free(table);
+    free(slots);
+    free(src);
+    free(vc);
+    free(kc);
+}
+
+int main(int argc, char **argv)
+{
+    const int n_threads = argc > 1 ? atoi(argv[1]) : 2;
+    if (n_threads < 1 || n_threads > 1024) {
+        fprintf(stderr, "usage: %s [n_threads]\n", argv[0]);
+        return 2;
+    }
+    bench_pool(n_threads);
+    struct hs_backend_params p = hs_backend_default_params();
+    p.n_threads = n_threads;
+    struct hs_backend *be = NULL;
+    if (hs_backend_create("cpu", &p, &be) != HS_OK) {
+        fprintf(stderr, "cpu backend: create failed\n");
+        return 1;
+    }
+    static const int64_t rows[] = {1, 512};
+    for (size_t r = 0; r < HS_ARRAY_LEN(rows); r++) {
+        bench_matmul(be, HS_TYPE_Q8_0, 1536, 576, rows[r]);
+        bench_matmul(be, HS_TYPE_Q8_0, 576, 1536, rows[r]);
+        bench_matmul(be, HS_TYPE_Q4_0, 1536, 576, rows[r]);
+        bench_matmul(be, HS_TYPE_Q4_K, 576, 1536, rows[r]);
+        bench_matmul(be, HS_TYPE_Q6_K, 576, 1536, rows[r]);
+        bench_matmul(be, HS_TYPE_F16, 1536, 576, rows[r]);
+    }
+    bench_attention(be, HS_TYPE_F16, 1000);
+    bench_attention(be, HS_TYPE_F32, 1000);
+    hs_backend_destroy(be);
+    return 0;
+}
