@@ -545,6 +545,32 @@ Test(api, streaming_format_and_same_text)
     free_sse(&s);
     free(r.body);
 
+    /* two choices: each index gets its own role-first delta and one finish_reason; logprobs */
+    r = http("POST", "/v1/chat/completions",
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":6,"
+             "\"temperature\":1,\"seed\":5,\"n\":2,\"stream\":true,\"logprobs\":true}");
+    parse_sse(r.body, &s);
+    cr_assert(s.done_last);
+    int seen[2] = {0, 0}, fins[2] = {0, 0}, n_lp = 0;
+    for (int i = 0; i < s.n; i++) {
+        json_t *c = json_array_get(json_object_get(s.events[i], "choices"), 0);
+        json_int_t idx = json_integer_value(json_object_get(c, "index"));
+        cr_assert(idx == 0 || idx == 1);
+        bool has_role = json_object_get(json_object_get(c, "delta"), "role") != NULL;
+        cr_assert_eq(has_role, seen[idx] == 0, "role only in choice %d's first delta", (int)idx);
+        seen[idx]++;
+        fins[idx] += json_is_string(json_object_get(c, "finish_reason"));
+        json_t *lp = json_object_get(c, "logprobs");
+        if (json_is_object(lp)) {
+            n_lp += (int)json_array_size(json_object_get(lp, "content"));
+        }
+    }
+    cr_assert(seen[0] > 0 && seen[1] > 0);
+    cr_assert(fins[0] == 1 && fins[1] == 1);
+    cr_assert_gt(n_lp, 0, "logprobs in the stream");
+    free_sse(&s);
+    free(r.body);
+
     /* completions stream, no usage asked */
     r = http("POST", "/v1/completions",
              "{\"prompt\":\"Once\",\"max_tokens\":5,\"temperature\":0,\"stream\":true}");
@@ -855,8 +881,11 @@ Test(api, metrics_count_requests)
 
 /* ---- raw sockets ---- */
 
+static int raw_last_fd = -1; /* read_until's buffer belongs to this connection */
+
 static int connect_raw(void)
 {
+    raw_last_fd = -1;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(g.port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -876,12 +905,17 @@ static void send_post(int fd, const char *path, const char *body)
     cr_assert_eq(write(fd, req, (size_t)n), n);
 }
 
-/* Reads until needle appears (or EOF/timeout); returns what was read (static). */
+/* Reads until needle appears in what this connection sent so far (or EOF/timeout); returns all
+ * of it (static; reset when fd changes). */
 static const char *read_until(int fd, const char *needle)
 {
-    static char buf[65536];
-    size_t len = 0;
-    buf[0] = '\0';
+    static char buf[1 << 18];
+    static size_t len;
+    if (fd != raw_last_fd) {
+        len = 0;
+        buf[0] = '\0';
+        raw_last_fd = fd;
+    }
     while (len < sizeof(buf) - 1 && !strstr(buf, needle)) {
         ssize_t k = read(fd, buf + len, sizeof(buf) - 1 - len);
         if (k <= 0) {
@@ -1044,8 +1078,9 @@ Test(api, quiesce_and_drain_finish_requests_in_flight)
 {
     int a = connect_raw();
     send_post(a, "/v1/completions",
-              "{\"prompt\":\"Once\",\"max_tokens\":40,\"ignore_eos\":true,\"stream\":true}");
+              "{\"prompt\":\"Once\",\"max_tokens\":300,\"ignore_eos\":true,\"stream\":true}");
     cr_assert(strstr(read_until(a, "data: "), "data: "));
+    cr_assert_eq(metric("hetserve:num_requests_running"), 1, "the request must be in flight");
     hs_api_server_quiesce(g.srv);
     cr_assert_eq(hs_engine_drain(g.eng, 30000), HS_OK);
     const char *rest = read_until(a, "data: [DONE]");
