@@ -100,6 +100,10 @@ fuzz() {
             [ -f "$m" ] && head -c 65536 "$m" > "$corpus/seed-$(basename "$m")"
         done
         printf 'Hello, world! 123 \xc3\xa9\xf0\x9f\x98\x80 <|im_start|>user\n' > "$corpus/seed-text"
+        # Target-specific seeds (e.g. request bodies for fuzz-request).
+        if [ -d "tests/fuzz/seeds-$name" ]; then
+            cp tests/fuzz/seeds-"$name"/* "$corpus/"
+        fi
         log "fuzz $name"
         local rc=0
         "$f" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
