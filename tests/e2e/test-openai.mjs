@@ -1,6 +1,6 @@
 // End-to-end: `hetserve serve` on a free port, spoken to with the official openai npm client.
 // usage: node test-openai.mjs HETSERVE_BINARY MODEL.gguf
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -22,10 +22,13 @@ if (!bin || !model) {
   process.exit(2);
 }
 
-function startServer() {
+function startServer(apiKey) {
+  const env = { ...process.env };
+  delete env.HETSERVE_API_KEY;
+  if (apiKey) env.HETSERVE_API_KEY = apiKey;
   return new Promise((resolve, reject) => {
     const p = spawn(bin, ['serve', '-m', model, '--port', '0', '--ctx', '512', '-t', '1'],
-                    { stdio: ['ignore', 'pipe', 'pipe'] });
+                    { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '', err = '';
     const timer = setTimeout(() => reject(new Error('server did not start: ' + err)), 30000);
     p.stderr.on('data', (d) => { err += d; });
@@ -49,6 +52,19 @@ async function check(name, fn) {
     console.log(`not ok - ${name}\n  ${String(e && e.stack || e).split('\n').join('\n  ')}`);
   }
 }
+
+await check('serve --help and bad flags', async () => {
+  const h = spawnSync(bin, ['serve', '--help'], { encoding: 'utf8' });
+  assert.equal(h.status, 0);
+  for (const flag of ['--host', '--port', '--api-key', '--ctx', '--parallel', '--kv-memory',
+                      '--max-body-bytes', '--timeout', '--cors', 'HETSERVE_API_KEY']) {
+    assert.ok(h.stdout.includes(flag), `--help lacks ${flag}`);
+  }
+  assert.equal(spawnSync(bin, ['serve'], { encoding: 'utf8' }).status, 2, 'no -m');
+  assert.equal(spawnSync(bin, ['serve', '-m', model, '--port', '70000']).status, 2, 'bad port');
+  assert.equal(spawnSync(bin, ['serve', '-m', model, '--host', 'not-an-ip', '--port', '0']).status,
+               2, 'bad host');
+});
 
 const srv = await startServer();
 const client = new OpenAI({ baseURL: `http://127.0.0.1:${srv.port}/v1`, apiKey: 'sk-unused',
@@ -142,6 +158,22 @@ await check('SIGTERM drains and exits 0', async () => {
     srv.proc.kill('SIGTERM');
   });
   assert.equal(code, 0, srv.log());
+});
+
+await check('HETSERVE_API_KEY: wrong key is an AuthenticationError, right key works', async () => {
+  const keyed = await startServer('k-123');
+  try {
+    const base = `http://127.0.0.1:${keyed.port}/v1`;
+    const bad = new OpenAI({ baseURL: base, apiKey: 'k-124', maxRetries: 0 });
+    await assert.rejects(bad.models.list(), (e) => e instanceof OpenAI.AuthenticationError &&
+                                                   e.status === 401);
+    const good = new OpenAI({ baseURL: base, apiKey: 'k-123', maxRetries: 0 });
+    const page = await good.models.list();
+    assert.equal(page.data.length, 1);
+  } finally {
+    keyed.proc.removeAllListeners('exit');
+    keyed.proc.kill('SIGTERM');
+  }
 });
 
 const passed = results.filter((r) => r[1]).length;
