@@ -24,15 +24,15 @@ struct hs_engine;
 struct hs_api_server;
 
 struct hs_api_params {
-    const char *host;       /* numeric IPv4 or IPv6 address to listen on; default "127.0.0.1" */
-    uint16_t port;          /* 0: any free port (hs_api_server_port tells which); default 8080 */
-    const char *api_key;    /* NULL or "": no authentication; else every route but /health and
-                             * /metrics needs "Authorization: Bearer <key>" */
-    const char *model_name; /* the id of the model in responses; NULL: "hetserve" */
-    size_t max_body_bytes;  /* larger bodies get 413; default 4 MiB */
-    int32_t max_json_depth; /* deeper nesting gets 400; default 64 */
+    const char *host;        /* numeric IPv4 or IPv6 address to listen on; default "127.0.0.1" */
+    uint16_t port;           /* 0: any free port (hs_api_server_port tells which); default 8080 */
+    const char *api_key;     /* NULL or "": no authentication; else every route but /health and
+                              * /metrics needs "Authorization: Bearer <key>" */
+    const char *model_name;  /* the id of the model in responses; NULL: "hetserve" */
+    size_t max_body_bytes;   /* larger bodies get 413; default 4 MiB */
+    int32_t max_json_depth;  /* deeper nesting gets 400; default 64 */
     int32_t max_connections; /* default 256 */
-    bool cors;              /* answer CORS preflights, allow any origin; default off */
+    bool cors;               /* answer CORS preflights, allow any origin; default off */
 };
 
 /* Defaults as documented above. Thread: any. */

@@ -14,7 +14,8 @@
 #if defined(__GNUC__)
 __attribute__((format(printf, 4, 5)))
 #endif
-static hs_status fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...)
+static hs_status
+fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...)
 {
     err->http = http;
     snprintf(err->param, sizeof(err->param), "%s", param ? param : "");
@@ -243,8 +244,7 @@ static hs_status message_to_tmpl(const json_t *m, size_t idx, struct hs_tmpl_val
             const char *t = json_string_value(type);
             if (!json_is_object(part) || !t) {
                 free(joined);
-                return fail(err, 400, param, "%s must be an object with a string \"type\"",
-                            param);
+                return fail(err, 400, param, "%s must be an object with a string \"type\"", param);
             }
             if (!strcmp(t, "text") || !strcmp(t, "input_text")) {
                 const json_t *text = json_object_get(part, "text");
@@ -520,8 +520,7 @@ static hs_status parse_prompts(const struct hs__api_ctx *c, const json_t *body,
     const json_t *p = json_object_get(body, "prompt");
     if (json_is_string(p)) {
         r->n_prompts = 1;
-        return tokenize(c, json_string_value(p), json_string_length(p), true, &r->prompts[0],
-                        err);
+        return tokenize(c, json_string_value(p), json_string_length(p), true, &r->prompts[0], err);
     }
     if (!json_is_array(p) || json_array_size(p) == 0) {
         return fail(err, 400, "prompt",
@@ -545,8 +544,8 @@ static hs_status parse_prompts(const struct hs__api_ctx *c, const json_t *body,
         snprintf(param, sizeof(param), "prompt[%zu]", i);
         r->n_prompts = (int32_t)i + 1;
         if (json_is_string(v)) {
-            HS_TRY(tokenize(c, json_string_value(v), json_string_length(v), true,
-                            &r->prompts[i], err));
+            HS_TRY(tokenize(c, json_string_value(v), json_string_length(v), true, &r->prompts[i],
+                            err));
         } else if (json_is_array(v)) {
             HS_TRY(ids_prompt(c, v, param, &r->prompts[i], err));
         } else {
@@ -568,8 +567,8 @@ static hs_status parse_stop(const json_t *body, struct hs__api_req *r, struct hs
         items[n++] = s;
     } else if (json_is_array(s)) {
         if (json_array_size(s) > HS_ENGINE_MAX_STOP) {
-            return fail(err, 400, "stop", "stop holds %zu strings; at most %d",
-                        json_array_size(s), HS_ENGINE_MAX_STOP);
+            return fail(err, 400, "stop", "stop holds %zu strings; at most %d", json_array_size(s),
+                        HS_ENGINE_MAX_STOP);
         }
         size_t i;
         json_t *v;
@@ -630,8 +629,7 @@ static hs_status parse_logit_bias(const struct hs__api_ctx *c, const json_t *bod
         long long t = strtoll(k, &end, 10);
         if (end == k || *end || t < 0 || t >= n_vocab) {
             return fail(err, 400, "logit_bias",
-                        "logit_bias key \"%.40s\" must be a token id in [0, %d)", k,
-                        (int)n_vocab);
+                        "logit_bias key \"%.40s\" must be a token id in [0, %d)", k, (int)n_vocab);
         }
         if (!json_is_number(v) || !isfinite(json_number_value(v)) ||
             fabs(json_number_value(v)) > 100) {
@@ -653,7 +651,8 @@ static uint64_t random_seed(void)
     static _Atomic uint64_t counter;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (++counter * 0x9E3779B97F4A7C15u);
+    uint64_t x =
+        (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (++counter * 0x9E3779B97F4A7C15u);
     x ^= x >> 31;
     x *= 0xBF58476D1CE4E5B9u;
     return x ^ (x >> 29);

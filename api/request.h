@@ -25,8 +25,8 @@ enum hs__api_kind {
 
 /* What a failed request answers: the HTTP status and OpenAI's error fields. */
 struct hs__api_err {
-    int http;         /* 400, 413, ... */
-    char param[64];   /* the offending field ("messages[0].content"), "" when none */
+    int http;       /* 400, 413, ... */
+    char param[64]; /* the offending field ("messages[0].content"), "" when none */
     char message[384];
 };
 
@@ -43,15 +43,15 @@ struct hs__api_prompt {
 
 struct hs__api_req {
     enum hs__api_kind kind;
-    struct hs_engine_request er;   /* everything but prompt/n_prompt/notify; points into this */
+    struct hs_engine_request er; /* everything but prompt/n_prompt/notify; points into this */
     struct hs__api_prompt prompts[HS__API_MAX_PROMPTS];
-    int32_t n_prompts;             /* 1 for chat */
+    int32_t n_prompts; /* 1 for chat */
     char *stops[HS_ENGINE_MAX_STOP];
     struct hs_logit_bias *bias;
     bool stream;
     bool include_usage;
     bool seed_given;
-    char user[64];                 /* for logs, truncated */
+    char user[64]; /* for logs, truncated */
 };
 
 /* Returns false (err filled, 400) when body nests arrays/objects deeper than max_depth;

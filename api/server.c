@@ -47,9 +47,9 @@ static const struct {
     hs_status st;
     int http;
 } status_http[] = {
-    {HS_OK, 200},         {HS_E_NOMEM, 503},    {HS_E_INVAL, 400},    {HS_E_FORMAT, 400},
-    {HS_E_IO, 500},       {HS_E_NOTSUP, 400},   {HS_E_BUSY, 429},     {HS_E_DEVICE, 500},
-    {HS_E_RANGE, 400},    {HS_E_NOENT, 404},    {HS_E_CANCELED, 503}, {HS_E_INTERNAL, 500},
+    {HS_OK, 200},      {HS_E_NOMEM, 503},  {HS_E_INVAL, 400},    {HS_E_FORMAT, 400},
+    {HS_E_IO, 500},    {HS_E_NOTSUP, 400}, {HS_E_BUSY, 429},     {HS_E_DEVICE, 500},
+    {HS_E_RANGE, 400}, {HS_E_NOENT, 404},  {HS_E_CANCELED, 503}, {HS_E_INTERNAL, 500},
 };
 
 int hs_api_http_status(hs_status st)
@@ -114,7 +114,8 @@ static void buf_add(struct buf *b, const char *s, size_t n)
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-static void buf_printf(struct buf *b, const char *fmt, ...)
+static void
+buf_printf(struct buf *b, const char *fmt, ...)
 {
     char tmp[512];
     va_list ap;
@@ -161,13 +162,12 @@ static void add_common_headers(struct hs_api_server *s, struct MHD_Response *r)
     }
 }
 
-static enum MHD_Result send_text(struct hs_api_server *s, struct MHD_Connection *c,
-                                 struct conn *cs, unsigned code, const char *ctype, char *text,
-                                 size_t len, const char *h1, const char *v1)
+static enum MHD_Result send_text(struct hs_api_server *s, struct MHD_Connection *c, struct conn *cs,
+                                 unsigned code, const char *ctype, char *text, size_t len,
+                                 const char *h1, const char *v1)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, text, text ? MHD_RESPMEM_MUST_FREE
-                                                        : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        len, text, text ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r) {
         free(text);
         return MHD_NO;
@@ -184,9 +184,8 @@ static enum MHD_Result send_text(struct hs_api_server *s, struct MHD_Connection 
 }
 
 /* Sends j (reference stolen). */
-static enum MHD_Result send_json(struct hs_api_server *s, struct MHD_Connection *c,
-                                 struct conn *cs, unsigned code, json_t *j, const char *h1,
-                                 const char *v1)
+static enum MHD_Result send_json(struct hs_api_server *s, struct MHD_Connection *c, struct conn *cs,
+                                 unsigned code, json_t *j, const char *h1, const char *v1)
 {
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -218,16 +217,16 @@ static json_t *error_body(int http, const char *param, const char *message)
         code = "request_too_large";
     }
     json_t *msg = hs__api_json_str(message, strlen(message));
-    return json_pack("{s:{s:o?,s:s,s:s?,s:s?}}", "error", "message", msg, "type",
-                     error_type(http), "param", param && *param ? param : NULL, "code", code);
+    return json_pack("{s:{s:o?,s:s,s:s?,s:s?}}", "error", "message", msg, "type", error_type(http),
+                     "param", param && *param ? param : NULL, "code", code);
 }
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 6, 7)))
 #endif
-static enum MHD_Result send_error(struct hs_api_server *s, struct MHD_Connection *c,
-                                  struct conn *cs, int http, const char *param, const char *fmt,
-                                  ...)
+static enum MHD_Result
+send_error(struct hs_api_server *s, struct MHD_Connection *c, struct conn *cs, int http,
+           const char *param, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -253,7 +252,7 @@ static enum MHD_Result send_error(struct hs_api_server *s, struct MHD_Connection
 struct choice {
     struct buf text;
     enum hs_finish_reason fin;
-    json_t *lp_content;  /* chat: logprobs.content entries; completions: the four arrays */
+    json_t *lp_content; /* chat: logprobs.content entries; completions: the four arrays */
     json_t *lp_tokens, *lp_token_logprobs, *lp_top, *lp_offset;
     size_t text_offset;
     bool role_sent;
@@ -265,21 +264,21 @@ struct job {
     uint64_t id;
     enum hs__api_kind kind;
     bool stream, include_usage, logprobs;
-    int32_t n;            /* choices per prompt */
-    int32_t n_h;          /* engine requests (prompts) */
+    int32_t n;   /* choices per prompt */
+    int32_t n_h; /* engine requests (prompts) */
     struct hs_engine_handle *h[HS__API_MAX_PROMPTS];
     bool h_done[HS__API_MAX_PROMPTS];
     int32_t n_done;
-    struct choice *ch;    /* [n_h * n] */
+    struct choice *ch; /* [n_h * n] */
     struct hs_engine_usage usage;
     hs_status fail_status;
     double ttft_ms;
     char cid[48];
     int64_t created;
-    struct buf out;       /* streaming: SSE bytes not yet handed to MHD */
+    struct buf out; /* streaming: SSE bytes not yet handed to MHD */
     size_t out_pos;
-    bool finished;        /* streaming: [DONE] queued */
-    bool failed;          /* client gone or out of memory */
+    bool finished; /* streaming: [DONE] queued */
+    bool failed;   /* client gone or out of memory */
 };
 
 static void job_free(struct job *j)
@@ -358,8 +357,7 @@ static void add_logprobs(struct job *j, struct choice *c, const struct hs_engine
             for (int32_t k = 0; k < lp->n_top; k++) {
                 json_t *tt = token_json(v, lp->top_ids[k], NULL);
                 if (tt) {
-                    json_object_set_new(top, json_string_value(tt),
-                                        json_real(lp->top_logprobs[k]));
+                    json_object_set_new(top, json_string_value(tt), json_real(lp->top_logprobs[k]));
                     json_decref(tt);
                 }
             }
@@ -440,8 +438,7 @@ static void stream_delta(struct job *j, int32_t idx, struct choice *c,
     if (j->logprobs && ev->logprobs) {
         add_logprobs(j, c, ev);
     }
-    json_t *lp = j->logprobs && (c->lp_content || c->lp_tokens) ? logprobs_json(j, c)
-                                                                 : json_null();
+    json_t *lp = j->logprobs && (c->lp_content || c->lp_tokens) ? logprobs_json(j, c) : json_null();
     clear_logprobs(c);
     json_t *text = hs__api_json_str(ev->text ? ev->text : "", ev->n_text);
     if (j->kind == HS__API_CHAT) {
@@ -519,8 +516,7 @@ static void pump(struct job *j, int64_t wait_ms)
             any = true;
         }
     }
-    if (!any && first >= 0 && wait_ms > 0 &&
-        hs_engine_wait(j->h[first], &ev, wait_ms) == HS_OK) {
+    if (!any && first >= 0 && wait_ms > 0 && hs_engine_wait(j->h[first], &ev, wait_ms) == HS_OK) {
         handle_event(j, first, &ev);
     }
 }
@@ -604,8 +600,8 @@ static json_t *final_json(struct job *j)
     }
     return json_pack("{s:s,s:s,s:I,s:s,s:o?,s:o?}", "id", j->cid, "object",
                      j->kind == HS__API_CHAT ? "chat.completion" : "text_completion", "created",
-                     (json_int_t)j->created, "model", j->s->model_name, "choices", choices,
-                     "usage", usage_json(&j->usage));
+                     (json_int_t)j->created, "model", j->s->model_name, "choices", choices, "usage",
+                     usage_json(&j->usage));
 }
 
 static enum MHD_Result handle_generate(struct hs_api_server *s, struct MHD_Connection *c,
@@ -613,8 +609,8 @@ static enum MHD_Result handle_generate(struct hs_api_server *s, struct MHD_Conne
 {
     struct hs__api_req req;
     struct hs__api_err perr = {0};
-    hs_status st = hs__api_parse(&s->pctx, kind, cs->body.p ? cs->body.p : "", cs->body.len,
-                                 &req, &perr);
+    hs_status st =
+        hs__api_parse(&s->pctx, kind, cs->body.p ? cs->body.p : "", cs->body.len, &req, &perr);
     if (st != HS_OK) {
         hs__api_req_free(&req);
         return send_error(s, c, cs, perr.http ? perr.http : 400, perr.param, "%s", perr.message);
@@ -667,9 +663,8 @@ static enum MHD_Result handle_generate(struct hs_api_server *s, struct MHD_Conne
     hs__api_req_free(&req);
 
     if (j->stream) {
-        struct MHD_Response *r =
-            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, j,
-                                              stream_free);
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384,
+                                                                   stream_reader, j, stream_free);
         if (!r) {
             job_free(j);
             return MHD_NO;
@@ -715,9 +710,8 @@ static enum MHD_Result handle_models(struct hs_api_server *s, struct MHD_Connect
     json_t *j = json_pack("{s:s,s:[{s:s,s:s,s:I,s:s,s:{s:i,s:i,s:I,s:I}}]}", "object", "list",
                           "data", "id", s->model_name, "object", "model", "created",
                           (json_int_t)s->created, "owned_by", "hetserve", "meta", "n_ctx_train",
-                          (int)hs_engine_n_ctx(s->eng), "n_vocab",
-                          (int)hs_vocab_n_tokens(s->vocab), "n_params",
-                          (json_int_t)hs_model_n_params(s->model), "size",
+                          (int)hs_engine_n_ctx(s->eng), "n_vocab", (int)hs_vocab_n_tokens(s->vocab),
+                          "n_params", (json_int_t)hs_model_n_params(s->model), "size",
                           (json_int_t)hs_model_size_bytes(s->model));
     return send_json(s, c, cs, 200, j, NULL, NULL);
 }
@@ -763,14 +757,14 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
     const char *mn = s->model_name;
     metric(&b, "num_requests_running", "gauge", "Number of requests currently running.", mn,
            m.n_running);
-    metric(&b, "num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
-           mn, m.n_waiting);
+    metric(&b, "num_requests_waiting", "gauge", "Number of requests waiting to be processed.", mn,
+           m.n_waiting);
     metric(&b, "num_sequences_running", "gauge", "Number of sequences (choices) running.", mn,
            m.n_seqs_running);
     metric(&b, "prompt_tokens_total", "counter", "Number of prefill tokens processed.", mn,
            (double)m.prompt_tokens);
-    metric(&b, "generation_tokens_total", "counter", "Number of generation tokens processed.",
-           mn, (double)m.generation_tokens);
+    metric(&b, "generation_tokens_total", "counter", "Number of generation tokens processed.", mn,
+           (double)m.generation_tokens);
     metric(&b, "kv_blocks_used", "gauge", "KV cache blocks held by running sequences.", mn,
            m.kv_blocks_used);
     metric(&b, "kv_blocks_cached", "gauge", "KV cache blocks kept only for prefix reuse.", mn,
@@ -783,8 +777,8 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
            "Prompt tokens found in the prefix cache / prompt tokens.", mn, m.prefix_hit_rate);
     metric(&b, "prefix_cache_queries_total", "counter", "Prompt tokens looked up.", mn,
            (double)m.prompt_tokens);
-    metric(&b, "prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache.",
-           mn, (double)m.prefix_hit_tokens);
+    metric(&b, "prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache.", mn,
+           (double)m.prefix_hit_tokens);
     metric(&b, "num_preemptions_total", "counter", "Cumulative number of preemptions.", mn,
            (double)m.preemptions);
     metric(&b, "request_submitted_total", "counter", "Requests accepted by the engine.", mn,
@@ -794,15 +788,16 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
     buf_printf(&b, "# HELP hetserve:request_success_total Finished choices by reason.\n"
                    "# TYPE hetserve:request_success_total counter\n");
     for (int r = HS_FINISH_STOP; r < HS_FINISH_COUNT; r++) {
-        buf_printf(&b, "hetserve:request_success_total{finished_reason=\"%s\",model_name=\"%s\"} "
-                       "%llu\n",
+        buf_printf(&b,
+                   "hetserve:request_success_total{finished_reason=\"%s\",model_name=\"%s\"} "
+                   "%llu\n",
                    hs_finish_reason_str((enum hs_finish_reason)r), mn,
                    (unsigned long long)m.requests_finished[r]);
     }
-    histogram(&b, "time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-              mn, &m.ttft);
-    histogram(&b, "time_per_output_token_seconds",
-              "Histogram of time per output token in seconds.", mn, &m.tpot);
+    histogram(&b, "time_to_first_token_seconds", "Histogram of time to first token in seconds.", mn,
+              &m.ttft);
+    histogram(&b, "time_per_output_token_seconds", "Histogram of time per output token in seconds.",
+              mn, &m.tpot);
     histogram(&b, "e2e_request_latency_seconds",
               "Histogram of end to end request latency in seconds.", mn, &m.e2e);
     if (b.oom) {
@@ -817,8 +812,8 @@ static enum MHD_Result handle_tokenize(struct hs_api_server *s, struct MHD_Conne
                                        struct conn *cs)
 {
     struct hs__api_err perr = {0};
-    json_t *b = hs__api_load_object(cs->body.p ? cs->body.p : "", cs->body.len,
-                                    s->p.max_json_depth, &perr);
+    json_t *b =
+        hs__api_load_object(cs->body.p ? cs->body.p : "", cs->body.len, s->p.max_json_depth, &perr);
     if (!b) {
         return send_error(s, c, cs, 400, perr.param, "%s", perr.message);
     }
@@ -872,8 +867,8 @@ static enum MHD_Result handle_detokenize(struct hs_api_server *s, struct MHD_Con
                                          struct conn *cs)
 {
     struct hs__api_err perr = {0};
-    json_t *b = hs__api_load_object(cs->body.p ? cs->body.p : "", cs->body.len,
-                                    s->p.max_json_depth, &perr);
+    json_t *b =
+        hs__api_load_object(cs->body.p ? cs->body.p : "", cs->body.len, s->p.max_json_depth, &perr);
     if (!b) {
         return send_error(s, c, cs, 400, perr.param, "%s", perr.message);
     }
@@ -959,8 +954,8 @@ static bool authorized(struct hs_api_server *s, struct MHD_Connection *c)
     return key_ok(s->api_key, h);
 }
 
-static enum MHD_Result dispatch(struct hs_api_server *s, struct MHD_Connection *c,
-                                struct conn *cs, const char *url, const char *method)
+static enum MHD_Result dispatch(struct hs_api_server *s, struct MHD_Connection *c, struct conn *cs,
+                                const char *url, const char *method)
 {
     size_t ulen = strcspn(url, "?");
     bool path_known = false;
@@ -1018,13 +1013,12 @@ static enum MHD_Result dispatch(struct hs_api_server *s, struct MHD_Connection *
         return send_error(s, c, cs, 405, NULL, "method %s is not allowed on %.*s", method,
                           (int)HS_MIN(ulen, 200), url);
     }
-    return send_error(s, c, cs, 404, NULL, "no route %s %.*s", method, (int)HS_MIN(ulen, 200),
-                      url);
+    return send_error(s, c, cs, 404, NULL, "no route %s %.*s", method, (int)HS_MIN(ulen, 200), url);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     struct hs_api_server *s = cls;
     struct conn *cs = *con_cls;
@@ -1099,7 +1093,8 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 0)))
 #endif
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
     (void)cls;
@@ -1164,17 +1159,16 @@ hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
     if (src && *src) {
         struct hs_error te = {0};
         if (hs_chat_template_parse(src, strlen(src), &s->tmpl, &te) != HS_OK) {
-            HS_LOG_WARN("the model's chat template does not parse (%s); using ChatML",
-                        te.message);
+            HS_LOG_WARN("the model's chat template does not parse (%s); using ChatML", te.message);
             s->tmpl = NULL;
         }
     }
-    s->pctx = (struct hs__api_ctx){
-        .vocab = s->vocab, .tmpl = s->tmpl, .max_depth = s->p.max_json_depth};
+    s->pctx =
+        (struct hs__api_ctx){.vocab = s->vocab, .tmpl = s->tmpl, .max_depth = s->p.max_json_depth};
 
     struct sockaddr_storage ss = {0};
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG;
     struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
     if (inet_pton(AF_INET, s->p.host, &v4->sin_addr) == 1) {
@@ -1185,8 +1179,9 @@ hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
         v6->sin6_port = htons(s->p.port);
         flags |= MHD_USE_IPv6;
     } else {
-        st = hs_error_set(err, HS_E_INVAL, "--host must be a numeric IPv4 or IPv6 address, got "
-                                           "'%.100s'",
+        st = hs_error_set(err, HS_E_INVAL,
+                          "--host must be a numeric IPv4 or IPv6 address, got "
+                          "'%.100s'",
                           s->p.host);
         goto fail;
     }

@@ -159,8 +159,7 @@ static struct resp http(const char *method, const char *path, const char *body)
 {
     struct resp r = {0};
     CURLcode cc = http_ex(method, path, body, NULL, &r);
-    cr_assert_eq(cc, CURLE_OK, "%s %s: %s", method ? method : "GET", path,
-                 curl_easy_strerror(cc));
+    cr_assert_eq(cc, CURLE_OK, "%s %s: %s", method ? method : "GET", path, curl_easy_strerror(cc));
     return r;
 }
 
@@ -481,13 +480,13 @@ Test(api, chat_chatml_fallback_token_count_and_text)
     int32_t np = ref_tokenize(rendered, true, ptok, 256);
     int32_t n = ref_greedy(ptok, np, 12, ref, NULL);
     char *want = ref_text(ref, n);
-    json_t *j = post_json(
-        "/v1/chat/completions",
-        "{\"model\":\"\",\"messages\":[{\"role\":\"system\",\"content\":\"Be kind.\"},"
-        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Tell me \"},"
-        "{\"type\":\"text\",\"text\":\"a story.\"}]}],\"max_completion_tokens\":12,"
-        "\"temperature\":0,\"user\":\"u1\"}",
-        200);
+    json_t *j =
+        post_json("/v1/chat/completions",
+                  "{\"model\":\"\",\"messages\":[{\"role\":\"system\",\"content\":\"Be kind.\"},"
+                  "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Tell me \"},"
+                  "{\"type\":\"text\",\"text\":\"a story.\"}]}],\"max_completion_tokens\":12,"
+                  "\"temperature\":0,\"user\":\"u1\"}",
+                  200);
     cr_assert_str_eq(json_string_value(json_object_get(j, "object")), "chat.completion");
     cr_assert(!strncmp(json_string_value(json_object_get(j, "id")), "chatcmpl-", 9));
     json_t *msg = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
@@ -522,8 +521,7 @@ Test(api, streaming_format_and_same_text)
     const char *fin = NULL;
     for (int i = 0; i < s.n - 1; i++) {
         json_t *e = s.events[i];
-        cr_assert_str_eq(json_string_value(json_object_get(e, "object")),
-                         "chat.completion.chunk");
+        cr_assert_str_eq(json_string_value(json_object_get(e, "object")), "chat.completion.chunk");
         cr_assert_str_eq(json_string_value(json_object_get(e, "id")), id0);
         json_t *c = json_array_get(json_object_get(e, "choices"), 0);
         json_t *d = json_object_get(c, "delta");
@@ -588,9 +586,9 @@ Test(api, streaming_format_and_same_text)
 
 Test(api, stop_strings_cut_the_text)
 {
-    json_t *j = post_json("/v1/completions",
-                          "{\"prompt\":\"Once upon a time\",\"max_tokens\":30,\"temperature\":0}",
-                          200);
+    json_t *j =
+        post_json("/v1/completions",
+                  "{\"prompt\":\"Once upon a time\",\"max_tokens\":30,\"temperature\":0}", 200);
     char *full = strdup(choice_text(j, 0));
     json_decref(j);
     /* stop at the second word of the continuation */
@@ -690,8 +688,8 @@ Test(api, chat_logprobs_against_reference)
                        lp0, 1e-3);
     json_decref(j);
     expect_error("/v1/chat/completions",
-                 "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"top_logprobs\":2}",
-                 400, "top_logprobs", NULL);
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"top_logprobs\":2}", 400,
+                 "top_logprobs", NULL);
 }
 
 Test(api, prefix_cache_reuse_reports_cached_tokens)
@@ -766,20 +764,21 @@ Test(api, mobiagent_image_part_is_a_documented_400)
 Test(api, invalid_values_name_the_field)
 {
     const char *chat = "/v1/chat/completions", *cmpl = "/v1/completions";
-    expect_error(chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":"
-                       "\"hot\"}",
+    expect_error(chat,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":"
+                 "\"hot\"}",
                  400, "temperature", "number");
-    expect_error(chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":1.5}",
-                 400, "top_p", NULL);
+    expect_error(chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":1.5}", 400,
+                 "top_p", NULL);
     expect_error(chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":0}", 400, "n",
                  NULL);
     expect_error(chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":-3}",
                  400, "max_tokens", NULL);
     expect_error(chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[1]}", 400,
                  "stop", NULL);
-    expect_error(chat,
-                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"abc\":1}}",
-                 400, "logit_bias", NULL);
+    expect_error(
+        chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"abc\":1}}",
+        400, "logit_bias", NULL);
     expect_error(chat, "{\"messages\":[]}", 400, "messages", NULL);
     expect_error(chat, "{\"model\":\"x\"}", 400, "messages", NULL);
     expect_error(chat, "{\"messages\":[{\"content\":\"x\"}]}", 400, "messages[0].role", NULL);

@@ -37,9 +37,8 @@ static void load(void)
         abort();
     }
     /* Keep single inputs fast: a template loop over a huge list is bounded anyway. */
-    struct hs_chat_template_limits lim = {.max_output_bytes = 1 << 20,
-                                          .max_memory_bytes = 64 << 20,
-                                          .max_loop_iterations = 100000};
+    struct hs_chat_template_limits lim = {
+        .max_output_bytes = 1 << 20, .max_memory_bytes = 64 << 20, .max_loop_iterations = 100000};
     hs_chat_template_set_limits(tmpl, &lim);
 }
 
@@ -52,8 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     uint8_t sel = data[0];
-    struct hs__api_ctx ctx = {
-        .vocab = vocab, .tmpl = (sel & 2) ? NULL : tmpl, .max_depth = 32};
+    struct hs__api_ctx ctx = {.vocab = vocab, .tmpl = (sel & 2) ? NULL : tmpl, .max_depth = 32};
     enum hs__api_kind kind = (sel & 1) ? HS__API_COMPLETION : HS__API_CHAT;
     struct hs__api_req req;
     struct hs__api_err err = {0};
