@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:-2}
 R=${2:-5}
-HS=build/server/hetserve
+HS=build/api/hetserve
 PEER=../shared/peers/llamacpp.sh
 DIR=$(pwd)/build/bench-models
 mkdir -p "$DIR"

@@ -15,6 +15,11 @@ JOBS=${JOBS:-$(nproc)}
 PKGS=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev
       libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libhwloc-dev libdnnl-dev libcriterion-dev libutf8proc-dev)
 
+# Node for the end-to-end test with the openai npm client (tests/e2e). Installed from Debian only
+# when no node/npm is on the PATH (a NodeSource nodejs already bundles npm, and Debian's npm
+# package would conflict with it).
+NODE_PKGS=(nodejs npm)
+
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 deps() {
@@ -22,12 +27,23 @@ deps() {
     for p in "${PKGS[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        missing+=("${NODE_PKGS[@]}")
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing: ${missing[*]}"
         local sudo=""
         [ "$(id -u)" -eq 0 ] || sudo="sudo"
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# The openai client for tests/e2e, pinned by tests/e2e/package-lock.json.
+node_deps() {
+    if [ ! -d tests/e2e/node_modules/openai ]; then
+        log "npm ci --prefix tests/e2e"
+        npm ci --prefix tests/e2e --no-audit --no-fund >/dev/null
     fi
 }
 
@@ -54,7 +70,7 @@ default_model() {
     else
         local m="$ROOT/build/random-tiny.gguf"
         log "no ../shared/models/stories260K.gguf and no \$HETSERVE_MODEL: writing a random-weight model to $m (its text is gibberish)"
-        [ -f "$m" ] || build/server/hetserve mkmodel -o "$m" --preset tiny >&2
+        [ -f "$m" ] || build/api/hetserve mkmodel -o "$m" --preset tiny >&2
         echo "$m"
     fi
 }
@@ -64,7 +80,7 @@ run() {
     build
     local model; model=$(default_model)
     log "generating with $model"
-    build/server/hetserve generate -m "$model" -p "Once upon a time" -n 200 --temp 0.8 --seed 1 "$@"
+    build/api/hetserve generate -m "$model" -p "Once upon a time" -n 200 --temp 0.8 --seed 1 "$@"
 }
 
 fuzz() {
@@ -84,6 +100,10 @@ fuzz() {
             [ -f "$m" ] && head -c 65536 "$m" > "$corpus/seed-$(basename "$m")"
         done
         printf 'Hello, world! 123 \xc3\xa9\xf0\x9f\x98\x80 <|im_start|>user\n' > "$corpus/seed-text"
+        # Target-specific seeds (e.g. request bodies for fuzz-request).
+        if [ -d "tests/fuzz/seeds-$name" ]; then
+            cp tests/fuzz/seeds-"$name"/* "$corpus/"
+        fi
         log "fuzz $name"
         local rc=0
         "$f" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
@@ -99,6 +119,7 @@ fuzz() {
 
 test_all() {
     deps
+    node_deps
     build
     log "tests (build/)"
     meson test -C build --print-errorlogs --num-processes "$JOBS"
@@ -115,7 +136,7 @@ test_all() {
 case "${1:-}" in
     run) shift; [ "${1:-}" = "--" ] && shift; run "$@" ;;
     test) test_all ;;
-    deps) deps ;;
+    deps) deps; node_deps ;;
     build) deps; build ;;
     fuzz) deps; fuzz ;;
     *) sed -n '2,10p' "$0"; exit 2 ;;

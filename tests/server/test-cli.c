@@ -24,7 +24,7 @@ static void run(struct result *r, const char *args)
     close(fo);
     close(fe);
     char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "%s/server/hetserve %s >%s 2>%s </dev/null", build, args, outf,
+    snprintf(cmd, sizeof(cmd), "%s/api/hetserve %s >%s 2>%s </dev/null", build, args, outf,
              errf);
     int st = system(cmd);
     cr_assert(WIFEXITED(st), "command did not exit normally: %s", cmd);

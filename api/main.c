@@ -1,5 +1,5 @@
-/* hetserve: command line. Subcommands generate, bench and mkmodel (serve comes with the HTTP
- * layer). The only place that prints to stdout, exits, and parses flags. */
+/* hetserve: command line. Subcommands serve (api/), generate, bench and mkmodel (server/). The
+ * only place that prints to stdout, exits, and parses flags. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "hs-config.h"
+#include "api/cli-serve.h"
 #include "server/cli.h"
 
 static void usage_main(FILE *f)
@@ -18,6 +19,7 @@ static void usage_main(FILE *f)
             "usage: hetserve COMMAND [options]\n"
             "\n"
             "commands:\n"
+            "  serve      serve a model over an OpenAI-compatible HTTP API\n"
             "  generate   generate text from a prompt (streams to stdout)\n"
             "  bench      measure prompt processing (pp) and generation (tg) speed\n"
             "  mkmodel    write a random-weight GGUF model of a chosen shape and type\n"
@@ -42,6 +44,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "--version")) {
         printf("hetserve %s\n", HS_VERSION);
         return 0;
+    }
+    if (!strcmp(cmd, "serve")) {
+        return hs__cli_serve(argc - 1, argv + 1);
     }
     if (!strcmp(cmd, "generate")) {
         return hs__cli_generate(argc - 1, argv + 1);

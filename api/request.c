@@ -1,0 +1,793 @@
+/* api/request.c: JSON bodies -> validated generation requests. */
+#include "api/request.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model/chat-template.h"
+#include "model/vocab.h"
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+static hs_status
+fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...)
+{
+    err->http = http;
+    snprintf(err->param, sizeof(err->param), "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+    return http == 503 ? HS_E_NOMEM : HS_E_INVAL;
+}
+
+#define NOMEM(err) fail((err), 503, NULL, "out of memory")
+
+bool hs__api_depth_ok(const char *body, size_t len, int32_t max_depth, struct hs__api_err *err)
+{
+    int32_t depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = body[i];
+        if (in_str) {
+            if (ch == '\\') {
+                i++;
+            } else if (ch == '"') {
+                in_str = false;
+            }
+        } else if (ch == '"') {
+            in_str = true;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > max_depth) {
+                fail(err, 400, NULL, "request body nests JSON deeper than %d levels",
+                     (int)max_depth);
+                return false;
+            }
+        } else if (ch == ']' || ch == '}') {
+            depth--;
+        }
+    }
+    return true;
+}
+
+json_t *hs__api_load_object(const char *body, size_t len, int32_t max_depth,
+                            struct hs__api_err *err)
+{
+    if (!hs__api_depth_ok(body, len, max_depth, err)) {
+        return NULL;
+    }
+    json_error_t je;
+    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        fail(err, 400, NULL, "request body is not valid JSON: %s (line %d, column %d)", je.text,
+             je.line, je.column);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        fail(err, 400, NULL, "request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* ---- UTF-8 ---- */
+
+/* Length of the valid UTF-8 sequence at s[0..n), 0 when invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) {
+        return 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n) {
+        return 0;
+    }
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) {
+            return 0;
+        }
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
+        return 0;
+    }
+    return len;
+}
+
+json_t *hs__api_json_str(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    bool clean = true;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq(u + i, n - i);
+        if (k == 0 || u[i] == 0) {
+            clean = false;
+            break;
+        }
+        i += k;
+    }
+    if (clean) {
+        return json_stringn(s, n);
+    }
+    char *buf = malloc(n * 3 + 1);
+    if (!buf) {
+        return NULL;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq(u + i, n - i);
+        if (k == 0 || u[i] == 0) {
+            memcpy(buf + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(buf + o, s + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    json_t *j = json_stringn(buf, o);
+    free(buf);
+    return j;
+}
+
+/* ---- JSON -> template values ---- */
+
+static struct hs_tmpl_value *to_tmpl(const json_t *j)
+{
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        struct hs_tmpl_value *o = hs_tmpl_object();
+        const char *k;
+        json_t *v;
+        if (!o) {
+            return NULL;
+        }
+        json_object_foreach((json_t *)j, k, v)
+        {
+            if (hs_tmpl_object_set(o, k, to_tmpl(v)) != HS_OK) {
+                hs_tmpl_value_destroy(o);
+                return NULL;
+            }
+        }
+        return o;
+    }
+    case JSON_ARRAY: {
+        struct hs_tmpl_value *a = hs_tmpl_array();
+        size_t i;
+        json_t *v;
+        if (!a) {
+            return NULL;
+        }
+        json_array_foreach(j, i, v)
+        {
+            if (hs_tmpl_array_push(a, to_tmpl(v)) != HS_OK) {
+                hs_tmpl_value_destroy(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
+    case JSON_STRING:
+        return hs_tmpl_string_n(json_string_value(j), json_string_length(j));
+    case JSON_INTEGER:
+        return hs_tmpl_int(json_integer_value(j));
+    case JSON_REAL:
+        return hs_tmpl_float(json_real_value(j));
+    case JSON_TRUE:
+        return hs_tmpl_bool(true);
+    case JSON_FALSE:
+        return hs_tmpl_bool(false);
+    case JSON_NULL:
+    default:
+        return hs_tmpl_null();
+    }
+}
+
+/* One message: every field copied, content given as parts joined into one string. */
+static hs_status message_to_tmpl(const json_t *m, size_t idx, struct hs_tmpl_value **out,
+                                 struct hs__api_err *err)
+{
+    char param[64];
+    *out = NULL;
+    snprintf(param, sizeof(param), "messages[%zu]", idx);
+    if (!json_is_object(m)) {
+        return fail(err, 400, param, "%s must be an object", param);
+    }
+    const json_t *role = json_object_get(m, "role");
+    if (!json_is_string(role)) {
+        snprintf(param, sizeof(param), "messages[%zu].role", idx);
+        return fail(err, 400, param, "%s must be a string", param);
+    }
+    const json_t *content = json_object_get(m, "content");
+    char *joined = NULL;
+    size_t n_joined = 0;
+    if (json_is_array(content)) {
+        size_t j;
+        json_t *part;
+        size_t cap = 1;
+        json_array_foreach(content, j, part)
+        {
+            const json_t *text = json_object_get(part, "text");
+            if (json_is_string(text)) {
+                cap += json_string_length(text);
+            }
+        }
+        joined = malloc(cap);
+        if (!joined) {
+            return NOMEM(err);
+        }
+        json_array_foreach(content, j, part)
+        {
+            snprintf(param, sizeof(param), "messages[%zu].content[%zu]", idx, j);
+            const json_t *type = json_object_get(part, "type");
+            const char *t = json_string_value(type);
+            if (!json_is_object(part) || !t) {
+                free(joined);
+                return fail(err, 400, param, "%s must be an object with a string \"type\"", param);
+            }
+            if (!strcmp(t, "text") || !strcmp(t, "input_text")) {
+                const json_t *text = json_object_get(part, "text");
+                if (!json_is_string(text)) {
+                    free(joined);
+                    return fail(err, 400, param, "%s.text must be a string", param);
+                }
+                memcpy(joined + n_joined, json_string_value(text), json_string_length(text));
+                n_joined += json_string_length(text);
+            } else if (!strcmp(t, "image_url") || !strcmp(t, "input_image") ||
+                       !strcmp(t, "image")) {
+                free(joined);
+                return fail(err, 400, param,
+                            "%s is an image, but the loaded model has no vision support "
+                            "(it takes text only)",
+                            param);
+            } else if (!strcmp(t, "input_audio") || !strcmp(t, "audio")) {
+                free(joined);
+                return fail(err, 400, param,
+                            "%s is audio, but the loaded model has no audio support", param);
+            } else {
+                free(joined);
+                return fail(err, 400, param, "%s has unknown type \"%s\"", param, t);
+            }
+        }
+        joined[n_joined] = '\0';
+    } else if (content && !json_is_string(content) && !json_is_null(content)) {
+        snprintf(param, sizeof(param), "messages[%zu].content", idx);
+        return fail(err, 400, param, "%s must be a string, an array of parts or null", param);
+    }
+    struct hs_tmpl_value *o = hs_tmpl_object();
+    if (!o) {
+        free(joined);
+        return NOMEM(err);
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)m, k, v)
+    {
+        struct hs_tmpl_value *tv;
+        if (!strcmp(k, "content") && joined) {
+            tv = hs_tmpl_string_n(joined, n_joined);
+        } else {
+            tv = to_tmpl(v);
+        }
+        if (hs_tmpl_object_set(o, k, tv) != HS_OK) {
+            free(joined);
+            hs_tmpl_value_destroy(o);
+            return NOMEM(err);
+        }
+    }
+    free(joined);
+    *out = o;
+    return HS_OK;
+}
+
+static struct hs_tmpl_value *token_text(const struct hs_vocab *v, hs_token t)
+{
+    const char *s = t >= 0 ? hs_vocab_token_text(v, t) : NULL;
+    return hs_tmpl_string(s ? s : "");
+}
+
+hs_status hs__api_render_chat(const struct hs__api_ctx *c, const json_t *messages,
+                              const json_t *kwargs, const json_t *tools, char **out,
+                              size_t *out_len, struct hs__api_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (!json_is_array(messages)) {
+        return fail(err, 400, "messages", "messages must be an array of message objects");
+    }
+    if (json_array_size(messages) == 0) {
+        return fail(err, 400, "messages", "messages must not be empty");
+    }
+    if (kwargs && !json_is_object(kwargs) && !json_is_null(kwargs)) {
+        return fail(err, 400, "chat_template_kwargs", "chat_template_kwargs must be an object");
+    }
+    hs_status st = HS_OK;
+    struct hs_tmpl_value *ctx = hs_tmpl_object();
+    struct hs_tmpl_value *msgs = hs_tmpl_array();
+    if (!ctx || !msgs) {
+        hs_tmpl_value_destroy(msgs);
+        st = NOMEM(err);
+        goto fail;
+    }
+    size_t i;
+    json_t *m;
+    json_array_foreach(messages, i, m)
+    {
+        struct hs_tmpl_value *tm;
+        st = message_to_tmpl(m, i, &tm, err);
+        if (st != HS_OK) {
+            hs_tmpl_value_destroy(msgs);
+            goto fail;
+        }
+        if (hs_tmpl_array_push(msgs, tm) != HS_OK) {
+            hs_tmpl_value_destroy(msgs);
+            st = NOMEM(err);
+            goto fail;
+        }
+    }
+    if (!c->tmpl) {
+        struct hs_error e = {0};
+        st = hs_chat_template_render_chatml(msgs, true, out, out_len, &e);
+        hs_tmpl_value_destroy(msgs);
+        if (st != HS_OK) {
+            fail(err, st == HS_E_NOMEM ? 503 : 400, "messages", "messages: %s", e.message);
+        }
+        goto fail;
+    }
+    if (hs_tmpl_object_set(ctx, "messages", msgs) != HS_OK ||
+        hs_tmpl_object_set(ctx, "add_generation_prompt", hs_tmpl_bool(true)) != HS_OK ||
+        hs_tmpl_object_set(ctx, "bos_token", token_text(c->vocab, hs_vocab_bos(c->vocab))) !=
+            HS_OK ||
+        hs_tmpl_object_set(ctx, "eos_token", token_text(c->vocab, hs_vocab_eos(c->vocab))) !=
+            HS_OK) {
+        st = NOMEM(err);
+        goto fail;
+    }
+    if (json_is_array(tools) && json_array_size(tools) > 0 &&
+        hs_tmpl_object_set(ctx, "tools", to_tmpl(tools)) != HS_OK) {
+        st = NOMEM(err);
+        goto fail;
+    }
+    if (json_is_object(kwargs)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)kwargs, k, v)
+        {
+            if (hs_tmpl_object_set(ctx, k, to_tmpl(v)) != HS_OK) {
+                st = NOMEM(err);
+                goto fail;
+            }
+        }
+    }
+    struct hs_error e = {0};
+    st = hs_chat_template_render(c->tmpl, ctx, out, out_len, &e);
+    if (st == HS_E_NOMEM) {
+        NOMEM(err);
+    } else if (st != HS_OK) {
+        fail(err, 400, "messages", "the model's chat template failed on these messages: %s",
+             e.message);
+    }
+fail:
+    hs_tmpl_value_destroy(ctx);
+    return st;
+}
+
+/* ---- field readers: absent or null leaves *out unchanged ---- */
+
+static hs_status get_number(const json_t *o, const char *key, double lo, double hi, double *out,
+                            struct hs__api_err *err)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        return HS_OK;
+    }
+    if (!json_is_number(v)) {
+        return fail(err, 400, key, "%s must be a number", key);
+    }
+    double d = json_number_value(v);
+    if (!isfinite(d) || d < lo || d > hi) {
+        return fail(err, 400, key, "%s must be in [%g, %g], got %g", key, lo, hi, d);
+    }
+    *out = d;
+    return HS_OK;
+}
+
+static hs_status get_float(const json_t *o, const char *key, double lo, double hi, float *out,
+                           struct hs__api_err *err)
+{
+    double d = *out;
+    HS_TRY(get_number(o, key, lo, hi, &d, err));
+    *out = (float)d;
+    return HS_OK;
+}
+
+static hs_status get_int(const json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                         struct hs__api_err *err)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        return HS_OK;
+    }
+    int64_t i;
+    if (json_is_integer(v)) {
+        i = json_integer_value(v);
+    } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+               fabs(json_real_value(v)) < 9e18) {
+        i = (int64_t)json_real_value(v);
+    } else {
+        return fail(err, 400, key, "%s must be an integer", key);
+    }
+    if (i < lo || i > hi) {
+        return fail(err, 400, key, "%s must be in [%lld, %lld], got %lld", key, (long long)lo,
+                    (long long)hi, (long long)i);
+    }
+    *out = i;
+    return HS_OK;
+}
+
+static hs_status get_bool(const json_t *o, const char *key, bool *out, struct hs__api_err *err)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        return HS_OK;
+    }
+    if (!json_is_boolean(v)) {
+        return fail(err, 400, key, "%s must be true or false", key);
+    }
+    *out = json_is_true(v);
+    return HS_OK;
+}
+
+/* ---- prompts ---- */
+
+static hs_status tokenize(const struct hs__api_ctx *c, const char *text, size_t len,
+                          bool add_special, struct hs__api_prompt *p, struct hs__api_err *err)
+{
+    size_t cap = len + 8, n = 0;
+    for (int tries = 0; tries < 2; tries++) {
+        p->ids = malloc(cap * sizeof(hs_token));
+        if (!p->ids) {
+            return NOMEM(err);
+        }
+        hs_status st = hs_tokenize(c->vocab, text, len, add_special, true, p->ids, cap, &n);
+        if (st == HS_OK && n == 0) {
+            return fail(err, 400, "prompt", "the prompt is empty (it gives no tokens)");
+        }
+        if (st == HS_OK) {
+            p->n = (int32_t)n;
+            return HS_OK;
+        }
+        free(p->ids);
+        p->ids = NULL;
+        if (st != HS_E_RANGE) {
+            return st == HS_E_NOMEM ? NOMEM(err)
+                                    : fail(err, 400, "prompt", "the prompt cannot be tokenized");
+        }
+        cap = n;
+    }
+    return fail(err, 500, "prompt", "tokenizer size mismatch");
+}
+
+static hs_status ids_prompt(const struct hs__api_ctx *c, const json_t *arr, const char *param,
+                            struct hs__api_prompt *p, struct hs__api_err *err)
+{
+    size_t n = json_array_size(arr);
+    int32_t n_vocab = hs_vocab_n_tokens(c->vocab);
+    if (n == 0) {
+        return fail(err, 400, param, "%s must not be empty", param);
+    }
+    p->ids = malloc(n * sizeof(hs_token));
+    if (!p->ids) {
+        return NOMEM(err);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *v = json_array_get(arr, i);
+        json_int_t t = json_is_integer(v) ? json_integer_value(v) : -1;
+        if (t < 0 || t >= n_vocab) {
+            return fail(err, 400, param, "%s[%zu] must be a token id in [0, %d)", param, i,
+                        (int)n_vocab);
+        }
+        p->ids[i] = (hs_token)t;
+    }
+    p->n = (int32_t)n;
+    return HS_OK;
+}
+
+static hs_status parse_prompts(const struct hs__api_ctx *c, const json_t *body,
+                               struct hs__api_req *r, struct hs__api_err *err)
+{
+    const json_t *p = json_object_get(body, "prompt");
+    if (json_is_string(p)) {
+        r->n_prompts = 1;
+        return tokenize(c, json_string_value(p), json_string_length(p), true, &r->prompts[0], err);
+    }
+    if (!json_is_array(p) || json_array_size(p) == 0) {
+        return fail(err, 400, "prompt",
+                    "prompt is required: a string, an array of strings, an array of token ids or "
+                    "an array of token-id arrays");
+    }
+    const json_t *first = json_array_get(p, 0);
+    if (json_is_integer(first)) {
+        r->n_prompts = 1;
+        return ids_prompt(c, p, "prompt", &r->prompts[0], err);
+    }
+    if (json_array_size(p) > HS__API_MAX_PROMPTS) {
+        return fail(err, 400, "prompt", "prompt holds %zu prompts; at most %d", json_array_size(p),
+                    HS__API_MAX_PROMPTS);
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(p, i, v)
+    {
+        char param[32];
+        snprintf(param, sizeof(param), "prompt[%zu]", i);
+        r->n_prompts = (int32_t)i + 1;
+        if (json_is_string(v)) {
+            HS_TRY(tokenize(c, json_string_value(v), json_string_length(v), true, &r->prompts[i],
+                            err));
+        } else if (json_is_array(v)) {
+            HS_TRY(ids_prompt(c, v, param, &r->prompts[i], err));
+        } else {
+            return fail(err, 400, param, "%s must be a string or an array of token ids", param);
+        }
+    }
+    return HS_OK;
+}
+
+static hs_status parse_stop(const json_t *body, struct hs__api_req *r, struct hs__api_err *err)
+{
+    const json_t *s = json_object_get(body, "stop");
+    const json_t *items[HS_ENGINE_MAX_STOP];
+    size_t n = 0;
+    if (!s || json_is_null(s)) {
+        return HS_OK;
+    }
+    if (json_is_string(s)) {
+        items[n++] = s;
+    } else if (json_is_array(s)) {
+        if (json_array_size(s) > HS_ENGINE_MAX_STOP) {
+            return fail(err, 400, "stop", "stop holds %zu strings; at most %d", json_array_size(s),
+                        HS_ENGINE_MAX_STOP);
+        }
+        size_t i;
+        json_t *v;
+        json_array_foreach(s, i, v)
+        {
+            if (!json_is_string(v)) {
+                return fail(err, 400, "stop", "stop[%zu] must be a string", i);
+            }
+            items[n++] = v;
+        }
+    } else {
+        return fail(err, 400, "stop", "stop must be a string or an array of strings");
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t len = json_string_length(items[i]);
+        if (len == 0) {
+            continue; /* OpenAI ignores empty stop strings */
+        }
+        if (len > HS_ENGINE_MAX_STOP_BYTES) {
+            return fail(err, 400, "stop", "stop strings are at most %d bytes, got %zu",
+                        HS_ENGINE_MAX_STOP_BYTES, len);
+        }
+        char *copy = strdup(json_string_value(items[i]));
+        if (!copy) {
+            return NOMEM(err);
+        }
+        r->stops[r->er.n_stop++] = copy;
+    }
+    r->er.stop = (const char *const *)r->stops;
+    return HS_OK;
+}
+
+static hs_status parse_logit_bias(const struct hs__api_ctx *c, const json_t *body,
+                                  struct hs__api_req *r, struct hs__api_err *err)
+{
+    const json_t *lb = json_object_get(body, "logit_bias");
+    if (!lb || json_is_null(lb)) {
+        return HS_OK;
+    }
+    if (!json_is_object(lb)) {
+        return fail(err, 400, "logit_bias", "logit_bias must be an object of token id -> bias");
+    }
+    size_t n = json_object_size(lb);
+    if (n == 0) {
+        return HS_OK;
+    }
+    r->bias = calloc(n, sizeof(*r->bias));
+    if (!r->bias) {
+        return NOMEM(err);
+    }
+    int32_t n_vocab = hs_vocab_n_tokens(c->vocab);
+    const char *k;
+    json_t *v;
+    int32_t i = 0;
+    json_object_foreach((json_t *)lb, k, v)
+    {
+        char *end;
+        long long t = strtoll(k, &end, 10);
+        if (end == k || *end || t < 0 || t >= n_vocab) {
+            return fail(err, 400, "logit_bias",
+                        "logit_bias key \"%.40s\" must be a token id in [0, %d)", k, (int)n_vocab);
+        }
+        if (!json_is_number(v) || !isfinite(json_number_value(v)) ||
+            fabs(json_number_value(v)) > 100) {
+            return fail(err, 400, "logit_bias", "logit_bias[%lld] must be a number in [-100, 100]",
+                        t);
+        }
+        double b = json_number_value(v);
+        r->bias[i].token = (hs_token)t;
+        r->bias[i].bias = b <= -100 ? -INFINITY : (float)b;
+        i++;
+    }
+    r->er.sampling.logit_bias = r->bias;
+    r->er.sampling.n_logit_bias = i;
+    return HS_OK;
+}
+
+static uint64_t random_seed(void)
+{
+    static _Atomic uint64_t counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x =
+        (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (++counter * 0x9E3779B97F4A7C15u);
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9u;
+    return x ^ (x >> 29);
+}
+
+static hs_status parse_common(const struct hs__api_ctx *c, const json_t *b, struct hs__api_req *r,
+                              struct hs__api_err *err)
+{
+    struct hs_engine_request *er = &r->er;
+    struct hs_sampling_params *sp = &er->sampling;
+    const json_t *model = json_object_get(b, "model");
+    if (model && !json_is_string(model) && !json_is_null(model)) {
+        return fail(err, 400, "model", "model must be a string");
+    }
+    int64_t iv = r->kind == HS__API_COMPLETION ? 16 : 0;
+    HS_TRY(get_int(b, "max_tokens", 0, INT32_MAX, &iv, err));
+    HS_TRY(get_int(b, "max_completion_tokens", 0, INT32_MAX, &iv, err));
+    er->max_tokens = (int32_t)iv;
+    HS_TRY(get_float(b, "temperature", 0, 100, &sp->temperature, err));
+    HS_TRY(get_float(b, "top_p", 0, 1, &sp->top_p, err));
+    if (sp->top_p <= 0) {
+        return fail(err, 400, "top_p", "top_p must be in (0, 1], got 0");
+    }
+    iv = sp->top_k;
+    HS_TRY(get_int(b, "top_k", -1, INT32_MAX, &iv, err));
+    sp->top_k = (int32_t)iv;
+    HS_TRY(get_float(b, "min_p", 0, 1, &sp->min_p, err));
+    HS_TRY(get_float(b, "presence_penalty", -2, 2, &sp->presence_penalty, err));
+    HS_TRY(get_float(b, "frequency_penalty", -2, 2, &sp->frequency_penalty, err));
+    HS_TRY(get_float(b, "repetition_penalty", 1e-3, 100, &sp->repetition_penalty, err));
+    const json_t *seed = json_object_get(b, "seed");
+    if (seed && !json_is_null(seed)) {
+        if (!json_is_integer(seed)) {
+            return fail(err, 400, "seed", "seed must be an integer");
+        }
+        sp->seed = (uint64_t)json_integer_value(seed);
+        r->seed_given = true;
+    } else {
+        sp->seed = random_seed();
+    }
+    iv = 1;
+    HS_TRY(get_int(b, "n", 1, HS_ENGINE_MAX_CHOICES, &iv, err));
+    er->n = (int32_t)iv;
+    HS_TRY(get_bool(b, "stream", &r->stream, err));
+    HS_TRY(get_bool(b, "ignore_eos", &er->ignore_eos, err));
+    const json_t *so = json_object_get(b, "stream_options");
+    if (so && !json_is_null(so)) {
+        if (!json_is_object(so)) {
+            return fail(err, 400, "stream_options", "stream_options must be an object");
+        }
+        HS_TRY(get_bool(so, "include_usage", &r->include_usage, err));
+    }
+    const json_t *user = json_object_get(b, "user");
+    if (user && !json_is_null(user)) {
+        if (!json_is_string(user)) {
+            return fail(err, 400, "user", "user must be a string");
+        }
+        snprintf(r->user, sizeof(r->user), "%s", json_string_value(user));
+    }
+    HS_TRY(parse_stop(b, r, err));
+    HS_TRY(parse_logit_bias(c, b, r, err));
+    if (r->kind == HS__API_CHAT) {
+        HS_TRY(get_bool(b, "logprobs", &er->logprobs, err));
+        iv = 0;
+        HS_TRY(get_int(b, "top_logprobs", 0, HS_ENGINE_MAX_TOP_LOGPROBS, &iv, err));
+        if (iv > 0 && !er->logprobs) {
+            return fail(err, 400, "top_logprobs", "top_logprobs needs logprobs set to true");
+        }
+        er->top_logprobs = (int32_t)iv;
+    } else {
+        const json_t *lp = json_object_get(b, "logprobs");
+        if (json_is_boolean(lp)) {
+            er->logprobs = json_is_true(lp);
+        } else {
+            iv = -1;
+            HS_TRY(get_int(b, "logprobs", 0, HS_ENGINE_MAX_TOP_LOGPROBS, &iv, err));
+            er->logprobs = iv >= 0;
+            er->top_logprobs = (int32_t)HS_MAX(iv, 0);
+        }
+    }
+    struct hs_error e = {0};
+    if (hs_sampling_params_check(sp, hs_vocab_n_tokens(c->vocab), &e) != HS_OK) {
+        return fail(err, 400, NULL, "%s", e.message);
+    }
+    return HS_OK;
+}
+
+hs_status hs__api_parse(const struct hs__api_ctx *c, enum hs__api_kind kind, const char *body,
+                        size_t len, struct hs__api_req *out, struct hs__api_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    out->kind = kind;
+    hs_engine_request_init(&out->er);
+    json_t *b = hs__api_load_object(body, len, c->max_depth, err);
+    if (!b) {
+        return HS_E_INVAL;
+    }
+    hs_status st = parse_common(c, b, out, err);
+    if (st != HS_OK) {
+        goto done;
+    }
+    if (kind == HS__API_CHAT) {
+        char *text = NULL;
+        size_t n_text = 0;
+        st = hs__api_render_chat(c, json_object_get(b, "messages"),
+                                 json_object_get(b, "chat_template_kwargs"),
+                                 json_object_get(b, "tools"), &text, &n_text, err);
+        if (st != HS_OK) {
+            goto done;
+        }
+        /* BOS as the model asks, unless the template wrote it already. */
+        hs_token bos = hs_vocab_bos(c->vocab);
+        const char *bos_text = bos >= 0 ? hs_vocab_token_text(c->vocab, bos) : NULL;
+        bool add = !(bos_text && *bos_text && !strncmp(text, bos_text, strlen(bos_text)));
+        out->n_prompts = 1;
+        st = tokenize(c, text, n_text, add, &out->prompts[0], err);
+        free(text);
+    } else {
+        st = parse_prompts(c, b, out, err);
+    }
+done:
+    json_decref(b);
+    return st;
+}
+
+void hs__api_req_free(struct hs__api_req *r)
+{
+    for (int32_t i = 0; i < HS__API_MAX_PROMPTS; i++) {
+        free(r->prompts[i].ids);
+        r->prompts[i].ids = NULL;
+    }
+    for (int32_t i = 0; i < HS_ENGINE_MAX_STOP; i++) {
+        free(r->stops[i]);
+        r->stops[i] = NULL;
+    }
+    free(r->bias);
+    r->bias = NULL;
+}

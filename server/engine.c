@@ -1,0 +1,1368 @@
+/* The serving engine: submission queue, per-request channels, the engine thread's scheduler.
+ *
+ * Data flow: hs_engine_submit (HTTP thread) builds a request with one sequence per choice and
+ * appends it to the incoming list under e->mu. The engine thread moves incoming requests to
+ * its waiting list, runs one forward pass per step over the running sequences and newly
+ * admitted ones, samples, and pushes output into each request's channel (r->mu). The HTTP side
+ * takes it with hs_engine_poll/wait. Everything after the submission queue belongs to the
+ * engine thread alone and takes no lock. */
+#include "server/engine.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kvcache/kvcache.h"
+#include "model/model.h"
+#include "model/vocab.h"
+
+/* ---- metrics bounds (vLLM's) ---- */
+
+const double hs_engine_ttft_bounds_s[HS_ENGINE_TTFT_BUCKETS] = {
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,   0.75,
+    1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+};
+const double hs_engine_tpot_bounds_s[HS_ENGINE_TPOT_BUCKETS] = {
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,  0.4,  0.5,
+    0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0,
+};
+const double hs_engine_e2e_bounds_s[HS_ENGINE_E2E_BUCKETS] = {
+    0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,   20.0,
+    30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
+};
+
+struct histo {
+    _Atomic uint64_t bucket[HS_ENGINE_TTFT_BUCKETS + 1]; /* non-cumulative; last: +Inf */
+    _Atomic uint64_t sum_ns;
+};
+
+struct metrics {
+    atomic_int n_running_req;
+    atomic_int n_seqs_running;
+    atomic_int kv_used, kv_cached, kv_free;
+    _Atomic uint64_t submitted, rejected, finished[HS_FINISH_COUNT];
+    _Atomic uint64_t prompt_tokens, gen_tokens, hit_tokens, prefill_tokens, preemptions;
+    _Atomic uint64_t steps, batch_tokens;
+    struct histo ttft, tpot, e2e;
+};
+
+static void histo_observe(struct histo *h, const double *bounds, int n, double s)
+{
+    int i = 0;
+    while (i < n && s > bounds[i]) {
+        i++;
+    }
+    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)(s > 0 ? s * 1e9 : 0), memory_order_relaxed);
+}
+
+#define INC(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)
+
+/* ---- requests and their channels ---- */
+
+/* Growable output of one choice: text bytes (NUL-terminated), token ids and logprobs. */
+struct outbuf {
+    char *text;
+    size_t n_text, cap_text;
+    hs_token *tokens;
+    struct hs_token_logprob *lps; /* [cap_tokens] when the request wants logprobs */
+    int32_t n_tokens, cap_tokens;
+};
+
+enum seq_state { SEQ_WAITING, SEQ_RUNNING, SEQ_FINISHED };
+
+/* One choice: engine thread only. */
+struct seq {
+    struct hs_engine_handle *req;
+    int32_t index;
+    enum seq_state state;
+    hs_token *toks;       /* [n_prompt + max_tokens]: prompt then generated */
+    int32_t n_all;        /* tokens in toks; KV holds the first hs_kv_seq_n_tokens(kv) */
+    int32_t n_gen;        /* sampled, EOS included */
+    struct hs_kv_seq *kv; /* while running */
+    struct hs_sampler *smp;
+    struct hs_detok dt;
+    char *hold; /* text not yet emitted: could begin a stop string */
+    size_t n_hold, cap_hold;
+    bool stopped; /* a stop string matched */
+    int64_t t_first_ns, t_last_ns;
+    struct seq *prev, *next; /* waiting list */
+    int32_t batch_slot;      /* index in this step's batch, -1 when not in it */
+};
+
+struct hs_engine_handle {
+    atomic_int refs;    /* caller + engine */
+    atomic_bool cancel; /* set by hs_engine_cancel / release */
+    atomic_bool done;   /* every choice finished (DONE is ready) */
+    uint64_t id;
+
+    /* notify: nmu guards released against a notify in progress */
+    pthread_mutex_t nmu;
+    bool released;
+    hs_engine_notify_fn notify;
+    void *notify_user;
+
+    /* channel: mu guards everything down to done_taken */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct outbuf prod[HS_ENGINE_MAX_CHOICES];
+    enum hs_finish_reason fin[HS_ENGINE_MAX_CHOICES];
+    bool fin_sent[HS_ENGINE_MAX_CHOICES];
+    struct outbuf cons; /* what the last event points into */
+    int32_t rr;         /* next choice to look at, for fairness */
+    bool done_ready, done_taken;
+    struct hs_engine_usage usage;
+    hs_status status;
+    double ttft_ms, e2e_ms;
+
+    /* engine thread only from submit on */
+    int32_t n_choices;
+    int32_t n_prompt;
+    int32_t max_tokens;
+    bool logprobs;
+    int32_t top_logprobs;
+    bool ignore_eos;
+    int32_t n_stop;
+    char *stop[HS_ENGINE_MAX_STOP];
+    size_t stop_len[HS_ENGINE_MAX_STOP];
+    int64_t t_submit_ns;
+    int64_t deadline_ns; /* 0: none */
+    int64_t t_first_ns;
+    int32_t n_finished;
+    int32_t n_seqs_running;
+    bool admitted_once;
+    bool touched; /* in this step's notify list */
+    struct hs_engine_handle *next_touched;
+    struct hs_engine_handle *next_incoming;
+    struct seq seqs[HS_ENGINE_MAX_CHOICES];
+};
+
+/* ---- the engine ---- */
+
+struct hs_engine {
+    struct hs_model *model;
+    const struct hs_vocab *vocab;
+    int32_t n_vocab;
+    struct hs_context *ctx;
+    struct hs_kv_pool *pool;
+    int32_t n_ctx;
+    int32_t n_parallel;
+    int32_t n_batch;
+    int32_t max_waiting;
+    int64_t timeout_ms;
+
+    pthread_t thread;
+    bool thread_started;
+
+    /* submission queue: mu guards these */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* engine waits for work */
+    pthread_cond_t idle_cv; /* drain waits for n_inflight == 0 */
+    struct hs_engine_handle *in_head, *in_tail;
+    int32_t n_inflight;
+    bool draining, stopping, cancel_all;
+
+    /* engine thread only */
+    struct seq *wait_head, *wait_tail;
+    struct seq **running; /* [n_parallel], in admission order */
+    int32_t n_running;
+    struct hs_kv_seq **kv_free; /* [n_parallel] idle kv sequences */
+    int32_t n_kv_free;
+    struct seq **batch;         /* [n_parallel] */
+    int32_t *batch_n;           /* [n_parallel] tokens of each entry */
+    struct hs_forward_seq *fwd; /* [n_parallel] */
+    char *piece;                /* detokenizer output scratch */
+    size_t cap_piece;
+    struct hs_token_logprob lp_scratch;
+    struct hs_engine_handle *touched_head;
+
+    struct metrics m;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+struct hs_engine_params hs_engine_default_params(void)
+{
+    return (struct hs_engine_params){
+        .n_parallel = 8,
+        .n_ctx = 0,
+        .n_kv_blocks = 0,
+        .kv_bytes = 0,
+        .block_size = 16,
+        .n_batch_tokens = 512,
+        .max_waiting = 256,
+        .n_threads = 0,
+        .timeout_ms = 0,
+        .kv_type = HS_TYPE_F16,
+        .backend = NULL,
+    };
+}
+
+void hs_engine_request_init(struct hs_engine_request *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->n = 1;
+    r->max_tokens = 16;
+    r->sampling = hs_sampling_default_params();
+}
+
+const char *hs_finish_reason_str(enum hs_finish_reason r)
+{
+    switch (r) {
+    case HS_FINISH_STOP:
+        return "stop";
+    case HS_FINISH_LENGTH:
+        return "length";
+    case HS_FINISH_CANCELED:
+        return "canceled";
+    case HS_FINISH_TIMEOUT:
+        return "timeout";
+    case HS_FINISH_ERROR:
+        return "error";
+    default:
+        return "none";
+    }
+}
+
+int32_t hs_engine_n_ctx(const struct hs_engine *e)
+{
+    return e->n_ctx;
+}
+
+const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e)
+{
+    return e->vocab;
+}
+
+uint64_t hs_engine_handle_id(const struct hs_engine_handle *h)
+{
+    return h->id;
+}
+
+/* ---- output buffers ---- */
+
+static bool grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) {
+        return true;
+    }
+    size_t nc = *cap ? *cap : 16;
+    while (nc < need) {
+        nc *= 2;
+    }
+    void *q = realloc(*p, nc * elem);
+    if (!q) {
+        return false;
+    }
+    *p = q;
+    *cap = nc;
+    return true;
+}
+
+static bool outbuf_text(struct outbuf *o, const char *s, size_t n)
+{
+    if (!grow((void **)&o->text, &o->cap_text, o->n_text + n + 1, 1)) {
+        return false;
+    }
+    memcpy(o->text + o->n_text, s, n);
+    o->n_text += n;
+    o->text[o->n_text] = '\0';
+    return true;
+}
+
+static bool outbuf_token(struct outbuf *o, hs_token t, const struct hs_token_logprob *lp)
+{
+    size_t cap = (size_t)o->cap_tokens;
+    size_t need = (size_t)o->n_tokens + 1;
+    if (need > cap) {
+        size_t c1 = cap, c2 = cap;
+        if (!grow((void **)&o->tokens, &c1, need, sizeof(*o->tokens))) {
+            return false;
+        }
+        if (lp && !grow((void **)&o->lps, &c2, need, sizeof(*o->lps))) {
+            return false;
+        }
+        if (lp && c1 != c2) {
+            return false; /* both grow the same way from the same start */
+        }
+        o->cap_tokens = (int32_t)c1;
+    }
+    o->tokens[o->n_tokens] = t;
+    if (lp) {
+        o->lps[o->n_tokens] = *lp;
+    }
+    o->n_tokens++;
+    return true;
+}
+
+static void outbuf_free(struct outbuf *o)
+{
+    free(o->text);
+    free(o->tokens);
+    free(o->lps);
+}
+
+/* ---- handles ---- */
+
+static void handle_free(struct hs_engine_handle *h)
+{
+    for (int32_t i = 0; i < HS_ENGINE_MAX_CHOICES; i++) {
+        outbuf_free(&h->prod[i]);
+        free(h->seqs[i].toks);
+        free(h->seqs[i].hold);
+        hs_sampler_destroy(h->seqs[i].smp);
+    }
+    outbuf_free(&h->cons);
+    for (int32_t i = 0; i < h->n_stop; i++) {
+        free(h->stop[i]);
+    }
+    pthread_mutex_destroy(&h->mu);
+    pthread_mutex_destroy(&h->nmu);
+    pthread_cond_destroy(&h->cv);
+    free(h);
+}
+
+static void handle_unref(struct hs_engine_handle *h)
+{
+    if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1) {
+        handle_free(h);
+    }
+}
+
+void hs_engine_cancel(struct hs_engine_handle *h)
+{
+    if (h) {
+        atomic_store_explicit(&h->cancel, true, memory_order_relaxed);
+    }
+}
+
+/* The handle whose notify hook the engine thread is running (it holds that handle's nmu). */
+static _Thread_local struct hs_engine_handle *tls_notifying;
+
+void hs_engine_release(struct hs_engine_handle *h)
+{
+    if (!h) {
+        return;
+    }
+    if (tls_notifying == h) {
+        h->released = true; /* from inside its own notify hook: nmu is held already */
+    } else {
+        pthread_mutex_lock(&h->nmu);
+        h->released = true;
+        pthread_mutex_unlock(&h->nmu);
+    }
+    if (!atomic_load(&h->done)) {
+        hs_engine_cancel(h);
+    }
+    handle_unref(h);
+}
+
+/* Fills ev from the channel; h->mu held. */
+static hs_status take_event(struct hs_engine_handle *h, struct hs_engine_event *ev)
+{
+    if (h->done_taken) {
+        return HS_E_NOENT;
+    }
+    for (int32_t k = 0; k < h->n_choices; k++) {
+        int32_t c = (h->rr + k) % h->n_choices;
+        struct outbuf *p = &h->prod[c];
+        bool fin_pending = h->fin[c] != HS_FINISH_NONE && !h->fin_sent[c];
+        if (p->n_text == 0 && p->n_tokens == 0 && !fin_pending) {
+            continue;
+        }
+        struct outbuf t = h->cons;
+        h->cons = *p;
+        *p = t;
+        p->n_text = 0;
+        p->n_tokens = 0;
+        if (p->text) {
+            p->text[0] = '\0';
+        }
+        memset(ev, 0, sizeof(*ev));
+        ev->type = HS_EVENT_DELTA;
+        ev->choice = c;
+        ev->text = h->cons.text ? h->cons.text : "";
+        ev->n_text = h->cons.n_text;
+        ev->tokens = h->cons.tokens;
+        ev->n_tokens = h->cons.n_tokens;
+        ev->logprobs = h->logprobs ? h->cons.lps : NULL;
+        if (fin_pending) {
+            ev->finish_reason = h->fin[c];
+            h->fin_sent[c] = true;
+        }
+        h->rr = (c + 1) % h->n_choices;
+        return HS_OK;
+    }
+    if (!h->done_ready) {
+        return HS_E_BUSY;
+    }
+    memset(ev, 0, sizeof(*ev));
+    ev->type = HS_EVENT_DONE;
+    ev->usage = h->usage;
+    ev->status = h->status;
+    ev->ttft_ms = h->ttft_ms;
+    ev->e2e_ms = h->e2e_ms;
+    ev->text = "";
+    h->done_taken = true;
+    return HS_OK;
+}
+
+hs_status hs_engine_poll(struct hs_engine_handle *h, struct hs_engine_event *ev)
+{
+    pthread_mutex_lock(&h->mu);
+    hs_status st = take_event(h, ev);
+    pthread_mutex_unlock(&h->mu);
+    return st;
+}
+
+hs_status hs_engine_wait(struct hs_engine_handle *h, struct hs_engine_event *ev, int64_t timeout_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ms > 0) {
+        dl.tv_sec += (time_t)(timeout_ms / 1000);
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&h->mu);
+    hs_status st;
+    while ((st = take_event(h, ev)) == HS_E_BUSY && timeout_ms != 0) {
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&h->cv, &h->mu);
+        } else if (pthread_cond_timedwait(&h->cv, &h->mu, &dl) == ETIMEDOUT) {
+            st = take_event(h, ev);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    return st;
+}
+
+/* ---- submit ---- */
+
+static hs_status check_request(const struct hs_engine *e, const struct hs_engine_request *r,
+                               struct hs_error *err)
+{
+    if (!r->prompt || r->n_prompt < 1) {
+        return hs_error_set(err, HS_E_INVAL, "the prompt is empty");
+    }
+    if (r->n_prompt >= e->n_ctx) {
+        return hs_error_set(err, HS_E_INVAL,
+                            "the prompt has %d tokens; the context holds %d (prompt and at least "
+                            "one generated token)",
+                            r->n_prompt, e->n_ctx);
+    }
+    for (int32_t i = 0; i < r->n_prompt; i++) {
+        if (r->prompt[i] < 0 || r->prompt[i] >= e->n_vocab) {
+            return hs_error_set(err, HS_E_INVAL, "prompt token %d at %d is outside the vocab",
+                                r->prompt[i], i);
+        }
+    }
+    if (r->n < 1 || r->n > HS_ENGINE_MAX_CHOICES) {
+        return hs_error_set(err, HS_E_INVAL, "n must be in [1, %d], got %d", HS_ENGINE_MAX_CHOICES,
+                            r->n);
+    }
+    if (r->n_stop < 0 || r->n_stop > HS_ENGINE_MAX_STOP || (r->n_stop > 0 && !r->stop)) {
+        return hs_error_set(err, HS_E_INVAL, "at most %d stop strings, got %d", HS_ENGINE_MAX_STOP,
+                            r->n_stop);
+    }
+    for (int32_t i = 0; i < r->n_stop; i++) {
+        size_t n = r->stop[i] ? strlen(r->stop[i]) : 0;
+        if (n < 1 || n > HS_ENGINE_MAX_STOP_BYTES) {
+            return hs_error_set(err, HS_E_INVAL, "stop string %d must have 1 to %d bytes", i,
+                                HS_ENGINE_MAX_STOP_BYTES);
+        }
+    }
+    if (r->top_logprobs < 0 || r->top_logprobs > HS_ENGINE_MAX_TOP_LOGPROBS) {
+        return hs_error_set(err, HS_E_INVAL, "top_logprobs must be in [0, %d], got %d",
+                            HS_ENGINE_MAX_TOP_LOGPROBS, r->top_logprobs);
+    }
+    if (r->top_logprobs > 0 && !r->logprobs) {
+        return hs_error_set(err, HS_E_INVAL, "top_logprobs needs logprobs");
+    }
+    return hs_sampling_params_check(&r->sampling, e->n_vocab, err);
+}
+
+hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *r,
+                           struct hs_engine_handle **out, struct hs_error *err)
+{
+    *out = NULL;
+    hs_status st = check_request(e, r, err);
+    if (st != HS_OK) {
+        return st;
+    }
+    struct hs_engine_handle *h = calloc(1, sizeof(*h));
+    if (!h) {
+        return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    }
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_mutex_init(&h->nmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&h->refs, 2);
+    atomic_init(&h->cancel, false);
+    atomic_init(&h->done, false);
+    h->id = r->id;
+    h->notify = r->notify;
+    h->notify_user = r->notify_user;
+    h->n_choices = r->n;
+    h->n_prompt = r->n_prompt;
+    int32_t room = e->n_ctx - r->n_prompt;
+    h->max_tokens = r->max_tokens <= 0 || r->max_tokens > room ? room : r->max_tokens;
+    h->logprobs = r->logprobs;
+    h->top_logprobs = r->top_logprobs;
+    h->ignore_eos = r->ignore_eos;
+    h->usage.prompt_tokens = r->n_prompt;
+    h->status = HS_OK;
+    h->t_submit_ns = now_ns();
+    int64_t tmo = r->timeout_ms == 0 ? e->timeout_ms : r->timeout_ms;
+    h->deadline_ns = tmo > 0 ? h->t_submit_ns + tmo * 1000000 : 0;
+    for (int32_t i = 0; i < r->n_stop; i++) {
+        h->stop_len[i] = strlen(r->stop[i]);
+        h->stop[i] = malloc(h->stop_len[i] + 1);
+        if (!h->stop[i]) {
+            goto nomem;
+        }
+        memcpy(h->stop[i], r->stop[i], h->stop_len[i] + 1);
+        h->n_stop++;
+    }
+    const size_t n_toks = (size_t)r->n_prompt + (size_t)h->max_tokens;
+    for (int32_t c = 0; c < r->n; c++) {
+        struct seq *s = &h->seqs[c];
+        s->req = h;
+        s->index = c;
+        s->state = SEQ_WAITING;
+        s->batch_slot = -1;
+        s->toks = malloc(n_toks * sizeof(*s->toks));
+        if (!s->toks) {
+            goto nomem;
+        }
+        memcpy(s->toks, r->prompt, (size_t)r->n_prompt * sizeof(*s->toks));
+        s->n_all = r->n_prompt;
+        struct hs_sampling_params sp = r->sampling;
+        sp.seed += (uint64_t)c;
+        if (hs_sampler_create(&sp, e->n_vocab, &s->smp) != HS_OK) {
+            goto nomem;
+        }
+        for (int32_t i = 0; i < r->n_prompt; i++) {
+            hs_sampler_accept(s->smp, r->prompt[i]);
+        }
+        hs_detok_init(&s->dt, e->vocab, false);
+    }
+
+    pthread_mutex_lock(&e->mu);
+    if (e->draining || e->stopping) {
+        pthread_mutex_unlock(&e->mu);
+        handle_free(h);
+        return hs_error_set(err, HS_E_CANCELED, "the server is shutting down");
+    }
+    int32_t waiting =
+        e->n_inflight - atomic_load_explicit(&e->m.n_running_req, memory_order_relaxed);
+    if (waiting >= e->max_waiting) {
+        pthread_mutex_unlock(&e->mu);
+        INC(e->m.rejected, 1);
+        handle_free(h);
+        return hs_error_set(err, HS_E_BUSY, "%d requests are waiting already; retry later",
+                            waiting);
+    }
+    if (e->in_tail) {
+        e->in_tail->next_incoming = h;
+    } else {
+        e->in_head = h;
+    }
+    e->in_tail = h;
+    e->n_inflight++;
+    INC(e->m.submitted, 1);
+    INC(e->m.prompt_tokens, (uint64_t)r->n_prompt);
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    *out = h;
+    return HS_OK;
+nomem:
+    handle_free(h);
+    return hs_error_set(err, HS_E_NOMEM, "out of memory");
+}
+
+/* ---- engine thread: lists ---- */
+
+static void wait_remove(struct hs_engine *e, struct seq *s)
+{
+    if (s->prev) {
+        s->prev->next = s->next;
+    } else {
+        e->wait_head = s->next;
+    }
+    if (s->next) {
+        s->next->prev = s->prev;
+    } else {
+        e->wait_tail = s->prev;
+    }
+    s->prev = s->next = NULL;
+}
+
+static void wait_push_back(struct hs_engine *e, struct seq *s)
+{
+    s->next = NULL;
+    s->prev = e->wait_tail;
+    if (e->wait_tail) {
+        e->wait_tail->next = s;
+    } else {
+        e->wait_head = s;
+    }
+    e->wait_tail = s;
+}
+
+static void wait_push_front(struct hs_engine *e, struct seq *s)
+{
+    s->prev = NULL;
+    s->next = e->wait_head;
+    if (e->wait_head) {
+        e->wait_head->prev = s;
+    } else {
+        e->wait_tail = s;
+    }
+    e->wait_head = s;
+}
+
+static void update_kv_gauges(struct hs_engine *e)
+{
+    atomic_store_explicit(&e->m.kv_used, hs_kv_pool_n_used(e->pool), memory_order_relaxed);
+    atomic_store_explicit(&e->m.kv_cached, hs_kv_pool_n_cached(e->pool), memory_order_relaxed);
+    atomic_store_explicit(&e->m.kv_free, hs_kv_pool_n_free(e->pool), memory_order_relaxed);
+}
+
+/* Returns the sequence's blocks to the pool (full blocks stay cached for reuse) and its kv
+ * object to the idle stack. */
+static void release_kv(struct hs_engine *e, struct seq *s)
+{
+    struct hs_kv_block_copy cp;
+    hs_status st = hs_kv_seq_truncate(e->pool, s->kv, 0, &cp);
+    HS_ASSERT(st == HS_OK && cp.src < 0);
+    e->kv_free[e->n_kv_free++] = s->kv;
+    s->kv = NULL;
+}
+
+/* Removes running[i], keeping admission order. */
+static void running_remove_at(struct hs_engine *e, int32_t i)
+{
+    struct seq *s = e->running[i];
+    memmove(&e->running[i], &e->running[i + 1],
+            (size_t)(e->n_running - i - 1) * sizeof(*e->running));
+    e->n_running--;
+    atomic_fetch_sub_explicit(&e->m.n_seqs_running, 1, memory_order_relaxed);
+    if (--s->req->n_seqs_running == 0) {
+        atomic_fetch_sub_explicit(&e->m.n_running_req, 1, memory_order_relaxed);
+    }
+}
+
+static void mark_touched(struct hs_engine *e, struct hs_engine_handle *h)
+{
+    if (!h->touched) {
+        h->touched = true;
+        h->next_touched = e->touched_head;
+        e->touched_head = h;
+    }
+}
+
+/* ---- engine thread: output ---- */
+
+/* Ends a sequence: frees its KV, records its finish reason; the request's DONE when it was the
+ * last. */
+static void finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason why,
+                       hs_status status)
+{
+    struct hs_engine_handle *h = s->req;
+    if (s->state == SEQ_RUNNING) {
+        for (int32_t i = 0; i < e->n_running; i++) {
+            if (e->running[i] == s) {
+                running_remove_at(e, i);
+                break;
+            }
+        }
+        release_kv(e, s);
+        update_kv_gauges(e);
+    } else if (s->state == SEQ_WAITING) {
+        wait_remove(e, s);
+    }
+    s->state = SEQ_FINISHED;
+    INC(e->m.finished[why], 1);
+    if (s->n_gen >= 2) {
+        double tpot = (double)(s->t_last_ns - s->t_first_ns) / 1e9 / (s->n_gen - 1);
+        histo_observe(&e->m.tpot, hs_engine_tpot_bounds_s, HS_ENGINE_TPOT_BUCKETS, tpot);
+    }
+    h->n_finished++;
+    bool last = h->n_finished == h->n_choices;
+    int64_t t = now_ns();
+    pthread_mutex_lock(&h->mu);
+    h->fin[s->index] = why;
+    h->usage.completion_tokens += s->n_gen;
+    if (status != HS_OK && h->status == HS_OK) {
+        h->status = status;
+    }
+    if (last) {
+        h->done_ready = true;
+        h->e2e_ms = (double)(t - h->t_submit_ns) / 1e6;
+        h->ttft_ms = h->t_first_ns ? (double)(h->t_first_ns - h->t_submit_ns) / 1e6 : 0.0;
+    }
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    mark_touched(e, h);
+    if (last) {
+        HS_LOG_DEBUG("engine: req=%llu done: prompt %d, completion %d, cached %d tokens, %.1f ms",
+                     (unsigned long long)h->id, h->n_prompt, h->usage.completion_tokens,
+                     h->usage.cached_tokens, (double)(t - h->t_submit_ns) / 1e6);
+        atomic_store(&h->done, true);
+        histo_observe(&e->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS,
+                      (double)(t - h->t_submit_ns) / 1e9);
+        pthread_mutex_lock(&e->mu);
+        e->n_inflight--;
+        pthread_cond_broadcast(&e->idle_cv);
+        pthread_mutex_unlock(&e->mu);
+    }
+}
+
+/* Moves the part of s->hold that can no longer be (part of) a stop string to the channel, at a
+ * character boundary; on a match cuts there and sets s->stopped. final: the stream ends, hold
+ * nothing back. Returns the number of bytes to emit. */
+static size_t stop_scan(struct seq *s, bool final)
+{
+    const struct hs_engine_handle *h = s->req;
+    size_t safe = s->n_hold;
+    for (int32_t i = 0; i < h->n_stop; i++) {
+        const char *hit = memmem(s->hold, s->n_hold, h->stop[i], h->stop_len[i]);
+        if (hit) {
+            s->stopped = true;
+            safe = HS_MIN(safe, (size_t)(hit - s->hold));
+        }
+    }
+    if (!s->stopped && !final) {
+        for (int32_t i = 0; i < h->n_stop; i++) {
+            size_t k = HS_MIN(h->stop_len[i] - 1, s->n_hold);
+            for (; k > 0; k--) {
+                if (!memcmp(s->hold + s->n_hold - k, h->stop[i], k)) {
+                    safe = HS_MIN(safe, s->n_hold - k);
+                    break;
+                }
+            }
+        }
+    }
+    while (safe > 0 && safe < s->n_hold && ((unsigned char)s->hold[safe] & 0xC0) == 0x80) {
+        safe--; /* never split a character */
+    }
+    return safe;
+}
+
+/* Appends detokenized text to the hold buffer. */
+static bool hold_append(struct seq *s, const char *p, size_t n)
+{
+    if (!grow((void **)&s->hold, &s->cap_hold, s->n_hold + n + 1, 1)) {
+        return false;
+    }
+    memcpy(s->hold + s->n_hold, p, n);
+    s->n_hold += n;
+    return true;
+}
+
+/* Takes a sampled token: updates s, pushes output; returns the finish reason or NONE. */
+static enum hs_finish_reason take_token(struct hs_engine *e, struct seq *s, const float *logits,
+                                        int64_t t_ns, hs_status *status)
+{
+    struct hs_engine_handle *h = s->req;
+    hs_token t = hs_sampler_sample(s->smp, logits);
+    s->n_gen++;
+    INC(e->m.gen_tokens, 1);
+    if (!s->t_first_ns) {
+        s->t_first_ns = t_ns;
+    }
+    s->t_last_ns = t_ns;
+    if (!h->t_first_ns) {
+        h->t_first_ns = t_ns;
+        histo_observe(&e->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS,
+                      (double)(t_ns - h->t_submit_ns) / 1e9);
+    }
+    bool eog = t < 0 || (!h->ignore_eos && hs_vocab_is_eog(e->vocab, t));
+    bool at_len = s->n_gen >= h->max_tokens;
+    size_t n_piece = 0;
+    struct hs_token_logprob *lp = NULL;
+    if (!eog) {
+        hs_sampler_accept(s->smp, t);
+        s->toks[s->n_all++] = t;
+        if (h->logprobs) {
+            lp = &e->lp_scratch;
+            lp->token = t;
+            lp->n_top = hs_logprobs_top_k(logits, e->n_vocab, h->top_logprobs, lp->top_ids,
+                                          lp->top_logprobs, t, &lp->logprob);
+        }
+        n_piece = hs_detok_push(&s->dt, t, e->piece, e->cap_piece);
+    }
+    if (eog || at_len) {
+        n_piece += hs_detok_flush(&s->dt, e->piece + n_piece, e->cap_piece - n_piece);
+    }
+    bool ok = hold_append(s, e->piece, n_piece);
+    size_t safe = 0;
+    if (ok) {
+        safe = stop_scan(s, eog || at_len);
+    }
+    pthread_mutex_lock(&h->mu);
+    struct outbuf *o = &h->prod[s->index];
+    if (ok && !eog) {
+        ok = outbuf_token(o, t, lp);
+    }
+    if (ok && safe > 0) {
+        ok = outbuf_text(o, s->hold, safe);
+    }
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    mark_touched(e, h);
+    if (!ok) {
+        *status = HS_E_NOMEM;
+        return HS_FINISH_ERROR;
+    }
+    memmove(s->hold, s->hold + safe, s->n_hold - safe);
+    s->n_hold -= safe;
+    if (s->stopped) {
+        s->n_hold = 0; /* the stop string and what follows are never emitted */
+        return HS_FINISH_STOP;
+    }
+    if (eog) {
+        return HS_FINISH_STOP;
+    }
+    return at_len ? HS_FINISH_LENGTH : HS_FINISH_NONE;
+}
+
+/* ---- engine thread: scheduling ---- */
+
+/* Frees s's blocks and requeues it at the front, to be recomputed when blocks are free. */
+static void preempt(struct hs_engine *e, int32_t i)
+{
+    struct seq *s = e->running[i];
+    running_remove_at(e, i);
+    if (s->batch_slot >= 0) {
+        e->batch[s->batch_slot] = NULL;
+        s->batch_slot = -1;
+    }
+    release_kv(e, s);
+    s->state = SEQ_WAITING;
+    wait_push_front(e, s);
+    INC(e->m.preemptions, 1);
+    HS_LOG_DEBUG("engine: preempted req=%llu choice %d at %d tokens",
+                 (unsigned long long)s->req->id, s->index, s->n_all);
+}
+
+/* Reserves n more tokens for running[i], preempting the most recently admitted sequences while
+ * blocks are short. Returns false when running[i] itself had to go. */
+static bool reserve_or_preempt(struct hs_engine *e, int32_t i, int32_t n, int32_t *budget)
+{
+    struct seq *s = e->running[i];
+    for (;;) {
+        hs_status st = hs_kv_seq_reserve(e->pool, s->kv, n);
+        if (st == HS_OK) {
+            return true;
+        }
+        HS_ASSERT(st == HS_E_BUSY); /* a lone sequence always fits the pool */
+        int32_t last = e->n_running - 1;
+        if (e->running[last]->batch_slot >= 0) {
+            *budget += e->batch_n[e->running[last]->batch_slot];
+        }
+        preempt(e, last);
+        if (last == i) {
+            return false;
+        }
+    }
+}
+
+static void batch_add(struct hs_engine *e, int32_t *n_batch, struct seq *s, int32_t n)
+{
+    s->batch_slot = *n_batch;
+    e->batch[*n_batch] = s;
+    e->batch_n[*n_batch] = n;
+    (*n_batch)++;
+}
+
+/* A waiting choice > 0 starts once choice 0 has its prompt in the KV (so it can adopt the
+ * prompt's blocks) or has finished. */
+static bool admissible(const struct seq *s)
+{
+    if (s->index == 0 || s->n_all > s->req->n_prompt) {
+        return true;
+    }
+    const struct seq *s0 = &s->req->seqs[0];
+    return s0->state == SEQ_FINISHED ||
+           (s0->state == SEQ_RUNNING && hs_kv_seq_n_tokens(s0->kv) >= s0->req->n_prompt);
+}
+
+/* Builds this step's batch: decodes first, then prefill chunks of running sequences, then new
+ * admissions, all under the token budget. Returns the number of entries. */
+static int32_t schedule(struct hs_engine *e)
+{
+    int32_t budget = e->n_batch;
+    int32_t n_batch = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int32_t i = 0; i < e->n_running; i++) {
+            struct seq *s = e->running[i];
+            int32_t want = s->n_all - hs_kv_seq_n_tokens(s->kv);
+            if ((pass == 0) != (want == 1) || s->batch_slot >= 0 || budget == 0) {
+                continue;
+            }
+            int32_t n = HS_MIN(want, budget);
+            if (!reserve_or_preempt(e, i, n, &budget)) {
+                break; /* it was the last one */
+            }
+            batch_add(e, &n_batch, s, n);
+            budget -= n;
+        }
+    }
+    struct seq *next;
+    for (struct seq *s = e->wait_head; s && budget > 0 && e->n_running < e->n_parallel; s = next) {
+        next = s->next;
+        if (!admissible(s)) {
+            continue;
+        }
+        struct hs_kv_seq *kv = e->kv_free[e->n_kv_free - 1];
+        int32_t cached = 0;
+        hs_status st = hs_kv_seq_match_prefix(e->pool, kv, s->toks, s->n_all, &cached);
+        HS_ASSERT(st == HS_OK);
+        int32_t n = HS_MIN(s->n_all - cached, budget);
+        if (hs_kv_seq_reserve(e->pool, kv, n) != HS_OK) {
+            struct hs_kv_block_copy cp;
+            hs_kv_seq_truncate(e->pool, kv, 0, &cp);
+            break; /* no blocks for more: new work never preempts running work */
+        }
+        e->n_kv_free--;
+        s->kv = kv;
+        wait_remove(e, s);
+        s->state = SEQ_RUNNING;
+        e->running[e->n_running++] = s;
+        atomic_fetch_add_explicit(&e->m.n_seqs_running, 1, memory_order_relaxed);
+        struct hs_engine_handle *h = s->req;
+        if (h->n_seqs_running++ == 0) {
+            atomic_fetch_add_explicit(&e->m.n_running_req, 1, memory_order_relaxed);
+        }
+        if (!h->admitted_once) {
+            h->admitted_once = true;
+            h->usage.cached_tokens = cached; /* DONE reads it under h->mu, after this */
+            INC(e->m.hit_tokens, (uint64_t)cached);
+        }
+        batch_add(e, &n_batch, s, n);
+        budget -= n;
+    }
+    /* compact out entries of preempted sequences */
+    int32_t k = 0;
+    for (int32_t j = 0; j < n_batch; j++) {
+        if (e->batch[j]) {
+            e->batch[k] = e->batch[j];
+            e->batch_n[k] = e->batch_n[j];
+            e->batch[k]->batch_slot = k;
+            k++;
+        }
+    }
+    return k;
+}
+
+/* Cancellation and timeouts, for running and waiting sequences. */
+static enum hs_finish_reason reap_reason(const struct seq *s, bool cancel_all, int64_t t)
+{
+    const struct hs_engine_handle *h = s->req;
+    if (cancel_all || atomic_load_explicit(&h->cancel, memory_order_relaxed)) {
+        return HS_FINISH_CANCELED;
+    }
+    if (h->deadline_ns && t >= h->deadline_ns) {
+        return HS_FINISH_TIMEOUT;
+    }
+    return HS_FINISH_NONE;
+}
+
+static void reap(struct hs_engine *e, bool cancel_all)
+{
+    int64_t t = now_ns();
+    for (int32_t i = 0; i < e->n_running;) {
+        enum hs_finish_reason why = reap_reason(e->running[i], cancel_all, t);
+        if (why != HS_FINISH_NONE) {
+            finish_seq(e, e->running[i], why, HS_OK); /* removes running[i] */
+        } else {
+            i++;
+        }
+    }
+    struct seq *next;
+    for (struct seq *s = e->wait_head; s; s = next) {
+        next = s->next;
+        enum hs_finish_reason why = reap_reason(s, cancel_all, t);
+        if (why != HS_FINISH_NONE) {
+            finish_seq(e, s, why, HS_OK);
+        }
+    }
+}
+
+static void run_step(struct hs_engine *e)
+{
+    int32_t n = schedule(e);
+    if (n == 0) {
+        return;
+    }
+    int32_t n_tok = 0;
+    for (int32_t j = 0; j < n; j++) {
+        struct seq *s = e->batch[j];
+        int32_t n_past = hs_kv_seq_n_tokens(s->kv);
+        bool last = n_past + e->batch_n[j] == s->n_all;
+        e->fwd[j] = (struct hs_forward_seq){
+            .tokens = s->toks + n_past,
+            .n_tokens = e->batch_n[j],
+            .n_past = n_past,
+            .block_table = hs_kv_seq_block_table(s->kv),
+            .n_logits = last ? 1 : 0,
+        };
+        n_tok += e->batch_n[j];
+        if (!(last && e->batch_n[j] == 1)) {
+            INC(e->m.prefill_tokens, (uint64_t)e->batch_n[j]);
+        }
+    }
+    hs_status st = hs_model_forward(e->ctx, e->fwd, n);
+    INC(e->m.steps, 1);
+    INC(e->m.batch_tokens, (uint64_t)n_tok);
+    if (st != HS_OK) {
+        HS_LOG_ERROR("engine: forward pass over %d sequences failed: %s", n, hs_status_str(st));
+        for (int32_t j = 0; j < n; j++) {
+            e->batch[j]->batch_slot = -1;
+            finish_seq(e, e->batch[j], HS_FINISH_ERROR, st);
+        }
+        return;
+    }
+    const float *logits = hs_context_logits(e->ctx);
+    int32_t row = 0;
+    int64_t t = now_ns();
+    for (int32_t j = 0; j < n; j++) {
+        struct seq *s = e->batch[j];
+        s->batch_slot = -1;
+        st = hs_kv_seq_append_tokens(e->pool, s->kv, e->fwd[j].tokens, e->fwd[j].n_tokens);
+        HS_ASSERT(st == HS_OK);
+        if (e->fwd[j].n_logits == 0) {
+            continue;
+        }
+        const float *lg = logits + (size_t)row * (size_t)e->n_vocab;
+        row++;
+        hs_status fst = HS_OK;
+        enum hs_finish_reason why = take_token(e, s, lg, t, &fst);
+        if (why != HS_FINISH_NONE) {
+            finish_seq(e, s, why, fst);
+        }
+    }
+    update_kv_gauges(e);
+}
+
+/* Calls the notify hooks of the requests touched this step; drops the engine's reference of
+ * the finished ones. */
+static void notify_touched(struct hs_engine *e)
+{
+    struct hs_engine_handle *h = e->touched_head;
+    e->touched_head = NULL;
+    while (h) {
+        struct hs_engine_handle *next = h->next_touched;
+        h->touched = false;
+        h->next_touched = NULL;
+        pthread_mutex_lock(&h->nmu);
+        if (!h->released && h->notify) {
+            tls_notifying = h;
+            h->notify(h->notify_user);
+            tls_notifying = NULL;
+        }
+        pthread_mutex_unlock(&h->nmu);
+        if (h->n_finished == h->n_choices) {
+            handle_unref(h);
+        }
+        h = next;
+    }
+}
+
+static void *engine_main(void *arg)
+{
+    struct hs_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        while (!e->stopping && !e->cancel_all && !e->in_head && !e->wait_head &&
+               e->n_running == 0) {
+            pthread_cond_wait(&e->cv, &e->mu);
+        }
+        struct hs_engine_handle *in = e->in_head;
+        e->in_head = e->in_tail = NULL;
+        bool stop = e->stopping;
+        bool cancel_all = e->cancel_all || stop;
+        pthread_mutex_unlock(&e->mu);
+        for (; in; in = in->next_incoming) {
+            for (int32_t c = 0; c < in->n_choices; c++) {
+                wait_push_back(e, &in->seqs[c]);
+            }
+        }
+        reap(e, cancel_all);
+        if (!cancel_all) {
+            run_step(e);
+        } else if (!stop) {
+            /* drain's deadline: everything accepted is canceled now, and draining keeps new
+             * work out, so the flag has done its job */
+            pthread_mutex_lock(&e->mu);
+            e->cancel_all = false;
+            pthread_mutex_unlock(&e->mu);
+        }
+        notify_touched(e);
+        if (stop) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* ---- create / destroy / drain ---- */
+
+static size_t max_piece_bytes(const struct hs_vocab *v)
+{
+    size_t m = 0;
+    char dummy[1];
+    int32_t n = hs_vocab_n_tokens(v);
+    for (hs_token t = 0; t < n; t++) {
+        m = HS_MAX(m, hs_vocab_piece(v, t, false, dummy, 0));
+    }
+    return m;
+}
+
+hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params *params,
+                           struct hs_engine **out, struct hs_error *err)
+{
+    *out = NULL;
+    struct hs_engine_params p = params ? *params : hs_engine_default_params();
+    const struct hs_model_hparams *hp = hs_model_hparams(model);
+    hs_status st = HS_E_INVAL;
+    if (p.n_parallel <= 0) {
+        p.n_parallel = 8;
+    }
+    if (p.block_size <= 0) {
+        p.block_size = 16;
+    }
+    if (p.n_batch_tokens <= 0) {
+        p.n_batch_tokens = 512;
+    }
+    p.n_batch_tokens = HS_MAX(p.n_batch_tokens, p.n_parallel);
+    if (p.max_waiting <= 0) {
+        p.max_waiting = 256;
+    }
+    if (p.n_ctx <= 0) {
+        p.n_ctx = HS_MIN(hp->n_ctx_train, 4096);
+    }
+    if (p.n_parallel > 4096 || p.n_ctx < 2 || p.timeout_ms < 0) {
+        return hs_error_set(err, HS_E_INVAL,
+                            "n_parallel must be at most 4096, n_ctx at least 2 and the timeout "
+                            "not negative");
+    }
+    const int64_t per_seq = ((int64_t)p.n_ctx + p.block_size - 1) / p.block_size;
+    int64_t n_blocks = p.n_kv_blocks;
+    if (n_blocks <= 0 && p.kv_bytes > 0) {
+        size_t row = hs_type_row_size(p.kv_type, (int64_t)hp->n_head_kv * hp->head_dim);
+        size_t per_block = row * 2 * (size_t)hp->n_layer * (size_t)p.block_size;
+        n_blocks = per_block ? (int64_t)(p.kv_bytes / per_block) : 0;
+    }
+    if (n_blocks <= 0) {
+        n_blocks = per_seq * p.n_parallel;
+    }
+    if (n_blocks < per_seq || n_blocks > INT32_MAX) {
+        return hs_error_set(err, HS_E_INVAL,
+                            "a KV pool of %lld blocks of %d tokens cannot hold one context of %d "
+                            "tokens (needs %lld blocks)",
+                            (long long)n_blocks, p.block_size, p.n_ctx, (long long)per_seq);
+    }
+
+    struct hs_engine *e = calloc(1, sizeof(*e));
+    if (!e) {
+        return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    }
+    e->model = model;
+    e->vocab = hs_model_vocab(model);
+    e->n_vocab = hp->n_vocab;
+    e->n_parallel = p.n_parallel;
+    e->n_batch = p.n_batch_tokens;
+    e->max_waiting = p.max_waiting;
+    e->timeout_ms = p.timeout_ms;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->idle_cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    struct hs_context_params cp = hs_context_default_params();
+    cp.n_ctx = p.n_ctx;
+    cp.n_kv_blocks = (int32_t)n_blocks;
+    cp.block_size = p.block_size;
+    cp.n_seq_max = p.n_parallel;
+    cp.n_batch = p.n_batch_tokens;
+    cp.kv_type = p.kv_type;
+    if (p.backend) {
+        cp.backend = p.backend;
+    }
+    cp.backend_params.n_threads = p.n_threads;
+    st = hs_context_create(model, &cp, &e->ctx, err);
+    if (st != HS_OK) {
+        goto fail;
+    }
+    e->n_ctx = hs_context_n_ctx(e->ctx);
+    st = hs_kv_pool_create(hs_context_n_kv_blocks(e->ctx), hs_context_block_size(e->ctx), &e->pool);
+    if (st != HS_OK) {
+        hs_error_set(err, st, "cannot create the KV pool: %s", hs_status_str(st));
+        goto fail;
+    }
+    st = HS_E_NOMEM;
+    e->running = calloc((size_t)p.n_parallel, sizeof(*e->running));
+    e->kv_free = calloc((size_t)p.n_parallel, sizeof(*e->kv_free));
+    e->batch = calloc((size_t)p.n_parallel, sizeof(*e->batch));
+    e->batch_n = calloc((size_t)p.n_parallel, sizeof(*e->batch_n));
+    e->fwd = calloc((size_t)p.n_parallel, sizeof(*e->fwd));
+    e->cap_piece = 2 * max_piece_bytes(e->vocab) + 128; /* a push plus a flush */
+    e->piece = malloc(e->cap_piece);
+    if (!e->running || !e->kv_free || !e->batch || !e->batch_n || !e->fwd || !e->piece) {
+        hs_error_set(err, st, "out of memory");
+        goto fail;
+    }
+    for (int32_t i = 0; i < p.n_parallel; i++) {
+        st = hs_kv_seq_create(e->pool, &e->kv_free[i]);
+        if (st != HS_OK) {
+            hs_error_set(err, st, "out of memory");
+            goto fail;
+        }
+        e->n_kv_free++;
+    }
+    update_kv_gauges(e);
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        st = hs_error_set(err, HS_E_INTERNAL, "cannot start the engine thread");
+        goto fail;
+    }
+    e->thread_started = true;
+    *out = e;
+    return HS_OK;
+fail:
+    hs_engine_destroy(e);
+    return st;
+}
+
+void hs_engine_destroy(struct hs_engine *e)
+{
+    if (!e) {
+        return;
+    }
+    if (e->thread_started) {
+        pthread_mutex_lock(&e->mu);
+        e->stopping = true;
+        pthread_cond_signal(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->thread, NULL);
+    }
+    for (int32_t i = 0; i < e->n_kv_free; i++) {
+        hs_kv_seq_destroy(e->pool, e->kv_free[i]);
+    }
+    free(e->running);
+    free(e->kv_free);
+    free(e->batch);
+    free(e->batch_n);
+    free(e->fwd);
+    free(e->piece);
+    hs_kv_pool_destroy(e->pool);
+    hs_context_destroy(e->ctx);
+    pthread_cond_destroy(&e->cv);
+    pthread_cond_destroy(&e->idle_cv);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
+
+hs_status hs_engine_drain(struct hs_engine *e, int64_t timeout_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ms > 0) {
+        dl.tv_sec += (time_t)(timeout_ms / 1000);
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+    }
+    hs_status st = HS_OK;
+    pthread_mutex_lock(&e->mu);
+    e->draining = true;
+    while (e->n_inflight > 0) {
+        if (timeout_ms < 0 || e->cancel_all) {
+            pthread_cond_wait(&e->idle_cv, &e->mu);
+        } else if (pthread_cond_timedwait(&e->idle_cv, &e->mu, &dl) == ETIMEDOUT &&
+                   e->n_inflight > 0) {
+            e->cancel_all = true;
+            st = HS_E_BUSY;
+            pthread_cond_signal(&e->cv);
+        }
+    }
+    e->cancel_all = false;
+    pthread_mutex_unlock(&e->mu);
+    return st;
+}
+
+/* ---- metrics ---- */
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+static void histo_snapshot(const struct histo *h, const double *bounds, int n,
+                           struct hs_engine_histogram *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->n_buckets = n;
+    out->bounds_s = bounds;
+    uint64_t acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += LOAD(h->bucket[i]);
+        out->le[i] = acc;
+    }
+    out->count = acc + LOAD(h->bucket[n]);
+    out->sum_s = (double)LOAD(h->sum_ns) / 1e9;
+}
+
+void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *m)
+{
+    struct hs_engine *me = (struct hs_engine *)e; /* atomics are read-only here */
+    memset(m, 0, sizeof(*m));
+    m->n_running = LOAD(me->m.n_running_req);
+    pthread_mutex_lock(&me->mu);
+    int32_t inflight = me->n_inflight;
+    pthread_mutex_unlock(&me->mu);
+    m->n_waiting = HS_MAX(0, inflight - m->n_running);
+    m->n_seqs_running = LOAD(me->m.n_seqs_running);
+    m->kv_blocks_total = hs_kv_pool_n_blocks(e->pool);
+    m->kv_blocks_used = LOAD(me->m.kv_used);
+    m->kv_blocks_cached = LOAD(me->m.kv_cached);
+    m->kv_blocks_free = LOAD(me->m.kv_free);
+    m->requests_submitted = LOAD(me->m.submitted);
+    m->requests_rejected = LOAD(me->m.rejected);
+    for (int i = 0; i < HS_FINISH_COUNT; i++) {
+        m->requests_finished[i] = LOAD(me->m.finished[i]);
+    }
+    m->prompt_tokens = LOAD(me->m.prompt_tokens);
+    m->generation_tokens = LOAD(me->m.gen_tokens);
+    m->prefix_hit_tokens = LOAD(me->m.hit_tokens);
+    m->prefill_tokens = LOAD(me->m.prefill_tokens);
+    m->preemptions = LOAD(me->m.preemptions);
+    m->steps = LOAD(me->m.steps);
+    m->batch_tokens = LOAD(me->m.batch_tokens);
+    m->prefix_hit_rate =
+        m->prompt_tokens ? (double)m->prefix_hit_tokens / (double)m->prompt_tokens : 0.0;
+    histo_snapshot(&me->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS, &m->ttft);
+    histo_snapshot(&me->m.tpot, hs_engine_tpot_bounds_s, HS_ENGINE_TPOT_BUCKETS, &m->tpot);
+    histo_snapshot(&me->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS, &m->e2e);
+}

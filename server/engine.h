@@ -1,0 +1,294 @@
+/* The serving engine: continuous batching of generation requests over one model.
+ *
+ * One engine thread owns the model context, the scheduler and the KV pool; HTTP threads meet it
+ * through one submission queue (a mutex held for a few instructions) and read results from a
+ * per-request channel. Each engine step runs one forward pass over the decode tokens of all
+ * running sequences plus prefill chunks of newly admitted ones, under a token budget (chunked
+ * prefill: a long prompt never stalls running streams). Prompt prefixes are shared through the
+ * KV pool's prefix cache; when blocks run out the most recently admitted sequence is preempted
+ * (its blocks freed, it is requeued at the front and recomputed later, giving the same tokens).
+ * Batching never changes results: a greedy request gives the same tokens alone or among others.
+ *
+ * Memory: requests are allocated at submit (token arrays sized for prompt + max_tokens); the
+ * engine's per-step scratch at create; output buffers grow geometrically, so nothing is
+ * malloc'd per token in the steady state.
+ *
+ * Typical use on an HTTP thread:
+ *     struct hs_engine_request r;
+ *     hs_engine_request_init(&r);
+ *     r.prompt = ids; r.n_prompt = n; r.max_tokens = 64; r.notify = resume_cb; r.notify_user = c;
+ *     st = hs_engine_submit(eng, &r, &h, &err);      // HS_E_BUSY -> 429, HS_E_INVAL -> 400
+ *     ... on each notify (or in a loop):
+ *     while (hs_engine_poll(h, &ev) == HS_OK) { send ev; if (ev.type == HS_EVENT_DONE) ... }
+ *     hs_engine_release(h);                          // client gone early: hs_engine_cancel first
+ *
+ * JSON never appears here: api/ turns HTTP into a struct hs_engine_request and events into
+ * JSON/SSE. */
+#ifndef HS_SERVER_ENGINE_H
+#define HS_SERVER_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+#include "server/sampling.h"
+
+struct hs_model;
+struct hs_vocab;
+struct hs_engine;
+struct hs_engine_handle;
+
+/* ---- limits ---- */
+
+#define HS_ENGINE_MAX_CHOICES      16  /* n of one request */
+#define HS_ENGINE_MAX_STOP         16  /* stop strings of one request */
+#define HS_ENGINE_MAX_STOP_BYTES   256 /* length of one stop string */
+#define HS_ENGINE_MAX_TOP_LOGPROBS 20
+
+/* ---- engine parameters ---- */
+
+struct hs_engine_params {
+    int32_t n_parallel;     /* max sequences running at once (a request with n choices runs n
+                             * sequences); <= 0: default 8; at most 4096 */
+    int32_t n_ctx;          /* max tokens (prompt + generated) of one sequence; <= 0: the
+                             * model's trained length, at most 4096 */
+    int32_t n_kv_blocks;    /* KV pool size in blocks; <= 0: from kv_bytes, or when that is 0
+                             * too, enough for n_parallel sequences of n_ctx tokens. Always at
+                             * least one full context (ceil(n_ctx / block_size)), else
+                             * HS_E_INVAL: a lone sequence must always be able to finish */
+    size_t kv_bytes;        /* KV pool byte budget, used when n_kv_blocks <= 0 (0: unused) */
+    int32_t block_size;     /* tokens per KV block; default 16 */
+    int32_t n_batch_tokens; /* token budget of one step (decode + prefill chunks); default 512;
+                             * raised to n_parallel if smaller so every decode fits */
+    int32_t max_waiting;    /* accepted requests none of whose sequences runs yet: when that
+                             * many wait, submit returns HS_E_BUSY; <= 0: default 256 */
+    int32_t n_threads;      /* compute threads; <= 0: one per physical core */
+    int64_t timeout_ms;     /* default request timeout from submit to the last token; 0: none */
+    enum hs_type kv_type;   /* HS_TYPE_F16 (default) or HS_TYPE_F32 */
+    const char *backend;    /* backend registry name; NULL: "cpu" */
+};
+
+/* Defaults as documented above. Thread: any. */
+struct hs_engine_params hs_engine_default_params(void);
+
+/* Creates the model context and KV pool and starts the engine thread. Borrows model (must
+ * outlive the engine; its vocab is immutable and may be used by HTTP threads to tokenize).
+ * Errors: HS_E_INVAL (bad params, err says which), HS_E_NOMEM, HS_E_NOENT (unknown backend),
+ * HS_E_INTERNAL (thread creation failed). *out stays NULL on error. Returns new (free with
+ * hs_engine_destroy). Thread: any. */
+hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params *params,
+                           struct hs_engine **out, struct hs_error *err);
+
+/* Stops accepting, cancels every request still queued or running (their channels get their
+ * final events, finish reason HS_FINISH_CANCELED), joins the engine thread and frees the
+ * engine. Handles stay valid until released: hs_engine_release/poll/wait/cancel on them remain
+ * safe after destroy. NULL: no-op. Thread: any but the engine's (not from a notify callback). */
+void hs_engine_destroy(struct hs_engine *e);
+
+/* Graceful stop (SIGTERM): from now on hs_engine_submit returns HS_E_CANCELED; requests already
+ * accepted (waiting or running) go on until they finish or until timeout_ms (relative, < 0:
+ * no limit) passes, after which the remainder is canceled. Blocks until no request is in
+ * flight. Returns HS_OK when everything finished on its own, HS_E_BUSY when the deadline forced
+ * cancellations. The engine keeps running (idle) until hs_engine_destroy. Thread: any but the
+ * engine's. */
+hs_status hs_engine_drain(struct hs_engine *e, int64_t timeout_ms);
+
+/* Context length of one sequence, and the vocab (borrowed from the model). Thread: any. */
+int32_t hs_engine_n_ctx(const struct hs_engine *e);
+const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e);
+
+/* ---- requests ---- */
+
+/* Called on the engine thread, without the engine's or the channel's lock held, after new
+ * output reached the request's channel (coalesced: at most once per engine step per request)
+ * and after its final event. Never called once the handle is released. Must be quick and must
+ * not block (e.g. MHD_resume_connection, or a write to an eventfd); it may call hs_engine_poll,
+ * hs_engine_cancel and hs_engine_release on its own handle, and hs_engine_get_metrics, but no
+ * other engine function (no submit, wait, drain or destroy). */
+typedef void (*hs_engine_notify_fn)(void *user);
+
+/* A generation request, in caller memory; everything is copied by hs_engine_submit. */
+struct hs_engine_request {
+    const hs_token *prompt; /* [n_prompt] token ids, tokenized by the caller (BOS included if
+                             * wanted); borrowed during submit only */
+    int32_t n_prompt;       /* >= 1 */
+    int32_t max_tokens;     /* generated tokens per choice; <= 0 or more than the context
+                             * allows: capped to n_ctx - n_prompt (the finish reason is then
+                             * "length" when the context fills) */
+    int32_t n;              /* choices, 1 .. HS_ENGINE_MAX_CHOICES (default 1); choice i samples
+                             * with seed sampling.seed + i; the choices share the prompt's KV
+                             * blocks through the prefix cache */
+    struct hs_sampling_params sampling; /* validated with hs_sampling_params_check; logit_bias
+                                         * is copied */
+    const char *const *stop;    /* [n_stop] NUL-terminated stop strings, 1 .. MAX_STOP_BYTES bytes
+                                 * each; generation of a choice ends when its text contains one;
+                                 * the stop string and anything after it is never emitted */
+    int32_t n_stop;             /* 0 .. HS_ENGINE_MAX_STOP */
+    bool logprobs;              /* report each token's log-probability (raw logits' log-softmax) */
+    int32_t top_logprobs;       /* and this many alternatives, 0 .. HS_ENGINE_MAX_TOP_LOGPROBS
+                                 * (needs logprobs) */
+    bool ignore_eos;            /* keep generating past end-of-generation tokens */
+    int64_t timeout_ms;         /* from submit to the final event; 0: the engine's default; < 0:
+                                 * none. On expiry the choices end with HS_FINISH_TIMEOUT */
+    uint64_t id;                /* caller's request id, for logs ("req=<id>") */
+    hs_engine_notify_fn notify; /* may be NULL (then poll or wait) */
+    void *notify_user;
+};
+
+/* Fills r with defaults: n 1, max_tokens 16, hs_sampling_default_params(), no stop, no
+ * logprobs, timeout 0 (engine default). Thread: any. */
+void hs_engine_request_init(struct hs_engine_request *r);
+
+/* Validates and queues r. On HS_OK *out is a new handle (the request's result channel), to be
+ * released with hs_engine_release. Errors (nothing queued, *out NULL):
+ *   HS_E_INVAL     bad values: err says which field and value (prompt empty or holding token
+ *                  ids outside the vocab, prompt alone filling the context, n, stop, logprobs,
+ *                  sampling ranges);
+ *   HS_E_BUSY      the waiting queue is full (max_waiting): retry later (429/503 +
+ *                  Retry-After);
+ *   HS_E_CANCELED  the engine is draining or stopping (503);
+ *   HS_E_NOMEM.
+ * Thread: any (HTTP threads). */
+hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *r,
+                           struct hs_engine_handle **out, struct hs_error *err);
+
+/* ---- results ---- */
+
+enum hs_finish_reason {
+    HS_FINISH_NONE,     /* not finished */
+    HS_FINISH_STOP,     /* end-of-generation token or stop string ("stop") */
+    HS_FINISH_LENGTH,   /* max_tokens or the context reached ("length") */
+    HS_FINISH_CANCELED, /* hs_engine_cancel, release before the end, drain deadline, destroy */
+    HS_FINISH_TIMEOUT,  /* the request's timeout passed */
+    HS_FINISH_ERROR,    /* the forward pass failed (the DONE event's status says how) */
+    HS_FINISH_COUNT,
+};
+/* "stop", "length", "canceled", "timeout", "error", "none"; static. Thread: any. */
+const char *hs_finish_reason_str(enum hs_finish_reason r);
+
+/* One generated token's log-probabilities (log-softmax of the raw logits, before sampling
+ * transforms, as OpenAI reports them). */
+struct hs_token_logprob {
+    hs_token token;
+    float logprob;
+    int32_t n_top; /* top_logprobs of the request, or fewer when the vocab is smaller */
+    hs_token top_ids[HS_ENGINE_MAX_TOP_LOGPROBS]; /* descending, ties by lower id */
+    float top_logprobs[HS_ENGINE_MAX_TOP_LOGPROBS];
+};
+
+struct hs_engine_usage {
+    int32_t prompt_tokens;     /* n_prompt (counted once for all choices) */
+    int32_t completion_tokens; /* generated tokens of all choices, an EOS token included */
+    int32_t cached_tokens;     /* prompt tokens of the first admission found in the prefix
+                                * cache (choices > 0 sharing the first choice's blocks do not
+                                * count) */
+};
+
+enum hs_event_type {
+    HS_EVENT_DELTA, /* new output of one choice; its last one has finish_reason set */
+    HS_EVENT_DONE,  /* every choice has finished: usage and status; the last event */
+    HS_EVENT_COUNT,
+};
+
+/* An event taken from a channel. Pointers are borrowed: valid until the next poll/wait/release
+ * on the same handle. Consecutive outputs of a choice not yet taken are merged into one DELTA
+ * (a slow reader gets fewer, bigger events). */
+struct hs_engine_event {
+    enum hs_event_type type;
+    int32_t choice;   /* DELTA: 0 .. n-1 */
+    const char *text; /* DELTA: newly completed UTF-8 text, never split inside a
+                       * character, never holding (part of) a stop string; NUL-terminated
+                       * at text[n_text]; may be empty (n_text 0) */
+    size_t n_text;
+    const hs_token *tokens; /* DELTA: new token ids [n_tokens] in order (EOS excluded). Text
+                             * may lag behind tokens (held back for an incomplete character or
+                             * a possible stop string); tokens whose text falls after a stop
+                             * string match are still listed */
+    int32_t n_tokens;
+    const struct hs_token_logprob *logprobs; /* DELTA: [n_tokens] when the request asked for
+                                              * logprobs, else NULL */
+    enum hs_finish_reason finish_reason;     /* DELTA: HS_FINISH_NONE until the choice's last
+                                              * DELTA */
+    struct hs_engine_usage usage;            /* DONE */
+    hs_status status; /* DONE: HS_OK, or the forward pass error behind HS_FINISH_ERROR */
+    double ttft_ms;   /* DONE: submit to the first sampled token (0 if none) */
+    double e2e_ms;    /* DONE: submit to done */
+};
+
+/* Takes the next event without blocking: HS_OK with *ev filled; HS_E_BUSY when nothing is
+ * pending yet; HS_E_NOENT after the DONE event was taken (the stream is over). DELTA events of
+ * all choices come before DONE; events of one choice are in order. Thread: any, but one reader
+ * per handle. */
+hs_status hs_engine_poll(struct hs_engine_handle *h, struct hs_engine_event *ev);
+
+/* As hs_engine_poll, waiting up to timeout_ms (< 0: forever) for an event; HS_E_BUSY when the
+ * time passed without one. Thread: any but the engine's. */
+hs_status hs_engine_wait(struct hs_engine_handle *h, struct hs_engine_event *ev,
+                         int64_t timeout_ms);
+
+/* Asks the engine to stop the request (client disconnected): within one engine step its
+ * choices end with HS_FINISH_CANCELED, its KV blocks return to the pool and DONE follows.
+ * No effect once finished. Thread: any. */
+void hs_engine_cancel(struct hs_engine_handle *h);
+
+/* Gives up the caller's reference; cancels the request first if it has not finished. The
+ * handle must not be used afterwards; memory is freed once the engine is done with it too.
+ * NULL: no-op. Thread: any. */
+void hs_engine_release(struct hs_engine_handle *h);
+
+/* The request's id as given in hs_engine_request. Thread: any. */
+uint64_t hs_engine_handle_id(const struct hs_engine_handle *h);
+
+/* ---- metrics ---- */
+
+/* Histogram bucket upper bounds in seconds, as vLLM's (Prometheus "le" labels; +Inf implied). */
+#define HS_ENGINE_TTFT_BUCKETS 22 /* 0.001 .. 2560 s */
+#define HS_ENGINE_TPOT_BUCKETS 19 /* 0.01 .. 80 s */
+#define HS_ENGINE_E2E_BUCKETS  21 /* 0.3 .. 7680 s */
+extern const double hs_engine_ttft_bounds_s[HS_ENGINE_TTFT_BUCKETS];
+extern const double hs_engine_tpot_bounds_s[HS_ENGINE_TPOT_BUCKETS];
+extern const double hs_engine_e2e_bounds_s[HS_ENGINE_E2E_BUCKETS];
+
+/* Cumulative counts as Prometheus wants them: le[i] observations <= bounds[i]; count (the +Inf
+ * bucket) and sum of all observations in seconds. Only the first n_buckets of le are used. */
+struct hs_engine_histogram {
+    int32_t n_buckets;
+    const double *bounds_s; /* static */
+    uint64_t le[HS_ENGINE_TTFT_BUCKETS];
+    uint64_t count;
+    double sum_s;
+};
+
+/* A snapshot of counters (monotonic) and gauges (current). */
+struct hs_engine_metrics {
+    int32_t n_running;           /* gauge: requests with at least one sequence running */
+    int32_t n_waiting;           /* gauge: requests accepted, none of whose sequences run yet */
+    int32_t n_seqs_running;      /* gauge: sequences (choices) running */
+    int32_t kv_blocks_total;     /* gauge */
+    int32_t kv_blocks_used;      /* gauge: held by running sequences */
+    int32_t kv_blocks_cached;    /* gauge: unreferenced, kept for prefix reuse */
+    int32_t kv_blocks_free;      /* gauge */
+    uint64_t requests_submitted; /* counter: accepted by hs_engine_submit */
+    uint64_t requests_rejected;  /* counter: HS_E_BUSY from hs_engine_submit */
+    uint64_t requests_finished[HS_FINISH_COUNT]; /* counter per finish reason (of choices) */
+    uint64_t prompt_tokens;                      /* counter: prompt tokens of accepted requests */
+    uint64_t generation_tokens;                  /* counter: sampled tokens */
+    uint64_t prefix_hit_tokens;      /* counter: prompt tokens found in the prefix cache */
+    uint64_t prefill_tokens;         /* counter: tokens run through the model that were not the
+                                      * previous step's sample (prompt chunks and recomputation) */
+    uint64_t preemptions;            /* counter */
+    uint64_t steps;                  /* counter: forward passes */
+    uint64_t batch_tokens;           /* counter: tokens through the forward pass, all steps */
+    double prefix_hit_rate;          /* prefix_hit_tokens / prompt_tokens (0 when none) */
+    struct hs_engine_histogram ttft; /* time to first token */
+    struct hs_engine_histogram tpot; /* mean time per output token after the first, per choice
+                                      * with >= 2 tokens */
+    struct hs_engine_histogram e2e;  /* submit to done, per request */
+};
+
+/* Copies the current metrics into *m (each field read atomically; fields may be from slightly
+ * different instants). Thread: any. */
+void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *m);
+
+#endif

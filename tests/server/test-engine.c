@@ -1,0 +1,892 @@
+/* The serving engine against a naive single-sequence greedy loop (hs_model_forward + argmax +
+ * float64 log-softmax), on the trained stories260K model: batching, chunked prefill, prefix
+ * caching and preemption must never change a greedy result; stop strings cut exactly;
+ * cancellation, timeouts, queue limits and drain behave as engine.h says. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/common.h"
+#include "model/model.h"
+#include "model/vocab.h"
+#include "server/engine.h"
+
+#define MAX_GEN  512
+#define TEXT_CAP 8192
+
+static struct hs_model *load_model(void)
+{
+    const char *dir = getenv("HS_MODELS_DIR");
+    cr_assert(dir, "HS_MODELS_DIR is not set");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/stories260K.gguf", dir);
+    struct hs_model *m = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_model_load(path, &m, &err), HS_OK, "%s: %s", path, err.message);
+    return m;
+}
+
+static int tokenize(const struct hs_model *m, const char *text, hs_token *out, int cap)
+{
+    size_t n = 0;
+    cr_assert_eq(
+        hs_tokenize(hs_model_vocab(m), text, strlen(text), true, false, out, (size_t)cap, &n),
+        HS_OK);
+    cr_assert(n > 0);
+    return (int)n;
+}
+
+/* ---- naive reference: one sequence, whole prompt, argmax (lowest id on ties) ---- */
+
+struct ref {
+    hs_token toks[MAX_GEN];
+    double lp[MAX_GEN]; /* log-softmax of the chosen token */
+    int n;              /* generated, EOS excluded */
+    bool eos;           /* ended on EOS */
+    char text[TEXT_CAP];
+    size_t n_text;
+};
+
+static void ref_greedy(struct hs_model *m, const hs_token *prompt, int n_prompt, int max_tokens,
+                       bool ignore_eos, struct ref *r)
+{
+    memset(r, 0, sizeof(*r));
+    const int n_ctx = 512;
+    struct hs_context_params cp = hs_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.kv_type = HS_TYPE_F32;
+    cp.backend_params.n_threads = 1;
+    struct hs_context *ctx = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_context_create(m, &cp, &ctx, &err), HS_OK, "%s", err.message);
+    int32_t table[512 / 16];
+    for (int i = 0; i < 512 / 16; i++) {
+        table[i] = i;
+    }
+    hs_token *all = malloc(sizeof(hs_token) * (size_t)(n_prompt + max_tokens + 1));
+    memcpy(all, prompt, sizeof(hs_token) * (size_t)n_prompt);
+    const int32_t n_vocab = hs_model_hparams(m)->n_vocab;
+    const struct hs_vocab *v = hs_model_vocab(m);
+    struct hs_forward_seq fs = {all, n_prompt, 0, table, 1};
+    cr_assert_eq(hs_model_forward(ctx, &fs, 1), HS_OK);
+    int n_all = n_prompt;
+    struct hs_detok dt;
+    hs_detok_init(&dt, v, false);
+    char piece[1024];
+    for (int step = 0; step < max_tokens; step++) {
+        const float *lg = hs_context_logits(ctx);
+        int best = 0;
+        double mx = -INFINITY;
+        for (int i = 0; i < n_vocab; i++) {
+            if ((double)lg[i] > mx) {
+                mx = lg[i];
+                best = i;
+            }
+        }
+        double sum = 0;
+        for (int i = 0; i < n_vocab; i++) {
+            sum += exp((double)lg[i] - mx);
+        }
+        if (!ignore_eos && hs_vocab_is_eog(v, best)) {
+            r->eos = true;
+            break;
+        }
+        r->lp[r->n] = (double)lg[best] - mx - log(sum);
+        r->toks[r->n++] = best;
+        size_t k = hs_detok_push(&dt, best, piece, sizeof(piece));
+        memcpy(r->text + r->n_text, piece, k);
+        r->n_text += k;
+        all[n_all++] = best;
+        if (step + 1 == max_tokens) {
+            break;
+        }
+        fs = (struct hs_forward_seq){all + n_all - 1, 1, n_all - 1, table, 1};
+        cr_assert_eq(hs_model_forward(ctx, &fs, 1), HS_OK);
+    }
+    r->n_text += hs_detok_flush(&dt, r->text + r->n_text, TEXT_CAP - r->n_text);
+    r->text[r->n_text] = '\0';
+    free(all);
+    hs_context_destroy(ctx);
+}
+
+/* ---- engine side ---- */
+
+struct result {
+    hs_token toks[HS_ENGINE_MAX_CHOICES][MAX_GEN];
+    float lp[HS_ENGINE_MAX_CHOICES][MAX_GEN];
+    int n_top[HS_ENGINE_MAX_CHOICES][MAX_GEN];
+    hs_token top0[HS_ENGINE_MAX_CHOICES][MAX_GEN];
+    int n_toks[HS_ENGINE_MAX_CHOICES];
+    char text[HS_ENGINE_MAX_CHOICES][TEXT_CAP];
+    size_t n_text[HS_ENGINE_MAX_CHOICES];
+    enum hs_finish_reason fin[HS_ENGINE_MAX_CHOICES];
+    int n_final[HS_ENGINE_MAX_CHOICES];
+    int n_deltas;
+    bool done;
+    struct hs_engine_usage usage;
+    hs_status status;
+};
+
+/* Reads events until DONE, checking the channel's contracts on the way. */
+static void collect(struct hs_engine_handle *h, struct result *r)
+{
+    struct hs_engine_event ev;
+    for (;;) {
+        hs_status st = hs_engine_wait(h, &ev, 30000);
+        cr_assert_eq(st, HS_OK, "no event within 30 s: %s", hs_status_name(st));
+        if (ev.type == HS_EVENT_DONE) {
+            r->done = true;
+            r->usage = ev.usage;
+            r->status = ev.status;
+            break;
+        }
+        cr_assert_eq(ev.type, HS_EVENT_DELTA);
+        int c = ev.choice;
+        cr_assert(c >= 0 && c < HS_ENGINE_MAX_CHOICES);
+        cr_assert_eq(r->n_final[c], 0, "choice %d got output after its final event", c);
+        cr_assert_eq(ev.text[ev.n_text], '\0');
+        cr_assert(r->n_text[c] + ev.n_text < TEXT_CAP);
+        memcpy(r->text[c] + r->n_text[c], ev.text, ev.n_text);
+        r->n_text[c] += ev.n_text;
+        for (int i = 0; i < ev.n_tokens; i++) {
+            cr_assert(r->n_toks[c] < MAX_GEN);
+            if (ev.logprobs) {
+                const struct hs_token_logprob *l = &ev.logprobs[i];
+                cr_assert_eq(l->token, ev.tokens[i]);
+                cr_assert(l->logprob <= 0.0f);
+                for (int k = 1; k < l->n_top; k++) {
+                    cr_assert(l->top_logprobs[k] <= l->top_logprobs[k - 1]);
+                }
+                r->lp[c][r->n_toks[c]] = l->logprob;
+                r->n_top[c][r->n_toks[c]] = l->n_top;
+                r->top0[c][r->n_toks[c]] = l->n_top > 0 ? l->top_ids[0] : -1;
+            }
+            r->toks[c][r->n_toks[c]++] = ev.tokens[i];
+        }
+        if (ev.finish_reason != HS_FINISH_NONE) {
+            r->fin[c] = ev.finish_reason;
+            r->n_final[c]++;
+        }
+        r->n_deltas++;
+    }
+    cr_assert_eq(hs_engine_poll(h, &ev), HS_E_NOENT, "events after DONE");
+}
+
+static struct hs_engine *make_engine(struct hs_model *m, int n_parallel, int n_ctx, int n_blocks,
+                                     int n_batch)
+{
+    struct hs_engine_params p = hs_engine_default_params();
+    p.n_parallel = n_parallel;
+    p.n_ctx = n_ctx;
+    p.n_kv_blocks = n_blocks;
+    p.n_batch_tokens = n_batch;
+    p.kv_type = HS_TYPE_F32;
+    p.n_threads = getenv("T") ? atoi(getenv("T")) : 2;
+    struct hs_engine *e = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_create(m, &p, &e, &err), HS_OK, "%s", err.message);
+    return e;
+}
+
+static struct hs_engine_handle *submit(struct hs_engine *e, const hs_token *prompt, int n_prompt,
+                                       int max_tokens, bool ignore_eos)
+{
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = prompt;
+    rq.n_prompt = n_prompt;
+    rq.max_tokens = max_tokens;
+    rq.ignore_eos = ignore_eos;
+    rq.sampling.temperature = 0;
+    struct hs_engine_handle *h = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK, "%s", err.message);
+    cr_assert_not_null(h);
+    return h;
+}
+
+static void assert_same_as_ref(const struct result *r, int c, const struct ref *ref, int max_tokens,
+                               const char *what)
+{
+    cr_assert_eq(r->n_toks[c], ref->n, "%s: %d tokens, alone %d", what, r->n_toks[c], ref->n);
+    for (int i = 0; i < ref->n; i++) {
+        cr_assert_eq(r->toks[c][i], ref->toks[i], "%s: token %d is %d, alone %d", what, i,
+                     r->toks[c][i], ref->toks[i]);
+    }
+    cr_assert_eq(r->n_text[c], ref->n_text, "%s: text '%.*s' vs alone '%s'", what,
+                 (int)r->n_text[c], r->text[c], ref->text);
+    cr_assert(!memcmp(r->text[c], ref->text, ref->n_text), "%s: text differs", what);
+    cr_assert_eq(r->n_final[c], 1);
+    enum hs_finish_reason want = ref->eos ? HS_FINISH_STOP : HS_FINISH_LENGTH;
+    cr_assert_eq(r->fin[c], want, "%s: finish %s, expected %s", what,
+                 hs_finish_reason_str(r->fin[c]), hs_finish_reason_str(want));
+    (void)max_tokens;
+}
+
+static void wait_idle(struct hs_engine *e)
+{
+    struct hs_engine_metrics mt;
+    for (int i = 0; i < 5000; i++) {
+        hs_engine_get_metrics(e, &mt);
+        if (mt.n_running == 0 && mt.n_waiting == 0 && mt.n_seqs_running == 0) {
+            return;
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_fail("engine did not go idle");
+}
+
+static const char *const base_prompts[8] = {
+    "Once upon a time",
+    "Lily and Tom went to the park",
+    "The little dog was sad because",
+    "One day, a big red ball",
+    "Tim saw a bird in the sky. He",
+    "Mom said to Sue",
+    "The sun was hot and the kids wanted to",
+    "There was a cat who liked to",
+};
+
+static int make_prompt(struct hs_model *m, int i, hs_token *out, int cap)
+{
+    static const char *const lead[4] = {"", "It was a sunny day. ", "Ben had a toy. ",
+                                        "The End. Once more: "};
+    char text[256];
+    snprintf(text, sizeof(text), "%s%s", lead[(i / 8) % 4], base_prompts[i % 8]);
+    return tokenize(m, text, out, cap);
+}
+
+/* ---- tests ---- */
+
+Test(engine, batching_never_changes_greedy_results)
+{
+    enum { N = 32, MAX_TOK = 40 };
+    struct hs_model *m = load_model();
+    static hs_token prompts[N][64];
+    static int n_prompt[N];
+    static struct ref refs[N];
+    for (int i = 0; i < N; i++) {
+        n_prompt[i] = make_prompt(m, i, prompts[i], 64);
+        ref_greedy(m, prompts[i], n_prompt[i], MAX_TOK, false, &refs[i]);
+    }
+    int longest = 0;
+    for (int i = 0; i < N; i++) {
+        longest = HS_MAX(longest, n_prompt[i]);
+    }
+    cr_assert_gt(longest, 2 * 12, "some prompt needs three chunks");
+    /* 8 running at once, a 12-token budget: prompts are prefilled in chunks beside decodes */
+    struct hs_engine *e = make_engine(m, 8, 256, 0, 12);
+    struct hs_engine_handle *h[N];
+    for (int i = 0; i < N; i++) {
+        h[i] = submit(e, prompts[i], n_prompt[i], MAX_TOK, false);
+    }
+    struct result *r = calloc(1, sizeof(*r));
+    int total_completion = 0, total_prompt = 0;
+    for (int i = 0; i < N; i++) {
+        memset(r, 0, sizeof(*r));
+        collect(h[i], r);
+        char what[32];
+        snprintf(what, sizeof(what), "request %d", i);
+        assert_same_as_ref(r, 0, &refs[i], MAX_TOK, what);
+        cr_assert_eq(r->status, HS_OK);
+        cr_assert_eq(r->usage.prompt_tokens, n_prompt[i]);
+        cr_assert_eq(r->usage.completion_tokens, refs[i].n + (refs[i].eos ? 1 : 0));
+        total_completion += r->usage.completion_tokens;
+        total_prompt += n_prompt[i];
+        hs_engine_release(h[i]);
+    }
+    wait_idle(e);
+    struct hs_engine_metrics mt;
+    hs_engine_get_metrics(e, &mt);
+    cr_assert_eq(mt.requests_submitted, N);
+    cr_assert_eq(mt.generation_tokens, (uint64_t)total_completion);
+    cr_assert_eq(mt.prompt_tokens, (uint64_t)total_prompt);
+    cr_assert_eq(mt.e2e.count, N);
+    cr_assert_eq(mt.ttft.count, N);
+    cr_assert_eq(mt.kv_blocks_used, 0);
+    cr_assert(mt.steps < (uint64_t)total_completion, "no batching: %llu steps",
+              (unsigned long long)mt.steps);
+    cr_assert_eq(mt.requests_finished[HS_FINISH_STOP] + mt.requests_finished[HS_FINISH_LENGTH], N);
+    free(r);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+Test(engine, cancel_returns_every_kv_block)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 4, 512, 0, 64);
+    hs_token p[64];
+    struct hs_engine_handle *h[5];
+    for (int i = 0; i < 4; i++) {
+        int n = make_prompt(m, i, p, 64);
+        h[i] = submit(e, p, n, 450, true);
+    }
+    /* wait for output from each, then cancel mid-generation */
+    struct hs_engine_event ev;
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(hs_engine_wait(h[i], &ev, 10000), HS_OK);
+        cr_assert_eq(ev.type, HS_EVENT_DELTA);
+        hs_engine_cancel(h[i]);
+    }
+    struct result *r = calloc(1, sizeof(*r));
+    for (int i = 0; i < 4; i++) {
+        memset(r, 0, sizeof(*r));
+        collect(h[i], r);
+        cr_assert_eq(r->fin[0], HS_FINISH_CANCELED);
+        cr_assert_lt(r->usage.completion_tokens, 450);
+        hs_engine_release(h[i]);
+    }
+    /* a request released without being read is canceled too */
+    int n = make_prompt(m, 5, p, 64);
+    h[4] = submit(e, p, n, 450, true);
+    hs_engine_release(h[4]);
+    wait_idle(e);
+    struct hs_engine_metrics mt;
+    hs_engine_get_metrics(e, &mt);
+    cr_assert_eq(mt.kv_blocks_used, 0, "%d blocks still held", mt.kv_blocks_used);
+    cr_assert_eq(mt.kv_blocks_free + mt.kv_blocks_cached, mt.kv_blocks_total);
+    cr_assert_eq(mt.requests_finished[HS_FINISH_CANCELED], 5);
+    free(r);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+Test(engine, shared_prompt_hits_the_prefix_cache)
+{
+    struct hs_model *m = load_model();
+    const char *story =
+        "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+        "park. One day, she saw a big, red ball. She wanted to play with it, but it was too "
+        "high. Lily asked her mom for help.";
+    char text[512];
+    hs_token p1[256], p2[256];
+    snprintf(text, sizeof(text), "%s Her mom", story);
+    int n1 = tokenize(m, text, p1, 256);
+    snprintf(text, sizeof(text), "%s Then the dog", story);
+    int n2 = tokenize(m, text, p2, 256);
+    cr_assert_gt(n1, 40);
+    struct ref ref2;
+    ref_greedy(m, p2, n2, 20, false, &ref2);
+    struct hs_engine *e = make_engine(m, 4, 512, 0, 512);
+    struct result *r = calloc(1, sizeof(*r));
+    struct hs_engine_handle *h = submit(e, p1, n1, 8, false);
+    collect(h, r);
+    cr_assert_eq(r->usage.cached_tokens, 0);
+    hs_engine_release(h);
+    memset(r, 0, sizeof(*r));
+    h = submit(e, p2, n2, 20, false);
+    collect(h, r);
+    hs_engine_release(h);
+    int common = 0;
+    while (p1[common] == p2[common]) {
+        common++;
+    }
+    cr_assert_gt(r->usage.cached_tokens, 0);
+    cr_assert_eq(r->usage.cached_tokens % 16, 0, "only whole blocks are shared");
+    cr_assert_leq(r->usage.cached_tokens, common);
+    cr_assert_gt(r->usage.cached_tokens, common - 16);
+    assert_same_as_ref(r, 0, &ref2, 20, "cached prompt");
+    struct hs_engine_metrics mt;
+    hs_engine_get_metrics(e, &mt);
+    cr_assert_eq(mt.prefix_hit_tokens, (uint64_t)r->usage.cached_tokens);
+    cr_assert_float_eq(mt.prefix_hit_rate, (double)r->usage.cached_tokens / (n1 + n2), 1e-12);
+    free(r);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+Test(engine, tiny_kv_pool_preempts_and_still_matches)
+{
+    enum { N = 6, MAX_TOK = 60 };
+    struct hs_model *m = load_model();
+    static hs_token prompts[N][64];
+    static int n_prompt[N];
+    static struct ref refs[N];
+    for (int i = 0; i < N; i++) {
+        n_prompt[i] = make_prompt(m, i + 8, prompts[i], 64);
+        ref_greedy(m, prompts[i], n_prompt[i], MAX_TOK, true, &refs[i]);
+    }
+    /* 6 blocks of 16: one context of 96 tokens; every request needs ~4-5 blocks */
+    struct hs_engine *e = make_engine(m, 4, 96, 6, 10);
+    struct hs_engine_handle *h[N];
+    for (int i = 0; i < N; i++) {
+        h[i] = submit(e, prompts[i], n_prompt[i], MAX_TOK, true);
+    }
+    struct result *r = calloc(1, sizeof(*r));
+    for (int i = 0; i < N; i++) {
+        memset(r, 0, sizeof(*r));
+        collect(h[i], r);
+        char what[32];
+        snprintf(what, sizeof(what), "request %d", i);
+        assert_same_as_ref(r, 0, &refs[i], MAX_TOK, what);
+        hs_engine_release(h[i]);
+    }
+    wait_idle(e);
+    struct hs_engine_metrics mt;
+    hs_engine_get_metrics(e, &mt);
+    cr_assert_gt(mt.preemptions, 0, "the pool was never short");
+    cr_assert_eq(mt.kv_blocks_used, 0);
+    cr_assert_eq(mt.kv_blocks_total, 6);
+    free(r);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+/* Runs one greedy request with stop strings and checks its text is the reference text cut
+ * before the earliest match. */
+static void check_stop(struct hs_engine *e, struct hs_model *m, const hs_token *p, int n,
+                       const struct ref *ref, const char *const *stops, int n_stop)
+{
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = p;
+    rq.n_prompt = n;
+    rq.max_tokens = 60;
+    rq.sampling.temperature = 0;
+    rq.stop = stops;
+    rq.n_stop = n_stop;
+    struct hs_engine_handle *h = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK, "%s", err.message);
+    struct result *r = calloc(1, sizeof(*r));
+    collect(h, r);
+    hs_engine_release(h);
+    /* naive: earliest occurrence of any stop in the whole reference text */
+    size_t cut = ref->n_text;
+    for (int i = 0; i < n_stop; i++) {
+        const char *hit = strstr(ref->text, stops[i]);
+        if (hit && (size_t)(hit - ref->text) < cut) {
+            cut = (size_t)(hit - ref->text);
+        }
+    }
+    r->text[0][r->n_text[0]] = '\0';
+    cr_assert_eq(r->n_text[0], cut, "stop '%s': got '%s', want '%.*s'", stops[0], r->text[0],
+                 (int)cut, ref->text);
+    cr_assert(!memcmp(r->text[0], ref->text, cut));
+    if (cut < ref->n_text) {
+        cr_assert_eq(r->fin[0], HS_FINISH_STOP);
+        cr_assert_leq(r->n_toks[0], ref->n);
+        /* the tokens are the reference's, up to the one that completed the match */
+        for (int i = 0; i < r->n_toks[0]; i++) {
+            cr_assert_eq(r->toks[0][i], ref->toks[i]);
+        }
+    } else {
+        cr_assert_eq(r->fin[0], ref->eos ? HS_FINISH_STOP : HS_FINISH_LENGTH);
+    }
+    (void)m;
+    free(r);
+}
+
+Test(engine, stop_strings_cut_exactly_and_never_leak)
+{
+    struct hs_model *m = load_model();
+    hs_token p[64];
+    int n = tokenize(m, "Once upon a time", p, 64);
+    struct ref ref;
+    ref_greedy(m, p, n, 60, false, &ref);
+    cr_assert_gt(ref.n_text, 40);
+    struct hs_engine *e = make_engine(m, 2, 256, 0, 64);
+    /* texts taken from the reference itself so they do occur, at various places */
+    char s_mid[16], s_word[16], s_one[4], s_end[16];
+    memcpy(s_mid, ref.text + 20, 7); /* likely spans tokens */
+    s_mid[7] = '\0';
+    memcpy(s_word, ref.text + 5, 3);
+    s_word[3] = '\0';
+    s_one[0] = ref.text[ref.n_text / 2];
+    s_one[1] = '\0';
+    memcpy(s_end, ref.text + ref.n_text - 5, 5);
+    s_end[5] = '\0';
+    const char *a[] = {s_mid};
+    check_stop(e, m, p, n, &ref, a, 1);
+    const char *b[] = {s_mid, s_word}; /* the earlier one wins */
+    check_stop(e, m, p, n, &ref, b, 2);
+    const char *c[] = {s_one};
+    check_stop(e, m, p, n, &ref, c, 1);
+    const char *d[] = {"zzqqzz never", s_end};
+    check_stop(e, m, p, n, &ref, d, 2);
+    /* a stop that never occurs but whose first bytes often do: everything is emitted */
+    char s_prefix[32];
+    snprintf(s_prefix, sizeof(s_prefix), "%.3sXYZ", ref.text + 10);
+    const char *f[] = {s_prefix};
+    check_stop(e, m, p, n, &ref, f, 1);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+Test(engine, n_choices_share_the_prompt)
+{
+    struct hs_model *m = load_model();
+    hs_token p[64];
+    int n = make_prompt(m, 9, p, 64);
+    struct ref ref;
+    ref_greedy(m, p, n, 30, false, &ref);
+    struct hs_engine *e = make_engine(m, 4, 256, 0, 64);
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = p;
+    rq.n_prompt = n;
+    rq.max_tokens = 30;
+    rq.n = 3;
+    rq.sampling.temperature = 0;
+    rq.logprobs = true;
+    rq.top_logprobs = 3;
+    struct hs_engine_handle *h = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK, "%s", err.message);
+    struct result *r = calloc(1, sizeof(*r));
+    collect(h, r);
+    hs_engine_release(h);
+    int completion = 0;
+    for (int c = 0; c < 3; c++) {
+        assert_same_as_ref(r, c, &ref, 30, "greedy choice");
+        for (int i = 0; i < ref.n; i++) {
+            cr_assert(fabs(r->lp[c][i] - ref.lp[i]) < 1e-4, "logprob %d: %g vs %g", i,
+                      (double)r->lp[c][i], ref.lp[i]);
+            cr_assert_eq(r->n_top[c][i], 3);
+            cr_assert_eq(r->top0[c][i], ref.toks[i], "greedy picks the most likely token");
+        }
+        completion += ref.n + (ref.eos ? 1 : 0);
+    }
+    cr_assert_eq(r->n_final[3], 0);
+    cr_assert_eq(r->usage.completion_tokens, completion);
+    cr_assert_eq(r->usage.prompt_tokens, n);
+
+    /* sampled: three different seeds, three choices, each with exactly one final event */
+    rq.sampling = hs_sampling_default_params();
+    rq.sampling.temperature = 1.5f;
+    rq.sampling.seed = 42;
+    rq.ignore_eos = true;
+    rq.logprobs = false;
+    rq.top_logprobs = 0;
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK, "%s", err.message);
+    memset(r, 0, sizeof(*r));
+    collect(h, r);
+    hs_engine_release(h);
+    for (int c = 0; c < 3; c++) {
+        cr_assert_eq(r->n_final[c], 1);
+        cr_assert_eq(r->fin[c], HS_FINISH_LENGTH);
+        cr_assert_eq(r->n_toks[c], 30);
+    }
+    cr_assert(memcmp(r->toks[0], r->toks[1], sizeof(r->toks[0])) ||
+                  memcmp(r->toks[1], r->toks[2], sizeof(r->toks[0])),
+              "three seeds gave three equal samples");
+    cr_assert_eq(r->usage.completion_tokens, 90);
+    wait_idle(e);
+    struct hs_engine_metrics mt;
+    hs_engine_get_metrics(e, &mt);
+    cr_assert_eq(mt.kv_blocks_used, 0);
+    free(r);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+Test(engine, full_queue_gives_busy)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine_params p = hs_engine_default_params();
+    p.n_parallel = 1;
+    p.n_ctx = 512;
+    p.max_waiting = 2;
+    p.kv_type = HS_TYPE_F32;
+    p.n_threads = 1;
+    struct hs_engine *e = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_create(m, &p, &e, &err), HS_OK, "%s", err.message);
+    hs_token tok[64];
+    int n = make_prompt(m, 0, tok, 64);
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = tok;
+    rq.n_prompt = n;
+    rq.max_tokens = 480;
+    rq.ignore_eos = true;
+    struct hs_engine_handle *h[10] = {0};
+    int ok = 0, busy = 0;
+    for (int i = 0; i < 10; i++) {
+        hs_status st = hs_engine_submit(e, &rq, &h[ok], &err);
+        if (st == HS_OK) {
+            ok++;
+        } else {
+            cr_assert_eq(st, HS_E_BUSY, "%s", hs_status_name(st));
+            cr_assert_null(h[ok]);
+            cr_assert_gt(strlen(err.message), 0);
+            busy++;
+        }
+    }
+    cr_assert_leq(ok, 3, "one running plus max_waiting 2, got %d", ok);
+    cr_assert_geq(ok, 2);
+    cr_assert_eq(busy, 10 - ok);
+    struct hs_engine_metrics mt;
+    hs_engine_get_metrics(e, &mt);
+    cr_assert_eq(mt.requests_rejected, (uint64_t)busy);
+    for (int i = 0; i < ok; i++) {
+        hs_engine_release(h[i]);
+    }
+    wait_idle(e);
+    /* room again */
+    rq.max_tokens = 4;
+    struct hs_engine_handle *h2 = NULL;
+    cr_assert_eq(hs_engine_submit(e, &rq, &h2, &err), HS_OK);
+    hs_engine_release(h2);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+Test(engine, drain_finishes_in_flight_work)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 2, 256, 0, 64);
+    hs_token p[64];
+    struct hs_engine_handle *h[4];
+    for (int i = 0; i < 4; i++) {
+        int n = make_prompt(m, i, p, 64);
+        h[i] = submit(e, p, n, 40, true); /* 4 requests, 2 at a time: 2 wait */
+    }
+    cr_assert_eq(hs_engine_drain(e, 30000), HS_OK);
+    struct hs_engine_handle *late = NULL;
+    struct hs_error err = {0};
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = p;
+    rq.n_prompt = 3;
+    cr_assert_eq(hs_engine_submit(e, &rq, &late, &err), HS_E_CANCELED);
+    cr_assert_null(late);
+    struct result *r = calloc(1, sizeof(*r));
+    for (int i = 0; i < 4; i++) {
+        memset(r, 0, sizeof(*r));
+        collect(h[i], r);
+        cr_assert_eq(r->fin[0], HS_FINISH_LENGTH);
+        cr_assert_eq(r->n_toks[0], 40);
+        hs_engine_release(h[i]);
+    }
+    free(r);
+    hs_engine_destroy(e);
+
+    /* a deadline that passes cancels the rest */
+    e = make_engine(m, 2, 512, 0, 64);
+    int n = make_prompt(m, 1, p, 64);
+    struct hs_engine_handle *g = submit(e, p, n, 480, true);
+    cr_assert_eq(hs_engine_drain(e, 1), HS_E_BUSY);
+    r = calloc(1, sizeof(*r));
+    collect(g, r);
+    cr_assert_eq(r->fin[0], HS_FINISH_CANCELED);
+    hs_engine_release(g);
+    free(r);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+Test(engine, timeouts_end_requests)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 2, 512, 0, 64);
+    hs_token p[64];
+    int n = make_prompt(m, 2, p, 64);
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = p;
+    rq.n_prompt = n;
+    rq.max_tokens = 480;
+    rq.ignore_eos = true;
+    rq.timeout_ms = 5;
+    struct hs_engine_handle *h = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK);
+    struct result *r = calloc(1, sizeof(*r));
+    collect(h, r);
+    hs_engine_release(h);
+    cr_assert_eq(r->fin[0], HS_FINISH_TIMEOUT);
+    cr_assert_lt(r->n_toks[0], 480);
+    wait_idle(e);
+    struct hs_engine_metrics mt;
+    hs_engine_get_metrics(e, &mt);
+    cr_assert_eq(mt.requests_finished[HS_FINISH_TIMEOUT], 1);
+    cr_assert_eq(mt.kv_blocks_used, 0);
+    free(r);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+Test(engine, bad_requests_are_rejected_and_max_tokens_capped)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 2, 64, 0, 64);
+    hs_token p[80];
+    for (int i = 0; i < 80; i++) {
+        p[i] = 100 + i;
+    }
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = p;
+    struct hs_engine_handle *h = NULL;
+    struct hs_error err = {0};
+    rq.n_prompt = 0;
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_E_INVAL);
+    rq.n_prompt = 64; /* fills the context alone */
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_E_INVAL);
+    cr_assert(strstr(err.message, "64"), "%s", err.message);
+    rq.n_prompt = 10;
+    rq.n = 0;
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_E_INVAL);
+    rq.n = 1;
+    rq.top_logprobs = 2;
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_E_INVAL);
+    rq.top_logprobs = 0;
+    rq.sampling.top_p = 1.5f;
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_E_INVAL);
+    cr_assert(strstr(err.message, "top_p"), "%s", err.message);
+    rq.sampling.top_p = 0.9f;
+    const char *stops[] = {""};
+    rq.stop = stops;
+    rq.n_stop = 1;
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_E_INVAL);
+    rq.n_stop = 0;
+    p[3] = 512; /* the vocab has 512 tokens */
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_E_INVAL);
+    cr_assert_null(h);
+    p[3] = 103;
+    /* too many tokens asked: capped to what the context allows */
+    rq.n_prompt = 50;
+    rq.max_tokens = 1000;
+    rq.ignore_eos = true;
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK, "%s", err.message);
+    struct result *r = calloc(1, sizeof(*r));
+    collect(h, r);
+    hs_engine_release(h);
+    cr_assert_eq(r->fin[0], HS_FINISH_LENGTH);
+    cr_assert_eq(r->n_toks[0], 64 - 50);
+    free(r);
+    struct hs_engine_params bad = hs_engine_default_params();
+    bad.n_ctx = 256;
+    bad.n_kv_blocks = 8; /* 128 tokens < one context */
+    struct hs_engine *e2 = NULL;
+    cr_assert_eq(hs_engine_create(m, &bad, &e2, &err), HS_E_INVAL);
+    cr_assert_null(e2);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+static atomic_int notified;
+static atomic_int notified_wrong_user;
+
+/* Runs on the engine thread: no Criterion asserts here. */
+static void on_notify(void *user)
+{
+    if (user != &notified) {
+        atomic_fetch_add(&notified_wrong_user, 1);
+    }
+    atomic_fetch_add(&notified, 1);
+}
+
+Test(engine, notify_hook_and_destroy_with_live_handles)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 2, 256, 0, 64);
+    hs_token p[64];
+    int n = make_prompt(m, 3, p, 64);
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = p;
+    rq.n_prompt = n;
+    rq.max_tokens = 12;
+    rq.ignore_eos = true;
+    rq.notify = on_notify;
+    rq.notify_user = &notified;
+    atomic_store(&notified, 0);
+    struct hs_engine_handle *h = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK);
+    struct result *r = calloc(1, sizeof(*r));
+    collect(h, r);
+    hs_engine_release(h);
+    int k = atomic_load(&notified);
+    cr_assert(k >= 1 && k <= 12, "%d notifications for 12 tokens", k);
+    cr_assert_eq(atomic_load(&notified_wrong_user), 0);
+    /* a long request still running when the engine is destroyed: canceled, handle still valid */
+    rq.max_tokens = 400;
+    rq.notify = NULL;
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK);
+    hs_engine_destroy(e);
+    memset(r, 0, sizeof(*r));
+    collect(h, r);
+    cr_assert_eq(r->fin[0], HS_FINISH_CANCELED);
+    hs_engine_release(h);
+    free(r);
+    hs_model_destroy(m);
+}
+
+/* An asynchronous reader as api/ will write one: everything happens in the notify hook,
+ * which polls and finally releases the handle on the engine thread. */
+struct async_reader {
+    pthread_mutex_t mu;
+    struct hs_engine_handle *h;
+    atomic_bool released;
+    atomic_int n_tokens;
+    atomic_int n_done;
+};
+
+static void async_notify(void *user)
+{
+    struct async_reader *a = user;
+    pthread_mutex_lock(&a->mu); /* until submit has returned the handle */
+    struct hs_engine_handle *h = a->h;
+    pthread_mutex_unlock(&a->mu);
+    if (!h || atomic_load(&a->released)) {
+        return;
+    }
+    struct hs_engine_event ev;
+    while (hs_engine_poll(h, &ev) == HS_OK) {
+        if (ev.type == HS_EVENT_DELTA) {
+            atomic_fetch_add(&a->n_tokens, ev.n_tokens);
+        } else {
+            atomic_fetch_add(&a->n_done, 1);
+            atomic_store(&a->released, true);
+            hs_engine_release(h);
+            return;
+        }
+    }
+}
+
+Test(engine, notify_hook_may_poll_and_release)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 2, 256, 0, 64);
+    hs_token p[64];
+    int n = make_prompt(m, 4, p, 64);
+    static struct async_reader a;
+    pthread_mutex_init(&a.mu, NULL);
+    a.h = NULL;
+    atomic_store(&a.released, false);
+    atomic_store(&a.n_tokens, 0);
+    atomic_store(&a.n_done, 0);
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = p;
+    rq.n_prompt = n;
+    rq.max_tokens = 20;
+    rq.ignore_eos = true;
+    rq.notify = async_notify;
+    rq.notify_user = &a;
+    struct hs_error err = {0};
+    pthread_mutex_lock(&a.mu);
+    cr_assert_eq(hs_engine_submit(e, &rq, &a.h, &err), HS_OK);
+    pthread_mutex_unlock(&a.mu);
+    for (int i = 0; i < 20000 && !atomic_load(&a.released); i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert(atomic_load(&a.released), "the hook never saw DONE");
+    cr_assert_eq(atomic_load(&a.n_tokens), 20);
+    cr_assert_eq(atomic_load(&a.n_done), 1);
+    wait_idle(e);
+    hs_engine_destroy(e);
+    pthread_mutex_destroy(&a.mu);
+    hs_model_destroy(m);
+}
