@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # hetserve's one entry point for newcomers and CI.
-#   scripts/dev.sh run [-- extra generate flags]   install what is missing, build, generate text
-#                                                  with the default model
+#   scripts/dev.sh run [-- extra serve flags]      install what is missing, build, and start the
+#                                                  OpenAI-compatible server on the default model
 #   scripts/dev.sh test                            install, build, run every test: the normal
 #                                                  build, an ASan+UBSan build, and bounded fuzzing
 #   scripts/dev.sh deps | build                    the individual steps
-# Environment: HETSERVE_MODEL (default ../shared/models/stories260K.gguf), FUZZ_SECONDS (per
+# Environment: HETSERVE_MODEL (default ../shared/models/stories260K.gguf), PORT (8080), FUZZ_SECONDS (per
 # target, default 30), JOBS (default: nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,8 +79,11 @@ run() {
     deps
     build
     local model; model=$(default_model)
-    log "generating with $model"
-    build/api/hetserve generate -m "$model" -p "Once upon a time" -n 200 --temp 0.8 --seed 1 "$@"
+    local port=${PORT:-8080}
+    log "serving $model on http://127.0.0.1:$port (Ctrl-C stops it); try:"
+    printf '  curl -s http://127.0.0.1:%s/v1/completions -H "Content-Type: application/json" \\\n    -d %s\n' \
+        "$port" "'{\"prompt\": \"Once upon a time\", \"max_tokens\": 64}'" >&2
+    exec build/api/hetserve serve -m "$model" --port "$port" "$@"
 }
 
 fuzz() {
