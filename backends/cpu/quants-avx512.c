@@ -73,28 +73,84 @@ INLINE __m512 load16_f16(const void *p, int64_t i, __mmask16 m)
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
 }
 
+INLINE float scalar_f32(const void *p, int64_t i)
+{
+    return ((const float *)p)[i];
+}
+
+INLINE float scalar_f16(const void *p, int64_t i)
+{
+    return f16(((const uint16_t *)p)[i]);
+}
+
+/* Summation order of ggml's ggml_vec_dot_f32 / ggml_vec_dot_f16 on AVX-512 (GGML_F32_STEP =
+ * GGML_F16_STEP = 64): four 16-lane FMA accumulators over 64-element steps, reduced as
+ * (a0 + a2) + (a1 + a3) and then across lanes; the n % 64 tail is added in double, each product
+ * rounded to float first. llama.cpp's CPU backend runs F32 and F16 weight products through these
+ * (not llamafile's sgemm), so matching the order makes results bit-identical. Four accumulators
+ * per dot product leave registers for at most 2 x 2 dot products at once. */
 #define FLOAT_TILE(t)                                                                          \
+    INLINE void t##_tile2(int64_t n, float *s, size_t bs, const void *w, size_t ws,           \
+                          const void *x, size_t xs, const int NR, const int NC)                \
+    {                                                                                          \
+        __m512 acc[2][2][4];                                                                   \
+        for (int r = 0; r < NR; r++) {                                                         \
+            for (int c = 0; c < NC; c++) {                                                     \
+                for (int k = 0; k < 4; k++) {                                                  \
+                    acc[r][c][k] = _mm512_setzero_ps();                                        \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        const int64_t np = n & ~(int64_t)63;                                                   \
+        for (int64_t i = 0; i < np; i += 64) {                                                 \
+            for (int k = 0; k < 4; k++) {                                                      \
+                __m512 xv[2];                                                                  \
+                for (int c = 0; c < NC; c++) {                                                 \
+                    xv[c] = load16_##t(ROWP(x, c, xs), i + 16 * k, 0xFFFF);                    \
+                }                                                                              \
+                for (int r = 0; r < NR; r++) {                                                 \
+                    const __m512 wv = load16_##t(ROWP(w, r, ws), i + 16 * k, 0xFFFF);          \
+                    for (int c = 0; c < NC; c++) {                                             \
+                        acc[r][c][k] = _mm512_fmadd_ps(wv, xv[c], acc[r][c][k]);               \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (int r = 0; r < NR; r++) {                                                         \
+            for (int c = 0; c < NC; c++) {                                                     \
+                const __m512 a02 = _mm512_add_ps(acc[r][c][0], acc[r][c][2]);                  \
+                const __m512 a13 = _mm512_add_ps(acc[r][c][1], acc[r][c][3]);                  \
+                double sum = (double)_mm512_reduce_add_ps(_mm512_add_ps(a02, a13));            \
+                for (int64_t i = np; i < n; i++) {                                             \
+                    sum += (double)(scalar_##t(ROWP(w, r, ws), i) *                            \
+                                    scalar_##t(ROWP(x, c, xs), i));                            \
+                }                                                                              \
+                s[(size_t)c * bs + (size_t)r] = (float)sum;                                    \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
     INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,            \
                          const void *x, size_t xs, const int NR, const int NC, int unused)     \
     {                                                                                          \
         (void)unused;                                                                          \
-        __m512 acc[4][4];                                                                      \
-        ACC_INIT(acc)                                                                          \
-        for (int64_t i = 0; i < n; i += 16) {                                                  \
-            const __mmask16 m =                                                                \
-                n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);            \
-            __m512 xv[4];                                                                      \
-            for (int c = 0; c < NC; c++) {                                                     \
-                xv[c] = load16_##t(ROWP(x, c, xs), i, m);                                      \
-            }                                                                                  \
-            for (int r = 0; r < NR; r++) {                                                     \
-                const __m512 wv = load16_##t(ROWP(w, r, ws), i, m);                            \
-                for (int c = 0; c < NC; c++) {                                                 \
-                    acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);                         \
+        for (int r = 0; r < NR; r += 2) {                                                      \
+            for (int c = 0; c < NC; c += 2) {                                                  \
+                const int nr2 = NR - r < 2 ? NR - r : 2;                                       \
+                const int nc2 = NC - c < 2 ? NC - c : 2;                                       \
+                float *s2 = s + (size_t)c * bs + (size_t)r;                                    \
+                const void *w2 = ROWP(w, r, ws);                                               \
+                const void *x2 = ROWP(x, c, xs);                                               \
+                if (nr2 == 2 && nc2 == 2) {                                                    \
+                    t##_tile2(n, s2, bs, w2, ws, x2, xs, 2, 2);                                \
+                } else if (nr2 == 2) {                                                         \
+                    t##_tile2(n, s2, bs, w2, ws, x2, xs, 2, 1);                                \
+                } else if (nc2 == 2) {                                                         \
+                    t##_tile2(n, s2, bs, w2, ws, x2, xs, 1, 2);                                \
+                } else {                                                                       \
+                    t##_tile2(n, s2, bs, w2, ws, x2, xs, 1, 1);                                \
                 }                                                                              \
             }                                                                                  \
         }                                                                                      \
-        ACC_STORE(acc)                                                                         \
     }
 
 FLOAT_TILE(f32)
