@@ -355,8 +355,10 @@ static void hs__rope_fn(void *ctx, int ith, int nth)
                 const float s = cache[2 * i + 1];
                 const float x0 = v[i0];
                 const float x1 = v[i1];
-                v[i0] = x0 * c - x1 * s;
-                v[i1] = x0 * s + x1 * c;
+                /* As llama.cpp's build, which contracts x0 * c - x1 * s into an FMA
+                 * on the first product (ggml's rotate_pairs under -ffp-contract=fast). */
+                v[i0] = fmaf(x0, c, -(x1 * s));
+                v[i1] = fmaf(x0, s, x1 * c);
             }
         }
     }
