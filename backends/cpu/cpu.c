@@ -423,9 +423,14 @@ struct hs__attn_task {
     size_t tls_stride;
 };
 
-/* Online softmax (flash-attention style) for one query row of one head. As ggml's CPU flash
- * attention: with an f16 K, q is rounded to f16 and q.k runs in f16 -> f32; with an f16 V, the
- * running sum of V rows is kept in f16 (rounded after every update); with f32 V, in f32. */
+/* Online softmax (flash-attention style) for one query row of one head, following ggml's CPU
+ * flash attention for fewer than 64 query rows and fewer than 512 KV cells (its "one_chunk"
+ * path; llama.cpp compiles it with FMA contraction, which the fmaf calls below reproduce):
+ * - with an f16 K, q is rounded to f16 and q.k is K's vec_dot (f16 -> f32 products);
+ * - with an f16 V, the running sum of V rows VKQ is kept in f16: a new maximum rescales it as
+ *   f16(VKQ * ms), each row adds as f16(fma(v, vs, VKQ)) (ggml_vec_scale_f16 / _mad_f16);
+ *   with an f32 V, the same in f32;
+ * - the running denominator is S = fma(S, ms, vs); the result is VKQ * (1 / S). */
 static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq *seq,
                          const float *q, int64_t kvh, int64_t n_ctx, float *out, float *buf)
 {
@@ -433,10 +438,10 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     const int64_t hd = t->hd;
     const int64_t bs = a->block_size;
     const bool v_f16 = a->v_cache->type == HS_TYPE_F16;
-    float *acc = buf;               /* [hd] running sum of p * v */
+    float *acc = buf;               /* [hd] running sum of p * v (f32 V) */
     float *vrow = buf + hd;         /* [hd] V row in f32 */
     void *qconv = buf + 2 * hd;     /* [hd] q in K's type */
-    uint16_t *h16 = (uint16_t *)(buf + 3 * hd); /* [hd] f16 rounding buffer */
+    uint16_t *acc16 = (uint16_t *)(buf + 3 * hd); /* [hd] running sum in f16 (f16 V) */
 
     const void *qk = q;
     if (a->k_cache->type != HS_TYPE_F32) {
@@ -444,6 +449,7 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
         qk = qconv;
     }
     memset(acc, 0, (size_t)hd * sizeof(float));
+    memset(acc16, 0, (size_t)hd * sizeof(uint16_t));
     float m = -INFINITY;
     float sum = 0.0f;
     for (int64_t p = 0; p < n_ctx; p++) {
@@ -464,30 +470,35 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
         } else {
             vs = expf(s - m);
         }
-        const float *v;
         if (v_f16) {
+            t->f16->to_float(acc16, acc, hd);
             t->f16->to_float(vr, vrow, hd);
-            v = vrow;
-        } else {
-            v = (const float *)vr;
-        }
-        if (rescale) {
+            if (rescale) {
+                for (int64_t d = 0; d < hd; d++) {
+                    acc[d] *= ms;
+                }
+                t->f16->from_float(acc, acc16, hd);
+                t->f16->to_float(acc16, acc, hd);
+            }
             for (int64_t d = 0; d < hd; d++) {
-                acc[d] *= ms;
+                acc[d] = fmaf(vrow[d], vs, acc[d]);
             }
-            if (v_f16) {
-                t->f16->from_float(acc, h16, hd);
-                t->f16->to_float(h16, acc, hd);
+            t->f16->from_float(acc, acc16, hd);
+        } else {
+            const float *v = (const float *)vr;
+            if (rescale) {
+                for (int64_t d = 0; d < hd; d++) {
+                    acc[d] *= ms;
+                }
+            }
+            for (int64_t d = 0; d < hd; d++) {
+                acc[d] = fmaf(v[d], vs, acc[d]);
             }
         }
-        for (int64_t d = 0; d < hd; d++) {
-            acc[d] += v[d] * vs;
-        }
-        if (v_f16) {
-            t->f16->from_float(acc, h16, hd);
-            t->f16->to_float(h16, acc, hd);
-        }
-        sum = sum * ms + vs;
+        sum = fmaf(sum, ms, vs);
+    }
+    if (v_f16) {
+        t->f16->to_float(acc16, acc, hd);
     }
     const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
     for (int64_t d = 0; d < hd; d++) {
