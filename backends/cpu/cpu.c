@@ -26,6 +26,7 @@ struct hs_cpu_backend {
     size_t act_bytes; /* capacity of act */
     float *tls;       /* per-thread scratch [n_threads][tls_stride]; owns */
     size_t tls_stride;
+    enum hs_isa isa; /* detected at creation */
 };
 
 static struct hs_cpu_backend *hs__cpu(struct hs_backend *be)
@@ -221,6 +222,7 @@ struct hs__ew_task {
     const struct hs_tensor *b; /* norm weight (may be NULL), b (maybe one row) or up */
     struct hs_tensor *y;
     float eps;
+    bool avx512; /* SwiGLU: use ggml's AVX-512 expf, as llama.cpp does on such CPUs */
 };
 
 static void hs__rms_norm_row(const float *x, const float *w, float eps, float *y, int64_t n)
@@ -269,6 +271,10 @@ static void hs__ew_fn(void *ctx, int ith, int nth)
             }
             break;
         case HS__EW_SWIGLU:
+            if (t->avx512) {
+                hs__swiglu_f32_avx512(n, y, a, b);
+                break;
+            }
             for (int64_t i = 0; i < n; i++) {
                 const float g = a[i];
                 y[i] = g / (1.0f + expf(-g)) * b[i];
@@ -312,7 +318,8 @@ static hs_status hs__cpu_mul(struct hs_backend *be, const struct hs_tensor *a,
 static hs_status hs__cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
                                 const struct hs_tensor *up, struct hs_tensor *y)
 {
-    struct hs__ew_task t = {.kind = HS__EW_SWIGLU, .a = gate, .b = up, .y = y};
+    struct hs__ew_task t = {.kind = HS__EW_SWIGLU, .a = gate, .b = up, .y = y,
+                            .avx512 = hs__cpu(be)->isa == HS_ISA_AVX512};
     return hs__cpu_ew(be, &t);
 }
 
@@ -624,6 +631,7 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
         goto fail;
     }
     cpu->base.iface = &hs__cpu_iface;
+    cpu->isa = hs__cpu_detect_isa();
     st = hs__pool_create(params->n_threads, params->pin_threads, &cpu->pool);
     if (st != HS_OK) {
         goto fail_cpu;

@@ -6,6 +6,7 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
@@ -479,6 +480,53 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
 }
 TILE_ENTRY_POINTS(q6_k, avx512, 0)
 TILE_ENTRY_POINTS(q6_k, avx512vnni, 1)
+
+/* ================================================================================================
+ * SwiGLU: silu(g) * u
+ * ============================================================================================= */
+
+/* exp(x) for 16 lanes, the same polynomial and operation order as ggml's ggml_v_expf on AVX-512
+ * (after Arm's optimized-routines expf): x = n ln2 + b with n rounded by the 1.5 * 2^23 shifter,
+ * b in two steps (ln2 split hi/lo), a degree-5 polynomial in b evaluated as
+ * ((c5 b + c4) u + (c3 b + c2)) u + (c1 b + 1) with u = b^2, scaled by 2^n; |n| > 192 gives
+ * +inf or 0. llama.cpp's SwiGLU uses it, so matching it bit for bit keeps the FFN identical. */
+static inline __m512 expf16(__m512 x)
+{
+    const __m512 shifter = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), shifter);
+    const __m512 n = _mm512_sub_ps(z, shifter);
+    const __m512 b_hi = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), b_hi);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 p45 = _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b,
+                                       _mm512_set1_ps(0x1.573e2ep-5f));
+    const __m512 p23 = _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b,
+                                       _mm512_set1_ps(0x1.fffdb6p-2f));
+    const __m512 p01 = _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f));
+    const __m512 poly = _mm512_fmadd_ps(_mm512_fmadd_ps(p45, u, p23), u, p01);
+    const __m512 res = _mm512_scalef_ps(poly, n);
+    const __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+    if (big == 0) {
+        return res;
+    }
+    const __mmask16 neg = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ);
+    const __m512 sat = _mm512_mask_blend_ps(neg, _mm512_set1_ps(INFINITY), _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(big, res, sat);
+}
+
+void hs__swiglu_f32_avx512(int64_t n, float *y, const float *g, const float *u)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 gv = _mm512_loadu_ps(g + i);
+        const __m512 e = expf16(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        const __m512 silu = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(silu, _mm512_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
 
 #else
 typedef int hs__quants_avx512_unavailable;
