@@ -84,10 +84,31 @@ INLINE float scalar_f16(const void *p, int64_t i)
     return f16(((const uint16_t *)p)[i]);
 }
 
+/* The n % 64 tails: ggml_vec_dot_f32 keeps adding rounded products in float (its leftover loop,
+ * not contracted: checked against llama.cpp's outputs), ggml_vec_dot_f16 adds each f32 product
+ * in double. */
+INLINE float tail_f32(float red, const void *w, const void *x, int64_t i, int64_t n)
+{
+    float sum = red;
+    for (; i < n; i++) {
+        sum += scalar_f32(w, i) * scalar_f32(x, i);
+    }
+    return sum;
+}
+
+INLINE float tail_f16(float red, const void *w, const void *x, int64_t i, int64_t n)
+{
+    double sum = (double)red;
+    for (; i < n; i++) {
+        sum += (double)(scalar_f16(w, i) * scalar_f16(x, i));
+    }
+    return (float)sum;
+}
+
 /* Summation order of ggml's ggml_vec_dot_f32 / ggml_vec_dot_f16 on AVX-512 (GGML_F32_STEP =
  * GGML_F16_STEP = 64): four 16-lane FMA accumulators over 64-element steps, reduced as
- * (a0 + a2) + (a1 + a3) and then across lanes; the n % 64 tail is added in double, each product
- * rounded to float first. llama.cpp's CPU backend runs F32 and F16 weight products through these
+ * (a0 + a2) + (a1 + a3) and then across lanes; the n % 64 tail is added
+ * as tail_f32 / tail_f16 say. llama.cpp's CPU backend runs F32 and F16 weight products through these
  * (not llamafile's sgemm), so matching the order makes results bit-identical. Four accumulators
  * per dot product leave registers for at most 2 x 2 dot products at once. */
 #define FLOAT_TILE(t)                                                                          \
@@ -121,12 +142,9 @@ INLINE float scalar_f16(const void *p, int64_t i)
             for (int c = 0; c < NC; c++) {                                                     \
                 const __m512 a02 = _mm512_add_ps(acc[r][c][0], acc[r][c][2]);                  \
                 const __m512 a13 = _mm512_add_ps(acc[r][c][1], acc[r][c][3]);                  \
-                double sum = (double)_mm512_reduce_add_ps(_mm512_add_ps(a02, a13));            \
-                for (int64_t i = np; i < n; i++) {                                             \
-                    sum += (double)(scalar_##t(ROWP(w, r, ws), i) *                            \
-                                    scalar_##t(ROWP(x, c, xs), i));                            \
-                }                                                                              \
-                s[(size_t)c * bs + (size_t)r] = (float)sum;                                    \
+                const float red = _mm512_reduce_add_ps(_mm512_add_ps(a02, a13));               \
+                s[(size_t)c * bs + (size_t)r] =                                                \
+                    tail_##t(red, ROWP(w, r, ws), ROWP(x, c, xs), np, n);                      \
             }                                                                                  \
         }                                                                                      \
     }                                                                                          \
