@@ -206,62 +206,58 @@ void hs__to_float_f16_avx512(const void *vx, float *y, int64_t n)
  * Q8_0: two blocks per 512-bit register
  * ============================================================================================= */
 
-/* The qs of blocks b and b + 1 (or b and zeros). */
-INLINE __m512i q8_0_pair(const struct hs_block_q8_0 *blk, int two)
+/* One block per 256-bit register, as ggml's ggml_vec_dot_q8_0_q8_0 on AVX2 / AVX-512 CPUs
+ * (which has no 512-bit variant): lane i of the block's integer dot holds the products of bytes
+ * 4i..4i+3, converted to float and accumulated as acc = fma(d_w * d_x, dot, acc) over blocks in
+ * 8 float lanes, then summed (hi + lo halves, then pairs). Matching this order makes our Q8_0
+ * products bit-identical to llama.cpp's. With VNNI the weights are offset to unsigned (w + 128)
+ * so one vpdpbusd does the block; the accumulator starts at -128 * sum(x) (per lane), which
+ * cancels the offset exactly. Without, the sign trick: |w| * (x with w's sign), maddubs, madd. */
+INLINE float hsum8(__m256 v)
 {
-    const __m256i lo = _mm256_loadu_si256((const __m256i *)blk[0].qs);
-    if (!two) {
-        return _mm512_zextsi256_si512(lo);
-    }
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo),
-                              _mm256_loadu_si256((const __m256i *)blk[1].qs), 1);
+    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
 }
 
-INLINE __m512 q8_0_scales(const struct hs_block_q8_0 *blk, int two)
+INLINE void q8_0_step(__m256 acc[4][4], int64_t b, const void *w, size_t ws, const void *x,
+                      size_t xs, const int NR, const int NC, const int VNNI)
 {
-    const __m512 lo = _mm512_set1_ps(f16(blk[0].d));
-    return _mm512_insertf32x8(lo, _mm256_set1_ps(two ? f16(blk[1].d) : 0.0f), 1);
-}
-
-/* With VNNI the weights are offset to unsigned (w + 128) so one vpdpbusd does the block; the
- * accumulator starts at -128 * sum(x) (per lane), which cancels the offset exactly. Without,
- * the sign trick: |w| * (x with w's sign), maddubs then madd. */
-INLINE void q8_0_step(__m512 acc[4][4], int64_t b, int two, const void *w, size_t ws,
-                      const void *x, size_t xs, const int NR, const int NC, const int VNNI)
-{
-    __m512i xq[4], negc[4];
-    __m512 dx[4];
+    __m256i xq[4], negc[4];
+    float dx[4];
     for (int c = 0; c < NC; c++) {
-        const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;
-        xq[c] = q8_0_pair(xb, two);
-        dx[c] = q8_0_scales(xb, two);
+        const struct hs_block_q8_0 *xb =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;
+        xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);
+        dx[c] = f16(xb->d);
         if (VNNI) {
-            negc[c] = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), xq[c]));
+            negc[c] = _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), xq[c]));
         } else {
-            negc[c] = _mm512_setzero_si512();
+            negc[c] = _mm256_setzero_si256();
         }
     }
     for (int r = 0; r < NR; r++) {
-        const struct hs_block_q8_0 *wb = (const struct hs_block_q8_0 *)(const void *)ROWP(w, r, ws) + b;
-        const __m512i wq = q8_0_pair(wb, two);
-        const __m512 dw = q8_0_scales(wb, two);
+        const struct hs_block_q8_0 *wb =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(w, r, ws) + b;
+        const __m256i wq = _mm256_loadu_si256((const __m256i *)wb->qs);
+        const float dw = f16(wb->d);
         if (VNNI) {
-            const __m512i wu = _mm512_xor_si512(wq, _mm512_set1_epi8((char)0x80));
+            const __m256i wu = _mm256_xor_si256(wq, _mm256_set1_epi8((char)0x80));
             for (int c = 0; c < NC; c++) {
-                const __m512i dot = _mm512_dpbusd_epi32(negc[c], wu, xq[c]);
-                acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(dot),
+                const __m256i dot = _mm256_dpbusd_epi32(negc[c], wu, xq[c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), _mm256_cvtepi32_ps(dot),
                                             acc[r][c]);
             }
         } else {
-            const __m512i aw = _mm512_abs_epi8(wq);
-            const __mmask64 neg = _mm512_movepi8_mask(wq);
+            const __m256i aw = _mm256_sign_epi8(wq, wq);
             for (int c = 0; c < NC; c++) {
-                const __m512i sx = _mm512_mask_sub_epi8(xq[c], neg, _mm512_setzero_si512(), xq[c]);
-                const __m512i dot = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx),
-                                                      _mm512_set1_epi16(1));
-                acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(dot),
+                const __m256i sx = _mm256_sign_epi8(xq[c], wq);
+                const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx),
+                                                      _mm256_set1_epi16(1));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), _mm256_cvtepi32_ps(dot),
                                             acc[r][c]);
             }
         }
@@ -271,17 +267,21 @@ INLINE void q8_0_step(__m512 acc[4][4], int64_t b, int two, const void *w, size_
 INLINE void q8_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
-    __m512 acc[4][4];
-    ACC_INIT(acc)
+    __m256 acc[4][4];
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            acc[r][c] = _mm256_setzero_ps();
+        }
+    }
     const int64_t nb = n / 32;
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        q8_0_step(acc, b, 1, w, ws, x, xs, NR, NC, VNNI);
+    for (int64_t b = 0; b < nb; b++) {
+        q8_0_step(acc, b, w, ws, x, xs, NR, NC, VNNI);
     }
-    if (b < nb) {
-        q8_0_step(acc, b, 0, w, ws, x, xs, NR, NC, VNNI);
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            s[(size_t)c * bs + (size_t)r] = hsum8(acc[r][c]);
+        }
     }
-    ACC_STORE(acc)
 }
 TILE_ENTRY_POINTS(q8_0, avx512, 0)
 TILE_ENTRY_POINTS(q8_0, avx512vnni, 1)
@@ -306,13 +306,15 @@ void hs__from_float_q8_0_avx512(const float *x, void *vy, int64_t n)
     for (int64_t b = 0; b < n / 32; b++) {
         const __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16);
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        /* As ggml's x86 quantize_row_q8_0: id = 127 / amax (not 1 / d), round half to even. */
         const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
         const __m512 idv = _mm512_set1_ps(id);
-        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(round_away(_mm512_mul_ps(v0, idv))));
+        _mm_storeu_si128((__m128i *)y[b].qs,
+                         _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, idv))));
         _mm_storeu_si128((__m128i *)(y[b].qs + 16),
-                         _mm512_cvtsepi32_epi8(round_away(_mm512_mul_ps(v1, idv))));
+                         _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, idv))));
     }
 }
 
