@@ -398,8 +398,18 @@ INLINE __m512i idx_quarters(int base)
 INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
-    __m512 acc[4][4];
-    ACC_INIT(acc)
+    /* Float order of llama.cpp on AVX2 / AVX-512 CPUs, which repacks Q4_K weights (8 rows
+     * interleaved, ggml_gemv / ggml_gemm_q4_K_8x8_q8_K): per super-block the scaled integer
+     * dot and the min correction are exact integers; each feeds its own chain
+     * acc = fma(int, d_w * d_x, acc) and accm = fma(int, dmin_w * d_x, accm); the result is
+     * acc - accm. */
+    float acc[4][4], accm[4][4];
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            acc[r][c] = 0.0f;
+            accm[r][c] = 0.0f;
+        }
+    }
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int64_t b = 0; b < n / HS_QK_K; b++) {
         for (int r = 0; r < NR; r++) {
@@ -427,21 +437,40 @@ INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
             for (int c = 0; c < NC; c++) {
                 const struct hs_block_q8_k *xb =
                     (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
+                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+                const __m256i pm = _mm256_madd_epi16(mins, bsums);
+                const float dd = d * xb->d, dm = dmin * xb->d;
+                if (NC == 4) {
+                    /* ggml's gemm (groups of 4 activation rows): one fma per 64 elements. */
+                    int32_t pmin[8];
+                    _mm256_storeu_si256((__m256i *)(void *)pmin, pm);
+                    for (int k = 0; k < 4; k++) {
+                        const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
+                        const __m512i sk = madd_scaled(_mm512_setzero_si512(),
+                                                       _mm512_maddubs_epi16(q[k], xq), scales[k],
+                                                       VNNI);
+                        acc[r][c] = fmaf((float)_mm512_reduce_add_epi32(sk), dd, acc[r][c]);
+                        accm[r][c] = fmaf((float)(pmin[2 * k] + pmin[2 * k + 1]), dm, accm[r][c]);
+                    }
+                    continue;
+                }
                 __m512i sumi = _mm512_setzero_si512();
                 for (int k = 0; k < 4; k++) {
                     const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
                     sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
                 }
-                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
-                const __m256 pm = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums));
-                acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(d * xb->d), _mm512_cvtepi32_ps(sumi),
-                                            acc[r][c]);
-                acc[r][c] = _mm512_fnmadd_ps(_mm512_set1_ps(dmin * xb->d),
-                                             _mm512_zextps256_ps512(pm), acc[r][c]);
+                const int32_t isum = _mm512_reduce_add_epi32(sumi);
+                const int32_t imin = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(pm));
+                acc[r][c] = fmaf((float)isum, dd, acc[r][c]);
+                accm[r][c] = fmaf((float)imin, dm, accm[r][c]);
             }
         }
     }
-    ACC_STORE(acc)
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            s[(size_t)c * bs + (size_t)r] = acc[r][c] - accm[r][c];
+        }
+    }
 }
 TILE_ENTRY_POINTS(q4_k, avx512, 0)
 TILE_ENTRY_POINTS(q4_k, avx512vnni, 1)
