@@ -482,8 +482,17 @@ TILE_ENTRY_POINTS(q4_k, avx512vnni, 1)
 INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
-    __m512 acc[4][4];
-    ACC_INIT(acc)
+    /* Float order of ggml's ggml_vec_dot_q6_K_q8_K on AVX2 / AVX-512 CPUs: per super-block,
+     * 8 exact integer lanes, lane L holding q * q8 * scale over the elements e with e % 32 in
+     * 4L..4L+3, minus 32 * (the scale times the q8 sum) of 16-element groups 2L and 2L + 1;
+     * then acc = fma(d_x * d_w, lane, acc) in 8 float lanes, summed at the end (hi + lo
+     * halves, then pairs). */
+    __m256 acc[4][4];
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            acc[r][c] = _mm256_setzero_ps();
+        }
+    }
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     /* Per 256-bit half: shift counts that bring the right 2 bits of qh to bits 4..5. */
     const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
@@ -513,19 +522,26 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
             for (int c = 0; c < NC; c++) {
                 const struct hs_block_q8_k *xb =
                     (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
-                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
-                const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
-                __m512i sumi = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), corr));
+                __m512i sumi = _mm512_setzero_si512();
                 for (int k = 0; k < 4; k++) {
                     const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
                     sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
                 }
-                acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(d * xb->d), _mm512_cvtepi32_ps(sumi),
+                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+                const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
+                const __m256i sum8 = _mm256_sub_epi32(
+                    _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1)),
+                    corr);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * d), _mm256_cvtepi32_ps(sum8),
                                             acc[r][c]);
             }
         }
     }
-    ACC_STORE(acc)
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            s[(size_t)c * bs + (size_t)r] = hsum8(acc[r][c]);
+        }
+    }
 }
 TILE_ENTRY_POINTS(q6_k, avx512, 0)
 TILE_ENTRY_POINTS(q6_k, avx512vnni, 1)
