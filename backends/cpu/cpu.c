@@ -425,6 +425,7 @@ struct hs__attn_task {
     int64_t n_kv_head;
     int64_t hd;
     int64_t n_items; /* n_seqs * n_head */
+    void (*mad)(int64_t n, float *y, const float *x, float a); /* y = fma(x, a, y) */
     atomic_llong next;
     float *tls;
     size_t tls_stride;
@@ -487,9 +488,7 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
                 t->f16->from_float(acc, acc16, hd);
                 t->f16->to_float(acc16, acc, hd);
             }
-            for (int64_t d = 0; d < hd; d++) {
-                acc[d] = fmaf(vrow[d], vs, acc[d]);
-            }
+            t->mad(hd, acc, vrow, vs);
             t->f16->from_float(acc, acc16, hd);
         } else {
             const float *v = (const float *)vr;
@@ -498,9 +497,7 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
                     acc[d] *= ms;
                 }
             }
-            for (int64_t d = 0; d < hd; d++) {
-                acc[d] = fmaf(v[d], vs, acc[d]);
-            }
+            t->mad(hd, acc, v, vs);
         }
         sum = fmaf(sum, ms, vs);
     }
@@ -510,6 +507,13 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
     for (int64_t d = 0; d < hd; d++) {
         out[d] = acc[d] * inv;
+    }
+}
+
+static void hs__mad_f32_scalar(int64_t n, float *y, const float *x, float a)
+{
+    for (int64_t i = 0; i < n; i++) {
+        y[i] = fmaf(x[i], a, y[i]);
     }
 }
 
@@ -549,6 +553,7 @@ static hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_a
         .n_kv_head = args->k_cache->ne[1],
         .hd = args->q->ne[0],
         .n_items = (int64_t)args->n_seqs * args->q->ne[1],
+        .mad = cpu->isa >= HS_ISA_AVX2 ? hs__mad_f32_avx2 : hs__mad_f32_scalar,
     };
     if (!t.kdot || !t.f16) {
         return HS_E_NOTSUP;

@@ -291,14 +291,6 @@ TILE_ENTRY_POINTS(q8_0, avx512vnni, 1)
  * ============================================================================================= */
 
 /* roundf (ties away from zero), exactly: trunc, then step away where |remainder| >= 1/2. */
-INLINE __m512i round_away(__m512 v)
-{
-    const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m512 rem = _mm512_sub_ps(v, t);
-    const __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(rem), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-    const __m512 one = _mm512_or_ps(_mm512_and_ps(v, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(1.0f));
-    return _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, one));
-}
 
 void hs__from_float_q8_0_avx512(const float *x, void *vy, int64_t n)
 {

@@ -77,6 +77,8 @@ void hs__from_float_q8_0_avx2(const float *x, void *y, int64_t n);
 void hs__from_float_q8_k_avx2(const float *x, void *y, int64_t n);
 void hs__to_float_f16_avx2(const void *x, float *y, int64_t n);
 void hs__to_float_bf16_avx2(const void *x, float *y, int64_t n);
+/* y[i] = fma(x[i], a, y[i]), one rounding (ggml_vec_mad_f32 / _f16 with FMA). */
+void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a);
 
 HS__QUANT_DOT_DECL(f32, avx512);
 HS__QUANT_DOT_DECL(f16, avx512);
