@@ -387,6 +387,18 @@ INLINE __m512i idx_quarters(int base)
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
+/* The lane sums of v[0..3] as lanes 0..3 (exact integers). */
+INLINE __m128i reduce4_epi32(const __m512i v[4])
+{
+    __m128i h[4];
+    for (int i = 0; i < 4; i++) {
+        const __m256i a = _mm256_add_epi32(_mm512_castsi512_si256(v[i]),
+                                           _mm512_extracti64x4_epi64(v[i], 1));
+        h[i] = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    }
+    return _mm_hadd_epi32(_mm_hadd_epi32(h[0], h[1]), _mm_hadd_epi32(h[2], h[3]));
+}
+
 INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
@@ -436,12 +448,16 @@ INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
                     /* ggml's gemm (groups of 4 activation rows): one fma per 64 elements. */
                     int32_t pmin[8];
                     _mm256_storeu_si256((__m256i *)(void *)pmin, pm);
+                    __m512i sk[4];
                     for (int k = 0; k < 4; k++) {
                         const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
-                        const __m512i sk = madd_scaled(_mm512_setzero_si512(),
-                                                       _mm512_maddubs_epi16(q[k], xq), scales[k],
-                                                       VNNI);
-                        acc[r][c] = fmaf((float)_mm512_reduce_add_epi32(sk), dd, acc[r][c]);
+                        sk[k] = madd_scaled(_mm512_setzero_si512(), _mm512_maddubs_epi16(q[k], xq),
+                                            scales[k], VNNI);
+                    }
+                    int32_t isk[4];
+                    _mm_storeu_si128((__m128i *)(void *)isk, reduce4_epi32(sk));
+                    for (int k = 0; k < 4; k++) {
+                        acc[r][c] = fmaf((float)isk[k], dd, acc[r][c]);
                         accm[r][c] = fmaf((float)(pmin[2 * k] + pmin[2 * k + 1]), dm, accm[r][c]);
                     }
                     continue;
