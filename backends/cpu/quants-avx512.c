@@ -275,6 +275,13 @@ INLINE void q8_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
     }
     const int64_t nb = n / 32;
     for (int64_t b = 0; b < nb; b++) {
+        if ((b & 1) == 0) {
+            /* Weight rows stream from memory, one block (34 bytes) per step and row: fetch
+             * ahead, or the one-block steps keep too few loads in flight. */
+            for (int r = 0; r < NR; r++) {
+                _mm_prefetch((const char *)ROWP(w, r, ws) + (size_t)(b + 32) * 34, _MM_HINT_T0);
+            }
+        }
         q8_0_step(acc, b, w, ws, x, xs, NR, NC, VNNI);
     }
     for (int r = 0; r < NR; r++) {
