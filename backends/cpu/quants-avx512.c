@@ -318,6 +318,44 @@ INLINE void q8_0_step_pairs(__m512 acc[4][2], int64_t b, const void *w, size_t w
     }
 }
 
+/* One activation row against weight rows r, r + 1 side by side (decode): lanes 0..7 are the
+ * chain of (r, 0), lanes 8..15 that of (r + 1, 0); same bits as q8_0_step. */
+INLINE void q8_0_step_rows(__m512 acc[2], int64_t b, const void *w, size_t ws, const void *x,
+                           const int NQ, const int VNNI)
+{
+    const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
+    const __m512i xq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb->qs));
+    const __m512 dx = _mm512_cvtph_ps(_mm256_set1_epi16((short)xb->d));
+    __m512i negc = _mm512_setzero_si512();
+    if (VNNI) {
+        negc = _mm512_sub_epi32(negc, _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                          _mm512_set1_epi8((char)0x80), xq));
+    }
+    for (int q = 0; q < NQ; q++) {
+        const struct hs_block_q8_0 *w0 =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(w, 2 * q, ws) + b;
+        const struct hs_block_q8_0 *w1 =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(w, 2 * q + 1, ws) + b;
+        const __m512i wq = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)w0->qs)),
+            _mm256_loadu_si256((const __m256i *)w1->qs), 1);
+        const __m512 dw = _mm512_cvtph_ps(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_set1_epi16((short)w0->d)), _mm_set1_epi16((short)w1->d),
+            1));
+        __m512i dot;
+        if (VNNI) {
+            dot = _mm512_dpbusd_epi32(negc, _mm512_xor_si512(wq, _mm512_set1_epi8((char)0x80)),
+                                      xq);
+        } else {
+            const __m512i sx =
+                _mm512_mask_sub_epi8(xq, _mm512_movepi8_mask(wq), _mm512_setzero_si512(), xq);
+            dot = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(wq), sx),
+                                    _mm512_set1_epi16(1));
+        }
+        acc[q] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(dot), acc[q]);
+    }
+}
+
 INLINE void q8_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
@@ -328,6 +366,24 @@ INLINE void q8_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
         }
     }
     const int64_t nb = n / 32;
+    if (NC == 1 && (NR == 2 || NR == 4)) {
+        __m512 acc2[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int64_t b = 0; b < nb; b++) {
+            if ((b & 1) == 0) {
+                /* Weight rows stream from memory: fetch ahead (see below). */
+                for (int r = 0; r < NR; r++) {
+                    _mm_prefetch((const char *)ROWP(w, r, ws) + (size_t)(b + 32) * 34,
+                                 _MM_HINT_T0);
+                }
+            }
+            q8_0_step_rows(acc2, b, w, ws, x, NR / 2, VNNI);
+        }
+        for (int q = 0; q < NR / 2; q++) {
+            s[2 * q] = hsum8(_mm512_castps512_ps256(acc2[q]));
+            s[2 * q + 1] = hsum8(_mm512_extractf32x8_ps(acc2[q], 1));
+        }
+        return;
+    }
     if (NC == 2 || NC == 4) {
         __m512 acc2[4][2];
         for (int r = 0; r < NR; r++) {
