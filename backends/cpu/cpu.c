@@ -38,7 +38,8 @@ struct hs_cpu_backend {
     size_t act_bytes; /* capacity of act */
     float *tls;       /* per-thread scratch [n_threads][tls_stride]; owns */
     size_t tls_stride;
-    bool simd_f16; /* AVX2 + FMA + F16C: fused f16 attention accumulation */
+    enum hs_isa isa; /* detected at creation */
+    bool simd;       /* AVX2 + FMA + F16C kernels enabled (fused f16 accumulation, f32 mad) */
 };
 
 static struct hs_cpu_backend *hs__cpu(struct hs_backend *be)
@@ -213,6 +214,7 @@ static hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w
 struct hs__ffn_task {
     struct hs__mm_task gate; /* y = scratch_gate */
     struct hs__mm_task up;   /* y = scratch_up */
+    bool avx512;             /* silu with ggml's AVX-512 expf, as the swiglu op */
 };
 
 /* Each thread computes the same rows [o0, o1) of the gate and up products, then silu(g) * u on
@@ -221,12 +223,18 @@ static void hs__ffn_gate_up(void *ctx, int ith, int nth)
 {
     const struct hs__ffn_task *t = ctx;
     int64_t o0, o1;
-    hs__split(t->gate.w->ne[1], ith, nth, 4, &o0, &o1);
+    /* Boundaries on multiples of 16: the AVX-512 swiglu then leaves exactly the row's n % 16
+     * tail to libm expf, as the swiglu op on whole rows does. */
+    hs__split(t->gate.w->ne[1], ith, nth, 16, &o0, &o1);
     hs__mm_range(&t->gate, o0, o1);
     hs__mm_range(&t->up, o0, o1);
     for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
         float *g = (float *)hs__row(t->gate.y, r);
         const float *u = (const float *)hs__row(t->up.y, r);
+        if (t->avx512) {
+            hs__swiglu_f32_avx512(o1 - o0, g + o0, g + o0, u + o0);
+            continue;
+        }
         for (int64_t o = o0; o < o1; o++) {
             const float v = g[o];
             g[o] = v / (1.0f + expf(-v)) * u[o]; /* as the swiglu op */
@@ -246,6 +254,7 @@ static hs_status hs__cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
                .w = a->w_up,
                .x = a->x,
                .y = a->scratch_up},
+        .avx512 = cpu->isa == HS_ISA_AVX512,
     };
     if (!t.gate.k || !t.up.k) {
         return HS_E_NOTSUP;
@@ -311,6 +320,7 @@ struct hs__ew_task {
     const struct hs_tensor *b; /* norm weight (may be NULL), b (maybe one row) or up */
     struct hs_tensor *y;
     float eps;
+    bool avx512; /* SwiGLU: use ggml's AVX-512 expf, as llama.cpp does on such CPUs */
 };
 
 static void hs__rms_norm_row(const float *x, const float *w, float eps, float *y, int64_t n)
@@ -359,6 +369,10 @@ static void hs__ew_fn(void *ctx, int ith, int nth)
             }
             break;
         case HS__EW_SWIGLU:
+            if (t->avx512) {
+                hs__swiglu_f32_avx512(n, y, a, b);
+                break;
+            }
             for (int64_t i = 0; i < n; i++) {
                 const float g = a[i];
                 y[i] = g / (1.0f + expf(-g)) * b[i];
@@ -402,7 +416,8 @@ static hs_status hs__cpu_mul(struct hs_backend *be, const struct hs_tensor *a,
 static hs_status hs__cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
                                 const struct hs_tensor *up, struct hs_tensor *y)
 {
-    struct hs__ew_task t = {.kind = HS__EW_SWIGLU, .a = gate, .b = up, .y = y};
+    struct hs__ew_task t = {.kind = HS__EW_SWIGLU, .a = gate, .b = up, .y = y,
+                            .avx512 = hs__cpu(be)->isa == HS_ISA_AVX512};
     return hs__cpu_ew(be, &t);
 }
 
@@ -445,8 +460,10 @@ static void hs__rope_fn(void *ctx, int ith, int nth)
                 const float s = cache[2 * i + 1];
                 const float x0 = v[i0];
                 const float x1 = v[i1];
-                v[i0] = x0 * c - x1 * s;
-                v[i1] = x0 * s + x1 * c;
+                /* As llama.cpp's build, which contracts x0 * c - x1 * s into an FMA
+                 * on the first product (ggml's rotate_pairs under -ffp-contract=fast). */
+                v[i0] = fmaf(x0, c, -(x1 * s));
+                v[i1] = fmaf(x0, s, x1 * c);
             }
         }
     }
@@ -541,19 +558,25 @@ struct hs__attn_task {
     int64_t n_kv_head;
     int64_t hd;
     int64_t n_items; /* sum over sequences of ceil(n_new / rows per item) * n_head */
-    bool simd_f16;
-    bool f32_acc; /* big batch: q, scores and the V sum all in f32 (ggml's tiled path) */
+    bool simd_f16;   /* AVX2/F16C fused f16 accumulation (same bits as the portable path) */
+    bool f32_acc;    /* big batch: q, scores and the V sum all in f32 (ggml's tiled path) */
     const struct hs_quant_kernels *f32;
+    void (*mad)(int64_t n, float *y, const float *x, float a); /* y = fma(x, a, y) */
     atomic_llong next;
     float *tls;
     size_t tls_stride;
 };
 
 /* Online softmax (flash-attention style) for one query row of one head, with the precision of
- * ggml's CPU flash attention. Small batches (its one_chunk path): with an f16 K, q is rounded to
- * f16 and q.k runs in f16 -> f32; with an f16 V, the running sum of V rows is kept in f16
- * (rounded after every update). Batches of HS__ATTN_F32_MIN_ROWS rows or more (its tiled path):
- * q stays f32, K and V rows are widened to f32 and the sum is kept in f32. */
+ * ggml's CPU flash attention. Fewer than HS__ATTN_F32_MIN_ROWS query rows follow its "one_chunk"
+ * path exactly (llama.cpp compiles it with FMA contraction, which the fmaf calls reproduce):
+ * - with an f16 K, q is rounded to f16 and q.k is K's vec_dot (f16 -> f32 products);
+ * - with an f16 V, the running sum of V rows VKQ is kept in f16: a new maximum rescales it as
+ *   f16(VKQ * ms), each row adds as f16(fma(v, vs, VKQ)) (ggml_vec_scale_f16 / _mad_f16; the
+ *   AVX2/F16C kernels compute exactly this, 8 lanes at a time); with an f32 V, the same in f32;
+ * - the running denominator is S = fma(S, ms, vs); the result is VKQ * (1 / S).
+ * Batches of HS__ATTN_F32_MIN_ROWS rows or more (its tiled path): q stays f32, K and V rows are
+ * widened to f32 and VKQ is kept in f32 (same fma updates). */
 static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq *seq,
                          const float *q, int64_t kvh, int64_t n_ctx, float *out, float *buf)
 {
@@ -562,12 +585,12 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     const int64_t bs = a->block_size;
     const bool v_f16 = a->v_cache->type == HS_TYPE_F16;
     const bool k_widen = t->f32_acc && a->k_cache->type == HS_TYPE_F16;
-    const bool v_round = v_f16 && !t->f32_acc;  /* keep the V sum in f16 */
-    float *acc = buf;                           /* [hd] running sum of p * v */
-    float *vrow = buf + hd;                     /* [hd] V row in f32 */
-    void *qconv = buf + 2 * hd;                 /* [hd] q in K's type */
-    uint16_t *h16 = (uint16_t *)(buf + 3 * hd); /* [hd] f16 rounding buffer */
-    float *krow = buf + 4 * hd;                 /* [hd] K row widened to f32 */
+    const bool v_round = v_f16 && !t->f32_acc;    /* keep the V sum in f16 */
+    float *acc = buf;                             /* [hd] running sum of p * v in f32 */
+    float *vrow = buf + hd;                       /* [hd] V row in f32 */
+    void *qconv = buf + 2 * hd;                   /* [hd] q in K's type */
+    uint16_t *acc16 = (uint16_t *)(buf + 3 * hd); /* [hd] running sum in f16 (v_round) */
+    float *krow = buf + 4 * hd;                   /* [hd] K row widened to f32 */
     const struct hs_quant_kernels *kdot = k_widen ? t->f32 : t->kdot;
 
     const void *qk = q;
@@ -579,8 +602,8 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     float sum = 0.0f;
 #if HS__CPU_X86
     if (v_round && t->simd_f16) {
-        /* The running sum lives in f16 (h16), updated in one fused pass per position. */
-        memset(h16, 0, (size_t)hd * sizeof(uint16_t));
+        /* The running sum lives in f16 (acc16), updated in one fused pass per position. */
+        memset(acc16, 0, (size_t)hd * sizeof(uint16_t));
         for (int64_t p = 0; p < n_ctx; p++) {
             const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
             const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
@@ -596,21 +619,22 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
             if (s > m) {
                 ms = expf(m - s);
                 m = s;
-                hs__f16_scale_avx2(h16, ms, hd);
+                hs__f16_scale_avx2(acc16, ms, hd);
             } else {
                 vs = expf(s - m);
             }
-            hs__f16_mad_avx2(h16, vr, vs, hd);
-            sum = sum * ms + vs;
+            hs__f16_mad_avx2(acc16, vr, vs, hd);
+            sum = fmaf(sum, ms, vs);
         }
         const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
         for (int64_t d = 0; d < hd; d++) {
-            out[d] = hs_fp16_to_fp32(h16[d]) * inv;
+            out[d] = hs_fp16_to_fp32(acc16[d]) * inv;
         }
         return;
     }
 #endif
     memset(acc, 0, (size_t)hd * sizeof(float));
+    memset(acc16, 0, (size_t)hd * sizeof(uint16_t));
     for (int64_t p = 0; p < n_ctx; p++) {
         const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
         const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
@@ -633,34 +657,46 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
         } else {
             vs = expf(s - m);
         }
-        const float *v;
-        if (v_f16) {
-            t->f16->to_float(vr, vrow, hd);
-            v = vrow;
-        } else {
-            v = (const float *)vr;
-        }
-        if (rescale) {
-            for (int64_t d = 0; d < hd; d++) {
-                acc[d] *= ms;
-            }
-            if (v_round) {
-                t->f16->from_float(acc, h16, hd);
-                t->f16->to_float(h16, acc, hd);
-            }
-        }
-        for (int64_t d = 0; d < hd; d++) {
-            acc[d] += v[d] * vs;
-        }
         if (v_round) {
-            t->f16->from_float(acc, h16, hd);
-            t->f16->to_float(h16, acc, hd);
+            t->f16->to_float(acc16, acc, hd);
+            t->f16->to_float(vr, vrow, hd);
+            if (rescale) {
+                for (int64_t d = 0; d < hd; d++) {
+                    acc[d] *= ms;
+                }
+                t->f16->from_float(acc, acc16, hd);
+                t->f16->to_float(acc16, acc, hd);
+            }
+            t->mad(hd, acc, vrow, vs);
+            t->f16->from_float(acc, acc16, hd);
+        } else {
+            const float *v = (const float *)vr;
+            if (v_f16) { /* f32_acc: V widened, the sum kept in f32 */
+                t->f16->to_float(vr, vrow, hd);
+                v = vrow;
+            }
+            if (rescale) {
+                for (int64_t d = 0; d < hd; d++) {
+                    acc[d] *= ms;
+                }
+            }
+            t->mad(hd, acc, v, vs);
         }
-        sum = sum * ms + vs;
+        sum = fmaf(sum, ms, vs);
+    }
+    if (v_round) {
+        t->f16->to_float(acc16, acc, hd);
     }
     const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
     for (int64_t d = 0; d < hd; d++) {
         out[d] = acc[d] * inv;
+    }
+}
+
+static void hs__mad_f32_scalar(int64_t n, float *y, const float *x, float a)
+{
+    for (int64_t i = 0; i < n; i++) {
+        y[i] = fmaf(x[i], a, y[i]);
     }
 }
 
@@ -713,8 +749,9 @@ static hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_a
         .n_head = args->q->ne[1],
         .n_kv_head = args->k_cache->ne[1],
         .hd = args->q->ne[0],
-        .simd_f16 = cpu->simd_f16,
+        .simd_f16 = cpu->simd,
         .f32 = hs__cpu_kernels(HS_TYPE_F32, HS_ISA_COUNT),
+        .mad = cpu->simd ? hs__mad_f32_avx2 : hs__mad_f32_scalar,
     };
     /* As ggml picks its tiled path: enough query rows in the batch, one cache type, and a head
      * size its SIMD handles. */
@@ -798,7 +835,7 @@ static const struct hs_backend_iface hs__cpu_iface = {
 void hs__cpu_set_simd(struct hs_backend *be, bool on)
 {
     HS_ASSERT(be->iface == &hs__cpu_iface);
-    hs__cpu(be)->simd_f16 = on && hs__cpu_detect_isa() >= HS_ISA_AVX2;
+    hs__cpu(be)->simd = on && hs__cpu(be)->isa >= HS_ISA_AVX2;
 }
 
 hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct hs_backend **out)
@@ -810,7 +847,8 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
         goto fail;
     }
     cpu->base.iface = &hs__cpu_iface;
-    cpu->simd_f16 = hs__cpu_detect_isa() >= HS_ISA_AVX2;
+    cpu->isa = hs__cpu_detect_isa();
+    cpu->simd = cpu->isa >= HS_ISA_AVX2;
     st = hs__pool_create(params->n_threads, params->pin_threads, &cpu->pool);
     if (st != HS_OK) {
         goto fail_cpu;

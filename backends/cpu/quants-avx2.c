@@ -5,6 +5,7 @@
 
 #if defined(__AVX2__)
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
@@ -528,6 +529,19 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
     }
 }
 TILE_ENTRY_POINTS(q6_k, avx2)
+
+void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a)
+{
+    const __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(_mm256_loadu_ps(x + i), av, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) {
+        y[i] = fmaf(x[i], a, y[i]);
+    }
+}
 
 #else
 typedef int hs__quants_avx2_unavailable;

@@ -6,6 +6,7 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
@@ -73,28 +74,102 @@ INLINE __m512 load16_f16(const void *p, int64_t i, __mmask16 m)
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
 }
 
+INLINE float scalar_f32(const void *p, int64_t i)
+{
+    return ((const float *)p)[i];
+}
+
+INLINE float scalar_f16(const void *p, int64_t i)
+{
+    return f16(((const uint16_t *)p)[i]);
+}
+
+/* The n % 64 tails: ggml_vec_dot_f32 keeps adding rounded products in float (its leftover loop,
+ * not contracted: checked against llama.cpp's outputs), ggml_vec_dot_f16 adds each f32 product
+ * in double. */
+INLINE float tail_f32(float red, const void *w, const void *x, int64_t i, int64_t n)
+{
+    float sum = red;
+    for (; i < n; i++) {
+        sum += scalar_f32(w, i) * scalar_f32(x, i);
+    }
+    return sum;
+}
+
+INLINE float tail_f16(float red, const void *w, const void *x, int64_t i, int64_t n)
+{
+    double sum = (double)red;
+    for (; i < n; i++) {
+        sum += (double)(scalar_f16(w, i) * scalar_f16(x, i));
+    }
+    return (float)sum;
+}
+
+/* Summation order of ggml's ggml_vec_dot_f32 / ggml_vec_dot_f16 on AVX-512 (GGML_F32_STEP =
+ * GGML_F16_STEP = 64): four 16-lane FMA accumulators over 64-element steps, reduced as
+ * (a0 + a2) + (a1 + a3) and then across lanes; the n % 64 tail is added
+ * as tail_f32 / tail_f16 say. llama.cpp's CPU backend runs F32 and F16 weight products through these
+ * (not llamafile's sgemm), so matching the order makes results bit-identical. Four accumulators
+ * per dot product leave registers for at most 2 x 2 dot products at once. */
 #define FLOAT_TILE(t)                                                                          \
+    INLINE void t##_tile2(int64_t n, float *s, size_t bs, const void *w, size_t ws,           \
+                          const void *x, size_t xs, const int NR, const int NC)                \
+    {                                                                                          \
+        __m512 acc[2][2][4];                                                                   \
+        for (int r = 0; r < NR; r++) {                                                         \
+            for (int c = 0; c < NC; c++) {                                                     \
+                for (int k = 0; k < 4; k++) {                                                  \
+                    acc[r][c][k] = _mm512_setzero_ps();                                        \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        const int64_t np = n & ~(int64_t)63;                                                   \
+        for (int64_t i = 0; i < np; i += 64) {                                                 \
+            for (int k = 0; k < 4; k++) {                                                      \
+                __m512 xv[2];                                                                  \
+                for (int c = 0; c < NC; c++) {                                                 \
+                    xv[c] = load16_##t(ROWP(x, c, xs), i + 16 * k, 0xFFFF);                    \
+                }                                                                              \
+                for (int r = 0; r < NR; r++) {                                                 \
+                    const __m512 wv = load16_##t(ROWP(w, r, ws), i + 16 * k, 0xFFFF);          \
+                    for (int c = 0; c < NC; c++) {                                             \
+                        acc[r][c][k] = _mm512_fmadd_ps(wv, xv[c], acc[r][c][k]);               \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (int r = 0; r < NR; r++) {                                                         \
+            for (int c = 0; c < NC; c++) {                                                     \
+                const __m512 a02 = _mm512_add_ps(acc[r][c][0], acc[r][c][2]);                  \
+                const __m512 a13 = _mm512_add_ps(acc[r][c][1], acc[r][c][3]);                  \
+                const float red = _mm512_reduce_add_ps(_mm512_add_ps(a02, a13));               \
+                s[(size_t)c * bs + (size_t)r] =                                                \
+                    tail_##t(red, ROWP(w, r, ws), ROWP(x, c, xs), np, n);                      \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
     INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,            \
                          const void *x, size_t xs, const int NR, const int NC, int unused)     \
     {                                                                                          \
         (void)unused;                                                                          \
-        __m512 acc[4][4];                                                                      \
-        ACC_INIT(acc)                                                                          \
-        for (int64_t i = 0; i < n; i += 16) {                                                  \
-            const __mmask16 m =                                                                \
-                n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);            \
-            __m512 xv[4];                                                                      \
-            for (int c = 0; c < NC; c++) {                                                     \
-                xv[c] = load16_##t(ROWP(x, c, xs), i, m);                                      \
-            }                                                                                  \
-            for (int r = 0; r < NR; r++) {                                                     \
-                const __m512 wv = load16_##t(ROWP(w, r, ws), i, m);                            \
-                for (int c = 0; c < NC; c++) {                                                 \
-                    acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);                         \
+        for (int r = 0; r < NR; r += 2) {                                                      \
+            for (int c = 0; c < NC; c += 2) {                                                  \
+                const int nr2 = NR - r < 2 ? NR - r : 2;                                       \
+                const int nc2 = NC - c < 2 ? NC - c : 2;                                       \
+                float *s2 = s + (size_t)c * bs + (size_t)r;                                    \
+                const void *w2 = ROWP(w, r, ws);                                               \
+                const void *x2 = ROWP(x, c, xs);                                               \
+                if (nr2 == 2 && nc2 == 2) {                                                    \
+                    t##_tile2(n, s2, bs, w2, ws, x2, xs, 2, 2);                                \
+                } else if (nr2 == 2) {                                                         \
+                    t##_tile2(n, s2, bs, w2, ws, x2, xs, 2, 1);                                \
+                } else if (nc2 == 2) {                                                         \
+                    t##_tile2(n, s2, bs, w2, ws, x2, xs, 1, 2);                                \
+                } else {                                                                       \
+                    t##_tile2(n, s2, bs, w2, ws, x2, xs, 1, 1);                                \
                 }                                                                              \
             }                                                                                  \
         }                                                                                      \
-        ACC_STORE(acc)                                                                         \
     }
 
 FLOAT_TILE(f32)
@@ -128,88 +203,221 @@ void hs__to_float_f16_avx512(const void *vx, float *y, int64_t n)
 }
 
 /* ================================================================================================
- * Q8_0: two blocks per 512-bit register
+ * Q8_0: one block per 256-bit register (ggml's order)
  * ============================================================================================= */
 
-/* The qs of blocks b and b + 1 (or b and zeros). */
-INLINE __m512i q8_0_pair(const struct hs_block_q8_0 *blk, int two)
+/* One block per 256-bit register, as ggml's ggml_vec_dot_q8_0_q8_0 on AVX2 / AVX-512 CPUs
+ * (which has no 512-bit variant): lane i of the block's integer dot holds the products of bytes
+ * 4i..4i+3, converted to float and accumulated as acc = fma(d_w * d_x, dot, acc) over blocks in
+ * 8 float lanes, then summed (hi + lo halves, then pairs). Matching this order makes our Q8_0
+ * products bit-identical to llama.cpp's. With VNNI the weights are offset to unsigned (w + 128)
+ * so one vpdpbusd does the block; the accumulator starts at -128 * sum(x) (per lane), which
+ * cancels the offset exactly. Without, the sign trick: |w| * (x with w's sign), maddubs, madd. */
+INLINE float hsum8(__m256 v)
 {
-    const __m256i lo = _mm256_loadu_si256((const __m256i *)blk[0].qs);
-    if (!two) {
-        return _mm512_zextsi256_si512(lo);
-    }
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo),
-                              _mm256_loadu_si256((const __m256i *)blk[1].qs), 1);
+    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
 }
 
-/* [d_b x 8, d_b+1 x 8] as floats (zeros for a missing second block): broadcast the halves,
- * convert once. */
-INLINE __m512 q8_0_scales(const struct hs_block_q8_0 *blk, int two)
+INLINE void q8_0_step(__m256 acc[4][4], int64_t b, const void *w, size_t ws, const void *x,
+                      size_t xs, const int NR, const int NC, const int VNNI)
 {
-    const __m128i lo = _mm_set1_epi16((short)blk[0].d);
-    const __m128i hi = two ? _mm_set1_epi16((short)blk[1].d) : _mm_setzero_si128();
-    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
-}
-
-/* With VNNI the weights are offset to unsigned (w + 128) so one vpdpbusd does the block; the
- * accumulator starts at -128 * sum(x) (per lane), which cancels the offset exactly. Without,
- * the sign trick: |w| * (x with w's sign), maddubs then madd. */
-INLINE void q8_0_step(__m512 acc[4][4], int64_t b, int two, const void *w, size_t ws,
-                      const void *x, size_t xs, const int NR, const int NC, const int VNNI)
-{
-    __m512i xq[4], negc[4];
-    __m512 dx[4];
+    __m256i xq[4], negc[4];
+    __m256 dx[4]; /* the scales, broadcast: d_w * d_x is one vmulps, as one float mul */
     for (int c = 0; c < NC; c++) {
-        const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;
-        xq[c] = q8_0_pair(xb, two);
-        dx[c] = q8_0_scales(xb, two);
+        const struct hs_block_q8_0 *xb =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;
+        xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);
+        dx[c] = _mm256_cvtph_ps(_mm_set1_epi16((short)xb->d));
         if (VNNI) {
-            negc[c] = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), xq[c]));
+            negc[c] = _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), xq[c]));
         } else {
-            negc[c] = _mm512_setzero_si512();
+            negc[c] = _mm256_setzero_si256();
         }
     }
     for (int r = 0; r < NR; r++) {
-        const struct hs_block_q8_0 *wb = (const struct hs_block_q8_0 *)(const void *)ROWP(w, r, ws) + b;
-        const __m512i wq = q8_0_pair(wb, two);
-        const __m512 dw = q8_0_scales(wb, two);
+        const struct hs_block_q8_0 *wb =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(w, r, ws) + b;
+        const __m256i wq = _mm256_loadu_si256((const __m256i *)wb->qs);
+        const __m256 dw = _mm256_cvtph_ps(_mm_set1_epi16((short)wb->d));
+        if (VNNI) {
+            const __m256i wu = _mm256_xor_si256(wq, _mm256_set1_epi8((char)0x80));
+            for (int c = 0; c < NC; c++) {
+                const __m256i dot = _mm256_dpbusd_epi32(negc[c], wu, xq[c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx[c]), _mm256_cvtepi32_ps(dot),
+                                            acc[r][c]);
+            }
+        } else {
+            const __m256i aw = _mm256_sign_epi8(wq, wq);
+            for (int c = 0; c < NC; c++) {
+                const __m256i sx = _mm256_sign_epi8(xq[c], wq);
+                const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx),
+                                                      _mm256_set1_epi16(1));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx[c]), _mm256_cvtepi32_ps(dot),
+                                            acc[r][c]);
+            }
+        }
+    }
+}
+
+/* Two activation rows c, c + 1 side by side in one 512-bit register: lanes 0..7 are the 8-lane
+ * chain of (r, c), lanes 8..15 that of (r, c + 1), each updated exactly as q8_0_step does (one
+ * fma per block), so the bits are the same with half the instructions. */
+INLINE void q8_0_step_pairs(__m512 acc[4][2], int64_t b, const void *w, size_t ws, const void *x,
+                            size_t xs, const int NR, const int NP, const int VNNI)
+{
+    __m512i xq[2], negc[2];
+    __m512 dx[2];
+    for (int p = 0; p < NP; p++) {
+        const struct hs_block_q8_0 *x0 =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(x, 2 * p, xs) + b;
+        const struct hs_block_q8_0 *x1 =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(x, 2 * p + 1, xs) + b;
+        xq[p] = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x0->qs)),
+            _mm256_loadu_si256((const __m256i *)x1->qs), 1);
+        dx[p] = _mm512_cvtph_ps(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_set1_epi16((short)x0->d)), _mm_set1_epi16((short)x1->d),
+            1));
+        if (VNNI) {
+            negc[p] = _mm512_sub_epi32(
+                _mm512_setzero_si512(),
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), xq[p]));
+        } else {
+            negc[p] = _mm512_setzero_si512();
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        const struct hs_block_q8_0 *wb =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(w, r, ws) + b;
+        const __m512i wq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)wb->qs));
+        const __m512 dw = _mm512_cvtph_ps(_mm256_set1_epi16((short)wb->d));
         if (VNNI) {
             const __m512i wu = _mm512_xor_si512(wq, _mm512_set1_epi8((char)0x80));
-            for (int c = 0; c < NC; c++) {
-                const __m512i dot = _mm512_dpbusd_epi32(negc[c], wu, xq[c]);
-                acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(dot),
-                                            acc[r][c]);
+            for (int p = 0; p < NP; p++) {
+                const __m512i dot = _mm512_dpbusd_epi32(negc[p], wu, xq[p]);
+                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[p]), _mm512_cvtepi32_ps(dot),
+                                            acc[r][p]);
             }
         } else {
             const __m512i aw = _mm512_abs_epi8(wq);
             const __mmask64 neg = _mm512_movepi8_mask(wq);
-            for (int c = 0; c < NC; c++) {
-                const __m512i sx = _mm512_mask_sub_epi8(xq[c], neg, _mm512_setzero_si512(), xq[c]);
+            for (int p = 0; p < NP; p++) {
+                /* x with w's sign (w = 0 gives a zero product either way, as _sign_epi8). */
+                const __m512i sx = _mm512_mask_sub_epi8(xq[p], neg, _mm512_setzero_si512(), xq[p]);
                 const __m512i dot = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx),
                                                       _mm512_set1_epi16(1));
-                acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[c]), _mm512_cvtepi32_ps(dot),
-                                            acc[r][c]);
+                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[p]), _mm512_cvtepi32_ps(dot),
+                                            acc[r][p]);
             }
         }
+    }
+}
+
+/* One activation row against weight rows r, r + 1 side by side (decode): lanes 0..7 are the
+ * chain of (r, 0), lanes 8..15 that of (r + 1, 0); same bits as q8_0_step. */
+INLINE void q8_0_step_rows(__m512 acc[2], int64_t b, const void *w, size_t ws, const void *x,
+                           const int NQ, const int VNNI)
+{
+    const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
+    const __m512i xq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb->qs));
+    const __m512 dx = _mm512_cvtph_ps(_mm256_set1_epi16((short)xb->d));
+    __m512i negc = _mm512_setzero_si512();
+    if (VNNI) {
+        negc = _mm512_sub_epi32(negc, _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                          _mm512_set1_epi8((char)0x80), xq));
+    }
+    for (int q = 0; q < NQ; q++) {
+        const struct hs_block_q8_0 *w0 =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(w, 2 * q, ws) + b;
+        const struct hs_block_q8_0 *w1 =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(w, 2 * q + 1, ws) + b;
+        const __m512i wq = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)w0->qs)),
+            _mm256_loadu_si256((const __m256i *)w1->qs), 1);
+        const __m512 dw = _mm512_cvtph_ps(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_set1_epi16((short)w0->d)), _mm_set1_epi16((short)w1->d),
+            1));
+        __m512i dot;
+        if (VNNI) {
+            dot = _mm512_dpbusd_epi32(negc, _mm512_xor_si512(wq, _mm512_set1_epi8((char)0x80)),
+                                      xq);
+        } else {
+            const __m512i sx =
+                _mm512_mask_sub_epi8(xq, _mm512_movepi8_mask(wq), _mm512_setzero_si512(), xq);
+            dot = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(wq), sx),
+                                    _mm512_set1_epi16(1));
+        }
+        acc[q] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(dot), acc[q]);
     }
 }
 
 INLINE void q8_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
-    __m512 acc[4][4];
-    ACC_INIT(acc)
+    __m256 acc[4][4];
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            acc[r][c] = _mm256_setzero_ps();
+        }
+    }
     const int64_t nb = n / 32;
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        q8_0_step(acc, b, 1, w, ws, x, xs, NR, NC, VNNI);
+    if (NC == 1 && (NR == 2 || NR == 4)) {
+        __m512 acc2[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int64_t b = 0; b < nb; b++) {
+            if ((b & 1) == 0) {
+                /* Weight rows stream from memory: fetch ahead (see below). */
+                for (int r = 0; r < NR; r++) {
+                    _mm_prefetch((const char *)ROWP(w, r, ws) + (size_t)(b + 32) * 34,
+                                 _MM_HINT_T0);
+                }
+            }
+            q8_0_step_rows(acc2, b, w, ws, x, NR / 2, VNNI);
+        }
+        for (int q = 0; q < NR / 2; q++) {
+            s[2 * q] = hsum8(_mm512_castps512_ps256(acc2[q]));
+            s[2 * q + 1] = hsum8(_mm512_extractf32x8_ps(acc2[q], 1));
+        }
+        return;
     }
-    if (b < nb) {
-        q8_0_step(acc, b, 0, w, ws, x, xs, NR, NC, VNNI);
+    if (NC == 2 || NC == 4) {
+        __m512 acc2[4][2];
+        for (int r = 0; r < NR; r++) {
+            for (int p = 0; p < NC / 2; p++) {
+                acc2[r][p] = _mm512_setzero_ps();
+            }
+        }
+        for (int64_t b = 0; b < nb; b++) {
+            q8_0_step_pairs(acc2, b, w, ws, x, xs, NR, NC / 2, VNNI);
+        }
+        for (int r = 0; r < NR; r++) {
+            for (int p = 0; p < NC / 2; p++) {
+                s[(size_t)(2 * p) * bs + (size_t)r] = hsum8(_mm512_castps512_ps256(acc2[r][p]));
+                s[(size_t)(2 * p + 1) * bs + (size_t)r] =
+                    hsum8(_mm512_extractf32x8_ps(acc2[r][p], 1));
+            }
+        }
+        return;
     }
-    ACC_STORE(acc)
+    for (int64_t b = 0; b < nb; b++) {
+        if ((b & 1) == 0) {
+            /* Weight rows stream from memory, one block (34 bytes) per step and row: fetch
+             * ahead, or the one-block steps keep too few loads in flight. */
+            for (int r = 0; r < NR; r++) {
+                _mm_prefetch((const char *)ROWP(w, r, ws) + (size_t)(b + 32) * 34, _MM_HINT_T0);
+            }
+        }
+        q8_0_step(acc, b, w, ws, x, xs, NR, NC, VNNI);
+    }
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            s[(size_t)c * bs + (size_t)r] = hsum8(acc[r][c]);
+        }
+    }
 }
 TILE_ENTRY_POINTS(q8_0, avx512, 0)
 TILE_ENTRY_POINTS(q8_0, avx512vnni, 1)
@@ -219,14 +427,6 @@ TILE_ENTRY_POINTS(q8_0, avx512vnni, 1)
  * ============================================================================================= */
 
 /* roundf (ties away from zero), exactly: trunc, then step away where |remainder| >= 1/2. */
-INLINE __m512i round_away(__m512 v)
-{
-    const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m512 rem = _mm512_sub_ps(v, t);
-    const __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(rem), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-    const __m512 one = _mm512_or_ps(_mm512_and_ps(v, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(1.0f));
-    return _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, one));
-}
 
 void hs__from_float_q8_0_avx512(const float *x, void *vy, int64_t n)
 {
@@ -234,13 +434,15 @@ void hs__from_float_q8_0_avx512(const float *x, void *vy, int64_t n)
     for (int64_t b = 0; b < n / 32; b++) {
         const __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16);
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        /* As ggml's x86 quantize_row_q8_0: id = 127 / amax (not 1 / d), round half to even. */
         const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
         const __m512 idv = _mm512_set1_ps(id);
-        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(round_away(_mm512_mul_ps(v0, idv))));
+        _mm_storeu_si128((__m128i *)y[b].qs,
+                         _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, idv))));
         _mm_storeu_si128((__m128i *)(y[b].qs + 16),
-                         _mm512_cvtsepi32_epi8(round_away(_mm512_mul_ps(v1, idv))));
+                         _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, idv))));
     }
 }
 
@@ -327,14 +529,37 @@ INLINE __m512i idx_quarters(int base)
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
+/* The lane sums of v[0..3] as lanes 0..3 (exact integers). */
+INLINE __m128i reduce4_epi32(const __m512i v[4])
+{
+    __m128i h[4];
+    for (int i = 0; i < 4; i++) {
+        const __m256i a = _mm256_add_epi32(_mm512_castsi512_si256(v[i]),
+                                           _mm512_extracti64x4_epi64(v[i], 1));
+        h[i] = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    }
+    return _mm_hadd_epi32(_mm_hadd_epi32(h[0], h[1]), _mm_hadd_epi32(h[2], h[3]));
+}
+
 /* Q4_K and (FIVE) Q5_K share the layout of d, dmin and scales; Q5_K adds qh, whose bit j of
- * byte l is the fifth bit of element 32 j + l. */
+ * byte l is the fifth bit of element 32 j + l.
+ *
+ * Float order of llama.cpp on AVX2 / AVX-512 CPUs, which repacks Q4_K weights (8 rows
+ * interleaved, ggml_gemv / ggml_gemm_q4_K_8x8_q8_K): per super-block the scaled integer dot and
+ * the min correction are exact integers; each feeds its own chain acc = fma(int, d_w * d_x, acc)
+ * and accm = fma(int, dmin_w * d_x, accm); the result is acc - accm. Q5_K runs the same order
+ * (its integer parts are exact either way; not checked against llama.cpp's Q5_K order). */
 INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                        size_t xs, const int NR, const int NC, const int VNNI, const int FIVE)
 {
     const size_t bsize = FIVE ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
-    __m512 acc[4][4];
-    ACC_INIT(acc)
+    float acc[4][4], accm[4][4];
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            acc[r][c] = 0.0f;
+            accm[r][c] = 0.0f;
+        }
+    }
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int64_t b = 0; b < n / HS_QK_K; b++) {
         for (int r = 0; r < NR; r++) {
@@ -376,21 +601,46 @@ INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
             for (int c = 0; c < NC; c++) {
                 const struct hs_block_q8_k *xb =
                     (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
+                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+                const __m256i pm = _mm256_madd_epi16(mins, bsums);
+                const float dd = d * xb->d, dm = dmin * xb->d;
+                if (NC == 4 && !FIVE) {
+                    /* ggml's Q4_K gemm (groups of 4 activation rows): one fma per 64
+                     * elements. Q5_K is not repacked by llama.cpp: its tiles keep the gemv
+                     * order, the same bits as its vec_dot. */
+                    int32_t pmin[8];
+                    _mm256_storeu_si256((__m256i *)(void *)pmin, pm);
+                    __m512i sk[4];
+                    for (int k = 0; k < 4; k++) {
+                        const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
+                        sk[k] = madd_scaled(_mm512_setzero_si512(), _mm512_maddubs_epi16(q[k], xq),
+                                            scales[k], VNNI);
+                    }
+                    int32_t isk[4];
+                    _mm_storeu_si128((__m128i *)(void *)isk, reduce4_epi32(sk));
+                    for (int k = 0; k < 4; k++) {
+                        acc[r][c] = fmaf((float)isk[k], dd, acc[r][c]);
+                        accm[r][c] = fmaf((float)(pmin[2 * k] + pmin[2 * k + 1]), dm, accm[r][c]);
+                    }
+                    continue;
+                }
                 __m512i sumi = _mm512_setzero_si512();
                 for (int k = 0; k < 4; k++) {
                     const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
                     sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
                 }
-                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
-                const __m256 pm = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums));
-                acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(d * xb->d), _mm512_cvtepi32_ps(sumi),
-                                            acc[r][c]);
-                acc[r][c] = _mm512_fnmadd_ps(_mm512_set1_ps(dmin * xb->d),
-                                             _mm512_zextps256_ps512(pm), acc[r][c]);
+                const int32_t isum = _mm512_reduce_add_epi32(sumi);
+                const int32_t imin = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(pm));
+                acc[r][c] = fmaf((float)isum, dd, acc[r][c]);
+                accm[r][c] = fmaf((float)imin, dm, accm[r][c]);
             }
         }
     }
-    ACC_STORE(acc)
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            s[(size_t)c * bs + (size_t)r] = acc[r][c] - accm[r][c];
+        }
+    }
 }
 INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
@@ -415,8 +665,17 @@ TILE_ENTRY_POINTS(q5_k, avx512vnni, 1)
 INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
-    __m512 acc[4][4];
-    ACC_INIT(acc)
+    /* Float order of ggml's ggml_vec_dot_q6_K_q8_K on AVX2 / AVX-512 CPUs: per super-block,
+     * 8 exact integer lanes, lane L holding q * q8 * scale over the elements e with e % 32 in
+     * 4L..4L+3, minus 32 * (the scale times the q8 sum) of 16-element groups 2L and 2L + 1;
+     * then acc = fma(d_x * d_w, lane, acc) in 8 float lanes, summed at the end (hi + lo
+     * halves, then pairs). */
+    __m256 acc[4][4];
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            acc[r][c] = _mm256_setzero_ps();
+        }
+    }
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     /* Per 256-bit half: shift counts that bring the right 2 bits of qh to bits 4..5. */
     const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
@@ -446,22 +705,76 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
             for (int c = 0; c < NC; c++) {
                 const struct hs_block_q8_k *xb =
                     (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
-                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
-                const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
-                __m512i sumi = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), corr));
+                __m512i sumi = _mm512_setzero_si512();
                 for (int k = 0; k < 4; k++) {
                     const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
                     sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
                 }
-                acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(d * xb->d), _mm512_cvtepi32_ps(sumi),
+                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+                const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
+                const __m256i sum8 = _mm256_sub_epi32(
+                    _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1)),
+                    corr);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * d), _mm256_cvtepi32_ps(sum8),
                                             acc[r][c]);
             }
         }
     }
-    ACC_STORE(acc)
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            s[(size_t)c * bs + (size_t)r] = hsum8(acc[r][c]);
+        }
+    }
 }
 TILE_ENTRY_POINTS(q6_k, avx512, 0)
 TILE_ENTRY_POINTS(q6_k, avx512vnni, 1)
+
+/* ================================================================================================
+ * SwiGLU: silu(g) * u
+ * ============================================================================================= */
+
+/* exp(x) for 16 lanes, the same polynomial and operation order as ggml's ggml_v_expf on AVX-512
+ * (after Arm's optimized-routines expf): x = n ln2 + b with n rounded by the 1.5 * 2^23 shifter,
+ * b in two steps (ln2 split hi/lo), a degree-5 polynomial in b evaluated as
+ * ((c5 b + c4) u + (c3 b + c2)) u + (c1 b + 1) with u = b^2, scaled by 2^n; |n| > 192 gives
+ * +inf or 0. llama.cpp's SwiGLU uses it, so matching it bit for bit keeps the FFN identical. */
+static inline __m512 expf16(__m512 x)
+{
+    const __m512 shifter = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), shifter);
+    const __m512 n = _mm512_sub_ps(z, shifter);
+    const __m512 b_hi = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), b_hi);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 p45 = _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b,
+                                       _mm512_set1_ps(0x1.573e2ep-5f));
+    const __m512 p23 = _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b,
+                                       _mm512_set1_ps(0x1.fffdb6p-2f));
+    const __m512 p01 = _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f));
+    const __m512 poly = _mm512_fmadd_ps(_mm512_fmadd_ps(p45, u, p23), u, p01);
+    const __m512 res = _mm512_scalef_ps(poly, n);
+    const __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+    if (big == 0) {
+        return res;
+    }
+    const __mmask16 neg = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ);
+    const __m512 sat = _mm512_mask_blend_ps(neg, _mm512_set1_ps(INFINITY), _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(big, res, sat);
+}
+
+void hs__swiglu_f32_avx512(int64_t n, float *y, const float *g, const float *u)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 gv = _mm512_loadu_ps(g + i);
+        const __m512 e = expf16(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        const __m512 silu = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(silu, _mm512_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
 
 #else
 typedef int hs__quants_avx512_unavailable;

@@ -86,6 +86,8 @@ void hs__from_float_q8_0_avx2(const float *x, void *y, int64_t n);
 void hs__from_float_q8_k_avx2(const float *x, void *y, int64_t n);
 void hs__to_float_f16_avx2(const void *x, float *y, int64_t n);
 void hs__to_float_bf16_avx2(const void *x, float *y, int64_t n);
+/* y[i] = fma(x[i], a, y[i]), one rounding (ggml_vec_mad_f32 / _f16 with FMA). */
+void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a);
 
 HS__QUANT_DOT_DECL(f32, avx512);
 HS__QUANT_DOT_DECL(f16, avx512);
@@ -101,5 +103,8 @@ void hs__from_float_f16_avx512(const float *x, void *y, int64_t n);
 void hs__from_float_q8_0_avx512(const float *x, void *y, int64_t n);
 void hs__from_float_q8_k_avx512(const float *x, void *y, int64_t n);
 void hs__to_float_f16_avx512(const void *x, float *y, int64_t n);
+/* y[i] = silu(g[i]) * u[i] with ggml's AVX-512 vector expf (bit-identical to llama.cpp's
+ * SwiGLU on AVX-512 CPUs); y may alias g or u. */
+void hs__swiglu_f32_avx512(int64_t n, float *y, const float *g, const float *u);
 
 #endif

@@ -335,6 +335,10 @@ struct attn_case {
 /* Several sequences with different n_past / n_new in one batch over scattered blocks: K/V of
  * every position go into the cache through kv_store, then attention runs once. The reference
  * reads the same K/V values (rounded to f16 where the cache is f16). */
+/* The CPU backend's SIMD setting the attention tests asked for last (restored after the SIMD
+ * on / off comparison below). */
+static bool cpu_simd_on = true;
+
 static void check_attention(struct hs_backend *be, struct hs_rng *rng, const struct attn_case *c)
 {
     enum { MAX_SEQS = 5, BS = 16, N_BLOCKS = 24, HD = 64, MAX_CTX = 128 };
@@ -429,6 +433,28 @@ static void check_attention(struct hs_backend *be, struct hs_rng *rng, const str
         .scale = 1.0f / sqrtf((float)HD),
     };
     cr_assert_eq(hs_backend_attention(be, &args), HS_OK);
+    if (strcmp(hs_backend_name(be), "cpu") == 0) {
+        /* The SIMD paths (fused f16 accumulation, f32 mad) give the portable path's bits. */
+        const size_t out_bytes = (size_t)(n_rows * n_head * HD) * sizeof(float);
+        float *o_simd = malloc(out_bytes), *o_port = malloc(out_bytes);
+        cr_assert(o_simd && o_port);
+        struct hs_attn_args a2 = args;
+        struct hs_tensor t2 = to;
+        a2.out = &t2;
+        t2.data = o_simd;
+        hs__cpu_set_simd(be, true);
+        cr_assert_eq(hs_backend_attention(be, &a2), HS_OK);
+        t2.data = o_port;
+        hs__cpu_set_simd(be, false);
+        cr_assert_eq(hs_backend_attention(be, &a2), HS_OK);
+        hs__cpu_set_simd(be, cpu_simd_on);
+        cr_assert(memcmp(o_simd, o_port, out_bytes) == 0, "attention %s big %d: SIMD != portable",
+                  hs_type_str(c->cache_type), c->big);
+        cr_assert(memcmp(o_simd, out, out_bytes) == 0, "attention %s big %d: rerun differs",
+                  hs_type_str(c->cache_type), c->big);
+        free(o_port);
+        free(o_simd);
+    }
 
     float *kh = malloc(MAX_CTX * HD * sizeof(float)), *vh = malloc(MAX_CTX * HD * sizeof(float));
     float ref[HD];
@@ -485,10 +511,12 @@ Test(backend_ops, attention_paged_gqa_f16_and_f32_caches)
             if (strcmp(hs_backend_name(be), "cpu") == 0) {
                 /* The portable path too (SIMD off), wherever the machine has SIMD. */
                 hs__cpu_set_simd(be, false);
+                cpu_simd_on = false;
                 for (size_t c = 0; c < HS_ARRAY_LEN(cases); c++) {
                     check_attention(be, &rng, &cases[c]);
                 }
             }
+            cpu_simd_on = true;
             hs_backend_destroy(be);
         }
     }

@@ -149,6 +149,29 @@ static uint16_t float_to_half(float f)
     return (uint16_t)(sign | (exp << 10) | ((int)m - 1024));
 }
 
+void ref_quantize_q8_0_x86(const float *x, void *vy, int64_t n)
+{
+    uint8_t *y = vy;
+    for (int64_t b = 0; b < n / 32; b++) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) {
+            if (fabsf(x[32 * b + j]) > amax) {
+                amax = fabsf(x[32 * b + j]);
+            }
+        }
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        const uint16_t dh = float_to_half(d);
+        uint8_t *blk = y + 34 * b;
+        blk[0] = (uint8_t)(dh & 0xFF);
+        blk[1] = (uint8_t)(dh >> 8);
+        for (int j = 0; j < 32; j++) {
+            /* Half to even (the default rounding mode). */
+            blk[2 + j] = (uint8_t)(int8_t)rintf(x[32 * b + j] * id);
+        }
+    }
+}
+
 void ref_quantize_q8_0(const float *x, void *vy, int64_t n)
 {
     uint8_t *y = vy;

@@ -15,6 +15,9 @@ int ref_dequantize(enum hs_type t, const void *x, double *y, int64_t n);
  * q = roundf(x * (1 / d))) and Q8_K (iscale = -127 / (first signed value of largest magnitude),
  * q = min(127, round-half-even(iscale * x)), d = 1 / iscale, bsums of 16). */
 void ref_quantize_q8_0(const float *x, void *y, int64_t n);
+/* ggml's x86 (AVX / AVX2 / AVX-512) quantize_row_q8_0, which llama.cpp runs on such CPUs:
+ * id = 127 / amax instead of 1 / d, and round half to even. */
+void ref_quantize_q8_0_x86(const float *x, void *y, int64_t n);
 void ref_quantize_q8_k(const float *x, void *y, int64_t n);
 
 #endif
