@@ -109,7 +109,7 @@ fuzz() {
         fi
         log "fuzz $name"
         local rc=0
-        "$f" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+        "$f" -max_total_time="$secs" -timeout=60 -rss_limit_mb=4096 -print_final_stats=1 \
             -artifact_prefix="$art" "$corpus" > "build-fuzz/$name.log" 2>&1 || rc=$?
         grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' "build-fuzz/$name.log" || true
         if [ "$rc" -ne 0 ]; then
