@@ -88,28 +88,6 @@ static void buf_str(struct buf *b, const char *s, uint64_t len)
     buf_put(b, s, (size_t)len);
 }
 
-static size_t elem_size(enum hs_gguf_type t)
-{
-    switch (t) {
-    case HS_GGUF_TYPE_UINT8:
-    case HS_GGUF_TYPE_INT8:
-    case HS_GGUF_TYPE_BOOL:
-        return 1;
-    case HS_GGUF_TYPE_UINT16:
-    case HS_GGUF_TYPE_INT16:
-        return 2;
-    case HS_GGUF_TYPE_UINT32:
-    case HS_GGUF_TYPE_INT32:
-    case HS_GGUF_TYPE_FLOAT32:
-        return 4;
-    case HS_GGUF_TYPE_UINT64:
-    case HS_GGUF_TYPE_INT64:
-    case HS_GGUF_TYPE_FLOAT64:
-        return 8;
-    default:
-        return 0;
-    }
-}
 
 /* ---- lifetime ---- */
 
@@ -186,7 +164,7 @@ static hs_status set_scalar(struct hs_gguf_writer *w, const char *key, enum hs_g
     }
     struct buf b = {0};
     buf_u32(&b, type);
-    buf_put(&b, v, elem_size(type));
+    buf_put(&b, v, hs_gguf_type_size(type));
     return put_kv(w, key, &b);
 }
 
@@ -230,7 +208,7 @@ hs_status hs_gguf_writer_set_str(struct hs_gguf_writer *w, const char *key, cons
 hs_status hs_gguf_writer_set_arr(struct hs_gguf_writer *w, const char *key, enum hs_gguf_type elem,
                                  const void *data, uint64_t n)
 {
-    size_t es = elem_size(elem);
+    size_t es = hs_gguf_type_size(elem);
     size_t bytes;
     if (!name_ok(key) || es == 0 || (n > 0 && !data) || n > SIZE_MAX ||
         hs_mul_overflow((size_t)n, es, &bytes)) {
@@ -267,7 +245,7 @@ hs_status hs_gguf_writer_set_arr_str(struct hs_gguf_writer *w, const char *key,
 /* Serialises v's body (no type tag for scalars; array: element type, count, elements). */
 static hs_status put_value_body(struct buf *b, const struct hs_gguf_value *v, int depth)
 {
-    size_t es = elem_size(v->type);
+    size_t es = hs_gguf_type_size(v->type);
     if (es) {
         uint8_t x[8];
         switch (v->type) {
@@ -306,7 +284,7 @@ static hs_status put_value_body(struct buf *b, const struct hs_gguf_value *v, in
     }
     buf_u32(b, et);
     buf_u64(b, n);
-    size_t ees = elem_size(et);
+    size_t ees = hs_gguf_type_size(et);
     if (ees) {
         size_t bytes;
         if (n > SIZE_MAX || hs_mul_overflow((size_t)n, ees, &bytes)) {
@@ -415,7 +393,7 @@ static hs_status writer_alignment(const struct hs_gguf_writer *w, size_t *out)
         uint32_t type;
         uint64_t v = 0;
         memcpy(&type, w->kv[i].bytes, 4);
-        size_t es = elem_size(type);
+        size_t es = hs_gguf_type_size(type);
         if ((type != HS_GGUF_TYPE_UINT8 && type != HS_GGUF_TYPE_UINT16 &&
              type != HS_GGUF_TYPE_UINT32 && type != HS_GGUF_TYPE_UINT64)) {
             return HS_E_INVAL;

@@ -30,8 +30,7 @@ const char *hs_gguf_type_str(enum hs_gguf_type t)
     return (unsigned)t < HS_GGUF_TYPE_COUNT ? names[t] : "unknown";
 }
 
-/* Bytes of one element of a scalar type; 0 for STRING, ARRAY and unknown ids. */
-static size_t scalar_size(uint32_t t)
+size_t hs_gguf_type_size(uint32_t t)
 {
     switch (t) {
     case HS_GGUF_TYPE_UINT8:
@@ -392,7 +391,7 @@ static hs_status rd_array(struct rd *r, struct hs_gguf_value *v, int depth, cons
     v->arr.n = n;
     v->arr.data = NULL;
 
-    size_t es = scalar_size(elem);
+    size_t es = hs_gguf_type_size(elem);
     size_t min_elem = es ? es : elem == HS_GGUF_TYPE_STRING ? 8 : 12;
     if (elem >= HS_GGUF_TYPE_COUNT) {
         return hs_error_set_at(r->err, HS_E_FORMAT, (int64_t)at,
@@ -457,7 +456,7 @@ static hs_status rd_value(struct rd *r, uint32_t type, struct hs_gguf_value *v, 
                           const char *key)
 {
     uint8_t b[8];
-    size_t es = scalar_size(type);
+    size_t es = hs_gguf_type_size(type);
     v->type = (enum hs_gguf_type)type;
     if (es) {
         HS_TRY(rd_need(r, es, "metadata value"));
@@ -968,7 +967,7 @@ static int64_t float_to_int(double x)
 
 int64_t hs_gguf_arr_get_int(const struct hs_gguf_value *arr, uint64_t i)
 {
-    const uint8_t *p = (const uint8_t *)arr->arr.data + i * scalar_size(arr->arr.type);
+    const uint8_t *p = (const uint8_t *)arr->arr.data + i * hs_gguf_type_size(arr->arr.type);
     switch (arr->arr.type) {
     case HS_GGUF_TYPE_UINT8:
     case HS_GGUF_TYPE_BOOL:
@@ -1018,7 +1017,7 @@ int64_t hs_gguf_arr_get_int(const struct hs_gguf_value *arr, uint64_t i)
 
 double hs_gguf_arr_get_float(const struct hs_gguf_value *arr, uint64_t i)
 {
-    const uint8_t *p = (const uint8_t *)arr->arr.data + i * scalar_size(arr->arr.type);
+    const uint8_t *p = (const uint8_t *)arr->arr.data + i * hs_gguf_type_size(arr->arr.type);
     switch (arr->arr.type) {
     case HS_GGUF_TYPE_FLOAT32: {
         float x;

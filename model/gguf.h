@@ -31,6 +31,10 @@ enum hs_gguf_type {
 };
 const char *hs_gguf_type_str(enum hs_gguf_type t);
 
+/* Bytes of one element of a scalar metadata type (UINT8 .. FLOAT64, BOOL); 0 for STRING, ARRAY
+ * and unknown ids. Thread: any. */
+size_t hs_gguf_type_size(uint32_t t);
+
 #define HS_GGUF_DEFAULT_ALIGNMENT 32
 
 /* A string in the file: NOT NUL-terminated; borrows the reader's memory. Valid UTF-8 is checked
