@@ -26,8 +26,12 @@
 #define HS__CPU_PAR_MIN_ELEMS 16384
 /* Attention batches with at least this many query rows run with f32 accumulation. */
 #define HS__ATTN_F32_MIN_ROWS 64
-/* Query rows per attention work item. */
+/* Query rows per attention work item (small batches). */
 #define HS__ATTN_ROWS_PER_ITEM 16
+/* Big batches run tiles of up to this many query vectors (rows of one sequence times the heads of
+ * one GQA group) against blocks of this many K/V positions. */
+#define HS__ATTN_TILE_Q 64
+#define HS__ATTN_TILE_K 32
 /* Bytes of weight rows a thread keeps hot while it sweeps all activation rows. */
 #define HS__CPU_W_CHUNK_BYTES 16384
 
@@ -565,6 +569,12 @@ struct hs__attn_task {
     atomic_llong next;
     float *tls;
     size_t tls_stride;
+    /* Big batches: query rows per tile, and one block of the tiled kernel (AVX-512 or portable;
+     * hs__attn_block_f32_avx512's contract). */
+    int32_t tile_rows;
+    void (*block)(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale, const float *qt,
+                  const float *k, const float *v, const int32_t *last, float *m, float *l,
+                  float *acc, float *st);
 };
 
 /* Online softmax (flash-attention style) for one query row of one head, with the precision of
@@ -700,6 +710,161 @@ static void hs__mad_f32_scalar(int64_t n, float *y, const float *x, float a)
     }
 }
 
+/* hs__attn_block_f32_avx512 in portable C (libm expf; not the same bits). */
+static void hs__attn_block_f32_scalar(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
+                                      const float *qt, const float *k, const float *v,
+                                      const int32_t *last, float *m, float *l, float *acc,
+                                      float *st)
+{
+    for (int64_t i = 0; i < nq; i++) {
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < nk; j++) {
+            float s = -INFINITY;
+            if (j <= last[i]) {
+                s = 0.0f;
+                for (int64_t d = 0; d < hd; d++) {
+                    s = fmaf(qt[d * ldq + i], k[j * hd + d], s);
+                }
+                s *= scale;
+            }
+            st[j] = s;
+            mx = s > mx ? s : mx;
+        }
+        const float mnew = mx > m[i] ? mx : m[i];
+        if (mnew == -INFINITY) {
+            continue; /* no position seen yet */
+        }
+        const float ms = expf(m[i] - mnew);
+        float sum = 0.0f;
+        float *a = acc + i * hd;
+        for (int64_t d = 0; d < hd; d++) {
+            a[d] *= ms;
+        }
+        for (int64_t j = 0; j < nk; j++) {
+            const float p = expf(st[j] - mnew);
+            sum += p;
+            for (int64_t d = 0; d < hd; d++) {
+                a[d] = fmaf(p, v[j * hd + d], a[d]);
+            }
+        }
+        m[i] = mnew;
+        l[i] = fmaf(l[i], ms, sum);
+    }
+}
+
+/* Floats of per-thread scratch the tiled path needs. */
+static size_t hs__attn_tile_floats(int64_t hd)
+{
+    return (size_t)hd * HS__ATTN_TILE_Q * 2 + (size_t)hd * HS__ATTN_TILE_K * 2 +
+           (size_t)HS__ATTN_TILE_K * HS__ATTN_TILE_Q + 4 * HS__ATTN_TILE_Q;
+}
+
+/* Big batches: query rows [j0, j1) of seq against K/V head kvh, for all query heads of its GQA
+ * group at once. Each block of K/V positions is widened to f32 once for the whole tile; scores,
+ * online softmax and the V sums run in f32 (hs__attn_block_f32_avx512's contract). */
+static void hs__attn_tile(const struct hs__attn_task *t, const struct hs_attn_seq *seq, int64_t kvh,
+                          int32_t j0, int32_t j1, float *buf)
+{
+    const struct hs_attn_args *a = t->a;
+    const int64_t hd = t->hd;
+    const int64_t bs = a->block_size;
+    const int64_t group = t->n_head / t->n_kv_head;
+    const int64_t nq = (int64_t)(j1 - j0) * group;
+    const int64_t ldq = (nq + 15) / 16 * 16;
+    float *qt = buf;                                   /* [hd][ldq] */
+    float *acc = qt + hd * HS__ATTN_TILE_Q;            /* [nq][hd] */
+    float *kf = acc + hd * HS__ATTN_TILE_Q;            /* [TILE_K][hd] */
+    float *vf = kf + hd * HS__ATTN_TILE_K;             /* [TILE_K][hd] */
+    float *st = vf + hd * HS__ATTN_TILE_K;             /* [TILE_K][ldq] */
+    float *m = st + HS__ATTN_TILE_K * HS__ATTN_TILE_Q; /* [ldq] */
+    float *l = m + HS__ATTN_TILE_Q;                    /* [ldq] */
+    int32_t *last_abs = (int32_t *)(l + HS__ATTN_TILE_Q);
+    int32_t *last = last_abs + HS__ATTN_TILE_Q;
+    HS_ASSERT(ldq <= HS__ATTN_TILE_Q);
+
+    for (int64_t i = 0; i < ldq; i++) {
+        const int64_t r = i < nq ? i / group : j1 - j0 - 1; /* padding: the last row's view */
+        const int64_t g = i % group;
+        const int64_t row = (int64_t)seq->q_row + j0 + r;
+        const float *q = (const float *)((const char *)a->q->data + (size_t)row * a->q->nb[2] +
+                                         (size_t)(kvh * group + g) * a->q->nb[1]);
+        for (int64_t d = 0; d < hd; d++) {
+            qt[d * ldq + i] = i < nq ? q[d] : 0.0f;
+        }
+        last_abs[i] = seq->n_past + j0 + (int32_t)r;
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+    }
+    memset(acc, 0, (size_t)(nq * hd) * sizeof(float));
+    const int64_t n_ctx = (int64_t)seq->n_past + j1;
+    const bool k_f16 = a->k_cache->type == HS_TYPE_F16;
+    const bool v_f16 = a->v_cache->type == HS_TYPE_F16;
+    for (int64_t p0 = 0; p0 < n_ctx; p0 += HS__ATTN_TILE_K) {
+        const int64_t nk = HS_MIN(HS__ATTN_TILE_K, n_ctx - p0);
+        for (int64_t j = 0; j < nk; j++) {
+            const int64_t p = p0 + j;
+            const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
+            const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
+                             (size_t)kvh * a->k_cache->nb[1];
+            const char *vr = (const char *)a->v_cache->data + slot * a->v_cache->nb[2] +
+                             (size_t)kvh * a->v_cache->nb[1];
+            if (k_f16) {
+                t->f16->to_float(kr, kf + j * hd, hd);
+            } else {
+                memcpy(kf + j * hd, kr, (size_t)hd * sizeof(float));
+            }
+            if (v_f16) {
+                t->f16->to_float(vr, vf + j * hd, hd);
+            } else {
+                memcpy(vf + j * hd, vr, (size_t)hd * sizeof(float));
+            }
+        }
+        for (int64_t i = 0; i < ldq; i++) {
+            last[i] = (int32_t)(last_abs[i] - p0);
+        }
+        t->block(hd, nq, ldq, nk, a->scale, qt, kf, vf, last, m, l, acc, st);
+    }
+    for (int64_t i = 0; i < nq; i++) {
+        const int64_t row = (int64_t)seq->q_row + j0 + i / group;
+        float *out = (float *)((char *)a->out->data + (size_t)row * a->out->nb[2] +
+                               (size_t)(kvh * group + i % group) * a->out->nb[1]);
+        const float inv = l[i] == 0.0f ? 0.0f : 1.0f / l[i];
+        for (int64_t d = 0; d < hd; d++) {
+            out[d] = acc[i * hd + d] * inv;
+        }
+    }
+}
+
+/* Big batches: items are (sequence, tile of query rows, K/V head), later (longer) tiles first. */
+static void hs__attn_tiled_fn(void *ctx, int ith, int nth)
+{
+    struct hs__attn_task *t = ctx;
+    (void)nth;
+    const struct hs_attn_args *a = t->a;
+    float *buf = t->tls + (size_t)ith * t->tls_stride;
+    for (;;) {
+        int64_t item = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (item >= t->n_items) {
+            break;
+        }
+        const struct hs_attn_seq *seq = NULL;
+        int64_t n_tiles = 0;
+        for (int32_t i = 0; i < a->n_seqs; i++) {
+            n_tiles = (a->seqs[i].n_new + t->tile_rows - 1) / t->tile_rows;
+            if (item < n_tiles * t->n_kv_head) {
+                seq = &a->seqs[i];
+                break;
+            }
+            item -= n_tiles * t->n_kv_head;
+        }
+        HS_ASSERT(seq);
+        const int64_t kvh = item % t->n_kv_head;
+        const int32_t j0 = (int32_t)(n_tiles - 1 - item / t->n_kv_head) * t->tile_rows;
+        const int32_t j1 = HS_MIN(j0 + t->tile_rows, seq->n_new);
+        hs__attn_tile(t, seq, kvh, j0, j1, buf);
+    }
+}
+
 /* Work items are (sequence, chunk of up to HS__ATTN_ROWS_PER_ITEM query rows, head), handed out
  * dynamically: later rows see more positions, and a long prefill still spreads over all threads. */
 static void hs__attn_fn(void *ctx, int ith, int nth)
@@ -757,21 +922,38 @@ static hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_a
      * size its SIMD handles. */
     t.f32_acc = args->q->ne[2] >= HS__ATTN_F32_MIN_ROWS &&
                 args->k_cache->type == args->v_cache->type && t.hd % 16 == 0;
-    for (int32_t i = 0; i < args->n_seqs; i++) {
-        t.n_items +=
-            (args->seqs[i].n_new + HS__ATTN_ROWS_PER_ITEM - 1) / HS__ATTN_ROWS_PER_ITEM * t.n_head;
-    }
     if (!t.kdot || !t.f16 || !t.f32) {
         return HS_E_NOTSUP;
     }
-    HS_TRY(hs__cpu_reserve_tls(cpu, 5 * (size_t)t.hd));
+    void (*fn)(void *, int, int) = hs__attn_fn;
+    if (t.f32_acc) {
+        const int64_t group = t.n_head / t.n_kv_head;
+        t.tile_rows = (int32_t)HS_MAX(1, HS__ATTN_TILE_Q / group);
+        t.block = hs__attn_block_f32_scalar;
+#if HS__CPU_X86
+        if (cpu->simd && cpu->isa >= HS_ISA_AVX512) {
+            t.block = hs__attn_block_f32_avx512;
+        }
+#endif
+        for (int32_t i = 0; i < args->n_seqs; i++) {
+            t.n_items += (args->seqs[i].n_new + t.tile_rows - 1) / t.tile_rows * t.n_kv_head;
+        }
+        HS_TRY(hs__cpu_reserve_tls(cpu, hs__attn_tile_floats(t.hd)));
+        fn = hs__attn_tiled_fn;
+    } else {
+        for (int32_t i = 0; i < args->n_seqs; i++) {
+            t.n_items += (args->seqs[i].n_new + HS__ATTN_ROWS_PER_ITEM - 1) /
+                         HS__ATTN_ROWS_PER_ITEM * t.n_head;
+        }
+        HS_TRY(hs__cpu_reserve_tls(cpu, 5 * (size_t)t.hd));
+    }
     t.tls = cpu->tls;
     t.tls_stride = cpu->tls_stride;
     atomic_init(&t.next, 0);
     if (t.n_items <= 1) {
-        hs__attn_fn(&t, 0, 1);
+        fn(&t, 0, 1);
     } else {
-        hs__pool_run(cpu->pool, hs__attn_fn, &t);
+        hs__pool_run(cpu->pool, fn, &t);
     }
     return HS_OK;
 }

@@ -776,6 +776,121 @@ void hs__swiglu_f32_avx512(int64_t n, float *y, const float *g, const float *u)
     }
 }
 
+/* ================================================================================================
+ * Flash attention, f32 accumulation: one block of K/V rows against a tile of queries
+ * ============================================================================================= */
+
+void hs__attn_block_f32_avx512(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
+                               const float *qt, const float *k, const float *v, const int32_t *last,
+                               float *m, float *l, float *acc, float *st)
+{
+    const int64_t nqv = ldq / 16;
+    const __m512 vscale = _mm512_set1_ps(scale);
+    /* Scores, transposed: st[j][i] = scale * q_i . k_j, four K rows at a time. */
+    for (int64_t j = 0; j < nk; j += 4) {
+        const int64_t nj = HS_MIN(4, nk - j);
+        for (int64_t c = 0; c < nqv; c++) {
+            __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+            const float *q = qt + c * 16;
+            const float *k0 = k + j * hd;
+            const float *k1 = k + (j + (nj > 1 ? 1 : 0)) * hd;
+            const float *k2 = k + (j + (nj > 2 ? 2 : 0)) * hd;
+            const float *k3 = k + (j + (nj > 3 ? 3 : 0)) * hd;
+            for (int64_t d = 0; d < hd; d++) {
+                const __m512 qd = _mm512_load_ps(q + d * ldq);
+                s0 = _mm512_fmadd_ps(_mm512_set1_ps(k0[d]), qd, s0);
+                s1 = _mm512_fmadd_ps(_mm512_set1_ps(k1[d]), qd, s1);
+                s2 = _mm512_fmadd_ps(_mm512_set1_ps(k2[d]), qd, s2);
+                s3 = _mm512_fmadd_ps(_mm512_set1_ps(k3[d]), qd, s3);
+            }
+            float *o = st + j * ldq + c * 16;
+            _mm512_store_ps(o, _mm512_mul_ps(s0, vscale));
+            if (nj > 1) {
+                _mm512_store_ps(o + ldq, _mm512_mul_ps(s1, vscale));
+            }
+            if (nj > 2) {
+                _mm512_store_ps(o + 2 * ldq, _mm512_mul_ps(s2, vscale));
+            }
+            if (nj > 3) {
+                _mm512_store_ps(o + 3 * ldq, _mm512_mul_ps(s3, vscale));
+            }
+        }
+    }
+    /* Online softmax, 16 queries per vector: mask, new maxima, p = exp(s - m) in place of the
+     * scores, and each query's rescale factor exp(m_old - m_new). */
+    float ms_all[64];
+    for (int64_t c = 0; c < nqv; c++) {
+        const __m512i lastv = _mm512_loadu_si512((const void *)(last + c * 16));
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < nk; j++) {
+            const __mmask16 ok = _mm512_cmple_epi32_mask(_mm512_set1_epi32((int32_t)j), lastv);
+            __m512 s = _mm512_load_ps(st + j * ldq + c * 16);
+            s = _mm512_mask_blend_ps(ok, _mm512_set1_ps(-INFINITY), s);
+            _mm512_store_ps(st + j * ldq + c * 16, s);
+            mx = _mm512_max_ps(mx, s);
+        }
+        const __m512 mold = _mm512_loadu_ps(m + c * 16);
+        const __m512 mnew = _mm512_max_ps(mold, mx);
+        /* A query with no position seen yet (mnew = -inf) keeps its state: p = 0, factor 1. */
+        const __mmask16 live = _mm512_cmp_ps_mask(mnew, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+        const __m512 ms =
+            _mm512_mask_blend_ps(live, _mm512_set1_ps(1.0f), expf16(_mm512_sub_ps(mold, mnew)));
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j < nk; j++) {
+            const __m512 s = _mm512_load_ps(st + j * ldq + c * 16);
+            const __m512 p = _mm512_maskz_mov_ps(live, expf16(_mm512_sub_ps(s, mnew)));
+            _mm512_store_ps(st + j * ldq + c * 16, p);
+            sum = _mm512_add_ps(sum, p);
+        }
+        _mm512_storeu_ps(m + c * 16, mnew);
+        _mm512_storeu_ps(l + c * 16, _mm512_fmadd_ps(_mm512_loadu_ps(l + c * 16), ms, sum));
+        _mm512_storeu_ps(ms_all + c * 16, ms);
+    }
+    /* acc_i = acc_i * ms_i + sum_j p_ji v_j: four queries by 64 columns per register tile. */
+    for (int64_t d0 = 0; d0 < hd; d0 += 64) {
+        const int64_t nd = HS_MIN(64, hd - d0) / 16;
+        int64_t i = 0;
+        for (; nd == 4 && i + 4 <= nq; i += 4) {
+            __m512 r[4][4];
+            for (int a = 0; a < 4; a++) {
+                const __m512 f = _mm512_set1_ps(ms_all[i + a]);
+                for (int b = 0; b < 4; b++) {
+                    r[a][b] = _mm512_mul_ps(_mm512_loadu_ps(acc + (i + a) * hd + d0 + b * 16), f);
+                }
+            }
+            for (int64_t j = 0; j < nk; j++) {
+                const float *vj = v + j * hd + d0;
+                const __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16);
+                const __m512 v2 = _mm512_loadu_ps(vj + 32), v3 = _mm512_loadu_ps(vj + 48);
+                const float *pj = st + j * ldq + i;
+                for (int a = 0; a < 4; a++) {
+                    const __m512 p = _mm512_set1_ps(pj[a]);
+                    r[a][0] = _mm512_fmadd_ps(p, v0, r[a][0]);
+                    r[a][1] = _mm512_fmadd_ps(p, v1, r[a][1]);
+                    r[a][2] = _mm512_fmadd_ps(p, v2, r[a][2]);
+                    r[a][3] = _mm512_fmadd_ps(p, v3, r[a][3]);
+                }
+            }
+            for (int a = 0; a < 4; a++) {
+                for (int b = 0; b < 4; b++) {
+                    _mm512_storeu_ps(acc + (i + a) * hd + d0 + b * 16, r[a][b]);
+                }
+            }
+        }
+        for (; i < nq; i++) {
+            for (int64_t b = 0; b < nd; b++) {
+                float *ap = acc + i * hd + d0 + b * 16;
+                __m512 r = _mm512_mul_ps(_mm512_loadu_ps(ap), _mm512_set1_ps(ms_all[i]));
+                for (int64_t j = 0; j < nk; j++) {
+                    r = _mm512_fmadd_ps(_mm512_set1_ps(st[j * ldq + i]),
+                                        _mm512_loadu_ps(v + j * hd + d0 + b * 16), r);
+                }
+                _mm512_storeu_ps(ap, r);
+            }
+        }
+    }
+}
+
 #else
 typedef int hs__quants_avx512_unavailable;
 #endif

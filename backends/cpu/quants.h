@@ -106,5 +106,15 @@ void hs__to_float_f16_avx512(const void *x, float *y, int64_t n);
 /* y[i] = silu(g[i]) * u[i] with ggml's AVX-512 vector expf (bit-identical to llama.cpp's
  * SwiGLU on AVX-512 CPUs); y may alias g or u. */
 void hs__swiglu_f32_avx512(int64_t n, float *y, const float *g, const float *u);
+/* One block of f32 flash attention (online softmax) for nq query vectors against nk <= 32 K/V
+ * rows. qt [hd][ldq] holds the (unscaled) queries transposed, ldq = nq rounded up to 16 (padding
+ * columns finite); k and v are [nk][hd] f32; last[i] (i < ldq) is the last block-relative
+ * position query i sees (positions past it are masked; a query masked out of the whole block
+ * keeps its state). m, l [ldq]: running maxima (-inf at first) and denominators; acc [nq][hd]:
+ * running sums of p * v; st: scratch of 32 * ldq floats. ldq <= 64, hd a multiple of 16; qt and
+ * st 64-byte aligned. Exponentials use ggml's vector expf. */
+void hs__attn_block_f32_avx512(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
+                               const float *qt, const float *k, const float *v, const int32_t *last,
+                               float *m, float *l, float *acc, float *st);
 
 #endif
