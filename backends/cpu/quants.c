@@ -742,7 +742,7 @@ static const struct hs_quant_kernels k_avx2[] = {
         ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q8_0,           \
             hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa),                                 \
         ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,           \
-            hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2),                                   \
+            hs__vec_dot_q4_0_##isa, hs__gemm_tile_q4_0_##isa),                                 \
         ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,           \
             hs__vec_dot_q4_k_##isa, hs__gemm_tile_q4_k_##isa),                                 \
         ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q5_k,           \

@@ -47,7 +47,7 @@ struct hs_quant_kernels {
 /* Kernels for weight type t on the given ISA (HS_ISA_COUNT: the detected best; an ISA the CPU
  * lacks also gives the best it has, so callers may ask for any). HS_ISA_AVX512 uses the VNNI
  * build where the CPU has AVX512_VNNI. Types without their own SIMD kernel on an ISA get the
- * next lower ISA's (AVX-512: BF16 and Q4_0 run the AVX2 code). NULL when t is not a
+ * next lower ISA's (AVX-512: BF16 runs the AVX2 code). NULL when t is not a
  * weight type computed with (Q8_K included: it is an activation type only). Returned tables
  * are static; every slot is non-NULL. Results of vec_dot and of gemm_tile for the same rows
  * are bit-identical within one table. */
@@ -92,10 +92,12 @@ void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a);
 HS__QUANT_DOT_DECL(f32, avx512);
 HS__QUANT_DOT_DECL(f16, avx512);
 HS__QUANT_DOT_DECL(q8_0, avx512);
+HS__QUANT_DOT_DECL(q4_0, avx512);
 HS__QUANT_DOT_DECL(q4_k, avx512);
 HS__QUANT_DOT_DECL(q5_k, avx512);
 HS__QUANT_DOT_DECL(q6_k, avx512);
 HS__QUANT_DOT_DECL(q8_0, avx512vnni);
+HS__QUANT_DOT_DECL(q4_0, avx512vnni);
 HS__QUANT_DOT_DECL(q4_k, avx512vnni);
 HS__QUANT_DOT_DECL(q5_k, avx512vnni);
 HS__QUANT_DOT_DECL(q6_k, avx512vnni);

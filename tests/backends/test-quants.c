@@ -2,6 +2,7 @@
  * this CPU supports. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -226,11 +227,12 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
                                     cr_assert(fabs(got - ref) / asum < 2e-6, "q4_K gemm tile");
                                     continue;
                                 }
-                                if (f.t == HS_TYPE_Q8_0) {
+                                if (f.t == HS_TYPE_Q8_0 || f.t == HS_TYPE_Q4_0) {
                                     /* Pairs of activation rows share 512-bit registers, each
                                      * half in vec_dot's order: the same bits. */
-                                    cr_assert_eq(got, want, "q8_0 %s tile %dx%d [%d,%d]",
-                                                 hs_isa_str(isa), nr, nc, i, j);
+                                    cr_assert_eq(got, want, "%s %s tile %dx%d [%d,%d]",
+                                                 hs_type_str(f.t), hs_isa_str(isa), nr, nc, i,
+                                                 j);
                                 }
                                 cr_assert(fabsf(got - want) <= 1e-6f * fabsf(want) + 1e-30f,
                                           "%s %s tile %dx%d [%d,%d]: %.9g vs %.9g",
@@ -394,13 +396,16 @@ Test(quants, avx512_without_vnni_matches)
         hs_gemm_tile_fn tile;
     } plain[] = {
         {HS_TYPE_Q8_0, hs__vec_dot_q8_0_avx512, hs__gemm_tile_q8_0_avx512},
+        {HS_TYPE_Q4_0, hs__vec_dot_q4_0_avx512, hs__gemm_tile_q4_0_avx512},
         {HS_TYPE_Q4_K, hs__vec_dot_q4_k_avx512, hs__gemm_tile_q4_k_avx512},
         {HS_TYPE_Q5_K, hs__vec_dot_q5_k_avx512, hs__gemm_tile_q5_k_avx512},
         {HS_TYPE_Q6_K, hs__vec_dot_q6_k_avx512, hs__gemm_tile_q6_k_avx512},
     };
     for (size_t pi = 0; pi < HS_ARRAY_LEN(plain); pi++) {
-        /* Q8_0 gets an odd block count, for the tail of its two-blocks-at-a-time loop. */
-        const int64_t n = plain[pi].t == HS_TYPE_Q8_0 ? 4096 + 256 + 32 : 4096 + 256;
+        /* Q8_0 and Q4_0 get an odd block count, for the tail of the two-blocks-at-a-time
+         * prefetch. */
+        const bool q80_act = plain[pi].t == HS_TYPE_Q8_0 || plain[pi].t == HS_TYPE_Q4_0;
+        const int64_t n = q80_act ? 4096 + 256 + 32 : 4096 + 256;
         struct fixture f;
         fixture_init(&f, plain[pi].t, n, 500 + pi);
         const struct hs_quant_kernels *k = hs__cpu_kernels(f.t, HS_ISA_AVX512);
