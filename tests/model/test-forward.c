@@ -191,3 +191,26 @@ Test(forward, mkmodel_rejects_bad_shapes)
     cr_assert(strstr(err.message, "n_head"), "%s", err.message);
     cr_assert_eq(access("/tmp/hs-never-written.gguf", F_OK), -1);
 }
+
+/* A long prompt in one batch (the tiled attention path for >= 64 query rows) against the same
+ * prompt fed 5 tokens at a time (the small-batch path). */
+Test(forward, long_prompt_in_one_batch_equals_small_chunks, .timeout = 120)
+{
+    enum { N = 120 }; /* of the 128-token context */
+    static float whole[600];
+    hs_token toks[N];
+    prompt(toks, N, 11);
+    struct loaded l = {0};
+    load_mk(&l, HS_ARCH_QWEN3, HS_TYPE_F32, 256, 1);
+    int32_t table[8] = {6, 0, 3, 7, 1, 5, 2, 4};
+    struct hs_forward_seq fs = {toks, N, 0, table, 1};
+    cr_assert_eq(hs_model_forward(l.ctx, &fs, 1), HS_OK);
+    memcpy(whole, hs_context_logits(l.ctx), sizeof(whole));
+    for (int n_past = 0; n_past < N; n_past += 5) {
+        struct hs_forward_seq part = {toks + n_past, 5, n_past, table, 1};
+        cr_assert_eq(hs_model_forward(l.ctx, &part, 1), HS_OK);
+    }
+    double e = nrmse(hs_context_logits(l.ctx), whole, 600);
+    cr_assert(e < 1e-5, "one batch vs chunks of 5: %.3g", e);
+    unload(&l);
+}
