@@ -98,10 +98,14 @@ fuzz() {
         local name; name=$(basename "$f")
         local corpus="build-fuzz/corpus-$name" art="build-fuzz/artifacts-$name/"
         mkdir -p "$corpus" "$art"
-        # Seed with the heads of the shared models (header and metadata are what gets parsed).
-        for m in "$ROOT"/../shared/models/*.gguf; do
-            [ -f "$m" ] && head -c 65536 "$m" > "$corpus/seed-$(basename "$m")"
-        done
+        local max_len=4096
+        if [ "$name" = fuzz-gguf ]; then
+            # Seed with the heads of the shared models (header and metadata are what is parsed).
+            max_len=65536
+            for m in "$ROOT"/../shared/models/*.gguf; do
+                [ -f "$m" ] && head -c 65536 "$m" > "$corpus/seed-$(basename "$m")"
+            done
+        fi
         printf 'Hello, world! 123 \xc3\xa9\xf0\x9f\x98\x80 <|im_start|>user\n' > "$corpus/seed-text"
         # Target-specific seeds (e.g. request bodies for fuzz-request).
         if [ -d "tests/fuzz/seeds-$name" ]; then
@@ -109,7 +113,7 @@ fuzz() {
         fi
         log "fuzz $name"
         local rc=0
-        "$f" -max_total_time="$secs" -timeout=60 -rss_limit_mb=4096 -print_final_stats=1 \
+        "$f" -max_total_time="$secs" -max_len="$max_len" -timeout=60 -rss_limit_mb=4096 -print_final_stats=1 \
             -artifact_prefix="$art" "$corpus" > "build-fuzz/$name.log" 2>&1 || rc=$?
         grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' "build-fuzz/$name.log" || true
         if [ "$rc" -ne 0 ]; then
@@ -118,6 +122,15 @@ fuzz() {
         fi
     done
     [ "$found" -eq 1 ] || { log "no fuzz targets were built"; return 1; }
+}
+
+# "N passed, N failed" over the suites of a meson build dir (its last test run).
+count_results() { # dir
+    local log="$1/meson-logs/testlog.json"
+    local ok bad
+    ok=$(grep -o '"result": "[A-Z]*"' "$log" | grep -c -E '"(OK|EXPECTEDFAIL)"' || true)
+    bad=$(grep -o '"result": "[A-Z]*"' "$log" | grep -c -v -E '"(OK|EXPECTEDFAIL|SKIP)"' || true)
+    echo "$ok $bad"
 }
 
 test_all() {
@@ -133,7 +146,11 @@ test_all() {
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
         meson test -C build-asan --print-errorlogs --num-processes "$JOBS" --timeout-multiplier 4
     fuzz
-    log "all tests passed"
+    local n_fuzz; n_fuzz=$(find build-fuzz/tests/fuzz -maxdepth 1 -type f -name 'fuzz-*' -executable | wc -l)
+    read -r ok1 bad1 <<<"$(count_results build)"
+    read -r ok2 bad2 <<<"$(count_results build-asan)"
+    log "all tests passed (suites: $ok1 plain, $ok2 sanitized; $n_fuzz fuzz targets)"
+    echo "$((ok1 + ok2 + n_fuzz)) passed, $((bad1 + bad2)) failed"
 }
 
 case "${1:-}" in
