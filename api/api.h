@@ -38,9 +38,10 @@ struct hs_api_params {
 /* Defaults as documented above. Thread: any. */
 struct hs_api_params hs_api_default_params(void);
 
-/* Parses the model's chat template (ChatML when it has none or it does not parse) and starts
- * listening. Borrows model and engine: both must outlive the server. Errors: HS_E_INVAL (bad
- * host), HS_E_IO (cannot listen: err says why), HS_E_NOMEM. *out stays NULL on error. Returns
+/* Parses the model's chat template (ChatML when it has none) and starts listening. Borrows
+ * model and engine: both must outlive the server. Errors: HS_E_FORMAT (the model's chat
+ * template does not parse: err gives line, column and reason), HS_E_INVAL (bad host), HS_E_IO
+ * (cannot listen: err says why), HS_E_NOMEM. *out stays NULL on error. Returns
  * new (free with hs_api_server_stop). */
 hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
                               const struct hs_api_params *p, struct hs_api_server **out,

@@ -200,7 +200,7 @@ int hs__cli_serve(int argc, char **argv)
     st = hs_api_server_start(model, eng, &ap, &srv, &err);
     if (st != HS_OK) {
         fprintf(stderr, "hetserve serve: %s\n", err.message);
-        rc = st == HS_E_INVAL ? 2 : 1;
+        rc = st == HS_E_INVAL || st == HS_E_FORMAT ? 2 : 1;
         goto done;
     }
     fprintf(stderr, "hetserve: serving %s (%s) on http://%s:%u (context %d)%s\n", name,

@@ -1159,8 +1159,13 @@ hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
     if (src && *src) {
         struct hs_error te = {0};
         if (hs_chat_template_parse(src, strlen(src), &s->tmpl, &te) != HS_OK) {
-            HS_LOG_WARN("the model's chat template does not parse (%s); using ChatML", te.message);
+            /* Rendering chats some other way would silently change every prompt: refuse. */
             s->tmpl = NULL;
+            st = hs_error_set(err, HS_E_FORMAT,
+                              "the model's chat template (tokenizer.chat_template) does not "
+                              "parse: %s; use a model file with a valid template",
+                              te.message);
+            goto fail;
         }
     }
     s->pctx =

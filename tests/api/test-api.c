@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "model/gguf.h"
 #include "model/model.h"
 #include "model/vocab.h"
 #include "server/engine.h"
@@ -1103,4 +1104,54 @@ Test(api, status_table)
     cr_assert_eq(hs_api_http_status(HS_E_NOMEM), 503);
     cr_assert_eq(hs_api_http_status(HS_E_INTERNAL), 500);
     cr_assert_eq(hs_api_http_status((hs_status)-99), 500);
+}
+
+/* ---- a malformed chat template is a load-time error ---- */
+
+/* Copies stories260K with tokenizer.chat_template replaced by tmpl. */
+static void write_with_template(const char *out, const char *tmpl)
+{
+    struct hs_error err = {0};
+    char *src = model_path("stories260K.gguf");
+    struct hs_gguf *gg = NULL;
+    cr_assert_eq(hs_gguf_open(src, &gg, &err), HS_OK, "%s", err.message);
+    free(src);
+    struct hs_gguf_writer *w = NULL;
+    cr_assert_eq(hs_gguf_writer_create(&w), HS_OK);
+    for (int64_t i = 0; i < hs_gguf_n_kv(gg); i++) {
+        cr_assert_eq(hs_gguf_writer_set_value(w, hs_gguf_kv_key(gg, i), hs_gguf_kv_value(gg, i)),
+                     HS_OK);
+    }
+    cr_assert_eq(hs_gguf_writer_set_str(w, "tokenizer.chat_template", tmpl), HS_OK);
+    for (int64_t i = 0; i < hs_gguf_n_tensors(gg); i++) {
+        const struct hs_gguf_tensor *t = hs_gguf_tensor(gg, i);
+        cr_assert_eq(hs_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data),
+                     HS_OK);
+    }
+    cr_assert_eq(hs_gguf_writer_write_file(w, out, &err), HS_OK, "%s", err.message);
+    hs_gguf_writer_destroy(w);
+    hs_gguf_close(gg);
+}
+
+Test(api, malformed_chat_template_is_a_load_time_error)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/hs-bad-template-%d.gguf", (int)getpid());
+    write_with_template(path, "{% for m in messages %}{{ m.content }");
+    struct hs_error err = {0};
+    struct hs_model *m = NULL;
+    cr_assert_eq(hs_model_load(path, &m, &err), HS_OK, "%s", err.message);
+    struct hs_engine_params ep = test_engine_params();
+    struct hs_engine *eng = NULL;
+    cr_assert_eq(hs_engine_create(m, &ep, &eng, &err), HS_OK, "%s", err.message);
+    struct hs_api_params ap = test_api_params();
+    struct hs_api_server *srv = NULL;
+    hs_status st = hs_api_server_start(m, eng, &ap, &srv, &err);
+    cr_assert_eq(st, HS_E_FORMAT);
+    cr_assert_null(srv);
+    cr_assert(strstr(err.message, "chat template"), "%s", err.message);
+    cr_assert(strstr(err.message, "line"), "the message should locate the error: %s", err.message);
+    hs_engine_destroy(eng);
+    hs_model_destroy(m);
+    unlink(path);
 }
