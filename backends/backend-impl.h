@@ -9,7 +9,7 @@
 
 #include "backends/backend.h"
 
-#define HS_BACKEND_IFACE_VERSION 1
+#define HS_BACKEND_IFACE_VERSION 2
 
 struct hs_backend_iface {
     uint32_t version; /* HS_BACKEND_IFACE_VERSION */
@@ -23,8 +23,8 @@ struct hs_backend_iface {
 
     /* Operations: arguments are validated by backend.c before the call. NULL means not
      * implemented (FFN falls back to matmul + swiglu + matmul). */
-    hs_status (*matmul)(struct hs_backend *be, const struct hs_tensor *w,
-                        const struct hs_tensor *x, struct hs_tensor *y);
+    hs_status (*matmul)(struct hs_backend *be, const struct hs_tensor *w, const struct hs_tensor *x,
+                        struct hs_tensor *y);
     hs_status (*get_rows)(struct hs_backend *be, const struct hs_tensor *w, const hs_token *ids,
                           struct hs_tensor *y);
     hs_status (*rms_norm)(struct hs_backend *be, const struct hs_tensor *x,
@@ -43,6 +43,10 @@ struct hs_backend_iface {
     hs_status (*ffn)(struct hs_backend *be, const struct hs_ffn_args *args); /* optional */
 
     hs_status (*synchronize)(struct hs_backend *be); /* optional: NULL = always synchronous */
+
+    /* Version 2. Optional: NULL runs each group through ffn (or its default) on the expert's
+     * plane. */
+    hs_status (*moe_ffn)(struct hs_backend *be, const struct hs_moe_ffn_args *args);
 };
 
 struct hs_backend {

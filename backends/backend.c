@@ -102,7 +102,7 @@ const char *hs_op_str(enum hs_op op)
         [HS_OP_MATMUL] = "matmul", [HS_OP_GET_ROWS] = "get_rows", [HS_OP_RMS_NORM] = "rms_norm",
         [HS_OP_ROPE] = "rope",     [HS_OP_ADD] = "add",           [HS_OP_MUL] = "mul",
         [HS_OP_SWIGLU] = "swiglu", [HS_OP_KV_STORE] = "kv_store", [HS_OP_ATTENTION] = "attention",
-        [HS_OP_FFN] = "ffn",
+        [HS_OP_FFN] = "ffn",       [HS_OP_MOE_FFN] = "moe_ffn",
     };
     return (unsigned)op < HS_OP_COUNT ? names[op] : "unknown";
 }
@@ -536,7 +536,16 @@ hs_status hs_backend_attention(struct hs_backend *be, const struct hs_attn_args 
     return HS_OK;
 }
 
-hs_status hs_backend_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
+/* Bytes of the three FFN matrices (2-D views). */
+static uint64_t hs__ffn_weight_bytes(const struct hs_tensor *g, const struct hs_tensor *u,
+                                     const struct hs_tensor *d)
+{
+    return hs_type_row_size(g->type, g->ne[0]) * (uint64_t)g->ne[1] +
+           hs_type_row_size(u->type, u->ne[0]) * (uint64_t)u->ne[1] +
+           hs_type_row_size(d->type, d->ne[0]) * (uint64_t)d->ne[1];
+}
+
+static hs_status hs__check_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
 {
     if (!be || !a) {
         return HS_E_INVAL;
@@ -549,16 +558,16 @@ hs_status hs_backend_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
         a->w_gate->ne[1] != a->w_up->ne[1] || a->y->ne[0] != a->x->ne[0]) {
         return HS_E_INVAL;
     }
-    const uint64_t wbytes =
-        hs_type_row_size(a->w_gate->type, a->w_gate->ne[0]) * (uint64_t)a->w_gate->ne[1] +
-        hs_type_row_size(a->w_up->type, a->w_up->ne[0]) * (uint64_t)a->w_up->ne[1] +
-        hs_type_row_size(a->w_down->type, a->w_down->ne[0]) * (uint64_t)a->w_down->ne[1];
+    return HS_OK;
+}
+
+/* A validated FFN through the slot, or the default composition; nothing counted. */
+static hs_status hs__ffn_run(struct hs_backend *be, const struct hs_ffn_args *a)
+{
     if (be->iface->ffn && be->iface->supports_op(be, HS_OP_FFN, a->w_gate->type) &&
         be->iface->supports_op(be, HS_OP_FFN, a->w_up->type) &&
         be->iface->supports_op(be, HS_OP_FFN, a->w_down->type)) {
-        HS_TRY(be->iface->ffn(be, a));
-        hs__count(be, HS_OP_FFN, wbytes);
-        return HS_OK;
+        return be->iface->ffn(be, a);
     }
     /* Default: gate and up products, silu(gate) * up in place, down product. */
     if (!be->iface->matmul || !be->iface->swiglu ||
@@ -571,7 +580,127 @@ hs_status hs_backend_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     HS_TRY(be->iface->matmul(be, a->w_gate, a->x, a->scratch_gate));
     HS_TRY(be->iface->matmul(be, a->w_up, a->x, a->scratch_up));
     HS_TRY(be->iface->swiglu(be, a->scratch_gate, a->scratch_up, a->scratch_gate));
-    HS_TRY(be->iface->matmul(be, a->w_down, a->scratch_gate, a->y));
-    hs__count(be, HS_OP_FFN, wbytes);
+    return be->iface->matmul(be, a->w_down, a->scratch_gate, a->y);
+}
+
+hs_status hs_backend_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
+{
+    HS_TRY(hs__check_ffn(be, a));
+    HS_TRY(hs__ffn_run(be, a));
+    hs__count(be, HS_OP_FFN, hs__ffn_weight_bytes(a->w_gate, a->w_up, a->w_down));
+    return HS_OK;
+}
+
+/* ---- expert FFN ---- */
+
+/* A stack of n_expert weight matrices [ne2][ne1][ne0], planes densely nb[2] apart. */
+static bool hs__experts_ok(const struct hs_tensor *w)
+{
+    if (!w || !hs_type_is_known((uint32_t)w->type) || !hs__t_ok(w, w->type) || w->ne[3] != 1) {
+        return false;
+    }
+    const size_t row = hs_type_row_size(w->type, w->ne[0]);
+    return (w->ne[1] == 1 || w->nb[1] >= row) &&
+           (w->ne[2] == 1 || w->nb[2] == w->nb[1] * (size_t)w->ne[1]);
+}
+
+struct hs_tensor hs_tensor_plane(const struct hs_tensor *t, int64_t i2)
+{
+    struct hs_tensor r = *t;
+    r.data = (char *)t->data + (size_t)i2 * t->nb[2];
+    r.ne[2] = 1;
+    r.n_dims = HS_MIN(r.n_dims, 2);
+    return r;
+}
+
+/* The FFN of group g as 2-D views: expert planes, and rows of x, y and the scratch buffers. */
+static struct hs_ffn_args hs__moe_group(const struct hs_moe_ffn_args *a, int32_t g,
+                                        struct hs_tensor v[7])
+{
+    const int64_t r0 = a->row_begin[g];
+    const int64_t n = a->row_begin[g + 1] - r0;
+    v[0] = hs_tensor_plane(a->w_gate, a->experts[g]);
+    v[1] = hs_tensor_plane(a->w_up, a->experts[g]);
+    v[2] = hs_tensor_plane(a->w_down, a->experts[g]);
+    v[3] = hs_tensor_rows(a->x, r0, n);
+    v[4] = hs_tensor_rows(a->y, r0, n);
+    v[5] = hs_tensor_rows(a->scratch_gate, r0, n);
+    v[6] = hs_tensor_rows(a->scratch_up, r0, n);
+    return (struct hs_ffn_args){.w_gate = &v[0],
+                                .w_up = &v[1],
+                                .w_down = &v[2],
+                                .x = &v[3],
+                                .y = &v[4],
+                                .scratch_gate = &v[5],
+                                .scratch_up = &v[6]};
+}
+
+hs_status hs_backend_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args *a)
+{
+    if (!be || !a || !hs__experts_ok(a->w_gate) || !hs__experts_ok(a->w_up) ||
+        !hs__experts_ok(a->w_down) || !a->x || !a->y || !a->scratch_gate || !a->scratch_up ||
+        a->n_groups < 0 || (a->n_groups > 0 && (!a->experts || !a->row_begin))) {
+        return HS_E_INVAL;
+    }
+    const int64_t n_expert = a->w_gate->ne[2];
+    if (a->w_up->ne[2] != n_expert || a->w_down->ne[2] != n_expert ||
+        !hs__rows_ok(a->x, HS_TYPE_F32) || !hs__rows_ok(a->y, HS_TYPE_F32) ||
+        !hs__rows_ok(a->scratch_gate, HS_TYPE_F32) || !hs__rows_ok(a->scratch_up, HS_TYPE_F32) ||
+        a->x->ne[2] != 1 || a->y->ne[2] != 1 || a->scratch_gate->ne[2] != 1 ||
+        a->scratch_up->ne[2] != 1) {
+        return HS_E_INVAL;
+    }
+    const int64_t n_rows = a->x->ne[1];
+    if (a->y->ne[1] != n_rows || a->scratch_gate->ne[1] != n_rows ||
+        a->scratch_up->ne[1] != n_rows) {
+        return HS_E_INVAL;
+    }
+    uint64_t wbytes = 0;
+    for (int32_t g = 0; g < a->n_groups; g++) {
+        const int32_t e = a->experts[g];
+        if (e < 0 || e >= n_expert || a->row_begin[g] < 0 ||
+            a->row_begin[g + 1] < a->row_begin[g] || a->row_begin[g + 1] > n_rows) {
+            return HS_E_INVAL;
+        }
+        for (int32_t h = 0; h < g; h++) {
+            if (a->experts[h] == e) {
+                return HS_E_INVAL;
+            }
+        }
+    }
+    /* Shapes once, on the first expert's planes (all planes share them). */
+    struct hs_tensor v[7];
+    const struct hs_moe_ffn_args probe = {.w_gate = a->w_gate,
+                                          .w_up = a->w_up,
+                                          .w_down = a->w_down,
+                                          .x = a->x,
+                                          .y = a->y,
+                                          .experts = (const int32_t[]){0},
+                                          .row_begin = (const int32_t[]){0, (int32_t)n_rows},
+                                          .n_groups = 1,
+                                          .scratch_gate = a->scratch_gate,
+                                          .scratch_up = a->scratch_up};
+    const struct hs_ffn_args f = hs__moe_group(&probe, 0, v);
+    HS_TRY(hs__check_ffn(be, &f));
+    const uint64_t expert_bytes = hs__ffn_weight_bytes(f.w_gate, f.w_up, f.w_down);
+    for (int32_t g = 0; g < a->n_groups; g++) {
+        if (a->row_begin[g + 1] > a->row_begin[g]) {
+            wbytes += expert_bytes;
+        }
+    }
+    if (be->iface->moe_ffn && be->iface->supports_op(be, HS_OP_MOE_FFN, a->w_gate->type) &&
+        be->iface->supports_op(be, HS_OP_MOE_FFN, a->w_up->type) &&
+        be->iface->supports_op(be, HS_OP_MOE_FFN, a->w_down->type)) {
+        HS_TRY(be->iface->moe_ffn(be, a));
+    } else {
+        for (int32_t g = 0; g < a->n_groups; g++) {
+            if (a->row_begin[g + 1] == a->row_begin[g]) {
+                continue;
+            }
+            const struct hs_ffn_args fg = hs__moe_group(a, g, v);
+            HS_TRY(hs__ffn_run(be, &fg));
+        }
+    }
+    hs__count(be, HS_OP_MOE_FFN, wbytes);
     return HS_OK;
 }

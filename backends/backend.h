@@ -42,6 +42,10 @@ hs_status hs_tensor_init_2d(struct hs_tensor *t, enum hs_type type, int64_t cols
  * tensor. */
 struct hs_tensor hs_tensor_rows(const struct hs_tensor *t, int64_t row0, int64_t n_rows);
 
+/* Plane i2 (dimension 2) of a tensor as a tensor of its own (e.g. one expert of a stack of
+ * expert matrices). */
+struct hs_tensor hs_tensor_plane(const struct hs_tensor *t, int64_t i2);
+
 int64_t hs_tensor_nelements(const struct hs_tensor *t);
 size_t hs_tensor_nbytes(const struct hs_tensor *t);
 bool hs_tensor_is_contiguous(const struct hs_tensor *t);
@@ -59,6 +63,7 @@ enum hs_op {
     HS_OP_KV_STORE,  /* write K or V rows into cache slots */
     HS_OP_ATTENTION, /* causal attention of a batch of sequences over a paged KV cache */
     HS_OP_FFN,       /* dense SwiGLU FFN: down(silu(gate(x)) * up(x)) */
+    HS_OP_MOE_FFN,   /* expert FFN: the SwiGLU FFN of chosen experts, each over its own rows */
     HS_OP_COUNT,
 };
 const char *hs_op_str(enum hs_op op);
@@ -72,9 +77,9 @@ const char *hs_rope_mode_str(enum hs_rope_mode m);
 
 struct hs_rope_params {
     enum hs_rope_mode mode;
-    int32_t n_rot;     /* dimensions rotated, <= head_dim, even */
-    float freq_base;   /* theta */
-    float freq_scale;  /* 1 / linear scaling factor */
+    int32_t n_rot;    /* dimensions rotated, <= head_dim, even */
+    float freq_base;  /* theta */
+    float freq_scale; /* 1 / linear scaling factor */
 };
 
 /* One sequence of an attention batch. Its n_new query rows are rows [q_row, q_row + n_new) of q;
@@ -108,9 +113,27 @@ struct hs_ffn_args {
     struct hs_tensor *scratch_up;   /* [n_rows][n_ff] f32 */
 };
 
+/* The expert FFN of a mixture-of-experts layer, over rows already grouped by expert (moe/ does
+ * the routing, the grouping and the weighted combine). Group g runs expert experts[g] on rows
+ * [row_begin[g], row_begin[g + 1]) of x and writes the same rows of y; rows of no group are left
+ * untouched. Expert weights are 3-D: plane e of w_gate is expert e's [n_ff][n_embd] matrix. */
+struct hs_moe_ffn_args {
+    const struct hs_tensor *w_gate; /* [n_expert][n_ff][n_embd] (ne = n_embd, n_ff, n_expert) */
+    const struct hs_tensor *w_up;   /* [n_expert][n_ff][n_embd] */
+    const struct hs_tensor *w_down; /* [n_expert][n_embd][n_ff] */
+    const struct hs_tensor *x;      /* [n_rows][n_embd] f32, grouped by expert */
+    struct hs_tensor *y;            /* [n_rows][n_embd] f32 */
+    const int32_t *experts;         /* [n_groups] expert ids, each at most once; borrowed */
+    const int32_t *row_begin; /* [n_groups + 1] non-decreasing, row_begin[n_groups] <= n_rows */
+    int32_t n_groups;
+    struct hs_tensor *scratch_gate; /* [n_rows][n_ff] f32 */
+    struct hs_tensor *scratch_up;   /* [n_rows][n_ff] f32 */
+};
+
 struct hs_backend_stats {
     uint64_t n_ops[HS_OP_COUNT];
-    uint64_t weight_bytes_read; /* bytes of weights read by matmul/get_rows/ffn */
+    uint64_t weight_bytes_read; /* bytes of weights read by matmul/get_rows/ffn/moe_ffn (an expert
+                                   FFN counts only the experts that have rows) */
     double sim_time_s;          /* simulated hardware time (simulated backends; 0 otherwise) */
 };
 
@@ -147,8 +170,8 @@ bool hs_backend_supports(struct hs_backend *be, enum hs_op op, enum hs_type t);
  * y must not overlap x. */
 hs_status hs_backend_matmul(struct hs_backend *be, const struct hs_tensor *w,
                             const struct hs_tensor *x, struct hs_tensor *y);
-hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w,
-                              const hs_token *ids, struct hs_tensor *y);
+hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w, const hs_token *ids,
+                              struct hs_tensor *y);
 hs_status hs_backend_rms_norm(struct hs_backend *be, const struct hs_tensor *x,
                               const struct hs_tensor *w, float eps, struct hs_tensor *y);
 /* x: [n_rows][n_head][head_dim] f32, rotated in place; pos: [n_rows] positions. */
@@ -166,6 +189,10 @@ hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src
                               struct hs_tensor *cache, const int32_t *slots);
 hs_status hs_backend_attention(struct hs_backend *be, const struct hs_attn_args *args);
 hs_status hs_backend_ffn(struct hs_backend *be, const struct hs_ffn_args *args);
+/* Runs each group's expert as hs_backend_ffn would on that expert's plane (same results, bit for
+ * bit, as hs_backend_ffn on the group's rows); groups with no rows are skipped and read no
+ * weights. */
+hs_status hs_backend_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args *args);
 
 /* Waits for queued work. */
 hs_status hs_backend_synchronize(struct hs_backend *be);

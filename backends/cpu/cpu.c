@@ -279,6 +279,190 @@ static hs_status hs__cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     return hs__cpu_matmul(be, a->w_down, a->scratch_gate, a->y);
 }
 
+/* ---- moe_ffn: the experts of one layer, each over its own rows ---- */
+
+struct hs__moe_task {
+    const struct hs_moe_ffn_args *a;
+    const struct hs_quant_kernels *kg, *ku, *kd;
+    char *xg, *xu; /* x rows in gate's and up's vec_dot_type (xu == xg when shared) */
+    size_t xg_stride, xu_stride;
+    char *hq; /* silu(gate) * up rows in down's vec_dot_type */
+    size_t hq_stride;
+    int64_t work;  /* sum over groups of rows * n_out: the phase's total */
+    int64_t n_out; /* output rows of the phase's products (n_ff, then n_embd) */
+    int64_t align; /* phase split boundaries, in output rows */
+    int phase;     /* 0: gate + up + swiglu, 1: down */
+    bool avx512;
+};
+
+/* The output rows [*o0, *o1) of group g that thread ith of nth computes in this phase: the
+ * phase's work (rows x outputs, summed over groups) is cut into nth equal parts, each part's
+ * boundaries rounded up to the alignment within the group they fall in, so the parts tile every
+ * group exactly and a thread's share costs the same whatever the groups' sizes. */
+static void hs__moe_share(const struct hs__moe_task *t, int32_t g, int64_t w_start, int ith,
+                          int nth, int64_t *o0, int64_t *o1)
+{
+    const int64_t n = t->a->row_begin[g + 1] - t->a->row_begin[g];
+    int64_t bound[2];
+    for (int i = 0; i < 2; i++) {
+        const int64_t p = t->work * (ith + i) / nth - w_start;
+        int64_t o = p <= 0 ? 0 : (p + n - 1) / n;
+        o = (o + t->align - 1) / t->align * t->align;
+        bound[i] = HS_MIN(o, t->n_out);
+    }
+    *o0 = bound[0];
+    *o1 = bound[1];
+}
+
+static void hs__moe_fn(void *ctx, int ith, int nth)
+{
+    const struct hs__moe_task *t = ctx;
+    const struct hs_moe_ffn_args *a = t->a;
+    int64_t w_start = 0;
+    for (int32_t g = 0; g < a->n_groups; g++) {
+        const int64_t r0 = a->row_begin[g];
+        const int64_t n = a->row_begin[g + 1] - r0;
+        if (n == 0) {
+            continue;
+        }
+        int64_t o0, o1;
+        hs__moe_share(t, g, w_start, ith, nth, &o0, &o1);
+        w_start += n * t->n_out;
+        if (o0 >= o1) {
+            continue;
+        }
+        const int64_t e = a->experts[g];
+        struct hs_tensor sg = hs_tensor_rows(a->scratch_gate, r0, n);
+        if (t->phase == 1) {
+            const struct hs_tensor wd = hs_tensor_plane(a->w_down, e);
+            struct hs_tensor y = hs_tensor_rows(a->y, r0, n);
+            const struct hs__mm_task mt = {.k = t->kd,
+                                           .w = &wd,
+                                           .x = &sg,
+                                           .y = &y,
+                                           .xq = t->hq + (size_t)r0 * t->hq_stride,
+                                           .xq_stride = t->hq_stride};
+            hs__mm_range(&mt, o0, o1);
+            continue;
+        }
+        const struct hs_tensor wg = hs_tensor_plane(a->w_gate, e);
+        const struct hs_tensor wu = hs_tensor_plane(a->w_up, e);
+        const struct hs_tensor x = hs_tensor_rows(a->x, r0, n);
+        struct hs_tensor su = hs_tensor_rows(a->scratch_up, r0, n);
+        const struct hs__mm_task gt = {.k = t->kg,
+                                       .w = &wg,
+                                       .x = &x,
+                                       .y = &sg,
+                                       .xq = t->xg + (size_t)r0 * t->xg_stride,
+                                       .xq_stride = t->xg_stride};
+        const struct hs__mm_task ut = {.k = t->ku,
+                                       .w = &wu,
+                                       .x = &x,
+                                       .y = &su,
+                                       .xq = t->xu + (size_t)r0 * t->xu_stride,
+                                       .xq_stride = t->xu_stride};
+        hs__mm_range(&gt, o0, o1);
+        hs__mm_range(&ut, o0, o1);
+        for (int64_t r = 0; r < n; r++) {
+            float *gr = (float *)hs__row(&sg, r);
+            const float *ur = (const float *)hs__row(&su, r);
+            if (t->avx512) {
+                hs__swiglu_f32_avx512(o1 - o0, gr + o0, gr + o0, ur + o0);
+                continue;
+            }
+            for (int64_t o = o0; o < o1; o++) {
+                const float v = gr[o];
+                gr[o] = v / (1.0f + expf(-v)) * ur[o]; /* as the swiglu op */
+            }
+        }
+    }
+}
+
+/* Converts rows [0, n_rows) of x into buf as kernels k want them (rows stride bytes apart);
+ * f32 kernels read x in place. */
+static void hs__moe_convert(struct hs_cpu_backend *cpu, const struct hs_quant_kernels *k,
+                            const struct hs_tensor *x, int64_t n_rows, char *buf, char **out,
+                            size_t *stride)
+{
+    struct hs_tensor xr = hs_tensor_rows(x, 0, n_rows);
+    struct hs__mm_task t = {.k = k, .x = &xr};
+    if (k->vec_dot_type == HS_TYPE_F32) {
+        *out = x->data;
+        *stride = x->nb[1];
+        return;
+    }
+    t.xq = buf;
+    t.xq_stride = hs_align_up(hs_type_row_size(k->vec_dot_type, x->ne[0]), 64);
+    if (n_rows == 1) {
+        hs__mm_convert(&t, 0, 1);
+    } else {
+        hs__pool_run(cpu->pool, hs__mm_convert, &t);
+    }
+    *out = t.xq;
+    *stride = t.xq_stride;
+}
+
+static size_t hs__moe_act_bytes(const struct hs_quant_kernels *k, int64_t n_in, int64_t n_rows)
+{
+    if (k->vec_dot_type == HS_TYPE_F32) {
+        return 0;
+    }
+    return hs_align_up(hs_type_row_size(k->vec_dot_type, n_in), 64) * (size_t)n_rows;
+}
+
+static hs_status hs__cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args *a)
+{
+    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs__moe_task t = {
+        .a = a,
+        .kg = hs__cpu_kernels(a->w_gate->type, HS_ISA_COUNT),
+        .ku = hs__cpu_kernels(a->w_up->type, HS_ISA_COUNT),
+        .kd = hs__cpu_kernels(a->w_down->type, HS_ISA_COUNT),
+        .avx512 = cpu->isa == HS_ISA_AVX512,
+    };
+    if (!t.kg || !t.ku || !t.kd || a->n_groups == 0) {
+        return t.kg && t.ku && t.kd ? HS_OK : HS_E_NOTSUP;
+    }
+    const int64_t n_embd = a->x->ne[0];
+    const int64_t n_ff = a->w_gate->ne[1];
+    int64_t n_rows = 0; /* rows [0, n_rows) cover every group */
+    int64_t n_pairs = 0;
+    for (int32_t g = 0; g < a->n_groups; g++) {
+        n_rows = HS_MAX(n_rows, (int64_t)a->row_begin[g + 1]);
+        n_pairs += a->row_begin[g + 1] - a->row_begin[g];
+    }
+    if (n_pairs == 0) {
+        return HS_OK;
+    }
+    const bool shared = t.kg->vec_dot_type == t.ku->vec_dot_type;
+    const size_t bg = hs__moe_act_bytes(t.kg, n_embd, n_rows);
+    const size_t bu = shared ? 0 : hs__moe_act_bytes(t.ku, n_embd, n_rows);
+    const size_t bd = hs__moe_act_bytes(t.kd, n_ff, n_rows);
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, bg + bu + bd));
+    char *act = cpu->act;
+    hs__moe_convert(cpu, t.kg, a->x, n_rows, act, &t.xg, &t.xg_stride);
+    if (shared) {
+        t.xu = t.xg;
+        t.xu_stride = t.xg_stride;
+    } else {
+        hs__moe_convert(cpu, t.ku, a->x, n_rows, act + bg, &t.xu, &t.xu_stride);
+    }
+    /* Gate, up and swiglu: boundaries on multiples of 16 leave each row's n % 16 tail to the
+     * scalar expf, as the swiglu op on whole rows does. */
+    t.phase = 0;
+    t.n_out = n_ff;
+    t.align = n_ff % 16 == 0 ? 16 : n_ff;
+    t.work = n_pairs * n_ff;
+    hs__pool_run(cpu->pool, hs__moe_fn, &t);
+    hs__moe_convert(cpu, t.kd, a->scratch_gate, n_rows, act + bg + bu, &t.hq, &t.hq_stride);
+    t.phase = 1;
+    t.n_out = n_embd;
+    t.align = 4;
+    t.work = n_pairs * n_embd;
+    hs__pool_run(cpu->pool, hs__moe_fn, &t);
+    return HS_OK;
+}
+
 /* ---- get_rows ---- */
 
 struct hs__rows_task {
@@ -420,7 +604,10 @@ static hs_status hs__cpu_mul(struct hs_backend *be, const struct hs_tensor *a,
 static hs_status hs__cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
                                 const struct hs_tensor *up, struct hs_tensor *y)
 {
-    struct hs__ew_task t = {.kind = HS__EW_SWIGLU, .a = gate, .b = up, .y = y,
+    struct hs__ew_task t = {.kind = HS__EW_SWIGLU,
+                            .a = gate,
+                            .b = up,
+                            .y = y,
                             .avx512 = hs__cpu(be)->isa == HS_ISA_AVX512};
     return hs__cpu_ew(be, &t);
 }
@@ -967,6 +1154,7 @@ static bool hs__cpu_supports_op(struct hs_backend *be, enum hs_op op, enum hs_ty
     case HS_OP_MATMUL:
     case HS_OP_GET_ROWS:
     case HS_OP_FFN:
+    case HS_OP_MOE_FFN:
         return hs__cpu_kernels(t, HS_ISA_COUNT) != NULL;
     case HS_OP_KV_STORE:
     case HS_OP_ATTENTION:
@@ -1012,6 +1200,7 @@ static const struct hs_backend_iface hs__cpu_iface = {
     /* .attention   = */ hs__cpu_attention,
     /* .ffn         = */ hs__cpu_ffn,
     /* .synchronize = */ NULL,
+    /* .moe_ffn     = */ hs__cpu_moe_ffn,
 };
 
 void hs__cpu_set_simd(struct hs_backend *be, bool on)

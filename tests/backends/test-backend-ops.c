@@ -635,6 +635,257 @@ Test(backend_ops, ffn_slot_and_default_match_reference_and_each_other)
     }
 }
 
+/* ---- moe_ffn ---- */
+
+/* Runs the expert FFN through the backend's own slot, or through backend.c's default (each group
+ * through the ffn path) by hiding the slot. */
+static hs_status run_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args *a,
+                             bool use_default)
+{
+    if (!use_default) {
+        return hs_backend_moe_ffn(be, a);
+    }
+    const struct hs_backend_iface *orig = be->iface;
+    struct hs_backend_iface no_moe = *orig;
+    no_moe.moe_ffn = NULL;
+    be->iface = &no_moe;
+    hs_status st = hs_backend_moe_ffn(be, a);
+    be->iface = orig;
+    return st;
+}
+
+Test(backend_ops, moe_ffn_slot_and_default_match_reference_and_dense_ffn)
+{
+    static const enum hs_type types[][3] = {
+        {HS_TYPE_F32, HS_TYPE_F32, HS_TYPE_F32},
+        {HS_TYPE_Q8_0, HS_TYPE_Q8_0, HS_TYPE_Q8_0},
+        {HS_TYPE_Q4_K, HS_TYPE_Q4_K, HS_TYPE_Q6_K},
+    };
+    /* Groups as routing makes them: decode (one row each), uneven prefill groups with an empty
+     * one, and a single group. Experts in no particular order. */
+    static const struct {
+        int32_t n_groups;
+        int32_t experts[5];
+        int32_t rows[5];
+    } cases[] = {
+        {4, {5, 0, 3, 1}, {1, 1, 1, 1}},
+        {5, {2, 4, 0, 1, 5}, {7, 0, 3, 12, 1}},
+        {1, {3}, {9}},
+    };
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 4242);
+    const int64_t n_embd = 256, n_ff = 256, n_expert = 6;
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
+            struct hs_backend *be = make_backend(reg, thread_counts[ti]);
+            for (size_t k = 0; k < HS_ARRAY_LEN(types); k++) {
+                /* Expert stacks: n_expert matrices back to back, as a GGUF 3-D tensor. */
+                struct weights wg, wu, wd;
+                make_weights(&wg, &rng, types[k][0], n_embd, n_ff * n_expert);
+                make_weights(&wu, &rng, types[k][1], n_embd, n_ff * n_expert);
+                make_weights(&wd, &rng, types[k][2], n_ff, n_embd * n_expert);
+                struct hs_tensor sg3 = wg.t, su3 = wu.t, sd3 = wd.t;
+                sg3.ne[1] = n_ff, sg3.ne[2] = n_expert, sg3.nb[2] = sg3.nb[1] * (size_t)n_ff;
+                su3.ne[1] = n_ff, su3.ne[2] = n_expert, su3.nb[2] = su3.nb[1] * (size_t)n_ff;
+                sd3.ne[1] = n_embd, sd3.ne[2] = n_expert, sd3.nb[2] = sd3.nb[1] * (size_t)n_embd;
+                for (size_t c = 0; c < HS_ARRAY_LEN(cases); c++) {
+                    int32_t begin[6] = {0};
+                    for (int32_t g = 0; g < cases[c].n_groups; g++) {
+                        begin[g + 1] = begin[g] + cases[c].rows[g];
+                    }
+                    const int64_t n_rows = begin[cases[c].n_groups];
+                    float *x = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+                    float *y[3];
+                    for (int i = 0; i < 3; i++) {
+                        y[i] = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+                    }
+                    float *sg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                    float *su = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                    float *rg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                    float *ru = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+                    float *ref = malloc((size_t)(n_embd * n_rows) * sizeof(float));
+                    for (int32_t g = 0; g < cases[c].n_groups; g++) {
+                        const int64_t e = cases[c].experts[g], r0 = begin[g];
+                        const int64_t n = cases[c].rows[g];
+                        if (n == 0) {
+                            continue;
+                        }
+                        hs_ref_matmul(wg.deq + e * n_ff * n_embd, x + r0 * n_embd, rg, n_ff, n_embd,
+                                      n);
+                        hs_ref_matmul(wu.deq + e * n_ff * n_embd, x + r0 * n_embd, ru, n_ff, n_embd,
+                                      n);
+                        hs_ref_swiglu(rg, ru, rg, n_ff * n);
+                        hs_ref_matmul(wd.deq + e * n_embd * n_ff, rg, ref + r0 * n_embd, n_embd,
+                                      n_ff, n);
+                    }
+                    int64_t active = 0;
+                    for (int32_t g = 0; g < cases[c].n_groups; g++) {
+                        active += cases[c].rows[g] > 0;
+                    }
+                    const uint64_t wbytes =
+                        (uint64_t)active * (n_ff * (hs_type_row_size(types[k][0], n_embd) +
+                                                    hs_type_row_size(types[k][1], n_embd)) +
+                                            n_embd * hs_type_row_size(types[k][2], n_ff));
+                    double tol = 0;
+                    for (int i = 0; i < 3; i++) {
+                        tol = HS_MAX(tol, 2 * matmul_tol(types[k][i]));
+                    }
+                    struct hs_tensor tx, tsg, tsu;
+                    hs_tensor_init_2d(&tx, HS_TYPE_F32, n_embd, n_rows, x);
+                    hs_tensor_init_2d(&tsg, HS_TYPE_F32, n_ff, n_rows, sg);
+                    hs_tensor_init_2d(&tsu, HS_TYPE_F32, n_ff, n_rows, su);
+                    for (int def = 0; def < 2; def++) {
+                        struct hs_tensor ty;
+                        hs_tensor_init_2d(&ty, HS_TYPE_F32, n_embd, n_rows, y[def]);
+                        const struct hs_moe_ffn_args a = {.w_gate = &sg3,
+                                                          .w_up = &su3,
+                                                          .w_down = &sd3,
+                                                          .x = &tx,
+                                                          .y = &ty,
+                                                          .experts = cases[c].experts,
+                                                          .row_begin = begin,
+                                                          .n_groups = cases[c].n_groups,
+                                                          .scratch_gate = &tsg,
+                                                          .scratch_up = &tsu};
+                        hs_backend_reset_stats(be);
+                        cr_assert_eq(run_moe_ffn(be, &a, def), HS_OK);
+                        struct hs_backend_stats st;
+                        hs_backend_get_stats(be, &st);
+                        cr_assert_eq(st.n_ops[HS_OP_MOE_FFN], 1);
+                        cr_assert_eq(st.weight_bytes_read, wbytes,
+                                     "only the experts with rows are read");
+                        const double err = hs_ref_rel_err(y[def], ref, n_embd * n_rows);
+                        cr_assert(err < tol, "moe_ffn %s case %zu default %d: err %g",
+                                  hs_type_str(types[k][0]), c, def, err);
+                    }
+                    /* Each group through the dense FFN op on its expert's planes. */
+                    for (int32_t g = 0; g < cases[c].n_groups; g++) {
+                        const int64_t e = cases[c].experts[g], r0 = begin[g];
+                        const int64_t n = cases[c].rows[g];
+                        if (n == 0) {
+                            continue;
+                        }
+                        struct hs_tensor pg = hs_tensor_plane(&sg3, e);
+                        struct hs_tensor pu = hs_tensor_plane(&su3, e);
+                        struct hs_tensor pd = hs_tensor_plane(&sd3, e);
+                        struct hs_tensor gx, gy, gsg, gsu;
+                        hs_tensor_init_2d(&gx, HS_TYPE_F32, n_embd, n, x + r0 * n_embd);
+                        hs_tensor_init_2d(&gy, HS_TYPE_F32, n_embd, n, y[2] + r0 * n_embd);
+                        hs_tensor_init_2d(&gsg, HS_TYPE_F32, n_ff, n, sg);
+                        hs_tensor_init_2d(&gsu, HS_TYPE_F32, n_ff, n, su);
+                        const struct hs_ffn_args f = {.w_gate = &pg,
+                                                      .w_up = &pu,
+                                                      .w_down = &pd,
+                                                      .x = &gx,
+                                                      .y = &gy,
+                                                      .scratch_gate = &gsg,
+                                                      .scratch_up = &gsu};
+                        cr_assert_eq(hs_backend_ffn(be, &f), HS_OK);
+                    }
+                    const size_t bytes = (size_t)(n_embd * n_rows) * sizeof(float);
+                    cr_assert_eq(memcmp(y[0], y[1], bytes), 0, "moe_ffn slot and default differ");
+                    cr_assert_eq(memcmp(y[0], y[2], bytes), 0,
+                                 "moe_ffn differs from the dense ffn on each group (%s case %zu)",
+                                 hs_type_str(types[k][0]), c);
+                    free(ref);
+                    free(ru);
+                    free(rg);
+                    free(su);
+                    free(sg);
+                    for (int i = 0; i < 3; i++) {
+                        free(y[i]);
+                    }
+                    free(x);
+                }
+                free_weights(&wd);
+                free_weights(&wu);
+                free_weights(&wg);
+            }
+            hs_backend_destroy(be);
+        }
+    }
+}
+
+Test(backend_ops, moe_ffn_rejects_bad_groups_and_leaves_outputs)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 77);
+    struct hs_backend *be = make_backend(0, 2);
+    const int64_t n_embd = 64, n_ff = 32, n_expert = 3, n_rows = 4;
+    struct weights wg, wu, wd;
+    make_weights(&wg, &rng, HS_TYPE_F32, n_embd, n_ff * n_expert);
+    make_weights(&wu, &rng, HS_TYPE_F32, n_embd, n_ff * n_expert);
+    make_weights(&wd, &rng, HS_TYPE_F32, n_ff, n_embd * n_expert);
+    struct hs_tensor g3 = wg.t, u3 = wu.t, d3 = wd.t;
+    g3.ne[1] = n_ff, g3.ne[2] = n_expert, g3.nb[2] = g3.nb[1] * (size_t)n_ff;
+    u3.ne[1] = n_ff, u3.ne[2] = n_expert, u3.nb[2] = u3.nb[1] * (size_t)n_ff;
+    d3.ne[1] = n_embd, d3.ne[2] = n_expert, d3.nb[2] = d3.nb[1] * (size_t)n_embd;
+    float *x = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+    float *y = rand_floats(&rng, n_embd * n_rows, -1.0f, 1.0f);
+    float *y0 = malloc((size_t)(n_embd * n_rows) * sizeof(float));
+    memcpy(y0, y, (size_t)(n_embd * n_rows) * sizeof(float));
+    float *sg = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+    float *su = malloc((size_t)(n_ff * n_rows) * sizeof(float));
+    struct hs_tensor tx, ty, tsg, tsu;
+    hs_tensor_init_2d(&tx, HS_TYPE_F32, n_embd, n_rows, x);
+    hs_tensor_init_2d(&ty, HS_TYPE_F32, n_embd, n_rows, y);
+    hs_tensor_init_2d(&tsg, HS_TYPE_F32, n_ff, n_rows, sg);
+    hs_tensor_init_2d(&tsu, HS_TYPE_F32, n_ff, n_rows, su);
+    static const struct {
+        int32_t n_groups;
+        int32_t experts[3];
+        int32_t begin[4];
+    } bad[] = {
+        {1, {3}, {0, 2}},       /* no such expert */
+        {1, {-1}, {0, 2}},      /* negative expert */
+        {2, {1, 1}, {0, 1, 2}}, /* an expert twice */
+        {2, {0, 1}, {0, 3, 2}}, /* decreasing bounds */
+        {1, {0}, {0, 5}},       /* past the rows */
+        {1, {0}, {-1, 2}},      /* before the rows */
+    };
+    for (size_t i = 0; i < HS_ARRAY_LEN(bad); i++) {
+        struct hs_moe_ffn_args a = {.w_gate = &g3,
+                                    .w_up = &u3,
+                                    .w_down = &d3,
+                                    .x = &tx,
+                                    .y = &ty,
+                                    .experts = bad[i].experts,
+                                    .row_begin = bad[i].begin,
+                                    .n_groups = bad[i].n_groups,
+                                    .scratch_gate = &tsg,
+                                    .scratch_up = &tsu};
+        cr_assert_eq(hs_backend_moe_ffn(be, &a), HS_E_INVAL, "case %zu", i);
+    }
+    /* Experts whose shapes disagree: up with one expert fewer. */
+    struct hs_tensor u2 = u3;
+    u2.ne[2] = 2;
+    const int32_t e0[1] = {0}, b0[2] = {0, 2};
+    struct hs_moe_ffn_args a = {.w_gate = &g3,
+                                .w_up = &u2,
+                                .w_down = &d3,
+                                .x = &tx,
+                                .y = &ty,
+                                .experts = e0,
+                                .row_begin = b0,
+                                .n_groups = 1,
+                                .scratch_gate = &tsg,
+                                .scratch_up = &tsu};
+    cr_assert_eq(hs_backend_moe_ffn(be, &a), HS_E_INVAL);
+    cr_assert_eq(memcmp(y, y0, (size_t)(n_embd * n_rows) * sizeof(float)), 0);
+    struct hs_backend_stats st;
+    hs_backend_get_stats(be, &st);
+    cr_assert_eq(st.n_ops[HS_OP_MOE_FFN], 0, "failed calls are not counted");
+    free(su);
+    free(sg);
+    free(y0);
+    free(y);
+    free(x);
+    free_weights(&wd);
+    free_weights(&wu);
+    free_weights(&wg);
+    hs_backend_destroy(be);
+}
+
 /* ---- validation, registry and stats ---- */
 
 Test(backend_ops, registry_and_unknown_names)
