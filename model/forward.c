@@ -8,6 +8,8 @@
 #include "model/model-impl.h"
 
 #include <math.h>
+#include <regex.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,8 +26,13 @@ struct hs_context {
 
     void *kv_mem;             /* one allocation for all layers' K and V */
     size_t kv_bytes;
-    struct hs_tensor *k_cache; /* [n_layer] of [n_kv_blocks][block_size][n_head_kv][head_dim] */
+    struct hs_tensor *k_cache; /* [n_layer_kv] of [n_kv_blocks][block_size][n_head_kv][head_dim] */
     struct hs_tensor *v_cache; /* same */
+
+    struct hs_moe *moe;             /* NULL for dense models */
+    struct hs_backend **extra_be;   /* [n_extra_be] backends experts are placed on; owns */
+    char **extra_names;             /* [n_extra_be] their placement names ("cpu:1"); owns */
+    int32_t n_extra_be;
 
     void *act_mem; /* activations, sized for n_batch rows */
     float *x;      /* [n_batch][n_embd] residual stream */
@@ -57,6 +64,7 @@ struct hs_context_params hs_context_default_params(void)
         .kv_type = HS_TYPE_F16,
         .backend = "cpu",
         .attn_backend = NULL,
+        .expert_placement = NULL,
         .backend_params = hs_backend_default_params(),
     };
     return p;
@@ -67,6 +75,162 @@ static size_t carve(size_t *off, size_t bytes)
     size_t at = *off;
     *off += hs_align_up(bytes, HS_ALIGN_BYTES);
     return at;
+}
+
+/* The backend a placement rule names: "NAME" or "NAME:INSTANCE" (instance 0, the default, of
+ * the context's own backend type is the context's backend; any other is created once and shared
+ * by every expert placed there, e.g. "cpu:1" for a second CPU backend with its own threads). */
+static hs_status placement_backend(struct hs_context *ctx, const char *spec,
+                                   const struct hs_backend_params *bp, struct hs_backend **out,
+                                   struct hs_error *err)
+{
+    char name[64];
+    long instance = 0;
+    const char *colon = strchr(spec, ':');
+    const size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (len == 0 || len >= sizeof(name)) {
+        return hs_error_set(err, HS_E_INVAL, "expert placement backend '%s' is not NAME[:N]",
+                            spec);
+    }
+    memcpy(name, spec, len);
+    name[len] = '\0';
+    if (colon) {
+        char *end = NULL;
+        instance = strtol(colon + 1, &end, 10);
+        if (end == colon + 1 || *end || instance < 0 || instance > 64) {
+            return hs_error_set(err, HS_E_INVAL,
+                                "expert placement backend '%s': the instance after ':' must be a "
+                                "number from 0 to 64",
+                                spec);
+        }
+    }
+    if (instance == 0 && strcmp(name, hs_backend_name(ctx->be)) == 0) {
+        *out = ctx->be;
+        return HS_OK;
+    }
+    for (int32_t i = 0; i < ctx->n_extra_be; i++) {
+        if (strcmp(ctx->extra_names[i], spec) == 0 ||
+            (instance == 0 && !colon && strcmp(ctx->extra_names[i], name) == 0)) {
+            *out = ctx->extra_be[i];
+            return HS_OK;
+        }
+    }
+    struct hs_backend **grown =
+        realloc(ctx->extra_be, (size_t)(ctx->n_extra_be + 1) * sizeof(*grown));
+    if (grown) {
+        ctx->extra_be = grown;
+    }
+    char **grown_names =
+        realloc(ctx->extra_names, (size_t)(ctx->n_extra_be + 1) * sizeof(*grown_names));
+    if (grown_names) {
+        ctx->extra_names = grown_names;
+    }
+    char *copy = strdup(spec);
+    if (!grown || !grown_names || !copy) {
+        free(copy);
+        return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    }
+    struct hs_backend *be = NULL;
+    hs_status st = hs_backend_create(name, bp, &be);
+    if (st == HS_E_NOENT) {
+        free(copy);
+        char names[128] = "";
+        for (int i = 0; i < hs_backend_reg_count(); i++) {
+            snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? ", " : "",
+                     hs_backend_reg_name(i));
+        }
+        return hs_error_set(err, HS_E_INVAL,
+                            "expert placement names the backend '%s', which is not compiled in "
+                            "(backends: %s)",
+                            name, names);
+    }
+    if (st != HS_OK) {
+        free(copy);
+        return hs_error_set(err, st, "cannot create backend '%s' for experts: %s", spec,
+                            hs_status_str(st));
+    }
+    ctx->extra_be[ctx->n_extra_be] = be;
+    ctx->extra_names[ctx->n_extra_be] = copy;
+    ctx->n_extra_be++;
+    *out = be;
+    return HS_OK;
+}
+
+/* Expert placement rules "REGEX=BACKEND,..." (see hs_context_params.expert_placement). */
+static hs_status place_experts(struct hs_context *ctx, const struct hs_context_params *p,
+                               struct hs_error *err)
+{
+    if (!p->expert_placement || !p->expert_placement[0]) {
+        return HS_OK;
+    }
+    const struct hs_model *m = ctx->model;
+    const struct hs_model_hparams *hp = &m->hp;
+    hs_status st = HS_OK;
+    char *rules = strdup(p->expert_placement);
+    if (!rules) {
+        return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    }
+    enum { MAX_RULES = 32 };
+    regex_t re[MAX_RULES];
+    struct hs_backend *be[MAX_RULES];
+    int n_rules = 0;
+    char *save = NULL;
+    for (char *rule = strtok_r(rules, ",", &save); rule; rule = strtok_r(NULL, ",", &save)) {
+        char *eq = strrchr(rule, '=');
+        if (!eq || eq == rule || !eq[1]) {
+            st = hs_error_set(err, HS_E_INVAL,
+                              "expert placement rule '%s' is not REGEX=BACKEND (e.g. "
+                              "'blk\\.[0-9]+\\.expert\\.[0-3]=cpu')",
+                              rule);
+            goto done;
+        }
+        if (n_rules == MAX_RULES) {
+            st = hs_error_set(err, HS_E_INVAL, "more than %d expert placement rules", MAX_RULES);
+            goto done;
+        }
+        *eq = '\0';
+        char anchored[512];
+        snprintf(anchored, sizeof(anchored), "^(%s)$", rule);
+        int rc = regcomp(&re[n_rules], anchored, REG_EXTENDED | REG_NOSUB);
+        if (rc != 0) {
+            char why[128];
+            regerror(rc, &re[n_rules], why, sizeof(why));
+            st = hs_error_set(err, HS_E_INVAL, "expert placement pattern '%s': %s", rule, why);
+            goto done;
+        }
+        n_rules++;
+        st = placement_backend(ctx, eq + 1, &p->backend_params, &be[n_rules - 1], err);
+        if (st != HS_OK) {
+            goto done;
+        }
+    }
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        if (!m->layers[il].ffn_gate_inp.data) {
+            continue;
+        }
+        const bool shared = m->layers[il].moe.gate_shexp != NULL;
+        for (int32_t e = shared ? -1 : 0; e < hp->router.n_expert; e++) {
+            char name[64];
+            if (e < 0) {
+                snprintf(name, sizeof(name), "blk.%d.expert.shared", il);
+            } else {
+                snprintf(name, sizeof(name), "blk.%d.expert.%d", il, e);
+            }
+            for (int r = 0; r < n_rules; r++) {
+                if (regexec(&re[r], name, 0, NULL, 0) == 0) {
+                    const hs_status pst = hs_moe_set_backend(ctx->moe, il, e, be[r]);
+                    HS_ASSERT(pst == HS_OK);
+                    break;
+                }
+            }
+        }
+    }
+done:
+    for (int r = 0; r < n_rules; r++) {
+        regfree(&re[r]);
+    }
+    free(rules);
+    return st;
 }
 
 hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *p,
@@ -124,16 +288,16 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     const int64_t kv_row = (int64_t)hp->n_head_kv * hp->head_dim;
     const size_t layer_bytes =
         (size_t)n_blocks * (size_t)ctx->block_size * hs_type_row_size(ctx->kv_type, kv_row);
-    ctx->kv_bytes = 2 * layer_bytes * (size_t)hp->n_layer;
+    ctx->kv_bytes = 2 * layer_bytes * (size_t)hp->n_layer_kv;
     ctx->kv_mem = hs_alloc_aligned(ctx->kv_bytes);
-    ctx->k_cache = calloc((size_t)hp->n_layer, sizeof(*ctx->k_cache));
-    ctx->v_cache = calloc((size_t)hp->n_layer, sizeof(*ctx->v_cache));
+    ctx->k_cache = calloc((size_t)hp->n_layer_kv, sizeof(*ctx->k_cache));
+    ctx->v_cache = calloc((size_t)hp->n_layer_kv, sizeof(*ctx->v_cache));
     if (!ctx->kv_mem || !ctx->k_cache || !ctx->v_cache) {
         st = hs_error_set(err, HS_E_NOMEM, "out of memory for a KV cache of %zu MiB",
                           ctx->kv_bytes >> 20);
         goto fail;
     }
-    for (int il = 0; il < hp->n_layer; il++) {
+    for (int il = 0; il < hp->n_layer_kv; il++) {
         int64_t ne[4] = {hp->head_dim, hp->n_head_kv, ctx->block_size, n_blocks};
         char *base = (char *)ctx->kv_mem + 2 * layer_bytes * (size_t)il;
         hs_tensor_init(&ctx->k_cache[il], ctx->kv_type, 4, ne, base);
@@ -180,6 +344,29 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     ctx->slots = (int32_t *)(a + o_slots);
     ctx->out_rows = (int32_t *)(a + o_rows);
     ctx->attn_seqs = (struct hs_attn_seq *)(a + o_seqs);
+
+    if (hp->router.n_expert > 0) {
+        const struct hs_moe_params mp = {
+            .router = hp->router,
+            .n_layer = hp->n_layer,
+            .n_embd = hp->n_embd,
+            .n_ff = hp->n_ff_exp,
+            .n_ff_shexp = hp->n_ff_shexp,
+            .n_rows_max = ctx->n_batch,
+        };
+        st = hs_moe_create(&mp, &ctx->moe, err);
+        if (st != HS_OK) {
+            goto fail;
+        }
+        st = place_experts(ctx, p, err);
+        if (st != HS_OK) {
+            goto fail;
+        }
+    } else if (p->expert_placement && p->expert_placement[0]) {
+        st = hs_error_set(err, HS_E_INVAL, "expert placement given, but %s has no experts",
+                          hs_model_desc(m));
+        goto fail;
+    }
     *out = ctx;
     return HS_OK;
 fail:
@@ -195,6 +382,13 @@ void hs_context_destroy(struct hs_context *ctx)
     if (ctx->attn_be && ctx->attn_be != ctx->be) {
         hs_backend_destroy(ctx->attn_be);
     }
+    hs_moe_destroy(ctx->moe);
+    for (int32_t i = 0; i < ctx->n_extra_be; i++) {
+        hs_backend_destroy(ctx->extra_be[i]);
+        free(ctx->extra_names[i]);
+    }
+    free(ctx->extra_be);
+    free(ctx->extra_names);
     hs_backend_destroy(ctx->be);
     hs_free_aligned(ctx->kv_mem);
     hs_free_aligned(ctx->act_mem);
@@ -231,6 +425,27 @@ size_t hs_context_kv_bytes(const struct hs_context *ctx)
 struct hs_backend *hs_context_backend(struct hs_context *ctx)
 {
     return ctx->be;
+}
+
+const struct hs_moe *hs_context_moe(const struct hs_context *ctx)
+{
+    return ctx->moe;
+}
+
+const char *hs_context_expert_backend(const struct hs_context *ctx, int32_t il, int32_t e)
+{
+    const struct hs_model *m = ctx->model;
+    if (!ctx->moe || il < 0 || il >= m->hp.n_layer || !m->layers[il].ffn_gate_inp.data ||
+        e < -1 || e >= m->hp.router.n_expert || (e < 0 && !m->layers[il].moe.gate_shexp)) {
+        return NULL;
+    }
+    const struct hs_backend *be = hs_moe_get_backend(ctx->moe, il, e);
+    for (int32_t i = 0; be && i < ctx->n_extra_be; i++) {
+        if (ctx->extra_be[i] == be) {
+            return ctx->extra_names[i];
+        }
+    }
+    return hs_backend_name(ctx->be);
 }
 
 const float *hs_context_logits(const struct hs_context *ctx)
@@ -311,12 +526,32 @@ static struct hs_tensor heads(float *data, int64_t head_dim, int64_t n_head, int
     return t;
 }
 
+/* Per-head (or whole-projection) RMSNorm of q and, when this layer computes it, k. */
+static hs_status qk_norm(struct hs_context *ctx, const struct hs_layer *l, int32_t n_tok)
+{
+    const struct hs_model_hparams *hp = &ctx->model->hp;
+    const int64_t hd = hp->head_dim;
+    const bool full = hp->qk_norm == HS_QK_NORM_FULL;
+    struct hs_tensor qh = full ? mat(ctx->q, hd * hp->n_head, n_tok)
+                               : mat(ctx->q, hd, (int64_t)n_tok * hp->n_head);
+    HS_TRY(hs_backend_rms_norm(ctx->be, &qh, &l->q_norm, hp->norm_eps, &qh));
+    if (!l->wk.data) {
+        return HS_OK;
+    }
+    struct hs_tensor kh = full ? mat(ctx->k, hd * hp->n_head_kv, n_tok)
+                               : mat(ctx->k, hd, (int64_t)n_tok * hp->n_head_kv);
+    return hs_backend_rms_norm(ctx->be, &kh, &l->k_norm, hp->norm_eps, &kh);
+}
+
 static hs_status attention_block(struct hs_context *ctx, int il, int32_t n_tok, int32_t n_seqs)
 {
     const struct hs_model_hparams *hp = &ctx->model->hp;
     const struct hs_layer *l = &ctx->model->layers[il];
     struct hs_backend *be = ctx->be;
     const int64_t hd = hp->head_dim;
+    /* Cross-layer attention: a layer without K/V weights reads the K/V its group's first layer
+     * stored. */
+    const bool own_kv = l->wk.data != NULL;
 
     struct hs_tensor x = mat(ctx->x, hp->n_embd, n_tok);
     struct hs_tensor h = mat(ctx->h, hp->n_embd, n_tok);
@@ -326,34 +561,44 @@ static hs_status attention_block(struct hs_context *ctx, int il, int32_t n_tok, 
 
     HS_TRY(hs_backend_rms_norm(be, &x, &l->attn_norm, hp->norm_eps, &h));
     HS_TRY(hs_backend_matmul(be, &l->wq, &h, &q));
-    HS_TRY(hs_backend_matmul(be, &l->wk, &h, &k));
-    HS_TRY(hs_backend_matmul(be, &l->wv, &h, &v));
+    if (own_kv) {
+        HS_TRY(hs_backend_matmul(be, &l->wk, &h, &k));
+        HS_TRY(hs_backend_matmul(be, &l->wv, &h, &v));
+    }
     if (l->bq.data) {
         HS_TRY(hs_backend_add(be, &q, &l->bq, &q));
+    }
+    if (own_kv && l->bk.data) {
         HS_TRY(hs_backend_add(be, &k, &l->bk, &k));
         HS_TRY(hs_backend_add(be, &v, &l->bv, &v));
     }
-    if (l->q_norm.data) {
-        struct hs_tensor qh = mat(ctx->q, hd, (int64_t)n_tok * hp->n_head);
-        struct hs_tensor kh = mat(ctx->k, hd, (int64_t)n_tok * hp->n_head_kv);
-        HS_TRY(hs_backend_rms_norm(be, &qh, &l->q_norm, hp->norm_eps, &qh));
-        HS_TRY(hs_backend_rms_norm(be, &kh, &l->k_norm, hp->norm_eps, &kh));
+    const bool norm_after = hp->qk_norm == HS_QK_NORM_HEAD_AFTER;
+    if (l->q_norm.data && !norm_after) {
+        HS_TRY(qk_norm(ctx, l, n_tok));
     }
     struct hs_tensor q3 = heads(ctx->q, hd, hp->n_head, n_tok);
     struct hs_tensor k3 = heads(ctx->k, hd, hp->n_head_kv, n_tok);
     struct hs_tensor v3 = heads(ctx->v, hd, hp->n_head_kv, n_tok);
     HS_TRY(hs_backend_rope(be, &q3, ctx->pos, &hp->rope));
-    HS_TRY(hs_backend_rope(be, &k3, ctx->pos, &hp->rope));
+    if (own_kv) {
+        HS_TRY(hs_backend_rope(be, &k3, ctx->pos, &hp->rope));
+    }
+    if (l->q_norm.data && norm_after) {
+        HS_TRY(qk_norm(ctx, l, n_tok));
+    }
 
     struct hs_backend *abe = ctx->attn_be;
-    HS_TRY(hs_backend_kv_store(abe, &k3, &ctx->k_cache[il], ctx->slots));
-    HS_TRY(hs_backend_kv_store(abe, &v3, &ctx->v_cache[il], ctx->slots));
+    const int32_t kvl = l->kv_layer;
+    if (own_kv) {
+        HS_TRY(hs_backend_kv_store(abe, &k3, &ctx->k_cache[kvl], ctx->slots));
+        HS_TRY(hs_backend_kv_store(abe, &v3, &ctx->v_cache[kvl], ctx->slots));
+    }
     struct hs_tensor o3 = heads(ctx->attn, hd, hp->n_head, n_tok);
     struct hs_attn_args args = {
         .q = &q3,
         .out = &o3,
-        .k_cache = &ctx->k_cache[il],
-        .v_cache = &ctx->v_cache[il],
+        .k_cache = &ctx->k_cache[kvl],
+        .v_cache = &ctx->v_cache[kvl],
         .block_size = ctx->block_size,
         .seqs = ctx->attn_seqs,
         .n_seqs = n_seqs,
@@ -375,9 +620,13 @@ static hs_status ffn_block(struct hs_context *ctx, int il, int32_t n_rows)
     struct hs_tensor x = mat(ctx->x, hp->n_embd, n_rows);
     struct hs_tensor h = mat(ctx->h, hp->n_embd, n_rows);
     struct hs_tensor t = mat(ctx->tmp, hp->n_embd, n_rows);
+    HS_TRY(hs_backend_rms_norm(be, &x, &l->ffn_norm, hp->norm_eps, &h));
+    if (l->moe.gate_inp) {
+        HS_TRY(hs_moe_forward(ctx->moe, be, il, &l->moe, &h, &t));
+        return hs_backend_add(be, &x, &t, &x);
+    }
     struct hs_tensor g = mat(ctx->gate, hp->n_ff, n_rows);
     struct hs_tensor u = mat(ctx->up, hp->n_ff, n_rows);
-    HS_TRY(hs_backend_rms_norm(be, &x, &l->ffn_norm, hp->norm_eps, &h));
     struct hs_ffn_args args = {
         .w_gate = &l->ffn_gate,
         .w_up = &l->ffn_up,

@@ -8,11 +8,50 @@
 #include "model/gguf.h"
 #include "model/vocab.h"
 
-static const char *const arch_names[HS_ARCH_COUNT] = {"llama", "qwen2", "qwen3"};
+/* What each architecture fixes; the router's options are GGUF keys with these defaults. */
+struct arch_desc {
+    const char *name;
+    enum hs_rope_mode rope;
+    bool qkv_bias;
+    enum hs_qk_norm qk_norm;
+    int moe;           /* 0: dense only, 1: experts when expert_count says so, 2: experts */
+    bool norm_w;       /* renormalise the chosen experts' weights */
+    bool shared;       /* a shared expert in every MoE layer */
+    bool shared_gate;  /* ... scaled by sigmoid(ffn_gate_inp_shexp . x) */
+    bool shared_is_ff; /* its default width is feed_forward_length (else the expert width) */
+};
+
+static const struct arch_desc archs[HS_ARCH_COUNT] = {
+    [HS_ARCH_LLAMA] = {"llama", HS_ROPE_NORM, false, HS_QK_NORM_NONE, 1, true, false, false,
+                       false},
+    [HS_ARCH_QWEN2] = {"qwen2", HS_ROPE_NEOX, true, HS_QK_NORM_NONE, 0, false, false, false,
+                       false},
+    [HS_ARCH_QWEN3] = {"qwen3", HS_ROPE_NEOX, false, HS_QK_NORM_HEAD, 0, false, false, false,
+                       false},
+    [HS_ARCH_QWEN2MOE] = {"qwen2moe", HS_ROPE_NEOX, true, HS_QK_NORM_NONE, 2, false, true, true,
+                          false},
+    [HS_ARCH_QWEN3MOE] = {"qwen3moe", HS_ROPE_NEOX, false, HS_QK_NORM_HEAD, 2, true, false, false,
+                          false},
+    [HS_ARCH_OLMOE] = {"olmoe", HS_ROPE_NEOX, false, HS_QK_NORM_FULL, 2, false, false, false,
+                       false},
+    [HS_ARCH_HUNYUAN_MOE] = {"hunyuan-moe", HS_ROPE_NEOX, false, HS_QK_NORM_HEAD_AFTER, 2, true,
+                             true, false, true},
+    [HS_ARCH_HUNYUAN_LARGE] = {"hunyuan-large", HS_ROPE_NEOX, false, HS_QK_NORM_HEAD_AFTER, 2,
+                               false, true, false, true},
+};
 
 const char *hs_arch_str(enum hs_arch a)
 {
-    return (unsigned)a < HS_ARCH_COUNT ? arch_names[a] : "unknown";
+    return (unsigned)a < HS_ARCH_COUNT ? archs[a].name : "unknown";
+}
+
+enum hs_arch hs_arch_from_str(const char *s)
+{
+    int a = 0;
+    while (a < HS_ARCH_COUNT && strcmp(s, archs[a].name) != 0) {
+        a++;
+    }
+    return (enum hs_arch)a;
 }
 
 /* ---- metadata ---- */
@@ -56,6 +95,60 @@ static hs_status get_f32(const struct hs_gguf *g, const char *arch, const char *
     return HS_OK;
 }
 
+static hs_status get_bool(const struct hs_gguf *g, const char *arch, const char *suffix, bool def,
+                          bool *out, struct hs_error *err)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s.%s", arch, suffix);
+    hs_status st = hs_gguf_get_bool(g, key, out);
+    if (st == HS_E_NOENT) {
+        *out = def;
+        return HS_OK;
+    }
+    if (st != HS_OK) {
+        return hs_error_set(err, HS_E_FORMAT, "model metadata key '%s' is not a boolean", key);
+    }
+    return HS_OK;
+}
+
+/* The router of a mixture-of-experts model: keys first, the architecture's defaults else. */
+static hs_status load_router(const struct hs_gguf *g, const struct arch_desc *ad,
+                             struct hs_model_hparams *hp, struct hs_error *err)
+{
+    const char *an = ad->name;
+    struct hs_moe_router *r = &hp->router;
+    HS_TRY(get_i32(g, an, "expert_count", ad->moe == 2, 0, &r->n_expert, err));
+    if (ad->moe == 0 && r->n_expert > 0) {
+        return hs_error_set(err, HS_E_FORMAT,
+                            "%s.expert_count is %d, but %s models have no experts (use %smoe)", an,
+                            r->n_expert, an, an);
+    }
+    if (r->n_expert == 0) {
+        return HS_OK;
+    }
+    int32_t gating = HS_MOE_GATING_SOFTMAX;
+    HS_TRY(get_i32(g, an, "expert_used_count", true, 0, &r->n_expert_used, err));
+    HS_TRY(get_i32(g, an, "expert_gating_func", false, HS_MOE_GATING_SOFTMAX, &gating, err));
+    r->gating = gating == 0 ? HS_MOE_GATING_SOFTMAX : (enum hs_moe_gating)gating;
+    HS_TRY(get_bool(g, an, "expert_weights_norm", ad->norm_w, &r->norm_w, err));
+    HS_TRY(get_f32(g, an, "expert_weights_scale", 1.0f, &r->w_scale, err));
+    struct hs_error rerr = {0};
+    if (hs_moe_router_check(r, &rerr) != HS_OK) {
+        return hs_error_set(err, HS_E_FORMAT, "bad mixture-of-experts metadata: %s",
+                            rerr.message);
+    }
+    HS_TRY(get_i32(g, an, "expert_feed_forward_length", false, hp->n_ff, &hp->n_ff_exp, err));
+    int32_t n_shared = ad->shared ? 1 : 0;
+    HS_TRY(get_i32(g, an, "expert_shared_count", false, n_shared, &n_shared, err));
+    const int32_t def_sh = (ad->shared_is_ff ? hp->n_ff : hp->n_ff_exp) * HS_MAX(n_shared, 1);
+    HS_TRY(get_i32(g, an, "expert_shared_feed_forward_length", false, n_shared ? def_sh : 0,
+                   &hp->n_ff_shexp, err));
+    if (hp->n_ff_exp <= 0 || (ad->shared && hp->n_ff_shexp <= 0)) {
+        return hs_error_set(err, HS_E_FORMAT, "expert sizes must be positive");
+    }
+    return HS_OK;
+}
+
 static hs_status load_hparams(struct hs_model *m, struct hs_error *err)
 {
     const struct hs_gguf *g = m->gguf;
@@ -67,17 +160,19 @@ static hs_status load_hparams(struct hs_model *m, struct hs_error *err)
     }
     int a = 0;
     for (; a < HS_ARCH_COUNT; a++) {
-        if (hs_gguf_str_eq(arch_s, arch_names[a])) {
+        if (hs_gguf_str_eq(arch_s, archs[a].name)) {
             break;
         }
     }
     if (a == HS_ARCH_COUNT) {
         return hs_error_set(err, HS_E_NOTSUP,
-                            "architecture '%.*s' is not supported (supported: llama, qwen2, qwen3)",
+                            "architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, "
+                            "qwen2moe, qwen3moe, olmoe, hunyuan-moe, hunyuan-large)",
                             (int)HS_MIN(arch_s.len, 64), arch_s.data);
     }
     hp->arch = (enum hs_arch)a;
-    const char *an = arch_names[a];
+    const struct arch_desc *ad = &archs[a];
+    const char *an = ad->name;
     HS_TRY(get_i32(g, an, "embedding_length", true, 0, &hp->n_embd, err));
     HS_TRY(get_i32(g, an, "block_count", true, 0, &hp->n_layer, err));
     HS_TRY(get_i32(g, an, "feed_forward_length", true, 0, &hp->n_ff, err));
@@ -130,8 +225,17 @@ static hs_status load_hparams(struct hs_model *m, struct hs_error *err)
             hp->rope.freq_scale = 1.0f / factor;
         }
     }
-    hp->rope.mode = hp->arch == HS_ARCH_LLAMA ? HS_ROPE_NORM : HS_ROPE_NEOX;
-    return HS_OK;
+    hp->rope.mode = ad->rope;
+    hp->qkv_bias = ad->qkv_bias;
+    hp->qk_norm = ad->qk_norm;
+    HS_TRY(get_i32(g, an, "attention.cla_share_factor", false, 1, &hp->cla_share, err));
+    if (hp->cla_share < 1 || hp->cla_share > hp->n_layer) {
+        return hs_error_set(err, HS_E_FORMAT,
+                            "attention.cla_share_factor %d must be between 1 and the %d layers",
+                            hp->cla_share, hp->n_layer);
+    }
+    hp->n_layer_kv = (hp->n_layer + hp->cla_share - 1) / hp->cla_share;
+    return load_router(g, ad, hp, err);
 }
 
 /* ---- tensors ---- */
@@ -164,6 +268,33 @@ static hs_status bind_tensor(struct hs_model *m, struct hs_tensor *t, const char
     return HS_OK;
 }
 
+/* A stack of n_expert matrices [ne2][ne1][ne0] (GGUF shape [ne0, ne1, ne2]). */
+static hs_status bind_experts(struct hs_model *m, struct hs_tensor *t, const char *name,
+                              int64_t ne0, int64_t ne1, int64_t ne2, struct hs_error *err)
+{
+    const struct hs_gguf_tensor *gt = hs_gguf_find_tensor(m->gguf, name);
+    memset(t, 0, sizeof(*t));
+    if (!gt) {
+        return hs_error_set(err, HS_E_FORMAT, "model lacks the tensor '%s'", name);
+    }
+    if (gt->n_dims != 3 || gt->ne[0] != ne0 || gt->ne[1] != ne1 || gt->ne[2] != ne2) {
+        return hs_error_set(err, HS_E_FORMAT,
+                            "tensor '%s' has shape [%lld, %lld, %lld], expected [%lld, %lld, %lld]",
+                            name, (long long)gt->ne[0], (long long)gt->ne[1], (long long)gt->ne[2],
+                            (long long)ne0, (long long)ne1, (long long)ne2);
+    }
+    if (!hs_type_traits(gt->type)->supported) {
+        return hs_error_set(err, HS_E_NOTSUP,
+                            "tensor '%s' has weight type %s, which is not supported", name,
+                            hs_type_str(gt->type));
+    }
+    const int64_t ne[3] = {ne0, ne1, ne2};
+    HS_TRY(hs_tensor_init(t, gt->type, 3, ne, (void *)gt->data));
+    m->size_bytes += gt->size_bytes;
+    m->n_params += ne0 * ne1 * ne2;
+    return HS_OK;
+}
+
 static hs_status load_tensors(struct hs_model *m, struct hs_error *err)
 {
     const struct hs_model_hparams *hp = &m->hp;
@@ -180,38 +311,118 @@ static hs_status load_tensors(struct hs_model *m, struct hs_error *err)
     if (!m->layers) {
         return hs_error_set(err, HS_E_NOMEM, "out of memory for %d layers", hp->n_layer);
     }
-    const bool bias = hp->arch == HS_ARCH_QWEN2;
-    const bool qk_norm = hp->arch == HS_ARCH_QWEN3;
+    const bool bias = hp->qkv_bias;
+    const bool qk_norm = hp->qk_norm != HS_QK_NORM_NONE;
+    const bool full = hp->qk_norm == HS_QK_NORM_FULL;
+    const int32_t n_exp = hp->router.n_expert;
+    const int64_t n_ff_e = hp->n_ff_exp;
     char name[96];
 #define BIND(field, suffix, ne0, ne1, req)                                                         \
     do {                                                                                           \
         snprintf(name, sizeof(name), "blk.%d." suffix, il);                                        \
         HS_TRY(bind_tensor(m, &l->field, name, (ne0), (ne1), (req), err));                         \
     } while (0)
+#define BIND3(field, suffix, ne0, ne1)                                                             \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "blk.%d." suffix, il);                                        \
+        HS_TRY(bind_experts(m, &l->field, name, (ne0), (ne1), n_exp, err));                        \
+    } while (0)
     for (int il = 0; il < hp->n_layer; il++) {
         struct hs_layer *l = &m->layers[il];
+        /* Cross-layer attention: the first layer of each group computes the K/V all of them
+         * read; the others have no K/V weights. */
+        const bool own_kv = il % hp->cla_share == 0;
+        l->kv_layer = il / hp->cla_share;
         BIND(attn_norm, "attn_norm.weight", hp->n_embd, 0, true);
         BIND(wq, "attn_q.weight", hp->n_embd, n_q, true);
-        BIND(wk, "attn_k.weight", hp->n_embd, n_kv, true);
-        BIND(wv, "attn_v.weight", hp->n_embd, n_kv, true);
+        BIND(wk, "attn_k.weight", hp->n_embd, n_kv, own_kv);
+        BIND(wv, "attn_v.weight", hp->n_embd, n_kv, own_kv);
+        if (!own_kv && (l->wk.data || l->wv.data)) {
+            return hs_error_set(err, HS_E_FORMAT,
+                                "layer %d has K/V weights, but with cla_share_factor %d it reads "
+                                "layer %d's",
+                                il, hp->cla_share, il - il % hp->cla_share);
+        }
         BIND(wo, "attn_output.weight", n_q, hp->n_embd, true);
         BIND(bq, "attn_q.bias", n_q, 0, bias);
-        BIND(bk, "attn_k.bias", n_kv, 0, bias);
-        BIND(bv, "attn_v.bias", n_kv, 0, bias);
-        BIND(q_norm, "attn_q_norm.weight", hp->head_dim, 0, qk_norm);
-        BIND(k_norm, "attn_k_norm.weight", hp->head_dim, 0, qk_norm);
+        BIND(bk, "attn_k.bias", n_kv, 0, bias && own_kv);
+        BIND(bv, "attn_v.bias", n_kv, 0, bias && own_kv);
+        BIND(q_norm, "attn_q_norm.weight", full ? n_q : hp->head_dim, 0, qk_norm);
+        BIND(k_norm, "attn_k_norm.weight", full ? n_kv : hp->head_dim, 0, qk_norm && own_kv);
         BIND(ffn_norm, "ffn_norm.weight", hp->n_embd, 0, true);
         snprintf(name, sizeof(name), "blk.%d.ffn_gate_inp.weight", il);
-        if (hs_gguf_find_tensor(m->gguf, name)) {
-            return hs_error_set(err, HS_E_NOTSUP,
-                                "mixture-of-experts layers are not supported yet ('%s')", name);
+        const bool moe_layer = hs_gguf_find_tensor(m->gguf, name) != NULL;
+        if (moe_layer && n_exp == 0) {
+            return hs_error_set(err, HS_E_FORMAT,
+                                "'%s' is an expert router, but the model's metadata has no "
+                                "%s.expert_count",
+                                name, hs_arch_str(hp->arch));
         }
-        BIND(ffn_gate, "ffn_gate.weight", hp->n_embd, hp->n_ff, true);
-        BIND(ffn_up, "ffn_up.weight", hp->n_embd, hp->n_ff, true);
-        BIND(ffn_down, "ffn_down.weight", hp->n_ff, hp->n_embd, true);
+        if (!moe_layer && archs[hp->arch].moe == 2) {
+            return hs_error_set(err, HS_E_FORMAT, "model lacks the tensor '%s'", name);
+        }
+        if (!moe_layer) {
+            BIND(ffn_gate, "ffn_gate.weight", hp->n_embd, hp->n_ff, true);
+            BIND(ffn_up, "ffn_up.weight", hp->n_embd, hp->n_ff, true);
+            BIND(ffn_down, "ffn_down.weight", hp->n_ff, hp->n_embd, true);
+            continue;
+        }
+        BIND(ffn_gate_inp, "ffn_gate_inp.weight", hp->n_embd, n_exp, true);
+        if (l->ffn_gate_inp.type != HS_TYPE_F32) {
+            return hs_error_set(err, HS_E_NOTSUP, "expert router '%s' is %s; only f32 is supported",
+                                name, hs_type_str(l->ffn_gate_inp.type));
+        }
+        BIND3(ffn_gate_exps, "ffn_gate_exps.weight", hp->n_embd, n_ff_e);
+        BIND3(ffn_up_exps, "ffn_up_exps.weight", hp->n_embd, n_ff_e);
+        BIND3(ffn_down_exps, "ffn_down_exps.weight", n_ff_e, hp->n_embd);
+        const bool shared = hp->n_ff_shexp > 0;
+        BIND(ffn_gate_shexp, "ffn_gate_shexp.weight", hp->n_embd, hp->n_ff_shexp, shared);
+        BIND(ffn_up_shexp, "ffn_up_shexp.weight", hp->n_embd, hp->n_ff_shexp, shared);
+        BIND(ffn_down_shexp, "ffn_down_shexp.weight", hp->n_ff_shexp, hp->n_embd, shared);
+        BIND(ffn_gate_inp_shexp, "ffn_gate_inp_shexp.weight", hp->n_embd, 0,
+             shared && archs[hp->arch].shared_gate);
+        l->moe = (struct hs_moe_layer){
+            .gate_inp = &l->ffn_gate_inp,
+            .gate_exps = &l->ffn_gate_exps,
+            .up_exps = &l->ffn_up_exps,
+            .down_exps = &l->ffn_down_exps,
+            .gate_shexp = shared ? &l->ffn_gate_shexp : NULL,
+            .up_shexp = shared ? &l->ffn_up_shexp : NULL,
+            .down_shexp = shared ? &l->ffn_down_shexp : NULL,
+            .gate_inp_shexp = l->ffn_gate_inp_shexp.data ? &l->ffn_gate_inp_shexp : NULL,
+        };
     }
+#undef BIND3
 #undef BIND
     return HS_OK;
+}
+
+/* What one decoded token reads: every weight but the embeddings (one row of them), and k of
+ * each layer's n experts. */
+static void count_active(struct hs_model *m)
+{
+    const struct hs_model_hparams *hp = &m->hp;
+    const size_t emb_row = hs_type_row_size(m->tok_embd.type, hp->n_embd);
+    size_t bytes = m->size_bytes - (m->hp.tied_output ? 0 : hs_tensor_nbytes(&m->tok_embd)) +
+                   (m->hp.tied_output ? 0 : emb_row);
+    int64_t params = m->n_params - (m->hp.tied_output ? 0 : (int64_t)hp->n_vocab * hp->n_embd) +
+                     (m->hp.tied_output ? 0 : hp->n_embd);
+    const int32_t n = hp->router.n_expert, k = hp->router.n_expert_used;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct hs_layer *l = &m->layers[il];
+        if (!l->ffn_gate_inp.data) {
+            continue;
+        }
+        const struct hs_tensor *e[3] = {&l->ffn_gate_exps, &l->ffn_up_exps, &l->ffn_down_exps};
+        for (int i = 0; i < 3; i++) {
+            const size_t all = hs_tensor_nbytes(e[i]);
+            bytes -= all - all / (size_t)n * (size_t)k;
+            const int64_t np = e[i]->ne[0] * e[i]->ne[1] * e[i]->ne[2];
+            params -= np - np / n * k;
+        }
+    }
+    m->active_bytes = bytes;
+    m->n_active_params = params;
 }
 
 hs_status hs_model_load(const char *path, struct hs_model **out, struct hs_error *err)
@@ -247,9 +458,21 @@ hs_status hs_model_load(const char *path, struct hs_model **out, struct hs_error
             goto fail;
         }
     }
-    snprintf(m->desc, sizeof(m->desc), "%s %dd %dL %d/%dh %s%s", hs_arch_str(m->hp.arch),
+    count_active(m);
+    const struct hs_layer *l0 = &m->layers[0];
+    char moe[48] = "";
+    if (m->hp.router.n_expert > 0) {
+        snprintf(moe, sizeof(moe), " moe %d/%d%s", m->hp.router.n_expert_used,
+                 m->hp.router.n_expert, m->hp.n_ff_shexp > 0 ? "+shared" : "");
+    }
+    char cla[24] = "";
+    if (m->hp.cla_share > 1) {
+        snprintf(cla, sizeof(cla), " cla %d", m->hp.cla_share);
+    }
+    snprintf(m->desc, sizeof(m->desc), "%s %dd %dL %d/%dh %s%s%s%s", hs_arch_str(m->hp.arch),
              m->hp.n_embd, m->hp.n_layer, m->hp.n_head, m->hp.n_head_kv,
-             hs_type_str(m->layers[0].ffn_up.type), m->hp.tied_output ? " tied" : "");
+             hs_type_str(l0->ffn_up.data ? l0->ffn_up.type : l0->ffn_up_exps.type), moe, cla,
+             m->hp.tied_output ? " tied" : "");
     *out = m;
     return HS_OK;
 fail:
@@ -302,4 +525,14 @@ size_t hs_model_size_bytes(const struct hs_model *m)
 int64_t hs_model_n_params(const struct hs_model *m)
 {
     return m->n_params;
+}
+
+size_t hs_model_active_bytes(const struct hs_model *m)
+{
+    return m->active_bytes;
+}
+
+int64_t hs_model_n_active_params(const struct hs_model *m)
+{
+    return m->n_active_params;
 }

@@ -14,6 +14,7 @@
 
 #include "backends/backend.h"
 #include "common/common.h"
+#include "moe/moe.h"
 
 struct hs_gguf;
 struct hs_vocab;
@@ -21,13 +22,29 @@ struct hs_model;
 struct hs_context;
 
 enum hs_arch {
-    HS_ARCH_LLAMA,
-    HS_ARCH_QWEN2,
-    HS_ARCH_QWEN3,
+    HS_ARCH_LLAMA,         /* also Mixtral-style MoE (ffn_*_exps) */
+    HS_ARCH_QWEN2,         /* QKV bias */
+    HS_ARCH_QWEN3,         /* per-head q/k RMSNorm */
+    HS_ARCH_QWEN2MOE,      /* QKV bias; experts plus a shared expert behind a sigmoid gate */
+    HS_ARCH_QWEN3MOE,      /* per-head q/k norm; experts */
+    HS_ARCH_OLMOE,         /* q/k RMSNorm over the whole projection; experts */
+    HS_ARCH_HUNYUAN_MOE,   /* q/k norm after RoPE; experts plus a shared MLP (Hunyuan-A13B) */
+    HS_ARCH_HUNYUAN_LARGE, /* hunyuan-moe with cross-layer attention (our own GGUF keys) */
     HS_ARCH_COUNT,
 };
-/* "llama", "qwen2", "qwen3" as in general.architecture. */
+/* The general.architecture name ("llama", "qwen2moe", "hunyuan-large", ...). */
 const char *hs_arch_str(enum hs_arch a);
+/* The architecture named s; HS_ARCH_COUNT when none is. */
+enum hs_arch hs_arch_from_str(const char *s);
+
+/* Where the per-head q/k RMSNorm sits in attention. */
+enum hs_qk_norm {
+    HS_QK_NORM_NONE,
+    HS_QK_NORM_HEAD,       /* each head's q and k, before RoPE (qwen3) */
+    HS_QK_NORM_HEAD_AFTER, /* each head's q and k, after RoPE (Hunyuan) */
+    HS_QK_NORM_FULL,       /* the whole q and k projections, before RoPE (OLMoE) */
+    HS_QK_NORM_COUNT,
+};
 
 struct hs_model_hparams {
     enum hs_arch arch;
@@ -42,6 +59,18 @@ struct hs_model_hparams {
     float norm_eps;
     struct hs_rope_params rope;
     bool tied_output; /* output.weight absent: logits from token_embd */
+    bool qkv_bias;
+    enum hs_qk_norm qk_norm;
+    /* Cross-layer attention (Hunyuan-Large): layers [g*s, g*s + s) share the K/V that layer g*s
+     * computes, so the cache holds n_layer_kv = ceil(n_layer / s) layers. s = 1: none. */
+    int32_t cla_share;
+    int32_t n_layer_kv;
+    /* Mixture of experts; router.n_expert == 0 for dense models. GGUF keys <arch>.expert_count,
+     * .expert_used_count, .expert_gating_func, .expert_weights_norm, .expert_weights_scale
+     * select the router; architectures give the defaults. */
+    struct hs_moe_router router;
+    int32_t n_ff_exp;   /* rows of each expert (expert_feed_forward_length; default n_ff) */
+    int32_t n_ff_shexp; /* width of the shared expert; 0: none */
 };
 
 /* Opens path (mmap), reads hyper-parameters, tokenizer and weights. Errors: HS_E_IO (cannot
@@ -61,6 +90,11 @@ const char *hs_model_desc(const struct hs_model *m);
 /* Bytes of all weight tensors, and the parameter count. */
 size_t hs_model_size_bytes(const struct hs_model *m);
 int64_t hs_model_n_params(const struct hs_model *m);
+/* Weights one decoded token reads, and their parameter count: everything but the embedding
+ * table (one row of it), with each layer's experts counted for the n_expert_used a token runs.
+ * Equal to the totals (less the embeddings) for dense models. */
+size_t hs_model_active_bytes(const struct hs_model *m);
+int64_t hs_model_n_active_params(const struct hs_model *m);
 
 /* ---- contexts and the forward pass ---- */
 
@@ -73,6 +107,11 @@ struct hs_context_params {
     enum hs_type kv_type; /* HS_TYPE_F16 (default, as llama.cpp) or HS_TYPE_F32 */
     const char *backend;  /* registry name, default "cpu" */
     const char *attn_backend; /* backend for attention; NULL: same as backend */
+    /* Expert placement, in the spirit of llama.cpp's --override-tensor: "REGEX=BACKEND" rules
+     * separated by commas, matched (POSIX extended, whole name) against the names
+     * "blk.<layer>.expert.<id>" and "blk.<layer>.expert.shared"; the first rule that matches an
+     * expert places it, unmatched experts run on backend. NULL: none. */
+    const char *expert_placement;
     struct hs_backend_params backend_params;
 };
 
@@ -91,6 +130,11 @@ int32_t hs_context_block_size(const struct hs_context *ctx);
 int32_t hs_context_n_batch(const struct hs_context *ctx);
 size_t hs_context_kv_bytes(const struct hs_context *ctx);
 struct hs_backend *hs_context_backend(struct hs_context *ctx);
+/* The mixture-of-experts state (placement, hot-expert counters), NULL for dense models. */
+const struct hs_moe *hs_context_moe(const struct hs_context *ctx);
+/* Name of the backend expert e of layer il runs on (e == -1: the shared expert); NULL when the
+ * model has no such expert. */
+const char *hs_context_expert_backend(const struct hs_context *ctx, int32_t il, int32_t e);
 
 /* One sequence of a forward batch: n_tokens new tokens at positions [n_past, n_past + n_tokens).
  * block_table must cover all n_past + n_tokens positions (blocks owned by this sequence alone
@@ -123,6 +167,14 @@ struct hs_mkmodel_params {
                            mix (Q6_K output and half the ffn_down) */
     uint64_t seed;
     bool tied_output;
+    /* Experts (n_expert 0: dense). The MoE architectures need them; llama takes them too
+     * (Mixtral-style). n_ff_exp 0: n_ff. n_ff_shexp: shared expert width (qwen2moe and the
+     * Hunyuan architectures need one; 0: n_ff_exp). */
+    int32_t n_expert, n_expert_used, n_ff_exp, n_ff_shexp;
+    int32_t gating;          /* written as expert_gating_func when > 0 */
+    int32_t weights_norm;    /* written as expert_weights_norm when >= 0 (-1: absent) */
+    float weights_scale;     /* written as expert_weights_scale when not 0 */
+    int32_t cla_share;       /* cross-layer attention share factor (hunyuan-large; 0/1: none) */
 };
 
 /* Defaults: a tiny llama (dim 64, 2 layers). */

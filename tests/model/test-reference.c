@@ -193,20 +193,7 @@ REF_TEST(qwen3_bpe_q8_0, "qwen3-bpe-q8_0.gguf", 1e-2)
 REF_TEST(llama3_bpe_f32, "llama3-bpe-f32.gguf", 1e-4)
 REF_TEST(qwen3_vocab_f16, "qwen3-vocab-f16.gguf", 1e-3)
 
-/* The MoE files need the mixture-of-experts layers of issue 4: until then loading them must
- * fail cleanly with HS_E_NOTSUP, which this checks. */
-Test(reference, moe_files_are_refused_cleanly_until_moe_lands)
-{
-    const char *files[] = {"moe-mixtral-mini-f32.gguf", "moe-qwen2-mini-f32.gguf",
-                           "moe-qwen2-mini-q8_0.gguf", "moe-qwen3-mini-q8_0.gguf"};
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        char path[1024];
-        snprintf(path, sizeof(path), "%s/%s", getenv("HS_MODELS_DIR"), files[i]);
-        struct hs_error err = {0};
-        struct hs_model *m = NULL;
-        hs_status st = hs_model_load(path, &m, &err);
-        cr_assert_eq(st, HS_E_NOTSUP, "%s: %s", files[i], err.message);
-        cr_assert_null(m);
-        fprintf(stderr, "skipped %s (mixture of experts, issue 4): %s\n", files[i], err.message);
-    }
-}
+REF_TEST(moe_mixtral_f32, "moe-mixtral-mini-f32.gguf", 1e-4)
+REF_TEST(moe_qwen2_f32, "moe-qwen2-mini-f32.gguf", 1e-4)
+REF_TEST(moe_qwen2_q8_0, "moe-qwen2-mini-q8_0.gguf", 1e-2)
+REF_TEST(moe_qwen3_q8_0, "moe-qwen3-mini-q8_0.gguf", 1e-2)
