@@ -24,31 +24,31 @@ struct hs_context {
     int32_t n_seq_max;
     enum hs_type kv_type;
 
-    void *kv_mem;             /* one allocation for all layers' K and V */
+    void *kv_mem; /* one allocation for all layers' K and V */
     size_t kv_bytes;
     struct hs_tensor *k_cache; /* [n_layer_kv] of [n_kv_blocks][block_size][n_head_kv][head_dim] */
     struct hs_tensor *v_cache; /* same */
 
-    struct hs_moe *moe;             /* NULL for dense models */
-    struct hs_backend **extra_be;   /* [n_extra_be] backends experts are placed on; owns */
-    char **extra_names;             /* [n_extra_be] their placement names ("cpu:1"); owns */
+    struct hs_moe *moe;           /* NULL for dense models */
+    struct hs_backend **extra_be; /* [n_extra_be] backends experts are placed on; owns */
+    char **extra_names;           /* [n_extra_be] their placement names ("cpu:1"); owns */
     int32_t n_extra_be;
 
-    void *act_mem; /* activations, sized for n_batch rows */
-    float *x;      /* [n_batch][n_embd] residual stream */
-    float *h;      /* [n_batch][n_embd] normed input */
-    float *q;      /* [n_batch][n_head][head_dim] */
-    float *k;      /* [n_batch][n_head_kv][head_dim] */
-    float *v;      /* [n_batch][n_head_kv][head_dim] */
-    float *attn;   /* [n_batch][n_head][head_dim] */
-    float *tmp;    /* [n_batch][n_embd] */
-    float *gate;   /* [n_batch][n_ff] */
-    float *up;     /* [n_batch][n_ff] */
-    float *logits; /* [n_batch][n_vocab] */
-    hs_token *tokens;  /* [n_batch] */
-    int32_t *pos;      /* [n_batch] */
-    int32_t *slots;    /* [n_batch] */
-    int32_t *out_rows; /* [n_batch] rows whose logits are wanted */
+    void *act_mem;                 /* activations, sized for n_batch rows */
+    float *x;                      /* [n_batch][n_embd] residual stream */
+    float *h;                      /* [n_batch][n_embd] normed input */
+    float *q;                      /* [n_batch][n_head][head_dim] */
+    float *k;                      /* [n_batch][n_head_kv][head_dim] */
+    float *v;                      /* [n_batch][n_head_kv][head_dim] */
+    float *attn;                   /* [n_batch][n_head][head_dim] */
+    float *tmp;                    /* [n_batch][n_embd] */
+    float *gate;                   /* [n_batch][n_ff] */
+    float *up;                     /* [n_batch][n_ff] */
+    float *logits;                 /* [n_batch][n_vocab] */
+    hs_token *tokens;              /* [n_batch] */
+    int32_t *pos;                  /* [n_batch] */
+    int32_t *slots;                /* [n_batch] */
+    int32_t *out_rows;             /* [n_batch] rows whose logits are wanted */
     struct hs_attn_seq *attn_seqs; /* [n_batch] (a sequence has at least one token) */
     int32_t n_logit_rows;
 };
@@ -89,8 +89,7 @@ static hs_status placement_backend(struct hs_context *ctx, const char *spec,
     const char *colon = strchr(spec, ':');
     const size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
     if (len == 0 || len >= sizeof(name)) {
-        return hs_error_set(err, HS_E_INVAL, "expert placement backend '%s' is not NAME[:N]",
-                            spec);
+        return hs_error_set(err, HS_E_INVAL, "expert placement backend '%s' is not NAME[:N]", spec);
     }
     memcpy(name, spec, len);
     name[len] = '\0';
@@ -435,8 +434,8 @@ const struct hs_moe *hs_context_moe(const struct hs_context *ctx)
 const char *hs_context_expert_backend(const struct hs_context *ctx, int32_t il, int32_t e)
 {
     const struct hs_model *m = ctx->model;
-    if (!ctx->moe || il < 0 || il >= m->hp.n_layer || !m->layers[il].ffn_gate_inp.data ||
-        e < -1 || e >= m->hp.router.n_expert || (e < 0 && !m->layers[il].moe.gate_shexp)) {
+    if (!ctx->moe || il < 0 || il >= m->hp.n_layer || !m->layers[il].ffn_gate_inp.data || e < -1 ||
+        e >= m->hp.router.n_expert || (e < 0 && !m->layers[il].moe.gate_shexp)) {
         return NULL;
     }
     const struct hs_backend *be = hs_moe_get_backend(ctx->moe, il, e);
@@ -532,8 +531,8 @@ static hs_status qk_norm(struct hs_context *ctx, const struct hs_layer *l, int32
     const struct hs_model_hparams *hp = &ctx->model->hp;
     const int64_t hd = hp->head_dim;
     const bool full = hp->qk_norm == HS_QK_NORM_FULL;
-    struct hs_tensor qh = full ? mat(ctx->q, hd * hp->n_head, n_tok)
-                               : mat(ctx->q, hd, (int64_t)n_tok * hp->n_head);
+    struct hs_tensor qh =
+        full ? mat(ctx->q, hd * hp->n_head, n_tok) : mat(ctx->q, hd, (int64_t)n_tok * hp->n_head);
     HS_TRY(hs_backend_rms_norm(ctx->be, &qh, &l->q_norm, hp->norm_eps, &qh));
     if (!l->wk.data) {
         return HS_OK;

@@ -23,7 +23,45 @@ struct hs_mkmodel_params hs_mkmodel_default_params(void)
         .wtype = HS_TYPE_F32,
         .seed = 1,
         .tied_output = false,
+        .weights_norm = -1,
     };
+    return p;
+}
+
+struct hs_mkmodel_params hs_mkmodel_qwen2moe_params(void)
+{
+    struct hs_mkmodel_params p = hs_mkmodel_default_params();
+    p.arch = HS_ARCH_QWEN2MOE;
+    p.n_embd = 256;
+    p.n_layer = 4;
+    p.n_head = 8;
+    p.n_head_kv = 4;
+    p.n_ff = 512;
+    p.n_vocab = 4096;
+    p.n_ctx = 4096;
+    p.n_expert = 8;
+    p.n_expert_used = 4;
+    p.n_ff_exp = 512;
+    p.n_ff_shexp = 512;
+    p.wtype = HS_TYPE_Q8_0;
+    return p;
+}
+
+struct hs_mkmodel_params hs_mkmodel_hunyuan_large_params(void)
+{
+    struct hs_mkmodel_params p = hs_mkmodel_default_params();
+    p.arch = HS_ARCH_HUNYUAN_LARGE;
+    p.n_embd = 128;
+    p.n_layer = 4;
+    p.n_head = 8;
+    p.n_head_kv = 2;
+    p.n_ff = 256;
+    p.n_vocab = 1024;
+    p.n_expert = 16;
+    p.n_expert_used = 1;
+    p.n_ff_exp = 128;
+    p.n_ff_shexp = 256;
+    p.cla_share = 2;
     return p;
 }
 
@@ -126,8 +164,8 @@ done:
 struct mk_state {
     struct hs_gguf_writer *w;
     struct hs_rng rng;
-    float *f32;   /* scratch: largest tensor in floats */
-    void *qbuf;   /* scratch: largest tensor quantized */
+    float *f32; /* scratch: largest tensor in floats */
+    void *qbuf; /* scratch: largest tensor quantized */
 };
 
 /* Like llama.cpp's quantizer: a K-quant whose rows are not a multiple of 256 falls back to a
@@ -140,24 +178,43 @@ static enum hs_type fallback_type(enum hs_type t, int64_t ne0)
     return t == HS_TYPE_Q6_K ? HS_TYPE_Q8_0 : HS_TYPE_Q4_0;
 }
 
-static hs_status add_weight(struct mk_state *s, const char *name, enum hs_type type, int64_t ne0,
-                            int64_t ne1, float center, float spread)
+/* A tensor [ne2][ne1][ne0] (ne1, ne2 <= 0: fewer dimensions) of uniform random values. */
+static hs_status add_weight3(struct mk_state *s, const char *name, enum hs_type type, int64_t ne0,
+                             int64_t ne1, int64_t ne2, float center, float spread)
 {
     type = fallback_type(type, ne0);
-    const int64_t n = ne0 * (ne1 > 0 ? ne1 : 1);
+    const int64_t n_rows = (ne1 > 0 ? ne1 : 1) * (ne2 > 0 ? ne2 : 1);
+    const int64_t n = ne0 * n_rows;
     for (int64_t i = 0; i < n; i++) {
         s->f32[i] = center + hs_rng_range(&s->rng, -spread, spread);
     }
-    int64_t ne[2] = {ne0, ne1 > 0 ? ne1 : 1};
-    uint32_t n_dims = ne1 > 0 ? 2 : 1;
+    const int64_t ne[3] = {ne0, ne1 > 0 ? ne1 : 1, ne2 > 0 ? ne2 : 1};
+    const uint32_t n_dims = ne2 > 0 ? 3 : ne1 > 0 ? 2 : 1;
     if (type == HS_TYPE_F32) {
         return hs_gguf_writer_add_tensor(s->w, name, type, n_dims, ne, s->f32);
     }
     const size_t row = hs_type_row_size(type, ne0);
-    for (int64_t r = 0; r < ne[1]; r++) {
+    for (int64_t r = 0; r < n_rows; r++) {
         hs__quantize_row_ref(type, s->f32 + r * ne0, (char *)s->qbuf + (size_t)r * row, ne0);
     }
     return hs_gguf_writer_add_tensor(s->w, name, type, n_dims, ne, s->qbuf);
+}
+
+static hs_status add_weight(struct mk_state *s, const char *name, enum hs_type type, int64_t ne0,
+                            int64_t ne1, float center, float spread)
+{
+    return add_weight3(s, name, type, ne0, ne1, 0, center, spread);
+}
+
+static bool arch_has_experts(enum hs_arch a)
+{
+    return a == HS_ARCH_QWEN2MOE || a == HS_ARCH_QWEN3MOE || a == HS_ARCH_OLMOE ||
+           a == HS_ARCH_HUNYUAN_MOE || a == HS_ARCH_HUNYUAN_LARGE;
+}
+
+static bool arch_has_shared(enum hs_arch a)
+{
+    return a == HS_ARCH_QWEN2MOE || a == HS_ARCH_HUNYUAN_MOE || a == HS_ARCH_HUNYUAN_LARGE;
 }
 
 static hs_status check_params(const struct hs_mkmodel_params *p, struct hs_error *err)
@@ -165,8 +222,8 @@ static hs_status check_params(const struct hs_mkmodel_params *p, struct hs_error
     if (p->arch < 0 || p->arch >= HS_ARCH_COUNT) {
         return hs_error_set(err, HS_E_INVAL, "unknown architecture");
     }
-    if (p->n_embd <= 0 || p->n_layer <= 0 || p->n_head <= 0 || p->n_head_kv <= 0 ||
-        p->n_ff <= 0 || p->n_ctx <= 0 || p->n_vocab < 300) {
+    if (p->n_embd <= 0 || p->n_layer <= 0 || p->n_head <= 0 || p->n_head_kv <= 0 || p->n_ff <= 0 ||
+        p->n_ctx <= 0 || p->n_vocab < 300) {
         return hs_error_set(err, HS_E_INVAL,
                             "dimensions must be positive and the vocabulary at least 300 tokens");
     }
@@ -182,9 +239,32 @@ static hs_status check_params(const struct hs_mkmodel_params *p, struct hs_error
                             hs_type_str(p->wtype));
     }
     /* K-quant rows that are not a multiple of 256 fall back per tensor (see fallback_type). */
-    if (tr->blck_size > 1 && (p->n_embd % 32 != 0 || p->n_ff % 32 != 0)) {
-        return hs_error_set(err, HS_E_INVAL, "n_embd and n_ff must be multiples of 32 for %s",
+    if (tr->blck_size > 1 && (p->n_embd % 32 != 0 || p->n_ff % 32 != 0 || p->n_ff_exp % 32 != 0 ||
+                              p->n_ff_shexp % 32 != 0)) {
+        return hs_error_set(err, HS_E_INVAL,
+                            "n_embd and the FFN widths must be multiples of 32 for %s",
                             hs_type_str(p->wtype));
+    }
+    if (arch_has_experts(p->arch) && p->n_expert <= 0) {
+        return hs_error_set(err, HS_E_INVAL, "%s models need experts (--experts N)",
+                            hs_arch_str(p->arch));
+    }
+    if (p->n_expert > 0 && p->arch != HS_ARCH_LLAMA && !arch_has_experts(p->arch)) {
+        return hs_error_set(err, HS_E_INVAL, "%s models have no experts (use %smoe)",
+                            hs_arch_str(p->arch), hs_arch_str(p->arch));
+    }
+    if (p->n_expert < 0 || p->n_expert > HS_MOE_MAX_EXPERTS ||
+        (p->n_expert > 0 && (p->n_expert_used < 1 || p->n_expert_used > p->n_expert ||
+                             p->n_expert_used > HS_MOE_MAX_USED)) ||
+        p->n_ff_exp < 0 || p->n_ff_shexp < 0) {
+        return hs_error_set(err, HS_E_INVAL,
+                            "expert counts: 1..%d experts, 1..min(experts, %d) used per token",
+                            HS_MOE_MAX_EXPERTS, HS_MOE_MAX_USED);
+    }
+    if (p->cla_share > 1 && (p->arch != HS_ARCH_HUNYUAN_LARGE || p->cla_share > p->n_layer)) {
+        return hs_error_set(err, HS_E_INVAL,
+                            "cross-layer attention (--cla N) needs --arch hunyuan-large and at "
+                            "most as many layers");
     }
     return HS_OK;
 }
@@ -200,7 +280,10 @@ hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
     const char *an = hs_arch_str(p->arch);
     const int64_t hd = p->n_embd / p->n_head;
     const int64_t n_kv = hd * p->n_head_kv;
-    const int64_t biggest = HS_MAX((int64_t)p->n_vocab * p->n_embd, (int64_t)p->n_ff * p->n_embd);
+    const int64_t n_ff_max = HS_MAX(p->n_ff, HS_MAX(p->n_ff_shexp, p->n_ff_exp));
+    const int64_t biggest = HS_MAX(HS_MAX((int64_t)p->n_vocab * p->n_embd, n_ff_max * p->n_embd),
+                                   (int64_t)HS_MAX(p->n_expert, 1) *
+                                       (p->n_ff_exp > 0 ? p->n_ff_exp : p->n_ff) * p->n_embd);
     s.f32 = malloc((size_t)biggest * sizeof(float));
     s.qbuf = malloc((size_t)biggest * sizeof(float));
     st = hs_gguf_writer_create(&s.w);
@@ -228,7 +311,37 @@ hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
     SET_U32("attention.head_count", p->n_head);
     SET_U32("attention.head_count_kv", p->n_head_kv);
     SET_U32("rope.dimension_count", hd);
+    const int64_t n_ff_e = p->n_ff_exp > 0 ? p->n_ff_exp : p->n_ff;
+    const bool shared = p->n_expert > 0 && arch_has_shared(p->arch);
+    const int64_t n_ff_sh = p->n_ff_shexp > 0 ? p->n_ff_shexp : n_ff_e;
+    const int cla = p->cla_share > 1 ? p->cla_share : 1;
+    if (p->n_expert > 0) {
+        SET_U32("expert_count", p->n_expert);
+        SET_U32("expert_used_count", p->n_expert_used);
+        SET_U32("expert_feed_forward_length", n_ff_e);
+        if (shared) {
+            SET_U32("expert_shared_feed_forward_length", n_ff_sh);
+        }
+        if (p->gating > 0) {
+            SET_U32("expert_gating_func", p->gating);
+        }
+    }
+    if (cla > 1) {
+        SET_U32("attention.cla_share_factor", cla);
+    }
 #undef SET_U32
+    if (p->n_expert > 0 && p->weights_norm >= 0) {
+        snprintf(key, sizeof(key), "%s.expert_weights_norm", an);
+        if ((st = hs_gguf_writer_set_bool(s.w, key, p->weights_norm != 0)) != HS_OK) {
+            goto done;
+        }
+    }
+    if (p->n_expert > 0 && p->weights_scale != 0.0f) {
+        snprintf(key, sizeof(key), "%s.expert_weights_scale", an);
+        if ((st = hs_gguf_writer_set_f32(s.w, key, p->weights_scale)) != HS_OK) {
+            goto done;
+        }
+    }
     snprintf(key, sizeof(key), "%s.attention.layer_norm_rms_epsilon", an);
     if ((st = hs_gguf_writer_set_f32(s.w, key, 1e-5f)) != HS_OK) {
         goto done;
@@ -263,24 +376,63 @@ hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
         snprintf(name, sizeof(name), "blk.%d." suffix, il);                                        \
         ADD(name, (type), (ne0), (ne1), (c), (sp));                                                \
     } while (0)
+#define LAYER3(suffix, type, ne0, ne1, ne2, c, sp)                                                 \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "blk.%d." suffix, il);                                        \
+        if ((st = add_weight3(&s, name, (type), (ne0), (ne1), (ne2), (c), (sp))) != HS_OK) {       \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
+        /* Cross-layer attention: only each group's first layer has K/V weights. */
+        const bool own_kv = il % cla == 0;
+        const bool qkv_bias = p->arch == HS_ARCH_QWEN2 || p->arch == HS_ARCH_QWEN2MOE;
+        const bool head_norm = p->arch == HS_ARCH_QWEN3 || p->arch == HS_ARCH_QWEN3MOE ||
+                               p->arch == HS_ARCH_HUNYUAN_MOE || p->arch == HS_ARCH_HUNYUAN_LARGE;
         LAYER("attn_norm.weight", HS_TYPE_F32, p->n_embd, 0, 1.0f, 0.1f);
         LAYER("attn_q.weight", wt, p->n_embd, p->n_embd, 0.0f, ws);
-        LAYER("attn_k.weight", wt, p->n_embd, n_kv, 0.0f, ws);
-        LAYER("attn_v.weight", mix ? HS_TYPE_Q6_K : wt, p->n_embd, n_kv, 0.0f, ws);
+        if (own_kv) {
+            LAYER("attn_k.weight", wt, p->n_embd, n_kv, 0.0f, ws);
+            LAYER("attn_v.weight", mix ? HS_TYPE_Q6_K : wt, p->n_embd, n_kv, 0.0f, ws);
+        }
         LAYER("attn_output.weight", wt, p->n_embd, p->n_embd, 0.0f, ws);
-        if (p->arch == HS_ARCH_QWEN2) {
+        if (qkv_bias) {
             LAYER("attn_q.bias", HS_TYPE_F32, p->n_embd, 0, 0.0f, 0.1f);
+        }
+        if (qkv_bias && own_kv) {
             LAYER("attn_k.bias", HS_TYPE_F32, n_kv, 0, 0.0f, 0.1f);
             LAYER("attn_v.bias", HS_TYPE_F32, n_kv, 0, 0.0f, 0.1f);
         }
-        if (p->arch == HS_ARCH_QWEN3) {
+        if (head_norm) {
             LAYER("attn_q_norm.weight", HS_TYPE_F32, hd, 0, 1.0f, 0.1f);
-            LAYER("attn_k_norm.weight", HS_TYPE_F32, hd, 0, 1.0f, 0.1f);
+            if (own_kv) {
+                LAYER("attn_k_norm.weight", HS_TYPE_F32, hd, 0, 1.0f, 0.1f);
+            }
+        }
+        if (p->arch == HS_ARCH_OLMOE) {
+            LAYER("attn_q_norm.weight", HS_TYPE_F32, p->n_embd, 0, 1.0f, 0.1f);
+            LAYER("attn_k_norm.weight", HS_TYPE_F32, n_kv, 0, 1.0f, 0.1f);
         }
         LAYER("ffn_norm.weight", HS_TYPE_F32, p->n_embd, 0, 1.0f, 0.1f);
-        LAYER("ffn_gate.weight", wt, p->n_embd, p->n_ff, 0.0f, ws);
-        LAYER("ffn_up.weight", wt, p->n_embd, p->n_ff, 0.0f, ws);
-        LAYER("ffn_down.weight", down_t, p->n_ff, p->n_embd, 0.0f, ws);
+        if (p->n_expert == 0) {
+            LAYER("ffn_gate.weight", wt, p->n_embd, p->n_ff, 0.0f, ws);
+            LAYER("ffn_up.weight", wt, p->n_embd, p->n_ff, 0.0f, ws);
+            LAYER("ffn_down.weight", down_t, p->n_ff, p->n_embd, 0.0f, ws);
+            continue;
+        }
+        /* The router stays f32, as llama.cpp's quantizer leaves it. */
+        LAYER("ffn_gate_inp.weight", HS_TYPE_F32, p->n_embd, p->n_expert, 0.0f, ws);
+        LAYER3("ffn_gate_exps.weight", wt, p->n_embd, n_ff_e, p->n_expert, 0.0f, ws);
+        LAYER3("ffn_up_exps.weight", wt, p->n_embd, n_ff_e, p->n_expert, 0.0f, ws);
+        LAYER3("ffn_down_exps.weight", down_t, n_ff_e, p->n_embd, p->n_expert, 0.0f, ws);
+        if (shared) {
+            LAYER("ffn_gate_shexp.weight", wt, p->n_embd, n_ff_sh, 0.0f, ws);
+            LAYER("ffn_up_shexp.weight", wt, p->n_embd, n_ff_sh, 0.0f, ws);
+            LAYER("ffn_down_shexp.weight", down_t, n_ff_sh, p->n_embd, 0.0f, ws);
+        }
+        if (shared && p->arch == HS_ARCH_QWEN2MOE) {
+            LAYER("ffn_gate_inp_shexp.weight", HS_TYPE_F32, p->n_embd, 0, 0.0f, ws);
+        }
+#undef LAYER3
 #undef LAYER
     }
 #undef ADD

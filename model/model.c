@@ -22,10 +22,8 @@ struct arch_desc {
 };
 
 static const struct arch_desc archs[HS_ARCH_COUNT] = {
-    [HS_ARCH_LLAMA] = {"llama", HS_ROPE_NORM, false, HS_QK_NORM_NONE, 1, true, false, false,
-                       false},
-    [HS_ARCH_QWEN2] = {"qwen2", HS_ROPE_NEOX, true, HS_QK_NORM_NONE, 0, false, false, false,
-                       false},
+    [HS_ARCH_LLAMA] = {"llama", HS_ROPE_NORM, false, HS_QK_NORM_NONE, 1, true, false, false, false},
+    [HS_ARCH_QWEN2] = {"qwen2", HS_ROPE_NEOX, true, HS_QK_NORM_NONE, 0, false, false, false, false},
     [HS_ARCH_QWEN3] = {"qwen3", HS_ROPE_NEOX, false, HS_QK_NORM_HEAD, 0, false, false, false,
                        false},
     [HS_ARCH_QWEN2MOE] = {"qwen2moe", HS_ROPE_NEOX, true, HS_QK_NORM_NONE, 2, false, true, true,
@@ -74,8 +72,8 @@ static hs_status get_i32(const struct hs_gguf *g, const char *arch, const char *
         return hs_error_set(err, HS_E_FORMAT, "model metadata key '%s' is not an integer", key);
     }
     if (v < 0 || v > INT32_MAX) {
-        return hs_error_set(err, HS_E_FORMAT, "model metadata key '%s' = %lld is out of range",
-                            key, (long long)v);
+        return hs_error_set(err, HS_E_FORMAT, "model metadata key '%s' = %lld is out of range", key,
+                            (long long)v);
     }
     *out = (int32_t)v;
     return HS_OK;
@@ -134,8 +132,7 @@ static hs_status load_router(const struct hs_gguf *g, const struct arch_desc *ad
     HS_TRY(get_f32(g, an, "expert_weights_scale", 1.0f, &r->w_scale, err));
     struct hs_error rerr = {0};
     if (hs_moe_router_check(r, &rerr) != HS_OK) {
-        return hs_error_set(err, HS_E_FORMAT, "bad mixture-of-experts metadata: %s",
-                            rerr.message);
+        return hs_error_set(err, HS_E_FORMAT, "bad mixture-of-experts metadata: %s", rerr.message);
     }
     HS_TRY(get_i32(g, an, "expert_feed_forward_length", false, hp->n_ff, &hp->n_ff_exp, err));
     int32_t n_shared = ad->shared ? 1 : 0;
@@ -155,8 +152,7 @@ static hs_status load_hparams(struct hs_model *m, struct hs_error *err)
     struct hs_model_hparams *hp = &m->hp;
     struct hs_gguf_str arch_s;
     if (hs_gguf_get_str(g, "general.architecture", &arch_s) != HS_OK) {
-        return hs_error_set(err, HS_E_FORMAT,
-                            "not a model file: general.architecture is missing");
+        return hs_error_set(err, HS_E_FORMAT, "not a model file: general.architecture is missing");
     }
     int a = 0;
     for (; a < HS_ARCH_COUNT; a++) {
@@ -187,8 +183,8 @@ static hs_status load_hparams(struct hs_model *m, struct hs_error *err)
         return hs_error_set(err, HS_E_FORMAT, "head_count %d is not a multiple of head_count_kv %d",
                             hp->n_head, hp->n_head_kv);
     }
-    HS_TRY(get_i32(g, an, "attention.key_length", false, hp->n_embd / hp->n_head, &hp->head_dim,
-                   err));
+    HS_TRY(
+        get_i32(g, an, "attention.key_length", false, hp->n_embd / hp->n_head, &hp->head_dim, err));
     int32_t v_len = hp->head_dim;
     HS_TRY(get_i32(g, an, "attention.value_length", false, hp->head_dim, &v_len, err));
     if (hp->head_dim <= 0 || hp->head_dim % 2 != 0 || v_len != hp->head_dim ||
@@ -240,8 +236,8 @@ static hs_status load_hparams(struct hs_model *m, struct hs_error *err)
 
 /* ---- tensors ---- */
 
-static hs_status bind_tensor(struct hs_model *m, struct hs_tensor *t, const char *name,
-                             int64_t ne0, int64_t ne1, bool required, struct hs_error *err)
+static hs_status bind_tensor(struct hs_model *m, struct hs_tensor *t, const char *name, int64_t ne0,
+                             int64_t ne1, bool required, struct hs_error *err)
 {
     const struct hs_gguf_tensor *gt = hs_gguf_find_tensor(m->gguf, name);
     memset(t, 0, sizeof(*t));
@@ -258,8 +254,9 @@ static hs_status bind_tensor(struct hs_model *m, struct hs_tensor *t, const char
     }
     const struct hs_type_traits *tr = hs_type_traits(gt->type);
     if (!tr->supported || (one_d && gt->type != HS_TYPE_F32)) {
-        return hs_error_set(err, HS_E_NOTSUP, "tensor '%s' has weight type %s, which is not supported",
-                            name, hs_type_str(gt->type));
+        return hs_error_set(err, HS_E_NOTSUP,
+                            "tensor '%s' has weight type %s, which is not supported", name,
+                            hs_type_str(gt->type));
     }
     int64_t ne[2] = {ne0, one_d ? 1 : ne1};
     HS_TRY(hs_tensor_init(t, gt->type, 2, ne, (void *)gt->data));

@@ -99,13 +99,13 @@ int64_t hs_model_n_active_params(const struct hs_model *m);
 /* ---- contexts and the forward pass ---- */
 
 struct hs_context_params {
-    int32_t n_ctx;        /* max tokens of one sequence (<= 0: the model's trained length) */
-    int32_t n_kv_blocks;  /* blocks in the KV pool (<= 0: enough for n_seq_max * n_ctx) */
-    int32_t block_size;   /* tokens per KV block (default 16) */
-    int32_t n_seq_max;    /* sequences that may be in flight together (default 1) */
-    int32_t n_batch;      /* max tokens per forward call (default 512) */
-    enum hs_type kv_type; /* HS_TYPE_F16 (default, as llama.cpp) or HS_TYPE_F32 */
-    const char *backend;  /* registry name, default "cpu" */
+    int32_t n_ctx;            /* max tokens of one sequence (<= 0: the model's trained length) */
+    int32_t n_kv_blocks;      /* blocks in the KV pool (<= 0: enough for n_seq_max * n_ctx) */
+    int32_t block_size;       /* tokens per KV block (default 16) */
+    int32_t n_seq_max;        /* sequences that may be in flight together (default 1) */
+    int32_t n_batch;          /* max tokens per forward call (default 512) */
+    enum hs_type kv_type;     /* HS_TYPE_F16 (default, as llama.cpp) or HS_TYPE_F32 */
+    const char *backend;      /* registry name, default "cpu" */
     const char *attn_backend; /* backend for attention; NULL: same as backend */
     /* Expert placement, in the spirit of llama.cpp's --override-tensor: "REGEX=BACKEND" rules
      * separated by commas, matched (POSIX extended, whole name) against the names
@@ -171,16 +171,22 @@ struct hs_mkmodel_params {
      * (Mixtral-style). n_ff_exp 0: n_ff. n_ff_shexp: shared expert width (qwen2moe and the
      * Hunyuan architectures need one; 0: n_ff_exp). */
     int32_t n_expert, n_expert_used, n_ff_exp, n_ff_shexp;
-    int32_t gating;          /* written as expert_gating_func when > 0 */
-    int32_t weights_norm;    /* written as expert_weights_norm when >= 0 (-1: absent) */
-    float weights_scale;     /* written as expert_weights_scale when not 0 */
-    int32_t cla_share;       /* cross-layer attention share factor (hunyuan-large; 0/1: none) */
+    int32_t gating;       /* written as expert_gating_func when > 0 */
+    int32_t weights_norm; /* written as expert_weights_norm when >= 0 (-1: absent) */
+    float weights_scale;  /* written as expert_weights_scale when not 0 */
+    int32_t cla_share;    /* cross-layer attention share factor (hunyuan-large; 0/1: none) */
 };
 
 /* Defaults: a tiny llama (dim 64, 2 layers). */
 struct hs_mkmodel_params hs_mkmodel_default_params(void);
 /* The SmolLM-135M shape: dim 576, 30 layers, 9/3 heads, ffn 1536, vocab 49152. */
 struct hs_mkmodel_params hs_mkmodel_smollm_params(void);
+/* The MoE benchmark shape: qwen2moe, dim 256, 4 layers, 8/4 heads, 8 experts (4 used) of ffn
+ * 512, a shared expert of 512, vocab 4096, Q8_0. */
+struct hs_mkmodel_params hs_mkmodel_qwen2moe_params(void);
+/* A small Hunyuan-Large: dim 128, 4 layers, 8/2 heads, cross-layer attention sharing K/V in
+ * pairs, 16 experts of 128 with top-1 routing, a shared MLP of 256, vocab 1024, F32. */
+struct hs_mkmodel_params hs_mkmodel_hunyuan_large_params(void);
 
 /* Writes a random-weight GGUF with a synthetic SentencePiece vocabulary of n_vocab tokens.
  * Errors: HS_E_INVAL (bad shape: err says which), HS_E_IO. Thread: any. */

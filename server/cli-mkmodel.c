@@ -1,6 +1,7 @@
 /* hetserve mkmodel: write a random-weight model. */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -15,29 +16,80 @@ static void usage(FILE *f)
                "loadable by hetserve and llama.cpp. Its text is gibberish by construction.\n"
                "\n"
                "  -o, --output FILE     where to write (required)\n"
-               "      --preset NAME     tiny (dim 64, 2 layers; default) or smollm-135m\n"
-               "                        (dim 576, 30 layers, 9/3 heads, ffn 1536, vocab 49152)\n"
-               "      --arch A          llama (default), qwen2 or qwen3\n"
+               "      --preset NAME     tiny (dim 64, 2 layers; default), smollm-135m\n"
+               "                        (dim 576, 30 layers, 9/3 heads, ffn 1536, vocab 49152),\n"
+               "                        qwen2moe-bench (dim 256, 4 layers, 8 experts / 4 used of\n"
+               "                        ffn 512, shared expert 512, vocab 4096, q8_0) or\n"
+               "                        hunyuan-large-tiny (dim 128, 4 layers, K/V shared by\n"
+               "                        pairs of layers, 16 experts / top-1, shared MLP, f32)\n"
+               "      --arch A          llama (default), qwen2, qwen3, qwen2moe, qwen3moe, olmoe,\n"
+               "                        hunyuan-moe or hunyuan-large\n"
                "      --type T          f32, f16, bf16, q8_0, q4_0, q4_K (a Q4_K_M-like mix),\n"
                "                        q5_K or q6_K (default: f32; smollm-135m: q8_0)\n"
                "      --dim N --layers N --heads N --kv-heads N --ffn N --vocab N --ctx N\n"
                "                        override the preset's shape\n"
                "      --tied            tie the output projection to the embeddings\n"
+               "\n"
+               "Mixture of experts (the *moe and hunyuan architectures; llama takes them too):\n"
+               "      --experts N       experts per layer\n"
+               "      --experts-used K  experts each token runs (top-k)\n"
+               "      --ffn-exp N       rows of each expert (default: --ffn)\n"
+               "      --ffn-shexp N     width of the shared expert (qwen2moe, hunyuan-*)\n"
+               "      --gating G        softmax, sigmoid or softmax_weight (written as\n"
+               "                        expert_gating_func; default: the architecture's)\n"
+               "      --weights-norm B  0 or 1: renormalise the chosen experts' weights\n"
+               "      --weights-scale F multiply the weights by F\n"
+               "      --cla N           hunyuan-large: N layers share one layer's K/V\n"
                "      --seed N          weights' random seed (default 1)\n");
 }
 
 int hs__cli_mkmodel(int argc, char **argv)
 {
-    enum { O_PRESET = 256, O_ARCH, O_TYPE, O_DIM, O_LAYERS, O_HEADS, O_KV, O_FFN, O_VOCAB,
-           O_CTX, O_TIED, O_SEED };
+    enum {
+        O_PRESET = 256,
+        O_ARCH,
+        O_TYPE,
+        O_DIM,
+        O_LAYERS,
+        O_HEADS,
+        O_KV,
+        O_FFN,
+        O_VOCAB,
+        O_CTX,
+        O_TIED,
+        O_SEED,
+        O_EXPERTS,
+        O_USED,
+        O_FFN_EXP,
+        O_FFN_SH,
+        O_GATING,
+        O_NORM,
+        O_SCALE,
+        O_CLA
+    };
     static const struct option opts[] = {
-        {"output", required_argument, 0, 'o'}, {"preset", required_argument, 0, O_PRESET},
-        {"arch", required_argument, 0, O_ARCH}, {"type", required_argument, 0, O_TYPE},
-        {"dim", required_argument, 0, O_DIM},   {"layers", required_argument, 0, O_LAYERS},
-        {"heads", required_argument, 0, O_HEADS}, {"kv-heads", required_argument, 0, O_KV},
-        {"ffn", required_argument, 0, O_FFN},   {"vocab", required_argument, 0, O_VOCAB},
-        {"ctx", required_argument, 0, O_CTX},   {"tied", no_argument, 0, O_TIED},
-        {"seed", required_argument, 0, O_SEED}, {"help", no_argument, 0, 'h'},
+        {"output", required_argument, 0, 'o'},
+        {"preset", required_argument, 0, O_PRESET},
+        {"arch", required_argument, 0, O_ARCH},
+        {"type", required_argument, 0, O_TYPE},
+        {"dim", required_argument, 0, O_DIM},
+        {"layers", required_argument, 0, O_LAYERS},
+        {"heads", required_argument, 0, O_HEADS},
+        {"kv-heads", required_argument, 0, O_KV},
+        {"ffn", required_argument, 0, O_FFN},
+        {"vocab", required_argument, 0, O_VOCAB},
+        {"ctx", required_argument, 0, O_CTX},
+        {"tied", no_argument, 0, O_TIED},
+        {"seed", required_argument, 0, O_SEED},
+        {"help", no_argument, 0, 'h'},
+        {"experts", required_argument, 0, O_EXPERTS},
+        {"experts-used", required_argument, 0, O_USED},
+        {"ffn-exp", required_argument, 0, O_FFN_EXP},
+        {"ffn-shexp", required_argument, 0, O_FFN_SH},
+        {"gating", required_argument, 0, O_GATING},
+        {"weights-norm", required_argument, 0, O_NORM},
+        {"weights-scale", required_argument, 0, O_SCALE},
+        {"cla", required_argument, 0, O_CLA},
         {0, 0, 0, 0},
     };
     /* Two passes: the preset first, so explicit flags override it wherever they appear. */
@@ -46,8 +98,14 @@ int hs__cli_mkmodel(int argc, char **argv)
         if (!strcmp(argv[i], "--preset")) {
             if (!strcmp(argv[i + 1], "smollm-135m")) {
                 p = hs_mkmodel_smollm_params();
+            } else if (!strcmp(argv[i + 1], "qwen2moe-bench")) {
+                p = hs_mkmodel_qwen2moe_params();
+            } else if (!strcmp(argv[i + 1], "hunyuan-large-tiny")) {
+                p = hs_mkmodel_hunyuan_large_params();
             } else if (strcmp(argv[i + 1], "tiny")) {
-                fprintf(stderr, "hetserve: unknown --preset '%s' (tiny, smollm-135m)\n",
+                fprintf(stderr,
+                        "hetserve: unknown --preset '%s' (tiny, smollm-135m, qwen2moe-bench, "
+                        "hunyuan-large-tiny)\n",
                         argv[i + 1]);
                 return 2;
             }
@@ -66,22 +124,18 @@ int hs__cli_mkmodel(int argc, char **argv)
         case O_PRESET:
             break;
         case O_ARCH: {
-            int a = 0;
-            while (a < HS_ARCH_COUNT && strcmp(optarg, hs_arch_str((enum hs_arch)a))) {
-                a++;
-            }
+            const enum hs_arch a = hs_arch_from_str(optarg);
             if (a == HS_ARCH_COUNT) {
-                fprintf(stderr, "hetserve: unknown --arch '%s' (llama, qwen2, qwen3)\n", optarg);
+                fprintf(stderr, "hetserve: unknown --arch '%s'; see --help\n", optarg);
                 return 2;
             }
-            p.arch = (enum hs_arch)a;
+            p.arch = a;
             break;
         }
         case O_TYPE: {
             int t = 0;
-            while (t < HS_TYPE_COUNT &&
-                   !(hs_type_traits((enum hs_type)t)->supported &&
-                     !strcasecmp(optarg, hs_type_str((enum hs_type)t)))) {
+            while (t < HS_TYPE_COUNT && !(hs_type_traits((enum hs_type)t)->supported &&
+                                          !strcasecmp(optarg, hs_type_str((enum hs_type)t)))) {
                 t++;
             }
             if (t == HS_TYPE_COUNT) {
@@ -105,7 +159,38 @@ int hs__cli_mkmodel(int argc, char **argv)
             INT_FLAG(O_FFN, "--ffn", n_ff, 1, 1 << 18)
             INT_FLAG(O_VOCAB, "--vocab", n_vocab, 300, 1 << 20)
             INT_FLAG(O_CTX, "--ctx", n_ctx, 1, 1 << 24)
+            INT_FLAG(O_EXPERTS, "--experts", n_expert, 1, HS_MOE_MAX_EXPERTS)
+            INT_FLAG(O_USED, "--experts-used", n_expert_used, 1, HS_MOE_MAX_USED)
+            INT_FLAG(O_FFN_EXP, "--ffn-exp", n_ff_exp, 1, 1 << 18)
+            INT_FLAG(O_FFN_SH, "--ffn-shexp", n_ff_shexp, 1, 1 << 18)
+            INT_FLAG(O_NORM, "--weights-norm", weights_norm, 0, 1)
+            INT_FLAG(O_CLA, "--cla", cla_share, 1, 1024)
 #undef INT_FLAG
+        case O_GATING: {
+            int g = HS_MOE_GATING_SOFTMAX;
+            while (g < HS_MOE_GATING_COUNT && strcmp(optarg, hs_moe_gating_str(g))) {
+                g++;
+            }
+            if (g == HS_MOE_GATING_COUNT) {
+                fprintf(stderr,
+                        "hetserve: unknown --gating '%s' (softmax, sigmoid, softmax_weight)\n",
+                        optarg);
+                return 2;
+            }
+            p.gating = g;
+            break;
+        }
+        case O_SCALE: {
+            char *end = NULL;
+            const double f = strtod(optarg, &end);
+            if (end == optarg || *end || !(f > 0.0) || f > 1e6) {
+                fprintf(stderr, "hetserve: --weights-scale '%s' must be a positive number\n",
+                        optarg);
+                return 2;
+            }
+            p.weights_scale = (float)f;
+            break;
+        }
         case O_TIED:
             p.tied_output = true;
             break;
@@ -134,7 +219,7 @@ int hs__cli_mkmodel(int argc, char **argv)
         fprintf(stderr, "hetserve: mkmodel: %s\n", err.message);
         return st == HS_E_INVAL ? 2 : 1;
     }
-    fprintf(stderr, "hetserve: wrote %s (%s, dim %d, %d layers, %s)\n", out,
-            hs_arch_str(p.arch), p.n_embd, p.n_layer, hs_type_str(p.wtype));
+    fprintf(stderr, "hetserve: wrote %s (%s, dim %d, %d layers, %s)\n", out, hs_arch_str(p.arch),
+            p.n_embd, p.n_layer, hs_type_str(p.wtype));
     return 0;
 }
