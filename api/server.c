@@ -748,6 +748,31 @@ static void histogram(struct buf *b, const char *name, const char *help, const c
                (unsigned long long)h->count);
 }
 
+/* Hot-expert statistics of MoE models: tokens routed per (layer, expert), with the backend the
+ * expert runs on, so a dashboard can see which experts are hot and where they live. */
+static void moe_metrics(struct hs_api_server *s, struct buf *b)
+{
+    const struct hs_model_hparams *hp = hs_model_hparams(s->model);
+    if (hp->router.n_expert == 0) {
+        return;
+    }
+    buf_printf(b, "# HELP hetserve:moe_expert_tokens_total Tokens routed to each expert.\n"
+                  "# TYPE hetserve:moe_expert_tokens_total counter\n");
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        for (int32_t e = 0; e < hp->router.n_expert; e++) {
+            const char *be = hs_engine_expert_backend(s->eng, il, e);
+            if (!be) {
+                break; /* a dense layer */
+            }
+            buf_printf(b,
+                       "hetserve:moe_expert_tokens_total{layer=\"%d\",expert=\"%d\","
+                       "backend=\"%s\",model_name=\"%s\"} %llu\n",
+                       il, e, be, s->model_name,
+                       (unsigned long long)hs_engine_expert_tokens(s->eng, il, e));
+        }
+    }
+}
+
 static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connection *c,
                                       struct conn *cs)
 {
@@ -800,6 +825,7 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
               mn, &m.tpot);
     histogram(&b, "e2e_request_latency_seconds",
               "Histogram of end to end request latency in seconds.", mn, &m.e2e);
+    moe_metrics(s, &b);
     if (b.oom) {
         free(b.p);
         return send_error(s, c, cs, 503, NULL, "out of memory");

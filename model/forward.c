@@ -7,11 +7,13 @@
  * on a different backend than the rest. */
 #include "model/model-impl.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct hs_context {
     struct hs_model *model;
@@ -91,7 +93,9 @@ static hs_status placement_backend(struct hs_context *ctx, const char *spec,
     if (len == 0 || len >= sizeof(name)) {
         return hs_error_set(err, HS_E_INVAL, "expert placement backend '%s' is not NAME[:N]", spec);
     }
-    memcpy(name, spec, len);
+    for (size_t i = 0; i < len; i++) {
+        name[i] = (char)tolower((unsigned char)spec[i]); /* llama.cpp writes "CPU" */
+    }
     name[len] = '\0';
     if (colon) {
         char *end = NULL;
@@ -108,7 +112,7 @@ static hs_status placement_backend(struct hs_context *ctx, const char *spec,
         return HS_OK;
     }
     for (int32_t i = 0; i < ctx->n_extra_be; i++) {
-        if (strcmp(ctx->extra_names[i], spec) == 0 ||
+        if (strcasecmp(ctx->extra_names[i], spec) == 0 ||
             (instance == 0 && !colon && strcmp(ctx->extra_names[i], name) == 0)) {
             *out = ctx->extra_be[i];
             return HS_OK;
@@ -125,6 +129,9 @@ static hs_status placement_backend(struct hs_context *ctx, const char *spec,
         ctx->extra_names = grown_names;
     }
     char *copy = strdup(spec);
+    for (char *c = copy; c && *c && *c != ':'; c++) {
+        *c = (char)tolower((unsigned char)*c);
+    }
     if (!grown || !grown_names || !copy) {
         free(copy);
         return hs_error_set(err, HS_E_NOMEM, "out of memory");
@@ -188,9 +195,7 @@ static hs_status place_experts(struct hs_context *ctx, const struct hs_context_p
             goto done;
         }
         *eq = '\0';
-        char anchored[512];
-        snprintf(anchored, sizeof(anchored), "^(%s)$", rule);
-        int rc = regcomp(&re[n_rules], anchored, REG_EXTENDED | REG_NOSUB);
+        int rc = regcomp(&re[n_rules], rule, REG_EXTENDED | REG_NOSUB);
         if (rc != 0) {
             char why[128];
             regerror(rc, &re[n_rules], why, sizeof(why));
@@ -209,18 +214,27 @@ static hs_status place_experts(struct hs_context *ctx, const struct hs_context_p
         }
         const bool shared = m->layers[il].moe.gate_shexp != NULL;
         for (int32_t e = shared ? -1 : 0; e < hp->router.n_expert; e++) {
-            char name[64];
+            /* The expert's own name, then the tensors it lives in (as llama.cpp names them). */
+            static const char *const parts[3] = {"gate", "up", "down"};
+            char names[4][64];
             if (e < 0) {
-                snprintf(name, sizeof(name), "blk.%d.expert.shared", il);
+                snprintf(names[0], sizeof(names[0]), "blk.%d.expert.shared", il);
             } else {
-                snprintf(name, sizeof(name), "blk.%d.expert.%d", il, e);
+                snprintf(names[0], sizeof(names[0]), "blk.%d.expert.%d", il, e);
             }
-            for (int r = 0; r < n_rules; r++) {
-                if (regexec(&re[r], name, 0, NULL, 0) == 0) {
-                    const hs_status pst = hs_moe_set_backend(ctx->moe, il, e, be[r]);
-                    HS_ASSERT(pst == HS_OK);
-                    break;
+            for (int i = 0; i < 3; i++) {
+                snprintf(names[i + 1], sizeof(names[i + 1]), "blk.%d.ffn_%s_%s.weight", il,
+                         parts[i], e < 0 ? "shexp" : "exps");
+            }
+            int hit = -1;
+            for (int r = 0; r < n_rules && hit < 0; r++) {
+                for (int i = 0; i < 4 && hit < 0; i++) {
+                    hit = regexec(&re[r], names[i], 0, NULL, 0) == 0 ? r : -1;
                 }
+            }
+            if (hit >= 0) {
+                const hs_status pst = hs_moe_set_backend(ctx->moe, il, e, be[hit]);
+                HS_ASSERT(pst == HS_OK);
             }
         }
     }
@@ -424,6 +438,45 @@ size_t hs_context_kv_bytes(const struct hs_context *ctx)
 struct hs_backend *hs_context_backend(struct hs_context *ctx)
 {
     return ctx->be;
+}
+
+/* The context's distinct backends: the main one, attention's, placed experts'. */
+static int32_t context_backends(const struct hs_context *ctx, struct hs_backend **out, int32_t max)
+{
+    int32_t n = 0;
+    out[n++] = ctx->be;
+    if (ctx->attn_be != ctx->be) {
+        out[n++] = ctx->attn_be;
+    }
+    for (int32_t i = 0; i < ctx->n_extra_be && n < max; i++) {
+        out[n++] = ctx->extra_be[i];
+    }
+    return n;
+}
+
+void hs_context_get_stats(const struct hs_context *ctx, struct hs_backend_stats *out)
+{
+    struct hs_backend *bes[64];
+    const int32_t n = context_backends(ctx, bes, 64);
+    memset(out, 0, sizeof(*out));
+    for (int32_t i = 0; i < n; i++) {
+        struct hs_backend_stats st;
+        hs_backend_get_stats(bes[i], &st);
+        for (int op = 0; op < HS_OP_COUNT; op++) {
+            out->n_ops[op] += st.n_ops[op];
+        }
+        out->weight_bytes_read += st.weight_bytes_read;
+        out->sim_time_s += st.sim_time_s;
+    }
+}
+
+void hs_context_reset_stats(struct hs_context *ctx)
+{
+    struct hs_backend *bes[64];
+    const int32_t n = context_backends(ctx, bes, 64);
+    for (int32_t i = 0; i < n; i++) {
+        hs_backend_reset_stats(bes[i]);
+    }
 }
 
 const struct hs_moe *hs_context_moe(const struct hs_context *ctx)

@@ -107,10 +107,13 @@ struct hs_context_params {
     enum hs_type kv_type;     /* HS_TYPE_F16 (default, as llama.cpp) or HS_TYPE_F32 */
     const char *backend;      /* registry name, default "cpu" */
     const char *attn_backend; /* backend for attention; NULL: same as backend */
-    /* Expert placement, in the spirit of llama.cpp's --override-tensor: "REGEX=BACKEND" rules
-     * separated by commas, matched (POSIX extended, whole name) against the names
-     * "blk.<layer>.expert.<id>" and "blk.<layer>.expert.shared"; the first rule that matches an
-     * expert places it, unmatched experts run on backend. NULL: none. */
+    /* Expert placement, in the spirit of llama.cpp's --override-tensor: "REGEX=BACKEND[:N]"
+     * rules separated by commas. A rule places an expert when its POSIX extended regex is found
+     * in the expert's name, "blk.<layer>.expert.<id>" (the shared expert:
+     * "blk.<layer>.expert.shared"), or in one of the tensors holding it
+     * ("blk.<layer>.ffn_up_exps.weight", ..._shexp.weight: all experts of the layer); the first
+     * rule that matches wins; unmatched experts run on backend. BACKEND is a registry name (any
+     * case); ":N" asks for another instance of it (own threads), e.g. "cpu:1". NULL: none. */
     const char *expert_placement;
     struct hs_backend_params backend_params;
 };
@@ -130,6 +133,10 @@ int32_t hs_context_block_size(const struct hs_context *ctx);
 int32_t hs_context_n_batch(const struct hs_context *ctx);
 size_t hs_context_kv_bytes(const struct hs_context *ctx);
 struct hs_backend *hs_context_backend(struct hs_context *ctx);
+/* Stats summed over every backend the context runs on (dense ops, attention, placed experts),
+ * and their reset. */
+void hs_context_get_stats(const struct hs_context *ctx, struct hs_backend_stats *out);
+void hs_context_reset_stats(struct hs_context *ctx);
 /* The mixture-of-experts state (placement, hot-expert counters), NULL for dense models. */
 const struct hs_moe *hs_context_moe(const struct hs_context *ctx);
 /* Name of the backend expert e of layer il runs on (e == -1: the shared expert); NULL when the

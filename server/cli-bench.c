@@ -8,7 +8,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "model/gguf.h"
 #include "model/model.h"
 #include "server/cli.h"
 
@@ -29,10 +31,88 @@ static void usage(FILE *f)
                "  -t, --threads N     compute threads (default: physical cores)\n"
                "  -r, --repetitions N runs of each test (default 5)\n"
                "      --kv-type T     f16 (default) or f32\n"
+               "      --expert-placement RULES\n"
+               "                      MoE models: place experts on backends, REGEX=BACKEND[:N]\n"
+               "                      rules as for `hetserve serve` (see its --help)\n"
                "\n"
                "pp: tokens/s processing an N-token prompt in one batch; tg: tokens/s generating N\n"
                "tokens one at a time from an empty context (as llama-bench). Each is reported as\n"
-               "mean +- stddev over the repetitions, after one warm-up run.\n");
+               "mean +- stddev over the repetitions, after one warm-up run.\n"
+               "\n"
+               "Then the weights one decoded token reads, three ways: as the backends count them,\n"
+               "as pages of the model file the token touches (accessed bits cleared through\n"
+               "/proc/self/clear_refs before each probe token, read back from /proc/self/smaps),\n"
+               "and as the active parameters (for MoE models: k of each layer's experts) times\n"
+               "their sizes.\n");
+}
+
+/* ---- weights a decoded token touches: referenced pages of the model mapping ---- */
+
+/* "Referenced:" in bytes of the mapping that contains addr, from /proc/self/smaps: the pages
+ * whose accessed bit the CPU set since the last clear_refs; -1 if unknown. */
+static long long mapping_referenced(const void *addr)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) {
+        return -1;
+    }
+    char line[512];
+    bool inside = false;
+    long long ref = -1;
+    const uintptr_t a = (uintptr_t)addr;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi;
+        const char *dash = strchr(line, '-'), *space = strchr(line, ' ');
+        if (dash && space && dash < space && sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
+            inside = a >= lo && a < hi;
+            continue;
+        }
+        long long kb;
+        if (inside && sscanf(line, "Referenced: %lld kB", &kb) == 1) {
+            ref = kb * 1024;
+            break;
+        }
+    }
+    fclose(f);
+    return ref;
+}
+
+/* Mean bytes of the model file one decode step reads, over n probe tokens after position
+ * n_past: the accessed bits of the mapping's pages are cleared (/proc/self/clear_refs) before
+ * each token, and the pages the CPU marked accessed are counted after it. Unlike a count kept
+ * by the kernels, this sees every load the process made, whoever made it. -1 when the kernel
+ * does not tell. */
+static double touched_per_token(struct hs_model *model, struct hs_context *ctx,
+                                const int32_t *table, int32_t n_past, int n)
+{
+    const struct hs_gguf *g = hs_model_gguf(model);
+    if (hs_gguf_n_tensors(g) == 0) {
+        return -1;
+    }
+    const void *data = hs_gguf_tensor(g, 0)->data;
+    double sum = 0;
+    hs_token t = 7;
+    for (int i = 0; i < n; i++) {
+        FILE *cr = fopen("/proc/self/clear_refs", "w");
+        if (!cr) {
+            return -1;
+        }
+        const bool cleared = fputs("1", cr) >= 0;
+        if (fclose(cr) != 0 || !cleared) {
+            return -1;
+        }
+        struct hs_forward_seq fs = {&t, 1, n_past + i, table, 1};
+        if (hs_model_forward(ctx, &fs, 1) != HS_OK) {
+            return -1;
+        }
+        const long long ref = mapping_referenced(data);
+        if (ref < 0) {
+            return -1;
+        }
+        sum += (double)ref;
+        t = (hs_token)((t * 31 + 7) % hs_model_hparams(model)->n_vocab);
+    }
+    return sum / n;
 }
 
 /* ---- memory bandwidth: threads summing a buffer far larger than the caches ---- */
@@ -102,14 +182,21 @@ static void mean_std(const double *v, int n, double *mean, double *sd)
 int hs__cli_bench(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},   {"n-prompt", required_argument, 0, 'p'},
-        {"n-gen", required_argument, 0, 'n'},   {"threads", required_argument, 0, 't'},
-        {"repetitions", required_argument, 0, 'r'}, {"kv-type", required_argument, 0, 'k'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
+        {"model", required_argument, 0, 'm'},
+        {"n-prompt", required_argument, 0, 'p'},
+        {"n-gen", required_argument, 0, 'n'},
+        {"threads", required_argument, 0, 't'},
+        {"repetitions", required_argument, 0, 'r'},
+        {"kv-type", required_argument, 0, 'k'},
+        {"expert-placement", required_argument, 0, 'x'},
+        {"override-tensor", required_argument, 0, 'x'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     const char *path = NULL;
     int64_t n_prompt = 512, n_gen = 128, n_threads = 0, reps = 5;
     enum hs_type kv_type = HS_TYPE_F16;
+    const char *placement = NULL;
     int c;
     optind = 1;
     opterr = 0;
@@ -145,6 +232,9 @@ int hs__cli_bench(int argc, char **argv)
             }
             kv_type = strcmp(optarg, "f16") ? HS_TYPE_F32 : HS_TYPE_F16;
             break;
+        case 'x':
+            placement = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -175,14 +265,16 @@ int hs__cli_bench(int argc, char **argv)
     cp.n_batch = (int32_t)HS_MAX(n_prompt, 1);
     cp.kv_type = kv_type;
     cp.backend_params.n_threads = (int32_t)n_threads;
+    cp.expert_placement = placement;
     if ((st = hs_context_create(model, &cp, &ctx, &err)) != HS_OK) {
         fprintf(stderr, "hetserve: cannot create a context: %s\n", err.message);
+        rc = st == HS_E_INVAL ? 2 : 1;
         goto done;
     }
     const int32_t nt = hs_backend_n_threads(hs_context_backend(ctx));
     toks = malloc((size_t)HS_MAX(n_prompt, 1) * sizeof(*toks));
-    int32_t n_blocks = (hs_context_n_ctx(ctx) + hs_context_block_size(ctx) - 1) /
-                       hs_context_block_size(ctx);
+    int32_t n_blocks =
+        (hs_context_n_ctx(ctx) + hs_context_block_size(ctx) - 1) / hs_context_block_size(ctx);
     table = malloc((size_t)n_blocks * sizeof(*table));
     if (!toks || !table) {
         goto done;
@@ -195,8 +287,9 @@ int hs__cli_bench(int argc, char **argv)
     for (int64_t i = 0; i < n_prompt; i++) {
         toks[i] = (hs_token)(hs_rng_next(&rng) % (uint64_t)hp->n_vocab);
     }
-    printf("model: %s, %.2f MiB, %.2f M params, %d threads\n", hs_model_desc(model),
-           (double)hs_model_size_bytes(model) / (1 << 20), (double)hs_model_n_params(model) / 1e6,
+    printf("model: %s, %.2f MiB, %.2f M params (%.2f M active per token), %d threads\n",
+           hs_model_desc(model), (double)hs_model_size_bytes(model) / (1 << 20),
+           (double)hs_model_n_params(model) / 1e6, (double)hs_model_n_active_params(model) / 1e6,
            nt);
     printf("| test   |          t/s |\n|--------|--------------|\n");
     double *v = calloc((size_t)reps, sizeof(double));
@@ -204,12 +297,16 @@ int hs__cli_bench(int argc, char **argv)
         goto done;
     }
     double tg_mean = 0;
+    double counted_per_tok = 0; /* weight bytes the backends counted per decoded token */
     for (int test = 0; test < 2; test++) {
         int64_t n = test == 0 ? n_prompt : n_gen;
         if (n == 0) {
             continue;
         }
         for (int64_t r = -1; r < reps; r++) { /* r == -1: warm-up */
+            if (test == 1 && r == 0) {
+                hs_context_reset_stats(ctx);
+            }
             double t0 = now_s();
             if (test == 0) {
                 struct hs_forward_seq fs = {toks, (int32_t)n, 0, table, 1};
@@ -236,6 +333,9 @@ int hs__cli_bench(int argc, char **argv)
         printf("| %s%-4lld | %7.2f ± %-4.2f |\n", test == 0 ? "pp" : "tg", (long long)n, mean, sd);
         if (test == 1) {
             tg_mean = mean;
+            struct hs_backend_stats bst;
+            hs_context_get_stats(ctx, &bst);
+            counted_per_tok = (double)bst.weight_bytes_read / (double)(n * reps);
         }
     }
     free(v);
@@ -244,11 +344,22 @@ int hs__cli_bench(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     const double rss_mib = (double)ru.ru_maxrss / 1024.0;
     if (tg_mean > 0) {
+        const double mib = 1 << 20;
+        const double touched = touched_per_token(model, ctx, table, 0, 8);
+        printf("weights per decoded token: %.2f MiB counted by the backends, ",
+               counted_per_tok / mib);
+        if (touched >= 0) {
+            printf("%.2f MiB of the model file touched, ", touched / mib);
+        } else {
+            printf("pages touched unknown, ");
+        }
+        printf("%.2f MiB active (%.2f M params)\n", (double)hs_model_active_bytes(model) / mib,
+               (double)hs_model_n_active_params(model) / 1e6);
         double bw = measure_bandwidth(nt);
-        /* Bytes read per generated token: every weight once, plus the mean KV read. */
+        /* Bytes read per generated token: the weights it runs once, plus the mean KV read. */
         double kv_row = (double)hp->n_head_kv * hp->head_dim * (kv_type == HS_TYPE_F16 ? 2 : 4);
-        double per_tok = (double)hs_model_size_bytes(model) +
-                         2.0 * hp->n_layer * kv_row * (double)n_gen / 2.0;
+        double per_tok = (double)hs_model_active_bytes(model) +
+                         2.0 * hp->n_layer_kv * kv_row * (double)n_gen / 2.0;
         double used = per_tok * tg_mean;
         printf("decode: %.2f GB/s of %.2f GB/s measured memory bandwidth (%.0f%%)\n", used / 1e9,
                bw / 1e9, 100.0 * used / bw);

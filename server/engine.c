@@ -204,6 +204,7 @@ struct hs_engine_params hs_engine_default_params(void)
         .timeout_ms = 0,
         .kv_type = HS_TYPE_F16,
         .backend = NULL,
+        .expert_placement = NULL,
     };
 }
 
@@ -1170,7 +1171,7 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
     int64_t n_blocks = p.n_kv_blocks;
     if (n_blocks <= 0 && p.kv_bytes > 0) {
         size_t row = hs_type_row_size(p.kv_type, (int64_t)hp->n_head_kv * hp->head_dim);
-        size_t per_block = row * 2 * (size_t)hp->n_layer * (size_t)p.block_size;
+        size_t per_block = row * 2 * (size_t)hp->n_layer_kv * (size_t)p.block_size;
         n_blocks = per_block ? (int64_t)(p.kv_bytes / per_block) : 0;
     }
     if (n_blocks <= 0) {
@@ -1213,6 +1214,7 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
         cp.backend = p.backend;
     }
     cp.backend_params.n_threads = p.n_threads;
+    cp.expert_placement = p.expert_placement;
     st = hs_context_create(model, &cp, &e->ctx, err);
     if (st != HS_OK) {
         goto fail;
@@ -1332,6 +1334,17 @@ static void histo_snapshot(const struct histo *h, const double *bounds, int n,
     }
     out->count = acc + LOAD(h->bucket[n]);
     out->sum_s = (double)LOAD(h->sum_ns) / 1e9;
+}
+
+uint64_t hs_engine_expert_tokens(const struct hs_engine *e, int32_t il, int32_t expert)
+{
+    /* The MoE state is fixed after creation; its counters are relaxed atomics. */
+    return hs_moe_expert_tokens(hs_context_moe(e->ctx), il, expert);
+}
+
+const char *hs_engine_expert_backend(const struct hs_engine *e, int32_t il, int32_t expert)
+{
+    return hs_context_expert_backend(e->ctx, il, expert);
 }
 
 void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *m)

@@ -67,6 +67,8 @@ struct hs_engine_params {
     int64_t timeout_ms;     /* default request timeout from submit to the last token; 0: none */
     enum hs_type kv_type;   /* HS_TYPE_F16 (default) or HS_TYPE_F32 */
     const char *backend;    /* backend registry name; NULL: "cpu" */
+    const char *expert_placement; /* MoE models: "REGEX=BACKEND[:N],..." rules placing experts
+                                   * (hs_context_params.expert_placement); NULL: none */
 };
 
 /* Defaults as documented above. Thread: any. */
@@ -290,5 +292,12 @@ struct hs_engine_metrics {
 /* Copies the current metrics into *m (each field read atomically; fields may be from slightly
  * different instants). Thread: any. */
 void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *m);
+
+/* Hot-expert statistics of a mixture-of-experts model: tokens routed to expert `expert` of layer
+ * il since the engine started (each token counts once per expert it chose), and the name of
+ * the backend that expert runs on (expert -1: the layer's shared expert). 0 and NULL for dense
+ * layers and models, or indices out of range. Thread: any. */
+uint64_t hs_engine_expert_tokens(const struct hs_engine *e, int32_t il, int32_t expert);
+const char *hs_engine_expert_backend(const struct hs_engine *e, int32_t il, int32_t expert);
 
 #endif

@@ -239,12 +239,13 @@ Test(moe_models, experts_are_placed_by_name_through_the_registry)
     struct loaded one, two;
     load(&one, &p, "place-one", 64, NULL);
     load(&two, &p, "place-two", 64,
-         "blk\\.1\\.expert\\.[0-3]=cpu:1,blk\\.[0-9]+\\.expert\\.shared=cpu:1,"
-         "blk\\.2\\..*=cpu");
+         "blk\\.1\\.expert\\.[0-3]$=cpu:1,expert\\.shared=CPU:1,blk\\.2\\.ffn_up_exps=cpu,"
+         "ffn_.*_exps=cpu:2");
     cr_assert_str_eq(hs_context_expert_backend(two.ctx, 1, 2), "cpu:1");
-    cr_assert_str_eq(hs_context_expert_backend(two.ctx, 1, 5), "cpu");
+    cr_assert_str_eq(hs_context_expert_backend(two.ctx, 1, 5), "cpu:2");
     cr_assert_str_eq(hs_context_expert_backend(two.ctx, 0, -1), "cpu:1");
     cr_assert_str_eq(hs_context_expert_backend(two.ctx, 2, 1), "cpu");
+    cr_assert_str_eq(hs_context_expert_backend(two.ctx, 0, 7), "cpu:2", "by tensor name");
     cr_assert_str_eq(hs_context_expert_backend(one.ctx, 1, 2), "cpu");
     cr_assert_null(hs_context_expert_backend(two.ctx, 1, 8));
     cr_assert_null(hs_context_expert_backend(two.ctx, 3, 0));
