@@ -33,6 +33,16 @@ static void usage(FILE *f)
             "      --parallel N        sequences decoded at once (default 8)\n"
             "      --kv-memory MIB     KV cache size in MiB (default: parallel x ctx tokens)\n"
             "  -t, --threads N         compute threads (default: physical cores)\n"
+            "      --expert-placement RULES\n"
+            "                          mixture-of-experts models: where experts run, as\n"
+            "                          comma-separated REGEX=BACKEND[:N] rules (alias\n"
+            "                          --override-tensor). A rule's extended regex is searched\n"
+            "                          in each expert's name, blk.L.expert.E (the shared one:\n"
+            "                          blk.L.expert.shared), and in its tensors' names\n"
+            "                          (blk.L.ffn_up_exps.weight, ...); the first match wins.\n"
+            "                          BACKEND:N is another instance with its own threads.\n"
+            "                          E.g. 'blk\\.[0-9]+\\.expert\\.[0-3]$=cpu:1'. /metrics\n"
+            "                          counts the tokens routed to each expert.\n"
             "      --max-body-bytes N  larger request bodies get 413 (default 4194304)\n"
             "      --timeout S         per-request time limit in seconds; 0 = none (default 600)\n"
             "      --drain-timeout S   on SIGTERM, wait this long for requests in flight\n"
@@ -52,6 +62,7 @@ enum {
     OPT_TIMEOUT,
     OPT_DRAIN,
     OPT_CORS,
+    OPT_EXPERTS,
 };
 
 int hs__cli_serve(int argc, char **argv)
@@ -69,6 +80,8 @@ int hs__cli_serve(int argc, char **argv)
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"drain-timeout", required_argument, NULL, OPT_DRAIN},
         {"cors", no_argument, NULL, OPT_CORS},
+        {"expert-placement", required_argument, NULL, OPT_EXPERTS},
+        {"override-tensor", required_argument, NULL, OPT_EXPERTS},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -141,6 +154,9 @@ int hs__cli_serve(int argc, char **argv)
             break;
         case OPT_CORS:
             ap.cors = true;
+            break;
+        case OPT_EXPERTS:
+            ep.expert_placement = optarg;
             break;
         case 'v':
             verbose = true;

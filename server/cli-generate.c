@@ -37,7 +37,10 @@ static void usage(FILE *f)
             "      --ignore-eos          keep going past end-of-generation tokens\n"
             "      --logprobs K          print one JSON line per step (token id, text, top-K\n"
             "                            natural-log probabilities) instead of the text\n"
-            "      --kv-type f16|f32     KV cache element type (default f16)\n");
+            "      --kv-type f16|f32     KV cache element type (default f16)\n"
+            "      --expert-placement RULES\n"
+            "                            MoE models: REGEX=BACKEND[:N] rules placing experts\n"
+            "                            (see hetserve serve --help)\n");
 }
 
 /* ---- output: stop strings are held back until they can no longer match ---- */
@@ -129,6 +132,7 @@ struct gen_opts {
     int64_t n_threads;
     int64_t logprobs;
     bool ignore_eos;
+    const char *expert_placement;
     enum hs_type kv_type;
     struct hs_sampling_params sp;
     struct hs_logit_bias bias[64];
@@ -159,6 +163,7 @@ static int run(struct gen_opts *o)
     cp.n_ctx = o->n_ctx > 0 ? (int32_t)o->n_ctx : HS_MIN(hp->n_ctx_train, 4096);
     cp.kv_type = o->kv_type;
     cp.backend_params.n_threads = (int32_t)o->n_threads;
+    cp.expert_placement = o->expert_placement;
     if (cp.n_ctx > hp->n_ctx_train) {
         fprintf(stderr, "hetserve: warning: --ctx %d exceeds the model's trained context %d\n",
                 cp.n_ctx, hp->n_ctx_train);
@@ -235,15 +240,14 @@ static int run(struct gen_opts *o)
         const float *logits = hs_context_logits(ctx);
         hs_token t = hs_sampler_sample(smp, logits);
         if (o->logprobs > 0) {
-            int32_t k = hs_logprobs_top_k(logits, hp->n_vocab, (int32_t)o->logprobs, lp_ids, lp,
-                                          t, NULL);
+            int32_t k =
+                hs_logprobs_top_k(logits, hp->n_vocab, (int32_t)o->logprobs, lp_ids, lp, t, NULL);
             size_t n = hs_vocab_piece(vocab, t, false, piece, sizeof(piece));
             printf("{\"step\":%lld,\"token\":%d,\"text\":", (long long)step, t);
             print_json_string(piece, HS_MIN(n, sizeof(piece)));
             printf(",\"top\":[");
             for (int32_t i = 0; i < k; i++) {
-                printf("%s{\"token\":%d,\"logprob\":%.9g}", i ? "," : "", lp_ids[i],
-                       (double)lp[i]);
+                printf("%s{\"token\":%d,\"logprob\":%.9g}", i ? "," : "", lp_ids[i], (double)lp[i]);
             }
             printf("]}\n");
             fflush(stdout);
@@ -306,6 +310,7 @@ enum {
     OPT_IGNORE_EOS,
     OPT_LOGPROBS,
     OPT_KV_TYPE,
+    OPT_EXPERTS,
 };
 
 int hs__cli_generate(int argc, char **argv)
@@ -313,6 +318,8 @@ int hs__cli_generate(int argc, char **argv)
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},
         {"prompt", required_argument, 0, 'p'},
+        {"expert-placement", required_argument, 0, OPT_EXPERTS},
+        {"override-tensor", required_argument, 0, OPT_EXPERTS},
         {"n-predict", required_argument, 0, 'n'},
         {"ctx", required_argument, 0, 'c'},
         {"threads", required_argument, 0, 't'},
@@ -457,6 +464,9 @@ int hs__cli_generate(int argc, char **argv)
             break;
         case OPT_IGNORE_EOS:
             o.ignore_eos = true;
+            break;
+        case OPT_EXPERTS:
+            o.expert_placement = optarg;
             break;
         case OPT_LOGPROBS:
             if (!hs__cli_parse_int("--logprobs", optarg, 1, 100, &o.logprobs)) {

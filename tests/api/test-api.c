@@ -1074,6 +1074,59 @@ Test(api, qwen3_chat_template_and_kwargs, .init = start_qwen3, .fini = stop_all,
     json_decref(b);
 }
 
+static void start_moe(void)
+{
+    struct hs_engine_params ep = test_engine_params();
+    ep.expert_placement = "blk\\.[0-9]+\\.expert\\.[0-3]$=cpu:1";
+    struct hs_api_params ap = test_api_params();
+    start_with("moe-qwen2-mini-q8_0.gguf", &ep, &ap);
+}
+
+/* Sum of hetserve:moe_expert_tokens_total over the lines of one layer; the backend label of
+ * expert e in that layer into be_of[e]. */
+static double expert_tokens(int layer, char be_of[8][16])
+{
+    struct resp r = http(NULL, "/metrics", NULL);
+    cr_assert_eq(r.status, 200);
+    char want[64];
+    snprintf(want, sizeof(want), "hetserve:moe_expert_tokens_total{layer=\"%d\",", layer);
+    double sum = 0;
+    int n = 0;
+    for (char *line = strstr(r.body, want); line; line = strstr(line + 1, want)) {
+        int e = -1;
+        char be[16] = "";
+        cr_assert_eq(sscanf(line + strlen(want), "expert=\"%d\",backend=\"%15[^\"]\"", &e, be), 2,
+                     "%.120s", line);
+        cr_assert(e >= 0 && e < 8);
+        snprintf(be_of[e], 16, "%s", be);
+        sum += strtod(strchr(line, '}') + 1, NULL);
+        n++;
+    }
+    free(r.body);
+    cr_assert_eq(n, 8, "one line per expert of layer %d", layer);
+    return sum;
+}
+
+Test(api, moe_metrics_count_routed_tokens_per_expert_and_backend, .init = start_moe,
+     .fini = stop_all, .timeout = 120)
+{
+    char be[8][16];
+    cr_assert_eq(expert_tokens(0, be), 0.0);
+    json_t *r = post_json("/v1/completions",
+                          "{\"prompt\":\"hello world\",\"max_tokens\":5,\"temperature\":0}", 200);
+    const json_int_t n_prompt = usage(r, "prompt_tokens");
+    const json_int_t n_gen = usage(r, "completion_tokens");
+    cr_assert_gt(n_gen, 0);
+    json_decref(r);
+    /* Every token through layer 0 picks 4 of 8 experts; the last layer runs only the rows whose
+     * logits are sampled (the prompt's last, then each decoded token). */
+    cr_assert_eq(expert_tokens(0, be), 4.0 * (double)(n_prompt + n_gen - 1));
+    for (int e = 0; e < 8; e++) {
+        cr_assert_str_eq(be[e], e < 4 ? "cpu:1" : "cpu", "expert %d", e);
+    }
+    cr_assert_eq(expert_tokens(1, be), 4.0 * (double)n_gen);
+}
+
 Test(api, quiesce_and_drain_finish_requests_in_flight)
 {
     int a = connect_raw();

@@ -24,8 +24,7 @@ static void run(struct result *r, const char *args)
     close(fo);
     close(fe);
     char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "%s/api/hetserve %s >%s 2>%s </dev/null", build, args, outf,
-             errf);
+    snprintf(cmd, sizeof(cmd), "%s/api/hetserve %s >%s 2>%s </dev/null", build, args, outf, errf);
     int st = system(cmd);
     cr_assert(WIFEXITED(st), "command did not exit normally: %s", cmd);
     r->status = WEXITSTATUS(st);
@@ -81,11 +80,43 @@ Test(cli, bad_input_exits_2_with_one_line, .init = setup)
     expect_usage_error(args, "--bogus");
     snprintf(args, sizeof(args), "generate -m %s -p 'a long prompt' -n 100 --ctx 8", model_path);
     expect_usage_error(args, "context");
-    snprintf(args, sizeof(args), "generate -m %s/moe-qwen2-mini-q8_0.gguf -p hi",
+    snprintf(args, sizeof(args),
+             "generate -m %s/moe-qwen2-mini-q8_0.gguf -p hi --expert-placement 'expert=gpu'",
              getenv("HS_MODELS_DIR"));
-    expect_usage_error(args, "not supported");
+    expect_usage_error(args, "not compiled in");
+    snprintf(args, sizeof(args),
+             "bench -m %s/moe-qwen2-mini-q8_0.gguf --expert-placement 'blk\\.(=cpu'",
+             getenv("HS_MODELS_DIR"));
+    expect_usage_error(args, "pattern");
+    snprintf(args, sizeof(args), "generate -m %s -p hi --expert-placement 'x=cpu'", model_path);
+    expect_usage_error(args, "has no experts");
     expect_usage_error("mkmodel -o /tmp/x.gguf --type q9_9", "--type");
+    expect_usage_error("mkmodel -o /tmp/x.gguf --arch qwen2moe", "--experts");
+    expect_usage_error("mkmodel -o /tmp/x.gguf --arch qwen3 --experts 4 --experts-used 2",
+                       "no experts");
+    expect_usage_error("mkmodel -o /tmp/x.gguf --arch llama --cla 2", "hunyuan-large");
+    expect_usage_error("mkmodel -o /tmp/x.gguf --gating relu", "--gating");
     expect_usage_error("bench", "-m MODEL");
+}
+
+Test(cli, a_mixture_of_experts_model_generates_with_placed_experts, .init = setup)
+{
+    static struct result a, b;
+    char args[2048];
+    snprintf(args, sizeof(args),
+             "generate -m %s/moe-qwen2-mini-q8_0.gguf -p 'hello' -n 12 --temp 0",
+             getenv("HS_MODELS_DIR"));
+    run(&a, args);
+    cr_assert_eq(a.status, 0, "stderr: %s", a.err);
+    cr_assert_gt(strlen(a.out), 0);
+    /* Half the experts on a second CPU backend instance: the same text. */
+    snprintf(args, sizeof(args),
+             "generate -m %s/moe-qwen2-mini-q8_0.gguf -p 'hello' -n 12 --temp 0 "
+             "--override-tensor 'expert\\.[0-3]$=cpu:1,shared=cpu:1'",
+             getenv("HS_MODELS_DIR"));
+    run(&b, args);
+    cr_assert_eq(b.status, 0, "stderr: %s", b.err);
+    cr_assert_str_eq(a.out, b.out);
 }
 
 Test(cli, generate_writes_a_story, .init = setup)
@@ -115,8 +146,8 @@ Test(cli, same_seed_same_text_and_stop_strings_never_leak, .init = setup)
     run(&g, args);
     char *hit = strstr(g.out, " the");
     cr_assert(hit, "greedy story has no ' the': %s", g.out);
-    snprintf(args, sizeof(args), "generate -m %s -p 'Once upon a time' -n 60 --temp 0 --stop ' the'",
-             model_path);
+    snprintf(args, sizeof(args),
+             "generate -m %s -p 'Once upon a time' -n 60 --temp 0 --stop ' the'", model_path);
     run(&s, args);
     cr_assert_eq(s.status, 0);
     cr_assert_eq(strlen(s.out), (size_t)(hit - g.out) + 1, "stopped output: '%s'", s.out);
