@@ -22,8 +22,12 @@
 #define HS__CPU_X86 0
 #endif
 
-/* Elementwise ops run on the caller alone below this many elements (dispatch would cost more). */
+/* Elementwise ops and activation conversions run on the caller alone below this many elements
+ * (dispatch would cost more). */
 #define HS__CPU_PAR_MIN_ELEMS 16384
+/* Products of fewer multiply-adds than this (routers, gates: a few rows of weights) run on the
+ * caller alone. */
+#define HS__CPU_PAR_MIN_MACS 32768
 /* Attention batches with at least this many query rows run with f32 accumulation. */
 #define HS__ATTN_F32_MIN_ROWS 64
 /* Query rows per attention work item (small batches). */
@@ -192,7 +196,7 @@ static void hs__mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, si
     }
     t->xq_stride = hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
     t->xq = (char *)cpu->act + off;
-    if (t->x->ne[1] == 1) {
+    if (t->x->ne[1] * t->x->ne[0] < HS__CPU_PAR_MIN_ELEMS) {
         hs__mm_convert(t, 0, 1);
     } else {
         hs__pool_run(cpu->pool, hs__mm_convert, t);
@@ -209,7 +213,11 @@ static hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w
     }
     HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, hs__mm_act_bytes(&t)));
     hs__mm_prepare(cpu, &t, 0);
-    hs__pool_run(cpu->pool, hs__mm_compute, &t);
+    if (w->ne[0] * w->ne[1] * x->ne[1] < HS__CPU_PAR_MIN_MACS) {
+        hs__mm_compute(&t, 0, 1);
+    } else {
+        hs__pool_run(cpu->pool, hs__mm_compute, &t);
+    }
     return HS_OK;
 }
 
@@ -393,7 +401,7 @@ static void hs__moe_convert(struct hs_cpu_backend *cpu, const struct hs_quant_ke
     }
     t.xq = buf;
     t.xq_stride = hs_align_up(hs_type_row_size(k->vec_dot_type, x->ne[0]), 64);
-    if (n_rows == 1) {
+    if (n_rows * x->ne[0] < HS__CPU_PAR_MIN_ELEMS) {
         hs__mm_convert(&t, 0, 1);
     } else {
         hs__pool_run(cpu->pool, hs__mm_convert, &t);
