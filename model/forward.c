@@ -232,10 +232,23 @@ static hs_status place_experts(struct hs_context *ctx, const struct hs_context_p
                     hit = regexec(&re[r], names[i], 0, NULL, 0) == 0 ? r : -1;
                 }
             }
-            if (hit >= 0) {
-                const hs_status pst = hs_moe_set_backend(ctx->moe, il, e, be[hit]);
-                HS_ASSERT(pst == HS_OK);
+            if (hit < 0) {
+                continue;
             }
+            /* The backend must run this expert's weight types (checked now, not mid-request). */
+            const struct hs_moe_layer *w = &m->layers[il].moe;
+            const struct hs_tensor *ts[3] = {e < 0 ? w->gate_shexp : w->gate_exps,
+                                             e < 0 ? w->up_shexp : w->up_exps,
+                                             e < 0 ? w->down_shexp : w->down_exps};
+            for (int i = 0; i < 3; i++) {
+                if (!hs_backend_supports(be[hit], e < 0 ? HS_OP_FFN : HS_OP_MOE_FFN, ts[i]->type)) {
+                    st = hs_error_set(err, HS_E_NOTSUP, "backend '%s' cannot run %s (%s weights)",
+                                      hs_backend_name(be[hit]), names[0], hs_type_str(ts[i]->type));
+                    goto done;
+                }
+            }
+            const hs_status pst = hs_moe_set_backend(ctx->moe, il, e, be[hit]);
+            HS_ASSERT(pst == HS_OK);
         }
     }
 done:

@@ -422,37 +422,18 @@ static void count_active(struct hs_model *m)
     m->n_active_params = params;
 }
 
-hs_status hs_model_load(const char *path, struct hs_model **out, struct hs_error *err)
+/* Everything after the GGUF is open; m->gguf is set. */
+static hs_status load_model(struct hs_model *m, struct hs_error *err)
 {
-    hs_status st;
-    *out = NULL;
-    struct hs_model *m = calloc(1, sizeof(*m));
-    if (!m) {
-        return hs_error_set(err, HS_E_NOMEM, "out of memory");
-    }
-    st = hs_gguf_open(path, &m->gguf, err);
-    if (st != HS_OK) {
-        goto fail;
-    }
-    st = load_hparams(m, err);
-    if (st != HS_OK) {
-        goto fail;
-    }
-    st = hs_vocab_load(m->gguf, &m->vocab, err);
-    if (st != HS_OK) {
-        goto fail;
-    }
+    HS_TRY(load_hparams(m, err));
+    HS_TRY(hs_vocab_load(m->gguf, &m->vocab, err));
     m->hp.n_vocab = hs_vocab_n_tokens(m->vocab);
-    st = load_tensors(m, err);
-    if (st != HS_OK) {
-        goto fail;
-    }
+    HS_TRY(load_tensors(m, err));
     struct hs_gguf_str tmpl;
     if (hs_gguf_get_str(m->gguf, "tokenizer.chat_template", &tmpl) == HS_OK) {
         m->chat_template = strndup(tmpl.data, tmpl.len);
         if (!m->chat_template) {
-            st = hs_error_set(err, HS_E_NOMEM, "out of memory");
-            goto fail;
+            return hs_error_set(err, HS_E_NOMEM, "out of memory");
         }
     }
     count_active(m);
@@ -470,11 +451,46 @@ hs_status hs_model_load(const char *path, struct hs_model **out, struct hs_error
              m->hp.n_embd, m->hp.n_layer, m->hp.n_head, m->hp.n_head_kv,
              hs_type_str(l0->ffn_up.data ? l0->ffn_up.type : l0->ffn_up_exps.type), moe, cla,
              m->hp.tied_output ? " tied" : "");
+    return HS_OK;
+}
+
+hs_status hs_model_load(const char *path, struct hs_model **out, struct hs_error *err)
+{
+    *out = NULL;
+    struct hs_model *m = calloc(1, sizeof(*m));
+    if (!m) {
+        return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    }
+    hs_status st = hs_gguf_open(path, &m->gguf, err);
+    if (st == HS_OK) {
+        st = load_model(m, err);
+    }
+    if (st != HS_OK) {
+        hs_model_destroy(m);
+        return st;
+    }
     *out = m;
     return HS_OK;
-fail:
-    hs_model_destroy(m);
-    return st;
+}
+
+hs_status hs_model_load_memory(const void *data, size_t size, struct hs_model **out,
+                               struct hs_error *err)
+{
+    *out = NULL;
+    struct hs_model *m = calloc(1, sizeof(*m));
+    if (!m) {
+        return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    }
+    hs_status st = hs_gguf_open_memory(data, size, &m->gguf, err);
+    if (st == HS_OK) {
+        st = load_model(m, err);
+    }
+    if (st != HS_OK) {
+        hs_model_destroy(m);
+        return st;
+    }
+    *out = m;
+    return HS_OK;
 }
 
 void hs_model_destroy(struct hs_model *m)

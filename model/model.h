@@ -78,6 +78,10 @@ struct hs_model_hparams {
  * HS_E_NOTSUP (architecture, tokenizer or weight type we do not run). *out stays NULL on error.
  * Returns new (free with hs_model_destroy). Thread: any. */
 hs_status hs_model_load(const char *path, struct hs_model **out, struct hs_error *err);
+/* Same over a GGUF image in memory the caller keeps valid until hs_model_destroy (borrowed;
+ * fuzzers and tests). */
+hs_status hs_model_load_memory(const void *data, size_t size, struct hs_model **out,
+                               struct hs_error *err);
 void hs_model_destroy(struct hs_model *m);
 
 const struct hs_model_hparams *hs_model_hparams(const struct hs_model *m);

@@ -106,6 +106,21 @@ fuzz() {
                 [ -f "$m" ] && head -c 65536 "$m" > "$corpus/seed-$(basename "$m")"
             done
         fi
+        if [ "$name" = fuzz-model ]; then
+            # Whole small models of every architecture (the loader reads tensor data too).
+            max_len=131072
+            local tiny="--dim 32 --heads 2 --kv-heads 1 --ffn 32 --vocab 300 --layers 2 --tied"
+            local moe="--experts 4 --experts-used 2 --ffn-exp 32"
+            local i=0
+            for spec in "--arch llama --type q8_0" "--arch qwen3 --type q4_0" \
+                "--arch llama $moe" "--arch qwen2moe $moe --ffn-shexp 32 --type q8_0" \
+                "--arch qwen3moe $moe --gating sigmoid --weights-scale 2" "--arch olmoe $moe" \
+                "--arch hunyuan-moe $moe" "--arch hunyuan-large --experts 4 --experts-used 1 --cla 2"; do
+                # shellcheck disable=SC2086
+                build/api/hetserve mkmodel -o "$corpus/seed-$i.gguf" $tiny $spec 2>/dev/null
+                i=$((i + 1))
+            done
+        fi
         printf 'Hello, world! 123 \xc3\xa9\xf0\x9f\x98\x80 <|im_start|>user\n' > "$corpus/seed-text"
         # Target-specific seeds (e.g. request bodies for fuzz-request).
         if [ -d "tests/fuzz/seeds-$name" ]; then
