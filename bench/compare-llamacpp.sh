@@ -1,25 +1,41 @@
 #!/usr/bin/env bash
 # Engine speed against llama.cpp on the same files, same machine, same run.
-#   bench/compare-llamacpp.sh [THREADS] [REPS]
-# Writes SmolLM-135M-shaped random models (Q8_0 and a Q4_K_M-like mix) with hetserve mkmodel,
-# runs `hetserve bench` and llama.cpp's llama-bench (through ../shared/peers/llamacpp.sh) on
-# each, and prints pp512 / tg128 for both and their ratio. Not a test: llama.cpp is a yardstick.
+#   bench/compare-llamacpp.sh [THREADS] [REPS] [SET]
+# Writes random models with hetserve mkmodel, runs `hetserve bench` and llama.cpp's llama-bench
+# (through ../shared/peers/llamacpp.sh) on each, and prints pp512 / tg128 for both and their
+# ratio. Not a test: llama.cpp is a yardstick. SET:
+#   smollm  (default) SmolLM-135M-shaped models, Q8_0 and a Q4_K_M-like mix
+#   moe     the qwen2moe benchmark model (dim 256, 4 layers, 8 experts / 4 used of ffn 512,
+#           shared expert 512, vocab 4096, Q8_0) and a dense qwen2 with the same active
+#           parameters (ffn 2560 = 4 x 512 + 512), so MoE decode can be compared with dense
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:-2}
 R=${2:-5}
+SET=${3:-smollm}
 HS=build/api/hetserve
 PEER=../shared/peers/llamacpp.sh
 DIR=$(pwd)/build/bench-models
 mkdir -p "$DIR"
 [ -x "$HS" ] || { echo "build first: scripts/dev.sh build" >&2; exit 2; }
-for t in q8_0 q4_K; do
-    f="$DIR/smollm-135m-$t.gguf"
-    [ -f "$f" ] || "$HS" mkmodel -o "$f" --preset smollm-135m --type "$t"
+case "$SET" in
+    smollm)
+        NAMES=(smollm-135m-q8_0 smollm-135m-q4_K)
+        SPECS=("--preset smollm-135m --type q8_0" "--preset smollm-135m --type q4_K") ;;
+    moe)
+        NAMES=(qwen2moe-bench-q8_0 qwen2-dense-active-q8_0)
+        SPECS=("--preset qwen2moe-bench"
+               "--arch qwen2 --dim 256 --layers 4 --heads 8 --kv-heads 4 --ffn 2560 --vocab 4096 --ctx 4096 --type q8_0") ;;
+    *) echo "unknown set '$SET' (smollm, moe)" >&2; exit 2 ;;
+esac
+for i in "${!NAMES[@]}"; do
+    f="$DIR/${NAMES[$i]}.gguf"
+    # shellcheck disable=SC2086
+    [ -f "$f" ] || "$HS" mkmodel -o "$f" ${SPECS[$i]}
 done
-printf '%-22s %-6s %12s %12s %7s\n' model test hetserve llama.cpp ratio
-for t in q8_0 q4_K; do
-    f="$DIR/smollm-135m-$t.gguf"
+printf '%-24s %-6s %12s %12s %7s\n' model test hetserve llama.cpp ratio
+for name in "${NAMES[@]}"; do
+    f="$DIR/$name.gguf"
     ours=$("$HS" bench -m "$f" -p 512 -n 128 -t "$T" -r "$R")
     echo "$ours" | sed 's/^/  hetserve: /' >&2
     theirs=$(PEER_MODELS="$DIR" "$PEER" run llama-bench -m "/models/$(basename "$f")" -t "$T" \
@@ -34,7 +50,7 @@ rows=list(csv.DictReader(sys.stdin))
 for r in rows:
     if r['$col']=='$n' and (r['n_gen'] if '$col'=='n_prompt' else r['n_prompt'])=='0':
         print(r['avg_ts'])")
-        printf '%-22s %-6s %12.2f %12.2f %6.2fx\n' "smollm-135m-$t" "$test" "$o" "$l" \
+        printf '%-24s %-6s %12.2f %12.2f %6.2fx\n' "$name" "$test" "$o" "$l" \
             "$(python3 -c "print($o/$l)")"
     done
 done
