@@ -386,10 +386,10 @@ static void hs__moe_fn(void *ctx, int ith, int nth)
     }
 }
 
-/* Converts rows [0, n_rows) of x into buf as kernels k want them (rows stride bytes apart);
- * f32 kernels read x in place. */
+/* Converts rows [0, n_rows) of x as kernels k want them into the backend's scratch at byte
+ * offset off (rows stride bytes apart); f32 kernels read x in place. */
 static void hs__moe_convert(struct hs_cpu_backend *cpu, const struct hs_quant_kernels *k,
-                            const struct hs_tensor *x, int64_t n_rows, char *buf, char **out,
+                            const struct hs_tensor *x, int64_t n_rows, size_t off, char **out,
                             size_t *stride)
 {
     struct hs_tensor xr = hs_tensor_rows(x, 0, n_rows);
@@ -399,7 +399,7 @@ static void hs__moe_convert(struct hs_cpu_backend *cpu, const struct hs_quant_ke
         *stride = x->nb[1];
         return;
     }
-    t.xq = buf;
+    t.xq = (char *)cpu->act + off;
     t.xq_stride = hs_align_up(hs_type_row_size(k->vec_dot_type, x->ne[0]), 64);
     if (n_rows * x->ne[0] < HS__CPU_PAR_MIN_ELEMS) {
         hs__mm_convert(&t, 0, 1);
@@ -447,13 +447,12 @@ static hs_status hs__cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_
     const size_t bu = shared ? 0 : hs__moe_act_bytes(t.ku, n_embd, n_rows);
     const size_t bd = hs__moe_act_bytes(t.kd, n_ff, n_rows);
     HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, bg + bu + bd));
-    char *act = cpu->act;
-    hs__moe_convert(cpu, t.kg, a->x, n_rows, act, &t.xg, &t.xg_stride);
+    hs__moe_convert(cpu, t.kg, a->x, n_rows, 0, &t.xg, &t.xg_stride);
     if (shared) {
         t.xu = t.xg;
         t.xu_stride = t.xg_stride;
     } else {
-        hs__moe_convert(cpu, t.ku, a->x, n_rows, act + bg, &t.xu, &t.xu_stride);
+        hs__moe_convert(cpu, t.ku, a->x, n_rows, bg, &t.xu, &t.xu_stride);
     }
     /* Gate, up and swiglu: boundaries on multiples of 16 leave each row's n % 16 tail to the
      * scalar expf, as the swiglu op on whole rows does. */
@@ -462,7 +461,7 @@ static hs_status hs__cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_
     t.align = n_ff % 16 == 0 ? 16 : n_ff;
     t.work = n_pairs * n_ff;
     hs__pool_run(cpu->pool, hs__moe_fn, &t);
-    hs__moe_convert(cpu, t.kd, a->scratch_gate, n_rows, act + bg + bu, &t.hq, &t.hq_stride);
+    hs__moe_convert(cpu, t.kd, a->scratch_gate, n_rows, bg + bu, &t.hq, &t.hq_stride);
     t.phase = 1;
     t.n_out = n_embd;
     t.align = 4;
