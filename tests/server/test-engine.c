@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/common.h"
 #include "model/model.h"
@@ -19,16 +20,21 @@
 #define MAX_GEN  512
 #define TEXT_CAP 8192
 
+static struct hs_model *load_file(const char *path)
+{
+    struct hs_model *m = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_model_load(path, &m, &err), HS_OK, "%s: %s", path, err.message);
+    return m;
+}
+
 static struct hs_model *load_model(void)
 {
     const char *dir = getenv("HS_MODELS_DIR");
     cr_assert(dir, "HS_MODELS_DIR is not set");
     char path[1024];
     snprintf(path, sizeof(path), "%s/stories260K.gguf", dir);
-    struct hs_model *m = NULL;
-    struct hs_error err = {0};
-    cr_assert_eq(hs_model_load(path, &m, &err), HS_OK, "%s: %s", path, err.message);
-    return m;
+    return load_file(path);
 }
 
 static int tokenize(const struct hs_model *m, const char *text, hs_token *out, int cap)
@@ -316,6 +322,58 @@ Test(engine, batching_never_changes_greedy_results)
     free(r);
     hs_engine_destroy(e);
     hs_model_destroy(m);
+}
+
+/* Mixture-of-experts models (routing groups rows of many sequences by expert) and Hunyuan-Large's
+ * cross-layer attention (one K/V copy per group of layers in the paged cache) batch like any. */
+Test(engine, moe_and_shared_kv_models_batch_like_alone)
+{
+    enum { N = 12, MAX_TOK = 24 };
+    char paths[2][1024];
+    snprintf(paths[0], sizeof(paths[0]), "%s/moe-qwen3-mini-q8_0.gguf", getenv("HS_MODELS_DIR"));
+    snprintf(paths[1], sizeof(paths[1]), "/tmp/hs-test-engine-cla-%d.gguf", (int)getpid());
+    struct hs_mkmodel_params mp = hs_mkmodel_hunyuan_large_params();
+    mp.n_expert_used = 2;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_mkmodel_write(&mp, paths[1], &err), HS_OK, "%s", err.message);
+    for (int mi = 0; mi < 2; mi++) {
+        struct hs_model *m = load_file(paths[mi]);
+        static hs_token prompts[N][64];
+        static int n_prompt[N];
+        static struct ref refs[N];
+        for (int i = 0; i < N; i++) {
+            n_prompt[i] = make_prompt(m, i, prompts[i], 64);
+            ref_greedy(m, prompts[i], n_prompt[i], MAX_TOK, true, &refs[i]);
+        }
+        struct hs_engine *e = make_engine(m, 6, 128, 0, 12);
+        struct hs_engine_handle *h[N];
+        for (int i = 0; i < N; i++) {
+            h[i] = submit(e, prompts[i], n_prompt[i], MAX_TOK, true);
+        }
+        struct result *r = calloc(1, sizeof(*r));
+        for (int i = 0; i < N; i++) {
+            memset(r, 0, sizeof(*r));
+            collect(h[i], r);
+            char what[64];
+            snprintf(what, sizeof(what), "%s request %d", hs_model_desc(m), i);
+            assert_same_as_ref(r, 0, &refs[i], MAX_TOK, what);
+            hs_engine_release(h[i]);
+        }
+        free(r);
+        wait_idle(e);
+        struct hs_engine_metrics mt;
+        hs_engine_get_metrics(e, &mt);
+        cr_assert_eq(mt.kv_blocks_used, 0);
+        /* every token through the first layer chose k experts */
+        uint64_t routed = 0;
+        for (int x = 0; x < hs_model_hparams(m)->router.n_expert; x++) {
+            routed += hs_engine_expert_tokens(e, 0, x);
+        }
+        cr_assert_eq(routed, mt.batch_tokens * (uint64_t)hs_model_hparams(m)->router.n_expert_used);
+        hs_engine_destroy(e);
+        hs_model_destroy(m);
+    }
+    unlink(paths[1]);
 }
 
 Test(engine, cancel_returns_every_kv_block)
