@@ -47,6 +47,9 @@ struct hs_backend_iface {
     /* Version 2. Optional: NULL runs each group through ffn (or its default) on the expert's
      * plane. */
     hs_status (*moe_ffn)(struct hs_backend *be, const struct hs_moe_ffn_args *args);
+    /* Optional: NULL runs n matmuls. */
+    hs_status (*matmul_multi)(struct hs_backend *be, int n, const struct hs_tensor *const *ws,
+                              const struct hs_tensor *x, struct hs_tensor *const *ys);
 };
 
 struct hs_backend {

@@ -340,6 +340,33 @@ hs_status hs_backend_matmul(struct hs_backend *be, const struct hs_tensor *w,
     return HS_OK;
 }
 
+hs_status hs_backend_matmul_multi(struct hs_backend *be, int n, const struct hs_tensor *const *ws,
+                                  const struct hs_tensor *x, struct hs_tensor *const *ys)
+{
+    if (!be || n < 1 || n > HS_MATMUL_MULTI_MAX || !ws || !ys) {
+        return HS_E_INVAL;
+    }
+    bool native = be->iface->matmul_multi != NULL;
+    for (int i = 0; i < n; i++) {
+        HS_TRY(hs__check_matmul(be, ws[i], x, ys[i]));
+        if (!be->iface->matmul || !be->iface->supports_op(be, HS_OP_MATMUL, ws[i]->type)) {
+            return HS_E_NOTSUP;
+        }
+    }
+    if (native) {
+        HS_TRY(be->iface->matmul_multi(be, n, ws, x, ys));
+    } else {
+        for (int i = 0; i < n; i++) {
+            HS_TRY(be->iface->matmul(be, ws[i], x, ys[i]));
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        hs__count(be, HS_OP_MATMUL,
+                  hs_type_row_size(ws[i]->type, ws[i]->ne[0]) * (uint64_t)ws[i]->ne[1]);
+    }
+    return HS_OK;
+}
+
 hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w, const hs_token *ids,
                               struct hs_tensor *y)
 {

@@ -170,6 +170,12 @@ bool hs_backend_supports(struct hs_backend *be, enum hs_op op, enum hs_type t);
  * y must not overlap x. */
 hs_status hs_backend_matmul(struct hs_backend *be, const struct hs_tensor *w,
                             const struct hs_tensor *x, struct hs_tensor *y);
+/* ys[i] = x ws[i]^T for i < n (1..HS_MATMUL_MULTI_MAX weights over the same x, e.g. the Q, K
+ * and V projections): the same results as n hs_backend_matmul calls, with x converted once per
+ * activation type and all products in one parallel region. Counted as n matmuls. */
+#define HS_MATMUL_MULTI_MAX 4
+hs_status hs_backend_matmul_multi(struct hs_backend *be, int n, const struct hs_tensor *const *ws,
+                                  const struct hs_tensor *x, struct hs_tensor *const *ys);
 hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w, const hs_token *ids,
                               struct hs_tensor *y);
 hs_status hs_backend_rms_norm(struct hs_backend *be, const struct hs_tensor *x,

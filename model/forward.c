@@ -625,11 +625,9 @@ static hs_status attention_block(struct hs_context *ctx, int il, int32_t n_tok, 
     struct hs_tensor v = mat(ctx->v, hp->n_head_kv * hd, n_tok);
 
     HS_TRY(hs_backend_rms_norm(be, &x, &l->attn_norm, hp->norm_eps, &h));
-    HS_TRY(hs_backend_matmul(be, &l->wq, &h, &q));
-    if (own_kv) {
-        HS_TRY(hs_backend_matmul(be, &l->wk, &h, &k));
-        HS_TRY(hs_backend_matmul(be, &l->wv, &h, &v));
-    }
+    const struct hs_tensor *ws[3] = {&l->wq, &l->wk, &l->wv};
+    struct hs_tensor *ys[3] = {&q, &k, &v};
+    HS_TRY(hs_backend_matmul_multi(be, own_kv ? 3 : 1, ws, &h, ys));
     if (l->bq.data) {
         HS_TRY(hs_backend_add(be, &q, &l->bq, &q));
     }

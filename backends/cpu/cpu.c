@@ -221,6 +221,70 @@ static hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w
     return HS_OK;
 }
 
+/* ---- matmul_multi: several weights over one x ---- */
+
+struct hs__mm_multi_task {
+    struct hs__mm_task t[HS_MATMUL_MULTI_MAX];
+    int n;
+};
+
+static void hs__mm_multi_compute(void *ctx, int ith, int nth)
+{
+    const struct hs__mm_multi_task *m = ctx;
+    for (int i = 0; i < m->n; i++) {
+        int64_t o0, o1;
+        hs__split(m->t[i].w->ne[1], ith, nth, 4, &o0, &o1);
+        hs__mm_range(&m->t[i], o0, o1);
+    }
+}
+
+static hs_status hs__cpu_matmul_multi(struct hs_backend *be, int n,
+                                      const struct hs_tensor *const *ws, const struct hs_tensor *x,
+                                      struct hs_tensor *const *ys)
+{
+    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs__mm_multi_task m = {.n = n};
+    int64_t macs = 0;
+    /* x is converted once per distinct vec_dot_type: the first task of each type owns it. */
+    size_t off[HS_MATMUL_MULTI_MAX];
+    int owner[HS_MATMUL_MULTI_MAX];
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        m.t[i] = (struct hs__mm_task){
+            .k = hs__cpu_kernels(ws[i]->type, HS_ISA_COUNT), .w = ws[i], .x = x, .y = ys[i]};
+        if (!m.t[i].k) {
+            return HS_E_NOTSUP;
+        }
+        macs += ws[i]->ne[0] * ws[i]->ne[1] * x->ne[1];
+        owner[i] = i;
+        for (int j = 0; j < i; j++) {
+            if (owner[j] == j && m.t[j].k->vec_dot_type == m.t[i].k->vec_dot_type) {
+                owner[i] = j;
+                break;
+            }
+        }
+        off[i] = total;
+        if (owner[i] == i) {
+            total += hs__mm_act_bytes(&m.t[i]);
+        }
+    }
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, total));
+    for (int i = 0; i < n; i++) {
+        if (owner[i] == i) {
+            hs__mm_prepare(cpu, &m.t[i], off[i]);
+        } else {
+            m.t[i].xq = m.t[owner[i]].xq;
+            m.t[i].xq_stride = m.t[owner[i]].xq_stride;
+        }
+    }
+    if (macs < HS__CPU_PAR_MIN_MACS) {
+        hs__mm_multi_compute(&m, 0, 1);
+    } else {
+        hs__pool_run(cpu->pool, hs__mm_multi_compute, &m);
+    }
+    return HS_OK;
+}
+
 /* ---- ffn ---- */
 
 struct hs__ffn_task {
@@ -1208,6 +1272,7 @@ static const struct hs_backend_iface hs__cpu_iface = {
     /* .ffn         = */ hs__cpu_ffn,
     /* .synchronize = */ NULL,
     /* .moe_ffn     = */ hs__cpu_moe_ffn,
+    /* .matmul_multi = */ hs__cpu_matmul_multi,
 };
 
 void hs__cpu_set_simd(struct hs_backend *be, bool on)

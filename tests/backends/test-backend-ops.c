@@ -635,6 +635,72 @@ Test(backend_ops, ffn_slot_and_default_match_reference_and_each_other)
     }
 }
 
+/* ---- matmul_multi ---- */
+
+Test(backend_ops, matmul_multi_equals_separate_matmuls_bit_for_bit)
+{
+    /* Q, K, V-like products: mixed types, one with another activation type (f16), different
+     * output widths; row counts for decode, a small and a bigger batch. */
+    static const enum hs_type types[3] = {HS_TYPE_Q4_K, HS_TYPE_Q6_K, HS_TYPE_F16};
+    static const int64_t n_out[3] = {256, 64, 96};
+    static const int64_t rows[] = {1, 3, 37};
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 808);
+    const int64_t n_in = 256;
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
+            struct hs_backend *be = make_backend(reg, thread_counts[ti]);
+            struct weights w[3];
+            for (int i = 0; i < 3; i++) {
+                make_weights(&w[i], &rng, types[i], n_in, n_out[i]);
+            }
+            for (size_t ri = 0; ri < HS_ARRAY_LEN(rows); ri++) {
+                const int64_t nr = rows[ri];
+                float *x = rand_floats(&rng, n_in * nr, -1.0f, 1.0f);
+                float *a[3], *b[3];
+                struct hs_tensor tx, ta[3], tb[3];
+                hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, nr, x);
+                const struct hs_tensor *ws[3];
+                struct hs_tensor *ya[3];
+                for (int i = 0; i < 3; i++) {
+                    a[i] = rand_floats(&rng, n_out[i] * nr, -1.0f, 1.0f);
+                    b[i] = rand_floats(&rng, n_out[i] * nr, -1.0f, 1.0f);
+                    hs_tensor_init_2d(&ta[i], HS_TYPE_F32, n_out[i], nr, a[i]);
+                    hs_tensor_init_2d(&tb[i], HS_TYPE_F32, n_out[i], nr, b[i]);
+                    ws[i] = &w[i].t;
+                    ya[i] = &ta[i];
+                    cr_assert_eq(hs_backend_matmul(be, &w[i].t, &tx, &tb[i]), HS_OK);
+                }
+                hs_backend_reset_stats(be);
+                cr_assert_eq(hs_backend_matmul_multi(be, 3, ws, &tx, ya), HS_OK);
+                struct hs_backend_stats st;
+                hs_backend_get_stats(be, &st);
+                cr_assert_eq(st.n_ops[HS_OP_MATMUL], 3);
+                for (int i = 0; i < 3; i++) {
+                    cr_assert_eq(memcmp(a[i], b[i], (size_t)(n_out[i] * nr) * sizeof(float)), 0,
+                                 "product %d (%s), %lld rows", i, hs_type_str(types[i]),
+                                 (long long)nr);
+                    free(a[i]);
+                    free(b[i]);
+                }
+                /* A shape mismatch anywhere fails the whole call. */
+                struct hs_tensor bad = ta[2];
+                bad.ne[0] = 32;
+                ya[2] = &bad;
+                cr_assert_eq(hs_backend_matmul_multi(be, 3, ws, &tx, ya), HS_E_INVAL);
+                cr_assert_eq(hs_backend_matmul_multi(be, 0, ws, &tx, ya), HS_E_INVAL);
+                cr_assert_eq(hs_backend_matmul_multi(be, HS_MATMUL_MULTI_MAX + 1, ws, &tx, ya),
+                             HS_E_INVAL);
+                free(x);
+            }
+            for (int i = 0; i < 3; i++) {
+                free_weights(&w[i]);
+            }
+            hs_backend_destroy(be);
+        }
+    }
+}
+
 /* ---- moe_ffn ---- */
 
 /* Runs the expert FFN through the backend's own slot, or through backend.c's default (each group
