@@ -8,6 +8,9 @@
 #   moe     the qwen2moe benchmark model (dim 256, 4 layers, 8 experts / 4 used of ffn 512,
 #           shared expert 512, vocab 4096, Q8_0) and a dense qwen2 with the same active
 #           parameters (ffn 2560 = 4 x 512 + 512), so MoE decode can be compared with dense
+#   moe-big the same comparison on models far larger than the caches (dim 1024, 8 layers, 8
+#           experts / 2 used of ffn 1024, shared 1024, vocab 8192 vs a dense ffn 3072), where
+#           decode is bound by memory bandwidth rather than by which weights stay in L3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:-2}
@@ -26,7 +29,11 @@ case "$SET" in
         NAMES=(qwen2moe-bench-q8_0 qwen2-dense-active-q8_0)
         SPECS=("--preset qwen2moe-bench"
                "--arch qwen2 --dim 256 --layers 4 --heads 8 --kv-heads 4 --ffn 2560 --vocab 4096 --ctx 4096 --type q8_0") ;;
-    *) echo "unknown set '$SET' (smollm, moe)" >&2; exit 2 ;;
+    moe-big)
+        NAMES=(qwen2moe-big-q8_0 qwen2-dense-big-q8_0)
+        SPECS=("--arch qwen2moe --dim 1024 --layers 8 --heads 16 --kv-heads 4 --ffn 1024 --vocab 8192 --ctx 4096 --experts 8 --experts-used 2 --ffn-exp 1024 --ffn-shexp 1024 --type q8_0"
+               "--arch qwen2 --dim 1024 --layers 8 --heads 16 --kv-heads 4 --ffn 3072 --vocab 8192 --ctx 4096 --type q8_0") ;;
+    *) echo "unknown set '$SET' (smollm, moe, moe-big)" >&2; exit 2 ;;
 esac
 for i in "${!NAMES[@]}"; do
     f="$DIR/${NAMES[$i]}.gguf"

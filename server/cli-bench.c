@@ -31,6 +31,7 @@ static void usage(FILE *f)
                "  -t, --threads N     compute threads (default: physical cores)\n"
                "  -r, --repetitions N runs of each test (default 5)\n"
                "      --kv-type T     f16 (default) or f32\n"
+               "      --no-probes     skip the memory-bandwidth and touched-pages measurements\n"
                "      --expert-placement RULES\n"
                "                      MoE models: place experts on backends, REGEX=BACKEND[:N]\n"
                "                      rules as for `hetserve serve` (see its --help)\n"
@@ -189,6 +190,7 @@ int hs__cli_bench(int argc, char **argv)
         {"repetitions", required_argument, 0, 'r'},
         {"kv-type", required_argument, 0, 'k'},
         {"expert-placement", required_argument, 0, 'x'},
+        {"no-probes", no_argument, 0, 'P'},
         {"override-tensor", required_argument, 0, 'x'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -197,6 +199,7 @@ int hs__cli_bench(int argc, char **argv)
     int64_t n_prompt = 512, n_gen = 128, n_threads = 0, reps = 5;
     enum hs_type kv_type = HS_TYPE_F16;
     const char *placement = NULL;
+    bool probes = true;
     int c;
     optind = 1;
     opterr = 0;
@@ -234,6 +237,9 @@ int hs__cli_bench(int argc, char **argv)
             break;
         case 'x':
             placement = optarg;
+            break;
+        case 'P':
+            probes = false;
             break;
         case 'h':
             usage(stdout);
@@ -343,7 +349,7 @@ int hs__cli_bench(int argc, char **argv)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const double rss_mib = (double)ru.ru_maxrss / 1024.0;
-    if (tg_mean > 0) {
+    if (tg_mean > 0 && probes) {
         const double mib = 1 << 20;
         const double touched = touched_per_token(model, ctx, table, 0, 8);
         printf("weights per decoded token: %.2f MiB counted by the backends, ",
