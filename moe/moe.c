@@ -425,7 +425,9 @@ static hs_status shared_expert(struct hs_moe *moe, struct hs_backend *def, int32
     struct hs_tensor gl = mat(moe->sh_gate, 1, n_rows);
     HS_TRY(hs_backend_matmul(be, &gw, x, &gl));
     for (int32_t r = 0; r < n_rows; r++) {
-        const float s = 1.0f / (1.0f + expf(-moe->sh_gate[r])); /* as ggml_sigmoid */
+        /* llama.cpp's qwen2moe takes this sigmoid as silu(x) / x (two roundings). */
+        const float z = moe->sh_gate[r];
+        const float s = z == 0.0f ? 0.5f : z / (1.0f + expf(-z)) / z;
         float *row = moe->sh + (size_t)r * (size_t)moe->p.n_embd;
         for (int32_t i = 0; i < moe->p.n_embd; i++) {
             row[i] *= s;
