@@ -122,6 +122,9 @@ static uint32_t hs__pool_wait_gen(struct hs_pool *pool, uint32_t seen)
         }
         HS__CPU_RELAX();
         if ((i & 255) == 255) {
+            /* On an oversubscribed machine the thread that will bump gen may be waiting for
+             * this core: give it the core instead of spinning out the time slice. */
+            sched_yield();
             uint64_t t = hs__now_ns();
             if (t0 == 0) {
                 t0 = t;
