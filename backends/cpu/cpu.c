@@ -420,7 +420,10 @@ static hs_status hs__cpu_mul(struct hs_backend *be, const struct hs_tensor *a,
 static hs_status hs__cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
                                 const struct hs_tensor *up, struct hs_tensor *y)
 {
-    struct hs__ew_task t = {.kind = HS__EW_SWIGLU, .a = gate, .b = up, .y = y,
+    struct hs__ew_task t = {.kind = HS__EW_SWIGLU,
+                            .a = gate,
+                            .b = up,
+                            .y = y,
                             .avx512 = hs__cpu(be)->isa == HS_ISA_AVX512};
     return hs__cpu_ew(be, &t);
 }

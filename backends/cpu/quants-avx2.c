@@ -35,6 +35,7 @@ INLINE __m256i dot_i8(__m256i a, __m256i b)
 }
 
 /* Instantiates fn_tile for every (nr, nc) in 1..4 plus the vec_dot wrapper. */
+/* clang-format off */
 #define TILE_ENTRY_POINTS(t, isa)                                                              \
     void hs__gemm_tile_##t##_##isa(int64_t n, float *s, size_t bs, const void *w,             \
                                    size_t ws, const void *x, size_t xs, int nr, int nc)       \
@@ -63,6 +64,7 @@ INLINE __m256i dot_i8(__m256i a, __m256i b)
     {                                                                                          \
         t##_tile(n, s, 0, w, 0, x, 0, 1, 1);                                                   \
     }
+/* clang-format on */
 
 #define ROWP(base, i, stride) ((const uint8_t *)(base) + (size_t)(i) * (stride))
 
@@ -98,38 +100,38 @@ INLINE float load1_bf16(const void *p, int64_t i)
     return hs_bf16_to_fp32(((const uint16_t *)p)[i]);
 }
 
-#define FLOAT_TILE(t)                                                                          \
-    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,            \
-                         const void *x, size_t xs, const int NR, const int NC)                 \
-    {                                                                                          \
-        __m256 acc[4][4];                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                acc[r][c] = _mm256_setzero_ps();                                               \
-            }                                                                                  \
-        }                                                                                      \
-        int64_t i = 0;                                                                         \
-        for (; i + 8 <= n; i += 8) {                                                           \
-            __m256 xv[4];                                                                      \
-            for (int c = 0; c < NC; c++) {                                                     \
-                xv[c] = load8_##t(ROWP(x, c, xs), i);                                          \
-            }                                                                                  \
-            for (int r = 0; r < NR; r++) {                                                     \
-                const __m256 wv = load8_##t(ROWP(w, r, ws), i);                                \
-                for (int c = 0; c < NC; c++) {                                                 \
-                    acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);                         \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                float sum = hsum_ps(acc[r][c]);                                                \
-                for (int64_t k = i; k < n; k++) {                                              \
-                    sum += load1_##t(ROWP(w, r, ws), k) * load1_##t(ROWP(x, c, xs), k);        \
-                }                                                                              \
-                s[(size_t)c * bs + (size_t)r] = sum;                                           \
-            }                                                                                  \
-        }                                                                                      \
+#define FLOAT_TILE(t)                                                                              \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
+                         size_t xs, const int NR, const int NC)                                    \
+    {                                                                                              \
+        __m256 acc[4][4];                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                acc[r][c] = _mm256_setzero_ps();                                                   \
+            }                                                                                      \
+        }                                                                                          \
+        int64_t i = 0;                                                                             \
+        for (; i + 8 <= n; i += 8) {                                                               \
+            __m256 xv[4];                                                                          \
+            for (int c = 0; c < NC; c++) {                                                         \
+                xv[c] = load8_##t(ROWP(x, c, xs), i);                                              \
+            }                                                                                      \
+            for (int r = 0; r < NR; r++) {                                                         \
+                const __m256 wv = load8_##t(ROWP(w, r, ws), i);                                    \
+                for (int c = 0; c < NC; c++) {                                                     \
+                    acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);                             \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                float sum = hsum_ps(acc[r][c]);                                                    \
+                for (int64_t k = i; k < n; k++) {                                                  \
+                    sum += load1_##t(ROWP(w, r, ws), k) * load1_##t(ROWP(x, c, xs), k);            \
+                }                                                                                  \
+                s[(size_t)c * bs + (size_t)r] = sum;                                               \
+            }                                                                                      \
+        }                                                                                          \
     }
 
 FLOAT_TILE(f32)
@@ -211,46 +213,46 @@ INLINE __m256i q8_0_weights(const void *blk)
 INLINE __m256i q4_0_weights(const void *blk)
 {
     const __m128i v = _mm_loadu_si128((const __m128i *)((const struct hs_block_q4_0 *)blk)->qs);
-    const __m256i b = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v),
-                                       _mm256_set1_epi8(0x0F));
+    const __m256i b =
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
     return _mm256_sub_epi8(b, _mm256_set1_epi8(8));
 }
 
-#define Q80_ACT_TILE(t, wsize)                                                                 \
-    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,            \
-                         const void *x, size_t xs, const int NR, const int NC)                 \
-    {                                                                                          \
-        __m256 acc[4][4];                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                acc[r][c] = _mm256_setzero_ps();                                               \
-            }                                                                                  \
-        }                                                                                      \
-        const int64_t nb = n / 32;                                                             \
-        for (int64_t b = 0; b < nb; b++) {                                                     \
-            __m256i xq[4];                                                                     \
-            float dx[4];                                                                       \
-            for (int c = 0; c < NC; c++) {                                                     \
-                const struct hs_block_q8_0 *xb =                                               \
-                    (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;            \
-                xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);                           \
-                dx[c] = f16(xb->d);                                                            \
-            }                                                                                  \
-            for (int r = 0; r < NR; r++) {                                                     \
-                const uint8_t *wb = ROWP(w, r, ws) + (size_t)b * (wsize);                     \
-                const __m256i wq = t##_weights(wb);                                            \
-                const float dw = f16(*(const uint16_t *)(const void *)wb);                     \
-                for (int c = 0; c < NC; c++) {                                                 \
-                    const __m256 p = _mm256_cvtepi32_ps(dot_i8(wq, xq[c]));                    \
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), p, acc[r][c]);     \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                            \
-            }                                                                                  \
-        }                                                                                      \
+#define Q80_ACT_TILE(t, wsize)                                                                     \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
+                         size_t xs, const int NR, const int NC)                                    \
+    {                                                                                              \
+        __m256 acc[4][4];                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                acc[r][c] = _mm256_setzero_ps();                                                   \
+            }                                                                                      \
+        }                                                                                          \
+        const int64_t nb = n / 32;                                                                 \
+        for (int64_t b = 0; b < nb; b++) {                                                         \
+            __m256i xq[4];                                                                         \
+            float dx[4];                                                                           \
+            for (int c = 0; c < NC; c++) {                                                         \
+                const struct hs_block_q8_0 *xb =                                                   \
+                    (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;                \
+                xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);                               \
+                dx[c] = f16(xb->d);                                                                \
+            }                                                                                      \
+            for (int r = 0; r < NR; r++) {                                                         \
+                const uint8_t *wb = ROWP(w, r, ws) + (size_t)b * (wsize);                          \
+                const __m256i wq = t##_weights(wb);                                                \
+                const float dw = f16(*(const uint16_t *)(const void *)wb);                         \
+                for (int c = 0; c < NC; c++) {                                                     \
+                    const __m256 p = _mm256_cvtepi32_ps(dot_i8(wq, xq[c]));                        \
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), p, acc[r][c]);         \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                                \
+            }                                                                                      \
+        }                                                                                          \
     }
 
 Q80_ACT_TILE(q8_0, sizeof(struct hs_block_q8_0))
@@ -389,76 +391,75 @@ INLINE __m256i mins_pairs(const uint8_t *m)
 {
     uint64_t v;
     memcpy(&v, m, 8);
-    const __m128i b = _mm_shuffle_epi8(_mm_cvtsi64_si128((long long)v),
-                                       _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
+    const __m128i b =
+        _mm_shuffle_epi8(_mm_cvtsi64_si128((long long)v),
+                         _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
     return _mm256_cvtepu8_epi16(b);
 }
 
 /* Q4_K and Q5_K: per row, decode the 8 x 32 quants of a super-block once (kept for all
  * activation rows); per (row, col), 8 maddubs + madd against the sub-block scales. */
-#define Q45K_TILE(t, blk, five)                                                                \
-    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,            \
-                         const void *x, size_t xs, const int NR, const int NC)                 \
-    {                                                                                          \
-        __m256 acc[4][4];                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                acc[r][c] = _mm256_setzero_ps();                                               \
-            }                                                                                  \
-        }                                                                                      \
-        const __m256i m4 = _mm256_set1_epi8(0x0F);                                             \
-        for (int64_t b = 0; b < n / HS_QK_K; b++) {                                            \
-            for (int r = 0; r < NR; r++) {                                                     \
-                const struct blk *wb = (const struct blk *)(const void *)ROWP(w, r, ws) + b;  \
-                uint8_t sc[8], mn[8];                                                          \
-                unpack_scales_k4(wb->scales, sc, mn);                                          \
-                const __m256i mins = mins_pairs(mn);                                           \
-                const float d = f16(wb->d), dmin = f16(wb->dmin);                              \
-                __m256i q[8];                                                                  \
-                for (int k = 0; k < 4; k++) {                                                  \
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * k)); \
-                    q[2 * k] = _mm256_and_si256(v, m4);                                        \
-                    q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);              \
-                }                                                                              \
-                Q5K_HIGH_BITS_##five                                                           \
-                for (int c = 0; c < NC; c++) {                                                 \
-                    const struct hs_block_q8_k *xb =                                           \
-                        (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;        \
-                    __m256i sumi = _mm256_setzero_si256();                                     \
-                    for (int j = 0; j < 8; j++) {                                              \
-                        const __m256i xq =                                                     \
-                            _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * j));            \
-                        const __m256i p = _mm256_maddubs_epi16(q[j], xq);                      \
-                        sumi = _mm256_add_epi32(                                               \
-                            sumi, _mm256_madd_epi16(p, _mm256_set1_epi16((int16_t)sc[j])));    \
-                    }                                                                          \
-                    const __m256i bsums =                                                      \
-                        _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);          \
-                    const __m256 pm = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums));      \
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d),                     \
-                                                _mm256_cvtepi32_ps(sumi), acc[r][c]);          \
-                    acc[r][c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * xb->d), pm, acc[r][c]); \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                            \
-            }                                                                                  \
-        }                                                                                      \
+#define Q45K_TILE(t, blk, five)                                                                    \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
+                         size_t xs, const int NR, const int NC)                                    \
+    {                                                                                              \
+        __m256 acc[4][4];                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                acc[r][c] = _mm256_setzero_ps();                                                   \
+            }                                                                                      \
+        }                                                                                          \
+        const __m256i m4 = _mm256_set1_epi8(0x0F);                                                 \
+        for (int64_t b = 0; b < n / HS_QK_K; b++) {                                                \
+            for (int r = 0; r < NR; r++) {                                                         \
+                const struct blk *wb = (const struct blk *)(const void *)ROWP(w, r, ws) + b;       \
+                uint8_t sc[8], mn[8];                                                              \
+                unpack_scales_k4(wb->scales, sc, mn);                                              \
+                const __m256i mins = mins_pairs(mn);                                               \
+                const float d = f16(wb->d), dmin = f16(wb->dmin);                                  \
+                __m256i q[8];                                                                      \
+                for (int k = 0; k < 4; k++) {                                                      \
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * k));      \
+                    q[2 * k] = _mm256_and_si256(v, m4);                                            \
+                    q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);                  \
+                }                                                                                  \
+                Q5K_HIGH_BITS_##five for (int c = 0; c < NC; c++)                                  \
+                {                                                                                  \
+                    const struct hs_block_q8_k *xb =                                               \
+                        (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;            \
+                    __m256i sumi = _mm256_setzero_si256();                                         \
+                    for (int j = 0; j < 8; j++) {                                                  \
+                        const __m256i xq = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * j)); \
+                        const __m256i p = _mm256_maddubs_epi16(q[j], xq);                          \
+                        sumi = _mm256_add_epi32(                                                   \
+                            sumi, _mm256_madd_epi16(p, _mm256_set1_epi16((int16_t)sc[j])));        \
+                    }                                                                              \
+                    const __m256i bsums =                                                          \
+                        _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);              \
+                    const __m256 pm = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums));          \
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d),                         \
+                                                _mm256_cvtepi32_ps(sumi), acc[r][c]);              \
+                    acc[r][c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * xb->d), pm, acc[r][c]);     \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                                \
+            }                                                                                      \
+        }                                                                                          \
     }
 
 #define Q5K_HIGH_BITS_0
 /* Bit j of qh[l] is the fifth bit of element 32 j + l. */
-#define Q5K_HIGH_BITS_1                                                                        \
-    {                                                                                          \
-        const __m256i qh = _mm256_loadu_si256(                                                 \
-            (const __m256i *)((const struct hs_block_q5_k *)(const void *)wb)->qh);           \
-        for (int j = 0; j < 8; j++) {                                                          \
-            const __m256i bit =                                                                \
-                _mm256_and_si256(_mm256_srli_epi16(qh, j), _mm256_set1_epi8(1));               \
-            q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(bit, 4));                           \
-        }                                                                                      \
+#define Q5K_HIGH_BITS_1                                                                            \
+    {                                                                                              \
+        const __m256i qh = _mm256_loadu_si256(                                                     \
+            (const __m256i *)((const struct hs_block_q5_k *)(const void *)wb)->qh);                \
+        for (int j = 0; j < 8; j++) {                                                              \
+            const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(qh, j), _mm256_set1_epi8(1));   \
+            q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(bit, 4));                               \
+        }                                                                                          \
     }
 
 Q45K_TILE(q4_k, hs_block_q4_k, 0)
@@ -508,8 +509,7 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
             for (int c = 0; c < NC; c++) {
                 const struct hs_block_q8_k *xb =
                     (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
-                const __m256i bsums =
-                    _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
                 __m256i sumi = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
                 sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
                 for (int j = 0; j < 8; j++) {
@@ -517,8 +517,8 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
                     const __m256i p = _mm256_maddubs_epi16(q[j], xq);
                     sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv[j]));
                 }
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi),
-                                            acc[r][c]);
+                acc[r][c] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi), acc[r][c]);
             }
         }
     }

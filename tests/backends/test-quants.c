@@ -107,8 +107,7 @@ static double ref_dot(const struct fixture *f, int r, int c, double *abs_sum)
     return sum;
 }
 
-#define FOR_EACH_ISA(isa)                                                                      \
-    for (enum hs_isa isa = HS_ISA_SCALAR; isa <= hs__cpu_detect_isa(); isa++)
+#define FOR_EACH_ISA(isa) for (enum hs_isa isa = HS_ISA_SCALAR; isa <= hs__cpu_detect_isa(); isa++)
 
 Test(quants, detect_and_tables)
 {
@@ -121,7 +120,7 @@ Test(quants, detect_and_tables)
     cr_assert_eq(hs__cpu_kernels(HS_TYPE_Q4_0, HS_ISA_COUNT)->vec_dot_type, HS_TYPE_Q8_0);
     cr_assert_eq(hs__cpu_kernels(HS_TYPE_BF16, HS_ISA_COUNT)->vec_dot_type, HS_TYPE_BF16);
     for (size_t i = 0; i < HS_ARRAY_LEN(weight_types); i++) {
-        FOR_EACH_ISA(isa) {
+        FOR_EACH_ISA (isa) {
             const struct hs_quant_kernels *k = hs__cpu_kernels(weight_types[i], isa);
             cr_assert_not_null(k);
             cr_assert_eq(k->type, weight_types[i]);
@@ -138,7 +137,7 @@ Test(quants, to_float_matches_naive_dequantizer)
             struct fixture f;
             fixture_init(&f, weight_types[ti], row_lengths[ni], 100 + ti * 10 + ni);
             float *y = malloc((size_t)f.n * sizeof(float));
-            FOR_EACH_ISA(isa) {
+            FOR_EACH_ISA (isa) {
                 const struct hs_quant_kernels *k = hs__cpu_kernels(f.t, isa);
                 for (int r = 0; r < N_ROWS; r++) {
                     k->to_float(f.w + r * f.w_row, y, f.n);
@@ -173,7 +172,7 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
             struct fixture f;
             fixture_init(&f, weight_types[ti], n, 200 + ti * 10 + ni);
             float scalar_dots[N_ROWS][N_ROWS];
-            FOR_EACH_ISA(isa) {
+            FOR_EACH_ISA (isa) {
                 const struct hs_quant_kernels *k = hs__cpu_kernels(f.t, isa);
                 fixture_activations(&f, k);
                 float dots[N_ROWS][N_ROWS];
@@ -184,8 +183,8 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
                         const double ref = ref_dot(&f, r, c, &asum);
                         const double err = fabs(dots[r][c] - ref) / asum;
                         cr_assert(err < 2e-6, "%s %s n=%ld (%d,%d): %.9g vs %.9g (err %g)",
-                                  hs_type_str(f.t), hs_isa_str(isa), (long)f.n, r, c,
-                                  dots[r][c], ref, err);
+                                  hs_type_str(f.t), hs_isa_str(isa), (long)f.n, r, c, dots[r][c],
+                                  ref, err);
                         if (isa == HS_ISA_SCALAR) {
                             scalar_dots[r][c] = dots[r][c];
                         }
@@ -197,8 +196,8 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
                         double asum;
                         ref_dot(&f, r, c, &asum);
                         cr_assert(fabs(dots[r][c] - scalar_dots[r][c]) / asum < 2e-6,
-                                  "%s %s vs scalar (%d,%d)", hs_type_str(f.t), hs_isa_str(isa),
-                                  r, c);
+                                  "%s %s vs scalar (%d,%d)", hs_type_str(f.t), hs_isa_str(isa), r,
+                                  c);
                     }
                 }
                 for (int nr = 1; nr <= 4; nr++) {
@@ -209,8 +208,8 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
                         }
                         /* Rows offset so the tile does not start at row 0. */
                         const int r0 = N_ROWS - nr, c0 = N_ROWS - nc;
-                        k->gemm_tile(f.n, s, 5, f.w + r0 * f.w_row, f.w_row,
-                                     f.xq + c0 * f.x_row, f.x_row, nr, nc);
+                        k->gemm_tile(f.n, s, 5, f.w + r0 * f.w_row, f.w_row, f.xq + c0 * f.x_row,
+                                     f.x_row, nr, nc);
                         for (int j = 0; j < 4; j++) {
                             for (int i = 0; i < 5; i++) {
                                 const float got = s[j * 5 + i];
@@ -231,8 +230,7 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
                                     /* Pairs of activation rows share 512-bit registers, each
                                      * half in vec_dot's order: the same bits. */
                                     cr_assert_eq(got, want, "%s %s tile %dx%d [%d,%d]",
-                                                 hs_type_str(f.t), hs_isa_str(isa), nr, nc, i,
-                                                 j);
+                                                 hs_type_str(f.t), hs_isa_str(isa), nr, nc, i, j);
                                 }
                                 cr_assert(fabsf(got - want) <= 1e-6f * fabsf(want) + 1e-30f,
                                           "%s %s tile %dx%d [%d,%d]: %.9g vs %.9g",
@@ -278,7 +276,7 @@ Test(quants, activation_quantizers_match_ggml_rounding_bit_exact)
             const enum hs_type vt = hs__cpu_kernels(acts[ai], HS_ISA_SCALAR)->vec_dot_type;
             const size_t row = hs_type_row_size(vt, n);
             uint8_t *want = malloc(row), *got = malloc(row);
-            FOR_EACH_ISA(isa) {
+            FOR_EACH_ISA (isa) {
                 const struct hs_quant_kernels *k = hs__cpu_kernels(acts[ai], isa);
                 for (int r = 0; r < N_ROWS; r++) {
                     if (vt == HS_TYPE_Q8_0 && isa == HS_ISA_AVX512) {
@@ -311,12 +309,12 @@ Test(quants, float_activations_round_to_nearest_even)
     hs_rng_seed(&rng, 11);
     const int64_t n = 4101;
     float *x = make_rows(&rng, n, 1);
-    x[0] = 1.0f + 0x1.0p-11f;         /* half tie -> 1.0 */
-    x[1] = 1.0f + 3 * 0x1.0p-11f;     /* half tie -> up to even */
-    x[2] = 1.0f + 0x1.0p-8f;          /* bf16 tie -> 1.0 */
-    x[3] = 1.0f + 3 * 0x1.0p-8f;      /* bf16 tie -> up */
+    x[0] = 1.0f + 0x1.0p-11f;     /* half tie -> 1.0 */
+    x[1] = 1.0f + 3 * 0x1.0p-11f; /* half tie -> up to even */
+    x[2] = 1.0f + 0x1.0p-8f;      /* bf16 tie -> 1.0 */
+    x[3] = 1.0f + 3 * 0x1.0p-8f;  /* bf16 tie -> up */
     uint16_t *got = malloc((size_t)n * 2);
-    FOR_EACH_ISA(isa) {
+    FOR_EACH_ISA (isa) {
         hs__cpu_kernels(HS_TYPE_F16, isa)->from_float(x, got, n);
         cr_assert_eq(got[0], 0x3c00);
         cr_assert_eq(got[1], 0x3c02);
@@ -344,9 +342,9 @@ Test(quants, quantize_row_ref_round_trip_error)
         enum hs_type t;
         double max_rel_rms;
     } bounds[] = {
-        {HS_TYPE_F32, 0},       {HS_TYPE_F16, 1e-3},   {HS_TYPE_BF16, 5e-3},
-        {HS_TYPE_Q8_0, 0.01},   {HS_TYPE_Q4_0, 0.15},  {HS_TYPE_Q4_K, 0.1},
-        {HS_TYPE_Q5_K, 0.05},   {HS_TYPE_Q6_K, 0.025}, {HS_TYPE_Q8_K, 0.01},
+        {HS_TYPE_F32, 0},     {HS_TYPE_F16, 1e-3},   {HS_TYPE_BF16, 5e-3},
+        {HS_TYPE_Q8_0, 0.01}, {HS_TYPE_Q4_0, 0.15},  {HS_TYPE_Q4_K, 0.1},
+        {HS_TYPE_Q5_K, 0.05}, {HS_TYPE_Q6_K, 0.025}, {HS_TYPE_Q8_K, 0.01},
     };
     struct hs_rng rng;
     hs_rng_seed(&rng, 400);
