@@ -100,7 +100,109 @@ INLINE float load1_bf16(const void *p, int64_t i)
     return hs_bf16_to_fp32(((const uint16_t *)p)[i]);
 }
 
-#define FLOAT_TILE(t)                                                                              \
+/* The n % 64 tails, as quants-avx512.c's: ggml_vec_dot_f32 keeps adding rounded products in
+ * float, ggml_vec_dot_f16 adds each f32 product in double. */
+INLINE float tail_f32(float red, const void *w, const void *x, int64_t i, int64_t n)
+{
+    float sum = red;
+    for (; i < n; i++) {
+        sum += load1_f32(w, i) * load1_f32(x, i);
+    }
+    return sum;
+}
+
+INLINE float tail_f16(float red, const void *w, const void *x, int64_t i, int64_t n)
+{
+    double sum = (double)red;
+    for (; i < n; i++) {
+        sum += (double)(load1_f16(w, i) * load1_f16(x, i));
+    }
+    return (float)sum;
+}
+
+/* F32 and F16 compute what the AVX-512 kernels compute (ggml_vec_dot_f32 / _f16 on AVX-512, the
+ * order of llama.cpp's references): four 16-lane FMA accumulators k over 64-element steps, each
+ * held here as two 8-lane halves, so 8 chains ("slices") per dot, slice 2k + h over elements
+ * 16k + 8h .. +8 of each step; (a0 + a2) + (a1 + a3) per half; _mm512_reduce_add_ps's tree is
+ * lo + hi, then hsum_ps's; then the tail.
+ *
+ * That is 8 registers of state per dot product, so t##_sub runs a block of NR x NC dots (at most
+ * 8 accumulators) in passes over SP slices each, every pass over the whole row: each chain still
+ * sees its elements in order. One dot runs in one pass (as vec_dot, streaming its row once);
+ * tiles run 2 x 4 blocks (8 passes of one slice: 6 loads per 8 FMAs, on rows that stay in L1);
+ * a tile of one activation row (decode) runs its weight rows together in 4 passes of 2 slices,
+ * sharing each activation load. */
+#define FLOAT_TILE16(t)                                                                            \
+    INLINE void t##_sub(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,   \
+                        size_t xs, const int NR, const int NC)                                     \
+    {                                                                                              \
+        const int SP = 8 / (NR * NC) > 0 ? 8 / (NR * NC) : 1; /* slices per pass */                \
+        const int64_t np = n & ~(int64_t)63;                                                       \
+        __m256 fin[4][4][8];                                                                       \
+        for (int s0 = 0; s0 < 8; s0 += SP) {                                                       \
+            __m256 acc[4][4][8];                                                                   \
+            for (int r = 0; r < NR; r++) {                                                         \
+                for (int c = 0; c < NC; c++) {                                                     \
+                    for (int q = 0; q < SP; q++) {                                                 \
+                        acc[r][c][q] = _mm256_setzero_ps();                                        \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            for (int64_t i = 0; i < np; i += 64) {                                                 \
+                for (int q = 0; q < SP; q++) {                                                     \
+                    const int64_t e = i + 8 * (s0 + q);                                            \
+                    __m256 xv[4];                                                                  \
+                    for (int c = 0; c < NC; c++) {                                                 \
+                        xv[c] = load8_##t(ROWP(x, c, xs), e);                                      \
+                    }                                                                              \
+                    for (int r = 0; r < NR; r++) {                                                 \
+                        const __m256 wv = load8_##t(ROWP(w, r, ws), e);                            \
+                        for (int c = 0; c < NC; c++) {                                             \
+                            acc[r][c][q] = _mm256_fmadd_ps(wv, xv[c], acc[r][c][q]);               \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            for (int r = 0; r < NR; r++) {                                                         \
+                for (int c = 0; c < NC; c++) {                                                     \
+                    for (int q = 0; q < SP; q++) {                                                 \
+                        fin[r][c][s0 + q] = acc[r][c][q];                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                __m256 half[2];                                                                    \
+                for (int h = 0; h < 2; h++) {                                                      \
+                    const __m256 a02 = _mm256_add_ps(fin[r][c][0 + h], fin[r][c][4 + h]);          \
+                    const __m256 a13 = _mm256_add_ps(fin[r][c][2 + h], fin[r][c][6 + h]);          \
+                    half[h] = _mm256_add_ps(a02, a13);                                             \
+                }                                                                                  \
+                const float red = hsum_ps(_mm256_add_ps(half[0], half[1]));                        \
+                s[(size_t)c * bs + (size_t)r] =                                                    \
+                    tail_##t(red, ROWP(w, r, ws), ROWP(x, c, xs), np, n);                          \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
+                         size_t xs, const int NR, const int NC)                                    \
+    {                                                                                              \
+        if (NC == 1) {                                                                             \
+            t##_sub(n, s, bs, w, ws, x, xs, NR, 1);                                                \
+            return;                                                                                \
+        }                                                                                          \
+        for (int r = 0; r < NR; r += 2) {                                                          \
+            if (NR - r >= 2) {                                                                     \
+                t##_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, 2, NC);                           \
+            } else {                                                                               \
+                t##_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, 1, NC);                           \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+/* BF16 (which the AVX-512 tables run through this code too): one 8-lane accumulator per dot. */
+#define FLOAT_TILE8(t)                                                                             \
     INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
                          size_t xs, const int NR, const int NC)                                    \
     {                                                                                              \
@@ -134,9 +236,9 @@ INLINE float load1_bf16(const void *p, int64_t i)
         }                                                                                          \
     }
 
-FLOAT_TILE(f32)
-FLOAT_TILE(f16)
-FLOAT_TILE(bf16)
+FLOAT_TILE16(f32)
+FLOAT_TILE16(f16)
+FLOAT_TILE8(bf16)
 TILE_ENTRY_POINTS(f32, avx2)
 TILE_ENTRY_POINTS(f16, avx2)
 TILE_ENTRY_POINTS(bf16, avx2)

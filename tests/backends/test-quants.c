@@ -246,6 +246,57 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
     }
 }
 
+/* (4b) The SIMD kernels compute llama.cpp's AVX-512 float order bit for bit (the AVX2 ones in
+ * 8-lane halves), in vec_dot and in every tile shape: the references of tests/model are from an
+ * AVX-512 machine, and CI may run on either kind. */
+Test(quants, simd_dots_follow_ggml_avx512_order_bit_exact)
+{
+    static const enum hs_type types[] = {HS_TYPE_F32, HS_TYPE_F16};
+    static const int64_t lengths[] = {32, 64, 100, 576, 4101};
+    for (size_t ti = 0; ti < HS_ARRAY_LEN(types); ti++) {
+        for (size_t ni = 0; ni < HS_ARRAY_LEN(lengths); ni++) {
+            const int64_t n = lengths[ni];
+            if (n % blck(types[ti]) != 0) {
+                continue;
+            }
+            struct fixture f;
+            fixture_init(&f, types[ti], n, 600 + ti * 10 + ni);
+            FOR_EACH_ISA (isa) {
+                if (isa == HS_ISA_SCALAR) {
+                    continue;
+                }
+                const struct hs_quant_kernels *k = hs__cpu_kernels(f.t, isa);
+                fixture_activations(&f, k);
+                float want[N_ROWS][N_ROWS];
+                for (int r = 0; r < N_ROWS; r++) {
+                    for (int c = 0; c < N_ROWS; c++) {
+                        want[r][c] =
+                            ref_dot_ggml_avx512(f.t, f.w + r * f.w_row, f.xq + c * f.x_row, n);
+                        float got;
+                        k->vec_dot(n, &got, f.w + r * f.w_row, f.xq + c * f.x_row);
+                        cr_assert_eq(got, want[r][c], "%s %s n=%ld (%d,%d): %.9g vs %.9g",
+                                     hs_type_str(f.t), hs_isa_str(isa), (long)n, r, c, got,
+                                     want[r][c]);
+                    }
+                }
+                for (int nr = 1; nr <= 4; nr++) {
+                    for (int nc = 1; nc <= 4; nc++) {
+                        float s[16];
+                        k->gemm_tile(n, s, 4, f.w, f.w_row, f.xq, f.x_row, nr, nc);
+                        for (int c = 0; c < nc; c++) {
+                            for (int r = 0; r < nr; r++) {
+                                cr_assert_eq(s[c * 4 + r], want[r][c], "%s %s n=%ld tile %dx%d",
+                                             hs_type_str(f.t), hs_isa_str(isa), (long)n, nr, nc);
+                            }
+                        }
+                    }
+                }
+            }
+            fixture_finish(&f);
+        }
+    }
+}
+
 /* (5) The activation quantizers follow ggml's rounding bit for bit, on every ISA. */
 Test(quants, activation_quantizers_match_ggml_rounding_bit_exact)
 {
