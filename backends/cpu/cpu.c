@@ -215,10 +215,27 @@ static hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w
 
 /* ---- ffn ---- */
 
+/* y = silu(g) * u over n values (y may alias g or u). */
+typedef void (*hs__swiglu_fn)(int64_t n, float *y, const float *g, const float *u);
+
+/* SwiGLU with ggml's AVX-512 vector expf, which llama.cpp uses on AVX-512 CPUs (where its
+ * references come from), on AVX-512 and on AVX2 + FMA CPUs alike; NULL: libm expf per element. */
+static hs__swiglu_fn hs__cpu_swiglu_kernel(const struct hs_cpu_backend *cpu)
+{
+    switch (cpu->isa) {
+    case HS_ISA_AVX512:
+        return hs__swiglu_f32_avx512;
+    case HS_ISA_AVX2:
+        return hs__swiglu_f32_avx2;
+    default:
+        return NULL;
+    }
+}
+
 struct hs__ffn_task {
     struct hs__mm_task gate; /* y = scratch_gate */
     struct hs__mm_task up;   /* y = scratch_up */
-    bool avx512;             /* silu with ggml's AVX-512 expf, as the swiglu op */
+    hs__swiglu_fn swiglu;    /* as the swiglu op */
 };
 
 /* Each thread computes the same rows [o0, o1) of the gate and up products, then silu(g) * u on
@@ -227,7 +244,7 @@ static void hs__ffn_gate_up(void *ctx, int ith, int nth)
 {
     const struct hs__ffn_task *t = ctx;
     int64_t o0, o1;
-    /* Boundaries on multiples of 16: the AVX-512 swiglu then leaves exactly the row's n % 16
+    /* Boundaries on multiples of 16: the vector swiglu then leaves exactly the row's n % 16
      * tail to libm expf, as the swiglu op on whole rows does. */
     hs__split(t->gate.w->ne[1], ith, nth, 16, &o0, &o1);
     hs__mm_range(&t->gate, o0, o1);
@@ -235,8 +252,8 @@ static void hs__ffn_gate_up(void *ctx, int ith, int nth)
     for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
         float *g = (float *)hs__row(t->gate.y, r);
         const float *u = (const float *)hs__row(t->up.y, r);
-        if (t->avx512) {
-            hs__swiglu_f32_avx512(o1 - o0, g + o0, g + o0, u + o0);
+        if (t->swiglu) {
+            t->swiglu(o1 - o0, g + o0, g + o0, u + o0);
             continue;
         }
         for (int64_t o = o0; o < o1; o++) {
@@ -258,7 +275,7 @@ static hs_status hs__cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
                .w = a->w_up,
                .x = a->x,
                .y = a->scratch_up},
-        .avx512 = cpu->isa == HS_ISA_AVX512,
+        .swiglu = hs__cpu_swiglu_kernel(cpu),
     };
     if (!t.gate.k || !t.up.k) {
         return HS_E_NOTSUP;
@@ -324,7 +341,7 @@ struct hs__ew_task {
     const struct hs_tensor *b; /* norm weight (may be NULL), b (maybe one row) or up */
     struct hs_tensor *y;
     float eps;
-    bool avx512; /* SwiGLU: use ggml's AVX-512 expf, as llama.cpp does on such CPUs */
+    hs__swiglu_fn swiglu; /* SwiGLU: ggml's AVX-512 expf (hs__cpu_swiglu_kernel) or NULL */
 };
 
 static void hs__rms_norm_row(const float *x, const float *w, float eps, float *y, int64_t n)
@@ -373,8 +390,8 @@ static void hs__ew_fn(void *ctx, int ith, int nth)
             }
             break;
         case HS__EW_SWIGLU:
-            if (t->avx512) {
-                hs__swiglu_f32_avx512(n, y, a, b);
+            if (t->swiglu) {
+                t->swiglu(n, y, a, b);
                 break;
             }
             for (int64_t i = 0; i < n; i++) {
@@ -424,7 +441,7 @@ static hs_status hs__cpu_swiglu(struct hs_backend *be, const struct hs_tensor *g
                             .a = gate,
                             .b = up,
                             .y = y,
-                            .avx512 = hs__cpu(be)->isa == HS_ISA_AVX512};
+                            .swiglu = hs__cpu_swiglu_kernel(hs__cpu(be))};
     return hs__cpu_ew(be, &t);
 }
 

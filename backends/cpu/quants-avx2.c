@@ -645,6 +645,65 @@ void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a)
     }
 }
 
+/* ================================================================================================
+ * SwiGLU: silu(g) * u
+ * ============================================================================================= */
+
+/* quants-avx512.c's expf16 (ggml's AVX-512 ggml_v_expf) in 8 lanes, bit for bit: the same
+ * constants and operations, up to _mm512_scalef_ps(poly, n), which is poly * 2^n rounded once.
+ * poly is in [0.7, 1.5], so for |n| <= 125 the product by 2^n (built in the exponent field) is
+ * exact; beyond, (poly * 2^a) * 2^(n - a) with a = floor(n / 2) makes the first product exact
+ * and the second the one rounding (to a subnormal, or to inf). ggml's own AVX2 expf evaluates
+ * the polynomial in another order, so it would not give llama.cpp's AVX-512 bits. */
+static inline __m256 expf8(__m256 x)
+{
+    const __m256 shifter = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shifter);
+    const __m256 n = _mm256_sub_ps(z, shifter);
+    const __m256 b_hi = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), b_hi);
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 p45 =
+        _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
+    const __m256 p23 =
+        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
+    const __m256 p01 = _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f));
+    const __m256 poly = _mm256_fmadd_ps(_mm256_fmadd_ps(p45, u, p23), u, p01);
+    const __m256 an = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i bias = _mm256_set1_epi32(127);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(an, _mm256_set1_ps(125), _CMP_GT_OQ)) == 0) {
+        const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(ni, bias), 23));
+        return _mm256_mul_ps(poly, scale);
+    }
+    const __m256i a = _mm256_srai_epi32(ni, 1);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(a, bias), 23));
+    const __m256 s2 =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, a), bias), 23));
+    const __m256 res = _mm256_mul_ps(_mm256_mul_ps(poly, s1), s2);
+    /* |n| > 192: +inf or 0, as expf16. */
+    const __m256 big = _mm256_cmp_ps(an, _mm256_set1_ps(192), _CMP_GT_OQ);
+    const __m256 neg = _mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ);
+    const __m256 sat = _mm256_blendv_ps(_mm256_set1_ps(INFINITY), _mm256_setzero_ps(), neg);
+    return _mm256_blendv_ps(res, sat, big);
+}
+
+void hs__swiglu_f32_avx2(int64_t n, float *y, const float *g, const float *u)
+{
+    /* The AVX-512 kernel's 16-element steps, so the same n % 16 elements go to libm expf. */
+    const int64_t nv = n & ~(int64_t)15;
+    int64_t i = 0;
+    for (; i < nv; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 e = expf8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+        const __m256 silu = _mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
 #else
 typedef int hs__quants_avx2_unavailable;
 #endif

@@ -66,11 +66,10 @@ void hs__dequantize_row_ref(enum hs_type t, const void *x, float *y, int64_t n);
 /* ---- Per-ISA entry points (quants-avx2.c, quants-avx512.c); only quants.c's tables use them.
  * The _avx512 kernels come in two builds: plain AVX-512 BW, and _avx512vnni which also needs
  * AVX512_VNNI (vpdpbusd / vpdpwssd); hs__cpu_kernels picks by the CPU's features. ---- */
-#define HS__QUANT_DOT_DECL(t, isa)                                                              \
-    void hs__vec_dot_##t##_##isa(int64_t n, float *s, const void *w, const void *x);           \
-    void hs__gemm_tile_##t##_##isa(int64_t n, float *s, size_t bs, const void *w,             \
-                                   size_t w_stride, const void *x, size_t x_stride, int nr,   \
-                                   int nc)
+#define HS__QUANT_DOT_DECL(t, isa)                                                                 \
+    void hs__vec_dot_##t##_##isa(int64_t n, float *s, const void *w, const void *x);               \
+    void hs__gemm_tile_##t##_##isa(int64_t n, float *s, size_t bs, const void *w, size_t w_stride, \
+                                   const void *x, size_t x_stride, int nr, int nc)
 
 HS__QUANT_DOT_DECL(f32, avx2);
 HS__QUANT_DOT_DECL(f16, avx2);
@@ -88,6 +87,8 @@ void hs__to_float_f16_avx2(const void *x, float *y, int64_t n);
 void hs__to_float_bf16_avx2(const void *x, float *y, int64_t n);
 /* y[i] = fma(x[i], a, y[i]), one rounding (ggml_vec_mad_f32 / _f16 with FMA). */
 void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a);
+/* hs__swiglu_f32_avx512's results (ggml's AVX-512 vector expf) on AVX2 + FMA CPUs. */
+void hs__swiglu_f32_avx2(int64_t n, float *y, const float *g, const float *u);
 
 HS__QUANT_DOT_DECL(f32, avx512);
 HS__QUANT_DOT_DECL(f16, avx512);
