@@ -362,19 +362,6 @@ Q80_ACT_TILE(q4_0, sizeof(struct hs_block_q4_0))
 TILE_ENTRY_POINTS(q8_0, avx2)
 TILE_ENTRY_POINTS(q4_0, avx2)
 
-/* roundf (ties away from zero) of 8 floats, exactly: trunc, then step away where the
- * remainder (exact in float) is at least one half. */
-INLINE __m256i round_away(__m256 v)
-{
-    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m256 rem = _mm256_sub_ps(v, t);
-    const __m256 sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0f));
-    const __m256 absrem = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), rem);
-    const __m256 step = _mm256_and_ps(_mm256_cmp_ps(absrem, _mm256_set1_ps(0.5f), _CMP_GE_OQ),
-                                      _mm256_or_ps(sign, _mm256_set1_ps(1.0f)));
-    return _mm256_cvttps_epi32(_mm256_add_ps(t, step));
-}
-
 /* Packs 4 x 8 int32 (each in -127..127) into 32 int8 in order. */
 INLINE __m256i pack_i32x32(__m256i a, __m256i b, __m256i c, __m256i d)
 {
@@ -404,13 +391,15 @@ void hs__from_float_q8_0_avx2(const float *x, void *vy, int64_t n)
             m = _mm256_max_ps(m, _mm256_and_ps(v[k], absmask));
         }
         const float amax = hmax_ps(m);
+        /* As ggml's x86 quantize_row_q8_0 (which llama.cpp runs on AVX2 and AVX-512 CPUs alike)
+         * and hs__from_float_q8_0_avx512: id = 127 / amax, not 1 / d; round half to even. */
         const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
         const __m256 idv = _mm256_set1_ps(id);
         __m256i q[4];
         for (int k = 0; k < 4; k++) {
-            q[k] = round_away(_mm256_mul_ps(v[k], idv));
+            q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], idv));
         }
         _mm256_storeu_si256((__m256i *)y[b].qs, pack_i32x32(q[0], q[1], q[2], q[3]));
     }

@@ -55,8 +55,9 @@ const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa);
 
 /* Reference quantization of a weight row (float -> t; t any supported type, including Q8_K).
  * Used by the GGUF writer and tests; not on the hot path. Q8_0 and Q8_K round exactly as the
- * activation quantizers (from_float) do; Q4_0 follows ggml's reference; Q4_K / Q5_K fit a
- * scale and min per 32 by a small search with a least-squares refit; Q6_K a symmetric scale
+ * scalar activation quantizers (from_float) do (Q8_0 as ggml's reference; the AVX2 and AVX-512
+ * ones follow ggml's x86 quantize_row_q8_0 instead); Q4_0 follows ggml's reference; Q4_K / Q5_K fit
+ * a scale and min per 32 by a small search with a least-squares refit; Q6_K a symmetric scale
  * per 16. Aborts (HS_ASSERT) for other types: the caller checks the type first. */
 void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n);
 

@@ -330,7 +330,7 @@ Test(quants, activation_quantizers_match_ggml_rounding_bit_exact)
             FOR_EACH_ISA (isa) {
                 const struct hs_quant_kernels *k = hs__cpu_kernels(acts[ai], isa);
                 for (int r = 0; r < N_ROWS; r++) {
-                    if (vt == HS_TYPE_Q8_0 && isa == HS_ISA_AVX512) {
+                    if (vt == HS_TYPE_Q8_0 && isa >= HS_ISA_AVX2) {
                         ref_quantize_q8_0_x86(x + r * n, want, n);
                     } else if (vt == HS_TYPE_Q8_0) {
                         ref_quantize_q8_0(x + r * n, want, n);
