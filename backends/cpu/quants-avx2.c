@@ -488,73 +488,162 @@ INLINE __m256i mins_pairs(const uint8_t *m)
     return _mm256_cvtepu8_epi16(b);
 }
 
-/* Q4_K and Q5_K: per row, decode the 8 x 32 quants of a super-block once (kept for all
- * activation rows); per (row, col), 8 maddubs + madd against the sub-block scales. */
-#define Q45K_TILE(t, blk, five)                                                                    \
-    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
-                         size_t xs, const int NR, const int NC)                                    \
-    {                                                                                              \
-        __m256 acc[4][4];                                                                          \
-        for (int r = 0; r < NR; r++) {                                                             \
-            for (int c = 0; c < NC; c++) {                                                         \
-                acc[r][c] = _mm256_setzero_ps();                                                   \
-            }                                                                                      \
-        }                                                                                          \
-        const __m256i m4 = _mm256_set1_epi8(0x0F);                                                 \
-        for (int64_t b = 0; b < n / HS_QK_K; b++) {                                                \
-            for (int r = 0; r < NR; r++) {                                                         \
-                const struct blk *wb = (const struct blk *)(const void *)ROWP(w, r, ws) + b;       \
-                uint8_t sc[8], mn[8];                                                              \
-                unpack_scales_k4(wb->scales, sc, mn);                                              \
-                const __m256i mins = mins_pairs(mn);                                               \
-                const float d = f16(wb->d), dmin = f16(wb->dmin);                                  \
-                __m256i q[8];                                                                      \
-                for (int k = 0; k < 4; k++) {                                                      \
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * k));      \
-                    q[2 * k] = _mm256_and_si256(v, m4);                                            \
-                    q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);                  \
-                }                                                                                  \
-                Q5K_HIGH_BITS_##five for (int c = 0; c < NC; c++)                                  \
-                {                                                                                  \
-                    const struct hs_block_q8_k *xb =                                               \
-                        (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;            \
-                    __m256i sumi = _mm256_setzero_si256();                                         \
-                    for (int j = 0; j < 8; j++) {                                                  \
-                        const __m256i xq = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * j)); \
-                        const __m256i p = _mm256_maddubs_epi16(q[j], xq);                          \
-                        sumi = _mm256_add_epi32(                                                   \
-                            sumi, _mm256_madd_epi16(p, _mm256_set1_epi16((int16_t)sc[j])));        \
-                    }                                                                              \
-                    const __m256i bsums =                                                          \
-                        _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);              \
-                    const __m256 pm = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums));          \
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d),                         \
-                                                _mm256_cvtepi32_ps(sumi), acc[r][c]);              \
-                    acc[r][c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * xb->d), pm, acc[r][c]);     \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-        for (int r = 0; r < NR; r++) {                                                             \
-            for (int c = 0; c < NC; c++) {                                                         \
-                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                                \
-            }                                                                                      \
-        }                                                                                          \
-    }
+/* The lane sums of a, b, c, d as the 4 lanes of one vector (exact integers). */
+INLINE __m128i hsum4_epi32(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    const __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
 
-#define Q5K_HIGH_BITS_0
-/* Bit j of qh[l] is the fifth bit of element 32 j + l. */
-#define Q5K_HIGH_BITS_1                                                                            \
-    {                                                                                              \
-        const __m256i qh = _mm256_loadu_si256(                                                     \
-            (const __m256i *)((const struct hs_block_q5_k *)(const void *)wb)->qh);                \
-        for (int j = 0; j < 8; j++) {                                                              \
-            const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(qh, j), _mm256_set1_epi8(1));   \
-            q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(bit, 4));                               \
-        }                                                                                          \
+/* Q4_K and (FIVE) Q5_K: per row, the 8 x 32 quants of a super-block are decoded once and kept
+ * for all activation rows; per (row, col), 8 maddubs + madd against the sub-block scales.
+ *
+ * The float order is quants-avx512.c's (llama.cpp's repacked Q4_K kernels on AVX2 and AVX-512
+ * CPUs): per super-block the scaled integer dot and the min correction are exact integers, each
+ * feeding its own chain acc = fma(int, d_w * d_x, acc) and accm = fma(int, dmin_w * d_x, accm),
+ * the result acc - accm; for groups of 4 activation rows (Q4_K only: ggml's gemm) one fma per
+ * 64 elements instead. The chains of one weight row run as one 4-lane vector, a lane per
+ * activation row (the same operations per lane), so the integer sums are reduced 4 at a time. */
+INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                       size_t xs, const int NR, const int NC, const int FIVE)
+{
+    const size_t bsize = FIVE ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
+    const bool per64 = NC == 4 && !FIVE;
+    __m128 acc[4], accm[4];
+    for (int r = 0; r < NR; r++) {
+        acc[r] = _mm_setzero_ps();
+        accm[r] = _mm_setzero_ps();
     }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        const struct hs_block_q8_k *xb[4];
+        for (int c = 0; c < NC; c++) {
+            xb[c] = (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
+        }
+        /* Built in registers: a store of the scales and a vector load of them would stall on
+         * store forwarding every block. */
+        const __m128 dx = _mm_setr_ps(xb[0]->d, NC > 1 ? xb[1 % NC]->d : 0.0f,
+                                      NC > 2 ? xb[2 % NC]->d : 0.0f, NC > 3 ? xb[3 % NC]->d : 0.0f);
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *wbytes = ROWP(w, r, ws) + (size_t)b * bsize;
+            const struct hs_block_q4_k *w4 = (const struct hs_block_q4_k *)(const void *)wbytes;
+            const struct hs_block_q5_k *w5 = (const struct hs_block_q5_k *)(const void *)wbytes;
+            const uint8_t *qs = FIVE ? w5->qs : w4->qs;
+            uint8_t sc[8], mn[8];
+            unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
+            const __m256i mins = mins_pairs(mn);
+            __m256i q[8];
+            for (int k = 0; k < 4; k++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+                q[2 * k] = _mm256_and_si256(v, m4);
+                q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
+            if (FIVE) {
+                /* Bit j of qh[l] is the fifth bit of element 32 j + l. */
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)w5->qh);
+                for (int j = 0; j < 8; j++) {
+                    const __m256i bit =
+                        _mm256_and_si256(_mm256_srli_epi16(qh, j), _mm256_set1_epi8(1));
+                    q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(bit, 4));
+                }
+            }
+            const float d = f16(FIVE ? w5->d : w4->d), dmin = f16(FIVE ? w5->dmin : w4->dmin);
+            /* d_w * d_x and dmin_w * d_x per activation row, each one float product. */
+            const __m128 dd = _mm_mul_ps(_mm_set1_ps(d), dx);
+            const __m128 dm = _mm_mul_ps(_mm_set1_ps(dmin), dx);
+            /* Sub-block j of column c: 8 lanes of scale * (q . x). */
+#define Q45K_SUB(c, j)                                                                             \
+    _mm256_madd_epi16(                                                                             \
+        _mm256_maddubs_epi16(q[j], _mm256_loadu_si256((const __m256i *)(xb[c]->qs + 32 * (j)))),   \
+        _mm256_set1_epi16((int16_t)sc[j]))
+            __m256i pm[4];
+            for (int c = 0; c < 4; c++) {
+                pm[c] =
+                    c < NC
+                        ? _mm256_madd_epi16(
+                              mins, _mm256_loadu_si256((const __m256i *)(const void *)xb[c]->bsums))
+                        : _mm256_setzero_si256();
+            }
+            if (per64) {
+                /* Lanes of h01: min terms of sub-block pairs (0 1, 2 3 | 4 5, 6 7) for columns
+                 * 0, 1 (0, 0, 1, 1 within each half); h23 the same for columns 2, 3. */
+                const __m256 h01 = _mm256_cvtepi32_ps(_mm256_hadd_epi32(pm[0], pm[1]));
+                const __m256 h23 = _mm256_cvtepi32_ps(_mm256_hadd_epi32(pm[2], pm[3]));
+                const __m128 lo01 = _mm256_castps256_ps128(h01),
+                             hi01 = _mm256_extractf128_ps(h01, 1);
+                const __m128 lo23 = _mm256_castps256_ps128(h23),
+                             hi23 = _mm256_extractf128_ps(h23, 1);
+                __m128 pmk[4];
+                pmk[0] = _mm_shuffle_ps(lo01, lo23, _MM_SHUFFLE(2, 0, 2, 0));
+                pmk[1] = _mm_shuffle_ps(lo01, lo23, _MM_SHUFFLE(3, 1, 3, 1));
+                pmk[2] = _mm_shuffle_ps(hi01, hi23, _MM_SHUFFLE(2, 0, 2, 0));
+                pmk[3] = _mm_shuffle_ps(hi01, hi23, _MM_SHUFFLE(3, 1, 3, 1));
+                for (int k = 0; k < 4; k++) {
+                    __m256i sk[4];
+                    for (int c = 0; c < 4; c++) {
+                        sk[c] = _mm256_add_epi32(Q45K_SUB(c, 2 * k), Q45K_SUB(c, 2 * k + 1));
+                    }
+                    const __m128 isk = _mm_cvtepi32_ps(hsum4_epi32(sk[0], sk[1], sk[2], sk[3]));
+                    acc[r] = _mm_fmadd_ps(isk, dd, acc[r]);
+                    accm[r] = _mm_fmadd_ps(pmk[k], dm, accm[r]);
+                }
+                continue;
+            }
+            __m256i sumi[4];
+            for (int c = 0; c < 4; c++) {
+                sumi[c] = _mm256_setzero_si256();
+                for (int j = 0; c < NC && j < 8; j++) {
+                    sumi[c] = _mm256_add_epi32(sumi[c], Q45K_SUB(c, j));
+                }
+            }
+#undef Q45K_SUB
+            if (NC <= 2) {
+                /* Both chains in one vector: lanes c are acc, lanes 2 + c accm (one reduction
+                 * and one fma for up to two columns, as decode's one). */
+                __m128i sums;
+                if (NC == 1) {
+                    /* Lanes [S, S, P, P]: two hadds, where hsum4 takes three. */
+                    const __m256i h = _mm256_hadd_epi32(sumi[0], pm[0]);
+                    const __m128i h4 =
+                        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                    sums = _mm_shuffle_epi32(_mm_hadd_epi32(h4, h4), _MM_SHUFFLE(3, 1, 2, 0));
+                } else {
+                    sums = hsum4_epi32(sumi[0], sumi[1], pm[0], pm[1]);
+                }
+                const __m128 both = _mm_cvtepi32_ps(sums);
+                acc[r] = _mm_fmadd_ps(both, _mm_movelh_ps(dd, dm), acc[r]);
+                continue;
+            }
+            const __m128 isum = _mm_cvtepi32_ps(hsum4_epi32(sumi[0], sumi[1], sumi[2], sumi[3]));
+            const __m128 imin = _mm_cvtepi32_ps(hsum4_epi32(pm[0], pm[1], pm[2], pm[3]));
+            acc[r] = _mm_fmadd_ps(isum, dd, acc[r]);
+            accm[r] = _mm_fmadd_ps(imin, dm, accm[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        float out[4];
+        if (NC <= 2) {
+            _mm_storeu_ps(out, _mm_sub_ps(acc[r], _mm_movehl_ps(acc[r], acc[r])));
+        } else {
+            _mm_storeu_ps(out, _mm_sub_ps(acc[r], accm[r]));
+        }
+        for (int c = 0; c < NC; c++) {
+            s[(size_t)c * bs + (size_t)r] = out[c];
+        }
+    }
+}
 
-Q45K_TILE(q4_k, hs_block_q4_k, 0)
-Q45K_TILE(q5_k, hs_block_q5_k, 1)
+INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                      size_t xs, const int NR, const int NC)
+{
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, 0);
+}
+
+INLINE void q5_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                      size_t xs, const int NR, const int NC)
+{
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, 1);
+}
 TILE_ENTRY_POINTS(q4_k, avx2)
 TILE_ENTRY_POINTS(q5_k, avx2)
 

@@ -218,7 +218,7 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
                                     continue;
                                 }
                                 const float want = dots[r0 + i][c0 + j];
-                                if (f.t == HS_TYPE_Q4_K && isa == HS_ISA_AVX512 && nc == 4) {
+                                if (f.t == HS_TYPE_Q4_K && isa >= HS_ISA_AVX2 && nc == 4) {
                                     /* Groups of 4 activation rows follow ggml's repacked
                                      * Q4_K gemm, whose float order differs from its gemv. */
                                     double asum;
