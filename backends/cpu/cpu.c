@@ -589,8 +589,8 @@ struct hs__attn_task {
     atomic_llong next;
     float *tls;
     size_t tls_stride;
-    /* Big batches: query rows per tile, and one block of the tiled kernel (AVX-512 or portable;
-     * hs__attn_block_f32_avx512's contract). */
+    /* Big batches: query rows per tile, and one block of the tiled kernel (AVX-512, AVX2 or
+     * portable; hs__attn_block_f32_avx512's contract). */
     int32_t tile_rows;
     void (*block)(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale, const float *qt,
                   const float *k, const float *v, const int32_t *last, float *m, float *l,
@@ -730,7 +730,7 @@ static void hs__mad_f32_scalar(int64_t n, float *y, const float *x, float a)
     }
 }
 
-/* hs__attn_block_f32_avx512 in portable C (libm expf; not the same bits). */
+/* hs__attn_block_f32_avx512 (and _avx2) in portable C (libm expf; not the same bits). */
 static void hs__attn_block_f32_scalar(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
                                       const float *qt, const float *k, const float *v,
                                       const int32_t *last, float *m, float *l, float *acc,
@@ -953,6 +953,8 @@ static hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_a
 #if HS__CPU_X86
         if (cpu->simd && cpu->isa >= HS_ISA_AVX512) {
             t.block = hs__attn_block_f32_avx512;
+        } else if (cpu->simd && cpu->isa >= HS_ISA_AVX2) {
+            t.block = hs__attn_block_f32_avx2; /* the same bits */
         }
 #endif
         for (int32_t i = 0; i < args->n_seqs; i++) {

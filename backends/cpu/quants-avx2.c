@@ -782,6 +782,122 @@ void hs__swiglu_f32_avx2(int64_t n, float *y, const float *g, const float *u)
     }
 }
 
+/* ================================================================================================
+ * Flash attention, f32 accumulation: one block of K/V rows against a tile of queries
+ * ============================================================================================= */
+
+/* hs__attn_block_f32_avx512 in 8 lanes, bit for bit: every operation of that kernel is per query
+ * (scores, mask, maxima, expf8 for expf16, sums) or per (query, column) (the V sums), in the
+ * same order along d and along the K/V rows; only the blocking into registers differs. */
+void hs__attn_block_f32_avx2(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
+                             const float *qt, const float *k, const float *v, const int32_t *last,
+                             float *m, float *l, float *acc, float *st)
+{
+    const int64_t nqv = ldq / 8;
+    const __m256 vscale = _mm256_set1_ps(scale);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    /* Scores, transposed: st[j][i] = scale * q_i . k_j, four K rows at a time. */
+    for (int64_t j = 0; j < nk; j += 4) {
+        const int64_t nj = HS_MIN(4, nk - j);
+        const float *k0 = k + j * hd;
+        const float *k1 = k + (j + (nj > 1 ? 1 : 0)) * hd;
+        const float *k2 = k + (j + (nj > 2 ? 2 : 0)) * hd;
+        const float *k3 = k + (j + (nj > 3 ? 3 : 0)) * hd;
+        for (int64_t c = 0; c < nqv; c++) {
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+            const float *q = qt + c * 8;
+            for (int64_t d = 0; d < hd; d++) {
+                const __m256 qd = _mm256_load_ps(q + d * ldq);
+                s0 = _mm256_fmadd_ps(_mm256_set1_ps(k0[d]), qd, s0);
+                s1 = _mm256_fmadd_ps(_mm256_set1_ps(k1[d]), qd, s1);
+                s2 = _mm256_fmadd_ps(_mm256_set1_ps(k2[d]), qd, s2);
+                s3 = _mm256_fmadd_ps(_mm256_set1_ps(k3[d]), qd, s3);
+            }
+            float *o = st + j * ldq + c * 8;
+            _mm256_store_ps(o, _mm256_mul_ps(s0, vscale));
+            if (nj > 1) {
+                _mm256_store_ps(o + ldq, _mm256_mul_ps(s1, vscale));
+            }
+            if (nj > 2) {
+                _mm256_store_ps(o + 2 * ldq, _mm256_mul_ps(s2, vscale));
+            }
+            if (nj > 3) {
+                _mm256_store_ps(o + 3 * ldq, _mm256_mul_ps(s3, vscale));
+            }
+        }
+    }
+    /* Online softmax, 8 queries per vector: mask, new maxima, p = exp(s - m) in place of the
+     * scores, and each query's rescale factor exp(m_old - m_new). */
+    float ms_all[64];
+    for (int64_t c = 0; c < nqv; c++) {
+        const __m256i lastv = _mm256_loadu_si256((const __m256i *)(const void *)(last + c * 8));
+        __m256 mx = ninf;
+        for (int64_t j = 0; j < nk; j++) {
+            const __m256 past =
+                _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)j), lastv));
+            __m256 s = _mm256_load_ps(st + j * ldq + c * 8);
+            s = _mm256_blendv_ps(s, ninf, past);
+            _mm256_store_ps(st + j * ldq + c * 8, s);
+            mx = _mm256_max_ps(mx, s);
+        }
+        const __m256 mold = _mm256_loadu_ps(m + c * 8);
+        const __m256 mnew = _mm256_max_ps(mold, mx);
+        /* A query with no position seen yet (mnew = -inf) keeps its state: p = 0, factor 1. */
+        const __m256 live = _mm256_cmp_ps(mnew, ninf, _CMP_NEQ_OQ);
+        const __m256 ms =
+            _mm256_blendv_ps(_mm256_set1_ps(1.0f), expf8(_mm256_sub_ps(mold, mnew)), live);
+        __m256 sum = _mm256_setzero_ps();
+        for (int64_t j = 0; j < nk; j++) {
+            const __m256 s = _mm256_load_ps(st + j * ldq + c * 8);
+            const __m256 p = _mm256_and_ps(live, expf8(_mm256_sub_ps(s, mnew)));
+            _mm256_store_ps(st + j * ldq + c * 8, p);
+            sum = _mm256_add_ps(sum, p);
+        }
+        _mm256_storeu_ps(m + c * 8, mnew);
+        _mm256_storeu_ps(l + c * 8, _mm256_fmadd_ps(_mm256_loadu_ps(l + c * 8), ms, sum));
+        _mm256_storeu_ps(ms_all + c * 8, ms);
+    }
+    /* acc_i = acc_i * ms_i + sum_j p_ji v_j: four queries by 16 columns per register tile. */
+    for (int64_t d0 = 0; d0 < hd; d0 += 16) {
+        int64_t i = 0;
+        for (; i + 4 <= nq; i += 4) {
+            __m256 r[4][2];
+            for (int a = 0; a < 4; a++) {
+                const __m256 f = _mm256_set1_ps(ms_all[i + a]);
+                for (int b = 0; b < 2; b++) {
+                    r[a][b] = _mm256_mul_ps(_mm256_loadu_ps(acc + (i + a) * hd + d0 + b * 8), f);
+                }
+            }
+            for (int64_t j = 0; j < nk; j++) {
+                const float *vj = v + j * hd + d0;
+                const __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
+                const float *pj = st + j * ldq + i;
+                for (int a = 0; a < 4; a++) {
+                    const __m256 p = _mm256_set1_ps(pj[a]);
+                    r[a][0] = _mm256_fmadd_ps(p, v0, r[a][0]);
+                    r[a][1] = _mm256_fmadd_ps(p, v1, r[a][1]);
+                }
+            }
+            for (int a = 0; a < 4; a++) {
+                for (int b = 0; b < 2; b++) {
+                    _mm256_storeu_ps(acc + (i + a) * hd + d0 + b * 8, r[a][b]);
+                }
+            }
+        }
+        for (; i < nq; i++) {
+            for (int b = 0; b < 2; b++) {
+                float *ap = acc + i * hd + d0 + b * 8;
+                __m256 r = _mm256_mul_ps(_mm256_loadu_ps(ap), _mm256_set1_ps(ms_all[i]));
+                for (int64_t j = 0; j < nk; j++) {
+                    r = _mm256_fmadd_ps(_mm256_set1_ps(st[j * ldq + i]),
+                                        _mm256_loadu_ps(v + j * hd + d0 + b * 8), r);
+                }
+                _mm256_storeu_ps(ap, r);
+            }
+        }
+    }
+}
+
 #else
 typedef int hs__quants_avx2_unavailable;
 #endif

@@ -90,6 +90,10 @@ void hs__to_float_bf16_avx2(const void *x, float *y, int64_t n);
 void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a);
 /* hs__swiglu_f32_avx512's results (ggml's AVX-512 vector expf) on AVX2 + FMA CPUs. */
 void hs__swiglu_f32_avx2(int64_t n, float *y, const float *g, const float *u);
+/* hs__attn_block_f32_avx512's results (same contract) on AVX2 + FMA CPUs. */
+void hs__attn_block_f32_avx2(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
+                             const float *qt, const float *k, const float *v, const int32_t *last,
+                             float *m, float *l, float *acc, float *st);
 
 HS__QUANT_DOT_DECL(f32, avx512);
 HS__QUANT_DOT_DECL(f16, avx512);
