@@ -297,6 +297,127 @@ Test(quants, simd_dots_follow_ggml_avx512_order_bit_exact)
     }
 }
 
+static bool same_bits(float a, float b)
+{
+    return memcmp(&a, &b, sizeof(a)) == 0 || (isnan(a) && isnan(b));
+}
+
+/* (4c) SwiGLU and the tiled attention block use ggml's AVX-512 vector expf on every SIMD ISA:
+ * the AVX2 kernels emulate it bit for bit, down to the saturated and subnormal results. */
+Test(quants, swiglu_follows_ggml_avx512_expf_bit_exact)
+{
+    if (hs__cpu_detect_isa() < HS_ISA_AVX2) {
+        cr_skip_test("no AVX2");
+    }
+    enum { N = 4096 + 13 }; /* a tail of 13 for libm */
+    static float g[N], u[N], y[N];
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 700);
+    static const float edges[] = {0.0f,    -0.0f,  87.5f,   -87.5f, 89.0f,   -89.0f, 103.0f,
+                                  -103.0f, 110.0f, -110.0f, 130.0f, -130.0f, 1e30f,  -1e30f};
+    for (int i = 0; i < N; i++) {
+        g[i] =
+            i < (int)HS_ARRAY_LEN(edges) ? edges[i] : (float)(hs_rng_uniform(&rng) * 240.0 - 120.0);
+        u[i] = (float)hs_rng_normal(&rng);
+    }
+    void (*const fns[])(int64_t, float *, const float *, const float *) = {hs__swiglu_f32_avx2,
+                                                                           hs__swiglu_f32_avx512};
+    for (int isa = 0; isa < (hs__cpu_detect_isa() >= HS_ISA_AVX512 ? 2 : 1); isa++) {
+        for (int i = 0; i < N; i++) {
+            y[i] = g[i];
+        }
+        fns[isa](N, y, y, u); /* in place, as the FFN runs it */
+        for (int i = 0; i < N; i++) {
+            const float e = i < N / 16 * 16 ? ref_expf_ggml_avx512(0.0f - g[i]) : expf(-g[i]);
+            const float want = g[i] / (1.0f + e) * u[i];
+            cr_assert(same_bits(y[i], want), "swiglu %s [%d] g=%.9g: %.9g vs %.9g",
+                      isa ? "avx512" : "avx2", i, g[i], y[i], want);
+        }
+    }
+}
+
+typedef void (*attn_block_fn)(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
+                              const float *qt, const float *k, const float *v, const int32_t *last,
+                              float *m, float *l, float *acc, float *st);
+
+/* The tiled attention block against a scalar rendering of its operations, over two blocks (the
+ * second rescales the first's sums; one query sees nothing in the first). */
+static void check_attention_block(attn_block_fn block, const char *name)
+{
+    enum { HD = 32, NQ = 21, LDQ = 32, NK = 32 };
+    static _Alignas(64) float qt[HD * LDQ], st[NK * LDQ];
+    static float k[NK * HD], v[NK * HD], m[LDQ], l[LDQ], acc[NQ * HD];
+    static float em[LDQ], el[LDQ], eacc[NQ * HD], es[NK];
+    int32_t last[LDQ];
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 701);
+    for (int i = 0; i < HD * LDQ; i++) {
+        qt[i] = (float)hs_rng_normal(&rng) * 3.0f;
+    }
+    for (int i = 0; i < LDQ; i++) {
+        m[i] = em[i] = -INFINITY;
+        l[i] = el[i] = 0.0f;
+    }
+    memset(acc, 0, sizeof(acc));
+    memset(eacc, 0, sizeof(eacc));
+    const float scale = 1.0f / sqrtf((float)HD);
+    for (int blk = 0; blk < 2; blk++) {
+        const int nk = blk == 0 ? NK : 7;
+        for (int i = 0; i < nk * HD; i++) {
+            k[i] = (float)hs_rng_normal(&rng) * (blk ? 4.0f : 1.0f);
+            v[i] = (float)hs_rng_normal(&rng);
+        }
+        for (int i = 0; i < LDQ; i++) {
+            last[i] = blk == 0 ? (i == 3 ? -1 : i) : nk - 1;
+        }
+        block(HD, NQ, LDQ, nk, scale, qt, k, v, last, m, l, acc, st);
+        for (int i = 0; i < LDQ; i++) {
+            float mx = -INFINITY;
+            for (int j = 0; j < nk; j++) {
+                float s = 0.0f;
+                for (int d = 0; d < HD; d++) {
+                    s = fmaf(k[j * HD + d], qt[d * LDQ + i], s);
+                }
+                s = j <= last[i] ? s * scale : -INFINITY;
+                es[j] = s;
+                mx = mx > s ? mx : s;
+            }
+            const float mnew = em[i] > mx ? em[i] : mx;
+            const bool live = mnew != -INFINITY;
+            const float ms = live ? ref_expf_ggml_avx512(em[i] - mnew) : 1.0f;
+            float sum = 0.0f;
+            for (int j = 0; j < nk; j++) {
+                es[j] = live ? ref_expf_ggml_avx512(es[j] - mnew) : 0.0f;
+                sum += es[j];
+            }
+            em[i] = mnew;
+            el[i] = fmaf(el[i], ms, sum);
+            cr_assert(same_bits(m[i], em[i]) && same_bits(l[i], el[i]), "%s block %d query %d m, l",
+                      name, blk, i);
+            for (int d = 0; i < NQ && d < HD; d++) {
+                float r = eacc[i * HD + d] * ms;
+                for (int j = 0; j < nk; j++) {
+                    r = fmaf(es[j], v[j * HD + d], r);
+                }
+                eacc[i * HD + d] = r;
+                cr_assert(same_bits(acc[i * HD + d], r), "%s block %d query %d [%d]: %.9g vs %.9g",
+                          name, blk, i, d, acc[i * HD + d], r);
+            }
+        }
+    }
+}
+
+Test(quants, attention_block_follows_ggml_avx512_expf_bit_exact)
+{
+    if (hs__cpu_detect_isa() < HS_ISA_AVX2) {
+        cr_skip_test("no AVX2");
+    }
+    check_attention_block(hs__attn_block_f32_avx2, "avx2");
+    if (hs__cpu_detect_isa() >= HS_ISA_AVX512) {
+        check_attention_block(hs__attn_block_f32_avx512, "avx512");
+    }
+}
+
 /* (5) The activation quantizers follow ggml's rounding bit for bit, on every ISA. */
 Test(quants, activation_quantizers_match_ggml_rounding_bit_exact)
 {

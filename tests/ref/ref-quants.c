@@ -290,3 +290,25 @@ float ref_dot_ggml_avx512(enum hs_type t, const void *vw, const void *vx, int64_
     }
     return NAN;
 }
+
+float ref_expf_ggml_avx512(float x)
+{
+    const float shifter = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, shifter);
+    const float n = z - shifter;
+    const float b_hi = fmaf(-n, 0x1.62e4p-1f, x);
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, b_hi);
+    const float u = b * b;
+    const float p45 = fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f);
+    const float p23 = fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f);
+    const float p01 = fmaf(0x1.ffffecp-1f, b, 1.0f);
+    const float poly = fmaf(fmaf(p45, u, p23), u, p01);
+    if (isnan(n)) {
+        return poly;
+    }
+    if (fabsf(n) > 192.0f) {
+        return n <= 0.0f ? 0.0f : INFINITY;
+    }
+    /* vscalefps: poly * 2^n, rounded once (ldexpf rounds a subnormal result correctly). */
+    return ldexpf(poly, (int)n);
+}
