@@ -1,6 +1,11 @@
 /* AVX2 + FMA + F16C kernels. Tiles are written once as always-inline templates over (NR, NC)
  * and instantiated for each of the 16 shapes, so accumulators live in registers; vec_dot is the
- * 1x1 instance, so a tile and vec_dot give bit-identical results. */
+ * 1x1 instance, so a tile and vec_dot give bit-identical results (but Q4_K's tiles of 4
+ * activation rows, as on AVX-512).
+ *
+ * F32, F16, Q8_0, Q4_0, the K-quants, SwiGLU and the attention block compute bit for bit what
+ * quants-avx512.c computes (llama.cpp's arithmetic on AVX-512 CPUs, where tests/model's
+ * references come from), its 16-lane orders held in pairs of 8-lane registers. */
 #include "backends/cpu/quants.h"
 
 #if defined(__AVX2__)

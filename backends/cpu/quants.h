@@ -50,7 +50,9 @@ struct hs_quant_kernels {
  * next lower ISA's (AVX-512: BF16 runs the AVX2 code). NULL when t is not a
  * weight type computed with (Q8_K included: it is an activation type only). Returned tables
  * are static; every slot is non-NULL. Results of vec_dot and of gemm_tile for the same rows
- * are bit-identical within one table. */
+ * are bit-identical within one table, except Q4_K tiles of 4 activation rows on AVX2 and AVX-512
+ * (ggml's repacked gemm order there, not its gemv's). The AVX2 and AVX-512 tables give the same
+ * bits as each other, which for F32, F16, Q8_0, Q4_K and Q6_K are llama.cpp's on AVX-512 CPUs. */
 const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa);
 
 /* Reference quantization of a weight row (float -> t; t any supported type, including Q8_K).
