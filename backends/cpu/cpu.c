@@ -287,10 +287,27 @@ static hs_status hs__cpu_matmul_multi(struct hs_backend *be, int n,
 
 /* ---- ffn ---- */
 
+/* y = silu(g) * u over n values (y may alias g or u). */
+typedef void (*hs__swiglu_fn)(int64_t n, float *y, const float *g, const float *u);
+
+/* SwiGLU with ggml's AVX-512 vector expf, which llama.cpp uses on AVX-512 CPUs (where its
+ * references come from), on AVX-512 and on AVX2 + FMA CPUs alike; NULL: libm expf per element. */
+static hs__swiglu_fn hs__cpu_swiglu_kernel(const struct hs_cpu_backend *cpu)
+{
+    switch (cpu->isa) {
+    case HS_ISA_AVX512:
+        return hs__swiglu_f32_avx512;
+    case HS_ISA_AVX2:
+        return hs__swiglu_f32_avx2;
+    default:
+        return NULL;
+    }
+}
+
 struct hs__ffn_task {
     struct hs__mm_task gate; /* y = scratch_gate */
     struct hs__mm_task up;   /* y = scratch_up */
-    bool avx512;             /* silu with ggml's AVX-512 expf, as the swiglu op */
+    hs__swiglu_fn swiglu;    /* as the swiglu op */
 };
 
 /* Each thread computes the same rows [o0, o1) of the gate and up products, then silu(g) * u on
@@ -299,7 +316,7 @@ static void hs__ffn_gate_up(void *ctx, int ith, int nth)
 {
     const struct hs__ffn_task *t = ctx;
     int64_t o0, o1;
-    /* Boundaries on multiples of 16: the AVX-512 swiglu then leaves exactly the row's n % 16
+    /* Boundaries on multiples of 16: the vector swiglu then leaves exactly the row's n % 16
      * tail to libm expf, as the swiglu op on whole rows does. */
     hs__split(t->gate.w->ne[1], ith, nth, 16, &o0, &o1);
     hs__mm_range(&t->gate, o0, o1);
@@ -307,8 +324,8 @@ static void hs__ffn_gate_up(void *ctx, int ith, int nth)
     for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
         float *g = (float *)hs__row(t->gate.y, r);
         const float *u = (const float *)hs__row(t->up.y, r);
-        if (t->avx512) {
-            hs__swiglu_f32_avx512(o1 - o0, g + o0, g + o0, u + o0);
+        if (t->swiglu) {
+            t->swiglu(o1 - o0, g + o0, g + o0, u + o0);
             continue;
         }
         for (int64_t o = o0; o < o1; o++) {
@@ -330,7 +347,7 @@ static hs_status hs__cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
                .w = a->w_up,
                .x = a->x,
                .y = a->scratch_up},
-        .avx512 = cpu->isa == HS_ISA_AVX512,
+        .swiglu = hs__cpu_swiglu_kernel(cpu),
     };
     if (!t.gate.k || !t.up.k) {
         return HS_E_NOTSUP;
@@ -360,11 +377,11 @@ struct hs__moe_task {
     size_t xg_stride, xu_stride;
     char *hq; /* silu(gate) * up rows in down's vec_dot_type */
     size_t hq_stride;
-    int64_t work;  /* sum over groups of rows * n_out: the phase's total */
-    int64_t n_out; /* output rows of the phase's products (n_ff, then n_embd) */
-    int64_t align; /* phase split boundaries, in output rows */
-    int phase;     /* 0: gate + up + swiglu, 1: down */
-    bool avx512;
+    int64_t work;         /* sum over groups of rows * n_out: the phase's total */
+    int64_t n_out;        /* output rows of the phase's products (n_ff, then n_embd) */
+    int64_t align;        /* phase split boundaries, in output rows */
+    int phase;            /* 0: gate + up + swiglu, 1: down */
+    hs__swiglu_fn swiglu; /* as the swiglu op */
 };
 
 /* The output rows [*o0, *o1) of group g that thread ith of nth computes in this phase: the
@@ -438,8 +455,8 @@ static void hs__moe_fn(void *ctx, int ith, int nth)
         for (int64_t r = 0; r < n; r++) {
             float *gr = (float *)hs__row(&sg, r);
             const float *ur = (const float *)hs__row(&su, r);
-            if (t->avx512) {
-                hs__swiglu_f32_avx512(o1 - o0, gr + o0, gr + o0, ur + o0);
+            if (t->swiglu) {
+                t->swiglu(o1 - o0, gr + o0, gr + o0, ur + o0);
                 continue;
             }
             for (int64_t o = o0; o < o1; o++) {
@@ -490,7 +507,7 @@ static hs_status hs__cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_
         .kg = hs__cpu_kernels(a->w_gate->type, HS_ISA_COUNT),
         .ku = hs__cpu_kernels(a->w_up->type, HS_ISA_COUNT),
         .kd = hs__cpu_kernels(a->w_down->type, HS_ISA_COUNT),
-        .avx512 = cpu->isa == HS_ISA_AVX512,
+        .swiglu = hs__cpu_swiglu_kernel(cpu),
     };
     if (!t.kg || !t.ku || !t.kd || a->n_groups == 0) {
         return t.kg && t.ku && t.kd ? HS_OK : HS_E_NOTSUP;
@@ -579,7 +596,7 @@ struct hs__ew_task {
     const struct hs_tensor *b; /* norm weight (may be NULL), b (maybe one row) or up */
     struct hs_tensor *y;
     float eps;
-    bool avx512; /* SwiGLU: use ggml's AVX-512 expf, as llama.cpp does on such CPUs */
+    hs__swiglu_fn swiglu; /* SwiGLU: ggml's AVX-512 expf (hs__cpu_swiglu_kernel) or NULL */
 };
 
 static void hs__rms_norm_row(const float *x, const float *w, float eps, float *y, int64_t n)
@@ -628,8 +645,8 @@ static void hs__ew_fn(void *ctx, int ith, int nth)
             }
             break;
         case HS__EW_SWIGLU:
-            if (t->avx512) {
-                hs__swiglu_f32_avx512(n, y, a, b);
+            if (t->swiglu) {
+                t->swiglu(n, y, a, b);
                 break;
             }
             for (int64_t i = 0; i < n; i++) {
@@ -679,7 +696,7 @@ static hs_status hs__cpu_swiglu(struct hs_backend *be, const struct hs_tensor *g
                             .a = gate,
                             .b = up,
                             .y = y,
-                            .avx512 = hs__cpu(be)->isa == HS_ISA_AVX512};
+                            .swiglu = hs__cpu_swiglu_kernel(hs__cpu(be))};
     return hs__cpu_ew(be, &t);
 }
 
@@ -827,8 +844,8 @@ struct hs__attn_task {
     atomic_llong next;
     float *tls;
     size_t tls_stride;
-    /* Big batches: query rows per tile, and one block of the tiled kernel (AVX-512 or portable;
-     * hs__attn_block_f32_avx512's contract). */
+    /* Big batches: query rows per tile, and one block of the tiled kernel (AVX-512, AVX2 or
+     * portable; hs__attn_block_f32_avx512's contract). */
     int32_t tile_rows;
     void (*block)(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale, const float *qt,
                   const float *k, const float *v, const int32_t *last, float *m, float *l,
@@ -968,7 +985,7 @@ static void hs__mad_f32_scalar(int64_t n, float *y, const float *x, float a)
     }
 }
 
-/* hs__attn_block_f32_avx512 in portable C (libm expf; not the same bits). */
+/* hs__attn_block_f32_avx512 (and _avx2) in portable C (libm expf; not the same bits). */
 static void hs__attn_block_f32_scalar(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
                                       const float *qt, const float *k, const float *v,
                                       const int32_t *last, float *m, float *l, float *acc,
@@ -1191,6 +1208,8 @@ static hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_a
 #if HS__CPU_X86
         if (cpu->simd && cpu->isa >= HS_ISA_AVX512) {
             t.block = hs__attn_block_f32_avx512;
+        } else if (cpu->simd && cpu->isa >= HS_ISA_AVX2) {
+            t.block = hs__attn_block_f32_avx2; /* the same bits */
         }
 #endif
         for (int32_t i = 0; i < args->n_seqs; i++) {

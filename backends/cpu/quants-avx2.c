@@ -1,6 +1,11 @@
 /* AVX2 + FMA + F16C kernels. Tiles are written once as always-inline templates over (NR, NC)
  * and instantiated for each of the 16 shapes, so accumulators live in registers; vec_dot is the
- * 1x1 instance, so a tile and vec_dot give bit-identical results. */
+ * 1x1 instance, so a tile and vec_dot give bit-identical results (but Q4_K's tiles of 4
+ * activation rows, as on AVX-512).
+ *
+ * F32, F16, Q8_0, Q4_0, the K-quants, SwiGLU and the attention block compute bit for bit what
+ * quants-avx512.c computes (llama.cpp's arithmetic on AVX-512 CPUs, where tests/model's
+ * references come from), its 16-lane orders held in pairs of 8-lane registers. */
 #include "backends/cpu/quants.h"
 
 #if defined(__AVX2__)
@@ -35,6 +40,7 @@ INLINE __m256i dot_i8(__m256i a, __m256i b)
 }
 
 /* Instantiates fn_tile for every (nr, nc) in 1..4 plus the vec_dot wrapper. */
+/* clang-format off */
 #define TILE_ENTRY_POINTS(t, isa)                                                              \
     void hs__gemm_tile_##t##_##isa(int64_t n, float *s, size_t bs, const void *w,             \
                                    size_t ws, const void *x, size_t xs, int nr, int nc)       \
@@ -63,6 +69,7 @@ INLINE __m256i dot_i8(__m256i a, __m256i b)
     {                                                                                          \
         t##_tile(n, s, 0, w, 0, x, 0, 1, 1);                                                   \
     }
+/* clang-format on */
 
 #define ROWP(base, i, stride) ((const uint8_t *)(base) + (size_t)(i) * (stride))
 
@@ -98,43 +105,145 @@ INLINE float load1_bf16(const void *p, int64_t i)
     return hs_bf16_to_fp32(((const uint16_t *)p)[i]);
 }
 
-#define FLOAT_TILE(t)                                                                          \
-    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,            \
-                         const void *x, size_t xs, const int NR, const int NC)                 \
-    {                                                                                          \
-        __m256 acc[4][4];                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                acc[r][c] = _mm256_setzero_ps();                                               \
-            }                                                                                  \
-        }                                                                                      \
-        int64_t i = 0;                                                                         \
-        for (; i + 8 <= n; i += 8) {                                                           \
-            __m256 xv[4];                                                                      \
-            for (int c = 0; c < NC; c++) {                                                     \
-                xv[c] = load8_##t(ROWP(x, c, xs), i);                                          \
-            }                                                                                  \
-            for (int r = 0; r < NR; r++) {                                                     \
-                const __m256 wv = load8_##t(ROWP(w, r, ws), i);                                \
-                for (int c = 0; c < NC; c++) {                                                 \
-                    acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);                         \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                float sum = hsum_ps(acc[r][c]);                                                \
-                for (int64_t k = i; k < n; k++) {                                              \
-                    sum += load1_##t(ROWP(w, r, ws), k) * load1_##t(ROWP(x, c, xs), k);        \
-                }                                                                              \
-                s[(size_t)c * bs + (size_t)r] = sum;                                           \
-            }                                                                                  \
-        }                                                                                      \
+/* The n % 64 tails, as quants-avx512.c's: ggml_vec_dot_f32 keeps adding rounded products in
+ * float, ggml_vec_dot_f16 adds each f32 product in double. */
+INLINE float tail_f32(float red, const void *w, const void *x, int64_t i, int64_t n)
+{
+    float sum = red;
+    for (; i < n; i++) {
+        sum += load1_f32(w, i) * load1_f32(x, i);
+    }
+    return sum;
+}
+
+INLINE float tail_f16(float red, const void *w, const void *x, int64_t i, int64_t n)
+{
+    double sum = (double)red;
+    for (; i < n; i++) {
+        sum += (double)(load1_f16(w, i) * load1_f16(x, i));
+    }
+    return (float)sum;
+}
+
+/* F32 and F16 compute what the AVX-512 kernels compute (ggml_vec_dot_f32 / _f16 on AVX-512, the
+ * order of llama.cpp's references): four 16-lane FMA accumulators k over 64-element steps, each
+ * held here as two 8-lane halves, so 8 chains ("slices") per dot, slice 2k + h over elements
+ * 16k + 8h .. +8 of each step; (a0 + a2) + (a1 + a3) per half; _mm512_reduce_add_ps's tree is
+ * lo + hi, then hsum_ps's; then the tail.
+ *
+ * That is 8 registers of state per dot product, so t##_sub runs a block of NR x NC dots (at most
+ * 8 accumulators) in passes over SP slices each, every pass over the whole row: each chain still
+ * sees its elements in order. One dot runs in one pass (as vec_dot, streaming its row once);
+ * tiles run 2 x 4 blocks (8 passes of one slice: 6 loads per 8 FMAs, on rows that stay in L1);
+ * a tile of one activation row (decode) runs its weight rows together in 4 passes of 2 slices,
+ * sharing each activation load. */
+#define FLOAT_TILE16(t)                                                                            \
+    INLINE void t##_sub(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,   \
+                        size_t xs, const int NR, const int NC)                                     \
+    {                                                                                              \
+        const int SP = 8 / (NR * NC) > 0 ? 8 / (NR * NC) : 1; /* slices per pass */                \
+        const int64_t np = n & ~(int64_t)63;                                                       \
+        __m256 fin[4][4][8];                                                                       \
+        for (int s0 = 0; s0 < 8; s0 += SP) {                                                       \
+            __m256 acc[4][4][8];                                                                   \
+            for (int r = 0; r < NR; r++) {                                                         \
+                for (int c = 0; c < NC; c++) {                                                     \
+                    for (int q = 0; q < SP; q++) {                                                 \
+                        acc[r][c][q] = _mm256_setzero_ps();                                        \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            for (int64_t i = 0; i < np; i += 64) {                                                 \
+                for (int q = 0; q < SP; q++) {                                                     \
+                    const int64_t e = i + 8 * (s0 + q);                                            \
+                    __m256 xv[4];                                                                  \
+                    for (int c = 0; c < NC; c++) {                                                 \
+                        xv[c] = load8_##t(ROWP(x, c, xs), e);                                      \
+                    }                                                                              \
+                    for (int r = 0; r < NR; r++) {                                                 \
+                        const __m256 wv = load8_##t(ROWP(w, r, ws), e);                            \
+                        for (int c = 0; c < NC; c++) {                                             \
+                            acc[r][c][q] = _mm256_fmadd_ps(wv, xv[c], acc[r][c][q]);               \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            for (int r = 0; r < NR; r++) {                                                         \
+                for (int c = 0; c < NC; c++) {                                                     \
+                    for (int q = 0; q < SP; q++) {                                                 \
+                        fin[r][c][s0 + q] = acc[r][c][q];                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                __m256 half[2];                                                                    \
+                for (int h = 0; h < 2; h++) {                                                      \
+                    const __m256 a02 = _mm256_add_ps(fin[r][c][0 + h], fin[r][c][4 + h]);          \
+                    const __m256 a13 = _mm256_add_ps(fin[r][c][2 + h], fin[r][c][6 + h]);          \
+                    half[h] = _mm256_add_ps(a02, a13);                                             \
+                }                                                                                  \
+                const float red = hsum_ps(_mm256_add_ps(half[0], half[1]));                        \
+                s[(size_t)c * bs + (size_t)r] =                                                    \
+                    tail_##t(red, ROWP(w, r, ws), ROWP(x, c, xs), np, n);                          \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
+                         size_t xs, const int NR, const int NC)                                    \
+    {                                                                                              \
+        if (NC == 1) {                                                                             \
+            t##_sub(n, s, bs, w, ws, x, xs, NR, 1);                                                \
+            return;                                                                                \
+        }                                                                                          \
+        for (int r = 0; r < NR; r += 2) {                                                          \
+            if (NR - r >= 2) {                                                                     \
+                t##_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, 2, NC);                           \
+            } else {                                                                               \
+                t##_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, 1, NC);                           \
+            }                                                                                      \
+        }                                                                                          \
     }
 
-FLOAT_TILE(f32)
-FLOAT_TILE(f16)
-FLOAT_TILE(bf16)
+/* BF16 (which the AVX-512 tables run through this code too): one 8-lane accumulator per dot. */
+#define FLOAT_TILE8(t)                                                                             \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
+                         size_t xs, const int NR, const int NC)                                    \
+    {                                                                                              \
+        __m256 acc[4][4];                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                acc[r][c] = _mm256_setzero_ps();                                                   \
+            }                                                                                      \
+        }                                                                                          \
+        int64_t i = 0;                                                                             \
+        for (; i + 8 <= n; i += 8) {                                                               \
+            __m256 xv[4];                                                                          \
+            for (int c = 0; c < NC; c++) {                                                         \
+                xv[c] = load8_##t(ROWP(x, c, xs), i);                                              \
+            }                                                                                      \
+            for (int r = 0; r < NR; r++) {                                                         \
+                const __m256 wv = load8_##t(ROWP(w, r, ws), i);                                    \
+                for (int c = 0; c < NC; c++) {                                                     \
+                    acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);                             \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                float sum = hsum_ps(acc[r][c]);                                                    \
+                for (int64_t k = i; k < n; k++) {                                                  \
+                    sum += load1_##t(ROWP(w, r, ws), k) * load1_##t(ROWP(x, c, xs), k);            \
+                }                                                                                  \
+                s[(size_t)c * bs + (size_t)r] = sum;                                               \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+FLOAT_TILE16(f32)
+FLOAT_TILE16(f16)
+FLOAT_TILE8(bf16)
 TILE_ENTRY_POINTS(f32, avx2)
 TILE_ENTRY_POINTS(f16, avx2)
 TILE_ENTRY_POINTS(bf16, avx2)
@@ -211,65 +320,52 @@ INLINE __m256i q8_0_weights(const void *blk)
 INLINE __m256i q4_0_weights(const void *blk)
 {
     const __m128i v = _mm_loadu_si128((const __m128i *)((const struct hs_block_q4_0 *)blk)->qs);
-    const __m256i b = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v),
-                                       _mm256_set1_epi8(0x0F));
+    const __m256i b =
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
     return _mm256_sub_epi8(b, _mm256_set1_epi8(8));
 }
 
-#define Q80_ACT_TILE(t, wsize)                                                                 \
-    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,            \
-                         const void *x, size_t xs, const int NR, const int NC)                 \
-    {                                                                                          \
-        __m256 acc[4][4];                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                acc[r][c] = _mm256_setzero_ps();                                               \
-            }                                                                                  \
-        }                                                                                      \
-        const int64_t nb = n / 32;                                                             \
-        for (int64_t b = 0; b < nb; b++) {                                                     \
-            __m256i xq[4];                                                                     \
-            float dx[4];                                                                       \
-            for (int c = 0; c < NC; c++) {                                                     \
-                const struct hs_block_q8_0 *xb =                                               \
-                    (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;            \
-                xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);                           \
-                dx[c] = f16(xb->d);                                                            \
-            }                                                                                  \
-            for (int r = 0; r < NR; r++) {                                                     \
-                const uint8_t *wb = ROWP(w, r, ws) + (size_t)b * (wsize);                     \
-                const __m256i wq = t##_weights(wb);                                            \
-                const float dw = f16(*(const uint16_t *)(const void *)wb);                     \
-                for (int c = 0; c < NC; c++) {                                                 \
-                    const __m256 p = _mm256_cvtepi32_ps(dot_i8(wq, xq[c]));                    \
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), p, acc[r][c]);     \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                            \
-            }                                                                                  \
-        }                                                                                      \
+#define Q80_ACT_TILE(t, wsize)                                                                     \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
+                         size_t xs, const int NR, const int NC)                                    \
+    {                                                                                              \
+        __m256 acc[4][4];                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                acc[r][c] = _mm256_setzero_ps();                                                   \
+            }                                                                                      \
+        }                                                                                          \
+        const int64_t nb = n / 32;                                                                 \
+        for (int64_t b = 0; b < nb; b++) {                                                         \
+            __m256i xq[4];                                                                         \
+            float dx[4];                                                                           \
+            for (int c = 0; c < NC; c++) {                                                         \
+                const struct hs_block_q8_0 *xb =                                                   \
+                    (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;                \
+                xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);                               \
+                dx[c] = f16(xb->d);                                                                \
+            }                                                                                      \
+            for (int r = 0; r < NR; r++) {                                                         \
+                const uint8_t *wb = ROWP(w, r, ws) + (size_t)b * (wsize);                          \
+                const __m256i wq = t##_weights(wb);                                                \
+                const float dw = f16(*(const uint16_t *)(const void *)wb);                         \
+                for (int c = 0; c < NC; c++) {                                                     \
+                    const __m256 p = _mm256_cvtepi32_ps(dot_i8(wq, xq[c]));                        \
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), p, acc[r][c]);         \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                                \
+            }                                                                                      \
+        }                                                                                          \
     }
 
 Q80_ACT_TILE(q8_0, sizeof(struct hs_block_q8_0))
 Q80_ACT_TILE(q4_0, sizeof(struct hs_block_q4_0))
 TILE_ENTRY_POINTS(q8_0, avx2)
 TILE_ENTRY_POINTS(q4_0, avx2)
-
-/* roundf (ties away from zero) of 8 floats, exactly: trunc, then step away where the
- * remainder (exact in float) is at least one half. */
-INLINE __m256i round_away(__m256 v)
-{
-    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m256 rem = _mm256_sub_ps(v, t);
-    const __m256 sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0f));
-    const __m256 absrem = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), rem);
-    const __m256 step = _mm256_and_ps(_mm256_cmp_ps(absrem, _mm256_set1_ps(0.5f), _CMP_GE_OQ),
-                                      _mm256_or_ps(sign, _mm256_set1_ps(1.0f)));
-    return _mm256_cvttps_epi32(_mm256_add_ps(t, step));
-}
 
 /* Packs 4 x 8 int32 (each in -127..127) into 32 int8 in order. */
 INLINE __m256i pack_i32x32(__m256i a, __m256i b, __m256i c, __m256i d)
@@ -300,13 +396,15 @@ void hs__from_float_q8_0_avx2(const float *x, void *vy, int64_t n)
             m = _mm256_max_ps(m, _mm256_and_ps(v[k], absmask));
         }
         const float amax = hmax_ps(m);
+        /* As ggml's x86 quantize_row_q8_0 (which llama.cpp runs on AVX2 and AVX-512 CPUs alike)
+         * and hs__from_float_q8_0_avx512: id = 127 / amax, not 1 / d; round half to even. */
         const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
         const __m256 idv = _mm256_set1_ps(id);
         __m256i q[4];
         for (int k = 0; k < 4; k++) {
-            q[k] = round_away(_mm256_mul_ps(v[k], idv));
+            q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], idv));
         }
         _mm256_storeu_si256((__m256i *)y[b].qs, pack_i32x32(q[0], q[1], q[2], q[3]));
     }
@@ -389,80 +487,168 @@ INLINE __m256i mins_pairs(const uint8_t *m)
 {
     uint64_t v;
     memcpy(&v, m, 8);
-    const __m128i b = _mm_shuffle_epi8(_mm_cvtsi64_si128((long long)v),
-                                       _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
+    const __m128i b =
+        _mm_shuffle_epi8(_mm_cvtsi64_si128((long long)v),
+                         _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
     return _mm256_cvtepu8_epi16(b);
 }
 
-/* Q4_K and Q5_K: per row, decode the 8 x 32 quants of a super-block once (kept for all
- * activation rows); per (row, col), 8 maddubs + madd against the sub-block scales. */
-#define Q45K_TILE(t, blk, five)                                                                \
-    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,            \
-                         const void *x, size_t xs, const int NR, const int NC)                 \
-    {                                                                                          \
-        __m256 acc[4][4];                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                acc[r][c] = _mm256_setzero_ps();                                               \
-            }                                                                                  \
-        }                                                                                      \
-        const __m256i m4 = _mm256_set1_epi8(0x0F);                                             \
-        for (int64_t b = 0; b < n / HS_QK_K; b++) {                                            \
-            for (int r = 0; r < NR; r++) {                                                     \
-                const struct blk *wb = (const struct blk *)(const void *)ROWP(w, r, ws) + b;  \
-                uint8_t sc[8], mn[8];                                                          \
-                unpack_scales_k4(wb->scales, sc, mn);                                          \
-                const __m256i mins = mins_pairs(mn);                                           \
-                const float d = f16(wb->d), dmin = f16(wb->dmin);                              \
-                __m256i q[8];                                                                  \
-                for (int k = 0; k < 4; k++) {                                                  \
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(wb->qs + 32 * k)); \
-                    q[2 * k] = _mm256_and_si256(v, m4);                                        \
-                    q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);              \
-                }                                                                              \
-                Q5K_HIGH_BITS_##five                                                           \
-                for (int c = 0; c < NC; c++) {                                                 \
-                    const struct hs_block_q8_k *xb =                                           \
-                        (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;        \
-                    __m256i sumi = _mm256_setzero_si256();                                     \
-                    for (int j = 0; j < 8; j++) {                                              \
-                        const __m256i xq =                                                     \
-                            _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * j));            \
-                        const __m256i p = _mm256_maddubs_epi16(q[j], xq);                      \
-                        sumi = _mm256_add_epi32(                                               \
-                            sumi, _mm256_madd_epi16(p, _mm256_set1_epi16((int16_t)sc[j])));    \
-                    }                                                                          \
-                    const __m256i bsums =                                                      \
-                        _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);          \
-                    const __m256 pm = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums));      \
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d),                     \
-                                                _mm256_cvtepi32_ps(sumi), acc[r][c]);          \
-                    acc[r][c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * xb->d), pm, acc[r][c]); \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
-        for (int r = 0; r < NR; r++) {                                                         \
-            for (int c = 0; c < NC; c++) {                                                     \
-                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                            \
-            }                                                                                  \
-        }                                                                                      \
-    }
+/* The lane sums of a, b, c, d as the 4 lanes of one vector (exact integers). */
+INLINE __m128i hsum4_epi32(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    const __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
 
-#define Q5K_HIGH_BITS_0
-/* Bit j of qh[l] is the fifth bit of element 32 j + l. */
-#define Q5K_HIGH_BITS_1                                                                        \
-    {                                                                                          \
-        const __m256i qh = _mm256_loadu_si256(                                                 \
-            (const __m256i *)((const struct hs_block_q5_k *)(const void *)wb)->qh);           \
-        for (int j = 0; j < 8; j++) {                                                          \
-            const __m256i bit =                                                                \
-                _mm256_and_si256(_mm256_srli_epi16(qh, j), _mm256_set1_epi8(1));               \
-            q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(bit, 4));                           \
-        }                                                                                      \
+/* Q4_K and (FIVE) Q5_K: per row, the 8 x 32 quants of a super-block are decoded once and kept
+ * for all activation rows; per (row, col), 8 maddubs + madd against the sub-block scales.
+ *
+ * The float order is quants-avx512.c's (llama.cpp's repacked Q4_K kernels on AVX2 and AVX-512
+ * CPUs): per super-block the scaled integer dot and the min correction are exact integers, each
+ * feeding its own chain acc = fma(int, d_w * d_x, acc) and accm = fma(int, dmin_w * d_x, accm),
+ * the result acc - accm; for groups of 4 activation rows (Q4_K only: ggml's gemm) one fma per
+ * 64 elements instead. The chains of one weight row run as one 4-lane vector, a lane per
+ * activation row (the same operations per lane), so the integer sums are reduced 4 at a time. */
+INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                       size_t xs, const int NR, const int NC, const int FIVE)
+{
+    const size_t bsize = FIVE ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
+    const bool per64 = NC == 4 && !FIVE;
+    __m128 acc[4], accm[4];
+    for (int r = 0; r < NR; r++) {
+        acc[r] = _mm_setzero_ps();
+        accm[r] = _mm_setzero_ps();
     }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < n / HS_QK_K; b++) {
+        const struct hs_block_q8_k *xb[4];
+        for (int c = 0; c < NC; c++) {
+            xb[c] = (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
+        }
+        /* Built in registers: a store of the scales and a vector load of them would stall on
+         * store forwarding every block. */
+        const __m128 dx = _mm_setr_ps(xb[0]->d, NC > 1 ? xb[1 % NC]->d : 0.0f,
+                                      NC > 2 ? xb[2 % NC]->d : 0.0f, NC > 3 ? xb[3 % NC]->d : 0.0f);
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *wbytes = ROWP(w, r, ws) + (size_t)b * bsize;
+            const struct hs_block_q4_k *w4 = (const struct hs_block_q4_k *)(const void *)wbytes;
+            const struct hs_block_q5_k *w5 = (const struct hs_block_q5_k *)(const void *)wbytes;
+            const uint8_t *qs = FIVE ? w5->qs : w4->qs;
+            uint8_t sc[8], mn[8];
+            unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
+            const __m256i mins = mins_pairs(mn);
+            __m256i q[8];
+            for (int k = 0; k < 4; k++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+                q[2 * k] = _mm256_and_si256(v, m4);
+                q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
+            if (FIVE) {
+                /* Bit j of qh[l] is the fifth bit of element 32 j + l. */
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)w5->qh);
+                for (int j = 0; j < 8; j++) {
+                    const __m256i bit =
+                        _mm256_and_si256(_mm256_srli_epi16(qh, j), _mm256_set1_epi8(1));
+                    q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(bit, 4));
+                }
+            }
+            const float d = f16(FIVE ? w5->d : w4->d), dmin = f16(FIVE ? w5->dmin : w4->dmin);
+            /* d_w * d_x and dmin_w * d_x per activation row, each one float product. */
+            const __m128 dd = _mm_mul_ps(_mm_set1_ps(d), dx);
+            const __m128 dm = _mm_mul_ps(_mm_set1_ps(dmin), dx);
+            /* Sub-block j of column c: 8 lanes of scale * (q . x). */
+#define Q45K_SUB(c, j)                                                                             \
+    _mm256_madd_epi16(                                                                             \
+        _mm256_maddubs_epi16(q[j], _mm256_loadu_si256((const __m256i *)(xb[c]->qs + 32 * (j)))),   \
+        _mm256_set1_epi16((int16_t)sc[j]))
+            __m256i pm[4];
+            for (int c = 0; c < 4; c++) {
+                pm[c] =
+                    c < NC
+                        ? _mm256_madd_epi16(
+                              mins, _mm256_loadu_si256((const __m256i *)(const void *)xb[c]->bsums))
+                        : _mm256_setzero_si256();
+            }
+            if (per64) {
+                /* Lanes of h01: min terms of sub-block pairs (0 1, 2 3 | 4 5, 6 7) for columns
+                 * 0, 1 (0, 0, 1, 1 within each half); h23 the same for columns 2, 3. */
+                const __m256 h01 = _mm256_cvtepi32_ps(_mm256_hadd_epi32(pm[0], pm[1]));
+                const __m256 h23 = _mm256_cvtepi32_ps(_mm256_hadd_epi32(pm[2], pm[3]));
+                const __m128 lo01 = _mm256_castps256_ps128(h01),
+                             hi01 = _mm256_extractf128_ps(h01, 1);
+                const __m128 lo23 = _mm256_castps256_ps128(h23),
+                             hi23 = _mm256_extractf128_ps(h23, 1);
+                __m128 pmk[4];
+                pmk[0] = _mm_shuffle_ps(lo01, lo23, _MM_SHUFFLE(2, 0, 2, 0));
+                pmk[1] = _mm_shuffle_ps(lo01, lo23, _MM_SHUFFLE(3, 1, 3, 1));
+                pmk[2] = _mm_shuffle_ps(hi01, hi23, _MM_SHUFFLE(2, 0, 2, 0));
+                pmk[3] = _mm_shuffle_ps(hi01, hi23, _MM_SHUFFLE(3, 1, 3, 1));
+                for (int k = 0; k < 4; k++) {
+                    __m256i sk[4];
+                    for (int c = 0; c < 4; c++) {
+                        sk[c] = _mm256_add_epi32(Q45K_SUB(c, 2 * k), Q45K_SUB(c, 2 * k + 1));
+                    }
+                    const __m128 isk = _mm_cvtepi32_ps(hsum4_epi32(sk[0], sk[1], sk[2], sk[3]));
+                    acc[r] = _mm_fmadd_ps(isk, dd, acc[r]);
+                    accm[r] = _mm_fmadd_ps(pmk[k], dm, accm[r]);
+                }
+                continue;
+            }
+            __m256i sumi[4];
+            for (int c = 0; c < 4; c++) {
+                sumi[c] = _mm256_setzero_si256();
+                for (int j = 0; c < NC && j < 8; j++) {
+                    sumi[c] = _mm256_add_epi32(sumi[c], Q45K_SUB(c, j));
+                }
+            }
+#undef Q45K_SUB
+            if (NC <= 2) {
+                /* Both chains in one vector: lanes c are acc, lanes 2 + c accm (one reduction
+                 * and one fma for up to two columns, as decode's one). */
+                __m128i sums;
+                if (NC == 1) {
+                    /* Lanes [S, S, P, P]: two hadds, where hsum4 takes three. */
+                    const __m256i h = _mm256_hadd_epi32(sumi[0], pm[0]);
+                    const __m128i h4 =
+                        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                    sums = _mm_shuffle_epi32(_mm_hadd_epi32(h4, h4), _MM_SHUFFLE(3, 1, 2, 0));
+                } else {
+                    sums = hsum4_epi32(sumi[0], sumi[1], pm[0], pm[1]);
+                }
+                const __m128 both = _mm_cvtepi32_ps(sums);
+                acc[r] = _mm_fmadd_ps(both, _mm_movelh_ps(dd, dm), acc[r]);
+                continue;
+            }
+            const __m128 isum = _mm_cvtepi32_ps(hsum4_epi32(sumi[0], sumi[1], sumi[2], sumi[3]));
+            const __m128 imin = _mm_cvtepi32_ps(hsum4_epi32(pm[0], pm[1], pm[2], pm[3]));
+            acc[r] = _mm_fmadd_ps(isum, dd, acc[r]);
+            accm[r] = _mm_fmadd_ps(imin, dm, accm[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        float out[4];
+        if (NC <= 2) {
+            _mm_storeu_ps(out, _mm_sub_ps(acc[r], _mm_movehl_ps(acc[r], acc[r])));
+        } else {
+            _mm_storeu_ps(out, _mm_sub_ps(acc[r], accm[r]));
+        }
+        for (int c = 0; c < NC; c++) {
+            s[(size_t)c * bs + (size_t)r] = out[c];
+        }
+    }
+}
 
-Q45K_TILE(q4_k, hs_block_q4_k, 0)
-Q45K_TILE(q5_k, hs_block_q5_k, 1)
+INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                      size_t xs, const int NR, const int NC)
+{
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, 0);
+}
+
+INLINE void q5_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                      size_t xs, const int NR, const int NC)
+{
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, 1);
+}
 TILE_ENTRY_POINTS(q4_k, avx2)
 TILE_ENTRY_POINTS(q5_k, avx2)
 
@@ -508,8 +694,7 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
             for (int c = 0; c < NC; c++) {
                 const struct hs_block_q8_k *xb =
                     (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
-                const __m256i bsums =
-                    _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
                 __m256i sumi = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
                 sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
                 for (int j = 0; j < 8; j++) {
@@ -517,8 +702,8 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
                     const __m256i p = _mm256_maddubs_epi16(q[j], xq);
                     sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv[j]));
                 }
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi),
-                                            acc[r][c]);
+                acc[r][c] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi), acc[r][c]);
             }
         }
     }
@@ -540,6 +725,181 @@ void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a)
     }
     for (; i < n; i++) {
         y[i] = fmaf(x[i], a, y[i]);
+    }
+}
+
+/* ================================================================================================
+ * SwiGLU: silu(g) * u
+ * ============================================================================================= */
+
+/* quants-avx512.c's expf16 (ggml's AVX-512 ggml_v_expf) in 8 lanes, bit for bit: the same
+ * constants and operations, up to _mm512_scalef_ps(poly, n), which is poly * 2^n rounded once.
+ * poly is in [0.7, 1.5], so for |n| <= 125 the product by 2^n (built in the exponent field) is
+ * exact; beyond, (poly * 2^a) * 2^(n - a) with a = floor(n / 2) makes the first product exact
+ * and the second the one rounding (to a subnormal, or to inf). ggml's own AVX2 expf evaluates
+ * the polynomial in another order, so it would not give llama.cpp's AVX-512 bits. */
+static inline __m256 expf8(__m256 x)
+{
+    const __m256 shifter = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shifter);
+    const __m256 n = _mm256_sub_ps(z, shifter);
+    const __m256 b_hi = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), b_hi);
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 p45 =
+        _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
+    const __m256 p23 =
+        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
+    const __m256 p01 = _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f));
+    const __m256 poly = _mm256_fmadd_ps(_mm256_fmadd_ps(p45, u, p23), u, p01);
+    const __m256 an = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i bias = _mm256_set1_epi32(127);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(an, _mm256_set1_ps(125), _CMP_GT_OQ)) == 0) {
+        const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(ni, bias), 23));
+        return _mm256_mul_ps(poly, scale);
+    }
+    const __m256i a = _mm256_srai_epi32(ni, 1);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(a, bias), 23));
+    const __m256 s2 =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, a), bias), 23));
+    const __m256 res = _mm256_mul_ps(_mm256_mul_ps(poly, s1), s2);
+    /* |n| > 192: +inf or 0, as expf16. */
+    const __m256 big = _mm256_cmp_ps(an, _mm256_set1_ps(192), _CMP_GT_OQ);
+    const __m256 neg = _mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ);
+    const __m256 sat = _mm256_blendv_ps(_mm256_set1_ps(INFINITY), _mm256_setzero_ps(), neg);
+    return _mm256_blendv_ps(res, sat, big);
+}
+
+void hs__swiglu_f32_avx2(int64_t n, float *y, const float *g, const float *u)
+{
+    /* The AVX-512 kernel's 16-element steps, so the same n % 16 elements go to libm expf. */
+    const int64_t nv = n & ~(int64_t)15;
+    int64_t i = 0;
+    for (; i < nv; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 e = expf8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+        const __m256 silu = _mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+/* ================================================================================================
+ * Flash attention, f32 accumulation: one block of K/V rows against a tile of queries
+ * ============================================================================================= */
+
+/* hs__attn_block_f32_avx512 in 8 lanes, bit for bit: every operation of that kernel is per query
+ * (scores, mask, maxima, expf8 for expf16, sums) or per (query, column) (the V sums), in the
+ * same order along d and along the K/V rows; only the blocking into registers differs. */
+void hs__attn_block_f32_avx2(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
+                             const float *qt, const float *k, const float *v, const int32_t *last,
+                             float *m, float *l, float *acc, float *st)
+{
+    const int64_t nqv = ldq / 8;
+    const __m256 vscale = _mm256_set1_ps(scale);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    /* Scores, transposed: st[j][i] = scale * q_i . k_j, four K rows at a time. */
+    for (int64_t j = 0; j < nk; j += 4) {
+        const int64_t nj = HS_MIN(4, nk - j);
+        const float *k0 = k + j * hd;
+        const float *k1 = k + (j + (nj > 1 ? 1 : 0)) * hd;
+        const float *k2 = k + (j + (nj > 2 ? 2 : 0)) * hd;
+        const float *k3 = k + (j + (nj > 3 ? 3 : 0)) * hd;
+        for (int64_t c = 0; c < nqv; c++) {
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+            const float *q = qt + c * 8;
+            for (int64_t d = 0; d < hd; d++) {
+                const __m256 qd = _mm256_load_ps(q + d * ldq);
+                s0 = _mm256_fmadd_ps(_mm256_set1_ps(k0[d]), qd, s0);
+                s1 = _mm256_fmadd_ps(_mm256_set1_ps(k1[d]), qd, s1);
+                s2 = _mm256_fmadd_ps(_mm256_set1_ps(k2[d]), qd, s2);
+                s3 = _mm256_fmadd_ps(_mm256_set1_ps(k3[d]), qd, s3);
+            }
+            float *o = st + j * ldq + c * 8;
+            _mm256_store_ps(o, _mm256_mul_ps(s0, vscale));
+            if (nj > 1) {
+                _mm256_store_ps(o + ldq, _mm256_mul_ps(s1, vscale));
+            }
+            if (nj > 2) {
+                _mm256_store_ps(o + 2 * ldq, _mm256_mul_ps(s2, vscale));
+            }
+            if (nj > 3) {
+                _mm256_store_ps(o + 3 * ldq, _mm256_mul_ps(s3, vscale));
+            }
+        }
+    }
+    /* Online softmax, 8 queries per vector: mask, new maxima, p = exp(s - m) in place of the
+     * scores, and each query's rescale factor exp(m_old - m_new). */
+    float ms_all[64];
+    for (int64_t c = 0; c < nqv; c++) {
+        const __m256i lastv = _mm256_loadu_si256((const __m256i *)(const void *)(last + c * 8));
+        __m256 mx = ninf;
+        for (int64_t j = 0; j < nk; j++) {
+            const __m256 past =
+                _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)j), lastv));
+            __m256 s = _mm256_load_ps(st + j * ldq + c * 8);
+            s = _mm256_blendv_ps(s, ninf, past);
+            _mm256_store_ps(st + j * ldq + c * 8, s);
+            mx = _mm256_max_ps(mx, s);
+        }
+        const __m256 mold = _mm256_loadu_ps(m + c * 8);
+        const __m256 mnew = _mm256_max_ps(mold, mx);
+        /* A query with no position seen yet (mnew = -inf) keeps its state: p = 0, factor 1. */
+        const __m256 live = _mm256_cmp_ps(mnew, ninf, _CMP_NEQ_OQ);
+        const __m256 ms =
+            _mm256_blendv_ps(_mm256_set1_ps(1.0f), expf8(_mm256_sub_ps(mold, mnew)), live);
+        __m256 sum = _mm256_setzero_ps();
+        for (int64_t j = 0; j < nk; j++) {
+            const __m256 s = _mm256_load_ps(st + j * ldq + c * 8);
+            const __m256 p = _mm256_and_ps(live, expf8(_mm256_sub_ps(s, mnew)));
+            _mm256_store_ps(st + j * ldq + c * 8, p);
+            sum = _mm256_add_ps(sum, p);
+        }
+        _mm256_storeu_ps(m + c * 8, mnew);
+        _mm256_storeu_ps(l + c * 8, _mm256_fmadd_ps(_mm256_loadu_ps(l + c * 8), ms, sum));
+        _mm256_storeu_ps(ms_all + c * 8, ms);
+    }
+    /* acc_i = acc_i * ms_i + sum_j p_ji v_j: four queries by 16 columns per register tile. */
+    for (int64_t d0 = 0; d0 < hd; d0 += 16) {
+        int64_t i = 0;
+        for (; i + 4 <= nq; i += 4) {
+            __m256 r[4][2];
+            for (int a = 0; a < 4; a++) {
+                const __m256 f = _mm256_set1_ps(ms_all[i + a]);
+                for (int b = 0; b < 2; b++) {
+                    r[a][b] = _mm256_mul_ps(_mm256_loadu_ps(acc + (i + a) * hd + d0 + b * 8), f);
+                }
+            }
+            for (int64_t j = 0; j < nk; j++) {
+                const float *vj = v + j * hd + d0;
+                const __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
+                const float *pj = st + j * ldq + i;
+                for (int a = 0; a < 4; a++) {
+                    const __m256 p = _mm256_set1_ps(pj[a]);
+                    r[a][0] = _mm256_fmadd_ps(p, v0, r[a][0]);
+                    r[a][1] = _mm256_fmadd_ps(p, v1, r[a][1]);
+                }
+            }
+            for (int a = 0; a < 4; a++) {
+                for (int b = 0; b < 2; b++) {
+                    _mm256_storeu_ps(acc + (i + a) * hd + d0 + b * 8, r[a][b]);
+                }
+            }
+        }
+        for (; i < nq; i++) {
+            for (int b = 0; b < 2; b++) {
+                float *ap = acc + i * hd + d0 + b * 8;
+                __m256 r = _mm256_mul_ps(_mm256_loadu_ps(ap), _mm256_set1_ps(ms_all[i]));
+                for (int64_t j = 0; j < nk; j++) {
+                    r = _mm256_fmadd_ps(_mm256_set1_ps(st[j * ldq + i]),
+                                        _mm256_loadu_ps(v + j * hd + d0 + b * 8), r);
+                }
+                _mm256_storeu_ps(ap, r);
+            }
+        }
     }
 }
 

@@ -50,13 +50,16 @@ struct hs_quant_kernels {
  * next lower ISA's (AVX-512: BF16 runs the AVX2 code). NULL when t is not a
  * weight type computed with (Q8_K included: it is an activation type only). Returned tables
  * are static; every slot is non-NULL. Results of vec_dot and of gemm_tile for the same rows
- * are bit-identical within one table. */
+ * are bit-identical within one table, except Q4_K tiles of 4 activation rows on AVX2 and AVX-512
+ * (ggml's repacked gemm order there, not its gemv's). The AVX2 and AVX-512 tables give the same
+ * bits as each other, which for F32, F16, Q8_0, Q4_K and Q6_K are llama.cpp's on AVX-512 CPUs. */
 const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa);
 
 /* Reference quantization of a weight row (float -> t; t any supported type, including Q8_K).
  * Used by the GGUF writer and tests; not on the hot path. Q8_0 and Q8_K round exactly as the
- * activation quantizers (from_float) do; Q4_0 follows ggml's reference; Q4_K / Q5_K fit a
- * scale and min per 32 by a small search with a least-squares refit; Q6_K a symmetric scale
+ * scalar activation quantizers (from_float) do (Q8_0 as ggml's reference; the AVX2 and AVX-512
+ * ones follow ggml's x86 quantize_row_q8_0 instead); Q4_0 follows ggml's reference; Q4_K / Q5_K fit
+ * a scale and min per 32 by a small search with a least-squares refit; Q6_K a symmetric scale
  * per 16. Aborts (HS_ASSERT) for other types: the caller checks the type first. */
 void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n);
 
@@ -66,11 +69,10 @@ void hs__dequantize_row_ref(enum hs_type t, const void *x, float *y, int64_t n);
 /* ---- Per-ISA entry points (quants-avx2.c, quants-avx512.c); only quants.c's tables use them.
  * The _avx512 kernels come in two builds: plain AVX-512 BW, and _avx512vnni which also needs
  * AVX512_VNNI (vpdpbusd / vpdpwssd); hs__cpu_kernels picks by the CPU's features. ---- */
-#define HS__QUANT_DOT_DECL(t, isa)                                                              \
-    void hs__vec_dot_##t##_##isa(int64_t n, float *s, const void *w, const void *x);           \
-    void hs__gemm_tile_##t##_##isa(int64_t n, float *s, size_t bs, const void *w,             \
-                                   size_t w_stride, const void *x, size_t x_stride, int nr,   \
-                                   int nc)
+#define HS__QUANT_DOT_DECL(t, isa)                                                                 \
+    void hs__vec_dot_##t##_##isa(int64_t n, float *s, const void *w, const void *x);               \
+    void hs__gemm_tile_##t##_##isa(int64_t n, float *s, size_t bs, const void *w, size_t w_stride, \
+                                   const void *x, size_t x_stride, int nr, int nc)
 
 HS__QUANT_DOT_DECL(f32, avx2);
 HS__QUANT_DOT_DECL(f16, avx2);
@@ -88,6 +90,12 @@ void hs__to_float_f16_avx2(const void *x, float *y, int64_t n);
 void hs__to_float_bf16_avx2(const void *x, float *y, int64_t n);
 /* y[i] = fma(x[i], a, y[i]), one rounding (ggml_vec_mad_f32 / _f16 with FMA). */
 void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a);
+/* hs__swiglu_f32_avx512's results (ggml's AVX-512 vector expf) on AVX2 + FMA CPUs. */
+void hs__swiglu_f32_avx2(int64_t n, float *y, const float *g, const float *u);
+/* hs__attn_block_f32_avx512's results (same contract) on AVX2 + FMA CPUs. */
+void hs__attn_block_f32_avx2(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
+                             const float *qt, const float *k, const float *v, const int32_t *last,
+                             float *m, float *l, float *acc, float *st);
 
 HS__QUANT_DOT_DECL(f32, avx512);
 HS__QUANT_DOT_DECL(f16, avx512);

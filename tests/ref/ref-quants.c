@@ -231,3 +231,84 @@ void ref_quantize_q8_k(const float *x, void *vy, int64_t n)
         memcpy(blk + 260, bsums, sizeof(bsums));
     }
 }
+
+/* Lane l of 16: (a0 + a2) + (a1 + a3) of the four accumulators, then _mm512_reduce_add_ps's
+ * tree (halves 16 -> 8 -> 4, then (0 + 2) + (1 + 3)). */
+static float reduce_avx512_f32(float acc[4][16])
+{
+    float v[16], h8[8], h4[4];
+    for (int l = 0; l < 16; l++) {
+        v[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    for (int l = 0; l < 8; l++) {
+        h8[l] = v[l] + v[l + 8];
+    }
+    for (int l = 0; l < 4; l++) {
+        h4[l] = h8[l] + h8[l + 4];
+    }
+    return (h4[0] + h4[2]) + (h4[1] + h4[3]);
+}
+
+float ref_dot_ggml_avx512(enum hs_type t, const void *vw, const void *vx, int64_t n)
+{
+    const uint8_t *w = vw, *x = vx;
+    float acc[4][16] = {{0}};
+    const int64_t np = n & ~(int64_t)63;
+    if (t == HS_TYPE_F32) {
+        const float *wf = vw, *xf = vx;
+        for (int64_t i = 0; i < np; i += 64) {
+            for (int k = 0; k < 4; k++) {
+                for (int l = 0; l < 16; l++) {
+                    acc[k][l] = fmaf(wf[i + 16 * k + l], xf[i + 16 * k + l], acc[k][l]);
+                }
+            }
+        }
+        float sum = reduce_avx512_f32(acc);
+        for (int64_t i = np; i < n; i++) {
+            const float p = wf[i] * xf[i];
+            sum += p;
+        }
+        return sum;
+    }
+    if (t == HS_TYPE_F16) {
+        for (int64_t i = 0; i < np; i += 64) {
+            for (int k = 0; k < 4; k++) {
+                for (int l = 0; l < 16; l++) {
+                    const int64_t e = i + 16 * k + l;
+                    acc[k][l] = fmaf((float)half_to_double(rd16(w + 2 * e)),
+                                     (float)half_to_double(rd16(x + 2 * e)), acc[k][l]);
+                }
+            }
+        }
+        double sum = reduce_avx512_f32(acc);
+        for (int64_t i = np; i < n; i++) {
+            const float p =
+                (float)half_to_double(rd16(w + 2 * i)) * (float)half_to_double(rd16(x + 2 * i));
+            sum += (double)p;
+        }
+        return (float)sum;
+    }
+    return NAN;
+}
+
+float ref_expf_ggml_avx512(float x)
+{
+    const float shifter = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, shifter);
+    const float n = z - shifter;
+    const float b_hi = fmaf(-n, 0x1.62e4p-1f, x);
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, b_hi);
+    const float u = b * b;
+    const float p45 = fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f);
+    const float p23 = fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f);
+    const float p01 = fmaf(0x1.ffffecp-1f, b, 1.0f);
+    const float poly = fmaf(fmaf(p45, u, p23), u, p01);
+    if (isnan(n)) {
+        return poly;
+    }
+    if (fabsf(n) > 192.0f) {
+        return n <= 0.0f ? 0.0f : INFINITY;
+    }
+    /* vscalefps: poly * 2^n, rounded once (ldexpf rounds a subnormal result correctly). */
+    return ldexpf(poly, (int)n);
+}

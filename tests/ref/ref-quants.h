@@ -20,4 +20,17 @@ void ref_quantize_q8_0(const float *x, void *y, int64_t n);
 void ref_quantize_q8_0_x86(const float *x, void *y, int64_t n);
 void ref_quantize_q8_k(const float *x, void *y, int64_t n);
 
+/* dot(w, x) of one row each (w of type t, x of its vec_dot_type) in the float order of llama.cpp
+ * on AVX-512 CPUs, which its references come from and our AVX2 and AVX-512 kernels reproduce bit
+ * for bit. F32 and F16 (ggml_vec_dot_f32 / _f16): four 16-lane fma accumulators over 64-element
+ * steps, (a0 + a2) + (a1 + a3), _mm512_reduce_add_ps's tree, then the n % 64 products added in
+ * float (F32) or double (F16). NAN for other types. */
+float ref_dot_ggml_avx512(enum hs_type t, const void *w, const void *x, int64_t n);
+
+/* exp(x) as ggml's AVX-512 ggml_v_expf computes it in each lane (llama.cpp's SwiGLU and tiled
+ * flash attention on AVX-512 CPUs): n = round(x / ln 2) by the 1.5 * 2^23 shifter, b = x - n ln 2
+ * in two fmas, the degree-5 polynomial ((c5 b + c4) b^2 + (c3 b + c2)) b^2 + (c1 b + 1), scaled
+ * by 2^n with one rounding (vscalefps); |n| > 192 gives +inf or 0. */
+float ref_expf_ggml_avx512(float x);
+
 #endif
