@@ -149,11 +149,9 @@ static void hs__mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
         for (int64_t r = 0; r < n_rows; r += 4) {
             const int nc = (int)HS_MIN(4, n_rows - r);
             const char *xr = t->xq + (size_t)r * t->xq_stride;
-            /* One activation row of Q8_0 weights: a row at a time reads the weights as one
-             * sequential stream, which the prefetchers follow better than four interleaved
-             * rows (SmolLM-135M Q8_0 decode, 2 Zen 3 threads: ~100 -> ~125 t/s; Q4_0 and the
-             * K-quants lose the other way). Same bits: tiles equal vec_dot for one column. */
-            const int64_t ostep = nc == 1 && t->w->type == HS_TYPE_Q8_0 ? 1 : 4;
+            /* One activation row: kernels that stream better a weight row at a time say so
+             * (AVX2 Q8_0); same bits. */
+            const int64_t ostep = nc == 1 && t->k->decode_rows == 1 ? 1 : 4;
             for (int64_t o = oc; o < oe; o += ostep) {
                 const int nr = (int)HS_MIN(ostep, oe - o);
                 float *s = yd + (size_t)r * y_stride + o;

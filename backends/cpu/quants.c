@@ -692,7 +692,9 @@ static bool cpu_has_vnni(void)
 #endif
 }
 
-#define ROW(t, vdt, ff, tf, vd, gt) {t, vdt, ff, tf, vd, gt}
+#define ROW(t, vdt, ff, tf, vd, gt)                                                            \
+    {.type = t, .vec_dot_type = vdt, .from_float = ff, .to_float = tf, .vec_dot = vd,          \
+     .gemm_tile = gt}
 
 static const struct hs_quant_kernels k_scalar[] = {
     ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, vec_dot_f32, gemm_tile_f32),
@@ -719,8 +721,10 @@ static const struct hs_quant_kernels k_avx2[] = {
         hs__vec_dot_f16_avx2, hs__gemm_tile_f16_avx2),
     ROW(HS_TYPE_BF16, HS_TYPE_BF16, hs__from_float_bf16_avx2, hs__to_float_bf16_avx2,
         hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),
-    ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q8_0,
-        hs__vec_dot_q8_0_avx2, hs__gemm_tile_q8_0_avx2),
+    /* One weight row at a time in decode tiles (see decode_rows). */
+    {.type = HS_TYPE_Q8_0, .vec_dot_type = HS_TYPE_Q8_0, .from_float = hs__from_float_q8_0_avx2,
+     .to_float = to_float_q8_0, .vec_dot = hs__vec_dot_q8_0_avx2,
+     .gemm_tile = hs__gemm_tile_q8_0_avx2, .decode_rows = 1},
     ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q4_0,
         hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2),
     ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q4_k,

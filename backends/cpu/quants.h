@@ -42,6 +42,9 @@ struct hs_quant_kernels {
     void (*vec_dot)(int64_t n, float *s, const void *w, const void *x);
     /* nr x nc block of dot products; may be NULL (callers loop over vec_dot). */
     hs_gemm_tile_fn gemm_tile;
+    /* Weight rows per tile when there is one activation row (decode): 0 means 4; 1 where a
+     * row at a time streams faster (AVX2 Q8_0). The bits are the same either way. */
+    int8_t decode_rows;
 };
 
 /* Kernels for weight type t on the given ISA (HS_ISA_COUNT: the detected best; an ISA the CPU
