@@ -149,9 +149,10 @@ static void hs__mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
         for (int64_t r = 0; r < n_rows; r += 4) {
             const int nc = (int)HS_MIN(4, n_rows - r);
             const char *xr = t->xq + (size_t)r * t->xq_stride;
-            /* One activation row: kernels that stream better a weight row at a time say so
-             * (AVX2 Q8_0); same bits. */
-            const int64_t ostep = nc == 1 && t->k->decode_rows == 1 ? 1 : 4;
+            /* One activation row: kernels that stream long rows better one at a time say so
+             * (AVX2 Q8_0: SmolLM-135M's 576-wide rows decode ~35% faster; 256-wide rows ~35%
+             * slower, the per-row overhead wins there). Same bits either way. */
+            const int64_t ostep = nc == 1 && t->k->decode_rows == 1 && n_in >= 512 ? 1 : 4;
             for (int64_t o = oc; o < oe; o += ostep) {
                 const int nr = (int)HS_MIN(ostep, oe - o);
                 float *s = yd + (size_t)r * y_stride + o;

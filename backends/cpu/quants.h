@@ -43,7 +43,8 @@ struct hs_quant_kernels {
     /* nr x nc block of dot products; may be NULL (callers loop over vec_dot). */
     hs_gemm_tile_fn gemm_tile;
     /* Weight rows per tile when there is one activation row (decode): 0 means 4; 1 where a
-     * row at a time streams faster (AVX2 Q8_0). The bits are the same either way. */
+     * long row (512 elements or more) at a time streams faster (AVX2 Q8_0). The bits are the
+     * same either way. */
     int8_t decode_rows;
 };
 
