@@ -179,6 +179,13 @@ static hs_status load_hparams(struct hs_model *m, struct hs_error *err)
         hp->n_ff <= 0 || hp->n_ctx_train <= 0) {
         return hs_error_set(err, HS_E_FORMAT, "model dimensions must be positive");
     }
+    /* Every layer has several tensors: a count beyond the file's is damage, not a model to
+     * allocate for (fuzz-model asked for 2^31 layers). */
+    if (hp->n_layer > hs_gguf_n_tensors(g)) {
+        return hs_error_set(err, HS_E_FORMAT,
+                            "%s.block_count %d exceeds the %lld tensors in the file", an,
+                            hp->n_layer, (long long)hs_gguf_n_tensors(g));
+    }
     if (hp->n_head % hp->n_head_kv != 0) {
         return hs_error_set(err, HS_E_FORMAT, "head_count %d is not a multiple of head_count_kv %d",
                             hp->n_head, hp->n_head_kv);

@@ -264,6 +264,74 @@ Test(moe_models, experts_are_placed_by_name_through_the_registry)
     unload(&one);
 }
 
+/* Sets the u32 value of metadata key (stored as u32, found by its bytes) in a GGUF image. */
+static void patch_u32(uint8_t *img, size_t len, const char *key, uint32_t v)
+{
+    const size_t kl = strlen(key);
+    for (size_t i = 8; i + kl + 8 <= len; i++) {
+        uint64_t n;
+        memcpy(&n, img + i - 8, 8);
+        if (n == kl && memcmp(img + i, key, kl) == 0) {
+            uint32_t type;
+            memcpy(&type, img + i + kl, 4);
+            cr_assert_eq(type, 4, "%s is not a u32", key); /* GGUF_TYPE_UINT32 */
+            memcpy(img + i + kl + 4, &v, 4);
+            return;
+        }
+    }
+    cr_assert_fail("key %s not found", key);
+}
+
+Test(moe_models, damaged_moe_metadata_is_an_error_that_says_why)
+{
+    struct hs_mkmodel_params p = small(HS_ARCH_HUNYUAN_LARGE, 8, 1);
+    p.n_ff_shexp = 64;
+    p.cla_share = 3;
+    char path[256];
+    write_model(&p, path, sizeof(path), "damaged");
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    fseek(f, 0, SEEK_END);
+    const size_t len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *good = malloc(len), *img = malloc(len);
+    cr_assert_eq(fread(good, 1, len, f), len);
+    fclose(f);
+    unlink(path);
+    static const struct {
+        const char *key;
+        uint32_t v;
+        const char *says;
+    } bad[] = {
+        {"hunyuan-large.block_count", 1u << 31, "block_count"},
+        {"hunyuan-large.block_count", 1000000, "exceeds"},
+        {"hunyuan-large.expert_used_count", 9, "expert_used_count"},
+        {"hunyuan-large.expert_used_count", 0, "expert_used_count"},
+        {"hunyuan-large.expert_count", 100000, "expert count"},
+        {"hunyuan-large.attention.cla_share_factor", 0, "cla_share_factor"},
+        {"hunyuan-large.attention.cla_share_factor", 2, "attn_k"}, /* layer 2 lacks K/V */
+        {"hunyuan-large.expert_feed_forward_length", 65, "ffn_gate_exps"},
+    };
+    for (size_t i = 0; i < HS_ARRAY_LEN(bad); i++) {
+        memcpy(img, good, len);
+        patch_u32(img, len, bad[i].key, bad[i].v);
+        struct hs_model *m = NULL;
+        struct hs_error err = {0};
+        const hs_status st = hs_model_load_memory(img, len, &m, &err);
+        cr_assert(st == HS_E_FORMAT || st == HS_E_INVAL, "%s = %u: %s", bad[i].key, bad[i].v,
+                  hs_status_str(st));
+        cr_assert_null(m);
+        cr_assert(strstr(err.message, bad[i].says), "%s = %u: '%s' lacks '%s'", bad[i].key,
+                  bad[i].v, err.message, bad[i].says);
+    }
+    memcpy(img, good, len);
+    struct hs_model *m = NULL;
+    cr_assert_eq(hs_model_load_memory(img, len, &m, NULL), HS_OK);
+    hs_model_destroy(m);
+    free(img);
+    free(good);
+}
+
 Test(moe_models, bad_placement_rules_are_errors_that_say_why)
 {
     struct hs_mkmodel_params p = small(HS_ARCH_OLMOE, 8, 2);
