@@ -25,8 +25,9 @@ static void usage_main(FILE *f)
             "  mkmodel    write a random-weight GGUF model of a chosen shape and type\n"
             "\n"
             "Run 'hetserve COMMAND --help' for the options of a command.\n"
-            "Models: any GGUF file of architecture llama, qwen2 or qwen3 with weights in f32,\n"
-            "f16, bf16, q8_0, q4_0, q4_K, q5_K or q6_K.\n",
+            "Models: any GGUF file of architecture llama, qwen2, qwen3, qwen2moe, qwen3moe,\n"
+            "olmoe, hunyuan-moe or hunyuan-large with weights in f32, f16, bf16, q8_0, q4_0,\n"
+            "q5_0, q4_K, q5_K or q6_K.\n",
             HS_VERSION);
 }
 

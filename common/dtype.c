@@ -5,7 +5,7 @@ static const struct hs_type_traits type_traits[HS_TYPE_COUNT] = {
     [HS_TYPE_F16] = {"f16", 1, sizeof(uint16_t), true},
     [HS_TYPE_Q4_0] = {"q4_0", 32, sizeof(struct hs_block_q4_0), true},
     [HS_TYPE_Q4_1] = {"q4_1", 32, 20, false},
-    [HS_TYPE_Q5_0] = {"q5_0", 32, 22, false},
+    [HS_TYPE_Q5_0] = {"q5_0", 32, sizeof(struct hs_block_q5_0), true},
     [HS_TYPE_Q5_1] = {"q5_1", 32, 24, false},
     [HS_TYPE_Q8_0] = {"q8_0", 32, sizeof(struct hs_block_q8_0), true},
     [HS_TYPE_Q8_1] = {"q8_1", 32, 36, false},
@@ -25,6 +25,7 @@ static const struct hs_type_traits type_traits[HS_TYPE_COUNT] = {
 
 _Static_assert(sizeof(struct hs_block_q8_0) == 34, "q8_0 block");
 _Static_assert(sizeof(struct hs_block_q4_0) == 18, "q4_0 block");
+_Static_assert(sizeof(struct hs_block_q5_0) == 22, "q5_0 block");
 _Static_assert(sizeof(struct hs_block_q4_k) == 144, "q4_K block");
 _Static_assert(sizeof(struct hs_block_q5_k) == 176, "q5_K block");
 _Static_assert(sizeof(struct hs_block_q6_k) == 210, "q6_K block");

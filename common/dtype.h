@@ -44,6 +44,11 @@ struct hs_block_q4_0 {
     uint16_t d;
     uint8_t qs[16]; /* low nibbles: elements 0..15, high nibbles: 16..31 */
 };
+struct hs_block_q5_0 {
+    uint16_t d;
+    uint8_t qh[4];  /* bit j (little-endian uint32): the fifth bit of element j */
+    uint8_t qs[16]; /* low four bits, laid out as Q4_0's */
+};
 struct hs_block_q4_k {
     uint16_t d;
     uint16_t dmin;

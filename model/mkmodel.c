@@ -169,13 +169,21 @@ struct mk_state {
 };
 
 /* Like llama.cpp's quantizer: a K-quant whose rows are not a multiple of 256 falls back to a
- * 32-element type (Q4_K/Q5_K -> Q4_0, Q6_K -> Q8_0). */
+ * 32-element type (Q4_K -> Q5_0, Q6_K -> Q8_0; Q5_K -> Q5_0, where llama-quantize writes Q5_1,
+ * which we do not compute with). */
 static enum hs_type fallback_type(enum hs_type t, int64_t ne0)
 {
     if (ne0 % hs_type_traits(t)->blck_size == 0) {
         return t;
     }
-    return t == HS_TYPE_Q6_K ? HS_TYPE_Q8_0 : HS_TYPE_Q4_0;
+    return t == HS_TYPE_Q6_K ? HS_TYPE_Q8_0 : HS_TYPE_Q5_0;
+}
+
+/* llama-quantize's choice of the layers whose attn_v and ffn_down get more bits in its _M
+ * mixes: the first and last eighth, and every third layer in between. */
+static bool use_more_bits(int il, int n_layer)
+{
+    return il < n_layer / 8 || il >= 7 * n_layer / 8 || (il - n_layer / 8) % 3 == 2;
 }
 
 /* A tensor [ne2][ne1][ne0] (ne1, ne2 <= 0: fewer dimensions) of uniform random values. */
@@ -354,7 +362,10 @@ hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
         goto done;
     }
 
-    const bool mix = p->wtype == HS_TYPE_Q4_K; /* Q4_K_M-like */
+    /* --type q4_K writes llama-quantize's Q4_K_M choice of types: Q6_K for the output projection
+     * (the embeddings when tied) and for attn_v / ffn_down in use_more_bits layers, Q4_K for the
+     * rest, each with fallback_type's rule for rows that are no multiple of 256. */
+    const bool mix = p->wtype == HS_TYPE_Q4_K;
     const enum hs_type wt = p->wtype;
     const float ws = 0.08f; /* weight spread: keeps activations O(1) through the layers */
 #define ADD(nm, type, ne0, ne1, c, sp)                                                             \
@@ -363,14 +374,15 @@ hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
             goto done;                                                                             \
         }                                                                                          \
     } while (0)
-    ADD("token_embd.weight", wt, p->n_embd, p->n_vocab, 0.0f, 1.0f);
+    ADD("token_embd.weight", mix && p->tied_output ? HS_TYPE_Q6_K : wt, p->n_embd, p->n_vocab, 0.0f,
+        1.0f);
     ADD("output_norm.weight", HS_TYPE_F32, p->n_embd, 0, 1.0f, 0.1f);
     if (!p->tied_output) {
         ADD("output.weight", mix ? HS_TYPE_Q6_K : wt, p->n_embd, p->n_vocab, 0.0f, ws);
     }
     char name[96];
     for (int il = 0; il < p->n_layer; il++) {
-        const enum hs_type down_t = mix && il % 2 == 0 ? HS_TYPE_Q6_K : wt;
+        const enum hs_type more_t = mix && use_more_bits(il, p->n_layer) ? HS_TYPE_Q6_K : wt;
 #define LAYER(suffix, type, ne0, ne1, c, sp)                                                       \
     do {                                                                                           \
         snprintf(name, sizeof(name), "blk.%d." suffix, il);                                        \
@@ -392,7 +404,7 @@ hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
         LAYER("attn_q.weight", wt, p->n_embd, p->n_embd, 0.0f, ws);
         if (own_kv) {
             LAYER("attn_k.weight", wt, p->n_embd, n_kv, 0.0f, ws);
-            LAYER("attn_v.weight", mix ? HS_TYPE_Q6_K : wt, p->n_embd, n_kv, 0.0f, ws);
+            LAYER("attn_v.weight", more_t, p->n_embd, n_kv, 0.0f, ws);
         }
         LAYER("attn_output.weight", wt, p->n_embd, p->n_embd, 0.0f, ws);
         if (qkv_bias) {
@@ -416,18 +428,18 @@ hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
         if (p->n_expert == 0) {
             LAYER("ffn_gate.weight", wt, p->n_embd, p->n_ff, 0.0f, ws);
             LAYER("ffn_up.weight", wt, p->n_embd, p->n_ff, 0.0f, ws);
-            LAYER("ffn_down.weight", down_t, p->n_ff, p->n_embd, 0.0f, ws);
+            LAYER("ffn_down.weight", more_t, p->n_ff, p->n_embd, 0.0f, ws);
             continue;
         }
         /* The router stays f32, as llama.cpp's quantizer leaves it. */
         LAYER("ffn_gate_inp.weight", HS_TYPE_F32, p->n_embd, p->n_expert, 0.0f, ws);
         LAYER3("ffn_gate_exps.weight", wt, p->n_embd, n_ff_e, p->n_expert, 0.0f, ws);
         LAYER3("ffn_up_exps.weight", wt, p->n_embd, n_ff_e, p->n_expert, 0.0f, ws);
-        LAYER3("ffn_down_exps.weight", down_t, n_ff_e, p->n_embd, p->n_expert, 0.0f, ws);
+        LAYER3("ffn_down_exps.weight", more_t, n_ff_e, p->n_embd, p->n_expert, 0.0f, ws);
         if (shared) {
             LAYER("ffn_gate_shexp.weight", wt, p->n_embd, n_ff_sh, 0.0f, ws);
             LAYER("ffn_up_shexp.weight", wt, p->n_embd, n_ff_sh, 0.0f, ws);
-            LAYER("ffn_down_shexp.weight", down_t, n_ff_sh, p->n_embd, 0.0f, ws);
+            LAYER("ffn_down_shexp.weight", more_t, n_ff_sh, p->n_embd, 0.0f, ws);
         }
         if (shared && p->arch == HS_ARCH_QWEN2MOE) {
             LAYER("ffn_gate_inp_shexp.weight", HS_TYPE_F32, p->n_embd, 0, 0.0f, ws);

@@ -3,7 +3,7 @@
  * 1x1 instance, so a tile and vec_dot give bit-identical results (but Q4_K's tiles of 4
  * activation rows, as on AVX-512).
  *
- * F32, F16, Q8_0, Q4_0, the K-quants, SwiGLU and the attention block compute bit for bit what
+ * F32, F16, Q8_0, Q4_0, Q5_0, the K-quants, SwiGLU and the attention block compute bit for bit what
  * quants-avx512.c computes (llama.cpp's arithmetic on AVX-512 CPUs, where tests/model's
  * references come from), its 16-lane orders held in pairs of 8-lane registers. */
 #include "backends/cpu/quants.h"
@@ -318,7 +318,7 @@ void hs__to_float_bf16_avx2(const void *vx, float *y, int64_t n)
 }
 
 /* ================================================================================================
- * Q8_0 and Q4_0 (activations Q8_0)
+ * Q8_0, Q4_0 and Q5_0 (activations Q8_0)
  * ============================================================================================= */
 
 INLINE __m256i q8_0_weights(const void *blk)
@@ -384,72 +384,114 @@ Q80_ACT_TILE(q8_0, sizeof(struct hs_block_q8_0))
 #define q4_0_s_weights q4_0_weights
 Q80_ACT_TILE(q4_0_s, sizeof(struct hs_block_q4_0))
 
-/* Q4_0 with 2 or more activation rows: sum (u - 8) x as maddubs(u, x) - 8 sum x, u the unsigned
- * nibbles, with the sums of x per 4-lane group taken once per activation block. The int32 lanes
- * equal dot_i8's exactly, so the bits do not change, and each row-column pair costs two integer
- * ops fewer (SmolLM-135M Q4_K_M-like pp512, 2 threads: ~451 -> ~469 t/s). One activation row
- * keeps the signed form: its per-block sums would cost more than they save. */
-INLINE void q4_0_utile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
-                       size_t xs, const int NR, const int NC)
+/* Q5_0: byte i of the result is 0xFF where bit i of the block's qh is set. */
+INLINE __m256i q5_0_high_bits(const void *blk)
 {
-    __m256 acc[4][4];
-    for (int r = 0; r < NR; r++) {
-        for (int c = 0; c < NC; c++) {
-            acc[r][c] = _mm256_setzero_ps();
-        }
-    }
-    const int64_t nb = n / 32;
-    const size_t wsize = sizeof(struct hs_block_q4_0);
-    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; b++) {
-        if ((size_t)b * wsize % 64 < wsize) {
-            for (int r = 0; r < NR; r++) {
-                _mm_prefetch((const char *)ROWP(w, r, ws) + (size_t)b * wsize + 4096, _MM_HINT_T0);
-            }
-        }
-        __m256i xq[4], xs8[4];
-        float dx[4];
-        for (int c = 0; c < NC; c++) {
-            const struct hs_block_q8_0 *xb =
-                (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;
-            xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);
-            dx[c] = f16(xb->d);
-            xs8[c] =
-                _mm256_slli_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, xq[c]), ones16), 3);
-        }
-        for (int r = 0; r < NR; r++) {
-            const uint8_t *wb = ROWP(w, r, ws) + (size_t)b * wsize;
-            const __m128i v = _mm_loadu_si128(
-                (const __m128i *)((const struct hs_block_q4_0 *)(const void *)wb)->qs);
-            const __m256i wu =
-                _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
-            const float dw = f16(*(const uint16_t *)(const void *)wb);
-            for (int c = 0; c < NC; c++) {
-                const __m256i di = _mm256_sub_epi32(
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(wu, xq[c]), ones16), xs8[c]);
-                acc[r][c] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), _mm256_cvtepi32_ps(di), acc[r][c]);
-            }
-        }
-    }
-    for (int r = 0; r < NR; r++) {
-        for (int c = 0; c < NC; c++) {
-            s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);
-        }
-    }
+    uint32_t qh;
+    memcpy(&qh, ((const struct hs_block_q5_0 *)blk)->qh, sizeof(qh));
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)qh), _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
+                                                       0x0202020202020202, 0x0303030303030303));
+    const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
 }
 
-INLINE void q4_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
-                      size_t xs, const int NR, const int NC)
+INLINE __m256i q5_0_nibbles(const void *blk)
 {
-    if (NC >= 2) {
-        q4_0_utile(n, s, bs, w, ws, x, xs, NR, NC);
-    } else {
-        q4_0_s_tile(n, s, bs, w, ws, x, xs, NR, NC);
-    }
+    const __m128i v = _mm_loadu_si128((const __m128i *)((const struct hs_block_q5_0 *)blk)->qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
 }
+
+/* Signed weights in -16..15: a clear fifth bit means value - 16, i.e. the nibble | 0xF0. */
+INLINE __m256i q5_0_weights(const void *blk)
+{
+    return _mm256_or_si256(q5_0_nibbles(blk),
+                           _mm256_andnot_si256(q5_0_high_bits(blk), _mm256_set1_epi8((char)0xF0)));
+}
+#define q5_0_s_weights q5_0_weights
+Q80_ACT_TILE(q5_0_s, sizeof(struct hs_block_q5_0))
+
+/* Unsigned weights (the value + 8 for Q4_0, + 16 for Q5_0), for the tiles below. */
+INLINE __m256i q4_0_uweights(const void *blk)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)((const struct hs_block_q4_0 *)blk)->qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+}
+
+INLINE __m256i q5_0_uweights(const void *blk)
+{
+    return _mm256_or_si256(q5_0_nibbles(blk),
+                           _mm256_and_si256(q5_0_high_bits(blk), _mm256_set1_epi8(0x10)));
+}
+
+/* Q4_0 / Q5_0 with 2 or more activation rows: sum (u - o) x as maddubs(u, x) - o sum x, u the
+ * unsigned weights and o their offset (8 or 16), with the sums of x per 4-lane group taken once
+ * per activation block. The int32 lanes equal dot_i8's exactly, so the bits do not change, and
+ * each row-column pair costs two integer ops fewer (SmolLM-135M Q4_K_M-like pp512, 2 threads:
+ * ~451 -> ~469 t/s). One activation row keeps the signed form: its per-block sums would cost
+ * more than they save. */
+#define Q80_ACT_UTILE(t, wsize, log2_off)                                                          \
+    INLINE void t##_utile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x, \
+                          size_t xs, const int NR, const int NC)                                   \
+    {                                                                                              \
+        __m256 acc[4][4];                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                acc[r][c] = _mm256_setzero_ps();                                                   \
+            }                                                                                      \
+        }                                                                                          \
+        const int64_t nb = n / 32;                                                                 \
+        const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);                  \
+        for (int64_t b = 0; b < nb; b++) {                                                         \
+            if ((size_t)b * (wsize) % 64 < (wsize)) {                                              \
+                for (int r = 0; r < NR; r++) {                                                     \
+                    _mm_prefetch((const char *)ROWP(w, r, ws) + (size_t)b * (wsize) + 4096,        \
+                                 _MM_HINT_T0);                                                     \
+                }                                                                                  \
+            }                                                                                      \
+            __m256i xq[4], xso[4];                                                                 \
+            float dx[4];                                                                           \
+            for (int c = 0; c < NC; c++) {                                                         \
+                const struct hs_block_q8_0 *xb =                                                   \
+                    (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;                \
+                xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);                               \
+                dx[c] = f16(xb->d);                                                                \
+                xso[c] = _mm256_slli_epi32(                                                        \
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, xq[c]), ones16), (log2_off));    \
+            }                                                                                      \
+            for (int r = 0; r < NR; r++) {                                                         \
+                const uint8_t *wb = ROWP(w, r, ws) + (size_t)b * (wsize);                          \
+                const __m256i wu = t##_uweights(wb);                                               \
+                const float dw = f16(*(const uint16_t *)(const void *)wb);                         \
+                for (int c = 0; c < NC; c++) {                                                     \
+                    const __m256i di = _mm256_sub_epi32(                                           \
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(wu, xq[c]), ones16), xso[c]);       \
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]),                        \
+                                                _mm256_cvtepi32_ps(di), acc[r][c]);                \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                                \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
+                         size_t xs, const int NR, const int NC)                                    \
+    {                                                                                              \
+        if (NC >= 2) {                                                                             \
+            t##_utile(n, s, bs, w, ws, x, xs, NR, NC);                                             \
+        } else {                                                                                   \
+            t##_s_tile(n, s, bs, w, ws, x, xs, NR, NC);                                            \
+        }                                                                                          \
+    }
+
+Q80_ACT_UTILE(q4_0, sizeof(struct hs_block_q4_0), 3)
+Q80_ACT_UTILE(q5_0, sizeof(struct hs_block_q5_0), 4)
 TILE_ENTRY_POINTS(q8_0, avx2)
 TILE_ENTRY_POINTS(q4_0, avx2)
+TILE_ENTRY_POINTS(q5_0, avx2)
 
 /* Packs 4 x 8 int32 (each in -127..127) into 32 int8 in order. */
 INLINE __m256i pack_i32x32(__m256i a, __m256i b, __m256i c, __m256i d)

@@ -158,6 +158,26 @@ static void to_float_q4_0(const void *vx, float *y, int64_t n)
     }
 }
 
+/* Q5_0 element j of a block, as a signed value in -16..15. */
+static inline int q5_0_value(const struct hs_block_q5_0 *b, int j)
+{
+    uint32_t qh;
+    memcpy(&qh, b->qh, sizeof(qh));
+    const int lo = j < 16 ? b->qs[j] & 0xF : b->qs[j - 16] >> 4;
+    return (lo | (int)((qh >> j) & 1) << 4) - 16;
+}
+
+static void to_float_q5_0(const void *vx, float *y, int64_t n)
+{
+    const struct hs_block_q5_0 *x = vx;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float d = hs_fp16_to_fp32(x[b].d);
+        for (int j = 0; j < 32; j++) {
+            y[b * 32 + j] = d * (float)q5_0_value(&x[b], j);
+        }
+    }
+}
+
 static void to_float_q8_k(const void *vx, float *y, int64_t n)
 {
     const struct hs_block_q8_k *x = vx;
@@ -304,6 +324,21 @@ static void vec_dot_q4_0(int64_t n, float *s, const void *vw, const void *vx)
     *s = sum;
 }
 
+static void vec_dot_q5_0(int64_t n, float *s, const void *vw, const void *vx)
+{
+    const struct hs_block_q5_0 *w = vw;
+    const struct hs_block_q8_0 *x = vx;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / 32; b++) {
+        int isum = 0;
+        for (int j = 0; j < 32; j++) {
+            isum += q5_0_value(&w[b], j) * x[b].qs[j];
+        }
+        sum += hs_fp16_to_fp32(w[b].d) * hs_fp16_to_fp32(x[b].d) * (float)isum;
+    }
+    *s = sum;
+}
+
 /* Shared by Q4_K and Q5_K: sum over sub-blocks of scale * dot and min * bsum, in integers. */
 static void vec_dot_q45_k(int64_t n, float *s, const void *vw, const void *vx, int five)
 {
@@ -388,6 +423,7 @@ SCALAR_TILE(f16)
 SCALAR_TILE(bf16)
 SCALAR_TILE(q8_0)
 SCALAR_TILE(q4_0)
+SCALAR_TILE(q5_0)
 SCALAR_TILE(q4_k)
 SCALAR_TILE(q5_k)
 SCALAR_TILE(q6_k)
@@ -416,6 +452,36 @@ static void quantize_q4_0(const float *x, void *vy, int64_t n)
             const int q1 = HS_MIN(15, HS_MAX(0, nearest_int(xb[j + 16] * id) + 8));
             y[b].qs[j] = (uint8_t)(q0 | (q1 << 4));
         }
+    }
+}
+
+/* ggml's reference Q5_0 quantizer: d = (the value of largest magnitude) / -16, q = trunc(x / d
+ * + 16.5) clipped to 31 (x / d >= -16, so the truncation is a floor). */
+static void quantize_q5_0(const float *x, void *vy, int64_t n)
+{
+    struct hs_block_q5_0 *y = vy;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            if (fabsf(xb[j]) > amax) {
+                amax = fabsf(xb[j]);
+                max = xb[j];
+            }
+        }
+        const float d = max / -16.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = hs_fp32_to_fp16(d);
+        uint32_t qh = 0;
+        for (int j = 0; j < 16; j++) {
+            const float x0 = xb[j] * id, x1 = xb[j + 16] * id; /* rounded before the add */
+            const int q0 = HS_MIN(31, (int)(x0 + 16.5f));
+            const int q1 = HS_MIN(31, (int)(x1 + 16.5f));
+            y[b].qs[j] = (uint8_t)((q0 & 0xF) | ((q1 & 0xF) << 4));
+            qh |= (uint32_t)(q0 >> 4) << j;
+            qh |= (uint32_t)(q1 >> 4) << (j + 16);
+        }
+        memcpy(y[b].qh, &qh, sizeof(qh));
     }
 }
 
@@ -705,6 +771,8 @@ static const struct hs_quant_kernels k_scalar[] = {
         gemm_tile_q8_0),
     ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, from_float_q8_0, to_float_q4_0, vec_dot_q4_0,
         gemm_tile_q4_0),
+    ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, from_float_q8_0, to_float_q5_0, vec_dot_q5_0,
+        gemm_tile_q5_0),
     ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q4_k, vec_dot_q4_k,
         gemm_tile_q4_k),
     ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q5_k, vec_dot_q5_k,
@@ -727,6 +795,8 @@ static const struct hs_quant_kernels k_avx2[] = {
      .gemm_tile = hs__gemm_tile_q8_0_avx2, .decode_rows = 1},
     ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q4_0,
         hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2),
+    ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q5_0,
+        hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_avx2),
     ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q4_k,
         hs__vec_dot_q4_k_avx2, hs__gemm_tile_q4_k_avx2),
     ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q5_k,
@@ -747,6 +817,9 @@ static const struct hs_quant_kernels k_avx2[] = {
             hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa),                                 \
         ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,           \
             hs__vec_dot_q4_0_##isa, hs__gemm_tile_q4_0_##isa),                                 \
+        /* Q5_0 runs the AVX2 kernels: the same bits (ggml has no 512-bit Q5_0 either). */     \
+        ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,           \
+            hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_avx2),                                   \
         ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,           \
             hs__vec_dot_q4_k_##isa, hs__gemm_tile_q4_k_##isa),                                 \
         ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q5_k,           \
@@ -809,6 +882,9 @@ void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n)
     case HS_TYPE_Q4_0:
         quantize_q4_0(x, y, n);
         break;
+    case HS_TYPE_Q5_0:
+        quantize_q5_0(x, y, n);
+        break;
     case HS_TYPE_Q4_K:
         quantize_q4_k(x, y, n);
         break;
@@ -843,6 +919,9 @@ void hs__dequantize_row_ref(enum hs_type t, const void *x, float *y, int64_t n)
         break;
     case HS_TYPE_Q4_0:
         to_float_q4_0(x, y, n);
+        break;
+    case HS_TYPE_Q5_0:
+        to_float_q5_0(x, y, n);
         break;
     case HS_TYPE_Q4_K:
         to_float_q4_k(x, y, n);

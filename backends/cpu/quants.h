@@ -4,7 +4,7 @@
  *
  * Dot products take the weight row in its own type and the activation row already converted
  * to the weight type's vec_dot_type (as ggml does): F32 -> F32, F16 -> F16, BF16 -> BF16,
- * Q8_0 and Q4_0 -> Q8_0, Q4_K / Q5_K / Q6_K -> Q8_K. Row lengths are multiples of the block
+ * Q8_0, Q4_0 and Q5_0 -> Q8_0, Q4_K / Q5_K / Q6_K -> Q8_K. Row lengths are multiples of the block
  * size. Thread: any; kernels keep no state. */
 #ifndef HS_BACKENDS_CPU_QUANTS_H
 #define HS_BACKENDS_CPU_QUANTS_H
@@ -56,15 +56,16 @@ struct hs_quant_kernels {
  * are static; every slot is non-NULL. Results of vec_dot and of gemm_tile for the same rows
  * are bit-identical within one table, except Q4_K tiles of 4 activation rows on AVX2 and AVX-512
  * (ggml's repacked gemm order there, not its gemv's). The AVX2 and AVX-512 tables give the same
- * bits as each other, which for F32, F16, Q8_0, Q4_K and Q6_K are llama.cpp's on AVX-512 CPUs. */
+ * bits as each other, which for F32, F16, Q8_0, Q5_0, Q4_K and Q6_K are llama.cpp's on AVX-512
+ * CPUs. */
 const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa);
 
 /* Reference quantization of a weight row (float -> t; t any supported type, including Q8_K).
  * Used by the GGUF writer and tests; not on the hot path. Q8_0 and Q8_K round exactly as the
  * scalar activation quantizers (from_float) do (Q8_0 as ggml's reference; the AVX2 and AVX-512
- * ones follow ggml's x86 quantize_row_q8_0 instead); Q4_0 follows ggml's reference; Q4_K / Q5_K fit
- * a scale and min per 32 by a small search with a least-squares refit; Q6_K a symmetric scale
- * per 16. Aborts (HS_ASSERT) for other types: the caller checks the type first. */
+ * ones follow ggml's x86 quantize_row_q8_0 instead); Q4_0 and Q5_0 follow ggml's reference; Q4_K /
+ * Q5_K fit a scale and min per 32 by a small search with a least-squares refit; Q6_K a symmetric
+ * scale per 16. Aborts (HS_ASSERT) for other types: the caller checks the type first. */
 void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n);
 
 /* Reference dequantization (scalar, any supported type). */
@@ -83,6 +84,7 @@ HS__QUANT_DOT_DECL(f16, avx2);
 HS__QUANT_DOT_DECL(bf16, avx2);
 HS__QUANT_DOT_DECL(q8_0, avx2);
 HS__QUANT_DOT_DECL(q4_0, avx2);
+HS__QUANT_DOT_DECL(q5_0, avx2); /* also the AVX-512 tables' */
 HS__QUANT_DOT_DECL(q4_k, avx2);
 HS__QUANT_DOT_DECL(q5_k, avx2);
 HS__QUANT_DOT_DECL(q6_k, avx2);

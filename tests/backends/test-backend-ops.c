@@ -72,8 +72,8 @@ static void free_weights(struct weights *w)
 }
 
 static const enum hs_type weight_types[] = {
-    HS_TYPE_F32,  HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_Q8_0,
-    HS_TYPE_Q4_0, HS_TYPE_Q4_K, HS_TYPE_Q5_K, HS_TYPE_Q6_K,
+    HS_TYPE_F32,  HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_Q8_0, HS_TYPE_Q4_0,
+    HS_TYPE_Q5_0, HS_TYPE_Q4_K, HS_TYPE_Q5_K, HS_TYPE_Q6_K,
 };
 
 /* Error bound for a product with weights of type t: the activations are rounded to the type's

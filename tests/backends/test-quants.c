@@ -11,8 +11,8 @@
 #include "tests/ref/ref-quants.h"
 
 static const enum hs_type weight_types[] = {
-    HS_TYPE_F32,  HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_Q8_0,
-    HS_TYPE_Q4_0, HS_TYPE_Q4_K, HS_TYPE_Q5_K, HS_TYPE_Q6_K,
+    HS_TYPE_F32,  HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_Q8_0, HS_TYPE_Q4_0,
+    HS_TYPE_Q5_0, HS_TYPE_Q4_K, HS_TYPE_Q5_K, HS_TYPE_Q6_K,
 };
 static const int64_t row_lengths[] = {256, 512, 4096 + 256};
 #define N_ROWS 4
@@ -226,7 +226,8 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
                                     cr_assert(fabs(got - ref) / asum < 2e-6, "q4_K gemm tile");
                                     continue;
                                 }
-                                if (f.t == HS_TYPE_Q8_0 || f.t == HS_TYPE_Q4_0) {
+                                if (f.t == HS_TYPE_Q8_0 || f.t == HS_TYPE_Q4_0 ||
+                                    f.t == HS_TYPE_Q5_0) {
                                     /* Pairs of activation rows share 512-bit registers, each
                                      * half in vec_dot's order: the same bits. */
                                     cr_assert_eq(got, want, "%s %s tile %dx%d [%d,%d]",
@@ -251,7 +252,8 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
  * AVX-512 machine, and CI may run on either kind. */
 Test(quants, simd_dots_follow_ggml_avx512_order_bit_exact)
 {
-    static const enum hs_type types[] = {HS_TYPE_F32, HS_TYPE_F16};
+    static const enum hs_type types[] = {HS_TYPE_F32, HS_TYPE_F16, HS_TYPE_Q8_0, HS_TYPE_Q4_0,
+                                         HS_TYPE_Q5_0};
     static const int64_t lengths[] = {32, 64, 100, 576, 4101};
     for (size_t ti = 0; ti < HS_ARRAY_LEN(types); ti++) {
         for (size_t ni = 0; ni < HS_ARRAY_LEN(lengths); ni++) {
@@ -514,9 +516,9 @@ Test(quants, quantize_row_ref_round_trip_error)
         enum hs_type t;
         double max_rel_rms;
     } bounds[] = {
-        {HS_TYPE_F32, 0},     {HS_TYPE_F16, 1e-3},   {HS_TYPE_BF16, 5e-3},
-        {HS_TYPE_Q8_0, 0.01}, {HS_TYPE_Q4_0, 0.15},  {HS_TYPE_Q4_K, 0.1},
-        {HS_TYPE_Q5_K, 0.05}, {HS_TYPE_Q6_K, 0.025}, {HS_TYPE_Q8_K, 0.01},
+        {HS_TYPE_F32, 0},      {HS_TYPE_F16, 1e-3},   {HS_TYPE_BF16, 5e-3}, {HS_TYPE_Q8_0, 0.01},
+        {HS_TYPE_Q4_0, 0.15},  {HS_TYPE_Q5_0, 0.075}, {HS_TYPE_Q4_K, 0.1},  {HS_TYPE_Q5_K, 0.05},
+        {HS_TYPE_Q6_K, 0.025}, {HS_TYPE_Q8_K, 0.01},
     };
     struct hs_rng rng;
     hs_rng_seed(&rng, 400);

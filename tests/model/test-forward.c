@@ -92,7 +92,8 @@ static void check_type(enum hs_arch arch, enum hs_type t, double tol)
     run_prompt(&f32, toks, N_PROMPT, ref);
     run_prompt(&q, toks, N_PROMPT, got);
     double e = nrmse(got, ref, 600);
-    fprintf(stderr, "%s %s: normalised error %.3g against f32\n", hs_arch_str(arch), hs_type_str(t), e);
+    fprintf(stderr, "%s %s: normalised error %.3g against f32\n", hs_arch_str(arch), hs_type_str(t),
+            e);
     cr_assert(e < tol, "%s %s: normalised error %.3g against f32 (tolerance %g)", hs_arch_str(arch),
               hs_type_str(t), e, tol);
     cr_assert(e > 0 || t == HS_TYPE_F32, "%s: identical to f32, so the type was not applied",
@@ -107,8 +108,8 @@ Test(forward, every_weight_type_tracks_f32, .timeout = 120)
         enum hs_type t;
         double tol;
     } cases[] = {
-        {HS_TYPE_F16, 2e-3}, {HS_TYPE_BF16, 2e-2}, {HS_TYPE_Q8_0, 2e-2}, {HS_TYPE_Q6_K, 4e-2},
-        {HS_TYPE_Q5_K, 8e-2}, {HS_TYPE_Q4_K, 0.15}, {HS_TYPE_Q4_0, 0.25},
+        {HS_TYPE_F16, 2e-3},  {HS_TYPE_BF16, 2e-2}, {HS_TYPE_Q8_0, 2e-2}, {HS_TYPE_Q6_K, 4e-2},
+        {HS_TYPE_Q5_K, 8e-2}, {HS_TYPE_Q4_K, 0.15}, {HS_TYPE_Q5_0, 0.1},  {HS_TYPE_Q4_0, 0.25},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_type(HS_ARCH_LLAMA, cases[i].t, cases[i].tol);

@@ -79,6 +79,16 @@ int ref_dequantize(enum hs_type t, const void *vx, double *y, int64_t n)
             y[i] = half_to_double(rd16(blk)) * (q - 8);
         }
         return 0;
+    case HS_TYPE_Q5_0: /* 22 bytes: half d, 4 bytes of fifth bits (bit j: element j), 16 bytes
+                          of low nibbles as Q4_0 */
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *blk = x + 22 * (i / 32);
+            const int j = (int)(i % 32);
+            const int lo = j < 16 ? (blk[6 + j] & 15) : (blk[6 + j - 16] >> 4);
+            const int hi = (blk[2 + j / 8] >> (j % 8)) & 1;
+            y[i] = half_to_double(rd16(blk)) * ((lo | hi << 4) - 16);
+        }
+        return 0;
     case HS_TYPE_Q8_K: /* float d, 256 x int8, 16 x int16 */
         for (int64_t i = 0; i < n; i++) {
             const uint8_t *blk = x + 292 * (i / 256);
@@ -287,6 +297,31 @@ float ref_dot_ggml_avx512(enum hs_type t, const void *vw, const void *vx, int64_
             sum += (double)p;
         }
         return (float)sum;
+    }
+    if (t == HS_TYPE_Q8_0 || t == HS_TYPE_Q4_0 || t == HS_TYPE_Q5_0) {
+        /* ggml_vec_dot_{q8_0,q4_0,q5_0}_q8_0 on x86: per 32-element block, int32 lane l holds the
+         * products of elements 4l..4l+3; acc_l = fma(d_w * d_x, lane_l, acc_l); then the sum of
+         * the 8 lanes as hsum_float_8: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)). */
+        const size_t wsize = hs_type_row_size(t, 32);
+        double wv[32];
+        float a8[8] = {0};
+        for (int64_t b = 0; b < n / 32; b++) {
+            const uint8_t *wb = w + (size_t)b * wsize, *xb = x + (size_t)b * 34;
+            ref_dequantize(t, wb, wv, 32);
+            const double dw = half_to_double(rd16(wb));
+            const float d = (float)dw * (float)half_to_double(rd16(xb));
+            for (int l = 0; l < 8; l++) {
+                int32_t lane = 0;
+                for (int k = 4 * l; k < 4 * l + 4; k++) {
+                    /* The integer weight: its value over d (exact: |q| <= 127, d a half). */
+                    const int32_t q = dw != 0.0 ? (int32_t)lround(wv[k] / dw) : 0;
+                    lane += q * (int8_t)xb[2 + k];
+                }
+                a8[l] = fmaf(d, (float)lane, a8[l]);
+            }
+        }
+        const float s0 = a8[0] + a8[4], s1 = a8[1] + a8[5], s2 = a8[2] + a8[6], s3 = a8[3] + a8[7];
+        return (s0 + s2) + (s1 + s3);
     }
     return NAN;
 }

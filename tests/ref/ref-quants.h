@@ -7,7 +7,7 @@
 
 #include "common/dtype.h"
 
-/* Element values of a row of n elements of type t (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K,
+/* Element values of a row of n elements of type t (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K,
  * Q6_K, Q8_K) as doubles. Returns 0, or -1 for a type it does not know. */
 int ref_dequantize(enum hs_type t, const void *x, double *y, int64_t n);
 
@@ -24,7 +24,9 @@ void ref_quantize_q8_k(const float *x, void *y, int64_t n);
  * on AVX-512 CPUs, which its references come from and our AVX2 and AVX-512 kernels reproduce bit
  * for bit. F32 and F16 (ggml_vec_dot_f32 / _f16): four 16-lane fma accumulators over 64-element
  * steps, (a0 + a2) + (a1 + a3), _mm512_reduce_add_ps's tree, then the n % 64 products added in
- * float (F32) or double (F16). NAN for other types. */
+ * float (F32) or double (F16). Q8_0, Q4_0 and Q5_0 against Q8_0 (ggml's x86 block kernels,
+ * which AVX-512 CPUs run too): one fma per block and lane into 8 float lanes, then hsum_float_8.
+ * NAN for other types. */
 float ref_dot_ggml_avx512(enum hs_type t, const void *w, const void *x, int64_t n);
 
 /* exp(x) as ggml's AVX-512 ggml_v_expf computes it in each lane (llama.cpp's SwiGLU and tiled
