@@ -27,7 +27,7 @@ static void usage_main(FILE *f)
             "Run 'hetserve COMMAND --help' for the options of a command.\n"
             "Models: any GGUF file of architecture llama, qwen2, qwen3, qwen2moe, qwen3moe,\n"
             "olmoe, hunyuan-moe or hunyuan-large with weights in f32, f16, bf16, q8_0, q4_0,\n"
-            "q5_0, q4_K, q5_K or q6_K.\n",
+            "q4_1, q5_0, q5_1, q4_K, q5_K or q6_K.\n",
             HS_VERSION);
 }
 

@@ -4,11 +4,11 @@ static const struct hs_type_traits type_traits[HS_TYPE_COUNT] = {
     [HS_TYPE_F32] = {"f32", 1, sizeof(float), true},
     [HS_TYPE_F16] = {"f16", 1, sizeof(uint16_t), true},
     [HS_TYPE_Q4_0] = {"q4_0", 32, sizeof(struct hs_block_q4_0), true},
-    [HS_TYPE_Q4_1] = {"q4_1", 32, 20, false},
+    [HS_TYPE_Q4_1] = {"q4_1", 32, sizeof(struct hs_block_q4_1), true},
     [HS_TYPE_Q5_0] = {"q5_0", 32, sizeof(struct hs_block_q5_0), true},
-    [HS_TYPE_Q5_1] = {"q5_1", 32, 24, false},
+    [HS_TYPE_Q5_1] = {"q5_1", 32, sizeof(struct hs_block_q5_1), true},
     [HS_TYPE_Q8_0] = {"q8_0", 32, sizeof(struct hs_block_q8_0), true},
-    [HS_TYPE_Q8_1] = {"q8_1", 32, 36, false},
+    [HS_TYPE_Q8_1] = {"q8_1", 32, sizeof(struct hs_block_q8_1), false},
     [HS_TYPE_Q2_K] = {"q2_K", HS_QK_K, 84, false},
     [HS_TYPE_Q3_K] = {"q3_K", HS_QK_K, 110, false},
     [HS_TYPE_Q4_K] = {"q4_K", HS_QK_K, sizeof(struct hs_block_q4_k), true},
@@ -25,7 +25,10 @@ static const struct hs_type_traits type_traits[HS_TYPE_COUNT] = {
 
 _Static_assert(sizeof(struct hs_block_q8_0) == 34, "q8_0 block");
 _Static_assert(sizeof(struct hs_block_q4_0) == 18, "q4_0 block");
+_Static_assert(sizeof(struct hs_block_q4_1) == 20, "q4_1 block");
 _Static_assert(sizeof(struct hs_block_q5_0) == 22, "q5_0 block");
+_Static_assert(sizeof(struct hs_block_q5_1) == 24, "q5_1 block");
+_Static_assert(sizeof(struct hs_block_q8_1) == 36, "q8_1 block");
 _Static_assert(sizeof(struct hs_block_q4_k) == 144, "q4_K block");
 _Static_assert(sizeof(struct hs_block_q5_k) == 176, "q5_K block");
 _Static_assert(sizeof(struct hs_block_q6_k) == 210, "q6_K block");

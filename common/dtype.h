@@ -44,10 +44,26 @@ struct hs_block_q4_0 {
     uint16_t d;
     uint8_t qs[16]; /* low nibbles: elements 0..15, high nibbles: 16..31 */
 };
+struct hs_block_q4_1 { /* value = d * q + m, q the nibble (0..15) */
+    uint16_t d;
+    uint16_t m;
+    uint8_t qs[16];
+};
 struct hs_block_q5_0 {
     uint16_t d;
     uint8_t qh[4];  /* bit j (little-endian uint32): the fifth bit of element j */
     uint8_t qs[16]; /* low four bits, laid out as Q4_0's */
+};
+struct hs_block_q5_1 { /* value = d * q + m, q in 0..31 laid out as Q5_0's */
+    uint16_t d;
+    uint16_t m;
+    uint8_t qh[4];
+    uint8_t qs[16];
+};
+struct hs_block_q8_1 { /* activations only (for Q4_1 / Q5_1): s = d * sum(qs) */
+    uint16_t d;
+    uint16_t s;
+    int8_t qs[32];
 };
 struct hs_block_q4_k {
     uint16_t d;

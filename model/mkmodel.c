@@ -168,15 +168,14 @@ struct mk_state {
     void *qbuf; /* scratch: largest tensor quantized */
 };
 
-/* Like llama.cpp's quantizer: a K-quant whose rows are not a multiple of 256 falls back to a
- * 32-element type (Q4_K -> Q5_0, Q6_K -> Q8_0; Q5_K -> Q5_0, where llama-quantize writes Q5_1,
- * which we do not compute with). */
+/* As llama-quantize: a K-quant whose rows are not a multiple of 256 falls back to a 32-element
+ * type (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0). */
 static enum hs_type fallback_type(enum hs_type t, int64_t ne0)
 {
     if (ne0 % hs_type_traits(t)->blck_size == 0) {
         return t;
     }
-    return t == HS_TYPE_Q6_K ? HS_TYPE_Q8_0 : HS_TYPE_Q5_0;
+    return t == HS_TYPE_Q6_K ? HS_TYPE_Q8_0 : t == HS_TYPE_Q5_K ? HS_TYPE_Q5_1 : HS_TYPE_Q5_0;
 }
 
 /* llama-quantize's choice of the layers whose attn_v and ffn_down get more bits in its _M

@@ -174,8 +174,11 @@ int32_t hs_context_n_logit_rows(const struct hs_context *ctx);
 struct hs_mkmodel_params {
     enum hs_arch arch;
     int32_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
-    enum hs_type wtype; /* F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; Q4_K gives a Q4_K_M-like
-                           mix (Q6_K output and half the ffn_down) */
+    /* F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K. Q4_K writes the types
+     * llama-quantize's Q4_K_M picks (Q6_K for the output, the embeddings when tied, and attn_v /
+     * ffn_down in its use_more_bits layers). K-quant rows that are no multiple of 256 fall
+     * back as llama-quantize's do: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0. */
+    enum hs_type wtype;
     uint64_t seed;
     bool tied_output;
     /* Experts (n_expert 0: dense). The MoE architectures need them; llama takes them too

@@ -384,11 +384,11 @@ Q80_ACT_TILE(q8_0, sizeof(struct hs_block_q8_0))
 #define q4_0_s_weights q4_0_weights
 Q80_ACT_TILE(q4_0_s, sizeof(struct hs_block_q4_0))
 
-/* Q5_0: byte i of the result is 0xFF where bit i of the block's qh is set. */
-INLINE __m256i q5_0_high_bits(const void *blk)
+/* Q5_0 / Q5_1: byte i of the result is 0xFF where bit i of the block's qh[4] is set. */
+INLINE __m256i high_bits_32(const uint8_t *qh4)
 {
     uint32_t qh;
-    memcpy(&qh, ((const struct hs_block_q5_0 *)blk)->qh, sizeof(qh));
+    memcpy(&qh, qh4, sizeof(qh));
     const __m256i spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32((int)qh), _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
                                                        0x0202020202020202, 0x0303030303030303));
@@ -405,8 +405,10 @@ INLINE __m256i q5_0_nibbles(const void *blk)
 /* Signed weights in -16..15: a clear fifth bit means value - 16, i.e. the nibble | 0xF0. */
 INLINE __m256i q5_0_weights(const void *blk)
 {
-    return _mm256_or_si256(q5_0_nibbles(blk),
-                           _mm256_andnot_si256(q5_0_high_bits(blk), _mm256_set1_epi8((char)0xF0)));
+    return _mm256_or_si256(
+        q5_0_nibbles(blk),
+        _mm256_andnot_si256(high_bits_32(((const struct hs_block_q5_0 *)blk)->qh),
+                            _mm256_set1_epi8((char)0xF0)));
 }
 #define q5_0_s_weights q5_0_weights
 Q80_ACT_TILE(q5_0_s, sizeof(struct hs_block_q5_0))
@@ -421,7 +423,8 @@ INLINE __m256i q4_0_uweights(const void *blk)
 INLINE __m256i q5_0_uweights(const void *blk)
 {
     return _mm256_or_si256(q5_0_nibbles(blk),
-                           _mm256_and_si256(q5_0_high_bits(blk), _mm256_set1_epi8(0x10)));
+                           _mm256_and_si256(high_bits_32(((const struct hs_block_q5_0 *)blk)->qh),
+                                            _mm256_set1_epi8(0x10)));
 }
 
 /* Q4_0 / Q5_0 with 2 or more activation rows: sum (u - o) x as maddubs(u, x) - o sum x, u the
@@ -489,9 +492,87 @@ INLINE __m256i q5_0_uweights(const void *blk)
 
 Q80_ACT_UTILE(q4_0, sizeof(struct hs_block_q4_0), 3)
 Q80_ACT_UTILE(q5_0, sizeof(struct hs_block_q5_0), 4)
+/* ================================================================================================
+ * Q4_1 and Q5_1 (activations Q8_1)
+ * ============================================================================================= */
+
+/* As ggml's ggml_vec_dot_q4_1_q8_1 / _q5_1_q8_1 on x86: per block the unsigned weights (0..15 or
+ * 0..31) dotted with the activations by maddubs into 8 int32 lanes, acc = fma(d_w * d_x, lanes,
+ * acc); beside it a float sum of m_w * s_x (a product of two halves, so exact in float: fused or
+ * not, the same sum); the result is hsum(acc) + that sum. */
+INLINE __m256i q4_1_uweights(const void *blk)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)((const struct hs_block_q4_1 *)blk)->qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+}
+
+INLINE __m256i q5_1_uweights(const void *blk)
+{
+    const struct hs_block_q5_1 *b = blk;
+    const __m128i v = _mm_loadu_si128((const __m128i *)b->qs);
+    const __m256i lo =
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+    return _mm256_or_si256(lo, _mm256_and_si256(high_bits_32(b->qh), _mm256_set1_epi8(0x10)));
+}
+
+#define Q81_ACT_TILE(t, wsize)                                                                     \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
+                         size_t xs, const int NR, const int NC)                                    \
+    {                                                                                              \
+        __m256 acc[4][4];                                                                          \
+        float summ[4][4];                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                acc[r][c] = _mm256_setzero_ps();                                                   \
+                summ[r][c] = 0.0f;                                                                 \
+            }                                                                                      \
+        }                                                                                          \
+        const int64_t nb = n / 32;                                                                 \
+        const __m256i ones16 = _mm256_set1_epi16(1);                                               \
+        for (int64_t b = 0; b < nb; b++) {                                                         \
+            if ((size_t)b * (wsize) % 64 < (wsize)) {                                              \
+                for (int r = 0; r < NR; r++) {                                                     \
+                    _mm_prefetch((const char *)ROWP(w, r, ws) + (size_t)b * (wsize) + 4096,        \
+                                 _MM_HINT_T0);                                                     \
+                }                                                                                  \
+            }                                                                                      \
+            __m256i xq[4];                                                                         \
+            float dx[4], sx[4];                                                                    \
+            for (int c = 0; c < NC; c++) {                                                         \
+                const struct hs_block_q8_1 *xb =                                                   \
+                    (const struct hs_block_q8_1 *)(const void *)ROWP(x, c, xs) + b;                \
+                xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);                               \
+                dx[c] = f16(xb->d);                                                                \
+                sx[c] = f16(xb->s);                                                                \
+            }                                                                                      \
+            for (int r = 0; r < NR; r++) {                                                         \
+                const uint8_t *wb = ROWP(w, r, ws) + (size_t)b * (wsize);                          \
+                const __m256i wu = t##_uweights(wb);                                               \
+                const float dw = f16(*(const uint16_t *)(const void *)wb);                         \
+                const float mw = f16(*(const uint16_t *)(const void *)(wb + 2));                   \
+                for (int c = 0; c < NC; c++) {                                                     \
+                    const __m256i di = _mm256_madd_epi16(_mm256_maddubs_epi16(wu, xq[c]), ones16); \
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]),                        \
+                                                _mm256_cvtepi32_ps(di), acc[r][c]);                \
+                    summ[r][c] += mw * sx[c];                                      \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            for (int c = 0; c < NC; c++) {                                                         \
+                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]) + summ[r][c];                   \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+Q81_ACT_TILE(q4_1, sizeof(struct hs_block_q4_1))
+Q81_ACT_TILE(q5_1, sizeof(struct hs_block_q5_1))
+
 TILE_ENTRY_POINTS(q8_0, avx2)
 TILE_ENTRY_POINTS(q4_0, avx2)
 TILE_ENTRY_POINTS(q5_0, avx2)
+TILE_ENTRY_POINTS(q4_1, avx2)
+TILE_ENTRY_POINTS(q5_1, avx2)
 
 /* Packs 4 x 8 int32 (each in -127..127) into 32 int8 in order. */
 INLINE __m256i pack_i32x32(__m256i a, __m256i b, __m256i c, __m256i d)
@@ -510,28 +591,52 @@ INLINE float hmax_ps(__m256 m)
     return _mm_cvtss_f32(m4);
 }
 
+/* One block of 32 as ggml's x86 quantize_row_q8_0 / _q8_1 (which llama.cpp runs on AVX2 and
+ * AVX-512 CPUs alike, as hs__from_float_q8_0_avx512 does): id = 127 / amax, not 1 / d; round
+ * half to even. Returns the float scale d = amax / 127; q gets the quants as int32. */
+INLINE float q8_block(const float *xb, __m256i q[4])
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 v[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(xb + 8 * k);
+        m = _mm256_max_ps(m, _mm256_and_ps(v[k], absmask));
+    }
+    const float amax = hmax_ps(m);
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    const __m256 idv = _mm256_set1_ps(id);
+    for (int k = 0; k < 4; k++) {
+        q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], idv));
+    }
+    return amax / 127.0f;
+}
+
 void hs__from_float_q8_0_avx2(const float *x, void *vy, int64_t n)
 {
     struct hs_block_q8_0 *y = vy;
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t b = 0; b < n / 32; b++) {
-        __m256 v[4];
-        __m256 m = _mm256_setzero_ps();
-        for (int k = 0; k < 4; k++) {
-            v[k] = _mm256_loadu_ps(x + b * 32 + 8 * k);
-            m = _mm256_max_ps(m, _mm256_and_ps(v[k], absmask));
-        }
-        const float amax = hmax_ps(m);
-        /* As ggml's x86 quantize_row_q8_0 (which llama.cpp runs on AVX2 and AVX-512 CPUs alike)
-         * and hs__from_float_q8_0_avx512: id = 127 / amax, not 1 / d; round half to even. */
-        const float d = amax / 127.0f;
-        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
-        const __m256 idv = _mm256_set1_ps(id);
         __m256i q[4];
-        for (int k = 0; k < 4; k++) {
-            q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], idv));
-        }
+        const float d = q8_block(x + b * 32, q);
+        y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        _mm256_storeu_si256((__m256i *)y[b].qs, pack_i32x32(q[0], q[1], q[2], q[3]));
+    }
+}
+
+/* Q8_1: Q8_0's block plus s = d * (the sum of the quants), d before its rounding to half. */
+void hs__from_float_q8_1_avx2(const float *x, void *vy, int64_t n)
+{
+    struct hs_block_q8_1 *y = vy;
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m256i q[4];
+        const float d = q8_block(x + b * 32, q);
+        y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        const __m256i t =
+            _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
+        y[b].s = (uint16_t)_cvtss_sh(d * (float)_mm_cvtsi128_si32(h), _MM_FROUND_TO_NEAREST_INT);
         _mm256_storeu_si256((__m256i *)y[b].qs, pack_i32x32(q[0], q[1], q[2], q[3]));
     }
 }

@@ -75,6 +75,29 @@ static void from_float_q8_0(const float *x, void *vy, int64_t n)
     }
 }
 
+/* ggml's quantize_row_q8_1_ref: Q8_0's rounding, plus s = d * (the sum of the quants), d the
+ * float scale before its rounding to half. */
+static void from_float_q8_1(const float *x, void *vy, int64_t n)
+{
+    struct hs_block_q8_1 *y = vy;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            amax = fmaxf(amax, fabsf(xb[j]));
+        }
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = hs_fp32_to_fp16(d);
+        int sum = 0;
+        for (int j = 0; j < 32; j++) {
+            y[b].qs[j] = (int8_t)roundf(xb[j] * id);
+            sum += y[b].qs[j];
+        }
+        y[b].s = hs_fp32_to_fp16((float)sum * d);
+    }
+}
+
 /* ggml's quantize_row_q8_K: the signed value of largest magnitude (first one wins) maps to
  * -127; nearest_int rounding; bsums are the sums of each 16 quants. */
 static void from_float_q8_k(const float *x, void *vy, int64_t n)
@@ -158,13 +181,57 @@ static void to_float_q4_0(const void *vx, float *y, int64_t n)
     }
 }
 
+/* Element j (0..31) of a Q5_0 / Q5_1 block's unsigned 5-bit quants (qh: the fifth bits). */
+static inline int q5_bits(const uint8_t *qh4, const uint8_t *qs, int j)
+{
+    uint32_t qh;
+    memcpy(&qh, qh4, sizeof(qh));
+    const int lo = j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4;
+    return lo | (int)((qh >> j) & 1) << 4;
+}
+
 /* Q5_0 element j of a block, as a signed value in -16..15. */
 static inline int q5_0_value(const struct hs_block_q5_0 *b, int j)
 {
-    uint32_t qh;
-    memcpy(&qh, b->qh, sizeof(qh));
-    const int lo = j < 16 ? b->qs[j] & 0xF : b->qs[j - 16] >> 4;
-    return (lo | (int)((qh >> j) & 1) << 4) - 16;
+    return q5_bits(b->qh, b->qs, j) - 16;
+}
+
+static inline int q4_1_bits(const struct hs_block_q4_1 *b, int j)
+{
+    return j < 16 ? b->qs[j] & 0xF : b->qs[j - 16] >> 4;
+}
+
+static void to_float_q4_1(const void *vx, float *y, int64_t n)
+{
+    const struct hs_block_q4_1 *x = vx;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float d = hs_fp16_to_fp32(x[b].d), m = hs_fp16_to_fp32(x[b].m);
+        for (int j = 0; j < 32; j++) {
+            y[b * 32 + j] = (float)q4_1_bits(&x[b], j) * d + m;
+        }
+    }
+}
+
+static void to_float_q5_1(const void *vx, float *y, int64_t n)
+{
+    const struct hs_block_q5_1 *x = vx;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float d = hs_fp16_to_fp32(x[b].d), m = hs_fp16_to_fp32(x[b].m);
+        for (int j = 0; j < 32; j++) {
+            y[b * 32 + j] = (float)q5_bits(x[b].qh, x[b].qs, j) * d + m;
+        }
+    }
+}
+
+static void to_float_q8_1(const void *vx, float *y, int64_t n)
+{
+    const struct hs_block_q8_1 *x = vx;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float d = hs_fp16_to_fp32(x[b].d);
+        for (int j = 0; j < 32; j++) {
+            y[b * 32 + j] = d * (float)x[b].qs[j];
+        }
+    }
 }
 
 static void to_float_q5_0(const void *vx, float *y, int64_t n)
@@ -339,6 +406,39 @@ static void vec_dot_q5_0(int64_t n, float *s, const void *vw, const void *vx)
     *s = sum;
 }
 
+/* Q4_1 / Q5_1 against Q8_1: d_w d_x sum(q x) + m_w s_x per block. */
+static void vec_dot_q4_1(int64_t n, float *s, const void *vw, const void *vx)
+{
+    const struct hs_block_q4_1 *w = vw;
+    const struct hs_block_q8_1 *x = vx;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / 32; b++) {
+        int isum = 0;
+        for (int j = 0; j < 32; j++) {
+            isum += q4_1_bits(&w[b], j) * x[b].qs[j];
+        }
+        sum += hs_fp16_to_fp32(w[b].d) * hs_fp16_to_fp32(x[b].d) * (float)isum +
+               hs_fp16_to_fp32(w[b].m) * hs_fp16_to_fp32(x[b].s);
+    }
+    *s = sum;
+}
+
+static void vec_dot_q5_1(int64_t n, float *s, const void *vw, const void *vx)
+{
+    const struct hs_block_q5_1 *w = vw;
+    const struct hs_block_q8_1 *x = vx;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / 32; b++) {
+        int isum = 0;
+        for (int j = 0; j < 32; j++) {
+            isum += q5_bits(w[b].qh, w[b].qs, j) * x[b].qs[j];
+        }
+        sum += hs_fp16_to_fp32(w[b].d) * hs_fp16_to_fp32(x[b].d) * (float)isum +
+               hs_fp16_to_fp32(w[b].m) * hs_fp16_to_fp32(x[b].s);
+    }
+    *s = sum;
+}
+
 /* Shared by Q4_K and Q5_K: sum over sub-blocks of scale * dot and min * bsum, in integers. */
 static void vec_dot_q45_k(int64_t n, float *s, const void *vw, const void *vx, int five)
 {
@@ -424,6 +524,8 @@ SCALAR_TILE(bf16)
 SCALAR_TILE(q8_0)
 SCALAR_TILE(q4_0)
 SCALAR_TILE(q5_0)
+SCALAR_TILE(q4_1)
+SCALAR_TILE(q5_1)
 SCALAR_TILE(q4_k)
 SCALAR_TILE(q5_k)
 SCALAR_TILE(q6_k)
@@ -482,6 +584,49 @@ static void quantize_q5_0(const float *x, void *vy, int64_t n)
             qh |= (uint32_t)(q1 >> 4) << (j + 16);
         }
         memcpy(y[b].qh, &qh, sizeof(qh));
+    }
+}
+
+/* ggml's reference Q4_1 / Q5_1 quantizers: d = (max - min) / (2^bits - 1), m = min,
+ * q = trunc((x - min) / d + 0.5) (Q4_1 clipped to 15; Q5_1, as ggml, not clipped). */
+static void quantize_q41_51(const float *x, void *vy, int64_t n, int five)
+{
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float lo = INFINITY, hi = -INFINITY;
+        for (int j = 0; j < 32; j++) {
+            lo = fminf(lo, xb[j]);
+            hi = fmaxf(hi, xb[j]);
+        }
+        const float d = (hi - lo) / (five ? 31.0f : 15.0f);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint8_t *qs;
+        if (five) {
+            struct hs_block_q5_1 *y = (struct hs_block_q5_1 *)vy + b;
+            y->d = hs_fp32_to_fp16(d);
+            y->m = hs_fp32_to_fp16(lo);
+            qs = y->qs;
+        } else {
+            struct hs_block_q4_1 *y = (struct hs_block_q4_1 *)vy + b;
+            y->d = hs_fp32_to_fp16(d);
+            y->m = hs_fp32_to_fp16(lo);
+            qs = y->qs;
+        }
+        uint32_t qh = 0;
+        for (int j = 0; j < 16; j++) {
+            const float x0 = (xb[j] - lo) * id, x1 = (xb[j + 16] - lo) * id;
+            int q0 = (uint8_t)(x0 + 0.5f), q1 = (uint8_t)(x1 + 0.5f);
+            if (!five) {
+                q0 = HS_MIN(15, q0);
+                q1 = HS_MIN(15, q1);
+            }
+            qs[j] = (uint8_t)((q0 & 0xF) | ((q1 & 0xF) << 4));
+            qh |= (uint32_t)((q0 >> 4) & 1) << j;
+            qh |= (uint32_t)((q1 >> 4) & 1) << (j + 16);
+        }
+        if (five) {
+            memcpy(((struct hs_block_q5_1 *)vy + b)->qh, &qh, sizeof(qh));
+        }
     }
 }
 
@@ -773,6 +918,10 @@ static const struct hs_quant_kernels k_scalar[] = {
         gemm_tile_q4_0),
     ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, from_float_q8_0, to_float_q5_0, vec_dot_q5_0,
         gemm_tile_q5_0),
+    ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, from_float_q8_1, to_float_q4_1, vec_dot_q4_1,
+        gemm_tile_q4_1),
+    ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, from_float_q8_1, to_float_q5_1, vec_dot_q5_1,
+        gemm_tile_q5_1),
     ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q4_k, vec_dot_q4_k,
         gemm_tile_q4_k),
     ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q5_k, vec_dot_q5_k,
@@ -797,6 +946,10 @@ static const struct hs_quant_kernels k_avx2[] = {
         hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2),
     ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q5_0,
         hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_avx2),
+    ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,
+        hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),
+    ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,
+        hs__vec_dot_q5_1_avx2, hs__gemm_tile_q5_1_avx2),
     ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q4_k,
         hs__vec_dot_q4_k_avx2, hs__gemm_tile_q4_k_avx2),
     ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q5_k,
@@ -817,9 +970,14 @@ static const struct hs_quant_kernels k_avx2[] = {
             hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa),                                 \
         ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,           \
             hs__vec_dot_q4_0_##isa, hs__gemm_tile_q4_0_##isa),                                 \
-        /* Q5_0 runs the AVX2 kernels: the same bits (ggml has no 512-bit Q5_0 either). */     \
+        /* Q5_0, Q4_1 and Q5_1 run the AVX2 kernels: the same bits (ggml has no 512-bit     \
+         * kernels for them either). */                                                        \
         ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,           \
             hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_avx2),                                   \
+        ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,             \
+            hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),                                   \
+        ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,             \
+            hs__vec_dot_q5_1_avx2, hs__gemm_tile_q5_1_avx2),                                   \
         ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,           \
             hs__vec_dot_q4_k_##isa, hs__gemm_tile_q4_k_##isa),                                 \
         ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q5_k,           \
@@ -885,6 +1043,15 @@ void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n)
     case HS_TYPE_Q5_0:
         quantize_q5_0(x, y, n);
         break;
+    case HS_TYPE_Q4_1:
+        quantize_q41_51(x, y, n, 0);
+        break;
+    case HS_TYPE_Q5_1:
+        quantize_q41_51(x, y, n, 1);
+        break;
+    case HS_TYPE_Q8_1:
+        from_float_q8_1(x, y, n);
+        break;
     case HS_TYPE_Q4_K:
         quantize_q4_k(x, y, n);
         break;
@@ -922,6 +1089,15 @@ void hs__dequantize_row_ref(enum hs_type t, const void *x, float *y, int64_t n)
         break;
     case HS_TYPE_Q5_0:
         to_float_q5_0(x, y, n);
+        break;
+    case HS_TYPE_Q4_1:
+        to_float_q4_1(x, y, n);
+        break;
+    case HS_TYPE_Q5_1:
+        to_float_q5_1(x, y, n);
+        break;
+    case HS_TYPE_Q8_1:
+        to_float_q8_1(x, y, n);
         break;
     case HS_TYPE_Q4_K:
         to_float_q4_k(x, y, n);

@@ -4,8 +4,8 @@
  *
  * Dot products take the weight row in its own type and the activation row already converted
  * to the weight type's vec_dot_type (as ggml does): F32 -> F32, F16 -> F16, BF16 -> BF16,
- * Q8_0, Q4_0 and Q5_0 -> Q8_0, Q4_K / Q5_K / Q6_K -> Q8_K. Row lengths are multiples of the block
- * size. Thread: any; kernels keep no state. */
+ * Q8_0, Q4_0 and Q5_0 -> Q8_0, Q4_1 and Q5_1 -> Q8_1, Q4_K / Q5_K / Q6_K -> Q8_K. Row lengths
+ * are multiples of the block size. Thread: any; kernels keep no state. */
 #ifndef HS_BACKENDS_CPU_QUANTS_H
 #define HS_BACKENDS_CPU_QUANTS_H
 
@@ -52,7 +52,7 @@ struct hs_quant_kernels {
  * lacks also gives the best it has, so callers may ask for any). HS_ISA_AVX512 uses the VNNI
  * build where the CPU has AVX512_VNNI. Types without their own SIMD kernel on an ISA get the
  * next lower ISA's (AVX-512: BF16 runs the AVX2 code). NULL when t is not a
- * weight type computed with (Q8_K included: it is an activation type only). Returned tables
+ * weight type computed with (Q8_1 and Q8_K included: activation types only). Returned tables
  * are static; every slot is non-NULL. Results of vec_dot and of gemm_tile for the same rows
  * are bit-identical within one table, except Q4_K tiles of 4 activation rows on AVX2 and AVX-512
  * (ggml's repacked gemm order there, not its gemv's). The AVX2 and AVX-512 tables give the same
@@ -60,15 +60,16 @@ struct hs_quant_kernels {
  * CPUs. */
 const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa);
 
-/* Reference quantization of a weight row (float -> t; t any supported type, including Q8_K).
- * Used by the GGUF writer and tests; not on the hot path. Q8_0 and Q8_K round exactly as the
- * scalar activation quantizers (from_float) do (Q8_0 as ggml's reference; the AVX2 and AVX-512
- * ones follow ggml's x86 quantize_row_q8_0 instead); Q4_0 and Q5_0 follow ggml's reference; Q4_K /
- * Q5_K fit a scale and min per 32 by a small search with a least-squares refit; Q6_K a symmetric
- * scale per 16. Aborts (HS_ASSERT) for other types: the caller checks the type first. */
+/* Reference quantization of a weight row (float -> t; t any supported type, including Q8_1 and
+ * Q8_K). Used by the GGUF writer and tests; not on the hot path. Q8_0, Q8_1 and Q8_K round
+ * exactly as the scalar activation quantizers (from_float) do (Q8_0 / Q8_1 as ggml's reference;
+ * the AVX2 and AVX-512 ones follow ggml's x86 quantize_row_q8_0 / _q8_1 instead); Q4_0, Q5_0,
+ * Q4_1 and Q5_1 follow ggml's reference, byte for byte; Q4_K / Q5_K fit a scale and min per 32
+ * by a small search with a least-squares refit; Q6_K a symmetric scale per 16. Aborts
+ * (HS_ASSERT) for other types: the caller checks the type first. */
 void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n);
 
-/* Reference dequantization (scalar, any supported type). */
+/* Reference dequantization (scalar, any supported type, Q8_1 and Q8_K included). */
 void hs__dequantize_row_ref(enum hs_type t, const void *x, float *y, int64_t n);
 
 /* ---- Per-ISA entry points (quants-avx2.c, quants-avx512.c); only quants.c's tables use them.
@@ -84,13 +85,16 @@ HS__QUANT_DOT_DECL(f16, avx2);
 HS__QUANT_DOT_DECL(bf16, avx2);
 HS__QUANT_DOT_DECL(q8_0, avx2);
 HS__QUANT_DOT_DECL(q4_0, avx2);
-HS__QUANT_DOT_DECL(q5_0, avx2); /* also the AVX-512 tables' */
+HS__QUANT_DOT_DECL(q5_0, avx2); /* Q5_0, Q4_1, Q5_1: also the AVX-512 tables' */
+HS__QUANT_DOT_DECL(q4_1, avx2);
+HS__QUANT_DOT_DECL(q5_1, avx2);
 HS__QUANT_DOT_DECL(q4_k, avx2);
 HS__QUANT_DOT_DECL(q5_k, avx2);
 HS__QUANT_DOT_DECL(q6_k, avx2);
 void hs__from_float_f16_avx2(const float *x, void *y, int64_t n);
 void hs__from_float_bf16_avx2(const float *x, void *y, int64_t n);
 void hs__from_float_q8_0_avx2(const float *x, void *y, int64_t n);
+void hs__from_float_q8_1_avx2(const float *x, void *y, int64_t n);
 void hs__from_float_q8_k_avx2(const float *x, void *y, int64_t n);
 void hs__to_float_f16_avx2(const void *x, float *y, int64_t n);
 void hs__to_float_bf16_avx2(const void *x, float *y, int64_t n);

@@ -72,12 +72,12 @@ static void free_weights(struct weights *w)
 }
 
 static const enum hs_type weight_types[] = {
-    HS_TYPE_F32,  HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_Q8_0, HS_TYPE_Q4_0,
-    HS_TYPE_Q5_0, HS_TYPE_Q4_K, HS_TYPE_Q5_K, HS_TYPE_Q6_K,
+    HS_TYPE_F32,  HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_Q8_0, HS_TYPE_Q4_0, HS_TYPE_Q5_0,
+    HS_TYPE_Q4_1, HS_TYPE_Q5_1, HS_TYPE_Q4_K, HS_TYPE_Q5_K, HS_TYPE_Q6_K,
 };
 
 /* Error bound for a product with weights of type t: the activations are rounded to the type's
- * vec_dot_type (f16, bf16, q8_0, q8_K), the weights are exact. */
+ * vec_dot_type (f16, bf16, q8_0, q8_1, q8_K), the weights are exact. */
 static double matmul_tol(enum hs_type t)
 {
     switch (t) {
@@ -556,7 +556,8 @@ Test(backend_ops, ffn_slot_and_default_match_reference_and_each_other)
         {HS_TYPE_F32, HS_TYPE_F32, HS_TYPE_F32},
         {HS_TYPE_Q8_0, HS_TYPE_Q8_0, HS_TYPE_Q8_0},
         {HS_TYPE_Q4_K, HS_TYPE_Q4_K, HS_TYPE_Q6_K},
-        {HS_TYPE_Q4_K, HS_TYPE_Q8_0, HS_TYPE_F16}, /* gate and up with different vec_dot_types */
+        {HS_TYPE_Q4_K, HS_TYPE_Q8_0, HS_TYPE_F16},  /* gate and up with different vec_dot_types */
+        {HS_TYPE_Q5_1, HS_TYPE_Q5_0, HS_TYPE_Q4_1}, /* Q8_1 and Q8_0 activations */
     };
     static const int64_t rows[] = {1, 5, 17};
     struct hs_rng rng;

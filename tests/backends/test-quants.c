@@ -11,8 +11,8 @@
 #include "tests/ref/ref-quants.h"
 
 static const enum hs_type weight_types[] = {
-    HS_TYPE_F32,  HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_Q8_0, HS_TYPE_Q4_0,
-    HS_TYPE_Q5_0, HS_TYPE_Q4_K, HS_TYPE_Q5_K, HS_TYPE_Q6_K,
+    HS_TYPE_F32,  HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_Q8_0, HS_TYPE_Q4_0, HS_TYPE_Q5_0,
+    HS_TYPE_Q4_1, HS_TYPE_Q5_1, HS_TYPE_Q4_K, HS_TYPE_Q5_K, HS_TYPE_Q6_K,
 };
 static const int64_t row_lengths[] = {256, 512, 4096 + 256};
 #define N_ROWS 4
@@ -94,14 +94,32 @@ static void fixture_finish(struct fixture *f)
     free(f->xd);
 }
 
-/* Naive dot and the scale errors are measured against: sum |w_i x_i|. */
+/* Naive dot and the scale errors are measured against: sum |w_i x_i|. Q8_1 activations (for
+ * Q4_1 / Q5_1) carry s = d x sum(q) rounded to half, which the kernels take for the weights'
+ * offset m times the block's activations: so does the reference. */
 static double ref_dot(const struct fixture *f, int r, int c, double *abs_sum)
 {
     double sum = 0, asum = 0;
+    const uint8_t *wr = f->w + r * f->w_row, *xr = f->xq + c * f->x_row;
+    const size_t wblk = hs_type_row_size(f->t, 32);
     for (int64_t i = 0; i < f->n; i++) {
-        const double p = f->wd[r * f->n + i] * f->xd[c * f->n + i];
-        sum += p;
-        asum += fabs(p);
+        double w = f->wd[r * f->n + i];
+        const double x = f->xd[c * f->n + i];
+        asum += fabs(w * x);
+        if (f->vt == HS_TYPE_Q8_1) {
+            uint16_t m;
+            memcpy(&m, wr + (size_t)(i / 32) * wblk + 2, sizeof(m));
+            w -= hs_fp16_to_fp32(m);
+        }
+        sum += w * x;
+    }
+    if (f->vt == HS_TYPE_Q8_1) {
+        for (int64_t b = 0; b < f->n / 32; b++) {
+            uint16_t m, s;
+            memcpy(&m, wr + (size_t)b * wblk + 2, sizeof(m));
+            memcpy(&s, xr + (size_t)b * 36 + 2, sizeof(s));
+            sum += (double)hs_fp16_to_fp32(m) * hs_fp16_to_fp32(s);
+        }
     }
     *abs_sum = asum;
     return sum;
@@ -114,7 +132,9 @@ Test(quants, detect_and_tables)
     const enum hs_isa best = hs__cpu_detect_isa();
     cr_assert(best < HS_ISA_COUNT);
     cr_assert_str_eq(hs_isa_str(HS_ISA_AVX2), "avx2");
-    cr_assert_null(hs__cpu_kernels(HS_TYPE_Q4_1, HS_ISA_COUNT), "q4_1 is not computed with");
+    cr_assert_null(hs__cpu_kernels(HS_TYPE_Q3_K, HS_ISA_COUNT), "q3_K is not computed with");
+    cr_assert_null(hs__cpu_kernels(HS_TYPE_Q8_1, HS_ISA_COUNT), "q8_1 is for activations only");
+    cr_assert_eq(hs__cpu_kernels(HS_TYPE_Q5_1, HS_ISA_COUNT)->vec_dot_type, HS_TYPE_Q8_1);
     cr_assert_eq(hs__cpu_kernels(HS_TYPE_Q4_K, HS_ISA_COUNT)->vec_dot_type, HS_TYPE_Q8_K);
     cr_assert_eq(hs__cpu_kernels(HS_TYPE_Q6_K, HS_ISA_COUNT)->vec_dot_type, HS_TYPE_Q8_K);
     cr_assert_eq(hs__cpu_kernels(HS_TYPE_Q4_0, HS_ISA_COUNT)->vec_dot_type, HS_TYPE_Q8_0);
@@ -226,8 +246,7 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
                                     cr_assert(fabs(got - ref) / asum < 2e-6, "q4_K gemm tile");
                                     continue;
                                 }
-                                if (f.t == HS_TYPE_Q8_0 || f.t == HS_TYPE_Q4_0 ||
-                                    f.t == HS_TYPE_Q5_0) {
+                                if (hs_type_traits(f.t)->blck_size == 32) {
                                     /* Pairs of activation rows share 512-bit registers, each
                                      * half in vec_dot's order: the same bits. */
                                     cr_assert_eq(got, want, "%s %s tile %dx%d [%d,%d]",
@@ -423,7 +442,7 @@ Test(quants, attention_block_follows_ggml_avx512_expf_bit_exact)
 /* (5) The activation quantizers follow ggml's rounding bit for bit, on every ISA. */
 Test(quants, activation_quantizers_match_ggml_rounding_bit_exact)
 {
-    const enum hs_type acts[] = {HS_TYPE_Q8_0, HS_TYPE_Q4_K};
+    const enum hs_type acts[] = {HS_TYPE_Q8_0, HS_TYPE_Q4_1, HS_TYPE_Q4_K};
     for (size_t ai = 0; ai < HS_ARRAY_LEN(acts); ai++) {
         for (size_t ni = 0; ni < HS_ARRAY_LEN(row_lengths); ni++) {
             struct hs_rng rng;
@@ -457,6 +476,10 @@ Test(quants, activation_quantizers_match_ggml_rounding_bit_exact)
                         ref_quantize_q8_0_x86(x + r * n, want, n);
                     } else if (vt == HS_TYPE_Q8_0) {
                         ref_quantize_q8_0(x + r * n, want, n);
+                    } else if (vt == HS_TYPE_Q8_1 && isa >= HS_ISA_AVX2) {
+                        ref_quantize_q8_1_x86(x + r * n, want, n);
+                    } else if (vt == HS_TYPE_Q8_1) {
+                        ref_quantize_q8_1(x + r * n, want, n);
                     } else {
                         ref_quantize_q8_k(x + r * n, want, n);
                     }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "model/gguf.h"
 #include "model/model.h"
 
 #define N_PROMPT 12
@@ -110,10 +111,48 @@ Test(forward, every_weight_type_tracks_f32, .timeout = 120)
     } cases[] = {
         {HS_TYPE_F16, 2e-3},  {HS_TYPE_BF16, 2e-2}, {HS_TYPE_Q8_0, 2e-2}, {HS_TYPE_Q6_K, 4e-2},
         {HS_TYPE_Q5_K, 8e-2}, {HS_TYPE_Q4_K, 0.15}, {HS_TYPE_Q5_0, 0.1},  {HS_TYPE_Q4_0, 0.25},
+        {HS_TYPE_Q5_1, 0.1},  {HS_TYPE_Q4_1, 0.2},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_type(HS_ARCH_LLAMA, cases[i].t, cases[i].tol);
     }
+}
+
+/* llama-quantize's Q4_K_M on a 16-layer model whose rows of 64 fit no K-quant except
+ * ffn_down's (256): its use_more_bits layers are 0, 1, 4, 7, 10, 13, 14, 15. */
+Test(forward, q4_k_writes_the_types_llama_quantize_picks_for_q4_k_m)
+{
+    struct hs_mkmodel_params p = hs_mkmodel_default_params();
+    p.n_layer = 16;
+    p.n_ff = 256;
+    p.wtype = HS_TYPE_Q4_K;
+    p.tied_output = true;
+    char path[128];
+    snprintf(path, sizeof(path), "/tmp/hs-test-mix-%d.gguf", (int)getpid());
+    struct hs_error err = {0};
+    cr_assert_eq(hs_mkmodel_write(&p, path, &err), HS_OK, "%s", err.message);
+    struct hs_gguf *g;
+    cr_assert_eq(hs_gguf_open(path, &g, &err), HS_OK, "%s", err.message);
+    cr_assert_null(hs_gguf_find_tensor(g, "output.weight"));
+    /* The tied output's Q6_K falls back to Q8_0 at 64 columns. */
+    cr_assert_eq(hs_gguf_find_tensor(g, "token_embd.weight")->type, HS_TYPE_Q8_0);
+    static const bool more[16] = {1, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 1, 1};
+    for (int il = 0; il < 16; il++) {
+        static const char *const q4k[] = {"attn_q", "attn_k", "attn_output", "ffn_gate", "ffn_up"};
+        char name[64];
+        for (size_t i = 0; i < HS_ARRAY_LEN(q4k); i++) {
+            snprintf(name, sizeof(name), "blk.%d.%s.weight", il, q4k[i]);
+            cr_assert_eq(hs_gguf_find_tensor(g, name)->type, HS_TYPE_Q5_0, "%s", name);
+        }
+        snprintf(name, sizeof(name), "blk.%d.attn_v.weight", il);
+        cr_assert_eq(hs_gguf_find_tensor(g, name)->type, more[il] ? HS_TYPE_Q8_0 : HS_TYPE_Q5_0,
+                     "%s", name);
+        snprintf(name, sizeof(name), "blk.%d.ffn_down.weight", il);
+        cr_assert_eq(hs_gguf_find_tensor(g, name)->type, more[il] ? HS_TYPE_Q6_K : HS_TYPE_Q4_K,
+                     "%s", name);
+    }
+    hs_gguf_close(g);
+    unlink(path);
 }
 
 Test(forward, qwen2_and_qwen3_architectures_run, .timeout = 120)

@@ -89,6 +89,29 @@ int ref_dequantize(enum hs_type t, const void *vx, double *y, int64_t n)
             y[i] = half_to_double(rd16(blk)) * ((lo | hi << 4) - 16);
         }
         return 0;
+    case HS_TYPE_Q4_1: /* 20 bytes: half d, half m, 16 bytes of nibbles as Q4_0; d q + m */
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *blk = x + 20 * (i / 32);
+            const int j = (int)(i % 32);
+            const int q = j < 16 ? (blk[4 + j] & 15) : (blk[4 + j - 16] >> 4);
+            y[i] = half_to_double(rd16(blk)) * q + half_to_double(rd16(blk + 2));
+        }
+        return 0;
+    case HS_TYPE_Q5_1: /* 24 bytes: half d, half m, fifth bits and nibbles as Q5_0; d q + m */
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *blk = x + 24 * (i / 32);
+            const int j = (int)(i % 32);
+            const int lo = j < 16 ? (blk[8 + j] & 15) : (blk[8 + j - 16] >> 4);
+            const int hi = (blk[4 + j / 8] >> (j % 8)) & 1;
+            y[i] = half_to_double(rd16(blk)) * (lo | hi << 4) + half_to_double(rd16(blk + 2));
+        }
+        return 0;
+    case HS_TYPE_Q8_1: /* 36 bytes: half d, half s (d x the sum of the quants), 32 x int8 */
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *blk = x + 36 * (i / 32);
+            y[i] = half_to_double(rd16(blk)) * (int8_t)blk[4 + i % 32];
+        }
+        return 0;
     case HS_TYPE_Q8_K: /* float d, 256 x int8, 16 x int16 */
         for (int64_t i = 0; i < n; i++) {
             const uint8_t *blk = x + 292 * (i / 256);
@@ -323,6 +346,31 @@ float ref_dot_ggml_avx512(enum hs_type t, const void *vw, const void *vx, int64_
         const float s0 = a8[0] + a8[4], s1 = a8[1] + a8[5], s2 = a8[2] + a8[6], s3 = a8[3] + a8[7];
         return (s0 + s2) + (s1 + s3);
     }
+    if (t == HS_TYPE_Q4_1 || t == HS_TYPE_Q5_1) {
+        /* ggml_vec_dot_q4_1_q8_1 / _q5_1_q8_1 on x86: the unsigned quants' lanes as above with
+         * acc_l = fma(d_w * d_x, lane_l, acc_l), beside summs += m_w * s_x; then
+         * hsum_float_8(acc) + summs (m_w s_x, two halves, is exact in float). */
+        const size_t wsize = hs_type_row_size(t, 32);
+        double wv[32];
+        float a8[8] = {0}, summs = 0.0f;
+        for (int64_t b = 0; b < n / 32; b++) {
+            const uint8_t *wb = w + (size_t)b * wsize, *xb = x + (size_t)b * 36;
+            ref_dequantize(t, wb, wv, 32);
+            const double dw = half_to_double(rd16(wb)), mw = half_to_double(rd16(wb + 2));
+            const float d = (float)dw * (float)half_to_double(rd16(xb));
+            for (int l = 0; l < 8; l++) {
+                int32_t lane = 0;
+                for (int k = 4 * l; k < 4 * l + 4; k++) {
+                    const int32_t q = dw != 0.0 ? (int32_t)lround((wv[k] - mw) / dw) : 0;
+                    lane += q * (int8_t)xb[4 + k];
+                }
+                a8[l] = fmaf(d, (float)lane, a8[l]);
+            }
+            summs += (float)mw * (float)half_to_double(rd16(xb + 2));
+        }
+        const float s0 = a8[0] + a8[4], s1 = a8[1] + a8[5], s2 = a8[2] + a8[6], s3 = a8[3] + a8[7];
+        return ((s0 + s2) + (s1 + s3)) + summs;
+    }
     return NAN;
 }
 
@@ -346,4 +394,35 @@ float ref_expf_ggml_avx512(float x)
     }
     /* vscalefps: poly * 2^n, rounded once (ldexpf rounds a subnormal result correctly). */
     return ldexpf(poly, (int)n);
+}
+
+/* Q8_1 from a Q8_0 quantizer: the same block, and s = fp16((amax / 127) * sum(q)). */
+static void q8_1_from_q8_0(const float *x, void *vy, int64_t n,
+                           void (*q8_0)(const float *, void *, int64_t))
+{
+    uint8_t *y = vy;
+    for (int64_t b = 0; b < n / 32; b++) {
+        uint8_t q0[34];
+        q8_0(x + b * 32, q0, 32);
+        float amax = 0.0f;
+        int sum = 0;
+        for (int j = 0; j < 32; j++) {
+            amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+            sum += (int8_t)q0[2 + j];
+        }
+        const uint16_t s = hs_fp32_to_fp16((amax / 127.0f) * (float)sum);
+        memcpy(y + 36 * b, q0, 2);
+        memcpy(y + 36 * b + 2, &s, 2);
+        memcpy(y + 36 * b + 4, q0 + 2, 32);
+    }
+}
+
+void ref_quantize_q8_1(const float *x, void *y, int64_t n)
+{
+    q8_1_from_q8_0(x, y, n, ref_quantize_q8_0);
+}
+
+void ref_quantize_q8_1_x86(const float *x, void *y, int64_t n)
+{
+    q8_1_from_q8_0(x, y, n, ref_quantize_q8_0_x86);
 }

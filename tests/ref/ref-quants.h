@@ -7,7 +7,7 @@
 
 #include "common/dtype.h"
 
-/* Element values of a row of n elements of type t (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K,
+/* Element values of a row of n elements of type t (F32, F16, BF16, Q8_0, Q8_1, Q4_0, Q5_0, Q4_1, Q5_1, Q4_K, Q5_K,
  * Q6_K, Q8_K) as doubles. Returns 0, or -1 for a type it does not know. */
 int ref_dequantize(enum hs_type t, const void *x, double *y, int64_t n);
 
@@ -19,6 +19,10 @@ void ref_quantize_q8_0(const float *x, void *y, int64_t n);
  * id = 127 / amax instead of 1 / d, and round half to even. */
 void ref_quantize_q8_0_x86(const float *x, void *y, int64_t n);
 void ref_quantize_q8_k(const float *x, void *y, int64_t n);
+/* ggml's quantize_row_q8_1_ref and its x86 quantize_row_q8_1: the matching Q8_0 block, and
+ * s = fp16((amax / 127) * sum(q)). */
+void ref_quantize_q8_1(const float *x, void *y, int64_t n);
+void ref_quantize_q8_1_x86(const float *x, void *y, int64_t n);
 
 /* dot(w, x) of one row each (w of type t, x of its vec_dot_type) in the float order of llama.cpp
  * on AVX-512 CPUs, which its references come from and our AVX2 and AVX-512 kernels reproduce bit
@@ -26,6 +30,7 @@ void ref_quantize_q8_k(const float *x, void *y, int64_t n);
  * steps, (a0 + a2) + (a1 + a3), _mm512_reduce_add_ps's tree, then the n % 64 products added in
  * float (F32) or double (F16). Q8_0, Q4_0 and Q5_0 against Q8_0 (ggml's x86 block kernels,
  * which AVX-512 CPUs run too): one fma per block and lane into 8 float lanes, then hsum_float_8.
+ * Q4_1 and Q5_1 against Q8_1: the same over the unsigned quants, plus the float sum of m_w * s_x.
  * NAN for other types. */
 float ref_dot_ggml_avx512(enum hs_type t, const void *w, const void *x, int64_t n);
 
