@@ -654,7 +654,9 @@ static struct hs_tmpl_value *arith(struct hs__render *r, const struct hs__jnode 
         if (!hs__is_intlike(k)) {
             return hs__fail(r, n, HS_E_INVAL, "can't multiply string by non-int");
         }
-        int64_t times = HS_MAX(hs__int_of(k), 0);
+        /* An empty string repeated is empty however many times (2 ** 36 copies of '' took the
+         * fuzzer's copy loop minutes). */
+        const int64_t times = s->u.s.len ? HS_MAX(hs__int_of(k), 0) : 0;
         if (s->u.s.len && (uint64_t)times > r->lim.max_memory_bytes / s->u.s.len) {
             return hs__fail(r, n, HS_E_RANGE, "string too long");
         }
