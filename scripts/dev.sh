@@ -113,6 +113,7 @@ fuzz() {
             local moe="--experts 4 --experts-used 2 --ffn-exp 32"
             local i=0
             for spec in "--arch llama --type q8_0" "--arch qwen3 --type q4_0" \
+                "--arch qwen2 --type q5_0" "--arch llama --type q4_1" "--arch qwen3 --type q5_1" \
                 "--arch llama $moe" "--arch qwen2moe $moe --ffn-shexp 32 --type q8_0" \
                 "--arch qwen3moe $moe --gating sigmoid --weights-scale 2" "--arch olmoe $moe" \
                 "--arch hunyuan-moe $moe" "--arch hunyuan-large --experts 4 --experts-used 1 --cla 2"; do

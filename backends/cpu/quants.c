@@ -3,6 +3,7 @@
 #include "backends/cpu/quants.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -158,15 +159,23 @@ static void to_float_bf16(const void *vx, float *y, int64_t n)
     }
 }
 
-static void to_float_q8_0(const void *vx, float *y, int64_t n)
+/* Q8_0 and Q8_1 blocks: a half d first, the 32 quants at qs_off of a bsize-byte block. */
+static void to_float_q8(const uint8_t *x, size_t bsize, size_t qs_off, float *y, int64_t n)
 {
-    const struct hs_block_q8_0 *x = vx;
     for (int64_t b = 0; b < n / 32; b++) {
-        const float d = hs_fp16_to_fp32(x[b].d);
+        const uint8_t *blk = x + (size_t)b * bsize;
+        uint16_t dh;
+        memcpy(&dh, blk, sizeof(dh));
+        const float d = hs_fp16_to_fp32(dh);
         for (int j = 0; j < 32; j++) {
-            y[b * 32 + j] = d * (float)x[b].qs[j];
+            y[b * 32 + j] = d * (float)(int8_t)blk[qs_off + (size_t)j];
         }
     }
+}
+
+static void to_float_q8_0(const void *x, float *y, int64_t n)
+{
+    to_float_q8(x, sizeof(struct hs_block_q8_0), offsetof(struct hs_block_q8_0, qs), y, n);
 }
 
 static void to_float_q4_0(const void *vx, float *y, int64_t n)
@@ -196,42 +205,44 @@ static inline int q5_0_value(const struct hs_block_q5_0 *b, int j)
     return q5_bits(b->qh, b->qs, j) - 16;
 }
 
-static inline int q4_1_bits(const struct hs_block_q4_1 *b, int j)
+/* Element j of a Q4_1 (five 0) or Q5_1 (five 1) block's unsigned quants. */
+static inline int q41_51_bits(const void *blk, int five, int j)
 {
+    if (five) {
+        const struct hs_block_q5_1 *b = blk;
+        return q5_bits(b->qh, b->qs, j);
+    }
+    const struct hs_block_q4_1 *b = blk;
     return j < 16 ? b->qs[j] & 0xF : b->qs[j - 16] >> 4;
 }
 
-static void to_float_q4_1(const void *vx, float *y, int64_t n)
+/* Q4_1 and Q5_1 share their first fields: half d, half m. */
+static void to_float_q41_51(const void *vx, float *y, int64_t n, int five)
 {
-    const struct hs_block_q4_1 *x = vx;
+    const size_t bsize = five ? sizeof(struct hs_block_q5_1) : sizeof(struct hs_block_q4_1);
     for (int64_t b = 0; b < n / 32; b++) {
-        const float d = hs_fp16_to_fp32(x[b].d), m = hs_fp16_to_fp32(x[b].m);
+        const struct hs_block_q4_1 *x =
+            (const struct hs_block_q4_1 *)(const void *)((const uint8_t *)vx + (size_t)b * bsize);
+        const float d = hs_fp16_to_fp32(x->d), m = hs_fp16_to_fp32(x->m);
         for (int j = 0; j < 32; j++) {
-            y[b * 32 + j] = (float)q4_1_bits(&x[b], j) * d + m;
+            y[b * 32 + j] = (float)q41_51_bits(x, five, j) * d + m;
         }
     }
 }
 
-static void to_float_q5_1(const void *vx, float *y, int64_t n)
+static void to_float_q4_1(const void *x, float *y, int64_t n)
 {
-    const struct hs_block_q5_1 *x = vx;
-    for (int64_t b = 0; b < n / 32; b++) {
-        const float d = hs_fp16_to_fp32(x[b].d), m = hs_fp16_to_fp32(x[b].m);
-        for (int j = 0; j < 32; j++) {
-            y[b * 32 + j] = (float)q5_bits(x[b].qh, x[b].qs, j) * d + m;
-        }
-    }
+    to_float_q41_51(x, y, n, 0);
 }
 
-static void to_float_q8_1(const void *vx, float *y, int64_t n)
+static void to_float_q5_1(const void *x, float *y, int64_t n)
 {
-    const struct hs_block_q8_1 *x = vx;
-    for (int64_t b = 0; b < n / 32; b++) {
-        const float d = hs_fp16_to_fp32(x[b].d);
-        for (int j = 0; j < 32; j++) {
-            y[b * 32 + j] = d * (float)x[b].qs[j];
-        }
-    }
+    to_float_q41_51(x, y, n, 1);
+}
+
+static void to_float_q8_1(const void *x, float *y, int64_t n)
+{
+    to_float_q8(x, sizeof(struct hs_block_q8_1), offsetof(struct hs_block_q8_1, qs), y, n);
 }
 
 static void to_float_q5_0(const void *vx, float *y, int64_t n)
@@ -407,36 +418,32 @@ static void vec_dot_q5_0(int64_t n, float *s, const void *vw, const void *vx)
 }
 
 /* Q4_1 / Q5_1 against Q8_1: d_w d_x sum(q x) + m_w s_x per block. */
-static void vec_dot_q4_1(int64_t n, float *s, const void *vw, const void *vx)
+static void vec_dot_q41_51(int64_t n, float *s, const void *vw, const void *vx, int five)
 {
-    const struct hs_block_q4_1 *w = vw;
+    const size_t bsize = five ? sizeof(struct hs_block_q5_1) : sizeof(struct hs_block_q4_1);
     const struct hs_block_q8_1 *x = vx;
     float sum = 0.0f;
     for (int64_t b = 0; b < n / 32; b++) {
+        const struct hs_block_q4_1 *w =
+            (const struct hs_block_q4_1 *)(const void *)((const uint8_t *)vw + (size_t)b * bsize);
         int isum = 0;
         for (int j = 0; j < 32; j++) {
-            isum += q4_1_bits(&w[b], j) * x[b].qs[j];
+            isum += q41_51_bits(w, five, j) * x[b].qs[j];
         }
-        sum += hs_fp16_to_fp32(w[b].d) * hs_fp16_to_fp32(x[b].d) * (float)isum +
-               hs_fp16_to_fp32(w[b].m) * hs_fp16_to_fp32(x[b].s);
+        sum += hs_fp16_to_fp32(w->d) * hs_fp16_to_fp32(x[b].d) * (float)isum +
+               hs_fp16_to_fp32(w->m) * hs_fp16_to_fp32(x[b].s);
     }
     *s = sum;
 }
 
-static void vec_dot_q5_1(int64_t n, float *s, const void *vw, const void *vx)
+static void vec_dot_q4_1(int64_t n, float *s, const void *w, const void *x)
 {
-    const struct hs_block_q5_1 *w = vw;
-    const struct hs_block_q8_1 *x = vx;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / 32; b++) {
-        int isum = 0;
-        for (int j = 0; j < 32; j++) {
-            isum += q5_bits(w[b].qh, w[b].qs, j) * x[b].qs[j];
-        }
-        sum += hs_fp16_to_fp32(w[b].d) * hs_fp16_to_fp32(x[b].d) * (float)isum +
-               hs_fp16_to_fp32(w[b].m) * hs_fp16_to_fp32(x[b].s);
-    }
-    *s = sum;
+    vec_dot_q41_51(n, s, w, x, 0);
+}
+
+static void vec_dot_q5_1(int64_t n, float *s, const void *w, const void *x)
+{
+    vec_dot_q41_51(n, s, w, x, 1);
 }
 
 /* Shared by Q4_K and Q5_K: sum over sub-blocks of scale * dot and min * bsum, in integers. */
@@ -506,17 +513,17 @@ static void vec_dot_q6_k(int64_t n, float *s, const void *vw, const void *vx)
 }
 
 /* The scalar tile just loops; the SIMD files have the real register-blocked tiles. */
-#define SCALAR_TILE(t)                                                                         \
-    static void gemm_tile_##t(int64_t n, float *s, size_t bs, const void *w, size_t w_stride, \
-                              const void *x, size_t x_stride, int nr, int nc)                 \
-    {                                                                                          \
-        for (int j = 0; j < nc; j++) {                                                         \
-            for (int i = 0; i < nr; i++) {                                                     \
-                vec_dot_##t(n, &s[(size_t)j * bs + (size_t)i],                                 \
-                            (const uint8_t *)w + (size_t)i * w_stride,                         \
-                            (const uint8_t *)x + (size_t)j * x_stride);                        \
-            }                                                                                  \
-        }                                                                                      \
+#define SCALAR_TILE(t)                                                                             \
+    static void gemm_tile_##t(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,      \
+                              const void *x, size_t x_stride, int nr, int nc)                      \
+    {                                                                                              \
+        for (int j = 0; j < nc; j++) {                                                             \
+            for (int i = 0; i < nr; i++) {                                                         \
+                vec_dot_##t(n, &s[(size_t)j * bs + (size_t)i],                                     \
+                            (const uint8_t *)w + (size_t)i * w_stride,                             \
+                            (const uint8_t *)x + (size_t)j * x_stride);                            \
+            }                                                                                      \
+        }                                                                                          \
     }
 SCALAR_TILE(f32)
 SCALAR_TILE(f16)
@@ -534,49 +541,50 @@ SCALAR_TILE(q6_k)
  * Reference weight quantizers
  * ============================================================================================= */
 
+/* The first value of largest magnitude in x[0..n), with its sign (0 when all are 0). */
+static float signed_absmax(const float *x, int n)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < n; j++) {
+        if (fabsf(x[j]) > amax) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    return max;
+}
+
+/* ggml's reference Q4_0 / Q5_0 quantizers: d = signed_absmax / -8 (-16), q = trunc(x / d + 8.5
+ * (16.5)) clipped to 15 (31); x / d >= -8 (-16), so the truncation is a floor. Each x / d is
+ * rounded to float before the add, as there. */
 static void quantize_q4_0(const float *x, void *vy, int64_t n)
 {
     struct hs_block_q4_0 *y = vy;
     for (int64_t b = 0; b < n / 32; b++) {
         const float *xb = x + b * 32;
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < 32; j++) {
-            if (fabsf(xb[j]) > amax) {
-                amax = fabsf(xb[j]);
-                max = xb[j];
-            }
-        }
-        const float d = max / -8.0f;
+        const float d = signed_absmax(xb, 32) / -8.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = hs_fp32_to_fp16(d);
         for (int j = 0; j < 16; j++) {
-            const int q0 = HS_MIN(15, HS_MAX(0, nearest_int(xb[j] * id) + 8));
-            const int q1 = HS_MIN(15, HS_MAX(0, nearest_int(xb[j + 16] * id) + 8));
+            const float x0 = xb[j] * id, x1 = xb[j + 16] * id;
+            const int q0 = HS_MIN(15, (int)(x0 + 8.5f));
+            const int q1 = HS_MIN(15, (int)(x1 + 8.5f));
             y[b].qs[j] = (uint8_t)(q0 | (q1 << 4));
         }
     }
 }
 
-/* ggml's reference Q5_0 quantizer: d = (the value of largest magnitude) / -16, q = trunc(x / d
- * + 16.5) clipped to 31 (x / d >= -16, so the truncation is a floor). */
 static void quantize_q5_0(const float *x, void *vy, int64_t n)
 {
     struct hs_block_q5_0 *y = vy;
     for (int64_t b = 0; b < n / 32; b++) {
         const float *xb = x + b * 32;
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < 32; j++) {
-            if (fabsf(xb[j]) > amax) {
-                amax = fabsf(xb[j]);
-                max = xb[j];
-            }
-        }
-        const float d = max / -16.0f;
+        const float d = signed_absmax(xb, 32) / -16.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = hs_fp32_to_fp16(d);
         uint32_t qh = 0;
         for (int j = 0; j < 16; j++) {
-            const float x0 = xb[j] * id, x1 = xb[j + 16] * id; /* rounded before the add */
+            const float x0 = xb[j] * id, x1 = xb[j + 16] * id;
             const int q0 = HS_MIN(31, (int)(x0 + 16.5f));
             const int q1 = HS_MIN(31, (int)(x1 + 16.5f));
             y[b].qs[j] = (uint8_t)((q0 & 0xF) | ((q1 & 0xF) << 4));
@@ -903,31 +911,24 @@ static bool cpu_has_vnni(void)
 #endif
 }
 
-#define ROW(t, vdt, ff, tf, vd, gt)                                                            \
-    {.type = t, .vec_dot_type = vdt, .from_float = ff, .to_float = tf, .vec_dot = vd,          \
-     .gemm_tile = gt}
+#define ROW(t, vdt, ff, tf, vd, gt)                                                                \
+    {                                                                                              \
+        .type = t, .vec_dot_type = vdt, .from_float = ff, .to_float = tf, .vec_dot = vd,           \
+        .gemm_tile = gt                                                                            \
+    }
 
 static const struct hs_quant_kernels k_scalar[] = {
     ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, vec_dot_f32, gemm_tile_f32),
     ROW(HS_TYPE_F16, HS_TYPE_F16, from_float_f16, to_float_f16, vec_dot_f16, gemm_tile_f16),
-    ROW(HS_TYPE_BF16, HS_TYPE_BF16, from_float_bf16, to_float_bf16, vec_dot_bf16,
-        gemm_tile_bf16),
-    ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, from_float_q8_0, to_float_q8_0, vec_dot_q8_0,
-        gemm_tile_q8_0),
-    ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, from_float_q8_0, to_float_q4_0, vec_dot_q4_0,
-        gemm_tile_q4_0),
-    ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, from_float_q8_0, to_float_q5_0, vec_dot_q5_0,
-        gemm_tile_q5_0),
-    ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, from_float_q8_1, to_float_q4_1, vec_dot_q4_1,
-        gemm_tile_q4_1),
-    ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, from_float_q8_1, to_float_q5_1, vec_dot_q5_1,
-        gemm_tile_q5_1),
-    ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q4_k, vec_dot_q4_k,
-        gemm_tile_q4_k),
-    ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q5_k, vec_dot_q5_k,
-        gemm_tile_q5_k),
-    ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q6_k, vec_dot_q6_k,
-        gemm_tile_q6_k),
+    ROW(HS_TYPE_BF16, HS_TYPE_BF16, from_float_bf16, to_float_bf16, vec_dot_bf16, gemm_tile_bf16),
+    ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, from_float_q8_0, to_float_q8_0, vec_dot_q8_0, gemm_tile_q8_0),
+    ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, from_float_q8_0, to_float_q4_0, vec_dot_q4_0, gemm_tile_q4_0),
+    ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, from_float_q8_0, to_float_q5_0, vec_dot_q5_0, gemm_tile_q5_0),
+    ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, from_float_q8_1, to_float_q4_1, vec_dot_q4_1, gemm_tile_q4_1),
+    ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, from_float_q8_1, to_float_q5_1, vec_dot_q5_1, gemm_tile_q5_1),
+    ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q4_k, vec_dot_q4_k, gemm_tile_q4_k),
+    ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q5_k, vec_dot_q5_k, gemm_tile_q5_k),
+    ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, from_float_q8_k, to_float_q6_k, vec_dot_q6_k, gemm_tile_q6_k),
 };
 
 #if HS_X86
@@ -939,51 +940,55 @@ static const struct hs_quant_kernels k_avx2[] = {
     ROW(HS_TYPE_BF16, HS_TYPE_BF16, hs__from_float_bf16_avx2, hs__to_float_bf16_avx2,
         hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),
     /* One weight row at a time in decode tiles (see decode_rows). */
-    {.type = HS_TYPE_Q8_0, .vec_dot_type = HS_TYPE_Q8_0, .from_float = hs__from_float_q8_0_avx2,
-     .to_float = to_float_q8_0, .vec_dot = hs__vec_dot_q8_0_avx2,
-     .gemm_tile = hs__gemm_tile_q8_0_avx2, .decode_rows = 1},
-    ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q4_0,
-        hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2),
-    ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q5_0,
-        hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_avx2),
-    ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,
-        hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),
-    ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,
-        hs__vec_dot_q5_1_avx2, hs__gemm_tile_q5_1_avx2),
-    ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q4_k,
-        hs__vec_dot_q4_k_avx2, hs__gemm_tile_q4_k_avx2),
-    ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q5_k,
-        hs__vec_dot_q5_k_avx2, hs__gemm_tile_q5_k_avx2),
-    ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q6_k,
-        hs__vec_dot_q6_k_avx2, hs__gemm_tile_q6_k_avx2),
+    {.type = HS_TYPE_Q8_0,
+     .vec_dot_type = HS_TYPE_Q8_0,
+     .from_float = hs__from_float_q8_0_avx2,
+     .to_float = to_float_q8_0,
+     .vec_dot = hs__vec_dot_q8_0_avx2,
+     .gemm_tile = hs__gemm_tile_q8_0_avx2,
+     .decode_rows = 1},
+    ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q4_0, hs__vec_dot_q4_0_avx2,
+        hs__gemm_tile_q4_0_avx2),
+    ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q5_0, hs__vec_dot_q5_0_avx2,
+        hs__gemm_tile_q5_0_avx2),
+    ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1, hs__vec_dot_q4_1_avx2,
+        hs__gemm_tile_q4_1_avx2),
+    ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1, hs__vec_dot_q5_1_avx2,
+        hs__gemm_tile_q5_1_avx2),
+    ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q4_k, hs__vec_dot_q4_k_avx2,
+        hs__gemm_tile_q4_k_avx2),
+    ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q5_k, hs__vec_dot_q5_k_avx2,
+        hs__gemm_tile_q5_k_avx2),
+    ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q6_k, hs__vec_dot_q6_k_avx2,
+        hs__gemm_tile_q6_k_avx2),
 };
 
-#define AVX512_TABLE(name, isa)                                                                \
-    static const struct hs_quant_kernels name[] = {                                           \
-        ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, hs__vec_dot_f32_avx512,  \
-            hs__gemm_tile_f32_avx512),                                                         \
-        ROW(HS_TYPE_F16, HS_TYPE_F16, hs__from_float_f16_avx512, hs__to_float_f16_avx512,    \
-            hs__vec_dot_f16_avx512, hs__gemm_tile_f16_avx512),                                 \
-        ROW(HS_TYPE_BF16, HS_TYPE_BF16, hs__from_float_bf16_avx2, hs__to_float_bf16_avx2,    \
-            hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),                                   \
-        ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q8_0,           \
-            hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa),                                 \
-        ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,           \
-            hs__vec_dot_q4_0_##isa, hs__gemm_tile_q4_0_##isa),                                 \
-        /* Q5_0, Q4_1 and Q5_1 run the AVX2 kernels: the same bits (ggml has no 512-bit     \
-         * kernels for them either). */                                                        \
-        ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,           \
-            hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_avx2),                                   \
-        ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,             \
-            hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),                                   \
-        ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,             \
-            hs__vec_dot_q5_1_avx2, hs__gemm_tile_q5_1_avx2),                                   \
-        ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,           \
-            hs__vec_dot_q4_k_##isa, hs__gemm_tile_q4_k_##isa),                                 \
-        ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q5_k,           \
-            hs__vec_dot_q5_k_##isa, hs__gemm_tile_q5_k_##isa),                                 \
-        ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q6_k,           \
-            hs__vec_dot_q6_k_##isa, hs__gemm_tile_q6_k_##isa),                                 \
+#define AVX512_TABLE(name, isa)                                                                    \
+    static const struct hs_quant_kernels name[] = {                                                \
+        ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, hs__vec_dot_f32_avx512,        \
+            hs__gemm_tile_f32_avx512),                                                             \
+        ROW(HS_TYPE_F16, HS_TYPE_F16, hs__from_float_f16_avx512, hs__to_float_f16_avx512,          \
+            hs__vec_dot_f16_avx512, hs__gemm_tile_f16_avx512),                                     \
+        ROW(HS_TYPE_BF16, HS_TYPE_BF16, hs__from_float_bf16_avx2, hs__to_float_bf16_avx2,          \
+            hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),                                       \
+        ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q8_0,                 \
+            hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa),                                     \
+        ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,                 \
+            hs__vec_dot_q4_0_##isa,                                                                \
+            hs__gemm_tile_q4_0_##isa), /* Q5_0, Q4_1 and Q5_1 run the AVX2 kernels: the same bits  \
+                                        * (ggml has no 512-bit kernels for them either). */                                                                      \
+        ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,                 \
+            hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_avx2),                                       \
+        ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,                   \
+            hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),                                       \
+        ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,                   \
+            hs__vec_dot_q5_1_avx2, hs__gemm_tile_q5_1_avx2),                                       \
+        ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,                 \
+            hs__vec_dot_q4_k_##isa, hs__gemm_tile_q4_k_##isa),                                     \
+        ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q5_k,                 \
+            hs__vec_dot_q5_k_##isa, hs__gemm_tile_q5_k_##isa),                                     \
+        ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q6_k,                 \
+            hs__vec_dot_q6_k_##isa, hs__gemm_tile_q6_k_##isa),                                     \
     }
 AVX512_TABLE(k_avx512, avx512);
 AVX512_TABLE(k_avx512vnni, avx512vnni);

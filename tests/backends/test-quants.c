@@ -532,6 +532,34 @@ Test(quants, float_activations_round_to_nearest_even)
     free(x);
 }
 
+/* Q4_0 and Q5_0 round x / d + 8 (16) by truncating x / d + 8.5 (16.5), as ggml's reference
+ * quantizers: ties go up, and the top clips (llama-quantize's files have these bytes). */
+Test(quants, q4_0_and_q5_0_round_ties_as_ggml)
+{
+    static const struct {
+        enum hs_type t;
+        float max;
+        float in[6], want[6];
+    } cases[] = {
+        {HS_TYPE_Q4_0, -8.0f, {0.5f, -0.5f, 1.5f, -2.5f, 7.5f, -7.5f}, {1, 0, 2, -2, 7, -7}},
+        {HS_TYPE_Q5_0, -16.0f, {0.5f, -0.5f, 2.5f, -3.5f, 15.5f, -15.5f}, {1, 0, 3, -3, 15, -15}},
+    };
+    for (size_t ci = 0; ci < HS_ARRAY_LEN(cases); ci++) {
+        float x[32] = {0};
+        x[0] = cases[ci].max; /* d = 1 */
+        memcpy(x + 1, cases[ci].in, sizeof(cases[ci].in));
+        uint8_t q[32];
+        double y[32];
+        hs__quantize_row_ref(cases[ci].t, x, q, 32);
+        cr_assert_eq(ref_dequantize(cases[ci].t, q, y, 32), 0);
+        cr_assert_eq(y[0], cases[ci].max);
+        for (int j = 0; j < 6; j++) {
+            cr_assert_eq(y[1 + j], cases[ci].want[j], "%s: %g -> %g, want %g",
+                         hs_type_str(cases[ci].t), cases[ci].in[j], y[1 + j], cases[ci].want[j]);
+        }
+    }
+}
+
 /* (6) Reference quantization round trip: relative RMS error per type. */
 Test(quants, quantize_row_ref_round_trip_error)
 {
