@@ -3,9 +3,10 @@
  * 1x1 instance, so a tile and vec_dot give bit-identical results (but Q4_K's tiles of 4
  * activation rows, as on AVX-512).
  *
- * F32, F16, Q8_0, Q4_0, Q5_0, the K-quants, SwiGLU and the attention block compute bit for bit what
+ * F32, F16, Q8_0, Q4_0, the K-quants, SwiGLU and the attention block compute bit for bit what
  * quants-avx512.c computes (llama.cpp's arithmetic on AVX-512 CPUs, where tests/model's
- * references come from), its 16-lane orders held in pairs of 8-lane registers. */
+ * references come from), its 16-lane orders held in pairs of 8-lane registers. Q5_0, Q4_1 and
+ * Q5_1 have no AVX-512 kernels of their own (nor in ggml): these serve both ISAs. */
 #include "backends/cpu/quants.h"
 
 #if defined(__AVX2__)
@@ -326,12 +327,17 @@ INLINE __m256i q8_0_weights(const void *blk)
     return _mm256_loadu_si256((const __m256i *)((const struct hs_block_q8_0 *)blk)->qs);
 }
 
+/* 16 bytes of packed nibbles as 32 bytes: low nibbles (elements 0..15), then high (16..31). */
+INLINE __m256i nibbles_32(const uint8_t *qs)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+}
+
 INLINE __m256i q4_0_weights(const void *blk)
 {
-    const __m128i v = _mm_loadu_si128((const __m128i *)((const struct hs_block_q4_0 *)blk)->qs);
-    const __m256i b =
-        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
-    return _mm256_sub_epi8(b, _mm256_set1_epi8(8));
+    return _mm256_sub_epi8(nibbles_32(((const struct hs_block_q4_0 *)blk)->qs),
+                           _mm256_set1_epi8(8));
 }
 
 #define Q80_ACT_TILE(t, wsize)                                                                     \
@@ -396,17 +402,11 @@ INLINE __m256i high_bits_32(const uint8_t *qh4)
     return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
 }
 
-INLINE __m256i q5_0_nibbles(const void *blk)
-{
-    const __m128i v = _mm_loadu_si128((const __m128i *)((const struct hs_block_q5_0 *)blk)->qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
-}
-
 /* Signed weights in -16..15: a clear fifth bit means value - 16, i.e. the nibble | 0xF0. */
 INLINE __m256i q5_0_weights(const void *blk)
 {
     return _mm256_or_si256(
-        q5_0_nibbles(blk),
+        nibbles_32(((const struct hs_block_q5_0 *)blk)->qs),
         _mm256_andnot_si256(high_bits_32(((const struct hs_block_q5_0 *)blk)->qh),
                             _mm256_set1_epi8((char)0xF0)));
 }
@@ -416,13 +416,12 @@ Q80_ACT_TILE(q5_0_s, sizeof(struct hs_block_q5_0))
 /* Unsigned weights (the value + 8 for Q4_0, + 16 for Q5_0), for the tiles below. */
 INLINE __m256i q4_0_uweights(const void *blk)
 {
-    const __m128i v = _mm_loadu_si128((const __m128i *)((const struct hs_block_q4_0 *)blk)->qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+    return nibbles_32(((const struct hs_block_q4_0 *)blk)->qs);
 }
 
 INLINE __m256i q5_0_uweights(const void *blk)
 {
-    return _mm256_or_si256(q5_0_nibbles(blk),
+    return _mm256_or_si256(nibbles_32(((const struct hs_block_q5_0 *)blk)->qs),
                            _mm256_and_si256(high_bits_32(((const struct hs_block_q5_0 *)blk)->qh),
                                             _mm256_set1_epi8(0x10)));
 }
@@ -492,6 +491,7 @@ INLINE __m256i q5_0_uweights(const void *blk)
 
 Q80_ACT_UTILE(q4_0, sizeof(struct hs_block_q4_0), 3)
 Q80_ACT_UTILE(q5_0, sizeof(struct hs_block_q5_0), 4)
+
 /* ================================================================================================
  * Q4_1 and Q5_1 (activations Q8_1)
  * ============================================================================================= */
@@ -502,17 +502,14 @@ Q80_ACT_UTILE(q5_0, sizeof(struct hs_block_q5_0), 4)
  * not, the same sum); the result is hsum(acc) + that sum. */
 INLINE __m256i q4_1_uweights(const void *blk)
 {
-    const __m128i v = _mm_loadu_si128((const __m128i *)((const struct hs_block_q4_1 *)blk)->qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+    return nibbles_32(((const struct hs_block_q4_1 *)blk)->qs);
 }
 
 INLINE __m256i q5_1_uweights(const void *blk)
 {
     const struct hs_block_q5_1 *b = blk;
-    const __m128i v = _mm_loadu_si128((const __m128i *)b->qs);
-    const __m256i lo =
-        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
-    return _mm256_or_si256(lo, _mm256_and_si256(high_bits_32(b->qh), _mm256_set1_epi8(0x10)));
+    return _mm256_or_si256(nibbles_32(b->qs),
+                           _mm256_and_si256(high_bits_32(b->qh), _mm256_set1_epi8(0x10)));
 }
 
 #define Q81_ACT_TILE(t, wsize)                                                                     \
@@ -554,7 +551,7 @@ INLINE __m256i q5_1_uweights(const void *blk)
                     const __m256i di = _mm256_madd_epi16(_mm256_maddubs_epi16(wu, xq[c]), ones16); \
                     acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]),                        \
                                                 _mm256_cvtepi32_ps(di), acc[r][c]);                \
-                    summ[r][c] += mw * sx[c];                                      \
+                    summ[r][c] += mw * sx[c];                                                      \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
