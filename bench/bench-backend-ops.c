@@ -191,6 +191,7 @@ int main(int argc, char **argv)
         bench_matmul(be, HS_TYPE_Q8_0, 1536, 576, rows[r]);
         bench_matmul(be, HS_TYPE_Q8_0, 576, 1536, rows[r]);
         bench_matmul(be, HS_TYPE_Q4_0, 1536, 576, rows[r]);
+        bench_matmul(be, HS_TYPE_Q5_0, 1536, 576, rows[r]);
         bench_matmul(be, HS_TYPE_Q4_K, 576, 1536, rows[r]);
         bench_matmul(be, HS_TYPE_Q6_K, 576, 1536, rows[r]);
         bench_matmul(be, HS_TYPE_F16, 1536, 576, rows[r]);
