@@ -4,7 +4,9 @@
 # Writes random models with hetserve mkmodel, runs `hetserve bench` and llama.cpp's llama-bench
 # (through ../shared/peers/llamacpp.sh) on each, and prints pp512 / tg128 for both and their
 # ratio. Not a test: llama.cpp is a yardstick. SET:
-#   smollm  (default) SmolLM-135M-shaped models, Q8_0 and a Q4_K_M-like mix
+#   smollm  (default) SmolLM-135M-shaped models: Q8_0, Q4_K_M (mkmodel --type q4_K writes the
+#           types llama-quantize picks for it: mostly Q5_0 here, as 576 is no multiple of 256)
+#           and Q4_0
 #   moe     the qwen2moe benchmark model (dim 256, 4 layers, 8 experts / 4 used of ffn 512,
 #           shared expert 512, vocab 4096, Q8_0) and a dense qwen2 with the same active
 #           parameters (ffn 2560 = 4 x 512 + 512), so MoE decode can be compared with dense
@@ -23,8 +25,9 @@ mkdir -p "$DIR"
 [ -x "$HS" ] || { echo "build first: scripts/dev.sh build" >&2; exit 2; }
 case "$SET" in
     smollm)
-        NAMES=(smollm-135m-q8_0 smollm-135m-q4_K)
-        SPECS=("--preset smollm-135m --type q8_0" "--preset smollm-135m --type q4_K") ;;
+        NAMES=(smollm-135m-q8_0 smollm-135m-q4_K smollm-135m-q4_0)
+        SPECS=("--preset smollm-135m --type q8_0" "--preset smollm-135m --type q4_K"
+               "--preset smollm-135m --type q4_0") ;;
     moe)
         NAMES=(qwen2moe-bench-q8_0 qwen2-dense-active-q8_0)
         SPECS=("--preset qwen2moe-bench"
