@@ -125,6 +125,128 @@ static int check_type(enum hs_type t, get_traits_fn traits, quantize_chunk_fn qu
     return 0;
 }
 
+/* llama.cpp's own Q4_0 path on AVX2 / AVX-512 CPUs: matmul weights repacked to 8-row blocks
+ * (block_q4_0x8: the 8 rows' scales, then their nibbles XOR 0x88 in 8-byte pieces, row by row)
+ * and its gemv over them. Compares that gemv with our vec_dot and with a scalar model of
+ * "one exact integer total per block, acc += total * (d_w * d_x)" accumulated with one fma. */
+typedef void (*gemv_fn)(int n, float *s, size_t bs, const void *vx, const void *vy, int nr,
+                        int nc);
+
+typedef void (*quantize_mat_fn)(const float *x, void *y, int64_t k);
+
+static int check_q4_0_repacked(gemv_fn gemv, gemv_fn gemm, quantize_mat_fn qmat)
+{
+    const int64_t n = 576 * 2, nb = n / 32;
+    const size_t wrow = hs_type_row_size(HS_TYPE_Q4_0, n), xrow = hs_type_row_size(HS_TYPE_Q8_0, n);
+    float *w = malloc((size_t)n * sizeof(float)), *x = malloc((size_t)n * sizeof(float));
+    uint8_t *wq = malloc(wrow * 8), *rp = malloc((size_t)nb * (16 + 128)), *xq = malloc(xrow);
+    float *x4 = malloc((size_t)n * 4 * sizeof(float));
+    uint8_t *xq4 = malloc(xrow * 4), *xp_ours = malloc((size_t)nb * (8 + 128)),
+            *xp_ggml = malloc((size_t)nb * (8 + 128));
+    int acts_same = 0, gemm_same = 0, gemm_total = 0;
+    const struct hs_quant_kernels *k = hs__cpu_kernels(HS_TYPE_Q4_0, HS_ISA_COUNT);
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 77);
+    int same_ours = 0, same_model = 0, total = 0;
+    for (int trial = 0; trial < N_TRIALS / 8; trial++) {
+        for (int r = 0; r < 8; r++) {
+            fill(&rng, w, n);
+            hs__quantize_row_ref(HS_TYPE_Q4_0, w, wq + (size_t)r * wrow, n);
+        }
+        fill(&rng, x, n);
+        k->from_float(x, xq, n);
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *out = rp + (size_t)b * (16 + 128);
+            for (int r = 0; r < 8; r++) {
+                memcpy(out + 2 * r, wq + (size_t)r * wrow + (size_t)b * 18, 2);
+            }
+            for (int i = 0; i < 16; i++) {
+                const uint8_t *src = wq + (size_t)(i % 8) * wrow + (size_t)b * 18 + 2 + (i / 8) * 8;
+                for (int j = 0; j < 8; j++) {
+                    out[16 + 8 * i + j] = src[j] ^ 0x88;
+                }
+            }
+        }
+        float theirs[8];
+        gemv((int)n, theirs, 8, rp, xq, 1, 8);
+        for (int r = 0; r < 8; r++) {
+            const struct hs_block_q4_0 *wb =
+                (const struct hs_block_q4_0 *)(const void *)(wq + (size_t)r * wrow);
+            const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)(const void *)xq;
+            float ours, model = 0.0f;
+            k->vec_dot(n, &ours, wb, xb);
+            for (int64_t b = 0; b < nb; b++) {
+                int isum = 0;
+                for (int j = 0; j < 16; j++) {
+                    isum += ((wb[b].qs[j] & 0xF) - 8) * xb[b].qs[j];
+                    isum += ((wb[b].qs[j] >> 4) - 8) * xb[b].qs[j + 16];
+                }
+                const float d = hs_fp16_to_fp32(wb[b].d) * hs_fp16_to_fp32(xb[b].d);
+                model = fmaf((float)isum, d, model);
+            }
+            same_ours += memcmp(&ours, &theirs[r], 4) == 0;
+            same_model += memcmp(&model, &theirs[r], 4) == 0;
+            total++;
+        }
+        /* gemm: 4 activation rows packed as block_q8_0x4 (4 scales, then 8-byte pieces row by
+         * row), by ggml's quantize_mat and by our quantizer. */
+        for (int c = 0; c < 4; c++) {
+            fill(&rng, x4 + (size_t)c * n, n);
+            k->from_float(x4 + (size_t)c * n, xq4 + (size_t)c * xrow, n);
+        }
+        qmat(x4, xp_ggml, n);
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *out = xp_ours + (size_t)b * (8 + 128);
+            for (int c = 0; c < 4; c++) {
+                memcpy(out + 2 * c, xq4 + (size_t)c * xrow + (size_t)b * 34, 2);
+            }
+            for (int i = 0; i < 16; i++) {
+                memcpy(out + 8 + 8 * i, xq4 + (size_t)(i % 4) * xrow + (size_t)b * 34 + 2 + (i / 4) * 8,
+                       8);
+            }
+        }
+        acts_same += memcmp(xp_ours, xp_ggml, (size_t)nb * (8 + 128)) == 0;
+        float sg[4 * 8];
+        gemm((int)n, sg, 8, rp, xp_ggml, 4, 8);
+        for (int c = 0; c < 4; c++) {
+            const struct hs_block_q8_0 *xb =
+                (const struct hs_block_q8_0 *)(const void *)(xq4 + (size_t)c * xrow);
+            for (int r = 0; r < 8; r++) {
+                const struct hs_block_q4_0 *wb =
+                    (const struct hs_block_q4_0 *)(const void *)(wq + (size_t)r * wrow);
+                float model = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    int isum = 0;
+                    for (int j = 0; j < 16; j++) {
+                        isum += ((wb[b].qs[j] & 0xF) - 8) * xb[b].qs[j];
+                        isum += ((wb[b].qs[j] >> 4) - 8) * xb[b].qs[j + 16];
+                    }
+                    const float d = hs_fp16_to_fp32(wb[b].d) * hs_fp16_to_fp32(xb[b].d);
+                    model = fmaf((float)isum, d, model);
+                }
+                gemm_same += memcmp(&model, &sg[c * 8 + r], 4) == 0;
+                gemm_total++;
+            }
+        }
+    }
+    printf("q4_0 repacked gemm: activations packed as ggml's %d/%d, %d/%d bit-equal to one fma "
+           "per block of the exact total\n",
+           acts_same, N_TRIALS / 8, gemm_same, gemm_total);
+    free(x4);
+    free(xq4);
+    free(xp_ours);
+    free(xp_ggml);
+    printf("q4_0 repacked gemv (llama.cpp's path): %d/%d bit-equal to our vec_dot, %d/%d to "
+           "one fma per block of the exact total\n",
+           same_ours, total, same_model, total);
+    free(w);
+    free(x);
+    free(wq);
+    free(rp);
+    free(xq);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -163,6 +285,14 @@ int main(int argc, char **argv)
         if (wanted) {
             rc |= check_type((enum hs_type)t, traits, quantize);
         }
+    }
+    gemv_fn gemv, gemm;
+    quantize_mat_fn qmat;
+    *(void **)&gemv = dlsym(cpu, "ggml_gemv_q4_0_8x8_q8_0");
+    *(void **)&gemm = dlsym(cpu, "ggml_gemm_q4_0_8x8_q8_0");
+    *(void **)&qmat = dlsym(cpu, "ggml_quantize_mat_q8_0_4x8");
+    if (gemv && gemm && qmat && (argc == 2 || !strcmp(argv[2], "q4_0x8"))) {
+        rc |= check_q4_0_repacked(gemv, gemm, qmat);
     }
     return rc;
 }
