@@ -3,10 +3,10 @@
  * 1x1 instance, so a tile and vec_dot give bit-identical results (but Q4_K's tiles of 4
  * activation rows, as on AVX-512).
  *
- * F32, F16, Q8_0, Q4_0, the K-quants, SwiGLU and the attention block compute bit for bit what
+ * F32, F16, Q8_0, the K-quants, SwiGLU and the attention block compute bit for bit what
  * quants-avx512.c computes (llama.cpp's arithmetic on AVX-512 CPUs, where tests/model's
- * references come from), its 16-lane orders held in pairs of 8-lane registers. Q5_0, Q4_1 and
- * Q5_1 have no AVX-512 kernels of their own (nor in ggml): these serve both ISAs. */
+ * references come from), its 16-lane orders held in pairs of 8-lane registers. Q4_0, Q5_0, Q4_1
+ * and Q5_1 have no AVX-512 kernels of their own: these serve both ISAs. */
 #include "backends/cpu/quants.h"
 
 #if defined(__AVX2__)
@@ -319,7 +319,7 @@ void hs__to_float_bf16_avx2(const void *vx, float *y, int64_t n)
 }
 
 /* ================================================================================================
- * Q8_0, Q4_0 and Q5_0 (activations Q8_0)
+ * Q8_0, Q5_0 and Q4_0 (activations Q8_0)
  * ============================================================================================= */
 
 INLINE __m256i q8_0_weights(const void *blk)
@@ -332,12 +332,6 @@ INLINE __m256i nibbles_32(const uint8_t *qs)
 {
     const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
-}
-
-INLINE __m256i q4_0_weights(const void *blk)
-{
-    return _mm256_sub_epi8(nibbles_32(((const struct hs_block_q4_0 *)blk)->qs),
-                           _mm256_set1_epi8(8));
 }
 
 #define Q80_ACT_TILE(t, wsize)                                                                     \
@@ -387,8 +381,6 @@ INLINE __m256i q4_0_weights(const void *blk)
     }
 
 Q80_ACT_TILE(q8_0, sizeof(struct hs_block_q8_0))
-#define q4_0_s_weights q4_0_weights
-Q80_ACT_TILE(q4_0_s, sizeof(struct hs_block_q4_0))
 
 /* Q5_0 / Q5_1: byte i of the result is 0xFF where bit i of the block's qh[4] is set. */
 INLINE __m256i high_bits_32(const uint8_t *qh4)
@@ -413,12 +405,7 @@ INLINE __m256i q5_0_weights(const void *blk)
 #define q5_0_s_weights q5_0_weights
 Q80_ACT_TILE(q5_0_s, sizeof(struct hs_block_q5_0))
 
-/* Unsigned weights (the value + 8 for Q4_0, + 16 for Q5_0), for the tiles below. */
-INLINE __m256i q4_0_uweights(const void *blk)
-{
-    return nibbles_32(((const struct hs_block_q4_0 *)blk)->qs);
-}
-
+/* Unsigned weights (the value + 16), for the tiles below. */
 INLINE __m256i q5_0_uweights(const void *blk)
 {
     return _mm256_or_si256(nibbles_32(((const struct hs_block_q5_0 *)blk)->qs),
@@ -426,12 +413,11 @@ INLINE __m256i q5_0_uweights(const void *blk)
                                             _mm256_set1_epi8(0x10)));
 }
 
-/* Q4_0 / Q5_0 with 2 or more activation rows: sum (u - o) x as maddubs(u, x) - o sum x, u the
- * unsigned weights and o their offset (8 or 16), with the sums of x per 4-lane group taken once
- * per activation block. The int32 lanes equal dot_i8's exactly, so the bits do not change, and
- * each row-column pair costs two integer ops fewer (SmolLM-135M Q4_K_M-like pp512, 2 threads:
- * ~451 -> ~469 t/s). One activation row keeps the signed form: its per-block sums would cost
- * more than they save. */
+/* Q5_0 with 2 or more activation rows: sum (u - 16) x as maddubs(u, x) - 16 sum x, u the
+ * unsigned weights, with the sums of x per 4-lane group taken once per activation block. The int32
+ * lanes equal dot_i8's exactly, so the bits do not change, and each row-column pair costs two
+ * integer ops fewer (SmolLM-135M Q4_K_M-like pp512, 2 threads: ~451 -> ~469 t/s). One activation
+ * row keeps the signed form: its per-block sums would cost more than they save. */
 #define Q80_ACT_UTILE(t, wsize, log2_off)                                                          \
     INLINE void t##_utile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x, \
                           size_t xs, const int NR, const int NC)                                   \
@@ -489,7 +475,66 @@ INLINE __m256i q5_0_uweights(const void *blk)
         }                                                                                          \
     }
 
-Q80_ACT_UTILE(q4_0, sizeof(struct hs_block_q4_0), 3)
+/* Q4_0 in llama.cpp's order on AVX2 / AVX-512 CPUs, where it repacks Q4_0 matmul weights into
+ * 8-row blocks (ggml_gemv / ggml_gemm_q4_0_8x8_q8_0; bench/crosscheck-ggml-kernels checks the
+ * bits): per block the exact integer dot, then acc = fma(total, d_w * d_x, acc), one chain per
+ * output in block order (d_w * d_x, two halves, is exact). The totals of the tile's weight rows
+ * against one activation row are reduced together by hadd, so one 4-lane fma updates 4 outputs
+ * and the tile keeps 4 accumulators, not 16; the bits do not depend on the tile's shape. */
+INLINE void q4_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                      size_t xs, const int NR, const int NC)
+{
+    __m128 acc[4];
+    for (int c = 0; c < NC; c++) {
+        acc[c] = _mm_setzero_ps();
+    }
+    const int64_t nb = n / 32;
+    const size_t wsize = sizeof(struct hs_block_q4_0);
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; b++) {
+        if ((size_t)b * wsize % 64 < wsize) {
+            for (int r = 0; r < NR; r++) {
+                _mm_prefetch((const char *)ROWP(w, r, ws) + (size_t)b * wsize + 4096, _MM_HINT_T0);
+            }
+        }
+        __m256i wu[4];
+        uint16_t dwh[4] = {0, 0, 0, 0};
+        for (int r = 0; r < NR; r++) {
+            const struct hs_block_q4_0 *wb =
+                (const struct hs_block_q4_0 *)(const void *)(ROWP(w, r, ws) + (size_t)b * wsize);
+            wu[r] = nibbles_32(wb->qs); /* the value + 8 */
+            dwh[r] = wb->d;
+        }
+        const __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(const void *)dwh));
+        for (int c = 0; c < NC; c++) {
+            const struct hs_block_q8_0 *xb =
+                (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;
+            const __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
+            /* sum (u - 8) x = maddubs(u, x) - 8 sum x, per 4-lane group: exact int32 lanes. */
+            const __m256i xs8 =
+                _mm256_slli_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, xq), ones16), 3);
+            __m256i d[4];
+            for (int r = 0; r < 4; r++) {
+                d[r] = r < NR ? _mm256_sub_epi32(
+                                    _mm256_madd_epi16(_mm256_maddubs_epi16(wu[r], xq), ones16), xs8)
+                              : _mm256_setzero_si256();
+            }
+            const __m256i h =
+                _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
+            const __m128i tot =
+                _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+            acc[c] =
+                _mm_fmadd_ps(_mm_cvtepi32_ps(tot), _mm_mul_ps(dw, _mm_set1_ps(f16(xb->d))), acc[c]);
+        }
+    }
+    for (int c = 0; c < NC; c++) {
+        float out[4];
+        _mm_storeu_ps(out, acc[c]);
+        for (int r = 0; r < NR; r++) {
+            s[(size_t)c * bs + (size_t)r] = out[r];
+        }
+    }
+}
 Q80_ACT_UTILE(q5_0, sizeof(struct hs_block_q5_0), 4)
 
 /* ================================================================================================

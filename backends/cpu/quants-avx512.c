@@ -203,7 +203,7 @@ void hs__to_float_f16_avx512(const void *vx, float *y, int64_t n)
 }
 
 /* ================================================================================================
- * Q8_0 and Q4_0 (activations Q8_0): one block per 256-bit register (ggml's order)
+ * Q8_0 (activations Q8_0): one block per 256-bit register (ggml's order)
  * ============================================================================================= */
 
 /* One block per 256-bit register, as ggml's ggml_vec_dot_q8_0_q8_0 on AVX2 / AVX-512 CPUs
@@ -213,12 +213,7 @@ void hs__to_float_f16_avx512(const void *vx, float *y, int64_t n)
  * products bit-identical to llama.cpp's. With VNNI the weights are offset to unsigned (w + 128)
  * so one vpdpbusd does the block; the accumulator starts at -128 * sum(x) (per lane), which
  * cancels the offset exactly. Without, the sign trick: |w| * (x with w's sign), maddubs, madd.
- *
- * Q4_0 (Q4 = 1) runs the same code: its block is unpacked to 32 bytes (low nibbles elements
- * 0..15, high nibbles 16..31). With VNNI the nibbles themselves (w + 8, in 0..15) are the
- * unsigned operand and the accumulator starts at -8 * sum(x); without, w = nibble - 8 takes the
- * sign trick. The integer lanes are exact either way, so the bits are those of the AVX2 Q4_0
- * kernel (same float order). */
+ * (Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels on AVX-512 CPUs too.) */
 INLINE float hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
@@ -227,9 +222,8 @@ INLINE float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* Bytes of one weight block and its f16 scale (the first field of both block types). */
-#define QBLK_SIZE(Q4) ((Q4) ? sizeof(struct hs_block_q4_0) : sizeof(struct hs_block_q8_0))
-#define QBLK(w, r, ws, b, Q4) (ROWP(w, r, ws) + (size_t)(b) * QBLK_SIZE(Q4))
+/* Weight block b of row r, and its f16 scale (the first field). */
+#define QBLK(w, r, ws, b) (ROWP(w, r, ws) + (size_t)(b) * sizeof(struct hs_block_q8_0))
 
 INLINE uint16_t qblk_d(const uint8_t *blk)
 {
@@ -238,37 +232,16 @@ INLINE uint16_t qblk_d(const uint8_t *blk)
     return d;
 }
 
-/* The byte added to every weight so it is unsigned (VNNI): 128 for Q8_0, 8 for Q4_0. */
-INLINE char qoff(const int Q4)
-{
-    return Q4 ? (char)8 : (char)0x80;
-}
-
 /* The block's 32 weights: VNNI: offset to unsigned (w + qoff); else signed. */
-INLINE __m256i qblk_w256(const uint8_t *blk, const int Q4, const int VNNI)
+INLINE __m256i qblk_w256(const uint8_t *blk, const int VNNI)
 {
-    if (Q4) {
-        const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(blk + 2));
-        const __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v),
-                                           _mm256_set1_epi8(0x0F));
-        return VNNI ? u : _mm256_sub_epi8(u, _mm256_set1_epi8(8));
-    }
     const __m256i wq = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
     return VNNI ? _mm256_xor_si256(wq, _mm256_set1_epi8((char)0x80)) : wq;
 }
 
 /* Two blocks' weights as the low and high 256-bit halves, as qblk_w256 makes each. */
-INLINE __m512i qblk_w512(const uint8_t *b0, const uint8_t *b1, const int Q4, const int VNNI)
+INLINE __m512i qblk_w512(const uint8_t *b0, const uint8_t *b1, const int VNNI)
 {
-    if (Q4) {
-        const __m256i v = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(const void *)(b1 + 2)),
-                                           _mm_loadu_si128((const __m128i *)(const void *)(b0 + 2)));
-        /* [v0, v1, v0 >> 4, v1 >> 4] -> [v0, v0 >> 4, v1, v1 >> 4] (128-bit lanes). */
-        const __m512i t = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
-        const __m512i u = _mm512_and_si512(_mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(3, 1, 2, 0)),
-                                           _mm512_set1_epi8(0x0F));
-        return VNNI ? u : _mm512_sub_epi8(u, _mm512_set1_epi8(8));
-    }
     const __m512i wq = _mm512_inserti64x4(
         _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(b0 + 2))),
         _mm256_loadu_si256((const __m256i *)(const void *)(b1 + 2)), 1);
@@ -276,22 +249,14 @@ INLINE __m512i qblk_w512(const uint8_t *b0, const uint8_t *b1, const int Q4, con
 }
 
 /* The block's weights in both 256-bit halves. */
-INLINE __m512i qblk_w512_bcast(const uint8_t *blk, const int Q4, const int VNNI)
+INLINE __m512i qblk_w512_bcast(const uint8_t *blk, const int VNNI)
 {
-    if (Q4) {
-        const __m512i v =
-            _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)(blk + 2)));
-        /* Words 8..15 of each 256-bit half get the high nibbles. */
-        const __m512i u = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFF00FF00u, v, 4),
-                                           _mm512_set1_epi8(0x0F));
-        return VNNI ? u : _mm512_sub_epi8(u, _mm512_set1_epi8(8));
-    }
     const __m512i wq =
         _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)));
     return VNNI ? _mm512_xor_si512(wq, _mm512_set1_epi8((char)0x80)) : wq;
 }
 
-/* The block's integer dot, 8 lanes; w as qblk_w256 gives it, negc = -qoff * sum(x) per lane
+/* The block's integer dot, 8 lanes; w as qblk_w256 gives it, negc = -128 * sum(x) per lane
  * (VNNI only). */
 INLINE __m256i qdot256(__m256i w, __m256i xq, __m256i negc, const int VNNI)
 {
@@ -314,7 +279,7 @@ INLINE __m512i qdot512(__m512i w, __m512i xq, __m512i negc, const int VNNI)
 }
 
 INLINE void q8_0_step(__m256 acc[4][4], int64_t b, const void *w, size_t ws, const void *x,
-                      size_t xs, const int NR, const int NC, const int VNNI, const int Q4)
+                      size_t xs, const int NR, const int NC, const int VNNI)
 {
     __m256i xq[4], negc[4];
     __m256 dx[4]; /* the scales, broadcast: d_w * d_x is one vmulps, as one float mul */
@@ -326,14 +291,14 @@ INLINE void q8_0_step(__m256 acc[4][4], int64_t b, const void *w, size_t ws, con
         if (VNNI) {
             negc[c] = _mm256_sub_epi32(
                 _mm256_setzero_si256(),
-                _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(qoff(Q4)), xq[c]));
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), xq[c]));
         } else {
             negc[c] = _mm256_setzero_si256();
         }
     }
     for (int r = 0; r < NR; r++) {
-        const uint8_t *wb = QBLK(w, r, ws, b, Q4);
-        const __m256i wq = qblk_w256(wb, Q4, VNNI);
+        const uint8_t *wb = QBLK(w, r, ws, b);
+        const __m256i wq = qblk_w256(wb, VNNI);
         const __m256 dw = _mm256_cvtph_ps(_mm_set1_epi16((short)qblk_d(wb)));
         for (int c = 0; c < NC; c++) {
             const __m256i dot = qdot256(wq, xq[c], negc[c], VNNI);
@@ -347,7 +312,7 @@ INLINE void q8_0_step(__m256 acc[4][4], int64_t b, const void *w, size_t ws, con
  * chain of (r, c), lanes 8..15 that of (r, c + 1), each updated exactly as q8_0_step does (one
  * fma per block), so the bits are the same with half the instructions. */
 INLINE void q8_0_step_pairs(__m512 acc[4][2], int64_t b, const void *w, size_t ws, const void *x,
-                            size_t xs, const int NR, const int NP, const int VNNI, const int Q4)
+                            size_t xs, const int NR, const int NP, const int VNNI)
 {
     __m512i xq[2], negc[2];
     __m512 dx[2];
@@ -365,14 +330,14 @@ INLINE void q8_0_step_pairs(__m512 acc[4][2], int64_t b, const void *w, size_t w
         if (VNNI) {
             negc[p] = _mm512_sub_epi32(
                 _mm512_setzero_si512(),
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(qoff(Q4)), xq[p]));
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), xq[p]));
         } else {
             negc[p] = _mm512_setzero_si512();
         }
     }
     for (int r = 0; r < NR; r++) {
-        const uint8_t *wb = QBLK(w, r, ws, b, Q4);
-        const __m512i wq = qblk_w512_bcast(wb, Q4, VNNI);
+        const uint8_t *wb = QBLK(w, r, ws, b);
+        const __m512i wq = qblk_w512_bcast(wb, VNNI);
         const __m512 dw = _mm512_cvtph_ps(_mm256_set1_epi16((short)qblk_d(wb)));
         for (int p = 0; p < NP; p++) {
             const __m512i dot = qdot512(wq, xq[p], negc[p], VNNI);
@@ -385,7 +350,7 @@ INLINE void q8_0_step_pairs(__m512 acc[4][2], int64_t b, const void *w, size_t w
 /* One activation row against weight rows r, r + 1 side by side (decode): lanes 0..7 are the
  * chain of (r, 0), lanes 8..15 that of (r + 1, 0); same bits as q8_0_step. */
 INLINE void q8_0_step_rows(__m512 acc[2], int64_t b, const void *w, size_t ws, const void *x,
-                           const int NQ, const int VNNI, const int Q4)
+                           const int NQ, const int VNNI)
 {
     const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
     const __m512i xq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb->qs));
@@ -393,11 +358,11 @@ INLINE void q8_0_step_rows(__m512 acc[2], int64_t b, const void *w, size_t ws, c
     __m512i negc = _mm512_setzero_si512();
     if (VNNI) {
         negc = _mm512_sub_epi32(negc, _mm512_dpbusd_epi32(_mm512_setzero_si512(),
-                                                          _mm512_set1_epi8(qoff(Q4)), xq));
+                                                          _mm512_set1_epi8((char)0x80), xq));
     }
     for (int q = 0; q < NQ; q++) {
-        const uint8_t *w0 = QBLK(w, 2 * q, ws, b, Q4), *w1 = QBLK(w, 2 * q + 1, ws, b, Q4);
-        const __m512i wq = qblk_w512(w0, w1, Q4, VNNI);
+        const uint8_t *w0 = QBLK(w, 2 * q, ws, b), *w1 = QBLK(w, 2 * q + 1, ws, b);
+        const __m512i wq = qblk_w512(w0, w1, VNNI);
         const __m512 dw = _mm512_cvtph_ps(_mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_set1_epi16((short)qblk_d(w0))),
             _mm_set1_epi16((short)qblk_d(w1)), 1));
@@ -406,19 +371,19 @@ INLINE void q8_0_step_rows(__m512 acc[2], int64_t b, const void *w, size_t ws, c
     }
 }
 
-/* Weight rows stream from memory, one block (34 or 18 bytes) per step and row: fetch 32 blocks
+/* Weight rows stream from memory, one 34-byte block per step and row: fetch 32 blocks
  * ahead every other block, or the one-block steps keep too few loads in flight. */
-INLINE void q8_0_prefetch(int64_t b, const void *w, size_t ws, const int NR, const int Q4)
+INLINE void q8_0_prefetch(int64_t b, const void *w, size_t ws, const int NR)
 {
     if ((b & 1) == 0) {
         for (int r = 0; r < NR; r++) {
-            _mm_prefetch((const char *)QBLK(w, r, ws, b + 32, Q4), _MM_HINT_T0);
+            _mm_prefetch((const char *)QBLK(w, r, ws, b + 32), _MM_HINT_T0);
         }
     }
 }
 
 INLINE void q80_act_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
-                         size_t xs, const int NR, const int NC, const int VNNI, const int Q4)
+                         size_t xs, const int NR, const int NC, const int VNNI)
 {
     __m256 acc[4][4];
     for (int r = 0; r < NR; r++) {
@@ -430,8 +395,8 @@ INLINE void q80_act_tile(int64_t n, float *s, size_t bs, const void *w, size_t w
     if (NC == 1 && (NR == 2 || NR == 4)) {
         __m512 acc2[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
         for (int64_t b = 0; b < nb; b++) {
-            q8_0_prefetch(b, w, ws, NR, Q4);
-            q8_0_step_rows(acc2, b, w, ws, x, NR / 2, VNNI, Q4);
+            q8_0_prefetch(b, w, ws, NR);
+            q8_0_step_rows(acc2, b, w, ws, x, NR / 2, VNNI);
         }
         for (int q = 0; q < NR / 2; q++) {
             s[2 * q] = hsum8(_mm512_castps512_ps256(acc2[q]));
@@ -447,11 +412,7 @@ INLINE void q80_act_tile(int64_t n, float *s, size_t bs, const void *w, size_t w
             }
         }
         for (int64_t b = 0; b < nb; b++) {
-            if (Q4) {
-                /* Q4_0 rows are half the bytes per element: fetch them ahead too. */
-                q8_0_prefetch(b, w, ws, NR, Q4);
-            }
-            q8_0_step_pairs(acc2, b, w, ws, x, xs, NR, NC / 2, VNNI, Q4);
+            q8_0_step_pairs(acc2, b, w, ws, x, xs, NR, NC / 2, VNNI);
         }
         for (int r = 0; r < NR; r++) {
             for (int p = 0; p < NC / 2; p++) {
@@ -463,8 +424,8 @@ INLINE void q80_act_tile(int64_t n, float *s, size_t bs, const void *w, size_t w
         return;
     }
     for (int64_t b = 0; b < nb; b++) {
-        q8_0_prefetch(b, w, ws, NR, Q4);
-        q8_0_step(acc, b, w, ws, x, xs, NR, NC, VNNI, Q4);
+        q8_0_prefetch(b, w, ws, NR);
+        q8_0_step(acc, b, w, ws, x, xs, NR, NC, VNNI);
     }
     for (int r = 0; r < NR; r++) {
         for (int c = 0; c < NC; c++) {
@@ -476,18 +437,10 @@ INLINE void q80_act_tile(int64_t n, float *s, size_t bs, const void *w, size_t w
 INLINE void q8_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
-    q80_act_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI, 0);
-}
-
-INLINE void q4_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
-                      size_t xs, const int NR, const int NC, const int VNNI)
-{
-    q80_act_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI, 1);
+    q80_act_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI);
 }
 TILE_ENTRY_POINTS(q8_0, avx512, 0)
 TILE_ENTRY_POINTS(q8_0, avx512vnni, 1)
-TILE_ENTRY_POINTS(q4_0, avx512, 0)
-TILE_ENTRY_POINTS(q4_0, avx512vnni, 1)
 
 /* ================================================================================================
  * Activation quantizers

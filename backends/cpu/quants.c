@@ -397,7 +397,8 @@ static void vec_dot_q4_0(int64_t n, float *s, const void *vw, const void *vx)
             isum += ((w[b].qs[j] & 0xF) - 8) * x[b].qs[j];
             isum += ((w[b].qs[j] >> 4) - 8) * x[b].qs[j + 16];
         }
-        sum += hs_fp16_to_fp32(w[b].d) * hs_fp16_to_fp32(x[b].d) * (float)isum;
+        /* llama.cpp's repacked Q4_0 order, as the AVX2 kernel (d_w * d_x is exact). */
+        sum = fmaf((float)isum, hs_fp16_to_fp32(w[b].d) * hs_fp16_to_fp32(x[b].d), sum);
     }
     *s = sum;
 }
@@ -963,6 +964,9 @@ static const struct hs_quant_kernels k_avx2[] = {
         hs__gemm_tile_q6_k_avx2),
 };
 
+/* Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels: the same bits (ggml has no 512-bit kernels
+ * for the last three either; its Q4_0 matmuls are repacked 8-row kernels, whose order the AVX2
+ * Q4_0 kernels follow). */
 #define AVX512_TABLE(name, isa)                                                                    \
     static const struct hs_quant_kernels name[] = {                                                \
         ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, hs__vec_dot_f32_avx512,        \
@@ -974,9 +978,7 @@ static const struct hs_quant_kernels k_avx2[] = {
         ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q8_0,                 \
             hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa),                                     \
         ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,                 \
-            hs__vec_dot_q4_0_##isa,                                                                \
-            hs__gemm_tile_q4_0_##isa), /* Q5_0, Q4_1 and Q5_1 run the AVX2 kernels: the same bits  \
-                                        * (ggml has no 512-bit kernels for them either). */                                                                      \
+            hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2),                                       \
         ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,                 \
             hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_avx2),                                       \
         ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,                   \

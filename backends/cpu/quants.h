@@ -56,8 +56,9 @@ struct hs_quant_kernels {
  * are static; every slot is non-NULL. Results of vec_dot and of gemm_tile for the same rows
  * are bit-identical within one table, except Q4_K tiles of 4 activation rows on AVX2 and AVX-512
  * (ggml's repacked gemm order there, not its gemv's). The AVX2 and AVX-512 tables give the same
- * bits as each other, which for F32, F16, Q8_0, Q5_0, Q4_K and Q6_K are llama.cpp's on AVX-512
- * CPUs. */
+ * bits as each other, which for F32, F16, Q8_0, Q5_0, Q4_1, Q5_1, Q4_K and Q6_K are llama.cpp's
+ * on AVX-512 CPUs, and for Q4_0 those of the repacked 8-row kernels llama.cpp runs for Q4_0
+ * matmuls on AVX2 and AVX-512 CPUs (one fma per block of the exact integer dot). */
 const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa);
 
 /* Reference quantization of a weight row (float -> t; t any supported type, including Q8_1 and
@@ -85,7 +86,7 @@ HS__QUANT_DOT_DECL(f16, avx2);
 HS__QUANT_DOT_DECL(bf16, avx2);
 HS__QUANT_DOT_DECL(q8_0, avx2);
 HS__QUANT_DOT_DECL(q4_0, avx2);
-HS__QUANT_DOT_DECL(q5_0, avx2); /* Q5_0, Q4_1, Q5_1: also the AVX-512 tables' */
+HS__QUANT_DOT_DECL(q5_0, avx2); /* Q4_0, Q5_0, Q4_1, Q5_1: also the AVX-512 tables' */
 HS__QUANT_DOT_DECL(q4_1, avx2);
 HS__QUANT_DOT_DECL(q5_1, avx2);
 HS__QUANT_DOT_DECL(q4_k, avx2);
@@ -110,12 +111,10 @@ void hs__attn_block_f32_avx2(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, fl
 HS__QUANT_DOT_DECL(f32, avx512);
 HS__QUANT_DOT_DECL(f16, avx512);
 HS__QUANT_DOT_DECL(q8_0, avx512);
-HS__QUANT_DOT_DECL(q4_0, avx512);
 HS__QUANT_DOT_DECL(q4_k, avx512);
 HS__QUANT_DOT_DECL(q5_k, avx512);
 HS__QUANT_DOT_DECL(q6_k, avx512);
 HS__QUANT_DOT_DECL(q8_0, avx512vnni);
-HS__QUANT_DOT_DECL(q4_0, avx512vnni);
 HS__QUANT_DOT_DECL(q4_k, avx512vnni);
 HS__QUANT_DOT_DECL(q5_k, avx512vnni);
 HS__QUANT_DOT_DECL(q6_k, avx512vnni);

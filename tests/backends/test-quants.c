@@ -619,15 +619,13 @@ Test(quants, avx512_without_vnni_matches)
         hs_gemm_tile_fn tile;
     } plain[] = {
         {HS_TYPE_Q8_0, hs__vec_dot_q8_0_avx512, hs__gemm_tile_q8_0_avx512},
-        {HS_TYPE_Q4_0, hs__vec_dot_q4_0_avx512, hs__gemm_tile_q4_0_avx512},
         {HS_TYPE_Q4_K, hs__vec_dot_q4_k_avx512, hs__gemm_tile_q4_k_avx512},
         {HS_TYPE_Q5_K, hs__vec_dot_q5_k_avx512, hs__gemm_tile_q5_k_avx512},
         {HS_TYPE_Q6_K, hs__vec_dot_q6_k_avx512, hs__gemm_tile_q6_k_avx512},
     };
     for (size_t pi = 0; pi < HS_ARRAY_LEN(plain); pi++) {
-        /* Q8_0 and Q4_0 get an odd block count, for the tail of the two-blocks-at-a-time
-         * prefetch. */
-        const bool q80_act = plain[pi].t == HS_TYPE_Q8_0 || plain[pi].t == HS_TYPE_Q4_0;
+        /* Q8_0 gets an odd block count, for the tail of the two-blocks-at-a-time prefetch. */
+        const bool q80_act = plain[pi].t == HS_TYPE_Q8_0;
         const int64_t n = q80_act ? 4096 + 256 + 32 : 4096 + 256;
         struct fixture f;
         fixture_init(&f, plain[pi].t, n, 500 + pi);

@@ -321,8 +321,25 @@ float ref_dot_ggml_avx512(enum hs_type t, const void *vw, const void *vx, int64_
         }
         return (float)sum;
     }
-    if (t == HS_TYPE_Q8_0 || t == HS_TYPE_Q4_0 || t == HS_TYPE_Q5_0) {
-        /* ggml_vec_dot_{q8_0,q4_0,q5_0}_q8_0 on x86: per 32-element block, int32 lane l holds the
+    if (t == HS_TYPE_Q4_0) {
+        /* llama.cpp's repacked Q4_0 kernels (ggml_gemv / ggml_gemm_q4_0_8x8_q8_0), which it runs
+         * for Q4_0 matmuls on AVX2 / AVX-512 CPUs: per block the exact integer dot t, then
+         * acc = fma(t, d_w * d_x, acc). */
+        float q4acc = 0.0f;
+        for (int64_t b = 0; b < n / 32; b++) {
+            const uint8_t *wb = w + (size_t)b * 18, *xb = x + (size_t)b * 34;
+            int32_t tot = 0;
+            for (int j = 0; j < 16; j++) {
+                tot += ((wb[2 + j] & 15) - 8) * (int8_t)xb[2 + j];
+                tot += ((wb[2 + j] >> 4) - 8) * (int8_t)xb[2 + j + 16];
+            }
+            const float d = (float)half_to_double(rd16(wb)) * (float)half_to_double(rd16(xb));
+            q4acc = fmaf((float)tot, d, q4acc);
+        }
+        return q4acc;
+    }
+    if (t == HS_TYPE_Q8_0 || t == HS_TYPE_Q5_0) {
+        /* ggml_vec_dot_{q8_0,q5_0}_q8_0 on x86: per 32-element block, int32 lane l holds the
          * products of elements 4l..4l+3; acc_l = fma(d_w * d_x, lane_l, acc_l); then the sum of
          * the 8 lanes as hsum_float_8: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)). */
         const size_t wsize = hs_type_row_size(t, 32);

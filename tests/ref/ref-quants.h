@@ -28,8 +28,10 @@ void ref_quantize_q8_1_x86(const float *x, void *y, int64_t n);
  * on AVX-512 CPUs, which its references come from and our AVX2 and AVX-512 kernels reproduce bit
  * for bit. F32 and F16 (ggml_vec_dot_f32 / _f16): four 16-lane fma accumulators over 64-element
  * steps, (a0 + a2) + (a1 + a3), _mm512_reduce_add_ps's tree, then the n % 64 products added in
- * float (F32) or double (F16). Q8_0, Q4_0 and Q5_0 against Q8_0 (ggml's x86 block kernels,
- * which AVX-512 CPUs run too): one fma per block and lane into 8 float lanes, then hsum_float_8.
+ * float (F32) or double (F16). Q8_0 and Q5_0 against Q8_0 (ggml's x86 block kernels, which
+ * AVX-512 CPUs run too): one fma per block and lane into 8 float lanes, then hsum_float_8. Q4_0:
+ * llama.cpp's repacked 8-row kernels (what it runs for Q4_0 matmuls on AVX2 / AVX-512 CPUs), one
+ * fma per block of the exact integer total.
  * Q4_1 and Q5_1 against Q8_1: the same over the unsigned quants, plus the float sum of m_w * s_x.
  * NAN for other types. */
 float ref_dot_ggml_avx512(enum hs_type t, const void *w, const void *x, int64_t n);
