@@ -136,6 +136,23 @@ typedef void (*gemv_fn)(int n, float *s, size_t bs, const void *vx, const void *
 
 typedef void (*quantize_mat_fn)(const float *x, void *y, int64_t k);
 
+/* The repacked kernels' arithmetic, written out: per block the exact integer dot, then one fma
+ * by d_w * d_x. */
+static float q4_0_model_dot(const struct hs_block_q4_0 *wb, const struct hs_block_q8_0 *xb,
+                            int64_t nb)
+{
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int isum = 0;
+        for (int j = 0; j < 16; j++) {
+            isum += ((wb[b].qs[j] & 0xF) - 8) * xb[b].qs[j];
+            isum += ((wb[b].qs[j] >> 4) - 8) * xb[b].qs[j + 16];
+        }
+        acc = fmaf((float)isum, hs_fp16_to_fp32(wb[b].d) * hs_fp16_to_fp32(xb[b].d), acc);
+    }
+    return acc;
+}
+
 static int check_q4_0_repacked(gemv_fn gemv, gemv_fn gemm, quantize_mat_fn qmat)
 {
     const int64_t n = 576 * 2, nb = n / 32;
@@ -175,17 +192,9 @@ static int check_q4_0_repacked(gemv_fn gemv, gemv_fn gemm, quantize_mat_fn qmat)
             const struct hs_block_q4_0 *wb =
                 (const struct hs_block_q4_0 *)(const void *)(wq + (size_t)r * wrow);
             const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)(const void *)xq;
-            float ours, model = 0.0f;
+            float ours;
             k->vec_dot(n, &ours, wb, xb);
-            for (int64_t b = 0; b < nb; b++) {
-                int isum = 0;
-                for (int j = 0; j < 16; j++) {
-                    isum += ((wb[b].qs[j] & 0xF) - 8) * xb[b].qs[j];
-                    isum += ((wb[b].qs[j] >> 4) - 8) * xb[b].qs[j + 16];
-                }
-                const float d = hs_fp16_to_fp32(wb[b].d) * hs_fp16_to_fp32(xb[b].d);
-                model = fmaf((float)isum, d, model);
-            }
+            const float model = q4_0_model_dot(wb, xb, nb);
             same_ours += memcmp(&ours, &theirs[r], 4) == 0;
             same_model += memcmp(&model, &theirs[r], 4) == 0;
             total++;
@@ -223,16 +232,7 @@ static int check_q4_0_repacked(gemv_fn gemv, gemv_fn gemm, quantize_mat_fn qmat)
             for (int r = 0; r < 8; r++) {
                 const struct hs_block_q4_0 *wb =
                     (const struct hs_block_q4_0 *)(const void *)(wq + (size_t)r * wrow);
-                float model = 0.0f;
-                for (int64_t b = 0; b < nb; b++) {
-                    int isum = 0;
-                    for (int j = 0; j < 16; j++) {
-                        isum += ((wb[b].qs[j] & 0xF) - 8) * xb[b].qs[j];
-                        isum += ((wb[b].qs[j] >> 4) - 8) * xb[b].qs[j + 16];
-                    }
-                    const float d = hs_fp16_to_fp32(wb[b].d) * hs_fp16_to_fp32(xb[b].d);
-                    model = fmaf((float)isum, d, model);
-                }
+                const float model = q4_0_model_dot(wb, xb, nb);
                 gemm_same += memcmp(&model, &sg[c * 8 + r], 4) == 0;
                 gemm_total++;
             }

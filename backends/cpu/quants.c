@@ -57,22 +57,27 @@ static void from_float_bf16(const float *x, void *y, int64_t n)
     }
 }
 
-/* ggml's reference rounding: d = amax / 127, q = roundf(x / d) (ties away from zero). */
+/* ggml's reference rounding of one block of 32: d = amax / 127, q = roundf(x / d) (ties away
+ * from zero). Returns d before its rounding to half. */
+static float q8_ref_block(const float *xb, int8_t *qs)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++) {
+        amax = fmaxf(amax, fabsf(xb[j]));
+    }
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 32; j++) {
+        qs[j] = (int8_t)roundf(xb[j] * id);
+    }
+    return d;
+}
+
 static void from_float_q8_0(const float *x, void *vy, int64_t n)
 {
     struct hs_block_q8_0 *y = vy;
     for (int64_t b = 0; b < n / 32; b++) {
-        const float *xb = x + b * 32;
-        float amax = 0.0f;
-        for (int j = 0; j < 32; j++) {
-            amax = fmaxf(amax, fabsf(xb[j]));
-        }
-        const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[b].d = hs_fp32_to_fp16(d);
-        for (int j = 0; j < 32; j++) {
-            y[b].qs[j] = (int8_t)roundf(xb[j] * id);
-        }
+        y[b].d = hs_fp32_to_fp16(q8_ref_block(x + b * 32, y[b].qs));
     }
 }
 
@@ -82,19 +87,12 @@ static void from_float_q8_1(const float *x, void *vy, int64_t n)
 {
     struct hs_block_q8_1 *y = vy;
     for (int64_t b = 0; b < n / 32; b++) {
-        const float *xb = x + b * 32;
-        float amax = 0.0f;
-        for (int j = 0; j < 32; j++) {
-            amax = fmaxf(amax, fabsf(xb[j]));
-        }
-        const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[b].d = hs_fp32_to_fp16(d);
+        const float d = q8_ref_block(x + b * 32, y[b].qs);
         int sum = 0;
         for (int j = 0; j < 32; j++) {
-            y[b].qs[j] = (int8_t)roundf(xb[j] * id);
             sum += y[b].qs[j];
         }
+        y[b].d = hs_fp32_to_fp16(d);
         y[b].s = hs_fp32_to_fp16((float)sum * d);
     }
 }
