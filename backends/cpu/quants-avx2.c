@@ -535,6 +535,7 @@ INLINE void q4_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
         }
     }
 }
+
 Q80_ACT_UTILE(q5_0, sizeof(struct hs_block_q5_0), 4)
 
 /* ================================================================================================
