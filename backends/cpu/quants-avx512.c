@@ -74,41 +74,10 @@ INLINE __m512 load16_f16(const void *p, int64_t i, __mmask16 m)
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
 }
 
-INLINE float scalar_f32(const void *p, int64_t i)
-{
-    return ((const float *)p)[i];
-}
-
-INLINE float scalar_f16(const void *p, int64_t i)
-{
-    return f16(((const uint16_t *)p)[i]);
-}
-
-/* The n % 64 tails: ggml_vec_dot_f32 keeps adding rounded products in float (its leftover loop,
- * not contracted: checked against llama.cpp's outputs), ggml_vec_dot_f16 adds each f32 product
- * in double. */
-INLINE float tail_f32(float red, const void *w, const void *x, int64_t i, int64_t n)
-{
-    float sum = red;
-    for (; i < n; i++) {
-        sum += scalar_f32(w, i) * scalar_f32(x, i);
-    }
-    return sum;
-}
-
-INLINE float tail_f16(float red, const void *w, const void *x, int64_t i, int64_t n)
-{
-    double sum = (double)red;
-    for (; i < n; i++) {
-        sum += (double)(scalar_f16(w, i) * scalar_f16(x, i));
-    }
-    return (float)sum;
-}
-
 /* Summation order of ggml's ggml_vec_dot_f32 / ggml_vec_dot_f16 on AVX-512 (GGML_F32_STEP =
  * GGML_F16_STEP = 64): four 16-lane FMA accumulators over 64-element steps, reduced as
- * (a0 + a2) + (a1 + a3) and then across lanes; the n % 64 tail is added
- * as tail_f32 / tail_f16 say. llama.cpp's CPU backend runs F32 and F16 weight products through these
+ * (a0 + a2) + (a1 + a3) and then across lanes; the n % 64 tail is added as hs__dot_tail_f32 /
+ * _f16 (quants.h) say. llama.cpp's CPU backend runs F32 and F16 weight products through these
  * (not llamafile's sgemm), so matching the order makes results bit-identical. Four accumulators
  * per dot product leave registers for at most 2 x 2 dot products at once. */
 #define FLOAT_TILE(t)                                                                          \
@@ -144,7 +113,7 @@ INLINE float tail_f16(float red, const void *w, const void *x, int64_t i, int64_
                 const __m512 a13 = _mm512_add_ps(acc[r][c][1], acc[r][c][3]);                  \
                 const float red = _mm512_reduce_add_ps(_mm512_add_ps(a02, a13));               \
                 s[(size_t)c * bs + (size_t)r] =                                                \
-                    tail_##t(red, ROWP(w, r, ws), ROWP(x, c, xs), np, n);                      \
+                    hs__dot_tail_##t(red, ROWP(w, r, ws), ROWP(x, c, xs), np, n);                      \
             }                                                                                  \
         }                                                                                      \
     }                                                                                          \

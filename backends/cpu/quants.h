@@ -73,6 +73,34 @@ void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n);
 /* Reference dequantization (scalar, any supported type, Q8_1 and Q8_K included). */
 void hs__dequantize_row_ref(enum hs_type t, const void *x, float *y, int64_t n);
 
+/* The n % 64 tails of ggml's ggml_vec_dot_f32 / _f16 (which the AVX2 and AVX-512 F32 / F16
+ * kernels reproduce): F32 keeps adding rounded products in float (its leftover loop, not
+ * contracted: checked against llama.cpp's outputs), F16 adds each f32 product in double. red is
+ * the vector part's sum; elements i .. n - 1 remain. */
+static inline float hs__dot_tail_f32(float red, const void *w, const void *x, int64_t i,
+                                     int64_t n)
+{
+    const float *wf = w, *xf = x;
+    float sum = red;
+    for (; i < n; i++) {
+        const float p = wf[i] * xf[i];
+        sum += p;
+    }
+    return sum;
+}
+
+static inline float hs__dot_tail_f16(float red, const void *w, const void *x, int64_t i,
+                                     int64_t n)
+{
+    const uint16_t *wh = w, *xh = x;
+    double sum = (double)red;
+    for (; i < n; i++) {
+        const float p = hs_fp16_to_fp32(wh[i]) * hs_fp16_to_fp32(xh[i]);
+        sum += (double)p;
+    }
+    return (float)sum;
+}
+
 /* ---- Per-ISA entry points (quants-avx2.c, quants-avx512.c); only quants.c's tables use them.
  * The _avx512 kernels come in two builds: plain AVX-512 BW, and _avx512vnni which also needs
  * AVX512_VNNI (vpdpbusd / vpdpwssd); hs__cpu_kernels picks by the CPU's features. ---- */
