@@ -294,8 +294,18 @@ static hs_status hs__cpu_matmul_multi(struct hs_backend *be, int n,
 /* y = silu(g) * u over n values (y may alias g or u). */
 typedef void (*hs__swiglu_fn)(int64_t n, float *y, const float *g, const float *u);
 
+/* The portable SwiGLU: libm expf per element. */
+static void hs__swiglu_f32_scalar(int64_t n, float *y, const float *g, const float *u)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float v = g[i];
+        y[i] = v / (1.0f + expf(-v)) * u[i];
+    }
+}
+
 /* SwiGLU with ggml's AVX-512 vector expf, which llama.cpp uses on AVX-512 CPUs (where its
- * references come from), on AVX-512 and on AVX2 + FMA CPUs alike; NULL: libm expf per element. */
+ * references come from), on AVX-512 and on AVX2 + FMA CPUs alike; else the portable one. The
+ * vector kernels leave a row's n % 16 tail to libm expf. */
 static hs__swiglu_fn hs__cpu_swiglu_kernel(const struct hs_cpu_backend *cpu)
 {
     switch (cpu->isa) {
@@ -304,7 +314,7 @@ static hs__swiglu_fn hs__cpu_swiglu_kernel(const struct hs_cpu_backend *cpu)
     case HS_ISA_AVX2:
         return hs__swiglu_f32_avx2;
     default:
-        return NULL;
+        return hs__swiglu_f32_scalar;
     }
 }
 
@@ -328,14 +338,7 @@ static void hs__ffn_gate_up(void *ctx, int ith, int nth)
     for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
         float *g = (float *)hs__row(t->gate.y, r);
         const float *u = (const float *)hs__row(t->up.y, r);
-        if (t->swiglu) {
-            t->swiglu(o1 - o0, g + o0, g + o0, u + o0);
-            continue;
-        }
-        for (int64_t o = o0; o < o1; o++) {
-            const float v = g[o];
-            g[o] = v / (1.0f + expf(-v)) * u[o]; /* as the swiglu op */
-        }
+        t->swiglu(o1 - o0, g + o0, g + o0, u + o0); /* as the swiglu op */
     }
 }
 
@@ -459,14 +462,7 @@ static void hs__moe_fn(void *ctx, int ith, int nth)
         for (int64_t r = 0; r < n; r++) {
             float *gr = (float *)hs__row(&sg, r);
             const float *ur = (const float *)hs__row(&su, r);
-            if (t->swiglu) {
-                t->swiglu(o1 - o0, gr + o0, gr + o0, ur + o0);
-                continue;
-            }
-            for (int64_t o = o0; o < o1; o++) {
-                const float v = gr[o];
-                gr[o] = v / (1.0f + expf(-v)) * ur[o]; /* as the swiglu op */
-            }
+            t->swiglu(o1 - o0, gr + o0, gr + o0, ur + o0); /* as the swiglu op */
         }
     }
 }
@@ -600,7 +596,7 @@ struct hs__ew_task {
     const struct hs_tensor *b; /* norm weight (may be NULL), b (maybe one row) or up */
     struct hs_tensor *y;
     float eps;
-    hs__swiglu_fn swiglu; /* SwiGLU: ggml's AVX-512 expf (hs__cpu_swiglu_kernel) or NULL */
+    hs__swiglu_fn swiglu; /* SwiGLU: hs__cpu_swiglu_kernel's */
 };
 
 static void hs__rms_norm_row(const float *x, const float *w, float eps, float *y, int64_t n)
@@ -649,14 +645,7 @@ static void hs__ew_fn(void *ctx, int ith, int nth)
             }
             break;
         case HS__EW_SWIGLU:
-            if (t->swiglu) {
-                t->swiglu(n, y, a, b);
-                break;
-            }
-            for (int64_t i = 0; i < n; i++) {
-                const float g = a[i];
-                y[i] = g / (1.0f + expf(-g)) * b[i];
-            }
+            t->swiglu(n, y, a, b);
             break;
         }
     }
