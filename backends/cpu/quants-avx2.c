@@ -114,14 +114,6 @@ INLINE __m256 load8_bf16(const void *p, int64_t i)
         _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
-INLINE float load1_f32(const void *p, int64_t i)
-{
-    return ((const float *)p)[i];
-}
-INLINE float load1_f16(const void *p, int64_t i)
-{
-    return f16(((const uint16_t *)p)[i]);
-}
 INLINE float load1_bf16(const void *p, int64_t i)
 {
     return hs_bf16_to_fp32(((const uint16_t *)p)[i]);
