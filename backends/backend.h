@@ -84,13 +84,26 @@ struct hs_rope_params {
 
 /* One sequence of an attention batch. Its n_new query rows are rows [q_row, q_row + n_new) of q;
  * their K/V were already stored at positions [n_past, n_past + n_new). Query row j attends to
- * positions [0, n_past + j]. */
+ * positions [kv_begin, min(kv_end, n_past + j + 1)): the whole causal prefix [0, n_past + j]
+ * when kv_begin and kv_end are 0 (zero-initialised), a range of it otherwise (flash-decoding's
+ * split of the KV: each range gives partials, attention/ merges them). Only the block table
+ * entries of the range are read, so a range's blocks may live in one backend's cache and the
+ * rest in another's. */
 struct hs_attn_seq {
     int32_t n_past;
     int32_t n_new;
     int32_t q_row;
     const int32_t *block_table; /* [ceil((n_past + n_new) / block_size)] block ids; borrowed */
+    int32_t kv_begin;           /* first position of the range (>= 0) */
+    int32_t kv_end;             /* one past its last position; 0: no upper bound */
 };
+
+/* The block and offset of position pos in a paged cache, as one flat slot id
+ * (block * block_size + offset): the one place this arithmetic is written. */
+static inline int64_t hs_kv_slot(const int32_t *block_table, int32_t block_size, int64_t pos)
+{
+    return (int64_t)block_table[pos / block_size] * block_size + pos % block_size;
+}
 
 struct hs_attn_args {
     const struct hs_tensor *q;       /* [n_rows][n_head][head_dim] f32 (ne = hd, n_head, n_rows) */
@@ -101,6 +114,18 @@ struct hs_attn_args {
     const struct hs_attn_seq *seqs;  /* [n_seqs] */
     int32_t n_seqs;
     float scale; /* usually 1/sqrt(head_dim) */
+    /* Partials (flash decoding): when m and l are given, out receives the unnormalised
+     * sum_p exp(s_p - m) v_p of each query row and head over its range, m the maximum scaled
+     * score s_p = scale * q.k_p (-INFINITY when the range is empty) and l the sum of
+     * exp(s_p - m) (0 when empty). The normalised attention is out / l; hs_attn_merge
+     * (attention/) combines partials of disjoint ranges exactly. When both are NULL, out is the
+     * normalised attention; computing partials and finalising them gives the same bits. */
+    struct hs_tensor *m; /* [n_rows][n_head] f32 (ne = n_head, n_rows), or NULL */
+    struct hs_tensor *l; /* same shape as m, or NULL */
+    /* Query rows of the whole forward batch this call is part of (0: q's rows). The CPU
+     * backend picks its precision path from it as ggml does from the batch (f32 accumulation
+     * from 64 rows on), so that splitting a batch over calls or backends keeps every bit. */
+    int32_t n_batch_rows;
 };
 
 struct hs_ffn_args {
@@ -135,6 +160,10 @@ struct hs_backend_stats {
     uint64_t weight_bytes_read; /* bytes of weights read by matmul/get_rows/ffn/moe_ffn (an expert
                                    FFN counts only the experts that have rows) */
     double sim_time_s;          /* simulated hardware time (simulated backends; 0 otherwise) */
+    double busy_s;              /* wall time spent inside this backend's operations and copies */
+    uint64_t bytes_copied_in;   /* bytes copied into this backend's buffers from another's */
+    uint64_t bytes_copied_out;  /* bytes copied from this backend's buffers to another's */
+    uint64_t buffer_bytes;      /* bytes of buffers allocated now */
 };
 
 /* ---- backend lifetime and registry ---- */
@@ -142,6 +171,9 @@ struct hs_backend_stats {
 struct hs_backend_params {
     int32_t n_threads; /* <= 0: one per physical core */
     bool pin_threads;  /* pin workers to cores with hwloc where available */
+    int32_t first_core; /* pinned threads take physical cores [first_core, first_core +
+                         * n_threads) (wrapping around), so two backends can run on disjoint
+                         * cores; default 0 */
 };
 
 /* Default parameters. */
@@ -202,6 +234,37 @@ hs_status hs_backend_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args
 
 /* Waits for queued work. */
 hs_status hs_backend_synchronize(struct hs_backend *be);
+
+/* ---- memory owned by a backend ----
+ *
+ * A buffer is memory of one backend (host memory for cpu and the simulated backends, device
+ * memory for a GPU). Tensors are built over hs_backend_buffer_base(); only backends read or
+ * write through their data pointers, and callers move bytes with set/get/copy. Nothing above
+ * backends/ may dereference a tensor of a buffer that is not host memory. */
+struct hs_backend_buffer;
+
+/* Allocates bytes (aligned to HS_ALIGN_BYTES, zero-filled). HS_E_NOMEM when the backend has no
+ * room (err-free: the caller says how much it asked for); *out stays NULL on failure. Free with
+ * hs_backend_buffer_free before the backend is destroyed. Thread: engine only. */
+hs_status hs_backend_buffer_alloc(struct hs_backend *be, size_t bytes,
+                                  struct hs_backend_buffer **out);
+void hs_backend_buffer_free(struct hs_backend_buffer *buf);
+/* Base address for tensors in the buffer; a host pointer only when hs_backend_buffer_is_host. */
+void *hs_backend_buffer_base(const struct hs_backend_buffer *buf);
+size_t hs_backend_buffer_size(const struct hs_backend_buffer *buf);
+bool hs_backend_buffer_is_host(const struct hs_backend_buffer *buf);
+struct hs_backend *hs_backend_buffer_backend(const struct hs_backend_buffer *buf);
+
+/* Byte transfers. dst/src address bytes [offset, offset + n) of the buffer. set uploads from host
+ * memory, get downloads to host memory, copy moves bytes between two buffers, of the same or of
+ * two backends (counted in the stats' bytes_copied_in/out when the backends differ). HS_E_RANGE
+ * when a range falls outside its buffer. Thread: engine only. */
+hs_status hs_backend_buffer_set(struct hs_backend_buffer *dst, size_t offset, const void *src,
+                                size_t n);
+hs_status hs_backend_buffer_get(const struct hs_backend_buffer *src, size_t offset, void *dst,
+                                size_t n);
+hs_status hs_backend_buffer_copy(const struct hs_backend_buffer *src, size_t src_offset,
+                                 struct hs_backend_buffer *dst, size_t dst_offset, size_t n);
 
 void hs_backend_get_stats(const struct hs_backend *be, struct hs_backend_stats *out);
 void hs_backend_reset_stats(struct hs_backend *be);
