@@ -9,7 +9,7 @@
 
 #include "backends/backend.h"
 
-#define HS_BACKEND_IFACE_VERSION 2
+#define HS_BACKEND_IFACE_VERSION 3
 
 struct hs_backend_iface {
     uint32_t version; /* HS_BACKEND_IFACE_VERSION */
@@ -50,6 +50,21 @@ struct hs_backend_iface {
     /* Optional: NULL runs n matmuls. */
     hs_status (*matmul_multi)(struct hs_backend *be, int n, const struct hs_tensor *const *ws,
                               const struct hs_tensor *x, struct hs_tensor *const *ys);
+
+    /* Version 3: memory the backend owns. All optional: NULL slots give host memory
+     * (hs_alloc_aligned, zero-filled) moved with memcpy, which is what cpu and the simulated
+     * backends use. A backend with memory of its own (a GPU) sets them all and says
+     * buffer_is_host false. Ranges were checked by backend.c. */
+    hs_status (*buffer_alloc)(struct hs_backend *be, size_t bytes, void **base);
+    void (*buffer_free)(struct hs_backend *be, void *base);
+    bool (*buffer_is_host)(struct hs_backend *be);
+    /* host -> buffer, buffer -> host, and buffer -> buffer within this backend */
+    hs_status (*buffer_set)(struct hs_backend *be, void *dst, const void *src, size_t n);
+    hs_status (*buffer_get)(struct hs_backend *be, void *dst, const void *src, size_t n);
+    hs_status (*buffer_copy)(struct hs_backend *be, void *dst, const void *src, size_t n);
+    /* Optional: binds the calling thread to where the backend's own threads run (pinned CPU
+     * pools), before that thread drives it. NULL: nothing to do. */
+    void (*bind_caller)(struct hs_backend *be);
 };
 
 struct hs_backend {

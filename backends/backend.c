@@ -128,6 +128,13 @@ hs_status hs_backend_synchronize(struct hs_backend *be)
     return be->iface->synchronize ? be->iface->synchronize(be) : HS_OK;
 }
 
+void hs_backend_bind_caller(struct hs_backend *be)
+{
+    if (be && be->iface->bind_caller) {
+        be->iface->bind_caller(be);
+    }
+}
+
 void hs_backend_get_stats(const struct hs_backend *be, struct hs_backend_stats *out)
 {
     if (!out) {
@@ -143,7 +150,9 @@ void hs_backend_get_stats(const struct hs_backend *be, struct hs_backend_stats *
 void hs_backend_reset_stats(struct hs_backend *be)
 {
     if (be) {
+        const uint64_t held = be->stats.buffer_bytes; /* a gauge, not a counter */
         memset(&be->stats, 0, sizeof(be->stats));
+        be->stats.buffer_bytes = held;
     }
 }
 
@@ -730,4 +739,168 @@ hs_status hs_backend_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args
     }
     hs__count(be, HS_OP_MOE_FFN, wbytes);
     return HS_OK;
+}
+
+/* ---- buffers ---- */
+
+struct hs_backend_buffer {
+    struct hs_backend *be;
+    void *base;
+    size_t size;
+    bool host;
+};
+
+static bool hs__be_host(struct hs_backend *be)
+{
+    return !be->iface->buffer_is_host || be->iface->buffer_is_host(be);
+}
+
+hs_status hs_backend_buffer_alloc(struct hs_backend *be, size_t bytes,
+                                  struct hs_backend_buffer **out)
+{
+    if (!out) {
+        return HS_E_INVAL;
+    }
+    *out = NULL;
+    if (!be || bytes == 0) {
+        return HS_E_INVAL;
+    }
+    struct hs_backend_buffer *buf = calloc(1, sizeof(*buf));
+    if (!buf) {
+        return HS_E_NOMEM;
+    }
+    buf->be = be;
+    buf->size = bytes;
+    buf->host = hs__be_host(be);
+    hs_status st = HS_OK;
+    if (be->iface->buffer_alloc) {
+        st = be->iface->buffer_alloc(be, bytes, &buf->base);
+    } else {
+        buf->base = hs_alloc_aligned(bytes);
+        st = buf->base ? HS_OK : HS_E_NOMEM;
+    }
+    if (st != HS_OK) {
+        free(buf);
+        return st;
+    }
+    be->stats.buffer_bytes += bytes;
+    *out = buf;
+    return HS_OK;
+}
+
+void hs_backend_buffer_free(struct hs_backend_buffer *buf)
+{
+    if (!buf) {
+        return;
+    }
+    struct hs_backend *be = buf->be;
+    if (be->iface->buffer_free) {
+        be->iface->buffer_free(be, buf->base);
+    } else {
+        hs_free_aligned(buf->base);
+    }
+    be->stats.buffer_bytes -= buf->size;
+    free(buf);
+}
+
+void *hs_backend_buffer_base(const struct hs_backend_buffer *buf)
+{
+    return buf ? buf->base : NULL;
+}
+
+size_t hs_backend_buffer_size(const struct hs_backend_buffer *buf)
+{
+    return buf ? buf->size : 0;
+}
+
+bool hs_backend_buffer_is_host(const struct hs_backend_buffer *buf)
+{
+    return buf && buf->host;
+}
+
+struct hs_backend *hs_backend_buffer_backend(const struct hs_backend_buffer *buf)
+{
+    return buf ? buf->be : NULL;
+}
+
+static bool hs__range_ok(const struct hs_backend_buffer *buf, size_t offset, size_t n)
+{
+    return buf && offset <= buf->size && n <= buf->size - offset;
+}
+
+hs_status hs_backend_buffer_set(struct hs_backend_buffer *dst, size_t offset, const void *src,
+                                size_t n)
+{
+    if (!hs__range_ok(dst, offset, n) || (!src && n)) {
+        return HS_E_RANGE;
+    }
+    char *d = (char *)dst->base + offset;
+    if (n == 0) {
+        return HS_OK;
+    }
+    if (dst->be->iface->buffer_set) {
+        return dst->be->iface->buffer_set(dst->be, d, src, n);
+    }
+    memcpy(d, src, n);
+    return HS_OK;
+}
+
+hs_status hs_backend_buffer_get(const struct hs_backend_buffer *src, size_t offset, void *dst,
+                                size_t n)
+{
+    if (!hs__range_ok(src, offset, n) || (!dst && n)) {
+        return HS_E_RANGE;
+    }
+    const char *s = (const char *)src->base + offset;
+    if (n == 0) {
+        return HS_OK;
+    }
+    if (src->be->iface->buffer_get) {
+        return src->be->iface->buffer_get(src->be, dst, s, n);
+    }
+    memcpy(dst, s, n);
+    return HS_OK;
+}
+
+hs_status hs_backend_buffer_copy(const struct hs_backend_buffer *src, size_t src_offset,
+                                 struct hs_backend_buffer *dst, size_t dst_offset, size_t n)
+{
+    if (!hs__range_ok(src, src_offset, n) || !hs__range_ok(dst, dst_offset, n)) {
+        return HS_E_RANGE;
+    }
+    if (n == 0) {
+        return HS_OK;
+    }
+    const char *s = (const char *)src->base + src_offset;
+    char *d = (char *)dst->base + dst_offset;
+    hs_status st = HS_OK;
+    if (src->be == dst->be && src->be->iface->buffer_copy) {
+        st = src->be->iface->buffer_copy(src->be, d, s, n);
+    } else if (src->host && dst->host) {
+        memmove(d, s, n);
+    } else if (src->host) {
+        st = hs_backend_buffer_set(dst, dst_offset, s, n);
+    } else if (dst->host) {
+        st = hs_backend_buffer_get(src, src_offset, d, n);
+    } else {
+        /* two device memories: through a host bounce buffer, a chunk at a time */
+        enum { CHUNK = 1 << 20 };
+        void *bounce = malloc(HS_MIN((size_t)CHUNK, n));
+        if (!bounce) {
+            return HS_E_NOMEM;
+        }
+        for (size_t done = 0; done < n && st == HS_OK; done += CHUNK) {
+            const size_t k = HS_MIN((size_t)CHUNK, n - done);
+            st = hs_backend_buffer_get(src, src_offset + done, bounce, k);
+            if (st == HS_OK) {
+                st = hs_backend_buffer_set(dst, dst_offset + done, bounce, k);
+            }
+        }
+        free(bounce);
+    }
+    if (st == HS_OK && src->be != dst->be) {
+        src->be->stats.bytes_copied_out += n;
+        dst->be->stats.bytes_copied_in += n;
+    }
+    return st;
 }

@@ -235,6 +235,11 @@ hs_status hs_backend_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args
 /* Waits for queued work. */
 hs_status hs_backend_synchronize(struct hs_backend *be);
 
+/* Binds the calling thread to the backend's cores (a pinned CPU backend runs its share of each
+ * op on the thread that calls it): call it once from a thread that will drive be, e.g. the
+ * attention backend's driver thread. A no-op for backends without pinned threads. */
+void hs_backend_bind_caller(struct hs_backend *be);
+
 /* ---- memory owned by a backend ----
  *
  * A buffer is memory of one backend (host memory for cpu and the simulated backends, device

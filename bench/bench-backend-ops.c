@@ -29,7 +29,7 @@ static void nop_task(void *ctx, int ith, int nth)
 static void bench_pool(int n_threads)
 {
     struct hs_pool *pool = NULL;
-    if (hs__pool_create(n_threads, true, &pool) != HS_OK) {
+    if (hs__pool_create(n_threads, true, 0, &pool) != HS_OK) {
         fprintf(stderr, "pool: create failed\n");
         return;
     }

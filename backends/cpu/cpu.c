@@ -1267,6 +1267,11 @@ static void hs__cpu_destroy(struct hs_backend *be)
     free(cpu);
 }
 
+static void hs__cpu_bind_caller(struct hs_backend *be)
+{
+    hs__pool_bind_caller(hs__cpu(be)->pool);
+}
+
 static const struct hs_backend_iface hs__cpu_iface = {
     /* .version     = */ HS_BACKEND_IFACE_VERSION,
     /* .name        = */ "cpu",
@@ -1285,6 +1290,13 @@ static const struct hs_backend_iface hs__cpu_iface = {
     /* .synchronize = */ NULL,
     /* .moe_ffn     = */ hs__cpu_moe_ffn,
     /* .matmul_multi = */ hs__cpu_matmul_multi,
+    /* .buffer_alloc = */ NULL,
+    /* .buffer_free = */ NULL,
+    /* .buffer_is_host = */ NULL,
+    /* .buffer_set = */ NULL,
+    /* .buffer_get = */ NULL,
+    /* .buffer_copy = */ NULL,
+    /* .bind_caller = */ hs__cpu_bind_caller,
 };
 
 void hs__cpu_set_simd(struct hs_backend *be, bool on)
@@ -1304,7 +1316,8 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
     cpu->base.iface = &hs__cpu_iface;
     cpu->isa = hs__cpu_detect_isa();
     cpu->simd = cpu->isa >= HS_ISA_AVX2;
-    st = hs__pool_create(params->n_threads, params->pin_threads, &cpu->pool);
+    st = hs__pool_create(params->n_threads, params->pin_threads, params->first_core,
+                         &cpu->pool);
     if (st != HS_OK) {
         goto fail_cpu;
     }

@@ -37,6 +37,7 @@ struct hs__pool_worker {
 
 struct hs_pool {
     int n_threads;
+    int first_core;
     bool pin;
 
     /* Published by the caller before bumping gen; read by workers after seeing the new gen. */
@@ -93,7 +94,12 @@ static void hs__pool_pin(struct hs_pool *pool, int core)
     if (!pool->have_topo) {
         return;
     }
-    hwloc_obj_t obj = hwloc_get_obj_by_type(pool->topo, HWLOC_OBJ_CORE, (unsigned)core);
+    const int n_cores = hwloc_get_nbobjs_by_type(pool->topo, HWLOC_OBJ_CORE);
+    if (n_cores <= 0) {
+        return;
+    }
+    hwloc_obj_t obj =
+        hwloc_get_obj_by_type(pool->topo, HWLOC_OBJ_CORE, (unsigned)(core % n_cores));
     if (!obj || !obj->cpuset) {
         return;
     }
@@ -153,7 +159,7 @@ static void *hs__pool_main(void *arg)
     struct hs__pool_worker *w = arg;
     struct hs_pool *pool = w->pool;
     if (pool->pin) {
-        hs__pool_pin(pool, w->ith);
+        hs__pool_pin(pool, pool->first_core + w->ith);
     }
     uint32_t seen = 0;
     for (;;) {
@@ -176,7 +182,7 @@ static void hs__pool_kick(struct hs_pool *pool)
     }
 }
 
-hs_status hs__pool_create(int n_threads, bool pin, struct hs_pool **out)
+hs_status hs__pool_create(int n_threads, bool pin, int first_core, struct hs_pool **out)
 {
     hs_status st = HS_E_NOMEM;
     *out = NULL;
@@ -188,6 +194,7 @@ hs_status hs__pool_create(int n_threads, bool pin, struct hs_pool **out)
         goto fail;
     }
     pool->n_threads = n_threads;
+    pool->first_core = first_core > 0 ? first_core : 0;
     atomic_init(&pool->gen, 0);
     atomic_init(&pool->n_sleepers, 0);
     atomic_init(&pool->n_pending, 0);
@@ -198,7 +205,7 @@ hs_status hs__pool_create(int n_threads, bool pin, struct hs_pool **out)
         }
     }
 #if HS_HAVE_HWLOC
-    if (pin && n_threads > 1 && hwloc_topology_init(&pool->topo) == 0) {
+    if (pin && hwloc_topology_init(&pool->topo) == 0) {
         if (hwloc_topology_load(pool->topo) == 0) {
             pool->have_topo = true;
             /* Pin only when every thread can have a core of its own. */
@@ -249,6 +256,13 @@ void hs__pool_destroy(struct hs_pool *pool)
 #endif
     free(pool->workers);
     free(pool);
+}
+
+void hs__pool_bind_caller(struct hs_pool *pool)
+{
+    if (pool->pin) {
+        hs__pool_pin(pool, pool->first_core);
+    }
 }
 
 int hs__pool_n_threads(const struct hs_pool *pool)

@@ -20,10 +20,16 @@ typedef void (*hs_pool_fn)(void *ctx, int ith, int nth);
 int hs__pool_physical_cores(void);
 
 /* Creates a pool of n_threads threads (<= 0: one per physical core). With pin, worker i is bound
- * to physical core i (the caller is left unbound) when hwloc is available and there are enough
- * cores; pinning failures are not errors. Returns HS_E_NOMEM / HS_E_INTERNAL (thread creation);
- * *out stays NULL on failure. Free with hs__pool_destroy. */
-hs_status hs__pool_create(int n_threads, bool pin, struct hs_pool **out);
+ * to physical core first_core + i (modulo the cores) when hwloc is available and there are at
+ * least n_threads cores; the caller (ith 0) stays where it is unless it calls
+ * hs__pool_bind_caller. Two pools given disjoint [first_core, first_core + n_threads) ranges so
+ * run on disjoint cores. Pinning failures are not errors. Returns HS_E_NOMEM / HS_E_INTERNAL
+ * (thread creation); *out stays NULL on failure. Free with hs__pool_destroy. */
+hs_status hs__pool_create(int n_threads, bool pin, int first_core, struct hs_pool **out);
+
+/* Binds the calling thread (the one that will drive the pool, ith 0) to core first_core, when
+ * the pool pins. */
+void hs__pool_bind_caller(struct hs_pool *pool);
 
 /* Stops and joins the workers and frees the pool; NULL is a no-op. */
 void hs__pool_destroy(struct hs_pool *pool);

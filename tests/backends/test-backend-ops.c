@@ -1188,7 +1188,7 @@ static void pool_probe_fn(void *ctx, int ith, int nth)
 Test(backend_pool, every_thread_runs_once_per_dispatch_spinning_and_after_sleep)
 {
     struct hs_pool *pool = NULL;
-    cr_assert_eq(hs__pool_create(3, true, &pool), HS_OK);
+    cr_assert_eq(hs__pool_create(3, true, 0, &pool), HS_OK);
     cr_assert_eq(hs__pool_n_threads(pool), 3);
     struct pool_probe p = {0};
     for (int i = 0; i < 20000; i++) {

@@ -1,0 +1,133 @@
+/* Memory owned by a backend (buffers, set/get/copy, the copy counters) and pinned pools on
+ * disjoint cores, on every registered backend. */
+#include <criterion/criterion.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/backend-impl.h"
+#include "backends/cpu/pool.h"
+#include "hs-config.h"
+
+static struct hs_backend *make_backend(int reg)
+{
+    struct hs_backend_params p = hs_backend_default_params();
+    p.n_threads = 1;
+    p.pin_threads = false;
+    struct hs_backend *be = NULL;
+    cr_assert_eq(hs_backend_create(hs_backend_reg_name(reg), &p, &be), HS_OK);
+    return be;
+}
+
+Test(buffers, alloc_set_get_zeroed_and_counted)
+{
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        struct hs_backend *be = make_backend(reg);
+        struct hs_backend_buffer *buf = NULL;
+        cr_assert_eq(hs_backend_buffer_alloc(be, 1000, &buf), HS_OK);
+        cr_assert_eq(hs_backend_buffer_size(buf), 1000);
+        cr_assert_eq(hs_backend_buffer_backend(buf), be);
+        cr_assert_eq((uintptr_t)hs_backend_buffer_base(buf) % HS_ALIGN_BYTES, 0);
+        struct hs_backend_stats st;
+        hs_backend_get_stats(be, &st);
+        cr_assert_eq(st.buffer_bytes, 1000);
+
+        unsigned char in[300], out[300];
+        for (int i = 0; i < 300; i++) {
+            in[i] = (unsigned char)(i * 7 + 3);
+        }
+        cr_assert_eq(hs_backend_buffer_get(buf, 700, out, 300), HS_OK);
+        for (int i = 0; i < 300; i++) {
+            cr_assert_eq(out[i], 0, "fresh buffers are zero-filled");
+        }
+        cr_assert_eq(hs_backend_buffer_set(buf, 700, in, 300), HS_OK);
+        cr_assert_eq(hs_backend_buffer_get(buf, 700, out, 300), HS_OK);
+        cr_assert_eq(memcmp(in, out, 300), 0);
+        /* ranges past the end, and offsets that wrap */
+        cr_assert_eq(hs_backend_buffer_set(buf, 701, in, 300), HS_E_RANGE);
+        cr_assert_eq(hs_backend_buffer_get(buf, 1001, out, 0), HS_E_RANGE);
+        cr_assert_eq(hs_backend_buffer_get(buf, SIZE_MAX, out, 2), HS_E_RANGE);
+        cr_assert_eq(hs_backend_buffer_set(buf, 1000, in, 0), HS_OK);
+        hs_backend_reset_stats(be);
+        hs_backend_get_stats(be, &st);
+        cr_assert_eq(st.buffer_bytes, 1000, "a reset keeps the gauge of memory held");
+        hs_backend_buffer_free(buf);
+        hs_backend_get_stats(be, &st);
+        cr_assert_eq(st.buffer_bytes, 0);
+        cr_assert_eq(hs_backend_buffer_alloc(be, 0, &buf), HS_E_INVAL);
+        cr_assert_null(buf);
+        hs_backend_destroy(be);
+    }
+}
+
+Test(buffers, copy_between_two_backends_counts_bytes)
+{
+    struct hs_backend *a = make_backend(0);
+    struct hs_backend *b = make_backend(0);
+    struct hs_backend_buffer *ba = NULL, *bb = NULL;
+    cr_assert_eq(hs_backend_buffer_alloc(a, 4096, &ba), HS_OK);
+    cr_assert_eq(hs_backend_buffer_alloc(b, 4096, &bb), HS_OK);
+    unsigned char in[1024], out[1024];
+    for (int i = 0; i < 1024; i++) {
+        in[i] = (unsigned char)(i ^ 0x5a);
+    }
+    cr_assert_eq(hs_backend_buffer_set(ba, 100, in, 1024), HS_OK);
+    cr_assert_eq(hs_backend_buffer_copy(ba, 100, bb, 3000, 1024), HS_OK);
+    cr_assert_eq(hs_backend_buffer_get(bb, 3000, out, 1024), HS_OK);
+    cr_assert_eq(memcmp(in, out, 1024), 0);
+    cr_assert_eq(hs_backend_buffer_copy(ba, 100, bb, 3100, 1024), HS_E_RANGE);
+    struct hs_backend_stats sa, sb;
+    hs_backend_get_stats(a, &sa);
+    hs_backend_get_stats(b, &sb);
+    cr_assert_eq(sa.bytes_copied_out, 1024);
+    cr_assert_eq(sa.bytes_copied_in, 0);
+    cr_assert_eq(sb.bytes_copied_in, 1024);
+    /* within one backend: moved, not counted as traffic between backends */
+    cr_assert_eq(hs_backend_buffer_copy(bb, 3000, bb, 3500, 500), HS_OK);
+    cr_assert_eq(hs_backend_buffer_get(bb, 3500, out, 500), HS_OK);
+    cr_assert_eq(memcmp(in, out, 500), 0);
+    hs_backend_get_stats(b, &sb);
+    cr_assert_eq(sb.bytes_copied_in, 1024);
+    hs_backend_buffer_free(ba);
+    hs_backend_buffer_free(bb);
+    hs_backend_destroy(a);
+    hs_backend_destroy(b);
+}
+
+#if HS_HAVE_HWLOC
+struct where {
+    int cpu[8];
+};
+
+static void record_cpu(void *ctx, int ith, int nth)
+{
+    (void)nth;
+    struct where *w = ctx;
+    w->cpu[ith] = sched_getcpu();
+}
+
+/* Two pinned pools of one thread each, with first cores 0 and 1, run their callers on two
+ * different CPUs once bound (where the machine has two cores). */
+Test(buffers, pinned_pools_take_disjoint_cores)
+{
+    if (hs__pool_physical_cores() < 2) {
+        cr_skip_test("one core: nothing to keep apart");
+    }
+    struct hs_pool *p0 = NULL, *p1 = NULL;
+    cr_assert_eq(hs__pool_create(1, true, 0, &p0), HS_OK);
+    cr_assert_eq(hs__pool_create(1, true, 1, &p1), HS_OK);
+    cpu_set_t before;
+    cr_assert_eq(sched_getaffinity(0, sizeof(before), &before), 0);
+    struct where w0 = {{-1}}, w1 = {{-1}};
+    hs__pool_bind_caller(p0);
+    hs__pool_run(p0, record_cpu, &w0);
+    hs__pool_bind_caller(p1);
+    hs__pool_run(p1, record_cpu, &w1);
+    cr_assert_geq(w0.cpu[0], 0);
+    cr_assert_geq(w1.cpu[0], 0);
+    cr_assert_neq(w0.cpu[0], w1.cpu[0], "both pools' callers ran on CPU %d", w0.cpu[0]);
+    cr_assert_eq(sched_setaffinity(0, sizeof(before), &before), 0);
+    hs__pool_destroy(p0);
+    hs__pool_destroy(p1);
+}
+#endif
