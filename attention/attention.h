@@ -13,6 +13,7 @@
 #ifndef HS_ATTENTION_ATTENTION_H
 #define HS_ATTENTION_ATTENTION_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "backends/backend.h"
@@ -44,5 +45,78 @@ void hs_attn_partial_finalize(const struct hs_attn_partial *p, int64_t n_vec, in
  * parts[0] (it is then overwritten). */
 void hs_attn_merge(const struct hs_attn_partial *parts, int n_parts,
                    const struct hs_attn_partial *acc, int64_t n_vec, int64_t head_dim, float *out);
+
+/* ---- the attention backend's driver thread ----
+ *
+ * Split execution runs the decode attention of one sub-batch on the attention backend while the
+ * engine thread runs the other sub-batch's dense layers on the FFN backend. A CPU backend runs
+ * its share of each op on the thread that calls it, so the attention backend gets a thread of
+ * its own, bound to its cores (hs_backend_bind_caller): the engine posts one job at a time and
+ * later waits for it. Posting and waiting spin briefly before sleeping, since a job lasts tens
+ * of microseconds to milliseconds and a layer posts two. */
+struct hs_attn_worker;
+
+/* A job: runs on the worker thread; its status comes back from hs_attn_worker_wait. */
+typedef hs_status (*hs_attn_job_fn)(void *arg);
+
+/* Starts the thread that drives be (borrowed; must outlive the worker). HS_E_NOMEM,
+ * HS_E_INTERNAL (thread creation); *out stays NULL on failure. Free with
+ * hs_attn_worker_destroy. Thread: engine. */
+hs_status hs_attn_worker_create(struct hs_backend *be, struct hs_attn_worker **out);
+/* Waits for a posted job, stops and joins the thread. NULL: no-op. */
+void hs_attn_worker_destroy(struct hs_attn_worker *w);
+/* Posts fn(arg); at most one job is in flight (HS_ASSERT). Thread: engine. */
+void hs_attn_worker_post(struct hs_attn_worker *w, hs_attn_job_fn fn, void *arg);
+/* Waits for the posted job and returns its status (HS_OK when none is in flight). Thread:
+ * engine. */
+hs_status hs_attn_worker_wait(struct hs_attn_worker *w);
+/* Seconds the worker spent inside jobs since creation. */
+double hs_attn_worker_busy_s(const struct hs_attn_worker *w);
+
+/* ---- sub-batch balance (L3/CHIME's two-sub-batch ping-pong) ----
+ *
+ * The running decode batch is split into two sub-batches A and B that take turns: while the
+ * FFN backend runs A's dense layers the attention backend runs B's attention, and the other way
+ * round. Per layer the pipeline then takes max(F_A, T_B) + max(F_B, T_A), where F is the FFN
+ * side's time for a sub-batch (its dense layers and whatever attention stays on the FFN backend)
+ * and T the attention backend's. The model predicts both, F linear in the sub-batch's rows and T
+ * linear in its KV tokens and sequences on the attention backend, fitted online by recursive
+ * least squares (with forgetting, so a drifting machine is followed) from measured (or
+ * simulated) stage times. */
+struct hs_split_model {
+    double f[2];    /* F = f[0] + f[1] * rows, seconds per layer */
+    double a[3];    /* T = a[0] + a[1] * kv_tokens + a[2] * n_seqs, seconds per layer */
+    double pf[2][2]; /* RLS covariances */
+    double pa[3][3];
+    int64_t n_obs_f, n_obs_a;
+};
+
+/* One sequence of the batch, in batch order. */
+struct hs_split_item {
+    int32_t rows;      /* its query rows this step (1 for a decode) */
+    int32_t out_rows;  /* of those, rows whose logits are wanted */
+    int32_t kv_tokens; /* positions its attention reads */
+    bool remote;       /* its attention runs on the attention backend */
+};
+
+/* A prior that splits rows and KV tokens evenly until measurements arrive. */
+void hs_split_model_init(struct hs_split_model *m);
+void hs_split_model_observe_ffn(struct hs_split_model *m, int32_t rows, double seconds);
+void hs_split_model_observe_attn(struct hs_split_model *m, int64_t kv_tokens, int32_t n_seqs,
+                                 double seconds);
+double hs_split_predict_ffn(const struct hs_split_model *m, int32_t rows);
+double hs_split_predict_attn(const struct hs_split_model *m, int64_t kv_tokens, int32_t n_seqs);
+
+/* The split point k (A = items [0, k), B = [k, n)) with the least predicted time per layer,
+ * max(F_A, T_B) + max(F_B, T_A), among the k that leave attention-backend rows on both sides;
+ * *period_s (may be NULL) gets that time. Returns 0 when there is no such k (fewer than two
+ * remote items), with *period_s the whole batch's sequential F + T. Whether a split beats the
+ * whole batch is the caller's to compare (hs_split_predict_*). Only splits that leave A's rows
+ * and A's logit rows multiples of row_align (>= 1) are considered: the CPU kernels compute
+ * activation rows in tiles of 4 and Q4_K's 4-row tiles round in another order than its single
+ * rows, so a split on a tile boundary keeps every row in the tile it has in the whole batch,
+ * and so keeps its bits. */
+int32_t hs_split_choose(const struct hs_split_model *m, const struct hs_split_item *items,
+                        int32_t n, int32_t row_align, double *period_s);
 
 #endif

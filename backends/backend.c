@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backends/backend-impl.h"
+#include "backends/cpu/pool.h"
 #include "hs-config.h"
 
 /* ---- registry ---- */
@@ -32,6 +33,11 @@ const char *hs_backend_reg_name(int i)
         return NULL;
     }
     return hs__backend_regs[i].name;
+}
+
+int hs_backend_physical_cores(void)
+{
+    return hs__pool_physical_cores();
 }
 
 struct hs_backend_params hs_backend_default_params(void)

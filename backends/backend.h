@@ -179,6 +179,9 @@ struct hs_backend_params {
 /* Default parameters. */
 struct hs_backend_params hs_backend_default_params(void);
 
+/* Physical cores of this machine (hwloc), else the online CPUs; at least 1. Thread: any. */
+int hs_backend_physical_cores(void);
+
 /* Number of backends compiled in, and the name of each ("cpu", "pim", ...). */
 int hs_backend_reg_count(void);
 const char *hs_backend_reg_name(int i);

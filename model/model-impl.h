@@ -2,6 +2,7 @@
 #ifndef HS_MODEL_MODEL_IMPL_H
 #define HS_MODEL_MODEL_IMPL_H
 
+#include "attention/attention.h"
 #include "model/model.h"
 
 struct hs_layer {
@@ -45,5 +46,73 @@ struct hs_model {
     size_t active_bytes;
     int64_t n_active_params;
 };
+
+/* ---- contexts (forward.c, placement.c) ---- */
+
+/* A KV store: the cache layers of the sequences whose attention one backend runs, in a buffer
+ * that backend owns. Layer il's K is at byte 2 * il * layer_bytes of the buffer, its V right
+ * after; block b of a layer at b * block_bytes within it. */
+struct hs__kv_store {
+    struct hs_backend *be;         /* borrowed: ctx->be (store 0) or ctx->attn_be (store 1) */
+    struct hs_backend_buffer *buf; /* owns; NULL when n_blocks is 0 */
+    struct hs_tensor *k;           /* [n_layer_kv] of [n_blocks][block_size][n_head_kv][head_dim] */
+    struct hs_tensor *v;           /* same */
+    int32_t n_blocks;
+    size_t block_bytes; /* one block of one layer's K (or V) */
+    size_t layer_bytes; /* n_blocks * block_bytes */
+};
+
+struct hs_context {
+    struct hs_model *model;
+    struct hs_backend *be;      /* dense ops, FFN and the attention of store 0 */
+    struct hs_backend *attn_be; /* decode attention of store 1; == be when not split */
+    struct hs_attn_worker *attn_worker; /* drives attn_be when split; NULL otherwise */
+    int32_t n_ctx;
+    int32_t block_size;
+    int32_t n_batch;
+    int32_t n_seq_max;
+    enum hs_type kv_type;
+    bool pingpong;
+
+    struct hs__kv_store stores[HS_KV_STORES_MAX];
+    int32_t n_stores;
+
+    struct hs_split_model split; /* the sub-batch balance's fitted model */
+    struct hs_split_stats split_stats;
+    hs_forward_trace_fn trace;   /* stage timings; NULL: none */
+    void *trace_user;
+
+    struct hs_moe *moe;           /* NULL for dense models */
+    struct hs_backend **extra_be; /* [n_extra_be] backends experts are placed on; owns */
+    char **extra_names;           /* [n_extra_be] their placement names ("cpu:1"); owns */
+    int32_t n_extra_be;
+
+    void *act_mem;                 /* activations, sized for n_batch rows */
+    float *x;                      /* [n_batch][n_embd] residual stream */
+    float *h;                      /* [n_batch][n_embd] normed input */
+    float *q;                      /* [n_batch][n_head][head_dim] */
+    float *k;                      /* [n_batch][n_head_kv][head_dim] */
+    float *v;                      /* [n_batch][n_head_kv][head_dim] */
+    float *attn;                   /* [n_batch][n_head][head_dim] */
+    float *tmp;                    /* [n_batch][n_embd] */
+    float *gate;                   /* [n_batch][n_ff] */
+    float *up;                     /* [n_batch][n_ff] */
+    float *logits;                 /* [n_batch][n_vocab] */
+    hs_token *tokens;              /* [n_batch] */
+    int32_t *pos;                  /* [n_batch] */
+    int32_t *slots;                /* [n_batch] */
+    int32_t *out_rows;             /* [n_batch] rows whose logits are wanted */
+    struct hs_attn_seq *attn_seqs; /* [n_batch] (a sequence has at least one token) */
+    int32_t *seq_store;            /* [n_batch] store of each sequence */
+    struct hs_attn_seq *local;     /* [n_batch] attention lists of the sub-batches */
+    struct hs_attn_seq *remote;    /* [n_batch] */
+    struct hs_split_item *items;   /* [n_batch] */
+    int32_t n_logit_rows;
+};
+
+/* Expert placement rules (placement.c): creates the backends they name in ctx->extra_be and
+ * tells ctx->moe where each expert runs. */
+hs_status hs__place_experts(struct hs_context *ctx, const struct hs_context_params *p,
+                            struct hs_error *err);
 
 #endif

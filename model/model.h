@@ -110,7 +110,20 @@ struct hs_context_params {
     int32_t n_batch;          /* max tokens per forward call (default 512) */
     enum hs_type kv_type;     /* HS_TYPE_F16 (default, as llama.cpp) or HS_TYPE_F32 */
     const char *backend;      /* registry name, default "cpu" */
-    const char *attn_backend; /* backend for attention; NULL: same as backend */
+    /* Split execution. attn_backend names the backend that runs the decode attention of the
+     * sequences placed on it (forward seq store 1), in a KV store of its own; NULL or the same
+     * name as backend with attn_threads 0: not split (one backend, one store). With a split, the
+     * attention backend is its own instance with attn_threads threads (<= 0: 1), pinned to the
+     * cores after the FFN backend's (backend_params.n_threads, <= 0: the physical cores less
+     * attn_threads), and driven by a thread of its own, so both run at once. */
+    const char *attn_backend;
+    int32_t attn_threads;
+    int32_t n_kv_blocks_ffn; /* split only: blocks of the FFN backend's own store 0, for the
+                              * sequences that decode there (below the long-context threshold);
+                              * n_kv_blocks then sizes the attention store 1. 0: no store 0 */
+    bool pingpong; /* split only: run the decode batch as two sub-batches that take turns on the
+                    * two backends (L3/CHIME), split where the fitted model predicts the least
+                    * time */
     /* Expert placement, in the spirit of llama.cpp's --override-tensor: "REGEX=BACKEND[:N]"
      * rules separated by commas. A rule places an expert when its POSIX extended regex is found
      * in the expert's name, "blk.<layer>.expert.<id>" (the shared expert:
@@ -154,9 +167,63 @@ struct hs_forward_seq {
     const hs_token *tokens;
     int32_t n_tokens;
     int32_t n_past;
-    const int32_t *block_table;
+    const int32_t *block_table; /* block ids of the sequence's store */
     int32_t n_logits;
+    int32_t store; /* the KV store its blocks live in: 0 (the FFN backend's; the only one when not
+                    * split) or 1 (the attention backend's, which runs its decode attention;
+                    * its prefill attention stays on the FFN backend) */
 };
+
+/* KV stores: 1 when not split, 2 when split (0: the FFN backend's, 1: the attention
+ * backend's). */
+#define HS_KV_STORES_MAX 2
+int32_t hs_context_n_stores(const struct hs_context *ctx);
+/* Blocks of store s (0 when s is out of range or the store is empty). */
+int32_t hs_context_store_n_blocks(const struct hs_context *ctx, int32_t s);
+/* The backend holding store s, NULL when out of range. */
+struct hs_backend *hs_context_store_backend(struct hs_context *ctx, int32_t s);
+/* The attention backend (== hs_context_backend when not split). */
+struct hs_backend *hs_context_attn_backend(struct hs_context *ctx);
+
+/* Copies whole blocks (every layer's K and V): block src[i] of store src_store into block dst[i]
+ * of dst_store, for i < n; the same store is allowed (copy-on-write), the same block is not.
+ * Between two backends the bytes count in their stats. *bytes (may be NULL) gets the bytes
+ * moved. HS_E_INVAL: a store or block id out of range. Thread: engine. */
+hs_status hs_context_copy_blocks(struct hs_context *ctx, int32_t src_store, const int32_t *src,
+                                 int32_t dst_store, const int32_t *dst, int32_t n,
+                                 uint64_t *bytes);
+
+/* Split execution as measured: steps, their predicted and measured layer-loop time, how much of
+ * the two sides' work overlapped. */
+struct hs_split_stats {
+    uint64_t n_steps;       /* forward calls that used the attention backend */
+    uint64_t n_steps_split; /* of those, run as two ping-pong sub-batches */
+    double wall_s;          /* layer loops of those steps, wall time */
+    double ffn_busy_s;      /* engine thread inside stages (FFN backend) */
+    double attn_busy_s;     /* attention thread inside attention jobs */
+    double overlap_s;       /* both busy at once: ffn_busy + attn_busy - wall, summed per step
+                             * (>= 0) */
+    double predicted_s;     /* the balancer's predicted layer-loop time, summed over steps */
+    double abs_err_s;       /* sum of |predicted - measured| per step */
+};
+void hs_context_get_split_stats(const struct hs_context *ctx, struct hs_split_stats *out);
+
+/* A stage of the forward pass as it ran, for tracing: called on the thread that ran it (the
+ * engine's, or the attention thread's for "attention" on the attention backend), right after
+ * it. t0_ns is CLOCK_MONOTONIC. Must be quick and thread-safe. */
+struct hs_forward_stage {
+    const char *stage;   /* "pre", "attention", "post", "output" */
+    const char *backend; /* the backend's placement name, e.g. "cpu" or "cpu (attention)" */
+    int32_t layer;       /* -1 for the output */
+    int32_t sub_batch;   /* 0 (A) or 1 (B); 0 when not split */
+    int32_t n_rows;
+    int32_t n_seqs;
+    bool on_attn_thread;
+    int64_t t0_ns;
+    int64_t dur_ns;
+};
+typedef void (*hs_forward_trace_fn)(void *user, const struct hs_forward_stage *s);
+void hs_context_set_trace(struct hs_context *ctx, hs_forward_trace_fn fn, void *user);
 
 /* Runs the batch (sum of n_tokens <= n_batch). Errors: HS_E_INVAL (token id out of range,
  * n_past + n_tokens > n_ctx, too many tokens: nothing is written), HS_E_DEVICE/HS_E_NOMEM from a

@@ -121,7 +121,7 @@ static double touched_per_token(struct hs_model *model, struct hs_context *ctx,
         if (fclose(cr) != 0 || !cleared) {
             return -1;
         }
-        struct hs_forward_seq fs = {&t, 1, n_past + i, table, 1};
+        struct hs_forward_seq fs = {&t, 1, n_past + i, table, 1, 0};
         if (hs_model_forward(ctx, &fs, 1) != HS_OK) {
             return -1;
         }
@@ -334,12 +334,12 @@ int hs__cli_bench(int argc, char **argv)
             }
             double t0 = now_s();
             if (test == 0) {
-                struct hs_forward_seq fs = {toks, (int32_t)n, 0, table, 1};
+                struct hs_forward_seq fs = {toks, (int32_t)n, 0, table, 1, 0};
                 st = hs_model_forward(ctx, &fs, 1);
             } else {
                 hs_token t = 1;
                 for (int32_t i = 0; i < n && st == HS_OK; i++) {
-                    struct hs_forward_seq fs = {&t, 1, i, table, 1};
+                    struct hs_forward_seq fs = {&t, 1, i, table, 1, 0};
                     st = hs_model_forward(ctx, &fs, 1);
                     t = (hs_token)((t * 31 + 7) % hp->n_vocab);
                 }

@@ -225,7 +225,7 @@ static int run(struct gen_opts *o)
     while ((size_t)n_past < n_prompt) {
         int32_t n = (int32_t)HS_MIN((size_t)n_batch, n_prompt - (size_t)n_past);
         struct hs_forward_seq fs = {toks + n_past, n, n_past, table,
-                                    (size_t)(n_past + n) == n_prompt ? 1 : 0};
+                                    (size_t)(n_past + n) == n_prompt ? 1 : 0, 0};
         if ((st = hs_model_forward(ctx, &fs, 1)) != HS_OK) {
             fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(st));
             goto done;
@@ -269,7 +269,7 @@ static int run(struct gen_opts *o)
         if (step + 1 == o->n_predict) {
             break;
         }
-        struct hs_forward_seq fs = {&t, 1, n_past, table, 1};
+        struct hs_forward_seq fs = {&t, 1, n_past, table, 1, 0};
         if ((st = hs_model_forward(ctx, &fs, 1)) != HS_OK) {
             fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(st));
             goto done;

@@ -257,7 +257,7 @@ static int32_t ref_greedy(const hs_token *prompt, int32_t n_prompt, int32_t max_
     }
     const struct hs_vocab *v = hs_model_vocab(g.model);
     int32_t n_vocab = hs_vocab_n_tokens(v);
-    struct hs_forward_seq fs = {prompt, n_prompt, 0, table, 1};
+    struct hs_forward_seq fs = {prompt, n_prompt, 0, table, 1, 0};
     cr_assert_eq(hs_model_forward(ctx, &fs, 1), HS_OK);
     int32_t n_past = n_prompt, n = 0;
     while (n < max_tokens) {
@@ -282,7 +282,7 @@ static int32_t ref_greedy(const hs_token *prompt, int32_t n_prompt, int32_t max_
         if (n == max_tokens) {
             break;
         }
-        struct hs_forward_seq st = {&out[n - 1], 1, n_past++, table, 1};
+        struct hs_forward_seq st = {&out[n - 1], 1, n_past++, table, 1, 0};
         cr_assert_eq(hs_model_forward(ctx, &st, 1), HS_OK);
     }
     hs_context_destroy(ctx);

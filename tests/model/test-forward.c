@@ -77,7 +77,7 @@ static double nrmse(const float *a, const float *b, int n)
 static void run_prompt(struct loaded *l, const hs_token *toks, int n, float *out)
 {
     int32_t table[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-    struct hs_forward_seq fs = {toks, n, 0, table, 1};
+    struct hs_forward_seq fs = {toks, n, 0, table, 1, 0};
     cr_assert_eq(hs_model_forward(l->ctx, &fs, 1), HS_OK);
     memcpy(out, hs_context_logits(l->ctx), sizeof(float) * 600);
 }
@@ -180,7 +180,7 @@ Test(forward, batching_chunking_and_block_layout_change_nothing, .timeout = 120)
     int32_t tables[3][2] = {{5, 2}, {7, 0}, {3, 6}};
     struct hs_forward_seq fs[3];
     for (int s = 0; s < 3; s++) {
-        fs[s] = (struct hs_forward_seq){seqs[s], lens[s], 0, tables[s], 1};
+        fs[s] = (struct hs_forward_seq){seqs[s], lens[s], 0, tables[s], 1, 0};
     }
     cr_assert_eq(hs_model_forward(l.ctx, fs, 3), HS_OK);
     cr_assert_eq(hs_context_n_logit_rows(l.ctx), 3);
@@ -193,7 +193,7 @@ Test(forward, batching_chunking_and_block_layout_change_nothing, .timeout = 120)
     int n_past = 0;
     while (n_past < lens[2]) {
         int n = n_past < 15 ? 5 : 1;
-        struct hs_forward_seq one = {c + n_past, n, n_past, table, 1};
+        struct hs_forward_seq one = {c + n_past, n, n_past, table, 1, 0};
         cr_assert_eq(hs_model_forward(l.ctx, &one, 1), HS_OK);
         n_past += n;
     }
@@ -209,15 +209,15 @@ Test(forward, bad_batches_are_rejected)
     load_mk(&l, HS_ARCH_LLAMA, HS_TYPE_F32, 16, 1);
     hs_token toks[20] = {1, 2, 3};
     int32_t table[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-    struct hs_forward_seq too_many = {toks, 20, 0, table, 1};
+    struct hs_forward_seq too_many = {toks, 20, 0, table, 1, 0};
     cr_assert_eq(hs_model_forward(l.ctx, &too_many, 1), HS_E_INVAL, "more tokens than n_batch");
     hs_token bad = 600;
-    struct hs_forward_seq oov = {&bad, 1, 0, table, 1};
+    struct hs_forward_seq oov = {&bad, 1, 0, table, 1, 0};
     cr_assert_eq(hs_model_forward(l.ctx, &oov, 1), HS_E_INVAL, "token id out of range");
-    struct hs_forward_seq past_ctx = {toks, 3, 127, table, 1};
+    struct hs_forward_seq past_ctx = {toks, 3, 127, table, 1, 0};
     cr_assert_eq(hs_model_forward(l.ctx, &past_ctx, 1), HS_E_INVAL, "beyond n_ctx");
     int32_t bad_table[1] = {9999};
-    struct hs_forward_seq bad_block = {toks, 3, 0, bad_table, 1};
+    struct hs_forward_seq bad_block = {toks, 3, 0, bad_table, 1, 0};
     cr_assert_eq(hs_model_forward(l.ctx, &bad_block, 1), HS_E_INVAL, "block id out of range");
     unload(&l);
 }
@@ -243,11 +243,11 @@ Test(forward, long_prompt_in_one_batch_equals_small_chunks, .timeout = 120)
     struct loaded l = {0};
     load_mk(&l, HS_ARCH_QWEN3, HS_TYPE_F32, 256, 1);
     int32_t table[8] = {6, 0, 3, 7, 1, 5, 2, 4};
-    struct hs_forward_seq fs = {toks, N, 0, table, 1};
+    struct hs_forward_seq fs = {toks, N, 0, table, 1, 0};
     cr_assert_eq(hs_model_forward(l.ctx, &fs, 1), HS_OK);
     memcpy(whole, hs_context_logits(l.ctx), sizeof(whole));
     for (int n_past = 0; n_past < N; n_past += 5) {
-        struct hs_forward_seq part = {toks + n_past, 5, n_past, table, 1};
+        struct hs_forward_seq part = {toks + n_past, 5, n_past, table, 1, 0};
         cr_assert_eq(hs_model_forward(l.ctx, &part, 1), HS_OK);
     }
     double e = nrmse(hs_context_logits(l.ctx), whole, 600);

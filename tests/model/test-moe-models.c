@@ -75,7 +75,7 @@ static double nrmse(const float *a, const float *b, int64_t n)
 static void run_all(struct loaded *l, const hs_token *toks, int n, float *out)
 {
     int32_t table[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-    struct hs_forward_seq fs = {toks, n, 0, table, n};
+    struct hs_forward_seq fs = {toks, n, 0, table, n, 0};
     cr_assert_eq(hs_model_forward(l->ctx, &fs, 1), HS_OK);
     const int32_t nv = hs_model_hparams(l->m)->n_vocab;
     memcpy(out, hs_context_logits(l->ctx), (size_t)(n * nv) * sizeof(float));
@@ -204,23 +204,23 @@ Test(moe_models, shared_kv_is_batching_and_chunking_invariant)
     float *alone_b = malloc((size_t)nv * sizeof(float));
     float *chunked = malloc((size_t)nv * sizeof(float));
     int32_t ta[8] = {0, 1, 2, 3, 4, 5, 6, 7}, tb[8] = {15, 9, 12, 8, 10, 11, 13, 14};
-    struct hs_forward_seq fa = {a, N_PROMPT, 0, ta, 1};
+    struct hs_forward_seq fa = {a, N_PROMPT, 0, ta, 1, 0};
     cr_assert_eq(hs_model_forward(l.ctx, &fa, 1), HS_OK);
     memcpy(alone_a, hs_context_logits(l.ctx), (size_t)nv * sizeof(float));
-    struct hs_forward_seq fb = {b, N_PROMPT, 0, tb, 1};
+    struct hs_forward_seq fb = {b, N_PROMPT, 0, tb, 1, 0};
     cr_assert_eq(hs_model_forward(l.ctx, &fb, 1), HS_OK);
     memcpy(alone_b, hs_context_logits(l.ctx), (size_t)nv * sizeof(float));
     /* The same prompt in chunks of 4 over scattered blocks. */
     for (int i = 0; i < N_PROMPT; i += 4) {
         const int n = HS_MIN(4, N_PROMPT - i);
-        struct hs_forward_seq fs = {a + i, n, i, tb, 1};
+        struct hs_forward_seq fs = {a + i, n, i, tb, 1, 0};
         cr_assert_eq(hs_model_forward(l.ctx, &fs, 1), HS_OK);
     }
     memcpy(chunked, hs_context_logits(l.ctx), (size_t)nv * sizeof(float));
     cr_assert(nrmse(chunked, alone_a, nv) < 1e-6, "chunked prefill differs: %g",
               nrmse(chunked, alone_a, nv));
     /* Both prompts in one batch. */
-    struct hs_forward_seq both[2] = {{a, N_PROMPT, 0, ta, 1}, {b, N_PROMPT, 0, tb, 1}};
+    struct hs_forward_seq both[2] = {{a, N_PROMPT, 0, ta, 1, 0}, {b, N_PROMPT, 0, tb, 1, 0}};
     cr_assert_eq(hs_model_forward(l.ctx, both, 2), HS_OK);
     const float *lg = hs_context_logits(l.ctx);
     cr_assert(nrmse(lg, alone_a, nv) < 1e-6 && nrmse(lg + nv, alone_b, nv) < 1e-6,

@@ -84,7 +84,7 @@ static void check_reference(const char *file, double tol, enum hs_type kv_type)
             cr_assert_eq(toks[i], json_integer_value(json_array_get(want, i)),
                          "%s case %zu: token %zu differs", file, ci, i);
         }
-        struct hs_forward_seq fs = {toks, (int32_t)n, 0, table, 1};
+        struct hs_forward_seq fs = {toks, (int32_t)n, 0, table, 1, 0};
         cr_assert_eq(hs_model_forward(ctx, &fs, 1), HS_OK);
         int32_t n_past = (int32_t)n;
         size_t si;
@@ -118,7 +118,7 @@ static void check_reference(const char *file, double tol, enum hs_type kv_type)
                     break;
                 }
                 hs_token h = (hs_token)ours;
-                struct hs_forward_seq hid = {&h, 1, n_past, table, 1};
+                struct hs_forward_seq hid = {&h, 1, n_past, table, 1, 0};
                 cr_assert_eq(hs_model_forward(ctx, &hid, 1), HS_OK);
                 n_past++;
                 n_hidden++;
@@ -163,7 +163,7 @@ static void check_reference(const char *file, double tol, enum hs_type kv_type)
                           "(tolerance %g)",
                           file, ci, si, t, got, want_lp, tol);
             }
-            struct hs_forward_seq one = {&ref_tok, 1, n_past, table, 1};
+            struct hs_forward_seq one = {&ref_tok, 1, n_past, table, 1, 0};
             cr_assert_eq(hs_model_forward(ctx, &one, 1), HS_OK);
             n_past++;
         }

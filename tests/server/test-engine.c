@@ -78,7 +78,7 @@ static void ref_greedy(struct hs_model *m, const hs_token *prompt, int n_prompt,
     memcpy(all, prompt, sizeof(hs_token) * (size_t)n_prompt);
     const int32_t n_vocab = hs_model_hparams(m)->n_vocab;
     const struct hs_vocab *v = hs_model_vocab(m);
-    struct hs_forward_seq fs = {all, n_prompt, 0, table, 1};
+    struct hs_forward_seq fs = {all, n_prompt, 0, table, 1, 0};
     cr_assert_eq(hs_model_forward(ctx, &fs, 1), HS_OK);
     int n_all = n_prompt;
     struct hs_detok dt;
@@ -111,7 +111,7 @@ static void ref_greedy(struct hs_model *m, const hs_token *prompt, int n_prompt,
         if (step + 1 == max_tokens) {
             break;
         }
-        fs = (struct hs_forward_seq){all + n_all - 1, 1, n_all - 1, table, 1};
+        fs = (struct hs_forward_seq){all + n_all - 1, 1, n_all - 1, table, 1, 0};
         cr_assert_eq(hs_model_forward(ctx, &fs, 1), HS_OK);
     }
     r->n_text += hs_detok_flush(&dt, r->text + r->n_text, TEXT_CAP - r->n_text);
