@@ -7,6 +7,7 @@
  * takes it with hs_engine_poll/wait. Everything after the submission queue belongs to the
  * engine thread alone and takes no lock. */
 #include "server/engine.h"
+#include "server/engine-impl.h"
 
 #include <errno.h>
 #include <math.h>
@@ -35,21 +36,6 @@ const double hs_engine_e2e_bounds_s[HS_ENGINE_E2E_BUCKETS] = {
     30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 };
 
-struct histo {
-    _Atomic uint64_t bucket[HS_ENGINE_TTFT_BUCKETS + 1]; /* non-cumulative; last: +Inf */
-    _Atomic uint64_t sum_ns;
-};
-
-struct metrics {
-    atomic_int n_running_req;
-    atomic_int n_seqs_running;
-    atomic_int kv_used, kv_cached, kv_free;
-    _Atomic uint64_t submitted, rejected, finished[HS_FINISH_COUNT];
-    _Atomic uint64_t prompt_tokens, gen_tokens, hit_tokens, prefill_tokens, preemptions;
-    _Atomic uint64_t steps, batch_tokens;
-    struct histo ttft, tpot, e2e;
-};
-
 static void histo_observe(struct histo *h, const double *bounds, int n, double s)
 {
     int i = 0;
@@ -58,136 +44,6 @@ static void histo_observe(struct histo *h, const double *bounds, int n, double s
     }
     atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)(s > 0 ? s * 1e9 : 0), memory_order_relaxed);
-}
-
-#define INC(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)
-
-/* ---- requests and their channels ---- */
-
-/* Growable output of one choice: text bytes (NUL-terminated), token ids and logprobs. */
-struct outbuf {
-    char *text;
-    size_t n_text, cap_text;
-    hs_token *tokens;
-    struct hs_token_logprob *lps; /* [cap_tokens] when the request wants logprobs */
-    int32_t n_tokens, cap_tokens;
-};
-
-enum seq_state { SEQ_WAITING, SEQ_RUNNING, SEQ_FINISHED };
-
-/* One choice: engine thread only. */
-struct seq {
-    struct hs_engine_handle *req;
-    int32_t index;
-    enum seq_state state;
-    hs_token *toks;       /* [n_prompt + max_tokens]: prompt then generated */
-    int32_t n_all;        /* tokens in toks; KV holds the first hs_kv_seq_n_tokens(kv) */
-    int32_t n_gen;        /* sampled, EOS included */
-    struct hs_kv_seq *kv; /* while running */
-    struct hs_sampler *smp;
-    struct hs_detok dt;
-    char *hold; /* text not yet emitted: could begin a stop string */
-    size_t n_hold, cap_hold;
-    bool stopped; /* a stop string matched */
-    int64_t t_first_ns, t_last_ns;
-    struct seq *prev, *next; /* waiting list */
-    int32_t batch_slot;      /* index in this step's batch, -1 when not in it */
-};
-
-struct hs_engine_handle {
-    atomic_int refs;    /* caller + engine */
-    atomic_bool cancel; /* set by hs_engine_cancel / release */
-    atomic_bool done;   /* every choice finished (DONE is ready) */
-    uint64_t id;
-
-    /* notify: nmu guards released against a notify in progress */
-    pthread_mutex_t nmu;
-    bool released;
-    hs_engine_notify_fn notify;
-    void *notify_user;
-
-    /* channel: mu guards everything down to done_taken */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct outbuf prod[HS_ENGINE_MAX_CHOICES];
-    enum hs_finish_reason fin[HS_ENGINE_MAX_CHOICES];
-    bool fin_sent[HS_ENGINE_MAX_CHOICES];
-    struct outbuf cons; /* what the last event points into */
-    int32_t rr;         /* next choice to look at, for fairness */
-    bool done_ready, done_taken;
-    struct hs_engine_usage usage;
-    hs_status status;
-    double ttft_ms, e2e_ms;
-
-    /* engine thread only from submit on */
-    int32_t n_choices;
-    int32_t n_prompt;
-    int32_t max_tokens;
-    bool logprobs;
-    int32_t top_logprobs;
-    bool ignore_eos;
-    int32_t n_stop;
-    char *stop[HS_ENGINE_MAX_STOP];
-    size_t stop_len[HS_ENGINE_MAX_STOP];
-    int64_t t_submit_ns;
-    int64_t deadline_ns; /* 0: none */
-    int64_t t_first_ns;
-    int32_t n_finished;
-    int32_t n_seqs_running;
-    bool admitted_once;
-    bool touched; /* in this step's notify list */
-    struct hs_engine_handle *next_touched;
-    struct hs_engine_handle *next_incoming;
-    struct seq seqs[HS_ENGINE_MAX_CHOICES];
-};
-
-/* ---- the engine ---- */
-
-struct hs_engine {
-    struct hs_model *model;
-    const struct hs_vocab *vocab;
-    int32_t n_vocab;
-    struct hs_context *ctx;
-    struct hs_kv_pool *pool;
-    int32_t n_ctx;
-    int32_t n_parallel;
-    int32_t n_batch;
-    int32_t max_waiting;
-    int64_t timeout_ms;
-
-    pthread_t thread;
-    bool thread_started;
-
-    /* submission queue: mu guards these */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;      /* engine waits for work */
-    pthread_cond_t idle_cv; /* drain waits for n_inflight == 0 */
-    struct hs_engine_handle *in_head, *in_tail;
-    int32_t n_inflight;
-    bool draining, stopping, cancel_all;
-
-    /* engine thread only */
-    struct seq *wait_head, *wait_tail;
-    struct seq **running; /* [n_parallel], in admission order */
-    int32_t n_running;
-    struct hs_kv_seq **kv_free; /* [n_parallel] idle kv sequences */
-    int32_t n_kv_free;
-    struct seq **batch;         /* [n_parallel] */
-    int32_t *batch_n;           /* [n_parallel] tokens of each entry */
-    struct hs_forward_seq *fwd; /* [n_parallel] */
-    char *piece;                /* detokenizer output scratch */
-    size_t cap_piece;
-    struct hs_token_logprob lp_scratch;
-    struct hs_engine_handle *touched_head;
-
-    struct metrics m;
-};
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 struct hs_engine_params hs_engine_default_params(void)
