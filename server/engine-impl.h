@@ -168,4 +168,13 @@ static inline int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* ---- metrics.c ---- */
+
+/* Counts one observation of s seconds into h, whose n bucket bounds are bounds. Thread: engine
+ * only (any writer would do: the counters are atomics). */
+void hs__metrics_observe(struct histo *h, const double *bounds, int n, double s);
+
+/* Publishes the KV pool's used/cached/free block counts to e->m. Thread: engine only. */
+void hs__metrics_update_kv_gauges(struct hs_engine *e);
+
 #endif

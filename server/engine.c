@@ -21,31 +21,6 @@
 #include "model/model.h"
 #include "model/vocab.h"
 
-/* ---- metrics bounds (vLLM's) ---- */
-
-const double hs_engine_ttft_bounds_s[HS_ENGINE_TTFT_BUCKETS] = {
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,   0.75,
-    1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
-};
-const double hs_engine_tpot_bounds_s[HS_ENGINE_TPOT_BUCKETS] = {
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,  0.4,  0.5,
-    0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0,
-};
-const double hs_engine_e2e_bounds_s[HS_ENGINE_E2E_BUCKETS] = {
-    0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,   20.0,
-    30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
-};
-
-static void histo_observe(struct histo *h, const double *bounds, int n, double s)
-{
-    int i = 0;
-    while (i < n && s > bounds[i]) {
-        i++;
-    }
-    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)(s > 0 ? s * 1e9 : 0), memory_order_relaxed);
-}
-
 struct hs_engine_params hs_engine_default_params(void)
 {
     return (struct hs_engine_params){
@@ -496,13 +471,6 @@ static void wait_push_front(struct hs_engine *e, struct seq *s)
     e->wait_head = s;
 }
 
-static void update_kv_gauges(struct hs_engine *e)
-{
-    atomic_store_explicit(&e->m.kv_used, hs_kv_pool_n_used(e->pool), memory_order_relaxed);
-    atomic_store_explicit(&e->m.kv_cached, hs_kv_pool_n_cached(e->pool), memory_order_relaxed);
-    atomic_store_explicit(&e->m.kv_free, hs_kv_pool_n_free(e->pool), memory_order_relaxed);
-}
-
 /* Returns the sequence's blocks to the pool (full blocks stay cached for reuse) and its kv
  * object to the idle stack. */
 static void release_kv(struct hs_engine *e, struct seq *s)
@@ -552,7 +520,7 @@ static void finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason
             }
         }
         release_kv(e, s);
-        update_kv_gauges(e);
+        hs__metrics_update_kv_gauges(e);
     } else if (s->state == SEQ_WAITING) {
         wait_remove(e, s);
     }
@@ -560,7 +528,7 @@ static void finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason
     INC(e->m.finished[why], 1);
     if (s->n_gen >= 2) {
         double tpot = (double)(s->t_last_ns - s->t_first_ns) / 1e9 / (s->n_gen - 1);
-        histo_observe(&e->m.tpot, hs_engine_tpot_bounds_s, HS_ENGINE_TPOT_BUCKETS, tpot);
+        hs__metrics_observe(&e->m.tpot, hs_engine_tpot_bounds_s, HS_ENGINE_TPOT_BUCKETS, tpot);
     }
     h->n_finished++;
     bool last = h->n_finished == h->n_choices;
@@ -584,8 +552,8 @@ static void finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason
                      (unsigned long long)h->id, h->n_prompt, h->usage.completion_tokens,
                      h->usage.cached_tokens, (double)(t - h->t_submit_ns) / 1e6);
         atomic_store(&h->done, true);
-        histo_observe(&e->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS,
-                      (double)(t - h->t_submit_ns) / 1e9);
+        hs__metrics_observe(&e->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS,
+                            (double)(t - h->t_submit_ns) / 1e9);
         pthread_mutex_lock(&e->mu);
         e->n_inflight--;
         pthread_cond_broadcast(&e->idle_cv);
@@ -649,8 +617,8 @@ static enum hs_finish_reason take_token(struct hs_engine *e, struct seq *s, cons
     s->t_last_ns = t_ns;
     if (!h->t_first_ns) {
         h->t_first_ns = t_ns;
-        histo_observe(&e->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS,
-                      (double)(t_ns - h->t_submit_ns) / 1e9);
+        hs__metrics_observe(&e->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS,
+                            (double)(t_ns - h->t_submit_ns) / 1e9);
     }
     bool eog = t < 0 || (!h->ignore_eos && hs_vocab_is_eog(e->vocab, t));
     bool at_len = s->n_gen >= h->max_tokens;
@@ -918,7 +886,7 @@ static void run_step(struct hs_engine *e)
             finish_seq(e, s, why, fst);
         }
     }
-    update_kv_gauges(e);
+    hs__metrics_update_kv_gauges(e);
 }
 
 /* Calls the notify hooks of the requests touched this step; drops the engine's reference of
@@ -1101,7 +1069,7 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
         }
         e->n_kv_free++;
     }
-    update_kv_gauges(e);
+    hs__metrics_update_kv_gauges(e);
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         st = hs_error_set(err, HS_E_INTERNAL, "cannot start the engine thread");
         goto fail;
@@ -1171,67 +1139,4 @@ hs_status hs_engine_drain(struct hs_engine *e, int64_t timeout_ms)
     e->cancel_all = false;
     pthread_mutex_unlock(&e->mu);
     return st;
-}
-
-/* ---- metrics ---- */
-
-#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
-
-static void histo_snapshot(const struct histo *h, const double *bounds, int n,
-                           struct hs_engine_histogram *out)
-{
-    memset(out, 0, sizeof(*out));
-    out->n_buckets = n;
-    out->bounds_s = bounds;
-    uint64_t acc = 0;
-    for (int i = 0; i < n; i++) {
-        acc += LOAD(h->bucket[i]);
-        out->le[i] = acc;
-    }
-    out->count = acc + LOAD(h->bucket[n]);
-    out->sum_s = (double)LOAD(h->sum_ns) / 1e9;
-}
-
-uint64_t hs_engine_expert_tokens(const struct hs_engine *e, int32_t il, int32_t expert)
-{
-    /* The MoE state is fixed after creation; its counters are relaxed atomics. */
-    return hs_moe_expert_tokens(hs_context_moe(e->ctx), il, expert);
-}
-
-const char *hs_engine_expert_backend(const struct hs_engine *e, int32_t il, int32_t expert)
-{
-    return hs_context_expert_backend(e->ctx, il, expert);
-}
-
-void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *m)
-{
-    struct hs_engine *me = (struct hs_engine *)e; /* atomics are read-only here */
-    memset(m, 0, sizeof(*m));
-    m->n_running = LOAD(me->m.n_running_req);
-    pthread_mutex_lock(&me->mu);
-    int32_t inflight = me->n_inflight;
-    pthread_mutex_unlock(&me->mu);
-    m->n_waiting = HS_MAX(0, inflight - m->n_running);
-    m->n_seqs_running = LOAD(me->m.n_seqs_running);
-    m->kv_blocks_total = hs_kv_pool_n_blocks(e->pool);
-    m->kv_blocks_used = LOAD(me->m.kv_used);
-    m->kv_blocks_cached = LOAD(me->m.kv_cached);
-    m->kv_blocks_free = LOAD(me->m.kv_free);
-    m->requests_submitted = LOAD(me->m.submitted);
-    m->requests_rejected = LOAD(me->m.rejected);
-    for (int i = 0; i < HS_FINISH_COUNT; i++) {
-        m->requests_finished[i] = LOAD(me->m.finished[i]);
-    }
-    m->prompt_tokens = LOAD(me->m.prompt_tokens);
-    m->generation_tokens = LOAD(me->m.gen_tokens);
-    m->prefix_hit_tokens = LOAD(me->m.hit_tokens);
-    m->prefill_tokens = LOAD(me->m.prefill_tokens);
-    m->preemptions = LOAD(me->m.preemptions);
-    m->steps = LOAD(me->m.steps);
-    m->batch_tokens = LOAD(me->m.batch_tokens);
-    m->prefix_hit_rate =
-        m->prompt_tokens ? (double)m->prefix_hit_tokens / (double)m->prompt_tokens : 0.0;
-    histo_snapshot(&me->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS, &m->ttft);
-    histo_snapshot(&me->m.tpot, hs_engine_tpot_bounds_s, HS_ENGINE_TPOT_BUCKETS, &m->tpot);
-    histo_snapshot(&me->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS, &m->e2e);
 }
