@@ -168,6 +168,25 @@ static inline int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* ---- channel.c ---- */
+
+/* Grows *p (an array of *cap elements of elem bytes) to hold at least need elements, doubling
+ * from 16. Returns false, leaving *p and *cap as they were, when out of memory. Thread: any. */
+bool hs__engine_grow(void **p, size_t *cap, size_t need, size_t elem);
+
+/* Appends n bytes of text to o, keeping it NUL-terminated; false when out of memory. Thread:
+ * engine only, with the handle's mu held. */
+bool hs__channel_outbuf_text(struct outbuf *o, const char *s, size_t n);
+
+/* Appends token t (and *lp when the request wants logprobs; lp NULL otherwise) to o; false when
+ * out of memory. Thread: engine only, with the handle's mu held. */
+bool hs__channel_outbuf_token(struct outbuf *o, hs_token t, const struct hs_token_logprob *lp);
+
+/* Calls the notify hooks of the requests touched this step (e->touched_head, emptied), without
+ * any engine or channel lock held; drops the engine's reference of the finished ones. Thread:
+ * engine only. */
+void hs__channel_notify_touched(struct hs_engine *e);
+
 /* ---- metrics.c ---- */
 
 /* Counts one observation of s seconds into h, whose n bucket bounds are bounds. Thread: engine
