@@ -187,6 +187,33 @@ bool hs__channel_outbuf_token(struct outbuf *o, hs_token t, const struct hs_toke
  * engine only. */
 void hs__channel_notify_touched(struct hs_engine *e);
 
+/* ---- sched.c ---- */
+
+/* Unlinks s from the waiting list. Thread: engine only. */
+void hs__sched_wait_remove(struct hs_engine *e, struct seq *s);
+
+/* Returns the sequence's blocks to the pool (full blocks stay cached for reuse) and its kv
+ * object to the idle stack. Thread: engine only. */
+void hs__sched_release_kv(struct hs_engine *e, struct seq *s);
+
+/* Removes running[i], keeping admission order, and updates the running gauges. Thread: engine
+ * only. */
+void hs__sched_running_remove_at(struct hs_engine *e, int32_t i);
+
+/* ---- output.c ---- */
+
+/* Ends a sequence, waiting or running: frees its KV, records its finish reason (and status, the
+ * request's when it is the first error) in the channel; the request's DONE when it was the last
+ * choice. Thread: engine only. */
+void hs__output_finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason why,
+                           hs_status status);
+
+/* Samples s's next token from logits ([n_vocab], of time t_ns), updates s and pushes its output
+ * to the channel. Returns the finish reason, or HS_FINISH_NONE to go on; HS_FINISH_ERROR with
+ * *status HS_E_NOMEM when an output buffer could not grow. Thread: engine only. */
+enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, const float *logits,
+                                            int64_t t_ns, hs_status *status);
+
 /* ---- metrics.c ---- */
 
 /* Counts one observation of s seconds into h, whose n bucket bounds are bounds. Thread: engine

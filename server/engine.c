@@ -39,24 +39,6 @@ struct hs_engine_params hs_engine_default_params(void)
     };
 }
 
-const char *hs_finish_reason_str(enum hs_finish_reason r)
-{
-    switch (r) {
-    case HS_FINISH_STOP:
-        return "stop";
-    case HS_FINISH_LENGTH:
-        return "length";
-    case HS_FINISH_CANCELED:
-        return "canceled";
-    case HS_FINISH_TIMEOUT:
-        return "timeout";
-    case HS_FINISH_ERROR:
-        return "error";
-    default:
-        return "none";
-    }
-}
-
 int32_t hs_engine_n_ctx(const struct hs_engine *e)
 {
     return e->n_ctx;
@@ -69,7 +51,7 @@ const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e)
 
 /* ---- engine thread: lists ---- */
 
-static void wait_remove(struct hs_engine *e, struct seq *s)
+void hs__sched_wait_remove(struct hs_engine *e, struct seq *s)
 {
     if (s->prev) {
         s->prev->next = s->next;
@@ -110,7 +92,7 @@ static void wait_push_front(struct hs_engine *e, struct seq *s)
 
 /* Returns the sequence's blocks to the pool (full blocks stay cached for reuse) and its kv
  * object to the idle stack. */
-static void release_kv(struct hs_engine *e, struct seq *s)
+void hs__sched_release_kv(struct hs_engine *e, struct seq *s)
 {
     struct hs_kv_block_copy cp;
     hs_status st = hs_kv_seq_truncate(e->pool, s->kv, 0, &cp);
@@ -120,7 +102,7 @@ static void release_kv(struct hs_engine *e, struct seq *s)
 }
 
 /* Removes running[i], keeping admission order. */
-static void running_remove_at(struct hs_engine *e, int32_t i)
+void hs__sched_running_remove_at(struct hs_engine *e, int32_t i)
 {
     struct seq *s = e->running[i];
     memmove(&e->running[i], &e->running[i + 1],
@@ -132,193 +114,18 @@ static void running_remove_at(struct hs_engine *e, int32_t i)
     }
 }
 
-static void mark_touched(struct hs_engine *e, struct hs_engine_handle *h)
-{
-    if (!h->touched) {
-        h->touched = true;
-        h->next_touched = e->touched_head;
-        e->touched_head = h;
-    }
-}
-
-/* ---- engine thread: output ---- */
-
-/* Ends a sequence: frees its KV, records its finish reason; the request's DONE when it was the
- * last. */
-static void finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason why,
-                       hs_status status)
-{
-    struct hs_engine_handle *h = s->req;
-    if (s->state == SEQ_RUNNING) {
-        for (int32_t i = 0; i < e->n_running; i++) {
-            if (e->running[i] == s) {
-                running_remove_at(e, i);
-                break;
-            }
-        }
-        release_kv(e, s);
-        hs__metrics_update_kv_gauges(e);
-    } else if (s->state == SEQ_WAITING) {
-        wait_remove(e, s);
-    }
-    s->state = SEQ_FINISHED;
-    INC(e->m.finished[why], 1);
-    if (s->n_gen >= 2) {
-        double tpot = (double)(s->t_last_ns - s->t_first_ns) / 1e9 / (s->n_gen - 1);
-        hs__metrics_observe(&e->m.tpot, hs_engine_tpot_bounds_s, HS_ENGINE_TPOT_BUCKETS, tpot);
-    }
-    h->n_finished++;
-    bool last = h->n_finished == h->n_choices;
-    int64_t t = now_ns();
-    pthread_mutex_lock(&h->mu);
-    h->fin[s->index] = why;
-    h->usage.completion_tokens += s->n_gen;
-    if (status != HS_OK && h->status == HS_OK) {
-        h->status = status;
-    }
-    if (last) {
-        h->done_ready = true;
-        h->e2e_ms = (double)(t - h->t_submit_ns) / 1e6;
-        h->ttft_ms = h->t_first_ns ? (double)(h->t_first_ns - h->t_submit_ns) / 1e6 : 0.0;
-    }
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    mark_touched(e, h);
-    if (last) {
-        HS_LOG_DEBUG("engine: req=%llu done: prompt %d, completion %d, cached %d tokens, %.1f ms",
-                     (unsigned long long)h->id, h->n_prompt, h->usage.completion_tokens,
-                     h->usage.cached_tokens, (double)(t - h->t_submit_ns) / 1e6);
-        atomic_store(&h->done, true);
-        hs__metrics_observe(&e->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS,
-                            (double)(t - h->t_submit_ns) / 1e9);
-        pthread_mutex_lock(&e->mu);
-        e->n_inflight--;
-        pthread_cond_broadcast(&e->idle_cv);
-        pthread_mutex_unlock(&e->mu);
-    }
-}
-
-/* Moves the part of s->hold that can no longer be (part of) a stop string to the channel, at a
- * character boundary; on a match cuts there and sets s->stopped. final: the stream ends, hold
- * nothing back. Returns the number of bytes to emit. */
-static size_t stop_scan(struct seq *s, bool final)
-{
-    const struct hs_engine_handle *h = s->req;
-    size_t safe = s->n_hold;
-    for (int32_t i = 0; i < h->n_stop; i++) {
-        const char *hit = memmem(s->hold, s->n_hold, h->stop[i], h->stop_len[i]);
-        if (hit) {
-            s->stopped = true;
-            safe = HS_MIN(safe, (size_t)(hit - s->hold));
-        }
-    }
-    if (!s->stopped && !final) {
-        for (int32_t i = 0; i < h->n_stop; i++) {
-            size_t k = HS_MIN(h->stop_len[i] - 1, s->n_hold);
-            for (; k > 0; k--) {
-                if (!memcmp(s->hold + s->n_hold - k, h->stop[i], k)) {
-                    safe = HS_MIN(safe, s->n_hold - k);
-                    break;
-                }
-            }
-        }
-    }
-    while (safe > 0 && safe < s->n_hold && ((unsigned char)s->hold[safe] & 0xC0) == 0x80) {
-        safe--; /* never split a character */
-    }
-    return safe;
-}
-
-/* Appends detokenized text to the hold buffer. */
-static bool hold_append(struct seq *s, const char *p, size_t n)
-{
-    if (!hs__engine_grow((void **)&s->hold, &s->cap_hold, s->n_hold + n + 1, 1)) {
-        return false;
-    }
-    memcpy(s->hold + s->n_hold, p, n);
-    s->n_hold += n;
-    return true;
-}
-
-/* Takes a sampled token: updates s, pushes output; returns the finish reason or NONE. */
-static enum hs_finish_reason take_token(struct hs_engine *e, struct seq *s, const float *logits,
-                                        int64_t t_ns, hs_status *status)
-{
-    struct hs_engine_handle *h = s->req;
-    hs_token t = hs_sampler_sample(s->smp, logits);
-    s->n_gen++;
-    INC(e->m.gen_tokens, 1);
-    if (!s->t_first_ns) {
-        s->t_first_ns = t_ns;
-    }
-    s->t_last_ns = t_ns;
-    if (!h->t_first_ns) {
-        h->t_first_ns = t_ns;
-        hs__metrics_observe(&e->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS,
-                            (double)(t_ns - h->t_submit_ns) / 1e9);
-    }
-    bool eog = t < 0 || (!h->ignore_eos && hs_vocab_is_eog(e->vocab, t));
-    bool at_len = s->n_gen >= h->max_tokens;
-    size_t n_piece = 0;
-    struct hs_token_logprob *lp = NULL;
-    if (!eog) {
-        hs_sampler_accept(s->smp, t);
-        s->toks[s->n_all++] = t;
-        if (h->logprobs) {
-            lp = &e->lp_scratch;
-            lp->token = t;
-            lp->n_top = hs_logprobs_top_k(logits, e->n_vocab, h->top_logprobs, lp->top_ids,
-                                          lp->top_logprobs, t, &lp->logprob);
-        }
-        n_piece = hs_detok_push(&s->dt, t, e->piece, e->cap_piece);
-    }
-    if (eog || at_len) {
-        n_piece += hs_detok_flush(&s->dt, e->piece + n_piece, e->cap_piece - n_piece);
-    }
-    bool ok = hold_append(s, e->piece, n_piece);
-    size_t safe = 0;
-    if (ok) {
-        safe = stop_scan(s, eog || at_len);
-    }
-    pthread_mutex_lock(&h->mu);
-    struct outbuf *o = &h->prod[s->index];
-    if (ok && !eog) {
-        ok = hs__channel_outbuf_token(o, t, lp);
-    }
-    if (ok && safe > 0) {
-        ok = hs__channel_outbuf_text(o, s->hold, safe);
-    }
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    mark_touched(e, h);
-    if (!ok) {
-        *status = HS_E_NOMEM;
-        return HS_FINISH_ERROR;
-    }
-    memmove(s->hold, s->hold + safe, s->n_hold - safe);
-    s->n_hold -= safe;
-    if (s->stopped) {
-        s->n_hold = 0; /* the stop string and what follows are never emitted */
-        return HS_FINISH_STOP;
-    }
-    if (eog) {
-        return HS_FINISH_STOP;
-    }
-    return at_len ? HS_FINISH_LENGTH : HS_FINISH_NONE;
-}
-
 /* ---- engine thread: scheduling ---- */
 
 /* Frees s's blocks and requeues it at the front, to be recomputed when blocks are free. */
 static void preempt(struct hs_engine *e, int32_t i)
 {
     struct seq *s = e->running[i];
-    running_remove_at(e, i);
+    hs__sched_running_remove_at(e, i);
     if (s->batch_slot >= 0) {
         e->batch[s->batch_slot] = NULL;
         s->batch_slot = -1;
     }
-    release_kv(e, s);
+    hs__sched_release_kv(e, s);
     s->state = SEQ_WAITING;
     wait_push_front(e, s);
     INC(e->m.preemptions, 1);
@@ -407,7 +214,7 @@ static int32_t schedule(struct hs_engine *e)
         }
         e->n_kv_free--;
         s->kv = kv;
-        wait_remove(e, s);
+        hs__sched_wait_remove(e, s);
         s->state = SEQ_RUNNING;
         e->running[e->n_running++] = s;
         atomic_fetch_add_explicit(&e->m.n_seqs_running, 1, memory_order_relaxed);
@@ -455,7 +262,7 @@ static void reap(struct hs_engine *e, bool cancel_all)
     for (int32_t i = 0; i < e->n_running;) {
         enum hs_finish_reason why = reap_reason(e->running[i], cancel_all, t);
         if (why != HS_FINISH_NONE) {
-            finish_seq(e, e->running[i], why, HS_OK); /* removes running[i] */
+            hs__output_finish_seq(e, e->running[i], why, HS_OK); /* removes running[i] */
         } else {
             i++;
         }
@@ -465,7 +272,7 @@ static void reap(struct hs_engine *e, bool cancel_all)
         next = s->next;
         enum hs_finish_reason why = reap_reason(s, cancel_all, t);
         if (why != HS_FINISH_NONE) {
-            finish_seq(e, s, why, HS_OK);
+            hs__output_finish_seq(e, s, why, HS_OK);
         }
     }
 }
@@ -500,7 +307,7 @@ static void run_step(struct hs_engine *e)
         HS_LOG_ERROR("engine: forward pass over %d sequences failed: %s", n, hs_status_str(st));
         for (int32_t j = 0; j < n; j++) {
             e->batch[j]->batch_slot = -1;
-            finish_seq(e, e->batch[j], HS_FINISH_ERROR, st);
+            hs__output_finish_seq(e, e->batch[j], HS_FINISH_ERROR, st);
         }
         return;
     }
@@ -518,9 +325,9 @@ static void run_step(struct hs_engine *e)
         const float *lg = logits + (size_t)row * (size_t)e->n_vocab;
         row++;
         hs_status fst = HS_OK;
-        enum hs_finish_reason why = take_token(e, s, lg, t, &fst);
+        enum hs_finish_reason why = hs__output_take_token(e, s, lg, t, &fst);
         if (why != HS_FINISH_NONE) {
-            finish_seq(e, s, why, fst);
+            hs__output_finish_seq(e, s, why, fst);
         }
     }
     hs__metrics_update_kv_gauges(e);
