@@ -189,7 +189,9 @@ void hs__channel_notify_touched(struct hs_engine *e);
 
 /* ---- sched.c ---- */
 
-/* Unlinks s from the waiting list. Thread: engine only. */
+/* The waiting list: append s at the back (a new request's choices), or unlink s. Thread:
+ * engine only. */
+void hs__sched_wait_push_back(struct hs_engine *e, struct seq *s);
 void hs__sched_wait_remove(struct hs_engine *e, struct seq *s);
 
 /* Returns the sequence's blocks to the pool (full blocks stay cached for reuse) and its kv
@@ -199,6 +201,15 @@ void hs__sched_release_kv(struct hs_engine *e, struct seq *s);
 /* Removes running[i], keeping admission order, and updates the running gauges. Thread: engine
  * only. */
 void hs__sched_running_remove_at(struct hs_engine *e, int32_t i);
+
+/* Builds this step's batch in e->batch[] / e->batch_n[] (decodes, prefill chunks, admissions
+ * under the token budget; may preempt). Returns the number of entries, 0 when there is nothing
+ * to run. Thread: engine only. */
+int32_t hs__sched_schedule(struct hs_engine *e);
+
+/* Ends the sequences of canceled and timed-out requests, running or waiting; every sequence
+ * when cancel_all. Thread: engine only. */
+void hs__sched_reap(struct hs_engine *e, bool cancel_all);
 
 /* ---- output.c ---- */
 
