@@ -1,20 +1,26 @@
-/* The serving engine: submission queue, per-request channels, the engine thread's scheduler.
+/* The serving engine's frame: create/destroy/drain, the engine thread's loop and the step.
  *
- * Data flow: hs_engine_submit (HTTP thread) builds a request with one sequence per choice and
- * appends it to the incoming list under e->mu. The engine thread moves incoming requests to
- * its waiting list, runs one forward pass per step over the running sequences and newly
- * admitted ones, samples, and pushes output into each request's channel (r->mu). The HTTP side
- * takes it with hs_engine_poll/wait. Everything after the submission queue belongs to the
- * engine thread alone and takes no lock. */
+ * Data flow: hs_engine_submit (channel.c, HTTP thread) builds a request with one sequence per
+ * choice and appends it to the incoming list under e->mu. The engine thread (engine_main) moves
+ * incoming requests to its waiting list, ends canceled and timed-out sequences and runs one
+ * step: the scheduler (sched.c) builds the batch, run_step runs one forward pass over it and
+ * hands each sequence's logits to output.c, which samples and pushes output into the request's
+ * channel (h->mu); at the end of the step the notify hooks of the requests touched run
+ * (channel.c). The HTTP side takes the output with hs_engine_poll/wait. Everything after the
+ * submission queue belongs to the engine thread alone.
+ *
+ * Owns the engine: the model context, the KV pool, the per-step scratch (batch, forward
+ * descriptors, detokenizer output) and the engine thread. Threads: create, destroy, drain and
+ * the accessors run on any thread (destroy and drain never on the engine's); engine_main and
+ * run_step on the engine thread only. */
 #include "server/engine.h"
 #include "server/engine-impl.h"
 
 #include <errno.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 #include "kvcache/kvcache.h"
@@ -49,6 +55,9 @@ const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e)
     return e->vocab;
 }
 
+/* ---- engine thread: the step and the loop ---- */
+
+/* One step: schedule, one forward pass, and the sampled tokens to output. */
 static void run_step(struct hs_engine *e)
 {
     int32_t n = hs__sched_schedule(e);

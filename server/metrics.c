@@ -7,6 +7,7 @@
 #include "server/engine.h"
 #include "server/engine-impl.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
