@@ -161,6 +161,7 @@ struct hs_engine {
     struct metrics m;
 };
 
+/* CLOCK_MONOTONIC in nanoseconds. Thread: any. */
 static inline int64_t now_ns(void)
 {
     struct timespec ts;
