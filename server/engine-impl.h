@@ -1,0 +1,238 @@
+/* Engine internals shared by the files of server/ that make up the engine (engine.c, channel.c,
+ * sched.c, output.c, metrics.c); not for users, who see server/engine.h only.
+ *
+ * Threads: a struct hs_engine_handle is shared between the HTTP threads and the engine thread
+ * (its channel under h->mu, its notify state under h->nmu, a few atomics); the submission queue
+ * of struct hs_engine is under e->mu; everything marked "engine thread only" is touched by the
+ * engine thread alone, without locks. Metrics are relaxed atomics, read from any thread. */
+#ifndef HS_SERVER_ENGINE_IMPL_H
+#define HS_SERVER_ENGINE_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "kvcache/kvcache.h"
+#include "model/model.h"
+#include "model/vocab.h"
+#include "server/engine.h"
+#include "server/sampling.h"
+
+/* ---- metrics ---- */
+
+struct histo {
+    _Atomic uint64_t bucket[HS_ENGINE_TTFT_BUCKETS + 1]; /* non-cumulative; last: +Inf */
+    _Atomic uint64_t sum_ns;
+};
+
+struct metrics {
+    atomic_int n_running_req;
+    atomic_int n_seqs_running;
+    atomic_int kv_used, kv_cached, kv_free;
+    _Atomic uint64_t submitted, rejected, finished[HS_FINISH_COUNT];
+    _Atomic uint64_t prompt_tokens, gen_tokens, hit_tokens, prefill_tokens, preemptions;
+    _Atomic uint64_t steps, batch_tokens;
+    struct histo ttft, tpot, e2e;
+};
+
+#define INC(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)
+
+/* ---- requests and their channels ---- */
+
+/* Growable output of one choice: text bytes (NUL-terminated), token ids and logprobs. */
+struct outbuf {
+    char *text;
+    size_t n_text, cap_text;
+    hs_token *tokens;
+    struct hs_token_logprob *lps; /* [cap_tokens] when the request wants logprobs */
+    int32_t n_tokens, cap_tokens;
+};
+
+enum seq_state { SEQ_WAITING, SEQ_RUNNING, SEQ_FINISHED };
+
+/* One choice: engine thread only. */
+struct seq {
+    struct hs_engine_handle *req;
+    int32_t index;
+    enum seq_state state;
+    hs_token *toks;       /* [n_prompt + max_tokens]: prompt then generated */
+    int32_t n_all;        /* tokens in toks; KV holds the first hs_kv_seq_n_tokens(kv) */
+    int32_t n_gen;        /* sampled, EOS included */
+    struct hs_kv_seq *kv; /* while running */
+    struct hs_sampler *smp;
+    struct hs_detok dt;
+    char *hold; /* text not yet emitted: could begin a stop string */
+    size_t n_hold, cap_hold;
+    bool stopped; /* a stop string matched */
+    int64_t t_first_ns, t_last_ns;
+    struct seq *prev, *next; /* waiting list */
+    int32_t batch_slot;      /* index in this step's batch, -1 when not in it */
+};
+
+struct hs_engine_handle {
+    atomic_int refs;    /* caller + engine */
+    atomic_bool cancel; /* set by hs_engine_cancel / release */
+    atomic_bool done;   /* every choice finished (DONE is ready) */
+    uint64_t id;
+
+    /* notify: nmu guards released against a notify in progress */
+    pthread_mutex_t nmu;
+    bool released;
+    hs_engine_notify_fn notify;
+    void *notify_user;
+
+    /* channel: mu guards everything down to done_taken */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct outbuf prod[HS_ENGINE_MAX_CHOICES];
+    enum hs_finish_reason fin[HS_ENGINE_MAX_CHOICES];
+    bool fin_sent[HS_ENGINE_MAX_CHOICES];
+    struct outbuf cons; /* what the last event points into */
+    int32_t rr;         /* next choice to look at, for fairness */
+    bool done_ready, done_taken;
+    struct hs_engine_usage usage;
+    hs_status status;
+    double ttft_ms, e2e_ms;
+
+    /* engine thread only from submit on */
+    int32_t n_choices;
+    int32_t n_prompt;
+    int32_t max_tokens;
+    bool logprobs;
+    int32_t top_logprobs;
+    bool ignore_eos;
+    int32_t n_stop;
+    char *stop[HS_ENGINE_MAX_STOP];
+    size_t stop_len[HS_ENGINE_MAX_STOP];
+    int64_t t_submit_ns;
+    int64_t deadline_ns; /* 0: none */
+    int64_t t_first_ns;
+    int32_t n_finished;
+    int32_t n_seqs_running;
+    bool admitted_once;
+    bool touched; /* in this step's notify list */
+    struct hs_engine_handle *next_touched;
+    struct hs_engine_handle *next_incoming;
+    struct seq seqs[HS_ENGINE_MAX_CHOICES];
+};
+
+/* ---- the engine ---- */
+
+struct hs_engine {
+    struct hs_model *model;
+    const struct hs_vocab *vocab;
+    int32_t n_vocab;
+    struct hs_context *ctx;
+    struct hs_kv_pool *pool;
+    int32_t n_ctx;
+    int32_t n_parallel;
+    int32_t n_batch;
+    int32_t max_waiting;
+    int64_t timeout_ms;
+
+    pthread_t thread;
+    bool thread_started;
+
+    /* submission queue: mu guards these */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* engine waits for work */
+    pthread_cond_t idle_cv; /* drain waits for n_inflight == 0 */
+    struct hs_engine_handle *in_head, *in_tail;
+    int32_t n_inflight;
+    bool draining, stopping, cancel_all;
+
+    /* engine thread only */
+    struct seq *wait_head, *wait_tail;
+    struct seq **running; /* [n_parallel], in admission order */
+    int32_t n_running;
+    struct hs_kv_seq **kv_free; /* [n_parallel] idle kv sequences */
+    int32_t n_kv_free;
+    struct seq **batch;         /* [n_parallel] */
+    int32_t *batch_n;           /* [n_parallel] tokens of each entry */
+    struct hs_forward_seq *fwd; /* [n_parallel] */
+    char *piece;                /* detokenizer output scratch */
+    size_t cap_piece;
+    struct hs_token_logprob lp_scratch;
+    struct hs_engine_handle *touched_head;
+
+    struct metrics m;
+};
+
+/* CLOCK_MONOTONIC in nanoseconds. Thread: any. */
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- channel.c ---- */
+
+/* Grows *p (an array of *cap elements of elem bytes) to hold at least need elements, doubling
+ * from 16. Returns false, leaving *p and *cap as they were, when out of memory. Thread: any. */
+bool hs__engine_grow(void **p, size_t *cap, size_t need, size_t elem);
+
+/* Appends n bytes of text to o, keeping it NUL-terminated; false when out of memory. Thread:
+ * engine only, with the handle's mu held. */
+bool hs__channel_outbuf_text(struct outbuf *o, const char *s, size_t n);
+
+/* Appends token t (and *lp when the request wants logprobs; lp NULL otherwise) to o; false when
+ * out of memory. Thread: engine only, with the handle's mu held. */
+bool hs__channel_outbuf_token(struct outbuf *o, hs_token t, const struct hs_token_logprob *lp);
+
+/* Calls the notify hooks of the requests touched this step (e->touched_head, emptied), without
+ * any engine or channel lock held; drops the engine's reference of the finished ones. Thread:
+ * engine only. */
+void hs__channel_notify_touched(struct hs_engine *e);
+
+/* ---- sched.c ---- */
+
+/* The waiting list: append s at the back (a new request's choices), or unlink s. Thread:
+ * engine only. */
+void hs__sched_wait_push_back(struct hs_engine *e, struct seq *s);
+void hs__sched_wait_remove(struct hs_engine *e, struct seq *s);
+
+/* Returns the sequence's blocks to the pool (full blocks stay cached for reuse) and its kv
+ * object to the idle stack. Thread: engine only. */
+void hs__sched_release_kv(struct hs_engine *e, struct seq *s);
+
+/* Removes running[i], keeping admission order, and updates the running gauges. Thread: engine
+ * only. */
+void hs__sched_running_remove_at(struct hs_engine *e, int32_t i);
+
+/* Builds this step's batch in e->batch[] / e->batch_n[] (decodes, prefill chunks, admissions
+ * under the token budget; may preempt). Returns the number of entries, 0 when there is nothing
+ * to run. Thread: engine only. */
+int32_t hs__sched_schedule(struct hs_engine *e);
+
+/* Ends the sequences of canceled and timed-out requests, running or waiting; every sequence
+ * when cancel_all. Thread: engine only. */
+void hs__sched_reap(struct hs_engine *e, bool cancel_all);
+
+/* ---- output.c ---- */
+
+/* Ends a sequence, waiting or running: frees its KV, records its finish reason (and status, the
+ * request's when it is the first error) in the channel; the request's DONE when it was the last
+ * choice. Thread: engine only. */
+void hs__output_finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason why,
+                           hs_status status);
+
+/* Samples s's next token from logits ([n_vocab], of time t_ns), updates s and pushes its output
+ * to the channel. Returns the finish reason, or HS_FINISH_NONE to go on; HS_FINISH_ERROR with
+ * *status HS_E_NOMEM when an output buffer could not grow. Thread: engine only. */
+enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, const float *logits,
+                                            int64_t t_ns, hs_status *status);
+
+/* ---- metrics.c ---- */
+
+/* Counts one observation of s seconds into h, whose n bucket bounds are bounds. Thread: engine
+ * only (any writer would do: the counters are atomics). */
+void hs__metrics_observe(struct histo *h, const double *bounds, int n, double s);
+
+/* Publishes the KV pool's used/cached/free block counts to e->m. Thread: engine only. */
+void hs__metrics_update_kv_gauges(struct hs_engine *e);
+
+#endif

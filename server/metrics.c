@@ -1,0 +1,109 @@
+/* Engine metrics: the histogram bounds, observing into the histograms, the KV gauges, and the
+ * snapshot behind hs_engine_get_metrics (with the MoE expert accessors).
+ *
+ * Owns nothing: the counters live in struct hs_engine (e->m), relaxed atomics. The engine thread
+ * writes them (hs__metrics_*, INC); any thread reads them (hs_engine_get_metrics,
+ * hs_engine_expert_*). */
+#include "server/engine.h"
+#include "server/engine-impl.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+/* ---- histogram bounds (vLLM's) ---- */
+
+const double hs_engine_ttft_bounds_s[HS_ENGINE_TTFT_BUCKETS] = {
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,   0.75,
+    1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+};
+const double hs_engine_tpot_bounds_s[HS_ENGINE_TPOT_BUCKETS] = {
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,  0.4,  0.5,
+    0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0,
+};
+const double hs_engine_e2e_bounds_s[HS_ENGINE_E2E_BUCKETS] = {
+    0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,   20.0,
+    30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
+};
+
+/* ---- engine thread: observing ---- */
+
+void hs__metrics_observe(struct histo *h, const double *bounds, int n, double s)
+{
+    int i = 0;
+    while (i < n && s > bounds[i]) {
+        i++;
+    }
+    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)(s > 0 ? s * 1e9 : 0), memory_order_relaxed);
+}
+
+void hs__metrics_update_kv_gauges(struct hs_engine *e)
+{
+    atomic_store_explicit(&e->m.kv_used, hs_kv_pool_n_used(e->pool), memory_order_relaxed);
+    atomic_store_explicit(&e->m.kv_cached, hs_kv_pool_n_cached(e->pool), memory_order_relaxed);
+    atomic_store_explicit(&e->m.kv_free, hs_kv_pool_n_free(e->pool), memory_order_relaxed);
+}
+
+/* ---- any thread: snapshots ---- */
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+static void histo_snapshot(const struct histo *h, const double *bounds, int n,
+                           struct hs_engine_histogram *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->n_buckets = n;
+    out->bounds_s = bounds;
+    uint64_t acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += LOAD(h->bucket[i]);
+        out->le[i] = acc;
+    }
+    out->count = acc + LOAD(h->bucket[n]);
+    out->sum_s = (double)LOAD(h->sum_ns) / 1e9;
+}
+
+uint64_t hs_engine_expert_tokens(const struct hs_engine *e, int32_t il, int32_t expert)
+{
+    /* The MoE state is fixed after creation; its counters are relaxed atomics. */
+    return hs_moe_expert_tokens(hs_context_moe(e->ctx), il, expert);
+}
+
+const char *hs_engine_expert_backend(const struct hs_engine *e, int32_t il, int32_t expert)
+{
+    return hs_context_expert_backend(e->ctx, il, expert);
+}
+
+void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *m)
+{
+    struct hs_engine *me = (struct hs_engine *)e; /* atomics are read-only here */
+    memset(m, 0, sizeof(*m));
+    m->n_running = LOAD(me->m.n_running_req);
+    pthread_mutex_lock(&me->mu);
+    int32_t inflight = me->n_inflight;
+    pthread_mutex_unlock(&me->mu);
+    m->n_waiting = HS_MAX(0, inflight - m->n_running);
+    m->n_seqs_running = LOAD(me->m.n_seqs_running);
+    m->kv_blocks_total = hs_kv_pool_n_blocks(e->pool);
+    m->kv_blocks_used = LOAD(me->m.kv_used);
+    m->kv_blocks_cached = LOAD(me->m.kv_cached);
+    m->kv_blocks_free = LOAD(me->m.kv_free);
+    m->requests_submitted = LOAD(me->m.submitted);
+    m->requests_rejected = LOAD(me->m.rejected);
+    for (int i = 0; i < HS_FINISH_COUNT; i++) {
+        m->requests_finished[i] = LOAD(me->m.finished[i]);
+    }
+    m->prompt_tokens = LOAD(me->m.prompt_tokens);
+    m->generation_tokens = LOAD(me->m.gen_tokens);
+    m->prefix_hit_tokens = LOAD(me->m.hit_tokens);
+    m->prefill_tokens = LOAD(me->m.prefill_tokens);
+    m->preemptions = LOAD(me->m.preemptions);
+    m->steps = LOAD(me->m.steps);
+    m->batch_tokens = LOAD(me->m.batch_tokens);
+    m->prefix_hit_rate =
+        m->prompt_tokens ? (double)m->prefix_hit_tokens / (double)m->prompt_tokens : 0.0;
+    histo_snapshot(&me->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS, &m->ttft);
+    histo_snapshot(&me->m.tpot, hs_engine_tpot_bounds_s, HS_ENGINE_TPOT_BUCKETS, &m->tpot);
+    histo_snapshot(&me->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS, &m->e2e);
+}

@@ -1,0 +1,211 @@
+/* Output and stop handling: what happens to a sampled token (sampler, detokenizer, stop strings,
+ * logprobs, the request's channel) and how a sequence ends (finish_seq: its KV back to the pool,
+ * its finish reason and, for the last choice, the request's DONE).
+ *
+ * Owns no state of its own: it works on the engine's per-step scratch (e->piece, e->lp_scratch),
+ * each sequence's hold buffer (text that could still begin a stop string) and the touched list
+ * that hs__channel_notify_touched empties at the end of the step.
+ *
+ * Threads: engine only (it takes h->mu to publish into a channel, and e->mu when a request ends),
+ * except hs_finish_reason_str (any). */
+#include "server/engine.h"
+#include "server/engine-impl.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+const char *hs_finish_reason_str(enum hs_finish_reason r)
+{
+    switch (r) {
+    case HS_FINISH_STOP:
+        return "stop";
+    case HS_FINISH_LENGTH:
+        return "length";
+    case HS_FINISH_CANCELED:
+        return "canceled";
+    case HS_FINISH_TIMEOUT:
+        return "timeout";
+    case HS_FINISH_ERROR:
+        return "error";
+    default:
+        return "none";
+    }
+}
+
+/* ---- engine thread: ending a sequence ---- */
+
+static void mark_touched(struct hs_engine *e, struct hs_engine_handle *h)
+{
+    if (!h->touched) {
+        h->touched = true;
+        h->next_touched = e->touched_head;
+        e->touched_head = h;
+    }
+}
+
+/* Ends a sequence: frees its KV, records its finish reason; the request's DONE when it was the
+ * last. */
+void hs__output_finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason why,
+                           hs_status status)
+{
+    struct hs_engine_handle *h = s->req;
+    if (s->state == SEQ_RUNNING) {
+        for (int32_t i = 0; i < e->n_running; i++) {
+            if (e->running[i] == s) {
+                hs__sched_running_remove_at(e, i);
+                break;
+            }
+        }
+        hs__sched_release_kv(e, s);
+        hs__metrics_update_kv_gauges(e);
+    } else if (s->state == SEQ_WAITING) {
+        hs__sched_wait_remove(e, s);
+    }
+    s->state = SEQ_FINISHED;
+    INC(e->m.finished[why], 1);
+    if (s->n_gen >= 2) {
+        double tpot = (double)(s->t_last_ns - s->t_first_ns) / 1e9 / (s->n_gen - 1);
+        hs__metrics_observe(&e->m.tpot, hs_engine_tpot_bounds_s, HS_ENGINE_TPOT_BUCKETS, tpot);
+    }
+    h->n_finished++;
+    bool last = h->n_finished == h->n_choices;
+    int64_t t = now_ns();
+    pthread_mutex_lock(&h->mu);
+    h->fin[s->index] = why;
+    h->usage.completion_tokens += s->n_gen;
+    if (status != HS_OK && h->status == HS_OK) {
+        h->status = status;
+    }
+    if (last) {
+        h->done_ready = true;
+        h->e2e_ms = (double)(t - h->t_submit_ns) / 1e6;
+        h->ttft_ms = h->t_first_ns ? (double)(h->t_first_ns - h->t_submit_ns) / 1e6 : 0.0;
+    }
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    mark_touched(e, h);
+    if (last) {
+        HS_LOG_DEBUG("engine: req=%llu done: prompt %d, completion %d, cached %d tokens, %.1f ms",
+                     (unsigned long long)h->id, h->n_prompt, h->usage.completion_tokens,
+                     h->usage.cached_tokens, (double)(t - h->t_submit_ns) / 1e6);
+        atomic_store(&h->done, true);
+        hs__metrics_observe(&e->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS,
+                            (double)(t - h->t_submit_ns) / 1e9);
+        pthread_mutex_lock(&e->mu);
+        e->n_inflight--;
+        pthread_cond_broadcast(&e->idle_cv);
+        pthread_mutex_unlock(&e->mu);
+    }
+}
+
+/* ---- engine thread: a sampled token ---- */
+
+/* Moves the part of s->hold that can no longer be (part of) a stop string to the channel, at a
+ * character boundary; on a match cuts there and sets s->stopped. final: the stream ends, hold
+ * nothing back. Returns the number of bytes to emit. */
+static size_t stop_scan(struct seq *s, bool final)
+{
+    const struct hs_engine_handle *h = s->req;
+    size_t safe = s->n_hold;
+    for (int32_t i = 0; i < h->n_stop; i++) {
+        const char *hit = memmem(s->hold, s->n_hold, h->stop[i], h->stop_len[i]);
+        if (hit) {
+            s->stopped = true;
+            safe = HS_MIN(safe, (size_t)(hit - s->hold));
+        }
+    }
+    if (!s->stopped && !final) {
+        for (int32_t i = 0; i < h->n_stop; i++) {
+            size_t k = HS_MIN(h->stop_len[i] - 1, s->n_hold);
+            for (; k > 0; k--) {
+                if (!memcmp(s->hold + s->n_hold - k, h->stop[i], k)) {
+                    safe = HS_MIN(safe, s->n_hold - k);
+                    break;
+                }
+            }
+        }
+    }
+    while (safe > 0 && safe < s->n_hold && ((unsigned char)s->hold[safe] & 0xC0) == 0x80) {
+        safe--; /* never split a character */
+    }
+    return safe;
+}
+
+/* Appends detokenized text to the hold buffer. */
+static bool hold_append(struct seq *s, const char *p, size_t n)
+{
+    if (!hs__engine_grow((void **)&s->hold, &s->cap_hold, s->n_hold + n + 1, 1)) {
+        return false;
+    }
+    memcpy(s->hold + s->n_hold, p, n);
+    s->n_hold += n;
+    return true;
+}
+
+/* Takes a sampled token: updates s, pushes output; returns the finish reason or NONE. */
+enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, const float *logits,
+                                            int64_t t_ns, hs_status *status)
+{
+    struct hs_engine_handle *h = s->req;
+    hs_token t = hs_sampler_sample(s->smp, logits);
+    s->n_gen++;
+    INC(e->m.gen_tokens, 1);
+    if (!s->t_first_ns) {
+        s->t_first_ns = t_ns;
+    }
+    s->t_last_ns = t_ns;
+    if (!h->t_first_ns) {
+        h->t_first_ns = t_ns;
+        hs__metrics_observe(&e->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS,
+                            (double)(t_ns - h->t_submit_ns) / 1e9);
+    }
+    bool eog = t < 0 || (!h->ignore_eos && hs_vocab_is_eog(e->vocab, t));
+    bool at_len = s->n_gen >= h->max_tokens;
+    size_t n_piece = 0;
+    struct hs_token_logprob *lp = NULL;
+    if (!eog) {
+        hs_sampler_accept(s->smp, t);
+        s->toks[s->n_all++] = t;
+        if (h->logprobs) {
+            lp = &e->lp_scratch;
+            lp->token = t;
+            lp->n_top = hs_logprobs_top_k(logits, e->n_vocab, h->top_logprobs, lp->top_ids,
+                                          lp->top_logprobs, t, &lp->logprob);
+        }
+        n_piece = hs_detok_push(&s->dt, t, e->piece, e->cap_piece);
+    }
+    if (eog || at_len) {
+        n_piece += hs_detok_flush(&s->dt, e->piece + n_piece, e->cap_piece - n_piece);
+    }
+    bool ok = hold_append(s, e->piece, n_piece);
+    size_t safe = 0;
+    if (ok) {
+        safe = stop_scan(s, eog || at_len);
+    }
+    pthread_mutex_lock(&h->mu);
+    struct outbuf *o = &h->prod[s->index];
+    if (ok && !eog) {
+        ok = hs__channel_outbuf_token(o, t, lp);
+    }
+    if (ok && safe > 0) {
+        ok = hs__channel_outbuf_text(o, s->hold, safe);
+    }
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    mark_touched(e, h);
+    if (!ok) {
+        *status = HS_E_NOMEM;
+        return HS_FINISH_ERROR;
+    }
+    memmove(s->hold, s->hold + safe, s->n_hold - safe);
+    s->n_hold -= safe;
+    if (s->stopped) {
+        s->n_hold = 0; /* the stop string and what follows are never emitted */
+        return HS_FINISH_STOP;
+    }
+    if (eog) {
+        return HS_FINISH_STOP;
+    }
+    return at_len ? HS_FINISH_LENGTH : HS_FINISH_NONE;
+}

@@ -1,0 +1,270 @@
+/* The scheduler: which sequences run in the next step, and with how many tokens.
+ *
+ * The policy. Every step runs one forward pass under a token budget (n_batch_tokens, never less
+ * than n_parallel). The budget goes first to decodes: each running sequence whose only missing
+ * token is its last sample gets one token, in admission order, so running streams never stall.
+ * What is left goes to prefill chunks of running sequences (the rest of a prompt, or the tokens
+ * of a preempted sequence being recomputed), each as much as the budget allows: a long prompt
+ * is cut into chunks over several steps. Only then are waiting sequences admitted, in queue
+ * order, while budget and a free slot (n_parallel) remain: an admission first adopts whatever
+ * prefix of its tokens the KV pool's prefix cache holds, then reserves blocks for its first
+ * chunk; when the blocks are not there admission stops for this step, because new work never
+ * preempts running work.
+ *
+ * Preemption. When a running sequence cannot reserve blocks for its tokens, the most recently
+ * admitted running sequence gives way: its blocks go back to the pool (full ones stay cached for
+ * reuse), it returns to the front of the waiting queue, and when it is admitted again whatever
+ * the prefix cache no longer holds is recomputed, which gives the same tokens. A sequence may
+ * preempt itself when it is the most recent; a lone sequence always fits, since the pool holds at
+ * least one full context.
+ *
+ * Choices. The choices of a request (n > 1) share its prompt: choice 0 goes first, and a choice
+ * > 0 waits until choice 0 has its whole prompt in the KV (then it adopts those blocks through
+ * the prefix cache) or has finished; a choice back from a preemption with tokens of its own
+ * does not wait.
+ *
+ * Reaping. Before each step, sequences of canceled requests, of requests past their deadline,
+ * and all sequences when the engine cancels everything (drain deadline, destroy) end, running or
+ * waiting.
+ *
+ * Owns the waiting list (e->wait_head/tail, front: preempted sequences, then submit order), the
+ * running array (e->running, admission order), the idle kv sequences (e->kv_free) and the
+ * step's batch (e->batch, e->batch_n). Thread: engine only; it takes no lock itself (ending a
+ * sequence, in output.c, publishes to the request's channel). */
+#include "server/engine.h"
+#include "server/engine-impl.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+/* ---- lists ---- */
+
+void hs__sched_wait_remove(struct hs_engine *e, struct seq *s)
+{
+    if (s->prev) {
+        s->prev->next = s->next;
+    } else {
+        e->wait_head = s->next;
+    }
+    if (s->next) {
+        s->next->prev = s->prev;
+    } else {
+        e->wait_tail = s->prev;
+    }
+    s->prev = s->next = NULL;
+}
+
+void hs__sched_wait_push_back(struct hs_engine *e, struct seq *s)
+{
+    s->next = NULL;
+    s->prev = e->wait_tail;
+    if (e->wait_tail) {
+        e->wait_tail->next = s;
+    } else {
+        e->wait_head = s;
+    }
+    e->wait_tail = s;
+}
+
+static void wait_push_front(struct hs_engine *e, struct seq *s)
+{
+    s->prev = NULL;
+    s->next = e->wait_head;
+    if (e->wait_head) {
+        e->wait_head->prev = s;
+    } else {
+        e->wait_tail = s;
+    }
+    e->wait_head = s;
+}
+
+/* Returns the sequence's blocks to the pool (full blocks stay cached for reuse) and its kv
+ * object to the idle stack. */
+void hs__sched_release_kv(struct hs_engine *e, struct seq *s)
+{
+    struct hs_kv_block_copy cp;
+    hs_status st = hs_kv_seq_truncate(e->pool, s->kv, 0, &cp);
+    HS_ASSERT(st == HS_OK && cp.src < 0);
+    e->kv_free[e->n_kv_free++] = s->kv;
+    s->kv = NULL;
+}
+
+/* Removes running[i], keeping admission order. */
+void hs__sched_running_remove_at(struct hs_engine *e, int32_t i)
+{
+    struct seq *s = e->running[i];
+    memmove(&e->running[i], &e->running[i + 1],
+            (size_t)(e->n_running - i - 1) * sizeof(*e->running));
+    e->n_running--;
+    atomic_fetch_sub_explicit(&e->m.n_seqs_running, 1, memory_order_relaxed);
+    if (--s->req->n_seqs_running == 0) {
+        atomic_fetch_sub_explicit(&e->m.n_running_req, 1, memory_order_relaxed);
+    }
+}
+
+/* ---- preemption ---- */
+
+/* Frees s's blocks and requeues it at the front, to be recomputed when blocks are free. */
+static void preempt(struct hs_engine *e, int32_t i)
+{
+    struct seq *s = e->running[i];
+    hs__sched_running_remove_at(e, i);
+    if (s->batch_slot >= 0) {
+        e->batch[s->batch_slot] = NULL;
+        s->batch_slot = -1;
+    }
+    hs__sched_release_kv(e, s);
+    s->state = SEQ_WAITING;
+    wait_push_front(e, s);
+    INC(e->m.preemptions, 1);
+    HS_LOG_DEBUG("engine: preempted req=%llu choice %d at %d tokens",
+                 (unsigned long long)s->req->id, s->index, s->n_all);
+}
+
+/* Reserves n more tokens for running[i], preempting the most recently admitted sequences while
+ * blocks are short. Returns false when running[i] itself had to go. */
+static bool reserve_or_preempt(struct hs_engine *e, int32_t i, int32_t n, int32_t *budget)
+{
+    struct seq *s = e->running[i];
+    for (;;) {
+        hs_status st = hs_kv_seq_reserve(e->pool, s->kv, n);
+        if (st == HS_OK) {
+            return true;
+        }
+        HS_ASSERT(st == HS_E_BUSY); /* a lone sequence always fits the pool */
+        int32_t last = e->n_running - 1;
+        if (e->running[last]->batch_slot >= 0) {
+            *budget += e->batch_n[e->running[last]->batch_slot];
+        }
+        preempt(e, last);
+        if (last == i) {
+            return false;
+        }
+    }
+}
+
+/* ---- the step's batch ---- */
+
+static void batch_add(struct hs_engine *e, int32_t *n_batch, struct seq *s, int32_t n)
+{
+    s->batch_slot = *n_batch;
+    e->batch[*n_batch] = s;
+    e->batch_n[*n_batch] = n;
+    (*n_batch)++;
+}
+
+/* A waiting choice > 0 starts once choice 0 has its prompt in the KV (so it can adopt the
+ * prompt's blocks) or has finished. */
+static bool admissible(const struct seq *s)
+{
+    if (s->index == 0 || s->n_all > s->req->n_prompt) {
+        return true;
+    }
+    const struct seq *s0 = &s->req->seqs[0];
+    return s0->state == SEQ_FINISHED ||
+           (s0->state == SEQ_RUNNING && hs_kv_seq_n_tokens(s0->kv) >= s0->req->n_prompt);
+}
+
+/* Builds this step's batch: decodes first, then prefill chunks of running sequences, then new
+ * admissions, all under the token budget. Returns the number of entries. */
+int32_t hs__sched_schedule(struct hs_engine *e)
+{
+    int32_t budget = e->n_batch;
+    int32_t n_batch = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int32_t i = 0; i < e->n_running; i++) {
+            struct seq *s = e->running[i];
+            int32_t want = s->n_all - hs_kv_seq_n_tokens(s->kv);
+            if ((pass == 0) != (want == 1) || s->batch_slot >= 0 || budget == 0) {
+                continue;
+            }
+            int32_t n = HS_MIN(want, budget);
+            if (!reserve_or_preempt(e, i, n, &budget)) {
+                break; /* it was the last one */
+            }
+            batch_add(e, &n_batch, s, n);
+            budget -= n;
+        }
+    }
+    struct seq *next;
+    for (struct seq *s = e->wait_head; s && budget > 0 && e->n_running < e->n_parallel; s = next) {
+        next = s->next;
+        if (!admissible(s)) {
+            continue;
+        }
+        struct hs_kv_seq *kv = e->kv_free[e->n_kv_free - 1];
+        int32_t cached = 0;
+        hs_status st = hs_kv_seq_match_prefix(e->pool, kv, s->toks, s->n_all, &cached);
+        HS_ASSERT(st == HS_OK);
+        int32_t n = HS_MIN(s->n_all - cached, budget);
+        if (hs_kv_seq_reserve(e->pool, kv, n) != HS_OK) {
+            struct hs_kv_block_copy cp;
+            hs_kv_seq_truncate(e->pool, kv, 0, &cp);
+            break; /* no blocks for more: new work never preempts running work */
+        }
+        e->n_kv_free--;
+        s->kv = kv;
+        hs__sched_wait_remove(e, s);
+        s->state = SEQ_RUNNING;
+        e->running[e->n_running++] = s;
+        atomic_fetch_add_explicit(&e->m.n_seqs_running, 1, memory_order_relaxed);
+        struct hs_engine_handle *h = s->req;
+        if (h->n_seqs_running++ == 0) {
+            atomic_fetch_add_explicit(&e->m.n_running_req, 1, memory_order_relaxed);
+        }
+        if (!h->admitted_once) {
+            h->admitted_once = true;
+            h->usage.cached_tokens = cached; /* DONE reads it under h->mu, after this */
+            INC(e->m.hit_tokens, (uint64_t)cached);
+        }
+        batch_add(e, &n_batch, s, n);
+        budget -= n;
+    }
+    /* compact out entries of preempted sequences */
+    int32_t k = 0;
+    for (int32_t j = 0; j < n_batch; j++) {
+        if (e->batch[j]) {
+            e->batch[k] = e->batch[j];
+            e->batch_n[k] = e->batch_n[j];
+            e->batch[k]->batch_slot = k;
+            k++;
+        }
+    }
+    return k;
+}
+
+/* ---- cancellation and timeouts ---- */
+
+/* Cancellation and timeouts, for running and waiting sequences. */
+static enum hs_finish_reason reap_reason(const struct seq *s, bool cancel_all, int64_t t)
+{
+    const struct hs_engine_handle *h = s->req;
+    if (cancel_all || atomic_load_explicit(&h->cancel, memory_order_relaxed)) {
+        return HS_FINISH_CANCELED;
+    }
+    if (h->deadline_ns && t >= h->deadline_ns) {
+        return HS_FINISH_TIMEOUT;
+    }
+    return HS_FINISH_NONE;
+}
+
+void hs__sched_reap(struct hs_engine *e, bool cancel_all)
+{
+    int64_t t = now_ns();
+    for (int32_t i = 0; i < e->n_running;) {
+        enum hs_finish_reason why = reap_reason(e->running[i], cancel_all, t);
+        if (why != HS_FINISH_NONE) {
+            hs__output_finish_seq(e, e->running[i], why, HS_OK); /* removes running[i] */
+        } else {
+            i++;
+        }
+    }
+    struct seq *next;
+    for (struct seq *s = e->wait_head; s; s = next) {
+        next = s->next;
+        enum hs_finish_reason why = reap_reason(s, cancel_all, t);
+        if (why != HS_FINISH_NONE) {
+            hs__output_finish_seq(e, s, why, HS_OK);
+        }
+    }
+}
