@@ -262,6 +262,8 @@ void hs_engine_request_init(struct hs_engine_request *r)
     r->n = 1;
     r->max_tokens = 16;
     r->sampling = hs_sampling_default_params();
+    r->place = HS_PLACE_AUTO;
+    r->long_context = -1;
 }
 
 static hs_status check_request(const struct hs_engine *e, const struct hs_engine_request *r,
@@ -304,6 +306,9 @@ static hs_status check_request(const struct hs_engine *e, const struct hs_engine
     if (r->top_logprobs > 0 && !r->logprobs) {
         return hs_error_set(err, HS_E_INVAL, "top_logprobs needs logprobs");
     }
+    if ((unsigned)r->place >= HS_PLACE_COUNT) {
+        return hs_error_set(err, HS_E_INVAL, "unknown attention placement %d", (int)r->place);
+    }
     return hs_sampling_params_check(&r->sampling, e->n_vocab, err);
 }
 
@@ -339,6 +344,8 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
     h->logprobs = r->logprobs;
     h->top_logprobs = r->top_logprobs;
     h->ignore_eos = r->ignore_eos;
+    h->place = r->place;
+    h->long_context = r->long_context;
     h->usage.prompt_tokens = r->n_prompt;
     h->status = HS_OK;
     h->t_submit_ns = now_ns();

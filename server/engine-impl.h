@@ -35,6 +35,13 @@ struct metrics {
     _Atomic uint64_t submitted, rejected, finished[HS_FINISH_COUNT];
     _Atomic uint64_t prompt_tokens, gen_tokens, hit_tokens, prefill_tokens, preemptions;
     _Atomic uint64_t steps, batch_tokens;
+    _Atomic uint64_t migrations, migrated_bytes;
+    atomic_int store_seqs[HS_KV_STORES_MAX]; /* running sequences per store */
+    atomic_int store_used[HS_KV_STORES_MAX]; /* blocks held per store */
+    /* split execution, published after each step under placement_mu */
+    pthread_mutex_t placement_mu;
+    struct hs_split_stats split;
+    struct hs_backend_stats be_stats[HS_KV_STORES_MAX];
     struct histo ttft, tpot, e2e;
 };
 
@@ -62,6 +69,8 @@ struct seq {
     int32_t n_all;        /* tokens in toks; KV holds the first hs_kv_seq_n_tokens(kv) */
     int32_t n_gen;        /* sampled, EOS included */
     struct hs_kv_seq *kv; /* while running */
+    int32_t store;        /* the KV store (and pool) kv belongs to: 0 the FFN backend's, 1 the
+                           * attention backend's (split engines) */
     struct hs_sampler *smp;
     struct hs_detok dt;
     char *hold; /* text not yet emitted: could begin a stop string */
@@ -104,6 +113,8 @@ struct hs_engine_handle {
     bool logprobs;
     int32_t top_logprobs;
     bool ignore_eos;
+    enum hs_place place;
+    int32_t long_context; /* < 0: the engine's */
     int32_t n_stop;
     char *stop[HS_ENGINE_MAX_STOP];
     size_t stop_len[HS_ENGINE_MAX_STOP];
@@ -126,7 +137,10 @@ struct hs_engine {
     const struct hs_vocab *vocab;
     int32_t n_vocab;
     struct hs_context *ctx;
-    struct hs_kv_pool *pool;
+    struct hs_kv_pool *pools[HS_KV_STORES_MAX]; /* one per KV store of ctx */
+    int32_t n_pools;
+    bool split;           /* the context has an attention backend of its own */
+    int32_t long_context; /* see hs_engine_params */
     int32_t n_ctx;
     int32_t n_parallel;
     int32_t n_batch;
@@ -148,8 +162,9 @@ struct hs_engine {
     struct seq *wait_head, *wait_tail;
     struct seq **running; /* [n_parallel], in admission order */
     int32_t n_running;
-    struct hs_kv_seq **kv_free; /* [n_parallel] idle kv sequences */
-    int32_t n_kv_free;
+    struct hs_kv_seq **kv_free[HS_KV_STORES_MAX]; /* [n_parallel] idle kv sequences per pool */
+    int32_t n_kv_free[HS_KV_STORES_MAX];
+    int32_t *mig_src, *mig_dst; /* [blocks of one context] a migration's block ids */
     struct seq **batch;         /* [n_parallel] */
     int32_t *batch_n;           /* [n_parallel] tokens of each entry */
     struct hs_forward_seq *fwd; /* [n_parallel] */
@@ -208,6 +223,15 @@ void hs__sched_running_remove_at(struct hs_engine *e, int32_t i);
  * to run. Thread: engine only. */
 int32_t hs__sched_schedule(struct hs_engine *e);
 
+/* The KV store a sequence being admitted goes to: 1 (the attention backend's) when the engine
+ * is split and its context is past its threshold, else 0. Thread: engine only. */
+int32_t hs__sched_store_for(const struct hs_engine *e, const struct seq *s);
+
+/* Moves every running sequence that has passed its long-context threshold to the attention
+ * backend's store (block copies between backends); one that cannot move for lack of blocks is
+ * preempted and comes back there. Thread: engine only. */
+void hs__sched_migrate(struct hs_engine *e);
+
 /* Ends the sequences of canceled and timed-out requests, running or waiting; every sequence
  * when cancel_all. Thread: engine only. */
 void hs__sched_reap(struct hs_engine *e, bool cancel_all);
@@ -234,5 +258,9 @@ void hs__metrics_observe(struct histo *h, const double *bounds, int n, double s)
 
 /* Publishes the KV pool's used/cached/free block counts to e->m. Thread: engine only. */
 void hs__metrics_update_kv_gauges(struct hs_engine *e);
+
+/* Publishes the backends' stats and the split execution's figures to e->m (under its
+ * placement_mu). Thread: engine only. */
+void hs__metrics_publish_placement(struct hs_engine *e);
 
 #endif

@@ -42,6 +42,10 @@ struct hs_engine_params hs_engine_default_params(void)
         .kv_type = HS_TYPE_F16,
         .backend = NULL,
         .expert_placement = NULL,
+        .attn_backend = NULL,
+        .attn_threads = 0,
+        .pingpong = false,
+        .long_context = 0,
     };
 }
 
@@ -60,6 +64,7 @@ const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e)
 /* One step: schedule, one forward pass, and the sampled tokens to output. */
 static void run_step(struct hs_engine *e)
 {
+    hs__sched_migrate(e);
     int32_t n = hs__sched_schedule(e);
     if (n == 0) {
         return;
@@ -75,6 +80,7 @@ static void run_step(struct hs_engine *e)
             .n_past = n_past,
             .block_table = hs_kv_seq_block_table(s->kv),
             .n_logits = last ? 1 : 0,
+            .store = s->store,
         };
         n_tok += e->batch_n[j];
         if (!(last && e->batch_n[j] == 1)) {
@@ -98,7 +104,8 @@ static void run_step(struct hs_engine *e)
     for (int32_t j = 0; j < n; j++) {
         struct seq *s = e->batch[j];
         s->batch_slot = -1;
-        st = hs_kv_seq_append_tokens(e->pool, s->kv, e->fwd[j].tokens, e->fwd[j].n_tokens);
+        st = hs_kv_seq_append_tokens(e->pools[s->store], s->kv, e->fwd[j].tokens,
+                                     e->fwd[j].n_tokens);
         HS_ASSERT(st == HS_OK);
         if (e->fwd[j].n_logits == 0) {
             continue;
@@ -112,6 +119,7 @@ static void run_step(struct hs_engine *e)
         }
     }
     hs__metrics_update_kv_gauges(e);
+    hs__metrics_publish_placement(e);
 }
 
 static void *engine_main(void *arg)
@@ -187,10 +195,10 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
     if (p.n_ctx <= 0) {
         p.n_ctx = HS_MIN(hp->n_ctx_train, 4096);
     }
-    if (p.n_parallel > 4096 || p.n_ctx < 2 || p.timeout_ms < 0) {
+    if (p.n_parallel > 4096 || p.n_ctx < 2 || p.timeout_ms < 0 || p.long_context < 0) {
         return hs_error_set(err, HS_E_INVAL,
-                            "n_parallel must be at most 4096, n_ctx at least 2 and the timeout "
-                            "not negative");
+                            "n_parallel must be at most 4096, n_ctx at least 2, and the timeout "
+                            "and long-context threshold not negative");
     }
     const int64_t per_seq = ((int64_t)p.n_ctx + p.block_size - 1) / p.block_size;
     int64_t n_blocks = p.n_kv_blocks;
@@ -240,35 +248,59 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
     }
     cp.backend_params.n_threads = p.n_threads;
     cp.expert_placement = p.expert_placement;
+    cp.attn_backend = p.attn_backend;
+    cp.attn_threads = p.attn_threads;
+    cp.pingpong = p.pingpong;
+    /* The FFN backend's own pool, when split: room for every sequence up to the threshold (and
+     * its next token), and at least one whole context, for requests that keep their attention
+     * there. */
+    const int64_t below = ((int64_t)p.long_context + 1 + p.block_size - 1) / p.block_size + 1;
+    cp.n_kv_blocks_ffn = (int32_t)HS_MAX(per_seq, HS_MIN(n_blocks, below * p.n_parallel));
     st = hs_context_create(model, &cp, &e->ctx, err);
     if (st != HS_OK) {
         goto fail;
     }
     e->n_ctx = hs_context_n_ctx(e->ctx);
-    st = hs_kv_pool_create(hs_context_n_kv_blocks(e->ctx), hs_context_block_size(e->ctx), &e->pool);
-    if (st != HS_OK) {
-        hs_error_set(err, st, "cannot create the KV pool: %s", hs_status_str(st));
-        goto fail;
+    e->n_pools = hs_context_n_stores(e->ctx);
+    e->split = e->n_pools > 1;
+    e->long_context = p.long_context;
+    pthread_mutex_init(&e->m.placement_mu, NULL);
+    for (int32_t s = 0; s < e->n_pools; s++) {
+        st = hs_kv_pool_create(hs_context_store_n_blocks(e->ctx, s), hs_context_block_size(e->ctx),
+                               &e->pools[s]);
+        if (st != HS_OK) {
+            hs_error_set(err, st, "cannot create the KV pool: %s", hs_status_str(st));
+            goto fail;
+        }
     }
     st = HS_E_NOMEM;
     e->running = calloc((size_t)p.n_parallel, sizeof(*e->running));
-    e->kv_free = calloc((size_t)p.n_parallel, sizeof(*e->kv_free));
     e->batch = calloc((size_t)p.n_parallel, sizeof(*e->batch));
     e->batch_n = calloc((size_t)p.n_parallel, sizeof(*e->batch_n));
     e->fwd = calloc((size_t)p.n_parallel, sizeof(*e->fwd));
+    e->mig_src = calloc((size_t)per_seq, sizeof(*e->mig_src));
+    e->mig_dst = calloc((size_t)per_seq, sizeof(*e->mig_dst));
     e->cap_piece = 2 * max_piece_bytes(e->vocab) + 128; /* a push plus a flush */
     e->piece = malloc(e->cap_piece);
-    if (!e->running || !e->kv_free || !e->batch || !e->batch_n || !e->fwd || !e->piece) {
+    if (!e->running || !e->batch || !e->batch_n || !e->fwd || !e->piece || !e->mig_src ||
+        !e->mig_dst) {
         hs_error_set(err, st, "out of memory");
         goto fail;
     }
-    for (int32_t i = 0; i < p.n_parallel; i++) {
-        st = hs_kv_seq_create(e->pool, &e->kv_free[i]);
-        if (st != HS_OK) {
+    for (int32_t s = 0; s < e->n_pools; s++) {
+        e->kv_free[s] = calloc((size_t)p.n_parallel, sizeof(*e->kv_free[s]));
+        if (!e->kv_free[s]) {
             hs_error_set(err, st, "out of memory");
             goto fail;
         }
-        e->n_kv_free++;
+        for (int32_t i = 0; i < p.n_parallel; i++) {
+            st = hs_kv_seq_create(e->pools[s], &e->kv_free[s][i]);
+            if (st != HS_OK) {
+                hs_error_set(err, st, "out of memory");
+                goto fail;
+            }
+            e->n_kv_free[s]++;
+        }
     }
     hs__metrics_update_kv_gauges(e);
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
@@ -295,16 +327,23 @@ void hs_engine_destroy(struct hs_engine *e)
         pthread_mutex_unlock(&e->mu);
         pthread_join(e->thread, NULL);
     }
-    for (int32_t i = 0; i < e->n_kv_free; i++) {
-        hs_kv_seq_destroy(e->pool, e->kv_free[i]);
+    for (int32_t s = 0; s < e->n_pools; s++) {
+        for (int32_t i = 0; i < e->n_kv_free[s]; i++) {
+            hs_kv_seq_destroy(e->pools[s], e->kv_free[s][i]);
+        }
+        free(e->kv_free[s]);
+        hs_kv_pool_destroy(e->pools[s]);
     }
+    if (e->n_pools > 0) {
+        pthread_mutex_destroy(&e->m.placement_mu);
+    }
+    free(e->mig_src);
+    free(e->mig_dst);
     free(e->running);
-    free(e->kv_free);
     free(e->batch);
     free(e->batch_n);
     free(e->fwd);
     free(e->piece);
-    hs_kv_pool_destroy(e->pool);
     hs_context_destroy(e->ctx);
     pthread_cond_destroy(&e->cv);
     pthread_cond_destroy(&e->idle_cv);

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "common/common.h"
+#include "model/model.h"
 #include "server/sampling.h"
 
 struct hs_model;
@@ -69,6 +70,18 @@ struct hs_engine_params {
     const char *backend;    /* backend registry name; NULL: "cpu" */
     const char *expert_placement; /* MoE models: "REGEX=BACKEND[:N],..." rules placing experts
                                    * (hs_context_params.expert_placement); NULL: none */
+    /* Split execution (hs_context_params): attn_backend runs the decode attention of the
+     * sequences placed on it, in a KV pool of its own, with attn_threads threads on cores apart
+     * from the FFN backend's n_threads. NULL with attn_threads 0: not split. */
+    const char *attn_backend;
+    int32_t attn_threads;
+    bool pingpong;        /* two sub-batches taking turns on the two backends */
+    int32_t long_context; /* split: a sequence decodes on the attention backend once its context
+                           * passes this many tokens (its blocks are copied over then), on the
+                           * FFN backend before; 0 (default): from the start. Prompts longer
+                           * than it are prefilled straight into the attention backend's pool.
+                           * The FFN backend's pool gets room for n_parallel sequences of that
+                           * length (and at least one whole context) */
 };
 
 /* Defaults as documented above. Thread: any. */
@@ -134,6 +147,12 @@ struct hs_engine_request {
     int64_t timeout_ms;         /* from submit to the final event; 0: the engine's default; < 0:
                                  * none. On expiry the choices end with HS_FINISH_TIMEOUT */
     uint64_t id;                /* caller's request id, for logs ("req=<id>") */
+    /* Split engines: where this request's decode attention runs. HS_PLACE_AUTO: by the
+     * engine's long_context (or by long_context below when >= 0); HS_PLACE_ATTN: on the
+     * attention backend from the start; HS_PLACE_FFN: on the FFN backend throughout. Ignored
+     * when the engine is not split. */
+    enum hs_place { HS_PLACE_AUTO, HS_PLACE_ATTN, HS_PLACE_FFN, HS_PLACE_COUNT } place;
+    int32_t long_context; /* < 0: the engine's */
     hs_engine_notify_fn notify; /* may be NULL (then poll or wait) */
     void *notify_user;
 };
@@ -283,6 +302,23 @@ struct hs_engine_metrics {
     uint64_t steps;                  /* counter: forward passes */
     uint64_t batch_tokens;           /* counter: tokens through the forward pass, all steps */
     double prefix_hit_rate;          /* prefix_hit_tokens / prompt_tokens (0 when none) */
+    /* Placement: one entry per backend holding a KV store (1, or 2 when split: [0] the FFN
+     * backend, [1] the attention backend). */
+    int32_t n_backends;
+    struct hs_engine_backend_metrics {
+        const char *name;        /* registry name (static) */
+        const char *role;        /* "all" (not split), "ffn" or "attention" (static) */
+        double busy_s;           /* counter: time inside forward-pass stages on this backend */
+        double sim_s;            /* counter: simulated hardware time (simulated backends) */
+        uint64_t bytes_in;       /* counter: bytes copied in from the other backend */
+        uint64_t bytes_out;      /* counter: bytes copied out to the other backend */
+        int32_t kv_blocks_total; /* gauge: blocks of its KV pool */
+        int32_t kv_blocks_used;  /* gauge: of those, held by running sequences */
+        int32_t n_seqs;          /* gauge: running sequences whose KV it holds */
+    } backends[HS_KV_STORES_MAX];
+    uint64_t migrations;         /* counter: sequences moved to the attention backend */
+    uint64_t migrated_bytes;     /* counter: KV bytes they took along */
+    struct hs_split_stats split; /* counters of split steps (model/model.h) */
     struct hs_engine_histogram ttft; /* time to first token */
     struct hs_engine_histogram tpot; /* mean time per output token after the first, per choice
                                       * with >= 2 tokens */

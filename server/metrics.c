@@ -40,9 +40,31 @@ void hs__metrics_observe(struct histo *h, const double *bounds, int n, double s)
 
 void hs__metrics_update_kv_gauges(struct hs_engine *e)
 {
-    atomic_store_explicit(&e->m.kv_used, hs_kv_pool_n_used(e->pool), memory_order_relaxed);
-    atomic_store_explicit(&e->m.kv_cached, hs_kv_pool_n_cached(e->pool), memory_order_relaxed);
-    atomic_store_explicit(&e->m.kv_free, hs_kv_pool_n_free(e->pool), memory_order_relaxed);
+    int32_t used = 0, cached = 0, free_blocks = 0;
+    for (int32_t s = 0; s < e->n_pools; s++) {
+        const int32_t u = hs_kv_pool_n_used(e->pools[s]);
+        atomic_store_explicit(&e->m.store_used[s], u, memory_order_relaxed);
+        used += u;
+        cached += hs_kv_pool_n_cached(e->pools[s]);
+        free_blocks += hs_kv_pool_n_free(e->pools[s]);
+    }
+    atomic_store_explicit(&e->m.kv_used, used, memory_order_relaxed);
+    atomic_store_explicit(&e->m.kv_cached, cached, memory_order_relaxed);
+    atomic_store_explicit(&e->m.kv_free, free_blocks, memory_order_relaxed);
+}
+
+void hs__metrics_publish_placement(struct hs_engine *e)
+{
+    struct hs_backend_stats st[HS_KV_STORES_MAX];
+    for (int32_t s = 0; s < e->n_pools; s++) {
+        hs_backend_get_stats(hs_context_store_backend(e->ctx, s), &st[s]);
+    }
+    struct hs_split_stats sp;
+    hs_context_get_split_stats(e->ctx, &sp);
+    pthread_mutex_lock(&e->m.placement_mu);
+    memcpy(e->m.be_stats, st, sizeof(st[0]) * (size_t)e->n_pools);
+    e->m.split = sp;
+    pthread_mutex_unlock(&e->m.placement_mu);
 }
 
 /* ---- any thread: snapshots ---- */
@@ -85,7 +107,9 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     pthread_mutex_unlock(&me->mu);
     m->n_waiting = HS_MAX(0, inflight - m->n_running);
     m->n_seqs_running = LOAD(me->m.n_seqs_running);
-    m->kv_blocks_total = hs_kv_pool_n_blocks(e->pool);
+    for (int32_t s = 0; s < e->n_pools; s++) {
+        m->kv_blocks_total += hs_kv_pool_n_blocks(e->pools[s]);
+    }
     m->kv_blocks_used = LOAD(me->m.kv_used);
     m->kv_blocks_cached = LOAD(me->m.kv_cached);
     m->kv_blocks_free = LOAD(me->m.kv_free);
@@ -101,6 +125,25 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     m->preemptions = LOAD(me->m.preemptions);
     m->steps = LOAD(me->m.steps);
     m->batch_tokens = LOAD(me->m.batch_tokens);
+    m->migrations = LOAD(me->m.migrations);
+    m->migrated_bytes = LOAD(me->m.migrated_bytes);
+    m->n_backends = e->n_pools;
+    pthread_mutex_lock(&me->m.placement_mu);
+    for (int32_t s = 0; s < e->n_pools; s++) {
+        struct hs_engine_backend_metrics *b = &m->backends[s];
+        struct hs_backend *be = hs_context_store_backend(e->ctx, s);
+        b->name = hs_backend_name(be);
+        b->role = !e->split ? "all" : s == 0 ? "ffn" : "attention";
+        b->busy_s = s == 0 ? me->m.split.ffn_busy_s : me->m.split.attn_busy_s;
+        b->sim_s = me->m.be_stats[s].sim_time_s;
+        b->bytes_in = me->m.be_stats[s].bytes_copied_in;
+        b->bytes_out = me->m.be_stats[s].bytes_copied_out;
+        b->kv_blocks_total = hs_kv_pool_n_blocks(e->pools[s]);
+        b->kv_blocks_used = LOAD(me->m.store_used[s]);
+        b->n_seqs = LOAD(me->m.store_seqs[s]);
+    }
+    m->split = me->m.split;
+    pthread_mutex_unlock(&me->m.placement_mu);
     m->prefix_hit_rate =
         m->prompt_tokens ? (double)m->prefix_hit_tokens / (double)m->prompt_tokens : 0.0;
     histo_snapshot(&me->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS, &m->ttft);

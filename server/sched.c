@@ -83,9 +83,10 @@ static void wait_push_front(struct hs_engine *e, struct seq *s)
 void hs__sched_release_kv(struct hs_engine *e, struct seq *s)
 {
     struct hs_kv_block_copy cp;
-    hs_status st = hs_kv_seq_truncate(e->pool, s->kv, 0, &cp);
+    hs_status st = hs_kv_seq_truncate(e->pools[s->store], s->kv, 0, &cp);
     HS_ASSERT(st == HS_OK && cp.src < 0);
-    e->kv_free[e->n_kv_free++] = s->kv;
+    e->kv_free[s->store][e->n_kv_free[s->store]++] = s->kv;
+    atomic_fetch_sub_explicit(&e->m.store_seqs[s->store], 1, memory_order_relaxed);
     s->kv = NULL;
 }
 
@@ -121,18 +122,21 @@ static void preempt(struct hs_engine *e, int32_t i)
                  (unsigned long long)s->req->id, s->index, s->n_all);
 }
 
-/* Reserves n more tokens for running[i], preempting the most recently admitted sequences while
- * blocks are short. Returns false when running[i] itself had to go. */
+/* Reserves n more tokens for running[i], preempting the most recently admitted sequences of
+ * its KV pool while blocks are short. Returns false when running[i] itself had to go. */
 static bool reserve_or_preempt(struct hs_engine *e, int32_t i, int32_t n, int32_t *budget)
 {
     struct seq *s = e->running[i];
     for (;;) {
-        hs_status st = hs_kv_seq_reserve(e->pool, s->kv, n);
+        hs_status st = hs_kv_seq_reserve(e->pools[s->store], s->kv, n);
         if (st == HS_OK) {
             return true;
         }
         HS_ASSERT(st == HS_E_BUSY); /* a lone sequence always fits the pool */
         int32_t last = e->n_running - 1;
+        while (e->running[last]->store != s->store) {
+            last--; /* i itself is of the pool, so this stops at i at the latest */
+        }
         if (e->running[last]->batch_slot >= 0) {
             *budget += e->batch_n[e->running[last]->batch_slot];
         }
@@ -192,18 +196,22 @@ int32_t hs__sched_schedule(struct hs_engine *e)
         if (!admissible(s)) {
             continue;
         }
-        struct hs_kv_seq *kv = e->kv_free[e->n_kv_free - 1];
+        const int32_t store = hs__sched_store_for(e, s);
+        struct hs_kv_pool *pool = e->pools[store];
+        struct hs_kv_seq *kv = e->kv_free[store][e->n_kv_free[store] - 1];
         int32_t cached = 0;
-        hs_status st = hs_kv_seq_match_prefix(e->pool, kv, s->toks, s->n_all, &cached);
+        hs_status st = hs_kv_seq_match_prefix(pool, kv, s->toks, s->n_all, &cached);
         HS_ASSERT(st == HS_OK);
         int32_t n = HS_MIN(s->n_all - cached, budget);
-        if (hs_kv_seq_reserve(e->pool, kv, n) != HS_OK) {
+        if (hs_kv_seq_reserve(pool, kv, n) != HS_OK) {
             struct hs_kv_block_copy cp;
-            hs_kv_seq_truncate(e->pool, kv, 0, &cp);
+            hs_kv_seq_truncate(pool, kv, 0, &cp);
             break; /* no blocks for more: new work never preempts running work */
         }
-        e->n_kv_free--;
+        e->n_kv_free[store]--;
         s->kv = kv;
+        s->store = store;
+        atomic_fetch_add_explicit(&e->m.store_seqs[store], 1, memory_order_relaxed);
         hs__sched_wait_remove(e, s);
         s->state = SEQ_RUNNING;
         e->running[e->n_running++] = s;
@@ -231,6 +239,87 @@ int32_t hs__sched_schedule(struct hs_engine *e)
         }
     }
     return k;
+}
+
+/* ---- placement ---- */
+
+/* The threshold past which s's decode attention belongs on the attention backend. */
+static int64_t threshold(const struct hs_engine *e, const struct seq *s)
+{
+    const struct hs_engine_handle *h = s->req;
+    switch (h->place) {
+    case HS_PLACE_ATTN:
+        return 0;
+    case HS_PLACE_FFN:
+        return INT64_MAX;
+    case HS_PLACE_AUTO:
+    case HS_PLACE_COUNT:
+        break;
+    }
+    return h->long_context >= 0 ? h->long_context : e->long_context;
+}
+
+int32_t hs__sched_store_for(const struct hs_engine *e, const struct seq *s)
+{
+    if (!e->split) {
+        return 0;
+    }
+    const int64_t n = threshold(e, s);
+    return n == 0 || s->n_all > n ? 1 : 0;
+}
+
+/* Moves running[i]'s KV from the FFN backend's pool to the attention backend's: reserves its
+ * tokens there, copies the blocks, commits the tokens (full blocks enter that pool's prefix
+ * cache) and frees the old blocks. False when the attention pool has no room now. */
+static bool migrate(struct hs_engine *e, struct seq *s)
+{
+    const int32_t n_tok = hs_kv_seq_n_tokens(s->kv);
+    struct hs_kv_pool *to = e->pools[1];
+    struct hs_kv_seq *kv = e->kv_free[1][e->n_kv_free[1] - 1];
+    if (hs_kv_seq_reserve(to, kv, n_tok) != HS_OK) {
+        return false;
+    }
+    const int32_t bs = hs_kv_pool_block_size(to);
+    const int32_t n_blocks = (n_tok + bs - 1) / bs;
+    memcpy(e->mig_src, hs_kv_seq_block_table(s->kv), (size_t)n_blocks * sizeof(int32_t));
+    memcpy(e->mig_dst, hs_kv_seq_block_table(kv), (size_t)n_blocks * sizeof(int32_t));
+    uint64_t bytes = 0;
+    hs_status st =
+        hs_context_copy_blocks(e->ctx, 0, e->mig_src, 1, e->mig_dst, n_blocks, &bytes);
+    HS_ASSERT(st == HS_OK); /* block ids come from the pools the stores were sized for */
+    st = hs_kv_seq_append_tokens(to, kv, s->toks, n_tok);
+    HS_ASSERT(st == HS_OK);
+    e->n_kv_free[1]--;
+    hs__sched_release_kv(e, s); /* from store 0 */
+    s->kv = kv;
+    s->store = 1;
+    atomic_fetch_add_explicit(&e->m.store_seqs[1], 1, memory_order_relaxed);
+    INC(e->m.migrations, 1);
+    INC(e->m.migrated_bytes, bytes);
+    HS_LOG_DEBUG("engine: req=%llu choice %d moves to the attention backend at %d tokens "
+                 "(%llu bytes)",
+                 (unsigned long long)s->req->id, s->index, n_tok, (unsigned long long)bytes);
+    return true;
+}
+
+void hs__sched_migrate(struct hs_engine *e)
+{
+    if (!e->split) {
+        return;
+    }
+    for (int32_t i = 0; i < e->n_running;) {
+        struct seq *s = e->running[i];
+        /* A sequence that has passed its threshold moves once its prompt is in (migrating a
+         * prefill midway would only copy what the next chunk rewrites anyway). */
+        if (s->store == 0 && hs__sched_store_for(e, s) == 1 &&
+            hs_kv_seq_n_tokens(s->kv) == s->n_all - 1 && !migrate(e, s)) {
+            /* No room on the attention backend now: it must not grow in a pool sized for
+             * short sequences, so it waits and comes back there (recomputed, same tokens). */
+            preempt(e, i);
+            continue;
+        }
+        i++;
+    }
 }
 
 /* ---- cancellation and timeouts ---- */

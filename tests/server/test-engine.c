@@ -948,3 +948,115 @@ Test(engine, notify_hook_may_poll_and_release)
     pthread_mutex_destroy(&a.mu);
     hs_model_destroy(m);
 }
+
+/* ---- split execution ---- */
+
+/* Runs N greedy requests with logprobs on e, all submitted at once; requests i % 5 == 3 ask for
+ * their attention on the FFN backend throughout, i % 5 == 4 on the attention backend from the
+ * start (ignored by an engine that is not split). */
+static void run_split_workload(struct hs_engine *e, struct hs_model *m, int n, int max_tok,
+                               struct result *out)
+{
+    struct hs_engine_handle *h[16];
+    static hs_token prompts[16][64];
+    for (int i = 0; i < n; i++) {
+        const int np = make_prompt(m, i, prompts[i], 64);
+        struct hs_engine_request rq;
+        hs_engine_request_init(&rq);
+        rq.prompt = prompts[i];
+        rq.n_prompt = np;
+        rq.max_tokens = max_tok;
+        rq.ignore_eos = true;
+        rq.sampling.temperature = 0;
+        rq.logprobs = true;
+        rq.top_logprobs = 3;
+        rq.place = i % 5 == 3 ? HS_PLACE_FFN : i % 5 == 4 ? HS_PLACE_ATTN : HS_PLACE_AUTO;
+        struct hs_error err = {0};
+        cr_assert_eq(hs_engine_submit(e, &rq, &h[i], &err), HS_OK, "%s", err.message);
+    }
+    for (int i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        collect(h[i], &out[i]);
+        cr_assert_eq(out[i].status, HS_OK);
+        hs_engine_release(h[i]);
+    }
+}
+
+/* Two CPU backends (attention on its own thread and core), ping-pong, and a long-context
+ * threshold that moves sequences to the attention backend mid-generation: 16 concurrent
+ * requests give the tokens and logprobs of the unsplit engine on every model in
+ * ../shared/models. Which requests share a step depends on when they arrive, in either engine,
+ * so the steps are kept under 64 rows: attention then always takes its small-batch path, whose
+ * bits do not depend on the batch, as the F32/F16/Q8_0 matmuls' do not, so logprobs must be
+ * equal bit for bit. Q4_K's 4-row tiles round in another order than its single rows (as
+ * llama.cpp's repacked gemm and gemv do), so which rows meet in a tile moves its last bits:
+ * that file gets 1e-4 (its logprobs differ by ~1e-6 between two runs of the same engine). */
+Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
+{
+    enum { N = 16, MAX_TOK = 20 };
+    static const char *const files[] = {
+        "stories260K.gguf",        "tiny-f32.gguf",           "tiny-f16.gguf",
+        "tiny-q8_0.gguf",          "tiny-q4_k_m.gguf",        "qwen2-bpe-f32.gguf",
+        "qwen3-bpe-q8_0.gguf",     "llama3-bpe-f32.gguf",     "qwen3-vocab-f16.gguf",
+        "moe-mixtral-mini-f32.gguf", "moe-qwen2-mini-f32.gguf", "moe-qwen2-mini-q8_0.gguf",
+        "moe-qwen3-mini-q8_0.gguf",
+    };
+    struct result *a = calloc(N, sizeof(*a));
+    struct result *b = calloc(N, sizeof(*b));
+    cr_assert(a && b);
+    for (size_t f = 0; f < HS_ARRAY_LEN(files); f++) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", getenv("HS_MODELS_DIR"), files[f]);
+        struct hs_model *m = load_file(path);
+        struct hs_engine *mono = make_engine(m, N, 128, 0, 32);
+        run_split_workload(mono, m, N, MAX_TOK, a);
+        hs_engine_destroy(mono);
+
+        struct hs_engine_params p = hs_engine_default_params();
+        p.n_parallel = N;
+        p.n_ctx = 128;
+        p.n_batch_tokens = 32;
+        p.kv_type = HS_TYPE_F32;
+        p.n_threads = 1;
+        p.attn_backend = "cpu";
+        p.attn_threads = 1;
+        p.pingpong = true;
+        p.long_context = 16; /* most prompts are shorter: they move while generating */
+        struct hs_engine *split = NULL;
+        struct hs_error err = {0};
+        cr_assert_eq(hs_engine_create(m, &p, &split, &err), HS_OK, "%s", err.message);
+        run_split_workload(split, m, N, MAX_TOK, b);
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(b[i].n_toks[0], a[i].n_toks[0], "%s: request %d", files[f], i);
+            for (int t = 0; t < a[i].n_toks[0]; t++) {
+                cr_assert_eq(b[i].toks[0][t], a[i].toks[0][t], "%s: request %d token %d",
+                             files[f], i, t);
+                const float tol = strstr(files[f], "q4_k") ? 1e-4f : 0.0f;
+                cr_assert(fabsf(b[i].lp[0][t] - a[i].lp[0][t]) <= tol,
+                          "%s: request %d token %d: logprob %.9g split, %.9g not", files[f], i, t,
+                          b[i].lp[0][t], a[i].lp[0][t]);
+                cr_assert_eq(b[i].top0[0][t], a[i].top0[0][t]);
+            }
+        }
+        wait_idle(split);
+        struct hs_engine_metrics mt;
+        hs_engine_get_metrics(split, &mt);
+        cr_assert_eq(mt.n_backends, 2);
+        cr_assert_str_eq(mt.backends[0].role, "ffn");
+        cr_assert_str_eq(mt.backends[1].role, "attention");
+        cr_assert_gt(mt.migrations, 0, "%s: no sequence crossed the threshold", files[f]);
+        cr_assert_gt(mt.migrated_bytes, 0);
+        cr_assert_eq(mt.backends[0].bytes_out, mt.migrated_bytes);
+        cr_assert_eq(mt.backends[1].bytes_in, mt.migrated_bytes);
+        cr_assert_gt(mt.split.n_steps_split, 0, "%s: ping-pong never ran", files[f]);
+        cr_assert_gt(mt.backends[1].busy_s, 0.0);
+        for (int s = 0; s < 2; s++) {
+            cr_assert_eq(mt.backends[s].n_seqs, 0);
+            cr_assert_eq(mt.backends[s].kv_blocks_used, 0);
+        }
+        hs_engine_destroy(split);
+        hs_model_destroy(m);
+    }
+    free(a);
+    free(b);
+}
