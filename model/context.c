@@ -82,6 +82,22 @@ static void store_finish(struct hs__kv_store *kv)
 }
 
 /* The FFN backend, and with a split the attention backend and its driver thread. */
+/* The error for a backend that could not be created: an unknown name lists the compiled ones. */
+static hs_status backend_error(struct hs_error *err, hs_status st, const char *what,
+                               const char *name)
+{
+    if (st != HS_E_NOENT) {
+        return hs_error_set(err, st, "cannot create %s '%s': %s", what, name, hs_status_str(st));
+    }
+    char names[128] = "";
+    for (int i = 0; i < hs_backend_reg_count(); i++) {
+        snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? ", " : "",
+                 hs_backend_reg_name(i));
+    }
+    return hs_error_set(err, HS_E_INVAL, "%s '%s' is not compiled in (backends: %s)", what, name,
+                        names);
+}
+
 static hs_status create_backends(struct hs_context *ctx, const struct hs_context_params *p,
                                  struct hs_error *err)
 {
@@ -100,7 +116,7 @@ static hs_status create_backends(struct hs_context *ctx, const struct hs_context
     }
     hs_status st = hs_backend_create(name, &bp, &ctx->be);
     if (st != HS_OK) {
-        return hs_error_set(err, st, "cannot create backend '%s': %s", name, hs_status_str(st));
+        return backend_error(err, st, "backend", name);
     }
     ctx->attn_be = ctx->be;
     if (!split) {
@@ -109,8 +125,7 @@ static hs_status create_backends(struct hs_context *ctx, const struct hs_context
     st = hs_backend_create(attn_name, &abp, &ctx->attn_be);
     if (st != HS_OK) {
         ctx->attn_be = NULL;
-        return hs_error_set(err, st, "cannot create attention backend '%s': %s", attn_name,
-                            hs_status_str(st));
+        return backend_error(err, st, "attention backend", attn_name);
     }
     if (!hs_backend_supports(ctx->attn_be, HS_OP_ATTENTION, ctx->kv_type)) {
         return hs_error_set(err, HS_E_NOTSUP, "attention backend '%s' cannot run attention on a "
