@@ -12,8 +12,10 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 JOBS=${JOBS:-$(nproc)}
 
+# python3-jsonschema: the trace-event JSON Schema tests (tests/common/check-trace-schema.py).
 PKGS=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev
-      libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libhwloc-dev libdnnl-dev libcriterion-dev libutf8proc-dev)
+      libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libhwloc-dev libdnnl-dev libcriterion-dev libutf8proc-dev
+      python3-jsonschema)
 
 # Node for the end-to-end test with the openai npm client (tests/e2e). Installed from Debian only
 # when no node/npm is on the PATH (a NodeSource nodejs already bundles npm, and Debian's npm
