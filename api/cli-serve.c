@@ -50,6 +50,9 @@ static void usage(FILE *f)
             "      --pingpong          split: run the decode batch as two sub-batches that take\n"
             "                          turns on the two backends (L3/CHIME), balanced by a\n"
             "                          fitted time model (default off)\n"
+            "      --trace FILE.json   write every engine step as Chrome trace events (open in\n"
+            "                          ui.perfetto.dev): stages per layer and sub-batch on one\n"
+            "                          track per backend thread, KV blocks held per backend\n"
             "      --expert-placement RULES\n"
             "                          mixture-of-experts models: where experts run, as\n"
             "                          comma-separated REGEX=BACKEND[:N] rules (alias\n"
@@ -85,6 +88,7 @@ enum {
     OPT_ATTN_THREADS,
     OPT_LONG_CTX,
     OPT_PINGPONG,
+    OPT_TRACE,
 };
 
 int hs__cli_serve(int argc, char **argv)
@@ -109,6 +113,7 @@ int hs__cli_serve(int argc, char **argv)
         {"attn-threads", required_argument, NULL, OPT_ATTN_THREADS},
         {"long-context", required_argument, NULL, OPT_LONG_CTX},
         {"pingpong", no_argument, NULL, OPT_PINGPONG},
+        {"trace", required_argument, NULL, OPT_TRACE},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -205,6 +210,9 @@ int hs__cli_serve(int argc, char **argv)
             break;
         case OPT_PINGPONG:
             ep.pingpong = true;
+            break;
+        case OPT_TRACE:
+            ep.trace_path = optarg;
             break;
         case 'v':
             verbose = true;

@@ -459,6 +459,38 @@ static hs_status get_bool(const json_t *o, const char *key, bool *out, struct hs
     return HS_OK;
 }
 
+/* hetserve's own extension object: {"hetserve": {"attention": "auto" | "attention" | "ffn",
+ * "long_context": N}}: where this request's decode attention runs on a split server (see
+ * hs_engine_request.place); ignored by an unsplit one. */
+static hs_status parse_extension(const json_t *b, struct hs_engine_request *er,
+                                 struct hs__api_err *err)
+{
+    const json_t *x = json_object_get(b, "hetserve");
+    if (!x || json_is_null(x)) {
+        return HS_OK;
+    }
+    if (!json_is_object(x)) {
+        return fail(err, 400, "hetserve", "hetserve must be an object");
+    }
+    const json_t *a = json_object_get(x, "attention");
+    if (a && !json_is_null(a)) {
+        static const char *const names[HS_PLACE_COUNT] = {"auto", "attention", "ffn"};
+        int found = -1;
+        for (int i = 0; i < HS_PLACE_COUNT && json_is_string(a); i++) {
+            found = strcmp(json_string_value(a), names[i]) == 0 ? i : found;
+        }
+        if (found < 0) {
+            return fail(err, 400, "hetserve.attention",
+                        "hetserve.attention must be \"auto\", \"attention\" or \"ffn\"");
+        }
+        er->place = (enum hs_place)found;
+    }
+    int64_t lc = -1;
+    HS_TRY(get_int(x, "long_context", 0, INT32_MAX, &lc, err));
+    er->long_context = (int32_t)lc;
+    return HS_OK;
+}
+
 /* ---- prompts ---- */
 
 static hs_status tokenize(const struct hs__api_ctx *c, const char *text, size_t len,
@@ -698,6 +730,7 @@ static hs_status parse_common(const struct hs__api_ctx *c, const json_t *b, stru
     er->n = (int32_t)iv;
     HS_TRY(get_bool(b, "stream", &r->stream, err));
     HS_TRY(get_bool(b, "ignore_eos", &er->ignore_eos, err));
+    HS_TRY(parse_extension(b, er, err));
     const json_t *so = json_object_get(b, "stream_options");
     if (so && !json_is_null(so)) {
         if (!json_is_object(so)) {

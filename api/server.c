@@ -773,6 +773,50 @@ static void moe_metrics(struct hs_api_server *s, struct buf *b)
     }
 }
 
+/* Per-backend placement: busy and simulated seconds, bytes moved, sequences placed and KV blocks
+ * held, labelled by backend and role; and the split execution's figures. */
+static void placement_metrics(struct buf *b, const struct hs_engine_metrics *m, const char *mn)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } fams[] = {
+        {"backend_busy_seconds_total", "counter", "Time spent in forward-pass stages, per backend."},
+        {"backend_simulated_seconds_total", "counter", "Simulated hardware time, per backend."},
+        {"backend_bytes_in_total", "counter", "Bytes copied into a backend from another."},
+        {"backend_bytes_out_total", "counter", "Bytes copied out of a backend to another."},
+        {"backend_sequences", "gauge", "Running sequences whose KV a backend holds."},
+        {"backend_kv_blocks_used", "gauge", "KV blocks a backend holds for running sequences."},
+        {"backend_kv_blocks_total", "gauge", "KV blocks of a backend's pool."},
+    };
+    for (size_t f = 0; f < HS_ARRAY_LEN(fams); f++) {
+        buf_printf(b, "# HELP hetserve:%s %s\n# TYPE hetserve:%s %s\n", fams[f].name, fams[f].help,
+                   fams[f].name, fams[f].type);
+        for (int32_t i = 0; i < m->n_backends; i++) {
+            const struct hs_engine_backend_metrics *be = &m->backends[i];
+            const double v[] = {be->busy_s, be->sim_s, (double)be->bytes_in, (double)be->bytes_out,
+                                be->n_seqs, be->kv_blocks_used, be->kv_blocks_total};
+            buf_printf(b, "hetserve:%s{backend=\"%s\",role=\"%s\",model_name=\"%s\"} %.9g\n",
+                       fams[f].name, be->name, be->role, mn, v[f]);
+        }
+    }
+    metric(b, "kv_migrations_total", "counter",
+           "Sequences whose KV moved to the attention backend.", mn, (double)m->migrations);
+    metric(b, "kv_migrated_bytes_total", "counter", "KV bytes moved between backends.", mn,
+           (double)m->migrated_bytes);
+    metric(b, "split_steps_total", "counter", "Forward passes that used the attention backend.", mn,
+           (double)m->split.n_steps);
+    metric(b, "pingpong_steps_total", "counter", "Of those, run as two ping-pong sub-batches.", mn,
+           (double)m->split.n_steps_split);
+    metric(b, "split_overlap_seconds_total", "counter",
+           "Time both backends were busy at once in split steps.", mn, m->split.overlap_s);
+    metric(b, "split_wall_seconds_total", "counter", "Wall time of the split steps' layers.", mn,
+           m->split.wall_s);
+    metric(b, "split_predicted_seconds_total", "counter",
+           "The balancer's predicted time of those layers.", mn, m->split.predicted_s);
+    metric(b, "split_prediction_abs_error_seconds_total", "counter",
+           "Sum over split steps of |predicted - measured| layer time.", mn, m->split.abs_err_s);
+}
+
 static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connection *c,
                                       struct conn *cs)
 {
@@ -826,6 +870,7 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
     histogram(&b, "e2e_request_latency_seconds",
               "Histogram of end to end request latency in seconds.", mn, &m.e2e);
     moe_metrics(s, &b);
+    placement_metrics(&b, &m, mn);
     if (b.oom) {
         free(b.p);
         return send_error(s, c, cs, 503, NULL, "out of memory");

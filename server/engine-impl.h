@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "common/trace.h"
 #include "kvcache/kvcache.h"
 #include "model/model.h"
 #include "model/vocab.h"
@@ -174,6 +175,7 @@ struct hs_engine {
     struct hs_engine_handle *touched_head;
 
     struct metrics m;
+    struct hs_trace *trace; /* --trace; NULL: none */
 };
 
 /* CLOCK_MONOTONIC in nanoseconds. Thread: any. */

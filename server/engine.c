@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -46,6 +47,7 @@ struct hs_engine_params hs_engine_default_params(void)
         .attn_threads = 0,
         .pingpong = false,
         .long_context = 0,
+        .trace_path = NULL,
     };
 }
 
@@ -59,11 +61,69 @@ const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e)
     return e->vocab;
 }
 
+/* ---- tracing ---- */
+
+enum { TRACE_PID = 1, TRACE_TID_ENGINE = 1, TRACE_TID_ATTN = 2 };
+
+/* A forward-pass stage as a complete event on its thread's track (any thread). */
+static void trace_stage(void *user, const struct hs_forward_stage *s)
+{
+    struct hs_engine *e = user;
+    const double end_us = hs_trace_now_us(e->trace) - (double)(now_ns() - s->t0_ns - s->dur_ns) / 1e3;
+    char name[32];
+    snprintf(name, sizeof(name), "%s %c", s->stage, s->sub_batch ? 'B' : 'A');
+    const struct hs_trace_arg args[] = {
+        HS_TRACE_INT("layer", s->layer),   HS_TRACE_STR("sub_batch", s->sub_batch ? "B" : "A"),
+        HS_TRACE_INT("rows", s->n_rows),   HS_TRACE_INT("seqs", s->n_seqs),
+        HS_TRACE_STR("backend", s->backend), HS_TRACE_DBL("sim_us", 0.0),
+    };
+    hs_trace_complete(e->trace, TRACE_PID, s->on_attn_thread ? TRACE_TID_ATTN : TRACE_TID_ENGINE,
+                      s->layer < 0 ? s->stage : name, s->on_attn_thread ? "attention" : "ffn",
+                      end_us - (double)s->dur_ns / 1e3, (double)s->dur_ns / 1e3, args,
+                      HS_ARRAY_LEN(args));
+}
+
+static hs_status trace_open(struct hs_engine *e, const char *path, struct hs_error *err)
+{
+    HS_TRY(hs_trace_open(path, &e->trace, err));
+    char name[96];
+    hs_trace_name_process(e->trace, TRACE_PID, "hetserve engine");
+    snprintf(name, sizeof(name), "engine thread: %s (FFN%s)",
+             hs_backend_name(hs_context_backend(e->ctx)), e->split ? "" : " and attention");
+    hs_trace_name_thread(e->trace, TRACE_PID, TRACE_TID_ENGINE, name);
+    if (e->split) {
+        snprintf(name, sizeof(name), "attention thread: %s (attention)",
+                 hs_backend_name(hs_context_attn_backend(e->ctx)));
+        hs_trace_name_thread(e->trace, TRACE_PID, TRACE_TID_ATTN, name);
+    }
+    hs_context_set_trace(e->ctx, trace_stage, e);
+    return HS_OK;
+}
+
+/* The step as a whole, and the KV blocks each store holds after it. */
+static void trace_step(struct hs_engine *e, double t0_us, int32_t n_seqs, int32_t n_tok)
+{
+    if (!e->trace) {
+        return;
+    }
+    const double t1 = hs_trace_now_us(e->trace);
+    const struct hs_trace_arg args[] = {HS_TRACE_INT("seqs", n_seqs), HS_TRACE_INT("tokens", n_tok)};
+    hs_trace_complete(e->trace, TRACE_PID, TRACE_TID_ENGINE, "step", "engine", t0_us, t1 - t0_us,
+                      args, HS_ARRAY_LEN(args));
+    struct hs_trace_arg held[HS_KV_STORES_MAX];
+    for (int32_t s = 0; s < e->n_pools; s++) {
+        held[s] = HS_TRACE_INT(s == 0 ? "ffn" : "attention", hs_kv_pool_n_used(e->pools[s]));
+    }
+    hs_trace_counter(e->trace, TRACE_PID, "kv_blocks", t1, held, (size_t)e->n_pools);
+    hs_trace_flush(e->trace);
+}
+
 /* ---- engine thread: the step and the loop ---- */
 
 /* One step: schedule, one forward pass, and the sampled tokens to output. */
 static void run_step(struct hs_engine *e)
 {
+    const double t0_us = hs_trace_now_us(e->trace);
     hs__sched_migrate(e);
     int32_t n = hs__sched_schedule(e);
     if (n == 0) {
@@ -120,6 +180,7 @@ static void run_step(struct hs_engine *e)
     }
     hs__metrics_update_kv_gauges(e);
     hs__metrics_publish_placement(e);
+    trace_step(e, t0_us, n, n_tok);
 }
 
 static void *engine_main(void *arg)
@@ -265,6 +326,9 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
     e->split = e->n_pools > 1;
     e->long_context = p.long_context;
     pthread_mutex_init(&e->m.placement_mu, NULL);
+    if (p.trace_path && (st = trace_open(e, p.trace_path, err)) != HS_OK) {
+        goto fail;
+    }
     for (int32_t s = 0; s < e->n_pools; s++) {
         st = hs_kv_pool_create(hs_context_store_n_blocks(e->ctx, s), hs_context_block_size(e->ctx),
                                &e->pools[s]);
@@ -345,6 +409,9 @@ void hs_engine_destroy(struct hs_engine *e)
     free(e->fwd);
     free(e->piece);
     hs_context_destroy(e->ctx);
+    if (hs_trace_close(e->trace) != HS_OK) {
+        HS_LOG_ERROR("engine: the trace file could not be written in full");
+    }
     pthread_cond_destroy(&e->cv);
     pthread_cond_destroy(&e->idle_cv);
     pthread_mutex_destroy(&e->mu);

@@ -76,6 +76,9 @@ struct hs_engine_params {
     const char *attn_backend;
     int32_t attn_threads;
     bool pingpong;        /* two sub-batches taking turns on the two backends */
+    const char *trace_path; /* NULL: no trace; else every step is written there as Chrome trace
+                             * events (Perfetto): each forward-pass stage per layer and
+                             * sub-batch, on a track per backend thread, with KV counters */
     int32_t long_context; /* split: a sequence decodes on the attention backend once its context
                            * passes this many tokens (its blocks are copied over then), on the
                            * FFN backend before; 0 (default): from the start. Prompts longer
