@@ -63,6 +63,21 @@ __attribute__((target("avx2,fma,f16c"))) static void hs__f16_scale_avx2(uint16_t
 
 /* ---- one query row at a time (small batches) ---- */
 
+/* The positions [*p0, *p1) query row j of seq attends to: its causal prefix, cut to the seq's
+ * KV range when one is set (empty when p0 >= p1). */
+static void hs__attn_range(const struct hs_attn_seq *seq, int32_t j, int64_t *p0, int64_t *p1)
+{
+    const int64_t causal = (int64_t)seq->n_past + j + 1;
+    *p0 = seq->kv_begin;
+    *p1 = seq->kv_end > 0 ? HS_MIN(causal, (int64_t)seq->kv_end) : causal;
+}
+
+/* The partial's m and l of query row `row`, head h ([n_rows][n_head] tensors). */
+static float *hs__attn_ml(const struct hs_tensor *t, int64_t row, int64_t h)
+{
+    return (float *)((char *)t->data + (size_t)row * t->nb[1]) + h;
+}
+
 struct hs__attn_task {
     const struct hs_attn_args *a;
     const struct hs_quant_kernels *kdot; /* K's kernels: q converted to K's type, dot in f32 */
@@ -73,6 +88,7 @@ struct hs__attn_task {
     int64_t n_items; /* sum over sequences of ceil(n_new / rows per item) * n_head */
     bool simd_f16;   /* AVX2/F16C fused f16 accumulation (same bits as the portable path) */
     bool f32_acc;    /* big batch: q, scores and the V sum all in f32 (ggml's tiled path) */
+    bool partials;   /* write the unnormalised sum, m and l (a->m, a->l) instead of out / l */
     const struct hs_quant_kernels *f32;
     void (*mad)(int64_t n, float *y, const float *x, float a); /* y = fma(x, a, y) */
     atomic_llong next;
@@ -87,21 +103,25 @@ struct hs__attn_task {
 };
 
 /* Online softmax (flash-attention style) for one query row of one head, with the precision of
- * ggml's CPU flash attention. Fewer than HS__ATTN_F32_MIN_ROWS query rows follow its "one_chunk"
- * path exactly (llama.cpp compiles it with FMA contraction, which the fmaf calls reproduce):
+ * ggml's CPU flash attention. Batches of fewer than HS__ATTN_F32_MIN_ROWS query rows (the forward
+ * batch's, n_batch_rows) follow its "one_chunk" path exactly (llama.cpp compiles it with FMA
+ * contraction, which the fmaf calls reproduce):
  * - with an f16 K, q is rounded to f16 and q.k is K's vec_dot (f16 -> f32 products);
  * - with an f16 V, the running sum of V rows VKQ is kept in f16: a new maximum rescales it as
  *   f16(VKQ * ms), each row adds as f16(fma(v, vs, VKQ)) (ggml_vec_scale_f16 / _mad_f16; the
  *   AVX2/F16C kernels compute exactly this, 8 lanes at a time); with an f32 V, the same in f32;
  * - the running denominator is S = fma(S, ms, vs); the result is VKQ * (1 / S).
  * Batches of HS__ATTN_F32_MIN_ROWS rows or more (its tiled path): q stays f32, K and V rows are
- * widened to f32 and VKQ is kept in f32 (same fma updates). */
+ * widened to f32 and VKQ is kept in f32 (same fma updates).
+ * Positions [p0, p1) are visited in order. With ml (partials), out receives VKQ widened to f32
+ * and ml[0], ml[1] the maximum score and S, so that finalising them (VKQ * (1 / S)) repeats the
+ * last step above bit for bit; an empty range leaves VKQ = 0, m = -inf, S = 0. */
 static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq *seq,
-                         const float *q, int64_t kvh, int64_t n_ctx, float *out, float *buf)
+                         const float *q, int64_t kvh, int64_t p0, int64_t p1, float *out,
+                         float *const ml[2], float *buf)
 {
     const struct hs_attn_args *a = t->a;
     const int64_t hd = t->hd;
-    const int64_t bs = a->block_size;
     const bool v_f16 = a->v_cache->type == HS_TYPE_F16;
     const bool k_widen = t->f32_acc && a->k_cache->type == HS_TYPE_F16;
     const bool v_round = v_f16 && !t->f32_acc;    /* keep the V sum in f16 */
@@ -123,8 +143,8 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     if (v_round && t->simd_f16) {
         /* The running sum lives in f16 (acc16), updated in one fused pass per position. */
         memset(acc16, 0, (size_t)hd * sizeof(uint16_t));
-        for (int64_t p = 0; p < n_ctx; p++) {
-            const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
+        for (int64_t p = p0; p < p1; p++) {
+            const size_t slot = (size_t)hs_kv_slot(seq->block_table, a->block_size, p);
             const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
                              (size_t)kvh * a->k_cache->nb[1];
             const uint16_t *vr =
@@ -145,6 +165,14 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
             hs__f16_mad_avx2(acc16, vr, vs, hd);
             sum = fmaf(sum, ms, vs);
         }
+        if (ml) {
+            for (int64_t d = 0; d < hd; d++) {
+                out[d] = hs_fp16_to_fp32(acc16[d]);
+            }
+            *ml[0] = m;
+            *ml[1] = sum;
+            return;
+        }
         const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
         for (int64_t d = 0; d < hd; d++) {
             out[d] = hs_fp16_to_fp32(acc16[d]) * inv;
@@ -154,8 +182,8 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
 #endif
     memset(acc, 0, (size_t)hd * sizeof(float));
     memset(acc16, 0, (size_t)hd * sizeof(uint16_t));
-    for (int64_t p = 0; p < n_ctx; p++) {
-        const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
+    for (int64_t p = p0; p < p1; p++) {
+        const size_t slot = (size_t)hs_kv_slot(seq->block_table, a->block_size, p);
         const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
                          (size_t)kvh * a->k_cache->nb[1];
         const char *vr = (const char *)a->v_cache->data + slot * a->v_cache->nb[2] +
@@ -205,6 +233,12 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     }
     if (v_round) {
         t->f16->to_float(acc16, acc, hd);
+    }
+    if (ml) {
+        memcpy(out, acc, (size_t)hd * sizeof(float));
+        *ml[0] = m;
+        *ml[1] = sum;
+        return;
     }
     const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
     for (int64_t d = 0; d < hd; d++) {
@@ -272,13 +306,14 @@ static size_t hs__attn_tile_floats(int64_t hd)
 
 /* Big batches: query rows [j0, j1) of seq against K/V head kvh, for all query heads of its GQA
  * group at once. Each block of K/V positions is widened to f32 once for the whole tile; scores,
- * online softmax and the V sums run in f32 (hs__attn_block_f32_avx512's contract). */
+ * online softmax and the V sums run in f32 (hs__attn_block_f32_avx512's contract). Blocks start
+ * at the range's first position (0, TILE_K, 2 TILE_K, ... for the whole prefix); a row's last
+ * position masks the rest, and a row masked out of every block keeps the empty state. */
 static void hs__attn_tile(const struct hs__attn_task *t, const struct hs_attn_seq *seq, int64_t kvh,
                           int32_t j0, int32_t j1, float *buf)
 {
     const struct hs_attn_args *a = t->a;
     const int64_t hd = t->hd;
-    const int64_t bs = a->block_size;
     const int64_t group = t->n_head / t->n_kv_head;
     const int64_t nq = (int64_t)(j1 - j0) * group;
     const int64_t ldq = (nq + 15) / 16 * 16;
@@ -302,19 +337,21 @@ static void hs__attn_tile(const struct hs__attn_task *t, const struct hs_attn_se
         for (int64_t d = 0; d < hd; d++) {
             qt[d * ldq + i] = i < nq ? q[d] : 0.0f;
         }
-        last_abs[i] = seq->n_past + j0 + (int32_t)r;
+        int64_t pb, pe;
+        hs__attn_range(seq, j0 + (int32_t)r, &pb, &pe);
+        last_abs[i] = (int32_t)(pe - 1);
         m[i] = -INFINITY;
         l[i] = 0.0f;
     }
     memset(acc, 0, (size_t)(nq * hd) * sizeof(float));
-    const int64_t n_ctx = (int64_t)seq->n_past + j1;
+    int64_t p_begin, p_end; /* the last row's range: the union of the tile's */
+    hs__attn_range(seq, j1 - 1, &p_begin, &p_end);
     const bool k_f16 = a->k_cache->type == HS_TYPE_F16;
     const bool v_f16 = a->v_cache->type == HS_TYPE_F16;
-    for (int64_t p0 = 0; p0 < n_ctx; p0 += HS__ATTN_TILE_K) {
-        const int64_t nk = HS_MIN(HS__ATTN_TILE_K, n_ctx - p0);
+    for (int64_t p0 = p_begin; p0 < p_end; p0 += HS__ATTN_TILE_K) {
+        const int64_t nk = HS_MIN(HS__ATTN_TILE_K, p_end - p0);
         for (int64_t j = 0; j < nk; j++) {
-            const int64_t p = p0 + j;
-            const size_t slot = (size_t)seq->block_table[p / bs] * (size_t)bs + (size_t)(p % bs);
+            const size_t slot = (size_t)hs_kv_slot(seq->block_table, a->block_size, p0 + j);
             const char *kr = (const char *)a->k_cache->data + slot * a->k_cache->nb[2] +
                              (size_t)kvh * a->k_cache->nb[1];
             const char *vr = (const char *)a->v_cache->data + slot * a->v_cache->nb[2] +
@@ -337,8 +374,15 @@ static void hs__attn_tile(const struct hs__attn_task *t, const struct hs_attn_se
     }
     for (int64_t i = 0; i < nq; i++) {
         const int64_t row = (int64_t)seq->q_row + j0 + i / group;
+        const int64_t h = kvh * group + i % group;
         float *out = (float *)((char *)a->out->data + (size_t)row * a->out->nb[2] +
-                               (size_t)(kvh * group + i % group) * a->out->nb[1]);
+                               (size_t)h * a->out->nb[1]);
+        if (t->partials) {
+            memcpy(out, acc + i * hd, (size_t)hd * sizeof(float));
+            *hs__attn_ml(a->m, row, h) = m[i];
+            *hs__attn_ml(a->l, row, h) = l[i];
+            continue;
+        }
         const float inv = l[i] == 0.0f ? 0.0f : 1.0f / l[i];
         for (int64_t d = 0; d < hd; d++) {
             out[d] = acc[i * hd + d] * inv;
@@ -412,7 +456,11 @@ static void hs__attn_fn(void *ctx, int ith, int nth)
                                              (size_t)h * a->q->nb[1]);
             float *out = (float *)((char *)a->out->data + (size_t)row * a->out->nb[2] +
                                    (size_t)h * a->out->nb[1]);
-            hs__attn_row(t, seq, q, h / group, (int64_t)seq->n_past + j + 1, out, buf);
+            float *const ml[2] = {t->partials ? hs__attn_ml(a->m, row, h) : NULL,
+                                  t->partials ? hs__attn_ml(a->l, row, h) : NULL};
+            int64_t p0, p1;
+            hs__attn_range(seq, j, &p0, &p1);
+            hs__attn_row(t, seq, q, h / group, p0, p1, out, t->partials ? ml : NULL, buf);
         }
     }
 }
@@ -430,10 +478,13 @@ hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_args *ar
         .simd_f16 = cpu->simd,
         .f32 = hs__cpu_kernels(HS_TYPE_F32, HS_ISA_COUNT),
         .mad = cpu->simd ? hs__mad_f32_avx2 : hs__mad_f32_scalar,
+        .partials = args->m != NULL,
     };
-    /* As ggml picks its tiled path: enough query rows in the batch, one cache type, and a head
-     * size its SIMD handles. */
-    t.f32_acc = args->q->ne[2] >= HS__ATTN_F32_MIN_ROWS &&
+    /* As ggml picks its tiled path: enough query rows in the batch (the whole forward batch's,
+     * so that a batch split over calls keeps its path), one cache type, and a head size its
+     * SIMD handles. */
+    const int64_t n_batch_rows = args->n_batch_rows > 0 ? args->n_batch_rows : args->q->ne[2];
+    t.f32_acc = n_batch_rows >= HS__ATTN_F32_MIN_ROWS &&
                 args->k_cache->type == args->v_cache->type && t.hd % 16 == 0;
     if (!t.kdot || !t.f16 || !t.f32) {
         return HS_E_NOTSUP;
