@@ -518,6 +518,13 @@ hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src
     return HS_OK;
 }
 
+/* A partial's m or l: [n_rows][n_head] f32 (ne = n_head, n_rows), rows evenly spaced. */
+static bool hs__attn_ml_ok(const struct hs_tensor *t, int64_t n_head, int64_t n_rows)
+{
+    return hs__rows_ok(t, HS_TYPE_F32) && t->ne[0] == n_head && t->ne[1] == n_rows &&
+           t->ne[2] == 1 && t->ne[3] == 1;
+}
+
 static hs_status hs__check_attention(const struct hs_attn_args *a)
 {
     if (!a || !hs__t3_ok(a->q, HS_TYPE_F32) || !hs__t3_ok(a->out, HS_TYPE_F32) ||
@@ -536,7 +543,12 @@ static hs_status hs__check_attention(const struct hs_attn_args *a)
     const int64_t n_kv_head = k->ne[1];
     if (k->ne[0] != q->ne[0] || n_head % n_kv_head != 0 || a->block_size < 1 ||
         a->block_size != k->ne[2] || !isfinite(a->scale) || a->n_seqs < 0 ||
-        (a->n_seqs > 0 && !a->seqs)) {
+        (a->n_seqs > 0 && !a->seqs) || a->n_batch_rows < 0) {
+        return HS_E_INVAL;
+    }
+    /* Partials: m and l together, one value per query row and head. */
+    if (!a->m != !a->l || (a->m && (!hs__attn_ml_ok(a->m, n_head, q->ne[2]) ||
+                                    !hs__attn_ml_ok(a->l, n_head, q->ne[2])))) {
         return HS_E_INVAL;
     }
     const int64_t n_blocks = k->ne[3];
@@ -547,13 +559,20 @@ static hs_status hs__check_attention(const struct hs_attn_args *a)
             return HS_E_INVAL;
         }
         const int64_t n_ctx = (int64_t)seq->n_past + seq->n_new;
-        if (seq->n_new == 0) {
-            continue;
+        /* The KV range: kv_end 0 is no upper bound, else kv_begin <= kv_end <= n_ctx. */
+        if (seq->kv_begin < 0 || seq->kv_begin > n_ctx || seq->kv_end < 0 ||
+            (seq->kv_end > 0 && (seq->kv_end < seq->kv_begin || seq->kv_end > n_ctx))) {
+            return HS_E_INVAL;
+        }
+        const int64_t end = seq->kv_end > 0 ? seq->kv_end : n_ctx;
+        if (seq->n_new == 0 || seq->kv_begin >= end) {
+            continue; /* reads no position */
         }
         if (!seq->block_table) {
             return HS_E_INVAL;
         }
-        for (int64_t b = 0; b < (n_ctx + a->block_size - 1) / a->block_size; b++) {
+        /* Only the blocks of positions [kv_begin, end) are read. */
+        for (int64_t b = seq->kv_begin / a->block_size; b <= (end - 1) / a->block_size; b++) {
             if (seq->block_table[b] < 0 || seq->block_table[b] >= n_blocks) {
                 return HS_E_INVAL;
             }

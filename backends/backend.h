@@ -87,8 +87,9 @@ struct hs_rope_params {
  * positions [kv_begin, min(kv_end, n_past + j + 1)): the whole causal prefix [0, n_past + j]
  * when kv_begin and kv_end are 0 (zero-initialised), a range of it otherwise (flash-decoding's
  * split of the KV: each range gives partials, attention/ merges them). Only the block table
- * entries of the range are read, so a range's blocks may live in one backend's cache and the
- * rest in another's. */
+ * entries of the range are read (and checked), so a range's blocks may live in one backend's
+ * cache and the rest in another's. HS_E_INVAL unless 0 <= kv_begin <= n_past + n_new and, when
+ * kv_end is set, kv_begin <= kv_end <= n_past + n_new. */
 struct hs_attn_seq {
     int32_t n_past;
     int32_t n_new;

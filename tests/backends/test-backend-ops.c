@@ -1133,6 +1133,139 @@ Test(backend_ops, bad_shapes_are_rejected_and_outputs_untouched)
     }
 }
 
+/* The KV range and partials fields of attention: m and l together and shaped [n_rows][n_head]
+ * f32, ranges inside the sequence, n_batch_rows not negative; block ids are checked only for the
+ * positions the range reads. Rejected calls leave out, m and l untouched. */
+enum attn_ml {
+    ML_NONE,
+    ML_BOTH,
+    ML_M_ONLY,
+    ML_L_ONLY,
+    ML_M_COLS, /* m of n_head + 1 columns */
+    ML_L_ROWS, /* l of n_rows + 1 rows */
+    ML_M_F16,
+};
+
+struct attn_bad_case {
+    const char *what;
+    const int32_t *table;
+    int32_t kv_begin, kv_end;
+    enum attn_ml ml;
+    int32_t n_batch_rows;
+    hs_status want;
+};
+
+Test(backend_ops, attention_ranges_and_partials_are_validated)
+{
+    /* One sequence of 30 + 2 positions over two blocks of 16; block ids out of range (-1, 9)
+     * sit in the block that a range leaves out. */
+    static const int32_t table_ok[2] = {1, 3};
+    static const int32_t table_bad0[2] = {-1, 2};
+    static const int32_t table_bad1[2] = {1, 9};
+    static const struct attn_bad_case cases[] = {
+        {"whole prefix", table_ok, 0, 0, ML_NONE, 0, HS_OK},
+        {"partials", table_ok, 0, 0, ML_BOTH, 0, HS_OK},
+        {"range and partials", table_ok, 5, 20, ML_BOTH, 0, HS_OK},
+        {"empty range", table_ok, 7, 7, ML_BOTH, 0, HS_OK},
+        {"empty range at the end", table_ok, 32, 0, ML_BOTH, 0, HS_OK},
+        {"range ends at n_ctx", table_ok, 0, 32, ML_NONE, 0, HS_OK},
+        {"big batch", table_ok, 3, 0, ML_BOTH, 100, HS_OK},
+        {"m alone", table_ok, 0, 0, ML_M_ONLY, 0, HS_E_INVAL},
+        {"l alone", table_ok, 0, 0, ML_L_ONLY, 0, HS_E_INVAL},
+        {"m columns", table_ok, 0, 0, ML_M_COLS, 0, HS_E_INVAL},
+        {"l rows", table_ok, 0, 0, ML_L_ROWS, 0, HS_E_INVAL},
+        {"m f16", table_ok, 0, 0, ML_M_F16, 0, HS_E_INVAL},
+        {"kv_begin negative", table_ok, -1, 0, ML_BOTH, 0, HS_E_INVAL},
+        {"kv_end negative", table_ok, 0, -1, ML_BOTH, 0, HS_E_INVAL},
+        {"kv_end past n_ctx", table_ok, 0, 33, ML_BOTH, 0, HS_E_INVAL},
+        {"kv_end before kv_begin", table_ok, 9, 8, ML_BOTH, 0, HS_E_INVAL},
+        {"kv_begin past n_ctx", table_ok, 33, 0, ML_BOTH, 0, HS_E_INVAL},
+        {"n_batch_rows negative", table_ok, 0, 0, ML_NONE, -1, HS_E_INVAL},
+        {"bad block 0, whole prefix", table_bad0, 0, 0, ML_NONE, 0, HS_E_INVAL},
+        {"bad block 0, range from it", table_bad0, 15, 0, ML_BOTH, 0, HS_E_INVAL},
+        {"bad block 0, range past it", table_bad0, 16, 0, ML_BOTH, 0, HS_OK},
+        {"bad block 1, range into it", table_bad1, 0, 17, ML_BOTH, 0, HS_E_INVAL},
+        {"bad block 1, range before it", table_bad1, 0, 16, ML_BOTH, 0, HS_OK},
+        {"bad block 1, empty range in it", table_bad1, 20, 20, ML_BOTH, 0, HS_OK},
+    };
+    enum { HD = 64, N_HEAD = 4, N_KV = 2, BS = 16, N_BLOCKS = 4, N_ROWS = 2 };
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 5);
+    const int64_t n_cache = (int64_t)N_BLOCKS * BS * N_KV * HD;
+    uint16_t *cache = malloc((size_t)n_cache * sizeof(uint16_t));
+    cr_assert_not_null(cache);
+    for (int64_t i = 0; i < n_cache; i++) {
+        cache[i] = hs_fp32_to_fp16(hs_rng_range(&rng, -1.0f, 1.0f));
+    }
+    float *q = rand_floats(&rng, N_ROWS * N_HEAD * HD, -1.0f, 1.0f);
+    float *out = rand_floats(&rng, N_ROWS * N_HEAD * HD, -1.0f, 1.0f);
+    float *ml = rand_floats(&rng, 2 * (N_ROWS + 1) * (N_HEAD + 1), -1.0f, 1.0f);
+    const size_t out_bytes = (size_t)(N_ROWS * N_HEAD * HD) * sizeof(float);
+    const size_t ml_bytes = (size_t)(2 * (N_ROWS + 1) * (N_HEAD + 1)) * sizeof(float);
+    float *out0 = malloc(out_bytes), *ml0 = malloc(ml_bytes);
+    cr_assert(out0 && ml0);
+    struct hs_tensor tc, tq, to;
+    const int64_t cne[4] = {HD, N_KV, BS, N_BLOCKS};
+    const int64_t qne[3] = {HD, N_HEAD, N_ROWS};
+    cr_assert_eq(hs_tensor_init(&tc, HS_TYPE_F16, 4, cne, cache), HS_OK);
+    cr_assert_eq(hs_tensor_init(&tq, HS_TYPE_F32, 3, qne, q), HS_OK);
+    cr_assert_eq(hs_tensor_init(&to, HS_TYPE_F32, 3, qne, out), HS_OK);
+    float *m_data = ml, *l_data = ml + (N_ROWS + 1) * (N_HEAD + 1);
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        struct hs_backend *be = make_backend(reg, 2);
+        for (size_t c = 0; c < HS_ARRAY_LEN(cases); c++) {
+            const struct attn_bad_case *k = &cases[c];
+            struct hs_tensor tm, tl;
+            cr_assert_eq(hs_tensor_init_2d(&tm, HS_TYPE_F32, N_HEAD, N_ROWS, m_data), HS_OK);
+            cr_assert_eq(hs_tensor_init_2d(&tl, HS_TYPE_F32, N_HEAD, N_ROWS, l_data), HS_OK);
+            if (k->ml == ML_M_COLS) {
+                cr_assert_eq(hs_tensor_init_2d(&tm, HS_TYPE_F32, N_HEAD + 1, N_ROWS, m_data),
+                             HS_OK);
+            } else if (k->ml == ML_L_ROWS) {
+                cr_assert_eq(hs_tensor_init_2d(&tl, HS_TYPE_F32, N_HEAD, N_ROWS + 1, l_data),
+                             HS_OK);
+            } else if (k->ml == ML_M_F16) {
+                cr_assert_eq(hs_tensor_init_2d(&tm, HS_TYPE_F16, N_HEAD, N_ROWS, m_data), HS_OK);
+            }
+            const bool has_m = k->ml != ML_NONE && k->ml != ML_L_ONLY;
+            const bool has_l = k->ml != ML_NONE && k->ml != ML_M_ONLY;
+            const struct hs_attn_seq seq = {.n_past = 30,
+                                            .n_new = N_ROWS,
+                                            .q_row = 0,
+                                            .block_table = k->table,
+                                            .kv_begin = k->kv_begin,
+                                            .kv_end = k->kv_end};
+            const struct hs_attn_args aa = {.q = &tq,
+                                            .out = &to,
+                                            .k_cache = &tc,
+                                            .v_cache = &tc,
+                                            .block_size = BS,
+                                            .seqs = &seq,
+                                            .n_seqs = 1,
+                                            .scale = 0.125f,
+                                            .m = has_m ? &tm : NULL,
+                                            .l = has_l ? &tl : NULL,
+                                            .n_batch_rows = k->n_batch_rows};
+            memcpy(out0, out, out_bytes);
+            memcpy(ml0, ml, ml_bytes);
+            const hs_status st = hs_backend_attention(be, &aa);
+            cr_assert_eq(st, k->want, "%s: %s: %s, want %s", hs_backend_name(be), k->what,
+                         hs_status_str(st), hs_status_str(k->want));
+            if (st != HS_OK) {
+                cr_assert(memcmp(out0, out, out_bytes) == 0 && memcmp(ml0, ml, ml_bytes) == 0,
+                          "%s: %s: outputs touched", hs_backend_name(be), k->what);
+            }
+        }
+        hs_backend_destroy(be);
+    }
+    free(ml0);
+    free(out0);
+    free(ml);
+    free(out);
+    free(q);
+    free(cache);
+}
+
 Test(backend_ops, stats_count_ops_and_weight_bytes)
 {
     struct hs_rng rng;

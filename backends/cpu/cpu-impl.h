@@ -1,0 +1,36 @@
+/* CPU backend internals shared by its source files: cpu.c (the ops, the iface, lifetime) and
+ * attention.c (attention over the paged cache). Internal to backends/cpu. */
+#ifndef HS_BACKENDS_CPU_CPU_IMPL_H
+#define HS_BACKENDS_CPU_CPU_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "backends/backend-impl.h"
+#include "backends/cpu/pool.h"
+#include "backends/cpu/quants.h"
+
+struct hs_cpu_backend {
+    struct hs_backend base; /* first */
+    struct hs_pool *pool;
+    void *act;        /* converted activations; owns */
+    size_t act_bytes; /* capacity of act */
+    float *tls;       /* per-thread scratch [n_threads][tls_stride]; owns */
+    size_t tls_stride;
+    enum hs_isa isa; /* detected at creation */
+    bool simd;       /* AVX2 + FMA + F16C kernels enabled (fused f16 accumulation, f32 mad) */
+};
+
+static inline struct hs_cpu_backend *hs__cpu(struct hs_backend *be)
+{
+    return (struct hs_cpu_backend *)be;
+}
+
+/* Makes sure every thread has n floats of scratch (cpu->tls, tls_stride floats apart); what was
+ * there is lost when it grows. HS_E_NOMEM leaves the old scratch. Thread: engine only. */
+hs_status hs__cpu_reserve_tls(struct hs_cpu_backend *cpu, size_t n);
+
+/* The attention slot (attention.c); arguments validated by backend.c. */
+hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_args *args);
+
+#endif
