@@ -1,0 +1,235 @@
+/* bench-split: N concurrent decode streams through the serving engine, unsplit and split (two
+ * CPU backends: attention on its own thread and cores, with and without ping-pong), on the same
+ * cores, in the same run. Prints decode throughput of each and its ratio to the unsplit engine,
+ * the balancer's step-time prediction error and how much of the two backends' work overlapped.
+ *
+ *   bench-split [-m MODEL.gguf] [-n STREAMS] [-p PROMPT] [-g GEN] [-t THREADS] [-a ATTN_THREADS]
+ *               [-r REPS]
+ *
+ * Without -m it writes the SmolLM-135M-shaped Q8_0 model (hetserve mkmodel --preset smollm-135m)
+ * to /tmp once. Each configuration runs REPS times, interleaved (unsplit, split, ping-pong, ...);
+ * the median is reported. Throughput counts the generated tokens of all streams over the wall
+ * time from the first stream's first token to the last stream's last, so the prefill of the
+ * prompts (the same for every configuration) is left out. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model/model.h"
+#include "server/engine.h"
+
+#define MAX_STREAMS 64
+
+struct run {
+    double tok_s;        /* decode tokens per second, all streams */
+    double pred_err;     /* mean |predicted - measured| / measured layer time of split steps */
+    double overlap;      /* overlap seconds / the busier side's busy seconds */
+    double attn_share;   /* attention thread busy / wall, split steps */
+    uint64_t split_steps, pingpong_steps;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Submits the n streams' requests (prompt i from seed 1000 + i) and waits for all of them;
+ * returns the wall time from submission to the last DONE, or a negative value on failure. */
+static double serve_all(struct hs_engine *e, int32_t n_vocab, int n, int n_prompt, int max_tokens)
+{
+    hs_token *prompt = malloc((size_t)n_prompt * sizeof(hs_token));
+    struct hs_engine_handle *h[MAX_STREAMS];
+    struct hs_error err = {0};
+    const double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        struct hs_rng rng;
+        hs_rng_seed(&rng, 1000 + (uint64_t)i);
+        prompt[0] = 1;
+        for (int j = 1; j < n_prompt; j++) {
+            prompt[j] = (hs_token)(hs_rng_next(&rng) % (uint64_t)(n_vocab - 3)) + 3;
+        }
+        struct hs_engine_request rq;
+        hs_engine_request_init(&rq);
+        rq.prompt = prompt;
+        rq.n_prompt = n_prompt;
+        rq.max_tokens = max_tokens;
+        rq.ignore_eos = true;
+        rq.sampling.temperature = 0;
+        if (hs_engine_submit(e, &rq, &h[i], &err) != HS_OK) {
+            fprintf(stderr, "bench-split: %s\n", err.message);
+            free(prompt);
+            return -1;
+        }
+    }
+    free(prompt);
+    for (int i = 0; i < n; i++) {
+        struct hs_engine_event ev;
+        do {
+            if (hs_engine_wait(h[i], &ev, 600000) != HS_OK) {
+                fprintf(stderr, "bench-split: a stream stalled\n");
+                return -1;
+            }
+        } while (ev.type != HS_EVENT_DONE);
+        hs_engine_release(h[i]);
+    }
+    return now_s() - t0;
+}
+
+/* One configuration: mode 0 unsplit, 1 split, 2 split with ping-pong. A first pass prefills the
+ * prompts (one token each); the measured pass sends them again, finds them in the prefix cache
+ * and decodes n_gen tokens per stream. */
+static int run_once(struct hs_model *m, int mode, int n, int n_prompt, int n_gen, int threads,
+                    int attn_threads, struct run *out)
+{
+    struct hs_engine_params p = hs_engine_default_params();
+    p.n_parallel = n;
+    p.n_ctx = n_prompt + n_gen + 8;
+    p.n_batch_tokens = 512;
+    p.n_threads = mode == 0 ? threads : threads - attn_threads;
+    if (mode > 0) {
+        p.attn_backend = "cpu";
+        p.attn_threads = attn_threads;
+        p.pingpong = mode == 2;
+    }
+    struct hs_engine *e = NULL;
+    struct hs_error err = {0};
+    if (hs_engine_create(m, &p, &e, &err) != HS_OK) {
+        fprintf(stderr, "bench-split: %s\n", err.message);
+        return -1;
+    }
+    const int32_t n_vocab = hs_model_hparams(m)->n_vocab;
+    struct hs_engine_metrics m0, m1;
+    if (serve_all(e, n_vocab, n, n_prompt, 1) < 0) {
+        return -1;
+    }
+    hs_engine_get_metrics(e, &m0);
+    const double wall = serve_all(e, n_vocab, n, n_prompt, n_gen);
+    if (wall < 0) {
+        return -1;
+    }
+    hs_engine_get_metrics(e, &m1);
+    hs_engine_destroy(e);
+    const struct hs_split_stats *a = &m0.split, *b = &m1.split;
+    out->tok_s = (double)(m1.generation_tokens - m0.generation_tokens) / wall;
+    out->split_steps = b->n_steps - a->n_steps;
+    out->pingpong_steps = b->n_steps_split - a->n_steps_split;
+    const double sw = b->wall_s - a->wall_s;
+    const double ffn = b->ffn_busy_s - a->ffn_busy_s;
+    const double attn = b->attn_busy_s - a->attn_busy_s;
+    out->pred_err = sw > 0 ? (b->abs_err_s - a->abs_err_s) / sw : 0;
+    out->overlap = HS_MIN(ffn, attn) > 0 ? (b->overlap_s - a->overlap_s) / HS_MIN(ffn, attn) : 0;
+    out->attn_share = sw > 0 ? attn / sw : 0;
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: bench-split [-m MODEL.gguf] [-n STREAMS] [-p PROMPT] [-g GEN] [-t THREADS]\n"
+               "                   [-a ATTN_THREADS] [-r REPS]\n"
+               "N concurrent decode streams through the engine: unsplit on THREADS threads, then\n"
+               "split (FFN on THREADS - ATTN_THREADS, attention on ATTN_THREADS others) without\n"
+               "and with ping-pong; medians of REPS interleaved runs. Defaults: the SmolLM-135M\n"
+               "shape at Q8_0 (written to /tmp), 16 streams, 256-token prompts, 64 generated,\n"
+               "2 threads, 1 attention thread, 3 reps.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int n = 16, n_prompt = 256, n_gen = 64, threads = 2, attn_threads = 1, reps = 3;
+    int c;
+    while ((c = getopt(argc, argv, "m:n:p:g:t:a:r:h")) != -1) {
+        switch (c) {
+        case 'm': path = optarg; break;
+        case 'n': n = atoi(optarg); break;
+        case 'p': n_prompt = atoi(optarg); break;
+        case 'g': n_gen = atoi(optarg); break;
+        case 't': threads = atoi(optarg); break;
+        case 'a': attn_threads = atoi(optarg); break;
+        case 'r': reps = atoi(optarg); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (n < 2 || n > MAX_STREAMS || n_prompt < 2 || n_gen < 2 || threads < 2 ||
+        attn_threads < 1 || attn_threads >= threads || reps < 1 || reps > 50) {
+        usage(stderr);
+        return 2;
+    }
+    char tmp[128];
+    struct hs_error err = {0};
+    if (!path) {
+        snprintf(tmp, sizeof(tmp), "/tmp/hetserve-bench-split-smollm-q8_0.gguf");
+        if (access(tmp, R_OK) != 0) {
+            fprintf(stderr, "bench-split: writing the SmolLM-135M-shaped Q8_0 model to %s\n", tmp);
+            struct hs_mkmodel_params mp = hs_mkmodel_smollm_params();
+            mp.wtype = HS_TYPE_Q8_0;
+            if (hs_mkmodel_write(&mp, tmp, &err) != HS_OK) {
+                fprintf(stderr, "bench-split: %s\n", err.message);
+                return 1;
+            }
+        }
+        path = tmp;
+    }
+    struct hs_model *m = NULL;
+    if (hs_model_load(path, &m, &err) != HS_OK) {
+        fprintf(stderr, "bench-split: %s: %s\n", path, err.message);
+        return 1;
+    }
+    static const char *const names[3] = {"unsplit", "split", "split+pingpong"};
+    struct run runs[3][50];
+    for (int r = 0; r < reps; r++) {
+        for (int mode = 0; mode < 3; mode++) {
+            if (run_once(m, mode, n, n_prompt, n_gen, threads, attn_threads, &runs[mode][r]) != 0) {
+                return 1;
+            }
+            fprintf(stderr, "bench-split: rep %d %-15s %8.1f tok/s\n", r + 1, names[mode],
+                    runs[mode][r].tok_s);
+        }
+    }
+    printf("bench-split: %s, %d streams, %d-token prompts, %d generated each; %d threads "
+           "(split: %d FFN + %d attention, pinned apart); median of %d\n",
+           hs_model_desc(m), n, n_prompt, n_gen, threads, threads - attn_threads, attn_threads,
+           reps);
+    printf("%-15s %10s %8s %10s %10s %10s %10s\n", "config", "tok/s", "ratio", "pp steps",
+           "pred err", "overlap", "attn busy");
+    double base = 0;
+    for (int mode = 0; mode < 3; mode++) {
+        double v[50], pe[50], ov[50], as[50];
+        for (int r = 0; r < reps; r++) {
+            v[r] = runs[mode][r].tok_s;
+            pe[r] = runs[mode][r].pred_err;
+            ov[r] = runs[mode][r].overlap;
+            as[r] = runs[mode][r].attn_share;
+        }
+        qsort(v, (size_t)reps, sizeof(double), cmp_double);
+        qsort(pe, (size_t)reps, sizeof(double), cmp_double);
+        qsort(ov, (size_t)reps, sizeof(double), cmp_double);
+        qsort(as, (size_t)reps, sizeof(double), cmp_double);
+        const double med = v[reps / 2];
+        if (mode == 0) {
+            base = med;
+        }
+        printf("%-15s %10.1f %7.2fx %10llu", names[mode], med, base > 0 ? med / base : 0,
+               (unsigned long long)runs[mode][reps / 2].pingpong_steps);
+        if (mode == 0) {
+            printf(" %10s %10s %10s\n", "-", "-", "-");
+        } else {
+            printf(" %9.1f%% %9.1f%% %9.1f%%\n", 100 * pe[reps / 2], 100 * ov[reps / 2],
+                   100 * as[reps / 2]);
+        }
+    }
+    hs_model_destroy(m);
+    return 0;
+}
