@@ -46,6 +46,41 @@ void hs_attn_partial_finalize(const struct hs_attn_partial *p, int64_t n_vec, in
 void hs_attn_merge(const struct hs_attn_partial *parts, int n_parts,
                    const struct hs_attn_partial *acc, int64_t n_vec, int64_t head_dim, float *out);
 
+/* ---- which backend computes which range of which sequence ----
+ *
+ * A sequence's KV may live in several places: a span is one range of its positions whose blocks
+ * are in one backend's cache. hs_attn_run computes the attention of a batch of sequences over
+ * their spans: sequences with a single span run normalised on that span's backend (no partials,
+ * so the bits of the monolithic op), grouped into one call per backend and cache; a sequence
+ * with several spans gets partials from each span's backend, merged exactly here. */
+struct hs_attn_span {
+    struct hs_backend *be;           /* computes this range; borrowed */
+    const struct hs_tensor *k_cache; /* [n_blocks][block_size][n_kv_head][head_dim] in be's memory */
+    const struct hs_tensor *v_cache;
+    const int32_t *block_table; /* block ids of be's cache, indexed by position / block_size;
+                                 * only the entries of this range are read */
+    int32_t kv_begin, kv_end;   /* the range; 0, 0: the whole causal prefix */
+};
+
+struct hs_attn_span_seq {
+    int32_t n_past, n_new, q_row; /* as struct hs_attn_seq */
+    int32_t n_spans;              /* >= 1; spans must be disjoint and cover [0, n_past + n_new) */
+    const struct hs_attn_span *spans;
+};
+
+/* Reusable scratch for the partials (grown on demand, host memory). */
+struct hs_attn_exec;
+hs_status hs_attn_exec_create(struct hs_attn_exec **out);
+void hs_attn_exec_destroy(struct hs_attn_exec *x);
+
+/* out[q_row ...] = attention of each sequence over its spans. q and out as in hs_attn_args
+ * ([n_rows][n_head][head_dim] f32, host memory); n_batch_rows as there. Errors: HS_E_INVAL (no
+ * spans, bad shapes: from the backends' validation), HS_E_NOMEM, or a backend's. Thread: the
+ * caller drives every backend named (so, for a backend with a driver thread, that thread). */
+hs_status hs_attn_run(struct hs_attn_exec *x, const struct hs_tensor *q, struct hs_tensor *out,
+                      const struct hs_attn_span_seq *seqs, int32_t n_seqs, int32_t block_size,
+                      float scale, int32_t n_batch_rows);
+
 /* ---- the attention backend's driver thread ----
  *
  * Split execution runs the decode attention of one sub-batch on the attention backend while the

@@ -219,6 +219,11 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     size_t o_local = carve(&off, nb * sizeof(struct hs_attn_seq));
     size_t o_remote = carve(&off, nb * sizeof(struct hs_attn_seq));
     size_t o_items = carve(&off, nb * sizeof(struct hs_split_item));
+    size_t o_sseq[2], o_span[2];
+    for (int i = 0; i < 2; i++) {
+        o_sseq[i] = carve(&off, nb * sizeof(struct hs_attn_span_seq));
+        o_span[i] = carve(&off, nb * sizeof(struct hs_attn_span));
+    }
     ctx->act_mem = hs_alloc_aligned(off);
     if (!ctx->act_mem) {
         st = hs_error_set(err, HS_E_NOMEM, "out of memory for activations (%zu MiB)", off >> 20);
@@ -244,6 +249,15 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     ctx->local = (struct hs_attn_seq *)(a + o_local);
     ctx->remote = (struct hs_attn_seq *)(a + o_remote);
     ctx->items = (struct hs_split_item *)(a + o_items);
+    for (int i = 0; i < 2; i++) {
+        ctx->span_seqs[i] = (struct hs_attn_span_seq *)(a + o_sseq[i]);
+        ctx->spans[i] = (struct hs_attn_span *)(a + o_span[i]);
+        st = hs_attn_exec_create(&ctx->attn_exec[i]);
+        if (st != HS_OK) {
+            st = hs_error_set(err, st, "out of memory");
+            goto fail;
+        }
+    }
 
     if (hp->router.n_expert > 0) {
         const struct hs_moe_params mp = {
@@ -280,6 +294,9 @@ void hs_context_destroy(struct hs_context *ctx)
         return;
     }
     hs_attn_worker_destroy(ctx->attn_worker);
+    for (int i = 0; i < 2; i++) {
+        hs_attn_exec_destroy(ctx->attn_exec[i]);
+    }
     for (int32_t s = 0; s < HS_KV_STORES_MAX; s++) {
         store_finish(&ctx->stores[s]);
     }

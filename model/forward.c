@@ -204,25 +204,30 @@ static hs_status qk_norm(struct hs_context *ctx, const struct hs_layer *l, const
     return hs_backend_rms_norm(ctx->be, &kh, &l->k_norm, hp->norm_eps, &kh);
 }
 
-/* Attention of seqs (all of one store) on be, over the whole batch's q and output. */
+/* Attention of seqs (all of one store) on be, over the whole batch's q and output, through
+ * attention/'s orchestration: each sequence's span is its store's cache on be. slot: 0 on the
+ * engine thread, 1 on the attention thread (their scratch is their own). */
 static hs_status attend(struct hs_context *ctx, struct hs_backend *be, int32_t store, int32_t kvl,
-                        const struct hs_attn_seq *seqs, int32_t n_seqs, int32_t n_tok)
+                        const struct hs_attn_seq *seqs, int32_t n_seqs, int32_t n_tok, int slot)
 {
     const struct hs_model_hparams *hp = &ctx->model->hp;
     struct hs_tensor q3 = heads(ctx->q, hp->head_dim, hp->n_head, n_tok);
     struct hs_tensor o3 = heads(ctx->attn, hp->head_dim, hp->n_head, n_tok);
-    const struct hs_attn_args args = {
-        .q = &q3,
-        .out = &o3,
-        .k_cache = &ctx->stores[store].k[kvl],
-        .v_cache = &ctx->stores[store].v[kvl],
-        .block_size = ctx->block_size,
-        .seqs = seqs,
-        .n_seqs = n_seqs,
-        .scale = 1.0f / sqrtf((float)hp->head_dim),
-        .n_batch_rows = n_tok,
-    };
-    return hs_backend_attention(be, &args);
+    struct hs_attn_span_seq *ss = ctx->span_seqs[slot];
+    struct hs_attn_span *sp = ctx->spans[slot];
+    for (int32_t i = 0; i < n_seqs; i++) {
+        sp[i] = (struct hs_attn_span){.be = be,
+                                      .k_cache = &ctx->stores[store].k[kvl],
+                                      .v_cache = &ctx->stores[store].v[kvl],
+                                      .block_table = seqs[i].block_table};
+        ss[i] = (struct hs_attn_span_seq){.n_past = seqs[i].n_past,
+                                          .n_new = seqs[i].n_new,
+                                          .q_row = seqs[i].q_row,
+                                          .n_spans = 1,
+                                          .spans = &sp[i]};
+    }
+    return hs_attn_run(ctx->attn_exec[slot], &q3, &o3, ss, n_seqs, ctx->block_size,
+                       1.0f / sqrtf((float)hp->head_dim), n_tok);
 }
 
 /* pre: norm, projections, RoPE, K/V stores and the local attention of sb at layer il. */
@@ -299,7 +304,7 @@ static hs_status stage_pre(struct hs_context *ctx, struct sub *sb, int il)
     const struct hs_attn_seq *list = sb->local;
     for (int32_t store = 0; store < ctx->n_stores; store++) {
         if (sb->n_local_store[store] > 0) {
-            HS_TRY(attend(ctx, be, store, kvl, list, sb->n_local_store[store], sb->n_tok));
+            HS_TRY(attend(ctx, be, store, kvl, list, sb->n_local_store[store], sb->n_tok, 0));
         }
         list += sb->n_local_store[store];
     }
@@ -314,7 +319,7 @@ static hs_status stage_attention(void *arg)
     const int64_t t0 = now_ns();
     const int32_t kvl = ctx->model->layers[sb->layer].kv_layer;
     const hs_status st =
-        attend(ctx, ctx->attn_be, 1, kvl, sb->remote, sb->n_remote, sb->n_tok);
+        attend(ctx, ctx->attn_be, 1, kvl, sb->remote, sb->n_remote, sb->n_tok, 1);
     sb->attn_ns = now_ns() - t0;
     trace(ctx, "attention", ctx->attn_be, sb, sb->layer, true, t0);
     return st;

@@ -107,6 +107,11 @@ struct hs_context {
     struct hs_attn_seq *local;     /* [n_batch] attention lists of the sub-batches */
     struct hs_attn_seq *remote;    /* [n_batch] */
     struct hs_split_item *items;   /* [n_batch] */
+    /* attention/'s orchestration, one set per thread that calls it ([0] engine, [1] attention
+     * thread): the spans of each sequence (one each today: its store) */
+    struct hs_attn_exec *attn_exec[2];
+    struct hs_attn_span_seq *span_seqs[2]; /* [n_batch] */
+    struct hs_attn_span *spans[2];         /* [n_batch] */
     int32_t n_logit_rows;
 };
 
