@@ -99,13 +99,6 @@ struct hs_attn_seq {
     int32_t kv_end;             /* one past its last position; 0: no upper bound */
 };
 
-/* The block and offset of position pos in a paged cache, as one flat slot id
- * (block * block_size + offset): the one place this arithmetic is written. */
-static inline int64_t hs_kv_slot(const int32_t *block_table, int32_t block_size, int64_t pos)
-{
-    return (int64_t)block_table[pos / block_size] * block_size + pos % block_size;
-}
-
 struct hs_attn_args {
     const struct hs_tensor *q;       /* [n_rows][n_head][head_dim] f32 (ne = hd, n_head, n_rows) */
     struct hs_tensor *out;           /* same shape as q, f32 */

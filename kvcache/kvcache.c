@@ -366,7 +366,7 @@ hs_status hs_kv_seq_slots(const struct hs_kv_seq *seq, int32_t pos0, int32_t n, 
     }
     for (int32_t i = 0; i < n; i++) {
         int32_t p = pos0 + i;
-        slots[i] = seq->blocks[p / bs] * bs + p % bs;
+        slots[i] = (int32_t)hs_kv_slot(seq->blocks, bs, p);
     }
     return HS_OK;
 }
@@ -402,7 +402,7 @@ hs_status hs_kv_seq_append_tokens(struct hs_kv_pool *pool, struct hs_kv_seq *seq
     if (tokens && seq->n_ids == old) {
         for (int32_t i = 0; i < n; i++) {
             int32_t p = old + i;
-            pool->tokens[(size_t)seq->blocks[p / bs] * (size_t)bs + (size_t)(p % bs)] = tokens[i];
+            pool->tokens[hs_kv_slot(seq->blocks, bs, p)] = tokens[i];
         }
         seq->n_ids = old + n;
     }
