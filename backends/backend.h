@@ -259,7 +259,8 @@ struct hs_backend *hs_backend_buffer_backend(const struct hs_backend_buffer *buf
 
 /* Byte transfers. dst/src address bytes [offset, offset + n) of the buffer. set uploads from host
  * memory, get downloads to host memory, copy moves bytes between two buffers, of the same or of
- * two backends (counted in the stats' bytes_copied_in/out when the backends differ). HS_E_RANGE
+ * two backends (counted in the stats' bytes_copied_in/out when the backends differ); the ranges
+ * may overlap within one buffer (memmove). HS_E_RANGE
  * when a range falls outside its buffer. Thread: engine only. */
 hs_status hs_backend_buffer_set(struct hs_backend_buffer *dst, size_t offset, const void *src,
                                 size_t n);

@@ -210,6 +210,10 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     size_t o_gate = carve(&off, nb * (size_t)hp->n_ff * f);
     size_t o_up = carve(&off, nb * (size_t)hp->n_ff * f);
     size_t o_logits = carve(&off, nb * (size_t)hp->n_vocab * f);
+    /* The activations above are the FFN backend's memory; the batch's bookkeeping below is the
+     * host's (ids, positions and slots go to ops as host arrays). */
+    const size_t act_bytes = off;
+    off = 0;
     size_t o_tokens = carve(&off, nb * sizeof(hs_token));
     size_t o_pos = carve(&off, nb * sizeof(int32_t));
     size_t o_slots = carve(&off, nb * sizeof(int32_t));
@@ -224,12 +228,21 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
         o_sseq[i] = carve(&off, nb * sizeof(struct hs_attn_span_seq));
         o_span[i] = carve(&off, nb * sizeof(struct hs_attn_span));
     }
-    ctx->act_mem = hs_alloc_aligned(off);
-    if (!ctx->act_mem) {
-        st = hs_error_set(err, HS_E_NOMEM, "out of memory for activations (%zu MiB)", off >> 20);
+    st = hs_backend_buffer_alloc(ctx->be, act_bytes, &ctx->act_buf);
+    ctx->host_mem = hs_alloc_aligned(off);
+    if (st != HS_OK || !ctx->host_mem) {
+        st = hs_error_set(err, HS_E_NOMEM, "out of memory for activations (%zu MiB)",
+                          (act_bytes + off) >> 20);
         goto fail;
     }
-    char *a = ctx->act_mem;
+    if (!hs_backend_buffer_is_host(ctx->act_buf)) {
+        /* The forward pass hands logits out as host memory and writes K/V and attention output
+         * through host pointers: a backend with memory of its own needs those copies first. */
+        st = hs_error_set(err, HS_E_NOTSUP, "backend '%s' keeps activations off the host, which "
+                          "the forward pass does not support yet", hs_backend_name(ctx->be));
+        goto fail;
+    }
+    char *a = hs_backend_buffer_base(ctx->act_buf);
     ctx->x = (float *)(a + o_x);
     ctx->h = (float *)(a + o_h);
     ctx->q = (float *)(a + o_q);
@@ -240,6 +253,8 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     ctx->gate = (float *)(a + o_gate);
     ctx->up = (float *)(a + o_up);
     ctx->logits = (float *)(a + o_logits);
+    ctx->act_base = a;
+    a = ctx->host_mem;
     ctx->tokens = (hs_token *)(a + o_tokens);
     ctx->pos = (int32_t *)(a + o_pos);
     ctx->slots = (int32_t *)(a + o_slots);
@@ -310,8 +325,9 @@ void hs_context_destroy(struct hs_context *ctx)
     }
     free(ctx->extra_be);
     free(ctx->extra_names);
+    hs_backend_buffer_free(ctx->act_buf); /* before its backend */
     hs_backend_destroy(ctx->be);
-    hs_free_aligned(ctx->act_mem);
+    hs_free_aligned(ctx->host_mem);
     free(ctx);
 }
 

@@ -358,13 +358,16 @@ static hs_status ffn_block(struct hs_context *ctx, int il, int32_t row0, int32_t
  * the output projection run on those rows only. */
 static void compact_rows(struct hs_context *ctx, const struct sub *sb)
 {
-    const size_t n_embd = (size_t)ctx->model->hp.n_embd;
+    const size_t row_bytes = (size_t)ctx->model->hp.n_embd * sizeof(float);
+    const size_t x0 = (size_t)((char *)ctx->x - ctx->act_base);
     for (int32_t i = 0; i < sb->n_out; i++) {
         const int32_t from = ctx->out_rows[sb->out0 + i];
         const int32_t to = sb->row0 + i;
         if (from != to) {
-            memmove(ctx->x + (size_t)to * n_embd, ctx->x + (size_t)from * n_embd,
-                    n_embd * sizeof(float));
+            const hs_status st =
+                hs_backend_buffer_copy(ctx->act_buf, x0 + (size_t)from * row_bytes, ctx->act_buf,
+                                       x0 + (size_t)to * row_bytes, row_bytes);
+            HS_ASSERT(st == HS_OK); /* rows of the buffer's own x */
         }
     }
 }
@@ -577,9 +580,11 @@ hs_status hs_model_forward(struct hs_context *ctx, const struct hs_forward_seq *
 
     /* The logit rows, compacted per sub-batch, become one block for the output projection. */
     if (n_subs == 2 && subs[1].n_out > 0 && subs[1].row0 != subs[0].n_out) {
-        memmove(ctx->x + (size_t)subs[0].n_out * (size_t)hp->n_embd,
-                ctx->x + (size_t)subs[1].row0 * (size_t)hp->n_embd,
-                (size_t)subs[1].n_out * (size_t)hp->n_embd * sizeof(float));
+        const size_t row_bytes = (size_t)hp->n_embd * sizeof(float);
+        const size_t x0 = (size_t)((char *)ctx->x - ctx->act_base);
+        HS_TRY(hs_backend_buffer_copy(ctx->act_buf, x0 + (size_t)subs[1].row0 * row_bytes,
+                                      ctx->act_buf, x0 + (size_t)subs[0].n_out * row_bytes,
+                                      (size_t)subs[1].n_out * row_bytes));
     }
     const int32_t n_out = ctx->n_logit_rows;
     if (n_out == 0) {

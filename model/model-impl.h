@@ -87,7 +87,9 @@ struct hs_context {
     char **extra_names;           /* [n_extra_be] their placement names ("cpu:1"); owns */
     int32_t n_extra_be;
 
-    void *act_mem;                 /* activations, sized for n_batch rows */
+    struct hs_backend_buffer *act_buf; /* activations in the FFN backend's memory; owns */
+    char *act_base;                    /* its base (host memory today: checked at create) */
+    void *host_mem;                    /* the batch's bookkeeping below tokens; owns */
     float *x;                      /* [n_batch][n_embd] residual stream */
     float *h;                      /* [n_batch][n_embd] normed input */
     float *q;                      /* [n_batch][n_head][head_dim] */
