@@ -186,6 +186,11 @@ static void run_step(struct hs_engine *e)
 static void *engine_main(void *arg)
 {
     struct hs_engine *e = arg;
+    if (e->split) {
+        /* The engine thread drives the FFN backend: keep it on that backend's cores, apart from
+         * the attention backend's. */
+        hs_backend_bind_caller(hs_context_backend(e->ctx));
+    }
     for (;;) {
         pthread_mutex_lock(&e->mu);
         while (!e->stopping && !e->cancel_all && !e->in_head && !e->wait_head &&
