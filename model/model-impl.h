@@ -80,6 +80,7 @@ struct hs_context {
     struct hs_split_model split; /* the sub-batch balance's fitted model */
     struct hs_split_stats split_stats;
     hs_forward_trace_fn trace;   /* stage timings; NULL: none */
+    struct timeline *tl;         /* the step's timeline (forward.c), valid during a step */
     void *trace_user;
 
     struct hs_moe *moe;           /* NULL for dense models */

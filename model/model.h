@@ -204,7 +204,13 @@ struct hs_split_stats {
     double overlap_s;       /* both busy at once: ffn_busy + attn_busy - wall, summed per step
                              * (>= 0) */
     double predicted_s;     /* the balancer's predicted layer-loop time, summed over steps */
-    double abs_err_s;       /* sum of |predicted - measured| per step */
+    double abs_err_s;       /* sum of |predicted - measured| per step (measured: the timeline's
+                             * time when attention ran on simulated time, else wall) */
+    double timeline_s;      /* the steps' layer loops on the timeline: the critical path of the
+                             * FFN stages' real times and the attention stages' simulated times
+                             * (real where the backend is real) through the ping-pong's
+                             * dependencies; what the step takes on the modelled hardware */
+    double sim_attn_s;      /* simulated attention time charged by the attention backend */
 };
 void hs_context_get_split_stats(const struct hs_context *ctx, struct hs_split_stats *out);
 
@@ -219,8 +225,11 @@ struct hs_forward_stage {
     int32_t n_rows;
     int32_t n_seqs;
     bool on_attn_thread;
+    bool timeline; /* a stage placed on the timeline (real FFN, simulated attention): t0_ns and
+                    * dur_ns are then on that clock, which starts at the step's real start */
     int64_t t0_ns;
     int64_t dur_ns;
+    int64_t sim_ns; /* attention: the simulated time charged for it (0: a real backend) */
 };
 typedef void (*hs_forward_trace_fn)(void *user, const struct hs_forward_stage *s);
 void hs_context_set_trace(struct hs_context *ctx, hs_forward_trace_fn fn, void *user);

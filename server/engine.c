@@ -63,7 +63,7 @@ const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e)
 
 /* ---- tracing ---- */
 
-enum { TRACE_PID = 1, TRACE_TID_ENGINE = 1, TRACE_TID_ATTN = 2 };
+enum { TRACE_PID = 1, TRACE_PID_TIMELINE = 2, TRACE_TID_ENGINE = 1, TRACE_TID_ATTN = 2 };
 
 /* A forward-pass stage as a complete event on its thread's track (any thread). */
 static void trace_stage(void *user, const struct hs_forward_stage *s)
@@ -75,9 +75,10 @@ static void trace_stage(void *user, const struct hs_forward_stage *s)
     const struct hs_trace_arg args[] = {
         HS_TRACE_INT("layer", s->layer),   HS_TRACE_STR("sub_batch", s->sub_batch ? "B" : "A"),
         HS_TRACE_INT("rows", s->n_rows),   HS_TRACE_INT("seqs", s->n_seqs),
-        HS_TRACE_STR("backend", s->backend), HS_TRACE_DBL("sim_us", 0.0),
+        HS_TRACE_STR("backend", s->backend), HS_TRACE_DBL("sim_us", (double)s->sim_ns / 1e3),
     };
-    hs_trace_complete(e->trace, TRACE_PID, s->on_attn_thread ? TRACE_TID_ATTN : TRACE_TID_ENGINE,
+    hs_trace_complete(e->trace, s->timeline ? TRACE_PID_TIMELINE : TRACE_PID,
+                      s->on_attn_thread ? TRACE_TID_ATTN : TRACE_TID_ENGINE,
                       s->layer < 0 ? s->stage : name, s->on_attn_thread ? "attention" : "ffn",
                       end_us - (double)s->dur_ns / 1e3, (double)s->dur_ns / 1e3, args,
                       HS_ARRAY_LEN(args));
@@ -95,6 +96,12 @@ static hs_status trace_open(struct hs_engine *e, const char *path, struct hs_err
         snprintf(name, sizeof(name), "attention thread: %s (attention)",
                  hs_backend_name(hs_context_attn_backend(e->ctx)));
         hs_trace_name_thread(e->trace, TRACE_PID, TRACE_TID_ATTN, name);
+        /* The same stages on the timeline: the FFN's real times, the attention backend's
+         * simulated ones (real for a real backend), through the schedule's dependencies. */
+        hs_trace_name_process(e->trace, TRACE_PID_TIMELINE,
+                              "timeline (FFN real, attention as simulated)");
+        hs_trace_name_thread(e->trace, TRACE_PID_TIMELINE, TRACE_TID_ENGINE, "FFN backend");
+        hs_trace_name_thread(e->trace, TRACE_PID_TIMELINE, TRACE_TID_ATTN, "attention backend");
     }
     hs_context_set_trace(e->ctx, trace_stage, e);
     return HS_OK;
