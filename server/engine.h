@@ -45,7 +45,8 @@ struct hs_engine_handle;
 #define HS_ENGINE_MAX_CHOICES      16  /* n of one request */
 #define HS_ENGINE_MAX_STOP         16  /* stop strings of one request */
 #define HS_ENGINE_MAX_STOP_BYTES   256 /* length of one stop string */
-#define HS_ENGINE_MAX_TOP_LOGPROBS 20
+/* Alternatives per token (hetserve generate --logprobs; api/ keeps OpenAI's 20). */
+#define HS_ENGINE_MAX_TOP_LOGPROBS 100
 
 /* ---- engine parameters ---- */
 
@@ -147,6 +148,10 @@ struct hs_engine_request {
     int32_t top_logprobs;       /* and this many alternatives, 0 .. HS_ENGINE_MAX_TOP_LOGPROBS
                                  * (needs logprobs) */
     bool ignore_eos;            /* keep generating past end-of-generation tokens */
+    bool report_eos;            /* list the end-of-generation token that ends a choice as the
+                                 * last of its final DELTA's tokens (with its logprobs when
+                                 * asked), for callers that show every step; its text stays out
+                                 * of text either way */
     int64_t timeout_ms;         /* from submit to the final event; 0: the engine's default; < 0:
                                  * none. On expiry the choices end with HS_FINISH_TIMEOUT */
     uint64_t id;                /* caller's request id, for logs ("req=<id>") */
@@ -192,13 +197,14 @@ enum hs_finish_reason {
 const char *hs_finish_reason_str(enum hs_finish_reason r);
 
 /* One generated token's log-probabilities (log-softmax of the raw logits, before sampling
- * transforms, as OpenAI reports them). */
+ * transforms, as OpenAI reports them). The alternatives are sized by the request: a token in a
+ * channel costs sizeof(struct hs_token_logprob) plus 8 bytes per alternative. */
 struct hs_token_logprob {
     hs_token token;
     float logprob;
     int32_t n_top; /* top_logprobs of the request, or fewer when the vocab is smaller */
-    hs_token top_ids[HS_ENGINE_MAX_TOP_LOGPROBS]; /* descending, ties by lower id */
-    float top_logprobs[HS_ENGINE_MAX_TOP_LOGPROBS];
+    const hs_token *top_ids;   /* [n_top] descending, ties by lower id; borrowed like the event */
+    const float *top_logprobs; /* [n_top] */
 };
 
 struct hs_engine_usage {
@@ -225,7 +231,8 @@ struct hs_engine_event {
                        * character, never holding (part of) a stop string; NUL-terminated
                        * at text[n_text]; may be empty (n_text 0) */
     size_t n_text;
-    const hs_token *tokens; /* DELTA: new token ids [n_tokens] in order (EOS excluded). Text
+    const hs_token *tokens; /* DELTA: new token ids [n_tokens] in order (the EOS that ends a
+                             * choice excluded, unless the request set report_eos). Text
                              * may lag behind tokens (held back for an incomplete character or
                              * a possible stop string); tokens whose text falls after a stop
                              * string match are still listed */
