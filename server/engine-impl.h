@@ -43,6 +43,7 @@ struct metrics {
     pthread_mutex_t placement_mu;
     struct hs_split_stats split;
     struct hs_backend_stats be_stats[HS_KV_STORES_MAX];
+    struct hs_backend_stats be_total; /* every backend of the context, summed */
     struct histo ttft, tpot, e2e;
 };
 
@@ -270,8 +271,9 @@ void hs__metrics_observe(struct histo *h, const double *bounds, int n, double s)
 /* Publishes the KV pool's used/cached/free block counts to e->m. Thread: engine only. */
 void hs__metrics_update_kv_gauges(struct hs_engine *e);
 
-/* Publishes the backends' stats and the split execution's figures to e->m (under its
- * placement_mu). Thread: engine only. */
+/* Publishes the backends' stats (per store and summed over the context's backends) and the split
+ * execution's figures to e->m (under its placement_mu); called after each forward pass, before
+ * its outputs reach the channels. Thread: engine only. */
 void hs__metrics_publish_placement(struct hs_engine *e);
 
 #endif

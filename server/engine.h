@@ -325,6 +325,7 @@ struct hs_engine_metrics {
         int32_t kv_blocks_total; /* gauge: blocks of its KV pool */
         int32_t kv_blocks_used;  /* gauge: of those, held by running sequences */
         int32_t n_seqs;          /* gauge: running sequences whose KV it holds */
+        int32_t n_threads;       /* its compute threads */
     } backends[HS_KV_STORES_MAX];
     uint64_t migrations;         /* counter: sequences moved to the attention backend */
     uint64_t migrated_bytes;     /* counter: KV bytes they took along */
@@ -338,6 +339,15 @@ struct hs_engine_metrics {
 /* Copies the current metrics into *m (each field read atomically; fields may be from slightly
  * different instants). Thread: any. */
 void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *m);
+
+/* The stats of every backend the engine's context runs on (FFN, attention, placed experts),
+ * summed: counters since create (take differences), published after each forward pass before
+ * its outputs reach the channels, so a caller that has taken a request's DONE sees at least
+ * that request's work counted. Thread: any. */
+void hs_engine_get_backend_stats(const struct hs_engine *e, struct hs_backend_stats *out);
+
+/* Bytes of the KV cache (every store), fixed at create. Thread: any. */
+size_t hs_engine_kv_bytes(const struct hs_engine *e);
 
 /* Hot-expert statistics of a mixture-of-experts model: tokens routed to expert `expert` of layer
  * il since the engine started (each token counts once per expert it chose), and the name of
