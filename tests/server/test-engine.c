@@ -199,16 +199,23 @@ static struct hs_engine *make_engine(struct hs_model *m, int n_parallel, int n_c
     return e;
 }
 
+/* A greedy request of max_tokens tokens after prompt[n_prompt], the rest as defaults. */
+static void greedy_request(struct hs_engine_request *rq, const hs_token *prompt, int n_prompt,
+                           int max_tokens)
+{
+    hs_engine_request_init(rq);
+    rq->prompt = prompt;
+    rq->n_prompt = n_prompt;
+    rq->max_tokens = max_tokens;
+    rq->sampling.temperature = 0;
+}
+
 static struct hs_engine_handle *submit(struct hs_engine *e, const hs_token *prompt, int n_prompt,
                                        int max_tokens, bool ignore_eos)
 {
     struct hs_engine_request rq;
-    hs_engine_request_init(&rq);
-    rq.prompt = prompt;
-    rq.n_prompt = n_prompt;
-    rq.max_tokens = max_tokens;
+    greedy_request(&rq, prompt, n_prompt, max_tokens);
     rq.ignore_eos = ignore_eos;
-    rq.sampling.temperature = 0;
     struct hs_engine_handle *h = NULL;
     struct hs_error err = {0};
     cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK, "%s", err.message);
@@ -503,11 +510,7 @@ static void check_stop(struct hs_engine *e, struct hs_model *m, const hs_token *
                        const struct ref *ref, const char *const *stops, int n_stop)
 {
     struct hs_engine_request rq;
-    hs_engine_request_init(&rq);
-    rq.prompt = p;
-    rq.n_prompt = n;
-    rq.max_tokens = 60;
-    rq.sampling.temperature = 0;
+    greedy_request(&rq, p, n, 60);
     rq.stop = stops;
     rq.n_stop = n_stop;
     struct hs_engine_handle *h = NULL;
@@ -658,11 +661,7 @@ Test(engine, report_eos_lists_the_ending_token_with_100_alternatives)
     /* EOS pushed up just enough for greedy decoding to end on it after a few tokens */
     const struct hs_logit_bias bias = {eos, 20.0f};
     struct hs_engine_request rq;
-    hs_engine_request_init(&rq);
-    rq.prompt = p;
-    rq.n_prompt = n;
-    rq.max_tokens = 60;
-    rq.sampling.temperature = 0;
+    greedy_request(&rq, p, n, 60);
     rq.sampling.logit_bias = &bias;
     rq.sampling.n_logit_bias = 1;
     rq.logprobs = true;
