@@ -1,5 +1,4 @@
 /* hetserve generate: stream a completion of a prompt, or print per-step log-probabilities. */
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -503,31 +502,4 @@ int hs__cli_generate(int argc, char **argv)
     int rc = run(&o);
     free(o.out.buf);
     return rc;
-}
-
-bool hs__cli_parse_int(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "hetserve: %s wants an integer in [%lld, %lld], got '%s'\n", flag,
-                (long long)lo, (long long)hi, s);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "hetserve: %s wants a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
-        return false;
-    }
-    *out = v;
-    return true;
 }
