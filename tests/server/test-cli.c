@@ -299,3 +299,26 @@ Test(cli, logprobs_prints_the_step_that_ends_the_generation, .init = setup)
     snprintf(args, sizeof(args), "generate -m %s -p 'Once' -n 3 --logprobs 101", model_path);
     expect_usage_error(args, "--logprobs");
 }
+
+/* bench runs through the engine with the split flags and prints its pp and tg lines. */
+Test(cli, bench_runs_with_split_execution, .init = setup)
+{
+    static struct result r;
+    char args[2048];
+    for (size_t f = 0; f < 2; f++) {
+        snprintf(args, sizeof(args), "bench -m %s -p 32 -n 16 -r 1 -t 1 --no-probes %s", model_path,
+                 split_flags[f]);
+        run(&r, args);
+        cr_assert_eq(r.status, 0, "%s: %s", args, r.err);
+        cr_assert(strstr(r.out, "| pp32   | "), "%s", r.out);
+        cr_assert(strstr(r.out, "| tg16   | "), "%s", r.out);
+        cr_assert(strstr(r.out, "attention on cpu with 1 threads"), "%s", r.out);
+    }
+    /* unsplit, with the probes: the weights per decoded token as counted */
+    snprintf(args, sizeof(args), "bench -m %s -p 16 -n 8 -r 1 -t 1", model_path);
+    run(&r, args);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "| tg8    | "), "%s", r.out);
+    cr_assert(strstr(r.out, "MiB counted by the backends"), "%s", r.out);
+    cr_assert(!strstr(r.out, "attention on"), "%s", r.out);
+}
