@@ -16,43 +16,25 @@
 
 static void usage(FILE *f)
 {
+    fprintf(f, "usage: hetserve serve -m MODEL [options]\n"
+               "\n"
+               "Serves the model over an OpenAI-compatible HTTP API: POST /v1/chat/completions,\n"
+               "POST /v1/completions, GET /v1/models, GET /health, GET /metrics (Prometheus),\n"
+               "POST /tokenize, POST /detokenize.\n"
+               "\n"
+               "  -m, --model FILE        GGUF model to serve (required)\n"
+               "      --host ADDR         numeric address to listen on (default 127.0.0.1)\n"
+               "      --port N            TCP port; 0 picks a free one (default 8080)\n"
+               "      --api-key KEY       require 'Authorization: Bearer KEY' (default: the\n"
+               "                          HETSERVE_API_KEY environment variable; none if unset)\n"
+               "  -c, --ctx N             context length of one request (default: the model's,\n"
+               "                          at most 4096)\n"
+               "      --parallel N        sequences decoded at once (default 8)\n"
+               "      --kv-memory MIB     KV cache size in MiB (default: parallel x ctx tokens)\n"
+               "  -t, --threads N         compute threads of the FFN backend (default: physical\n"
+               "                          cores, less --attn-threads)\n");
+    hs__cli_split_usage(f, 26);
     fprintf(f,
-            "usage: hetserve serve -m MODEL [options]\n"
-            "\n"
-            "Serves the model over an OpenAI-compatible HTTP API: POST /v1/chat/completions,\n"
-            "POST /v1/completions, GET /v1/models, GET /health, GET /metrics (Prometheus),\n"
-            "POST /tokenize, POST /detokenize.\n"
-            "\n"
-            "  -m, --model FILE        GGUF model to serve (required)\n"
-            "      --host ADDR         numeric address to listen on (default 127.0.0.1)\n"
-            "      --port N            TCP port; 0 picks a free one (default 8080)\n"
-            "      --api-key KEY       require 'Authorization: Bearer KEY' (default: the\n"
-            "                          HETSERVE_API_KEY environment variable; none if unset)\n"
-            "  -c, --ctx N             context length of one request (default: the model's,\n"
-            "                          at most 4096)\n"
-            "      --parallel N        sequences decoded at once (default 8)\n"
-            "      --kv-memory MIB     KV cache size in MiB (default: parallel x ctx tokens)\n"
-            "  -t, --threads N         compute threads of the FFN backend (default: physical\n"
-            "                          cores, less --attn-threads)\n"
-            "      --ffn-backend NAME  where dense and expert layers run (default cpu)\n"
-            "      --attn-backend NAME where decode attention runs: a backend of its own, with\n"
-            "                          its own KV pool and threads (split execution). Without it\n"
-            "                          (and without --attn-threads) attention runs beside the\n"
-            "                          FFN, unsplit\n"
-            "      --attn-threads N    threads of the attention backend, on cores apart from the\n"
-            "                          FFN backend's; with --attn-backend cpu (the default name)\n"
-            "                          this makes two CPU backends (default 1 when split)\n"
-            "      --long-context N    split: a request decodes on the attention backend once its\n"
-            "                          context passes N tokens (its KV blocks move then), on the\n"
-            "                          FFN backend before; 0 = from the start (default 0). A\n"
-            "                          request may ask otherwise: {\"hetserve\": {\"attention\":\n"
-            "                          \"auto\"|\"attention\"|\"ffn\", \"long_context\": N}}\n"
-            "      --pingpong          split: run the decode batch as two sub-batches that take\n"
-            "                          turns on the two backends (L3/CHIME), balanced by a\n"
-            "                          fitted time model (default off)\n"
-            "      --trace FILE.json   write every engine step as Chrome trace events (open in\n"
-            "                          ui.perfetto.dev): stages per layer and sub-batch on one\n"
-            "                          track per backend thread, KV blocks held per backend\n"
             "      --expert-placement RULES\n"
             "                          mixture-of-experts models: where experts run, as\n"
             "                          comma-separated REGEX=BACKEND[:N] rules (alias\n"
@@ -83,12 +65,6 @@ enum {
     OPT_DRAIN,
     OPT_CORS,
     OPT_EXPERTS,
-    OPT_FFN_BE,
-    OPT_ATTN_BE,
-    OPT_ATTN_THREADS,
-    OPT_LONG_CTX,
-    OPT_PINGPONG,
-    OPT_TRACE,
 };
 
 int hs__cli_serve(int argc, char **argv)
@@ -108,12 +84,7 @@ int hs__cli_serve(int argc, char **argv)
         {"cors", no_argument, NULL, OPT_CORS},
         {"expert-placement", required_argument, NULL, OPT_EXPERTS},
         {"override-tensor", required_argument, NULL, OPT_EXPERTS},
-        {"ffn-backend", required_argument, NULL, OPT_FFN_BE},
-        {"attn-backend", required_argument, NULL, OPT_ATTN_BE},
-        {"attn-threads", required_argument, NULL, OPT_ATTN_THREADS},
-        {"long-context", required_argument, NULL, OPT_LONG_CTX},
-        {"pingpong", no_argument, NULL, OPT_PINGPONG},
-        {"trace", required_argument, NULL, OPT_TRACE},
+        HS__CLI_SPLIT_OPTIONS,
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -190,39 +161,22 @@ int hs__cli_serve(int argc, char **argv)
         case OPT_EXPERTS:
             ep.expert_placement = optarg;
             break;
-        case OPT_FFN_BE:
-            ep.backend = optarg;
-            break;
-        case OPT_ATTN_BE:
-            ep.attn_backend = optarg;
-            break;
-        case OPT_ATTN_THREADS:
-            if (!hs__cli_parse_int("--attn-threads", optarg, 1, 1024, &iv)) {
-                return 2;
-            }
-            ep.attn_threads = (int32_t)iv;
-            break;
-        case OPT_LONG_CTX:
-            if (!hs__cli_parse_int("--long-context", optarg, 0, 1 << 24, &iv)) {
-                return 2;
-            }
-            ep.long_context = (int32_t)iv;
-            break;
-        case OPT_PINGPONG:
-            ep.pingpong = true;
-            break;
-        case OPT_TRACE:
-            ep.trace_path = optarg;
-            break;
         case 'v':
             verbose = true;
             break;
         case 'h':
             usage(stdout);
             return 0;
-        default:
-            usage(stderr);
+        default: {
+            const int k = hs__cli_parse_split(c, optarg, &ep, NULL, NULL);
+            if (k > 0) {
+                break;
+            }
+            if (k < 0) {
+                usage(stderr);
+            }
             return 2;
+        }
         }
     }
     if (optind < argc) {

@@ -750,7 +750,7 @@ static hs_status parse_common(const struct hs__api_ctx *c, const json_t *b, stru
     if (r->kind == HS__API_CHAT) {
         HS_TRY(get_bool(b, "logprobs", &er->logprobs, err));
         iv = 0;
-        HS_TRY(get_int(b, "top_logprobs", 0, HS_ENGINE_MAX_TOP_LOGPROBS, &iv, err));
+        HS_TRY(get_int(b, "top_logprobs", 0, HS__API_MAX_TOP_LOGPROBS, &iv, err));
         if (iv > 0 && !er->logprobs) {
             return fail(err, 400, "top_logprobs", "top_logprobs needs logprobs set to true");
         }
@@ -761,7 +761,7 @@ static hs_status parse_common(const struct hs__api_ctx *c, const json_t *b, stru
             er->logprobs = json_is_true(lp);
         } else {
             iv = -1;
-            HS_TRY(get_int(b, "logprobs", 0, HS_ENGINE_MAX_TOP_LOGPROBS, &iv, err));
+            HS_TRY(get_int(b, "logprobs", 0, HS__API_MAX_TOP_LOGPROBS, &iv, err));
             er->logprobs = iv >= 0;
             er->top_logprobs = (int32_t)HS_MAX(iv, 0);
         }

@@ -17,6 +17,8 @@ struct hs_vocab;
 struct hs_chat_template;
 
 #define HS__API_MAX_PROMPTS 16 /* prompts of one /v1/completions request */
+/* Alternatives per token: OpenAI's limit (the engine takes up to HS_ENGINE_MAX_TOP_LOGPROBS). */
+#define HS__API_MAX_TOP_LOGPROBS 20
 
 enum hs__api_kind {
     HS__API_CHAT,

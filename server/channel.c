@@ -67,12 +67,34 @@ bool hs__channel_outbuf_token(struct outbuf *o, hs_token t, const struct hs_toke
         }
         o->cap_tokens = (int32_t)c1;
     }
-    o->tokens[o->n_tokens] = t;
     if (lp) {
-        o->lps[o->n_tokens] = *lp;
+        const size_t n_top = (size_t)lp->n_top;
+        size_t c1 = o->cap_top, c2 = o->cap_top;
+        if (!hs__engine_grow((void **)&o->top_ids, &c1, o->n_top + n_top, sizeof(*o->top_ids)) ||
+            !hs__engine_grow((void **)&o->top_lps, &c2, o->n_top + n_top, sizeof(*o->top_lps)) ||
+            c1 != c2) {
+            return false;
+        }
+        o->cap_top = c1;
+        memcpy(o->top_ids + o->n_top, lp->top_ids, n_top * sizeof(*o->top_ids));
+        memcpy(o->top_lps + o->n_top, lp->top_logprobs, n_top * sizeof(*o->top_lps));
+        o->n_top += n_top;
+        o->lps[o->n_tokens] = (struct hs_token_logprob){lp->token, lp->logprob, lp->n_top, 0, 0};
     }
+    o->tokens[o->n_tokens] = t;
     o->n_tokens++;
     return true;
+}
+
+/* Points each token's alternatives into o's arrays, now that o is an event's. */
+static void outbuf_link_tops(struct outbuf *o)
+{
+    size_t off = 0;
+    for (int32_t i = 0; i < o->n_tokens; i++) {
+        o->lps[i].top_ids = o->lps[i].n_top > 0 ? o->top_ids + off : NULL;
+        o->lps[i].top_logprobs = o->lps[i].n_top > 0 ? o->top_lps + off : NULL;
+        off += (size_t)o->lps[i].n_top;
+    }
 }
 
 static void outbuf_free(struct outbuf *o)
@@ -80,6 +102,8 @@ static void outbuf_free(struct outbuf *o)
     free(o->text);
     free(o->tokens);
     free(o->lps);
+    free(o->top_ids);
+    free(o->top_lps);
 }
 
 /* ---- handles ---- */
@@ -188,8 +212,12 @@ static hs_status take_event(struct hs_engine_handle *h, struct hs_engine_event *
         *p = t;
         p->n_text = 0;
         p->n_tokens = 0;
+        p->n_top = 0;
         if (p->text) {
             p->text[0] = '\0';
+        }
+        if (h->logprobs) {
+            outbuf_link_tops(&h->cons);
         }
         memset(ev, 0, sizeof(*ev));
         ev->type = HS_EVENT_DELTA;
@@ -344,6 +372,7 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
     h->logprobs = r->logprobs;
     h->top_logprobs = r->top_logprobs;
     h->ignore_eos = r->ignore_eos;
+    h->report_eos = r->report_eos;
     h->place = r->place;
     h->long_context = r->long_context;
     h->usage.prompt_tokens = r->n_prompt;

@@ -1,5 +1,7 @@
 /* hetserve bench: prompt processing (pp) and text generation (tg) speed with llama-bench's
- * definitions, plus decode bandwidth as a fraction of a memory bandwidth measured here. */
+ * definitions, plus decode bandwidth as a fraction of a memory bandwidth measured here. Every
+ * run is a request of the engine that serve runs (server/engine.h), so the engine's flags (split
+ * execution, tracing) work here too. */
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
@@ -13,7 +15,9 @@
 
 #include "model/gguf.h"
 #include "model/model.h"
+#include "model/vocab.h"
 #include "server/cli.h"
+#include "server/engine.h"
 
 static double now_s(void)
 {
@@ -29,23 +33,103 @@ static void usage(FILE *f)
                "  -m, --model FILE    GGUF model (required)\n"
                "  -p, --n-prompt N    prompt tokens for the pp test (default 512; 0 = skip)\n"
                "  -n, --n-gen N       generated tokens for the tg test (default 128; 0 = skip)\n"
-               "  -t, --threads N     compute threads (default: physical cores)\n"
+               "  -t, --threads N     compute threads of the FFN backend (default: physical\n"
+               "                      cores, less --attn-threads)\n"
                "  -r, --repetitions N runs of each test (default 5)\n"
                "      --kv-type T     f16 (default) or f32\n"
                "      --no-probes     skip the memory-bandwidth and touched-pages measurements\n"
                "      --expert-placement RULES\n"
                "                      MoE models: place experts on backends, REGEX=BACKEND[:N]\n"
-               "                      rules as for `hetserve serve` (see its --help)\n"
+               "                      rules as for `hetserve serve` (see its --help)\n");
+    hs__cli_split_usage(f, 22);
+    fprintf(f, "\n"
+               "Each run is one request of the engine that serve runs, timed by the engine from\n"
+               "its submission. pp: tokens/s processing an N-token prompt (fresh random tokens,\n"
+               "so the prefix cache never helps) in one step, to the first sampled token. tg:\n"
+               "tokens/s generating N tokens greedily, past end-of-generation, from a one-token\n"
+               "context (BOS): N forward passes of one token at positions 0 .. N-1, to the Nth\n"
+               "token (llama-bench's tg). Each is reported as mean +- stddev over the\n"
+               "repetitions, after one warm-up run.\n"
                "\n"
-               "pp: tokens/s processing an N-token prompt in one batch; tg: tokens/s generating N\n"
-               "tokens one at a time from an empty context (as llama-bench). Each is reported as\n"
-               "mean +- stddev over the repetitions, after one warm-up run.\n"
-               "\n"
-               "Then the weights one decoded token reads, three ways: as the backends count them,\n"
-               "as pages of the model file the token touches (accessed bits cleared through\n"
-               "/proc/self/clear_refs before each probe token, read back from /proc/self/smaps),\n"
+               "Then the weights one decoded token reads, three ways: as the backends count them\n"
+               "over the tg runs, as pages of the model file one token touches (requests of one\n"
+               "token, each one forward pass, with the accessed bits cleared through\n"
+               "/proc/self/clear_refs before each and read back from /proc/self/smaps after it),\n"
                "and as the active parameters (for MoE models: k of each layer's experts) times\n"
                "their sizes.\n");
+}
+
+/* ---- one engine request, waited for without a wakeup per token ---- */
+
+struct bench_req {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct hs_engine_handle *h; /* set under mu before the first notify can look */
+    int32_t n_tokens;           /* generated */
+    bool done;
+    hs_status status;
+    double ttft_ms, e2e_ms; /* the engine's: submit to the first sampled token, to the end */
+};
+
+/* Engine thread: takes the events itself, so the waiting thread wakes once, at DONE, and stays
+ * off the cores the forward pass runs on. */
+static void bench_notify(void *user)
+{
+    struct bench_req *b = user;
+    pthread_mutex_lock(&b->mu); /* held by run_request only while it submits */
+    struct hs_engine_event ev;
+    while (!b->done && hs_engine_poll(b->h, &ev) == HS_OK) {
+        if (ev.type == HS_EVENT_DELTA) {
+            b->n_tokens += ev.n_tokens;
+            continue;
+        }
+        b->done = true;
+        b->status = ev.status;
+        b->ttft_ms = ev.ttft_ms;
+        b->e2e_ms = ev.e2e_ms;
+        pthread_cond_signal(&b->cv);
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Runs one greedy request (EOS ignored) of max_tokens tokens after prompt and waits for it.
+ * Errors (a line printed): those of hs_engine_submit, the forward pass's, or HS_E_INTERNAL when
+ * fewer tokens came than asked. */
+static hs_status run_request(struct hs_engine *e, const hs_token *prompt, int32_t n_prompt,
+                             int32_t max_tokens, struct bench_req *b)
+{
+    struct hs_engine_request r;
+    hs_engine_request_init(&r);
+    r.prompt = prompt;
+    r.n_prompt = n_prompt;
+    r.max_tokens = max_tokens;
+    r.sampling.temperature = 0;
+    r.ignore_eos = true;
+    r.notify = bench_notify;
+    r.notify_user = b;
+    struct hs_error err = {0};
+    pthread_mutex_lock(&b->mu);
+    b->done = false;
+    b->n_tokens = 0;
+    hs_status st = hs_engine_submit(e, &r, &b->h, &err);
+    while (st == HS_OK && !b->done) {
+        pthread_cond_wait(&b->cv, &b->mu);
+    }
+    pthread_mutex_unlock(&b->mu);
+    if (st != HS_OK) {
+        fprintf(stderr, "hetserve: %s\n", err.message);
+        return st;
+    }
+    hs_engine_release(b->h);
+    b->h = NULL;
+    if (b->status != HS_OK) {
+        fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(b->status));
+    } else if (b->n_tokens != max_tokens) {
+        fprintf(stderr, "hetserve: the request ended after %d of %d tokens\n", b->n_tokens,
+                max_tokens);
+        b->status = HS_E_INTERNAL;
+    }
+    return b->status;
 }
 
 /* ---- weights a decoded token touches: referenced pages of the model mapping ---- */
@@ -79,13 +163,14 @@ static long long mapping_referenced(const void *addr)
     return ref;
 }
 
-/* Mean bytes of the model file one decode step reads, over n probe tokens after position
- * n_past: the accessed bits of the mapping's pages are cleared (/proc/self/clear_refs) before
- * each token, and the pages the CPU marked accessed are counted after it. Unlike a count kept
- * by the kernels, this sees every load the process made, whoever made it. -1 when the kernel
- * does not tell. */
-static double touched_per_token(struct hs_model *model, struct hs_context *ctx,
-                                const int32_t *table, int32_t n_past, int n)
+/* Mean bytes of the model file one decode step reads, over n probe tokens: each a request of
+ * one prompt token and one generated token, i.e. exactly one forward pass of one token (at
+ * position 0), with the accessed bits of the mapping's pages cleared (/proc/self/clear_refs)
+ * before it and the pages the CPU marked accessed counted after it. Unlike a count kept by the
+ * kernels, this sees every load the process made, whoever made it (the engine's sampling and
+ * detokenizing read heap copies, not the file). -1 when the kernel does not tell. */
+static double touched_per_token(struct hs_model *model, struct hs_engine *eng, struct bench_req *b,
+                                int n)
 {
     const struct hs_gguf *g = hs_model_gguf(model);
     if (hs_gguf_n_tensors(g) == 0) {
@@ -121,8 +206,7 @@ static double touched_per_token(struct hs_model *model, struct hs_context *ctx,
         if (fclose(cr) != 0 || !cleared) {
             return -1;
         }
-        struct hs_forward_seq fs = {&t, 1, n_past + i, table, 1, 0};
-        if (hs_model_forward(ctx, &fs, 1) != HS_OK) {
+        if (run_request(eng, &t, 1, 1, b) != HS_OK) {
             return -1;
         }
         const long long ref = mapping_referenced(data);
@@ -199,6 +283,145 @@ static void mean_std(const double *v, int n, double *mean, double *sd)
     *sd = n > 1 ? sqrt(s2 / (n - 1)) : 0;
 }
 
+/* ---- the tests ---- */
+
+struct bench_opts {
+    const char *path;
+    int64_t n_prompt, n_gen, reps;
+    bool probes;
+    struct hs_engine_params ep;
+};
+
+/* Runs test pp (a prompt of n fresh random tokens, one generated: its time to first token) or
+ * tg (BOS, then n generated: submit to the end), once to warm up and then reps times, into v[]
+ * as tokens/s. */
+static hs_status time_test(struct hs_engine *eng, bool pp, int32_t n, int64_t reps,
+                           struct hs_rng *rng, hs_token *toks, struct bench_req *b, double *v)
+{
+    const struct hs_vocab *vocab = hs_engine_vocab(eng);
+    const hs_token bos = HS_MAX(hs_vocab_bos(vocab), 0);
+    for (int64_t r = -1; r < reps; r++) { /* r == -1: warm-up */
+        for (int32_t i = 0; pp && i < n; i++) {
+            toks[i] = (hs_token)(hs_rng_next(rng) % (uint64_t)hs_vocab_n_tokens(vocab));
+        }
+        hs_status st = pp ? run_request(eng, toks, n, 1, b) : run_request(eng, &bos, 1, n, b);
+        if (st != HS_OK) {
+            return st;
+        }
+        if (r >= 0) {
+            v[r] = (double)n / ((pp ? b->ttft_ms : b->e2e_ms) / 1e3);
+        }
+    }
+    return HS_OK;
+}
+
+static int run(struct bench_opts *o)
+{
+    struct hs_error err = {0};
+    struct hs_model *model = NULL;
+    struct hs_engine *eng = NULL;
+    hs_token *toks = NULL;
+    double *v = NULL;
+    struct bench_req b = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    int rc = 1;
+    hs_status st = hs_model_load(o->path, &model, &err);
+    if (st != HS_OK) {
+        fprintf(stderr, "hetserve: cannot load model '%s': %s\n", o->path, err.message);
+        return st == HS_E_NOMEM ? 1 : 2;
+    }
+    const struct hs_model_hparams *hp = hs_model_hparams(model);
+    o->ep.n_parallel = 1;
+    o->ep.n_ctx = (int32_t)HS_MAX(o->n_prompt, o->n_gen) + 1;
+    o->ep.n_ctx = HS_MAX(o->ep.n_ctx, 2);
+    o->ep.n_batch_tokens = (int32_t)HS_MAX(o->n_prompt, 1); /* pp's prompt in one step */
+    if ((st = hs_engine_create(model, &o->ep, &eng, &err)) != HS_OK) {
+        fprintf(stderr, "hetserve: cannot create a context: %s\n", err.message);
+        rc = st == HS_E_INVAL ? 2 : 1;
+        goto done;
+    }
+    toks = malloc((size_t)HS_MAX(o->n_prompt, 1) * sizeof(*toks));
+    v = calloc((size_t)o->reps, sizeof(*v));
+    if (!toks || !v) {
+        goto done;
+    }
+    struct hs_engine_metrics m;
+    hs_engine_get_metrics(eng, &m);
+    int32_t nt = m.backends[0].n_threads;
+    printf("model: %s, %.2f MiB, %.2f M params (%.2f M active per token), %d threads",
+           hs_model_desc(model), (double)hs_model_size_bytes(model) / (1 << 20),
+           (double)hs_model_n_params(model) / 1e6, (double)hs_model_n_active_params(model) / 1e6,
+           nt);
+    for (int32_t i = 1; i < m.n_backends; i++) {
+        printf(", attention on %s with %d threads%s", m.backends[i].name, m.backends[i].n_threads,
+               o->ep.pingpong ? " (ping-pong)" : "");
+        nt += m.backends[i].n_threads;
+    }
+    printf("\n| test   |          t/s |\n|--------|--------------|\n");
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 42);
+    double tg_mean = 0;
+    double counted_per_tok = 0; /* weight bytes the backends counted per decoded token */
+    for (int test = 0; test < 2; test++) {
+        const int32_t n = (int32_t)(test == 0 ? o->n_prompt : o->n_gen);
+        if (n == 0) {
+            continue;
+        }
+        struct hs_backend_stats s0, s1;
+        hs_engine_get_backend_stats(eng, &s0);
+        if (time_test(eng, test == 0, n, o->reps, &rng, toks, &b, v) != HS_OK) {
+            goto done;
+        }
+        hs_engine_get_backend_stats(eng, &s1);
+        double mean, sd;
+        mean_std(v, (int)o->reps, &mean, &sd);
+        printf("| %s%-4d | %7.2f ± %-4.2f |\n", test == 0 ? "pp" : "tg", n, mean, sd);
+        if (test == 1) {
+            tg_mean = mean;
+            /* the warm-up run counts too */
+            counted_per_tok = (double)(s1.weight_bytes_read - s0.weight_bytes_read) /
+                              ((double)n * (double)(o->reps + 1));
+        }
+    }
+    /* Peak RSS of the engine itself, before the bandwidth probe allocates its buffer. */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    const double rss_mib = (double)ru.ru_maxrss / 1024.0;
+    if (tg_mean > 0 && o->probes) {
+        const double mib = 1 << 20;
+        const double touched = touched_per_token(model, eng, &b, 8);
+        printf("weights per decoded token: %.2f MiB counted by the backends, ",
+               counted_per_tok / mib);
+        if (touched >= 0) {
+            printf("%.2f MiB of the model file touched, ", touched / mib);
+        } else {
+            printf("pages touched unknown, ");
+        }
+        printf("%.2f MiB active (%.2f M params)\n", (double)hs_model_active_bytes(model) / mib,
+               (double)hs_model_n_active_params(model) / 1e6);
+        double bw = measure_bandwidth(nt);
+        /* Bytes read per generated token: the weights it runs once, plus the mean KV read. */
+        double kv_row =
+            (double)hp->n_head_kv * hp->head_dim * (o->ep.kv_type == HS_TYPE_F16 ? 2 : 4);
+        double per_tok = (double)hs_model_active_bytes(model) +
+                         2.0 * hp->n_layer_kv * kv_row * (double)o->n_gen / 2.0;
+        double used = per_tok * tg_mean;
+        printf("decode: %.2f GB/s of %.2f GB/s measured memory bandwidth (%.0f%%)\n", used / 1e9,
+               bw / 1e9, 100.0 * used / bw);
+    }
+    printf("peak RSS: %.1f MiB (weights mmap'd: %.1f MiB, KV cache %.1f MiB)\n", rss_mib,
+           (double)hs_model_size_bytes(model) / (1 << 20),
+           (double)hs_engine_kv_bytes(eng) / (1 << 20));
+    rc = 0;
+done:
+    hs_engine_destroy(eng);
+    pthread_cond_destroy(&b.cv);
+    pthread_mutex_destroy(&b.mu);
+    free(toks);
+    free(v);
+    hs_model_destroy(model);
+    return rc;
+}
+
 int hs__cli_bench(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -212,12 +435,12 @@ int hs__cli_bench(int argc, char **argv)
         {"no-probes", no_argument, 0, 'P'},
         {"override-tensor", required_argument, 0, 'x'},
         {"help", no_argument, 0, 'h'},
+        HS__CLI_SPLIT_OPTIONS,
         {0, 0, 0, 0},
     };
     const char *path = NULL;
     int64_t n_prompt = 512, n_gen = 128, n_threads = 0, reps = 5;
-    enum hs_type kv_type = HS_TYPE_F16;
-    const char *placement = NULL;
+    struct hs_engine_params ep = hs_engine_default_params();
     bool probes = true;
     int c;
     optind = 1;
@@ -241,6 +464,7 @@ int hs__cli_bench(int argc, char **argv)
             if (!hs__cli_parse_int("-t", optarg, 1, 1024, &n_threads)) {
                 return 2;
             }
+            ep.n_threads = (int32_t)n_threads;
             break;
         case 'r':
             if (!hs__cli_parse_int("-r", optarg, 1, 1000, &reps)) {
@@ -252,10 +476,10 @@ int hs__cli_bench(int argc, char **argv)
                 fprintf(stderr, "hetserve: --kv-type must be f16 or f32\n");
                 return 2;
             }
-            kv_type = strcmp(optarg, "f16") ? HS_TYPE_F32 : HS_TYPE_F16;
+            ep.kv_type = strcmp(optarg, "f16") ? HS_TYPE_F32 : HS_TYPE_F16;
             break;
         case 'x':
-            placement = optarg;
+            ep.expert_placement = optarg;
             break;
         case 'P':
             probes = false;
@@ -264,139 +488,16 @@ int hs__cli_bench(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            fprintf(stderr, "hetserve bench: unknown or incomplete option '%s'; see --help\n",
-                    argv[optind - 1]);
-            return 2;
+            if (hs__cli_parse_split(c, optarg, &ep, "bench", argv[optind - 1]) <= 0) {
+                return 2;
+            }
+            break;
         }
     }
     if (!path || optind < argc) {
         fprintf(stderr, "hetserve bench: -m MODEL is required; see --help\n");
         return 2;
     }
-    struct hs_error err = {0};
-    struct hs_model *model = NULL;
-    struct hs_context *ctx = NULL;
-    hs_token *toks = NULL;
-    int32_t *table = NULL;
-    int rc = 1;
-    hs_status st = hs_model_load(path, &model, &err);
-    if (st != HS_OK) {
-        fprintf(stderr, "hetserve: cannot load model '%s': %s\n", path, err.message);
-        return st == HS_E_NOMEM ? 1 : 2;
-    }
-    const struct hs_model_hparams *hp = hs_model_hparams(model);
-    struct hs_context_params cp = hs_context_default_params();
-    cp.n_ctx = (int32_t)HS_MAX(n_prompt, n_gen) + 1;
-    cp.n_batch = (int32_t)HS_MAX(n_prompt, 1);
-    cp.kv_type = kv_type;
-    cp.backend_params.n_threads = (int32_t)n_threads;
-    cp.expert_placement = placement;
-    if ((st = hs_context_create(model, &cp, &ctx, &err)) != HS_OK) {
-        fprintf(stderr, "hetserve: cannot create a context: %s\n", err.message);
-        rc = st == HS_E_INVAL ? 2 : 1;
-        goto done;
-    }
-    const int32_t nt = hs_backend_n_threads(hs_context_backend(ctx));
-    toks = malloc((size_t)HS_MAX(n_prompt, 1) * sizeof(*toks));
-    int32_t n_blocks =
-        (hs_context_n_ctx(ctx) + hs_context_block_size(ctx) - 1) / hs_context_block_size(ctx);
-    table = malloc((size_t)n_blocks * sizeof(*table));
-    if (!toks || !table) {
-        goto done;
-    }
-    for (int32_t i = 0; i < n_blocks; i++) {
-        table[i] = i;
-    }
-    struct hs_rng rng;
-    hs_rng_seed(&rng, 42);
-    for (int64_t i = 0; i < n_prompt; i++) {
-        toks[i] = (hs_token)(hs_rng_next(&rng) % (uint64_t)hp->n_vocab);
-    }
-    printf("model: %s, %.2f MiB, %.2f M params (%.2f M active per token), %d threads\n",
-           hs_model_desc(model), (double)hs_model_size_bytes(model) / (1 << 20),
-           (double)hs_model_n_params(model) / 1e6, (double)hs_model_n_active_params(model) / 1e6,
-           nt);
-    printf("| test   |          t/s |\n|--------|--------------|\n");
-    double *v = calloc((size_t)reps, sizeof(double));
-    if (!v) {
-        goto done;
-    }
-    double tg_mean = 0;
-    double counted_per_tok = 0; /* weight bytes the backends counted per decoded token */
-    for (int test = 0; test < 2; test++) {
-        int64_t n = test == 0 ? n_prompt : n_gen;
-        if (n == 0) {
-            continue;
-        }
-        for (int64_t r = -1; r < reps; r++) { /* r == -1: warm-up */
-            if (test == 1 && r == 0) {
-                hs_context_reset_stats(ctx);
-            }
-            double t0 = now_s();
-            if (test == 0) {
-                struct hs_forward_seq fs = {toks, (int32_t)n, 0, table, 1, 0};
-                st = hs_model_forward(ctx, &fs, 1);
-            } else {
-                hs_token t = 1;
-                for (int32_t i = 0; i < n && st == HS_OK; i++) {
-                    struct hs_forward_seq fs = {&t, 1, i, table, 1, 0};
-                    st = hs_model_forward(ctx, &fs, 1);
-                    t = (hs_token)((t * 31 + 7) % hp->n_vocab);
-                }
-            }
-            if (st != HS_OK) {
-                fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(st));
-                free(v);
-                goto done;
-            }
-            if (r >= 0) {
-                v[r] = (double)n / (now_s() - t0);
-            }
-        }
-        double mean, sd;
-        mean_std(v, (int)reps, &mean, &sd);
-        printf("| %s%-4lld | %7.2f ± %-4.2f |\n", test == 0 ? "pp" : "tg", (long long)n, mean, sd);
-        if (test == 1) {
-            tg_mean = mean;
-            struct hs_backend_stats bst;
-            hs_context_get_stats(ctx, &bst);
-            counted_per_tok = (double)bst.weight_bytes_read / (double)(n * reps);
-        }
-    }
-    free(v);
-    /* Peak RSS of the engine itself, before the bandwidth probe allocates its buffer. */
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    const double rss_mib = (double)ru.ru_maxrss / 1024.0;
-    if (tg_mean > 0 && probes) {
-        const double mib = 1 << 20;
-        const double touched = touched_per_token(model, ctx, table, 0, 8);
-        printf("weights per decoded token: %.2f MiB counted by the backends, ",
-               counted_per_tok / mib);
-        if (touched >= 0) {
-            printf("%.2f MiB of the model file touched, ", touched / mib);
-        } else {
-            printf("pages touched unknown, ");
-        }
-        printf("%.2f MiB active (%.2f M params)\n", (double)hs_model_active_bytes(model) / mib,
-               (double)hs_model_n_active_params(model) / 1e6);
-        double bw = measure_bandwidth(nt);
-        /* Bytes read per generated token: the weights it runs once, plus the mean KV read. */
-        double kv_row = (double)hp->n_head_kv * hp->head_dim * (kv_type == HS_TYPE_F16 ? 2 : 4);
-        double per_tok = (double)hs_model_active_bytes(model) +
-                         2.0 * hp->n_layer_kv * kv_row * (double)n_gen / 2.0;
-        double used = per_tok * tg_mean;
-        printf("decode: %.2f GB/s of %.2f GB/s measured memory bandwidth (%.0f%%)\n", used / 1e9,
-               bw / 1e9, 100.0 * used / bw);
-    }
-    printf("peak RSS: %.1f MiB (weights mmap'd: %.1f MiB, KV cache %.1f MiB)\n", rss_mib,
-           (double)hs_model_size_bytes(model) / (1 << 20),
-           (double)hs_context_kv_bytes(ctx) / (1 << 20));
-    rc = 0;
-done:
-    free(toks);
-    free(table);
-    hs_context_destroy(ctx);
-    hs_model_destroy(model);
-    return rc;
+    struct bench_opts o = {path, n_prompt, n_gen, reps, probes, ep};
+    return run(&o);
 }

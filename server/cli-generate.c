@@ -1,4 +1,5 @@
-/* hetserve generate: stream a completion of a prompt, or print per-step log-probabilities. */
+/* hetserve generate: stream a completion of a prompt, or print per-step log-probabilities; one
+ * request through the engine (server/engine.h), so every engine flag works here as in serve. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -9,6 +10,7 @@
 #include "model/model.h"
 #include "model/vocab.h"
 #include "server/cli.h"
+#include "server/engine.h"
 #include "server/sampling.h"
 
 #define MAX_STOPS 8
@@ -22,7 +24,8 @@ static void usage(FILE *f)
             "  -p, --prompt TEXT         prompt text (required)\n"
             "  -n, --n-predict N         tokens to generate (default 128)\n"
             "  -c, --ctx N               context length (default: the model's, at most 4096)\n"
-            "  -t, --threads N           compute threads (default: physical cores)\n"
+            "  -t, --threads N           compute threads of the FFN backend (default: physical\n"
+            "                            cores, less --attn-threads)\n"
             "      --temp T              temperature; 0 = greedy (default 0.8)\n"
             "      --top-k K             keep the K most likely tokens; 0 = off (default 40)\n"
             "      --top-p P             nucleus sampling; 1 = off (default 0.95)\n"
@@ -33,71 +36,18 @@ static void usage(FILE *f)
             "      --repeat-last-n N     window of the penalties; -1 = all (default 64)\n"
             "      --logit-bias ID=B     add B to token ID's logit (repeatable; B may be -inf)\n"
             "  -s, --seed N              random seed; the same seed gives the same text\n"
-            "      --stop TEXT           stop when TEXT is generated (repeatable, never printed)\n"
+            "      --stop TEXT           stop when TEXT is generated (repeatable, never printed;\n"
+            "                            not with --logprobs, which shows every step)\n"
             "      --ignore-eos          keep going past end-of-generation tokens\n"
             "      --logprobs K          print one JSON line per step (token id, text, top-K\n"
-            "                            natural-log probabilities) instead of the text\n"
+            "                            natural-log probabilities, K <= 100) instead of the\n"
+            "                            text, the step that ends the generation included\n"
             "      --kv-type f16|f32     KV cache element type (default f16)\n"
             "      --expert-placement RULES\n"
             "                            MoE models: REGEX=BACKEND[:N] rules placing experts\n"
             "                            (see hetserve serve --help)\n");
-}
-
-/* ---- output: stop strings are held back until they can no longer match ---- */
-
-struct out_state {
-    const char *stops[MAX_STOPS];
-    int n_stops;
-    char *buf; /* generated text not yet printed */
-    size_t len, cap;
-    bool stopped;
-};
-
-static bool out_append(struct out_state *o, const char *s, size_t n)
-{
-    if (o->len + n + 1 > o->cap) {
-        size_t cap = (o->len + n + 1) * 2;
-        char *b = realloc(o->buf, cap);
-        if (!b) {
-            return false;
-        }
-        o->buf = b;
-        o->cap = cap;
-    }
-    memcpy(o->buf + o->len, s, n);
-    o->len += n;
-    o->buf[o->len] = '\0';
-    return true;
-}
-
-/* Prints what can no longer be part of a stop string; sets stopped on a full match. */
-static void out_flush(struct out_state *o, bool final)
-{
-    size_t safe = o->len;
-    for (int i = 0; i < o->n_stops; i++) {
-        const char *hit = strstr(o->buf, o->stops[i]);
-        if (hit) {
-            o->stopped = true;
-            safe = HS_MIN(safe, (size_t)(hit - o->buf));
-        }
-    }
-    if (!o->stopped && !final) {
-        /* Hold back the longest suffix that is a prefix of some stop string. */
-        for (int i = 0; i < o->n_stops; i++) {
-            size_t sl = strlen(o->stops[i]);
-            for (size_t k = HS_MIN(sl - 1, o->len); k > 0; k--) {
-                if (!memcmp(o->buf + o->len - k, o->stops[i], k)) {
-                    safe = HS_MIN(safe, o->len - k);
-                    break;
-                }
-            }
-        }
-    }
-    fwrite(o->buf, 1, safe, stdout);
-    fflush(stdout);
-    memmove(o->buf, o->buf + safe, o->len - safe);
-    o->len -= safe;
-    o->buf[o->len] = '\0';
+    hs__cli_split_usage(f, 28);
+    fprintf(f, "\nThe generation runs as one request of the engine that serve runs.\n");
 }
 
 static void print_json_string(const char *s, size_t n)
@@ -122,34 +72,67 @@ static void print_json_string(const char *s, size_t n)
     putchar('"');
 }
 
-/* ---- the generation loop ---- */
+/* ---- one engine request ---- */
 
 struct gen_opts {
     const char *model;
     const char *prompt;
     int64_t n_predict;
-    int64_t n_ctx;
-    int64_t n_threads;
     int64_t logprobs;
     bool ignore_eos;
-    const char *expert_placement;
-    enum hs_type kv_type;
+    const char *stops[MAX_STOPS];
+    int n_stops;
+    struct hs_engine_params ep;
     struct hs_sampling_params sp;
     struct hs_logit_bias bias[64];
-    struct out_state out;
 };
+
+/* One JSON line per token of a DELTA: step, id, the token's own text and the top alternatives. */
+static void print_logprob_lines(const struct hs_vocab *vocab, const struct hs_engine_event *ev,
+                                int64_t *step)
+{
+    char piece[512];
+    for (int32_t i = 0; i < ev->n_tokens; i++) {
+        const hs_token t = ev->tokens[i];
+        const struct hs_token_logprob *lp = &ev->logprobs[i];
+        size_t n = hs_vocab_piece(vocab, t, false, piece, sizeof(piece));
+        printf("{\"step\":%lld,\"token\":%d,\"text\":", (long long)(*step)++, t);
+        print_json_string(piece, HS_MIN(n, sizeof(piece)));
+        printf(",\"top\":[");
+        for (int32_t k = 0; k < lp->n_top; k++) {
+            printf("%s{\"token\":%d,\"logprob\":%.9g}", k ? "," : "", lp->top_ids[k],
+                   (double)lp->top_logprobs[k]);
+        }
+        printf("]}\n");
+    }
+}
+
+/* Streams the request's events to stdout: the text as it comes (never split inside a character:
+ * the engine holds incomplete ones back), or the --logprobs lines. Returns the DONE status. */
+static hs_status stream(struct hs_engine_handle *h, const struct hs_vocab *vocab, bool logprobs)
+{
+    struct hs_engine_event ev;
+    int64_t step = 0;
+    hs_status st;
+    while ((st = hs_engine_wait(h, &ev, -1)) == HS_OK && ev.type == HS_EVENT_DELTA) {
+        if (logprobs) {
+            print_logprob_lines(vocab, &ev, &step);
+        } else {
+            fwrite(ev.text, 1, ev.n_text, stdout);
+        }
+        fflush(stdout);
+    }
+    return st != HS_OK ? st : ev.status;
+}
 
 static int run(struct gen_opts *o)
 {
     int rc = 1;
     struct hs_error err = {0};
     struct hs_model *model = NULL;
-    struct hs_context *ctx = NULL;
-    struct hs_sampler *smp = NULL;
+    struct hs_engine *eng = NULL;
+    struct hs_engine_handle *h = NULL;
     hs_token *toks = NULL;
-    int32_t *table = NULL;
-    float *lp = NULL;
-    hs_token *lp_ids = NULL;
 
     hs_status st = hs_model_load(o->model, &model, &err);
     if (st != HS_OK) {
@@ -159,22 +142,21 @@ static int run(struct gen_opts *o)
     const struct hs_model_hparams *hp = hs_model_hparams(model);
     const struct hs_vocab *vocab = hs_model_vocab(model);
 
-    struct hs_context_params cp = hs_context_default_params();
-    cp.n_ctx = o->n_ctx > 0 ? (int32_t)o->n_ctx : HS_MIN(hp->n_ctx_train, 4096);
-    cp.kv_type = o->kv_type;
-    cp.backend_params.n_threads = (int32_t)o->n_threads;
-    cp.expert_placement = o->expert_placement;
-    if (cp.n_ctx > hp->n_ctx_train) {
-        fprintf(stderr, "hetserve: warning: --ctx %d exceeds the model's trained context %d\n",
-                cp.n_ctx, hp->n_ctx_train);
+    o->ep.n_parallel = 1;
+    if (o->ep.n_ctx <= 0) {
+        o->ep.n_ctx = HS_MIN(hp->n_ctx_train, 4096);
     }
-    st = hs_context_create(model, &cp, &ctx, &err);
+    if (o->ep.n_ctx > hp->n_ctx_train) {
+        fprintf(stderr, "hetserve: warning: --ctx %d exceeds the model's trained context %d\n",
+                o->ep.n_ctx, hp->n_ctx_train);
+    }
+    st = hs_engine_create(model, &o->ep, &eng, &err);
     if (st != HS_OK) {
         fprintf(stderr, "hetserve: cannot create a context: %s\n", err.message);
         rc = st == HS_E_INVAL ? 2 : 1;
         goto done;
     }
-    const int32_t n_ctx = hs_context_n_ctx(ctx);
+    const int32_t n_ctx = hs_engine_n_ctx(eng);
 
     size_t plen = strlen(o->prompt), n_prompt = 0;
     size_t cap = plen + 16;
@@ -196,102 +178,40 @@ static int run(struct gen_opts *o)
         rc = 2;
         goto done;
     }
-    if (hs_sampling_params_check(&o->sp, hp->n_vocab, &err) != HS_OK) {
-        fprintf(stderr, "hetserve: %s\n", err.message);
-        rc = 2;
-        goto done;
-    }
-    if (hs_sampler_create(&o->sp, hp->n_vocab, &smp) != HS_OK) {
-        goto done;
-    }
-    const int32_t bs = hs_context_block_size(ctx);
-    const int32_t n_blocks = (n_ctx + bs - 1) / bs;
-    table = malloc((size_t)n_blocks * sizeof(*table));
-    lp = malloc((size_t)(o->logprobs + 1) * sizeof(*lp));
-    lp_ids = malloc((size_t)(o->logprobs + 1) * sizeof(*lp_ids));
-    if (!table || !lp || !lp_ids) {
-        goto done;
-    }
-    for (int32_t i = 0; i < n_blocks; i++) {
-        table[i] = i;
-    }
-    for (size_t i = 0; i < n_prompt; i++) {
-        hs_sampler_accept(smp, toks[i]);
-    }
-
-    /* Prompt, in chunks of the batch size. */
-    const int32_t n_batch = hs_context_n_batch(ctx);
-    int32_t n_past = 0;
-    while ((size_t)n_past < n_prompt) {
-        int32_t n = (int32_t)HS_MIN((size_t)n_batch, n_prompt - (size_t)n_past);
-        struct hs_forward_seq fs = {toks + n_past, n, n_past, table,
-                                    (size_t)(n_past + n) == n_prompt ? 1 : 0, 0};
-        if ((st = hs_model_forward(ctx, &fs, 1)) != HS_OK) {
+    if (o->n_predict > 0) { /* -n 0: nothing to generate, an empty line */
+        struct hs_engine_request r;
+        hs_engine_request_init(&r);
+        r.prompt = toks;
+        r.n_prompt = (int32_t)n_prompt;
+        r.max_tokens = (int32_t)o->n_predict;
+        r.sampling = o->sp;
+        r.ignore_eos = o->ignore_eos;
+        r.logprobs = o->logprobs > 0;
+        r.top_logprobs = (int32_t)o->logprobs;
+        r.report_eos = r.logprobs; /* a line for the step that ended it too */
+        /* --stop cuts the text; --logprobs lines show every step (as they always did) */
+        r.stop = r.logprobs ? NULL : o->stops;
+        r.n_stop = r.logprobs ? 0 : o->n_stops;
+        st = hs_engine_submit(eng, &r, &h, &err);
+        if (st != HS_OK) {
+            fprintf(stderr, "hetserve: %s\n", err.message);
+            rc = st == HS_E_INVAL ? 2 : 1;
+            goto done;
+        }
+        st = stream(h, vocab, r.logprobs);
+        if (st != HS_OK) {
             fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(st));
             goto done;
         }
-        n_past += n;
-    }
-
-    struct hs_detok dt;
-    hs_detok_init(&dt, vocab, false);
-    char piece[512];
-    for (int64_t step = 0; step < o->n_predict; step++) {
-        const float *logits = hs_context_logits(ctx);
-        hs_token t = hs_sampler_sample(smp, logits);
-        if (o->logprobs > 0) {
-            int32_t k =
-                hs_logprobs_top_k(logits, hp->n_vocab, (int32_t)o->logprobs, lp_ids, lp, t, NULL);
-            size_t n = hs_vocab_piece(vocab, t, false, piece, sizeof(piece));
-            printf("{\"step\":%lld,\"token\":%d,\"text\":", (long long)step, t);
-            print_json_string(piece, HS_MIN(n, sizeof(piece)));
-            printf(",\"top\":[");
-            for (int32_t i = 0; i < k; i++) {
-                printf("%s{\"token\":%d,\"logprob\":%.9g}", i ? "," : "", lp_ids[i], (double)lp[i]);
-            }
-            printf("]}\n");
-            fflush(stdout);
-        }
-        if (!o->ignore_eos && hs_vocab_is_eog(vocab, t)) {
-            break;
-        }
-        hs_sampler_accept(smp, t);
-        if (o->logprobs == 0) {
-            size_t n = hs_detok_push(&dt, t, piece, sizeof(piece));
-            if (!out_append(&o->out, piece, n)) {
-                goto done;
-            }
-            out_flush(&o->out, false);
-            if (o->out.stopped) {
-                break;
-            }
-        }
-        if (step + 1 == o->n_predict) {
-            break;
-        }
-        struct hs_forward_seq fs = {&t, 1, n_past, table, 1, 0};
-        if ((st = hs_model_forward(ctx, &fs, 1)) != HS_OK) {
-            fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(st));
-            goto done;
-        }
-        n_past++;
     }
     if (o->logprobs == 0) {
-        if (!o->out.stopped) {
-            size_t n = hs_detok_flush(&dt, piece, sizeof(piece));
-            out_append(&o->out, piece, n);
-        }
-        out_flush(&o->out, true);
         putchar('\n');
     }
     rc = 0;
 done:
+    hs_engine_release(h);
+    hs_engine_destroy(eng);
     free(toks);
-    free(table);
-    free(lp);
-    free(lp_ids);
-    hs_sampler_destroy(smp);
-    hs_context_destroy(ctx);
     hs_model_destroy(model);
     return rc;
 }
@@ -337,13 +257,14 @@ int hs__cli_generate(int argc, char **argv)
         {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
         {"logprobs", required_argument, 0, OPT_LOGPROBS},
         {"kv-type", required_argument, 0, OPT_KV_TYPE},
+        HS__CLI_SPLIT_OPTIONS,
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     static struct gen_opts o;
     memset(&o, 0, sizeof(o));
     o.n_predict = 128;
-    o.kv_type = HS_TYPE_F16;
+    o.ep = hs_engine_default_params();
     o.sp = hs_sampling_default_params();
     int64_t iv;
     double fv;
@@ -364,14 +285,16 @@ int hs__cli_generate(int argc, char **argv)
             }
             break;
         case 'c':
-            if (!hs__cli_parse_int("--ctx", optarg, 1, 1 << 24, &o.n_ctx)) {
+            if (!hs__cli_parse_int("--ctx", optarg, 1, 1 << 24, &iv)) {
                 return 2;
             }
+            o.ep.n_ctx = (int32_t)iv;
             break;
         case 't':
-            if (!hs__cli_parse_int("--threads", optarg, 1, 1024, &o.n_threads)) {
+            if (!hs__cli_parse_int("--threads", optarg, 1, 1024, &iv)) {
                 return 2;
             }
+            o.ep.n_threads = (int32_t)iv;
             break;
         case 's':
             if (!hs__cli_parse_int("--seed", optarg, 0, INT64_MAX, &iv)) {
@@ -455,18 +378,18 @@ int hs__cli_generate(int argc, char **argv)
             break;
         }
         case OPT_STOP:
-            if (o.out.n_stops == MAX_STOPS || optarg[0] == '\0') {
+            if (o.n_stops == MAX_STOPS || optarg[0] == '\0') {
                 fprintf(stderr, "hetserve: --stop takes a non-empty text, at most %d times\n",
                         MAX_STOPS);
                 return 2;
             }
-            o.out.stops[o.out.n_stops++] = optarg;
+            o.stops[o.n_stops++] = optarg;
             break;
         case OPT_IGNORE_EOS:
             o.ignore_eos = true;
             break;
         case OPT_EXPERTS:
-            o.expert_placement = optarg;
+            o.ep.expert_placement = optarg;
             break;
         case OPT_LOGPROBS:
             if (!hs__cli_parse_int("--logprobs", optarg, 1, 100, &o.logprobs)) {
@@ -475,9 +398,9 @@ int hs__cli_generate(int argc, char **argv)
             break;
         case OPT_KV_TYPE:
             if (!strcmp(optarg, "f16")) {
-                o.kv_type = HS_TYPE_F16;
+                o.ep.kv_type = HS_TYPE_F16;
             } else if (!strcmp(optarg, "f32")) {
-                o.kv_type = HS_TYPE_F32;
+                o.ep.kv_type = HS_TYPE_F32;
             } else {
                 fprintf(stderr, "hetserve: --kv-type must be f16 or f32, not '%s'\n", optarg);
                 return 2;
@@ -487,9 +410,10 @@ int hs__cli_generate(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            fprintf(stderr, "hetserve generate: unknown or incomplete option '%s'; see --help\n",
-                    argv[optind - 1]);
-            return 2;
+            if (hs__cli_parse_split(c, optarg, &o.ep, "generate", argv[optind - 1]) <= 0) {
+                return 2;
+            }
+            break;
         }
     }
     if (optind < argc) {
@@ -500,34 +424,5 @@ int hs__cli_generate(int argc, char **argv)
         fprintf(stderr, "hetserve generate: -m MODEL and -p TEXT are required; see --help\n");
         return 2;
     }
-    int rc = run(&o);
-    free(o.out.buf);
-    return rc;
-}
-
-bool hs__cli_parse_int(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "hetserve: %s wants an integer in [%lld, %lld], got '%s'\n", flag,
-                (long long)lo, (long long)hi, s);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "hetserve: %s wants a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
-        return false;
-    }
-    *out = v;
-    return true;
+    return run(&o);
 }

@@ -4,15 +4,53 @@
 #ifndef HS_SERVER_CLI_H
 #define HS_SERVER_CLI_H
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct hs_engine_params;
+
 int hs__cli_generate(int argc, char **argv);
 int hs__cli_bench(int argc, char **argv);
 int hs__cli_mkmodel(int argc, char **argv);
 
 /* Shared flag parsing helpers: print a one-line error naming flag and return false on bad
  * values. */
-#include <stdbool.h>
-#include <stdint.h>
 bool hs__cli_parse_int(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out);
 bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, double *out);
+
+/* The engine's split-execution flags, the same in every command that runs the engine (serve,
+ * generate, bench): --ffn-backend, --attn-backend, --attn-threads, --long-context, --pingpong
+ * and --trace. A command puts HS__CLI_SPLIT_OPTIONS in its getopt_long table (<getopt.h>); the
+ * values are above any command's own. */
+enum {
+    HS__CLI_OPT_FFN_BACKEND = 0x1000,
+    HS__CLI_OPT_ATTN_BACKEND,
+    HS__CLI_OPT_ATTN_THREADS,
+    HS__CLI_OPT_LONG_CONTEXT,
+    HS__CLI_OPT_PINGPONG,
+    HS__CLI_OPT_TRACE,
+};
+/* clang-format off */
+#define HS__CLI_SPLIT_OPTIONS                                                                      \
+    {"ffn-backend", required_argument, NULL, HS__CLI_OPT_FFN_BACKEND},                             \
+    {"attn-backend", required_argument, NULL, HS__CLI_OPT_ATTN_BACKEND},                           \
+    {"attn-threads", required_argument, NULL, HS__CLI_OPT_ATTN_THREADS},                           \
+    {"long-context", required_argument, NULL, HS__CLI_OPT_LONG_CONTEXT},                           \
+    {"pingpong", no_argument, NULL, HS__CLI_OPT_PINGPONG},                                         \
+    {"trace", required_argument, NULL, HS__CLI_OPT_TRACE}
+/* clang-format on */
+
+/* The default branch of a command's getopt_long switch: applies split flag c, with its argument
+ * arg, to *p and returns 1 (p borrows arg: argv outlives the command). On a bad value prints a
+ * one-line error and returns 0. When c is no split flag returns -1, after printing "hetserve CMD:
+ * unknown or incomplete option 'OPT'; see --help" for a command name cmd (NULL: nothing; opt is
+ * the option as written, argv[optind - 1]). */
+int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, const char *cmd,
+                        const char *opt);
+
+/* Prints the split flags' help as the command's other flags: each description from column col,
+ * wrapped before column 80. */
+void hs__cli_split_usage(FILE *f, int col);
 
 #endif

@@ -43,6 +43,7 @@ struct metrics {
     pthread_mutex_t placement_mu;
     struct hs_split_stats split;
     struct hs_backend_stats be_stats[HS_KV_STORES_MAX];
+    struct hs_backend_stats be_total; /* every backend of the context, summed */
     struct histo ttft, tpot, e2e;
 };
 
@@ -50,13 +51,18 @@ struct metrics {
 
 /* ---- requests and their channels ---- */
 
-/* Growable output of one choice: text bytes (NUL-terminated), token ids and logprobs. */
+/* Growable output of one choice: text bytes (NUL-terminated), token ids and logprobs. The
+ * alternatives of all its tokens lie end to end in top_ids/top_lps; lps[i].top_ids and
+ * .top_logprobs point into them only once the buffer is an event's (take_event sets them). */
 struct outbuf {
     char *text;
     size_t n_text, cap_text;
     hs_token *tokens;
     struct hs_token_logprob *lps; /* [cap_tokens] when the request wants logprobs */
     int32_t n_tokens, cap_tokens;
+    hs_token *top_ids; /* [n_top] */
+    float *top_lps;    /* [n_top] */
+    size_t n_top, cap_top;
 };
 
 enum seq_state { SEQ_WAITING, SEQ_RUNNING, SEQ_FINISHED };
@@ -114,6 +120,7 @@ struct hs_engine_handle {
     bool logprobs;
     int32_t top_logprobs;
     bool ignore_eos;
+    bool report_eos;
     enum hs_place place;
     int32_t long_context; /* < 0: the engine's */
     int32_t n_stop;
@@ -171,7 +178,9 @@ struct hs_engine {
     struct hs_forward_seq *fwd; /* [n_parallel] */
     char *piece;                /* detokenizer output scratch */
     size_t cap_piece;
-    struct hs_token_logprob lp_scratch;
+    struct hs_token_logprob lp_scratch; /* points into lp_ids/lp_vals */
+    hs_token lp_ids[HS_ENGINE_MAX_TOP_LOGPROBS];
+    float lp_vals[HS_ENGINE_MAX_TOP_LOGPROBS];
     struct hs_engine_handle *touched_head;
 
     struct metrics m;
@@ -196,8 +205,9 @@ bool hs__engine_grow(void **p, size_t *cap, size_t need, size_t elem);
  * engine only, with the handle's mu held. */
 bool hs__channel_outbuf_text(struct outbuf *o, const char *s, size_t n);
 
-/* Appends token t (and *lp when the request wants logprobs; lp NULL otherwise) to o; false when
- * out of memory. Thread: engine only, with the handle's mu held. */
+/* Appends token t (and *lp with its lp->n_top alternatives when the request wants logprobs; lp
+ * NULL otherwise) to o; false when out of memory. Thread: engine only, with the handle's mu
+ * held. */
 bool hs__channel_outbuf_token(struct outbuf *o, hs_token t, const struct hs_token_logprob *lp);
 
 /* Calls the notify hooks of the requests touched this step (e->touched_head, emptied), without
@@ -261,8 +271,9 @@ void hs__metrics_observe(struct histo *h, const double *bounds, int n, double s)
 /* Publishes the KV pool's used/cached/free block counts to e->m. Thread: engine only. */
 void hs__metrics_update_kv_gauges(struct hs_engine *e);
 
-/* Publishes the backends' stats and the split execution's figures to e->m (under its
- * placement_mu). Thread: engine only. */
+/* Publishes the backends' stats (per store and summed over the context's backends) and the split
+ * execution's figures to e->m (under its placement_mu); called after each forward pass, before
+ * its outputs reach the channels. Thread: engine only. */
 void hs__metrics_publish_placement(struct hs_engine *e);
 
 #endif

@@ -61,6 +61,11 @@ const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e)
     return e->vocab;
 }
 
+size_t hs_engine_kv_bytes(const struct hs_engine *e)
+{
+    return hs_context_kv_bytes(e->ctx);
+}
+
 /* ---- tracing ---- */
 
 enum { TRACE_PID = 1, TRACE_PID_TIMELINE = 2, TRACE_TID_ENGINE = 1, TRACE_TID_ATTN = 2 };
@@ -157,6 +162,7 @@ static void run_step(struct hs_engine *e)
     hs_status st = hs_model_forward(e->ctx, e->fwd, n);
     INC(e->m.steps, 1);
     INC(e->m.batch_tokens, (uint64_t)n_tok);
+    hs__metrics_publish_placement(e); /* before the outputs: a reader of DONE sees its work */
     if (st != HS_OK) {
         HS_LOG_ERROR("engine: forward pass over %d sequences failed: %s", n, hs_status_str(st));
         for (int32_t j = 0; j < n; j++) {
@@ -186,7 +192,6 @@ static void run_step(struct hs_engine *e)
         }
     }
     hs__metrics_update_kv_gauges(e);
-    hs__metrics_publish_placement(e);
     trace_step(e, t0_us, n, n_tok);
 }
 

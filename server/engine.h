@@ -45,7 +45,8 @@ struct hs_engine_handle;
 #define HS_ENGINE_MAX_CHOICES      16  /* n of one request */
 #define HS_ENGINE_MAX_STOP         16  /* stop strings of one request */
 #define HS_ENGINE_MAX_STOP_BYTES   256 /* length of one stop string */
-#define HS_ENGINE_MAX_TOP_LOGPROBS 20
+/* Alternatives per token (hetserve generate --logprobs; api/ keeps OpenAI's 20). */
+#define HS_ENGINE_MAX_TOP_LOGPROBS 100
 
 /* ---- engine parameters ---- */
 
@@ -147,6 +148,10 @@ struct hs_engine_request {
     int32_t top_logprobs;       /* and this many alternatives, 0 .. HS_ENGINE_MAX_TOP_LOGPROBS
                                  * (needs logprobs) */
     bool ignore_eos;            /* keep generating past end-of-generation tokens */
+    bool report_eos;            /* list the end-of-generation token that ends a choice as the
+                                 * last of its final DELTA's tokens (with its logprobs when
+                                 * asked), for callers that show every step; its text stays out
+                                 * of text either way */
     int64_t timeout_ms;         /* from submit to the final event; 0: the engine's default; < 0:
                                  * none. On expiry the choices end with HS_FINISH_TIMEOUT */
     uint64_t id;                /* caller's request id, for logs ("req=<id>") */
@@ -192,13 +197,14 @@ enum hs_finish_reason {
 const char *hs_finish_reason_str(enum hs_finish_reason r);
 
 /* One generated token's log-probabilities (log-softmax of the raw logits, before sampling
- * transforms, as OpenAI reports them). */
+ * transforms, as OpenAI reports them). The alternatives are sized by the request: a token in a
+ * channel costs sizeof(struct hs_token_logprob) plus 8 bytes per alternative. */
 struct hs_token_logprob {
     hs_token token;
     float logprob;
     int32_t n_top; /* top_logprobs of the request, or fewer when the vocab is smaller */
-    hs_token top_ids[HS_ENGINE_MAX_TOP_LOGPROBS]; /* descending, ties by lower id */
-    float top_logprobs[HS_ENGINE_MAX_TOP_LOGPROBS];
+    const hs_token *top_ids;   /* [n_top] descending, ties by lower id; borrowed like the event */
+    const float *top_logprobs; /* [n_top] */
 };
 
 struct hs_engine_usage {
@@ -225,7 +231,8 @@ struct hs_engine_event {
                        * character, never holding (part of) a stop string; NUL-terminated
                        * at text[n_text]; may be empty (n_text 0) */
     size_t n_text;
-    const hs_token *tokens; /* DELTA: new token ids [n_tokens] in order (EOS excluded). Text
+    const hs_token *tokens; /* DELTA: new token ids [n_tokens] in order (the EOS that ends a
+                             * choice excluded, unless the request set report_eos). Text
                              * may lag behind tokens (held back for an incomplete character or
                              * a possible stop string); tokens whose text falls after a stop
                              * string match are still listed */
@@ -318,6 +325,7 @@ struct hs_engine_metrics {
         int32_t kv_blocks_total; /* gauge: blocks of its KV pool */
         int32_t kv_blocks_used;  /* gauge: of those, held by running sequences */
         int32_t n_seqs;          /* gauge: running sequences whose KV it holds */
+        int32_t n_threads;       /* its compute threads */
     } backends[HS_KV_STORES_MAX];
     uint64_t migrations;         /* counter: sequences moved to the attention backend */
     uint64_t migrated_bytes;     /* counter: KV bytes they took along */
@@ -331,6 +339,15 @@ struct hs_engine_metrics {
 /* Copies the current metrics into *m (each field read atomically; fields may be from slightly
  * different instants). Thread: any. */
 void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *m);
+
+/* The stats of every backend the engine's context runs on (FFN, attention, placed experts),
+ * summed: counters since create (take differences), published after each forward pass before
+ * its outputs reach the channels, so a caller that has taken a request's DONE sees at least
+ * that request's work counted. Thread: any. */
+void hs_engine_get_backend_stats(const struct hs_engine *e, struct hs_backend_stats *out);
+
+/* Bytes of the KV cache (every store), fixed at create. Thread: any. */
+size_t hs_engine_kv_bytes(const struct hs_engine *e);
 
 /* Hot-expert statistics of a mixture-of-experts model: tokens routed to expert `expert` of layer
  * il since the engine started (each token counts once per expert it chose), and the name of

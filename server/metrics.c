@@ -59,10 +59,13 @@ void hs__metrics_publish_placement(struct hs_engine *e)
     for (int32_t s = 0; s < e->n_pools; s++) {
         hs_backend_get_stats(hs_context_store_backend(e->ctx, s), &st[s]);
     }
+    struct hs_backend_stats total;
+    hs_context_get_stats(e->ctx, &total);
     struct hs_split_stats sp;
     hs_context_get_split_stats(e->ctx, &sp);
     pthread_mutex_lock(&e->m.placement_mu);
     memcpy(e->m.be_stats, st, sizeof(st[0]) * (size_t)e->n_pools);
+    e->m.be_total = total;
     e->m.split = sp;
     pthread_mutex_unlock(&e->m.placement_mu);
 }
@@ -84,6 +87,14 @@ static void histo_snapshot(const struct histo *h, const double *bounds, int n,
     }
     out->count = acc + LOAD(h->bucket[n]);
     out->sum_s = (double)LOAD(h->sum_ns) / 1e9;
+}
+
+void hs_engine_get_backend_stats(const struct hs_engine *e, struct hs_backend_stats *out)
+{
+    struct hs_engine *me = (struct hs_engine *)e; /* the mutex only */
+    pthread_mutex_lock(&me->m.placement_mu);
+    *out = me->m.be_total;
+    pthread_mutex_unlock(&me->m.placement_mu);
 }
 
 uint64_t hs_engine_expert_tokens(const struct hs_engine *e, int32_t il, int32_t expert)
@@ -141,6 +152,7 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
         b->kv_blocks_total = hs_kv_pool_n_blocks(e->pools[s]);
         b->kv_blocks_used = LOAD(me->m.store_used[s]);
         b->n_seqs = LOAD(me->m.store_seqs[s]);
+        b->n_threads = hs_backend_n_threads(be);
     }
     m->split = me->m.split;
     pthread_mutex_unlock(&me->m.placement_mu);

@@ -162,17 +162,20 @@ enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, 
     }
     bool eog = t < 0 || (!h->ignore_eos && hs_vocab_is_eog(e->vocab, t));
     bool at_len = s->n_gen >= h->max_tokens;
+    bool listed = !eog || (h->report_eos && t >= 0);
     size_t n_piece = 0;
     struct hs_token_logprob *lp = NULL;
+    if (listed && h->logprobs) {
+        lp = &e->lp_scratch;
+        lp->token = t;
+        lp->n_top = hs_logprobs_top_k(logits, e->n_vocab, h->top_logprobs, e->lp_ids, e->lp_vals, t,
+                                      &lp->logprob);
+        lp->top_ids = e->lp_ids;
+        lp->top_logprobs = e->lp_vals;
+    }
     if (!eog) {
         hs_sampler_accept(s->smp, t);
         s->toks[s->n_all++] = t;
-        if (h->logprobs) {
-            lp = &e->lp_scratch;
-            lp->token = t;
-            lp->n_top = hs_logprobs_top_k(logits, e->n_vocab, h->top_logprobs, lp->top_ids,
-                                          lp->top_logprobs, t, &lp->logprob);
-        }
         n_piece = hs_detok_push(&s->dt, t, e->piece, e->cap_piece);
     }
     if (eog || at_len) {
@@ -185,7 +188,7 @@ enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, 
     }
     pthread_mutex_lock(&h->mu);
     struct outbuf *o = &h->prod[s->index];
-    if (ok && !eog) {
+    if (ok && listed) {
         ok = hs__channel_outbuf_token(o, t, lp);
     }
     if (ok && safe > 0) {

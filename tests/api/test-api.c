@@ -792,6 +792,12 @@ Test(api, invalid_values_name_the_field)
     expect_error(cmpl, "{\"prompt\":[99999]}", 400, "prompt", NULL);
     expect_error(cmpl, "{\"prompt\":[]}", 400, "prompt", NULL);
     expect_error(cmpl, "{\"prompt\":\"x\",\"logprobs\":50}", 400, "logprobs", NULL);
+    /* OpenAI's 20 alternatives at most, though the engine takes more (hetserve generate) */
+    expect_error(cmpl, "{\"prompt\":\"x\",\"logprobs\":21}", 400, "logprobs", NULL);
+    expect_error(chat,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,"
+                 "\"top_logprobs\":21}",
+                 400, "top_logprobs", NULL);
     expect_error(cmpl, "{\"prompt\":\"x\",\"stream\":\"yes\"}", 400, "stream", NULL);
     /* a prompt longer than the context */
     char *big = malloc(20000);

@@ -1,6 +1,8 @@
 /* The hetserve binary end to end: bad input gives one line on stderr and exit status 2; good
  * input generates text and JSON log-probability lines. */
 #include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,4 +167,158 @@ Test(cli, logprobs_prints_one_json_line_per_step, .init = setup)
     cr_assert_eq(count_lines(r.out), 5, "%s", r.out);
     cr_assert(!strncmp(r.out, "{\"step\":0,\"token\":", 18), "%s", r.out);
     cr_assert(strstr(r.out, "\"top\":[{\"token\":"), "%s", r.out);
+}
+
+/* ---- generate and bench run through the engine: its flags work there too ---- */
+
+static const char *const split_flags[] = {
+    "--attn-backend cpu --attn-threads 1 --pingpong",
+    "--attn-threads 1 --long-context 4",
+};
+
+/* The same text and the same --logprobs lines, split or not, on a dense and a MoE model. */
+Test(cli, generate_gives_the_same_output_with_split_execution, .init = setup, .timeout = 120)
+{
+    static const char *const models[] = {"stories260K.gguf", "moe-qwen2-mini-q8_0.gguf"};
+    static const char *const modes[] = {"-n 40 --temp 0", "-n 24 --temp 0 --logprobs 5",
+                                        "-n 40 --seed 7 --temp 1"};
+    static struct result want, got;
+    char args[2048];
+    for (size_t m = 0; m < 2; m++) {
+        for (size_t k = 0; k < 3; k++) {
+            snprintf(args, sizeof(args), "generate -m %s/%s -p 'Once' -t 1 %s",
+                     getenv("HS_MODELS_DIR"), models[m], modes[k]);
+            run(&want, args);
+            cr_assert_eq(want.status, 0, "%s: %s", args, want.err);
+            cr_assert_gt(strlen(want.out), 1, "%s", args);
+            for (size_t f = 0; f < 2; f++) {
+                snprintf(args, sizeof(args), "generate -m %s/%s -p 'Once' -t 1 %s %s",
+                         getenv("HS_MODELS_DIR"), models[m], modes[k], split_flags[f]);
+                run(&got, args);
+                cr_assert_eq(got.status, 0, "%s: %s", args, got.err);
+                cr_assert_str_eq(got.out, want.out, "%s", args);
+            }
+        }
+    }
+}
+
+/* The trace's events of one kind ("X", "C", ...): a JSON array of trace events. */
+static size_t trace_events(json_t *root, const char *ph)
+{
+    cr_assert(json_is_array(root), "the trace is no array of events");
+    size_t n = 0, i;
+    json_t *ev;
+    json_array_foreach(root, i, ev)
+    {
+        n += !strcmp(json_string_value(json_object_get(ev, "ph")), ph);
+    }
+    return n;
+}
+
+/* --trace writes Chrome trace JSON with complete (X) events; with --long-context 4 the KV
+ * blocks of a 2-token prompt sit on the FFN backend first and on the attention backend later
+ * (the sequence migrated mid-generation). */
+Test(cli, generate_trace_is_json_and_shows_the_migration, .init = setup)
+{
+    static struct result r;
+    char path[] = "/tmp/hs-cli-trace-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    char args[2048];
+    snprintf(args, sizeof(args),
+             "generate -m %s -p 'Once' -n 20 --temp 0 -t 1 --attn-threads 1 --long-context 4 "
+             "--trace %s",
+             model_path, path);
+    run(&r, args);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    unlink(path);
+    cr_assert(root, "the trace is not JSON: %s (line %d)", jerr.text, jerr.line);
+    cr_assert_gt(trace_events(root, "X"), 0);
+    bool ffn_first = false, attn_later = false;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(root, i, ev)
+    {
+        json_t *a = json_object_get(ev, "args");
+        if (strcmp(json_string_value(json_object_get(ev, "ph")), "C") != 0) {
+            continue;
+        }
+        if (!attn_later && json_integer_value(json_object_get(a, "ffn")) > 0) {
+            ffn_first = true;
+        }
+        if (ffn_first && json_integer_value(json_object_get(a, "attention")) > 0) {
+            attn_later = true;
+        }
+    }
+    cr_assert(ffn_first && attn_later, "no migration from the FFN to the attention backend");
+    json_decref(root);
+}
+
+static int count_str(const char *s, const char *needle)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle)) {
+        n++;
+    }
+    return n;
+}
+
+/* Greedy generation that ends on EOS prints the EOS step's line last, as the loop before the
+ * engine did: 20 lines here, the last one token 2 (</s>) with empty text; the text stops before
+ * it. K goes up to 100. */
+Test(cli, logprobs_prints_the_step_that_ends_the_generation, .init = setup)
+{
+    static struct result r, t, k;
+    char args[2048];
+    snprintf(args, sizeof(args),
+             "generate -m %s -p 'Once upon a time' -n 60 --temp 0 --logit-bias 2=20 --logprobs 2",
+             model_path);
+    run(&r, args);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert_eq(count_lines(r.out), 20, "%s", r.out);
+    const char *last = r.out + strlen(r.out) - 1;
+    while (last > r.out && last[-1] != '\n') {
+        last--;
+    }
+    const char *eos_line = "{\"step\":19,\"token\":2,\"text\":\"\",\"top\":[{";
+    cr_assert(!strncmp(last, eos_line, strlen(eos_line)), "%s", last);
+    snprintf(args, sizeof(args),
+             "generate -m %s -p 'Once upon a time' -n 60 --temp 0 --logit-bias 2=20", model_path);
+    run(&t, args);
+    cr_assert_eq(t.status, 0, "%s", t.err);
+    cr_assert_eq(count_lines(t.out), 1, "%s", t.out);
+    snprintf(args, sizeof(args), "generate -m %s -p 'Once' -n 3 --temp 0 --logprobs 100",
+             model_path);
+    run(&k, args);
+    cr_assert_eq(k.status, 0, "%s", k.err);
+    cr_assert_eq(count_lines(k.out), 3);
+    cr_assert_eq(count_str(k.out, "{\"token\":"), 300, "%s", k.out);
+    snprintf(args, sizeof(args), "generate -m %s -p 'Once' -n 3 --logprobs 101", model_path);
+    expect_usage_error(args, "--logprobs");
+}
+
+/* bench runs through the engine with the split flags and prints its pp and tg lines. */
+Test(cli, bench_runs_with_split_execution, .init = setup)
+{
+    static struct result r;
+    char args[2048];
+    for (size_t f = 0; f < 2; f++) {
+        snprintf(args, sizeof(args), "bench -m %s -p 32 -n 16 -r 1 -t 1 --no-probes %s", model_path,
+                 split_flags[f]);
+        run(&r, args);
+        cr_assert_eq(r.status, 0, "%s: %s", args, r.err);
+        cr_assert(strstr(r.out, "| pp32   | "), "%s", r.out);
+        cr_assert(strstr(r.out, "| tg16   | "), "%s", r.out);
+        cr_assert(strstr(r.out, "attention on cpu with 1 threads"), "%s", r.out);
+    }
+    /* unsplit, with the probes: the weights per decoded token as counted */
+    snprintf(args, sizeof(args), "bench -m %s -p 16 -n 8 -r 1 -t 1", model_path);
+    run(&r, args);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "| tg8    | "), "%s", r.out);
+    cr_assert(strstr(r.out, "MiB counted by the backends"), "%s", r.out);
+    cr_assert(!strstr(r.out, "attention on"), "%s", r.out);
 }

@@ -199,16 +199,23 @@ static struct hs_engine *make_engine(struct hs_model *m, int n_parallel, int n_c
     return e;
 }
 
+/* A greedy request of max_tokens tokens after prompt[n_prompt], the rest as defaults. */
+static void greedy_request(struct hs_engine_request *rq, const hs_token *prompt, int n_prompt,
+                           int max_tokens)
+{
+    hs_engine_request_init(rq);
+    rq->prompt = prompt;
+    rq->n_prompt = n_prompt;
+    rq->max_tokens = max_tokens;
+    rq->sampling.temperature = 0;
+}
+
 static struct hs_engine_handle *submit(struct hs_engine *e, const hs_token *prompt, int n_prompt,
                                        int max_tokens, bool ignore_eos)
 {
     struct hs_engine_request rq;
-    hs_engine_request_init(&rq);
-    rq.prompt = prompt;
-    rq.n_prompt = n_prompt;
-    rq.max_tokens = max_tokens;
+    greedy_request(&rq, prompt, n_prompt, max_tokens);
     rq.ignore_eos = ignore_eos;
-    rq.sampling.temperature = 0;
     struct hs_engine_handle *h = NULL;
     struct hs_error err = {0};
     cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK, "%s", err.message);
@@ -503,11 +510,7 @@ static void check_stop(struct hs_engine *e, struct hs_model *m, const hs_token *
                        const struct ref *ref, const char *const *stops, int n_stop)
 {
     struct hs_engine_request rq;
-    hs_engine_request_init(&rq);
-    rq.prompt = p;
-    rq.n_prompt = n;
-    rq.max_tokens = 60;
-    rq.sampling.temperature = 0;
+    greedy_request(&rq, p, n, 60);
     rq.stop = stops;
     rq.n_stop = n_stop;
     struct hs_engine_handle *h = NULL;
@@ -641,6 +644,55 @@ Test(engine, n_choices_share_the_prompt)
     hs_engine_get_metrics(e, &mt);
     cr_assert_eq(mt.kv_blocks_used, 0);
     free(r);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+/* report_eos: the EOS that ends a choice comes as the final DELTA's last token, with its
+ * logprobs, and nothing else changes; alternatives go up to HS_ENGINE_MAX_TOP_LOGPROBS. */
+Test(engine, report_eos_lists_the_ending_token_with_100_alternatives)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 1, 256, 0, 64);
+    const hs_token eos = hs_vocab_eos(hs_model_vocab(m));
+    cr_assert_geq(eos, 0);
+    hs_token p[64];
+    int n = make_prompt(m, 0, p, 64);
+    /* EOS pushed up just enough for greedy decoding to end on it after a few tokens */
+    const struct hs_logit_bias bias = {eos, 20.0f};
+    struct hs_engine_request rq;
+    greedy_request(&rq, p, n, 60);
+    rq.sampling.logit_bias = &bias;
+    rq.sampling.n_logit_bias = 1;
+    rq.logprobs = true;
+    rq.top_logprobs = HS_ENGINE_MAX_TOP_LOGPROBS;
+    struct result *r[2];
+    for (int i = 0; i < 2; i++) {
+        rq.report_eos = i == 1;
+        struct hs_engine_handle *h = NULL;
+        struct hs_error err = {0};
+        cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK, "%s", err.message);
+        r[i] = calloc(1, sizeof(*r[i]));
+        collect(h, r[i]);
+        hs_engine_release(h);
+    }
+    const int n_gen = r[0]->n_toks[0];
+    cr_assert_eq(r[0]->fin[0], HS_FINISH_STOP, "greedy decoding should end on EOS");
+    cr_assert(n_gen > 0 && n_gen < 59, "%d tokens", n_gen);
+    cr_assert_eq(r[1]->fin[0], HS_FINISH_STOP);
+    cr_assert_eq(r[1]->n_toks[0], n_gen + 1);
+    cr_assert(!memcmp(r[0]->toks[0], r[1]->toks[0], sizeof(hs_token) * (size_t)n_gen));
+    cr_assert_eq(r[1]->toks[0][n_gen], eos);
+    cr_assert_eq(r[0]->n_text[0], r[1]->n_text[0]);
+    cr_assert(!memcmp(r[0]->text[0], r[1]->text[0], r[0]->n_text[0]), "EOS changed the text");
+    for (int i = 0; i <= n_gen; i++) {
+        cr_assert_eq(r[1]->n_top[0][i], HS_ENGINE_MAX_TOP_LOGPROBS);
+        cr_assert(i == n_gen || r[1]->lp[0][i] == r[0]->lp[0][i]);
+    }
+    cr_assert_eq(r[0]->usage.completion_tokens, n_gen + 1);
+    cr_assert_eq(r[1]->usage.completion_tokens, n_gen + 1);
+    free(r[0]);
+    free(r[1]);
     hs_engine_destroy(e);
     hs_model_destroy(m);
 }
@@ -796,6 +848,10 @@ Test(engine, bad_requests_are_rejected_and_max_tokens_capped)
     rq.n = 1;
     rq.top_logprobs = 2;
     cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_E_INVAL);
+    rq.logprobs = true;
+    rq.top_logprobs = HS_ENGINE_MAX_TOP_LOGPROBS + 1;
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_E_INVAL);
+    rq.logprobs = false;
     rq.top_logprobs = 0;
     rq.sampling.top_p = 1.5f;
     cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_E_INVAL);

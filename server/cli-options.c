@@ -1,0 +1,128 @@
+/* Option parsing shared by the hetserve commands: numbers with ranges, and the engine's
+ * split-execution flags (serve, generate and bench take them alike). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/cli.h"
+#include "server/engine.h"
+
+bool hs__cli_parse_int(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "hetserve: %s wants an integer in [%lld, %lld], got '%s'\n", flag,
+                (long long)lo, (long long)hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "hetserve: %s wants a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* ---- split execution ---- */
+
+int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, const char *cmd,
+                        const char *opt)
+{
+    int64_t iv;
+    switch (c) {
+    case HS__CLI_OPT_FFN_BACKEND:
+        p->backend = arg;
+        return 1;
+    case HS__CLI_OPT_ATTN_BACKEND:
+        p->attn_backend = arg;
+        return 1;
+    case HS__CLI_OPT_ATTN_THREADS:
+        if (!hs__cli_parse_int("--attn-threads", arg, 1, 1024, &iv)) {
+            return 0;
+        }
+        p->attn_threads = (int32_t)iv;
+        return 1;
+    case HS__CLI_OPT_LONG_CONTEXT:
+        if (!hs__cli_parse_int("--long-context", arg, 0, 1 << 24, &iv)) {
+            return 0;
+        }
+        p->long_context = (int32_t)iv;
+        return 1;
+    case HS__CLI_OPT_PINGPONG:
+        p->pingpong = true;
+        return 1;
+    case HS__CLI_OPT_TRACE:
+        p->trace_path = arg;
+        return 1;
+    default:
+        if (cmd) {
+            fprintf(stderr, "hetserve %s: unknown or incomplete option '%s'; see --help\n", cmd,
+                    opt);
+        }
+        return -1;
+    }
+}
+
+static const struct {
+    const char *flag, *help;
+} split_help[] = {
+    {"--ffn-backend NAME", "where dense and expert layers run (default cpu)"},
+    {"--attn-backend NAME",
+     "where decode attention runs: a backend of its own, with its own KV pool and threads (split "
+     "execution). Without it (and without --attn-threads) attention runs beside the FFN, "
+     "unsplit"},
+    {"--attn-threads N",
+     "threads of the attention backend, on cores apart from the FFN backend's; with "
+     "--attn-backend cpu (the default name) this makes two CPU backends (default 1 when split)"},
+    {"--long-context N",
+     "split: a request decodes on the attention backend once its context passes N tokens (its KV "
+     "blocks move then), on the FFN backend before; 0 = from the start (default 0). A served "
+     "request may ask otherwise: {\"hetserve\": {\"attention\": \"auto\"|\"attention\"|\"ffn\", "
+     "\"long_context\": N}}"},
+    {"--pingpong", "split: run the decode batch as two sub-batches that take turns on the two "
+                   "backends (L3/CHIME), balanced by a fitted time model (default off)"},
+    {"--trace FILE.json",
+     "write every engine step as Chrome trace events (open in ui.perfetto.dev): stages per layer "
+     "and sub-batch on one track per backend thread, KV blocks held per backend"},
+};
+
+void hs__cli_split_usage(FILE *f, int col)
+{
+    enum { WIDTH = 80 };
+    for (size_t i = 0; i < HS_ARRAY_LEN(split_help); i++) {
+        int x = fprintf(f, "      %s", split_help[i].flag);
+        if (x >= col) {
+            fputc('\n', f);
+            x = 0;
+        }
+        fprintf(f, "%*s", col - x, "");
+        x = col;
+        for (const char *w = split_help[i].help; *w;) {
+            const int len = (int)strcspn(w, " ");
+            if (x > col && x + 1 + len > WIDTH) {
+                fprintf(f, "\n%*s", col, "");
+                x = col;
+            } else if (x > col) {
+                fputc(' ', f);
+                x++;
+            }
+            fwrite(w, 1, (size_t)len, f);
+            x += len;
+            w += len;
+            w += strspn(w, " ");
+        }
+        fputc('\n', f);
+    }
+}
