@@ -8,7 +8,13 @@
  *
  * Without -m it writes the SmolLM-135M-shaped Q8_0 model (hetserve mkmodel --preset smollm-135m)
  * to /tmp once. Each configuration runs REPS times, interleaved (unsplit, split, ping-pong, ...);
- * the median is reported. Throughput counts the generated tokens of all streams over the wall
+ * the median is reported. Columns: decode tokens/s and its ratio to unsplit; steps run as two
+ * ping-pong sub-batches; the balancer's prediction error against the wall time (summed
+ * |predicted - measured| over the steps' layer loops, over their wall time); predicted over the
+ * timeline (the ideal pipeline of the measured stages, i.e. what the model predicts) and the
+ * timeline over the wall time (what hand-offs and the machine add); the overlap (time both
+ * backends were busy at once over the less busy one's busy time); the attention thread's busy
+ * share of the wall time. Throughput counts the generated tokens of all streams over the wall
  * time from the first stream's first token to the last stream's last, so the prefill of the
  * prompts (the same for every configuration) is left out. */
 #include <getopt.h>
@@ -25,7 +31,9 @@
 
 struct run {
     double tok_s;        /* decode tokens per second, all streams */
-    double pred_err;     /* mean |predicted - measured| / measured layer time of split steps */
+    double pred_err;     /* sum over split steps of |predicted - wall| / the wall time */
+    double pred_tl;      /* predicted / timeline (the ideal pipeline of the measured stages) */
+    double tl_wall;      /* timeline / wall: what the hand-offs and the machine's noise add */
     double overlap;      /* overlap seconds / the busier side's busy seconds */
     double attn_share;   /* attention thread busy / wall, split steps */
     uint64_t split_steps, pingpong_steps;
@@ -128,6 +136,9 @@ static int run_once(struct hs_model *m, int mode, int n, int n_prompt, int n_gen
     const double ffn = b->ffn_busy_s - a->ffn_busy_s;
     const double attn = b->attn_busy_s - a->attn_busy_s;
     out->pred_err = sw > 0 ? (b->abs_err_s - a->abs_err_s) / sw : 0;
+    const double tl = b->timeline_s - a->timeline_s;
+    out->pred_tl = tl > 0 ? (b->predicted_s - a->predicted_s) / tl : 0;
+    out->tl_wall = sw > 0 ? tl / sw : 0;
     out->overlap = HS_MIN(ffn, attn) > 0 ? (b->overlap_s - a->overlap_s) / HS_MIN(ffn, attn) : 0;
     out->attn_share = sw > 0 ? attn / sw : 0;
     return 0;
@@ -202,32 +213,35 @@ int main(int argc, char **argv)
            "(split: %d FFN + %d attention, pinned apart); median of %d\n",
            hs_model_desc(m), n, n_prompt, n_gen, threads, threads - attn_threads, attn_threads,
            reps);
-    printf("%-15s %10s %8s %10s %10s %10s %10s\n", "config", "tok/s", "ratio", "pp steps",
-           "pred err", "overlap", "attn busy");
+    printf("%-15s %9s %7s %9s %9s %9s %9s %9s %9s\n", "config", "tok/s", "ratio", "pp steps",
+           "pred err", "pred/tl", "tl/wall", "overlap", "attn busy");
     double base = 0;
     for (int mode = 0; mode < 3; mode++) {
-        double v[50], pe[50], ov[50], as[50];
+        double v[50], pe[50], pt[50], tw[50], ov[50], as[50];
         for (int r = 0; r < reps; r++) {
             v[r] = runs[mode][r].tok_s;
             pe[r] = runs[mode][r].pred_err;
+            pt[r] = runs[mode][r].pred_tl;
+            tw[r] = runs[mode][r].tl_wall;
             ov[r] = runs[mode][r].overlap;
             as[r] = runs[mode][r].attn_share;
         }
-        qsort(v, (size_t)reps, sizeof(double), cmp_double);
-        qsort(pe, (size_t)reps, sizeof(double), cmp_double);
-        qsort(ov, (size_t)reps, sizeof(double), cmp_double);
-        qsort(as, (size_t)reps, sizeof(double), cmp_double);
+        double *cols[] = {v, pe, pt, tw, ov, as};
+        for (size_t col = 0; col < HS_ARRAY_LEN(cols); col++) {
+            qsort(cols[col], (size_t)reps, sizeof(double), cmp_double);
+        }
         const double med = v[reps / 2];
         if (mode == 0) {
             base = med;
         }
-        printf("%-15s %10.1f %7.2fx %10llu", names[mode], med, base > 0 ? med / base : 0,
+        printf("%-15s %9.1f %6.2fx %9llu", names[mode], med, base > 0 ? med / base : 0,
                (unsigned long long)runs[mode][reps / 2].pingpong_steps);
         if (mode == 0) {
-            printf(" %10s %10s %10s\n", "-", "-", "-");
+            printf(" %9s %9s %9s %9s %9s\n", "-", "-", "-", "-", "-");
         } else {
-            printf(" %9.1f%% %9.1f%% %9.1f%%\n", 100 * pe[reps / 2], 100 * ov[reps / 2],
-                   100 * as[reps / 2]);
+            const int h = reps / 2;
+            printf(" %8.1f%% %9.2f %9.2f %8.1f%% %8.1f%%\n", 100 * pe[h], pt[h], tw[h], 100 * ov[h],
+                   100 * as[h]);
         }
     }
     hs_model_destroy(m);
