@@ -944,6 +944,39 @@ Test(api, malformed_http_does_not_hurt)
     free(r.body);
 }
 
+#define RAW(s) s, sizeof(s) - 1 /* a request literal and its length, NUL bytes included */
+
+Test(api, foreign_host_framing_and_content_type_are_refused)
+{
+    static const struct {
+        const char *req;
+        size_t len;
+        const char *status;
+    } cases[] = {
+        {RAW("GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n"), "HTTP/1.1 403"},
+        {RAW("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"), "HTTP/1.1 200"},
+        {RAW("GET /health\0x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), "HTTP/1.1 400"},
+        {RAW("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+             "application/json\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"),
+         "HTTP/1.1 400"},
+        {RAW("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+             "Content-Length: 2\r\n\r\n{}"),
+         "HTTP/1.1 415"},
+        {RAW("PUT /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), "HTTP/1.1 405"},
+    };
+    for (size_t i = 0; i < HS_ARRAY_LEN(cases); i++) {
+        int fd = connect_raw();
+        cr_assert_eq(write(fd, cases[i].req, cases[i].len), (ssize_t)cases[i].len);
+        const char *got = read_until(fd, "\r\n\r\n");
+        cr_assert(!strncmp(got, cases[i].status, strlen(cases[i].status)), "case %zu: %.60s", i,
+                  got);
+        if (!strcmp(cases[i].status, "HTTP/1.1 405")) {
+            cr_assert(strcasestr(got, "\r\nAllow: POST"), "%s", got);
+        }
+        close(fd);
+    }
+}
+
 static void start_small_queue(void)
 {
     struct hs_engine_params ep = test_engine_params();
@@ -1022,6 +1055,11 @@ Test(api, api_key_body_limit_and_cors, .init = start_with_key, .fini = stop_all,
         cr_assert_eq(r.status, 401, "%s", wrong[i]);
         free(r.body);
     }
+    r = (struct resp){0};
+    cr_assert_eq(http_ex("POST", "/v1/completions", body, "Authorization: Bearer sekret-key ", &r),
+                 CURLE_OK);
+    cr_assert_eq(r.status, 200, "a trailing space is not part of the key: %s", r.body);
+    free(r.body);
     r = (struct resp){0};
     cr_assert_eq(http_ex("POST", "/v1/completions", body, "Authorization: Bearer sekret-key", &r),
                  CURLE_OK);
