@@ -207,6 +207,10 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
               mn, &m.tpot);
     histogram(&b, "e2e_request_latency_seconds",
               "Histogram of end to end request latency in seconds.", mn, &m.e2e);
+    metric(&b, "http_connections", "gauge", "Open HTTP connections.", mn,
+           atomic_load(&s->n_conns));
+    metric(&b, "http_body_bytes", "gauge", "Memory held by request bodies being received.", mn,
+           (double)atomic_load(&s->body_bytes));
     moe_metrics(s, &b);
     placement_metrics(&b, &m, mn);
     if (b.oom) {

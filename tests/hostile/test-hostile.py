@@ -26,6 +26,10 @@ import time
 BIN, MODEL = sys.argv[1], sys.argv[2]
 ONLY = sys.argv[3:]
 CHECKS = []
+with open(BIN, "rb") as _f:
+    # Under AddressSanitizer memory is shadowed and freed blocks are quarantined: the RSS
+    # figures are printed but not judged.
+    SANITIZED = b"__asan_init" in _f.read()
 
 
 def check(fn):
@@ -65,6 +69,7 @@ class Server:
         return 0
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stops the server (a drain); returns its exit status. Sanitizer reports fail."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -72,20 +77,19 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.logf.close()
-        os.unlink(self.log_path)
         return self.proc.returncode
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if not self.logf.closed:
-            self.logf.close()
-            os.unlink(self.log_path)
+        self.stop()
+        log = self.log()
+        self.logf.close()
+        os.unlink(self.log_path)
+        m = re.search(r"(ERROR: \w+Sanitizer|runtime error:).*", log)
+        if m and not exc[0]:
+            raise AssertionError("sanitizer report: %s" % log[m.start():m.start() + 2000])
 
 
 # ---- raw HTTP ----
@@ -333,7 +337,7 @@ def unauthenticated_uploads_hold_no_memory():
                 r[0].close()
         print("    100 unauthenticated 4 MiB uploads: RSS %.1f -> peak %.1f MiB (+%.1f)"
               % (base / 1024, peak / 1024, grow))
-        assert grow < 32, "RSS grew by %.1f MiB" % grow
+        assert SANITIZED or grow < 32, "RSS grew by %.1f MiB" % grow
 
 
 @check
@@ -356,7 +360,8 @@ def body_memory_is_bounded_in_total():
         print("    60 authenticated 4 MiB uploads held open: body memory %.1f MiB, RSS +%.1f MiB"
               % (held / 2**20, grow))
         assert held <= 16 << 20, held
-        assert grow < 16 + 24, "RSS grew by %.1f MiB with a 16 MiB body budget" % grow
+        assert SANITIZED or grow < 16 + 24, \
+            "RSS grew by %.1f MiB with a 16 MiB body budget" % grow
         for r in results:
             if r and r[0]:
                 r[0].close()
@@ -384,7 +389,8 @@ def one_request_cannot_allocate_a_gigabyte():
         grow = (peak - base) / 1024
         print("    4 x 8 x 256 tokens x 21 logprobs: answer %.1f MiB, RSS +%.1f MiB"
               % (size, grow))
-        assert grow < 3 * size + 16, "RSS grew %.1f MiB for a %.1f MiB answer" % (grow, size)
+        assert SANITIZED or grow < 3 * size + 16, \
+            "RSS grew %.1f MiB for a %.1f MiB answer" % (grow, size)
 
 
 # ---- request parsing ----
