@@ -10,7 +10,11 @@
  * waiting for the engine suspends its connection; the engine's per-request notify resumes it.
  * Limits (see hs_api_params and README "Security"): connections in total and per client
  * address, deadlines for headers, bodies and keep-alive, body size and total body memory,
- * output per request; the API key is checked when the headers arrive, before any body is read.
+ * output per request. When the headers arrive, before any body is read, requests are refused
+ * for ambiguous framing (400), a Host or browser Origin that is not allowed (403, against DNS
+ * rebinding and other sites' pages), a missing or wrong API key (401), a POST without
+ * Content-Type: application/json (415) or a declared body over the limit (413). Prefix-cache
+ * blocks are shared only within a tenant: one API key and one request cache_salt.
  *
  * JSON appears only in api/. Thread: the functions below from one controlling thread. */
 #ifndef HS_API_API_H
@@ -58,7 +62,8 @@ struct hs_api_params {
                                        * this machine's name; "*.example.com" matches
                                        * subdomains; "*" turns the check off */
     int32_t n_allowed_hosts;
-    bool cors;               /* answer CORS preflights, allow any origin; default off */
+    bool cors;               /* answer CORS preflights (allowing the headers asked for), allow
+                              * any origin; default off: cross-origin Origins get 403 */
 };
 
 /* Defaults as documented above. Thread: any. */

@@ -164,8 +164,7 @@ enum MHD_Result hs__queue_response(struct hs_api_server *s, struct MHD_Connectio
                                    struct hs__req *rq, unsigned code, struct MHD_Response *r)
 {
     hs__add_common_headers(s, r);
-    if (rq->has_body && rq->conn && rq->conn->phase != HS__PH_ACTIVE &&
-        !atomic_load(&s->quiesced)) {
+    if (rq->has_body && !rq->body_done && !atomic_load(&s->quiesced)) {
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     }
     enum MHD_Result ret = MHD_queue_response(c, code, r);
@@ -508,6 +507,7 @@ static enum MHD_Result on_headers(struct hs_api_server *s, struct MHD_Connection
                                   struct hs__req *rq, const char *url, const char *method,
                                   const char *version)
 {
+    set_phase(s, rq, HS__PH_ACTIVE, 0); /* an answer given now is not cut by a deadline */
     hs__api_log_escape(rq->method, sizeof(rq->method), method, strlen(method));
     size_t ulen = strcspn(url, "?");
     hs__api_log_escape(rq->path_log, sizeof(rq->path_log), url, ulen);
@@ -593,8 +593,6 @@ static enum MHD_Result on_headers(struct hs_api_server *s, struct MHD_Connection
     }
     if (rq->has_body) {
         set_phase(s, rq, HS__PH_BODY, s->p.body_timeout_ms);
-    } else {
-        set_phase(s, rq, HS__PH_ACTIVE, 0);
     }
     return MHD_YES;
 }
@@ -707,6 +705,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES; /* answered already */
     }
     set_phase(s, rq, HS__PH_ACTIVE, 0);
+    rq->body_done = true;
     if (rq->too_big) {
         return hs__send_error(s, c, rq, 413, NULL, "request body exceeds the limit of %zu bytes",
                               s->p.max_body_bytes);
@@ -996,6 +995,7 @@ hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
     }
     pthread_mutex_init(&s->conns_mu, NULL);
     pthread_cond_init(&s->reaper_cv, NULL);
+    s->listen_fd = MHD_INVALID_SOCKET;
     s->model = model;
     s->eng = engine;
     s->vocab = hs_model_vocab(model);
@@ -1092,9 +1092,11 @@ void hs_api_server_quiesce(struct hs_api_server *s)
     if (atomic_exchange(&s->quiesced, true)) {
         return;
     }
-    MHD_socket fd = MHD_quiesce_daemon(s->d);
-    if (fd != MHD_INVALID_SOCKET) {
-        close(fd);
+    /* MHD's threads may still hold the listening socket: it is closed after they stop; shut
+     * now, so new connections are refused at once instead of waiting in the backlog. */
+    s->listen_fd = MHD_quiesce_daemon(s->d);
+    if (s->listen_fd != MHD_INVALID_SOCKET) {
+        shutdown(s->listen_fd, SHUT_RDWR);
     }
     /* Nothing more will be served on a connection that has no request now: close those at once
      * instead of at their keep-alive or header deadline. */
@@ -1140,6 +1142,9 @@ void hs_api_server_stop(struct hs_api_server *s)
         }
         pthread_mutex_unlock(&s->conns_mu);
         MHD_stop_daemon(s->d);
+    }
+    if (s->listen_fd != MHD_INVALID_SOCKET) {
+        close(s->listen_fd);
     }
     if (s->reaper_started) {
         pthread_mutex_lock(&s->conns_mu);

@@ -88,6 +88,7 @@ struct hs__req {
     size_t uri_len;
     bool started;                 /* the header-time checks ran */
     bool has_body;                /* Content-Length > 0 or chunked */
+    bool body_done;               /* all of it was read: the connection may be kept */
     const struct hs__route *route;
     int32_t tenant;               /* 0: no API key configured; k + 1: the k-th key */
     struct hs__buf body;
@@ -101,6 +102,7 @@ struct hs__req {
 
 struct hs_api_server {
     struct MHD_Daemon *d;
+    MHD_socket listen_fd; /* after quiesce: shut, closed once MHD has stopped */
     struct hs_model *model;
     struct hs_engine *eng;
     const struct hs_vocab *vocab;

@@ -87,7 +87,7 @@ class Server:
         log = self.log()
         self.logf.close()
         os.unlink(self.log_path)
-        m = re.search(r"(ERROR: \w+Sanitizer|runtime error:).*", log)
+        m = re.search(r"(ERROR: \w+Sanitizer|WARNING: ThreadSanitizer|runtime error:).*", log)
         if m and not exc[0]:
             raise AssertionError("sanitizer report: %s" % log[m.start():m.start() + 2000])
 
