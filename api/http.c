@@ -568,6 +568,12 @@ static enum MHD_Result on_headers(struct hs_api_server *s, struct MHD_Connection
         return hs__send_error(s, c, rq, 404, NULL, "no route %.16s %.*s", method,
                               (int)HS_MIN(ulen, 200), url);
     }
+    if (rq->has_body && strcmp(rq->route->method, "POST") != 0) {
+        /* GET routes need no key: buffering their bodies would be memory before
+         * authentication */
+        return hs__send_error(s, c, rq, 400, NULL, "%s %s takes no request body", method,
+                              rq->route->path);
+    }
     if (atomic_load(&s->quiesced) && !rq->route->drain) {
         return hs__send_error(s, c, rq, 503, NULL, "the server is shutting down");
     }
@@ -913,6 +919,12 @@ static hs_status copy_config(struct hs_api_server *s, const struct hs_api_params
     if (s->p.max_connections_per_ip < 0 || s->p.n_api_keys < 0 || s->p.n_allowed_hosts < 0 ||
         s->p.http_threads > 256) {
         return hs_error_set(err, HS_E_INVAL, "bad connection limits or list sizes");
+    }
+    if (s->p.max_body_memory_bytes <= s->p.max_body_bytes) {
+        return hs_error_set(err, HS_E_INVAL,
+                            "the memory for request bodies in total (--max-body-memory, %zu "
+                            "bytes) must exceed the largest body (--max-body-bytes, %zu bytes)",
+                            s->p.max_body_memory_bytes, s->p.max_body_bytes);
     }
     int32_t n = (p->api_key ? 1 : 0) + p->n_api_keys;
     s->keys = calloc((size_t)HS_MAX(n, 1), sizeof(char *));

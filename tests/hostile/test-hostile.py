@@ -338,6 +338,11 @@ def unauthenticated_uploads_hold_no_memory():
         print("    100 unauthenticated 4 MiB uploads: RSS %.1f -> peak %.1f MiB (+%.1f)"
               % (base / 1024, peak / 1024, grow))
         assert SANITIZED or grow < 32, "RSS grew by %.1f MiB" % grow
+        # routes without a key take no body either
+        s = connect(srv.port)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4194304\r\n\r\n")
+        eq(read_response(s)[0], 400, "a body on GET /health")
+        s.close()
 
 
 @check
