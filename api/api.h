@@ -31,39 +31,39 @@ struct hs_engine;
 struct hs_api_server;
 
 struct hs_api_params {
-    const char *host;        /* numeric IPv4 or IPv6 address to listen on; default "127.0.0.1" */
-    uint16_t port;           /* 0: any free port (hs_api_server_port tells which); default 8080 */
-    const char *api_key;     /* NULL: no authentication (unless api_keys gives some); "" is an
-                              * error (HS_E_INVAL). Otherwise every route but /health and
-                              * /metrics needs "Authorization: Bearer <key>" */
+    const char *host;    /* numeric IPv4 or IPv6 address to listen on; default "127.0.0.1" */
+    uint16_t port;       /* 0: any free port (hs_api_server_port tells which); default 8080 */
+    const char *api_key; /* NULL: no authentication (unless api_keys gives some); "" is an
+                          * error (HS_E_INVAL). Otherwise every route but /health and
+                          * /metrics needs "Authorization: Bearer <key>" */
     const char *const *api_keys; /* [n_api_keys] further keys; each key is a tenant whose prefix
                                   * cache is its own. Keys are 1 to 256 visible ASCII bytes */
     int32_t n_api_keys;
-    const char *model_name;  /* the id of the model in responses; NULL: "hetserve". A request
-                              * naming another model gets 404 model_not_found */
-    size_t max_body_bytes;   /* larger bodies get 413; default 4 MiB */
+    const char *model_name;       /* the id of the model in responses; NULL: "hetserve". A request
+                                   * naming another model gets 404 model_not_found */
+    size_t max_body_bytes;        /* larger bodies get 413; default 4 MiB */
     size_t max_body_memory_bytes; /* bodies of all connections together, buffered while they
                                    * arrive: past it a request gets 503; default 64 MiB */
-    int32_t max_json_depth;  /* deeper nesting gets 400; default 64 */
-    int64_t max_output_items; /* per request: prompts x choices x max_tokens x (1 + top_logprobs
-                               * when logprobs are asked), else 400; default 262144 */
-    int32_t max_connections; /* open connections; past it requests get 503 and the connection
-                              * closes (and past 5/4 of it new ones wait in the listen
-                              * backlog); default 1024 */
+    int32_t max_json_depth;       /* deeper nesting gets 400; default 64 */
+    int64_t max_output_items;     /* per request: prompts x choices x max_tokens x (1 + top_logprobs
+                                   * when logprobs are asked), else 400; default 262144 */
+    int32_t max_connections;      /* open connections; past it requests get 503 and the connection
+                                   * closes (and past 5/4 of it new ones wait in the listen
+                                   * backlog); default 1024 */
     int32_t max_connections_per_ip; /* from one client address; more are closed at once;
                                      * 0: no limit; default 256 */
-    int32_t http_threads;    /* threads polling the connections; default 4 */
-    int64_t header_timeout_ms;    /* a request's headers must arrive within this; default 10000 */
-    int64_t body_timeout_ms;      /* its body within this after the headers; also the longest a
-                                   * connection may make no progress; default 30000 */
-    int64_t keepalive_timeout_ms; /* an idle keep-alive connection closes after; default 5000 */
+    int32_t http_threads;           /* threads polling the connections; default 4 */
+    int64_t header_timeout_ms;      /* a request's headers must arrive within this; default 10000 */
+    int64_t body_timeout_ms;        /* its body within this after the headers; also the longest a
+                                     * connection may make no progress; default 30000 */
+    int64_t keepalive_timeout_ms;   /* an idle keep-alive connection closes after; default 5000 */
     const char *const *allowed_hosts; /* [n_allowed_hosts] names accepted in Host (and Origin)
                                        * besides IP literals, "localhost", "*.localhost" and
                                        * this machine's name; "*.example.com" matches
                                        * subdomains; "*" turns the check off */
     int32_t n_allowed_hosts;
-    bool cors;               /* answer CORS preflights (allowing the headers asked for), allow
-                              * any origin; default off: cross-origin Origins get 403 */
+    bool cors; /* answer CORS preflights (allowing the headers asked for), allow
+                * any origin; default off: cross-origin Origins get 403 */
 };
 
 /* Defaults as documented above. Thread: any. */

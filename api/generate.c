@@ -132,8 +132,8 @@ void hs__job_free(struct hs__job *j)
     }
     if (j->stream) {
         HS_LOG_INFO("req=%llu stream closed (prompt %d, completion %d, cached %d tokens)",
-                    (unsigned long long)j->id, j->usage.prompt_tokens,
-                    j->usage.completion_tokens, j->usage.cached_tokens);
+                    (unsigned long long)j->id, j->usage.prompt_tokens, j->usage.completion_tokens,
+                    j->usage.cached_tokens);
     }
     if (j->ch) {
         for (int32_t i = 0; i < j->n_h * j->n; i++) {
@@ -428,7 +428,8 @@ static void stream_finish(struct hs__job *j)
     }
     if (j->include_usage) {
         LIT(&j->out, "data: ");
-        head_json(j, &j->out, j->kind == HS__API_CHAT ? "chat.completion.chunk" : "text_completion");
+        head_json(j, &j->out,
+                  j->kind == HS__API_CHAT ? "chat.completion.chunk" : "text_completion");
         LIT(&j->out, ",\"choices\":[],\"usage\":");
         usage_json(&j->out, &j->usage);
         LIT(&j->out, "}\n\n");
@@ -594,8 +595,8 @@ enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connectio
         hs__api_parse(&s->pctx, kind, rq->body.p ? rq->body.p : "", rq->body.len, &req, &perr);
     if (st != HS_OK) {
         hs__api_req_free(&req);
-        return hs__send_error_ex(s, c, rq, perr.http ? perr.http : 400, perr.param, perr.code,
-                                 NULL, NULL, perr.message);
+        return hs__send_error_ex(s, c, rq, perr.http ? perr.http : 400, perr.param, perr.code, NULL,
+                                 NULL, perr.message);
     }
     struct hs__job *j = calloc(1, sizeof(*j));
     if (!j || !(j->ch = calloc((size_t)(req.n_prompts * req.er.n), sizeof(*j->ch)))) {

@@ -127,8 +127,6 @@ static const char *error_type(int http)
         return "rate_limit_error";
     case 503:
         return "service_unavailable_error";
-    case 504:
-        return "timeout_error";
     default:
         return "server_error";
     }
@@ -212,9 +210,8 @@ enum MHD_Result hs__send_json(struct hs_api_server *s, struct MHD_Connection *c,
 }
 
 enum MHD_Result hs__send_error_ex(struct hs_api_server *s, struct MHD_Connection *c,
-                                  struct hs__req *rq, int http, const char *param,
-                                  const char *code, const char *h1, const char *v1,
-                                  const char *message)
+                                  struct hs__req *rq, int http, const char *param, const char *code,
+                                  const char *h1, const char *v1, const char *message)
 {
     if (!h1 && (http == 429 || http == 503)) {
         h1 = "Retry-After";
@@ -360,7 +357,8 @@ static bool name_allowed(const struct hs_api_server *s, const char *h)
             return true;
         }
         size_t an = strlen(a);
-        if (an > 2 && a[0] == '*' && a[1] == '.' && n > an - 1 && !strcmp(h + n - (an - 1), a + 1)) {
+        if (an > 2 && a[0] == '*' && a[1] == '.' && n > an - 1 &&
+            !strcmp(h + n - (an - 1), a + 1)) {
             return true;
         }
     }
@@ -1057,8 +1055,7 @@ hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
         flags |= MHD_USE_IPv6;
     } else {
         st = hs_error_set(err, HS_E_INVAL,
-                          "--host must be a numeric IPv4 or IPv6 address, got '%.100s'",
-                          s->p.host);
+                          "--host must be a numeric IPv4 or IPv6 address, got '%.100s'", s->p.host);
         goto fail;
     }
     /* New connections past max_connections still get a 503 up to 5/4 of it; past that they wait

@@ -709,7 +709,8 @@ static hs_status capture_echo(const struct hs__api_ctx *c, const json_t *p, stru
         } else {
             for (int32_t k = 0; k < r->prompts[i].n; k++) {
                 char piece[256];
-                size_t n = hs_vocab_piece(c->vocab, r->prompts[i].ids[k], true, piece, sizeof(piece));
+                size_t n =
+                    hs_vocab_piece(c->vocab, r->prompts[i].ids[k], true, piece, sizeof(piece));
                 hs__buf_add(&t, piece, HS_MIN(n, sizeof(piece)));
             }
             hs__buf_add(&t, "", 0);
@@ -801,7 +802,8 @@ static hs_status parse_logit_bias(const struct hs__api_ctx *c, const json_t *bod
         /* Canonical decimal only ("5", not " 5", "+5", "05" or "5.0"): every token has one
          * spelling, so the duplicate-key check sees every duplicate. */
         size_t kl = strlen(k);
-        bool canon = kl >= 1 && kl <= 10 && strspn(k, "0123456789") == kl && (k[0] != '0' || kl == 1);
+        bool canon =
+            kl >= 1 && kl <= 10 && strspn(k, "0123456789") == kl && (k[0] != '0' || kl == 1);
         long long t = canon ? strtoll(k, NULL, 10) : -1;
         if (t < 0 || t >= n_vocab) {
             return fail(err, 400, "logit_bias",

@@ -17,9 +17,9 @@
 struct hs_vocab;
 struct hs_chat_template;
 
-#define HS__API_MAX_PROMPTS     16   /* prompts of one /v1/completions request */
-#define HS__API_MAX_LOGIT_BIAS  1024 /* entries of logit_bias */
-#define HS__API_MAX_CACHE_SALT  256  /* bytes of cache_salt */
+#define HS__API_MAX_PROMPTS      16     /* prompts of one /v1/completions request */
+#define HS__API_MAX_LOGIT_BIAS   1024   /* entries of logit_bias */
+#define HS__API_MAX_CACHE_SALT   256    /* bytes of cache_salt */
 #define HS__API_MAX_OUTPUT_ITEMS 262144 /* default of hs_api_params.max_output_items */
 
 /* ---- a growable text buffer ---- */
@@ -63,8 +63,8 @@ struct hs__api_ctx {
     const struct hs_vocab *vocab;
     const struct hs_chat_template *tmpl; /* NULL: ChatML */
     int32_t max_depth;                   /* JSON nesting limit */
-    const char *model_name;   /* the served model's id: another non-empty "model" is 404
-                               * model_not_found; NULL: any name is accepted */
+    const char *model_name;              /* the served model's id: another non-empty "model" is 404
+                                          * model_not_found; NULL: any name is accepted */
     int32_t n_ctx;            /* context of one sequence (caps max_tokens); <= 0: unknown */
     int64_t max_output_items; /* cap on prompts x choices x max_tokens x (1 + top_logprobs when
                                * logprobs are asked); <= 0: HS__API_MAX_OUTPUT_ITEMS */
@@ -83,12 +83,12 @@ struct hs__api_req {
     char *echo_text[HS__API_MAX_PROMPTS]; /* with echo: each prompt's text (n_echo_text[i]
                                            * bytes; token-id prompts detokenized), else NULL */
     size_t n_echo_text[HS__API_MAX_PROMPTS];
-    int32_t n_prompts; /* 1 for chat */
-    int32_t n_return;  /* choices returned per prompt: n; er.n is best_of (>= n_return), the
-                        * best n_return by cumulative logprob are kept */
+    int32_t n_prompts;  /* 1 for chat */
+    int32_t n_return;   /* choices returned per prompt: n; er.n is best_of (>= n_return), the
+                         * best n_return by cumulative logprob are kept */
     bool want_logprobs; /* the client asked for logprobs (er.logprobs may be on for best_of) */
-    char *cache_salt; /* the request's cache_salt (n_cache_salt bytes, owned), NULL when absent:
-                       * the HTTP layer turns it, with the tenant, into er.cache_salt */
+    char *cache_salt;   /* the request's cache_salt (n_cache_salt bytes, owned), NULL when absent:
+                         * the HTTP layer turns it, with the tenant, into er.cache_salt */
     size_t n_cache_salt;
     char *stops[HS_ENGINE_MAX_STOP];
     struct hs_logit_bias *bias;

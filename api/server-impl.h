@@ -86,18 +86,18 @@ struct hs__req {
     struct hs__conn *conn; /* NULL when MHD gave no socket context */
     const char *uri_raw;   /* in MHD's read buffer, valid during the first access call */
     size_t uri_len;
-    bool started;                 /* the header-time checks ran */
-    bool has_body;                /* Content-Length > 0 or chunked */
-    bool body_done;               /* all of it was read: the connection may be kept */
+    bool started;   /* the header-time checks ran */
+    bool has_body;  /* Content-Length > 0 or chunked */
+    bool body_done; /* all of it was read: the connection may be kept */
     const struct hs__route *route;
-    int32_t tenant;               /* 0: no API key configured; k + 1: the k-th key */
+    int32_t tenant; /* 0: no API key configured; k + 1: the k-th key */
     struct hs__buf body;
-    size_t body_charged;          /* bytes of body capacity charged to s->body_bytes */
-    bool too_big, over_budget;    /* discard the rest of the body, answer 413 / 503 */
-    int status;                   /* answered HTTP status, for the log line */
+    size_t body_charged;       /* bytes of body capacity charged to s->body_bytes */
+    bool too_big, over_budget; /* discard the rest of the body, answer 413 / 503 */
+    int status;                /* answered HTTP status, for the log line */
     char method[8];
-    char path_log[96];            /* escaped, for the log line */
-    struct hs__job *job;          /* a completion in progress, owned */
+    char path_log[96];   /* escaped, for the log line */
+    struct hs__job *job; /* a completion in progress, owned */
 };
 
 struct hs_api_server {
@@ -112,7 +112,7 @@ struct hs_api_server {
     int32_t n_keys;
     char **hosts; /* [n_hosts] allowed Host names, lower case, owned */
     int32_t n_hosts;
-    bool any_host;     /* "*" among them: no Host/Origin check */
+    bool any_host;      /* "*" among them: no Host/Origin check */
     char hostname[128]; /* this machine's name, lower case: always allowed */
     char *model_name;
     uint16_t port;
@@ -153,14 +153,13 @@ json_t *hs__error_body(int http, const char *param, const char *code, const char
 #if defined(__GNUC__)
 __attribute__((format(printf, 6, 7)))
 #endif
-enum MHD_Result hs__send_error(struct hs_api_server *s, struct MHD_Connection *c,
-                               struct hs__req *rq, int http, const char *param, const char *fmt,
-                               ...);
+enum MHD_Result
+hs__send_error(struct hs_api_server *s, struct MHD_Connection *c, struct hs__req *rq, int http,
+               const char *param, const char *fmt, ...);
 /* As hs__send_error with an error code and one extra header (e.g. "Allow"). */
 enum MHD_Result hs__send_error_ex(struct hs_api_server *s, struct MHD_Connection *c,
-                                  struct hs__req *rq, int http, const char *param,
-                                  const char *code, const char *h1, const char *v1,
-                                  const char *message);
+                                  struct hs__req *rq, int http, const char *param, const char *code,
+                                  const char *h1, const char *v1, const char *message);
 void hs__add_common_headers(struct hs_api_server *s, struct MHD_Response *r);
 
 /* The prefix-cache salt of a request of this tenant with this cache_salt (NULL: none): 0 when

@@ -59,7 +59,7 @@ static enum MHD_Result handle_health(struct hs_api_server *s, struct MHD_Connect
 {
     if (atomic_load(&s->quiesced)) {
         return hs__send_json(s, c, rq, 503, json_pack("{s:s}", "status", "draining"), "Retry-After",
-                         "1");
+                             "1");
     }
     return hs__send_json(s, c, rq, 200, json_pack("{s:s}", "status", "ok"), NULL, NULL);
 }
@@ -77,13 +77,13 @@ static void histogram(struct hs__buf *b, const char *name, const char *help, con
     hs__buf_printf(b, "# HELP hetserve:%s %s\n# TYPE hetserve:%s histogram\n", name, help, name);
     for (int32_t i = 0; i < h->n_buckets; i++) {
         hs__buf_printf(b, "hetserve:%s_bucket{le=\"%g\",model_name=\"%s\"} %llu\n", name,
-                   h->bounds_s[i], model, (unsigned long long)h->le[i]);
+                       h->bounds_s[i], model, (unsigned long long)h->le[i]);
     }
     hs__buf_printf(b, "hetserve:%s_bucket{le=\"+Inf\",model_name=\"%s\"} %llu\n", name, model,
-               (unsigned long long)h->count);
+                   (unsigned long long)h->count);
     hs__buf_printf(b, "hetserve:%s_sum{model_name=\"%s\"} %.17g\n", name, model, h->sum_s);
     hs__buf_printf(b, "hetserve:%s_count{model_name=\"%s\"} %llu\n", name, model,
-               (unsigned long long)h->count);
+                   (unsigned long long)h->count);
 }
 
 /* Hot-expert statistics of MoE models: tokens routed per (layer, expert), with the backend the
@@ -95,7 +95,7 @@ static void moe_metrics(struct hs_api_server *s, struct hs__buf *b)
         return;
     }
     hs__buf_printf(b, "# HELP hetserve:moe_expert_tokens_total Tokens routed to each expert.\n"
-                  "# TYPE hetserve:moe_expert_tokens_total counter\n");
+                      "# TYPE hetserve:moe_expert_tokens_total counter\n");
     for (int32_t il = 0; il < hp->n_layer; il++) {
         for (int32_t e = 0; e < hp->router.n_expert; e++) {
             const char *be = hs_engine_expert_backend(s->eng, il, e);
@@ -103,10 +103,10 @@ static void moe_metrics(struct hs_api_server *s, struct hs__buf *b)
                 break; /* a dense layer */
             }
             hs__buf_printf(b,
-                       "hetserve:moe_expert_tokens_total{layer=\"%d\",expert=\"%d\","
-                       "backend=\"%s\",model_name=\"%s\"} %llu\n",
-                       il, e, be, s->model_name,
-                       (unsigned long long)hs_engine_expert_tokens(s->eng, il, e));
+                           "hetserve:moe_expert_tokens_total{layer=\"%d\",expert=\"%d\","
+                           "backend=\"%s\",model_name=\"%s\"} %llu\n",
+                           il, e, be, s->model_name,
+                           (unsigned long long)hs_engine_expert_tokens(s->eng, il, e));
         }
     }
 }
@@ -118,7 +118,8 @@ static void placement_metrics(struct hs__buf *b, const struct hs_engine_metrics 
     static const struct {
         const char *name, *type, *help;
     } fams[] = {
-        {"backend_busy_seconds_total", "counter", "Time spent in forward-pass stages, per backend."},
+        {"backend_busy_seconds_total", "counter",
+         "Time spent in forward-pass stages, per backend."},
         {"backend_simulated_seconds_total", "counter", "Simulated hardware time, per backend."},
         {"backend_bytes_in_total", "counter", "Bytes copied into a backend from another."},
         {"backend_bytes_out_total", "counter", "Bytes copied out of a backend to another."},
@@ -127,14 +128,15 @@ static void placement_metrics(struct hs__buf *b, const struct hs_engine_metrics 
         {"backend_kv_blocks_total", "gauge", "KV blocks of a backend's pool."},
     };
     for (size_t f = 0; f < HS_ARRAY_LEN(fams); f++) {
-        hs__buf_printf(b, "# HELP hetserve:%s %s\n# TYPE hetserve:%s %s\n", fams[f].name, fams[f].help,
-                   fams[f].name, fams[f].type);
+        hs__buf_printf(b, "# HELP hetserve:%s %s\n# TYPE hetserve:%s %s\n", fams[f].name,
+                       fams[f].help, fams[f].name, fams[f].type);
         for (int32_t i = 0; i < m->n_backends; i++) {
             const struct hs_engine_backend_metrics *be = &m->backends[i];
-            const double v[] = {be->busy_s, be->sim_s, (double)be->bytes_in, (double)be->bytes_out,
-                                be->n_seqs, be->kv_blocks_used, be->kv_blocks_total};
+            const double v[] = {
+                be->busy_s, be->sim_s,          (double)be->bytes_in, (double)be->bytes_out,
+                be->n_seqs, be->kv_blocks_used, be->kv_blocks_total};
             hs__buf_printf(b, "hetserve:%s{backend=\"%s\",role=\"%s\",model_name=\"%s\"} %.9g\n",
-                       fams[f].name, be->name, be->role, mn, v[f]);
+                           fams[f].name, be->name, be->role, mn, v[f]);
         }
     }
     metric(b, "kv_migrations_total", "counter",
@@ -193,13 +195,13 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
     metric(&b, "request_rejected_total", "counter", "Requests refused with a full queue.", mn,
            (double)m.requests_rejected);
     hs__buf_printf(&b, "# HELP hetserve:request_success_total Finished choices by reason.\n"
-                   "# TYPE hetserve:request_success_total counter\n");
+                       "# TYPE hetserve:request_success_total counter\n");
     for (int r = HS_FINISH_STOP; r < HS_FINISH_COUNT; r++) {
         hs__buf_printf(&b,
-                   "hetserve:request_success_total{finished_reason=\"%s\",model_name=\"%s\"} "
-                   "%llu\n",
-                   hs_finish_reason_str((enum hs_finish_reason)r), mn,
-                   (unsigned long long)m.requests_finished[r]);
+                       "hetserve:request_success_total{finished_reason=\"%s\",model_name=\"%s\"} "
+                       "%llu\n",
+                       hs_finish_reason_str((enum hs_finish_reason)r), mn,
+                       (unsigned long long)m.requests_finished[r]);
     }
     histogram(&b, "time_to_first_token_seconds", "Histogram of time to first token in seconds.", mn,
               &m.ttft);
@@ -207,8 +209,7 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
               mn, &m.tpot);
     histogram(&b, "e2e_request_latency_seconds",
               "Histogram of end to end request latency in seconds.", mn, &m.e2e);
-    metric(&b, "http_connections", "gauge", "Open HTTP connections.", mn,
-           atomic_load(&s->n_conns));
+    metric(&b, "http_connections", "gauge", "Open HTTP connections.", mn, atomic_load(&s->n_conns));
     metric(&b, "http_body_bytes", "gauge", "Memory held by request bodies being received.", mn,
            (double)atomic_load(&s->body_bytes));
     moe_metrics(s, &b);
@@ -217,8 +218,8 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
         free(b.p);
         return hs__send_error(s, c, rq, 503, NULL, "out of memory");
     }
-    return hs__send_text(s, c, rq, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len, NULL,
-                     NULL);
+    return hs__send_text(s, c, rq, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len,
+                         NULL, NULL);
 }
 
 static enum MHD_Result handle_tokenize(struct hs_api_server *s, struct MHD_Connection *c,
@@ -242,7 +243,7 @@ static enum MHD_Result handle_tokenize(struct hs_api_server *s, struct MHD_Conne
         (pieces && !json_is_boolean(pieces))) {
         json_decref(b);
         return hs__send_error(s, c, rq, 400, NULL,
-                          "add_special, parse_special and with_pieces must be true or false");
+                              "add_special, parse_special and with_pieces must be true or false");
     }
     size_t len = json_string_length(content), n = 0, cap = len + 8;
     hs_token *ids = malloc(cap * sizeof(hs_token));
@@ -261,13 +262,13 @@ static enum MHD_Result handle_tokenize(struct hs_api_server *s, struct MHD_Conne
     if (st != HS_OK) {
         free(ids);
         return hs__send_error(s, c, rq, hs_api_http_status(st), "content", "cannot tokenize: %s",
-                          hs_status_str(st));
+                              hs_status_str(st));
     }
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
         if (json_is_true(pieces)) {
-            json_array_append_new(arr, json_pack("{s:i,s:o?}", "id", ids[i], "piece",
-                                                 token_json(s->vocab, ids[i])));
+            json_array_append_new(
+                arr, json_pack("{s:i,s:o?}", "id", ids[i], "piece", token_json(s->vocab, ids[i])));
         } else {
             json_array_append_new(arr, json_integer(ids[i]));
         }
@@ -300,8 +301,8 @@ static enum MHD_Result handle_detokenize(struct hs_api_server *s, struct MHD_Con
         if (t < 0 || t >= n_vocab) {
             json_decref(b);
             free(out.p);
-            return hs__send_error(s, c, rq, 400, "tokens", "tokens[%zu] must be a token id in [0, %d)",
-                              i, (int)n_vocab);
+            return hs__send_error(s, c, rq, 400, "tokens",
+                                  "tokens[%zu] must be a token id in [0, %d)", i, (int)n_vocab);
         }
         char piece[256];
         size_t n = hs_vocab_piece(s->vocab, (hs_token)t, true, piece, sizeof(piece));
@@ -357,8 +358,7 @@ const struct hs__route *hs__route_find(const char *url, const char *method, cons
     return NULL;
 }
 
-enum MHD_Result hs__route_run(struct hs_api_server *s, struct MHD_Connection *c,
-                              struct hs__req *rq)
+enum MHD_Result hs__route_run(struct hs_api_server *s, struct MHD_Connection *c, struct hs__req *rq)
 {
     switch (rq->route->id) {
     case HS__R_CHAT:

@@ -936,7 +936,8 @@ Test(api, malformed_http_does_not_hurt)
     cr_assert(strlen(got) == 0 || !strncmp(got, "HTTP/1.1 4", 10), "got %.80s", got);
     close(fd);
     fd = connect_raw();
-    const char *lie = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{";
+    const char *lie =
+        "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{";
     cr_assert_eq(write(fd, lie, strlen(lie)), (ssize_t)strlen(lie));
     close(fd); /* hang up with the body unfinished */
     struct resp r = http(NULL, "/health", NULL);

@@ -36,8 +36,11 @@ TestSuite(request, .init = load, .fini = unload, .timeout = 60);
 
 static struct hs__api_ctx ctx(void)
 {
-    return (struct hs__api_ctx){.vocab = vocab, .max_depth = 32, .model_name = "served",
-                                .n_ctx = 512, .max_output_items = 10000};
+    return (struct hs__api_ctx){.vocab = vocab,
+                                .max_depth = 32,
+                                .model_name = "served",
+                                .n_ctx = 512,
+                                .max_output_items = 10000};
 }
 
 /* Parses body as a completions (or chat) request; returns the status, err filled. */
@@ -104,8 +107,8 @@ Test(request, unknown_model_is_404_model_not_found)
 
 Test(request, logit_bias_keys_are_canonical_and_bounded)
 {
-    static const char *const bad[] = {"\" 5\"", "\"\\t5\"", "\"+5\"",  "\"05\"",       "\"5.0\"",
-                                      "\"5 \"", "\"-0\"",   "\"1e1\"", "\"\"",         "\"0x5\"",
+    static const char *const bad[] = {"\" 5\"", "\"\\t5\"", "\"+5\"",  "\"05\"",         "\"5.0\"",
+                                      "\"5 \"", "\"-0\"",   "\"1e1\"", "\"\"",           "\"0x5\"",
                                       "\"-5\"", "\"5a\"",   "\"00\"",  "\"99999999999\""};
     char body[256];
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -134,8 +137,8 @@ Test(request, echo_suffix_and_best_of)
 {
     struct hs__api_req r;
     struct hs__api_err err;
-    cr_assert_eq(parse_as(CMPL, "{\"prompt\":[\"Once upon\",[1,2]],\"echo\":true}", &r, &err), HS_OK,
-                 "%s", err.message);
+    cr_assert_eq(parse_as(CMPL, "{\"prompt\":[\"Once upon\",[1,2]],\"echo\":true}", &r, &err),
+                 HS_OK, "%s", err.message);
     cr_assert(r.echo);
     cr_assert_eq(r.n_echo_text[0], 9);
     cr_assert_str_eq(r.echo_text[0], "Once upon");
@@ -154,8 +157,9 @@ Test(request, echo_suffix_and_best_of)
     cr_assert(r.er.logprobs, "best_of ranks by logprob");
     cr_assert(!r.want_logprobs, "the client did not ask for logprobs");
     hs__api_req_free(&r);
-    cr_assert_eq(parse_as(CMPL, "{\"prompt\":\"x\",\"n\":2,\"best_of\":2,\"stream\":true}", &r, &err),
-                 HS_OK);
+    cr_assert_eq(
+        parse_as(CMPL, "{\"prompt\":\"x\",\"n\":2,\"best_of\":2,\"stream\":true}", &r, &err),
+        HS_OK);
     cr_assert_eq(r.n_return, 2);
     hs__api_req_free(&r);
 }
@@ -173,12 +177,12 @@ Test(request, output_items_are_capped_per_request)
     /* max_tokens past the context counts as the rest of the context (512 here) */
     expect(CMPL, "{\"prompt\":\"x\",\"n\":16,\"max_tokens\":100000}", 200, NULL);
     /* chat without max_tokens fills the context: 16 x ~500 x 2 > 10000 */
-    expect(CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":16,\"logprobs\":true,"
-                 "\"top_logprobs\":1}",
+    expect(CHAT,
+           "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":16,\"logprobs\":true,"
+           "\"top_logprobs\":1}",
            400, "max_tokens");
     /* best_of counts what is generated: 12 x 400 x 2 = 9600, 16 x 400 x 2 = 12800 */
-    expect(CMPL, "{\"prompt\":\"x\",\"best_of\":12,\"max_tokens\":400,\"logprobs\":1}", 200,
-           NULL);
+    expect(CMPL, "{\"prompt\":\"x\",\"best_of\":12,\"max_tokens\":400,\"logprobs\":1}", 200, NULL);
     expect(CMPL, "{\"prompt\":\"x\",\"best_of\":16,\"max_tokens\":400,\"logprobs\":1}", 400,
            "max_tokens");
 }
@@ -203,10 +207,11 @@ Test(request, user_is_escaped_for_logs)
 {
     struct hs__api_req r;
     struct hs__api_err err;
-    cr_assert_eq(parse_as(CMPL,
-                          "{\"prompt\":\"x\",\"user\":\"a\\nhetserve: info: req=9 -> 200\\r\\u001b[31m\"}",
-                          &r, &err),
-                 HS_OK);
+    cr_assert_eq(
+        parse_as(CMPL,
+                 "{\"prompt\":\"x\",\"user\":\"a\\nhetserve: info: req=9 -> 200\\r\\u001b[31m\"}",
+                 &r, &err),
+        HS_OK);
     cr_assert_null(strpbrk(r.user, "\r\n\x1b"), "%s", r.user);
     cr_assert(!strncmp(r.user, "a\\x0ahetserve: info: req=9 -> 200\\x0d\\x1b[31m", 40), "%s",
               r.user);
