@@ -204,6 +204,7 @@ def eq(a, b, what):
 @check
 def idle_and_slowloris_connections_do_not_lock_anyone_out():
     with Server("--header-timeout", "4") as srv:
+        rss0 = srv.rss_kib()
         idle = [connect(srv.port, a) for a in attackers(300)]
         slow = []
         for a in attackers(300):
@@ -224,8 +225,9 @@ def idle_and_slowloris_connections_do_not_lock_anyone_out():
         st, _, j = jrequest(srv.port, "/v1/completions", {"prompt": "Once", "max_tokens": 8},
                             timeout=30)
         eq(st, 200, "completion under attack")
-        print("    /health %.0f ms and a completion %.0f ms with %d connections open"
-              % (health_s * 1000, (time.time() - t0) * 1000, conns))
+        print("    /health %.0f ms and a completion %.0f ms with %d connections open (RSS +%.1f "
+              "MiB)" % (health_s * 1000, (time.time() - t0) * 1000, conns,
+                        (srv.rss_kib() - rss0) / 1024))
         # the header deadline (4 s) closes both kinds
         t0 = time.time()
         assert all(closed_within(s, 6 - (time.time() - t0)) for s in idle[:20] + slow[:20]), \
@@ -252,7 +254,19 @@ def per_address_limit_and_503_over_capacity():
 
 @check
 def keepalive_and_body_deadlines():
-    with Server("--keepalive-timeout", "1", "--body-timeout", "2") as srv:
+    with Server("--keepalive-timeout", "1", "--body-timeout", "1", ctx=4096) as srv:
+        # a request waiting for the engine longer than any deadline is not cut
+        out = {}
+        ts = [threading.Thread(target=long_request, args=(srv.port, st, out, st, 1500))
+              for st in (False, True)]
+        t0 = time.time()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        took = time.time() - t0
+        eq((out[False][0], out[True][0]), (200, 200), "requests of %.1f s" % took)
+        assert stream_error(out[True][1]) is None, out[True][1][-300:]
         s = connect(srv.port)
         s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         eq(read_response(s)[0], 200, "keep-alive request")
@@ -264,7 +278,8 @@ def keepalive_and_body_deadlines():
                   b"application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\":")
         t0 = time.time()
         assert closed_within(s, 4), "a body that never finishes was not cut"
-        print("    keep-alive closed after %.1f s, slow body after %.1f s" % (ka, time.time() - t0))
+        print("    keep-alive closed after %.1f s, slow body after %.1f s; two requests of "
+              "%.1f s were not cut" % (ka, time.time() - t0, took))
 
 
 # ---- memory ----
@@ -565,8 +580,8 @@ def client_strings_cannot_forge_log_lines():
 
 # ---- shutdown and status codes ----
 
-def long_request(port, stream, out, key):
-    body = {"prompt": "Once", "max_tokens": 3500, "ignore_eos": True, "stream": stream}
+def long_request(port, stream, out, key, max_tokens=3500):
+    body = {"prompt": "Once", "max_tokens": max_tokens, "ignore_eos": True, "stream": stream}
     try:
         st, h, b = request(port, "POST", "/v1/completions", body, timeout=60)
         out[key] = (st, b.decode(errors="replace"))
