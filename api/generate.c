@@ -15,6 +15,8 @@
 #include "model/vocab.h"
 #include "server/engine.h"
 
+#define MAX_TOP 20 /* alternatives per token a request may ask for (OpenAI's limit) */
+
 /* Appends a string literal, or a choice of literals (strlen, not sizeof, for those). */
 #define LIT(b, lit) hs__buf_add((b), (lit), strlen(lit))
 
@@ -208,11 +210,11 @@ static void add_logprobs(struct hs__job *j, struct choice *c, const struct hs_en
         hs__buf_json_str(&c->lp[0], piece, n);
         hs__buf_printf(&c->lp[1], "%.9g", finite_lp(lp->logprob));
         /* an object keyed by token text: a text seen twice keeps its first (higher) logprob */
-        char tops[HS_ENGINE_MAX_TOP_LOGPROBS][256];
-        size_t n_tops[HS_ENGINE_MAX_TOP_LOGPROBS];
+        char tops[MAX_TOP][256];
+        size_t n_tops[MAX_TOP];
         int32_t w = 0;
         LIT(&c->lp[2], "{");
-        for (int32_t k = 0; k < lp->n_top; k++) {
+        for (int32_t k = 0; k < HS_MIN(lp->n_top, MAX_TOP); k++) {
             size_t m = HS_MIN(hs_vocab_piece(v, lp->top_ids[k], true, tops[w], sizeof(tops[w])),
                               sizeof(tops[w]));
             bool dup = false;
