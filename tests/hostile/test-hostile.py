@@ -377,8 +377,8 @@ def body_memory_is_bounded_in_total():
         peak = peak_rss_during(srv, attack)
         held = metric(srv.port, "http_body_bytes")
         grow = (peak - base) / 1024
-        print("    60 uploads of 4 MiB held open (no key needed): body memory %.1f MiB, RSS +%.1f MiB"
-              % (held / 2**20, grow))
+        print("    60 uploads of 4 MiB held open (no key needed): body memory %.1f MiB, "
+              "RSS +%.1f MiB" % (held / 2**20, grow))
         assert held <= 16 << 20, held
         assert SANITIZED or grow < 16 + 24, \
             "RSS grew by %.1f MiB with a 16 MiB body budget" % grow
