@@ -1,5 +1,6 @@
 /* hetserve serve: load a model, start the engine and the OpenAI-compatible HTTP server; on
- * SIGTERM/SIGINT stop accepting, drain requests in flight up to a deadline, exit 0. */
+ * SIGTERM/SIGINT stop accepting, drain requests in flight up to a deadline, exit 0; a second
+ * signal ends the process at once. */
 #include "api/cli-serve.h"
 
 #include <getopt.h>
@@ -26,7 +27,9 @@ static void usage(FILE *f)
                "      --host ADDR         numeric address to listen on (default 127.0.0.1)\n"
                "      --port N            TCP port; 0 picks a free one (default 8080)\n"
                "      --api-key KEY       require 'Authorization: Bearer KEY' (default: the\n"
-               "                          HETSERVE_API_KEY environment variable; none if unset)\n"
+               "                          HETSERVE_API_KEY environment variable; none if unset).\n"
+               "                          Repeat for several keys: each key is a tenant with a\n"
+               "                          prefix cache of its own. An empty key is an error\n"
                "  -c, --ctx N             context length of one request (default: the model's,\n"
                "                          at most 4096)\n"
                "      --parallel N        sequences decoded at once (default 8)\n"
@@ -47,9 +50,33 @@ static void usage(FILE *f)
             "                          counts the tokens routed to each expert.\n"
             "      --max-body-bytes N  larger request bodies get 413 (default 4194304)\n"
             "      --timeout S         per-request time limit in seconds; 0 = none (default 600)\n"
-            "      --drain-timeout S   on SIGTERM, wait this long for requests in flight\n"
-            "                          (default 30)\n"
+            "      --drain-timeout S   on SIGTERM, wait this long for requests in flight, then\n"
+            "                          up to 5 s for their answers to go out (default 20: the\n"
+            "                          whole shutdown fits Kubernetes' 30 s grace period). A\n"
+            "                          second SIGTERM/SIGINT exits at once\n"
             "      --cors              allow cross-origin browser requests (default off)\n"
+            "\n"
+            "Limits against hostile clients (README \"Security\"):\n"
+            "      --allowed-host NAME accept Host/Origin NAME besides IP addresses, localhost\n"
+            "                          and this machine's name (repeatable; '*.example.com'\n"
+            "                          for subdomains; '*' turns the check off)\n"
+            "      --max-connections N open connections; past it requests get 503 (default\n"
+            "                          1024)\n"
+            "      --max-connections-per-ip N\n"
+            "                          from one client address, more are closed; 0: no limit\n"
+            "                          (default 256; behind a proxy use 0)\n"
+            "      --http-threads N    threads polling the connections (default 4)\n"
+            "      --header-timeout S  a request's headers must arrive within S (default 10)\n"
+            "      --body-timeout S    its body within S; also the longest a connection may\n"
+            "                          make no progress (default 30)\n"
+            "      --keepalive-timeout S\n"
+            "                          idle keep-alive connections close after S (default 5)\n"
+            "      --max-body-memory MIB\n"
+            "                          request bodies held at once, all connections (default 64)\n"
+            "      --max-output-items N\n"
+            "                          per request: prompts x n (or best_of) x max_tokens x\n"
+            "                          (1 + top_logprobs when logprobs are asked) (default\n"
+            "                          262144)\n"
             "  -v, --verbose           log every request (req=<id>) and debug detail\n"
             "  -h, --help              this help\n");
 }
@@ -65,7 +92,93 @@ enum {
     OPT_DRAIN,
     OPT_CORS,
     OPT_EXPERTS,
+    /* connection limits (issue 17) */
+    OPT_ALLOWED_HOST = 512,
+    OPT_MAX_CONNS,
+    OPT_MAX_CONNS_IP,
+    OPT_HTTP_THREADS,
+    OPT_HEADER_TMO,
+    OPT_BODY_TMO,
+    OPT_KEEPALIVE_TMO,
+    OPT_BODY_MEMORY,
+    OPT_OUTPUT_ITEMS,
 };
+
+/* Repeatable flags (--api-key, --allowed-host) collect here; freed by the caller. */
+struct str_list {
+    const char **v;
+    int32_t n;
+};
+
+static bool str_list_add(struct str_list *l, const char *s)
+{
+    const char **v = realloc(l->v, (size_t)(l->n + 1) * sizeof(*v));
+    if (!v) {
+        return false;
+    }
+    v[l->n++] = s;
+    l->v = v;
+    return true;
+}
+
+/* The connection-limit flags; returns 0 when handled, 2 on a bad value, -1 when c is not one
+ * of them. */
+static int http_option(int c, const char *arg, struct hs_api_params *ap, struct str_list *hosts)
+{
+    int64_t iv;
+    double dv;
+    switch (c) {
+    case OPT_ALLOWED_HOST:
+        return str_list_add(hosts, arg) ? 0 : 2;
+    case OPT_MAX_CONNS:
+        if (!hs__cli_parse_int("--max-connections", arg, 1, 1 << 20, &iv)) {
+            return 2;
+        }
+        ap->max_connections = (int32_t)iv;
+        return 0;
+    case OPT_MAX_CONNS_IP:
+        if (!hs__cli_parse_int("--max-connections-per-ip", arg, 0, 1 << 20, &iv)) {
+            return 2;
+        }
+        ap->max_connections_per_ip = (int32_t)iv;
+        return 0;
+    case OPT_HTTP_THREADS:
+        if (!hs__cli_parse_int("--http-threads", arg, 1, 256, &iv)) {
+            return 2;
+        }
+        ap->http_threads = (int32_t)iv;
+        return 0;
+    case OPT_HEADER_TMO:
+    case OPT_BODY_TMO:
+    case OPT_KEEPALIVE_TMO: {
+        const char *name = c == OPT_HEADER_TMO ? "--header-timeout"
+                           : c == OPT_BODY_TMO ? "--body-timeout"
+                                               : "--keepalive-timeout";
+        if (!hs__cli_parse_float(name, arg, 0.1, 86400, &dv)) {
+            return 2;
+        }
+        int64_t ms = (int64_t)(dv * 1000);
+        *(c == OPT_HEADER_TMO ? &ap->header_timeout_ms
+          : c == OPT_BODY_TMO ? &ap->body_timeout_ms
+                              : &ap->keepalive_timeout_ms) = ms;
+        return 0;
+    }
+    case OPT_BODY_MEMORY:
+        if (!hs__cli_parse_int("--max-body-memory", arg, 1, 1 << 20, &iv)) {
+            return 2;
+        }
+        ap->max_body_memory_bytes = (size_t)iv << 20;
+        return 0;
+    case OPT_OUTPUT_ITEMS:
+        if (!hs__cli_parse_int("--max-output-items", arg, 1, (int64_t)1 << 40, &iv)) {
+            return 2;
+        }
+        ap->max_output_items = iv;
+        return 0;
+    default:
+        return -1;
+    }
+}
 
 int hs__cli_serve(int argc, char **argv)
 {
@@ -85,6 +198,15 @@ int hs__cli_serve(int argc, char **argv)
         {"expert-placement", required_argument, NULL, OPT_EXPERTS},
         {"override-tensor", required_argument, NULL, OPT_EXPERTS},
         HS__CLI_SPLIT_OPTIONS,
+        {"allowed-host", required_argument, NULL, OPT_ALLOWED_HOST},
+        {"max-connections", required_argument, NULL, OPT_MAX_CONNS},
+        {"max-connections-per-ip", required_argument, NULL, OPT_MAX_CONNS_IP},
+        {"http-threads", required_argument, NULL, OPT_HTTP_THREADS},
+        {"header-timeout", required_argument, NULL, OPT_HEADER_TMO},
+        {"body-timeout", required_argument, NULL, OPT_BODY_TMO},
+        {"keepalive-timeout", required_argument, NULL, OPT_KEEPALIVE_TMO},
+        {"max-body-memory", required_argument, NULL, OPT_BODY_MEMORY},
+        {"max-output-items", required_argument, NULL, OPT_OUTPUT_ITEMS},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -93,9 +215,10 @@ int hs__cli_serve(int argc, char **argv)
     struct hs_api_params ap = hs_api_default_params();
     struct hs_engine_params ep = hs_engine_default_params();
     int64_t iv;
-    double timeout_s = 600, drain_s = 30;
+    double timeout_s = 600, drain_s = 20;
     bool verbose = false;
-    ap.api_key = getenv("HETSERVE_API_KEY");
+    struct str_list keys = {0}, hosts = {0};
+    const char *env_key = getenv("HETSERVE_API_KEY");
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:c:t:vh", opts, NULL)) != -1) {
@@ -113,7 +236,14 @@ int hs__cli_serve(int argc, char **argv)
             ap.port = (uint16_t)iv;
             break;
         case OPT_KEY:
-            ap.api_key = optarg;
+            if (!*optarg) {
+                fprintf(stderr, "hetserve serve: --api-key must not be empty (an empty key "
+                                "would turn authentication off; omit the flag for none)\n");
+                return 2;
+            }
+            if (!str_list_add(&keys, optarg)) {
+                return 1;
+            }
             break;
         case 'c':
             if (!hs__cli_parse_int("--ctx", optarg, 1, 1 << 20, &iv)) {
@@ -172,20 +302,40 @@ int hs__cli_serve(int argc, char **argv)
             if (k > 0) {
                 break;
             }
-            if (k < 0) {
+            const int r = k < 0 ? http_option(c, optarg, &ap, &hosts) : 2;
+            if (r == 0) {
+                break;
+            }
+            free(keys.v);
+            free(hosts.v);
+            if (r < 0) {
                 usage(stderr);
             }
             return 2;
         }
         }
     }
+    if (keys.n == 0 && env_key) {
+        if (!*env_key) {
+            fprintf(stderr, "hetserve serve: HETSERVE_API_KEY is set but empty (an empty key "
+                            "would turn authentication off; unset it for none)\n");
+            free(hosts.v);
+            return 2;
+        }
+        str_list_add(&keys, env_key);
+    }
+    ap.api_keys = keys.v;
+    ap.n_api_keys = keys.n;
+    ap.allowed_hosts = hosts.v;
+    ap.n_allowed_hosts = hosts.n;
+    int rc = 2;
     if (optind < argc) {
         fprintf(stderr, "hetserve serve: unexpected argument '%s'\n", argv[optind]);
-        return 2;
+        goto args;
     }
     if (!model_path) {
         fprintf(stderr, "hetserve serve: -m MODEL is required (see --help)\n");
-        return 2;
+        goto args;
     }
     ep.timeout_ms = (int64_t)(timeout_s * 1000);
     hs_log_set_level(verbose ? HS_LOG_LEVEL_DEBUG : HS_LOG_LEVEL_INFO);
@@ -195,10 +345,12 @@ int hs__cli_serve(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    signal(SIGTERM, SIG_DFL); /* an inherited "ignore" would hide them from sigwait */
+    signal(SIGINT, SIG_DFL);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int rc = 1;
+    rc = 1;
     struct hs_error err = {0};
     struct hs_model *model = NULL;
     struct hs_engine *eng = NULL;
@@ -206,7 +358,8 @@ int hs__cli_serve(int argc, char **argv)
     hs_status st = hs_model_load(model_path, &model, &err);
     if (st != HS_OK) {
         fprintf(stderr, "hetserve serve: cannot load %s: %s\n", model_path, err.message);
-        return st == HS_E_NOMEM ? 1 : 2;
+        rc = st == HS_E_NOMEM ? 1 : 2;
+        goto done;
     }
     st = hs_engine_create(model, &ep, &eng, &err);
     if (st != HS_OK) {
@@ -231,15 +384,19 @@ int hs__cli_serve(int argc, char **argv)
     }
     fprintf(stderr, "hetserve: serving %s (%s) on http://%s:%u (context %d)%s\n", name,
             hs_model_desc(model), ap.host, (unsigned)hs_api_server_port(srv),
-            (int)hs_engine_n_ctx(eng), ap.api_key && *ap.api_key ? ", API key required" : "");
+            (int)hs_engine_n_ctx(eng), keys.n > 0 ? ", API key required" : "");
     /* The port line on stdout, for scripts that started us with --port 0. */
     printf("listening on %s:%u\n", ap.host, (unsigned)hs_api_server_port(srv));
     fflush(stdout);
 
     int sig = 0;
     sigwait(&sigs, &sig);
-    fprintf(stderr, "hetserve: %s: no new connections; draining requests in flight (up to %g s)\n",
+    fprintf(stderr,
+            "hetserve: %s: no new connections; draining requests in flight (up to %g s); "
+            "send it again to exit at once\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", drain_s);
+    /* Only this thread has them unblocked now, and their default action ends the process. */
+    pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
     hs_api_server_quiesce(srv);
     st = hs_engine_drain(eng, (int64_t)(drain_s * 1000));
     if (st != HS_OK) {
@@ -256,5 +413,8 @@ done:
     if (rc == 0) {
         fprintf(stderr, "hetserve: stopped\n");
     }
+args:
+    free(keys.v);
+    free(hosts.v);
     return rc;
 }

@@ -28,6 +28,48 @@ fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...)
 
 #define NOMEM(err) fail((err), 503, NULL, "out of memory")
 
+/* ---- text buffer, JSON strings, log escaping ---- */
+
+void hs__buf_add(struct hs__buf *b, const char *s, size_t n)
+{
+    if (b->oom) {
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = HS_MAX(b->cap * 2, b->len + n + 1024);
+        char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = true;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    if (n > 0) {
+        memcpy(b->p + b->len, s, n);
+    }
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void hs__buf_printf(struct hs__buf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n > 0) {
+        hs__buf_add(b, tmp, HS_MIN((size_t)n, sizeof(tmp) - 1));
+    }
+}
+
+void hs__buf_free(struct hs__buf *b)
+{
+    free(b->p);
+    *b = (struct hs__buf){0};
+}
+
 bool hs__api_depth_ok(const char *body, size_t len, int32_t max_depth, struct hs__api_err *err)
 {
     int32_t depth = 0;
@@ -112,6 +154,74 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
         return 0;
     }
     return len;
+}
+
+void hs__buf_json_str(struct hs__buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+    hs__buf_add(b, "\"", 1);
+    size_t run = 0; /* bytes from i - run that go out unchanged */
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq(u + i, n - i);
+        const char *rep = NULL;
+        char esc[8];
+        if (k == 0 || u[i] == 0) {
+            rep = "\xEF\xBF\xBD";
+            k = 1;
+        } else if (u[i] == '"' || u[i] == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)u[i];
+            esc[2] = '\0';
+            rep = esc;
+        } else if (u[i] < 0x20) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[u[i] >> 4];
+            esc[5] = hex[u[i] & 15];
+            esc[6] = '\0';
+            rep = u[i] == '\n' ? "\\n" : u[i] == '\t' ? "\\t" : u[i] == '\r' ? "\\r" : esc;
+        }
+        if (rep) {
+            hs__buf_add(b, s + i - run, run);
+            hs__buf_add(b, rep, strlen(rep));
+            run = 0;
+        } else {
+            run += k;
+        }
+        i += k;
+    }
+    hs__buf_add(b, s + n - run, run);
+    hs__buf_add(b, "\"", 1);
+}
+
+void hs__api_log_escape(char *dst, size_t cap, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (cap == 0) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        bool plain = ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\';
+        size_t need = plain ? 1 : 4;
+        if (o + need + (i + 1 < n ? 3 : 0) >= cap) {
+            if (o + 3 < cap) {
+                memcpy(dst + o, "...", 3);
+                o += 3;
+            }
+            break;
+        }
+        if (plain) {
+            dst[o++] = (char)ch;
+        } else {
+            dst[o++] = '\\';
+            dst[o++] = 'x';
+            dst[o++] = hex[ch >> 4];
+            dst[o++] = hex[ch & 15];
+        }
+    }
+    dst[o] = '\0';
 }
 
 json_t *hs__api_json_str(const char *s, size_t n)
@@ -587,6 +697,34 @@ static hs_status parse_prompts(const struct hs__api_ctx *c, const json_t *body,
     return HS_OK;
 }
 
+/* echo: prompt i's text as given, or its token ids detokenized. */
+static hs_status capture_echo(const struct hs__api_ctx *c, const json_t *p, struct hs__api_req *r,
+                              struct hs__api_err *err)
+{
+    for (int32_t i = 0; i < r->n_prompts; i++) {
+        const json_t *v = json_is_string(p) ? p : json_array_get(p, (size_t)i);
+        struct hs__buf t = {0};
+        if (json_is_string(v)) {
+            hs__buf_add(&t, json_string_value(v), json_string_length(v));
+        } else {
+            for (int32_t k = 0; k < r->prompts[i].n; k++) {
+                char piece[256];
+                size_t n =
+                    hs_vocab_piece(c->vocab, r->prompts[i].ids[k], true, piece, sizeof(piece));
+                hs__buf_add(&t, piece, HS_MIN(n, sizeof(piece)));
+            }
+            hs__buf_add(&t, "", 0);
+        }
+        if (t.oom) {
+            hs__buf_free(&t);
+            return NOMEM(err);
+        }
+        r->echo_text[i] = t.p;
+        r->n_echo_text[i] = t.len;
+    }
+    return HS_OK;
+}
+
 static hs_status parse_stop(const json_t *body, struct hs__api_req *r, struct hs__api_err *err)
 {
     const json_t *s = json_object_get(body, "stop");
@@ -647,6 +785,10 @@ static hs_status parse_logit_bias(const struct hs__api_ctx *c, const json_t *bod
     if (n == 0) {
         return HS_OK;
     }
+    if (n > HS__API_MAX_LOGIT_BIAS) {
+        return fail(err, 400, "logit_bias", "logit_bias holds %zu entries; at most %d", n,
+                    HS__API_MAX_LOGIT_BIAS);
+    }
     r->bias = calloc(n, sizeof(*r->bias));
     if (!r->bias) {
         return NOMEM(err);
@@ -657,11 +799,17 @@ static hs_status parse_logit_bias(const struct hs__api_ctx *c, const json_t *bod
     int32_t i = 0;
     json_object_foreach((json_t *)lb, k, v)
     {
-        char *end;
-        long long t = strtoll(k, &end, 10);
-        if (end == k || *end || t < 0 || t >= n_vocab) {
+        /* Canonical decimal only ("5", not " 5", "+5", "05" or "5.0"): every token has one
+         * spelling, so the duplicate-key check sees every duplicate. */
+        size_t kl = strlen(k);
+        bool canon =
+            kl >= 1 && kl <= 10 && strspn(k, "0123456789") == kl && (k[0] != '0' || kl == 1);
+        long long t = canon ? strtoll(k, NULL, 10) : -1;
+        if (t < 0 || t >= n_vocab) {
             return fail(err, 400, "logit_bias",
-                        "logit_bias key \"%.40s\" must be a token id in [0, %d)", k, (int)n_vocab);
+                        "logit_bias key \"%.40s\" must be a token id in [0, %d) written in decimal "
+                        "without sign, spaces or leading zeros",
+                        k, (int)n_vocab);
         }
         if (!json_is_number(v) || !isfinite(json_number_value(v)) ||
             fabs(json_number_value(v)) > 100) {
@@ -675,6 +823,46 @@ static hs_status parse_logit_bias(const struct hs__api_ctx *c, const json_t *bod
     }
     r->er.sampling.logit_bias = r->bias;
     r->er.sampling.n_logit_bias = i;
+    return HS_OK;
+}
+
+/* /v1/completions' echo, suffix and best_of. echo: the prompt's text goes before each
+ * choice's text (not with logprobs: prompt logprobs are not computed). suffix: no model here
+ * has a fill-in-the-middle template, so a non-empty one is refused. best_of: that many choices
+ * are generated per prompt and the n with the highest cumulative logprob are returned (not
+ * with stream, as OpenAI). */
+static hs_status parse_completion_extras(const json_t *b, struct hs__api_req *r,
+                                         struct hs__api_err *err)
+{
+    HS_TRY(get_bool(b, "echo", &r->echo, err));
+    if (r->echo && r->want_logprobs) {
+        return fail(err, 400, "echo",
+                    "echo together with logprobs is not supported (prompt logprobs are not "
+                    "computed); drop one of them");
+    }
+    const json_t *suffix = json_object_get(b, "suffix");
+    if (suffix && !json_is_null(suffix)) {
+        if (!json_is_string(suffix)) {
+            return fail(err, 400, "suffix", "suffix must be a string");
+        }
+        if (json_string_length(suffix) > 0) {
+            return fail(err, 400, "suffix",
+                        "suffix (fill-in-the-middle) is not supported by this model");
+        }
+    }
+    int64_t best_of = r->er.n;
+    HS_TRY(get_int(b, "best_of", 1, HS_ENGINE_MAX_CHOICES, &best_of, err));
+    if (best_of < r->er.n) {
+        return fail(err, 400, "best_of", "best_of (%lld) must be at least n (%d)",
+                    (long long)best_of, (int)r->er.n);
+    }
+    if (best_of > r->er.n) {
+        if (r->stream) {
+            return fail(err, 400, "best_of", "best_of cannot be used with stream");
+        }
+        r->er.n = (int32_t)best_of;
+        r->er.logprobs = true; /* the ranking needs each token's logprob */
+    }
     return HS_OK;
 }
 
@@ -699,9 +887,18 @@ static hs_status parse_common(const struct hs__api_ctx *c, const json_t *b, stru
     if (model && !json_is_string(model) && !json_is_null(model)) {
         return fail(err, 400, "model", "model must be a string");
     }
+    if (json_is_string(model) && json_string_length(model) > 0 && c->model_name &&
+        strcmp(json_string_value(model), c->model_name) != 0) {
+        fail(err, 404, "model", "The model '%.200s' does not exist; this server serves '%.100s'",
+             json_string_value(model), c->model_name);
+        snprintf(err->code, sizeof(err->code), "model_not_found");
+        return HS_E_NOENT;
+    }
+    /* Absent: 16 for completions (OpenAI's default), the rest of the context for chat. An
+     * explicit 0 is refused (as vLLM does) rather than read as "fill the context". */
     int64_t iv = r->kind == HS__API_COMPLETION ? 16 : 0;
-    HS_TRY(get_int(b, "max_tokens", 0, INT32_MAX, &iv, err));
-    HS_TRY(get_int(b, "max_completion_tokens", 0, INT32_MAX, &iv, err));
+    HS_TRY(get_int(b, "max_tokens", 1, INT32_MAX, &iv, err));
+    HS_TRY(get_int(b, "max_completion_tokens", 1, INT32_MAX, &iv, err));
     er->max_tokens = (int32_t)iv;
     HS_TRY(get_float(b, "temperature", 0, 100, &sp->temperature, err));
     HS_TRY(get_float(b, "top_p", 0, 1, &sp->top_p, err));
@@ -728,6 +925,7 @@ static hs_status parse_common(const struct hs__api_ctx *c, const json_t *b, stru
     iv = 1;
     HS_TRY(get_int(b, "n", 1, HS_ENGINE_MAX_CHOICES, &iv, err));
     er->n = (int32_t)iv;
+    r->n_return = er->n;
     HS_TRY(get_bool(b, "stream", &r->stream, err));
     HS_TRY(get_bool(b, "ignore_eos", &er->ignore_eos, err));
     HS_TRY(parse_extension(b, er, err));
@@ -743,7 +941,22 @@ static hs_status parse_common(const struct hs__api_ctx *c, const json_t *b, stru
         if (!json_is_string(user)) {
             return fail(err, 400, "user", "user must be a string");
         }
-        snprintf(r->user, sizeof(r->user), "%s", json_string_value(user));
+        hs__api_log_escape(r->user, sizeof(r->user), json_string_value(user),
+                           json_string_length(user));
+    }
+    const json_t *salt = json_object_get(b, "cache_salt");
+    if (salt && !json_is_null(salt)) {
+        if (!json_is_string(salt) || json_string_length(salt) == 0 ||
+            json_string_length(salt) > HS__API_MAX_CACHE_SALT) {
+            return fail(err, 400, "cache_salt", "cache_salt must be a string of 1 to %d bytes",
+                        HS__API_MAX_CACHE_SALT);
+        }
+        r->n_cache_salt = json_string_length(salt);
+        r->cache_salt = malloc(r->n_cache_salt + 1);
+        if (!r->cache_salt) {
+            return NOMEM(err);
+        }
+        memcpy(r->cache_salt, json_string_value(salt), r->n_cache_salt + 1);
     }
     HS_TRY(parse_stop(b, r, err));
     HS_TRY(parse_logit_bias(c, b, r, err));
@@ -766,9 +979,37 @@ static hs_status parse_common(const struct hs__api_ctx *c, const json_t *b, stru
             er->top_logprobs = (int32_t)HS_MAX(iv, 0);
         }
     }
+    r->want_logprobs = er->logprobs;
+    if (r->kind == HS__API_COMPLETION) {
+        HS_TRY(parse_completion_extras(b, r, err));
+    }
     struct hs_error e = {0};
     if (hs_sampling_params_check(sp, hs_vocab_n_tokens(c->vocab), &e) != HS_OK) {
         return fail(err, 400, NULL, "%s", e.message);
+    }
+    return HS_OK;
+}
+
+/* The output a request may make: prompts x choices x max_tokens (the rest of the context when
+ * unset) x (1 + top_logprobs when logprobs are asked), against the per-request cap. Returns
+ * HS_OK or 400 naming the product. */
+static hs_status check_output_items(const struct hs__api_ctx *c, struct hs__api_req *r,
+                                    struct hs__api_err *err)
+{
+    const int64_t cap = c->max_output_items > 0 ? c->max_output_items : HS__API_MAX_OUTPUT_ITEMS;
+    const int64_t per_token = r->want_logprobs ? 1 + (int64_t)r->er.top_logprobs : 1;
+    int64_t items = 0;
+    for (int32_t i = 0; i < r->n_prompts; i++) {
+        int64_t room = c->n_ctx > 0 ? HS_MAX((int64_t)c->n_ctx - r->prompts[i].n, 1) : INT32_MAX;
+        int64_t mt = r->er.max_tokens > 0 ? HS_MIN((int64_t)r->er.max_tokens, room) : room;
+        items += (int64_t)r->er.n * mt * per_token;
+    }
+    if (items > cap) {
+        return fail(err, 400, "max_tokens",
+                    "this request may generate %lld output items (prompts x choices (n, best_of) "
+                    "x max_tokens x (1 + top_logprobs when logprobs are asked)); the limit is "
+                    "%lld: lower max_tokens, n or top_logprobs, or split the request",
+                    (long long)items, (long long)cap);
     }
     return HS_OK;
 }
@@ -805,6 +1046,12 @@ hs_status hs__api_parse(const struct hs__api_ctx *c, enum hs__api_kind kind, con
         free(text);
     } else {
         st = parse_prompts(c, b, out, err);
+        if (st == HS_OK && out->echo) {
+            st = capture_echo(c, json_object_get(b, "prompt"), out, err);
+        }
+    }
+    if (st == HS_OK) {
+        st = check_output_items(c, out, err);
     }
 done:
     json_decref(b);
@@ -821,6 +1068,12 @@ void hs__api_req_free(struct hs__api_req *r)
         free(r->stops[i]);
         r->stops[i] = NULL;
     }
+    for (int32_t i = 0; i < HS__API_MAX_PROMPTS; i++) {
+        free(r->echo_text[i]);
+        r->echo_text[i] = NULL;
+    }
+    free(r->cache_salt);
+    r->cache_salt = NULL;
     free(r->bias);
     r->bias = NULL;
 }

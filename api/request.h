@@ -1,6 +1,7 @@
 /* api/ internals: an HTTP body (JSON) -> a validated generation request (token ids, sampling,
  * stops), chat messages rendered through the model's chat template. Also the helpers the HTTP
- * layer shares: a nesting-depth check before parsing, and lossy UTF-8 -> JSON strings.
+ * layer shares: a nesting-depth check before parsing, lossy UTF-8 -> JSON strings, a growable
+ * text buffer with a JSON string writer, and escaping of client strings for log lines.
  * Thread: any; nothing here keeps state between calls. */
 #ifndef HS_API_REQUEST_H
 #define HS_API_REQUEST_H
@@ -16,9 +17,36 @@
 struct hs_vocab;
 struct hs_chat_template;
 
-#define HS__API_MAX_PROMPTS 16 /* prompts of one /v1/completions request */
+#define HS__API_MAX_PROMPTS      16     /* prompts of one /v1/completions request */
 /* Alternatives per token: OpenAI's limit (the engine takes up to HS_ENGINE_MAX_TOP_LOGPROBS). */
 #define HS__API_MAX_TOP_LOGPROBS 20
+#define HS__API_MAX_LOGIT_BIAS   1024   /* entries of logit_bias */
+#define HS__API_MAX_CACHE_SALT   256    /* bytes of cache_salt */
+#define HS__API_MAX_OUTPUT_ITEMS 262144 /* default of hs_api_params.max_output_items */
+
+/* ---- a growable text buffer ---- */
+
+/* Bytes p[0, len) followed by a NUL; oom sticks once an allocation failed (later adds do
+ * nothing), so callers check it once at the end. Zero-initialise; free p. */
+struct hs__buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+void hs__buf_add(struct hs__buf *b, const char *s, size_t n);
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void hs__buf_printf(struct hs__buf *b, const char *fmt, ...);
+/* Appends n bytes of s as a quoted JSON string; invalid UTF-8 and NUL become U+FFFD. */
+void hs__buf_json_str(struct hs__buf *b, const char *s, size_t n);
+void hs__buf_free(struct hs__buf *b);
+
+/* Writes n bytes of client-provided s into dst[cap] (always NUL-terminated) for a log line:
+ * printable ASCII stays, everything else (newlines, control bytes, '"', '\\', bytes >= 0x80)
+ * becomes \xHH, so a request cannot forge or split log lines; cut with "..." when too long. */
+void hs__api_log_escape(char *dst, size_t cap, const char *s, size_t n);
 
 enum hs__api_kind {
     HS__API_CHAT,
@@ -29,6 +57,7 @@ enum hs__api_kind {
 struct hs__api_err {
     int http;       /* 400, 413, ... */
     char param[64]; /* the offending field ("messages[0].content"), "" when none */
+    char code[32];  /* OpenAI's error code ("model_not_found"), "" when none */
     char message[384];
 };
 
@@ -36,6 +65,11 @@ struct hs__api_ctx {
     const struct hs_vocab *vocab;
     const struct hs_chat_template *tmpl; /* NULL: ChatML */
     int32_t max_depth;                   /* JSON nesting limit */
+    const char *model_name;              /* the served model's id: another non-empty "model" is 404
+                                          * model_not_found; NULL: any name is accepted */
+    int32_t n_ctx;            /* context of one sequence (caps max_tokens); <= 0: unknown */
+    int64_t max_output_items; /* cap on prompts x choices x max_tokens x (1 + top_logprobs when
+                               * logprobs are asked); <= 0: HS__API_MAX_OUTPUT_ITEMS */
 };
 
 struct hs__api_prompt {
@@ -47,13 +81,23 @@ struct hs__api_req {
     enum hs__api_kind kind;
     struct hs_engine_request er; /* everything but prompt/n_prompt/notify; points into this */
     struct hs__api_prompt prompts[HS__API_MAX_PROMPTS];
-    int32_t n_prompts; /* 1 for chat */
+    bool echo;                            /* completions: the prompt goes before the text */
+    char *echo_text[HS__API_MAX_PROMPTS]; /* with echo: each prompt's text (n_echo_text[i]
+                                           * bytes; token-id prompts detokenized), else NULL */
+    size_t n_echo_text[HS__API_MAX_PROMPTS];
+    int32_t n_prompts;  /* 1 for chat */
+    int32_t n_return;   /* choices returned per prompt: n; er.n is best_of (>= n_return), the
+                         * best n_return by cumulative logprob are kept */
+    bool want_logprobs; /* the client asked for logprobs (er.logprobs may be on for best_of) */
+    char *cache_salt;   /* the request's cache_salt (n_cache_salt bytes, owned), NULL when absent:
+                         * the HTTP layer turns it, with the tenant, into er.cache_salt */
+    size_t n_cache_salt;
     char *stops[HS_ENGINE_MAX_STOP];
     struct hs_logit_bias *bias;
     bool stream;
     bool include_usage;
     bool seed_given;
-    char user[64]; /* for logs, truncated */
+    char user[64]; /* for logs: escaped (hs__api_log_escape) and truncated */
 };
 
 /* Returns false (err filled, 400) when body nests arrays/objects deeper than max_depth;
@@ -67,7 +111,11 @@ json_t *hs__api_load_object(const char *body, size_t len, int32_t max_depth,
 
 /* Parses and validates a /v1/chat/completions (kind CHAT) or /v1/completions body into *out
  * (zeroed first; free with hs__api_req_free, also after failure). Unknown fields are ignored.
- * Returns HS_OK, or HS_E_INVAL / HS_E_NOTSUP / HS_E_NOMEM with err filled. */
+ * Refused (400 unless said): max_tokens 0; logit_bias keys not in canonical decimal, or more
+ * than HS__API_MAX_LOGIT_BIAS of them; a non-empty suffix; best_of below n or with stream;
+ * echo with logprobs; output items over c->max_output_items; a "model" other than "" and
+ * c->model_name (404, code model_not_found, HS_E_NOENT). Returns HS_OK, or HS_E_INVAL /
+ * HS_E_NOENT / HS_E_NOMEM with err filled. */
 hs_status hs__api_parse(const struct hs__api_ctx *c, enum hs__api_kind kind, const char *body,
                         size_t len, struct hs__api_req *out, struct hs__api_err *err);
 void hs__api_req_free(struct hs__api_req *r);

@@ -41,6 +41,7 @@ struct hs_kv_seq {
     int32_t n_tokens; /* committed positions */
     int32_t n_ids;    /* leading positions whose token ids are recorded (<= n_tokens) */
     int32_t block_size;
+    uint64_t seed; /* parent "hash" of block 0: HS__KV_HASH_SEED, or salted (a tenant's own) */
 };
 
 /* ---- hashing ---- */
@@ -300,6 +301,7 @@ hs_status hs_kv_seq_create(struct hs_kv_pool *pool, struct hs_kv_seq **out)
         return HS_E_NOMEM;
     }
     seq->block_size = pool->block_size;
+    seq->seed = HS__KV_HASH_SEED;
     pool->n_seqs++;
     *out = seq;
     return HS_OK;
@@ -376,7 +378,7 @@ hs_status hs_kv_seq_slots(const struct hs_kv_seq *seq, int32_t pos0, int32_t n, 
 static void hash_full_block(struct hs_kv_pool *pool, struct hs_kv_seq *seq, int32_t j)
 {
     int32_t b = seq->blocks[j];
-    uint64_t parent = j == 0 ? HS__KV_HASH_SEED : pool->hash[seq->blocks[j - 1]];
+    uint64_t parent = j == 0 ? seq->seed : pool->hash[seq->blocks[j - 1]];
     HS_ASSERT(j == 0 || pool->hashed[seq->blocks[j - 1]]);
     const hs_token *t = &pool->tokens[(size_t)b * (size_t)pool->block_size];
     uint64_t h = block_hash(parent, t, pool->block_size);
@@ -460,7 +462,18 @@ hs_status hs_kv_seq_truncate(struct hs_kv_pool *pool, struct hs_kv_seq *seq, int
     }
     seq->n_tokens = n_tokens;
     seq->n_ids = HS_MIN(seq->n_ids, n_tokens);
+    if (n_tokens == 0) {
+        seq->seed = HS__KV_HASH_SEED; /* an emptied sequence forgets its tenant */
+    }
     return HS_OK;
+}
+
+void hs_kv_seq_set_salt(struct hs_kv_seq *seq, uint64_t salt)
+{
+    HS_ASSERT(seq->n_blocks == 0 && seq->n_tokens == 0);
+    /* Salt 0 keeps the shared chain; any other starts a chain no other salt can reach, since a
+     * lookup checks the parent hash of block 0 exactly. */
+    seq->seed = salt == 0 ? HS__KV_HASH_SEED : mix64(HS__KV_HASH_SEED ^ mix64(salt));
 }
 
 hs_status hs_kv_seq_match_prefix(struct hs_kv_pool *pool, struct hs_kv_seq *seq,
@@ -472,7 +485,7 @@ hs_status hs_kv_seq_match_prefix(struct hs_kv_pool *pool, struct hs_kv_seq *seq,
     }
     int32_t bs = pool->block_size;
     int32_t max_blocks = n > 0 ? (n - 1) / bs : 0;
-    uint64_t parent = HS__KV_HASH_SEED;
+    uint64_t parent = seq->seed;
     int32_t j = 0;
     for (; j < max_blocks; j++) {
         const hs_token *t = &tokens[(size_t)j * (size_t)bs];

@@ -12,6 +12,10 @@
  * blocks are taken from the free list first and cached blocks are evicted, oldest first, only
  * when the free list is empty.
  *
+ * Tenants: a sequence's chain may start from a salt (hs_kv_seq_set_salt), so blocks cached for
+ * one salt are never matched by a sequence with another: one tenant cannot learn from cache
+ * hits (or from their speed) what another one's prompts held. Salt 0 is the shared chain.
+ *
  * Thread: engine only (no locking). Nothing here allocates per token: the pool's arrays are
  * sized at hs_kv_pool_create and a sequence's block table at hs_kv_seq_create. */
 #ifndef HS_KVCACHE_KVCACHE_H
@@ -96,6 +100,12 @@ struct hs_kv_block_copy {
  * error. */
 hs_status hs_kv_seq_truncate(struct hs_kv_pool *pool, struct hs_kv_seq *seq, int32_t n_tokens,
                              struct hs_kv_block_copy *copy);
+
+/* Salts seq's block hash chain (see the top of this file); seq must be empty (no blocks, no
+ * tokens), which is an invariant of the caller (asserted). The salt holds until the sequence is
+ * emptied again (hs_kv_seq_truncate to 0), which brings back salt 0. Set it before
+ * hs_kv_seq_match_prefix or before the first hs_kv_seq_append_tokens. */
+void hs_kv_seq_set_salt(struct hs_kv_seq *seq, uint64_t salt);
 
 /* Adopts cached full blocks that hold tokens [0, n) of a new prompt: walks the prompt block by
  * block, looking each chained hash up (verifying the parent hash and the token ids) and

@@ -375,6 +375,7 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
     h->report_eos = r->report_eos;
     h->place = r->place;
     h->long_context = r->long_context;
+    h->cache_salt = r->cache_salt;
     h->usage.prompt_tokens = r->n_prompt;
     h->status = HS_OK;
     h->t_submit_ns = now_ns();

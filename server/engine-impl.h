@@ -123,6 +123,7 @@ struct hs_engine_handle {
     bool report_eos;
     enum hs_place place;
     int32_t long_context; /* < 0: the engine's */
+    uint64_t cache_salt;  /* hs_engine_request.cache_salt */
     int32_t n_stop;
     char *stop[HS_ENGINE_MAX_STOP];
     size_t stop_len[HS_ENGINE_MAX_STOP];

@@ -161,6 +161,8 @@ struct hs_engine_request {
      * when the engine is not split. */
     enum hs_place { HS_PLACE_AUTO, HS_PLACE_ATTN, HS_PLACE_FFN, HS_PLACE_COUNT } place;
     int32_t long_context; /* < 0: the engine's */
+    uint64_t cache_salt;  /* prefix cache namespace: requests share cached prompt blocks only
+                           * with requests of the same salt (kvcache.h); 0 (default): shared */
     hs_engine_notify_fn notify; /* may be NULL (then poll or wait) */
     void *notify_user;
 };

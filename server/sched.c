@@ -200,6 +200,7 @@ int32_t hs__sched_schedule(struct hs_engine *e)
         struct hs_kv_pool *pool = e->pools[store];
         struct hs_kv_seq *kv = e->kv_free[store][e->n_kv_free[store] - 1];
         int32_t cached = 0;
+        hs_kv_seq_set_salt(kv, s->req->cache_salt);
         hs_status st = hs_kv_seq_match_prefix(pool, kv, s->toks, s->n_all, &cached);
         HS_ASSERT(st == HS_OK);
         int32_t n = HS_MIN(s->n_all - cached, budget);
@@ -276,6 +277,7 @@ static bool migrate(struct hs_engine *e, struct seq *s)
     const int32_t n_tok = hs_kv_seq_n_tokens(s->kv);
     struct hs_kv_pool *to = e->pools[1];
     struct hs_kv_seq *kv = e->kv_free[1][e->n_kv_free[1] - 1];
+    hs_kv_seq_set_salt(kv, s->req->cache_salt);
     if (hs_kv_seq_reserve(to, kv, n_tok) != HS_OK) {
         return false;
     }

@@ -416,7 +416,7 @@ Test(api, completion_matches_naive_greedy_loop)
     char *want = ref_text(ref, n);
 
     json_t *j = post_json("/v1/completions",
-                          "{\"model\":\"whatever\",\"prompt\":\"Once upon a time\","
+                          "{\"model\":\"test-model\",\"prompt\":\"Once upon a time\","
                           "\"max_tokens\":24,\"temperature\":0,\"logprobs\":3,\"unknown\":1}",
                           200);
     cr_assert_str_eq(json_string_value(json_object_get(j, "object")), "text_completion");
@@ -781,7 +781,7 @@ Test(api, invalid_values_name_the_field)
         chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"abc\":1}}",
         400, "logit_bias", NULL);
     expect_error(chat, "{\"messages\":[]}", 400, "messages", NULL);
-    expect_error(chat, "{\"model\":\"x\"}", 400, "messages", NULL);
+    expect_error(chat, "{\"model\":\"test-model\"}", 400, "messages", NULL);
     expect_error(chat, "{\"messages\":[{\"content\":\"x\"}]}", 400, "messages[0].role", NULL);
     expect_error(chat, "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", 400,
                  "messages[0].content", NULL);
@@ -905,7 +905,7 @@ static void send_post(int fd, const char *path, const char *body)
 {
     char req[2048];
     int n = snprintf(req, sizeof(req),
-                     "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      "Content-Length: %zu\r\n\r\n%s",
                      path, strlen(body), body);
     cr_assert_eq(write(fd, req, (size_t)n), n);
@@ -942,12 +942,46 @@ Test(api, malformed_http_does_not_hurt)
     cr_assert(strlen(got) == 0 || !strncmp(got, "HTTP/1.1 4", 10), "got %.80s", got);
     close(fd);
     fd = connect_raw();
-    const char *lie = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{";
+    const char *lie =
+        "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{";
     cr_assert_eq(write(fd, lie, strlen(lie)), (ssize_t)strlen(lie));
     close(fd); /* hang up with the body unfinished */
     struct resp r = http(NULL, "/health", NULL);
     cr_assert_eq(r.status, 200);
     free(r.body);
+}
+
+#define RAW(s) s, sizeof(s) - 1 /* a request literal and its length, NUL bytes included */
+
+Test(api, foreign_host_framing_and_content_type_are_refused)
+{
+    static const struct {
+        const char *req;
+        size_t len;
+        const char *status;
+    } cases[] = {
+        {RAW("GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n"), "HTTP/1.1 403"},
+        {RAW("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"), "HTTP/1.1 200"},
+        {RAW("GET /health\0x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), "HTTP/1.1 400"},
+        {RAW("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+             "application/json\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"),
+         "HTTP/1.1 400"},
+        {RAW("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+             "Content-Length: 2\r\n\r\n{}"),
+         "HTTP/1.1 415"},
+        {RAW("PUT /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), "HTTP/1.1 405"},
+    };
+    for (size_t i = 0; i < HS_ARRAY_LEN(cases); i++) {
+        int fd = connect_raw();
+        cr_assert_eq(write(fd, cases[i].req, cases[i].len), (ssize_t)cases[i].len);
+        const char *got = read_until(fd, "\r\n\r\n");
+        cr_assert(!strncmp(got, cases[i].status, strlen(cases[i].status)), "case %zu: %.60s", i,
+                  got);
+        if (!strcmp(cases[i].status, "HTTP/1.1 405")) {
+            cr_assert(strcasestr(got, "\r\nAllow: POST"), "%s", got);
+        }
+        close(fd);
+    }
 }
 
 static void start_small_queue(void)
@@ -1028,6 +1062,11 @@ Test(api, api_key_body_limit_and_cors, .init = start_with_key, .fini = stop_all,
         cr_assert_eq(r.status, 401, "%s", wrong[i]);
         free(r.body);
     }
+    r = (struct resp){0};
+    cr_assert_eq(http_ex("POST", "/v1/completions", body, "Authorization: Bearer sekret-key ", &r),
+                 CURLE_OK);
+    cr_assert_eq(r.status, 200, "a trailing space is not part of the key: %s", r.body);
+    free(r.body);
     r = (struct resp){0};
     cr_assert_eq(http_ex("POST", "/v1/completions", body, "Authorization: Bearer sekret-key", &r),
                  CURLE_OK);

@@ -96,7 +96,7 @@ await check('chat.completions.create', async () => {
 
 await check('chat.completions.create stream with usage', async () => {
   const stream = await client.chat.completions.create({
-    model: 'anything', messages: [{ role: 'user', content: 'Tell me a story.' }],
+    model: path.basename(model, '.gguf'), messages: [{ role: 'user', content: 'Tell me a story.' }],
     max_tokens: 16, temperature: 0, stream: true, stream_options: { include_usage: true } });
   let text = '', first = true, usage = null, finish = null;
   for await (const chunk of stream) {
@@ -141,6 +141,13 @@ await check('error: bad value is a BadRequestError naming the field', async () =
       assert.equal(e.param, 'temperature');
       return true;
     });
+});
+
+await check('error: an unknown model is a NotFoundError (model_not_found)', async () => {
+  await assert.rejects(
+    client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }],
+                                     max_tokens: 2 }),
+    (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found');
 });
 
 await check('error: image to a text-only model', async () => {

@@ -212,6 +212,49 @@ Test(kvcache, prefix_sharing_refcounts)
     hs_kv_pool_destroy(pool);
 }
 
+Test(kvcache, salted_chains_share_only_within_their_salt)
+{
+    struct hs_kv_pool *pool = make_pool(16, 4);
+    hs_token prompt[10] = {11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
+    int32_t n_cached = -1;
+    /* tenant 7 computes the prompt */
+    struct hs_kv_seq *a = make_seq(pool);
+    hs_kv_seq_set_salt(a, 7);
+    feed(pool, a, prompt, 10);
+    /* unsalted and other salts see nothing; salt 7 shares both full blocks */
+    const uint64_t others[] = {0, 8, UINT64_C(0x8000000000000007)};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        struct hs_kv_seq *x = make_seq(pool);
+        hs_kv_seq_set_salt(x, others[i]);
+        cr_assert_eq(hs_kv_seq_match_prefix(pool, x, prompt, 10, &n_cached), HS_OK);
+        cr_assert_eq(n_cached, 0, "salt %llu matched tenant 7's blocks",
+                     (unsigned long long)others[i]);
+        hs_kv_seq_destroy(pool, x);
+    }
+    struct hs_kv_seq *b = make_seq(pool);
+    hs_kv_seq_set_salt(b, 7);
+    cr_assert_eq(hs_kv_seq_match_prefix(pool, b, prompt, 10, &n_cached), HS_OK);
+    cr_assert_eq(n_cached, 8);
+    /* emptied, a sequence is back on the shared chain: its new blocks match unsalted lookups */
+    struct hs_kv_block_copy cp;
+    cr_assert_eq(hs_kv_seq_truncate(pool, b, 0, &cp), HS_OK);
+    feed(pool, b, prompt, 10);
+    struct hs_kv_seq *c = make_seq(pool);
+    cr_assert_eq(hs_kv_seq_match_prefix(pool, c, prompt, 10, &n_cached), HS_OK);
+    cr_assert_eq(n_cached, 8);
+    /* both chains live side by side in the cache after everyone leaves */
+    hs_kv_seq_destroy(pool, a);
+    hs_kv_seq_destroy(pool, b);
+    hs_kv_seq_destroy(pool, c);
+    check_counts(pool, 12, 4, 0);
+    struct hs_kv_seq *d = make_seq(pool);
+    hs_kv_seq_set_salt(d, 7);
+    cr_assert_eq(hs_kv_seq_match_prefix(pool, d, prompt, 10, &n_cached), HS_OK);
+    cr_assert_eq(n_cached, 8);
+    hs_kv_seq_destroy(pool, d);
+    hs_kv_pool_destroy(pool);
+}
+
 Test(kvcache, evicts_lru_block_when_full)
 {
     struct hs_kv_pool *pool = make_pool(6, 2);

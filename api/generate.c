@@ -1,0 +1,672 @@
+/* api/generate.c: completion jobs. A job submits one engine request per prompt and turns their
+ * events into OpenAI JSON: server-sent events for streams, one body otherwise. It never blocks
+ * an HTTP thread: with nothing to send it suspends its connection, and the engine's notify
+ * resumes it. Output is written as JSON text as it arrives (no tree of objects per token), so a
+ * non-streamed answer costs about its own size, and the per-request cap on output items
+ * (request.c) bounds that. */
+#include "api/server-impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model/vocab.h"
+#include "server/engine.h"
+
+#define MAX_TOP 20 /* alternatives per token a request may ask for (OpenAI's limit) */
+
+/* Appends a string literal, or a choice of literals (strlen, not sizeof, for those). */
+#define LIT(b, lit) hs__buf_add((b), (lit), strlen(lit))
+
+/* One choice's output so far. Non-streamed: everything; streamed: this chunk's logprobs. */
+struct choice {
+    struct hs__buf text;
+    struct hs__buf lp[4]; /* chat: [0] logprobs.content entries; completions: tokens,
+                           * token_logprobs, top_logprobs, text_offset entries */
+    enum hs_finish_reason fin;
+    double sum_logprob; /* best_of's ranking */
+    size_t text_offset;
+    bool role_sent;
+    bool echo_sent;
+};
+
+struct hs__job {
+    struct hs_api_server *s;
+    struct MHD_Connection *c;
+    uint64_t id;
+    enum hs__api_kind kind;
+    bool stream, include_usage;
+    bool want_lp;  /* the client asked for logprobs */
+    int32_t n;     /* choices generated per prompt (best_of) */
+    int32_t n_ret; /* choices returned per prompt (n) */
+    int32_t n_h;   /* engine requests: one per prompt */
+    struct hs_engine_handle *h[HS__API_MAX_PROMPTS];
+    bool h_done[HS__API_MAX_PROMPTS];
+    int32_t n_done;
+    struct choice *ch; /* [n_h * n] */
+    char *echo[HS__API_MAX_PROMPTS];
+    size_t n_echo[HS__API_MAX_PROMPTS];
+    struct hs_engine_usage usage;
+    hs_status fail_status;
+    bool any_timeout, any_canceled;
+    double ttft_ms;
+    char cid[48];
+    int64_t created;
+    struct hs__buf out; /* streams: SSE bytes not yet handed to MHD */
+    size_t out_pos;
+    bool finished; /* streams: [DONE] is in out */
+
+    /* Suspension: the HTTP thread suspends only when no notify came since it last looked
+     * (pending), and the notify resumes only what is suspended. */
+    pthread_mutex_t mu;
+    bool suspended, pending;
+    atomic_bool gone; /* the client hung up */
+};
+
+/* ---- suspension ---- */
+
+static void job_notify(void *user)
+{
+    struct hs__job *j = user;
+    pthread_mutex_lock(&j->mu);
+    j->pending = true;
+    if (j->suspended) {
+        j->suspended = false;
+        MHD_resume_connection(j->c);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void job_clear_pending(struct hs__job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    j->pending = false;
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* Suspends the connection unless something happened since job_clear_pending (then the caller
+ * looks again). True when suspended. */
+static bool job_wait(struct hs__job *j)
+{
+    bool wait;
+    pthread_mutex_lock(&j->mu);
+    wait = !j->pending && !atomic_load(&j->s->stopping) && !atomic_load(&j->gone);
+    if (wait) {
+        j->suspended = true;
+        MHD_suspend_connection(j->c);
+    }
+    j->pending = false;
+    pthread_mutex_unlock(&j->mu);
+    return wait;
+}
+
+void hs__job_wake(struct hs__job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    if (j->suspended) {
+        j->suspended = false;
+        MHD_resume_connection(j->c);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+void hs__job_client_gone(struct hs__job *j)
+{
+    if (atomic_exchange(&j->gone, true)) {
+        return;
+    }
+    HS_LOG_INFO("req=%llu client disconnected; canceling", (unsigned long long)j->id);
+    for (int32_t i = 0; i < j->n_h; i++) {
+        hs_engine_cancel(j->h[i]);
+    }
+    hs__job_wake(j);
+}
+
+void hs__job_free(struct hs__job *j)
+{
+    if (!j) {
+        return;
+    }
+    for (int32_t i = 0; i < j->n_h; i++) {
+        hs_engine_release(j->h[i]); /* cancels what has not finished; no notify after this */
+    }
+    if (j->stream) {
+        HS_LOG_INFO("req=%llu stream closed (prompt %d, completion %d, cached %d tokens)",
+                    (unsigned long long)j->id, j->usage.prompt_tokens, j->usage.completion_tokens,
+                    j->usage.cached_tokens);
+    }
+    if (j->ch) {
+        for (int32_t i = 0; i < j->n_h * j->n; i++) {
+            hs__buf_free(&j->ch[i].text);
+            for (int k = 0; k < 4; k++) {
+                hs__buf_free(&j->ch[i].lp[k]);
+            }
+        }
+    }
+    for (int32_t i = 0; i < HS__API_MAX_PROMPTS; i++) {
+        free(j->echo[i]);
+    }
+    free(j->ch);
+    hs__buf_free(&j->out);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+/* ---- JSON text pieces ---- */
+
+static void piece_json(struct hs__buf *b, const struct hs_vocab *v, hs_token t, bool bytes)
+{
+    char piece[256];
+    size_t n = HS_MIN(hs_vocab_piece(v, t, true, piece, sizeof(piece)), sizeof(piece));
+    LIT(b, "\"token\":");
+    hs__buf_json_str(b, piece, n);
+    if (bytes) {
+        LIT(b, ",\"bytes\":[");
+        for (size_t i = 0; i < n; i++) {
+            hs__buf_printf(b, i ? ",%u" : "%u", (unsigned)(unsigned char)piece[i]);
+        }
+        LIT(b, "]");
+    }
+}
+
+static double finite_lp(float lp)
+{
+    return isfinite(lp) ? (double)lp : -9999.0;
+}
+
+/* Appends one event's logprobs to c->lp (comma-separated entries). */
+static void add_logprobs(struct hs__job *j, struct choice *c, const struct hs_engine_event *ev)
+{
+    const struct hs_vocab *v = j->s->vocab;
+    for (int32_t t = 0; t < ev->n_tokens; t++) {
+        const struct hs_token_logprob *lp = &ev->logprobs[t];
+        c->sum_logprob += finite_lp(lp->logprob);
+        if (!j->want_lp) {
+            continue;
+        }
+        if (j->kind == HS__API_CHAT) {
+            struct hs__buf *b = &c->lp[0];
+            LIT(b, b->len ? ",{" : "{");
+            piece_json(b, v, lp->token, true);
+            hs__buf_printf(b, ",\"logprob\":%.9g,\"top_logprobs\":[", finite_lp(lp->logprob));
+            for (int32_t k = 0; k < lp->n_top; k++) {
+                LIT(b, k ? ",{" : "{");
+                piece_json(b, v, lp->top_ids[k], true);
+                hs__buf_printf(b, ",\"logprob\":%.9g}", finite_lp(lp->top_logprobs[k]));
+            }
+            LIT(b, "]}");
+            continue;
+        }
+        char piece[256];
+        size_t n = HS_MIN(hs_vocab_piece(v, lp->token, true, piece, sizeof(piece)), sizeof(piece));
+        bool first = c->lp[0].len == 0;
+        if (!first) {
+            for (int k = 0; k < 4; k++) {
+                LIT(&c->lp[k], ",");
+            }
+        }
+        hs__buf_json_str(&c->lp[0], piece, n);
+        hs__buf_printf(&c->lp[1], "%.9g", finite_lp(lp->logprob));
+        /* an object keyed by token text: a text seen twice keeps its first (higher) logprob */
+        char tops[MAX_TOP][256];
+        size_t n_tops[MAX_TOP];
+        int32_t w = 0;
+        LIT(&c->lp[2], "{");
+        for (int32_t k = 0; k < HS_MIN(lp->n_top, MAX_TOP); k++) {
+            size_t m = HS_MIN(hs_vocab_piece(v, lp->top_ids[k], true, tops[w], sizeof(tops[w])),
+                              sizeof(tops[w]));
+            bool dup = false;
+            for (int32_t q = 0; q < w && !dup; q++) {
+                dup = n_tops[q] == m && !memcmp(tops[q], tops[w], m);
+            }
+            if (dup) {
+                continue;
+            }
+            n_tops[w] = m;
+            if (w > 0) {
+                LIT(&c->lp[2], ",");
+            }
+            hs__buf_json_str(&c->lp[2], tops[w], m);
+            hs__buf_printf(&c->lp[2], ":%.9g", finite_lp(lp->top_logprobs[k]));
+            w++;
+        }
+        LIT(&c->lp[2], "}");
+        hs__buf_printf(&c->lp[3], "%zu", c->text_offset);
+        c->text_offset += n;
+    }
+}
+
+/* "logprobs": null, or the object made of c's entries. */
+static void logprobs_json(struct hs__job *j, struct hs__buf *b, struct choice *c)
+{
+    if (!j->want_lp) {
+        LIT(b, "null");
+    } else if (j->kind == HS__API_CHAT) {
+        LIT(b, "{\"content\":[");
+        hs__buf_add(b, c->lp[0].p, c->lp[0].len);
+        LIT(b, "]}");
+    } else {
+        static const char *const keys[4] = {"tokens", "token_logprobs", "top_logprobs",
+                                            "text_offset"};
+        for (int k = 0; k < 4; k++) {
+            hs__buf_printf(b, "%s\"%s\":[", k ? "," : "{", keys[k]);
+            hs__buf_add(b, c->lp[k].p, c->lp[k].len);
+            LIT(b, "]");
+        }
+        LIT(b, "}");
+    }
+    for (int k = 0; k < 4; k++) {
+        c->lp[k].len = 0;
+    }
+}
+
+/* OpenAI's finish reasons; a choice cut by timeout, drain or error has none (the request's
+ * error says why). */
+static const char *finish_str(enum hs_finish_reason f)
+{
+    return f == HS_FINISH_STOP || f == HS_FINISH_LENGTH ? hs_finish_reason_str(f) : NULL;
+}
+
+static void finish_json(struct hs__buf *b, enum hs_finish_reason f)
+{
+    const char *s = finish_str(f);
+    hs__buf_printf(b, s ? "\"%s\"" : "null", s);
+}
+
+static void head_json(struct hs__job *j, struct hs__buf *b, const char *object)
+{
+    hs__buf_printf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", j->cid,
+                   object, (long long)j->created);
+    hs__buf_json_str(b, j->s->model_name, strlen(j->s->model_name));
+}
+
+static void usage_json(struct hs__buf *b, const struct hs_engine_usage *u)
+{
+    hs__buf_printf(b,
+                   "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
+                   "\"prompt_tokens_details\":{\"cached_tokens\":%d}}",
+                   u->prompt_tokens, u->completion_tokens, u->prompt_tokens + u->completion_tokens,
+                   u->cached_tokens);
+}
+
+/* ---- streams ---- */
+
+static void stream_chunk(struct hs__job *j, int32_t idx, struct choice *c, const char *text,
+                         size_t n_text, enum hs_finish_reason fin, bool with_lp)
+{
+    struct hs__buf *b = &j->out;
+    const bool chat = j->kind == HS__API_CHAT;
+    LIT(b, "data: ");
+    head_json(j, b, chat ? "chat.completion.chunk" : "text_completion");
+    hs__buf_printf(b, ",\"choices\":[{\"index\":%d,", (int)idx);
+    if (chat) {
+        LIT(b, "\"delta\":{");
+        bool comma = false;
+        if (!c->role_sent) {
+            LIT(b, "\"role\":\"assistant\"");
+            c->role_sent = comma = true;
+        }
+        if (n_text > 0 || !finish_str(fin)) {
+            if (comma) {
+                LIT(b, ",");
+            }
+            LIT(b, "\"content\":");
+            hs__buf_json_str(b, text, n_text);
+        }
+        LIT(b, "},\"logprobs\":");
+    } else {
+        LIT(b, "\"text\":");
+        hs__buf_json_str(b, text, n_text);
+        LIT(b, ",\"logprobs\":");
+    }
+    if (with_lp) {
+        logprobs_json(j, b, c);
+    } else {
+        LIT(b, "null");
+    }
+    LIT(b, ",\"finish_reason\":");
+    finish_json(b, fin);
+    LIT(b, "}]}\n\n");
+}
+
+static void stream_event(struct hs__job *j, int32_t hi, const struct hs_engine_event *ev)
+{
+    int32_t idx = hi * j->n + ev->choice;
+    struct choice *c = &j->ch[idx];
+    if (j->echo[hi] && !c->echo_sent) {
+        c->echo_sent = true;
+        stream_chunk(j, idx, c, j->echo[hi], j->n_echo[hi], HS_FINISH_NONE, false);
+    }
+    if (ev->logprobs) {
+        add_logprobs(j, c, ev);
+    }
+    bool normal_end = finish_str(ev->finish_reason) != NULL;
+    if (ev->n_text == 0 && ev->n_tokens == 0 && !normal_end && c->role_sent) {
+        return; /* nothing a client could use */
+    }
+    stream_chunk(j, idx, c, ev->text ? ev->text : "", ev->n_text, ev->finish_reason,
+                 j->want_lp && ev->logprobs);
+}
+
+/* ---- events ---- */
+
+static void handle_event(struct hs__job *j, int32_t hi, const struct hs_engine_event *ev)
+{
+    if (ev->type == HS_EVENT_DONE) {
+        j->h_done[hi] = true;
+        j->n_done++;
+        j->usage.prompt_tokens += ev->usage.prompt_tokens;
+        j->usage.completion_tokens += ev->usage.completion_tokens;
+        j->usage.cached_tokens += ev->usage.cached_tokens;
+        if (ev->status != HS_OK && j->fail_status == HS_OK) {
+            j->fail_status = ev->status;
+        }
+        if (hi == 0) {
+            j->ttft_ms = ev->ttft_ms;
+        }
+        return;
+    }
+    struct choice *c = &j->ch[hi * j->n + ev->choice];
+    if (ev->finish_reason != HS_FINISH_NONE) {
+        c->fin = ev->finish_reason;
+        j->any_timeout |= ev->finish_reason == HS_FINISH_TIMEOUT;
+        j->any_canceled |= ev->finish_reason == HS_FINISH_CANCELED;
+    }
+    if (j->stream) {
+        stream_event(j, hi, ev);
+        return;
+    }
+    hs__buf_add(&c->text, ev->text ? ev->text : "", ev->n_text);
+    if (ev->logprobs) {
+        add_logprobs(j, c, ev);
+    }
+}
+
+/* Takes every event that is ready, without waiting. */
+static void pump(struct hs__job *j)
+{
+    struct hs_engine_event ev;
+    for (int32_t i = 0; i < j->n_h; i++) {
+        while (!j->h_done[i] && hs_engine_poll(j->h[i], &ev) == HS_OK) {
+            handle_event(j, i, &ev);
+        }
+    }
+}
+
+/* Why a finished request failed, as HTTP: 0 when it did not. */
+static int failure(const struct hs__job *j, const char **msg)
+{
+    if (j->fail_status != HS_OK) {
+        *msg = hs_status_str(j->fail_status);
+        return hs_api_http_status(j->fail_status);
+    }
+    if (j->any_timeout) {
+        *msg = "the request did not finish within its time limit (--timeout)";
+        return 504;
+    }
+    if (j->any_canceled) {
+        *msg = "the server is shutting down; retry on another replica";
+        return 503;
+    }
+    return 0;
+}
+
+static void stream_finish(struct hs__job *j)
+{
+    const char *msg = NULL;
+    int http = failure(j, &msg);
+    if (http) {
+        json_t *e = hs__error_body(http, NULL, NULL, msg);
+        char *text = e ? json_dumps(e, JSON_COMPACT) : NULL;
+        json_decref(e);
+        if (!text) {
+            j->out.oom = true;
+            return;
+        }
+        hs__buf_printf(&j->out, "data: %s\n\n", text);
+        free(text);
+    }
+    if (j->include_usage) {
+        LIT(&j->out, "data: ");
+        head_json(j, &j->out,
+                  j->kind == HS__API_CHAT ? "chat.completion.chunk" : "text_completion");
+        LIT(&j->out, ",\"choices\":[],\"usage\":");
+        usage_json(&j->out, &j->usage);
+        LIT(&j->out, "}\n\n");
+    }
+    LIT(&j->out, "data: [DONE]\n\n");
+    j->finished = true;
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct hs__job *j = cls;
+    (void)pos;
+    for (;;) {
+        if (j->out.oom) {
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (j->out_pos < j->out.len) {
+            size_t n = HS_MIN(max, j->out.len - j->out_pos);
+            memcpy(buf, j->out.p + j->out_pos, n);
+            j->out_pos += n;
+            if (j->out_pos == j->out.len) {
+                j->out_pos = j->out.len = 0;
+            }
+            return (ssize_t)n;
+        }
+        if (j->finished) {
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        if (atomic_load(&j->gone) || atomic_load(&j->s->stopping)) {
+            return MHD_CONTENT_READER_END_WITH_ERROR; /* the release in job_free cancels */
+        }
+        if (j->n_done == j->n_h) {
+            stream_finish(j);
+            continue;
+        }
+        job_clear_pending(j);
+        size_t before = j->out.len;
+        int32_t done_before = j->n_done;
+        pump(j);
+        if (j->out.len == before && j->n_done == done_before && job_wait(j)) {
+            return 0; /* suspended: the engine's notify resumes us */
+        }
+    }
+}
+
+/* ---- non-streamed answers ---- */
+
+/* The best n_ret of prompt hi's choices by cumulative logprob (ties: lower index first). */
+static void rank_choices(const struct hs__job *j, int32_t hi, int32_t *order)
+{
+    for (int32_t i = 0; i < j->n; i++) {
+        order[i] = hi * j->n + i;
+    }
+    if (j->n == j->n_ret) {
+        return;
+    }
+    for (int32_t i = 1; i < j->n; i++) {
+        int32_t x = order[i], k = i;
+        while (k > 0 && j->ch[order[k - 1]].sum_logprob < j->ch[x].sum_logprob) {
+            order[k] = order[k - 1];
+            k--;
+        }
+        order[k] = x;
+    }
+}
+
+/* The whole body as text; each choice's buffers are freed once copied, so the peak is about the
+ * answer's size plus one choice. */
+static enum MHD_Result respond(struct hs_api_server *s, struct MHD_Connection *c,
+                               struct hs__req *rq, struct hs__job *j)
+{
+    const char *msg = NULL;
+    int http = failure(j, &msg);
+    if (http) {
+        return hs__send_error(s, c, rq, http, NULL, "generation failed: %s", msg);
+    }
+    const bool chat = j->kind == HS__API_CHAT;
+    struct hs__buf b = {0};
+    head_json(j, &b, chat ? "chat.completion" : "text_completion");
+    LIT(&b, ",\"choices\":[");
+    int32_t order[HS_ENGINE_MAX_CHOICES];
+    for (int32_t hi = 0, out = 0; hi < j->n_h; hi++) {
+        rank_choices(j, hi, order);
+        for (int32_t r = 0; r < j->n_ret; r++, out++) {
+            struct choice *ch = &j->ch[order[r]];
+            hs__buf_printf(&b, "%s{\"index\":%d,", out ? "," : "", (int)out);
+            if (chat) {
+                LIT(&b, "\"message\":{\"role\":\"assistant\",\"content\":");
+            } else {
+                LIT(&b, "\"text\":");
+            }
+            if (j->echo[hi]) {
+                struct hs__buf t = {0};
+                hs__buf_add(&t, j->echo[hi], j->n_echo[hi]);
+                hs__buf_add(&t, ch->text.p ? ch->text.p : "", ch->text.len);
+                hs__buf_json_str(&b, t.p ? t.p : "", t.len);
+                b.oom |= t.oom;
+                hs__buf_free(&t);
+            } else {
+                hs__buf_json_str(&b, ch->text.p ? ch->text.p : "", ch->text.len);
+            }
+            if (chat) {
+                LIT(&b, "},\"logprobs\":");
+            } else {
+                LIT(&b, ",\"logprobs\":");
+            }
+            logprobs_json(j, &b, ch);
+            LIT(&b, ",\"finish_reason\":");
+            finish_json(&b, ch->fin);
+            LIT(&b, "}");
+            hs__buf_free(&ch->text);
+            for (int k = 0; k < 4; k++) {
+                hs__buf_free(&ch->lp[k]);
+            }
+        }
+    }
+    LIT(&b, "],\"usage\":");
+    usage_json(&b, &j->usage);
+    LIT(&b, "}");
+    bool oom = b.oom;
+    for (int32_t i = 0; i < j->n_h * j->n; i++) {
+        oom |= j->ch[i].text.oom || j->ch[i].lp[0].oom || j->ch[i].lp[1].oom ||
+               j->ch[i].lp[2].oom || j->ch[i].lp[3].oom;
+    }
+    if (oom) {
+        hs__buf_free(&b);
+        return hs__send_error(s, c, rq, 503, NULL, "out of memory");
+    }
+    HS_LOG_INFO("req=%llu done (prompt %d, completion %d, cached %d tokens, ttft %.1f ms)",
+                (unsigned long long)j->id, j->usage.prompt_tokens, j->usage.completion_tokens,
+                j->usage.cached_tokens, j->ttft_ms);
+    return hs__send_text(s, c, rq, 200, "application/json", b.p, b.len, NULL, NULL);
+}
+
+enum MHD_Result hs__generate_resume(struct hs_api_server *s, struct MHD_Connection *c,
+                                    struct hs__req *rq)
+{
+    struct hs__job *j = rq->job;
+    for (;;) {
+        if (atomic_load(&j->gone) || atomic_load(&s->stopping)) {
+            rq->status = 499; /* nobody to answer, or no time to */
+            return MHD_NO;
+        }
+        job_clear_pending(j);
+        pump(j);
+        if (j->n_done == j->n_h) {
+            return respond(s, c, rq, j);
+        }
+        if (job_wait(j)) {
+            return MHD_YES;
+        }
+    }
+}
+
+/* ---- start ---- */
+
+enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connection *c,
+                                   struct hs__req *rq, enum hs__api_kind kind)
+{
+    struct hs__api_req req;
+    struct hs__api_err perr = {0};
+    hs_status st =
+        hs__api_parse(&s->pctx, kind, rq->body.p ? rq->body.p : "", rq->body.len, &req, &perr);
+    if (st != HS_OK) {
+        hs__api_req_free(&req);
+        return hs__send_error_ex(s, c, rq, perr.http ? perr.http : 400, perr.param, perr.code, NULL,
+                                 NULL, perr.message);
+    }
+    struct hs__job *j = calloc(1, sizeof(*j));
+    if (!j || !(j->ch = calloc((size_t)(req.n_prompts * req.er.n), sizeof(*j->ch)))) {
+        free(j);
+        hs__api_req_free(&req);
+        return hs__send_error(s, c, rq, 503, NULL, "out of memory");
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    j->s = s;
+    j->c = c;
+    j->id = rq->id;
+    j->kind = kind;
+    j->stream = req.stream;
+    j->include_usage = req.include_usage;
+    j->want_lp = req.want_logprobs;
+    j->n = req.er.n;
+    j->n_ret = req.n_return;
+    j->created = (int64_t)time(NULL);
+    snprintf(j->cid, sizeof(j->cid), "%s-%llx%06llu", kind == HS__API_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)s->created, (unsigned long long)rq->id);
+    req.er.id = rq->id;
+    req.er.notify = job_notify;
+    req.er.notify_user = j;
+    req.er.cache_salt = hs__tenant_salt(s, rq->tenant, req.cache_salt, req.n_cache_salt);
+    HS_LOG_INFO("req=%llu %s: %d prompt(s), first %d tokens, n %d, max_tokens %d%s%s%s",
+                (unsigned long long)rq->id, kind == HS__API_CHAT ? "chat" : "completion",
+                req.n_prompts, req.prompts[0].n, req.er.n, req.er.max_tokens,
+                req.stream ? ", stream" : "", req.user[0] ? ", user " : "", req.user);
+    for (int32_t i = 0; i < req.n_prompts; i++) {
+        struct hs_error err = {0};
+        req.er.prompt = req.prompts[i].ids;
+        req.er.n_prompt = req.prompts[i].n;
+        st = hs_engine_submit(s->eng, &req.er, &j->h[i], &err);
+        if (st != HS_OK) {
+            hs__api_req_free(&req);
+            hs__job_free(j);
+            int http = hs_api_http_status(st);
+            const char *param = strstr(err.message, "prompt") ? "prompt" : NULL;
+            if (st == HS_E_BUSY) {
+                return hs__send_error(s, c, rq, http, NULL,
+                                      "the server is busy (request queue full); retry later");
+            }
+            if (st == HS_E_CANCELED) {
+                return hs__send_error(s, c, rq, http, NULL, "the server is shutting down");
+            }
+            return hs__send_error(s, c, rq, http, param, "%s",
+                                  err.message[0] ? err.message : hs_status_str(st));
+        }
+        j->n_h = i + 1;
+        j->echo[i] = req.echo_text[i]; /* taken */
+        j->n_echo[i] = req.n_echo_text[i];
+        req.echo_text[i] = NULL;
+    }
+    hs__api_req_free(&req);
+    pthread_mutex_lock(&s->conns_mu);
+    rq->job = j; /* from now on the reaper watches the client and stop() can wake us */
+    pthread_mutex_unlock(&s->conns_mu);
+
+    if (!j->stream) {
+        return hs__generate_resume(s, c, rq);
+    }
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, j, NULL);
+    if (!r) {
+        return MHD_NO; /* on_completed frees the job */
+    }
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no"); /* nginx: pass events at once */
+    return hs__queue_response(s, c, rq, 200, r);
+}
