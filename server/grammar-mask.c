@@ -311,7 +311,9 @@ static hs_status walk(struct hs_grammar_cache *c, int32_t sid, uint32_t partial,
     memset(mask, 0, c->mask_words * sizeof(*mask));
     w[0][0] = (uint32_t)sid;
     w[0][1] = partial;
-    uint64_t hard_states = 4 * (uint64_t)c->p.max_states, hard_frames = 4 * (uint64_t)c->p.max_frames;
+    /* A walk cannot reset the cache under itself; past these it gives up instead. */
+    uint64_t hard_states = HS_MAX(4 * (uint64_t)c->p.max_states, (uint64_t)1 << 18);
+    uint64_t hard_frames = HS_MAX(4 * (uint64_t)c->p.max_frames, (uint64_t)1 << 21);
     uint32_t i = 1, check = 0;
     while (i < t->n_nodes) {
         uint32_t d = t->depth[i];
