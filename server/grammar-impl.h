@@ -71,10 +71,37 @@ bool hs__gclass_match(const struct hs_grammar *g, uint32_t class_id, uint32_t cp
 /* Whether the class matches some code point in [lo, hi]. */
 bool hs__gclass_match_range(const struct hs_grammar *g, uint32_t class_id, uint32_t lo,
                             uint32_t hi);
+/* Whether the class matches every code point in [lo, hi]. */
+bool hs__gclass_covers(const struct hs_grammar *g, uint32_t class_id, uint32_t lo, uint32_t hi);
 
 /* Grows *p (element size elem) to hold at least need elements, doubling; false on overflow or
  * out of memory (then *p and *cap are unchanged). */
 bool hs__grammar_grow(void **p, size_t *cap, size_t need, size_t elem);
+
+/* Whether b may follow the nb bytes (lead first) of an incomplete UTF-8 character: a
+ * continuation byte, with the lead's limits on the second byte (no overlongs, surrogates or
+ * values past U+10FFFF). */
+static inline bool hs__utf8_cont_ok(uint32_t lead, uint32_t nb, uint8_t b)
+{
+    if ((b & 0xC0) != 0x80) {
+        return false;
+    }
+    if (nb == 1) {
+        switch (lead) {
+        case 0xE0:
+            return b >= 0xA0;
+        case 0xED:
+            return b <= 0x9F;
+        case 0xF0:
+            return b >= 0x90;
+        case 0xF4:
+            return b <= 0x8F;
+        default:
+            break;
+        }
+    }
+    return true;
+}
 
 /* Decodes one UTF-8 character of s[0..n) strictly (no overlongs, surrogates or values past
  * U+10FFFF): returns its length and writes *cp, or 0 when s does not start with a valid one. */
@@ -97,6 +124,35 @@ size_t hs__grammar_dump(const struct hs_grammar *g, char *buf, size_t cap);
 #define HS__STATE_DEAD (-1)
 #define HS__STATE_ERROR (-2)
 #define HS__ASCII_UNKNOWN (-3)
+#define HS__NONASCII_MIXED (-4) /* non-ASCII characters do not all lead to one state */
+
+/* Bytes grouped into 64 buckets for the trie's per-subtree summaries: controls, DEL, digits,
+ * lower and upper letters, each ASCII punctuation character (space included), non-ASCII. */
+static inline uint32_t hs__byte_bucket(uint8_t b)
+{
+    if (b >= 0x80) {
+        return 63;
+    }
+    if (b < 0x20) {
+        return 0;
+    }
+    if (b == 0x7F) {
+        return 1;
+    }
+    if (b >= '0' && b <= '9') {
+        return 2;
+    }
+    if (b >= 'a' && b <= 'z') {
+        return 3;
+    }
+    if (b >= 'A' && b <= 'Z') {
+        return 4;
+    }
+    return b < 0x30 ? 5 + (b - 0x20u)    /* 5..20: space ! " # ... / */
+           : b < 0x41 ? 21 + (b - 0x3Au) /* 21..27: : ; < = > ? @ */
+           : b < 0x61 ? 28 + (b - 0x5Bu) /* 28..33: [ \ ] ^ _ ` */
+                      : 34 + (b - 0x7Bu); /* 34..37: { | } ~ */
+}
 
 struct hs__frame {
     uint32_t pos;    /* element index (never an END) */
@@ -108,7 +164,11 @@ struct hs__state {
     uint32_t n;   /* stacks (frame ids, ascending) */
     bool complete;
     int32_t *ascii;    /* [128] next state per ASCII byte, or NULL; HS__ASCII_UNKNOWN unknown */
+    int32_t nonascii;  /* the state every non-ASCII character leads to, DEAD when none may come,
+                        * HS__NONASCII_MIXED, or HS__ASCII_UNKNOWN until needed */
     int32_t mask_slot; /* grammar-mask.c: cached mask or -1 */
+    bool loops_known;
+    uint64_t breakers; /* buckets holding a byte that leaves the state (when loops_known) */
     uint64_t hash;
 };
 
@@ -187,6 +247,10 @@ int32_t hs__cache_initial(struct hs_grammar_cache *c);
 /* The state after byte b from (sid, *partial); updates *partial. HS__STATE_DEAD when b cannot
  * follow, HS__STATE_ERROR (c->error) when the cache failed. */
 int32_t hs__cache_step(struct hs_grammar_cache *c, int32_t sid, uint32_t *partial, uint8_t b);
+/* The buckets (hs__byte_bucket) holding some byte that does not lead from sid back to sid:
+ * a trie subtree whose bytes avoid them is all allowed and ends in sid (when its bytes are valid
+ * UTF-8 from a character boundary). ~0 when the cache failed (c->error). */
+uint64_t hs__cache_breakers(struct hs_grammar_cache *c, int32_t sid);
 /* Resets the cache when it has grown past its limits, carrying live matchers over; call only
  * where no state id is held outside matchers. */
 hs_status hs__cache_maybe_reset(struct hs_grammar_cache *c);
@@ -207,6 +271,9 @@ struct hs_token_trie {
     uint16_t *depth;   /* [n_nodes] */
     uint32_t *end;     /* [n_nodes] index past the node's subtree */
     uint32_t *tok_off; /* [n_nodes + 1] tokens ending at node i: toks[tok_off[i]..tok_off[i+1]) */
+    uint64_t *below;   /* [n_nodes] buckets of the bytes under the node (its own excluded) */
+    uint8_t *valid;    /* [n_nodes] every path through the node is valid UTF-8 (or a valid
+                        * start of it) from the root to every leaf under it */
     hs_token *toks;
     uint32_t *piece_off; /* [n_vocab + 1] each token's bytes in pieces; empty for excluded */
     uint8_t *pieces;

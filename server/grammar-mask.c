@@ -74,6 +74,61 @@ static bool trie_add_node(struct hs_token_trie *t, size_t *cap, uint8_t byte, ui
     return true;
 }
 
+/* below[] and valid[]: one preorder pass decodes UTF-8 along every path (a node's parent is the
+ * last node of depth d - 1 before it), then a reverse pass folds children into parents. */
+static bool summarise(struct hs_token_trie *t)
+{
+    size_t n = t->n_nodes;
+    t->below = calloc(n, sizeof(*t->below));
+    t->valid = malloc(n);
+    uint32_t *parent = malloc(n * sizeof(*parent));
+    uint32_t *last = malloc(((size_t)t->max_depth + 1) * sizeof(*last));
+    uint8_t *lead = malloc((size_t)t->max_depth + 1); /* per depth: lead byte, 0 at a boundary */
+    uint8_t *nb = malloc((size_t)t->max_depth + 1);   /* bytes of the open character so far */
+    bool ok = t->below && t->valid && parent && last && lead && nb;
+    if (ok) {
+        last[0] = 0;
+        lead[0] = 0;
+        nb[0] = 0;
+        t->valid[0] = 1;
+        for (size_t i = 1; i < n; i++) {
+            uint32_t d = t->depth[i];
+            uint32_t p = last[d - 1];
+            uint8_t b = t->byte[i];
+            parent[i] = p;
+            last[d] = (uint32_t)i;
+            bool v = t->valid[p];
+            uint8_t l = lead[d - 1], k = nb[d - 1];
+            if (v && l == 0) {
+                if (b >= 0x80 && (b < 0xC2 || b > 0xF4)) {
+                    v = false;
+                } else if (b >= 0x80) {
+                    l = b, k = 1;
+                }
+            } else if (v) {
+                v = hs__utf8_cont_ok(l, k, b);
+                k++;
+                if (k == (l >= 0xF0 ? 4 : l >= 0xE0 ? 3 : 2)) {
+                    l = 0, k = 0;
+                }
+            }
+            lead[d] = l;
+            nb[d] = k;
+            t->valid[i] = v;
+        }
+        for (size_t i = n; i-- > 1;) {
+            uint32_t p = parent[i];
+            t->below[p] |= t->below[i] | (uint64_t)1 << hs__byte_bucket(t->byte[i]);
+            t->valid[p] &= t->valid[i];
+        }
+    }
+    free(parent);
+    free(last);
+    free(lead);
+    free(nb);
+    return ok;
+}
+
 hs_status hs_token_trie_create(const struct hs_vocab *v, struct hs_token_trie **out)
 {
     *out = NULL;
@@ -159,6 +214,9 @@ hs_status hs_token_trie_create(const struct hs_vocab *v, struct hs_token_trie **
     }
     t->tok_off[t->n_nodes] = n_toks;
     t->max_depth = (uint16_t)max_len;
+    if (!summarise(t)) {
+        goto fail;
+    }
     free(order);
     free(path);
     *out = t;
@@ -180,6 +238,8 @@ void hs_token_trie_destroy(struct hs_token_trie *t)
     free(t->depth);
     free(t->end);
     free(t->tok_off);
+    free(t->below);
+    free(t->valid);
     free(t->toks);
     free(t->piece_off);
     free(t->pieces);
@@ -341,6 +401,21 @@ static hs_status walk(struct hs_grammar_cache *c, int32_t sid, uint32_t partial,
         w[d][1] = pp;
         for (uint32_t k = t->tok_off[i]; k < t->tok_off[i + 1]; k++) {
             hs_token_mask_set(mask, t->toks[k]);
+        }
+        /* A large subtree whose bytes all lead from ns back to ns (a string body under a
+         * subtree without quotes or backslashes) is allowed whole, without stepping it. */
+        if (pp == 0 && t->valid[i] && t->end[i] - i > 32) {
+            uint64_t br = hs__cache_breakers(c, ns);
+            if (br == UINT64_MAX) {
+                return c->error;
+            }
+            if ((t->below[i] & br) == 0) {
+                for (uint32_t k = t->tok_off[i + 1]; k < t->tok_off[t->end[i]]; k++) {
+                    hs_token_mask_set(mask, t->toks[k]);
+                }
+                i = t->end[i];
+                continue;
+            }
         }
         i++;
     }

@@ -190,7 +190,11 @@ static int32_t state_get(struct hs_grammar_cache *c, const uint32_t *s, uint32_t
     }
     int32_t id = (int32_t)c->n_states++;
     struct hs__state *st = &c->states[id];
-    *st = (struct hs__state){.off = (uint32_t)c->n_pool, .n = n, .hash = h, .mask_slot = -1};
+    *st = (struct hs__state){.off = (uint32_t)c->n_pool,
+                             .n = n,
+                             .hash = h,
+                             .mask_slot = -1,
+                             .nonascii = HS__ASCII_UNKNOWN};
     memcpy(c->stack_pool + c->n_pool, s, (size_t)n * sizeof(*s));
     c->n_pool += n;
     st->complete = n > 0 && s[0] == 0; /* frame 0, the empty stack, sorts first */
@@ -445,6 +449,70 @@ static int32_t prefix_alive(struct hs_grammar_cache *c, int32_t sid, uint32_t pa
     return v;
 }
 
+/* Where non-ASCII characters lead from sid when they all lead to one place (most states: a
+ * string body takes every one, a number none), else HS__NONASCII_MIXED; memoised. */
+static int32_t nonascii_next(struct hs_grammar_cache *c, int32_t sid)
+{
+    int32_t v = c->states[sid].nonascii;
+    if (v != HS__ASCII_UNKNOWN) {
+        return v;
+    }
+    const struct hs_grammar *g = c->g;
+    bool any = false;
+    v = HS__STATE_DEAD;
+    for (uint32_t i = 0; i < c->states[sid].n; i++) {
+        uint32_t f = c->stack_pool[c->states[sid].off + i];
+        if (f == 0) {
+            continue;
+        }
+        uint32_t cls = g->elems[c->frames[f].pos].value;
+        bool all = hs__gclass_covers(g, cls, 0x80, 0xD7FF) &&
+                   hs__gclass_covers(g, cls, 0xE000, HS__CP_MAX);
+        bool none = !hs__gclass_match_range(g, cls, 0x80, 0xD7FF) &&
+                    !hs__gclass_match_range(g, cls, 0xE000, HS__CP_MAX);
+        if (!all && !none) {
+            v = HS__NONASCII_MIXED;
+            break;
+        }
+        any = any || all;
+    }
+    if (v != HS__NONASCII_MIXED && any) {
+        v = step_cp(c, sid, 0xE9); /* any non-ASCII character stands for all */
+        if (v == HS__STATE_ERROR) {
+            return v;
+        }
+    }
+    c->states[sid].nonascii = v;
+    return v;
+}
+
+uint64_t hs__cache_breakers(struct hs_grammar_cache *c, int32_t sid)
+{
+    if (c->states[sid].loops_known) {
+        return c->states[sid].breakers;
+    }
+    uint64_t br = 0;
+    for (uint32_t b = 0; b < 128; b++) {
+        int32_t n = step_cp(c, sid, b);
+        if (n == HS__STATE_ERROR) {
+            return UINT64_MAX;
+        }
+        if (n != sid) {
+            br |= (uint64_t)1 << hs__byte_bucket((uint8_t)b);
+        }
+    }
+    int32_t na = nonascii_next(c, sid);
+    if (na == HS__STATE_ERROR) {
+        return UINT64_MAX;
+    }
+    if (na != sid) {
+        br |= (uint64_t)1 << hs__byte_bucket(0x80);
+    }
+    c->states[sid].breakers = br;
+    c->states[sid].loops_known = true;
+    return br;
+}
+
 int32_t hs__cache_step(struct hs_grammar_cache *c, int32_t sid, uint32_t *partial, uint8_t b)
 {
     uint32_t p = *partial;
@@ -454,6 +522,14 @@ int32_t hs__cache_step(struct hs_grammar_cache *c, int32_t sid, uint32_t *partia
         }
         if (b < 0xC2 || b > 0xF4) {
             return HS__STATE_DEAD;
+        }
+        int32_t na = nonascii_next(c, sid);
+        if (na != HS__NONASCII_MIXED) { /* one answer for every character: no lookups */
+            if (na >= 0) {
+                *partial = 1u << 24 | b;
+                return sid;
+            }
+            return na;
         }
         uint32_t np = 1u << 24 | b;
         int32_t r = prefix_alive(c, sid, np);
@@ -468,6 +544,14 @@ int32_t hs__cache_step(struct hs_grammar_cache *c, int32_t sid, uint32_t *partia
     uint32_t nb = p >> 24, bytes = p & 0xFFFFFFu;
     uint32_t lead = bytes >> (8 * (nb - 1)) & 0xFF;
     uint32_t len = utf8_len(lead);
+    int32_t na = c->states[sid].nonascii; /* known: the lead byte asked */
+    if (na >= 0) {
+        if (!hs__utf8_cont_ok(lead, nb, b)) {
+            return HS__STATE_DEAD;
+        }
+        *partial = nb + 1 < len ? (nb + 1) << 24 | bytes << 8 | b : 0;
+        return nb + 1 < len ? sid : na;
+    }
     if (nb + 1 < len) {
         uint32_t np = (nb + 1) << 24 | bytes << 8 | b;
         int32_t r = prefix_alive(c, sid, np);

@@ -132,6 +132,26 @@ bool hs__gclass_match_range(const struct hs_grammar *g, uint32_t class_id, uint3
     return next <= hi;
 }
 
+bool hs__gclass_covers(const struct hs_grammar *g, uint32_t class_id, uint32_t lo, uint32_t hi)
+{
+    const struct hs__gclass *c = &g->classes[class_id];
+    const uint32_t *r = g->ranges + 2 * (size_t)c->first_range;
+    if (c->negated) {
+        for (uint32_t i = 0; i < c->n_ranges; i++) {
+            if (r[2 * i] <= hi && r[2 * i + 1] >= lo) {
+                return false;
+            }
+        }
+        return true;
+    }
+    for (uint32_t i = 0; i < c->n_ranges; i++) { /* merged ranges: one must hold it all */
+        if (r[2 * i] <= lo && r[2 * i + 1] >= hi) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* ---- the parser ---- */
 
 struct ebuf {
