@@ -83,7 +83,7 @@ static const struct prim prims[] = {
     {"integral-part", "[0] | [1-9] [0-9]{0,15}", {NULL}},
     {"decimal-part", "[0-9]{1,16}", {NULL}},
     {"number",
-     "\"-\"? integral-part ( \".\" decimal-part )? ( [eE] [-+]? integral-part )? space",
+     "\"-\"? integral-part ( \".\" decimal-part )? ( [eE] [-+]? [0-9]{1,2} )? space",
      {"integral-part", "decimal-part", "space"}},
     {"integer", "\"-\"? integral-part space", {"integral-part", "space"}},
     /* no \uD800-\uDFFF escapes: a validator counts an escaped pair as one character */

@@ -984,7 +984,7 @@ const char *hs_json_object_gbnf(void)
            "string ::= \"\\\"\" char* \"\\\"\" space\n"
            "char ::= [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" ( "
            "[0-9a-cA-Ce-fE-F] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2} ) )\n"
-           "number ::= \"-\"? integral-part ( \".\" decimal-part )? ( [eE] [-+]? integral-part "
+           "number ::= \"-\"? integral-part ( \".\" decimal-part )? ( [eE] [-+]? [0-9]{1,2} "
            ")? space\n"
            "integral-part ::= [0] | [1-9] [0-9]{0,15}\n"
            "decimal-part ::= [0-9]{1,16}\n"

@@ -15,8 +15,9 @@
  * readOnly, writeOnly, discriminator, x-* extensions.
  * Anything else is an error naming the keyword, never a silent relaxation. The grammar may be
  * stricter than the schema where the schema is not regular or too costly: numbers have at most
- * 16 integral and 16 fractional digits, strings use no \uD800-\uDFFF escapes, extra property
- * names no escapes, dates no February 29, const and enum values are written compactly. */
+ * 16 integral and 16 fractional digits and a 2-digit exponent (doubles stay finite), strings
+ * use no \uD800-\uDFFF escapes, extra property names no escapes, dates no February 29, const
+ * and enum values are written compactly, properties come in the schema's order. */
 #ifndef HS_API_JSON_SCHEMA_H
 #define HS_API_JSON_SCHEMA_H
 
