@@ -177,7 +177,7 @@ static int32_t state_get(struct hs_grammar_cache *c, const uint32_t *s, uint32_t
     for (; c->state_tab[i] >= 0; i = (i + 1) & mask) {
         const struct hs__state *st = &c->states[c->state_tab[i]];
         if (st->hash == h && st->n == n &&
-            memcmp(c->stack_pool + st->off, s, (size_t)n * sizeof(*s)) == 0) {
+            (n == 0 || memcmp(c->stack_pool + st->off, s, (size_t)n * sizeof(*s)) == 0)) {
             return c->state_tab[i];
         }
     }
@@ -195,7 +195,9 @@ static int32_t state_get(struct hs_grammar_cache *c, const uint32_t *s, uint32_t
                              .hash = h,
                              .mask_slot = -1,
                              .nonascii = HS__ASCII_UNKNOWN};
-    memcpy(c->stack_pool + c->n_pool, s, (size_t)n * sizeof(*s));
+    if (n > 0) {
+        memcpy(c->stack_pool + c->n_pool, s, (size_t)n * sizeof(*s));
+    }
     c->n_pool += n;
     st->complete = n > 0 && s[0] == 0; /* frame 0, the empty stack, sorts first */
     c->state_tab[i] = id;
@@ -270,7 +272,9 @@ static int32_t expand(struct hs_grammar_cache *c, size_t n_work, bool allow_empt
     if (n_res == 0 && !allow_empty) {
         return HS__STATE_DEAD;
     }
-    qsort(c->result, n_res, sizeof(*c->result), cmp_u32);
+    if (n_res > 1) {
+        qsort(c->result, n_res, sizeof(*c->result), cmp_u32);
+    }
     return state_get(c, c->result, (uint32_t)n_res);
 }
 
@@ -640,7 +644,9 @@ static hs_status matcher_restore(struct hs_grammar_matcher *m)
         }
         c->result[n_res++] = (uint32_t)f;
     }
-    qsort(c->result, n_res, sizeof(*c->result), cmp_u32);
+    if (n_res > 1) {
+        qsort(c->result, n_res, sizeof(*c->result), cmp_u32);
+    }
     int32_t s = state_get(c, c->result, (uint32_t)n_res);
     if (s < 0) {
         return c->error;

@@ -547,3 +547,20 @@ Test(grammar, agrees_with_the_reference_on_random_inputs)
         }
     }
 }
+
+/* A grammar that derives nothing (a cycle of bare references) compiles, matches nothing and
+ * never completes (found by fuzzing: the empty start state). */
+Test(grammar, grammar_with_no_sentence)
+{
+    const char *texts[] = {"root ::= root\n", "root ::= a\na ::= root\n", "root ::= root | root\n"};
+    for (size_t i = 0; i < HS_ARRAY_LEN(texts); i++) {
+        struct m e = matcher_env(texts[i], NULL);
+        cr_assert_eq(match(e.c, "", 0), 0, "%s", texts[i]);
+        cr_assert_eq(match(e.c, "a", 1), -1);
+        struct hs_rng rng;
+        hs_rng_seed(&rng, 1);
+        char buf[8];
+        cr_assert_eq(hs__grammar_generate(e.g, &rng, 4, buf, sizeof(buf)), -1);
+        env_free(&e);
+    }
+}
