@@ -12,11 +12,11 @@
 
 #include "api/json-schema.h"
 
-#define HS__JS_MAX_DEPTH 64
-#define HS__JS_MAX_BYTES ((size_t)1 << 20)
-#define HS__JS_MAX_COUNT 10000  /* the grammar's repetition limit */
-#define HS__JS_INT_DIGITS 16    /* integral digits a number may have */
-#define HS__JS_NAME_MAX_BYTES 48 /* of the schema-derived part of a rule name */
+#define HS__JS_MAX_DEPTH      64
+#define HS__JS_MAX_BYTES      ((size_t)1 << 20)
+#define HS__JS_MAX_COUNT      10000 /* the grammar's repetition limit */
+#define HS__JS_INT_DIGITS     16    /* integral digits a number may have */
+#define HS__JS_NAME_MAX_BYTES 48    /* of the schema-derived part of a rule name */
 
 /* A growing NUL-terminated string; oom sticks. */
 struct sbuf {
@@ -58,6 +58,8 @@ struct conv {
     size_t bytes;
     struct rule *rules;
     size_t n_rules, cap_rules;
+    int32_t *names; /* rule index by name hash, open addressing; -1 empty */
+    size_t cap_names;
     struct ref *refs;
     size_t n_refs, cap_refs;
     char path[256]; /* JSON pointer of the schema being visited, for messages */

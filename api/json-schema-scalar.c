@@ -92,15 +92,15 @@ static const struct prim prims[] = {
      "[0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2} ) )",
      {NULL}},
     {"string", "\"\\\"\" char* \"\\\"\" space", {"char", "space"}},
-    {"value", "object | array | string | number | boolean | null",
-     {"object", "array", "string"}},
+    {"value", "object | array | string | number | boolean | null", {"object", "array", "string"}},
     {"object",
      "\"{\" space ( string \":\" space value ( \",\" space string \":\" space value )* )? "
      "\"}\" space",
      {"string", "value", "space"}},
     {"array", "\"[\" space ( value ( \",\" space value )* )? \"]\" space", {"value", "space"}},
     {"akey-char", "[^\"\\\\\\x7F\\x00-\\x1F]", {NULL}},
-    {"year", "[1-9] [0-9]{3} | \"0\" ( [1-9] [0-9]{2} | \"0\" ( [1-9] [0-9] | \"0\" [1-9] ) )",
+    {"year",
+     "[1-9] [0-9]{3} | \"0\" ( [1-9] [0-9]{2} | \"0\" ( [1-9] [0-9] | \"0\" [1-9] ) )",
      {NULL}},
     {"date",
      "year \"-\" ( ( \"0\" [13578] | \"1\" [02] ) \"-\" ( \"0\" [1-9] | [12] [0-9] | \"3\" [01] ) "
@@ -147,8 +147,8 @@ const char *hs__js_prim(struct conv *c, const char *name)
                     return NULL;
                 }
             }
-            if (!strcmp(name, "value") && (!hs__js_prim(c, "number") || !hs__js_prim(c, "boolean") ||
-                                           !hs__js_prim(c, "null"))) {
+            if (!strcmp(name, "value") && (!hs__js_prim(c, "number") ||
+                                           !hs__js_prim(c, "boolean") || !hs__js_prim(c, "null"))) {
                 return NULL;
             }
         }
@@ -172,7 +172,7 @@ bool hs__js_get_count(struct conv *c, const json_t *s, const char *key, int64_t 
     }
     if (d > HS__JS_MAX_COUNT) {
         return hs__js_fail(c, HS_E_RANGE, "'%s' of %.0f is above %d, the largest the grammar takes",
-                     key, d, HS__JS_MAX_COUNT);
+                           key, d, HS__JS_MAX_COUNT);
     }
     *out = (int64_t)d;
     return true;
@@ -225,15 +225,18 @@ const char *hs__js_visit_string(struct conv *c, const json_t *s, const char *hin
                 return hs__js_prim(c, known[i][1]);
             }
         }
-        hs__js_fail(c, HS_E_NOTSUP, "unsupported string format '%.40s' (date, time, date-time, uuid "
-              "and email are)", f);
+        hs__js_fail(c, HS_E_NOTSUP,
+                    "unsupported string format '%.40s' (date, time, date-time, uuid "
+                    "and email are)",
+                    f);
         return NULL;
     }
     if (min < 0 && max < 0) {
         return hs__js_prim(c, "string");
     }
     if (max >= 0 && min > max) {
-        hs__js_fail(c, HS_E_INVAL, "minLength %lld > maxLength %lld", (long long)min, (long long)max);
+        hs__js_fail(c, HS_E_INVAL, "minLength %lld > maxLength %lld", (long long)min,
+                    (long long)max);
         return NULL;
     }
     if (!hs__js_prim(c, "char") || !hs__js_prim(c, "space")) {
@@ -416,8 +419,8 @@ static bool of_type(const json_t *v, const char *t)
         return json_is_string(v);
     }
     if (!strcmp(t, "integer")) {
-        return json_is_integer(v) || (json_is_real(v) && json_real_value(v) ==
-                                                          floor(json_real_value(v)));
+        return json_is_integer(v) ||
+               (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)));
     }
     if (!strcmp(t, "number")) {
         return json_is_number(v);
@@ -484,9 +487,9 @@ const char *hs__js_visit_enum(struct conv *c, const json_t *s, const json_t *val
     hs__sb_puts(&b, " ) space");
     if (n == 0) {
         free(b.p);
-        hs__js_fail(c, HS_E_INVAL, "no value of '%s' has the schema's type", is_const ? "const" : "enum");
+        hs__js_fail(c, HS_E_INVAL, "no value of '%s' has the schema's type",
+                    is_const ? "const" : "enum");
         return NULL;
     }
     return hs__js_rule_from(c, hint, &b);
 }
-

@@ -54,14 +54,58 @@ static bool grow(void **p, size_t *cap, size_t need, size_t elem)
     return true;
 }
 
+static size_t name_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    for (; *s; s++) {
+        h = (h ^ (uint8_t)*s) * 0x100000001b3u;
+    }
+    return (size_t)(h ^ (h >> 31));
+}
+
 ssize_t hs__js_find_rule(const struct conv *c, const char *name)
 {
-    for (size_t i = 0; i < c->n_rules; i++) {
-        if (strcmp(c->rules[i].name, name) == 0) {
-            return (ssize_t)i;
+    if (c->cap_names == 0) {
+        return -1;
+    }
+    for (size_t h = name_hash(name) & (c->cap_names - 1);; h = (h + 1) & (c->cap_names - 1)) {
+        int32_t i = c->names[h];
+        if (i < 0 || strcmp(c->rules[i].name, name) == 0) {
+            return i;
         }
     }
-    return -1;
+}
+
+/* Indexes rule i by name, growing the table at half load. */
+static bool index_name(struct conv *c, size_t i)
+{
+    if ((c->n_rules + 1) * 2 > c->cap_names) {
+        size_t cap = c->cap_names ? c->cap_names * 2 : 256;
+        int32_t *t = malloc(cap * sizeof(*t));
+        if (!t) {
+            return false;
+        }
+        memset(t, 0xFF, cap * sizeof(*t));
+        for (size_t k = 0; k < c->cap_names; k++) {
+            int32_t r = c->names[k];
+            if (r >= 0) {
+                size_t h = name_hash(c->rules[r].name) & (cap - 1);
+                while (t[h] >= 0) {
+                    h = (h + 1) & (cap - 1);
+                }
+                t[h] = r;
+            }
+        }
+        free(c->names);
+        c->names = t;
+        c->cap_names = cap;
+    }
+    size_t h = name_hash(c->rules[i].name) & (c->cap_names - 1);
+    while (c->names[h] >= 0) {
+        h = (h + 1) & (c->cap_names - 1);
+    }
+    c->names[h] = (int32_t)i;
+    return true;
 }
 
 /* Adds `name ::= body` (takes body; NULL reserves the name), or finds a rule of that name and
@@ -112,6 +156,12 @@ ssize_t hs__js_add_rule(struct conv *c, const char *hint, char *body)
         return -1;
     }
     c->rules[c->n_rules] = (struct rule){nm, body};
+    if (!index_name(c, c->n_rules)) {
+        free(nm);
+        free(body);
+        hs__js_nomem(c);
+        return -1;
+    }
     return (ssize_t)c->n_rules++;
 }
 
@@ -139,17 +189,34 @@ const char *hs__js_rule_from(struct conv *c, const char *hint, struct sbuf *b)
 /* ---- keywords ---- */
 
 static const char *const annotations[] = {
-    "title",    "description", "default",    "examples",   "$schema",       "$id",
-    "$comment", "deprecated",  "readOnly",   "writeOnly",  "discriminator", "$defs",
-    "definitions",
+    "title",      "description", "default",   "examples",      "$schema", "$id",         "$comment",
+    "deprecated", "readOnly",    "writeOnly", "discriminator", "$defs",   "definitions",
 };
 
 static const char *const keywords[] = {
-    "type",     "properties", "required",  "additionalProperties", "items",
-    "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems",
-    "enum",     "const",      "anyOf",     "oneOf",                "allOf",
-    "$ref",     "minLength",  "maxLength", "format",               "minimum",
-    "maximum",  "exclusiveMinimum", "exclusiveMaximum",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "additionalItems",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
+    "minLength",
+    "maxLength",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
 };
 
 static bool in_list(const char *k, const char *const *list, size_t n)
@@ -181,7 +248,8 @@ static bool check_keywords(struct conv *c, const json_t *s)
             return hs__js_fail(c, HS_E_NOTSUP, "unsupported JSON Schema keyword '%.64s'", k);
         }
         if (!strcmp(k, "uniqueItems") && json_is_true(v)) {
-            return hs__js_fail(c, HS_E_NOTSUP, "unsupported JSON Schema keyword 'uniqueItems' (true)");
+            return hs__js_fail(c, HS_E_NOTSUP,
+                               "unsupported JSON Schema keyword 'uniqueItems' (true)");
         }
     }
     return true;
@@ -210,7 +278,8 @@ static const char *visit(struct conv *c, const json_t *s, const char *hint);
 static const json_t *resolve(struct conv *c, const char *ref)
 {
     if (ref[0] != '#') {
-        hs__js_fail(c, HS_E_NOTSUP, "$ref '%.80s' (only local references '#/...' are supported)", ref);
+        hs__js_fail(c, HS_E_NOTSUP, "$ref '%.80s' (only local references '#/...' are supported)",
+                    ref);
         return NULL;
     }
     const json_t *t = c->root;
@@ -218,7 +287,7 @@ static const json_t *resolve(struct conv *c, const char *ref)
     while (*p) {
         if (*p != '/') {
             hs__js_fail(c, HS_E_NOTSUP, "$ref '%.80s' (only JSON pointers '#/...' are supported)",
-                  ref);
+                        ref);
             return NULL;
         }
         p++;
@@ -255,8 +324,8 @@ static const char *visit_ref(struct conv *c, const char *ref)
             continue;
         }
         if (c->refs[i].open && c->refs[i].value_depth == c->value_depth) {
-            hs__js_fail(c, HS_E_INVAL, "$ref '%.80s' refers back to itself without a value in between",
-                  ref);
+            hs__js_fail(c, HS_E_INVAL,
+                        "$ref '%.80s' refers back to itself without a value in between", ref);
             return NULL;
         }
         return c->rules[c->refs[i].rule].name;
@@ -300,8 +369,7 @@ static const char *visit_ref(struct conv *c, const char *ref)
 /* ---- objects ---- */
 
 /* A rule for property names that are none of names[0..n) (written without escapes). */
-static const char *not_names(struct conv *c, const char *hint, const char *const *names,
-                             size_t n)
+static const char *not_names(struct conv *c, const char *hint, const char *const *names, size_t n)
 {
     /* a trie of the names' code points, one rule per node with children */
     struct node {
@@ -375,7 +443,7 @@ static const char *not_names(struct conv *c, const char *hint, const char *const
             hs__sb_printf(&excl, "\\U%08X", (unsigned)t[ch].cp);
         }
         hs__sb_printf(&b, "[^\"\\\\\\x7F\\x00-\\x1F%s] akey-char* )%s", excl.p ? excl.p : "",
-                  t[i].end ? "" : "?");
+                      t[i].end ? "" : "?");
         free(excl.p);
         if (excl.oom || b.oom) {
             free(b.p);
@@ -540,7 +608,7 @@ static const char *visit_object(struct conv *c, const json_t *s, const char *hin
             struct sbuf r = {0};
             bool rep = extra && j == n_opt - 1;
             hs__sb_printf(&r, "( \",\" space %s )%s%s%s", opt[j], rep ? "*" : "?",
-                      rest[j + 1] ? " " : "", rest[j + 1] ? rest[j + 1] : "");
+                          rest[j + 1] ? " " : "", rest[j + 1] ? rest[j + 1] : "");
             char h[HS__JS_NAME_MAX_BYTES * 2];
             snprintf(h, sizeof(h), "%s-rest", hint);
             rest[j] = hs__js_rule_from(c, h, &r);
@@ -549,7 +617,7 @@ static const char *visit_object(struct conv *c, const json_t *s, const char *hin
         for (size_t i = 0; i < n_opt; i++) {
             bool rep = extra && i == n_opt - 1;
             hs__sb_printf(&b, "%s%s%s%s%s%s", i ? " | " : "", opt[i], rep ? " ( \",\" space " : "",
-                      rep ? opt[i] : "", rep ? " )*" : "", rest[i + 1] ? " " : "");
+                          rep ? opt[i] : "", rep ? " )*" : "", rest[i + 1] ? " " : "");
             hs__sb_puts(&b, rest[i + 1] ? rest[i + 1] : "");
         }
         hs__sb_puts(&b, n_req ? " ) )?" : " )?");
@@ -605,8 +673,8 @@ static const char *visit_array(struct conv *c, const json_t *s, const char *hint
         max = (int64_t)np;
     }
     if (max >= 0 && min > max) {
-        hs__js_fail(c, HS_E_INVAL, "minItems %lld cannot be met (at most %lld items)", (long long)min,
-              (long long)max);
+        hs__js_fail(c, HS_E_INVAL, "minItems %lld cannot be met (at most %lld items)",
+                    (long long)min, (long long)max);
         return NULL;
     }
     if (!hs__js_prim(c, "space")) {
@@ -661,7 +729,8 @@ static const char *visit_array(struct conv *c, const json_t *s, const char *hint
         struct sbuf r = {0};
         bool optional = (int64_t)(i + 1) > min;
         hs__sb_printf(&r, "%s\",\" space %s%s%s%s", optional ? "( " : "", el[i],
-                  tail[i + 1] ? " " : "", tail[i + 1] ? tail[i + 1] : "", optional ? " )?" : "");
+                      tail[i + 1] ? " " : "", tail[i + 1] ? tail[i + 1] : "",
+                      optional ? " )?" : "");
         char h[HS__JS_NAME_MAX_BYTES * 2];
         snprintf(h, sizeof(h), "%s-tail", hint);
         tail[i] = hs__js_rule_from(c, h, &r);
@@ -673,7 +742,7 @@ static const char *visit_array(struct conv *c, const json_t *s, const char *hint
     }
     if (np > 0 && last > 0) {
         hs__sb_printf(&b, "%s%s%s%s%s", min == 0 ? "( " : "", el[0], tail[1] ? " " : "",
-                  tail[1] ? tail[1] : "", min == 0 ? " )?" : "");
+                      tail[1] ? tail[1] : "", min == 0 ? " )?" : "");
     } else if (rest && max != 0) { /* no prefix: item ( "," item ){min-1, max-1} */
         hs__sb_printf(&b, "%s%s ( \",\" space %s )", min == 0 ? "( " : "", rest, rest);
         hs__sb_repeat(&b, min > 0 ? min - 1 : 0, max < 0 ? -1 : max - 1);
@@ -691,8 +760,7 @@ done:
 
 /* ---- combinators and dispatch ---- */
 
-static const char *visit_union(struct conv *c, const json_t *alts, const char *kw,
-                               const char *hint)
+static const char *visit_union(struct conv *c, const json_t *alts, const char *kw, const char *hint)
 {
     if (!json_is_array(alts) || json_array_size(alts) == 0) {
         hs__js_fail(c, HS_E_INVAL, "'%s' must be a non-empty array", kw);
@@ -730,8 +798,9 @@ static const char *visit_typed(struct conv *c, const json_t *s, const char *t, c
     if (!strcmp(t, "number")) {
         if (json_object_get(s, "minimum") || json_object_get(s, "maximum") ||
             json_object_get(s, "exclusiveMinimum") || json_object_get(s, "exclusiveMaximum")) {
-            hs__js_fail(c, HS_E_NOTSUP, "'minimum'/'maximum' on numbers (they are supported on "
-                  "integers)");
+            hs__js_fail(c, HS_E_NOTSUP,
+                        "'minimum'/'maximum' on numbers (they are supported on "
+                        "integers)");
             return NULL;
         }
         return hs__js_prim(c, "number");
@@ -803,8 +872,10 @@ static const char *visit_all_of(struct conv *c, const json_t *s, const json_t *a
             } else if (!strcmp(k, "additionalProperties") && json_is_false(v)) {
                 json_object_set(merged, k, v);
             } else {
-                hs__js_fail(c, HS_E_NOTSUP, "'allOf' of anything but objects with 'properties' and "
-                      "'required' (found '%.40s')", k);
+                hs__js_fail(c, HS_E_NOTSUP,
+                            "'allOf' of anything but objects with 'properties' and "
+                            "'required' (found '%.40s')",
+                            k);
                 goto done;
             }
         }
@@ -965,6 +1036,7 @@ hs_status hs_json_schema_to_gbnf(const json_t *schema, char **out, struct hs_err
         free(c.refs[i].ref);
     }
     free(c.rules);
+    free(c.names);
     free(c.refs);
     if (c.st != HS_OK) {
         free(b.p);

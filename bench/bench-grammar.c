@@ -189,8 +189,7 @@ static void add(struct timings *t, double us)
     t->us[t->n++] = us;
 }
 
-static void report(const char *vocab, const char *grammar, const char *scenario,
-                   struct timings *t)
+static void report(const char *vocab, const char *grammar, const char *scenario, struct timings *t)
 {
     qsort(t->us, t->n, sizeof(*t->us), cmp_double);
     double sum = 0.0;

@@ -8,7 +8,7 @@
 
 /* ---- random sentences ---- */
 
-#define GEN_INF ((uint64_t)1 << 40)
+#define GEN_INF        ((uint64_t)1 << 40)
 #define GEN_HARD_DEPTH 4000
 
 struct gen {
@@ -91,9 +91,9 @@ static uint32_t rnd(struct gen *s, uint32_t n)
 
 /* Characters a model is likely to write, tried first so that sentences look like text. */
 static const uint32_t palette[] = {
-    'a', 'e', 'i', 'o', 'u', 'n', 's', 't', 'x', 'z', 'A', 'Q', 'Z', '0', '1', '5', '9', ' ',
-    '.', ',', ':', '-', '_', '/', '"', '\\', '\n', '\t', '{', '}', '[', ']', 'e', 'E', '+',
-    0xE9, 0xFC, 0x3B1, 0x4E2D, 0x6587, 0x1F600, 0x7F, 0x1F, 0,
+    'a', 'e', 'i', 'o', 'u', 'n',  's',  't',   'x',    'z',    'A',     'Q',  'Z',  '0', '1',
+    '5', '9', ' ', '.', ',', ':',  '-',  '_',   '/',    '"',    '\\',    '\n', '\t', '{', '}',
+    '[', ']', 'e', 'E', '+', 0xE9, 0xFC, 0x3B1, 0x4E2D, 0x6587, 0x1F600, 0x7F, 0x1F, 0,
 };
 
 static bool pick_cp(struct gen *s, uint32_t cls, uint32_t *cp)

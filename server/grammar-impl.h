@@ -47,7 +47,7 @@ struct hs__grule {
     uint32_t n_alts;
     uint32_t name;      /* offset into hs_grammar.names (NUL-terminated) */
     uint32_t origin;    /* the user-written rule a generated one came from (itself otherwise) */
-    uint32_t line, col; /* where it is defined (the origin's definition for generated rules) */
+    uint32_t def_off;   /* byte offset of its definition (the origin's for generated rules) */
     bool nullable;      /* derives the empty string */
 };
 
@@ -121,9 +121,9 @@ size_t hs__grammar_dump(const struct hs_grammar *g, char *buf, size_t cap);
 
 /* ---- the matcher's cache (grammar-match.c) ---- */
 
-#define HS__STATE_DEAD (-1)
-#define HS__STATE_ERROR (-2)
-#define HS__ASCII_UNKNOWN (-3)
+#define HS__STATE_DEAD     (-1)
+#define HS__STATE_ERROR    (-2)
+#define HS__ASCII_UNKNOWN  (-3)
 #define HS__NONASCII_MIXED (-4) /* non-ASCII characters do not all lead to one state */
 
 /* Bytes grouped into 64 buckets for the trie's per-subtree summaries: controls, DEL, digits,
@@ -148,9 +148,9 @@ static inline uint32_t hs__byte_bucket(uint8_t b)
     if (b >= 'A' && b <= 'Z') {
         return 4;
     }
-    return b < 0x30 ? 5 + (b - 0x20u)    /* 5..20: space ! " # ... / */
-           : b < 0x41 ? 21 + (b - 0x3Au) /* 21..27: : ; < = > ? @ */
-           : b < 0x61 ? 28 + (b - 0x5Bu) /* 28..33: [ \ ] ^ _ ` */
+    return b < 0x30   ? 5 + (b - 0x20u)   /* 5..20: space ! " # ... / */
+           : b < 0x41 ? 21 + (b - 0x3Au)  /* 21..27: : ; < = > ? @ */
+           : b < 0x61 ? 28 + (b - 0x5Bu)  /* 28..33: [ \ ] ^ _ ` */
                       : 34 + (b - 0x7Bu); /* 34..37: { | } ~ */
 }
 
@@ -219,14 +219,14 @@ struct hs_grammar_cache {
     uint32_t seen_stamp;
     struct hs_grammar_cache_stats stats;
 
-    int32_t initial; /* the start state, -1 until built */
+    int32_t initial;                  /* the start state, -1 until built */
     struct hs__matcher_link matchers; /* live matchers (for resets) */
 
     /* grammar-mask.c: an LRU of masks, one slot per state (partial == 0) */
     size_t mask_words;
-    uint32_t *masks; /* [cap_slots][mask_words] */
+    uint32_t *masks;                             /* [cap_slots][mask_words] */
     int32_t *slot_state, *slot_prev, *slot_next; /* [cap_slots] */
-    size_t cap_slots; /* allocated, grows up to n_slots */
+    size_t cap_slots;                            /* allocated, grows up to n_slots */
     int32_t n_slots, slot_head, slot_tail, n_used_slots;
     uint32_t *scratch_mask; /* [words] for states that cannot be cached */
     uint32_t (*walk)[2];    /* [trie max depth + 1] (state, partial) per depth */
@@ -277,8 +277,8 @@ struct hs_token_trie {
     hs_token *toks;
     uint32_t *piece_off; /* [n_vocab + 1] each token's bytes in pieces; empty for excluded */
     uint8_t *pieces;
-    bool *is_eog;      /* [n_vocab] */
-    hs_token *eog;     /* [n_eog] end-of-generation tokens */
+    bool *is_eog;  /* [n_vocab] */
+    hs_token *eog; /* [n_eog] end-of-generation tokens */
     int32_t n_eog;
     uint16_t max_depth;
 };

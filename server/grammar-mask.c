@@ -367,7 +367,7 @@ static int32_t slot_take(struct hs_grammar_cache *c)
 static hs_status walk(struct hs_grammar_cache *c, int32_t sid, uint32_t partial, uint32_t *mask)
 {
     const struct hs_token_trie *t = c->trie;
-    uint32_t (*w)[2] = c->walk;
+    uint32_t(*w)[2] = c->walk;
     memset(mask, 0, c->mask_words * sizeof(*mask));
     w[0][0] = (uint32_t)sid;
     w[0][1] = partial;
@@ -388,8 +388,7 @@ static hs_status walk(struct hs_grammar_cache *c, int32_t sid, uint32_t partial,
             if (ns == HS__STATE_ERROR) {
                 return c->error;
             }
-            if (++check % 4096 == 0 &&
-                (c->n_states > hard_states || c->n_frames > hard_frames)) {
+            if (++check % 4096 == 0 && (c->n_states > hard_states || c->n_frames > hard_frames)) {
                 return HS_E_RANGE; /* a grammar whose states explode over this vocabulary */
             }
         }

@@ -209,8 +209,7 @@ static int32_t state_get(struct hs_grammar_cache *c, const uint32_t *s, uint32_t
 
 static bool work_push(struct hs_grammar_cache *c, size_t *n, int64_t frame)
 {
-    if (frame < 0 ||
-        !hs__grammar_grow((void **)&c->work, &c->cap_work, *n + 1, sizeof(*c->work))) {
+    if (frame < 0 || !hs__grammar_grow((void **)&c->work, &c->cap_work, *n + 1, sizeof(*c->work))) {
         return false;
     }
     c->work[(*n)++] = (uint32_t)frame;
@@ -249,8 +248,8 @@ static int32_t expand(struct hs_grammar_cache *c, size_t n_work, bool allow_empt
             }
             for (uint32_t a = 0; a < r->n_alts && cont >= 0; a++) {
                 uint32_t start = g->alts[r->first_alt + a];
-                int64_t nf = g->elems[start].type == HS__GE_END ? cont
-                                                                 : frame_get(c, start, (uint32_t)cont);
+                int64_t nf =
+                    g->elems[start].type == HS__GE_END ? cont : frame_get(c, start, (uint32_t)cont);
                 if (!work_push(c, &n_work, nf)) {
                     return fail(c, HS_E_NOMEM);
                 }
@@ -263,8 +262,7 @@ static int32_t expand(struct hs_grammar_cache *c, size_t n_work, bool allow_empt
         if ((int64_t)n_res >= c->p.max_stacks) {
             return fail(c, HS_E_RANGE); /* an ambiguous grammar: too many ways to be here */
         }
-        if (!hs__grammar_grow((void **)&c->result, &c->cap_result, n_res + 1,
-                              sizeof(*c->result))) {
+        if (!hs__grammar_grow((void **)&c->result, &c->cap_result, n_res + 1, sizeof(*c->result))) {
             return fail(c, HS_E_NOMEM);
         }
         c->result[n_res++] = f; /* a terminal on top, or 0: complete */
@@ -638,8 +636,8 @@ static hs_status matcher_restore(struct hs_grammar_matcher *m)
             f = frame_get(c, m->saved[k + j - 1], (uint32_t)f);
         }
         k += d;
-        if (f < 0 || !hs__grammar_grow((void **)&c->result, &c->cap_result, n_res + 1,
-                                       sizeof(*c->result))) {
+        if (f < 0 ||
+            !hs__grammar_grow((void **)&c->result, &c->cap_result, n_res + 1, sizeof(*c->result))) {
             return HS_E_NOMEM;
         }
         c->result[n_res++] = (uint32_t)f;
@@ -811,8 +809,7 @@ void hs_grammar_matcher_destroy(struct hs_grammar_matcher *m)
     free(m);
 }
 
-hs_status hs_grammar_matcher_accept_bytes(struct hs_grammar_matcher *m, const void *bytes,
-                                          size_t n)
+hs_status hs_grammar_matcher_accept_bytes(struct hs_grammar_matcher *m, const void *bytes, size_t n)
 {
     struct hs_grammar_cache *c = m->c;
     if (m->done) {

@@ -102,8 +102,7 @@ bool hs__gclass_match(const struct hs_grammar *g, uint32_t class_id, uint32_t cp
     return in != c->negated;
 }
 
-bool hs__gclass_match_range(const struct hs_grammar *g, uint32_t class_id, uint32_t lo,
-                            uint32_t hi)
+bool hs__gclass_match_range(const struct hs_grammar *g, uint32_t class_id, uint32_t lo, uint32_t hi)
 {
     const struct hs__gclass *c = &g->classes[class_id];
     const uint32_t *r = g->ranges + 2 * (size_t)c->first_range;
@@ -250,8 +249,8 @@ static int peek_at(const struct parser *p, size_t k)
 
 static bool is_word_char(int c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
 }
 
 static void skip_space(struct parser *p, bool newline_ok)
@@ -450,8 +449,8 @@ static bool intern_class(struct parser *p, uint32_t *r, size_t n, bool negated, 
         return nomem(p);
     }
     memcpy(g->ranges + 2 * (size_t)g->n_ranges, r, m * 2 * sizeof(*r));
-    g->classes[g->n_classes] =
-        (struct hs__gclass){.first_range = g->n_ranges, .n_ranges = (uint32_t)m, .negated = negated};
+    g->classes[g->n_classes] = (struct hs__gclass){
+        .first_range = g->n_ranges, .n_ranges = (uint32_t)m, .negated = negated};
     g->n_ranges += (uint32_t)m;
     p->cls[s] = (int32_t)g->n_classes;
     *id = g->n_classes++;
@@ -461,8 +460,10 @@ static bool intern_class(struct parser *p, uint32_t *r, size_t n, bool negated, 
 static bool ebuf_push(struct parser *p, struct ebuf *b, uint32_t type, uint32_t value, size_t off)
 {
     if (b->n + p->g->n_elems >= (size_t)p->lim.max_elements) {
-        return fail_at(p, HS_E_RANGE, off, "the grammar compiles to more than %d elements "
-                       "(the limit)", (int)p->lim.max_elements);
+        return fail_at(p, HS_E_RANGE, off,
+                       "the grammar compiles to more than %d elements "
+                       "(the limit)",
+                       (int)p->lim.max_elements);
     }
     if (!hs__grammar_grow((void **)&b->e, &b->cap, b->n + 1, sizeof(*b->e))) {
         return nomem(p);
@@ -491,8 +492,10 @@ static bool commit_rule(struct parser *p, uint32_t r, const struct ebuf *b, size
         n_alts += b->e[i].type == HS__GE_END;
     }
     if ((size_t)g->n_elems + b->n > (size_t)p->lim.max_elements) {
-        return fail_at(p, HS_E_RANGE, off, "the grammar compiles to more than %d elements "
-                       "(the limit)", (int)p->lim.max_elements);
+        return fail_at(p, HS_E_RANGE, off,
+                       "the grammar compiles to more than %d elements "
+                       "(the limit)",
+                       (int)p->lim.max_elements);
     }
     if (!hs__grammar_grow((void **)&g->elems, &p->cap_elems, g->n_elems + b->n,
                           sizeof(*g->elems)) ||
@@ -540,8 +543,8 @@ static bool opt_rule(struct parser *p, uint32_t parent, const struct hs__gelem *
         return false;
     }
     struct ebuf t = {0};
-    bool ok = ebuf_append(p, &t, sym, n, off) && (!next || ebuf_push(p, &t, next->type,
-                                                                      next->value, off)) &&
+    bool ok = ebuf_append(p, &t, sym, n, off) &&
+              (!next || ebuf_push(p, &t, next->type, next->value, off)) &&
               ebuf_push(p, &t, HS__GE_END, 0, off) && ebuf_push(p, &t, HS__GE_END, 0, off) &&
               commit_rule(p, r, &t, off);
     free(t.e);
@@ -793,8 +796,10 @@ static bool parse_braces(struct parser *p, int64_t *min, int64_t *max)
         skip_space(p, false);
     }
     if (peek(p) != '}') {
-        return fail_at(p, HS_E_FORMAT, p->pos, "expected '}' to close the repetition opened at "
-                       "byte %zu", open);
+        return fail_at(p, HS_E_FORMAT, p->pos,
+                       "expected '}' to close the repetition opened at "
+                       "byte %zu",
+                       open);
     }
     p->pos++;
     if (*max >= 0 && *max < *min) {
@@ -944,8 +949,8 @@ static bool parse_rule(struct parser *p)
     if (p->info[r].defined) {
         uint32_t line, col;
         line_col(p->src, p->info[r].def_off, &line, &col);
-        return fail_at(p, HS_E_FORMAT, at, "rule '%.*s' is defined twice (first at %u:%u)",
-                       (int)n, p->src + at, line, col);
+        return fail_at(p, HS_E_FORMAT, at, "rule '%.*s' is defined twice (first at %u:%u)", (int)n,
+                       p->src + at, line, col);
     }
     p->info[r].defined = true;
     p->info[r].def_off = at;
@@ -967,27 +972,72 @@ static bool parse_rule(struct parser *p)
 
 /* ---- checks after parsing ---- */
 
-static void compute_nullable(struct hs_grammar *g)
+/* Marks the rules that derive the empty string, in time linear in the grammar: each
+ * alternative counts its elements not yet known nullable (a class never is); a rule found
+ * nullable lowers the count of every alternative that mentions it, and an alternative that
+ * reaches zero makes its rule nullable. (Sweeping until nothing changes is quadratic on a long
+ * chain of rules, which a client can send.) */
+static bool compute_nullable(struct hs_grammar *g)
 {
-    bool changed = true;
-    while (changed) {
-        changed = false;
-        for (uint32_t r = 0; r < g->n_rules; r++) {
-            struct hs__grule *rule = &g->rules[r];
-            if (rule->nullable) {
-                continue;
+    uint32_t nr = g->n_rules, na = g->n_alts;
+    uint32_t *left = malloc(((size_t)na + 1) * sizeof(*left));     /* per alternative */
+    uint32_t *alt_rule = malloc(((size_t)na + 1) * sizeof(*alt_rule));
+    uint32_t *off = calloc((size_t)nr + 2, sizeof(*off));            /* rule -> mentions */
+    uint32_t *mention = malloc(((size_t)g->n_elems + 1) * sizeof(*mention)); /* alternatives */
+    uint32_t *queue = malloc(((size_t)nr + 1) * sizeof(*queue));
+    bool ok = left && alt_rule && off && mention && queue;
+    if (ok) {
+        for (uint32_t r = 0; r < nr; r++) {
+            for (uint32_t a = 0; a < g->rules[r].n_alts; a++) {
+                alt_rule[g->rules[r].first_alt + a] = r;
             }
-            for (uint32_t a = 0; a < rule->n_alts && !rule->nullable; a++) {
-                const struct hs__gelem *e = g->elems + g->alts[rule->first_alt + a];
-                for (; e->type == HS__GE_REF && g->rules[e->value].nullable; e++) {
+        }
+        for (uint32_t a = 0; a < na; a++) {
+            uint32_t n = 0;
+            for (const struct hs__gelem *e = g->elems + g->alts[a]; e->type != HS__GE_END; e++) {
+                n += e->type == HS__GE_CLASS ? (uint32_t)1 << 30 : 1; /* never reaches 0 */
+                if (e->type == HS__GE_REF) {
+                    off[e->value + 2]++;
                 }
-                if (e->type == HS__GE_END) {
-                    rule->nullable = true;
-                    changed = true;
+            }
+            left[a] = n;
+        }
+        for (uint32_t r = 0; r < nr; r++) {
+            off[r + 2] += off[r + 1];
+        }
+        for (uint32_t a = 0; a < na; a++) { /* off[r + 1] is the fill point of rule r */
+            for (const struct hs__gelem *e = g->elems + g->alts[a]; e->type != HS__GE_END; e++) {
+                if (e->type == HS__GE_REF) {
+                    mention[off[e->value + 1]++] = a;
+                }
+            }
+        }
+        uint32_t head = 0, tail = 0;
+        for (uint32_t a = 0; a < na; a++) {
+            uint32_t r = alt_rule[a];
+            if (left[a] == 0 && !g->rules[r].nullable) {
+                g->rules[r].nullable = true;
+                queue[tail++] = r;
+            }
+        }
+        while (head < tail) {
+            uint32_t r = queue[head++];
+            for (uint32_t k = off[r]; k < off[r + 1]; k++) {
+                uint32_t a = mention[k];
+                uint32_t q = alt_rule[a];
+                if (--left[a] == 0 && !g->rules[q].nullable) {
+                    g->rules[q].nullable = true;
+                    queue[tail++] = q;
                 }
             }
         }
     }
+    free(left);
+    free(alt_rule);
+    free(off);
+    free(mention);
+    free(queue);
+    return ok;
 }
 
 /* Left recursion: a cycle of "A can call B at its start" (B preceded only by nullable elements
@@ -1144,10 +1194,11 @@ static bool check_rules(struct parser *p, const char *root)
                        (int)HS_MIN(n, 64), root);
     }
     for (uint32_t r = 0; r < g->n_rules; r++) {
-        uint32_t o = g->rules[r].origin;
-        line_col(p->src, p->info[o].def_off, &g->rules[r].line, &g->rules[r].col);
+        g->rules[r].def_off = (uint32_t)p->info[g->rules[r].origin].def_off;
     }
-    compute_nullable(g);
+    if (!compute_nullable(g)) {
+        return nomem(p);
+    }
     return check_left_recursion(p);
 }
 

@@ -128,8 +128,8 @@ static void expect(const char *schema, hs_status want, const char *msg)
     hs_status st = hs_json_schema_to_gbnf(j, &out, &err);
     cr_assert_eq(st, want, "%s: %s (%s)", schema, hs_status_name(st), err.message);
     cr_assert_null(out);
-    cr_assert(strstr(err.message, msg) != NULL, "%s: message '%s' lacks '%s'", schema,
-              err.message, msg);
+    cr_assert(strstr(err.message, msg) != NULL, "%s: message '%s' lacks '%s'", schema, err.message,
+              msg);
     json_decref(j);
 }
 
@@ -140,7 +140,8 @@ Test(json_schema, unsupported_keywords_are_named)
     expect("{\"properties\": {\"a\": {\"type\": \"array\", \"uniqueItems\": true}}}", HS_E_NOTSUP,
            "'uniqueItems' (true) at /properties/a");
     expect("{\"type\": \"object\", \"minProperties\": 1}", HS_E_NOTSUP, "'minProperties'");
-    expect("{\"type\": \"number\", \"minimum\": 0.5}", HS_E_NOTSUP, "'minimum'/'maximum' on numbers");
+    expect("{\"type\": \"number\", \"minimum\": 0.5}", HS_E_NOTSUP,
+           "'minimum'/'maximum' on numbers");
     expect("{\"type\": \"string\", \"format\": \"uri\"}", HS_E_NOTSUP, "format 'uri'");
     expect("{\"$ref\": \"https://example.com/s.json\"}", HS_E_NOTSUP, "only local references");
     expect("{\"type\": \"integer\", \"multipleOf\": 2}", HS_E_NOTSUP, "'multipleOf'");
@@ -222,9 +223,9 @@ Test(json_schema, any_object_grammar)
 /* Integer ranges against every value near their edges (the digit-range construction). */
 Test(json_schema, integer_ranges_exact)
 {
-    const long long bounds[][2] = {{0, 0},     {0, 9},       {0, 10},   {5, 5},     {7, 123},
-                                   {-15, -3},  {-120, 37},   {99, 101}, {100, 999}, {1, 100000},
-                                   {-1, 1},    {19, 21},     {1, 1},    {-9, 0},    {10, 1099}};
+    const long long bounds[][2] = {{0, 0},    {0, 9},     {0, 10},   {5, 5},     {7, 123},
+                                   {-15, -3}, {-120, 37}, {99, 101}, {100, 999}, {1, 100000},
+                                   {-1, 1},   {19, 21},   {1, 1},    {-9, 0},    {10, 1099}};
     for (size_t b = 0; b < HS_ARRAY_LEN(bounds); b++) {
         char s[256];
         snprintf(s, sizeof(s), "{\"type\": \"integer\", \"minimum\": %lld, \"maximum\": %lld}",

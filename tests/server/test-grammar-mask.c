@@ -168,8 +168,8 @@ static void walk_doc(struct hs_grammar_cache *c, const struct hs_vocab *v, const
     struct hs_grammar_matcher *m = NULL;
     cr_assert_eq(hs_grammar_matcher_create(c, &m), HS_OK);
     size_t n = 0;
-    hs_token *toks = hs_vocab_type(v) == HS_VOCAB_SPM ? greedy_tokens(v, doc, &n)
-                                                      : tokenize(v, doc, &n);
+    hs_token *toks =
+        hs_vocab_type(v) == HS_VOCAB_SPM ? greedy_tokens(v, doc, &n) : tokenize(v, doc, &n);
     for (size_t i = 0; i < n; i++) {
         if ((int)i % stride == 0) {
             int k = check_mask(m, v, (int)i);
@@ -177,8 +177,7 @@ static void walk_doc(struct hs_grammar_cache *c, const struct hs_vocab *v, const
         }
         const uint32_t *mask = NULL;
         cr_assert_eq(hs_grammar_matcher_mask(m, &mask), HS_OK);
-        cr_assert(hs_token_mask_test(mask, toks[i]), "doc token %zu (%d) not allowed", i,
-                  toks[i]);
+        cr_assert(hs_token_mask_test(mask, toks[i]), "doc token %zu (%d) not allowed", i, toks[i]);
         cr_assert_eq(hs_grammar_matcher_accept_token(m, toks[i]), HS_OK, "token %zu", i);
     }
     cr_assert(hs_grammar_matcher_can_complete(m));
@@ -268,10 +267,10 @@ Test(grammar_mask, byte_fallback_vocabulary, .timeout = 300)
 Test(grammar_mask, sampler_writes_what_the_grammar_allows, .timeout = 300)
 {
     struct vocab_env e = qwen3();
-    const char *gbnf =
-        "root ::= \"{\\\"action\\\": \" act \", \\\"x\\\": \" [1-9] [0-9]{0,2} \", \\\"note\\\": \\\"\" "
-        "[a-z ]{0,12} \"\\\"}\"\n"
-        "act ::= \"\\\"click\\\"\" | \"\\\"type\\\"\" | \"\\\"swipe\\\"\"\n";
+    const char *gbnf = "root ::= \"{\\\"action\\\": \" act \", \\\"x\\\": \" [1-9] [0-9]{0,2} \", "
+                       "\\\"note\\\": \\\"\" "
+                       "[a-z ]{0,12} \"\\\"}\"\n"
+                       "act ::= \"\\\"click\\\"\" | \"\\\"type\\\"\" | \"\\\"swipe\\\"\"\n";
     struct hs_grammar *g = compile(gbnf);
     struct hs_grammar_cache *c = NULL;
     cr_assert_eq(hs_grammar_cache_create(g, e.trie, NULL, &c), HS_OK);
