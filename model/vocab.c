@@ -876,6 +876,11 @@ bool hs_vocab_is_control(const struct hs_vocab *v, hs_token t)
     return t >= 0 && t < v->n_tokens && v->attr[t] == HS_TOKEN_CONTROL;
 }
 
+enum hs_token_attr hs_vocab_token_attr(const struct hs_vocab *v, hs_token t)
+{
+    return t >= 0 && t < v->n_tokens ? (enum hs_token_attr)v->attr[t] : (enum hs_token_attr)0;
+}
+
 const char *hs_vocab_token_text(const struct hs_vocab *v, hs_token t)
 {
     if (v == NULL || t < 0 || t >= v->n_tokens) {

@@ -48,6 +48,9 @@ bool hs_vocab_add_eos(const struct hs_vocab *v);
  * <end_of_turn>, <|end|>, <|eom_id|>, <EOT> (retyped CONTROL at load if they were not). */
 bool hs_vocab_is_eog(const struct hs_vocab *v, hs_token t);
 bool hs_vocab_is_control(const struct hs_vocab *v, hs_token t);
+/* The token's attribute (tokenizer.ggml.token_type, as retyped at load); 0 for ids out of
+ * range. */
+enum hs_token_attr hs_vocab_token_attr(const struct hs_vocab *v, hs_token t);
 /* The token's stored text (NUL-terminated, borrowed), or NULL for ids out of range. */
 const char *hs_vocab_token_text(const struct hs_vocab *v, hs_token t);
 /* Id of the token whose stored text is exactly s, or -1. */

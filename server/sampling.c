@@ -1,6 +1,6 @@
-/* Token sampling: the llama.cpp chain (bias, penalties, top-k, top-p, min-p, temperature, draw)
- * over a candidate array preallocated for n_vocab; top-k and top-p use heaps so that no step
- * sorts the whole vocabulary. */
+/* Token sampling: the llama.cpp chain (bias, penalties, constraint, top-k, top-p, min-p,
+ * temperature, draw) over a candidate array preallocated for n_vocab; top-k and top-p use heaps so
+ * that no step sorts the whole vocabulary. */
 #include "server/sampling.h"
 #include "server/sampling-impl.h"
 
@@ -30,6 +30,10 @@ struct hs_sampler {
     struct hs__cand *cand; /* owns, [n_vocab] */
     struct hs__cand *tmp;  /* owns, [n_vocab] */
     double *w;             /* owns, [n_vocab] softmax weights of the candidates */
+    bool has_constraint;
+    struct hs_sampler_constraint constraint;
+    enum hs_sample_result last_result;
+    hs_status constraint_status; /* of the last allowed() call */
 };
 
 struct hs_sampling_params hs_sampling_default_params(void)
@@ -169,25 +173,80 @@ void hs_sampler_destroy(struct hs_sampler *s)
     free(s);
 }
 
-void hs_sampler_accept(struct hs_sampler *s, hs_token t)
+void hs_sampler_set_constraint(struct hs_sampler *s, const struct hs_sampler_constraint *c)
+{
+    s->has_constraint = c != NULL;
+    if (c) {
+        s->constraint = *c;
+    }
+}
+
+hs_status hs_sampler_accept(struct hs_sampler *s, hs_token t)
 {
     int32_t last_n = s->p.penalty_last_n;
-    if (t < 0 || t >= s->n_vocab || last_n == 0) {
-        return;
-    }
-    if (last_n > 0) {
-        if (s->ring_len == last_n) {
-            s->counts[s->ring[s->ring_head]]--;
-            s->ring[s->ring_head] = t;
-            s->ring_head = (s->ring_head + 1) % last_n;
-        } else {
-            s->ring[(s->ring_head + s->ring_len) % last_n] = t;
-            s->ring_len++;
+    if (t >= 0 && t < s->n_vocab && last_n != 0) {
+        if (last_n > 0) {
+            if (s->ring_len == last_n) {
+                s->counts[s->ring[s->ring_head]]--;
+                s->ring[s->ring_head] = t;
+                s->ring_head = (s->ring_head + 1) % last_n;
+            } else {
+                s->ring[(s->ring_head + s->ring_len) % last_n] = t;
+                s->ring_len++;
+            }
+        }
+        if (s->counts[t] < INT32_MAX) {
+            s->counts[t]++;
         }
     }
-    if (s->counts[t] < INT32_MAX) {
-        s->counts[t]++;
+    if (s->has_constraint && s->constraint.accept) {
+        return s->constraint.accept(s->constraint.user, t);
     }
+    return HS_OK;
+}
+
+const char *hs_token_set_kind_str(enum hs_token_set_kind k)
+{
+    switch (k) {
+    case HS_TOKEN_SET_ALL:
+        return "all";
+    case HS_TOKEN_SET_MASK:
+        return "mask";
+    case HS_TOKEN_SET_FORCED:
+        return "forced";
+    case HS_TOKEN_SET_KIND_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
+const char *hs_sample_result_str(enum hs_sample_result r)
+{
+    switch (r) {
+    case HS_SAMPLE_OK:
+        return "ok";
+    case HS_SAMPLE_ALL_BANNED:
+        return "every token is banned by logit_bias or penalties";
+    case HS_SAMPLE_CONSTRAINT_EMPTY:
+        return "the output constraint allows no token here";
+    case HS_SAMPLE_CONSTRAINT_BANNED:
+        return "every token the output constraint allows is banned by logit_bias";
+    case HS_SAMPLE_CONSTRAINT_ERROR:
+        return "the output constraint failed";
+    case HS_SAMPLE_RESULT_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
+enum hs_sample_result hs_sampler_last_result(const struct hs_sampler *s)
+{
+    return s->last_result;
+}
+
+hs_status hs_sampler_constraint_status(const struct hs_sampler *s)
+{
+    return s->constraint_status;
 }
 
 /* ---- candidate ordering: higher logit first, lower id on ties ---- */
@@ -368,12 +427,79 @@ static hs_token draw(struct hs_sampler *s, int32_t n)
     return last; /* u rounded past the total: the last token with mass */
 }
 
+/* Asks the constraint for this step's set; false (with s->last_result set) when it failed or
+ * broke its contract. */
+static bool constraint_set(struct hs_sampler *s, struct hs_token_set *set)
+{
+    *set = (struct hs_token_set){.kind = HS_TOKEN_SET_ALL};
+    s->constraint_status = HS_OK;
+    if (!s->has_constraint || !s->constraint.allowed) {
+        return true;
+    }
+    hs_status st = s->constraint.allowed(s->constraint.user, set);
+    bool bad_mask = set->kind == HS_TOKEN_SET_MASK && !set->mask;
+    bool bad_forced =
+        set->kind == HS_TOKEN_SET_FORCED &&
+        (!set->forced || set->n_forced < 1 || set->forced[0] < 0 || set->forced[0] >= s->n_vocab);
+    bool bad_kind = set->kind < HS_TOKEN_SET_ALL || set->kind >= HS_TOKEN_SET_KIND_COUNT;
+    if (st == HS_OK && (bad_mask || bad_forced || bad_kind)) {
+        st = HS_E_INTERNAL; /* a constraint that breaks its contract fails the request */
+    }
+    if (st != HS_OK) {
+        s->constraint_status = st;
+        s->last_result = HS_SAMPLE_CONSTRAINT_ERROR;
+        return false;
+    }
+    return true;
+}
+
+static bool mask_any(const uint32_t *mask, int32_t n_vocab)
+{
+    size_t nw = HS_TOKEN_MASK_WORDS(n_vocab);
+    for (size_t w = 0; w < nw; w++) {
+        uint32_t bits = mask[w];
+        if (w == nw - 1 && n_vocab % 32 != 0) {
+            bits &= (1u << (n_vocab % 32)) - 1u;
+        }
+        if (bits) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A forced token survives alone unless bias bans it (or its logit is NaN/-inf). */
+static int32_t forced_candidate(struct hs_sampler *s, const float *logits, hs_token t)
+{
+    float l = logits[t];
+    for (int32_t i = 0; i < s->p.n_logit_bias; i++) {
+        if (s->bias[i].token == t) {
+            l += s->bias[i].bias;
+        }
+    }
+    if (!(l > -INFINITY)) {
+        s->last_result = HS_SAMPLE_CONSTRAINT_BANNED;
+        return 0;
+    }
+    s->cand[0].id = t;
+    s->cand[0].logit = l > FLT_MAX ? FLT_MAX : l;
+    return 1;
+}
+
 /* Leaves the surviving candidates in s->cand and returns their count; in greedy mode only the
- * argmax survives. */
+ * argmax survives. 0 with s->last_result saying why. */
 static int32_t run_chain(struct hs_sampler *s, const float *logits)
 {
     struct hs__cand *c = s->cand;
     int32_t nv = s->n_vocab;
+    struct hs_token_set set;
+    s->last_result = HS_SAMPLE_OK;
+    if (!constraint_set(s, &set)) {
+        return 0;
+    }
+    if (set.kind == HS_TOKEN_SET_FORCED) {
+        return forced_candidate(s, logits, set.forced[0]);
+    }
     bool modified = s->p.n_logit_bias > 0 || s->penalties_on;
     if (modified) {
         for (int32_t i = 0; i < nv; i++) {
@@ -398,20 +524,32 @@ static int32_t run_chain(struct hs_sampler *s, const float *logits)
             c[i].logit = l;
         }
     }
-    /* Drop banned tokens (-inf, or NaN from the model); clamp +inf so exp stays finite. When
-     * nothing modified the logits they are read straight from the input (one pass); in place,
-     * entry n <= i is written only after entry i was read. */
+    /* Drop banned tokens (-inf, or NaN from the model) and those the constraint does not allow;
+     * clamp +inf so exp stays finite. When nothing modified the logits they are read straight
+     * from the input (one pass); in place, entry n <= i is written only after entry i was
+     * read. A mask is read a word at a time, so mostly-disallowed vocabularies skip fast. */
     int32_t n = 0;
-    for (int32_t i = 0; i < nv; i++) {
-        float l = modified ? c[i].logit : logits[i];
-        if (!(l > -INFINITY)) {
-            continue;
+    const uint32_t *mask = set.kind == HS_TOKEN_SET_MASK ? set.mask : NULL;
+    for (int32_t i0 = 0; i0 < nv; i0 += 32) {
+        uint32_t bits = mask ? mask[i0 >> 5] : ~0u;
+        int32_t end = i0 + 32 < nv ? i0 + 32 : nv;
+        for (int32_t i = i0; i < end && bits; i++, bits >>= 1) {
+            if (!(bits & 1u)) {
+                continue;
+            }
+            float l = modified ? c[i].logit : logits[i];
+            if (!(l > -INFINITY)) {
+                continue;
+            }
+            c[n].id = i;
+            c[n].logit = l > FLT_MAX ? FLT_MAX : l;
+            n++;
         }
-        c[n].id = i;
-        c[n].logit = l > FLT_MAX ? FLT_MAX : l;
-        n++;
     }
     if (n == 0) {
+        s->last_result = !mask                ? HS_SAMPLE_ALL_BANNED
+                         : mask_any(mask, nv) ? HS_SAMPLE_CONSTRAINT_BANNED
+                                              : HS_SAMPLE_CONSTRAINT_EMPTY;
         return 0;
     }
     if (s->p.temperature <= 0.0f) {
@@ -444,7 +582,7 @@ hs_token hs_sampler_sample(struct hs_sampler *s, const float *logits)
 {
     int32_t n = run_chain(s, logits);
     if (n == 0) {
-        return -1;
+        return -(hs_token)s->last_result;
     }
     if (n == 1) {
         return s->cand[0].id;

@@ -1,6 +1,8 @@
-/* Token sampling: penalties, logit bias, top-k, top-p, min-p, temperature, seeded draws.
- * Order (as llama.cpp's default chain): logit bias -> penalties -> top-k -> top-p -> min-p ->
- * temperature -> draw. temperature <= 0 is greedy (argmax after bias and penalties).
+/* Token sampling: penalties, logit bias, an optional constraint (grammar, forced tokens), top-k,
+ * top-p, min-p, temperature, seeded draws. Order: logit bias -> penalties -> constraint -> top-k
+ * -> top-p -> min-p -> temperature -> draw (llama.cpp's default chain, with the constraint
+ * applied after bias and penalties so that a banned token can never be drawn, even when the
+ * constraint allows it). temperature <= 0 is greedy (argmax of what survives the constraint).
  * Thread: a sampler belongs to one request, used by the engine thread. */
 #ifndef HS_SERVER_SAMPLING_H
 #define HS_SERVER_SAMPLING_H
@@ -52,14 +54,90 @@ hs_status hs_sampler_create(const struct hs_sampling_params *p, int32_t n_vocab,
                             struct hs_sampler **out);
 void hs_sampler_destroy(struct hs_sampler *s);
 
-/* Records an accepted token (prompt or generated) for the penalties; tokens outside
- * [0, n_vocab) are ignored. Once penalty_last_n tokens are recorded the oldest drops out. */
-void hs_sampler_accept(struct hs_sampler *s, hs_token t);
+/* ---- constraints: what may come next (structured output, tool calls, reasoning budgets) ---- */
+
+enum hs_token_set_kind {
+    HS_TOKEN_SET_ALL,    /* no restriction at this step */
+    HS_TOKEN_SET_MASK,   /* the tokens whose bit is set in mask (none set: nothing allowed) */
+    HS_TOKEN_SET_FORCED, /* exactly forced[0], then forced[1], ... (n_forced >= 1) */
+    HS_TOKEN_SET_KIND_COUNT,
+};
+const char *hs_token_set_kind_str(enum hs_token_set_kind k);
+
+/* Bit t % 32 of word t / 32 stands for token t; a mask over n tokens has HS_TOKEN_MASK_WORDS(n)
+ * words and bits past n are ignored. */
+#define HS_TOKEN_MASK_WORDS(n_tokens) (((size_t)(n_tokens) + 31) / 32)
+
+static inline bool hs_token_mask_test(const uint32_t *mask, hs_token t)
+{
+    return (mask[(uint32_t)t >> 5] >> ((uint32_t)t & 31)) & 1u;
+}
+
+static inline void hs_token_mask_set(uint32_t *mask, hs_token t)
+{
+    mask[(uint32_t)t >> 5] |= 1u << ((uint32_t)t & 31);
+}
+
+/* The allowed set for one step, filled by a constraint's `allowed`. */
+struct hs_token_set {
+    enum hs_token_set_kind kind;
+    const uint32_t *mask;   /* MASK: borrowed until the constraint's next call,
+                             * [HS_TOKEN_MASK_WORDS(n_vocab)] */
+    const hs_token *forced; /* FORCED: borrowed likewise, [n_forced]; the sampler draws forced[0]
+                             * (an engine may take the rest without running the model) */
+    int32_t n_forced;
+};
+
+/* A generic constraint: function pointers and a user pointer, no knowledge of what is behind
+ * them (a grammar matcher, a forced sequence, a budget). */
+struct hs_sampler_constraint {
+    /* Fills *set with what the next token may be. Must not change the constraint's state: the
+     * sampler may ask more than once per step. An error fails the step
+     * (HS_SAMPLE_CONSTRAINT_ERROR) and is kept for hs_sampler_constraint_status. */
+    hs_status (*allowed)(void *user, struct hs_token_set *set);
+    /* Advances the constraint past generated token t; an error (t was not allowed, out of
+     * memory) is returned by hs_sampler_accept. */
+    hs_status (*accept)(void *user, hs_token t);
+    void *user; /* borrowed: valid while the constraint is set */
+};
+
+/* Sets (copies c) or clears (c NULL) the sampler's constraint. Set it after the prompt's tokens
+ * were recorded: every later hs_sampler_accept passes its token to c->accept. Thread: engine. */
+void hs_sampler_set_constraint(struct hs_sampler *s, const struct hs_sampler_constraint *c);
+
+/* Records an accepted token for the penalties (prompt or generated; tokens outside [0, n_vocab)
+ * are ignored; once penalty_last_n tokens are recorded the oldest drops out) and, with a
+ * constraint set, advances it: HS_OK, or the constraint's accept error (the penalties have
+ * recorded t all the same). */
+hs_status hs_sampler_accept(struct hs_sampler *s, hs_token t);
+
+/* Why hs_sampler_sample drew nothing; it returns the negated value (so -1 is still "every token
+ * banned"), and a client-visible error can say which. */
+enum hs_sample_result {
+    HS_SAMPLE_OK,
+    HS_SAMPLE_ALL_BANNED,        /* no constraint set: every token banned by logit bias,
+                                  * penalties or NaN logits */
+    HS_SAMPLE_CONSTRAINT_EMPTY,  /* the constraint allows no token at all (an empty mask) */
+    HS_SAMPLE_CONSTRAINT_BANNED, /* the constraint allows tokens, but bias/NaN bans all of them */
+    HS_SAMPLE_CONSTRAINT_ERROR,  /* allowed() failed: see hs_sampler_constraint_status */
+    HS_SAMPLE_RESULT_COUNT,
+};
+/* A static string: "ok", "every token is banned by logit_bias", ... */
+const char *hs_sample_result_str(enum hs_sample_result r);
 
 /* Draws the next token from logits [n_vocab] (not modified). Ties in greedy mode and in the
- * top-k/top-p ordering go to the lower id. NaN logits count as banned. Returns -1 when every
- * token is banned (logit -inf after bias and penalties). */
+ * top-k/top-p ordering go to the lower id. NaN logits count as banned. Returns the token, or
+ * -(int)result of the hs_sample_result that says why none could be drawn: -1 every token banned
+ * (no constraint), -2 the constraint allows nothing, -3 it allows only banned tokens, -4 its
+ * callback failed. Calls the constraint's allowed(), never its accept(). */
 hs_token hs_sampler_sample(struct hs_sampler *s, const float *logits);
+
+/* The result of the last hs_sampler_sample (HS_SAMPLE_OK after a draw). */
+enum hs_sample_result hs_sampler_last_result(const struct hs_sampler *s);
+
+/* The status the constraint's allowed() returned in the last hs_sampler_sample (HS_OK unless
+ * that call's result was HS_SAMPLE_CONSTRAINT_ERROR). */
+hs_status hs_sampler_constraint_status(const struct hs_sampler *s);
 
 /* Log-softmax of the raw logits (no sampling transforms), as OpenAI's logprobs report:
  * writes the min(k, n_vocab) most likely tokens in descending order (ties: lower id first) to

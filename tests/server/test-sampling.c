@@ -618,3 +618,267 @@ Test(sampling, large_vocab_top_k_path)
     check_chain(&p, l, nv, NULL, 0);
     free(l);
 }
+
+/* ---- constraints ---- */
+
+/* A test constraint: a fixed set (mask, forced or error) and a log of accepted tokens. */
+struct fake_constraint {
+    struct hs_token_set set;
+    hs_status allowed_status;
+    hs_status accept_status;
+    int n_allowed_calls;
+    hs_token accepted[16];
+    int n_accepted;
+};
+
+static hs_status fake_allowed(void *user, struct hs_token_set *set)
+{
+    struct fake_constraint *f = user;
+    f->n_allowed_calls++;
+    *set = f->set;
+    return f->allowed_status;
+}
+
+static hs_status fake_accept(void *user, hs_token t)
+{
+    struct fake_constraint *f = user;
+    if (f->n_accepted < 16) {
+        f->accepted[f->n_accepted++] = t;
+    }
+    return f->accept_status;
+}
+
+static struct hs_sampler_constraint fake_hook(struct fake_constraint *f)
+{
+    return (struct hs_sampler_constraint){fake_allowed, fake_accept, f};
+}
+
+Test(sampling, mask_matches_reference_on_masked_logits)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 21);
+    int nv = 2000;
+    float *l = malloc((size_t)nv * sizeof(float));
+    float *lm = malloc((size_t)nv * sizeof(float));
+    uint32_t *mask = calloc(HS_TOKEN_MASK_WORDS(nv), sizeof(uint32_t));
+    random_logits(&rng, l, nv, 2.0);
+    for (int i = 0; i < nv; i++) {
+        bool on = hs_rng_uniform(&rng) < 0.1 || (i >= 64 && i < 96); /* a full word too */
+        if (on) {
+            hs_token_mask_set(mask, i);
+        }
+        lm[i] = on ? l[i] : -INFINITY;
+    }
+    struct hs_logit_bias bias[2] = {{70, -INFINITY}, {71, 3.0f}};
+    struct hs_sampling_params ps[3] = {plain_params(), plain_params(), plain_params()};
+    ps[1].top_k = 40;
+    ps[1].top_p = 0.9f;
+    ps[1].min_p = 0.02f;
+    ps[1].logit_bias = bias;
+    ps[1].n_logit_bias = 2;
+    ps[2].temperature = 0.0f;
+    ps[2].repetition_penalty = 1.3f;
+    ps[2].penalty_last_n = 8;
+    for (int k = 0; k < 3; k++) {
+        struct fake_constraint f = {.set = {.kind = HS_TOKEN_SET_MASK, .mask = mask}};
+        struct hs_sampler_constraint hook = fake_hook(&f);
+        struct hs_sampler *s = NULL;
+        cr_assert_eq(hs_sampler_create(&ps[k], nv, &s), HS_OK);
+        struct hs_sampler *r = NULL;
+        cr_assert_eq(hs_sampler_create(&ps[k], nv, &r), HS_OK);
+        hs_token hist[3] = {64, 65, 1999};
+        for (int i = 0; i < 3; i++) {
+            hs_sampler_accept(s, hist[i]); /* before the constraint: not forwarded */
+            hs_sampler_accept(r, hist[i]);
+        }
+        hs_sampler_set_constraint(s, &hook);
+        hs_token *ids = malloc((size_t)nv * sizeof(hs_token));
+        hs_token *rids = malloc((size_t)nv * sizeof(hs_token));
+        double *probs = malloc((size_t)nv * sizeof(double));
+        double *rprobs = malloc((size_t)nv * sizeof(double));
+        int n = hs__sampler_candidates(s, l, ids, NULL, probs);
+        int nr = hs__sampler_candidates(r, lm, rids, NULL, rprobs);
+        cr_assert_eq(n, nr, "params %d: %d candidates with the mask, %d on masked logits", k, n,
+                     nr);
+        for (int i = 0; i < n; i++) {
+            cr_assert_eq(ids[i], rids[i]);
+            cr_assert(fabs(probs[i] - rprobs[i]) < 1e-9, "params %d: p %g vs %g", k, probs[i],
+                      rprobs[i]);
+            cr_assert(hs_token_mask_test(mask, ids[i]) && (k != 1 || ids[i] != 70));
+        }
+        for (int t = 0; t < 200; t++) {
+            hs_token tok = hs_sampler_sample(s, l);
+            cr_assert(tok >= 0 && hs_token_mask_test(mask, tok) && (k != 1 || tok != 70),
+                      "drew %d outside the mask or banned", tok);
+        }
+        cr_assert_eq(hs_sampler_last_result(s), HS_SAMPLE_OK);
+        cr_assert_eq(f.n_accepted, 0);
+        free(ids);
+        free(rids);
+        free(probs);
+        free(rprobs);
+        hs_sampler_destroy(s);
+        hs_sampler_destroy(r);
+    }
+    free(l);
+    free(lm);
+    free(mask);
+}
+
+Test(sampling, greedy_follows_mask_not_argmax)
+{
+    float l[40];
+    for (int i = 0; i < 40; i++) {
+        l[i] = (float)i;
+    }
+    uint32_t mask[2] = {0, 0};
+    hs_token_mask_set(mask, 3);
+    hs_token_mask_set(mask, 33);
+    hs_token_mask_set(mask, 7);
+    struct hs_sampling_params p = plain_params();
+    p.temperature = 0.0f;
+    struct fake_constraint f = {.set = {.kind = HS_TOKEN_SET_MASK, .mask = mask}};
+    struct hs_sampler_constraint hook = fake_hook(&f);
+    struct hs_sampler *s = NULL;
+    cr_assert_eq(hs_sampler_create(&p, 40, &s), HS_OK);
+    hs_sampler_set_constraint(s, &hook);
+    cr_assert_eq(hs_sampler_sample(s, l), 33);
+    /* bias bans 33: the constraint is applied after bias, so the next best allowed wins */
+    hs_sampler_destroy(s);
+    struct hs_logit_bias b[1] = {{33, -INFINITY}};
+    p.logit_bias = b;
+    p.n_logit_bias = 1;
+    cr_assert_eq(hs_sampler_create(&p, 40, &s), HS_OK);
+    hs_sampler_set_constraint(s, &hook);
+    cr_assert_eq(hs_sampler_sample(s, l), 7);
+    hs_sampler_set_constraint(s, NULL); /* cleared: plain argmax again */
+    cr_assert_eq(hs_sampler_sample(s, l), 39);
+    hs_sampler_destroy(s);
+}
+
+Test(sampling, empty_mask_and_banned_mask_are_told_apart)
+{
+    float l[70];
+    for (int i = 0; i < 70; i++) {
+        l[i] = 0.1f * (float)i;
+    }
+    uint32_t mask[3] = {0, 0, 0};
+    mask[2] = 0xFFFFFFC0u; /* bits past n_vocab = 70 only: nothing allowed */
+    struct hs_sampling_params p = plain_params();
+    struct fake_constraint f = {.set = {.kind = HS_TOKEN_SET_MASK, .mask = mask}};
+    struct hs_sampler_constraint hook = fake_hook(&f);
+    struct hs_sampler *s = NULL;
+    cr_assert_eq(hs_sampler_create(&p, 70, &s), HS_OK);
+    hs_sampler_set_constraint(s, &hook);
+    cr_assert_eq(hs_sampler_sample(s, l), -(hs_token)HS_SAMPLE_CONSTRAINT_EMPTY);
+    cr_assert_eq(hs_sampler_last_result(s), HS_SAMPLE_CONSTRAINT_EMPTY);
+    cr_assert_eq(hs__sampler_candidates(s, l, NULL, NULL, NULL), 0);
+    hs_sampler_destroy(s);
+
+    hs_token_mask_set(mask, 5);
+    hs_token_mask_set(mask, 69);
+    struct hs_logit_bias b[2] = {{5, -INFINITY}, {69, -INFINITY}};
+    p.logit_bias = b;
+    p.n_logit_bias = 2;
+    cr_assert_eq(hs_sampler_create(&p, 70, &s), HS_OK);
+    hs_sampler_set_constraint(s, &hook);
+    cr_assert_eq(hs_sampler_sample(s, l), -(hs_token)HS_SAMPLE_CONSTRAINT_BANNED);
+    cr_assert_eq(hs_sampler_last_result(s), HS_SAMPLE_CONSTRAINT_BANNED);
+    cr_assert_str_eq(hs_sample_result_str(HS_SAMPLE_CONSTRAINT_BANNED),
+                     "every token the output constraint allows is banned by logit_bias");
+    /* without a constraint, a fully banned vocabulary is still -1 */
+    hs_sampler_set_constraint(s, NULL);
+    l[5] = -INFINITY;
+    for (int i = 0; i < 70; i++) {
+        l[i] = -INFINITY;
+    }
+    cr_assert_eq(hs_sampler_sample(s, l), -1);
+    cr_assert_eq(hs_sampler_last_result(s), HS_SAMPLE_ALL_BANNED);
+    hs_sampler_destroy(s);
+}
+
+Test(sampling, forced_token_is_drawn_unless_banned)
+{
+    float l[8] = {5, 4, 3, 2, 1, 0, -1, NAN};
+    hs_token forced[2] = {6, 2};
+    struct hs_sampling_params p = plain_params();
+    struct fake_constraint f = {
+        .set = {.kind = HS_TOKEN_SET_FORCED, .forced = forced, .n_forced = 2}};
+    struct hs_sampler_constraint hook = fake_hook(&f);
+    struct hs_sampler *s = NULL;
+    cr_assert_eq(hs_sampler_create(&p, 8, &s), HS_OK);
+    hs_sampler_set_constraint(s, &hook);
+    for (int i = 0; i < 20; i++) {
+        cr_assert_eq(hs_sampler_sample(s, l), 6);
+    }
+    double prob = 0.0;
+    hs_token id = -1;
+    cr_assert_eq(hs__sampler_candidates(s, l, &id, NULL, &prob), 1);
+    cr_assert_eq(id, 6);
+    cr_assert_float_eq(prob, 1.0, 1e-12);
+    forced[0] = 7; /* NaN logit: banned */
+    cr_assert_eq(hs_sampler_sample(s, l), -(hs_token)HS_SAMPLE_CONSTRAINT_BANNED);
+    hs_sampler_destroy(s);
+
+    struct hs_logit_bias b[1] = {{2, -INFINITY}};
+    p.logit_bias = b;
+    p.n_logit_bias = 1;
+    forced[0] = 2;
+    cr_assert_eq(hs_sampler_create(&p, 8, &s), HS_OK);
+    hs_sampler_set_constraint(s, &hook);
+    cr_assert_eq(hs_sampler_sample(s, l), -(hs_token)HS_SAMPLE_CONSTRAINT_BANNED);
+    hs_sampler_destroy(s);
+}
+
+Test(sampling, constraint_errors_and_broken_contracts_fail_the_step)
+{
+    float l[4] = {1, 2, 3, 4};
+    struct hs_sampling_params p = plain_params();
+    struct fake_constraint f = {.set = {.kind = HS_TOKEN_SET_ALL}, .allowed_status = HS_E_NOMEM};
+    struct hs_sampler_constraint hook = fake_hook(&f);
+    struct hs_sampler *s = NULL;
+    cr_assert_eq(hs_sampler_create(&p, 4, &s), HS_OK);
+    hs_sampler_set_constraint(s, &hook);
+    cr_assert_eq(hs_sampler_sample(s, l), -(hs_token)HS_SAMPLE_CONSTRAINT_ERROR);
+    cr_assert_eq(hs_sampler_constraint_status(s), HS_E_NOMEM);
+
+    f.allowed_status = HS_OK;
+    cr_assert_geq(hs_sampler_sample(s, l), 0); /* ALL: unrestricted */
+    cr_assert_eq(hs_sampler_constraint_status(s), HS_OK);
+
+    struct hs_token_set bad[3] = {
+        {.kind = HS_TOKEN_SET_MASK, .mask = NULL},
+        {.kind = HS_TOKEN_SET_FORCED, .forced = (const hs_token[]){4}, .n_forced = 1},
+        {.kind = HS_TOKEN_SET_FORCED, .forced = (const hs_token[]){1}, .n_forced = 0},
+    };
+    for (int i = 0; i < 3; i++) {
+        f.set = bad[i];
+        cr_assert_eq(hs_sampler_sample(s, l), -(hs_token)HS_SAMPLE_CONSTRAINT_ERROR, "case %d", i);
+        cr_assert_eq(hs_sampler_constraint_status(s), HS_E_INTERNAL);
+    }
+    hs_sampler_destroy(s);
+}
+
+Test(sampling, accept_forwards_to_the_constraint_after_it_is_set)
+{
+    struct hs_sampling_params p = plain_params();
+    struct fake_constraint f = {.set = {.kind = HS_TOKEN_SET_ALL}};
+    struct hs_sampler_constraint hook = fake_hook(&f);
+    struct hs_sampler *s = NULL;
+    cr_assert_eq(hs_sampler_create(&p, 10, &s), HS_OK);
+    cr_assert_eq(hs_sampler_accept(s, 1), HS_OK); /* prompt */
+    hs_sampler_set_constraint(s, &hook);
+    cr_assert_eq(hs_sampler_accept(s, 2), HS_OK);
+    cr_assert_eq(hs_sampler_accept(s, 9), HS_OK);
+    f.accept_status = HS_E_INVAL;
+    cr_assert_eq(hs_sampler_accept(s, 3), HS_E_INVAL);
+    cr_assert_eq(f.n_accepted, 3);
+    cr_assert_eq(f.accepted[0], 2);
+    cr_assert_eq(f.accepted[1], 9);
+    cr_assert_eq(f.accepted[2], 3);
+    float l[10] = {0};
+    (void)hs_sampler_sample(s, l);
+    cr_assert_eq(f.n_accepted, 3, "sampling never accepts");
+    cr_assert_geq(f.n_allowed_calls, 1);
+    hs_sampler_destroy(s);
+}
