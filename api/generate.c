@@ -50,6 +50,7 @@ struct hs__job {
     size_t n_echo[HS__API_MAX_PROMPTS];
     struct hs_engine_usage usage;
     hs_status fail_status;
+    const char *fail_detail; /* the engine's reason (static), NULL: fail_status says it */
     bool any_timeout, any_canceled;
     double ttft_ms;
     char cid[48];
@@ -362,6 +363,7 @@ static void handle_event(struct hs__job *j, int32_t hi, const struct hs_engine_e
         j->usage.cached_tokens += ev->usage.cached_tokens;
         if (ev->status != HS_OK && j->fail_status == HS_OK) {
             j->fail_status = ev->status;
+            j->fail_detail = ev->detail;
         }
         if (hi == 0) {
             j->ttft_ms = ev->ttft_ms;
@@ -399,7 +401,7 @@ static void pump(struct hs__job *j)
 static int failure(const struct hs__job *j, const char **msg)
 {
     if (j->fail_status != HS_OK) {
-        *msg = hs_status_str(j->fail_status);
+        *msg = j->fail_detail ? j->fail_detail : hs_status_str(j->fail_status);
         return hs_api_http_status(j->fail_status);
     }
     if (j->any_timeout) {

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/json-schema.h"
 #include "model/chat-template.h"
 #include "model/vocab.h"
 
@@ -601,6 +602,66 @@ static hs_status parse_extension(const json_t *b, struct hs_engine_request *er,
     return HS_OK;
 }
 
+/* Structured output: `response_format` ({"type": "text"}; {"type": "json_object"}, optionally
+ * with "schema" as llama.cpp's server and vLLM accept; {"type": "json_schema", "json_schema":
+ * {"name", "schema", "strict"}}) or llama.cpp's `grammar` (GBNF text), into r->grammar. A schema
+ * keyword the converter does not support is a 400 naming it, never a silent relaxation. */
+static hs_status parse_structured(const json_t *b, struct hs__api_req *r, struct hs__api_err *err)
+{
+    const json_t *rf = json_object_get(b, "response_format");
+    const json_t *g = json_object_get(b, "grammar");
+    const bool has_rf = rf && !json_is_null(rf);
+    if (g && !json_is_null(g)) {
+        if (!json_is_string(g) || json_string_length(g) == 0) {
+            return fail(err, 400, "grammar", "grammar must be a non-empty string of GBNF");
+        }
+        if (has_rf) {
+            return fail(err, 400, "grammar", "give either grammar or response_format, not both");
+        }
+        r->grammar = strndup(json_string_value(g), json_string_length(g));
+        return r->grammar ? HS_OK : fail(err, 503, NULL, "out of memory");
+    }
+    if (!has_rf) {
+        return HS_OK;
+    }
+    const char *type = json_is_object(rf) ? json_string_value(json_object_get(rf, "type")) : NULL;
+    if (!type) {
+        return fail(err, 400, "response_format",
+                    "response_format must be an object with a type: text, json_object or "
+                    "json_schema");
+    }
+    const json_t *schema = NULL;
+    if (!strcmp(type, "text")) {
+        return HS_OK;
+    } else if (!strcmp(type, "json_object")) {
+        schema = json_object_get(rf, "schema");
+        if (!schema || json_is_null(schema)) {
+            r->grammar = strdup(hs_json_object_gbnf());
+            return r->grammar ? HS_OK : fail(err, 503, NULL, "out of memory");
+        }
+    } else if (!strcmp(type, "json_schema")) {
+        const json_t *js = json_object_get(rf, "json_schema");
+        schema = json_is_object(js) ? json_object_get(js, "schema") : NULL;
+        if (!schema) {
+            return fail(err, 400, "response_format.json_schema.schema",
+                        "response_format json_schema needs json_schema.schema");
+        }
+    } else {
+        return fail(err, 400, "response_format.type",
+                    "response_format type must be text, json_object or json_schema, not '%s'",
+                    type);
+    }
+    struct hs_error serr = {0};
+    const hs_status st = hs_json_schema_to_gbnf(schema, &r->grammar, &serr);
+    if (st == HS_E_NOMEM) {
+        return fail(err, 503, NULL, "out of memory");
+    }
+    if (st != HS_OK) {
+        return fail(err, 400, "response_format", "%s", serr.message);
+    }
+    return HS_OK;
+}
+
 /* ---- prompts ---- */
 
 static hs_status tokenize(const struct hs__api_ctx *c, const char *text, size_t len,
@@ -929,6 +990,11 @@ static hs_status parse_common(const struct hs__api_ctx *c, const json_t *b, stru
     HS_TRY(get_bool(b, "stream", &r->stream, err));
     HS_TRY(get_bool(b, "ignore_eos", &er->ignore_eos, err));
     HS_TRY(parse_extension(b, er, err));
+    HS_TRY(parse_structured(b, r, err));
+    if (r->grammar) {
+        er->grammar = r->grammar;
+        er->n_grammar = strlen(r->grammar);
+    }
     const json_t *so = json_object_get(b, "stream_options");
     if (so && !json_is_null(so)) {
         if (!json_is_object(so)) {
@@ -1074,6 +1140,8 @@ void hs__api_req_free(struct hs__api_req *r)
     }
     free(r->cache_salt);
     r->cache_salt = NULL;
+    free(r->grammar);
+    r->grammar = NULL;
     free(r->bias);
     r->bias = NULL;
 }

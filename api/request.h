@@ -92,6 +92,7 @@ struct hs__api_req {
     char *cache_salt;   /* the request's cache_salt (n_cache_salt bytes, owned), NULL when absent:
                          * the HTTP layer turns it, with the tenant, into er.cache_salt */
     size_t n_cache_salt;
+    char *grammar; /* GBNF from response_format or grammar (owned), NULL: none; er.grammar */
     char *stops[HS_ENGINE_MAX_STOP];
     struct hs_logit_bias *bias;
     bool stream;

@@ -115,7 +115,10 @@ static void handle_free(struct hs_engine_handle *h)
         free(h->seqs[i].toks);
         free(h->seqs[i].hold);
         hs_sampler_destroy(h->seqs[i].smp);
+        hs_grammar_matcher_destroy(h->seqs[i].gm); /* before their cache */
     }
+    hs_grammar_cache_destroy(h->grammar_cache);
+    hs_grammar_destroy(h->grammar);
     outbuf_free(&h->cons);
     for (int32_t i = 0; i < h->n_stop; i++) {
         free(h->stop[i]);
@@ -241,6 +244,7 @@ static hs_status take_event(struct hs_engine_handle *h, struct hs_engine_event *
     ev->type = HS_EVENT_DONE;
     ev->usage = h->usage;
     ev->status = h->status;
+    ev->detail = h->detail;
     ev->ttft_ms = h->ttft_ms;
     ev->e2e_ms = h->e2e_ms;
     ev->text = "";
@@ -340,6 +344,40 @@ static hs_status check_request(const struct hs_engine *e, const struct hs_engine
     return hs_sampling_params_check(&r->sampling, e->n_vocab, err);
 }
 
+/* The vocabulary's token trie, built by the first request with a grammar (any thread; the
+ * engine thread never waits for it). */
+static struct hs_token_trie *engine_trie(struct hs_engine *e)
+{
+    pthread_mutex_lock(&e->trie_mu);
+    if (!e->trie && hs_token_trie_create(e->vocab, &e->trie) != HS_OK) {
+        e->trie = NULL;
+    }
+    struct hs_token_trie *t = e->trie;
+    pthread_mutex_unlock(&e->trie_mu);
+    return t;
+}
+
+/* Compiles r's grammar into h (grammar and cache; the choices' matchers come with their
+ * samplers). HS_E_INVAL with err at a syntax error or a limit; HS_E_NOMEM. Thread: any. */
+static hs_status grammar_init(struct hs_engine *e, struct hs_engine_handle *h,
+                              const struct hs_engine_request *r, struct hs_error *err)
+{
+    struct hs_error gerr = {0};
+    hs_status st = hs_grammar_parse(r->grammar, r->n_grammar, NULL, NULL, &h->grammar, &gerr);
+    if (st == HS_E_NOMEM) {
+        return hs_error_set(err, st, "out of memory");
+    }
+    if (st != HS_OK) {
+        return hs_error_set(err, HS_E_INVAL, "grammar: %s", gerr.message);
+    }
+    struct hs_token_trie *trie = engine_trie(e);
+    if (!trie) {
+        return hs_error_set(err, HS_E_NOMEM, "out of memory for the vocabulary's token trie");
+    }
+    st = hs_grammar_cache_create(h->grammar, trie, NULL, &h->grammar_cache);
+    return st == HS_OK ? HS_OK : hs_error_set(err, st, "out of memory");
+}
+
 hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *r,
                            struct hs_engine_handle **out, struct hs_error *err)
 {
@@ -390,6 +428,13 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
         memcpy(h->stop[i], r->stop[i], h->stop_len[i] + 1);
         h->n_stop++;
     }
+    if (r->grammar) {
+        hs_status gst = grammar_init(e, h, r, err);
+        if (gst != HS_OK) {
+            handle_free(h);
+            return gst;
+        }
+    }
     const size_t n_toks = (size_t)r->n_prompt + (size_t)h->max_tokens;
     for (int32_t c = 0; c < r->n; c++) {
         struct seq *s = &h->seqs[c];
@@ -410,6 +455,14 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
         }
         for (int32_t i = 0; i < r->n_prompt; i++) {
             hs_sampler_accept(s->smp, r->prompt[i]);
+        }
+        if (h->grammar_cache) {
+            /* after the prompt: the grammar constrains the output only */
+            if (hs_grammar_matcher_create(h->grammar_cache, &s->gm) != HS_OK) {
+                goto nomem;
+            }
+            const struct hs_sampler_constraint sc = hs_grammar_matcher_constraint(s->gm);
+            hs_sampler_set_constraint(s->smp, &sc);
         }
         hs_detok_init(&s->dt, e->vocab, false);
     }

@@ -20,6 +20,7 @@
 #include "model/model.h"
 #include "model/vocab.h"
 #include "server/engine.h"
+#include "server/grammar.h"
 #include "server/sampling.h"
 
 /* ---- metrics ---- */
@@ -76,6 +77,7 @@ struct seq {
     int32_t n_all;        /* tokens in toks; KV holds the first hs_kv_seq_n_tokens(kv) */
     int32_t n_gen;        /* sampled, EOS included */
     struct hs_kv_seq *kv; /* while running */
+    struct hs_grammar_matcher *gm; /* the request's grammar at this choice's output; owns */
     int32_t store;        /* the KV store (and pool) kv belongs to: 0 the FFN backend's, 1 the
                            * attention backend's (split engines) */
     struct hs_sampler *smp;
@@ -122,6 +124,9 @@ struct hs_engine_handle {
     bool ignore_eos;
     bool report_eos;
     enum hs_place place;
+    struct hs_grammar *grammar;             /* owns; NULL: unconstrained */
+    struct hs_grammar_cache *grammar_cache; /* owns; the choices' matchers share it */
+    const char *detail;                     /* DONE's detail (static); under mu */
     int32_t long_context; /* < 0: the engine's */
     uint64_t cache_salt;  /* hs_engine_request.cache_salt */
     int32_t n_stop;
@@ -186,6 +191,9 @@ struct hs_engine {
 
     struct metrics m;
     struct hs_trace *trace; /* --trace; NULL: none */
+    /* The vocabulary's token trie for grammars, built by the first submit that needs it. */
+    pthread_mutex_t trie_mu;
+    struct hs_token_trie *trie; /* owns; immutable once built */
 };
 
 /* CLOCK_MONOTONIC in nanoseconds. Thread: any. */

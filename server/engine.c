@@ -307,6 +307,7 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
     e->max_waiting = p.max_waiting;
     e->timeout_ms = p.timeout_ms;
     pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->trie_mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -432,6 +433,8 @@ void hs_engine_destroy(struct hs_engine *e)
     pthread_cond_destroy(&e->cv);
     pthread_cond_destroy(&e->idle_cv);
     pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->trie_mu);
+    hs_token_trie_destroy(e->trie);
     free(e);
 }
 

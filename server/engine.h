@@ -155,6 +155,14 @@ struct hs_engine_request {
     int64_t timeout_ms;         /* from submit to the final event; 0: the engine's default; < 0:
                                  * none. On expiry the choices end with HS_FINISH_TIMEOUT */
     uint64_t id;                /* caller's request id, for logs ("req=<id>") */
+    /* Structured output: a GBNF grammar (llama.cpp's syntax, server/grammar.h) every choice's
+     * output must follow, [n_grammar] bytes, borrowed during submit only (compiled there: a
+     * syntax error is HS_E_INVAL with err saying where). NULL: none. The sampler draws only
+     * tokens the grammar allows next, and an end-of-generation token only where the output is
+     * complete; when the grammar allows no token (or only tokens logit_bias bans) the choice
+     * ends with HS_FINISH_ERROR and DONE's detail says so. */
+    const char *grammar;
+    size_t n_grammar;
     /* Split engines: where this request's decode attention runs. HS_PLACE_AUTO: by the
      * engine's long_context (or by long_context below when >= 0); HS_PLACE_ATTN: on the
      * attention backend from the start; HS_PLACE_FFN: on the FFN backend throughout. Ignored
@@ -245,6 +253,8 @@ struct hs_engine_event {
                                               * DELTA */
     struct hs_engine_usage usage;            /* DONE */
     hs_status status; /* DONE: HS_OK, or the forward pass error behind HS_FINISH_ERROR */
+    const char *detail; /* DONE: why a choice ended with HS_FINISH_ERROR, for the client
+                         * (static text; NULL when status says it all) */
     double ttft_ms;   /* DONE: submit to the first sampled token (0 if none) */
     double e2e_ms;    /* DONE: submit to done */
 };

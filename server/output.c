@@ -149,6 +149,17 @@ enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, 
 {
     struct hs_engine_handle *h = s->req;
     hs_token t = hs_sampler_sample(s->smp, logits);
+    if (t < -1) {
+        /* The grammar allows nothing here (or only tokens logit_bias bans): an error the
+         * client sees, never a silent stop. Nothing was drawn, so nothing is counted. */
+        pthread_mutex_lock(&h->mu);
+        if (!h->detail) {
+            h->detail = hs_sample_result_str(hs_sampler_last_result(s->smp));
+        }
+        pthread_mutex_unlock(&h->mu);
+        *status = t == -4 ? hs_sampler_constraint_status(s->smp) : HS_E_INVAL;
+        return HS_FINISH_ERROR;
+    }
     s->n_gen++;
     INC(e->m.gen_tokens, 1);
     if (!s->t_first_ns) {
@@ -173,8 +184,20 @@ enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, 
         lp->top_ids = e->lp_ids;
         lp->top_logprobs = e->lp_vals;
     }
+    if (!eog || s->gm) {
+        /* a grammar sees the end-of-generation token too: it completes the output */
+        const hs_status ast = hs_sampler_accept(s->smp, t);
+        if (ast != HS_OK) {
+            pthread_mutex_lock(&h->mu);
+            if (!h->detail) {
+                h->detail = "the grammar could not advance over the sampled token";
+            }
+            pthread_mutex_unlock(&h->mu);
+            *status = ast;
+            return HS_FINISH_ERROR;
+        }
+    }
     if (!eog) {
-        hs_sampler_accept(s->smp, t);
         s->toks[s->n_all++] = t;
         n_piece = hs_detok_push(&s->dt, t, e->piece, e->cap_piece);
     }

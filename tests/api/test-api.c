@@ -1262,3 +1262,97 @@ Test(api, malformed_chat_template_is_a_load_time_error)
     hs_model_destroy(m);
     unlink(path);
 }
+
+/* ---- structured output ---- */
+
+/* response_format json_schema (n = 2, streamed and not) and json_object answers parse and
+ * follow the schema; grammar works; an unsupported keyword and a broken grammar are 400s that
+ * say what. */
+Test(api, structured_output_follows_the_schema)
+{
+    static const char *const bodies[] = {
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"Tap or swipe?\"}],\"max_tokens\":40,"
+        "\"n\":2,\"temperature\":1,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+        "{\"name\":\"act\",\"strict\":true,\"schema\":{\"type\":\"object\",\"properties\":"
+        "{\"action\":{\"enum\":[\"tap\",\"swipe\"]},\"x\":{\"type\":\"integer\",\"minimum\":0,"
+        "\"maximum\":9}},\"required\":[\"action\",\"x\"],\"additionalProperties\":false}}}}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"Tap or swipe?\"}],\"max_tokens\":40,"
+        "\"n\":2,\"temperature\":1,\"response_format\":{\"type\":\"json_object\",\"schema\":"
+        "{\"type\":\"object\",\"properties\":{\"action\":{\"enum\":[\"tap\",\"swipe\"]},"
+        "\"x\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":9}},\"required\":[\"action\","
+        "\"x\"],\"additionalProperties\":false}}}",
+    };
+    for (size_t k = 0; k < HS_ARRAY_LEN(bodies); k++) {
+        json_t *j = post_json("/v1/chat/completions", bodies[k], 200);
+        json_t *choices = json_object_get(j, "choices");
+        cr_assert_eq(json_array_size(choices), 2);
+        for (size_t i = 0; i < 2; i++) {
+            const json_t *msg = json_object_get(json_array_get(choices, i), "message");
+            const char *content = json_string_value(json_object_get(msg, "content"));
+            cr_assert_str_eq(finish(j, i), "stop", "body %zu choice %zu: %s", k, i, content);
+            json_error_t e;
+            json_t *out = json_loads(content, 0, &e);
+            cr_assert_not_null(out, "body %zu choice %zu is not JSON: %s", k, i, content);
+            const char *action = json_string_value(json_object_get(out, "action"));
+            const json_t *x = json_object_get(out, "x");
+            cr_assert(action && (!strcmp(action, "tap") || !strcmp(action, "swipe")), "%s",
+                      content);
+            cr_assert(json_is_integer(x) && json_integer_value(x) >= 0 &&
+                          json_integer_value(x) <= 9,
+                      "%s", content);
+            cr_assert_eq(json_object_size(out), 2, "%s", content);
+            json_decref(out);
+        }
+        json_decref(j);
+    }
+    /* streamed: the deltas concatenate to one JSON object */
+    struct resp r = http("POST", "/v1/chat/completions",
+                         "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"stream\":true,"
+                         "\"max_tokens\":60,\"response_format\":{\"type\":\"json_object\"}}");
+    cr_assert_eq(r.status, 200);
+    struct sse s;
+    parse_sse(r.body, &s);
+    char text[4096] = "";
+    const char *fin = NULL;
+    cr_assert(s.done_last);
+    for (int i = 0; i < s.n; i++) {
+        const json_t *ev = s.events[i];
+        const json_t *c0 = json_array_get(json_object_get(ev, "choices"), 0);
+        const char *d = json_string_value(json_object_get(json_object_get(c0, "delta"), "content"));
+        if (d) {
+            strncat(text, d, sizeof(text) - strlen(text) - 1);
+        }
+        if (json_is_string(json_object_get(c0, "finish_reason"))) {
+            fin = strcmp(json_string_value(json_object_get(c0, "finish_reason")), "stop") == 0
+                      ? "stop"
+                      : "length";
+        }
+    }
+    cr_assert_not_null(fin);
+    cr_assert_eq(text[0], '{', "streamed json_object starts with '{': %s", text);
+    if (!strcmp(fin, "stop")) {
+        json_t *o = json_loads(text, 0, NULL);
+        cr_assert(json_is_object(o), "not a JSON object: %s", text);
+        json_decref(o);
+    }
+    free_sse(&s);
+    free(r.body);
+    /* grammar, as llama.cpp's server takes it */
+    json_t *j = post_json("/v1/completions",
+                          "{\"prompt\":\"Once\",\"max_tokens\":8,\"grammar\":\"root ::= \\\"ok\\\" "
+                          "[0-9]\"}",
+                          200);
+    const char *t = choice_text(j, 0);
+    cr_assert(strlen(t) == 3 && !strncmp(t, "ok", 2) && t[2] >= '0' && t[2] <= '9', "%s", t);
+    json_decref(j);
+    expect_error("/v1/chat/completions",
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{"
+                 "\"type\":\"json_schema\",\"json_schema\":{\"name\":\"n\",\"schema\":{\"type\":"
+                 "\"string\",\"pattern\":\"^a+$\"}}}}",
+                 400, "response_format", "pattern");
+    expect_error("/v1/completions", "{\"prompt\":\"x\",\"grammar\":\"root ::= (\\\"a\\\"\"}", 400,
+                 NULL, "grammar");
+    expect_error("/v1/completions",
+                 "{\"prompt\":\"x\",\"response_format\":{\"type\":\"yaml\"}}", 400,
+                 "response_format.type", "yaml");
+}

@@ -1116,3 +1116,90 @@ Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
     free(a);
     free(b);
 }
+
+/* ---- structured output ---- */
+
+/* A grammar holds every choice's output to it (temperature 1, several choices, so the model's
+ * own preferences are overruled), ends with a stop once complete, and a constraint that allows
+ * no token ends the request with an error that says why, never a silent stop. */
+Test(engine, grammar_constrains_every_choice_and_reports_dead_ends)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 4, 128, 0, 32);
+    hs_token prompt[64];
+    const int np = make_prompt(m, 0, prompt, 64);
+    static const char gbnf[] = "root ::= (\"yes\" | \"no\") \" \" [0-9] [0-9]?\n";
+    struct hs_engine_request rq;
+    greedy_request(&rq, prompt, np, 24);
+    rq.sampling.temperature = 1.0f;
+    rq.sampling.top_k = 0;
+    rq.n = 4;
+    rq.grammar = gbnf;
+    rq.n_grammar = strlen(gbnf);
+    struct hs_engine_handle *h = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK, "%s", err.message);
+    struct result *r = calloc(1, sizeof(*r));
+    collect(h, r);
+    cr_assert_eq(r->status, HS_OK);
+    for (int c = 0; c < 4; c++) {
+        r->text[c][r->n_text[c]] = '\0';
+        const char *t = r->text[c];
+        const bool ok = (!strncmp(t, "yes ", 4) || !strncmp(t, "no ", 3)) &&
+                        strspn(t + (t[0] == 'y' ? 4 : 3), "0123456789") ==
+                            strlen(t + (t[0] == 'y' ? 4 : 3)) &&
+                        strlen(t + (t[0] == 'y' ? 4 : 3)) >= 1 &&
+                        strlen(t + (t[0] == 'y' ? 4 : 3)) <= 2;
+        cr_assert(ok, "choice %d wrote '%s', outside the grammar", c, t);
+        cr_assert_eq(r->fin[c], HS_FINISH_STOP, "choice %d: %s", c, hs_finish_reason_str(r->fin[c]));
+    }
+    hs_engine_release(h);
+
+    /* A dead end: the grammar wants only end of generation after "a", and logit_bias bans it. */
+    static const char one[] = "root ::= \"a\"";
+    struct hs_logit_bias ban = {.token = hs_vocab_eos(hs_model_vocab(m)), .bias = -INFINITY};
+    greedy_request(&rq, prompt, np, 8);
+    rq.grammar = one;
+    rq.n_grammar = strlen(one);
+    rq.sampling.logit_bias = &ban;
+    rq.sampling.n_logit_bias = 1;
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK, "%s", err.message);
+    memset(r, 0, sizeof(*r));
+    struct hs_engine_event ev;
+    const char *detail = NULL;
+    for (;;) {
+        cr_assert_eq(hs_engine_wait(h, &ev, 30000), HS_OK);
+        if (ev.type == HS_EVENT_DONE) {
+            detail = ev.detail;
+            cr_assert_neq(ev.status, HS_OK);
+            break;
+        }
+        if (ev.finish_reason != HS_FINISH_NONE) {
+            r->fin[0] = ev.finish_reason;
+        }
+        memcpy(r->text[0] + r->n_text[0], ev.text, ev.n_text);
+        r->n_text[0] += ev.n_text;
+    }
+    cr_assert_eq(r->fin[0], HS_FINISH_ERROR);
+    cr_assert_not_null(detail, "the client must be told why");
+    cr_assert(strstr(detail, "ban") != NULL, "detail: %s", detail);
+    r->text[0][r->n_text[0]] = '\0';
+    cr_assert_str_eq(r->text[0], "a");
+    hs_engine_release(h);
+
+    /* A grammar that does not compile is refused at submit, saying where. */
+    static const char bad[] = "root ::= (\"x\"";
+    greedy_request(&rq, prompt, np, 8);
+    rq.grammar = bad;
+    rq.n_grammar = strlen(bad);
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_E_INVAL);
+    cr_assert_null(h);
+    cr_assert(strstr(err.message, "grammar") && strstr(err.message, "1:"), "%s", err.message);
+    wait_idle(e);
+    struct hs_engine_metrics mt;
+    hs_engine_get_metrics(e, &mt);
+    cr_assert_eq(mt.kv_blocks_used, 0);
+    free(r);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
