@@ -1271,13 +1271,15 @@ Test(api, malformed_chat_template_is_a_load_time_error)
 Test(api, structured_output_follows_the_schema)
 {
     static const char *const bodies[] = {
-        "{\"messages\":[{\"role\":\"user\",\"content\":\"Tap or swipe?\"}],\"max_tokens\":40,"
-        "\"n\":2,\"temperature\":1,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"Tap or swipe?\"}],\"max_tokens\":400,"
+        "\"n\":2,\"temperature\":1,\"seed\":3,\"response_format\":{\"type\":\"json_schema\","
+        "\"json_schema\":"
         "{\"name\":\"act\",\"strict\":true,\"schema\":{\"type\":\"object\",\"properties\":"
         "{\"action\":{\"enum\":[\"tap\",\"swipe\"]},\"x\":{\"type\":\"integer\",\"minimum\":0,"
         "\"maximum\":9}},\"required\":[\"action\",\"x\"],\"additionalProperties\":false}}}}",
-        "{\"messages\":[{\"role\":\"user\",\"content\":\"Tap or swipe?\"}],\"max_tokens\":40,"
-        "\"n\":2,\"temperature\":1,\"response_format\":{\"type\":\"json_object\",\"schema\":"
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"Tap or swipe?\"}],\"max_tokens\":400,"
+        "\"n\":2,\"temperature\":1,\"seed\":3,\"response_format\":{\"type\":\"json_object\","
+        "\"schema\":"
         "{\"type\":\"object\",\"properties\":{\"action\":{\"enum\":[\"tap\",\"swipe\"]},"
         "\"x\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":9}},\"required\":[\"action\","
         "\"x\"],\"additionalProperties\":false}}}",

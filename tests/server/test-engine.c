@@ -1151,7 +1151,8 @@ Test(engine, grammar_constrains_every_choice_and_reports_dead_ends)
                         strlen(t + (t[0] == 'y' ? 4 : 3)) >= 1 &&
                         strlen(t + (t[0] == 'y' ? 4 : 3)) <= 2;
         cr_assert(ok, "choice %d wrote '%s', outside the grammar", c, t);
-        cr_assert_eq(r->fin[c], HS_FINISH_STOP, "choice %d: %s", c, hs_finish_reason_str(r->fin[c]));
+        cr_assert_eq(r->fin[c], HS_FINISH_STOP, "choice %d: %s", c,
+                     hs_finish_reason_str(r->fin[c]));
     }
     hs_engine_release(h);
 
