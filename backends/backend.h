@@ -102,7 +102,11 @@ struct hs_attn_seq {
 struct hs_attn_args {
     const struct hs_tensor *q;       /* [n_rows][n_head][head_dim] f32 (ne = hd, n_head, n_rows) */
     struct hs_tensor *out;           /* same shape as q, f32 */
-    const struct hs_tensor *k_cache; /* [n_blocks][block_size][n_kv_head][head_dim] f16 or f32 */
+    /* [n_blocks][block_size][n_kv_head][head_dim] f16 or f32: a whole cache, or a view of some
+     * of its KV heads (data at the first, ne[1] the count, the cache's strides), which is how a
+     * backend hands a subset of heads to another (q, out, m and l then view the matching query
+     * heads: ne[1] = the subset's query heads, the whole rows' strides) */
+    const struct hs_tensor *k_cache;
     const struct hs_tensor *v_cache; /* same shape as k_cache */
     int32_t block_size;              /* tokens per block */
     const struct hs_attn_seq *seqs;  /* [n_seqs] */
@@ -218,8 +222,9 @@ hs_status hs_backend_mul(struct hs_backend *be, const struct hs_tensor *a,
                          const struct hs_tensor *b, struct hs_tensor *y);
 hs_status hs_backend_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
                             const struct hs_tensor *up, struct hs_tensor *y);
-/* src: [n_rows][n_kv_head][head_dim] f32; cache: [n_blocks][block_size][n_kv_head][head_dim];
- * slots: [n_rows] flat slot ids (block * block_size + offset). */
+/* src: [n_rows][n_kv_head][head_dim] f32; cache: [n_blocks][block_size][n_kv_head][head_dim]
+ * (or a view of some of its heads, as in hs_attn_args); slots: [n_rows] flat slot ids
+ * (block * block_size + offset). */
 hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src,
                               struct hs_tensor *cache, const int32_t *slots);
 hs_status hs_backend_attention(struct hs_backend *be, const struct hs_attn_args *args);
