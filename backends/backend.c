@@ -18,8 +18,8 @@ struct hs__backend_reg {
 
 static const struct hs__backend_reg hs__backend_regs[] = {
     {"cpu", hs__backend_cpu_create},
-    /* #if HS_HAVE_CUDA: {"cuda", hs__backend_cuda_create}, once backends/cuda lands.
-     * The simulated pim and npu backends will always be compiled in. */
+    {"npu", hs__backend_npu_create}, /* simulated: always compiled in */
+    /* #if HS_HAVE_CUDA: {"cuda", hs__backend_cuda_create}, once backends/cuda lands. */
 };
 
 int hs_backend_reg_count(void)

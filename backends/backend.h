@@ -172,6 +172,13 @@ struct hs_backend_params {
     int32_t first_core; /* pinned threads take physical cores [first_core, first_core +
                          * n_threads) (wrapping around), so two backends can run on disjoint
                          * cores; default 0 */
+    /* Backend-specific settings, ignored by backends that have none (borrowed for the call to
+     * hs_backend_create). npu: config is a `key = value` file describing the chip
+     * (backends/npu/npu.h; NULL: the vNPU preset) and tenants the virtual NPUs placed on it
+     * ("3x3,3x3": the first, or the one marked '*', runs this backend's ops; NULL: one tenant
+     * of the whole chip). */
+    const char *config;
+    const char *tenants;
 };
 
 /* Default parameters. */
