@@ -192,8 +192,10 @@ int hs_backend_reg_count(void);
 const char *hs_backend_reg_name(int i);
 
 /* Creates the backend registered under name. Returns HS_E_NOENT for an unknown name,
- * HS_E_DEVICE when its device is absent; *out stays NULL on failure. Free with
- * hs_backend_destroy. Thread: any. */
+ * HS_E_DEVICE when its device is absent, HS_E_IO / HS_E_FORMAT / HS_E_INVAL when its config
+ * file cannot be read, does not parse, or asks for what cannot be (npu: tenants that do not
+ * fit; the reason is logged); *out stays NULL on failure. Free with hs_backend_destroy.
+ * Thread: any. */
 hs_status hs_backend_create(const char *name, const struct hs_backend_params *params,
                             struct hs_backend **out);
 void hs_backend_destroy(struct hs_backend *be);

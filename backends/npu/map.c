@@ -5,12 +5,14 @@
  *   one piece); otherwise every connected set of k free cores (Wernicke's ESU enumeration: each
  *   connected set once, disconnected ones never) up to map_budget sets, each scored by the
  *   topology edit distance of its best mapping (request edges that are not links plus links
- *   that are not request edges; branch and bound), then by dilation (the hops of the request's
- *   edges routed inside the set), then by contact. Sets of the same shape up to translation,
+ *   that are not request edges; branch and bound), then by the dilation of the request's
+ *   edges routed inside the set, each weighted by the cores it carries traffic for in the
+ *   tenant's multicast tree (q goes down it, outputs come up: a missing link near the root
+ *   costs more than one at a leaf), then by contact. Sets of the same shape up to translation,
  *   rotation and reflection have isomorphic induced graphs, so a shape's best mapping is
  *   computed once and reused (the isomorphic candidates are pruned).
- * zigzag (the baseline): the first k free cores in serpentine order, the virtual cores in
- *   serpentine order on them.
+ * zigzag (the baseline): virtual core i (row-major ids) on the i-th free core in serpentine
+ *   order, as a compiler that numbers cores along the snake would place them.
  * mig: fixed slices, as GPU MIG partitions: the chip's quarters, halves (two quarters) and the
  *   whole; a tenant takes the smallest free slice that holds its rectangle and leaves the rest
  *   of it unused. */
@@ -102,10 +104,28 @@ struct bnb {
     const int32_t *adj;  /* [k][k] 1 when local cells i and j are links */
     const int32_t *dist; /* [k][k] hops between them inside the set */
     const int32_t *decided; /* [k + 1] request edges with both ends below v */
+    const int32_t *wleft, *wup; /* [k] weights of v's edges to v - 1 and v - w */
+    const int32_t *wopen;       /* [k + 1] weight of the edges not decided before v */
     int32_t *assign, *best, *used;
     int32_t best_common, best_dil;
     int64_t nodes, budget;
 };
+
+/* Weight of a request edge: the cores below it in the multicast tree (along virtual row 0,
+ * then down each virtual column) for a tree edge, 1 for the others. */
+static void edge_weights(int32_t w, int32_t h, int32_t *wleft, int32_t *wup, int32_t *wopen)
+{
+    const int32_t k = w * h;
+    for (int32_t v = 0; v < k; v++) {
+        const int32_t vx = v % w, vy = v / w;
+        wleft[v] = vx == 0 ? 0 : vy == 0 ? (w - vx) * h : 1;
+        wup[v] = vy == 0 ? 0 : h - vy;
+    }
+    wopen[k] = 0;
+    for (int32_t v = k - 1; v >= 0; v--) {
+        wopen[v] = wopen[v + 1] + wleft[v] + wup[v];
+    }
+}
 
 static void bnb_search(struct bnb *b, int32_t v, int32_t common, int32_t dil)
 {
@@ -122,7 +142,7 @@ static void bnb_search(struct bnb *b, int32_t v, int32_t common, int32_t dil)
     }
     const int32_t open = b->eg - b->decided[v];
     const int32_t ub = HS_MIN(common + open, b->eh);
-    if (ub < b->best_common || (ub == b->best_common && dil + open >= b->best_dil)) {
+    if (ub < b->best_common || (ub == b->best_common && dil + b->wopen[v] >= b->best_dil)) {
         return;
     }
     const int32_t left = v % b->w > 0 ? b->assign[v - 1] : -1;
@@ -138,8 +158,8 @@ static void bnb_search(struct bnb *b, int32_t v, int32_t common, int32_t dil)
             if (gain != want) {
                 continue;
             }
-            const int32_t d = (left >= 0 ? b->dist[(size_t)left * b->k + c] : 0) +
-                              (up >= 0 ? b->dist[(size_t)up * b->k + c] : 0);
+            const int32_t d = (left >= 0 ? b->wleft[v] * b->dist[(size_t)left * b->k + c] : 0) +
+                              (up >= 0 ? b->wup[v] * b->dist[(size_t)up * b->k + c] : 0);
             b->used[c] = 1;
             b->assign[v] = c;
             bnb_search(b, v + 1, common + gain, dil + d);
@@ -152,7 +172,7 @@ static void bnb_search(struct bnb *b, int32_t v, int32_t common, int32_t dil)
 }
 
 /* Best mapping of w x h onto cells[k] (local cell index per virtual core into local[]); returns
- * the request edges kept and *dil the dilation. */
+ * the request edges kept and *dil the tree-weighted dilation. */
 static int32_t bnb_map(const struct hs_npu_mesh *m, int32_t w, int32_t h, const int32_t *cells,
                        int64_t budget, int32_t *local, int32_t *dil_out)
 {
@@ -163,7 +183,9 @@ static int32_t bnb_map(const struct hs_npu_mesh *m, int32_t w, int32_t h, const 
     int32_t *assign = malloc((size_t)k * sizeof(*assign));
     int32_t *used = calloc((size_t)k, sizeof(*used));
     int32_t *queue = malloc((size_t)k * sizeof(*queue));
-    HS_ASSERT(adj && dist && decided && assign && used && queue);
+    int32_t *weights = malloc((size_t)(3 * k + 1) * sizeof(*weights));
+    HS_ASSERT(adj && dist && decided && assign && used && queue && weights);
+    edge_weights(w, h, weights, weights + k, weights + 2 * k);
     int32_t eh = 0;
     for (int32_t i = 0; i < k; i++) {
         for (int32_t j = i + 1; j < k; j++) {
@@ -201,11 +223,13 @@ static int32_t bnb_map(const struct hs_npu_mesh *m, int32_t w, int32_t h, const 
         decided[v + 1] = decided[v] + (v % w > 0) + (v >= w);
     }
     struct bnb b = {.w = w, .k = k, .eg = hs__npu_mesh_edges(w, h), .eh = eh, .adj = adj,
-                    .dist = dist, .decided = decided, .assign = assign, .best = local,
-                    .used = used, .best_common = -1, .best_dil = INT32_MAX, .budget = budget};
+                    .dist = dist, .decided = decided, .wleft = weights, .wup = weights + k,
+                    .wopen = weights + 2 * k, .assign = assign, .best = local, .used = used,
+                    .best_common = -1, .best_dil = INT32_MAX, .budget = budget};
     bnb_search(&b, 0, 0, 0);
     HS_ASSERT(b.best_common >= 0); /* the first path down is always complete */
     *dil_out = b.best_dil;
+    free(weights);
     free(queue);
     free(used);
     free(assign);
@@ -296,12 +320,12 @@ static void shape_key(const struct hs_npu_mesh *m, const int32_t *cells, int32_t
 }
 
 /* Shapes seen so far: open addressing on the key; per shape the request edges kept, the
- * dilation and the virtual core of each key cell. */
+ * weighted dilation and the virtual core of each key cell. */
 struct shape_cache {
     int32_t k;
     size_t cap, n;
     uint32_t *keys;   /* [cap][k] */
-    int32_t *vals;    /* [cap][k + 2]: kept, dilation, virtual core per key cell */
+    int32_t *vals;    /* [cap][k + 2]: kept, weighted dilation, virtual core per key cell */
     bool *full;
 };
 
@@ -638,22 +662,17 @@ static hs_status map_zigzag(const struct hs_npu_mesh *m, int32_t w, int32_t h, i
 {
     const int32_t k = w * h;
     int32_t *phys = malloc((size_t)m->n_cores * sizeof(*phys));
-    int32_t *virt = malloc((size_t)k * sizeof(*virt));
-    if (!phys || !virt) {
-        free(phys);
-        free(virt);
+    if (!phys) {
         return HS_E_NOMEM;
     }
     hs__npu_serpentine(m->cfg.mesh_x, m->cfg.mesh_y, phys);
-    hs__npu_serpentine(w, h, virt);
     int32_t n = 0;
     for (int32_t i = 0; i < m->n_cores && n < k; i++) {
         if (m->owner[phys[i]] < 0) {
-            v2p[virt[n++]] = phys[i];
+            v2p[n++] = phys[i];
         }
     }
     free(phys);
-    free(virt);
     return n == k ? HS_OK : HS_E_BUSY;
 }
 

@@ -355,6 +355,7 @@ hs_status hs__backend_npu_create(const struct hs_backend_params *params, struct 
                          (int)i, req[i].name, req[i].name[0] ? " " : "", (int)req[i].w,
                          (int)req[i].h, (int)cfg.mesh_x, (int)cfg.mesh_y,
                          hs_npu_mapper_str(cfg.mapper), hs_status_str(st));
+            st = st == HS_E_BUSY ? HS_E_INVAL : st; /* the parameters ask the impossible */
             goto fail;
         }
         if (req[i].own) {

@@ -35,7 +35,7 @@ const char *hs_npu_preset_str(enum hs_npu_preset p);
 /* How a tenant's cores are chosen. */
 enum hs_npu_mapper {
     HS_NPU_MAPPER_BEST,   /* best-effort: connected free cores of least topology edit distance */
-    HS_NPU_MAPPER_ZIGZAG, /* baseline: the next free cores in serpentine order */
+    HS_NPU_MAPPER_ZIGZAG, /* baseline: virtual core i on the i-th free core in serpentine order */
     HS_NPU_MAPPER_MIG,    /* fixed slices (quarters, halves, the whole chip), as GPU MIG */
     HS_NPU_MAPPER_COUNT,
 };

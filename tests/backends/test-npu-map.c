@@ -123,8 +123,8 @@ Test(npu_map, zigzag_takes_free_cores_in_serpentine_order)
     cr_assert_eq(hs_npu_tenant_create(m, 3, 3, HS_NPU_MAPPER_ZIGZAG, &a), HS_OK);
     struct hs_npu_tenant_info ti;
     hs_npu_tenant_info(m, a, &ti);
-    /* virtual serpentine 0 1 2 5 4 3 6 7 8 on physical serpentine 0..5, 11 10 9 */
-    static const int32_t want[9] = {0, 1, 2, 5, 4, 3, 11, 10, 9};
+    /* virtual cores 0..8 on the physical serpentine 0..5, 11 10 9 */
+    static const int32_t want[9] = {0, 1, 2, 3, 4, 5, 11, 10, 9};
     for (int v = 0; v < 9; v++) {
         cr_assert_eq(ti.phys[v], want[v], "virtual core %d on %d", v, ti.phys[v]);
     }

@@ -457,7 +457,7 @@ Test(npu_backend, buffers_are_mapped_in_the_tenant_and_bad_setups_refused)
     p.pin_threads = false;
     struct hs_backend *bad = (struct hs_backend *)1;
     p.tenants = "6x6,1x1"; /* the second does not fit */
-    cr_assert_eq(hs_backend_create("npu", &p, &bad), HS_E_BUSY);
+    cr_assert_eq(hs_backend_create("npu", &p, &bad), HS_E_INVAL);
     cr_assert_null(bad);
     p.tenants = "3x";
     cr_assert_eq(hs_backend_create("npu", &p, &bad), HS_E_FORMAT);
