@@ -50,6 +50,12 @@ static void usage(FILE *f)
             "      --pingpong          split: run the decode batch as two sub-batches that take\n"
             "                          turns on the two backends (L3/CHIME), balanced by a\n"
             "                          fitted time model (default off)\n"
+            "      --npu-config FILE   with --attn-backend npu: the simulated NPU, as key = value\n"
+            "                          lines (README \"Simulated NPU\"); default: vNPU's 6x6 chip\n"
+            "      --npu-tenants SPEC  virtual NPUs placed on it in order, e.g. '3x3,3x3' or\n"
+            "                          '*qwen=3x3,llama=2x4': the first (or the one marked '*')\n"
+            "                          runs this model's attention, the others share the chip;\n"
+            "                          default: one tenant of the whole chip\n"
             "      --trace FILE.json   write every engine step as Chrome trace events (open in\n"
             "                          ui.perfetto.dev): stages per layer and sub-batch on one\n"
             "                          track per backend thread, KV blocks held per backend\n"
@@ -89,6 +95,8 @@ enum {
     OPT_LONG_CTX,
     OPT_PINGPONG,
     OPT_TRACE,
+    OPT_NPU_CONFIG,
+    OPT_NPU_TENANTS,
 };
 
 int hs__cli_serve(int argc, char **argv)
@@ -114,6 +122,8 @@ int hs__cli_serve(int argc, char **argv)
         {"long-context", required_argument, NULL, OPT_LONG_CTX},
         {"pingpong", no_argument, NULL, OPT_PINGPONG},
         {"trace", required_argument, NULL, OPT_TRACE},
+        {"npu-config", required_argument, NULL, OPT_NPU_CONFIG},
+        {"npu-tenants", required_argument, NULL, OPT_NPU_TENANTS},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -214,6 +224,12 @@ int hs__cli_serve(int argc, char **argv)
         case OPT_TRACE:
             ep.trace_path = optarg;
             break;
+        case OPT_NPU_CONFIG:
+            ep.backend_config = optarg;
+            break;
+        case OPT_NPU_TENANTS:
+            ep.backend_tenants = optarg;
+            break;
         case 'v':
             verbose = true;
             break;
@@ -231,6 +247,9 @@ int hs__cli_serve(int argc, char **argv)
     }
     if (!model_path) {
         fprintf(stderr, "hetserve serve: -m MODEL is required (see --help)\n");
+        return 2;
+    }
+    if (!hs__cli_check_npu("serve", ep.backend_config, ep.backend_tenants)) {
         return 2;
     }
     ep.timeout_ms = (int64_t)(timeout_s * 1000);

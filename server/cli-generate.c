@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/npu/npu.h"
 #include "model/model.h"
 #include "model/vocab.h"
 #include "server/cli.h"
@@ -40,7 +41,12 @@ static void usage(FILE *f)
             "      --kv-type f16|f32     KV cache element type (default f16)\n"
             "      --expert-placement RULES\n"
             "                            MoE models: REGEX=BACKEND[:N] rules placing experts\n"
-            "                            (see hetserve serve --help)\n");
+            "                            (see hetserve serve --help)\n"
+            "      --attn-backend NAME   run the decode attention on this backend, with a KV\n"
+            "                            cache of its own (split execution; e.g. npu)\n"
+            "      --attn-threads N      threads of the attention backend (default 1)\n"
+            "      --npu-config FILE     the simulated NPU's chip (see hetserve serve --help)\n"
+            "      --npu-tenants SPEC    virtual NPUs on it (see hetserve serve --help)\n");
 }
 
 /* ---- output: stop strings are held back until they can no longer match ---- */
@@ -133,6 +139,9 @@ struct gen_opts {
     int64_t logprobs;
     bool ignore_eos;
     const char *expert_placement;
+    const char *attn_backend;
+    int64_t attn_threads;
+    const char *npu_config, *npu_tenants;
     enum hs_type kv_type;
     struct hs_sampling_params sp;
     struct hs_logit_bias bias[64];
@@ -163,7 +172,11 @@ static int run(struct gen_opts *o)
     cp.n_ctx = o->n_ctx > 0 ? (int32_t)o->n_ctx : HS_MIN(hp->n_ctx_train, 4096);
     cp.kv_type = o->kv_type;
     cp.backend_params.n_threads = (int32_t)o->n_threads;
+    cp.backend_params.config = o->npu_config;
+    cp.backend_params.tenants = o->npu_tenants;
     cp.expert_placement = o->expert_placement;
+    cp.attn_backend = o->attn_backend;
+    cp.attn_threads = (int32_t)o->attn_threads;
     if (cp.n_ctx > hp->n_ctx_train) {
         fprintf(stderr, "hetserve: warning: --ctx %d exceeds the model's trained context %d\n",
                 cp.n_ctx, hp->n_ctx_train);
@@ -175,6 +188,8 @@ static int run(struct gen_opts *o)
         goto done;
     }
     const int32_t n_ctx = hs_context_n_ctx(ctx);
+    /* Split: the sequence's KV lives in the attention backend's store, where it decodes. */
+    const int32_t store = hs_context_n_stores(ctx) - 1;
 
     size_t plen = strlen(o->prompt), n_prompt = 0;
     size_t cap = plen + 16;
@@ -225,7 +240,7 @@ static int run(struct gen_opts *o)
     while ((size_t)n_past < n_prompt) {
         int32_t n = (int32_t)HS_MIN((size_t)n_batch, n_prompt - (size_t)n_past);
         struct hs_forward_seq fs = {toks + n_past, n, n_past, table,
-                                    (size_t)(n_past + n) == n_prompt ? 1 : 0, 0};
+                                    (size_t)(n_past + n) == n_prompt ? 1 : 0, store};
         if ((st = hs_model_forward(ctx, &fs, 1)) != HS_OK) {
             fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(st));
             goto done;
@@ -269,7 +284,7 @@ static int run(struct gen_opts *o)
         if (step + 1 == o->n_predict) {
             break;
         }
-        struct hs_forward_seq fs = {&t, 1, n_past, table, 1, 0};
+        struct hs_forward_seq fs = {&t, 1, n_past, table, 1, store};
         if ((st = hs_model_forward(ctx, &fs, 1)) != HS_OK) {
             fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(st));
             goto done;
@@ -311,6 +326,10 @@ enum {
     OPT_LOGPROBS,
     OPT_KV_TYPE,
     OPT_EXPERTS,
+    OPT_ATTN_BE,
+    OPT_ATTN_THREADS,
+    OPT_NPU_CONFIG,
+    OPT_NPU_TENANTS,
 };
 
 int hs__cli_generate(int argc, char **argv)
@@ -337,6 +356,10 @@ int hs__cli_generate(int argc, char **argv)
         {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
         {"logprobs", required_argument, 0, OPT_LOGPROBS},
         {"kv-type", required_argument, 0, OPT_KV_TYPE},
+        {"attn-backend", required_argument, 0, OPT_ATTN_BE},
+        {"attn-threads", required_argument, 0, OPT_ATTN_THREADS},
+        {"npu-config", required_argument, 0, OPT_NPU_CONFIG},
+        {"npu-tenants", required_argument, 0, OPT_NPU_TENANTS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -468,6 +491,20 @@ int hs__cli_generate(int argc, char **argv)
         case OPT_EXPERTS:
             o.expert_placement = optarg;
             break;
+        case OPT_ATTN_BE:
+            o.attn_backend = optarg;
+            break;
+        case OPT_ATTN_THREADS:
+            if (!hs__cli_parse_int("--attn-threads", optarg, 1, 1024, &o.attn_threads)) {
+                return 2;
+            }
+            break;
+        case OPT_NPU_CONFIG:
+            o.npu_config = optarg;
+            break;
+        case OPT_NPU_TENANTS:
+            o.npu_tenants = optarg;
+            break;
         case OPT_LOGPROBS:
             if (!hs__cli_parse_int("--logprobs", optarg, 1, 100, &o.logprobs)) {
                 return 2;
@@ -500,6 +537,9 @@ int hs__cli_generate(int argc, char **argv)
         fprintf(stderr, "hetserve generate: -m MODEL and -p TEXT are required; see --help\n");
         return 2;
     }
+    if (!hs__cli_check_npu("generate", o.npu_config, o.npu_tenants)) {
+        return 2;
+    }
     int rc = run(&o);
     free(o.out.buf);
     return rc;
@@ -529,5 +569,26 @@ bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, 
         return false;
     }
     *out = v;
+    return true;
+}
+
+bool hs__cli_check_npu(const char *cmd, const char *config, const char *tenants)
+{
+    struct hs_error err = {0};
+    if (config) {
+        struct hs_npu_config c;
+        if (hs_npu_config_load(&c, config, &err) != HS_OK) {
+            fprintf(stderr, "hetserve %s: --npu-config: %s\n", cmd, err.message);
+            return false;
+        }
+    }
+    if (tenants) {
+        struct hs_npu_tenant_req r[HS_NPU_TENANTS_MAX];
+        int32_t n;
+        if (hs_npu_tenants_parse(tenants, r, HS_NPU_TENANTS_MAX, &n, &err) != HS_OK) {
+            fprintf(stderr, "hetserve %s: %s\n", cmd, err.message);
+            return false;
+        }
+    }
     return true;
 }

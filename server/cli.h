@@ -14,5 +14,8 @@ int hs__cli_mkmodel(int argc, char **argv);
 #include <stdint.h>
 bool hs__cli_parse_int(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out);
 bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, double *out);
+/* Reads --npu-config's file and parses --npu-tenants (either may be NULL), so that a mistake is
+ * one line naming it (the file's line) before anything loads; false after printing it. */
+bool hs__cli_check_npu(const char *cmd, const char *config, const char *tenants);
 
 #endif
