@@ -216,3 +216,20 @@ Test(cli, generate_on_the_npu_gives_the_cpu_logprobs, .init = setup)
     cr_assert_eq(r.status, 2, "a 4x4 does not fit beside a 5x5 on the 6x6 chip: %s", r.err);
     cr_assert(strstr(r.err, "does not fit"), "%s", r.err);
 }
+
+Test(cli, sim_vnpu_reproduces_the_mapping_example)
+{
+    static struct result r;
+    run(&r, "sim vnpu");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    /* the best-effort mapper and zig-zag place both 3x3s on the 5x5 chip; MIG-style slices one */
+    const char *best = strstr(r.out, "best-effort mapper:");
+    const char *mig = strstr(r.out, "MIG-style slices:");
+    cr_assert(best && mig, "%s", r.out);
+    cr_assert(strstr(best, "B: placed") && strstr(best, "B: placed") < mig, "%s", r.out);
+    cr_assert(strstr(mig, "B: refused"), "%s", r.out);
+    cr_assert(strstr(r.out, "best-effort vs zig-zag: +"), "%s", r.out);
+    cr_assert(strstr(r.out, "vNPU vs MIG-style: up to"), "%s", r.out);
+    expect_usage_error("sim vnpu --model gpt5", "--model");
+    expect_usage_error("sim tpu", "unknown reproduction");
+}
