@@ -222,6 +222,9 @@ struct hs_backend;
 /* The backend's mesh and own tenant id (for tests and the sim command). */
 struct hs_npu_mesh *hs__npu_backend_mesh(struct hs_backend *be);
 int32_t hs__npu_backend_tenant(struct hs_backend *be);
+/* Wall time spent in attention calls since creation, and of it in the inner CPU backend's
+ * calls (the real computation); the rest is what simulating the chip costs the host. */
+void hs__npu_backend_host_time(struct hs_backend *be, double *attention_s, double *inner_s);
 /* The cost of the last attention call, and the sum since creation. */
 void hs__npu_backend_costs(struct hs_backend *be, struct hs_npu_cost *last,
                            struct hs_npu_cost *sum);

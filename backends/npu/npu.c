@@ -11,6 +11,7 @@
  * space. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backends/attn-partial.h"
 #include "backends/npu/npu-impl.h"
@@ -29,7 +30,15 @@ struct hs_npu_backend {
     struct hs_attn_seq *cseq; /* [n_shares] one core's sequences */
     int32_t cap_seqs, cap_cseq;
     struct hs_npu_cost last, sum;
+    double host_s, inner_s; /* wall time in attention calls, and of it in the inner CPU calls */
 };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static const struct hs_backend_iface npu_iface;
 
@@ -133,9 +142,21 @@ static void emit(const struct hs_attn_args *a, const struct hs_attn_partial *acc
         acc->l[0];
 }
 
+static hs_status attention_split(struct hs_npu_backend *nb, const struct hs_attn_args *a);
+
 static hs_status npu_attention(struct hs_backend *be, const struct hs_attn_args *a)
 {
     struct hs_npu_backend *nb = npu(be);
+    const double t0 = now_s();
+    const hs_status st = attention_split(nb, a);
+    nb->host_s += now_s() - t0;
+    return st;
+}
+
+/* The attention op: split, computed per core, merged, charged. */
+static hs_status attention_split(struct hs_npu_backend *nb, const struct hs_attn_args *a)
+{
+    struct hs_backend *be = &nb->sim.base;
     struct hs__npu_tenant *t = hs__npu_tenant_get(nb->mesh, nb->tenant);
     const int64_t hd = a->q->ne[0], n_head = a->q->ne[1], n_kv = a->k_cache->ne[1];
     const int64_t g = n_head / n_kv;
@@ -220,7 +241,10 @@ static hs_status npu_attention(struct hs_backend *be, const struct hs_attn_args 
                                         .seqs = nb->cseq, .n_seqs = p->core_n[v],
                                         .scale = a->scale, .m = &mv, .l = &lv,
                                         .n_batch_rows = n_batch_rows};
-        HS_TRY(hs_backend_attention(nb->sim.inner, &ca));
+        const double t0 = now_s();
+        const hs_status st = hs_backend_attention(nb->sim.inner, &ca);
+        nb->inner_s += now_s() - t0;
+        HS_TRY(st);
     }
 
     /* merge: the chunks of a (sequence, group) in position order */
@@ -379,6 +403,13 @@ int32_t hs__npu_backend_tenant(struct hs_backend *be)
 {
     struct hs_npu_backend *nb = npu(be);
     return nb ? nb->tenant : -1;
+}
+
+void hs__npu_backend_host_time(struct hs_backend *be, double *attention_s, double *inner_s)
+{
+    struct hs_npu_backend *nb = npu(be);
+    *attention_s = nb ? nb->host_s : 0.0;
+    *inner_s = nb ? nb->inner_s : 0.0;
 }
 
 void hs__npu_backend_costs(struct hs_backend *be, struct hs_npu_cost *last,
