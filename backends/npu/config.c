@@ -75,7 +75,7 @@ void hs_npu_config_preset(enum hs_npu_preset p, struct hs_npu_config *c)
     c->mapper = HS_NPU_MAPPER_BEST;
     c->seq_split = HS_NPU_SPLIT_AUTO;
     c->min_chunk_tokens = 512;
-    c->map_budget = 200000;
+    c->map_budget = 50000;
     if (p == HS_NPU_PRESET_WORMHOLE) {
         c->mesh_x = 10;
         c->mesh_y = 8;

@@ -2,15 +2,19 @@
  *
  * best (vNPU's best-effort mapping): an exact free rectangle if there is one (either way round,
  *   the one that touches most of the chip's edge and of other tenants, so free space stays in
- *   one piece); otherwise every connected set of k free cores (Wernicke's ESU enumeration: each
- *   connected set once, disconnected ones never) up to map_budget sets, each scored by the
+ *   one piece); otherwise connected sets of k free cores: one grown greedily from each free core
+ *   (most links into the set first), then every one (Wernicke's ESU enumeration: each connected
+ *   set once, disconnected ones never) up to map_budget sets, each scored by the
  *   topology edit distance of its best mapping (request edges that are not links plus links
- *   that are not request edges; branch and bound), then by the dilation of the request's
- *   edges routed inside the set, each weighted by the cores it carries traffic for in the
- *   tenant's multicast tree (q goes down it, outputs come up: a missing link near the root
- *   costs more than one at a leaf), then by contact. Sets of the same shape up to translation,
+ *   that are not request edges; branch and bound), then by dilation (the hops of the request's
+ *   edges routed inside the set), then by contact; of the winner's symmetric relabelings, the
+ *   one whose edges weighted by the traffic of the tenant's multicast tree cross fewest hops
+ *   (q comes in at the root's port and goes down the tree, outputs come up: a missing link near
+ *   the root costs more than one at a leaf, and a root away from a port costs them all). Sets of the same shape up to translation,
  *   rotation and reflection have isomorphic induced graphs, so a shape's best mapping is
- *   computed once and reused (the isomorphic candidates are pruned).
+ *   computed once and reused (the isomorphic candidates are pruned). Branch and bound gets a
+ *   budget per shape and one for the whole placement, after which a shape's greedy first
+ *   mapping stands: best effort, in bounded time however large the request.
  * zigzag (the baseline): virtual core i (row-major ids) on the i-th free core in serpentine
  *   order, as a compiler that numbers cores along the snake would place them.
  * mig: fixed slices, as GPU MIG partitions: the chip's quarters, halves (two quarters) and the
@@ -21,8 +25,11 @@
 
 #include "backends/npu/npu-impl.h"
 
-/* Branch-and-bound nodes spent on one shape's mapping (then the best found so far). */
+/* Branch-and-bound nodes spent on one shape's mapping (then the best found so far), and on all
+ * the shapes of one placement (then each new shape's first, greedy mapping): a few seconds at
+ * most on a slow core. */
 #define HS__NPU_SHAPE_BUDGET 50000
+#define HS__NPU_PLACEMENT_BUDGET 20000000
 
 int32_t hs__npu_mesh_edges(int32_t w, int32_t h)
 {
@@ -104,15 +111,14 @@ struct bnb {
     const int32_t *adj;  /* [k][k] 1 when local cells i and j are links */
     const int32_t *dist; /* [k][k] hops between them inside the set */
     const int32_t *decided; /* [k + 1] request edges with both ends below v */
-    const int32_t *wleft, *wup; /* [k] weights of v's edges to v - 1 and v - w */
-    const int32_t *wopen;       /* [k + 1] weight of the edges not decided before v */
     int32_t *assign, *best, *used;
     int32_t best_common, best_dil;
     int64_t nodes, budget;
 };
 
 /* Weight of a request edge: the cores below it in the multicast tree (along virtual row 0,
- * then down each virtual column) for a tree edge, 1 for the others. */
+ * then down each virtual column) for a tree edge, 1 for the others; wopen[v] sums the weights
+ * of the edges whose later end is v or after. */
 static void edge_weights(int32_t w, int32_t h, int32_t *wleft, int32_t *wup, int32_t *wopen)
 {
     const int32_t k = w * h;
@@ -127,13 +133,16 @@ static void edge_weights(int32_t w, int32_t h, int32_t *wleft, int32_t *wup, int
     }
 }
 
-static void bnb_search(struct bnb *b, int32_t v, int32_t common, int32_t dil)
+/* used_links: links of the set between cells already assigned. Every request edge kept from
+ * here on is a link with an end among the cells not yet assigned, so at most eh - used_links
+ * more are kept (a tight bound for sparse, irregular sets), and at most the open edges. */
+static void bnb_search(struct bnb *b, int32_t v, int32_t common, int32_t dil, int32_t used_links)
 {
     if (b->nodes++ > b->budget) {
         return;
     }
     if (v == b->k) {
-        if (common > b->best_common || (common == b->best_common && dil < b->best_dil)) {
+        if (common > b->best_common) {
             b->best_common = common;
             b->best_dil = dil;
             memcpy(b->best, b->assign, (size_t)b->k * sizeof(*b->best));
@@ -141,9 +150,9 @@ static void bnb_search(struct bnb *b, int32_t v, int32_t common, int32_t dil)
         return;
     }
     const int32_t open = b->eg - b->decided[v];
-    const int32_t ub = HS_MIN(common + open, b->eh);
-    if (ub < b->best_common || (ub == b->best_common && dil + b->wopen[v] >= b->best_dil)) {
-        return;
+    const int32_t ub = common + HS_MIN(open, b->eh - used_links);
+    if (ub <= b->best_common) {
+        return; /* only a mapping that keeps more edges is worth finding */
     }
     const int32_t left = v % b->w > 0 ? b->assign[v - 1] : -1;
     const int32_t up = v >= b->w ? b->assign[v - b->w] : -1;
@@ -158,11 +167,15 @@ static void bnb_search(struct bnb *b, int32_t v, int32_t common, int32_t dil)
             if (gain != want) {
                 continue;
             }
-            const int32_t d = (left >= 0 ? b->wleft[v] * b->dist[(size_t)left * b->k + c] : 0) +
-                              (up >= 0 ? b->wup[v] * b->dist[(size_t)up * b->k + c] : 0);
+            const int32_t d = (left >= 0 ? b->dist[(size_t)left * b->k + c] : 0) +
+                              (up >= 0 ? b->dist[(size_t)up * b->k + c] : 0);
+            int32_t links = 0;
+            for (int32_t j = 0; j < b->k; j++) {
+                links += b->used[j] && b->adj[(size_t)c * b->k + j];
+            }
             b->used[c] = 1;
             b->assign[v] = c;
-            bnb_search(b, v + 1, common + gain, dil + d);
+            bnb_search(b, v + 1, common + gain, dil + d, used_links + links);
             b->used[c] = 0;
             if (b->nodes > b->budget) {
                 return;
@@ -171,10 +184,11 @@ static void bnb_search(struct bnb *b, int32_t v, int32_t common, int32_t dil)
     }
 }
 
-/* Best mapping of w x h onto cells[k] (local cell index per virtual core into local[]); returns
- * the request edges kept and *dil the tree-weighted dilation. */
+/* Best mapping of w x h onto cells[k] (local cell index per virtual core into local[]): the
+ * most request edges kept (the first such found: cells that keep edges are tried first, so it
+ * tends to short routes for the others); returns them and *dil its dilation. */
 static int32_t bnb_map(const struct hs_npu_mesh *m, int32_t w, int32_t h, const int32_t *cells,
-                       int64_t budget, int32_t *local, int32_t *dil_out)
+                       int64_t budget, int32_t *local, int32_t *dil_out, int64_t *nodes)
 {
     const int32_t k = w * h;
     int32_t *adj = calloc((size_t)k * k, sizeof(*adj));
@@ -183,9 +197,7 @@ static int32_t bnb_map(const struct hs_npu_mesh *m, int32_t w, int32_t h, const 
     int32_t *assign = malloc((size_t)k * sizeof(*assign));
     int32_t *used = calloc((size_t)k, sizeof(*used));
     int32_t *queue = malloc((size_t)k * sizeof(*queue));
-    int32_t *weights = malloc((size_t)(3 * k + 1) * sizeof(*weights));
-    HS_ASSERT(adj && dist && decided && assign && used && queue && weights);
-    edge_weights(w, h, weights, weights + k, weights + 2 * k);
+    HS_ASSERT(adj && dist && decided && assign && used && queue);
     int32_t eh = 0;
     for (int32_t i = 0; i < k; i++) {
         for (int32_t j = i + 1; j < k; j++) {
@@ -223,13 +235,12 @@ static int32_t bnb_map(const struct hs_npu_mesh *m, int32_t w, int32_t h, const 
         decided[v + 1] = decided[v] + (v % w > 0) + (v >= w);
     }
     struct bnb b = {.w = w, .k = k, .eg = hs__npu_mesh_edges(w, h), .eh = eh, .adj = adj,
-                    .dist = dist, .decided = decided, .wleft = weights, .wup = weights + k,
-                    .wopen = weights + 2 * k, .assign = assign, .best = local, .used = used,
-                    .best_common = -1, .best_dil = INT32_MAX, .budget = budget};
-    bnb_search(&b, 0, 0, 0);
+                    .dist = dist, .decided = decided, .assign = assign, .best = local,
+                    .used = used, .best_common = -1, .best_dil = INT32_MAX, .budget = budget};
+    bnb_search(&b, 0, 0, 0, 0);
     HS_ASSERT(b.best_common >= 0); /* the first path down is always complete */
     *dil_out = b.best_dil;
-    free(weights);
+    *nodes = b.nodes;
     free(queue);
     free(used);
     free(assign);
@@ -239,6 +250,96 @@ static int32_t bnb_map(const struct hs_npu_mesh *m, int32_t w, int32_t h, const 
     return b.best_common;
 }
 
+/* Of the mappings v2p composed with the symmetries of the w x h mesh (which relabel the same
+ * placement: the same edit distance and dilation), the one whose request edges, weighted by
+ * the traffic of the tenant's multicast tree, cross fewest hops inside the set, counting the
+ * hops from the nearest memory port to the root for all k cores' traffic: a missing link is
+ * cheapest far from the root, and the root best sits at a port. v2p is rewritten with it. */
+static void orient(const struct hs_npu_mesh *m, int32_t w, int32_t h, int32_t *v2p)
+{
+    const int32_t k = w * h;
+    int32_t *idx = malloc((size_t)m->n_cores * sizeof(*idx));
+    int32_t *dist = malloc((size_t)k * k * sizeof(*dist));
+    int32_t *queue = malloc((size_t)k * sizeof(*queue));
+    int32_t *wt = malloc((size_t)(3 * k + 1) * sizeof(*wt));
+    int32_t *cand = malloc((size_t)k * sizeof(*cand));
+    int32_t *best = malloc((size_t)k * sizeof(*best));
+    HS_ASSERT(idx && dist && queue && wt && cand && best);
+    for (int32_t c = 0; c < m->n_cores; c++) {
+        idx[c] = -1;
+    }
+    for (int32_t v = 0; v < k; v++) {
+        idx[v2p[v]] = v;
+    }
+    for (int32_t s = 0; s < k; s++) { /* hops inside the set, by position in v2p */
+        int32_t *d = dist + (size_t)s * k;
+        for (int32_t i = 0; i < k; i++) {
+            d[i] = -1;
+        }
+        int32_t head = 0, tail = 0;
+        d[s] = 0;
+        queue[tail++] = s;
+        while (head < tail) {
+            const int32_t u = queue[head++];
+            for (int dir = 0; dir < HS__NPU_DIRS; dir++) {
+                const int32_t n = hs__npu_neighbor(m, v2p[u], dir);
+                if (n >= 0 && idx[n] >= 0 && d[idx[n]] < 0) {
+                    d[idx[n]] = d[u] + 1;
+                    queue[tail++] = idx[n];
+                }
+            }
+        }
+        for (int32_t i = 0; i < k; i++) {
+            d[i] = d[i] < 0 ? k : d[i];
+        }
+    }
+    edge_weights(w, h, wt, wt + k, wt + 2 * k);
+    int64_t best_cost = INT64_MAX;
+    for (int t = 0; t < 8; t++) {
+        if ((t & 4) && w != h) {
+            continue; /* a transpose is a symmetry of square meshes only */
+        }
+        for (int32_t v = 0; v < k; v++) {
+            int32_t x = v % w, y = v / w;
+            if (t & 4) {
+                const int32_t s = x;
+                x = y;
+                y = s;
+            }
+            x = t & 1 ? w - 1 - x : x;
+            y = t & 2 ? h - 1 - y : y;
+            cand[v] = y * w + x; /* virtual core v takes the place of cand[v] */
+        }
+        /* the host's leg: every core's q comes in from the port nearest the root */
+        int32_t port_hops = INT32_MAX;
+        for (int32_t p = 0; p < m->n_ports; p++) {
+            port_hops = HS_MIN(port_hops, hs__npu_xy_hops(m, m->port_core[p], v2p[cand[0]]));
+        }
+        int64_t cost = (int64_t)k * port_hops;
+        for (int32_t v = 0; v < k; v++) {
+            if (v % w > 0) {
+                cost += (int64_t)wt[v] * dist[(size_t)cand[v - 1] * k + cand[v]];
+            }
+            if (v >= w) {
+                cost += (int64_t)wt[k + v] * dist[(size_t)cand[v - w] * k + cand[v]];
+            }
+        }
+        if (cost < best_cost) {
+            best_cost = cost;
+            for (int32_t v = 0; v < k; v++) {
+                best[v] = v2p[cand[v]];
+            }
+        }
+    }
+    memcpy(v2p, best, (size_t)k * sizeof(*v2p));
+    free(best);
+    free(cand);
+    free(wt);
+    free(queue);
+    free(dist);
+    free(idx);
+}
+
 int32_t hs__npu_map_onto(const struct hs_npu_mesh *m, int32_t w, int32_t h, const int32_t *cells,
                          int64_t budget, int32_t *v2p)
 {
@@ -246,7 +347,8 @@ int32_t hs__npu_map_onto(const struct hs_npu_mesh *m, int32_t w, int32_t h, cons
     int32_t *local = malloc((size_t)k * sizeof(*local));
     HS_ASSERT(local);
     int32_t dil;
-    bnb_map(m, w, h, cells, budget, local, &dil);
+    int64_t nodes;
+    bnb_map(m, w, h, cells, budget, local, &dil, &nodes);
     for (int32_t v = 0; v < k; v++) {
         v2p[v] = cells[local[v]];
     }
@@ -255,6 +357,12 @@ int32_t hs__npu_map_onto(const struct hs_npu_mesh *m, int32_t w, int32_t h, cons
 }
 
 /* ---- shapes up to symmetry ---- */
+
+static int cmp_u32(const void *a, const void *b)
+{
+    const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
 
 /* A set of cells as a shape: the least, over the 8 symmetries of the square, of its sorted
  * packed coordinates (translated to start at 0). perm[i] gets the index in the key of cell i. */
@@ -285,18 +393,9 @@ static void shape_key(const struct hs_npu_mesh *m, const int32_t *cells, int32_t
             tmp[i] = ((uint32_t)((int32_t)tmp[k + i] - minx) << 16) |
                      (uint32_t)((int32_t)tmp[2 * k + i] - miny);
         }
-        /* insertion sort of k small values */
         uint32_t *s = tmp + 3 * k;
         memcpy(s, tmp, (size_t)k * sizeof(*s));
-        for (int32_t i = 1; i < k; i++) {
-            const uint32_t v = s[i];
-            int32_t j = i - 1;
-            while (j >= 0 && s[j] > v) {
-                s[j + 1] = s[j];
-                j--;
-            }
-            s[j + 1] = v;
-        }
+        qsort(s, (size_t)k, sizeof(*s), cmp_u32);
         if (!have || memcmp(s, key, (size_t)k * sizeof(*s)) < 0) {
             memcpy(key, s, (size_t)k * sizeof(*key));
             memcpy(tmp + 4 * k, tmp, (size_t)k * sizeof(*tmp)); /* the cells' packed coords */
@@ -320,12 +419,12 @@ static void shape_key(const struct hs_npu_mesh *m, const int32_t *cells, int32_t
 }
 
 /* Shapes seen so far: open addressing on the key; per shape the request edges kept, the
- * weighted dilation and the virtual core of each key cell. */
+ * dilation and the virtual core of each key cell. */
 struct shape_cache {
     int32_t k;
     size_t cap, n;
     uint32_t *keys;   /* [cap][k] */
-    int32_t *vals;    /* [cap][k + 2]: kept, weighted dilation, virtual core per key cell */
+    int32_t *vals;    /* [cap][k + 2]: kept, dilation, virtual core per key cell */
     bool *full;
 };
 
@@ -406,6 +505,7 @@ struct esu {
     int32_t best_ed, best_dil, best_contact;
     int32_t *best; /* v2p */
     bool found, oom;
+    int64_t bnb_left; /* branch-and-bound nodes left for this placement (then greedy only) */
 };
 
 static bool bit(const uint64_t *s, int32_t i)
@@ -471,7 +571,10 @@ static void score_set(struct esu *e, const uint64_t *in)
         kept = vals[0];
         dil = vals[1];
     } else {
-        kept = bnb_map(m, e->w, e->h, e->sub, HS__NPU_SHAPE_BUDGET, e->local, &dil);
+        int64_t nodes;
+        const int64_t budget = HS_MAX((int64_t)k, HS_MIN(HS__NPU_SHAPE_BUDGET, e->bnb_left));
+        kept = bnb_map(m, e->w, e->h, e->sub, budget, e->local, &dil, &nodes);
+        e->bnb_left -= nodes;
         if (vals) {
             vals[0] = kept;
             vals[1] = dil;
@@ -483,8 +586,17 @@ static void score_set(struct esu *e, const uint64_t *in)
     /* edit distance = request edges - kept + set links - kept */
     int32_t eh = 0;
     for (int32_t i = 0; i < k; i++) {
-        for (int32_t j = i + 1; j < k; j++) {
-            eh += adjacent(m, e->sub[i], e->sub[j]);
+        int32_t seen[HS__NPU_DIRS], n_seen = 0;
+        for (int d = 0; d < HS__NPU_DIRS; d++) {
+            const int32_t n = hs__npu_neighbor(m, e->sub[i], d);
+            bool dup = false;
+            for (int32_t j = 0; j < n_seen; j++) {
+                dup |= seen[j] == n;
+            }
+            if (n > e->sub[i] && bit(in, n) && !dup) {
+                seen[n_seen++] = n;
+                eh++;
+            }
         }
     }
     const int32_t ed = hs__npu_mesh_edges(e->w, e->h) - kept + eh - kept;
@@ -610,8 +722,49 @@ static hs_status map_best(const struct hs_npu_mesh *m, int32_t w, int32_t h, int
     e.tmp = malloc((size_t)k * 5 * sizeof(*e.tmp));
     e.perm = malloc((size_t)k * sizeof(*e.perm));
     e.local = malloc((size_t)k * sizeof(*e.local));
+    e.bnb_left = HS__NPU_PLACEMENT_BUDGET;
     hs_status st = HS_E_NOMEM;
     if (e.ext && e.nb && e.sub && e.key && e.tmp && e.perm && e.local) {
+        /* Seeds first, so a good candidate is in hand however large k is: from every free core,
+         * the set grown by the free neighbour with the most links into it. */
+        uint64_t *bits = e.ext + (size_t)(k + 1) * e.words;
+        for (int32_t v = 0; v < m->n_cores && !e.oom; v++) {
+            if (m->owner[v] >= 0) {
+                continue;
+            }
+            memset(bits, 0, (size_t)e.words * sizeof(*bits));
+            set_bit(bits, v);
+            e.sub[0] = v;
+            int32_t n = 1;
+            while (n < k) {
+                int32_t best = -1, best_links = 0;
+                for (int32_t i = 0; i < n; i++) {
+                    for (int d = 0; d < HS__NPU_DIRS; d++) {
+                        const int32_t u = hs__npu_neighbor(m, e.sub[i], d);
+                        if (u < 0 || m->owner[u] >= 0 || bit(bits, u)) {
+                            continue;
+                        }
+                        int32_t links = 0;
+                        for (int d2 = 0; d2 < HS__NPU_DIRS; d2++) {
+                            const int32_t x = hs__npu_neighbor(m, u, d2);
+                            links += x >= 0 && bit(bits, x);
+                        }
+                        if (links > best_links || (links == best_links && u < best)) {
+                            best = u;
+                            best_links = links;
+                        }
+                    }
+                }
+                if (best < 0) {
+                    break; /* this piece of free cores is too small */
+                }
+                set_bit(bits, best);
+                e.sub[n++] = best;
+            }
+            if (n == k) {
+                score_set(&e, bits);
+            }
+        }
         for (int32_t v = 0; v < m->n_cores && e.n_sets < e.budget && !e.oom; v++) {
             if (m->owner[v] >= 0) {
                 continue;
@@ -631,17 +784,14 @@ static hs_status map_best(const struct hs_npu_mesh *m, int32_t w, int32_t h, int
                 }
             }
             e.sub[0] = v;
-            if (k == 1) {
-                e.n_sets++;
-                uint64_t *bits = e.ext + (size_t)(k + 1) * e.words;
-                memset(bits, 0, (size_t)e.words * sizeof(*bits));
-                set_bit(bits, v);
-                score_set(&e, bits);
-                continue;
+            if (k > 1) { /* a single core was a seed */
+                esu_extend(&e, 1, v);
             }
-            esu_extend(&e, 1, v);
         }
         st = e.oom ? HS_E_NOMEM : e.found ? HS_OK : HS_E_BUSY;
+        if (st == HS_OK) {
+            orient(m, w, h, v2p);
+        }
     }
     free(e.ext);
     free(e.nb);

@@ -120,8 +120,7 @@ int32_t hs__npu_mesh_edges(int32_t w, int32_t h);
 int32_t hs__npu_edit_distance(const struct hs_npu_mesh *m, int32_t w, int32_t h,
                               const int32_t *v2p, int32_t *kept);
 /* The best mapping of the w x h virtual mesh onto exactly the k = w * h physical cores
- * cells[] (most request edges kept, then least dilation inside the set, weighted by the
- * multicast tree's traffic), by branch and bound
+ * cells[] (most request edges kept), by branch and bound
  * within budget nodes (best found so far past it). v2p gets it; returns its edit distance. */
 int32_t hs__npu_map_onto(const struct hs_npu_mesh *m, int32_t w, int32_t h, const int32_t *cells,
                          int64_t budget, int32_t *v2p);

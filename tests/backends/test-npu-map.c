@@ -40,7 +40,7 @@ static int32_t connected_cores(struct hs_npu_mesh *m, int32_t id)
 {
     struct hs_npu_tenant_info ti;
     hs_npu_tenant_info(m, id, &ti);
-    int32_t seen[64] = {0}, queue[64], head = 0, tail = 0;
+    int32_t seen[128] = {0}, queue[128], head = 0, tail = 0;
     struct hs__npu_tenant *t = hs__npu_tenant_get(m, id);
     seen[0] = 1;
     queue[tail++] = 0;
@@ -236,6 +236,40 @@ Test(npu_map, fragmented_free_cores_map_to_a_connected_piece_or_busy)
     /* its routes leave it (XY over the chip): nothing inside connects its two cores */
     struct hs__npu_tenant *tt = hs__npu_tenant_get(m, t);
     cr_assert(tt->outside[1]);
+    hs_npu_mesh_destroy(m);
+}
+
+Test(npu_map, large_requests_on_a_fragmented_chip_are_placed_in_bounded_time, .timeout = 60)
+{
+    /* 10 x 8 with four scattered 1x1 tenants: no free 5x4 rectangle either way round */
+    struct hs_npu_config c;
+    hs_npu_config_preset(HS_NPU_PRESET_WORMHOLE, &c);
+    c.torus = false;
+    struct hs_npu_mesh *m;
+    cr_assert_eq(hs_npu_mesh_create(&c, &m), HS_OK);
+    int32_t ids[80];
+    for (int i = 0; i < 80; i++) {
+        cr_assert_eq(hs_npu_tenant_create(m, 1, 1, HS_NPU_MAPPER_ZIGZAG, &ids[i]), HS_OK);
+    }
+    static const int32_t keep[4] = {3 * 10 + 3, 4 * 10 + 6, 6 * 10 + 2, 1 * 10 + 8};
+    for (int i = 0; i < 80; i++) {
+        struct hs_npu_tenant_info ti;
+        hs_npu_tenant_info(m, ids[i], &ti);
+        bool kept = false;
+        for (int j = 0; j < 4; j++) {
+            kept |= ti.phys[0] == keep[j];
+        }
+        if (!kept) {
+            hs_npu_tenant_release(m, ids[i]);
+        }
+    }
+    int32_t t;
+    cr_assert_eq(hs_npu_tenant_create(m, 5, 4, HS_NPU_MAPPER_BEST, &t), HS_OK);
+    struct hs_npu_tenant_info ti;
+    hs_npu_tenant_info(m, t, &ti);
+    cr_assert_gt(ti.edit_distance, 0);
+    cr_assert_leq(ti.edit_distance, 8, "edit distance %d", ti.edit_distance);
+    cr_assert_eq(connected_cores(m, t), 20);
     hs_npu_mesh_destroy(m);
 }
 
