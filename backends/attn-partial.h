@@ -19,8 +19,9 @@ struct hs_attn_partial {
 void hs_attn_partial_clear(const struct hs_attn_partial *acc, int64_t n_vec, int64_t head_dim);
 
 /* acc = acc (+) part, vector by vector: M = max(m1, m2), l = l1 e^(m1-M) + l2 e^(m2-M),
- * o = o1 e^(m1-M) + o2 e^(m2-M) (exact up to float rounding for partials of disjoint ranges). An empty side leaves the
- * other unchanged bit for bit (its scale is exp(0) = 1 and the empty one's terms are 0). */
+ * o = o1 e^(m1-M) + o2 e^(m2-M) (exact up to float rounding for partials of disjoint ranges). An
+ * empty side leaves the other unchanged bit for bit (its scale is exp(0) = 1 and the empty one's
+ * terms are 0). */
 void hs_attn_partial_combine(const struct hs_attn_partial *acc, const struct hs_attn_partial *part,
                              int64_t n_vec, int64_t head_dim);
 

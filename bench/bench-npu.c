@@ -79,8 +79,13 @@ static double run_step(struct setup *s, const struct hs_attn_seq *seqs, int32_t 
     const int64_t ne[3] = {HD, N_HEAD, n_seqs};
     hs_tensor_init(&tq, HS_TYPE_F32, 3, ne, q);
     hs_tensor_init(&to, HS_TYPE_F32, 3, ne, out);
-    const struct hs_attn_args a = {.q = &tq, .out = &to, .k_cache = &s->k, .v_cache = &s->v,
-                                   .block_size = BS, .seqs = seqs, .n_seqs = n_seqs,
+    const struct hs_attn_args a = {.q = &tq,
+                                   .out = &to,
+                                   .k_cache = &s->k,
+                                   .v_cache = &s->v,
+                                   .block_size = BS,
+                                   .seqs = seqs,
+                                   .n_seqs = n_seqs,
                                    .scale = 0.088f};
     const double t0 = now_s();
     for (int l = 0; l < LAYERS; l++) {
@@ -97,8 +102,8 @@ static double time_model(struct setup *s, const struct hs_attn_seq *seqs, int32_
 {
     struct hs_npu_mesh *m = hs__npu_backend_mesh(s->be);
     struct hs__npu_tenant *t = hs__npu_tenant_get(m, hs__npu_backend_tenant(s->be));
-    const struct hs__npu_shape sh = {.n_head = N_HEAD, .n_kv_head = N_KV, .head_dim = HD,
-                                     .kv_elem_bytes = 2, .block_size = BS};
+    const struct hs__npu_shape sh = {
+        .n_head = N_HEAD, .n_kv_head = N_KV, .head_dim = HD, .kv_elem_bytes = 2, .block_size = BS};
     const struct hs__npu_kv kv = {.mapped = true,
                                   .k_vbase = 0,
                                   .v_vbase = (uint64_t)s->k.nb[3] * (uint64_t)s->k.ne[3],
@@ -162,7 +167,9 @@ int main(int argc, char **argv)
                     table[b] = (b * 13 + 5) % (per_seq * n_seqs);
                 }
                 for (int32_t s = 0; s < n_seqs; s++) {
-                    seqs[s] = (struct hs_attn_seq){.n_past = ctx - 1, .n_new = 1, .q_row = s,
+                    seqs[s] = (struct hs_attn_seq){.n_past = ctx - 1,
+                                                   .n_new = 1,
+                                                   .q_row = s,
                                                    .block_table = table + s * per_seq};
                 }
                 /* interleaved, best of REPS each: the machine is shared */
@@ -181,9 +188,8 @@ int main(int argc, char **argv)
                 const double tm = time_model(&npu, seqs, n_seqs);
                 worst = sim / n_seqs > worst ? sim / n_seqs : worst;
                 printf("%-6s %5d %6d %12.1f %12.1f %12.1f %12.1f %12.1f\n",
-                       tenants[ti] ? tenants[ti] : "6x6", (int)n_seqs, (int)ctx, tc * 1e6,
-                       tn * 1e6, (tn - tc) * 1e6 / n_seqs, sim * 1e6 / n_seqs,
-                       tm * 1e6 / n_seqs);
+                       tenants[ti] ? tenants[ti] : "6x6", (int)n_seqs, (int)ctx, tc * 1e6, tn * 1e6,
+                       (tn - tc) * 1e6 / n_seqs, sim * 1e6 / n_seqs, tm * 1e6 / n_seqs);
                 free(out);
                 free(q);
                 free(table);

@@ -46,10 +46,10 @@ static const struct scenario scenarios[] = {
 };
 
 struct outcome {
-    double makespan_s;      /* every tenant one decode step, round after round */
+    double makespan_s; /* every tenant one decode step, round after round */
     int32_t rounds;
-    int32_t edit[6];        /* each tenant's edit distance */
-    double step_s[6];       /* each tenant's step time */
+    int32_t edit[6];  /* each tenant's edit distance */
+    double step_s[6]; /* each tenant's step time */
 };
 
 /* Runs the scenario's tenants in rounds on a chip cfg with mapper how. */
@@ -204,8 +204,10 @@ int hs__cli_sim_vnpu(int argc, char **argv)
                 }
             }
             if (!model) {
-                fprintf(stderr, "hetserve sim vnpu: --model must be gpt2, gpt2-medium, "
-                                "gpt2-large or gpt2-xl, not '%s'\n", optarg);
+                fprintf(stderr,
+                        "hetserve sim vnpu: --model must be gpt2, gpt2-medium, "
+                        "gpt2-large or gpt2-xl, not '%s'\n",
+                        optarg);
                 return 2;
             }
             break;
@@ -242,18 +244,22 @@ int hs__cli_sim_vnpu(int argc, char **argv)
     for (int64_t i = 0; i < batch; i++) {
         n_ctx[i] = (int32_t)ctx;
     }
-    const struct hs_npu_workload w = {.n_layer = model->n_layer, .n_head = model->n_head,
-                                      .n_kv_head = model->n_head, .head_dim = 64,
-                                      .kv_elem_bytes = 2, .block_size = 16,
-                                      .n_seqs = (int32_t)batch, .n_ctx = n_ctx};
+    const struct hs_npu_workload w = {.n_layer = model->n_layer,
+                                      .n_head = model->n_head,
+                                      .n_kv_head = model->n_head,
+                                      .head_dim = 64,
+                                      .kv_elem_bytes = 2,
+                                      .block_size = 16,
+                                      .n_seqs = (int32_t)batch,
+                                      .n_ctx = n_ctx};
     printf("hetserve sim vnpu: vNPU's topology mapping on the simulated mesh NPU\n"
            "chip: %s preset%s, %dx%d cores at %g MHz, %g MiB SRAM and a %dx%d matrix unit "
            "each,\n      %d-byte links, %d cycle(s) a hop, %g GB/s off chip\n"
            "workload per tenant: %s decode attention (%d layers, %d heads of 64, fp16 KV), "
            "%lld sequences x %lld tokens\n\n",
-           cfg.preset, link > 0 ? " (links overridden)" : "", (int)cfg.mesh_x,
-           (int)cfg.mesh_y, cfg.clock_hz / 1e6, (double)cfg.sram_bytes / (1 << 20),
-           (int)cfg.systolic, (int)cfg.systolic, (int)cfg.link_bytes, (int)cfg.hop_cycles,
+           cfg.preset, link > 0 ? " (links overridden)" : "", (int)cfg.mesh_x, (int)cfg.mesh_y,
+           cfg.clock_hz / 1e6, (double)cfg.sram_bytes / (1 << 20), (int)cfg.systolic,
+           (int)cfg.systolic, (int)cfg.link_bytes, (int)cfg.hop_cycles,
            cfg.offchip_bytes_per_s / 1e9, model->name, (int)model->n_layer, (int)model->n_head,
            (long long)batch, (long long)ctx);
     int rc = mapping_example(&cfg);
@@ -314,11 +320,9 @@ int hs__cli_sim_vnpu(int argc, char **argv)
             const double sp = g->makespan_s / b->makespan_s;
             hi = sp > hi ? sp : hi;
             printf("   %-30s %10.4f %10.4f %7.2fx   %d / %d\n", scenarios[s].name,
-                   b->makespan_s * 1e3, g->makespan_s * 1e3, sp, (int)b->rounds,
-                   (int)g->rounds);
+                   b->makespan_s * 1e3, g->makespan_s * 1e3, sp, (int)b->rounds, (int)g->rounds);
         }
-        printf("   vNPU vs MIG-style: up to %.2fx (vNPU: up to 1.92x for GPT-style models)\n",
-               hi);
+        printf("   vNPU vs MIG-style: up to %.2fx (vNPU: up to 1.92x for GPT-style models)\n", hi);
     }
     free(res);
     free(n_ctx);

@@ -150,7 +150,10 @@ struct key {
     size_t off;
 };
 
-#define KEY(f, k) {#f, k, offsetof(struct hs_npu_config, f)}
+#define KEY(f, k)                                                                                  \
+    {                                                                                              \
+#f, k, offsetof(struct hs_npu_config, f)                                                   \
+    }
 static const struct key keys[] = {
     KEY(mesh_x, K_I32),
     KEY(mesh_y, K_I32),
@@ -343,8 +346,8 @@ hs_status hs_npu_config_parse(struct hs_npu_config *cfg, const char *text, const
         }
         char *eq = strchr(s, '=');
         if (!eq) {
-            return hs_error_set(err, HS_E_FORMAT, "%s:%d: expected 'key = value', got '%s'",
-                                source, line, s);
+            return hs_error_set(err, HS_E_FORMAT, "%s:%d: expected 'key = value', got '%s'", source,
+                                line, s);
         }
         *eq = '\0';
         char *key = trim(s);
@@ -361,9 +364,8 @@ hs_status hs_npu_config_parse(struct hs_npu_config *cfg, const char *text, const
                 }
             }
             if (i == HS_NPU_PRESET_COUNT) {
-                return hs_error_set(err, HS_E_FORMAT,
-                                    "%s:%d: unknown preset '%s' (vnpu, wormhole)", source, line,
-                                    val);
+                return hs_error_set(err, HS_E_FORMAT, "%s:%d: unknown preset '%s' (vnpu, wormhole)",
+                                    source, line, val);
             }
             continue;
         }
@@ -377,8 +379,8 @@ hs_status hs_npu_config_parse(struct hs_npu_config *cfg, const char *text, const
             return hs_error_set(err, HS_E_FORMAT, "%s:%d: unknown key '%s'", source, line, key);
         }
         if (!set_value(cfg, k, val)) {
-            return hs_error_set(err, HS_E_FORMAT, "%s:%d: bad value '%s' for %s", source, line,
-                                val, key);
+            return hs_error_set(err, HS_E_FORMAT, "%s:%d: bad value '%s' for %s", source, line, val,
+                                key);
         }
     }
     return hs_npu_config_check(cfg, err);
@@ -389,8 +391,7 @@ hs_status hs_npu_config_load(struct hs_npu_config *cfg, const char *path, struct
     hs_npu_config_preset(HS_NPU_PRESET_VNPU, cfg);
     FILE *f = fopen(path, "rb");
     if (!f) {
-        return hs_error_set(err, HS_E_IO, "cannot open npu config '%s': %s", path,
-                            strerror(errno));
+        return hs_error_set(err, HS_E_IO, "cannot open npu config '%s': %s", path, strerror(errno));
     }
     enum { MAX = 1 << 20 };
     char *text = malloc(MAX + 1);

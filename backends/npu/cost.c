@@ -76,8 +76,7 @@ static bool grow(void **p, int32_t *cap, int32_t want, size_t elem)
     return true;
 }
 
-static hs_status plan_reserve(struct hs__npu_plan *p, int32_t n_groups, int32_t k,
-                              int32_t n_shares)
+static hs_status plan_reserve(struct hs__npu_plan *p, int32_t n_groups, int32_t k, int32_t n_shares)
 {
     int32_t cap = p->cap_groups;
     if (!grow((void **)&p->kvh0, &cap, n_groups, sizeof(int32_t)) ||
@@ -111,8 +110,8 @@ static double share_cycles(const struct hs_npu_config *c, const struct hs__npu_s
                            int32_t n_kvh, int64_t P, int64_t qv)
 {
     const int64_t N = c->systolic;
-    const double mac = 2.0 * (double)P * (double)ceil_div(sh->head_dim, N) *
-                       (double)ceil_div(qv, N);
+    const double mac =
+        2.0 * (double)P * (double)ceil_div(sh->head_dim, N) * (double)ceil_div(qv, N);
     const double soft = (double)HS__NPU_SOFTMAX_OPS * (double)ceil_div(P * qv, N);
     return (double)n_kvh * (mac + soft);
 }
@@ -256,9 +255,14 @@ hs_status hs__npu_plan_build(struct hs__npu_plan *p, const struct hs_npu_mesh *m
                     hi = (hi + bs - 1) / bs * bs;
                     hi = HS_MIN(hi, e);
                 }
-                p->made[p->n_shares++] = (struct hs__npu_share){
-                    .seq = s, .group = g, .core = t->serp[p->core0[g] + pick[i]],
-                    .begin = lo, .end = hi, .chunk = (int16_t)i, .n_chunks = (int16_t)nc};
+                p->made[p->n_shares++] =
+                    (struct hs__npu_share){.seq = s,
+                                           .group = g,
+                                           .core = t->serp[p->core0[g] + pick[i]],
+                                           .begin = lo,
+                                           .end = hi,
+                                           .chunk = (int16_t)i,
+                                           .n_chunks = (int16_t)nc};
                 p->load[pick[i]] += (double)(hi - lo) * q->n_new;
                 lo = hi;
             }
@@ -286,8 +290,8 @@ int64_t hs__npu_sram_blocks(const struct hs_npu_mesh *m, const struct hs__npu_te
                             const struct hs__npu_shape *sh, uint64_t bytes_per_block)
 {
     const int32_t k = t->k, n_kv = sh->n_kv_head;
-    const double share = k <= n_kv ? (double)ceil_div(n_kv, k) / n_kv
-                                   : 1.0 / ((double)n_kv * (double)(k / n_kv));
+    const double share =
+        k <= n_kv ? (double)ceil_div(n_kv, k) / n_kv : 1.0 / ((double)n_kv * (double)(k / n_kv));
     const double per_core = (double)bytes_per_block * share;
     const double cap = (double)m->cfg.sram_bytes * m->cfg.sram_kv_fraction;
     return per_core > 0 ? (int64_t)floor(cap / per_core) : 0;
@@ -367,8 +371,8 @@ static double tree_phase(struct hs_npu_mesh *m, const struct hs__npu_tenant *t, 
 
 hs_status hs__npu_cost(struct hs_npu_mesh *m, struct hs__npu_tenant *t,
                        const struct hs__npu_shape *sh, const struct hs__npu_kv *kv,
-                       const struct hs_attn_seq *seqs, int32_t n_seqs,
-                       const struct hs__npu_plan *p, struct hs_npu_cost *out)
+                       const struct hs_attn_seq *seqs, int32_t n_seqs, const struct hs__npu_plan *p,
+                       struct hs_npu_cost *out)
 {
     const struct hs_npu_config *c = &m->cfg;
     const int32_t k = t->k, bs = sh->block_size, hd = sh->head_dim;
@@ -415,9 +419,8 @@ hs_status hs__npu_cost(struct hs_npu_mesh *m, struct hs__npu_tenant *t,
                 st = hs__npu_translate(t, &cursor_k, kv->k_vbase + (uint64_t)id * kv->block_bytes,
                                        &pa, &st_k);
                 if (st == HS_OK) {
-                    st = hs__npu_translate(t, &cursor_v,
-                                           kv->v_vbase + (uint64_t)id * kv->block_bytes, &pa,
-                                           &st_v);
+                    st = hs__npu_translate(
+                        t, &cursor_v, kv->v_vbase + (uint64_t)id * kv->block_bytes, &pa, &st_v);
                 }
             }
             res[i + 1] = res[i] + (in_sram ? p1 - p0 : 0);
@@ -456,8 +459,8 @@ hs_status hs__npu_cost(struct hs_npu_mesh *m, struct hs__npu_tenant *t,
                 walk += steps[i1] - steps[i0];
             }
             if (sr->n_chunks > 1 && sr->chunk == 0) {
-                merge[v] += (double)(sr->n_chunks - 1) * (double)qv * nkvh *
-                            HS__NPU_MERGE_OPS * (double)ceil_div(hd, c->systolic);
+                merge[v] += (double)(sr->n_chunks - 1) * (double)qv * nkvh * HS__NPU_MERGE_OPS *
+                            (double)ceil_div(hd, c->systolic);
                 out->n_merged += (int32_t)(qv * nkvh);
             }
         }
@@ -583,8 +586,8 @@ void hs__npu_cost_add(struct hs_npu_cost *a, const struct hs_npu_cost *b)
 
 /* ---- the cost model on a workload of its own ---- */
 
-hs_status hs_npu_estimate_decode(struct hs_npu_mesh *m, int32_t id,
-                                 const struct hs_npu_workload *w, struct hs_npu_cost *out)
+hs_status hs_npu_estimate_decode(struct hs_npu_mesh *m, int32_t id, const struct hs_npu_workload *w,
+                                 struct hs_npu_cost *out)
 {
     struct hs__npu_tenant *t = hs__npu_tenant_get(m, id);
     if (!t) {
@@ -602,12 +605,13 @@ hs_status hs_npu_estimate_decode(struct hs_npu_mesh *m, int32_t id,
         }
         n_blocks += ceil_div(w->n_ctx[s], w->block_size);
     }
-    const struct hs__npu_shape sh = {.n_head = w->n_head, .n_kv_head = w->n_kv_head,
-                                     .head_dim = w->head_dim, .kv_elem_bytes = w->kv_elem_bytes,
+    const struct hs__npu_shape sh = {.n_head = w->n_head,
+                                     .n_kv_head = w->n_kv_head,
+                                     .head_dim = w->head_dim,
+                                     .kv_elem_bytes = w->kv_elem_bytes,
                                      .block_size = w->block_size};
-    const uint64_t block_bytes =
-        (uint64_t)w->block_size * (uint64_t)w->n_kv_head * (uint64_t)w->head_dim *
-        (uint64_t)w->kv_elem_bytes;
+    const uint64_t block_bytes = (uint64_t)w->block_size * (uint64_t)w->n_kv_head *
+                                 (uint64_t)w->head_dim * (uint64_t)w->kv_elem_bytes;
     struct hs_attn_seq *seqs = calloc((size_t)w->n_seqs, sizeof(*seqs));
     int32_t *table = malloc((size_t)n_blocks * sizeof(*table));
     struct hs__npu_plan plan = {0};
@@ -619,8 +623,8 @@ hs_status hs_npu_estimate_decode(struct hs_npu_mesh *m, int32_t id,
     }
     int32_t next = 0;
     for (int32_t s = 0; s < w->n_seqs; s++) {
-        seqs[s] = (struct hs_attn_seq){.n_past = w->n_ctx[s] - 1, .n_new = 1, .q_row = s,
-                                       .block_table = table + next};
+        seqs[s] = (struct hs_attn_seq){
+            .n_past = w->n_ctx[s] - 1, .n_new = 1, .q_row = s, .block_table = table + next};
         for (int64_t b = 0; b < ceil_div(w->n_ctx[s], w->block_size); b++) {
             table[next] = next;
             next++;

@@ -10,16 +10,15 @@
  *   edges routed inside the set), then by contact; of the winner's symmetric relabelings, the
  *   one whose edges weighted by the traffic of the tenant's multicast tree cross fewest hops
  *   (q comes in at the root's port and goes down the tree, outputs come up: a missing link near
- *   the root costs more than one at a leaf, and a root away from a port costs them all). Sets of the same shape up to translation,
- *   rotation and reflection have isomorphic induced graphs, so a shape's best mapping is
- *   computed once and reused (the isomorphic candidates are pruned). Branch and bound gets a
- *   budget per shape and one for the whole placement, after which a shape's greedy first
- *   mapping stands: best effort, in bounded time however large the request.
- * zigzag (the baseline): virtual core i (row-major ids) on the i-th free core in serpentine
- *   order, as a compiler that numbers cores along the snake would place them.
- * mig: fixed slices, as GPU MIG partitions: the chip's quarters, halves (two quarters) and the
- *   whole; a tenant takes the smallest free slice that holds its rectangle and leaves the rest
- *   of it unused. */
+ *   the root costs more than one at a leaf, and a root away from a port costs them all). Sets of
+ * the same shape up to translation, rotation and reflection have isomorphic induced graphs, so a
+ * shape's best mapping is computed once and reused (the isomorphic candidates are pruned). Branch
+ * and bound gets a budget per shape and one for the whole placement, after which a shape's greedy
+ * first mapping stands: best effort, in bounded time however large the request. zigzag (the
+ * baseline): virtual core i (row-major ids) on the i-th free core in serpentine order, as a
+ * compiler that numbers cores along the snake would place them. mig: fixed slices, as GPU MIG
+ * partitions: the chip's quarters, halves (two quarters) and the whole; a tenant takes the smallest
+ * free slice that holds its rectangle and leaves the rest of it unused. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +27,7 @@
 /* Branch-and-bound nodes spent on one shape's mapping (then the best found so far), and on all
  * the shapes of one placement (then each new shape's first, greedy mapping): a few seconds at
  * most on a slow core. */
-#define HS__NPU_SHAPE_BUDGET 50000
+#define HS__NPU_SHAPE_BUDGET     50000
 #define HS__NPU_PLACEMENT_BUDGET 20000000
 
 int32_t hs__npu_mesh_edges(int32_t w, int32_t h)
@@ -79,8 +78,8 @@ static int32_t induced_edges(const struct hs_npu_mesh *m, const int32_t *cells, 
     return e;
 }
 
-int32_t hs__npu_edit_distance(const struct hs_npu_mesh *m, int32_t w, int32_t h,
-                              const int32_t *v2p, int32_t *kept)
+int32_t hs__npu_edit_distance(const struct hs_npu_mesh *m, int32_t w, int32_t h, const int32_t *v2p,
+                              int32_t *kept)
 {
     const int32_t k = w * h;
     int32_t *in = malloc((size_t)m->n_cores * sizeof(*in));
@@ -108,8 +107,8 @@ int32_t hs__npu_edit_distance(const struct hs_npu_mesh *m, int32_t w, int32_t h,
 
 struct bnb {
     int32_t w, k, eg, eh;
-    const int32_t *adj;  /* [k][k] 1 when local cells i and j are links */
-    const int32_t *dist; /* [k][k] hops between them inside the set */
+    const int32_t *adj;     /* [k][k] 1 when local cells i and j are links */
+    const int32_t *dist;    /* [k][k] hops between them inside the set */
     const int32_t *decided; /* [k + 1] request edges with both ends below v */
     int32_t *assign, *best, *used;
     int32_t best_common, best_dil;
@@ -234,9 +233,19 @@ static int32_t bnb_map(const struct hs_npu_mesh *m, int32_t w, int32_t h, const 
     for (int32_t v = 0; v < k; v++) {
         decided[v + 1] = decided[v] + (v % w > 0) + (v >= w);
     }
-    struct bnb b = {.w = w, .k = k, .eg = hs__npu_mesh_edges(w, h), .eh = eh, .adj = adj,
-                    .dist = dist, .decided = decided, .assign = assign, .best = local,
-                    .used = used, .best_common = -1, .best_dil = INT32_MAX, .budget = budget};
+    struct bnb b = {.w = w,
+                    .k = k,
+                    .eg = hs__npu_mesh_edges(w, h),
+                    .eh = eh,
+                    .adj = adj,
+                    .dist = dist,
+                    .decided = decided,
+                    .assign = assign,
+                    .best = local,
+                    .used = used,
+                    .best_common = -1,
+                    .best_dil = INT32_MAX,
+                    .budget = budget};
     bnb_search(&b, 0, 0, 0, 0);
     HS_ASSERT(b.best_common >= 0); /* the first path down is always complete */
     *dil_out = b.best_dil;
@@ -423,8 +432,8 @@ static void shape_key(const struct hs_npu_mesh *m, const int32_t *cells, int32_t
 struct shape_cache {
     int32_t k;
     size_t cap, n;
-    uint32_t *keys;   /* [cap][k] */
-    int32_t *vals;    /* [cap][k + 2]: kept, dilation, virtual core per key cell */
+    uint32_t *keys; /* [cap][k] */
+    int32_t *vals;  /* [cap][k + 2]: kept, dilation, virtual core per key cell */
     bool *full;
 };
 
@@ -543,7 +552,8 @@ static bool wraps(const struct hs_npu_mesh *m, const int32_t *cells, int32_t k, 
     for (int32_t i = 0; i < k; i++) {
         for (int d = 0; d < HS__NPU_DIRS; d++) {
             const int32_t c = hs__npu_neighbor(m, cells[i], d);
-            if (c >= 0 && bit(in, c) && abs(c % X - cells[i] % X) + abs(c / X - cells[i] / X) != 1) {
+            if (c >= 0 && bit(in, c) &&
+                abs(c % X - cells[i] % X) + abs(c / X - cells[i] / X) != 1) {
                 return true;
             }
         }
@@ -712,8 +722,13 @@ static hs_status map_best(const struct hs_npu_mesh *m, int32_t w, int32_t h, int
         return HS_OK;
     }
     /* connected sets */
-    struct esu e = {.m = m, .w = w, .h = h, .k = k, .words = (m->n_cores + 63) / 64,
-                    .budget = m->cfg.map_budget, .best = v2p};
+    struct esu e = {.m = m,
+                    .w = w,
+                    .h = h,
+                    .k = k,
+                    .words = (m->n_cores + 63) / 64,
+                    .budget = m->cfg.map_budget,
+                    .best = v2p};
     e.cache.k = k;
     e.ext = calloc((size_t)(k + 2) * e.words, sizeof(*e.ext));
     e.nb = calloc((size_t)(k + 1) * e.words, sizeof(*e.nb));

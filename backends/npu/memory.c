@@ -56,8 +56,7 @@ hs_status hs__npu_region_map(struct hs_npu_mesh *m, struct hs__npu_tenant *t, ui
         t->regions = r;
         t->cap_regions = cap;
     }
-    struct hs__npu_range *rg =
-        realloc(t->ranges, (size_t)(t->n_ranges + n_runs) * sizeof(*rg));
+    struct hs__npu_range *rg = realloc(t->ranges, (size_t)(t->n_ranges + n_runs) * sizeof(*rg));
     if (!rg) {
         return HS_E_NOMEM;
     }
@@ -76,8 +75,8 @@ hs_status hs__npu_region_map(struct hs_npu_mesh *m, struct hs__npu_tenant *t, ui
         from += n;
     }
     t->vtop = v;
-    t->regions[t->n_regions++] = (struct hs__npu_region){.host = host, .size = size,
-                                                         .vbase = vbase};
+    t->regions[t->n_regions++] =
+        (struct hs__npu_region){.host = host, .size = size, .vbase = vbase};
     return HS_OK;
 }
 

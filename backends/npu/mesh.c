@@ -244,8 +244,7 @@ hs_status hs__npu_route(const struct hs_npu_mesh *m, const struct hs__npu_tenant
     return HS_OK;
 }
 
-int32_t hs__npu_route_back(const struct hs_npu_mesh *m, const struct hs__npu_tenant *t,
-                           int32_t pid)
+int32_t hs__npu_route_back(const struct hs_npu_mesh *m, const struct hs__npu_tenant *t, int32_t pid)
 {
     return pid >= 0 && pid < m->n_cores ? t->p2v[pid] : -1;
 }
@@ -394,8 +393,8 @@ done:
 
 /* ---- tenants ---- */
 
-hs_status hs_npu_tenant_create(struct hs_npu_mesh *m, int32_t w, int32_t h,
-                               enum hs_npu_mapper how, int32_t *id)
+hs_status hs_npu_tenant_create(struct hs_npu_mesh *m, int32_t w, int32_t h, enum hs_npu_mapper how,
+                               int32_t *id)
 {
     *id = -1;
     if (w < 1 || h < 1 || w > 64 || h > 64 || (unsigned)how >= HS_NPU_MAPPER_COUNT) {

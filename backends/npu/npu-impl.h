@@ -36,31 +36,31 @@ struct hs__npu_tenant {
     int32_t w, h, k; /* virtual mesh, k = w * h cores */
     enum hs_npu_mapper mapper;
     /* route virtualisation */
-    int32_t *v2p;       /* [k] route table: physical core of each virtual core */
-    int32_t *p2v;       /* [n_cores] its inverse, -1 for cores not the tenant's */
-    uint8_t *next_dir;  /* [k][k] at virtual core i, the direction towards virtual core j: the
-                         * XY direction, or where XY would leave the tenant a direction along a
-                         * shortest path inside it (pinned); HS__NPU_DIRS at j itself */
-    uint8_t *hops;      /* [k][k] hops of that route */
-    bool *outside;      /* [k][k] no path inside the tenant (a disconnected zig-zag set): the
-                         * route is the physical XY route */
+    int32_t *v2p;      /* [k] route table: physical core of each virtual core */
+    int32_t *p2v;      /* [n_cores] its inverse, -1 for cores not the tenant's */
+    uint8_t *next_dir; /* [k][k] at virtual core i, the direction towards virtual core j: the
+                        * XY direction, or where XY would leave the tenant a direction along a
+                        * shortest path inside it (pinned); HS__NPU_DIRS at j itself */
+    uint8_t *hops;     /* [k][k] hops of that route */
+    bool *outside;     /* [k][k] no path inside the tenant (a disconnected zig-zag set): the
+                        * route is the physical XY route */
     int32_t edit_distance, edges_kept, dilation, n_pinned;
-    int32_t *reserved;  /* [n_reserved] cores held unused (MIG) */
+    int32_t *reserved; /* [n_reserved] cores held unused (MIG) */
     int32_t n_reserved;
     /* the virtual tree q is multicast down and outputs gathered up: X along virtual row 0,
      * then Y down each virtual column, rooted at virtual core 0 */
-    int32_t *parent;    /* [k], -1 at the root; a parent's id is below its children's */
-    int32_t *serp;      /* [k] virtual cores in serpentine order (head groups take runs) */
-    int32_t root_port;  /* the memory port nearest the root: the host's way in and out */
+    int32_t *parent;   /* [k], -1 at the root; a parent's id is below its children's */
+    int32_t *serp;     /* [k] virtual cores in serpentine order (head groups take runs) */
+    int32_t root_port; /* the memory port nearest the root: the host's way in and out */
     /* memory virtualisation */
     struct hs__npu_range *ranges; /* [n_ranges] sorted by vbase */
     int32_t n_ranges;
     struct hs__npu_region *regions;
     int32_t n_regions, cap_regions;
-    uint64_t vtop;      /* next free virtual address */
+    uint64_t vtop; /* next free virtual address */
     /* off-chip traffic: a core's bytes spread over every port, each along the port's XY
      * route: per core, the links crossed and the share of the core's bytes each carries */
-    int32_t *mem_off;   /* [k + 1] into mem_link / mem_share */
+    int32_t *mem_off; /* [k + 1] into mem_link / mem_share */
     int32_t *mem_link;
     double *mem_share;
 };
@@ -68,20 +68,20 @@ struct hs__npu_tenant {
 struct hs_npu_mesh {
     struct hs_npu_config cfg;
     int32_t n_cores, n_ports, n_links;
-    int32_t *owner;      /* [n_cores] tenant id or -1 */
-    int32_t *port_core;  /* [n_ports] */
-    double *link_width;  /* [n_links] bytes per cycle; 0 for links that do not exist */
+    int32_t *owner;                 /* [n_cores] tenant id or -1 */
+    int32_t *port_core;             /* [n_ports] */
+    double *link_width;             /* [n_links] bytes per cycle; 0 for links that do not exist */
     struct hs__npu_tenant *tenants; /* [cap_tenants], ids index it */
     int32_t cap_tenants;
-    uint8_t *granule;    /* [n_granules] off-chip granules in use */
+    uint8_t *granule; /* [n_granules] off-chip granules in use */
     int64_t n_granules;
     /* cost-model scratch (one thread at a time) */
-    double *load;        /* [n_links] */
-    int32_t *stamp;      /* [n_links] */
-    int32_t *vstamp;     /* [max tenant cores] */
+    double *load;    /* [n_links] */
+    int32_t *stamp;  /* [n_links] */
+    int32_t *vstamp; /* [max tenant cores] */
     int32_t stamp_now;
-    double *vbytes;      /* [3][max tenant cores] per-core bytes and latencies of a phase */
-    double *pref;        /* [cap_pref] per-block prefix sums of one call's sequences */
+    double *vbytes; /* [3][max tenant cores] per-core bytes and latencies of a phase */
+    double *pref;   /* [cap_pref] per-block prefix sums of one call's sequences */
     size_t cap_pref;
 };
 
@@ -117,8 +117,8 @@ int32_t hs__npu_mesh_edges(int32_t w, int32_t h);
  * them) under that mapping: request edges whose cores are not physical neighbours plus
  * physical links among the cores that are no request edge. *kept (may be NULL) gets the
  * request edges that are links. */
-int32_t hs__npu_edit_distance(const struct hs_npu_mesh *m, int32_t w, int32_t h,
-                              const int32_t *v2p, int32_t *kept);
+int32_t hs__npu_edit_distance(const struct hs_npu_mesh *m, int32_t w, int32_t h, const int32_t *v2p,
+                              int32_t *kept);
 /* The best mapping of the w x h virtual mesh onto exactly the k = w * h physical cores
  * cells[] (most request edges kept), by branch and bound
  * within budget nodes (best found so far past it). v2p gets it; returns its edit distance. */
@@ -182,10 +182,10 @@ struct hs__npu_share {
 struct hs__npu_plan {
     int32_t n_groups;
     int32_t *kvh0, *n_kvh, *core0, *n_cores; /* [n_groups] */
-    int32_t *group_of_core;                   /* [k] by virtual core */
-    struct hs__npu_share *shares; /* [n_shares] by core */
-    struct hs__npu_share *made;   /* [n_shares] the same in the order made: the chunks of a
-                                   * (sequence, group) next to each other */
+    int32_t *group_of_core;                  /* [k] by virtual core */
+    struct hs__npu_share *shares;            /* [n_shares] by core */
+    struct hs__npu_share *made; /* [n_shares] the same in the order made: the chunks of a
+                                 * (sequence, group) next to each other */
     int32_t n_shares;
     int32_t *core_first, *core_n; /* [k] each core's shares */
     double *load;                 /* [k] scratch */
@@ -210,8 +210,8 @@ int64_t hs__npu_sram_blocks(const struct hs_npu_mesh *m, const struct hs__npu_te
  * address is not in the tenant's range table. */
 hs_status hs__npu_cost(struct hs_npu_mesh *m, struct hs__npu_tenant *t,
                        const struct hs__npu_shape *sh, const struct hs__npu_kv *kv,
-                       const struct hs_attn_seq *seqs, int32_t n_seqs,
-                       const struct hs__npu_plan *p, struct hs_npu_cost *out);
+                       const struct hs_attn_seq *seqs, int32_t n_seqs, const struct hs__npu_plan *p,
+                       struct hs_npu_cost *out);
 /* Adds b into a (every field; total_s included). */
 void hs__npu_cost_add(struct hs_npu_cost *a, const struct hs_npu_cost *b);
 

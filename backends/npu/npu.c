@@ -18,15 +18,15 @@
 #include "backends/sim-impl.h"
 
 struct hs_npu_backend {
-    struct hs__sim_base sim; /* first */
+    struct hs__sim_base sim;  /* first */
     struct hs_npu_mesh *mesh; /* owns */
     int32_t tenant;           /* its own tenant's id */
     struct hs__npu_plan plan;
     float *qc;   /* [R][n_head][head_dim] the call's query rows, compacted */
     float *part; /* per core: o [R][its query heads][head_dim], then m and l [R][its heads] */
     size_t cap_qc, cap_part;
-    size_t *off;             /* [k] where each core's partials start in part */
-    int32_t *crow;           /* [n_seqs] each sequence's first compact row */
+    size_t *off;              /* [k] where each core's partials start in part */
+    int32_t *crow;            /* [n_seqs] each sequence's first compact row */
     struct hs_attn_seq *cseq; /* [n_shares] one core's sequences */
     int32_t cap_seqs, cap_cseq;
     struct hs_npu_cost last, sum;
@@ -71,8 +71,8 @@ static hs_status npu_buffer_alloc(struct hs_backend *be, size_t bytes, void **ba
     if (!p) {
         return HS_E_NOMEM;
     }
-    const hs_status st = hs__npu_region_map(nb->mesh, hs__npu_tenant_get(nb->mesh, nb->tenant),
-                                            (uintptr_t)p, bytes);
+    const hs_status st =
+        hs__npu_region_map(nb->mesh, hs__npu_tenant_get(nb->mesh, nb->tenant), (uintptr_t)p, bytes);
     if (st != HS_OK) {
         HS_LOG_WARN("npu: no off-chip room for a buffer of %zu MiB (off-chip memory or the "
                     "tenant's %d range-table entries are full)",
@@ -129,8 +129,8 @@ static struct hs_tensor head_view(const struct hs_tensor *c, int64_t kvh0, int64
 static void emit(const struct hs_attn_args *a, const struct hs_attn_partial *acc, int64_t row,
                  int64_t h, int64_t hd)
 {
-    float *out = (float *)((char *)a->out->data + (size_t)row * a->out->nb[2] +
-                           (size_t)h * a->out->nb[1]);
+    float *out =
+        (float *)((char *)a->out->data + (size_t)row * a->out->nb[2] + (size_t)h * a->out->nb[1]);
     if (!a->m) {
         hs_attn_partial_finalize(acc, 1, hd, out);
         return;
@@ -175,10 +175,12 @@ static hs_status run_cores(struct hs_npu_backend *nb, const struct hs_attn_args 
                 continue;
             }
             const struct hs_attn_seq *q = &a->seqs[sr->seq];
-            nb->cseq[n++] = (struct hs_attn_seq){.n_past = q->n_past, .n_new = q->n_new,
+            nb->cseq[n++] = (struct hs_attn_seq){.n_past = q->n_past,
+                                                 .n_new = q->n_new,
                                                  .q_row = nb->crow[sr->seq],
                                                  .block_table = q->block_table,
-                                                 .kv_begin = sr->begin, .kv_end = sr->end};
+                                                 .kv_begin = sr->begin,
+                                                 .kv_end = sr->end};
         }
         if (n == 0) {
             continue;
@@ -195,10 +197,17 @@ static hs_status run_cores(struct hs_npu_backend *nb, const struct hs_attn_args 
         hs_tensor_init_2d(&lv, HS_TYPE_F32, nqh, R, o + (size_t)R * (size_t)(nqh * (hd + 1)));
         const struct hs_tensor kview = head_view(a->k_cache, kvh0, nkvh);
         const struct hs_tensor vview = head_view(a->v_cache, kvh0, nkvh);
-        const struct hs_attn_args ca = {.q = &qv, .out = &ov, .k_cache = &kview,
-                                        .v_cache = &vview, .block_size = a->block_size,
-                                        .seqs = nb->cseq, .n_seqs = n, .scale = a->scale,
-                                        .m = &mv, .l = &lv, .n_batch_rows = n_batch_rows};
+        const struct hs_attn_args ca = {.q = &qv,
+                                        .out = &ov,
+                                        .k_cache = &kview,
+                                        .v_cache = &vview,
+                                        .block_size = a->block_size,
+                                        .seqs = nb->cseq,
+                                        .n_seqs = n,
+                                        .scale = a->scale,
+                                        .m = &mv,
+                                        .l = &lv,
+                                        .n_batch_rows = n_batch_rows};
         const double t0 = now_s();
         const hs_status st = hs_backend_attention(nb->sim.inner, &ca);
         nb->inner_s += now_s() - t0;
@@ -236,14 +245,16 @@ static hs_status attention_split(struct hs_npu_backend *nb, const struct hs_attn
     }
     for (int32_t s = 0; s < a->n_seqs; s++) {
         for (int32_t j = 0; j < a->seqs[s].n_new; j++) {
-            const char *src = (const char *)a->q->data + (size_t)(a->seqs[s].q_row + j) * a->q->nb[2];
+            const char *src =
+                (const char *)a->q->data + (size_t)(a->seqs[s].q_row + j) * a->q->nb[2];
             float *dst = nb->qc + (size_t)(nb->crow[s] + j) * row_floats;
             for (int64_t h = 0; h < n_head; h++) {
                 memcpy(dst + h * hd, src + (size_t)h * a->q->nb[1], (size_t)hd * sizeof(float));
             }
         }
     }
-    const struct hs__npu_shape sh = {.n_head = (int32_t)n_head, .n_kv_head = (int32_t)n_kv,
+    const struct hs__npu_shape sh = {.n_head = (int32_t)n_head,
+                                     .n_kv_head = (int32_t)n_kv,
                                      .head_dim = (int32_t)hd,
                                      .kv_elem_bytes = a->k_cache->type == HS_TYPE_F16 ? 2 : 4,
                                      .block_size = a->block_size};
@@ -450,8 +461,7 @@ void hs__npu_backend_host_time(struct hs_backend *be, double *attention_s, doubl
     *inner_s = nb ? nb->inner_s : 0.0;
 }
 
-void hs__npu_backend_costs(struct hs_backend *be, struct hs_npu_cost *last,
-                           struct hs_npu_cost *sum)
+void hs__npu_backend_costs(struct hs_backend *be, struct hs_npu_cost *last, struct hs_npu_cost *sum)
 {
     struct hs_npu_backend *nb = npu(be);
     if (last) {

@@ -140,8 +140,8 @@ int32_t hs_npu_mesh_n_tenants(const struct hs_npu_mesh *m);
  * released. HS_E_INVAL (w or h < 1, more virtual cores than the route table holds),
  * HS_E_BUSY (the mapper finds no room: too few free cores, no connected set of them, or no
  * free MIG slice that holds w x h), HS_E_NOMEM. The mesh is unchanged on error. */
-hs_status hs_npu_tenant_create(struct hs_npu_mesh *m, int32_t w, int32_t h,
-                               enum hs_npu_mapper how, int32_t *id);
+hs_status hs_npu_tenant_create(struct hs_npu_mesh *m, int32_t w, int32_t h, enum hs_npu_mapper how,
+                               int32_t *id);
 /* Frees the tenant's cores, off-chip memory and tables. Unknown ids: no-op. */
 void hs_npu_tenant_release(struct hs_npu_mesh *m, int32_t id);
 
@@ -174,7 +174,7 @@ struct hs_npu_workload {
     int32_t kv_elem_bytes; /* 2 for an f16 cache */
     int32_t block_size;    /* tokens per KV block */
     int32_t n_seqs;
-    const int32_t *n_ctx;  /* [n_seqs] positions each sequence attends to; borrowed */
+    const int32_t *n_ctx; /* [n_seqs] positions each sequence attends to; borrowed */
 };
 
 /* What one attention call (or a step's calls, summed) costs, in seconds and bytes. */
@@ -198,7 +198,7 @@ struct hs_npu_cost {
  * workload's blocks (each sequence's blocks numbered after the previous one's, the whole pool
  * in the tenant's off-chip memory, the blocks that fit kept in SRAM). HS_E_NOENT (no such
  * tenant), HS_E_INVAL (a bad workload), HS_E_NOMEM (the cache does not fit off-chip). */
-hs_status hs_npu_estimate_decode(struct hs_npu_mesh *m, int32_t id,
-                                 const struct hs_npu_workload *w, struct hs_npu_cost *out);
+hs_status hs_npu_estimate_decode(struct hs_npu_mesh *m, int32_t id, const struct hs_npu_workload *w,
+                                 struct hs_npu_cost *out);
 
 #endif

@@ -495,8 +495,8 @@ Test(npu_config, tenant_specs)
     cr_assert_str_eq(r[0].name, "llama");
     cr_assert_eq(r[0].w, 2);
     cr_assert_eq(r[0].h, 4);
-    static const char *const bad[] = {"", "3x", "x3", "3x3,", "0x3", "3x3x3", "*1x1,*2x2",
-                                      "=2x2", "a=b"};
+    static const char *const bad[] = {"",      "3x",        "x3",   "3x3,", "0x3",
+                                      "3x3x3", "*1x1,*2x2", "=2x2", "a=b"};
     for (size_t i = 0; i < HS_ARRAY_LEN(bad); i++) {
         cr_assert_eq(hs_npu_tenants_parse(bad[i], r, HS_NPU_TENANTS_MAX, &n, &err), HS_E_FORMAT,
                      "'%s'", bad[i]);

@@ -45,8 +45,8 @@ Test(npu_cost, two_cores_by_hand)
     cr_assert_eq(t->v2p[0], 0);
     const int32_t table[1] = {0};
     const struct hs_attn_seq seq = {.n_past = 15, .n_new = 1, .block_table = table};
-    const struct hs__npu_shape sh = {.n_head = 2, .n_kv_head = 2, .head_dim = 8,
-                                     .kv_elem_bytes = 2, .block_size = 16};
+    const struct hs__npu_shape sh = {
+        .n_head = 2, .n_kv_head = 2, .head_dim = 8, .kv_elem_bytes = 2, .block_size = 16};
     const struct hs__npu_kv kv = {.n_sram_blocks = 1};
     struct hs__npu_plan p = {0};
     cr_assert_eq(hs__npu_plan_build(&p, m, t, &sh, &seq, 1, HS_NPU_SPLIT_AUTO), HS_OK);
@@ -83,9 +83,14 @@ Test(npu_cost, two_cores_by_hand)
 /* GPT-2-small-like decode: 12 layers, 12 heads of 64, f16 cache, 8 sequences. */
 static struct hs_npu_workload gpt_workload(const int32_t *ctx)
 {
-    return (struct hs_npu_workload){.n_layer = 12, .n_head = 12, .n_kv_head = 12,
-                                    .head_dim = 64, .kv_elem_bytes = 2, .block_size = 16,
-                                    .n_seqs = 8, .n_ctx = ctx};
+    return (struct hs_npu_workload){.n_layer = 12,
+                                    .n_head = 12,
+                                    .n_kv_head = 12,
+                                    .head_dim = 64,
+                                    .kv_elem_bytes = 2,
+                                    .block_size = 16,
+                                    .n_seqs = 8,
+                                    .n_ctx = ctx};
 }
 
 Test(npu_cost, a_bad_mapping_costs_more)
@@ -99,9 +104,9 @@ Test(npu_cost, a_bad_mapping_costs_more)
     for (int z = 0; z < 2; z++) {
         struct hs_npu_mesh *m = make_mesh(&c);
         int32_t id;
-        cr_assert_eq(hs_npu_tenant_create(m, 3, 3, z ? HS_NPU_MAPPER_ZIGZAG : HS_NPU_MAPPER_BEST,
-                                          &id),
-                     HS_OK);
+        cr_assert_eq(
+            hs_npu_tenant_create(m, 3, 3, z ? HS_NPU_MAPPER_ZIGZAG : HS_NPU_MAPPER_BEST, &id),
+            HS_OK);
         cr_assert_eq(hs_npu_estimate_decode(m, id, &w, &cost[z]), HS_OK);
         cr_assert_eq(cost[z].offchip_bytes, 0);
         hs_npu_mesh_destroy(m);
@@ -158,8 +163,13 @@ Test(npu_cost, long_sequences_are_chunked_over_a_heads_cores)
     cr_assert_eq(hs_npu_tenant_create(m, 4, 4, HS_NPU_MAPPER_BEST, &id), HS_OK);
     /* GQA with 4 KV heads on 16 cores: 4 cores per KV head */
     const int32_t long_ctx[1] = {4096}, short_ctx[4] = {40, 40, 40, 40};
-    struct hs_npu_workload w = {.n_layer = 1, .n_head = 16, .n_kv_head = 4, .head_dim = 64,
-                                .kv_elem_bytes = 2, .block_size = 16, .n_seqs = 1,
+    struct hs_npu_workload w = {.n_layer = 1,
+                                .n_head = 16,
+                                .n_kv_head = 4,
+                                .head_dim = 64,
+                                .kv_elem_bytes = 2,
+                                .block_size = 16,
+                                .n_seqs = 1,
                                 .n_ctx = long_ctx};
     struct hs_npu_cost one, split;
     cr_assert_eq(hs_npu_estimate_decode(m, id, &w, &split), HS_OK);
@@ -273,8 +283,10 @@ static void scene_init(struct scene *s, struct hs_backend *be[2], enum hs_type t
             next++;
         }
         cr_assert_leq(next, N_BLOCKS);
-        s->seqs[i] = (struct hs_attn_seq){.n_past = n_past[i], .n_new = n_new[i],
-                                          .q_row = s->n_rows, .block_table = s->tables[i]};
+        s->seqs[i] = (struct hs_attn_seq){.n_past = n_past[i],
+                                          .n_new = n_new[i],
+                                          .q_row = s->n_rows,
+                                          .block_table = s->tables[i]};
         s->n_rows += n_new[i];
     }
     cr_assert_leq(s->n_rows, MAX_ROWS);
@@ -299,10 +311,16 @@ static void run(struct scene *s, struct hs_backend *be, int b, float *out, float
     hs_tensor_init(&to, HS_TYPE_F32, 3, ne, out);
     hs_tensor_init_2d(&tm, HS_TYPE_F32, s->n_head, s->n_rows, m);
     hs_tensor_init_2d(&tl, HS_TYPE_F32, s->n_head, s->n_rows, l);
-    const struct hs_attn_args a = {.q = &tq, .out = &to, .k_cache = &s->k[b],
-                                   .v_cache = &s->v[b], .block_size = BS, .seqs = s->seqs,
-                                   .n_seqs = s->n_seqs, .scale = 1.0f / 8.0f,
-                                   .m = m ? &tm : NULL, .l = l ? &tl : NULL,
+    const struct hs_attn_args a = {.q = &tq,
+                                   .out = &to,
+                                   .k_cache = &s->k[b],
+                                   .v_cache = &s->v[b],
+                                   .block_size = BS,
+                                   .seqs = s->seqs,
+                                   .n_seqs = s->n_seqs,
+                                   .scale = 1.0f / 8.0f,
+                                   .m = m ? &tm : NULL,
+                                   .l = l ? &tl : NULL,
                                    .n_batch_rows = n_batch_rows};
     cr_assert_eq(hs_backend_attention(be, &a), HS_OK, "%s", hs_backend_name(be));
 }
