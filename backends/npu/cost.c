@@ -394,10 +394,15 @@ hs_status hs__npu_cost(struct hs_npu_mesh *m, struct hs__npu_tenant *t,
         m->pref = np;
         m->cap_pref = need;
     }
-    size_t *pref_at = malloc((size_t)HS_MAX(1, n_seqs) * sizeof(*pref_at));
-    if (!pref_at) {
-        return HS_E_NOMEM;
+    if ((size_t)n_seqs > m->cap_pref_at) {
+        size_t *np = realloc(m->pref_at, (size_t)n_seqs * sizeof(*np));
+        if (!np) {
+            return HS_E_NOMEM;
+        }
+        m->pref_at = np;
+        m->cap_pref_at = (size_t)n_seqs;
     }
+    size_t *pref_at = m->pref_at;
     size_t at = 0;
     int32_t cursor_k = 0, cursor_v = 0;
     hs_status st = HS_OK;
@@ -429,7 +434,6 @@ hs_status hs__npu_cost(struct hs_npu_mesh *m, struct hs__npu_tenant *t,
         }
     }
     if (st != HS_OK) {
-        free(pref_at);
         return st;
     }
 
@@ -564,7 +568,6 @@ hs_status hs__npu_cost(struct hs_npu_mesh *m, struct hs__npu_tenant *t,
     const double gather = tree_phase(m, t, bytes, lat, false, links, 0.0, 0.0);
     out->gather_s = (gather + busiest(m, &out->noc_bytes)) / c->clock_hz;
     out->total_s = out->scatter_s + out->compute_s + out->reduce_s + out->gather_s;
-    free(pref_at);
     return HS_OK;
 }
 

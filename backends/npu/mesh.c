@@ -196,6 +196,7 @@ void hs_npu_mesh_destroy(struct hs_npu_mesh *m)
     free(m->vstamp);
     free(m->vbytes);
     free(m->pref);
+    free(m->pref_at);
     free(m);
 }
 

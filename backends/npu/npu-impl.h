@@ -83,6 +83,8 @@ struct hs_npu_mesh {
     double *vbytes; /* [3][max tenant cores] per-core bytes and latencies of a phase */
     double *pref;   /* [cap_pref] per-block prefix sums of one call's sequences */
     size_t cap_pref;
+    size_t *pref_at; /* [cap_pref_at] where each sequence's sums start */
+    size_t cap_pref_at;
 };
 
 /* ---- mesh.c: topology, routes, tenants ---- */
