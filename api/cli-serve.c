@@ -337,6 +337,9 @@ int hs__cli_serve(int argc, char **argv)
         fprintf(stderr, "hetserve serve: -m MODEL is required (see --help)\n");
         goto args;
     }
+    if (!hs__cli_split_check("serve", &ep)) {
+        goto args;
+    }
     ep.timeout_ms = (int64_t)(timeout_s * 1000);
     hs_log_set_level(verbose ? HS_LOG_LEVEL_DEBUG : HS_LOG_LEVEL_INFO);
 

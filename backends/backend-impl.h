@@ -79,5 +79,7 @@ typedef hs_status (*hs_backend_create_fn)(const struct hs_backend_params *params
 
 /* Constructors of the backends compiled in (see backend.c's table). */
 hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct hs_backend **out);
+/* backends/npu/npu.c: the simulated mesh NPU (params->config, params->tenants). */
+hs_status hs__backend_npu_create(const struct hs_backend_params *params, struct hs_backend **out);
 
 #endif

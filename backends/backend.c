@@ -18,8 +18,8 @@ struct hs__backend_reg {
 
 static const struct hs__backend_reg hs__backend_regs[] = {
     {"cpu", hs__backend_cpu_create},
-    /* #if HS_HAVE_CUDA: {"cuda", hs__backend_cuda_create}, once backends/cuda lands.
-     * The simulated pim and npu backends will always be compiled in. */
+    {"npu", hs__backend_npu_create}, /* simulated: always compiled in */
+    /* #if HS_HAVE_CUDA: {"cuda", hs__backend_cuda_create}, once backends/cuda lands. */
 };
 
 int hs_backend_reg_count(void)
@@ -490,11 +490,18 @@ hs_status hs_backend_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
     return HS_OK;
 }
 
-/* A paged cache [n_blocks][block_size][n_kv_head][head_dim], f16 or f32, contiguous. */
+/* A paged cache [n_blocks][block_size][n_kv_head][head_dim], f16 or f32: each head's row dense,
+ * slots evenly spaced (nb[2]) and blocks right after each other (nb[3] = block_size * nb[2]). A
+ * whole cache is contiguous; a view of some of its heads (data at the first one, ne[1] fewer)
+ * keeps the cache's nb[2], so a backend can hand a subset of heads to another. */
 static bool hs__cache_ok(const struct hs_tensor *c)
 {
-    return c && (c->type == HS_TYPE_F16 || c->type == HS_TYPE_F32) && hs__t_ok(c, c->type) &&
-           hs_tensor_is_contiguous(c);
+    if (!c || (c->type != HS_TYPE_F16 && c->type != HS_TYPE_F32) || !hs__t_ok(c, c->type)) {
+        return false;
+    }
+    const size_t row = (size_t)c->ne[0] * hs_type_traits(c->type)->type_size;
+    return c->nb[1] == row && c->nb[2] >= row * (size_t)c->ne[1] &&
+           c->nb[3] == c->nb[2] * (size_t)c->ne[2];
 }
 
 hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src,

@@ -102,7 +102,11 @@ struct hs_attn_seq {
 struct hs_attn_args {
     const struct hs_tensor *q;       /* [n_rows][n_head][head_dim] f32 (ne = hd, n_head, n_rows) */
     struct hs_tensor *out;           /* same shape as q, f32 */
-    const struct hs_tensor *k_cache; /* [n_blocks][block_size][n_kv_head][head_dim] f16 or f32 */
+    /* [n_blocks][block_size][n_kv_head][head_dim] f16 or f32: a whole cache, or a view of some
+     * of its KV heads (data at the first, ne[1] the count, the cache's strides), which is how a
+     * backend hands a subset of heads to another (q, out, m and l then view the matching query
+     * heads: ne[1] = the subset's query heads, the whole rows' strides) */
+    const struct hs_tensor *k_cache;
     const struct hs_tensor *v_cache; /* same shape as k_cache */
     int32_t block_size;              /* tokens per block */
     const struct hs_attn_seq *seqs;  /* [n_seqs] */
@@ -168,6 +172,13 @@ struct hs_backend_params {
     int32_t first_core; /* pinned threads take physical cores [first_core, first_core +
                          * n_threads) (wrapping around), so two backends can run on disjoint
                          * cores; default 0 */
+    /* Backend-specific settings, ignored by backends that have none (borrowed for the call to
+     * hs_backend_create). npu: config is a `key = value` file describing the chip
+     * (backends/npu/npu.h; NULL: the vNPU preset) and tenants the virtual NPUs placed on it
+     * ("3x3,3x3": the first, or the one marked '*', runs this backend's ops; NULL: one tenant
+     * of the whole chip). */
+    const char *config;
+    const char *tenants;
 };
 
 /* Default parameters. */
@@ -181,8 +192,10 @@ int hs_backend_reg_count(void);
 const char *hs_backend_reg_name(int i);
 
 /* Creates the backend registered under name. Returns HS_E_NOENT for an unknown name,
- * HS_E_DEVICE when its device is absent; *out stays NULL on failure. Free with
- * hs_backend_destroy. Thread: any. */
+ * HS_E_DEVICE when its device is absent, HS_E_IO / HS_E_FORMAT / HS_E_INVAL when its config
+ * file cannot be read, does not parse, or asks for what cannot be (npu: tenants that do not
+ * fit; the reason is logged); *out stays NULL on failure. Free with hs_backend_destroy.
+ * Thread: any. */
 hs_status hs_backend_create(const char *name, const struct hs_backend_params *params,
                             struct hs_backend **out);
 void hs_backend_destroy(struct hs_backend *be);
@@ -218,8 +231,9 @@ hs_status hs_backend_mul(struct hs_backend *be, const struct hs_tensor *a,
                          const struct hs_tensor *b, struct hs_tensor *y);
 hs_status hs_backend_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
                             const struct hs_tensor *up, struct hs_tensor *y);
-/* src: [n_rows][n_kv_head][head_dim] f32; cache: [n_blocks][block_size][n_kv_head][head_dim];
- * slots: [n_rows] flat slot ids (block * block_size + offset). */
+/* src: [n_rows][n_kv_head][head_dim] f32; cache: [n_blocks][block_size][n_kv_head][head_dim]
+ * (or a view of some of its heads, as in hs_attn_args); slots: [n_rows] flat slot ids
+ * (block * block_size + offset). */
 hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src,
                               struct hs_tensor *cache, const int32_t *slots);
 hs_status hs_backend_attention(struct hs_backend *be, const struct hs_attn_args *args);

@@ -498,6 +498,9 @@ int hs__cli_bench(int argc, char **argv)
         fprintf(stderr, "hetserve bench: -m MODEL is required; see --help\n");
         return 2;
     }
+    if (!hs__cli_split_check("bench", &ep)) {
+        return 2;
+    }
     struct bench_opts o = {path, n_prompt, n_gen, reps, probes, ep};
     return run(&o);
 }

@@ -424,5 +424,8 @@ int hs__cli_generate(int argc, char **argv)
         fprintf(stderr, "hetserve generate: -m MODEL and -p TEXT are required; see --help\n");
         return 2;
     }
+    if (!hs__cli_split_check("generate", &o.ep)) {
+        return 2;
+    }
     return run(&o);
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/npu/npu.h"
 #include "server/cli.h"
 #include "server/engine.h"
 
@@ -66,6 +67,12 @@ int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, cons
     case HS__CLI_OPT_TRACE:
         p->trace_path = arg;
         return 1;
+    case HS__CLI_OPT_NPU_CONFIG:
+        p->backend_config = arg;
+        return 1;
+    case HS__CLI_OPT_NPU_TENANTS:
+        p->backend_tenants = arg;
+        return 1;
     default:
         if (cmd) {
             fprintf(stderr, "hetserve %s: unknown or incomplete option '%s'; see --help\n", cmd,
@@ -93,6 +100,13 @@ static const struct {
      "\"long_context\": N}}"},
     {"--pingpong", "split: run the decode batch as two sub-batches that take turns on the two "
                    "backends (L3/CHIME), balanced by a fitted time model (default off)"},
+    {"--npu-config FILE",
+     "with --attn-backend npu: the simulated NPU, as key = value lines (README \"Simulated NPU\"); "
+     "default: vNPU's 6x6 chip"},
+    {"--npu-tenants SPEC",
+     "virtual NPUs placed on it in order, e.g. '3x3,3x3' or '*qwen=3x3,llama=2x4': the first (or "
+     "the one marked '*') runs this model's attention, the others share the chip; default: one "
+     "tenant of the whole chip"},
     {"--trace FILE.json",
      "write every engine step as Chrome trace events (open in ui.perfetto.dev): stages per layer "
      "and sub-batch on one track per backend thread, KV blocks held per backend"},
@@ -125,4 +139,30 @@ void hs__cli_split_usage(FILE *f, int col)
         }
         fputc('\n', f);
     }
+}
+
+bool hs__cli_check_npu(const char *cmd, const char *config, const char *tenants)
+{
+    struct hs_error err = {0};
+    if (config) {
+        struct hs_npu_config c;
+        if (hs_npu_config_load(&c, config, &err) != HS_OK) {
+            fprintf(stderr, "hetserve %s: --npu-config: %s\n", cmd, err.message);
+            return false;
+        }
+    }
+    if (tenants) {
+        struct hs_npu_tenant_req r[HS_NPU_TENANTS_MAX];
+        int32_t n;
+        if (hs_npu_tenants_parse(tenants, r, HS_NPU_TENANTS_MAX, &n, &err) != HS_OK) {
+            fprintf(stderr, "hetserve %s: %s\n", cmd, err.message);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool hs__cli_split_check(const char *cmd, const struct hs_engine_params *p)
+{
+    return hs__cli_check_npu(cmd, p->backend_config, p->backend_tenants);
 }

@@ -13,11 +13,17 @@ struct hs_engine_params;
 int hs__cli_generate(int argc, char **argv);
 int hs__cli_bench(int argc, char **argv);
 int hs__cli_mkmodel(int argc, char **argv);
+/* `hetserve sim WHAT`: the simulator reproductions (cli-sim.c dispatches on WHAT). */
+int hs__cli_sim(int argc, char **argv);
+int hs__cli_sim_vnpu(int argc, char **argv);
 
 /* Shared flag parsing helpers: print a one-line error naming flag and return false on bad
  * values. */
 bool hs__cli_parse_int(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out);
 bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, double *out);
+/* Reads --npu-config's file and parses --npu-tenants (either may be NULL), so that a mistake is
+ * one line naming it (the file's line) before anything loads; false after printing it. */
+bool hs__cli_check_npu(const char *cmd, const char *config, const char *tenants);
 
 /* The engine's split-execution flags, the same in every command that runs the engine (serve,
  * generate, bench): --ffn-backend, --attn-backend, --attn-threads, --long-context, --pingpong
@@ -30,6 +36,8 @@ enum {
     HS__CLI_OPT_LONG_CONTEXT,
     HS__CLI_OPT_PINGPONG,
     HS__CLI_OPT_TRACE,
+    HS__CLI_OPT_NPU_CONFIG,
+    HS__CLI_OPT_NPU_TENANTS,
 };
 /* clang-format off */
 #define HS__CLI_SPLIT_OPTIONS                                                                      \
@@ -38,8 +46,15 @@ enum {
     {"attn-threads", required_argument, NULL, HS__CLI_OPT_ATTN_THREADS},                           \
     {"long-context", required_argument, NULL, HS__CLI_OPT_LONG_CONTEXT},                           \
     {"pingpong", no_argument, NULL, HS__CLI_OPT_PINGPONG},                                         \
-    {"trace", required_argument, NULL, HS__CLI_OPT_TRACE}
+    {"trace", required_argument, NULL, HS__CLI_OPT_TRACE},                                         \
+    {"npu-config", required_argument, NULL, HS__CLI_OPT_NPU_CONFIG},                               \
+    {"npu-tenants", required_argument, NULL, HS__CLI_OPT_NPU_TENANTS}
 /* clang-format on */
+
+/* After the options: checks what the split flags named that can be checked before anything
+ * loads (the NPU's config file and tenants), printing one line naming the mistake; false then.
+ * cmd is the command's name. */
+bool hs__cli_split_check(const char *cmd, const struct hs_engine_params *p);
 
 /* The default branch of a command's getopt_long switch: applies split flag c, with its argument
  * arg, to *p and returns 1 (p borrows arg: argv outlives the command). On a bad value prints a

@@ -48,6 +48,8 @@ struct hs_engine_params hs_engine_default_params(void)
         .pingpong = false,
         .long_context = 0,
         .trace_path = NULL,
+        .backend_config = NULL,
+        .backend_tenants = NULL,
     };
 }
 
@@ -326,6 +328,8 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
         cp.backend = p.backend;
     }
     cp.backend_params.n_threads = p.n_threads;
+    cp.backend_params.config = p.backend_config;
+    cp.backend_params.tenants = p.backend_tenants;
     cp.expert_placement = p.expert_placement;
     cp.attn_backend = p.attn_backend;
     cp.attn_threads = p.attn_threads;

@@ -80,6 +80,11 @@ struct hs_engine_params {
     const char *trace_path; /* NULL: no trace; else every step is written there as Chrome trace
                              * events (Perfetto): each forward-pass stage per layer and
                              * sub-batch, on a track per backend thread, with KV counters */
+    /* Backend-specific settings (hs_backend_params.config and .tenants), for the backends that
+     * have them: npu takes a chip description file and its tenants (--npu-config,
+     * --npu-tenants). NULL: the backends' defaults. */
+    const char *backend_config;
+    const char *backend_tenants;
     int32_t long_context; /* split: a sequence decodes on the attention backend once its context
                            * passes this many tokens (its blocks are copied over then), on the
                            * FFN backend before; 0 (default): from the start. Prompts longer

@@ -532,6 +532,133 @@ Test(backend_ops, attention_paged_gqa_f16_and_f32_caches)
     }
 }
 
+/* A view of KV heads [kh0, kh0 + nkh) of a cache, as hs_attn_args allows. */
+static struct hs_tensor head_view(const struct hs_tensor *c, int64_t kh0, int64_t nkh)
+{
+    struct hs_tensor v = *c;
+    v.data = (char *)c->data + (size_t)kh0 * c->nb[1];
+    v.ne[1] = nkh;
+    return v;
+}
+
+/* Attention over views of some KV heads (and their query heads) gives the bits of the whole
+ * op for those heads, normalised and as partials, on every backend and both precision paths;
+ * kv_store into a view writes only its heads; views with a gap between blocks are refused. */
+Test(backend_ops, attention_and_kv_store_on_views_of_some_heads)
+{
+    enum { HD = 32, N_HEAD = 8, N_KV = 4, G = N_HEAD / N_KV, BS = 8, N_BLOCKS = 6, N_ROWS = 3 };
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 99);
+    const int64_t n_cache = (int64_t)N_BLOCKS * BS * N_KV * HD;
+    uint16_t *kc = malloc((size_t)n_cache * 2), *vc = malloc((size_t)n_cache * 2);
+    cr_assert(kc && vc);
+    for (int64_t i = 0; i < n_cache; i++) {
+        kc[i] = hs_fp32_to_fp16(hs_rng_range(&rng, -1.0f, 1.0f));
+        vc[i] = hs_fp32_to_fp16(hs_rng_range(&rng, -1.0f, 1.0f));
+    }
+    float *q = rand_floats(&rng, N_ROWS * N_HEAD * HD, -1.0f, 1.0f);
+    const size_t o_floats = (size_t)N_ROWS * N_HEAD * HD;
+    float *full = malloc(o_floats * 4), *part = malloc(o_floats * 4);
+    float *ml_full = malloc(8 * N_ROWS * N_HEAD), *ml_part = malloc(8 * N_ROWS * N_HEAD);
+    cr_assert(full && part && ml_full && ml_part);
+    struct hs_tensor tk, tv, tq, to;
+    const int64_t cne[4] = {HD, N_KV, BS, N_BLOCKS};
+    const int64_t qne[3] = {HD, N_HEAD, N_ROWS};
+    hs_tensor_init(&tk, HS_TYPE_F16, 4, cne, kc);
+    hs_tensor_init(&tv, HS_TYPE_F16, 4, cne, vc);
+    hs_tensor_init(&tq, HS_TYPE_F32, 3, qne, q);
+    /* a decode row over 37 positions and a two-row prefill over 20 */
+    static const int32_t tab0[5] = {4, 0, 5, 2, 1}, tab1[3] = {3, 1, 0};
+    const struct hs_attn_seq seqs[2] = {
+        {.n_past = 36, .n_new = 1, .q_row = 0, .block_table = tab0},
+        {.n_past = 18, .n_new = 2, .q_row = 1, .block_table = tab1, .kv_begin = 3},
+    };
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        struct hs_backend *be = make_backend(reg, 2);
+        for (int pass = 0; pass < 4; pass++) {
+            const bool partials = pass & 1;
+            const int32_t n_batch_rows = pass & 2 ? 100 : 0; /* the tiled f32 path */
+            struct hs_tensor tm, tl;
+            hs_tensor_init_2d(&tm, HS_TYPE_F32, N_HEAD, N_ROWS, ml_full);
+            hs_tensor_init_2d(&tl, HS_TYPE_F32, N_HEAD, N_ROWS, ml_full + N_ROWS * N_HEAD);
+            hs_tensor_init(&to, HS_TYPE_F32, 3, qne, full);
+            struct hs_attn_args a = {.q = &tq, .out = &to, .k_cache = &tk, .v_cache = &tv,
+                                     .block_size = BS, .seqs = seqs, .n_seqs = 2,
+                                     .scale = 0.17f, .m = partials ? &tm : NULL,
+                                     .l = partials ? &tl : NULL, .n_batch_rows = n_batch_rows};
+            cr_assert_eq(hs_backend_attention(be, &a), HS_OK);
+            /* KV heads [1, 3): query heads [2, 6), into the same places of other buffers */
+            memset(part, 0, o_floats * 4);
+            memset(ml_part, 0, 8 * N_ROWS * N_HEAD);
+            struct hs_tensor vk = head_view(&tk, 1, 2), vv = head_view(&tv, 1, 2);
+            struct hs_tensor vq = tq, vo, vm, vl;
+            vq.data = q + G * HD;
+            vq.ne[1] = 2 * G;
+            hs_tensor_init(&vo, HS_TYPE_F32, 3, qne, part);
+            vo.data = part + G * HD;
+            vo.ne[1] = 2 * G;
+            hs_tensor_init_2d(&vm, HS_TYPE_F32, N_HEAD, N_ROWS, ml_part + G);
+            hs_tensor_init_2d(&vl, HS_TYPE_F32, N_HEAD, N_ROWS, ml_part + N_ROWS * N_HEAD + G);
+            vm.ne[0] = vl.ne[0] = 2 * G;
+            a.q = &vq;
+            a.out = &vo;
+            a.k_cache = &vk;
+            a.v_cache = &vv;
+            a.m = partials ? &vm : NULL;
+            a.l = partials ? &vl : NULL;
+            a.n_batch_rows = n_batch_rows > 0 ? n_batch_rows : N_ROWS;
+            cr_assert_eq(hs_backend_attention(be, &a), HS_OK, "%s", hs_backend_name(be));
+            for (int r = 0; r < N_ROWS; r++) {
+                for (int h = G; h < 3 * G; h++) {
+                    const size_t at = ((size_t)r * N_HEAD + (size_t)h) * HD;
+                    cr_assert(memcmp(full + at, part + at, HD * 4) == 0,
+                              "%s pass %d row %d head %d: the view's bits differ",
+                              hs_backend_name(be), pass, r, h);
+                    if (partials) {
+                        const size_t mi = (size_t)r * N_HEAD + (size_t)h;
+                        cr_assert(ml_full[mi] == ml_part[mi]);
+                        cr_assert(ml_full[N_ROWS * N_HEAD + mi] == ml_part[N_ROWS * N_HEAD + mi]);
+                    }
+                }
+            }
+            /* a view whose blocks are not right after each other is no cache */
+            vk.nb[3] += 2;
+            cr_assert_eq(hs_backend_attention(be, &a), HS_E_INVAL);
+        }
+        /* kv_store into KV head 2 alone: slot 9 of that head, nothing else */
+        uint16_t *before = malloc((size_t)n_cache * 2);
+        cr_assert_not_null(before);
+        memcpy(before, kc, (size_t)n_cache * 2);
+        float row[HD];
+        for (int d = 0; d < HD; d++) {
+            row[d] = (float)d * 0.25f;
+        }
+        struct hs_tensor src, vk = head_view(&tk, 2, 1);
+        const int64_t sne[3] = {HD, 1, 1};
+        hs_tensor_init(&src, HS_TYPE_F32, 3, sne, row);
+        const int32_t slot = 9;
+        cr_assert_eq(hs_backend_kv_store(be, &src, &vk, &slot), HS_OK);
+        for (int64_t i = 0; i < n_cache; i++) {
+            const int64_t at = (int64_t)slot * N_KV * HD + 2 * HD;
+            if (i >= at && i < at + HD) {
+                cr_assert_eq(hs_fp16_to_fp32(kc[i]), row[i - at]);
+            } else {
+                cr_assert_eq(kc[i], before[i]);
+            }
+        }
+        memcpy(kc, before, (size_t)n_cache * 2);
+        free(before);
+        hs_backend_destroy(be);
+    }
+    free(ml_part);
+    free(ml_full);
+    free(part);
+    free(full);
+    free(q);
+    free(vc);
+    free(kc);
+}
+
 /* ---- ffn ---- */
 
 /* Runs the FFN through the backend's own slot, or through backend.c's default composition

@@ -22,7 +22,9 @@ struct pair {
     struct hs_context *split; /* two CPU backends, ping-pong */
 };
 
-static void make_pair(struct pair *p, const char *path, bool pingpong, enum hs_type kv_type)
+/* attn: the attention backend's name ("cpu": a second CPU backend). */
+static void make_pair(struct pair *p, const char *path, bool pingpong, enum hs_type kv_type,
+                      const char *attn)
 {
     struct hs_error err = {0};
     cr_assert_eq(hs_model_load(path, &p->m, &err), HS_OK, "%s: %s", path, err.message);
@@ -35,6 +37,7 @@ static void make_pair(struct pair *p, const char *path, bool pingpong, enum hs_t
     cp.backend_params.n_threads = 1;
     cr_assert_eq(hs_context_create(p->m, &cp, &p->mono, &err), HS_OK, "%s", err.message);
     cp.attn_threads = 1;
+    cp.attn_backend = attn;
     cp.pingpong = pingpong;
     cp.n_kv_blocks_ffn = N_SEQ * MAX_BLK;
     cp.n_kv_blocks = N_SEQ * MAX_BLK;
@@ -163,7 +166,9 @@ static const char *models_dir(void)
     return d ? d : "../shared/models";
 }
 
-Test(split, every_shared_model_gives_the_unsplit_bits, .timeout = 600)
+/* Every model in ../shared/models, not split and split onto attention backend attn, with and
+ * without ping-pong: the same logits bit for bit. */
+static void every_shared_model(const char *attn)
 {
     DIR *dir = opendir(models_dir());
     cr_assert_not_null(dir, "no models directory at %s", models_dir());
@@ -178,8 +183,13 @@ Test(split, every_shared_model_gives_the_unsplit_bits, .timeout = 600)
         snprintf(path, sizeof(path), "%s/%s", models_dir(), de->d_name);
         for (int pp = 0; pp < 2; pp++) {
             struct pair p = {0};
-            make_pair(&p, path, pp == 1, HS_TYPE_F16);
+            make_pair(&p, path, pp == 1, HS_TYPE_F16, attn);
             run_pair(&p, de->d_name);
+            struct hs_backend_stats bs;
+            hs_backend_get_stats(hs_context_attn_backend(p.split), &bs);
+            cr_assert_str_eq(hs_backend_name(hs_context_attn_backend(p.split)), attn);
+            cr_assert((bs.sim_time_s > 0) == !strcmp(attn, "npu"), "%s: sim time %g",
+                      de->d_name, bs.sim_time_s);
             struct hs_split_stats ss;
             hs_context_get_split_stats(p.split, &ss);
             cr_assert_eq(ss.n_steps, N_DECODE + 1);
@@ -197,6 +207,21 @@ Test(split, every_shared_model_gives_the_unsplit_bits, .timeout = 600)
     cr_assert_geq(n_models, 10, "found only %d models in %s", n_models, models_dir());
 }
 
+Test(split, every_shared_model_gives_the_unsplit_bits, .timeout = 600)
+{
+    every_shared_model("cpu");
+}
+
+/* The simulated NPU (backends/npu) as the attention backend: its attention is split over the
+ * cores of a 6 x 6 chip, each core's share computed by the CPU kernels in partials mode and
+ * merged; every (row, head) is one core's one partial of its whole range (the contexts here are
+ * far below the chunking threshold), whose finalisation is the CPU op's last step, so the bits
+ * are the unsplit pass's. */
+Test(split, npu_attention_gives_the_unsplit_bits_on_every_shared_model, .timeout = 600)
+{
+    every_shared_model("npu");
+}
+
 /* Cross-layer attention (layers sharing another's K/V) and an f32 cache, on a generated model. */
 Test(split, cross_layer_attention_and_f32_cache)
 {
@@ -206,7 +231,7 @@ Test(split, cross_layer_attention_and_f32_cache)
     struct hs_error err = {0};
     cr_assert_eq(hs_mkmodel_write(&mp, path, &err), HS_OK, "%s", err.message);
     struct pair p = {0};
-    make_pair(&p, path, true, HS_TYPE_F32);
+    make_pair(&p, path, true, HS_TYPE_F32, "cpu");
     run_pair(&p, "hunyuan-large-tiny");
     free_pair(&p);
     unlink(path);
@@ -217,7 +242,7 @@ Test(split, copy_blocks_rejects_bad_ids)
     char path[512];
     snprintf(path, sizeof(path), "%s/stories260K.gguf", models_dir());
     struct pair p = {0};
-    make_pair(&p, path, false, HS_TYPE_F16);
+    make_pair(&p, path, false, HS_TYPE_F16, "cpu");
     const int32_t ok = 0, same = 0, big = N_SEQ * MAX_BLK, neg = -1;
     cr_assert_eq(hs_context_copy_blocks(p.split, 0, &ok, 1, &big, 1, NULL), HS_E_INVAL);
     cr_assert_eq(hs_context_copy_blocks(p.split, 0, &neg, 1, &ok, 1, NULL), HS_E_INVAL);

@@ -322,3 +322,70 @@ Test(cli, bench_runs_with_split_execution, .init = setup)
     cr_assert(strstr(r.out, "MiB counted by the backends"), "%s", r.out);
     cr_assert(!strstr(r.out, "attention on"), "%s", r.out);
 }
+
+/* The simulated NPU as the attention backend of generate: the same tokens and logprobs as the
+ * CPU backend (a lone sequence of under a thousand tokens is never chunked, so every (row,
+ * head) is one core's partial of its whole range: the CPU's bits), on a tenant of the default
+ * chip and on one of two 3x3s; its flags' mistakes are one line. */
+Test(cli, generate_on_the_npu_gives_the_cpu_logprobs, .init = setup)
+{
+    static struct result a, b, c;
+    char args[2048];
+    snprintf(args, sizeof(args), "generate -m %s -p 'Once upon a time' -n 24 --temp 0 --logprobs 4",
+             model_path);
+    run(&a, args);
+    cr_assert_eq(a.status, 0, "stderr: %s", a.err);
+    snprintf(args, sizeof(args),
+             "generate -m %s -p 'Once upon a time' -n 24 --temp 0 --logprobs 4 "
+             "--attn-backend npu",
+             model_path);
+    run(&b, args);
+    cr_assert_eq(b.status, 0, "stderr: %s", b.err);
+    cr_assert_str_eq(a.out, b.out);
+    snprintf(args, sizeof(args),
+             "generate -m %s -p 'Once upon a time' -n 24 --temp 0 --logprobs 4 "
+             "--attn-backend npu --attn-threads 2 --npu-tenants 3x3,3x3",
+             model_path);
+    run(&c, args);
+    cr_assert_eq(c.status, 0, "stderr: %s", c.err);
+    cr_assert_str_eq(a.out, c.out);
+
+    snprintf(args, sizeof(args), "generate -m %s -p hi --attn-backend npu --npu-tenants 3x",
+             model_path);
+    expect_usage_error(args, "--npu-tenants");
+    snprintf(args, sizeof(args), "generate -m %s -p hi --npu-config /nonexistent/npu.conf",
+             model_path);
+    expect_usage_error(args, "/nonexistent/npu.conf");
+    char conf[64];
+    snprintf(conf, sizeof(conf), "/tmp/hs-cli-npu-%d.conf", (int)getpid());
+    FILE *f = fopen(conf, "w");
+    fputs("mesh_x = 4\n# comment\nlink_bytes = wide\n", f);
+    fclose(f);
+    snprintf(args, sizeof(args), "serve -m %s --attn-backend npu --npu-config %s", model_path,
+             conf);
+    expect_usage_error(args, ":3: bad value 'wide' for link_bytes");
+    unlink(conf);
+    snprintf(args, sizeof(args),
+             "serve -m %s --port 0 --attn-backend npu --npu-tenants '5x5,4x4'", model_path);
+    static struct result r;
+    run(&r, args);
+    cr_assert_eq(r.status, 2, "a 4x4 does not fit beside a 5x5 on the 6x6 chip: %s", r.err);
+    cr_assert(strstr(r.err, "does not fit"), "%s", r.err);
+}
+
+Test(cli, sim_vnpu_reproduces_the_mapping_example)
+{
+    static struct result r;
+    run(&r, "sim vnpu");
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    /* the best-effort mapper and zig-zag place both 3x3s on the 5x5 chip; MIG-style slices one */
+    const char *best = strstr(r.out, "best-effort mapper:");
+    const char *mig = strstr(r.out, "MIG-style slices:");
+    cr_assert(best && mig, "%s", r.out);
+    cr_assert(strstr(best, "B: placed") && strstr(best, "B: placed") < mig, "%s", r.out);
+    cr_assert(strstr(mig, "B: refused"), "%s", r.out);
+    cr_assert(strstr(r.out, "best-effort vs zig-zag: +"), "%s", r.out);
+    cr_assert(strstr(r.out, "vNPU vs MIG-style: up to"), "%s", r.out);
+    expect_usage_error("sim vnpu --model gpt5", "--model");
+    expect_usage_error("sim tpu", "unknown reproduction");
+}

@@ -1047,7 +1047,7 @@ static void run_split_workload(struct hs_engine *e, struct hs_model *m, int n, i
  * equal bit for bit. Q4_K's 4-row tiles round in another order than its single rows (as
  * llama.cpp's repacked gemm and gemv do), so which rows meet in a tile moves its last bits:
  * that file gets 1e-4 (its logprobs differ by ~1e-6 between two runs of the same engine). */
-Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
+static void split_matches_unsplit(const char *attn)
 {
     enum { N = 16, MAX_TOK = 20 };
     static const char *const files[] = {
@@ -1074,7 +1074,7 @@ Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
         p.n_batch_tokens = 32;
         p.kv_type = HS_TYPE_F32;
         p.n_threads = 1;
-        p.attn_backend = "cpu";
+        p.attn_backend = attn;
         p.attn_threads = 1;
         p.pingpong = true;
         p.long_context = 16; /* most prompts are shorter: they move while generating */
@@ -1106,6 +1106,7 @@ Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
         cr_assert_eq(mt.backends[1].bytes_in, mt.migrated_bytes);
         cr_assert_gt(mt.split.n_steps_split, 0, "%s: ping-pong never ran", files[f]);
         cr_assert_gt(mt.backends[1].busy_s, 0.0);
+        cr_assert((mt.backends[1].sim_s > 0) == !strcmp(attn, "npu"));
         for (int s = 0; s < 2; s++) {
             cr_assert_eq(mt.backends[s].n_seqs, 0);
             cr_assert_eq(mt.backends[s].kv_blocks_used, 0);
@@ -1203,4 +1204,16 @@ Test(engine, grammar_constrains_every_choice_and_reports_dead_ends)
     free(r);
     hs_engine_destroy(e);
     hs_model_destroy(m);
+}
+
+Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
+{
+    split_matches_unsplit("cpu");
+}
+
+/* The same with the simulated NPU (backends/npu) running the decode attention: its cores'
+ * shares, each a whole (sequence, head) here, give the CPU kernels' bits. */
+Test(engine, npu_attention_matches_the_unsplit_engine, .timeout = 600)
+{
+    split_matches_unsplit("npu");
 }
