@@ -263,3 +263,23 @@ Test(split, copy_blocks_rejects_bad_ids)
     cr_assert_eq(hs_model_forward(p.split, &fs, 1), HS_E_INVAL);
     free_pair(&p);
 }
+
+/* A simulated attention backend (the NPU): the step's time becomes the timeline's: real FFN
+ * stages, simulated attention, through the ping-pong's dependencies. */
+Test(split, simulated_attention_runs_on_the_timeline)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/stories260K.gguf", models_dir());
+    struct pair p = {0};
+    make_pair(&p, path, true, HS_TYPE_F16, "npu");
+    run_pair(&p, "stories260K on the npu");
+    struct hs_split_stats ss;
+    hs_context_get_split_stats(p.split, &ss);
+    cr_assert_gt(ss.n_steps_split, 0);
+    cr_assert_gt(ss.sim_attn_s, 0.0, "the npu charged no simulated time");
+    /* the timeline holds at least the engine thread's real work (its stages never overlap)
+     * and at least the attention the backend charged */
+    cr_assert_geq(ss.timeline_s * 1.0001 + 1e-6, ss.ffn_busy_s);
+    cr_assert_geq(ss.timeline_s * 1.0001 + 1e-6, ss.sim_attn_s);
+    free_pair(&p);
+}
