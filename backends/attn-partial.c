@@ -1,11 +1,13 @@
-/* The exact merge of flash-decoding partials (attention.h). Each float operation of the
- * header's formulas is its own statement, so no compiler contracts a product and a sum into
- * a fused multiply-add and every build gives the same bits; finalisation is the CPU backend's
+/* The exact merge of flash-decoding partials (attn-partial.h; the formulas are in
+ * attention/attention.h). Each float operation of the formulas is its own statement, so no
+ * compiler contracts a product and a sum into a fused multiply-add and every build gives the
+ * same bits; finalisation is the CPU backend's
  * own last step (o * (1 / l)), so one partial finalised equals the monolithic op. */
 #include <math.h>
 #include <string.h>
 
-#include "attention/attention.h"
+#include "backends/attn-partial.h"
+#include "common/common.h"
 
 void hs_attn_partial_clear(const struct hs_attn_partial *acc, int64_t n_vec, int64_t head_dim)
 {
