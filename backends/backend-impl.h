@@ -79,5 +79,6 @@ typedef hs_status (*hs_backend_create_fn)(const struct hs_backend_params *params
 
 /* Constructors of the backends compiled in (see backend.c's table). */
 hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct hs_backend **out);
+hs_status hs__backend_pim_create(const struct hs_backend_params *params, struct hs_backend **out);
 
 #endif

@@ -18,8 +18,9 @@ struct hs__backend_reg {
 
 static const struct hs__backend_reg hs__backend_regs[] = {
     {"cpu", hs__backend_cpu_create},
+    {"pim", hs__backend_pim_create}, /* simulated: always compiled in */
     /* #if HS_HAVE_CUDA: {"cuda", hs__backend_cuda_create}, once backends/cuda lands.
-     * The simulated pim and npu backends will always be compiled in. */
+     * The simulated npu backend will always be compiled in. */
 };
 
 int hs_backend_reg_count(void)
@@ -518,6 +519,22 @@ hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src
     return HS_OK;
 }
 
+/* The cache of an attention call: as hs__cache_ok, or a view of some of the KV heads of such a
+ * cache (heads nb[1] apart, the slots of a block nb[2] apart, blocks dense in slots), which is
+ * how a backend computes one group of heads (the kernels address slot * nb[2] + head * nb[1]). */
+static bool hs__attn_cache_ok(const struct hs_tensor *c)
+{
+    if (hs__cache_ok(c)) {
+        return true;
+    }
+    if (!c || (c->type != HS_TYPE_F16 && c->type != HS_TYPE_F32) || !hs__t_ok(c, c->type)) {
+        return false;
+    }
+    const size_t row = (size_t)c->ne[0] * hs_type_traits(c->type)->type_size;
+    return c->nb[1] >= row && c->nb[2] >= c->nb[1] * (size_t)c->ne[1] &&
+           c->nb[3] == c->nb[2] * (size_t)c->ne[2];
+}
+
 /* A partial's m or l: [n_rows][n_head] f32 (ne = n_head, n_rows), rows evenly spaced. */
 static bool hs__attn_ml_ok(const struct hs_tensor *t, int64_t n_head, int64_t n_rows)
 {
@@ -528,7 +545,7 @@ static bool hs__attn_ml_ok(const struct hs_tensor *t, int64_t n_head, int64_t n_
 static hs_status hs__check_attention(const struct hs_attn_args *a)
 {
     if (!a || !hs__t3_ok(a->q, HS_TYPE_F32) || !hs__t3_ok(a->out, HS_TYPE_F32) ||
-        !hs__cache_ok(a->k_cache) || !hs__cache_ok(a->v_cache)) {
+        !hs__attn_cache_ok(a->k_cache) || !hs__attn_cache_ok(a->v_cache)) {
         return HS_E_INVAL;
     }
     const struct hs_tensor *q = a->q;

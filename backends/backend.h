@@ -102,7 +102,9 @@ struct hs_attn_seq {
 struct hs_attn_args {
     const struct hs_tensor *q;       /* [n_rows][n_head][head_dim] f32 (ne = hd, n_head, n_rows) */
     struct hs_tensor *out;           /* same shape as q, f32 */
-    const struct hs_tensor *k_cache; /* [n_blocks][block_size][n_kv_head][head_dim] f16 or f32 */
+    const struct hs_tensor *k_cache; /* [n_blocks][block_size][n_kv_head][head_dim] f16 or f32;
+                                      * contiguous, or a view of some KV heads of such a cache
+                                      * (nb[1], nb[2] of the whole) with q's heads to match */
     const struct hs_tensor *v_cache; /* same shape as k_cache */
     int32_t block_size;              /* tokens per block */
     const struct hs_attn_seq *seqs;  /* [n_seqs] */
@@ -168,6 +170,11 @@ struct hs_backend_params {
     int32_t first_core; /* pinned threads take physical cores [first_core, first_core +
                          * n_threads) (wrapping around), so two backends can run on disjoint
                          * cores; default 0 */
+    const char *config; /* backend-specific configuration file, borrowed for the create call;
+                         * NULL: the backend's defaults; backends without one ignore it. pim:
+                         * the simulated hardware (backends/pim/pim-timing.h's format); a bad
+                         * file fails the create with HS_E_FORMAT or HS_E_IO (logged with the
+                         * line) */
 };
 
 /* Default parameters. */
