@@ -1,7 +1,10 @@
 /* Split execution (model/forward.c): decode attention on a second CPU backend with its own
  * thread and cores, KV in two stores, sub-batch ping-pong, and KV blocks migrating between the
  * stores mid-generation, give the same logits, bit for bit, as the unsplit pass on every model
- * in ../shared/models and on a cross-layer-attention model. */
+ * in ../shared/models and on a cross-layer-attention model. The same with the simulated PIM
+ * backend for attention: its rank-by-rank computation puts each (sequence, KV head) on one rank
+ * (one partial, finalised with the CPU's own last step), so it keeps every bit too, and it
+ * charges simulated time. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -22,7 +25,8 @@ struct pair {
     struct hs_context *split; /* two CPU backends, ping-pong */
 };
 
-static void make_pair(struct pair *p, const char *path, bool pingpong, enum hs_type kv_type)
+static void make_pair_on(struct pair *p, const char *path, bool pingpong, enum hs_type kv_type,
+                        const char *attn_backend)
 {
     struct hs_error err = {0};
     cr_assert_eq(hs_model_load(path, &p->m, &err), HS_OK, "%s: %s", path, err.message);
@@ -35,6 +39,7 @@ static void make_pair(struct pair *p, const char *path, bool pingpong, enum hs_t
     cp.backend_params.n_threads = 1;
     cr_assert_eq(hs_context_create(p->m, &cp, &p->mono, &err), HS_OK, "%s", err.message);
     cp.attn_threads = 1;
+    cp.attn_backend = attn_backend;
     cp.pingpong = pingpong;
     cp.n_kv_blocks_ffn = N_SEQ * MAX_BLK;
     cp.n_kv_blocks = N_SEQ * MAX_BLK;
@@ -42,6 +47,14 @@ static void make_pair(struct pair *p, const char *path, bool pingpong, enum hs_t
     cr_assert_eq(hs_context_n_stores(p->mono), 1);
     cr_assert_eq(hs_context_n_stores(p->split), 2);
     cr_assert_neq(hs_context_attn_backend(p->split), hs_context_backend(p->split));
+    if (attn_backend) {
+        cr_assert_str_eq(hs_backend_name(hs_context_attn_backend(p->split)), attn_backend);
+    }
+}
+
+static void make_pair(struct pair *p, const char *path, bool pingpong, enum hs_type kv_type)
+{
+    make_pair_on(p, path, pingpong, kv_type, NULL);
 }
 
 static void free_pair(struct pair *p)
@@ -163,7 +176,7 @@ static const char *models_dir(void)
     return d ? d : "../shared/models";
 }
 
-Test(split, every_shared_model_gives_the_unsplit_bits, .timeout = 600)
+static void every_shared_model(const char *attn_backend)
 {
     DIR *dir = opendir(models_dir());
     cr_assert_not_null(dir, "no models directory at %s", models_dir());
@@ -178,11 +191,16 @@ Test(split, every_shared_model_gives_the_unsplit_bits, .timeout = 600)
         snprintf(path, sizeof(path), "%s/%s", models_dir(), de->d_name);
         for (int pp = 0; pp < 2; pp++) {
             struct pair p = {0};
-            make_pair(&p, path, pp == 1, HS_TYPE_F16);
+            make_pair_on(&p, path, pp == 1, HS_TYPE_F16, attn_backend);
             run_pair(&p, de->d_name);
             struct hs_split_stats ss;
             hs_context_get_split_stats(p.split, &ss);
             cr_assert_eq(ss.n_steps, N_DECODE + 1);
+            struct hs_backend_stats bs;
+            hs_backend_get_stats(hs_context_attn_backend(p.split), &bs);
+            const bool sim = attn_backend && strcmp(attn_backend, "cpu") != 0;
+            cr_assert(sim ? bs.sim_time_s > 0.0 : bs.sim_time_s == 0.0, "%s: sim time %g",
+                      de->d_name, bs.sim_time_s);
             if (pp == 1) {
                 cr_assert_gt(ss.n_steps_split, 0, "%s: ping-pong never split the batch",
                              de->d_name);
@@ -197,6 +215,16 @@ Test(split, every_shared_model_gives_the_unsplit_bits, .timeout = 600)
     cr_assert_geq(n_models, 10, "found only %d models in %s", n_models, models_dir());
 }
 
+Test(split, every_shared_model_gives_the_unsplit_bits, .timeout = 600)
+{
+    every_shared_model(NULL);
+}
+
+Test(split, pim_attention_gives_the_unsplit_bits_on_every_shared_model, .timeout = 600)
+{
+    every_shared_model("pim");
+}
+
 /* Cross-layer attention (layers sharing another's K/V) and an f32 cache, on a generated model. */
 Test(split, cross_layer_attention_and_f32_cache)
 {
@@ -205,10 +233,12 @@ Test(split, cross_layer_attention_and_f32_cache)
     snprintf(path, sizeof(path), "/tmp/hs-test-split-%d.gguf", (int)getpid());
     struct hs_error err = {0};
     cr_assert_eq(hs_mkmodel_write(&mp, path, &err), HS_OK, "%s", err.message);
-    struct pair p = {0};
-    make_pair(&p, path, true, HS_TYPE_F32);
-    run_pair(&p, "hunyuan-large-tiny");
-    free_pair(&p);
+    for (int i = 0; i < 2; i++) {
+        struct pair p = {0};
+        make_pair_on(&p, path, true, HS_TYPE_F32, i ? "pim" : NULL);
+        run_pair(&p, "hunyuan-large-tiny");
+        free_pair(&p);
+    }
     unlink(path);
 }
 

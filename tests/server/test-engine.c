@@ -991,7 +991,7 @@ static void run_split_workload(struct hs_engine *e, struct hs_model *m, int n, i
  * equal bit for bit. Q4_K's 4-row tiles round in another order than its single rows (as
  * llama.cpp's repacked gemm and gemv do), so which rows meet in a tile moves its last bits:
  * that file gets 1e-4 (its logprobs differ by ~1e-6 between two runs of the same engine). */
-Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
+static void split_matches_unsplit(const char *attn_backend)
 {
     enum { N = 16, MAX_TOK = 20 };
     static const char *const files[] = {
@@ -1018,7 +1018,7 @@ Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
         p.n_batch_tokens = 32;
         p.kv_type = HS_TYPE_F32;
         p.n_threads = 1;
-        p.attn_backend = "cpu";
+        p.attn_backend = attn_backend;
         p.attn_threads = 1;
         p.pingpong = true;
         p.long_context = 16; /* most prompts are shorter: they move while generating */
@@ -1050,6 +1050,10 @@ Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
         cr_assert_eq(mt.backends[1].bytes_in, mt.migrated_bytes);
         cr_assert_gt(mt.split.n_steps_split, 0, "%s: ping-pong never ran", files[f]);
         cr_assert_gt(mt.backends[1].busy_s, 0.0);
+        cr_assert_str_eq(mt.backends[1].name, attn_backend);
+        if (strcmp(attn_backend, "pim") == 0) {
+            cr_assert_gt(mt.backends[1].sim_s, 0.0, "%s: no simulated time", files[f]);
+        }
         for (int s = 0; s < 2; s++) {
             cr_assert_eq(mt.backends[s].n_seqs, 0);
             cr_assert_eq(mt.backends[s].kv_blocks_used, 0);
@@ -1059,4 +1063,15 @@ Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
     }
     free(a);
     free(b);
+}
+
+Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
+{
+    split_matches_unsplit("cpu");
+}
+
+/* The same with the simulated DIMM-PIM backend computing the decode attention rank by rank. */
+Test(engine, pim_attention_matches_the_unsplit_engine, .timeout = 600)
+{
+    split_matches_unsplit("pim");
 }
