@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "backends/pim/pim-timing.h"
 #include "model/model.h"
 #include "server/cli.h"
 #include "server/engine.h"
@@ -42,6 +43,11 @@ static void usage(FILE *f)
             "      --attn-threads N    threads of the attention backend, on cores apart from the\n"
             "                          FFN backend's; with --attn-backend cpu (the default name)\n"
             "                          this makes two CPU backends (default 1 when split)\n"
+            "      --pim-config FILE   the simulated DIMM-PIM's hardware (--attn-backend pim): one\n"
+            "                          'key = value' a line, e.g. 'preset = rpim' (rank-level\n"
+            "                          units only), 'preset = host' (this machine's DRAM,\n"
+            "                          measured), 'channels = 8'; the keys are in\n"
+            "                          backends/pim/pim-timing.h (default: CHIME's Table I)\n"
             "      --long-context N    split: a request decodes on the attention backend once its\n"
             "                          context passes N tokens (its KV blocks move then), on the\n"
             "                          FFN backend before; 0 = from the start (default 0). A\n"
@@ -89,6 +95,7 @@ enum {
     OPT_LONG_CTX,
     OPT_PINGPONG,
     OPT_TRACE,
+    OPT_PIM_CONFIG,
 };
 
 int hs__cli_serve(int argc, char **argv)
@@ -111,6 +118,7 @@ int hs__cli_serve(int argc, char **argv)
         {"ffn-backend", required_argument, NULL, OPT_FFN_BE},
         {"attn-backend", required_argument, NULL, OPT_ATTN_BE},
         {"attn-threads", required_argument, NULL, OPT_ATTN_THREADS},
+        {"pim-config", required_argument, NULL, OPT_PIM_CONFIG},
         {"long-context", required_argument, NULL, OPT_LONG_CTX},
         {"pingpong", no_argument, NULL, OPT_PINGPONG},
         {"trace", required_argument, NULL, OPT_TRACE},
@@ -202,6 +210,16 @@ int hs__cli_serve(int argc, char **argv)
             }
             ep.attn_threads = (int32_t)iv;
             break;
+        case OPT_PIM_CONFIG: {
+            struct hs_pim_config pc;
+            struct hs_error perr = {0};
+            if (hs_pim_config_load(optarg, &pc, &perr) != HS_OK) {
+                fprintf(stderr, "hetserve: --pim-config: %s\n", perr.message);
+                return 2;
+            }
+            ep.backend_config = optarg;
+            break;
+        }
         case OPT_LONG_CTX:
             if (!hs__cli_parse_int("--long-context", optarg, 0, 1 << 24, &iv)) {
                 return 2;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/pim/pim-timing.h"
 #include "model/model.h"
 #include "model/vocab.h"
 #include "server/cli.h"
@@ -38,6 +39,13 @@ static void usage(FILE *f)
             "      --logprobs K          print one JSON line per step (token id, text, top-K\n"
             "                            natural-log probabilities) instead of the text\n"
             "      --kv-type f16|f32     KV cache element type (default f16)\n"
+            "      --attn-backend NAME   split: decode attention on a backend of its own (e.g. pim,\n"
+            "                            the simulated DIMM-PIM), with its own KV pool and\n"
+            "                            --attn-threads N threads (default 1); the simulated time\n"
+            "                            it charged goes to stderr at the end\n"
+            "      --attn-threads N      threads of the attention backend (split)\n"
+            "      --pim-config FILE     the simulated DIMM-PIM's hardware (see hetserve serve\n"
+            "                            --help)\n"
             "      --expert-placement RULES\n"
             "                            MoE models: REGEX=BACKEND[:N] rules placing experts\n"
             "                            (see hetserve serve --help)\n");
@@ -133,6 +141,9 @@ struct gen_opts {
     int64_t logprobs;
     bool ignore_eos;
     const char *expert_placement;
+    const char *attn_backend;
+    int64_t attn_threads;
+    const char *backend_config;
     enum hs_type kv_type;
     struct hs_sampling_params sp;
     struct hs_logit_bias bias[64];
@@ -164,6 +175,9 @@ static int run(struct gen_opts *o)
     cp.kv_type = o->kv_type;
     cp.backend_params.n_threads = (int32_t)o->n_threads;
     cp.expert_placement = o->expert_placement;
+    cp.attn_backend = o->attn_backend;
+    cp.attn_threads = (int32_t)o->attn_threads;
+    cp.backend_params.config = o->backend_config;
     if (cp.n_ctx > hp->n_ctx_train) {
         fprintf(stderr, "hetserve: warning: --ctx %d exceeds the model's trained context %d\n",
                 cp.n_ctx, hp->n_ctx_train);
@@ -175,6 +189,8 @@ static int run(struct gen_opts *o)
         goto done;
     }
     const int32_t n_ctx = hs_context_n_ctx(ctx);
+    /* Split: the sequence's KV lives in the attention backend's store (the last). */
+    const int32_t store = hs_context_n_stores(ctx) - 1;
 
     size_t plen = strlen(o->prompt), n_prompt = 0;
     size_t cap = plen + 16;
@@ -225,7 +241,7 @@ static int run(struct gen_opts *o)
     while ((size_t)n_past < n_prompt) {
         int32_t n = (int32_t)HS_MIN((size_t)n_batch, n_prompt - (size_t)n_past);
         struct hs_forward_seq fs = {toks + n_past, n, n_past, table,
-                                    (size_t)(n_past + n) == n_prompt ? 1 : 0, 0};
+                                    (size_t)(n_past + n) == n_prompt ? 1 : 0, store};
         if ((st = hs_model_forward(ctx, &fs, 1)) != HS_OK) {
             fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(st));
             goto done;
@@ -269,7 +285,7 @@ static int run(struct gen_opts *o)
         if (step + 1 == o->n_predict) {
             break;
         }
-        struct hs_forward_seq fs = {&t, 1, n_past, table, 1, 0};
+        struct hs_forward_seq fs = {&t, 1, n_past, table, 1, store};
         if ((st = hs_model_forward(ctx, &fs, 1)) != HS_OK) {
             fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(st));
             goto done;
@@ -283,6 +299,14 @@ static int run(struct gen_opts *o)
         }
         out_flush(&o->out, true);
         putchar('\n');
+    }
+    if (store > 0) {
+        struct hs_backend_stats as;
+        hs_backend_get_stats(hs_context_attn_backend(ctx), &as);
+        if (as.sim_time_s > 0.0) {
+            fprintf(stderr, "hetserve: attention backend %s: %.3f ms simulated\n",
+                    hs_backend_name(hs_context_attn_backend(ctx)), as.sim_time_s * 1e3);
+        }
     }
     rc = 0;
 done:
@@ -311,6 +335,9 @@ enum {
     OPT_LOGPROBS,
     OPT_KV_TYPE,
     OPT_EXPERTS,
+    OPT_ATTN_BE,
+    OPT_ATTN_THREADS,
+    OPT_PIM_CONFIG,
 };
 
 int hs__cli_generate(int argc, char **argv)
@@ -337,6 +364,9 @@ int hs__cli_generate(int argc, char **argv)
         {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
         {"logprobs", required_argument, 0, OPT_LOGPROBS},
         {"kv-type", required_argument, 0, OPT_KV_TYPE},
+        {"attn-backend", required_argument, 0, OPT_ATTN_BE},
+        {"attn-threads", required_argument, 0, OPT_ATTN_THREADS},
+        {"pim-config", required_argument, 0, OPT_PIM_CONFIG},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -468,6 +498,24 @@ int hs__cli_generate(int argc, char **argv)
         case OPT_EXPERTS:
             o.expert_placement = optarg;
             break;
+        case OPT_ATTN_BE:
+            o.attn_backend = optarg;
+            break;
+        case OPT_ATTN_THREADS:
+            if (!hs__cli_parse_int("--attn-threads", optarg, 1, 1024, &o.attn_threads)) {
+                return 2;
+            }
+            break;
+        case OPT_PIM_CONFIG: {
+            struct hs_pim_config pc;
+            struct hs_error perr = {0};
+            if (hs_pim_config_load(optarg, &pc, &perr) != HS_OK) {
+                fprintf(stderr, "hetserve: --pim-config: %s\n", perr.message);
+                return 2;
+            }
+            o.backend_config = optarg;
+            break;
+        }
         case OPT_LOGPROBS:
             if (!hs__cli_parse_int("--logprobs", optarg, 1, 100, &o.logprobs)) {
                 return 2;

@@ -315,6 +315,7 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
     cp.backend_params.n_threads = p.n_threads;
     cp.expert_placement = p.expert_placement;
     cp.attn_backend = p.attn_backend;
+    cp.backend_params.config = p.backend_config;
     cp.attn_threads = p.attn_threads;
     cp.pingpong = p.pingpong;
     /* The FFN backend's own pool, when split: room for every sequence up to the threshold (and

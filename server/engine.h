@@ -75,6 +75,8 @@ struct hs_engine_params {
      * from the FFN backend's n_threads. NULL with attn_threads 0: not split. */
     const char *attn_backend;
     int32_t attn_threads;
+    const char *backend_config; /* hs_backend_params.config of the backends (pim: its hardware
+                                 * model file, --pim-config); NULL: their defaults */
     bool pingpong;        /* two sub-batches taking turns on the two backends */
     const char *trace_path; /* NULL: no trace; else every step is written there as Chrome trace
                              * events (Perfetto): each forward-pass stage per layer and
