@@ -88,9 +88,11 @@ struct hs__pim_key {
     double lo, hi; /* inclusive range */
 };
 
+/* clang-format off */
 #define I32(f, lo, hi) {#f, KIND_I32, offsetof(struct hs_pim_config, f), lo, hi}
 #define I64(f, lo, hi) {#f, KIND_I64, offsetof(struct hs_pim_config, f), lo, hi}
 #define F64(f, lo, hi) {#f, KIND_F64, offsetof(struct hs_pim_config, f), lo, hi}
+/* clang-format on */
 
 static const struct hs__pim_key hs__pim_keys[] = {
     I32(channels, 1, 1024),
@@ -531,8 +533,8 @@ double hs_pim_balanced_layer_time_s(const struct hs_pim_config *c, double n_toke
     const int32_t n_chips = c->level == HS_PIM_LEVEL_HOST ? 1 : c->chips_per_rank;
     const int32_t cph = hs_pim_chips_per_head(c, g);
     /* Every chip carries the same share: the tokens of the rank, spread over its chips. */
-    const double per_chip = 2.0 * n_tokens_total * head_dim * elem_bytes *
-                            hs_pim_mac_passes(c, g) / ((double)n_ranks * n_chips);
+    const double per_chip = 2.0 * n_tokens_total * head_dim * elem_bytes * hs_pim_mac_passes(c, g) /
+                            ((double)n_ranks * n_chips);
     for (int32_t i = 0; i < n_chips; i++) {
         l.chip_bytes[i] = per_chip;
     }

@@ -46,7 +46,7 @@ struct hs_pim_config {
     int32_t dimms_per_channel;
     int32_t ranks_per_dimm;
     int32_t chips_per_rank;
-    int32_t bank_groups;     /* per chip */
+    int32_t bank_groups; /* per chip */
     int32_t banks_per_group;
     int32_t chip_width_bits; /* x8 */
     int64_t row_bytes;       /* one row of one bank of one chip (the page) */
@@ -56,12 +56,12 @@ struct hs_pim_config {
     int32_t bl; /* burst length (beats) */
     int32_t tccd_s, tccd_l, trcd, trp, tras, cl, trfc, trefi;
     /* PIM units */
-    int32_t n_cmr;          /* MACs per streamed element; 0: as many as the model's GQA group */
-    int32_t chips_per_head; /* chips one KV head spreads over; 0: chips / g (8 for MHA, 1 for
-                             * GQA-8), at least 1 */
-    double rank_bus_gbs;    /* chips -> rank unit, GB/s; 0: the rank's pin bandwidth */
-    double host_gbs;        /* host level: the CPU's DRAM bandwidth, GB/s; 0: measure it */
-    double link_gbs;        /* host <-> accelerator link (q, k, v, out), GB/s */
+    int32_t n_cmr;           /* MACs per streamed element; 0: as many as the model's GQA group */
+    int32_t chips_per_head;  /* chips one KV head spreads over; 0: chips / g (8 for MHA, 1 for
+                              * GQA-8), at least 1 */
+    double rank_bus_gbs;     /* chips -> rank unit, GB/s; 0: the rank's pin bandwidth */
+    double host_gbs;         /* host level: the CPU's DRAM bandwidth, GB/s; 0: measure it */
+    double link_gbs;         /* host <-> accelerator link (q, k, v, out), GB/s */
     int64_t rank_tokens_max; /* tokens of one KV head of one sequence a rank holds before the
                               * rest spills to the next rank of its rankset; 0: as many as fit
                               * rank_bytes */
@@ -98,8 +98,8 @@ int32_t hs_pim_n_ranksets(const struct hs_pim_config *c); /* ranks per channel *
 int32_t hs_pim_banks_per_chip(const struct hs_pim_config *c);
 int64_t hs_pim_n_banks(const struct hs_pim_config *c);
 double hs_pim_capacity_bytes(const struct hs_pim_config *c);
-double hs_pim_burst_bytes(const struct hs_pim_config *c);       /* one chip's burst */
-double hs_pim_bank_bytes_per_s(const struct hs_pim_config *c);  /* one bank, streaming */
+double hs_pim_burst_bytes(const struct hs_pim_config *c);      /* one chip's burst */
+double hs_pim_bank_bytes_per_s(const struct hs_pim_config *c); /* one bank, streaming */
 double hs_pim_rank_pin_bytes_per_s(const struct hs_pim_config *c);
 double hs_pim_rank_bus_bytes_per_s(const struct hs_pim_config *c);
 double hs_pim_row_efficiency(const struct hs_pim_config *c);     /* 1 at rank and host level */

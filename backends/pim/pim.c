@@ -339,10 +339,14 @@ static hs_status pim_attention(struct hs_backend *be, const struct hs_attn_args 
             const int64_t p1 = HS_MIN(e, (g + 1) * m.segment_tokens);
             const int64_t toks = tokens_read(sq, p0, p1);
             for (int32_t j = 0; j < m.groups_per_seq; j++) {
-                const struct hs_pim_place pl = hs_pim_map_place(&m, key, layer,
-                                                                j * m.heads_per_rank, g);
-                p->items[k++] = (struct pim_item){.seg = g, .group = j, .rank = pl.rank,
-                                                  .seq = s, .p0 = (int32_t)p0, .p1 = (int32_t)p1};
+                const struct hs_pim_place pl =
+                    hs_pim_map_place(&m, key, layer, j * m.heads_per_rank, g);
+                p->items[k++] = (struct pim_item){.seg = g,
+                                                  .group = j,
+                                                  .rank = pl.rank,
+                                                  .seq = s,
+                                                  .p0 = (int32_t)p0,
+                                                  .p1 = (int32_t)p1};
                 const int32_t h_end = HS_MIN((j + 1) * m.heads_per_rank, n_kv);
                 for (int32_t h = j * m.heads_per_rank; h < h_end; h++) {
                     const struct hs_pim_place ph = hs_pim_map_place(&m, key, layer, h, g);
@@ -501,8 +505,7 @@ hs_status hs__backend_pim_create(const struct hs_backend_params *params, struct 
     if (st == HS_OK && p->cfg.level == HS_PIM_LEVEL_HOST && p->cfg.host_gbs <= 0) {
         st = hs_pim_config_measure_host(&p->cfg);
         if (st == HS_OK) {
-            HS_LOG_INFO("pim: host preset: this machine's DRAM streams %.1f GB/s",
-                        p->cfg.host_gbs);
+            HS_LOG_INFO("pim: host preset: this machine's DRAM streams %.1f GB/s", p->cfg.host_gbs);
         }
     }
     if (st == HS_OK) {

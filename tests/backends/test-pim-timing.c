@@ -143,8 +143,8 @@ Test(pim_timing, slowest_rank_decides_and_the_link_overlaps)
     for (int h = 0; h < 8; h++) {
         hs_pim_load_add(&c, &even, h, 1, (int64_t)(per_rank / 8), 128, 2, 8);
     }
-    near(hs_pim_balanced_layer_time_s(&c, 64000.0, 128, 2, 8, 0.0),
-         hs_pim_rank_time_s(&c, &even), 1e-12, "balanced");
+    near(hs_pim_balanced_layer_time_s(&c, 64000.0, 128, 2, 8, 0.0), hs_pim_rank_time_s(&c, &even),
+         1e-12, "balanced");
     /* 64000 positions of 512 B over the effective 12.0 TB/s */
     near(hs_pim_balanced_layer_time_s(&c, 64000.0, 128, 2, 8, 0.0),
          64000.0 * 512 / hs_pim_effective_bytes_per_s(&c), 1e-12, "bandwidth-bound");
@@ -162,9 +162,9 @@ Test(pim_timing, config_file_parses_and_names_bad_lines)
 {
     struct hs_pim_config c;
     struct hs_error err;
-    cr_assert_eq(parse("# CHIME with slower refresh\n\n channels = 8  # half\ntrfc=700\n", &c,
-                       &err),
-                 HS_OK, "%s", err.message);
+    cr_assert_eq(
+        parse("# CHIME with slower refresh\n\n channels = 8  # half\ntrfc=700\n", &c, &err), HS_OK,
+        "%s", err.message);
     cr_assert_eq(c.channels, 8);
     cr_assert_eq(c.trfc, 700);
     cr_assert_eq(c.level, HS_PIM_LEVEL_BANK);
@@ -205,8 +205,8 @@ Test(pim_timing, config_file_parses_and_names_bad_lines)
     fclose(f);
     memset(&err, 0, sizeof(err));
     cr_assert_eq(hs_pim_config_load(path, &c, &err), HS_E_FORMAT);
-    cr_assert(strstr(err.message, path) && strstr(err.message, "line 3: unknown key 'foo'"),
-              "%s", err.message);
+    cr_assert(strstr(err.message, path) && strstr(err.message, "line 3: unknown key 'foo'"), "%s",
+              err.message);
     unlink(path);
     cr_assert_eq(hs_pim_config_load(path, &c, &err), HS_E_IO);
     cr_assert(strstr(err.message, "cannot open"), "%s", err.message);

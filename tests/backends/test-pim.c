@@ -82,7 +82,8 @@ static void scene_init(struct scene *sc, enum hs_type type, int64_t n_head, int6
         for (int b = 0; b < (n_ctx + BS - 1) / BS; b++) {
             sc->tables[s][b] = perm[next++];
         }
-        sc->seqs[s] = (struct hs_attn_seq){.n_past = n_past[s], .n_new = n_new[s],
+        sc->seqs[s] = (struct hs_attn_seq){.n_past = n_past[s],
+                                           .n_new = n_new[s],
                                            .q_row = (int32_t)sc->n_rows,
                                            .block_table = sc->tables[s]};
         sc->n_rows += n_new[s];
@@ -164,8 +165,8 @@ static void compare(const char *config, bool exact)
         enum hs_type type;
         int32_t batch;
     } cases[] = {
-        {8, 8, HS_TYPE_F16, 0},  {8, 2, HS_TYPE_F16, 0},  {8, 4, HS_TYPE_F32, 0},
-        {12, 3, HS_TYPE_F16, 0}, {8, 1, HS_TYPE_F32, 0},  {8, 2, HS_TYPE_F16, BIG},
+        {8, 8, HS_TYPE_F16, 0},     {8, 2, HS_TYPE_F16, 0},  {8, 4, HS_TYPE_F32, 0},
+        {12, 3, HS_TYPE_F16, 0},    {8, 1, HS_TYPE_F32, 0},  {8, 2, HS_TYPE_F16, BIG},
         {16, 16, HS_TYPE_F32, BIG}, {64, 8, HS_TYPE_F16, 0},
     };
     struct hs_backend *cpu = make("cpu", NULL);
@@ -183,18 +184,18 @@ static void compare(const char *config, bool exact)
             run(cpu, &sc, cases[c].batch, partials, o1, m1, l1);
             run(pim, &sc, cases[c].batch, partials, o2, m2, l2);
             if (exact) {
-                cr_assert_eq(memcmp(o1, o2, nv * HD * 4), 0, "case %zu partials %d: bits differ",
-                             c, partials);
-                cr_assert(!partials || (memcmp(m1, m2, nv * 4) == 0 &&
-                                        memcmp(l1, l2, nv * 4) == 0));
+                cr_assert_eq(memcmp(o1, o2, nv * HD * 4), 0, "case %zu partials %d: bits differ", c,
+                             partials);
+                cr_assert(!partials ||
+                          (memcmp(m1, m2, nv * 4) == 0 && memcmp(l1, l2, nv * 4) == 0));
                 continue;
             }
             if (partials) {
                 /* every position counted once: the softmax denominators agree after rescaling */
                 for (size_t i = 0; i < nv; i++) {
                     const double a = (double)l1[i] * exp((double)m1[i] - m2[i]);
-                    cr_assert(fabs(a - l2[i]) <= 1e-4 * fabs(a), "case %zu vec %zu: l %g vs %g",
-                              c, i, a, (double)l2[i]);
+                    cr_assert(fabs(a - l2[i]) <= 1e-4 * fabs(a), "case %zu vec %zu: l %g vs %g", c,
+                              i, a, (double)l2[i]);
                 }
                 continue;
             }
