@@ -1,5 +1,5 @@
-/* hetserve: command line. Subcommands serve (api/), generate, bench and mkmodel (server/). The
- * only place that prints to stdout, exits, and parses flags. */
+/* hetserve: command line. Subcommands serve (api/), generate, bench, mkmodel and sim
+ * (server/). The only place that prints to stdout, exits, and parses flags. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -23,6 +23,8 @@ static void usage_main(FILE *f)
             "  generate   generate text from a prompt (streams to stdout)\n"
             "  bench      measure prompt processing (pp) and generation (tg) speed\n"
             "  mkmodel    write a random-weight GGUF model of a chosen shape and type\n"
+            "  sim        analytic studies: 'sim chime' reproduces CHIME's comparison of\n"
+            "             attention systems (simulated DIMM-PIM vs GPU, HBM-PIM, CPU)\n"
             "\n"
             "Run 'hetserve COMMAND --help' for the options of a command.\n"
             "Models: any GGUF file of architecture llama, qwen2, qwen3, qwen2moe, qwen3moe,\n"
@@ -57,6 +59,9 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "mkmodel")) {
         return hs__cli_mkmodel(argc - 1, argv + 1);
+    }
+    if (!strcmp(cmd, "sim")) {
+        return hs__cli_sim(argc - 1, argv + 1);
     }
     fprintf(stderr, "hetserve: unknown command '%s'; run 'hetserve --help' for the list\n", cmd);
     return 2;

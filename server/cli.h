@@ -7,6 +7,7 @@
 int hs__cli_generate(int argc, char **argv);
 int hs__cli_bench(int argc, char **argv);
 int hs__cli_mkmodel(int argc, char **argv);
+int hs__cli_sim(int argc, char **argv);
 
 /* Shared flag parsing helpers: print a one-line error naming flag and return false on bad
  * values. */
