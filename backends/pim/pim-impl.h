@@ -8,17 +8,20 @@
  * layout (each rank's rows contiguous) would break that view, so the rank layout is the
  * placement logic of pim-map.h instead: it decides, for every (sequence, layer, KV head,
  * segment of positions), which rank and chips hold it, and the backend computes rank by rank by
- * it: per rank, one inner CPU attention call in partials mode over that rank's share (the heads
- * of one group, the positions of one segment, for all the call's sequences that put them
- * there), the partials combined in position order with attention/'s merge, then finalised (or
- * handed back as partials when the caller asked for them). Each call is charged the layer time
- * of the timing model (pim-timing.h) over the ranks' loads, the slowest rank deciding, plus the
- * host link.
+ * it: one inner CPU attention call per rank's share (one head group, one segment, for the
+ * call's sequences that put them there), and charges each call the layer time of the timing
+ * model (pim-timing.h) over the ranks' loads, the slowest rank deciding, plus the host link.
+ * Calls go segment by segment (position order), and within a segment sequence home by sequence
+ * home and head group by head group, so that one sequence's rows are read together as the CPU
+ * backend's own order does (head-major order costs half again the time on a big batch).
  *
  * Exactness: a (sequence, KV head) whose positions all lie on one rank (always, with the default
- * rank capacity) gets one partial, copied into an empty accumulator and finalised with the CPU
- * backend's own last step: the CPU backend's bits. Spilled heads (rank_tokens_max) merge several
- * partials: within the merge bound argued in tests/attention/test-merge.c.
+ * rank capacity) has a single partial, and the merge of a single partial is its finalisation, so
+ * its rank's call computes it normalised (or as the caller's partials) straight into the
+ * caller's output: the CPU backend's bits, which computing partials and finalising them would
+ * give too (attention.h). Heads spilled over ranks (rank_tokens_max) get partials per rank,
+ * combined in position order with backends/attn-partial.h's merge (attention/'s) and finalised:
+ * within the merge bound argued in tests/attention/test-merge.c.
  *
  * The layer index (which rotates heads across ranksets) is the position of the K cache in the
  * buffer this backend allocated, where the model context lays layers out one after another
@@ -47,6 +50,11 @@ struct hs_pim_stats {
  * backend (HS_ASSERT). */
 const struct hs_pim_config *hs_pim_backend_config(const struct hs_backend *be);
 void hs_pim_backend_get_stats(const struct hs_backend *be, struct hs_pim_stats *out);
+
+/* Benchmarks: with on, attention places, sorts, merges what there is and charges as usual but
+ * skips the inner CPU calls (so its outputs are not the attention): the host cost of the
+ * simulation alone. */
+void hs_pim_backend_set_dry_run(struct hs_backend *be, bool on);
 
 /* Whether be is a pim backend. */
 bool hs_pim_backend_is(const struct hs_backend *be);

@@ -42,12 +42,22 @@ int64_t hs_pim_map_segment(const struct hs_pim_map *m, int64_t pos)
     return pos / m->segment_tokens;
 }
 
+int32_t hs_pim_map_home(const struct hs_pim_map *m, int64_t key)
+{
+    /* splitmix64's finaliser: block ids handed out in strides (a sequence's blocks taken in a
+     * run) must not pile their sequences onto one rank */
+    uint64_t z = (uint64_t)key + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (int32_t)(z % (uint64_t)m->n_ranks);
+}
+
 struct hs_pim_place hs_pim_map_place(const struct hs_pim_map *m, int64_t key, int32_t layer,
                                      int32_t kv_head, int64_t seg)
 {
     const int64_t j = hs_pim_map_group(m, kv_head);
-    const int64_t k = key < 0 ? -key : key;
-    const int64_t rank0 = (k % m->n_ranks * m->groups_per_seq + j) % m->n_ranks;
+    const int64_t rank0 = ((int64_t)hs_pim_map_home(m, key) + j) % m->n_ranks;
     const int64_t rankset = (rank0 / m->n_channels + (layer < 0 ? 0 : layer)) % m->n_ranksets;
     const int64_t channel = (rank0 % m->n_channels + seg % m->n_channels) % m->n_channels;
     return (struct hs_pim_place){

@@ -6,10 +6,11 @@
  * GQA-8), so a rank holds heads_per_rank = chips / chips_per_head heads side by side; a
  * sequence's KV heads fill its ranks in groups of heads_per_rank, group j on the chips of one
  * rank. The sequence's key (its first block id in the pool, which never changes while it runs
- * and is shared by sequences with a common prefix, whose blocks are stored once) spreads
- * sequences over the channels first, then the ranksets:
- *   rank0(key, j) = (key * groups_per_seq + j) mod n_ranks,   ranks numbered rankset * channels
- *                                                            + channel;
+ * and is shared by sequences with a common prefix, whose blocks are stored once) hashes to its
+ * home rank, and its head groups take the ranks from there on, channels first, then ranksets:
+ *   rank0(key, j) = (home(key) + j) mod n_ranks,   ranks numbered rankset * channels + channel;
+ * the hash spreads sequences whose first blocks come in strides (a pool handing out runs of
+ * blocks) as evenly as chance does; a scheduler that placed by load would do better.
  * layer l sits l ranksets further on (same channel), so consecutive layers of a head alternate
  * ranksets and the host streams one layer's q/k/v to one rankset while another computes ("each
  * layer's KV interleaved across ranksets"). A head's positions stay on one rank up to
@@ -58,6 +59,9 @@ hs_status hs_pim_map_init(struct hs_pim_map *m, const struct hs_pim_config *c, i
  * pos. */
 int32_t hs_pim_map_group(const struct hs_pim_map *m, int32_t kv_head);
 int64_t hs_pim_map_segment(const struct hs_pim_map *m, int64_t pos);
+
+/* The home rank of the sequence with key: a hash of it, in [0, n_ranks). */
+int32_t hs_pim_map_home(const struct hs_pim_map *m, int64_t key);
 
 /* Where KV head kv_head of the sequence with key lies in layer at segment seg. */
 struct hs_pim_place hs_pim_map_place(const struct hs_pim_map *m, int64_t key, int32_t layer,

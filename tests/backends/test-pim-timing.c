@@ -287,7 +287,7 @@ Test(pim_map, mha_spreads_a_head_over_a_rank_gqa_puts_a_head_on_a_chip)
         const struct hs_pim_place pl = hs_pim_map_place(&m, 5, 0, h, 0);
         cr_assert_eq(pl.chip0, 0);
         cr_assert_eq(pl.n_chips, 8);
-        cr_assert_eq(pl.rank, (5 * 8 + h) % 64);
+        cr_assert_eq(pl.rank, (hs_pim_map_home(&m, 5) + h) % 64);
     }
     /* GQA-8 (QWEN-72B's 64 / 8): the 8 KV heads on the 8 chips of one rank, one each. */
     cr_assert_eq(hs_pim_map_init(&m, &c, 64, 8, 128, 2), HS_OK);
@@ -296,23 +296,34 @@ Test(pim_map, mha_spreads_a_head_over_a_rank_gqa_puts_a_head_on_a_chip)
     cr_assert_eq(m.groups_per_seq, 1);
     for (int32_t h = 0; h < 8; h++) {
         const struct hs_pim_place pl = hs_pim_map_place(&m, 5, 0, h, 0);
-        cr_assert_eq(pl.rank, 5);
+        cr_assert_eq(pl.rank, hs_pim_map_home(&m, 5));
         cr_assert_eq(pl.chip0, h);
         cr_assert_eq(pl.n_chips, 1);
     }
-    /* GQA-4 with 2 KV heads: two chips-per-head 2... each head on 2 chips, both on one rank */
+    /* GQA-4 with 2 KV heads: each head on 2 chips, both heads on one rank */
     cr_assert_eq(hs_pim_map_init(&m, &c, 8, 2, 64, 2), HS_OK);
     cr_assert_eq(m.chips_per_head, 2);
     cr_assert_eq(m.heads_per_rank, 4);
     cr_assert_eq(m.groups_per_seq, 1);
     cr_assert_eq(hs_pim_map_place(&m, 9, 0, 1, 0).chip0, 2);
-    /* sequences spread over channels first, then ranksets */
-    cr_assert_eq(hs_pim_map_place(&m, 15, 0, 0, 0).rank, 15);
-    cr_assert_eq(hs_pim_map_place(&m, 16, 0, 0, 0).rank, 16);
-    cr_assert_eq(hs_pim_map_place(&m, 64, 0, 0, 0).rank, 0);
+    /* homes: every rank, about evenly, also for keys in strides of 64 (runs of blocks) */
+    int32_t hits[64] = {0};
+    for (int64_t key = 0; key < 64 * 640; key += 64) {
+        const int32_t home = hs_pim_map_home(&m, key);
+        cr_assert(home >= 0 && home < 64);
+        cr_assert_eq(hs_pim_map_place(&m, key, 0, 0, 0).rank, home);
+        hits[home]++;
+    }
+    for (int r = 0; r < 64; r++) {
+        cr_assert(hits[r] >= 2 && hits[r] <= 25, "rank %d: %d of 640 homes", r, hits[r]);
+    }
     /* a spilled segment: the next channel of the same rankset */
-    cr_assert_eq(hs_pim_map_place(&m, 15, 0, 0, 1).rank, 0);
-    cr_assert_eq(hs_pim_map_place(&m, 17, 0, 0, 2).rank, 19);
+    for (int64_t key = 0; key < 40; key++) {
+        const int32_t r0 = hs_pim_map_place(&m, key, 0, 0, 0).rank;
+        const int32_t r2 = hs_pim_map_place(&m, key, 0, 0, 2).rank;
+        cr_assert_eq(r2 / 16, r0 / 16);
+        cr_assert_eq(r2 % 16, (r0 % 16 + 2) % 16);
+    }
     /* the host level is one rank of one chip */
     const struct hs_pim_config h = preset("host");
     cr_assert_eq(hs_pim_map_init(&m, &h, 64, 8, 128, 2), HS_OK);
