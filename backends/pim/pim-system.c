@@ -556,8 +556,8 @@ static const struct {
 } off[] = {
 #define GQA_GPU                                                                                    \
     "the paper's CPU-offload and R-PIM cells (host-bandwidth-bound in both models) put its "       \
-    "GPU-only QWEN-72B ~3x below a roofline GPU whose attention reads each KV head once for its "  \
-    "8 query heads; we keep that sharing, so these come out ~3x low (CPU offload too)"
+    "GPU-only QWEN-72B 2.4-4x below a roofline GPU whose attention reads each KV head once for "   \
+    "its 8 query heads; we keep that sharing, so these come out as low (CPU offload too)"
     {HS_SIM_OPENR1, HS_SIM_QWEN_72B, HS_SIM_RPIM, GQA_GPU},
     {HS_SIM_OPENTHOUGHTS, HS_SIM_QWEN_72B, HS_SIM_RPIM, GQA_GPU},
     {HS_SIM_DOLPHIN, HS_SIM_QWEN_72B, HS_SIM_RPIM, GQA_GPU},
