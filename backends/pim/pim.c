@@ -336,11 +336,12 @@ static void write_rows(const struct pim_backend *p, const struct hs_attn_args *a
             const int64_t at = r * n_head + h;
             float *out = (float *)((char *)a->out->data + (size_t)r * a->out->nb[2] +
                                    (size_t)h * a->out->nb[1]);
-            struct hs_attn_partial pa = {p->acc + at * hd, p->acc + n_vec * hd + at,
-                                         p->acc + n_vec * hd + n_vec + at};
-            if (!from_acc) {
+            struct hs_attn_partial pa = {out, &zero_m, &zero_l}; /* the empty partial */
+            if (from_acc) {
+                pa = (struct hs_attn_partial){p->acc + at * hd, p->acc + n_vec * hd + at,
+                                              p->acc + n_vec * hd + n_vec + at};
+            } else {
                 memset(out, 0, (size_t)hd * sizeof(float));
-                pa = (struct hs_attn_partial){out, &zero_m, &zero_l};
             }
             if (!a->m) {
                 if (from_acc) {
