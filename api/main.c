@@ -1,5 +1,5 @@
-/* hetserve: command line. Subcommands serve (api/), generate, bench, mkmodel and sim (server/). The
- * only place that prints to stdout, exits, and parses flags. */
+/* hetserve: command line. Subcommands serve (api/), generate, bench, mkmodel and sim
+ * (server/). The only place that prints to stdout, exits, and parses flags. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -24,6 +24,7 @@ static void usage_main(FILE *f)
             "  bench      measure prompt processing (pp) and generation (tg) speed\n"
             "  mkmodel    write a random-weight GGUF model of a chosen shape and type\n"
             "  sim        simulator reproductions of the papers behind the simulated backends\n"
+            "             ('sim chime': CHIME's attention systems; 'sim vnpu': vNPU's mapping)\n"
             "\n"
             "Run 'hetserve COMMAND --help' for the options of a command.\n"
             "Models: any GGUF file of architecture llama, qwen2, qwen3, qwen2moe, qwen3moe,\n"

@@ -81,5 +81,7 @@ typedef hs_status (*hs_backend_create_fn)(const struct hs_backend_params *params
 hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct hs_backend **out);
 /* backends/npu/npu.c: the simulated mesh NPU (params->config, params->tenants). */
 hs_status hs__backend_npu_create(const struct hs_backend_params *params, struct hs_backend **out);
+/* backends/pim/pim.c: the simulated DIMM-PIM (params->config). */
+hs_status hs__backend_pim_create(const struct hs_backend_params *params, struct hs_backend **out);
 
 #endif

@@ -19,6 +19,7 @@ struct hs__backend_reg {
 static const struct hs__backend_reg hs__backend_regs[] = {
     {"cpu", hs__backend_cpu_create},
     {"npu", hs__backend_npu_create}, /* simulated: always compiled in */
+    {"pim", hs__backend_pim_create}, /* simulated: always compiled in */
     /* #if HS_HAVE_CUDA: {"cuda", hs__backend_cuda_create}, once backends/cuda lands. */
 };
 
@@ -493,15 +494,23 @@ hs_status hs_backend_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
 /* A paged cache [n_blocks][block_size][n_kv_head][head_dim], f16 or f32: each head's row dense,
  * slots evenly spaced (nb[2]) and blocks right after each other (nb[3] = block_size * nb[2]). A
  * whole cache is contiguous; a view of some of its heads (data at the first one, ne[1] fewer)
- * keeps the cache's nb[2], so a backend can hand a subset of heads to another. */
-static bool hs__cache_ok(const struct hs_tensor *c)
+ * keeps the cache's nb[2], so a backend can hand a subset of heads to another. With
+ * heads_dense, a slot's heads follow each other (nb[1] = the row: kv_store writes a token's heads
+ * at once); attention also reads heads further apart (a group of heads: the kernels address
+ * slot * nb[2] + head * nb[1]). */
+static bool hs__cache_layout_ok(const struct hs_tensor *c, bool heads_dense)
 {
     if (!c || (c->type != HS_TYPE_F16 && c->type != HS_TYPE_F32) || !hs__t_ok(c, c->type)) {
         return false;
     }
     const size_t row = (size_t)c->ne[0] * hs_type_traits(c->type)->type_size;
-    return c->nb[1] == row && c->nb[2] >= row * (size_t)c->ne[1] &&
-           c->nb[3] == c->nb[2] * (size_t)c->ne[2];
+    return (heads_dense ? c->nb[1] == row : c->nb[1] >= row) &&
+           c->nb[2] >= c->nb[1] * (size_t)c->ne[1] && c->nb[3] == c->nb[2] * (size_t)c->ne[2];
+}
+
+static bool hs__cache_ok(const struct hs_tensor *c)
+{
+    return hs__cache_layout_ok(c, true);
 }
 
 hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src,
@@ -525,6 +534,13 @@ hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src
     return HS_OK;
 }
 
+/* The cache of an attention call: as hs__cache_ok, or a view of some of the KV heads of such a
+ * cache with heads further apart than a row. */
+static bool hs__attn_cache_ok(const struct hs_tensor *c)
+{
+    return hs__cache_layout_ok(c, false);
+}
+
 /* A partial's m or l: [n_rows][n_head] f32 (ne = n_head, n_rows), rows evenly spaced. */
 static bool hs__attn_ml_ok(const struct hs_tensor *t, int64_t n_head, int64_t n_rows)
 {
@@ -535,7 +551,7 @@ static bool hs__attn_ml_ok(const struct hs_tensor *t, int64_t n_head, int64_t n_
 static hs_status hs__check_attention(const struct hs_attn_args *a)
 {
     if (!a || !hs__t3_ok(a->q, HS_TYPE_F32) || !hs__t3_ok(a->out, HS_TYPE_F32) ||
-        !hs__cache_ok(a->k_cache) || !hs__cache_ok(a->v_cache)) {
+        !hs__attn_cache_ok(a->k_cache) || !hs__attn_cache_ok(a->v_cache)) {
         return HS_E_INVAL;
     }
     const struct hs_tensor *q = a->q;

@@ -176,7 +176,8 @@ struct hs_backend_params {
      * hs_backend_create). npu: config is a `key = value` file describing the chip
      * (backends/npu/npu.h; NULL: the vNPU preset) and tenants the virtual NPUs placed on it
      * ("3x3,3x3": the first, or the one marked '*', runs this backend's ops; NULL: one tenant
-     * of the whole chip). */
+     * of the whole chip). pim: config is the simulated hardware (backends/pim/pim-timing.h's
+     * format); a bad file fails the create with HS_E_FORMAT or HS_E_IO (logged with the line). */
     const char *config;
     const char *tenants;
 };

@@ -125,6 +125,24 @@ static hs_status stream(struct hs_engine_handle *h, const struct hs_vocab *vocab
     return st != HS_OK ? st : ev.status;
 }
 
+/* With a simulated attention backend: the hardware time it charged, and the steps' time on the
+ * timeline (real FFN stages, simulated attention), to stderr after the output. */
+static void report_simulated(const struct hs_engine *eng)
+{
+    struct hs_engine_metrics mt;
+    hs_engine_get_metrics(eng, &mt);
+    for (int32_t b = 0; b < mt.n_backends; b++) {
+        if (mt.backends[b].sim_s > 0) {
+            fprintf(stderr,
+                    "hetserve: attention backend %s: %.3f ms simulated; the steps' layers take "
+                    "%.3f ms on the timeline (FFN real, attention simulated) against %.3f ms "
+                    "measured\n",
+                    mt.backends[b].name, mt.backends[b].sim_s * 1e3, mt.split.timeline_s * 1e3,
+                    mt.split.wall_s * 1e3);
+        }
+    }
+}
+
 static int run(struct gen_opts *o)
 {
     int rc = 1;
@@ -207,6 +225,7 @@ static int run(struct gen_opts *o)
     if (o->logprobs == 0) {
         putchar('\n');
     }
+    report_simulated(eng);
     rc = 0;
 done:
     hs_engine_release(h);

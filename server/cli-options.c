@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backends/npu/npu.h"
+#include "backends/pim/pim-timing.h"
 #include "server/cli.h"
 #include "server/engine.h"
 
@@ -73,6 +74,17 @@ int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, cons
     case HS__CLI_OPT_NPU_TENANTS:
         p->backend_tenants = arg;
         return 1;
+    case HS__CLI_OPT_PIM_CONFIG: {
+        /* read now, so a mistake is one line naming the file's line before anything loads */
+        struct hs_pim_config pc;
+        struct hs_error perr = {0};
+        if (hs_pim_config_load(arg, &pc, &perr) != HS_OK) {
+            fprintf(stderr, "hetserve: --pim-config: %s\n", perr.message);
+            return 0;
+        }
+        p->backend_config = arg;
+        return 1;
+    }
     default:
         if (cmd) {
             fprintf(stderr, "hetserve %s: unknown or incomplete option '%s'; see --help\n", cmd,
@@ -107,6 +119,10 @@ static const struct {
      "virtual NPUs placed on it in order, e.g. '3x3,3x3' or '*qwen=3x3,llama=2x4': the first (or "
      "the one marked '*') runs this model's attention, the others share the chip; default: one "
      "tenant of the whole chip"},
+    {"--pim-config FILE",
+     "the simulated DIMM-PIM's hardware (--attn-backend pim): one 'key = value' a line, e.g. "
+     "'preset = rpim' (rank-level units only), 'preset = host' (this machine's DRAM, measured), "
+     "'channels = 8'; the keys are in backends/pim/pim-timing.h (default: CHIME's Table I)"},
     {"--trace FILE.json",
      "write every engine step as Chrome trace events (open in ui.perfetto.dev): stages per layer "
      "and sub-batch on one track per backend thread, KV blocks held per backend"},

@@ -10,6 +10,7 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *what;
 } sims[] = {
+    {"chime", hs__cli_sim_chime, "CHIME's comparison of attention systems (simulated DIMM-PIM)"},
     {"vnpu", hs__cli_sim_vnpu, "vNPU's topology mapping on the simulated mesh NPU"},
 };
 

@@ -15,6 +15,7 @@ int hs__cli_bench(int argc, char **argv);
 int hs__cli_mkmodel(int argc, char **argv);
 /* `hetserve sim WHAT`: the simulator reproductions (cli-sim.c dispatches on WHAT). */
 int hs__cli_sim(int argc, char **argv);
+int hs__cli_sim_chime(int argc, char **argv);
 int hs__cli_sim_vnpu(int argc, char **argv);
 
 /* Shared flag parsing helpers: print a one-line error naming flag and return false on bad
@@ -38,6 +39,7 @@ enum {
     HS__CLI_OPT_TRACE,
     HS__CLI_OPT_NPU_CONFIG,
     HS__CLI_OPT_NPU_TENANTS,
+    HS__CLI_OPT_PIM_CONFIG,
 };
 /* clang-format off */
 #define HS__CLI_SPLIT_OPTIONS                                                                      \
@@ -48,7 +50,8 @@ enum {
     {"pingpong", no_argument, NULL, HS__CLI_OPT_PINGPONG},                                         \
     {"trace", required_argument, NULL, HS__CLI_OPT_TRACE},                                         \
     {"npu-config", required_argument, NULL, HS__CLI_OPT_NPU_CONFIG},                               \
-    {"npu-tenants", required_argument, NULL, HS__CLI_OPT_NPU_TENANTS}
+    {"npu-tenants", required_argument, NULL, HS__CLI_OPT_NPU_TENANTS},                             \
+    {"pim-config", required_argument, NULL, HS__CLI_OPT_PIM_CONFIG}
 /* clang-format on */
 
 /* After the options: checks what the split flags named that can be checked before anything

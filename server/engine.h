@@ -82,7 +82,8 @@ struct hs_engine_params {
                              * sub-batch, on a track per backend thread, with KV counters */
     /* Backend-specific settings (hs_backend_params.config and .tenants), for the backends that
      * have them: npu takes a chip description file and its tenants (--npu-config,
-     * --npu-tenants). NULL: the backends' defaults. */
+     * --npu-tenants), pim its hardware model file (--pim-config). NULL: the backends'
+     * defaults. */
     const char *backend_config;
     const char *backend_tenants;
     int32_t long_context; /* split: a sequence decodes on the attention backend once its context

@@ -1106,7 +1106,9 @@ static void split_matches_unsplit(const char *attn)
         cr_assert_eq(mt.backends[1].bytes_in, mt.migrated_bytes);
         cr_assert_gt(mt.split.n_steps_split, 0, "%s: ping-pong never ran", files[f]);
         cr_assert_gt(mt.backends[1].busy_s, 0.0);
-        cr_assert((mt.backends[1].sim_s > 0) == !strcmp(attn, "npu"));
+        cr_assert_str_eq(mt.backends[1].name, attn);
+        cr_assert((mt.backends[1].sim_s > 0) == (strcmp(attn, "cpu") != 0),
+                  "%s: simulated time %g on %s", files[f], mt.backends[1].sim_s, attn);
         for (int s = 0; s < 2; s++) {
             cr_assert_eq(mt.backends[s].n_seqs, 0);
             cr_assert_eq(mt.backends[s].kv_blocks_used, 0);
@@ -1216,4 +1218,10 @@ Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
 Test(engine, npu_attention_matches_the_unsplit_engine, .timeout = 600)
 {
     split_matches_unsplit("npu");
+}
+
+/* The same with the simulated DIMM-PIM backend computing the decode attention rank by rank. */
+Test(engine, pim_attention_matches_the_unsplit_engine, .timeout = 600)
+{
+    split_matches_unsplit("pim");
 }

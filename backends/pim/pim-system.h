@@ -1,0 +1,135 @@
+/* An analytic model of whole serving systems, to reproduce CHIME's end-to-end comparison
+ * (its Fig. 11; ../shared/HARDWARE.md has the numbers): 8 x A100 running GPT-175B, QWEN-72B or
+ * OPT-66B over 1,000 requests whose lengths follow a trace's published statistics, with decode
+ * attention on the GPUs (GPU), on HBM-PIM inside them (HBM-PIM) or beside them (HBM-PIM-EXT),
+ * on the host CPU (CPU offload), or on DIMM-PIM with rank-level (R-PIM) or bank-level (CHIME)
+ * units. The DIMM systems' attention time is pim-timing.h's, the very functions the pim backend
+ * charges at run time (one model, two uses).
+ *
+ * The model, per data-parallel replica (tp GPUs; the DIMMs, host bandwidth and HBM-PIM-EXT are
+ * shared out evenly between replicas), step by step:
+ *   - the FC layers (QKV, output, FFN, LM head) on the GPUs: per matrix
+ *     max(FLOPs / (peak * 0.8), bytes / (bandwidth * 0.85)) (AttAcc's defaults);
+ *   - attention on the GPUs at their full bandwidth ("the paper's baselines all assume maximal
+ *     accelerator bandwidth utilisation during attention"), after the FC layers (one device);
+ *   - attention elsewhere overlaps with the FC layers as CHIME's scheduler does: the batch is
+ *     split into two halves that take turns, period max(F_A, T_B) + max(F_B, T_A), or run
+ *     whole (F + T) when that is shorter (small batches: the weights are read once);
+ *   - prefill of an admitted request on the GPUs (and its K/V over the link to the DIMMs);
+ *   - the batch is whatever capacity allows: requests are admitted first come first served
+ *     while the KV reserved for them fits (see reserve below); a request that could never fit
+ *     makes the system "out of memory" for the trace, as the paper marks it;
+ *   - throughput is output tokens over the time of the whole run (the slowest replica's).
+ *
+ * The parameter the paper leaves out, chosen once for every cell: `reserve`, the share of a
+ * request's output whose KV is reserved when it is admitted. 1 (the default): the whole final
+ * length, as AttAcc's simulator (the source of the GPU model above) sizes its batches, so live
+ * KV averages about half the capacity over long outputs; 0: paged allocation that grows on
+ * demand and preempts (vLLM). See the README's "Simulated PIM" for the evidence and the
+ * sensitivity. Thread: any (pure, but each run takes up to a second). */
+#ifndef HS_BACKENDS_PIM_SYSTEM_H
+#define HS_BACKENDS_PIM_SYSTEM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backends/pim/pim-timing.h"
+
+enum hs_sim_system {
+    HS_SIM_GPU,
+    HS_SIM_HBM_PIM,
+    HS_SIM_HBM_PIM_EXT,
+    HS_SIM_CPU,
+    HS_SIM_RPIM,
+    HS_SIM_CHIME,
+    HS_SIM_SYSTEM_COUNT,
+};
+const char *hs_sim_system_str(enum hs_sim_system s);
+
+enum hs_sim_model {
+    HS_SIM_GPT_175B,
+    HS_SIM_QWEN_72B,
+    HS_SIM_OPT_66B,
+    HS_SIM_MODEL_COUNT,
+};
+const char *hs_sim_model_str(enum hs_sim_model m);
+
+enum hs_sim_trace {
+    HS_SIM_OPENR1,
+    HS_SIM_OPENTHOUGHTS,
+    HS_SIM_DOLPHIN,
+    HS_SIM_DOLPHIN_SHORT,
+    HS_SIM_TRACE_COUNT,
+};
+const char *hs_sim_trace_str(enum hs_sim_trace t);
+
+struct hs_sim_model_desc {
+    const char *name;
+    int32_t n_layer, d_model, n_head, n_kv_head, head_dim, n_ff, n_vocab;
+    bool glu; /* gated FFN (three matrices) */
+    int32_t tp, dp;
+};
+const struct hs_sim_model_desc *hs_sim_model_desc(enum hs_sim_model m);
+
+struct hs_sim_params {
+    double reserve;        /* share of the output's KV reserved at admission, [0, 1]; default 1 */
+    int32_t n_requests;    /* per run; default 1000 */
+    int32_t n_runs;        /* independent runs (samples of the lengths), pooled; default 4 */
+    uint64_t seed;         /* of the first run's request lengths (run i: seed + i); default 1 */
+    double hbm_pim_factor; /* HBM-PIM's bank-level bandwidth over the HBM's external; default 4 */
+    /* DIMM configuration of R-PIM and CHIME (NULL: the rpim / chime presets) */
+    const struct hs_pim_config *chime;
+    const struct hs_pim_config *rpim;
+};
+struct hs_sim_params hs_sim_default_params(void);
+
+struct hs_sim_result {
+    bool oom; /* a request of the trace can never fit */
+    double tokens_per_s;
+    double time_s;
+    int64_t tokens;
+    double mean_batch; /* decode sequences per step, averaged over steps (per replica) */
+    double attn_share; /* share of the step time with attention on the critical path */
+    int64_t preemptions;
+};
+
+/* Simulates one cell. HS_E_INVAL for bad params, HS_E_NOMEM. Thread: any. */
+hs_status hs_sim_run(enum hs_sim_model m, enum hs_sim_trace t, enum hs_sim_system s,
+                     const struct hs_sim_params *p, struct hs_sim_result *out);
+
+/* ---- the comparison table ---- */
+
+/* The paper's value (HARDWARE.md, read from CHIME's Fig. 11), NAN where it shows none; and
+ * whether that row is normalised to CHIME (OPT-66B on OpenR1 and OpenThoughts, where the GPU
+ * runs out of memory) rather than to GPU-only. */
+double hs_sim_paper(enum hs_sim_trace t, enum hs_sim_model m, enum hs_sim_system s);
+bool hs_sim_row_by_chime(enum hs_sim_trace t, enum hs_sim_model m);
+
+/* Whether a cell is one of the aim (every CHIME and R-PIM cell within +-15% of the paper; not
+ * the CHIME cell of a row normalised to CHIME), and when it is but cannot be reached honestly,
+ * why (NULL when it is reached). */
+bool hs_sim_in_aim(enum hs_sim_trace t, enum hs_sim_model m, enum hs_sim_system s);
+const char *hs_sim_off_reason(enum hs_sim_trace t, enum hs_sim_model m, enum hs_sim_system s);
+
+struct hs_sim_cell {
+    enum hs_sim_trace trace;
+    enum hs_sim_model model;
+    enum hs_sim_system system;
+    double ours;  /* normalised; NAN when out of memory */
+    double paper; /* NAN where none */
+    struct hs_sim_result raw;
+};
+
+/* Every cell (trace-major, then model, then system: HS_SIM_TRACE_COUNT * HS_SIM_MODEL_COUNT *
+ * HS_SIM_SYSTEM_COUNT of them) into cells. */
+hs_status hs_sim_table(const struct hs_sim_params *p, struct hs_sim_cell *cells);
+
+/* The scaling study (GPT-175B on OpenR1, CHIME): from one rankset of the chime preset
+ * (16 ranks, 512 GiB), the throughput with 8x the capacity (rank_bytes), with 8x the bank
+ * bandwidth (banks), and with both, each over the base's. */
+struct hs_sim_scaling {
+    double capacity_x8, bandwidth_x8, both_x8;
+};
+hs_status hs_sim_scaling(const struct hs_sim_params *p, struct hs_sim_scaling *out);
+
+#endif

@@ -1,0 +1,263 @@
+/* hetserve sim chime: CHIME's end-to-end comparison from the analytic system model
+ * (backends/pim/pim-system.h) beside the paper's values, the sensitivity of the table to the
+ * parameter the paper leaves out, and the capacity / bandwidth scaling study. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/pim/pim-system.h"
+#include "server/cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: hetserve sim chime [options]\n"
+               "\n"
+               "Reproduces CHIME's (L3's) end-to-end comparison with an analytic model of each\n"
+               "system: throughput normalised to GPU-only for GPT-175B, QWEN-72B and OPT-66B on\n"
+               "the OpenR1, OpenThoughts, Dolphin and Dolphin-short traces (1,000 requests with\n"
+               "the traces' published length statistics), for GPU, HBM-PIM, HBM-PIM-EXT, CPU\n"
+               "offload, R-PIM and CHIME, beside the paper's values; then the table's\n"
+               "sensitivity to the KV reserved at admission, and the scaling study.\n"
+               "\n"
+               "      --json             one JSON object per cell:\n"
+               "                         {\"trace\",\"model\",\"system\",\"ours\",\"paper\"}\n"
+               "      --reserve R        share of a request's output KV reserved when it is\n"
+               "                         admitted, 0..1 (default 1: the whole final length)\n"
+               "      --requests N       requests per run (default 1000)\n"
+               "      --runs N           independent runs (samples of the lengths), pooled as\n"
+               "                         total tokens over total time (default 4)\n"
+               "      --seed N           seed of the request lengths (default 1)\n"
+               "      --pim-config FILE  CHIME's DIMMs (pim-timing.h's format; default Table I)\n"
+               "  -h, --help             this help\n");
+}
+
+static const double sensitivity[] = {1.0, 0.75, 0.5, 0.25, 0.0};
+
+static void print_json_num(const char *key, double v)
+{
+    if (isnan(v)) {
+        printf(",\"%s\":null", key);
+    } else {
+        printf(",\"%s\":%.4f", key, v);
+    }
+}
+
+/* Cells of the aim, and how many are within +-15% (off cells counted apart). */
+static void aim_count(const struct hs_sim_cell *cells, int *n_aim, int *n_in, int *n_off)
+{
+    *n_aim = *n_in = *n_off = 0;
+    for (int i = 0; i < HS_SIM_TRACE_COUNT * HS_SIM_MODEL_COUNT * HS_SIM_SYSTEM_COUNT; i++) {
+        const struct hs_sim_cell *c = &cells[i];
+        if (!hs_sim_in_aim(c->trace, c->model, c->system)) {
+            continue;
+        }
+        (*n_aim)++;
+        if (hs_sim_off_reason(c->trace, c->model, c->system)) {
+            (*n_off)++;
+        } else if (!isnan(c->ours) && fabs(c->ours / c->paper - 1.0) <= 0.15) {
+            (*n_in)++;
+        }
+    }
+}
+
+static int print_table(const struct hs_sim_cell *cells, const struct hs_sim_params *p)
+{
+    printf("CHIME end-to-end throughput, normalised to GPU-only (OPT-66B on OpenR1 and "
+           "OpenThoughts: to CHIME), ours / paper; reserve = %.2f\n\n",
+           p->reserve);
+    printf("%-14s %-9s", "trace", "model");
+    for (int s = 0; s < HS_SIM_SYSTEM_COUNT; s++) {
+        printf(" %15s", hs_sim_system_str((enum hs_sim_system)s));
+    }
+    printf("\n");
+    for (int t = 0; t < HS_SIM_TRACE_COUNT; t++) {
+        for (int m = 0; m < HS_SIM_MODEL_COUNT; m++) {
+            const struct hs_sim_cell *row =
+                cells + (t * HS_SIM_MODEL_COUNT + m) * HS_SIM_SYSTEM_COUNT;
+            printf("%-14s %-9s", hs_sim_trace_str((enum hs_sim_trace)t),
+                   hs_sim_model_str((enum hs_sim_model)m));
+            for (int s = 0; s < HS_SIM_SYSTEM_COUNT; s++) {
+                char a[16], b[16];
+                snprintf(a, sizeof(a),
+                         row[s].raw.oom       ? "oom"
+                         : isnan(row[s].ours) ? "n/a"
+                                              : "%.2f",
+                         row[s].ours);
+                snprintf(b, sizeof(b), isnan(row[s].paper) ? "-" : "%.2f", row[s].paper);
+                const bool off = hs_sim_in_aim(row[s].trace, row[s].model, row[s].system) &&
+                                 hs_sim_off_reason(row[s].trace, row[s].model, row[s].system);
+                printf(" %6s / %5s%s", a, b, off ? "*" : " ");
+            }
+            printf("\n");
+        }
+    }
+    int n_aim, n_in, n_off;
+    aim_count(cells, &n_aim, &n_in, &n_off);
+    printf("\nCHIME and R-PIM cells within +-15%% of the paper: %d of %d (%d off, marked *):\n",
+           n_in, n_aim - n_off, n_off);
+    for (int i = 0; i < HS_SIM_TRACE_COUNT * HS_SIM_MODEL_COUNT * HS_SIM_SYSTEM_COUNT; i++) {
+        const struct hs_sim_cell *c = &cells[i];
+        const char *why = hs_sim_in_aim(c->trace, c->model, c->system)
+                              ? hs_sim_off_reason(c->trace, c->model, c->system)
+                              : NULL;
+        if (why) {
+            printf("  * %s %s %s: %s\n", hs_sim_trace_str(c->trace), hs_sim_model_str(c->model),
+                   hs_sim_system_str(c->system), why);
+        }
+    }
+    return n_in == n_aim - n_off ? 0 : 1;
+}
+
+static int run_chime(const struct hs_sim_params *p, bool json)
+{
+    const int n_cells = HS_SIM_TRACE_COUNT * HS_SIM_MODEL_COUNT * HS_SIM_SYSTEM_COUNT;
+    struct hs_sim_cell *cells = calloc((size_t)n_cells, sizeof(*cells));
+    if (!cells) {
+        return 1;
+    }
+    hs_status st = hs_sim_table(p, cells);
+    if (st != HS_OK) {
+        fprintf(stderr, "hetserve sim: %s\n", hs_status_str(st));
+        free(cells);
+        return 1;
+    }
+    if (json) {
+        for (int i = 0; i < n_cells; i++) {
+            const struct hs_sim_cell *c = &cells[i];
+            printf("{\"trace\":\"%s\",\"model\":\"%s\",\"system\":\"%s\"",
+                   hs_sim_trace_str(c->trace), hs_sim_model_str(c->model),
+                   hs_sim_system_str(c->system));
+            print_json_num("ours", c->ours);
+            print_json_num("paper", c->paper);
+            printf("}\n");
+        }
+        free(cells);
+        return 0;
+    }
+    print_table(cells, p);
+
+    /* Sensitivity to the parameter the paper leaves out. */
+    printf("\nSensitivity to the KV reserved at admission (share of the output; 1 = the whole "
+           "final length, 0 = paged, preempting):\n");
+    printf("  %7s %28s %9s %9s %9s\n", "reserve", "OpenR1 GPT-175B CHIME R-PIM", "in aim", "median",
+           "worst");
+    struct hs_sim_cell *alt = calloc((size_t)n_cells, sizeof(*alt));
+    for (size_t k = 0; alt && k < HS_ARRAY_LEN(sensitivity); k++) {
+        struct hs_sim_params q = *p;
+        q.reserve = sensitivity[k];
+        if (hs_sim_table(&q, alt) != HS_OK) {
+            break;
+        }
+        double errs[64];
+        int n_err = 0, n_in = 0;
+        for (int i = 0; i < n_cells; i++) {
+            const struct hs_sim_cell *c = &alt[i];
+            if (!hs_sim_in_aim(c->trace, c->model, c->system)) {
+                continue;
+            }
+            if (isnan(c->ours)) {
+                continue; /* out of memory, or its base is */
+            }
+            const double e = fabs(c->ours / c->paper - 1.0);
+            errs[n_err++] = e;
+            n_in += e <= 0.15;
+        }
+        for (int i = 1; i < n_err; i++) { /* insertion sort */
+            for (int j = i; j > 0 && errs[j - 1] > errs[j]; j--) {
+                const double x = errs[j];
+                errs[j] = errs[j - 1];
+                errs[j - 1] = x;
+            }
+        }
+        const struct hs_sim_cell *r =
+            &alt[(HS_SIM_OPENR1 * HS_SIM_MODEL_COUNT + HS_SIM_GPT_175B) * HS_SIM_SYSTEM_COUNT];
+        printf("  %7.2f %18.2f %9.2f %6d/%-2d %8.0f%% %8.0f%%\n", sensitivity[k],
+               r[HS_SIM_CHIME].ours, r[HS_SIM_RPIM].ours, n_in, n_err, 100 * errs[n_err / 2],
+               100 * errs[n_err - 1]);
+    }
+    free(alt);
+    printf("  (paper: 2.95 and 0.39; \"in aim\" counts every CHIME and R-PIM cell with a value, "
+           "off ones included; median and worst |ours / paper - 1| over them)\n");
+
+    struct hs_sim_scaling sc;
+    if (hs_sim_scaling(p, &sc) == HS_OK) {
+        printf("\nScaling (GPT-175B, OpenR1, CHIME, from one rankset of 512 GiB), ours / paper:\n");
+        printf("  capacity x8 alone  %5.2fx / 2.28x\n", sc.capacity_x8);
+        printf("  bandwidth x8 alone %5.2fx / 1.01x\n", sc.bandwidth_x8);
+        printf("  both x8            %5.2fx / 8.23x\n", sc.both_x8);
+    }
+    free(cells);
+    return 0;
+}
+
+int hs__cli_sim_chime(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},           {"reserve", required_argument, NULL, 'r'},
+        {"requests", required_argument, NULL, 'n'}, {"runs", required_argument, NULL, 'u'},
+        {"seed", required_argument, NULL, 's'},     {"pim-config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+    };
+    struct hs_sim_params p = hs_sim_default_params();
+    struct hs_pim_config chime;
+    bool json = false;
+    int64_t iv;
+    double fv;
+    int c;
+    optind = 1; /* argv[0] is "chime" */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j':
+            json = true;
+            break;
+        case 'r':
+            if (!hs__cli_parse_float("--reserve", optarg, 0.0, 1.0, &fv)) {
+                return 2;
+            }
+            p.reserve = fv;
+            break;
+        case 'n':
+            if (!hs__cli_parse_int("--requests", optarg, 1, 100000, &iv)) {
+                return 2;
+            }
+            p.n_requests = (int32_t)iv;
+            break;
+        case 'u':
+            if (!hs__cli_parse_int("--runs", optarg, 1, 1000, &iv)) {
+                return 2;
+            }
+            p.n_runs = (int32_t)iv;
+            break;
+        case 's':
+            if (!hs__cli_parse_int("--seed", optarg, 0, INT64_MAX, &iv)) {
+                return 2;
+            }
+            p.seed = (uint64_t)iv;
+            break;
+        case 'c': {
+            struct hs_error err = {0};
+            if (hs_pim_config_load(optarg, &chime, &err) != HS_OK) {
+                fprintf(stderr, "hetserve: --pim-config: %s\n", err.message);
+                return 2;
+            }
+            p.chime = &chime;
+            break;
+        }
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            fprintf(stderr, "hetserve sim: unknown or incomplete option '%s'; see --help\n",
+                    argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "hetserve sim: unexpected argument '%s'; see --help\n", argv[optind]);
+        return 2;
+    }
+    return run_chime(&p, json);
+}
