@@ -76,9 +76,11 @@ bool hs__channel_outbuf_token(struct outbuf *o, hs_token t, const struct hs_toke
             return false;
         }
         o->cap_top = c1;
-        memcpy(o->top_ids + o->n_top, lp->top_ids, n_top * sizeof(*o->top_ids));
-        memcpy(o->top_lps + o->n_top, lp->top_logprobs, n_top * sizeof(*o->top_lps));
-        o->n_top += n_top;
+        if (n_top > 0) { /* the arrays may still be NULL (no alternatives asked so far) */
+            memcpy(o->top_ids + o->n_top, lp->top_ids, n_top * sizeof(*o->top_ids));
+            memcpy(o->top_lps + o->n_top, lp->top_logprobs, n_top * sizeof(*o->top_lps));
+            o->n_top += n_top;
+        }
         o->lps[o->n_tokens] = (struct hs_token_logprob){lp->token, lp->logprob, lp->n_top, 0, 0};
     }
     o->tokens[o->n_tokens] = t;
