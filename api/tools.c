@@ -252,10 +252,10 @@ static hs_status call_grammar(const json_t *tools, const char *only, enum hs__to
             if (st != HS_OK && st != HS_E_NOMEM) {
                 char param[64];
                 snprintf(param, sizeof(param), "tools[%zu].function.parameters", i);
-                hs__api_fail(err, 400, param,
-                             "%s: %s (tool_choice required or a named function constrains the "
-                             "arguments to this schema)",
-                             param, e.message);
+                st = hs__api_fail(err, 400, param,
+                                  "%s: %s (tool_choice required or a named function constrains "
+                                  "the arguments to this schema)",
+                                  param, e.message);
                 goto done;
             }
         }
@@ -531,8 +531,8 @@ void hs__tool_parser_free(struct hs__tool_parser *p)
     hs__buf_free(&p->text);
 }
 
-/* Content text[pos, to): whitespace before and after calls is dropped, so a trailing run is held
- * back until text follows. */
+/* Content text[pos, to): a trailing run of whitespace is held back until text follows (then it
+ * goes out), a call opens (dropped) or the output ends (dropped after a call). */
 static void text_out(struct hs__tool_parser *p, size_t to, const struct hs__tool_sink *sink)
 {
     const char *s = p->text.p;
@@ -546,10 +546,7 @@ static void text_out(struct hs__tool_parser *p, size_t to, const struct hs__tool
         p->pos = to;
         return;
     }
-    if (p->after_call) {
-        from = skip_ws(s, from, e);
-        p->after_call = false;
-    }
+    p->after_call = false;
     sink->content(sink->user, s + from, e - from);
     p->ws_from = e < to ? e : NO_WS;
     p->pos = to;
