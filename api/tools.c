@@ -585,6 +585,44 @@ static void call_done(struct hs__tool_parser *p)
     }
 }
 
+/* Moves p->scan over the JSON text there is, tracking strings and nesting (p->depth, p->in_str,
+ * p->esc); true when a bracket brings the depth back to 0, p->scan just after it. Each byte is
+ * looked at once however the text arrives. */
+static bool json_advance(struct hs__tool_parser *p)
+{
+    const char *s = p->text.p;
+    const size_t n = p->text.len;
+    for (; p->scan < n; p->scan++) {
+        const char c = s[p->scan];
+        if (p->in_str) {
+            if (p->esc) {
+                p->esc = false;
+            } else if (c == '\\') {
+                p->esc = true;
+            } else if (c == '"') {
+                p->in_str = false;
+            }
+        } else if (c == '"') {
+            p->in_str = true;
+        } else if (c == '{' || c == '[') {
+            p->depth++;
+        } else if ((c == '}' || c == ']') && --p->depth <= 0) {
+            p->scan++;
+            p->depth = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Starts the scanner at i with nesting depth (0: before a value, 1: inside an object). */
+static void scan_from(struct hs__tool_parser *p, size_t i, int32_t depth)
+{
+    p->scan = i;
+    p->depth = depth;
+    p->in_str = p->esc = false;
+}
+
 /* ST_HEAD at p->start: 1 when the head is read (name reported, p->pos at the arguments), 0 when
  * more text is needed, -1 when the object is not in the usual order. */
 static int read_head(struct hs__tool_parser *p, const struct hs__tool_sink *sink)
@@ -645,8 +683,7 @@ static int read_head(struct hs__tool_parser *p, const struct hs__tool_sink *sink
     new_call(p, json_string_value(name), json_string_length(name), sink);
     json_decref(name);
     p->pos = i;
-    p->depth = 0;
-    p->in_str = p->esc = false;
+    scan_from(p, i, 0);
     return 1;
 }
 
@@ -654,11 +691,11 @@ static int read_head(struct hs__tool_parser *p, const struct hs__tool_sink *sink
 static bool read_args(struct hs__tool_parser *p, const struct hs__tool_sink *sink)
 {
     const char *s = p->text.p;
-    size_t n = p->text.len, i = p->pos;
+    const size_t n = p->text.len, i = p->pos;
     if (i >= n) {
         return false;
     }
-    if (s[p->pos] != '{' && s[p->pos] != '[' && p->depth == 0) { /* a scalar: whole */
+    if (p->depth == 0 && s[i] != '{' && s[i] != '[') { /* a scalar: whole */
         size_t e;
         int r = scan_value(s, i, n, &e);
         if (r == 0) {
@@ -669,29 +706,11 @@ static bool read_args(struct hs__tool_parser *p, const struct hs__tool_sink *sin
         p->pos = e;
         return true;
     }
-    bool done = false;
-    for (; i < n && !done; i++) {
-        char c = s[i];
-        if (p->in_str) {
-            if (p->esc) {
-                p->esc = false;
-            } else if (c == '\\') {
-                p->esc = true;
-            } else if (c == '"') {
-                p->in_str = false;
-            }
-        } else if (c == '"') {
-            p->in_str = true;
-        } else if (c == '{' || c == '[') {
-            p->depth++;
-        } else if (c == '}' || c == ']') {
-            done = --p->depth == 0;
-        }
+    const bool done = json_advance(p);
+    if (p->scan > i) {
+        sink->args(sink->user, p->n_calls, s + i, p->scan - i);
     }
-    if (i > p->pos) {
-        sink->args(sink->user, p->n_calls, s + p->pos, i - p->pos);
-    }
-    p->pos = i;
+    p->pos = p->scan;
     return done;
 }
 
@@ -700,12 +719,19 @@ static bool read_args(struct hs__tool_parser *p, const struct hs__tool_sink *sin
 static int read_full(struct hs__tool_parser *p, const struct hs__tool_sink *sink)
 {
     const char *s = p->text.p;
-    size_t n = p->text.len, i = skip_ws(s, p->start, n), e;
-    int r = scan_value(s, i, n, &e);
-    if (r == 0) {
+    const size_t n = p->text.len, i = skip_ws(s, p->start, n);
+    if (i == n) {
         return 0;
     }
-    json_t *o = r > 0 ? json_loadb(s + i, e - i, 0, NULL) : NULL;
+    size_t e = i;
+    json_t *o = NULL;
+    if (s[i] == '{') {
+        if (!json_advance(p)) {
+            return 0;
+        }
+        e = p->scan;
+        o = json_loadb(s + i, e - i, 0, NULL);
+    }
     const json_t *name = json_object_get(o, "name");
     const json_t *args = json_object_get(o, "arguments");
     args = args ? args : json_object_get(o, "parameters");
@@ -724,16 +750,13 @@ static int read_full(struct hs__tool_parser *p, const struct hs__tool_sink *sink
         p->pos = e;
         if (p->fmt == HS__TOOLS_HERMES || p->fmt == HS__TOOLS_GENERIC) {
             p->state = ST_TAIL;
-            p->depth = 0; /* the object is closed: only the closer is left */
+            scan_from(p, e, 0); /* the object is closed: only the closer is left */
             return 1;
         }
         call_done(p);
         return 1;
     }
-    json_decref(o);
-    if (r < 0) {
-        e = n; /* not JSON at all: all of it is text */
-    }
+    json_decref(o); /* no call: the opener and what was read are text, and reading goes on */
     p->ws_from = NO_WS;
     p->after_call = false;
     sink->content(sink->user, s + p->open, e - p->open);
@@ -753,7 +776,7 @@ void hs__tool_parser_feed(struct hs__tool_parser *p, const char *s, size_t n,
     for (;;) {
         const char *t = p->text.p;
         const size_t len = p->text.len;
-        size_t i, e;
+        size_t i;
         int r;
         switch (p->state) {
         case ST_START:
@@ -838,28 +861,32 @@ void hs__tool_parser_feed(struct hs__tool_parser *p, const char *s, size_t n,
         }
         case ST_HEAD:
             r = read_head(p, sink);
+            if (r == 0 && len - p->start > 512) {
+                r = -1; /* a head this long is no usual one: read the object whole */
+            }
             if (r == 0) {
                 return;
             }
             p->state = r > 0 ? ST_ARGS : ST_FULL;
+            if (r < 0) {
+                scan_from(p, p->start, 0);
+            }
             continue;
         case ST_ARGS:
             if (!read_args(p, sink)) {
                 return;
             }
             p->state = ST_TAIL;
-            p->depth = 1; /* inside the call object */
+            scan_from(p, p->pos, 1); /* inside the call object */
             continue;
         case ST_TAIL:
-            i = p->pos;
             if (p->depth > 0) {
-                if (!scan_close(t, i, len, p->depth, &e)) {
+                if (!json_advance(p)) {
                     return;
                 }
-                i = e;
-                p->depth = 0;
-                p->pos = i;
+                p->pos = p->scan;
             }
+            i = p->pos;
             if (p->fmt == HS__TOOLS_HERMES || p->fmt == HS__TOOLS_GENERIC) {
                 size_t k = skip_ws(t, i, len);
                 if (k == len) {

@@ -95,7 +95,8 @@ struct hs__tool_parser {
     bool after_call; /* TEXT: the last thing seen was a call (its trailing whitespace is dropped) */
     bool in_list;    /* MISTRAL: inside [ ... ] */
     int32_t n_calls;
-    int32_t depth; /* arguments: nesting depth of the JSON value being streamed */
+    size_t scan;   /* JSON scanner: the next byte to look at */
+    int32_t depth; /* its nesting depth */
     bool in_str, esc;
     uint64_t rng; /* ids */
     bool oom;
