@@ -623,12 +623,16 @@ static void scan_from(struct hs__tool_parser *p, size_t i, int32_t depth)
     p->in_str = p->esc = false;
 }
 
+/* A call's head longer than this (a huge name, or blanks) is read whole (ST_FULL). */
+#define MAX_HEAD 512
+
 /* ST_HEAD at p->start: 1 when the head is read (name reported, p->pos at the arguments), 0 when
- * more text is needed, -1 when the object is not in the usual order. */
-static int read_head(struct hs__tool_parser *p, const struct hs__tool_sink *sink)
+ * more text is needed, -1 when the object is not in the usual order. The answer depends only on
+ * the text, never on how much of it has come (so pieces and the whole agree). */
+static int read_head_in(struct hs__tool_parser *p, size_t n, const struct hs__tool_sink *sink)
 {
     const char *s = p->text.p;
-    size_t n = p->text.len, i = skip_ws(s, p->start, n), e, name_a, name_b;
+    size_t i = skip_ws(s, p->start, n), e, name_a, name_b;
     int r;
     if ((r = expect(s, &i, n, "{")) <= 0) {
         return r;
@@ -675,6 +679,9 @@ static int read_head(struct hs__tool_parser *p, const struct hs__tool_sink *sink
     if (i >= n) {
         return 0;
     }
+    if (i - p->start > MAX_HEAD) {
+        return -1;
+    }
     json_t *name = json_loadb(s + name_a, name_b - name_a, JSON_DECODE_ANY, NULL);
     if (!json_is_string(name)) {
         json_decref(name);
@@ -685,6 +692,13 @@ static int read_head(struct hs__tool_parser *p, const struct hs__tool_sink *sink
     p->pos = i;
     scan_from(p, i, 0);
     return 1;
+}
+
+static int read_head(struct hs__tool_parser *p, const struct hs__tool_sink *sink)
+{
+    const bool capped = p->text.len - p->start > MAX_HEAD;
+    const int r = read_head_in(p, capped ? p->start + MAX_HEAD + 1 : p->text.len, sink);
+    return r == 0 && capped ? -1 : r; /* more than MAX_HEAD bytes and still no head */
 }
 
 /* ST_ARGS: streams argument bytes from p->pos; true when the value is complete. */
@@ -861,9 +875,6 @@ void hs__tool_parser_feed(struct hs__tool_parser *p, const char *s, size_t n,
         }
         case ST_HEAD:
             r = read_head(p, sink);
-            if (r == 0 && len - p->start > 512) {
-                r = -1; /* a head this long is no usual one: read the object whole */
-            }
             if (r == 0) {
                 return;
             }
@@ -905,15 +916,16 @@ void hs__tool_parser_feed(struct hs__tool_parser *p, const char *s, size_t n,
             if (i == len) {
                 return;
             }
-            if (!p->in_list) { /* after [TOOL_CALLS]: the list opens */
-                p->pos = i;
+            if (!p->in_list) { /* after [TOOL_CALLS]: the list opens, or it was text */
                 if (t[i] == '[') {
                     p->in_list = true;
                     p->start = i + 1;
                     p->state = ST_HEAD;
                 } else {
+                    sink->content(sink->user, t + p->open, i - p->open);
                     p->state = ST_TEXT;
                 }
+                p->pos = i;
                 continue;
             }
             if (t[i] == ',') {

@@ -187,6 +187,9 @@ Test(tools, parses_llama3_and_mistral_calls)
                 "[1]}}]",
                 NULL, 2, two);
     check_parse(HS__TOOLS_MISTRAL, true, "[1, 2] are numbers", "[1, 2] are numbers", 0, NULL);
+    /* the marker without a list is text (found by fuzz-tool-parser: pieces lost it) */
+    check_parse(HS__TOOLS_MISTRAL, true, "see [TOOL_CALLS]  \"no list\"",
+                "see [TOOL_CALLS]  \"no list\"", 0, NULL);
 }
 
 /* ---- the request and its grammar ---- */
