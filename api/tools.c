@@ -849,8 +849,9 @@ void hs__tool_parser_feed(struct hs__tool_parser *p, const char *s, size_t n,
             }
             size_t at = (size_t)(hit - t);
             text_out(p, at, sink);
-            p->ws_from = NO_WS; /* whitespace before a call is dropped */
-            p->open = at;
+            /* whitespace before a call is dropped, or given back when no call follows */
+            p->open = p->ws_from != NO_WS ? p->ws_from : at;
+            p->ws_from = NO_WS;
             p->after_call = false;
             p->pos = at + ol;
             if (p->fmt == HS__TOOLS_MISTRAL) {
@@ -861,7 +862,7 @@ void hs__tool_parser_feed(struct hs__tool_parser *p, const char *s, size_t n,
                     return;
                 }
                 if (t[i] != '[') {
-                    sink->content(sink->user, t + at, i - at);
+                    sink->content(sink->user, t + p->open, i - p->open);
                     p->pos = i;
                     continue;
                 }
