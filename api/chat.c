@@ -12,7 +12,7 @@
 #include "model/chat-template.h"
 #include "model/vocab.h"
 
-#define fail hs__api_fail
+#define fail       hs__api_fail
 #define NOMEM(err) fail((err), 503, NULL, "out of memory")
 
 /* ---- JSON -> template values ---- */
@@ -136,8 +136,8 @@ static json_t *content_text(const json_t *content, size_t idx, struct hs__api_er
 }
 
 /* Appends s[0..n) to the string content of message m (after sep when it is not empty). */
-static hs_status append_content(json_t *m, const char *sep, const char *s, size_t n,
-                                bool before, struct hs__api_err *err)
+static hs_status append_content(json_t *m, const char *sep, const char *s, size_t n, bool before,
+                                struct hs__api_err *err)
 {
     const json_t *c = json_object_get(m, "content");
     struct hs__buf b = {0};
@@ -157,10 +157,10 @@ static hs_status append_content(json_t *m, const char *sep, const char *s, size_
     if (!before) {
         hs__buf_add(&b, s, n);
     }
-    hs_status st = b.oom || json_object_set_new(m, "content", json_stringn(b.p ? b.p : "",
-                                                                           b.len)) != 0
-                       ? NOMEM(err)
-                       : HS_OK;
+    hs_status st =
+        b.oom || json_object_set_new(m, "content", json_stringn(b.p ? b.p : "", b.len)) != 0
+            ? NOMEM(err)
+            : HS_OK;
     hs__buf_free(&b);
     return st;
 }
@@ -208,8 +208,8 @@ static json_t *normalize_calls(const json_t *calls, size_t idx, struct hs__api_e
         json_t *f = json_object();
         json_t *c = json_object();
         if (!a || !f || !c || json_object_set(f, "name", (json_t *)name) ||
-            json_object_set_new(f, "arguments", a) || json_object_set_new(c, "type",
-                                                                          json_string("function")) ||
+            json_object_set_new(f, "arguments", a) ||
+            json_object_set_new(c, "type", json_string("function")) ||
             json_object_set_new(c, "function", f) ||
             (json_is_string(id) && json_object_set(c, "id", (json_t *)id)) ||
             json_array_append_new(out, c)) {
@@ -249,8 +249,8 @@ static hs_status calls_as_text(json_t *m, const json_t *calls, enum hs__tool_for
 }
 
 /* The messages as the template is given them (a new array in *out). */
-static hs_status normalize(const struct hs__tools_caps *caps, const json_t *messages,
-                           json_t **out, struct hs__api_err *err)
+static hs_status normalize(const struct hs__tools_caps *caps, const json_t *messages, json_t **out,
+                           struct hs__api_err *err)
 {
     json_t *arr = json_array();
     bool prev_tool = false; /* the last message is a tool result turned into a user message */
@@ -329,8 +329,8 @@ static hs_status normalize(const struct hs__tools_caps *caps, const json_t *mess
             if (b.oom) {
                 st = NOMEM(err);
             } else if (prev_tool) { /* results of one turn go in one user message */
-                st = append_content(json_array_get(arr, json_array_size(arr) - 1), "\n", b.p,
-                                    b.len, false, err);
+                st = append_content(json_array_get(arr, json_array_size(arr) - 1), "\n", b.p, b.len,
+                                    false, err);
                 json_decref(nm);
                 nm = NULL;
             } else if (json_object_set_new(nm, "role", json_string("user")) ||
@@ -469,19 +469,6 @@ static hs_status render(const struct hs__api_ctx *c, const struct hs__tools_caps
 fail:
     hs_tmpl_value_destroy(ctx);
     return st;
-}
-
-hs_status hs__api_render_chat(const struct hs__api_ctx *c, const json_t *messages,
-                              const json_t *kwargs, const json_t *tools,
-                              const struct hs__api_tools *tr, char **out, size_t *out_len,
-                              uint8_t **client, struct hs__api_err *err)
-{
-    struct hs__tools_caps caps;
-    if (!c->tools) {
-        hs__tools_probe(c->tmpl, c->vocab, &caps);
-    }
-    return render(c, c->tools ? c->tools : &caps, messages, kwargs, tools, tr, out, out_len,
-                  client, err);
 }
 
 hs_status hs__api_chat_prompt(const struct hs__api_ctx *c, const json_t *b, struct hs__api_req *r,

@@ -173,25 +173,18 @@ hs_status hs__api_tokenize(const struct hs__api_ctx *c, const char *text, size_t
 /* A template value tree of j (returns new, NULL when out of memory). */
 struct hs_tmpl_value *hs__api_to_tmpl(const json_t *j);
 
-/* Renders an OpenAI messages array through the template (NULL: ChatML) with
- * add_generation_prompt and chat_template_kwargs (an object or NULL) merged into the context,
- * tools as the template renders them (caps; NULL: probed here, with GENERIC templates described
- * in a system message when tool_choice is not none, tr NULL counts as none). Roles are system,
- * developer (rendered as system), user, assistant and tool; content may be a string, text parts
- * or null (rendered as ""); an assistant's tool_calls are handed to the template with their
- * arguments parsed to objects (or written into the content in the template's call format when
- * it does not render them), and tool messages become user messages wrapped in <tool_response>
- * where the template has no tool role. Everything from the request is marked client text.
- * *out: new string (free()); *client: new [*out_len] marks or NULL (free()). Errors as
- * hs__api_parse. */
-hs_status hs__api_render_chat(const struct hs__api_ctx *c, const json_t *messages,
-                              const json_t *kwargs, const json_t *tools,
-                              const struct hs__api_tools *tr, char **out, size_t *out_len,
-                              uint8_t **client, struct hs__api_err *err);
-
-/* The chat part of hs__api_parse: tools and tool_choice of body b into r->tools (a required or
- * named call's grammar into r->grammar), then the rendered prompt tokenized into r->prompts[0]:
- * the template's markup may make special tokens, client text never does. */
+/* The chat part of hs__api_parse: tools, tool_choice and parallel_tool_calls of body b into
+ * r->tools (a required or named call's grammar into r->grammar), then the messages rendered
+ * through the template (NULL: ChatML) with add_generation_prompt, bos/eos and
+ * chat_template_kwargs (an object or absent) in the context, and tokenized into r->prompts[0].
+ * Roles are system, developer (rendered as system), user, assistant and tool; content is a
+ * string, text parts or null (rendered as ""); an assistant's tool_calls reach the template with
+ * their arguments parsed to objects, or are written into its content in the template's call
+ * format when it does not render them; tool messages become user messages wrapped in
+ * <tool_response> where the template has no tool role; templates that do not render tools get
+ * them described in a system message (when tool_choice is not none). Every string of the request
+ * is marked client text: the template's markup may make special tokens, client text never does.
+ * Errors as hs__api_parse. Thread: any (c->tools NULL: the template is probed here). */
 hs_status hs__api_chat_prompt(const struct hs__api_ctx *c, const json_t *b, struct hs__api_req *r,
                               struct hs__api_err *err);
 /* A JSON string of n bytes of s, invalid UTF-8 replaced by U+FFFD. NULL when out of memory. */

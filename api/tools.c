@@ -10,7 +10,7 @@
 #include "model/chat-template.h"
 #include "model/vocab.h"
 
-#define NOMEM(err) hs__api_fail((err), 503, NULL, "out of memory")
+#define NOMEM(err)  hs__api_fail((err), 503, NULL, "out of memory")
 #define LIT(b, lit) hs__buf_add((b), (lit), strlen(lit))
 
 const char *hs__tool_format_str(enum hs__tool_format f)
@@ -22,9 +22,9 @@ const char *hs__tool_format_str(enum hs__tool_format f)
 
 /* ---- probing a template ---- */
 
-#define PROBE_TOOLS                                                                               \
-    "[{\"type\": \"function\", \"function\": {\"name\": \"hs_probe_fn\", \"description\": "      \
-    "\"hs probe\", \"parameters\": {\"type\": \"object\", \"properties\": {\"hs_probe_arg\": "   \
+#define PROBE_TOOLS                                                                                \
+    "[{\"type\": \"function\", \"function\": {\"name\": \"hs_probe_fn\", \"description\": "        \
+    "\"hs probe\", \"parameters\": {\"type\": \"object\", \"properties\": {\"hs_probe_arg\": "     \
     "{\"type\": \"string\"}}, \"required\": [\"hs_probe_arg\"]}}}]"
 
 /* Renders the messages (JSON text) with the probe tools (when with_tools); new text or NULL
@@ -66,7 +66,8 @@ void hs__tools_probe(const struct hs_chat_template *t, const struct hs_vocab *v,
         out->renders_system = true;
         return;
     }
-    char *a = probe_render(t, v, "[{\"role\": \"user\", \"content\": \"hs-probe-question\"}]", true);
+    char *a =
+        probe_render(t, v, "[{\"role\": \"user\", \"content\": \"hs-probe-question\"}]", true);
     char *b = probe_render(
         t, v,
         "[{\"role\": \"user\", \"content\": \"hs-probe-question\"}, {\"role\": \"assistant\", "
@@ -104,8 +105,7 @@ void hs__tools_probe(const struct hs_chat_template *t, const struct hs_vocab *v,
 
 /* ---- texts: calls for history, the generic tools prompt ---- */
 
-char *hs__tools_call_text(enum hs__tool_format f, const char *name, const char *args,
-                          size_t n_args)
+char *hs__tools_call_text(enum hs__tool_format f, const char *name, const char *args, size_t n_args)
 {
     struct hs__buf b = {0};
     if (f == HS__TOOLS_MISTRAL) {
@@ -267,9 +267,8 @@ static hs_status call_grammar(const json_t *tools, const char *only, enum hs__to
         gbnf_prefix(&rules, args, prefix);
         free(args);
         char open[192];
-        snprintf(open, sizeof(open), "%s{\"name\": \"%s\", \"%s\": ",
-                 hermes ? "<tool_call>\n" : "", name,
-                 fmt == HS__TOOLS_LLAMA3 ? "parameters" : "arguments");
+        snprintf(open, sizeof(open), "%s{\"name\": \"%s\", \"%s\": ", hermes ? "<tool_call>\n" : "",
+                 name, fmt == HS__TOOLS_LLAMA3 ? "parameters" : "arguments");
         hs__buf_printf(&rules, "call-%d ::= ", (int)k);
         gbnf_lit(&rules, open);
         hs__buf_printf(&rules, " t%d-root ", (int)k);
@@ -280,7 +279,8 @@ static hs_status call_grammar(const json_t *tools, const char *only, enum hs__to
     }
     const bool many = parallel && fmt != HS__TOOLS_LLAMA3;
     if (fmt == HS__TOOLS_MISTRAL) {
-        LIT(&g, many ? "root ::= \"[\" call (\", \" call)* \"]\"\n" : "root ::= \"[\" call \"]\"\n");
+        LIT(&g,
+            many ? "root ::= \"[\" call (\", \" call)* \"]\"\n" : "root ::= \"[\" call \"]\"\n");
     } else {
         LIT(&g, many && hermes ? "root ::= call (\"\\n\" call)*\n" : "root ::= call\n");
     }
@@ -328,11 +328,11 @@ hs_status hs__tools_parse_request(const json_t *b, const struct hs__tools_caps *
             const json_t *fn = json_object_get(t, "function");
             const json_t *name = json_object_get(fn, "name");
             const json_t *params = json_object_get(fn, "parameters");
-            if (!json_is_object(t) || (type && !json_is_null(type) &&
-                                       !(json_is_string(type) &&
-                                         !strcmp(json_string_value(type), "function")))) {
-                return hs__api_fail(err, 400, param,
-                                    "%s must be an object of type \"function\"", param);
+            if (!json_is_object(t) ||
+                (type && !json_is_null(type) &&
+                 !(json_is_string(type) && !strcmp(json_string_value(type), "function")))) {
+                return hs__api_fail(err, 400, param, "%s must be an object of type \"function\"",
+                                    param);
             }
             if (!json_is_object(fn) || !json_is_string(name) ||
                 !name_ok(json_string_value(name), json_string_length(name))) {
@@ -346,11 +346,11 @@ hs_status hs__tools_parse_request(const json_t *b, const struct hs__tools_caps *
                                     "%s.function.parameters must be a JSON Schema object", param);
             }
             for (size_t j = 0; j < i; j++) {
-                const json_t *o = json_object_get(json_object_get(json_array_get(tools, j),
-                                                                  "function"), "name");
+                const json_t *o =
+                    json_object_get(json_object_get(json_array_get(tools, j), "function"), "name");
                 if (json_equal(o, name)) {
-                    return hs__api_fail(err, 400, param, "%s: tool name '%s' given twice",
-                                        param, json_string_value(name));
+                    return hs__api_fail(err, 400, param, "%s: tool name '%s' given twice", param,
+                                        json_string_value(name));
                 }
             }
         }
@@ -750,9 +750,9 @@ static int read_full(struct hs__tool_parser *p, const struct hs__tool_sink *sink
     const json_t *args = json_object_get(o, "arguments");
     args = args ? args : json_object_get(o, "parameters");
     if (json_is_string(name) && args) {
-        char *a = json_is_string(args) ? strdup(json_string_value(args))
-                                       : json_dumps(args, JSON_COMPACT | JSON_PRESERVE_ORDER |
-                                                              JSON_ENCODE_ANY);
+        char *a = json_is_string(args)
+                      ? strdup(json_string_value(args))
+                      : json_dumps(args, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
         if (!a) {
             p->oom = true;
         } else {

@@ -89,9 +89,9 @@ struct hs__tool_parser {
     struct hs__buf text; /* everything fed so far */
     size_t pos;          /* bytes of text dealt with */
     int state;
-    size_t open;    /* where the call being read began: its opener's first byte */
-    size_t start;   /* where its JSON object begins (after the opener) */
-    size_t ws_from; /* TEXT: start of a held-back run of whitespace, SIZE_MAX: none */
+    size_t open;     /* where the call being read began: its opener's first byte */
+    size_t start;    /* where its JSON object begins (after the opener) */
+    size_t ws_from;  /* TEXT: start of a held-back run of whitespace, SIZE_MAX: none */
     bool after_call; /* TEXT: the last thing seen was a call (its trailing whitespace is dropped) */
     bool in_list;    /* MISTRAL: inside [ ... ] */
     int32_t n_calls;

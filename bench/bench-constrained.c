@@ -157,8 +157,8 @@ static double serve_all(struct hs_engine *e, int32_t n_vocab, int n, int n_promp
 
 /* Configuration conf (per NULL), or the unconstrained run matching per's lengths (conf 0);
  * made (not NULL) gets each stream's length. */
-static int run_once(struct hs_engine *e, int32_t n_vocab, int conf, int n, int n_prompt,
-                    int n_gen, const int *per, int *made, struct run *out)
+static int run_once(struct hs_engine *e, int32_t n_vocab, int conf, int n, int n_prompt, int n_gen,
+                    const int *per, int *made, struct run *out)
 {
     char *g = conf_grammar(conf);
     if (conf > 0 && !g) {
@@ -198,14 +198,30 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt(argc, argv, "m:n:p:g:t:r:h")) != -1) {
         switch (c) {
-        case 'm': path = optarg; break;
-        case 'n': n = atoi(optarg); break;
-        case 'p': n_prompt = atoi(optarg); break;
-        case 'g': n_gen = atoi(optarg); break;
-        case 't': threads = atoi(optarg); break;
-        case 'r': reps = atoi(optarg); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'm':
+            path = optarg;
+            break;
+        case 'n':
+            n = atoi(optarg);
+            break;
+        case 'p':
+            n_prompt = atoi(optarg);
+            break;
+        case 'g':
+            n_gen = atoi(optarg);
+            break;
+        case 't':
+            threads = atoi(optarg);
+            break;
+        case 'r':
+            reps = atoi(optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (n < 1 || n > MAX_STREAMS || n_prompt < 2 || n_gen < 2 || threads < 1 || reps < 1 ||
@@ -252,8 +268,8 @@ int main(int argc, char **argv)
     for (int r = 0; r < reps; r++) {
         for (int conf = 0; conf < N_CONF; conf++) {
             if (run_once(e, n_vocab, conf, n, n_prompt, n_gen, NULL, made, &runs[conf][r]) != 0 ||
-                (conf > 0 && run_once(e, n_vocab, 0, n, n_prompt, n_gen, made, NULL,
-                                      &matched[conf][r]) != 0)) {
+                (conf > 0 &&
+                 run_once(e, n_vocab, 0, n, n_prompt, n_gen, made, NULL, &matched[conf][r]) != 0)) {
                 return 1;
             }
             fprintf(stderr, "bench-constrained: rep %d %-12s %8.1f tok/s (%lld tokens)", r + 1,
@@ -267,8 +283,7 @@ int main(int argc, char **argv)
     printf("bench-constrained: %s, %d streams, %d-token prompts, up to %d generated each; %d "
            "threads; median of %d interleaved reps\n",
            hs_model_desc(m), n, n_prompt, n_gen, threads, reps);
-    printf("%-12s %9s %9s %13s %7s\n", "config", "tokens", "tok/s", "matched free",
-           "ratio");
+    printf("%-12s %9s %9s %13s %7s\n", "config", "tokens", "tok/s", "matched free", "ratio");
     for (int conf = 0; conf < N_CONF; conf++) {
         double v[50], w[50], q[50], tok[50];
         for (int r = 0; r < reps; r++) {

@@ -115,9 +115,9 @@ static void check_parse(enum hs__tool_format f, bool parallel, const char *text,
         char got[512];
         snprintf(got, sizeof(got), "%s=%s", whole.names[i], whole.args[i].p);
         cr_assert_str_eq(got, calls[i], "call %d of %s", (int)i, text);
-        cr_assert(f == HS__TOOLS_MISTRAL ? strlen(whole.ids[i]) == 9
-                                         : !strncmp(whole.ids[i], "call_", 5) &&
-                                               strlen(whole.ids[i]) == 29);
+        cr_assert(f == HS__TOOLS_MISTRAL
+                      ? strlen(whole.ids[i]) == 9
+                      : !strncmp(whole.ids[i], "call_", 5) && strlen(whole.ids[i]) == 29);
         for (int32_t k = 0; k < i; k++) {
             cr_assert_str_neq(whole.ids[i], whole.ids[k]);
         }
@@ -133,15 +133,17 @@ Test(tools, parses_hermes_calls_and_text)
                 "\"Paris\", \"days\": 2}}\n</tool_call>",
                 "Let me look.", 1, one);
     const char *two[] = {"f={\"s\": \"}{\\\"]\"}", "g={}"};
-    check_parse(HS__TOOLS_HERMES, true,
-                "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"s\": \"}{\\\"]\"}}\n</tool_call>\n"
-                "<tool_call>\n{\"name\": \"g\", \"arguments\": {}}\n</tool_call>\n",
-                NULL, 2, two);
+    check_parse(
+        HS__TOOLS_HERMES, true,
+        "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"s\": \"}{\\\"]\"}}\n</tool_call>\n"
+        "<tool_call>\n{\"name\": \"g\", \"arguments\": {}}\n</tool_call>\n",
+        NULL, 2, two);
     /* parallel_tool_calls false: the first call only */
-    check_parse(HS__TOOLS_HERMES, false,
-                "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"s\": \"}{\\\"]\"}}\n</tool_call>\n"
-                "<tool_call>\n{\"name\": \"g\", \"arguments\": {}}\n</tool_call>",
-                NULL, 1, two);
+    check_parse(
+        HS__TOOLS_HERMES, false,
+        "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"s\": \"}{\\\"]\"}}\n</tool_call>\n"
+        "<tool_call>\n{\"name\": \"g\", \"arguments\": {}}\n</tool_call>",
+        NULL, 1, two);
     /* text that only looks like an opener, and text around calls */
     check_parse(HS__TOOLS_HERMES, true, "a <tool> b <tool_cal", "a <tool> b <tool_cal", 0, NULL);
     check_parse(HS__TOOLS_HERMES, true, "  hello  \n", "  hello  \n", 0, NULL);
@@ -152,8 +154,8 @@ Test(tools, parses_hermes_calls_and_text)
     /* keys in another order: read whole, arguments re-written compactly */
     const char *h[] = {"h={\"a\":[1,2]}"};
     check_parse(HS__TOOLS_GENERIC, true,
-                "<tool_call>\n{\"arguments\": {\"a\": [1, 2]}, \"name\": \"h\"}\n</tool_call>", NULL,
-                1, h);
+                "<tool_call>\n{\"arguments\": {\"a\": [1, 2]}, \"name\": \"h\"}\n</tool_call>",
+                NULL, 1, h);
     /* not a call at all: the text stays */
     check_parse(HS__TOOLS_HERMES, true, "<tool_call>oops</tool_call>",
                 "<tool_call>oops</tool_call>", 0, NULL);
@@ -206,10 +208,10 @@ static hs_status parse_tools(const char *body, enum hs__tool_format f, struct hs
     return st;
 }
 
-#define TOOLS                                                                                     \
-    "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "            \
-    "\"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}, "  \
-    "\"days\": {\"type\": \"integer\"}}, \"required\": [\"city\"]}}}, {\"type\": \"function\", "  \
+#define TOOLS                                                                                      \
+    "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "              \
+    "\"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}, "   \
+    "\"days\": {\"type\": \"integer\"}}, \"required\": [\"city\"]}}}, {\"type\": \"function\", "   \
     "\"function\": {\"name\": \"stop\"}}]"
 
 /* Compiles g and runs text through a byte matcher: true when it is a complete sentence. */
@@ -236,9 +238,9 @@ Test(tools, required_and_named_calls_have_a_grammar)
     struct hs__api_tools t;
     struct hs__api_err err;
     char *g = NULL;
-    cr_assert_eq(parse_tools("{" TOOLS ", \"tool_choice\": \"required\"}", HS__TOOLS_HERMES, &t,
-                             &g, &err),
-                 HS_OK, "%s", err.message);
+    cr_assert_eq(
+        parse_tools("{" TOOLS ", \"tool_choice\": \"required\"}", HS__TOOLS_HERMES, &t, &g, &err),
+        HS_OK, "%s", err.message);
     cr_assert_eq(t.choice, HS__TOOL_CHOICE_REQUIRED);
     cr_assert(t.parse && t.parallel);
     cr_assert_not_null(g);
@@ -268,18 +270,18 @@ Test(tools, required_and_named_calls_have_a_grammar)
                                    "\"x\"}}]"));
     free(g);
     g = NULL;
-    cr_assert_eq(parse_tools("{" TOOLS ", \"tool_choice\": \"required\"}", HS__TOOLS_LLAMA3, &t,
-                             &g, &err),
-                 HS_OK);
+    cr_assert_eq(
+        parse_tools("{" TOOLS ", \"tool_choice\": \"required\"}", HS__TOOLS_LLAMA3, &t, &g, &err),
+        HS_OK);
     cr_assert(grammar_takes(g, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"a\"}}"));
     free(g);
     g = NULL;
     /* auto and none: no grammar */
     cr_assert_eq(parse_tools("{" TOOLS "}", HS__TOOLS_HERMES, &t, &g, &err), HS_OK);
     cr_assert(t.choice == HS__TOOL_CHOICE_AUTO && t.parse && !g);
-    cr_assert_eq(parse_tools("{" TOOLS ", \"tool_choice\": \"none\"}", HS__TOOLS_HERMES, &t, &g,
-                             &err),
-                 HS_OK);
+    cr_assert_eq(
+        parse_tools("{" TOOLS ", \"tool_choice\": \"none\"}", HS__TOOLS_HERMES, &t, &g, &err),
+        HS_OK);
     cr_assert(t.choice == HS__TOOL_CHOICE_NONE && !t.parse && !g);
     cr_assert_eq(parse_tools("{\"messages\": []}", HS__TOOLS_HERMES, &t, &g, &err), HS_OK);
     cr_assert(t.choice == HS__TOOL_CHOICE_NONE && !t.parse && !g);
@@ -440,12 +442,12 @@ Test(tools, special_tokens_written_by_a_client_stay_text)
     json_t *esc = json_stringn(all.p, all.len);
     char *inj = json_dumps(esc, JSON_ENCODE_ANY);
 #define SHAPE                                                                                      \
-        "{\"messages\": [{\"role\": \"system\", \"content\": %s}, {\"role\": \"user\", \"content\": " \
-        "%s, \"name\": %s}, {\"role\": \"assistant\", \"content\": null, \"tool_calls\": "         \
-        "[{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": " \
-        "\"{\\\"q\\\": %s}\"}}]}, {\"role\": \"tool\", \"tool_call_id\": \"c1\", \"content\": "    \
-        "%s}], \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", "              \
-        "\"description\": %s}}]}"
+    "{\"messages\": [{\"role\": \"system\", \"content\": %s}, {\"role\": \"user\", \"content\": "  \
+    "%s, \"name\": %s}, {\"role\": \"assistant\", \"content\": null, \"tool_calls\": "             \
+    "[{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": "    \
+    "\"{\\\"q\\\": %s}\"}}]}, {\"role\": \"tool\", \"tool_call_id\": \"c1\", \"content\": "        \
+    "%s}], \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", "                  \
+    "\"description\": %s}}]}"
     /* the same conversation with plain words, for the tokens the template itself makes */
     char *plain = NULL, *evil = NULL;
     cr_assert_gt(asprintf(&plain, SHAPE, "\"x\"", "\"x\"", "\"x\"", "1", "\"x\"", "\"x\""), 0);
@@ -584,8 +586,8 @@ static void check_conversation(const char *model, const char *tmpl_file, enum hs
                  "%s: %s", name, err.message);
     char *text = prompt_text(&m, &r.prompts[0]);
     /* the tools, the call, its result and both turns are in the prompt */
-    static const char *const must[] = {"get_weather", "Paris", "18 degrees", "It is 18.",
-                                       "And Rome?", "city"};
+    static const char *const must[] = {"get_weather", "Paris",     "18 degrees",
+                                       "It is 18.",   "And Rome?", "city"};
     for (size_t i = 0; i < HS_ARRAY_LEN(must); i++) {
         cr_assert_not_null(strstr(text, must[i]), "%s lacks '%s':\n%s", name, must[i], text);
     }

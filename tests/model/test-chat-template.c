@@ -855,11 +855,13 @@ Test(chat_template, client_text_is_tracked_byte_for_byte)
     check_marks("{% for k, v in c.d.items() %}{{ k }}={{ v }};{% endfor %}", c, "«k»=«v»;");
     check_marks("{% macro f(x) %}[{{ x }}]{% endmacro %}{{ f(c.cat) }}", c, "[«cat»]");
     check_marks("{% set s %}<{{ c.cat }}>{% endset %}{{ s }}", c, "<«cat»>");
-    check_marks("{% set ns = namespace(s='') %}{% for x in [c.cat, lit] %}{% set ns.s = ns.s + '|' + "
-                "x %}{% endfor %}{{ ns.s }}",
+    check_marks("{% set ns = namespace(s='') %}{% for x in [c.cat, lit] %}"
+                "{% set ns.s = ns.s + '|' + x %}{% endfor %}{{ ns.s }}",
                 c, "|«cat»|L");
-    check_marks("{{ c.d }}|{{ c.n }}|{{ c.cat | indent(2, true) }}", c, "«{'k': 'v'}»|3|  «cat»");
-    check_marks("{{ c.cat * 2 }}|{{ c.cat | reverse }}|{{ c.cat | e }}", c, "«catcat»|«tac»|«cat»");
+    check_marks("{{ c.d }}|{{ c.n }}|{{ c.cat | indent(2, true) }}", c,
+                "«{'k': 'v'}»|3|  «cat»");
+    check_marks("{{ c.cat * 2 }}|{{ c.cat | reverse }}|{{ c.cat | e }}", c,
+                "«catcat»|«tac»|«cat»");
 }
 
 Test(chat_template, qwen3_marks_only_message_text_as_client)
