@@ -2,7 +2,8 @@
  *
  * Routes: POST /v1/chat/completions, POST /v1/completions (streaming as server-sent events),
  * GET /v1/models, GET /health, GET /metrics (Prometheus text, vLLM's meanings under the
- * "hetserve:" prefix), POST /tokenize, POST /detokenize (llama.cpp server shapes). Errors use
+ * "hetserve:" prefix), POST /tokenize, POST /detokenize (llama.cpp server shapes; /tokenize also
+ * takes vLLM's chat form, messages and tools, and gives the prompt a chat request gets). Errors use
  * OpenAI's body {"error": {"message", "type", "param", "code"}}.
  *
  * Connections are event-driven: a small pool of libmicrohttpd threads polls every socket

@@ -20,9 +20,17 @@
 /* Appends a string literal, or a choice of literals (strlen, not sizeof, for those). */
 #define LIT(b, lit) hs__buf_add((b), (lit), strlen(lit))
 
+/* A tool call found in a choice's output (non-streamed answers). */
+struct call {
+    char id[40];
+    struct hs__buf name, args;
+};
+
 /* One choice's output so far. Non-streamed: everything; streamed: this chunk's logprobs. */
 struct choice {
-    struct hs__buf text;
+    struct hs__job *job;
+    int32_t idx;
+    struct hs__buf text; /* with tool calls parsed: the content outside them */
     struct hs__buf lp[4]; /* chat: [0] logprobs.content entries; completions: tokens,
                            * token_logprobs, top_logprobs, text_offset entries */
     enum hs_finish_reason fin;
@@ -30,6 +38,11 @@ struct choice {
     size_t text_offset;
     bool role_sent;
     bool echo_sent;
+    bool tp_on; /* the output is parsed for tool calls */
+    struct hs__tool_parser tp;
+    struct call *calls; /* non-streamed: [n_calls] */
+    int32_t n_calls, cap_calls;
+    bool lp_pending; /* streamed: this event's logprobs still to send */
 };
 
 struct hs__job {
@@ -38,6 +51,7 @@ struct hs__job {
     uint64_t id;
     enum hs__api_kind kind;
     bool stream, include_usage;
+    struct hs__api_tools tools;
     bool want_lp;  /* the client asked for logprobs */
     int32_t n;     /* choices generated per prompt (best_of) */
     int32_t n_ret; /* choices returned per prompt (n) */
@@ -140,10 +154,17 @@ void hs__job_free(struct hs__job *j)
     }
     if (j->ch) {
         for (int32_t i = 0; i < j->n_h * j->n; i++) {
-            hs__buf_free(&j->ch[i].text);
+            struct choice *c = &j->ch[i];
+            hs__buf_free(&c->text);
             for (int k = 0; k < 4; k++) {
-                hs__buf_free(&j->ch[i].lp[k]);
+                hs__buf_free(&c->lp[k]);
             }
+            hs__tool_parser_free(&c->tp);
+            for (int32_t k = 0; k < c->n_calls; k++) {
+                hs__buf_free(&c->calls[k].name);
+                hs__buf_free(&c->calls[k].args);
+            }
+            free(c->calls);
         }
     }
     for (int32_t i = 0; i < HS__API_MAX_PROMPTS; i++) {
@@ -270,9 +291,10 @@ static const char *finish_str(enum hs_finish_reason f)
     return f == HS_FINISH_STOP || f == HS_FINISH_LENGTH ? hs_finish_reason_str(f) : NULL;
 }
 
-static void finish_json(struct hs__buf *b, enum hs_finish_reason f)
+/* A choice that stopped after writing tool calls finished with "tool_calls". */
+static void finish_json(struct hs__buf *b, enum hs_finish_reason f, int32_t n_calls)
 {
-    const char *s = finish_str(f);
+    const char *s = f == HS_FINISH_STOP && n_calls > 0 ? "tool_calls" : finish_str(f);
     hs__buf_printf(b, s ? "\"%s\"" : "null", s);
 }
 
@@ -328,8 +350,153 @@ static void stream_chunk(struct hs__job *j, int32_t idx, struct choice *c, const
         LIT(b, "null");
     }
     LIT(b, ",\"finish_reason\":");
-    finish_json(b, fin);
+    finish_json(b, fin, c->tp.n_calls);
     LIT(b, "}]}\n\n");
+}
+
+/* ---- tool calls ---- */
+
+/* A streamed chunk of choice c: role (first time), then content text or a tool_calls entry
+ * (call: JSON text of one entry), logprobs when pending, finish reason. */
+static void tool_chunk(struct choice *c, const char *text, size_t n_text, const char *call,
+                       size_t n_call, enum hs_finish_reason fin)
+{
+    struct hs__job *j = c->job;
+    struct hs__buf *b = &j->out;
+    LIT(b, "data: ");
+    head_json(j, b, "chat.completion.chunk");
+    hs__buf_printf(b, ",\"choices\":[{\"index\":%d,\"delta\":{", (int)c->idx);
+    bool comma = false;
+    if (!c->role_sent) {
+        LIT(b, "\"role\":\"assistant\"");
+        c->role_sent = comma = true;
+    }
+    if (text) {
+        LIT(b, comma ? ",\"content\":" : "\"content\":");
+        hs__buf_json_str(b, text, n_text);
+    } else if (call) {
+        LIT(b, comma ? ",\"tool_calls\":[" : "\"tool_calls\":[");
+        hs__buf_add(b, call, n_call);
+        LIT(b, "]");
+    }
+    LIT(b, "},\"logprobs\":");
+    if (c->lp_pending) {
+        logprobs_json(j, b, c);
+        c->lp_pending = false;
+    } else {
+        LIT(b, "null");
+    }
+    LIT(b, ",\"finish_reason\":");
+    finish_json(b, fin, c->tp.n_calls);
+    LIT(b, "}]}\n\n");
+}
+
+static void sink_content(void *user, const char *s, size_t n)
+{
+    struct choice *c = user;
+    if (c->job->stream) {
+        tool_chunk(c, s, n, NULL, 0, HS_FINISH_NONE);
+    } else {
+        hs__buf_add(&c->text, s, n);
+    }
+}
+
+static void sink_call(void *user, int32_t index, const char *id, const char *name, size_t n_name)
+{
+    struct choice *c = user;
+    if (c->job->stream) {
+        struct hs__buf e = {0};
+        hs__buf_printf(&e, "{\"index\":%d,\"id\":\"%s\",\"type\":\"function\",\"function\":"
+                           "{\"name\":",
+                       (int)index, id);
+        hs__buf_json_str(&e, name, n_name);
+        LIT(&e, ",\"arguments\":\"\"}}");
+        c->job->out.oom |= e.oom;
+        tool_chunk(c, NULL, 0, e.p ? e.p : "", e.len, HS_FINISH_NONE);
+        hs__buf_free(&e);
+        return;
+    }
+    if (c->n_calls == c->cap_calls) {
+        int32_t cap = c->cap_calls ? 2 * c->cap_calls : 4;
+        struct call *q = realloc(c->calls, (size_t)cap * sizeof(*q));
+        if (!q) {
+            c->text.oom = true;
+            return;
+        }
+        c->calls = q;
+        c->cap_calls = cap;
+    }
+    struct call *k = &c->calls[c->n_calls++];
+    *k = (struct call){0};
+    snprintf(k->id, sizeof(k->id), "%s", id);
+    hs__buf_add(&k->name, name, n_name);
+    hs__buf_add(&k->args, "", 0);
+}
+
+static void sink_args(void *user, int32_t index, const char *s, size_t n)
+{
+    struct choice *c = user;
+    if (c->job->stream) {
+        struct hs__buf e = {0};
+        hs__buf_printf(&e, "{\"index\":%d,\"function\":{\"arguments\":", (int)index);
+        hs__buf_json_str(&e, s, n);
+        LIT(&e, "}}");
+        c->job->out.oom |= e.oom;
+        tool_chunk(c, NULL, 0, e.p ? e.p : "", e.len, HS_FINISH_NONE);
+        hs__buf_free(&e);
+        return;
+    }
+    if (index < c->n_calls) {
+        hs__buf_add(&c->calls[index].args, s, n);
+    }
+}
+
+/* Feeds an event's text to the tool-call parser of c (and finishes it on the last one). */
+static void tool_event(struct hs__job *j, struct choice *c, const struct hs_engine_event *ev)
+{
+    const struct hs__tool_sink sink = {sink_content, sink_call, sink_args, c};
+    c->lp_pending = j->stream && j->want_lp && ev->logprobs;
+    hs__tool_parser_feed(&c->tp, ev->text ? ev->text : "", ev->n_text, &sink);
+    if (ev->finish_reason != HS_FINISH_NONE) {
+        hs__tool_parser_finish(&c->tp, &sink);
+    }
+    if (c->tp.oom) {
+        (j->stream ? &j->out : &c->text)->oom = true;
+    }
+    if (!j->stream) {
+        return;
+    }
+    bool normal_end = finish_str(ev->finish_reason) != NULL;
+    if (normal_end || c->lp_pending || !c->role_sent) {
+        tool_chunk(c, normal_end ? NULL : "", 0, NULL, 0, ev->finish_reason);
+    }
+}
+
+/* The message of a non-streamed choice with tool calls: content (null when empty) and
+ * tool_calls. */
+static void tool_message(struct hs__buf *b, struct choice *c)
+{
+    LIT(b, "\"message\":{\"role\":\"assistant\",\"content\":");
+    if (c->text.len > 0 || c->n_calls == 0) {
+        hs__buf_json_str(b, c->text.p ? c->text.p : "", c->text.len);
+    } else {
+        LIT(b, "null");
+    }
+    if (c->n_calls > 0) {
+        LIT(b, ",\"tool_calls\":[");
+        for (int32_t k = 0; k < c->n_calls; k++) {
+            struct call *x = &c->calls[k];
+            hs__buf_printf(b, "%s{\"id\":\"%s\",\"type\":\"function\",\"function\":{\"name\":",
+                           k ? "," : "", x->id);
+            hs__buf_json_str(b, x->name.p ? x->name.p : "", x->name.len);
+            LIT(b, ",\"arguments\":");
+            hs__buf_json_str(b, x->args.p ? x->args.p : "", x->args.len);
+            LIT(b, "}}");
+            b->oom |= x->name.oom || x->args.oom;
+        }
+        LIT(b, "]");
+    }
+    LIT(b, "}");
 }
 
 static void stream_event(struct hs__job *j, int32_t hi, const struct hs_engine_event *ev)
@@ -342,6 +509,10 @@ static void stream_event(struct hs__job *j, int32_t hi, const struct hs_engine_e
     }
     if (ev->logprobs) {
         add_logprobs(j, c, ev);
+    }
+    if (c->tp_on) {
+        tool_event(j, c, ev);
+        return;
     }
     bool normal_end = finish_str(ev->finish_reason) != NULL;
     if (ev->n_text == 0 && ev->n_tokens == 0 && !normal_end && c->role_sent) {
@@ -380,7 +551,11 @@ static void handle_event(struct hs__job *j, int32_t hi, const struct hs_engine_e
         stream_event(j, hi, ev);
         return;
     }
-    hs__buf_add(&c->text, ev->text ? ev->text : "", ev->n_text);
+    if (c->tp_on) {
+        tool_event(j, c, ev);
+    } else {
+        hs__buf_add(&c->text, ev->text ? ev->text : "", ev->n_text);
+    }
     if (ev->logprobs) {
         add_logprobs(j, c, ev);
     }
@@ -520,12 +695,16 @@ static enum MHD_Result respond(struct hs_api_server *s, struct MHD_Connection *c
         for (int32_t r = 0; r < j->n_ret; r++, out++) {
             struct choice *ch = &j->ch[order[r]];
             hs__buf_printf(&b, "%s{\"index\":%d,", out ? "," : "", (int)out);
-            if (chat) {
+            if (ch->tp_on) {
+                tool_message(&b, ch);
+            } else if (chat) {
                 LIT(&b, "\"message\":{\"role\":\"assistant\",\"content\":");
             } else {
                 LIT(&b, "\"text\":");
             }
-            if (j->echo[hi]) {
+            if (ch->tp_on) {
+                /* the message is complete */
+            } else if (j->echo[hi]) {
                 struct hs__buf t = {0};
                 hs__buf_add(&t, j->echo[hi], j->n_echo[hi]);
                 hs__buf_add(&t, ch->text.p ? ch->text.p : "", ch->text.len);
@@ -535,14 +714,14 @@ static enum MHD_Result respond(struct hs_api_server *s, struct MHD_Connection *c
             } else {
                 hs__buf_json_str(&b, ch->text.p ? ch->text.p : "", ch->text.len);
             }
-            if (chat) {
+            if (chat && !ch->tp_on) {
                 LIT(&b, "},\"logprobs\":");
             } else {
                 LIT(&b, ",\"logprobs\":");
             }
             logprobs_json(j, &b, ch);
             LIT(&b, ",\"finish_reason\":");
-            finish_json(&b, ch->fin);
+            finish_json(&b, ch->fin, ch->n_calls);
             LIT(&b, "}");
             hs__buf_free(&ch->text);
             for (int k = 0; k < 4; k++) {
@@ -615,6 +794,17 @@ enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connectio
     j->kind = kind;
     j->stream = req.stream;
     j->include_usage = req.include_usage;
+    j->tools = req.tools;
+    for (int32_t i = 0; i < req.n_prompts * req.er.n; i++) {
+        struct choice *ch = &j->ch[i];
+        ch->job = j;
+        ch->idx = i;
+        ch->tp_on = kind == HS__API_CHAT && req.tools.parse;
+        if (ch->tp_on) {
+            hs__tool_parser_init(&ch->tp, req.tools.format, req.tools.parallel,
+                                 rq->id * 0x9E3779B97F4A7C15u + (uint64_t)i + (uint64_t)time(NULL));
+        }
+    }
     j->want_lp = req.want_logprobs;
     j->n = req.er.n;
     j->n_ret = req.n_return;

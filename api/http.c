@@ -1039,7 +1039,9 @@ hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
                                    .max_depth = s->p.max_json_depth,
                                    .model_name = s->model_name,
                                    .n_ctx = hs_engine_n_ctx(engine),
-                                   .max_output_items = s->p.max_output_items};
+                                   .max_output_items = s->p.max_output_items,
+                                   .tools = &s->tools_caps};
+    hs__tools_probe(s->tmpl, s->vocab, &s->tools_caps);
 
     struct sockaddr_storage ss = {0};
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |

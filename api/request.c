@@ -12,11 +12,7 @@
 #include "model/chat-template.h"
 #include "model/vocab.h"
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static hs_status
-fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...)
+hs_status hs__api_fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...)
 {
     err->http = http;
     snprintf(err->param, sizeof(err->param), "%s", param ? param : "");
@@ -27,6 +23,7 @@ fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...)
     return http == 503 ? HS_E_NOMEM : HS_E_INVAL;
 }
 
+#define fail hs__api_fail
 #define NOMEM(err) fail((err), 503, NULL, "out of memory")
 
 /* ---- text buffer, JSON strings, log escaping ---- */
@@ -262,248 +259,6 @@ json_t *hs__api_json_str(const char *s, size_t n)
     return j;
 }
 
-/* ---- JSON -> template values ---- */
-
-static struct hs_tmpl_value *to_tmpl(const json_t *j)
-{
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        struct hs_tmpl_value *o = hs_tmpl_object();
-        const char *k;
-        json_t *v;
-        if (!o) {
-            return NULL;
-        }
-        json_object_foreach((json_t *)j, k, v)
-        {
-            if (hs_tmpl_object_set(o, k, to_tmpl(v)) != HS_OK) {
-                hs_tmpl_value_destroy(o);
-                return NULL;
-            }
-        }
-        return o;
-    }
-    case JSON_ARRAY: {
-        struct hs_tmpl_value *a = hs_tmpl_array();
-        size_t i;
-        json_t *v;
-        if (!a) {
-            return NULL;
-        }
-        json_array_foreach(j, i, v)
-        {
-            if (hs_tmpl_array_push(a, to_tmpl(v)) != HS_OK) {
-                hs_tmpl_value_destroy(a);
-                return NULL;
-            }
-        }
-        return a;
-    }
-    case JSON_STRING:
-        return hs_tmpl_string_n(json_string_value(j), json_string_length(j));
-    case JSON_INTEGER:
-        return hs_tmpl_int(json_integer_value(j));
-    case JSON_REAL:
-        return hs_tmpl_float(json_real_value(j));
-    case JSON_TRUE:
-        return hs_tmpl_bool(true);
-    case JSON_FALSE:
-        return hs_tmpl_bool(false);
-    case JSON_NULL:
-    default:
-        return hs_tmpl_null();
-    }
-}
-
-/* One message: every field copied, content given as parts joined into one string. */
-static hs_status message_to_tmpl(const json_t *m, size_t idx, struct hs_tmpl_value **out,
-                                 struct hs__api_err *err)
-{
-    char param[64];
-    *out = NULL;
-    snprintf(param, sizeof(param), "messages[%zu]", idx);
-    if (!json_is_object(m)) {
-        return fail(err, 400, param, "%s must be an object", param);
-    }
-    const json_t *role = json_object_get(m, "role");
-    if (!json_is_string(role)) {
-        snprintf(param, sizeof(param), "messages[%zu].role", idx);
-        return fail(err, 400, param, "%s must be a string", param);
-    }
-    const json_t *content = json_object_get(m, "content");
-    char *joined = NULL;
-    size_t n_joined = 0;
-    if (json_is_array(content)) {
-        size_t j;
-        json_t *part;
-        size_t cap = 1;
-        json_array_foreach(content, j, part)
-        {
-            const json_t *text = json_object_get(part, "text");
-            if (json_is_string(text)) {
-                cap += json_string_length(text);
-            }
-        }
-        joined = malloc(cap);
-        if (!joined) {
-            return NOMEM(err);
-        }
-        json_array_foreach(content, j, part)
-        {
-            snprintf(param, sizeof(param), "messages[%zu].content[%zu]", idx, j);
-            const json_t *type = json_object_get(part, "type");
-            const char *t = json_string_value(type);
-            if (!json_is_object(part) || !t) {
-                free(joined);
-                return fail(err, 400, param, "%s must be an object with a string \"type\"", param);
-            }
-            if (!strcmp(t, "text") || !strcmp(t, "input_text")) {
-                const json_t *text = json_object_get(part, "text");
-                if (!json_is_string(text)) {
-                    free(joined);
-                    return fail(err, 400, param, "%s.text must be a string", param);
-                }
-                memcpy(joined + n_joined, json_string_value(text), json_string_length(text));
-                n_joined += json_string_length(text);
-            } else if (!strcmp(t, "image_url") || !strcmp(t, "input_image") ||
-                       !strcmp(t, "image")) {
-                free(joined);
-                return fail(err, 400, param,
-                            "%s is an image, but the loaded model has no vision support "
-                            "(it takes text only)",
-                            param);
-            } else if (!strcmp(t, "input_audio") || !strcmp(t, "audio")) {
-                free(joined);
-                return fail(err, 400, param,
-                            "%s is audio, but the loaded model has no audio support", param);
-            } else {
-                free(joined);
-                return fail(err, 400, param, "%s has unknown type \"%s\"", param, t);
-            }
-        }
-        joined[n_joined] = '\0';
-    } else if (content && !json_is_string(content) && !json_is_null(content)) {
-        snprintf(param, sizeof(param), "messages[%zu].content", idx);
-        return fail(err, 400, param, "%s must be a string, an array of parts or null", param);
-    }
-    struct hs_tmpl_value *o = hs_tmpl_object();
-    if (!o) {
-        free(joined);
-        return NOMEM(err);
-    }
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)m, k, v)
-    {
-        struct hs_tmpl_value *tv;
-        if (!strcmp(k, "content") && joined) {
-            tv = hs_tmpl_string_n(joined, n_joined);
-        } else {
-            tv = to_tmpl(v);
-        }
-        if (hs_tmpl_object_set(o, k, tv) != HS_OK) {
-            free(joined);
-            hs_tmpl_value_destroy(o);
-            return NOMEM(err);
-        }
-    }
-    free(joined);
-    *out = o;
-    return HS_OK;
-}
-
-static struct hs_tmpl_value *token_text(const struct hs_vocab *v, hs_token t)
-{
-    const char *s = t >= 0 ? hs_vocab_token_text(v, t) : NULL;
-    return hs_tmpl_string(s ? s : "");
-}
-
-hs_status hs__api_render_chat(const struct hs__api_ctx *c, const json_t *messages,
-                              const json_t *kwargs, const json_t *tools, char **out,
-                              size_t *out_len, struct hs__api_err *err)
-{
-    *out = NULL;
-    *out_len = 0;
-    if (!json_is_array(messages)) {
-        return fail(err, 400, "messages", "messages must be an array of message objects");
-    }
-    if (json_array_size(messages) == 0) {
-        return fail(err, 400, "messages", "messages must not be empty");
-    }
-    if (kwargs && !json_is_object(kwargs) && !json_is_null(kwargs)) {
-        return fail(err, 400, "chat_template_kwargs", "chat_template_kwargs must be an object");
-    }
-    hs_status st = HS_OK;
-    struct hs_tmpl_value *ctx = hs_tmpl_object();
-    struct hs_tmpl_value *msgs = hs_tmpl_array();
-    if (!ctx || !msgs) {
-        hs_tmpl_value_destroy(msgs);
-        st = NOMEM(err);
-        goto fail;
-    }
-    size_t i;
-    json_t *m;
-    json_array_foreach(messages, i, m)
-    {
-        struct hs_tmpl_value *tm;
-        st = message_to_tmpl(m, i, &tm, err);
-        if (st != HS_OK) {
-            hs_tmpl_value_destroy(msgs);
-            goto fail;
-        }
-        if (hs_tmpl_array_push(msgs, tm) != HS_OK) {
-            hs_tmpl_value_destroy(msgs);
-            st = NOMEM(err);
-            goto fail;
-        }
-    }
-    if (!c->tmpl) {
-        struct hs_error e = {0};
-        st = hs_chat_template_render_chatml(msgs, true, out, out_len, &e);
-        hs_tmpl_value_destroy(msgs);
-        if (st != HS_OK) {
-            fail(err, st == HS_E_NOMEM ? 503 : 400, "messages", "messages: %s", e.message);
-        }
-        goto fail;
-    }
-    if (hs_tmpl_object_set(ctx, "messages", msgs) != HS_OK ||
-        hs_tmpl_object_set(ctx, "add_generation_prompt", hs_tmpl_bool(true)) != HS_OK ||
-        hs_tmpl_object_set(ctx, "bos_token", token_text(c->vocab, hs_vocab_bos(c->vocab))) !=
-            HS_OK ||
-        hs_tmpl_object_set(ctx, "eos_token", token_text(c->vocab, hs_vocab_eos(c->vocab))) !=
-            HS_OK) {
-        st = NOMEM(err);
-        goto fail;
-    }
-    if (json_is_array(tools) && json_array_size(tools) > 0 &&
-        hs_tmpl_object_set(ctx, "tools", to_tmpl(tools)) != HS_OK) {
-        st = NOMEM(err);
-        goto fail;
-    }
-    if (json_is_object(kwargs)) {
-        const char *k;
-        json_t *v;
-        json_object_foreach((json_t *)kwargs, k, v)
-        {
-            if (hs_tmpl_object_set(ctx, k, to_tmpl(v)) != HS_OK) {
-                st = NOMEM(err);
-                goto fail;
-            }
-        }
-    }
-    struct hs_error e = {0};
-    st = hs_chat_template_render(c->tmpl, ctx, out, out_len, &e);
-    if (st == HS_E_NOMEM) {
-        NOMEM(err);
-    } else if (st != HS_OK) {
-        fail(err, 400, "messages", "the model's chat template failed on these messages: %s",
-             e.message);
-    }
-fail:
-    hs_tmpl_value_destroy(ctx);
-    return st;
-}
-
 /* ---- field readers: absent or null leaves *out unchanged ---- */
 
 static hs_status get_number(const json_t *o, const char *key, double lo, double hi, double *out,
@@ -664,8 +419,9 @@ static hs_status parse_structured(const json_t *b, struct hs__api_req *r, struct
 
 /* ---- prompts ---- */
 
-static hs_status tokenize(const struct hs__api_ctx *c, const char *text, size_t len,
-                          bool add_special, struct hs__api_prompt *p, struct hs__api_err *err)
+hs_status hs__api_tokenize(const struct hs__api_ctx *c, const char *text, size_t len,
+                           bool add_special, const uint8_t *client, struct hs__api_prompt *p,
+                           struct hs__api_err *err)
 {
     size_t cap = len + 8, n = 0;
     for (int tries = 0; tries < 2; tries++) {
@@ -673,7 +429,9 @@ static hs_status tokenize(const struct hs__api_ctx *c, const char *text, size_t 
         if (!p->ids) {
             return NOMEM(err);
         }
-        hs_status st = hs_tokenize(c->vocab, text, len, add_special, true, p->ids, cap, &n);
+        hs_status st =
+            client ? hs_tokenize_marked(c->vocab, text, len, add_special, client, p->ids, cap, &n)
+                   : hs_tokenize(c->vocab, text, len, add_special, true, p->ids, cap, &n);
         if (st == HS_OK && n == 0) {
             return fail(err, 400, "prompt", "the prompt is empty (it gives no tokens)");
         }
@@ -723,7 +481,8 @@ static hs_status parse_prompts(const struct hs__api_ctx *c, const json_t *body,
     const json_t *p = json_object_get(body, "prompt");
     if (json_is_string(p)) {
         r->n_prompts = 1;
-        return tokenize(c, json_string_value(p), json_string_length(p), true, &r->prompts[0], err);
+        return hs__api_tokenize(c, json_string_value(p), json_string_length(p), true, NULL,
+                                &r->prompts[0], err);
     }
     if (!json_is_array(p) || json_array_size(p) == 0) {
         return fail(err, 400, "prompt",
@@ -747,8 +506,8 @@ static hs_status parse_prompts(const struct hs__api_ctx *c, const json_t *body,
         snprintf(param, sizeof(param), "prompt[%zu]", i);
         r->n_prompts = (int32_t)i + 1;
         if (json_is_string(v)) {
-            HS_TRY(tokenize(c, json_string_value(v), json_string_length(v), true, &r->prompts[i],
-                            err));
+            HS_TRY(hs__api_tokenize(c, json_string_value(v), json_string_length(v), true, NULL,
+                                    &r->prompts[i], err));
         } else if (json_is_array(v)) {
             HS_TRY(ids_prompt(c, v, param, &r->prompts[i], err));
         } else {
@@ -991,10 +750,6 @@ static hs_status parse_common(const struct hs__api_ctx *c, const json_t *b, stru
     HS_TRY(get_bool(b, "ignore_eos", &er->ignore_eos, err));
     HS_TRY(parse_extension(b, er, err));
     HS_TRY(parse_structured(b, r, err));
-    if (r->grammar) {
-        er->grammar = r->grammar;
-        er->n_grammar = strlen(r->grammar);
-    }
     const json_t *so = json_object_get(b, "stream_options");
     if (so && !json_is_null(so)) {
         if (!json_is_object(so)) {
@@ -1095,26 +850,16 @@ hs_status hs__api_parse(const struct hs__api_ctx *c, enum hs__api_kind kind, con
         goto done;
     }
     if (kind == HS__API_CHAT) {
-        char *text = NULL;
-        size_t n_text = 0;
-        st = hs__api_render_chat(c, json_object_get(b, "messages"),
-                                 json_object_get(b, "chat_template_kwargs"),
-                                 json_object_get(b, "tools"), &text, &n_text, err);
-        if (st != HS_OK) {
-            goto done;
-        }
-        /* BOS as the model asks, unless the template wrote it already. */
-        hs_token bos = hs_vocab_bos(c->vocab);
-        const char *bos_text = bos >= 0 ? hs_vocab_token_text(c->vocab, bos) : NULL;
-        bool add = !(bos_text && *bos_text && !strncmp(text, bos_text, strlen(bos_text)));
-        out->n_prompts = 1;
-        st = tokenize(c, text, n_text, add, &out->prompts[0], err);
-        free(text);
+        st = hs__api_chat_prompt(c, b, out, err);
     } else {
         st = parse_prompts(c, b, out, err);
         if (st == HS_OK && out->echo) {
             st = capture_echo(c, json_object_get(b, "prompt"), out, err);
         }
+    }
+    if (st == HS_OK && out->grammar) {
+        out->er.grammar = out->grammar;
+        out->er.n_grammar = strlen(out->grammar);
     }
     if (st == HS_OK) {
         st = check_output_items(c, out, err);

@@ -16,6 +16,8 @@
 
 struct hs_vocab;
 struct hs_chat_template;
+struct hs_tmpl_value;
+struct hs__tools_caps;
 
 #define HS__API_MAX_PROMPTS      16     /* prompts of one /v1/completions request */
 /* Alternatives per token: OpenAI's limit (the engine takes up to HS_ENGINE_MAX_TOP_LOGPROBS). */
@@ -70,6 +72,35 @@ struct hs__api_ctx {
     int32_t n_ctx;            /* context of one sequence (caps max_tokens); <= 0: unknown */
     int64_t max_output_items; /* cap on prompts x choices x max_tokens x (1 + top_logprobs when
                                * logprobs are asked); <= 0: HS__API_MAX_OUTPUT_ITEMS */
+    const struct hs__tools_caps *tools; /* what tmpl does with tools (hs__tools_probe, borrowed);
+                                         * NULL: probed per request */
+};
+
+/* How a model writes tool calls, by chat template family (api/tools.h has the forms). */
+enum hs__tool_format {
+    HS__TOOLS_HERMES,
+    HS__TOOLS_LLAMA3,
+    HS__TOOLS_MISTRAL,
+    HS__TOOLS_GENERIC,
+    HS__TOOLS_FORMAT_COUNT,
+};
+
+enum hs__tool_choice {
+    HS__TOOL_CHOICE_NONE,     /* no tools, or "none": the output is text */
+    HS__TOOL_CHOICE_AUTO,     /* text or calls, parsed from what the model wrote */
+    HS__TOOL_CHOICE_REQUIRED, /* at least one call, grammar-constrained */
+    HS__TOOL_CHOICE_NAMED,    /* a call of one named function, grammar-constrained */
+    HS__TOOL_CHOICE_COUNT,
+};
+
+/* A request's tool settings. */
+struct hs__api_tools {
+    enum hs__tool_choice choice;
+    enum hs__tool_format format;
+    bool parallel;  /* parallel_tool_calls (default true) */
+    bool parse;     /* find calls in the output (choice AUTO, REQUIRED or NAMED, and no
+                     * response_format or grammar) */
+    char name[128]; /* NAMED: the function */
 };
 
 struct hs__api_prompt {
@@ -92,7 +123,9 @@ struct hs__api_req {
     char *cache_salt;   /* the request's cache_salt (n_cache_salt bytes, owned), NULL when absent:
                          * the HTTP layer turns it, with the tenant, into er.cache_salt */
     size_t n_cache_salt;
-    char *grammar; /* GBNF from response_format or grammar (owned), NULL: none; er.grammar */
+    char *grammar; /* GBNF from response_format, grammar or a required tool call (owned), NULL:
+                    * none; er.grammar */
+    struct hs__api_tools tools; /* chat: tools, tool_choice, parallel_tool_calls */
     char *stops[HS_ENGINE_MAX_STOP];
     struct hs_logit_bias *bias;
     bool stream;
@@ -121,13 +154,39 @@ hs_status hs__api_parse(const struct hs__api_ctx *c, enum hs__api_kind kind, con
                         size_t len, struct hs__api_req *out, struct hs__api_err *err);
 void hs__api_req_free(struct hs__api_req *r);
 
-/* Renders an OpenAI messages array through the template (NULL: ChatML) with
- * add_generation_prompt and chat_template_kwargs (an object or NULL) merged into the context.
- * *out: new string (free()). Errors as hs__api_parse. */
-hs_status hs__api_render_chat(const struct hs__api_ctx *c, const json_t *messages,
-                              const json_t *kwargs, const json_t *tools, char **out,
-                              size_t *out_len, struct hs__api_err *err);
+/* Fills err (HTTP status http, param, printf-style message) and returns HS_E_NOMEM for 503,
+ * else HS_E_INVAL. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+hs_status hs__api_fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...);
 
+/* Tokenizes len bytes of text into p->ids (new, owned by p). client: NULL, or [len] marks of
+ * client text in which no special token is made (hs_tokenize_marked); else special tokens are
+ * parsed everywhere. An empty result is a 400. */
+hs_status hs__api_tokenize(const struct hs__api_ctx *c, const char *text, size_t len,
+                           bool add_special, const uint8_t *client, struct hs__api_prompt *p,
+                           struct hs__api_err *err);
+
+/* ---- chat prompts (api/chat.c) ---- */
+
+/* A template value tree of j (returns new, NULL when out of memory). */
+struct hs_tmpl_value *hs__api_to_tmpl(const json_t *j);
+
+/* The chat part of hs__api_parse: tools, tool_choice and parallel_tool_calls of body b into
+ * r->tools (a required or named call's grammar into r->grammar), then the messages rendered
+ * through the template (NULL: ChatML) with add_generation_prompt, bos/eos and
+ * chat_template_kwargs (an object or absent) in the context, and tokenized into r->prompts[0].
+ * Roles are system, developer (rendered as system), user, assistant and tool; content is a
+ * string, text parts or null (rendered as ""); an assistant's tool_calls reach the template with
+ * their arguments parsed to objects, or are written into its content in the template's call
+ * format when it does not render them; tool messages become user messages wrapped in
+ * <tool_response> where the template has no tool role; templates that do not render tools get
+ * them described in a system message (when tool_choice is not none). Every string of the request
+ * is marked client text: the template's markup may make special tokens, client text never does.
+ * Errors as hs__api_parse. Thread: any (c->tools NULL: the template is probed here). */
+hs_status hs__api_chat_prompt(const struct hs__api_ctx *c, const json_t *b, struct hs__api_req *r,
+                              struct hs__api_err *err);
 /* A JSON string of n bytes of s, invalid UTF-8 replaced by U+FFFD. NULL when out of memory. */
 json_t *hs__api_json_str(const char *s, size_t n);
 

@@ -24,6 +24,7 @@
 
 #include "api/api.h"
 #include "api/request.h"
+#include "api/tools.h"
 
 struct hs_vocab;
 struct hs_chat_template;
@@ -118,6 +119,7 @@ struct hs_api_server {
     uint16_t port;
     int64_t created;
     struct hs__api_ctx pctx;
+    struct hs__tools_caps tools_caps; /* what tmpl does with tools: pctx.tools */
     uint64_t salt_key[2]; /* random per process: keys the tenants' prefix-cache salts */
 
     _Atomic uint64_t next_id;

@@ -235,6 +235,27 @@ static enum MHD_Result handle_tokenize(struct hs_api_server *s, struct MHD_Conne
     const json_t *add = json_object_get(b, "add_special");
     const json_t *parse = json_object_get(b, "parse_special");
     const json_t *pieces = json_object_get(b, "with_pieces");
+    if (json_object_get(b, "messages")) {
+        /* vLLM's chat form: the prompt a chat request would get, tools and all */
+        struct hs__api_req r = {0};
+        hs_status st = hs__api_chat_prompt(&s->pctx, b, &r, &perr);
+        bool with_pieces = json_is_true(pieces);
+        json_decref(b);
+        if (st != HS_OK) {
+            hs__api_req_free(&r);
+            return hs__send_error_ex(s, c, rq, perr.http ? perr.http : 400, perr.param, perr.code,
+                                     NULL, NULL, perr.message);
+        }
+        json_t *arr = json_array();
+        for (int32_t i = 0; i < r.prompts[0].n; i++) {
+            hs_token t = r.prompts[0].ids[i];
+            json_array_append_new(arr, with_pieces ? json_pack("{s:i,s:o?}", "id", t, "piece",
+                                                               token_json(s->vocab, t))
+                                                   : json_integer(t));
+        }
+        hs__api_req_free(&r);
+        return hs__send_json(s, c, rq, 200, json_pack("{s:o?}", "tokens", arr), NULL, NULL);
+    }
     if (!json_is_string(content)) {
         json_decref(b);
         return hs__send_error(s, c, rq, 400, "content", "content must be a string");

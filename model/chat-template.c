@@ -142,9 +142,57 @@ struct hs_tmpl_value *hs__p_str(struct hs__render *r, const char *s, size_t len)
 struct hs_tmpl_value *hs__p_buf(struct hs__render *r, struct hs__jbuf *b)
 {
     if (!b->p) {
+        free(b->m);
+        b->m = NULL;
         return hs__p_str(r, "", 0);
     }
-    return hs__p_str_take(r, b->p, b->len);
+    uint8_t *m = b->m && memchr(b->m, 1, b->len) ? b->m : NULL;
+    if (!m) {
+        free(b->m);
+    }
+    b->m = NULL;
+    if (m && !hs__charge(r, b->len)) {
+        free(m);
+        free(b->p);
+        return NULL;
+    }
+    struct hs_tmpl_value *v = hs__p_str_take(r, b->p, b->len);
+    if (!v) {
+        free(m);
+        return NULL;
+    }
+    v->cmask = m;
+    return v;
+}
+
+struct hs_tmpl_value *hs__p_substr(struct hs__render *r, const struct hs_tmpl_value *s, size_t off,
+                                   size_t n)
+{
+    struct hs_tmpl_value *v = hs__p_str(r, s->u.s.p + off, n);
+    if (!v || (!s->client && !(s->cmask && memchr(s->cmask + off, 1, n)))) {
+        return v;
+    }
+    if (s->client) {
+        v->client = true;
+        return v;
+    }
+    if (!hs__charge(r, n)) {
+        return NULL;
+    }
+    v->cmask = malloc(n ? n : 1);
+    if (!v->cmask) {
+        return hs__oom(r);
+    }
+    memcpy(v->cmask, s->cmask + off, n);
+    return v;
+}
+
+struct hs_tmpl_value *hs__p_client_if(struct hs_tmpl_value *v, bool client)
+{
+    if (v && client && v->kind == HS_TMPL_STRING) {
+        v->client = true;
+    }
+    return v;
 }
 
 bool hs__p_push(struct hs__render *r, struct hs_tmpl_value *arr, struct hs_tmpl_value *item)
@@ -291,7 +339,7 @@ struct hs_tmpl_value *hs__to_str(struct hs__render *r, const struct hs_tmpl_valu
     }
     struct hs__jbuf b = {0};
     if (hs__tmpl_str(&b, v) != HS_OK) {
-        free(b.p);
+        hs__jbuf_free(&b);
         return hs__fail(r, NULL, HS_E_RANGE, "value nested too deeply to print");
     }
     return hs__p_buf(r, &b);
@@ -338,7 +386,8 @@ struct hs_tmpl_value *hs__to_list(struct hs__render *r, const struct hs__jnode *
         return arr;
     case HS_TMPL_OBJECT:
         for (size_t i = 0; i < v->u.o.n; i++) {
-            struct hs_tmpl_value *k = hs__p_str(r, v->u.o.k[i], strlen(v->u.o.k[i]));
+            struct hs_tmpl_value *k =
+                hs__p_client_if(hs__p_str(r, v->u.o.k[i], strlen(v->u.o.k[i])), v->client);
             if (!k || !hs__p_push(r, arr, k)) {
                 return NULL;
             }
@@ -351,7 +400,7 @@ struct hs_tmpl_value *hs__to_list(struct hs__render *r, const struct hs__jnode *
             return hs__oom(r);
         }
         for (size_t i = 0; i < cnt; i++) {
-            struct hs_tmpl_value *c = hs__p_str(r, v->u.s.p + off[i], off[i + 1] - off[i]);
+            struct hs_tmpl_value *c = hs__p_substr(r, v, off[i], off[i + 1] - off[i]);
             if (!c || !hs__p_push(r, arr, c)) {
                 free(off);
                 return NULL;
@@ -383,7 +432,9 @@ struct hs_tmpl_value *hs__items_of(struct hs__render *r, const struct hs__jnode 
         if (pair) {
             pair->is_tuple = true;
         }
-        struct hs_tmpl_value *k = pair ? hs__p_str(r, obj->u.o.k[i], strlen(obj->u.o.k[i])) : NULL;
+        struct hs_tmpl_value *k =
+            pair ? hs__p_client_if(hs__p_str(r, obj->u.o.k[i], strlen(obj->u.o.k[i])), obj->client)
+                 : NULL;
         if (!k || !hs__p_push(r, pair, k) || !hs__p_push(r, pair, obj->u.o.v[i]) ||
             !hs__p_push(r, arr, pair)) {
             return NULL;
@@ -568,7 +619,7 @@ struct hs_tmpl_value *hs__call_macro(struct hs__render *r, const struct hs__jnod
     r->ctl = 0;
     r->cur = saved;
     if (r->st != HS_OK) {
-        free(b.p);
+        hs__jbuf_free(&b);
         return NULL;
     }
     return hs__p_buf(r, &b);
@@ -631,13 +682,13 @@ static struct hs_tmpl_value *arith(struct hs__render *r, const struct hs__jnode 
         if (len > r->lim.max_memory_bytes) {
             return hs__fail(r, n, HS_E_RANGE, "string too long");
         }
-        char *s = malloc(len + 1);
-        if (s) {
-            memcpy(s, x->u.s.p, x->u.s.len);
-            memcpy(s + x->u.s.len, y->u.s.p, y->u.s.len);
-            s[len] = '\0';
+        struct hs__jbuf b = {0};
+        if (hs__jbuf_append_val(&b, x, 0, x->u.s.len) != HS_OK ||
+            hs__jbuf_append_val(&b, y, 0, y->u.s.len) != HS_OK) {
+            hs__jbuf_free(&b);
+            return hs__oom(r);
         }
-        return hs__p_str_take(r, s, len);
+        return hs__p_buf(r, &b);
     }
     if (op == HS__OP_ADD && x->kind == HS_TMPL_ARRAY && y->kind == HS_TMPL_ARRAY) {
         struct hs_tmpl_value *out = hs__p_new(r, HS_TMPL_ARRAY);
@@ -668,7 +719,7 @@ static struct hs_tmpl_value *arith(struct hs__render *r, const struct hs__jnode 
         if (d) {
             d[len] = '\0';
         }
-        return hs__p_str_take(r, d, len);
+        return hs__p_client_if(hs__p_str_take(r, d, len), hs__has_client(s));
     }
     if (!hs__is_num(x) || !hs__is_num(y)) {
         return hs__fail(r, n, HS_E_INVAL, "unsupported operand types: %s and %s", hs__kind_name(x),
@@ -904,6 +955,7 @@ static struct hs_tmpl_value *eval(struct hs__render *r, const struct hs__jnode *
             if (!y || !hs__p_set(r, x, k->u.s.p, strlen(k->u.s.p), y)) {
                 return NULL;
             }
+            x->client |= hs__has_client(k);
         }
         return x;
     default:
@@ -913,14 +965,15 @@ static struct hs_tmpl_value *eval(struct hs__render *r, const struct hs__jnode *
 
 /* ==== statements ==== */
 
+/* Appends template text s (v NULL) or string value v with its client marks. */
 static void emit(struct hs__render *r, struct hs__jbuf *out, const struct hs__jnode *n,
-                 const char *s, size_t len)
+                 const char *s, size_t len, const struct hs_tmpl_value *v)
 {
     if (out->len + len > r->lim.max_output_bytes) {
         hs__fail(r, n, HS_E_RANGE, "output longer than %zu bytes", r->lim.max_output_bytes);
         return;
     }
-    if (hs__jbuf_append(out, s, len) != HS_OK) {
+    if ((v ? hs__jbuf_append_val(out, v, 0, len) : hs__jbuf_append(out, s, len)) != HS_OK) {
         hs__oom(r);
     }
 }
@@ -1041,21 +1094,26 @@ static void exec_node(struct hs__render *r, const struct hs__jnode *n, struct hs
     struct hs_tmpl_value *v;
     switch (n->kind) {
     case HS__J_TEXT:
-        emit(r, out, n, n->lit->u.s.p, n->lit->u.s.len);
+        emit(r, out, n, n->lit->u.s.p, n->lit->u.s.len, NULL);
         break;
     case HS__J_OUTPUT:
         v = eval(r, n->a);
         if (v && v->kind == HS_TMPL_STRING) {
-            emit(r, out, n, v->u.s.p, v->u.s.len);
+            emit(r, out, n, v->u.s.p, v->u.s.len, v);
         } else if (v) {
             struct hs__jbuf b = {0};
             hs_status st = hs__tmpl_str(&b, v);
             if (st != HS_OK) {
                 hs__fail(r, n, st, "cannot print value");
             } else {
-                emit(r, out, n, b.p ? b.p : "", b.len);
+                size_t at = out->len;
+                emit(r, out, n, b.p ? b.p : "", b.len, NULL);
+                if (r->st == HS_OK && b.m && memchr(b.m, 1, b.len) &&
+                    hs__jbuf_mark(out, at) != HS_OK) { /* a container: marked whole */
+                    hs__oom(r);
+                }
             }
-            free(b.p);
+            hs__jbuf_free(&b);
         }
         break;
     case HS__J_IF:
@@ -1085,7 +1143,7 @@ static void exec_node(struct hs__render *r, const struct hs__jnode *n, struct hs
             exec_list(r, n->c, &b);
             v = r->st == HS_OK ? hs__p_buf(r, &b) : NULL;
             if (!v) {
-                free(b.p);
+                hs__jbuf_free(&b);
                 return;
             }
         } else {
@@ -1112,7 +1170,7 @@ static void exec_node(struct hs__render *r, const struct hs__jnode *n, struct hs
             struct hs_tmpl_value *res = eval(r, n->b);
             r->pending_caller = NULL;
             if (res && res->kind == HS_TMPL_STRING) {
-                emit(r, out, n, res->u.s.p, res->u.s.len);
+                emit(r, out, n, res->u.s.p, res->u.s.len, res);
             }
         }
         break;
@@ -1131,7 +1189,7 @@ static void exec_node(struct hs__render *r, const struct hs__jnode *n, struct hs
             exec_list(r, n->b, &b);
             v = r->st == HS_OK ? hs__p_buf(r, &b) : NULL;
             if (!v) {
-                free(b.p);
+                hs__jbuf_free(&b);
                 return;
             }
             if (!eval_args(r, n->d, &a)) {
@@ -1140,7 +1198,7 @@ static void exec_node(struct hs__render *r, const struct hs__jnode *n, struct hs
             struct hs_tmpl_value *res = hs__apply_filter(r, n, n->name, v, &a);
             res = res ? hs__to_str(r, res) : NULL;
             if (res) {
-                emit(r, out, n, res->u.s.p, res->u.s.len);
+                emit(r, out, n, res->u.s.p, res->u.s.len, res);
             }
         }
         break;
@@ -1220,13 +1278,47 @@ void hs_chat_template_set_limits(struct hs_chat_template *t,
     }
 }
 
+/* Hands b's text (and its client marks when client_mask is not NULL) to the caller. */
+static hs_status give_out(struct hs__jbuf *b, char **out, size_t *out_len, uint8_t **client_mask,
+                          struct hs_error *err)
+{
+    if (!b->p && hs__jbuf_append(b, "", 0) != HS_OK) {
+        hs__jbuf_free(b);
+        return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    }
+    if (client_mask) {
+        *client_mask = b->m && memchr(b->m, 1, b->len) ? b->m : NULL;
+        if (!*client_mask) {
+            free(b->m);
+        }
+    } else {
+        free(b->m);
+    }
+    *out = b->p;
+    if (out_len) {
+        *out_len = b->len;
+    }
+    return HS_OK;
+}
+
 hs_status hs_chat_template_render(const struct hs_chat_template *t,
                                   const struct hs_tmpl_value *context, char **out,
                                   size_t *out_len, struct hs_error *err)
 {
+    return hs_chat_template_render_marked(t, context, out, out_len, NULL, err);
+}
+
+hs_status hs_chat_template_render_marked(const struct hs_chat_template *t,
+                                         const struct hs_tmpl_value *context, char **out,
+                                         size_t *out_len, uint8_t **client_mask,
+                                         struct hs_error *err)
+{
     *out = NULL;
     if (out_len) {
         *out_len = 0;
+    }
+    if (client_mask) {
+        *client_mask = NULL;
     }
     if (!t || !context || context->kind != HS_TMPL_OBJECT) {
         return hs_error_set(err, HS_E_INVAL, "render context must be an object");
@@ -1240,17 +1332,10 @@ hs_status hs_chat_template_render(const struct hs_chat_template *t,
     }
     pool_free(&r);
     if (r.st != HS_OK) {
-        free(b.p);
+        hs__jbuf_free(&b);
         return r.st;
     }
-    if (!b.p && hs__jbuf_append(&b, "", 0) != HS_OK) {
-        return hs_error_set(err, HS_E_NOMEM, "out of memory");
-    }
-    *out = b.p;
-    if (out_len) {
-        *out_len = b.len;
-    }
-    return HS_OK;
+    return give_out(&b, out, out_len, client_mask, err);
 }
 
 /* ==== ChatML fallback ==== */
@@ -1261,13 +1346,13 @@ static hs_status chatml_content(struct hs__jbuf *b, const struct hs_tmpl_value *
         return HS_OK;
     }
     if (c->kind == HS_TMPL_STRING) {
-        return hs__jbuf_append(b, c->u.s.p, c->u.s.len);
+        return hs__jbuf_append_val(b, c, 0, c->u.s.len);
     }
     if (c->kind == HS_TMPL_ARRAY) {
         for (size_t i = 0; i < c->u.a.n; i++) {
             const struct hs_tmpl_value *text = hs_tmpl_object_get(c->u.a.v[i], "text");
             if (text && text->kind == HS_TMPL_STRING) {
-                HS_TRY(hs__jbuf_append(b, text->u.s.p, text->u.s.len));
+                HS_TRY(hs__jbuf_append_val(b, text, 0, text->u.s.len));
             }
         }
         return HS_OK;
@@ -1279,9 +1364,21 @@ hs_status hs_chat_template_render_chatml(const struct hs_tmpl_value *messages,
                                          bool add_generation_prompt, char **out, size_t *out_len,
                                          struct hs_error *err)
 {
+    return hs_chat_template_render_chatml_marked(messages, add_generation_prompt, out, out_len,
+                                                 NULL, err);
+}
+
+hs_status hs_chat_template_render_chatml_marked(const struct hs_tmpl_value *messages,
+                                                bool add_generation_prompt, char **out,
+                                                size_t *out_len, uint8_t **client_mask,
+                                                struct hs_error *err)
+{
     *out = NULL;
     if (out_len) {
         *out_len = 0;
+    }
+    if (client_mask) {
+        *client_mask = NULL;
     }
     if (!messages || messages->kind != HS_TMPL_ARRAY) {
         return hs_error_set(err, HS_E_INVAL, "messages must be an array");
@@ -1291,12 +1388,12 @@ hs_status hs_chat_template_render_chatml(const struct hs_tmpl_value *messages,
     for (size_t i = 0; i < messages->u.a.n && st == HS_OK; i++) {
         const struct hs_tmpl_value *role = hs_tmpl_object_get(messages->u.a.v[i], "role");
         if (!role || role->kind != HS_TMPL_STRING) {
-            free(b.p);
+            hs__jbuf_free(&b);
             return hs_error_set(err, HS_E_INVAL, "message %zu has no string role", i);
         }
         st = hs__jbuf_append(&b, "<|im_start|>", 12);
         if (st == HS_OK) {
-            st = hs__jbuf_append(&b, role->u.s.p, role->u.s.len);
+            st = hs__jbuf_append_val(&b, role, 0, role->u.s.len);
         }
         if (st == HS_OK) {
             st = hs__jbuf_putc(&b, '\n');
@@ -1304,7 +1401,7 @@ hs_status hs_chat_template_render_chatml(const struct hs_tmpl_value *messages,
         if (st == HS_OK) {
             st = chatml_content(&b, hs_tmpl_object_get(messages->u.a.v[i], "content"));
             if (st == HS_E_INVAL) {
-                free(b.p);
+                hs__jbuf_free(&b);
                 return hs_error_set(err, st, "message %zu has content of a bad type", i);
             }
         }
@@ -1316,12 +1413,8 @@ hs_status hs_chat_template_render_chatml(const struct hs_tmpl_value *messages,
         st = hs__jbuf_append(&b, "<|im_start|>assistant\n", 22);
     }
     if (st != HS_OK) {
-        free(b.p);
+        hs__jbuf_free(&b);
         return hs_error_set(err, st, "out of memory");
     }
-    *out = b.p;
-    if (out_len) {
-        *out_len = b.len;
-    }
-    return HS_OK;
+    return give_out(&b, out, out_len, client_mask, err);
 }

@@ -62,6 +62,14 @@ const struct hs_tmpl_value *hs_tmpl_object_get(const struct hs_tmpl_value *obj, 
 /* Frees v and everything it owns. NULL is ignored. */
 void hs_tmpl_value_destroy(struct hs_tmpl_value *v);
 
+/* Marks v and everything it holds as client text (message contents, names, tool definitions
+ * and arguments: what a request wrote, not the template): every string, and the keys of every
+ * object. Rendering keeps track of which output bytes came from marked strings, through
+ * concatenation, slicing, strip, split, join, replace and indent byte for byte; other filters,
+ * printed containers and tojson mark their whole result when any input held client text. The
+ * caller then treats those bytes as plain text (hs_chat_template_render_marked). NULL: no-op. */
+void hs_tmpl_value_mark_client(struct hs_tmpl_value *v);
+
 /* Convenience for the message list of a chat: returns new {"role": role, "content": content}
  * (content NULL: null), or NULL when out of memory. Add "reasoning_content", "tool_calls" (array
  * of {"id", "type": "function", "function": {"name", "arguments"}}) with hs_tmpl_object_set. */
@@ -100,6 +108,14 @@ hs_status hs_chat_template_render(const struct hs_chat_template *t,
                                   const struct hs_tmpl_value *context, char **out,
                                   size_t *out_len, struct hs_error *err);
 
+/* As hs_chat_template_render, and *client_mask (not NULL) receives which output bytes came from
+ * client text (hs_tmpl_value_mark_client): NULL when none did, else new [*out_len] bytes, 1 for
+ * client text and 0 for the template's own (free with free()). On error it is NULL. */
+hs_status hs_chat_template_render_marked(const struct hs_chat_template *t,
+                                         const struct hs_tmpl_value *context, char **out,
+                                         size_t *out_len, uint8_t **client_mask,
+                                         struct hs_error *err);
+
 /* The ChatML rendering used when a model has no template:
  * "<|im_start|>{role}\n{content}<|im_end|>\n" per message, then "<|im_start|>assistant\n" when
  * add_generation_prompt. Content given as an array of parts joins the parts' "text" fields.
@@ -108,5 +124,10 @@ hs_status hs_chat_template_render(const struct hs_chat_template *t,
 hs_status hs_chat_template_render_chatml(const struct hs_tmpl_value *messages,
                                          bool add_generation_prompt, char **out, size_t *out_len,
                                          struct hs_error *err);
+/* The same with client marks, as hs_chat_template_render_marked. */
+hs_status hs_chat_template_render_chatml_marked(const struct hs_tmpl_value *messages,
+                                                bool add_generation_prompt, char **out,
+                                                size_t *out_len, uint8_t **client_mask,
+                                                struct hs_error *err);
 
 #endif

@@ -27,7 +27,7 @@ static struct hs_tmpl_value *str_case(struct hs__render *r, const struct hs_tmpl
         utf8proc_ssize_t k = utf8proc_iterate(s + i, len - i, &cp);
         if (k <= 0) {
             if (hs__jbuf_putc(&b, (char)s[i]) != HS_OK) {
-                free(b.p);
+                hs__jbuf_free(&b);
                 return hs__oom(r);
             }
             i++;
@@ -51,12 +51,12 @@ static struct hs_tmpl_value *str_case(struct hs__render *r, const struct hs_tmpl
         utf8proc_uint8_t enc[4];
         utf8proc_ssize_t el = utf8proc_encode_char(m, enc);
         if (hs__jbuf_append(&b, (const char *)enc, (size_t)el) != HS_OK) {
-            free(b.p);
+            hs__jbuf_free(&b);
             return hs__oom(r);
         }
         i += k;
     }
-    return hs__p_buf(r, &b);
+    return hs__p_client_if(hs__p_buf(r, &b), hs__has_client(v));
 }
 
 static bool in_set(char c, const char *chars, size_t n)
@@ -89,7 +89,7 @@ static struct hs_tmpl_value *str_strip(struct hs__render *r, const struct hs_tmp
             b--;
         }
     }
-    return hs__p_str(r, v->u.s.p + a, b - a);
+    return hs__p_substr(r, v, a, b - a);
 }
 
 static const char *memrfind(const char *h, size_t hn, const char *n, size_t nn)
@@ -128,11 +128,11 @@ static struct hs_tmpl_value *str_replace(struct hs__render *r, const struct hs__
         }
         for (size_t i = 0; i <= cnt && st == HS_OK; i++) {
             if (max < 0 || done < max) {
-                st = hs__jbuf_append(&b, new_->u.s.p, new_->u.s.len);
+                st = hs__jbuf_append_val(&b, new_, 0, new_->u.s.len);
                 done++;
             }
             if (i < cnt && st == HS_OK) {
-                st = hs__jbuf_append(&b, p + off[i], off[i + 1] - off[i]);
+                st = hs__jbuf_append_val(&b, s, off[i], off[i + 1] - off[i]);
             }
             if (b.len > r->lim.max_memory_bytes) {
                 break;
@@ -145,9 +145,9 @@ static struct hs_tmpl_value *str_replace(struct hs__render *r, const struct hs__
             if (!f) {
                 break;
             }
-            st = hs__jbuf_append(&b, p, (size_t)(f - p));
+            st = hs__jbuf_append_val(&b, s, (size_t)(p - s->u.s.p), (size_t)(f - p));
             if (st == HS_OK) {
-                st = hs__jbuf_append(&b, new_->u.s.p, new_->u.s.len);
+                st = hs__jbuf_append_val(&b, new_, 0, new_->u.s.len);
             }
             p = f + old->u.s.len;
             done++;
@@ -156,15 +156,15 @@ static struct hs_tmpl_value *str_replace(struct hs__render *r, const struct hs__
             }
         }
         if (st == HS_OK) {
-            st = hs__jbuf_append(&b, p, (size_t)(end - p));
+            st = hs__jbuf_append_val(&b, s, (size_t)(p - s->u.s.p), (size_t)(end - p));
         }
     }
     if (st != HS_OK) {
-        free(b.p);
+        hs__jbuf_free(&b);
         return hs__oom(r);
     }
     if (b.len > r->lim.max_memory_bytes) {
-        free(b.p);
+        hs__jbuf_free(&b);
         return hs__fail(r, n, HS_E_RANGE, "string too long");
     }
     return hs__p_buf(r, &b);
@@ -201,9 +201,9 @@ static struct hs_tmpl_value *str_split(struct hs__render *r, const struct hs__jn
                 break;
             }
             size_t at = (size_t)(f - p);
-            struct hs_tmpl_value *piece = right ? hs__p_str(r, f + sep->u.s.len,
-                                                        b - at - sep->u.s.len)
-                                                : hs__p_str(r, p + a, at - a);
+            struct hs_tmpl_value *piece =
+                right ? hs__p_substr(r, s, at + sep->u.s.len, b - at - sep->u.s.len)
+                      : hs__p_substr(r, s, a, at - a);
             if (!piece || !hs__p_push(r, tmp, piece)) {
                 return NULL;
             }
@@ -214,7 +214,7 @@ static struct hs_tmpl_value *str_split(struct hs__render *r, const struct hs__jn
             }
             done++;
         }
-        struct hs_tmpl_value *last = hs__p_str(r, p + a, b - a);
+        struct hs_tmpl_value *last = hs__p_substr(r, s, a, b - a);
         if (!last || !hs__p_push(r, tmp, last)) {
             return NULL;
         }
@@ -246,7 +246,7 @@ static struct hs_tmpl_value *str_split(struct hs__render *r, const struct hs__jn
                 j++;
             }
         }
-        struct hs_tmpl_value *piece = hs__p_str(r, p + i, j - i);
+        struct hs_tmpl_value *piece = hs__p_substr(r, s, i, j - i);
         if (!piece || !hs__p_push(r, arr, piece)) {
             return NULL;
         }
@@ -367,7 +367,7 @@ static struct hs_tmpl_value *filter_indent(struct hs__render *r, const struct hs
             st = hs__jbuf_append(&b, pad.p, pad.len);
         }
         if (st == HS_OK) {
-            st = hs__jbuf_append(&b, s + i, j - i + (j < len ? 1 : 0));
+            st = hs__jbuf_append_val(&b, v, i, j - i + (j < len ? 1 : 0));
         }
         is_first = false;
         if (j >= len) {
@@ -381,9 +381,13 @@ static struct hs_tmpl_value *filter_indent(struct hs__render *r, const struct hs
             break;
         }
     }
-    free(pad.p);
+    hs__jbuf_free(&pad);
     if (st != HS_OK) {
-        free(b.p);
+        hs__jbuf_free(&b);
+        return hs__oom(r);
+    }
+    if (w && hs__has_client(w) && hs__jbuf_mark(&b, 0) != HS_OK) { /* client padding */
+        hs__jbuf_free(&b);
         return hs__oom(r);
     }
     return hs__p_buf(r, &b);
@@ -434,7 +438,7 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
         struct hs__jbuf b = {0};
         hs_status st = hs__tmpl_json(&b, v, indent);
         if (st != HS_OK) {
-            free(b.p);
+            hs__jbuf_free(&b);
             return st == HS_E_NOMEM ? hs__oom(r)
                                     : hs__fail(r, n, HS_E_INVAL, "value cannot be written as JSON");
         }
@@ -493,8 +497,9 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
         if (rev && str) {
             struct hs__jbuf b = {0};
             for (size_t i = 0; i < out->u.a.n; i++) {
-                if (hs__jbuf_append(&b, out->u.a.v[i]->u.s.p, out->u.a.v[i]->u.s.len) != HS_OK) {
-                    free(b.p);
+                if (hs__jbuf_append_val(&b, out->u.a.v[i], 0, out->u.a.v[i]->u.s.len) !=
+                    HS_OK) {
+                    hs__jbuf_free(&b);
                     return hs__oom(r);
                 }
             }
@@ -516,23 +521,23 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
             if (at && at->kind == HS_TMPL_STRING) {
                 x = hs__get_attr(r, n, x, at->u.s.p);
                 if (!x) {
-                    free(b.p);
+                    hs__jbuf_free(&b);
                     return NULL;
                 }
             }
             if (i && sep && sep->kind == HS_TMPL_STRING) {
-                st = hs__jbuf_append(&b, sep->u.s.p, sep->u.s.len);
+                st = hs__jbuf_append_val(&b, sep, 0, sep->u.s.len);
             }
             if (st == HS_OK) {
                 st = hs__tmpl_str(&b, x);
             }
             if (b.len > r->lim.max_memory_bytes) {
-                free(b.p);
+                hs__jbuf_free(&b);
                 return hs__fail(r, n, HS_E_RANGE, "string too long");
             }
         }
         if (st != HS_OK) {
-            free(b.p);
+            hs__jbuf_free(&b);
             return hs__oom(r);
         }
         return hs__p_buf(r, &b);
@@ -720,13 +725,13 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
             st = hs__jbuf_putc(&b, ' ');
         }
         if (st == HS_OK) {
-            st = hs__jbuf_append(&b, v->u.s.p, v->u.s.len);
+            st = hs__jbuf_append_val(&b, v, 0, v->u.s.len);
         }
         for (int64_t i = 0; i < total - left && st == HS_OK; i++) {
             st = hs__jbuf_putc(&b, ' ');
         }
         if (st != HS_OK) {
-            free(b.p);
+            hs__jbuf_free(&b);
             return hs__oom(r);
         }
         return hs__p_buf(r, &b);
@@ -745,10 +750,10 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
             st = rep ? hs__jbuf_append(&b, rep, strlen(rep)) : hs__jbuf_putc(&b, c);
         }
         if (st != HS_OK) {
-            free(b.p);
+            hs__jbuf_free(&b);
             return hs__oom(r);
         }
-        return hs__p_buf(r, &b);
+        return hs__p_client_if(hs__p_buf(r, &b), hs__has_client(v));
     }
     return hs__fail(r, n, HS_E_INVAL, "unknown filter '%s'", f);
 }
@@ -944,7 +949,7 @@ struct hs_tmpl_value *hs__get_index(struct hs__render *r, const struct hs__jnode
         }
         struct hs_tmpl_value *res = &hs__v_undef;
         if (i >= 0 && i < (int64_t)cnt) {
-            res = hs__p_str(r, obj->u.s.p + off[i], off[i + 1] - off[i]);
+            res = hs__p_substr(r, obj, off[i], off[i + 1] - off[i]);
         }
         free(off);
         return res;
@@ -1010,7 +1015,7 @@ struct hs_tmpl_value *hs__get_slice(struct hs__render *r, const struct hs__jnode
     for (int64_t i = start; ok && (step > 0 ? i < stop : i > stop);) {
         if (out) {
             ok = hs__p_push(r, out, obj->u.a.v[i]);
-        } else if (hs__jbuf_append(&b, obj->u.s.p + off[i], off[i + 1] - off[i]) != HS_OK) {
+        } else if (hs__jbuf_append_val(&b, obj, off[i], off[i + 1] - off[i]) != HS_OK) {
             hs__oom(r);
             ok = false;
         }
@@ -1020,7 +1025,7 @@ struct hs_tmpl_value *hs__get_slice(struct hs__render *r, const struct hs__jnode
     }
     free(off);
     if (!ok) {
-        free(b.p);
+        hs__jbuf_free(&b);
         return NULL;
     }
     return out ? out : hs__p_buf(r, &b);

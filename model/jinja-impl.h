@@ -28,6 +28,11 @@ struct hs_tmpl_value {
     bool pooled;
     bool is_namespace; /* namespace(): attributes may be assigned */
     bool is_tuple;     /* an array that Python would hold as a tuple: printed "(a, b)" */
+    /* Client text (hs_tmpl_value_mark_client): a string whose every byte is, or an object whose
+     * keys are. A string made while rendering from client and template text has cmask instead:
+     * [u.s.len] bytes, 1 where the byte came from the client (NULL: none did). */
+    bool client;
+    uint8_t *cmask;
     struct hs_tmpl_value *pool_next;
     union {
         bool b;
@@ -58,16 +63,32 @@ struct hs_tmpl_value {
     } u;
 };
 
-/* Growable byte buffer. */
+/* Growable byte buffer. m: NULL, or [cap] bytes marking which of p's bytes are client text
+ * (made by the first marked append). */
 struct hs__jbuf {
     char *p;
     size_t len, cap;
+    uint8_t *m;
 };
+/* Appends template (unmarked) bytes. */
 hs_status hs__jbuf_append(struct hs__jbuf *b, const char *s, size_t n);
 hs_status hs__jbuf_putc(struct hs__jbuf *b, char c);
+/* Appends bytes [off, off + n) of string value s with their client marks. */
+hs_status hs__jbuf_append_val(struct hs__jbuf *b, const struct hs_tmpl_value *s, size_t off,
+                              size_t n);
+/* Marks bytes [from, len) as client text. */
+hs_status hs__jbuf_mark(struct hs__jbuf *b, size_t from);
+void hs__jbuf_free(struct hs__jbuf *b);
+
+/* Byte i of string s is client text. */
+bool hs__client_at(const struct hs_tmpl_value *s, size_t i);
+/* v holds client text: a string with a marked byte, an object with client keys, or a container
+ * holding one (searched to depth 64; deeper counts as client). */
+bool hs__has_client(const struct hs_tmpl_value *v);
 
 /* Python-style text of a value as {{ }} prints it (str()): strings raw, None, True, floats as
- * repr, containers as repr with single quotes. */
+ * repr, containers as repr with single quotes. Client marks: a string's are kept, a container
+ * holding client text is marked whole (as is tojson's output below). */
 hs_status hs__tmpl_str(struct hs__jbuf *b, const struct hs_tmpl_value *v);
 /* Python repr(). */
 hs_status hs__tmpl_repr(struct hs__jbuf *b, const struct hs_tmpl_value *v);
@@ -252,7 +273,13 @@ struct hs_tmpl_value *hs__p_float(struct hs__render *r, double f);
 struct hs_tmpl_value *hs__p_bool(bool b);
 struct hs_tmpl_value *hs__p_str_take(struct hs__render *r, char *s, size_t len);
 struct hs_tmpl_value *hs__p_str(struct hs__render *r, const char *s, size_t len);
+/* Takes b's bytes and client marks. */
 struct hs_tmpl_value *hs__p_buf(struct hs__render *r, struct hs__jbuf *b);
+/* Bytes [off, off + n) of string s with their client marks. */
+struct hs_tmpl_value *hs__p_substr(struct hs__render *r, const struct hs_tmpl_value *s, size_t off,
+                                   size_t n);
+/* v (a new pooled string) marked as client text when client is true; returns v. */
+struct hs_tmpl_value *hs__p_client_if(struct hs_tmpl_value *v, bool client);
 bool hs__p_push(struct hs__render *r, struct hs_tmpl_value *arr, struct hs_tmpl_value *item);
 bool hs__p_set(struct hs__render *r, struct hs_tmpl_value *obj, const char *key, size_t klen,
                struct hs_tmpl_value *v);

@@ -190,6 +190,7 @@ void hs__tmpl_value_free(struct hs_tmpl_value *v)
     switch (v->kind) {
     case HS_TMPL_STRING:
         free(v->u.s.p);
+        free(v->cmask);
         break;
     case HS_TMPL_ARRAY:
         if (!v->pooled) {
@@ -252,14 +253,121 @@ hs_status hs__jbuf_append(struct hs__jbuf *b, const char *s, size_t n)
             return HS_E_NOMEM;
         }
         b->p = p;
+        if (b->m) {
+            uint8_t *m = realloc(b->m, cap);
+            if (!m) {
+                b->cap = HS_MIN(b->cap, cap); /* p grew, m did not: cap stays what both hold */
+                return HS_E_NOMEM;
+            }
+            b->m = m;
+        }
         b->cap = cap;
     }
     if (n) {
         memcpy(b->p + b->len, s, n);
+        if (b->m) {
+            memset(b->m + b->len, 0, n);
+        }
     }
     b->len += n;
     b->p[b->len] = '\0';
     return HS_OK;
+}
+
+hs_status hs__jbuf_mark(struct hs__jbuf *b, size_t from)
+{
+    if (from >= b->len) {
+        return HS_OK;
+    }
+    if (!b->m) {
+        b->m = calloc(b->cap, 1);
+        if (!b->m) {
+            return HS_E_NOMEM;
+        }
+    }
+    memset(b->m + from, 1, b->len - from);
+    return HS_OK;
+}
+
+hs_status hs__jbuf_append_val(struct hs__jbuf *b, const struct hs_tmpl_value *s, size_t off,
+                              size_t n)
+{
+    size_t at = b->len;
+    HS_TRY(hs__jbuf_append(b, s->u.s.p + off, n));
+    if (s->client) {
+        return hs__jbuf_mark(b, at);
+    }
+    if (s->cmask && memchr(s->cmask + off, 1, n)) {
+        HS_TRY(hs__jbuf_mark(b, at));
+        memcpy(b->m + at, s->cmask + off, n);
+    }
+    return HS_OK;
+}
+
+void hs__jbuf_free(struct hs__jbuf *b)
+{
+    free(b->p);
+    free(b->m);
+    *b = (struct hs__jbuf){0};
+}
+
+bool hs__client_at(const struct hs_tmpl_value *s, size_t i)
+{
+    return s->client || (s->cmask && s->cmask[i]);
+}
+
+static bool has_client_depth(const struct hs_tmpl_value *v, int depth)
+{
+    if (depth > 64) {
+        return true;
+    }
+    switch (v->kind) {
+    case HS_TMPL_STRING:
+        return v->client || (v->cmask && memchr(v->cmask, 1, v->u.s.len));
+    case HS_TMPL_ARRAY:
+        for (size_t i = 0; i < v->u.a.n; i++) {
+            if (has_client_depth(v->u.a.v[i], depth + 1)) {
+                return true;
+            }
+        }
+        return false;
+    case HS_TMPL_OBJECT:
+        if (v->client) {
+            return true;
+        }
+        for (size_t i = 0; i < v->u.o.n; i++) {
+            if (has_client_depth(v->u.o.v[i], depth + 1)) {
+                return true;
+            }
+        }
+        return false;
+    default:
+        return false;
+    }
+}
+
+bool hs__has_client(const struct hs_tmpl_value *v)
+{
+    return has_client_depth(v, 0);
+}
+
+void hs_tmpl_value_mark_client(struct hs_tmpl_value *v)
+{
+    if (!v) {
+        return;
+    }
+    if (v->kind == HS_TMPL_STRING || v->kind == HS_TMPL_OBJECT) {
+        v->client = true;
+    }
+    if (v->kind == HS_TMPL_ARRAY) {
+        for (size_t i = 0; i < v->u.a.n; i++) {
+            hs_tmpl_value_mark_client(v->u.a.v[i]);
+        }
+    } else if (v->kind == HS_TMPL_OBJECT) {
+        for (size_t i = 0; i < v->u.o.n; i++) {
+            hs_tmpl_value_mark_client(v->u.o.v[i]);
+        }
+    }
 }
 
 hs_status hs__jbuf_putc(struct hs__jbuf *b, char c)
@@ -445,10 +553,13 @@ hs_status hs__tmpl_str(struct hs__jbuf *b, const struct hs_tmpl_value *v)
     case HS_TMPL_FLOAT:
         return put_float(b, v->u.f, false);
     case HS_TMPL_STRING:
-        return hs__jbuf_append(b, v->u.s.p, v->u.s.len);
+        return hs__jbuf_append_val(b, v, 0, v->u.s.len);
     case HS_TMPL_ARRAY:
-    case HS_TMPL_OBJECT:
-        return repr_depth(b, v, 0);
+    case HS_TMPL_OBJECT: {
+        size_t at = b->len;
+        HS_TRY(repr_depth(b, v, 0));
+        return hs__has_client(v) ? hs__jbuf_mark(b, at) : HS_OK;
+    }
     case HS__TMPL_MACRO:
         return jbuf_puts(b, "<macro>");
     case HS__TMPL_LOOP:
@@ -549,7 +660,9 @@ static hs_status json_depth(struct hs__jbuf *b, const struct hs_tmpl_value *v, i
 
 hs_status hs__tmpl_json(struct hs__jbuf *b, const struct hs_tmpl_value *v, int indent)
 {
-    return json_depth(b, v, indent, 0);
+    size_t at = b->len;
+    HS_TRY(json_depth(b, v, indent, 0));
+    return hs__has_client(v) ? hs__jbuf_mark(b, at) : HS_OK;
 }
 
 /* ==== comparisons ==== */

@@ -537,9 +537,11 @@ static bool fv_push(struct fragvec *fv, struct frag f)
 }
 
 /* Splits text into raw runs and special tokens: each special token, longest first, is cut out of
- * every raw run where it occurs. USER_DEFINED tokens always; CONTROL/UNKNOWN when parse_special. */
+ * every raw run where it occurs. USER_DEFINED tokens always; CONTROL/UNKNOWN when parse_special.
+ * plain (NULL: none): bytes marked 1 are plain text, so no special token covering one of them
+ * is cut out. */
 static hs_status partition(const struct hs_vocab *v, const char *text, size_t len,
-                           bool parse_special, struct fragvec *a)
+                           bool parse_special, const uint8_t *plain, struct fragvec *a)
 {
     struct fragvec b = {0};
     a->n = 0;
@@ -566,23 +568,27 @@ static hs_status partition(const struct hs_vocab *v, const char *text, size_t le
                 }
                 continue;
             }
-            size_t pos = fr.off, end = fr.off + fr.len;
+            size_t pos = fr.off, seg = fr.off, end = fr.off + fr.len;
             while (pos < end) {
                 const char *hit = memmem(text + pos, end - pos, st, sl);
                 if (hit == NULL) {
                     break;
                 }
                 size_t h = (size_t)(hit - text);
+                if (plain && memchr(plain + h, 1, sl)) {
+                    pos = h + 1; /* client text: stays raw; a later hit may still count */
+                    continue;
+                }
                 changed = true;
-                if (h > pos && !fv_push(&b, (struct frag){-1, pos, h - pos})) {
+                if (h > seg && !fv_push(&b, (struct frag){-1, seg, h - seg})) {
                     goto nomem;
                 }
                 if (!fv_push(&b, (struct frag){id, h, sl})) {
                     goto nomem;
                 }
-                pos = h + sl;
+                pos = seg = h + sl;
             }
-            if (pos < end && !fv_push(&b, (struct frag){-1, pos, end - pos})) {
+            if (seg < end && !fv_push(&b, (struct frag){-1, seg, end - seg})) {
                 goto nomem;
             }
         }
@@ -601,8 +607,9 @@ nomem:
 
 /* ---- tokenize ---- */
 
-hs_status hs_tokenize(const struct hs_vocab *v, const char *text, size_t len, bool add_special,
-                      bool parse_special, hs_token *out, size_t cap, size_t *n_out)
+static hs_status tokenize(const struct hs_vocab *v, const char *text, size_t len,
+                          bool add_special, bool parse_special, const uint8_t *plain,
+                          hs_token *out, size_t cap, size_t *n_out)
 {
     if (v == NULL || (text == NULL && len > 0) || (out == NULL && cap > 0) || n_out == NULL ||
         len > HS_VOCAB_MAX_TEXT_BYTES) {
@@ -616,7 +623,7 @@ hs_status hs_tokenize(const struct hs_vocab *v, const char *text, size_t len, bo
     struct bpe_ctx bc = {.v = v, .m = &m, .out = &tv};
     struct pre_buf pb = {0};
 
-    st = partition(v, text, len, parse_special, &fv);
+    st = partition(v, text, len, parse_special, plain, &fv);
     if (st != HS_OK) {
         goto done;
     }
@@ -661,6 +668,19 @@ done:
     free(bc.work);
     pre_buf_free(&pb);
     return st;
+}
+
+hs_status hs_tokenize(const struct hs_vocab *v, const char *text, size_t len, bool add_special,
+                      bool parse_special, hs_token *out, size_t cap, size_t *n_out)
+{
+    return tokenize(v, text, len, add_special, parse_special, NULL, out, cap, n_out);
+}
+
+hs_status hs_tokenize_marked(const struct hs_vocab *v, const char *text, size_t len,
+                             bool add_special, const uint8_t *plain, hs_token *out, size_t cap,
+                             size_t *n_out)
+{
+    return tokenize(v, text, len, add_special, true, plain, out, cap, n_out);
 }
 
 /* ---- pieces and streaming ---- */

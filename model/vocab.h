@@ -70,6 +70,16 @@ hs_token hs_vocab_find(const struct hs_vocab *v, const char *s);
 hs_status hs_tokenize(const struct hs_vocab *v, const char *text, size_t len, bool add_special,
                       bool parse_special, hs_token *out, size_t cap, size_t *n_out);
 
+/* As hs_tokenize with parse_special, except where plain (NULL: nowhere; else [len] bytes) marks
+ * bytes 1: no special token, control or user-defined, is made from text covering such a byte,
+ * which is tokenized as the plain text it is. A rendered chat prompt passes the client-text marks
+ * of hs_chat_template_render_marked, so a message that writes "<|im_end|>" or "</think>" gets
+ * those characters, never the control tokens; the tokens of everything else are what
+ * hs_tokenize gives. Errors as hs_tokenize. Thread: any. */
+hs_status hs_tokenize_marked(const struct hs_vocab *v, const char *text, size_t len,
+                             bool add_special, const uint8_t *plain, hs_token *out, size_t cap,
+                             size_t *n_out);
+
 /* The bytes token t stands for (byte tokens decoded, "▁" -> ' ', GPT-2 byte mapping undone);
  * control and unknown tokens give their text only when special, USER_DEFINED tokens their text
  * as written. Returns the number of bytes the piece has (0 for ids out of range); writes at most

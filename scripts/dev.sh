@@ -41,9 +41,10 @@ deps() {
     fi
 }
 
-# The openai client for tests/e2e, pinned by tests/e2e/package-lock.json.
+# The openai client and the ajv JSON Schema validator for tests/e2e, pinned by
+# tests/e2e/package-lock.json.
 node_deps() {
-    if [ ! -d tests/e2e/node_modules/openai ]; then
+    if [ ! -d tests/e2e/node_modules/openai ] || [ ! -d tests/e2e/node_modules/ajv ]; then
         log "npm ci --prefix tests/e2e"
         npm ci --prefix tests/e2e --no-audit --no-fund >/dev/null
     fi
