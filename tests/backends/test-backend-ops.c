@@ -2,10 +2,8 @@
  * spirit of ggml's test-backend-ops; plus argument validation, stats and the CPU thread pool. */
 #include <criterion/criterion.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "backends/backend-impl.h"
 #include "backends/cpu/cpu.h"
@@ -1426,43 +1424,6 @@ Test(backend_ops, stats_count_ops_and_weight_bytes)
     free(x);
     free_weights(&w);
     hs_backend_destroy(be);
-}
-
-/* ---- thread pool ---- */
-
-struct pool_probe {
-    atomic_int calls[4];
-    atomic_int bad_nth;
-};
-
-static void pool_probe_fn(void *ctx, int ith, int nth)
-{
-    struct pool_probe *p = ctx;
-    if (nth != 3 || ith < 0 || ith >= 3) {
-        atomic_fetch_add(&p->bad_nth, 1);
-        return;
-    }
-    atomic_fetch_add(&p->calls[ith], 1);
-}
-
-Test(backend_pool, every_thread_runs_once_per_dispatch_spinning_and_after_sleep)
-{
-    struct hs_pool *pool = NULL;
-    cr_assert_eq(hs__pool_create(3, true, 0, &pool), HS_OK);
-    cr_assert_eq(hs__pool_n_threads(pool), 3);
-    struct pool_probe p = {0};
-    for (int i = 0; i < 20000; i++) {
-        hs__pool_run(pool, pool_probe_fn, &p);
-        cr_assert_eq(atomic_load(&p.calls[1]), i + 1, "barrier: worker 1 done before return");
-        cr_assert_eq(atomic_load(&p.calls[2]), i + 1);
-        if (i % 5000 == 0) {
-            usleep(2000); /* past the spin window: workers sleep on the futex */
-        }
-    }
-    cr_assert_eq(atomic_load(&p.calls[0]), 20000);
-    cr_assert_eq(atomic_load(&p.bad_nth), 0);
-    hs__pool_destroy(pool);
-    hs__pool_destroy(NULL);
 }
 
 Test(backend_ops, views_and_in_place_elementwise)
