@@ -430,6 +430,12 @@ async function structuredSuite(m) {
     assert.equal(r.usage.prompt_tokens, injected.length);
   });
 
-  srv.proc.removeAllListeners('exit');
-  srv.proc.kill('SIGTERM');
+  await check(`${name}: SIGTERM exits 0`, async () => {
+    const code = await new Promise((resolve) => {
+      srv.proc.removeAllListeners('exit');
+      srv.proc.on('exit', (c, sig) => resolve(sig ? sig : c));
+      srv.proc.kill('SIGTERM');
+    });
+    assert.equal(code, 0, srv.log());
+  });
 }
