@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (hs_context_create(m, &cp, &ctx, &err) == HS_OK) {
         const hs_token toks[2] = {1, hp->n_vocab > 5 ? 5 : 0};
         const int32_t table[1] = {0};
-        const struct hs_forward_seq fs = {toks, 2, 0, table, 1};
+        const struct hs_forward_seq fs = {toks, 2, 0, table, 1, 0};
         if (hs_model_forward(ctx, &fs, 1) == HS_OK && hs_context_n_logit_rows(ctx) != 1) {
             __builtin_trap();
         }
