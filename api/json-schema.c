@@ -368,6 +368,17 @@ static const char *visit_ref(struct conv *c, const char *ref)
 
 /* ---- objects ---- */
 
+/* Whether akey-char alone spells s: no quote, backslash, DEL or control byte. */
+static bool key_chars_only(const unsigned char *s)
+{
+    for (; *s; s++) {
+        if (*s < 0x20 || *s == '"' || *s == '\\' || *s == 0x7F) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* A rule for property names that are none of names[0..n) (written without escapes). */
 static const char *not_names(struct conv *c, const char *hint, const char *const *names, size_t n)
 {
@@ -387,6 +398,9 @@ static const char *not_names(struct conv *c, const char *hint, const char *const
     for (size_t i = 0; i < n; i++) {
         int32_t at = 0;
         const unsigned char *p = (const unsigned char *)names[i];
+        if (!key_chars_only(p)) {
+            continue; /* akey-char cannot spell it, so no exclusion is needed (nor writable) */
+        }
         while (*p) {
             uint32_t cp = *p++;
             int extra = cp >= 0xF0 ? 3 : cp >= 0xE0 ? 2 : cp >= 0xC0 ? 1 : 0;
