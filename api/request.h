@@ -108,6 +108,15 @@ struct hs__api_prompt {
     int32_t n;
 };
 
+/* How a chat answer's thinking block is reported (api/reasoning.h). */
+struct hs__api_reasoning {
+    bool split;    /* separate the block from the answer (markers known, format not none) */
+    int format;    /* enum hs__reasoning_format */
+    bool in_block; /* the prompt ends inside the block */
+    char open[32], close[32];
+    hs_token open_tok, close_tok;
+};
+
 struct hs__api_req {
     enum hs__api_kind kind;
     struct hs_engine_request er; /* everything but prompt/n_prompt/notify; points into this */
@@ -126,6 +135,7 @@ struct hs__api_req {
     char *grammar; /* GBNF from response_format, grammar or a required tool call (owned), NULL:
                     * none; er.grammar */
     struct hs__api_tools tools; /* chat: tools, tool_choice, parallel_tool_calls */
+    struct hs__api_reasoning reasoning; /* chat: the thinking block */
     char *stops[HS_ENGINE_MAX_STOP];
     struct hs_logit_bias *bias;
     bool stream;

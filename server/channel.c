@@ -359,6 +359,22 @@ static struct hs_token_trie *engine_trie(struct hs_engine *e)
     return t;
 }
 
+/* Wraps the choice's constraint (the grammar's, if any) in its thinking-block tracker, which
+ * hands the grammar only the answer's tokens. */
+static void reasoning_install(struct hs_engine_handle *h, struct seq *s)
+{
+    if (!h->reasoning.enabled) {
+        return;
+    }
+    struct hs_sampler_constraint inner = {0};
+    if (s->gm) {
+        inner = hs_grammar_matcher_constraint(s->gm);
+    }
+    hs_reasoning_init(&s->rs, &h->reasoning, s->gm ? &inner : NULL);
+    const struct hs_sampler_constraint c = hs_reasoning_constraint(&s->rs);
+    hs_sampler_set_constraint(s->smp, &c);
+}
+
 /* Compiles r's grammar into h (grammar and cache; the choices' matchers come with their
  * samplers). HS_E_INVAL with err at a syntax error or a limit; HS_E_NOMEM. Thread: any. */
 static hs_status grammar_init(struct hs_engine *e, struct hs_engine_handle *h,
@@ -416,6 +432,11 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
     h->place = r->place;
     h->long_context = r->long_context;
     h->cache_salt = r->cache_salt;
+    if (hs_reasoning_params_check(&r->reasoning, e->n_vocab, err) != HS_OK) {
+        handle_free(h);
+        return HS_E_INVAL;
+    }
+    h->reasoning = r->reasoning;
     h->usage.prompt_tokens = r->n_prompt;
     h->status = HS_OK;
     h->t_submit_ns = now_ns();
@@ -466,6 +487,7 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
             const struct hs_sampler_constraint sc = hs_grammar_matcher_constraint(s->gm);
             hs_sampler_set_constraint(s->smp, &sc);
         }
+        reasoning_install(h, s);
         hs_detok_init(&s->dt, e->vocab, false);
     }
 

@@ -1,0 +1,276 @@
+/* api/reasoning.c: thinking controls of a chat request and the splitter of its output
+ * (api/reasoning.h). */
+#include "api/reasoning.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/vocab.h"
+
+#define fail hs__api_fail
+
+enum { BEFORE, THINK, ANSWER };
+
+/* ---- request ---- */
+
+/* The last user message's text (string content or its text parts joined by nothing). */
+static bool last_user_has(const json_t *messages, const char *cue)
+{
+    for (size_t i = json_array_size(messages); i-- > 0;) {
+        const json_t *m = json_array_get(messages, i);
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!role || strcmp(role, "user")) {
+            continue;
+        }
+        const json_t *c = json_object_get(m, "content");
+        if (json_is_string(c)) {
+            return strstr(json_string_value(c), cue) != NULL;
+        }
+        size_t k;
+        const json_t *part;
+        json_array_foreach(c, k, part)
+        {
+            const char *t = json_string_value(json_object_get(part, "text"));
+            if (t && strstr(t, cue)) {
+                return true;
+            }
+        }
+        return false;
+    }
+    return false;
+}
+
+hs_status hs__reasoning_parse(const struct hs__api_ctx *c, const json_t *b,
+                              struct hs__reasoning_req *q, struct hs__api_err *err)
+{
+    *q = (struct hs__reasoning_req){.thinking = -1, .budget = -1, .open_tok = -1,
+                                    .close_tok = -1};
+    snprintf(q->open, sizeof(q->open), "<think>");
+    snprintf(q->close, sizeof(q->close), "</think>");
+    q->open_tok = hs_vocab_find(c->vocab, q->open);
+    q->close_tok = hs_vocab_find(c->vocab, q->close);
+    q->markers = q->open_tok >= 0 && q->close_tok >= 0;
+
+    const json_t *f = json_object_get(b, "reasoning_format");
+    if (f && !json_is_null(f)) {
+        const char *s = json_string_value(f);
+        if (s && !strcmp(s, "reasoning_content")) {
+            q->format = HS__REASONING_CONTENT;
+        } else if (s && !strcmp(s, "reasoning")) {
+            q->format = HS__REASONING_FIELD;
+        } else if (s && !strcmp(s, "none")) {
+            q->format = HS__REASONING_NONE;
+        } else {
+            return fail(err, 400, "reasoning_format",
+                        "reasoning_format must be \"reasoning_content\", \"reasoning\" or "
+                        "\"none\"");
+        }
+    }
+    const json_t *e = json_object_get(b, "reasoning_effort");
+    if (e && !json_is_null(e)) {
+        const char *s = json_string_value(e);
+        if (s && !strcmp(s, "none")) {
+            q->thinking = 0;
+        } else if (s && !strcmp(s, "low")) {
+            q->budget = HS__REASONING_BUDGET_LOW;
+        } else if (s && !strcmp(s, "medium")) {
+            q->budget = HS__REASONING_BUDGET_MEDIUM;
+        } else if (!s || strcmp(s, "high")) {
+            return fail(err, 400, "reasoning_effort",
+                        "reasoning_effort must be \"none\", \"low\", \"medium\" or \"high\"");
+        }
+    }
+    const json_t *bt = json_object_get(b, "thinking_budget_tokens");
+    if (bt && !json_is_null(bt)) {
+        if (!json_is_integer(bt) || json_integer_value(bt) < 0 ||
+            json_integer_value(bt) > INT32_MAX) {
+            return fail(err, 400, "thinking_budget_tokens",
+                        "thinking_budget_tokens must be an integer >= 0");
+        }
+        q->budget = (int32_t)json_integer_value(bt);
+    }
+    const json_t *kw = json_object_get(b, "chat_template_kwargs");
+    const json_t *et = json_is_object(kw) ? json_object_get(kw, "enable_thinking") : NULL;
+    if (et && !json_is_boolean(et)) {
+        return fail(err, 400, "chat_template_kwargs.enable_thinking",
+                    "chat_template_kwargs.enable_thinking must be a boolean");
+    }
+    if (et) {
+        q->thinking = json_is_true(et);
+    } else if (q->thinking < 0) {
+        const json_t *msgs = json_object_get(b, "messages");
+        if (last_user_has(msgs, "/no_think")) {
+            q->thinking = 0;
+        } else if (last_user_has(msgs, "/think")) {
+            q->thinking = 1;
+        }
+    }
+    if (q->thinking == 0) {
+        q->budget = 0; /* the template may not close the block itself: the budget does */
+    }
+    return HS_OK;
+}
+
+/* True when text[n] ends with marker m followed only by whitespace. */
+static bool ends_with_marker(const char *text, size_t n, const char *m)
+{
+    while (n > 0 && strchr(" \t\r\n", text[n - 1])) {
+        n--;
+    }
+    size_t k = strlen(m);
+    return n >= k && !memcmp(text + n - k, m, k);
+}
+
+hs_status hs__reasoning_finish(const struct hs__api_ctx *c, const struct hs__reasoning_req *q,
+                               const char *text, size_t n, struct hs__api_req *r,
+                               struct hs__api_err *err)
+{
+    struct hs__api_reasoning *o = &r->reasoning;
+    *o = (struct hs__api_reasoning){.format = (int)q->format, .open_tok = q->open_tok,
+                                    .close_tok = q->close_tok};
+    if (!q->markers) {
+        return HS_OK; /* no thinking block in this model's vocabulary */
+    }
+    memcpy(o->open, q->open, sizeof(o->open));
+    memcpy(o->close, q->close, sizeof(o->close));
+    o->in_block = ends_with_marker(text, n, q->open);
+    o->split = q->format != HS__REASONING_NONE;
+    struct hs_reasoning_params *p = &r->er.reasoning;
+    *p = (struct hs_reasoning_params){.enabled = true, .open_in_prompt = o->in_block,
+                                      .open = q->open_tok, .close = q->close_tok,
+                                      .budget_tokens = q->budget};
+    /* the separator Qwen3's and DeepSeek-R1's templates write after the block */
+    struct hs__api_prompt sep = {0};
+    hs_status st = hs__api_tokenize(c, "\n\n", 2, false, NULL, &sep, err);
+    if (st != HS_OK) {
+        return st;
+    }
+    p->close_seq[p->n_close_seq++] = q->close_tok;
+    for (int32_t i = 0; i < sep.n && p->n_close_seq < HS_REASONING_MAX_CLOSE; i++) {
+        p->close_seq[p->n_close_seq++] = sep.ids[i];
+    }
+    free(sep.ids);
+    return HS_OK;
+}
+
+/* ---- splitter ---- */
+
+void hs__reasoning_split_init(struct hs__reasoning_split *p, const char *open, const char *close,
+                              bool in_block)
+{
+    *p = (struct hs__reasoning_split){.state = in_block ? THINK : BEFORE, .lead = true};
+    snprintf(p->open, sizeof(p->open), "%s", open);
+    snprintf(p->close, sizeof(p->close), "%s", close);
+}
+
+static bool is_ws(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+/* Length of the longest suffix of s[n] that is a proper prefix of m. */
+static size_t partial(const char *s, size_t n, const char *m)
+{
+    size_t k = strlen(m);
+    for (size_t l = k - 1 < n ? k - 1 : n; l > 0; l--) {
+        if (!memcmp(s + n - l, m, l)) {
+            return l;
+        }
+    }
+    return 0;
+}
+
+/* Emits s[n] as a part (reasoning or content), dropping its leading whitespace. */
+static void emit(struct hs__reasoning_split *p, bool reasoning, const char *s, size_t n,
+                 const struct hs__reasoning_sink *sink)
+{
+    while (p->lead && n > 0 && is_ws(*s)) {
+        s++;
+        n--;
+    }
+    if (n == 0) {
+        return;
+    }
+    p->lead = false;
+    (reasoning ? sink->reasoning : sink->content)(sink->user, s, n);
+}
+
+void hs__reasoning_split_feed(struct hs__reasoning_split *p, const char *s, size_t n,
+                              const struct hs__reasoning_sink *sink)
+{
+    hs__buf_add(&p->hold, s, n);
+    if (p->hold.oom) {
+        return;
+    }
+    for (;;) {
+        char *t = p->hold.p;
+        size_t len = p->hold.len;
+        if (!t) {
+            return;
+        }
+        if (p->state == ANSWER) {
+            emit(p, false, t, len, sink);
+            p->hold.len = 0;
+            return;
+        }
+        if (p->state == BEFORE) {
+            size_t i = 0;
+            while (i < len && is_ws(t[i])) {
+                i++;
+            }
+            size_t k = strlen(p->open);
+            if (len - i >= k && !memcmp(t + i, p->open, k)) {
+                p->state = THINK;
+                p->lead = true;
+                memmove(t, t + i + k, len - i - k);
+                p->hold.len = len - i - k;
+                continue;
+            }
+            if (len - i < k && !memcmp(t + i, p->open, len - i)) {
+                return; /* could still become the open marker */
+            }
+            p->state = ANSWER;
+            continue;
+        }
+        /* THINK */
+        const char *hit = memmem(t, len, p->close, strlen(p->close));
+        size_t upto = hit ? (size_t)(hit - t) : len - partial(t, len, p->close);
+        size_t keep = upto;
+        while (keep > 0 && is_ws(t[keep - 1])) {
+            keep--; /* trailing whitespace waits: it may end the block */
+        }
+        emit(p, true, t, keep, sink);
+        if (hit) {
+            size_t after = upto + strlen(p->close);
+            memmove(t, t + after, len - after);
+            p->hold.len = len - after;
+            p->state = ANSWER;
+            p->lead = true;
+            continue;
+        }
+        memmove(t, t + keep, len - keep);
+        p->hold.len = len - keep;
+        return;
+    }
+}
+
+void hs__reasoning_split_finish(struct hs__reasoning_split *p,
+                                const struct hs__reasoning_sink *sink)
+{
+    if (p->hold.len > 0 && p->hold.p) {
+        size_t n = p->hold.len;
+        if (p->state == THINK) {
+            while (n > 0 && is_ws(p->hold.p[n - 1])) {
+                n--;
+            }
+        }
+        emit(p, p->state == THINK, p->hold.p, n, sink);
+    }
+    p->hold.len = 0;
+}
+
+void hs__reasoning_split_free(struct hs__reasoning_split *p)
+{
+    hs__buf_free(&p->hold);
+}
