@@ -146,6 +146,11 @@ hs_status hs__reasoning_finish(const struct hs__api_ctx *c, const struct hs__rea
     if (st != HS_OK) {
         return st;
     }
+    if (r->grammar && !o->in_block && q->thinking != 1 && q->budget < 0) {
+        /* structured output the client did not ask to think before: the grammar applies from
+         * the first token, as without a reasoning model */
+        p->open = -1;
+    }
     p->close_seq[p->n_close_seq++] = q->close_tok;
     for (int32_t i = 0; i < sep.n && p->n_close_seq < HS_REASONING_MAX_CLOSE; i++) {
         p->close_seq[p->n_close_seq++] = sep.ids[i];

@@ -118,6 +118,7 @@ static void handle_free(struct hs_engine_handle *h)
         free(h->seqs[i].hold);
         hs_sampler_destroy(h->seqs[i].smp);
         hs_grammar_matcher_destroy(h->seqs[i].gm); /* before their cache */
+        hs_reasoning_finish(&h->seqs[i].rs);
     }
     hs_grammar_cache_destroy(h->grammar_cache);
     hs_grammar_destroy(h->grammar);
@@ -361,18 +362,21 @@ static struct hs_token_trie *engine_trie(struct hs_engine *e)
 
 /* Wraps the choice's constraint (the grammar's, if any) in its thinking-block tracker, which
  * hands the grammar only the answer's tokens. */
-static void reasoning_install(struct hs_engine_handle *h, struct seq *s)
+static hs_status reasoning_install(struct hs_engine_handle *h, struct seq *s)
 {
     if (!h->reasoning.enabled) {
-        return;
+        return HS_OK;
     }
     struct hs_sampler_constraint inner = {0};
     if (s->gm) {
         inner = hs_grammar_matcher_constraint(s->gm);
     }
-    hs_reasoning_init(&s->rs, &h->reasoning, s->gm ? &inner : NULL);
+    if (hs_reasoning_init(&s->rs, &h->reasoning, s->gm ? &inner : NULL, h->n_vocab) != HS_OK) {
+        return HS_E_NOMEM;
+    }
     const struct hs_sampler_constraint c = hs_reasoning_constraint(&s->rs);
     hs_sampler_set_constraint(s->smp, &c);
+    return HS_OK;
 }
 
 /* Compiles r's grammar into h (grammar and cache; the choices' matchers come with their
@@ -437,6 +441,7 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
         return HS_E_INVAL;
     }
     h->reasoning = r->reasoning;
+    h->n_vocab = e->n_vocab;
     h->usage.prompt_tokens = r->n_prompt;
     h->status = HS_OK;
     h->t_submit_ns = now_ns();
@@ -487,7 +492,9 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
             const struct hs_sampler_constraint sc = hs_grammar_matcher_constraint(s->gm);
             hs_sampler_set_constraint(s->smp, &sc);
         }
-        reasoning_install(h, s);
+        if (reasoning_install(h, s) != HS_OK) {
+            goto nomem;
+        }
         hs_detok_init(&s->dt, e->vocab, false);
     }
 

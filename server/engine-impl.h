@@ -131,6 +131,7 @@ struct hs_engine_handle {
     int32_t long_context; /* < 0: the engine's */
     uint64_t cache_salt;  /* hs_engine_request.cache_salt */
     struct hs_reasoning_params reasoning; /* hs_engine_request.reasoning */
+    int32_t n_vocab;                      /* the engine's (the trackers' masks) */
     int32_t n_stop;
     char *stop[HS_ENGINE_MAX_STOP];
     size_t stop_len[HS_ENGINE_MAX_STOP];

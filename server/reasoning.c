@@ -2,6 +2,8 @@
 #include "server/reasoning.h"
 
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 const char *hs_reasoning_phase_str(enum hs_reasoning_phase p)
 {
@@ -46,12 +48,19 @@ static void enter_think(struct hs_reasoning *r)
                                                                              : HS_REASONING_THINK;
 }
 
-void hs_reasoning_init(struct hs_reasoning *r, const struct hs_reasoning_params *p,
-                       const struct hs_sampler_constraint *inner)
+hs_status hs_reasoning_init(struct hs_reasoning *r, const struct hs_reasoning_params *p,
+                            const struct hs_sampler_constraint *inner, int32_t n_vocab)
 {
-    *r = (struct hs_reasoning){.p = *p};
+    *r = (struct hs_reasoning){.p = *p, .n_vocab = n_vocab};
     if (inner) {
         r->inner = *inner;
+    }
+    if (inner && p->enabled && !p->open_in_prompt && p->open >= 0) {
+        r->mask = malloc(HS_TOKEN_MASK_WORDS(n_vocab) * sizeof(*r->mask));
+        if (!r->mask) {
+            *r = (struct hs_reasoning){0};
+            return HS_E_NOMEM;
+        }
     }
     r->phase = HS_REASONING_BEFORE;
     if (!p->enabled) {
@@ -59,6 +68,34 @@ void hs_reasoning_init(struct hs_reasoning *r, const struct hs_reasoning_params 
     } else if (p->open_in_prompt) {
         enter_think(r);
     }
+    return HS_OK;
+}
+
+void hs_reasoning_finish(struct hs_reasoning *r)
+{
+    free(r->mask);
+    r->mask = NULL;
+}
+
+/* BEFORE with an inner constraint: the open marker or what inner allows first. */
+static hs_status allowed_before(struct hs_reasoning *r, struct hs_token_set *set)
+{
+    struct hs_token_set in;
+    HS_TRY(r->inner.allowed(r->inner.user, &in));
+    if (in.kind == HS_TOKEN_SET_ALL) {
+        *set = in;
+        return HS_OK;
+    }
+    const size_t words = HS_TOKEN_MASK_WORDS(r->n_vocab);
+    if (in.kind == HS_TOKEN_SET_MASK) {
+        memcpy(r->mask, in.mask, words * sizeof(*r->mask));
+    } else {
+        memset(r->mask, 0, words * sizeof(*r->mask));
+        hs_token_mask_set(r->mask, in.forced[0]);
+    }
+    hs_token_mask_set(r->mask, r->p.open);
+    *set = (struct hs_token_set){.kind = HS_TOKEN_SET_MASK, .mask = r->mask};
+    return HS_OK;
 }
 
 bool hs_reasoning_in_answer(const struct hs_reasoning *r)
@@ -78,6 +115,14 @@ static hs_status allowed(void *user, struct hs_token_set *set)
         return HS_OK;
     case HS_REASONING_ANSWER:
         if (r->inner.allowed) {
+            return r->inner.allowed(r->inner.user, set);
+        }
+        break;
+    case HS_REASONING_BEFORE:
+        if (r->mask) {
+            return allowed_before(r, set);
+        }
+        if (r->inner.allowed) { /* no open token: inner decides from the first token on */
             return r->inner.allowed(r->inner.user, set);
         }
         break;

@@ -47,6 +47,9 @@ struct hs_reasoning {
     int32_t n_forced; /* CLOSING: tokens of close_seq accepted */
     int32_t n_answer; /* tokens accepted after the block (the close marker not counted) */
     struct hs_sampler_constraint inner; /* the answer's constraint; allowed NULL: none */
+    uint32_t *mask; /* BEFORE with an inner constraint: what it allows plus the open token,
+                     * [HS_TOKEN_MASK_WORDS(n_vocab)]; owns */
+    int32_t n_vocab;
 };
 
 /* Validates p (tokens in [0, n_vocab) where used, n_close_seq in range and, with a budget, at
@@ -55,9 +58,13 @@ hs_status hs_reasoning_params_check(const struct hs_reasoning_params *p, int32_t
                                     struct hs_error *err);
 
 /* Starts a tracker on caller memory; inner (may be NULL) is copied and gets only the answer's
- * tokens. */
-void hs_reasoning_init(struct hs_reasoning *r, const struct hs_reasoning_params *p,
-                       const struct hs_sampler_constraint *inner);
+ * tokens. Before the block is open, the first token may be the open marker or whatever inner
+ * allows (a grammar never cuts the thinking off). HS_E_NOMEM (r is then zeroed); free with
+ * hs_reasoning_finish. */
+hs_status hs_reasoning_init(struct hs_reasoning *r, const struct hs_reasoning_params *p,
+                            const struct hs_sampler_constraint *inner, int32_t n_vocab);
+/* Frees what init allocated; zeroed r: nothing. */
+void hs_reasoning_finish(struct hs_reasoning *r);
 
 /* The constraint view of r (borrows r: valid while r is). */
 struct hs_sampler_constraint hs_reasoning_constraint(struct hs_reasoning *r);

@@ -45,6 +45,7 @@ static void run(struct hs_reasoning *r, hs_token fav, bool think_first, int n, h
         for (int k = 0; k < N_VOCAB; k++) {
             logits[k] = (float)(k % 7) * 0.01f;
         }
+        logits[OPEN] = -1.0f; /* the model opens the block only when think_first says so */
         logits[i == 0 && think_first ? OPEN : fav] = 5.0f;
         out[i] = hs_sampler_sample(s, logits);
         cr_assert_geq(out[i], 0, "step %d: %s", i, hs_sample_result_str(hs_sampler_last_result(s)));
@@ -70,7 +71,7 @@ Test(reasoning, budget_forces_close_then_inner_constraint_takes_the_answer)
         struct hs_reasoning r;
         const struct hs_reasoning_params p = params(budget, false);
         cr_assert_eq(hs_reasoning_params_check(&p, N_VOCAB, NULL), HS_OK);
-        hs_reasoning_init(&r, &p, &ic);
+        cr_assert_eq(hs_reasoning_init(&r, &p, &ic, N_VOCAB), HS_OK);
         hs_token out[12];
         run(&r, WORD, true, 12, out);
         cr_assert_eq(out[0], OPEN);
@@ -85,14 +86,32 @@ Test(reasoning, budget_forces_close_then_inner_constraint_takes_the_answer)
         cr_assert_eq(in.n, 12 - (budget + 3), "the inner constraint saw only the answer");
         cr_assert_eq(r.n_think, budget);
         cr_assert(hs_reasoning_in_answer(&r));
+        hs_reasoning_finish(&r);
     }
+}
+
+Test(reasoning, before_the_block_the_first_token_is_the_open_marker_or_the_inner_set)
+{
+    struct inner in = {0};
+    hs_token_mask_set(in.mask, ONLY);
+    const struct hs_sampler_constraint ic = {inner_allowed, inner_accept, &in};
+    struct hs_reasoning r;
+    const struct hs_reasoning_params p = params(4, false);
+    cr_assert_eq(hs_reasoning_init(&r, &p, &ic, N_VOCAB), HS_OK);
+    hs_token out[4];
+    run(&r, WORD, false, 4, out); /* the model wants WORD, which neither allows */
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(out[i], ONLY, "step %d: the grammar's token, not %d", i, out[i]);
+    }
+    cr_assert_eq(in.n, 4);
+    hs_reasoning_finish(&r);
 }
 
 Test(reasoning, block_open_in_the_prompt_and_no_budget)
 {
     struct hs_reasoning r;
     const struct hs_reasoning_params p = params(-1, true);
-    hs_reasoning_init(&r, &p, NULL);
+    cr_assert_eq(hs_reasoning_init(&r, &p, NULL, N_VOCAB), HS_OK);
     hs_token out[20];
     run(&r, WORD, false, 20, out);
     for (int i = 0; i < 20; i++) {
@@ -106,7 +125,7 @@ Test(reasoning, model_closing_itself_and_answering_without_a_block)
 {
     struct hs_reasoning r;
     const struct hs_reasoning_params p = params(8, true);
-    hs_reasoning_init(&r, &p, NULL);
+    cr_assert_eq(hs_reasoning_init(&r, &p, NULL, N_VOCAB), HS_OK);
     hs_token out[3];
     run(&r, CLOSE, false, 1, out);
     cr_assert_not(hs_reasoning_in_answer(&r), "the close marker itself is not the answer");
@@ -115,7 +134,7 @@ Test(reasoning, model_closing_itself_and_answering_without_a_block)
     cr_assert_eq(r.n_think, 0);
 
     const struct hs_reasoning_params q = params(8, false);
-    hs_reasoning_init(&r, &q, NULL);
+    cr_assert_eq(hs_reasoning_init(&r, &q, NULL, N_VOCAB), HS_OK);
     run(&r, WORD, false, 1, out);
     cr_assert(hs_reasoning_in_answer(&r), "no open marker first: an answer");
 }
