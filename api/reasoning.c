@@ -48,11 +48,23 @@ hs_status hs__reasoning_parse(const struct hs__api_ctx *c, const json_t *b,
                                     .close_tok = -1};
     snprintf(q->open, sizeof(q->open), "<think>");
     snprintf(q->close, sizeof(q->close), "</think>");
+    const char *mk = c->reasoning_markers;
+    const char *comma = mk ? strchr(mk, ',') : NULL;
+    if (comma && (size_t)(comma - mk) < sizeof(q->open) && strlen(comma + 1) < sizeof(q->close)) {
+        snprintf(q->open, sizeof(q->open), "%.*s", (int)(comma - mk), mk);
+        snprintf(q->close, sizeof(q->close), "%s", comma + 1);
+    }
     q->open_tok = hs_vocab_find(c->vocab, q->open);
     q->close_tok = hs_vocab_find(c->vocab, q->close);
     q->markers = q->open_tok >= 0 && q->close_tok >= 0;
 
     const json_t *f = json_object_get(b, "reasoning_format");
+    const char *dflt = c->reasoning_format;
+    if (dflt && !strcmp(dflt, "reasoning")) {
+        q->format = HS__REASONING_FIELD;
+    } else if (dflt && !strcmp(dflt, "none")) {
+        q->format = HS__REASONING_NONE;
+    }
     if (f && !json_is_null(f)) {
         const char *s = json_string_value(f);
         if (s && !strcmp(s, "reasoning_content")) {

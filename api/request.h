@@ -74,6 +74,8 @@ struct hs__api_ctx {
                                * logprobs are asked); <= 0: HS__API_MAX_OUTPUT_ITEMS */
     const struct hs__tools_caps *tools; /* what tmpl does with tools (hs__tools_probe, borrowed);
                                          * NULL: probed per request */
+    const char *reasoning_format;  /* hs_api_params.reasoning_format (borrowed; NULL: default) */
+    const char *reasoning_markers; /* hs_api_params.reasoning_markers (borrowed; NULL: <think>) */
 };
 
 /* How a model writes tool calls, by chat template family (api/tools.h has the forms). */
