@@ -329,6 +329,10 @@ static void usage_json(struct hs__buf *b, const struct hs__job *j)
                        j->reasoning_tokens);
     }
     LIT(b, "}");
+    if (j->rs.auto_class >= 0) { /* the extension: what auto mode chose */
+        hs__buf_printf(b, ",\"hetserve\":{\"reasoning_mode\":\"%s\"}",
+                       j->rs.auto_long ? "long" : "short");
+    }
 }
 
 /* ---- reasoning ---- */
@@ -639,6 +643,9 @@ static void handle_event(struct hs__job *j, int32_t hi, const struct hs_engine_e
         }
         if (hi == 0) {
             j->ttft_ms = ev->ttft_ms;
+        }
+        if (j->n_done == j->n_h && j->rs.auto_long && j->fail_status == HS_OK) {
+            hs__reasoning_auto_record(j->rs.auto_class, j->reasoning_tokens / HS_MAX(1, j->n));
         }
         return;
     }

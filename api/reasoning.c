@@ -2,9 +2,12 @@
  * (api/reasoning.h). */
 #include "api/reasoning.h"
 
+#include <ctype.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "model/vocab.h"
 
@@ -41,11 +44,94 @@ static bool last_user_has(const json_t *messages, const char *cue)
     return false;
 }
 
+/* ---- auto mode ---- */
+
+/* Per class: requests seen and their mean thinking tokens (exponential, x16), relaxed atomics
+ * (a lost update only blurs the mean). */
+static atomic_int auto_n[HS__REASONING_AUTO_CLASSES];
+static atomic_int auto_mean16[HS__REASONING_AUTO_CLASSES];
+
+static bool has_word(const char *t, size_t n, const char *w)
+{
+    size_t k = strlen(w);
+    for (size_t i = 0; i + k <= n; i++) {
+        if (!strncasecmp(t + i, w, k)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool hs__reasoning_auto_choose(const char *t, size_t n, int *cls)
+{
+    static const char *const cues[] = {"prove", "solve", "calculate", "compute", "step by step",
+                                       "derive", "how many", "why", "puzzle", "optimi",
+                                       "algorithm", "```", "integral", "equation", "theorem"};
+    bool cue = false;
+    for (size_t i = 0; i < sizeof(cues) / sizeof(cues[0]) && !cue; i++) {
+        cue = has_word(t, n, cues[i]);
+    }
+    int ops = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        ops += isdigit((unsigned char)t[i]) && strchr("+-*/^=<>%", t[i + 1]) != NULL;
+    }
+    cue |= ops > 0;
+    int lb = 0;
+    while (lb < 7 && ((size_t)16 << lb) < n) {
+        lb++;
+    }
+    *cls = lb * 2 + (cue ? 1 : 0);
+    if (cue) {
+        return true;
+    }
+    if (n < 48) {
+        return false;
+    }
+    int seen = atomic_load_explicit(&auto_n[*cls], memory_order_relaxed);
+    int mean16 = atomic_load_explicit(&auto_mean16[*cls], memory_order_relaxed);
+    return !(seen >= 4 && mean16 < 32 * 16);
+}
+
+void hs__reasoning_auto_record(int cls, int32_t n_tokens)
+{
+    if (cls < 0 || cls >= HS__REASONING_AUTO_CLASSES) {
+        return;
+    }
+    int seen = atomic_fetch_add_explicit(&auto_n[cls], 1, memory_order_relaxed);
+    int old = atomic_load_explicit(&auto_mean16[cls], memory_order_relaxed);
+    int x = n_tokens > (1 << 20) ? (1 << 24) : n_tokens * 16;
+    atomic_store_explicit(&auto_mean16[cls], seen == 0 ? x : old + (x - old) / 4,
+                          memory_order_relaxed);
+}
+
+/* The last user message's text (string content or its first text part), "" when none. */
+static const char *last_user_text(const json_t *messages, size_t *n)
+{
+    for (size_t i = json_array_size(messages); i-- > 0;) {
+        const json_t *m = json_array_get(messages, i);
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!role || strcmp(role, "user")) {
+            continue;
+        }
+        const json_t *c = json_object_get(m, "content");
+        if (!json_is_string(c)) {
+            c = json_object_get(json_array_get(c, 0), "text");
+        }
+        if (json_is_string(c)) {
+            *n = json_string_length(c);
+            return json_string_value(c);
+        }
+        break;
+    }
+    *n = 0;
+    return "";
+}
+
 hs_status hs__reasoning_parse(const struct hs__api_ctx *c, const json_t *b,
                               struct hs__reasoning_req *q, struct hs__api_err *err)
 {
     *q = (struct hs__reasoning_req){.thinking = -1, .budget = -1, .open_tok = -1,
-                                    .close_tok = -1};
+                                    .close_tok = -1, .auto_class = -1};
     snprintf(q->open, sizeof(q->open), "<think>");
     snprintf(q->close, sizeof(q->close), "</think>");
     const char *mk = c->reasoning_markers;
@@ -84,13 +170,19 @@ hs_status hs__reasoning_parse(const struct hs__api_ctx *c, const json_t *b,
         const char *s = json_string_value(e);
         if (s && !strcmp(s, "none")) {
             q->thinking = 0;
+        } else if (s && !strcmp(s, "auto")) {
+            size_t n = 0;
+            const char *t = last_user_text(json_object_get(b, "messages"), &n);
+            q->auto_long = hs__reasoning_auto_choose(t, n, &q->auto_class);
+            q->thinking = q->auto_long ? 1 : 0;
         } else if (s && !strcmp(s, "low")) {
             q->budget = HS__REASONING_BUDGET_LOW;
         } else if (s && !strcmp(s, "medium")) {
             q->budget = HS__REASONING_BUDGET_MEDIUM;
         } else if (!s || strcmp(s, "high")) {
             return fail(err, 400, "reasoning_effort",
-                        "reasoning_effort must be \"none\", \"low\", \"medium\" or \"high\"");
+                        "reasoning_effort must be \"none\", \"low\", \"medium\", \"high\" or "
+                        "\"auto\"");
         }
     }
     const json_t *bt = json_object_get(b, "thinking_budget_tokens");
@@ -140,7 +232,8 @@ hs_status hs__reasoning_finish(const struct hs__api_ctx *c, const struct hs__rea
 {
     struct hs__api_reasoning *o = &r->reasoning;
     *o = (struct hs__api_reasoning){.format = (int)q->format, .open_tok = q->open_tok,
-                                    .close_tok = q->close_tok};
+                                    .close_tok = q->close_tok, .auto_class = q->auto_class,
+                                    .auto_long = q->auto_long};
     if (!q->markers) {
         return HS_OK; /* no thinking block in this model's vocabulary */
     }

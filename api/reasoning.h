@@ -32,6 +32,8 @@ struct hs__reasoning_req {
                            * reasoning_effort "none"), -1: the template's default */
     int32_t budget;       /* < 0: none */
     enum hs__reasoning_format format;
+    int auto_class; /* reasoning_effort "auto": the history class, -1: not auto */
+    bool auto_long;
 };
 
 /* Reads the reasoning fields of body b: reasoning_effort ("none", "low", "medium", "high"),
@@ -47,6 +49,19 @@ hs_status hs__reasoning_parse(const struct hs__api_ctx *c, const json_t *b,
 hs_status hs__reasoning_finish(const struct hs__api_ctx *c, const struct hs__reasoning_req *q,
                                const char *text, size_t n, struct hs__api_req *r,
                                struct hs__api_err *err);
+
+/* ---- auto mode (reasoning_effort "auto") ---- */
+
+#define HS__REASONING_AUTO_CLASSES 16
+
+/* The class of a request for the history (by the last user message's length and cues), and
+ * whether long thinking suits it: cues of reasoning (math, proofs, "step by step", code) say
+ * long, a short message without them says short; otherwise the mean thinking length of earlier
+ * requests of the class decides (short when at least 4 thought under 32 tokens on average).
+ * Thread: any. */
+bool hs__reasoning_auto_choose(const char *text, size_t n, int *cls);
+/* Records that a request of class cls thought n_tokens (long mode only). Thread: any. */
+void hs__reasoning_auto_record(int cls, int32_t n_tokens);
 
 /* ---- the splitter ---- */
 

@@ -117,6 +117,8 @@ struct hs__api_reasoning {
     bool in_block; /* the prompt ends inside the block */
     char open[32], close[32];
     hs_token open_tok, close_tok;
+    int auto_class; /* reasoning_effort "auto": the request's class in the history, -1: not auto */
+    bool auto_long; /* auto: long thinking chosen (else short: no thinking) */
 };
 
 struct hs__api_req {

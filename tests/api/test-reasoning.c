@@ -335,3 +335,40 @@ Test(reasoning, bad_values_are_400_naming_the_field)
         free(r);
     }
 }
+
+Test(reasoning_auto, cues_length_and_history_decide)
+{
+    int cls = -1;
+    cr_assert(hs__reasoning_auto_choose("Prove that sqrt(2) is irrational.", 34, &cls));
+    cr_assert(hs__reasoning_auto_choose("what is 17*23", 13, &cls), "arithmetic is a cue");
+    cr_assert_not(hs__reasoning_auto_choose("Hello there!", 12, &cls), "short, no cue");
+    const char *mid = "Tell me a little about the weather in spring in the mountains near lakes.";
+    cr_assert(hs__reasoning_auto_choose(mid, strlen(mid), &cls), "no history yet: long");
+    for (int i = 0; i < 4; i++) {
+        hs__reasoning_auto_record(cls, 3);
+    }
+    int cls2 = -1;
+    cr_assert_not(hs__reasoning_auto_choose(mid, strlen(mid), &cls2),
+                  "similar requests thought briefly: short");
+    cr_assert_eq(cls2, cls);
+}
+
+Test(reasoning, auto_mode_reports_its_choice)
+{
+    json_t *j = chat("\"reasoning_effort\":\"auto\",\"thinking_budget_tokens\":3", "Hi");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "hetserve"),
+                                                       "reasoning_mode")),
+                     "short");
+    cr_assert_eq(reasoning_tokens(j), 0);
+    json_decref(j);
+    j = chat("\"reasoning_effort\":\"auto\",\"thinking_budget_tokens\":3",
+             "Solve 12*7+5 step by step");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "hetserve"),
+                                                       "reasoning_mode")),
+                     "long");
+    cr_assert_eq(reasoning_tokens(j), 3);
+    json_decref(j);
+    j = chat("\"thinking_budget_tokens\":3", "Hi");
+    cr_assert_null(json_object_get(j, "hetserve"), "no extension outside auto mode");
+    json_decref(j);
+}
