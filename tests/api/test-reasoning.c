@@ -90,6 +90,8 @@ static struct {
     hs_token open;
 } g;
 
+static const char *start_format, *start_markers; /* hs_api_params of the next start */
+
 static void start(void)
 {
     struct hs_error err = {0};
@@ -105,6 +107,8 @@ static void start(void)
     cr_assert_eq(hs_engine_create(g.model, &ep, &g.eng, &err), HS_OK, "engine: %s", err.message);
     struct hs_api_params ap = hs_api_default_params();
     ap.port = 0;
+    ap.reasoning_format = start_format;
+    ap.reasoning_markers = start_markers;
     cr_assert_eq(hs_api_server_start(g.model, g.eng, &ap, &g.srv, &err), HS_OK, "server: %s",
                  err.message);
     g.port = hs_api_server_port(g.srv);
@@ -370,5 +374,34 @@ Test(reasoning, auto_mode_reports_its_choice)
     json_decref(j);
     j = chat("\"thinking_budget_tokens\":3", "Hi");
     cr_assert_null(json_object_get(j, "hetserve"), "no extension outside auto mode");
+    json_decref(j);
+}
+
+/* --reasoning-format reasoning and --reasoning-markers with another pair of tokens: Qwen3's
+ * <tool_call> and </tool_call> stand in for a family with other markers. */
+static void start_flags(void)
+{
+    start_format = "reasoning";
+    start_markers = "<tool_call>,</tool_call>";
+    start();
+    start_format = start_markers = NULL;
+    g.open = hs_vocab_find(hs_engine_vocab(g.eng), "<tool_call>");
+    cr_assert_geq(g.open, 0);
+}
+
+Test(reasoning_flags, server_format_and_markers, .init = start_flags, .fini = stop,
+     .timeout = 120)
+{
+    json_t *j = chat("\"thinking_budget_tokens\":2", "hi");
+    json_t *m = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
+    cr_assert_null(json_object_get(m, "reasoning_content"));
+    const char *r = json_string_value(json_object_get(m, "reasoning"));
+    cr_assert_not_null(r, "the server's format names the field");
+    cr_assert_str_eq(r, "<tool_call><tool_call>");
+    cr_assert_eq(reasoning_tokens(j), 2);
+    json_decref(j);
+    j = chat("\"thinking_budget_tokens\":2,\"reasoning_format\":\"reasoning_content\"", "hi");
+    m = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
+    cr_assert_not_null(json_object_get(m, "reasoning_content"), "the request overrides it");
     json_decref(j);
 }
