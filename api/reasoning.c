@@ -64,9 +64,9 @@ static bool has_word(const char *t, size_t n, const char *w)
 
 bool hs__reasoning_auto_choose(const char *t, size_t n, int *cls)
 {
-    static const char *const cues[] = {"prove", "solve", "calculate", "compute", "step by step",
-                                       "derive", "how many", "why", "puzzle", "optimi",
-                                       "algorithm", "```", "integral", "equation", "theorem"};
+    static const char *const cues[] = {
+        "prove",  "solve",  "calculate", "compute", "step by step", "derive",   "how many", "why",
+        "puzzle", "optimi", "algorithm", "```",     "integral",     "equation", "theorem"};
     bool cue = false;
     for (size_t i = 0; i < sizeof(cues) / sizeof(cues[0]) && !cue; i++) {
         cue = has_word(t, n, cues[i]);
@@ -130,8 +130,8 @@ static const char *last_user_text(const json_t *messages, size_t *n)
 hs_status hs__reasoning_parse(const struct hs__api_ctx *c, const json_t *b,
                               struct hs__reasoning_req *q, struct hs__api_err *err)
 {
-    *q = (struct hs__reasoning_req){.thinking = -1, .budget = -1, .open_tok = -1,
-                                    .close_tok = -1, .auto_class = -1};
+    *q = (struct hs__reasoning_req){
+        .thinking = -1, .budget = -1, .open_tok = -1, .close_tok = -1, .auto_class = -1};
     snprintf(q->open, sizeof(q->open), "<think>");
     snprintf(q->close, sizeof(q->close), "</think>");
     const char *mk = c->reasoning_markers;
@@ -231,8 +231,10 @@ hs_status hs__reasoning_finish(const struct hs__api_ctx *c, const struct hs__rea
                                struct hs__api_err *err)
 {
     struct hs__api_reasoning *o = &r->reasoning;
-    *o = (struct hs__api_reasoning){.format = (int)q->format, .open_tok = q->open_tok,
-                                    .close_tok = q->close_tok, .auto_class = q->auto_class,
+    *o = (struct hs__api_reasoning){.format = (int)q->format,
+                                    .open_tok = q->open_tok,
+                                    .close_tok = q->close_tok,
+                                    .auto_class = q->auto_class,
                                     .auto_long = q->auto_long};
     if (!q->markers) {
         return HS_OK; /* no thinking block in this model's vocabulary */
@@ -242,8 +244,10 @@ hs_status hs__reasoning_finish(const struct hs__api_ctx *c, const struct hs__rea
     o->in_block = ends_with_marker(text, n, q->open);
     o->split = q->format != HS__REASONING_NONE;
     struct hs_reasoning_params *p = &r->er.reasoning;
-    *p = (struct hs_reasoning_params){.enabled = true, .open_in_prompt = o->in_block,
-                                      .open = q->open_tok, .close = q->close_tok,
+    *p = (struct hs_reasoning_params){.enabled = true,
+                                      .open_in_prompt = o->in_block,
+                                      .open = q->open_tok,
+                                      .close = q->close_tok,
                                       .budget_tokens = q->budget};
     /* the separator Qwen3's and DeepSeek-R1's templates write after the block */
     struct hs__api_prompt sep = {0};

@@ -25,12 +25,12 @@ enum hs__reasoning_format {
 
 /* A chat request's thinking settings (from the body, before the prompt is rendered). */
 struct hs__reasoning_req {
-    bool markers;         /* the vocabulary has the open and close markers as tokens */
+    bool markers; /* the vocabulary has the open and close markers as tokens */
     char open[32], close[32];
     hs_token open_tok, close_tok;
-    int thinking;         /* 1: asked on, 0: asked off (enable_thinking false, /no_think,
-                           * reasoning_effort "none"), -1: the template's default */
-    int32_t budget;       /* < 0: none */
+    int thinking;   /* 1: asked on, 0: asked off (enable_thinking false, /no_think,
+                     * reasoning_effort "none"), -1: the template's default */
+    int32_t budget; /* < 0: none */
     enum hs__reasoning_format format;
     int auto_class; /* reasoning_effort "auto": the history class, -1: not auto */
     bool auto_long;

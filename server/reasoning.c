@@ -8,7 +8,7 @@
 const char *hs_reasoning_phase_str(enum hs_reasoning_phase p)
 {
     static const char *const names[HS_REASONING_PHASE_COUNT] = {"before", "think", "closing",
-                                                                 "answer"};
+                                                                "answer"};
     return p >= 0 && p < HS_REASONING_PHASE_COUNT ? names[p] : "unknown";
 }
 
@@ -45,7 +45,7 @@ hs_status hs_reasoning_params_check(const struct hs_reasoning_params *p, int32_t
 static void enter_think(struct hs_reasoning *r)
 {
     r->phase = r->p.budget_tokens >= 0 && r->n_think >= r->p.budget_tokens ? HS_REASONING_CLOSING
-                                                                             : HS_REASONING_THINK;
+                                                                           : HS_REASONING_THINK;
 }
 
 hs_status hs_reasoning_init(struct hs_reasoning *r, const struct hs_reasoning_params *p,

@@ -19,11 +19,11 @@
 /* A request's reasoning settings (hs_engine_request.reasoning); zeroed: no tracking (stops
  * apply to everything, nothing forced). */
 struct hs_reasoning_params {
-    bool enabled;        /* the output may hold a thinking block */
-    bool open_in_prompt; /* the prompt ends inside the block (DeepSeek-R1 distills, Qwen3's
-                          * generation prompt when it opens <think>) */
-    hs_token open;       /* the token that opens the block (-1: only open_in_prompt opens it) */
-    hs_token close;      /* the token that closes it (the close marker as one token) */
+    bool enabled;          /* the output may hold a thinking block */
+    bool open_in_prompt;   /* the prompt ends inside the block (DeepSeek-R1 distills, Qwen3's
+                            * generation prompt when it opens <think>) */
+    hs_token open;         /* the token that opens the block (-1: only open_in_prompt opens it) */
+    hs_token close;        /* the token that closes it (the close marker as one token) */
     int32_t budget_tokens; /* < 0: no limit; else at most this many thinking tokens (the open
                             * token not counted), then close[] is forced */
     hs_token close_seq[HS_REASONING_MAX_CLOSE]; /* forced on budget: close marker and the

@@ -209,15 +209,13 @@ Test(reasoning, budget_gives_b_thinking_tokens_then_the_close_marker_then_the_an
         cr_assert_eq(count(rc, "<think>"), budget, "budget %d: reasoning %s", budget, rc);
         cr_assert_eq(count(content, "</think>") + count(rc, "</think>"), 0);
         /* the tokens: <think>, B thinking tokens, </think>, the separator, then the answer */
-        json_t *lp = json_object_get(json_object_get(json_array_get(json_object_get(j, "choices"),
-                                                                    0),
-                                                     "logprobs"),
-                                     "content");
+        json_t *lp = json_object_get(
+            json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs"),
+            "content");
         cr_assert_gt(json_array_size(lp), (size_t)budget + 3);
-        const char *close = json_string_value(json_object_get(json_array_get(lp, budget + 1),
-                                                              "token"));
-        cr_assert_str_eq(close, "</think>", "budget %d: token %d is %s", budget, budget + 1,
-                         close);
+        const char *close =
+            json_string_value(json_object_get(json_array_get(lp, budget + 1), "token"));
+        cr_assert_str_eq(close, "</think>", "budget %d: token %d is %s", budget, budget + 1, close);
         cr_assert_gt(strlen(content), 0, "an answer follows");
         json_decref(j);
     }
@@ -360,16 +358,16 @@ Test(reasoning_auto, cues_length_and_history_decide)
 Test(reasoning, auto_mode_reports_its_choice)
 {
     json_t *j = chat("\"reasoning_effort\":\"auto\",\"thinking_budget_tokens\":3", "Hi");
-    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "hetserve"),
-                                                       "reasoning_mode")),
-                     "short");
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(j, "hetserve"), "reasoning_mode")),
+        "short");
     cr_assert_eq(reasoning_tokens(j), 0);
     json_decref(j);
     j = chat("\"reasoning_effort\":\"auto\",\"thinking_budget_tokens\":3",
              "Solve 12*7+5 step by step");
-    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "hetserve"),
-                                                       "reasoning_mode")),
-                     "long");
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(j, "hetserve"), "reasoning_mode")),
+        "long");
     cr_assert_eq(reasoning_tokens(j), 3);
     json_decref(j);
     j = chat("\"thinking_budget_tokens\":3", "Hi");
@@ -389,8 +387,7 @@ static void start_flags(void)
     cr_assert_geq(g.open, 0);
 }
 
-Test(reasoning_flags, server_format_and_markers, .init = start_flags, .fini = stop,
-     .timeout = 120)
+Test(reasoning_flags, server_format_and_markers, .init = start_flags, .fini = stop, .timeout = 120)
 {
     json_t *j = chat("\"thinking_budget_tokens\":2", "hi");
     json_t *m = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");

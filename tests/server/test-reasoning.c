@@ -56,9 +56,13 @@ static void run(struct hs_reasoning *r, hs_token fav, bool think_first, int n, h
 
 static struct hs_reasoning_params params(int32_t budget, bool in_prompt)
 {
-    struct hs_reasoning_params p = {.enabled = true, .open_in_prompt = in_prompt, .open = OPEN,
-                                    .close = CLOSE, .budget_tokens = budget,
-                                    .close_seq = {CLOSE, SEP}, .n_close_seq = 2};
+    struct hs_reasoning_params p = {.enabled = true,
+                                    .open_in_prompt = in_prompt,
+                                    .open = OPEN,
+                                    .close = CLOSE,
+                                    .budget_tokens = budget,
+                                    .close_seq = {CLOSE, SEP},
+                                    .n_close_seq = 2};
     return p;
 }
 
