@@ -63,6 +63,12 @@ struct hs_api_params {
                                        * this machine's name; "*.example.com" matches
                                        * subdomains; "*" turns the check off */
     int32_t n_allowed_hosts;
+    /* Thinking blocks of chat answers (README "Reasoning"): where they go, "reasoning_content"
+     * (NULL, default), "reasoning" or "none" (inline), and the markers as "OPEN,CLOSE" (NULL:
+     * "<think>,</think>"; each must be one token of the vocabulary, else nothing is split). A
+     * request's reasoning_format overrides the format. */
+    const char *reasoning_format;
+    const char *reasoning_markers;
     bool cors; /* answer CORS preflights (allowing the headers asked for), allow
                 * any origin; default off: cross-origin Origins get 403 */
 };

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/reasoning.h"
 #include "api/request.h"
 #include "api/tools.h"
 #include "model/chat-template.h"
@@ -485,12 +486,33 @@ hs_status hs__api_chat_prompt(const struct hs__api_ctx *c, const json_t *b, stru
     if (grammar) {
         r->grammar = grammar; /* none before: tool_choice required refuses response_format */
     }
+    struct hs__reasoning_req rq;
+    HS_TRY(hs__reasoning_parse(c, b, &rq, err));
+    /* enable_thinking reaches the template from /no_think, /think and reasoning_effort too */
+    const json_t *kw0 = json_object_get(b, "chat_template_kwargs");
+    json_t *kw = json_is_object(kw0) ? json_copy((json_t *)kw0) : json_object();
+    if (!kw) {
+        return NOMEM(err);
+    }
+    if (rq.thinking >= 0 && !json_object_get(kw, "enable_thinking") &&
+        json_object_set_new(kw, "enable_thinking", json_boolean(rq.thinking))) {
+        json_decref(kw);
+        return NOMEM(err);
+    }
     char *text = NULL;
     size_t n_text = 0;
     uint8_t *client = NULL;
-    HS_TRY(render(c, caps, json_object_get(b, "messages"),
-                  json_object_get(b, "chat_template_kwargs"), json_object_get(b, "tools"),
-                  &r->tools, &text, &n_text, &client, err));
+    hs_status rst = render(c, caps, json_object_get(b, "messages"),
+                           kw0 && !json_is_object(kw0) ? kw0 : kw, json_object_get(b, "tools"),
+                           &r->tools, &text, &n_text, &client, err);
+    json_decref(kw);
+    HS_TRY(rst);
+    rst = hs__reasoning_finish(c, &rq, text, n_text, r, err);
+    if (rst != HS_OK) {
+        free(text);
+        free(client);
+        return rst;
+    }
     /* BOS as the model asks, unless the template wrote it already. */
     hs_token bos = hs_vocab_bos(c->vocab);
     const char *bos_text = bos >= 0 ? hs_vocab_token_text(c->vocab, bos) : NULL;

@@ -55,6 +55,13 @@ static void usage(FILE *f)
             "                          whole shutdown fits Kubernetes' 30 s grace period). A\n"
             "                          second SIGTERM/SIGINT exits at once\n"
             "      --cors              allow cross-origin browser requests (default off)\n"
+            "      --reasoning-format F\n"
+            "                          where a chat answer's thinking block goes:\n"
+            "                          reasoning_content (default), reasoning (vLLM's newer\n"
+            "                          name) or none (left inline in content)\n"
+            "      --reasoning-markers OPEN,CLOSE\n"
+            "                          the thinking block's markers, each one token of the\n"
+            "                          vocabulary (default <think>,</think>)\n"
             "\n"
             "Limits against hostile clients (README \"Security\"):\n"
             "      --allowed-host NAME accept Host/Origin NAME besides IP addresses, localhost\n"
@@ -91,6 +98,8 @@ enum {
     OPT_TIMEOUT,
     OPT_DRAIN,
     OPT_CORS,
+    OPT_REASONING_FORMAT,
+    OPT_REASONING_MARKERS,
     OPT_EXPERTS,
     /* connection limits (issue 17) */
     OPT_ALLOWED_HOST = 512,
@@ -195,6 +204,8 @@ int hs__cli_serve(int argc, char **argv)
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"drain-timeout", required_argument, NULL, OPT_DRAIN},
         {"cors", no_argument, NULL, OPT_CORS},
+        {"reasoning-format", required_argument, NULL, OPT_REASONING_FORMAT},
+        {"reasoning-markers", required_argument, NULL, OPT_REASONING_MARKERS},
         {"expert-placement", required_argument, NULL, OPT_EXPERTS},
         {"override-tensor", required_argument, NULL, OPT_EXPERTS},
         HS__CLI_SPLIT_OPTIONS,
@@ -288,6 +299,26 @@ int hs__cli_serve(int argc, char **argv)
         case OPT_CORS:
             ap.cors = true;
             break;
+        case OPT_REASONING_FORMAT:
+            if (strcmp(optarg, "reasoning_content") && strcmp(optarg, "reasoning") &&
+                strcmp(optarg, "none")) {
+                fprintf(stderr, "hetserve serve: --reasoning-format must be reasoning_content, "
+                                "reasoning or none, got '%s'\n", optarg);
+                return 2;
+            }
+            ap.reasoning_format = optarg;
+            break;
+        case OPT_REASONING_MARKERS: {
+            const char *comma = strchr(optarg, ',');
+            if (!comma || comma == optarg || !comma[1] || strchr(comma + 1, ',') ||
+                comma - optarg >= 32 || strlen(comma + 1) >= 32) {
+                fprintf(stderr, "hetserve serve: --reasoning-markers must be OPEN,CLOSE (each "
+                                "1 to 31 bytes), got '%s'\n", optarg);
+                return 2;
+            }
+            ap.reasoning_markers = optarg;
+            break;
+        }
         case OPT_EXPERTS:
             ep.expert_placement = optarg;
             break;

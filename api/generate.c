@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/reasoning.h"
 #include "model/vocab.h"
 #include "server/engine.h"
 
@@ -43,6 +44,11 @@ struct choice {
     struct call *calls; /* non-streamed: [n_calls] */
     int32_t n_calls, cap_calls;
     bool lp_pending; /* streamed: this event's logprobs still to send */
+    bool rp_on;      /* the thinking block is split out of the output */
+    struct hs__reasoning_split rp;
+    struct hs__buf reasoning; /* non-streamed: the thinking text */
+    struct hs__buf content;   /* scratch: an event's text after the block is taken out */
+    int think;                /* by token ids: 0 before the block, 1 inside, 2 after */
 };
 
 struct hs__job {
@@ -52,6 +58,8 @@ struct hs__job {
     enum hs__api_kind kind;
     bool stream, include_usage;
     struct hs__api_tools tools;
+    struct hs__api_reasoning rs;
+    int32_t reasoning_tokens; /* thinking tokens of all choices */
     bool want_lp;  /* the client asked for logprobs */
     int32_t n;     /* choices generated per prompt (best_of) */
     int32_t n_ret; /* choices returned per prompt (n) */
@@ -160,6 +168,9 @@ void hs__job_free(struct hs__job *j)
                 hs__buf_free(&c->lp[k]);
             }
             hs__tool_parser_free(&c->tp);
+            hs__reasoning_split_free(&c->rp);
+            hs__buf_free(&c->reasoning);
+            hs__buf_free(&c->content);
             for (int32_t k = 0; k < c->n_calls; k++) {
                 hs__buf_free(&c->calls[k].name);
                 hs__buf_free(&c->calls[k].args);
@@ -305,13 +316,104 @@ static void head_json(struct hs__job *j, struct hs__buf *b, const char *object)
     hs__buf_json_str(b, j->s->model_name, strlen(j->s->model_name));
 }
 
-static void usage_json(struct hs__buf *b, const struct hs_engine_usage *u)
+static void usage_json(struct hs__buf *b, const struct hs__job *j)
 {
+    const struct hs_engine_usage *u = &j->usage;
     hs__buf_printf(b,
                    "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
-                   "\"prompt_tokens_details\":{\"cached_tokens\":%d}}",
+                   "\"prompt_tokens_details\":{\"cached_tokens\":%d}",
                    u->prompt_tokens, u->completion_tokens, u->prompt_tokens + u->completion_tokens,
                    u->cached_tokens);
+    if (j->kind == HS__API_CHAT) {
+        hs__buf_printf(b, ",\"completion_tokens_details\":{\"reasoning_tokens\":%d}",
+                       j->reasoning_tokens);
+    }
+    LIT(b, "}");
+    if (j->rs.auto_class >= 0) { /* the extension: what auto mode chose */
+        hs__buf_printf(b, ",\"hetserve\":{\"reasoning_mode\":\"%s\"}",
+                       j->rs.auto_long ? "long" : "short");
+    }
+}
+
+/* ---- reasoning ---- */
+
+static const char *reasoning_key(const struct hs__job *j)
+{
+    return j->rs.format == HS__REASONING_FIELD ? "reasoning" : "reasoning_content";
+}
+
+/* Counts the thinking tokens of an event by token id (the markers not counted). */
+static void count_thinking(struct hs__job *j, struct choice *c, const struct hs_engine_event *ev)
+{
+    for (int32_t i = 0; i < ev->n_tokens; i++) {
+        hs_token t = ev->tokens[i];
+        if (c->think == 0) {
+            c->think = t == j->rs.open_tok ? 1 : 2;
+        } else if (c->think == 1 && t == j->rs.close_tok) {
+            c->think = 2;
+        } else if (c->think == 1) {
+            j->reasoning_tokens++;
+        }
+    }
+}
+
+static void sink_reasoning(void *user, const char *s, size_t n)
+{
+    struct choice *c = user;
+    struct hs__job *j = c->job;
+    if (!j->stream) {
+        hs__buf_add(&c->reasoning, s, n);
+        return;
+    }
+    struct hs__buf *b = &j->out;
+    LIT(b, "data: ");
+    head_json(j, b, "chat.completion.chunk");
+    hs__buf_printf(b, ",\"choices\":[{\"index\":%d,\"delta\":{", (int)c->idx);
+    if (!c->role_sent) {
+        LIT(b, "\"role\":\"assistant\",");
+        c->role_sent = true;
+    }
+    hs__buf_printf(b, "\"%s\":", reasoning_key(j));
+    hs__buf_json_str(b, s, n);
+    LIT(b, "},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+}
+
+static void sink_answer(void *user, const char *s, size_t n)
+{
+    struct choice *c = user;
+    hs__buf_add(&c->content, s, n);
+}
+
+/* Takes the thinking out of ev's text: *out is ev with only the answer's text. */
+static void reasoning_event(struct hs__job *j, struct choice *c, const struct hs_engine_event *ev,
+                            struct hs_engine_event *out)
+{
+    const struct hs__reasoning_sink sink = {sink_reasoning, sink_answer, c};
+    *out = *ev;
+    count_thinking(j, c, ev);
+    if (!c->rp_on) {
+        return;
+    }
+    c->content.len = 0;
+    hs__reasoning_split_feed(&c->rp, ev->text ? ev->text : "", ev->n_text, &sink);
+    if (ev->finish_reason != HS_FINISH_NONE) {
+        hs__reasoning_split_finish(&c->rp, &sink);
+    }
+    if (c->rp.hold.oom || c->content.oom) {
+        (j->stream ? &j->out : &c->text)->oom = true;
+    }
+    out->text = c->content.p ? c->content.p : "";
+    out->n_text = c->content.len;
+}
+
+/* ,"reasoning_content":"..." of a non-streamed message (nothing when there was none). */
+static void reasoning_json(const struct hs__job *j, struct hs__buf *b, const struct choice *c)
+{
+    if (c->rp_on && c->reasoning.len > 0) {
+        hs__buf_printf(b, ",\"%s\":", reasoning_key(j));
+        hs__buf_json_str(b, c->reasoning.p, c->reasoning.len);
+    }
+    b->oom |= c->reasoning.oom;
 }
 
 /* ---- streams ---- */
@@ -476,7 +578,9 @@ static void tool_event(struct hs__job *j, struct choice *c, const struct hs_engi
  * tool_calls. */
 static void tool_message(struct hs__buf *b, struct choice *c)
 {
-    LIT(b, "\"message\":{\"role\":\"assistant\",\"content\":");
+    LIT(b, "\"message\":{\"role\":\"assistant\"");
+    reasoning_json(c->job, b, c);
+    LIT(b, ",\"content\":");
     if (c->text.len > 0 || c->n_calls == 0) {
         hs__buf_json_str(b, c->text.p ? c->text.p : "", c->text.len);
     } else {
@@ -515,7 +619,8 @@ static void stream_event(struct hs__job *j, int32_t hi, const struct hs_engine_e
         return;
     }
     bool normal_end = finish_str(ev->finish_reason) != NULL;
-    if (ev->n_text == 0 && ev->n_tokens == 0 && !normal_end && c->role_sent) {
+    const bool no_tokens = ev->n_tokens == 0 || (c->rp_on && !(j->want_lp && ev->logprobs));
+    if (ev->n_text == 0 && no_tokens && !normal_end && c->role_sent) {
         return; /* nothing a client could use */
     }
     stream_chunk(j, idx, c, ev->text ? ev->text : "", ev->n_text, ev->finish_reason,
@@ -539,9 +644,17 @@ static void handle_event(struct hs__job *j, int32_t hi, const struct hs_engine_e
         if (hi == 0) {
             j->ttft_ms = ev->ttft_ms;
         }
+        if (j->n_done == j->n_h && j->rs.auto_long && j->fail_status == HS_OK) {
+            hs__reasoning_auto_record(j->rs.auto_class, j->reasoning_tokens / HS_MAX(1, j->n));
+        }
         return;
     }
     struct choice *c = &j->ch[hi * j->n + ev->choice];
+    struct hs_engine_event ra;
+    if (j->kind == HS__API_CHAT) {
+        reasoning_event(j, c, ev, &ra);
+        ev = &ra;
+    }
     if (ev->finish_reason != HS_FINISH_NONE) {
         c->fin = ev->finish_reason;
         j->any_timeout |= ev->finish_reason == HS_FINISH_TIMEOUT;
@@ -610,7 +723,7 @@ static void stream_finish(struct hs__job *j)
         head_json(j, &j->out,
                   j->kind == HS__API_CHAT ? "chat.completion.chunk" : "text_completion");
         LIT(&j->out, ",\"choices\":[],\"usage\":");
-        usage_json(&j->out, &j->usage);
+        usage_json(&j->out, j);
         LIT(&j->out, "}\n\n");
     }
     LIT(&j->out, "data: [DONE]\n\n");
@@ -698,7 +811,9 @@ static enum MHD_Result respond(struct hs_api_server *s, struct MHD_Connection *c
             if (ch->tp_on) {
                 tool_message(&b, ch);
             } else if (chat) {
-                LIT(&b, "\"message\":{\"role\":\"assistant\",\"content\":");
+                LIT(&b, "\"message\":{\"role\":\"assistant\"");
+                reasoning_json(j, &b, ch);
+                LIT(&b, ",\"content\":");
             } else {
                 LIT(&b, "\"text\":");
             }
@@ -730,7 +845,7 @@ static enum MHD_Result respond(struct hs_api_server *s, struct MHD_Connection *c
         }
     }
     LIT(&b, "],\"usage\":");
-    usage_json(&b, &j->usage);
+    usage_json(&b, j);
     LIT(&b, "}");
     bool oom = b.oom;
     for (int32_t i = 0; i < j->n_h * j->n; i++) {
@@ -795,11 +910,18 @@ enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connectio
     j->stream = req.stream;
     j->include_usage = req.include_usage;
     j->tools = req.tools;
+    j->rs = req.reasoning;
     for (int32_t i = 0; i < req.n_prompts * req.er.n; i++) {
         struct choice *ch = &j->ch[i];
         ch->job = j;
         ch->idx = i;
         ch->tp_on = kind == HS__API_CHAT && req.tools.parse;
+        ch->rp_on = kind == HS__API_CHAT && req.reasoning.split;
+        ch->think = req.reasoning.in_block ? 1 : 0;
+        if (ch->rp_on) {
+            hs__reasoning_split_init(&ch->rp, req.reasoning.open, req.reasoning.close,
+                                     req.reasoning.in_block);
+        }
         if (ch->tp_on) {
             hs__tool_parser_init(&ch->tp, req.tools.format, req.tools.parallel,
                                  rq->id * 0x9E3779B97F4A7C15u + (uint64_t)i + (uint64_t)time(NULL));

@@ -1040,7 +1040,9 @@ hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
                                    .model_name = s->model_name,
                                    .n_ctx = hs_engine_n_ctx(engine),
                                    .max_output_items = s->p.max_output_items,
-                                   .tools = &s->tools_caps};
+                                   .tools = &s->tools_caps,
+                                   .reasoning_format = s->p.reasoning_format,
+                                   .reasoning_markers = s->p.reasoning_markers};
     hs__tools_probe(s->tmpl, s->vocab, &s->tools_caps);
 
     struct sockaddr_storage ss = {0};

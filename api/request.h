@@ -74,6 +74,8 @@ struct hs__api_ctx {
                                * logprobs are asked); <= 0: HS__API_MAX_OUTPUT_ITEMS */
     const struct hs__tools_caps *tools; /* what tmpl does with tools (hs__tools_probe, borrowed);
                                          * NULL: probed per request */
+    const char *reasoning_format;  /* hs_api_params.reasoning_format (borrowed; NULL: default) */
+    const char *reasoning_markers; /* hs_api_params.reasoning_markers (borrowed; NULL: <think>) */
 };
 
 /* How a model writes tool calls, by chat template family (api/tools.h has the forms). */
@@ -108,6 +110,17 @@ struct hs__api_prompt {
     int32_t n;
 };
 
+/* How a chat answer's thinking block is reported (api/reasoning.h). */
+struct hs__api_reasoning {
+    bool split;    /* separate the block from the answer (markers known, format not none) */
+    int format;    /* enum hs__reasoning_format */
+    bool in_block; /* the prompt ends inside the block */
+    char open[32], close[32];
+    hs_token open_tok, close_tok;
+    int auto_class; /* reasoning_effort "auto": the request's class in the history, -1: not auto */
+    bool auto_long; /* auto: long thinking chosen (else short: no thinking) */
+};
+
 struct hs__api_req {
     enum hs__api_kind kind;
     struct hs_engine_request er; /* everything but prompt/n_prompt/notify; points into this */
@@ -126,6 +139,7 @@ struct hs__api_req {
     char *grammar; /* GBNF from response_format, grammar or a required tool call (owned), NULL:
                     * none; er.grammar */
     struct hs__api_tools tools; /* chat: tools, tool_choice, parallel_tool_calls */
+    struct hs__api_reasoning reasoning; /* chat: the thinking block */
     char *stops[HS_ENGINE_MAX_STOP];
     struct hs_logit_bias *bias;
     bool stream;

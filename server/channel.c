@@ -118,6 +118,7 @@ static void handle_free(struct hs_engine_handle *h)
         free(h->seqs[i].hold);
         hs_sampler_destroy(h->seqs[i].smp);
         hs_grammar_matcher_destroy(h->seqs[i].gm); /* before their cache */
+        hs_reasoning_finish(&h->seqs[i].rs);
     }
     hs_grammar_cache_destroy(h->grammar_cache);
     hs_grammar_destroy(h->grammar);
@@ -359,6 +360,25 @@ static struct hs_token_trie *engine_trie(struct hs_engine *e)
     return t;
 }
 
+/* Wraps the choice's constraint (the grammar's, if any) in its thinking-block tracker, which
+ * hands the grammar only the answer's tokens. */
+static hs_status reasoning_install(struct hs_engine_handle *h, struct seq *s)
+{
+    if (!h->reasoning.enabled) {
+        return HS_OK;
+    }
+    struct hs_sampler_constraint inner = {0};
+    if (s->gm) {
+        inner = hs_grammar_matcher_constraint(s->gm);
+    }
+    if (hs_reasoning_init(&s->rs, &h->reasoning, s->gm ? &inner : NULL, h->n_vocab) != HS_OK) {
+        return HS_E_NOMEM;
+    }
+    const struct hs_sampler_constraint c = hs_reasoning_constraint(&s->rs);
+    hs_sampler_set_constraint(s->smp, &c);
+    return HS_OK;
+}
+
 /* Compiles r's grammar into h (grammar and cache; the choices' matchers come with their
  * samplers). HS_E_INVAL with err at a syntax error or a limit; HS_E_NOMEM. Thread: any. */
 static hs_status grammar_init(struct hs_engine *e, struct hs_engine_handle *h,
@@ -416,6 +436,12 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
     h->place = r->place;
     h->long_context = r->long_context;
     h->cache_salt = r->cache_salt;
+    if (hs_reasoning_params_check(&r->reasoning, e->n_vocab, err) != HS_OK) {
+        handle_free(h);
+        return HS_E_INVAL;
+    }
+    h->reasoning = r->reasoning;
+    h->n_vocab = e->n_vocab;
     h->usage.prompt_tokens = r->n_prompt;
     h->status = HS_OK;
     h->t_submit_ns = now_ns();
@@ -465,6 +491,9 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
             }
             const struct hs_sampler_constraint sc = hs_grammar_matcher_constraint(s->gm);
             hs_sampler_set_constraint(s->smp, &sc);
+        }
+        if (reasoning_install(h, s) != HS_OK) {
+            goto nomem;
         }
         hs_detok_init(&s->dt, e->vocab, false);
     }

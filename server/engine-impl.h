@@ -78,6 +78,7 @@ struct seq {
     int32_t n_gen;        /* sampled, EOS included */
     struct hs_kv_seq *kv; /* while running */
     struct hs_grammar_matcher *gm; /* the request's grammar at this choice's output; owns */
+    struct hs_reasoning rs;        /* the thinking-block tracker (rs.p.enabled false: none) */
     int32_t store;        /* the KV store (and pool) kv belongs to: 0 the FFN backend's, 1 the
                            * attention backend's (split engines) */
     struct hs_sampler *smp;
@@ -129,6 +130,8 @@ struct hs_engine_handle {
     const char *detail;                     /* DONE's detail (static); under mu */
     int32_t long_context; /* < 0: the engine's */
     uint64_t cache_salt;  /* hs_engine_request.cache_salt */
+    struct hs_reasoning_params reasoning; /* hs_engine_request.reasoning */
+    int32_t n_vocab;                      /* the engine's (the trackers' masks) */
     int32_t n_stop;
     char *stop[HS_ENGINE_MAX_STOP];
     size_t stop_len[HS_ENGINE_MAX_STOP];

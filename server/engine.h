@@ -33,6 +33,7 @@
 
 #include "common/common.h"
 #include "model/model.h"
+#include "server/reasoning.h"
 #include "server/sampling.h"
 
 struct hs_model;
@@ -177,6 +178,10 @@ struct hs_engine_request {
     int32_t long_context; /* < 0: the engine's */
     uint64_t cache_salt;  /* prefix cache namespace: requests share cached prompt blocks only
                            * with requests of the same salt (kvcache.h); 0 (default): shared */
+    /* Thinking block (server/reasoning.h): with reasoning.enabled, stop strings apply only after
+     * the block, budget_tokens bounds it (then the close sequence is forced) and the grammar
+     * constrains only what follows it. Zeroed (default): none. */
+    struct hs_reasoning_params reasoning;
     hs_engine_notify_fn notify; /* may be NULL (then poll or wait) */
     void *notify_user;
 };

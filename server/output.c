@@ -108,7 +108,9 @@ static size_t stop_scan(struct seq *s, bool final)
 {
     const struct hs_engine_handle *h = s->req;
     size_t safe = s->n_hold;
-    for (int32_t i = 0; i < h->n_stop; i++) {
+    /* stop strings apply to the answer, never to a thinking block */
+    const int32_t n_stop = hs_reasoning_in_answer(&s->rs) || !h->reasoning.enabled ? h->n_stop : 0;
+    for (int32_t i = 0; i < n_stop; i++) {
         const char *hit = memmem(s->hold, s->n_hold, h->stop[i], h->stop_len[i]);
         if (hit) {
             s->stopped = true;
@@ -116,7 +118,7 @@ static size_t stop_scan(struct seq *s, bool final)
         }
     }
     if (!s->stopped && !final) {
-        for (int32_t i = 0; i < h->n_stop; i++) {
+        for (int32_t i = 0; i < n_stop; i++) {
             size_t k = HS_MIN(h->stop_len[i] - 1, s->n_hold);
             for (; k > 0; k--) {
                 if (!memcmp(s->hold + s->n_hold - k, h->stop[i], k)) {

@@ -430,6 +430,75 @@ async function structuredSuite(m) {
     assert.equal(r.usage.prompt_tokens, injected.length);
   });
 
+  // ---- reasoning: the thinking block split out (only where the vocabulary has <think>) ----
+  const thinkTok = await (async () => {
+    const res = await fetch(`${base}/tokenize`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ content: '<think>', add_special: false, parse_special: true }) });
+    const toks = (await res.json()).tokens;
+    return toks.length === 1 ? toks[0] : null;
+  })();
+  if (thinkTok !== null) {
+    // logit_bias makes the random model open a block and fill it with "<think>" pieces
+    const think = { model: '', temperature: 0, max_tokens: 24,
+                    logit_bias: { [thinkTok]: 100 } };
+    const ask = [{ role: 'user', content: 'Is 7 prime?' }];
+    await check(`${name}: reasoning split out, both dialects, streamed and not`, async () => {
+      for (const fmt of ['reasoning_content', 'reasoning']) {
+        const req = { ...think, messages: ask, thinking_budget_tokens: 5, reasoning_format: fmt };
+        const r = await client.chat.completions.create(req);
+        const m = r.choices[0].message;
+        assert.equal(typeof m[fmt], 'string', JSON.stringify(m));
+        assert.equal(m[fmt].split('<think>').length - 1, 5);
+        assert.ok(!m.content.includes('</think>') && !m[fmt].includes('</think>'));
+        assert.equal(r.usage.completion_tokens_details.reasoning_tokens, 5);
+        const s = await client.chat.completions.create({ ...req, stream: true,
+                                                         stream_options: { include_usage: true } });
+        let rs = '', cs = '', usage = null;
+        for await (const chunk of s) {
+          for (const c of chunk.choices) {
+            rs += c.delta[fmt] ?? '';
+            cs += c.delta.content ?? '';
+          }
+          usage = chunk.usage ?? usage;
+        }
+        assert.equal(rs, m[fmt]);
+        assert.equal(cs, m.content);
+        assert.equal(usage.completion_tokens_details.reasoning_tokens, 5);
+      }
+    });
+    await check(`${name}: a thinking budget of B gives B tokens, </think>, then an answer`, async () => {
+      for (const b of [0, 2, 7]) {
+        const r = await client.chat.completions.create({ ...think, messages: ask, logprobs: true,
+                                                         thinking_budget_tokens: b });
+        const toks = r.choices[0].logprobs.content.map((t) => t.token);
+        assert.equal(toks[0], '<think>');
+        assert.equal(toks[b + 1], '</think>', toks.join('|'));
+        assert.ok(toks.slice(1, b + 1).every((t) => t !== '</think>'));
+        assert.ok(r.choices[0].message.content.length > 0, 'an answer follows');
+        assert.ok(r.usage.completion_tokens_details.reasoning_tokens <= b);
+      }
+    });
+    await check(`${name}: enable_thinking false and /no_think give no reasoning`, async () => {
+      const reqs = [
+        { ...think, messages: ask, chat_template_kwargs: { enable_thinking: false } },
+        { ...think, messages: [{ role: 'user', content: 'Is 7 prime? /no_think' }] },
+      ];
+      for (const req of reqs) {
+        const r = await client.chat.completions.create(req);
+        assert.equal(r.choices[0].message.reasoning_content, undefined);
+        assert.equal(r.usage.completion_tokens_details.reasoning_tokens, 0);
+      }
+    });
+    await check(`${name}: stop strings never cut the thinking`, async () => {
+      const r = await client.chat.completions.create({ ...think, messages: ask, stop: ['<think>'],
+                                                       thinking_budget_tokens: 4 });
+      assert.equal(r.choices[0].message.reasoning_content, '<think>'.repeat(4));
+      assert.equal(r.choices[0].message.content, '');
+      assert.equal(r.choices[0].finish_reason, 'stop');
+    });
+  }
+
   await check(`${name}: SIGTERM exits 0`, async () => {
     const code = await new Promise((resolve) => {
       srv.proc.removeAllListeners('exit');
