@@ -824,6 +824,34 @@ Test(engine, timeouts_end_requests)
     hs_model_destroy(m);
 }
 
+/* A huge timeout (INT64_MAX ms) must mean "no deadline": multiplied into nanoseconds unbounded it
+ * overflowed to a deadline in the past and timed the request out at once. */
+Test(engine, huge_timeout_is_no_deadline)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 2, 256, 0, 64);
+    hs_token p[64];
+    int n = make_prompt(m, 2, p, 64);
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = p;
+    rq.n_prompt = n;
+    rq.max_tokens = 8;
+    rq.ignore_eos = true;
+    rq.timeout_ms = INT64_MAX;
+    struct hs_engine_handle *h = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK);
+    struct result *r = calloc(1, sizeof(*r));
+    collect(h, r);
+    hs_engine_release(h);
+    cr_assert_eq(r->fin[0], HS_FINISH_LENGTH, "finish %s", hs_finish_reason_str(r->fin[0]));
+    cr_assert_eq(r->n_toks[0], 8);
+    free(r);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
 Test(engine, bad_requests_are_rejected_and_max_tokens_capped)
 {
     struct hs_model *m = load_model();
