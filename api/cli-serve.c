@@ -30,8 +30,8 @@ static void usage(FILE *f)
                "                          HETSERVE_API_KEY environment variable; none if unset).\n"
                "                          Repeat for several keys: each key is a tenant with a\n"
                "                          prefix cache of its own. An empty key is an error\n"
-               "  -c, --ctx N             context length of one request (default: the model's,\n"
-               "                          at most 4096)\n"
+               "  -c, --ctx N             context length of one request (default: the model's\n"
+               "                          trained context, bounded by what KV memory allows)\n"
                "      --parallel N        sequences decoded at once (default 8)\n"
                "      --kv-memory MIB     KV cache size in MiB (default: parallel x ctx tokens)\n"
                "  -t, --threads N         compute threads of the FFN backend (default: physical\n"
@@ -364,6 +364,7 @@ int hs__cli_serve(int argc, char **argv)
         rc = st == HS_E_NOMEM ? 1 : 2;
         goto done;
     }
+    const char *ctx_why = hs__cli_default_ctx(model, &ep);
     st = hs_engine_create(model, &ep, &eng, &err);
     if (st != HS_OK) {
         fprintf(stderr, "hetserve serve: cannot start the engine: %s\n", err.message);
@@ -385,9 +386,10 @@ int hs__cli_serve(int argc, char **argv)
         rc = st == HS_E_INVAL || st == HS_E_FORMAT ? 2 : 1;
         goto done;
     }
-    fprintf(stderr, "hetserve: serving %s (%s) on http://%s:%u (context %d)%s\n", name,
-            hs_model_desc(model), ap.host, (unsigned)hs_api_server_port(srv),
-            (int)hs_engine_n_ctx(eng), keys.n > 0 ? ", API key required" : "");
+    fprintf(stderr, "hetserve: serving %s (%s) on http://%s:%u (context %d: %s; trained %d)%s\n",
+            name, hs_model_desc(model), ap.host, (unsigned)hs_api_server_port(srv),
+            (int)hs_engine_n_ctx(eng), ctx_why, (int)hs_model_hparams(model)->n_ctx_train,
+            keys.n > 0 ? ", API key required" : "");
     /* The port line on stdout, for scripts that started us with --port 0. */
     printf("listening on %s:%u\n", ap.host, (unsigned)hs_api_server_port(srv));
     fflush(stdout);
