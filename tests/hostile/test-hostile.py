@@ -639,6 +639,35 @@ def drained_and_timed_out_requests_get_errors_not_200():
 
 
 @check
+def half_closed_client_still_gets_its_answer():
+    """A client that shuts down its sending side after the request (shutdown(SHUT_WR), as
+    netcat -N and some proxies do) is still reading: it must get the whole response."""
+    with Server(ctx=4096) as srv:
+        for stream in (False, True):
+            body = json.dumps({"prompt": "Once", "max_tokens": 200, "ignore_eos": True,
+                               "stream": stream}).encode()
+            s = connect(srv.port, timeout=60)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/json\r\nConnection: close\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            s.shutdown(socket.SHUT_WR)
+            st, _, b = read_response(s)
+            s.close()
+            eq(st, 200, "status after a half-close (stream=%s)" % stream)
+            text = b.decode(errors="replace")
+            if stream:
+                assert "[DONE]" in text and '"finish_reason":"length"' in text, text[-300:]
+            else:
+                j = json.loads(text)
+                eq(j["choices"][0]["finish_reason"], "length", "finish reason")
+                eq(j["usage"]["completion_tokens"], 200, "completion tokens")
+        _, _, m = request(srv.port, "GET", "/metrics")
+        m = re.search(r'^hetserve:request_success_total\{finished_reason="canceled"[^}]*\} (\S+)$',
+                      m.decode(), re.M)
+        eq(float(m.group(1)) if m else 0.0, 0.0, "requests canceled")
+
+
+@check
 def shutdown_is_prompt():
     with Server() as srv:
         s = connect(srv.port)
