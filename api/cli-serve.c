@@ -33,6 +33,8 @@ static void usage(FILE *f)
                "  -c, --ctx N             context length of one request (default: the model's\n"
                "                          trained context, bounded by what KV memory allows)\n"
                "      --parallel N        sequences decoded at once (default 8)\n"
+               "      --max-queue N       requests that may wait for a sequence; past that a\n"
+               "                          request gets 429 with Retry-After (default 256)\n"
                "      --kv-memory MIB     KV cache size in MiB (default: parallel x ctx tokens)\n"
                "  -t, --threads N         compute threads of the FFN backend (default: physical\n"
                "                          cores, less --attn-threads)\n");
@@ -86,6 +88,7 @@ enum {
     OPT_PORT,
     OPT_KEY,
     OPT_PARALLEL,
+    OPT_MAX_QUEUE,
     OPT_KV,
     OPT_BODY,
     OPT_TIMEOUT,
@@ -189,6 +192,7 @@ int hs__cli_serve(int argc, char **argv)
         {"api-key", required_argument, NULL, OPT_KEY},
         {"ctx", required_argument, NULL, 'c'},
         {"parallel", required_argument, NULL, OPT_PARALLEL},
+        {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
         {"kv-memory", required_argument, NULL, OPT_KV},
         {"threads", required_argument, NULL, 't'},
         {"max-body-bytes", required_argument, NULL, OPT_BODY},
@@ -256,6 +260,12 @@ int hs__cli_serve(int argc, char **argv)
                 return 2;
             }
             ep.n_parallel = (int32_t)iv;
+            break;
+        case OPT_MAX_QUEUE:
+            if (!hs__cli_parse_int("--max-queue", optarg, 1, 1 << 20, &iv)) {
+                return 2;
+            }
+            ep.max_waiting = (int32_t)iv;
             break;
         case OPT_KV:
             if (!hs__cli_parse_int("--kv-memory", optarg, 1, 1 << 22, &iv)) {

@@ -668,6 +668,32 @@ def half_closed_client_still_gets_its_answer():
 
 
 @check
+def max_queue_bounds_the_waiting_requests():
+    """--max-queue 1 with one sequence: one request runs, one waits, the next gets 429 with
+    Retry-After and OpenAI's rate_limit_error."""
+    out = {}
+    with Server("--parallel", "1", "--max-queue", "1", ctx=32768) as srv:
+        ts = [threading.Thread(target=long_request, args=(srv.port, True, out, i, 30000))
+              for i in range(2)]
+        for t in ts:
+            t.start()
+        wait_running(srv.port, 1)
+        t0 = time.time()
+        while (metric(srv.port, "num_requests_waiting") or 0) < 1 and time.time() - t0 < 10:
+            time.sleep(0.05)
+        st, h, b = request(srv.port, "POST", "/v1/completions",
+                           {"prompt": "Once", "max_tokens": 2})
+        eq(st, 429, "status with the queue full")
+        assert "retry-after" in h, h
+        eq(json.loads(b)["error"]["type"], "rate_limit_error", "error type")
+        srv.proc.send_signal(signal.SIGTERM)  # a drain, then a second signal: exit now
+        time.sleep(0.2)
+        srv.stop()
+        for t in ts:
+            t.join(30)
+
+
+@check
 def shutdown_is_prompt():
     with Server() as srv:
         s = connect(srv.port)
