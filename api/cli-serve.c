@@ -30,9 +30,11 @@ static void usage(FILE *f)
                "                          HETSERVE_API_KEY environment variable; none if unset).\n"
                "                          Repeat for several keys: each key is a tenant with a\n"
                "                          prefix cache of its own. An empty key is an error\n"
-               "  -c, --ctx N             context length of one request (default: the model's,\n"
-               "                          at most 4096)\n"
+               "  -c, --ctx N             context length of one request (default: the model's\n"
+               "                          trained context, bounded by what KV memory allows)\n"
                "      --parallel N        sequences decoded at once (default 8)\n"
+               "      --max-queue N       requests that may wait for a sequence; past that a\n"
+               "                          request gets 429 with Retry-After (default 256)\n"
                "      --kv-memory MIB     KV cache size in MiB (default: parallel x ctx tokens)\n"
                "  -t, --threads N         compute threads of the FFN backend (default: physical\n"
                "                          cores, less --attn-threads)\n");
@@ -93,6 +95,7 @@ enum {
     OPT_PORT,
     OPT_KEY,
     OPT_PARALLEL,
+    OPT_MAX_QUEUE,
     OPT_KV,
     OPT_BODY,
     OPT_TIMEOUT,
@@ -198,6 +201,7 @@ int hs__cli_serve(int argc, char **argv)
         {"api-key", required_argument, NULL, OPT_KEY},
         {"ctx", required_argument, NULL, 'c'},
         {"parallel", required_argument, NULL, OPT_PARALLEL},
+        {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
         {"kv-memory", required_argument, NULL, OPT_KV},
         {"threads", required_argument, NULL, 't'},
         {"max-body-bytes", required_argument, NULL, OPT_BODY},
@@ -267,6 +271,12 @@ int hs__cli_serve(int argc, char **argv)
                 return 2;
             }
             ep.n_parallel = (int32_t)iv;
+            break;
+        case OPT_MAX_QUEUE:
+            if (!hs__cli_parse_int("--max-queue", optarg, 1, 1 << 20, &iv)) {
+                return 2;
+            }
+            ep.max_waiting = (int32_t)iv;
             break;
         case OPT_KV:
             if (!hs__cli_parse_int("--kv-memory", optarg, 1, 1 << 22, &iv)) {
@@ -395,6 +405,7 @@ int hs__cli_serve(int argc, char **argv)
         rc = st == HS_E_NOMEM ? 1 : 2;
         goto done;
     }
+    const char *ctx_why = hs__cli_default_ctx(model, &ep);
     st = hs_engine_create(model, &ep, &eng, &err);
     if (st != HS_OK) {
         fprintf(stderr, "hetserve serve: cannot start the engine: %s\n", err.message);
@@ -416,9 +427,10 @@ int hs__cli_serve(int argc, char **argv)
         rc = st == HS_E_INVAL || st == HS_E_FORMAT ? 2 : 1;
         goto done;
     }
-    fprintf(stderr, "hetserve: serving %s (%s) on http://%s:%u (context %d)%s\n", name,
-            hs_model_desc(model), ap.host, (unsigned)hs_api_server_port(srv),
-            (int)hs_engine_n_ctx(eng), keys.n > 0 ? ", API key required" : "");
+    fprintf(stderr, "hetserve: serving %s (%s) on http://%s:%u (context %d: %s; trained %d)%s\n",
+            name, hs_model_desc(model), ap.host, (unsigned)hs_api_server_port(srv),
+            (int)hs_engine_n_ctx(eng), ctx_why, (int)hs_model_hparams(model)->n_ctx_train,
+            keys.n > 0 ? ", API key required" : "");
     /* The port line on stdout, for scripts that started us with --port 0. */
     printf("listening on %s:%u\n", ap.host, (unsigned)hs_api_server_port(srv));
     fflush(stdout);

@@ -170,7 +170,8 @@ void hs__add_common_headers(struct hs_api_server *s, struct MHD_Response *r);
 uint64_t hs__tenant_salt(const struct hs_api_server *s, int32_t tenant, const char *salt,
                          size_t n_salt);
 
-/* True when the client behind the connection hung up (EOF or error pending). Thread: any. */
+/* True when the client behind the connection hung up (reset or error pending); a half-close
+ * (end of its input only) is not a hang-up. Thread: any. */
 bool hs__socket_gone(MHD_socket fd);
 
 /* ---- completion jobs (generate.c) ---- */

@@ -28,7 +28,7 @@ void hs_split_model_init(struct hs_split_model *m)
 
 /* One step of recursive least squares with forgetting on theta[n] with covariance p[n][n]
  * (row-major) for the observation y = phi . theta. */
-static void hs__rls(int n, double *theta, double *p, const double *phi, double y)
+static void rls(int n, double *theta, double *p, const double *phi, double y)
 {
     double pphi[3] = {0};
     double denom = HS__RLS_LAMBDA;
@@ -63,7 +63,7 @@ void hs_split_model_observe_ffn(struct hs_split_model *m, int32_t rows, double s
         return;
     }
     const double phi[2] = {1.0, (double)rows};
-    hs__rls(2, m->f, &m->pf[0][0], phi, seconds);
+    rls(2, m->f, &m->pf[0][0], phi, seconds);
     m->n_obs_f++;
 }
 
@@ -74,7 +74,7 @@ void hs_split_model_observe_attn(struct hs_split_model *m, int64_t kv_tokens, in
         return;
     }
     const double phi[3] = {1.0, (double)kv_tokens, (double)n_seqs};
-    hs__rls(3, m->a, &m->pa[0][0], phi, seconds);
+    rls(3, m->a, &m->pa[0][0], phi, seconds);
     m->n_obs_a++;
 }
 

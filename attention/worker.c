@@ -27,7 +27,7 @@ struct hs_attn_worker {
     _Atomic uint64_t busy_ns;
 };
 
-static int64_t hs__now_ns(void)
+static int64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -35,17 +35,17 @@ static int64_t hs__now_ns(void)
 }
 
 /* Waits until *word reaches want (or stop is set, for the worker): spin, then sleep. */
-static void hs__wait_for(struct hs_attn_worker *w, _Atomic uint64_t *word, uint64_t want,
-                         bool stoppable)
+static void wait_for(struct hs_attn_worker *w, _Atomic uint64_t *word, uint64_t want,
+                     bool stoppable)
 {
-    const int64_t t0 = hs__now_ns();
+    const int64_t t0 = now_ns();
     for (unsigned i = 0;; i++) {
         if (atomic_load_explicit(word, memory_order_acquire) >= want ||
             (stoppable && atomic_load(&w->stop))) {
             return;
         }
         if ((i & 255) == 255) {
-            if (hs__now_ns() - t0 > HS__WORKER_SPIN_NS) {
+            if (now_ns() - t0 > HS__WORKER_SPIN_NS) {
                 break;
             }
             sched_yield(); /* an oversubscribed machine may need our core for the other side */
@@ -59,7 +59,7 @@ static void hs__wait_for(struct hs_attn_worker *w, _Atomic uint64_t *word, uint6
     pthread_mutex_unlock(&w->mu);
 }
 
-static void hs__bump(struct hs_attn_worker *w, _Atomic uint64_t *word)
+static void bump(struct hs_attn_worker *w, _Atomic uint64_t *word)
 {
     pthread_mutex_lock(&w->mu);
     atomic_fetch_add_explicit(word, 1, memory_order_release);
@@ -67,19 +67,19 @@ static void hs__bump(struct hs_attn_worker *w, _Atomic uint64_t *word)
     pthread_mutex_unlock(&w->mu);
 }
 
-static void *hs__worker_main(void *arg)
+static void *worker_main(void *arg)
 {
     struct hs_attn_worker *w = arg;
     hs_backend_bind_caller(w->be);
     for (uint64_t next = 1;; next++) {
-        hs__wait_for(w, &w->posted, next, true);
+        wait_for(w, &w->posted, next, true);
         if (atomic_load_explicit(&w->posted, memory_order_acquire) < next) {
             break; /* stopped with nothing posted */
         }
-        const int64_t t0 = hs__now_ns();
+        const int64_t t0 = now_ns();
         w->result = w->fn(w->arg);
-        atomic_fetch_add_explicit(&w->busy_ns, (uint64_t)(hs__now_ns() - t0), memory_order_relaxed);
-        hs__bump(w, &w->done);
+        atomic_fetch_add_explicit(&w->busy_ns, (uint64_t)(now_ns() - t0), memory_order_relaxed);
+        bump(w, &w->done);
     }
     return NULL;
 }
@@ -98,7 +98,7 @@ hs_status hs_attn_worker_create(struct hs_backend *be, struct hs_attn_worker **o
     atomic_init(&w->busy_ns, 0);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    if (pthread_create(&w->thread, NULL, hs__worker_main, w) != 0) {
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv);
         free(w);
@@ -129,7 +129,7 @@ void hs_attn_worker_post(struct hs_attn_worker *w, hs_attn_job_fn fn, void *arg)
     HS_ASSERT(atomic_load(&w->done) == atomic_load(&w->posted)); /* one job at a time */
     w->fn = fn;
     w->arg = arg;
-    hs__bump(w, &w->posted);
+    bump(w, &w->posted);
 }
 
 hs_status hs_attn_worker_wait(struct hs_attn_worker *w)
@@ -138,7 +138,7 @@ hs_status hs_attn_worker_wait(struct hs_attn_worker *w)
     if (atomic_load_explicit(&w->done, memory_order_acquire) >= want) {
         return want == 0 ? HS_OK : w->result;
     }
-    hs__wait_for(w, &w->done, want, false);
+    wait_for(w, &w->done, want, false);
     return w->result;
 }
 

@@ -16,7 +16,7 @@ struct hs__backend_reg {
     hs_backend_create_fn create;
 };
 
-static const struct hs__backend_reg hs__backend_regs[] = {
+static const struct hs__backend_reg backend_regs[] = {
     {"cpu", hs__backend_cpu_create},
     {"npu", hs__backend_npu_create}, /* simulated: always compiled in */
     {"pim", hs__backend_pim_create}, /* simulated: always compiled in */
@@ -25,7 +25,7 @@ static const struct hs__backend_reg hs__backend_regs[] = {
 
 int hs_backend_reg_count(void)
 {
-    return (int)HS_ARRAY_LEN(hs__backend_regs);
+    return (int)HS_ARRAY_LEN(backend_regs);
 }
 
 const char *hs_backend_reg_name(int i)
@@ -33,7 +33,7 @@ const char *hs_backend_reg_name(int i)
     if (i < 0 || i >= hs_backend_reg_count()) {
         return NULL;
     }
-    return hs__backend_regs[i].name;
+    return backend_regs[i].name;
 }
 
 int hs_backend_physical_cores(void)
@@ -61,11 +61,11 @@ hs_status hs_backend_create(const char *name, const struct hs_backend_params *pa
         params = &def;
     }
     for (int i = 0; i < hs_backend_reg_count(); i++) {
-        if (strcmp(hs__backend_regs[i].name, name) != 0) {
+        if (strcmp(backend_regs[i].name, name) != 0) {
             continue;
         }
         struct hs_backend *be = NULL;
-        hs_status st = hs__backend_regs[i].create(params, &be);
+        hs_status st = backend_regs[i].create(params, &be);
         if (st != HS_OK) {
             return st;
         }
@@ -253,7 +253,7 @@ bool hs_tensor_is_contiguous(const struct hs_tensor *t)
 
 /* Well-formed view: known type, non-negative shape, innermost dimension of whole blocks stored
  * densely, data present. */
-static bool hs__t_ok(const struct hs_tensor *t, enum hs_type type)
+static bool t_ok(const struct hs_tensor *t, enum hs_type type)
 {
     /* n_dims is informational: ne (trailing ones) describes the shape. */
     if (!t || t->type != type || !t->data) {
@@ -276,10 +276,10 @@ static bool hs__t_ok(const struct hs_tensor *t, enum hs_type type)
     return t->ne[1] == 1 || t->nb[1] >= row;
 }
 
-/* As hs__t_ok, and a matrix of rows: rows ne[1]*ne[2]*ne[3] evenly spaced nb[1] apart. */
-static bool hs__rows_ok(const struct hs_tensor *t, enum hs_type type)
+/* As t_ok, and a matrix of rows: rows ne[1]*ne[2]*ne[3] evenly spaced nb[1] apart. */
+static bool rows_ok(const struct hs_tensor *t, enum hs_type type)
 {
-    if (!hs__t_ok(t, type)) {
+    if (!t_ok(t, type)) {
         return false;
     }
     const struct hs_type_traits *tr = hs_type_traits(type);
@@ -298,9 +298,9 @@ static int64_t hs__rows(const struct hs_tensor *t)
 }
 
 /* A 3-D view [ne2][ne1][ne0] f32 whose rows (dim 1) and planes (dim 2) may be strided. */
-static bool hs__t3_ok(const struct hs_tensor *t, enum hs_type type)
+static bool t3_ok(const struct hs_tensor *t, enum hs_type type)
 {
-    if (!hs__t_ok(t, type) || t->ne[3] != 1) {
+    if (!t_ok(t, type) || t->ne[3] != 1) {
         return false;
     }
     const size_t row = (size_t)t->ne[0] * hs_type_traits(type)->type_size;
@@ -308,22 +308,22 @@ static bool hs__t3_ok(const struct hs_tensor *t, enum hs_type type)
            (t->ne[2] == 1 || t->nb[2] >= t->nb[1] * (size_t)t->ne[1]);
 }
 
-static bool hs__same_shape(const struct hs_tensor *a, const struct hs_tensor *b)
+static bool same_shape(const struct hs_tensor *a, const struct hs_tensor *b)
 {
     return a->ne[0] == b->ne[0] && hs__rows(a) == hs__rows(b);
 }
 
-static bool hs__weight_ok(const struct hs_tensor *w)
+static bool weight_ok(const struct hs_tensor *w)
 {
     /* Known but unsupported types pass here: supports_op turns them into HS_E_NOTSUP. */
     if (!w || !hs_type_is_known((uint32_t)w->type)) {
         return false;
     }
-    return hs__t_ok(w, w->type) && w->ne[2] == 1 && w->ne[3] == 1 &&
+    return t_ok(w, w->type) && w->ne[2] == 1 && w->ne[3] == 1 &&
            (w->ne[1] == 1 || w->nb[1] >= hs_type_row_size(w->type, w->ne[0]));
 }
 
-static void hs__count(struct hs_backend *be, enum hs_op op, uint64_t weight_bytes)
+static void count(struct hs_backend *be, enum hs_op op, uint64_t weight_bytes)
 {
     be->stats.n_ops[op]++;
     be->stats.weight_bytes_read += weight_bytes;
@@ -331,10 +331,10 @@ static void hs__count(struct hs_backend *be, enum hs_op op, uint64_t weight_byte
 
 /* ---- operations ---- */
 
-static hs_status hs__check_matmul(struct hs_backend *be, const struct hs_tensor *w,
-                                  const struct hs_tensor *x, const struct hs_tensor *y)
+static hs_status check_matmul(struct hs_backend *be, const struct hs_tensor *w,
+                              const struct hs_tensor *x, const struct hs_tensor *y)
 {
-    if (!be || !hs__weight_ok(w) || !hs__rows_ok(x, HS_TYPE_F32) || !hs__rows_ok(y, HS_TYPE_F32)) {
+    if (!be || !weight_ok(w) || !rows_ok(x, HS_TYPE_F32) || !rows_ok(y, HS_TYPE_F32)) {
         return HS_E_INVAL;
     }
     if (x->ne[2] != 1 || x->ne[3] != 1 || y->ne[2] != 1 || y->ne[3] != 1 || x->ne[0] != w->ne[0] ||
@@ -347,12 +347,12 @@ static hs_status hs__check_matmul(struct hs_backend *be, const struct hs_tensor 
 hs_status hs_backend_matmul(struct hs_backend *be, const struct hs_tensor *w,
                             const struct hs_tensor *x, struct hs_tensor *y)
 {
-    HS_TRY(hs__check_matmul(be, w, x, y));
+    HS_TRY(check_matmul(be, w, x, y));
     if (!be->iface->matmul || !be->iface->supports_op(be, HS_OP_MATMUL, w->type)) {
         return HS_E_NOTSUP;
     }
     HS_TRY(be->iface->matmul(be, w, x, y));
-    hs__count(be, HS_OP_MATMUL, hs_type_row_size(w->type, w->ne[0]) * (uint64_t)w->ne[1]);
+    count(be, HS_OP_MATMUL, hs_type_row_size(w->type, w->ne[0]) * (uint64_t)w->ne[1]);
     return HS_OK;
 }
 
@@ -364,7 +364,7 @@ hs_status hs_backend_matmul_multi(struct hs_backend *be, int n, const struct hs_
     }
     bool native = be->iface->matmul_multi != NULL;
     for (int i = 0; i < n; i++) {
-        HS_TRY(hs__check_matmul(be, ws[i], x, ys[i]));
+        HS_TRY(check_matmul(be, ws[i], x, ys[i]));
         if (!be->iface->matmul || !be->iface->supports_op(be, HS_OP_MATMUL, ws[i]->type)) {
             return HS_E_NOTSUP;
         }
@@ -377,8 +377,8 @@ hs_status hs_backend_matmul_multi(struct hs_backend *be, int n, const struct hs_
         }
     }
     for (int i = 0; i < n; i++) {
-        hs__count(be, HS_OP_MATMUL,
-                  hs_type_row_size(ws[i]->type, ws[i]->ne[0]) * (uint64_t)ws[i]->ne[1]);
+        count(be, HS_OP_MATMUL,
+              hs_type_row_size(ws[i]->type, ws[i]->ne[0]) * (uint64_t)ws[i]->ne[1]);
     }
     return HS_OK;
 }
@@ -386,7 +386,7 @@ hs_status hs_backend_matmul_multi(struct hs_backend *be, int n, const struct hs_
 hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w, const hs_token *ids,
                               struct hs_tensor *y)
 {
-    if (!be || !ids || !hs__weight_ok(w) || !hs__rows_ok(y, HS_TYPE_F32) || y->ne[2] != 1 ||
+    if (!be || !ids || !weight_ok(w) || !rows_ok(y, HS_TYPE_F32) || y->ne[2] != 1 ||
         y->ne[3] != 1 || y->ne[0] != w->ne[0]) {
         return HS_E_INVAL;
     }
@@ -399,18 +399,18 @@ hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w, 
         return HS_E_NOTSUP;
     }
     HS_TRY(be->iface->get_rows(be, w, ids, y));
-    hs__count(be, HS_OP_GET_ROWS, hs_type_row_size(w->type, w->ne[0]) * (uint64_t)y->ne[1]);
+    count(be, HS_OP_GET_ROWS, hs_type_row_size(w->type, w->ne[0]) * (uint64_t)y->ne[1]);
     return HS_OK;
 }
 
 hs_status hs_backend_rms_norm(struct hs_backend *be, const struct hs_tensor *x,
                               const struct hs_tensor *w, float eps, struct hs_tensor *y)
 {
-    if (!be || !hs__rows_ok(x, HS_TYPE_F32) || !hs__rows_ok(y, HS_TYPE_F32) ||
-        !hs__same_shape(x, y) || !(eps >= 0.0f) || !isfinite(eps)) {
+    if (!be || !rows_ok(x, HS_TYPE_F32) || !rows_ok(y, HS_TYPE_F32) || !same_shape(x, y) ||
+        !(eps >= 0.0f) || !isfinite(eps)) {
         return HS_E_INVAL;
     }
-    if (w && (!hs__rows_ok(w, HS_TYPE_F32) || !hs_tensor_is_contiguous(w) ||
+    if (w && (!rows_ok(w, HS_TYPE_F32) || !hs_tensor_is_contiguous(w) ||
               hs_tensor_nelements(w) != x->ne[0])) {
         return HS_E_INVAL;
     }
@@ -418,14 +418,14 @@ hs_status hs_backend_rms_norm(struct hs_backend *be, const struct hs_tensor *x,
         return HS_E_NOTSUP;
     }
     HS_TRY(be->iface->rms_norm(be, x, w, eps, y));
-    hs__count(be, HS_OP_RMS_NORM, 0);
+    count(be, HS_OP_RMS_NORM, 0);
     return HS_OK;
 }
 
 hs_status hs_backend_rope(struct hs_backend *be, struct hs_tensor *x, const int32_t *pos,
                           const struct hs_rope_params *p)
 {
-    if (!be || !pos || !p || !hs__t3_ok(x, HS_TYPE_F32)) {
+    if (!be || !pos || !p || !t3_ok(x, HS_TYPE_F32)) {
         return HS_E_INVAL;
     }
     if ((unsigned)p->mode >= HS_ROPE_MODE_COUNT || p->n_rot <= 0 || p->n_rot % 2 != 0 ||
@@ -437,16 +437,16 @@ hs_status hs_backend_rope(struct hs_backend *be, struct hs_tensor *x, const int3
         return HS_E_NOTSUP;
     }
     HS_TRY(be->iface->rope(be, x, pos, p));
-    hs__count(be, HS_OP_ROPE, 0);
+    count(be, HS_OP_ROPE, 0);
     return HS_OK;
 }
 
-static hs_status hs__check_binary(struct hs_backend *be, const struct hs_tensor *a,
-                                  const struct hs_tensor *b, const struct hs_tensor *y,
-                                  bool allow_bcast)
+static hs_status check_binary(struct hs_backend *be, const struct hs_tensor *a,
+                              const struct hs_tensor *b, const struct hs_tensor *y,
+                              bool allow_bcast)
 {
-    if (!be || !hs__rows_ok(a, HS_TYPE_F32) || !hs__rows_ok(b, HS_TYPE_F32) ||
-        !hs__rows_ok(y, HS_TYPE_F32) || !hs__same_shape(a, y) || b->ne[0] != a->ne[0]) {
+    if (!be || !rows_ok(a, HS_TYPE_F32) || !rows_ok(b, HS_TYPE_F32) || !rows_ok(y, HS_TYPE_F32) ||
+        !same_shape(a, y) || b->ne[0] != a->ne[0]) {
         return HS_E_INVAL;
     }
     if (hs__rows(b) != hs__rows(a) && !(allow_bcast && hs__rows(b) == 1)) {
@@ -458,36 +458,36 @@ static hs_status hs__check_binary(struct hs_backend *be, const struct hs_tensor 
 hs_status hs_backend_add(struct hs_backend *be, const struct hs_tensor *a,
                          const struct hs_tensor *b, struct hs_tensor *y)
 {
-    HS_TRY(hs__check_binary(be, a, b, y, true));
+    HS_TRY(check_binary(be, a, b, y, true));
     if (!be->iface->add || !be->iface->supports_op(be, HS_OP_ADD, HS_TYPE_F32)) {
         return HS_E_NOTSUP;
     }
     HS_TRY(be->iface->add(be, a, b, y));
-    hs__count(be, HS_OP_ADD, 0);
+    count(be, HS_OP_ADD, 0);
     return HS_OK;
 }
 
 hs_status hs_backend_mul(struct hs_backend *be, const struct hs_tensor *a,
                          const struct hs_tensor *b, struct hs_tensor *y)
 {
-    HS_TRY(hs__check_binary(be, a, b, y, true));
+    HS_TRY(check_binary(be, a, b, y, true));
     if (!be->iface->mul || !be->iface->supports_op(be, HS_OP_MUL, HS_TYPE_F32)) {
         return HS_E_NOTSUP;
     }
     HS_TRY(be->iface->mul(be, a, b, y));
-    hs__count(be, HS_OP_MUL, 0);
+    count(be, HS_OP_MUL, 0);
     return HS_OK;
 }
 
 hs_status hs_backend_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
                             const struct hs_tensor *up, struct hs_tensor *y)
 {
-    HS_TRY(hs__check_binary(be, gate, up, y, false));
+    HS_TRY(check_binary(be, gate, up, y, false));
     if (!be->iface->swiglu || !be->iface->supports_op(be, HS_OP_SWIGLU, HS_TYPE_F32)) {
         return HS_E_NOTSUP;
     }
     HS_TRY(be->iface->swiglu(be, gate, up, y));
-    hs__count(be, HS_OP_SWIGLU, 0);
+    count(be, HS_OP_SWIGLU, 0);
     return HS_OK;
 }
 
@@ -498,9 +498,9 @@ hs_status hs_backend_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
  * heads_dense, a slot's heads follow each other (nb[1] = the row: kv_store writes a token's heads
  * at once); attention also reads heads further apart (a group of heads: the kernels address
  * slot * nb[2] + head * nb[1]). */
-static bool hs__cache_layout_ok(const struct hs_tensor *c, bool heads_dense)
+static bool cache_layout_ok(const struct hs_tensor *c, bool heads_dense)
 {
-    if (!c || (c->type != HS_TYPE_F16 && c->type != HS_TYPE_F32) || !hs__t_ok(c, c->type)) {
+    if (!c || (c->type != HS_TYPE_F16 && c->type != HS_TYPE_F32) || !t_ok(c, c->type)) {
         return false;
     }
     const size_t row = (size_t)c->ne[0] * hs_type_traits(c->type)->type_size;
@@ -508,15 +508,15 @@ static bool hs__cache_layout_ok(const struct hs_tensor *c, bool heads_dense)
            c->nb[2] >= c->nb[1] * (size_t)c->ne[1] && c->nb[3] == c->nb[2] * (size_t)c->ne[2];
 }
 
-static bool hs__cache_ok(const struct hs_tensor *c)
+static bool cache_ok(const struct hs_tensor *c)
 {
-    return hs__cache_layout_ok(c, true);
+    return cache_layout_ok(c, true);
 }
 
 hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src,
                               struct hs_tensor *cache, const int32_t *slots)
 {
-    if (!be || !slots || !hs__t3_ok(src, HS_TYPE_F32) || !hs__cache_ok(cache) ||
+    if (!be || !slots || !t3_ok(src, HS_TYPE_F32) || !cache_ok(cache) ||
         src->ne[0] != cache->ne[0] || src->ne[1] != cache->ne[1]) {
         return HS_E_INVAL;
     }
@@ -530,28 +530,28 @@ hs_status hs_backend_kv_store(struct hs_backend *be, const struct hs_tensor *src
         return HS_E_NOTSUP;
     }
     HS_TRY(be->iface->kv_store(be, src, cache, slots));
-    hs__count(be, HS_OP_KV_STORE, 0);
+    count(be, HS_OP_KV_STORE, 0);
     return HS_OK;
 }
 
-/* The cache of an attention call: as hs__cache_ok, or a view of some of the KV heads of such a
+/* The cache of an attention call: as cache_ok, or a view of some of the KV heads of such a
  * cache with heads further apart than a row. */
-static bool hs__attn_cache_ok(const struct hs_tensor *c)
+static bool attn_cache_ok(const struct hs_tensor *c)
 {
-    return hs__cache_layout_ok(c, false);
+    return cache_layout_ok(c, false);
 }
 
 /* A partial's m or l: [n_rows][n_head] f32 (ne = n_head, n_rows), rows evenly spaced. */
-static bool hs__attn_ml_ok(const struct hs_tensor *t, int64_t n_head, int64_t n_rows)
+static bool attn_ml_ok(const struct hs_tensor *t, int64_t n_head, int64_t n_rows)
 {
-    return hs__rows_ok(t, HS_TYPE_F32) && t->ne[0] == n_head && t->ne[1] == n_rows &&
-           t->ne[2] == 1 && t->ne[3] == 1;
+    return rows_ok(t, HS_TYPE_F32) && t->ne[0] == n_head && t->ne[1] == n_rows && t->ne[2] == 1 &&
+           t->ne[3] == 1;
 }
 
-static hs_status hs__check_attention(const struct hs_attn_args *a)
+static hs_status check_attention(const struct hs_attn_args *a)
 {
-    if (!a || !hs__t3_ok(a->q, HS_TYPE_F32) || !hs__t3_ok(a->out, HS_TYPE_F32) ||
-        !hs__attn_cache_ok(a->k_cache) || !hs__attn_cache_ok(a->v_cache)) {
+    if (!a || !t3_ok(a->q, HS_TYPE_F32) || !t3_ok(a->out, HS_TYPE_F32) ||
+        !attn_cache_ok(a->k_cache) || !attn_cache_ok(a->v_cache)) {
         return HS_E_INVAL;
     }
     const struct hs_tensor *q = a->q;
@@ -570,8 +570,8 @@ static hs_status hs__check_attention(const struct hs_attn_args *a)
         return HS_E_INVAL;
     }
     /* Partials: m and l together, one value per query row and head. */
-    if (!a->m != !a->l || (a->m && (!hs__attn_ml_ok(a->m, n_head, q->ne[2]) ||
-                                    !hs__attn_ml_ok(a->l, n_head, q->ne[2])))) {
+    if (!a->m != !a->l ||
+        (a->m && (!attn_ml_ok(a->m, n_head, q->ne[2]) || !attn_ml_ok(a->l, n_head, q->ne[2])))) {
         return HS_E_INVAL;
     }
     const int64_t n_blocks = k->ne[3];
@@ -609,35 +609,35 @@ hs_status hs_backend_attention(struct hs_backend *be, const struct hs_attn_args 
     if (!be) {
         return HS_E_INVAL;
     }
-    HS_TRY(hs__check_attention(args));
+    HS_TRY(check_attention(args));
     if (!be->iface->attention ||
         !be->iface->supports_op(be, HS_OP_ATTENTION, args->k_cache->type) ||
         !be->iface->supports_op(be, HS_OP_ATTENTION, args->v_cache->type)) {
         return HS_E_NOTSUP;
     }
     HS_TRY(be->iface->attention(be, args));
-    hs__count(be, HS_OP_ATTENTION, 0);
+    count(be, HS_OP_ATTENTION, 0);
     return HS_OK;
 }
 
 /* Bytes of the three FFN matrices (2-D views). */
-static uint64_t hs__ffn_weight_bytes(const struct hs_tensor *g, const struct hs_tensor *u,
-                                     const struct hs_tensor *d)
+static uint64_t ffn_weight_bytes(const struct hs_tensor *g, const struct hs_tensor *u,
+                                 const struct hs_tensor *d)
 {
     return hs_type_row_size(g->type, g->ne[0]) * (uint64_t)g->ne[1] +
            hs_type_row_size(u->type, u->ne[0]) * (uint64_t)u->ne[1] +
            hs_type_row_size(d->type, d->ne[0]) * (uint64_t)d->ne[1];
 }
 
-static hs_status hs__check_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
+static hs_status check_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
 {
     if (!be || !a) {
         return HS_E_INVAL;
     }
     const int64_t n_rows = a->x ? a->x->ne[1] : 0;
-    HS_TRY(hs__check_matmul(be, a->w_gate, a->x, a->scratch_gate));
-    HS_TRY(hs__check_matmul(be, a->w_up, a->x, a->scratch_up));
-    HS_TRY(hs__check_matmul(be, a->w_down, a->scratch_gate, a->y));
+    HS_TRY(check_matmul(be, a->w_gate, a->x, a->scratch_gate));
+    HS_TRY(check_matmul(be, a->w_up, a->x, a->scratch_up));
+    HS_TRY(check_matmul(be, a->w_down, a->scratch_gate, a->y));
     if (a->scratch_up->ne[1] != n_rows || a->y->ne[1] != n_rows ||
         a->w_gate->ne[1] != a->w_up->ne[1] || a->y->ne[0] != a->x->ne[0]) {
         return HS_E_INVAL;
@@ -646,7 +646,7 @@ static hs_status hs__check_ffn(struct hs_backend *be, const struct hs_ffn_args *
 }
 
 /* A validated FFN through the slot, or the default composition; nothing counted. */
-static hs_status hs__ffn_run(struct hs_backend *be, const struct hs_ffn_args *a)
+static hs_status ffn_run(struct hs_backend *be, const struct hs_ffn_args *a)
 {
     if (be->iface->ffn && be->iface->supports_op(be, HS_OP_FFN, a->w_gate->type) &&
         be->iface->supports_op(be, HS_OP_FFN, a->w_up->type) &&
@@ -669,18 +669,18 @@ static hs_status hs__ffn_run(struct hs_backend *be, const struct hs_ffn_args *a)
 
 hs_status hs_backend_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
 {
-    HS_TRY(hs__check_ffn(be, a));
-    HS_TRY(hs__ffn_run(be, a));
-    hs__count(be, HS_OP_FFN, hs__ffn_weight_bytes(a->w_gate, a->w_up, a->w_down));
+    HS_TRY(check_ffn(be, a));
+    HS_TRY(ffn_run(be, a));
+    count(be, HS_OP_FFN, ffn_weight_bytes(a->w_gate, a->w_up, a->w_down));
     return HS_OK;
 }
 
 /* ---- expert FFN ---- */
 
 /* A stack of n_expert weight matrices [ne2][ne1][ne0], planes densely nb[2] apart. */
-static bool hs__experts_ok(const struct hs_tensor *w)
+static bool experts_ok(const struct hs_tensor *w)
 {
-    if (!w || !hs_type_is_known((uint32_t)w->type) || !hs__t_ok(w, w->type) || w->ne[3] != 1) {
+    if (!w || !hs_type_is_known((uint32_t)w->type) || !t_ok(w, w->type) || w->ne[3] != 1) {
         return false;
     }
     const size_t row = hs_type_row_size(w->type, w->ne[0]);
@@ -698,8 +698,8 @@ struct hs_tensor hs_tensor_plane(const struct hs_tensor *t, int64_t i2)
 }
 
 /* The FFN of group g as 2-D views: expert planes, and rows of x, y and the scratch buffers. */
-static struct hs_ffn_args hs__moe_group(const struct hs_moe_ffn_args *a, int32_t g,
-                                        struct hs_tensor v[7])
+static struct hs_ffn_args moe_group(const struct hs_moe_ffn_args *a, int32_t g,
+                                    struct hs_tensor v[7])
 {
     const int64_t r0 = a->row_begin[g];
     const int64_t n = a->row_begin[g + 1] - r0;
@@ -721,17 +721,16 @@ static struct hs_ffn_args hs__moe_group(const struct hs_moe_ffn_args *a, int32_t
 
 hs_status hs_backend_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args *a)
 {
-    if (!be || !a || !hs__experts_ok(a->w_gate) || !hs__experts_ok(a->w_up) ||
-        !hs__experts_ok(a->w_down) || !a->x || !a->y || !a->scratch_gate || !a->scratch_up ||
-        a->n_groups < 0 || (a->n_groups > 0 && (!a->experts || !a->row_begin))) {
+    if (!be || !a || !experts_ok(a->w_gate) || !experts_ok(a->w_up) || !experts_ok(a->w_down) ||
+        !a->x || !a->y || !a->scratch_gate || !a->scratch_up || a->n_groups < 0 ||
+        (a->n_groups > 0 && (!a->experts || !a->row_begin))) {
         return HS_E_INVAL;
     }
     const int64_t n_expert = a->w_gate->ne[2];
-    if (a->w_up->ne[2] != n_expert || a->w_down->ne[2] != n_expert ||
-        !hs__rows_ok(a->x, HS_TYPE_F32) || !hs__rows_ok(a->y, HS_TYPE_F32) ||
-        !hs__rows_ok(a->scratch_gate, HS_TYPE_F32) || !hs__rows_ok(a->scratch_up, HS_TYPE_F32) ||
-        a->x->ne[2] != 1 || a->y->ne[2] != 1 || a->scratch_gate->ne[2] != 1 ||
-        a->scratch_up->ne[2] != 1) {
+    if (a->w_up->ne[2] != n_expert || a->w_down->ne[2] != n_expert || !rows_ok(a->x, HS_TYPE_F32) ||
+        !rows_ok(a->y, HS_TYPE_F32) || !rows_ok(a->scratch_gate, HS_TYPE_F32) ||
+        !rows_ok(a->scratch_up, HS_TYPE_F32) || a->x->ne[2] != 1 || a->y->ne[2] != 1 ||
+        a->scratch_gate->ne[2] != 1 || a->scratch_up->ne[2] != 1) {
         return HS_E_INVAL;
     }
     const int64_t n_rows = a->x->ne[1];
@@ -764,9 +763,9 @@ hs_status hs_backend_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args
                                           .n_groups = 1,
                                           .scratch_gate = a->scratch_gate,
                                           .scratch_up = a->scratch_up};
-    const struct hs_ffn_args f = hs__moe_group(&probe, 0, v);
-    HS_TRY(hs__check_ffn(be, &f));
-    const uint64_t expert_bytes = hs__ffn_weight_bytes(f.w_gate, f.w_up, f.w_down);
+    const struct hs_ffn_args f = moe_group(&probe, 0, v);
+    HS_TRY(check_ffn(be, &f));
+    const uint64_t expert_bytes = ffn_weight_bytes(f.w_gate, f.w_up, f.w_down);
     for (int32_t g = 0; g < a->n_groups; g++) {
         if (a->row_begin[g + 1] > a->row_begin[g]) {
             wbytes += expert_bytes;
@@ -781,11 +780,11 @@ hs_status hs_backend_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args
             if (a->row_begin[g + 1] == a->row_begin[g]) {
                 continue;
             }
-            const struct hs_ffn_args fg = hs__moe_group(a, g, v);
-            HS_TRY(hs__ffn_run(be, &fg));
+            const struct hs_ffn_args fg = moe_group(a, g, v);
+            HS_TRY(ffn_run(be, &fg));
         }
     }
-    hs__count(be, HS_OP_MOE_FFN, wbytes);
+    count(be, HS_OP_MOE_FFN, wbytes);
     return HS_OK;
 }
 
@@ -798,7 +797,7 @@ struct hs_backend_buffer {
     bool host;
 };
 
-static bool hs__be_host(struct hs_backend *be)
+static bool be_host(struct hs_backend *be)
 {
     return !be->iface->buffer_is_host || be->iface->buffer_is_host(be);
 }
@@ -819,7 +818,7 @@ hs_status hs_backend_buffer_alloc(struct hs_backend *be, size_t bytes,
     }
     buf->be = be;
     buf->size = bytes;
-    buf->host = hs__be_host(be);
+    buf->host = be_host(be);
     hs_status st = HS_OK;
     if (be->iface->buffer_alloc) {
         st = be->iface->buffer_alloc(be, bytes, &buf->base);
@@ -871,7 +870,7 @@ struct hs_backend *hs_backend_buffer_backend(const struct hs_backend_buffer *buf
     return buf ? buf->be : NULL;
 }
 
-static bool hs__range_ok(const struct hs_backend_buffer *buf, size_t offset, size_t n)
+static bool range_ok(const struct hs_backend_buffer *buf, size_t offset, size_t n)
 {
     return buf && offset <= buf->size && n <= buf->size - offset;
 }
@@ -879,7 +878,7 @@ static bool hs__range_ok(const struct hs_backend_buffer *buf, size_t offset, siz
 hs_status hs_backend_buffer_set(struct hs_backend_buffer *dst, size_t offset, const void *src,
                                 size_t n)
 {
-    if (!hs__range_ok(dst, offset, n) || (!src && n)) {
+    if (!range_ok(dst, offset, n) || (!src && n)) {
         return HS_E_RANGE;
     }
     char *d = (char *)dst->base + offset;
@@ -896,7 +895,7 @@ hs_status hs_backend_buffer_set(struct hs_backend_buffer *dst, size_t offset, co
 hs_status hs_backend_buffer_get(const struct hs_backend_buffer *src, size_t offset, void *dst,
                                 size_t n)
 {
-    if (!hs__range_ok(src, offset, n) || (!dst && n)) {
+    if (!range_ok(src, offset, n) || (!dst && n)) {
         return HS_E_RANGE;
     }
     const char *s = (const char *)src->base + offset;
@@ -913,7 +912,7 @@ hs_status hs_backend_buffer_get(const struct hs_backend_buffer *src, size_t offs
 hs_status hs_backend_buffer_copy(const struct hs_backend_buffer *src, size_t src_offset,
                                  struct hs_backend_buffer *dst, size_t dst_offset, size_t n)
 {
-    if (!hs__range_ok(src, src_offset, n) || !hs__range_ok(dst, dst_offset, n)) {
+    if (!range_ok(src, src_offset, n) || !range_ok(dst, dst_offset, n)) {
         return HS_E_RANGE;
     }
     if (n == 0) {

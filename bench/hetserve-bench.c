@@ -16,7 +16,7 @@ static const char g_usage[] =
     "and reports throughput and latency. One thread drives all connections (libcurl multi).\n"
     "\n"
     "Target:\n"
-    "  --base-url URL         server root, e.g. http://127.0.0.1:8080 (/v1/... is appended)\n"
+    "  --base-url URL         http://host:port or http://host:port/v1 (the SDKs' form)\n"
     "  --api-key KEY          sent as 'Authorization: Bearer KEY' (default: none; env\n"
     "                         OPENAI_API_KEY is used when set)\n"
     "  --model NAME           the request's \"model\" field (default: omitted)\n"

@@ -622,6 +622,10 @@ hs_status hs_lg_run(const struct hs_lg_config *cfg, struct hs_lg_report **out, s
     while (blen && cfg->base_url[blen - 1] == '/') {
         blen--;
     }
+    /* Both the server root and the SDKs' form ending in /v1 name the same API. */
+    if (blen >= 3 && memcmp(cfg->base_url + blen - 3, "/v1", 3) == 0) {
+        blen -= 3;
+    }
     const char *path =
         cfg->endpoint == HS_LG_ENDPOINT_CHAT ? "/v1/chat/completions" : "/v1/completions";
     run.url = malloc(blen + strlen(path) + 1);

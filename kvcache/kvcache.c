@@ -36,8 +36,9 @@ struct hs_kv_pool {
 };
 
 struct hs_kv_seq {
-    int32_t *blocks; /* owns, [pool n_blocks]; the first n_blocks are valid */
+    int32_t *blocks; /* owns, [cap_blocks]; the first n_blocks are valid */
     int32_t n_blocks;
+    int32_t cap_blocks; /* grows by doubling up to what the sequence's context needs */
     int32_t n_tokens; /* committed positions */
     int32_t n_ids;    /* leading positions whose token ids are recorded (<= n_tokens) */
     int32_t block_size;
@@ -295,11 +296,6 @@ hs_status hs_kv_seq_create(struct hs_kv_pool *pool, struct hs_kv_seq **out)
     if (!seq) {
         return HS_E_NOMEM;
     }
-    seq->blocks = malloc((size_t)pool->n_blocks * sizeof(*seq->blocks));
-    if (!seq->blocks) {
-        free(seq);
-        return HS_E_NOMEM;
-    }
     seq->block_size = pool->block_size;
     seq->seed = HS__KV_HASH_SEED;
     pool->n_seqs++;
@@ -318,6 +314,34 @@ void hs_kv_seq_destroy(struct hs_kv_pool *pool, struct hs_kv_seq *seq)
     pool->n_seqs--;
     free(seq->blocks);
     free(seq);
+}
+
+int32_t hs_kv_seq_capacity_blocks(const struct hs_kv_seq *seq)
+{
+    return seq->cap_blocks;
+}
+
+/* Grows the block table to hold need entries (need <= pool n_blocks), doubling, so a sequence
+ * reused across requests stops allocating once it has seen its longest context. */
+static hs_status table_grow(const struct hs_kv_pool *pool, struct hs_kv_seq *seq, int64_t need)
+{
+    if (need <= seq->cap_blocks) {
+        return HS_OK;
+    }
+    int64_t cap = seq->cap_blocks > 0 ? seq->cap_blocks : 4;
+    while (cap < need) {
+        cap *= 2;
+    }
+    if (cap > pool->n_blocks) {
+        cap = pool->n_blocks;
+    }
+    int32_t *t = realloc(seq->blocks, (size_t)cap * sizeof(*t));
+    if (!t) {
+        return HS_E_NOMEM;
+    }
+    seq->blocks = t;
+    seq->cap_blocks = (int32_t)cap;
+    return HS_OK;
 }
 
 int32_t hs_kv_seq_n_tokens(const struct hs_kv_seq *seq)
@@ -351,6 +375,9 @@ hs_status hs_kv_seq_reserve(struct hs_kv_pool *pool, struct hs_kv_seq *seq, int3
     }
     if (extra > (int64_t)pool->n_free + pool->n_cached) {
         return HS_E_BUSY;
+    }
+    if (table_grow(pool, seq, need) != HS_OK) {
+        return HS_E_NOMEM;
     }
     for (int64_t i = 0; i < extra; i++) {
         int32_t b = block_alloc(pool);
@@ -485,6 +512,12 @@ hs_status hs_kv_seq_match_prefix(struct hs_kv_pool *pool, struct hs_kv_seq *seq,
     }
     int32_t bs = pool->block_size;
     int32_t max_blocks = n > 0 ? (n - 1) / bs : 0;
+    if (max_blocks > pool->n_blocks) {
+        max_blocks = pool->n_blocks;
+    }
+    if (table_grow(pool, seq, max_blocks) != HS_OK) {
+        return HS_E_NOMEM;
+    }
     uint64_t parent = seq->seed;
     int32_t j = 0;
     for (; j < max_blocks; j++) {

@@ -17,7 +17,9 @@
  * hits (or from their speed) what another one's prompts held. Salt 0 is the shared chain.
  *
  * Thread: engine only (no locking). Nothing here allocates per token: the pool's arrays are
- * sized at hs_kv_pool_create and a sequence's block table at hs_kv_seq_create. */
+ * sized at hs_kv_pool_create; a sequence's block table grows by doubling in hs_kv_seq_reserve
+ * up to the blocks its context needs (never the whole pool), so a sequence reused across
+ * requests stops allocating once it has held its longest context. */
 #ifndef HS_KVCACHE_KVCACHE_H
 #define HS_KVCACHE_KVCACHE_H
 
@@ -48,14 +50,16 @@ int32_t hs_kv_pool_n_available(const struct hs_kv_pool *pool);
 /* Number of sequences holding block b (0 for free or cached blocks); -1 if b is out of range. */
 int32_t hs_kv_pool_block_refcount(const struct hs_kv_pool *pool, int32_t b);
 
-/* Returns a new empty sequence (no blocks, n_tokens 0) in *out, free with hs_kv_seq_destroy.
- * Its block table is preallocated for n_blocks entries (a sequence never holds a block twice).
- * HS_E_NOMEM. */
+/* Returns a new empty sequence (no blocks, n_tokens 0, an empty block table) in *out, free with
+ * hs_kv_seq_destroy. HS_E_NOMEM. */
 hs_status hs_kv_seq_create(struct hs_kv_pool *pool, struct hs_kv_seq **out);
 /* Releases the sequence's blocks, last block first (so that, among cached blocks, the tail of a
  * prefix is evicted before its head), and frees it. NULL: no-op. */
 void hs_kv_seq_destroy(struct hs_kv_pool *pool, struct hs_kv_seq *seq);
 
+/* Entries the block table has room for now: O(the sequence's longest context / block_size),
+ * at most the pool's n_blocks. */
+int32_t hs_kv_seq_capacity_blocks(const struct hs_kv_seq *seq);
 /* Committed tokens: positions 0 .. n_tokens-1 hold KV. */
 int32_t hs_kv_seq_n_tokens(const struct hs_kv_seq *seq);
 /* Blocks in the table; capacity is n_blocks * block_size token positions. */
@@ -66,7 +70,8 @@ const int32_t *hs_kv_seq_block_table(const struct hs_kv_seq *seq);
 /* Ensures capacity for n_new more tokens past n_tokens, taking blocks from the free list, then
  * evicting cached blocks oldest first. n_tokens is unchanged (hs_kv_seq_append_tokens commits).
  * HS_E_BUSY: not enough allocatable blocks now; HS_E_RANGE: more than the whole pool would be
- * needed; HS_E_INVAL: n_new < 0. On error nothing changes. */
+ * needed; HS_E_INVAL: n_new < 0; HS_E_NOMEM: the block table could not grow. On error nothing
+ * changes. */
 hs_status hs_kv_seq_reserve(struct hs_kv_pool *pool, struct hs_kv_seq *seq, int32_t n_new);
 
 /* Writes the slot ids (block * block_size + offset) of positions pos0 .. pos0+n-1 to slots[n].
@@ -112,7 +117,7 @@ void hs_kv_seq_set_salt(struct hs_kv_seq *seq, uint64_t salt);
  * stopping at the first miss. Adopted blocks get their refcount incremented (leaving the LRU
  * list if they were there); seq's n_tokens becomes *n_cached. At least one prompt token is
  * always left uncached, since the engine needs logits for the last one. HS_E_INVAL: seq is not
- * empty or n < 0. Nothing changes on error. */
+ * empty or n < 0; HS_E_NOMEM: the block table could not grow. Nothing changes on error. */
 hs_status hs_kv_seq_match_prefix(struct hs_kv_pool *pool, struct hs_kv_seq *seq,
                                  const hs_token *tokens, int32_t n, int32_t *n_cached);
 

@@ -36,8 +36,15 @@ deps() {
         log "installing: ${missing[*]}"
         local sudo=""
         [ "$(id -u)" -eq 0 ] || sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+        # A fresh machine often runs its own apt at boot: wait for the dpkg lock (bounded by
+        # HS_APT_LOCK_TIMEOUT seconds, default 600) rather than failing at once.
+        local lock_s="${HS_APT_LOCK_TIMEOUT:-600}"
+        if fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock >/dev/null 2>&1; then
+            log "another apt/dpkg holds the lock: waiting up to ${lock_s}s for it"
+        fi
+        $sudo apt-get -o DPkg::Lock::Timeout="$lock_s" update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout="$lock_s" \
+            install -y -qq "${missing[@]}" >/dev/null
     fi
 }
 

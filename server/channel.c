@@ -446,7 +446,9 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
     h->status = HS_OK;
     h->t_submit_ns = now_ns();
     int64_t tmo = r->timeout_ms == 0 ? e->timeout_ms : r->timeout_ms;
-    h->deadline_ns = tmo > 0 ? h->t_submit_ns + tmo * 1000000 : 0;
+    /* A timeout past the int64 nanosecond range (~292 years) is no deadline, not an overflow. */
+    bool bounded = tmo > 0 && tmo <= (INT64_MAX - h->t_submit_ns) / 1000000;
+    h->deadline_ns = bounded ? h->t_submit_ns + tmo * 1000000 : 0;
     for (int32_t i = 0; i < r->n_stop; i++) {
         h->stop_len[i] = strlen(r->stop[i]);
         h->stop[i] = malloc(h->stop_len[i] + 1);

@@ -39,8 +39,8 @@ static void usage(FILE *f)
             "      --stop TEXT           stop when TEXT is generated (repeatable, never printed;\n"
             "                            not with --logprobs, which shows every step)\n"
             "      --ignore-eos          keep going past end-of-generation tokens\n"
-            "      --logprobs K          print one JSON line per step (token id, text, top-K\n"
-            "                            natural-log probabilities, K <= 100) instead of the\n"
+            "      --logprobs K          print one JSON line per step (token id, text, bytes,\n"
+            "                            top-K natural-log probabilities, K <= 100) instead of the\n"
             "                            text, the step that ends the generation included\n"
             "      --kv-type f16|f32     KV cache element type (default f16)\n"
             "      --expert-placement RULES\n"
@@ -50,11 +50,44 @@ static void usage(FILE *f)
     fprintf(f, "\nThe generation runs as one request of the engine that serve runs.\n");
 }
 
+/* Length of the well-formed UTF-8 sequence at s[0..n) (1-4), or 0 when it is malformed or cut
+ * short (overlong forms, surrogates and code points past U+10FFFF are malformed). */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
+                              : c >= 0xf0 && c <= 0xf4                               ? 4
+                                                                                     : 0;
+    if (len == 0 || len > n) {
+        return 0;
+    }
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+    }
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
+        (c == 0xf4 && s[1] > 0x8f)) {
+        return 0;
+    }
+    return len;
+}
+
+/* Writes s[0..n) as a JSON string that is always valid UTF-8: a byte that does not start a
+ * well-formed sequence (a token holding part of a character) becomes U+FFFD, as OpenAI's
+ * logprobs text does; the exact bytes go out separately (print_json_bytes). */
 static void print_json_string(const char *s, size_t n)
 {
+    const unsigned char *u = (const unsigned char *)s;
     putchar('"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+    for (size_t i = 0; i < n;) {
+        unsigned char c = u[i];
+        size_t len = utf8_seq_len(u + i, n - i);
+        if (len == 0) {
+            fputs("\ufffd", stdout);
+            i++;
+            continue;
+        }
         if (c == '"' || c == '\\') {
             printf("\\%c", c);
         } else if (c == '\n') {
@@ -63,13 +96,24 @@ static void print_json_string(const char *s, size_t n)
             fputs("\\t", stdout);
         } else if (c == '\r') {
             fputs("\\r", stdout);
-        } else if (c < 0x20) {
+        } else if (c < 0x20 || c == 0x7f) {
             printf("\\u%04x", c);
         } else {
-            putchar(c);
+            fwrite(u + i, 1, len, stdout);
         }
+        i += len;
     }
     putchar('"');
+}
+
+/* Writes s[0..n) as a JSON array of byte values (OpenAI's logprobs "bytes"). */
+static void print_json_bytes(const char *s, size_t n)
+{
+    putchar('[');
+    for (size_t i = 0; i < n; i++) {
+        printf("%s%u", i ? "," : "", (unsigned)(unsigned char)s[i]);
+    }
+    putchar(']');
 }
 
 /* ---- one engine request ---- */
@@ -98,6 +142,8 @@ static void print_logprob_lines(const struct hs_vocab *vocab, const struct hs_en
         size_t n = hs_vocab_piece(vocab, t, false, piece, sizeof(piece));
         printf("{\"step\":%lld,\"token\":%d,\"text\":", (long long)(*step)++, t);
         print_json_string(piece, HS_MIN(n, sizeof(piece)));
+        printf(",\"bytes\":");
+        print_json_bytes(piece, HS_MIN(n, sizeof(piece)));
         printf(",\"top\":[");
         for (int32_t k = 0; k < lp->n_top; k++) {
             printf("%s{\"token\":%d,\"logprob\":%.9g}", k ? "," : "", lp->top_ids[k],

@@ -4,11 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backends/npu/npu.h"
 #include "backends/pim/pim-timing.h"
 #include "server/cli.h"
 #include "server/engine.h"
+#include "model/model.h"
 
 bool hs__cli_parse_int(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out)
 {
@@ -181,4 +183,40 @@ bool hs__cli_check_npu(const char *cmd, const char *config, const char *tenants)
 bool hs__cli_split_check(const char *cmd, const struct hs_engine_params *p)
 {
     return hs__cli_check_npu(cmd, p->backend_config, p->backend_tenants);
+}
+
+const char *hs__cli_default_ctx(const struct hs_model *m, struct hs_engine_params *p)
+{
+    if (p->n_ctx > 0) {
+        return "set by --ctx";
+    }
+    const struct hs_model_hparams *hp = hs_model_hparams(m);
+    const int64_t bs = p->block_size > 0 ? p->block_size : 16;
+    const int64_t n_par = p->n_parallel > 0 ? p->n_parallel : 8;
+    const enum hs_type kv = p->kv_type == HS_TYPE_F32 ? HS_TYPE_F32 : HS_TYPE_F16;
+    const size_t per_token = hs_type_row_size(kv, (int64_t)hp->n_head_kv * hp->head_dim) * 2 *
+                             (size_t)hp->n_layer_kv;
+    int64_t room; /* tokens one sequence may hold */
+    if (p->n_kv_blocks > 0) {
+        room = (int64_t)p->n_kv_blocks * bs;
+    } else if (p->kv_bytes > 0) {
+        room = per_token ? (int64_t)(p->kv_bytes / per_token) : INT32_MAX;
+    } else {
+        long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        double avail = pages > 0 && page > 0 ? (double)pages * (double)page : 1e9;
+        double r = per_token ? avail / 2 / (double)n_par / (double)per_token : (double)INT32_MAX;
+        room = r > INT32_MAX ? INT32_MAX : (int64_t)r;
+    }
+    int64_t ctx = hp->n_ctx_train > 0 ? hp->n_ctx_train : 4096;
+    const char *why = "the model's trained context";
+    if (room < ctx) {
+        ctx = room;
+        why = "bounded by KV memory";
+    }
+    ctx = ctx / bs * bs;
+    if (ctx < 2 * bs) {
+        ctx = 2 * bs; /* the engine then says the pool is too small, if it is */
+    }
+    p->n_ctx = (int32_t)ctx;
+    return why;
 }

@@ -67,6 +67,15 @@ bool hs__cli_split_check(const char *cmd, const struct hs_engine_params *p);
 int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, const char *cmd,
                         const char *opt);
 
+struct hs_model;
+
+/* When p->n_ctx <= 0 sets it to the model's trained context, bounded by what the KV memory
+ * allows one sequence: p->n_kv_blocks or p->kv_bytes when given, else half the available
+ * physical memory shared by p->n_parallel sequences (default 8); rounded down to whole
+ * blocks. Returns how the length was chosen, for the start-up line ("set by --ctx", "the
+ * model's trained context", "bounded by KV memory"; static). Thread: any. */
+const char *hs__cli_default_ctx(const struct hs_model *m, struct hs_engine_params *p);
+
 /* Prints the split flags' help as the command's other flags: each description from column col,
  * wrapped before column 80. */
 void hs__cli_split_usage(FILE *f, int col);

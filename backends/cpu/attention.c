@@ -65,7 +65,7 @@ __attribute__((target("avx2,fma,f16c"))) static void hs__f16_scale_avx2(uint16_t
 
 /* The positions [*p0, *p1) query row j of seq attends to: its causal prefix, cut to the seq's
  * KV range when one is set (empty when p0 >= p1). */
-static void hs__attn_range(const struct hs_attn_seq *seq, int32_t j, int64_t *p0, int64_t *p1)
+static void attn_range(const struct hs_attn_seq *seq, int32_t j, int64_t *p0, int64_t *p1)
 {
     const int64_t causal = (int64_t)seq->n_past + j + 1;
     *p0 = seq->kv_begin;
@@ -73,7 +73,7 @@ static void hs__attn_range(const struct hs_attn_seq *seq, int32_t j, int64_t *p0
 }
 
 /* The partial's m and l of query row `row`, head h ([n_rows][n_head] tensors). */
-static float *hs__attn_ml(const struct hs_tensor *t, int64_t row, int64_t h)
+static float *attn_ml(const struct hs_tensor *t, int64_t row, int64_t h)
 {
     return (float *)((char *)t->data + (size_t)row * t->nb[1]) + h;
 }
@@ -116,9 +116,9 @@ struct hs__attn_task {
  * Positions [p0, p1) are visited in order. With ml (partials), out receives VKQ widened to f32
  * and ml[0], ml[1] the maximum score and S, so that finalising them (VKQ * (1 / S)) repeats the
  * last step above bit for bit; an empty range leaves VKQ = 0, m = -inf, S = 0. */
-static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq *seq,
-                         const float *q, int64_t kvh, int64_t p0, int64_t p1, float *out,
-                         float *const ml[2], float *buf)
+static void attn_row(const struct hs__attn_task *t, const struct hs_attn_seq *seq, const float *q,
+                     int64_t kvh, int64_t p0, int64_t p1, float *out, float *const ml[2],
+                     float *buf)
 {
     const struct hs_attn_args *a = t->a;
     const int64_t hd = t->hd;
@@ -246,7 +246,7 @@ static void hs__attn_row(const struct hs__attn_task *t, const struct hs_attn_seq
     }
 }
 
-static void hs__mad_f32_scalar(int64_t n, float *y, const float *x, float a)
+static void mad_f32_scalar(int64_t n, float *y, const float *x, float a)
 {
     for (int64_t i = 0; i < n; i++) {
         y[i] = fmaf(x[i], a, y[i]);
@@ -256,10 +256,9 @@ static void hs__mad_f32_scalar(int64_t n, float *y, const float *x, float a)
 /* ---- tiles of query rows against blocks of positions (big batches) ---- */
 
 /* hs__attn_block_f32_avx512 (and _avx2) in portable C (libm expf; not the same bits). */
-static void hs__attn_block_f32_scalar(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
-                                      const float *qt, const float *k, const float *v,
-                                      const int32_t *last, float *m, float *l, float *acc,
-                                      float *st)
+static void attn_block_f32_scalar(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
+                                  const float *qt, const float *k, const float *v,
+                                  const int32_t *last, float *m, float *l, float *acc, float *st)
 {
     for (int64_t i = 0; i < nq; i++) {
         float mx = -INFINITY;
@@ -298,7 +297,7 @@ static void hs__attn_block_f32_scalar(int64_t hd, int64_t nq, int64_t ldq, int64
 }
 
 /* Floats of per-thread scratch the tiled path needs. */
-static size_t hs__attn_tile_floats(int64_t hd)
+static size_t attn_tile_floats(int64_t hd)
 {
     return (size_t)hd * HS__ATTN_TILE_Q * 2 + (size_t)hd * HS__ATTN_TILE_K * 2 +
            (size_t)HS__ATTN_TILE_K * HS__ATTN_TILE_Q + 4 * HS__ATTN_TILE_Q;
@@ -309,8 +308,8 @@ static size_t hs__attn_tile_floats(int64_t hd)
  * online softmax and the V sums run in f32 (hs__attn_block_f32_avx512's contract). Blocks start
  * at the range's first position (0, TILE_K, 2 TILE_K, ... for the whole prefix); a row's last
  * position masks the rest, and a row masked out of every block keeps the empty state. */
-static void hs__attn_tile(const struct hs__attn_task *t, const struct hs_attn_seq *seq, int64_t kvh,
-                          int32_t j0, int32_t j1, float *buf)
+static void attn_tile(const struct hs__attn_task *t, const struct hs_attn_seq *seq, int64_t kvh,
+                      int32_t j0, int32_t j1, float *buf)
 {
     const struct hs_attn_args *a = t->a;
     const int64_t hd = t->hd;
@@ -338,14 +337,14 @@ static void hs__attn_tile(const struct hs__attn_task *t, const struct hs_attn_se
             qt[d * ldq + i] = i < nq ? q[d] : 0.0f;
         }
         int64_t pb, pe;
-        hs__attn_range(seq, j0 + (int32_t)r, &pb, &pe);
+        attn_range(seq, j0 + (int32_t)r, &pb, &pe);
         last_abs[i] = (int32_t)(pe - 1);
         m[i] = -INFINITY;
         l[i] = 0.0f;
     }
     memset(acc, 0, (size_t)(nq * hd) * sizeof(float));
     int64_t p_begin, p_end; /* the last row's range: the union of the tile's */
-    hs__attn_range(seq, j1 - 1, &p_begin, &p_end);
+    attn_range(seq, j1 - 1, &p_begin, &p_end);
     const bool k_f16 = a->k_cache->type == HS_TYPE_F16;
     const bool v_f16 = a->v_cache->type == HS_TYPE_F16;
     for (int64_t p0 = p_begin; p0 < p_end; p0 += HS__ATTN_TILE_K) {
@@ -379,8 +378,8 @@ static void hs__attn_tile(const struct hs__attn_task *t, const struct hs_attn_se
                                (size_t)h * a->out->nb[1]);
         if (t->partials) {
             memcpy(out, acc + i * hd, (size_t)hd * sizeof(float));
-            *hs__attn_ml(a->m, row, h) = m[i];
-            *hs__attn_ml(a->l, row, h) = l[i];
+            *attn_ml(a->m, row, h) = m[i];
+            *attn_ml(a->l, row, h) = l[i];
             continue;
         }
         const float inv = l[i] == 0.0f ? 0.0f : 1.0f / l[i];
@@ -391,7 +390,7 @@ static void hs__attn_tile(const struct hs__attn_task *t, const struct hs_attn_se
 }
 
 /* Big batches: items are (sequence, tile of query rows, K/V head), later (longer) tiles first. */
-static void hs__attn_tiled_fn(void *ctx, int ith, int nth)
+static void attn_tiled_fn(void *ctx, int ith, int nth)
 {
     struct hs__attn_task *t = ctx;
     (void)nth;
@@ -416,7 +415,7 @@ static void hs__attn_tiled_fn(void *ctx, int ith, int nth)
         const int64_t kvh = item % t->n_kv_head;
         const int32_t j0 = (int32_t)(n_tiles - 1 - item / t->n_kv_head) * t->tile_rows;
         const int32_t j1 = HS_MIN(j0 + t->tile_rows, seq->n_new);
-        hs__attn_tile(t, seq, kvh, j0, j1, buf);
+        attn_tile(t, seq, kvh, j0, j1, buf);
     }
 }
 
@@ -424,7 +423,7 @@ static void hs__attn_tiled_fn(void *ctx, int ith, int nth)
 
 /* Work items are (sequence, chunk of up to HS__ATTN_ROWS_PER_ITEM query rows, head), handed out
  * dynamically: later rows see more positions, and a long prefill still spreads over all threads. */
-static void hs__attn_fn(void *ctx, int ith, int nth)
+static void attn_fn(void *ctx, int ith, int nth)
 {
     struct hs__attn_task *t = ctx;
     (void)nth;
@@ -456,11 +455,11 @@ static void hs__attn_fn(void *ctx, int ith, int nth)
                                              (size_t)h * a->q->nb[1]);
             float *out = (float *)((char *)a->out->data + (size_t)row * a->out->nb[2] +
                                    (size_t)h * a->out->nb[1]);
-            float *const ml[2] = {t->partials ? hs__attn_ml(a->m, row, h) : NULL,
-                                  t->partials ? hs__attn_ml(a->l, row, h) : NULL};
+            float *const ml[2] = {t->partials ? attn_ml(a->m, row, h) : NULL,
+                                  t->partials ? attn_ml(a->l, row, h) : NULL};
             int64_t p0, p1;
-            hs__attn_range(seq, j, &p0, &p1);
-            hs__attn_row(t, seq, q, h / group, p0, p1, out, t->partials ? ml : NULL, buf);
+            attn_range(seq, j, &p0, &p1);
+            attn_row(t, seq, q, h / group, p0, p1, out, t->partials ? ml : NULL, buf);
         }
     }
 }
@@ -477,7 +476,7 @@ hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_args *ar
         .hd = args->q->ne[0],
         .simd_f16 = cpu->simd,
         .f32 = hs__cpu_kernels(HS_TYPE_F32, HS_ISA_COUNT),
-        .mad = cpu->simd ? hs__mad_f32_avx2 : hs__mad_f32_scalar,
+        .mad = cpu->simd ? hs__mad_f32_avx2 : mad_f32_scalar,
         .partials = args->m != NULL,
     };
     /* As ggml picks its tiled path: enough query rows in the batch (the whole forward batch's,
@@ -489,11 +488,11 @@ hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_args *ar
     if (!t.kdot || !t.f16 || !t.f32) {
         return HS_E_NOTSUP;
     }
-    void (*fn)(void *, int, int) = hs__attn_fn;
+    void (*fn)(void *, int, int) = attn_fn;
     if (t.f32_acc) {
         const int64_t group = t.n_head / t.n_kv_head;
         t.tile_rows = (int32_t)HS_MAX(1, HS__ATTN_TILE_Q / group);
-        t.block = hs__attn_block_f32_scalar;
+        t.block = attn_block_f32_scalar;
 #if HS__CPU_X86
         if (cpu->simd && cpu->isa >= HS_ISA_AVX512) {
             t.block = hs__attn_block_f32_avx512;
@@ -504,8 +503,8 @@ hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_args *ar
         for (int32_t i = 0; i < args->n_seqs; i++) {
             t.n_items += (args->seqs[i].n_new + t.tile_rows - 1) / t.tile_rows * t.n_kv_head;
         }
-        HS_TRY(hs__cpu_reserve_tls(cpu, hs__attn_tile_floats(t.hd)));
-        fn = hs__attn_tiled_fn;
+        HS_TRY(hs__cpu_reserve_tls(cpu, attn_tile_floats(t.hd)));
+        fn = attn_tiled_fn;
     } else {
         for (int32_t i = 0; i < args->n_seqs; i++) {
             t.n_items += (args->seqs[i].n_new + HS__ATTN_ROWS_PER_ITEM - 1) /

@@ -27,7 +27,7 @@
 
 /* ---- helpers ---- */
 
-static hs_status hs__cpu_reserve(void **buf, size_t *cap, size_t need)
+static hs_status cpu_reserve(void **buf, size_t *cap, size_t need)
 {
     if (need <= *cap) {
         return HS_OK;
@@ -89,7 +89,7 @@ struct hs__mm_task {
     size_t xq_stride;
 };
 
-static void hs__mm_convert(void *ctx, int ith, int nth)
+static void mm_convert(void *ctx, int ith, int nth)
 {
     struct hs__mm_task *t = ctx;
     int64_t r0, r1;
@@ -102,7 +102,7 @@ static void hs__mm_convert(void *ctx, int ith, int nth)
 
 /* Rows [o0, o1) of y = x w^T, one chunk of weight rows at a time (kept hot in cache) against all
  * activation rows, in gemm_tile blocks of up to 4 x 4. */
-static void hs__mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
+static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
 {
     const int64_t n_in = t->w->ne[0];
     const int64_t n_rows = t->x->ne[1];
@@ -141,16 +141,16 @@ static void hs__mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
     }
 }
 
-static void hs__mm_compute(void *ctx, int ith, int nth)
+static void mm_compute(void *ctx, int ith, int nth)
 {
     const struct hs__mm_task *t = ctx;
     int64_t o0, o1;
     hs__split(t->w->ne[1], ith, nth, 4, &o0, &o1);
-    hs__mm_range(t, o0, o1);
+    mm_range(t, o0, o1);
 }
 
 /* Scratch bytes the activations of t need in their vec_dot_type (0 for f32: used in place). */
-static size_t hs__mm_act_bytes(const struct hs__mm_task *t)
+static size_t mm_act_bytes(const struct hs__mm_task *t)
 {
     if (t->k->vec_dot_type == HS_TYPE_F32) {
         return 0;
@@ -160,7 +160,7 @@ static size_t hs__mm_act_bytes(const struct hs__mm_task *t)
 
 /* Points t->xq at the activations in the kernels' vec_dot_type: converted into the backend's
  * scratch at byte offset off (reserved by the caller), or x itself for f32. */
-static void hs__mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t off)
+static void mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t off)
 {
     if (t->k->vec_dot_type == HS_TYPE_F32) {
         t->xq = t->x->data;
@@ -170,26 +170,26 @@ static void hs__mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, si
     t->xq_stride = hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
     t->xq = (char *)cpu->act + off;
     if (t->x->ne[1] * t->x->ne[0] < HS__CPU_PAR_MIN_ELEMS) {
-        hs__mm_convert(t, 0, 1);
+        mm_convert(t, 0, 1);
     } else {
-        hs__pool_run(cpu->pool, hs__mm_convert, t);
+        hs__pool_run(cpu->pool, mm_convert, t);
     }
 }
 
-static hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
-                                const struct hs_tensor *x, struct hs_tensor *y)
+static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
+                            const struct hs_tensor *x, struct hs_tensor *y)
 {
     struct hs_cpu_backend *cpu = hs__cpu(be);
     struct hs__mm_task t = {.k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .x = x, .y = y};
     if (!t.k) {
         return HS_E_NOTSUP;
     }
-    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, hs__mm_act_bytes(&t)));
-    hs__mm_prepare(cpu, &t, 0);
+    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&t)));
+    mm_prepare(cpu, &t, 0);
     if (w->ne[0] * w->ne[1] * x->ne[1] < HS__CPU_PAR_MIN_MACS) {
-        hs__mm_compute(&t, 0, 1);
+        mm_compute(&t, 0, 1);
     } else {
-        hs__pool_run(cpu->pool, hs__mm_compute, &t);
+        hs__pool_run(cpu->pool, mm_compute, &t);
     }
     return HS_OK;
 }
@@ -201,19 +201,18 @@ struct hs__mm_multi_task {
     int n;
 };
 
-static void hs__mm_multi_compute(void *ctx, int ith, int nth)
+static void mm_multi_compute(void *ctx, int ith, int nth)
 {
     const struct hs__mm_multi_task *m = ctx;
     for (int i = 0; i < m->n; i++) {
         int64_t o0, o1;
         hs__split(m->t[i].w->ne[1], ith, nth, 4, &o0, &o1);
-        hs__mm_range(&m->t[i], o0, o1);
+        mm_range(&m->t[i], o0, o1);
     }
 }
 
-static hs_status hs__cpu_matmul_multi(struct hs_backend *be, int n,
-                                      const struct hs_tensor *const *ws, const struct hs_tensor *x,
-                                      struct hs_tensor *const *ys)
+static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_tensor *const *ws,
+                                  const struct hs_tensor *x, struct hs_tensor *const *ys)
 {
     struct hs_cpu_backend *cpu = hs__cpu(be);
     struct hs__mm_multi_task m = {.n = n};
@@ -238,22 +237,22 @@ static hs_status hs__cpu_matmul_multi(struct hs_backend *be, int n,
         }
         off[i] = total;
         if (owner[i] == i) {
-            total += hs__mm_act_bytes(&m.t[i]);
+            total += mm_act_bytes(&m.t[i]);
         }
     }
-    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, total));
+    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, total));
     for (int i = 0; i < n; i++) {
         if (owner[i] == i) {
-            hs__mm_prepare(cpu, &m.t[i], off[i]);
+            mm_prepare(cpu, &m.t[i], off[i]);
         } else {
             m.t[i].xq = m.t[owner[i]].xq;
             m.t[i].xq_stride = m.t[owner[i]].xq_stride;
         }
     }
     if (macs < HS__CPU_PAR_MIN_MACS) {
-        hs__mm_multi_compute(&m, 0, 1);
+        mm_multi_compute(&m, 0, 1);
     } else {
-        hs__pool_run(cpu->pool, hs__mm_multi_compute, &m);
+        hs__pool_run(cpu->pool, mm_multi_compute, &m);
     }
     return HS_OK;
 }
@@ -264,7 +263,7 @@ static hs_status hs__cpu_matmul_multi(struct hs_backend *be, int n,
 typedef void (*hs__swiglu_fn)(int64_t n, float *y, const float *g, const float *u);
 
 /* The portable SwiGLU: libm expf per element. */
-static void hs__swiglu_f32_scalar(int64_t n, float *y, const float *g, const float *u)
+static void swiglu_f32_scalar(int64_t n, float *y, const float *g, const float *u)
 {
     for (int64_t i = 0; i < n; i++) {
         const float v = g[i];
@@ -275,7 +274,7 @@ static void hs__swiglu_f32_scalar(int64_t n, float *y, const float *g, const flo
 /* SwiGLU with ggml's AVX-512 vector expf, which llama.cpp uses on AVX-512 CPUs (where its
  * references come from), on AVX-512 and on AVX2 + FMA CPUs alike; else the portable one. The
  * vector kernels leave a row's n % 16 tail to libm expf. */
-static hs__swiglu_fn hs__cpu_swiglu_kernel(const struct hs_cpu_backend *cpu)
+static hs__swiglu_fn cpu_swiglu_kernel(const struct hs_cpu_backend *cpu)
 {
     switch (cpu->isa) {
     case HS_ISA_AVX512:
@@ -283,7 +282,7 @@ static hs__swiglu_fn hs__cpu_swiglu_kernel(const struct hs_cpu_backend *cpu)
     case HS_ISA_AVX2:
         return hs__swiglu_f32_avx2;
     default:
-        return hs__swiglu_f32_scalar;
+        return swiglu_f32_scalar;
     }
 }
 
@@ -295,15 +294,15 @@ struct hs__ffn_task {
 
 /* Each thread computes the same rows [o0, o1) of the gate and up products, then silu(g) * u on
  * exactly those columns: no barrier needed between the products and the activation. */
-static void hs__ffn_gate_up(void *ctx, int ith, int nth)
+static void ffn_gate_up(void *ctx, int ith, int nth)
 {
     const struct hs__ffn_task *t = ctx;
     int64_t o0, o1;
     /* Boundaries on multiples of 16: the vector swiglu then leaves exactly the row's n % 16
      * tail to libm expf, as the swiglu op on whole rows does. */
     hs__split(t->gate.w->ne[1], ith, nth, 16, &o0, &o1);
-    hs__mm_range(&t->gate, o0, o1);
-    hs__mm_range(&t->up, o0, o1);
+    mm_range(&t->gate, o0, o1);
+    mm_range(&t->up, o0, o1);
     for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
         float *g = (float *)hs__row(t->gate.y, r);
         const float *u = (const float *)hs__row(t->up.y, r);
@@ -311,7 +310,7 @@ static void hs__ffn_gate_up(void *ctx, int ith, int nth)
     }
 }
 
-static hs_status hs__cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
+static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
 {
     struct hs_cpu_backend *cpu = hs__cpu(be);
     struct hs__ffn_task t = {
@@ -323,25 +322,25 @@ static hs_status hs__cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
                .w = a->w_up,
                .x = a->x,
                .y = a->scratch_up},
-        .swiglu = hs__cpu_swiglu_kernel(cpu),
+        .swiglu = cpu_swiglu_kernel(cpu),
     };
     if (!t.gate.k || !t.up.k) {
         return HS_E_NOTSUP;
     }
     /* x is converted once per distinct vec_dot_type. */
     const bool shared = t.gate.k->vec_dot_type == t.up.k->vec_dot_type;
-    const size_t gate_bytes = hs__mm_act_bytes(&t.gate);
-    const size_t up_bytes = shared ? 0 : hs__mm_act_bytes(&t.up);
-    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, gate_bytes + up_bytes));
-    hs__mm_prepare(cpu, &t.gate, 0);
+    const size_t gate_bytes = mm_act_bytes(&t.gate);
+    const size_t up_bytes = shared ? 0 : mm_act_bytes(&t.up);
+    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, gate_bytes + up_bytes));
+    mm_prepare(cpu, &t.gate, 0);
     if (shared) {
         t.up.xq = t.gate.xq;
         t.up.xq_stride = t.gate.xq_stride;
     } else {
-        hs__mm_prepare(cpu, &t.up, gate_bytes);
+        mm_prepare(cpu, &t.up, gate_bytes);
     }
-    hs__pool_run(cpu->pool, hs__ffn_gate_up, &t);
-    return hs__cpu_matmul(be, a->w_down, a->scratch_gate, a->y);
+    hs__pool_run(cpu->pool, ffn_gate_up, &t);
+    return cpu_matmul(be, a->w_down, a->scratch_gate, a->y);
 }
 
 /* ---- moe_ffn: the experts of one layer, each over its own rows ---- */
@@ -364,8 +363,8 @@ struct hs__moe_task {
  * phase's work (rows x outputs, summed over groups) is cut into nth equal parts, each part's
  * boundaries rounded up to the alignment within the group they fall in, so the parts tile every
  * group exactly and a thread's share costs the same whatever the groups' sizes. */
-static void hs__moe_share(const struct hs__moe_task *t, int32_t g, int64_t w_start, int ith,
-                          int nth, int64_t *o0, int64_t *o1)
+static void moe_share(const struct hs__moe_task *t, int32_t g, int64_t w_start, int ith, int nth,
+                      int64_t *o0, int64_t *o1)
 {
     const int64_t n = t->a->row_begin[g + 1] - t->a->row_begin[g];
     int64_t bound[2];
@@ -379,7 +378,7 @@ static void hs__moe_share(const struct hs__moe_task *t, int32_t g, int64_t w_sta
     *o1 = bound[1];
 }
 
-static void hs__moe_fn(void *ctx, int ith, int nth)
+static void moe_fn(void *ctx, int ith, int nth)
 {
     const struct hs__moe_task *t = ctx;
     const struct hs_moe_ffn_args *a = t->a;
@@ -391,7 +390,7 @@ static void hs__moe_fn(void *ctx, int ith, int nth)
             continue;
         }
         int64_t o0, o1;
-        hs__moe_share(t, g, w_start, ith, nth, &o0, &o1);
+        moe_share(t, g, w_start, ith, nth, &o0, &o1);
         w_start += n * t->n_out;
         if (o0 >= o1) {
             continue;
@@ -407,7 +406,7 @@ static void hs__moe_fn(void *ctx, int ith, int nth)
                                            .y = &y,
                                            .xq = t->hq + (size_t)r0 * t->hq_stride,
                                            .xq_stride = t->hq_stride};
-            hs__mm_range(&mt, o0, o1);
+            mm_range(&mt, o0, o1);
             continue;
         }
         const struct hs_tensor wg = hs_tensor_plane(a->w_gate, e);
@@ -426,8 +425,8 @@ static void hs__moe_fn(void *ctx, int ith, int nth)
                                        .y = &su,
                                        .xq = t->xu + (size_t)r0 * t->xu_stride,
                                        .xq_stride = t->xu_stride};
-        hs__mm_range(&gt, o0, o1);
-        hs__mm_range(&ut, o0, o1);
+        mm_range(&gt, o0, o1);
+        mm_range(&ut, o0, o1);
         for (int64_t r = 0; r < n; r++) {
             float *gr = (float *)hs__row(&sg, r);
             const float *ur = (const float *)hs__row(&su, r);
@@ -438,9 +437,9 @@ static void hs__moe_fn(void *ctx, int ith, int nth)
 
 /* Converts rows [0, n_rows) of x as kernels k want them into the backend's scratch at byte
  * offset off (rows stride bytes apart); f32 kernels read x in place. */
-static void hs__moe_convert(struct hs_cpu_backend *cpu, const struct hs_quant_kernels *k,
-                            const struct hs_tensor *x, int64_t n_rows, size_t off, char **out,
-                            size_t *stride)
+static void moe_convert(struct hs_cpu_backend *cpu, const struct hs_quant_kernels *k,
+                        const struct hs_tensor *x, int64_t n_rows, size_t off, char **out,
+                        size_t *stride)
 {
     struct hs_tensor xr = hs_tensor_rows(x, 0, n_rows);
     struct hs__mm_task t = {.k = k, .x = &xr};
@@ -452,15 +451,15 @@ static void hs__moe_convert(struct hs_cpu_backend *cpu, const struct hs_quant_ke
     t.xq = (char *)cpu->act + off;
     t.xq_stride = hs_align_up(hs_type_row_size(k->vec_dot_type, x->ne[0]), 64);
     if (n_rows * x->ne[0] < HS__CPU_PAR_MIN_ELEMS) {
-        hs__mm_convert(&t, 0, 1);
+        mm_convert(&t, 0, 1);
     } else {
-        hs__pool_run(cpu->pool, hs__mm_convert, &t);
+        hs__pool_run(cpu->pool, mm_convert, &t);
     }
     *out = t.xq;
     *stride = t.xq_stride;
 }
 
-static size_t hs__moe_act_bytes(const struct hs_quant_kernels *k, int64_t n_in, int64_t n_rows)
+static size_t moe_act_bytes(const struct hs_quant_kernels *k, int64_t n_in, int64_t n_rows)
 {
     if (k->vec_dot_type == HS_TYPE_F32) {
         return 0;
@@ -468,7 +467,7 @@ static size_t hs__moe_act_bytes(const struct hs_quant_kernels *k, int64_t n_in, 
     return hs_align_up(hs_type_row_size(k->vec_dot_type, n_in), 64) * (size_t)n_rows;
 }
 
-static hs_status hs__cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args *a)
+static hs_status cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args *a)
 {
     struct hs_cpu_backend *cpu = hs__cpu(be);
     struct hs__moe_task t = {
@@ -476,7 +475,7 @@ static hs_status hs__cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_
         .kg = hs__cpu_kernels(a->w_gate->type, HS_ISA_COUNT),
         .ku = hs__cpu_kernels(a->w_up->type, HS_ISA_COUNT),
         .kd = hs__cpu_kernels(a->w_down->type, HS_ISA_COUNT),
-        .swiglu = hs__cpu_swiglu_kernel(cpu),
+        .swiglu = cpu_swiglu_kernel(cpu),
     };
     if (!t.kg || !t.ku || !t.kd || a->n_groups == 0) {
         return t.kg && t.ku && t.kd ? HS_OK : HS_E_NOTSUP;
@@ -493,16 +492,16 @@ static hs_status hs__cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_
         return HS_OK;
     }
     const bool shared = t.kg->vec_dot_type == t.ku->vec_dot_type;
-    const size_t bg = hs__moe_act_bytes(t.kg, n_embd, n_rows);
-    const size_t bu = shared ? 0 : hs__moe_act_bytes(t.ku, n_embd, n_rows);
-    const size_t bd = hs__moe_act_bytes(t.kd, n_ff, n_rows);
-    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, bg + bu + bd));
-    hs__moe_convert(cpu, t.kg, a->x, n_rows, 0, &t.xg, &t.xg_stride);
+    const size_t bg = moe_act_bytes(t.kg, n_embd, n_rows);
+    const size_t bu = shared ? 0 : moe_act_bytes(t.ku, n_embd, n_rows);
+    const size_t bd = moe_act_bytes(t.kd, n_ff, n_rows);
+    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, bg + bu + bd));
+    moe_convert(cpu, t.kg, a->x, n_rows, 0, &t.xg, &t.xg_stride);
     if (shared) {
         t.xu = t.xg;
         t.xu_stride = t.xg_stride;
     } else {
-        hs__moe_convert(cpu, t.ku, a->x, n_rows, bg, &t.xu, &t.xu_stride);
+        moe_convert(cpu, t.ku, a->x, n_rows, bg, &t.xu, &t.xu_stride);
     }
     /* Gate, up and swiglu: boundaries on multiples of 16 leave each row's n % 16 tail to the
      * scalar expf, as the swiglu op on whole rows does. */
@@ -510,13 +509,13 @@ static hs_status hs__cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_
     t.n_out = n_ff;
     t.align = n_ff % 16 == 0 ? 16 : n_ff;
     t.work = n_pairs * n_ff;
-    hs__pool_run(cpu->pool, hs__moe_fn, &t);
-    hs__moe_convert(cpu, t.kd, a->scratch_gate, n_rows, bg + bu, &t.hq, &t.hq_stride);
+    hs__pool_run(cpu->pool, moe_fn, &t);
+    moe_convert(cpu, t.kd, a->scratch_gate, n_rows, bg + bu, &t.hq, &t.hq_stride);
     t.phase = 1;
     t.n_out = n_embd;
     t.align = 4;
     t.work = n_pairs * n_embd;
-    hs__pool_run(cpu->pool, hs__moe_fn, &t);
+    hs__pool_run(cpu->pool, moe_fn, &t);
     return HS_OK;
 }
 
@@ -529,7 +528,7 @@ struct hs__rows_task {
     struct hs_tensor *y;
 };
 
-static void hs__get_rows_fn(void *ctx, int ith, int nth)
+static void get_rows_fn(void *ctx, int ith, int nth)
 {
     struct hs__rows_task *t = ctx;
     int64_t r0, r1;
@@ -539,8 +538,8 @@ static void hs__get_rows_fn(void *ctx, int ith, int nth)
     }
 }
 
-static hs_status hs__cpu_get_rows(struct hs_backend *be, const struct hs_tensor *w,
-                                  const hs_token *ids, struct hs_tensor *y)
+static hs_status cpu_get_rows(struct hs_backend *be, const struct hs_tensor *w, const hs_token *ids,
+                              struct hs_tensor *y)
 {
     struct hs__rows_task t = {
         .k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .ids = ids, .y = y};
@@ -548,9 +547,9 @@ static hs_status hs__cpu_get_rows(struct hs_backend *be, const struct hs_tensor 
         return HS_E_NOTSUP;
     }
     if (hs_tensor_nelements(y) < HS__CPU_PAR_MIN_ELEMS) {
-        hs__get_rows_fn(&t, 0, 1);
+        get_rows_fn(&t, 0, 1);
     } else {
-        hs__pool_run(hs__cpu(be)->pool, hs__get_rows_fn, &t);
+        hs__pool_run(hs__cpu(be)->pool, get_rows_fn, &t);
     }
     return HS_OK;
 }
@@ -565,10 +564,10 @@ struct hs__ew_task {
     const struct hs_tensor *b; /* norm weight (may be NULL), b (maybe one row) or up */
     struct hs_tensor *y;
     float eps;
-    hs__swiglu_fn swiglu; /* SwiGLU: hs__cpu_swiglu_kernel's */
+    hs__swiglu_fn swiglu; /* SwiGLU: cpu_swiglu_kernel's */
 };
 
-static void hs__rms_norm_row(const float *x, const float *w, float eps, float *y, int64_t n)
+static void rms_norm_row(const float *x, const float *w, float eps, float *y, int64_t n)
 {
     /* As ggml: squares in float, summed in double; the scale in float. */
     double sum = 0.0;
@@ -588,7 +587,7 @@ static void hs__rms_norm_row(const float *x, const float *w, float eps, float *y
     }
 }
 
-static void hs__ew_fn(void *ctx, int ith, int nth)
+static void ew_fn(void *ctx, int ith, int nth)
 {
     const struct hs__ew_task *t = ctx;
     const int64_t n = t->a->ne[0];
@@ -601,7 +600,7 @@ static void hs__ew_fn(void *ctx, int ith, int nth)
         float *y = (float *)hs__row(t->y, r);
         switch (t->kind) {
         case HS__EW_RMS_NORM:
-            hs__rms_norm_row(a, t->b ? (const float *)t->b->data : NULL, t->eps, y, n);
+            rms_norm_row(a, t->b ? (const float *)t->b->data : NULL, t->eps, y, n);
             break;
         case HS__EW_ADD:
             for (int64_t i = 0; i < n; i++) {
@@ -620,46 +619,46 @@ static void hs__ew_fn(void *ctx, int ith, int nth)
     }
 }
 
-static hs_status hs__cpu_ew(struct hs_backend *be, struct hs__ew_task *t)
+static hs_status cpu_ew(struct hs_backend *be, struct hs__ew_task *t)
 {
     if (hs_tensor_nelements(t->a) < HS__CPU_PAR_MIN_ELEMS) {
-        hs__ew_fn(t, 0, 1);
+        ew_fn(t, 0, 1);
     } else {
-        hs__pool_run(hs__cpu(be)->pool, hs__ew_fn, t);
+        hs__pool_run(hs__cpu(be)->pool, ew_fn, t);
     }
     return HS_OK;
 }
 
-static hs_status hs__cpu_rms_norm(struct hs_backend *be, const struct hs_tensor *x,
-                                  const struct hs_tensor *w, float eps, struct hs_tensor *y)
+static hs_status cpu_rms_norm(struct hs_backend *be, const struct hs_tensor *x,
+                              const struct hs_tensor *w, float eps, struct hs_tensor *y)
 {
     struct hs__ew_task t = {.kind = HS__EW_RMS_NORM, .a = x, .b = w, .y = y, .eps = eps};
-    return hs__cpu_ew(be, &t);
+    return cpu_ew(be, &t);
 }
 
-static hs_status hs__cpu_add(struct hs_backend *be, const struct hs_tensor *a,
-                             const struct hs_tensor *b, struct hs_tensor *y)
+static hs_status cpu_add(struct hs_backend *be, const struct hs_tensor *a,
+                         const struct hs_tensor *b, struct hs_tensor *y)
 {
     struct hs__ew_task t = {.kind = HS__EW_ADD, .a = a, .b = b, .y = y};
-    return hs__cpu_ew(be, &t);
+    return cpu_ew(be, &t);
 }
 
-static hs_status hs__cpu_mul(struct hs_backend *be, const struct hs_tensor *a,
-                             const struct hs_tensor *b, struct hs_tensor *y)
+static hs_status cpu_mul(struct hs_backend *be, const struct hs_tensor *a,
+                         const struct hs_tensor *b, struct hs_tensor *y)
 {
     struct hs__ew_task t = {.kind = HS__EW_MUL, .a = a, .b = b, .y = y};
-    return hs__cpu_ew(be, &t);
+    return cpu_ew(be, &t);
 }
 
-static hs_status hs__cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
-                                const struct hs_tensor *up, struct hs_tensor *y)
+static hs_status cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
+                            const struct hs_tensor *up, struct hs_tensor *y)
 {
     struct hs__ew_task t = {.kind = HS__EW_SWIGLU,
                             .a = gate,
                             .b = up,
                             .y = y,
-                            .swiglu = hs__cpu_swiglu_kernel(hs__cpu(be))};
-    return hs__cpu_ew(be, &t);
+                            .swiglu = cpu_swiglu_kernel(hs__cpu(be))};
+    return cpu_ew(be, &t);
 }
 
 /* ---- rope ---- */
@@ -672,7 +671,7 @@ struct hs__rope_task {
     size_t tls_stride;
 };
 
-static void hs__rope_fn(void *ctx, int ith, int nth)
+static void rope_fn(void *ctx, int ith, int nth)
 {
     const struct hs__rope_task *t = ctx;
     const int n_rot = t->p->n_rot;
@@ -710,25 +709,25 @@ static void hs__rope_fn(void *ctx, int ith, int nth)
     }
 }
 
-static hs_status hs__cpu_rope(struct hs_backend *be, struct hs_tensor *x, const int32_t *pos,
-                              const struct hs_rope_params *p)
+static hs_status cpu_rope(struct hs_backend *be, struct hs_tensor *x, const int32_t *pos,
+                          const struct hs_rope_params *p)
 {
     struct hs_cpu_backend *cpu = hs__cpu(be);
     HS_TRY(hs__cpu_reserve_tls(cpu, (size_t)p->n_rot));
     struct hs__rope_task t = {
         .x = x, .pos = pos, .p = p, .tls = cpu->tls, .tls_stride = cpu->tls_stride};
     if (hs_tensor_nelements(x) < HS__CPU_PAR_MIN_ELEMS) {
-        hs__rope_fn(&t, 0, 1);
+        rope_fn(&t, 0, 1);
     } else {
-        hs__pool_run(cpu->pool, hs__rope_fn, &t);
+        hs__pool_run(cpu->pool, rope_fn, &t);
     }
     return HS_OK;
 }
 
 /* ---- kv_store ---- */
 
-static hs_status hs__cpu_kv_store(struct hs_backend *be, const struct hs_tensor *src,
-                                  struct hs_tensor *cache, const int32_t *slots)
+static hs_status cpu_kv_store(struct hs_backend *be, const struct hs_tensor *src,
+                              struct hs_tensor *cache, const int32_t *slots)
 {
     (void)be;
     const struct hs_quant_kernels *f16 = hs__cpu_kernels(HS_TYPE_F16, HS_ISA_COUNT);
@@ -756,7 +755,7 @@ static hs_status hs__cpu_kv_store(struct hs_backend *be, const struct hs_tensor 
 
 /* ---- lifetime ---- */
 
-static bool hs__cpu_supports_op(struct hs_backend *be, enum hs_op op, enum hs_type t)
+static bool cpu_supports_op(struct hs_backend *be, enum hs_op op, enum hs_type t)
 {
     (void)be;
     switch (op) {
@@ -781,7 +780,7 @@ static bool hs__cpu_supports_op(struct hs_backend *be, enum hs_op op, enum hs_ty
     return false;
 }
 
-static void hs__cpu_destroy(struct hs_backend *be)
+static void cpu_destroy(struct hs_backend *be)
 {
     struct hs_cpu_backend *cpu = hs__cpu(be);
     if (!cpu) {
@@ -793,41 +792,41 @@ static void hs__cpu_destroy(struct hs_backend *be)
     free(cpu);
 }
 
-static void hs__cpu_bind_caller(struct hs_backend *be)
+static void cpu_bind_caller(struct hs_backend *be)
 {
     hs__pool_bind_caller(hs__cpu(be)->pool);
 }
 
-static const struct hs_backend_iface hs__cpu_iface = {
+static const struct hs_backend_iface cpu_iface = {
     /* .version     = */ HS_BACKEND_IFACE_VERSION,
     /* .name        = */ "cpu",
-    /* .destroy     = */ hs__cpu_destroy,
-    /* .supports_op = */ hs__cpu_supports_op,
-    /* .matmul      = */ hs__cpu_matmul,
-    /* .get_rows    = */ hs__cpu_get_rows,
-    /* .rms_norm    = */ hs__cpu_rms_norm,
-    /* .rope        = */ hs__cpu_rope,
-    /* .add         = */ hs__cpu_add,
-    /* .mul         = */ hs__cpu_mul,
-    /* .swiglu      = */ hs__cpu_swiglu,
-    /* .kv_store    = */ hs__cpu_kv_store,
+    /* .destroy     = */ cpu_destroy,
+    /* .supports_op = */ cpu_supports_op,
+    /* .matmul      = */ cpu_matmul,
+    /* .get_rows    = */ cpu_get_rows,
+    /* .rms_norm    = */ cpu_rms_norm,
+    /* .rope        = */ cpu_rope,
+    /* .add         = */ cpu_add,
+    /* .mul         = */ cpu_mul,
+    /* .swiglu      = */ cpu_swiglu,
+    /* .kv_store    = */ cpu_kv_store,
     /* .attention   = */ hs__cpu_attention,
-    /* .ffn         = */ hs__cpu_ffn,
+    /* .ffn         = */ cpu_ffn,
     /* .synchronize = */ NULL,
-    /* .moe_ffn     = */ hs__cpu_moe_ffn,
-    /* .matmul_multi = */ hs__cpu_matmul_multi,
+    /* .moe_ffn     = */ cpu_moe_ffn,
+    /* .matmul_multi = */ cpu_matmul_multi,
     /* .buffer_alloc = */ NULL,
     /* .buffer_free = */ NULL,
     /* .buffer_is_host = */ NULL,
     /* .buffer_set = */ NULL,
     /* .buffer_get = */ NULL,
     /* .buffer_copy = */ NULL,
-    /* .bind_caller = */ hs__cpu_bind_caller,
+    /* .bind_caller = */ cpu_bind_caller,
 };
 
 void hs__cpu_set_simd(struct hs_backend *be, bool on)
 {
-    HS_ASSERT(be->iface == &hs__cpu_iface);
+    HS_ASSERT(be->iface == &cpu_iface);
     hs__cpu(be)->simd = on && hs__cpu(be)->isa >= HS_ISA_AVX2;
 }
 
@@ -839,7 +838,7 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
     if (!cpu) {
         goto fail;
     }
-    cpu->base.iface = &hs__cpu_iface;
+    cpu->base.iface = &cpu_iface;
     cpu->isa = hs__cpu_detect_isa();
     cpu->simd = cpu->isa >= HS_ISA_AVX2;
     st = hs__pool_create(params->n_threads, params->pin_threads, params->first_core,

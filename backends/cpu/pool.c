@@ -62,7 +62,7 @@ static long hs__futex(_Atomic uint32_t *addr, int op, uint32_t val)
     return syscall(SYS_futex, (uint32_t *)addr, op, val, NULL, NULL, 0);
 }
 
-static uint64_t hs__now_ns(void)
+static uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -88,7 +88,7 @@ int hs__pool_physical_cores(void)
     return n;
 }
 
-static void hs__pool_pin(struct hs_pool *pool, int core)
+static void pool_pin(struct hs_pool *pool, int core)
 {
 #if HS_HAVE_HWLOC
     if (!pool->have_topo) {
@@ -117,7 +117,7 @@ static void hs__pool_pin(struct hs_pool *pool, int core)
 }
 
 /* Waits until gen differs from seen: spins first, then sleeps on the futex. */
-static uint32_t hs__pool_wait_gen(struct hs_pool *pool, uint32_t seen)
+static uint32_t pool_wait_gen(struct hs_pool *pool, uint32_t seen)
 {
     uint32_t g;
     uint64_t t0 = 0;
@@ -131,7 +131,7 @@ static uint32_t hs__pool_wait_gen(struct hs_pool *pool, uint32_t seen)
             /* On an oversubscribed machine the thread that will bump gen may be waiting for
              * this core: give it the core instead of spinning out the time slice. */
             sched_yield();
-            uint64_t t = hs__now_ns();
+            uint64_t t = now_ns();
             if (t0 == 0) {
                 t0 = t;
             } else if (t - t0 > HS__POOL_SPIN_NS) {
@@ -154,16 +154,16 @@ static uint32_t hs__pool_wait_gen(struct hs_pool *pool, uint32_t seen)
     }
 }
 
-static void *hs__pool_main(void *arg)
+static void *pool_main(void *arg)
 {
     struct hs__pool_worker *w = arg;
     struct hs_pool *pool = w->pool;
     if (pool->pin) {
-        hs__pool_pin(pool, pool->first_core + w->ith);
+        pool_pin(pool, pool->first_core + w->ith);
     }
     uint32_t seen = 0;
     for (;;) {
-        seen = hs__pool_wait_gen(pool, seen);
+        seen = pool_wait_gen(pool, seen);
         if (pool->stop) {
             break;
         }
@@ -174,7 +174,7 @@ static void *hs__pool_main(void *arg)
 }
 
 /* Publishes a new generation and wakes sleepers. */
-static void hs__pool_kick(struct hs_pool *pool)
+static void pool_kick(struct hs_pool *pool)
 {
     atomic_fetch_add(&pool->gen, 1);
     if (atomic_load(&pool->n_sleepers) > 0) {
@@ -219,7 +219,7 @@ hs_status hs__pool_create(int n_threads, bool pin, int first_core, struct hs_poo
         struct hs__pool_worker *w = &pool->workers[i - 1];
         w->pool = pool;
         w->ith = i;
-        if (pthread_create(&w->thread, NULL, hs__pool_main, w) != 0) {
+        if (pthread_create(&w->thread, NULL, pool_main, w) != 0) {
             st = HS_E_INTERNAL;
             goto fail_threads;
         }
@@ -243,7 +243,7 @@ void hs__pool_destroy(struct hs_pool *pool)
         return;
     }
     pool->stop = true;
-    hs__pool_kick(pool);
+    pool_kick(pool);
     for (int i = 1; i < pool->n_threads; i++) {
         if (pool->workers && pool->workers[i - 1].started) {
             pthread_join(pool->workers[i - 1].thread, NULL);
@@ -261,7 +261,7 @@ void hs__pool_destroy(struct hs_pool *pool)
 void hs__pool_bind_caller(struct hs_pool *pool)
 {
     if (pool->pin) {
-        hs__pool_pin(pool, pool->first_core);
+        pool_pin(pool, pool->first_core);
     }
 }
 
@@ -280,7 +280,7 @@ void hs__pool_run(struct hs_pool *pool, hs_pool_fn fn, void *ctx)
     pool->fn = fn;
     pool->ctx = ctx;
     atomic_store_explicit(&pool->n_pending, nth - 1, memory_order_relaxed);
-    hs__pool_kick(pool); /* seq_cst: orders fn/ctx/n_pending before the new gen */
+    pool_kick(pool); /* seq_cst: orders fn/ctx/n_pending before the new gen */
     fn(ctx, 0, nth);
     /* Spin; yield now and then so an oversubscribed machine can run the workers we wait on. */
     for (unsigned i = 1; atomic_load_explicit(&pool->n_pending, memory_order_acquire) > 0; i++) {

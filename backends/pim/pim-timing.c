@@ -28,7 +28,7 @@ const char *hs_pim_level_str(enum hs_pim_level l)
 
 /* CHIME Table I: DDR4-3200, 16 channels x 2 DIMMs x 2 ranks of 8 x8 chips with 4 x 4 banks,
  * 2 TB; DRAMsim3's DDR4_8Gb_x8_3200 timing; the GPUs' PCIe 5.0 x16 links (8 x 63 GB/s). */
-static const struct hs_pim_config hs__pim_chime = {
+static const struct hs_pim_config pim_chime = {
     .level = HS_PIM_LEVEL_BANK,
     .channels = 16,
     .dimms_per_channel = 2,
@@ -63,12 +63,12 @@ hs_status hs_pim_config_preset(const char *name, struct hs_pim_config *out)
         return HS_E_INVAL;
     }
     if (!strcmp(name, "chime")) {
-        *out = hs__pim_chime;
+        *out = pim_chime;
     } else if (!strcmp(name, "rpim")) {
-        *out = hs__pim_chime;
+        *out = pim_chime;
         out->level = HS_PIM_LEVEL_RANK;
     } else if (!strcmp(name, "host")) {
-        *out = hs__pim_chime;
+        *out = pim_chime;
         out->level = HS_PIM_LEVEL_HOST;
         out->host_gbs = 0.0; /* measured when the backend starts */
     } else {
@@ -94,7 +94,7 @@ struct hs__pim_key {
 #define F64(f, lo, hi) {#f, KIND_F64, offsetof(struct hs_pim_config, f), lo, hi}
 /* clang-format on */
 
-static const struct hs__pim_key hs__pim_keys[] = {
+static const struct hs__pim_key pim_keys[] = {
     I32(channels, 1, 1024),
     I32(dimms_per_channel, 1, 64),
     I32(ranks_per_dimm, 1, 64),
@@ -127,8 +127,8 @@ hs_status hs_pim_config_check(const struct hs_pim_config *c, struct hs_error *er
     if (!c || (unsigned)c->level >= HS_PIM_LEVEL_COUNT) {
         return hs_error_set(err, HS_E_INVAL, "level must be bank, rank or host");
     }
-    for (size_t i = 0; i < HS_ARRAY_LEN(hs__pim_keys); i++) {
-        const struct hs__pim_key *k = &hs__pim_keys[i];
+    for (size_t i = 0; i < HS_ARRAY_LEN(pim_keys); i++) {
+        const struct hs__pim_key *k = &pim_keys[i];
         const char *p = (const char *)c + k->offset;
         double v;
         if (k->kind == KIND_I32) {
@@ -187,8 +187,8 @@ static hs_status set_key(struct hs_pim_config *c, const char *key, const char *v
         }
         return hs_error_set(err, HS_E_FORMAT, "level must be bank, rank or host, not '%s'", val);
     }
-    for (size_t i = 0; i < HS_ARRAY_LEN(hs__pim_keys); i++) {
-        const struct hs__pim_key *k = &hs__pim_keys[i];
+    for (size_t i = 0; i < HS_ARRAY_LEN(pim_keys); i++) {
+        const struct hs__pim_key *k = &pim_keys[i];
         if (strcmp(key, k->name) != 0) {
             continue;
         }
@@ -223,7 +223,7 @@ hs_status hs_pim_config_parse(const char *text, struct hs_pim_config *out, struc
     if (!text || !out) {
         return hs_error_set(err, HS_E_INVAL, "no configuration");
     }
-    struct hs_pim_config c = hs__pim_chime;
+    struct hs_pim_config c = pim_chime;
     char line[512];
     int lineno = 0;
     const char *p = text;

@@ -501,7 +501,7 @@ static void pim_destroy(struct hs_backend *be)
     free(p);
 }
 
-static const struct hs_backend_iface hs__pim_iface = {
+static const struct hs_backend_iface pim_iface = {
     /* .version     = */ HS_BACKEND_IFACE_VERSION,
     /* .name        = */ "pim",
     /* .destroy     = */ pim_destroy,
@@ -530,7 +530,7 @@ static const struct hs_backend_iface hs__pim_iface = {
 
 bool hs_pim_backend_is(const struct hs_backend *be)
 {
-    return be && be->iface == &hs__pim_iface;
+    return be && be->iface == &pim_iface;
 }
 
 const struct hs_pim_config *hs_pim_backend_config(const struct hs_backend *be)
@@ -584,7 +584,7 @@ hs_status hs__backend_pim_create(const struct hs_backend_params *params, struct 
     if (!p) {
         return HS_E_NOMEM;
     }
-    p->sb.base.iface = &hs__pim_iface;
+    p->sb.base.iface = &pim_iface;
     hs_status st = hs_pim_config_preset("chime", &p->cfg);
     if (st == HS_OK && params->config && params->config[0]) {
         struct hs_error err = {0};

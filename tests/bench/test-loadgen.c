@@ -58,6 +58,7 @@ struct fake {
     atomic_bool stop;
     char url[64];
     char last_body[8192];
+    char last_path[256];
     pthread_mutex_t mu;
 };
 
@@ -176,6 +177,7 @@ static enum MHD_Result fake_handler(void *cls, struct MHD_Connection *c, const c
     atomic_fetch_add(&f->n_requests, 1);
     pthread_mutex_lock(&f->mu);
     snprintf(f->last_body, sizeof(f->last_body), "%s", fc->body ? fc->body : "");
+    snprintf(f->last_path, sizeof(f->last_path), "%s", url);
     pthread_mutex_unlock(&f->mu);
     struct MHD_Response *r;
     unsigned code = 200;
@@ -535,6 +537,26 @@ Test(loadgen, non_streaming_response)
     rep = run_ok(&c);
     cr_assert_eq(rep->errors[HS_LG_ERR_MALFORMED], 2);
     hs_lg_report_destroy(rep);
+    fake_stop(f);
+}
+
+/* The OpenAI SDKs' base URL form ends in /v1: the harness must not send to /v1/v1/... */
+Test(loadgen, base_url_with_or_without_v1)
+{
+    struct fake *f = fake_start(FAKE_JSON, 1, 0, 0);
+    const char *suffix[] = {"", "/", "/v1", "/v1/"};
+    for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+        char url[96];
+        snprintf(url, sizeof(url), "%s%s", f->url, suffix[i]);
+        struct hs_lg_config c = base_cfg(f);
+        c.base_url = url;
+        c.stream = false;
+        c.num_requests = 1;
+        struct hs_lg_report *rep = run_ok(&c);
+        cr_assert_eq(rep->completed, 1, "base URL %s", url);
+        cr_assert_str_eq(f->last_path, "/v1/chat/completions", "base URL %s", url);
+        hs_lg_report_destroy(rep);
+    }
     fake_stop(f);
 }
 

@@ -639,6 +639,61 @@ def drained_and_timed_out_requests_get_errors_not_200():
 
 
 @check
+def half_closed_client_still_gets_its_answer():
+    """A client that shuts down its sending side after the request (shutdown(SHUT_WR), as
+    netcat -N and some proxies do) is still reading: it must get the whole response."""
+    with Server(ctx=4096) as srv:
+        for stream in (False, True):
+            body = json.dumps({"prompt": "Once", "max_tokens": 200, "ignore_eos": True,
+                               "stream": stream}).encode()
+            s = connect(srv.port, timeout=60)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/json\r\nConnection: close\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            s.shutdown(socket.SHUT_WR)
+            st, _, b = read_response(s)
+            s.close()
+            eq(st, 200, "status after a half-close (stream=%s)" % stream)
+            text = b.decode(errors="replace")
+            if stream:
+                assert "[DONE]" in text and '"finish_reason":"length"' in text, text[-300:]
+            else:
+                j = json.loads(text)
+                eq(j["choices"][0]["finish_reason"], "length", "finish reason")
+                eq(j["usage"]["completion_tokens"], 200, "completion tokens")
+        _, _, m = request(srv.port, "GET", "/metrics")
+        m = re.search(r'^hetserve:request_success_total\{finished_reason="canceled"[^}]*\} (\S+)$',
+                      m.decode(), re.M)
+        eq(float(m.group(1)) if m else 0.0, 0.0, "requests canceled")
+
+
+@check
+def max_queue_bounds_the_waiting_requests():
+    """--max-queue 1 with one sequence: one request runs, one waits, the next gets 429 with
+    Retry-After and OpenAI's rate_limit_error."""
+    out = {}
+    with Server("--parallel", "1", "--max-queue", "1", ctx=32768) as srv:
+        ts = [threading.Thread(target=long_request, args=(srv.port, True, out, i, 30000))
+              for i in range(2)]
+        for t in ts:
+            t.start()
+        wait_running(srv.port, 1)
+        t0 = time.time()
+        while (metric(srv.port, "num_requests_waiting") or 0) < 1 and time.time() - t0 < 10:
+            time.sleep(0.05)
+        st, h, b = request(srv.port, "POST", "/v1/completions",
+                           {"prompt": "Once", "max_tokens": 2})
+        eq(st, 429, "status with the queue full")
+        assert "retry-after" in h, h
+        eq(json.loads(b)["error"]["type"], "rate_limit_error", "error type")
+        srv.proc.send_signal(signal.SIGTERM)  # a drain, then a second signal: exit now
+        time.sleep(0.2)
+        srv.stop()
+        for t in ts:
+            t.join(30)
+
+
+@check
 def shutdown_is_prompt():
     with Server() as srv:
         s = connect(srv.port)

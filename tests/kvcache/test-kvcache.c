@@ -39,6 +39,53 @@ static void feed(struct hs_kv_pool *pool, struct hs_kv_seq *seq, const hs_token 
     cr_assert_eq(hs_kv_seq_append_tokens(pool, seq, t, n), HS_OK);
 }
 
+/* A sequence's block table is sized by its own context, not by the pool: 64 sequences over a
+ * 200,000-block pool used to preallocate 64 x 200,000 entries. */
+Test(kvcache, block_table_grows_with_the_context_not_the_pool)
+{
+    struct hs_kv_pool *pool = NULL;
+    cr_assert_eq(hs_kv_pool_create(200000, 16, &pool), HS_OK);
+    struct hs_kv_seq *seq = make_seq(pool);
+    cr_assert_leq(hs_kv_seq_capacity_blocks(seq), 4);
+    hs_token t[40];
+    for (int i = 0; i < 40; i++) {
+        t[i] = (hs_token)(i * 7 + 3);
+    }
+    feed(pool, seq, t, 40); /* 3 blocks */
+    cr_assert_eq(hs_kv_seq_n_blocks(seq), 3);
+    cr_assert_geq(hs_kv_seq_capacity_blocks(seq), 3);
+    cr_assert_leq(hs_kv_seq_capacity_blocks(seq), 8);
+    cr_assert_eq(hs_kv_seq_reserve(pool, seq, 16 * 100), HS_OK); /* 103 blocks in all */
+    cr_assert_eq(hs_kv_seq_n_blocks(seq), 103);
+    cr_assert_geq(hs_kv_seq_capacity_blocks(seq), 103);
+    cr_assert_leq(hs_kv_seq_capacity_blocks(seq), 2 * 103);
+    /* a prefix match into a fresh sequence grows its table too */
+    struct hs_kv_seq *b = make_seq(pool);
+    int32_t n_cached = 0;
+    cr_assert_eq(hs_kv_seq_match_prefix(pool, b, t, 40, &n_cached), HS_OK);
+    cr_assert_eq(n_cached, 32);
+    cr_assert_eq(hs_kv_seq_n_blocks(b), 2);
+    cr_assert_eq(hs_kv_seq_block_table(b)[0], hs_kv_seq_block_table(seq)[0]);
+    hs_kv_seq_destroy(pool, b);
+    hs_kv_seq_destroy(pool, seq);
+    check_counts(pool, 200000 - 2, 2, 0);
+    hs_kv_pool_destroy(pool);
+}
+
+/* A pool of a few blocks caps the table at the pool's size. */
+Test(kvcache, block_table_never_exceeds_the_pool)
+{
+    struct hs_kv_pool *pool = NULL;
+    cr_assert_eq(hs_kv_pool_create(5, 4, &pool), HS_OK);
+    struct hs_kv_seq *seq = make_seq(pool);
+    cr_assert_eq(hs_kv_seq_reserve(pool, seq, 20), HS_OK);
+    cr_assert_eq(hs_kv_seq_n_blocks(seq), 5);
+    cr_assert_eq(hs_kv_seq_capacity_blocks(seq), 5);
+    cr_assert_eq(hs_kv_seq_reserve(pool, seq, 21), HS_E_RANGE);
+    hs_kv_seq_destroy(pool, seq);
+    hs_kv_pool_destroy(pool);
+}
+
 Test(kvcache, create_rejects_bad_sizes)
 {
     struct hs_kv_pool *pool = (struct hs_kv_pool *)&pool;

@@ -169,6 +169,37 @@ Test(cli, logprobs_prints_one_json_line_per_step, .init = setup)
     cr_assert(strstr(r.out, "\"top\":[{\"token\":"), "%s", r.out);
 }
 
+/* A token holding part of a character (a byte-fallback token: id 229 is <0xE2> in the
+ * stories260K vocabulary) keeps every --logprobs line valid JSON (jansson rejects invalid
+ * UTF-8): the text shows U+FFFD and "bytes" gives the token's exact bytes. */
+Test(cli, logprobs_lines_stay_valid_utf8_with_partial_characters, .init = setup)
+{
+    static struct result r;
+    char args[2048];
+    snprintf(args, sizeof(args),
+             "generate -m %s -p 'Once' -n 3 --temp 0 --logit-bias 229=100 --logprobs 2",
+             model_path);
+    run(&r, args);
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_assert_eq(count_lines(r.out), 3, "%s", r.out);
+    char *line = r.out;
+    for (int i = 0; i < 3; i++) {
+        char *nl = strchr(line, '\n');
+        cr_assert_not_null(nl);
+        json_error_t jerr;
+        json_t *j = json_loadb(line, (size_t)(nl - line), 0, &jerr);
+        cr_assert_not_null(j, "line %d is not JSON (%s): %.*s", i, jerr.text, (int)(nl - line),
+                           line);
+        cr_assert_eq(json_integer_value(json_object_get(j, "token")), 229);
+        cr_assert_str_eq(json_string_value(json_object_get(j, "text")), "\xef\xbf\xbd");
+        json_t *bytes = json_object_get(j, "bytes");
+        cr_assert_eq(json_array_size(bytes), 1);
+        cr_assert_eq(json_integer_value(json_array_get(bytes, 0)), 0xe2);
+        json_decref(j);
+        line = nl + 1;
+    }
+}
+
 /* ---- generate and bench run through the engine: its flags work there too ---- */
 
 static const char *const split_flags[] = {
@@ -283,7 +314,7 @@ Test(cli, logprobs_prints_the_step_that_ends_the_generation, .init = setup)
     while (last > r.out && last[-1] != '\n') {
         last--;
     }
-    const char *eos_line = "{\"step\":19,\"token\":2,\"text\":\"\",\"top\":[{";
+    const char *eos_line = "{\"step\":19,\"token\":2,\"text\":\"\",\"bytes\":[],\"top\":[{";
     cr_assert(!strncmp(last, eos_line, strlen(eos_line)), "%s", last);
     snprintf(args, sizeof(args),
              "generate -m %s -p 'Once upon a time' -n 60 --temp 0 --logit-bias 2=20", model_path);

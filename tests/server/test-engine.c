@@ -15,6 +15,7 @@
 #include "common/common.h"
 #include "model/model.h"
 #include "model/vocab.h"
+#include "server/cli.h"
 #include "server/engine.h"
 
 #define MAX_GEN  512
@@ -821,6 +822,60 @@ Test(engine, timeouts_end_requests)
     cr_assert_eq(mt.kv_blocks_used, 0);
     free(r);
     hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+/* A huge timeout (INT64_MAX ms) must mean "no deadline": multiplied into nanoseconds unbounded it
+ * overflowed to a deadline in the past and timed the request out at once. */
+Test(engine, huge_timeout_is_no_deadline)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 2, 256, 0, 64);
+    hs_token p[64];
+    int n = make_prompt(m, 2, p, 64);
+    struct hs_engine_request rq;
+    hs_engine_request_init(&rq);
+    rq.prompt = p;
+    rq.n_prompt = n;
+    rq.max_tokens = 8;
+    rq.ignore_eos = true;
+    rq.timeout_ms = INT64_MAX;
+    struct hs_engine_handle *h = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK);
+    struct result *r = calloc(1, sizeof(*r));
+    collect(h, r);
+    hs_engine_release(h);
+    cr_assert_eq(r->fin[0], HS_FINISH_LENGTH, "finish %s", hs_finish_reason_str(r->fin[0]));
+    cr_assert_eq(r->n_toks[0], 8);
+    free(r);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+/* The default context is the model's trained one (stories260K: 2048; it was capped at 4096
+ * for every model), bounded by the KV memory one sequence may use; a given --ctx stays. */
+Test(engine, default_context_is_trained_bounded_by_kv_memory)
+{
+    struct hs_model *m = load_model();
+    const int32_t train = hs_model_hparams(m)->n_ctx_train;
+    struct hs_engine_params p;
+    p = hs_engine_default_params();
+    cr_assert_str_eq(hs__cli_default_ctx(m, &p), "the model's trained context");
+    cr_assert_eq(p.n_ctx, train);
+    p = hs_engine_default_params();
+    p.n_kv_blocks = 40; /* 640 tokens of 16 */
+    cr_assert_str_eq(hs__cli_default_ctx(m, &p), "bounded by KV memory");
+    cr_assert_eq(p.n_ctx, 640);
+    struct hs_engine *e = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_create(m, &p, &e, &err), HS_OK, "%s", err.message);
+    cr_assert_eq(hs_engine_n_ctx(e), 640);
+    hs_engine_destroy(e);
+    p = hs_engine_default_params();
+    p.n_ctx = 300;
+    cr_assert_str_eq(hs__cli_default_ctx(m, &p), "set by --ctx");
+    cr_assert_eq(p.n_ctx, 300);
     hs_model_destroy(m);
 }
 
