@@ -73,7 +73,8 @@ struct seq {
     struct hs_engine_handle *req;
     int32_t index;
     enum seq_state state;
-    hs_token *toks;       /* [n_prompt + max_tokens]: prompt then generated */
+    hs_token *toks;       /* [cap_toks]: prompt then generated; grows with the output */
+    size_t cap_toks;      /* allocated entries of toks */
     int32_t n_all;        /* tokens in toks; KV holds the first hs_kv_seq_n_tokens(kv) */
     int32_t n_gen;        /* sampled, EOS included */
     struct hs_kv_seq *kv; /* while running */

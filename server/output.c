@@ -160,16 +160,20 @@ enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, 
         *status = t == -4 ? hs_sampler_constraint_status(s->smp) : HS_E_INVAL;
         return HS_FINISH_ERROR;
     }
-    s->n_gen++;
-    INC(e->m.gen_tokens, 1);
-    if (!s->t_first_ns) {
-        s->t_first_ns = t_ns;
-    }
-    s->t_last_ns = t_ns;
-    if (!h->t_first_ns) {
-        h->t_first_ns = t_ns;
-        hs__metrics_observe(&e->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS,
-                            (double)(t_ns - h->t_submit_ns) / 1e9);
+    /* t == -1: every token is banned (no constraint) and the sequence ends with a stop; nothing
+     * was produced, so nothing is counted (usage, TTFT and TPOT see only drawn tokens). */
+    if (t >= 0) {
+        s->n_gen++;
+        INC(e->m.gen_tokens, 1);
+        if (!s->t_first_ns) {
+            s->t_first_ns = t_ns;
+        }
+        s->t_last_ns = t_ns;
+        if (!h->t_first_ns) {
+            h->t_first_ns = t_ns;
+            hs__metrics_observe(&e->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS,
+                                (double)(t_ns - h->t_submit_ns) / 1e9);
+        }
     }
     bool eog = t < 0 || (!h->ignore_eos && hs_vocab_is_eog(e->vocab, t));
     bool at_len = s->n_gen >= h->max_tokens;
@@ -198,6 +202,11 @@ enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, 
         }
     }
     if (!eog) {
+        if (!hs__engine_grow((void **)&s->toks, &s->cap_toks, (size_t)s->n_all + 1,
+                             sizeof(*s->toks))) {
+            *status = HS_E_NOMEM;
+            return HS_FINISH_ERROR;
+        }
         s->toks[s->n_all++] = t;
         n_piece = hs_detok_push(&s->dt, t, e->piece, e->cap_piece);
     }
