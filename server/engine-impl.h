@@ -266,6 +266,17 @@ void hs__sched_reap(struct hs_engine *e, bool cancel_all);
 void hs__output_finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason why,
                            hs_status status);
 
+/* Samples s's next token from logits ([n_vocab]) and nothing else (no output, no sampler
+ * state advanced): the token, -1 when every token is banned, or < -1 when nothing could be drawn
+ * for a reason the client is told (*status and the request's detail are set). Thread: engine. */
+hs_token hs__output_sample(struct seq *s, const float *logits, hs_status *status);
+
+/* Emits token t sampled from logits ([n_vocab], of time t_ns): counts it, advances the sampler
+ * (penalties, constraint), detokenizes, checks stop strings and max_tokens and pushes output.
+ * Returns as hs__output_take_token. Thread: engine only. */
+enum hs_finish_reason hs__output_emit(struct hs_engine *e, struct seq *s, hs_token t,
+                                      const float *logits, int64_t t_ns, hs_status *status);
+
 /* Samples s's next token from logits ([n_vocab], of time t_ns), updates s and pushes its output
  * to the channel. Returns the finish reason, or HS_FINISH_NONE to go on; HS_FINISH_ERROR with
  * *status HS_E_NOMEM when an output buffer could not grow. Thread: engine only. */
