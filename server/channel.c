@@ -465,7 +465,9 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
             return gst;
         }
     }
-    const size_t n_toks = (size_t)r->n_prompt + (size_t)h->max_tokens;
+    /* toks grows with the output (and, later, with drafts): a large max_tokens reserves nothing
+     * up front */
+    const size_t n_toks = (size_t)r->n_prompt + (size_t)HS_MIN(h->max_tokens, 256);
     for (int32_t c = 0; c < r->n; c++) {
         struct seq *s = &h->seqs[c];
         s->req = h;
@@ -476,6 +478,7 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
         if (!s->toks) {
             goto nomem;
         }
+        s->cap_toks = n_toks;
         memcpy(s->toks, r->prompt, (size_t)r->n_prompt * sizeof(*s->toks));
         s->n_all = r->n_prompt;
         struct hs_sampling_params sp = r->sampling;

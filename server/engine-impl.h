@@ -73,7 +73,8 @@ struct seq {
     struct hs_engine_handle *req;
     int32_t index;
     enum seq_state state;
-    hs_token *toks;       /* [n_prompt + max_tokens]: prompt then generated */
+    hs_token *toks;       /* [cap_toks]: prompt then generated; grows with the output */
+    size_t cap_toks;      /* allocated entries of toks */
     int32_t n_all;        /* tokens in toks; KV holds the first hs_kv_seq_n_tokens(kv) */
     int32_t n_gen;        /* sampled, EOS included */
     struct hs_kv_seq *kv; /* while running */
@@ -267,6 +268,17 @@ void hs__sched_reap(struct hs_engine *e, bool cancel_all);
  * choice. Thread: engine only. */
 void hs__output_finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_reason why,
                            hs_status status);
+
+/* Samples s's next token from logits ([n_vocab]) and nothing else (no output, no sampler
+ * state advanced): the token, -1 when every token is banned, or < -1 when nothing could be drawn
+ * for a reason the client is told (*status and the request's detail are set). Thread: engine. */
+hs_token hs__output_sample(struct seq *s, const float *logits, hs_status *status);
+
+/* Emits token t sampled from logits ([n_vocab], of time t_ns): counts it, advances the sampler
+ * (penalties, constraint), detokenizes, checks stop strings and max_tokens and pushes output.
+ * Returns as hs__output_take_token. Thread: engine only. */
+enum hs_finish_reason hs__output_emit(struct hs_engine *e, struct seq *s, hs_token t,
+                                      const float *logits, int64_t t_ns, hs_status *status);
 
 /* Samples s's next token from logits ([n_vocab], of time t_ns), updates s and pushes its output
  * to the channel. Returns the finish reason, or HS_FINISH_NONE to go on; HS_FINISH_ERROR with

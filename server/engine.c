@@ -181,12 +181,16 @@ static void run_step(struct hs_engine *e)
         s->batch_slot = -1;
         st = hs_kv_seq_append_tokens(e->pools[s->store], s->kv, e->fwd[j].tokens,
                                      e->fwd[j].n_tokens);
-        HS_ASSERT(st == HS_OK);
+        const float *lg = logits + (size_t)row * (size_t)e->n_vocab;
+        row += e->fwd[j].n_logits;
+        if (st != HS_OK) {
+            /* the request fails, not the process: its tokens could not be committed */
+            hs__output_finish_seq(e, s, HS_FINISH_ERROR, st);
+            continue;
+        }
         if (e->fwd[j].n_logits == 0) {
             continue;
         }
-        const float *lg = logits + (size_t)row * (size_t)e->n_vocab;
-        row++;
         hs_status fst = HS_OK;
         enum hs_finish_reason why = hs__output_take_token(e, s, lg, t, &fst);
         if (why != HS_FINISH_NONE) {

@@ -145,12 +145,13 @@ static bool hold_append(struct seq *s, const char *p, size_t n)
     return true;
 }
 
-/* Takes a sampled token: updates s, pushes output; returns the finish reason or NONE. */
-enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, const float *logits,
-                                            int64_t t_ns, hs_status *status)
+/* Samples s's next token from logits without touching s's output: returns the token, -1 when
+ * every token is banned (the sequence stops), or HS_FINISH_ERROR-worthy values < -1, for which
+ * it fills *status and the request's detail. */
+hs_token hs__output_sample(struct seq *s, const float *logits, hs_status *status)
 {
     struct hs_engine_handle *h = s->req;
-    hs_token t = hs_sampler_sample(s->smp, logits);
+    const hs_token t = hs_sampler_sample(s->smp, logits);
     if (t < -1) {
         /* The grammar allows nothing here (or only tokens logit_bias bans): an error the
          * client sees, never a silent stop. Nothing was drawn, so nothing is counted. */
@@ -160,18 +161,42 @@ enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, 
         }
         pthread_mutex_unlock(&h->mu);
         *status = t == -4 ? hs_sampler_constraint_status(s->smp) : HS_E_INVAL;
+    }
+    return t;
+}
+
+/* Takes a sampled token: updates s, pushes output; returns the finish reason or NONE. */
+enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, const float *logits,
+                                            int64_t t_ns, hs_status *status)
+{
+    const hs_token t = hs__output_sample(s, logits, status);
+    if (t < -1) {
         return HS_FINISH_ERROR;
     }
-    s->n_gen++;
-    INC(e->m.gen_tokens, 1);
-    if (!s->t_first_ns) {
-        s->t_first_ns = t_ns;
-    }
-    s->t_last_ns = t_ns;
-    if (!h->t_first_ns) {
-        h->t_first_ns = t_ns;
-        hs__metrics_observe(&e->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS,
-                            (double)(t_ns - h->t_submit_ns) / 1e9);
+    return hs__output_emit(e, s, t, logits, t_ns, status);
+}
+
+/* Emits an already sampled token t (or -1: nothing could be drawn) drawn from logits: counts it,
+ * advances the sampler's state, detokenizes, checks stops and max_tokens, pushes output. */
+enum hs_finish_reason hs__output_emit(struct hs_engine *e, struct seq *s, hs_token t,
+                                      const float *logits, int64_t t_ns, hs_status *status)
+{
+    struct hs_engine_handle *h = s->req;
+    HS_ASSERT(t >= -1); /* callers end the sequence on hs__output_sample's errors */
+    /* t == -1: every token is banned (no constraint) and the sequence ends with a stop; nothing
+     * was produced, so nothing is counted (usage, TTFT and TPOT see only drawn tokens). */
+    if (t >= 0) {
+        s->n_gen++;
+        INC(e->m.gen_tokens, 1);
+        if (!s->t_first_ns) {
+            s->t_first_ns = t_ns;
+        }
+        s->t_last_ns = t_ns;
+        if (!h->t_first_ns) {
+            h->t_first_ns = t_ns;
+            hs__metrics_observe(&e->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS,
+                                (double)(t_ns - h->t_submit_ns) / 1e9);
+        }
     }
     bool eog = t < 0 || (!h->ignore_eos && hs_vocab_is_eog(e->vocab, t));
     bool at_len = s->n_gen >= h->max_tokens;
@@ -200,6 +225,11 @@ enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, 
         }
     }
     if (!eog) {
+        if (!hs__engine_grow((void **)&s->toks, &s->cap_toks, (size_t)s->n_all + 1,
+                             sizeof(*s->toks))) {
+            *status = HS_E_NOMEM;
+            return HS_FINISH_ERROR;
+        }
         s->toks[s->n_all++] = t;
         n_piece = hs_detok_push(&s->dt, t, e->piece, e->cap_piece);
     }

@@ -122,17 +122,31 @@ static void preempt(struct hs_engine *e, int32_t i)
                  (unsigned long long)s->req->id, s->index, s->n_all);
 }
 
+enum reserve_result {
+    RESERVED,  /* running[i] has room for n more tokens */
+    PREEMPTED, /* running[i] itself had to go (it was the pool's last) */
+    FAILED,    /* the reservation failed otherwise: running[i] ended with an error */
+};
+
 /* Reserves n more tokens for running[i], preempting the most recently admitted sequences of
- * its KV pool while blocks are short. Returns false when running[i] itself had to go. */
-static bool reserve_or_preempt(struct hs_engine *e, int32_t i, int32_t n, int32_t *budget)
+ * its KV pool while blocks are short. */
+static enum reserve_result reserve_or_preempt(struct hs_engine *e, int32_t i, int32_t n,
+                                              int32_t *budget)
 {
     struct seq *s = e->running[i];
     for (;;) {
         hs_status st = hs_kv_seq_reserve(e->pools[s->store], s->kv, n);
         if (st == HS_OK) {
-            return true;
+            return RESERVED;
         }
-        HS_ASSERT(st == HS_E_BUSY); /* a lone sequence always fits the pool */
+        if (st != HS_E_BUSY) {
+            /* not a shortage of blocks (e.g. past what the sequence's block table holds): this
+             * request fails, the others go on */
+            HS_LOG_WARN("engine: req=%llu choice %d: reserving %d tokens failed: %s",
+                        (unsigned long long)s->req->id, s->index, n, hs_status_str(st));
+            hs__output_finish_seq(e, s, HS_FINISH_ERROR, st);
+            return FAILED;
+        }
         int32_t last = e->n_running - 1;
         while (e->running[last]->store != s->store) {
             last--; /* i itself is of the pool, so this stops at i at the latest */
@@ -142,7 +156,7 @@ static bool reserve_or_preempt(struct hs_engine *e, int32_t i, int32_t n, int32_
         }
         preempt(e, last);
         if (last == i) {
-            return false;
+            return PREEMPTED;
         }
     }
 }
@@ -183,8 +197,13 @@ int32_t hs__sched_schedule(struct hs_engine *e)
                 continue;
             }
             int32_t n = HS_MIN(want, budget);
-            if (!reserve_or_preempt(e, i, n, &budget)) {
+            const enum reserve_result rr = reserve_or_preempt(e, i, n, &budget);
+            if (rr == PREEMPTED) {
                 break; /* it was the last one */
+            }
+            if (rr == FAILED) {
+                i--; /* running[i] is gone; the next one moved into its place */
+                continue;
             }
             batch_add(e, &n_batch, s, n);
             budget -= n;
@@ -202,7 +221,14 @@ int32_t hs__sched_schedule(struct hs_engine *e)
         int32_t cached = 0;
         hs_kv_seq_set_salt(kv, s->req->cache_salt);
         hs_status st = hs_kv_seq_match_prefix(pool, kv, s->toks, s->n_all, &cached);
-        HS_ASSERT(st == HS_OK);
+        if (st != HS_OK) {
+            struct hs_kv_block_copy cp;
+            hs_kv_seq_truncate(pool, kv, 0, &cp);
+            HS_LOG_WARN("engine: req=%llu choice %d: prefix match failed: %s",
+                        (unsigned long long)s->req->id, s->index, hs_status_str(st));
+            hs__output_finish_seq(e, s, HS_FINISH_ERROR, st);
+            continue;
+        }
         int32_t n = HS_MIN(s->n_all - cached, budget);
         if (hs_kv_seq_reserve(pool, kv, n) != HS_OK) {
             struct hs_kv_block_copy cp;

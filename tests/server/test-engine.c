@@ -1263,6 +1263,49 @@ Test(engine, grammar_constrains_every_choice_and_reports_dead_ends)
     hs_model_destroy(m);
 }
 
+/* A logit_bias that bans every token ends the sequence with a stop and no output, and usage
+ * counts no completion token: the "no token" draw is never counted as a generated token. */
+Test(engine, a_sequence_that_can_draw_no_token_counts_no_completion_token)
+{
+    struct hs_model *m = load_model();
+    struct hs_engine *e = make_engine(m, 4, 128, 0, 32);
+    hs_token prompt[64];
+    const int np = make_prompt(m, 0, prompt, 64);
+    const int32_t n_vocab = hs_vocab_n_tokens(hs_model_vocab(m));
+    struct hs_logit_bias *ban = calloc((size_t)n_vocab, sizeof(*ban));
+    cr_assert_not_null(ban);
+    for (int32_t i = 0; i < n_vocab; i++) {
+        ban[i] = (struct hs_logit_bias){.token = i, .bias = -INFINITY};
+    }
+    struct hs_engine_request rq;
+    greedy_request(&rq, prompt, np, 8);
+    rq.sampling.logit_bias = ban;
+    rq.sampling.n_logit_bias = n_vocab;
+    rq.n = 2;
+    struct hs_engine_handle *h = NULL;
+    struct hs_error err = {0};
+    cr_assert_eq(hs_engine_submit(e, &rq, &h, &err), HS_OK, "%s", err.message);
+    struct result *r = calloc(1, sizeof(*r));
+    collect(h, r);
+    for (int c = 0; c < 2; c++) {
+        cr_assert_eq(r->n_toks[c], 0, "choice %d: %d tokens", c, r->n_toks[c]);
+        cr_assert_eq(r->n_text[c], 0);
+        cr_assert_eq(r->fin[c], HS_FINISH_STOP, "choice %d: %s", c,
+                     hs_finish_reason_str(r->fin[c]));
+    }
+    cr_assert_eq(r->usage.completion_tokens, 0, "usage counts %d phantom tokens",
+                 r->usage.completion_tokens);
+    hs_engine_release(h);
+    wait_idle(e);
+    struct hs_engine_metrics mt;
+    hs_engine_get_metrics(e, &mt);
+    cr_assert_eq(mt.kv_blocks_used, 0);
+    free(r);
+    free(ban);
+    hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
 Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
 {
     split_matches_unsplit("cpu");
