@@ -7,6 +7,7 @@
  * f16 paths in attention.c) so that outputs match llama.cpp closely. Arguments were validated by
  * backend.c. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,12 +142,48 @@ static void hs__mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
     }
 }
 
+/* Weight bytes of one dynamic work chunk: small enough that a thread that starts late (or a
+ * slower core) costs at most a chunk of imbalance, large enough that claiming is noise. */
+#define HS__CPU_DYN_CHUNK_BYTES (32 * 1024)
+
+/* Chunks per thread at most: each thread streams a few long contiguous runs (the hardware
+ * prefetcher's best case) and claims rarely, yet a late thread costs at most one chunk. */
+#define HS__CPU_DYN_CHUNKS_PER_THREAD 4
+
+/* Output rows per chunk for w, on multiples of align: at least HS__CPU_DYN_CHUNK_BYTES of
+ * weights (work split by bytes, not rows), and no more than HS__CPU_DYN_CHUNKS_PER_THREAD
+ * chunks per thread. */
+static int64_t hs__dyn_chunk_rows(const struct hs_cpu_backend *cpu, const struct hs_tensor *w,
+                                  int64_t align)
+{
+    const int64_t nth = hs__pool_n_threads(cpu->pool);
+    int64_t rows = (int64_t)(HS__CPU_DYN_CHUNK_BYTES / (w->nb[1] ? w->nb[1] : 1));
+    rows = HS_MAX(rows, (w->ne[1] + nth * HS__CPU_DYN_CHUNKS_PER_THREAD - 1) /
+                            (nth * HS__CPU_DYN_CHUNKS_PER_THREAD));
+    return HS_MAX((rows + align - 1) / align * align, align);
+}
+
+/* Dynamic matmul: chunks of chunk_rows output rows claimed from next by every thread. */
+struct hs__mm_dyn_task {
+    struct hs__mm_task t;
+    int64_t chunk_rows;
+    atomic_llong next;
+};
+
 static void hs__mm_compute(void *ctx, int ith, int nth)
 {
-    const struct hs__mm_task *t = ctx;
-    int64_t o0, o1;
-    hs__split(t->w->ne[1], ith, nth, 4, &o0, &o1);
-    hs__mm_range(t, o0, o1);
+    struct hs__mm_dyn_task *d = ctx;
+    (void)ith;
+    (void)nth;
+    const int64_t n_out = d->t.w->ne[1];
+    for (;;) {
+        const int64_t o0 =
+            (int64_t)atomic_fetch_add_explicit(&d->next, 1, memory_order_relaxed) * d->chunk_rows;
+        if (o0 >= n_out) {
+            break;
+        }
+        hs__mm_range(&d->t, o0, HS_MIN(o0 + d->chunk_rows, n_out));
+    }
 }
 
 /* Scratch bytes the activations of t need in their vec_dot_type (0 for f32: used in place). */
@@ -170,9 +207,9 @@ static void hs__mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, si
     t->xq_stride = hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
     t->xq = (char *)cpu->act + off;
     if (t->x->ne[1] * t->x->ne[0] < HS__CPU_PAR_MIN_ELEMS) {
-        hs__mm_convert(t, 0, 1);
+        hs__pool_run1_named(cpu->pool, hs__mm_convert, t, "act-convert");
     } else {
-        hs__pool_run(cpu->pool, hs__mm_convert, t);
+        hs__pool_run_named(cpu->pool, hs__mm_convert, t, "act-convert");
     }
 }
 
@@ -180,16 +217,20 @@ static hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w
                                 const struct hs_tensor *x, struct hs_tensor *y)
 {
     struct hs_cpu_backend *cpu = hs__cpu(be);
-    struct hs__mm_task t = {.k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .x = x, .y = y};
-    if (!t.k) {
+    struct hs__mm_dyn_task d = {
+        .t = {.k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .x = x, .y = y},
+        .chunk_rows = hs__dyn_chunk_rows(cpu, w, 4),
+    };
+    atomic_init(&d.next, 0);
+    if (!d.t.k) {
         return HS_E_NOTSUP;
     }
-    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, hs__mm_act_bytes(&t)));
-    hs__mm_prepare(cpu, &t, 0);
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, hs__mm_act_bytes(&d.t)));
+    hs__mm_prepare(cpu, &d.t, 0);
     if (w->ne[0] * w->ne[1] * x->ne[1] < HS__CPU_PAR_MIN_MACS) {
-        hs__mm_compute(&t, 0, 1);
+        hs__pool_run1_named(cpu->pool, hs__mm_compute, &d, "matmul");
     } else {
-        hs__pool_run(cpu->pool, hs__mm_compute, &t);
+        hs__pool_run_dyn_named(cpu->pool, hs__mm_compute, &d, "matmul");
     }
     return HS_OK;
 }
@@ -198,16 +239,29 @@ static hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w
 
 struct hs__mm_multi_task {
     struct hs__mm_task t[HS_MATMUL_MULTI_MAX];
+    int64_t chunk_rows[HS_MATMUL_MULTI_MAX];
+    int64_t chunk_end[HS_MATMUL_MULTI_MAX]; /* chunks of t[0 .. i] */
     int n;
+    atomic_llong next; /* chunks over all the weights, in order */
 };
 
 static void hs__mm_multi_compute(void *ctx, int ith, int nth)
 {
-    const struct hs__mm_multi_task *m = ctx;
-    for (int i = 0; i < m->n; i++) {
-        int64_t o0, o1;
-        hs__split(m->t[i].w->ne[1], ith, nth, 4, &o0, &o1);
-        hs__mm_range(&m->t[i], o0, o1);
+    struct hs__mm_multi_task *m = ctx;
+    (void)ith;
+    (void)nth;
+    int i = 0;
+    for (;;) {
+        const int64_t c = (int64_t)atomic_fetch_add_explicit(&m->next, 1, memory_order_relaxed);
+        while (i < m->n && c >= m->chunk_end[i]) {
+            i++;
+        }
+        if (i == m->n) {
+            break;
+        }
+        const int64_t first = i ? m->chunk_end[i - 1] : 0;
+        const int64_t o0 = (c - first) * m->chunk_rows[i];
+        hs__mm_range(&m->t[i], o0, HS_MIN(o0 + m->chunk_rows[i], m->t[i].w->ne[1]));
     }
 }
 
@@ -250,10 +304,17 @@ static hs_status hs__cpu_matmul_multi(struct hs_backend *be, int n,
             m.t[i].xq_stride = m.t[owner[i]].xq_stride;
         }
     }
+    int64_t n_chunks = 0;
+    for (int i = 0; i < n; i++) {
+        m.chunk_rows[i] = hs__dyn_chunk_rows(cpu, ws[i], 4);
+        n_chunks += (ws[i]->ne[1] + m.chunk_rows[i] - 1) / m.chunk_rows[i];
+        m.chunk_end[i] = n_chunks;
+    }
+    atomic_init(&m.next, 0);
     if (macs < HS__CPU_PAR_MIN_MACS) {
-        hs__mm_multi_compute(&m, 0, 1);
+        hs__pool_run1_named(cpu->pool, hs__mm_multi_compute, &m, "matmul-multi");
     } else {
-        hs__pool_run(cpu->pool, hs__mm_multi_compute, &m);
+        hs__pool_run_dyn_named(cpu->pool, hs__mm_multi_compute, &m, "matmul-multi");
     }
     return HS_OK;
 }
@@ -291,23 +352,34 @@ struct hs__ffn_task {
     struct hs__mm_task gate; /* y = scratch_gate */
     struct hs__mm_task up;   /* y = scratch_up */
     hs__swiglu_fn swiglu;    /* as the swiglu op */
+    int64_t chunk_rows;      /* multiple of 16 */
+    atomic_llong next;
 };
 
 /* Each thread computes the same rows [o0, o1) of the gate and up products, then silu(g) * u on
  * exactly those columns: no barrier needed between the products and the activation. */
 static void hs__ffn_gate_up(void *ctx, int ith, int nth)
 {
-    const struct hs__ffn_task *t = ctx;
-    int64_t o0, o1;
-    /* Boundaries on multiples of 16: the vector swiglu then leaves exactly the row's n % 16
-     * tail to libm expf, as the swiglu op on whole rows does. */
-    hs__split(t->gate.w->ne[1], ith, nth, 16, &o0, &o1);
-    hs__mm_range(&t->gate, o0, o1);
-    hs__mm_range(&t->up, o0, o1);
-    for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
-        float *g = (float *)hs__row(t->gate.y, r);
-        const float *u = (const float *)hs__row(t->up.y, r);
-        t->swiglu(o1 - o0, g + o0, g + o0, u + o0); /* as the swiglu op */
+    struct hs__ffn_task *t = ctx;
+    (void)ith;
+    (void)nth;
+    const int64_t n_out = t->gate.w->ne[1];
+    /* Chunk boundaries on multiples of 16: the vector swiglu then leaves exactly the row's
+     * n % 16 tail to libm expf, as the swiglu op on whole rows does. */
+    for (;;) {
+        const int64_t o0 =
+            (int64_t)atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed) * t->chunk_rows;
+        if (o0 >= n_out) {
+            break;
+        }
+        const int64_t o1 = HS_MIN(o0 + t->chunk_rows, n_out);
+        hs__mm_range(&t->gate, o0, o1);
+        hs__mm_range(&t->up, o0, o1);
+        for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
+            float *g = (float *)hs__row(t->gate.y, r);
+            const float *u = (const float *)hs__row(t->up.y, r);
+            t->swiglu(o1 - o0, g + o0, g + o0, u + o0); /* as the swiglu op */
+        }
     }
 }
 
@@ -340,7 +412,10 @@ static hs_status hs__cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     } else {
         hs__mm_prepare(cpu, &t.up, gate_bytes);
     }
-    hs__pool_run(cpu->pool, hs__ffn_gate_up, &t);
+    /* Gate and up rows are claimed together: a chunk is half the bytes of each. */
+    t.chunk_rows = hs__dyn_chunk_rows(cpu, a->w_gate, 16);
+    atomic_init(&t.next, 0);
+    hs__pool_run_dyn_named(cpu->pool, hs__ffn_gate_up, &t, "ffn-gate-up");
     return hs__cpu_matmul(be, a->w_down, a->scratch_gate, a->y);
 }
 
@@ -452,9 +527,9 @@ static void hs__moe_convert(struct hs_cpu_backend *cpu, const struct hs_quant_ke
     t.xq = (char *)cpu->act + off;
     t.xq_stride = hs_align_up(hs_type_row_size(k->vec_dot_type, x->ne[0]), 64);
     if (n_rows * x->ne[0] < HS__CPU_PAR_MIN_ELEMS) {
-        hs__mm_convert(&t, 0, 1);
+        hs__pool_run1_named(cpu->pool, hs__mm_convert, &t, "act-convert");
     } else {
-        hs__pool_run(cpu->pool, hs__mm_convert, &t);
+        hs__pool_run_named(cpu->pool, hs__mm_convert, &t, "act-convert");
     }
     *out = t.xq;
     *stride = t.xq_stride;
@@ -510,13 +585,13 @@ static hs_status hs__cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_
     t.n_out = n_ff;
     t.align = n_ff % 16 == 0 ? 16 : n_ff;
     t.work = n_pairs * n_ff;
-    hs__pool_run(cpu->pool, hs__moe_fn, &t);
+    hs__pool_run_named(cpu->pool, hs__moe_fn, &t, "moe");
     hs__moe_convert(cpu, t.kd, a->scratch_gate, n_rows, bg + bu, &t.hq, &t.hq_stride);
     t.phase = 1;
     t.n_out = n_embd;
     t.align = 4;
     t.work = n_pairs * n_embd;
-    hs__pool_run(cpu->pool, hs__moe_fn, &t);
+    hs__pool_run_named(cpu->pool, hs__moe_fn, &t, "moe");
     return HS_OK;
 }
 
@@ -548,9 +623,9 @@ static hs_status hs__cpu_get_rows(struct hs_backend *be, const struct hs_tensor 
         return HS_E_NOTSUP;
     }
     if (hs_tensor_nelements(y) < HS__CPU_PAR_MIN_ELEMS) {
-        hs__get_rows_fn(&t, 0, 1);
+        hs__pool_run1_named(hs__cpu(be)->pool, hs__get_rows_fn, &t, "get-rows");
     } else {
-        hs__pool_run(hs__cpu(be)->pool, hs__get_rows_fn, &t);
+        hs__pool_run_named(hs__cpu(be)->pool, hs__get_rows_fn, &t, "get-rows");
     }
     return HS_OK;
 }
@@ -558,6 +633,8 @@ static hs_status hs__cpu_get_rows(struct hs_backend *be, const struct hs_tensor 
 /* ---- row-wise f32 ops: rms_norm, add, mul, swiglu ---- */
 
 enum hs__ew_kind { HS__EW_RMS_NORM, HS__EW_ADD, HS__EW_MUL, HS__EW_SWIGLU };
+
+static const char *const hs__ew_names[] = {"rms-norm", "add", "mul", "swiglu"};
 
 struct hs__ew_task {
     enum hs__ew_kind kind;
@@ -623,9 +700,9 @@ static void hs__ew_fn(void *ctx, int ith, int nth)
 static hs_status hs__cpu_ew(struct hs_backend *be, struct hs__ew_task *t)
 {
     if (hs_tensor_nelements(t->a) < HS__CPU_PAR_MIN_ELEMS) {
-        hs__ew_fn(t, 0, 1);
+        hs__pool_run1_named(hs__cpu(be)->pool, hs__ew_fn, t, hs__ew_names[t->kind]);
     } else {
-        hs__pool_run(hs__cpu(be)->pool, hs__ew_fn, t);
+        hs__pool_run_named(hs__cpu(be)->pool, hs__ew_fn, t, hs__ew_names[t->kind]);
     }
     return HS_OK;
 }
@@ -718,9 +795,9 @@ static hs_status hs__cpu_rope(struct hs_backend *be, struct hs_tensor *x, const 
     struct hs__rope_task t = {
         .x = x, .pos = pos, .p = p, .tls = cpu->tls, .tls_stride = cpu->tls_stride};
     if (hs_tensor_nelements(x) < HS__CPU_PAR_MIN_ELEMS) {
-        hs__rope_fn(&t, 0, 1);
+        hs__pool_run1_named(cpu->pool, hs__rope_fn, &t, "rope");
     } else {
-        hs__pool_run(cpu->pool, hs__rope_fn, &t);
+        hs__pool_run_named(cpu->pool, hs__rope_fn, &t, "rope");
     }
     return HS_OK;
 }
