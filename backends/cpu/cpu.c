@@ -150,16 +150,18 @@ static void hs__mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
  * prefetcher's best case) and claims rarely, yet a late thread costs at most one chunk. */
 #define HS__CPU_DYN_CHUNKS_PER_THREAD 4
 
-/* Output rows per chunk for w, on multiples of align: at least HS__CPU_DYN_CHUNK_BYTES of
- * weights (work split by bytes, not rows), and no more than HS__CPU_DYN_CHUNKS_PER_THREAD
- * chunks per thread. */
+/* Output rows per chunk for w, on multiples of align: a multiple of the thread count of
+ * chunks (an odd chunk left over would make one thread do a whole chunk more while the others
+ * wait), up to HS__CPU_DYN_CHUNKS_PER_THREAD each, of at least about HS__CPU_DYN_CHUNK_BYTES of
+ * weights where there are enough: work split by bytes, not rows. */
 static int64_t hs__dyn_chunk_rows(const struct hs_cpu_backend *cpu, const struct hs_tensor *w,
                                   int64_t align)
 {
     const int64_t nth = hs__pool_n_threads(cpu->pool);
-    int64_t rows = (int64_t)(HS__CPU_DYN_CHUNK_BYTES / (w->nb[1] ? w->nb[1] : 1));
-    rows = HS_MAX(rows, (w->ne[1] + nth * HS__CPU_DYN_CHUNKS_PER_THREAD - 1) /
-                            (nth * HS__CPU_DYN_CHUNKS_PER_THREAD));
+    const int64_t bytes = w->ne[1] * (int64_t)w->nb[1];
+    int64_t per_thread = bytes / (HS__CPU_DYN_CHUNK_BYTES * nth);
+    per_thread = HS_MIN(HS_MAX(per_thread, 1), HS__CPU_DYN_CHUNKS_PER_THREAD);
+    const int64_t rows = (w->ne[1] + nth * per_thread - 1) / (nth * per_thread);
     return HS_MAX((rows + align - 1) / align * align, align);
 }
 
