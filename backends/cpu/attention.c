@@ -516,9 +516,9 @@ hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_args *ar
     t.tls_stride = cpu->tls_stride;
     atomic_init(&t.next, 0);
     if (t.n_items <= 1) {
-        fn(&t, 0, 1);
+        hs__pool_run1_named(cpu->pool, fn, &t, "attention");
     } else {
-        hs__pool_run(cpu->pool, fn, &t);
+        hs__pool_run_dyn_named(cpu->pool, fn, &t, "attention");
     }
     return HS_OK;
 }

@@ -7,6 +7,7 @@
  * f16 paths in attention.c) so that outputs match llama.cpp closely. Arguments were validated by
  * backend.c. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,12 +142,50 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
     }
 }
 
+/* Weight bytes of one dynamic work chunk: small enough that a thread that starts late (or a
+ * slower core) costs at most a chunk of imbalance, large enough that claiming is noise. */
+#define HS__CPU_DYN_CHUNK_BYTES (32 * 1024)
+
+/* Chunks per thread at most: each thread streams a few long contiguous runs (the hardware
+ * prefetcher's best case) and claims rarely, yet a late thread costs at most one chunk. */
+#define HS__CPU_DYN_CHUNKS_PER_THREAD 4
+
+/* Output rows per chunk for w, on multiples of align: a multiple of the thread count of
+ * chunks (an odd chunk left over would make one thread do a whole chunk more while the others
+ * wait), up to HS__CPU_DYN_CHUNKS_PER_THREAD each, of at least about HS__CPU_DYN_CHUNK_BYTES of
+ * weights where there are enough: work split by bytes, not rows. */
+static int64_t dyn_chunk_rows(const struct hs_cpu_backend *cpu, const struct hs_tensor *w,
+                              int64_t align)
+{
+    const int64_t nth = hs__pool_n_threads(cpu->pool);
+    const int64_t bytes = w->ne[1] * (int64_t)w->nb[1];
+    int64_t per_thread = bytes / (HS__CPU_DYN_CHUNK_BYTES * nth);
+    per_thread = HS_MIN(HS_MAX(per_thread, 1), HS__CPU_DYN_CHUNKS_PER_THREAD);
+    const int64_t rows = (w->ne[1] + nth * per_thread - 1) / (nth * per_thread);
+    return HS_MAX((rows + align - 1) / align * align, align);
+}
+
+/* Dynamic matmul: chunks of chunk_rows output rows claimed from next by every thread. */
+struct hs__mm_dyn_task {
+    struct hs__mm_task t;
+    int64_t chunk_rows;
+    atomic_llong next;
+};
+
 static void mm_compute(void *ctx, int ith, int nth)
 {
-    const struct hs__mm_task *t = ctx;
-    int64_t o0, o1;
-    hs__split(t->w->ne[1], ith, nth, 4, &o0, &o1);
-    mm_range(t, o0, o1);
+    struct hs__mm_dyn_task *d = ctx;
+    (void)ith;
+    (void)nth;
+    const int64_t n_out = d->t.w->ne[1];
+    for (;;) {
+        const int64_t o0 =
+            (int64_t)atomic_fetch_add_explicit(&d->next, 1, memory_order_relaxed) * d->chunk_rows;
+        if (o0 >= n_out) {
+            break;
+        }
+        mm_range(&d->t, o0, HS_MIN(o0 + d->chunk_rows, n_out));
+    }
 }
 
 /* Scratch bytes the activations of t need in their vec_dot_type (0 for f32: used in place). */
@@ -170,9 +209,9 @@ static void mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t
     t->xq_stride = hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
     t->xq = (char *)cpu->act + off;
     if (t->x->ne[1] * t->x->ne[0] < HS__CPU_PAR_MIN_ELEMS) {
-        mm_convert(t, 0, 1);
+        hs__pool_run1_named(cpu->pool, mm_convert, t, "act-convert");
     } else {
-        hs__pool_run(cpu->pool, mm_convert, t);
+        hs__pool_run_named(cpu->pool, mm_convert, t, "act-convert");
     }
 }
 
@@ -180,16 +219,20 @@ static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
                             const struct hs_tensor *x, struct hs_tensor *y)
 {
     struct hs_cpu_backend *cpu = hs__cpu(be);
-    struct hs__mm_task t = {.k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .x = x, .y = y};
-    if (!t.k) {
+    struct hs__mm_dyn_task d = {
+        .t = {.k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .x = x, .y = y},
+        .chunk_rows = dyn_chunk_rows(cpu, w, 4),
+    };
+    atomic_init(&d.next, 0);
+    if (!d.t.k) {
         return HS_E_NOTSUP;
     }
-    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&t)));
-    mm_prepare(cpu, &t, 0);
+    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&d.t)));
+    mm_prepare(cpu, &d.t, 0);
     if (w->ne[0] * w->ne[1] * x->ne[1] < HS__CPU_PAR_MIN_MACS) {
-        mm_compute(&t, 0, 1);
+        hs__pool_run1_named(cpu->pool, mm_compute, &d, "matmul");
     } else {
-        hs__pool_run(cpu->pool, mm_compute, &t);
+        hs__pool_run_dyn_named(cpu->pool, mm_compute, &d, "matmul");
     }
     return HS_OK;
 }
@@ -198,16 +241,29 @@ static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
 
 struct hs__mm_multi_task {
     struct hs__mm_task t[HS_MATMUL_MULTI_MAX];
+    int64_t chunk_rows[HS_MATMUL_MULTI_MAX];
+    int64_t chunk_end[HS_MATMUL_MULTI_MAX]; /* chunks of t[0 .. i] */
     int n;
+    atomic_llong next; /* chunks over all the weights, in order */
 };
 
 static void mm_multi_compute(void *ctx, int ith, int nth)
 {
-    const struct hs__mm_multi_task *m = ctx;
-    for (int i = 0; i < m->n; i++) {
-        int64_t o0, o1;
-        hs__split(m->t[i].w->ne[1], ith, nth, 4, &o0, &o1);
-        mm_range(&m->t[i], o0, o1);
+    struct hs__mm_multi_task *m = ctx;
+    (void)ith;
+    (void)nth;
+    int i = 0;
+    for (;;) {
+        const int64_t c = (int64_t)atomic_fetch_add_explicit(&m->next, 1, memory_order_relaxed);
+        while (i < m->n && c >= m->chunk_end[i]) {
+            i++;
+        }
+        if (i == m->n) {
+            break;
+        }
+        const int64_t first = i ? m->chunk_end[i - 1] : 0;
+        const int64_t o0 = (c - first) * m->chunk_rows[i];
+        mm_range(&m->t[i], o0, HS_MIN(o0 + m->chunk_rows[i], m->t[i].w->ne[1]));
     }
 }
 
@@ -249,10 +305,17 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
             m.t[i].xq_stride = m.t[owner[i]].xq_stride;
         }
     }
+    int64_t n_chunks = 0;
+    for (int i = 0; i < n; i++) {
+        m.chunk_rows[i] = dyn_chunk_rows(cpu, ws[i], 4);
+        n_chunks += (ws[i]->ne[1] + m.chunk_rows[i] - 1) / m.chunk_rows[i];
+        m.chunk_end[i] = n_chunks;
+    }
+    atomic_init(&m.next, 0);
     if (macs < HS__CPU_PAR_MIN_MACS) {
-        mm_multi_compute(&m, 0, 1);
+        hs__pool_run1_named(cpu->pool, mm_multi_compute, &m, "matmul-multi");
     } else {
-        hs__pool_run(cpu->pool, mm_multi_compute, &m);
+        hs__pool_run_dyn_named(cpu->pool, mm_multi_compute, &m, "matmul-multi");
     }
     return HS_OK;
 }
@@ -290,23 +353,34 @@ struct hs__ffn_task {
     struct hs__mm_task gate; /* y = scratch_gate */
     struct hs__mm_task up;   /* y = scratch_up */
     hs__swiglu_fn swiglu;    /* as the swiglu op */
+    int64_t chunk_rows;      /* multiple of 16 */
+    atomic_llong next;
 };
 
 /* Each thread computes the same rows [o0, o1) of the gate and up products, then silu(g) * u on
  * exactly those columns: no barrier needed between the products and the activation. */
 static void ffn_gate_up(void *ctx, int ith, int nth)
 {
-    const struct hs__ffn_task *t = ctx;
-    int64_t o0, o1;
-    /* Boundaries on multiples of 16: the vector swiglu then leaves exactly the row's n % 16
-     * tail to libm expf, as the swiglu op on whole rows does. */
-    hs__split(t->gate.w->ne[1], ith, nth, 16, &o0, &o1);
-    mm_range(&t->gate, o0, o1);
-    mm_range(&t->up, o0, o1);
-    for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
-        float *g = (float *)hs__row(t->gate.y, r);
-        const float *u = (const float *)hs__row(t->up.y, r);
-        t->swiglu(o1 - o0, g + o0, g + o0, u + o0); /* as the swiglu op */
+    struct hs__ffn_task *t = ctx;
+    (void)ith;
+    (void)nth;
+    const int64_t n_out = t->gate.w->ne[1];
+    /* Chunk boundaries on multiples of 16: the vector swiglu then leaves exactly the row's
+     * n % 16 tail to libm expf, as the swiglu op on whole rows does. */
+    for (;;) {
+        const int64_t o0 =
+            (int64_t)atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed) * t->chunk_rows;
+        if (o0 >= n_out) {
+            break;
+        }
+        const int64_t o1 = HS_MIN(o0 + t->chunk_rows, n_out);
+        mm_range(&t->gate, o0, o1);
+        mm_range(&t->up, o0, o1);
+        for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
+            float *g = (float *)hs__row(t->gate.y, r);
+            const float *u = (const float *)hs__row(t->up.y, r);
+            t->swiglu(o1 - o0, g + o0, g + o0, u + o0); /* as the swiglu op */
+        }
     }
 }
 
@@ -339,7 +413,10 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     } else {
         mm_prepare(cpu, &t.up, gate_bytes);
     }
-    hs__pool_run(cpu->pool, ffn_gate_up, &t);
+    /* Gate and up rows are claimed together: a chunk is half the bytes of each. */
+    t.chunk_rows = dyn_chunk_rows(cpu, a->w_gate, 16);
+    atomic_init(&t.next, 0);
+    hs__pool_run_dyn_named(cpu->pool, ffn_gate_up, &t, "ffn-gate-up");
     return cpu_matmul(be, a->w_down, a->scratch_gate, a->y);
 }
 
@@ -451,9 +528,9 @@ static void moe_convert(struct hs_cpu_backend *cpu, const struct hs_quant_kernel
     t.xq = (char *)cpu->act + off;
     t.xq_stride = hs_align_up(hs_type_row_size(k->vec_dot_type, x->ne[0]), 64);
     if (n_rows * x->ne[0] < HS__CPU_PAR_MIN_ELEMS) {
-        mm_convert(&t, 0, 1);
+        hs__pool_run1_named(cpu->pool, mm_convert, &t, "act-convert");
     } else {
-        hs__pool_run(cpu->pool, mm_convert, &t);
+        hs__pool_run_named(cpu->pool, mm_convert, &t, "act-convert");
     }
     *out = t.xq;
     *stride = t.xq_stride;
@@ -509,13 +586,13 @@ static hs_status cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args
     t.n_out = n_ff;
     t.align = n_ff % 16 == 0 ? 16 : n_ff;
     t.work = n_pairs * n_ff;
-    hs__pool_run(cpu->pool, moe_fn, &t);
+    hs__pool_run_named(cpu->pool, moe_fn, &t, "moe");
     moe_convert(cpu, t.kd, a->scratch_gate, n_rows, bg + bu, &t.hq, &t.hq_stride);
     t.phase = 1;
     t.n_out = n_embd;
     t.align = 4;
     t.work = n_pairs * n_embd;
-    hs__pool_run(cpu->pool, moe_fn, &t);
+    hs__pool_run_named(cpu->pool, moe_fn, &t, "moe");
     return HS_OK;
 }
 
@@ -547,9 +624,9 @@ static hs_status cpu_get_rows(struct hs_backend *be, const struct hs_tensor *w, 
         return HS_E_NOTSUP;
     }
     if (hs_tensor_nelements(y) < HS__CPU_PAR_MIN_ELEMS) {
-        get_rows_fn(&t, 0, 1);
+        hs__pool_run1_named(hs__cpu(be)->pool, get_rows_fn, &t, "get-rows");
     } else {
-        hs__pool_run(hs__cpu(be)->pool, get_rows_fn, &t);
+        hs__pool_run_named(hs__cpu(be)->pool, get_rows_fn, &t, "get-rows");
     }
     return HS_OK;
 }
@@ -557,6 +634,8 @@ static hs_status cpu_get_rows(struct hs_backend *be, const struct hs_tensor *w, 
 /* ---- row-wise f32 ops: rms_norm, add, mul, swiglu ---- */
 
 enum hs__ew_kind { HS__EW_RMS_NORM, HS__EW_ADD, HS__EW_MUL, HS__EW_SWIGLU };
+
+static const char *const hs__ew_names[] = {"rms-norm", "add", "mul", "swiglu"};
 
 struct hs__ew_task {
     enum hs__ew_kind kind;
@@ -622,9 +701,9 @@ static void ew_fn(void *ctx, int ith, int nth)
 static hs_status cpu_ew(struct hs_backend *be, struct hs__ew_task *t)
 {
     if (hs_tensor_nelements(t->a) < HS__CPU_PAR_MIN_ELEMS) {
-        ew_fn(t, 0, 1);
+        hs__pool_run1_named(hs__cpu(be)->pool, ew_fn, t, hs__ew_names[t->kind]);
     } else {
-        hs__pool_run(hs__cpu(be)->pool, ew_fn, t);
+        hs__pool_run_named(hs__cpu(be)->pool, ew_fn, t, hs__ew_names[t->kind]);
     }
     return HS_OK;
 }
@@ -717,9 +796,9 @@ static hs_status cpu_rope(struct hs_backend *be, struct hs_tensor *x, const int3
     struct hs__rope_task t = {
         .x = x, .pos = pos, .p = p, .tls = cpu->tls, .tls_stride = cpu->tls_stride};
     if (hs_tensor_nelements(x) < HS__CPU_PAR_MIN_ELEMS) {
-        rope_fn(&t, 0, 1);
+        hs__pool_run1_named(cpu->pool, rope_fn, &t, "rope");
     } else {
-        hs__pool_run(cpu->pool, rope_fn, &t);
+        hs__pool_run_named(cpu->pool, rope_fn, &t, "rope");
     }
     return HS_OK;
 }
@@ -841,8 +920,7 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
     cpu->base.iface = &cpu_iface;
     cpu->isa = hs__cpu_detect_isa();
     cpu->simd = cpu->isa >= HS_ISA_AVX2;
-    st = hs__pool_create(params->n_threads, params->pin_threads, params->first_core,
-                         &cpu->pool);
+    st = hs__pool_create(params->n_threads, params->pin_threads, params->first_core, &cpu->pool);
     if (st != HS_OK) {
         goto fail_cpu;
     }

@@ -8,10 +8,12 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "hs-config.h"
 
 #if HS_HAVE_HWLOC
@@ -33,6 +35,26 @@ struct hs__pool_worker {
     pthread_t thread;
     int ith;
     bool started;
+    /* Profiling (HS_PROFILE=1): this worker's start and end of the current task, written before
+     * its n_pending release, read by the caller after it sees n_pending reach 0. */
+    uint64_t prof_start_ns, prof_end_ns;
+    bool prof_cancelled; /* the caller took this worker's part of the current task */
+    /* The last generation this worker claimed, or the caller cancelled for it: whoever moves it
+     * to the current generation first (compare-and-swap) owns the worker's part of the task. */
+    _Alignas(64) _Atomic uint32_t claim;
+};
+
+/* Per-op totals of the profiler; an op is a name given to hs__pool_run_named. */
+#define HS__POOL_PROF_OPS 32
+struct hs__pool_prof_op {
+    const char *name; /* borrowed: a string literal */
+    uint64_t calls;
+    uint64_t serial_calls; /* of calls, run on the caller alone (too small to split) */
+    uint64_t wall_ns;      /* caller's dispatch to the last thread's end */
+    uint64_t work_ns;      /* summed over threads: time inside fn */
+    uint64_t wake_ns;      /* summed over workers: dispatch to the start of fn */
+    uint64_t imbal_ns;     /* summed over threads: own end to the last thread's end */
+    uint64_t cancelled;    /* worker parts the caller took because the worker had not started */
 };
 
 struct hs_pool {
@@ -44,6 +66,7 @@ struct hs_pool {
     hs_pool_fn fn;
     void *ctx;
     bool stop;
+    bool cancellable; /* the current task is shared out dynamically (see hs__pool_run_dyn_named) */
 
     _Alignas(64) _Atomic uint32_t gen;  /* futex word: bumped once per dispatch */
     _Alignas(64) atomic_int n_sleepers; /* workers inside (or about to enter) futex_wait */
@@ -51,11 +74,21 @@ struct hs_pool {
 
     struct hs__pool_worker *workers; /* [n_threads - 1] */
 
+    bool prof;                   /* HS_PROFILE=1 at creation */
+    uint64_t prof_caller_end_ns; /* the caller's end of fn in the current dispatch */
+    uint64_t prof_last_end_ns;   /* end of the previous dispatch (0: none yet) */
+    uint64_t prof_gap_ns;   /* caller time between dispatches (serial work, engine, sampling) */
+    uint64_t prof_first_ns; /* first dispatch */
+    int n_prof;
+    struct hs__pool_prof_op prof_ops[HS__POOL_PROF_OPS];
+
 #if HS_HAVE_HWLOC
     hwloc_topology_t topo;
     bool have_topo;
 #endif
 };
+
+static void pool_prof_log(struct hs_pool *pool);
 
 static long hs__futex(_Atomic uint32_t *addr, int op, uint32_t val)
 {
@@ -98,8 +131,7 @@ static void pool_pin(struct hs_pool *pool, int core)
     if (n_cores <= 0) {
         return;
     }
-    hwloc_obj_t obj =
-        hwloc_get_obj_by_type(pool->topo, HWLOC_OBJ_CORE, (unsigned)(core % n_cores));
+    hwloc_obj_t obj = hwloc_get_obj_by_type(pool->topo, HWLOC_OBJ_CORE, (unsigned)(core % n_cores));
     if (!obj || !obj->cpuset) {
         return;
     }
@@ -167,7 +199,17 @@ static void *pool_main(void *arg)
         if (pool->stop) {
             break;
         }
-        pool->fn(pool->ctx, w->ith, pool->n_threads);
+        uint32_t c = atomic_load_explicit(&w->claim, memory_order_relaxed);
+        if (c == seen || !atomic_compare_exchange_strong(&w->claim, &c, seen)) {
+            continue; /* the caller finished the task without this worker */
+        }
+        if (pool->prof) {
+            w->prof_start_ns = now_ns();
+            pool->fn(pool->ctx, w->ith, pool->n_threads);
+            w->prof_end_ns = now_ns();
+        } else {
+            pool->fn(pool->ctx, w->ith, pool->n_threads);
+        }
         atomic_fetch_sub_explicit(&pool->n_pending, 1, memory_order_release);
     }
     return NULL;
@@ -198,6 +240,8 @@ hs_status hs__pool_create(int n_threads, bool pin, int first_core, struct hs_poo
     atomic_init(&pool->gen, 0);
     atomic_init(&pool->n_sleepers, 0);
     atomic_init(&pool->n_pending, 0);
+    const char *prof = getenv("HS_PROFILE");
+    pool->prof = prof && strcmp(prof, "0") != 0 && prof[0] != '\0';
     if (n_threads > 1) {
         pool->workers = calloc((size_t)n_threads - 1, sizeof(*pool->workers));
         if (!pool->workers) {
@@ -219,6 +263,7 @@ hs_status hs__pool_create(int n_threads, bool pin, int first_core, struct hs_poo
         struct hs__pool_worker *w = &pool->workers[i - 1];
         w->pool = pool;
         w->ith = i;
+        atomic_init(&w->claim, 0);
         if (pthread_create(&w->thread, NULL, pool_main, w) != 0) {
             st = HS_E_INTERNAL;
             goto fail_threads;
@@ -241,6 +286,9 @@ void hs__pool_destroy(struct hs_pool *pool)
 {
     if (!pool) {
         return;
+    }
+    if (pool->prof) {
+        pool_prof_log(pool);
     }
     pool->stop = true;
     pool_kick(pool);
@@ -270,7 +318,7 @@ int hs__pool_n_threads(const struct hs_pool *pool)
     return pool->n_threads;
 }
 
-void hs__pool_run(struct hs_pool *pool, hs_pool_fn fn, void *ctx)
+static void pool_dispatch(struct hs_pool *pool, hs_pool_fn fn, void *ctx, bool cancellable)
 {
     const int nth = pool->n_threads;
     if (nth == 1) {
@@ -279,14 +327,156 @@ void hs__pool_run(struct hs_pool *pool, hs_pool_fn fn, void *ctx)
     }
     pool->fn = fn;
     pool->ctx = ctx;
+    pool->cancellable = cancellable;
     atomic_store_explicit(&pool->n_pending, nth - 1, memory_order_relaxed);
     pool_kick(pool); /* seq_cst: orders fn/ctx/n_pending before the new gen */
     fn(ctx, 0, nth);
+    if (pool->prof) {
+        pool->prof_caller_end_ns = now_ns();
+    }
+    /* A dynamic task is done when the caller's fn returns (it claimed whatever was left):
+     * workers that have not started it yet need not be waited for. On a loaded machine a
+     * descheduled worker otherwise costs a whole time slice per op. */
+    const uint32_t g = atomic_load_explicit(&pool->gen, memory_order_relaxed);
+    for (int i = 1; i < nth; i++) {
+        struct hs__pool_worker *w = &pool->workers[i - 1];
+        w->prof_cancelled = false;
+        if (!cancellable) {
+            continue;
+        }
+        uint32_t c = atomic_load_explicit(&w->claim, memory_order_relaxed);
+        if (c != g && atomic_compare_exchange_strong(&w->claim, &c, g)) {
+            w->prof_cancelled = true;
+            atomic_fetch_sub_explicit(&pool->n_pending, 1, memory_order_relaxed);
+        }
+    }
     /* Spin; yield now and then so an oversubscribed machine can run the workers we wait on. */
     for (unsigned i = 1; atomic_load_explicit(&pool->n_pending, memory_order_acquire) > 0; i++) {
         HS__CPU_RELAX();
         if ((i & 1023) == 0) {
             sched_yield();
         }
+    }
+}
+
+static struct hs__pool_prof_op *pool_prof_find(struct hs_pool *pool, const char *name)
+{
+    for (int i = 0; i < pool->n_prof; i++) {
+        if (pool->prof_ops[i].name == name || strcmp(pool->prof_ops[i].name, name) == 0) {
+            return &pool->prof_ops[i];
+        }
+    }
+    if (pool->n_prof == HS__POOL_PROF_OPS) {
+        return &pool->prof_ops[HS__POOL_PROF_OPS - 1]; /* lumped */
+    }
+    struct hs__pool_prof_op *op = &pool->prof_ops[pool->n_prof++];
+    op->name = name;
+    return op;
+}
+
+static void pool_prof_run(struct hs_pool *pool, hs_pool_fn fn, void *ctx, const char *name,
+                          bool serial, bool cancellable)
+{
+    const uint64_t t0 = now_ns();
+    if (pool->prof_last_end_ns) {
+        pool->prof_gap_ns += t0 - pool->prof_last_end_ns;
+    } else {
+        pool->prof_first_ns = t0;
+    }
+    if (serial) {
+        fn(ctx, 0, 1);
+    } else {
+        pool_dispatch(pool, fn, ctx, cancellable);
+    }
+    const uint64_t caller_end =
+        !serial && pool->n_threads > 1 ? pool->prof_caller_end_ns : now_ns();
+    const uint64_t t1 = now_ns();
+    struct hs__pool_prof_op *op = pool_prof_find(pool, name ? name : "other");
+    uint64_t last = caller_end;
+    for (int i = 1; i < pool->n_threads && !serial; i++) {
+        if (!pool->workers[i - 1].prof_cancelled) {
+            last = HS_MAX(last, pool->workers[i - 1].prof_end_ns);
+        }
+    }
+    op->calls++;
+    op->wall_ns += t1 - t0;
+    op->work_ns += caller_end - t0;
+    op->imbal_ns += last - caller_end;
+    if (serial) {
+        op->serial_calls++;
+        pool->prof_last_end_ns = t1;
+        return;
+    }
+    for (int i = 1; i < pool->n_threads; i++) {
+        const struct hs__pool_worker *w = &pool->workers[i - 1];
+        if (w->prof_cancelled) {
+            op->cancelled++;
+            continue;
+        }
+        op->work_ns += w->prof_end_ns - w->prof_start_ns;
+        op->wake_ns += w->prof_start_ns > t0 ? w->prof_start_ns - t0 : 0;
+        op->imbal_ns += last - w->prof_end_ns;
+    }
+    pool->prof_last_end_ns = t1;
+}
+
+void hs__pool_run_named(struct hs_pool *pool, hs_pool_fn fn, void *ctx, const char *name)
+{
+    if (pool->prof) {
+        pool_prof_run(pool, fn, ctx, name, false, false);
+    } else {
+        pool_dispatch(pool, fn, ctx, false);
+    }
+}
+
+void hs__pool_run_dyn_named(struct hs_pool *pool, hs_pool_fn fn, void *ctx, const char *name)
+{
+    if (pool->prof) {
+        pool_prof_run(pool, fn, ctx, name, false, true);
+    } else {
+        pool_dispatch(pool, fn, ctx, true);
+    }
+}
+
+void hs__pool_run1_named(struct hs_pool *pool, hs_pool_fn fn, void *ctx, const char *name)
+{
+    if (pool->prof) {
+        pool_prof_run(pool, fn, ctx, name, true, false);
+    } else {
+        fn(ctx, 0, 1);
+    }
+}
+
+void hs__pool_run(struct hs_pool *pool, hs_pool_fn fn, void *ctx)
+{
+    hs__pool_run_named(pool, fn, ctx, NULL);
+}
+
+/* Logs the profile, one line per op (WARN: the user asked for it with HS_PROFILE). Times are
+ * totals in ms over the pool's life; thread-ms sum over the threads. */
+static void pool_prof_log(struct hs_pool *pool)
+{
+    const int nth = pool->n_threads;
+    uint64_t wall = 0;
+    for (int i = 0; i < pool->n_prof; i++) {
+        wall += pool->prof_ops[i].wall_ns;
+    }
+    const uint64_t span = pool->prof_last_end_ns - pool->prof_first_ns;
+    HS_LOG_WARN("profile: pool of %d threads: %.1f ms from the first dispatch to the last, %.1f "
+                "ms inside ops (%.1f%%), %.1f ms between them on the caller",
+                nth, 1e-6 * (double)span, 1e-6 * (double)wall,
+                span ? 100.0 * (double)wall / (double)span : 0.0, 1e-6 * (double)pool->prof_gap_ns);
+    HS_LOG_WARN("profile: %-16s %8s %8s %9s %9s %7s %8s %11s %11s %12s", "op", "calls", "serial",
+                "cancelled", "wall ms", "wall%", "us/call", "work thr-ms", "wake thr-ms",
+                "imbal thr-ms");
+    for (int i = 0; i < pool->n_prof; i++) {
+        const struct hs__pool_prof_op *op = &pool->prof_ops[i];
+        HS_LOG_WARN("profile: %-16s %8llu %8llu %9llu %9.2f %6.1f%% %8.2f %11.2f %11.2f %12.2f",
+                    op->name, (unsigned long long)op->calls, (unsigned long long)op->serial_calls,
+                    (unsigned long long)op->cancelled, 1e-6 * (double)op->wall_ns,
+                    span ? 100.0 * (double)op->wall_ns / (double)span : 0.0,
+                    op->calls ? 1e-3 * (double)op->wall_ns / (double)op->calls : 0.0,
+                    1e-6 * (double)op->work_ns, 1e-6 * (double)op->wake_ns,
+                    1e-6 * (double)op->imbal_ns);
     }
 }

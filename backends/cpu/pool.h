@@ -41,4 +41,20 @@ int hs__pool_n_threads(const struct hs_pool *pool);
  * alone when nth == 1. Not reentrant: fn must not call hs__pool_run. */
 void hs__pool_run(struct hs_pool *pool, hs_pool_fn fn, void *ctx);
 
+/* hs__pool_run, counted under name (borrowed: a string literal) when the environment had
+ * HS_PROFILE=1 at the pool's creation: per op the calls, wall time, time inside fn, workers'
+ * wake-up latency and load imbalance (time threads waited for the slowest), logged at WARN by
+ * hs__pool_destroy. Without HS_PROFILE it costs one branch. */
+void hs__pool_run_named(struct hs_pool *pool, hs_pool_fn fn, void *ctx, const char *name);
+
+/* hs__pool_run_named for a dynamic task: fn must share its work out through a counter that
+ * every thread draws from until it is exhausted (never by ith), so that the caller's fn alone
+ * completes the task. Workers that have not started it when the caller's fn returns are
+ * cancelled (compare-and-swap on their claim) rather than waited for. */
+void hs__pool_run_dyn_named(struct hs_pool *pool, hs_pool_fn fn, void *ctx, const char *name);
+
+/* fn(ctx, 0, 1) on the caller alone (a task too small to split), counted under name as
+ * hs__pool_run_named counts. */
+void hs__pool_run1_named(struct hs_pool *pool, hs_pool_fn fn, void *ctx, const char *name);
+
 #endif

@@ -171,3 +171,53 @@ Test(backend_pool, every_thread_runs_once_per_dispatch_spinning_and_after_sleep)
     hs__pool_destroy(pool);
     hs__pool_destroy(NULL);
 }
+
+/* A dynamic task: chunks claimed from a counter, each chunk's cell incremented by whoever
+ * claims it; a worker's late run would touch a later dispatch's cells or find the counter
+ * exhausted. */
+struct pool_dyn {
+    atomic_int next;
+    int n_chunks;
+    atomic_int cells[64];
+    atomic_int ran[4];
+};
+
+static void pool_dyn_fn(void *ctx, int ith, int nth)
+{
+    struct pool_dyn *d = ctx;
+    (void)nth;
+    atomic_fetch_add(&d->ran[ith], 1);
+    for (int c; (c = atomic_fetch_add(&d->next, 1)) < d->n_chunks;) {
+        atomic_fetch_add(&d->cells[c], 1);
+    }
+}
+
+Test(backend_pool, dynamic_tasks_run_every_chunk_once_with_late_workers_cancelled)
+{
+    struct hs_pool *pool = NULL;
+    cr_assert_eq(hs__pool_create(3, false, 0, &pool), HS_OK);
+    int ran_workers = 0;
+    for (int i = 0; i < 20000; i++) {
+        struct pool_dyn d = {.n_chunks = 1 + i % 64};
+        if (i % 5000 == 4999) {
+            usleep(2000); /* workers asleep: the caller likely finishes alone */
+        }
+        hs__pool_run_dyn_named(pool, pool_dyn_fn, &d, "test");
+        for (int c = 0; c < 64; c++) {
+            cr_assert_eq(atomic_load(&d.cells[c]), c < d.n_chunks ? 1 : 0, "dispatch %d chunk %d",
+                         i, c);
+        }
+        cr_assert_eq(atomic_load(&d.ran[0]), 1);
+        /* d goes out of scope here: a cancelled worker must never run this dispatch later. */
+        ran_workers += atomic_load(&d.ran[1]) + atomic_load(&d.ran[2]);
+    }
+    /* Interleaved with static dispatches, which always wait for every worker. */
+    struct pool_probe p = {0};
+    for (int i = 0; i < 1000; i++) {
+        hs__pool_run(pool, pool_probe_fn, &p);
+        cr_assert_eq(atomic_load(&p.calls[1]), i + 1);
+        cr_assert_eq(atomic_load(&p.calls[2]), i + 1);
+    }
+    cr_assert_leq(ran_workers, 2 * 20000);
+    hs__pool_destroy(pool);
+}
