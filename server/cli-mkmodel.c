@@ -24,7 +24,7 @@ static void usage(FILE *f)
                "                        hunyuan-large-tiny (dim 128, 4 layers, K/V shared by\n"
                "                        pairs of layers, 16 experts / top-1, shared MLP, f32)\n"
                "      --arch A          llama (default), qwen2, qwen3, qwen2moe, qwen3moe, olmoe,\n"
-               "                        hunyuan-moe or hunyuan-large\n"
+               "                        hunyuan-moe, hunyuan-large or qwen2vl (M-RoPE)\n"
                "      --type T          f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1,\n"
                "                        q4_K (the types llama-quantize's Q4_K_M picks), q5_K\n"
                "                        or q6_K (default: f32; smollm-135m: q8_0)\n"
