@@ -38,7 +38,8 @@ struct hs_mkproj_params {
 };
 
 /* Defaults for type t: a tiny encoder (dim 64, 2 layers, 4 heads, ffn 128) projecting to 64,
- * patch 14; image_size 56 (Qwen, merge 2) or 56 (idefics3, scale factor 2). */
+ * patch 14, image_size 56, merge (Qwen) or pixel-shuffle scale (idefics3) 2. Qwen images are
+ * sized by the image itself, not image_size: llama.cpp scales them to 8..4096 merged tokens. */
 struct hs_mkproj_params hs_mkproj_default_params(enum hs_proj_type t);
 
 /* Writes a random-weight projector GGUF (general.architecture "clip"). Errors: HS_E_INVAL (bad
