@@ -357,6 +357,17 @@ hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
     if ((st = hs_gguf_writer_set_f32(s.w, key, 10000.0f)) != HS_OK) {
         goto done;
     }
+    if (p->arch == HS_ARCH_QWEN2VL) {
+        /* M-RoPE: the rotary pairs split time : height : width as Qwen2-VL's 16 : 24 : 24 of 64
+         * (a quarter for time, the rest halved), the fourth section unused. */
+        const int32_t t = (int32_t)(hd / 2 / 4);
+        const int32_t hw = (int32_t)(hd / 2 - t) / 2;
+        const int32_t sections[4] = {t, hw, (int32_t)(hd / 2) - t - hw, 0};
+        snprintf(key, sizeof(key), "%s.rope.dimension_sections", an);
+        if ((st = hs_gguf_writer_set_arr(s.w, key, HS_GGUF_TYPE_INT32, sections, 4)) != HS_OK) {
+            goto done;
+        }
+    }
     if ((st = add_vocab(s.w, p->n_vocab)) != HS_OK) {
         goto done;
     }
@@ -396,7 +407,8 @@ hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
     } while (0)
         /* Cross-layer attention: only each group's first layer has K/V weights. */
         const bool own_kv = il % cla == 0;
-        const bool qkv_bias = p->arch == HS_ARCH_QWEN2 || p->arch == HS_ARCH_QWEN2MOE;
+        const bool qkv_bias = p->arch == HS_ARCH_QWEN2 || p->arch == HS_ARCH_QWEN2MOE ||
+                              p->arch == HS_ARCH_QWEN2VL;
         const bool head_norm = p->arch == HS_ARCH_QWEN3 || p->arch == HS_ARCH_QWEN3MOE ||
                                p->arch == HS_ARCH_HUNYUAN_MOE || p->arch == HS_ARCH_HUNYUAN_LARGE;
         LAYER("attn_norm.weight", HS_TYPE_F32, p->n_embd, 0, 1.0f, 0.1f);

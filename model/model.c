@@ -36,6 +36,8 @@ static const struct arch_desc archs[HS_ARCH_COUNT] = {
                              true, false, true},
     [HS_ARCH_HUNYUAN_LARGE] = {"hunyuan-large", HS_ROPE_NEOX, false, HS_QK_NORM_HEAD_AFTER, 2,
                                false, true, false, true},
+    [HS_ARCH_QWEN2VL] = {"qwen2vl", HS_ROPE_NEOX, true, HS_QK_NORM_NONE, 0, false, false, false,
+                         false},
 };
 
 const char *hs_arch_str(enum hs_arch a)

@@ -30,6 +30,8 @@ enum hs_arch {
     HS_ARCH_OLMOE,         /* q/k RMSNorm over the whole projection; experts */
     HS_ARCH_HUNYUAN_MOE,   /* q/k norm after RoPE; experts plus a shared MLP (Hunyuan-A13B) */
     HS_ARCH_HUNYUAN_LARGE, /* hunyuan-moe with cross-layer attention (our own GGUF keys) */
+    HS_ARCH_QWEN2VL,       /* qwen2 with M-RoPE (rope.dimension_sections); text positions are
+                            * equal in every section, which is plain NEOX RoPE */
     HS_ARCH_COUNT,
 };
 /* The general.architecture name ("llama", "qwen2moe", "hunyuan-large", ...). */

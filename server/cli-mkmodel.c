@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "model/mkproj.h"
 #include "model/model.h"
 #include "server/cli.h"
 
@@ -23,7 +24,7 @@ static void usage(FILE *f)
                "                        hunyuan-large-tiny (dim 128, 4 layers, K/V shared by\n"
                "                        pairs of layers, 16 experts / top-1, shared MLP, f32)\n"
                "      --arch A          llama (default), qwen2, qwen3, qwen2moe, qwen3moe, olmoe,\n"
-               "                        hunyuan-moe or hunyuan-large\n"
+               "                        hunyuan-moe, hunyuan-large or qwen2vl (M-RoPE)\n"
                "      --type T          f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1,\n"
                "                        q4_K (the types llama-quantize's Q4_K_M picks), q5_K\n"
                "                        or q6_K (default: f32; smollm-135m: q8_0)\n"
@@ -41,7 +42,96 @@ static void usage(FILE *f)
                "      --weights-norm B  0 or 1: renormalise the chosen experts' weights\n"
                "      --weights-scale F multiply the weights by F\n"
                "      --cla N           hunyuan-large: N layers share one layer's K/V\n"
-               "      --seed N          weights' random seed (default 1)\n");
+               "      --seed N          weights' random seed (default 1)\n"
+               "\n"
+               "Multimodal projector (an mmproj file for --mmproj, llama.cpp's clip layout):\n"
+               "      --projector P     write a projector instead: qwen2vl, qwen25vl or idefics3\n"
+               "                        (vision dim 64, 2 layers, 4 heads, ffn 128, patch 14,\n"
+               "                        image 56); --dim N is the language model's width\n"
+               "      --vision-dim N --vision-layers N --vision-heads N --vision-ffn N\n"
+               "      --image-size N --patch-size N --merge N --type f32|f16 --seed N\n");
+}
+
+/* hetserve mkmodel --projector P: the projector writer's own options. */
+static int mkproj_main(int argc, char **argv, const char *type)
+{
+    const enum hs_proj_type t = hs_proj_type_from_str(type);
+    if (t == HS_PROJ_COUNT) {
+        fprintf(stderr, "hetserve: unknown --projector '%s' (qwen2vl, qwen25vl, idefics3)\n", type);
+        return 2;
+    }
+    struct hs_mkproj_params p = hs_mkproj_default_params(t);
+    const char *out = NULL;
+    int64_t v;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "hetserve mkmodel: option '%s' needs a value; see --help\n", a);
+            return 2;
+        }
+        const char *val = argv[++i];
+        int32_t *field = NULL;
+        int64_t lo = 1;
+        int64_t hi = 1 << 16;
+        if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+            out = val;
+        } else if (!strcmp(a, "--projector")) {
+        } else if (!strcmp(a, "--type")) {
+            if (!strcasecmp(val, "f32") || !strcasecmp(val, "f16")) {
+                p.wtype = !strcasecmp(val, "f32") ? HS_TYPE_F32 : HS_TYPE_F16;
+            } else {
+                fprintf(stderr, "hetserve: projector --type is f32 or f16\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--seed")) {
+            if (!hs__cli_parse_int("--seed", val, 0, INT64_MAX, &v)) {
+                return 2;
+            }
+            p.seed = (uint64_t)v;
+        } else if (!strcmp(a, "--dim")) {
+            field = &p.proj_dim;
+        } else if (!strcmp(a, "--vision-dim")) {
+            field = &p.n_embd;
+        } else if (!strcmp(a, "--vision-layers")) {
+            field = &p.n_layer;
+        } else if (!strcmp(a, "--vision-heads")) {
+            field = &p.n_head;
+        } else if (!strcmp(a, "--vision-ffn")) {
+            field = &p.n_ff;
+        } else if (!strcmp(a, "--image-size")) {
+            field = &p.image_size;
+        } else if (!strcmp(a, "--patch-size")) {
+            field = &p.patch_size;
+        } else if (!strcmp(a, "--merge")) {
+            field = &p.n_merge;
+            hi = 8;
+        } else {
+            fprintf(stderr, "hetserve mkmodel: option '%s' does not apply to --projector\n", a);
+            return 2;
+        }
+        if (field) {
+            if (!hs__cli_parse_int(a, val, lo, hi, &v)) {
+                return 2;
+            }
+            *field = (int32_t)v;
+        }
+    }
+    if (!out) {
+        fprintf(stderr, "hetserve mkmodel: -o FILE is required; see --help\n");
+        return 2;
+    }
+    struct hs_error err = {0};
+    if (hs_mkproj_write(&p, out, &err) != HS_OK) {
+        fprintf(stderr, "hetserve: mkmodel --projector: %s\n", err.message);
+        return 1;
+    }
+    fprintf(stderr, "hetserve: wrote %s (%s projector, vision dim %d, %d layers, to dim %d)\n",
+            out, hs_proj_type_str(p.type), p.n_embd, p.n_layer, p.proj_dim);
+    return 0;
 }
 
 int hs__cli_mkmodel(int argc, char **argv)
@@ -94,6 +184,11 @@ int hs__cli_mkmodel(int argc, char **argv)
         {0, 0, 0, 0},
     };
     /* Two passes: the preset first, so explicit flags override it wherever they appear. */
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--projector")) {
+            return mkproj_main(argc, argv, argv[i + 1]);
+        }
+    }
     struct hs_mkmodel_params p = hs_mkmodel_default_params();
     for (int i = 1; i + 1 < argc; i++) {
         if (!strcmp(argv[i], "--preset")) {

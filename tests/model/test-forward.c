@@ -254,3 +254,20 @@ Test(forward, long_prompt_in_one_batch_equals_small_chunks, .timeout = 120)
     cr_assert(e < 1e-5, "one batch vs chunks of 5: %.3g", e);
     unload(&l);
 }
+
+/* qwen2vl is qwen2 with M-RoPE sections; a text prompt's positions are the same in every
+ * section, so the same weights must give the same logits as qwen2. */
+Test(forward, qwen2vl_text_prompt_matches_qwen2, .timeout = 120)
+{
+    static float ref[600], got[600];
+    hs_token toks[N_PROMPT];
+    prompt(toks, N_PROMPT, 11);
+    struct loaded base = {0}, vl = {0};
+    load_mk(&base, HS_ARCH_QWEN2, HS_TYPE_F32, 64, 1);
+    load_mk(&vl, HS_ARCH_QWEN2VL, HS_TYPE_F32, 64, 1);
+    run_prompt(&base, toks, N_PROMPT, ref);
+    run_prompt(&vl, toks, N_PROMPT, got);
+    cr_assert_lt(nrmse(got, ref, 600), 1e-6, "nrmse %g", nrmse(got, ref, 600));
+    unload(&base);
+    unload(&vl);
+}
