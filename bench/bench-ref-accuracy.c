@@ -6,7 +6,8 @@
  *   bench-ref-accuracy MODEL.gguf REF.json [REF2.json ...]
  *
  * Prints, per reference file, the largest and the mean |logprob difference| over the top-5
- * tokens of each prompt's first step: ours - exact, theirs - exact, ours - theirs. A yardstick, not a test. */
+ * tokens of each prompt's first step: ours - exact, theirs - exact, ours - theirs. A yardstick, not
+ * a test. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
