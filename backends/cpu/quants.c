@@ -1,10 +1,12 @@
 /* Weight-type kernels: scalar paths, reference quantizers, and the per-ISA dispatch tables.
  * The scalar kernels are the portable fallback and the model the SIMD files follow. */
 #include "backends/cpu/quants.h"
+#include "common/log.h"
 
 #include <math.h>
 #include <stddef.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ================================================================================================
@@ -914,11 +916,28 @@ static enum hs_isa detect_isa_uncached(void)
  * operation: detect once. A race between first callers computes the same value twice. */
 static _Atomic int detected_isa = -1;
 
+/* HS_CPU_ISA caps the detected ISA (see quants.h); an unknown value is ignored with a warning. */
+static enum hs_isa isa_env_cap(enum hs_isa best)
+{
+    const char *want = getenv("HS_CPU_ISA");
+    if (!want || !*want) {
+        return best;
+    }
+    for (int i = 0; i < HS_ISA_COUNT; i++) {
+        if (strcmp(want, hs_isa_str((enum hs_isa)i)) == 0) {
+            return (enum hs_isa)HS_MIN(i, (int)best);
+        }
+    }
+    HS_LOG_WARN("HS_CPU_ISA=%s is not scalar, avx2 or avx512: ignored (using %s)", want,
+                hs_isa_str(best));
+    return best;
+}
+
 enum hs_isa hs__cpu_detect_isa(void)
 {
     int isa = atomic_load_explicit(&detected_isa, memory_order_relaxed);
     if (isa < 0) {
-        isa = (int)detect_isa_uncached();
+        isa = (int)isa_env_cap(detect_isa_uncached());
         atomic_store_explicit(&detected_isa, isa, memory_order_relaxed);
     }
     return (enum hs_isa)isa;

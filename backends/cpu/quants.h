@@ -22,7 +22,10 @@ enum hs_isa {
 };
 const char *hs_isa_str(enum hs_isa isa);
 
-/* Best ISA this CPU supports. */
+/* Best ISA this CPU supports, capped by the environment's HS_CPU_ISA (scalar, avx2 or avx512;
+ * read once, at the first call) so that the lower paths can run where a higher one exists: e.g.
+ * HS_CPU_ISA=avx2 runs the AVX2 kernels on an AVX-512 CPU. An unknown value is ignored with a
+ * warning. */
 enum hs_isa hs__cpu_detect_isa(void);
 
 /* s[j * bs + i] = dot(w row i, x row j) for i < nr, j < nc (nr, nc in 1..4, else HS_ASSERT);
