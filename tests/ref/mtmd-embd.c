@@ -57,11 +57,102 @@ int32_t mtmd_encode_chunk(struct mtmd_context *ctx, const struct mtmd_input_chun
 float *mtmd_get_output_embd(struct mtmd_context *ctx);
 const char *mtmd_default_marker(void);
 int32_t llama_model_n_embd(const struct llama_model *model);
+struct llama_context;
+struct big_params llama_context_default_params(void);
+struct llama_context *llama_init_from_model(struct llama_model *model, struct big_params params);
+float *llama_get_logits_ith(struct llama_context *ctx, int32_t i);
+const int32_t *mtmd_input_chunk_get_tokens_text(const struct mtmd_input_chunk *chunk,
+                                                size_t *n_tokens);
+int32_t mtmd_input_chunk_get_n_pos(const struct mtmd_input_chunk *chunk);
+const struct llama_vocab *llama_model_get_vocab(const struct llama_model *model);
+int32_t llama_vocab_n_tokens(const struct llama_vocab *vocab);
+
+struct llama_batch {
+    int32_t n_tokens;
+    int32_t *token;
+    float *embd;
+    int32_t *pos;
+    int32_t *n_seq_id;
+    int32_t **seq_id;
+    int8_t *logits;
+};
+struct llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max);
+void llama_batch_free(struct llama_batch batch);
+int32_t llama_decode(struct llama_context *ctx, struct llama_batch batch);
+int32_t mtmd_helper_eval_chunk_single(struct mtmd_context *ctx, struct llama_context *lctx,
+                                      const struct mtmd_input_chunk *chunk, int32_t n_past,
+                                      int32_t seq_id, int32_t n_batch, bool logits_last,
+                                      int32_t *new_n_past);
+
+/* The text after the image is evaluated here, not by mtmd_helper_eval_chunks: this libmtmd
+ * tokenizes bytes past the end of the prompt into the chunk after an image (its tokens vary from
+ * run to run), so only that chunk's leading tokens, which spell the end-of-vision marker, are
+ * kept. */
+#define TAIL_TOKENS 14
+
+static int print_logits(struct mtmd_context *ctx, struct llama_model *model,
+                        struct mtmd_input_chunks *chunks)
+{
+    struct llama_context *lctx = llama_init_from_model(model, llama_context_default_params());
+    if (!lctx || mtmd_input_chunks_size(chunks) != 3) {
+        return 1;
+    }
+    int32_t n_past = 0;
+    for (size_t i = 0; i < 2; i++) {
+        const struct mtmd_input_chunk *c = mtmd_input_chunks_get(chunks, i);
+        if (mtmd_input_chunk_get_type(c) == 1) {
+            const struct mtmd_image_tokens *t = mtmd_input_chunk_get_tokens_image(c);
+            printf("image %zu %zu %zu %d\n", mtmd_image_tokens_get_n_tokens(t),
+                   mtmd_image_tokens_get_nx(t), mtmd_image_tokens_get_ny(t),
+                   mtmd_input_chunk_get_n_pos(c));
+        } else {
+            size_t n = 0;
+            const int32_t *tok = mtmd_input_chunk_get_tokens_text(c, &n);
+            printf("text %zu", n);
+            for (size_t j = 0; j < n; j++) {
+                printf(" %d", tok[j]);
+            }
+            printf("\n");
+        }
+        if (mtmd_helper_eval_chunk_single(ctx, lctx, c, n_past, 0, 512, false, &n_past) != 0) {
+            fprintf(stderr, "mtmd_helper_eval_chunk_single failed\n");
+            return 1;
+        }
+    }
+    size_t n = 0;
+    const int32_t *tok = mtmd_input_chunk_get_tokens_text(mtmd_input_chunks_get(chunks, 2), &n);
+    if (n < TAIL_TOKENS) {
+        return 1;
+    }
+    struct llama_batch b = llama_batch_init(TAIL_TOKENS, 0, 1);
+    printf("text %d", TAIL_TOKENS);
+    for (int32_t j = 0; j < TAIL_TOKENS; j++) {
+        b.token[j] = tok[j];
+        b.pos[j] = n_past + j;
+        b.n_seq_id[j] = 1;
+        b.seq_id[j][0] = 0;
+        b.logits[j] = j == TAIL_TOKENS - 1;
+        printf(" %d", tok[j]);
+    }
+    printf("\n");
+    b.n_tokens = TAIL_TOKENS;
+    if (llama_decode(lctx, b) != 0) {
+        return 1;
+    }
+    llama_batch_free(b);
+    const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
+    const float *lg = llama_get_logits_ith(lctx, -1);
+    printf("logits %d\n", n_vocab);
+    for (int32_t i = 0; i < n_vocab; i++) {
+        printf("%.9g\n", lg[i]);
+    }
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s LM.gguf MMPROJ.gguf IMAGE.rgb NX NY\n", argv[0]);
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: %s LM.gguf MMPROJ.gguf IMAGE.rgb NX NY [logits]\n", argv[0]);
         return 2;
     }
     const uint32_t nx = (uint32_t)atoi(argv[4]), ny = (uint32_t)atoi(argv[5]);
@@ -90,6 +181,9 @@ int main(int argc, char **argv)
     if (mtmd_tokenize(ctx, chunks, &in, &bmp, 1) != 0) {
         fprintf(stderr, "mtmd_tokenize failed\n");
         return 1;
+    }
+    if (argc == 7) {
+        return print_logits(ctx, model, chunks);
     }
     for (size_t i = 0; i < mtmd_input_chunks_size(chunks); i++) {
         const struct mtmd_input_chunk *c = mtmd_input_chunks_get(chunks, i);
