@@ -26,10 +26,9 @@ struct hs_vision {
     struct hs_tensor mm2_w, mm2_b;           /* [proj_dim][4d], [proj_dim] */
 };
 
-/* llama.cpp's bilinear resize (libmtmd img_tool): source coordinates x * (src_nx - 1) / dst_nx,
- * linear in float, truncated to uint8 (nearest for a source 1 pixel wide or tall). dst->rgb is
- * new (free with hs_image_finish). HS_E_NOMEM. Thread: any. */
-hs_status hs__vision_resize_bilinear(const struct hs_image *src, int32_t nx, int32_t ny,
-                                     struct hs_image *dst);
+/* Pillow's bicubic resampling (llama.cpp's RESIZE_ALGO_BICUBIC for Qwen): a copy at the same
+ * size. dst->rgb is new (free with hs_image_finish). HS_E_NOMEM. Thread: any. */
+hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int32_t ny,
+                                    struct hs_image *dst);
 
 #endif

@@ -265,8 +265,105 @@ void hs_vision_target_size(const struct hs_vision *v, int32_t nx, int32_t ny, in
     *out_ny = (int32_t)h;
 }
 
-hs_status hs__vision_resize_bilinear(const struct hs_image *src, int32_t nx, int32_t ny,
-                                     struct hs_image *dst)
+/* Pillow's separable bicubic resampling (a = -0.5), which llama.cpp's Qwen preprocessing uses:
+ * a filter widened by the scale when shrinking, weights normalised then fixed point with 22
+ * fractional bits, rows first then columns, each pass rounding to uint8. */
+#define RESAMPLE_BITS 22
+
+static double bicubic(double x)
+{
+    const double a = -0.5;
+    x = fabs(x);
+    if (x < 1.0) {
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+    }
+    if (x < 2.0) {
+        return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+    }
+    return 0.0;
+}
+
+/* Weights of each output pixel over its input window: bounds[2o] first input, bounds[2o + 1]
+ * count; w[o * ksize + k]. Returns ksize, 0 when out of memory (*bounds, *w: free()). */
+static int resample_weights(int32_t n_in, int32_t n_out, int32_t **bounds, int32_t **w)
+{
+    const double scale = (double)n_in / (double)n_out;
+    const double fscale = scale < 1.0 ? 1.0 : scale;
+    const double support = 2.0 * fscale;
+    const int ksize = (int)ceil(support) * 2 + 1;
+    double *k = malloc((size_t)ksize * sizeof(double));
+    *bounds = malloc((size_t)n_out * 2 * sizeof(int32_t));
+    *w = calloc((size_t)n_out * (size_t)ksize, sizeof(int32_t));
+    if (!k || !*bounds || !*w) {
+        free(k);
+        return 0;
+    }
+    for (int32_t o = 0; o < n_out; o++) {
+        const double center = (o + 0.5) * scale;
+        int32_t lo = (int32_t)(center - support + 0.5);
+        int32_t hi = (int32_t)(center + support + 0.5);
+        lo = lo < 0 ? 0 : lo;
+        hi = hi > n_in ? n_in : hi;
+        double sum = 0.0;
+        for (int32_t i = 0; i < hi - lo; i++) {
+            k[i] = bicubic((i + lo - center + 0.5) / fscale);
+            sum += k[i];
+        }
+        for (int32_t i = 0; i < hi - lo; i++) {
+            const double v = sum != 0.0 ? k[i] / sum : k[i];
+            const double f = v * (double)(1 << RESAMPLE_BITS);
+            (*w)[(size_t)o * ksize + i] = (int32_t)(v < 0 ? f - 0.5 : f + 0.5);
+        }
+        (*bounds)[2 * o] = lo;
+        (*bounds)[2 * o + 1] = hi - lo;
+    }
+    free(k);
+    return ksize;
+}
+
+static uint8_t clip8(int32_t v)
+{
+    v >>= RESAMPLE_BITS;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+/* One pass along x (horizontal) or y of src (sx x sy) into dst (dx x dy; the other side equal). */
+static hs_status resample_pass(const uint8_t *src, int32_t sx, int32_t sy, uint8_t *dst,
+                               int32_t dx, int32_t dy, bool horizontal)
+{
+    int32_t *bounds = NULL, *w = NULL;
+    const int ksize = resample_weights(horizontal ? sx : sy, horizontal ? dx : dy, &bounds, &w);
+    if (ksize == 0) {
+        free(bounds);
+        free(w);
+        return HS_E_NOMEM;
+    }
+    for (int32_t y = 0; y < dy; y++) {
+        for (int32_t x = 0; x < dx; x++) {
+            const int32_t o = horizontal ? x : y;
+            const int32_t lo = bounds[2 * o], cnt = bounds[2 * o + 1];
+            const int32_t *wo = w + (size_t)o * ksize;
+            int32_t acc[3] = {1 << (RESAMPLE_BITS - 1), 1 << (RESAMPLE_BITS - 1),
+                              1 << (RESAMPLE_BITS - 1)};
+            for (int32_t i = 0; i < cnt; i++) {
+                const uint8_t *p = horizontal ? src + ((size_t)y * sx + (size_t)(lo + i)) * 3
+                                              : src + ((size_t)(lo + i) * sx + (size_t)x) * 3;
+                for (int c = 0; c < 3; c++) {
+                    acc[c] += (int32_t)p[c] * wo[i];
+                }
+            }
+            for (int c = 0; c < 3; c++) {
+                dst[((size_t)y * dx + x) * 3 + c] = clip8(acc[c]);
+            }
+        }
+    }
+    free(bounds);
+    free(w);
+    return HS_OK;
+}
+
+hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int32_t ny,
+                                    struct hs_image *dst)
 {
     memset(dst, 0, sizeof(*dst));
     dst->rgb = malloc((size_t)nx * ny * 3);
@@ -275,36 +372,25 @@ hs_status hs__vision_resize_bilinear(const struct hs_image *src, int32_t nx, int
     }
     dst->nx = nx;
     dst->ny = ny;
-    if (src->nx < 2 || src->ny < 2) { /* nothing to interpolate: nearest (llama.cpp asserts) */
-        for (int32_t y = 0; y < ny; y++) {
-            for (int32_t x = 0; x < nx; x++) {
-                const size_t s = ((size_t)(y * (int64_t)src->ny / ny) * src->nx +
-                                  (size_t)(x * (int64_t)src->nx / nx)) * 3;
-                memcpy(dst->rgb + ((size_t)y * nx + x) * 3, src->rgb + s, 3);
-            }
+    hs_status st = HS_OK;
+    if (nx != src->nx && ny != src->ny) {
+        uint8_t *tmp = malloc((size_t)nx * src->ny * 3);
+        st = tmp ? resample_pass(src->rgb, src->nx, src->ny, tmp, nx, src->ny, true) : HS_E_NOMEM;
+        if (st == HS_OK) {
+            st = resample_pass(tmp, nx, src->ny, dst->rgb, nx, ny, false);
         }
-        return HS_OK;
+        free(tmp);
+    } else if (nx != src->nx) {
+        st = resample_pass(src->rgb, src->nx, src->ny, dst->rgb, nx, ny, true);
+    } else if (ny != src->ny) {
+        st = resample_pass(src->rgb, src->nx, src->ny, dst->rgb, nx, ny, false);
+    } else {
+        memcpy(dst->rgb, src->rgb, (size_t)nx * ny * 3);
     }
-    const float xr = (float)(src->nx - 1) / (float)nx;
-    const float yr = (float)(src->ny - 1) / (float)ny;
-    for (int32_t y = 0; y < ny; y++) {
-        const float py = yr * (float)y;
-        const int32_t y0 = HS_MIN((int32_t)py, src->ny - 2);
-        const float ty = py - (float)y0;
-        for (int32_t x = 0; x < nx; x++) {
-            const float px = xr * (float)x;
-            const int32_t x0 = HS_MIN((int32_t)px, src->nx - 2);
-            const float tx = px - (float)x0;
-            const uint8_t *r0 = src->rgb + ((size_t)y0 * src->nx + x0) * 3;
-            const uint8_t *r1 = r0 + (size_t)src->nx * 3;
-            for (int c = 0; c < 3; c++) {
-                const float top = (float)r0[c] + ((float)r0[c + 3] - (float)r0[c]) * tx;
-                const float bottom = (float)r1[c] + ((float)r1[c + 3] - (float)r1[c]) * tx;
-                dst->rgb[((size_t)y * nx + x) * 3 + c] = (uint8_t)(top + (bottom - top) * ty);
-            }
-        }
+    if (st != HS_OK) {
+        hs_image_finish(dst);
     }
-    return HS_OK;
+    return st;
 }
 
 /* llama.cpp's resize for Qwen (padding on): the same size is copied; otherwise the image is
@@ -328,7 +414,7 @@ static hs_status resize_fit_pad(const struct hs_image *src, int32_t nx, int32_t 
     const int32_t iw = HS_MIN((int32_t)ceilf((float)src->nx * scale), nx);
     const int32_t ih = HS_MIN((int32_t)ceilf((float)src->ny * scale), ny);
     struct hs_image inner;
-    HS_TRY(hs__vision_resize_bilinear(src, HS_MAX(iw, 1), HS_MAX(ih, 1), &inner));
+    HS_TRY(hs__vision_resize_bicubic(src, HS_MAX(iw, 1), HS_MAX(ih, 1), &inner));
     dst->rgb = calloc((size_t)nx * ny, 3);
     if (!dst->rgb) {
         hs_image_finish(&inner);

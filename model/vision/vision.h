@@ -49,10 +49,9 @@ struct hs_vision_input {
 void hs_vision_target_size(const struct hs_vision *v, int32_t nx, int32_t ny, int32_t *out_nx,
                            int32_t *out_ny);
 
-/* Resizes and normalises img: kept as is when already at the target size (the path checked
- * against llama.cpp); otherwise fitted with its aspect kept and centred on black, as llama.cpp
- * pads, but scaled bilinearly where llama.cpp's Qwen preprocessing now uses bicubic, so resized
- * pixels differ from libmtmd's. HS_E_NOMEM only. Thread: any. */
+/* Resizes and normalises img as libmtmd does for Qwen: kept as is at the target size, otherwise
+ * fitted with its aspect kept (sides rounded up) by Pillow's bicubic and centred on black.
+ * HS_E_NOMEM only. Thread: any. */
 hs_status hs_vision_preprocess(const struct hs_vision *v, const struct hs_image *img,
                                struct hs_vision_input *out, struct hs_error *err);
 void hs_vision_input_finish(struct hs_vision_input *in);

@@ -123,8 +123,11 @@ Test(vision, qwen2vl_embeddings_match_llama_cpp)
     struct hs_error err;
     cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
     struct hs_backend *be = cpu_backend();
-    /* 112x84 is kept as is by the preprocessing */
+    /* 112x84: kept as is; 56x56: scaled up to the 8-token minimum (84x84); 100x60: fitted into
+     * 112x56 (94x56, centred on black) */
     check_image(v, be, 112, 84, 1e-3, NULL);
+    check_image(v, be, 56, 56, 1e-3, NULL);
+    check_image(v, be, 100, 60, 1e-3, NULL);
     hs_backend_destroy(be);
     hs_vision_free(v);
     unlink(path);
