@@ -71,6 +71,13 @@ struct hs_api_params {
     const char *reasoning_markers;
     bool cors; /* answer CORS preflights (allowing the headers asked for), allow
                 * any origin; default off: cross-origin Origins get 403 */
+    /* Image input: the projector GGUF (llama.cpp's mmproj) loaded at start (a bad file fails
+     * the start); NULL: chat image parts are 400s. allow_image_urls lets http(s) image URLs
+     * through the refusal, to the "fetching is not implemented" 400. vision_threads: the
+     * encoder's CPU threads (<= 0: 2). */
+    const char *mmproj;
+    bool allow_image_urls;
+    int32_t vision_threads;
 };
 
 /* Defaults as documented above. Thread: any. */

@@ -5,6 +5,7 @@
  * that could smuggle a request, a foreign Host or Origin, a missing or wrong API key, a body too
  * big or of the wrong type) and how much body memory all connections may hold together. */
 #include "api/server-impl.h"
+#include "api/vision.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1043,6 +1044,14 @@ hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
                                    .reasoning_format = s->p.reasoning_format,
                                    .reasoning_markers = s->p.reasoning_markers};
     hs__tools_probe(s->tmpl, s->vocab, &s->tools_caps);
+    if (s->p.mmproj) {
+        st = hs__api_vision_create(s->p.mmproj, hs_model_hparams(model)->n_embd,
+                                   s->p.vision_threads, s->p.allow_image_urls, &s->vision, err);
+        if (st != HS_OK) {
+            goto fail;
+        }
+        s->pctx.vision = s->vision;
+    }
 
     struct sockaddr_storage ss = {0};
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
@@ -1166,6 +1175,7 @@ void hs_api_server_stop(struct hs_api_server *s)
         pthread_join(s->reaper, NULL);
     }
     hs_chat_template_destroy(s->tmpl);
+    hs__api_vision_destroy(s->vision);
     for (int32_t i = 0; i < s->n_keys; i++) {
         free(s->keys[i]);
     }

@@ -904,4 +904,9 @@ void hs__api_req_free(struct hs__api_req *r)
     r->grammar = NULL;
     free(r->bias);
     r->bias = NULL;
+    for (int32_t i = 0; i < r->n_images; i++) {
+        free(r->images[i].rows);
+        r->images[i].rows = NULL;
+    }
+    r->n_images = 0;
 }

@@ -108,6 +108,7 @@ struct hs_api_server {
     struct hs_engine *eng;
     const struct hs_vocab *vocab;
     struct hs_chat_template *tmpl;
+    struct hs__api_vision *vision; /* --mmproj (api/vision.h), owns; NULL: none */
     struct hs_api_params p; /* defaults filled in; pointers below replace the caller's */
     char **keys;            /* [n_keys] owned copies */
     int32_t n_keys;
