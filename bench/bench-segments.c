@@ -6,13 +6,14 @@
  * configuration, and the ratios to FIFO.
  *
  *   bench-segments [-m MODEL.gguf] [-L LONGS] [-G LONG_TOKENS] [-N SHORTS] [-g SHORT_TOKENS]
- *                  [-i INTERVAL_MS] [-P PARALLEL] [-S SEGMENT_TOKENS] [-t THREADS] [-r REPS]
+ *                  [-i INTERVAL_MS] [-P PARALLEL] [-S SEGMENT_TOKENS] [-t THREADS] [-r REPS] [-a]
  *
  * Without -m it loads stories260K from $HS_MODELS_DIR (default ../shared/models). Each
- * configuration runs REPS times, interleaved (fifo, length, fifo+segments, length+segments,
- * fifo, ...); medians are reported. The short requests' lengths are exact (ignore_eos) too, so
- * their predictions are exact; the long ones' come from the same history (exact as well): this
- * measures the scheduling, not the predictor (its error is in /metrics). */
+ * configuration (fifo and length+segments; with -a also length alone and fifo+segments) runs
+ * REPS times, interleaved (fifo, length+segments, fifo, ...); medians are reported. The short
+ * requests' lengths are exact (ignore_eos) too, so their predictions are exact; the long ones' come
+ * from the same history (exact as well): this measures the scheduling, not the predictor (its error
+ * is in /metrics). */
 #include <getopt.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 struct opts {
     const char *model;
     int n_long, long_tokens, n_short, short_tokens, interval_ms, parallel, segment, threads, reps;
+    bool all; /* -a: the four configurations, else fifo and length+segments */
 };
 
 struct config {
@@ -40,9 +42,9 @@ struct config {
 
 static const struct config configs[] = {
     {"fifo", HS_SCHED_FIFO, false},
+    {"length+segments", HS_SCHED_LENGTH, true},
     {"length", HS_SCHED_LENGTH, false},
     {"fifo+segments", HS_SCHED_FIFO, true},
-    {"length+segments", HS_SCHED_LENGTH, true},
 };
 #define N_CONFIGS ((int)(sizeof(configs) / sizeof(configs[0])))
 
@@ -207,24 +209,59 @@ static double median_of(const struct run *r, int n, size_t off)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/* The machine's load (benchmarks here share it): /proc/loadavg's first three fields. */
+static void print_load(const char *when)
+{
+    char load[128] = "?";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fgets(load, sizeof(load), f)) {
+            load[strcspn(load, "\n")] = '\0';
+        }
+        fclose(f);
+    }
+    printf("loadavg at %s: %s\n", when, load);
+}
+
 static bool parse(int argc, char **argv, struct opts *o)
 {
     int c;
-    while ((c = getopt(argc, argv, "m:L:G:N:g:i:P:S:t:r:h")) != -1) {
+    while ((c = getopt(argc, argv, "m:L:G:N:g:i:P:S:t:r:ah")) != -1) {
         int *dst = NULL;
         switch (c) {
+        case 'a':
+            o->all = true;
+            continue;
         case 'm':
             o->model = optarg;
             continue;
-        case 'L': dst = &o->n_long; break;
-        case 'G': dst = &o->long_tokens; break;
-        case 'N': dst = &o->n_short; break;
-        case 'g': dst = &o->short_tokens; break;
-        case 'i': dst = &o->interval_ms; break;
-        case 'P': dst = &o->parallel; break;
-        case 'S': dst = &o->segment; break;
-        case 't': dst = &o->threads; break;
-        case 'r': dst = &o->reps; break;
+        case 'L':
+            dst = &o->n_long;
+            break;
+        case 'G':
+            dst = &o->long_tokens;
+            break;
+        case 'N':
+            dst = &o->n_short;
+            break;
+        case 'g':
+            dst = &o->short_tokens;
+            break;
+        case 'i':
+            dst = &o->interval_ms;
+            break;
+        case 'P':
+            dst = &o->parallel;
+            break;
+        case 'S':
+            dst = &o->segment;
+            break;
+        case 't':
+            dst = &o->threads;
+            break;
+        case 'r':
+            dst = &o->reps;
+            break;
         default:
             return false;
         }
@@ -242,11 +279,12 @@ static bool parse(int argc, char **argv, struct opts *o)
 
 int main(int argc, char **argv)
 {
-    struct opts o = {NULL, 4, 8192, 64, 32, 40, 4, 256, 1, 3};
+    struct opts o = {NULL, 4, 8192, 64, 32, 50, 4, 256, 1, 3, false};
     if (!parse(argc, argv, &o)) {
-        fprintf(stderr, "usage: bench-segments [-m MODEL.gguf] [-L LONGS] [-G LONG_TOKENS] "
-                        "[-N SHORTS] [-g SHORT_TOKENS] [-i INTERVAL_MS] [-P PARALLEL] "
-                        "[-S SEGMENT_TOKENS] [-t THREADS] [-r REPS (<= %d)]\n",
+        fprintf(stderr,
+                "usage: bench-segments [-m MODEL.gguf] [-L LONGS] [-G LONG_TOKENS] "
+                "[-N SHORTS] [-g SHORT_TOKENS] [-i INTERVAL_MS] [-P PARALLEL] "
+                "[-S SEGMENT_TOKENS] [-t THREADS] [-r REPS (<= %d)] [-a]\n",
                 MAX_REPS);
         return 2;
     }
@@ -262,13 +300,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-segments: %s: %s\n", o.model, err.message);
         return 1;
     }
+    print_load("start");
     printf("bench-segments: %s; %d long requests of %d tokens and %d short of %d arriving every "
            "%d ms; %d slots, segments of %d tokens, %d thread(s), %d rep(s)\n",
            o.model, o.n_long, o.long_tokens, o.n_short, o.short_tokens, o.interval_ms, o.parallel,
            o.segment, o.threads, o.reps);
     static struct run runs[N_CONFIGS][MAX_REPS];
+    const int n_configs = o.all ? N_CONFIGS : 2;
     for (int r = 0; r < o.reps; r++) {
-        for (int c = 0; c < N_CONFIGS; c++) {
+        for (int c = 0; c < n_configs; c++) {
             if (run_once(m, &o, &configs[c], &runs[c][r]) != 0) {
                 hs_model_destroy(m);
                 return 1;
@@ -281,7 +321,7 @@ int main(int argc, char **argv)
     const double base_tok = median_of(runs[0], o.reps, offsetof(struct run, tok_s));
     printf("%-16s %12s %12s %14s %10s %12s %12s %8s\n", "config", "TTFT p50 ms", "TTFT p99 ms",
            "long E2E ms", "tok/s", "p99 vs fifo", "tok/s ratio", "yields");
-    for (int c = 0; c < N_CONFIGS; c++) {
+    for (int c = 0; c < n_configs; c++) {
         const double p99 = median_of(runs[c], o.reps, offsetof(struct run, ttft_p99_ms));
         const double tok = median_of(runs[c], o.reps, offsetof(struct run, tok_s));
         printf("%-16s %12.1f %12.1f %14.1f %10.1f %11.2fx %12.3f %8llu\n", configs[c].name,
@@ -290,6 +330,7 @@ int main(int argc, char **argv)
                p99 > 0 ? base_p99 / p99 : 0.0, base_tok > 0 ? tok / base_tok : 0.0,
                (unsigned long long)runs[c][o.reps - 1].yields);
     }
+    print_load("end");
     hs_model_destroy(m);
     return 0;
 }

@@ -149,8 +149,8 @@ static const struct {
      "'channels = 8'; the keys are in backends/pim/pim-timing.h (default: CHIME's Table I)"},
     {"--schedule fifo|length",
      "the order waiting requests start in: fifo (default), or length: shortest predicted output "
-     "first (predicted from the history of the same prompt, client, reasoning mode and max_tokens), "
-     "within --fair-wait-ms"},
+     "first (predicted from the history of the same prompt, client, reasoning mode and "
+     "max_tokens), within --fair-wait-ms"},
     {"--fair-wait-ms MS",
      "with --schedule length: a request waiting longer than MS starts before any that has not, "
      "oldest first (default 1000)"},

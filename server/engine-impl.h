@@ -95,12 +95,12 @@ struct seq {
     struct seq *prev, *next; /* waiting list */
     int32_t batch_slot;      /* index in this step's batch, -1 when not in it */
     /* length-aware scheduling and segments (sched.c) */
-    int64_t t_wait_ns;   /* when it last entered the waiting list */
-    int64_t t_admit_ns;  /* when it was last admitted */
-    int32_t seg_start;   /* n_gen when it was last admitted: its segment began there */
-    int32_t n_kv_lost;   /* KV tokens it held when it last lost its blocks (preempted, evicted) */
-    bool preempted;      /* back in the waiting list after a preemption (front of the queue) */
-    bool parked;         /* waiting after a segment yield, with its KV (kv != NULL) */
+    int64_t t_wait_ns;  /* when it last entered the waiting list */
+    int64_t t_admit_ns; /* when it was last admitted */
+    int32_t seg_start;  /* n_gen when it was last admitted: its segment began there */
+    int32_t n_kv_lost;  /* KV tokens it held when it last lost its blocks (preempted, evicted) */
+    bool preempted;     /* back in the waiting list after a preemption (front of the queue) */
+    bool parked;        /* waiting after a segment yield, with its KV (kv != NULL) */
 };
 
 struct hs_engine_handle {
@@ -148,11 +148,11 @@ struct hs_engine_handle {
     char *stop[HS_ENGINE_MAX_STOP];
     size_t stop_len[HS_ENGINE_MAX_STOP];
     int64_t t_submit_ns;
-    struct hs_lengthpred_key len_key;             /* what its length prediction is keyed on */
-    int32_t pred_tokens;                          /* predicted output tokens per choice */
+    struct hs_lengthpred_key len_key; /* what its length prediction is keyed on */
+    int32_t pred_tokens;              /* predicted output tokens per choice */
     enum hs_lengthpred_source pred_source;
-    bool predicted;                               /* pred_tokens is set (on entering the queue) */
-    uint64_t client;                              /* hs_engine_request.client */
+    bool predicted;  /* pred_tokens is set (on entering the queue) */
+    uint64_t client; /* hs_engine_request.client */
     int64_t deadline_ns; /* 0: none */
     int64_t t_first_ns;
     int32_t n_finished;

@@ -21,7 +21,7 @@
 
 #include "common/common.h"
 
-#define HS_LENGTHPRED_PRIOR_TOKENS 256 /* the guess before any history */
+#define HS_LENGTHPRED_PRIOR_TOKENS  256 /* the guess before any history */
 #define HS_LENGTHPRED_DEFAULT_SLOTS 4096
 
 /* Where a prediction came from. */

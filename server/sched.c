@@ -464,8 +464,7 @@ static int64_t remaining(const struct seq *s)
 /* Admission classes of the LENGTH order: lower goes first. */
 enum { CLASS_PREEMPTED, CLASS_OVERDUE, CLASS_BY_LENGTH };
 
-static int admission_class(const struct hs_engine *e, const struct seq *s, int64_t t,
-                           int64_t *key)
+static int admission_class(const struct hs_engine *e, const struct seq *s, int64_t t, int64_t *key)
 {
     if (s->preempted) {
         *key = 0; /* queue order: they are at the front */
@@ -650,8 +649,8 @@ static void segment_yield(struct hs_engine *e, int64_t t)
 
 static enum hs_lengthpred_mode length_mode(const struct hs_reasoning_params *r)
 {
-    if (!r->enabled) {
-        return HS_LENGTHPRED_MODE_PLAIN;
+    if (!r->enabled || r->budget_tokens == 0) {
+        return HS_LENGTHPRED_MODE_PLAIN; /* a budget of 0 closes the block at once (no_think) */
     }
     return r->budget_tokens >= 0 ? HS_LENGTHPRED_MODE_BUDGETED : HS_LENGTHPRED_MODE_THINK;
 }
@@ -718,7 +717,8 @@ void hs__sched_seq_ending(struct hs_engine *e, struct seq *s, enum hs_finish_rea
     }
     const int32_t actual = HS_MAX(s->n_gen, 1);
     hs_lengthpred_record(e->lpred, &h->len_key, actual);
-    const int32_t diff = h->pred_tokens > actual ? h->pred_tokens - actual : actual - h->pred_tokens;
+    const int32_t diff =
+        h->pred_tokens > actual ? h->pred_tokens - actual : actual - h->pred_tokens;
     hs__metrics_observe(&e->m.lenerr, hs_engine_lenerr_bounds, HS_ENGINE_LENERR_BUCKETS,
                         (double)diff / actual);
     INC(e->m.predicted_tokens, (uint64_t)h->pred_tokens);

@@ -198,7 +198,7 @@ static struct hs_engine_handle *submit(struct hs_engine *e, const hs_token *prom
 }
 
 static const char *const texts[6] = {
-    "Once upon a time",       "Lily and Tom went to the park", "The little dog was sad because",
+    "Once upon a time",        "Lily and Tom went to the park", "The little dog was sad because",
     "One day, a big red ball", "Tim saw a bird in the sky. He", "Mom said to Sue",
 };
 
@@ -266,8 +266,8 @@ Test(sched, length_order_admits_the_shortest_predicted_first)
     struct hs_model *m = load_model();
     int first[3];
     admission_order(m, HS_SCHED_FIFO, 0, first);
-    cr_assert(first[0] == 0 && first[1] == 1 && first[2] == 2, "fifo: %d %d %d", first[0],
-              first[1], first[2]);
+    cr_assert(first[0] == 0 && first[1] == 1 && first[2] == 2, "fifo: %d %d %d", first[0], first[1],
+              first[2]);
     admission_order(m, HS_SCHED_LENGTH, 600000, first);
     cr_assert(first[0] == 1 && first[1] == 2 && first[2] == 0, "length: %d %d %d", first[0],
               first[1], first[2]);
@@ -360,8 +360,7 @@ static void segments_match(const struct engine_cfg *off, const struct engine_cfg
     cr_assert_gt(m_on.segment_yields, 0);
     cr_assert_eq(m_on.segment_resumes + m_on.segment_evictions, m_on.segment_yields,
                  "every parked sequence came back: %llu yields, %llu resumes, %llu evictions",
-                 (unsigned long long)m_on.segment_yields,
-                 (unsigned long long)m_on.segment_resumes,
+                 (unsigned long long)m_on.segment_yields, (unsigned long long)m_on.segment_resumes,
                  (unsigned long long)m_on.segment_evictions);
     if (expect_evictions) {
         cr_assert_gt(m_on.segment_evictions, 0, "the pool was never short");
