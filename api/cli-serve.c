@@ -64,6 +64,10 @@ static void usage(FILE *f)
             "      --reasoning-markers OPEN,CLOSE\n"
             "                          the thinking block's markers, each one token of the\n"
             "                          vocabulary (default <think>,</think>)\n"
+            "      --reasoning-auto on|off\n"
+            "                          chat requests that say nothing about thinking get\n"
+            "                          reasoning_effort \"auto\" when the template has both\n"
+            "                          modes (Qwen3's; default on), else its own default\n"
             "\n"
             "Limits against hostile clients (README \"Security\"):\n"
             "      --allowed-host NAME accept Host/Origin NAME besides IP addresses, localhost\n"
@@ -103,6 +107,7 @@ enum {
     OPT_CORS,
     OPT_REASONING_FORMAT,
     OPT_REASONING_MARKERS,
+    OPT_REASONING_AUTO,
     OPT_EXPERTS,
     /* connection limits (issue 17) */
     OPT_ALLOWED_HOST = 512,
@@ -210,6 +215,7 @@ int hs__cli_serve(int argc, char **argv)
         {"cors", no_argument, NULL, OPT_CORS},
         {"reasoning-format", required_argument, NULL, OPT_REASONING_FORMAT},
         {"reasoning-markers", required_argument, NULL, OPT_REASONING_MARKERS},
+        {"reasoning-auto", required_argument, NULL, OPT_REASONING_AUTO},
         {"expert-placement", required_argument, NULL, OPT_EXPERTS},
         {"override-tensor", required_argument, NULL, OPT_EXPERTS},
         HS__CLI_SPLIT_OPTIONS,
@@ -329,6 +335,14 @@ int hs__cli_serve(int argc, char **argv)
             ap.reasoning_markers = optarg;
             break;
         }
+        case OPT_REASONING_AUTO:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+                fprintf(stderr, "hetserve serve: --reasoning-auto wants on or off, got '%s'\n",
+                        optarg);
+                return 2;
+            }
+            ap.reasoning_auto = !strcmp(optarg, "on");
+            break;
         case OPT_EXPERTS:
             ep.expert_placement = optarg;
             break;
