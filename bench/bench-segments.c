@@ -3,7 +3,9 @@
  * ignore_eos, so their lengths are fixed) fill the slots; short ones arrive at a steady rate
  * while they run. Reports the short requests' TTFT (p50, p99) and the total throughput (all
  * generated tokens over the time from the first submission to the last DONE) of each
- * configuration, and the ratios to FIFO.
+ * configuration, and the ratios to FIFO. On a shared machine the wall-clock throughput follows
+ * the machine's load; the throughput per CPU second of the engine's threads (the process's CPU
+ * time less this polling thread's) does not, and is reported beside it.
  *
  *   bench-segments [-m MODEL.gguf] [-L LONGS] [-G LONG_TOKENS] [-N SHORTS] [-g SHORT_TOKENS]
  *                  [-i INTERVAL_MS] [-P PARALLEL] [-S SEGMENT_TOKENS] [-t THREADS] [-r REPS] [-a]
@@ -52,6 +54,7 @@ struct run {
     double ttft_p50_ms, ttft_p99_ms; /* short requests */
     double long_e2e_ms;              /* mean over the long requests */
     double tok_s;                    /* all generated tokens / makespan */
+    double tok_cpu_s;                /* all generated tokens / the engine thread's CPU seconds */
     uint64_t yields;
 };
 
@@ -59,6 +62,14 @@ static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds of the process (every thread, ended ones included) or of the calling thread. */
+static double cpu_s(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -143,6 +154,7 @@ static int run_once(struct hs_model *m, const struct opts *o, const struct confi
         h[i] = NULL;
     }
     const double t0 = now_s();
+    const double proc0 = cpu_s(CLOCK_PROCESS_CPUTIME_ID), main0 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
     int n_done = 0, next_short = 0, rc = 0;
     for (int i = 0; i < o->n_long; i++) {
         h[i] = submit(e, prompts[i], 16, o->long_tokens, (uint64_t)i);
@@ -184,6 +196,9 @@ static int run_once(struct hs_model *m, const struct opts *o, const struct confi
         nanosleep(&ts, NULL);
     }
     const double makespan = now_s() - t0;
+    /* the engine's threads: the process less this (polling) thread */
+    const double engine_cpu =
+        (cpu_s(CLOCK_PROCESS_CPUTIME_ID) - proc0) - (cpu_s(CLOCK_THREAD_CPUTIME_ID) - main0);
     struct hs_engine_metrics mt;
     hs_engine_get_metrics(e, &mt);
     for (int i = 0; i < n_req; i++) {
@@ -195,6 +210,7 @@ static int run_once(struct hs_model *m, const struct opts *o, const struct confi
     out->ttft_p99_ms = quantile(ttft, o->n_short, 0.99);
     out->long_e2e_ms = e2e_long / o->n_long;
     out->tok_s = (double)tokens / makespan;
+    out->tok_cpu_s = engine_cpu > 0 ? (double)tokens / engine_cpu : 0.0;
     out->yields = mt.segment_yields;
     return rc;
 }
@@ -313,22 +329,26 @@ int main(int argc, char **argv)
                 hs_model_destroy(m);
                 return 1;
             }
-            fprintf(stderr, "  rep %d %-16s short TTFT p99 %8.1f ms, %8.1f tok/s\n", r,
-                    configs[c].name, runs[c][r].ttft_p99_ms, runs[c][r].tok_s);
+            fprintf(
+                stderr, "  rep %d %-16s short TTFT p99 %8.1f ms, %8.1f tok/s, %8.1f tok/cpu-s\n", r,
+                configs[c].name, runs[c][r].ttft_p99_ms, runs[c][r].tok_s, runs[c][r].tok_cpu_s);
         }
     }
     const double base_p99 = median_of(runs[0], o.reps, offsetof(struct run, ttft_p99_ms));
     const double base_tok = median_of(runs[0], o.reps, offsetof(struct run, tok_s));
-    printf("%-16s %12s %12s %14s %10s %12s %12s %8s\n", "config", "TTFT p50 ms", "TTFT p99 ms",
-           "long E2E ms", "tok/s", "p99 vs fifo", "tok/s ratio", "yields");
+    const double base_cpu = median_of(runs[0], o.reps, offsetof(struct run, tok_cpu_s));
+    printf("%-16s %11s %11s %12s %8s %9s %11s %9s %9s %7s\n", "config", "TTFT p50 ms",
+           "TTFT p99 ms", "long E2E ms", "tok/s", "tok/cpu-s", "p99 vs fifo", "tok/s x",
+           "tok/cpu x", "yields");
     for (int c = 0; c < n_configs; c++) {
         const double p99 = median_of(runs[c], o.reps, offsetof(struct run, ttft_p99_ms));
         const double tok = median_of(runs[c], o.reps, offsetof(struct run, tok_s));
-        printf("%-16s %12.1f %12.1f %14.1f %10.1f %11.2fx %12.3f %8llu\n", configs[c].name,
-               median_of(runs[c], o.reps, offsetof(struct run, ttft_p50_ms)), p99,
-               median_of(runs[c], o.reps, offsetof(struct run, long_e2e_ms)), tok,
+        const double cpu = median_of(runs[c], o.reps, offsetof(struct run, tok_cpu_s));
+        printf("%-16s %11.1f %11.1f %12.1f %8.1f %9.1f %10.2fx %9.3f %9.3f %7llu\n",
+               configs[c].name, median_of(runs[c], o.reps, offsetof(struct run, ttft_p50_ms)), p99,
+               median_of(runs[c], o.reps, offsetof(struct run, long_e2e_ms)), tok, cpu,
                p99 > 0 ? base_p99 / p99 : 0.0, base_tok > 0 ? tok / base_tok : 0.0,
-               (unsigned long long)runs[c][o.reps - 1].yields);
+               base_cpu > 0 ? cpu / base_cpu : 0.0, (unsigned long long)runs[c][o.reps - 1].yields);
     }
     print_load("end");
     hs_model_destroy(m);
