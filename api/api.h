@@ -69,6 +69,11 @@ struct hs_api_params {
      * request's reasoning_format overrides the format. */
     const char *reasoning_format;
     const char *reasoning_markers;
+    /* Chat requests that say nothing about thinking (no reasoning_effort, thinking budget,
+     * enable_thinking, /think or /no_think) get auto mode (reasoning_effort "auto") when the
+     * model's template has both modes (it reads enable_thinking) and the markers are tokens;
+     * default true. False: the template's own default. */
+    bool reasoning_auto;
     bool cors; /* answer CORS preflights (allowing the headers asked for), allow
                 * any origin; default off: cross-origin Origins get 403 */
     /* Image input: the projector GGUF (llama.cpp's mmproj) loaded at start (a bad file fails

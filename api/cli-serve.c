@@ -68,6 +68,10 @@ static void usage(FILE *f)
             "                          mmproj; Qwen2-VL). Chat image parts take data: URLs\n"
             "      --allow-image-urls  let http(s) image URLs past the refusal (fetching them\n"
             "                          is not implemented yet: still a 400)\n"
+            "      --reasoning-auto on|off\n"
+            "                          chat requests that say nothing about thinking get\n"
+            "                          reasoning_effort \"auto\" when the template has both\n"
+            "                          modes (Qwen3's; default on), else its own default\n"
             "\n"
             "Limits against hostile clients (README \"Security\"):\n"
             "      --allowed-host NAME accept Host/Origin NAME besides IP addresses, localhost\n"
@@ -109,6 +113,7 @@ enum {
     OPT_REASONING_MARKERS,
     OPT_MMPROJ,
     OPT_ALLOW_IMAGE_URLS,
+    OPT_REASONING_AUTO,
     OPT_EXPERTS,
     /* connection limits (issue 17) */
     OPT_ALLOWED_HOST = 512,
@@ -218,6 +223,7 @@ int hs__cli_serve(int argc, char **argv)
         {"reasoning-markers", required_argument, NULL, OPT_REASONING_MARKERS},
         {"mmproj", required_argument, NULL, OPT_MMPROJ},
         {"allow-image-urls", no_argument, NULL, OPT_ALLOW_IMAGE_URLS},
+        {"reasoning-auto", required_argument, NULL, OPT_REASONING_AUTO},
         {"expert-placement", required_argument, NULL, OPT_EXPERTS},
         {"override-tensor", required_argument, NULL, OPT_EXPERTS},
         HS__CLI_SPLIT_OPTIONS,
@@ -342,6 +348,14 @@ int hs__cli_serve(int argc, char **argv)
             break;
         case OPT_ALLOW_IMAGE_URLS:
             ap.allow_image_urls = true;
+            break;
+        case OPT_REASONING_AUTO:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+                fprintf(stderr, "hetserve serve: --reasoning-auto wants on or off, got '%s'\n",
+                        optarg);
+                return 2;
+            }
+            ap.reasoning_auto = !strcmp(optarg, "on");
             break;
         case OPT_EXPERTS:
             ep.expert_placement = optarg;

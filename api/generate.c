@@ -937,6 +937,8 @@ enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connectio
     req.er.notify = job_notify;
     req.er.notify_user = j;
     req.er.cache_salt = hs__tenant_salt(s, rq->tenant, req.cache_salt, req.n_cache_salt);
+    /* who asks, for the output length history: the API key's tenant and the `user` field */
+    req.er.client = hs__tenant_salt(s, rq->tenant, req.user[0] ? req.user : NULL, strlen(req.user));
     HS_LOG_INFO("req=%llu %s: %d prompt(s), first %d tokens, n %d, max_tokens %d%s%s%s",
                 (unsigned long long)rq->id, kind == HS__API_CHAT ? "chat" : "completion",
                 req.n_prompts, req.prompts[0].n, req.er.n, req.er.max_tokens,

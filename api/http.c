@@ -6,6 +6,7 @@
  * big or of the wrong type) and how much body memory all connections may hold together. */
 #include "api/server-impl.h"
 #include "api/vision.h"
+#include "api/reasoning.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -877,6 +878,7 @@ struct hs_api_params hs_api_default_params(void)
         .header_timeout_ms = 10000,
         .body_timeout_ms = 30000,
         .keepalive_timeout_ms = 5000,
+        .reasoning_auto = true,
     };
 }
 
@@ -1042,7 +1044,9 @@ hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
                                    .max_output_items = s->p.max_output_items,
                                    .tools = &s->tools_caps,
                                    .reasoning_format = s->p.reasoning_format,
-                                   .reasoning_markers = s->p.reasoning_markers};
+                                   .reasoning_markers = s->p.reasoning_markers,
+                                   .reasoning_auto = s->p.reasoning_auto &&
+                                                     hs__reasoning_template_has_modes(src)};
     hs__tools_probe(s->tmpl, s->vocab, &s->tools_caps);
     if (s->p.mmproj) {
         st = hs__api_vision_create(s->p.mmproj, hs_model_hparams(model)->n_embd,

@@ -210,10 +210,28 @@ hs_status hs__reasoning_parse(const struct hs__api_ctx *c, const json_t *b,
             q->thinking = 1;
         }
     }
+    const json_t *rf = json_object_get(b, "response_format");
+    const json_t *gr = json_object_get(b, "grammar");
+    const bool structured = (rf && !json_is_null(rf)) || (gr && !json_is_null(gr)) ||
+                            json_array_size(json_object_get(b, "tools")) > 0;
+    if (c->reasoning_auto && q->markers && q->thinking < 0 && q->budget < 0 &&
+        (!e || json_is_null(e)) && !structured) {
+        /* nothing said about thinking, and the template has both modes: auto is the default
+         * (structured output and tools keep their own rule: the grammar from the first token) */
+        size_t n = 0;
+        const char *t = last_user_text(json_object_get(b, "messages"), &n);
+        q->auto_long = hs__reasoning_auto_choose(t, n, &q->auto_class);
+        q->thinking = q->auto_long ? 1 : 0;
+    }
     if (q->thinking == 0) {
         q->budget = 0; /* the template may not close the block itself: the budget does */
     }
     return HS_OK;
+}
+
+bool hs__reasoning_template_has_modes(const char *src)
+{
+    return src && strstr(src, "enable_thinking") != NULL;
 }
 
 /* True when text[n] ends with marker m followed only by whitespace. */

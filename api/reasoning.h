@@ -52,6 +52,10 @@ hs_status hs__reasoning_finish(const struct hs__api_ctx *c, const struct hs__rea
 
 /* ---- auto mode (reasoning_effort "auto") ---- */
 
+/* True when a chat template's source (NULL: none) lets the client choose between thinking and
+ * not (it reads enable_thinking, as Qwen3's does): auto mode may then be the default. */
+bool hs__reasoning_template_has_modes(const char *src);
+
 #define HS__REASONING_AUTO_CLASSES 16
 
 /* The class of a request for the history (by the last user message's length and cues), and

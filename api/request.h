@@ -77,6 +77,7 @@ struct hs__api_ctx {
     const char *reasoning_format;  /* hs_api_params.reasoning_format (borrowed; NULL: default) */
     const char *reasoning_markers; /* hs_api_params.reasoning_markers (borrowed; NULL: <think>) */
     struct hs__api_vision *vision; /* --mmproj's encoder (api/vision.h); NULL: images are 400s */
+    bool reasoning_auto; /* hs_api_params.reasoning_auto, and the template has both modes */
 };
 
 /* How a model writes tool calls, by chat template family (api/tools.h has the forms). */

@@ -157,6 +157,31 @@ static void placement_metrics(struct hs__buf *b, const struct hs_engine_metrics 
            "Sum over split steps of |predicted - measured| layer time.", mn, m->split.abs_err_s);
 }
 
+/* Length prediction (server/lengthpred.h) and segments: how far off the predicted output lengths
+ * were, and how often long generations yielded their slot. */
+static void length_metrics(struct hs__buf *b, const struct hs_engine_metrics *m, const char *mn)
+{
+    histogram(b, "output_length_prediction_relative_error",
+              "Histogram of |predicted - actual| / actual output tokens per finished choice.", mn,
+              &m->length_error);
+    metric(b, "output_length_predicted_tokens_total", "counter",
+           "Predicted output tokens of finished choices.", mn, (double)m->predicted_tokens);
+    metric(b, "output_length_abs_error_tokens_total", "counter",
+           "Sum of |predicted - actual| output tokens of finished choices.", mn,
+           (double)m->length_abs_error_tokens);
+    metric(b, "segment_yields_total", "counter",
+           "Long generations that gave up their slot after a segment, keeping their KV.", mn,
+           (double)m->segment_yields);
+    metric(b, "segment_resumes_total", "counter", "Of those, resumed on their own KV.", mn,
+           (double)m->segment_resumes);
+    metric(b, "segment_evictions_total", "counter",
+           "Parked generations whose KV blocks were taken under pressure.", mn,
+           (double)m->segment_evictions);
+    metric(b, "recomputed_tokens_total", "counter",
+           "Tokens run again for preempted or evicted sequences.", mn,
+           (double)m->recomputed_tokens);
+}
+
 static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connection *c,
                                       struct hs__req *rq)
 {
@@ -209,6 +234,7 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
               mn, &m.tpot);
     histogram(&b, "e2e_request_latency_seconds",
               "Histogram of end to end request latency in seconds.", mn, &m.e2e);
+    length_metrics(&b, &m, mn);
     metric(&b, "http_connections", "gauge", "Open HTTP connections.", mn, atomic_load(&s->n_conns));
     metric(&b, "http_body_bytes", "gauge", "Memory held by request bodies being received.", mn,
            (double)atomic_load(&s->body_bytes));

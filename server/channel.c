@@ -438,6 +438,7 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
     h->place = r->place;
     h->long_context = r->long_context;
     h->cache_salt = r->cache_salt;
+    h->client = r->client;
     if (hs_reasoning_params_check(&r->reasoning, e->n_vocab, err) != HS_OK) {
         handle_free(h);
         return HS_E_INVAL;

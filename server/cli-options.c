@@ -70,6 +70,28 @@ int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, cons
     case HS__CLI_OPT_TRACE:
         p->trace_path = arg;
         return 1;
+    case HS__CLI_OPT_SCHEDULE:
+        if (!strcmp(arg, "fifo")) {
+            p->order = HS_SCHED_FIFO;
+        } else if (!strcmp(arg, "length")) {
+            p->order = HS_SCHED_LENGTH;
+        } else {
+            fprintf(stderr, "hetserve: --schedule wants fifo or length, got '%s'\n", arg);
+            return 0;
+        }
+        return 1;
+    case HS__CLI_OPT_FAIR_WAIT_MS:
+        if (!hs__cli_parse_int("--fair-wait-ms", arg, 1, 86400000, &iv)) {
+            return 0;
+        }
+        p->fair_wait_ms = (int32_t)iv;
+        return 1;
+    case HS__CLI_OPT_SEGMENT_TOKENS:
+        if (!hs__cli_parse_int("--segment-tokens", arg, 0, 1 << 24, &iv)) {
+            return 0;
+        }
+        p->segment_tokens = (int32_t)iv;
+        return 1;
     case HS__CLI_OPT_NPU_CONFIG:
         p->backend_config = arg;
         return 1;
@@ -125,6 +147,17 @@ static const struct {
      "the simulated DIMM-PIM's hardware (--attn-backend pim): one 'key = value' a line, e.g. "
      "'preset = rpim' (rank-level units only), 'preset = host' (this machine's DRAM, measured), "
      "'channels = 8'; the keys are in backends/pim/pim-timing.h (default: CHIME's Table I)"},
+    {"--schedule fifo|length",
+     "the order waiting requests start in: fifo (default), or length: shortest predicted output "
+     "first (predicted from the history of the same prompt, client, reasoning mode and "
+     "max_tokens), within --fair-wait-ms"},
+    {"--fair-wait-ms MS",
+     "with --schedule length: a request waiting longer than MS starts before any that has not, "
+     "oldest first (default 1000)"},
+    {"--segment-tokens S",
+     "decode long generations in segments of S tokens: between segments a request may give its "
+     "slot to waiting ones, keeping its KV, so short requests start while long ones run; the "
+     "output is the same (default 0: off)"},
     {"--trace FILE.json",
      "write every engine step as Chrome trace events (open in ui.perfetto.dev): stages per layer "
      "and sub-batch on one track per backend thread, KV blocks held per backend"},

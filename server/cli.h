@@ -28,7 +28,7 @@ bool hs__cli_check_npu(const char *cmd, const char *config, const char *tenants)
 
 /* The engine's split-execution flags, the same in every command that runs the engine (serve,
  * generate, bench): --ffn-backend, --attn-backend, --attn-threads, --long-context, --pingpong
- * and --trace. A command puts HS__CLI_SPLIT_OPTIONS in its getopt_long table (<getopt.h>); the
+ * and --trace, and the scheduling of long outputs: --schedule, --fair-wait-ms, --segment-tokens. A command puts HS__CLI_SPLIT_OPTIONS in its getopt_long table (<getopt.h>); the
  * values are above any command's own. */
 enum {
     HS__CLI_OPT_FFN_BACKEND = 0x1000,
@@ -40,6 +40,9 @@ enum {
     HS__CLI_OPT_NPU_CONFIG,
     HS__CLI_OPT_NPU_TENANTS,
     HS__CLI_OPT_PIM_CONFIG,
+    HS__CLI_OPT_SCHEDULE,
+    HS__CLI_OPT_FAIR_WAIT_MS,
+    HS__CLI_OPT_SEGMENT_TOKENS,
 };
 /* clang-format off */
 #define HS__CLI_SPLIT_OPTIONS                                                                      \
@@ -51,7 +54,10 @@ enum {
     {"trace", required_argument, NULL, HS__CLI_OPT_TRACE},                                         \
     {"npu-config", required_argument, NULL, HS__CLI_OPT_NPU_CONFIG},                               \
     {"npu-tenants", required_argument, NULL, HS__CLI_OPT_NPU_TENANTS},                             \
-    {"pim-config", required_argument, NULL, HS__CLI_OPT_PIM_CONFIG}
+    {"pim-config", required_argument, NULL, HS__CLI_OPT_PIM_CONFIG},                               \
+    {"schedule", required_argument, NULL, HS__CLI_OPT_SCHEDULE},                                   \
+    {"fair-wait-ms", required_argument, NULL, HS__CLI_OPT_FAIR_WAIT_MS},                           \
+    {"segment-tokens", required_argument, NULL, HS__CLI_OPT_SEGMENT_TOKENS}
 /* clang-format on */
 
 /* After the options: checks what the split flags named that can be checked before anything

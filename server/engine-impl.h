@@ -21,6 +21,7 @@
 #include "model/vocab.h"
 #include "server/engine.h"
 #include "server/grammar.h"
+#include "server/lengthpred.h"
 #include "server/sampling.h"
 
 /* ---- metrics ---- */
@@ -46,6 +47,9 @@ struct metrics {
     struct hs_backend_stats be_stats[HS_KV_STORES_MAX];
     struct hs_backend_stats be_total; /* every backend of the context, summed */
     struct histo ttft, tpot, e2e;
+    struct histo lenerr; /* ratios, stored like seconds */
+    _Atomic uint64_t predicted_tokens, lenerr_tokens;
+    _Atomic uint64_t seg_yields, seg_resumes, seg_evictions, recomputed_tokens;
 };
 
 #define INC(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)
@@ -90,6 +94,13 @@ struct seq {
     int64_t t_first_ns, t_last_ns;
     struct seq *prev, *next; /* waiting list */
     int32_t batch_slot;      /* index in this step's batch, -1 when not in it */
+    /* length-aware scheduling and segments (sched.c) */
+    int64_t t_wait_ns;  /* when it last entered the waiting list */
+    int64_t t_admit_ns; /* when it was last admitted */
+    int32_t seg_start;  /* n_gen when it was last admitted: its segment began there */
+    int32_t n_kv_lost;  /* KV tokens it held when it last lost its blocks (preempted, evicted) */
+    bool preempted;     /* back in the waiting list after a preemption (front of the queue) */
+    bool parked;        /* waiting after a segment yield, with its KV (kv != NULL) */
 };
 
 struct hs_engine_handle {
@@ -140,6 +151,11 @@ struct hs_engine_handle {
     char *stop[HS_ENGINE_MAX_STOP];
     size_t stop_len[HS_ENGINE_MAX_STOP];
     int64_t t_submit_ns;
+    struct hs_lengthpred_key len_key; /* what its length prediction is keyed on */
+    int32_t pred_tokens;              /* predicted output tokens per choice */
+    enum hs_lengthpred_source pred_source;
+    bool predicted;  /* pred_tokens is set (on entering the queue) */
+    uint64_t client; /* hs_engine_request.client */
     int64_t deadline_ns; /* 0: none */
     int64_t t_first_ns;
     int32_t n_finished;
@@ -202,6 +218,13 @@ struct hs_engine {
 
     struct metrics m;
     struct hs_trace *trace; /* --trace; NULL: none */
+    /* length-aware scheduling (sched.c): engine thread only */
+    enum hs_sched_order order;
+    int64_t fair_wait_ns;
+    int32_t segment_tokens;      /* 0: no segments */
+    int32_t n_parked;            /* sequences parked with their KV */
+    struct hs_lengthpred *lpred; /* owns */
+    bool trace_sched_named;      /* the trace's scheduler track is named */
     /* The vocabulary's token trie for grammars, built by the first submit that needs it. */
     pthread_mutex_t trie_mu;
     struct hs_token_trie *trie; /* owns; immutable once built */
@@ -267,6 +290,18 @@ void hs__sched_migrate(struct hs_engine *e);
 /* Ends the sequences of canceled and timed-out requests, running or waiting; every sequence
  * when cancel_all. Thread: engine only. */
 void hs__sched_reap(struct hs_engine *e, bool cancel_all);
+
+/* Sets up length-aware scheduling from p (order, fairness bound, segments) and creates the
+ * length predictor: HS_E_INVAL (err says which value), HS_E_NOMEM. Thread: the creating thread, before the engine thread runs. */
+hs_status hs__sched_init(struct hs_engine *e, const struct hs_engine_params *p,
+                         struct hs_error *err);
+/* Frees what hs__sched_init made. Thread: after the engine thread has ended. */
+void hs__sched_finish(struct hs_engine *e);
+
+/* A sequence ends (hs__output_finish_seq calls it before anything else): a parked one gives its
+ * KV back; one that ended on its own or at its cap teaches the length predictor its length and
+ * counts its prediction's error. Thread: engine only. */
+void hs__sched_seq_ending(struct hs_engine *e, struct seq *s, enum hs_finish_reason why);
 
 /* ---- output.c ---- */
 

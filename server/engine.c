@@ -50,6 +50,9 @@ struct hs_engine_params hs_engine_default_params(void)
         .trace_path = NULL,
         .backend_config = NULL,
         .backend_tenants = NULL,
+        .order = HS_SCHED_FIFO,
+        .fair_wait_ms = 1000,
+        .segment_tokens = 0,
     };
 }
 
@@ -355,6 +358,9 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
     if (p.trace_path && (st = trace_open(e, p.trace_path, err)) != HS_OK) {
         goto fail;
     }
+    if ((st = hs__sched_init(e, &p, err)) != HS_OK) {
+        goto fail;
+    }
     for (int32_t s = 0; s < e->n_pools; s++) {
         st = hs_kv_pool_create(hs_context_store_n_blocks(e->ctx, s), hs_context_block_size(e->ctx),
                                &e->pools[s]);
@@ -427,6 +433,7 @@ void hs_engine_destroy(struct hs_engine *e)
     if (e->n_pools > 0) {
         pthread_mutex_destroy(&e->m.placement_mu);
     }
+    hs__sched_finish(e);
     free(e->mig_src);
     free(e->mig_dst);
     free(e->running);

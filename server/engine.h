@@ -93,10 +93,24 @@ struct hs_engine_params {
                            * than it are prefilled straight into the attention backend's pool.
                            * The FFN backend's pool gets room for n_parallel sequences of that
                            * length (and at least one whole context) */
+    /* Scheduling of long outputs (server/sched.c's policy prose): the order waiting sequences
+     * are admitted in, the fairness bound of the length order, and segments. */
+    enum hs_sched_order {
+        HS_SCHED_FIFO,   /* submit order (preempted sequences first) */
+        HS_SCHED_LENGTH, /* shortest predicted remaining output first, within fair_wait_ms */
+        HS_SCHED_ORDER_COUNT,
+    } order;
+    int32_t fair_wait_ms;   /* length order: a sequence waiting longer than this is admitted
+                             * before any that has not, oldest first; <= 0: default 1000 */
+    int32_t segment_tokens; /* > 0: a generation is decoded in segments of this many tokens;
+                             * between segments it may yield its slot to waiting sequences,
+                             * keeping its KV blocks (never changing its output); 0: off */
 };
 
 /* Defaults as documented above. Thread: any. */
 struct hs_engine_params hs_engine_default_params(void);
+/* "fifo", "length"; "?" out of range. Thread: any. */
+const char *hs_sched_order_str(enum hs_sched_order o);
 
 /* Creates the model context and KV pool and starts the engine thread. Borrows model (must
  * outlive the engine; its vocab is immutable and may be used by HTTP threads to tokenize).
@@ -197,6 +211,8 @@ struct hs_engine_request {
     /* Images in the prompt, in increasing, disjoint spans (HS_E_INVAL otherwise); 0: none. */
     const struct hs_engine_image *images;
     int32_t n_images;
+    uint64_t client; /* who asks, for the output length history (server/lengthpred.h): e.g. a
+                      * hash of the API key's tenant and the `user` field; 0: anonymous */
     hs_engine_notify_fn notify; /* may be NULL (then poll or wait) */
     void *notify_user;
 };
@@ -315,9 +331,11 @@ uint64_t hs_engine_handle_id(const struct hs_engine_handle *h);
 #define HS_ENGINE_TTFT_BUCKETS 22 /* 0.001 .. 2560 s */
 #define HS_ENGINE_TPOT_BUCKETS 19 /* 0.01 .. 80 s */
 #define HS_ENGINE_E2E_BUCKETS  21 /* 0.3 .. 7680 s */
+#define HS_ENGINE_LENERR_BUCKETS 10 /* relative error of output length predictions, 0.05 .. 10 */
 extern const double hs_engine_ttft_bounds_s[HS_ENGINE_TTFT_BUCKETS];
 extern const double hs_engine_tpot_bounds_s[HS_ENGINE_TPOT_BUCKETS];
 extern const double hs_engine_e2e_bounds_s[HS_ENGINE_E2E_BUCKETS];
+extern const double hs_engine_lenerr_bounds[HS_ENGINE_LENERR_BUCKETS];
 
 /* Cumulative counts as Prometheus wants them: le[i] observations <= bounds[i]; count (the +Inf
  * bucket) and sum of all observations in seconds. Only the first n_buckets of le are used. */
@@ -372,6 +390,19 @@ struct hs_engine_metrics {
     struct hs_engine_histogram tpot; /* mean time per output token after the first, per choice
                                       * with >= 2 tokens */
     struct hs_engine_histogram e2e;  /* submit to done, per request */
+    /* Length prediction and segments (server/sched.c). */
+    struct hs_engine_histogram length_error; /* |predicted - actual| / actual output tokens, per
+                                              * choice that ended on its own or at its cap (the
+                                              * bounds are ratios, not seconds) */
+    uint64_t predicted_tokens;     /* counter: predicted output tokens of those choices */
+    uint64_t length_abs_error_tokens; /* counter: sum of |predicted - actual| over them */
+    uint64_t segment_yields;       /* counter: running sequences that gave up their slot after a
+                                    * segment, keeping their KV */
+    uint64_t segment_resumes;      /* counter: such sequences admitted again on their own KV */
+    uint64_t segment_evictions;    /* counter: parked sequences whose blocks were taken under
+                                    * pressure (they come back through the prefix cache) */
+    uint64_t recomputed_tokens;    /* counter: tokens run again for preempted or evicted
+                                    * sequences (what the prefix cache no longer held) */
 };
 
 /* Copies the current metrics into *m (each field read atomically; fields may be from slightly

@@ -26,6 +26,10 @@ const double hs_engine_e2e_bounds_s[HS_ENGINE_E2E_BUCKETS] = {
     30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 };
 
+const double hs_engine_lenerr_bounds[HS_ENGINE_LENERR_BUCKETS] = {
+    0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 4.0, 10.0,
+};
+
 /* ---- engine thread: observing ---- */
 
 void hs__metrics_observe(struct histo *h, const double *bounds, int n, double s)
@@ -161,4 +165,12 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     histo_snapshot(&me->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS, &m->ttft);
     histo_snapshot(&me->m.tpot, hs_engine_tpot_bounds_s, HS_ENGINE_TPOT_BUCKETS, &m->tpot);
     histo_snapshot(&me->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS, &m->e2e);
+    histo_snapshot(&me->m.lenerr, hs_engine_lenerr_bounds, HS_ENGINE_LENERR_BUCKETS,
+                   &m->length_error);
+    m->predicted_tokens = LOAD(me->m.predicted_tokens);
+    m->length_abs_error_tokens = LOAD(me->m.lenerr_tokens);
+    m->segment_yields = LOAD(me->m.seg_yields);
+    m->segment_resumes = LOAD(me->m.seg_resumes);
+    m->segment_evictions = LOAD(me->m.seg_evictions);
+    m->recomputed_tokens = LOAD(me->m.recomputed_tokens);
 }

@@ -50,6 +50,7 @@ void hs__output_finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_re
                            hs_status status)
 {
     struct hs_engine_handle *h = s->req;
+    hs__sched_seq_ending(e, s, why); /* length history; a parked sequence's KV */
     if (s->state == SEQ_RUNNING) {
         for (int32_t i = 0; i < e->n_running; i++) {
             if (e->running[i] == s) {

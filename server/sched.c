@@ -23,6 +23,28 @@
  * the prefix cache) or has finished; a choice back from a preemption with tokens of its own
  * does not wait.
  *
+ * Admission order (--schedule). FIFO admits in queue order. LENGTH admits, among the admissible
+ * waiting sequences, preempted ones first (they were running), then those that have waited
+ * longer than the fairness bound (--fair-wait-ms, aging: oldest first, so no sequence waits
+ * behind shorter ones for ever), then the rest by shortest predicted remaining output (ties in
+ * queue order). The prediction comes from the history of similar requests (server/lengthpred.h:
+ * same prompt, same client, same reasoning mode and max_tokens bucket); a sequence that has
+ * outrun its prediction is expected to run as long again. Each request's prediction, source and
+ * real length go to the trace (a track per request), the error to /metrics.
+ *
+ * Segments (--segment-tokens S, UloRL's segment rollout). When every slot is taken and
+ * admissible sequences wait, a running sequence that has generated S tokens since its admission
+ * yields its slot at its next decode point: it is parked at the back of the waiting list with
+ * its KV blocks (no token is lost or recomputed; resuming decodes its pending token as the next
+ * step would have) and a spare kv object takes its place in the idle stack, so admission never
+ * runs short of them (the engine holds n_parallel + parked kv objects). Under LENGTH order it
+ * yields only to a sequence predicted to finish sooner or overdue. Under block pressure a parked
+ * sequence's blocks go before any running one is preempted (full blocks stay in the prefix
+ * cache, so coming back recomputes only what was evicted since, counted in
+ * recomputed_tokens_total and logged, never silently), and an admission that finds no blocks
+ * while nothing of its pool runs takes them from a parked sequence rather than waiting for
+ * ever.
+ *
  * Reaping. Before each step, sequences of canceled requests, of requests past their deadline,
  * and all sequences when the engine cancels everything (drain deadline, destroy) end, running or
  * waiting.
@@ -35,6 +57,7 @@
 #include "server/engine-impl.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ---- lists ---- */
@@ -54,8 +77,12 @@ void hs__sched_wait_remove(struct hs_engine *e, struct seq *s)
     s->prev = s->next = NULL;
 }
 
+static void predict(struct hs_engine *e, struct hs_engine_handle *h);
+
 void hs__sched_wait_push_back(struct hs_engine *e, struct seq *s)
 {
+    s->t_wait_ns = now_ns();
+    predict(e, s->req);
     s->next = NULL;
     s->prev = e->wait_tail;
     if (e->wait_tail) {
@@ -114,8 +141,11 @@ static void preempt(struct hs_engine *e, int32_t i)
         e->batch[s->batch_slot] = NULL;
         s->batch_slot = -1;
     }
+    s->n_kv_lost = hs_kv_seq_n_tokens(s->kv);
     hs__sched_release_kv(e, s);
     s->state = SEQ_WAITING;
+    s->preempted = true;
+    s->t_wait_ns = now_ns();
     wait_push_front(e, s);
     INC(e->m.preemptions, 1);
     HS_LOG_DEBUG("engine: preempted req=%llu choice %d at %d tokens",
@@ -128,8 +158,10 @@ enum reserve_result {
     FAILED,    /* the reservation failed otherwise: running[i] ended with an error */
 };
 
-/* Reserves n more tokens for running[i], preempting the most recently admitted sequences of
- * its KV pool while blocks are short. */
+static bool evict_parked(struct hs_engine *e, int32_t store, const struct seq *keep);
+
+/* Reserves n more tokens for running[i], taking the blocks of parked sequences of its KV pool,
+ * then preempting the most recently admitted running ones, while blocks are short. */
 static enum reserve_result reserve_or_preempt(struct hs_engine *e, int32_t i, int32_t n,
                                               int32_t *budget)
 {
@@ -146,6 +178,9 @@ static enum reserve_result reserve_or_preempt(struct hs_engine *e, int32_t i, in
                         (unsigned long long)s->req->id, s->index, n, hs_status_str(st));
             hs__output_finish_seq(e, s, HS_FINISH_ERROR, st);
             return FAILED;
+        }
+        if (evict_parked(e, s->store, NULL)) {
+            continue;
         }
         int32_t last = e->n_running - 1;
         while (e->running[last]->store != s->store) {
@@ -183,12 +218,21 @@ static bool admissible(const struct seq *s)
            (s0->state == SEQ_RUNNING && hs_kv_seq_n_tokens(s0->kv) >= s0->req->n_prompt);
 }
 
+/* Length-aware admission and segments (at the end of this file). */
+static void segment_yield(struct hs_engine *e, int64_t t);
+static struct seq *next_admission(struct hs_engine *e, int64_t t);
+static bool resume(struct hs_engine *e, struct seq *s, int32_t *n_batch, int32_t *budget);
+static bool pool_runs(const struct hs_engine *e, int32_t store);
+static void make_running(struct hs_engine *e, struct seq *s);
+
 /* Builds this step's batch: decodes first, then prefill chunks of running sequences, then new
  * admissions, all under the token budget. Returns the number of entries. */
 int32_t hs__sched_schedule(struct hs_engine *e)
 {
     int32_t budget = e->n_batch;
     int32_t n_batch = 0;
+    const int64_t t_now = now_ns();
+    segment_yield(e, t_now);
     for (int pass = 0; pass < 2; pass++) {
         for (int32_t i = 0; i < e->n_running; i++) {
             struct seq *s = e->running[i];
@@ -209,10 +253,12 @@ int32_t hs__sched_schedule(struct hs_engine *e)
             budget -= n;
         }
     }
-    struct seq *next;
-    for (struct seq *s = e->wait_head; s && budget > 0 && e->n_running < e->n_parallel; s = next) {
-        next = s->next;
-        if (!admissible(s)) {
+    struct seq *s;
+    while (budget > 0 && e->n_running < e->n_parallel && (s = next_admission(e, t_now))) {
+        if (s->parked) {
+            if (!resume(e, s, &n_batch, &budget)) {
+                break;
+            }
             continue;
         }
         const int32_t store = hs__sched_store_for(e, s);
@@ -233,20 +279,21 @@ int32_t hs__sched_schedule(struct hs_engine *e)
         if (hs_kv_seq_reserve(pool, kv, n) != HS_OK) {
             struct hs_kv_block_copy cp;
             hs_kv_seq_truncate(pool, kv, 0, &cp);
+            if (!pool_runs(e, store) && evict_parked(e, store, NULL)) {
+                continue; /* parked sequences held the pool and nothing would free it */
+            }
             break; /* no blocks for more: new work never preempts running work */
         }
         e->n_kv_free[store]--;
         s->kv = kv;
         s->store = store;
         atomic_fetch_add_explicit(&e->m.store_seqs[store], 1, memory_order_relaxed);
-        hs__sched_wait_remove(e, s);
-        s->state = SEQ_RUNNING;
-        e->running[e->n_running++] = s;
-        atomic_fetch_add_explicit(&e->m.n_seqs_running, 1, memory_order_relaxed);
-        struct hs_engine_handle *h = s->req;
-        if (h->n_seqs_running++ == 0) {
-            atomic_fetch_add_explicit(&e->m.n_running_req, 1, memory_order_relaxed);
+        if (s->n_kv_lost > cached) {
+            INC(e->m.recomputed_tokens, (uint64_t)(s->n_kv_lost - cached));
         }
+        s->n_kv_lost = 0;
+        make_running(e, s);
+        struct hs_engine_handle *h = s->req;
         if (!h->admitted_once) {
             h->admitted_once = true;
             h->usage.cached_tokens = cached; /* DONE reads it under h->mu, after this */
@@ -383,5 +430,314 @@ void hs__sched_reap(struct hs_engine *e, bool cancel_all)
         if (why != HS_FINISH_NONE) {
             hs__output_finish_seq(e, s, why, HS_OK);
         }
+    }
+}
+
+/* ---- length-aware admission and segments ---- */
+
+/* Moves waiting s (kv and store set) to the running array. */
+static void make_running(struct hs_engine *e, struct seq *s)
+{
+    hs__sched_wait_remove(e, s);
+    s->state = SEQ_RUNNING;
+    s->preempted = false;
+    s->seg_start = s->n_gen;
+    s->t_admit_ns = now_ns();
+    e->running[e->n_running++] = s;
+    atomic_fetch_add_explicit(&e->m.n_seqs_running, 1, memory_order_relaxed);
+    if (s->req->n_seqs_running++ == 0) {
+        atomic_fetch_add_explicit(&e->m.n_running_req, 1, memory_order_relaxed);
+    }
+}
+
+/* The output s is still expected to produce: its prediction less what it has made, or, once
+ * past the prediction, as much again as it has made; never beyond its cap. */
+static int64_t remaining(const struct seq *s)
+{
+    const struct hs_engine_handle *h = s->req;
+    const int64_t done = s->n_gen;
+    int64_t left = h->pred_tokens > done ? h->pred_tokens - done : done;
+    left = HS_MIN(left, (int64_t)h->max_tokens - done);
+    return HS_MAX(left, 1);
+}
+
+/* Admission classes of the LENGTH order: lower goes first. */
+enum { CLASS_PREEMPTED, CLASS_OVERDUE, CLASS_BY_LENGTH };
+
+static int admission_class(const struct hs_engine *e, const struct seq *s, int64_t t, int64_t *key)
+{
+    if (s->preempted) {
+        *key = 0; /* queue order: they are at the front */
+        return CLASS_PREEMPTED;
+    }
+    if (t - s->t_wait_ns >= e->fair_wait_ns) {
+        *key = s->t_wait_ns;
+        return CLASS_OVERDUE;
+    }
+    *key = remaining(s);
+    return CLASS_BY_LENGTH;
+}
+
+/* The waiting sequence to admit next under the engine's order; NULL when none is admissible. */
+static struct seq *next_admission(struct hs_engine *e, int64_t t)
+{
+    struct seq *best = NULL;
+    int best_class = 0;
+    int64_t best_key = 0;
+    for (struct seq *s = e->wait_head; s; s = s->next) {
+        if (!admissible(s)) {
+            continue;
+        }
+        if (e->order == HS_SCHED_FIFO) {
+            return s;
+        }
+        int64_t key;
+        const int cls = admission_class(e, s, t, &key);
+        if (!best || cls < best_class || (cls == best_class && key < best_key)) {
+            best = s;
+            best_class = cls;
+            best_key = key;
+        }
+    }
+    return best;
+}
+
+/* Whether a running sequence holds KV of the pool. */
+static bool pool_runs(const struct hs_engine *e, int32_t store)
+{
+    for (int32_t i = 0; i < e->n_running; i++) {
+        if (e->running[i]->store == store) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A track of its own per request in the trace (pid 1, beside the engine's threads). */
+enum { TRACE_PID_SCHED = 1, TRACE_TID_REQ0 = 1000 };
+
+static void trace_segment(struct hs_engine *e, const struct seq *s, const char *why)
+{
+    if (!e->trace) {
+        return;
+    }
+    const struct hs_engine_handle *h = s->req;
+    const double t1 = hs_trace_now_us(e->trace);
+    const double dur = (double)(now_ns() - s->t_admit_ns) / 1e3;
+    const struct hs_trace_arg args[] = {
+        HS_TRACE_INT("choice", s->index), HS_TRACE_INT("from_token", s->seg_start),
+        HS_TRACE_INT("tokens", s->n_gen - s->seg_start), HS_TRACE_STR("ended_by", why),
+        HS_TRACE_INT("predicted_tokens", h->pred_tokens)};
+    hs_trace_complete(e->trace, TRACE_PID_SCHED, TRACE_TID_REQ0 + (int32_t)(h->id % 100000),
+                      "segment", "sched", t1 - dur, dur, args, HS_ARRAY_LEN(args));
+}
+
+/* Parks running[i] after its segment: it leaves the running array for the back of the waiting
+ * list, keeping its kv; a new kv object joins the idle stack in its stead. False (nothing
+ * changed) when that object cannot be made. */
+static bool park(struct hs_engine *e, int32_t i)
+{
+    struct seq *s = e->running[i];
+    struct hs_kv_seq *spare = NULL;
+    if (hs_kv_seq_create(e->pools[s->store], &spare) != HS_OK) {
+        return false;
+    }
+    e->kv_free[s->store][e->n_kv_free[s->store]++] = spare;
+    trace_segment(e, s, "yield");
+    hs__sched_running_remove_at(e, i);
+    s->state = SEQ_WAITING;
+    s->parked = true;
+    e->n_parked++;
+    hs__sched_wait_push_back(e, s);
+    INC(e->m.seg_yields, 1);
+    HS_LOG_DEBUG("engine: req=%llu choice %d yields its slot after %d tokens (segment of %d)",
+                 (unsigned long long)s->req->id, s->index, s->n_gen, s->n_gen - s->seg_start);
+    return true;
+}
+
+/* Frees a parked sequence's kv object and blocks (full ones stay cached); it stays in the
+ * waiting list as a plain waiting sequence. */
+static void drop_parked_kv(struct hs_engine *e, struct seq *s)
+{
+    s->n_kv_lost = hs_kv_seq_n_tokens(s->kv);
+    hs_kv_seq_destroy(e->pools[s->store], s->kv);
+    atomic_fetch_sub_explicit(&e->m.store_seqs[s->store], 1, memory_order_relaxed);
+    s->kv = NULL;
+    s->parked = false;
+    e->n_parked--;
+}
+
+/* Under block pressure in pool store: the parked sequence of that pool (other than keep) with the
+ * most output still to come gives its blocks back. False when there is none. */
+static bool evict_parked(struct hs_engine *e, int32_t store, const struct seq *keep)
+{
+    if (e->n_parked == 0) {
+        return false;
+    }
+    struct seq *victim = NULL;
+    for (struct seq *s = e->wait_head; s; s = s->next) {
+        if (s->parked && s != keep && s->store == store &&
+            (!victim || remaining(s) > remaining(victim))) {
+            victim = s;
+        }
+    }
+    if (!victim) {
+        return false;
+    }
+    drop_parked_kv(e, victim);
+    INC(e->m.seg_evictions, 1);
+    HS_LOG_INFO("engine: req=%llu choice %d: parked KV of %d tokens released under block pressure "
+                "(the prefix cache keeps its full blocks; the rest is recomputed on resume)",
+                (unsigned long long)victim->req->id, victim->index, victim->n_kv_lost);
+    return true;
+}
+
+/* Admits parked s again on its own KV. False when its pending tokens find no blocks. */
+static bool resume(struct hs_engine *e, struct seq *s, int32_t *n_batch, int32_t *budget)
+{
+    struct hs_kv_pool *pool = e->pools[s->store];
+    const int32_t n = HS_MIN(s->n_all - hs_kv_seq_n_tokens(s->kv), *budget);
+    while (hs_kv_seq_reserve(pool, s->kv, n) != HS_OK) {
+        if (pool_runs(e, s->store) || !evict_parked(e, s->store, s)) {
+            return false;
+        }
+    }
+    /* back to n_parallel + parked kv objects: one idle object goes */
+    HS_ASSERT(e->n_kv_free[s->store] > 0);
+    hs_kv_seq_destroy(pool, e->kv_free[s->store][--e->n_kv_free[s->store]]);
+    s->parked = false;
+    e->n_parked--;
+    make_running(e, s);
+    INC(e->m.seg_resumes, 1);
+    batch_add(e, n_batch, s, n);
+    *budget -= n;
+    return true;
+}
+
+/* Parks running sequences past their segment while admissible sequences wait for a slot: as
+ * many as wait (less the free slots), oldest admitted first, at their decode point only. */
+static void segment_yield(struct hs_engine *e, int64_t t)
+{
+    if (e->segment_tokens <= 0 || e->n_running < e->n_parallel) {
+        return;
+    }
+    int32_t n_want = 0;
+    int64_t first_left = INT64_MAX; /* the LENGTH order's key of the first of them */
+    for (const struct seq *w = e->wait_head; w; w = w->next) {
+        if (w->parked || !admissible(w)) {
+            continue;
+        }
+        n_want++;
+        int64_t key;
+        const int cls = admission_class(e, w, t, &key);
+        first_left = HS_MIN(first_left, cls == CLASS_BY_LENGTH ? key : 0);
+    }
+    for (int32_t i = 0; i < e->n_running && n_want > 0;) {
+        struct seq *s = e->running[i];
+        const bool at_decode = hs_kv_seq_n_tokens(s->kv) == s->n_all - 1;
+        const bool done_segment = s->n_gen - s->seg_start >= e->segment_tokens;
+        const bool behind = e->order == HS_SCHED_FIFO || remaining(s) > first_left;
+        if (at_decode && done_segment && behind && s->batch_slot < 0 && park(e, i)) {
+            n_want--;
+            continue; /* running[i] is the next one now */
+        }
+        i++;
+    }
+}
+
+/* ---- length prediction ---- */
+
+static enum hs_lengthpred_mode length_mode(const struct hs_reasoning_params *r)
+{
+    if (!r->enabled || r->budget_tokens == 0) {
+        return HS_LENGTHPRED_MODE_PLAIN; /* a budget of 0 closes the block at once (no_think) */
+    }
+    return r->budget_tokens >= 0 ? HS_LENGTHPRED_MODE_BUDGETED : HS_LENGTHPRED_MODE_THINK;
+}
+
+/* Predicts a new request's output length, once, when its first choice enters the queue. */
+static void predict(struct hs_engine *e, struct hs_engine_handle *h)
+{
+    if (h->predicted || !e->lpred) {
+        return;
+    }
+    h->len_key = (struct hs_lengthpred_key){
+        .prompt_hash = hs_lengthpred_hash_tokens(h->seqs[0].toks, h->n_prompt),
+        .client = h->client,
+        .mode = length_mode(&h->reasoning),
+        .budget_tokens = h->reasoning.budget_tokens,
+        .max_tokens = h->max_tokens,
+        .ignore_eos = h->ignore_eos,
+    };
+    h->pred_tokens = hs_lengthpred_predict(e->lpred, &h->len_key, &h->pred_source);
+    h->predicted = true;
+    HS_LOG_DEBUG("engine: req=%llu predicted output %d tokens (%s)", (unsigned long long)h->id,
+                 h->pred_tokens, hs_lengthpred_source_str(h->pred_source));
+}
+
+const char *hs_sched_order_str(enum hs_sched_order o)
+{
+    static const char *const names[HS_SCHED_ORDER_COUNT] = {"fifo", "length"};
+    return o >= 0 && o < HS_SCHED_ORDER_COUNT ? names[o] : "?";
+}
+
+hs_status hs__sched_init(struct hs_engine *e, const struct hs_engine_params *p,
+                         struct hs_error *err)
+{
+    if ((unsigned)p->order >= HS_SCHED_ORDER_COUNT || p->segment_tokens < 0) {
+        return hs_error_set(err, HS_E_INVAL,
+                            "the admission order must be fifo or length, and segment tokens not "
+                            "negative");
+    }
+    e->order = p->order;
+    e->fair_wait_ns = (int64_t)(p->fair_wait_ms > 0 ? p->fair_wait_ms : 1000) * 1000000;
+    e->segment_tokens = p->segment_tokens;
+    if (hs_lengthpred_create(0, &e->lpred) != HS_OK) {
+        return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    }
+    return HS_OK;
+}
+
+void hs__sched_finish(struct hs_engine *e)
+{
+    hs_lengthpred_destroy(e->lpred);
+    e->lpred = NULL;
+}
+
+void hs__sched_seq_ending(struct hs_engine *e, struct seq *s, enum hs_finish_reason why)
+{
+    struct hs_engine_handle *h = s->req;
+    if (s->parked) {
+        drop_parked_kv(e, s);
+    } else if (s->state == SEQ_RUNNING) {
+        trace_segment(e, s, hs_finish_reason_str(why));
+    }
+    if (!h->predicted || (why != HS_FINISH_STOP && why != HS_FINISH_LENGTH)) {
+        return;
+    }
+    const int32_t actual = HS_MAX(s->n_gen, 1);
+    hs_lengthpred_record(e->lpred, &h->len_key, actual);
+    const int32_t diff =
+        h->pred_tokens > actual ? h->pred_tokens - actual : actual - h->pred_tokens;
+    hs__metrics_observe(&e->m.lenerr, hs_engine_lenerr_bounds, HS_ENGINE_LENERR_BUCKETS,
+                        (double)diff / actual);
+    INC(e->m.predicted_tokens, (uint64_t)h->pred_tokens);
+    INC(e->m.lenerr_tokens, (uint64_t)diff);
+    if (e->trace) {
+        const int32_t tid = TRACE_TID_REQ0 + (int32_t)(h->id % 100000);
+        char name[48];
+        snprintf(name, sizeof(name), "req %llu", (unsigned long long)h->id);
+        hs_trace_name_thread(e->trace, TRACE_PID_SCHED, tid, name);
+        const double t1 = hs_trace_now_us(e->trace);
+        const double dur = (double)(now_ns() - h->t_submit_ns) / 1e3;
+        const struct hs_trace_arg args[] = {
+            HS_TRACE_INT("choice", s->index),
+            HS_TRACE_INT("predicted_tokens", h->pred_tokens),
+            HS_TRACE_STR("prediction_source", hs_lengthpred_source_str(h->pred_source)),
+            HS_TRACE_INT("output_tokens", actual),
+            HS_TRACE_INT("max_tokens", h->max_tokens),
+            HS_TRACE_STR("finish", hs_finish_reason_str(why))};
+        hs_trace_complete(e->trace, TRACE_PID_SCHED, tid, "request", "sched", t1 - dur, dur, args,
+                          HS_ARRAY_LEN(args));
     }
 }

@@ -1100,6 +1100,7 @@ static void start_qwen3(void)
 {
     struct hs_engine_params ep = test_engine_params();
     struct hs_api_params ap = test_api_params();
+    ap.reasoning_auto = false; /* the template's own default, not auto mode's choice */
     start_with("qwen3-vocab-f16.gguf", &ep, &ap);
 }
 

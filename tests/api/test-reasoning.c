@@ -91,6 +91,7 @@ static struct {
 } g;
 
 static const char *start_format, *start_markers; /* hs_api_params of the next start */
+static bool start_auto_off;
 
 static void start(void)
 {
@@ -109,6 +110,7 @@ static void start(void)
     ap.port = 0;
     ap.reasoning_format = start_format;
     ap.reasoning_markers = start_markers;
+    ap.reasoning_auto = !start_auto_off;
     cr_assert_eq(hs_api_server_start(g.model, g.eng, &ap, &g.srv, &err), HS_OK, "server: %s",
                  err.message);
     g.port = hs_api_server_port(g.srv);
@@ -400,5 +402,45 @@ Test(reasoning_flags, server_format_and_markers, .init = start_flags, .fini = st
     j = chat("\"thinking_budget_tokens\":2,\"reasoning_format\":\"reasoning_content\"", "hi");
     m = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
     cr_assert_not_null(json_object_get(m, "reasoning_content"), "the request overrides it");
+    json_decref(j);
+}
+
+static const char *mode_of(json_t *j)
+{
+    return json_string_value(json_object_get(json_object_get(j, "hetserve"), "reasoning_mode"));
+}
+
+/* Qwen3's template has both modes: a request that says nothing about thinking gets auto mode. */
+Test(reasoning, auto_mode_is_the_default_when_the_template_has_both_modes)
+{
+    json_t *j = chat("", "Hi");
+    cr_assert_not_null(mode_of(j), "auto mode chose");
+    cr_assert_str_eq(mode_of(j), "short");
+    cr_assert_eq(reasoning_tokens(j), 0);
+    json_decref(j);
+    j = chat("", "Solve 12*7+5 step by step");
+    cr_assert_str_eq(mode_of(j), "long");
+    cr_assert_gt(reasoning_tokens(j), 0);
+    json_decref(j);
+    /* any thinking control of the client's own turns the default off */
+    j = chat("\"reasoning_effort\":\"high\"", "Hi");
+    cr_assert_null(mode_of(j));
+    cr_assert_gt(reasoning_tokens(j), 0);
+    json_decref(j);
+}
+
+static void start_auto_off_server(void)
+{
+    start_auto_off = true;
+    start();
+    start_auto_off = false;
+}
+
+Test(reasoning_flags, auto_default_off_keeps_the_templates_default, .init = start_auto_off_server,
+     .fini = stop, .timeout = 120)
+{
+    json_t *j = chat("", "Hi");
+    cr_assert_null(mode_of(j), "no auto mode");
+    cr_assert_gt(reasoning_tokens(j), 0, "Qwen3's template thinks by default");
     json_decref(j);
 }

@@ -413,7 +413,10 @@ async function structuredSuite(m) {
     const tok = async (content) => {
       const res = await fetch(`${base}/tokenize`, {
         method: 'POST', headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ messages: [{ role: 'user', content }], with_pieces: true }) });
+        // reasoning_effort "high": the template's own markup for both (auto mode, the default,
+        // would choose per message whether the template writes an empty thinking block)
+        body: JSON.stringify({ messages: [{ role: 'user', content }], with_pieces: true,
+                               reasoning_effort: 'high' }) });
       assert.equal(res.status, 200);
       return (await res.json()).tokens;
     };
@@ -426,7 +429,8 @@ async function structuredSuite(m) {
     assert.equal(count(injected), count(plain));
     // a chat request with that content gets the same prompt
     const r = await client.chat.completions.create({
-      model: '', messages: [{ role: 'user', content: evil }], max_tokens: 1 });
+      model: '', messages: [{ role: 'user', content: evil }], max_tokens: 1,
+      reasoning_effort: 'high' });
     assert.equal(r.usage.prompt_tokens, injected.length);
   });
 

@@ -99,6 +99,12 @@ Test(cli, bad_input_exits_2_with_one_line, .init = setup)
     expect_usage_error("mkmodel -o /tmp/x.gguf --arch llama --cla 2", "hunyuan-large");
     expect_usage_error("mkmodel -o /tmp/x.gguf --gating relu", "--gating");
     expect_usage_error("bench", "-m MODEL");
+    snprintf(args, sizeof(args), "generate -m %s -p hi --schedule sjf", model_path);
+    expect_usage_error(args, "--schedule");
+    snprintf(args, sizeof(args), "generate -m %s -p hi --segment-tokens -4", model_path);
+    expect_usage_error(args, "--segment-tokens");
+    snprintf(args, sizeof(args), "bench -m %s --fair-wait-ms 0", model_path);
+    expect_usage_error(args, "--fair-wait-ms");
 }
 
 Test(cli, a_mixture_of_experts_model_generates_with_placed_experts, .init = setup)
