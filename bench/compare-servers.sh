@@ -15,23 +15,11 @@ DIR=$(pwd)/build/bench-models
 mkdir -p "$DIR"
 MODEL=${1:-$DIR/smollm-135m-q8_0.gguf}
 [ -f "$MODEL" ] || "$HS" mkmodel -o "$MODEL" --preset smollm-135m --type q8_0
-MDIR=$(cd "$(dirname "$MODEL")" && pwd)
 HS_PORT=18301
 LC_PORT=18302
 OUT=$(mktemp -d)
-
-"$HS" serve -m "$MODEL" --port $HS_PORT -t "$T" --parallel 16 --ctx 4096 > "$OUT/hs.log" 2>&1 &
-HS_PID=$!
-PEER_MODELS="$MDIR" "$PEER" run llama-server -m "/models/$(basename "$MODEL")" --port $LC_PORT \
-    -t "$T" -np 16 -c 8192 > "$OUT/lc.log" 2>&1 &
-LC_PID=$!
-trap 'kill $HS_PID 2>/dev/null; pkill -f "llama-server.*--port $LC_PORT" 2>/dev/null; rm -rf "$OUT"' EXIT
-for port in $HS_PORT $LC_PORT; do
-    for _ in $(seq 120); do
-        curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-        sleep 0.5
-    done
-done
+. bench/lib-servers.sh
+start_servers "$MODEL" "$T" 16 $HS_PORT $LC_PORT 4096 8192
 
 printf '%-10s %4s %12s %10s %10s\n' server conc "out tok/s" "ttft p50" "ttft p99"
 for c in 1 4 16; do
