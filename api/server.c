@@ -61,6 +61,10 @@ static enum MHD_Result handle_health(struct hs_api_server *s, struct MHD_Connect
         return hs__send_json(s, c, rq, 503, json_pack("{s:s}", "status", "draining"), "Retry-After",
                              "1");
     }
+    if (!atomic_load(&s->ready)) {
+        return hs__send_json(s, c, rq, 503, json_pack("{s:s}", "status", "loading"), "Retry-After",
+                             "1");
+    }
     return hs__send_json(s, c, rq, 200, json_pack("{s:s}", "status", "ok"), NULL, NULL);
 }
 
