@@ -187,7 +187,9 @@ hs_status hs__keyring_parse(struct hs__keyring *kr, const char *name, const char
                 n_key = fl;
                 continue;
             }
-            int which = fl > 4 && !memcmp(f, "rpm=", 4) ? 0 : fl > 4 && !memcmp(f, "tpm=", 4) ? 1 : -1;
+            int which = fl > 4 && !memcmp(f, "rpm=", 4)   ? 0
+                        : fl > 4 && !memcmp(f, "tpm=", 4) ? 1
+                                                          : -1;
             if (which < 0) {
                 /* not echoed: it may be a second key */
                 return hs_error_set(err, HS_E_FORMAT,
@@ -213,8 +215,8 @@ hs_status hs__keyring_parse(struct hs__keyring *kr, const char *name, const char
         }
         if (!key_bytes_valid(key, n_key)) {
             return hs_error_set(err, HS_E_FORMAT,
-                                "%s:%d: the key must be 1 to %d visible ASCII characters",
-                                name, (int)line, HS__MAX_KEY_BYTES);
+                                "%s:%d: the key must be 1 to %d visible ASCII characters", name,
+                                (int)line, HS__MAX_KEY_BYTES);
         }
         struct hs_error e = {0};
         hs_status st = hs__keyring_add(kr, key, n_key, rate[0], rate[1], line, &e);
@@ -318,15 +320,17 @@ bool hs__keyring_charge(struct hs__keyring *kr, int32_t tenant, int64_t n_req, i
         }
         bucket_refill(b[i], now_ms);
         if (need[i] > b[i]->limit) {
-            *why = (struct hs__rl_refusal){.tokens = i == 1, .limit = b[i]->limit,
-                                           .need = need[i], .never = true};
+            *why = (struct hs__rl_refusal){
+                .tokens = i == 1, .limit = b[i]->limit, .need = need[i], .never = true};
             ok = false;
             break;
         }
         int64_t w = bucket_wait_ms(b[i], need[i]);
         if (w > 0) {
-            *why = (struct hs__rl_refusal){.tokens = i == 1, .limit = b[i]->limit,
-                                           .need = need[i], .retry_s = (w + 999) / 1000};
+            *why = (struct hs__rl_refusal){.tokens = i == 1,
+                                           .limit = b[i]->limit,
+                                           .need = need[i],
+                                           .retry_s = (w + 999) / 1000};
             ok = false;
             break;
         }
@@ -423,8 +427,8 @@ void hs__rl_add_headers(struct MHD_Response *r, const struct hs__rl_view v[2])
     }
 }
 
-enum MHD_Result hs__rl_refuse(struct hs_api_server *s, struct MHD_Connection *c,
-                              struct hs__req *rq, const struct hs__rl_refusal *why)
+enum MHD_Result hs__rl_refuse(struct hs_api_server *s, struct MHD_Connection *c, struct hs__req *rq,
+                              const struct hs__rl_refusal *why)
 {
     char msg[320], retry[24];
     const char *what = why->tokens ? "tokens" : "requests";
@@ -442,6 +446,5 @@ enum MHD_Result hs__rl_refuse(struct hs_api_server *s, struct MHD_Connection *c,
              "Please try again in %llds.",
              (long long)why->limit, what, (long long)why->need, (long long)why->retry_s);
     snprintf(retry, sizeof(retry), "%lld", (long long)why->retry_s);
-    return hs__send_error_ex(s, c, rq, 429, NULL, "rate_limit_exceeded", "Retry-After", retry,
-                             msg);
+    return hs__send_error_ex(s, c, rq, 429, NULL, "rate_limit_exceeded", "Retry-After", retry, msg);
 }

@@ -917,10 +917,11 @@ static hs_status copy_config(struct hs_api_server *s, const struct hs_api_params
         }
     }
     if (p->api_key_file) {
-        hs_status st = hs__keyring_load(&s->keys, p->api_key_file, err);
+        struct hs_error e = {0};
+        hs_status st = hs__keyring_load(&s->keys, p->api_key_file, &e);
         if (st != HS_OK) {
             /* a malformed file is a bad argument, as a malformed --api-key is */
-            return st == HS_E_FORMAT ? hs_error_set(err, HS_E_INVAL, "%s", err->message) : st;
+            return hs_error_set(err, st == HS_E_FORMAT ? HS_E_INVAL : st, "%s", e.message);
         }
     }
     for (int32_t i = 0; i < p->n_allowed_hosts; i++) {
