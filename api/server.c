@@ -207,6 +207,16 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
                        hs_finish_reason_str((enum hs_finish_reason)r), mn,
                        (unsigned long long)m.requests_finished[r]);
     }
+    hs__buf_printf(&b, "# HELP hetserve:requests_cancelled_total Requests canceled (client gone, "
+                       "drain deadline) by where they were: queue, prefill or decode.\n"
+                       "# TYPE hetserve:requests_cancelled_total counter\n");
+    for (int p = 0; p < HS_CANCEL_COUNT; p++) {
+        hs__buf_printf(&b,
+                       "hetserve:requests_cancelled_total{phase=\"%s\",model_name=\"%s\"} "
+                       "%llu\n",
+                       hs_cancel_phase_str((enum hs_cancel_phase)p), mn,
+                       (unsigned long long)m.requests_cancelled[p]);
+    }
     histogram(&b, "time_to_first_token_seconds", "Histogram of time to first token in seconds.", mn,
               &m.ttft);
     histogram(&b, "time_per_output_token_seconds", "Histogram of time per output token in seconds.",

@@ -46,6 +46,7 @@ struct metrics {
     struct hs_backend_stats be_stats[HS_KV_STORES_MAX];
     struct hs_backend_stats be_total; /* every backend of the context, summed */
     struct histo ttft, tpot, e2e;
+    _Atomic uint64_t cancelled[HS_CANCEL_COUNT]; /* requests, by phase (channel.c) */
 };
 
 #define INC(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)

@@ -26,6 +26,12 @@ const double hs_engine_e2e_bounds_s[HS_ENGINE_E2E_BUCKETS] = {
     30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 };
 
+const char *hs_cancel_phase_str(enum hs_cancel_phase p)
+{
+    static const char *const names[HS_CANCEL_COUNT] = {"queue", "prefill", "decode"};
+    return p >= 0 && p < HS_CANCEL_COUNT ? names[p] : "none";
+}
+
 /* ---- engine thread: observing ---- */
 
 void hs__metrics_observe(struct histo *h, const double *bounds, int n, double s)
@@ -156,6 +162,9 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     }
     m->split = me->m.split;
     pthread_mutex_unlock(&me->m.placement_mu);
+    for (int i = 0; i < HS_CANCEL_COUNT; i++) {
+        m->requests_cancelled[i] = LOAD(me->m.cancelled[i]);
+    }
     m->prefix_hit_rate =
         m->prompt_tokens ? (double)m->prefix_hit_tokens / (double)m->prompt_tokens : 0.0;
     histo_snapshot(&me->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS, &m->ttft);

@@ -697,6 +697,45 @@ def max_queue_bounds_the_waiting_requests():
             t.join(30)
 
 
+@check
+def cancellations_are_counted_by_phase():
+    """A client that hangs up while its request waits for a sequence is counted in
+    requests_cancelled_total{phase="queue"}, one that hangs up while tokens stream in
+    phase="decode"; the KV blocks come back."""
+    def cancelled(port):
+        _, _, b = request(port, "GET", "/metrics")
+        return {m.group(1): float(m.group(2)) for m in re.finditer(
+            r'^hetserve:requests_cancelled_total\{phase="(\w+)"[^}]*\} (\S+)$', b.decode(), re.M)}
+    with Server("--parallel", "1", ctx=32768) as srv:
+        eq(cancelled(srv.port), {"queue": 0, "prefill": 0, "decode": 0}, "counters at start")
+        socks = []
+        for stream in (True, False):
+            body = json.dumps({"prompt": "Once", "max_tokens": 30000, "ignore_eos": True,
+                               "stream": stream}).encode()
+            s = connect(srv.port)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            socks.append(s)
+            if stream:
+                wait_running(srv.port, 1)
+        t0 = time.time()
+        while (metric(srv.port, "num_requests_waiting") or 0) < 1 and time.time() - t0 < 10:
+            time.sleep(0.02)
+        socks[1].close()  # waiting in the queue (SO_LINGER 0: a reset)
+        t0 = time.time()
+        while cancelled(srv.port)["queue"] < 1 and time.time() - t0 < 10:
+            time.sleep(0.02)
+        socks[0].close()  # streaming
+        t0 = time.time()
+        while cancelled(srv.port)["decode"] < 1 and time.time() - t0 < 10:
+            time.sleep(0.02)
+        eq(cancelled(srv.port), {"queue": 1, "prefill": 0, "decode": 1}, "counters")
+        t0 = time.time()
+        while metric(srv.port, "kv_blocks_used") != 0 and time.time() - t0 < 10:
+            time.sleep(0.02)
+        eq(metric(srv.port, "kv_blocks_used"), 0, "KV blocks in use after the cancellations")
+
+
 # ---- admission: per-key limits, loading ----
 
 def write_keys(text):
