@@ -782,6 +782,17 @@ def per_key_rate_limits_and_key_files():
                 st, h, _ = jrequest(srv.port, c, body, {"Authorization": "Bearer " + key})
                 eq(st, 200, "key %s while another is limited" % key)
                 assert "x-ratelimit-limit-requests" not in h, h
+            # a file key is a tenant of its own in the prefix cache
+            secret = {"prompt": "The vault opens at midnight on the third day of the month of the "
+                                "red moon when the bell rings twice", "max_tokens": 1}
+
+            def cached(key):
+                st, _, j = jrequest(srv.port, c, secret, {"Authorization": "Bearer " + key})
+                eq(st, 200, "completion for %s" % key)
+                return j["usage"]["prompt_tokens_details"]["cached_tokens"]
+            cached("other")
+            eq(cached("flag"), 0, "cached tokens of another key's prompt")
+            assert cached("other") > 16, "a file key lost its own prefix cache"
             eq(jrequest(srv.port, c, body, {"Authorization": "Bearer limite"})[0], 401,
                "a prefix of a key")
             eq(jrequest(srv.port, c, body, {"Authorization": "Bearer limitedX"})[0], 401,
