@@ -8,8 +8,8 @@
 // Workload (seeded): chat or completions, streamed or not, n 1..4, max_tokens 8..160, at
 // temperature 0, prompts built on four shared openings (a system message for chat) so that
 // requests share prefix-cache blocks. A dropped request is cut at a random moment: after a random
-// delay (0 .. 1.5 x the median latency measured in the warm-up: in the queue, in prefill or in
-// decode) or, for streams, after a random number of chunks; two drops in three end the socket
+// delay (0 .. 1.2 x the median latency measured in the warm-up: in the queue, in prefill or in
+// decode; a drop whose moment falls after the answer leaves a completed request) or, for streams, after a random number of chunks; two drops in three end the socket
 // with a reset (a killed client), one in three with a normal close (FIN).
 //
 // Pass criteria (exit 0, else 1; every figure goes to stdout and --json):
@@ -37,7 +37,7 @@ const opt = (name, def) => {
   const i = argv.indexOf('--' + name);
   return i >= 0 ? argv[i + 1] : def;
 };
-const N_REQ = +opt('requests', 2000);
+let N_REQ = +opt('requests', 2000);
 const CONC = +opt('concurrency', 32);
 const DROP = +opt('drop', 1 / 3);
 const SEED = +opt('seed', 1);
@@ -48,7 +48,9 @@ const JSON_OUT = opt('json', null);
 const WARMUP = +opt('warmup', 200);
 // Under AddressSanitizer memory is shadowed and freed blocks quarantined: RSS is reported, not
 // judged (LeakSanitizer judges leaks at the server's exit instead).
+// Sanitized servers are 5-10x slower: at most 100 requests then.
 const SANITIZED = readFileSync(BIN).includes('__asan_init');
+if (SANITIZED) N_REQ = Math.min(N_REQ, 100);
 
 // ---- seeded randomness (mulberry32) ----
 let rs = SEED >>> 0;
@@ -233,13 +235,16 @@ try {
     if (res.status !== 200) failures.push(`warm-up request: ${res.status} ${res.error ?? ''}`);
     lat.push(performance.now() - t0);
   });
-  fig.warmup_latency_median_ms = Math.round(median(lat));
-  const dropSpanMs = 1.5 * median(lat);
+  // drops fall uniformly in [0, 1.2 x the median latency], re-measured in steady state below
+  let dropSpanMs = 1.2 * median(lat);
+  const steady = [];
   const run = async (r) => {
     const o = !r.drop ? {} : r.dropByChunks ? { dropAfterChunks: r.dropChunks }
       : { dropAfterMs: r.dropFrac * dropSpanMs };
+    const t0 = performance.now();
     r.res = await send(r.chat ? '/v1/chat/completions' : '/v1/completions', r.body,
       { ...o, reset: r.reset });
+    if (!r.res.dropped) steady.push(performance.now() - t0);
   };
   // 2: the mix as the soak runs it, drops included, until the prefix cache has filled 90% of the
   // KV pool (its pages are touched lazily, the most recently freed block first: before that the
@@ -253,6 +258,8 @@ try {
     if (m.kv_blocks_free <= m.kv_blocks_total / 10) break;
   }
   fig.warmup_requests = CONC + n_warm;
+  if (steady.length >= CONC) dropSpanMs = 1.2 * median(steady);
+  fig.latency_median_ms = Math.round(dropSpanMs / 1.2);
   let m0 = await metrics();
   fig.kv_blocks_total = m0.kv_blocks_total;
   fig.kv_blocks_free_at_start = m0.kv_blocks_free;
