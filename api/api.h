@@ -42,11 +42,11 @@ struct hs_api_params {
     const char *const *api_keys; /* [n_api_keys] further keys; each key is a tenant whose prefix
                                   * cache is its own. Keys are 1 to 256 visible ASCII bytes */
     int32_t n_api_keys;
-    const char *api_key_file; /* NULL: none. A file of further keys, read at start: one per
-                               * line, "KEY [rpm=N] [tpm=N]" (requests and tokens per minute
-                               * for that key; absent: no limit), blank lines and '#' comments
-                               * skipped. A malformed file, or one without keys, is HS_E_INVAL
-                               * naming the line (README "Admission control") */
+    const char *api_key_file;     /* NULL: none. A file of further keys, read at start: one per
+                                   * line, "KEY [rpm=N] [tpm=N]" (requests and tokens per minute
+                                   * for that key; absent: no limit), blank lines and '#' comments
+                                   * skipped. A malformed file, or one without keys, is HS_E_INVAL
+                                   * naming the line (README "Admission control") */
     const char *model_name;       /* the id of the model in responses; NULL: "hetserve". A request
                                    * naming another model gets 404 model_not_found */
     size_t max_body_bytes;        /* larger bodies get 413; default 4 MiB */

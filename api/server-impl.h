@@ -184,8 +184,8 @@ size_t hs__rl_duration(char *out, size_t cap, int64_t ms);
 void hs__rl_add_headers(struct MHD_Response *r, const struct hs__rl_view v[2]);
 /* Answers 429 rate_limit_exceeded for why: Retry-After when waiting helps, else
  * X-Should-Retry: false (the OpenAI SDKs' no-retry signal). HTTP threads. */
-enum MHD_Result hs__rl_refuse(struct hs_api_server *s, struct MHD_Connection *c,
-                              struct hs__req *rq, const struct hs__rl_refusal *why);
+enum MHD_Result hs__rl_refuse(struct hs_api_server *s, struct MHD_Connection *c, struct hs__req *rq,
+                              const struct hs__rl_refusal *why);
 
 struct hs_api_server {
     struct MHD_Daemon *d;
