@@ -78,6 +78,13 @@ struct hs_api_params {
     const char *reasoning_markers;
     bool cors; /* answer CORS preflights (allowing the headers asked for), allow
                 * any origin; default off: cross-origin Origins get 403 */
+    /* Image input: the projector GGUF (llama.cpp's mmproj) loaded at start (a bad file fails
+     * the start); NULL: chat image parts are 400s. allow_image_urls lets http(s) image URLs
+     * through the refusal, to the "fetching is not implemented" 400. vision_threads: the
+     * encoder's CPU threads (<= 0: 2). */
+    const char *mmproj;
+    bool allow_image_urls;
+    int32_t vision_threads;
 };
 
 /* Defaults as documented above. Thread: any. */
@@ -90,9 +97,10 @@ struct hs_api_params hs_api_default_params(void);
 hs_status hs_api_server_listen(const struct hs_api_params *p, struct hs_api_server **out,
                                struct hs_error *err);
 
-/* Serves model and engine from now on (borrowed: both must outlive the server). Errors:
- * HS_E_FORMAT (the model's chat template does not parse: the server stays loading),
- * HS_E_INVAL (a model is attached already). Thread: the controlling thread, once. */
+/* Serves model and engine from now on (borrowed: both must outlive the server); loads the
+ * projector (mmproj) when one is set. Errors: HS_E_FORMAT (the model's chat template does not
+ * parse), the projector's errors, HS_E_INVAL (a model is attached already); the server then
+ * stays loading. Thread: the controlling thread, once. */
 hs_status hs_api_server_attach(struct hs_api_server *s, struct hs_model *model,
                                struct hs_engine *engine, struct hs_error *err);
 

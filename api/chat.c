@@ -6,9 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "api/reasoning.h"
 #include "api/request.h"
+#include "api/vision.h"
 #include "api/tools.h"
 #include "model/chat-template.h"
 #include "model/vocab.h"
@@ -79,9 +82,43 @@ static struct hs_tmpl_value *token_text(const struct hs_vocab *v, hs_token t)
 
 static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
 
-/* A message's content as one string: a string as it is, text parts joined, null or absent "".
- * Returns new (json_decref) or NULL with err filled. */
-static json_t *content_text(const json_t *content, size_t idx, struct hs__api_err *err)
+/* Where image parts go: the request and its context (NULL: images are refused). */
+struct img_sink {
+    const struct hs__api_ctx *c;
+    struct hs__api_req *r;
+};
+
+/* Image part j (image_url: a string or {"url": ...}) encoded into the request; its marker goes
+ * into b. */
+static hs_status image_part(struct img_sink *sink, const json_t *part, const char *param,
+                            struct hs__buf *b, struct hs__api_err *err)
+{
+    struct hs__api_req *r = sink->r;
+    const json_t *u = json_object_get(part, "image_url");
+    if (json_is_object(u)) {
+        u = json_object_get(u, "url");
+    }
+    if (!json_is_string(u)) {
+        return fail(err, 400, param, "%s.image_url must be a URL string or {\"url\": ...}", param);
+    }
+    if (r->n_images >= HS__API_MAX_IMAGES) {
+        return fail(err, 400, param, "%s: at most %d images per request", param,
+                    HS__API_MAX_IMAGES);
+    }
+    HS_TRY(hs__api_vision_image(sink->c->vision, json_string_value(u), json_string_length(u),
+                                param, &r->images[r->n_images], err));
+    char marker[64];
+    hs__api_vision_marker(r, r->n_images, marker);
+    r->n_images++;
+    hs__buf_add(b, marker, strlen(marker));
+    return b->oom ? NOMEM(err) : HS_OK;
+}
+
+/* A message's content as one string: a string as it is, text parts joined (images as their
+ * markers when sink takes them), null or absent "". Returns new (json_decref) or NULL with err
+ * filled. */
+static json_t *content_text(const json_t *content, size_t idx, struct img_sink *sink,
+                            struct hs__api_err *err)
 {
     char param[64];
     if (!content || json_is_null(content)) {
@@ -118,8 +155,17 @@ static json_t *content_text(const json_t *content, size_t idx, struct hs__api_er
             hs__buf_add(&b, json_string_value(text), json_string_length(text));
             continue;
         }
+        const bool image = !strcmp(t, "image_url") || !strcmp(t, "input_image") ||
+                           !strcmp(t, "image");
+        if (image && sink && sink->c->vision) {
+            if (image_part(sink, part, param, &b, err) != HS_OK) {
+                hs__buf_free(&b);
+                return NULL;
+            }
+            continue;
+        }
         hs__buf_free(&b);
-        if (!strcmp(t, "image_url") || !strcmp(t, "input_image") || !strcmp(t, "image")) {
+        if (image) {
             fail(err, 400, param,
                  "%s is an image, but the loaded model has no vision support (it takes text "
                  "only)",
@@ -251,7 +297,7 @@ static hs_status calls_as_text(json_t *m, const json_t *calls, enum hs__tool_for
 
 /* The messages as the template is given them (a new array in *out). */
 static hs_status normalize(const struct hs__tools_caps *caps, const json_t *messages, json_t **out,
-                           struct hs__api_err *err)
+                           struct img_sink *sink, struct hs__api_err *err)
 {
     json_t *arr = json_array();
     bool prev_tool = false; /* the last message is a tool result turned into a user message */
@@ -282,7 +328,7 @@ static hs_status normalize(const struct hs__tools_caps *caps, const json_t *mess
                       param);
             goto fail;
         }
-        json_t *content = content_text(json_object_get(m, "content"), i, err);
+        json_t *content = content_text(json_object_get(m, "content"), i, sink, err);
         if (!content) {
             st = err->http == 503 ? HS_E_NOMEM : HS_E_INVAL;
             goto fail;
@@ -389,8 +435,8 @@ static hs_status describe_tools(const struct hs__tools_caps *caps, json_t *msgs,
 
 static hs_status render(const struct hs__api_ctx *c, const struct hs__tools_caps *caps,
                         const json_t *messages, const json_t *kwargs, const json_t *tools,
-                        const struct hs__api_tools *tr, char **out, size_t *out_len,
-                        uint8_t **client, struct hs__api_err *err)
+                        const struct hs__api_tools *tr, struct img_sink *sink, char **out,
+                        size_t *out_len, uint8_t **client, struct hs__api_err *err)
 {
     *out = NULL;
     *out_len = 0;
@@ -405,7 +451,7 @@ static hs_status render(const struct hs__api_ctx *c, const struct hs__tools_caps
         return fail(err, 400, "chat_template_kwargs", "chat_template_kwargs must be an object");
     }
     json_t *norm = NULL;
-    HS_TRY(normalize(caps, messages, &norm, err));
+    HS_TRY(normalize(caps, messages, &norm, sink, err));
     const bool has_tools = json_is_array(tools) && json_array_size(tools) > 0;
     hs_status st = HS_OK;
     if (has_tools && !caps->renders_tools && tr && tr->choice != HS__TOOL_CHOICE_NONE) {
@@ -502,9 +548,14 @@ hs_status hs__api_chat_prompt(const struct hs__api_ctx *c, const json_t *b, stru
     char *text = NULL;
     size_t n_text = 0;
     uint8_t *client = NULL;
+    struct img_sink sink = {c, r};
+    if (c->vision && getrandom(&r->marker_nonce, sizeof(r->marker_nonce), 0) !=
+                         (ssize_t)sizeof(r->marker_nonce)) {
+        r->marker_nonce = (uint64_t)(uintptr_t)r ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
+    }
     hs_status rst = render(c, caps, json_object_get(b, "messages"),
                            kw0 && !json_is_object(kw0) ? kw0 : kw, json_object_get(b, "tools"),
-                           &r->tools, &text, &n_text, &client, err);
+                           &r->tools, &sink, &text, &n_text, &client, err);
     json_decref(kw);
     HS_TRY(rst);
     rst = hs__reasoning_finish(c, &rq, text, n_text, r, err);
@@ -519,7 +570,9 @@ hs_status hs__api_chat_prompt(const struct hs__api_ctx *c, const json_t *b, stru
     bool add = !(bos_text && *bos_text && !strncmp(text, bos_text, strlen(bos_text)) &&
                  !(client && memchr(client, 1, strlen(bos_text))));
     r->n_prompts = 1;
-    hs_status st = hs__api_tokenize(c, text, n_text, add, client, &r->prompts[0], err);
+    hs_status st = r->n_images > 0
+                       ? hs__api_tokenize_images(c, text, n_text, add, client, r, err)
+                       : hs__api_tokenize(c, text, n_text, add, client, &r->prompts[0], err);
     free(text);
     free(client);
     return st;

@@ -76,6 +76,10 @@ static void usage(FILE *f)
             "      --reasoning-markers OPEN,CLOSE\n"
             "                          the thinking block's markers, each one token of the\n"
             "                          vocabulary (default <think>,</think>)\n"
+            "      --mmproj FILE       image input: the model's projector GGUF (llama.cpp's\n"
+            "                          mmproj; Qwen2-VL). Chat image parts take data: URLs\n"
+            "      --allow-image-urls  let http(s) image URLs past the refusal (fetching them\n"
+            "                          is not implemented yet: still a 400)\n"
             "\n"
             "Limits against hostile clients (README \"Security\"):\n"
             "      --allowed-host NAME accept Host/Origin NAME besides IP addresses, localhost\n"
@@ -116,6 +120,8 @@ enum {
     OPT_CORS,
     OPT_REASONING_FORMAT,
     OPT_REASONING_MARKERS,
+    OPT_MMPROJ,
+    OPT_ALLOW_IMAGE_URLS,
     OPT_EXPERTS,
     /* connection limits (issue 17) */
     OPT_ALLOWED_HOST = 512,
@@ -268,6 +274,8 @@ int hs__cli_serve(int argc, char **argv)
         {"cors", no_argument, NULL, OPT_CORS},
         {"reasoning-format", required_argument, NULL, OPT_REASONING_FORMAT},
         {"reasoning-markers", required_argument, NULL, OPT_REASONING_MARKERS},
+        {"mmproj", required_argument, NULL, OPT_MMPROJ},
+        {"allow-image-urls", no_argument, NULL, OPT_ALLOW_IMAGE_URLS},
         {"expert-placement", required_argument, NULL, OPT_EXPERTS},
         {"override-tensor", required_argument, NULL, OPT_EXPERTS},
         HS__CLI_SPLIT_OPTIONS,
@@ -390,6 +398,12 @@ int hs__cli_serve(int argc, char **argv)
             ap.reasoning_markers = optarg;
             break;
         }
+        case OPT_MMPROJ:
+            ap.mmproj = optarg;
+            break;
+        case OPT_ALLOW_IMAGE_URLS:
+            ap.allow_image_urls = true;
+            break;
         case OPT_EXPERTS:
             ep.expert_placement = optarg;
             break;

@@ -5,6 +5,7 @@
  * that could smuggle a request, a foreign Host or Origin, a missing or wrong API key, a body too
  * big or of the wrong type) and how much body memory all connections may hold together. */
 #include "api/server-impl.h"
+#include "api/vision.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1011,6 +1012,20 @@ hs_status hs_api_server_attach(struct hs_api_server *s, struct hs_model *model,
                                    .reasoning_format = s->p.reasoning_format,
                                    .reasoning_markers = s->p.reasoning_markers};
     hs__tools_probe(s->tmpl, s->vocab, &s->tools_caps);
+    if (s->p.mmproj) {
+        hs_status st = hs__api_vision_create(s->p.mmproj, hs_model_hparams(model)->n_embd,
+                                             s->p.vision_threads, s->p.allow_image_urls,
+                                             &s->vision, err);
+        if (st != HS_OK) {
+            hs_chat_template_destroy(s->tmpl);
+            s->tmpl = NULL;
+            s->model = NULL;
+            s->eng = NULL;
+            s->vision = NULL;
+            return st;
+        }
+        s->pctx.vision = s->vision;
+    }
     atomic_store(&s->ready, true);
     return HS_OK;
 }
@@ -1174,6 +1189,7 @@ void hs_api_server_stop(struct hs_api_server *s)
         pthread_join(s->reaper, NULL);
     }
     hs_chat_template_destroy(s->tmpl);
+    hs__api_vision_destroy(s->vision);
     for (int32_t i = 0; i < s->n_hosts; i++) {
         free(s->hosts[i]);
     }

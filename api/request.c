@@ -23,7 +23,7 @@ hs_status hs__api_fail(struct hs__api_err *err, int http, const char *param, con
     return http == 503 ? HS_E_NOMEM : HS_E_INVAL;
 }
 
-#define fail hs__api_fail
+#define fail       hs__api_fail
 #define NOMEM(err) fail((err), 503, NULL, "out of memory")
 
 /* ---- text buffer, JSON strings, log escaping ---- */
@@ -357,24 +357,47 @@ static hs_status parse_extension(const json_t *b, struct hs_engine_request *er,
     return HS_OK;
 }
 
+/* r->grammar from a JSON Schema given in the request's field `param`. */
+static hs_status schema_grammar(const json_t *schema, const char *param, struct hs__api_req *r,
+                                struct hs__api_err *err)
+{
+    struct hs_error serr = {0};
+    const hs_status st = hs_json_schema_to_gbnf(schema, &r->grammar, &serr);
+    if (st == HS_E_NOMEM) {
+        return fail(err, 503, NULL, "out of memory");
+    }
+    if (st != HS_OK) {
+        return fail(err, 400, param, "%s", serr.message);
+    }
+    return HS_OK;
+}
+
 /* Structured output: `response_format` ({"type": "text"}; {"type": "json_object"}, optionally
  * with "schema" as llama.cpp's server and vLLM accept; {"type": "json_schema", "json_schema":
- * {"name", "schema", "strict"}}) or llama.cpp's `grammar` (GBNF text), into r->grammar. A schema
- * keyword the converter does not support is a 400 naming it, never a silent relaxation. */
+ * {"name", "schema", "strict"}}), or llama.cpp's `grammar` (GBNF text) or `json_schema` (a
+ * schema), at most one of the three, into r->grammar. A schema keyword the converter does not
+ * support is a 400 naming it, never a silent relaxation. */
 static hs_status parse_structured(const json_t *b, struct hs__api_req *r, struct hs__api_err *err)
 {
     const json_t *rf = json_object_get(b, "response_format");
     const json_t *g = json_object_get(b, "grammar");
+    const json_t *js_top = json_object_get(b, "json_schema");
     const bool has_rf = rf && !json_is_null(rf);
-    if (g && !json_is_null(g)) {
+    const bool has_g = g && !json_is_null(g);
+    const bool has_js = js_top && !json_is_null(js_top);
+    if (has_rf + has_g + has_js > 1) {
+        return fail(err, 400, has_g ? "grammar" : "json_schema",
+                    "give one of grammar, json_schema and response_format, not several");
+    }
+    if (has_g) {
         if (!json_is_string(g) || json_string_length(g) == 0) {
             return fail(err, 400, "grammar", "grammar must be a non-empty string of GBNF");
         }
-        if (has_rf) {
-            return fail(err, 400, "grammar", "give either grammar or response_format, not both");
-        }
         r->grammar = strndup(json_string_value(g), json_string_length(g));
         return r->grammar ? HS_OK : fail(err, 503, NULL, "out of memory");
+    }
+    if (has_js) {
+        return schema_grammar(js_top, "json_schema", r, err);
     }
     if (!has_rf) {
         return HS_OK;
@@ -406,15 +429,7 @@ static hs_status parse_structured(const json_t *b, struct hs__api_req *r, struct
                     "response_format type must be text, json_object or json_schema, not '%s'",
                     type);
     }
-    struct hs_error serr = {0};
-    const hs_status st = hs_json_schema_to_gbnf(schema, &r->grammar, &serr);
-    if (st == HS_E_NOMEM) {
-        return fail(err, 503, NULL, "out of memory");
-    }
-    if (st != HS_OK) {
-        return fail(err, 400, "response_format", "%s", serr.message);
-    }
-    return HS_OK;
+    return schema_grammar(schema, "response_format", r, err);
 }
 
 /* ---- prompts ---- */
@@ -889,4 +904,9 @@ void hs__api_req_free(struct hs__api_req *r)
     r->grammar = NULL;
     free(r->bias);
     r->bias = NULL;
+    for (int32_t i = 0; i < r->n_images; i++) {
+        free(r->images[i].rows);
+        r->images[i].rows = NULL;
+    }
+    r->n_images = 0;
 }

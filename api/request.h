@@ -76,6 +76,7 @@ struct hs__api_ctx {
                                          * NULL: probed per request */
     const char *reasoning_format;  /* hs_api_params.reasoning_format (borrowed; NULL: default) */
     const char *reasoning_markers; /* hs_api_params.reasoning_markers (borrowed; NULL: <think>) */
+    struct hs__api_vision *vision; /* --mmproj's encoder (api/vision.h); NULL: images are 400s */
 };
 
 /* How a model writes tool calls, by chat template family (api/tools.h has the forms). */
@@ -103,6 +104,14 @@ struct hs__api_tools {
     bool parse;     /* find calls in the output (choice AUTO, REQUIRED or NAMED, and no
                      * response_format or grammar) */
     char name[128]; /* NAMED: the function */
+};
+
+/* An image of a chat request, encoded (api/vision.h). */
+#define HS__API_MAX_IMAGES 8
+struct hs__api_image {
+    uint64_t hash;          /* of the decoded pixels and size */
+    int32_t gx, gy;         /* merged grid; gx * gy embedding rows */
+    float *rows;            /* [gx * gy][n_embd], owned */
 };
 
 struct hs__api_prompt {
@@ -146,6 +155,12 @@ struct hs__api_req {
     bool include_usage;
     bool seed_given;
     char user[64]; /* for logs: escaped (hs__api_log_escape) and truncated */
+    /* chat: images in the order of their markers in the rendered prompt; eimages points the
+     * engine request (er.images) at their placeholder spans */
+    struct hs__api_image images[HS__API_MAX_IMAGES];
+    struct hs_engine_image eimages[HS__API_MAX_IMAGES];
+    int32_t n_images;
+    uint64_t marker_nonce; /* makes the markers unguessable by the client's text */
 };
 
 /* Returns false (err filled, 400) when body nests arrays/objects deeper than max_depth;

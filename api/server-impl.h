@@ -194,6 +194,7 @@ struct hs_api_server {
     struct hs_engine *eng;
     const struct hs_vocab *vocab;
     struct hs_chat_template *tmpl;
+    struct hs__api_vision *vision; /* --mmproj (api/vision.h), owns; NULL: none */
     struct hs_api_params p; /* defaults filled in; pointers below replace the caller's */
     struct hs__keyring keys; /* none: no authentication */
     char **hosts; /* [n_hosts] allowed Host names, lower case, owned */

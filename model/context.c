@@ -216,6 +216,7 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     off = 0;
     size_t o_tokens = carve(&off, nb * sizeof(hs_token));
     size_t o_pos = carve(&off, nb * sizeof(int32_t));
+    size_t o_mrope = carve(&off, nb * 2 * sizeof(int32_t));
     size_t o_slots = carve(&off, nb * sizeof(int32_t));
     size_t o_rows = carve(&off, nb * sizeof(int32_t));
     size_t o_seqs = carve(&off, nb * sizeof(struct hs_attn_seq));
@@ -257,6 +258,7 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     a = ctx->host_mem;
     ctx->tokens = (hs_token *)(a + o_tokens);
     ctx->pos = (int32_t *)(a + o_pos);
+    ctx->mrope_dhw = (int32_t *)(a + o_mrope);
     ctx->slots = (int32_t *)(a + o_slots);
     ctx->out_rows = (int32_t *)(a + o_rows);
     ctx->attn_seqs = (struct hs_attn_seq *)(a + o_seqs);

@@ -37,7 +37,8 @@ static int64_t now_ns(void)
 /* Validates the batch and fills tokens, positions, slots, stores, attention sequences and logit
  * rows. */
 static hs_status prepare_batch(struct hs_context *ctx, const struct hs_forward_seq *seqs,
-                               int32_t n_seqs, int32_t *n_tok_out)
+                               const struct hs_forward_mm *mm, int32_t n_seqs,
+                               int32_t *n_tok_out)
 {
     const int32_t n_vocab = ctx->model->hp.n_vocab;
     int64_t n_tok = 0;
@@ -49,6 +50,7 @@ static hs_status prepare_batch(struct hs_context *ctx, const struct hs_forward_s
         const struct hs_forward_seq *fs = &seqs[s];
         if (fs->n_tokens <= 0 || fs->n_past < 0 || !fs->tokens || !fs->block_table ||
             fs->n_logits < 0 || fs->n_logits > fs->n_tokens ||
+            (mm && mm[s].mrope_pos && ctx->model->hp.rope_sections[0] == 0) ||
             (int64_t)fs->n_past + fs->n_tokens > ctx->n_ctx || fs->store < 0 ||
             fs->store >= ctx->n_stores) {
             return HS_E_INVAL;
@@ -59,6 +61,7 @@ static hs_status prepare_batch(struct hs_context *ctx, const struct hs_forward_s
         }
     }
     int32_t row = 0;
+    ctx->mrope_any = false;
     for (int32_t s = 0; s < n_seqs; s++) {
         const struct hs_forward_seq *fs = &seqs[s];
         const int32_t n_blocks = ctx->stores[fs->store].n_blocks;
@@ -78,6 +81,7 @@ static hs_status prepare_batch(struct hs_context *ctx, const struct hs_forward_s
             }
             ctx->tokens[row] = t;
             ctx->pos[row] = p;
+            HS_TRY(hs__mrope_row(ctx, mm ? &mm[s] : NULL, i, row));
             ctx->slots[row] = (int32_t)hs_kv_slot(fs->block_table, ctx->block_size, p);
             if (i >= fs->n_tokens - fs->n_logits) {
                 ctx->out_rows[n_out++] = row;
@@ -339,6 +343,12 @@ static hs_status stage_pre(struct hs_context *ctx, struct sub *sb, int il)
     HS_TRY(hs_backend_rope(be, &q3, pos, &hp->rope));
     if (own_kv) {
         HS_TRY(hs_backend_rope(be, &k3, pos, &hp->rope));
+    }
+    if (ctx->mrope_any) {
+        hs__mrope_adjust(ctx, qd, hp->n_head, r0, n);
+        if (own_kv) {
+            hs__mrope_adjust(ctx, kd, hp->n_head_kv, r0, n);
+        }
     }
     if (l->q_norm.data && norm_after) {
         HS_TRY(qk_norm(ctx, l, sb));
@@ -603,14 +613,23 @@ static int32_t choose_split(struct hs_context *ctx, int32_t n_seqs, double *peri
 hs_status hs_model_forward(struct hs_context *ctx, const struct hs_forward_seq *seqs,
                            int32_t n_seqs)
 {
+    return hs_model_forward_mm(ctx, seqs, NULL, n_seqs);
+}
+
+hs_status hs_model_forward_mm(struct hs_context *ctx, const struct hs_forward_seq *seqs,
+                              const struct hs_forward_mm *mm, int32_t n_seqs)
+{
     const struct hs_model *m = ctx->model;
     const struct hs_model_hparams *hp = &m->hp;
     int32_t n_tok = 0;
     ctx->n_logit_rows = 0;
-    HS_TRY(prepare_batch(ctx, seqs, n_seqs, &n_tok));
+    HS_TRY(prepare_batch(ctx, seqs, mm, n_seqs, &n_tok));
 
     struct hs_tensor x = mat(ctx->x, hp->n_embd, n_tok);
     HS_TRY(hs_backend_get_rows(ctx->be, &m->tok_embd, ctx->tokens, &x));
+    if (mm) {
+        hs__embd_rows_set(ctx, seqs, mm, n_seqs);
+    }
 
     struct sub subs[2];
     int32_t n_subs = 1;

@@ -102,7 +102,9 @@ struct hs_context {
     float *up;                     /* [n_batch][n_ff] */
     float *logits;                 /* [n_batch][n_vocab] */
     hs_token *tokens;              /* [n_batch] */
-    int32_t *pos;                  /* [n_batch] */
+    int32_t *pos;                  /* [n_batch] rotary (M-RoPE: time) positions */
+    int32_t *mrope_dhw;            /* [n_batch][2] M-RoPE row, column minus time position */
+    bool mrope_any;                /* some row of the batch has a nonzero mrope_dhw */
     int32_t *slots;                /* [n_batch] */
     int32_t *out_rows;             /* [n_batch] rows whose logits are wanted */
     struct hs_attn_seq *attn_seqs; /* [n_batch] (a sequence has at least one token) */
@@ -122,5 +124,23 @@ struct hs_context {
  * tells ctx->moe where each expert runs. */
 hs_status hs__place_experts(struct hs_context *ctx, const struct hs_context_params *p,
                             struct hs_error *err);
+
+/* ---- multimodal input (mrope.c) ---- */
+
+/* Reads <an>.rope.dimension_sections (4 integers, the fourth 0) into hp->rope_sections; their
+ * sum must be n_rot / 2. HS_E_FORMAT (err says why), HS_E_NOTSUP for a fourth section. */
+hs_status hs__mrope_load_sections(const struct hs_gguf *g, const char *an,
+                                  struct hs_model_hparams *hp, struct hs_error *err);
+/* Sets batch row's rotary position and M-RoPE offsets from token i of mm (may be NULL). HS_E_INVAL for
+ * negative positions. */
+hs_status hs__mrope_row(struct hs_context *ctx, const struct hs_forward_mm *mm, int32_t i,
+                        int32_t row);
+/* Rotates rows [r0, r0 + n) of x ([rows][n_head][head_dim], already rotated by their time
+ * position) further by their row/column offsets in the pairs of the row and column sections. */
+void hs__mrope_adjust(const struct hs_context *ctx, float *x, int32_t n_head, size_t r0,
+                      int32_t n);
+/* Copies the sequences' embd rows over the batch's token embeddings in ctx->x. */
+void hs__embd_rows_set(struct hs_context *ctx, const struct hs_forward_seq *seqs,
+                       const struct hs_forward_mm *mm, int32_t n_seqs);
 
 #endif

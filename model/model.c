@@ -231,6 +231,9 @@ static hs_status load_hparams(struct hs_model *m, struct hs_error *err)
         }
     }
     hp->rope.mode = ad->rope;
+    if (hp->arch == HS_ARCH_QWEN2VL) {
+        HS_TRY(hs__mrope_load_sections(g, an, hp, err));
+    }
     hp->qkv_bias = ad->qkv_bias;
     hp->qk_norm = ad->qk_norm;
     HS_TRY(get_i32(g, an, "attention.cla_share_factor", false, 1, &hp->cla_share, err));

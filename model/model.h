@@ -60,6 +60,9 @@ struct hs_model_hparams {
     int32_t n_ff;
     float norm_eps;
     struct hs_rope_params rope;
+    /* M-RoPE (qwen2vl, rope.dimension_sections): rotary pairs of each (time, row, column) section
+     * in turn, repeating; zeros for other architectures. */
+    int32_t rope_sections[3];
     bool tied_output; /* output.weight absent: logits from token_embd */
     bool qkv_bias;
     enum hs_qk_norm qk_norm;
@@ -176,6 +179,16 @@ struct hs_forward_seq {
                     * its prefill attention stays on the FFN backend) */
 };
 
+/* Multimodal input of one sequence of a forward batch (hs_model_forward_mm); both NULL for text.
+ * embd[i], when not NULL, is token i's input row (n_embd floats: an image's embedding) in place
+ * of its token's embedding. mrope_pos: [n_tokens][3] (time, row, column) rotary positions for
+ * M-RoPE models (qwen2vl; HS_E_INVAL for others); NULL: n_past + i in all three. Borrowed for the
+ * call. */
+struct hs_forward_mm {
+    const float *const *embd;
+    const int32_t *mrope_pos;
+};
+
 /* KV stores: 1 when not split, 2 when split (0: the FFN backend's, 1: the attention
  * backend's). */
 #define HS_KV_STORES_MAX 2
@@ -242,6 +255,10 @@ void hs_context_set_trace(struct hs_context *ctx, hs_forward_trace_fn fn, void *
  * requested rows, in sequence order, are at hs_context_logits(). */
 hs_status hs_model_forward(struct hs_context *ctx, const struct hs_forward_seq *seqs,
                            int32_t n_seqs);
+/* hs_model_forward with multimodal input: mm[s] (mm may be NULL) for seqs[s]. Same errors and
+ * results. Thread: engine. */
+hs_status hs_model_forward_mm(struct hs_context *ctx, const struct hs_forward_seq *seqs,
+                              const struct hs_forward_mm *mm, int32_t n_seqs);
 
 /* [n_rows][n_vocab] logits of the last forward call; valid until the next call. */
 const float *hs_context_logits(const struct hs_context *ctx);

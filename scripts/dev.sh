@@ -13,8 +13,11 @@ ROOT=$(pwd)
 JOBS=${JOBS:-$(nproc)}
 
 # python3-jsonschema: the trace-event JSON Schema tests (tests/common/check-trace-schema.py).
+# libpng-dev, libjpeg62-turbo-dev: image input (model/vision/image.c); the reference decoders,
+# fuzzed upstream (OSS-Fuzz) and patched by Debian security, unlike a vendored decoder.
 PKGS=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev
       libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libhwloc-dev libdnnl-dev libcriterion-dev libutf8proc-dev
+      libpng-dev libjpeg62-turbo-dev
       python3-jsonschema)
 
 # Node for the end-to-end test with the openai npm client (tests/e2e). Installed from Debian only

@@ -120,6 +120,7 @@ static void handle_free(struct hs_engine_handle *h)
         hs_grammar_matcher_destroy(h->seqs[i].gm); /* before their cache */
         hs_reasoning_finish(&h->seqs[i].rs);
     }
+    hs__mm_free(h);
     hs_grammar_cache_destroy(h->grammar_cache);
     hs_grammar_destroy(h->grammar);
     outbuf_free(&h->cons);
@@ -331,6 +332,7 @@ static hs_status check_request(const struct hs_engine *e, const struct hs_engine
                             "one generated token)",
                             r->n_prompt, e->n_ctx);
     }
+    HS_TRY(hs__mm_check(e, r, err));
     for (int32_t i = 0; i < r->n_prompt; i++) {
         if (r->prompt[i] < 0 || r->prompt[i] >= e->n_vocab) {
             return hs_error_set(err, HS_E_INVAL, "prompt token %d at %d is outside the vocab",
@@ -459,6 +461,10 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
         return HS_E_INVAL;
     }
     h->reasoning = r->reasoning;
+    if (hs__mm_copy(e, h, r) != HS_OK) {
+        handle_free(h);
+        return hs_error_set(err, HS_E_NOMEM, "out of memory for the prompt's images");
+    }
     h->n_vocab = e->n_vocab;
     h->usage.prompt_tokens = r->n_prompt;
     h->status = HS_OK;

@@ -36,6 +36,8 @@ static void usage(FILE *f)
                "  -t, --threads N     compute threads of the FFN backend (default: physical\n"
                "                      cores, less --attn-threads)\n"
                "  -r, --repetitions N runs of each test (default 5)\n"
+               "  -b, --batch N       also decode N sequences together (tg with -b N: each a\n"
+               "                      BOS then -n tokens; total tokens/s; default 1 = off)\n"
                "      --kv-type T     f16 (default) or f32\n"
                "      --no-probes     skip the memory-bandwidth and touched-pages measurements\n"
                "      --expert-placement RULES\n"
@@ -130,6 +132,59 @@ static hs_status run_request(struct hs_engine *e, const hs_token *prompt, int32_
         b->status = HS_E_INTERNAL;
     }
     return b->status;
+}
+
+/* Runs n_seq greedy requests of BOS then n tokens (EOS ignored), submitted together so that the
+ * engine decodes them as one batch, and waits for all; *tps: their tokens per second of wall
+ * time, first submission to last completion. Errors as run_request's. */
+static hs_status run_batch(struct hs_engine *e, int32_t n_seq, int32_t n, struct bench_req *bs,
+                           double *tps)
+{
+    const hs_token bos = HS_MAX(hs_vocab_bos(hs_engine_vocab(e)), 0);
+    hs_status st = HS_OK;
+    int32_t n_sub = 0;
+    const double t0 = now_s();
+    for (; n_sub < n_seq; n_sub++) {
+        struct bench_req *b = &bs[n_sub];
+        struct hs_engine_request r;
+        hs_engine_request_init(&r);
+        r.prompt = &bos;
+        r.n_prompt = 1;
+        r.max_tokens = n;
+        r.sampling.temperature = 0;
+        r.ignore_eos = true;
+        r.notify = bench_notify;
+        r.notify_user = b;
+        struct hs_error err = {0};
+        pthread_mutex_lock(&b->mu);
+        b->done = false;
+        b->n_tokens = 0;
+        st = hs_engine_submit(e, &r, &b->h, &err);
+        pthread_mutex_unlock(&b->mu);
+        if (st != HS_OK) {
+            fprintf(stderr, "hetserve: %s\n", err.message);
+            break;
+        }
+    }
+    for (int32_t i = 0; i < n_sub; i++) {
+        struct bench_req *b = &bs[i];
+        pthread_mutex_lock(&b->mu);
+        while (!b->done) {
+            pthread_cond_wait(&b->cv, &b->mu);
+        }
+        pthread_mutex_unlock(&b->mu);
+        hs_engine_release(b->h);
+        b->h = NULL;
+        if (st == HS_OK && b->status != HS_OK) {
+            fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(b->status));
+            st = b->status;
+        } else if (st == HS_OK && b->n_tokens != n) {
+            fprintf(stderr, "hetserve: a request ended after %d of %d tokens\n", b->n_tokens, n);
+            st = HS_E_INTERNAL;
+        }
+    }
+    *tps = (double)n_seq * n / (now_s() - t0);
+    return st;
 }
 
 /* ---- weights a decoded token touches: referenced pages of the model mapping ---- */
@@ -287,7 +342,7 @@ static void mean_std(const double *v, int n, double *mean, double *sd)
 
 struct bench_opts {
     const char *path;
-    int64_t n_prompt, n_gen, reps;
+    int64_t n_prompt, n_gen, reps, n_seq;
     bool probes;
     struct hs_engine_params ep;
 };
@@ -330,7 +385,7 @@ static int run(struct bench_opts *o)
         return st == HS_E_NOMEM ? 1 : 2;
     }
     const struct hs_model_hparams *hp = hs_model_hparams(model);
-    o->ep.n_parallel = 1;
+    o->ep.n_parallel = (int32_t)o->n_seq;
     o->ep.n_ctx = (int32_t)HS_MAX(o->n_prompt, o->n_gen) + 1;
     o->ep.n_ctx = HS_MAX(o->ep.n_ctx, 2);
     o->ep.n_batch_tokens = (int32_t)HS_MAX(o->n_prompt, 1); /* pp's prompt in one step */
@@ -382,6 +437,36 @@ static int run(struct bench_opts *o)
                               ((double)n * (double)(o->reps + 1));
         }
     }
+    if (o->n_seq > 1 && o->n_gen > 0) {
+        struct bench_req *bs = calloc((size_t)o->n_seq, sizeof(*bs));
+        if (!bs) {
+            goto done;
+        }
+        for (int64_t i = 0; i < o->n_seq; i++) {
+            pthread_mutex_init(&bs[i].mu, NULL);
+            pthread_cond_init(&bs[i].cv, NULL);
+        }
+        hs_status bst = HS_OK;
+        for (int64_t r = -1; r < o->reps && bst == HS_OK; r++) { /* r == -1: warm-up */
+            double tps = 0;
+            bst = run_batch(eng, (int32_t)o->n_seq, (int32_t)o->n_gen, bs, &tps);
+            if (r >= 0) {
+                v[r] = tps;
+            }
+        }
+        for (int64_t i = 0; i < o->n_seq; i++) {
+            pthread_mutex_destroy(&bs[i].mu);
+            pthread_cond_destroy(&bs[i].cv);
+        }
+        free(bs);
+        if (bst != HS_OK) {
+            goto done;
+        }
+        double mean, sd;
+        mean_std(v, (int)o->reps, &mean, &sd);
+        printf("| tg%-4d x%-3d | %7.2f ± %-4.2f | (%d sequences together, total tokens/s)\n",
+               (int)o->n_gen, (int)o->n_seq, mean, sd, (int)o->n_seq);
+    }
     /* Peak RSS of the engine itself, before the bandwidth probe allocates its buffer. */
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -430,6 +515,7 @@ int hs__cli_bench(int argc, char **argv)
         {"n-gen", required_argument, 0, 'n'},
         {"threads", required_argument, 0, 't'},
         {"repetitions", required_argument, 0, 'r'},
+        {"batch", required_argument, 0, 'b'},
         {"kv-type", required_argument, 0, 'k'},
         {"expert-placement", required_argument, 0, 'x'},
         {"no-probes", no_argument, 0, 'P'},
@@ -439,13 +525,13 @@ int hs__cli_bench(int argc, char **argv)
         {0, 0, 0, 0},
     };
     const char *path = NULL;
-    int64_t n_prompt = 512, n_gen = 128, n_threads = 0, reps = 5;
+    int64_t n_prompt = 512, n_gen = 128, n_threads = 0, reps = 5, n_seq = 1;
     struct hs_engine_params ep = hs_engine_default_params();
     bool probes = true;
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "m:p:n:t:r:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:p:n:t:r:b:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm':
             path = optarg;
@@ -468,6 +554,11 @@ int hs__cli_bench(int argc, char **argv)
             break;
         case 'r':
             if (!hs__cli_parse_int("-r", optarg, 1, 1000, &reps)) {
+                return 2;
+            }
+            break;
+        case 'b':
+            if (!hs__cli_parse_int("-b", optarg, 1, 256, &n_seq)) {
                 return 2;
             }
             break;
@@ -501,6 +592,6 @@ int hs__cli_bench(int argc, char **argv)
     if (!hs__cli_split_check("bench", &ep)) {
         return 2;
     }
-    struct bench_opts o = {path, n_prompt, n_gen, reps, probes, ep};
+    struct bench_opts o = {path, n_prompt, n_gen, reps, n_seq, probes, ep};
     return run(&o);
 }

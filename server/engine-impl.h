@@ -94,6 +94,9 @@ struct seq {
 };
 
 struct hs_engine_handle {
+    struct hs_engine_image *images; /* [n_images] copies, rows in image_rows (mm.c); owns */
+    int32_t n_images;
+    float *image_rows;
     atomic_int refs;    /* caller + engine */
     atomic_bool cancel; /* set by hs_engine_cancel / release */
     atomic_bool done;   /* every choice finished (DONE is ready) */
@@ -187,6 +190,10 @@ struct hs_engine {
     struct seq **batch;         /* [n_parallel] */
     int32_t *batch_n;           /* [n_parallel] tokens of each entry */
     struct hs_forward_seq *fwd; /* [n_parallel] */
+    struct hs_forward_mm *mm;   /* [n_parallel], with mm_embd [n_batch] and mm_pos [n_batch][3]:
+                                 * this step's image rows and M-RoPE positions (mm.c; lazily) */
+    const float **mm_embd;
+    int32_t *mm_pos;
     char *piece;                /* detokenizer output scratch */
     size_t cap_piece;
     struct hs_token_logprob lp_scratch; /* points into lp_ids/lp_vals */
@@ -300,5 +307,19 @@ void hs__metrics_update_kv_gauges(struct hs_engine *e);
  * execution's figures to e->m (under its placement_mu); called after each forward pass, before
  * its outputs reach the channels. Thread: engine only. */
 void hs__metrics_publish_placement(struct hs_engine *e);
+
+/* ---- images in prompts (mm.c) ---- */
+
+/* Checks r's images against the prompt and the model (HS_E_INVAL, err says why). */
+hs_status hs__mm_check(const struct hs_engine *e, const struct hs_engine_request *r,
+                       struct hs_error *err);
+/* Copies r's images into h (HS_E_NOMEM). */
+hs_status hs__mm_copy(const struct hs_engine *e, struct hs_engine_handle *h,
+                      const struct hs_engine_request *r);
+void hs__mm_free(struct hs_engine_handle *h);
+void hs__mm_engine_free(struct hs_engine *e);
+/* The forward pass of the step's n batch entries (e->fwd): hs_model_forward, with the image rows
+ * and M-RoPE positions of the sequences that have images. Engine thread. */
+hs_status hs__mm_forward(struct hs_engine *e, int32_t n);
 
 #endif

@@ -161,7 +161,7 @@ static void run_step(struct hs_engine *e)
             INC(e->m.prefill_tokens, (uint64_t)e->batch_n[j]);
         }
     }
-    hs_status st = hs_model_forward(e->ctx, e->fwd, n);
+    hs_status st = hs__mm_forward(e, n);
     INC(e->m.steps, 1);
     INC(e->m.batch_tokens, (uint64_t)n_tok);
     hs__metrics_publish_placement(e); /* before the outputs: a reader of DONE sees its work */
@@ -433,6 +433,7 @@ void hs_engine_destroy(struct hs_engine *e)
     free(e->batch);
     free(e->batch_n);
     free(e->fwd);
+    hs__mm_engine_free(e);
     free(e->piece);
     hs_context_destroy(e->ctx);
     if (hs_trace_close(e->trace) != HS_OK) {

@@ -134,6 +134,18 @@ const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e);
  * other engine function (no submit, wait, drain or destroy). */
 typedef void (*hs_engine_notify_fn)(void *user);
 
+/* An image in a prompt: prompt tokens [first, first + n_tokens) are its placeholders, whose
+ * input rows are rows (n_tokens x the model's n_embd floats, merged-grid raster order of a
+ * grid_x x grid_y grid) instead of their token embeddings. With an M-RoPE model (qwen2vl) they
+ * take (time, row, column) positions and the tokens after the image go on from its time
+ * position + max(grid_x, grid_y), as llama.cpp's libmtmd does. The placeholder token ids are
+ * the caller's: the prefix cache matches them, so they should spell the image's hash. */
+struct hs_engine_image {
+    int32_t first, n_tokens;
+    int32_t grid_x, grid_y;
+    const float *rows; /* borrowed during submit only (copied) */
+};
+
 /* A generation request, in caller memory; everything is copied by hs_engine_submit. */
 struct hs_engine_request {
     const hs_token *prompt; /* [n_prompt] token ids, tokenized by the caller (BOS included if
@@ -182,6 +194,9 @@ struct hs_engine_request {
      * the block, budget_tokens bounds it (then the close sequence is forced) and the grammar
      * constrains only what follows it. Zeroed (default): none. */
     struct hs_reasoning_params reasoning;
+    /* Images in the prompt, in increasing, disjoint spans (HS_E_INVAL otherwise); 0: none. */
+    const struct hs_engine_image *images;
+    int32_t n_images;
     hs_engine_notify_fn notify; /* may be NULL (then poll or wait) */
     void *notify_user;
 };

@@ -31,11 +31,13 @@ static int cmp_piece(const void *pa, const void *pb, void *pctx)
     return (a > b) - (a < b);
 }
 
+/* Tokens that are never text. A user-defined token ("<tool_call>", "<think>", Gemma's runs of
+ * spaces) is text written as is, so it joins the trie by its text, as in llama.cpp's grammar. */
 static bool excluded(const struct hs_vocab *v, hs_token t)
 {
     enum hs_token_attr a = hs_vocab_token_attr(v, t);
     return a == HS_TOKEN_CONTROL || a == HS_TOKEN_UNKNOWN || a == HS_TOKEN_UNUSED ||
-           a == HS_TOKEN_USER_DEFINED || hs_vocab_is_eog(v, t);
+           hs_vocab_is_eog(v, t);
 }
 
 static bool trie_add_node(struct hs_token_trie *t, size_t *cap, uint8_t byte, uint16_t depth,

@@ -17,9 +17,14 @@
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
 
-/* Elementwise ops and activation conversions run on the caller alone below this many elements
- * (dispatch would cost more). */
+/* Elementwise ops run on the caller alone below this many elements (dispatch would cost
+ * more). */
 #define HS__CPU_PAR_MIN_ELEMS 16384
+/* Activation conversions run on the caller alone below this many elements: a batched decode's
+ * rows (16 x 1536 for SmolLM-135M's ffn_down) convert in a few microseconds, less than a
+ * dispatch and its barrier cost, and far less when the cores are shared and the workers wake
+ * late. The bits do not depend on which thread converts a row. */
+#define HS__CPU_PAR_MIN_CONVERT 65536
 /* Products of fewer multiply-adds than this (routers, gates: a few rows of weights) run on the
  * caller alone. */
 #define HS__CPU_PAR_MIN_MACS 32768
@@ -208,7 +213,7 @@ static void mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t
     }
     t->xq_stride = hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
     t->xq = (char *)cpu->act + off;
-    if (t->x->ne[1] * t->x->ne[0] < HS__CPU_PAR_MIN_ELEMS) {
+    if (t->x->ne[1] * t->x->ne[0] < HS__CPU_PAR_MIN_CONVERT) {
         hs__pool_run1_named(cpu->pool, mm_convert, t, "act-convert");
     } else {
         hs__pool_run_named(cpu->pool, mm_convert, t, "act-convert");
@@ -527,7 +532,7 @@ static void moe_convert(struct hs_cpu_backend *cpu, const struct hs_quant_kernel
     }
     t.xq = (char *)cpu->act + off;
     t.xq_stride = hs_align_up(hs_type_row_size(k->vec_dot_type, x->ne[0]), 64);
-    if (n_rows * x->ne[0] < HS__CPU_PAR_MIN_ELEMS) {
+    if (n_rows * x->ne[0] < HS__CPU_PAR_MIN_CONVERT) {
         hs__pool_run1_named(cpu->pool, mm_convert, &t, "act-convert");
     } else {
         hs__pool_run_named(cpu->pool, mm_convert, &t, "act-convert");

@@ -1,10 +1,12 @@
 /* Weight-type kernels: scalar paths, reference quantizers, and the per-ISA dispatch tables.
  * The scalar kernels are the portable fallback and the model the SIMD files follow. */
 #include "backends/cpu/quants.h"
+#include "common/log.h"
 
 #include <math.h>
 #include <stddef.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ================================================================================================
@@ -761,56 +763,86 @@ static void quantize_q45_k(const float *x, void *vy, int64_t n, int five)
     }
 }
 
-/* Q6_K: a symmetric scale per 16 (best of a few steps), int8 scales against d. */
+/* The scale of one group of n values quantized symmetrically to [-nmax, nmax): start from the
+ * group's largest magnitude, then try 18 nearby starting scales, each refitted by weighted least
+ * squares (weights x^2), keeping the best fit. L gets the quants offset by nmax. The arithmetic
+ * (float sums in element order) is the one llama-quantize uses, so that our Q6_K weights are
+ * byte for byte its own. */
+static float q6_group_scale(int n, int nmax, const float *x, int8_t *L)
+{
+    float max = 0.0f, amax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    }
+    if (amax < 1e-15f) {
+        memset(L, 0, (size_t)n);
+        return 0.0f;
+    }
+    float scale = 0.0f, best = 0.0f;
+    for (int is = 0; is <= 18; is++) {
+        /* is 0: the plain start, which is kept unconditionally; then -9..-1, 1..9 tenths */
+        const int step = is == 0 ? 0 : is <= 9 ? is - 10 : is - 9;
+        const float iscale = -((float)nmax + 0.1f * (float)step) / max;
+        float sumlx = 0.0f, suml2 = 0.0f;
+        for (int i = 0; i < n; i++) {
+            const int l = HS_MAX(-nmax, HS_MIN(nmax - 1, nearest_int(iscale * x[i])));
+            const float w = x[i] * x[i];
+            sumlx += w * x[i] * (float)l;
+            suml2 += w * (float)l * (float)l;
+        }
+        if (is == 0 || (suml2 > 0.0f && sumlx * sumlx > best * suml2)) {
+            for (int i = 0; i < n; i++) {
+                const int l = nearest_int(iscale * x[i]);
+                L[i] = (int8_t)(nmax + HS_MAX(-nmax, HS_MIN(nmax - 1, l)));
+            }
+            scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+/* Q6_K: a scale per 16 (q6_group_scale), the 16 scales as int8 against the super-block's d, then
+ * every value re-rounded against its final scale; as llama-quantize without an importance
+ * matrix. */
 static void quantize_q6_k(const float *x, void *vy, int64_t n)
 {
     struct hs_block_q6_k *y = vy;
     for (int64_t b = 0; b < n / HS_QK_K; b++) {
         const float *xb = x + b * HS_QK_K;
+        int8_t L[HS_QK_K];
         float scales[16], max_scale = 0.0f, amax_scale = 0.0f;
         for (int g = 0; g < 16; g++) {
-            const float *xg = xb + 16 * g;
-            float amax = 0.0f, max = 0.0f;
-            for (int l = 0; l < 16; l++) {
-                if (fabsf(xg[l]) > amax) {
-                    amax = fabsf(xg[l]);
-                    max = xg[l];
-                }
-            }
-            float best = max / -32.0f, best_err = INFINITY;
-            for (int step = -6; step <= 6 && amax > 0; step++) {
-                const float s = max / (-32.0f + 0.25f * (float)step);
-                double err = 0;
-                for (int l = 0; l < 16; l++) {
-                    const int q = HS_MIN(31, HS_MAX(-32, nearest_int(xg[l] / s)));
-                    const double e = (double)s * q - xg[l];
-                    err += e * e;
-                }
-                if (err < best_err) {
-                    best_err = (float)err;
-                    best = s;
-                }
-            }
-            scales[g] = amax > 0 ? best : 0.0f;
+            scales[g] = q6_group_scale(16, 32, xb + 16 * g, L + 16 * g);
             if (fabsf(scales[g]) > amax_scale) {
                 amax_scale = fabsf(scales[g]);
                 max_scale = scales[g];
             }
         }
         memset(&y[b], 0, sizeof(y[b]));
-        if (amax_scale == 0.0f) {
+        if (amax_scale < 1e-15f) {
             continue;
         }
         const float iscale = -128.0f / max_scale;
         y[b].d = hs_fp32_to_fp16(1.0f / iscale);
-        const float d = hs_fp16_to_fp32(y[b].d);
         for (int g = 0; g < 16; g++) {
             y[b].scales[g] = (int8_t)HS_MIN(127, nearest_int(iscale * scales[g]));
         }
+        for (int g = 0; g < 16; g++) {
+            const float ds = hs_fp16_to_fp32(y[b].d) * (float)y[b].scales[g];
+            if (ds == 0.0f) {
+                continue; /* the group keeps its first fit's quants */
+            }
+            for (int l = 0; l < 16; l++) {
+                const int q = nearest_int(xb[16 * g + l] / ds);
+                L[16 * g + l] = (int8_t)(32 + HS_MAX(-32, HS_MIN(31, q)));
+            }
+        }
         for (int e = 0; e < HS_QK_K; e++) {
-            const float ds = d * y[b].scales[e / 16];
-            const int q = ds != 0.0f ? HS_MIN(31, HS_MAX(-32, nearest_int(xb[e] / ds))) : 0;
-            const int u = q + 32;
+            const int u = L[e];
             const int half = e / 128, r = e % 128, quad = r / 32, l = r % 32;
             uint8_t *ql = &y[b].ql[64 * half + 32 * (quad & 1) + l];
             *ql |= (uint8_t)(quad < 2 ? (u & 0xF) : ((u & 0xF) << 4));
@@ -884,11 +916,28 @@ static enum hs_isa detect_isa_uncached(void)
  * operation: detect once. A race between first callers computes the same value twice. */
 static _Atomic int detected_isa = -1;
 
+/* HS_CPU_ISA caps the detected ISA (see quants.h); an unknown value is ignored with a warning. */
+static enum hs_isa isa_env_cap(enum hs_isa best)
+{
+    const char *want = getenv("HS_CPU_ISA");
+    if (!want || !*want) {
+        return best;
+    }
+    for (int i = 0; i < HS_ISA_COUNT; i++) {
+        if (strcmp(want, hs_isa_str((enum hs_isa)i)) == 0) {
+            return (enum hs_isa)HS_MIN(i, (int)best);
+        }
+    }
+    HS_LOG_WARN("HS_CPU_ISA=%s is not scalar, avx2 or avx512: ignored (using %s)", want,
+                hs_isa_str(best));
+    return best;
+}
+
 enum hs_isa hs__cpu_detect_isa(void)
 {
     int isa = atomic_load_explicit(&detected_isa, memory_order_relaxed);
     if (isa < 0) {
-        isa = (int)detect_isa_uncached();
+        isa = (int)isa_env_cap(detect_isa_uncached());
         atomic_store_explicit(&detected_isa, isa, memory_order_relaxed);
     }
     return (enum hs_isa)isa;

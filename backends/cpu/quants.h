@@ -22,7 +22,10 @@ enum hs_isa {
 };
 const char *hs_isa_str(enum hs_isa isa);
 
-/* Best ISA this CPU supports. */
+/* Best ISA this CPU supports, capped by the environment's HS_CPU_ISA (scalar, avx2 or avx512;
+ * read once, at the first call) so that the lower paths can run where a higher one exists: e.g.
+ * HS_CPU_ISA=avx2 runs the AVX2 kernels on an AVX-512 CPU. An unknown value is ignored with a
+ * warning. */
 enum hs_isa hs__cpu_detect_isa(void);
 
 /* s[j * bs + i] = dot(w row i, x row j) for i < nr, j < nc (nr, nc in 1..4, else HS_ASSERT);
@@ -66,8 +69,8 @@ const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa);
  * exactly as the scalar activation quantizers (from_float) do (Q8_0 / Q8_1 as ggml's reference;
  * the AVX2 and AVX-512 ones follow ggml's x86 quantize_row_q8_0 / _q8_1 instead); Q4_0, Q5_0,
  * Q4_1 and Q5_1 follow ggml's reference, byte for byte; Q4_K / Q5_K fit a scale and min per 32
- * by a small search with a least-squares refit; Q6_K a symmetric scale per 16. Aborts
- * (HS_ASSERT) for other types: the caller checks the type first. */
+ * by a small search with a least-squares refit; Q6_K as llama-quantize without an importance
+ * matrix, byte for byte. Aborts (HS_ASSERT) for other types: the caller checks the type first. */
 void hs__quantize_row_ref(enum hs_type t, const float *x, void *y, int64_t n);
 
 /* Reference dequantization (scalar, any supported type, Q8_1 and Q8_K included). */

@@ -1357,7 +1357,25 @@ Test(api, structured_output_follows_the_schema)
                  400, "response_format", "pattern");
     expect_error("/v1/completions", "{\"prompt\":\"x\",\"grammar\":\"root ::= (\\\"a\\\"\"}", 400,
                  NULL, "grammar");
+    /* json_schema, as llama.cpp's server takes it (a schema, no wrapper) */
+    j = post_json("/v1/completions",
+                  "{\"prompt\":\"Once\",\"max_tokens\":40,\"json_schema\":{\"type\":\"object\","
+                  "\"properties\":{\"n\":{\"type\":\"integer\",\"minimum\":3,\"maximum\":7}},"
+                  "\"required\":[\"n\"],\"additionalProperties\":false}}",
+                  200);
+    t = choice_text(j, 0);
+    json_t *o = json_loads(t, 0, NULL);
+    cr_assert(json_is_object(o) && json_object_size(o) == 1, "%s", t);
+    const json_int_t n = json_integer_value(json_object_get(o, "n"));
+    cr_assert(json_is_integer(json_object_get(o, "n")) && n >= 3 && n <= 7, "%s", t);
+    json_decref(o);
+    json_decref(j);
     expect_error("/v1/completions",
-                 "{\"prompt\":\"x\",\"response_format\":{\"type\":\"yaml\"}}", 400,
-                 "response_format.type", "yaml");
+                 "{\"prompt\":\"x\",\"json_schema\":{\"type\":\"string\",\"pattern\":\"a\"}}", 400,
+                 "json_schema", "pattern");
+    expect_error("/v1/completions",
+                 "{\"prompt\":\"x\",\"grammar\":\"root ::= \\\"a\\\"\",\"json_schema\":{}}", 400,
+                 "grammar", "one of");
+    expect_error("/v1/completions", "{\"prompt\":\"x\",\"response_format\":{\"type\":\"yaml\"}}",
+                 400, "response_format.type", "yaml");
 }

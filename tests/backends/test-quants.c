@@ -127,6 +127,18 @@ static double ref_dot(const struct fixture *f, int r, int c, double *abs_sum)
 
 #define FOR_EACH_ISA(isa) for (enum hs_isa isa = HS_ISA_SCALAR; isa <= hs__cpu_detect_isa(); isa++)
 
+/* HS_CPU_ISA caps the detection (read at the first call: each Criterion test runs in a fresh
+ * process). "scalar" is below every CPU's best, so the default tables are the scalar ones. */
+Test(quants, env_caps_the_detected_isa)
+{
+    cr_assert_eq(setenv("HS_CPU_ISA", "scalar", 1), 0);
+    cr_assert_eq(hs__cpu_detect_isa(), HS_ISA_SCALAR);
+    cr_assert_eq(hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_COUNT),
+                 hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_SCALAR));
+    cr_assert_eq(hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX512),
+                 hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_SCALAR), "a higher ISA is capped too");
+}
+
 Test(quants, detect_and_tables)
 {
     const enum hs_isa best = hs__cpu_detect_isa();

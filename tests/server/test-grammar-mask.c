@@ -94,8 +94,7 @@ static hs_token *tokenize(const struct hs_vocab *v, const char *s, size_t *n)
 static bool is_special(const struct hs_vocab *v, hs_token t)
 {
     enum hs_token_attr a = hs_vocab_token_attr(v, t);
-    return a == HS_TOKEN_CONTROL || a == HS_TOKEN_UNKNOWN || a == HS_TOKEN_UNUSED ||
-           a == HS_TOKEN_USER_DEFINED;
+    return a == HS_TOKEN_CONTROL || a == HS_TOKEN_UNKNOWN || a == HS_TOKEN_UNUSED;
 }
 
 /* The mask at m's place against trying every token on a clone; returns how many are allowed. */
@@ -331,22 +330,36 @@ Test(grammar_mask, sampler_writes_what_the_grammar_allows, .timeout = 300)
 Test(grammar_mask, special_and_eog_tokens)
 {
     struct vocab_env e = qwen3();
-    struct hs_grammar *g = compile("root ::= \"<think>\" [a-z]* | \"<|im_end|>\"?\n");
+    struct hs_grammar *g =
+        compile("root ::= \"<think>\" [a-z]* | \"<|im_start|>\" | \"<|im_end|>\"?\n");
     struct hs_grammar_cache *c = NULL;
     cr_assert_eq(hs_grammar_cache_create(g, e.trie, NULL, &c), HS_OK);
     struct hs_grammar_matcher *m = NULL;
     cr_assert_eq(hs_grammar_matcher_create(c, &m), HS_OK);
     hs_token think = hs_vocab_find(e.v, "<think>");
+    hs_token im_start = hs_vocab_find(e.v, "<|im_start|>");
     hs_token im_end = hs_vocab_find(e.v, "<|im_end|>");
     cr_assert_geq(think, 0);
+    cr_assert_geq(im_start, 0);
     cr_assert_geq(im_end, 0);
+    cr_assert_eq(hs_vocab_token_attr(e.v, think), HS_TOKEN_USER_DEFINED);
+    cr_assert_eq(hs_vocab_token_attr(e.v, im_start), HS_TOKEN_CONTROL);
     const uint32_t *mask = NULL;
     cr_assert_eq(hs_grammar_matcher_mask(m, &mask), HS_OK);
-    cr_assert_not(hs_token_mask_test(mask, think), "<think> is a token, not text");
+    /* a user-defined token is text written as is (llama.cpp's grammar takes it by its text), so
+     * a model that learned "<think>" or "<tool_call>" as one token may write it as one token */
+    cr_assert(hs_token_mask_test(mask, think), "<think> is user-defined: its text matches");
+    cr_assert_not(hs_token_mask_test(mask, im_start), "a control token is never text");
     cr_assert(hs_token_mask_test(mask, im_end), "<|im_end|> ends generation: the root is nullable");
     cr_assert(hs_token_mask_test(mask, hs_vocab_find(e.v, "<")), "the text '<' may start it");
-    cr_assert_eq(hs_grammar_matcher_accept_token(m, think), HS_E_INVAL);
-    /* the text is fine when written in plain tokens */
+    cr_assert_eq(hs_grammar_matcher_accept_token(m, im_start), HS_E_INVAL);
+    struct hs_grammar_matcher *k = NULL;
+    cr_assert_eq(hs_grammar_matcher_clone(m, &k), HS_OK);
+    cr_assert_eq(hs_grammar_matcher_accept_token(k, think), HS_OK);
+    cr_assert_eq(hs_grammar_matcher_accept_bytes(k, "ab", 2), HS_OK);
+    cr_assert(hs_grammar_matcher_can_complete(k));
+    hs_grammar_matcher_destroy(k);
+    /* the same text in plain tokens is fine too */
     cr_assert_eq(hs_grammar_matcher_accept_bytes(m, "<think>ab", 9), HS_OK);
     cr_assert_eq(hs_grammar_matcher_mask(m, &mask), HS_OK);
     cr_assert(hs_token_mask_test(mask, im_end));

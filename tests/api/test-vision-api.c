@@ -1,0 +1,227 @@
+/* Image input through the HTTP API (api/vision.c, api/chat.c): the MobiAgent request shape with a
+ * PNG screenshot as a data: URL is served (and reads differently from the text alone), a repeated
+ * screenshot is answered from the encoder's cache, and broken, huge, unsupported or fetched images
+ * get 400s naming the content part. Models: a random qwen2vl language model and its projector,
+ * written here. */
+#include <criterion/criterion.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "api/server-impl.h"
+#include "api/vision.h"
+#include "model/mkproj.h"
+#include "model/model.h"
+#include "server/engine.h"
+
+static struct {
+    char lpath[128], ppath[128];
+    struct hs_model *model;
+    struct hs_engine *eng;
+    struct hs_api_server *srv;
+    uint16_t port;
+} g;
+
+static void start(void)
+{
+    struct hs_error err = {0};
+    snprintf(g.ppath, sizeof(g.ppath), "/tmp/hs-test-vapi-p-%d.gguf", (int)getpid());
+    snprintf(g.lpath, sizeof(g.lpath), "/tmp/hs-test-vapi-l-%d.gguf", (int)getpid());
+    struct hs_mkproj_params pp = hs_mkproj_default_params(HS_PROJ_QWEN2VL);
+    pp.proj_dim = 128;
+    cr_assert_eq(hs_mkproj_write(&pp, g.ppath, &err), HS_OK, "%s", err.message);
+    struct hs_mkmodel_params mp = hs_mkmodel_default_params();
+    mp.arch = HS_ARCH_QWEN2VL;
+    mp.n_embd = 128;
+    mp.n_head = 4;
+    mp.n_head_kv = 2;
+    mp.n_ff = 256;
+    mp.n_vocab = 1024;
+    mp.n_ctx = 512;
+    cr_assert_eq(hs_mkmodel_write(&mp, g.lpath, &err), HS_OK, "%s", err.message);
+    cr_assert_eq(hs_model_load(g.lpath, &g.model, &err), HS_OK, "%s", err.message);
+    struct hs_engine_params ep = hs_engine_default_params();
+    ep.n_ctx = 512;
+    ep.n_parallel = 4;
+    ep.n_threads = 1;
+    cr_assert_eq(hs_engine_create(g.model, &ep, &g.eng, &err), HS_OK, "%s", err.message);
+    struct hs_api_params ap = hs_api_default_params();
+    ap.port = 0;
+    ap.mmproj = g.ppath;
+    ap.vision_threads = 1;
+    cr_assert_eq(hs_api_server_start(g.model, g.eng, &ap, &g.srv, &err), HS_OK, "%s",
+                 err.message);
+    g.port = hs_api_server_port(g.srv);
+}
+
+static void stop(void)
+{
+    hs_api_server_stop(g.srv);
+    hs_engine_destroy(g.eng);
+    hs_model_destroy(g.model);
+    unlink(g.lpath);
+    unlink(g.ppath);
+    memset(&g, 0, sizeof(g));
+}
+
+static size_t on_body(char *p, size_t sz, size_t n, void *user)
+{
+    char **b = user;
+    size_t len = *b ? strlen(*b) : 0;
+    *b = realloc(*b, len + sz * n + 1);
+    memcpy(*b + len, p, sz * n);
+    (*b)[len + sz * n] = '\0';
+    return sz * n;
+}
+
+/* POSTs body to /v1/chat/completions; returns the status, *out the parsed answer. */
+static long post(const char *body, json_t **out)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/chat/completions", (unsigned)g.port);
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    char *resp = NULL;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    cr_assert_eq(curl_easy_perform(c), CURLE_OK);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    json_error_t e;
+    *out = json_loads(resp ? resp : "", 0, &e);
+    cr_assert_not_null(*out, "not JSON: %s", resp ? resp : "");
+    free(resp);
+    return status;
+}
+
+static char *b64(const uint8_t *p, size_t n)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *s = malloc((n + 2) / 3 * 4 + 1), *o = s;
+    for (size_t i = 0; i < n; i += 3) {
+        const uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                           (i + 2 < n ? p[i + 2] : 0);
+        *o++ = t[v >> 18];
+        *o++ = t[(v >> 12) & 63];
+        *o++ = i + 1 < n ? t[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < n ? t[v & 63] : '=';
+    }
+    *o = '\0';
+    return s;
+}
+
+/* A PNG "screenshot" of nx x ny as a data URL (shade selects the picture). */
+static char *png_url(int nx, int ny, int shade)
+{
+    uint8_t *px = malloc((size_t)nx * ny * 3);
+    for (int i = 0; i < nx * ny * 3; i++) {
+        px[i] = (uint8_t)((i * 7 + (i / (nx * 3)) * 13 + shade) & 255);
+    }
+    png_image pi;
+    memset(&pi, 0, sizeof(pi));
+    pi.version = PNG_IMAGE_VERSION;
+    pi.width = (png_uint_32)nx;
+    pi.height = (png_uint_32)ny;
+    pi.format = PNG_FORMAT_RGB;
+    png_alloc_size_t n = 0;
+    png_image_write_to_memory(&pi, NULL, &n, 0, px, 0, NULL);
+    uint8_t *buf = malloc(n);
+    cr_assert(png_image_write_to_memory(&pi, buf, &n, 0, px, 0, NULL));
+    char *enc = b64(buf, n);
+    char *url = malloc(strlen(enc) + 32);
+    sprintf(url, "data:image/png;base64,%s", enc);
+    free(enc);
+    free(buf);
+    free(px);
+    return url;
+}
+
+/* The MobiAgent shape: system prompt, [screenshot, instruction], JSON response_format. */
+#define AGENT_FMT                                                                            \
+    "{\"messages\":[{\"role\":\"system\",\"content\":\"You are a phone agent.\"},"             \
+    "{\"role\":\"user\",\"content\":[%s%s%s{\"type\":\"text\",\"text\":\"Next action?\"}]}],"   \
+    "\"max_tokens\":12,\"temperature\":0,\"response_format\":{\"type\":\"json_object\"}}"
+
+static char *agent_body(const char *url)
+{
+    char *b = malloc(sizeof(AGENT_FMT) + (url ? strlen(url) : 0) + 128);
+    sprintf(b, AGENT_FMT, url ? "{\"type\":\"image_url\",\"image_url\":{\"url\":\"" : "",
+            url ? url : "", url ? "\"}}," : "");
+    return b;
+}
+
+static const char *content(json_t *j)
+{
+    json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
+    return json_string_value(json_object_get(json_object_get(ch, "message"), "content"));
+}
+
+static json_int_t prompt_tokens(json_t *j)
+{
+    return json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens"));
+}
+
+Test(vision_api, screenshot_request_is_served_and_cached, .init = start, .fini = stop)
+{
+    char *url = png_url(280, 140, 0); /* 10 x 5 merged patches: 50 image tokens */
+    char *with = agent_body(url);
+    char *without = agent_body(NULL);
+    json_t *a, *b, *c;
+    cr_assert_eq(post(with, &a), 200, "%s", json_dumps(a, 0));
+    cr_assert_eq(post(without, &b), 200);
+    cr_assert_not_null(content(a));
+    /* response_format's grammar holds with an image (12 tokens of a random model: cut short) */
+    cr_assert_eq(content(a)[0], '{', "%s", content(a));
+    /* the image's 50 placeholders plus the vision markers' tokens */
+    cr_assert_geq(prompt_tokens(a) - prompt_tokens(b), 50);
+    cr_assert_str_neq(content(a), content(b));
+    uint64_t n_enc, n_hits;
+    hs__api_vision_counts(g.srv->vision, &n_enc, &n_hits);
+    cr_assert(n_enc == 1 && n_hits == 0);
+    cr_assert_eq(post(with, &c), 200);
+    cr_assert_str_eq(content(a), content(c));
+    hs__api_vision_counts(g.srv->vision, &n_enc, &n_hits);
+    cr_assert(n_enc == 1 && n_hits == 1, "encoded %llu, hits %llu", (unsigned long long)n_enc,
+              (unsigned long long)n_hits);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    free(with);
+    free(without);
+    free(url);
+}
+
+static void expect_400(const char *url, const char *needle)
+{
+    char *body = agent_body(url);
+    json_t *j;
+    cr_assert_eq(post(body, &j), 400, "%s: %s", url, json_dumps(j, 0));
+    json_t *e = json_object_get(j, "error");
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    cr_assert(msg && strstr(msg, needle), "%s: %s", needle, msg);
+    cr_assert_str_eq(json_string_value(json_object_get(e, "param")), "messages[1].content[0]");
+    json_decref(j);
+    free(body);
+}
+
+Test(vision_api, bad_images_are_400s_naming_the_part, .init = start, .fini = stop)
+{
+    expect_400("https://example.com/screen.png", "not fetched");
+    expect_400("data:image/png;base64,iVBORw0KGgo=", "PNG");
+    expect_400("data:image/gif;base64,R0lGODlhAQABAAAAACw=", "PNG and JPEG");
+    expect_400("data:image/png;base64,!!!", "base64");
+    char *url = png_url(9000, 2, 2); /* one side over the 8192 limit */
+    expect_400(url, "limited");
+    free(url);
+}
