@@ -14,7 +14,9 @@
  * output per request. When the headers arrive, before any body is read, requests are refused
  * for ambiguous framing (400), a Host or browser Origin that is not allowed (403, against DNS
  * rebinding and other sites' pages), a missing or wrong API key (401), a POST without
- * Content-Type: application/json (415) or a declared body over the limit (413). Prefix-cache
+ * Content-Type: application/json (415), a declared body over the limit (413) or a key over its
+ * requests-per-minute limit (429; tokens per minute are checked once the body is parsed). Every
+ * answer to a key with limits carries OpenAI's x-ratelimit-* headers. Prefix-cache
  * blocks are shared only within a tenant: one API key and one request cache_salt.
  *
  * JSON appears only in api/. Thread: the functions below from one controlling thread. */
@@ -40,6 +42,11 @@ struct hs_api_params {
     const char *const *api_keys; /* [n_api_keys] further keys; each key is a tenant whose prefix
                                   * cache is its own. Keys are 1 to 256 visible ASCII bytes */
     int32_t n_api_keys;
+    const char *api_key_file;     /* NULL: none. A file of further keys, read at start: one per
+                                   * line, "KEY [rpm=N] [tpm=N]" (requests and tokens per minute
+                                   * for that key; absent: no limit), blank lines and '#' comments
+                                   * skipped. A malformed file, or one without keys, is HS_E_INVAL
+                                   * naming the line (README "Admission control") */
     const char *model_name;       /* the id of the model in responses; NULL: "hetserve". A request
                                    * naming another model gets 404 model_not_found */
     size_t max_body_bytes;        /* larger bodies get 413; default 4 MiB */
@@ -88,12 +95,27 @@ struct hs_api_params {
 /* Defaults as documented above. Thread: any. */
 struct hs_api_params hs_api_default_params(void);
 
-/* Parses the model's chat template (ChatML when it has none) and starts listening. Borrows
+/* Starts listening without a model: until hs_api_server_attach, /health answers 503
+ * {"status":"loading"} and every other route 503 with OpenAI's error body (code
+ * "model_loading") and Retry-After, as llama-server does while it loads. Errors and ownership as
+ * hs_api_server_start's (but for the chat template's). Thread: the controlling thread. */
+hs_status hs_api_server_listen(const struct hs_api_params *p, struct hs_api_server **out,
+                               struct hs_error *err);
+
+/* Serves model and engine from now on (borrowed: both must outlive the server); loads the
+ * projector (mmproj) when one is set. Errors: HS_E_FORMAT (the model's chat template does not
+ * parse), the projector's errors, HS_E_INVAL (a model is attached already); the server then
+ * stays loading. Thread: the controlling thread, once. */
+hs_status hs_api_server_attach(struct hs_api_server *s, struct hs_model *model,
+                               struct hs_engine *engine, struct hs_error *err);
+
+/* hs_api_server_listen and hs_api_server_attach in one. Parses the model's chat template
+ * (ChatML when it has none) and starts listening. Borrows
  * model and engine: both must outlive the server. Raises the soft limit of open files when
  * max_connections needs it (process-wide). Errors: HS_E_FORMAT (the model's chat template does
- * not parse: err gives line, column and reason), HS_E_INVAL (bad host, an empty or malformed
- * API key, a bad limit), HS_E_IO
- * (cannot listen: err says why), HS_E_NOMEM. *out stays NULL on error. Returns
+ * not parse: err gives line, column and reason), HS_E_INVAL (bad host, an empty, malformed or
+ * repeated API key, a malformed key file, a bad limit), HS_E_IO (cannot listen or read the key
+ * file: err says why), HS_E_NOMEM. *out stays NULL on error. Returns
  * new (free with hs_api_server_stop). */
 hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
                               const struct hs_api_params *p, struct hs_api_server **out,

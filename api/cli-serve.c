@@ -1,14 +1,17 @@
-/* hetserve serve: load a model, start the engine and the OpenAI-compatible HTTP server; on
- * SIGTERM/SIGINT stop accepting, drain requests in flight up to a deadline, exit 0; a second
- * signal ends the process at once. */
+/* hetserve serve: start the OpenAI-compatible HTTP server (503 "loading" at first), load the
+ * model and start the engine on a loader thread, then serve; on SIGTERM/SIGINT stop accepting,
+ * drain requests in flight up to a deadline, exit 0; a second signal ends the process at once
+ * (as does the first one while the model is still loading). */
 #include "api/cli-serve.h"
 
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/api.h"
 #include "model/model.h"
@@ -30,6 +33,15 @@ static void usage(FILE *f)
                "                          HETSERVE_API_KEY environment variable; none if unset).\n"
                "                          Repeat for several keys: each key is a tenant with a\n"
                "                          prefix cache of its own. An empty key is an error\n"
+               "      --api-key-file FILE more keys, one per line, each optionally limited:\n"
+               "                            KEY [rpm=N] [tpm=N]\n"
+               "                          rpm: requests per minute, tpm: tokens per minute\n"
+               "                          (prompt + max_tokens of each choice, settled with\n"
+               "                          the actual usage when the request ends); past a\n"
+               "                          limit a request gets 429 with Retry-After. Blank\n"
+               "                          lines and '#' comments are skipped; a malformed line\n"
+               "                          stops the start naming it. Adds to --api-key; with\n"
+               "                          either, HETSERVE_API_KEY is not read\n"
                "  -c, --ctx N             context length of one request (default: the model's\n"
                "                          trained context, bounded by what KV memory allows)\n"
                "      --parallel N        sequences decoded at once (default 8)\n"
@@ -102,6 +114,7 @@ enum {
     OPT_HOST = 256,
     OPT_PORT,
     OPT_KEY,
+    OPT_KEY_FILE,
     OPT_PARALLEL,
     OPT_MAX_QUEUE,
     OPT_KV,
@@ -203,6 +216,50 @@ static int http_option(int c, const char *arg, struct hs_api_params *ap, struct 
     }
 }
 
+/* The model load and engine start, off the main thread so that the server answers (503) and
+ * signals are heard meanwhile. */
+struct loader {
+    const char *path;
+    struct hs_engine_params ep;
+    pthread_t main_thread; /* woken with SIGUSR1 when done */
+    atomic_bool done;
+    /* results, read after done */
+    struct hs_model *model;
+    struct hs_engine *eng;
+    const char *ctx_why;
+    hs_status st;
+    int rc; /* exit status on failure */
+    char msg[512];
+};
+
+static void *loader_main(void *arg)
+{
+    struct loader *ld = arg;
+    /* Tests only (tests/hostile): a slow load, to see the server answer while it loads. */
+    const char *delay = getenv("HETSERVE_TEST_LOAD_DELAY_MS");
+    long ms = delay ? strtol(delay, NULL, 10) : 0;
+    if (ms > 0) {
+        struct timespec d = {ms / 1000, (ms % 1000) * 1000000L};
+        nanosleep(&d, NULL);
+    }
+    struct hs_error err = {0};
+    ld->st = hs_model_load(ld->path, &ld->model, &err);
+    if (ld->st != HS_OK) {
+        snprintf(ld->msg, sizeof(ld->msg), "cannot load %s: %s", ld->path, err.message);
+        ld->rc = ld->st == HS_E_NOMEM ? 1 : 2;
+    } else {
+        ld->ctx_why = hs__cli_default_ctx(ld->model, &ld->ep);
+        ld->st = hs_engine_create(ld->model, &ld->ep, &ld->eng, &err);
+        if (ld->st != HS_OK) {
+            snprintf(ld->msg, sizeof(ld->msg), "cannot start the engine: %s", err.message);
+            ld->rc = ld->st == HS_E_INVAL ? 2 : 1;
+        }
+    }
+    atomic_store(&ld->done, true);
+    pthread_kill(ld->main_thread, SIGUSR1);
+    return NULL;
+}
+
 int hs__cli_serve(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -210,6 +267,7 @@ int hs__cli_serve(int argc, char **argv)
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
         {"api-key", required_argument, NULL, OPT_KEY},
+        {"api-key-file", required_argument, NULL, OPT_KEY_FILE},
         {"ctx", required_argument, NULL, 'c'},
         {"parallel", required_argument, NULL, OPT_PARALLEL},
         {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
@@ -273,6 +331,9 @@ int hs__cli_serve(int argc, char **argv)
             if (!str_list_add(&keys, optarg)) {
                 return 1;
             }
+            break;
+        case OPT_KEY_FILE:
+            ap.api_key_file = optarg;
             break;
         case 'c':
             if (!hs__cli_parse_int("--ctx", optarg, 1, 1 << 20, &iv)) {
@@ -384,7 +445,7 @@ int hs__cli_serve(int argc, char **argv)
         }
         }
     }
-    if (keys.n == 0 && env_key) {
+    if (keys.n == 0 && !ap.api_key_file && env_key) {
         if (!*env_key) {
             fprintf(stderr, "hetserve serve: HETSERVE_API_KEY is set but empty (an empty key "
                             "would turn authentication off; unset it for none)\n");
@@ -412,14 +473,17 @@ int hs__cli_serve(int argc, char **argv)
     ep.timeout_ms = (int64_t)(timeout_s * 1000);
     hs_log_set_level(verbose ? HS_LOG_LEVEL_DEBUG : HS_LOG_LEVEL_INFO);
 
-    /* Signals go to a sigwait on this thread: block them before any thread starts. */
+    /* Signals go to a sigwait on this thread: block them before any thread starts. SIGUSR1 is
+     * the loader thread saying it has finished. */
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     signal(SIGTERM, SIG_DFL); /* an inherited "ignore" would hide them from sigwait */
     signal(SIGINT, SIG_DFL);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    sigset_t waits = sigs;
+    sigaddset(&waits, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &waits, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     rc = 1;
@@ -427,19 +491,7 @@ int hs__cli_serve(int argc, char **argv)
     struct hs_model *model = NULL;
     struct hs_engine *eng = NULL;
     struct hs_api_server *srv = NULL;
-    hs_status st = hs_model_load(model_path, &model, &err);
-    if (st != HS_OK) {
-        fprintf(stderr, "hetserve serve: cannot load %s: %s\n", model_path, err.message);
-        rc = st == HS_E_NOMEM ? 1 : 2;
-        goto done;
-    }
-    const char *ctx_why = hs__cli_default_ctx(model, &ep);
-    st = hs_engine_create(model, &ep, &eng, &err);
-    if (st != HS_OK) {
-        fprintf(stderr, "hetserve serve: cannot start the engine: %s\n", err.message);
-        rc = st == HS_E_INVAL ? 2 : 1;
-        goto done;
-    }
+    struct loader *ld = NULL;
     const char *base = strrchr(model_path, '/');
     base = base ? base + 1 : model_path;
     char name[256];
@@ -449,7 +501,49 @@ int hs__cli_serve(int argc, char **argv)
         name[nl - 5] = '\0';
     }
     ap.model_name = name;
-    st = hs_api_server_start(model, eng, &ap, &srv, &err);
+    hs_status st = hs_api_server_listen(&ap, &srv, &err);
+    if (st != HS_OK) {
+        fprintf(stderr, "hetserve serve: %s\n", err.message);
+        rc = st == HS_E_INVAL || st == HS_E_FORMAT ? 2 : 1;
+        goto done;
+    }
+    ld = calloc(1, sizeof(*ld));
+    if (!ld) {
+        goto done;
+    }
+    ld->path = model_path;
+    ld->ep = ep;
+    ld->main_thread = pthread_self();
+    pthread_t loader_thread;
+    if (pthread_create(&loader_thread, NULL, loader_main, ld) != 0) {
+        fprintf(stderr, "hetserve serve: cannot start the loader thread\n");
+        goto done;
+    }
+    fprintf(stderr, "hetserve: loading %s; http://%s:%u answers 503 until it is ready\n", name,
+            ap.host, (unsigned)hs_api_server_port(srv));
+    int sig = 0;
+    while (!atomic_load(&ld->done)) {
+        sigwait(&waits, &sig);
+        if (sig != SIGUSR1) {
+            /* The load cannot be interrupted: leave the loader (and ld, which it uses) to the
+             * process's exit. */
+            fprintf(stderr, "hetserve: %s while loading the model: exiting\n",
+                    sig == SIGINT ? "SIGINT" : "SIGTERM");
+            pthread_detach(loader_thread);
+            ld = NULL;
+            rc = 0;
+            goto done;
+        }
+    }
+    pthread_join(loader_thread, NULL);
+    model = ld->model;
+    eng = ld->eng;
+    if (ld->st != HS_OK) {
+        fprintf(stderr, "hetserve serve: %s\n", ld->msg);
+        rc = ld->rc;
+        goto done;
+    }
+    st = hs_api_server_attach(srv, model, eng, &err);
     if (st != HS_OK) {
         fprintf(stderr, "hetserve serve: %s\n", err.message);
         rc = st == HS_E_INVAL || st == HS_E_FORMAT ? 2 : 1;
@@ -457,14 +551,16 @@ int hs__cli_serve(int argc, char **argv)
     }
     fprintf(stderr, "hetserve: serving %s (%s) on http://%s:%u (context %d: %s; trained %d)%s\n",
             name, hs_model_desc(model), ap.host, (unsigned)hs_api_server_port(srv),
-            (int)hs_engine_n_ctx(eng), ctx_why, (int)hs_model_hparams(model)->n_ctx_train,
-            keys.n > 0 ? ", API key required" : "");
-    /* The port line on stdout, for scripts that started us with --port 0. */
+            (int)hs_engine_n_ctx(eng), ld->ctx_why, (int)hs_model_hparams(model)->n_ctx_train,
+            keys.n > 0 || ap.api_key_file ? ", API key required" : "");
+    /* The port line on stdout once requests are served, for scripts that started us with
+     * --port 0. */
     printf("listening on %s:%u\n", ap.host, (unsigned)hs_api_server_port(srv));
     fflush(stdout);
 
-    int sig = 0;
-    sigwait(&sigs, &sig);
+    do {
+        sigwait(&waits, &sig);
+    } while (sig == SIGUSR1);
     fprintf(stderr,
             "hetserve: %s: no new connections; draining requests in flight (up to %g s); "
             "send it again to exit at once\n",
@@ -484,6 +580,7 @@ done:
     hs_api_server_stop(srv);
     hs_engine_destroy(eng);
     hs_model_destroy(model);
+    free(ld);
     if (rc == 0) {
         fprintf(stderr, "hetserve: stopped\n");
     }

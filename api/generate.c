@@ -86,6 +86,12 @@ struct hs__job {
     pthread_mutex_t mu;
     bool suspended, pending;
     atomic_bool gone; /* the client hung up */
+
+    /* The key's tokens-per-minute charge (admit.c), settled with the usage in hs__job_free. */
+    int32_t tenant;
+    int64_t tok_charged;  /* 0: nothing charged */
+    int64_t tok_prompt;   /* prompt tokens of all prompts */
+    int64_t tok_streamed; /* generated tokens seen in events (usage may never arrive) */
 };
 
 /* ---- suspension ---- */
@@ -154,6 +160,10 @@ void hs__job_free(struct hs__job *j)
     }
     for (int32_t i = 0; i < j->n_h; i++) {
         hs_engine_release(j->h[i]); /* cancels what has not finished; no notify after this */
+    }
+    if (j->tok_charged > 0) {
+        int64_t used = j->tok_prompt + HS_MAX((int64_t)j->usage.completion_tokens, j->tok_streamed);
+        hs__keyring_settle(&j->s->keys, j->tenant, j->tok_charged, used, hs__now_ms());
     }
     if (j->stream) {
         HS_LOG_INFO("req=%llu stream closed (prompt %d, completion %d, cached %d tokens)",
@@ -649,6 +659,7 @@ static void handle_event(struct hs__job *j, int32_t hi, const struct hs_engine_e
         }
         return;
     }
+    j->tok_streamed += ev->n_tokens;
     struct choice *c = &j->ch[hi * j->n + ev->choice];
     struct hs_engine_event ra;
     if (j->kind == HS__API_CHAT) {
@@ -884,6 +895,22 @@ enum MHD_Result hs__generate_resume(struct hs_api_server *s, struct MHD_Connecti
 
 /* ---- start ---- */
 
+/* What a request may cost a key's tokens-per-minute budget, as OpenAI counts it: its prompts
+ * plus the most every choice may generate (max_tokens, or the rest of the context). */
+static void token_estimate(const struct hs_api_server *s, const struct hs__api_req *r,
+                           int64_t *prompt, int64_t *need)
+{
+    const int64_t n_ctx = s->pctx.n_ctx;
+    *prompt = 0;
+    *need = 0;
+    for (int32_t i = 0; i < r->n_prompts; i++) {
+        int64_t room = n_ctx > 0 ? HS_MAX(n_ctx - r->prompts[i].n, 1) : INT32_MAX;
+        int64_t mt = r->er.max_tokens > 0 ? HS_MIN((int64_t)r->er.max_tokens, room) : room;
+        *prompt += r->prompts[i].n;
+        *need += r->prompts[i].n + (int64_t)r->er.n * mt;
+    }
+}
+
 enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connection *c,
                                    struct hs__req *rq, enum hs__api_kind kind)
 {
@@ -896,14 +923,27 @@ enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connectio
         return hs__send_error_ex(s, c, rq, perr.http ? perr.http : 400, perr.param, perr.code, NULL,
                                  NULL, perr.message);
     }
+    int64_t tok_prompt = 0, tok_need = 0;
+    if (rq->tenant > 0 && s->keys.limited) {
+        token_estimate(s, &req, &tok_prompt, &tok_need);
+        struct hs__rl_refusal why;
+        if (!hs__keyring_charge(&s->keys, rq->tenant, 0, tok_need, hs__now_ms(), &why)) {
+            hs__api_req_free(&req);
+            return hs__rl_refuse(s, c, rq, &why);
+        }
+    }
     struct hs__job *j = calloc(1, sizeof(*j));
     if (!j || !(j->ch = calloc((size_t)(req.n_prompts * req.er.n), sizeof(*j->ch)))) {
         free(j);
         hs__api_req_free(&req);
+        hs__keyring_settle(&s->keys, rq->tenant, tok_need, 0, hs__now_ms());
         return hs__send_error(s, c, rq, 503, NULL, "out of memory");
     }
     pthread_mutex_init(&j->mu, NULL);
     j->s = s;
+    j->tenant = rq->tenant;
+    j->tok_charged = tok_need; /* from here hs__job_free settles it */
+    j->tok_prompt = tok_prompt;
     j->c = c;
     j->id = rq->id;
     j->kind = kind;
@@ -950,6 +990,7 @@ enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connectio
         st = hs_engine_submit(s->eng, &req.er, &j->h[i], &err);
         if (st != HS_OK) {
             hs__api_req_free(&req);
+            j->tok_prompt = 0; /* refused: the key's tokens come back whole */
             hs__job_free(j);
             int http = hs_api_http_status(st);
             const char *param = strstr(err.message, "prompt") ? "prompt" : NULL;

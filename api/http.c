@@ -29,7 +29,6 @@
 #include "server/engine.h"
 
 #define REAPER_TICK_MS 100 /* how late a deadline or a hung-up client may be noticed */
-#define MAX_KEY_BYTES  256
 
 int64_t hs__now_ms(void)
 {
@@ -164,6 +163,11 @@ enum MHD_Result hs__queue_response(struct hs_api_server *s, struct MHD_Connectio
                                    struct hs__req *rq, unsigned code, struct MHD_Response *r)
 {
     hs__add_common_headers(s, r);
+    struct hs__rl_view rl[2];
+    if (rq->tenant > 0 && s->keys.limited &&
+        hs__keyring_view(&s->keys, rq->tenant, hs__now_ms(), rl)) {
+        hs__rl_add_headers(r, rl);
+    }
     if (rq->has_body && !rq->body_done && !atomic_load(&s->quiesced)) {
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     }
@@ -409,22 +413,11 @@ static bool origin_ok(const struct hs_api_server *s, const char *v)
     return ip ? ip_is_loopback(h) || !strcasecmp(h, s->p.host) : name_allowed(s, h);
 }
 
-/* Constant time in the key's length: no early exit on the first difference. */
-static bool key_eq(const char *want, const char *got, size_t lg)
-{
-    size_t lw = strlen(want);
-    unsigned char diff = (unsigned char)(lw != lg);
-    for (size_t i = 0; i < lw; i++) {
-        diff |= (unsigned char)(want[i] ^ (i < lg ? got[i] : 0));
-    }
-    return diff == 0;
-}
-
 /* The tenant of a request: 0 when no key is configured, k + 1 for the k-th key, -1 when the
  * key is missing or wrong. Whitespace around the token is ignored ("Bearer k1 " is k1). */
 static int32_t authorize(const struct hs_api_server *s, struct MHD_Connection *c)
 {
-    if (s->n_keys == 0) {
+    if (s->keys.n == 0) {
         return 0;
     }
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
@@ -437,13 +430,7 @@ static int32_t authorize(const struct hs_api_server *s, struct MHD_Connection *c
     while (n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t')) {
         n--;
     }
-    int32_t tenant = -1;
-    for (int32_t k = 0; k < s->n_keys; k++) {
-        if (key_eq(s->keys[k], h, n)) {
-            tenant = k + 1;
-        }
-    }
-    return tenant;
+    return hs__keyring_find(&s->keys, h, n);
 }
 
 static bool json_content_type(struct MHD_Connection *c)
@@ -576,6 +563,10 @@ static enum MHD_Result on_headers(struct hs_api_server *s, struct MHD_Connection
     if (atomic_load(&s->quiesced) && !rq->route->drain) {
         return hs__send_error(s, c, rq, 503, NULL, "the server is shutting down");
     }
+    if (!atomic_load(&s->ready) && rq->route->id != HS__R_HEALTH) {
+        return hs__send_error_ex(s, c, rq, 503, NULL, "model_loading", "Retry-After", "1",
+                                 "the model is still loading; retry in a moment");
+    }
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     if (origin && !origin_ok(s, origin)) {
         return hs__send_error(s, c, rq, 403, NULL,
@@ -595,6 +586,10 @@ static enum MHD_Result on_headers(struct hs_api_server *s, struct MHD_Connection
     if (cl && strtoull(cl, NULL, 10) > s->p.max_body_bytes) {
         return hs__send_error(s, c, rq, 413, NULL, "request body exceeds the limit of %zu bytes",
                               s->p.max_body_bytes);
+    }
+    struct hs__rl_refusal why;
+    if (rq->tenant > 0 && !hs__keyring_charge(&s->keys, rq->tenant, 1, 0, hs__now_ms(), &why)) {
+        return hs__rl_refuse(s, c, rq, &why); /* before the body: it is never read */
     }
     if (rq->has_body) {
         set_phase(s, rq, HS__PH_BODY, s->p.body_timeout_ms);
@@ -882,20 +877,6 @@ struct hs_api_params hs_api_default_params(void)
     };
 }
 
-static bool key_valid(const char *k)
-{
-    size_t n = strlen(k);
-    if (n == 0 || n > MAX_KEY_BYTES) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (k[i] <= ' ' || k[i] >= 0x7f) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static hs_status copy_config(struct hs_api_server *s, const struct hs_api_params *p,
                              struct hs_error *err)
 {
@@ -926,22 +907,24 @@ static hs_status copy_config(struct hs_api_server *s, const struct hs_api_params
                             "bytes) must exceed the largest body (--max-body-bytes, %zu bytes)",
                             s->p.max_body_memory_bytes, s->p.max_body_bytes);
     }
-    int32_t n = (p->api_key ? 1 : 0) + p->n_api_keys;
-    s->keys = calloc((size_t)HS_MAX(n, 1), sizeof(char *));
     s->hosts = calloc((size_t)HS_MAX(p->n_allowed_hosts, 1), sizeof(char *));
-    if (!s->keys || !s->hosts) {
+    if (!s->hosts) {
         return hs_error_set(err, HS_E_NOMEM, "out of memory");
     }
+    int32_t n = (p->api_key ? 1 : 0) + p->n_api_keys;
     for (int32_t i = 0; i < n; i++) {
         const char *k = i == 0 && p->api_key ? p->api_key : p->api_keys[i - (p->api_key ? 1 : 0)];
-        if (!k || !key_valid(k)) {
-            return hs_error_set(err, HS_E_INVAL,
-                                "an API key must be 1 to %d visible ASCII characters (no spaces);"
-                                " an empty key would turn authentication off",
-                                MAX_KEY_BYTES);
+        hs_status st = hs__keyring_add(&s->keys, k, k ? strlen(k) : 0, 0, 0, 0, err);
+        if (st != HS_OK) {
+            return st;
         }
-        if (!(s->keys[s->n_keys++] = strdup(k))) {
-            return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    }
+    if (p->api_key_file) {
+        struct hs_error e = {0};
+        hs_status st = hs__keyring_load(&s->keys, p->api_key_file, &e);
+        if (st != HS_OK) {
+            /* a malformed file is a bad argument, as a malformed --api-key is */
+            return hs_error_set(err, st == HS_E_FORMAT ? HS_E_INVAL : st, "%s", e.message);
         }
     }
     for (int32_t i = 0; i < p->n_allowed_hosts; i++) {
@@ -962,6 +945,7 @@ static hs_status copy_config(struct hs_api_server *s, const struct hs_api_params
     s->p.api_key = NULL;
     s->p.api_keys = NULL;
     s->p.n_api_keys = 0;
+    s->p.api_key_file = NULL;
     s->p.allowed_hosts = NULL;
     s->p.n_allowed_hosts = 0;
     if (gethostname(s->hostname, sizeof(s->hostname)) != 0) {
@@ -995,45 +979,29 @@ static void raise_fd_limit(struct hs_api_server *s, unsigned hard_conns)
     }
 }
 
-hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
-                              const struct hs_api_params *p, struct hs_api_server **out,
-                              struct hs_error *err)
+hs_status hs_api_server_attach(struct hs_api_server *s, struct hs_model *model,
+                               struct hs_engine *engine, struct hs_error *err)
 {
-    *out = NULL;
-    hs_status st = HS_OK;
-    struct hs_api_server *s = calloc(1, sizeof(*s));
-    if (!s) {
-        return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    if (atomic_load(&s->ready) || s->model) {
+        return hs_error_set(err, HS_E_INVAL, "the server already serves a model");
     }
-    pthread_mutex_init(&s->conns_mu, NULL);
-    pthread_cond_init(&s->reaper_cv, NULL);
-    s->listen_fd = MHD_INVALID_SOCKET;
+    /* Nothing below is read by an HTTP thread before ready is set (on_headers refuses every
+     * route but /health until then, and /health reads none of it). */
     s->model = model;
     s->eng = engine;
     s->vocab = hs_model_vocab(model);
-    st = copy_config(s, p, err);
-    if (st != HS_OK) {
-        goto fail;
-    }
-    s->model_name = strdup(p->model_name && *p->model_name ? p->model_name : "hetserve");
-    if (!s->model_name) {
-        st = hs_error_set(err, HS_E_NOMEM, "out of memory");
-        goto fail;
-    }
-    s->p.model_name = s->model_name;
-    s->created = (int64_t)time(NULL);
-
     const char *src = hs_model_chat_template(model);
     if (src && *src) {
         struct hs_error te = {0};
         if (hs_chat_template_parse(src, strlen(src), &s->tmpl, &te) != HS_OK) {
             /* Rendering chats some other way would silently change every prompt: refuse. */
             s->tmpl = NULL;
-            st = hs_error_set(err, HS_E_FORMAT,
-                              "the model's chat template (tokenizer.chat_template) does not "
-                              "parse: %s; use a model file with a valid template",
-                              te.message);
-            goto fail;
+            s->model = NULL;
+            s->eng = NULL;
+            return hs_error_set(err, HS_E_FORMAT,
+                                "the model's chat template (tokenizer.chat_template) does not "
+                                "parse: %s; use a model file with a valid template",
+                                te.message);
         }
     }
     s->pctx = (struct hs__api_ctx){.vocab = s->vocab,
@@ -1049,13 +1017,59 @@ hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
                                                      hs__reasoning_template_has_modes(src)};
     hs__tools_probe(s->tmpl, s->vocab, &s->tools_caps);
     if (s->p.mmproj) {
-        st = hs__api_vision_create(s->p.mmproj, hs_model_hparams(model)->n_embd,
-                                   s->p.vision_threads, s->p.allow_image_urls, &s->vision, err);
+        hs_status st = hs__api_vision_create(s->p.mmproj, hs_model_hparams(model)->n_embd,
+                                             s->p.vision_threads, s->p.allow_image_urls,
+                                             &s->vision, err);
         if (st != HS_OK) {
-            goto fail;
+            hs_chat_template_destroy(s->tmpl);
+            s->tmpl = NULL;
+            s->model = NULL;
+            s->eng = NULL;
+            s->vision = NULL;
+            return st;
         }
         s->pctx.vision = s->vision;
     }
+    atomic_store(&s->ready, true);
+    return HS_OK;
+}
+
+hs_status hs_api_server_start(struct hs_model *model, struct hs_engine *engine,
+                              const struct hs_api_params *p, struct hs_api_server **out,
+                              struct hs_error *err)
+{
+    hs_status st = hs_api_server_listen(p, out, err);
+    if (st == HS_OK && (st = hs_api_server_attach(*out, model, engine, err)) != HS_OK) {
+        hs_api_server_stop(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+hs_status hs_api_server_listen(const struct hs_api_params *p, struct hs_api_server **out,
+                               struct hs_error *err)
+{
+    *out = NULL;
+    hs_status st = HS_OK;
+    struct hs_api_server *s = calloc(1, sizeof(*s));
+    if (!s) {
+        return hs_error_set(err, HS_E_NOMEM, "out of memory");
+    }
+    pthread_mutex_init(&s->conns_mu, NULL);
+    pthread_cond_init(&s->reaper_cv, NULL);
+    hs__keyring_init(&s->keys);
+    s->listen_fd = MHD_INVALID_SOCKET;
+    st = copy_config(s, p, err);
+    if (st != HS_OK) {
+        goto fail;
+    }
+    s->model_name = strdup(p->model_name && *p->model_name ? p->model_name : "hetserve");
+    if (!s->model_name) {
+        st = hs_error_set(err, HS_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    s->p.model_name = s->model_name;
+    s->created = (int64_t)time(NULL);
 
     struct sockaddr_storage ss = {0};
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
@@ -1180,13 +1194,10 @@ void hs_api_server_stop(struct hs_api_server *s)
     }
     hs_chat_template_destroy(s->tmpl);
     hs__api_vision_destroy(s->vision);
-    for (int32_t i = 0; i < s->n_keys; i++) {
-        free(s->keys[i]);
-    }
     for (int32_t i = 0; i < s->n_hosts; i++) {
         free(s->hosts[i]);
     }
-    free(s->keys);
+    hs__keyring_finish(&s->keys);
     free(s->hosts);
     free(s->model_name);
     pthread_cond_destroy(&s->reaper_cv);

@@ -101,6 +101,92 @@ struct hs__req {
     struct hs__job *job; /* a completion in progress, owned */
 };
 
+/* ---- admission (admit.c) ---- */
+
+#define HS__MAX_KEY_BYTES 256
+#define HS__MAX_RATE      INT64_C(1000000000) /* per minute, requests or tokens */
+
+/* A token bucket: holds up to limit units, refilled at limit per minute. */
+struct hs__bucket {
+    int64_t limit; /* per minute; 0: no limit */
+    int64_t level; /* units x 60000 (refilled by limit each ms); < 0: in debt */
+    int64_t t_ms;  /* monotonic ms level was brought up to date */
+};
+
+struct hs__key {
+    unsigned char bytes[HS__MAX_KEY_BYTES + 1]; /* the key, zero-padded: compared in full */
+    size_t len;
+    int32_t line; /* of the key file; 0: a flag */
+    struct hs__bucket req, tok;
+};
+
+/* The API keys; tenant k + 1 is keys[k]. Keys are added before the server starts and never
+ * change; mu guards the buckets. */
+struct hs__keyring {
+    struct hs__key *keys; /* [n] of [cap], owned; wiped when freed */
+    int32_t n, cap;
+    bool limited; /* some key has a limit */
+    pthread_mutex_t mu;
+};
+
+/* What a charge would have needed: one bucket's limit and the units asked. */
+struct hs__rl_refusal {
+    bool tokens;     /* the tokens bucket refused (else the requests one) */
+    bool never;      /* need exceeds the limit itself: waiting cannot help */
+    int64_t limit;   /* per minute */
+    int64_t need;    /* units this request asked */
+    int64_t retry_s; /* seconds until it would be admitted (>= 1) */
+};
+
+/* One bucket as OpenAI's x-ratelimit-* headers show it. */
+struct hs__rl_view {
+    int64_t limit, remaining; /* limit 0: no limit (no headers) */
+    int64_t reset_ms;         /* until the bucket is full again */
+};
+
+/* _init/_finish: caller memory, start-up and shut-down thread. */
+void hs__keyring_init(struct hs__keyring *kr);
+void hs__keyring_finish(struct hs__keyring *kr);
+/* Adds a key of n bytes (1 to HS__MAX_KEY_BYTES visible ASCII) with limits per minute (0: none)
+ * from key-file line (0: a flag). Errors: HS_E_INVAL (a bad or duplicate key, a limit out of
+ * 0 .. HS__MAX_RATE; the message never holds the key), HS_E_NOMEM. Start-up thread. */
+hs_status hs__keyring_add(struct hs__keyring *kr, const char *key, size_t n, int64_t rpm,
+                          int64_t tpm, int32_t line, struct hs_error *err);
+/* Adds the keys of a key file's text: one key per line, "KEY [rpm=N] [tpm=N]", blank lines and
+ * '#' comments (from a field starting with '#' to the end of the line) skipped, CRLF accepted.
+ * Errors: HS_E_FORMAT with "NAME:LINE: reason" (no key ever quoted), also for a file without
+ * keys; HS_E_NOMEM. Keys of lines before the error stay added. Start-up thread. */
+hs_status hs__keyring_parse(struct hs__keyring *kr, const char *name, const char *text, size_t n,
+                            struct hs_error *err);
+/* Reads and parses the key file at path (warns when others may read it). Errors: those of
+ * hs__keyring_parse, HS_E_IO (cannot open or read, not a regular file). Start-up thread. */
+hs_status hs__keyring_load(struct hs__keyring *kr, const char *path, struct hs_error *err);
+/* The tenant (k + 1) whose key is tok[0..n), or -1. Constant time: every key is compared over
+ * its whole padded width, whatever the token. Thread: any. */
+int32_t hs__keyring_find(const struct hs__keyring *kr, const char *tok, size_t n);
+/* Charges n_req requests and n_tok tokens to tenant's buckets, both or neither: false with *why
+ * when a bucket (with a limit) lacks them. Tenants <= 0 and keys without limits always pass.
+ * Thread: any. */
+bool hs__keyring_charge(struct hs__keyring *kr, int32_t tenant, int64_t n_req, int64_t n_tok,
+                        int64_t now_ms, struct hs__rl_refusal *why);
+/* Gives back charged - used tokens (or takes the overrun) once a request's usage is known.
+ * Thread: any. */
+void hs__keyring_settle(struct hs__keyring *kr, int32_t tenant, int64_t charged, int64_t used,
+                        int64_t now_ms);
+/* The tenant's buckets now ([0] requests, [1] tokens); false when it has no limits. Thread:
+ * any. */
+bool hs__keyring_view(struct hs__keyring *kr, int32_t tenant, int64_t now_ms,
+                      struct hs__rl_view v[2]);
+/* ms as OpenAI's reset headers write durations: "250ms", "1s", "1.5s", "6m0s". Returns the
+ * length written (snprintf's). Thread: any. */
+size_t hs__rl_duration(char *out, size_t cap, int64_t ms);
+/* Adds x-ratelimit-{limit,remaining,reset}-{requests,tokens} for the buckets with a limit. */
+void hs__rl_add_headers(struct MHD_Response *r, const struct hs__rl_view v[2]);
+/* Answers 429 rate_limit_exceeded for why: Retry-After when waiting helps, else
+ * X-Should-Retry: false (the OpenAI SDKs' no-retry signal). HTTP threads. */
+enum MHD_Result hs__rl_refuse(struct hs_api_server *s, struct MHD_Connection *c, struct hs__req *rq,
+                              const struct hs__rl_refusal *why);
+
 struct hs_api_server {
     struct MHD_Daemon *d;
     MHD_socket listen_fd; /* after quiesce: shut, closed once MHD has stopped */
@@ -110,8 +196,7 @@ struct hs_api_server {
     struct hs_chat_template *tmpl;
     struct hs__api_vision *vision; /* --mmproj (api/vision.h), owns; NULL: none */
     struct hs_api_params p; /* defaults filled in; pointers below replace the caller's */
-    char **keys;            /* [n_keys] owned copies */
-    int32_t n_keys;
+    struct hs__keyring keys; /* none: no authentication */
     char **hosts; /* [n_hosts] allowed Host names, lower case, owned */
     int32_t n_hosts;
     bool any_host;      /* "*" among them: no Host/Origin check */
@@ -127,6 +212,7 @@ struct hs_api_server {
     atomic_int n_conns;
     _Atomic int64_t body_bytes; /* request body memory held now, all connections */
     atomic_bool quiesced;
+    atomic_bool ready; /* a model is attached: every route is served (else 503 but /health) */
     atomic_bool stopping;
 
     pthread_mutex_t conns_mu;

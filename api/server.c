@@ -61,6 +61,10 @@ static enum MHD_Result handle_health(struct hs_api_server *s, struct MHD_Connect
         return hs__send_json(s, c, rq, 503, json_pack("{s:s}", "status", "draining"), "Retry-After",
                              "1");
     }
+    if (!atomic_load(&s->ready)) {
+        return hs__send_json(s, c, rq, 503, json_pack("{s:s}", "status", "loading"), "Retry-After",
+                             "1");
+    }
     return hs__send_json(s, c, rq, 200, json_pack("{s:s}", "status", "ok"), NULL, NULL);
 }
 
@@ -227,6 +231,16 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
                        "%llu\n",
                        hs_finish_reason_str((enum hs_finish_reason)r), mn,
                        (unsigned long long)m.requests_finished[r]);
+    }
+    hs__buf_printf(&b, "# HELP hetserve:requests_cancelled_total Requests canceled (client gone, "
+                       "drain deadline) by where they were: queue, prefill or decode.\n"
+                       "# TYPE hetserve:requests_cancelled_total counter\n");
+    for (int p = 0; p < HS_CANCEL_COUNT; p++) {
+        hs__buf_printf(&b,
+                       "hetserve:requests_cancelled_total{phase=\"%s\",model_name=\"%s\"} "
+                       "%llu\n",
+                       hs_cancel_phase_str((enum hs_cancel_phase)p), mn,
+                       (unsigned long long)m.requests_cancelled[p]);
     }
     histogram(&b, "time_to_first_token_seconds", "Histogram of time to first token in seconds.", mn,
               &m.ttft);

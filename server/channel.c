@@ -175,6 +175,21 @@ void hs_engine_release(struct hs_engine_handle *h)
 
 /* ---- notify (engine thread) ---- */
 
+/* Counts a finished request that had a choice canceled, by where it was: a finished request
+ * passes through here exactly once (its last touch). */
+static void count_cancel(struct hs_engine *e, const struct hs_engine_handle *h)
+{
+    for (int32_t i = 0; i < h->n_choices; i++) {
+        if (h->fin[i] == HS_FINISH_CANCELED) {
+            enum hs_cancel_phase p = !h->admitted_once ? HS_CANCEL_QUEUE
+                                     : !h->t_first_ns  ? HS_CANCEL_PREFILL
+                                                       : HS_CANCEL_DECODE;
+            INC(e->m.cancelled[p], 1);
+            return;
+        }
+    }
+}
+
 /* Calls the notify hooks of the requests touched this step; drops the engine's reference of
  * the finished ones. */
 void hs__channel_notify_touched(struct hs_engine *e)
@@ -185,6 +200,9 @@ void hs__channel_notify_touched(struct hs_engine *e)
         struct hs_engine_handle *next = h->next_touched;
         h->touched = false;
         h->next_touched = NULL;
+        if (h->n_finished == h->n_choices) {
+            count_cancel(e, h); /* before the notify: whoever sees DONE sees the count */
+        }
         pthread_mutex_lock(&h->nmu);
         if (!h->released && h->notify) {
             tls_notifying = h;

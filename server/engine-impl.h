@@ -50,6 +50,7 @@ struct metrics {
     struct histo lenerr; /* ratios, stored like seconds */
     _Atomic uint64_t predicted_tokens, lenerr_tokens;
     _Atomic uint64_t seg_yields, seg_resumes, seg_evictions, recomputed_tokens;
+    _Atomic uint64_t cancelled[HS_CANCEL_COUNT]; /* requests, by phase (channel.c) */
 };
 
 #define INC(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)

@@ -347,6 +347,18 @@ struct hs_engine_histogram {
     double sum_s;
 };
 
+/* Where a request was when it was canceled (hs_engine_cancel, a release before the end, a
+ * drain deadline): waiting for its first admission, admitted but no token sampled yet, or
+ * generating. */
+enum hs_cancel_phase {
+    HS_CANCEL_QUEUE,
+    HS_CANCEL_PREFILL,
+    HS_CANCEL_DECODE,
+    HS_CANCEL_COUNT,
+};
+/* "queue", "prefill", "decode"; static. Thread: any. */
+const char *hs_cancel_phase_str(enum hs_cancel_phase p);
+
 /* A snapshot of counters (monotonic) and gauges (current). */
 struct hs_engine_metrics {
     int32_t n_running;           /* gauge: requests with at least one sequence running */
@@ -403,6 +415,8 @@ struct hs_engine_metrics {
                                     * pressure (they come back through the prefix cache) */
     uint64_t recomputed_tokens;    /* counter: tokens run again for preempted or evicted
                                     * sequences (what the prefix cache no longer held) */
+    uint64_t requests_cancelled[HS_CANCEL_COUNT]; /* counter: requests with a canceled choice,
+                                                   * by where they were */
 };
 
 /* Copies the current metrics into *m (each field read atomically; fields may be from slightly

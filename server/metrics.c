@@ -30,6 +30,12 @@ const double hs_engine_lenerr_bounds[HS_ENGINE_LENERR_BUCKETS] = {
     0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 4.0, 10.0,
 };
 
+const char *hs_cancel_phase_str(enum hs_cancel_phase p)
+{
+    static const char *const names[HS_CANCEL_COUNT] = {"queue", "prefill", "decode"};
+    return p >= 0 && p < HS_CANCEL_COUNT ? names[p] : "none";
+}
+
 /* ---- engine thread: observing ---- */
 
 void hs__metrics_observe(struct histo *h, const double *bounds, int n, double s)
@@ -160,6 +166,9 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     }
     m->split = me->m.split;
     pthread_mutex_unlock(&me->m.placement_mu);
+    for (int i = 0; i < HS_CANCEL_COUNT; i++) {
+        m->requests_cancelled[i] = LOAD(me->m.cancelled[i]);
+    }
     m->prefix_hit_rate =
         m->prompt_tokens ? (double)m->prefix_hit_tokens / (double)m->prompt_tokens : 0.0;
     histo_snapshot(&me->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS, &m->ttft);

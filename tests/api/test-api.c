@@ -720,19 +720,22 @@ Test(api, disconnect_mid_stream_cancels_and_frees_blocks)
     cr_assert_eq(cc, CURLE_WRITE_ERROR, "curl: %s", curl_easy_strerror(cc));
     free(r.body);
     /* within a few engine steps the request is canceled and its blocks go back */
-    double canceled = -1, used = -1, running = -1;
+    double canceled = -1, used = -1, running = -1, in_decode = -1;
     for (int i = 0; i < 200; i++) {
         running = metric("hetserve:num_requests_running");
         used = metric("hetserve:kv_blocks_used");
         struct resp m = http(NULL, "/metrics", NULL);
         const char *line = strstr(m.body, "finished_reason=\"canceled\"");
         canceled = line ? strtod(strchr(line, ' ') + 1, NULL) : -1;
+        line = strstr(m.body, "requests_cancelled_total{phase=\"decode\"");
+        in_decode = line ? strtod(strchr(line, ' ') + 1, NULL) : -1;
         free(m.body);
-        if (running == 0 && used == 0 && canceled >= 1) {
+        if (running == 0 && used == 0 && canceled >= 1 && in_decode >= 1) {
             break;
         }
         usleep(20000);
     }
+    cr_assert_eq(in_decode, 1, "requests_cancelled_total{phase=\"decode\"} %g", in_decode);
     cr_assert_eq(running, 0, "running %g used %g canceled %g", running, used, canceled);
     cr_assert_eq(used, 0, "KV blocks still held after disconnect");
     cr_assert_geq(canceled, 1, "the request was not canceled");

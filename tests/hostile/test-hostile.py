@@ -6,7 +6,11 @@ would, and asserts the issue's pass criteria: connection exhaustion (idle, slowl
 address, over capacity), memory before authentication, one request's memory, logit_bias key
 spellings, request smuggling, Host/Origin/Content-Type, empty keys, CORS for the OpenAI JS SDK,
 tenant isolation of the prefix cache, log forging, status codes of drained and timed-out
-requests, and shutdown (idle keep-alive, a second signal).
+requests, per-key rate limits and key files, 503 while the model loads, and shutdown (idle
+keep-alive, a second signal).
+
+HETSERVE_TEST_LOAD_DELAY_MS=N makes `hetserve serve` wait N ms before it loads the model: it
+exists for the loading check here and nothing else reads it.
 
 usage: test-hostile.py HETSERVE MODEL [CHECK...]   (exit 0: all passed, 1: a check failed)
 Everything stays on loopback; attackers use source addresses 127.0.0.2-127.0.0.31 so the
@@ -691,6 +695,171 @@ def max_queue_bounds_the_waiting_requests():
         srv.stop()
         for t in ts:
             t.join(30)
+
+
+@check
+def cancellations_are_counted_by_phase():
+    """A client that hangs up while its request waits for a sequence is counted in
+    requests_cancelled_total{phase="queue"}, one that hangs up while tokens stream in
+    phase="decode"; the KV blocks come back."""
+    def cancelled(port):
+        _, _, b = request(port, "GET", "/metrics")
+        return {m.group(1): float(m.group(2)) for m in re.finditer(
+            r'^hetserve:requests_cancelled_total\{phase="(\w+)"[^}]*\} (\S+)$', b.decode(), re.M)}
+    with Server("--parallel", "1", ctx=32768) as srv:
+        eq(cancelled(srv.port), {"queue": 0, "prefill": 0, "decode": 0}, "counters at start")
+        socks = []
+        for stream in (True, False):
+            body = json.dumps({"prompt": "Once", "max_tokens": 30000, "ignore_eos": True,
+                               "stream": stream}).encode()
+            s = connect(srv.port)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            socks.append(s)
+            if stream:
+                wait_running(srv.port, 1)
+        t0 = time.time()
+        while (metric(srv.port, "num_requests_waiting") or 0) < 1 and time.time() - t0 < 10:
+            time.sleep(0.02)
+        socks[1].close()  # waiting in the queue (SO_LINGER 0: a reset)
+        t0 = time.time()
+        while cancelled(srv.port)["queue"] < 1 and time.time() - t0 < 10:
+            time.sleep(0.02)
+        socks[0].close()  # streaming
+        t0 = time.time()
+        while cancelled(srv.port)["decode"] < 1 and time.time() - t0 < 10:
+            time.sleep(0.02)
+        eq(cancelled(srv.port), {"queue": 1, "prefill": 0, "decode": 1}, "counters")
+        t0 = time.time()
+        while metric(srv.port, "kv_blocks_used") != 0 and time.time() - t0 < 10:
+            time.sleep(0.02)
+        eq(metric(srv.port, "kv_blocks_used"), 0, "KV blocks in use after the cancellations")
+
+
+# ---- admission: per-key limits, loading ----
+
+def write_keys(text):
+    path = "/tmp/hetserve-hostile-keys-%d" % os.getpid()
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+    return path
+
+
+@check
+def per_key_rate_limits_and_key_files():
+    """--api-key-file: a key over its requests per minute gets 429 with Retry-After and OpenAI's
+    x-ratelimit-* headers, before its body is read; other keys are served; a wrong key gets 401;
+    a malformed file stops the start naming the line."""
+    path = write_keys("# tenants\nlimited rpm=3 tpm=100000\nother\n")
+    try:
+        with Server("--api-key-file", path, "--api-key", "flag") as srv:
+            c = "/v1/completions"
+            body = {"prompt": "Once", "max_tokens": 2}
+            for i in range(3):
+                st, h, j = jrequest(srv.port, c, body, {"Authorization": "Bearer limited"})
+                eq(st, 200, "request %d within the limit" % i)
+                eq(h.get("x-ratelimit-remaining-requests"), str(2 - i), "remaining requests")
+            # the 4th: refused when its headers arrive, the 4 MiB body is never read
+            s = connect(srv.port)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                      b"Bearer limited\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 4194304\r\n\r\n")
+            st, h, b = read_response(s)
+            s.close()
+            eq(st, 429, "a request over 3 per minute")
+            j = json.loads(b)
+            eq((j["error"]["type"], j["error"]["code"]), ("rate_limit_error",
+                                                           "rate_limit_exceeded"), "error")
+            assert 19 <= int(h.get("retry-after", "0")) <= 20, h
+            for k in ("limit-requests", "remaining-requests", "reset-requests", "limit-tokens",
+                      "remaining-tokens", "reset-tokens"):
+                assert "x-ratelimit-" + k in h, "x-ratelimit-%s missing: %s" % (k, h)
+            eq((h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]),
+               ("3", "0"), "request headers")
+            eq(h.get("connection", "").lower(), "close", "Connection after an unread body")
+            for key in ("other", "flag"):
+                st, h, _ = jrequest(srv.port, c, body, {"Authorization": "Bearer " + key})
+                eq(st, 200, "key %s while another is limited" % key)
+                assert "x-ratelimit-limit-requests" not in h, h
+            # a file key is a tenant of its own in the prefix cache
+            secret = {"prompt": "The vault opens at midnight on the third day of the month of the "
+                                "red moon when the bell rings twice", "max_tokens": 1}
+
+            def cached(key):
+                st, _, j = jrequest(srv.port, c, secret, {"Authorization": "Bearer " + key})
+                eq(st, 200, "completion for %s" % key)
+                return j["usage"]["prompt_tokens_details"]["cached_tokens"]
+            cached("other")
+            eq(cached("flag"), 0, "cached tokens of another key's prompt")
+            assert cached("other") > 16, "a file key lost its own prefix cache"
+            eq(jrequest(srv.port, c, body, {"Authorization": "Bearer limite"})[0], 401,
+               "a prefix of a key")
+            eq(jrequest(srv.port, c, body, {"Authorization": "Bearer limitedX"})[0], 401,
+               "a key with a byte more")
+        for text, want in [("ok rpm=5\nbad rpm=five\n", ":2: rpm must be"),
+                           ("a\nb burst=1\n", ":2: field 2 is not rpm=N or tpm=N"),
+                           ("dup\ndup\n", ":2: an API key is given twice (first on line 1)"),
+                           ("# nothing\n", ": no keys")]:
+            write_keys(text)
+            r = subprocess.run([BIN, "serve", "-m", MODEL, "--port", "0", "--api-key-file", path],
+                               capture_output=True, timeout=30)
+            eq(r.returncode, 2, "exit status for %r" % text)
+            assert (path + want).encode() in r.stderr, r.stderr
+            assert b"bad" not in r.stderr, "a key quoted in an error: %s" % r.stderr
+        r = subprocess.run([BIN, "serve", "-m", MODEL, "--port", "0", "--api-key-file",
+                            path + ".missing"], capture_output=True, timeout=30)
+        assert r.returncode != 0 and b".missing" in r.stderr, r.stderr
+    finally:
+        os.unlink(path)
+
+
+@check
+def server_answers_503_while_the_model_loads():
+    """HETSERVE_TEST_LOAD_DELAY_MS (tests only) holds the load: meanwhile /health is 503
+    {"status":"loading"} and completions 503 with OpenAI's error body; then both are served. A
+    SIGTERM while loading exits at once."""
+    for phase in ("serve", "sigterm"):
+        e = dict(os.environ)
+        e["HETSERVE_TEST_LOAD_DELAY_MS"] = "4000"
+        e.pop("HETSERVE_API_KEY", None)
+        logf = open("/tmp/hetserve-hostile-load-%d.log" % os.getpid(), "w+b")
+        t0 = time.time()
+        proc = subprocess.Popen([BIN, "serve", "-m", MODEL, "--port", "0", "-c", "512", "-t",
+                                 "1"], stdout=subprocess.PIPE, stderr=logf, env=e)
+        try:
+            port = None
+            while port is None and time.time() - t0 < 10:
+                logf.seek(0)
+                m = re.search(rb"http://127\.0\.0\.1:(\d+) answers 503", logf.read())
+                port = int(m.group(1)) if m else time.sleep(0.02)
+            assert port, "no loading line"
+            st, h, b = request(port, "GET", "/health")
+            eq((st, json.loads(b)), (503, {"status": "loading"}), "/health while loading")
+            assert "retry-after" in h, h
+            st, h, j = jrequest(port, "/v1/chat/completions",
+                                {"messages": [{"role": "user", "content": "hi"}]})
+            eq((st, j["error"]["code"], j["error"]["type"]),
+               (503, "model_loading", "service_unavailable_error"), "a chat while loading")
+            eq(request(port, "GET", "/metrics")[0], 503, "/metrics while loading")
+            if phase == "sigterm":
+                t1 = time.time()
+                proc.send_signal(signal.SIGTERM)
+                eq(proc.wait(5), 0, "exit status of a SIGTERM while loading")
+                print("    SIGTERM while loading: exited in %.2f s" % (time.time() - t1))
+                continue
+            line = proc.stdout.readline().decode()
+            assert "listening on" in line, line
+            print("    503 while loading for %.1f s, then served" % (time.time() - t0))
+            eq(request(port, "GET", "/health")[0], 200, "/health once loaded")
+            eq(jrequest(port, "/v1/completions", {"prompt": "Once", "max_tokens": 2})[0], 200,
+               "a completion once loaded")
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+            logf.close()
+            os.unlink(logf.name)
 
 
 @check
