@@ -50,6 +50,8 @@ struct hs_engine_params hs_engine_default_params(void)
         .trace_path = NULL,
         .backend_config = NULL,
         .backend_tenants = NULL,
+        .spec_max_draft = 0,
+        .spec_store_bytes = 0,
     };
 }
 
@@ -121,7 +123,9 @@ static void trace_step(struct hs_engine *e, double t0_us, int32_t n_seqs, int32_
         return;
     }
     const double t1 = hs_trace_now_us(e->trace);
-    const struct hs_trace_arg args[] = {HS_TRACE_INT("seqs", n_seqs), HS_TRACE_INT("tokens", n_tok)};
+    const struct hs_trace_arg args[] = {HS_TRACE_INT("seqs", n_seqs), HS_TRACE_INT("tokens", n_tok),
+                                        HS_TRACE_INT("drafted", e->step_drafted),
+                                        HS_TRACE_INT("accepted", e->step_accepted)};
     hs_trace_complete(e->trace, TRACE_PID, TRACE_TID_ENGINE, "step", "engine", t0_us, t1 - t0_us,
                       args, HS_ARRAY_LEN(args));
     struct hs_trace_arg held[HS_KV_STORES_MAX];
@@ -143,25 +147,29 @@ static void run_step(struct hs_engine *e)
     if (n == 0) {
         return;
     }
+    hs__spec_plan(e, n);
     int32_t n_tok = 0;
     for (int32_t j = 0; j < n; j++) {
         struct seq *s = e->batch[j];
         int32_t n_past = hs_kv_seq_n_tokens(s->kv);
-        bool last = n_past + e->batch_n[j] == s->n_all;
+        /* a draft's tokens lie past n_all: the entry ends its sequence's known tokens too */
+        bool last = n_past + e->batch_n[j] == s->n_all + s->n_draft;
         e->fwd[j] = (struct hs_forward_seq){
             .tokens = s->toks + n_past,
             .n_tokens = e->batch_n[j],
             .n_past = n_past,
             .block_table = hs_kv_seq_block_table(s->kv),
-            .n_logits = last ? 1 : 0,
+            .n_logits = last ? 1 + s->n_draft : 0,
             .store = s->store,
         };
         n_tok += e->batch_n[j];
-        if (!(last && e->batch_n[j] == 1)) {
+        if (!(last && e->batch_n[j] == 1 + s->n_draft)) {
             INC(e->m.prefill_tokens, (uint64_t)e->batch_n[j]);
         }
     }
+    const int64_t t_fwd = now_ns();
     hs_status st = hs_model_forward(e->ctx, e->fwd, n);
+    hs__spec_observe(e, n_tok, now_ns() - t_fwd);
     INC(e->m.steps, 1);
     INC(e->m.batch_tokens, (uint64_t)n_tok);
     hs__metrics_publish_placement(e); /* before the outputs: a reader of DONE sees its work */
@@ -169,6 +177,7 @@ static void run_step(struct hs_engine *e)
         HS_LOG_ERROR("engine: forward pass over %d sequences failed: %s", n, hs_status_str(st));
         for (int32_t j = 0; j < n; j++) {
             e->batch[j]->batch_slot = -1;
+            e->batch[j]->n_draft = 0;
             hs__output_finish_seq(e, e->batch[j], HS_FINISH_ERROR, st);
         }
         return;
@@ -179,6 +188,11 @@ static void run_step(struct hs_engine *e)
     for (int32_t j = 0; j < n; j++) {
         struct seq *s = e->batch[j];
         s->batch_slot = -1;
+        if (s->n_draft > 0) {
+            hs__spec_verify(e, s, logits + (size_t)row * (size_t)e->n_vocab, t);
+            row += e->fwd[j].n_logits;
+            continue;
+        }
         st = hs_kv_seq_append_tokens(e->pools[s->store], s->kv, e->fwd[j].tokens,
                                      e->fwd[j].n_tokens);
         const float *lg = logits + (size_t)row * (size_t)e->n_vocab;
@@ -352,6 +366,15 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
     e->split = e->n_pools > 1;
     e->long_context = p.long_context;
     pthread_mutex_init(&e->m.placement_mu, NULL);
+    if (p.spec_max_draft < 0 || p.spec_max_draft > HS_ENGINE_MAX_DRAFT) {
+        st = hs_error_set(err, HS_E_INVAL, "the longest draft must be in [0, %d], got %d",
+                          HS_ENGINE_MAX_DRAFT, p.spec_max_draft);
+        goto fail;
+    }
+    if ((st = hs__spec_create(e, &p)) != HS_OK) {
+        hs_error_set(err, st, "out of memory for the speculative draft store");
+        goto fail;
+    }
     if (p.trace_path && (st = trace_open(e, p.trace_path, err)) != HS_OK) {
         goto fail;
     }
@@ -434,6 +457,7 @@ void hs_engine_destroy(struct hs_engine *e)
     free(e->batch_n);
     free(e->fwd);
     free(e->piece);
+    hs__spec_destroy(e);
     hs_context_destroy(e->ctx);
     if (hs_trace_close(e->trace) != HS_OK) {
         HS_LOG_ERROR("engine: the trace file could not be written in full");
