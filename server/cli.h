@@ -27,8 +27,8 @@ bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, 
 bool hs__cli_check_npu(const char *cmd, const char *config, const char *tenants);
 
 /* The engine's split-execution flags, the same in every command that runs the engine (serve,
- * generate, bench): --ffn-backend, --attn-backend, --attn-threads, --long-context, --pingpong
- * and --trace. A command puts HS__CLI_SPLIT_OPTIONS in its getopt_long table (<getopt.h>); the
+ * generate, bench): --ffn-backend, --attn-backend, --attn-threads, --long-context, --pingpong,
+ * --trace, and speculative decoding's --speculative and --spec-max-draft. A command puts HS__CLI_SPLIT_OPTIONS in its getopt_long table (<getopt.h>); the
  * values are above any command's own. */
 enum {
     HS__CLI_OPT_FFN_BACKEND = 0x1000,
@@ -40,6 +40,8 @@ enum {
     HS__CLI_OPT_NPU_CONFIG,
     HS__CLI_OPT_NPU_TENANTS,
     HS__CLI_OPT_PIM_CONFIG,
+    HS__CLI_OPT_SPECULATIVE,
+    HS__CLI_OPT_SPEC_MAX_DRAFT,
 };
 /* clang-format off */
 #define HS__CLI_SPLIT_OPTIONS                                                                      \
@@ -51,7 +53,9 @@ enum {
     {"trace", required_argument, NULL, HS__CLI_OPT_TRACE},                                         \
     {"npu-config", required_argument, NULL, HS__CLI_OPT_NPU_CONFIG},                               \
     {"npu-tenants", required_argument, NULL, HS__CLI_OPT_NPU_TENANTS},                             \
-    {"pim-config", required_argument, NULL, HS__CLI_OPT_PIM_CONFIG}
+    {"pim-config", required_argument, NULL, HS__CLI_OPT_PIM_CONFIG},                               \
+    {"speculative", required_argument, NULL, HS__CLI_OPT_SPECULATIVE},                             \
+    {"spec-max-draft", required_argument, NULL, HS__CLI_OPT_SPEC_MAX_DRAFT}
 /* clang-format on */
 
 /* After the options: checks what the split flags named that can be checked before anything

@@ -330,7 +330,8 @@ void hs__spec_plan(struct hs_engine *e, int32_t n);
  * engine only. */
 void hs__spec_verify(struct hs_engine *e, struct seq *s, const float *lg, int64_t t_ns);
 
-/* A forward pass of rows rows took dt_ns: feeds the cost model. Thread: engine only. */
+/* A step of rows rows (schedule, forward pass, outputs) took dt_ns: feeds the cost model.
+ * Thread: engine only. */
 void hs__spec_observe(struct hs_engine *e, int32_t rows, int64_t dt_ns);
 
 /* s ends (why): records its response in the store when it finished normally and frees its

@@ -142,6 +142,7 @@ static void trace_step(struct hs_engine *e, double t0_us, int32_t n_seqs, int32_
 static void run_step(struct hs_engine *e)
 {
     const double t0_us = hs_trace_now_us(e->trace);
+    const int64_t t0_ns = now_ns();
     hs__sched_migrate(e);
     int32_t n = hs__sched_schedule(e);
     if (n == 0) {
@@ -167,9 +168,7 @@ static void run_step(struct hs_engine *e)
             INC(e->m.prefill_tokens, (uint64_t)e->batch_n[j]);
         }
     }
-    const int64_t t_fwd = now_ns();
     hs_status st = hs_model_forward(e->ctx, e->fwd, n);
-    hs__spec_observe(e, n_tok, now_ns() - t_fwd);
     INC(e->m.steps, 1);
     INC(e->m.batch_tokens, (uint64_t)n_tok);
     hs__metrics_publish_placement(e); /* before the outputs: a reader of DONE sees its work */
@@ -212,6 +211,7 @@ static void run_step(struct hs_engine *e)
         }
     }
     hs__metrics_update_kv_gauges(e);
+    hs__spec_observe(e, n_tok, now_ns() - t0_ns);
     trace_step(e, t0_us, n, n_tok);
 }
 

@@ -15,9 +15,9 @@
  * stops; after a fully accepted draft the last row gives a bonus token. KV of accepted positions
  * is committed one by one, the rest is rolled back (truncate to what was committed).
  *
- * Cost model: a forward pass of R rows takes about a + b R (a: reading the weights, b: one
- * row's compute), fitted online from the steps' (rows, seconds) with decaying weights; only the
- * knee a / b matters. Adding a draft token of acceptance probability q to a step producing E
+ * Cost model: a step of R rows takes about a + b R (a: reading the weights and the step's fixed
+ * work, b: one row's compute and sampling), fitted online from the steps' (rows, seconds) with
+ * decaying weights; only the knee a / b matters (at least 1). Adding a draft token of acceptance probability q to a step producing E
  * expected tokens in R rows improves tokens per second iff q > E / (a / b + R): cheap while the
  * batch is memory-bound, near-certain drafts only once it is compute-bound.
  *
@@ -34,7 +34,7 @@
 #include <string.h>
 
 #define SPEC_MIN_SCORE   0.02f /* drafts below this path score are not even considered */
-#define SPEC_RATE_INIT   0.8f
+#define SPEC_RATE_INIT   1.0f /* optimistic: the first drafts teach it */
 #define SPEC_KNEE_PRIOR  8.0   /* rows a step's fixed cost is worth before any measurement */
 #define SPEC_DECAY       0.98  /* weight of the cost model's past per observation */
 
@@ -80,7 +80,8 @@ void hs__spec_observe(struct hs_engine *e, int32_t rows, int64_t dt_ns)
     if (!(b > 0.0) || !isfinite(a)) {
         return;
     }
-    e->cm_knee = HS_MAX(0.0, HS_MIN(a / b, 512.0));
+    /* a step reads every weight once whatever its rows: its fixed cost is worth a row at least */
+    e->cm_knee = HS_MAX(1.0, HS_MIN(a / b, 512.0));
 }
 
 /* ---- drafting ---- */
