@@ -36,10 +36,12 @@ static struct hs_model *load(const char *name)
     return m;
 }
 
-static struct hs_engine *make_engine(struct hs_model *m, int max_draft, int n_parallel)
+static struct hs_engine *make_engine_kv(struct hs_model *m, int max_draft, int n_parallel,
+                                        int n_blocks)
 {
     struct hs_engine_params p = hs_engine_default_params();
     p.n_parallel = n_parallel;
+    p.n_kv_blocks = n_blocks;
     p.n_ctx = 512;
     p.n_batch_tokens = 48;
     p.kv_type = HS_TYPE_F32;
@@ -49,6 +51,11 @@ static struct hs_engine *make_engine(struct hs_model *m, int max_draft, int n_pa
     struct hs_error err = {0};
     cr_assert_eq(hs_engine_create(m, &p, &e, &err), HS_OK, "%s", err.message);
     return e;
+}
+
+static struct hs_engine *make_engine(struct hs_model *m, int max_draft, int n_parallel)
+{
+    return make_engine_kv(m, max_draft, n_parallel, 0);
 }
 
 struct result {
@@ -142,11 +149,22 @@ static void make_request(struct hs_model *m, int i, hs_token *prompt, struct hs_
         rq->stop = stop;
         rq->n_stop = 1;
     }
+    if (i % 4 == 1) {
+        /* penalties and a bias: verification must see the state each accepted token left */
+        static const struct hs_logit_bias bias[1] = {{13, 2.5f}};
+        rq->sampling.frequency_penalty = 0.4f;
+        rq->sampling.presence_penalty = 0.2f;
+        rq->sampling.repetition_penalty = 1.1f;
+        rq->sampling.logit_bias = bias;
+        rq->sampling.n_logit_bias = 1;
+    }
     rq->id = (uint64_t)i;
 }
 
 /* Runs two rounds of N_REQ concurrent requests (the second finds the first's answers in the
  * draft store) and returns the results [2 * N_REQ]. */
+static const char *g_grammar; /* GBNF every request follows (NULL: none) */
+
 static void run_rounds(struct hs_engine *e, struct hs_model *m, struct result *res)
 {
     static const char *const stop[1] = {"the"};
@@ -156,6 +174,11 @@ static void run_rounds(struct hs_engine *e, struct hs_model *m, struct result *r
         for (int i = 0; i < N_REQ; i++) {
             struct hs_engine_request rq;
             make_request(m, i, prompts[i], &rq, stop);
+            if (g_grammar) {
+                rq.grammar = g_grammar;
+                rq.n_grammar = strlen(g_grammar);
+                rq.ignore_eos = false;
+            }
             struct hs_error err = {0};
             cr_assert_eq(hs_engine_submit(e, &rq, &h[i], &err), HS_OK, "%s", err.message);
         }
@@ -167,15 +190,16 @@ static void run_rounds(struct hs_engine *e, struct hs_model *m, struct result *r
     }
 }
 
-static void same_greedy_results(const char *name)
+/* Returns the preemptions of the engine with speculation. */
+static uint64_t same_greedy_results_kv(const char *name, int n_blocks)
 {
     struct hs_model *m = load(name);
     struct result *off = calloc(2 * N_REQ, sizeof(*off));
     struct result *on = calloc(2 * N_REQ, sizeof(*on));
-    struct hs_engine *e = make_engine(m, 0, N_REQ);
+    struct hs_engine *e = make_engine_kv(m, 0, N_REQ, n_blocks);
     run_rounds(e, m, off);
     hs_engine_destroy(e);
-    e = make_engine(m, 16, N_REQ);
+    e = make_engine_kv(m, 16, N_REQ, n_blocks);
     run_rounds(e, m, on);
     struct hs_engine_metrics mt;
     hs_engine_get_metrics(e, &mt);
@@ -195,6 +219,7 @@ static void same_greedy_results(const char *name)
     for (int r = 0; r < 2 * N_REQ; r++) {
         const struct result *a = &off[r];
         const struct result *b = &on[r];
+        cr_assert_eq(a->status, HS_OK, "%s request %d failed: %d", name, r, a->status);
         cr_assert_eq(b->status, a->status);
         cr_assert_eq(b->usage.completion_tokens, a->usage.completion_tokens,
                      "%s request %d: %d completion tokens with speculation, %d without", name, r,
@@ -220,11 +245,31 @@ static void same_greedy_results(const char *name)
     free(off);
     free(on);
     hs_model_destroy(m);
+    return mt.preemptions;
+}
+
+static void same_greedy_results(const char *name)
+{
+    same_greedy_results_kv(name, 0);
 }
 
 Test(spec, greedy_stories260k_is_unchanged, .timeout = 300)
 {
     same_greedy_results("stories260K.gguf");
+}
+
+Test(spec, greedy_is_unchanged_when_the_kv_pool_preempts, .timeout = 300)
+{
+    /* 40 blocks of 16 for 16 sequences: preemption and failed draft reservations */
+    cr_assert(same_greedy_results_kv("stories260K.gguf", 40) > 0, "nothing was preempted");
+}
+
+Test(spec, greedy_is_unchanged_under_a_grammar, .timeout = 300)
+{
+    /* a repetitive grammar: the constraint masks every verified row as it masks a decode */
+    g_grammar = "root ::= (\"the cat sat on the mat\" | \" and the dog ran\" | \". \")+\n";
+    same_greedy_results("stories260K.gguf");
+    g_grammar = NULL;
 }
 
 Test(spec, greedy_tiny_models_are_unchanged, .timeout = 600)
