@@ -175,8 +175,8 @@ static void spec_metrics(struct hs__buf *b, const struct hs_engine_metrics *m, c
             const uint64_t v = f == 0   ? m->spec_drafts[i]
                                : f == 1 ? m->spec_drafted[i]
                                         : m->spec_accepted[i];
-            hs__buf_printf(b, "hetserve:%s{source=\"%s\",model_name=\"%s\"} %llu\n",
-                           fams[f].name, src[i], mn, (unsigned long long)v);
+            hs__buf_printf(b, "hetserve:%s{source=\"%s\",model_name=\"%s\"} %llu\n", fams[f].name,
+                           src[i], mn, (unsigned long long)v);
         }
     }
     uint64_t drafts = 0, drafted = 0, accepted = 0;

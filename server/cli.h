@@ -28,8 +28,9 @@ bool hs__cli_check_npu(const char *cmd, const char *config, const char *tenants)
 
 /* The engine's split-execution flags, the same in every command that runs the engine (serve,
  * generate, bench): --ffn-backend, --attn-backend, --attn-threads, --long-context, --pingpong,
- * --trace, and speculative decoding's --speculative and --spec-max-draft. A command puts HS__CLI_SPLIT_OPTIONS in its getopt_long table (<getopt.h>); the
- * values are above any command's own. */
+ * --trace, and speculative decoding's --speculative and --spec-max-draft. A command puts
+ * HS__CLI_SPLIT_OPTIONS in its getopt_long table (<getopt.h>); the values are above any command's
+ * own. */
 enum {
     HS__CLI_OPT_FFN_BACKEND = 0x1000,
     HS__CLI_OPT_ATTN_BACKEND,

@@ -99,8 +99,8 @@ struct seq {
     struct hs_suffix_text *sfx; /* its prompt and output so far, from its first draft on; owns */
     int32_t n_draft;            /* this step's draft: toks[n_all .. n_all + n_draft), 0: none */
     enum hs_suffix_source draft_src;
-    int32_t spec_len;           /* adaptive longest draft (0: not started) */
-    float spec_rate;            /* recent share of drafted tokens accepted */
+    int32_t spec_len; /* adaptive longest draft (0: not started) */
+    float spec_rate;  /* recent share of drafted tokens accepted */
 };
 
 struct hs_engine_handle {
@@ -136,9 +136,9 @@ struct hs_engine_handle {
     int32_t top_logprobs;
     bool ignore_eos;
     bool report_eos;
-    bool spec;            /* speculative decoding allowed (the engine's on, not opted out) */
-    bool spec_keyed;      /* prompt_key computed, the store touched */
-    uint64_t prompt_key;  /* hs_suffix_prompt_key of the prompt and cache_salt */
+    bool spec;           /* speculative decoding allowed (the engine's on, not opted out) */
+    bool spec_keyed;     /* prompt_key computed, the store touched */
+    uint64_t prompt_key; /* hs_suffix_prompt_key of the prompt and cache_salt */
     enum hs_place place;
     struct hs_grammar *grammar;             /* owns; NULL: unconstrained */
     struct hs_grammar_cache *grammar_cache; /* owns; the choices' matchers share it */
@@ -210,7 +210,7 @@ struct hs_engine {
     /* speculative decoding (spec.c); engine thread only */
     bool spec_on;
     int32_t spec_max_draft;
-    struct hs_suffix_store *spec_store; /* earlier responses; owns */
+    struct hs_suffix_store *spec_store;    /* earlier responses; owns */
     double cm_w, cm_x, cm_y, cm_xx, cm_xy; /* decayed sums of (rows, seconds) of forward passes */
     double cm_knee;                        /* fixed cost of a step in rows (a / b of a + b rows) */
     int32_t step_drafted, step_accepted;   /* this step's, for the trace */

@@ -48,7 +48,7 @@ struct hs_engine_handle;
 #define HS_ENGINE_MAX_STOP_BYTES   256 /* length of one stop string */
 /* Alternatives per token (hetserve generate --logprobs; api/ keeps OpenAI's 20). */
 #define HS_ENGINE_MAX_TOP_LOGPROBS 100
-#define HS_ENGINE_MAX_DRAFT        32  /* tokens of one speculative draft */
+#define HS_ENGINE_MAX_DRAFT        32 /* tokens of one speculative draft */
 
 /* ---- engine parameters ---- */
 

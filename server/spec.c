@@ -17,9 +17,10 @@
  *
  * Cost model: a step of R rows takes about a + b R (a: reading the weights and the step's fixed
  * work, b: one row's compute and sampling), fitted online from the steps' (rows, seconds) with
- * decaying weights; only the knee a / b matters (at least 1). Adding a draft token of acceptance probability q to a step producing E
- * expected tokens in R rows improves tokens per second iff q > E / (a / b + R): cheap while the
- * batch is memory-bound, near-certain drafts only once it is compute-bound.
+ * decaying weights; only the knee a / b matters (at least 1). Adding a draft token of acceptance
+ * probability q to a step producing E expected tokens in R rows improves tokens per second iff q >
+ * E / (a / b + R): cheap while the batch is memory-bound, near-certain drafts only once it is
+ * compute-bound.
  *
  * Draft length adapts per sequence: doubled after a fully accepted draft, halved after one
  * rejected before its middle.
@@ -33,10 +34,10 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#define SPEC_MIN_SCORE   0.02f /* drafts below this path score are not even considered */
-#define SPEC_RATE_INIT   1.0f /* optimistic: the first drafts teach it */
-#define SPEC_KNEE_PRIOR  8.0   /* rows a step's fixed cost is worth before any measurement */
-#define SPEC_DECAY       0.98  /* weight of the cost model's past per observation */
+#define SPEC_MIN_SCORE  0.02f /* drafts below this path score are not even considered */
+#define SPEC_RATE_INIT  1.0f  /* optimistic: the first drafts teach it */
+#define SPEC_KNEE_PRIOR 8.0   /* rows a step's fixed cost is worth before any measurement */
+#define SPEC_DECAY      0.98  /* weight of the cost model's past per observation */
 
 hs_status hs__spec_create(struct hs_engine *e, const struct hs_engine_params *p)
 {
@@ -255,8 +256,8 @@ void hs__spec_seq_end(struct hs_engine *e, struct seq *s, enum hs_finish_reason 
         (why != HS_FINISH_STOP && why != HS_FINISH_LENGTH) || s->n_all <= h->n_prompt) {
         return;
     }
-    const uint64_t key = h->spec_keyed ? h->prompt_key
-                                       : hs_suffix_prompt_key(h->cache_salt, s->toks, h->n_prompt);
+    const uint64_t key =
+        h->spec_keyed ? h->prompt_key : hs_suffix_prompt_key(h->cache_salt, s->toks, h->n_prompt);
     /* out of memory: the response is simply not remembered */
     (void)hs_suffix_store_add(e->spec_store, h->cache_salt, key, s->toks, h->n_prompt,
                               s->toks + h->n_prompt, s->n_all - h->n_prompt);

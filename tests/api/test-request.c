@@ -211,12 +211,10 @@ Test(request, speculation_can_be_turned_off_per_request)
     cr_assert(!r.er.no_speculation, "speculation is on unless a request turns it off");
     hs__api_req_free(&r);
     cr_assert_eq(
-        parse_as(CMPL, "{\"prompt\":\"x\",\"hetserve\":{\"speculative\":false}}", &r, &err),
-        HS_OK);
+        parse_as(CMPL, "{\"prompt\":\"x\",\"hetserve\":{\"speculative\":false}}", &r, &err), HS_OK);
     cr_assert(r.er.no_speculation);
     hs__api_req_free(&r);
-    expect(CMPL, "{\"prompt\":\"x\",\"hetserve\":{\"speculative\":\"off\"}}", 400,
-           "speculative");
+    expect(CMPL, "{\"prompt\":\"x\",\"hetserve\":{\"speculative\":\"off\"}}", 400, "speculative");
 }
 
 Test(request, user_is_escaped_for_logs)

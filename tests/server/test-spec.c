@@ -214,8 +214,7 @@ static uint64_t same_greedy_results_kv(const char *name, int n_blocks)
     cr_assert(accepted > 0 && drafts > 0, "%s: no draft was accepted (drafted %llu)", name,
               (unsigned long long)drafted);
     /* the second round replays the first: earlier responses must have been drafted from */
-    cr_assert(mt.spec_accepted[1] + mt.spec_accepted[2] > 0, "%s: the store drafted nothing",
-              name);
+    cr_assert(mt.spec_accepted[1] + mt.spec_accepted[2] > 0, "%s: the store drafted nothing", name);
     for (int r = 0; r < 2 * N_REQ; r++) {
         const struct result *a = &off[r];
         const struct result *b = &on[r];
@@ -229,10 +228,11 @@ static uint64_t same_greedy_results_kv(const char *name, int n_blocks)
                          name, r, c, b->n_toks[c], a->n_toks[c]);
             cr_assert_eq(b->fin[c], a->fin[c]);
             for (int k = 0; k < a->n_toks[c]; k++) {
-                cr_assert_eq(b->toks[c][k], a->toks[c][k], "%s request %d token %d: %d vs %d",
-                             name, r, k, b->toks[c][k], a->toks[c][k]);
-                cr_assert(b->lp[c][k] == a->lp[c][k], "%s request %d token %d: logprob %.9g vs %.9g",
-                          name, r, k, (double)b->lp[c][k], (double)a->lp[c][k]);
+                cr_assert_eq(b->toks[c][k], a->toks[c][k], "%s request %d token %d: %d vs %d", name,
+                             r, k, b->toks[c][k], a->toks[c][k]);
+                cr_assert(b->lp[c][k] == a->lp[c][k],
+                          "%s request %d token %d: logprob %.9g vs %.9g", name, r, k,
+                          (double)b->lp[c][k], (double)a->lp[c][k]);
                 for (int j = 0; j < 3; j++) {
                     cr_assert_eq(b->top[c][k][j], a->top[c][k][j]);
                     cr_assert(b->top_lp[c][k][j] == a->top_lp[c][k][j]);
