@@ -9,6 +9,9 @@
 #   plain  random-word prompts of ~130 tokens, none repeated, temperature 0.
 # Every request makes exactly OUT_TOK (64) tokens (ignore_eos). Prints tok/s per server and workload,
 # the on/off ratio, and the server's drafted/accepted counters.
+# With LLAMACPP=TYPE (e.g. ngram-cache, ngram-simple) llama.cpp's llama-server runs beside them
+# (from the chroot of ../shared/peers/llamacpp.sh, called directly) with --spec-type none and
+# --spec-type TYPE, and the agent workload is measured on those two as well.
 #   bench/bench-spec.sh [MODEL] [THREADS] [CONCURRENCY] [REPS]
 # MODEL defaults to the SmolLM-135M-shaped Q8_0 file (written by hetserve mkmodel): random
 # weights, so a repeated prompt's answer repeats only because greedy decoding is deterministic,
@@ -79,16 +82,38 @@ serve $OFF_PORT --speculative off
 OFF_PID=$!
 serve $ON_PORT --speculative suffix
 ON_PID=$!
-trap 'kill $OFF_PID $ON_PID 2>/dev/null; rm -rf "$OUT"' EXIT
-for port in $OFF_PORT $ON_PORT; do
+PORTS="$OFF_PORT $ON_PORT"
+LC_PIDS=""
+if [ -n "${LLAMACPP:-}" ]; then
+    PEER=${PEER_ROOT:-/var/tmp/llamacpp-peer}
+    mkdir -p "$PEER/tmp/spec-bench"
+    cp -u "$MODEL" "$PEER/tmp/spec-bench/model.gguf"
+    LC_OFF_PORT=$((OFF_PORT + 10))
+    LC_ON_PORT=$((ON_PORT + 10))
+    for spec in none "$LLAMACPP"; do
+        port=$LC_OFF_PORT; [ "$spec" = none ] || port=$LC_ON_PORT
+        chroot "$PEER" /usr/bin/llama-server -m /tmp/spec-bench/model.gguf --port $port -t "$T" \
+            -np 16 -c $((16 * 2048)) --spec-type "$spec" > "$OUT/lc-$port.log" 2>&1 &
+        LC_PIDS="$LC_PIDS $!"
+    done
+    PORTS="$PORTS $LC_OFF_PORT $LC_ON_PORT"
+fi
+trap 'kill $OFF_PID $ON_PID $LC_PIDS 2>/dev/null; rm -rf "$OUT"' EXIT
+for port in $PORTS; do
     for _ in $(seq 240); do
         curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
         sleep 0.5
     done
 done
 
-# one measured pass: prints output tok/s
+# one measured pass: prints output tok/s (and logs it on stderr)
 pass() { # port workload rep
+    local line
+    line=$(pass_run "$@")
+    echo "$line" >&2
+    echo "${line##* }"
+}
+pass_run() {
     local args
     if [ "$2" = agent ]; then
         args=(--workload "jsonl:$OUT/agent.jsonl" --num-requests $N_AGENT)
@@ -98,8 +123,8 @@ pass() { # port workload rep
     fi
     "$BENCH" --base-url "http://127.0.0.1:$1" --endpoint completions "${args[@]}" \
         --concurrency "$CONC" --quiet --result-json "$OUT/r.json" > /dev/null
-    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["output_throughput"])' \
-        "$OUT/r.json"
+    python3 -c 'import json,sys; print(*sys.argv[2:], json.load(open(sys.argv[1]))["output_throughput"])' \
+        "$OUT/r.json" "rep $3 $2 port $1 tok/s"
 }
 
 echo "model $(basename "$MODEL"), $T threads, concurrency $CONC, $OUT_TOK output tokens," \
@@ -110,15 +135,22 @@ for rep in $(seq "$REPS"); do
         R[$wl-off]+="$(pass $OFF_PORT $wl "$rep") "
         R[$wl-on]+="$(pass $ON_PORT $wl "$rep") "
     done
+    if [ -n "${LLAMACPP:-}" ]; then
+        R[llama-off]+="$(pass $LC_OFF_PORT agent "$rep") "
+        R[llama-on]+="$(pass $LC_ON_PORT agent "$rep") "
+    fi
 done
 printf '%-6s %12s %12s %8s\n' workload "off tok/s" "on tok/s" "on/off"
-for wl in agent plain; do
+WLS="agent plain"
+[ -n "${LLAMACPP:-}" ] && WLS="$WLS llama"
+for wl in $WLS; do
     python3 - "$wl" "${R[$wl-off]}" "${R[$wl-on]}" <<'PY'
 import statistics, sys
 off = [float(x) for x in sys.argv[2].split()]
 on = [float(x) for x in sys.argv[3].split()]
 ratios = [b / a for a, b in zip(off, on)]
-print(f"{sys.argv[1]:<6} {statistics.median(off):12.1f} {statistics.median(on):12.1f} "
+name = "agent (llama.cpp)" if sys.argv[1] == "llama" else sys.argv[1]
+print(f"{name:<6} {statistics.median(off):12.1f} {statistics.median(on):12.1f} "
       f"{statistics.median(ratios):7.2f}x   (runs off {off}, on {on})")
 PY
 done

@@ -150,6 +150,7 @@ void hs__spec_plan(struct hs_engine *e, int32_t n)
             continue;
         }
         propose(e, s, max_d, &d);
+        const double expect0 = expect;
         int32_t k = 0;
         for (; k < d.n_tokens; k++) {
             const double q = (double)d.score[k] * s->spec_rate;
@@ -165,7 +166,8 @@ void hs__spec_plan(struct hs_engine *e, int32_t n)
         if (!hs__engine_grow((void **)&s->toks, &s->cap_toks, (size_t)s->n_all + (size_t)k,
                              sizeof(*s->toks)) ||
             hs_kv_seq_reserve(e->pools[s->store], s->kv, 1 + k) != HS_OK) {
-            rows -= k; /* no room: this one decodes plainly (its expectation stays, harmless) */
+            rows -= k; /* no room: this one decodes plainly */
+            expect = expect0;
             continue;
         }
         memcpy(s->toks + s->n_all, d.tokens, (size_t)k * sizeof(*s->toks));
