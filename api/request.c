@@ -326,8 +326,9 @@ static hs_status get_bool(const json_t *o, const char *key, bool *out, struct hs
 }
 
 /* hetserve's own extension object: {"hetserve": {"attention": "auto" | "attention" | "ffn",
- * "long_context": N}}: where this request's decode attention runs on a split server (see
- * hs_engine_request.place); ignored by an unsplit one. */
+ * "long_context": N, "speculative": BOOL}}: where this request's decode attention runs on a
+ * split server (see hs_engine_request.place; ignored by an unsplit one), and whether it may
+ * use speculative decoding when the server has it on (default true). */
 static hs_status parse_extension(const json_t *b, struct hs_engine_request *er,
                                  struct hs__api_err *err)
 {
@@ -354,6 +355,9 @@ static hs_status parse_extension(const json_t *b, struct hs_engine_request *er,
     int64_t lc = -1;
     HS_TRY(get_int(x, "long_context", 0, INT32_MAX, &lc, err));
     er->long_context = (int32_t)lc;
+    bool spec = true;
+    HS_TRY(get_bool(x, "speculative", &spec, err));
+    er->no_speculation = !spec;
     return HS_OK;
 }
 

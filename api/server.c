@@ -186,6 +186,40 @@ static void length_metrics(struct hs__buf *b, const struct hs_engine_metrics *m,
            (double)m->recomputed_tokens);
 }
 
+/* Speculative decoding, labelled by draft source. */
+static void spec_metrics(struct hs__buf *b, const struct hs_engine_metrics *m, const char *mn)
+{
+    static const char *const src[3] = {"request", "prompt", "global"};
+    static const struct {
+        const char *name, *help;
+    } fams[] = {
+        {"spec_decode_num_drafts_total", "Speculative drafts verified."},
+        {"spec_decode_num_draft_tokens_total", "Tokens proposed by speculative drafts."},
+        {"spec_decode_num_accepted_tokens_total", "Of those, tokens the model accepted."},
+    };
+    for (size_t f = 0; f < HS_ARRAY_LEN(fams); f++) {
+        hs__buf_printf(b, "# HELP hetserve:%s %s\n# TYPE hetserve:%s counter\n", fams[f].name,
+                       fams[f].help, fams[f].name);
+        for (int i = 0; i < 3; i++) {
+            const uint64_t v = f == 0   ? m->spec_drafts[i]
+                               : f == 1 ? m->spec_drafted[i]
+                                        : m->spec_accepted[i];
+            hs__buf_printf(b, "hetserve:%s{source=\"%s\",model_name=\"%s\"} %llu\n", fams[f].name,
+                           src[i], mn, (unsigned long long)v);
+        }
+    }
+    uint64_t drafts = 0, drafted = 0, accepted = 0;
+    for (int i = 0; i < 3; i++) {
+        drafts += m->spec_drafts[i];
+        drafted += m->spec_drafted[i];
+        accepted += m->spec_accepted[i];
+    }
+    metric(b, "spec_decode_acceptance_rate", "gauge", "Accepted / proposed draft tokens.", mn,
+           drafted ? (double)accepted / (double)drafted : 0.0);
+    metric(b, "spec_decode_mean_accepted_length", "gauge", "Accepted tokens per draft.", mn,
+           drafts ? (double)accepted / (double)drafts : 0.0);
+}
+
 static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connection *c,
                                       struct hs__req *rq)
 {
@@ -254,6 +288,7 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
            (double)atomic_load(&s->body_bytes));
     moe_metrics(s, &b);
     placement_metrics(&b, &m, mn);
+    spec_metrics(&b, &m, mn);
     if (b.oom) {
         free(b.p);
         return hs__send_error(s, c, rq, 503, NULL, "out of memory");

@@ -115,6 +115,7 @@ static void handle_free(struct hs_engine_handle *h)
     for (int32_t i = 0; i < HS_ENGINE_MAX_CHOICES; i++) {
         outbuf_free(&h->prod[i]);
         free(h->seqs[i].toks);
+        hs_suffix_text_destroy(h->seqs[i].sfx); /* NULL unless the engine stopped midway */
         free(h->seqs[i].hold);
         hs_sampler_destroy(h->seqs[i].smp);
         hs_grammar_matcher_destroy(h->seqs[i].gm); /* before their cache */
@@ -453,6 +454,7 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
     h->top_logprobs = r->top_logprobs;
     h->ignore_eos = r->ignore_eos;
     h->report_eos = r->report_eos;
+    h->spec = e->spec_on && !r->no_speculation;
     h->place = r->place;
     h->long_context = r->long_context;
     h->cache_salt = r->cache_salt;

@@ -41,6 +41,9 @@ bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, 
 
 /* ---- split execution ---- */
 
+/* --speculative suffix's longest draft unless --spec-max-draft says otherwise. */
+#define HS__CLI_SPEC_DRAFT 16
+
 int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, const char *cmd,
                         const char *opt)
 {
@@ -109,6 +112,22 @@ int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, cons
         p->backend_config = arg;
         return 1;
     }
+    case HS__CLI_OPT_SPECULATIVE:
+        if (!strcmp(arg, "off")) {
+            p->spec_max_draft = 0;
+        } else if (!strcmp(arg, "suffix")) {
+            p->spec_max_draft = p->spec_max_draft > 0 ? p->spec_max_draft : HS__CLI_SPEC_DRAFT;
+        } else {
+            fprintf(stderr, "hetserve: --speculative wants suffix or off, got '%s'\n", arg);
+            return 0;
+        }
+        return 1;
+    case HS__CLI_OPT_SPEC_MAX_DRAFT:
+        if (!hs__cli_parse_int("--spec-max-draft", arg, 0, HS_ENGINE_MAX_DRAFT, &iv)) {
+            return 0;
+        }
+        p->spec_max_draft = (int32_t)iv;
+        return 1;
     default:
         if (cmd) {
             fprintf(stderr, "hetserve %s: unknown or incomplete option '%s'; see --help\n", cmd,
@@ -158,6 +177,15 @@ static const struct {
      "decode long generations in segments of S tokens: between segments a request may give its "
      "slot to waiting ones, keeping its KV, so short requests start while long ones run; the "
      "output is the same (default 0: off)"},
+    {"--speculative suffix|off",
+     "speculative decoding drafted from history: suffix trees over each request's prompt and "
+     "output and over earlier responses (the same prompt's first) propose tokens that the model "
+     "verifies in the same batched step; lossless (greedy output identical, sampled output "
+     "identically distributed). A request may opt out: {\"hetserve\": {\"speculative\": false}} "
+     "(default off)"},
+    {"--spec-max-draft N",
+     "the longest draft, 1-32 (default 16 with --speculative suffix); 0 = off. Drafts shrink "
+     "below it after rejections and when the batch is compute-bound"},
     {"--trace FILE.json",
      "write every engine step as Chrome trace events (open in ui.perfetto.dev): stages per layer "
      "and sub-batch on one track per backend thread, KV blocks held per backend"},

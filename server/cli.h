@@ -27,9 +27,10 @@ bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, 
 bool hs__cli_check_npu(const char *cmd, const char *config, const char *tenants);
 
 /* The engine's split-execution flags, the same in every command that runs the engine (serve,
- * generate, bench): --ffn-backend, --attn-backend, --attn-threads, --long-context, --pingpong
- * and --trace, and the scheduling of long outputs: --schedule, --fair-wait-ms, --segment-tokens. A command puts HS__CLI_SPLIT_OPTIONS in its getopt_long table (<getopt.h>); the
- * values are above any command's own. */
+ * generate, bench): --ffn-backend, --attn-backend, --attn-threads, --long-context, --pingpong,
+ * --trace, the scheduling of long outputs (--schedule, --fair-wait-ms, --segment-tokens) and
+ * speculative decoding (--speculative, --spec-max-draft). A command puts HS__CLI_SPLIT_OPTIONS in
+ * its getopt_long table (<getopt.h>); the values are above any command's own. */
 enum {
     HS__CLI_OPT_FFN_BACKEND = 0x1000,
     HS__CLI_OPT_ATTN_BACKEND,
@@ -43,6 +44,8 @@ enum {
     HS__CLI_OPT_SCHEDULE,
     HS__CLI_OPT_FAIR_WAIT_MS,
     HS__CLI_OPT_SEGMENT_TOKENS,
+    HS__CLI_OPT_SPECULATIVE,
+    HS__CLI_OPT_SPEC_MAX_DRAFT,
 };
 /* clang-format off */
 #define HS__CLI_SPLIT_OPTIONS                                                                      \
@@ -57,7 +60,9 @@ enum {
     {"pim-config", required_argument, NULL, HS__CLI_OPT_PIM_CONFIG},                               \
     {"schedule", required_argument, NULL, HS__CLI_OPT_SCHEDULE},                                   \
     {"fair-wait-ms", required_argument, NULL, HS__CLI_OPT_FAIR_WAIT_MS},                           \
-    {"segment-tokens", required_argument, NULL, HS__CLI_OPT_SEGMENT_TOKENS}
+    {"segment-tokens", required_argument, NULL, HS__CLI_OPT_SEGMENT_TOKENS},                       \
+    {"speculative", required_argument, NULL, HS__CLI_OPT_SPECULATIVE},                             \
+    {"spec-max-draft", required_argument, NULL, HS__CLI_OPT_SPEC_MAX_DRAFT}
 /* clang-format on */
 
 /* After the options: checks what the split flags named that can be checked before anything

@@ -23,6 +23,7 @@
 #include "server/grammar.h"
 #include "server/lengthpred.h"
 #include "server/sampling.h"
+#include "server/suffix.h"
 
 /* ---- metrics ---- */
 
@@ -51,6 +52,10 @@ struct metrics {
     _Atomic uint64_t predicted_tokens, lenerr_tokens;
     _Atomic uint64_t seg_yields, seg_resumes, seg_evictions, recomputed_tokens;
     _Atomic uint64_t cancelled[HS_CANCEL_COUNT]; /* requests, by phase (channel.c) */
+    /* speculative decoding, per draft source */
+    _Atomic uint64_t spec_drafts[HS_SUFFIX_SOURCE_COUNT];   /* drafts verified */
+    _Atomic uint64_t spec_drafted[HS_SUFFIX_SOURCE_COUNT];  /* tokens they proposed */
+    _Atomic uint64_t spec_accepted[HS_SUFFIX_SOURCE_COUNT]; /* of those, accepted */
 };
 
 #define INC(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)
@@ -102,6 +107,12 @@ struct seq {
     int32_t n_kv_lost;  /* KV tokens it held when it last lost its blocks (preempted, evicted) */
     bool preempted;     /* back in the waiting list after a preemption (front of the queue) */
     bool parked;        /* waiting after a segment yield, with its KV (kv != NULL) */
+    /* speculative decoding (spec.c) */
+    struct hs_suffix_text *sfx; /* its prompt and output so far, from its first draft on; owns */
+    int32_t n_draft;            /* this step's draft: toks[n_all .. n_all + n_draft), 0: none */
+    enum hs_suffix_source draft_src;
+    int32_t spec_len; /* adaptive longest draft (0: not started) */
+    float spec_rate;  /* recent share of drafted tokens accepted */
 };
 
 struct hs_engine_handle {
@@ -140,6 +151,9 @@ struct hs_engine_handle {
     int32_t top_logprobs;
     bool ignore_eos;
     bool report_eos;
+    bool spec;           /* speculative decoding allowed (the engine's on, not opted out) */
+    bool spec_keyed;     /* prompt_key computed, the store touched */
+    uint64_t prompt_key; /* hs_suffix_prompt_key of the prompt and cache_salt */
     enum hs_place place;
     struct hs_grammar *grammar;             /* owns; NULL: unconstrained */
     struct hs_grammar_cache *grammar_cache; /* owns; the choices' matchers share it */
@@ -216,6 +230,14 @@ struct hs_engine {
     hs_token lp_ids[HS_ENGINE_MAX_TOP_LOGPROBS];
     float lp_vals[HS_ENGINE_MAX_TOP_LOGPROBS];
     struct hs_engine_handle *touched_head;
+
+    /* speculative decoding (spec.c); engine thread only */
+    bool spec_on;
+    int32_t spec_max_draft;
+    struct hs_suffix_store *spec_store;    /* earlier responses; owns */
+    double cm_w, cm_x, cm_y, cm_xx, cm_xy; /* decayed sums of (rows, seconds) of forward passes */
+    double cm_knee;                        /* fixed cost of a step in rows (a / b of a + b rows) */
+    int32_t step_drafted, step_accepted;   /* this step's, for the trace */
 
     struct metrics m;
     struct hs_trace *trace; /* --trace; NULL: none */
@@ -317,6 +339,11 @@ void hs__output_finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_re
  * for a reason the client is told (*status and the request's detail are set). Thread: engine. */
 hs_token hs__output_sample(struct seq *s, const float *logits, hs_status *status);
 
+/* As hs__output_sample, verifying draft token draft (hs_sampler_verify): *accepted says
+ * whether the token returned is the draft. Thread: engine only. */
+hs_token hs__output_verify(struct seq *s, const float *logits, hs_token draft, bool *accepted,
+                           hs_status *status);
+
 /* Emits token t sampled from logits ([n_vocab], of time t_ns): counts it, advances the sampler
  * (penalties, constraint), detokenizes, checks stop strings and max_tokens and pushes output.
  * Returns as hs__output_take_token. Thread: engine only. */
@@ -328,6 +355,31 @@ enum hs_finish_reason hs__output_emit(struct hs_engine *e, struct seq *s, hs_tok
  * *status HS_E_NOMEM when an output buffer could not grow. Thread: engine only. */
 enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, const float *logits,
                                             int64_t t_ns, hs_status *status);
+
+/* ---- spec.c ---- */
+
+/* Creates the draft store when p asks for speculation; HS_E_NOMEM. Thread: create's. */
+hs_status hs__spec_create(struct hs_engine *e, const struct hs_engine_params *p);
+void hs__spec_destroy(struct hs_engine *e);
+
+/* Extends this step's decode entries (e->batch[0 .. n)) with drafts where the leftover token
+ * budget, KV blocks and the cost model allow: writes each draft after s->toks[n_all], sets
+ * s->n_draft and adds it to e->batch_n[j]. Never preempts. Thread: engine only. */
+void hs__spec_plan(struct hs_engine *e, int32_t n);
+
+/* After the forward pass: commits s's input token, verifies its draft against its 1 + n_draft
+ * logit rows (lg), emitting accepted tokens one by one and then the correction or bonus token,
+ * commits the accepted positions' KV and rolls back the rest; ends s on a finish. Thread:
+ * engine only. */
+void hs__spec_verify(struct hs_engine *e, struct seq *s, const float *lg, int64_t t_ns);
+
+/* A step of rows rows (schedule, forward pass, outputs) took dt_ns: feeds the cost model.
+ * Thread: engine only. */
+void hs__spec_observe(struct hs_engine *e, int32_t rows, int64_t dt_ns);
+
+/* s ends (why): records its response in the store when it finished normally and frees its
+ * own text. Thread: engine only. */
+void hs__spec_seq_end(struct hs_engine *e, struct seq *s, enum hs_finish_reason why);
 
 /* ---- metrics.c ---- */
 

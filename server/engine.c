@@ -53,6 +53,8 @@ struct hs_engine_params hs_engine_default_params(void)
         .order = HS_SCHED_FIFO,
         .fair_wait_ms = 1000,
         .segment_tokens = 0,
+        .spec_max_draft = 0,
+        .spec_store_bytes = 0,
     };
 }
 
@@ -124,7 +126,9 @@ static void trace_step(struct hs_engine *e, double t0_us, int32_t n_seqs, int32_
         return;
     }
     const double t1 = hs_trace_now_us(e->trace);
-    const struct hs_trace_arg args[] = {HS_TRACE_INT("seqs", n_seqs), HS_TRACE_INT("tokens", n_tok)};
+    const struct hs_trace_arg args[] = {HS_TRACE_INT("seqs", n_seqs), HS_TRACE_INT("tokens", n_tok),
+                                        HS_TRACE_INT("drafted", e->step_drafted),
+                                        HS_TRACE_INT("accepted", e->step_accepted)};
     hs_trace_complete(e->trace, TRACE_PID, TRACE_TID_ENGINE, "step", "engine", t0_us, t1 - t0_us,
                       args, HS_ARRAY_LEN(args));
     struct hs_trace_arg held[HS_KV_STORES_MAX];
@@ -141,26 +145,29 @@ static void trace_step(struct hs_engine *e, double t0_us, int32_t n_seqs, int32_
 static void run_step(struct hs_engine *e)
 {
     const double t0_us = hs_trace_now_us(e->trace);
+    const int64_t t0_ns = now_ns();
     hs__sched_migrate(e);
     int32_t n = hs__sched_schedule(e);
     if (n == 0) {
         return;
     }
+    hs__spec_plan(e, n);
     int32_t n_tok = 0;
     for (int32_t j = 0; j < n; j++) {
         struct seq *s = e->batch[j];
         int32_t n_past = hs_kv_seq_n_tokens(s->kv);
-        bool last = n_past + e->batch_n[j] == s->n_all;
+        /* a draft's tokens lie past n_all: the entry ends its sequence's known tokens too */
+        bool last = n_past + e->batch_n[j] == s->n_all + s->n_draft;
         e->fwd[j] = (struct hs_forward_seq){
             .tokens = s->toks + n_past,
             .n_tokens = e->batch_n[j],
             .n_past = n_past,
             .block_table = hs_kv_seq_block_table(s->kv),
-            .n_logits = last ? 1 : 0,
+            .n_logits = last ? 1 + s->n_draft : 0,
             .store = s->store,
         };
         n_tok += e->batch_n[j];
-        if (!(last && e->batch_n[j] == 1)) {
+        if (!(last && e->batch_n[j] == 1 + s->n_draft)) {
             INC(e->m.prefill_tokens, (uint64_t)e->batch_n[j]);
         }
     }
@@ -172,6 +179,7 @@ static void run_step(struct hs_engine *e)
         HS_LOG_ERROR("engine: forward pass over %d sequences failed: %s", n, hs_status_str(st));
         for (int32_t j = 0; j < n; j++) {
             e->batch[j]->batch_slot = -1;
+            e->batch[j]->n_draft = 0;
             hs__output_finish_seq(e, e->batch[j], HS_FINISH_ERROR, st);
         }
         return;
@@ -182,6 +190,11 @@ static void run_step(struct hs_engine *e)
     for (int32_t j = 0; j < n; j++) {
         struct seq *s = e->batch[j];
         s->batch_slot = -1;
+        if (s->n_draft > 0) {
+            hs__spec_verify(e, s, logits + (size_t)row * (size_t)e->n_vocab, t);
+            row += e->fwd[j].n_logits;
+            continue;
+        }
         st = hs_kv_seq_append_tokens(e->pools[s->store], s->kv, e->fwd[j].tokens,
                                      e->fwd[j].n_tokens);
         const float *lg = logits + (size_t)row * (size_t)e->n_vocab;
@@ -201,6 +214,7 @@ static void run_step(struct hs_engine *e)
         }
     }
     hs__metrics_update_kv_gauges(e);
+    hs__spec_observe(e, n_tok, now_ns() - t0_ns);
     trace_step(e, t0_us, n, n_tok);
 }
 
@@ -355,6 +369,15 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
     e->split = e->n_pools > 1;
     e->long_context = p.long_context;
     pthread_mutex_init(&e->m.placement_mu, NULL);
+    if (p.spec_max_draft < 0 || p.spec_max_draft > HS_ENGINE_MAX_DRAFT) {
+        st = hs_error_set(err, HS_E_INVAL, "the longest draft must be in [0, %d], got %d",
+                          HS_ENGINE_MAX_DRAFT, p.spec_max_draft);
+        goto fail;
+    }
+    if ((st = hs__spec_create(e, &p)) != HS_OK) {
+        hs_error_set(err, st, "out of memory for the speculative draft store");
+        goto fail;
+    }
     if (p.trace_path && (st = trace_open(e, p.trace_path, err)) != HS_OK) {
         goto fail;
     }
@@ -442,6 +465,7 @@ void hs_engine_destroy(struct hs_engine *e)
     free(e->fwd);
     hs__mm_engine_free(e);
     free(e->piece);
+    hs__spec_destroy(e);
     hs_context_destroy(e->ctx);
     if (hs_trace_close(e->trace) != HS_OK) {
         HS_LOG_ERROR("engine: the trace file could not be written in full");

@@ -48,6 +48,7 @@ struct hs_engine_handle;
 #define HS_ENGINE_MAX_STOP_BYTES   256 /* length of one stop string */
 /* Alternatives per token (hetserve generate --logprobs; api/ keeps OpenAI's 20). */
 #define HS_ENGINE_MAX_TOP_LOGPROBS 100
+#define HS_ENGINE_MAX_DRAFT        32 /* tokens of one speculative draft */
 
 /* ---- engine parameters ---- */
 
@@ -105,6 +106,13 @@ struct hs_engine_params {
     int32_t segment_tokens; /* > 0: a generation is decoded in segments of this many tokens;
                              * between segments it may yield its slot to waiting sequences,
                              * keeping its KV blocks (never changing its output); 0: off */
+    /* Speculative decoding from history (server/spec.c): the longest draft a decoding
+     * sequence verifies in one step, 0 (default): off; at most HS_ENGINE_MAX_DRAFT. Drafts come
+     * from suffix tries over the sequence's own text and over earlier responses, kept in
+     * spec_store_bytes (0: 32 MiB). Lossless: the tokens (greedy) or their distribution
+     * (sampled) are those of plain decoding. */
+    int32_t spec_max_draft;
+    size_t spec_store_bytes;
 };
 
 /* Defaults as documented above. Thread: any. */
@@ -213,6 +221,7 @@ struct hs_engine_request {
     int32_t n_images;
     uint64_t client; /* who asks, for the output length history (server/lengthpred.h): e.g. a
                       * hash of the API key's tenant and the `user` field; 0: anonymous */
+    bool no_speculation; /* never draft for this request (the engine's spec_max_draft aside) */
     hs_engine_notify_fn notify; /* may be NULL (then poll or wait) */
     void *notify_user;
 };
@@ -398,6 +407,12 @@ struct hs_engine_metrics {
     uint64_t migrations;         /* counter: sequences moved to the attention backend */
     uint64_t migrated_bytes;     /* counter: KV bytes they took along */
     struct hs_split_stats split; /* counters of split steps (model/model.h) */
+    /* Speculative decoding, per draft source (enum hs_suffix_source: the sequence's own text,
+     * earlier responses to the same prompt, all earlier responses): drafts verified, tokens
+     * they proposed and tokens accepted (counters). Mean accepted length: accepted / drafts. */
+    uint64_t spec_drafts[3];
+    uint64_t spec_drafted[3];
+    uint64_t spec_accepted[3];
     struct hs_engine_histogram ttft; /* time to first token */
     struct hs_engine_histogram tpot; /* mean time per output token after the first, per choice
                                       * with >= 2 tokens */

@@ -148,6 +148,12 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     m->batch_tokens = LOAD(me->m.batch_tokens);
     m->migrations = LOAD(me->m.migrations);
     m->migrated_bytes = LOAD(me->m.migrated_bytes);
+    _Static_assert(HS_SUFFIX_SOURCE_COUNT == HS_ARRAY_LEN(m->spec_drafts), "draft sources");
+    for (int i = 0; i < HS_SUFFIX_SOURCE_COUNT; i++) {
+        m->spec_drafts[i] = LOAD(me->m.spec_drafts[i]);
+        m->spec_drafted[i] = LOAD(me->m.spec_drafted[i]);
+        m->spec_accepted[i] = LOAD(me->m.spec_accepted[i]);
+    }
     m->n_backends = e->n_pools;
     pthread_mutex_lock(&me->m.placement_mu);
     for (int32_t s = 0; s < e->n_pools; s++) {

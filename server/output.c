@@ -51,6 +51,7 @@ void hs__output_finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_re
 {
     struct hs_engine_handle *h = s->req;
     hs__sched_seq_ending(e, s, why); /* length history; a parked sequence's KV */
+    hs__spec_seq_end(e, s, why);
     if (s->state == SEQ_RUNNING) {
         for (int32_t i = 0; i < e->n_running; i++) {
             if (e->running[i] == s) {
@@ -149,19 +150,35 @@ static bool hold_append(struct seq *s, const char *p, size_t n)
 /* Samples s's next token from logits without touching s's output: returns the token, -1 when
  * every token is banned (the sequence stops), or HS_FINISH_ERROR-worthy values < -1, for which
  * it fills *status and the request's detail. */
-hs_token hs__output_sample(struct seq *s, const float *logits, hs_status *status)
+/* A draw that failed (t < -1): the request's detail and *status say why. */
+static void sample_failed(struct seq *s, hs_token t, hs_status *status)
 {
     struct hs_engine_handle *h = s->req;
+    /* The grammar allows nothing here (or only tokens logit_bias bans): an error the client
+     * sees, never a silent stop. Nothing was drawn, so nothing is counted. */
+    pthread_mutex_lock(&h->mu);
+    if (!h->detail) {
+        h->detail = hs_sample_result_str(hs_sampler_last_result(s->smp));
+    }
+    pthread_mutex_unlock(&h->mu);
+    *status = t == -4 ? hs_sampler_constraint_status(s->smp) : HS_E_INVAL;
+}
+
+hs_token hs__output_verify(struct seq *s, const float *logits, hs_token draft, bool *accepted,
+                           hs_status *status)
+{
+    const hs_token t = hs_sampler_verify(s->smp, logits, draft, accepted);
+    if (t < -1) {
+        sample_failed(s, t, status);
+    }
+    return t;
+}
+
+hs_token hs__output_sample(struct seq *s, const float *logits, hs_status *status)
+{
     const hs_token t = hs_sampler_sample(s->smp, logits);
     if (t < -1) {
-        /* The grammar allows nothing here (or only tokens logit_bias bans): an error the
-         * client sees, never a silent stop. Nothing was drawn, so nothing is counted. */
-        pthread_mutex_lock(&h->mu);
-        if (!h->detail) {
-            h->detail = hs_sample_result_str(hs_sampler_last_result(s->smp));
-        }
-        pthread_mutex_unlock(&h->mu);
-        *status = t == -4 ? hs_sampler_constraint_status(s->smp) : HS_E_INVAL;
+        sample_failed(s, t, status);
     }
     return t;
 }

@@ -590,6 +590,56 @@ hs_token hs_sampler_sample(struct hs_sampler *s, const float *logits)
     return draw(s, n);
 }
 
+hs_token hs_sampler_verify(struct hs_sampler *s, const float *logits, hs_token draft,
+                           bool *accepted)
+{
+    *accepted = false;
+    int32_t n = run_chain(s, logits);
+    if (n == 0) {
+        return -(hs_token)s->last_result;
+    }
+    if (n == 1) {
+        *accepted = s->cand[0].id == draft;
+        return s->cand[0].id;
+    }
+    /* The draft is deterministic (q(draft) = 1): accept it with probability p(draft), else draw
+     * from p with the draft taken out, renormalised: (p - q)+ / (1 - p(draft)). */
+    double sum = cand_weights(s, n);
+    int32_t k = -1;
+    for (int32_t i = 0; i < n; i++) {
+        if (s->cand[i].id == draft) {
+            k = i;
+            break;
+        }
+    }
+    if (k >= 0) {
+        const double u = hs_rng_uniform(&s->rng) * sum;
+        if (u < s->w[k] || s->w[k] >= sum) {
+            *accepted = true;
+            return draft;
+        }
+        sum -= s->w[k];
+        s->w[k] = 0.0;
+        if (!(sum > 0.0)) {
+            *accepted = true; /* every other candidate rounds to nothing */
+            return draft;
+        }
+    }
+    double u = hs_rng_uniform(&s->rng) * sum;
+    double cum = 0.0;
+    hs_token last = -1;
+    for (int32_t i = 0; i < n; i++) {
+        if (s->w[i] > 0.0) {
+            last = s->cand[i].id;
+        }
+        cum += s->w[i];
+        if (u < cum && s->w[i] > 0.0) {
+            return s->cand[i].id;
+        }
+    }
+    return last >= 0 ? last : s->cand[0].id;
+}
+
 int32_t hs__sampler_candidates(struct hs_sampler *s, const float *logits, hs_token *ids,
                                float *cand_logits, double *probs)
 {

@@ -132,6 +132,16 @@ const char *hs_sample_result_str(enum hs_sample_result r);
  * callback failed. Calls the constraint's allowed(), never its accept(). */
 hs_token hs_sampler_sample(struct hs_sampler *s, const float *logits);
 
+/* Verifies a speculative draft token against logits [n_vocab] (the model's output at the
+ * draft's position), losslessly: the token returned is distributed exactly as hs_sampler_sample's
+ * would be. The draft is accepted (*accepted true, draft returned) with probability p(draft)
+ * under the whole chain (bias, penalties, constraint, filters, temperature; in greedy mode: when
+ * it is the argmax); otherwise the token is drawn from p with the draft removed and
+ * renormalised. Errors as hs_sampler_sample (*accepted false). Consumes at most two draws.
+ * Advances nothing: the caller accepts the token (hs_sampler_accept) as after a sample. */
+hs_token hs_sampler_verify(struct hs_sampler *s, const float *logits, hs_token draft,
+                           bool *accepted);
+
 /* The result of the last hs_sampler_sample (HS_SAMPLE_OK after a draw). */
 enum hs_sample_result hs_sampler_last_result(const struct hs_sampler *s);
 

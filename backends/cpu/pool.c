@@ -200,7 +200,10 @@ static void *pool_main(void *arg)
             break;
         }
         uint32_t c = atomic_load_explicit(&w->claim, memory_order_relaxed);
-        if (c == seen || !atomic_compare_exchange_strong(&w->claim, &c, seen)) {
+        /* Claim only forwards: a worker that saw generation `seen` late may find its claim
+         * already moved past it by the caller's cancellations of later tasks; moving it back
+         * would run a finished task's fn on a stale ctx and miscount the current one. */
+        if ((int32_t)(seen - c) <= 0 || !atomic_compare_exchange_strong(&w->claim, &c, seen)) {
             continue; /* the caller finished the task without this worker */
         }
         if (pool->prof) {

@@ -203,6 +203,20 @@ Test(request, cache_salt_is_kept_and_checked)
     expect(CMPL, body, 400, "cache_salt");
 }
 
+Test(request, speculation_can_be_turned_off_per_request)
+{
+    struct hs__api_req r;
+    struct hs__api_err err;
+    cr_assert_eq(parse_as(CMPL, "{\"prompt\":\"x\"}", &r, &err), HS_OK);
+    cr_assert(!r.er.no_speculation, "speculation is on unless a request turns it off");
+    hs__api_req_free(&r);
+    cr_assert_eq(
+        parse_as(CMPL, "{\"prompt\":\"x\",\"hetserve\":{\"speculative\":false}}", &r, &err), HS_OK);
+    cr_assert(r.er.no_speculation);
+    hs__api_req_free(&r);
+    expect(CMPL, "{\"prompt\":\"x\",\"hetserve\":{\"speculative\":\"off\"}}", 400, "speculative");
+}
+
 Test(request, user_is_escaped_for_logs)
 {
     struct hs__api_req r;

@@ -105,6 +105,27 @@ Test(cli, bad_input_exits_2_with_one_line, .init = setup)
     expect_usage_error(args, "--segment-tokens");
     snprintf(args, sizeof(args), "bench -m %s --fair-wait-ms 0", model_path);
     expect_usage_error(args, "--fair-wait-ms");
+    snprintf(args, sizeof(args), "generate -m %s -p hi --speculative ngram", model_path);
+    expect_usage_error(args, "--speculative");
+    snprintf(args, sizeof(args), "generate -m %s -p hi --spec-max-draft 33", model_path);
+    expect_usage_error(args, "--spec-max-draft");
+}
+
+Test(cli, generate_with_speculation_writes_the_same_story, .init = setup)
+{
+    /* TinyStories repeats itself ("Lily ... Lily"): the sequence's own text drafts */
+    static struct result a, b;
+    char args[2048];
+    snprintf(args, sizeof(args), "generate -m %s -p 'Once upon a time' -n 200 --temp 0",
+             model_path);
+    run(&a, args);
+    cr_assert_eq(a.status, 0, "stderr: %s", a.err);
+    snprintf(args, sizeof(args),
+             "generate -m %s -p 'Once upon a time' -n 200 --temp 0 --speculative suffix",
+             model_path);
+    run(&b, args);
+    cr_assert_eq(b.status, 0, "stderr: %s", b.err);
+    cr_assert_str_eq(b.out, a.out);
 }
 
 Test(cli, a_mixture_of_experts_model_generates_with_placed_experts, .init = setup)

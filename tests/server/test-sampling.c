@@ -882,3 +882,97 @@ Test(sampling, accept_forwards_to_the_constraint_after_it_is_set)
     cr_assert_geq(f.n_allowed_calls, 1);
     hs_sampler_destroy(s);
 }
+
+/* ---- speculative verification ---- */
+
+/* Pearson's chi-square of hist[nv] (n draws) against the reference probabilities of the
+ * surviving candidates (ids[nc], probs[nc]); a draw outside them counts as infinitely
+ * unlikely. */
+static double chi_square(const int *hist, int n, const int *ids, const double *probs, int nc)
+{
+    double chi = 0.0;
+    int seen = 0;
+    for (int i = 0; i < nc; i++) {
+        double e = probs[i] * n;
+        double d = hist[ids[i]] - e;
+        chi += d * d / e;
+        seen += hist[ids[i]];
+    }
+    return seen == n ? chi : INFINITY;
+}
+
+Test(sampling, verify_keeps_the_distribution_of_the_full_chain)
+{
+    /* A chain with every transform: bias, top-k, top-p, min-p, temperature. For each draft (the
+     * likeliest, a middling one, one the filters drop) the tokens verify returns must follow the
+     * chain's distribution exactly: accepted with p(draft), else drawn from the rest. */
+    float l[8] = {0.3f, -1.2f, 1.5f, 0.0f, 2.1f, -0.4f, 0.9f, -2.5f};
+    const struct hs_logit_bias bias[1] = {{3, 1.0f}};
+    struct hs_sampling_params p = plain_params();
+    p.temperature = 0.7f;
+    p.top_k = 6;
+    p.top_p = 0.97f;
+    p.min_p = 0.02f;
+    p.logit_bias = bias;
+    p.n_logit_bias = 1;
+    int ids[8];
+    double probs[8];
+    const int nc = ref_chain(l, 8, &p, NULL, ids, probs);
+    cr_assert(nc >= 4 && nc < 8, "the chain keeps %d of 8", nc);
+    const hs_token drafts[3] = {4, 0, 7}; /* 7 is filtered out: never accepted */
+    const int n = 40000;
+    /* chi-square bound for at most 7 degrees of freedom at p = 1e-4 */
+    const double bound = 29.9;
+    for (int k = 0; k < 3; k++) {
+        struct hs_sampler *s = NULL;
+        p.seed = 77 + (uint64_t)k;
+        cr_assert_eq(hs_sampler_create(&p, 8, &s), HS_OK);
+        int hist[8] = {0};
+        int n_acc = 0;
+        for (int i = 0; i < n; i++) {
+            bool acc = false;
+            const hs_token t = hs_sampler_verify(s, l, drafts[k], &acc);
+            cr_assert(t >= 0 && t < 8);
+            cr_assert_eq(acc, t == drafts[k]);
+            n_acc += acc;
+            hist[t]++;
+        }
+        hs_sampler_destroy(s);
+        const double chi = chi_square(hist, n, ids, probs, nc);
+        cr_assert(chi < bound, "draft %d: chi-square %g >= %g", drafts[k], chi, bound);
+        double pd = 0.0;
+        for (int i = 0; i < nc; i++) {
+            pd += ids[i] == drafts[k] ? probs[i] : 0.0;
+        }
+        cr_assert(fabs((double)n_acc / n - pd) < 0.01, "draft %d accepted %g, p = %g", drafts[k],
+                  (double)n_acc / n, pd);
+        /* the bound has power: skipping the rejection step (always accepting) would fail it */
+        int broken[8] = {0};
+        broken[drafts[k]] = n;
+        cr_assert(chi_square(broken, n, ids, probs, nc) > bound);
+    }
+}
+
+Test(sampling, verify_in_greedy_mode_accepts_only_the_argmax)
+{
+    float l[6] = {0.5f, 2.0f, 2.0f, -1.0f, 1.9f, 0.0f};
+    struct hs_sampling_params p = plain_params();
+    p.temperature = 0.0f;
+    struct hs_sampler *s = NULL;
+    cr_assert_eq(hs_sampler_create(&p, 6, &s), HS_OK);
+    for (hs_token d = 0; d < 6; d++) {
+        bool acc = true;
+        const hs_token t = hs_sampler_verify(s, l, d, &acc);
+        cr_assert_eq(t, 1, "greedy gives the argmax (lowest id on ties), got %d", t);
+        cr_assert_eq(acc, d == 1);
+    }
+    /* a ban of everything is reported as sampling reports it */
+    float banned[6];
+    for (int i = 0; i < 6; i++) {
+        banned[i] = -INFINITY;
+    }
+    bool acc = true;
+    cr_assert_eq(hs_sampler_verify(s, banned, 2, &acc), -1);
+    cr_assert(!acc);
+    hs_sampler_destroy(s);
+}
