@@ -679,14 +679,22 @@ def max_queue_bounds_the_waiting_requests():
     with Server("--parallel", "1", "--max-queue", "1", ctx=32768) as srv:
         ts = [threading.Thread(target=long_request, args=(srv.port, True, out, i, 30000))
               for i in range(2)]
-        for t in ts:
-            t.start()
-        wait_running(srv.port, 1)
+        # one at a time: sent together, the second can find the first still in the queue (not
+        # yet admitted by the engine thread) and be refused itself
+        ts[0].start()
+        wait_running(srv.port, 1, 30)
+        ts[1].start()
         t0 = time.time()
-        while (metric(srv.port, "num_requests_waiting") or 0) < 1 and time.time() - t0 < 10:
+        while (metric(srv.port, "num_requests_waiting") or 0) < 1 and time.time() - t0 < 30:
             time.sleep(0.05)
-        st, h, b = request(srv.port, "POST", "/v1/completions",
-                           {"prompt": "Once", "max_tokens": 2})
+        eq(metric(srv.port, "num_requests_waiting"), 1, "requests waiting before the probe (%r)"
+           % out)
+        try:
+            st, h, b = request(srv.port, "POST", "/v1/completions",
+                               {"prompt": "Once", "max_tokens": 2}, timeout=10)
+        except TimeoutError:
+            raise AssertionError("a request past --max-queue was queued, not refused (waiting: "
+                                 "%s)" % metric(srv.port, "num_requests_waiting"))
         eq(st, 429, "status with the queue full")
         assert "retry-after" in h, h
         eq(json.loads(b)["error"]["type"], "rate_limit_error", "error type")
