@@ -110,6 +110,59 @@ static int print_table(const struct hs_sim_cell *cells, const struct hs_sim_para
     return n_in == n_aim - n_off ? 0 : 1;
 }
 
+static void print_point(const char *name, const struct hs_sim_scaling_point *pt)
+{
+    printf("    %-19s %6.0f GiB %6.2f TB/s %8.1f %7.0f%%\n", name,
+           pt->capacity_bytes / 1073741824.0, pt->bytes_per_s * 1e-12, pt->r.mean_batch,
+           100 * pt->r.attn_share);
+}
+
+/* The scaling study from the paper's base, why it comes out the other way round, and its
+ * sensitivity to the base's bandwidth per byte. */
+static void print_scaling(const struct hs_sim_params *p)
+{
+    struct hs_sim_scaling sc;
+    if (hs_sim_scaling(p, 1, &sc) != HS_OK) {
+        return;
+    }
+    printf("\nScaling (GPT-175B, OpenR1, CHIME, from one rankset: 16 ranks of 32 GiB), ours / "
+           "paper:\n");
+    printf("  capacity x8 alone  %5.2fx / %.2fx\n", sc.capacity_x8, HS_SIM_PAPER_CAPACITY_X8);
+    printf("  bandwidth x8 alone %5.2fx / %.2fx\n", sc.bandwidth_x8, HS_SIM_PAPER_BANDWIDTH_X8);
+    printf("  both x8            %5.2fx / %.2fx\n", sc.both_x8, HS_SIM_PAPER_BOTH_X8);
+    printf("    %-19s %10s %11s %8s %8s\n", "", "capacity", "bandwidth", "batch",
+           "attention on the critical path");
+    print_point("base", &sc.base);
+    print_point("capacity x8", &sc.capacity);
+    print_point("bandwidth x8", &sc.bandwidth);
+    print_point("both x8", &sc.both);
+
+    struct hs_sim_scaling_bounds b;
+    hs_sim_scaling_bounds(&b);
+    printf("  The paper's own figures: Fig. 11's CHIME / R-PIM (2.95 / 0.39) is nearly their "
+           "bandwidth ratio,\n"
+           "  so at 2 TB attention takes >= %.2f of the FC time; capacity x8 alone at %.2fx needs "
+           "<= %.2f at the base;\n"
+           "  a quarter of Table I in both keeps the whole's ratio, so the paper's base must have "
+           ">= %.1fx a rankset's\n"
+           "  bandwidth per byte. Sensitivity to it (the same 512 GiB over n ranksets):\n",
+           b.full_attn_over_fc_min, HS_SIM_PAPER_CAPACITY_X8, b.base_attn_over_fc_max,
+           b.base_bw_factor_min);
+    printf("  %9s %11s %12s %13s %8s\n", "ranksets", "bandwidth", "capacity x8", "bandwidth x8",
+           "both x8");
+    static const int32_t spreads[] = {1, 2, 4};
+    for (size_t i = 0; i < HS_ARRAY_LEN(spreads); i++) {
+        if (hs_sim_scaling(p, spreads[i], &sc) != HS_OK) {
+            return;
+        }
+        printf("  %9d %6.2f TB/s %11.2fx %12.2fx %7.2fx%s\n", spreads[i],
+               sc.base.bytes_per_s * 1e-12, sc.capacity_x8, sc.bandwidth_x8, sc.both_x8,
+               spreads[i] == 1 ? "  (the paper's base)" : "");
+    }
+    printf("  %9s %11s %11.2fx %12.2fx %7.2fx\n", "paper", "", HS_SIM_PAPER_CAPACITY_X8,
+           HS_SIM_PAPER_BANDWIDTH_X8, HS_SIM_PAPER_BOTH_X8);
+}
+
 static int run_chime(const struct hs_sim_params *p, bool json)
 {
     const int n_cells = HS_SIM_TRACE_COUNT * HS_SIM_MODEL_COUNT * HS_SIM_SYSTEM_COUNT;
@@ -181,13 +234,7 @@ static int run_chime(const struct hs_sim_params *p, bool json)
     printf("  (paper: 2.95 and 0.39; \"in aim\" counts every CHIME and R-PIM cell with a value, "
            "off ones included; median and worst |ours / paper - 1| over them)\n");
 
-    struct hs_sim_scaling sc;
-    if (hs_sim_scaling(p, &sc) == HS_OK) {
-        printf("\nScaling (GPT-175B, OpenR1, CHIME, from one rankset of 512 GiB), ours / paper:\n");
-        printf("  capacity x8 alone  %5.2fx / 2.28x\n", sc.capacity_x8);
-        printf("  bandwidth x8 alone %5.2fx / 1.01x\n", sc.bandwidth_x8);
-        printf("  both x8            %5.2fx / 8.23x\n", sc.both_x8);
-    }
+    print_scaling(p);
     free(cells);
     return 0;
 }

@@ -622,30 +622,65 @@ hs_status hs_sim_table(const struct hs_sim_params *p, struct hs_sim_cell *cells)
     return HS_OK;
 }
 
-hs_status hs_sim_scaling(const struct hs_sim_params *p, struct hs_sim_scaling *out)
+static hs_status scaling_point(const struct hs_sim_params *p, const struct hs_pim_config *c,
+                               struct hs_sim_scaling_point *out)
 {
+    struct hs_sim_params q = *p;
+    q.chime = c;
+    out->capacity_bytes = hs_pim_capacity_bytes(c);
+    out->bytes_per_s = hs_pim_effective_bytes_per_s(c);
+    return hs_sim_run(HS_SIM_GPT_175B, HS_SIM_OPENR1, HS_SIM_CHIME, &q, &out->r);
+}
+
+static double throughput_of(const struct hs_sim_scaling_point *pt)
+{
+    return pt->r.oom ? NAN : pt->r.tokens_per_s;
+}
+
+hs_status hs_sim_scaling(const struct hs_sim_params *p, int32_t base_ranksets,
+                         struct hs_sim_scaling *out)
+{
+    if (!p || !out || base_ranksets < 1 || base_ranksets > 64) {
+        return HS_E_INVAL;
+    }
+    memset(out, 0, sizeof(*out));
     struct hs_pim_config base;
     hs_pim_config_preset("chime", &base);
-    base.dimms_per_channel = 1; /* one rankset: 16 ranks of 32 GiB */
+    /* 512 GiB over base_ranksets ranks per channel: 1 is the paper's one rankset of 32 GiB
+     * ranks, a quarter of Table I in capacity and in banks */
+    base.dimms_per_channel = base_ranksets;
     base.ranks_per_dimm = 1;
-    struct hs_pim_config cap = base, bw = base, both = base;
+    base.rank_bytes = ((int64_t)512 << 30) / ((int64_t)base.channels * base_ranksets);
+    struct hs_pim_config cap = base, bw = base, both;
     cap.rank_bytes *= 8;
     /* 8x the PIM bandwidth: 8x the banks (and the rank bus that carries their scores) */
     bw.banks_per_group *= 8;
     bw.rank_bus_gbs = 8 * hs_pim_rank_pin_bytes_per_s(&base) * 1e-9;
     both = bw;
     both.rank_bytes *= 8;
-    const struct hs_pim_config *cfgs[4] = {&base, &cap, &bw, &both};
-    double tps[4];
-    for (int i = 0; i < 4; i++) {
-        struct hs_sim_params q = *p;
-        q.chime = cfgs[i];
-        struct hs_sim_result r;
-        HS_TRY(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_OPENR1, HS_SIM_CHIME, &q, &r));
-        tps[i] = r.oom ? NAN : r.tokens_per_s;
-    }
-    out->capacity_x8 = tps[1] / tps[0];
-    out->bandwidth_x8 = tps[2] / tps[0];
-    out->both_x8 = tps[3] / tps[0];
+    HS_TRY(scaling_point(p, &base, &out->base));
+    HS_TRY(scaling_point(p, &cap, &out->capacity));
+    HS_TRY(scaling_point(p, &bw, &out->bandwidth));
+    HS_TRY(scaling_point(p, &both, &out->both));
+    const double b = throughput_of(&out->base);
+    out->capacity_x8 = throughput_of(&out->capacity) / b;
+    out->bandwidth_x8 = throughput_of(&out->bandwidth) / b;
+    out->both_x8 = throughput_of(&out->both) / b;
     return HS_OK;
+}
+
+void hs_sim_scaling_bounds(struct hs_sim_scaling_bounds *out)
+{
+    struct hs_pim_config chime, rpim;
+    hs_pim_config_preset("chime", &chime);
+    hs_pim_config_preset("rpim", &rpim);
+    const double paper_ratio = paper[HS_SIM_OPENR1][HS_SIM_GPT_175B][HS_SIM_CHIME] /
+                               paper[HS_SIM_OPENR1][HS_SIM_GPT_175B][HS_SIM_RPIM];
+    const double bw_ratio =
+        hs_pim_effective_bytes_per_s(&chime) / hs_pim_effective_bytes_per_s(&rpim);
+    /* F >= A_chime: the step is F, R-PIM's is ratio x F and bandwidth-bound, so A_chime =
+     * ratio / bw_ratio x F; A_chime > F: more than 1 */
+    out->full_attn_over_fc_min = fmin(1.0, paper_ratio / bw_ratio);
+    out->base_attn_over_fc_max = 1.0 / HS_SIM_PAPER_CAPACITY_X8;
+    out->base_bw_factor_min = out->full_attn_over_fc_min / out->base_attn_over_fc_max;
 }

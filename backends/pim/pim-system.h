@@ -124,12 +124,45 @@ struct hs_sim_cell {
  * HS_SIM_SYSTEM_COUNT of them) into cells. */
 hs_status hs_sim_table(const struct hs_sim_params *p, struct hs_sim_cell *cells);
 
-/* The scaling study (GPT-175B on OpenR1, CHIME): from one rankset of the chime preset
- * (16 ranks, 512 GiB), the throughput with 8x the capacity (rank_bytes), with 8x the bank
- * bandwidth (banks), and with both, each over the base's. */
-struct hs_sim_scaling {
-    double capacity_x8, bandwidth_x8, both_x8;
+/* The scaling study (GPT-175B on OpenR1, CHIME): from a base of 512 GiB of the chime preset's
+ * DIMMs, the throughput with 8x the capacity (rank_bytes), with 8x the bank bandwidth (banks,
+ * and the rank bus that carries their scores), and with both, each over the base's. The paper
+ * (HARDWARE.md) starts from "1 rankset of 512 GB": base_ranksets = 1, 16 ranks of 32 GiB, a
+ * quarter of Table I's 2 TB in both capacity and bandwidth. base_ranksets = n spreads the same
+ * 512 GiB over n ranksets (16n ranks of 32/n GiB): n times the bank bandwidth per byte, for the
+ * sensitivity of the study to the base (4: every bank of Table I over a quarter of its
+ * capacity). HS_E_INVAL when base_ranksets is not in [1, 64]. */
+#define HS_SIM_PAPER_CAPACITY_X8  2.28
+#define HS_SIM_PAPER_BANDWIDTH_X8 1.01
+#define HS_SIM_PAPER_BOTH_X8      8.23
+
+struct hs_sim_scaling_point {
+    double capacity_bytes; /* the DIMMs' */
+    double bytes_per_s;    /* their effective bank bandwidth (hs_pim_effective_bytes_per_s) */
+    struct hs_sim_result r;
 };
-hs_status hs_sim_scaling(const struct hs_sim_params *p, struct hs_sim_scaling *out);
+struct hs_sim_scaling {
+    struct hs_sim_scaling_point base, capacity, bandwidth, both;
+    double capacity_x8, bandwidth_x8, both_x8; /* throughput over the base's */
+};
+hs_status hs_sim_scaling(const struct hs_sim_params *p, int32_t base_ranksets,
+                         struct hs_sim_scaling *out);
+
+/* What the paper's own numbers say of its scaling base, whatever the model (README, "Simulated
+ * PIM"). With a step of max(F, A) (FC time F, attention time A = live KV over bandwidth; a
+ * serial F + A only tightens both bounds), batches filled to capacity, and F flat in the batch
+ * (GPT-175B's FC layers are weight-bound below ~144 rows):
+ *   - Fig. 11's OpenR1 GPT-175B CHIME / R-PIM (2.95 / 0.39) is nearly the ratio of their
+ *     effective bandwidths (same DIMMs, same batch), so the 2 TB system is bandwidth-bound:
+ *     A / F >= full_attn_over_fc_min = (paper ratio) / (bandwidth ratio) there;
+ *   - capacity x8 alone giving g > 1 needs A / F <= base_attn_over_fc_max = 1 / g at the base
+ *     (8x the batch reads 8x the KV at the same bandwidth);
+ *   - a quarter of the 2 TB system in both has the same A / F as the whole, so the base needs at
+ *     least base_bw_factor_min = min / max times a quarter's bandwidth per byte of capacity.
+ * From the chime and rpim presets and the paper's figures. Thread: any. */
+struct hs_sim_scaling_bounds {
+    double full_attn_over_fc_min, base_attn_over_fc_max, base_bw_factor_min;
+};
+void hs_sim_scaling_bounds(struct hs_sim_scaling_bounds *out);
 
 #endif

@@ -122,9 +122,70 @@ Test(sim, scaling_both_capacity_and_bandwidth_scales_throughput_about_8x, .timeo
     struct hs_sim_params p = hs_sim_default_params();
     p.n_runs = 1;
     struct hs_sim_scaling s;
-    cr_assert_eq(hs_sim_scaling(&p, &s), HS_OK);
+    cr_assert_eq(hs_sim_scaling(&p, 1, &s), HS_OK);
     cr_assert(s.both_x8 > 7.0 && s.both_x8 < 9.0, "%.2f", s.both_x8);
     /* a single rankset is bandwidth-bound: capacity alone buys nothing, bandwidth some */
     cr_assert(fabs(s.capacity_x8 - 1.0) < 0.05, "%.2f", s.capacity_x8);
     cr_assert(s.bandwidth_x8 > 1.5, "%.2f", s.bandwidth_x8);
+    cr_assert_gt(s.base.r.attn_share, 0.95, "%.2f", s.base.r.attn_share);
+    cr_assert_lt(s.bandwidth.r.attn_share, 0.5, "%.2f", s.bandwidth.r.attn_share);
+    cr_assert_eq(hs_sim_scaling(&p, 0, &s), HS_E_INVAL);
+    cr_assert_eq(hs_sim_scaling(&p, 65, &s), HS_E_INVAL);
+}
+
+/* The base of the study: 512 GiB over n ranksets, n times one rankset's banks. By hand: one
+ * rankset is 16 ranks x 8 chips x 16 banks x 1.6 GB/s = 3.2768 TB/s peak, times the row
+ * (1024 / 1068) and refresh (1 - 560 / 12480) efficiencies = 3.0007 TB/s; four ranksets are
+ * Table I's 64 ranks, its whole bandwidth over a quarter of its capacity. 8x the capacity
+ * (rank_bytes) and 8x the banks scale exactly those. */
+Test(sim, scaling_base_spreads_512_gib_over_n_ranksets, .timeout = 120)
+{
+    struct hs_sim_params p = hs_sim_default_params();
+    p.n_runs = 1;
+    const double gib = 1073741824.0;
+    const double one = 16 * 8 * 16 * 1.6e9 * (1024.0 / 1068.0) * (1.0 - 560.0 / 12480.0);
+    struct hs_pim_config table1;
+    hs_pim_config_preset("chime", &table1);
+    double prev_cap = 0.0, prev_bw = INFINITY;
+    for (int32_t n = 1; n <= 4; n *= 2) {
+        struct hs_sim_scaling s;
+        cr_assert_eq(hs_sim_scaling(&p, n, &s), HS_OK);
+        cr_assert_float_eq(s.base.capacity_bytes, 512 * gib, 1.0, "%d: %g", n,
+                           s.base.capacity_bytes);
+        cr_assert_float_eq(s.base.bytes_per_s, n * one, 1e3, "%d: %g", n, s.base.bytes_per_s);
+        cr_assert_float_eq(s.capacity.capacity_bytes, 8 * 512 * gib, 8.0);
+        cr_assert_float_eq(s.capacity.bytes_per_s, n * one, 1e3);
+        cr_assert_float_eq(s.bandwidth.capacity_bytes, 512 * gib, 1.0);
+        cr_assert_float_eq(s.bandwidth.bytes_per_s, 8 * n * one, 1e4);
+        cr_assert_float_eq(s.both.capacity_bytes, 8 * 512 * gib, 8.0);
+        cr_assert_float_eq(s.both.bytes_per_s, 8 * n * one, 1e4);
+        /* the capacity-limited batch follows the capacity, not the bandwidth */
+        cr_assert_float_eq(s.bandwidth.r.mean_batch, s.base.r.mean_batch, 1e-9);
+        cr_assert_gt(s.capacity.r.mean_batch, 7.0 * s.base.r.mean_batch);
+        if (n == 4) {
+            cr_assert_float_eq(s.base.bytes_per_s, hs_pim_effective_bytes_per_s(&table1), 1e3);
+        }
+        /* more bandwidth per byte at the base: capacity pays more, bandwidth less */
+        cr_assert_gt(s.capacity_x8, prev_cap, "%d: %.2f", n, s.capacity_x8);
+        cr_assert_lt(s.bandwidth_x8, prev_bw, "%d: %.2f", n, s.bandwidth_x8);
+        prev_cap = s.capacity_x8;
+        prev_bw = s.bandwidth_x8;
+    }
+}
+
+/* The paper's figures against each other, by hand: CHIME / R-PIM on OpenR1 GPT-175B is
+ * 2.95 / 0.39 = 7.5641; the effective bandwidths' ratio is (8192 x 1.6 GB/s x 1024 / 1068) /
+ * (64 x 25.6 GB/s) = 8 x 0.958801 = 7.67041 (refresh cancels), so attention takes at least
+ * 0.98614 of the FC time at 2 TB; capacity x8 alone at 2.28x allows at most 1 / 2.28 = 0.438596
+ * at the base; the base needs 0.98614 / 0.438596 = 2.2484x a rankset's bandwidth per byte. */
+Test(sim, scaling_bounds_from_the_papers_figures_by_hand)
+{
+    struct hs_sim_scaling_bounds b;
+    hs_sim_scaling_bounds(&b);
+    const double full = (2.95 / 0.39) / (8.0 * 1024.0 / 1068.0);
+    cr_assert_float_eq(full, 0.98614, 1e-5);
+    cr_assert_float_eq(b.full_attn_over_fc_min, full, 1e-9, "%.6f", b.full_attn_over_fc_min);
+    cr_assert_float_eq(b.base_attn_over_fc_max, 1.0 / 2.28, 1e-12);
+    cr_assert_float_eq(b.base_bw_factor_min, full * 2.28, 1e-9, "%.6f", b.base_bw_factor_min);
+    cr_assert_float_eq(b.base_bw_factor_min, 2.2484, 1e-4);
 }
