@@ -62,10 +62,29 @@ const char *hs_sim_trace_str(enum hs_sim_trace t)
     return (unsigned)t < HS_SIM_TRACE_COUNT ? traces[t].name : "unknown";
 }
 
+const char *hs_sim_split_str(enum hs_sim_split s)
+{
+    switch (s) {
+    case HS_SIM_SPLIT_SHORTER:
+        return "shorter";
+    case HS_SIM_SPLIT_ALWAYS:
+        return "always";
+    case HS_SIM_SPLIT_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
 struct hs_sim_params hs_sim_default_params(void)
 {
     return (struct hs_sim_params){
-        .reserve = 1.0, .n_requests = 1000, .n_runs = 4, .seed = 1, .hbm_pim_factor = 4.0};
+        .reserve = 1.0,
+        .n_requests = 1000,
+        .n_runs = 4,
+        .seed = 1,
+        .hbm_pim_factor = 4.0,
+        .split = HS_SIM_SPLIT_SHORTER,
+    };
 }
 
 /* ---- request lengths: gamma distributions with the published mean and deviation ---- */
@@ -110,6 +129,7 @@ struct replica {
     double link_bytes_s;      /* host link of the replica's GPUs */
     struct hs_pim_config pim; /* CPU offload, R-PIM, CHIME: this replica's share */
     bool dimm, overlap;
+    enum hs_sim_split split;
 };
 
 /* One weight matrix of n_in x n_out parameters over rows activation rows. */
@@ -180,8 +200,8 @@ static double attn_s(const struct replica *r, double rows, double tokens)
                                                      ELEM_BYTES, m->n_head / m->n_kv_head, link);
 }
 
-/* One decode step of rows sequences reading tokens positions: *attn_part the attention time on
- * the critical path. */
+/* One decode step of rows sequences reading tokens positions: *attn_part the attention time
+ * not hidden behind the FC layers. */
 static double step_s(const struct replica *r, double rows, double tokens, double fc_whole,
                      double fc_half, double *attn_part)
 {
@@ -192,9 +212,9 @@ static double step_s(const struct replica *r, double rows, double tokens, double
         /* two halves taking turns: period max(F_A, T_B) + max(F_B, T_A) */
         const double half_attn = attn_s(r, rows / 2, tokens / 2);
         const double pp = 2.0 * fmax(fc_half, half_attn);
-        if (pp < t) {
+        if (pp < t || r->split == HS_SIM_SPLIT_ALWAYS) {
             t = pp;
-            *attn_part = 2.0 * fmin(half_attn, fc_half) + 2.0 * fmax(0.0, half_attn - fc_half);
+            *attn_part = 2.0 * fmax(0.0, half_attn - fc_half); /* what hides behind FC is not */
         }
     }
     return t;
@@ -261,6 +281,7 @@ static void replica_init(struct replica *r, const struct hs_sim_model_desc *m, e
     r->bytes_s = m->tp * A100_BYTES_S;
     r->kv_tok = 2.0 * m->n_layer * m->n_kv_head * m->head_dim * ELEM_BYTES;
     r->link_bytes_s = m->tp * PCIE_BYTES_S;
+    r->split = p->split;
     const double gpu_kv = m->tp * A100_MEM - weight_bytes(m);
     switch (s) {
     case HS_SIM_GPU:
@@ -480,7 +501,8 @@ hs_status hs_sim_run(enum hs_sim_model mi, enum hs_sim_trace ti, enum hs_sim_sys
     if ((unsigned)mi >= HS_SIM_MODEL_COUNT || (unsigned)ti >= HS_SIM_TRACE_COUNT ||
         (unsigned)si >= HS_SIM_SYSTEM_COUNT || !p || !out || !(p->reserve >= 0.0) ||
         p->reserve > 1.0 || p->n_requests < 1 || p->n_requests > 1000000 || p->n_runs < 1 ||
-        p->n_runs > 1000 || !(p->hbm_pim_factor > 0.0)) {
+        p->n_runs > 1000 || !(p->hbm_pim_factor > 0.0) ||
+        (unsigned)p->split >= HS_SIM_SPLIT_COUNT) {
         return HS_E_INVAL;
     }
     memset(out, 0, sizeof(*out));

@@ -71,12 +71,28 @@ struct hs_sim_model_desc {
 };
 const struct hs_sim_model_desc *hs_sim_model_desc(enum hs_sim_model m);
 
+/* How a system whose attention runs beside the GPUs (HBM-PIM-EXT, CPU offload, R-PIM, CHIME)
+ * overlaps it with the FC layers. Either way the batch is split into two halves that take
+ * turns, period max(F_A, T_B) + max(F_B, T_A), so that each half's FC layers run while the
+ * other's attention does ("fills two sub-batches", CHIME's scheduler in HARDWARE.md); each half
+ * reads the weights again, so with a small, weight-bound batch the split costs about F.
+ *   SHORTER (the default): a step runs whole (F + T) when that is shorter, as a scheduler that
+ *     predicts both times (CHIME's does, with a linear model) can choose;
+ *   ALWAYS: every step is split, attention hidden behind a second weight read. */
+enum hs_sim_split {
+    HS_SIM_SPLIT_SHORTER,
+    HS_SIM_SPLIT_ALWAYS,
+    HS_SIM_SPLIT_COUNT,
+};
+const char *hs_sim_split_str(enum hs_sim_split s);
+
 struct hs_sim_params {
-    double reserve;        /* share of the output's KV reserved at admission, [0, 1]; default 1 */
-    int32_t n_requests;    /* per run; default 1000 */
-    int32_t n_runs;        /* independent runs (samples of the lengths), pooled; default 4 */
-    uint64_t seed;         /* of the first run's request lengths (run i: seed + i); default 1 */
-    double hbm_pim_factor; /* HBM-PIM's bank-level bandwidth over the HBM's external; default 4 */
+    double reserve;          /* share of the output's KV reserved at admission, [0, 1]; default 1 */
+    int32_t n_requests;      /* per run; default 1000 */
+    int32_t n_runs;          /* independent runs (samples of the lengths), pooled; default 4 */
+    uint64_t seed;           /* of the first run's request lengths (run i: seed + i); default 1 */
+    double hbm_pim_factor;   /* HBM-PIM's bank-level bandwidth over the HBM's external; default 4 */
+    enum hs_sim_split split; /* default HS_SIM_SPLIT_SHORTER */
     /* DIMM configuration of R-PIM and CHIME (NULL: the rpim / chime presets) */
     const struct hs_pim_config *chime;
     const struct hs_pim_config *rpim;
@@ -89,7 +105,9 @@ struct hs_sim_result {
     double time_s;
     int64_t tokens;
     double mean_batch; /* decode sequences per step, averaged over steps (per replica) */
-    double attn_share; /* share of the step time with attention on the critical path */
+    double attn_share; /* share of the time that is attention not hidden behind the FC layers
+                        * (all of it when a step runs whole, the excess of each half's attention
+                        * over the other half's FC when split) */
     int64_t preemptions;
 };
 
@@ -135,6 +153,14 @@ hs_status hs_sim_table(const struct hs_sim_params *p, struct hs_sim_cell *cells)
 #define HS_SIM_PAPER_CAPACITY_X8  2.28
 #define HS_SIM_PAPER_BANDWIDTH_X8 1.01
 #define HS_SIM_PAPER_BOTH_X8      8.23
+
+/* The base the study starts from by default: 512 GiB over Table I's 64 ranks, 4 ranksets of
+ * 8 GiB ranks, which is what Table I's organisation holds when built from the DRAMsim3 part it
+ * names (DDR4_8Gb_x8_3200: 65536 rows x 1024 columns x 8 bits x 16 banks = 1 GiB per chip, 8 GiB
+ * per rank of 8). The paper's own figures need a base with at least 2.25x a single rankset's
+ * bandwidth per byte (hs_sim_scaling_bounds); one rankset of 32 GiB ranks (HARDWARE.md's "1
+ * rankset of 512 GB") is printed beside it. */
+#define HS_SIM_SCALING_BASE_RANKSETS 4
 
 struct hs_sim_scaling_point {
     double capacity_bytes; /* the DIMMs' */
