@@ -14,7 +14,8 @@
  *     accelerator bandwidth utilisation during attention"), after the FC layers (one device);
  *   - attention elsewhere overlaps with the FC layers as CHIME's scheduler does: the batch is
  *     split into two halves that take turns, period max(F_A, T_B) + max(F_B, T_A), or run
- *     whole (F + T) when that is shorter (small batches: the weights are read once);
+ *     whole (F + T) when that is shorter (small batches: the weights are read once; --split,
+ *     enum hs_sim_split);
  *   - prefill of an admitted request on the GPUs (and its K/V over the link to the DIMMs);
  *   - the batch is whatever capacity allows: requests are admitted first come first served
  *     while the KV reserved for them fits (see reserve below); a request that could never fit
