@@ -176,9 +176,10 @@ hs_status hs_sim_scaling(const struct hs_sim_params *p, int32_t base_ranksets,
                          struct hs_sim_scaling *out);
 
 /* What the paper's own numbers say of its scaling base, whatever the model (README, "Simulated
- * PIM"). With a step of max(F, A) (FC time F, attention time A = live KV over bandwidth; a
- * serial F + A only tightens both bounds), batches filled to capacity, and F flat in the batch
- * (GPT-175B's FC layers are weight-bound below ~144 rows):
+ * PIM"). With a step of max(F, A) (FC time F, attention time A = live KV over bandwidth; with
+ * a serial F + A the first bound rises far above 1 and the second to 0.56, which only
+ * strengthens the third), batches filled to capacity, and F flat in the batch (GPT-175B's FC
+ * layers are weight-bound below ~144 rows):
  *   - Fig. 11's OpenR1 GPT-175B CHIME / R-PIM (2.95 / 0.39) is nearly the ratio of their
  *     effective bandwidths (same DIMMs, same batch), so the 2 TB system is bandwidth-bound:
  *     A / F >= full_attn_over_fc_min = (paper ratio) / (bandwidth ratio) there;
