@@ -73,10 +73,10 @@ struct hs_sim_model_desc {
 const struct hs_sim_model_desc *hs_sim_model_desc(enum hs_sim_model m);
 
 /* How a system whose attention runs beside the GPUs (HBM-PIM-EXT, CPU offload, R-PIM, CHIME)
- * overlaps it with the FC layers. Either way the batch is split into two halves that take
- * turns, period max(F_A, T_B) + max(F_B, T_A), so that each half's FC layers run while the
- * other's attention does ("fills two sub-batches", CHIME's scheduler in HARDWARE.md); each half
- * reads the weights again, so with a small, weight-bound batch the split costs about F.
+ * overlaps it with the FC layers. A split step runs the batch as two halves that take turns,
+ * period max(F_A, T_B) + max(F_B, T_A), each half's FC layers while the other's attention runs
+ * ("fills two sub-batches", CHIME's scheduler in HARDWARE.md); each half reads the weights
+ * again, so with a small, weight-bound batch the split costs about another F.
  *   SHORTER (the default): a step runs whole (F + T) when that is shorter, as a scheduler that
  *     predicts both times (CHIME's does, with a linear model) can choose;
  *   ALWAYS: every step is split, attention hidden behind a second weight read. */
