@@ -189,8 +189,8 @@ static void print_scaling(const struct hs_sim_params *p)
            "  allows <= %.2f at the base; so the base has >= %.2fx the bandwidth per byte of a "
            "quarter of the\n"
            "  2 TB (one rankset of 32 GiB ranks). Sensitivity to the base (the same 512 GiB over "
-           "n ranksets) and to\n"
-           "  the split:\n",
+           "n ranksets)\n"
+           "  and to the split:\n",
            b.full_attn_over_fc_min, HS_SIM_PAPER_CAPACITY_X8, b.base_attn_over_fc_max,
            b.base_bw_factor_min);
     printf("  %8s %11s %8s %12s %13s %8s\n", "ranksets", "bandwidth", "split", "capacity x8",
