@@ -19,7 +19,8 @@ static void usage(FILE *f)
                "the OpenR1, OpenThoughts, Dolphin and Dolphin-short traces (1,000 requests with\n"
                "the traces' published length statistics), for GPU, HBM-PIM, HBM-PIM-EXT, CPU\n"
                "offload, R-PIM and CHIME, beside the paper's values; then the table's\n"
-               "sensitivity to the KV reserved at admission, and the scaling study.\n"
+               "sensitivity to the KV reserved at admission and to the split, and the\n"
+               "capacity / bandwidth scaling study.\n"
                "\n"
                "      --json             one JSON object per cell:\n"
                "                         {\"trace\",\"model\",\"system\",\"ours\",\"paper\"}\n"
@@ -30,6 +31,10 @@ static void usage(FILE *f)
                "                         total tokens over total time (default 4)\n"
                "      --seed N           seed of the request lengths (default 1)\n"
                "      --pim-config FILE  CHIME's DIMMs (pim-timing.h's format; default Table I)\n"
+               "      --split MODE       how attention beside the GPUs overlaps the FC layers:\n"
+               "                         shorter (default: two sub-batches taking turns, or the\n"
+               "                         whole batch when that is shorter) or always (every\n"
+               "                         step in two sub-batches)\n"
                "  -h, --help             this help\n");
 }
 
@@ -110,6 +115,107 @@ static int print_table(const struct hs_sim_cell *cells, const struct hs_sim_para
     return n_in == n_aim - n_off ? 0 : 1;
 }
 
+/* One row of a sensitivity table: the table under q (into alt), its OpenR1 GPT-175B CHIME and
+ * R-PIM cells, how many cells of the aim are within +-15%, the median and worst error. */
+static bool sensitivity_row(const struct hs_sim_params *q, struct hs_sim_cell *alt,
+                            const char *label)
+{
+    const int n_cells = HS_SIM_TRACE_COUNT * HS_SIM_MODEL_COUNT * HS_SIM_SYSTEM_COUNT;
+    if (hs_sim_table(q, alt) != HS_OK) {
+        return false;
+    }
+    double errs[64];
+    int n_err = 0, n_in = 0;
+    for (int i = 0; i < n_cells; i++) {
+        const struct hs_sim_cell *c = &alt[i];
+        if (!hs_sim_in_aim(c->trace, c->model, c->system)) {
+            continue;
+        }
+        if (isnan(c->ours)) {
+            continue; /* out of memory, or its base is */
+        }
+        const double e = fabs(c->ours / c->paper - 1.0);
+        errs[n_err++] = e;
+        n_in += e <= 0.15;
+    }
+    for (int i = 1; i < n_err; i++) { /* insertion sort */
+        for (int j = i; j > 0 && errs[j - 1] > errs[j]; j--) {
+            const double x = errs[j];
+            errs[j] = errs[j - 1];
+            errs[j - 1] = x;
+        }
+    }
+    const struct hs_sim_cell *r =
+        &alt[(HS_SIM_OPENR1 * HS_SIM_MODEL_COUNT + HS_SIM_GPT_175B) * HS_SIM_SYSTEM_COUNT];
+    printf("  %7s %18.2f %9.2f %6d/%-2d %8.0f%% %8.0f%%\n", label, r[HS_SIM_CHIME].ours,
+           r[HS_SIM_RPIM].ours, n_in, n_err, 100 * errs[n_err / 2], 100 * errs[n_err - 1]);
+    return true;
+}
+
+static void print_point(const char *name, const struct hs_sim_scaling_point *pt)
+{
+    printf("    %-13s %6.0f GiB %6.2f TB/s %7.1f %14.0f%%\n", name,
+           pt->capacity_bytes / 1073741824.0, pt->bytes_per_s * 1e-12, pt->r.mean_batch,
+           100 * pt->r.attn_share);
+}
+
+/* The scaling study, what the paper's own figures say of its base, and the study's sensitivity
+ * to the base and to splitting every step. */
+static void print_scaling(const struct hs_sim_params *p)
+{
+    struct hs_sim_scaling sc;
+    if (hs_sim_scaling(p, HS_SIM_SCALING_BASE_RANKSETS, &sc) != HS_OK) {
+        return;
+    }
+    printf("\nScaling (GPT-175B, OpenR1, CHIME, split %s), from 512 GiB over Table I's 64 ranks "
+           "(DRAMsim3's\nDDR4_8Gb_x8 chips: 8 GiB ranks), ours / paper:\n",
+           hs_sim_split_str(p->split));
+    printf("  capacity x8 alone  %5.2fx / %.2fx\n", sc.capacity_x8, HS_SIM_PAPER_CAPACITY_X8);
+    printf("  bandwidth x8 alone %5.2fx / %.2fx\n", sc.bandwidth_x8, HS_SIM_PAPER_BANDWIDTH_X8);
+    printf("  both x8            %5.2fx / %.2fx\n", sc.both_x8, HS_SIM_PAPER_BOTH_X8);
+    printf("    %-13s %10s %11s %7s %15s\n", "", "capacity", "bandwidth", "batch",
+           "attn not hidden");
+    print_point("base", &sc.base);
+    print_point("capacity x8", &sc.capacity);
+    print_point("bandwidth x8", &sc.bandwidth);
+    print_point("both x8", &sc.both);
+
+    struct hs_sim_scaling_bounds b;
+    hs_sim_scaling_bounds(&b);
+    printf("  The paper's figures, whatever the model: Fig. 11's CHIME / R-PIM (2.95 / 0.39) is "
+           "nearly their\n"
+           "  bandwidth ratio, so at 2 TB attention takes >= %.2f of the FC time; capacity x8 "
+           "alone at %.2fx\n"
+           "  allows <= %.2f at the base; so the base has >= %.2fx the bandwidth per byte of a "
+           "quarter of the\n"
+           "  2 TB (one rankset of 32 GiB ranks). Sensitivity to the base (the same 512 GiB over "
+           "n ranksets)\n"
+           "  and to the split:\n",
+           b.full_attn_over_fc_min, HS_SIM_PAPER_CAPACITY_X8, b.base_attn_over_fc_max,
+           b.base_bw_factor_min);
+    printf("  %8s %11s %8s %12s %13s %8s\n", "ranksets", "bandwidth", "split", "capacity x8",
+           "bandwidth x8", "both x8");
+    static const int32_t spreads[] = {1, 2, 4};
+    for (size_t i = 0; i < HS_ARRAY_LEN(spreads); i++) {
+        for (int s = 0; s < HS_SIM_SPLIT_COUNT; s++) {
+            struct hs_sim_params q = *p;
+            q.split = (enum hs_sim_split)s;
+            if (hs_sim_scaling(&q, spreads[i], &sc) != HS_OK) {
+                return;
+            }
+            const bool def = spreads[i] == HS_SIM_SCALING_BASE_RANKSETS && q.split == p->split;
+            printf("  %8d %6.2f TB/s %8s %11.2fx %12.2fx %7.2fx%s\n", spreads[i],
+                   sc.base.bytes_per_s * 1e-12, hs_sim_split_str(q.split), sc.capacity_x8,
+                   sc.bandwidth_x8, sc.both_x8,
+                   def               ? "  (above)"
+                   : spreads[i] == 1 ? "  (HARDWARE.md's \"1 rankset\")"
+                                     : "");
+        }
+    }
+    printf("  %8s %11s %8s %11.2fx %12.2fx %7.2fx\n", "paper", "", "", HS_SIM_PAPER_CAPACITY_X8,
+           HS_SIM_PAPER_BANDWIDTH_X8, HS_SIM_PAPER_BOTH_X8);
+}
+
 static int run_chime(const struct hs_sim_params *p, bool json)
 {
     const int n_cells = HS_SIM_TRACE_COUNT * HS_SIM_MODEL_COUNT * HS_SIM_SYSTEM_COUNT;
@@ -138,56 +244,36 @@ static int run_chime(const struct hs_sim_params *p, bool json)
     }
     print_table(cells, p);
 
-    /* Sensitivity to the parameter the paper leaves out. */
+    /* Sensitivity to the parameter the paper leaves out, and to the split. */
+    struct hs_sim_cell *alt = calloc((size_t)n_cells, sizeof(*alt));
     printf("\nSensitivity to the KV reserved at admission (share of the output; 1 = the whole "
            "final length, 0 = paged, preempting):\n");
     printf("  %7s %28s %9s %9s %9s\n", "reserve", "OpenR1 GPT-175B CHIME R-PIM", "in aim", "median",
            "worst");
-    struct hs_sim_cell *alt = calloc((size_t)n_cells, sizeof(*alt));
     for (size_t k = 0; alt && k < HS_ARRAY_LEN(sensitivity); k++) {
         struct hs_sim_params q = *p;
         q.reserve = sensitivity[k];
-        if (hs_sim_table(&q, alt) != HS_OK) {
+        char label[16];
+        snprintf(label, sizeof(label), "%.2f", sensitivity[k]);
+        if (!sensitivity_row(&q, alt, label)) {
             break;
         }
-        double errs[64];
-        int n_err = 0, n_in = 0;
-        for (int i = 0; i < n_cells; i++) {
-            const struct hs_sim_cell *c = &alt[i];
-            if (!hs_sim_in_aim(c->trace, c->model, c->system)) {
-                continue;
-            }
-            if (isnan(c->ours)) {
-                continue; /* out of memory, or its base is */
-            }
-            const double e = fabs(c->ours / c->paper - 1.0);
-            errs[n_err++] = e;
-            n_in += e <= 0.15;
-        }
-        for (int i = 1; i < n_err; i++) { /* insertion sort */
-            for (int j = i; j > 0 && errs[j - 1] > errs[j]; j--) {
-                const double x = errs[j];
-                errs[j] = errs[j - 1];
-                errs[j - 1] = x;
-            }
-        }
-        const struct hs_sim_cell *r =
-            &alt[(HS_SIM_OPENR1 * HS_SIM_MODEL_COUNT + HS_SIM_GPT_175B) * HS_SIM_SYSTEM_COUNT];
-        printf("  %7.2f %18.2f %9.2f %6d/%-2d %8.0f%% %8.0f%%\n", sensitivity[k],
-               r[HS_SIM_CHIME].ours, r[HS_SIM_RPIM].ours, n_in, n_err, 100 * errs[n_err / 2],
-               100 * errs[n_err - 1]);
     }
-    free(alt);
     printf("  (paper: 2.95 and 0.39; \"in aim\" counts every CHIME and R-PIM cell with a value, "
            "off ones included; median and worst |ours / paper - 1| over them)\n");
-
-    struct hs_sim_scaling sc;
-    if (hs_sim_scaling(p, &sc) == HS_OK) {
-        printf("\nScaling (GPT-175B, OpenR1, CHIME, from one rankset of 512 GiB), ours / paper:\n");
-        printf("  capacity x8 alone  %5.2fx / 2.28x\n", sc.capacity_x8);
-        printf("  bandwidth x8 alone %5.2fx / 1.01x\n", sc.bandwidth_x8);
-        printf("  both x8            %5.2fx / 8.23x\n", sc.both_x8);
+    printf("\nSensitivity to the split (reserve %.2f; see the scaling study below):\n", p->reserve);
+    printf("  %7s %28s %9s %9s %9s\n", "split", "OpenR1 GPT-175B CHIME R-PIM", "in aim", "median",
+           "worst");
+    for (int s = 0; alt && s < HS_SIM_SPLIT_COUNT; s++) {
+        struct hs_sim_params q = *p;
+        q.split = (enum hs_sim_split)s;
+        if (!sensitivity_row(&q, alt, hs_sim_split_str(q.split))) {
+            break;
+        }
     }
+    free(alt);
+
+    print_scaling(p);
     free(cells);
     return 0;
 }
@@ -195,10 +281,15 @@ static int run_chime(const struct hs_sim_params *p, bool json)
 int hs__cli_sim_chime(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},           {"reserve", required_argument, NULL, 'r'},
-        {"requests", required_argument, NULL, 'n'}, {"runs", required_argument, NULL, 'u'},
-        {"seed", required_argument, NULL, 's'},     {"pim-config", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"json", no_argument, NULL, 'j'},
+        {"reserve", required_argument, NULL, 'r'},
+        {"requests", required_argument, NULL, 'n'},
+        {"runs", required_argument, NULL, 'u'},
+        {"seed", required_argument, NULL, 's'},
+        {"pim-config", required_argument, NULL, 'c'},
+        {"split", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     struct hs_sim_params p = hs_sim_default_params();
     struct hs_pim_config chime;
@@ -244,6 +335,20 @@ int hs__cli_sim_chime(int argc, char **argv)
                 return 2;
             }
             p.chime = &chime;
+            break;
+        }
+        case 'p': {
+            int k = 0;
+            while (k < HS_SIM_SPLIT_COUNT &&
+                   strcmp(optarg, hs_sim_split_str((enum hs_sim_split)k))) {
+                k++;
+            }
+            if (k == HS_SIM_SPLIT_COUNT) {
+                fprintf(stderr, "hetserve sim: --split must be shorter or always, not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            p.split = (enum hs_sim_split)k;
             break;
         }
         case 'h':

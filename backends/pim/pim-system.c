@@ -62,10 +62,29 @@ const char *hs_sim_trace_str(enum hs_sim_trace t)
     return (unsigned)t < HS_SIM_TRACE_COUNT ? traces[t].name : "unknown";
 }
 
+const char *hs_sim_split_str(enum hs_sim_split s)
+{
+    switch (s) {
+    case HS_SIM_SPLIT_SHORTER:
+        return "shorter";
+    case HS_SIM_SPLIT_ALWAYS:
+        return "always";
+    case HS_SIM_SPLIT_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
 struct hs_sim_params hs_sim_default_params(void)
 {
     return (struct hs_sim_params){
-        .reserve = 1.0, .n_requests = 1000, .n_runs = 4, .seed = 1, .hbm_pim_factor = 4.0};
+        .reserve = 1.0,
+        .n_requests = 1000,
+        .n_runs = 4,
+        .seed = 1,
+        .hbm_pim_factor = 4.0,
+        .split = HS_SIM_SPLIT_SHORTER,
+    };
 }
 
 /* ---- request lengths: gamma distributions with the published mean and deviation ---- */
@@ -110,6 +129,7 @@ struct replica {
     double link_bytes_s;      /* host link of the replica's GPUs */
     struct hs_pim_config pim; /* CPU offload, R-PIM, CHIME: this replica's share */
     bool dimm, overlap;
+    enum hs_sim_split split;
 };
 
 /* One weight matrix of n_in x n_out parameters over rows activation rows. */
@@ -180,8 +200,8 @@ static double attn_s(const struct replica *r, double rows, double tokens)
                                                      ELEM_BYTES, m->n_head / m->n_kv_head, link);
 }
 
-/* One decode step of rows sequences reading tokens positions: *attn_part the attention time on
- * the critical path. */
+/* One decode step of rows sequences reading tokens positions: *attn_part the attention time
+ * not hidden behind the FC layers. */
 static double step_s(const struct replica *r, double rows, double tokens, double fc_whole,
                      double fc_half, double *attn_part)
 {
@@ -192,9 +212,9 @@ static double step_s(const struct replica *r, double rows, double tokens, double
         /* two halves taking turns: period max(F_A, T_B) + max(F_B, T_A) */
         const double half_attn = attn_s(r, rows / 2, tokens / 2);
         const double pp = 2.0 * fmax(fc_half, half_attn);
-        if (pp < t) {
+        if (pp < t || r->split == HS_SIM_SPLIT_ALWAYS) {
             t = pp;
-            *attn_part = 2.0 * fmin(half_attn, fc_half) + 2.0 * fmax(0.0, half_attn - fc_half);
+            *attn_part = 2.0 * fmax(0.0, half_attn - fc_half); /* what hides behind FC is not */
         }
     }
     return t;
@@ -261,6 +281,7 @@ static void replica_init(struct replica *r, const struct hs_sim_model_desc *m, e
     r->bytes_s = m->tp * A100_BYTES_S;
     r->kv_tok = 2.0 * m->n_layer * m->n_kv_head * m->head_dim * ELEM_BYTES;
     r->link_bytes_s = m->tp * PCIE_BYTES_S;
+    r->split = p->split;
     const double gpu_kv = m->tp * A100_MEM - weight_bytes(m);
     switch (s) {
     case HS_SIM_GPU:
@@ -480,7 +501,8 @@ hs_status hs_sim_run(enum hs_sim_model mi, enum hs_sim_trace ti, enum hs_sim_sys
     if ((unsigned)mi >= HS_SIM_MODEL_COUNT || (unsigned)ti >= HS_SIM_TRACE_COUNT ||
         (unsigned)si >= HS_SIM_SYSTEM_COUNT || !p || !out || !(p->reserve >= 0.0) ||
         p->reserve > 1.0 || p->n_requests < 1 || p->n_requests > 1000000 || p->n_runs < 1 ||
-        p->n_runs > 1000 || !(p->hbm_pim_factor > 0.0)) {
+        p->n_runs > 1000 || !(p->hbm_pim_factor > 0.0) ||
+        (unsigned)p->split >= HS_SIM_SPLIT_COUNT) {
         return HS_E_INVAL;
     }
     memset(out, 0, sizeof(*out));
@@ -622,30 +644,65 @@ hs_status hs_sim_table(const struct hs_sim_params *p, struct hs_sim_cell *cells)
     return HS_OK;
 }
 
-hs_status hs_sim_scaling(const struct hs_sim_params *p, struct hs_sim_scaling *out)
+static hs_status scaling_point(const struct hs_sim_params *p, const struct hs_pim_config *c,
+                               struct hs_sim_scaling_point *out)
 {
+    struct hs_sim_params q = *p;
+    q.chime = c;
+    out->capacity_bytes = hs_pim_capacity_bytes(c);
+    out->bytes_per_s = hs_pim_effective_bytes_per_s(c);
+    return hs_sim_run(HS_SIM_GPT_175B, HS_SIM_OPENR1, HS_SIM_CHIME, &q, &out->r);
+}
+
+static double throughput_of(const struct hs_sim_scaling_point *pt)
+{
+    return pt->r.oom ? NAN : pt->r.tokens_per_s;
+}
+
+hs_status hs_sim_scaling(const struct hs_sim_params *p, int32_t base_ranksets,
+                         struct hs_sim_scaling *out)
+{
+    if (!p || !out || base_ranksets < 1 || base_ranksets > 64) {
+        return HS_E_INVAL;
+    }
+    memset(out, 0, sizeof(*out));
     struct hs_pim_config base;
     hs_pim_config_preset("chime", &base);
-    base.dimms_per_channel = 1; /* one rankset: 16 ranks of 32 GiB */
+    /* 512 GiB over base_ranksets ranks per channel: 1 is the paper's one rankset of 32 GiB
+     * ranks, a quarter of Table I in capacity and in banks */
+    base.dimms_per_channel = base_ranksets;
     base.ranks_per_dimm = 1;
-    struct hs_pim_config cap = base, bw = base, both = base;
+    base.rank_bytes = ((int64_t)512 << 30) / ((int64_t)base.channels * base_ranksets);
+    struct hs_pim_config cap = base, bw = base, both;
     cap.rank_bytes *= 8;
     /* 8x the PIM bandwidth: 8x the banks (and the rank bus that carries their scores) */
     bw.banks_per_group *= 8;
     bw.rank_bus_gbs = 8 * hs_pim_rank_pin_bytes_per_s(&base) * 1e-9;
     both = bw;
     both.rank_bytes *= 8;
-    const struct hs_pim_config *cfgs[4] = {&base, &cap, &bw, &both};
-    double tps[4];
-    for (int i = 0; i < 4; i++) {
-        struct hs_sim_params q = *p;
-        q.chime = cfgs[i];
-        struct hs_sim_result r;
-        HS_TRY(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_OPENR1, HS_SIM_CHIME, &q, &r));
-        tps[i] = r.oom ? NAN : r.tokens_per_s;
-    }
-    out->capacity_x8 = tps[1] / tps[0];
-    out->bandwidth_x8 = tps[2] / tps[0];
-    out->both_x8 = tps[3] / tps[0];
+    HS_TRY(scaling_point(p, &base, &out->base));
+    HS_TRY(scaling_point(p, &cap, &out->capacity));
+    HS_TRY(scaling_point(p, &bw, &out->bandwidth));
+    HS_TRY(scaling_point(p, &both, &out->both));
+    const double b = throughput_of(&out->base);
+    out->capacity_x8 = throughput_of(&out->capacity) / b;
+    out->bandwidth_x8 = throughput_of(&out->bandwidth) / b;
+    out->both_x8 = throughput_of(&out->both) / b;
     return HS_OK;
+}
+
+void hs_sim_scaling_bounds(struct hs_sim_scaling_bounds *out)
+{
+    struct hs_pim_config chime, rpim;
+    hs_pim_config_preset("chime", &chime);
+    hs_pim_config_preset("rpim", &rpim);
+    const double paper_ratio = paper[HS_SIM_OPENR1][HS_SIM_GPT_175B][HS_SIM_CHIME] /
+                               paper[HS_SIM_OPENR1][HS_SIM_GPT_175B][HS_SIM_RPIM];
+    const double bw_ratio =
+        hs_pim_effective_bytes_per_s(&chime) / hs_pim_effective_bytes_per_s(&rpim);
+    /* F >= A_chime: the step is F, R-PIM's is ratio x F and bandwidth-bound, so A_chime =
+     * ratio / bw_ratio x F; A_chime > F: more than 1 */
+    out->full_attn_over_fc_min = fmin(1.0, paper_ratio / bw_ratio);
+    out->base_attn_over_fc_max = 1.0 / HS_SIM_PAPER_CAPACITY_X8;
+    out->base_bw_factor_min = out->full_attn_over_fc_min / out->base_attn_over_fc_max;
 }

@@ -14,7 +14,8 @@
  *     accelerator bandwidth utilisation during attention"), after the FC layers (one device);
  *   - attention elsewhere overlaps with the FC layers as CHIME's scheduler does: the batch is
  *     split into two halves that take turns, period max(F_A, T_B) + max(F_B, T_A), or run
- *     whole (F + T) when that is shorter (small batches: the weights are read once);
+ *     whole (F + T) when that is shorter (small batches: the weights are read once; --split,
+ *     enum hs_sim_split);
  *   - prefill of an admitted request on the GPUs (and its K/V over the link to the DIMMs);
  *   - the batch is whatever capacity allows: requests are admitted first come first served
  *     while the KV reserved for them fits (see reserve below); a request that could never fit
@@ -71,12 +72,28 @@ struct hs_sim_model_desc {
 };
 const struct hs_sim_model_desc *hs_sim_model_desc(enum hs_sim_model m);
 
+/* How a system whose attention runs beside the GPUs (HBM-PIM-EXT, CPU offload, R-PIM, CHIME)
+ * overlaps it with the FC layers. A split step runs the batch as two halves that take turns,
+ * period max(F_A, T_B) + max(F_B, T_A), each half's FC layers while the other's attention runs
+ * ("fills two sub-batches", CHIME's scheduler in HARDWARE.md); each half reads the weights
+ * again, so with a small, weight-bound batch the split costs about another F.
+ *   SHORTER (the default): a step runs whole (F + T) when that is shorter, as a scheduler that
+ *     predicts both times (CHIME's does, with a linear model) can choose;
+ *   ALWAYS: every step is split, attention hidden behind a second weight read. */
+enum hs_sim_split {
+    HS_SIM_SPLIT_SHORTER,
+    HS_SIM_SPLIT_ALWAYS,
+    HS_SIM_SPLIT_COUNT,
+};
+const char *hs_sim_split_str(enum hs_sim_split s);
+
 struct hs_sim_params {
-    double reserve;        /* share of the output's KV reserved at admission, [0, 1]; default 1 */
-    int32_t n_requests;    /* per run; default 1000 */
-    int32_t n_runs;        /* independent runs (samples of the lengths), pooled; default 4 */
-    uint64_t seed;         /* of the first run's request lengths (run i: seed + i); default 1 */
-    double hbm_pim_factor; /* HBM-PIM's bank-level bandwidth over the HBM's external; default 4 */
+    double reserve;          /* share of the output's KV reserved at admission, [0, 1]; default 1 */
+    int32_t n_requests;      /* per run; default 1000 */
+    int32_t n_runs;          /* independent runs (samples of the lengths), pooled; default 4 */
+    uint64_t seed;           /* of the first run's request lengths (run i: seed + i); default 1 */
+    double hbm_pim_factor;   /* HBM-PIM's bank-level bandwidth over the HBM's external; default 4 */
+    enum hs_sim_split split; /* default HS_SIM_SPLIT_SHORTER */
     /* DIMM configuration of R-PIM and CHIME (NULL: the rpim / chime presets) */
     const struct hs_pim_config *chime;
     const struct hs_pim_config *rpim;
@@ -89,7 +106,9 @@ struct hs_sim_result {
     double time_s;
     int64_t tokens;
     double mean_batch; /* decode sequences per step, averaged over steps (per replica) */
-    double attn_share; /* share of the step time with attention on the critical path */
+    double attn_share; /* share of the time that is attention not hidden behind the FC layers
+                        * (all of it when a step runs whole, the excess of each half's attention
+                        * over the other half's FC when split) */
     int64_t preemptions;
 };
 
@@ -124,12 +143,54 @@ struct hs_sim_cell {
  * HS_SIM_SYSTEM_COUNT of them) into cells. */
 hs_status hs_sim_table(const struct hs_sim_params *p, struct hs_sim_cell *cells);
 
-/* The scaling study (GPT-175B on OpenR1, CHIME): from one rankset of the chime preset
- * (16 ranks, 512 GiB), the throughput with 8x the capacity (rank_bytes), with 8x the bank
- * bandwidth (banks), and with both, each over the base's. */
-struct hs_sim_scaling {
-    double capacity_x8, bandwidth_x8, both_x8;
+/* The scaling study (GPT-175B on OpenR1, CHIME): from a base of 512 GiB of the chime preset's
+ * DIMMs, the throughput with 8x the capacity (rank_bytes), with 8x the bank bandwidth (banks,
+ * and the rank bus that carries their scores), and with both, each over the base's. The paper
+ * (HARDWARE.md) starts from "1 rankset of 512 GB": base_ranksets = 1, 16 ranks of 32 GiB, a
+ * quarter of Table I's 2 TB in both capacity and bandwidth. base_ranksets = n spreads the same
+ * 512 GiB over n ranksets (16n ranks of 32/n GiB): n times the bank bandwidth per byte, for the
+ * sensitivity of the study to the base (4: every bank of Table I over a quarter of its
+ * capacity). HS_E_INVAL when base_ranksets is not in [1, 64]. */
+#define HS_SIM_PAPER_CAPACITY_X8  2.28
+#define HS_SIM_PAPER_BANDWIDTH_X8 1.01
+#define HS_SIM_PAPER_BOTH_X8      8.23
+
+/* The base the study starts from by default: 512 GiB over Table I's 64 ranks, 4 ranksets of
+ * 8 GiB ranks, which is what Table I's organisation holds when built from the DRAMsim3 part it
+ * names (DDR4_8Gb_x8_3200: 65536 rows x 1024 columns x 8 bits x 16 banks = 1 GiB per chip, 8 GiB
+ * per rank of 8). The paper's own figures need a base with at least 2.25x a single rankset's
+ * bandwidth per byte (hs_sim_scaling_bounds); one rankset of 32 GiB ranks (HARDWARE.md's "1
+ * rankset of 512 GB") is printed beside it. */
+#define HS_SIM_SCALING_BASE_RANKSETS 4
+
+struct hs_sim_scaling_point {
+    double capacity_bytes; /* the DIMMs' */
+    double bytes_per_s;    /* their effective bank bandwidth (hs_pim_effective_bytes_per_s) */
+    struct hs_sim_result r;
 };
-hs_status hs_sim_scaling(const struct hs_sim_params *p, struct hs_sim_scaling *out);
+struct hs_sim_scaling {
+    struct hs_sim_scaling_point base, capacity, bandwidth, both;
+    double capacity_x8, bandwidth_x8, both_x8; /* throughput over the base's */
+};
+hs_status hs_sim_scaling(const struct hs_sim_params *p, int32_t base_ranksets,
+                         struct hs_sim_scaling *out);
+
+/* What the paper's own numbers say of its scaling base, whatever the model (README, "Simulated
+ * PIM"). With a step of max(F, A) (FC time F, attention time A = live KV over bandwidth; with
+ * a serial F + A the first bound rises far above 1 and the second to 0.56, which only
+ * strengthens the third), batches filled to capacity, and F flat in the batch (GPT-175B's FC
+ * layers are weight-bound below ~144 rows):
+ *   - Fig. 11's OpenR1 GPT-175B CHIME / R-PIM (2.95 / 0.39) is nearly the ratio of their
+ *     effective bandwidths (same DIMMs, same batch), so the 2 TB system is bandwidth-bound:
+ *     A / F >= full_attn_over_fc_min = (paper ratio) / (bandwidth ratio) there;
+ *   - capacity x8 alone giving g > 1 needs A / F <= base_attn_over_fc_max = 1 / g at the base
+ *     (8x the batch reads 8x the KV at the same bandwidth);
+ *   - a quarter of the 2 TB system in both has the same A / F as the whole, so the base needs at
+ *     least base_bw_factor_min = min / max times a quarter's bandwidth per byte of capacity.
+ * From the chime and rpim presets and the paper's figures. Thread: any. */
+struct hs_sim_scaling_bounds {
+    double full_attn_over_fc_min, base_attn_over_fc_max, base_bw_factor_min;
+};
+void hs_sim_scaling_bounds(struct hs_sim_scaling_bounds *out);
 
 #endif

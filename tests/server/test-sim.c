@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "backends/pim/pim-system.h"
 
@@ -117,14 +118,174 @@ Test(sim, reserving_the_final_length_is_what_reaches_the_paper, .timeout = 120)
     cr_assert_eq(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_OPENR1, HS_SIM_GPU, &bad, &r), HS_E_INVAL);
 }
 
-Test(sim, scaling_both_capacity_and_bandwidth_scales_throughput_about_8x, .timeout = 120)
+/* HARDWARE.md's "1 rankset of 512 GB": a quarter of Table I in both, as bandwidth-bound as the
+ * whole, so the single factors come out the other way round from the paper's. */
+Test(sim, scaling_from_one_rankset_is_bandwidth_bound, .timeout = 120)
 {
     struct hs_sim_params p = hs_sim_default_params();
     p.n_runs = 1;
     struct hs_sim_scaling s;
-    cr_assert_eq(hs_sim_scaling(&p, &s), HS_OK);
+    cr_assert_eq(hs_sim_scaling(&p, 1, &s), HS_OK);
     cr_assert(s.both_x8 > 7.0 && s.both_x8 < 9.0, "%.2f", s.both_x8);
     /* a single rankset is bandwidth-bound: capacity alone buys nothing, bandwidth some */
     cr_assert(fabs(s.capacity_x8 - 1.0) < 0.05, "%.2f", s.capacity_x8);
     cr_assert(s.bandwidth_x8 > 1.5, "%.2f", s.bandwidth_x8);
+    /* 8x the KV at the same bandwidth: attention decides; 8x the bandwidth hides more of it */
+    cr_assert_gt(s.capacity.r.attn_share, 0.9, "%.2f", s.capacity.r.attn_share);
+    cr_assert_lt(s.bandwidth.r.attn_share, s.base.r.attn_share, "%.2f", s.bandwidth.r.attn_share);
+    cr_assert_eq(hs_sim_scaling(&p, 0, &s), HS_E_INVAL);
+    cr_assert_eq(hs_sim_scaling(&p, 65, &s), HS_E_INVAL);
+}
+
+/* The base of the study: 512 GiB over n ranksets, n times one rankset's banks. By hand: one
+ * rankset is 16 ranks x 8 chips x 16 banks x 1.6 GB/s = 3.2768 TB/s peak, times the row
+ * (1024 / 1068) and refresh (1 - 560 / 12480) efficiencies = 3.0007 TB/s; four ranksets are
+ * Table I's 64 ranks, its whole bandwidth over a quarter of its capacity. 8x the capacity
+ * (rank_bytes) and 8x the banks scale exactly those. */
+Test(sim, scaling_base_spreads_512_gib_over_n_ranksets, .timeout = 120)
+{
+    struct hs_sim_params p = hs_sim_default_params();
+    p.n_runs = 1;
+    const double gib = 1073741824.0;
+    const double one = 16 * 8 * 16 * 1.6e9 * (1024.0 / 1068.0) * (1.0 - 560.0 / 12480.0);
+    struct hs_pim_config table1;
+    hs_pim_config_preset("chime", &table1);
+    double prev_cap = 0.0, prev_bw = INFINITY;
+    for (int32_t n = 1; n <= 4; n *= 2) {
+        struct hs_sim_scaling s;
+        cr_assert_eq(hs_sim_scaling(&p, n, &s), HS_OK);
+        cr_assert_float_eq(s.base.capacity_bytes, 512 * gib, 1.0, "%d: %g", n,
+                           s.base.capacity_bytes);
+        cr_assert_float_eq(s.base.bytes_per_s, n * one, 1e3, "%d: %g", n, s.base.bytes_per_s);
+        cr_assert_float_eq(s.capacity.capacity_bytes, 8 * 512 * gib, 8.0);
+        cr_assert_float_eq(s.capacity.bytes_per_s, n * one, 1e3);
+        cr_assert_float_eq(s.bandwidth.capacity_bytes, 512 * gib, 1.0);
+        cr_assert_float_eq(s.bandwidth.bytes_per_s, 8 * n * one, 1e4);
+        cr_assert_float_eq(s.both.capacity_bytes, 8 * 512 * gib, 8.0);
+        cr_assert_float_eq(s.both.bytes_per_s, 8 * n * one, 1e4);
+        /* the capacity-limited batch follows the capacity, not the bandwidth */
+        cr_assert_float_eq(s.bandwidth.r.mean_batch, s.base.r.mean_batch, 1e-9);
+        cr_assert_gt(s.capacity.r.mean_batch, 7.0 * s.base.r.mean_batch);
+        if (n == 4) {
+            cr_assert_float_eq(s.base.bytes_per_s, hs_pim_effective_bytes_per_s(&table1), 1e3);
+        }
+        /* more bandwidth per byte at the base: capacity pays more, bandwidth less */
+        cr_assert_gt(s.capacity_x8, prev_cap, "%d: %.2f", n, s.capacity_x8);
+        cr_assert_lt(s.bandwidth_x8, prev_bw, "%d: %.2f", n, s.bandwidth_x8);
+        prev_cap = s.capacity_x8;
+        prev_bw = s.bandwidth_x8;
+    }
+}
+
+/* The paper's figures against each other, by hand: CHIME / R-PIM on OpenR1 GPT-175B is
+ * 2.95 / 0.39 = 7.5641; the effective bandwidths' ratio is (8192 x 1.6 GB/s x 1024 / 1068) /
+ * (64 x 25.6 GB/s) = 8 x 0.958801 = 7.67041 (refresh cancels), so attention takes at least
+ * 0.98614 of the FC time at 2 TB; capacity x8 alone at 2.28x allows at most 1 / 2.28 = 0.438596
+ * at the base; the base needs 0.98614 / 0.438596 = 2.2484x a rankset's bandwidth per byte. */
+Test(sim, scaling_bounds_from_the_papers_figures_by_hand)
+{
+    struct hs_sim_scaling_bounds b;
+    hs_sim_scaling_bounds(&b);
+    const double full = (2.95 / 0.39) / (8.0 * 1024.0 / 1068.0);
+    cr_assert_float_eq(full, 0.98614, 1e-5);
+    cr_assert_float_eq(b.full_attn_over_fc_min, full, 1e-9, "%.6f", b.full_attn_over_fc_min);
+    cr_assert_float_eq(b.base_attn_over_fc_max, 1.0 / 2.28, 1e-12);
+    cr_assert_float_eq(b.base_bw_factor_min, full * 2.28, 1e-9, "%.6f", b.base_bw_factor_min);
+    cr_assert_float_eq(b.base_bw_factor_min, 2.2484, 1e-4);
+}
+
+/* The default base, 512 GiB over Table I's 64 ranks: capacity x8 alone and both x8 within the
+ * aim of the paper's 2.28x and 8.23x; bandwidth x8 alone stays off (README: with a small,
+ * weight-bound batch our scheduler runs a step whole, so the base's attention is exposed and
+ * more bandwidth removes it). Splitting every step hides it and brings all three within the
+ * aim, at the cost of the table (next test). */
+Test(sim, scaling_from_512_gib_over_64_ranks, .timeout = 120)
+{
+    struct hs_sim_params p = hs_sim_default_params();
+    p.n_runs = 1;
+    struct hs_sim_scaling s;
+    cr_assert_eq(hs_sim_scaling(&p, HS_SIM_SCALING_BASE_RANKSETS, &s), HS_OK);
+    cr_assert(fabs(s.capacity_x8 / HS_SIM_PAPER_CAPACITY_X8 - 1.0) <= 0.15, "%.2f", s.capacity_x8);
+    cr_assert(fabs(s.both_x8 / HS_SIM_PAPER_BOTH_X8 - 1.0) <= 0.15, "%.2f", s.both_x8);
+    cr_assert_gt(s.bandwidth_x8, 1.15 * HS_SIM_PAPER_BANDWIDTH_X8, "%.2f", s.bandwidth_x8);
+    cr_assert_gt(s.base.r.attn_share, 0.2, "%.2f", s.base.r.attn_share);
+
+    p.split = HS_SIM_SPLIT_ALWAYS;
+    cr_assert_eq(hs_sim_scaling(&p, HS_SIM_SCALING_BASE_RANKSETS, &s), HS_OK);
+    cr_assert(fabs(s.capacity_x8 / HS_SIM_PAPER_CAPACITY_X8 - 1.0) <= 0.15, "%.2f", s.capacity_x8);
+    cr_assert(fabs(s.bandwidth_x8 / HS_SIM_PAPER_BANDWIDTH_X8 - 1.0) <= 0.15, "%.2f",
+              s.bandwidth_x8);
+    cr_assert(fabs(s.both_x8 / HS_SIM_PAPER_BOTH_X8 - 1.0) <= 0.15, "%.2f", s.both_x8);
+    cr_assert_lt(s.base.r.attn_share, 0.01, "%.2f", s.base.r.attn_share);
+}
+
+/* Splitting every step never makes a step shorter than choosing the shorter of whole and split;
+ * it is the same for the GPU (attention after the FC layers, no split) and costs HBM-PIM-EXT
+ * (fast attention beside the GPUs) a second weight read on most steps. */
+Test(sim, splitting_every_step_is_never_faster, .timeout = 120)
+{
+    struct hs_sim_params shorter = hs_sim_default_params(), always;
+    shorter.n_runs = 1;
+    always = shorter;
+    always.split = HS_SIM_SPLIT_ALWAYS;
+    static const enum hs_sim_system systems[] = {HS_SIM_GPU, HS_SIM_HBM_PIM_EXT, HS_SIM_RPIM,
+                                                 HS_SIM_CHIME};
+    for (size_t i = 0; i < sizeof(systems) / sizeof(systems[0]); i++) {
+        struct hs_sim_result a, b;
+        cr_assert_eq(hs_sim_run(HS_SIM_QWEN_72B, HS_SIM_DOLPHIN_SHORT, systems[i], &shorter, &a),
+                     HS_OK);
+        cr_assert_eq(hs_sim_run(HS_SIM_QWEN_72B, HS_SIM_DOLPHIN_SHORT, systems[i], &always, &b),
+                     HS_OK);
+        cr_assert_eq(a.tokens, b.tokens);
+        cr_assert_float_eq(a.mean_batch, b.mean_batch, 1e-9); /* admission does not change */
+        cr_assert_leq(b.tokens_per_s, a.tokens_per_s * (1 + 1e-12), "%s",
+                      hs_sim_system_str(systems[i]));
+        if (systems[i] == HS_SIM_GPU) {
+            cr_assert_float_eq(b.tokens_per_s, a.tokens_per_s, 1e-9 * a.tokens_per_s);
+        }
+        if (systems[i] == HS_SIM_HBM_PIM_EXT) {
+            cr_assert_lt(b.tokens_per_s, 0.8 * a.tokens_per_s, "%.1f vs %.1f", b.tokens_per_s,
+                         a.tokens_per_s);
+        }
+    }
+    always.split = HS_SIM_SPLIT_COUNT;
+    struct hs_sim_result r;
+    cr_assert_eq(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_OPENR1, HS_SIM_CHIME, &always, &r), HS_E_INVAL);
+}
+
+/* --split: a bad value is one clear error (exit 2), a good one changes the table. */
+Test(sim, split_option_is_checked_and_used, .timeout = 120)
+{
+    char cmd[1024], out[4096];
+    snprintf(cmd, sizeof(cmd), "%s/api/hetserve sim chime --split sideways 2>&1",
+             getenv("HS_BUILD_DIR"));
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    const size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    const int st = pclose(f);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%d: %s", st, out);
+    cr_assert_not_null(strstr(out, "--split must be shorter or always"), "%s", out);
+
+    snprintf(cmd, sizeof(cmd), "%s/api/hetserve sim chime --split always --runs 1 --json",
+             getenv("HS_BUILD_DIR"));
+    f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    char line[1024];
+    int lines = 0;
+    double ext = NAN;
+    while (fgets(line, sizeof(line), f)) {
+        lines++;
+        if (strstr(line, "\"OpenR1\"") && strstr(line, "\"GPT-175B\"") &&
+            strstr(line, "\"HBM-PIM-EXT\"")) {
+            json_t *o = json_loads(line, 0, NULL);
+            cr_assert_not_null(o);
+            ext = json_number_value(json_object_get(o, "ours"));
+            json_decref(o);
+        }
+    }
+    cr_assert_eq(pclose(f), 0);
+    cr_assert_eq(lines, HS_SIM_TRACE_COUNT * HS_SIM_MODEL_COUNT * HS_SIM_SYSTEM_COUNT);
+    /* a second weight read on every step: well below the default's ~1.08 */
+    cr_assert_lt(ext, 0.8, "%.2f", ext);
 }
