@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backends/backend.h"
 #include "common/log.h"
@@ -31,6 +32,7 @@ struct hs__api_vision {
     struct cache_entry cache[CACHE_SLOTS];
     uint64_t tick;
     atomic_uint_fast64_t n_encoded, n_hits;
+    atomic_uint_fast64_t encode_ns; /* preprocessing and encoding, summed */
 };
 
 hs_status hs__api_vision_create(const char *path, int32_t lm_n_embd, int32_t n_threads,
@@ -71,6 +73,7 @@ hs_status hs__api_vision_create(const char *path, int32_t lm_n_embd, int32_t n_t
     av->n_embd = lm_n_embd;
     atomic_init(&av->n_encoded, 0);
     atomic_init(&av->n_hits, 0);
+    atomic_init(&av->encode_ns, 0);
     *out = av;
     return HS_OK;
 }
@@ -89,10 +92,21 @@ void hs__api_vision_destroy(struct hs__api_vision *av)
     free(av);
 }
 
-void hs__api_vision_counts(struct hs__api_vision *av, uint64_t *n_encoded, uint64_t *n_hits)
+void hs__api_vision_get_stats(struct hs__api_vision *av, struct hs__api_vision_stats *out)
 {
-    *n_encoded = av ? atomic_load_explicit(&av->n_encoded, memory_order_relaxed) : 0;
-    *n_hits = av ? atomic_load_explicit(&av->n_hits, memory_order_relaxed) : 0;
+    memset(out, 0, sizeof(*out));
+    if (av) {
+        out->n_encoded = atomic_load_explicit(&av->n_encoded, memory_order_relaxed);
+        out->n_hits = atomic_load_explicit(&av->n_hits, memory_order_relaxed);
+        out->encode_s = (double)atomic_load_explicit(&av->encode_ns, memory_order_relaxed) * 1e-9;
+    }
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
 }
 
 /* FNV-1a over the size and pixels, then a final mix: the cache key and the seed of the
@@ -166,6 +180,7 @@ hs_status hs__api_vision_image(struct hs__api_vision *av, const char *url, size_
             return HS_OK;
         }
     }
+    const uint64_t t0 = now_ns();
     struct hs_vision_input in;
     st = hs_vision_preprocess(av->v, &img, &in, &e);
     hs_image_finish(&img);
@@ -187,6 +202,7 @@ hs_status hs__api_vision_image(struct hs__api_vision *av, const char *url, size_
         return api_fail(err, 503, param, "the image could not be encoded (out of memory)");
     }
     atomic_fetch_add_explicit(&av->n_encoded, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&av->encode_ns, now_ns() - t0, memory_order_relaxed);
     /* the least recently used slot takes a copy */
     int victim = 0;
     for (int i = 1; i < CACHE_SLOTS; i++) {

@@ -27,8 +27,15 @@ hs_status hs__api_vision_image(struct hs__api_vision *av, const char *url, size_
                                const char *param, struct hs__api_image *out,
                                struct hs__api_err *err);
 
-/* Encodes and cache hits so far. Thread: any. */
-void hs__api_vision_counts(struct hs__api_vision *av, uint64_t *n_encoded, uint64_t *n_hits);
+/* Images encoded and answered from the cache so far, and the time spent preprocessing and
+ * encoding them (for /metrics). */
+struct hs__api_vision_stats {
+    uint64_t n_encoded, n_hits;
+    double encode_s;
+};
+
+/* Thread: any. av NULL: zeros. */
+void hs__api_vision_get_stats(struct hs__api_vision *av, struct hs__api_vision_stats *out);
 
 #endif
 

@@ -186,14 +186,14 @@ Test(vision_api, screenshot_request_is_served_and_cached, .init = start, .fini =
     /* the image's 50 placeholders plus the vision markers' tokens */
     cr_assert_geq(prompt_tokens(a) - prompt_tokens(b), 50);
     cr_assert_str_neq(content(a), content(b));
-    uint64_t n_enc, n_hits;
-    hs__api_vision_counts(g.srv->vision, &n_enc, &n_hits);
-    cr_assert(n_enc == 1 && n_hits == 0);
+    struct hs__api_vision_stats vs;
+    hs__api_vision_get_stats(g.srv->vision, &vs);
+    cr_assert(vs.n_encoded == 1 && vs.n_hits == 0 && vs.encode_s > 0.0);
     cr_assert_eq(post(with, &c), 200);
     cr_assert_str_eq(content(a), content(c));
-    hs__api_vision_counts(g.srv->vision, &n_enc, &n_hits);
-    cr_assert(n_enc == 1 && n_hits == 1, "encoded %llu, hits %llu", (unsigned long long)n_enc,
-              (unsigned long long)n_hits);
+    hs__api_vision_get_stats(g.srv->vision, &vs);
+    cr_assert(vs.n_encoded == 1 && vs.n_hits == 1, "encoded %llu, hits %llu",
+              (unsigned long long)vs.n_encoded, (unsigned long long)vs.n_hits);
     json_decref(a);
     json_decref(b);
     json_decref(c);
