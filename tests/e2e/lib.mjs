@@ -1,5 +1,6 @@
 // Shared by the end-to-end tests: the openai and ajv packages, `hetserve serve` on a free port,
 // named checks with a TAP-like report, and PNG data URLs written here (no image library).
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -127,4 +128,26 @@ export function metricValue(page, name) {
     }
   }
   return seen ? sum : undefined;
+}
+
+// A GUI agent's action as a JSON Schema: one of actions at (x, y) on a w x h screen, maybe with
+// text of up to maxText characters.
+export const actionSchema = (actions, w, h, maxText) => ({
+  type: 'object',
+  properties: {
+    action: { enum: actions },
+    x: { type: 'integer', minimum: 0, maximum: w },
+    y: { type: 'integer', minimum: 0, maximum: h },
+    text: { type: 'string', maxLength: maxText },
+  },
+  required: ['action', 'x', 'y'],
+  additionalProperties: false,
+});
+
+// Parses json and asserts it is valid by the compiled ajv schema v; returns the value.
+export function parseValid(ajv, v, json) {
+  let o;
+  assert.doesNotThrow(() => { o = JSON.parse(json); }, `not JSON: ${json}`);
+  assert.ok(v(o), `${json}: ${ajv.errorsText(v.errors)}`);
+  return o;
 }

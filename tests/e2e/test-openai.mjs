@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 
-import { checker, loadClient, startServer as serve, stopServer } from './lib.mjs';
+import { actionSchema, checker, loadClient, parseValid, startServer as serve,
+         stopServer } from './lib.mjs';
 
 const { OpenAI, Ajv } = loadClient();
 const [bin, model, ...structuredModels] = process.argv.slice(2);
@@ -166,24 +167,9 @@ async function structuredSuite(m) {
                               timeout: 120000 });
   const ajv = new Ajv({ strict: false, allErrors: true });
   const msgs = [{ role: 'user', content: 'Tap, swipe or type?' }];
-  const act = {
-    type: 'object',
-    properties: {
-      action: { enum: ['tap', 'swipe', 'type'] },
-      x: { type: 'integer', minimum: 0, maximum: 1000 },
-      y: { type: 'integer', minimum: 0, maximum: 1000 },
-      text: { type: 'string', maxLength: 12 },
-    },
-    required: ['action', 'x', 'y'],
-    additionalProperties: false,
-  };
+  const act = actionSchema(['tap', 'swipe', 'type'], 1000, 1000, 12);
   const validAct = ajv.compile(act);
-  const valid = (v, json) => {
-    let o;
-    assert.doesNotThrow(() => { o = JSON.parse(json); }, `not JSON: ${json}`);
-    assert.ok(v(o), `${json}: ${ajv.errorsText(v.errors)}`);
-    return o;
-  };
+  const valid = (v, json) => parseValid(ajv, v, json);
   // Streamed choices: text and tool calls per index, from the deltas.
   const collect = async (stream) => {
     const out = [];

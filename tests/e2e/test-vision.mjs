@@ -11,8 +11,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { checker, dataUrl, loadClient, metricValue, png, screenshot, startServer,
-         stopServer } from './lib.mjs';
+import { actionSchema, checker, dataUrl, loadClient, metricValue, parseValid, png, screenshot,
+         startServer, stopServer } from './lib.mjs';
 
 const { OpenAI, Ajv } = loadClient();
 const [bin] = process.argv.slice(2);
@@ -45,24 +45,9 @@ const metric = async (name) => metricValue(await (await fetch(`${base}/metrics`)
                                            `hetserve:${name}`);
 
 const ajv = new Ajv({ strict: false, allErrors: true });
-const action = {
-  type: 'object',
-  properties: {
-    action: { enum: ['tap', 'swipe', 'type', 'back', 'done'] },
-    x: { type: 'integer', minimum: 0, maximum: 1080 },
-    y: { type: 'integer', minimum: 0, maximum: 2400 },
-    text: { type: 'string', maxLength: 16 },
-  },
-  required: ['action', 'x', 'y'],
-  additionalProperties: false,
-};
+const action = actionSchema(['tap', 'swipe', 'type', 'back', 'done'], 1080, 2400, 16);
 const validAction = ajv.compile(action);
-const validate = (json) => {
-  let o;
-  assert.doesNotThrow(() => { o = JSON.parse(json); }, `not JSON: ${json}`);
-  assert.ok(validAction(o), `${json}: ${ajv.errorsText(validAction.errors)}`);
-  return o;
-};
+const validate = (json) => parseValid(ajv, validAction, json);
 
 // A phone screenshot's aspect (1080x2400, 9:20) at a third of its side: 13 x 29 merged patches
 // once resized to multiples of 28 pixels, so 377 image tokens.
