@@ -10,8 +10,10 @@
 
 #include "backends/backend.h"
 #include "common/log.h"
+#include "common/trace.h"
 #include "model/vision/vision.h"
 #include "model/vocab.h"
+#include "server/engine.h"
 
 /* Encoded images kept for reuse: an agent resends the same screenshot in each turn. */
 #define CACHE_SLOTS 8
@@ -40,6 +42,7 @@ struct hs__api_vision_task {
 struct hs__api_vision {
     struct hs_vision *v;
     struct hs_backend *be; /* the encoder's: its thread alone drives it */
+    struct hs_trace *trace; /* the engine's (borrowed), NULL: none */
     bool allow_urls;
     int32_t n_embd;
     atomic_uint_fast64_t n_encoded, n_hits;
@@ -58,8 +61,8 @@ struct hs__api_vision {
 static void *encoder_main(void *arg);
 
 hs_status hs__api_vision_create(const char *path, int32_t lm_n_embd, int32_t n_threads,
-                                bool allow_urls, struct hs__api_vision **out,
-                                struct hs_error *err)
+                                bool allow_urls, struct hs_trace *trace,
+                                struct hs__api_vision **out, struct hs_error *err)
 {
     *out = NULL;
     struct hs__api_vision *av = calloc(1, sizeof(*av));
@@ -94,6 +97,8 @@ hs_status hs__api_vision_create(const char *path, int32_t lm_n_embd, int32_t n_t
     pthread_cond_init(&av->cv, NULL);
     av->allow_urls = allow_urls;
     av->n_embd = lm_n_embd;
+    av->trace = trace;
+    hs_trace_name_thread(trace, 1, HS_ENGINE_TRACE_TID_VISION, "vision encoder thread (cpu)");
     atomic_init(&av->n_encoded, 0);
     atomic_init(&av->n_hits, 0);
     atomic_init(&av->encode_ns, 0);
@@ -296,6 +301,7 @@ static hs_status encode_one(struct hs__api_vision *av, struct hs__api_req *r, in
         return st == HS_OK ? HS_OK : api_fail(err, 503, param, "out of memory");
     }
     const uint64_t t0 = now_ns();
+    const double t0_us = hs_trace_now_us(av->trace);
     struct hs_error e;
     struct hs_vision_input in;
     st = hs_vision_preprocess(av->v, im->img, &in, &e);
@@ -313,6 +319,12 @@ static hs_status encode_one(struct hs__api_vision *av, struct hs__api_req *r, in
     }
     atomic_fetch_add_explicit(&av->n_encoded, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&av->encode_ns, now_ns() - t0, memory_order_relaxed);
+    const struct hs_trace_arg args[] = {
+        HS_TRACE_INT("req", (int64_t)r->er.id), HS_TRACE_INT("image", k),
+        HS_TRACE_INT("width", im->img->nx),     HS_TRACE_INT("height", im->img->ny),
+        HS_TRACE_INT("tokens", im->gx * im->gy)};
+    hs_trace_complete(av->trace, 1, HS_ENGINE_TRACE_TID_VISION, "encode", "vision", t0_us,
+                      hs_trace_now_us(av->trace) - t0_us, args, HS_ARRAY_LEN(args));
     im->rows = rows;
     hs_image_finish(im->img);
     free(im->img);

@@ -12,12 +12,14 @@
 
 struct hs__api_vision;
 
-/* Loads the projector at path for a language model of width lm_n_embd. Errors: the projector's
+/* Loads the projector at path for a language model of width lm_n_embd and starts the encoder's
+ * thread; each encode becomes an event on trace (borrowed; NULL: none). Errors: the projector's
  * (HS_E_IO, HS_E_FORMAT, HS_E_NOTSUP), HS_E_INVAL when its output width is not lm_n_embd.
  * Returns new (free with hs__api_vision_destroy). */
+struct hs_trace;
 hs_status hs__api_vision_create(const char *path, int32_t lm_n_embd, int32_t n_threads,
-                                bool allow_urls, struct hs__api_vision **out,
-                                struct hs_error *err);
+                                bool allow_urls, struct hs_trace *trace,
+                                struct hs__api_vision **out, struct hs_error *err);
 void hs__api_vision_destroy(struct hs__api_vision *av);
 
 /* Decodes the image at url into out: its hash and grid, and its rows when the cache has them,

@@ -23,6 +23,7 @@
 
 static struct {
     int32_t http_threads; /* 0: the default */
+    char trace[128];      /* the engine's --trace, "": none */
     char lpath[128], ppath[128];
     struct hs_model *model;
     struct hs_engine *eng;
@@ -52,6 +53,7 @@ static void start(void)
     ep.n_ctx = 1024;
     ep.n_parallel = 4;
     ep.n_threads = 1;
+    ep.trace_path = g.trace[0] ? g.trace : NULL;
     cr_assert_eq(hs_engine_create(g.model, &ep, &g.eng, &err), HS_OK, "%s", err.message);
     struct hs_api_params ap = hs_api_default_params();
     ap.port = 0;
@@ -338,4 +340,55 @@ Test(vision_api, a_client_leaving_during_encoding, .init = start_one_http_thread
     free(u1);
     free(u2);
     free(u3);
+}
+
+static void start_traced(void)
+{
+    snprintf(g.trace, sizeof(g.trace), "/tmp/hs-test-vapi-trace-%d.json", (int)getpid());
+    start();
+}
+
+/* Each encode is an event of the engine's --trace, on the encoder thread's own track. */
+Test(vision_api, encodes_are_in_the_trace, .init = start_traced)
+{
+    char *url = png_url(280, 140, 7); /* 10 x 5 merged patches */
+    char *body = agent_body(url);
+    json_t *j;
+    cr_assert_eq(post(body, &j), 200);
+    cr_assert_eq(post(body, &j), 200); /* a cache hit: no second event */
+    json_decref(j);
+    char trace[128];
+    snprintf(trace, sizeof(trace), "%s", g.trace);
+    stop(); /* the engine closes the trace */
+    json_error_t e;
+    json_t *ev = json_load_file(trace, 0, &e);
+    unlink(trace);
+    cr_assert_not_null(ev, "%s", e.text);
+    int n_encode = 0, n_named = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(ev, i, x)
+    {
+        const char *name = json_string_value(json_object_get(x, "name"));
+        const json_t *args = json_object_get(x, "args");
+        const json_int_t tid = json_integer_value(json_object_get(x, "tid"));
+        if (name && !strcmp(name, "encode")) {
+            n_encode++;
+            cr_assert_eq(tid, HS_ENGINE_TRACE_TID_VISION);
+            cr_assert_str_eq(json_string_value(json_object_get(x, "cat")), "vision");
+            cr_assert_eq(json_integer_value(json_object_get(args, "tokens")), 50);
+            cr_assert_eq(json_integer_value(json_object_get(args, "width")), 280);
+            cr_assert(json_real_value(json_object_get(x, "dur")) > 0.0);
+        }
+        const char *tn = json_string_value(json_object_get(args, "name"));
+        if (name && !strcmp(name, "thread_name") && tid == HS_ENGINE_TRACE_TID_VISION && tn &&
+            strstr(tn, "vision encoder")) {
+            n_named++;
+        }
+    }
+    cr_assert_eq(n_encode, 1);
+    cr_assert_eq(n_named, 1);
+    json_decref(ev);
+    free(body);
+    free(url);
 }
