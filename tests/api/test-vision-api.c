@@ -355,6 +355,7 @@ Test(vision_api, encodes_are_in_the_trace, .init = start_traced)
     char *body = agent_body(url);
     json_t *j;
     cr_assert_eq(post(body, &j), 200);
+    json_decref(j);
     cr_assert_eq(post(body, &j), 200); /* a cache hit: no second event */
     json_decref(j);
     char trace[128];
