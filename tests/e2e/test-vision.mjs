@@ -35,6 +35,11 @@ for (const args of [
   }
 }
 
+// 20 Mpx of one colour: a small file (a decompression bomb's shape), over the 16 Mpx bound.
+// Made before the server starts: seconds of synchronous work here, mid-test, would leave the
+// client's idle keep-alive sockets unserviced past the server's 5 s keep-alive timeout.
+const flat = png(4000, 5000, () => [255, 255, 255]);
+
 const { check, summary } = checker();
 const srv = await startServer(bin, ['-m', lm, '--mmproj', proj, '--ctx', '2048', '-t', '1',
                                     '--parallel', '8']);
@@ -140,8 +145,6 @@ await check('a broken image is a 400', async () => {
 });
 
 await check('a huge image is a 400 before its pixels are decoded', async () => {
-  // 20 Mpx of one colour: a small file (a decompression bomb's shape), over the 16 Mpx bound
-  const flat = png(4000, 5000, () => [255, 255, 255]);
   assert.ok(flat.length < 1 << 20, `${flat.length} bytes`);
   await bad(dataUrl('image/png', flat), /20000000 pixels, more than the limit/);
   await bad(dataUrl('image/png', png(9000, 4, () => [0, 0, 0])), /limit/);
@@ -182,7 +185,8 @@ await check('16 concurrent image requests do not change text-only answers', asyn
   const encoded0 = await metric('images_encoded_total');
   // 16 screenshots never seen before (each encoded), smaller ones so the test stays short
   let inFlight = true;
-  const images = Promise.all(Array.from({ length: 16 }, (_, i) =>
+  // allSettled: a failed image request is reported below, not an unhandled rejection meanwhile
+  const images = Promise.allSettled(Array.from({ length: 16 }, (_, i) =>
     client.chat.completions.create(agent(dataUrl('image/png', screenshot(270, 600, 100 + i)),
                                          `Task ${i}: open the camera.`)))).finally(() => {
     inFlight = false;
@@ -195,7 +199,9 @@ await check('16 concurrent image requests do not change text-only answers', asyn
     if (inFlight) overlapped++;
   } while (inFlight);
   const answers = await images;
-  for (const r of answers) {
+  for (const a of answers) {
+    assert.equal(a.status, 'fulfilled', String(a.reason));
+    const r = a.value;
     assert.equal(r.choices[0].finish_reason, 'stop');
     validate(r.choices[0].message.content);
   }
