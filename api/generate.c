@@ -1,9 +1,10 @@
 /* api/generate.c: completion jobs. A job submits one engine request per prompt and turns their
  * events into OpenAI JSON: server-sent events for streams, one body otherwise. It never blocks
  * an HTTP thread: with nothing to send it suspends its connection, and the engine's notify
- * resumes it. Output is written as JSON text as it arrives (no tree of objects per token), so a
- * non-streamed answer costs about its own size, and the per-request cap on output items
- * (request.c) bounds that. */
+ * resumes it (so does the encoder's, for a chat request whose images it had to encode first).
+ * Output is written as JSON text as it arrives (no tree of objects per token), so a non-streamed
+ * answer costs about its own size, and the per-request cap on output items (request.c) bounds
+ * that. */
 #include "api/server-impl.h"
 
 #include <math.h>
@@ -13,6 +14,7 @@
 #include <time.h>
 
 #include "api/reasoning.h"
+#include "api/vision.h"
 #include "model/vocab.h"
 #include "server/engine.h"
 
@@ -87,6 +89,10 @@ struct hs__job {
     bool suspended, pending;
     atomic_bool gone; /* the client hung up */
 
+    /* A request whose images the encoder's thread is encoding (api/vision.h): it owns the
+     * parsed request until hs__generate_resume takes it back; NULL: none. */
+    struct hs__api_vision_task *vtask;
+
     /* The key's tokens-per-minute charge (admit.c), settled with the usage in hs__job_free. */
     int32_t tenant;
     int64_t tok_charged;  /* 0: nothing charged */
@@ -141,15 +147,20 @@ void hs__job_wake(struct hs__job *j)
     pthread_mutex_unlock(&j->mu);
 }
 
+static void job_cancel(struct hs__job *j)
+{
+    for (int32_t i = 0; i < j->n_h; i++) {
+        hs_engine_cancel(j->h[i]);
+    }
+}
+
 void hs__job_client_gone(struct hs__job *j)
 {
     if (atomic_exchange(&j->gone, true)) {
         return;
     }
     HS_LOG_INFO("req=%llu client disconnected; canceling", (unsigned long long)j->id);
-    for (int32_t i = 0; i < j->n_h; i++) {
-        hs_engine_cancel(j->h[i]);
-    }
+    job_cancel(j);
     hs__job_wake(j);
 }
 
@@ -158,6 +169,7 @@ void hs__job_free(struct hs__job *j)
     if (!j) {
         return;
     }
+    hs__api_vision_task_abandon(j->vtask); /* no notify after this either */
     for (int32_t i = 0; i < j->n_h; i++) {
         hs_engine_release(j->h[i]); /* cancels what has not finished; no notify after this */
     }
@@ -873,6 +885,15 @@ static enum MHD_Result respond(struct hs_api_server *s, struct MHD_Connection *c
     return hs__send_text(s, c, rq, 200, "application/json", b.p, b.len, NULL, NULL);
 }
 
+static enum MHD_Result engine_start(struct hs_api_server *s, struct MHD_Connection *c,
+                                    struct hs__req *rq, struct hs__job *j, struct hs__api_req *req);
+
+static void req_drop(struct hs__api_req *req)
+{
+    hs__api_req_free(req);
+    free(req);
+}
+
 enum MHD_Result hs__generate_resume(struct hs_api_server *s, struct MHD_Connection *c,
                                     struct hs__req *rq)
 {
@@ -883,6 +904,25 @@ enum MHD_Result hs__generate_resume(struct hs_api_server *s, struct MHD_Connecti
             return MHD_NO;
         }
         job_clear_pending(j);
+        if (j->vtask) {
+            struct hs__api_req *req;
+            struct hs__api_err perr;
+            hs_status st;
+            if (!hs__api_vision_task_take(j->vtask, &req, &st, &perr)) {
+                if (job_wait(j)) {
+                    return MHD_YES; /* the encoder's notify resumes us */
+                }
+                continue;
+            }
+            j->vtask = NULL;
+            if (st != HS_OK) {
+                req_drop(req);
+                j->tok_prompt = 0;
+                return hs__send_error_ex(s, c, rq, perr.http, perr.param, NULL, NULL, NULL,
+                                         perr.message);
+            }
+            return engine_start(s, c, rq, j, req);
+        }
         pump(j);
         if (j->n_done == j->n_h) {
             return respond(s, c, rq, j);
@@ -911,87 +951,21 @@ static void token_estimate(const struct hs_api_server *s, const struct hs__api_r
     }
 }
 
-enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connection *c,
-                                   struct hs__req *rq, enum hs__api_kind kind)
+/* Submits req's prompts (their images encoded) to the engine and starts the answer; req is
+ * freed here. */
+static enum MHD_Result engine_start(struct hs_api_server *s, struct MHD_Connection *c,
+                                    struct hs__req *rq, struct hs__job *j, struct hs__api_req *req)
 {
-    struct hs__api_req req;
-    struct hs__api_err perr = {0};
-    hs_status st =
-        hs__api_parse(&s->pctx, kind, rq->body.p ? rq->body.p : "", rq->body.len, &req, &perr);
-    if (st != HS_OK) {
-        hs__api_req_free(&req);
-        return hs__send_error_ex(s, c, rq, perr.http ? perr.http : 400, perr.param, perr.code, NULL,
-                                 NULL, perr.message);
-    }
-    int64_t tok_prompt = 0, tok_need = 0;
-    if (rq->tenant > 0 && s->keys.limited) {
-        token_estimate(s, &req, &tok_prompt, &tok_need);
-        struct hs__rl_refusal why;
-        if (!hs__keyring_charge(&s->keys, rq->tenant, 0, tok_need, hs__now_ms(), &why)) {
-            hs__api_req_free(&req);
-            return hs__rl_refuse(s, c, rq, &why);
-        }
-    }
-    struct hs__job *j = calloc(1, sizeof(*j));
-    if (!j || !(j->ch = calloc((size_t)(req.n_prompts * req.er.n), sizeof(*j->ch)))) {
-        free(j);
-        hs__api_req_free(&req);
-        hs__keyring_settle(&s->keys, rq->tenant, tok_need, 0, hs__now_ms());
-        return hs__send_error(s, c, rq, 503, NULL, "out of memory");
-    }
-    pthread_mutex_init(&j->mu, NULL);
-    j->s = s;
-    j->tenant = rq->tenant;
-    j->tok_charged = tok_need; /* from here hs__job_free settles it */
-    j->tok_prompt = tok_prompt;
-    j->c = c;
-    j->id = rq->id;
-    j->kind = kind;
-    j->stream = req.stream;
-    j->include_usage = req.include_usage;
-    j->tools = req.tools;
-    j->rs = req.reasoning;
-    for (int32_t i = 0; i < req.n_prompts * req.er.n; i++) {
-        struct choice *ch = &j->ch[i];
-        ch->job = j;
-        ch->idx = i;
-        ch->tp_on = kind == HS__API_CHAT && req.tools.parse;
-        ch->rp_on = kind == HS__API_CHAT && req.reasoning.split;
-        ch->think = req.reasoning.in_block ? 1 : 0;
-        if (ch->rp_on) {
-            hs__reasoning_split_init(&ch->rp, req.reasoning.open, req.reasoning.close,
-                                     req.reasoning.in_block);
-        }
-        if (ch->tp_on) {
-            hs__tool_parser_init(&ch->tp, req.tools.format, req.tools.parallel,
-                                 rq->id * 0x9E3779B97F4A7C15u + (uint64_t)i + (uint64_t)time(NULL));
-        }
-    }
-    j->want_lp = req.want_logprobs;
-    j->n = req.er.n;
-    j->n_ret = req.n_return;
-    j->created = (int64_t)time(NULL);
-    snprintf(j->cid, sizeof(j->cid), "%s-%llx%06llu", kind == HS__API_CHAT ? "chatcmpl" : "cmpl",
-             (unsigned long long)s->created, (unsigned long long)rq->id);
-    req.er.id = rq->id;
-    req.er.notify = job_notify;
-    req.er.notify_user = j;
-    req.er.cache_salt = hs__tenant_salt(s, rq->tenant, req.cache_salt, req.n_cache_salt);
-    /* who asks, for the output length history: the API key's tenant and the `user` field */
-    req.er.client = hs__tenant_salt(s, rq->tenant, req.user[0] ? req.user : NULL, strlen(req.user));
-    HS_LOG_INFO("req=%llu %s: %d prompt(s), first %d tokens, n %d, max_tokens %d%s%s%s",
-                (unsigned long long)rq->id, kind == HS__API_CHAT ? "chat" : "completion",
-                req.n_prompts, req.prompts[0].n, req.er.n, req.er.max_tokens,
-                req.stream ? ", stream" : "", req.user[0] ? ", user " : "", req.user);
-    for (int32_t i = 0; i < req.n_prompts; i++) {
+    for (int32_t i = 0; i < req->n_prompts; i++) {
         struct hs_error err = {0};
-        req.er.prompt = req.prompts[i].ids;
-        req.er.n_prompt = req.prompts[i].n;
-        st = hs_engine_submit(s->eng, &req.er, &j->h[i], &err);
+        req->er.prompt = req->prompts[i].ids;
+        req->er.n_prompt = req->prompts[i].n;
+        struct hs_engine_handle *h = NULL;
+        hs_status st = hs_engine_submit(s->eng, &req->er, &h, &err);
         if (st != HS_OK) {
-            hs__api_req_free(&req);
-            j->tok_prompt = 0; /* refused: the key's tokens come back whole */
-            hs__job_free(j);
+            req_drop(req);
+            j->tok_prompt = 0; /* refused: the key's tokens come back whole (on_completed frees
+                                * the job) */
             int http = hs_api_http_status(st);
             const char *param = strstr(err.message, "prompt") ? "prompt" : NULL;
             if (st == HS_E_BUSY) {
@@ -1004,16 +978,18 @@ enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connectio
             return hs__send_error(s, c, rq, http, param, "%s",
                                   err.message[0] ? err.message : hs_status_str(st));
         }
+        pthread_mutex_lock(&s->conns_mu); /* the reaper's hs__job_client_gone reads them */
+        j->h[i] = h;
         j->n_h = i + 1;
-        j->echo[i] = req.echo_text[i]; /* taken */
-        j->n_echo[i] = req.n_echo_text[i];
-        req.echo_text[i] = NULL;
+        pthread_mutex_unlock(&s->conns_mu);
+        j->echo[i] = req->echo_text[i]; /* taken */
+        j->n_echo[i] = req->n_echo_text[i];
+        req->echo_text[i] = NULL;
     }
-    hs__api_req_free(&req);
-    pthread_mutex_lock(&s->conns_mu);
-    rq->job = j; /* from now on the reaper watches the client and stop() can wake us */
-    pthread_mutex_unlock(&s->conns_mu);
-
+    req_drop(req);
+    if (atomic_load(&j->gone)) {
+        job_cancel(j); /* the client left while we submitted */
+    }
     if (!j->stream) {
         return hs__generate_resume(s, c, rq);
     }
@@ -1026,4 +1002,96 @@ enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connectio
     MHD_add_response_header(r, "Cache-Control", "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no"); /* nginx: pass events at once */
     return hs__queue_response(s, c, rq, 200, r);
+}
+
+enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connection *c,
+                                   struct hs__req *rq, enum hs__api_kind kind)
+{
+    /* on the heap: a request with images to encode waits for the encoder's thread */
+    struct hs__api_req *req = malloc(sizeof(*req));
+    if (!req) {
+        return hs__send_error(s, c, rq, 503, NULL, "out of memory");
+    }
+    struct hs__api_err perr = {0};
+    hs_status st =
+        hs__api_parse(&s->pctx, kind, rq->body.p ? rq->body.p : "", rq->body.len, req, &perr);
+    if (st != HS_OK) {
+        req_drop(req);
+        return hs__send_error_ex(s, c, rq, perr.http ? perr.http : 400, perr.param, perr.code, NULL,
+                                 NULL, perr.message);
+    }
+    int64_t tok_prompt = 0, tok_need = 0;
+    if (rq->tenant > 0 && s->keys.limited) {
+        token_estimate(s, req, &tok_prompt, &tok_need);
+        struct hs__rl_refusal why;
+        if (!hs__keyring_charge(&s->keys, rq->tenant, 0, tok_need, hs__now_ms(), &why)) {
+            req_drop(req);
+            return hs__rl_refuse(s, c, rq, &why);
+        }
+    }
+    struct hs__job *j = calloc(1, sizeof(*j));
+    if (!j || !(j->ch = calloc((size_t)(req->n_prompts * req->er.n), sizeof(*j->ch)))) {
+        free(j);
+        req_drop(req);
+        hs__keyring_settle(&s->keys, rq->tenant, tok_need, 0, hs__now_ms());
+        return hs__send_error(s, c, rq, 503, NULL, "out of memory");
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    j->s = s;
+    j->tenant = rq->tenant;
+    j->tok_charged = tok_need; /* from here hs__job_free settles it */
+    j->tok_prompt = tok_prompt;
+    j->c = c;
+    j->id = rq->id;
+    j->kind = kind;
+    j->stream = req->stream;
+    j->include_usage = req->include_usage;
+    j->tools = req->tools;
+    j->rs = req->reasoning;
+    for (int32_t i = 0; i < req->n_prompts * req->er.n; i++) {
+        struct choice *ch = &j->ch[i];
+        ch->job = j;
+        ch->idx = i;
+        ch->tp_on = kind == HS__API_CHAT && req->tools.parse;
+        ch->rp_on = kind == HS__API_CHAT && req->reasoning.split;
+        ch->think = req->reasoning.in_block ? 1 : 0;
+        if (ch->rp_on) {
+            hs__reasoning_split_init(&ch->rp, req->reasoning.open, req->reasoning.close,
+                                     req->reasoning.in_block);
+        }
+        if (ch->tp_on) {
+            hs__tool_parser_init(&ch->tp, req->tools.format, req->tools.parallel,
+                                 rq->id * 0x9E3779B97F4A7C15u + (uint64_t)i + (uint64_t)time(NULL));
+        }
+    }
+    j->want_lp = req->want_logprobs;
+    j->n = req->er.n;
+    j->n_ret = req->n_return;
+    j->created = (int64_t)time(NULL);
+    snprintf(j->cid, sizeof(j->cid), "%s-%llx%06llu", kind == HS__API_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)s->created, (unsigned long long)rq->id);
+    req->er.id = rq->id;
+    req->er.notify = job_notify;
+    req->er.notify_user = j;
+    req->er.cache_salt = hs__tenant_salt(s, rq->tenant, req->cache_salt, req->n_cache_salt);
+    /* who asks, for the output length history: the API key's tenant and the `user` field */
+    req->er.client =
+        hs__tenant_salt(s, rq->tenant, req->user[0] ? req->user : NULL, strlen(req->user));
+    HS_LOG_INFO("req=%llu %s: %d prompt(s), first %d tokens, n %d, max_tokens %d%s%s%s",
+                (unsigned long long)rq->id, kind == HS__API_CHAT ? "chat" : "completion",
+                req->n_prompts, req->prompts[0].n, req->er.n, req->er.max_tokens,
+                req->stream ? ", stream" : "", req->user[0] ? ", user " : "", req->user);
+    pthread_mutex_lock(&s->conns_mu);
+    rq->job = j; /* from now on the reaper watches the client and stop() can wake us */
+    pthread_mutex_unlock(&s->conns_mu);
+    if (hs__api_vision_pending(req)) {
+        /* the encoder's thread takes the images; hs__generate_resume goes on when it is done */
+        if (hs__api_vision_submit(s->vision, req, job_notify, j, &j->vtask) != HS_OK) {
+            req_drop(req);
+            j->tok_prompt = 0;
+            return hs__send_error(s, c, rq, 503, NULL, "out of memory");
+        }
+        return hs__generate_resume(s, c, rq);
+    }
+    return engine_start(s, c, rq, j, req);
 }

@@ -1019,7 +1019,7 @@ hs_status hs_api_server_attach(struct hs_api_server *s, struct hs_model *model,
     if (s->p.mmproj) {
         hs_status st = hs__api_vision_create(s->p.mmproj, hs_model_hparams(model)->n_embd,
                                              s->p.vision_threads, s->p.allow_image_urls,
-                                             &s->vision, err);
+                                             hs_engine_trace(engine), &s->vision, err);
         if (st != HS_OK) {
             hs_chat_template_destroy(s->tmpl);
             s->tmpl = NULL;

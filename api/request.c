@@ -10,6 +10,7 @@
 
 #include "api/json-schema.h"
 #include "model/chat-template.h"
+#include "model/vision/image.h"
 #include "model/vocab.h"
 
 hs_status hs__api_fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...)
@@ -911,6 +912,11 @@ void hs__api_req_free(struct hs__api_req *r)
     for (int32_t i = 0; i < r->n_images; i++) {
         free(r->images[i].rows);
         r->images[i].rows = NULL;
+        if (r->images[i].img) {
+            hs_image_finish(r->images[i].img);
+            free(r->images[i].img);
+            r->images[i].img = NULL;
+        }
     }
     r->n_images = 0;
 }

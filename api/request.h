@@ -107,12 +107,15 @@ struct hs__api_tools {
     char name[128]; /* NAMED: the function */
 };
 
-/* An image of a chat request, encoded (api/vision.h). */
+/* An image of a chat request (api/vision.h): decoded while parsing, encoded later by the
+ * encoder's thread unless the encoder's cache had it. */
 #define HS__API_MAX_IMAGES 8
+struct hs_image;
 struct hs__api_image {
-    uint64_t hash;          /* of the decoded pixels and size */
-    int32_t gx, gy;         /* merged grid; gx * gy embedding rows */
-    float *rows;            /* [gx * gy][n_embd], owned */
+    uint64_t hash;        /* of the decoded pixels and size */
+    int32_t gx, gy;       /* merged grid; gx * gy embedding rows */
+    float *rows;          /* [gx * gy][n_embd], owned; NULL: not encoded yet */
+    struct hs_image *img; /* the decoded pixels until encoded (owned), else NULL */
 };
 
 struct hs__api_prompt {
@@ -160,6 +163,7 @@ struct hs__api_req {
      * engine request (er.images) at their placeholder spans */
     struct hs__api_image images[HS__API_MAX_IMAGES];
     struct hs_engine_image eimages[HS__API_MAX_IMAGES];
+    int8_t span_image[HS__API_MAX_IMAGES]; /* eimages[i] is images[span_image[i]]'s span */
     int32_t n_images;
     uint64_t marker_nonce; /* makes the markers unguessable by the client's text */
 };

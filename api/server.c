@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/vision.h"
 #include "model/model.h"
 #include "model/vocab.h"
 #include "server/engine.h"
@@ -220,6 +221,23 @@ static void spec_metrics(struct hs__buf *b, const struct hs_engine_metrics *m, c
            drafts ? (double)accepted / (double)drafts : 0.0);
 }
 
+/* Image input (api/vision.c), where a projector is loaded: the encoder runs before the engine
+ * sees the request, so its time is its own counter rather than part of the engine's stages. */
+static void vision_metrics(struct hs__buf *b, struct hs__api_vision *av, const char *mn)
+{
+    if (!av) {
+        return;
+    }
+    struct hs__api_vision_stats vs;
+    hs__api_vision_get_stats(av, &vs);
+    metric(b, "images_encoded_total", "counter", "Images run through the vision encoder.", mn,
+           (double)vs.n_encoded);
+    metric(b, "image_cache_hits_total", "counter",
+           "Images whose embeddings came from the encoder's cache.", mn, (double)vs.n_hits);
+    metric(b, "image_encode_seconds_total", "counter",
+           "Time spent preprocessing and encoding images.", mn, vs.encode_s);
+}
+
 static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connection *c,
                                       struct hs__req *rq)
 {
@@ -289,6 +307,7 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
     moe_metrics(s, &b);
     placement_metrics(&b, &m, mn);
     spec_metrics(&b, &m, mn);
+    vision_metrics(&b, s->vision, mn);
     if (b.oom) {
         free(b.p);
         return hs__send_error(s, c, rq, 503, NULL, "out of memory");

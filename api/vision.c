@@ -6,11 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backends/backend.h"
 #include "common/log.h"
+#include "common/trace.h"
 #include "model/vision/vision.h"
 #include "model/vocab.h"
+#include "server/engine.h"
 
 /* Encoded images kept for reuse: an agent resends the same screenshot in each turn. */
 #define CACHE_SLOTS 8
@@ -22,20 +25,44 @@ struct cache_entry {
     uint64_t used;
 };
 
-struct hs__api_vision {
-    struct hs_vision *v;
-    struct hs_backend *be; /* the encoder's, used under mu */
+/* One request's images still to encode, queued for the encoder's thread. The task owns the
+ * request from hs__api_vision_submit until its owner takes it back (hs__api_vision_task_take)
+ * or abandons it (then whoever comes last, owner or thread, frees both). */
+struct hs__api_vision_task {
+    struct hs__api_vision_task *next;
+    struct hs__api_req *r;
+    void (*notify)(void *user);
+    void *user;
     pthread_mutex_t mu;
-    bool allow_urls;
-    int32_t n_embd;
-    struct cache_entry cache[CACHE_SLOTS];
-    uint64_t tick;
-    atomic_uint_fast64_t n_encoded, n_hits;
+    bool done, abandoned; /* under mu */
+    hs_status st;
+    struct hs__api_err err;
 };
 
+struct hs__api_vision {
+    struct hs_vision *v;
+    struct hs_backend *be; /* the encoder's: its thread alone drives it */
+    struct hs_trace *trace; /* the engine's (borrowed), NULL: none */
+    bool allow_urls;
+    int32_t n_embd;
+    atomic_uint_fast64_t n_encoded, n_hits;
+    atomic_uint_fast64_t encode_ns; /* preprocessing and encoding, summed */
+
+    pthread_mutex_t mu; /* the cache, the queue and quit */
+    struct cache_entry cache[CACHE_SLOTS];
+    uint64_t tick;
+    pthread_cond_t cv;
+    struct hs__api_vision_task *head, *tail;
+    bool busy; /* the thread is on a task */
+    bool quit;
+    pthread_t thread;
+};
+
+static void *encoder_main(void *arg);
+
 hs_status hs__api_vision_create(const char *path, int32_t lm_n_embd, int32_t n_threads,
-                                bool allow_urls, struct hs__api_vision **out,
-                                struct hs_error *err)
+                                bool allow_urls, struct hs_trace *trace,
+                                struct hs__api_vision **out, struct hs_error *err)
 {
     *out = NULL;
     struct hs__api_vision *av = calloc(1, sizeof(*av));
@@ -67,12 +94,34 @@ hs_status hs__api_vision_create(const char *path, int32_t lm_n_embd, int32_t n_t
         return st;
     }
     pthread_mutex_init(&av->mu, NULL);
+    pthread_cond_init(&av->cv, NULL);
     av->allow_urls = allow_urls;
     av->n_embd = lm_n_embd;
+    av->trace = trace;
+    hs_trace_name_thread(trace, 1, HS_ENGINE_TRACE_TID_VISION, "vision encoder thread (cpu)");
     atomic_init(&av->n_encoded, 0);
     atomic_init(&av->n_hits, 0);
+    atomic_init(&av->encode_ns, 0);
+    if (pthread_create(&av->thread, NULL, encoder_main, av) != 0) {
+        pthread_cond_destroy(&av->cv);
+        pthread_mutex_destroy(&av->mu);
+        hs_backend_destroy(av->be);
+        hs_vision_free(av->v);
+        free(av);
+        return hs_error_set(err, HS_E_NOMEM, "cannot start the vision encoder's thread");
+    }
     *out = av;
     return HS_OK;
+}
+
+static void task_free(struct hs__api_vision_task *t)
+{
+    if (t->r) {
+        hs__api_req_free(t->r);
+        free(t->r);
+    }
+    pthread_mutex_destroy(&t->mu);
+    free(t);
 }
 
 void hs__api_vision_destroy(struct hs__api_vision *av)
@@ -80,19 +129,42 @@ void hs__api_vision_destroy(struct hs__api_vision *av)
     if (!av) {
         return;
     }
+    pthread_mutex_lock(&av->mu);
+    av->quit = true;
+    pthread_cond_signal(&av->cv);
+    pthread_mutex_unlock(&av->mu);
+    pthread_join(av->thread, NULL);
     for (int i = 0; i < CACHE_SLOTS; i++) {
         free(av->cache[i].rows);
     }
+    pthread_cond_destroy(&av->cv);
     pthread_mutex_destroy(&av->mu);
     hs_backend_destroy(av->be);
     hs_vision_free(av->v);
     free(av);
 }
 
-void hs__api_vision_counts(struct hs__api_vision *av, uint64_t *n_encoded, uint64_t *n_hits)
+void hs__api_vision_get_stats(struct hs__api_vision *av, struct hs__api_vision_stats *out)
 {
-    *n_encoded = av ? atomic_load_explicit(&av->n_encoded, memory_order_relaxed) : 0;
-    *n_hits = av ? atomic_load_explicit(&av->n_hits, memory_order_relaxed) : 0;
+    memset(out, 0, sizeof(*out));
+    if (av) {
+        out->n_encoded = atomic_load_explicit(&av->n_encoded, memory_order_relaxed);
+        out->n_hits = atomic_load_explicit(&av->n_hits, memory_order_relaxed);
+        out->encode_s = (double)atomic_load_explicit(&av->encode_ns, memory_order_relaxed) * 1e-9;
+        pthread_mutex_lock(&av->mu);
+        out->n_pending = av->busy ? 1 : 0;
+        for (const struct hs__api_vision_task *t = av->head; t; t = t->next) {
+            out->n_pending++;
+        }
+        pthread_mutex_unlock(&av->mu);
+    }
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
 }
 
 /* FNV-1a over the size and pixels, then a final mix: the cache key and the seed of the
@@ -124,20 +196,54 @@ static hs_status api_fail(struct hs__api_err *err, int http, const char *param, 
     return http == 503 ? HS_E_NOMEM : HS_E_INVAL;
 }
 
-/* Copies the rows of cache entry e into out (under mu). */
-static hs_status from_cache(struct hs__api_vision *av, struct cache_entry *e,
-                            struct hs__api_image *out)
+/* Copies the rows of the image hashed im->hash from the cache into im, if there (takes mu).
+ * HS_E_NOENT: not cached. */
+static hs_status from_cache(struct hs__api_vision *av, struct hs__api_image *im)
 {
-    const size_t n = (size_t)e->gx * e->gy * (size_t)av->n_embd;
-    out->rows = malloc(n * sizeof(float));
-    if (!out->rows) {
-        return HS_E_NOMEM;
+    hs_status st = HS_E_NOENT;
+    pthread_mutex_lock(&av->mu);
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        struct cache_entry *e = &av->cache[i];
+        if (e->rows && e->hash == im->hash) {
+            const size_t n = (size_t)e->gx * e->gy * (size_t)av->n_embd;
+            im->rows = malloc(n * sizeof(float));
+            if (im->rows) {
+                memcpy(im->rows, e->rows, n * sizeof(float));
+                e->used = ++av->tick;
+            }
+            st = im->rows ? HS_OK : HS_E_NOMEM;
+            break;
+        }
     }
-    memcpy(out->rows, e->rows, n * sizeof(float));
-    out->gx = e->gx;
-    out->gy = e->gy;
-    e->used = ++av->tick;
-    return HS_OK;
+    pthread_mutex_unlock(&av->mu);
+    if (st == HS_OK) {
+        atomic_fetch_add_explicit(&av->n_hits, 1, memory_order_relaxed);
+    }
+    return st;
+}
+
+/* Keeps a copy of im's rows in the least recently used slot (takes mu); none when out of
+ * memory (the cache is an optimisation). */
+static void to_cache(struct hs__api_vision *av, const struct hs__api_image *im)
+{
+    const size_t bytes = (size_t)im->gx * im->gy * (size_t)av->n_embd * sizeof(float);
+    float *copy = malloc(bytes);
+    if (!copy) {
+        return;
+    }
+    memcpy(copy, im->rows, bytes);
+    pthread_mutex_lock(&av->mu);
+    int victim = 0;
+    for (int i = 1; i < CACHE_SLOTS; i++) {
+        if (!av->cache[i].rows ||
+            (av->cache[victim].rows && av->cache[i].used < av->cache[victim].used)) {
+            victim = i;
+        }
+    }
+    struct cache_entry *c = &av->cache[victim];
+    free(c->rows);
+    *c = (struct cache_entry){im->hash, im->gx, im->gy, copy, ++av->tick};
+    pthread_mutex_unlock(&av->mu);
 }
 
 hs_status hs__api_vision_image(struct hs__api_vision *av, const char *url, size_t n,
@@ -152,60 +258,190 @@ hs_status hs__api_vision_image(struct hs__api_vision *av, const char *url, size_
         return api_fail(err, st == HS_E_NOMEM ? 503 : 400, param, e.message);
     }
     out->hash = image_hash(&img);
-    pthread_mutex_lock(&av->mu);
-    for (int i = 0; i < CACHE_SLOTS; i++) {
-        struct cache_entry *c = &av->cache[i];
-        if (c->rows && c->hash == out->hash) {
-            st = from_cache(av, c, out);
-            pthread_mutex_unlock(&av->mu);
-            hs_image_finish(&img);
-            if (st != HS_OK) {
-                return api_fail(err, 503, param, "out of memory");
-            }
-            atomic_fetch_add_explicit(&av->n_hits, 1, memory_order_relaxed);
-            return HS_OK;
+    const struct hs_vision_hparams *hp = hs_vision_get_hparams(av->v);
+    int32_t nx, ny;
+    hs_vision_target_size(av->v, img.nx, img.ny, &nx, &ny);
+    out->gx = nx / (hp->patch_size * hp->n_merge);
+    out->gy = ny / (hp->patch_size * hp->n_merge);
+    st = from_cache(av, out);
+    if (st == HS_E_NOENT && (out->img = malloc(sizeof(img))) != NULL) {
+        *out->img = img; /* the encoder's thread takes it from here */
+        return HS_OK;
+    }
+    hs_image_finish(&img);
+    return st == HS_OK ? HS_OK : api_fail(err, 503, param, "out of memory");
+}
+
+bool hs__api_vision_pending(const struct hs__api_req *r)
+{
+    for (int32_t i = 0; i < r->n_images; i++) {
+        if (!r->images[i].rows) {
+            return true;
         }
     }
+    return false;
+}
+
+/* Points the engine request's image spans at the rows (all encoded now). */
+static void bind_rows(struct hs__api_req *r)
+{
+    for (int32_t i = 0; i < r->er.n_images; i++) {
+        r->eimages[i].rows = r->images[r->span_image[i]].rows;
+    }
+}
+
+/* Encodes image k of r (the encoder's thread), unless the cache got it meanwhile. */
+static hs_status encode_one(struct hs__api_vision *av, struct hs__api_req *r, int32_t k,
+                            struct hs__api_err *err)
+{
+    struct hs__api_image *im = &r->images[k];
+    const char *param = "messages";
+    hs_status st = from_cache(av, im); /* an earlier request had the same picture */
+    if (st != HS_E_NOENT) {
+        return st == HS_OK ? HS_OK : api_fail(err, 503, param, "out of memory");
+    }
+    const uint64_t t0 = now_ns();
+    const double t0_us = hs_trace_now_us(av->trace);
+    struct hs_error e;
     struct hs_vision_input in;
-    st = hs_vision_preprocess(av->v, &img, &in, &e);
-    hs_image_finish(&img);
+    st = hs_vision_preprocess(av->v, im->img, &in, &e);
     float *rows = NULL;
     if (st == HS_OK) {
         const int32_t nt = hs_vision_n_tokens(av->v, in.nx, in.ny);
-        rows = malloc((size_t)nt * av->n_embd * sizeof(float));
+        rows = nt == im->gx * im->gy ? malloc((size_t)nt * av->n_embd * sizeof(float)) : NULL;
         st = rows ? hs_vision_encode(av->v, av->be, &in, rows, &e) : HS_E_NOMEM;
-        const int32_t f = hs_vision_get_hparams(av->v)->patch_size *
-                          hs_vision_get_hparams(av->v)->n_merge;
-        out->gx = in.nx / f;
-        out->gy = in.ny / f;
+        hs_vision_input_finish(&in);
     }
-    hs_vision_input_finish(&in);
     if (st != HS_OK) {
-        pthread_mutex_unlock(&av->mu);
         free(rows);
         HS_LOG_ERROR("vision: encoding an image failed: %s", e.message);
         return api_fail(err, 503, param, "the image could not be encoded (out of memory)");
     }
     atomic_fetch_add_explicit(&av->n_encoded, 1, memory_order_relaxed);
-    /* the least recently used slot takes a copy */
-    int victim = 0;
-    for (int i = 1; i < CACHE_SLOTS; i++) {
-        if (!av->cache[i].rows ||
-            (av->cache[victim].rows && av->cache[i].used < av->cache[victim].used)) {
-            victim = i;
+    atomic_fetch_add_explicit(&av->encode_ns, now_ns() - t0, memory_order_relaxed);
+    const struct hs_trace_arg args[] = {
+        HS_TRACE_INT("req", (int64_t)r->er.id), HS_TRACE_INT("image", k),
+        HS_TRACE_INT("width", im->img->nx),     HS_TRACE_INT("height", im->img->ny),
+        HS_TRACE_INT("tokens", im->gx * im->gy)};
+    hs_trace_complete(av->trace, 1, HS_ENGINE_TRACE_TID_VISION, "encode", "vision", t0_us,
+                      hs_trace_now_us(av->trace) - t0_us, args, HS_ARRAY_LEN(args));
+    im->rows = rows;
+    hs_image_finish(im->img);
+    free(im->img);
+    im->img = NULL;
+    to_cache(av, im);
+    return HS_OK;
+}
+
+/* The encoder's thread: tasks in submit order; an abandoned one is dropped unencoded. */
+static void *encoder_main(void *arg)
+{
+    struct hs__api_vision *av = arg;
+    pthread_mutex_lock(&av->mu);
+    for (;;) {
+        while (!av->head && !av->quit) {
+            pthread_cond_wait(&av->cv, &av->mu);
         }
-    }
-    struct cache_entry *c = &av->cache[victim];
-    const size_t bytes = (size_t)out->gx * out->gy * (size_t)av->n_embd * sizeof(float);
-    float *copy = malloc(bytes);
-    if (copy) {
-        memcpy(copy, rows, bytes);
-        free(c->rows);
-        *c = (struct cache_entry){out->hash, out->gx, out->gy, copy, ++av->tick};
+        if (!av->head) {
+            break; /* quit, with nothing queued */
+        }
+        struct hs__api_vision_task *t = av->head;
+        av->head = t->next;
+        if (!av->head) {
+            av->tail = NULL;
+        }
+        av->busy = true;
+        const bool quit = av->quit;
+        pthread_mutex_unlock(&av->mu);
+
+        pthread_mutex_lock(&t->mu);
+        bool drop = t->abandoned;
+        pthread_mutex_unlock(&t->mu);
+        hs_status st = HS_OK;
+        if (quit) {
+            st = api_fail(&t->err, 503, "messages", "the server is shutting down");
+        }
+        for (int32_t k = 0; !drop && st == HS_OK && k < t->r->n_images; k++) {
+            if (!t->r->images[k].rows) {
+                st = encode_one(av, t->r, k, &t->err);
+            }
+        }
+        if (st == HS_OK && !drop) {
+            bind_rows(t->r);
+        }
+        pthread_mutex_lock(&t->mu);
+        t->st = st;
+        t->done = true;
+        drop = t->abandoned;
+        if (!drop) {
+            t->notify(t->user); /* the owner is alive while we hold mu */
+        }
+        pthread_mutex_unlock(&t->mu);
+        if (drop) {
+            task_free(t);
+        }
+        pthread_mutex_lock(&av->mu);
+        av->busy = false;
     }
     pthread_mutex_unlock(&av->mu);
-    out->rows = rows;
+    return NULL;
+}
+
+hs_status hs__api_vision_submit(struct hs__api_vision *av, struct hs__api_req *r,
+                                void (*notify)(void *user), void *user,
+                                struct hs__api_vision_task **out)
+{
+    *out = NULL;
+    struct hs__api_vision_task *t = calloc(1, sizeof(*t));
+    if (!t) {
+        return HS_E_NOMEM;
+    }
+    pthread_mutex_init(&t->mu, NULL);
+    t->r = r;
+    t->notify = notify;
+    t->user = user;
+    pthread_mutex_lock(&av->mu);
+    if (av->tail) {
+        av->tail->next = t;
+    } else {
+        av->head = t;
+    }
+    av->tail = t;
+    pthread_cond_signal(&av->cv);
+    pthread_mutex_unlock(&av->mu);
+    *out = t;
     return HS_OK;
+}
+
+bool hs__api_vision_task_take(struct hs__api_vision_task *t, struct hs__api_req **r, hs_status *st,
+                              struct hs__api_err *err)
+{
+    pthread_mutex_lock(&t->mu);
+    const bool done = t->done;
+    pthread_mutex_unlock(&t->mu);
+    if (!done) {
+        return false;
+    }
+    *r = t->r;
+    *st = t->st;
+    *err = t->err;
+    t->r = NULL;
+    task_free(t);
+    return true;
+}
+
+void hs__api_vision_task_abandon(struct hs__api_vision_task *t)
+{
+    if (!t) {
+        return;
+    }
+    pthread_mutex_lock(&t->mu);
+    const bool done = t->done;
+    t->abandoned = true;
+    pthread_mutex_unlock(&t->mu);
+    if (done) {
+        task_free(t); /* the thread is past it */
+    }
 }
 
 /* ---- prompts with images ---- */
@@ -294,6 +530,7 @@ hs_status hs__api_tokenize_images(const struct hs__api_ctx *c, const char *text,
         const int32_t n_tok = im->gx * im->gy;
         st = ids_text(c, &a, "<|vision_start|>", 16, false, NULL);
         if (st == HS_OK && (st = ids_reserve(&a, (size_t)n_tok)) == HS_OK) {
+            r->span_image[n_spans] = (int8_t)k;
             r->eimages[n_spans++] = (struct hs_engine_image){(int32_t)a.n, n_tok, im->gx, im->gy,
                                                               im->rows};
             uint64_t h = im->hash;

@@ -1,7 +1,7 @@
-/* Image input on the API: the projector (--mmproj), image URLs of chat content parts decoded and
- * encoded into embedding rows (with a small cache keyed by the image's hash, so a repeated
- * screenshot is not re-encoded), and the prompt's placeholder tokens. Thread: HTTP threads; the
- * encoder runs under the vision's mutex on its own CPU backend. */
+/* Image input on the API: the projector (--mmproj), image URLs of chat content parts decoded
+ * (HTTP threads, while parsing) and encoded into embedding rows by the encoder's own thread on its
+ * own CPU backend, so a long encode holds no HTTP thread; a small cache keyed by the image's hash
+ * keeps a repeated screenshot from being encoded again; and the prompt's placeholder tokens. */
 #ifndef HS_API_VISION_H
 #define HS_API_VISION_H
 
@@ -12,23 +12,56 @@
 
 struct hs__api_vision;
 
-/* Loads the projector at path for a language model of width lm_n_embd. Errors: the projector's
+/* Loads the projector at path for a language model of width lm_n_embd and starts the encoder's
+ * thread; each encode becomes an event on trace (borrowed; NULL: none). Errors: the projector's
  * (HS_E_IO, HS_E_FORMAT, HS_E_NOTSUP), HS_E_INVAL when its output width is not lm_n_embd.
  * Returns new (free with hs__api_vision_destroy). */
+struct hs_trace;
 hs_status hs__api_vision_create(const char *path, int32_t lm_n_embd, int32_t n_threads,
-                                bool allow_urls, struct hs__api_vision **out,
-                                struct hs_error *err);
+                                bool allow_urls, struct hs_trace *trace,
+                                struct hs__api_vision **out, struct hs_error *err);
 void hs__api_vision_destroy(struct hs__api_vision *av);
 
-/* Decodes and encodes the image at url into out (rows new, freed by hs__api_req_free). Errors
- * with err filled: 400 for a broken, huge or unsupported image, an http(s) or non-data URL; 503
- * for out of memory. */
+/* Decodes the image at url into out: its hash and grid, and its rows when the cache has them,
+ * else its pixels (out->img) for hs__api_vision_submit (both new, freed by hs__api_req_free).
+ * Errors with err filled: 400 for a broken, huge or unsupported image, an http(s) or non-data
+ * URL; 503 for out of memory. */
 hs_status hs__api_vision_image(struct hs__api_vision *av, const char *url, size_t n,
                                const char *param, struct hs__api_image *out,
                                struct hs__api_err *err);
 
-/* Encodes and cache hits so far. Thread: any. */
-void hs__api_vision_counts(struct hs__api_vision *av, uint64_t *n_encoded, uint64_t *n_hits);
+/* Images encoded and answered from the cache so far, and the time spent preprocessing and
+ * encoding them (for /metrics). */
+struct hs__api_vision_stats {
+    uint64_t n_encoded, n_hits;
+    double encode_s;
+    int32_t n_pending; /* requests queued for the encoder's thread or being encoded by it */
+};
+
+/* Thread: any. av NULL: zeros. */
+void hs__api_vision_get_stats(struct hs__api_vision *av, struct hs__api_vision_stats *out);
+
+/* True when an image of r still has no rows (hs__api_vision_image left its pixels). */
+bool hs__api_vision_pending(const struct hs__api_req *r);
+
+/* Queues r's pending images for the encoder's thread, which calls notify(user) once it is done
+ * (from its own thread, at most once). r (heap) is the task's from here: take it back with
+ * hs__api_vision_task_take, or give it up with hs__api_vision_task_abandon. HS_E_NOMEM: nothing
+ * queued, r still the caller's. */
+struct hs__api_vision_task;
+hs_status hs__api_vision_submit(struct hs__api_vision *av, struct hs__api_req *r,
+                                void (*notify)(void *user), void *user,
+                                struct hs__api_vision_task **out);
+
+/* When the task is done: false if not yet; else frees the task, *r the request back (its images
+ * encoded and er.images pointed at them when *st is HS_OK, else err says why: 503). */
+bool hs__api_vision_task_take(struct hs__api_vision_task *t, struct hs__api_req **r, hs_status *st,
+                              struct hs__api_err *err);
+
+/* The owner gives up (the client left, the server stops): the task and its request are freed
+ * now or, if the thread is encoding them, when it is done; notify is not called after this
+ * returns. NULL: nothing. */
+void hs__api_vision_task_abandon(struct hs__api_vision_task *t);
 
 #endif
 

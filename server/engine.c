@@ -63,6 +63,11 @@ int32_t hs_engine_n_ctx(const struct hs_engine *e)
     return e->n_ctx;
 }
 
+struct hs_trace *hs_engine_trace(const struct hs_engine *e)
+{
+    return e->trace;
+}
+
 const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e)
 {
     return e->vocab;
@@ -76,6 +81,9 @@ size_t hs_engine_kv_bytes(const struct hs_engine *e)
 /* ---- tracing ---- */
 
 enum { TRACE_PID = 1, TRACE_PID_TIMELINE = 2, TRACE_TID_ENGINE = 1, TRACE_TID_ATTN = 2 };
+_Static_assert(HS_ENGINE_TRACE_TID_VISION != TRACE_TID_ENGINE &&
+                   HS_ENGINE_TRACE_TID_VISION != TRACE_TID_ATTN,
+               "the encoder's trace track is its own");
 
 /* A forward-pass stage as a complete event on its thread's track (any thread). */
 static void trace_stage(void *user, const struct hs_forward_stage *s)

@@ -146,6 +146,12 @@ hs_status hs_engine_drain(struct hs_engine *e, int64_t timeout_ms);
 int32_t hs_engine_n_ctx(const struct hs_engine *e);
 const struct hs_vocab *hs_engine_vocab(const struct hs_engine *e);
 
+/* The engine's --trace (engine_params.trace_path), NULL: none; for other threads' events beside
+ * the engine's (the API's image encoder), on track ids of their own (HS_ENGINE_TRACE_TID_VISION
+ * of process 1). Borrowed until hs_engine_destroy. Thread: any. */
+#define HS_ENGINE_TRACE_TID_VISION 3
+struct hs_trace *hs_engine_trace(const struct hs_engine *e);
+
 /* ---- requests ---- */
 
 /* Called on the engine thread, without the engine's or the channel's lock held, after new

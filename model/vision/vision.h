@@ -3,8 +3,9 @@
  * language model's embedding width that replace an image's placeholder tokens in the prompt.
  *
  * Supported: Qwen2-VL ("qwen2vl_merger"). Other projector types load with HS_E_NOTSUP.
- * Thread: a loaded encoder is immutable except through hs_vision_encode, which the engine thread
- * alone calls; loading and preprocessing may run on any thread. */
+ * Thread: a loaded encoder is immutable except through hs_vision_encode, which one thread at a
+ * time calls (the server's encoder thread, api/vision.c); loading and preprocessing may run on
+ * any thread. */
 #ifndef HS_MODEL_VISION_VISION_H
 #define HS_MODEL_VISION_VISION_H
 

@@ -7,6 +7,8 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <png.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,8 @@
 #include "server/engine.h"
 
 static struct {
+    int32_t http_threads; /* 0: the default */
+    char trace[128];      /* the engine's --trace, "": none */
     char lpath[128], ppath[128];
     struct hs_model *model;
     struct hs_engine *eng;
@@ -42,18 +46,22 @@ static void start(void)
     mp.n_head_kv = 2;
     mp.n_ff = 256;
     mp.n_vocab = 1024;
-    mp.n_ctx = 512;
+    mp.n_ctx = 1024;
     cr_assert_eq(hs_mkmodel_write(&mp, g.lpath, &err), HS_OK, "%s", err.message);
     cr_assert_eq(hs_model_load(g.lpath, &g.model, &err), HS_OK, "%s", err.message);
     struct hs_engine_params ep = hs_engine_default_params();
-    ep.n_ctx = 512;
+    ep.n_ctx = 1024;
     ep.n_parallel = 4;
     ep.n_threads = 1;
+    ep.trace_path = g.trace[0] ? g.trace : NULL;
     cr_assert_eq(hs_engine_create(g.model, &ep, &g.eng, &err), HS_OK, "%s", err.message);
     struct hs_api_params ap = hs_api_default_params();
     ap.port = 0;
     ap.mmproj = g.ppath;
     ap.vision_threads = 1;
+    if (g.http_threads > 0) {
+        ap.http_threads = g.http_threads;
+    }
     cr_assert_eq(hs_api_server_start(g.model, g.eng, &ap, &g.srv, &err), HS_OK, "%s",
                  err.message);
     g.port = hs_api_server_port(g.srv);
@@ -79,8 +87,9 @@ static size_t on_body(char *p, size_t sz, size_t n, void *user)
     return sz * n;
 }
 
-/* POSTs body to /v1/chat/completions; returns the status, *out the parsed answer. */
-static long post(const char *body, json_t **out)
+/* POSTs body to /v1/chat/completions; returns the status, *out the parsed answer (NULL when
+ * the client gave up after timeout_ms: status 0). */
+static long post_timeout(const char *body, json_t **out, long timeout_ms)
 {
     char url[128];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/chat/completions", (unsigned)g.port);
@@ -92,8 +101,16 @@ static long post(const char *body, json_t **out)
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    cr_assert_eq(curl_easy_perform(c), CURLE_OK);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    const CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OPERATION_TIMEDOUT) {
+        curl_slist_free_all(h);
+        curl_easy_cleanup(c);
+        free(resp);
+        *out = NULL;
+        return 0;
+    }
+    cr_assert_eq(rc, CURLE_OK, "%s", curl_easy_strerror(rc));
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(h);
@@ -103,6 +120,11 @@ static long post(const char *body, json_t **out)
     cr_assert_not_null(*out, "not JSON: %s", resp ? resp : "");
     free(resp);
     return status;
+}
+
+static long post(const char *body, json_t **out)
+{
+    return post_timeout(body, out, 60000L);
 }
 
 static char *b64(const uint8_t *p, size_t n)
@@ -186,14 +208,14 @@ Test(vision_api, screenshot_request_is_served_and_cached, .init = start, .fini =
     /* the image's 50 placeholders plus the vision markers' tokens */
     cr_assert_geq(prompt_tokens(a) - prompt_tokens(b), 50);
     cr_assert_str_neq(content(a), content(b));
-    uint64_t n_enc, n_hits;
-    hs__api_vision_counts(g.srv->vision, &n_enc, &n_hits);
-    cr_assert(n_enc == 1 && n_hits == 0);
+    struct hs__api_vision_stats vs;
+    hs__api_vision_get_stats(g.srv->vision, &vs);
+    cr_assert(vs.n_encoded == 1 && vs.n_hits == 0 && vs.encode_s > 0.0);
     cr_assert_eq(post(with, &c), 200);
     cr_assert_str_eq(content(a), content(c));
-    hs__api_vision_counts(g.srv->vision, &n_enc, &n_hits);
-    cr_assert(n_enc == 1 && n_hits == 1, "encoded %llu, hits %llu", (unsigned long long)n_enc,
-              (unsigned long long)n_hits);
+    hs__api_vision_get_stats(g.srv->vision, &vs);
+    cr_assert(vs.n_encoded == 1 && vs.n_hits == 1, "encoded %llu, hits %llu",
+              (unsigned long long)vs.n_encoded, (unsigned long long)vs.n_hits);
     json_decref(a);
     json_decref(b);
     json_decref(c);
@@ -223,5 +245,151 @@ Test(vision_api, bad_images_are_400s_naming_the_part, .init = start, .fini = sto
     expect_400("data:image/png;base64,!!!", "base64");
     char *url = png_url(9000, 2, 2); /* one side over the 8192 limit */
     expect_400(url, "limited");
+    free(url);
+}
+
+/* ---- the encoder's own thread ---- */
+
+static void start_one_http_thread(void)
+{
+    g.http_threads = 1;
+    start();
+}
+
+static struct hs__api_vision_stats stats(void)
+{
+    struct hs__api_vision_stats vs;
+    hs__api_vision_get_stats(g.srv->vision, &vs);
+    return vs;
+}
+
+/* Waits up to 20 s for the encoder's queue to hold n requests (queued or being encoded). */
+static void wait_pending(int32_t n)
+{
+    for (int i = 0; i < 2000 && stats().n_pending != n; i++) {
+        usleep(10000);
+    }
+    cr_assert_eq(stats().n_pending, n);
+}
+
+struct bg_post {
+    char *body;
+    long status;
+    json_t *answer;
+    atomic_bool done;
+};
+
+static void *bg_post_main(void *arg)
+{
+    struct bg_post *b = arg;
+    b->status = post(b->body, &b->answer);
+    atomic_store(&b->done, true);
+    return NULL;
+}
+
+/* One HTTP thread: while it encodes a screenshot (about a second here) the server still answers
+ * a text-only chat request, which the old encoder on the HTTP thread made wait. */
+Test(vision_api, an_encode_holds_no_http_thread, .init = start_one_http_thread, .fini = stop)
+{
+    char *url = png_url(420, 924, 3); /* 15 x 33 merged patches, 1980 patches */
+    struct bg_post b = {.body = agent_body(url)};
+    atomic_init(&b.done, false);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, bg_post_main, &b), 0);
+    wait_pending(1);
+    json_t *j;
+    char *text = agent_body(NULL);
+    cr_assert_eq(post(text, &j), 200);
+    cr_assert_not_null(content(j));
+    /* answered while the image was still being encoded */
+    cr_assert(!atomic_load(&b.done) && stats().n_encoded == 0,
+              "the text request waited for the encoder");
+    pthread_join(t, NULL);
+    cr_assert_eq(b.status, 200, "%s", json_dumps(b.answer, 0));
+    cr_assert_eq(content(b.answer)[0], '{');
+    cr_assert_eq(stats().n_encoded, 1);
+    json_decref(j);
+    json_decref(b.answer);
+    free(text);
+    free(b.body);
+    free(url);
+}
+
+/* A client that leaves while its image waits or is encoded: nothing is answered to it, the
+ * encoder's work is dropped or finished into the cache, and the server goes on (and stops
+ * cleanly with an abandoned request queued behind a running one: .fini). */
+Test(vision_api, a_client_leaving_during_encoding, .init = start_one_http_thread, .fini = stop)
+{
+    char *u1 = png_url(420, 924, 4), *u2 = png_url(420, 924, 5), *u3 = png_url(420, 924, 6);
+    char *b1 = agent_body(u1), *b2 = agent_body(u2), *b3 = agent_body(u3);
+    json_t *j;
+    cr_assert_eq(post_timeout(b1, &j, 300L), 0, "answered within 300 ms?");
+    /* encoded on (the task was running when the client left), into the cache */
+    wait_pending(0);
+    cr_assert_eq(stats().n_encoded, 1);
+    cr_assert_eq(post(b1, &j), 200);
+    cr_assert_eq(stats().n_hits, 1);
+    json_decref(j);
+    /* now two leave: the second's task is queued behind the first's and dropped unencoded or
+     * finished; stop() must not wait on either's connection */
+    cr_assert_eq(post_timeout(b2, &j, 100L), 0);
+    cr_assert_eq(post_timeout(b3, &j, 100L), 0);
+    free(b1);
+    free(b2);
+    free(b3);
+    free(u1);
+    free(u2);
+    free(u3);
+}
+
+static void start_traced(void)
+{
+    snprintf(g.trace, sizeof(g.trace), "/tmp/hs-test-vapi-trace-%d.json", (int)getpid());
+    start();
+}
+
+/* Each encode is an event of the engine's --trace, on the encoder thread's own track. */
+Test(vision_api, encodes_are_in_the_trace, .init = start_traced)
+{
+    char *url = png_url(280, 140, 7); /* 10 x 5 merged patches */
+    char *body = agent_body(url);
+    json_t *j;
+    cr_assert_eq(post(body, &j), 200);
+    json_decref(j);
+    cr_assert_eq(post(body, &j), 200); /* a cache hit: no second event */
+    json_decref(j);
+    char trace[128];
+    snprintf(trace, sizeof(trace), "%s", g.trace);
+    stop(); /* the engine closes the trace */
+    json_error_t e;
+    json_t *ev = json_load_file(trace, 0, &e);
+    unlink(trace);
+    cr_assert_not_null(ev, "%s", e.text);
+    int n_encode = 0, n_named = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(ev, i, x)
+    {
+        const char *name = json_string_value(json_object_get(x, "name"));
+        const json_t *args = json_object_get(x, "args");
+        const json_int_t tid = json_integer_value(json_object_get(x, "tid"));
+        if (name && !strcmp(name, "encode")) {
+            n_encode++;
+            cr_assert_eq(tid, HS_ENGINE_TRACE_TID_VISION);
+            cr_assert_str_eq(json_string_value(json_object_get(x, "cat")), "vision");
+            cr_assert_eq(json_integer_value(json_object_get(args, "tokens")), 50);
+            cr_assert_eq(json_integer_value(json_object_get(args, "width")), 280);
+            cr_assert(json_real_value(json_object_get(x, "dur")) > 0.0);
+        }
+        const char *tn = json_string_value(json_object_get(args, "name"));
+        if (name && !strcmp(name, "thread_name") && tid == HS_ENGINE_TRACE_TID_VISION && tn &&
+            strstr(tn, "vision encoder")) {
+            n_named++;
+        }
+    }
+    cr_assert_eq(n_encode, 1);
+    cr_assert_eq(n_named, 1);
+    json_decref(ev);
+    free(body);
     free(url);
 }

@@ -3,24 +3,14 @@
 // The API basics run on MODEL; structured output, tool calls and prompt injection run on each
 // STRUCTURED_MODEL (meson passes the Qwen3 vocabulary model, with its real chat template, and a
 // llama model), their outputs checked with a JSON Schema validator (ajv).
-import { spawn, spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
+import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-let OpenAI, Ajv;
-try {
-  const req = createRequire(path.join(here, 'package.json'));
-  OpenAI = req('openai').default;
-  Ajv = req('ajv').default;
-} catch (e) {
-  console.error('tests/e2e: the openai or ajv package is not installed; run ' +
-                '`npm ci --prefix tests/e2e` (scripts/dev.sh deps does it)');
-  process.exit(1);
-}
+import { actionSchema, checker, loadClient, parseValid, startServer as serve,
+         stopServer } from './lib.mjs';
 
+const { OpenAI, Ajv } = loadClient();
 const [bin, model, ...structuredModels] = process.argv.slice(2);
 if (!bin || !model) {
   console.error('usage: node test-openai.mjs HETSERVE_BINARY MODEL.gguf');
@@ -28,35 +18,10 @@ if (!bin || !model) {
 }
 
 function startServer(apiKey, m = model, ctx = 512) {
-  const env = { ...process.env };
-  delete env.HETSERVE_API_KEY;
-  if (apiKey) env.HETSERVE_API_KEY = apiKey;
-  return new Promise((resolve, reject) => {
-    const p = spawn(bin, ['serve', '-m', m, '--port', '0', '--ctx', String(ctx), '-t', '1'],
-                    { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let out = '', err = '';
-    const timer = setTimeout(() => reject(new Error('server did not start: ' + err)), 30000);
-    p.stderr.on('data', (d) => { err += d; });
-    p.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/listening on [^:\s]+:(\d+)/);
-      if (m) { clearTimeout(timer); resolve({ proc: p, port: Number(m[1]), log: () => err }); }
-    });
-    p.on('exit', (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}: ${err}`)); });
-  });
+  return serve(bin, ['-m', m, '--ctx', String(ctx), '-t', '1'], apiKey);
 }
 
-const results = [];
-async function check(name, fn) {
-  try {
-    await fn();
-    results.push([name, true]);
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    results.push([name, false]);
-    console.log(`not ok - ${name}\n  ${String(e && e.stack || e).split('\n').join('\n  ')}`);
-  }
-}
+const { check, summary } = checker();
 
 await check('serve --help and bad flags', async () => {
   const h = spawnSync(bin, ['serve', '--help'], { encoding: 'utf8' });
@@ -164,12 +129,7 @@ await check('error: image to a text-only model', async () => {
 });
 
 await check('SIGTERM drains and exits 0', async () => {
-  const code = await new Promise((resolve) => {
-    srv.proc.removeAllListeners('exit');
-    srv.proc.on('exit', (c, sig) => resolve(sig ? sig : c));
-    srv.proc.kill('SIGTERM');
-  });
-  assert.equal(code, 0, srv.log());
+  assert.equal(await stopServer(srv), 0, srv.log());
 });
 
 await check('HETSERVE_API_KEY: wrong key is an AuthenticationError, right key works', async () => {
@@ -192,10 +152,7 @@ for (const m of structuredModels) {
   await structuredSuite(m);
 }
 
-const passed = results.filter((r) => r[1]).length;
-const failed = results.length - passed;
-console.log(`${passed} passed, ${failed} failed`);
-if (failed) {
+if (summary()) {
   srv.proc.kill('SIGKILL');
   process.exit(1);
 }
@@ -210,24 +167,9 @@ async function structuredSuite(m) {
                               timeout: 120000 });
   const ajv = new Ajv({ strict: false, allErrors: true });
   const msgs = [{ role: 'user', content: 'Tap, swipe or type?' }];
-  const act = {
-    type: 'object',
-    properties: {
-      action: { enum: ['tap', 'swipe', 'type'] },
-      x: { type: 'integer', minimum: 0, maximum: 1000 },
-      y: { type: 'integer', minimum: 0, maximum: 1000 },
-      text: { type: 'string', maxLength: 12 },
-    },
-    required: ['action', 'x', 'y'],
-    additionalProperties: false,
-  };
+  const act = actionSchema(['tap', 'swipe', 'type'], 1000, 1000, 12);
   const validAct = ajv.compile(act);
-  const valid = (v, json) => {
-    let o;
-    assert.doesNotThrow(() => { o = JSON.parse(json); }, `not JSON: ${json}`);
-    assert.ok(v(o), `${json}: ${ajv.errorsText(v.errors)}`);
-    return o;
-  };
+  const valid = (v, json) => parseValid(ajv, v, json);
   // Streamed choices: text and tool calls per index, from the deltas.
   const collect = async (stream) => {
     const out = [];
@@ -504,11 +446,6 @@ async function structuredSuite(m) {
   }
 
   await check(`${name}: SIGTERM exits 0`, async () => {
-    const code = await new Promise((resolve) => {
-      srv.proc.removeAllListeners('exit');
-      srv.proc.on('exit', (c, sig) => resolve(sig ? sig : c));
-      srv.proc.kill('SIGTERM');
-    });
-    assert.equal(code, 0, srv.log());
+    assert.equal(await stopServer(srv), 0, srv.log());
   });
 }
