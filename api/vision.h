@@ -63,8 +63,6 @@ bool hs__api_vision_task_take(struct hs__api_vision_task *t, struct hs__api_req 
  * returns. NULL: nothing. */
 void hs__api_vision_task_abandon(struct hs__api_vision_task *t);
 
-#endif
-
 /* The marker api/chat.c writes for image k of r into the content, unguessable by the client
  * (r->marker_nonce): "<|hs-image-NONCE-k|>". buf holds 64 bytes. */
 void hs__api_vision_marker(const struct hs__api_req *r, int32_t k, char *buf);
@@ -77,3 +75,5 @@ void hs__api_vision_marker(const struct hs__api_req *r, int32_t k, char *buf);
 hs_status hs__api_tokenize_images(const struct hs__api_ctx *c, const char *text, size_t len,
                                   bool add_special, const uint8_t *client, struct hs__api_req *r,
                                   struct hs__api_err *err);
+
+#endif

@@ -65,7 +65,7 @@ struct hs_pool {
     /* Published by the caller before bumping gen; read by workers after seeing the new gen. */
     hs_pool_fn fn;
     void *ctx;
-    bool stop;
+    atomic_bool stop; /* atomic: read by workers that may have seen gen with a relaxed load */
     bool cancellable; /* the current task is shared out dynamically (see hs__pool_run_dyn_named) */
 
     _Alignas(64) _Atomic uint32_t gen;  /* futex word: bumped once per dispatch */
@@ -196,7 +196,7 @@ static void *pool_main(void *arg)
     uint32_t seen = 0;
     for (;;) {
         seen = pool_wait_gen(pool, seen);
-        if (pool->stop) {
+        if (atomic_load_explicit(&pool->stop, memory_order_acquire)) {
             break;
         }
         uint32_t c = atomic_load_explicit(&w->claim, memory_order_relaxed);
@@ -293,7 +293,7 @@ void hs__pool_destroy(struct hs_pool *pool)
     if (pool->prof) {
         pool_prof_log(pool);
     }
-    pool->stop = true;
+    atomic_store_explicit(&pool->stop, true, memory_order_release);
     pool_kick(pool);
     for (int i = 1; i < pool->n_threads; i++) {
         if (pool->workers && pool->workers[i - 1].started) {
