@@ -274,6 +274,8 @@ struct hs_engine_usage {
     int32_t cached_tokens;     /* prompt tokens of the first admission found in the prefix
                                 * cache (choices > 0 sharing the first choice's blocks do not
                                 * count) */
+    int32_t reasoning_tokens;  /* thinking tokens of all choices (hs_reasoning_n_think; 0
+                                * without hs_engine_request.reasoning) */
 };
 
 enum hs_event_type {
