@@ -69,23 +69,16 @@ static void split(const char *text, bool in_block, size_t step, struct parts *ou
     hs__buf_add(&out->c, "", 0);
 }
 
-Test(reasoning_split, separates_block_and_answer_at_every_chunking)
+struct split_case {
+    const char *text;
+    bool in_block;
+    const char *r, *c;
+};
+
+/* Each case split at once and in pieces of 1 to 5 bytes gives its reasoning and content. */
+static void check_splits(const struct split_case *cases, size_t n)
 {
-    static const struct {
-        const char *text;
-        bool in_block;
-        const char *r, *c;
-    } cases[] = {
-        {"<think>\nLet me see.\n</think>\n\nThe answer is 4.", false, "Let me see.",
-         "The answer is 4."},
-        {"Let me see. 2 < 3\n</think>\n\n42", true, "Let me see. 2 < 3", "42"},
-        {"Hello <think> world", false, "", "Hello <think> world"},
-        {"\n<think>unfinished  thought\n", false, "unfinished  thought", ""},
-        {"<think></think>\n\nplain", false, "", "plain"},
-        {"<thin", false, "", "<thin"},
-        {"a </think", true, "a </think", ""},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < n; i++) {
         for (size_t step = 0; step <= 5; step++) {
             struct parts p;
             split(cases[i].text, cases[i].in_block, step, &p);
@@ -99,15 +92,26 @@ Test(reasoning_split, separates_block_and_answer_at_every_chunking)
     }
 }
 
+Test(reasoning_split, separates_block_and_answer_at_every_chunking)
+{
+    static const struct split_case cases[] = {
+        {"<think>\nLet me see.\n</think>\n\nThe answer is 4.", false, "Let me see.",
+         "The answer is 4."},
+        {"Let me see. 2 < 3\n</think>\n\n42", true, "Let me see. 2 < 3", "42"},
+        {"Hello <think> world", false, "", "Hello <think> world"},
+        {"\n<think>unfinished  thought\n", false, "unfinished  thought", ""},
+        {"<think></think>\n\nplain", false, "", "plain"},
+        {"<thin", false, "", "<thin"},
+        {"a </think", true, "a </think", ""},
+    };
+    check_splits(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 /* Hunyuan's shape: <think>\n...\n</think>\n<answer>\n...\n</answer>, with and without the
  * block, unfinished, and the wrapper's markers split at every byte. */
 Test(reasoning_split, hunyuan_answer_wrapper_at_every_chunking)
 {
-    static const struct {
-        const char *text;
-        bool in_block;
-        const char *r, *c;
-    } cases[] = {
+    static const struct split_case cases[] = {
         {"<think>\nLet me see.\n</think>\n<answer>\nThe answer is 4.\n</answer>", false,
          "Let me see.", "The answer is 4."},
         {"<answer>\n42\n</answer>", false, "", "42"},
@@ -120,18 +124,7 @@ Test(reasoning_split, hunyuan_answer_wrapper_at_every_chunking)
     };
     wrap_open = "<answer>";
     wrap_close = "</answer>";
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        for (size_t step = 0; step <= 5; step++) {
-            struct parts p;
-            split(cases[i].text, cases[i].in_block, step, &p);
-            cr_assert_str_eq(p.r.p, cases[i].r, "case %zu step %zu: reasoning \"%s\"", i, step,
-                             p.r.p);
-            cr_assert_str_eq(p.c.p, cases[i].c, "case %zu step %zu: content \"%s\"", i, step,
-                             p.c.p);
-            hs__buf_free(&p.r);
-            hs__buf_free(&p.c);
-        }
-    }
+    check_splits(cases, sizeof(cases) / sizeof(cases[0]));
     wrap_open = wrap_close = NULL;
     cr_assert_eq(hs__reasoning_template_family(HUNYUAN_TEMPLATE), HS__REASONING_FAMILY_HUNYUAN);
     cr_assert_eq(hs__reasoning_template_family("{{ '<|im_start|>' }}<think>"),
