@@ -41,8 +41,8 @@ const char *hs__reasoning_family_str(enum hs__reasoning_family f)
 
 enum hs__reasoning_family hs__reasoning_template_family(const char *src)
 {
-    if (src && (strstr(src, "<|extra_0|>") || strstr(src, "hy_Assistant") ||
-                strstr(src, "<answer>"))) {
+    if (src &&
+        (strstr(src, "<|extra_0|>") || strstr(src, "hy_Assistant") || strstr(src, "<answer>"))) {
         return HS__REASONING_FAMILY_HUNYUAN;
     }
     return HS__REASONING_FAMILY_THINK;

@@ -189,11 +189,11 @@ struct brun {
     uint64_t pp_steps, reorders;
 };
 
-/* Runs the mixed workload through a split ping-pong engine with the given balance. */
 static const char *attn_config; /* -C: the attention backend's config file (--pim-config) */
 
-static int run_balance(struct hs_model *m, enum hs_pingpong_balance bal, const char *attn, int n_req,
-                       int slots, int n_prompt, int n_gen, int threads, int attn_threads,
+/* Runs the mixed workload through a split ping-pong engine with the given balance. */
+static int run_balance(struct hs_model *m, enum hs_pingpong_balance bal, const char *attn,
+                       int n_req, int slots, int n_prompt, int n_gen, int threads, int attn_threads,
                        struct brun *out)
 {
     struct hs_engine_params p = hs_engine_default_params();
@@ -222,7 +222,8 @@ static int run_balance(struct hs_model *m, enum hs_pingpong_balance bal, const c
     for (int i = 0; i < n_req && rc == 0; i++) {
         struct hs_rng rng;
         hs_rng_seed(&rng, 2000 + (uint64_t)i);
-        const int np = n_prompt / 4 + (int)(hs_rng_next(&rng) % (uint64_t)(n_prompt - n_prompt / 4));
+        const int np =
+            n_prompt / 4 + (int)(hs_rng_next(&rng) % (uint64_t)(n_prompt - n_prompt / 4));
         int gen = n_gen / 4 + (int)(hs_rng_next(&rng) % (uint64_t)n_gen);
         gen *= hs_rng_next(&rng) % 4 == 0 ? 4 : 1;
         rc = submit(e, n_vocab, &rng, prompt, np, gen, &h[i]);
@@ -353,8 +354,7 @@ int main(int argc, char **argv)
         }
     }
     if (n < 2 || n > MAX_STREAMS || n_prompt < 8 || n_gen < 4 || threads < 2 || n_req < 1 ||
-        n_req > 100000 ||
-        attn_threads < 1 || attn_threads >= threads || reps < 1 || reps > 50) {
+        n_req > 100000 || attn_threads < 1 || attn_threads >= threads || reps < 1 || reps > 50) {
         usage(stderr);
         return 2;
     }

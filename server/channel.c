@@ -393,7 +393,8 @@ static hs_status reasoning_install(const struct hs_engine *e, struct hs_engine_h
     if (s->gm) {
         inner = hs_grammar_matcher_constraint(s->gm);
     }
-    if (hs_reasoning_init(&s->rs, &h->reasoning, s->gm ? &inner : NULL, e->vocab, h->n_vocab) != HS_OK) {
+    if (hs_reasoning_init(&s->rs, &h->reasoning, s->gm ? &inner : NULL, e->vocab, h->n_vocab) !=
+        HS_OK) {
         return HS_E_NOMEM;
     }
     const struct hs_sampler_constraint c = hs_reasoning_constraint(&s->rs);

@@ -55,8 +55,8 @@ static void enter_think(struct hs_reasoning *r)
 }
 
 hs_status hs_reasoning_init(struct hs_reasoning *r, const struct hs_reasoning_params *p,
-                            const struct hs_sampler_constraint *inner,
-                            const struct hs_vocab *vocab, int32_t n_vocab)
+                            const struct hs_sampler_constraint *inner, const struct hs_vocab *vocab,
+                            int32_t n_vocab)
 {
     *r = (struct hs_reasoning){.p = *p, .n_vocab = n_vocab, .vocab = vocab};
     if (!vocab) {

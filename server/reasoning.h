@@ -83,8 +83,8 @@ hs_status hs_reasoning_params_check(const struct hs_reasoning_params *p, int32_t
  * while r is) spells the tokens for text markers; NULL: text markers are ignored. HS_E_NOMEM
  * (r is then zeroed); free with hs_reasoning_finish. */
 hs_status hs_reasoning_init(struct hs_reasoning *r, const struct hs_reasoning_params *p,
-                            const struct hs_sampler_constraint *inner,
-                            const struct hs_vocab *vocab, int32_t n_vocab);
+                            const struct hs_sampler_constraint *inner, const struct hs_vocab *vocab,
+                            int32_t n_vocab);
 /* Frees what init allocated; zeroed r: nothing. */
 void hs_reasoning_finish(struct hs_reasoning *r);
 

@@ -779,11 +779,11 @@ static struct hs_split_item entry_item(const struct hs_engine *e, int32_t j)
 
 /* Scratch of a layout search (on the engine thread's stack, ~14 KiB). */
 struct layout {
-    int32_t p, n;                            /* reorderable prefix, batch entries */
-    int64_t kv[HS_SCHED_BALANCE_MAX];        /* the prefix's attention-backend KV now */
-    int64_t rem[HS_SCHED_BALANCE_MAX];       /* predicted remaining output (LENGTH) */
-    int32_t by_kv[HS_SCHED_BALANCE_MAX];     /* prefix indices, heaviest KV first */
-    int32_t order[HS_SCHED_BALANCE_MAX];     /* a candidate order of the prefix */
+    int32_t p, n;                        /* reorderable prefix, batch entries */
+    int64_t kv[HS_SCHED_BALANCE_MAX];    /* the prefix's attention-backend KV now */
+    int64_t rem[HS_SCHED_BALANCE_MAX];   /* predicted remaining output (LENGTH) */
+    int32_t by_kv[HS_SCHED_BALANCE_MAX]; /* prefix indices, heaviest KV first */
+    int32_t order[HS_SCHED_BALANCE_MAX]; /* a candidate order of the prefix */
     struct hs_split_item items[HS_SCHED_BALANCE_MAX * 2];
 };
 

@@ -20,14 +20,14 @@
 /* A Hunyuan-A13B-style chat template: its turn tokens, "/no_think" and enable_thinking false
  * writing an empty block, and, as some slow-thinking templates do, a generation prompt that
  * opens the block when enable_thinking is true. */
-#define HUNYUAN_TEMPLATE                                                                        \
-    "{%- for m in messages -%}{%- if loop.first %}<|startoftext|>{% endif -%}"                  \
-    "{%- if m.role == 'system' %}{{ m.content }}<|extra_4|>"                                     \
-    "{%- elif m.role == 'user' %}{{ m.content }}<|extra_0|>"                                     \
-    "{%- else %}{{ m.content }}<|eos|>{% endif -%}{%- endfor -%}"                               \
-    "{%- if add_generation_prompt -%}"                                                          \
-    "{%- if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n"         \
-    "{%- elif enable_thinking is defined and enable_thinking %}<think>\n{% endif -%}"           \
+#define HUNYUAN_TEMPLATE                                                                           \
+    "{%- for m in messages -%}{%- if loop.first %}<|startoftext|>{% endif -%}"                     \
+    "{%- if m.role == 'system' %}{{ m.content }}<|extra_4|>"                                       \
+    "{%- elif m.role == 'user' %}{{ m.content }}<|extra_0|>"                                       \
+    "{%- else %}{{ m.content }}<|eos|>{% endif -%}{%- endfor -%}"                                  \
+    "{%- if add_generation_prompt -%}"                                                             \
+    "{%- if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n"            \
+    "{%- elif enable_thinking is defined and enable_thinking %}<think>\n{% endif -%}"              \
     "{%- endif -%}"
 
 /* ---- the splitter ---- */
@@ -593,8 +593,7 @@ Test(reasoning_hunyuan, stream_and_non_stream_agree_in_both_dialects)
     for (int f = 0; f < 2; f++) {
         char extra[200];
         snprintf(extra, sizeof(extra),
-                 THINK_ON ",\"thinking_budget_tokens\":4,\"reasoning_format\":\"%s\"",
-                 formats[f]);
+                 THINK_ON ",\"thinking_budget_tokens\":4,\"reasoning_format\":\"%s\"", formats[f]);
         json_t *j = chat(extra, "Think, then answer.");
         const char *rc = message_str(j, formats[f]);
         cr_assert_str_eq(rc, "xxxx");
@@ -613,8 +612,8 @@ Test(reasoning_hunyuan, stream_and_non_stream_agree_in_both_dialects)
 Test(reasoning_hunyuan, stop_strings_never_cut_the_thinking_or_the_separator)
 {
     /* "x" is every thinking token; "think" and "answer" are in the forced close */
-    json_t *j = chat(THINK_ON ",\"thinking_budget_tokens\":5,\"stop\":[\"think\",\"answer\"]",
-                     "hi");
+    json_t *j =
+        chat(THINK_ON ",\"thinking_budget_tokens\":5,\"stop\":[\"think\",\"answer\"]", "hi");
     cr_assert_str_eq(message_str(j, "reasoning_content"), "xxxxx");
     cr_assert_gt(strlen(message_str(j, "content")), 0);
     cr_assert_str_eq(json_string_value(json_object_get(
@@ -642,4 +641,25 @@ Test(reasoning_hunyuan, thinking_off_gives_no_reasoning)
         cr_assert_gt(strlen(message_str(j, "content")), 0);
         json_decref(j);
     }
+}
+
+/* --reasoning-markers think overrides the template's family: <think> is no token of this
+ * vocabulary, so nothing is tracked, split or forced (the budget has nothing to close). */
+static void start_hunyuan_as_think(void)
+{
+    start_markers = "think";
+    start_hunyuan();
+    start_markers = NULL;
+}
+
+Test(reasoning_hunyuan_flags, the_flag_overrides_the_templates_family,
+     .init = start_hunyuan_as_think, .fini = stop_hunyuan, .timeout = 120)
+{
+    json_t *j = chat(THINK_ON ",\"thinking_budget_tokens\":2", "hi");
+    cr_assert_null(message_str(j, "reasoning_content"));
+    cr_assert_eq(reasoning_tokens(j), 0);
+    const char *content = message_str(j, "content");
+    cr_assert_eq(strspn(content, "x"), strlen(content), "nothing forced: \"%s\"", content);
+    cr_assert_eq(strlen(content), 24, "max_tokens of x");
+    json_decref(j);
 }

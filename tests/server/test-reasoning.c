@@ -191,8 +191,8 @@ static int32_t tokenize(const struct hs_vocab *v, const char *s, hs_token *out, 
 
 static struct hs_reasoning_params hunyuan_params(int32_t budget)
 {
-    struct hs_reasoning_params p = {.enabled = true, .open = -1, .close = -1,
-                                    .budget_tokens = budget};
+    struct hs_reasoning_params p = {
+        .enabled = true, .open = -1, .close = -1, .budget_tokens = budget};
     snprintf(p.open_text, sizeof(p.open_text), "<think>\n");
     snprintf(p.close_text, sizeof(p.close_text), "\n</think>");
     snprintf(p.after_close, sizeof(p.after_close), "\n<answer>\n");
@@ -245,8 +245,8 @@ Test(reasoning_text, multi_token_markers_whatever_tokens_spell_them)
         const struct hs_reasoning_params p = hunyuan_params(-1);
         cr_assert_eq(hs_reasoning_params_check(&p, nv, NULL), HS_OK);
         cr_assert_eq(hs_reasoning_init(&r, &p, NULL, v, nv), HS_OK);
-        cr_assert_eq(feed(&r, t, n), answer_at,
-                     "variant %d: the answer starts after the separator", variant);
+        cr_assert_eq(feed(&r, t, n), answer_at, "variant %d: the answer starts after the separator",
+                     variant);
         cr_assert_eq(hs_reasoning_n_think(&r), n_think,
                      "variant %d: the thinking tokens are counted, the markers' are not (%d)",
                      variant, hs_reasoning_n_think(&r));
