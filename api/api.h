@@ -71,14 +71,16 @@ struct hs_api_params {
                                        * subdomains; "*" turns the check off */
     int32_t n_allowed_hosts;
     /* Thinking blocks of chat answers (README "Reasoning"): where they go, "reasoning_content"
-     * (NULL, default), "reasoning" or "none" (inline), and the markers as "OPEN,CLOSE" (NULL:
-     * "<think>,</think>"; each must be one token of the vocabulary, else nothing is split). A
-     * request's reasoning_format overrides the format. */
+     * (NULL, default), "reasoning" or "none" (inline), and the markers: a family ("think":
+     * <think>…</think>, split only where both are tokens of the vocabulary; "hunyuan":
+     * <think>…</think><answer>…</answer>, markers of any number of tokens) or "OPEN,CLOSE" (any
+     * number of tokens); NULL: the family of the chat template. A request's reasoning_format
+     * overrides the format. */
     const char *reasoning_format;
     const char *reasoning_markers;
     /* Chat requests that say nothing about thinking (no reasoning_effort, thinking budget,
      * enable_thinking, /think or /no_think) get auto mode (reasoning_effort "auto") when the
-     * model's template has both modes (it reads enable_thinking) and the markers are tokens;
+     * model's template has both modes (it reads enable_thinking) and the markers are known;
      * default true. False: the template's own default. */
     bool reasoning_auto;
     bool cors; /* answer CORS preflights (allowing the headers asked for), allow

@@ -73,9 +73,11 @@ static void usage(FILE *f)
             "                          where a chat answer's thinking block goes:\n"
             "                          reasoning_content (default), reasoning (vLLM's newer\n"
             "                          name) or none (left inline in content)\n"
-            "      --reasoning-markers OPEN,CLOSE\n"
-            "                          the thinking block's markers, each one token of the\n"
-            "                          vocabulary (default <think>,</think>)\n"
+            "      --reasoning-markers think|hunyuan|OPEN,CLOSE\n"
+            "                          the thinking block's format: think (<think>…</think>,\n"
+            "                          then \"\\n\\n\"), hunyuan (<think>…</think> then\n"
+            "                          <answer>…</answer>), or other markers, one token or\n"
+            "                          several (default: from the chat template)\n"
             "      --mmproj FILE       image input: the model's projector GGUF (llama.cpp's\n"
             "                          mmproj; Qwen2-VL). Chat image parts take data: URLs\n"
             "      --allow-image-urls  let http(s) image URLs past the refusal (fetching them\n"
@@ -395,10 +397,12 @@ int hs__cli_serve(int argc, char **argv)
             break;
         case OPT_REASONING_MARKERS: {
             const char *comma = strchr(optarg, ',');
-            if (!comma || comma == optarg || !comma[1] || strchr(comma + 1, ',') ||
-                comma - optarg >= 32 || strlen(comma + 1) >= 32) {
-                fprintf(stderr, "hetserve serve: --reasoning-markers must be OPEN,CLOSE (each "
-                                "1 to 31 bytes), got '%s'\n", optarg);
+            const bool family = !strcmp(optarg, "think") || !strcmp(optarg, "hunyuan");
+            if (!family && (!comma || comma == optarg || !comma[1] || strchr(comma + 1, ',') ||
+                            comma - optarg >= 32 || strlen(comma + 1) >= 30)) {
+                fprintf(stderr, "hetserve serve: --reasoning-markers must be think, hunyuan or "
+                                "OPEN,CLOSE (OPEN 1 to 31 bytes, CLOSE 1 to 29), got '%s'\n",
+                        optarg);
                 return 2;
             }
             ap.reasoning_markers = optarg;

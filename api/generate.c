@@ -50,7 +50,6 @@ struct choice {
     struct hs__reasoning_split rp;
     struct hs__buf reasoning; /* non-streamed: the thinking text */
     struct hs__buf content;   /* scratch: an event's text after the block is taken out */
-    int think;                /* by token ids: 0 before the block, 1 inside, 2 after */
 };
 
 struct hs__job {
@@ -364,21 +363,6 @@ static const char *reasoning_key(const struct hs__job *j)
     return j->rs.format == HS__REASONING_FIELD ? "reasoning" : "reasoning_content";
 }
 
-/* Counts the thinking tokens of an event by token id (the markers not counted). */
-static void count_thinking(struct hs__job *j, struct choice *c, const struct hs_engine_event *ev)
-{
-    for (int32_t i = 0; i < ev->n_tokens; i++) {
-        hs_token t = ev->tokens[i];
-        if (c->think == 0) {
-            c->think = t == j->rs.open_tok ? 1 : 2;
-        } else if (c->think == 1 && t == j->rs.close_tok) {
-            c->think = 2;
-        } else if (c->think == 1) {
-            j->reasoning_tokens++;
-        }
-    }
-}
-
 static void sink_reasoning(void *user, const char *s, size_t n)
 {
     struct choice *c = user;
@@ -412,7 +396,6 @@ static void reasoning_event(struct hs__job *j, struct choice *c, const struct hs
 {
     const struct hs__reasoning_sink sink = {sink_reasoning, sink_answer, c};
     *out = *ev;
-    count_thinking(j, c, ev);
     if (!c->rp_on) {
         return;
     }
@@ -659,6 +642,7 @@ static void handle_event(struct hs__job *j, int32_t hi, const struct hs_engine_e
         j->usage.prompt_tokens += ev->usage.prompt_tokens;
         j->usage.completion_tokens += ev->usage.completion_tokens;
         j->usage.cached_tokens += ev->usage.cached_tokens;
+        j->reasoning_tokens += ev->usage.reasoning_tokens; /* the engine's tracker counts */
         if (ev->status != HS_OK && j->fail_status == HS_OK) {
             j->fail_status = ev->status;
             j->fail_detail = ev->detail;
@@ -1054,10 +1038,11 @@ enum MHD_Result hs__generate_start(struct hs_api_server *s, struct MHD_Connectio
         ch->idx = i;
         ch->tp_on = kind == HS__API_CHAT && req->tools.parse;
         ch->rp_on = kind == HS__API_CHAT && req->reasoning.split;
-        ch->think = req->reasoning.in_block ? 1 : 0;
         if (ch->rp_on) {
             hs__reasoning_split_init(&ch->rp, req->reasoning.open, req->reasoning.close,
                                      req->reasoning.in_block);
+            hs__reasoning_split_wrap(&ch->rp, req->reasoning.answer_open,
+                                     req->reasoning.answer_close);
         }
         if (ch->tp_on) {
             hs__tool_parser_init(&ch->tp, req->tools.format, req->tools.parallel,

@@ -1013,6 +1013,7 @@ hs_status hs_api_server_attach(struct hs_api_server *s, struct hs_model *model,
                                    .tools = &s->tools_caps,
                                    .reasoning_format = s->p.reasoning_format,
                                    .reasoning_markers = s->p.reasoning_markers,
+                                   .reasoning_family = (int)hs__reasoning_template_family(src),
                                    .reasoning_auto = s->p.reasoning_auto &&
                                                      hs__reasoning_template_has_modes(src)};
     hs__tools_probe(s->tmpl, s->vocab, &s->tools_caps);

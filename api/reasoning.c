@@ -13,7 +13,40 @@
 
 #define fail hs__api_fail
 
-enum { BEFORE, THINK, ANSWER };
+enum { BEFORE, THINK, ANSWER_LEAD, ANSWER, ANSWER_AFTER };
+
+/* ---- families ---- */
+
+static const struct family {
+    const char *name;
+    const char *open, *close;
+    const char *forced; /* what a spent budget forces: the close marker and the separator */
+    const char *answer_open, *answer_close;
+    const char *text_open, *text_close; /* the markers as the engine tracks them on the text
+                                         * when they are no tokens (whitespace they own) */
+} families[HS__REASONING_FAMILY_COUNT] = {
+    [HS__REASONING_FAMILY_THINK] = {"think", "<think>", "</think>", "</think>\n\n", "", "",
+                                    "<think>", "</think>"},
+    /* Hunyuan-A13B/TurboS: "<think>\n...\n</think>\n<answer>\n...\n</answer>", every marker
+     * several tokens of its vocabulary; the newlines belong to the markers (as in vLLM's
+     * hunyuan_a13b reasoning parser), so they are not counted as thinking */
+    [HS__REASONING_FAMILY_HUNYUAN] = {"hunyuan", "<think>", "</think>", "\n</think>\n<answer>\n",
+                                      "<answer>", "</answer>", "<think>\n", "\n</think>"},
+};
+
+const char *hs__reasoning_family_str(enum hs__reasoning_family f)
+{
+    return f >= 0 && f < HS__REASONING_FAMILY_COUNT ? families[f].name : "unknown";
+}
+
+enum hs__reasoning_family hs__reasoning_template_family(const char *src)
+{
+    if (src &&
+        (strstr(src, "<|extra_0|>") || strstr(src, "hy_Assistant") || strstr(src, "<answer>"))) {
+        return HS__REASONING_FAMILY_HUNYUAN;
+    }
+    return HS__REASONING_FAMILY_THINK;
+}
 
 /* ---- request ---- */
 
@@ -132,17 +165,38 @@ hs_status hs__reasoning_parse(const struct hs__api_ctx *c, const json_t *b,
 {
     *q = (struct hs__reasoning_req){
         .thinking = -1, .budget = -1, .open_tok = -1, .close_tok = -1, .auto_class = -1};
-    snprintf(q->open, sizeof(q->open), "<think>");
-    snprintf(q->close, sizeof(q->close), "</think>");
+    int fam = c->reasoning_family >= 0 && c->reasoning_family < HS__REASONING_FAMILY_COUNT
+                  ? c->reasoning_family
+                  : HS__REASONING_FAMILY_THINK;
     const char *mk = c->reasoning_markers;
+    for (int i = 0; mk && i < HS__REASONING_FAMILY_COUNT; i++) {
+        fam = strcmp(mk, families[i].name) ? fam : i;
+    }
+    const struct family *fy = &families[fam];
+    snprintf(q->open, sizeof(q->open), "%s", fy->open);
+    snprintf(q->close, sizeof(q->close), "%s", fy->close);
+    snprintf(q->forced, sizeof(q->forced), "%s", fy->forced);
+    snprintf(q->answer_open, sizeof(q->answer_open), "%s", fy->answer_open);
+    snprintf(q->answer_close, sizeof(q->answer_close), "%s", fy->answer_close);
+    snprintf(q->text_open, sizeof(q->text_open), "%s", fy->text_open);
+    snprintf(q->text_close, sizeof(q->text_close), "%s", fy->text_close);
     const char *comma = mk ? strchr(mk, ',') : NULL;
-    if (comma && (size_t)(comma - mk) < sizeof(q->open) && strlen(comma + 1) < sizeof(q->close)) {
+    /* named markers (the flag, or a family that spells them in several tokens) are tracked on
+     * the text; <think> and </think> by default only where they are tokens */
+    bool named = fam == HS__REASONING_FAMILY_HUNYUAN;
+    if (comma && (size_t)(comma - mk) < sizeof(q->open) && strlen(comma + 1) < sizeof(q->close) &&
+        strlen(comma + 1) + 2 < sizeof(q->forced)) {
         snprintf(q->open, sizeof(q->open), "%.*s", (int)(comma - mk), mk);
         snprintf(q->close, sizeof(q->close), "%s", comma + 1);
+        snprintf(q->forced, sizeof(q->forced), "%s\n\n", comma + 1);
+        snprintf(q->text_open, sizeof(q->text_open), "%s", q->open);
+        snprintf(q->text_close, sizeof(q->text_close), "%s", q->close);
+        q->answer_open[0] = q->answer_close[0] = '\0';
+        named = true;
     }
     q->open_tok = hs_vocab_find(c->vocab, q->open);
     q->close_tok = hs_vocab_find(c->vocab, q->close);
-    q->markers = q->open_tok >= 0 && q->close_tok >= 0;
+    q->markers = (q->open_tok >= 0 && q->close_tok >= 0) || named;
 
     const json_t *f = json_object_get(b, "reasoning_format");
     const char *dflt = c->reasoning_format;
@@ -241,6 +295,9 @@ static bool ends_with_marker(const char *text, size_t n, const char *m)
         n--;
     }
     size_t k = strlen(m);
+    while (k > 0 && strchr(" \t\r\n", m[k - 1])) {
+        k--;
+    }
     return n >= k && !memcmp(text + n - k, m, k);
 }
 
@@ -259,6 +316,8 @@ hs_status hs__reasoning_finish(const struct hs__api_ctx *c, const struct hs__rea
     }
     memcpy(o->open, q->open, sizeof(o->open));
     memcpy(o->close, q->close, sizeof(o->close));
+    memcpy(o->answer_open, q->answer_open, sizeof(o->answer_open));
+    memcpy(o->answer_close, q->answer_close, sizeof(o->answer_close));
     o->in_block = ends_with_marker(text, n, q->open);
     o->split = q->format != HS__REASONING_NONE;
     struct hs_reasoning_params *p = &r->er.reasoning;
@@ -267,22 +326,43 @@ hs_status hs__reasoning_finish(const struct hs__api_ctx *c, const struct hs__rea
                                       .open = q->open_tok,
                                       .close = q->close_tok,
                                       .budget_tokens = q->budget};
-    /* the separator Qwen3's and DeepSeek-R1's templates write after the block */
-    struct hs__api_prompt sep = {0};
-    hs_status st = hs__api_tokenize(c, "\n\n", 2, false, NULL, &sep, err);
-    if (st != HS_OK) {
-        return st;
+    if (q->open_tok < 0) {
+        snprintf(p->open_text, sizeof(p->open_text), "%s", q->text_open);
     }
+    if (q->close_tok < 0) {
+        snprintf(p->close_text, sizeof(p->close_text), "%s", q->text_close);
+    }
+    /* what the family writes between the close marker and the answer */
+    const char *after = strstr(q->forced, q->close);
+    snprintf(p->after_close, sizeof(p->after_close), "%s", after ? after + strlen(q->close) : "");
     if (r->grammar && !o->in_block && q->thinking != 1 && q->budget < 0) {
         /* structured output the client did not ask to think before: the grammar applies from
          * the first token, as without a reasoning model */
         p->open = -1;
+        p->open_text[0] = '\0';
     }
-    p->close_seq[p->n_close_seq++] = q->close_tok;
-    for (int32_t i = 0; i < sep.n && p->n_close_seq < HS_REASONING_MAX_CLOSE; i++) {
-        p->close_seq[p->n_close_seq++] = sep.ids[i];
+    /* the forced close: the marker as its token where it is one (a tokenizer could spell the
+     * text otherwise), then the separator; a multi-token marker is tokenized with it */
+    const bool lead = q->close_tok >= 0 && after == q->forced;
+    const char *ftext = lead ? q->forced + strlen(q->close) : q->forced;
+    struct hs__api_prompt seq = {0};
+    hs_status st = hs__api_tokenize(c, ftext, strlen(ftext), false, NULL, &seq, err);
+    if (st != HS_OK) {
+        return st;
     }
-    free(sep.ids);
+    if (seq.n + (lead ? 1 : 0) > HS_REASONING_MAX_CLOSE) {
+        free(seq.ids);
+        return fail(err, 500, NULL,
+                    "the thinking block's close marker and separator take %d tokens, over %d",
+                    (int)seq.n + (lead ? 1 : 0), HS_REASONING_MAX_CLOSE);
+    }
+    if (lead) {
+        p->close_seq[p->n_close_seq++] = q->close_tok;
+    }
+    for (int32_t i = 0; i < seq.n; i++) {
+        p->close_seq[p->n_close_seq++] = seq.ids[i];
+    }
+    free(seq.ids);
     return HS_OK;
 }
 
@@ -294,6 +374,12 @@ void hs__reasoning_split_init(struct hs__reasoning_split *p, const char *open, c
     *p = (struct hs__reasoning_split){.state = in_block ? THINK : BEFORE, .lead = true};
     snprintf(p->open, sizeof(p->open), "%s", open);
     snprintf(p->close, sizeof(p->close), "%s", close);
+}
+
+void hs__reasoning_split_wrap(struct hs__reasoning_split *p, const char *open, const char *close)
+{
+    snprintf(p->aopen, sizeof(p->aopen), "%s", open ? open : "");
+    snprintf(p->aclose, sizeof(p->aclose), "%s", close ? close : "");
 }
 
 static bool is_ws(char ch)
@@ -328,6 +414,39 @@ static void emit(struct hs__reasoning_split *p, bool reasoning, const char *s, s
     (reasoning ? sink->reasoning : sink->content)(sink->user, s, n);
 }
 
+/* After the block (or without one): the answer's wrapper is looked for when there is one. */
+static int answer_state(const struct hs__reasoning_split *p)
+{
+    return p->aopen[0] ? ANSWER_LEAD : ANSWER;
+}
+
+/* Scans the held text for marker m (THINK: the close marker; ANSWER: the answer's close): what
+ * comes before it goes out as a part (its trailing whitespace and a possible start of m wait).
+ * Returns true when m was found and dropped (the hold then starts after it). */
+static bool scan_to(struct hs__reasoning_split *p, const char *m, bool reasoning,
+                    const struct hs__reasoning_sink *sink)
+{
+    char *t = p->hold.p;
+    size_t len = p->hold.len;
+    const char *hit = memmem(t, len, m, strlen(m));
+    size_t upto = hit ? (size_t)(hit - t) : len - partial(t, len, m);
+    size_t keep = upto;
+    while (keep > 0 && is_ws(t[keep - 1])) {
+        keep--; /* trailing whitespace waits: it may end the part */
+    }
+    emit(p, reasoning, t, keep, sink);
+    if (hit) {
+        size_t after = upto + strlen(m);
+        memmove(t, t + after, len - after);
+        p->hold.len = len - after;
+        p->lead = true;
+        return true;
+    }
+    memmove(t, t + keep, len - keep);
+    p->hold.len = len - keep;
+    return false;
+}
+
 void hs__reasoning_split_feed(struct hs__reasoning_split *p, const char *s, size_t n,
                               const struct hs__reasoning_sink *sink)
 {
@@ -341,49 +460,44 @@ void hs__reasoning_split_feed(struct hs__reasoning_split *p, const char *s, size
         if (!t) {
             return;
         }
-        if (p->state == ANSWER) {
+        if (p->state == ANSWER_AFTER || (p->state == ANSWER && !p->aclose[0])) {
             emit(p, false, t, len, sink);
             p->hold.len = 0;
             return;
         }
-        if (p->state == BEFORE) {
+        if (p->state == BEFORE || p->state == ANSWER_LEAD) {
+            /* a marker at the start, after whitespace: the block's open, the answer's open */
+            const char *m = p->state == BEFORE ? p->open : p->aopen;
             size_t i = 0;
             while (i < len && is_ws(t[i])) {
                 i++;
             }
-            size_t k = strlen(p->open);
-            if (len - i >= k && !memcmp(t + i, p->open, k)) {
-                p->state = THINK;
+            size_t k = strlen(m);
+            if (len - i >= k && !memcmp(t + i, m, k)) {
+                p->state = p->state == BEFORE ? THINK : ANSWER;
                 p->lead = true;
                 memmove(t, t + i + k, len - i - k);
                 p->hold.len = len - i - k;
                 continue;
             }
-            if (len - i < k && !memcmp(t + i, p->open, len - i)) {
-                return; /* could still become the open marker */
+            if (len - i < k && !memcmp(t + i, m, len - i)) {
+                return; /* could still become the marker */
             }
-            p->state = ANSWER;
+            p->state = p->state == BEFORE ? answer_state(p) : ANSWER;
             continue;
         }
-        /* THINK */
-        const char *hit = memmem(t, len, p->close, strlen(p->close));
-        size_t upto = hit ? (size_t)(hit - t) : len - partial(t, len, p->close);
-        size_t keep = upto;
-        while (keep > 0 && is_ws(t[keep - 1])) {
-            keep--; /* trailing whitespace waits: it may end the block */
-        }
-        emit(p, true, t, keep, sink);
-        if (hit) {
-            size_t after = upto + strlen(p->close);
-            memmove(t, t + after, len - after);
-            p->hold.len = len - after;
-            p->state = ANSWER;
-            p->lead = true;
+        if (p->state == THINK) {
+            if (!scan_to(p, p->close, true, sink)) {
+                return;
+            }
+            p->state = answer_state(p);
             continue;
         }
-        memmove(t, t + keep, len - keep);
-        p->hold.len = len - keep;
-        return;
+        /* ANSWER inside the wrapper */
+        if (!scan_to(p, p->aclose, false, sink)) {
+            return;
+        }
+        p->state = ANSWER_AFTER;
     }
 }
 
@@ -392,7 +506,7 @@ void hs__reasoning_split_finish(struct hs__reasoning_split *p,
 {
     if (p->hold.len > 0 && p->hold.p) {
         size_t n = p->hold.len;
-        if (p->state == THINK) {
+        if (p->state == THINK || (p->state == ANSWER && p->aclose[0])) {
             while (n > 0 && is_ws(p->hold.p[n - 1])) {
                 n--;
             }

@@ -23,11 +23,29 @@ enum hs__reasoning_format {
     HS__REASONING_FORMAT_COUNT,
 };
 
+/* How a model family writes its thinking block (README "Reasoning"). */
+enum hs__reasoning_family {
+    HS__REASONING_FAMILY_THINK,   /* <think>…</think>, then "\n\n" (Qwen3, DeepSeek-R1) */
+    HS__REASONING_FAMILY_HUNYUAN, /* <think>\n…\n</think>\n<answer>\n…\n</answer>
+                                   * (Hunyuan-A13B, Hunyuan-TurboS) */
+    HS__REASONING_FAMILY_COUNT,
+};
+const char *hs__reasoning_family_str(enum hs__reasoning_family f);
+
+/* The family a chat template's source (NULL: none) writes: Hunyuan's when it has Hunyuan's
+ * turn tokens (<|extra_0|>, <｜hy_Assistant｜>) or an <answer> block; else <think>. */
+enum hs__reasoning_family hs__reasoning_template_family(const char *src);
+
 /* A chat request's thinking settings (from the body, before the prompt is rendered). */
 struct hs__reasoning_req {
-    bool markers; /* the vocabulary has the open and close markers as tokens */
+    bool markers; /* a thinking block can be tracked: the markers are tokens of the vocabulary,
+                   * or the family (Hunyuan) or the flag names them as text */
     char open[32], close[32];
-    hs_token open_tok, close_tok;
+    char forced[32];                        /* forced on budget: close marker and separator */
+    char answer_open[16], answer_close[16]; /* the answer's wrapper, stripped ("": none) */
+    char text_open[32], text_close[32];     /* the markers the engine tracks on the text when
+                                             * they are several tokens (hs_reasoning_params) */
+    hs_token open_tok, close_tok;           /* -1: the marker is several tokens */
     int thinking;   /* 1: asked on, 0: asked off (enable_thinking false, /no_think,
                      * reasoning_effort "none"), -1: the template's default */
     int32_t budget; /* < 0: none */
@@ -39,13 +57,16 @@ struct hs__reasoning_req {
 /* Reads the reasoning fields of body b: reasoning_effort ("none", "low", "medium", "high"),
  * thinking_budget_tokens (>= 0), reasoning_format ("reasoning_content", "reasoning", "none"),
  * chat_template_kwargs.enable_thinking (boolean) and /think or /no_think in the last user
- * message. Markers are <think> and </think> when the vocabulary has them as tokens. 400 on bad
+ * message. The markers are the family's (c->reasoning_family, or the one c->reasoning_markers
+ * names: "think", "hunyuan" or "OPEN,CLOSE"): <think> and </think> count when the vocabulary
+ * has them as tokens; Hunyuan's and the flag's also when they are several tokens. 400 on bad
  * values. */
 hs_status hs__reasoning_parse(const struct hs__api_ctx *c, const json_t *b,
                               struct hs__reasoning_req *out, struct hs__api_err *err);
 
 /* Fills r->er.reasoning from q and the rendered prompt (text[n]): whether the prompt ends inside
- * a thinking block, the close sequence forced on budget (close marker + "\n\n"). */
+ * a thinking block, the close sequence forced on budget (the family's close marker and
+ * separator: "</think>\n\n", Hunyuan's "\n</think>\n<answer>\n"), the text markers. */
 hs_status hs__reasoning_finish(const struct hs__api_ctx *c, const struct hs__reasoning_req *q,
                                const char *text, size_t n, struct hs__api_req *r,
                                struct hs__api_err *err);
@@ -77,7 +98,8 @@ struct hs__reasoning_sink {
 
 struct hs__reasoning_split {
     char open[32], close[32];
-    int state;           /* before, think, answer */
+    char aopen[16], aclose[16]; /* the answer's wrapper ("": none) */
+    int state;                  /* before, think, answer lead, answer, after the answer */
     bool lead;           /* still dropping the leading whitespace of the current part */
     struct hs__buf hold; /* held back: a possible marker prefix or trailing whitespace */
 };
@@ -85,6 +107,10 @@ struct hs__reasoning_split {
 /* Starts a splitter; in_block: the prompt opened the block already. */
 void hs__reasoning_split_init(struct hs__reasoning_split *p, const char *open, const char *close,
                               bool in_block);
+/* Sets the answer's wrapper (Hunyuan's <answer>…</answer>; "" or NULL: none): an open marker
+ * at the start of the answer and the close marker are dropped from the content, with the
+ * whitespace next to them. */
+void hs__reasoning_split_wrap(struct hs__reasoning_split *p, const char *open, const char *close);
 void hs__reasoning_split_feed(struct hs__reasoning_split *p, const char *s, size_t n,
                               const struct hs__reasoning_sink *sink);
 /* The output ended: what was held back goes out (an unclosed block stays reasoning). */

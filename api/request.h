@@ -76,6 +76,7 @@ struct hs__api_ctx {
                                          * NULL: probed per request */
     const char *reasoning_format;  /* hs_api_params.reasoning_format (borrowed; NULL: default) */
     const char *reasoning_markers; /* hs_api_params.reasoning_markers (borrowed; NULL: <think>) */
+    int reasoning_family; /* enum hs__reasoning_family of the chat template (api/reasoning.h) */
     struct hs__api_vision *vision; /* --mmproj's encoder (api/vision.h); NULL: images are 400s */
     bool reasoning_auto; /* hs_api_params.reasoning_auto, and the template has both modes */
 };
@@ -129,7 +130,8 @@ struct hs__api_reasoning {
     int format;    /* enum hs__reasoning_format */
     bool in_block; /* the prompt ends inside the block */
     char open[32], close[32];
-    hs_token open_tok, close_tok;
+    char answer_open[16], answer_close[16]; /* the family's answer wrapper ("": none) */
+    hs_token open_tok, close_tok;           /* -1: the marker is several tokens */
     int auto_class; /* reasoning_effort "auto": the request's class in the history, -1: not auto */
     bool auto_long; /* auto: long thinking chosen (else short: no thinking) */
 };

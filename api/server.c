@@ -152,6 +152,12 @@ static void placement_metrics(struct hs__buf *b, const struct hs_engine_metrics 
            (double)m->split.n_steps);
     metric(b, "pingpong_steps_total", "counter", "Of those, run as two ping-pong sub-batches.", mn,
            (double)m->split.n_steps_split);
+    metric(b, "pingpong_reordered_steps_total", "counter",
+           "Ping-pong steps whose decodes --pingpong-balance reordered.", mn,
+           (double)m->pingpong_reorders);
+    metric(b, "pingpong_kv_imbalance_total", "counter",
+           "Sum over ping-pong steps of |kv_A - kv_B| / (kv_A + kv_B) on the attention backend.",
+           mn, m->split.kv_imbalance);
     metric(b, "split_overlap_seconds_total", "counter",
            "Time both backends were busy at once in split steps.", mn, m->split.overlap_s);
     metric(b, "split_wall_seconds_total", "counter", "Wall time of the split steps' layers.", mn,

@@ -505,6 +505,11 @@ void hs_context_get_split_stats(const struct hs_context *ctx, struct hs_split_st
     *out = ctx->split_stats;
 }
 
+const struct hs_split_model *hs_context_split_model(const struct hs_context *ctx)
+{
+    return &ctx->split;
+}
+
 void hs_context_set_trace(struct hs_context *ctx, hs_forward_trace_fn fn, void *user)
 {
     ctx->trace = fn;

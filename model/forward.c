@@ -180,6 +180,7 @@ struct timeline {
     int64_t e_free, t_free;  /* when each backend is next free, ns from origin */
     int64_t pre_end[2];      /* per sub-batch */
     int64_t attn_end[2];
+    int64_t attn_ns[2]; /* per sub-batch, the step's attention time (simulated where it is) */
 };
 
 static void tl_event(struct hs_context *ctx, const char *stage, const struct sub *sb, int32_t layer,
@@ -228,6 +229,7 @@ static void tl_attention(struct hs_context *ctx, const struct sub *sb)
     const int64_t start = HS_MAX(tl->t_free, tl->pre_end[sb->index]);
     tl->t_free = start + dur;
     tl->attn_end[sb->index] = tl->t_free;
+    tl->attn_ns[sb->index] += dur;
     tl_event(ctx, "attention", sb, sb->layer, true, start, tl->t_free);
 }
 
@@ -662,6 +664,14 @@ hs_status hs_model_forward_mm(struct hs_context *ctx, const struct hs_forward_se
         struct hs_split_stats *ss = &ctx->split_stats;
         ss->n_steps++;
         ss->n_steps_split += n_subs == 2;
+        if (n_subs == 2) {
+            ss->attn_max_s += (double)HS_MAX(tl.attn_ns[0], tl.attn_ns[1]) * 1e-9;
+            ss->attn_pair_s += (double)(tl.attn_ns[0] + tl.attn_ns[1]) * 1e-9;
+        }
+        if (n_subs == 2 && subs[0].remote_kv + subs[1].remote_kv > 0) {
+            ss->kv_imbalance += fabs((double)(subs[0].remote_kv - subs[1].remote_kv)) /
+                                (double)(subs[0].remote_kv + subs[1].remote_kv);
+        }
         ss->wall_s += wall;
         ss->ffn_busy_s += ffn;
         ss->attn_busy_s += attn;

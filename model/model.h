@@ -210,6 +210,8 @@ hs_status hs_context_copy_blocks(struct hs_context *ctx, int32_t src_store, cons
 
 /* Split execution as measured: steps, their predicted and measured layer-loop time, how much of
  * the two sides' work overlapped. */
+struct hs_split_model; /* attention/attention.h */
+
 struct hs_split_stats {
     uint64_t n_steps;       /* forward calls that used the attention backend */
     uint64_t n_steps_split; /* of those, run as two ping-pong sub-batches */
@@ -226,8 +228,19 @@ struct hs_split_stats {
                              * (real where the backend is real) through the ping-pong's
                              * dependencies; what the step takes on the modelled hardware */
     double sim_attn_s;      /* simulated attention time charged by the attention backend */
+    double kv_imbalance;    /* ping-pong steps: sum of |kv_A - kv_B| / (kv_A + kv_B), the
+                             * sub-batches' KV tokens on the attention backend (0: even, 1: one
+                             * side has it all) */
+    double attn_max_s;      /* ping-pong steps: the slower sub-batch's attention time (all
+                             * layers; simulated where the backend simulates), summed: the
+                             * attention side's critical path */
+    double attn_pair_s;     /* the same steps' attention time of both sub-batches */
 };
 void hs_context_get_split_stats(const struct hs_context *ctx, struct hs_split_stats *out);
+/* The sub-batch balance's fitted cost model (attention/attention.h; borrowed: valid while ctx
+ * is, updated by each forward call), for a caller laying out the next batch. Thread: the one
+ * that calls forward. */
+const struct hs_split_model *hs_context_split_model(const struct hs_context *ctx);
 
 /* A stage of the forward pass as it ran, for tracing: called on the thread that ran it (the
  * engine's, or the attention thread's for "attention" on the attention backend), right after

@@ -383,7 +383,8 @@ static struct hs_token_trie *engine_trie(struct hs_engine *e)
 
 /* Wraps the choice's constraint (the grammar's, if any) in its thinking-block tracker, which
  * hands the grammar only the answer's tokens. */
-static hs_status reasoning_install(struct hs_engine_handle *h, struct seq *s)
+static hs_status reasoning_install(const struct hs_engine *e, struct hs_engine_handle *h,
+                                   struct seq *s)
 {
     if (!h->reasoning.enabled) {
         return HS_OK;
@@ -392,7 +393,8 @@ static hs_status reasoning_install(struct hs_engine_handle *h, struct seq *s)
     if (s->gm) {
         inner = hs_grammar_matcher_constraint(s->gm);
     }
-    if (hs_reasoning_init(&s->rs, &h->reasoning, s->gm ? &inner : NULL, h->n_vocab) != HS_OK) {
+    if (hs_reasoning_init(&s->rs, &h->reasoning, s->gm ? &inner : NULL, e->vocab, h->n_vocab) !=
+        HS_OK) {
         return HS_E_NOMEM;
     }
     const struct hs_sampler_constraint c = hs_reasoning_constraint(&s->rs);
@@ -524,7 +526,7 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
             const struct hs_sampler_constraint sc = hs_grammar_matcher_constraint(s->gm);
             hs_sampler_set_constraint(s->smp, &sc);
         }
-        if (reasoning_install(h, s) != HS_OK) {
+        if (reasoning_install(e, h, s) != HS_OK) {
             goto nomem;
         }
         hs_detok_init(&s->dt, e->vocab, false);

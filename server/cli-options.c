@@ -70,6 +70,15 @@ int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, cons
     case HS__CLI_OPT_PINGPONG:
         p->pingpong = true;
         return 1;
+    case HS__CLI_OPT_PINGPONG_BALANCE:
+        for (int b = 0; b < HS_PINGPONG_BALANCE_COUNT; b++) {
+            if (!strcmp(arg, hs_pingpong_balance_str((enum hs_pingpong_balance)b))) {
+                p->pingpong_balance = (enum hs_pingpong_balance)b;
+                return 1;
+            }
+        }
+        fprintf(stderr, "hetserve: --pingpong-balance wants cut, kv or length, got '%s'\n", arg);
+        return 0;
     case HS__CLI_OPT_TRACE:
         p->trace_path = arg;
         return 1;
@@ -155,6 +164,11 @@ static const struct {
      "\"long_context\": N}}"},
     {"--pingpong", "split: run the decode batch as two sub-batches that take turns on the two "
                    "backends (L3/CHIME), balanced by a fitted time model (default off)"},
+    {"--pingpong-balance cut|kv|length",
+     "with --pingpong: the order the split point cuts: cut = admission order (default), kv = "
+     "laid out each step for the least predicted step time, length = laid out when the decoding "
+     "sequences change, for the least predicted time over their predicted remaining outputs, "
+     "and kept (README \"Split execution\")"},
     {"--npu-config FILE",
      "with --attn-backend npu: the simulated NPU, as key = value lines (README \"Simulated NPU\"); "
      "default: vNPU's 6x6 chip"},

@@ -46,6 +46,7 @@ enum {
     HS__CLI_OPT_SEGMENT_TOKENS,
     HS__CLI_OPT_SPECULATIVE,
     HS__CLI_OPT_SPEC_MAX_DRAFT,
+    HS__CLI_OPT_PINGPONG_BALANCE,
 };
 /* clang-format off */
 #define HS__CLI_SPLIT_OPTIONS                                                                      \
@@ -62,7 +63,8 @@ enum {
     {"fair-wait-ms", required_argument, NULL, HS__CLI_OPT_FAIR_WAIT_MS},                           \
     {"segment-tokens", required_argument, NULL, HS__CLI_OPT_SEGMENT_TOKENS},                       \
     {"speculative", required_argument, NULL, HS__CLI_OPT_SPECULATIVE},                             \
-    {"spec-max-draft", required_argument, NULL, HS__CLI_OPT_SPEC_MAX_DRAFT}
+    {"spec-max-draft", required_argument, NULL, HS__CLI_OPT_SPEC_MAX_DRAFT},                       \
+    {"pingpong-balance", required_argument, NULL, HS__CLI_OPT_PINGPONG_BALANCE}
 /* clang-format on */
 
 /* After the options: checks what the split flags named that can be checked before anything

@@ -51,6 +51,7 @@ struct metrics {
     struct histo lenerr; /* ratios, stored like seconds */
     _Atomic uint64_t predicted_tokens, lenerr_tokens;
     _Atomic uint64_t seg_yields, seg_resumes, seg_evictions, recomputed_tokens;
+    _Atomic uint64_t pp_reorders;
     _Atomic uint64_t cancelled[HS_CANCEL_COUNT]; /* requests, by phase (channel.c) */
     /* speculative decoding, per draft source */
     _Atomic uint64_t spec_drafts[HS_SUFFIX_SOURCE_COUNT];   /* drafts verified */
@@ -107,6 +108,8 @@ struct seq {
     int32_t n_kv_lost;  /* KV tokens it held when it last lost its blocks (preempted, evicted) */
     bool preempted;     /* back in the waiting list after a preemption (front of the queue) */
     bool parked;        /* waiting after a segment yield, with its KV (kv != NULL) */
+    uint32_t pp_plan;   /* HS_PINGPONG_BALANCE_LENGTH: the layout plan it has a place in */
+    int32_t pp_rank;    /* its place at the front of the batch in that plan */
     /* speculative decoding (spec.c) */
     struct hs_suffix_text *sfx; /* its prompt and output so far, from its first draft on; owns */
     int32_t n_draft;            /* this step's draft: toks[n_all .. n_all + n_draft), 0: none */
@@ -243,6 +246,9 @@ struct hs_engine {
     struct hs_trace *trace; /* --trace; NULL: none */
     /* length-aware scheduling (sched.c): engine thread only */
     enum hs_sched_order order;
+    enum hs_pingpong_balance balance; /* split with ping-pong: how the batch is laid out */
+    uint32_t pp_plan_gen;             /* LENGTH: the current layout plan (0: none yet) */
+    int32_t pp_plan_n;                /* the sequences it places */
     int64_t fair_wait_ns;
     int32_t segment_tokens;      /* 0: no segments */
     int32_t n_parked;            /* sequences parked with their KV */
@@ -300,6 +306,11 @@ void hs__sched_running_remove_at(struct hs_engine *e, int32_t i);
  * under the token budget; may preempt). Returns the number of entries, 0 when there is nothing
  * to run. Thread: engine only. */
 int32_t hs__sched_schedule(struct hs_engine *e);
+/* With ping-pong and a balance other than cut, reorders the first entries of the step's n
+ * batch entries (single-row decodes, whole 4-row tiles) so that the balancer finds a split of
+ * less predicted time (hs_pingpong_balance); the batch slots follow. Call after
+ * hs__spec_plan. */
+void hs__sched_balance(struct hs_engine *e, int32_t n);
 
 /* The KV store a sequence being admitted goes to: 1 (the attention backend's) when the engine
  * is split and its context is past its threshold, else 0. Thread: engine only. */

@@ -160,6 +160,7 @@ static void run_step(struct hs_engine *e)
         return;
     }
     hs__spec_plan(e, n);
+    hs__sched_balance(e, n);
     int32_t n_tok = 0;
     for (int32_t j = 0; j < n; j++) {
         struct seq *s = e->batch[j];

@@ -79,6 +79,20 @@ struct hs_engine_params {
     const char *attn_backend;
     int32_t attn_threads;
     bool pingpong;        /* two sub-batches taking turns on the two backends */
+    /* With ping-pong, how the decode batch is laid out for the split into sub-batches A and B
+     * (the split point is the balancer's, hs_split_choose, either way). Only whole 4-row tiles
+     * of single-row decodes are reordered, so every row keeps the tile it computes in and the
+     * outputs do not change (README "Split execution"). */
+    enum hs_pingpong_balance {
+        HS_PINGPONG_BALANCE_CUT,    /* admission order (default) */
+        HS_PINGPONG_BALANCE_KV,     /* laid out every step for the least predicted step time
+                                     * (the balancer's cost model) given the KV now */
+        HS_PINGPONG_BALANCE_LENGTH, /* laid out when the decoding sequences change, for the
+                                     * least predicted step time now and along their predicted
+                                     * remaining outputs (server/lengthpred: contexts grow,
+                                     * sequences end), and kept while they decode */
+        HS_PINGPONG_BALANCE_COUNT,
+    } pingpong_balance;
     const char *trace_path; /* NULL: no trace; else every step is written there as Chrome trace
                              * events (Perfetto): each forward-pass stage per layer and
                              * sub-batch, on a track per backend thread, with KV counters */
@@ -119,6 +133,8 @@ struct hs_engine_params {
 struct hs_engine_params hs_engine_default_params(void);
 /* "fifo", "length"; "?" out of range. Thread: any. */
 const char *hs_sched_order_str(enum hs_sched_order o);
+/* "cut", "kv", "length"; "?" out of range. Thread: any. */
+const char *hs_pingpong_balance_str(enum hs_pingpong_balance b);
 
 /* Creates the model context and KV pool and starts the engine thread. Borrows model (must
  * outlive the engine; its vocab is immutable and may be used by HTTP threads to tokenize).
@@ -280,6 +296,8 @@ struct hs_engine_usage {
     int32_t cached_tokens;     /* prompt tokens of the first admission found in the prefix
                                 * cache (choices > 0 sharing the first choice's blocks do not
                                 * count) */
+    int32_t reasoning_tokens;  /* thinking tokens of all choices (hs_reasoning_n_think; 0
+                                * without hs_engine_request.reasoning) */
 };
 
 enum hs_event_type {
@@ -429,6 +447,7 @@ struct hs_engine_metrics {
                                               * bounds are ratios, not seconds) */
     uint64_t predicted_tokens;     /* counter: predicted output tokens of those choices */
     uint64_t length_abs_error_tokens; /* counter: sum of |predicted - actual| over them */
+    uint64_t pingpong_reorders;    /* counter: steps whose decodes --pingpong-balance reordered */
     uint64_t segment_yields;       /* counter: running sequences that gave up their slot after a
                                     * segment, keeping their KV */
     uint64_t segment_resumes;      /* counter: such sequences admitted again on their own KV */

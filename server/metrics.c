@@ -185,6 +185,7 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     m->predicted_tokens = LOAD(me->m.predicted_tokens);
     m->length_abs_error_tokens = LOAD(me->m.lenerr_tokens);
     m->segment_yields = LOAD(me->m.seg_yields);
+    m->pingpong_reorders = LOAD(me->m.pp_reorders);
     m->segment_resumes = LOAD(me->m.seg_resumes);
     m->segment_evictions = LOAD(me->m.seg_evictions);
     m->recomputed_tokens = LOAD(me->m.recomputed_tokens);

@@ -76,6 +76,7 @@ void hs__output_finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_re
     pthread_mutex_lock(&h->mu);
     h->fin[s->index] = why;
     h->usage.completion_tokens += s->n_gen;
+    h->usage.reasoning_tokens += h->reasoning.enabled ? hs_reasoning_n_think(&s->rs) : 0;
     if (status != HS_OK && h->status == HS_OK) {
         h->status = status;
     }

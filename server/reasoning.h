@@ -12,9 +12,11 @@
 #include <stdint.h>
 
 #include "common/common.h"
+#include "model/vocab.h"
 #include "server/sampling.h"
 
-#define HS_REASONING_MAX_CLOSE 16 /* tokens of the forced close marker + separator */
+#define HS_REASONING_MAX_CLOSE  32 /* tokens of the forced close marker + separator */
+#define HS_REASONING_MAX_MARKER 32 /* bytes of a text marker, its NUL included */
 
 /* A request's reasoning settings (hs_engine_request.reasoning); zeroed: no tracking (stops
  * apply to everything, nothing forced). */
@@ -29,12 +31,21 @@ struct hs_reasoning_params {
     hs_token close_seq[HS_REASONING_MAX_CLOSE]; /* forced on budget: close marker and the
                                                  * separator before the answer, [n_close_seq] */
     int32_t n_close_seq;
+    /* Markers that are no single token of the vocabulary (Hunyuan's "<think>" is "<th" "ink"
+     * ">\n"): matched on the output's text, whatever tokens spell it. Non-empty open_text
+     * replaces open, non-empty close_text replaces close. after_close: text that follows the
+     * close marker in the family's format (Hunyuan's "\n<answer>\n"): the tokens spelling it
+     * right after the marker are not the answer yet (stop strings and the inner constraint
+     * start after it). Text markers need hs_reasoning_init's vocabulary. */
+    char open_text[HS_REASONING_MAX_MARKER], close_text[HS_REASONING_MAX_MARKER];
+    char after_close[HS_REASONING_MAX_MARKER];
 };
 
 enum hs_reasoning_phase {
     HS_REASONING_BEFORE,  /* nothing generated yet and the block not open */
     HS_REASONING_THINK,   /* inside the block */
     HS_REASONING_CLOSING, /* the budget is spent: forcing close_seq */
+    HS_REASONING_SEP,     /* after a text close marker, while the output spells after_close */
     HS_REASONING_ANSWER,  /* after the block (or there was none) */
     HS_REASONING_PHASE_COUNT,
 };
@@ -50,19 +61,30 @@ struct hs_reasoning {
     uint32_t *mask; /* BEFORE with an inner constraint: what it allows plus the open token,
                      * [HS_TOKEN_MASK_WORDS(n_vocab)]; owns */
     int32_t n_vocab;
+    /* text markers: the tail of the current phase's text, and where the last tokens end in it
+     * (a ring, so that the tokens spelling a close marker are not counted as thinking) */
+    const struct hs_vocab *vocab; /* borrowed from init */
+    char win[2 * HS_REASONING_MAX_MARKER];
+    int32_t n_win;
+    int64_t n_text;                           /* bytes of the phase's text so far */
+    int64_t tok_end[HS_REASONING_MAX_MARKER]; /* ring of the last tokens' end offsets */
+    int32_t n_ring;
 };
 
 /* Validates p (tokens in [0, n_vocab) where used, n_close_seq in range and, with a budget, at
- * least one): HS_E_INVAL with err naming the field. Thread: any. */
+ * least one, text markers NUL-terminated): HS_E_INVAL with err naming the field. Thread: any. */
 hs_status hs_reasoning_params_check(const struct hs_reasoning_params *p, int32_t n_vocab,
                                     struct hs_error *err);
 
 /* Starts a tracker on caller memory; inner (may be NULL) is copied and gets only the answer's
  * tokens. Before the block is open, the first token may be the open marker or whatever inner
- * allows (a grammar never cuts the thinking off). HS_E_NOMEM (r is then zeroed); free with
- * hs_reasoning_finish. */
+ * allows (a grammar never cuts the thinking off); a text open marker is not offered next to an
+ * inner constraint (inner decides from the first token, as with open -1). vocab (borrowed, valid
+ * while r is) spells the tokens for text markers; NULL: text markers are ignored. HS_E_NOMEM
+ * (r is then zeroed); free with hs_reasoning_finish. */
 hs_status hs_reasoning_init(struct hs_reasoning *r, const struct hs_reasoning_params *p,
-                            const struct hs_sampler_constraint *inner, int32_t n_vocab);
+                            const struct hs_sampler_constraint *inner, const struct hs_vocab *vocab,
+                            int32_t n_vocab);
 /* Frees what init allocated; zeroed r: nothing. */
 void hs_reasoning_finish(struct hs_reasoning *r);
 
@@ -72,5 +94,9 @@ struct hs_sampler_constraint hs_reasoning_constraint(struct hs_reasoning *r);
 /* True once an answer token was accepted: the text from that token on is the answer (stop
  * strings apply from there; the close marker and separator themselves are never matched). */
 bool hs_reasoning_in_answer(const struct hs_reasoning *r);
+
+/* Thinking tokens so far: those inside the block, its markers (and tokens spelling a text
+ * marker) not counted. */
+int32_t hs_reasoning_n_think(const struct hs_reasoning *r);
 
 #endif

@@ -56,6 +56,9 @@
 #include "server/engine.h"
 #include "server/engine-impl.h"
 
+#include "attention/attention.h"
+
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -690,6 +693,10 @@ hs_status hs__sched_init(struct hs_engine *e, const struct hs_engine_params *p,
                             "negative");
     }
     e->order = p->order;
+    if ((unsigned)p->pingpong_balance >= HS_PINGPONG_BALANCE_COUNT) {
+        return hs_error_set(err, HS_E_INVAL, "the ping-pong balance must be cut, kv or length");
+    }
+    e->balance = p->pingpong && e->split ? p->pingpong_balance : HS_PINGPONG_BALANCE_CUT;
     e->fair_wait_ns = (int64_t)(p->fair_wait_ms > 0 ? p->fair_wait_ms : 1000) * 1000000;
     e->segment_tokens = p->segment_tokens;
     if (hs_lengthpred_create(0, &e->lpred) != HS_OK) {
@@ -740,4 +747,178 @@ void hs__sched_seq_ending(struct hs_engine *e, struct seq *s, enum hs_finish_rea
         hs_trace_complete(e->trace, TRACE_PID_SCHED, tid, "request", "sched", t1 - dur, dur, args,
                           HS_ARRAY_LEN(args));
     }
+}
+
+/* ---- ping-pong balance ---- */
+
+/* The most decodes reordered at the front of a batch (stack arrays; the rest keep their
+ * order). */
+#define HS_SCHED_BALANCE_MAX 256
+/* LENGTH looks this many steps ahead at most. */
+#define HS_SCHED_BALANCE_HORIZON 256
+
+const char *hs_pingpong_balance_str(enum hs_pingpong_balance b)
+{
+    static const char *const names[HS_PINGPONG_BALANCE_COUNT] = {"cut", "kv", "length"};
+    return b >= 0 && b < HS_PINGPONG_BALANCE_COUNT ? names[b] : "?";
+}
+
+/* The balancer's view of batch entry j, as the forward pass builds it (hs_split_item). */
+static struct hs_split_item entry_item(const struct hs_engine *e, int32_t j)
+{
+    const struct seq *s = e->batch[j];
+    const int32_t n_past = hs_kv_seq_n_tokens(s->kv);
+    const bool last = n_past + e->batch_n[j] == s->n_all + s->n_draft;
+    return (struct hs_split_item){
+        .rows = e->batch_n[j],
+        .out_rows = last ? 1 + s->n_draft : 0,
+        .kv_tokens = n_past + e->batch_n[j],
+        .remote = s->store == 1 && e->batch_n[j] == 1,
+    };
+}
+
+/* Scratch of a layout search (on the engine thread's stack, ~14 KiB). */
+struct layout {
+    int32_t p, n;                        /* reorderable prefix, batch entries */
+    int64_t kv[HS_SCHED_BALANCE_MAX];    /* the prefix's attention-backend KV now */
+    int64_t rem[HS_SCHED_BALANCE_MAX];   /* predicted remaining output (LENGTH) */
+    int32_t by_kv[HS_SCHED_BALANCE_MAX]; /* prefix indices, heaviest KV first */
+    int32_t order[HS_SCHED_BALANCE_MAX]; /* a candidate order of the prefix */
+    struct hs_split_item items[HS_SCHED_BALANCE_MAX * 2];
+};
+
+/* The balancer's predicted time per layer of the batch laid out as L->order (then the entries
+ * past the prefix as they are), h steps ahead when h > 0: by then every prefix sequence reads h
+ * more positions and the ones predicted to have ended are gone (LENGTH's horizon; the rest of the
+ * batch is a transient prefill, left out). */
+static double layout_period(const struct hs_engine *e, const struct hs_split_model *m,
+                            struct layout *L, int64_t h)
+{
+    int32_t n = 0;
+    for (int32_t i = 0; i < L->p; i++) {
+        const int32_t j = L->order[i];
+        if (h > 0 && L->rem[j] <= h) {
+            continue;
+        }
+        struct hs_split_item it = entry_item(e, j);
+        it.kv_tokens += (int32_t)h;
+        L->items[n++] = it;
+    }
+    for (int32_t j = L->p; j < L->n && h == 0; j++) {
+        L->items[n++] = entry_item(e, j);
+    }
+    double period = 0;
+    /* ahead, rows have gone: any cut is allowed (the layout is judged, not the tiles) */
+    hs_split_choose(m, L->items, n, h > 0 ? 1 : 4, &period);
+    return period;
+}
+
+/* Candidate: side A gets k of the prefix (k a multiple of 4), filled heaviest first while its KV
+ * stays within target; laid out A then B in L->order. */
+static void layout_candidate(struct layout *L, int32_t k, double target)
+{
+    int32_t a = 0, b = k;
+    double kv_a = 0;
+    for (int32_t r = 0; r < L->p; r++) {
+        const int32_t j = L->by_kv[r];
+        const bool room_a = a < k, room_b = b < L->p;
+        const bool must_a = L->p - r <= k - a; /* what is left only fills A */
+        if (room_a && (must_a || !room_b || kv_a + (double)L->kv[j] <= target)) {
+            L->order[a++] = j;
+            kv_a += (double)L->kv[j];
+        } else {
+            L->order[b++] = j;
+        }
+    }
+}
+
+/* The search: for each tile-aligned size of side A and KV share aimed at, the candidate with the
+ * least predicted time per layer, now (KV) or averaged over the horizon of the sequences'
+ * predicted lives (LENGTH). Leaves the best in L->order. */
+static void layout_search(const struct hs_engine *e, struct layout *L, bool ahead)
+{
+    const struct hs_split_model *m = hs_context_split_model(e->ctx);
+    double total = 0;
+    int64_t horizon = 0;
+    for (int32_t r = 0; r < L->p; r++) {
+        total += (double)L->kv[r];
+        horizon = HS_MAX(horizon, L->rem[r]);
+        int32_t i = r;
+        while (i > 0 && L->kv[L->by_kv[i - 1]] < L->kv[r]) {
+            L->by_kv[i] = L->by_kv[i - 1];
+            i--;
+        }
+        L->by_kv[i] = r;
+    }
+    horizon = HS_MIN(horizon, HS_SCHED_BALANCE_HORIZON);
+    int32_t best[HS_SCHED_BALANCE_MAX];
+    double best_cost = INFINITY;
+    for (int32_t k = 4; k < L->p; k += 4) {
+        for (int f = 0; f <= 8; f++) {
+            layout_candidate(L, k, total * f / 8);
+            double cost = layout_period(e, m, L, 0);
+            for (int q = 1; ahead && q < 4; q++) {
+                cost += layout_period(e, m, L, horizon * q / 4);
+            }
+            if (cost < best_cost) {
+                best_cost = cost;
+                memcpy(best, L->order, (size_t)L->p * sizeof(*best));
+            }
+        }
+    }
+    memcpy(L->order, best, (size_t)L->p * sizeof(*best));
+}
+
+void hs__sched_balance(struct hs_engine *e, int32_t n)
+{
+    if (e->balance == HS_PINGPONG_BALANCE_CUT) {
+        return;
+    }
+    /* The reorderable prefix: decodes of one row without a draft (they come first), in whole
+     * 4-row tiles: each of their rows stays in a tile, so its bits do not move. */
+    int32_t p = 0;
+    while (p < n && p < HS_SCHED_BALANCE_MAX && e->batch_n[p] == 1 && e->batch[p]->n_draft == 0 &&
+           hs_kv_seq_n_tokens(e->batch[p]->kv) + 1 == e->batch[p]->n_all) {
+        p++;
+    }
+    p -= p % 4;
+    if (p < 8) {
+        return; /* a side needs a whole tile */
+    }
+    struct layout layout;
+    struct layout *L = &layout;
+    L->p = p;
+    L->n = n;
+    /* LENGTH keeps its plan while the same sequences decode: ranks from the last search */
+    bool same = e->balance == HS_PINGPONG_BALANCE_LENGTH && p == e->pp_plan_n;
+    for (int32_t j = 0; j < p; j++) {
+        const struct seq *s = e->batch[j];
+        L->kv[j] = s->store == 1 ? hs_kv_seq_n_tokens(s->kv) + 1 : 0;
+        L->rem[j] = remaining(s);
+        same = same && s->pp_plan == e->pp_plan_gen && s->pp_rank < p;
+    }
+    if (same) {
+        for (int32_t j = 0; j < p; j++) {
+            L->order[e->batch[j]->pp_rank] = j;
+        }
+    } else {
+        layout_search(e, L, e->balance == HS_PINGPONG_BALANCE_LENGTH);
+        e->pp_plan_gen++;
+        e->pp_plan_n = p;
+        for (int32_t i = 0; i < p; i++) {
+            e->batch[L->order[i]]->pp_plan = e->pp_plan_gen;
+            e->batch[L->order[i]]->pp_rank = i;
+        }
+    }
+    struct seq *moved[HS_SCHED_BALANCE_MAX];
+    bool changed = false;
+    for (int32_t i = 0; i < p; i++) {
+        moved[i] = e->batch[L->order[i]];
+    }
+    for (int32_t j = 0; j < p; j++) {
+        changed |= e->batch[j] != moved[j];
+        e->batch[j] = moved[j];
+        e->batch[j]->batch_slot = j; /* batch_n[j] is 1 for all of them */
+    }
+    INC(e->m.pp_reorders, changed ? 1 : 0);
 }

@@ -8,12 +8,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "api/reasoning.h"
+#include "model/gguf.h"
 #include "model/model.h"
 #include "model/vocab.h"
 #include "server/engine.h"
+
+/* A Hunyuan-A13B-style chat template: its turn tokens, "/no_think" and enable_thinking false
+ * writing an empty block, and, as some slow-thinking templates do, a generation prompt that
+ * opens the block when enable_thinking is true. */
+#define HUNYUAN_TEMPLATE                                                                           \
+    "{%- for m in messages -%}{%- if loop.first %}<|startoftext|>{% endif -%}"                     \
+    "{%- if m.role == 'system' %}{{ m.content }}<|extra_4|>"                                       \
+    "{%- elif m.role == 'user' %}{{ m.content }}<|extra_0|>"                                       \
+    "{%- else %}{{ m.content }}<|eos|>{% endif -%}{%- endfor -%}"                                  \
+    "{%- if add_generation_prompt -%}"                                                             \
+    "{%- if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n"            \
+    "{%- elif enable_thinking is defined and enable_thinking %}<think>\n{% endif -%}"              \
+    "{%- endif -%}"
 
 /* ---- the splitter ---- */
 
@@ -31,6 +46,9 @@ static void on_c(void *u, const char *s, size_t n)
     hs__buf_add(&((struct parts *)u)->c, s, n);
 }
 
+/* The answer's wrapper of the next split (NULL: none). */
+static const char *wrap_open, *wrap_close;
+
 /* Splits text fed in pieces of `step` bytes (0: at once). */
 static void split(const char *text, bool in_block, size_t step, struct parts *out)
 {
@@ -38,6 +56,7 @@ static void split(const char *text, bool in_block, size_t step, struct parts *ou
     const struct hs__reasoning_sink sink = {on_r, on_c, out};
     *out = (struct parts){0};
     hs__reasoning_split_init(&p, "<think>", "</think>", in_block);
+    hs__reasoning_split_wrap(&p, wrap_open, wrap_close);
     size_t n = strlen(text);
     for (size_t i = 0; i < n;) {
         size_t k = step ? HS_MIN(step, n - i) : n;
@@ -50,23 +69,16 @@ static void split(const char *text, bool in_block, size_t step, struct parts *ou
     hs__buf_add(&out->c, "", 0);
 }
 
-Test(reasoning_split, separates_block_and_answer_at_every_chunking)
+struct split_case {
+    const char *text;
+    bool in_block;
+    const char *r, *c;
+};
+
+/* Each case split at once and in pieces of 1 to 5 bytes gives its reasoning and content. */
+static void check_splits(const struct split_case *cases, size_t n)
 {
-    static const struct {
-        const char *text;
-        bool in_block;
-        const char *r, *c;
-    } cases[] = {
-        {"<think>\nLet me see.\n</think>\n\nThe answer is 4.", false, "Let me see.",
-         "The answer is 4."},
-        {"Let me see. 2 < 3\n</think>\n\n42", true, "Let me see. 2 < 3", "42"},
-        {"Hello <think> world", false, "", "Hello <think> world"},
-        {"\n<think>unfinished  thought\n", false, "unfinished  thought", ""},
-        {"<think></think>\n\nplain", false, "", "plain"},
-        {"<thin", false, "", "<thin"},
-        {"a </think", true, "a </think", ""},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < n; i++) {
         for (size_t step = 0; step <= 5; step++) {
             struct parts p;
             split(cases[i].text, cases[i].in_block, step, &p);
@@ -78,6 +90,46 @@ Test(reasoning_split, separates_block_and_answer_at_every_chunking)
             hs__buf_free(&p.c);
         }
     }
+}
+
+Test(reasoning_split, separates_block_and_answer_at_every_chunking)
+{
+    static const struct split_case cases[] = {
+        {"<think>\nLet me see.\n</think>\n\nThe answer is 4.", false, "Let me see.",
+         "The answer is 4."},
+        {"Let me see. 2 < 3\n</think>\n\n42", true, "Let me see. 2 < 3", "42"},
+        {"Hello <think> world", false, "", "Hello <think> world"},
+        {"\n<think>unfinished  thought\n", false, "unfinished  thought", ""},
+        {"<think></think>\n\nplain", false, "", "plain"},
+        {"<thin", false, "", "<thin"},
+        {"a </think", true, "a </think", ""},
+    };
+    check_splits(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/* Hunyuan's shape: <think>\n...\n</think>\n<answer>\n...\n</answer>, with and without the
+ * block, unfinished, and the wrapper's markers split at every byte. */
+Test(reasoning_split, hunyuan_answer_wrapper_at_every_chunking)
+{
+    static const struct split_case cases[] = {
+        {"<think>\nLet me see.\n</think>\n<answer>\nThe answer is 4.\n</answer>", false,
+         "Let me see.", "The answer is 4."},
+        {"<answer>\n42\n</answer>", false, "", "42"},
+        {"\n\n</think>\n<answer>\nno thought\n</answer>", true, "", "no thought"},
+        {"a < b\n</think>\n<answer>\nx </answ", true, "a < b", "x </answ"},
+        {"<think>\nhmm</think><answer>4</answer>\n", false, "hmm", "4"},
+        {"<think>\nunfinished", false, "unfinished", ""},
+        {"plain answer, no wrapper", false, "", "plain answer, no wrapper"},
+        {"<answer>\ncut short", false, "", "cut short"},
+    };
+    wrap_open = "<answer>";
+    wrap_close = "</answer>";
+    check_splits(cases, sizeof(cases) / sizeof(cases[0]));
+    wrap_open = wrap_close = NULL;
+    cr_assert_eq(hs__reasoning_template_family(HUNYUAN_TEMPLATE), HS__REASONING_FAMILY_HUNYUAN);
+    cr_assert_eq(hs__reasoning_template_family("{{ '<|im_start|>' }}<think>"),
+                 HS__REASONING_FAMILY_THINK);
+    cr_assert_eq(hs__reasoning_template_family(NULL), HS__REASONING_FAMILY_THINK);
 }
 
 /* ---- over HTTP ---- */
@@ -92,6 +144,7 @@ static struct {
 
 static const char *start_format, *start_markers; /* hs_api_params of the next start */
 static bool start_auto_off;
+static const char *start_model; /* the next start's model file (NULL: the Qwen3 vocabulary) */
 
 static void start(void)
 {
@@ -100,6 +153,9 @@ static void start(void)
     cr_assert_not_null(dir, "HS_MODELS_DIR is not set");
     char path[1024];
     snprintf(path, sizeof(path), "%s/qwen3-vocab-f16.gguf", dir);
+    if (start_model) {
+        snprintf(path, sizeof(path), "%s", start_model);
+    }
     cr_assert_eq(hs_model_load(path, &g.model, &err), HS_OK, "load %s: %s", path, err.message);
     struct hs_engine_params ep = hs_engine_default_params();
     ep.n_ctx = 512;
@@ -114,7 +170,7 @@ static void start(void)
     cr_assert_eq(hs_api_server_start(g.model, g.eng, &ap, &g.srv, &err), HS_OK, "server: %s",
                  err.message);
     g.port = hs_api_server_port(g.srv);
-    g.open = hs_vocab_find(hs_engine_vocab(g.eng), "<think>");
+    g.open = hs_vocab_find(hs_engine_vocab(g.eng), start_model ? "x" : "<think>");
     cr_assert_geq(g.open, 0, "the Qwen3 vocabulary has <think>");
 }
 
@@ -442,5 +498,168 @@ Test(reasoning_flags, auto_default_off_keeps_the_templates_default, .init = star
     json_t *j = chat("", "Hi");
     cr_assert_null(mode_of(j), "no auto mode");
     cr_assert_gt(reasoning_tokens(j), 0, "Qwen3's template thinks by default");
+    json_decref(j);
+}
+
+/* ---- Hunyuan: multi-token markers and the <answer> wrapper ---- */
+
+static char hunyuan_path[64];
+
+/* The Qwen2 BPE test model (no <think> token: every marker is several tokens, as in Hunyuan's
+ * vocabulary) with a Hunyuan-style chat template, written with the GGUF writer. The random
+ * model is made to write "x" with logit_bias. */
+static void start_hunyuan(void)
+{
+    struct hs_error err = {0};
+    char src[1024];
+    snprintf(src, sizeof(src), "%s/qwen2-bpe-f32.gguf", getenv("HS_MODELS_DIR"));
+    snprintf(hunyuan_path, sizeof(hunyuan_path), "/tmp/hs-hunyuan-%d.gguf", (int)getpid());
+    struct hs_gguf *gg = NULL;
+    cr_assert_eq(hs_gguf_open(src, &gg, &err), HS_OK, "%s", err.message);
+    struct hs_gguf_writer *w = NULL;
+    cr_assert_eq(hs_gguf_writer_create(&w), HS_OK);
+    for (int64_t i = 0; i < hs_gguf_n_kv(gg); i++) {
+        cr_assert_eq(hs_gguf_writer_set_value(w, hs_gguf_kv_key(gg, i), hs_gguf_kv_value(gg, i)),
+                     HS_OK);
+    }
+    cr_assert_eq(hs_gguf_writer_set_str(w, "tokenizer.chat_template", HUNYUAN_TEMPLATE), HS_OK);
+    for (int64_t i = 0; i < hs_gguf_n_tensors(gg); i++) {
+        const struct hs_gguf_tensor *t = hs_gguf_tensor(gg, i);
+        cr_assert_eq(hs_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data),
+                     HS_OK);
+    }
+    cr_assert_eq(hs_gguf_writer_write_file(w, hunyuan_path, &err), HS_OK, "%s", err.message);
+    hs_gguf_writer_destroy(w);
+    hs_gguf_close(gg);
+    start_model = hunyuan_path;
+    start();
+    start_model = NULL;
+    cr_assert_lt(hs_vocab_find(hs_engine_vocab(g.eng), "<think>"), 0);
+    cr_assert_lt(hs_vocab_find(hs_engine_vocab(g.eng), "</think>"), 0);
+}
+
+static void stop_hunyuan(void)
+{
+    stop();
+    unlink(hunyuan_path);
+}
+
+static const char *message_str(json_t *j, const char *key)
+{
+    json_t *m = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
+    return json_string_value(json_object_get(m, key));
+}
+
+TestSuite(reasoning_hunyuan, .init = start_hunyuan, .fini = stop_hunyuan, .timeout = 120);
+
+#define THINK_ON "\"chat_template_kwargs\":{\"enable_thinking\":true}"
+
+Test(reasoning_hunyuan, budget_forces_the_multi_token_close_and_the_answer_is_unwrapped)
+{
+    for (int budget = 0; budget <= 6; budget += 3) {
+        char extra[160];
+        snprintf(extra, sizeof(extra), THINK_ON ",\"thinking_budget_tokens\":%d,\"logprobs\":true",
+                 budget);
+        json_t *j = chat(extra, "What is 2+2?");
+        const char *rc = message_str(j, "reasoning_content");
+        const char *content = message_str(j, "content");
+        cr_assert_eq(reasoning_tokens(j), budget);
+        cr_assert_eq(rc ? (int)strlen(rc) : 0, budget, "budget %d: reasoning \"%s\"", budget,
+                     rc ? rc : "");
+        cr_assert_eq(count(rc, "x"), budget);
+        cr_assert_not_null(content);
+        cr_assert_gt(strlen(content), 0, "an answer follows");
+        cr_assert_eq(strspn(content, "x"), strlen(content), "the wrapper is stripped: \"%s\"",
+                     content);
+        /* the tokens: B thinking tokens, then "\n</think>\n<answer>\n" in several tokens */
+        json_t *lp = json_object_get(
+            json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs"),
+            "content");
+        char forced[64] = "";
+        size_t i = (size_t)budget;
+        for (; i < json_array_size(lp) && strlen(forced) < strlen("\n</think>\n<answer>\n"); i++) {
+            strncat(forced, json_string_value(json_object_get(json_array_get(lp, i), "token")),
+                    sizeof(forced) - strlen(forced) - 1);
+        }
+        cr_assert_str_eq(forced, "\n</think>\n<answer>\n", "budget %d", budget);
+        cr_assert_gt(i - (size_t)budget, 2, "the close took several tokens");
+        json_decref(j);
+    }
+}
+
+Test(reasoning_hunyuan, stream_and_non_stream_agree_in_both_dialects)
+{
+    static const char *const formats[] = {"reasoning_content", "reasoning"};
+    for (int f = 0; f < 2; f++) {
+        char extra[200];
+        snprintf(extra, sizeof(extra),
+                 THINK_ON ",\"thinking_budget_tokens\":4,\"reasoning_format\":\"%s\"", formats[f]);
+        json_t *j = chat(extra, "Think, then answer.");
+        const char *rc = message_str(j, formats[f]);
+        cr_assert_str_eq(rc, "xxxx");
+        char sextra[256];
+        snprintf(sextra, sizeof(sextra), "%s,\"stream\":true", extra);
+        struct parts p;
+        stream_parts(sextra, formats[f], &p);
+        cr_assert_str_eq(p.r.p, rc, "streamed reasoning");
+        cr_assert_str_eq(p.c.p, message_str(j, "content"), "streamed content");
+        hs__buf_free(&p.r);
+        hs__buf_free(&p.c);
+        json_decref(j);
+    }
+}
+
+Test(reasoning_hunyuan, stop_strings_never_cut_the_thinking_or_the_separator)
+{
+    /* "x" is every thinking token; "think" and "answer" are in the forced close */
+    json_t *j =
+        chat(THINK_ON ",\"thinking_budget_tokens\":5,\"stop\":[\"think\",\"answer\"]", "hi");
+    cr_assert_str_eq(message_str(j, "reasoning_content"), "xxxxx");
+    cr_assert_gt(strlen(message_str(j, "content")), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(j, "choices"), 0), "finish_reason")),
+                     "length");
+    json_decref(j);
+    j = chat(THINK_ON ",\"thinking_budget_tokens\":5,\"stop\":[\"x\"]", "hi");
+    cr_assert_str_eq(message_str(j, "reasoning_content"), "xxxxx");
+    cr_assert_str_eq(message_str(j, "content"), "");
+    cr_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(j, "choices"), 0), "finish_reason")),
+                     "stop");
+    json_decref(j);
+}
+
+Test(reasoning_hunyuan, thinking_off_gives_no_reasoning)
+{
+    const char *const extras[] = {"\"chat_template_kwargs\":{\"enable_thinking\":false}",
+                                  "\"reasoning_effort\":\"none\""};
+    const char *const users[] = {"Hi", "Hi /no_think"};
+    for (int i = 0; i < 2; i++) {
+        json_t *j = chat(extras[i], users[i]);
+        cr_assert_null(message_str(j, "reasoning_content"), "case %d", i);
+        cr_assert_eq(reasoning_tokens(j), 0, "case %d", i);
+        cr_assert_gt(strlen(message_str(j, "content")), 0);
+        json_decref(j);
+    }
+}
+
+/* --reasoning-markers think overrides the template's family: <think> is no token of this
+ * vocabulary, so nothing is tracked, split or forced (the budget has nothing to close). */
+static void start_hunyuan_as_think(void)
+{
+    start_markers = "think";
+    start_hunyuan();
+    start_markers = NULL;
+}
+
+Test(reasoning_hunyuan_flags, the_flag_overrides_the_templates_family,
+     .init = start_hunyuan_as_think, .fini = stop_hunyuan, .timeout = 120)
+{
+    json_t *j = chat(THINK_ON ",\"thinking_budget_tokens\":2", "hi");
+    cr_assert_null(message_str(j, "reasoning_content"));
+    cr_assert_eq(reasoning_tokens(j), 0);
+    const char *content = message_str(j, "content");
+    cr_assert_eq(strspn(content, "x"), strlen(content), "nothing forced: \"%s\"", content);
+    cr_assert_eq(strlen(content), 24, "max_tokens of x");
     json_decref(j);
 }

@@ -1065,6 +1065,8 @@ Test(engine, notify_hook_may_poll_and_release)
 /* Runs N greedy requests with logprobs on e, all submitted at once; requests i % 5 == 3 ask for
  * their attention on the FFN backend throughout, i % 5 == 4 on the attention backend from the
  * start (ignored by an engine that is not split). */
+static bool split_vary; /* run_split_workload: max_tokens max_tok - (i * 7) % 13 */
+
 static void run_split_workload(struct hs_engine *e, struct hs_model *m, int n, int max_tok,
                                struct result *out)
 {
@@ -1076,7 +1078,7 @@ static void run_split_workload(struct hs_engine *e, struct hs_model *m, int n, i
         hs_engine_request_init(&rq);
         rq.prompt = prompts[i];
         rq.n_prompt = np;
-        rq.max_tokens = max_tok;
+        rq.max_tokens = max_tok - (split_vary ? (i * 7) % 13 : 0);
         rq.ignore_eos = true;
         rq.sampling.temperature = 0;
         rq.logprobs = true;
@@ -1102,24 +1104,21 @@ static void run_split_workload(struct hs_engine *e, struct hs_model *m, int n, i
  * equal bit for bit. Q4_K's 4-row tiles round in another order than its single rows (as
  * llama.cpp's repacked gemm and gemv do), so which rows meet in a tile moves its last bits:
  * that file gets 1e-4 (its logprobs differ by ~1e-6 between two runs of the same engine). */
-static void split_matches_unsplit(const char *attn)
+static void split_matches_unsplit_with(const char *attn, enum hs_pingpong_balance balance,
+                                       const char *const *files, size_t n_files)
 {
     enum { N = 16, MAX_TOK = 20 };
-    static const char *const files[] = {
-        "stories260K.gguf",        "tiny-f32.gguf",           "tiny-f16.gguf",
-        "tiny-q8_0.gguf",          "tiny-q4_k_m.gguf",        "qwen2-bpe-f32.gguf",
-        "qwen3-bpe-q8_0.gguf",     "llama3-bpe-f32.gguf",     "qwen3-vocab-f16.gguf",
-        "moe-mixtral-mini-f32.gguf", "moe-qwen2-mini-f32.gguf", "moe-qwen2-mini-q8_0.gguf",
-        "moe-qwen3-mini-q8_0.gguf",
-    };
     struct result *a = calloc(N, sizeof(*a));
     struct result *b = calloc(N, sizeof(*b));
     cr_assert(a && b);
-    for (size_t f = 0; f < HS_ARRAY_LEN(files); f++) {
+    for (size_t f = 0; f < n_files; f++) {
         char path[1024];
         snprintf(path, sizeof(path), "%s/%s", getenv("HS_MODELS_DIR"), files[f]);
         struct hs_model *m = load_file(path);
-        struct hs_engine *mono = make_engine(m, N, 128, 0, 32);
+        /* the balances run with fewer slots than requests, the unsplit engine alike (Q4_K's
+         * bits depend on which rows share a step) */
+        const int n_par = balance != HS_PINGPONG_BALANCE_CUT ? 12 : N;
+        struct hs_engine *mono = make_engine(m, n_par, 128, 0, 32);
         run_split_workload(mono, m, N, MAX_TOK, a);
         hs_engine_destroy(mono);
 
@@ -1132,6 +1131,8 @@ static void split_matches_unsplit(const char *attn)
         p.attn_backend = attn;
         p.attn_threads = 1;
         p.pingpong = true;
+        p.pingpong_balance = balance;
+        p.n_parallel = n_par; /* < N: sequences end and others start decoding mid-run */
         p.long_context = 16; /* most prompts are shorter: they move while generating */
         struct hs_engine *split = NULL;
         struct hs_error err = {0};
@@ -1160,6 +1161,9 @@ static void split_matches_unsplit(const char *attn)
         cr_assert_eq(mt.backends[0].bytes_out, mt.migrated_bytes);
         cr_assert_eq(mt.backends[1].bytes_in, mt.migrated_bytes);
         cr_assert_gt(mt.split.n_steps_split, 0, "%s: ping-pong never ran", files[f]);
+        cr_assert((mt.pingpong_reorders > 0) == (balance != HS_PINGPONG_BALANCE_CUT),
+                  "%s: %llu steps reordered under balance %s", files[f],
+                  (unsigned long long)mt.pingpong_reorders, hs_pingpong_balance_str(balance));
         cr_assert_gt(mt.backends[1].busy_s, 0.0);
         cr_assert_str_eq(mt.backends[1].name, attn);
         cr_assert((mt.backends[1].sim_s > 0) == (strcmp(attn, "cpu") != 0),
@@ -1173,6 +1177,18 @@ static void split_matches_unsplit(const char *attn)
     }
     free(a);
     free(b);
+}
+
+static void split_matches_unsplit(const char *attn)
+{
+    static const char *const files[] = {
+        "stories260K.gguf",        "tiny-f32.gguf",           "tiny-f16.gguf",
+        "tiny-q8_0.gguf",          "tiny-q4_k_m.gguf",        "qwen2-bpe-f32.gguf",
+        "qwen3-bpe-q8_0.gguf",     "llama3-bpe-f32.gguf",     "qwen3-vocab-f16.gguf",
+        "moe-mixtral-mini-f32.gguf", "moe-qwen2-mini-f32.gguf", "moe-qwen2-mini-q8_0.gguf",
+        "moe-qwen3-mini-q8_0.gguf",
+    };
+    split_matches_unsplit_with(attn, HS_PINGPONG_BALANCE_CUT, files, HS_ARRAY_LEN(files));
 }
 
 /* ---- structured output ---- */
@@ -1316,6 +1332,22 @@ Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
 Test(engine, npu_attention_matches_the_unsplit_engine, .timeout = 600)
 {
     split_matches_unsplit("npu");
+}
+
+/* The length-aware and KV balances reorder the decodes at the front of the batch (whole 4-row
+ * tiles only) so the split falls between even sides: outputs stay the unsplit engine's, with
+ * requests of different lengths so that sequences end and new ones start decoding mid-run.
+ * Q4_K is left out: with admissions mid-run its logprobs move by up to ~1e-2 between two runs
+ * of the same engine in the cut order too (which rows share a step, hence a tile, depends on
+ * when requests are admitted). */
+Test(engine, pingpong_balance_keeps_the_unsplit_outputs, .timeout = 600)
+{
+    static const char *const files[] = {"tiny-f32.gguf", "tiny-f16.gguf", "tiny-q8_0.gguf",
+                                        "qwen3-bpe-q8_0.gguf", "moe-qwen2-mini-q8_0.gguf"};
+    split_vary = true;
+    split_matches_unsplit_with("cpu", HS_PINGPONG_BALANCE_LENGTH, files, HS_ARRAY_LEN(files));
+    split_matches_unsplit_with("pim", HS_PINGPONG_BALANCE_KV, files, HS_ARRAY_LEN(files));
+    split_vary = false;
 }
 
 /* The same with the simulated DIMM-PIM backend computing the decode attention rank by rank. */
