@@ -80,7 +80,9 @@ serve() {
 }
 serve $OFF_PORT --speculative off
 OFF_PID=$!
-serve $ON_PORT --speculative suffix
+# ON_TRACE=FILE: the speculating server writes its --trace there (steps with rows, drafted and
+# accepted tokens: what bench/spec-steps.py fits the step cost from)
+serve $ON_PORT --speculative suffix ${ON_TRACE:+--trace "$ON_TRACE"}
 ON_PID=$!
 PORTS="$OFF_PORT $ON_PORT"
 LC_PIDS=""
@@ -106,11 +108,27 @@ for port in $PORTS; do
     done
 done
 
-# one measured pass: prints output tok/s (and logs it on stderr)
+# the speculating server's draft counters: "source drafted accepted" lines
+counters() {
+    curl -s "http://127.0.0.1:$ON_PORT/metrics" | python3 -c '
+import re, sys
+c = {}
+for l in sys.stdin:
+    m = re.match(r"hetserve:spec_decode_num_(draft_tokens|accepted_tokens)_total\{source=\"(\w+)\"", l)
+    if m:
+        c.setdefault(m[2], {})[m[1]] = int(float(l.split()[-1]))
+for s, v in c.items():
+    print(s, v["draft_tokens"], v["accepted_tokens"])'
+}
+
+# one measured pass: prints output tok/s (and logs it on stderr); the speculating server's passes
+# add their drafted and accepted tokens to $OUT/drafts-WORKLOAD
 pass() { # port workload rep
-    local line
+    local line before
+    [ "$1" = "$ON_PORT" ] && before=$(counters)
     line=$(pass_run "$@")
     echo "$line" >&2
+    [ "$1" = "$ON_PORT" ] && join <(echo "$before" | sort) <(counters | sort) >> "$OUT/drafts-$2"
     echo "${line##* }"
 }
 pass_run() {
@@ -154,5 +172,18 @@ print(f"{name:<6} {statistics.median(off):12.1f} {statistics.median(on):12.1f} "
       f"{statistics.median(ratios):7.2f}x   (runs off {off}, on {on})")
 PY
 done
-curl -s "http://127.0.0.1:$ON_PORT/metrics" | grep -E '^hetserve:spec_decode' | sed 's/,model_name="[^"]*"//'
+for wl in agent plain; do
+    python3 - "$wl" "$OUT/drafts-$wl" <<'PY'
+import sys
+tot = {}
+for l in open(sys.argv[2]):
+    s, d0, a0, d1, a1 = l.split()
+    d, a = tot.get(s, (0, 0))
+    tot[s] = (d + int(d1) - int(d0), a + int(a1) - int(a0))
+print(f"{sys.argv[1]} drafts (drafted/accepted tokens, all reps):",
+      ", ".join(f"{s} {d}/{a}" for s, (d, a) in sorted(tot.items())))
+PY
+done
+curl -s "http://127.0.0.1:$ON_PORT/metrics" | grep -E '^hetserve:spec_decode_(acc|mean|cost)' |
+    sed 's/{model_name="[^"]*"}//'
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
