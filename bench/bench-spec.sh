@@ -121,13 +121,26 @@ for s, v in c.items():
     print(s, v["draft_tokens"], v["accepted_tokens"])'
 }
 
-# one measured pass: prints output tok/s (and logs it on stderr); the speculating server's passes
-# add their drafted and accepted tokens to $OUT/drafts-WORKLOAD
+# CPU seconds (user + system) the server on port $1 has used so far: on a shared machine a pass's
+# wall time depends on what else runs then, its CPU time much less
+cpu_s() {
+    local pid=$OFF_PID
+    [ "$1" = "$ON_PORT" ] && pid=$ON_PID
+    [ "$1" = "$OFF_PORT" ] || [ "$1" = "$ON_PORT" ] || { echo 0; return; }
+    awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$pid/stat"
+}
+
+# one measured pass: prints output tok/s (and logs it on stderr, with the server's CPU seconds,
+# which go to $OUT/cpu-PORT-WORKLOAD); the speculating server's passes add their drafted and
+# accepted tokens to $OUT/drafts-WORKLOAD
 pass() { # port workload rep
-    local line before
+    local line before c0 c1
     [ "$1" = "$ON_PORT" ] && before=$(counters)
+    c0=$(cpu_s "$1")
     line=$(pass_run "$@")
-    echo "$line" >&2
+    c1=$(cpu_s "$1")
+    echo "$c0 $c1" | awk '{ print $2 - $1 }' >> "$OUT/cpu-$1-$2"
+    echo "$line, $(tail -1 "$OUT/cpu-$1-$2") CPU s" >&2
     [ "$1" = "$ON_PORT" ] && join <(echo "$before" | sort) <(counters | sort) >> "$OUT/drafts-$2"
     echo "${line##* }"
 }
@@ -169,7 +182,21 @@ on = [float(x) for x in sys.argv[3].split()]
 ratios = [b / a for a, b in zip(off, on)]
 name = "agent (llama.cpp)" if sys.argv[1] == "llama" else sys.argv[1]
 print(f"{name:<6} {statistics.median(off):12.1f} {statistics.median(on):12.1f} "
-      f"{statistics.median(ratios):7.2f}x   (runs off {off}, on {on})")
+      f"{statistics.median(ratios):7.2f}x   (per rep {', '.join(f'{r:.2f}' for r in ratios)}; "
+      f"tok/s off {[round(x, 1) for x in off]}, on {[round(x, 1) for x in on]})")
+PY
+done
+# the same passes by CPU time: output tokens per CPU second are equal per pass on both servers,
+# so on/off is off's CPU seconds over on's
+for wl in agent plain; do
+    python3 - "$wl" "$OUT/cpu-$OFF_PORT-$wl" "$OUT/cpu-$ON_PORT-$wl" <<'PY'
+import statistics, sys
+off = [float(x) for x in open(sys.argv[2])]
+on = [float(x) for x in open(sys.argv[3])]
+ratios = [a / b for a, b in zip(off, on)]
+print(f"{sys.argv[1]} by CPU time: off {statistics.median(off):.1f} s, on "
+      f"{statistics.median(on):.1f} s per pass, on/off {statistics.median(ratios):.2f}x "
+      f"(per rep {', '.join(f'{r:.2f}' for r in ratios)})")
 PY
 done
 for wl in agent plain; do
