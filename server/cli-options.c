@@ -41,6 +41,9 @@ bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, 
 
 /* ---- split execution ---- */
 
+/* --speculative suffix's longest draft unless --spec-max-draft says otherwise. */
+#define HS__CLI_SPEC_DRAFT 16
+
 int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, const char *cmd,
                         const char *opt)
 {
@@ -179,7 +182,7 @@ static const struct {
      "output and over earlier responses (the same prompt's first) propose tokens that the model "
      "verifies in the same batched step; lossless (greedy output identical, sampled output "
      "identically distributed). A request may opt out: {\"hetserve\": {\"speculative\": false}} "
-     "(default: suffix for serve, off for generate and bench)"},
+     "(default off)"},
     {"--spec-max-draft N",
      "the longest draft, 1-32 (default 16 with --speculative suffix); 0 = off. Drafts shrink "
      "below it after rejections and when the batch is compute-bound"},

@@ -31,10 +31,6 @@ bool hs__cli_check_npu(const char *cmd, const char *config, const char *tenants)
  * --trace, the scheduling of long outputs (--schedule, --fair-wait-ms, --segment-tokens) and
  * speculative decoding (--speculative, --spec-max-draft). A command puts HS__CLI_SPLIT_OPTIONS in
  * its getopt_long table (<getopt.h>); the values are above any command's own. */
-/* --speculative suffix's longest draft unless --spec-max-draft says otherwise; serve's default
- * (generate and bench default to off: one request has no history to draft from). */
-#define HS__CLI_SPEC_DRAFT 16
-
 enum {
     HS__CLI_OPT_FFN_BACKEND = 0x1000,
     HS__CLI_OPT_ATTN_BACKEND,
