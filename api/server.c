@@ -225,6 +225,10 @@ static void spec_metrics(struct hs__buf *b, const struct hs_engine_metrics *m, c
            drafted ? (double)accepted / (double)drafted : 0.0);
     metric(b, "spec_decode_mean_accepted_length", "gauge", "Accepted tokens per draft.", mn,
            drafts ? (double)accepted / (double)drafts : 0.0);
+    metric(b, "spec_decode_cost_knee_rows", "gauge",
+           "Fitted fixed cost of a decode step in rows (a / b of a + b rows); a draft pays while "
+           "the batch has fewer rows than this.",
+           mn, m->spec_cost_knee);
 }
 
 /* Image input (api/vision.c), where a projector is loaded: the encoder runs before the engine

@@ -80,7 +80,9 @@ serve() {
 }
 serve $OFF_PORT --speculative off
 OFF_PID=$!
-serve $ON_PORT --speculative suffix
+# ON_TRACE=FILE: the speculating server writes its --trace there (steps with rows, drafted and
+# accepted tokens: what bench/spec-steps.py fits the step cost from)
+serve $ON_PORT --speculative suffix ${ON_TRACE:+--trace "$ON_TRACE"}
 ON_PID=$!
 PORTS="$OFF_PORT $ON_PORT"
 LC_PIDS=""
@@ -106,11 +108,40 @@ for port in $PORTS; do
     done
 done
 
-# one measured pass: prints output tok/s (and logs it on stderr)
+# the speculating server's draft counters: "source drafted accepted" lines
+counters() {
+    curl -s "http://127.0.0.1:$ON_PORT/metrics" | python3 -c '
+import re, sys
+c = {}
+for l in sys.stdin:
+    m = re.match(r"hetserve:spec_decode_num_(draft_tokens|accepted_tokens)_total\{source=\"(\w+)\"", l)
+    if m:
+        c.setdefault(m[2], {})[m[1]] = int(float(l.split()[-1]))
+for s, v in c.items():
+    print(s, v["draft_tokens"], v["accepted_tokens"])'
+}
+
+# CPU seconds (user + system) the server on port $1 has used so far: on a shared machine a pass's
+# wall time depends on what else runs then, its CPU time much less
+cpu_s() {
+    local pid=$OFF_PID
+    [ "$1" = "$ON_PORT" ] && pid=$ON_PID
+    [ "$1" = "$OFF_PORT" ] || [ "$1" = "$ON_PORT" ] || { echo 0; return; }
+    awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$pid/stat"
+}
+
+# one measured pass: prints output tok/s (and logs it on stderr, with the server's CPU seconds,
+# which go to $OUT/cpu-PORT-WORKLOAD); the speculating server's passes add their drafted and
+# accepted tokens to $OUT/drafts-WORKLOAD
 pass() { # port workload rep
-    local line
+    local line before c0 c1
+    [ "$1" = "$ON_PORT" ] && before=$(counters)
+    c0=$(cpu_s "$1")
     line=$(pass_run "$@")
-    echo "$line" >&2
+    c1=$(cpu_s "$1")
+    echo "$c0 $c1" | awk '{ print $2 - $1 }' >> "$OUT/cpu-$1-$2"
+    echo "$line, $(tail -1 "$OUT/cpu-$1-$2") CPU s" >&2
+    [ "$1" = "$ON_PORT" ] && join <(echo "$before" | sort) <(counters | sort) >> "$OUT/drafts-$2"
     echo "${line##* }"
 }
 pass_run() {
@@ -151,8 +182,35 @@ on = [float(x) for x in sys.argv[3].split()]
 ratios = [b / a for a, b in zip(off, on)]
 name = "agent (llama.cpp)" if sys.argv[1] == "llama" else sys.argv[1]
 print(f"{name:<6} {statistics.median(off):12.1f} {statistics.median(on):12.1f} "
-      f"{statistics.median(ratios):7.2f}x   (runs off {off}, on {on})")
+      f"{statistics.median(ratios):7.2f}x   (per rep {', '.join(f'{r:.2f}' for r in ratios)}; "
+      f"tok/s off {[round(x, 1) for x in off]}, on {[round(x, 1) for x in on]})")
 PY
 done
-curl -s "http://127.0.0.1:$ON_PORT/metrics" | grep -E '^hetserve:spec_decode' | sed 's/,model_name="[^"]*"//'
+# the same passes by CPU time: output tokens per CPU second are equal per pass on both servers,
+# so on/off is off's CPU seconds over on's
+for wl in agent plain; do
+    python3 - "$wl" "$OUT/cpu-$OFF_PORT-$wl" "$OUT/cpu-$ON_PORT-$wl" <<'PY'
+import statistics, sys
+off = [float(x) for x in open(sys.argv[2])]
+on = [float(x) for x in open(sys.argv[3])]
+ratios = [a / b for a, b in zip(off, on)]
+print(f"{sys.argv[1]} by CPU time: off {statistics.median(off):.1f} s, on "
+      f"{statistics.median(on):.1f} s per pass, on/off {statistics.median(ratios):.2f}x "
+      f"(per rep {', '.join(f'{r:.2f}' for r in ratios)})")
+PY
+done
+for wl in agent plain; do
+    python3 - "$wl" "$OUT/drafts-$wl" <<'PY'
+import sys
+tot = {}
+for l in open(sys.argv[2]):
+    s, d0, a0, d1, a1 = l.split()
+    d, a = tot.get(s, (0, 0))
+    tot[s] = (d + int(d1) - int(d0), a + int(a1) - int(a0))
+print(f"{sys.argv[1]} drafts (drafted/accepted tokens, all reps):",
+      ", ".join(f"{s} {d}/{a}" for s, (d, a) in sorted(tot.items())))
+PY
+done
+curl -s "http://127.0.0.1:$ON_PORT/metrics" | grep -E '^hetserve:spec_decode_(acc|mean|cost)' |
+    sed 's/{model_name="[^"]*"}//'
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

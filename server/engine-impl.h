@@ -57,6 +57,7 @@ struct metrics {
     _Atomic uint64_t spec_drafts[HS_SUFFIX_SOURCE_COUNT];   /* drafts verified */
     _Atomic uint64_t spec_drafted[HS_SUFFIX_SOURCE_COUNT];  /* tokens they proposed */
     _Atomic uint64_t spec_accepted[HS_SUFFIX_SOURCE_COUNT]; /* of those, accepted */
+    _Atomic uint64_t spec_knee_milli; /* the cost model's knee, in thousandths of a row */
 };
 
 #define INC(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)
@@ -114,6 +115,7 @@ struct seq {
     struct hs_suffix_text *sfx; /* its prompt and output so far, from its first draft on; owns */
     int32_t n_draft;            /* this step's draft: toks[n_all .. n_all + n_draft), 0: none */
     enum hs_suffix_source draft_src;
+    float draft_expect; /* its trie scores' sum: the tokens its source expected accepted */
     int32_t spec_len; /* adaptive longest draft (0: not started) */
     float spec_rate;  /* recent share of drafted tokens accepted */
 };
@@ -240,6 +242,8 @@ struct hs_engine {
     struct hs_suffix_store *spec_store;    /* earlier responses; owns */
     double cm_w, cm_x, cm_y, cm_xx, cm_xy; /* decayed sums of (rows, seconds) of forward passes */
     double cm_knee;                        /* fixed cost of a step in rows (a / b of a + b rows) */
+    /* per draft source, decayed: tokens its drafts' scores expected accepted, tokens accepted */
+    double cal_expect[HS_SUFFIX_SOURCE_COUNT], cal_accepted[HS_SUFFIX_SOURCE_COUNT];
     int32_t step_drafted, step_accepted;   /* this step's, for the trace */
 
     struct metrics m;
@@ -384,8 +388,9 @@ void hs__spec_plan(struct hs_engine *e, int32_t n);
  * engine only. */
 void hs__spec_verify(struct hs_engine *e, struct seq *s, const float *lg, int64_t t_ns);
 
-/* A step of rows rows (schedule, forward pass, outputs) took dt_ns: feeds the cost model.
- * Thread: engine only. */
+/* A step of rows rows (schedule, forward pass, outputs), each of them a decode or a draft
+ * position with its logit row, took dt_ns: feeds the cost model (steps with prefill rows, which
+ * cost less and scale otherwise, are not given). Thread: engine only. */
 void hs__spec_observe(struct hs_engine *e, int32_t rows, int64_t dt_ns);
 
 /* s ends (why): records its response in the store when it finished normally and frees its

@@ -162,6 +162,7 @@ static void run_step(struct hs_engine *e)
     hs__spec_plan(e, n);
     hs__sched_balance(e, n);
     int32_t n_tok = 0;
+    bool prefill = false;
     for (int32_t j = 0; j < n; j++) {
         struct seq *s = e->batch[j];
         int32_t n_past = hs_kv_seq_n_tokens(s->kv);
@@ -177,6 +178,7 @@ static void run_step(struct hs_engine *e)
         };
         n_tok += e->batch_n[j];
         if (!(last && e->batch_n[j] == 1 + s->n_draft)) {
+            prefill = true;
             INC(e->m.prefill_tokens, (uint64_t)e->batch_n[j]);
         }
     }
@@ -223,7 +225,9 @@ static void run_step(struct hs_engine *e)
         }
     }
     hs__metrics_update_kv_gauges(e);
-    hs__spec_observe(e, n_tok, now_ns() - t0_ns);
+    if (!prefill) {
+        hs__spec_observe(e, n_tok, now_ns() - t0_ns);
+    }
     trace_step(e, t0_us, n, n_tok);
 }
 

@@ -437,6 +437,8 @@ struct hs_engine_metrics {
     uint64_t spec_drafts[3];
     uint64_t spec_drafted[3];
     uint64_t spec_accepted[3];
+    double spec_cost_knee; /* gauge: the cost model's a / b (a step of R rows takes a + b R), in
+                            * rows; 0 without speculation */
     struct hs_engine_histogram ttft; /* time to first token */
     struct hs_engine_histogram tpot; /* mean time per output token after the first, per choice
                                       * with >= 2 tokens */

@@ -154,6 +154,7 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
         m->spec_drafted[i] = LOAD(me->m.spec_drafted[i]);
         m->spec_accepted[i] = LOAD(me->m.spec_accepted[i]);
     }
+    m->spec_cost_knee = (double)LOAD(me->m.spec_knee_milli) / 1000.0;
     m->n_backends = e->n_pools;
     pthread_mutex_lock(&me->m.placement_mu);
     for (int32_t s = 0; s < e->n_pools; s++) {

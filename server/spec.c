@@ -36,8 +36,18 @@
 
 #define SPEC_MIN_SCORE  0.02f /* drafts below this path score are not even considered */
 #define SPEC_RATE_INIT  1.0f  /* optimistic: the first drafts teach it */
-#define SPEC_KNEE_PRIOR 8.0   /* rows a step's fixed cost is worth before any measurement */
+#define SPEC_KNEE_PRIOR 2.0   /* rows a step's fixed cost is worth before any measurement */
 #define SPEC_DECAY      0.98  /* weight of the cost model's past per observation */
+/* A draft is at most this many times as long as the context it matched (SuffixDecoding's
+ * max_spec_factor): a path's counts say how often it went on, not how much evidence found it,
+ * and a one-token match of an unrelated response scores as well as a long one of the same. */
+#define SPEC_MATCH_FACTOR 2
+/* Calibration of a source's scores: its drafts' expected and accepted tokens, decayed per draft
+ * verified (a window of some 20 drafts) and per step (so that a source muted long ago is tried
+ * again), over a prior of SPEC_CAL_PRIOR tokens as expected. */
+#define SPEC_CAL_DECAY      0.95
+#define SPEC_CAL_STEP_DECAY 0.999
+#define SPEC_CAL_PRIOR      2.0
 
 hs_status hs__spec_create(struct hs_engine *e, const struct hs_engine_params *p)
 {
@@ -47,6 +57,8 @@ hs_status hs__spec_create(struct hs_engine *e, const struct hs_engine_params *p)
     if (!e->spec_on) {
         return HS_OK;
     }
+    atomic_store_explicit(&e->m.spec_knee_milli, (uint64_t)(e->cm_knee * 1000.0),
+                          memory_order_relaxed);
     return hs_suffix_store_create(p->spec_store_bytes, &e->spec_store);
 }
 
@@ -83,12 +95,47 @@ void hs__spec_observe(struct hs_engine *e, int32_t rows, int64_t dt_ns)
     }
     /* a step reads every weight once whatever its rows: its fixed cost is worth a row at least */
     e->cm_knee = HS_MAX(1.0, HS_MIN(a / b, 512.0));
+    atomic_store_explicit(&e->m.spec_knee_milli, (uint64_t)(e->cm_knee * 1000.0),
+                          memory_order_relaxed);
 }
 
 /* ---- drafting ---- */
 
-/* The sequence's best draft of at most max_d tokens from its own text and the store. */
-static void propose(struct hs_engine *e, struct seq *s, int32_t max_d, struct hs_suffix_draft *d)
+/* How many of the tokens source's scores expect its drafts actually get accepted (about 1 for an
+ * honest source, near 0 for one whose drafts are all rejected). */
+static double calibration(const struct hs_engine *e, enum hs_suffix_source src)
+{
+    return (e->cal_accepted[src] + SPEC_CAL_PRIOR) / (e->cal_expect[src] + SPEC_CAL_PRIOR);
+}
+
+/* Estimated probability that tokens 0..i of d are accepted: the path's score, calibrated to what
+ * its source delivers, times the sequence's recent acceptance. */
+static double accept_prob(const struct hs_engine *e, const struct seq *s,
+                          const struct hs_suffix_draft *d, int32_t i)
+{
+    return HS_MIN(1.0, (double)d->score[i] * calibration(e, d->source)) * s->spec_rate;
+}
+
+/* Cuts d to max(1, SPEC_MATCH_FACTOR x its match) tokens, and weighs its expected tokens by its
+ * source's calibration: what choosing it is worth. */
+static double weigh(const struct hs_engine *e, struct hs_suffix_draft *d)
+{
+    const int32_t n = HS_MIN(d->n_tokens, HS_MAX(1, SPEC_MATCH_FACTOR * d->match_len));
+    if (n < d->n_tokens) {
+        d->n_tokens = n;
+        d->expected = 0.0f;
+        for (int32_t i = 0; i < n; i++) {
+            d->expected += d->score[i];
+        }
+    }
+    return (double)d->expected * calibration(e, d->source);
+}
+
+/* The sequence's best draft of at most max_d tokens from its own text and the store, from the
+ * sources whose drafts may reach an acceptance probability of min_q (the others are not even
+ * looked up: a muted source costs nothing). */
+static void propose(struct hs_engine *e, struct seq *s, int32_t max_d, double min_q,
+                    struct hs_suffix_draft *d)
 {
     struct hs_engine_handle *h = s->req;
     d->n_tokens = 0;
@@ -101,17 +148,31 @@ static void propose(struct hs_engine *e, struct seq *s, int32_t max_d, struct hs
     if (!s->sfx && hs_suffix_text_create(0, &s->sfx) != HS_OK) {
         s->sfx = NULL;
     }
+    const double rate = s->spec_rate;
+    double best = 0.0;
     if (s->sfx) {
         const int32_t have = hs_suffix_text_n_tokens(s->sfx);
         /* out of memory leaves the text short of its newest substrings, still valid */
         (void)hs_suffix_text_append(s->sfx, s->toks + have, s->n_all - have);
-        hs_suffix_text_draft(s->sfx, s->toks, max_d, SPEC_MIN_SCORE, d);
+        if (HS_MIN(1.0, calibration(e, HS_SUFFIX_SOURCE_REQUEST)) * rate >= min_q) {
+            hs_suffix_text_draft(s->sfx, s->toks, max_d, SPEC_MIN_SCORE, d);
+            best = weigh(e, d);
+        }
     }
-    struct hs_suffix_draft g;
-    hs_suffix_store_draft(e->spec_store, h->cache_salt, h->prompt_key, s->toks, s->n_all, max_d,
-                          SPEC_MIN_SCORE, &g);
-    if (g.expected > d->expected) {
-        *d = g;
+    static const enum hs_suffix_source store_srcs[] = {HS_SUFFIX_SOURCE_PROMPT,
+                                                       HS_SUFFIX_SOURCE_GLOBAL};
+    for (size_t i = 0; i < HS_ARRAY_LEN(store_srcs); i++) {
+        if (HS_MIN(1.0, calibration(e, store_srcs[i])) * rate < min_q) {
+            continue; /* a score is at most 1: no draft of it could pay */
+        }
+        struct hs_suffix_draft g;
+        hs_suffix_store_draft_from(e->spec_store, store_srcs[i], h->cache_salt, h->prompt_key,
+                                   s->toks, s->n_all, max_d, SPEC_MIN_SCORE, &g);
+        const double w = weigh(e, &g);
+        if (w > best) {
+            best = w;
+            *d = g;
+        }
     }
 }
 
@@ -120,6 +181,10 @@ void hs__spec_plan(struct hs_engine *e, int32_t n)
     e->step_drafted = e->step_accepted = 0;
     if (!e->spec_on) {
         return;
+    }
+    for (int32_t i = 0; i < HS_SUFFIX_SOURCE_COUNT; i++) {
+        e->cal_expect[i] *= SPEC_CAL_STEP_DECAY;
+        e->cal_accepted[i] *= SPEC_CAL_STEP_DECAY;
     }
     int32_t rows = 0;
     double expect = 0.0; /* tokens this step is expected to produce */
@@ -149,16 +214,19 @@ void hs__spec_plan(struct hs_engine *e, int32_t n)
         if (max_d <= 0) {
             continue;
         }
-        propose(e, s, max_d, &d);
+        /* the first draft token pays iff q (knee + rows) >= expect (see the top) */
+        propose(e, s, max_d, expect / (e->cm_knee + rows), &d);
         const double expect0 = expect;
         int32_t k = 0;
+        float pred = 0.0f;
         for (; k < d.n_tokens; k++) {
-            const double q = (double)d.score[k] * s->spec_rate;
+            const double q = accept_prob(e, s, &d, k);
             if (q * (e->cm_knee + rows) < expect) {
                 break;
             }
             expect += q;
             rows++;
+            pred += d.score[k];
         }
         if (k == 0) {
             continue;
@@ -173,6 +241,7 @@ void hs__spec_plan(struct hs_engine *e, int32_t n)
         memcpy(s->toks + s->n_all, d.tokens, (size_t)k * sizeof(*s->toks));
         s->n_draft = k;
         s->draft_src = d.source;
+        s->draft_expect = pred;
         e->batch_n[j] += k;
         budget -= k;
         e->step_drafted += k;
@@ -231,6 +300,8 @@ void hs__spec_verify(struct hs_engine *e, struct seq *s, const float *lg, int64_
     INC(e->m.spec_drafted[src], (uint64_t)k);
     INC(e->m.spec_accepted[src], (uint64_t)acc);
     e->step_accepted += acc;
+    e->cal_expect[src] = e->cal_expect[src] * SPEC_CAL_DECAY + s->draft_expect;
+    e->cal_accepted[src] = e->cal_accepted[src] * SPEC_CAL_DECAY + acc;
     s->spec_rate = 0.7f * s->spec_rate + 0.3f * (float)acc / (float)k;
     if (acc == k) {
         s->spec_len = HS_MIN(2 * s->spec_len, e->spec_max_draft);

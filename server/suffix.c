@@ -809,17 +809,28 @@ void hs_suffix_store_touch(struct hs_suffix_store *s, uint64_t prompt_key)
     }
 }
 
+void hs_suffix_store_draft_from(const struct hs_suffix_store *s, enum hs_suffix_source source,
+                                uint64_t salt, uint64_t prompt_key, const hs_token *text,
+                                int32_t n, int32_t max_draft, float min_score,
+                                struct hs_suffix_draft *d)
+{
+    const uint64_t key = source == HS_SUFFIX_SOURCE_PROMPT ? prompt_key : salt_key(salt);
+    const int32_t t = source == HS_SUFFIX_SOURCE_PROMPT || source == HS_SUFFIX_SOURCE_GLOBAL
+                          ? trie_find(s, key)
+                          : -1;
+    draft_from(&s->f, t >= 0 ? s->tries[t].root : -1, NULL, text, n, max_draft, min_score, d);
+    d->source = source;
+}
+
 void hs_suffix_store_draft(const struct hs_suffix_store *s, uint64_t salt, uint64_t prompt_key,
                            const hs_token *text, int32_t n, int32_t max_draft, float min_score,
                            struct hs_suffix_draft *d)
 {
     struct hs_suffix_draft g;
-    const int32_t tp = trie_find(s, prompt_key);
-    const int32_t tg = trie_find(s, salt_key(salt));
-    draft_from(&s->f, tp >= 0 ? s->tries[tp].root : -1, NULL, text, n, max_draft, min_score, d);
-    d->source = HS_SUFFIX_SOURCE_PROMPT;
-    draft_from(&s->f, tg >= 0 ? s->tries[tg].root : -1, NULL, text, n, max_draft, min_score, &g);
-    g.source = HS_SUFFIX_SOURCE_GLOBAL;
+    hs_suffix_store_draft_from(s, HS_SUFFIX_SOURCE_PROMPT, salt, prompt_key, text, n, max_draft,
+                               min_score, d);
+    hs_suffix_store_draft_from(s, HS_SUFFIX_SOURCE_GLOBAL, salt, prompt_key, text, n, max_draft,
+                               min_score, &g);
     if (g.expected > d->expected) {
         *d = g;
     }
