@@ -2,6 +2,7 @@
  * wrapper validates shapes and types once, asks supports_op, supplies the default for a NULL
  * slot and counts stats, so implementations see only well-formed arguments. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,6 +141,51 @@ void hs_backend_bind_caller(struct hs_backend *be)
     if (be && be->iface->bind_caller) {
         be->iface->bind_caller(be);
     }
+}
+
+/* hs_backend_run_tasks's work, shared out by a counter each thread draws from. */
+struct run_tasks {
+    hs_backend_task_fn fn;
+    void *ctx;
+    int32_t n_tasks;
+    _Atomic int32_t next;
+};
+
+static void run_tasks_thread(void *ctx, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    struct run_tasks *rt = ctx;
+    for (;;) {
+        const int32_t i = atomic_fetch_add_explicit(&rt->next, 1, memory_order_relaxed);
+        if (i >= rt->n_tasks) {
+            return;
+        }
+        rt->fn(rt->ctx, i);
+    }
+}
+
+void hs__backend_run_host(struct hs_backend *be, void (*fn)(void *ctx, int ith, int nth), void *ctx)
+{
+    if (be && be->iface->run_host) {
+        be->iface->run_host(be, fn, ctx);
+    } else {
+        fn(ctx, 0, 1);
+    }
+}
+
+void hs_backend_run_tasks(struct hs_backend *be, int32_t n_tasks, hs_backend_task_fn fn, void *ctx)
+{
+    if (n_tasks <= 0) {
+        return;
+    }
+    struct run_tasks rt = {.fn = fn, .ctx = ctx, .n_tasks = n_tasks};
+    atomic_init(&rt.next, 0);
+    if (n_tasks == 1) {
+        run_tasks_thread(&rt, 0, 1);
+        return;
+    }
+    hs__backend_run_host(be, run_tasks_thread, &rt);
 }
 
 void hs_backend_get_stats(const struct hs_backend *be, struct hs_backend_stats *out)

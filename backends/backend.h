@@ -252,6 +252,18 @@ hs_status hs_backend_synchronize(struct hs_backend *be);
  * attention backend's driver thread. A no-op for backends without pinned threads. */
 void hs_backend_bind_caller(struct hs_backend *be);
 
+/* A host task of hs_backend_run_tasks: task i of the call. */
+typedef void (*hs_backend_task_fn)(void *ctx, int32_t i);
+
+/* Runs fn(ctx, i) for every i in [0, n_tasks) on the backend's host threads (the CPU backend's
+ * pool; a simulated backend's inner CPU pool), each exactly once, in no set order and on no set
+ * thread, and returns when all have finished, their writes visible to the caller. It is for host
+ * work between operations that splits into independent tasks, such as sampling each sequence of
+ * a batch, and keeps it on the cores the backend's threads own. Backends without host threads
+ * (and n_tasks 1) run the tasks on the caller, in order. fn must not call into be; tasks must
+ * not depend on one another's order. n_tasks <= 0: nothing. Thread: the one driving be. */
+void hs_backend_run_tasks(struct hs_backend *be, int32_t n_tasks, hs_backend_task_fn fn, void *ctx);
+
 /* ---- memory owned by a backend ----
  *
  * A buffer is memory of one backend (host memory for cpu and the simulated backends, device

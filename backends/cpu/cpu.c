@@ -881,6 +881,11 @@ static void cpu_bind_caller(struct hs_backend *be)
     hs__pool_bind_caller(hs__cpu(be)->pool);
 }
 
+static void cpu_run_host(struct hs_backend *be, void (*fn)(void *ctx, int ith, int nth), void *ctx)
+{
+    hs__pool_run_dyn_named(hs__cpu(be)->pool, fn, ctx, "host-tasks");
+}
+
 static const struct hs_backend_iface cpu_iface = {
     /* .version     = */ HS_BACKEND_IFACE_VERSION,
     /* .name        = */ "cpu",
@@ -906,6 +911,7 @@ static const struct hs_backend_iface cpu_iface = {
     /* .buffer_get = */ NULL,
     /* .buffer_copy = */ NULL,
     /* .bind_caller = */ cpu_bind_caller,
+    /* .run_host    = */ cpu_run_host,
 };
 
 void hs__cpu_set_simd(struct hs_backend *be, bool on)
