@@ -365,7 +365,8 @@ enum hs_finish_reason hs__output_emit(struct hs_engine *e, struct seq *s, hs_tok
 
 /* Draws the next token of each of draws[0 .. n) from its logit row (of time t_ns), as tasks
  * on the FFN backend's threads (hs_backend_run_tasks; on the engine thread alone with
- * e->serial_sampling), then, on the engine thread and in order, emits each (hs__output_emit) and
+ * e->serial_sampling, and when the step has too few logits to draw from to be worth it), then,
+ * on the engine thread and in order, emits each (hs__output_emit) and
  * ends the sequences that finish: a draw that failed ends its sequence with an error, an emit
  * that failed (out of memory) with HS_FINISH_ERROR and HS_E_NOMEM. Choices of one request that
  * share a grammar cache are drawn on the engine thread (the cache is not shared across

@@ -114,7 +114,8 @@ struct hs_engine_params {
     int32_t spec_max_draft;
     size_t spec_store_bytes;
     /* Sampling: each step draws the decoding sequences' next tokens as tasks on the FFN
-     * backend's threads (hs_backend_run_tasks), O(vocabulary) each; the tokens are the same
+     * backend's threads (hs_backend_run_tasks), O(vocabulary) each, when there are enough of
+     * them (sequences x vocabulary >= 65536); the tokens are the same
      * bits either way (each sequence has its own sampler and seed). true: one after another on
      * the engine thread, as before (benchmarks compare the two). Default false. */
     bool serial_sampling;

@@ -147,9 +147,6 @@ static bool hold_append(struct seq *s, const char *p, size_t n)
     return true;
 }
 
-/* Samples s's next token from logits without touching s's output: returns the token, -1 when
- * every token is banned (the sequence stops), or HS_FINISH_ERROR-worthy values < -1, for which
- * it fills *status and the request's detail. */
 /* A draw that failed (t < -1): the request's detail and *status say why. */
 static void sample_failed(struct seq *s, hs_token t, hs_status *status)
 {
@@ -183,6 +180,11 @@ hs_token hs__output_sample(struct seq *s, const float *logits, hs_status *status
     return t;
 }
 
+/* Below this many logits to draw from in a step (sequences x vocabulary), waking the compute
+ * threads costs more than it saves: the engine thread draws them (a 512-token vocabulary takes
+ * microseconds a sequence; Qwen3's 151k, about half a millisecond). */
+#define DRAW_TASKS_MIN_LOGITS (1 << 16)
+
 /* A draw run off the engine thread: it touches only its sequence's sampler (its scratch, RNG,
  * penalties, a reasoning tracker's own state) and reads the logits. */
 static void draw_task(void *ctx, int32_t i)
@@ -215,8 +217,13 @@ void hs__output_take_tokens(struct hs_engine *e, struct draw *draws, int32_t n, 
             n_left--;
         }
     }
-    if (n_left > 0) {
+    if (n_left > 1 && (int64_t)n_left * e->n_vocab >= DRAW_TASKS_MIN_LOGITS) {
         hs_backend_run_tasks(hs_context_backend(e->ctx), n, draw_task, draws);
+    } else {
+        for (int32_t i = 0; i < n; i++) {
+            draw_task(draws, i);
+        }
+        n_left = 0;
     }
     INC(e->m.draws, (uint64_t)n);
     INC(e->m.draws_in_tasks, (uint64_t)n_left);

@@ -1425,8 +1425,12 @@ Test(engine, sampling_in_tasks_draws_the_bits_of_serial_sampling, .timeout = 300
             shared += (uint64_t)r[1][i].n_toks[c] + (r[1][i].fin[c] == HS_FINISH_STOP);
         }
     }
-    cr_assert_eq(mt[1].draws_in_tasks, mt[1].draws - shared, "%llu of %llu draws in tasks",
-                 (unsigned long long)mt[1].draws_in_tasks, (unsigned long long)mt[1].draws);
+    /* (a step left with a single sequence to draw for draws it on the engine thread) */
+    cr_assert(mt[1].draws_in_tasks <= mt[1].draws - shared &&
+                  mt[1].draws_in_tasks > (mt[1].draws - shared) / 2,
+              "%llu of %llu draws in tasks, %llu sharing a grammar cache",
+              (unsigned long long)mt[1].draws_in_tasks, (unsigned long long)mt[1].draws,
+              (unsigned long long)shared);
     cr_assert_gt(mt[1].sampling_s, 0.0);
     free(r[0]);
     free(r[1]);
