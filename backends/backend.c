@@ -253,6 +253,18 @@ hs_status hs_tensor_init_2d(struct hs_tensor *t, enum hs_type type, int64_t cols
     return hs_tensor_init(t, type, 2, ne, data);
 }
 
+struct hs_tensor hs_tensor_f32_2d(float *data, int64_t cols, int64_t rows)
+{
+    struct hs_tensor t;
+    hs_tensor_init_2d(&t, HS_TYPE_F32, cols, rows, data);
+    return t;
+}
+
+int64_t hs_tensor_n_rows(const struct hs_tensor *t)
+{
+    return t->ne[1] * t->ne[2] * t->ne[3];
+}
+
 struct hs_tensor hs_tensor_rows(const struct hs_tensor *t, int64_t row0, int64_t n_rows)
 {
     struct hs_tensor r = *t;
@@ -338,11 +350,6 @@ static bool rows_ok(const struct hs_tensor *t, enum hs_type type)
            (t->ne[3] == 1 || t->nb[3] == nb1 * (size_t)(t->ne[1] * t->ne[2]));
 }
 
-static int64_t hs__rows(const struct hs_tensor *t)
-{
-    return t->ne[1] * t->ne[2] * t->ne[3];
-}
-
 /* A 3-D view [ne2][ne1][ne0] f32 whose rows (dim 1) and planes (dim 2) may be strided. */
 static bool t3_ok(const struct hs_tensor *t, enum hs_type type)
 {
@@ -356,7 +363,7 @@ static bool t3_ok(const struct hs_tensor *t, enum hs_type type)
 
 static bool same_shape(const struct hs_tensor *a, const struct hs_tensor *b)
 {
-    return a->ne[0] == b->ne[0] && hs__rows(a) == hs__rows(b);
+    return a->ne[0] == b->ne[0] && hs_tensor_n_rows(a) == hs_tensor_n_rows(b);
 }
 
 static bool weight_ok(const struct hs_tensor *w)
@@ -495,7 +502,7 @@ static hs_status check_binary(struct hs_backend *be, const struct hs_tensor *a,
         !same_shape(a, y) || b->ne[0] != a->ne[0]) {
         return HS_E_INVAL;
     }
-    if (hs__rows(b) != hs__rows(a) && !(allow_bcast && hs__rows(b) == 1)) {
+    if (hs_tensor_n_rows(b) != hs_tensor_n_rows(a) && !(allow_bcast && hs_tensor_n_rows(b) == 1)) {
         return HS_E_INVAL;
     }
     return HS_OK;

@@ -38,6 +38,12 @@ hs_status hs_tensor_init(struct hs_tensor *t, enum hs_type type, int n_dims, con
 hs_status hs_tensor_init_2d(struct hs_tensor *t, enum hs_type type, int64_t cols, int64_t rows,
                             void *data);
 
+/* A contiguous f32 matrix [rows][cols] over data (borrowed), for scratch views. */
+struct hs_tensor hs_tensor_f32_2d(float *data, int64_t cols, int64_t rows);
+
+/* Rows of a tensor laid out as [n_rows][ne0]: ne[1] * ne[2] * ne[3]. */
+int64_t hs_tensor_n_rows(const struct hs_tensor *t);
+
 /* A view of rows [row0, row0 + n_rows) of the outermost-but-row dimension (ne[1]) of a 2-D
  * tensor. */
 struct hs_tensor hs_tensor_rows(const struct hs_tensor *t, int64_t row0, int64_t n_rows);
