@@ -280,6 +280,10 @@ static inline int64_t now_ns(void)
  * from 16. Returns false, leaving *p and *cap as they were, when out of memory. Thread: any. */
 bool hs__engine_grow(void **p, size_t *cap, size_t need, size_t elem);
 
+/* CLOCK_MONOTONIC's time timeout_ms from now (now when timeout_ms <= 0), for timed waits on the
+ * engine's condition variables. Thread: any. */
+struct timespec hs__engine_deadline(int64_t timeout_ms);
+
 /* Appends n bytes of text to o, keeping it NUL-terminated; false when out of memory. Thread:
  * engine only, with the handle's mu held. */
 bool hs__channel_outbuf_text(struct outbuf *o, const char *s, size_t n);

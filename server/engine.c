@@ -482,16 +482,7 @@ void hs_engine_destroy(struct hs_engine *e)
 
 hs_status hs_engine_drain(struct hs_engine *e, int64_t timeout_ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    if (timeout_ms > 0) {
-        dl.tv_sec += (time_t)(timeout_ms / 1000);
-        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-    }
+    const struct timespec dl = hs__engine_deadline(timeout_ms);
     hs_status st = HS_OK;
     pthread_mutex_lock(&e->mu);
     e->draining = true;
