@@ -8,6 +8,7 @@
 
 #include "backends/backend-impl.h"
 #include "backends/cpu/pool.h"
+#include "backends/cpu/quants.h"
 #include "hs-config.h"
 
 /* ---- registry ---- */
@@ -186,6 +187,44 @@ void hs_backend_run_tasks(struct hs_backend *be, int32_t n_tasks, hs_backend_tas
         return;
     }
     hs__backend_run_host(be, run_tasks_thread, &rt);
+}
+
+/* ---- weights for writing ---- */
+
+bool hs_quantize_supports(enum hs_type t)
+{
+    switch (t) {
+    case HS_TYPE_F32:
+    case HS_TYPE_F16:
+    case HS_TYPE_BF16:
+    case HS_TYPE_Q8_0:
+    case HS_TYPE_Q4_0:
+    case HS_TYPE_Q5_0:
+    case HS_TYPE_Q4_1:
+    case HS_TYPE_Q5_1:
+    case HS_TYPE_Q8_1:
+    case HS_TYPE_Q4_K:
+    case HS_TYPE_Q5_K:
+    case HS_TYPE_Q6_K:
+    case HS_TYPE_Q8_K:
+        return true;
+    default:
+        return false;
+    }
+}
+
+hs_status hs_quantize_rows(enum hs_type t, const float *x, void *y, int64_t n_rows,
+                           int64_t n_per_row)
+{
+    if (!hs_quantize_supports(t) || n_per_row <= 0 || n_rows < 0 ||
+        n_per_row % hs_type_traits(t)->blck_size != 0) {
+        return HS_E_INVAL;
+    }
+    const size_t row = hs_type_row_size(t, n_per_row);
+    for (int64_t r = 0; r < n_rows; r++) {
+        hs__quantize_row_ref(t, x + r * n_per_row, (char *)y + (size_t)r * row, n_per_row);
+    }
+    return HS_OK;
 }
 
 void hs_backend_get_stats(const struct hs_backend *be, struct hs_backend_stats *out)

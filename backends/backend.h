@@ -270,6 +270,23 @@ typedef void (*hs_backend_task_fn)(void *ctx, int32_t i);
  * not depend on one another's order. n_tasks <= 0: nothing. Thread: the one driving be. */
 void hs_backend_run_tasks(struct hs_backend *be, int32_t n_tasks, hs_backend_task_fn fn, void *ctx);
 
+/* ---- weights for writing ----
+ *
+ * The reference quantizers (scalar, the CPU backend's; the same bytes on every machine), for
+ * code that writes weights (the GGUF writer behind `hetserve mkmodel`, tests): callers above
+ * backends/ use these, never a backend's own headers. */
+
+/* True when hs_quantize_rows can write type t: F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_1, Q5_1,
+ * Q8_1, Q4_K, Q5_K, Q6_K, Q8_K. Thread: any. */
+bool hs_quantize_supports(enum hs_type t);
+
+/* Quantizes n_rows rows of n_per_row floats (x, rows n_per_row apart) into y, rows
+ * hs_type_row_size(t, n_per_row) bytes apart, as llama.cpp's reference quantizers and
+ * llama-quantize without an importance matrix do. HS_E_INVAL (y untouched) when t is not
+ * supported or n_per_row is not a positive multiple of t's block size. Thread: any. */
+hs_status hs_quantize_rows(enum hs_type t, const float *x, void *y, int64_t n_rows,
+                           int64_t n_per_row);
+
 /* ---- memory owned by a backend ----
  *
  * A buffer is memory of one backend (host memory for cpu and the simulated backends, device

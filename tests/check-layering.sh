@@ -16,6 +16,11 @@ while IFS= read -r f; do
     if [ "$d" != api ] && grep -q '#[[:space:]]*include[[:space:]]*<jansson.h>' "$f"; then
         echo "$f includes jansson.h (JSON belongs in api/)"; bad=1
     fi
+    # Backends are used through their public headers: implementers' headers (*-impl.h) and the
+    # CPU backend's kernels (backends/cpu/) stay inside backends/.
+    if [ "$d" != backends ] && grep -qE '#[[:space:]]*include[[:space:]]*"backends/(cpu/|([a-z]+/)?[a-z-]*-impl\.h)' "$f"; then
+        echo "$f includes a backend's implementation header (use backends/backend.h)"; bad=1
+    fi
     # Vendor headers stay behind the backend that uses them.
     if [ "$d" != backends ] && grep -qE '#[[:space:]]*include[[:space:]]*<(cuda|cuda_runtime|hwloc|oneapi/dnnl/dnnl)\.h>' "$f"; then
         echo "$f includes a device library header outside backends/"; bad=1
