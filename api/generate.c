@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "api/reasoning.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 
 #define MAX_TOP 20 /* alternatives per token a request may ask for (OpenAI's limit) */

@@ -9,8 +9,8 @@
 #include <time.h>
 
 #include "api/json-schema.h"
-#include "model/chat-template.h"
-#include "model/vocab.h"
+#include "model/chat/chat-template.h"
+#include "model/tokenizer/vocab.h"
 
 hs_status hs__api_fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...)
 {

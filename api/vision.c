@@ -10,7 +10,7 @@
 #include "backends/backend.h"
 #include "common/log.h"
 #include "model/vision/vision.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 
 /* Encoded images kept for reuse: an agent resends the same screenshot in each turn. */
 #define CACHE_SLOTS 8

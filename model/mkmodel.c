@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 
 struct hs_mkmodel_params hs_mkmodel_default_params(void)
 {

@@ -10,7 +10,7 @@
 #include "common/common.h"
 #include "backends/backend.h"
 #include "common/rng.h"
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 
 static const char *const proj_names[HS_PROJ_COUNT] = {
     [HS_PROJ_QWEN2VL] = "qwen2vl_merger",

@@ -18,7 +18,7 @@
 #include "common/trace.h"
 #include "kvcache/kvcache.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 #include "server/grammar.h"
 #include "server/lengthpred.h"

@@ -26,7 +26,7 @@
 
 #include "kvcache/kvcache.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 
 struct hs_engine_params hs_engine_default_params(void)
 {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 
 /* ---- the trie ---- */
 

@@ -12,7 +12,7 @@
 #include "api/api.h"
 #include "api/reasoning.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 
 /* ---- the splitter ---- */

@@ -14,7 +14,7 @@
 
 #include "common/common.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/cli.h"
 #include "server/engine.h"
 

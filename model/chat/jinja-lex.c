@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/jinja-impl.h"
+#include "model/chat/jinja-impl.h"
 
 /* ==== arena ==== */
 

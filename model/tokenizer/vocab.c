@@ -1,13 +1,13 @@
 /* Tokenizers: SentencePiece-style bigram merging by score ("llama") and byte-level BPE with a
  * regex-equivalent pre-tokenizer ("gpt2"). Behaviour follows llama.cpp's llama-vocab so that
  * token ids match its reference output; the implementation is our own. */
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/gguf.h"
-#include "model/pretok-impl.h"
+#include "model/gguf/gguf.h"
+#include "model/tokenizer/pretok-impl.h"
 
 /* ---- small helpers ---- */
 
