@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench-util.h"
 #include "backends/backend.h"
 #include "model/model.h"
 #include "server/engine.h"
@@ -38,25 +39,6 @@ struct run {
     double in_tasks;   /* share of the draws run as tasks (a step with one sequence draws on the
                         * engine thread) */
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* One run of o->streams streams; their tokens go to toks[stream][o->tokens]. */
 static int run_once(struct hs_model *m, const struct opts *o, bool serial, hs_token *toks,
@@ -80,7 +62,7 @@ static int run_once(struct hs_model *m, const struct opts *o, bool serial, hs_to
     const int32_t n_vocab = hs_model_hparams(m)->n_vocab;
     struct hs_engine_handle *h[MAX_STREAMS];
     hs_token prompt[MAX_STREAMS][4];
-    const double t0 = now_s();
+    const double t0 = bench_now_s();
     for (int i = 0; i < o->streams; i++) {
         for (int k = 0; k < 4; k++) {
             prompt[i][k] = (hs_token)((1000 + 7919 * (i * 4 + k)) % n_vocab);
@@ -124,7 +106,7 @@ static int run_once(struct hs_model *m, const struct opts *o, bool serial, hs_to
         }
         hs_engine_release(h[i]);
     }
-    const double dt = now_s() - t0;
+    const double dt = bench_now_s() - t0;
     struct hs_engine_metrics mt;
     hs_engine_get_metrics(e, &mt);
     out->tok_s = (double)total / dt;
@@ -227,7 +209,7 @@ int main(int argc, char **argv)
                 v[mode][2][r] = runs[mode][r].draw_share;
             }
             for (int k = 0; k < 3; k++) {
-                med[mode][k] = median(v[mode][k], o.reps);
+                med[mode][k] = bench_median(v[mode][k], o.reps);
             }
         }
         printf("model %s (vocabulary %d), %d streams x %d tokens, %d threads, %d reps "

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench-util.h"
 #include "model/model.h"
 #include "server/engine.h"
 
@@ -39,19 +40,6 @@ struct run {
     uint64_t split_steps, pingpong_steps;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Submits the n streams' requests (prompt i from seed 1000 + i) and waits for all of them;
  * returns the wall time from submission to the last DONE, or a negative value on failure. */
 static double serve_all(struct hs_engine *e, int32_t n_vocab, int n, int n_prompt, int max_tokens)
@@ -59,7 +47,7 @@ static double serve_all(struct hs_engine *e, int32_t n_vocab, int n, int n_promp
     hs_token *prompt = malloc((size_t)n_prompt * sizeof(hs_token));
     struct hs_engine_handle *h[MAX_STREAMS];
     struct hs_error err = {0};
-    const double t0 = now_s();
+    const double t0 = bench_now_s();
     for (int i = 0; i < n; i++) {
         struct hs_rng rng;
         hs_rng_seed(&rng, 1000 + (uint64_t)i);
@@ -91,7 +79,7 @@ static double serve_all(struct hs_engine *e, int32_t n_vocab, int n, int n_promp
         } while (ev.type != HS_EVENT_DONE);
         hs_engine_release(h[i]);
     }
-    return now_s() - t0;
+    return bench_now_s() - t0;
 }
 
 /* One configuration: mode 0 unsplit, 1 split, 2 split with ping-pong. A first pass prefills the
@@ -228,7 +216,7 @@ int main(int argc, char **argv)
         }
         double *cols[] = {v, pe, pt, tw, ov, as};
         for (size_t col = 0; col < HS_ARRAY_LEN(cols); col++) {
-            qsort(cols[col], (size_t)reps, sizeof(double), cmp_double);
+            qsort(cols[col], (size_t)reps, sizeof(double), bench_cmp_double);
         }
         const double med = v[reps / 2];
         if (mode == 0) {
