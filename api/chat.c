@@ -13,8 +13,8 @@
 #include "api/request.h"
 #include "api/vision.h"
 #include "api/tools.h"
-#include "model/chat-template.h"
-#include "model/vocab.h"
+#include "model/chat/chat-template.h"
+#include "model/tokenizer/vocab.h"
 
 #define fail       hs__api_fail
 #define NOMEM(err) fail((err), 503, NULL, "out of memory")

@@ -15,7 +15,7 @@
 
 #include "api/reasoning.h"
 #include "api/vision.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 
 #define MAX_TOP 20 /* alternatives per token a request may ask for (OpenAI's limit) */

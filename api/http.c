@@ -23,9 +23,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "model/chat-template.h"
+#include "model/chat/chat-template.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 
 #define REAPER_TICK_MS 100 /* how late a deadline or a hung-up client may be noticed */

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 
 #define fail hs__api_fail
 

@@ -9,9 +9,9 @@
 #include <time.h>
 
 #include "api/json-schema.h"
-#include "model/chat-template.h"
+#include "model/chat/chat-template.h"
+#include "model/tokenizer/vocab.h"
 #include "model/vision/image.h"
-#include "model/vocab.h"
 
 hs_status hs__api_fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...)
 {

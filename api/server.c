@@ -8,7 +8,7 @@
 
 #include "api/vision.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 
 /* ---- status -> HTTP: the one table ---- */
@@ -281,6 +281,12 @@ static enum MHD_Result handle_metrics(struct hs_api_server *s, struct MHD_Connec
            (double)m.prefix_hit_tokens);
     metric(&b, "num_preemptions_total", "counter", "Cumulative number of preemptions.", mn,
            (double)m.preemptions);
+    metric(&b, "sampling_draws_total", "counter", "Next tokens drawn by the sampler.", mn,
+           (double)m.draws);
+    metric(&b, "sampling_draws_in_tasks_total", "counter",
+           "Of those, drawn as tasks on the compute threads.", mn, (double)m.draws_in_tasks);
+    metric(&b, "sampling_seconds_total", "counter", "Wall time of the steps' draw phases.", mn,
+           m.sampling_s);
     metric(&b, "request_submitted_total", "counter", "Requests accepted by the engine.", mn,
            (double)m.requests_submitted);
     metric(&b, "request_rejected_total", "counter", "Requests refused with a full queue.", mn,

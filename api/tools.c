@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "api/json-schema.h"
-#include "model/chat-template.h"
-#include "model/vocab.h"
+#include "model/chat/chat-template.h"
+#include "model/tokenizer/vocab.h"
 
 #define NOMEM(err)  hs__api_fail((err), 503, NULL, "out of memory")
 #define LIT(b, lit) hs__buf_add((b), (lit), strlen(lit))

@@ -12,7 +12,7 @@
 #include "common/log.h"
 #include "common/trace.h"
 #include "model/vision/vision.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 
 /* Encoded images kept for reuse: an agent resends the same screenshot in each turn. */

@@ -9,7 +9,7 @@
 
 #include "backends/backend.h"
 
-#define HS_BACKEND_IFACE_VERSION 3
+#define HS_BACKEND_IFACE_VERSION 4
 
 struct hs_backend_iface {
     uint32_t version; /* HS_BACKEND_IFACE_VERSION */
@@ -65,6 +65,12 @@ struct hs_backend_iface {
     /* Optional: binds the calling thread to where the backend's own threads run (pinned CPU
      * pools), before that thread drives it. NULL: nothing to do. */
     void (*bind_caller)(struct hs_backend *be);
+
+    /* Version 4. Optional: runs fn(ctx, ith, nth) once on each of the backend's host threads
+     * (ith 0 on the caller) and returns when all have finished. fn shares its work out through
+     * a counter that every thread draws from (backend.c's), so a thread that never starts it
+     * may be cancelled. NULL: the caller runs fn(ctx, 0, 1) alone. */
+    void (*run_host)(struct hs_backend *be, void (*fn)(void *ctx, int ith, int nth), void *ctx);
 };
 
 struct hs_backend {
@@ -72,6 +78,11 @@ struct hs_backend {
     int32_t n_threads;
     struct hs_backend_stats stats; /* counted by backend.c; sim_time_s added by the backend */
 };
+
+/* be's run_host, or fn(ctx, 0, 1) on the caller when it has none: for backends that hand
+ * their host work to an inner backend (the simulated ones). */
+void hs__backend_run_host(struct hs_backend *be, void (*fn)(void *ctx, int ith, int nth),
+                          void *ctx);
 
 /* Registry rows: one constructor per compiled backend. */
 typedef hs_status (*hs_backend_create_fn)(const struct hs_backend_params *params,

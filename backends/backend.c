@@ -2,11 +2,13 @@
  * wrapper validates shapes and types once, asks supports_op, supplies the default for a NULL
  * slot and counts stats, so implementations see only well-formed arguments. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backends/backend-impl.h"
 #include "backends/cpu/pool.h"
+#include "backends/cpu/quants.h"
 #include "hs-config.h"
 
 /* ---- registry ---- */
@@ -142,6 +144,89 @@ void hs_backend_bind_caller(struct hs_backend *be)
     }
 }
 
+/* hs_backend_run_tasks's work, shared out by a counter each thread draws from. */
+struct run_tasks {
+    hs_backend_task_fn fn;
+    void *ctx;
+    int32_t n_tasks;
+    _Atomic int32_t next;
+};
+
+static void run_tasks_thread(void *ctx, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    struct run_tasks *rt = ctx;
+    for (;;) {
+        const int32_t i = atomic_fetch_add_explicit(&rt->next, 1, memory_order_relaxed);
+        if (i >= rt->n_tasks) {
+            return;
+        }
+        rt->fn(rt->ctx, i);
+    }
+}
+
+void hs__backend_run_host(struct hs_backend *be, void (*fn)(void *ctx, int ith, int nth), void *ctx)
+{
+    if (be && be->iface->run_host) {
+        be->iface->run_host(be, fn, ctx);
+    } else {
+        fn(ctx, 0, 1);
+    }
+}
+
+void hs_backend_run_tasks(struct hs_backend *be, int32_t n_tasks, hs_backend_task_fn fn, void *ctx)
+{
+    if (n_tasks <= 0) {
+        return;
+    }
+    struct run_tasks rt = {.fn = fn, .ctx = ctx, .n_tasks = n_tasks};
+    atomic_init(&rt.next, 0);
+    if (n_tasks == 1) {
+        run_tasks_thread(&rt, 0, 1);
+        return;
+    }
+    hs__backend_run_host(be, run_tasks_thread, &rt);
+}
+
+/* ---- weights for writing ---- */
+
+bool hs_quantize_supports(enum hs_type t)
+{
+    switch (t) {
+    case HS_TYPE_F32:
+    case HS_TYPE_F16:
+    case HS_TYPE_BF16:
+    case HS_TYPE_Q8_0:
+    case HS_TYPE_Q4_0:
+    case HS_TYPE_Q5_0:
+    case HS_TYPE_Q4_1:
+    case HS_TYPE_Q5_1:
+    case HS_TYPE_Q8_1:
+    case HS_TYPE_Q4_K:
+    case HS_TYPE_Q5_K:
+    case HS_TYPE_Q6_K:
+    case HS_TYPE_Q8_K:
+        return true;
+    default:
+        return false;
+    }
+}
+
+hs_status hs_quantize_rows(enum hs_type t, const float *x, void *y, int64_t n_rows,
+                           int64_t n_per_row)
+{
+    if (!hs_quantize_supports(t) || n_per_row <= 0 || n_rows < 0 ||
+        n_per_row % hs_type_traits(t)->blck_size != 0) {
+        return HS_E_INVAL;
+    }
+    const size_t row = hs_type_row_size(t, n_per_row);
+    for (int64_t r = 0; r < n_rows; r++) {
+        hs__quantize_row_ref(t, x + r * n_per_row, (char *)y + (size_t)r * row, n_per_row);
+    }
+    return HS_OK;
+}
+
 void hs_backend_get_stats(const struct hs_backend *be, struct hs_backend_stats *out)
 {
     if (!out) {
@@ -205,6 +290,18 @@ hs_status hs_tensor_init_2d(struct hs_tensor *t, enum hs_type type, int64_t cols
 {
     const int64_t ne[2] = {cols, rows};
     return hs_tensor_init(t, type, 2, ne, data);
+}
+
+struct hs_tensor hs_tensor_f32_2d(float *data, int64_t cols, int64_t rows)
+{
+    struct hs_tensor t;
+    hs_tensor_init_2d(&t, HS_TYPE_F32, cols, rows, data);
+    return t;
+}
+
+int64_t hs_tensor_n_rows(const struct hs_tensor *t)
+{
+    return t->ne[1] * t->ne[2] * t->ne[3];
 }
 
 struct hs_tensor hs_tensor_rows(const struct hs_tensor *t, int64_t row0, int64_t n_rows)
@@ -292,11 +389,6 @@ static bool rows_ok(const struct hs_tensor *t, enum hs_type type)
            (t->ne[3] == 1 || t->nb[3] == nb1 * (size_t)(t->ne[1] * t->ne[2]));
 }
 
-static int64_t hs__rows(const struct hs_tensor *t)
-{
-    return t->ne[1] * t->ne[2] * t->ne[3];
-}
-
 /* A 3-D view [ne2][ne1][ne0] f32 whose rows (dim 1) and planes (dim 2) may be strided. */
 static bool t3_ok(const struct hs_tensor *t, enum hs_type type)
 {
@@ -310,7 +402,7 @@ static bool t3_ok(const struct hs_tensor *t, enum hs_type type)
 
 static bool same_shape(const struct hs_tensor *a, const struct hs_tensor *b)
 {
-    return a->ne[0] == b->ne[0] && hs__rows(a) == hs__rows(b);
+    return a->ne[0] == b->ne[0] && hs_tensor_n_rows(a) == hs_tensor_n_rows(b);
 }
 
 static bool weight_ok(const struct hs_tensor *w)
@@ -449,7 +541,7 @@ static hs_status check_binary(struct hs_backend *be, const struct hs_tensor *a,
         !same_shape(a, y) || b->ne[0] != a->ne[0]) {
         return HS_E_INVAL;
     }
-    if (hs__rows(b) != hs__rows(a) && !(allow_bcast && hs__rows(b) == 1)) {
+    if (hs_tensor_n_rows(b) != hs_tensor_n_rows(a) && !(allow_bcast && hs_tensor_n_rows(b) == 1)) {
         return HS_E_INVAL;
     }
     return HS_OK;

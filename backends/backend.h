@@ -38,6 +38,12 @@ hs_status hs_tensor_init(struct hs_tensor *t, enum hs_type type, int n_dims, con
 hs_status hs_tensor_init_2d(struct hs_tensor *t, enum hs_type type, int64_t cols, int64_t rows,
                             void *data);
 
+/* A contiguous f32 matrix [rows][cols] over data (borrowed), for scratch views. */
+struct hs_tensor hs_tensor_f32_2d(float *data, int64_t cols, int64_t rows);
+
+/* Rows of a tensor laid out as [n_rows][ne0]: ne[1] * ne[2] * ne[3]. */
+int64_t hs_tensor_n_rows(const struct hs_tensor *t);
+
 /* A view of rows [row0, row0 + n_rows) of the outermost-but-row dimension (ne[1]) of a 2-D
  * tensor. */
 struct hs_tensor hs_tensor_rows(const struct hs_tensor *t, int64_t row0, int64_t n_rows);
@@ -251,6 +257,35 @@ hs_status hs_backend_synchronize(struct hs_backend *be);
  * op on the thread that calls it): call it once from a thread that will drive be, e.g. the
  * attention backend's driver thread. A no-op for backends without pinned threads. */
 void hs_backend_bind_caller(struct hs_backend *be);
+
+/* A host task of hs_backend_run_tasks: task i of the call. */
+typedef void (*hs_backend_task_fn)(void *ctx, int32_t i);
+
+/* Runs fn(ctx, i) for every i in [0, n_tasks) on the backend's host threads (the CPU backend's
+ * pool; a simulated backend's inner CPU pool), each exactly once, in no set order and on no set
+ * thread, and returns when all have finished, their writes visible to the caller. It is for host
+ * work between operations that splits into independent tasks, such as sampling each sequence of
+ * a batch, and keeps it on the cores the backend's threads own. Backends without host threads
+ * (and n_tasks 1) run the tasks on the caller, in order. fn must not call into be; tasks must
+ * not depend on one another's order. n_tasks <= 0: nothing. Thread: the one driving be. */
+void hs_backend_run_tasks(struct hs_backend *be, int32_t n_tasks, hs_backend_task_fn fn, void *ctx);
+
+/* ---- weights for writing ----
+ *
+ * The reference quantizers (scalar, the CPU backend's; the same bytes on every machine), for
+ * code that writes weights (the GGUF writer behind `hetserve mkmodel`, tests): callers above
+ * backends/ use these, never a backend's own headers. */
+
+/* True when hs_quantize_rows can write type t: F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_1, Q5_1,
+ * Q8_1, Q4_K, Q5_K, Q6_K, Q8_K. Thread: any. */
+bool hs_quantize_supports(enum hs_type t);
+
+/* Quantizes n_rows rows of n_per_row floats (x, rows n_per_row apart) into y, rows
+ * hs_type_row_size(t, n_per_row) bytes apart, as llama.cpp's reference quantizers and
+ * llama-quantize without an importance matrix do. HS_E_INVAL (y untouched) when t is not
+ * supported or n_per_row is not a positive multiple of t's block size. Thread: any. */
+hs_status hs_quantize_rows(enum hs_type t, const float *x, void *y, int64_t n_rows,
+                           int64_t n_per_row);
 
 /* ---- memory owned by a backend ----
  *

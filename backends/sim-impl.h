@@ -48,5 +48,6 @@ hs_status hs__sim_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args *a
 hs_status hs__sim_matmul_multi(struct hs_backend *be, int n, const struct hs_tensor *const *ws,
                                const struct hs_tensor *x, struct hs_tensor *const *ys);
 void hs__sim_bind_caller(struct hs_backend *be);
+void hs__sim_run_host(struct hs_backend *be, void (*fn)(void *ctx, int ith, int nth), void *ctx);
 
 #endif

@@ -106,3 +106,8 @@ void hs__sim_bind_caller(struct hs_backend *be)
 {
     hs_backend_bind_caller(inner(be));
 }
+
+void hs__sim_run_host(struct hs_backend *be, void (*fn)(void *ctx, int ith, int nth), void *ctx)
+{
+    hs__backend_run_host(inner(be), fn, ctx);
+}

@@ -8,16 +8,10 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench/bench-util.h"
 #include "backends/backend.h"
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void nop_task(void *ctx, int ith, int nth)
 {
@@ -35,11 +29,11 @@ static void bench_pool(int n_threads)
     }
     double best = 1e9;
     for (int b = 0; b < 2000; b++) {
-        const double t0 = now_s();
+        const double t0 = bench_now_s();
         for (int i = 0; i < 100; i++) {
             hs__pool_run(pool, nop_task, NULL);
         }
-        const double t = (now_s() - t0) / 100;
+        const double t = (bench_now_s() - t0) / 100;
         best = t < best ? t : best;
     }
     printf("pool     threads=%d dispatch+barrier: %.2f us\n", n_threads, best * 1e6);
@@ -75,14 +69,14 @@ static void bench_matmul(struct hs_backend *be, enum hs_type type, int64_t n_out
     const int reps = n_rows == 1 ? 200 : 3;
     double best = 1e9;
     for (int b = 0; b < 10; b++) {
-        const double t0 = now_s();
+        const double t0 = bench_now_s();
         for (int i = 0; i < reps; i++) {
             if (hs_backend_matmul(be, &tw, &tx, &ty) != HS_OK) {
                 fprintf(stderr, "matmul failed\n");
                 goto done;
             }
         }
-        const double t = (now_s() - t0) / reps;
+        const double t = (bench_now_s() - t0) / reps;
         best = t < best ? t : best;
     }
     printf("matmul   %-5s [%lld][%lld] rows=%-4lld %9.1f us %7.1f GFLOP/s %6.1f GB/s weights\n",
@@ -149,14 +143,14 @@ static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int 
                                       .scale = 0.125f};
     double best = 1e9;
     for (int b = 0; b < 10; b++) {
-        const double t0 = now_s();
+        const double t0 = bench_now_s();
         for (int i = 0; i < 20; i++) {
             if (hs_backend_attention(be, &args) != HS_OK) {
                 fprintf(stderr, "attention failed\n");
                 goto done;
             }
         }
-        const double t = (now_s() - t0) / 20;
+        const double t = (bench_now_s() - t0) / 20;
         best = t < best ? t : best;
     }
     printf("attn     %-5s decode n_ctx=%-5d heads=%d/%d hd=%d %9.1f us\n", hs_type_str(cache_type),

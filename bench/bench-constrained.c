@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench-util.h"
 #include "api/json-schema.h"
 #include "api/tools.h"
 #include "model/model.h"
@@ -60,19 +61,6 @@ struct run {
     double tok_s;
     int64_t tokens;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* The grammar text of configuration conf (NULL for free), new (free()). */
 static char *conf_grammar(int conf)
@@ -109,7 +97,7 @@ static double serve_all(struct hs_engine *e, int32_t n_vocab, int n, int n_promp
     hs_token *prompt = malloc((size_t)n_prompt * sizeof(hs_token));
     struct hs_engine_handle *h[MAX_STREAMS];
     struct hs_error err = {0};
-    const double t0 = now_s();
+    const double t0 = bench_now_s();
     for (int i = 0; i < n; i++) {
         struct hs_rng rng;
         hs_rng_seed(&rng, 1000 + (uint64_t)i);
@@ -152,7 +140,7 @@ static double serve_all(struct hs_engine *e, int32_t n_vocab, int n, int n_promp
         }
         hs_engine_release(h[i]);
     }
-    return now_s() - t0;
+    return bench_now_s() - t0;
 }
 
 /* Configuration conf (per NULL), or the unconstrained run matching per's lengths (conf 0);
@@ -292,10 +280,10 @@ int main(int argc, char **argv)
             q[r] = w[r] > 0 ? v[r] / w[r] : 0;
             tok[r] = (double)runs[conf][r].tokens;
         }
-        qsort(v, (size_t)reps, sizeof(double), cmp_double);
-        qsort(w, (size_t)reps, sizeof(double), cmp_double);
-        qsort(q, (size_t)reps, sizeof(double), cmp_double);
-        qsort(tok, (size_t)reps, sizeof(double), cmp_double);
+        qsort(v, (size_t)reps, sizeof(double), bench_cmp_double);
+        qsort(w, (size_t)reps, sizeof(double), bench_cmp_double);
+        qsort(q, (size_t)reps, sizeof(double), bench_cmp_double);
+        qsort(tok, (size_t)reps, sizeof(double), bench_cmp_double);
         if (conf == 0) {
             printf("%-12s %9.0f %9.1f %13s %7s\n", conf_names[conf], tok[reps / 2], v[reps / 2],
                    "-", "-");

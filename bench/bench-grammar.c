@@ -20,9 +20,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "model/gguf.h"
+#include "bench/bench-util.h"
+#include "model/gguf/gguf.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/grammar.h"
 #include "server/sampling.h"
 
@@ -93,12 +94,6 @@ static double now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* ---- tokenizing documents ---- */
@@ -191,7 +186,7 @@ static void add(struct timings *t, double us)
 
 static void report(const char *vocab, const char *grammar, const char *scenario, struct timings *t)
 {
-    qsort(t->us, t->n, sizeof(*t->us), cmp_double);
+    qsort(t->us, t->n, sizeof(*t->us), bench_cmp_double);
     double sum = 0.0;
     for (size_t i = 0; i < t->n; i++) {
         sum += t->us[i];

@@ -17,17 +17,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench-util.h"
 #include "backends/cpu/quants.h"
 #include "common/common.h"
 
 #define N_COLS 32
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 struct shape {
     const char *name;
@@ -77,16 +71,16 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
     double best_vd = 0, best_gm = 0, spent = 0;
     for (int trial = 0; trial < 400 || spent < 0.5; trial++) {
         const int64_t r0 = (trial * chunk) % (sh->rows - chunk + 1) / 4 * 4;
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (int64_t r = r0; r < r0 + chunk; r++) {
             k->vec_dot(sh->n, &out[r], w + (size_t)r * w_row, x);
         }
-        double t1 = now_s();
+        double t1 = bench_now_s();
         best_vd = HS_MAX(best_vd, (double)chunk / (t1 - t0));
         spent += t1 - t0;
 
         /* 4 weight rows x 4 activation rows, weight blocks outer so they stay in L1. */
-        t0 = now_s();
+        t0 = bench_now_s();
         for (int64_t r = r0; r < r0 + chunk; r += 4) {
             const int nr = (int)HS_MIN(4, r0 + chunk - r);
             for (int c = 0; c < N_COLS; c += 4) {
@@ -95,7 +89,7 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
                              x + (size_t)c * x_row, x_row, nr, 4);
             }
         }
-        t1 = now_s();
+        t1 = bench_now_s();
         best_gm = HS_MAX(best_gm, (double)chunk / (t1 - t0));
         spent += t1 - t0;
         if (spent > 3.0) {

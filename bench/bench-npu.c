@@ -15,17 +15,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench-util.h"
 #include "backends/backend.h"
 #include "backends/npu/npu-impl.h"
 
 enum { HD = 128, N_HEAD = 32, N_KV = 8, BS = 16, LAYERS = 32, REPS = 9 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 struct setup {
     struct hs_backend *be;
@@ -87,14 +81,14 @@ static double run_step(struct setup *s, const struct hs_attn_seq *seqs, int32_t 
                                    .seqs = seqs,
                                    .n_seqs = n_seqs,
                                    .scale = 0.088f};
-    const double t0 = now_s();
+    const double t0 = bench_now_s();
     for (int l = 0; l < LAYERS; l++) {
         if (hs_backend_attention(s->be, &a) != HS_OK) {
             fprintf(stderr, "attention failed on %s\n", hs_backend_name(s->be));
             exit(1);
         }
     }
-    return now_s() - t0;
+    return bench_now_s() - t0;
 }
 
 /* Best-of-REPS seconds of the cost model alone (plan and cost) for one step. */
@@ -113,7 +107,7 @@ static double time_model(struct setup *s, const struct hs_attn_seq *seqs, int32_
     struct hs_npu_cost c;
     double best = 1e9;
     for (int r = 0; r < REPS; r++) {
-        const double t0 = now_s();
+        const double t0 = bench_now_s();
         for (int l = 0; l < LAYERS; l++) {
             if (hs__npu_plan_build(&p, m, t, &sh, seqs, n_seqs, m->cfg.seq_split) != HS_OK ||
                 hs__npu_cost(m, t, &sh, &kv, seqs, n_seqs, &p, &c) != HS_OK) {
@@ -121,7 +115,7 @@ static double time_model(struct setup *s, const struct hs_attn_seq *seqs, int32_
                 exit(1);
             }
         }
-        const double dt = now_s() - t0;
+        const double dt = bench_now_s() - t0;
         best = dt < best ? dt : best;
     }
     hs__npu_plan_free(&p);

@@ -16,15 +16,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench-util.h"
 #include "backends/backend.h"
 #include "backends/pim/pim-impl.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 struct shape {
     const char *name;
@@ -95,23 +89,23 @@ static struct result run_case(struct hs_backend *cpu, struct hs_backend *pim,
         .scale = 1.0f / sqrtf((float)sh->hd),
     };
     for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         if (hs_backend_attention(cpu, &a) != HS_OK) {
             break;
         }
-        res.cpu_s = fmin(res.cpu_s, now_s() - t0);
+        res.cpu_s = fmin(res.cpu_s, bench_now_s() - t0);
         struct hs_backend_stats b0, b1;
         hs_backend_get_stats(pim, &b0);
-        t0 = now_s();
+        t0 = bench_now_s();
         if (hs_backend_attention(pim, &a) != HS_OK) {
             break;
         }
-        res.pim_s = fmin(res.pim_s, now_s() - t0);
+        res.pim_s = fmin(res.pim_s, bench_now_s() - t0);
         hs_backend_get_stats(pim, &b1);
         hs_pim_backend_set_dry_run(pim, true);
-        t0 = now_s();
+        t0 = bench_now_s();
         const hs_status st = hs_backend_attention(pim, &a);
-        res.book_s = fmin(res.book_s, now_s() - t0);
+        res.book_s = fmin(res.book_s, bench_now_s() - t0);
         hs_pim_backend_set_dry_run(pim, false);
         if (st != HS_OK) {
             break;

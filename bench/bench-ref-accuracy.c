@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "tests/ref/ref-model.h"
 
 static double logsumexp(const float *x, int n)

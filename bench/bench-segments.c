@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench-util.h"
 #include "model/model.h"
 #include "server/engine.h"
 
@@ -58,25 +59,12 @@ struct run {
     uint64_t yields;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* CPU seconds of the process (every thread, ended ones included) or of the calling thread. */
 static double cpu_s(clockid_t clock)
 {
     struct timespec ts;
     clock_gettime(clock, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* The q-quantile of sorted v[n] (nearest rank). */
@@ -153,7 +141,7 @@ static int run_once(struct hs_model *m, const struct opts *o, const struct confi
         done[i] = false;
         h[i] = NULL;
     }
-    const double t0 = now_s();
+    const double t0 = bench_now_s();
     const double proc0 = cpu_s(CLOCK_PROCESS_CPUTIME_ID), main0 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
     int n_done = 0, next_short = 0, rc = 0;
     for (int i = 0; i < o->n_long; i++) {
@@ -163,7 +151,7 @@ static int run_once(struct hs_model *m, const struct opts *o, const struct confi
     /* the short ones arrive from the first long token on, every interval_ms */
     double t_first = -1;
     while (n_done < n_req && rc == 0) {
-        const double t = now_s();
+        const double t = bench_now_s();
         if (t_first < 0) {
             struct hs_engine_metrics mt;
             hs_engine_get_metrics(e, &mt);
@@ -195,7 +183,7 @@ static int run_once(struct hs_model *m, const struct opts *o, const struct confi
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
     }
-    const double makespan = now_s() - t0;
+    const double makespan = bench_now_s() - t0;
     /* the engine's threads: the process less this (polling) thread */
     const double engine_cpu =
         (cpu_s(CLOCK_PROCESS_CPUTIME_ID) - proc0) - (cpu_s(CLOCK_THREAD_CPUTIME_ID) - main0);
@@ -205,7 +193,7 @@ static int run_once(struct hs_model *m, const struct opts *o, const struct confi
         hs_engine_release(h[i]);
     }
     hs_engine_destroy(e);
-    qsort(ttft, (size_t)o->n_short, sizeof(double), cmp_double);
+    qsort(ttft, (size_t)o->n_short, sizeof(double), bench_cmp_double);
     out->ttft_p50_ms = quantile(ttft, o->n_short, 0.50);
     out->ttft_p99_ms = quantile(ttft, o->n_short, 0.99);
     out->long_e2e_ms = e2e_long / o->n_long;
@@ -221,7 +209,7 @@ static double median_of(const struct run *r, int n, size_t off)
     for (int i = 0; i < n; i++) {
         v[i] = *(const double *)((const char *)&r[i] + off);
     }
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    qsort(v, (size_t)n, sizeof(double), bench_cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 

@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench-util.h"
 #include "model/model.h"
 #include "server/engine.h"
 
@@ -53,19 +54,6 @@ struct run {
     double attn_share;   /* attention thread busy / wall, split steps */
     uint64_t split_steps, pingpong_steps;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Submits a greedy ignore_eos request of n_prompt tokens (BOS, then random ones drawn from
  * rng) and max_tokens; prompt is scratch of n_prompt entries. */
@@ -119,7 +107,7 @@ static double serve_all(struct hs_engine *e, int32_t n_vocab, int n, int n_promp
 {
     hs_token *prompt = malloc((size_t)n_prompt * sizeof(hs_token));
     struct hs_engine_handle *h[MAX_STREAMS] = {0};
-    const double t0 = now_s();
+    const double t0 = bench_now_s();
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) {
         struct hs_rng rng;
@@ -128,7 +116,7 @@ static double serve_all(struct hs_engine *e, int32_t n_vocab, int n, int n_promp
     }
     free(prompt);
     rc |= wait_all(h, n);
-    return rc == 0 ? now_s() - t0 : -1;
+    return rc == 0 ? bench_now_s() - t0 : -1;
 }
 
 /* One configuration: mode 0 unsplit, 1 split, 2 split with ping-pong. A first pass prefills the
@@ -217,7 +205,7 @@ static int run_balance(struct hs_model *m, enum hs_pingpong_balance bal, const c
     hs_token *prompt = malloc((size_t)n_prompt * sizeof(hs_token));
     struct hs_engine_metrics m0, m1;
     hs_engine_get_metrics(e, &m0);
-    const double t0 = now_s();
+    const double t0 = bench_now_s();
     int rc = 0;
     for (int i = 0; i < n_req && rc == 0; i++) {
         struct hs_rng rng;
@@ -229,7 +217,7 @@ static int run_balance(struct hs_model *m, enum hs_pingpong_balance bal, const c
         rc = submit(e, n_vocab, &rng, prompt, np, gen, &h[i]);
     }
     rc |= wait_all(h, n_req);
-    const double wall = now_s() - t0;
+    const double wall = bench_now_s() - t0;
     hs_engine_get_metrics(e, &m1);
     hs_engine_destroy(e);
     free(prompt);
@@ -250,12 +238,6 @@ static int run_balance(struct hs_model *m, enum hs_pingpong_balance bal, const c
     out->overlap = HS_MIN(ffn, attn_b) > 0 ? (b->overlap_s - a->overlap_s) / HS_MIN(ffn, attn_b)
                                            : 0;
     return rc;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return v[n / 2];
 }
 
 static int balance_main(struct hs_model *m, const char *attn, int n_req, int slots, int n_prompt,
@@ -299,7 +281,7 @@ static int balance_main(struct hs_model *m, const char *attn, int n_req, int slo
         }
         double med[7];
         for (int k = 0; k < 7; k++) {
-            med[k] = median(v[k], reps);
+            med[k] = bench_median(v[k], reps);
         }
         if (b == 0) {
             base = med[2];
@@ -414,7 +396,7 @@ int main(int argc, char **argv)
         }
         double *cols[] = {v, pe, pt, tw, ov, as};
         for (size_t col = 0; col < HS_ARRAY_LEN(cols); col++) {
-            qsort(cols[col], (size_t)reps, sizeof(double), cmp_double);
+            qsort(cols[col], (size_t)reps, sizeof(double), bench_cmp_double);
         }
         const double med = v[reps / 2];
         if (mode == 0) {

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench-util.h"
 #include "model/mkproj.h"
 #include "model/vision/vision.h"
 
@@ -22,12 +23,6 @@ static double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv)
@@ -100,8 +95,8 @@ int main(int argc, char **argv)
         free(out);
         hs_vision_input_finish(&in);
     }
-    qsort(pre, (size_t)reps, sizeof(double), cmp_double);
-    qsort(enc, (size_t)reps, sizeof(double), cmp_double);
+    qsort(pre, (size_t)reps, sizeof(double), bench_cmp_double);
+    qsort(enc, (size_t)reps, sizeof(double), bench_cmp_double);
     printf("image %dx%d -> %dx%d, %d tokens (%d patches); ViT dim %d, %d layers, %d heads, "
            "ffn %d; %d threads\n",
            nx, ny, rx, ry, n_tok, n_tok * 4, pp.n_embd, pp.n_layer, pp.n_head, pp.n_ff, threads);

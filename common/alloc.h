@@ -27,4 +27,13 @@ static inline size_t hs_align_up(size_t x, size_t a)
     return (x + a - 1) / a * a;
 }
 
+/* Lays out a buffer piece by piece: returns *off, where a piece of bytes goes, and moves *off past
+ * it to the next HS_ALIGN_BYTES boundary. */
+static inline size_t hs_carve(size_t *off, size_t bytes)
+{
+    const size_t at = *off;
+    *off += hs_align_up(bytes, HS_ALIGN_BYTES);
+    return at;
+}
+
 #endif

@@ -23,4 +23,16 @@ static inline int64_t hs_kv_slot(const int32_t *block_table, int32_t block_size,
     return (int64_t)block_table[pos / block_size] * block_size + pos % block_size;
 }
 
+/* The value of hexadecimal digit c ('0'-'9', 'a'-'f', 'A'-'F'), or -1 (any other c, EOF too). */
+static inline int hs_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    return c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
 #endif

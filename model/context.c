@@ -31,13 +31,6 @@ struct hs_context_params hs_context_default_params(void)
     return p;
 }
 
-static size_t carve(size_t *off, size_t bytes)
-{
-    size_t at = *off;
-    *off += hs_align_up(bytes, HS_ALIGN_BYTES);
-    return at;
-}
-
 /* Allocates store s of n_blocks blocks in be's memory, with per-layer tensor views. */
 static hs_status store_init(struct hs_context *ctx, int32_t s, struct hs_backend *be,
                             int32_t n_blocks, struct hs_error *err)
@@ -200,34 +193,34 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     const size_t nb = (size_t)ctx->n_batch;
     const size_t f = sizeof(float);
     size_t off = 0;
-    size_t o_x = carve(&off, nb * (size_t)hp->n_embd * f);
-    size_t o_h = carve(&off, nb * (size_t)hp->n_embd * f);
-    size_t o_q = carve(&off, nb * (size_t)hp->n_head * (size_t)hp->head_dim * f);
-    size_t o_k = carve(&off, nb * (size_t)kv_row * f);
-    size_t o_v = carve(&off, nb * (size_t)kv_row * f);
-    size_t o_attn = carve(&off, nb * (size_t)hp->n_head * (size_t)hp->head_dim * f);
-    size_t o_tmp = carve(&off, nb * (size_t)HS_MAX(hp->n_embd, hp->n_head * hp->head_dim) * f);
-    size_t o_gate = carve(&off, nb * (size_t)hp->n_ff * f);
-    size_t o_up = carve(&off, nb * (size_t)hp->n_ff * f);
-    size_t o_logits = carve(&off, nb * (size_t)hp->n_vocab * f);
+    size_t o_x = hs_carve(&off, nb * (size_t)hp->n_embd * f);
+    size_t o_h = hs_carve(&off, nb * (size_t)hp->n_embd * f);
+    size_t o_q = hs_carve(&off, nb * (size_t)hp->n_head * (size_t)hp->head_dim * f);
+    size_t o_k = hs_carve(&off, nb * (size_t)kv_row * f);
+    size_t o_v = hs_carve(&off, nb * (size_t)kv_row * f);
+    size_t o_attn = hs_carve(&off, nb * (size_t)hp->n_head * (size_t)hp->head_dim * f);
+    size_t o_tmp = hs_carve(&off, nb * (size_t)HS_MAX(hp->n_embd, hp->n_head * hp->head_dim) * f);
+    size_t o_gate = hs_carve(&off, nb * (size_t)hp->n_ff * f);
+    size_t o_up = hs_carve(&off, nb * (size_t)hp->n_ff * f);
+    size_t o_logits = hs_carve(&off, nb * (size_t)hp->n_vocab * f);
     /* The activations above are the FFN backend's memory; the batch's bookkeeping below is the
      * host's (ids, positions and slots go to ops as host arrays). */
     const size_t act_bytes = off;
     off = 0;
-    size_t o_tokens = carve(&off, nb * sizeof(hs_token));
-    size_t o_pos = carve(&off, nb * sizeof(int32_t));
-    size_t o_mrope = carve(&off, nb * 2 * sizeof(int32_t));
-    size_t o_slots = carve(&off, nb * sizeof(int32_t));
-    size_t o_rows = carve(&off, nb * sizeof(int32_t));
-    size_t o_seqs = carve(&off, nb * sizeof(struct hs_attn_seq));
-    size_t o_store = carve(&off, nb * sizeof(int32_t));
-    size_t o_local = carve(&off, nb * sizeof(struct hs_attn_seq));
-    size_t o_remote = carve(&off, nb * sizeof(struct hs_attn_seq));
-    size_t o_items = carve(&off, nb * sizeof(struct hs_split_item));
+    size_t o_tokens = hs_carve(&off, nb * sizeof(hs_token));
+    size_t o_pos = hs_carve(&off, nb * sizeof(int32_t));
+    size_t o_mrope = hs_carve(&off, nb * 2 * sizeof(int32_t));
+    size_t o_slots = hs_carve(&off, nb * sizeof(int32_t));
+    size_t o_rows = hs_carve(&off, nb * sizeof(int32_t));
+    size_t o_seqs = hs_carve(&off, nb * sizeof(struct hs_attn_seq));
+    size_t o_store = hs_carve(&off, nb * sizeof(int32_t));
+    size_t o_local = hs_carve(&off, nb * sizeof(struct hs_attn_seq));
+    size_t o_remote = hs_carve(&off, nb * sizeof(struct hs_attn_seq));
+    size_t o_items = hs_carve(&off, nb * sizeof(struct hs_split_item));
     size_t o_sseq[2], o_span[2];
     for (int i = 0; i < 2; i++) {
-        o_sseq[i] = carve(&off, nb * sizeof(struct hs_attn_span_seq));
-        o_span[i] = carve(&off, nb * sizeof(struct hs_attn_span));
+        o_sseq[i] = hs_carve(&off, nb * sizeof(struct hs_attn_span_seq));
+        o_span[i] = hs_carve(&off, nb * sizeof(struct hs_attn_span));
     }
     st = hs_backend_buffer_alloc(ctx->be, act_bytes, &ctx->act_buf);
     ctx->host_mem = hs_alloc_aligned(off);

@@ -93,13 +93,6 @@ static hs_status prepare_batch(struct hs_context *ctx, const struct hs_forward_s
     return HS_OK;
 }
 
-static struct hs_tensor mat(float *data, int64_t cols, int64_t rows)
-{
-    struct hs_tensor t;
-    hs_tensor_init_2d(&t, HS_TYPE_F32, cols, rows, data);
-    return t;
-}
-
 static struct hs_tensor heads(float *data, int64_t head_dim, int64_t n_head, int64_t rows)
 {
     struct hs_tensor t;
@@ -265,14 +258,14 @@ static hs_status qk_norm(struct hs_context *ctx, const struct hs_layer *l, const
     const bool full = hp->qk_norm == HS_QK_NORM_FULL;
     float *q = ctx->q + (size_t)sb->row0 * (size_t)(hd * hp->n_head);
     float *k = ctx->k + (size_t)sb->row0 * (size_t)(hd * hp->n_head_kv);
-    struct hs_tensor qh = full ? mat(q, hd * hp->n_head, sb->n_rows)
-                               : mat(q, hd, (int64_t)sb->n_rows * hp->n_head);
+    struct hs_tensor qh = full ? hs_tensor_f32_2d(q, hd * hp->n_head, sb->n_rows)
+                               : hs_tensor_f32_2d(q, hd, (int64_t)sb->n_rows * hp->n_head);
     HS_TRY(hs_backend_rms_norm(ctx->be, &qh, &l->q_norm, hp->norm_eps, &qh));
     if (!l->wk.data) {
         return HS_OK;
     }
-    struct hs_tensor kh = full ? mat(k, hd * hp->n_head_kv, sb->n_rows)
-                               : mat(k, hd, (int64_t)sb->n_rows * hp->n_head_kv);
+    struct hs_tensor kh = full ? hs_tensor_f32_2d(k, hd * hp->n_head_kv, sb->n_rows)
+                               : hs_tensor_f32_2d(k, hd, (int64_t)sb->n_rows * hp->n_head_kv);
     return hs_backend_rms_norm(ctx->be, &kh, &l->k_norm, hp->norm_eps, &kh);
 }
 
@@ -318,11 +311,11 @@ static hs_status stage_pre(struct hs_context *ctx, struct sub *sb, int il)
     float *kd = ctx->k + r0 * (size_t)(hp->n_head_kv * hd);
     float *vd = ctx->v + r0 * (size_t)(hp->n_head_kv * hd);
 
-    struct hs_tensor x = mat(ctx->x + r0 * (size_t)hp->n_embd, hp->n_embd, n);
-    struct hs_tensor h = mat(ctx->h + r0 * (size_t)hp->n_embd, hp->n_embd, n);
-    struct hs_tensor q = mat(qd, hp->n_head * hd, n);
-    struct hs_tensor k = mat(kd, hp->n_head_kv * hd, n);
-    struct hs_tensor v = mat(vd, hp->n_head_kv * hd, n);
+    struct hs_tensor x = hs_tensor_f32_2d(ctx->x + r0 * (size_t)hp->n_embd, hp->n_embd, n);
+    struct hs_tensor h = hs_tensor_f32_2d(ctx->h + r0 * (size_t)hp->n_embd, hp->n_embd, n);
+    struct hs_tensor q = hs_tensor_f32_2d(qd, hp->n_head * hd, n);
+    struct hs_tensor k = hs_tensor_f32_2d(kd, hp->n_head_kv * hd, n);
+    struct hs_tensor v = hs_tensor_f32_2d(vd, hp->n_head_kv * hd, n);
 
     HS_TRY(hs_backend_rms_norm(be, &x, &l->attn_norm, hp->norm_eps, &h));
     const struct hs_tensor *ws[3] = {&l->wq, &l->wk, &l->wv};
@@ -413,16 +406,16 @@ static hs_status ffn_block(struct hs_context *ctx, int il, int32_t row0, int32_t
     const struct hs_layer *l = &ctx->model->layers[il];
     struct hs_backend *be = ctx->be;
     const size_t r0 = (size_t)row0;
-    struct hs_tensor x = mat(ctx->x + r0 * (size_t)hp->n_embd, hp->n_embd, n_rows);
-    struct hs_tensor h = mat(ctx->h + r0 * (size_t)hp->n_embd, hp->n_embd, n_rows);
-    struct hs_tensor t = mat(ctx->tmp + r0 * (size_t)hp->n_embd, hp->n_embd, n_rows);
+    struct hs_tensor x = hs_tensor_f32_2d(ctx->x + r0 * (size_t)hp->n_embd, hp->n_embd, n_rows);
+    struct hs_tensor h = hs_tensor_f32_2d(ctx->h + r0 * (size_t)hp->n_embd, hp->n_embd, n_rows);
+    struct hs_tensor t = hs_tensor_f32_2d(ctx->tmp + r0 * (size_t)hp->n_embd, hp->n_embd, n_rows);
     HS_TRY(hs_backend_rms_norm(be, &x, &l->ffn_norm, hp->norm_eps, &h));
     if (l->moe.gate_inp) {
         HS_TRY(hs_moe_forward(ctx->moe, be, il, &l->moe, &h, &t));
         return hs_backend_add(be, &x, &t, &x);
     }
-    struct hs_tensor g = mat(ctx->gate + r0 * (size_t)hp->n_ff, hp->n_ff, n_rows);
-    struct hs_tensor u = mat(ctx->up + r0 * (size_t)hp->n_ff, hp->n_ff, n_rows);
+    struct hs_tensor g = hs_tensor_f32_2d(ctx->gate + r0 * (size_t)hp->n_ff, hp->n_ff, n_rows);
+    struct hs_tensor u = hs_tensor_f32_2d(ctx->up + r0 * (size_t)hp->n_ff, hp->n_ff, n_rows);
     struct hs_ffn_args args = {
         .w_gate = &l->ffn_gate,
         .w_up = &l->ffn_up,
@@ -461,10 +454,10 @@ static hs_status stage_post(struct hs_context *ctx, const struct sub *sb, int il
     const struct hs_layer *l = &ctx->model->layers[il];
     const size_t r0 = (size_t)sb->row0;
     const int64_t hd = hp->head_dim;
-    struct hs_tensor o = mat(ctx->attn + r0 * (size_t)(hp->n_head * hd), hp->n_head * hd,
+    struct hs_tensor o = hs_tensor_f32_2d(ctx->attn + r0 * (size_t)(hp->n_head * hd), hp->n_head * hd,
                              sb->n_rows);
-    struct hs_tensor t = mat(ctx->tmp + r0 * (size_t)hp->n_embd, hp->n_embd, sb->n_rows);
-    struct hs_tensor x = mat(ctx->x + r0 * (size_t)hp->n_embd, hp->n_embd, sb->n_rows);
+    struct hs_tensor t = hs_tensor_f32_2d(ctx->tmp + r0 * (size_t)hp->n_embd, hp->n_embd, sb->n_rows);
+    struct hs_tensor x = hs_tensor_f32_2d(ctx->x + r0 * (size_t)hp->n_embd, hp->n_embd, sb->n_rows);
     HS_TRY(hs_backend_matmul(ctx->be, &l->wo, &o, &t));
     HS_TRY(hs_backend_add(ctx->be, &x, &t, &x));
     int32_t n_rows = sb->n_rows;
@@ -627,7 +620,7 @@ hs_status hs_model_forward_mm(struct hs_context *ctx, const struct hs_forward_se
     ctx->n_logit_rows = 0;
     HS_TRY(prepare_batch(ctx, seqs, mm, n_seqs, &n_tok));
 
-    struct hs_tensor x = mat(ctx->x, hp->n_embd, n_tok);
+    struct hs_tensor x = hs_tensor_f32_2d(ctx->x, hp->n_embd, n_tok);
     HS_TRY(hs_backend_get_rows(ctx->be, &m->tok_embd, ctx->tokens, &x));
     if (mm) {
         hs__embd_rows_set(ctx, seqs, mm, n_seqs);
@@ -703,9 +696,9 @@ hs_status hs_model_forward_mm(struct hs_context *ctx, const struct hs_forward_se
         return HS_OK;
     }
     const int64_t t_out = now_ns();
-    struct hs_tensor xo = mat(ctx->x, hp->n_embd, n_out);
-    struct hs_tensor ho = mat(ctx->h, hp->n_embd, n_out);
-    struct hs_tensor lo = mat(ctx->logits, hp->n_vocab, n_out);
+    struct hs_tensor xo = hs_tensor_f32_2d(ctx->x, hp->n_embd, n_out);
+    struct hs_tensor ho = hs_tensor_f32_2d(ctx->h, hp->n_embd, n_out);
+    struct hs_tensor lo = hs_tensor_f32_2d(ctx->logits, hp->n_vocab, n_out);
     HS_TRY(hs_backend_rms_norm(ctx->be, &xo, &m->output_norm, hp->norm_eps, &ho));
     st = hs_backend_matmul(ctx->be, &m->output, &ho, &lo);
     trace(ctx, "output", ctx->be, NULL, -1, false, t_out);

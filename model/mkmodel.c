@@ -6,8 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backends/cpu/quants.h"
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 
 struct hs_mkmodel_params hs_mkmodel_default_params(void)
 {
@@ -200,10 +199,7 @@ static hs_status add_weight3(struct mk_state *s, const char *name, enum hs_type 
     if (type == HS_TYPE_F32) {
         return hs_gguf_writer_add_tensor(s->w, name, type, n_dims, ne, s->f32);
     }
-    const size_t row = hs_type_row_size(type, ne0);
-    for (int64_t r = 0; r < n_rows; r++) {
-        hs__quantize_row_ref(type, s->f32 + r * ne0, (char *)s->qbuf + (size_t)r * row, ne0);
-    }
+    HS_TRY(hs_quantize_rows(type, s->f32, s->qbuf, n_rows, ne0));
     return hs_gguf_writer_add_tensor(s->w, name, type, n_dims, ne, s->qbuf);
 }
 

@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backends/cpu/quants.h"
 #include "common/common.h"
+#include "backends/backend.h"
 #include "common/rng.h"
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 
 static const char *const proj_names[HS_PROJ_COUNT] = {
     [HS_PROJ_QWEN2VL] = "qwen2vl_merger",
@@ -81,10 +81,7 @@ static hs_status add_rand(struct proj_state *s, const char *name, enum hs_type t
     if (type == HS_TYPE_F32) {
         return hs_gguf_writer_add_tensor(s->w, name, type, n_dims, ne, s->f32);
     }
-    const size_t row = hs_type_row_size(type, ne[0]);
-    for (int64_t r = 0; r < n_rows; r++) {
-        hs__quantize_row_ref(type, s->f32 + r * ne[0], (char *)s->qbuf + (size_t)r * row, ne[0]);
-    }
+    HS_TRY(hs_quantize_rows(type, s->f32, s->qbuf, n_rows, ne[0]));
     return hs_gguf_writer_add_tensor(s->w, name, type, n_dims, ne, s->qbuf);
 }
 

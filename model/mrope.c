@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 #include "model/model-impl.h"
 
 hs_status hs__mrope_load_sections(const struct hs_gguf *g, const char *an,

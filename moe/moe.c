@@ -202,13 +202,6 @@ struct hs_moe {
     int32_t *bounds; /* [2 * n_expert + 2] their row bounds */
 };
 
-static size_t carve(size_t *off, size_t bytes)
-{
-    size_t at = *off;
-    *off += hs_align_up(bytes, HS_ALIGN_BYTES);
-    return at;
-}
-
 hs_status hs_moe_create(const struct hs_moe_params *p, struct hs_moe **out, struct hs_error *err)
 {
     *out = NULL;
@@ -229,22 +222,22 @@ hs_status hs_moe_create(const struct hs_moe_params *p, struct hs_moe **out, stru
     moe->be = calloc((size_t)p->n_layer * (n_exp + 1), sizeof(*moe->be));
     moe->tokens = calloc((size_t)p->n_layer * n_exp, sizeof(*moe->tokens));
     size_t off = 0;
-    const size_t o_logits = carve(&off, rows * n_exp * f);
-    const size_t o_w = carve(&off, pairs * f);
-    const size_t o_ids = carve(&off, pairs * sizeof(int32_t));
-    const size_t o_begin = carve(&off, (n_exp + 1) * sizeof(int32_t));
-    const size_t o_src = carve(&off, pairs * sizeof(int32_t));
-    const size_t o_pos = carve(&off, pairs * sizeof(int32_t));
-    const size_t o_xg = carve(&off, pairs * (size_t)p->n_embd * f);
-    const size_t o_yg = carve(&off, pairs * (size_t)p->n_embd * f);
-    const size_t o_sg = carve(&off, pairs * (size_t)p->n_ff * f);
-    const size_t o_su = carve(&off, pairs * (size_t)p->n_ff * f);
-    const size_t o_sh = carve(&off, rows * (size_t)p->n_embd * f);
-    const size_t o_shgate = carve(&off, rows * f);
-    const size_t o_shg = carve(&off, rows * (size_t)p->n_ff_shexp * f);
-    const size_t o_shu = carve(&off, rows * (size_t)p->n_ff_shexp * f);
-    const size_t o_groups = carve(&off, n_exp * sizeof(int32_t));
-    const size_t o_bounds = carve(&off, (2 * n_exp + 2) * sizeof(int32_t));
+    const size_t o_logits = hs_carve(&off, rows * n_exp * f);
+    const size_t o_w = hs_carve(&off, pairs * f);
+    const size_t o_ids = hs_carve(&off, pairs * sizeof(int32_t));
+    const size_t o_begin = hs_carve(&off, (n_exp + 1) * sizeof(int32_t));
+    const size_t o_src = hs_carve(&off, pairs * sizeof(int32_t));
+    const size_t o_pos = hs_carve(&off, pairs * sizeof(int32_t));
+    const size_t o_xg = hs_carve(&off, pairs * (size_t)p->n_embd * f);
+    const size_t o_yg = hs_carve(&off, pairs * (size_t)p->n_embd * f);
+    const size_t o_sg = hs_carve(&off, pairs * (size_t)p->n_ff * f);
+    const size_t o_su = hs_carve(&off, pairs * (size_t)p->n_ff * f);
+    const size_t o_sh = hs_carve(&off, rows * (size_t)p->n_embd * f);
+    const size_t o_shgate = hs_carve(&off, rows * f);
+    const size_t o_shg = hs_carve(&off, rows * (size_t)p->n_ff_shexp * f);
+    const size_t o_shu = hs_carve(&off, rows * (size_t)p->n_ff_shexp * f);
+    const size_t o_groups = hs_carve(&off, n_exp * sizeof(int32_t));
+    const size_t o_bounds = hs_carve(&off, (2 * n_exp + 2) * sizeof(int32_t));
     moe->mem = hs_alloc_aligned(off);
     if (!moe->be || !moe->tokens || !moe->mem) {
         hs_moe_destroy(moe);
@@ -320,13 +313,6 @@ uint64_t hs_moe_expert_tokens(const struct hs_moe *moe, int32_t il, int32_t e)
         memory_order_relaxed);
 }
 
-static struct hs_tensor mat(float *data, int64_t cols, int64_t rows)
-{
-    struct hs_tensor t;
-    hs_tensor_init_2d(&t, HS_TYPE_F32, cols, rows, data);
-    return t;
-}
-
 /* The experts placed on each backend, one expert FFN call per backend. */
 static hs_status run_experts(struct hs_moe *moe, struct hs_backend *def, int32_t il,
                              const struct hs_moe_layer *w)
@@ -335,10 +321,10 @@ static hs_status run_experts(struct hs_moe *moe, struct hs_backend *def, int32_t
     const int32_t n_exp = moe->p.router.n_expert;
     const int32_t n_pairs = plan->begin[n_exp];
     struct hs_backend **placed = moe->be + (size_t)il * (size_t)(n_exp + 1) + 1;
-    struct hs_tensor xg = mat(moe->xg, moe->p.n_embd, n_pairs);
-    struct hs_tensor yg = mat(moe->yg, moe->p.n_embd, n_pairs);
-    struct hs_tensor sg = mat(moe->sg, moe->p.n_ff, n_pairs);
-    struct hs_tensor su = mat(moe->su, moe->p.n_ff, n_pairs);
+    struct hs_tensor xg = hs_tensor_f32_2d(moe->xg, moe->p.n_embd, n_pairs);
+    struct hs_tensor yg = hs_tensor_f32_2d(moe->yg, moe->p.n_embd, n_pairs);
+    struct hs_tensor sg = hs_tensor_f32_2d(moe->sg, moe->p.n_ff, n_pairs);
+    struct hs_tensor su = hs_tensor_f32_2d(moe->su, moe->p.n_ff, n_pairs);
     /* Backends in order of their first expert with rows; each runs its experts as groups. */
     uint64_t done[(HS_MOE_MAX_EXPERTS + 63) / 64] = {0};
     for (int32_t e0 = 0; e0 < n_exp; e0++) {
@@ -406,9 +392,9 @@ static hs_status shared_expert(struct hs_moe *moe, struct hs_backend *def, int32
     const int32_t n_rows = (int32_t)x->ne[1];
     struct hs_backend *be = hs_moe_get_backend(moe, il, -1);
     be = be ? be : def;
-    struct hs_tensor sh = mat(moe->sh, moe->p.n_embd, n_rows);
-    struct hs_tensor g = mat(moe->shg, w->gate_shexp->ne[1], n_rows);
-    struct hs_tensor u = mat(moe->shu, w->gate_shexp->ne[1], n_rows);
+    struct hs_tensor sh = hs_tensor_f32_2d(moe->sh, moe->p.n_embd, n_rows);
+    struct hs_tensor g = hs_tensor_f32_2d(moe->shg, w->gate_shexp->ne[1], n_rows);
+    struct hs_tensor u = hs_tensor_f32_2d(moe->shu, w->gate_shexp->ne[1], n_rows);
     const struct hs_ffn_args a = {.w_gate = w->gate_shexp,
                                   .w_up = w->up_shexp,
                                   .w_down = w->down_shexp,
@@ -422,7 +408,7 @@ static hs_status shared_expert(struct hs_moe *moe, struct hs_backend *def, int32
     }
     struct hs_tensor gw = *w->gate_inp_shexp; /* [n_embd] as a matrix of one row */
     gw.ne[1] = 1;
-    struct hs_tensor gl = mat(moe->sh_gate, 1, n_rows);
+    struct hs_tensor gl = hs_tensor_f32_2d(moe->sh_gate, 1, n_rows);
     HS_TRY(hs_backend_matmul(be, &gw, x, &gl));
     for (int32_t r = 0; r < n_rows; r++) {
         /* llama.cpp's qwen2moe takes this sigmoid as silu(x) / x (two roundings). */
@@ -455,7 +441,7 @@ hs_status hs_moe_forward(struct hs_moe *moe, struct hs_backend *be, int32_t il,
     const int32_t n_rows = (int32_t)x->ne[1];
     const int32_t k = r->n_expert_used;
 
-    struct hs_tensor lg = mat(moe->logits, r->n_expert, n_rows);
+    struct hs_tensor lg = hs_tensor_f32_2d(moe->logits, r->n_expert, n_rows);
     HS_TRY(hs_backend_matmul(be, w->gate_inp, x, &lg));
     hs_moe_route(r, moe->logits, n_rows, moe->ids, moe->weights, NULL);
     hs_moe_plan_build(&moe->plan, moe->ids, n_rows, k, r->n_expert);

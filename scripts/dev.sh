@@ -4,6 +4,8 @@
 #                                                  OpenAI-compatible server on the default model
 #   scripts/dev.sh test                            install, build, run every test: the normal
 #                                                  build, an ASan+UBSan build, and bounded fuzzing
+#   scripts/dev.sh valgrind [MESON TEST ARGS]      the unit suites under valgrind memcheck (slow:
+#                                                  hours for all; e.g. --suite server to narrow)
 #   scripts/dev.sh deps | build                    the individual steps
 # Environment: HETSERVE_MODEL (default ../shared/models/stories260K.gguf), PORT (8080), FUZZ_SECONDS (per
 # target, default 30), JOBS (default: nproc).
@@ -13,12 +15,13 @@ ROOT=$(pwd)
 JOBS=${JOBS:-$(nproc)}
 
 # python3-jsonschema: the trace-event JSON Schema tests (tests/common/check-trace-schema.py).
+# valgrind: `scripts/dev.sh valgrind` (memcheck over the unit suites).
 # libpng-dev, libjpeg62-turbo-dev: image input (model/vision/image.c); the reference decoders,
 # fuzzed upstream (OSS-Fuzz) and patched by Debian security, unlike a vendored decoder.
 PKGS=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev
       libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libhwloc-dev libdnnl-dev libcriterion-dev libutf8proc-dev
       libpng-dev libjpeg62-turbo-dev
-      python3-jsonschema)
+      python3-jsonschema valgrind)
 
 # Node for the end-to-end test with the openai npm client (tests/e2e). Installed from Debian only
 # when no node/npm is on the PATH (a NodeSource nodejs already bundles npm, and Debian's npm
@@ -182,11 +185,22 @@ test_all() {
     echo "$((ok1 + ok2 + n_fuzz)) passed, $((bad1 + bad2)) failed"
 }
 
+# The unit suites under valgrind memcheck: meson's `valgrind` test setup (tests/meson.build) wraps
+# each test in scripts/valgrind-test.sh, which fails it on any memcheck error in any of its
+# processes. Extra arguments go to meson test (--suite NAME, test names, --num-processes).
+valgrind_tests() {
+    deps
+    build
+    log "unit suites under valgrind memcheck (build/, meson test --setup valgrind)"
+    meson test -C build --setup valgrind --print-errorlogs --num-processes "$JOBS" "$@"
+}
+
 case "${1:-}" in
     run) shift; [ "${1:-}" = "--" ] && shift; run "$@" ;;
     test) test_all ;;
     deps) deps; node_deps ;;
     build) deps; build ;;
     fuzz) deps; fuzz ;;
-    *) sed -n '2,10p' "$0"; exit 2 ;;
+    valgrind) shift; valgrind_tests "$@" ;;
+    *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

@@ -283,7 +283,7 @@ hs_status hs_engine_poll(struct hs_engine_handle *h, struct hs_engine_event *ev)
     return st;
 }
 
-hs_status hs_engine_wait(struct hs_engine_handle *h, struct hs_engine_event *ev, int64_t timeout_ms)
+struct timespec hs__engine_deadline(int64_t timeout_ms)
 {
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
@@ -295,6 +295,12 @@ hs_status hs_engine_wait(struct hs_engine_handle *h, struct hs_engine_event *ev,
             dl.tv_nsec -= 1000000000L;
         }
     }
+    return dl;
+}
+
+hs_status hs_engine_wait(struct hs_engine_handle *h, struct hs_engine_event *ev, int64_t timeout_ms)
+{
+    const struct timespec dl = hs__engine_deadline(timeout_ms);
     pthread_mutex_lock(&h->mu);
     hs_status st;
     while ((st = take_event(h, ev)) == HS_E_BUSY && timeout_ms != 0) {

@@ -13,9 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/cli.h"
 #include "server/engine.h"
 

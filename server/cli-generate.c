@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/cli.h"
 #include "server/engine.h"
 #include "server/sampling.h"

@@ -18,7 +18,7 @@
 #include "common/trace.h"
 #include "kvcache/kvcache.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 #include "server/grammar.h"
 #include "server/lengthpred.h"
@@ -39,6 +39,7 @@ struct metrics {
     _Atomic uint64_t submitted, rejected, finished[HS_FINISH_COUNT];
     _Atomic uint64_t prompt_tokens, gen_tokens, hit_tokens, prefill_tokens, preemptions;
     _Atomic uint64_t steps, batch_tokens;
+    _Atomic uint64_t draws, draws_in_tasks, sampling_ns;
     _Atomic uint64_t migrations, migrated_bytes;
     atomic_int store_seqs[HS_KV_STORES_MAX]; /* running sequences per store */
     atomic_int store_used[HS_KV_STORES_MAX]; /* blocks held per store */
@@ -79,6 +80,16 @@ struct outbuf {
 };
 
 enum seq_state { SEQ_WAITING, SEQ_RUNNING, SEQ_FINISHED };
+
+struct seq;
+
+/* One sequence's draw of this step (output.c): its logit row in, the token out. */
+struct draw {
+    struct seq *s;
+    const float *logits; /* [n_vocab], borrowed for the step */
+    hs_token t;          /* as hs_sampler_sample returns */
+    bool drawn;          /* t is set (drawn on the engine thread before the tasks) */
+};
 
 /* One choice: engine thread only. */
 struct seq {
@@ -225,6 +236,8 @@ struct hs_engine {
     struct seq **batch;         /* [n_parallel] */
     int32_t *batch_n;           /* [n_parallel] tokens of each entry */
     struct hs_forward_seq *fwd; /* [n_parallel] */
+    struct draw *draws;         /* [n_parallel] this step's draws (output.c) */
+    bool serial_sampling;       /* draws one by one on the engine thread (hs_engine_params) */
     struct hs_forward_mm *mm;   /* [n_parallel], with mm_embd [n_batch] and mm_pos [n_batch][3]:
                                  * this step's image rows and M-RoPE positions (mm.c; lazily) */
     const float **mm_embd;
@@ -276,6 +289,10 @@ static inline int64_t now_ns(void)
 /* Grows *p (an array of *cap elements of elem bytes) to hold at least need elements, doubling
  * from 16. Returns false, leaving *p and *cap as they were, when out of memory. Thread: any. */
 bool hs__engine_grow(void **p, size_t *cap, size_t need, size_t elem);
+
+/* CLOCK_MONOTONIC's time timeout_ms from now (now when timeout_ms <= 0), for timed waits on the
+ * engine's condition variables. Thread: any. */
+struct timespec hs__engine_deadline(int64_t timeout_ms);
 
 /* Appends n bytes of text to o, keeping it NUL-terminated; false when out of memory. Thread:
  * engine only, with the handle's mu held. */
@@ -365,11 +382,15 @@ hs_token hs__output_verify(struct seq *s, const float *logits, hs_token draft, b
 enum hs_finish_reason hs__output_emit(struct hs_engine *e, struct seq *s, hs_token t,
                                       const float *logits, int64_t t_ns, hs_status *status);
 
-/* Samples s's next token from logits ([n_vocab], of time t_ns), updates s and pushes its output
- * to the channel. Returns the finish reason, or HS_FINISH_NONE to go on; HS_FINISH_ERROR with
- * *status HS_E_NOMEM when an output buffer could not grow. Thread: engine only. */
-enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, const float *logits,
-                                            int64_t t_ns, hs_status *status);
+/* Draws the next token of each of draws[0 .. n) from its logit row (of time t_ns), as tasks
+ * on the FFN backend's threads (hs_backend_run_tasks; on the engine thread alone with
+ * e->serial_sampling, and when the step has too few logits to draw from to be worth it), then,
+ * on the engine thread and in order, emits each (hs__output_emit) and
+ * ends the sequences that finish: a draw that failed ends its sequence with an error, an emit
+ * that failed (out of memory) with HS_FINISH_ERROR and HS_E_NOMEM. Choices of one request that
+ * share a grammar cache are drawn on the engine thread (the cache is not shared across
+ * threads). Thread: engine only. */
+void hs__output_take_tokens(struct hs_engine *e, struct draw *draws, int32_t n, int64_t t_ns);
 
 /* ---- spec.c ---- */
 

@@ -26,7 +26,7 @@
 
 #include "kvcache/kvcache.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 
 struct hs_engine_params hs_engine_default_params(void)
 {
@@ -55,6 +55,7 @@ struct hs_engine_params hs_engine_default_params(void)
         .segment_tokens = 0,
         .spec_max_draft = 0,
         .spec_store_bytes = 0,
+        .serial_sampling = false,
     };
 }
 
@@ -197,6 +198,7 @@ static void run_step(struct hs_engine *e)
     }
     const float *logits = hs_context_logits(e->ctx);
     int32_t row = 0;
+    int32_t n_draws = 0; /* sequences whose next token is drawn, all at once after the loop */
     int64_t t = now_ns();
     for (int32_t j = 0; j < n; j++) {
         struct seq *s = e->batch[j];
@@ -218,12 +220,9 @@ static void run_step(struct hs_engine *e)
         if (e->fwd[j].n_logits == 0) {
             continue;
         }
-        hs_status fst = HS_OK;
-        enum hs_finish_reason why = hs__output_take_token(e, s, lg, t, &fst);
-        if (why != HS_FINISH_NONE) {
-            hs__output_finish_seq(e, s, why, fst);
-        }
+        e->draws[n_draws++] = (struct draw){.s = s, .logits = lg};
     }
+    hs__output_take_tokens(e, e->draws, n_draws, t);
     hs__metrics_update_kv_gauges(e);
     if (!prefill) {
         hs__spec_observe(e, n_tok, now_ns() - t0_ns);
@@ -410,12 +409,14 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
     e->batch = calloc((size_t)p.n_parallel, sizeof(*e->batch));
     e->batch_n = calloc((size_t)p.n_parallel, sizeof(*e->batch_n));
     e->fwd = calloc((size_t)p.n_parallel, sizeof(*e->fwd));
+    e->draws = calloc((size_t)p.n_parallel, sizeof(*e->draws));
+    e->serial_sampling = p.serial_sampling;
     e->mig_src = calloc((size_t)per_seq, sizeof(*e->mig_src));
     e->mig_dst = calloc((size_t)per_seq, sizeof(*e->mig_dst));
     e->cap_piece = 2 * max_piece_bytes(e->vocab) + 128; /* a push plus a flush */
     e->piece = malloc(e->cap_piece);
-    if (!e->running || !e->batch || !e->batch_n || !e->fwd || !e->piece || !e->mig_src ||
-        !e->mig_dst) {
+    if (!e->running || !e->batch || !e->batch_n || !e->fwd || !e->draws || !e->piece ||
+        !e->mig_src || !e->mig_dst) {
         hs_error_set(err, st, "out of memory");
         goto fail;
     }
@@ -476,6 +477,7 @@ void hs_engine_destroy(struct hs_engine *e)
     free(e->batch);
     free(e->batch_n);
     free(e->fwd);
+    free(e->draws);
     hs__mm_engine_free(e);
     free(e->piece);
     hs__spec_destroy(e);
@@ -493,16 +495,7 @@ void hs_engine_destroy(struct hs_engine *e)
 
 hs_status hs_engine_drain(struct hs_engine *e, int64_t timeout_ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    if (timeout_ms > 0) {
-        dl.tv_sec += (time_t)(timeout_ms / 1000);
-        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-    }
+    const struct timespec dl = hs__engine_deadline(timeout_ms);
     hs_status st = HS_OK;
     pthread_mutex_lock(&e->mu);
     e->draining = true;

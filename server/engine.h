@@ -127,6 +127,12 @@ struct hs_engine_params {
      * (sampled) are those of plain decoding. */
     int32_t spec_max_draft;
     size_t spec_store_bytes;
+    /* Sampling: each step draws the decoding sequences' next tokens as tasks on the FFN
+     * backend's threads (hs_backend_run_tasks), O(vocabulary) each, when there are enough of
+     * them (sequences x vocabulary >= 65536); the tokens are the same
+     * bits either way (each sequence has its own sampler and seed). true: one after another on
+     * the engine thread, as before (benchmarks compare the two). Default false. */
+    bool serial_sampling;
 };
 
 /* Defaults as documented above. Thread: any. */
@@ -412,6 +418,11 @@ struct hs_engine_metrics {
     uint64_t preemptions;            /* counter */
     uint64_t steps;                  /* counter: forward passes */
     uint64_t batch_tokens;           /* counter: tokens through the forward pass, all steps */
+    uint64_t draws;                  /* counter: next tokens drawn (one per decoding sequence and
+                                      * step, speculative verification aside) */
+    uint64_t draws_in_tasks;         /* counter: of those, drawn as tasks on the FFN backend's
+                                      * threads (the rest on the engine thread) */
+    double sampling_s;               /* counter: wall time of the steps' draw phases */
     double prefix_hit_rate;          /* prefix_hit_tokens / prompt_tokens (0 when none) */
     /* Placement: one entry per backend holding a KV store (1, or 2 when split: [0] the FFN
      * backend, [1] the attention backend). */

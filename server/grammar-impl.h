@@ -81,7 +81,7 @@ bool hs__grammar_grow(void **p, size_t *cap, size_t need, size_t elem);
 /* Whether b may follow the nb bytes (lead first) of an incomplete UTF-8 character: a
  * continuation byte, with the lead's limits on the second byte (no overlongs, surrogates or
  * values past U+10FFFF). */
-static inline bool hs__utf8_cont_ok(uint32_t lead, uint32_t nb, uint8_t b)
+static inline bool grammar_utf8_cont_ok(uint32_t lead, uint32_t nb, uint8_t b)
 {
     if ((b & 0xC0) != 0x80) {
         return false;
@@ -128,7 +128,7 @@ size_t hs__grammar_dump(const struct hs_grammar *g, char *buf, size_t cap);
 
 /* Bytes grouped into 64 buckets for the trie's per-subtree summaries: controls, DEL, digits,
  * lower and upper letters, each ASCII punctuation character (space included), non-ASCII. */
-static inline uint32_t hs__byte_bucket(uint8_t b)
+static inline uint32_t grammar_byte_bucket(uint8_t b)
 {
     if (b >= 0x80) {
         return 63;
@@ -247,7 +247,7 @@ int32_t hs__cache_initial(struct hs_grammar_cache *c);
 /* The state after byte b from (sid, *partial); updates *partial. HS__STATE_DEAD when b cannot
  * follow, HS__STATE_ERROR (c->error) when the cache failed. */
 int32_t hs__cache_step(struct hs_grammar_cache *c, int32_t sid, uint32_t *partial, uint8_t b);
-/* The buckets (hs__byte_bucket) holding some byte that does not lead from sid back to sid:
+/* The buckets (grammar_byte_bucket) holding some byte that does not lead from sid back to sid:
  * a trie subtree whose bytes avoid them is all allowed and ends in sid (when its bytes are valid
  * UTF-8 from a character boundary). ~0 when the cache failed (c->error). */
 uint64_t hs__cache_breakers(struct hs_grammar_cache *c, int32_t sid);

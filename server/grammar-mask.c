@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 
 /* ---- the trie ---- */
 
@@ -108,7 +108,7 @@ static bool summarise(struct hs_token_trie *t)
                     l = b, k = 1;
                 }
             } else if (v) {
-                v = hs__utf8_cont_ok(l, k, b);
+                v = grammar_utf8_cont_ok(l, k, b);
                 k++;
                 if (k == (l >= 0xF0 ? 4 : l >= 0xE0 ? 3 : 2)) {
                     l = 0, k = 0;
@@ -120,7 +120,7 @@ static bool summarise(struct hs_token_trie *t)
         }
         for (size_t i = n; i-- > 1;) {
             uint32_t p = parent[i];
-            t->below[p] |= t->below[i] | (uint64_t)1 << hs__byte_bucket(t->byte[i]);
+            t->below[p] |= t->below[i] | (uint64_t)1 << grammar_byte_bucket(t->byte[i]);
             t->valid[p] &= t->valid[i];
         }
     }

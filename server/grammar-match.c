@@ -500,7 +500,7 @@ uint64_t hs__cache_breakers(struct hs_grammar_cache *c, int32_t sid)
             return UINT64_MAX;
         }
         if (n != sid) {
-            br |= (uint64_t)1 << hs__byte_bucket((uint8_t)b);
+            br |= (uint64_t)1 << grammar_byte_bucket((uint8_t)b);
         }
     }
     int32_t na = nonascii_next(c, sid);
@@ -508,7 +508,7 @@ uint64_t hs__cache_breakers(struct hs_grammar_cache *c, int32_t sid)
         return UINT64_MAX;
     }
     if (na != sid) {
-        br |= (uint64_t)1 << hs__byte_bucket(0x80);
+        br |= (uint64_t)1 << grammar_byte_bucket(0x80);
     }
     c->states[sid].breakers = br;
     c->states[sid].loops_known = true;
@@ -548,7 +548,7 @@ int32_t hs__cache_step(struct hs_grammar_cache *c, int32_t sid, uint32_t *partia
     uint32_t len = utf8_len(lead);
     int32_t na = c->states[sid].nonascii; /* known: the lead byte asked */
     if (na >= 0) {
-        if (!hs__utf8_cont_ok(lead, nb, b)) {
+        if (!grammar_utf8_cont_ok(lead, nb, b)) {
             return HS__STATE_DEAD;
         }
         *partial = nb + 1 < len ? (nb + 1) << 24 | bytes << 8 | b : 0;

@@ -588,20 +588,6 @@ static bool repeat(struct parser *p, uint32_t rule, struct ebuf *b, size_t start
 
 /* ---- items ---- */
 
-static int hex_val(int c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* One character of a literal or class, escapes decoded. */
 static bool parse_char(struct parser *p, uint32_t *cp)
 {
@@ -658,7 +644,7 @@ static bool parse_char(struct parser *p, uint32_t *cp)
     }
     uint32_t v = 0;
     for (int i = 0; i < digits; i++) {
-        int h = hex_val(peek(p));
+        int h = hs_hex_digit(peek(p));
         if (h < 0) {
             return fail_at(p, HS_E_FORMAT, p->pos, "expected %d hex digits after '\\%c'", digits,
                            e);

@@ -146,6 +146,9 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     m->preemptions = LOAD(me->m.preemptions);
     m->steps = LOAD(me->m.steps);
     m->batch_tokens = LOAD(me->m.batch_tokens);
+    m->draws = LOAD(me->m.draws);
+    m->draws_in_tasks = LOAD(me->m.draws_in_tasks);
+    m->sampling_s = (double)LOAD(me->m.sampling_ns) / 1e9;
     m->migrations = LOAD(me->m.migrations);
     m->migrated_bytes = LOAD(me->m.migrated_bytes);
     _Static_assert(HS_SUFFIX_SOURCE_COUNT == HS_ARRAY_LEN(m->spec_drafts), "draft sources");

@@ -148,9 +148,6 @@ static bool hold_append(struct seq *s, const char *p, size_t n)
     return true;
 }
 
-/* Samples s's next token from logits without touching s's output: returns the token, -1 when
- * every token is banned (the sequence stops), or HS_FINISH_ERROR-worthy values < -1, for which
- * it fills *status and the request's detail. */
 /* A draw that failed (t < -1): the request's detail and *status say why. */
 static void sample_failed(struct seq *s, hs_token t, hs_status *status)
 {
@@ -184,15 +181,67 @@ hs_token hs__output_sample(struct seq *s, const float *logits, hs_status *status
     return t;
 }
 
-/* Takes a sampled token: updates s, pushes output; returns the finish reason or NONE. */
-enum hs_finish_reason hs__output_take_token(struct hs_engine *e, struct seq *s, const float *logits,
-                                            int64_t t_ns, hs_status *status)
+/* Below this many logits to draw from in a step (sequences x vocabulary), waking the compute
+ * threads costs more than it saves: the engine thread draws them (a 512-token vocabulary takes
+ * microseconds a sequence; Qwen3's 151k, about half a millisecond). */
+#define DRAW_TASKS_MIN_LOGITS (1 << 16)
+
+/* A draw run off the engine thread: it touches only its sequence's sampler (its scratch, RNG,
+ * penalties, a reasoning tracker's own state) and reads the logits. */
+static void draw_task(void *ctx, int32_t i)
 {
-    const hs_token t = hs__output_sample(s, logits, status);
-    if (t < -1) {
-        return HS_FINISH_ERROR;
+    struct draw *d = (struct draw *)ctx + i;
+    if (!d->drawn) {
+        d->t = hs_sampler_sample(d->s->smp, d->logits);
     }
-    return hs__output_emit(e, s, t, logits, t_ns, status);
+}
+
+/* True when s's constraint reaches state that other sequences share: a grammar cache is one per
+ * request, shared by its choices. */
+static bool draw_on_engine_thread(const struct seq *s)
+{
+    return s->gm && s->req->n_choices > 1;
+}
+
+void hs__output_take_tokens(struct hs_engine *e, struct draw *draws, int32_t n, int64_t t_ns)
+{
+    /* Drawn apart from the emits: sampling is O(vocabulary) a sequence, emitting is cheap but
+     * touches the engine's scratch and the channels. Sequences that share state are drawn here
+     * first; the tasks skip them. */
+    const int64_t t0 = now_ns();
+    int32_t n_left = n;
+    for (int32_t i = 0; i < n; i++) {
+        draws[i].drawn = false;
+        if (e->serial_sampling || draw_on_engine_thread(draws[i].s)) {
+            draw_task(draws, i);
+            draws[i].drawn = true;
+            n_left--;
+        }
+    }
+    if (n_left > 1 && (int64_t)n_left * e->n_vocab >= DRAW_TASKS_MIN_LOGITS) {
+        hs_backend_run_tasks(hs_context_backend(e->ctx), n, draw_task, draws);
+    } else {
+        for (int32_t i = 0; i < n; i++) {
+            draw_task(draws, i);
+        }
+        n_left = 0;
+    }
+    INC(e->m.draws, (uint64_t)n);
+    INC(e->m.draws_in_tasks, (uint64_t)n_left);
+    INC(e->m.sampling_ns, (uint64_t)(now_ns() - t0));
+    for (int32_t i = 0; i < n; i++) {
+        struct seq *s = draws[i].s;
+        hs_status st = HS_OK;
+        enum hs_finish_reason why = HS_FINISH_ERROR;
+        if (draws[i].t < -1) {
+            sample_failed(s, draws[i].t, &st);
+        } else {
+            why = hs__output_emit(e, s, draws[i].t, draws[i].logits, t_ns, &st);
+        }
+        if (why != HS_FINISH_NONE) {
+            hs__output_finish_seq(e, s, why, st);
+        }
+    }
 }
 
 /* Emits an already sampled token t (or -1: nothing could be drawn) drawn from logits: counts it,

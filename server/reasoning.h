@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "common/common.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/sampling.h"
 
 #define HS_REASONING_MAX_CLOSE  32 /* tokens of the forced close marker + separator */

@@ -30,7 +30,7 @@
  * ggml_vec_scale_f16 do (fused multiply-add in f32, rounded to nearest even once). */
 #if HS__CPU_X86
 __attribute__((target("avx2,fma,f16c"))) static void
-hs__f16_mad_avx2(uint16_t *acc, const uint16_t *v, float s, int64_t n)
+f16_mad_avx2(uint16_t *acc, const uint16_t *v, float s, int64_t n)
 {
     const __m256 vs = _mm256_set1_ps(s);
     int64_t i = 0;
@@ -45,7 +45,7 @@ hs__f16_mad_avx2(uint16_t *acc, const uint16_t *v, float s, int64_t n)
     }
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void hs__f16_scale_avx2(uint16_t *acc, float s,
+__attribute__((target("avx2,fma,f16c"))) static void f16_scale_avx2(uint16_t *acc, float s,
                                                                         int64_t n)
 {
     const __m256 vs = _mm256_set1_ps(s);
@@ -158,11 +158,11 @@ static void attn_row(const struct hs__attn_task *t, const struct hs_attn_seq *se
             if (s > m) {
                 ms = expf(m - s);
                 m = s;
-                hs__f16_scale_avx2(acc16, ms, hd);
+                f16_scale_avx2(acc16, ms, hd);
             } else {
                 vs = expf(s - m);
             }
-            hs__f16_mad_avx2(acc16, vr, vs, hd);
+            f16_mad_avx2(acc16, vr, vs, hd);
             sum = fmaf(sum, ms, vs);
         }
         if (ml) {
@@ -466,7 +466,7 @@ static void attn_fn(void *ctx, int ith, int nth)
 
 hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_args *args)
 {
-    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs_cpu_backend *cpu = cpu_backend_of(be);
     struct hs__attn_task t = {
         .a = args,
         .kdot = hs__cpu_kernels(args->k_cache->type, HS_ISA_COUNT),

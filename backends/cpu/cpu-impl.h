@@ -21,7 +21,7 @@ struct hs_cpu_backend {
     bool simd;       /* AVX2 + FMA + F16C kernels enabled (fused f16 accumulation, f32 mad) */
 };
 
-static inline struct hs_cpu_backend *hs__cpu(struct hs_backend *be)
+static inline struct hs_cpu_backend *cpu_backend_of(struct hs_backend *be)
 {
     return (struct hs_cpu_backend *)be;
 }

@@ -65,7 +65,7 @@ hs_status hs__cpu_reserve_tls(struct hs_cpu_backend *cpu, size_t n)
 }
 
 /* [*a, *b): this thread's share of n items, boundaries on multiples of align. */
-static void hs__split(int64_t n, int ith, int nth, int64_t align, int64_t *a, int64_t *b)
+static void split_range(int64_t n, int ith, int nth, int64_t align, int64_t *a, int64_t *b)
 {
     int64_t chunk = (n + nth - 1) / nth;
     chunk = (chunk + align - 1) / align * align;
@@ -73,13 +73,8 @@ static void hs__split(int64_t n, int ith, int nth, int64_t align, int64_t *a, in
     *b = HS_MIN(*a + chunk, n);
 }
 
-/* Rows of a tensor validated as [n_rows][ne0] with uniform row stride nb[1]. */
-static int64_t hs__n_rows(const struct hs_tensor *t)
-{
-    return t->ne[1] * t->ne[2] * t->ne[3];
-}
-
-static char *hs__row(const struct hs_tensor *t, int64_t r)
+/* Row r of a tensor validated as [n_rows][ne0] with uniform row stride nb[1]. */
+static char *row_at(const struct hs_tensor *t, int64_t r)
 {
     return (char *)t->data + (size_t)r * t->nb[1];
 }
@@ -99,9 +94,9 @@ static void mm_convert(void *ctx, int ith, int nth)
 {
     struct hs__mm_task *t = ctx;
     int64_t r0, r1;
-    hs__split(t->x->ne[1], ith, nth, 1, &r0, &r1);
+    split_range(t->x->ne[1], ith, nth, 1, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
-        t->k->from_float((const float *)hs__row(t->x, r), t->xq + (size_t)r * t->xq_stride,
+        t->k->from_float((const float *)row_at(t->x, r), t->xq + (size_t)r * t->xq_stride,
                          t->x->ne[0]);
     }
 }
@@ -223,7 +218,7 @@ static void mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t
 static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
                             const struct hs_tensor *x, struct hs_tensor *y)
 {
-    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs_cpu_backend *cpu = cpu_backend_of(be);
     struct hs__mm_dyn_task d = {
         .t = {.k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .x = x, .y = y},
         .chunk_rows = dyn_chunk_rows(cpu, w, 4),
@@ -275,7 +270,7 @@ static void mm_multi_compute(void *ctx, int ith, int nth)
 static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_tensor *const *ws,
                                   const struct hs_tensor *x, struct hs_tensor *const *ys)
 {
-    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs_cpu_backend *cpu = cpu_backend_of(be);
     struct hs__mm_multi_task m = {.n = n};
     int64_t macs = 0;
     /* x is converted once per distinct vec_dot_type: the first task of each type owns it. */
@@ -382,8 +377,8 @@ static void ffn_gate_up(void *ctx, int ith, int nth)
         mm_range(&t->gate, o0, o1);
         mm_range(&t->up, o0, o1);
         for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
-            float *g = (float *)hs__row(t->gate.y, r);
-            const float *u = (const float *)hs__row(t->up.y, r);
+            float *g = (float *)row_at(t->gate.y, r);
+            const float *u = (const float *)row_at(t->up.y, r);
             t->swiglu(o1 - o0, g + o0, g + o0, u + o0); /* as the swiglu op */
         }
     }
@@ -391,7 +386,7 @@ static void ffn_gate_up(void *ctx, int ith, int nth)
 
 static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
 {
-    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs_cpu_backend *cpu = cpu_backend_of(be);
     struct hs__ffn_task t = {
         .gate = {.k = hs__cpu_kernels(a->w_gate->type, HS_ISA_COUNT),
                  .w = a->w_gate,
@@ -510,8 +505,8 @@ static void moe_fn(void *ctx, int ith, int nth)
         mm_range(&gt, o0, o1);
         mm_range(&ut, o0, o1);
         for (int64_t r = 0; r < n; r++) {
-            float *gr = (float *)hs__row(&sg, r);
-            const float *ur = (const float *)hs__row(&su, r);
+            float *gr = (float *)row_at(&sg, r);
+            const float *ur = (const float *)row_at(&su, r);
             t->swiglu(o1 - o0, gr + o0, gr + o0, ur + o0); /* as the swiglu op */
         }
     }
@@ -551,7 +546,7 @@ static size_t moe_act_bytes(const struct hs_quant_kernels *k, int64_t n_in, int6
 
 static hs_status cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args *a)
 {
-    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs_cpu_backend *cpu = cpu_backend_of(be);
     struct hs__moe_task t = {
         .a = a,
         .kg = hs__cpu_kernels(a->w_gate->type, HS_ISA_COUNT),
@@ -614,9 +609,9 @@ static void get_rows_fn(void *ctx, int ith, int nth)
 {
     struct hs__rows_task *t = ctx;
     int64_t r0, r1;
-    hs__split(t->y->ne[1], ith, nth, 1, &r0, &r1);
+    split_range(t->y->ne[1], ith, nth, 1, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
-        t->k->to_float(hs__row(t->w, t->ids[r]), (float *)hs__row(t->y, r), t->w->ne[0]);
+        t->k->to_float(row_at(t->w, t->ids[r]), (float *)row_at(t->y, r), t->w->ne[0]);
     }
 }
 
@@ -629,9 +624,9 @@ static hs_status cpu_get_rows(struct hs_backend *be, const struct hs_tensor *w, 
         return HS_E_NOTSUP;
     }
     if (hs_tensor_nelements(y) < HS__CPU_PAR_MIN_ELEMS) {
-        hs__pool_run1_named(hs__cpu(be)->pool, get_rows_fn, &t, "get-rows");
+        hs__pool_run1_named(cpu_backend_of(be)->pool, get_rows_fn, &t, "get-rows");
     } else {
-        hs__pool_run_named(hs__cpu(be)->pool, get_rows_fn, &t, "get-rows");
+        hs__pool_run_named(cpu_backend_of(be)->pool, get_rows_fn, &t, "get-rows");
     }
     return HS_OK;
 }
@@ -640,7 +635,7 @@ static hs_status cpu_get_rows(struct hs_backend *be, const struct hs_tensor *w, 
 
 enum hs__ew_kind { HS__EW_RMS_NORM, HS__EW_ADD, HS__EW_MUL, HS__EW_SWIGLU };
 
-static const char *const hs__ew_names[] = {"rms-norm", "add", "mul", "swiglu"};
+static const char *const ew_names[] = {"rms-norm", "add", "mul", "swiglu"};
 
 struct hs__ew_task {
     enum hs__ew_kind kind;
@@ -676,12 +671,12 @@ static void ew_fn(void *ctx, int ith, int nth)
     const struct hs__ew_task *t = ctx;
     const int64_t n = t->a->ne[0];
     int64_t r0, r1;
-    hs__split(hs__n_rows(t->a), ith, nth, 1, &r0, &r1);
-    const bool b_bcast = t->b && hs__n_rows(t->b) == 1;
+    split_range(hs_tensor_n_rows(t->a), ith, nth, 1, &r0, &r1);
+    const bool b_bcast = t->b && hs_tensor_n_rows(t->b) == 1;
     for (int64_t r = r0; r < r1; r++) {
-        const float *a = (const float *)hs__row(t->a, r);
-        const float *b = t->b ? (const float *)hs__row(t->b, b_bcast ? 0 : r) : NULL;
-        float *y = (float *)hs__row(t->y, r);
+        const float *a = (const float *)row_at(t->a, r);
+        const float *b = t->b ? (const float *)row_at(t->b, b_bcast ? 0 : r) : NULL;
+        float *y = (float *)row_at(t->y, r);
         switch (t->kind) {
         case HS__EW_RMS_NORM:
             rms_norm_row(a, t->b ? (const float *)t->b->data : NULL, t->eps, y, n);
@@ -706,9 +701,9 @@ static void ew_fn(void *ctx, int ith, int nth)
 static hs_status cpu_ew(struct hs_backend *be, struct hs__ew_task *t)
 {
     if (hs_tensor_nelements(t->a) < HS__CPU_PAR_MIN_ELEMS) {
-        hs__pool_run1_named(hs__cpu(be)->pool, ew_fn, t, hs__ew_names[t->kind]);
+        hs__pool_run1_named(cpu_backend_of(be)->pool, ew_fn, t, ew_names[t->kind]);
     } else {
-        hs__pool_run_named(hs__cpu(be)->pool, ew_fn, t, hs__ew_names[t->kind]);
+        hs__pool_run_named(cpu_backend_of(be)->pool, ew_fn, t, ew_names[t->kind]);
     }
     return HS_OK;
 }
@@ -741,7 +736,7 @@ static hs_status cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
                             .a = gate,
                             .b = up,
                             .y = y,
-                            .swiglu = cpu_swiglu_kernel(hs__cpu(be))};
+                            .swiglu = cpu_swiglu_kernel(cpu_backend_of(be))};
     return cpu_ew(be, &t);
 }
 
@@ -763,7 +758,7 @@ static void rope_fn(void *ctx, int ith, int nth)
     const float theta_scale = powf(t->p->freq_base, -2.0f / (float)n_rot);
     float *cache = t->tls + (size_t)ith * t->tls_stride; /* [n_rot]: cos, sin per pair */
     int64_t r0, r1;
-    hs__split(t->x->ne[2], ith, nth, 1, &r0, &r1);
+    split_range(t->x->ne[2], ith, nth, 1, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
         /* As ggml's rope cache (rope_yarn with ext_factor 0): theta advanced by repeated
          * multiplication in float. */
@@ -796,7 +791,7 @@ static void rope_fn(void *ctx, int ith, int nth)
 static hs_status cpu_rope(struct hs_backend *be, struct hs_tensor *x, const int32_t *pos,
                           const struct hs_rope_params *p)
 {
-    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs_cpu_backend *cpu = cpu_backend_of(be);
     HS_TRY(hs__cpu_reserve_tls(cpu, (size_t)p->n_rot));
     struct hs__rope_task t = {
         .x = x, .pos = pos, .p = p, .tls = cpu->tls, .tls_stride = cpu->tls_stride};
@@ -866,7 +861,7 @@ static bool cpu_supports_op(struct hs_backend *be, enum hs_op op, enum hs_type t
 
 static void cpu_destroy(struct hs_backend *be)
 {
-    struct hs_cpu_backend *cpu = hs__cpu(be);
+    struct hs_cpu_backend *cpu = cpu_backend_of(be);
     if (!cpu) {
         return;
     }
@@ -878,7 +873,12 @@ static void cpu_destroy(struct hs_backend *be)
 
 static void cpu_bind_caller(struct hs_backend *be)
 {
-    hs__pool_bind_caller(hs__cpu(be)->pool);
+    hs__pool_bind_caller(cpu_backend_of(be)->pool);
+}
+
+static void cpu_run_host(struct hs_backend *be, void (*fn)(void *ctx, int ith, int nth), void *ctx)
+{
+    hs__pool_run_dyn_named(cpu_backend_of(be)->pool, fn, ctx, "host-tasks");
 }
 
 static const struct hs_backend_iface cpu_iface = {
@@ -906,12 +906,13 @@ static const struct hs_backend_iface cpu_iface = {
     /* .buffer_get = */ NULL,
     /* .buffer_copy = */ NULL,
     /* .bind_caller = */ cpu_bind_caller,
+    /* .run_host    = */ cpu_run_host,
 };
 
 void hs__cpu_set_simd(struct hs_backend *be, bool on)
 {
     HS_ASSERT(be->iface == &cpu_iface);
-    hs__cpu(be)->simd = on && hs__cpu(be)->isa >= HS_ISA_AVX2;
+    cpu_backend_of(be)->simd = on && cpu_backend_of(be)->isa >= HS_ISA_AVX2;
 }
 
 hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct hs_backend **out)

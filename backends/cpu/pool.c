@@ -90,7 +90,7 @@ struct hs_pool {
 
 static void pool_prof_log(struct hs_pool *pool);
 
-static long hs__futex(_Atomic uint32_t *addr, int op, uint32_t val)
+static long futex_call(_Atomic uint32_t *addr, int op, uint32_t val)
 {
     return syscall(SYS_futex, (uint32_t *)addr, op, val, NULL, NULL, 0);
 }
@@ -176,7 +176,7 @@ static uint32_t pool_wait_gen(struct hs_pool *pool, uint32_t seen)
         atomic_fetch_add(&pool->n_sleepers, 1);
         g = atomic_load(&pool->gen);
         if (g == seen) {
-            (void)hs__futex(&pool->gen, FUTEX_WAIT_PRIVATE, seen);
+            (void)futex_call(&pool->gen, FUTEX_WAIT_PRIVATE, seen);
         }
         atomic_fetch_sub(&pool->n_sleepers, 1);
         g = atomic_load_explicit(&pool->gen, memory_order_acquire);
@@ -223,7 +223,7 @@ static void pool_kick(struct hs_pool *pool)
 {
     atomic_fetch_add(&pool->gen, 1);
     if (atomic_load(&pool->n_sleepers) > 0) {
-        (void)hs__futex(&pool->gen, FUTEX_WAKE_PRIVATE, INT_MAX);
+        (void)futex_call(&pool->gen, FUTEX_WAKE_PRIVATE, INT_MAX);
     }
 }
 

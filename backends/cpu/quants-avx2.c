@@ -180,7 +180,7 @@ INLINE float load1_bf16(const void *p, int64_t i)
                 }                                                                                  \
                 const float red = hsum_ps(_mm256_add_ps(half[0], half[1]));                        \
                 s[(size_t)c * bs + (size_t)r] =                                                    \
-                    hs__dot_tail_##t(red, ROWP(w, r, ws), ROWP(x, c, xs), np, n);                  \
+                    quant_dot_tail_##t(red, ROWP(w, r, ws), ROWP(x, c, xs), np, n);                  \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \

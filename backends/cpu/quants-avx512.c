@@ -76,7 +76,7 @@ INLINE __m512 load16_f16(const void *p, int64_t i, __mmask16 m)
 
 /* Summation order of ggml's ggml_vec_dot_f32 / ggml_vec_dot_f16 on AVX-512 (GGML_F32_STEP =
  * GGML_F16_STEP = 64): four 16-lane FMA accumulators over 64-element steps, reduced as
- * (a0 + a2) + (a1 + a3) and then across lanes; the n % 64 tail is added as hs__dot_tail_f32 /
+ * (a0 + a2) + (a1 + a3) and then across lanes; the n % 64 tail is added as quant_dot_tail_f32 /
  * _f16 (quants.h) say. llama.cpp's CPU backend runs F32 and F16 weight products through these
  * (not llamafile's sgemm), so matching the order makes results bit-identical. Four accumulators
  * per dot product leave registers for at most 2 x 2 dot products at once. */
@@ -113,7 +113,7 @@ INLINE __m512 load16_f16(const void *p, int64_t i, __mmask16 m)
                 const __m512 a13 = _mm512_add_ps(acc[r][c][1], acc[r][c][3]);                  \
                 const float red = _mm512_reduce_add_ps(_mm512_add_ps(a02, a13));               \
                 s[(size_t)c * bs + (size_t)r] =                                                \
-                    hs__dot_tail_##t(red, ROWP(w, r, ws), ROWP(x, c, xs), np, n);                      \
+                    quant_dot_tail_##t(red, ROWP(w, r, ws), ROWP(x, c, xs), np, n);                      \
             }                                                                                  \
         }                                                                                      \
     }                                                                                          \

@@ -80,7 +80,7 @@ void hs__dequantize_row_ref(enum hs_type t, const void *x, float *y, int64_t n);
  * kernels reproduce): F32 keeps adding rounded products in float (its leftover loop, not
  * contracted: checked against llama.cpp's outputs), F16 adds each f32 product in double. red is
  * the vector part's sum; elements i .. n - 1 remain. */
-static inline float hs__dot_tail_f32(float red, const void *w, const void *x, int64_t i,
+static inline float quant_dot_tail_f32(float red, const void *w, const void *x, int64_t i,
                                      int64_t n)
 {
     const float *wf = w, *xf = x;
@@ -92,7 +92,7 @@ static inline float hs__dot_tail_f32(float red, const void *w, const void *x, in
     return sum;
 }
 
-static inline float hs__dot_tail_f16(float red, const void *w, const void *x, int64_t i,
+static inline float quant_dot_tail_f16(float red, const void *w, const void *x, int64_t i,
                                      int64_t n)
 {
     const uint16_t *wh = w, *xh = x;

@@ -374,6 +374,7 @@ static const struct hs_backend_iface npu_iface = {
     /* .buffer_get     = */ NULL,
     /* .buffer_copy    = */ NULL,
     /* .bind_caller    = */ hs__sim_bind_caller,
+    /* .run_host    = */ hs__sim_run_host,
 };
 
 hs_status hs__backend_npu_create(const struct hs_backend_params *params, struct hs_backend **out)

@@ -2,7 +2,7 @@
 #ifndef HS_MODEL_VISION_VISION_IMPL_H
 #define HS_MODEL_VISION_VISION_IMPL_H
 
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 #include "model/vision/vision.h"
 
 /* One ViT block's weights; views into the mmap'd projector (borrowed). Shapes as ne[1] x ne[0]

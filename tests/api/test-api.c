@@ -16,9 +16,9 @@
 #include <unistd.h>
 
 #include "api/api.h"
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 
 /* ---- fixture ---- */

@@ -12,9 +12,9 @@
 
 #include "api/api.h"
 #include "api/reasoning.h"
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 
 /* A Hunyuan-A13B-style chat template: its turn tokens, "/no_think" and enable_thinking false

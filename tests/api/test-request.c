@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "api/request.h"
-#include "model/gguf.h"
-#include "model/vocab.h"
+#include "model/gguf/gguf.h"
+#include "model/tokenizer/vocab.h"
 
 static struct hs_gguf *gguf;
 static struct hs_vocab *vocab;

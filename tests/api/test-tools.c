@@ -13,9 +13,9 @@
 
 #include "api/request.h"
 #include "api/tools.h"
-#include "model/chat-template.h"
-#include "model/gguf.h"
-#include "model/vocab.h"
+#include "model/chat/chat-template.h"
+#include "model/gguf/gguf.h"
+#include "model/tokenizer/vocab.h"
 #include "server/grammar.h"
 
 #ifndef HS_TMPL_DATA_DIR

@@ -1,8 +1,10 @@
 /* Memory owned by a backend (buffers, set/get/copy, the copy counters) on every registered
  * backend, and the CPU thread pool: every thread runs once per dispatch, pools pinned on
- * disjoint cores. */
+ * disjoint cores; host tasks shared out over a backend's threads. */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -220,4 +222,63 @@ Test(backend_pool, dynamic_tasks_run_every_chunk_once_with_late_workers_cancelle
     }
     cr_assert_leq(ran_workers, 2 * 20000);
     hs__pool_destroy(pool);
+}
+
+/* hs_backend_run_tasks: each task exactly once, and shared among the backend's threads (task 0
+ * holds its thread until another thread has run a task, which only a second thread can do). */
+struct tasks_probe {
+    _Atomic int runs[64];
+    _Atomic int other_thread_ran; /* a task ran on a thread other than the caller's */
+    pthread_t caller;
+    bool wait_for_other;
+};
+
+static void probe_task(void *ctx, int32_t i)
+{
+    struct tasks_probe *p = ctx;
+    atomic_fetch_add(&p->runs[i], 1);
+    if (!pthread_equal(pthread_self(), p->caller)) {
+        atomic_store(&p->other_thread_ran, 1);
+    }
+    if (i == 0 && p->wait_for_other) {
+        for (int k = 0; k < 20000 && !atomic_load(&p->other_thread_ran); k++) {
+            usleep(500); /* at most 10 s: a loaded machine may be slow to wake the workers */
+        }
+    }
+}
+
+Test(backend_tasks, run_each_task_once_spread_over_the_backends_threads)
+{
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        struct hs_backend_params bp = hs_backend_default_params();
+        bp.n_threads = 3;
+        bp.pin_threads = false;
+        struct hs_backend *be = NULL;
+        cr_assert_eq(hs_backend_create(hs_backend_reg_name(reg), &bp, &be), HS_OK);
+        for (int rep = 0; rep < 3; rep++) {
+            struct tasks_probe p = {.caller = pthread_self(), .wait_for_other = true};
+            hs_backend_run_tasks(be, 64, probe_task, &p);
+            for (int i = 0; i < 64; i++) {
+                cr_assert_eq(atomic_load(&p.runs[i]), 1, "%s: task %d ran %d times",
+                             hs_backend_reg_name(reg), i, atomic_load(&p.runs[i]));
+            }
+            cr_assert(atomic_load(&p.other_thread_ran), "%s: every task ran on the caller",
+                      hs_backend_reg_name(reg));
+        }
+        /* one task, or none: on the caller */
+        struct tasks_probe one = {.caller = pthread_self()};
+        hs_backend_run_tasks(be, 1, probe_task, &one);
+        cr_assert_eq(atomic_load(&one.runs[0]), 1);
+        cr_assert_eq(atomic_load(&one.other_thread_ran), 0);
+        hs_backend_run_tasks(be, 0, probe_task, &one);
+        cr_assert_eq(atomic_load(&one.runs[0]), 1);
+        hs_backend_destroy(be);
+    }
+    /* no backend: the caller runs them in order */
+    struct tasks_probe none = {.caller = pthread_self()};
+    hs_backend_run_tasks(NULL, 5, probe_task, &none);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(atomic_load(&none.runs[i]), 1);
+    }
+    cr_assert_eq(atomic_load(&none.other_thread_ran), 0);
 }

@@ -216,7 +216,10 @@ Test(pim_timing, host_probe_measures_something)
 {
     struct hs_pim_config c = preset("host");
     cr_assert_eq(hs_pim_config_measure_host(&c), HS_OK);
-    cr_assert(c.host_gbs > 0.5 && c.host_gbs < 2000.0, "%g GB/s", c.host_gbs);
+    /* memcheck (HS_VALGRIND, set by the valgrind test setup) runs loads and stores some 50 times
+     * slower: the probe still has to measure a rate, not a real one */
+    const double lo = getenv("HS_VALGRIND") ? 0.005 : 0.5;
+    cr_assert(c.host_gbs > lo && c.host_gbs < 2000.0, "%g GB/s", c.host_gbs);
 }
 
 /* ---- the rank mapping ---- */

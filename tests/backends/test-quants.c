@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/backend.h"
 #include "backends/cpu/quants.h"
 #include "common/common.h"
 #include "tests/ref/ref-quants.h"
@@ -664,4 +665,46 @@ Test(quants, avx512_without_vnni_matches)
         }
         fixture_finish(&f);
     }
+}
+
+/* The public writer's entry (backends/backend.h): every writable type gives the reference
+ * quantizer's bytes row by row; other types and ragged rows are refused, y untouched. */
+Test(quants, quantize_rows_is_the_reference_and_refuses_what_it_cannot_write)
+{
+    enum { ROWS = 3, N = 512 };
+    float *x = malloc(sizeof(float) * ROWS * N);
+    unsigned char *a = malloc(ROWS * N * 4 + 64), *b = malloc(ROWS * N * 4 + 64);
+    cr_assert(x && a && b);
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 4242);
+    for (int i = 0; i < ROWS * N; i++) {
+        x[i] = hs_rng_range(&rng, -2.0f, 2.0f);
+    }
+    int n_ok = 0;
+    for (int t = 0; t < HS_TYPE_COUNT; t++) {
+        if (!hs_type_traits((enum hs_type)t)->name) {
+            continue;
+        }
+        memset(a, 0xAB, ROWS * N * 4 + 64);
+        if (!hs_quantize_supports((enum hs_type)t)) {
+            cr_assert_eq(hs_quantize_rows((enum hs_type)t, x, a, ROWS, N), HS_E_INVAL, "%s",
+                         hs_type_str((enum hs_type)t));
+            cr_assert_eq(a[0], 0xAB);
+            continue;
+        }
+        n_ok++;
+        const size_t row = hs_type_row_size((enum hs_type)t, N);
+        cr_assert_eq(hs_quantize_rows((enum hs_type)t, x, a, ROWS, N), HS_OK);
+        for (int r = 0; r < ROWS; r++) {
+            hs__quantize_row_ref((enum hs_type)t, x + r * N, b + (size_t)r * row, N);
+        }
+        cr_assert(!memcmp(a, b, row * ROWS), "%s", hs_type_str((enum hs_type)t));
+        if (hs_type_traits((enum hs_type)t)->blck_size > 1) {
+            cr_assert_eq(hs_quantize_rows((enum hs_type)t, x, a, ROWS, N + 1), HS_E_INVAL);
+        }
+    }
+    cr_assert_eq(n_ok, 13);
+    free(x);
+    free(a);
+    free(b);
 }

@@ -1,4 +1,5 @@
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <string.h>
 
 #include "common/common.h"
@@ -18,4 +19,18 @@ Test(status, error_set_at_appends_offset)
     cr_assert_eq(st, HS_E_FORMAT);
     cr_assert_eq(err.offset, 42);
     cr_assert_str_eq(err.message, "bad magic (at byte offset 42)");
+}
+
+Test(common, hex_digit_reads_both_cases_and_refuses_the_rest)
+{
+    const char *digits = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        cr_assert_eq(hs_hex_digit(digits[i]), i);
+        cr_assert_eq(hs_hex_digit(toupper((unsigned char)digits[i])), i);
+    }
+    for (int c = -1; c < 256; c++) {
+        if (!isxdigit(c)) {
+            cr_assert_eq(hs_hex_digit(c), -1, "%d", c);
+        }
+    }
 }

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "model/chat-template.h"
+#include "model/chat/chat-template.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

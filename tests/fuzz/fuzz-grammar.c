@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/gguf.h"
-#include "model/vocab.h"
+#include "model/gguf/gguf.h"
+#include "model/tokenizer/vocab.h"
 #include "server/grammar-impl.h"
 #include "server/grammar.h"
 

@@ -10,9 +10,9 @@
 #include <string.h>
 
 #include "api/request.h"
-#include "model/chat-template.h"
-#include "model/gguf.h"
-#include "model/vocab.h"
+#include "model/chat/chat-template.h"
+#include "model/gguf/gguf.h"
+#include "model/tokenizer/vocab.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "model/chat-template.h"
+#include "model/chat/chat-template.h"
 
 #ifndef HS_TMPL_DATA_DIR
 #error "HS_TMPL_DATA_DIR must name tests/model/data"

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 #include "model/model.h"
 
 #define N_PROMPT 12

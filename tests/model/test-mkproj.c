@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 #include "model/mkproj.h"
 
 static struct hs_gguf *write_and_open(const struct hs_mkproj_params *p, char *path, size_t n)

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 
 #define NEAR_TIE 1e-3
 

@@ -23,9 +23,9 @@
 #include <unistd.h>
 
 #include "backends/cpu/quants.h"
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "tests/ref/ref-model.h"
 
 #ifndef HS_TEST_DATA_DIR

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "model/gguf.h"
-#include "model/vocab.h"
+#include "model/gguf/gguf.h"
+#include "model/tokenizer/vocab.h"
 
 /* ---- helpers ---- */
 

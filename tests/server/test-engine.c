@@ -14,7 +14,7 @@
 
 #include "common/common.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/cli.h"
 #include "server/engine.h"
 
@@ -1319,6 +1319,137 @@ Test(engine, a_sequence_that_can_draw_no_token_counts_no_completion_token)
     free(r);
     free(ban);
     hs_engine_destroy(e);
+    hs_model_destroy(m);
+}
+
+/* ---- sampling as tasks on the compute threads ---- */
+
+/* 16 sampled requests on Qwen3's 151k vocabulary: default chains, whole-vocabulary draws with
+ * penalties and logprobs, two choices with logit_bias, grammars with one choice (drawn as a
+ * task) and with two (whose shared grammar cache keeps them on the engine thread). */
+static void run_sampling_workload(struct hs_engine *e, struct hs_model *m, struct result *out)
+{
+    enum { N = 16 };
+    static const char gbnf[] = "root ::= (\"yes\" | \"no\") \" \" [0-9] [0-9]?\n";
+    static hs_token prompts[N][64];
+    static const struct hs_logit_bias bias[] = {{.token = 11, .bias = 3.0f},
+                                                {.token = 220, .bias = -INFINITY},
+                                                {.token = 1000, .bias = 1.5f}};
+    struct hs_engine_handle *h[N];
+    for (int i = 0; i < N; i++) {
+        struct hs_engine_request rq;
+        hs_engine_request_init(&rq);
+        rq.prompt = prompts[i];
+        rq.n_prompt = make_prompt(m, i, prompts[i], 64);
+        rq.max_tokens = 12;
+        rq.ignore_eos = i % 4 != 3;
+        rq.sampling.seed = 7000 + (uint64_t)i;
+        switch (i % 4) {
+        case 0:
+            break; /* llama.cpp's default chain */
+        case 1:
+            rq.sampling.temperature = 1.3f;
+            rq.sampling.top_k = 0;
+            rq.sampling.top_p = 1.0f;
+            rq.sampling.min_p = 0.0f;
+            rq.sampling.presence_penalty = 0.5f;
+            rq.sampling.frequency_penalty = 0.3f;
+            rq.sampling.repetition_penalty = 1.1f;
+            rq.logprobs = true;
+            rq.top_logprobs = 5;
+            break;
+        case 2:
+            rq.n = 2;
+            rq.sampling.temperature = 0.7f;
+            rq.sampling.top_p = 0.8f;
+            rq.sampling.logit_bias = bias;
+            rq.sampling.n_logit_bias = (int32_t)HS_ARRAY_LEN(bias);
+            break;
+        default:
+            rq.n = i % 8 == 3 ? 1 : 2;
+            rq.sampling.temperature = 1.0f;
+            rq.sampling.top_k = 0;
+            rq.grammar = gbnf;
+            rq.n_grammar = strlen(gbnf);
+            break;
+        }
+        struct hs_error err = {0};
+        cr_assert_eq(hs_engine_submit(e, &rq, &h[i], &err), HS_OK, "%s", err.message);
+    }
+    for (int i = 0; i < N; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        collect(h[i], &out[i]);
+        cr_assert_eq(out[i].status, HS_OK, "request %d: %s", i, hs_status_name(out[i].status));
+        hs_engine_release(h[i]);
+    }
+}
+
+/* Drawing the next tokens as tasks on the backend's threads gives the very bits of drawing them
+ * one by one on the engine thread: each sequence has its own sampler and seed. Steps stay under
+ * 64 rows, so the logits do not depend on which requests share a step. */
+Test(engine, sampling_in_tasks_draws_the_bits_of_serial_sampling, .timeout = 300)
+{
+    enum { N = 16 };
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/qwen3-vocab-f16.gguf", getenv("HS_MODELS_DIR"));
+    struct hs_model *m = load_file(path);
+    struct result *r[2] = {calloc(N, sizeof(struct result)), calloc(N, sizeof(struct result))};
+    cr_assert(r[0] && r[1]);
+    struct hs_engine_metrics mt[2];
+    for (int mode = 0; mode < 2; mode++) {
+        struct hs_engine_params p = hs_engine_default_params();
+        p.n_parallel = 24;
+        p.n_ctx = 128;
+        p.n_batch_tokens = 32;
+        p.kv_type = HS_TYPE_F32;
+        p.n_threads = 3;
+        p.serial_sampling = mode == 0;
+        struct hs_engine *e = NULL;
+        struct hs_error err = {0};
+        cr_assert_eq(hs_engine_create(m, &p, &e, &err), HS_OK, "%s", err.message);
+        run_sampling_workload(e, m, r[mode]);
+        wait_idle(e);
+        hs_engine_get_metrics(e, &mt[mode]);
+        cr_assert_eq(mt[mode].kv_blocks_used, 0);
+        hs_engine_destroy(e);
+    }
+    for (int i = 0; i < N; i++) {
+        for (int c = 0; c < (i % 4 == 2 || i % 8 == 7 ? 2 : 1); c++) {
+            const struct result *a = &r[0][i], *b = &r[1][i];
+            cr_assert_gt(a->n_toks[c], 0, "request %d choice %d drew nothing", i, c);
+            cr_assert_eq(b->n_toks[c], a->n_toks[c], "request %d choice %d: %d tokens, serial %d",
+                         i, c, b->n_toks[c], a->n_toks[c]);
+            for (int t = 0; t < a->n_toks[c]; t++) {
+                cr_assert_eq(b->toks[c][t], a->toks[c][t], "request %d choice %d token %d", i, c,
+                             t);
+                cr_assert_eq(b->lp[c][t], a->lp[c][t]);
+                cr_assert_eq(b->top0[c][t], a->top0[c][t]);
+            }
+            cr_assert_eq(b->n_text[c], a->n_text[c]);
+            cr_assert(!memcmp(b->text[c], a->text[c], a->n_text[c]));
+            cr_assert_eq(b->fin[c], a->fin[c]);
+        }
+    }
+    /* what ran where: all on the engine thread when serial; as tasks but for the grammar's
+     * two-choice requests (2 requests x 2 choices) otherwise */
+    cr_assert_eq(mt[1].draws, mt[0].draws);
+    cr_assert_gt(mt[0].draws, 0);
+    cr_assert_eq(mt[0].draws_in_tasks, 0);
+    uint64_t shared = 0; /* their tokens, and the end-of-generation draw of those that stop */
+    for (int i = 7; i < N; i += 8) {
+        for (int c = 0; c < 2; c++) {
+            shared += (uint64_t)r[1][i].n_toks[c] + (r[1][i].fin[c] == HS_FINISH_STOP);
+        }
+    }
+    /* (a step left with a single sequence to draw for draws it on the engine thread) */
+    cr_assert(mt[1].draws_in_tasks <= mt[1].draws - shared &&
+                  mt[1].draws_in_tasks > (mt[1].draws - shared) / 2,
+              "%llu of %llu draws in tasks, %llu sharing a grammar cache",
+              (unsigned long long)mt[1].draws_in_tasks, (unsigned long long)mt[1].draws,
+              (unsigned long long)shared);
+    cr_assert_gt(mt[1].sampling_s, 0.0);
+    free(r[0]);
+    free(r[1]);
     hs_model_destroy(m);
 }
 

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/grammar.h"
 #include "server/sampling.h"
 

@@ -164,8 +164,8 @@ Test(reasoning, params_check_names_bad_tokens)
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "model/gguf.h"
-#include "model/vocab.h"
+#include "model/gguf/gguf.h"
+#include "model/tokenizer/vocab.h"
 
 static struct hs_vocab *load_vocab(const char *file)
 {

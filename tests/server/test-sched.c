@@ -11,7 +11,7 @@
 
 #include "common/common.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 #include "server/lengthpred.h"
 

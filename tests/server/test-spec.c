@@ -17,7 +17,7 @@
 
 #include "common/common.h"
 #include "model/model.h"
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 #include "server/engine.h"
 
 #define MAX_GEN  160

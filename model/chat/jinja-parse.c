@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/jinja-impl.h"
+#include "model/chat/jinja-impl.h"
 
 #define MAX_DEPTH 96
 

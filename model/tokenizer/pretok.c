@@ -1,6 +1,6 @@
 /* Byte-level BPE pre-tokenization: UTF-8 decoding, Unicode character classes (utf8proc) and the
  * pre-tokenizer regexes of llama.cpp's "gpt2" tokenizers as hand-written state machines. */
-#include "model/pretok-impl.h"
+#include "model/tokenizer/pretok-impl.h"
 
 #include <stdbool.h>
 

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/jinja-impl.h"
+#include "model/chat/jinja-impl.h"
 
 struct hs_chat_template {
     struct hs__jarena arena;

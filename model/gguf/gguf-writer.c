@@ -1,6 +1,6 @@
 /* GGUF writer (v3). Each value is serialised when it is set, so writing is concatenation:
  * header, metadata, tensor infos, padding, then each tensor's data padded to the alignment. */
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/jinja-impl.h"
+#include "model/chat/jinja-impl.h"
 
 /* ==== arena ==== */
 
@@ -129,20 +129,6 @@ static bool is_ident(char c, bool first)
            (!first && c >= '0' && c <= '9');
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 static size_t put_utf8(char *d, uint32_t cp)
 {
     if (cp < 0x80) {
@@ -218,7 +204,7 @@ static hs_status lex_string(struct hs__jparser *p, size_t *i)
         if (nhex) {
             uint32_t cp = 0;
             for (int k = 0; k < nhex; k++) {
-                int h = j < end ? hexval(p->src[j]) : -1;
+                int h = j < end ? hs_hex_digit(p->src[j]) : -1;
                 if (h < 0) {
                     return hs__jsyntax_error(p, j, "bad escape in string literal");
                 }

@@ -1,13 +1,13 @@
 /* Tokenizers: SentencePiece-style bigram merging by score ("llama") and byte-level BPE with a
  * regex-equivalent pre-tokenizer ("gpt2"). Behaviour follows llama.cpp's llama-vocab so that
  * token ids match its reference output; the implementation is our own. */
-#include "model/vocab.h"
+#include "model/tokenizer/vocab.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/gguf.h"
-#include "model/pretok-impl.h"
+#include "model/gguf/gguf.h"
+#include "model/tokenizer/pretok-impl.h"
 
 /* ---- small helpers ---- */
 
@@ -693,15 +693,6 @@ static size_t put(char *buf, size_t cap, size_t n, const void *src, size_t len)
     return n + len;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    c = (char)(c | 0x20);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 size_t hs_vocab_piece(const struct hs_vocab *v, hs_token t, bool special, char *buf, size_t cap)
 {
     if (v == NULL || t < 0 || t >= v->n_tokens) {
@@ -721,8 +712,8 @@ size_t hs_vocab_piece(const struct hs_vocab *v, hs_token t, bool special, char *
     }
     if (v->type == HS_VOCAB_SPM) {
         if (attr == HS_TOKEN_BYTE && len == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>' &&
-            hex_digit(s[3]) >= 0 && hex_digit(s[4]) >= 0) {
-            uint8_t b = (uint8_t)(hex_digit(s[3]) * 16 + hex_digit(s[4]));
+            hs_hex_digit(s[3]) >= 0 && hs_hex_digit(s[4]) >= 0) {
+            uint8_t b = (uint8_t)(hs_hex_digit(s[3]) * 16 + hs_hex_digit(s[4]));
             return put(buf, cap, 0, &b, 1);
         }
         for (size_t i = 0; i < len;) {

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/jinja-impl.h"
+#include "model/chat/jinja-impl.h"
 
 const char *hs_tmpl_kind_str(enum hs_tmpl_kind k)
 {

@@ -1,7 +1,7 @@
 /* GGUF reader: one pass over the header, every count and length checked against the bytes left
  * before anything is allocated or read. Keys, tensor names and the arrays of strings or values
  * live in one arena owned by the reader; string values and numeric arrays borrow the mapping. */
-#include "model/gguf.h"
+#include "model/gguf/gguf.h"
 
 #include <errno.h>
 #include <fcntl.h>

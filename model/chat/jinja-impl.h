@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model/chat-template.h"
+#include "model/chat/chat-template.h"
 
 /* ---- values ---- */
 

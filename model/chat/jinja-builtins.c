@@ -8,7 +8,7 @@
 
 #include <utf8proc.h>
 
-#include "model/jinja-impl.h"
+#include "model/chat/jinja-impl.h"
 
 /* ==== string helpers ==== */
 
