@@ -351,19 +351,31 @@ static void segments_match(const struct engine_cfg *off, const struct engine_cfg
     struct out *base = calloc(N_LONG + N_SHORT, sizeof(*base));
     struct out *seg = calloc(N_LONG + N_SHORT, sizeof(*seg));
     struct hs_engine_metrics m_off, m_on;
-    long_and_short(m, off, after, base, &m_off);
-    long_and_short(m, on, after, seg, &m_on);
-    for (int i = 0; i < N_LONG + N_SHORT; i++) {
-        assert_same(&seg[i], &base[i], i < N_LONG ? "long" : "short", i);
+    /* Whether a parked sequence's blocks get taken depends on how far the long generations got
+     * before this thread saw their 'after' tokens and sent the short ones: on a loaded machine the
+     * engine runs ahead and the pool may never be short while one is parked. Every attempt must
+     * give the same outputs; at least one of up to 8 must have evicted. */
+    for (int attempt = 0; attempt < 8; attempt++) {
+        memset(base, 0, (N_LONG + N_SHORT) * sizeof(*base));
+        memset(seg, 0, (N_LONG + N_SHORT) * sizeof(*seg));
+        long_and_short(m, off, after, base, &m_off);
+        long_and_short(m, on, after, seg, &m_on);
+        for (int i = 0; i < N_LONG + N_SHORT; i++) {
+            assert_same(&seg[i], &base[i], i < N_LONG ? "long" : "short", i);
+        }
+        cr_assert_eq(m_off.segment_yields, 0);
+        cr_assert_gt(m_on.segment_yields, 0);
+        cr_assert_eq(m_on.segment_resumes + m_on.segment_evictions, m_on.segment_yields,
+                     "every parked sequence came back: %llu yields, %llu resumes, %llu evictions",
+                     (unsigned long long)m_on.segment_yields,
+                     (unsigned long long)m_on.segment_resumes,
+                     (unsigned long long)m_on.segment_evictions);
+        if (!expect_evictions || m_on.segment_evictions > 0) {
+            break;
+        }
     }
-    cr_assert_eq(m_off.segment_yields, 0);
-    cr_assert_gt(m_on.segment_yields, 0);
-    cr_assert_eq(m_on.segment_resumes + m_on.segment_evictions, m_on.segment_yields,
-                 "every parked sequence came back: %llu yields, %llu resumes, %llu evictions",
-                 (unsigned long long)m_on.segment_yields, (unsigned long long)m_on.segment_resumes,
-                 (unsigned long long)m_on.segment_evictions);
     if (expect_evictions) {
-        cr_assert_gt(m_on.segment_evictions, 0, "the pool was never short");
+        cr_assert_gt(m_on.segment_evictions, 0, "the pool was never short in 8 attempts");
     } else {
         cr_assert_eq(m_on.segment_evictions, 0);
         cr_assert_eq(m_on.recomputed_tokens, 0, "segments recomputed tokens");
