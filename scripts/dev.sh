@@ -176,6 +176,7 @@ test_all() {
         -Dbuildtype=debugoptimized
     ninja -C build-asan -j "$JOBS"
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+        LSAN_OPTIONS=suppressions="$PWD/tests/lsan-criterion.supp" \
         meson test -C build-asan --print-errorlogs --num-processes "$JOBS" --timeout-multiplier 4
     fuzz
     local n_fuzz; n_fuzz=$(find build-fuzz/tests/fuzz -maxdepth 1 -type f -name 'fuzz-*' -executable | wc -l)
