@@ -19,14 +19,11 @@ T=${2:-2}
 ROUNDS=${3:-3}
 C=16
 N=$((2 * C))
-DIR=$(pwd)/build/bench-models
-mkdir -p "$DIR"
-MODEL=${1:-$DIR/smollm-135m-q8_0.gguf}
-[ -f "$MODEL" ] || "$HS" mkmodel -o "$MODEL" --preset smollm-135m --type q8_0
 HS_PORT=18311
 LC_PORT=18312
 OUT=$(mktemp -d)
 . bench/lib-servers.sh
+MODEL=$(bench_model "${1:-}")
 start_servers "$MODEL" "$T" $C $HS_PORT $LC_PORT 8192 16384
 
 # The constrained workload: N prompts, each with its own task line.

@@ -11,14 +11,11 @@ HS=build/api/hetserve
 BENCH=build/bench/hetserve-bench
 PEER=../shared/peers/llamacpp.sh
 T=${2:-2}
-DIR=$(pwd)/build/bench-models
-mkdir -p "$DIR"
-MODEL=${1:-$DIR/smollm-135m-q8_0.gguf}
-[ -f "$MODEL" ] || "$HS" mkmodel -o "$MODEL" --preset smollm-135m --type q8_0
 HS_PORT=18301
 LC_PORT=18302
 OUT=$(mktemp -d)
 . bench/lib-servers.sh
+MODEL=$(bench_model "${1:-}")
 start_servers "$MODEL" "$T" 16 $HS_PORT $LC_PORT 4096 8192
 
 printf '%-10s %4s %12s %10s %10s\n' server conc "out tok/s" "ttft p50" "ttft p99"

@@ -3,6 +3,21 @@
 # /health, and stops both (and removes $OUT) when the script exits.
 #   start_servers MODEL THREADS PARALLEL HS_PORT LC_PORT HS_CTX LC_CTX
 # Needs HS, PEER and OUT set; logs go to $OUT/hs.log and $OUT/lc.log.
+#   bench_model [MODEL]: prints MODEL, or the SmolLM-135M-shaped Q8_0 file under build/bench-models
+#   (written by hetserve mkmodel the first time).
+bench_model() {
+    if [ -n "${1:-}" ]; then
+        echo "$1"
+        return
+    fi
+    local dir
+    dir=$(pwd)/build/bench-models
+    mkdir -p "$dir"
+    [ -f "$dir/smollm-135m-q8_0.gguf" ] ||
+        "$HS" mkmodel -o "$dir/smollm-135m-q8_0.gguf" --preset smollm-135m --type q8_0 >&2
+    echo "$dir/smollm-135m-q8_0.gguf"
+}
+
 start_servers() {
     local model=$1 t=$2 np=$3 hs_port=$4 lc_port=$5 hs_ctx=$6 lc_ctx=$7
     local mdir
