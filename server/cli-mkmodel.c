@@ -31,6 +31,9 @@ static void usage(FILE *f)
                "      --dim N --layers N --heads N --kv-heads N --ffn N --vocab N --ctx N\n"
                "                        override the preset's shape\n"
                "      --tied            tie the output projection to the embeddings\n"
+               "      --image-tokens    end the vocabulary with SmolVLM's image tokens\n"
+               "                        (<fake_token_around_image>, <global-img>, \"\\n\\n\"),\n"
+               "                        for an idefics3 projector\n"
                "\n"
                "Mixture of experts (the *moe and hunyuan architectures; llama takes them too):\n"
                "      --experts N       experts per layer\n"
@@ -148,6 +151,7 @@ int hs__cli_mkmodel(int argc, char **argv)
         O_VOCAB,
         O_CTX,
         O_TIED,
+        O_IMAGE_TOKENS,
         O_SEED,
         O_EXPERTS,
         O_USED,
@@ -171,6 +175,7 @@ int hs__cli_mkmodel(int argc, char **argv)
         {"vocab", required_argument, 0, O_VOCAB},
         {"ctx", required_argument, 0, O_CTX},
         {"tied", no_argument, 0, O_TIED},
+        {"image-tokens", no_argument, 0, O_IMAGE_TOKENS},
         {"seed", required_argument, 0, O_SEED},
         {"help", no_argument, 0, 'h'},
         {"experts", required_argument, 0, O_EXPERTS},
@@ -289,6 +294,9 @@ int hs__cli_mkmodel(int argc, char **argv)
         }
         case O_TIED:
             p.tied_output = true;
+            break;
+        case O_IMAGE_TOKENS:
+            p.image_tokens = true;
             break;
         case O_SEED:
             if (!hs__cli_parse_int("--seed", optarg, 0, INT64_MAX, &v)) {

@@ -11,66 +11,10 @@
 
 #include "model/vision/vision-impl.h"
 
-/* Query rows per attention chunk: bounds the scores to chunk x n_patches floats. */
-#define ATTN_CHUNK_ROWS 256
-
-/* A 2-D f32 view: n_rows rows of n_cols floats, row_stride floats apart. */
-static struct hs_tensor view2d(float *data, int64_t n_cols, int64_t n_rows, int64_t row_stride)
-{
-    struct hs_tensor t = {.type = HS_TYPE_F32, .n_dims = 2, .data = data};
-    t.ne[0] = n_cols;
-    t.ne[1] = n_rows;
-    t.ne[2] = t.ne[3] = 1;
-    t.nb[0] = sizeof(float);
-    t.nb[1] = (size_t)row_stride * sizeof(float);
-    t.nb[2] = t.nb[3] = t.nb[1] * (size_t)n_rows;
-    return t;
-}
-
-/* y = w x + b (b: one f32 row, or NULL). */
-static hs_status linear(struct hs_backend *be, const struct hs_tensor *w, const struct hs_tensor *b,
-                        const struct hs_tensor *x, struct hs_tensor *y)
-{
-    HS_TRY(hs_backend_matmul(be, w, x, y));
-    return b ? hs_backend_add(be, y, b, y) : HS_OK;
-}
-
-static void layer_norm(const float *x, float *y, int64_t n_rows, int64_t n, const float *w,
-                       const float *b, float eps)
-{
-    for (int64_t r = 0; r < n_rows; r++) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        double sum = 0.0;
-        for (int64_t i = 0; i < n; i++) {
-            sum += xr[i];
-        }
-        const float mean = (float)(sum / (double)n);
-        double var = 0.0;
-        for (int64_t i = 0; i < n; i++) {
-            var += (double)(xr[i] - mean) * (xr[i] - mean);
-        }
-        const float inv = 1.0f / sqrtf((float)(var / (double)n) + eps);
-        for (int64_t i = 0; i < n; i++) {
-            yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
-        }
-    }
-}
-
 static void quick_gelu(float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-    }
-}
-
-/* GELU, tanh form (ggml_gelu's). */
-static void gelu(float *x, int64_t n)
-{
-    const float c = 0.7978845608028654f; /* sqrt(2 / pi) */
-    for (int64_t i = 0; i < n; i++) {
-        const float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
     }
 }
 
@@ -95,27 +39,6 @@ static void rope_2d(float *x, int64_t n, int32_t n_head, int32_t hd, const int32
                 v[i] = x0 * cs[2 * i] - x1 * cs[2 * i + 1];
                 v[i + half] = x0 * cs[2 * i + 1] + x1 * cs[2 * i];
             }
-        }
-    }
-}
-
-static void softmax_rows(float *s, int64_t n_rows, int64_t n, float scale)
-{
-    for (int64_t r = 0; r < n_rows; r++) {
-        float *row = s + r * n;
-        float mx = -INFINITY;
-        for (int64_t i = 0; i < n; i++) {
-            row[i] *= scale;
-            mx = row[i] > mx ? row[i] : mx;
-        }
-        double sum = 0.0;
-        for (int64_t i = 0; i < n; i++) {
-            row[i] = expf(row[i] - mx);
-            sum += row[i];
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int64_t i = 0; i < n; i++) {
-            row[i] *= inv;
         }
     }
 }
@@ -151,33 +74,6 @@ static void scratch_free(struct scratch *s)
     free(s->cs);
 }
 
-static hs_status attention(struct hs_backend *be, const struct hs_vision_hparams *hp,
-                           struct scratch *s, int64_t n)
-{
-    const int64_t d = hp->n_embd;
-    const int32_t hd = hp->n_embd / hp->n_head;
-    const float scale = 1.0f / sqrtf((float)hd);
-    for (int32_t h = 0; h < hp->n_head; h++) {
-        for (int64_t r = 0; r < n; r++) {
-            for (int32_t i = 0; i < hd; i++) {
-                s->vt[i * n + r] = s->v[r * d + h * hd + i];
-            }
-        }
-        const struct hs_tensor kh = view2d(s->k + h * hd, hd, n, d);
-        const struct hs_tensor vth = view2d(s->vt, n, hd, n);
-        for (int64_t r0 = 0; r0 < n; r0 += ATTN_CHUNK_ROWS) {
-            const int64_t nr = HS_MIN((int64_t)ATTN_CHUNK_ROWS, n - r0);
-            const struct hs_tensor qh = view2d(s->q + r0 * d + h * hd, hd, nr, d);
-            struct hs_tensor sc = view2d(s->scores, n, nr, n);
-            HS_TRY(hs_backend_matmul(be, &kh, &qh, &sc));
-            softmax_rows(s->scores, nr, n, scale);
-            struct hs_tensor oh = view2d(s->attn + r0 * d + h * hd, hd, nr, d);
-            HS_TRY(hs_backend_matmul(be, &vth, &sc, &oh));
-        }
-    }
-    return HS_OK;
-}
-
 static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct hs_vision_input *in,
                      float *out, struct scratch *s)
 {
@@ -208,18 +104,18 @@ static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct 
             }
         }
     }
-    const struct hs_tensor tp = view2d(s->patches, kk, n, kk);
-    struct hs_tensor tx = view2d(s->x, d, n, d), th = view2d(s->h, d, n, d);
-    struct hs_tensor tq = view2d(s->q, d, n, d), tk = view2d(s->k, d, n, d);
-    struct hs_tensor tv = view2d(s->v, d, n, d), ta = view2d(s->attn, d, n, d);
-    struct hs_tensor tt = view2d(s->tmp, d, n, d);
-    struct hs_tensor tf = view2d(s->ff, hp->n_ff, n, hp->n_ff);
+    const struct hs_tensor tp = hs__vit_view(s->patches, kk, n, kk);
+    struct hs_tensor tx = hs__vit_view(s->x, d, n, d), th = hs__vit_view(s->h, d, n, d);
+    struct hs_tensor tq = hs__vit_view(s->q, d, n, d), tk = hs__vit_view(s->k, d, n, d);
+    struct hs_tensor tv = hs__vit_view(s->v, d, n, d), ta = hs__vit_view(s->attn, d, n, d);
+    struct hs_tensor tt = hs__vit_view(s->tmp, d, n, d);
+    struct hs_tensor tf = hs__vit_view(s->ff, hp->n_ff, n, hp->n_ff);
     HS_TRY(hs_backend_matmul(be, &vis->patch_w0, &tp, &tx));
     HS_TRY(hs_backend_matmul(be, &vis->patch_w1, &tp, &tt));
     HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const struct hs_vision_layer *l = &vis->layers[il];
-        layer_norm(s->x, s->h, n, d, l->ln1_w.data, l->ln1_b.data, hp->eps);
+        hs__vit_layer_norm(s->x, s->h, n, d, l->ln1_w.data, l->ln1_b.data, hp->eps);
         const struct hs_tensor *ws[3] = {&l->q_w, &l->k_w, &l->v_w};
         struct hs_tensor *ys[3] = {&tq, &tk, &tv};
         HS_TRY(hs_backend_matmul_multi(be, 3, ws, &th, ys));
@@ -228,29 +124,33 @@ static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct 
         HS_TRY(hs_backend_add(be, &tv, &l->v_b, &tv));
         rope_2d(s->q, n, hp->n_head, (int32_t)(d / hp->n_head), s->pos_r, s->pos_c, s->cs);
         rope_2d(s->k, n, hp->n_head, (int32_t)(d / hp->n_head), s->pos_r, s->pos_c, s->cs);
-        HS_TRY(attention(be, hp, s, n));
-        HS_TRY(linear(be, &l->o_w, &l->o_b, &ta, &tt));
+        HS_TRY(hs__vit_attention(be, hp->n_head, d, n, s->q, s->k, s->v, s->vt, s->scores,
+                                     s->attn));
+        HS_TRY(hs__vit_linear(be, &l->o_w, &l->o_b, &ta, &tt));
         HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
-        layer_norm(s->x, s->h, n, d, l->ln2_w.data, l->ln2_b.data, hp->eps);
-        HS_TRY(linear(be, &l->up_w, &l->up_b, &th, &tf));
+        hs__vit_layer_norm(s->x, s->h, n, d, l->ln2_w.data, l->ln2_b.data, hp->eps);
+        HS_TRY(hs__vit_linear(be, &l->up_w, &l->up_b, &th, &tf));
         quick_gelu(s->ff, n * hp->n_ff);
-        HS_TRY(linear(be, &l->down_w, &l->down_b, &tf, &tt));
+        HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &tf, &tt));
         HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
     }
-    layer_norm(s->x, s->h, n, d, vis->post_ln_w.data, vis->post_ln_b.data, hp->eps);
+    hs__vit_layer_norm(s->x, s->h, n, d, vis->post_ln_w.data, vis->post_ln_b.data, hp->eps);
     /* The merger: each group's m*m adjacent rows are one row of m*m*d. */
     const int64_t dm = d * m * m, n_tok = n / (m * m);
-    const struct hs_tensor hm = view2d(s->h, dm, n_tok, dm);
-    struct hs_tensor fm = view2d(s->ff, dm, n_tok, dm);
-    HS_TRY(linear(be, &vis->mm0_w, &vis->mm0_b, &hm, &fm));
-    gelu(s->ff, n_tok * dm);
-    struct hs_tensor to = view2d(out, hp->proj_dim, n_tok, hp->proj_dim);
-    return linear(be, &vis->mm2_w, &vis->mm2_b, &fm, &to);
+    const struct hs_tensor hm = hs__vit_view(s->h, dm, n_tok, dm);
+    struct hs_tensor fm = hs__vit_view(s->ff, dm, n_tok, dm);
+    HS_TRY(hs__vit_linear(be, &vis->mm0_w, &vis->mm0_b, &hm, &fm));
+    hs__vit_gelu(s->ff, n_tok * dm);
+    struct hs_tensor to = hs__vit_view(out, hp->proj_dim, n_tok, hp->proj_dim);
+    return hs__vit_linear(be, &vis->mm2_w, &vis->mm2_b, &fm, &to);
 }
 
 hs_status hs_vision_encode(struct hs_vision *v, struct hs_backend *be,
                            const struct hs_vision_input *in, float *out, struct hs_error *err)
 {
+    if (v->hp.type == HS_PROJ_IDEFICS3) {
+        return hs__siglip_encode(v, be, in, out, err);
+    }
     hs_error_clear(err);
     const struct hs_vision_hparams *hp = &v->hp;
     const int32_t f = hp->patch_size * hp->n_merge;
@@ -271,7 +171,7 @@ hs_status hs_vision_encode(struct hs_vision *v, struct hs_backend *be,
     s.attn = malloc((size_t)n * d * sizeof(float));
     s.tmp = malloc((size_t)n * d * sizeof(float));
     s.vt = malloc((size_t)n * hd * sizeof(float));
-    s.scores = malloc((size_t)HS_MIN(n, (int64_t)ATTN_CHUNK_ROWS) * n * sizeof(float));
+    s.scores = malloc((size_t)HS_MIN(n, (int64_t)HS_VIT_ATTN_CHUNK_ROWS) * n * sizeof(float));
     s.ff = malloc((size_t)n * n_ffw * sizeof(float));
     s.pos_r = malloc((size_t)n * sizeof(int32_t));
     s.pos_c = malloc((size_t)n * sizeof(int32_t));

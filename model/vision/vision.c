@@ -77,14 +77,29 @@ static hs_status load_weights(struct hs_vision *v, struct hs_error *err)
     const struct hs_vision_hparams *hp = &v->hp;
     const int64_t d = hp->n_embd, ff = hp->n_ff, k = 3LL * hp->patch_size * hp->patch_size;
     const int64_t dm = d * hp->n_merge * hp->n_merge;
+    const bool siglip = hp->type == HS_PROJ_IDEFICS3;
     HS_TRY(get_tensor(g, "v.patch_embd.weight", k, d, false, &v->patch_w0, err));
-    HS_TRY(get_tensor(g, "v.patch_embd.weight.1", k, d, false, &v->patch_w1, err));
     /* The conv kernel [d][3][p][p] is the matrix [d][3 * p * p] (ne0 = kx fastest). */
     if (hs_gguf_find_tensor(g, "v.patch_embd.weight")->ne[0] != hp->patch_size) {
         return hs_error_set(err, HS_E_FORMAT, "projector: v.patch_embd.weight is not %dx%d",
                             hp->patch_size, hp->patch_size);
     }
-    if (hs_gguf_find_tensor(g, "v.patch_embd.bias")) {
+    if (siglip) {
+        /* SigLIP: a conv bias and a learned position per patch of the image_size square */
+        const int64_t side = hp->image_size / hp->patch_size;
+        HS_TRY(get_tensor(g, "v.patch_embd.bias", d, 0, true, &v->patch_b, err));
+        HS_TRY(get_tensor(g, "v.position_embd.weight", d, side * side, false, &v->pos_embd, err));
+        if (v->pos_embd.type != HS_TYPE_F32) {
+            return hs_error_set(err, HS_E_NOTSUP, "projector: v.position_embd.weight must be f32");
+        }
+        if (hs_gguf_find_tensor(g, "v.pre_ln.weight")) {
+            return hs_error_set(err, HS_E_NOTSUP, "projector: a pre-LayerNorm (v.pre_ln) is not "
+                                                  "implemented for idefics3");
+        }
+    } else {
+        HS_TRY(get_tensor(g, "v.patch_embd.weight.1", k, d, false, &v->patch_w1, err));
+    }
+    if (!siglip && hs_gguf_find_tensor(g, "v.patch_embd.bias")) {
         return hs_error_set(err, HS_E_NOTSUP, "projector: a patch embedding bias is not "
                                               "implemented for qwen2vl");
     }
@@ -116,6 +131,10 @@ static hs_status load_weights(struct hs_vision *v, struct hs_error *err)
     }
     HS_TRY(get_tensor(g, "v.post_ln.weight", d, 0, true, &v->post_ln_w, err));
     HS_TRY(get_tensor(g, "v.post_ln.bias", d, 0, true, &v->post_ln_b, err));
+    if (siglip) {
+        /* one bias-free projection of each pixel-shuffled group of n_merge^2 patches */
+        return get_tensor(g, "mm.model.fc.weight", dm, hp->proj_dim, false, &v->fc_w, err);
+    }
     HS_TRY(get_tensor(g, "mm.0.weight", dm, dm, false, &v->mm0_w, err));
     HS_TRY(get_tensor(g, "mm.0.bias", dm, 0, true, &v->mm0_b, err));
     HS_TRY(get_tensor(g, "mm.2.weight", dm, hp->proj_dim, false, &v->mm2_w, err));
@@ -136,11 +155,13 @@ static hs_status load_hparams(struct hs_vision *v, struct hs_error *err)
     memcpy(name, s.data, s.len);
     name[s.len] = '\0';
     hp->type = hs_proj_type_from_str(name);
-    if (hp->type != HS_PROJ_QWEN2VL) {
+    if (hp->type != HS_PROJ_QWEN2VL && hp->type != HS_PROJ_IDEFICS3) {
         return hs_error_set(err, HS_E_NOTSUP,
-                            "projector type \"%s\" is not implemented (supported: qwen2vl_merger)",
+                            "projector type \"%s\" is not implemented (supported: qwen2vl_merger, "
+                            "idefics3)",
                             name);
     }
+    const bool siglip = hp->type == HS_PROJ_IDEFICS3;
     bool has_vision = false;
     if (hs_gguf_get_bool(g, "clip.has_vision_encoder", &has_vision) != HS_OK || !has_vision) {
         return hs_error_set(err, HS_E_FORMAT, "projector has no vision encoder");
@@ -155,7 +176,20 @@ static hs_status load_hparams(struct hs_vision *v, struct hs_error *err)
     HS_TRY(get_i32(g, "clip.vision.block_count", 1, 256, true, &hp->n_layer, err));
     HS_TRY(get_i32(g, "clip.vision.attention.head_count", 1, 1024, true, &hp->n_head, err));
     HS_TRY(get_i32(g, "clip.vision.projection_dim", 1, 1 << 16, true, &hp->proj_dim, err));
-    HS_TRY(get_i32(g, "clip.vision.spatial_merge_size", 1, 8, false, &hp->n_merge, err));
+    if (siglip) {
+        /* llama.cpp's n_merge for idefics3: the pixel-shuffle scale factor */
+        HS_TRY(get_i32(g, "clip.vision.projector.scale_factor", 1, 8, false, &hp->n_merge, err));
+        HS_TRY(get_i32(g, "clip.vision.preproc_image_size", 0, 1 << 14, false, &hp->longest_edge,
+                       err));
+        if (hp->image_size % (hp->patch_size * hp->n_merge) != 0) {
+            return hs_error_set(err, HS_E_FORMAT,
+                                "projector: image_size %d is not a multiple of patch_size * "
+                                "scale_factor (%d)",
+                                hp->image_size, hp->patch_size * hp->n_merge);
+        }
+    } else {
+        HS_TRY(get_i32(g, "clip.vision.spatial_merge_size", 1, 8, false, &hp->n_merge, err));
+    }
     if (hs_gguf_get_float(g, "clip.vision.attention.layer_norm_epsilon", &eps_d) != HS_OK ||
         !(eps_d > 0.0 && eps_d < 1.0)) {
         return hs_error_set(err, HS_E_FORMAT,
@@ -171,17 +205,19 @@ static hs_status load_hparams(struct hs_vision *v, struct hs_error *err)
             return hs_error_set(err, HS_E_FORMAT, "projector: clip.vision.image_std must be > 0");
         }
     }
-    if (hp->n_embd % hp->n_head != 0 || (hp->n_embd / hp->n_head) % 4 != 0) {
+    if (hp->n_embd % hp->n_head != 0 || (!siglip && (hp->n_embd / hp->n_head) % 4 != 0)) {
         return hs_error_set(err, HS_E_FORMAT,
                             "projector: %d heads do not split n_embd %d into heads of a multiple "
                             "of 4 (2D rotary)",
                             hp->n_head, hp->n_embd);
     }
-    bool flag = false;
-    if ((hs_gguf_get_bool(g, "clip.use_gelu", &flag) == HS_OK && flag) ||
-        (hs_gguf_get_bool(g, "clip.use_silu", &flag) == HS_OK && flag)) {
-        return hs_error_set(err, HS_E_NOTSUP,
-                            "projector: only Qwen2-VL's quick-GELU ViT MLP is implemented");
+    /* The MLP's activation: Qwen2-VL quick-GELU (no flag), SigLIP GELU (use_gelu). */
+    bool gelu = false, silu = false;
+    hs_gguf_get_bool(g, "clip.use_gelu", &gelu);
+    hs_gguf_get_bool(g, "clip.use_silu", &silu);
+    if (silu || gelu != siglip) {
+        return hs_error_set(err, HS_E_NOTSUP, "projector: a %s ViT MLP is not implemented for %s",
+                            gelu ? "GELU" : silu ? "SiLU" : "quick-GELU", name);
     }
     /* llama.cpp bounds Qwen images to 8..4096 merged tokens unless the file says otherwise. */
     const int64_t area = (int64_t)hp->patch_size * hp->patch_size * hp->n_merge * hp->n_merge;
@@ -247,6 +283,10 @@ const struct hs_vision_hparams *hs_vision_get_hparams(const struct hs_vision *v)
 void hs_vision_target_size(const struct hs_vision *v, int32_t nx, int32_t ny, int32_t *out_nx,
                            int32_t *out_ny)
 {
+    if (v->hp.type == HS_PROJ_IDEFICS3) {
+        hs__siglip_target_size(v, nx, ny, out_nx, out_ny);
+        return;
+    }
     const int32_t f = v->hp.patch_size * v->hp.n_merge;
     const float ff = (float)f;
     const int64_t area = (int64_t)nx * ny;
@@ -395,8 +435,8 @@ hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int3
 
 /* llama.cpp's resize for Qwen (padding on): the same size is copied; otherwise the image is
  * scaled to fit inside nx x ny keeping its aspect (sides rounded up) and centred on black. */
-static hs_status resize_fit_pad(const struct hs_image *src, int32_t nx, int32_t ny,
-                                struct hs_image *dst)
+hs_status hs__vision_resize_fit_pad(const struct hs_image *src, int32_t nx, int32_t ny,
+                                    struct hs_image *dst)
 {
     memset(dst, 0, sizeof(*dst));
     if (nx == src->nx && ny == src->ny) {
@@ -434,11 +474,14 @@ static hs_status resize_fit_pad(const struct hs_image *src, int32_t nx, int32_t 
 hs_status hs_vision_preprocess(const struct hs_vision *v, const struct hs_image *img,
                                struct hs_vision_input *out, struct hs_error *err)
 {
+    if (v->hp.type == HS_PROJ_IDEFICS3) {
+        return hs__siglip_preprocess(v, img, out, err);
+    }
     memset(out, 0, sizeof(*out));
     int32_t nx, ny;
     hs_vision_target_size(v, img->nx, img->ny, &nx, &ny);
     struct hs_image r;
-    if (resize_fit_pad(img, nx, ny, &r) != HS_OK) {
+    if (hs__vision_resize_fit_pad(img, nx, ny, &r) != HS_OK) {
         return hs_error_set(err, HS_E_NOMEM, "out of memory resizing to %dx%d", nx, ny);
     }
     out->data = malloc((size_t)nx * ny * 3 * sizeof(float));

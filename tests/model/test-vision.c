@@ -42,20 +42,39 @@ static void make_image(struct hs_image *img, int nx, int ny)
     }
 }
 
-/* Reads a reference: "n_tokens width gx gy" then the floats; returns them (free()). */
-static float *read_ref(const char *name, int *n_tok, int *width, int *gx, int *gy)
+/* Reads a reference: per image chunk "n_tokens width gx gy" then the floats (Qwen: one chunk;
+ * idefics3: its tiles and the overview, concatenated here: *n_tok sums them, *n_views counts
+ * them, gx gy are the last chunk's); returns them (free()). */
+static float *read_ref_views(const char *name, int *n_tok, int *width, int *gx, int *gy,
+                             int *n_views)
 {
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", HS_VISION_DATA_DIR, name);
     FILE *f = fopen(path, "r");
     cr_assert_not_null(f, "cannot open %s", path);
-    cr_assert_eq(fscanf(f, "%d %d %d %d", n_tok, width, gx, gy), 4);
-    const size_t n = (size_t)*n_tok * *width;
-    float *v = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) {
-        cr_assert_eq(fscanf(f, "%f", &v[i]), 1, "%s: value %zu", name, i);
+    float *v = NULL;
+    int nt = 0;
+    *n_tok = 0;
+    *n_views = 0;
+    while (fscanf(f, "%d %d %d %d", &nt, width, gx, gy) == 4) {
+        const size_t at = (size_t)*n_tok * *width, n = (size_t)nt * *width;
+        v = realloc(v, (at + n) * sizeof(float));
+        for (size_t i = 0; i < n; i++) {
+            cr_assert_eq(fscanf(f, "%f", &v[at + i]), 1, "%s: value %zu", name, at + i);
+        }
+        *n_tok += nt;
+        (*n_views)++;
     }
+    cr_assert_gt(*n_views, 0, "%s: no image chunk", name);
     fclose(f);
+    return v;
+}
+
+static float *read_ref(const char *name, int *n_tok, int *width, int *gx, int *gy)
+{
+    int n_views = 0;
+    float *v = read_ref_views(name, n_tok, width, gx, gy, &n_views);
+    cr_assert_eq(n_views, 1, "%s: one image chunk expected", name);
     return v;
 }
 
@@ -180,12 +199,12 @@ Test(vision, bad_projectors_are_refused_with_a_reason)
 {
     char path[128];
     snprintf(path, sizeof(path), "/tmp/hs-test-vision-bad-%d.gguf", (int)getpid());
-    struct hs_mkproj_params p = hs_mkproj_default_params(HS_PROJ_IDEFICS3);
+    struct hs_mkproj_params p = hs_mkproj_default_params(HS_PROJ_QWEN25VL);
     struct hs_error err;
     cr_assert_eq(hs_mkproj_write(&p, path, &err), HS_OK, "%s", err.message);
     struct hs_vision *v = NULL;
     cr_assert_eq(hs_vision_load(path, &v, &err), HS_E_NOTSUP);
-    cr_assert(strstr(err.message, "idefics3"), "%s", err.message);
+    cr_assert(strstr(err.message, "qwen2.5vl"), "%s", err.message);
     cr_assert_null(v);
     /* a language model is not a projector */
     cr_assert_eq(hs_vision_load(HS_VISION_DATA_DIR "/README.md", &v, &err), HS_E_FORMAT);
@@ -319,4 +338,113 @@ Test(vision, qwen2vl_image_prompt_logits_match_llama_cpp)
     cr_assert_lt(e, 1e-3, "normalised error %g", e);
     cr_assert_gt(e_pos, 5 * e, "plain positions: %g vs %g", e_pos, e);
     cr_assert_gt(e_embd, 5 * e, "no image rows: %g vs %g", e_embd, e);
+}
+
+/* ---- SmolVLM's SigLIP (idefics3) ---- */
+
+/* The projector of the idefics3 references: mkmodel's defaults with image_size 112 (8x8 patches,
+ * 16 rows per view) projecting to width 128. */
+static void write_idefics3(char *path, size_t cap, enum hs_type wtype)
+{
+    snprintf(path, cap, "/tmp/hs-test-vision-idefics3-%d-%d.gguf", (int)getpid(), (int)wtype);
+    struct hs_mkproj_params p = hs_mkproj_default_params(HS_PROJ_IDEFICS3);
+    p.proj_dim = 128;
+    p.image_size = 112;
+    p.wtype = wtype;
+    struct hs_error err;
+    cr_assert_eq(hs_mkproj_write(&p, path, &err), HS_OK, "%s", err.message);
+}
+
+/* Our rows of an nx x ny image (all views) and llama.cpp's (data/vision-idefics3-NXxNY.txt):
+ * the same tiles, the same row count; returns the normalised error. */
+static double check_idefics3(struct hs_vision *v, struct hs_backend *be, int nx, int ny,
+                             int want_tiles)
+{
+    char name[64];
+    snprintf(name, sizeof(name), "vision-idefics3-%dx%d.txt", nx, ny);
+    int n_tok, width, gx, gy, n_views;
+    float *ref = read_ref_views(name, &n_tok, &width, &gx, &gy, &n_views);
+    int32_t tx, ty;
+    hs_vision_tiles(v, nx, ny, &tx, &ty);
+    cr_assert_eq(tx * ty, want_tiles, "%dx%d: %dx%d tiles", nx, ny, tx, ty);
+    cr_assert_eq(n_views, tx * ty + 1, "%dx%d: llama.cpp has %d views, we %d tiles + overview",
+                 nx, ny, n_views, tx * ty);
+    struct hs_image img;
+    make_image(&img, nx, ny);
+    struct hs_vision_input in;
+    struct hs_error err;
+    cr_assert_eq(hs_vision_preprocess(v, &img, &in, &err), HS_OK, "%s", err.message);
+    int32_t tnx, tny;
+    hs_vision_target_size(v, nx, ny, &tnx, &tny);
+    cr_assert(in.nx == tnx && in.ny == tny && in.ny == n_views * v->hp.image_size);
+    cr_assert_eq(hs_vision_n_tokens(v, in.nx, in.ny), n_tok);
+    cr_assert_eq(width, v->hp.proj_dim);
+    float *out = malloc((size_t)n_tok * width * sizeof(float));
+    cr_assert_eq(hs_vision_encode(v, be, &in, out, &err), HS_OK, "%s", err.message);
+    double num = 0.0, den = 0.0, max_abs = 0.0;
+    for (int i = 0; i < n_tok * width; i++) {
+        cr_assert(isfinite(out[i]));
+        const double e = (double)out[i] - ref[i];
+        num += e * e;
+        den += (double)ref[i] * ref[i];
+        max_abs = fmax(max_abs, fabs(e));
+    }
+    const double nerr = sqrt(num / den);
+    cr_log_info("idefics3 %dx%d: %d views, %d rows, normalised error %.3g, max abs %.3g", nx, ny,
+                n_views, n_tok, nerr, max_abs);
+    free(out);
+    free(ref);
+    hs_vision_input_finish(&in);
+    hs_image_finish(&img);
+    return nerr;
+}
+
+/* Tolerance as Qwen's (1e-3, f32): llama.cpp's flash attention rounds K and V to f16 and its GELU
+ * goes through an f16 table. Sizes: 112x112 is one tile as is; 100x60 and 150x60 are stretched
+ * to one tile (libmtmd rounds sides to tiles when the file has no preproc_image_size: 150 / 112
+ * rounds down); 200x100 is 2x1 tiles and 90x250 1x2, each with the overview. */
+Test(vision, idefics3_embeddings_match_llama_cpp)
+{
+    char path[128];
+    write_idefics3(path, sizeof(path), HS_TYPE_F32);
+    struct hs_vision *v = NULL;
+    struct hs_error err;
+    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    const struct hs_vision_hparams *hp = hs_vision_get_hparams(v);
+    cr_assert(hp->type == HS_PROJ_IDEFICS3 && hp->n_merge == 2 && hp->image_size == 112 &&
+              hp->longest_edge == 0 && hp->proj_dim == 128);
+    cr_assert_float_eq(hp->mean[0], 0.5f, 1e-7f);
+    struct hs_backend *be = cpu_backend();
+    const struct {
+        int nx, ny, tiles;
+    } cases[] = {{112, 112, 1}, {100, 60, 1}, {150, 60, 1}, {200, 100, 2}, {90, 250, 2}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].nx == 150) {
+            /* no reference file of its own: the tile count is the check (as llama.cpp's) */
+            int32_t tx, ty;
+            hs_vision_tiles(v, 150, 60, &tx, &ty);
+            cr_assert(tx == 1 && ty == 1, "150x60: %dx%d tiles", tx, ty);
+            continue;
+        }
+        const double e = check_idefics3(v, be, cases[i].nx, cases[i].ny, cases[i].tiles);
+        cr_assert_lt(e, 1e-3, "%dx%d: normalised error %g", cases[i].nx, cases[i].ny, e);
+    }
+    hs_backend_destroy(be);
+    hs_vision_free(v);
+    unlink(path);
+}
+
+Test(vision, idefics3_f16_projector_stays_close)
+{
+    char path[128];
+    write_idefics3(path, sizeof(path), HS_TYPE_F16);
+    struct hs_vision *v = NULL;
+    struct hs_error err;
+    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    struct hs_backend *be = cpu_backend();
+    const double e = check_idefics3(v, be, 200, 100, 2);
+    cr_assert_lt(e, 1.5e-3, "normalised error %g", e);
+    hs_backend_destroy(be);
+    hs_vision_free(v);
+    unlink(path);
 }
