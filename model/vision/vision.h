@@ -70,6 +70,24 @@ void hs_vision_input_finish(struct hs_vision_input *in);
 void hs_vision_tiles(const struct hs_vision *v, int32_t nx, int32_t ny, int32_t *grid_x,
                      int32_t *grid_y);
 
+/* The views of an nx x ny image: idefics3 grid_x * grid_y + 1, Qwen 1. Thread: any. */
+int32_t hs_vision_n_views(const struct hs_vision *v, int32_t nx, int32_t ny);
+
+struct hs_vocab;
+
+/* The prompt tokens of an nx x ny image as libmtmd lays them out, its rows' places written as
+ * placeholder (the caller replaces them): Qwen "<|vision_start|>", the rows, "<|vision_end|>";
+ * idefics3 each tile after "<fake_token_around_image><row_R_col_C>" (tokenized with specials
+ * parsed), "\n" between rows of tiles, then "\n\n", <fake_token_around_image>, <global-img> (looked
+ * up by their text as libmtmd does), the overview's rows and <fake_token_around_image>. Writes at
+ * most cap ids to out (NULL with cap 0 measures) and the number needed to *n_out; view_first
+ * ([hs_vision_n_views]) gets each view's first row's index in out. Errors: HS_E_RANGE (cap too
+ * small), HS_E_FORMAT (the vocabulary lacks a token the layout needs: err names it),
+ * HS_E_NOMEM. Thread: any. */
+hs_status hs_vision_prompt(const struct hs_vision *v, const struct hs_vocab *vocab, int32_t nx,
+                           int32_t ny, hs_token placeholder, hs_token *out, size_t cap,
+                           size_t *n_out, int32_t *view_first, struct hs_error *err);
+
 /* Embedding rows in.nx x in.ny pixels become: one per n_merge x n_merge patches. */
 int32_t hs_vision_n_tokens(const struct hs_vision *v, int32_t nx, int32_t ny);
 

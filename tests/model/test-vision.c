@@ -10,6 +10,7 @@
 
 #include "model/mkproj.h"
 #include "model/model.h"
+#include "model/tokenizer/vocab.h"
 #include "model/vision/vision-impl.h"
 
 #ifndef HS_VISION_DATA_DIR
@@ -447,4 +448,149 @@ Test(vision, idefics3_f16_projector_stays_close)
     hs_backend_destroy(be);
     hs_vision_free(v);
     unlink(path);
+}
+
+/* Logits of "look: <image>" for an nx x ny image (2 tiles and the overview) with a llama
+ * language model (plain positions), against data/vision-idefics3-lm-NXxNY.txt: the prompt is
+ * built as the server builds it (hs_tokenize of the text, hs_vision_prompt for the image) and
+ * must be llama.cpp's token for token; with_embd false leaves the placeholders' own embeddings,
+ * to show the comparison sees the image rows. *same_argmax: the greedy next token agrees. */
+static double idefics3_lm(int nx, int ny, bool with_embd, bool *same_argmax)
+{
+    char ppath[128], lpath[128];
+    write_idefics3(ppath, sizeof(ppath), HS_TYPE_F32);
+    snprintf(lpath, sizeof(lpath), "/tmp/hs-test-vision-idefics3-lm-%d.gguf", (int)getpid());
+    /* = hetserve mkmodel --dim 128 --heads 4 --kv-heads 2 --ffn 256 --vocab 1024 --ctx 512
+     * --image-tokens */
+    struct hs_mkmodel_params mp = hs_mkmodel_default_params();
+    mp.n_embd = 128;
+    mp.n_head = 4;
+    mp.n_head_kv = 2;
+    mp.n_ff = 256;
+    mp.n_vocab = 1024;
+    mp.n_ctx = 512;
+    mp.image_tokens = true;
+    struct hs_error err;
+    cr_assert_eq(hs_mkmodel_write(&mp, lpath, &err), HS_OK, "%s", err.message);
+    struct hs_model *m = NULL;
+    cr_assert_eq(hs_model_load(lpath, &m, &err), HS_OK, "%s", err.message);
+    struct hs_vision *v = NULL;
+    cr_assert_eq(hs_vision_load(ppath, &v, &err), HS_OK, "%s", err.message);
+
+    /* llama.cpp's chunks, images as -1 */
+    char path[512];
+    snprintf(path, sizeof(path), "%s/vision-idefics3-lm-%dx%d.txt", HS_VISION_DATA_DIR, nx, ny);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "cannot open %s", path);
+    hs_token ref_tok[256];
+    int n_ref = 0, n_vocab = 0;
+    char kind[16];
+    while (fscanf(f, " %15s", kind) == 1 && strcmp(kind, "logits") != 0) {
+        int n = 0, a, b, c;
+        if (strcmp(kind, "text") == 0) {
+            cr_assert_eq(fscanf(f, "%d", &n), 1);
+            for (int i = 0; i < n; i++) {
+                cr_assert_eq(fscanf(f, "%d", &ref_tok[n_ref++]), 1);
+            }
+        } else {
+            cr_assert_str_eq(kind, "image");
+            cr_assert_eq(fscanf(f, "%d %d %d %d", &n, &a, &b, &c), 4);
+            for (int i = 0; i < n; i++) {
+                ref_tok[n_ref++] = -1;
+            }
+        }
+    }
+    cr_assert_eq(fscanf(f, "%d", &n_vocab), 1);
+    float *ref = malloc((size_t)n_vocab * sizeof(float));
+    for (int i = 0; i < n_vocab; i++) {
+        cr_assert_eq(fscanf(f, "%f", &ref[i]), 1);
+    }
+    fclose(f);
+
+    /* ours: the text, then the image's layout */
+    hs_token toks[256];
+    size_t n_text = 0, n_img = 0;
+    const struct hs_vocab *vocab = hs_model_vocab(m);
+    cr_assert_eq(hs_tokenize(vocab, "look: ", 6, true, true, toks, 256, &n_text), HS_OK);
+    int32_t first[8];
+    cr_assert_eq(hs_vision_n_views(v, nx, ny), 3);
+    cr_assert_eq(hs_vision_prompt(v, vocab, nx, ny, -1, toks + n_text, 256 - n_text, &n_img,
+                                  first, &err),
+                 HS_OK, "%s", err.message);
+    const int n_tok = (int)(n_text + n_img);
+    cr_assert_eq(n_tok, n_ref, "%d tokens, llama.cpp %d", n_tok, n_ref);
+    for (int i = 0; i < n_tok; i++) {
+        cr_assert_eq(toks[i], ref_tok[i], "token %d: %d, llama.cpp %d", i, toks[i], ref_tok[i]);
+    }
+
+    struct hs_backend *be = cpu_backend();
+    struct hs_image img;
+    make_image(&img, nx, ny);
+    struct hs_vision_input in;
+    cr_assert_eq(hs_vision_preprocess(v, &img, &in, &err), HS_OK);
+    const int32_t n_rows = hs_vision_n_tokens(v, in.nx, in.ny), per_view = n_rows / 3;
+    float *rows = malloc((size_t)n_rows * 128 * sizeof(float));
+    cr_assert_eq(hs_vision_encode(v, be, &in, rows, &err), HS_OK, "%s", err.message);
+    const float *embd[256] = {0};
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < per_view; i++) {
+            const int at = (int)n_text + first[k] + i;
+            cr_assert_eq(toks[at], -1);
+            toks[at] = 0; /* a placeholder id: its embedding is replaced */
+            embd[at] = with_embd ? rows + ((size_t)k * per_view + i) * 128 : NULL;
+        }
+    }
+    struct hs_context_params cp = hs_context_default_params();
+    cp.n_ctx = 256;
+    cp.n_batch = 256;
+    cp.n_seq_max = 1;
+    cp.kv_type = HS_TYPE_F32;
+    cp.backend_params.n_threads = 2;
+    struct hs_context *ctx = NULL;
+    cr_assert_eq(hs_context_create(m, &cp, &ctx, &err), HS_OK, "%s", err.message);
+    int32_t table[16];
+    for (int i = 0; i < 16; i++) {
+        table[i] = i;
+    }
+    struct hs_forward_seq fs = {toks, n_tok, 0, table, 1, 0};
+    struct hs_forward_mm mm = {embd, NULL};
+    cr_assert_eq(hs_model_forward_mm(ctx, &fs, &mm, 1), HS_OK);
+    const float *lg = hs_context_logits(ctx);
+    double num = 0.0, den = 0.0;
+    int best = 0, best_ref = 0;
+    for (int i = 0; i < n_vocab; i++) {
+        num += ((double)lg[i] - ref[i]) * ((double)lg[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+        best = lg[i] > lg[best] ? i : best;
+        best_ref = ref[i] > ref[best_ref] ? i : best_ref;
+    }
+    *same_argmax = best == best_ref;
+    hs_context_destroy(ctx);
+    free(rows);
+    free(ref);
+    hs_vision_input_finish(&in);
+    hs_image_finish(&img);
+    hs_backend_destroy(be);
+    hs_vision_free(v);
+    hs_model_destroy(m);
+    unlink(lpath);
+    unlink(ppath);
+    return sqrt(num / den);
+}
+
+/* Tolerance as Qwen's: 1e-3 on the logits, and the same greedy token. 200x100 is a row of two
+ * tiles, 90x250 a column (a "\n" between the rows). */
+Test(vision, idefics3_image_prompt_logits_match_llama_cpp)
+{
+    const int sizes[2][2] = {{200, 100}, {90, 250}};
+    for (int i = 0; i < 2; i++) {
+        bool same = false, same_no_embd = false;
+        const double e = idefics3_lm(sizes[i][0], sizes[i][1], true, &same);
+        const double e_embd = idefics3_lm(sizes[i][0], sizes[i][1], false, &same_no_embd);
+        cr_log_info("idefics3 %dx%d logits: normalised error %.3g (no image rows %.3g)",
+                    sizes[i][0], sizes[i][1], e, e_embd);
+        cr_assert_lt(e, 1e-3, "normalised error %g", e);
+        cr_assert(same, "the greedy next token differs from llama.cpp's");
+        cr_assert_gt(e_embd, 5 * e, "no image rows: %g vs %g", e_embd, e);
+    }
 }
