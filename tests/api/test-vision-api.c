@@ -24,6 +24,7 @@
 static struct {
     int32_t http_threads; /* 0: the default */
     char trace[128];      /* the engine's --trace, "": none */
+    bool idefics3;        /* SmolVLM's SigLIP projector and a llama model, not Qwen2-VL's */
     char lpath[128], ppath[128];
     struct hs_model *model;
     struct hs_engine *eng;
@@ -36,11 +37,14 @@ static void start(void)
     struct hs_error err = {0};
     snprintf(g.ppath, sizeof(g.ppath), "/tmp/hs-test-vapi-p-%d.gguf", (int)getpid());
     snprintf(g.lpath, sizeof(g.lpath), "/tmp/hs-test-vapi-l-%d.gguf", (int)getpid());
-    struct hs_mkproj_params pp = hs_mkproj_default_params(HS_PROJ_QWEN2VL);
+    struct hs_mkproj_params pp =
+        hs_mkproj_default_params(g.idefics3 ? HS_PROJ_IDEFICS3 : HS_PROJ_QWEN2VL);
     pp.proj_dim = 128;
+    pp.image_size = g.idefics3 ? 112 : pp.image_size;
     cr_assert_eq(hs_mkproj_write(&pp, g.ppath, &err), HS_OK, "%s", err.message);
     struct hs_mkmodel_params mp = hs_mkmodel_default_params();
-    mp.arch = HS_ARCH_QWEN2VL;
+    mp.arch = g.idefics3 ? HS_ARCH_LLAMA : HS_ARCH_QWEN2VL;
+    mp.image_tokens = g.idefics3;
     mp.n_embd = 128;
     mp.n_head = 4;
     mp.n_head_kv = 2;
@@ -392,4 +396,49 @@ Test(vision_api, encodes_are_in_the_trace, .init = start_traced)
     json_decref(ev);
     free(body);
     free(url);
+}
+
+/* ---- SmolVLM's SigLIP (idefics3) with a llama language model ---- */
+
+static void start_idefics3(void)
+{
+    g.idefics3 = true;
+    start();
+}
+
+/* A 200x100 screenshot is two 112-pixel tiles and the overview: 3 x 16 rows in libmtmd's layout
+ * (tests/model/test-vision.c checks that layout and the logits against llama.cpp's). */
+Test(vision_api, siglip_pair_answers_an_image_request, .init = start_idefics3, .fini = stop)
+{
+    char *url = png_url(200, 100, 0), *url2 = png_url(200, 100, 99);
+    char *with = agent_body(url), *with2 = agent_body(url2), *without = agent_body(NULL);
+    json_t *a, *b, *c, *d;
+    cr_assert_eq(post(with, &a), 200, "%s", json_dumps(a, 0));
+    cr_assert_eq(post(without, &b), 200);
+    cr_assert_eq(post(with2, &d), 200);
+    cr_assert_not_null(content(a));
+    cr_assert_eq(content(a)[0], '{', "%s", content(a));
+    /* 48 rows, and the layout's tokens around them (<fake_token_around_image>, <global-img>...) */
+    cr_assert_geq(prompt_tokens(a) - prompt_tokens(b), 48 + 5, "%lld vs %lld",
+                  (long long)prompt_tokens(a), (long long)prompt_tokens(b));
+    cr_assert_eq(prompt_tokens(a), prompt_tokens(d));
+    /* the picture reaches the answer: without it, or with another, the greedy text differs */
+    cr_assert_str_neq(content(a), content(b));
+    cr_assert_str_neq(content(a), content(d), "%s", content(a));
+    struct hs__api_vision_stats vs;
+    hs__api_vision_get_stats(g.srv->vision, &vs);
+    cr_assert(vs.n_encoded == 2 && vs.n_hits == 0, "encoded %llu", (unsigned long long)vs.n_encoded);
+    cr_assert_eq(post(with, &c), 200);
+    cr_assert_str_eq(content(a), content(c));
+    hs__api_vision_get_stats(g.srv->vision, &vs);
+    cr_assert(vs.n_encoded == 2 && vs.n_hits == 1);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    json_decref(d);
+    free(with);
+    free(with2);
+    free(without);
+    free(url);
+    free(url2);
 }
