@@ -25,6 +25,7 @@ static struct {
     int32_t http_threads; /* 0: the default */
     char trace[128];      /* the engine's --trace, "": none */
     bool idefics3;        /* SmolVLM's SigLIP projector and a llama model, not Qwen2-VL's */
+    bool no_image_tokens; /* idefics3: a vocabulary without SmolVLM's image tokens */
     char lpath[128], ppath[128];
     struct hs_model *model;
     struct hs_engine *eng;
@@ -44,7 +45,7 @@ static void start(void)
     cr_assert_eq(hs_mkproj_write(&pp, g.ppath, &err), HS_OK, "%s", err.message);
     struct hs_mkmodel_params mp = hs_mkmodel_default_params();
     mp.arch = g.idefics3 ? HS_ARCH_LLAMA : HS_ARCH_QWEN2VL;
-    mp.image_tokens = g.idefics3;
+    mp.image_tokens = g.idefics3 && !g.no_image_tokens;
     mp.n_embd = 128;
     mp.n_head = 4;
     mp.n_head_kv = 2;
@@ -441,4 +442,26 @@ Test(vision_api, siglip_pair_answers_an_image_request, .init = start_idefics3, .
     free(without);
     free(url);
     free(url2);
+}
+
+static void start_idefics3_plain_vocab(void)
+{
+    g.no_image_tokens = true;
+    start_idefics3();
+}
+
+/* libmtmd looks the layout's tokens up by their text; a vocabulary without them is a 400 that
+ * names the token, not a prompt with holes. */
+Test(vision_api, siglip_layout_needs_its_tokens, .init = start_idefics3_plain_vocab, .fini = stop)
+{
+    char *url = png_url(112, 112, 0);
+    char *body = agent_body(url);
+    json_t *j;
+    cr_assert_eq(post(body, &j), 400, "%s", json_dumps(j, 0));
+    const char *msg =
+        json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    cr_assert(msg && strstr(msg, "no token") && strstr(msg, "\\n\\n"), "%s", msg);
+    json_decref(j);
+    free(body);
+    free(url);
 }
