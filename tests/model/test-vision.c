@@ -79,6 +79,21 @@ static float *read_ref(const char *name, int *n_tok, int *width, int *gx, int *g
     return v;
 }
 
+/* The normalised error |out - ref| / |ref| of n floats (all finite); *max_abs the largest. */
+static double rows_error(const float *out, const float *ref, int n, double *max_abs)
+{
+    double num = 0.0, den = 0.0;
+    *max_abs = 0.0;
+    for (int i = 0; i < n; i++) {
+        cr_assert(isfinite(out[i]), "value %d is %g", i, out[i]);
+        const double e = (double)out[i] - ref[i];
+        num += e * e;
+        den += (double)ref[i] * ref[i];
+        *max_abs = fmax(*max_abs, fabs(e));
+    }
+    return sqrt(num / den);
+}
+
 /* Compares our embeddings of an nx x ny image with llama.cpp's. Tolerance: llama.cpp runs the
  * encoder's attention as flash attention with K and V rounded to f16 (relative 2^-11 = 4.9e-4) and
  * its GELU and quick-GELU through f16 lookup tables; measured: a normalised error of 4.2e-4 for
@@ -104,15 +119,8 @@ static void check_image(struct hs_vision *v, struct hs_backend *be, int nx, int 
     cr_assert_eq(width, v->hp.proj_dim);
     float *out = malloc((size_t)n_tok * width * sizeof(float));
     cr_assert_eq(hs_vision_encode(v, be, &in, out, &err), HS_OK, "%s", err.message);
-    double num = 0.0, den = 0.0, max_abs = 0.0;
-    for (int i = 0; i < n_tok * width; i++) {
-        cr_assert(isfinite(out[i]));
-        const double e = (double)out[i] - ref[i];
-        num += e * e;
-        den += (double)ref[i] * ref[i];
-        max_abs = fmax(max_abs, fabs(e));
-    }
-    const double nerr = sqrt(num / den);
+    double max_abs = 0.0;
+    const double nerr = rows_error(out, ref, n_tok * width, &max_abs);
     cr_log_info("%dx%d: %d tokens, normalised error %.3g, max abs %.3g", nx, ny, n_tok, nerr,
                 max_abs);
     cr_assert_lt(nerr, tol_norm, "%dx%d: normalised error %g (max abs %g)", nx, ny, nerr,
@@ -382,15 +390,8 @@ static double check_idefics3(struct hs_vision *v, struct hs_backend *be, int nx,
     cr_assert_eq(width, v->hp.proj_dim);
     float *out = malloc((size_t)n_tok * width * sizeof(float));
     cr_assert_eq(hs_vision_encode(v, be, &in, out, &err), HS_OK, "%s", err.message);
-    double num = 0.0, den = 0.0, max_abs = 0.0;
-    for (int i = 0; i < n_tok * width; i++) {
-        cr_assert(isfinite(out[i]));
-        const double e = (double)out[i] - ref[i];
-        num += e * e;
-        den += (double)ref[i] * ref[i];
-        max_abs = fmax(max_abs, fabs(e));
-    }
-    const double nerr = sqrt(num / den);
+    double max_abs = 0.0;
+    const double nerr = rows_error(out, ref, n_tok * width, &max_abs);
     cr_log_info("idefics3 %dx%d: %d views, %d rows, normalised error %.3g, max abs %.3g", nx, ny,
                 n_views, n_tok, nerr, max_abs);
     free(out);
@@ -556,11 +557,10 @@ static double idefics3_lm(int nx, int ny, bool with_embd, bool *same_argmax)
     struct hs_forward_mm mm = {embd, NULL};
     cr_assert_eq(hs_model_forward_mm(ctx, &fs, &mm, 1), HS_OK);
     const float *lg = hs_context_logits(ctx);
-    double num = 0.0, den = 0.0;
+    double max_abs = 0.0;
+    const double nerr = rows_error(lg, ref, n_vocab, &max_abs);
     int best = 0, best_ref = 0;
     for (int i = 0; i < n_vocab; i++) {
-        num += ((double)lg[i] - ref[i]) * ((double)lg[i] - ref[i]);
-        den += (double)ref[i] * ref[i];
         best = lg[i] > lg[best] ? i : best;
         best_ref = ref[i] > ref[best_ref] ? i : best_ref;
     }
@@ -575,7 +575,7 @@ static double idefics3_lm(int nx, int ny, bool with_embd, bool *same_argmax)
     hs_model_destroy(m);
     unlink(lpath);
     unlink(ppath);
-    return sqrt(num / den);
+    return nerr;
 }
 
 /* Tolerance as Qwen's: 1e-3 on the logits, and the same greedy token. 200x100 is a row of two

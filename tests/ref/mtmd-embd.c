@@ -84,6 +84,25 @@ int32_t mtmd_helper_eval_chunk_single(struct mtmd_context *ctx, struct llama_con
                                       int32_t seq_id, int32_t n_batch, bool logits_last,
                                       int32_t *new_n_past);
 
+/* One chunk's line: "text N ids..." or "image n_tokens nx ny n_pos". */
+static void print_chunk(const struct mtmd_input_chunk *c)
+{
+    if (mtmd_input_chunk_get_type(c) == 1) {
+        const struct mtmd_image_tokens *t = mtmd_input_chunk_get_tokens_image(c);
+        printf("image %zu %zu %zu %d\n", mtmd_image_tokens_get_n_tokens(t),
+               mtmd_image_tokens_get_nx(t), mtmd_image_tokens_get_ny(t),
+               mtmd_input_chunk_get_n_pos(c));
+        return;
+    }
+    size_t n = 0;
+    const int32_t *tok = mtmd_input_chunk_get_tokens_text(c, &n);
+    printf("text %zu", n);
+    for (size_t j = 0; j < n; j++) {
+        printf(" %d", tok[j]);
+    }
+    printf("\n");
+}
+
 /* The text after the last image is evaluated here, not by mtmd_helper_eval_chunks: this libmtmd
  * tokenizes bytes past the end of the prompt into the chunk after an image (its tokens vary from
  * run to run), so only that chunk's leading n_tail tokens, which spell the end-of-image marker
@@ -101,20 +120,7 @@ static int print_logits(struct mtmd_context *ctx, struct llama_model *model,
     int32_t n_past = 0;
     for (size_t i = 0; i + 1 < n_chunks; i++) {
         const struct mtmd_input_chunk *c = mtmd_input_chunks_get(chunks, i);
-        if (mtmd_input_chunk_get_type(c) == 1) {
-            const struct mtmd_image_tokens *t = mtmd_input_chunk_get_tokens_image(c);
-            printf("image %zu %zu %zu %d\n", mtmd_image_tokens_get_n_tokens(t),
-                   mtmd_image_tokens_get_nx(t), mtmd_image_tokens_get_ny(t),
-                   mtmd_input_chunk_get_n_pos(c));
-        } else {
-            size_t n = 0;
-            const int32_t *tok = mtmd_input_chunk_get_tokens_text(c, &n);
-            printf("text %zu", n);
-            for (size_t j = 0; j < n; j++) {
-                printf(" %d", tok[j]);
-            }
-            printf("\n");
-        }
+        print_chunk(c);
         if (mtmd_helper_eval_chunk_single(ctx, lctx, c, n_past, 0, 512, false, &n_past) != 0) {
             fprintf(stderr, "mtmd_helper_eval_chunk_single failed\n");
             return 1;
@@ -157,20 +163,7 @@ static int print_chunks(struct mtmd_input_chunks *chunks)
 {
     for (size_t i = 0; i < mtmd_input_chunks_size(chunks); i++) {
         const struct mtmd_input_chunk *c = mtmd_input_chunks_get(chunks, i);
-        if (mtmd_input_chunk_get_type(c) == 1) {
-            const struct mtmd_image_tokens *t = mtmd_input_chunk_get_tokens_image(c);
-            printf("image %zu %zu %zu %d\n", mtmd_image_tokens_get_n_tokens(t),
-                   mtmd_image_tokens_get_nx(t), mtmd_image_tokens_get_ny(t),
-                   mtmd_input_chunk_get_n_pos(c));
-        } else {
-            size_t n = 0;
-            const int32_t *tok = mtmd_input_chunk_get_tokens_text(c, &n);
-            printf("text %zu", n);
-            for (size_t j = 0; j < n; j++) {
-                printf(" %d", tok[j]);
-            }
-            printf("\n");
-        }
+        print_chunk(c);
     }
     return 0;
 }
