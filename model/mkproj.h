@@ -35,6 +35,7 @@ struct hs_mkproj_params {
     int32_t window_size;  /* qwen2.5vl: attention window side in pixels */
     enum hs_type wtype;   /* matrices: F32 or F16 (norms, biases and positions stay F32) */
     uint64_t seed;
+    int32_t longest_edge; /* idefics3: clip.vision.preproc_image_size (0: not written) */
 };
 
 /* Defaults for type t: a tiny encoder (dim 64, 2 layers, 4 heads, ffn 128) projecting to 64,

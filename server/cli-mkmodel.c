@@ -52,7 +52,10 @@ static void usage(FILE *f)
                "                        (vision dim 64, 2 layers, 4 heads, ffn 128, patch 14,\n"
                "                        image 56); --dim N is the language model's width\n"
                "      --vision-dim N --vision-layers N --vision-heads N --vision-ffn N\n"
-               "      --image-size N --patch-size N --merge N --type f32|f16 --seed N\n");
+               "      --image-size N --patch-size N --merge N --type f32|f16 --seed N\n"
+               "      --longest-edge N  idefics3: scale an image's longer side to N before\n"
+               "                        cutting it into tiles (preproc_image_size; default 0:\n"
+               "                        not written, sides rounded to whole tiles)\n");
 }
 
 /* hetserve mkmodel --projector P: the projector writer's own options. */
@@ -109,6 +112,9 @@ static int mkproj_main(int argc, char **argv, const char *type)
             field = &p.image_size;
         } else if (!strcmp(a, "--patch-size")) {
             field = &p.patch_size;
+        } else if (!strcmp(a, "--longest-edge")) {
+            field = &p.longest_edge;
+            lo = 0;
         } else if (!strcmp(a, "--merge")) {
             field = &p.n_merge;
             hi = 8;

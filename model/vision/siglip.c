@@ -4,7 +4,7 @@
  * and one bias-free linear projection to the language model's width.
  *
  * libmtmd cuts an image into image_size tiles (after scaling its longer side to the projector's
- * preproc_image_size when the file has one) and adds an overview, the whole image stretched to
+ * preproc_image_size when the file has one) and adds an overview of the whole image at
  * image_size; the prompt carries the tiles row by row, then the overview. Each view is encoded
  * on its own, so views stack vertically in the input and their rows follow each other. */
 #include <math.h>
@@ -15,16 +15,36 @@
 
 /* ---- preprocessing ---- */
 
-/* The size the image is resized to before it is cut into tiles: multiples of image_size. */
+/* With a preproc_image_size (longest_edge), libmtmd follows transformers' Idefics3 processor:
+ * the image is first resized so that its longer side is longest_edge, keeping its aspect (the
+ * other side truncated, then rounded up to even). */
+static void scaled_size(const struct hs_vision *v, int32_t nx, int32_t ny, int32_t *w,
+                        int32_t *h)
+{
+    const int32_t le = v->hp.longest_edge;
+    const double aspect = (double)nx / (double)ny;
+    if (nx >= ny) {
+        *w = le;
+        *h = HS_MAX(1, (int32_t)((double)le / aspect));
+        *h += *h % 2;
+    } else {
+        *h = le;
+        *w = HS_MAX(1, (int32_t)((double)le * aspect));
+        *w += *w % 2;
+    }
+}
+
+/* The size the image is resized to before it is cut into tiles: multiples of image_size (the
+ * scaled size rounded up; without a longest_edge, the image's own sides rounded to nearest). */
 static void refined_size(const struct hs_vision *v, int32_t nx, int32_t ny, int32_t *rw,
                          int32_t *rh)
 {
     const int32_t s = v->hp.image_size;
     if (v->hp.longest_edge > 0) {
-        /* double as llama.cpp does: float rounding can buy an extra row of tiles */
-        const double scale = fmin((double)v->hp.longest_edge / nx, (double)v->hp.longest_edge / ny);
-        *rw = (int32_t)ceil((double)nx * scale / s) * s;
-        *rh = (int32_t)ceil((double)ny * scale / s) * s;
+        int32_t w, h;
+        scaled_size(v, nx, ny, &w, &h);
+        *rw = (w + s - 1) / s * s;
+        *rh = (h + s - 1) / s * s;
     } else {
         *rw = HS_MAX(s, (int32_t)roundf((float)nx / (float)s) * s);
         *rh = HS_MAX(s, (int32_t)roundf((float)ny / (float)s) * s);
@@ -81,12 +101,32 @@ hs_status hs__siglip_preprocess(const struct hs_vision *v, const struct hs_image
     out->nx = s;
     out->ny = s * (gx * gy + 1);
     out->data = malloc((size_t)out->nx * out->ny * 3 * sizeof(float));
-    /* libmtmd's resizes (bicubic): the tiles' image fitted and padded with black (its
-     * image_pad_rf), the overview stretched (image_pad_ov: none) */
-    struct hs_image refined = {0}, overview = {0};
-    if (!out->data || hs__vision_resize_fit_pad(img, rw, rh, &refined) != HS_OK ||
-        hs__vision_resize_bicubic(img, s, s, &overview) != HS_OK) {
+    /* libmtmd's resizes. With a longest_edge (transformers' way): Lanczos to the scaled size,
+     * Lanczos again (stretched) to whole tiles, and the overview is that image Lanczos'd to one
+     * tile. Without: the tiles' image bicubic, fitted and padded with black (its image_pad_rf),
+     * the overview the image stretched to one tile by the bicubic. */
+    struct hs_image scaled = {0}, refined = {0}, overview = {0};
+    hs_status st = out->data ? HS_OK : HS_E_NOMEM;
+    if (st == HS_OK && v->hp.longest_edge > 0) {
+        int32_t w, h;
+        scaled_size(v, img->nx, img->ny, &w, &h);
+        st = hs__vision_resize_lanczos(img, w, h, &scaled);
+        if (st == HS_OK) {
+            st = hs__vision_resize_lanczos(&scaled, rw, rh, &refined);
+        }
+        if (st == HS_OK) {
+            st = hs__vision_resize_lanczos(&refined, s, s, &overview);
+        }
+    } else if (st == HS_OK) {
+        st = hs__vision_resize_fit_pad(img, rw, rh, &refined);
+        if (st == HS_OK) {
+            st = hs__vision_resize_bicubic(img, s, s, &overview);
+        }
+    }
+    hs_image_finish(&scaled);
+    if (st != HS_OK) {
         hs_image_finish(&refined);
+        hs_image_finish(&overview);
         hs_vision_input_finish(out);
         return hs_error_set(err, HS_E_NOMEM, "out of memory preprocessing a %dx%d image", img->nx,
                             img->ny);

@@ -67,6 +67,9 @@ hs_status hs__vit_attention(struct hs_backend *be, int32_t n_head, int64_t d, in
  * size. dst->rgb is new (free with hs_image_finish). HS_E_NOMEM. Thread: any. */
 hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int32_t ny,
                                     struct hs_image *dst);
+/* As hs__vision_resize_bicubic with Pillow's Lanczos-3 filter (libmtmd's for SmolVLM). */
+hs_status hs__vision_resize_lanczos(const struct hs_image *src, int32_t nx, int32_t ny,
+                                    struct hs_image *dst);
 /* llama.cpp's resize with padding (PAD_CEIL): a copy at the same size; otherwise the bicubic
  * scaled to fit inside nx x ny keeping its aspect (sides rounded up), centred on black. dst->rgb
  * is new. HS_E_NOMEM. Thread: any. */

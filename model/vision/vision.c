@@ -325,11 +325,25 @@ static double bicubic(double x)
 
 /* Weights of each output pixel over its input window: bounds[2o] first input, bounds[2o + 1]
  * count; w[o * ksize + k]. Returns ksize, 0 when out of memory (*bounds, *w: free()). */
-static int resample_weights(int32_t n_in, int32_t n_out, int32_t **bounds, int32_t **w)
+/* Pillow's Lanczos-3 (Image.LANCZOS): sinc(x) sinc(x / 3) on [-3, 3), which libmtmd's SmolVLM
+ * preprocessing uses. */
+static double lanczos(double x)
+{
+    if (x < -3.0 || x >= 3.0) {
+        return 0.0;
+    }
+    const double pi = 3.14159265358979323846;
+    const double a = x == 0.0 ? 1.0 : sin(pi * x) / (pi * x);
+    const double b = x == 0.0 ? 1.0 : sin(pi * x / 3.0) / (pi * x / 3.0);
+    return a * b;
+}
+
+static int resample_weights(int32_t n_in, int32_t n_out, bool use_lanczos, int32_t **bounds,
+                            int32_t **w)
 {
     const double scale = (double)n_in / (double)n_out;
     const double fscale = scale < 1.0 ? 1.0 : scale;
-    const double support = 2.0 * fscale;
+    const double support = (use_lanczos ? 3.0 : 2.0) * fscale;
     const int ksize = (int)ceil(support) * 2 + 1;
     double *k = malloc((size_t)ksize * sizeof(double));
     *bounds = malloc((size_t)n_out * 2 * sizeof(int32_t));
@@ -346,7 +360,8 @@ static int resample_weights(int32_t n_in, int32_t n_out, int32_t **bounds, int32
         hi = hi > n_in ? n_in : hi;
         double sum = 0.0;
         for (int32_t i = 0; i < hi - lo; i++) {
-            k[i] = bicubic((i + lo - center + 0.5) / fscale);
+            const double x = (i + lo - center + 0.5) / fscale;
+            k[i] = use_lanczos ? lanczos(x) : bicubic(x);
             sum += k[i];
         }
         for (int32_t i = 0; i < hi - lo; i++) {
@@ -369,10 +384,11 @@ static uint8_t clip8(int32_t v)
 
 /* One pass along x (horizontal) or y of src (sx x sy) into dst (dx x dy; the other side equal). */
 static hs_status resample_pass(const uint8_t *src, int32_t sx, int32_t sy, uint8_t *dst,
-                               int32_t dx, int32_t dy, bool horizontal)
+                               int32_t dx, int32_t dy, bool horizontal, bool use_lanczos)
 {
     int32_t *bounds = NULL, *w = NULL;
-    const int ksize = resample_weights(horizontal ? sx : sy, horizontal ? dx : dy, &bounds, &w);
+    const int ksize = resample_weights(horizontal ? sx : sy, horizontal ? dx : dy, use_lanczos,
+                                       &bounds, &w);
     if (ksize == 0) {
         free(bounds);
         free(w);
@@ -402,8 +418,8 @@ static hs_status resample_pass(const uint8_t *src, int32_t sx, int32_t sy, uint8
     return HS_OK;
 }
 
-hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int32_t ny,
-                                    struct hs_image *dst)
+static hs_status resize(const struct hs_image *src, int32_t nx, int32_t ny, bool use_lanczos,
+                        struct hs_image *dst)
 {
     memset(dst, 0, sizeof(*dst));
     dst->rgb = malloc((size_t)nx * ny * 3);
@@ -415,15 +431,16 @@ hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int3
     hs_status st = HS_OK;
     if (nx != src->nx && ny != src->ny) {
         uint8_t *tmp = malloc((size_t)nx * src->ny * 3);
-        st = tmp ? resample_pass(src->rgb, src->nx, src->ny, tmp, nx, src->ny, true) : HS_E_NOMEM;
+        st = tmp ? resample_pass(src->rgb, src->nx, src->ny, tmp, nx, src->ny, true,
+                                          use_lanczos) : HS_E_NOMEM;
         if (st == HS_OK) {
-            st = resample_pass(tmp, nx, src->ny, dst->rgb, nx, ny, false);
+            st = resample_pass(tmp, nx, src->ny, dst->rgb, nx, ny, false, use_lanczos);
         }
         free(tmp);
     } else if (nx != src->nx) {
-        st = resample_pass(src->rgb, src->nx, src->ny, dst->rgb, nx, ny, true);
+        st = resample_pass(src->rgb, src->nx, src->ny, dst->rgb, nx, ny, true, use_lanczos);
     } else if (ny != src->ny) {
-        st = resample_pass(src->rgb, src->nx, src->ny, dst->rgb, nx, ny, false);
+        st = resample_pass(src->rgb, src->nx, src->ny, dst->rgb, nx, ny, false, use_lanczos);
     } else {
         memcpy(dst->rgb, src->rgb, (size_t)nx * ny * 3);
     }
@@ -431,6 +448,18 @@ hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int3
         hs_image_finish(dst);
     }
     return st;
+}
+
+hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int32_t ny,
+                                    struct hs_image *dst)
+{
+    return resize(src, nx, ny, false, dst);
+}
+
+hs_status hs__vision_resize_lanczos(const struct hs_image *src, int32_t nx, int32_t ny,
+                                    struct hs_image *dst)
+{
+    return resize(src, nx, ny, true, dst);
 }
 
 /* llama.cpp's resize for Qwen (padding on): the same size is copied; otherwise the image is

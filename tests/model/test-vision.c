@@ -353,15 +353,22 @@ Test(vision, qwen2vl_image_prompt_logits_match_llama_cpp)
 
 /* The projector of the idefics3 references: mkmodel's defaults with image_size 112 (8x8 patches,
  * 16 rows per view) projecting to width 128. */
-static void write_idefics3(char *path, size_t cap, enum hs_type wtype)
+static void write_idefics3_le(char *path, size_t cap, enum hs_type wtype, int32_t longest_edge)
 {
-    snprintf(path, cap, "/tmp/hs-test-vision-idefics3-%d-%d.gguf", (int)getpid(), (int)wtype);
+    snprintf(path, cap, "/tmp/hs-test-vision-idefics3-%d-%d-%d.gguf", (int)getpid(), (int)wtype,
+             (int)longest_edge);
     struct hs_mkproj_params p = hs_mkproj_default_params(HS_PROJ_IDEFICS3);
     p.proj_dim = 128;
     p.image_size = 112;
     p.wtype = wtype;
+    p.longest_edge = longest_edge;
     struct hs_error err;
     cr_assert_eq(hs_mkproj_write(&p, path, &err), HS_OK, "%s", err.message);
+}
+
+static void write_idefics3(char *path, size_t cap, enum hs_type wtype)
+{
+    write_idefics3_le(path, cap, wtype, 0);
 }
 
 /* Our rows of an nx x ny image (all views) and llama.cpp's (data/vision-idefics3-NXxNY.txt):
@@ -370,7 +377,11 @@ static double check_idefics3(struct hs_vision *v, struct hs_backend *be, int nx,
                              int want_tiles)
 {
     char name[64];
-    snprintf(name, sizeof(name), "vision-idefics3-%dx%d.txt", nx, ny);
+    if (v->hp.longest_edge > 0) {
+        snprintf(name, sizeof(name), "vision-idefics3-le%d-%dx%d.txt", v->hp.longest_edge, nx, ny);
+    } else {
+        snprintf(name, sizeof(name), "vision-idefics3-%dx%d.txt", nx, ny);
+    }
     int n_tok, width, gx, gy, n_views;
     float *ref = read_ref_views(name, &n_tok, &width, &gx, &gy, &n_views);
     int32_t tx, ty;
@@ -394,6 +405,14 @@ static double check_idefics3(struct hs_vision *v, struct hs_backend *be, int nx,
     const double nerr = rows_error(out, ref, n_tok * width, &max_abs);
     cr_log_info("idefics3 %dx%d: %d views, %d rows, normalised error %.3g, max abs %.3g", nx, ny,
                 n_views, n_tok, nerr, max_abs);
+    const int per_view = n_tok / n_views;
+    for (int k = 0; k < n_views && nerr >= 1e-3; k++) {
+        double m = 0.0;
+        const double ek = rows_error(out + (size_t)k * per_view * width,
+                                     ref + (size_t)k * per_view * width, per_view * width, &m);
+        cr_log_info("  view %d (%s): normalised error %.3g", k, k + 1 < n_views ? "tile" : "overview",
+                    ek);
+    }
     free(out);
     free(ref);
     hs_vision_input_finish(&in);
@@ -431,6 +450,32 @@ Test(vision, idefics3_embeddings_match_llama_cpp)
         const double e = check_idefics3(v, be, cases[i].nx, cases[i].ny, cases[i].tiles);
         cr_assert_lt(e, 1e-3, "%dx%d: normalised error %g", cases[i].nx, cases[i].ny, e);
     }
+    hs_backend_destroy(be);
+    hs_vision_free(v);
+    unlink(path);
+}
+
+/* With clip.vision.preproc_image_size 224 libmtmd resizes as transformers' Idefics3 processor:
+ * the longer side to 224 (Lanczos; the other truncated, rounded up to even), that stretched to
+ * whole tiles, the overview from those. 300x100 becomes 224x74, 2x1 tiles; 60x40 is scaled up to
+ * 224x150, 2x2 tiles; 300x151 becomes 224x112 (112.75 truncated), 2x1 tiles, where scaling
+ * without the truncation would give 2x2. Before this was right, the tiles were 1.3 off and the
+ * overview 0.2 (bicubic, padded, from the original). */
+Test(vision, idefics3_longest_edge_matches_llama_cpp)
+{
+    char path[128];
+    write_idefics3_le(path, sizeof(path), HS_TYPE_F32, 224);
+    struct hs_vision *v = NULL;
+    struct hs_error err;
+    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    cr_assert_eq(hs_vision_get_hparams(v)->longest_edge, 224);
+    struct hs_backend *be = cpu_backend();
+    double e = check_idefics3(v, be, 300, 100, 2);
+    cr_assert_lt(e, 1e-3, "300x100: normalised error %g", e);
+    e = check_idefics3(v, be, 60, 40, 4);
+    cr_assert_lt(e, 1e-3, "60x40: normalised error %g", e);
+    e = check_idefics3(v, be, 300, 151, 2);
+    cr_assert_lt(e, 1e-3, "300x151: normalised error %g", e);
     hs_backend_destroy(be);
     hs_vision_free(v);
     unlink(path);
