@@ -27,6 +27,18 @@ static void write_projector(char *path, size_t cap, enum hs_proj_type t, enum hs
     cr_assert_eq(hs_mkproj_write(&p, path, &err), HS_OK, "%s", err.message);
 }
 
+/* The reference projector of type t, written and loaded (the mapping outlives the file). */
+static struct hs_vision *load_projector(enum hs_proj_type t, enum hs_type wtype)
+{
+    char path[128];
+    write_projector(path, sizeof(path), t, wtype);
+    struct hs_vision *v = NULL;
+    struct hs_error err;
+    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    unlink(path);
+    return v;
+}
+
 static void make_image(struct hs_image *img, int nx, int ny)
 {
     img->nx = nx;
@@ -120,11 +132,7 @@ static struct hs_backend *cpu_backend(void)
 
 Test(vision, qwen2vl_embeddings_match_llama_cpp)
 {
-    char path[128];
-    write_projector(path, sizeof(path), HS_PROJ_QWEN2VL, HS_TYPE_F32);
-    struct hs_vision *v = NULL;
-    struct hs_error err;
-    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    struct hs_vision *v = load_projector(HS_PROJ_QWEN2VL, HS_TYPE_F32);
     struct hs_backend *be = cpu_backend();
     /* 112x84: kept as is; 56x56: scaled up to the 8-token minimum (84x84); 100x60: fitted into
      * 112x56 (94x56, centred on black) */
@@ -133,32 +141,22 @@ Test(vision, qwen2vl_embeddings_match_llama_cpp)
     check_image(v, be, 100, 60, 1e-3, NULL);
     hs_backend_destroy(be);
     hs_vision_free(v);
-    unlink(path);
 }
 
 Test(vision, f16_projector_stays_close)
 {
-    char path[128];
-    write_projector(path, sizeof(path), HS_PROJ_QWEN2VL, HS_TYPE_F16);
-    struct hs_vision *v = NULL;
-    struct hs_error err;
-    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    struct hs_vision *v = load_projector(HS_PROJ_QWEN2VL, HS_TYPE_F16);
     struct hs_backend *be = cpu_backend();
     /* the references are of the f32 file: f16 weights add their own rounding (2^-11); measured
      * 5.1e-4 */
     check_image(v, be, 112, 84, 1.5e-3, NULL);
     hs_backend_destroy(be);
     hs_vision_free(v);
-    unlink(path);
 }
 
 Test(vision, hparams_and_target_sizes)
 {
-    char path[128];
-    write_projector(path, sizeof(path), HS_PROJ_QWEN2VL, HS_TYPE_F32);
-    struct hs_vision *v = NULL;
-    struct hs_error err;
-    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    struct hs_vision *v = load_projector(HS_PROJ_QWEN2VL, HS_TYPE_F32);
     const struct hs_vision_hparams *hp = hs_vision_get_hparams(v);
     cr_assert(hp->type == HS_PROJ_QWEN2VL && hp->n_embd == 64 && hp->n_layer == 2 &&
               hp->n_head == 4 && hp->patch_size == 14 && hp->n_merge == 2 &&
@@ -176,7 +174,6 @@ Test(vision, hparams_and_target_sizes)
     hs_vision_target_size(v, 1, 1, &nx, &ny);
     cr_assert((int64_t)nx * ny >= hp->min_pixels, "%dx%d", nx, ny);
     hs_vision_free(v);
-    unlink(path);
 }
 
 Test(vision, bad_projectors_are_refused_with_a_reason)
@@ -340,11 +337,7 @@ Test(vision, qwen2vl_image_prompt_logits_match_llama_cpp)
  * Qwen2-VL's (1e-3, f32): the same f16 K/V and f16 GELU table on llama.cpp's side. */
 Test(vision, qwen25vl_embeddings_match_llama_cpp)
 {
-    char path[128];
-    write_projector(path, sizeof(path), HS_PROJ_QWEN25VL, HS_TYPE_F32);
-    struct hs_vision *v = NULL;
-    struct hs_error err;
-    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    struct hs_vision *v = load_projector(HS_PROJ_QWEN25VL, HS_TYPE_F32);
     cr_assert(v->hp.type == HS_PROJ_QWEN25VL && v->hp.n_wa_pattern == 2);
     cr_assert_not_null(v->layers[0].gate_w.data);
     cr_assert_null(v->layers[0].ln1_b.data);
@@ -361,7 +354,6 @@ Test(vision, qwen25vl_embeddings_match_llama_cpp)
     cr_assert_gt(e_full, 5 * e, "full attention: %g vs %g", e_full, e);
     hs_backend_destroy(be);
     hs_vision_free(v);
-    unlink(path);
 }
 
 /* The logits of "look: <image>" with a 168x140 image through a Qwen2.5-VL projector (its language
