@@ -222,6 +222,29 @@ static hs_status attention(struct hs_backend *be, const struct hs_vision_hparams
     return HS_OK;
 }
 
+/* Copies merged group (gx, gy)'s m x m patches into rows idx.. of s->patches, each as (channel,
+ * ky, kx) like the conv kernel's rows, with their (row, column) for the rotary. */
+static void put_group(struct scratch *s, const struct hs_vision_input *in, int32_t p, int32_t m,
+                      int32_t gx, int32_t gy, int64_t idx)
+{
+    const size_t plane = (size_t)in->nx * in->ny, kk = 3 * (size_t)p * p;
+    for (int32_t dy = 0; dy < m; dy++) {
+        for (int32_t dx = 0; dx < m; dx++, idx++) {
+            const int32_t py = gy * m + dy, px = gx * m + dx;
+            float *dst = s->patches + (size_t)idx * kk;
+            for (int c = 0; c < 3; c++) {
+                for (int32_t ky = 0; ky < p; ky++) {
+                    const float *src =
+                        in->data + c * plane + (size_t)(py * p + ky) * in->nx + (size_t)px * p;
+                    memcpy(dst + ((size_t)c * p + ky) * p, src, (size_t)p * sizeof(float));
+                }
+            }
+            s->pos_r[idx] = py;
+            s->pos_c[idx] = px;
+        }
+    }
+}
+
 static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct hs_vision_input *in,
                      float *out, struct scratch *s)
 {
@@ -230,12 +253,10 @@ static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct 
     const int64_t d = hp->n_embd, kk = 3LL * p * p;
     const int32_t npx = in->nx / p, npy = in->ny / p;
     const int64_t n = (int64_t)npx * npy;
-    const size_t plane = (size_t)in->nx * in->ny;
     /* Windows' side in merged groups (llama.cpp's integer division); one window without them. */
     const int32_t pw = npx / m, ph = npy / m;
     const int32_t gw = hp->n_wa_pattern > 0 ? HS_MAX(1, WINDOW_PX / p / m) : HS_MAX(pw, ph);
-    /* Patches, merged-group-major in window order, each as (channel, ky, kx) like the conv
-     * kernel's rows. */
+    /* Patches, merged-group-major in window order. */
     int64_t idx = 0;
     int32_t n_win = 0, k = 0;
     for (int32_t wy = 0; wy < ph; wy += gw) {
@@ -244,23 +265,8 @@ static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct 
             for (int32_t gy = wy; gy < HS_MIN(wy + gw, ph); gy++) {
                 for (int32_t gx = wx; gx < HS_MIN(wx + gw, pw); gx++) {
                     s->order[k++] = gy * pw + gx;
-                    for (int32_t dy = 0; dy < m; dy++) {
-                        for (int32_t dx = 0; dx < m; dx++, idx++) {
-                            const int32_t py = gy * m + dy, px = gx * m + dx;
-                            float *dst = s->patches + idx * kk;
-                            for (int c = 0; c < 3; c++) {
-                                for (int32_t ky = 0; ky < p; ky++) {
-                                    const float *src = in->data + c * plane +
-                                                       (size_t)(py * p + ky) * in->nx +
-                                                       (size_t)px * p;
-                                    memcpy(dst + ((size_t)c * p + ky) * p, src,
-                                           (size_t)p * sizeof(float));
-                                }
-                            }
-                            s->pos_r[idx] = py;
-                            s->pos_c[idx] = px;
-                        }
-                    }
+                    put_group(s, in, p, m, gx, gy, idx);
+                    idx += (int64_t)m * m;
                 }
             }
         }
