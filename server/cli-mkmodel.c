@@ -49,7 +49,9 @@ static void usage(FILE *f)
                "                        (vision dim 64, 2 layers, 4 heads, ffn 128, patch 14,\n"
                "                        image 56); --dim N is the language model's width\n"
                "      --vision-dim N --vision-layers N --vision-heads N --vision-ffn N\n"
-               "      --image-size N --patch-size N --merge N --type f32|f16 --seed N\n");
+               "      --image-size N --patch-size N --merge N --type f32|f16 --seed N\n"
+               "      --wa-pattern N    qwen25vl: every N-th layer attends fully, the others in\n"
+               "                        112-pixel windows (default 2)\n");
 }
 
 /* hetserve mkmodel --projector P: the projector writer's own options. */
@@ -109,6 +111,9 @@ static int mkproj_main(int argc, char **argv, const char *type)
         } else if (!strcmp(a, "--merge")) {
             field = &p.n_merge;
             hi = 8;
+        } else if (!strcmp(a, "--wa-pattern")) {
+            field = &p.n_wa_pattern;
+            hi = 256;
         } else {
             fprintf(stderr, "hetserve mkmodel: option '%s' does not apply to --projector\n", a);
             return 2;

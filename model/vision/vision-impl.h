@@ -6,7 +6,8 @@
 #include "model/vision/vision.h"
 
 /* One ViT block's weights; views into the mmap'd projector (borrowed). Shapes as ne[1] x ne[0]
- * (rows x cols), d = n_embd. */
+ * (rows x cols), d = n_embd. Qwen2.5-VL's norms are RMSNorms: their biases (ln*_b, post_ln_b)
+ * have data NULL. */
 struct hs_vision_layer {
     struct hs_tensor ln1_w, ln1_b;           /* [d] f32 */
     struct hs_tensor q_w, k_w, v_w, o_w;     /* [d][d] */
@@ -14,6 +15,8 @@ struct hs_vision_layer {
     struct hs_tensor ln2_w, ln2_b;           /* [d] f32 */
     struct hs_tensor up_w, down_w;           /* [n_ff][d], [d][n_ff] */
     struct hs_tensor up_b, down_b;           /* [n_ff], [d] f32 */
+    struct hs_tensor gate_w, gate_b;         /* Qwen2.5-VL's SiLU gate [n_ff][d], [n_ff]; else
+                                              * data NULL */
 };
 
 struct hs_vision {

@@ -2,7 +2,8 @@
  * language model, images preprocessed as llama.cpp's libmtmd does, and encoded into rows of the
  * language model's embedding width that replace an image's placeholder tokens in the prompt.
  *
- * Supported: Qwen2-VL ("qwen2vl_merger"). Other projector types load with HS_E_NOTSUP.
+ * Supported: Qwen2-VL ("qwen2vl_merger") and Qwen2.5-VL ("qwen2.5vl_merger"). Other projector
+ * types load with HS_E_NOTSUP.
  * Thread: a loaded encoder is immutable except through hs_vision_encode, which one thread at a
  * time calls (the server's encoder thread, api/vision.c); loading and preprocessing may run on
  * any thread. */
@@ -24,6 +25,8 @@ struct hs_vision_hparams {
     int32_t proj_dim;                      /* output rows' width: the LM's n_embd */
     int32_t image_size, patch_size;        /* pixels */
     int32_t n_merge;                       /* merged patches per side (2: 2x2 -> one token) */
+    int32_t n_wa_pattern;                  /* Qwen2.5-VL: layers il with (il + 1) % n_wa_pattern
+                                            * == 0 attend fully, the others by window; 0: all */
     float eps;                             /* layer norm epsilon */
     float mean[3], std[3];                 /* per-channel normalisation of [0, 1] pixels */
     int64_t min_pixels, max_pixels;        /* resized image area bounds */

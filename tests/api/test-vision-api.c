@@ -23,6 +23,7 @@
 
 static struct {
     int32_t http_threads; /* 0: the default */
+    enum hs_proj_type proj; /* the projector's family (0: Qwen2-VL) */
     char trace[128];      /* the engine's --trace, "": none */
     char lpath[128], ppath[128];
     struct hs_model *model;
@@ -36,7 +37,7 @@ static void start(void)
     struct hs_error err = {0};
     snprintf(g.ppath, sizeof(g.ppath), "/tmp/hs-test-vapi-p-%d.gguf", (int)getpid());
     snprintf(g.lpath, sizeof(g.lpath), "/tmp/hs-test-vapi-l-%d.gguf", (int)getpid());
-    struct hs_mkproj_params pp = hs_mkproj_default_params(HS_PROJ_QWEN2VL);
+    struct hs_mkproj_params pp = hs_mkproj_default_params(g.proj);
     pp.proj_dim = 128;
     cr_assert_eq(hs_mkproj_write(&pp, g.ppath, &err), HS_OK, "%s", err.message);
     struct hs_mkmodel_params mp = hs_mkmodel_default_params();
@@ -65,6 +66,12 @@ static void start(void)
     cr_assert_eq(hs_api_server_start(g.model, g.eng, &ap, &g.srv, &err), HS_OK, "%s",
                  err.message);
     g.port = hs_api_server_port(g.srv);
+}
+
+static void start_qwen25vl(void)
+{
+    g.proj = HS_PROJ_QWEN25VL;
+    start();
 }
 
 static void stop(void)
@@ -219,6 +226,28 @@ Test(vision_api, screenshot_request_is_served_and_cached, .init = start, .fini =
     json_decref(a);
     json_decref(b);
     json_decref(c);
+    free(with);
+    free(without);
+    free(url);
+}
+
+/* A Qwen2.5-VL projector (window attention) is served the same way: 168x140 is 6x5 merged
+ * patches, windows of 4x4 of them, so the window order is not the raster order. */
+Test(vision_api, qwen25vl_screenshot_is_served, .init = start_qwen25vl, .fini = stop)
+{
+    char *url = png_url(168, 140, 0);
+    char *with = agent_body(url);
+    char *without = agent_body(NULL);
+    json_t *a, *b;
+    cr_assert_eq(post(with, &a), 200, "%s", json_dumps(a, 0));
+    cr_assert_eq(post(without, &b), 200);
+    cr_assert_eq(content(a)[0], '{', "%s", content(a));
+    cr_assert_geq(prompt_tokens(a) - prompt_tokens(b), 30);
+    struct hs__api_vision_stats vs;
+    hs__api_vision_get_stats(g.srv->vision, &vs);
+    cr_assert(vs.n_encoded == 1 && vs.encode_s > 0.0);
+    json_decref(a);
+    json_decref(b);
     free(with);
     free(without);
     free(url);
