@@ -1,9 +1,9 @@
-/* The Qwen2-VL vision encoder's time per image (model/vision/): a random projector of the given
- * shape written to /tmp, a synthetic screenshot, preprocessing and encoding timed separately
- * (median of --reps runs) on a CPU backend.
+/* The Qwen2-VL / Qwen2.5-VL vision encoder's time per image (model/vision/): a random projector
+ * of the given shape written to /tmp, a synthetic screenshot, preprocessing and encoding timed
+ * separately (median of --reps runs) on a CPU backend.
  *
- *   bench-vision [--image WxH] [--vision-dim N] [--vision-layers N] [--vision-heads N]
- *                [--vision-ffn N] [--threads N] [--reps N]
+ *   bench-vision [--projector qwen2vl|qwen25vl] [--wa-pattern N] [--image WxH] [--vision-dim N]
+ *                [--vision-layers N] [--vision-heads N] [--vision-ffn N] [--threads N] [--reps N]
  *
  * Defaults: a 1080x2400 phone screenshot (MobiAgent's size: 3354 tokens, 13416 patches) through
  * mkmodel's tiny projector (dim 64, 2 layers); Qwen2-VL-2B's ViT is --vision-dim 1280
@@ -29,9 +29,23 @@ int main(int argc, char **argv)
 {
     int nx = 1080, ny = 2400, threads = 2, reps = 3;
     struct hs_mkproj_params pp = hs_mkproj_default_params(HS_PROJ_QWEN2VL);
+    /* The projector's family first: its defaults, then the other options over them. */
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--projector")) {
+            const enum hs_proj_type t = hs_proj_type_from_str(argv[i + 1]);
+            if (t != HS_PROJ_QWEN2VL && t != HS_PROJ_QWEN25VL) {
+                fprintf(stderr, "bench-vision: --projector is qwen2vl or qwen25vl\n");
+                return 2;
+            }
+            pp = hs_mkproj_default_params(t);
+        }
+    }
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
-        if (!strcmp(k, "--image") && sscanf(v, "%dx%d", &nx, &ny) == 2) {
+        if (!strcmp(k, "--projector")) {
+        } else if (!strcmp(k, "--wa-pattern")) {
+            pp.n_wa_pattern = atoi(v);
+        } else if (!strcmp(k, "--image") && sscanf(v, "%dx%d", &nx, &ny) == 2) {
         } else if (!strcmp(k, "--vision-dim")) {
             pp.n_embd = atoi(v);
         } else if (!strcmp(k, "--vision-layers")) {
@@ -97,9 +111,14 @@ int main(int argc, char **argv)
     }
     qsort(pre, (size_t)reps, sizeof(double), bench_cmp_double);
     qsort(enc, (size_t)reps, sizeof(double), bench_cmp_double);
-    printf("image %dx%d -> %dx%d, %d tokens (%d patches); ViT dim %d, %d layers, %d heads, "
+    printf("%s: image %dx%d -> %dx%d, %d tokens (%d patches); ViT dim %d, %d layers, %d heads, "
            "ffn %d; %d threads\n",
-           nx, ny, rx, ry, n_tok, n_tok * 4, pp.n_embd, pp.n_layer, pp.n_head, pp.n_ff, threads);
+           hs_proj_type_str(pp.type), nx, ny, rx, ry, n_tok, n_tok * 4, pp.n_embd, pp.n_layer,
+           pp.n_head, pp.n_ff, threads);
+    if (pp.type == HS_PROJ_QWEN25VL) {
+        printf("window attention in %d of %d layers\n",
+               pp.n_layer - pp.n_layer / pp.n_wa_pattern, pp.n_layer);
+    }
     printf("preprocess %.1f ms, encode %.1f ms (median of %d; min %.1f, max %.1f)\n",
            pre[reps / 2], enc[reps / 2], reps, enc[0], enc[reps - 1]);
     free(pre);

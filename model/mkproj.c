@@ -50,7 +50,6 @@ struct hs_mkproj_params hs_mkproj_default_params(enum hs_proj_type t)
         .patch_size = 14,
         .n_merge = 2,
         .n_wa_pattern = t == HS_PROJ_QWEN25VL ? 2 : 0,
-        .window_size = t == HS_PROJ_QWEN25VL ? 56 : 0,
         .wtype = HS_TYPE_F32,
         .seed = 1,
     };
@@ -109,8 +108,8 @@ static hs_status check(const struct hs_mkproj_params *p, struct hs_error *err)
     if (p->wtype != HS_TYPE_F32 && p->wtype != HS_TYPE_F16) {
         return hs_error_set(err, HS_E_INVAL, "projector weights are f32 or f16");
     }
-    if (p->type == HS_PROJ_QWEN25VL && (p->n_wa_pattern <= 0 || p->window_size <= 0)) {
-        return hs_error_set(err, HS_E_INVAL, "qwen2.5vl needs n_wa_pattern and window_size");
+    if (p->type == HS_PROJ_QWEN25VL && p->n_wa_pattern <= 0) {
+        return hs_error_set(err, HS_E_INVAL, "qwen2.5vl needs n_wa_pattern");
     }
     return HS_OK;
 }
@@ -171,9 +170,7 @@ hs_status hs_mkproj_write(const struct hs_mkproj_params *p, const char *path, st
     if (p->type == HS_PROJ_QWEN25VL) {
         if ((st = hs_gguf_writer_set_bool(w, "clip.use_silu", true)) != HS_OK ||
             (st = hs_gguf_writer_set_u32(w, "clip.vision.n_wa_pattern",
-                                         (uint32_t)p->n_wa_pattern)) != HS_OK ||
-            (st = hs_gguf_writer_set_u32(w, "clip.vision.window_size",
-                                         (uint32_t)p->window_size)) != HS_OK) {
+                                         (uint32_t)p->n_wa_pattern)) != HS_OK) {
             goto done;
         }
     } else if (p->type == HS_PROJ_IDEFICS3) {

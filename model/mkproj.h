@@ -31,8 +31,8 @@ struct hs_mkproj_params {
     int32_t proj_dim;                      /* output width: the language model's n_embd */
     int32_t image_size, patch_size;        /* pixels */
     int32_t n_merge;      /* Qwen: spatial merge side (2); idefics3: pixel-shuffle scale factor */
-    int32_t n_wa_pattern; /* qwen2.5vl: every n-th layer attends fully (others by window) */
-    int32_t window_size;  /* qwen2.5vl: attention window side in pixels */
+    int32_t n_wa_pattern; /* qwen2.5vl: every n-th layer attends fully, the others within
+                           * windows of 112 pixels (llama.cpp's fixed size; no key holds it) */
     enum hs_type wtype;   /* matrices: F32 or F16 (norms, biases and positions stay F32) */
     uint64_t seed;
     int32_t longest_edge; /* idefics3: clip.vision.preproc_image_size (0: not written) */

@@ -8,7 +8,8 @@
 #                                                  hours for all; e.g. --suite server to narrow)
 #   scripts/dev.sh deps | build                    the individual steps
 # Environment: HETSERVE_MODEL (default ../shared/models/stories260K.gguf), PORT (8080), FUZZ_SECONDS (per
-# target, default 30), JOBS (default: nproc).
+# target, default 30), FUZZ_JOBS (targets fuzzed at a time, default 1), FUZZ_TARGETS (names, default
+# all), JOBS (default: nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -102,58 +103,87 @@ run() {
     exec build/api/hetserve serve -m "$model" --port "$port" "$@"
 }
 
+# One target: seed its corpus (kept between runs in build-fuzz/corpus-NAME) and run it for
+# FUZZ_SECONDS. Its log, with libFuzzer's final stats and the CPU time it got, is
+# build-fuzz/NAME.log.
+fuzz_one() { # path secs
+    local f=$1 secs=$2
+    local name; name=$(basename "$f")
+    local corpus="build-fuzz/corpus-$name" art="build-fuzz/artifacts-$name/"
+    mkdir -p "$corpus" "$art"
+    local max_len=4096
+    if [ "$name" = fuzz-gguf ]; then
+        # Seed with the heads of the shared models (header and metadata are what is parsed).
+        max_len=65536
+        for m in "$ROOT"/../shared/models/*.gguf; do
+            [ -f "$m" ] && head -c 65536 "$m" > "$corpus/seed-$(basename "$m")"
+        done
+    fi
+    if [ "$name" = fuzz-model ]; then
+        # Whole small models of every architecture (the loader reads tensor data too).
+        max_len=131072
+        local tiny="--dim 32 --heads 2 --kv-heads 1 --ffn 32 --vocab 300 --layers 2 --tied"
+        local moe="--experts 4 --experts-used 2 --ffn-exp 32"
+        local i=0
+        for spec in "--arch llama --type q8_0" "--arch qwen3 --type q4_0" \
+            "--arch qwen2 --type q5_0" "--arch llama --type q4_1" "--arch qwen3 --type q5_1" \
+            "--arch llama $moe" "--arch qwen2moe $moe --ffn-shexp 32 --type q8_0" \
+            "--arch qwen3moe $moe --gating sigmoid --weights-scale 2" "--arch olmoe $moe" \
+            "--arch hunyuan-moe $moe" "--arch hunyuan-large --experts 4 --experts-used 1 --cla 2"; do
+            # shellcheck disable=SC2086
+            build/api/hetserve mkmodel -o "$corpus/seed-$i.gguf" $tiny $spec 2>/dev/null
+            i=$((i + 1))
+        done
+    fi
+    printf 'Hello, world! 123 \xc3\xa9\xf0\x9f\x98\x80 <|im_start|>user\n' > "$corpus/seed-text"
+    # Target-specific seeds (e.g. request bodies for fuzz-request).
+    if [ -d "tests/fuzz/seeds-$name" ]; then
+        cp tests/fuzz/seeds-"$name"/* "$corpus/"
+    fi
+    log "fuzz $name (${secs}s)"
+    local rc=0 TIMEFORMAT="cpu: %U s user, %S s sys, %R s wall"
+    { time "$f" -max_total_time="$secs" -max_len="$max_len" -timeout=60 -rss_limit_mb=4096 \
+        -print_final_stats=1 -artifact_prefix="$art" "$corpus" > "build-fuzz/$name.log" 2>&1; } \
+        2>> "build-fuzz/$name.log" || rc=$?
+    grep -E 'stat::number_of_executed_units|^cpu:|ERROR|SUMMARY' "build-fuzz/$name.log" |
+        sed "s/^/$name: /" || true
+    if [ "$rc" -ne 0 ]; then
+        log "fuzzer $name failed (exit $rc); inputs in $art"; tail -40 "build-fuzz/$name.log"
+        return 1
+    fi
+}
+
+# Every fuzz target (or those named in FUZZ_TARGETS) for FUZZ_SECONDS each, FUZZ_JOBS at a time
+# (default 1: one after the other). The long campaigns recorded in the README ran as
+# FUZZ_SECONDS=3600 FUZZ_JOBS=9 nice -n 19 scripts/dev.sh fuzz.
 fuzz() {
-    local secs=${FUZZ_SECONDS:-30}
-    log "fuzzing (build-fuzz/, ${secs}s per target)"
+    local secs=${FUZZ_SECONDS:-30} jobs=${FUZZ_JOBS:-1}
+    log "fuzzing (build-fuzz/, ${secs}s per target, $jobs at a time)"
     CC=clang setup_dir build-fuzz -Dfuzz=true -Db_lundef=false -Dbuildtype=debugoptimized
     ninja -C build-fuzz -j "$JOBS"
-    local found=0
+    local targets=() f
     for f in build-fuzz/tests/fuzz/fuzz-*; do
         [ -x "$f" ] && [ -f "$f" ] || continue
-        found=1
-        local name; name=$(basename "$f")
-        local corpus="build-fuzz/corpus-$name" art="build-fuzz/artifacts-$name/"
-        mkdir -p "$corpus" "$art"
-        local max_len=4096
-        if [ "$name" = fuzz-gguf ]; then
-            # Seed with the heads of the shared models (header and metadata are what is parsed).
-            max_len=65536
-            for m in "$ROOT"/../shared/models/*.gguf; do
-                [ -f "$m" ] && head -c 65536 "$m" > "$corpus/seed-$(basename "$m")"
-            done
+        if [ -n "${FUZZ_TARGETS:-}" ] && ! [[ " $FUZZ_TARGETS " == *" $(basename "$f") "* ]]; then
+            continue
         fi
-        if [ "$name" = fuzz-model ]; then
-            # Whole small models of every architecture (the loader reads tensor data too).
-            max_len=131072
-            local tiny="--dim 32 --heads 2 --kv-heads 1 --ffn 32 --vocab 300 --layers 2 --tied"
-            local moe="--experts 4 --experts-used 2 --ffn-exp 32"
-            local i=0
-            for spec in "--arch llama --type q8_0" "--arch qwen3 --type q4_0" \
-                "--arch qwen2 --type q5_0" "--arch llama --type q4_1" "--arch qwen3 --type q5_1" \
-                "--arch llama $moe" "--arch qwen2moe $moe --ffn-shexp 32 --type q8_0" \
-                "--arch qwen3moe $moe --gating sigmoid --weights-scale 2" "--arch olmoe $moe" \
-                "--arch hunyuan-moe $moe" "--arch hunyuan-large --experts 4 --experts-used 1 --cla 2"; do
-                # shellcheck disable=SC2086
-                build/api/hetserve mkmodel -o "$corpus/seed-$i.gguf" $tiny $spec 2>/dev/null
-                i=$((i + 1))
-            done
-        fi
-        printf 'Hello, world! 123 \xc3\xa9\xf0\x9f\x98\x80 <|im_start|>user\n' > "$corpus/seed-text"
-        # Target-specific seeds (e.g. request bodies for fuzz-request).
-        if [ -d "tests/fuzz/seeds-$name" ]; then
-            cp tests/fuzz/seeds-"$name"/* "$corpus/"
-        fi
-        log "fuzz $name"
-        local rc=0
-        "$f" -max_total_time="$secs" -max_len="$max_len" -timeout=60 -rss_limit_mb=4096 -print_final_stats=1 \
-            -artifact_prefix="$art" "$corpus" > "build-fuzz/$name.log" 2>&1 || rc=$?
-        grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' "build-fuzz/$name.log" || true
-        if [ "$rc" -ne 0 ]; then
-            log "fuzzer $name failed (exit $rc); inputs in $art"; tail -40 "build-fuzz/$name.log"
-            return 1
-        fi
+        targets+=("$f")
     done
-    [ "$found" -eq 1 ] || { log "no fuzz targets were built"; return 1; }
+    [ "${#targets[@]}" -gt 0 ] || { log "no fuzz targets were built"; return 1; }
+    local failed=0 running=0
+    for f in "${targets[@]}"; do
+        if [ "$running" -ge "$jobs" ]; then
+            wait -n || failed=1
+            running=$((running - 1))
+        fi
+        fuzz_one "$f" "$secs" &
+        running=$((running + 1))
+    done
+    while [ "$running" -gt 0 ]; do
+        wait -n || failed=1
+        running=$((running - 1))
+    done
+    [ "$failed" -eq 0 ] || { log "a fuzz target failed (see above)"; return 1; }
 }
 
 # "N passed, N failed" over the suites of a meson build dir (its last test run).
@@ -203,5 +233,5 @@ case "${1:-}" in
     build) deps; build ;;
     fuzz) deps; fuzz ;;
     valgrind) shift; valgrind_tests "$@" ;;
-    *) sed -n '2,12p' "$0"; exit 2 ;;
+    *) sed -n '2,13p' "$0"; exit 2 ;;
 esac

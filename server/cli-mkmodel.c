@@ -53,6 +53,8 @@ static void usage(FILE *f)
                "                        image 56); --dim N is the language model's width\n"
                "      --vision-dim N --vision-layers N --vision-heads N --vision-ffn N\n"
                "      --image-size N --patch-size N --merge N --type f32|f16 --seed N\n"
+               "      --wa-pattern N    qwen25vl: every N-th layer attends fully, the others in\n"
+               "                        112-pixel windows (default 2)\n"
                "      --longest-edge N  idefics3: scale an image's longer side to N before\n"
                "                        cutting it into tiles (preproc_image_size; default 0:\n"
                "                        not written, sides rounded to whole tiles)\n");
@@ -118,6 +120,9 @@ static int mkproj_main(int argc, char **argv, const char *type)
         } else if (!strcmp(a, "--merge")) {
             field = &p.n_merge;
             hi = 8;
+        } else if (!strcmp(a, "--wa-pattern")) {
+            field = &p.n_wa_pattern;
+            hi = 256;
         } else {
             fprintf(stderr, "hetserve mkmodel: option '%s' does not apply to --projector\n", a);
             return 2;

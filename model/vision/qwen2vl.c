@@ -1,15 +1,54 @@
-/* The Qwen2-VL vision encoder (llama.cpp's clip graph "qwen2vl_merger"): a patch-embedding conv
- * (two temporal kernels summed, one frame), ViT blocks with LayerNorm, 2D rotary over (row,
- * column) and quick-GELU MLPs, then the patch merger: LayerNorm, and an MLP over each 2x2 group of
- * patches to the language model's width.
+/* The Qwen2-VL and Qwen2.5-VL vision encoders (llama.cpp's clip graph for "qwen2vl_merger" and
+ * "qwen2.5vl_merger"): a patch-embedding conv (two temporal kernels summed, one frame), ViT blocks
+ * with 2D rotary over (row, column), then the patch merger: a norm, and an MLP over each 2x2 group
+ * of patches to the language model's width. Qwen2-VL's blocks use LayerNorm and quick-GELU MLPs;
+ * Qwen2.5-VL's RMSNorm and SiLU-gated MLPs, and attend within windows of 112x112 pixels (4x4
+ * merged groups; smaller at the right and bottom edges) except in every n_wa_pattern-th layer.
  *
  * Patches are laid out merged-group-major from the start (each n_merge x n_merge group's patches
- * adjacent, groups in raster order), as llama.cpp does, so the merger is a reshape. */
+ * adjacent), as llama.cpp does, so the merger is a reshape. The groups go window by window (raster
+ * order within a window, windows in raster order; Qwen2-VL: one window, the whole image), so a
+ * window is a contiguous run of rows, and the merger's output rows go back to raster order. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/vision/vision-impl.h"
+
+/* Qwen2.5-VL's attention window side in pixels: llama.cpp's constant (HF's window_size); the
+ * converter writes no key for it. */
+#define WINDOW_PX 112
+
+/* The block's norm: LayerNorm, or RMSNorm where the file has no bias (Qwen2.5-VL). */
+static void norm(const float *x, float *y, int64_t n_rows, int64_t n, const struct hs_tensor *w,
+                 const struct hs_tensor *b, float eps)
+{
+    if (b->data) {
+        hs__vit_layer_norm(x, y, n_rows, n, w->data, b->data, eps);
+        return;
+    }
+    const float *wd = w->data;
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        double ss = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            ss += (double)xr[i] * xr[i];
+        }
+        const float inv = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+        for (int64_t i = 0; i < n; i++) {
+            yr[i] = xr[i] * inv * wd[i];
+        }
+    }
+}
+
+/* g = silu(g) * u (Qwen2.5-VL's gated MLP). */
+static void swiglu(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
 
 static void quick_gelu(float *x, int64_t n)
 {
@@ -50,10 +89,12 @@ struct scratch {
     float *q, *k, *v, *attn; /* [n][d] */
     float *vt;      /* [hd][n] one head's values, transposed */
     float *scores;  /* [chunk][n] */
-    float *ff;      /* [n][max(n_ff, 4d)] */
+    float *ff;      /* [n][max(n_ff, 4d)]; gated: [2][n][n_ff] at least */
     float *tmp;     /* [n][d] */
     int32_t *pos_r, *pos_c; /* [n] */
     float *cs;      /* [hd] */
+    int32_t *order; /* [n_tok] the raster index of each merged group, in layout order */
+    int64_t *win;   /* [n_tok + 1] windows' first rows (patches); win[n_win] = n */
 };
 
 static void scratch_free(struct scratch *s)
@@ -72,6 +113,31 @@ static void scratch_free(struct scratch *s)
     free(s->pos_r);
     free(s->pos_c);
     free(s->cs);
+    free(s->order);
+    free(s->win);
+}
+
+/* Copies merged group (gx, gy)'s m x m patches into rows idx.. of s->patches, each as (channel,
+ * ky, kx) like the conv kernel's rows, with their (row, column) for the rotary. */
+static void put_group(struct scratch *s, const struct hs_vision_input *in, int32_t p, int32_t m,
+                      int32_t gx, int32_t gy, int64_t idx)
+{
+    const size_t plane = (size_t)in->nx * in->ny, kk = 3 * (size_t)p * p;
+    for (int32_t dy = 0; dy < m; dy++) {
+        for (int32_t dx = 0; dx < m; dx++, idx++) {
+            const int32_t py = gy * m + dy, px = gx * m + dx;
+            float *dst = s->patches + (size_t)idx * kk;
+            for (int c = 0; c < 3; c++) {
+                for (int32_t ky = 0; ky < p; ky++) {
+                    const float *src =
+                        in->data + c * plane + (size_t)(py * p + ky) * in->nx + (size_t)px * p;
+                    memcpy(dst + ((size_t)c * p + ky) * p, src, (size_t)p * sizeof(float));
+                }
+            }
+            s->pos_r[idx] = py;
+            s->pos_c[idx] = px;
+        }
+    }
 }
 
 static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct hs_vision_input *in,
@@ -82,40 +148,38 @@ static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct 
     const int64_t d = hp->n_embd, kk = 3LL * p * p;
     const int32_t npx = in->nx / p, npy = in->ny / p;
     const int64_t n = (int64_t)npx * npy;
-    const size_t plane = (size_t)in->nx * in->ny;
-    /* Patches, merged-group-major, each as (channel, ky, kx) like the conv kernel's rows. */
+    /* Windows' side in merged groups (llama.cpp's integer division); one window without them. */
+    const int32_t pw = npx / m, ph = npy / m;
+    const int32_t gw = hp->n_wa_pattern > 0 ? HS_MAX(1, WINDOW_PX / p / m) : HS_MAX(pw, ph);
+    /* Patches, merged-group-major in window order. */
     int64_t idx = 0;
-    for (int32_t gy = 0; gy < npy; gy += m) {
-        for (int32_t gx = 0; gx < npx; gx += m) {
-            for (int32_t dy = 0; dy < m; dy++) {
-                for (int32_t dx = 0; dx < m; dx++, idx++) {
-                    const int32_t py = gy + dy, px = gx + dx;
-                    float *dst = s->patches + idx * kk;
-                    for (int c = 0; c < 3; c++) {
-                        for (int32_t ky = 0; ky < p; ky++) {
-                            const float *src = in->data + c * plane +
-                                               (size_t)(py * p + ky) * in->nx + (size_t)px * p;
-                            memcpy(dst + ((size_t)c * p + ky) * p, src, (size_t)p * sizeof(float));
-                        }
-                    }
-                    s->pos_r[idx] = py;
-                    s->pos_c[idx] = px;
+    int32_t n_win = 0, k = 0;
+    for (int32_t wy = 0; wy < ph; wy += gw) {
+        for (int32_t wx = 0; wx < pw; wx += gw) {
+            s->win[n_win++] = idx;
+            for (int32_t gy = wy; gy < HS_MIN(wy + gw, ph); gy++) {
+                for (int32_t gx = wx; gx < HS_MIN(wx + gw, pw); gx++) {
+                    s->order[k++] = gy * pw + gx;
+                    put_group(s, in, p, m, gx, gy, idx);
+                    idx += (int64_t)m * m;
                 }
             }
         }
     }
+    s->win[n_win] = n;
     const struct hs_tensor tp = hs__vit_view(s->patches, kk, n, kk);
     struct hs_tensor tx = hs__vit_view(s->x, d, n, d), th = hs__vit_view(s->h, d, n, d);
     struct hs_tensor tq = hs__vit_view(s->q, d, n, d), tk = hs__vit_view(s->k, d, n, d);
     struct hs_tensor tv = hs__vit_view(s->v, d, n, d), ta = hs__vit_view(s->attn, d, n, d);
     struct hs_tensor tt = hs__vit_view(s->tmp, d, n, d);
     struct hs_tensor tf = hs__vit_view(s->ff, hp->n_ff, n, hp->n_ff);
+    struct hs_tensor tg = hs__vit_view(s->ff + n * hp->n_ff, hp->n_ff, n, hp->n_ff);
     HS_TRY(hs_backend_matmul(be, &vis->patch_w0, &tp, &tx));
     HS_TRY(hs_backend_matmul(be, &vis->patch_w1, &tp, &tt));
     HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const struct hs_vision_layer *l = &vis->layers[il];
-        hs__vit_layer_norm(s->x, s->h, n, d, l->ln1_w.data, l->ln1_b.data, hp->eps);
+        norm(s->x, s->h, n, d, &l->ln1_w, &l->ln1_b, hp->eps);
         const struct hs_tensor *ws[3] = {&l->q_w, &l->k_w, &l->v_w};
         struct hs_tensor *ys[3] = {&tq, &tk, &tv};
         HS_TRY(hs_backend_matmul_multi(be, 3, ws, &th, ys));
@@ -124,20 +188,38 @@ static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct 
         HS_TRY(hs_backend_add(be, &tv, &l->v_b, &tv));
         rope_2d(s->q, n, hp->n_head, (int32_t)(d / hp->n_head), s->pos_r, s->pos_c, s->cs);
         rope_2d(s->k, n, hp->n_head, (int32_t)(d / hp->n_head), s->pos_r, s->pos_c, s->cs);
-        HS_TRY(hs__vit_attention(be, hp->n_head, d, n, s->q, s->k, s->v, s->vt, s->scores,
+        const bool full = hp->n_wa_pattern == 0 || (il + 1) % hp->n_wa_pattern == 0;
+        for (int32_t w = 0; w < (full ? 1 : n_win); w++) {
+            HS_TRY(hs__vit_attention(be, hp->n_head, d, full ? 0 : s->win[w],
+                                     full ? n : s->win[w + 1], s->q, s->k, s->v, s->vt, s->scores,
                                      s->attn));
+        }
         HS_TRY(hs__vit_linear(be, &l->o_w, &l->o_b, &ta, &tt));
         HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
-        hs__vit_layer_norm(s->x, s->h, n, d, l->ln2_w.data, l->ln2_b.data, hp->eps);
-        HS_TRY(hs__vit_linear(be, &l->up_w, &l->up_b, &th, &tf));
-        quick_gelu(s->ff, n * hp->n_ff);
-        HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &tf, &tt));
+        norm(s->x, s->h, n, d, &l->ln2_w, &l->ln2_b, hp->eps);
+        if (l->gate_w.data) {
+            const struct hs_tensor *wu[2] = {&l->up_w, &l->gate_w};
+            struct hs_tensor *yu[2] = {&tf, &tg};
+            HS_TRY(hs_backend_matmul_multi(be, 2, wu, &th, yu));
+            HS_TRY(hs_backend_add(be, &tf, &l->up_b, &tf));
+            HS_TRY(hs_backend_add(be, &tg, &l->gate_b, &tg));
+            swiglu(s->ff + n * hp->n_ff, s->ff, n * hp->n_ff);
+            HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &tg, &tt));
+        } else {
+            HS_TRY(hs__vit_linear(be, &l->up_w, &l->up_b, &th, &tf));
+            quick_gelu(s->ff, n * hp->n_ff);
+            HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &tf, &tt));
+        }
         HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
     }
-    hs__vit_layer_norm(s->x, s->h, n, d, vis->post_ln_w.data, vis->post_ln_b.data, hp->eps);
-    /* The merger: each group's m*m adjacent rows are one row of m*m*d. */
+    norm(s->x, s->h, n, d, &vis->post_ln_w, &vis->post_ln_b, hp->eps);
+    /* The merger: each group's m*m adjacent rows are one row of m*m*d. The MLP is row-wise, so
+     * the groups go back to raster order (the output's) before it. */
     const int64_t dm = d * m * m, n_tok = n / (m * m);
-    const struct hs_tensor hm = hs__vit_view(s->h, dm, n_tok, dm);
+    for (int64_t t = 0; t < n_tok; t++) {
+        memcpy(s->x + s->order[t] * dm, s->h + t * dm, (size_t)dm * sizeof(float));
+    }
+    const struct hs_tensor hm = hs__vit_view(s->x, dm, n_tok, dm);
     struct hs_tensor fm = hs__vit_view(s->ff, dm, n_tok, dm);
     HS_TRY(hs__vit_linear(be, &vis->mm0_w, &vis->mm0_b, &hm, &fm));
     hs__vit_gelu(s->ff, n_tok * dm);
@@ -160,7 +242,9 @@ hs_status hs_vision_encode(struct hs_vision *v, struct hs_backend *be,
     }
     const int64_t n = (int64_t)(in->nx / hp->patch_size) * (in->ny / hp->patch_size);
     const int64_t d = hp->n_embd, hd = d / hp->n_head;
-    const int64_t n_ffw = HS_MAX((int64_t)hp->n_ff, d * hp->n_merge * hp->n_merge);
+    const int64_t n_tok = n / ((int64_t)hp->n_merge * hp->n_merge);
+    const int64_t n_ffw = HS_MAX((int64_t)hp->n_ff * (v->layers[0].gate_w.data ? 2 : 1),
+                                 d * hp->n_merge * hp->n_merge);
     struct scratch s = {0};
     s.patches = malloc((size_t)n * 3 * hp->patch_size * hp->patch_size * sizeof(float));
     s.x = malloc((size_t)n * d * sizeof(float));
@@ -176,9 +260,11 @@ hs_status hs_vision_encode(struct hs_vision *v, struct hs_backend *be,
     s.pos_r = malloc((size_t)n * sizeof(int32_t));
     s.pos_c = malloc((size_t)n * sizeof(int32_t));
     s.cs = malloc((size_t)hd * sizeof(float));
+    s.order = malloc((size_t)n_tok * sizeof(int32_t));
+    s.win = malloc((size_t)(n_tok + 1) * sizeof(int64_t));
     hs_status st;
     if (!s.patches || !s.x || !s.h || !s.q || !s.k || !s.v || !s.attn || !s.tmp || !s.vt ||
-        !s.scores || !s.ff || !s.pos_r || !s.pos_c || !s.cs) {
+        !s.scores || !s.ff || !s.pos_r || !s.pos_c || !s.cs || !s.order || !s.win) {
         st = hs_error_set(err, HS_E_NOMEM, "out of memory encoding a %dx%d image", in->nx,
                           in->ny);
     } else if ((st = run(v, be, in, out, &s)) != HS_OK) {

@@ -208,7 +208,7 @@ static hs_status encode_view(struct hs_vision *vis, struct hs_backend *be,
         HS_TRY(hs_backend_add(be, &tq, &l->q_b, &tq));
         HS_TRY(hs_backend_add(be, &tk, &l->k_b, &tk));
         HS_TRY(hs_backend_add(be, &tv, &l->v_b, &tv));
-        HS_TRY(hs__vit_attention(be, hp->n_head, d, n, s->q, s->k, s->v, s->vt, s->scores,
+        HS_TRY(hs__vit_attention(be, hp->n_head, d, 0, n, s->q, s->k, s->v, s->vt, s->scores,
                                  s->attn));
         HS_TRY(hs__vit_linear(be, &l->o_w, &l->o_b, &ta, &tt));
         HS_TRY(hs_backend_add(be, &tx, &tt, &tx));

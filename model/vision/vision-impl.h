@@ -6,7 +6,8 @@
 #include "model/vision/vision.h"
 
 /* One ViT block's weights; views into the mmap'd projector (borrowed). Shapes as ne[1] x ne[0]
- * (rows x cols), d = n_embd. */
+ * (rows x cols), d = n_embd. Qwen2.5-VL's norms are RMSNorms: their biases (ln*_b, post_ln_b)
+ * have data NULL. */
 struct hs_vision_layer {
     struct hs_tensor ln1_w, ln1_b;           /* [d] f32 */
     struct hs_tensor q_w, k_w, v_w, o_w;     /* [d][d] */
@@ -14,6 +15,8 @@ struct hs_vision_layer {
     struct hs_tensor ln2_w, ln2_b;           /* [d] f32 */
     struct hs_tensor up_w, down_w;           /* [n_ff][d], [d][n_ff] */
     struct hs_tensor up_b, down_b;           /* [n_ff], [d] f32 */
+    struct hs_tensor gate_w, gate_b;         /* Qwen2.5-VL's SiLU gate [n_ff][d], [n_ff]; else
+                                              * data NULL */
 };
 
 struct hs_vision {
@@ -56,10 +59,10 @@ void hs__vit_layer_norm(const float *x, float *y, int64_t n_rows, int64_t n, con
                         const float *b, float eps);
 /* GELU in place, tanh form (ggml_gelu's). */
 void hs__vit_gelu(float *x, int64_t n);
-/* Full (unmasked) multi-head attention of the rows q, k, v ([n][d], heads of d / n_head) into
- * attn; scores and sums as backend matmuls. Scratch: vt [d / n_head][n], scores
- * [min(n, HS_VIT_ATTN_CHUNK_ROWS)][n]. */
-hs_status hs__vit_attention(struct hs_backend *be, int32_t n_head, int64_t d, int64_t n,
+/* Multi-head self-attention among rows [a, b) of q, k, v ([rows][d], heads of d / n_head; all
+ * rows, or one window) into the same rows of attn; scores and sums as backend matmuls. Scratch:
+ * vt [d / n_head][b - a], scores [min(b - a, HS_VIT_ATTN_CHUNK_ROWS)][b - a]. */
+hs_status hs__vit_attention(struct hs_backend *be, int32_t n_head, int64_t d, int64_t a, int64_t b,
                             const float *q, const float *k, const float *v, float *vt,
                             float *scores, float *attn);
 

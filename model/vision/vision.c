@@ -103,6 +103,8 @@ static hs_status load_weights(struct hs_vision *v, struct hs_error *err)
         return hs_error_set(err, HS_E_NOTSUP, "projector: a patch embedding bias is not "
                                               "implemented for qwen2vl");
     }
+    /* Qwen2.5-VL: RMSNorms (no biases) and a SiLU-gated MLP. */
+    const bool q25 = hp->type == HS_PROJ_QWEN25VL;
     for (int il = 0; il < hp->n_layer; il++) {
         struct hs_vision_layer *l = &v->layers[il];
         char n[96];
@@ -112,7 +114,9 @@ static hs_status load_weights(struct hs_vision *v, struct hs_error *err)
         HS_TRY(get_tensor(g, n, (n0), (n1), (vec), &l->field, err));                               \
     } while (0)
         T(ln1_w, "ln1.weight", d, 0, true);
-        T(ln1_b, "ln1.bias", d, 0, true);
+        if (!q25) {
+            T(ln1_b, "ln1.bias", d, 0, true);
+        }
         T(q_w, "attn_q.weight", d, d, false);
         T(q_b, "attn_q.bias", d, 0, true);
         T(k_w, "attn_k.weight", d, d, false);
@@ -122,7 +126,12 @@ static hs_status load_weights(struct hs_vision *v, struct hs_error *err)
         T(o_w, "attn_out.weight", d, d, false);
         T(o_b, "attn_out.bias", d, 0, true);
         T(ln2_w, "ln2.weight", d, 0, true);
-        T(ln2_b, "ln2.bias", d, 0, true);
+        if (!q25) {
+            T(ln2_b, "ln2.bias", d, 0, true);
+        } else {
+            T(gate_w, "ffn_gate.weight", d, ff, false);
+            T(gate_b, "ffn_gate.bias", ff, 0, true);
+        }
         T(up_w, "ffn_up.weight", d, ff, false);
         T(up_b, "ffn_up.bias", ff, 0, true);
         T(down_w, "ffn_down.weight", ff, d, false);
@@ -130,7 +139,9 @@ static hs_status load_weights(struct hs_vision *v, struct hs_error *err)
 #undef T
     }
     HS_TRY(get_tensor(g, "v.post_ln.weight", d, 0, true, &v->post_ln_w, err));
-    HS_TRY(get_tensor(g, "v.post_ln.bias", d, 0, true, &v->post_ln_b, err));
+    if (!q25) {
+        HS_TRY(get_tensor(g, "v.post_ln.bias", d, 0, true, &v->post_ln_b, err));
+    }
     if (siglip) {
         /* one bias-free projection of each pixel-shuffled group of n_merge^2 patches */
         return get_tensor(g, "mm.model.fc.weight", dm, hp->proj_dim, false, &v->fc_w, err);
@@ -155,10 +166,11 @@ static hs_status load_hparams(struct hs_vision *v, struct hs_error *err)
     memcpy(name, s.data, s.len);
     name[s.len] = '\0';
     hp->type = hs_proj_type_from_str(name);
-    if (hp->type != HS_PROJ_QWEN2VL && hp->type != HS_PROJ_IDEFICS3) {
+    if (hp->type != HS_PROJ_QWEN2VL && hp->type != HS_PROJ_QWEN25VL &&
+        hp->type != HS_PROJ_IDEFICS3) {
         return hs_error_set(err, HS_E_NOTSUP,
                             "projector type \"%s\" is not implemented (supported: qwen2vl_merger, "
-                            "idefics3)",
+                            "qwen2.5vl_merger, idefics3)",
                             name);
     }
     const bool siglip = hp->type == HS_PROJ_IDEFICS3;
@@ -211,13 +223,20 @@ static hs_status load_hparams(struct hs_vision *v, struct hs_error *err)
                             "of 4 (2D rotary)",
                             hp->n_head, hp->n_embd);
     }
-    /* The MLP's activation: Qwen2-VL quick-GELU (no flag), SigLIP GELU (use_gelu). */
+    /* The MLP's activation: Qwen2-VL quick-GELU (no flag), Qwen2.5-VL SiLU (use_silu), SigLIP
+     * GELU (use_gelu). */
+    const bool q25 = hp->type == HS_PROJ_QWEN25VL;
     bool gelu = false, silu = false;
     hs_gguf_get_bool(g, "clip.use_gelu", &gelu);
     hs_gguf_get_bool(g, "clip.use_silu", &silu);
-    if (silu || gelu != siglip) {
+    if (gelu != siglip || silu != q25) {
         return hs_error_set(err, HS_E_NOTSUP, "projector: a %s ViT MLP is not implemented for %s",
                             gelu ? "GELU" : silu ? "SiLU" : "quick-GELU", name);
+    }
+    if (q25) {
+        /* Required, as llama.cpp does (its converter writes fullatt_block_indexes[0] + 1: 8 for
+         * the released models). */
+        HS_TRY(get_i32(g, "clip.vision.n_wa_pattern", 1, 256, true, &hp->n_wa_pattern, err));
     }
     /* llama.cpp bounds Qwen images to 8..4096 merged tokens unless the file says otherwise. */
     const int64_t area = (int64_t)hp->patch_size * hp->patch_size * hp->n_merge * hp->n_merge;

@@ -2,8 +2,8 @@
  * language model, images preprocessed as llama.cpp's libmtmd does, and encoded into rows of the
  * language model's embedding width that replace an image's placeholder tokens in the prompt.
  *
- * Supported: Qwen2-VL ("qwen2vl_merger") and SmolVLM's SigLIP ("idefics3"). Other projector
- * types load with HS_E_NOTSUP.
+ * Supported: Qwen2-VL ("qwen2vl_merger"), Qwen2.5-VL ("qwen2.5vl_merger") and SmolVLM's SigLIP
+ * ("idefics3"). Other projector types load with HS_E_NOTSUP.
  *
  * idefics3 cuts an image into tiles of image_size pixels and adds an overview of the whole image
  * at that size (libmtmd's order: tiles row by row, then the overview); the preprocessed input
@@ -30,6 +30,8 @@ struct hs_vision_hparams {
     int32_t proj_dim;                      /* output rows' width: the LM's n_embd */
     int32_t image_size, patch_size;        /* pixels */
     int32_t n_merge;                       /* merged patches per side (2: 2x2 -> one token) */
+    int32_t n_wa_pattern;                  /* Qwen2.5-VL: layers il with (il + 1) % n_wa_pattern
+                                            * == 0 attend fully, the others by window; 0: all */
     float eps;                             /* layer norm epsilon */
     float mean[3], std[3];                 /* per-channel normalisation of [0, 1] pixels */
     int64_t min_pixels, max_pixels;        /* resized image area bounds */

@@ -76,22 +76,23 @@ static void softmax_rows(float *s, int64_t n_rows, int64_t n, float scale)
     }
 }
 
-hs_status hs__vit_attention(struct hs_backend *be, int32_t n_head, int64_t d, int64_t n,
+hs_status hs__vit_attention(struct hs_backend *be, int32_t n_head, int64_t d, int64_t a, int64_t b,
                             const float *q, const float *k, const float *v, float *vt,
                             float *scores, float *attn)
 {
+    const int64_t n = b - a;
     const int32_t hd = (int32_t)(d / n_head);
     const float scale = 1.0f / sqrtf((float)hd);
     for (int32_t h = 0; h < n_head; h++) {
         for (int64_t r = 0; r < n; r++) {
             for (int32_t i = 0; i < hd; i++) {
-                vt[i * n + r] = v[r * d + h * hd + i];
+                vt[i * n + r] = v[(a + r) * d + h * hd + i];
             }
         }
-        const struct hs_tensor kh = hs__vit_view((float *)k + h * hd, hd, n, d);
+        const struct hs_tensor kh = hs__vit_view((float *)k + a * d + h * hd, hd, n, d);
         const struct hs_tensor vth = hs__vit_view(vt, n, hd, n);
-        for (int64_t r0 = 0; r0 < n; r0 += HS_VIT_ATTN_CHUNK_ROWS) {
-            const int64_t nr = HS_MIN((int64_t)HS_VIT_ATTN_CHUNK_ROWS, n - r0);
+        for (int64_t r0 = a; r0 < b; r0 += HS_VIT_ATTN_CHUNK_ROWS) {
+            const int64_t nr = HS_MIN((int64_t)HS_VIT_ATTN_CHUNK_ROWS, b - r0);
             const struct hs_tensor qh = hs__vit_view((float *)q + r0 * d + h * hd, hd, nr, d);
             struct hs_tensor sc = hs__vit_view(scores, n, nr, n);
             HS_TRY(hs_backend_matmul(be, &kh, &qh, &sc));

@@ -23,8 +23,8 @@
 
 static struct {
     int32_t http_threads; /* 0: the default */
+    enum hs_proj_type proj; /* the projector's family (0: Qwen2-VL) */
     char trace[128];      /* the engine's --trace, "": none */
-    bool idefics3;        /* SmolVLM's SigLIP projector and a llama model, not Qwen2-VL's */
     bool no_image_tokens; /* idefics3: a vocabulary without SmolVLM's image tokens */
     char lpath[128], ppath[128];
     struct hs_model *model;
@@ -38,14 +38,14 @@ static void start(void)
     struct hs_error err = {0};
     snprintf(g.ppath, sizeof(g.ppath), "/tmp/hs-test-vapi-p-%d.gguf", (int)getpid());
     snprintf(g.lpath, sizeof(g.lpath), "/tmp/hs-test-vapi-l-%d.gguf", (int)getpid());
-    struct hs_mkproj_params pp =
-        hs_mkproj_default_params(g.idefics3 ? HS_PROJ_IDEFICS3 : HS_PROJ_QWEN2VL);
+    const bool idefics3 = g.proj == HS_PROJ_IDEFICS3;
+    struct hs_mkproj_params pp = hs_mkproj_default_params(g.proj);
     pp.proj_dim = 128;
-    pp.image_size = g.idefics3 ? 112 : pp.image_size;
+    pp.image_size = idefics3 ? 112 : pp.image_size; /* SmolVLM: with a llama model */
     cr_assert_eq(hs_mkproj_write(&pp, g.ppath, &err), HS_OK, "%s", err.message);
     struct hs_mkmodel_params mp = hs_mkmodel_default_params();
-    mp.arch = g.idefics3 ? HS_ARCH_LLAMA : HS_ARCH_QWEN2VL;
-    mp.image_tokens = g.idefics3 && !g.no_image_tokens;
+    mp.arch = idefics3 ? HS_ARCH_LLAMA : HS_ARCH_QWEN2VL;
+    mp.image_tokens = idefics3 && !g.no_image_tokens;
     mp.n_embd = 128;
     mp.n_head = 4;
     mp.n_head_kv = 2;
@@ -70,6 +70,12 @@ static void start(void)
     cr_assert_eq(hs_api_server_start(g.model, g.eng, &ap, &g.srv, &err), HS_OK, "%s",
                  err.message);
     g.port = hs_api_server_port(g.srv);
+}
+
+static void start_qwen25vl(void)
+{
+    g.proj = HS_PROJ_QWEN25VL;
+    start();
 }
 
 static void stop(void)
@@ -224,6 +230,28 @@ Test(vision_api, screenshot_request_is_served_and_cached, .init = start, .fini =
     json_decref(a);
     json_decref(b);
     json_decref(c);
+    free(with);
+    free(without);
+    free(url);
+}
+
+/* A Qwen2.5-VL projector (window attention) is served the same way: 168x140 is 6x5 merged
+ * patches, windows of 4x4 of them, so the window order is not the raster order. */
+Test(vision_api, qwen25vl_screenshot_is_served, .init = start_qwen25vl, .fini = stop)
+{
+    char *url = png_url(168, 140, 0);
+    char *with = agent_body(url);
+    char *without = agent_body(NULL);
+    json_t *a, *b;
+    cr_assert_eq(post(with, &a), 200, "%s", json_dumps(a, 0));
+    cr_assert_eq(post(without, &b), 200);
+    cr_assert_eq(content(a)[0], '{', "%s", content(a));
+    cr_assert_geq(prompt_tokens(a) - prompt_tokens(b), 30);
+    struct hs__api_vision_stats vs;
+    hs__api_vision_get_stats(g.srv->vision, &vs);
+    cr_assert(vs.n_encoded == 1 && vs.encode_s > 0.0);
+    json_decref(a);
+    json_decref(b);
     free(with);
     free(without);
     free(url);
@@ -403,7 +431,7 @@ Test(vision_api, encodes_are_in_the_trace, .init = start_traced)
 
 static void start_idefics3(void)
 {
-    g.idefics3 = true;
+    g.proj = HS_PROJ_IDEFICS3;
     start();
 }
 

@@ -1,5 +1,6 @@
 // End-to-end image input with the official openai npm client: `hetserve serve --mmproj` on a
-// random Qwen2-VL-shaped language model and projector written here by `hetserve mkmodel`, spoken
+// random Qwen2-VL-shaped language model and projector written here by `hetserve mkmodel` (and a
+// Qwen2.5-VL projector for the agent's request at the end), spoken
 // to as a mobile GUI agent (MobiAgent) does: a system prompt, the phone's screenshot as a PNG
 // data URL beside the instruction, and a json_schema response_format for the action, its answer
 // checked with ajv. Broken, huge and unsupported images are 400s naming the part, and text-only
@@ -24,10 +25,12 @@ if (!bin) {
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hs-e2e-vision-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 const lm = path.join(dir, 'qwen2vl.gguf'), proj = path.join(dir, 'mmproj-qwen2vl.gguf');
+const proj25 = path.join(dir, 'mmproj-qwen25vl.gguf');
 for (const args of [
   ['-o', lm, '--arch', 'qwen2vl', '--dim', '128', '--heads', '4', '--kv-heads', '2', '--ffn', '256',
    '--vocab', '1024', '--ctx', '4096'],
-  ['-o', proj, '--projector', 'qwen2vl', '--dim', '128']]) {
+  ['-o', proj, '--projector', 'qwen2vl', '--dim', '128'],
+  ['-o', proj25, '--projector', 'qwen25vl', '--dim', '128']]) {
   const r = spawnSync(bin, ['mkmodel', ...args], { encoding: 'utf8' });
   if (r.status !== 0) {
     console.error(`mkmodel ${args.join(' ')} failed: ${r.stderr}`);
@@ -214,7 +217,23 @@ await check('SIGTERM exits 0', async () => {
   assert.equal(await stopServer(srv), 0, srv.log());
 });
 
+// The MobiAgent models' own family: a Qwen2.5-VL projector (window attention) beside the same
+// language model answers the agent's request as well.
+const srv25 = await startServer(bin, ['-m', lm, '--mmproj', proj25, '--ctx', '2048', '-t', '1']);
+await check('Qwen2.5-VL projector: the MobiAgent request validates', async () => {
+  const c25 = new OpenAI({ baseURL: `http://127.0.0.1:${srv25.port}/v1`, apiKey: 'sk-unused',
+                           maxRetries: 0, timeout: 120000 });
+  const r = await c25.chat.completions.create(agent(shot, 'Open the settings.'));
+  assert.equal(r.choices[0].finish_reason, 'stop', r.choices[0].message.content);
+  validate(r.choices[0].message.content);
+  const t = await c25.chat.completions.create(agent(null, 'Open the settings.'));
+  assert.ok(r.usage.prompt_tokens - t.usage.prompt_tokens >= SHOT_TOKENS,
+            `${r.usage.prompt_tokens} vs ${t.usage.prompt_tokens} without the image`);
+  assert.equal(await stopServer(srv25), 0, srv25.log());
+});
+
 if (summary()) {
   srv.proc.kill('SIGKILL');
+  srv25.proc.kill('SIGKILL');
   process.exit(1);
 }

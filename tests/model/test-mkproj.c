@@ -69,6 +69,8 @@ Test(mkproj, qwen25vl_uses_rms_norm_gate_and_windows)
     int64_t v = 0;
     cr_assert_eq(hs_gguf_get_int(g, "clip.vision.n_wa_pattern", &v), HS_OK);
     cr_assert_eq(v, 2);
+    /* llama.cpp's window is a fixed 112 px for Qwen2.5-VL: no key, as its converter writes */
+    cr_assert_eq(hs_gguf_get_int(g, "clip.vision.window_size", &v), HS_E_NOENT);
     assert_shape(g, "v.blk.0.ffn_gate.weight", 64, 128, 1, 1);
     cr_assert_null(hs_gguf_find_tensor(g, "v.blk.0.ln1.bias"));
     cr_assert_null(hs_gguf_find_tensor(g, "v.post_ln.bias"));
