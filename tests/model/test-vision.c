@@ -230,6 +230,22 @@ Test(vision, bad_projectors_are_refused_with_a_reason)
     unlink(path);
 }
 
+/* A one-sequence context of n_ctx tokens (all in one batch) with an f32 KV cache, as llama.cpp's
+ * reference ran at f32 precision. */
+static struct hs_context *f32_context(struct hs_model *m, int32_t n_ctx)
+{
+    struct hs_context_params cp = hs_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_batch = n_ctx;
+    cp.n_seq_max = 1;
+    cp.kv_type = HS_TYPE_F32;
+    cp.backend_params.n_threads = 2;
+    struct hs_context *ctx = NULL;
+    struct hs_error err;
+    cr_assert_eq(hs_context_create(m, &cp, &ctx, &err), HS_OK, "%s", err.message);
+    return ctx;
+}
+
 /* ---- the language model with an image (M-RoPE, embeddings in place of tokens) ---- */
 
 /* Logits of "look: <image>" (data/vision-qwen2vl-lm-112x84.txt: the chunks' token ids, then
@@ -309,14 +325,7 @@ static double lm_with_image(enum hs_proj_type t, int nx, int ny, bool with_mrope
     struct hs_model *m = NULL;
     cr_assert_eq(hs_model_load(lpath, &m, &err), HS_OK, "%s", err.message);
     cr_assert_eq(hs_model_hparams(m)->n_vocab, n_vocab);
-    struct hs_context_params cp = hs_context_default_params();
-    cp.n_ctx = 128;
-    cp.n_batch = 128;
-    cp.n_seq_max = 1;
-    cp.kv_type = HS_TYPE_F32;
-    cp.backend_params.n_threads = 2;
-    struct hs_context *ctx = NULL;
-    cr_assert_eq(hs_context_create(m, &cp, &ctx, &err), HS_OK, "%s", err.message);
+    struct hs_context *ctx = f32_context(m, 128);
     const float *embd[128] = {0};
     for (int k = 0; k < n_img; k++) {
         embd[img0 + k] = with_embd ? rows + (size_t)k * 128 : NULL;
@@ -641,14 +650,7 @@ static double idefics3_lm(int nx, int ny, bool with_embd, bool *same_argmax)
             embd[at] = with_embd ? rows + ((size_t)k * per_view + i) * 128 : NULL;
         }
     }
-    struct hs_context_params cp = hs_context_default_params();
-    cp.n_ctx = 256;
-    cp.n_batch = 256;
-    cp.n_seq_max = 1;
-    cp.kv_type = HS_TYPE_F32;
-    cp.backend_params.n_threads = 2;
-    struct hs_context *ctx = NULL;
-    cr_assert_eq(hs_context_create(m, &cp, &ctx, &err), HS_OK, "%s", err.message);
+    struct hs_context *ctx = f32_context(m, 256);
     int32_t table[16];
     for (int i = 0; i < 16; i++) {
         table[i] = i;
