@@ -111,10 +111,14 @@ struct hs__api_tools {
 /* An image of a chat request (api/vision.h): decoded while parsing, encoded later by the
  * encoder's thread unless the encoder's cache had it. */
 #define HS__API_MAX_IMAGES 8
+/* Placeholder spans of a request's images: idefics3 gives each image its tiles and an overview
+ * (SmolVLM's 4x4 tiles at most, + 1); more is a 400. */
+#define HS__API_MAX_SPANS (HS__API_MAX_IMAGES * 17)
 struct hs_image;
 struct hs__api_image {
     uint64_t hash;        /* of the decoded pixels and size */
-    int32_t gx, gy;       /* merged grid; gx * gy embedding rows */
+    int32_t nx, ny;       /* the decoded size (the prompt layout depends on it) */
+    int32_t gx, gy;       /* merged grid; gx * gy embedding rows (all views) */
     float *rows;          /* [gx * gy][n_embd], owned; NULL: not encoded yet */
     struct hs_image *img; /* the decoded pixels until encoded (owned), else NULL */
 };
@@ -164,8 +168,10 @@ struct hs__api_req {
     /* chat: images in the order of their markers in the rendered prompt; eimages points the
      * engine request (er.images) at their placeholder spans */
     struct hs__api_image images[HS__API_MAX_IMAGES];
-    struct hs_engine_image eimages[HS__API_MAX_IMAGES];
-    int8_t span_image[HS__API_MAX_IMAGES]; /* eimages[i] is images[span_image[i]]'s span */
+    /* one span per view of each image (Qwen: one; idefics3: its tiles and overview) */
+    struct hs_engine_image eimages[HS__API_MAX_SPANS];
+    int8_t span_image[HS__API_MAX_SPANS]; /* eimages[i] is a span of images[span_image[i]] */
+    int32_t span_row[HS__API_MAX_SPANS];  /* ... whose rows start at its row span_row[i] */
     int32_t n_images;
     uint64_t marker_nonce; /* makes the markers unguessable by the client's text */
 };

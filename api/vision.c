@@ -258,6 +258,8 @@ hs_status hs__api_vision_image(struct hs__api_vision *av, const char *url, size_
         return api_fail(err, st == HS_E_NOMEM ? 503 : 400, param, e.message);
     }
     out->hash = image_hash(&img);
+    out->nx = img.nx;
+    out->ny = img.ny;
     const struct hs_vision_hparams *hp = hs_vision_get_hparams(av->v);
     int32_t nx, ny;
     hs_vision_target_size(av->v, img.nx, img.ny, &nx, &ny);
@@ -283,10 +285,10 @@ bool hs__api_vision_pending(const struct hs__api_req *r)
 }
 
 /* Points the engine request's image spans at the rows (all encoded now). */
-static void bind_rows(struct hs__api_req *r)
+static void bind_rows(struct hs__api_req *r, int32_t n_embd)
 {
     for (int32_t i = 0; i < r->er.n_images; i++) {
-        r->eimages[i].rows = r->images[r->span_image[i]].rows;
+        r->eimages[i].rows = r->images[r->span_image[i]].rows + (size_t)r->span_row[i] * n_embd;
     }
 }
 
@@ -367,7 +369,7 @@ static void *encoder_main(void *arg)
             }
         }
         if (st == HS_OK && !drop) {
-            bind_rows(t->r);
+            bind_rows(t->r, av->n_embd);
         }
         pthread_mutex_lock(&t->mu);
         t->st = st;
@@ -497,6 +499,50 @@ static hs_status ids_text(const struct hs__api_ctx *c, struct ids *a, const char
     return HS_E_INTERNAL;
 }
 
+/* Appends image k of r as libmtmd lays it out (hs_vision_prompt), its rows' places filled with
+ * ids drawn from its hash (so the prefix cache tells images apart), and one engine span per view
+ * (*n_spans of them so far). */
+static hs_status put_image(struct hs__api_vision *av, const struct hs_vocab *vocab,
+                           struct hs__api_req *r, int32_t k, struct ids *a, int32_t *n_spans,
+                           struct hs__api_err *err)
+{
+    const struct hs__api_image *im = &r->images[k];
+    const int32_t n_views = hs_vision_n_views(av->v, im->nx, im->ny);
+    const int32_t per_view = im->gx * im->gy / n_views;
+    if (*n_spans + n_views > HS__API_MAX_SPANS) {
+        return api_fail(err, 400, "messages", "the images are cut into too many tiles");
+    }
+    int32_t first[HS__API_MAX_SPANS];
+    struct hs_error e;
+    size_t need = 0;
+    hs_status st = hs_vision_prompt(av->v, vocab, im->nx, im->ny, 0, NULL, 0, &need, first, &e);
+    if (st == HS_E_RANGE && (st = ids_reserve(a, need)) == HS_OK) {
+        st = hs_vision_prompt(av->v, vocab, im->nx, im->ny, 0, a->p + a->n, a->cap - a->n, &need,
+                              first, &e);
+    }
+    if (st != HS_OK) {
+        return st == HS_E_NOMEM ? api_fail(err, 503, "prompt", "out of memory")
+                                : api_fail(err, 400, "messages", e.message);
+    }
+    uint64_t h = im->hash;
+    for (int32_t v = 0; v < n_views; v++) {
+        /* Qwen's one view keeps its grid (M-RoPE); idefics3's views are rows of tokens */
+        const bool grid = n_views == 1;
+        const int32_t i = (*n_spans)++;
+        r->span_image[i] = (int8_t)k;
+        r->span_row[i] = v * per_view;
+        r->eimages[i] = (struct hs_engine_image){
+            (int32_t)a->n + first[v], per_view, grid ? im->gx : per_view, grid ? im->gy : 1,
+            im->rows ? im->rows + (size_t)v * per_view * av->n_embd : NULL};
+        for (int32_t j = 0; j < per_view; j++) {
+            h = h * 6364136223846793005ULL + 1442695040888963407ULL;
+            a->p[a->n + first[v] + j] = (hs_token)((h >> 33) % (uint64_t)hs_vocab_n_tokens(vocab));
+        }
+    }
+    a->n += need;
+    return HS_OK;
+}
+
 hs_status hs__api_tokenize_images(const struct hs__api_ctx *c, const char *text, size_t len,
                                   bool add_special, const uint8_t *client, struct hs__api_req *r,
                                   struct hs__api_err *err)
@@ -504,12 +550,11 @@ hs_status hs__api_tokenize_images(const struct hs__api_ctx *c, const char *text,
     char prefix[64];
     snprintf(prefix, sizeof(prefix), "<|hs-image-%016llx-", (unsigned long long)r->marker_nonce);
     const size_t n_prefix = strlen(prefix);
-    const int32_t n_vocab = hs_vocab_n_tokens(c->vocab);
     bool seen[HS__API_MAX_IMAGES] = {false};
     struct ids a = {0};
     hs_status st = HS_OK;
     size_t pos = 0;
-    int32_t n_spans = 0;
+    int32_t n_spans = 0, n_seen = 0;
     while (st == HS_OK) {
         const char *m = memmem(text + pos, len - pos, prefix, n_prefix);
         const size_t end = m ? (size_t)(m - text) : len;
@@ -526,19 +571,11 @@ hs_status hs__api_tokenize_images(const struct hs__api_ctx *c, const char *text,
                             "the chat template repeated or garbled an image's place");
         }
         seen[k] = true;
-        const struct hs__api_image *im = &r->images[k];
-        const int32_t n_tok = im->gx * im->gy;
-        st = ids_text(c, &a, "<|vision_start|>", 16, false, NULL);
-        if (st == HS_OK && (st = ids_reserve(&a, (size_t)n_tok)) == HS_OK) {
-            r->span_image[n_spans] = (int8_t)k;
-            r->eimages[n_spans++] = (struct hs_engine_image){(int32_t)a.n, n_tok, im->gx, im->gy,
-                                                              im->rows};
-            uint64_t h = im->hash;
-            for (int32_t i = 0; i < n_tok; i++) {
-                h = h * 6364136223846793005ULL + 1442695040888963407ULL;
-                a.p[a.n++] = (hs_token)((h >> 33) % (uint64_t)n_vocab);
-            }
-            st = ids_text(c, &a, "<|vision_end|>", 14, false, NULL);
+        n_seen++;
+        st = put_image(c->vision, c->vocab, r, k, &a, &n_spans, err);
+        if (st != HS_OK) {
+            free(a.p);
+            return st;
         }
         pos = (size_t)(after + 2 - text);
     }
@@ -547,7 +584,7 @@ hs_status hs__api_tokenize_images(const struct hs__api_ctx *c, const char *text,
         return st == HS_E_NOMEM ? api_fail(err, 503, "prompt", "out of memory")
                                 : api_fail(err, 400, "prompt", "the prompt cannot be tokenized");
     }
-    if (n_spans != r->n_images) {
+    if (n_seen != r->n_images) {
         free(a.p);
         return api_fail(err, 400, "messages",
                         "the model's chat template dropped an image from the prompt");

@@ -69,9 +69,11 @@ void hs__api_vision_marker(const struct hs__api_req *r, int32_t k, char *buf);
 
 /* Tokenizes a rendered chat prompt holding image markers into r->prompts[0]: the text around
  * them as hs__api_tokenize would (add_special at the start only; client marks as there), each
- * marker becoming "<|vision_start|>", the image's placeholders (gx * gy ids drawn from its hash,
- * so the prefix cache tells images apart) and "<|vision_end|>"; r->er.images then lists the
- * spans. 400 when the template dropped or repeated an image. */
+ * marker becoming the image's tokens as libmtmd lays them out (hs_vision_prompt: Qwen
+ * "<|vision_start|>", its rows, "<|vision_end|>"; idefics3 its tiles and overview), the rows'
+ * places holding ids drawn from its hash (so the prefix cache tells images apart);
+ * r->er.images then lists the spans, one per view. 400 when the template dropped or repeated an
+ * image, or the vocabulary lacks a token the layout needs. */
 hs_status hs__api_tokenize_images(const struct hs__api_ctx *c, const char *text, size_t len,
                                   bool add_special, const uint8_t *client, struct hs__api_req *r,
                                   struct hs__api_err *err);

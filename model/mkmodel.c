@@ -82,7 +82,7 @@ struct hs_mkmodel_params hs_mkmodel_smollm_params(void)
 /* ---- vocabulary: <unk> <s> </s>, 256 byte tokens, then letter pieces with and without the
  * word prefix, scored by rank ---- */
 
-static hs_status add_vocab(struct hs_gguf_writer *w, int32_t n_vocab)
+static hs_status add_vocab(struct hs_gguf_writer *w, int32_t n_vocab, bool image_tokens)
 {
     hs_status st = HS_E_NOMEM;
     char **toks = calloc((size_t)n_vocab, sizeof(*toks));
@@ -125,6 +125,16 @@ static hs_status add_vocab(struct hs_gguf_writer *w, int32_t n_vocab)
             toks[n] = strdup(k == 0 ? word : s);
             types[n] = 1;
             scores[n] = -(float)n;
+        }
+    }
+    if (image_tokens) {
+        static const char *const img[3] = {"<fake_token_around_image>", "<global-img>", "\n\n"};
+        for (int i = 0; i < 3; i++) {
+            const int32_t id = n_vocab - 3 + i;
+            free(toks[id]);
+            toks[id] = strdup(img[i]);
+            types[id] = 3; /* control */
+            scores[id] = 0.0f;
         }
     }
     for (int32_t i = 0; i < n_vocab; i++) {
@@ -364,7 +374,7 @@ hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
             goto done;
         }
     }
-    if ((st = add_vocab(s.w, p->n_vocab)) != HS_OK) {
+    if ((st = add_vocab(s.w, p->n_vocab, p->image_tokens)) != HS_OK) {
         goto done;
     }
 

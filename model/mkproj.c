@@ -102,6 +102,9 @@ static hs_status check(const struct hs_mkproj_params *p, struct hs_error *err)
                             "image_size must be a multiple of patch_size * merge (%d)",
                             p->patch_size * p->n_merge);
     }
+    if (p->longest_edge < 0 || (p->longest_edge > 0 && p->type != HS_PROJ_IDEFICS3)) {
+        return hs_error_set(err, HS_E_INVAL, "longest_edge is for idefics3 projectors only");
+    }
     if (p->wtype != HS_TYPE_F32 && p->wtype != HS_TYPE_F16) {
         return hs_error_set(err, HS_E_INVAL, "projector weights are f32 or f16");
     }
@@ -174,6 +177,11 @@ hs_status hs_mkproj_write(const struct hs_mkproj_params *p, const char *path, st
         if ((st = hs_gguf_writer_set_bool(w, "clip.use_gelu", true)) != HS_OK ||
             (st = hs_gguf_writer_set_u32(w, "clip.vision.projector.scale_factor",
                                          (uint32_t)p->n_merge)) != HS_OK) {
+            goto done;
+        }
+        if (p->longest_edge > 0 &&
+            (st = hs_gguf_writer_set_u32(w, "clip.vision.preproc_image_size",
+                                         (uint32_t)p->longest_edge)) != HS_OK) {
             goto done;
         }
     }

@@ -35,6 +35,7 @@ struct hs_mkproj_params {
                            * windows of 112 pixels (llama.cpp's fixed size; no key holds it) */
     enum hs_type wtype;   /* matrices: F32 or F16 (norms, biases and positions stay F32) */
     uint64_t seed;
+    int32_t longest_edge; /* idefics3: clip.vision.preproc_image_size (0: not written) */
 };
 
 /* Defaults for type t: a tiny encoder (dim 64, 2 layers, 4 heads, ffn 128) projecting to 64,

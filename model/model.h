@@ -297,6 +297,10 @@ struct hs_mkmodel_params {
     int32_t weights_norm; /* written as expert_weights_norm when >= 0 (-1: absent) */
     float weights_scale;  /* written as expert_weights_scale when not 0 */
     int32_t cla_share;    /* cross-layer attention share factor (hunyuan-large; 0/1: none) */
+    /* SmolVLM's image tokens as the vocabulary's last three (CONTROL) entries:
+     * "<fake_token_around_image>", "<global-img>" and "\n\n", which llama.cpp's libmtmd looks up
+     * by text around an idefics3 projector's images (n_vocab >= 300 still holds). */
+    bool image_tokens;
 };
 
 /* Defaults: a tiny llama (dim 64, 2 layers). */

@@ -31,6 +31,9 @@ static void usage(FILE *f)
                "      --dim N --layers N --heads N --kv-heads N --ffn N --vocab N --ctx N\n"
                "                        override the preset's shape\n"
                "      --tied            tie the output projection to the embeddings\n"
+               "      --image-tokens    end the vocabulary with SmolVLM's image tokens\n"
+               "                        (<fake_token_around_image>, <global-img>, \"\\n\\n\"),\n"
+               "                        for an idefics3 projector\n"
                "\n"
                "Mixture of experts (the *moe and hunyuan architectures; llama takes them too):\n"
                "      --experts N       experts per layer\n"
@@ -51,7 +54,10 @@ static void usage(FILE *f)
                "      --vision-dim N --vision-layers N --vision-heads N --vision-ffn N\n"
                "      --image-size N --patch-size N --merge N --type f32|f16 --seed N\n"
                "      --wa-pattern N    qwen25vl: every N-th layer attends fully, the others in\n"
-               "                        112-pixel windows (default 2)\n");
+               "                        112-pixel windows (default 2)\n"
+               "      --longest-edge N  idefics3: scale an image's longer side to N before\n"
+               "                        cutting it into tiles (preproc_image_size; default 0:\n"
+               "                        not written, sides rounded to whole tiles)\n");
 }
 
 /* hetserve mkmodel --projector P: the projector writer's own options. */
@@ -108,6 +114,9 @@ static int mkproj_main(int argc, char **argv, const char *type)
             field = &p.image_size;
         } else if (!strcmp(a, "--patch-size")) {
             field = &p.patch_size;
+        } else if (!strcmp(a, "--longest-edge")) {
+            field = &p.longest_edge;
+            lo = 0;
         } else if (!strcmp(a, "--merge")) {
             field = &p.n_merge;
             hi = 8;
@@ -153,6 +162,7 @@ int hs__cli_mkmodel(int argc, char **argv)
         O_VOCAB,
         O_CTX,
         O_TIED,
+        O_IMAGE_TOKENS,
         O_SEED,
         O_EXPERTS,
         O_USED,
@@ -176,6 +186,7 @@ int hs__cli_mkmodel(int argc, char **argv)
         {"vocab", required_argument, 0, O_VOCAB},
         {"ctx", required_argument, 0, O_CTX},
         {"tied", no_argument, 0, O_TIED},
+        {"image-tokens", no_argument, 0, O_IMAGE_TOKENS},
         {"seed", required_argument, 0, O_SEED},
         {"help", no_argument, 0, 'h'},
         {"experts", required_argument, 0, O_EXPERTS},
@@ -294,6 +305,9 @@ int hs__cli_mkmodel(int argc, char **argv)
         }
         case O_TIED:
             p.tied_output = true;
+            break;
+        case O_IMAGE_TOKENS:
+            p.image_tokens = true;
             break;
         case O_SEED:
             if (!hs__cli_parse_int("--seed", optarg, 0, INT64_MAX, &v)) {

@@ -15,62 +15,16 @@
 
 #include "model/vision/vision-impl.h"
 
-/* Query rows per attention chunk: bounds the scores to chunk x n_patches floats. */
-#define ATTN_CHUNK_ROWS 256
-
 /* Qwen2.5-VL's attention window side in pixels: llama.cpp's constant (HF's window_size); the
  * converter writes no key for it. */
 #define WINDOW_PX 112
-
-/* A 2-D f32 view: n_rows rows of n_cols floats, row_stride floats apart. */
-static struct hs_tensor view2d(float *data, int64_t n_cols, int64_t n_rows, int64_t row_stride)
-{
-    struct hs_tensor t = {.type = HS_TYPE_F32, .n_dims = 2, .data = data};
-    t.ne[0] = n_cols;
-    t.ne[1] = n_rows;
-    t.ne[2] = t.ne[3] = 1;
-    t.nb[0] = sizeof(float);
-    t.nb[1] = (size_t)row_stride * sizeof(float);
-    t.nb[2] = t.nb[3] = t.nb[1] * (size_t)n_rows;
-    return t;
-}
-
-/* y = w x + b (b: one f32 row, or NULL). */
-static hs_status linear(struct hs_backend *be, const struct hs_tensor *w, const struct hs_tensor *b,
-                        const struct hs_tensor *x, struct hs_tensor *y)
-{
-    HS_TRY(hs_backend_matmul(be, w, x, y));
-    return b ? hs_backend_add(be, y, b, y) : HS_OK;
-}
-
-static void layer_norm(const float *x, float *y, int64_t n_rows, int64_t n, const float *w,
-                       const float *b, float eps)
-{
-    for (int64_t r = 0; r < n_rows; r++) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        double sum = 0.0;
-        for (int64_t i = 0; i < n; i++) {
-            sum += xr[i];
-        }
-        const float mean = (float)(sum / (double)n);
-        double var = 0.0;
-        for (int64_t i = 0; i < n; i++) {
-            var += (double)(xr[i] - mean) * (xr[i] - mean);
-        }
-        const float inv = 1.0f / sqrtf((float)(var / (double)n) + eps);
-        for (int64_t i = 0; i < n; i++) {
-            yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
-        }
-    }
-}
 
 /* The block's norm: LayerNorm, or RMSNorm where the file has no bias (Qwen2.5-VL). */
 static void norm(const float *x, float *y, int64_t n_rows, int64_t n, const struct hs_tensor *w,
                  const struct hs_tensor *b, float eps)
 {
     if (b->data) {
-        layer_norm(x, y, n_rows, n, w->data, b->data, eps);
+        hs__vit_layer_norm(x, y, n_rows, n, w->data, b->data, eps);
         return;
     }
     const float *wd = w->data;
@@ -103,16 +57,6 @@ static void quick_gelu(float *x, int64_t n)
     }
 }
 
-/* GELU, tanh form (ggml_gelu's). */
-static void gelu(float *x, int64_t n)
-{
-    const float c = 0.7978845608028654f; /* sqrt(2 / pi) */
-    for (int64_t i = 0; i < n; i++) {
-        const float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
-    }
-}
-
 /* Qwen2-VL's vision rotary on [n][n_head][hd] rows: dims i and i + hd/2 (i < hd/2) rotate by
  * row * theta^(-4i/hd) for i < hd/4 and by column * theta^(-4(i - hd/4)/hd) above. */
 static void rope_2d(float *x, int64_t n, int32_t n_head, int32_t hd, const int32_t *pos_r,
@@ -134,27 +78,6 @@ static void rope_2d(float *x, int64_t n, int32_t n_head, int32_t hd, const int32
                 v[i] = x0 * cs[2 * i] - x1 * cs[2 * i + 1];
                 v[i + half] = x0 * cs[2 * i + 1] + x1 * cs[2 * i];
             }
-        }
-    }
-}
-
-static void softmax_rows(float *s, int64_t n_rows, int64_t n, float scale)
-{
-    for (int64_t r = 0; r < n_rows; r++) {
-        float *row = s + r * n;
-        float mx = -INFINITY;
-        for (int64_t i = 0; i < n; i++) {
-            row[i] *= scale;
-            mx = row[i] > mx ? row[i] : mx;
-        }
-        double sum = 0.0;
-        for (int64_t i = 0; i < n; i++) {
-            row[i] = expf(row[i] - mx);
-            sum += row[i];
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int64_t i = 0; i < n; i++) {
-            row[i] *= inv;
         }
     }
 }
@@ -192,34 +115,6 @@ static void scratch_free(struct scratch *s)
     free(s->cs);
     free(s->order);
     free(s->win);
-}
-
-/* Self-attention among rows [a, b) (all of them, or one window). */
-static hs_status attention(struct hs_backend *be, const struct hs_vision_hparams *hp,
-                           struct scratch *s, int64_t a, int64_t b)
-{
-    const int64_t d = hp->n_embd, n = b - a;
-    const int32_t hd = hp->n_embd / hp->n_head;
-    const float scale = 1.0f / sqrtf((float)hd);
-    for (int32_t h = 0; h < hp->n_head; h++) {
-        for (int64_t r = 0; r < n; r++) {
-            for (int32_t i = 0; i < hd; i++) {
-                s->vt[i * n + r] = s->v[(a + r) * d + h * hd + i];
-            }
-        }
-        const struct hs_tensor kh = view2d(s->k + a * d + h * hd, hd, n, d);
-        const struct hs_tensor vth = view2d(s->vt, n, hd, n);
-        for (int64_t r0 = a; r0 < b; r0 += ATTN_CHUNK_ROWS) {
-            const int64_t nr = HS_MIN((int64_t)ATTN_CHUNK_ROWS, b - r0);
-            const struct hs_tensor qh = view2d(s->q + r0 * d + h * hd, hd, nr, d);
-            struct hs_tensor sc = view2d(s->scores, n, nr, n);
-            HS_TRY(hs_backend_matmul(be, &kh, &qh, &sc));
-            softmax_rows(s->scores, nr, n, scale);
-            struct hs_tensor oh = view2d(s->attn + r0 * d + h * hd, hd, nr, d);
-            HS_TRY(hs_backend_matmul(be, &vth, &sc, &oh));
-        }
-    }
-    return HS_OK;
 }
 
 /* Copies merged group (gx, gy)'s m x m patches into rows idx.. of s->patches, each as (channel,
@@ -272,13 +167,13 @@ static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct 
         }
     }
     s->win[n_win] = n;
-    const struct hs_tensor tp = view2d(s->patches, kk, n, kk);
-    struct hs_tensor tx = view2d(s->x, d, n, d), th = view2d(s->h, d, n, d);
-    struct hs_tensor tq = view2d(s->q, d, n, d), tk = view2d(s->k, d, n, d);
-    struct hs_tensor tv = view2d(s->v, d, n, d), ta = view2d(s->attn, d, n, d);
-    struct hs_tensor tt = view2d(s->tmp, d, n, d);
-    struct hs_tensor tf = view2d(s->ff, hp->n_ff, n, hp->n_ff);
-    struct hs_tensor tg = view2d(s->ff + n * hp->n_ff, hp->n_ff, n, hp->n_ff);
+    const struct hs_tensor tp = hs__vit_view(s->patches, kk, n, kk);
+    struct hs_tensor tx = hs__vit_view(s->x, d, n, d), th = hs__vit_view(s->h, d, n, d);
+    struct hs_tensor tq = hs__vit_view(s->q, d, n, d), tk = hs__vit_view(s->k, d, n, d);
+    struct hs_tensor tv = hs__vit_view(s->v, d, n, d), ta = hs__vit_view(s->attn, d, n, d);
+    struct hs_tensor tt = hs__vit_view(s->tmp, d, n, d);
+    struct hs_tensor tf = hs__vit_view(s->ff, hp->n_ff, n, hp->n_ff);
+    struct hs_tensor tg = hs__vit_view(s->ff + n * hp->n_ff, hp->n_ff, n, hp->n_ff);
     HS_TRY(hs_backend_matmul(be, &vis->patch_w0, &tp, &tx));
     HS_TRY(hs_backend_matmul(be, &vis->patch_w1, &tp, &tt));
     HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
@@ -295,9 +190,11 @@ static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct 
         rope_2d(s->k, n, hp->n_head, (int32_t)(d / hp->n_head), s->pos_r, s->pos_c, s->cs);
         const bool full = hp->n_wa_pattern == 0 || (il + 1) % hp->n_wa_pattern == 0;
         for (int32_t w = 0; w < (full ? 1 : n_win); w++) {
-            HS_TRY(attention(be, hp, s, full ? 0 : s->win[w], full ? n : s->win[w + 1]));
+            HS_TRY(hs__vit_attention(be, hp->n_head, d, full ? 0 : s->win[w],
+                                     full ? n : s->win[w + 1], s->q, s->k, s->v, s->vt, s->scores,
+                                     s->attn));
         }
-        HS_TRY(linear(be, &l->o_w, &l->o_b, &ta, &tt));
+        HS_TRY(hs__vit_linear(be, &l->o_w, &l->o_b, &ta, &tt));
         HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
         norm(s->x, s->h, n, d, &l->ln2_w, &l->ln2_b, hp->eps);
         if (l->gate_w.data) {
@@ -307,11 +204,11 @@ static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct 
             HS_TRY(hs_backend_add(be, &tf, &l->up_b, &tf));
             HS_TRY(hs_backend_add(be, &tg, &l->gate_b, &tg));
             swiglu(s->ff + n * hp->n_ff, s->ff, n * hp->n_ff);
-            HS_TRY(linear(be, &l->down_w, &l->down_b, &tg, &tt));
+            HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &tg, &tt));
         } else {
-            HS_TRY(linear(be, &l->up_w, &l->up_b, &th, &tf));
+            HS_TRY(hs__vit_linear(be, &l->up_w, &l->up_b, &th, &tf));
             quick_gelu(s->ff, n * hp->n_ff);
-            HS_TRY(linear(be, &l->down_w, &l->down_b, &tf, &tt));
+            HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &tf, &tt));
         }
         HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
     }
@@ -322,17 +219,20 @@ static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct 
     for (int64_t t = 0; t < n_tok; t++) {
         memcpy(s->x + s->order[t] * dm, s->h + t * dm, (size_t)dm * sizeof(float));
     }
-    const struct hs_tensor hm = view2d(s->x, dm, n_tok, dm);
-    struct hs_tensor fm = view2d(s->ff, dm, n_tok, dm);
-    HS_TRY(linear(be, &vis->mm0_w, &vis->mm0_b, &hm, &fm));
-    gelu(s->ff, n_tok * dm);
-    struct hs_tensor to = view2d(out, hp->proj_dim, n_tok, hp->proj_dim);
-    return linear(be, &vis->mm2_w, &vis->mm2_b, &fm, &to);
+    const struct hs_tensor hm = hs__vit_view(s->x, dm, n_tok, dm);
+    struct hs_tensor fm = hs__vit_view(s->ff, dm, n_tok, dm);
+    HS_TRY(hs__vit_linear(be, &vis->mm0_w, &vis->mm0_b, &hm, &fm));
+    hs__vit_gelu(s->ff, n_tok * dm);
+    struct hs_tensor to = hs__vit_view(out, hp->proj_dim, n_tok, hp->proj_dim);
+    return hs__vit_linear(be, &vis->mm2_w, &vis->mm2_b, &fm, &to);
 }
 
 hs_status hs_vision_encode(struct hs_vision *v, struct hs_backend *be,
                            const struct hs_vision_input *in, float *out, struct hs_error *err)
 {
+    if (v->hp.type == HS_PROJ_IDEFICS3) {
+        return hs__siglip_encode(v, be, in, out, err);
+    }
     hs_error_clear(err);
     const struct hs_vision_hparams *hp = &v->hp;
     const int32_t f = hp->patch_size * hp->n_merge;
@@ -355,7 +255,7 @@ hs_status hs_vision_encode(struct hs_vision *v, struct hs_backend *be,
     s.attn = malloc((size_t)n * d * sizeof(float));
     s.tmp = malloc((size_t)n * d * sizeof(float));
     s.vt = malloc((size_t)n * hd * sizeof(float));
-    s.scores = malloc((size_t)HS_MIN(n, (int64_t)ATTN_CHUNK_ROWS) * n * sizeof(float));
+    s.scores = malloc((size_t)HS_MIN(n, (int64_t)HS_VIT_ATTN_CHUNK_ROWS) * n * sizeof(float));
     s.ff = malloc((size_t)n * n_ffw * sizeof(float));
     s.pos_r = malloc((size_t)n * sizeof(int32_t));
     s.pos_c = malloc((size_t)n * sizeof(int32_t));

@@ -77,14 +77,29 @@ static hs_status load_weights(struct hs_vision *v, struct hs_error *err)
     const struct hs_vision_hparams *hp = &v->hp;
     const int64_t d = hp->n_embd, ff = hp->n_ff, k = 3LL * hp->patch_size * hp->patch_size;
     const int64_t dm = d * hp->n_merge * hp->n_merge;
+    const bool siglip = hp->type == HS_PROJ_IDEFICS3;
     HS_TRY(get_tensor(g, "v.patch_embd.weight", k, d, false, &v->patch_w0, err));
-    HS_TRY(get_tensor(g, "v.patch_embd.weight.1", k, d, false, &v->patch_w1, err));
     /* The conv kernel [d][3][p][p] is the matrix [d][3 * p * p] (ne0 = kx fastest). */
     if (hs_gguf_find_tensor(g, "v.patch_embd.weight")->ne[0] != hp->patch_size) {
         return hs_error_set(err, HS_E_FORMAT, "projector: v.patch_embd.weight is not %dx%d",
                             hp->patch_size, hp->patch_size);
     }
-    if (hs_gguf_find_tensor(g, "v.patch_embd.bias")) {
+    if (siglip) {
+        /* SigLIP: a conv bias and a learned position per patch of the image_size square */
+        const int64_t side = hp->image_size / hp->patch_size;
+        HS_TRY(get_tensor(g, "v.patch_embd.bias", d, 0, true, &v->patch_b, err));
+        HS_TRY(get_tensor(g, "v.position_embd.weight", d, side * side, false, &v->pos_embd, err));
+        if (v->pos_embd.type != HS_TYPE_F32) {
+            return hs_error_set(err, HS_E_NOTSUP, "projector: v.position_embd.weight must be f32");
+        }
+        if (hs_gguf_find_tensor(g, "v.pre_ln.weight")) {
+            return hs_error_set(err, HS_E_NOTSUP, "projector: a pre-LayerNorm (v.pre_ln) is not "
+                                                  "implemented for idefics3");
+        }
+    } else {
+        HS_TRY(get_tensor(g, "v.patch_embd.weight.1", k, d, false, &v->patch_w1, err));
+    }
+    if (!siglip && hs_gguf_find_tensor(g, "v.patch_embd.bias")) {
         return hs_error_set(err, HS_E_NOTSUP, "projector: a patch embedding bias is not "
                                               "implemented for qwen2vl");
     }
@@ -127,6 +142,10 @@ static hs_status load_weights(struct hs_vision *v, struct hs_error *err)
     if (!q25) {
         HS_TRY(get_tensor(g, "v.post_ln.bias", d, 0, true, &v->post_ln_b, err));
     }
+    if (siglip) {
+        /* one bias-free projection of each pixel-shuffled group of n_merge^2 patches */
+        return get_tensor(g, "mm.model.fc.weight", dm, hp->proj_dim, false, &v->fc_w, err);
+    }
     HS_TRY(get_tensor(g, "mm.0.weight", dm, dm, false, &v->mm0_w, err));
     HS_TRY(get_tensor(g, "mm.0.bias", dm, 0, true, &v->mm0_b, err));
     HS_TRY(get_tensor(g, "mm.2.weight", dm, hp->proj_dim, false, &v->mm2_w, err));
@@ -147,12 +166,14 @@ static hs_status load_hparams(struct hs_vision *v, struct hs_error *err)
     memcpy(name, s.data, s.len);
     name[s.len] = '\0';
     hp->type = hs_proj_type_from_str(name);
-    if (hp->type != HS_PROJ_QWEN2VL && hp->type != HS_PROJ_QWEN25VL) {
+    if (hp->type != HS_PROJ_QWEN2VL && hp->type != HS_PROJ_QWEN25VL &&
+        hp->type != HS_PROJ_IDEFICS3) {
         return hs_error_set(err, HS_E_NOTSUP,
                             "projector type \"%s\" is not implemented (supported: qwen2vl_merger, "
-                            "qwen2.5vl_merger)",
+                            "qwen2.5vl_merger, idefics3)",
                             name);
     }
+    const bool siglip = hp->type == HS_PROJ_IDEFICS3;
     bool has_vision = false;
     if (hs_gguf_get_bool(g, "clip.has_vision_encoder", &has_vision) != HS_OK || !has_vision) {
         return hs_error_set(err, HS_E_FORMAT, "projector has no vision encoder");
@@ -167,7 +188,20 @@ static hs_status load_hparams(struct hs_vision *v, struct hs_error *err)
     HS_TRY(get_i32(g, "clip.vision.block_count", 1, 256, true, &hp->n_layer, err));
     HS_TRY(get_i32(g, "clip.vision.attention.head_count", 1, 1024, true, &hp->n_head, err));
     HS_TRY(get_i32(g, "clip.vision.projection_dim", 1, 1 << 16, true, &hp->proj_dim, err));
-    HS_TRY(get_i32(g, "clip.vision.spatial_merge_size", 1, 8, false, &hp->n_merge, err));
+    if (siglip) {
+        /* llama.cpp's n_merge for idefics3: the pixel-shuffle scale factor */
+        HS_TRY(get_i32(g, "clip.vision.projector.scale_factor", 1, 8, false, &hp->n_merge, err));
+        HS_TRY(get_i32(g, "clip.vision.preproc_image_size", 0, 1 << 14, false, &hp->longest_edge,
+                       err));
+        if (hp->image_size % (hp->patch_size * hp->n_merge) != 0) {
+            return hs_error_set(err, HS_E_FORMAT,
+                                "projector: image_size %d is not a multiple of patch_size * "
+                                "scale_factor (%d)",
+                                hp->image_size, hp->patch_size * hp->n_merge);
+        }
+    } else {
+        HS_TRY(get_i32(g, "clip.vision.spatial_merge_size", 1, 8, false, &hp->n_merge, err));
+    }
     if (hs_gguf_get_float(g, "clip.vision.attention.layer_norm_epsilon", &eps_d) != HS_OK ||
         !(eps_d > 0.0 && eps_d < 1.0)) {
         return hs_error_set(err, HS_E_FORMAT,
@@ -183,18 +217,19 @@ static hs_status load_hparams(struct hs_vision *v, struct hs_error *err)
             return hs_error_set(err, HS_E_FORMAT, "projector: clip.vision.image_std must be > 0");
         }
     }
-    if (hp->n_embd % hp->n_head != 0 || (hp->n_embd / hp->n_head) % 4 != 0) {
+    if (hp->n_embd % hp->n_head != 0 || (!siglip && (hp->n_embd / hp->n_head) % 4 != 0)) {
         return hs_error_set(err, HS_E_FORMAT,
                             "projector: %d heads do not split n_embd %d into heads of a multiple "
                             "of 4 (2D rotary)",
                             hp->n_head, hp->n_embd);
     }
-    /* The MLP's activation: Qwen2-VL quick-GELU (no flag), Qwen2.5-VL SiLU (use_silu). */
+    /* The MLP's activation: Qwen2-VL quick-GELU (no flag), Qwen2.5-VL SiLU (use_silu), SigLIP
+     * GELU (use_gelu). */
     const bool q25 = hp->type == HS_PROJ_QWEN25VL;
     bool gelu = false, silu = false;
     hs_gguf_get_bool(g, "clip.use_gelu", &gelu);
     hs_gguf_get_bool(g, "clip.use_silu", &silu);
-    if (gelu || silu != q25) {
+    if (gelu != siglip || silu != q25) {
         return hs_error_set(err, HS_E_NOTSUP, "projector: a %s ViT MLP is not implemented for %s",
                             gelu ? "GELU" : silu ? "SiLU" : "quick-GELU", name);
     }
@@ -267,6 +302,10 @@ const struct hs_vision_hparams *hs_vision_get_hparams(const struct hs_vision *v)
 void hs_vision_target_size(const struct hs_vision *v, int32_t nx, int32_t ny, int32_t *out_nx,
                            int32_t *out_ny)
 {
+    if (v->hp.type == HS_PROJ_IDEFICS3) {
+        hs__siglip_target_size(v, nx, ny, out_nx, out_ny);
+        return;
+    }
     const int32_t f = v->hp.patch_size * v->hp.n_merge;
     const float ff = (float)f;
     const int64_t area = (int64_t)nx * ny;
@@ -305,11 +344,25 @@ static double bicubic(double x)
 
 /* Weights of each output pixel over its input window: bounds[2o] first input, bounds[2o + 1]
  * count; w[o * ksize + k]. Returns ksize, 0 when out of memory (*bounds, *w: free()). */
-static int resample_weights(int32_t n_in, int32_t n_out, int32_t **bounds, int32_t **w)
+/* Pillow's Lanczos-3 (Image.LANCZOS): sinc(x) sinc(x / 3) on [-3, 3), which libmtmd's SmolVLM
+ * preprocessing uses. */
+static double lanczos(double x)
+{
+    if (x < -3.0 || x >= 3.0) {
+        return 0.0;
+    }
+    const double pi = 3.14159265358979323846;
+    const double a = x == 0.0 ? 1.0 : sin(pi * x) / (pi * x);
+    const double b = x == 0.0 ? 1.0 : sin(pi * x / 3.0) / (pi * x / 3.0);
+    return a * b;
+}
+
+static int resample_weights(int32_t n_in, int32_t n_out, bool use_lanczos, int32_t **bounds,
+                            int32_t **w)
 {
     const double scale = (double)n_in / (double)n_out;
     const double fscale = scale < 1.0 ? 1.0 : scale;
-    const double support = 2.0 * fscale;
+    const double support = (use_lanczos ? 3.0 : 2.0) * fscale;
     const int ksize = (int)ceil(support) * 2 + 1;
     double *k = malloc((size_t)ksize * sizeof(double));
     *bounds = malloc((size_t)n_out * 2 * sizeof(int32_t));
@@ -326,7 +379,8 @@ static int resample_weights(int32_t n_in, int32_t n_out, int32_t **bounds, int32
         hi = hi > n_in ? n_in : hi;
         double sum = 0.0;
         for (int32_t i = 0; i < hi - lo; i++) {
-            k[i] = bicubic((i + lo - center + 0.5) / fscale);
+            const double x = (i + lo - center + 0.5) / fscale;
+            k[i] = use_lanczos ? lanczos(x) : bicubic(x);
             sum += k[i];
         }
         for (int32_t i = 0; i < hi - lo; i++) {
@@ -349,10 +403,11 @@ static uint8_t clip8(int32_t v)
 
 /* One pass along x (horizontal) or y of src (sx x sy) into dst (dx x dy; the other side equal). */
 static hs_status resample_pass(const uint8_t *src, int32_t sx, int32_t sy, uint8_t *dst,
-                               int32_t dx, int32_t dy, bool horizontal)
+                               int32_t dx, int32_t dy, bool horizontal, bool use_lanczos)
 {
     int32_t *bounds = NULL, *w = NULL;
-    const int ksize = resample_weights(horizontal ? sx : sy, horizontal ? dx : dy, &bounds, &w);
+    const int ksize = resample_weights(horizontal ? sx : sy, horizontal ? dx : dy, use_lanczos,
+                                       &bounds, &w);
     if (ksize == 0) {
         free(bounds);
         free(w);
@@ -382,8 +437,8 @@ static hs_status resample_pass(const uint8_t *src, int32_t sx, int32_t sy, uint8
     return HS_OK;
 }
 
-hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int32_t ny,
-                                    struct hs_image *dst)
+static hs_status resize(const struct hs_image *src, int32_t nx, int32_t ny, bool use_lanczos,
+                        struct hs_image *dst)
 {
     memset(dst, 0, sizeof(*dst));
     dst->rgb = malloc((size_t)nx * ny * 3);
@@ -395,15 +450,16 @@ hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int3
     hs_status st = HS_OK;
     if (nx != src->nx && ny != src->ny) {
         uint8_t *tmp = malloc((size_t)nx * src->ny * 3);
-        st = tmp ? resample_pass(src->rgb, src->nx, src->ny, tmp, nx, src->ny, true) : HS_E_NOMEM;
+        st = tmp ? resample_pass(src->rgb, src->nx, src->ny, tmp, nx, src->ny, true,
+                                          use_lanczos) : HS_E_NOMEM;
         if (st == HS_OK) {
-            st = resample_pass(tmp, nx, src->ny, dst->rgb, nx, ny, false);
+            st = resample_pass(tmp, nx, src->ny, dst->rgb, nx, ny, false, use_lanczos);
         }
         free(tmp);
     } else if (nx != src->nx) {
-        st = resample_pass(src->rgb, src->nx, src->ny, dst->rgb, nx, ny, true);
+        st = resample_pass(src->rgb, src->nx, src->ny, dst->rgb, nx, ny, true, use_lanczos);
     } else if (ny != src->ny) {
-        st = resample_pass(src->rgb, src->nx, src->ny, dst->rgb, nx, ny, false);
+        st = resample_pass(src->rgb, src->nx, src->ny, dst->rgb, nx, ny, false, use_lanczos);
     } else {
         memcpy(dst->rgb, src->rgb, (size_t)nx * ny * 3);
     }
@@ -413,10 +469,22 @@ hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int3
     return st;
 }
 
+hs_status hs__vision_resize_bicubic(const struct hs_image *src, int32_t nx, int32_t ny,
+                                    struct hs_image *dst)
+{
+    return resize(src, nx, ny, false, dst);
+}
+
+hs_status hs__vision_resize_lanczos(const struct hs_image *src, int32_t nx, int32_t ny,
+                                    struct hs_image *dst)
+{
+    return resize(src, nx, ny, true, dst);
+}
+
 /* llama.cpp's resize for Qwen (padding on): the same size is copied; otherwise the image is
  * scaled to fit inside nx x ny keeping its aspect (sides rounded up) and centred on black. */
-static hs_status resize_fit_pad(const struct hs_image *src, int32_t nx, int32_t ny,
-                                struct hs_image *dst)
+hs_status hs__vision_resize_fit_pad(const struct hs_image *src, int32_t nx, int32_t ny,
+                                    struct hs_image *dst)
 {
     memset(dst, 0, sizeof(*dst));
     if (nx == src->nx && ny == src->ny) {
@@ -454,11 +522,14 @@ static hs_status resize_fit_pad(const struct hs_image *src, int32_t nx, int32_t 
 hs_status hs_vision_preprocess(const struct hs_vision *v, const struct hs_image *img,
                                struct hs_vision_input *out, struct hs_error *err)
 {
+    if (v->hp.type == HS_PROJ_IDEFICS3) {
+        return hs__siglip_preprocess(v, img, out, err);
+    }
     memset(out, 0, sizeof(*out));
     int32_t nx, ny;
     hs_vision_target_size(v, img->nx, img->ny, &nx, &ny);
     struct hs_image r;
-    if (resize_fit_pad(img, nx, ny, &r) != HS_OK) {
+    if (hs__vision_resize_fit_pad(img, nx, ny, &r) != HS_OK) {
         return hs_error_set(err, HS_E_NOMEM, "out of memory resizing to %dx%d", nx, ny);
     }
     out->data = malloc((size_t)nx * ny * 3 * sizeof(float));

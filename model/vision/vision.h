@@ -2,8 +2,13 @@
  * language model, images preprocessed as llama.cpp's libmtmd does, and encoded into rows of the
  * language model's embedding width that replace an image's placeholder tokens in the prompt.
  *
- * Supported: Qwen2-VL ("qwen2vl_merger") and Qwen2.5-VL ("qwen2.5vl_merger"). Other projector
- * types load with HS_E_NOTSUP.
+ * Supported: Qwen2-VL ("qwen2vl_merger"), Qwen2.5-VL ("qwen2.5vl_merger") and SmolVLM's SigLIP
+ * ("idefics3"). Other projector types load with HS_E_NOTSUP.
+ *
+ * idefics3 cuts an image into tiles of image_size pixels and adds an overview of the whole image
+ * at that size (libmtmd's order: tiles row by row, then the overview); the preprocessed input
+ * stacks these views vertically (nx = image_size, ny = image_size * views) and the rows come out
+ * view after view. Qwen has one view.
  * Thread: a loaded encoder is immutable except through hs_vision_encode, which one thread at a
  * time calls (the server's encoder thread, api/vision.c); loading and preprocessing may run on
  * any thread. */
@@ -30,6 +35,8 @@ struct hs_vision_hparams {
     float eps;                             /* layer norm epsilon */
     float mean[3], std[3];                 /* per-channel normalisation of [0, 1] pixels */
     int64_t min_pixels, max_pixels;        /* resized image area bounds */
+    int32_t longest_edge; /* idefics3: the longer side is scaled to this before tiling
+                           * (clip.vision.preproc_image_size; 0: not scaled) */
 };
 
 /* Loads the projector at path (mmap'd; borrowed tensors live as long as the encoder). Errors:
@@ -59,6 +66,29 @@ void hs_vision_target_size(const struct hs_vision *v, int32_t nx, int32_t ny, in
 hs_status hs_vision_preprocess(const struct hs_vision *v, const struct hs_image *img,
                                struct hs_vision_input *out, struct hs_error *err);
 void hs_vision_input_finish(struct hs_vision_input *in);
+
+/* idefics3: the tile grid an nx x ny image is cut into (its views are grid_x * grid_y tiles and
+ * the overview); Qwen: 0 x 0 (one view). Thread: any. */
+void hs_vision_tiles(const struct hs_vision *v, int32_t nx, int32_t ny, int32_t *grid_x,
+                     int32_t *grid_y);
+
+/* The views of an nx x ny image: idefics3 grid_x * grid_y + 1, Qwen 1. Thread: any. */
+int32_t hs_vision_n_views(const struct hs_vision *v, int32_t nx, int32_t ny);
+
+struct hs_vocab;
+
+/* The prompt tokens of an nx x ny image as libmtmd lays them out, its rows' places written as
+ * placeholder (the caller replaces them): Qwen "<|vision_start|>", the rows, "<|vision_end|>";
+ * idefics3 each tile after "<fake_token_around_image><row_R_col_C>" (tokenized with specials
+ * parsed), "\n" between rows of tiles, then "\n\n", <fake_token_around_image>, <global-img> (looked
+ * up by their text as libmtmd does), the overview's rows and <fake_token_around_image>. Writes at
+ * most cap ids to out (NULL with cap 0 measures) and the number needed to *n_out; view_first
+ * ([hs_vision_n_views]) gets each view's first row's index in out. Errors: HS_E_RANGE (cap too
+ * small), HS_E_FORMAT (the vocabulary lacks a token the layout needs: err names it),
+ * HS_E_NOMEM. Thread: any. */
+hs_status hs_vision_prompt(const struct hs_vision *v, const struct hs_vocab *vocab, int32_t nx,
+                           int32_t ny, hs_token placeholder, hs_token *out, size_t cap,
+                           size_t *n_out, int32_t *view_first, struct hs_error *err);
 
 /* Embedding rows in.nx x in.ny pixels become: one per n_merge x n_merge patches. */
 int32_t hs_vision_n_tokens(const struct hs_vision *v, int32_t nx, int32_t ny);

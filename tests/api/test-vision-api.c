@@ -25,6 +25,7 @@ static struct {
     int32_t http_threads; /* 0: the default */
     enum hs_proj_type proj; /* the projector's family (0: Qwen2-VL) */
     char trace[128];      /* the engine's --trace, "": none */
+    bool no_image_tokens; /* idefics3: a vocabulary without SmolVLM's image tokens */
     char lpath[128], ppath[128];
     struct hs_model *model;
     struct hs_engine *eng;
@@ -37,11 +38,14 @@ static void start(void)
     struct hs_error err = {0};
     snprintf(g.ppath, sizeof(g.ppath), "/tmp/hs-test-vapi-p-%d.gguf", (int)getpid());
     snprintf(g.lpath, sizeof(g.lpath), "/tmp/hs-test-vapi-l-%d.gguf", (int)getpid());
+    const bool idefics3 = g.proj == HS_PROJ_IDEFICS3;
     struct hs_mkproj_params pp = hs_mkproj_default_params(g.proj);
     pp.proj_dim = 128;
+    pp.image_size = idefics3 ? 112 : pp.image_size; /* SmolVLM: with a llama model */
     cr_assert_eq(hs_mkproj_write(&pp, g.ppath, &err), HS_OK, "%s", err.message);
     struct hs_mkmodel_params mp = hs_mkmodel_default_params();
-    mp.arch = HS_ARCH_QWEN2VL;
+    mp.arch = idefics3 ? HS_ARCH_LLAMA : HS_ARCH_QWEN2VL;
+    mp.image_tokens = idefics3 && !g.no_image_tokens;
     mp.n_embd = 128;
     mp.n_head = 4;
     mp.n_head_kv = 2;
@@ -419,6 +423,73 @@ Test(vision_api, encodes_are_in_the_trace, .init = start_traced)
     cr_assert_eq(n_encode, 1);
     cr_assert_eq(n_named, 1);
     json_decref(ev);
+    free(body);
+    free(url);
+}
+
+/* ---- SmolVLM's SigLIP (idefics3) with a llama language model ---- */
+
+static void start_idefics3(void)
+{
+    g.proj = HS_PROJ_IDEFICS3;
+    start();
+}
+
+/* A 200x100 screenshot is two 112-pixel tiles and the overview: 3 x 16 rows in libmtmd's layout
+ * (tests/model/test-vision.c checks that layout and the logits against llama.cpp's). */
+Test(vision_api, siglip_pair_answers_an_image_request, .init = start_idefics3, .fini = stop)
+{
+    char *url = png_url(200, 100, 0), *url2 = png_url(200, 100, 99);
+    char *with = agent_body(url), *with2 = agent_body(url2), *without = agent_body(NULL);
+    json_t *a, *b, *c, *d;
+    cr_assert_eq(post(with, &a), 200, "%s", json_dumps(a, 0));
+    cr_assert_eq(post(without, &b), 200);
+    cr_assert_eq(post(with2, &d), 200);
+    cr_assert_not_null(content(a));
+    cr_assert_eq(content(a)[0], '{', "%s", content(a));
+    /* 48 rows, and the layout's tokens around them (<fake_token_around_image>, <global-img>...) */
+    cr_assert_geq(prompt_tokens(a) - prompt_tokens(b), 48 + 5, "%lld vs %lld",
+                  (long long)prompt_tokens(a), (long long)prompt_tokens(b));
+    cr_assert_eq(prompt_tokens(a), prompt_tokens(d));
+    /* the picture reaches the answer: without it, or with another, the greedy text differs */
+    cr_assert_str_neq(content(a), content(b));
+    cr_assert_str_neq(content(a), content(d), "%s", content(a));
+    struct hs__api_vision_stats vs;
+    hs__api_vision_get_stats(g.srv->vision, &vs);
+    cr_assert(vs.n_encoded == 2 && vs.n_hits == 0, "encoded %llu", (unsigned long long)vs.n_encoded);
+    cr_assert_eq(post(with, &c), 200);
+    cr_assert_str_eq(content(a), content(c));
+    hs__api_vision_get_stats(g.srv->vision, &vs);
+    cr_assert(vs.n_encoded == 2 && vs.n_hits == 1);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    json_decref(d);
+    free(with);
+    free(with2);
+    free(without);
+    free(url);
+    free(url2);
+}
+
+static void start_idefics3_plain_vocab(void)
+{
+    g.no_image_tokens = true;
+    start_idefics3();
+}
+
+/* libmtmd looks the layout's tokens up by their text; a vocabulary without them is a 400 that
+ * names the token, not a prompt with holes. */
+Test(vision_api, siglip_layout_needs_its_tokens, .init = start_idefics3_plain_vocab, .fini = stop)
+{
+    char *url = png_url(112, 112, 0);
+    char *body = agent_body(url);
+    json_t *j;
+    cr_assert_eq(post(body, &j), 400, "%s", json_dumps(j, 0));
+    const char *msg =
+        json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    cr_assert(msg && strstr(msg, "no token") && strstr(msg, "\\n\\n"), "%s", msg);
+    json_decref(j);
     free(body);
     free(url);
 }

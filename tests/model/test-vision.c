@@ -10,6 +10,7 @@
 
 #include "model/mkproj.h"
 #include "model/model.h"
+#include "model/tokenizer/vocab.h"
 #include "model/vision/vision-impl.h"
 
 #ifndef HS_VISION_DATA_DIR
@@ -54,21 +55,55 @@ static void make_image(struct hs_image *img, int nx, int ny)
     }
 }
 
-/* Reads a reference: "n_tokens width gx gy" then the floats; returns them (free()). */
-static float *read_ref(const char *name, int *n_tok, int *width, int *gx, int *gy)
+/* Reads a reference: per image chunk "n_tokens width gx gy" then the floats (Qwen: one chunk;
+ * idefics3: its tiles and the overview, concatenated here: *n_tok sums them, *n_views counts
+ * them, gx gy are the last chunk's); returns them (free()). */
+static float *read_ref_views(const char *name, int *n_tok, int *width, int *gx, int *gy,
+                             int *n_views)
 {
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", HS_VISION_DATA_DIR, name);
     FILE *f = fopen(path, "r");
     cr_assert_not_null(f, "cannot open %s", path);
-    cr_assert_eq(fscanf(f, "%d %d %d %d", n_tok, width, gx, gy), 4);
-    const size_t n = (size_t)*n_tok * *width;
-    float *v = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) {
-        cr_assert_eq(fscanf(f, "%f", &v[i]), 1, "%s: value %zu", name, i);
+    float *v = NULL;
+    int nt = 0;
+    *n_tok = 0;
+    *n_views = 0;
+    while (fscanf(f, "%d %d %d %d", &nt, width, gx, gy) == 4) {
+        const size_t at = (size_t)*n_tok * *width, n = (size_t)nt * *width;
+        v = realloc(v, (at + n) * sizeof(float));
+        for (size_t i = 0; i < n; i++) {
+            cr_assert_eq(fscanf(f, "%f", &v[at + i]), 1, "%s: value %zu", name, at + i);
+        }
+        *n_tok += nt;
+        (*n_views)++;
     }
+    cr_assert_gt(*n_views, 0, "%s: no image chunk", name);
     fclose(f);
     return v;
+}
+
+static float *read_ref(const char *name, int *n_tok, int *width, int *gx, int *gy)
+{
+    int n_views = 0;
+    float *v = read_ref_views(name, n_tok, width, gx, gy, &n_views);
+    cr_assert_eq(n_views, 1, "%s: one image chunk expected", name);
+    return v;
+}
+
+/* The normalised error |out - ref| / |ref| of n floats (all finite); *max_abs the largest. */
+static double rows_error(const float *out, const float *ref, int n, double *max_abs)
+{
+    double num = 0.0, den = 0.0;
+    *max_abs = 0.0;
+    for (int i = 0; i < n; i++) {
+        cr_assert(isfinite(out[i]), "value %d is %g", i, out[i]);
+        const double e = (double)out[i] - ref[i];
+        num += e * e;
+        den += (double)ref[i] * ref[i];
+        *max_abs = fmax(*max_abs, fabs(e));
+    }
+    return sqrt(num / den);
 }
 
 /* Compares our embeddings of an nx x ny image with llama.cpp's. Tolerance: llama.cpp runs the
@@ -97,15 +132,8 @@ static void check_image(struct hs_vision *v, struct hs_backend *be, int nx, int 
     cr_assert_eq(width, v->hp.proj_dim);
     float *out = malloc((size_t)n_tok * width * sizeof(float));
     cr_assert_eq(hs_vision_encode(v, be, &in, out, &err), HS_OK, "%s", err.message);
-    double num = 0.0, den = 0.0, max_abs = 0.0;
-    for (int i = 0; i < n_tok * width; i++) {
-        cr_assert(isfinite(out[i]));
-        const double e = (double)out[i] - ref[i];
-        num += e * e;
-        den += (double)ref[i] * ref[i];
-        max_abs = fmax(max_abs, fabs(e));
-    }
-    const double nerr = sqrt(num / den);
+    double max_abs = 0.0;
+    const double nerr = rows_error(out, ref, n_tok * width, &max_abs);
     cr_log_info("%dx%d: %d tokens, normalised error %.3g, max abs %.3g", nx, ny, n_tok, nerr,
                 max_abs);
     if (tol_norm > 0) {
@@ -183,17 +211,39 @@ Test(vision, bad_projectors_are_refused_with_a_reason)
 {
     char path[128];
     snprintf(path, sizeof(path), "/tmp/hs-test-vision-bad-%d.gguf", (int)getpid());
-    struct hs_mkproj_params p = hs_mkproj_default_params(HS_PROJ_IDEFICS3);
+    /* a projector type not implemented (Gemma 3's), in an otherwise empty clip file */
+    struct hs_gguf_writer *w = NULL;
     struct hs_error err;
-    cr_assert_eq(hs_mkproj_write(&p, path, &err), HS_OK, "%s", err.message);
+    cr_assert_eq(hs_gguf_writer_create(&w), HS_OK);
+    cr_assert_eq(hs_gguf_writer_set_str(w, "general.architecture", "clip"), HS_OK);
+    cr_assert_eq(hs_gguf_writer_set_str(w, "clip.projector_type", "gemma3"), HS_OK);
+    cr_assert_eq(hs_gguf_writer_write_file(w, path, &err), HS_OK, "%s", err.message);
+    hs_gguf_writer_destroy(w);
     struct hs_vision *v = NULL;
     cr_assert_eq(hs_vision_load(path, &v, &err), HS_E_NOTSUP);
-    cr_assert(strstr(err.message, "idefics3"), "%s", err.message);
+    cr_assert(strstr(err.message, "gemma3") && strstr(err.message, "idefics3"), "%s",
+              err.message);
     cr_assert_null(v);
     /* a language model is not a projector */
     cr_assert_eq(hs_vision_load(HS_VISION_DATA_DIR "/README.md", &v, &err), HS_E_FORMAT);
     cr_assert_null(v);
     unlink(path);
+}
+
+/* A one-sequence context of n_ctx tokens (all in one batch) with an f32 KV cache, as llama.cpp's
+ * reference ran at f32 precision. */
+static struct hs_context *f32_context(struct hs_model *m, int32_t n_ctx)
+{
+    struct hs_context_params cp = hs_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_batch = n_ctx;
+    cp.n_seq_max = 1;
+    cp.kv_type = HS_TYPE_F32;
+    cp.backend_params.n_threads = 2;
+    struct hs_context *ctx = NULL;
+    struct hs_error err;
+    cr_assert_eq(hs_context_create(m, &cp, &ctx, &err), HS_OK, "%s", err.message);
+    return ctx;
 }
 
 /* ---- the language model with an image (M-RoPE, embeddings in place of tokens) ---- */
@@ -275,14 +325,7 @@ static double lm_with_image(enum hs_proj_type t, int nx, int ny, bool with_mrope
     struct hs_model *m = NULL;
     cr_assert_eq(hs_model_load(lpath, &m, &err), HS_OK, "%s", err.message);
     cr_assert_eq(hs_model_hparams(m)->n_vocab, n_vocab);
-    struct hs_context_params cp = hs_context_default_params();
-    cp.n_ctx = 128;
-    cp.n_batch = 128;
-    cp.n_seq_max = 1;
-    cp.kv_type = HS_TYPE_F32;
-    cp.backend_params.n_threads = 2;
-    struct hs_context *ctx = NULL;
-    cr_assert_eq(hs_context_create(m, &cp, &ctx, &err), HS_OK, "%s", err.message);
+    struct hs_context *ctx = f32_context(m, 128);
     const float *embd[128] = {0};
     for (int k = 0; k < n_img; k++) {
         embd[img0 + k] = with_embd ? rows + (size_t)k * 128 : NULL;
@@ -368,4 +411,288 @@ Test(vision, qwen25vl_image_prompt_logits_match_llama_cpp)
     cr_log_info("logits: normalised error %.3g (no image rows %.3g)", e, e_embd);
     cr_assert_lt(e, 1e-3, "normalised error %g", e);
     cr_assert_gt(e_embd, 5 * e, "no image rows: %g vs %g", e_embd, e);
+}
+
+/* ---- SmolVLM's SigLIP (idefics3) ---- */
+
+/* The projector of the idefics3 references: mkmodel's defaults with image_size 112 (8x8 patches,
+ * 16 rows per view) projecting to width 128. */
+static void write_idefics3_le(char *path, size_t cap, enum hs_type wtype, int32_t longest_edge)
+{
+    snprintf(path, cap, "/tmp/hs-test-vision-idefics3-%d-%d-%d.gguf", (int)getpid(), (int)wtype,
+             (int)longest_edge);
+    struct hs_mkproj_params p = hs_mkproj_default_params(HS_PROJ_IDEFICS3);
+    p.proj_dim = 128;
+    p.image_size = 112;
+    p.wtype = wtype;
+    p.longest_edge = longest_edge;
+    struct hs_error err;
+    cr_assert_eq(hs_mkproj_write(&p, path, &err), HS_OK, "%s", err.message);
+}
+
+static void write_idefics3(char *path, size_t cap, enum hs_type wtype)
+{
+    write_idefics3_le(path, cap, wtype, 0);
+}
+
+/* Our rows of an nx x ny image (all views) and llama.cpp's (data/vision-idefics3-NXxNY.txt):
+ * the same tiles, the same row count; returns the normalised error. */
+static double check_idefics3(struct hs_vision *v, struct hs_backend *be, int nx, int ny,
+                             int want_tiles)
+{
+    char name[64];
+    if (v->hp.longest_edge > 0) {
+        snprintf(name, sizeof(name), "vision-idefics3-le%d-%dx%d.txt", v->hp.longest_edge, nx, ny);
+    } else {
+        snprintf(name, sizeof(name), "vision-idefics3-%dx%d.txt", nx, ny);
+    }
+    int n_tok, width, gx, gy, n_views;
+    float *ref = read_ref_views(name, &n_tok, &width, &gx, &gy, &n_views);
+    int32_t tx, ty;
+    hs_vision_tiles(v, nx, ny, &tx, &ty);
+    cr_assert_eq(tx * ty, want_tiles, "%dx%d: %dx%d tiles", nx, ny, tx, ty);
+    cr_assert_eq(n_views, tx * ty + 1, "%dx%d: llama.cpp has %d views, we %d tiles + overview",
+                 nx, ny, n_views, tx * ty);
+    struct hs_image img;
+    make_image(&img, nx, ny);
+    struct hs_vision_input in;
+    struct hs_error err;
+    cr_assert_eq(hs_vision_preprocess(v, &img, &in, &err), HS_OK, "%s", err.message);
+    int32_t tnx, tny;
+    hs_vision_target_size(v, nx, ny, &tnx, &tny);
+    cr_assert(in.nx == tnx && in.ny == tny && in.ny == n_views * v->hp.image_size);
+    cr_assert_eq(hs_vision_n_tokens(v, in.nx, in.ny), n_tok);
+    cr_assert_eq(width, v->hp.proj_dim);
+    float *out = malloc((size_t)n_tok * width * sizeof(float));
+    cr_assert_eq(hs_vision_encode(v, be, &in, out, &err), HS_OK, "%s", err.message);
+    double max_abs = 0.0;
+    const double nerr = rows_error(out, ref, n_tok * width, &max_abs);
+    cr_log_info("idefics3 %dx%d: %d views, %d rows, normalised error %.3g, max abs %.3g", nx, ny,
+                n_views, n_tok, nerr, max_abs);
+    const int per_view = n_tok / n_views;
+    for (int k = 0; k < n_views && nerr >= 1e-3; k++) {
+        double m = 0.0;
+        const double ek = rows_error(out + (size_t)k * per_view * width,
+                                     ref + (size_t)k * per_view * width, per_view * width, &m);
+        cr_log_info("  view %d (%s): normalised error %.3g", k, k + 1 < n_views ? "tile" : "overview",
+                    ek);
+    }
+    free(out);
+    free(ref);
+    hs_vision_input_finish(&in);
+    hs_image_finish(&img);
+    return nerr;
+}
+
+/* Tolerance as Qwen's (1e-3, f32): llama.cpp's flash attention rounds K and V to f16 and its GELU
+ * goes through an f16 table. Sizes: 112x112 is one tile as is; 100x60 and 150x60 are stretched
+ * to one tile (libmtmd rounds sides to tiles when the file has no preproc_image_size: 150 / 112
+ * rounds down); 200x100 is 2x1 tiles and 90x250 1x2, each with the overview. */
+Test(vision, idefics3_embeddings_match_llama_cpp)
+{
+    char path[128];
+    write_idefics3(path, sizeof(path), HS_TYPE_F32);
+    struct hs_vision *v = NULL;
+    struct hs_error err;
+    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    const struct hs_vision_hparams *hp = hs_vision_get_hparams(v);
+    cr_assert(hp->type == HS_PROJ_IDEFICS3 && hp->n_merge == 2 && hp->image_size == 112 &&
+              hp->longest_edge == 0 && hp->proj_dim == 128);
+    cr_assert_float_eq(hp->mean[0], 0.5f, 1e-7f);
+    struct hs_backend *be = cpu_backend();
+    const struct {
+        int nx, ny, tiles;
+    } cases[] = {{112, 112, 1}, {100, 60, 1}, {150, 60, 1}, {200, 100, 2}, {90, 250, 2}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].nx == 150) {
+            /* no reference file of its own: the tile count is the check (as llama.cpp's) */
+            int32_t tx, ty;
+            hs_vision_tiles(v, 150, 60, &tx, &ty);
+            cr_assert(tx == 1 && ty == 1, "150x60: %dx%d tiles", tx, ty);
+            continue;
+        }
+        const double e = check_idefics3(v, be, cases[i].nx, cases[i].ny, cases[i].tiles);
+        cr_assert_lt(e, 1e-3, "%dx%d: normalised error %g", cases[i].nx, cases[i].ny, e);
+    }
+    hs_backend_destroy(be);
+    hs_vision_free(v);
+    unlink(path);
+}
+
+/* With clip.vision.preproc_image_size 224 libmtmd resizes as transformers' Idefics3 processor:
+ * the longer side to 224 (Lanczos; the other truncated, rounded up to even), that stretched to
+ * whole tiles, the overview from those. 300x100 becomes 224x74, 2x1 tiles; 60x40 is scaled up to
+ * 224x150, 2x2 tiles; 300x151 becomes 224x112 (112.75 truncated), 2x1 tiles, where scaling
+ * without the truncation would give 2x2. Before this was right, the tiles were 1.3 off and the
+ * overview 0.2 (bicubic, padded, from the original). */
+Test(vision, idefics3_longest_edge_matches_llama_cpp)
+{
+    char path[128];
+    write_idefics3_le(path, sizeof(path), HS_TYPE_F32, 224);
+    struct hs_vision *v = NULL;
+    struct hs_error err;
+    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    cr_assert_eq(hs_vision_get_hparams(v)->longest_edge, 224);
+    struct hs_backend *be = cpu_backend();
+    double e = check_idefics3(v, be, 300, 100, 2);
+    cr_assert_lt(e, 1e-3, "300x100: normalised error %g", e);
+    e = check_idefics3(v, be, 60, 40, 4);
+    cr_assert_lt(e, 1e-3, "60x40: normalised error %g", e);
+    e = check_idefics3(v, be, 300, 151, 2);
+    cr_assert_lt(e, 1e-3, "300x151: normalised error %g", e);
+    hs_backend_destroy(be);
+    hs_vision_free(v);
+    unlink(path);
+}
+
+Test(vision, idefics3_f16_projector_stays_close)
+{
+    char path[128];
+    write_idefics3(path, sizeof(path), HS_TYPE_F16);
+    struct hs_vision *v = NULL;
+    struct hs_error err;
+    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    struct hs_backend *be = cpu_backend();
+    const double e = check_idefics3(v, be, 200, 100, 2);
+    cr_assert_lt(e, 1.5e-3, "normalised error %g", e);
+    hs_backend_destroy(be);
+    hs_vision_free(v);
+    unlink(path);
+}
+
+/* Logits of "look: <image>" for an nx x ny image (2 tiles and the overview) with a llama
+ * language model (plain positions), against data/vision-idefics3-lm-NXxNY.txt: the prompt is
+ * built as the server builds it (hs_tokenize of the text, hs_vision_prompt for the image) and
+ * must be llama.cpp's token for token; with_embd false leaves the placeholders' own embeddings,
+ * to show the comparison sees the image rows. *same_argmax: the greedy next token agrees. */
+static double idefics3_lm(int nx, int ny, bool with_embd, bool *same_argmax)
+{
+    char ppath[128], lpath[128];
+    write_idefics3(ppath, sizeof(ppath), HS_TYPE_F32);
+    snprintf(lpath, sizeof(lpath), "/tmp/hs-test-vision-idefics3-lm-%d.gguf", (int)getpid());
+    /* = hetserve mkmodel --dim 128 --heads 4 --kv-heads 2 --ffn 256 --vocab 1024 --ctx 512
+     * --image-tokens */
+    struct hs_mkmodel_params mp = hs_mkmodel_default_params();
+    mp.n_embd = 128;
+    mp.n_head = 4;
+    mp.n_head_kv = 2;
+    mp.n_ff = 256;
+    mp.n_vocab = 1024;
+    mp.n_ctx = 512;
+    mp.image_tokens = true;
+    struct hs_error err;
+    cr_assert_eq(hs_mkmodel_write(&mp, lpath, &err), HS_OK, "%s", err.message);
+    struct hs_model *m = NULL;
+    cr_assert_eq(hs_model_load(lpath, &m, &err), HS_OK, "%s", err.message);
+    struct hs_vision *v = NULL;
+    cr_assert_eq(hs_vision_load(ppath, &v, &err), HS_OK, "%s", err.message);
+
+    /* llama.cpp's chunks, images as -1 */
+    char path[512];
+    snprintf(path, sizeof(path), "%s/vision-idefics3-lm-%dx%d.txt", HS_VISION_DATA_DIR, nx, ny);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "cannot open %s", path);
+    hs_token ref_tok[256];
+    int n_ref = 0, n_vocab = 0;
+    char kind[16];
+    while (fscanf(f, " %15s", kind) == 1 && strcmp(kind, "logits") != 0) {
+        int n = 0, a, b, c;
+        if (strcmp(kind, "text") == 0) {
+            cr_assert_eq(fscanf(f, "%d", &n), 1);
+            for (int i = 0; i < n; i++) {
+                cr_assert_eq(fscanf(f, "%d", &ref_tok[n_ref++]), 1);
+            }
+        } else {
+            cr_assert_str_eq(kind, "image");
+            cr_assert_eq(fscanf(f, "%d %d %d %d", &n, &a, &b, &c), 4);
+            for (int i = 0; i < n; i++) {
+                ref_tok[n_ref++] = -1;
+            }
+        }
+    }
+    cr_assert_eq(fscanf(f, "%d", &n_vocab), 1);
+    float *ref = malloc((size_t)n_vocab * sizeof(float));
+    for (int i = 0; i < n_vocab; i++) {
+        cr_assert_eq(fscanf(f, "%f", &ref[i]), 1);
+    }
+    fclose(f);
+
+    /* ours: the text, then the image's layout */
+    hs_token toks[256];
+    size_t n_text = 0, n_img = 0;
+    const struct hs_vocab *vocab = hs_model_vocab(m);
+    cr_assert_eq(hs_tokenize(vocab, "look: ", 6, true, true, toks, 256, &n_text), HS_OK);
+    int32_t first[8];
+    cr_assert_eq(hs_vision_n_views(v, nx, ny), 3);
+    cr_assert_eq(hs_vision_prompt(v, vocab, nx, ny, -1, toks + n_text, 256 - n_text, &n_img,
+                                  first, &err),
+                 HS_OK, "%s", err.message);
+    const int n_tok = (int)(n_text + n_img);
+    cr_assert_eq(n_tok, n_ref, "%d tokens, llama.cpp %d", n_tok, n_ref);
+    for (int i = 0; i < n_tok; i++) {
+        cr_assert_eq(toks[i], ref_tok[i], "token %d: %d, llama.cpp %d", i, toks[i], ref_tok[i]);
+    }
+
+    struct hs_backend *be = cpu_backend();
+    struct hs_image img;
+    make_image(&img, nx, ny);
+    struct hs_vision_input in;
+    cr_assert_eq(hs_vision_preprocess(v, &img, &in, &err), HS_OK);
+    const int32_t n_rows = hs_vision_n_tokens(v, in.nx, in.ny), per_view = n_rows / 3;
+    float *rows = malloc((size_t)n_rows * 128 * sizeof(float));
+    cr_assert_eq(hs_vision_encode(v, be, &in, rows, &err), HS_OK, "%s", err.message);
+    const float *embd[256] = {0};
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < per_view; i++) {
+            const int at = (int)n_text + first[k] + i;
+            cr_assert_eq(toks[at], -1);
+            toks[at] = 0; /* a placeholder id: its embedding is replaced */
+            embd[at] = with_embd ? rows + ((size_t)k * per_view + i) * 128 : NULL;
+        }
+    }
+    struct hs_context *ctx = f32_context(m, 256);
+    int32_t table[16];
+    for (int i = 0; i < 16; i++) {
+        table[i] = i;
+    }
+    struct hs_forward_seq fs = {toks, n_tok, 0, table, 1, 0};
+    struct hs_forward_mm mm = {embd, NULL};
+    cr_assert_eq(hs_model_forward_mm(ctx, &fs, &mm, 1), HS_OK);
+    const float *lg = hs_context_logits(ctx);
+    double max_abs = 0.0;
+    const double nerr = rows_error(lg, ref, n_vocab, &max_abs);
+    int best = 0, best_ref = 0;
+    for (int i = 0; i < n_vocab; i++) {
+        best = lg[i] > lg[best] ? i : best;
+        best_ref = ref[i] > ref[best_ref] ? i : best_ref;
+    }
+    *same_argmax = best == best_ref;
+    hs_context_destroy(ctx);
+    free(rows);
+    free(ref);
+    hs_vision_input_finish(&in);
+    hs_image_finish(&img);
+    hs_backend_destroy(be);
+    hs_vision_free(v);
+    hs_model_destroy(m);
+    unlink(lpath);
+    unlink(ppath);
+    return nerr;
+}
+
+/* Tolerance as Qwen's: 1e-3 on the logits, and the same greedy token. 200x100 is a row of two
+ * tiles, 90x250 a column (a "\n" between the rows). */
+Test(vision, idefics3_image_prompt_logits_match_llama_cpp)
+{
+    const int sizes[2][2] = {{200, 100}, {90, 250}};
+    for (int i = 0; i < 2; i++) {
+        bool same = false, same_no_embd = false;
+        const double e = idefics3_lm(sizes[i][0], sizes[i][1], true, &same);
+        const double e_embd = idefics3_lm(sizes[i][0], sizes[i][1], false, &same_no_embd);
+        cr_log_info("idefics3 %dx%d logits: normalised error %.3g (no image rows %.3g)",
+                    sizes[i][0], sizes[i][1], e, e_embd);
+        cr_assert_lt(e, 1e-3, "normalised error %g", e);
+        cr_assert(same, "the greedy next token differs from llama.cpp's");
+        cr_assert_gt(e_embd, 5 * e, "no image rows: %g vs %g", e_embd, e);
+    }
 }

@@ -1,10 +1,10 @@
 /* Reference image embeddings from llama.cpp's libmtmd (not built by meson: it links against the
  * llama.cpp of the peer chroot, see tests/model/data/README.md). Prints the embeddings of one
- * raw RGB image as "n_tokens n_embd nx ny" and then one float per line.
+ * raw RGB image: for each image chunk, "n_tokens n_embd nx ny" and then one float per line.
  *
  *   gcc -O1 tests/ref/mtmd-embd.c -o mtmd-embd -L$CH/usr/lib/x86_64-linux-gnu \
  *       -l:libmtmd.so.0 -l:libllama.so.0 -l:libggml.so.0 -Wl,--allow-shlib-undefined
- *   chroot $CH /tmp/x/mtmd-embd LM.gguf MMPROJ.gguf IMAGE.rgb NX NY
+ *   chroot $CH /tmp/x/mtmd-embd LM.gguf MMPROJ.gguf IMAGE.rgb NX NY [logits [N_TAIL] | chunks]
  *
  * The chroot ships libmtmd without its header, so the few prototypes are declared here; parameter
  * structs are passed through buffers larger than the library's (returned and passed by value in
@@ -84,58 +84,66 @@ int32_t mtmd_helper_eval_chunk_single(struct mtmd_context *ctx, struct llama_con
                                       int32_t seq_id, int32_t n_batch, bool logits_last,
                                       int32_t *new_n_past);
 
-/* The text after the image is evaluated here, not by mtmd_helper_eval_chunks: this libmtmd
- * tokenizes bytes past the end of the prompt into the chunk after an image (its tokens vary from
- * run to run), so only that chunk's leading tokens, which spell the end-of-vision marker, are
- * kept. */
-#define TAIL_TOKENS 14
+/* One chunk's line: "text N ids..." or "image n_tokens nx ny n_pos". */
+static void print_chunk(const struct mtmd_input_chunk *c)
+{
+    if (mtmd_input_chunk_get_type(c) == 1) {
+        const struct mtmd_image_tokens *t = mtmd_input_chunk_get_tokens_image(c);
+        printf("image %zu %zu %zu %d\n", mtmd_image_tokens_get_n_tokens(t),
+               mtmd_image_tokens_get_nx(t), mtmd_image_tokens_get_ny(t),
+               mtmd_input_chunk_get_n_pos(c));
+        return;
+    }
+    size_t n = 0;
+    const int32_t *tok = mtmd_input_chunk_get_tokens_text(c, &n);
+    printf("text %zu", n);
+    for (size_t j = 0; j < n; j++) {
+        printf(" %d", tok[j]);
+    }
+    printf("\n");
+}
 
+/* The text after the last image is evaluated here, not by mtmd_helper_eval_chunks: this libmtmd
+ * tokenizes bytes past the end of the prompt into the chunk after an image (its tokens vary from
+ * run to run), so only that chunk's leading n_tail tokens, which spell the end-of-image marker
+ * (Qwen: 14, "<|vision_end|>" in bytes; idefics3: 1, <fake_token_around_image>), are kept. The
+ * chunks before it are printed and evaluated whole: text ("text N ids...") and images ("image
+ * n_tokens nx ny n_pos"). */
 static int print_logits(struct mtmd_context *ctx, struct llama_model *model,
-                        struct mtmd_input_chunks *chunks)
+                        struct mtmd_input_chunks *chunks, int32_t n_tail)
 {
     struct llama_context *lctx = llama_init_from_model(model, llama_context_default_params());
-    if (!lctx || mtmd_input_chunks_size(chunks) != 3) {
+    const size_t n_chunks = mtmd_input_chunks_size(chunks);
+    if (!lctx || n_chunks < 3 || n_tail < 1) {
         return 1;
     }
     int32_t n_past = 0;
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i + 1 < n_chunks; i++) {
         const struct mtmd_input_chunk *c = mtmd_input_chunks_get(chunks, i);
-        if (mtmd_input_chunk_get_type(c) == 1) {
-            const struct mtmd_image_tokens *t = mtmd_input_chunk_get_tokens_image(c);
-            printf("image %zu %zu %zu %d\n", mtmd_image_tokens_get_n_tokens(t),
-                   mtmd_image_tokens_get_nx(t), mtmd_image_tokens_get_ny(t),
-                   mtmd_input_chunk_get_n_pos(c));
-        } else {
-            size_t n = 0;
-            const int32_t *tok = mtmd_input_chunk_get_tokens_text(c, &n);
-            printf("text %zu", n);
-            for (size_t j = 0; j < n; j++) {
-                printf(" %d", tok[j]);
-            }
-            printf("\n");
-        }
+        print_chunk(c);
         if (mtmd_helper_eval_chunk_single(ctx, lctx, c, n_past, 0, 512, false, &n_past) != 0) {
             fprintf(stderr, "mtmd_helper_eval_chunk_single failed\n");
             return 1;
         }
     }
     size_t n = 0;
-    const int32_t *tok = mtmd_input_chunk_get_tokens_text(mtmd_input_chunks_get(chunks, 2), &n);
-    if (n < TAIL_TOKENS) {
+    const int32_t *tok =
+        mtmd_input_chunk_get_tokens_text(mtmd_input_chunks_get(chunks, n_chunks - 1), &n);
+    if (n < (size_t)n_tail) {
         return 1;
     }
-    struct llama_batch b = llama_batch_init(TAIL_TOKENS, 0, 1);
-    printf("text %d", TAIL_TOKENS);
-    for (int32_t j = 0; j < TAIL_TOKENS; j++) {
+    struct llama_batch b = llama_batch_init(n_tail, 0, 1);
+    printf("text %d", n_tail);
+    for (int32_t j = 0; j < n_tail; j++) {
         b.token[j] = tok[j];
         b.pos[j] = n_past + j;
         b.n_seq_id[j] = 1;
         b.seq_id[j][0] = 0;
-        b.logits[j] = j == TAIL_TOKENS - 1;
+        b.logits[j] = j == n_tail - 1;
         printf(" %d", tok[j]);
     }
     printf("\n");
-    b.n_tokens = TAIL_TOKENS;
+    b.n_tokens = n_tail;
     if (llama_decode(lctx, b) != 0) {
         return 1;
     }
@@ -149,10 +157,22 @@ static int print_logits(struct mtmd_context *ctx, struct llama_model *model,
     return 0;
 }
 
+/* "chunks": the chunk layout only (text ids, image token counts), for projectors whose layout
+ * is unknown. */
+static int print_chunks(struct mtmd_input_chunks *chunks)
+{
+    for (size_t i = 0; i < mtmd_input_chunks_size(chunks); i++) {
+        const struct mtmd_input_chunk *c = mtmd_input_chunks_get(chunks, i);
+        print_chunk(c);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 6 && argc != 7) {
-        fprintf(stderr, "usage: %s LM.gguf MMPROJ.gguf IMAGE.rgb NX NY [logits]\n", argv[0]);
+    if (argc < 6 || argc > 8) {
+        fprintf(stderr, "usage: %s LM.gguf MMPROJ.gguf IMAGE.rgb NX NY [logits [N_TAIL] | chunks]\n",
+                argv[0]);
         return 2;
     }
     const uint32_t nx = (uint32_t)atoi(argv[4]), ny = (uint32_t)atoi(argv[5]);
@@ -182,9 +202,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "mtmd_tokenize failed\n");
         return 1;
     }
-    if (argc == 7) {
-        return print_logits(ctx, model, chunks);
+    if (argc == 7 && argv[6][0] == 'c') {
+        return print_chunks(chunks);
     }
+    if (argc >= 7) {
+        return print_logits(ctx, model, chunks, argc == 8 ? atoi(argv[7]) : 14);
+    }
+    /* Every image chunk in order (Qwen: one; idefics3: its tiles then the overview). */
+    int n_images = 0;
     for (size_t i = 0; i < mtmd_input_chunks_size(chunks); i++) {
         const struct mtmd_input_chunk *c = mtmd_input_chunks_get(chunks, i);
         if (mtmd_input_chunk_get_type(c) != 1) {
@@ -202,8 +227,11 @@ int main(int argc, char **argv)
         for (size_t j = 0; j < n * (size_t)d; j++) {
             printf("%.9g\n", e[j]);
         }
-        return 0;
+        n_images++;
     }
-    fprintf(stderr, "no image chunk\n");
-    return 1;
+    if (n_images == 0) {
+        fprintf(stderr, "no image chunk\n");
+        return 1;
+    }
+    return 0;
 }
