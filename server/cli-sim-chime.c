@@ -46,17 +46,27 @@ static void usage(FILE *f)
                "  -h, --help             this help\n");
 }
 
-/* The index of arg among names, or -1 after one line on stderr naming the choices. */
-static int parse_choice(const char *flag, const char *arg, const char *const *names, int n)
+static const char *split_name(int k)
+{
+    return hs_sim_split_str((enum hs_sim_split)k);
+}
+
+static const char *gqa_name(int k)
+{
+    return hs_sim_gqa_str((enum hs_sim_gqa)k);
+}
+
+/* The k in [0, n) whose name(k) is arg, or -1 after one line on stderr naming the choices. */
+static int parse_choice(const char *flag, const char *arg, const char *(*name)(int), int n)
 {
     for (int k = 0; k < n; k++) {
-        if (!strcmp(arg, names[k])) {
+        if (!strcmp(arg, name(k))) {
             return k;
         }
     }
     fprintf(stderr, "hetserve sim: %s must be one of", flag);
     for (int k = 0; k < n; k++) {
-        fprintf(stderr, "%s %s", k ? "," : "", names[k]);
+        fprintf(stderr, "%s %s", k ? "," : "", name(k));
     }
     fprintf(stderr, ", not '%s'\n", arg);
     return -1;
@@ -360,7 +370,7 @@ int hs__cli_sim_chime(int argc, char **argv)
     bool json = false, detail = false;
     int64_t iv;
     double fv;
-    int c;
+    int c, k;
     optind = 1; /* argv[0] is "chime" */
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -371,18 +381,12 @@ int hs__cli_sim_chime(int argc, char **argv)
         case 'd':
             detail = true;
             break;
-        case 'g': {
-            const char *names[HS_SIM_GQA_COUNT];
-            for (int k = 0; k < HS_SIM_GQA_COUNT; k++) {
-                names[k] = hs_sim_gqa_str((enum hs_sim_gqa)k);
-            }
-            const int k = parse_choice("--gpu-gqa", optarg, names, HS_SIM_GQA_COUNT);
-            if (k < 0) {
+        case 'g':
+            if ((k = parse_choice("--gpu-gqa", optarg, gqa_name, HS_SIM_GQA_COUNT)) < 0) {
                 return 2;
             }
             p.gpu_gqa = (enum hs_sim_gqa)k;
             break;
-        }
         case 'r':
             if (!hs__cli_parse_float("--reserve", optarg, 0.0, 1.0, &fv)) {
                 return 2;
@@ -416,18 +420,12 @@ int hs__cli_sim_chime(int argc, char **argv)
             p.chime = &chime;
             break;
         }
-        case 'p': {
-            const char *names[HS_SIM_SPLIT_COUNT];
-            for (int k = 0; k < HS_SIM_SPLIT_COUNT; k++) {
-                names[k] = hs_sim_split_str((enum hs_sim_split)k);
-            }
-            const int k = parse_choice("--split", optarg, names, HS_SIM_SPLIT_COUNT);
-            if (k < 0) {
+        case 'p':
+            if ((k = parse_choice("--split", optarg, split_name, HS_SIM_SPLIT_COUNT)) < 0) {
                 return 2;
             }
             p.split = (enum hs_sim_split)k;
             break;
-        }
         case 'h':
             usage(stdout);
             return 0;
