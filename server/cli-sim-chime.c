@@ -24,6 +24,9 @@ static void usage(FILE *f)
                "\n"
                "      --json             one JSON object per cell:\n"
                "                         {\"trace\",\"model\",\"system\",\"ours\",\"paper\"}\n"
+               "      --detail           where each cell's time goes: decode batch, FC and\n"
+               "                         attention time per step, attention not hidden,\n"
+               "                         prefill and drain shares\n"
                "      --reserve R        share of a request's output KV reserved when it is\n"
                "                         admitted, 0..1 (default 1: the whole final length)\n"
                "      --requests N       requests per run (default 1000)\n"
@@ -33,9 +36,40 @@ static void usage(FILE *f)
                "      --pim-config FILE  CHIME's DIMMs (pim-timing.h's format; default Table I)\n"
                "      --split MODE       how attention beside the GPUs overlaps the FC layers:\n"
                "                         shorter (default: two sub-batches taking turns, or the\n"
-               "                         whole batch when that is shorter) or always (every\n"
-               "                         step in two sub-batches)\n"
+               "                         whole batch when that is shorter), always (every\n"
+               "                         step in two sub-batches), attacc (head by head with\n"
+               "                         the QKV and output projections, FFN after) or hidden\n"
+               "                         (behind all FC layers, one weight read)\n"
+               "      --gpu-gqa MODE     how GPU-side attention reads a GQA model's KV: shared\n"
+               "                         (default: each KV head once) or per-query-head (as\n"
+               "                         AttAcc's simulator models attention)\n"
                "  -h, --help             this help\n");
+}
+
+static const char *split_name(int k)
+{
+    return hs_sim_split_str((enum hs_sim_split)k);
+}
+
+static const char *gqa_name(int k)
+{
+    return hs_sim_gqa_str((enum hs_sim_gqa)k);
+}
+
+/* The k in [0, n) whose name(k) is arg, or -1 after one line on stderr naming the choices. */
+static int parse_choice(const char *flag, const char *arg, const char *(*name)(int), int n)
+{
+    for (int k = 0; k < n; k++) {
+        if (!strcmp(arg, name(k))) {
+            return k;
+        }
+    }
+    fprintf(stderr, "hetserve sim: %s must be one of", flag);
+    for (int k = 0; k < n; k++) {
+        fprintf(stderr, "%s %s", k ? "," : "", name(k));
+    }
+    fprintf(stderr, ", not '%s'\n", arg);
+    return -1;
 }
 
 static const double sensitivity[] = {1.0, 0.75, 0.5, 0.25, 0.0};
@@ -147,9 +181,32 @@ static bool sensitivity_row(const struct hs_sim_params *q, struct hs_sim_cell *a
     }
     const struct hs_sim_cell *r =
         &alt[(HS_SIM_OPENR1 * HS_SIM_MODEL_COUNT + HS_SIM_GPT_175B) * HS_SIM_SYSTEM_COUNT];
-    printf("  %7s %18.2f %9.2f %6d/%-2d %8.0f%% %8.0f%%\n", label, r[HS_SIM_CHIME].ours,
+    printf("  %14s %17.2f %9.2f %6d/%-2d %8.0f%% %8.0f%%\n", label, r[HS_SIM_CHIME].ours,
            r[HS_SIM_RPIM].ours, n_in, n_err, 100 * errs[n_err / 2], 100 * errs[n_err - 1]);
     return true;
+}
+
+/* Where each cell's time goes: the bounds its steps overlap (FC layers of the whole batch and
+ * its attention, each alone, per step), the batch capacity allowed, and the shares of the time
+ * that are attention not hidden, prefill, and the drain after the last admission. */
+static void print_detail(const struct hs_sim_cell *cells)
+{
+    printf("%-14s %-9s %-12s %13s %7s %7s %9s %9s %6s %8s %6s\n", "trace", "model", "system",
+           "ours / paper", "batch", "max", "FC ms", "attn ms", "attn", "prefill", "drain");
+    for (int i = 0; i < HS_SIM_TRACE_COUNT * HS_SIM_MODEL_COUNT * HS_SIM_SYSTEM_COUNT; i++) {
+        const struct hs_sim_cell *c = &cells[i];
+        const struct hs_sim_result *r = &c->raw;
+        char v[24];
+        snprintf(v, sizeof(v), r->oom ? "oom / %.2f" : "%.2f / %.2f", r->oom ? c->paper : c->ours,
+                 c->paper);
+        printf("%-14s %-9s %-12s %13s %7.1f %7.0f %9.2f %9.2f %5.0f%% %7.0f%% %5.0f%%%s\n",
+               hs_sim_trace_str(c->trace), hs_sim_model_str(c->model), hs_sim_system_str(c->system),
+               v, r->mean_batch, r->max_batch, 1e3 * r->mean_fc_s, 1e3 * r->mean_attn_s,
+               100 * r->attn_share, 100 * r->prefill_share, 100 * r->tail_share,
+               hs_sim_in_aim(c->trace, c->model, c->system)
+                   ? (!isnan(c->ours) && fabs(c->ours / c->paper - 1.0) <= 0.15 ? "  in" : "  OFF")
+                   : "");
+    }
 }
 
 static void print_point(const char *name, const struct hs_sim_scaling_point *pt)
@@ -216,7 +273,7 @@ static void print_scaling(const struct hs_sim_params *p)
            HS_SIM_PAPER_BANDWIDTH_X8, HS_SIM_PAPER_BOTH_X8);
 }
 
-static int run_chime(const struct hs_sim_params *p, bool json)
+static int run_chime(const struct hs_sim_params *p, bool json, bool detail)
 {
     const int n_cells = HS_SIM_TRACE_COUNT * HS_SIM_MODEL_COUNT * HS_SIM_SYSTEM_COUNT;
     struct hs_sim_cell *cells = calloc((size_t)n_cells, sizeof(*cells));
@@ -228,6 +285,11 @@ static int run_chime(const struct hs_sim_params *p, bool json)
         fprintf(stderr, "hetserve sim: %s\n", hs_status_str(st));
         free(cells);
         return 1;
+    }
+    if (detail) {
+        print_detail(cells);
+        free(cells);
+        return 0;
     }
     if (json) {
         for (int i = 0; i < n_cells; i++) {
@@ -248,8 +310,8 @@ static int run_chime(const struct hs_sim_params *p, bool json)
     struct hs_sim_cell *alt = calloc((size_t)n_cells, sizeof(*alt));
     printf("\nSensitivity to the KV reserved at admission (share of the output; 1 = the whole "
            "final length, 0 = paged, preempting):\n");
-    printf("  %7s %28s %9s %9s %9s\n", "reserve", "OpenR1 GPT-175B CHIME R-PIM", "in aim", "median",
-           "worst");
+    printf("  %14s %27s %9s %9s %9s\n", "reserve", "OpenR1 GPT-175B CHIME R-PIM", "in aim",
+           "median", "worst");
     for (size_t k = 0; alt && k < HS_ARRAY_LEN(sensitivity); k++) {
         struct hs_sim_params q = *p;
         q.reserve = sensitivity[k];
@@ -262,12 +324,22 @@ static int run_chime(const struct hs_sim_params *p, bool json)
     printf("  (paper: 2.95 and 0.39; \"in aim\" counts every CHIME and R-PIM cell with a value, "
            "off ones included; median and worst |ours / paper - 1| over them)\n");
     printf("\nSensitivity to the split (reserve %.2f; see the scaling study below):\n", p->reserve);
-    printf("  %7s %28s %9s %9s %9s\n", "split", "OpenR1 GPT-175B CHIME R-PIM", "in aim", "median",
+    printf("  %14s %27s %9s %9s %9s\n", "split", "OpenR1 GPT-175B CHIME R-PIM", "in aim", "median",
            "worst");
     for (int s = 0; alt && s < HS_SIM_SPLIT_COUNT; s++) {
         struct hs_sim_params q = *p;
         q.split = (enum hs_sim_split)s;
         if (!sensitivity_row(&q, alt, hs_sim_split_str(q.split))) {
+            break;
+        }
+    }
+    printf("\nSensitivity to how GPU-side attention reads GQA-8's KV (QWEN-72B's rows only):\n");
+    printf("  %14s %27s %9s %9s %9s\n", "gpu-gqa", "OpenR1 GPT-175B CHIME R-PIM", "in aim",
+           "median", "worst");
+    for (int g = 0; alt && g < HS_SIM_GQA_COUNT; g++) {
+        struct hs_sim_params q = *p;
+        q.gpu_gqa = (enum hs_sim_gqa)g;
+        if (!sensitivity_row(&q, alt, hs_sim_gqa_str(q.gpu_gqa))) {
             break;
         }
     }
@@ -282,6 +354,8 @@ int hs__cli_sim_chime(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"json", no_argument, NULL, 'j'},
+        {"detail", no_argument, NULL, 'd'},
+        {"gpu-gqa", required_argument, NULL, 'g'},
         {"reserve", required_argument, NULL, 'r'},
         {"requests", required_argument, NULL, 'n'},
         {"runs", required_argument, NULL, 'u'},
@@ -293,16 +367,25 @@ int hs__cli_sim_chime(int argc, char **argv)
     };
     struct hs_sim_params p = hs_sim_default_params();
     struct hs_pim_config chime;
-    bool json = false;
+    bool json = false, detail = false;
     int64_t iv;
     double fv;
-    int c;
+    int c, k;
     optind = 1; /* argv[0] is "chime" */
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'j':
             json = true;
+            break;
+        case 'd':
+            detail = true;
+            break;
+        case 'g':
+            if ((k = parse_choice("--gpu-gqa", optarg, gqa_name, HS_SIM_GQA_COUNT)) < 0) {
+                return 2;
+            }
+            p.gpu_gqa = (enum hs_sim_gqa)k;
             break;
         case 'r':
             if (!hs__cli_parse_float("--reserve", optarg, 0.0, 1.0, &fv)) {
@@ -337,20 +420,12 @@ int hs__cli_sim_chime(int argc, char **argv)
             p.chime = &chime;
             break;
         }
-        case 'p': {
-            int k = 0;
-            while (k < HS_SIM_SPLIT_COUNT &&
-                   strcmp(optarg, hs_sim_split_str((enum hs_sim_split)k))) {
-                k++;
-            }
-            if (k == HS_SIM_SPLIT_COUNT) {
-                fprintf(stderr, "hetserve sim: --split must be shorter or always, not '%s'\n",
-                        optarg);
+        case 'p':
+            if ((k = parse_choice("--split", optarg, split_name, HS_SIM_SPLIT_COUNT)) < 0) {
                 return 2;
             }
             p.split = (enum hs_sim_split)k;
             break;
-        }
         case 'h':
             usage(stdout);
             return 0;
@@ -364,5 +439,5 @@ int hs__cli_sim_chime(int argc, char **argv)
         fprintf(stderr, "hetserve sim: unexpected argument '%s'; see --help\n", argv[optind]);
         return 2;
     }
-    return run_chime(&p, json);
+    return run_chime(&p, json, detail);
 }

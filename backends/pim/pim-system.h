@@ -79,13 +79,34 @@ const struct hs_sim_model_desc *hs_sim_model_desc(enum hs_sim_model m);
  * again, so with a small, weight-bound batch the split costs about another F.
  *   SHORTER (the default): a step runs whole (F + T) when that is shorter, as a scheduler that
  *     predicts both times (CHIME's does, with a linear model) can choose;
- *   ALWAYS: every step is split, attention hidden behind a second weight read. */
+ *   ALWAYS: every step is split, attention hidden behind a second weight read;
+ *   ATTACC: the whole batch, attention pipelined head by head with the attention block's own
+ *     FC layers (QKV and output projections), the FFN after it: F + max(0, T - F_qkvo), one
+ *     weight read (AttAcc's simulator's pipeline option);
+ *   HIDDEN: the whole batch, attention hidden behind all the FC layers with one weight read,
+ *     max(F, T): what the paper's bandwidth-x8-alone 1.01x implies, no scheduler described.
+ * ATTACC and HIDDEN are sensitivities (README, "Simulated PIM"). */
 enum hs_sim_split {
     HS_SIM_SPLIT_SHORTER,
     HS_SIM_SPLIT_ALWAYS,
+    HS_SIM_SPLIT_ATTACC,
+    HS_SIM_SPLIT_HIDDEN,
     HS_SIM_SPLIT_COUNT,
 };
 const char *hs_sim_split_str(enum hs_sim_split s);
+
+/* How attention on the GPU side (GPU, HBM-PIM, HBM-PIM-EXT) reads a GQA model's KV:
+ *   SHARED (the default): each KV head once for its g query heads (a GQA kernel);
+ *   PER_QUERY_HEAD: once per query head, g times the bytes, as AttAcc's simulator (the source
+ *     of the GPU model) models every attention (its layers know query heads only).
+ * The DIMM systems always read each KV head once (CHIME's n_cmr = g). A sensitivity, not the
+ * default: see the README's "Simulated PIM". */
+enum hs_sim_gqa {
+    HS_SIM_GQA_SHARED,
+    HS_SIM_GQA_PER_QUERY_HEAD,
+    HS_SIM_GQA_COUNT,
+};
+const char *hs_sim_gqa_str(enum hs_sim_gqa g);
 
 struct hs_sim_params {
     double reserve;          /* share of the output's KV reserved at admission, [0, 1]; default 1 */
@@ -94,6 +115,7 @@ struct hs_sim_params {
     uint64_t seed;           /* of the first run's request lengths (run i: seed + i); default 1 */
     double hbm_pim_factor;   /* HBM-PIM's bank-level bandwidth over the HBM's external; default 4 */
     enum hs_sim_split split; /* default HS_SIM_SPLIT_SHORTER */
+    enum hs_sim_gqa gpu_gqa; /* default HS_SIM_GQA_SHARED */
     /* DIMM configuration of R-PIM and CHIME (NULL: the rpim / chime presets) */
     const struct hs_pim_config *chime;
     const struct hs_pim_config *rpim;
@@ -110,6 +132,12 @@ struct hs_sim_result {
                         * (all of it when a step runs whole, the excess of each half's attention
                         * over the other half's FC when split) */
     int64_t preemptions;
+    /* where the time goes (shares of time_s, averaged over runs and replicas like the above) */
+    double prefill_share; /* prefill on the GPUs (and its K/V over the link) */
+    double tail_share;    /* decode after the last request was admitted: the drain */
+    double max_batch;     /* the largest decode batch (per replica) */
+    double mean_fc_s;     /* per decode step, averaged over steps: the FC layers of the whole */
+    double mean_attn_s;   /* batch, and its attention, each alone (the bounds a step overlaps) */
 };
 
 /* Simulates one cell. HS_E_INVAL for bad params, HS_E_NOMEM. Thread: any. */

@@ -253,7 +253,8 @@ Test(sim, splitting_every_step_is_never_faster, .timeout = 120)
     cr_assert_eq(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_OPENR1, HS_SIM_CHIME, &always, &r), HS_E_INVAL);
 }
 
-/* --split: a bad value is one clear error (exit 2), a good one changes the table. */
+/* --split and --gpu-gqa: a bad value is one clear error (exit 2); a good split changes the table.
+ */
 Test(sim, split_option_is_checked_and_used, .timeout = 120)
 {
     char cmd[1024], out[4096];
@@ -265,7 +266,18 @@ Test(sim, split_option_is_checked_and_used, .timeout = 120)
     out[n] = '\0';
     const int st = pclose(f);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%d: %s", st, out);
-    cr_assert_not_null(strstr(out, "--split must be shorter or always"), "%s", out);
+    cr_assert_not_null(strstr(out, "--split must be one of shorter, always, attacc, hidden"), "%s",
+                       out);
+    snprintf(cmd, sizeof(cmd), "%s/api/hetserve sim chime --gpu-gqa twice 2>&1",
+             getenv("HS_BUILD_DIR"));
+    f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    const size_t n2 = fread(out, 1, sizeof(out) - 1, f);
+    out[n2] = '\0';
+    const int st2 = pclose(f);
+    cr_assert(WIFEXITED(st2) && WEXITSTATUS(st2) == 2, "%d: %s", st2, out);
+    cr_assert_not_null(strstr(out, "--gpu-gqa must be one of shared, per-query-head, not 'twice'"),
+                       "%s", out);
 
     snprintf(cmd, sizeof(cmd), "%s/api/hetserve sim chime --split always --runs 1 --json",
              getenv("HS_BUILD_DIR"));
@@ -288,4 +300,107 @@ Test(sim, split_option_is_checked_and_used, .timeout = 120)
     cr_assert_eq(lines, HS_SIM_TRACE_COUNT * HS_SIM_MODEL_COUNT * HS_SIM_SYSTEM_COUNT);
     /* a second weight read on every step: well below the default's ~1.08 */
     cr_assert_lt(ext, 0.8, "%.2f", ext);
+}
+
+/* The one-weight-read overlaps, by their definitions: hidden's step max(F, T) is never longer
+ * than the shorter of F + T and the split's 2 max(F_half, T / 2) (F_half >= F / 2), nor than
+ * attacc's F + max(0, T - F_qkvo); admission does not change.
+ * With hidden, the scaling study's bandwidth x8 alone comes within the paper's 1.01x (the
+ * base's attention is hidden for free) and capacity x8 alone falls far below its 2.28x: the
+ * README's reason for keeping the default. */
+Test(sim, one_weight_read_overlaps_bound_the_split, .timeout = 120)
+{
+    struct hs_sim_params p[3] = {hs_sim_default_params()};
+    p[0].n_runs = 1;
+    p[1] = p[2] = p[0];
+    p[1].split = HS_SIM_SPLIT_ATTACC;
+    p[2].split = HS_SIM_SPLIT_HIDDEN;
+    static const enum hs_sim_system systems[] = {HS_SIM_HBM_PIM_EXT, HS_SIM_CPU, HS_SIM_RPIM,
+                                                 HS_SIM_CHIME};
+    for (size_t i = 0; i < sizeof(systems) / sizeof(systems[0]); i++) {
+        struct hs_sim_result r[3];
+        for (int k = 0; k < 3; k++) {
+            cr_assert_eq(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_DOLPHIN, systems[i], &p[k], &r[k]),
+                         HS_OK);
+        }
+        const char *name = hs_sim_system_str(systems[i]);
+        cr_assert_eq(r[1].tokens, r[0].tokens);
+        cr_assert_float_eq(r[2].mean_batch, r[0].mean_batch, 1e-9);
+        cr_assert_geq(r[2].tokens_per_s, r[0].tokens_per_s * (1 - 1e-12), "%s", name);
+        cr_assert_geq(r[2].tokens_per_s, r[1].tokens_per_s * (1 - 1e-12), "%s", name);
+    }
+    struct hs_sim_result g[2];
+    cr_assert_eq(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_DOLPHIN, HS_SIM_GPU, &p[0], &g[0]), HS_OK);
+    cr_assert_eq(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_DOLPHIN, HS_SIM_GPU, &p[2], &g[1]), HS_OK);
+    cr_assert_float_eq(g[1].tokens_per_s, g[0].tokens_per_s, 1e-9 * g[0].tokens_per_s,
+                       "the GPU's attention runs after its FC layers whatever the split");
+    struct hs_sim_scaling s;
+    cr_assert_eq(hs_sim_scaling(&p[2], HS_SIM_SCALING_BASE_RANKSETS, &s), HS_OK);
+    cr_assert(fabs(s.bandwidth_x8 / HS_SIM_PAPER_BANDWIDTH_X8 - 1.0) <= 0.05, "%.2f",
+              s.bandwidth_x8);
+    cr_assert_lt(s.capacity_x8, 0.7 * HS_SIM_PAPER_CAPACITY_X8, "%.2f", s.capacity_x8);
+    cr_assert_lt(s.base.r.attn_share, 0.05, "%.2f", s.base.r.attn_share);
+}
+
+/* --gpu-gqa per-query-head: GPU-side attention reads a GQA-8 KV head once per query head, 8x
+ * the bytes, as AttAcc's simulator models attention. MHA models and the DIMM systems do not
+ * change; QWEN-72B's GPU-only slows by the attention's part, and its R-PIM cells rise to the
+ * paper's neighbourhood while CHIME's overshoot (the README's sensitivity). */
+Test(sim, gpu_gqa_per_query_head_only_changes_gpu_side_gqa_attention, .timeout = 120)
+{
+    struct hs_sim_params a = hs_sim_default_params(), b;
+    a.n_runs = 1;
+    b = a;
+    b.gpu_gqa = HS_SIM_GQA_PER_QUERY_HEAD;
+    struct hs_sim_result x, y;
+    for (int s = 0; s < HS_SIM_SYSTEM_COUNT; s++) {
+        cr_assert_eq(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_OPENR1, s, &a, &x), HS_OK);
+        cr_assert_eq(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_OPENR1, s, &b, &y), HS_OK);
+        cr_assert_float_eq(y.tokens_per_s, x.tokens_per_s, 1e-12 * x.tokens_per_s, "MHA %d", s);
+        cr_assert_eq(hs_sim_run(HS_SIM_QWEN_72B, HS_SIM_OPENR1, s, &a, &x), HS_OK);
+        cr_assert_eq(hs_sim_run(HS_SIM_QWEN_72B, HS_SIM_OPENR1, s, &b, &y), HS_OK);
+        if (s == HS_SIM_CPU || s == HS_SIM_RPIM || s == HS_SIM_CHIME) {
+            cr_assert_float_eq(y.tokens_per_s, x.tokens_per_s, 1e-12 * x.tokens_per_s, "%d", s);
+        } else {
+            /* the same batches, 8x the KV reads per step (HBM-PIM-EXT's link transfer of q, k,
+             * v and out stays) */
+            cr_assert_float_eq(y.mean_batch, x.mean_batch, 1e-9);
+            if (s == HS_SIM_HBM_PIM_EXT) {
+                cr_assert(y.mean_attn_s > 7.0 * x.mean_attn_s &&
+                              y.mean_attn_s < 8.0 * x.mean_attn_s,
+                          "%g vs %g", y.mean_attn_s, x.mean_attn_s);
+            } else {
+                cr_assert_float_eq(y.mean_attn_s, 8.0 * x.mean_attn_s, 1e-6 * y.mean_attn_s, "%d",
+                                   s);
+            }
+            cr_assert_lt(y.tokens_per_s, x.tokens_per_s, "%d", s);
+        }
+    }
+    b.gpu_gqa = HS_SIM_GQA_COUNT;
+    cr_assert_eq(hs_sim_run(HS_SIM_QWEN_72B, HS_SIM_OPENR1, HS_SIM_GPU, &b, &x), HS_E_INVAL);
+}
+
+/* The bounds `sim chime --detail` prints, against the README's reasons for the off cells: the
+ * QWEN-72B rows on the DIMMs admit all of a replica's 500 requests at once and spend most of
+ * the run draining them; GPT-175B's OpenR1 CHIME is attention-bound (T > F per step) with a
+ * batch far above the GPU's; the shares are shares. */
+Test(sim, detail_bounds_show_the_drain_and_the_bound, .timeout = 120)
+{
+    struct hs_sim_params p = hs_sim_default_params();
+    p.n_runs = 1;
+    struct hs_sim_result q, c, g;
+    cr_assert_eq(hs_sim_run(HS_SIM_QWEN_72B, HS_SIM_DOLPHIN, HS_SIM_CHIME, &p, &q), HS_OK);
+    cr_assert_float_eq(q.max_batch, 500.0, 1e-9); /* 1,000 requests over two replicas */
+    cr_assert_gt(q.tail_share, 0.9, "%.2f", q.tail_share);
+    cr_assert_eq(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_OPENR1, HS_SIM_CHIME, &p, &c), HS_OK);
+    cr_assert_eq(hs_sim_run(HS_SIM_GPT_175B, HS_SIM_OPENR1, HS_SIM_GPU, &p, &g), HS_OK);
+    cr_assert_gt(c.mean_attn_s, c.mean_fc_s, "%.4f vs %.4f", c.mean_attn_s, c.mean_fc_s);
+    cr_assert_gt(c.mean_batch, 4.0 * g.mean_batch, "%.1f vs %.1f", c.mean_batch, g.mean_batch);
+    cr_assert_lt(c.tail_share, 0.2, "%.2f", c.tail_share);
+    const struct hs_sim_result *all[] = {&q, &c, &g};
+    for (int i = 0; i < 3; i++) {
+        cr_assert(all[i]->tail_share >= 0 && all[i]->tail_share <= 1);
+        cr_assert(all[i]->prefill_share >= 0 && all[i]->prefill_share < 1);
+        cr_assert(all[i]->attn_share >= 0 && all[i]->attn_share <= 1);
+    }
 }
