@@ -111,12 +111,14 @@ static void check_requant(const struct requant_case *rc)
     struct hs_model *m = NULL;
     cr_assert_eq(hs_model_load(dst, &m, &err), HS_OK, "%s", err.message);
     unlink(dst);
+    /* under valgrind (HS_VALGRIND; the float64 pass is ~50 times slower) every fourth prompt */
+    const size_t stride = getenv("HS_VALGRIND") ? 4 : 1;
     struct hs_ref_accuracy acc = {0};
     char why[512] = "";
-    cr_assert_eq(hs_ref_first_step_accuracy(m, ref, 1, true, &acc, why, sizeof(why)), HS_OK,
+    cr_assert_eq(hs_ref_first_step_accuracy(m, ref, stride, true, &acc, why, sizeof(why)), HS_OK,
                  "%s: %s", rc->ref, why);
     const int n_cmp = acc.n_cmp;
-    cr_assert_gt(n_cmp, 100);
+    cr_assert_gt(n_cmp, 100 / (int)stride);
     const double mean = acc.sum_diff / n_cmp;
     fprintf(stderr,
             "%s: |ours - llama.cpp| mean %.2e max %.2e; mean distance to the float64 pass: "
