@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "api/buf.h"
 #include "api/json-schema.h"
 
 #define HS__JS_MAX_DEPTH      64
@@ -18,24 +19,10 @@
 #define HS__JS_INT_DIGITS     16    /* integral digits a number may have */
 #define HS__JS_NAME_MAX_BYTES 48    /* of the schema-derived part of a rule name */
 
-/* A growing NUL-terminated string; oom sticks. */
-struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
-void hs__sb_add(struct sbuf *b, const char *s, size_t n);
-void hs__sb_puts(struct sbuf *b, const char *s);
-void hs__sb_printf(struct sbuf *b, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
 /* A GBNF literal of UTF-8 bytes s[0..n): quotes, backslashes and controls escaped. */
-void hs__sb_literal(struct sbuf *b, const char *s, size_t n);
+void hs__js_literal(struct hs__buf *b, const char *s, size_t n);
 /* The suffix for x{min,max} (max < 0: unbounded): *, +, ?, {m}, {m,}, {m,n}. */
-void hs__sb_repeat(struct sbuf *b, int64_t min, int64_t max);
+void hs__js_repeat(struct hs__buf *b, int64_t min, int64_t max);
 
 struct rule {
     char *name;
@@ -78,13 +65,13 @@ ssize_t hs__js_find_rule(const struct conv *c, const char *name);
  * body; a different body under the name gets a numbered one. Returns the index or -1. */
 ssize_t hs__js_add_rule(struct conv *c, const char *hint, char *body);
 /* Takes b's text as the body of a rule named after hint; the rule's name, NULL on error. */
-const char *hs__js_rule_from(struct conv *c, const char *hint, struct sbuf *b);
+const char *hs__js_rule_from(struct conv *c, const char *hint, struct hs__buf *b);
 /* The primitive rule called name (space, string, number, ...), added with what it uses. */
 const char *hs__js_prim(struct conv *c, const char *name);
 /* A count keyword (minItems, maxLength, ...) in [0, HS__JS_MAX_COUNT]; -1 when absent. */
 bool hs__js_get_count(struct conv *c, const json_t *s, const char *key, int64_t *out);
 /* Writes the compact JSON text of v as a literal. */
-bool hs__sb_const(struct conv *c, struct sbuf *b, const json_t *v);
+bool hs__js_const(struct conv *c, struct hs__buf *b, const json_t *v);
 
 const char *hs__js_visit_string(struct conv *c, const json_t *s, const char *hint);
 const char *hs__js_visit_integer(struct conv *c, const json_t *s, const char *hint);

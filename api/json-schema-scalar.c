@@ -10,62 +10,22 @@
 
 /* ---- strings ---- */
 
-void hs__sb_add(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->oom) {
-        return;
-    }
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) {
-            cap *= 2;
-        }
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-void hs__sb_puts(struct sbuf *b, const char *s)
-{
-    hs__sb_add(b, s, strlen(s));
-}
-
-void hs__sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0) {
-        hs__sb_add(b, tmp, (size_t)HS_MIN((size_t)n, sizeof(tmp) - 1));
-    }
-}
-
 /* GBNF literal of bytes s[0..n) (UTF-8 from jansson): quotes, backslashes and controls escaped. */
-void hs__sb_literal(struct sbuf *b, const char *s, size_t n)
+void hs__js_literal(struct hs__buf *b, const char *s, size_t n)
 {
-    hs__sb_add(b, "\"", 1);
+    hs__buf_add(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch == '"' || ch == '\\') {
             char e[2] = {'\\', (char)ch};
-            hs__sb_add(b, e, 2);
+            hs__buf_add(b, e, 2);
         } else if (ch < 0x20 || ch == 0x7F) {
-            hs__sb_printf(b, "\\x%02X", ch);
+            hs__buf_printf(b, "\\x%02X", ch);
         } else {
-            hs__sb_add(b, (const char *)&ch, 1);
+            hs__buf_add(b, (const char *)&ch, 1);
         }
     }
-    hs__sb_add(b, "\"", 1);
+    hs__buf_add(b, "\"", 1);
 }
 
 /* ---- primitive rules ---- */
@@ -179,20 +139,20 @@ bool hs__js_get_count(struct conv *c, const json_t *s, const char *key, int64_t 
 }
 
 /* x{min,max} written for the grammar (max < 0: unbounded). */
-void hs__sb_repeat(struct sbuf *b, int64_t min, int64_t max)
+void hs__js_repeat(struct hs__buf *b, int64_t min, int64_t max)
 {
     if (min == 0 && max < 0) {
-        hs__sb_puts(b, "*");
+        hs__buf_puts(b, "*");
     } else if (min == 1 && max < 0) {
-        hs__sb_puts(b, "+");
+        hs__buf_puts(b, "+");
     } else if (min == 0 && max == 1) {
-        hs__sb_puts(b, "?");
+        hs__buf_puts(b, "?");
     } else if (max < 0) {
-        hs__sb_printf(b, "{%lld,}", (long long)min);
+        hs__buf_printf(b, "{%lld,}", (long long)min);
     } else if (min == max) {
-        hs__sb_printf(b, "{%lld}", (long long)min);
+        hs__buf_printf(b, "{%lld}", (long long)min);
     } else {
-        hs__sb_printf(b, "{%lld,%lld}", (long long)min, (long long)max);
+        hs__buf_printf(b, "{%lld,%lld}", (long long)min, (long long)max);
     }
 }
 
@@ -242,28 +202,28 @@ const char *hs__js_visit_string(struct conv *c, const json_t *s, const char *hin
     if (!hs__js_prim(c, "char") || !hs__js_prim(c, "space")) {
         return NULL;
     }
-    struct sbuf b = {0};
-    hs__sb_puts(&b, "\"\\\"\" char");
-    hs__sb_repeat(&b, min < 0 ? 0 : min, max);
-    hs__sb_puts(&b, " \"\\\"\" space");
+    struct hs__buf b = {0};
+    hs__buf_puts(&b, "\"\\\"\" char");
+    hs__js_repeat(&b, min < 0 ? 0 : min, max);
+    hs__buf_puts(&b, " \"\\\"\" space");
     return hs__js_rule_from(c, hint, &b);
 }
 
 /* Integers in [a, b] written with the same number of digits (a, b as digit strings). */
-static void same_len(struct sbuf *out, const char *a, const char *b, size_t n)
+static void same_len(struct hs__buf *out, const char *a, const char *b, size_t n)
 {
     if (n == 1) {
         if (a[0] == b[0]) {
-            hs__sb_printf(out, "[%c]", a[0]);
+            hs__buf_printf(out, "[%c]", a[0]);
         } else {
-            hs__sb_printf(out, "[%c-%c]", a[0], b[0]);
+            hs__buf_printf(out, "[%c-%c]", a[0], b[0]);
         }
         return;
     }
     if (a[0] == b[0]) {
-        hs__sb_printf(out, "[%c] (", a[0]);
+        hs__buf_printf(out, "[%c] (", a[0]);
         same_len(out, a + 1, b + 1, n - 1);
-        hs__sb_puts(out, ")");
+        hs__buf_puts(out, ")");
         return;
     }
     char zeros[HS__JS_INT_DIGITS + 1], nines[HS__JS_INT_DIGITS + 1];
@@ -274,9 +234,9 @@ static void same_len(struct sbuf *out, const char *a, const char *b, size_t n)
     char lo = a[0], hi = b[0];
     bool first = true;
     if (!a_zero) {
-        hs__sb_printf(out, "[%c] (", a[0]);
+        hs__buf_printf(out, "[%c] (", a[0]);
         same_len(out, a + 1, nines, n - 1);
-        hs__sb_puts(out, ")");
+        hs__buf_puts(out, ")");
         lo++;
         first = false;
     }
@@ -284,28 +244,28 @@ static void same_len(struct sbuf *out, const char *a, const char *b, size_t n)
         hi--;
     }
     if (lo <= hi) {
-        hs__sb_printf(out, "%s[%c-%c] [0-9]{%zu}", first ? "" : " | ", lo, hi, n - 1);
+        hs__buf_printf(out, "%s[%c-%c] [0-9]{%zu}", first ? "" : " | ", lo, hi, n - 1);
         first = false;
     }
     if (!b_nine) {
-        hs__sb_printf(out, "%s[%c] (", first ? "" : " | ", b[0]);
+        hs__buf_printf(out, "%s[%c] (", first ? "" : " | ", b[0]);
         same_len(out, zeros, b + 1, n - 1);
-        hs__sb_puts(out, ")");
+        hs__buf_puts(out, ")");
     }
 }
 
 /* Non-negative integers in [a, b] (b < 0: up to HS__JS_INT_DIGITS digits). */
-static void nonneg_range(struct sbuf *out, int64_t a, int64_t b)
+static void nonneg_range(struct hs__buf *out, int64_t a, int64_t b)
 {
     char as[24], bs[24], nines[HS__JS_INT_DIGITS + 1];
     int la = snprintf(as, sizeof(as), "%lld", (long long)a);
     int lb = b < 0 ? HS__JS_INT_DIGITS : snprintf(bs, sizeof(bs), "%lld", (long long)b);
     bool first = true;
     for (int len = la; len <= lb; len++) {
-        hs__sb_puts(out, first ? "" : " | ");
+        hs__buf_puts(out, first ? "" : " | ");
         first = false;
         if (b < 0 && len > la) { /* every longer number, in one alternative */
-            hs__sb_printf(out, "[1-9] [0-9]{%d,%d}", len - 1, HS__JS_INT_DIGITS - 1);
+            hs__buf_printf(out, "[1-9] [0-9]{%d,%d}", len - 1, HS__JS_INT_DIGITS - 1);
             break;
         }
         char lo[24], hi[24];
@@ -323,9 +283,9 @@ static void nonneg_range(struct sbuf *out, int64_t a, int64_t b)
             memcpy(hi, nines, (size_t)len);
             hi[len] = '\0';
         }
-        hs__sb_puts(out, "(");
+        hs__buf_puts(out, "(");
         same_len(out, lo, hi, (size_t)len);
-        hs__sb_puts(out, ")");
+        hs__buf_puts(out, ")");
     }
 }
 
@@ -382,32 +342,32 @@ const char *hs__js_visit_integer(struct conv *c, const json_t *s, const char *hi
     if (!hs__js_prim(c, "space")) {
         return NULL;
     }
-    struct sbuf b = {0};
-    hs__sb_puts(&b, "( ");
+    struct hs__buf b = {0};
+    hs__buf_puts(&b, "( ");
     bool neg = !has_lo || lo < 0;
     bool pos = !has_hi || hi >= 0;
     if (neg) { /* "-" and the magnitudes in [max(1, -hi), -lo] */
         int64_t ma = has_hi && hi < 0 ? -hi : 1;
-        hs__sb_puts(&b, "\"-\" ( ");
+        hs__buf_puts(&b, "\"-\" ( ");
         nonneg_range(&b, ma, has_lo ? -lo : -1);
-        hs__sb_puts(&b, " )");
+        hs__buf_puts(&b, " )");
     }
     if (pos) {
-        hs__sb_puts(&b, neg ? " | " : "");
+        hs__buf_puts(&b, neg ? " | " : "");
         nonneg_range(&b, has_lo && lo > 0 ? lo : 0, has_hi ? hi : -1);
     }
-    hs__sb_puts(&b, " ) space");
+    hs__buf_puts(&b, " ) space");
     return hs__js_rule_from(c, hint, &b);
 }
 
 /* The compact JSON text of v as a literal. */
-bool hs__sb_const(struct conv *c, struct sbuf *b, const json_t *v)
+bool hs__js_const(struct conv *c, struct hs__buf *b, const json_t *v)
 {
     char *txt = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
     if (!txt) {
         return hs__js_nomem(c);
     }
-    hs__sb_literal(b, txt, strlen(txt));
+    hs__js_literal(b, txt, strlen(txt));
     free(txt);
     return true;
 }
@@ -470,21 +430,21 @@ const char *hs__js_visit_enum(struct conv *c, const json_t *s, const json_t *val
     if (!hs__js_prim(c, "space")) {
         return NULL;
     }
-    struct sbuf b = {0};
+    struct hs__buf b = {0};
     size_t n = 0;
-    hs__sb_puts(&b, "( ");
+    hs__buf_puts(&b, "( ");
     for (size_t i = 0; i < (is_const ? 1 : json_array_size(values)); i++) {
         const json_t *v = is_const ? values : json_array_get(values, i);
         if (!type_ok(type, v)) {
             continue; /* an instance must match the type as well */
         }
-        hs__sb_puts(&b, n++ ? " | " : "");
-        if (!hs__sb_const(c, &b, v)) {
+        hs__buf_puts(&b, n++ ? " | " : "");
+        if (!hs__js_const(c, &b, v)) {
             free(b.p);
             return NULL;
         }
     }
-    hs__sb_puts(&b, " ) space");
+    hs__buf_puts(&b, " ) space");
     if (n == 0) {
         free(b.p);
         hs__js_fail(c, HS_E_INVAL, "no value of '%s' has the schema's type",

@@ -175,7 +175,7 @@ static void set_body(struct conv *c, size_t i, char *body)
 }
 
 /* Finishes a body buffer into a rule; the rule's name or NULL. */
-const char *hs__js_rule_from(struct conv *c, const char *hint, struct sbuf *b)
+const char *hs__js_rule_from(struct conv *c, const char *hint, struct hs__buf *b)
 {
     if (b->oom) {
         free(b->p);
@@ -443,21 +443,21 @@ static const char *not_names(struct conv *c, const char *hint, const char *const
         if (i > 0 && t[i].first_child < 0) {
             continue;
         }
-        struct sbuf b = {0};
-        hs__sb_puts(&b, "( ");
-        struct sbuf excl = {0};
+        struct hs__buf b = {0};
+        hs__buf_puts(&b, "( ");
+        struct hs__buf excl = {0};
         for (int32_t ch = t[i].first_child; ch >= 0; ch = t[ch].next) {
-            hs__sb_printf(&b, "[\\U%08X] ", (unsigned)t[ch].cp);
+            hs__buf_printf(&b, "[\\U%08X] ", (unsigned)t[ch].cp);
             if (t[ch].first_child >= 0) {
-                hs__sb_printf(&b, "%s-%d", base, ch);
+                hs__buf_printf(&b, "%s-%d", base, ch);
             } else {
-                hs__sb_puts(&b, t[ch].end ? "akey-char+" : "akey-char*");
+                hs__buf_puts(&b, t[ch].end ? "akey-char+" : "akey-char*");
             }
-            hs__sb_puts(&b, " | ");
-            hs__sb_printf(&excl, "\\U%08X", (unsigned)t[ch].cp);
+            hs__buf_puts(&b, " | ");
+            hs__buf_printf(&excl, "\\U%08X", (unsigned)t[ch].cp);
         }
-        hs__sb_printf(&b, "[^\"\\\\\\x7F\\x00-\\x1F%s] akey-char* )%s", excl.p ? excl.p : "",
-                      t[i].end ? "" : "?");
+        hs__buf_printf(&b, "[^\"\\\\\\x7F\\x00-\\x1F%s] akey-char* )%s", excl.p ? excl.p : "",
+                       t[i].end ? "" : "?");
         free(excl.p);
         if (excl.oom || b.oom) {
             free(b.p);
@@ -552,15 +552,15 @@ static const char *visit_object(struct conv *c, const json_t *s, const char *hin
         if (!val) {
             break;
         }
-        struct sbuf b = {0};
+        struct hs__buf b = {0};
         json_t *key = json_string(names[i]);
         if (!key) {
             hs__js_nomem(c);
             break;
         }
-        hs__sb_const(c, &b, key);
+        hs__js_const(c, &b, key);
         json_decref(key);
-        hs__sb_printf(&b, " space \":\" space %s", val);
+        hs__buf_printf(&b, " space \":\" space %s", val);
         char hk[HS__JS_NAME_MAX_BYTES * 2 + 4];
         snprintf(hk, sizeof(hk), "%s-kv", h);
         kv[i] = hs__js_rule_from(c, hk, &b);
@@ -575,8 +575,8 @@ static const char *visit_object(struct conv *c, const json_t *s, const char *hin
         snprintf(h, sizeof(h), "%s-additional-k", hint);
         const char *key = val ? not_names(c, h, names, n) : NULL;
         if (key) {
-            struct sbuf b = {0};
-            hs__sb_printf(&b, "\"\\\"\" %s \"\\\"\" space \":\" space %s", key, val);
+            struct hs__buf b = {0};
+            hs__buf_printf(&b, "\"\\\"\" %s \"\\\"\" space \":\" space %s", key, val);
             snprintf(h, sizeof(h), "%s-additional-kv", hint);
             extra = hs__js_rule_from(c, h, &b);
         }
@@ -586,12 +586,12 @@ static const char *visit_object(struct conv *c, const json_t *s, const char *hin
         goto done;
     }
     /* "{" required in order, then the optional ones in order, each at most once */
-    struct sbuf b = {0};
-    hs__sb_puts(&b, "\"{\" space");
+    struct hs__buf b = {0};
+    hs__buf_puts(&b, "\"{\" space");
     size_t n_req = 0;
     for (size_t i = 0; i < n; i++) {
         if (required[i]) {
-            hs__sb_printf(&b, "%s%s", n_req++ ? " \",\" space " : " ", kv[i]);
+            hs__buf_printf(&b, "%s%s", n_req++ ? " \",\" space " : " ", kv[i]);
         }
     }
     const char **opt = calloc(n + 1, sizeof(*opt));
@@ -619,26 +619,26 @@ static const char *visit_object(struct conv *c, const json_t *s, const char *hin
             goto done;
         }
         for (size_t j = n_opt; j-- > 1 && c->st == HS_OK;) {
-            struct sbuf r = {0};
+            struct hs__buf r = {0};
             bool rep = extra && j == n_opt - 1;
-            hs__sb_printf(&r, "( \",\" space %s )%s%s%s", opt[j], rep ? "*" : "?",
-                          rest[j + 1] ? " " : "", rest[j + 1] ? rest[j + 1] : "");
+            hs__buf_printf(&r, "( \",\" space %s )%s%s%s", opt[j], rep ? "*" : "?",
+                           rest[j + 1] ? " " : "", rest[j + 1] ? rest[j + 1] : "");
             char h[HS__JS_NAME_MAX_BYTES * 2];
             snprintf(h, sizeof(h), "%s-rest", hint);
             rest[j] = hs__js_rule_from(c, h, &r);
         }
-        hs__sb_puts(&b, n_req ? " ( \",\" space ( " : " ( ");
+        hs__buf_puts(&b, n_req ? " ( \",\" space ( " : " ( ");
         for (size_t i = 0; i < n_opt; i++) {
             bool rep = extra && i == n_opt - 1;
-            hs__sb_printf(&b, "%s%s%s%s%s%s", i ? " | " : "", opt[i], rep ? " ( \",\" space " : "",
-                          rep ? opt[i] : "", rep ? " )*" : "", rest[i + 1] ? " " : "");
-            hs__sb_puts(&b, rest[i + 1] ? rest[i + 1] : "");
+            hs__buf_printf(&b, "%s%s%s%s%s%s", i ? " | " : "", opt[i], rep ? " ( \",\" space " : "",
+                           rep ? opt[i] : "", rep ? " )*" : "", rest[i + 1] ? " " : "");
+            hs__buf_puts(&b, rest[i + 1] ? rest[i + 1] : "");
         }
-        hs__sb_puts(&b, n_req ? " ) )?" : " )?");
+        hs__buf_puts(&b, n_req ? " ) )?" : " )?");
         free(rest);
     }
     free(opt);
-    hs__sb_puts(&b, " \"}\" space");
+    hs__buf_puts(&b, " \"}\" space");
     if (c->st == HS_OK) {
         result = hs__js_rule_from(c, hint, &b);
     } else {
@@ -719,7 +719,7 @@ static const char *visit_array(struct conv *c, const json_t *s, const char *hint
     }
     c->value_depth--;
     const char *result = NULL;
-    struct sbuf b = {0};
+    struct hs__buf b = {0};
     if (c->st != HS_OK) {
         goto done;
     }
@@ -731,39 +731,39 @@ static const char *visit_array(struct conv *c, const json_t *s, const char *hint
         goto done;
     }
     if (rest && np > 0) {
-        struct sbuf r = {0};
-        hs__sb_printf(&r, "( \",\" space %s )", rest);
+        struct hs__buf r = {0};
+        hs__buf_printf(&r, "( \",\" space %s )", rest);
         int64_t lo = min > (int64_t)np ? min - (int64_t)np : 0;
-        hs__sb_repeat(&r, lo, max < 0 ? -1 : max - (int64_t)np);
+        hs__js_repeat(&r, lo, max < 0 ? -1 : max - (int64_t)np);
         char h[HS__JS_NAME_MAX_BYTES * 2];
         snprintf(h, sizeof(h), "%s-more", hint);
         tail[np] = hs__js_rule_from(c, h, &r);
     }
     for (size_t i = last; i-- > 1 && c->st == HS_OK;) { /* tail[i] after item i */
-        struct sbuf r = {0};
+        struct hs__buf r = {0};
         bool optional = (int64_t)(i + 1) > min;
-        hs__sb_printf(&r, "%s\",\" space %s%s%s%s", optional ? "( " : "", el[i],
-                      tail[i + 1] ? " " : "", tail[i + 1] ? tail[i + 1] : "",
-                      optional ? " )?" : "");
+        hs__buf_printf(&r, "%s\",\" space %s%s%s%s", optional ? "( " : "", el[i],
+                       tail[i + 1] ? " " : "", tail[i + 1] ? tail[i + 1] : "",
+                       optional ? " )?" : "");
         char h[HS__JS_NAME_MAX_BYTES * 2];
         snprintf(h, sizeof(h), "%s-tail", hint);
         tail[i] = hs__js_rule_from(c, h, &r);
     }
-    hs__sb_puts(&b, "\"[\" space ");
+    hs__buf_puts(&b, "\"[\" space ");
     if (c->st != HS_OK) {
         free(tail);
         goto done;
     }
     if (np > 0 && last > 0) {
-        hs__sb_printf(&b, "%s%s%s%s%s", min == 0 ? "( " : "", el[0], tail[1] ? " " : "",
-                      tail[1] ? tail[1] : "", min == 0 ? " )?" : "");
+        hs__buf_printf(&b, "%s%s%s%s%s", min == 0 ? "( " : "", el[0], tail[1] ? " " : "",
+                       tail[1] ? tail[1] : "", min == 0 ? " )?" : "");
     } else if (rest && max != 0) { /* no prefix: item ( "," item ){min-1, max-1} */
-        hs__sb_printf(&b, "%s%s ( \",\" space %s )", min == 0 ? "( " : "", rest, rest);
-        hs__sb_repeat(&b, min > 0 ? min - 1 : 0, max < 0 ? -1 : max - 1);
-        hs__sb_puts(&b, min == 0 ? " )?" : "");
+        hs__buf_printf(&b, "%s%s ( \",\" space %s )", min == 0 ? "( " : "", rest, rest);
+        hs__js_repeat(&b, min > 0 ? min - 1 : 0, max < 0 ? -1 : max - 1);
+        hs__buf_puts(&b, min == 0 ? " )?" : "");
     }
     free(tail);
-    hs__sb_puts(&b, " \"]\" space");
+    hs__buf_puts(&b, " \"]\" space");
     result = hs__js_rule_from(c, hint, &b);
     b.p = NULL;
 done:
@@ -780,7 +780,7 @@ static const char *visit_union(struct conv *c, const json_t *alts, const char *k
         hs__js_fail(c, HS_E_INVAL, "'%s' must be a non-empty array", kw);
         return NULL;
     }
-    struct sbuf b = {0};
+    struct hs__buf b = {0};
     for (size_t i = 0; i < json_array_size(alts) && c->st == HS_OK; i++) {
         char h[HS__JS_NAME_MAX_BYTES * 2], seg[24];
         snprintf(h, sizeof(h), "%s-%zu", hint, i);
@@ -790,7 +790,7 @@ static const char *visit_union(struct conv *c, const json_t *alts, const char *k
         const char *r = visit(c, json_array_get(alts, i), h);
         path_pop(c, at);
         if (r) {
-            hs__sb_printf(&b, "%s%s", i ? " | " : "", r);
+            hs__buf_printf(&b, "%s%s", i ? " | " : "", r);
         }
     }
     if (c->st != HS_OK) {
@@ -964,7 +964,7 @@ static const char *visit(struct conv *c, const json_t *s, const char *hint)
     } else if (json_object_get(s, "enum")) {
         r = hs__js_visit_enum(c, s, json_object_get(s, "enum"), hint, false);
     } else if (json_is_array(type)) {
-        struct sbuf b = {0};
+        struct hs__buf b = {0};
         size_t i;
         json_array_foreach(type, i, v)
         {
@@ -977,7 +977,7 @@ static const char *visit(struct conv *c, const json_t *s, const char *hint)
                 }
                 break;
             }
-            hs__sb_printf(&b, "%s%s", i ? " | " : "", t);
+            hs__buf_printf(&b, "%s%s", i ? " | " : "", t);
         }
         if (c->st == HS_OK && json_array_size(type) == 0) {
             hs__js_fail(c, HS_E_INVAL, "'type' is an empty list");
@@ -1026,7 +1026,7 @@ hs_status hs_json_schema_to_gbnf(const json_t *schema, char **out, struct hs_err
             hs__js_add_rule(&c, "root", body);
         }
     }
-    struct sbuf b = {0};
+    struct hs__buf b = {0};
     ssize_t root = hs__js_find_rule(&c, "root");
     for (size_t k = 0; k <= c.n_rules && c.st == HS_OK; k++) { /* root first */
         size_t i = k == 0 ? (size_t)root : k - 1;
@@ -1034,10 +1034,10 @@ hs_status hs_json_schema_to_gbnf(const json_t *schema, char **out, struct hs_err
             continue;
         }
         HS_ASSERT(c.rules[i].body != NULL);
-        hs__sb_puts(&b, c.rules[i].name);
-        hs__sb_puts(&b, " ::= ");
-        hs__sb_puts(&b, c.rules[i].body);
-        hs__sb_puts(&b, "\n");
+        hs__buf_puts(&b, c.rules[i].name);
+        hs__buf_puts(&b, " ::= ");
+        hs__buf_puts(&b, c.rules[i].body);
+        hs__buf_puts(&b, "\n");
     }
     if (c.st == HS_OK && b.oom) {
         hs__js_nomem(&c);

@@ -27,47 +27,7 @@ hs_status hs__api_fail(struct hs__api_err *err, int http, const char *param, con
 #define fail       hs__api_fail
 #define NOMEM(err) fail((err), 503, NULL, "out of memory")
 
-/* ---- text buffer, JSON strings, log escaping ---- */
-
-void hs__buf_add(struct hs__buf *b, const char *s, size_t n)
-{
-    if (b->oom) {
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = HS_MAX(b->cap * 2, b->len + n + 1024);
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    if (n > 0) {
-        memcpy(b->p + b->len, s, n);
-    }
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void hs__buf_printf(struct hs__buf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0) {
-        hs__buf_add(b, tmp, HS_MIN((size_t)n, sizeof(tmp) - 1));
-    }
-}
-
-void hs__buf_free(struct hs__buf *b)
-{
-    free(b->p);
-    *b = (struct hs__buf){0};
-}
+/* ---- nesting depth, JSON strings, log escaping ---- */
 
 bool hs__api_depth_ok(const char *body, size_t len, int32_t max_depth, struct hs__api_err *err)
 {

@@ -1,7 +1,7 @@
 /* api/ internals: an HTTP body (JSON) -> a validated generation request (token ids, sampling,
  * stops), chat messages rendered through the model's chat template. Also the helpers the HTTP
- * layer shares: a nesting-depth check before parsing, lossy UTF-8 -> JSON strings, a growable
- * text buffer with a JSON string writer, and escaping of client strings for log lines.
+ * layer shares: a nesting-depth check before parsing, lossy UTF-8 -> JSON strings written into
+ * api/buf.h's text buffer, and escaping of client strings for log lines.
  * Thread: any; nothing here keeps state between calls. */
 #ifndef HS_API_REQUEST_H
 #define HS_API_REQUEST_H
@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api/buf.h"
 #include "common/common.h"
 #include "server/engine.h"
 
@@ -26,24 +27,8 @@ struct hs__tools_caps;
 #define HS__API_MAX_CACHE_SALT   256    /* bytes of cache_salt */
 #define HS__API_MAX_OUTPUT_ITEMS 262144 /* default of hs_api_params.max_output_items */
 
-/* ---- a growable text buffer ---- */
-
-/* Bytes p[0, len) followed by a NUL; oom sticks once an allocation failed (later adds do
- * nothing), so callers check it once at the end. Zero-initialise; free p. */
-struct hs__buf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-void hs__buf_add(struct hs__buf *b, const char *s, size_t n);
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-void hs__buf_printf(struct hs__buf *b, const char *fmt, ...);
 /* Appends n bytes of s as a quoted JSON string; invalid UTF-8 and NUL become U+FFFD. */
 void hs__buf_json_str(struct hs__buf *b, const char *s, size_t n);
-void hs__buf_free(struct hs__buf *b);
 
 /* Writes n bytes of client-provided s into dst[cap] (always NUL-terminated) for a log line:
  * printable ASCII stays, everything else (newlines, control bytes, '"', '\\', bytes >= 0x80)

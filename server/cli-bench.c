@@ -94,11 +94,11 @@ static void bench_notify(void *user)
     pthread_mutex_unlock(&b->mu);
 }
 
-/* Runs one greedy request (EOS ignored) of max_tokens tokens after prompt and waits for it.
- * Errors (a line printed): those of hs_engine_submit, the forward pass's, or HS_E_INTERNAL when
- * fewer tokens came than asked. */
-static hs_status run_request(struct hs_engine *e, const hs_token *prompt, int32_t n_prompt,
-                             int32_t max_tokens, struct bench_req *b)
+/* Submits a greedy request (EOS ignored) of max_tokens tokens after prompt whose events
+ * bench_notify counts into b; called with b->mu held, which bench_notify waits for. Errors (a line
+ * printed): those of hs_engine_submit. */
+static hs_status submit_greedy(struct hs_engine *e, const hs_token *prompt, int32_t n_prompt,
+                               int32_t max_tokens, struct bench_req *b)
 {
     struct hs_engine_request r;
     hs_engine_request_init(&r);
@@ -110,16 +110,28 @@ static hs_status run_request(struct hs_engine *e, const hs_token *prompt, int32_
     r.notify = bench_notify;
     r.notify_user = b;
     struct hs_error err = {0};
-    pthread_mutex_lock(&b->mu);
     b->done = false;
     b->n_tokens = 0;
-    hs_status st = hs_engine_submit(e, &r, &b->h, &err);
+    const hs_status st = hs_engine_submit(e, &r, &b->h, &err);
+    if (st != HS_OK) {
+        fprintf(stderr, "hetserve: %s\n", err.message);
+    }
+    return st;
+}
+
+/* Runs one greedy request (EOS ignored) of max_tokens tokens after prompt and waits for it.
+ * Errors (a line printed): those of hs_engine_submit, the forward pass's, or HS_E_INTERNAL when
+ * fewer tokens came than asked. */
+static hs_status run_request(struct hs_engine *e, const hs_token *prompt, int32_t n_prompt,
+                             int32_t max_tokens, struct bench_req *b)
+{
+    pthread_mutex_lock(&b->mu);
+    const hs_status st = submit_greedy(e, prompt, n_prompt, max_tokens, b);
     while (st == HS_OK && !b->done) {
         pthread_cond_wait(&b->cv, &b->mu);
     }
     pthread_mutex_unlock(&b->mu);
     if (st != HS_OK) {
-        fprintf(stderr, "hetserve: %s\n", err.message);
         return st;
     }
     hs_engine_release(b->h);
@@ -146,23 +158,10 @@ static hs_status run_batch(struct hs_engine *e, int32_t n_seq, int32_t n, struct
     const double t0 = now_s();
     for (; n_sub < n_seq; n_sub++) {
         struct bench_req *b = &bs[n_sub];
-        struct hs_engine_request r;
-        hs_engine_request_init(&r);
-        r.prompt = &bos;
-        r.n_prompt = 1;
-        r.max_tokens = n;
-        r.sampling.temperature = 0;
-        r.ignore_eos = true;
-        r.notify = bench_notify;
-        r.notify_user = b;
-        struct hs_error err = {0};
         pthread_mutex_lock(&b->mu);
-        b->done = false;
-        b->n_tokens = 0;
-        st = hs_engine_submit(e, &r, &b->h, &err);
+        st = submit_greedy(e, &bos, 1, n, b);
         pthread_mutex_unlock(&b->mu);
         if (st != HS_OK) {
-            fprintf(stderr, "hetserve: %s\n", err.message);
             break;
         }
     }

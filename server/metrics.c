@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
 
 /* ---- histogram bounds (vLLM's) ---- */
@@ -118,6 +119,48 @@ const char *hs_engine_expert_backend(const struct hs_engine *e, int32_t il, int3
     return hs_context_expert_backend(e->ctx, il, expert);
 }
 
+/* The counters copied as they are: a uint64_t field (or array) of the snapshot and the engine's
+ * _Atomic uint64_t of the same length (a negative array size stops the build where not). */
+#define N_U64(type, field) (sizeof(((type *)0)->field) / sizeof(uint64_t))
+#define COUNTER(to, from)                                                                          \
+    {                                                                                              \
+        offsetof(struct hs_engine_metrics, to), offsetof(struct metrics, from),                    \
+            N_U64(struct hs_engine_metrics, to) +                                                  \
+                0 * sizeof(char[N_U64(struct hs_engine_metrics, to) == N_U64(struct metrics, from) \
+                                    ? 1                                                            \
+                                    : -1])                                                         \
+    }
+
+static const struct {
+    size_t to, from, n;
+} counters[] = {
+    COUNTER(requests_submitted, submitted),
+    COUNTER(requests_rejected, rejected),
+    COUNTER(requests_finished, finished),
+    COUNTER(requests_cancelled, cancelled),
+    COUNTER(prompt_tokens, prompt_tokens),
+    COUNTER(generation_tokens, gen_tokens),
+    COUNTER(prefix_hit_tokens, hit_tokens),
+    COUNTER(prefill_tokens, prefill_tokens),
+    COUNTER(preemptions, preemptions),
+    COUNTER(steps, steps),
+    COUNTER(batch_tokens, batch_tokens),
+    COUNTER(draws, draws),
+    COUNTER(draws_in_tasks, draws_in_tasks),
+    COUNTER(migrations, migrations),
+    COUNTER(migrated_bytes, migrated_bytes),
+    COUNTER(spec_drafts, spec_drafts),
+    COUNTER(spec_drafted, spec_drafted),
+    COUNTER(spec_accepted, spec_accepted),
+    COUNTER(predicted_tokens, predicted_tokens),
+    COUNTER(length_abs_error_tokens, lenerr_tokens),
+    COUNTER(segment_yields, seg_yields),
+    COUNTER(pingpong_reorders, pp_reorders),
+    COUNTER(segment_resumes, seg_resumes),
+    COUNTER(segment_evictions, seg_evictions),
+    COUNTER(recomputed_tokens, recomputed_tokens),
+};
+
 void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *m)
 {
     struct hs_engine *me = (struct hs_engine *)e; /* atomics are read-only here */
@@ -134,29 +177,14 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     m->kv_blocks_used = LOAD(me->m.kv_used);
     m->kv_blocks_cached = LOAD(me->m.kv_cached);
     m->kv_blocks_free = LOAD(me->m.kv_free);
-    m->requests_submitted = LOAD(me->m.submitted);
-    m->requests_rejected = LOAD(me->m.rejected);
-    for (int i = 0; i < HS_FINISH_COUNT; i++) {
-        m->requests_finished[i] = LOAD(me->m.finished[i]);
+    for (size_t i = 0; i < HS_ARRAY_LEN(counters); i++) {
+        uint64_t *to = (uint64_t *)((char *)m + counters[i].to);
+        _Atomic uint64_t *from = (_Atomic uint64_t *)((char *)&me->m + counters[i].from);
+        for (size_t k = 0; k < counters[i].n; k++) {
+            to[k] = LOAD(from[k]);
+        }
     }
-    m->prompt_tokens = LOAD(me->m.prompt_tokens);
-    m->generation_tokens = LOAD(me->m.gen_tokens);
-    m->prefix_hit_tokens = LOAD(me->m.hit_tokens);
-    m->prefill_tokens = LOAD(me->m.prefill_tokens);
-    m->preemptions = LOAD(me->m.preemptions);
-    m->steps = LOAD(me->m.steps);
-    m->batch_tokens = LOAD(me->m.batch_tokens);
-    m->draws = LOAD(me->m.draws);
-    m->draws_in_tasks = LOAD(me->m.draws_in_tasks);
     m->sampling_s = (double)LOAD(me->m.sampling_ns) / 1e9;
-    m->migrations = LOAD(me->m.migrations);
-    m->migrated_bytes = LOAD(me->m.migrated_bytes);
-    _Static_assert(HS_SUFFIX_SOURCE_COUNT == HS_ARRAY_LEN(m->spec_drafts), "draft sources");
-    for (int i = 0; i < HS_SUFFIX_SOURCE_COUNT; i++) {
-        m->spec_drafts[i] = LOAD(me->m.spec_drafts[i]);
-        m->spec_drafted[i] = LOAD(me->m.spec_drafted[i]);
-        m->spec_accepted[i] = LOAD(me->m.spec_accepted[i]);
-    }
     m->spec_cost_knee = (double)LOAD(me->m.spec_knee_milli) / 1000.0;
     m->n_backends = e->n_pools;
     pthread_mutex_lock(&me->m.placement_mu);
@@ -176,9 +204,6 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     }
     m->split = me->m.split;
     pthread_mutex_unlock(&me->m.placement_mu);
-    for (int i = 0; i < HS_CANCEL_COUNT; i++) {
-        m->requests_cancelled[i] = LOAD(me->m.cancelled[i]);
-    }
     m->prefix_hit_rate =
         m->prompt_tokens ? (double)m->prefix_hit_tokens / (double)m->prompt_tokens : 0.0;
     histo_snapshot(&me->m.ttft, hs_engine_ttft_bounds_s, HS_ENGINE_TTFT_BUCKETS, &m->ttft);
@@ -186,11 +211,4 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     histo_snapshot(&me->m.e2e, hs_engine_e2e_bounds_s, HS_ENGINE_E2E_BUCKETS, &m->e2e);
     histo_snapshot(&me->m.lenerr, hs_engine_lenerr_bounds, HS_ENGINE_LENERR_BUCKETS,
                    &m->length_error);
-    m->predicted_tokens = LOAD(me->m.predicted_tokens);
-    m->length_abs_error_tokens = LOAD(me->m.lenerr_tokens);
-    m->segment_yields = LOAD(me->m.seg_yields);
-    m->pingpong_reorders = LOAD(me->m.pp_reorders);
-    m->segment_resumes = LOAD(me->m.seg_resumes);
-    m->segment_evictions = LOAD(me->m.seg_evictions);
-    m->recomputed_tokens = LOAD(me->m.recomputed_tokens);
 }

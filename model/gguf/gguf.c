@@ -66,6 +66,38 @@ static bool is_unsigned_type(enum hs_gguf_type t)
            t == HS_GGUF_TYPE_UINT64;
 }
 
+/* The es = hs_gguf_type_size(t) bytes of a fixed-size value at p, little-endian (the host's order,
+ * as everywhere in this reader), as the low bytes of a uint64_t. */
+static uint64_t scalar_bits(const uint8_t *p, size_t es)
+{
+    uint64_t bits = 0;
+    memcpy(&bits, p, es);
+    return bits;
+}
+
+/* Those bits as the two's-complement integer of es bytes (all 8: the bits of an int64_t). */
+static int64_t scalar_signed(uint64_t bits, size_t es)
+{
+    const uint64_t sign = (uint64_t)1 << (8 * es - 1);
+    const uint64_t ext = (bits ^ sign) - sign;
+    int64_t x;
+    memcpy(&x, &ext, 8);
+    return x;
+}
+
+/* Those bits as the FLOAT32 or FLOAT64 (t) they hold. */
+static double scalar_float(uint64_t bits, enum hs_gguf_type t)
+{
+    if (t == HS_GGUF_TYPE_FLOAT32) {
+        float x;
+        memcpy(&x, &bits, 4);
+        return x;
+    }
+    double x;
+    memcpy(&x, &bits, 8);
+    return x;
+}
+
 bool hs_gguf_utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
@@ -455,62 +487,20 @@ static hs_status rd_array(struct rd *r, struct hs_gguf_value *v, int depth, cons
 static hs_status rd_value(struct rd *r, uint32_t type, struct hs_gguf_value *v, int depth,
                           const char *key)
 {
-    uint8_t b[8];
-    size_t es = hs_gguf_type_size(type);
+    const size_t es = hs_gguf_type_size(type);
     v->type = (enum hs_gguf_type)type;
     if (es) {
         HS_TRY(rd_need(r, es, "metadata value"));
-        memcpy(b, r->p + r->pos, es);
+        const uint64_t bits = scalar_bits(r->p + r->pos, es);
         r->pos += es;
-        switch (type) {
-        case HS_GGUF_TYPE_UINT8:
-            v->u64 = b[0];
-            break;
-        case HS_GGUF_TYPE_INT8:
-            v->i64 = (int8_t)b[0];
-            break;
-        case HS_GGUF_TYPE_BOOL:
-            v->b = b[0] != 0;
-            break;
-        case HS_GGUF_TYPE_UINT16: {
-            uint16_t x;
-            memcpy(&x, b, 2);
-            v->u64 = x;
-            break;
-        }
-        case HS_GGUF_TYPE_INT16: {
-            int16_t x;
-            memcpy(&x, b, 2);
-            v->i64 = x;
-            break;
-        }
-        case HS_GGUF_TYPE_UINT32: {
-            uint32_t x;
-            memcpy(&x, b, 4);
-            v->u64 = x;
-            break;
-        }
-        case HS_GGUF_TYPE_INT32: {
-            int32_t x;
-            memcpy(&x, b, 4);
-            v->i64 = x;
-            break;
-        }
-        case HS_GGUF_TYPE_FLOAT32: {
-            float x;
-            memcpy(&x, b, 4);
-            v->f64 = x;
-            break;
-        }
-        case HS_GGUF_TYPE_UINT64:
-            memcpy(&v->u64, b, 8);
-            break;
-        case HS_GGUF_TYPE_INT64:
-            memcpy(&v->i64, b, 8);
-            break;
-        default: /* FLOAT64 */
-            memcpy(&v->f64, b, 8);
-            break;
+        if (type == HS_GGUF_TYPE_FLOAT32 || type == HS_GGUF_TYPE_FLOAT64) {
+            v->f64 = scalar_float(bits, v->type);
+        } else if (type == HS_GGUF_TYPE_BOOL) {
+            v->b = bits != 0;
+        } else if (is_unsigned_type(v->type)) {
+            v->u64 = bits;
+        } else {
+            v->i64 = scalar_signed(bits, es);
         }
         return HS_OK;
     }
@@ -967,76 +957,30 @@ static int64_t float_to_int(double x)
 
 int64_t hs_gguf_arr_get_int(const struct hs_gguf_value *arr, uint64_t i)
 {
-    const uint8_t *p = (const uint8_t *)arr->arr.data + i * hs_gguf_type_size(arr->arr.type);
-    switch (arr->arr.type) {
-    case HS_GGUF_TYPE_UINT8:
-    case HS_GGUF_TYPE_BOOL:
-        return p[0];
-    case HS_GGUF_TYPE_INT8:
-        return (int8_t)p[0];
-    case HS_GGUF_TYPE_UINT16: {
-        uint16_t x;
-        memcpy(&x, p, 2);
-        return x;
-    }
-    case HS_GGUF_TYPE_INT16: {
-        int16_t x;
-        memcpy(&x, p, 2);
-        return x;
-    }
-    case HS_GGUF_TYPE_UINT32: {
-        uint32_t x;
-        memcpy(&x, p, 4);
-        return x;
-    }
-    case HS_GGUF_TYPE_INT32: {
-        int32_t x;
-        memcpy(&x, p, 4);
-        return x;
-    }
-    case HS_GGUF_TYPE_UINT64:
-    case HS_GGUF_TYPE_INT64: {
-        int64_t x;
-        memcpy(&x, p, 8);
-        return x;
-    }
-    case HS_GGUF_TYPE_FLOAT32: {
-        float x;
-        memcpy(&x, p, 4);
-        return float_to_int(x);
-    }
-    case HS_GGUF_TYPE_FLOAT64: {
-        double x;
-        memcpy(&x, p, 8);
-        return float_to_int(x);
-    }
-    default:
+    const enum hs_gguf_type t = arr->arr.type;
+    const size_t es = hs_gguf_type_size(t);
+    if (!es) {
         return 0;
     }
+    const uint64_t bits = scalar_bits((const uint8_t *)arr->arr.data + i * es, es);
+    if (t == HS_GGUF_TYPE_FLOAT32 || t == HS_GGUF_TYPE_FLOAT64) {
+        return float_to_int(scalar_float(bits, t));
+    }
+    if ((is_unsigned_type(t) || t == HS_GGUF_TYPE_BOOL) && es < 8) {
+        return (int64_t)bits; /* BOOL: its byte */
+    }
+    return scalar_signed(bits, es); /* UINT64: the int64_t of its bits */
 }
 
 double hs_gguf_arr_get_float(const struct hs_gguf_value *arr, uint64_t i)
 {
-    const uint8_t *p = (const uint8_t *)arr->arr.data + i * hs_gguf_type_size(arr->arr.type);
-    switch (arr->arr.type) {
-    case HS_GGUF_TYPE_FLOAT32: {
-        float x;
-        memcpy(&x, p, 4);
-        return x;
+    const enum hs_gguf_type t = arr->arr.type;
+    if (t == HS_GGUF_TYPE_FLOAT32 || t == HS_GGUF_TYPE_FLOAT64 || t == HS_GGUF_TYPE_UINT64) {
+        const size_t es = hs_gguf_type_size(t);
+        const uint64_t bits = scalar_bits((const uint8_t *)arr->arr.data + i * es, es);
+        return t == HS_GGUF_TYPE_UINT64 ? (double)bits : scalar_float(bits, t);
     }
-    case HS_GGUF_TYPE_FLOAT64: {
-        double x;
-        memcpy(&x, p, 8);
-        return x;
-    }
-    case HS_GGUF_TYPE_UINT64: {
-        uint64_t x;
-        memcpy(&x, p, 8);
-        return (double)x;
-    }
-    default:
-        return (double)hs_gguf_arr_get_int(arr, i);
-    }
+    return (double)hs_gguf_arr_get_int(arr, i);
 }
 
 int64_t hs_gguf_n_tensors(const struct hs_gguf *g)

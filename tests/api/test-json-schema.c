@@ -220,6 +220,27 @@ Test(json_schema, any_object_grammar)
     hs_grammar_destroy(g);
 }
 
+/* Rule text longer than any fixed formatting buffer: 40 property names with 40 different first
+ * characters beside additionalProperties make one character class of 400-odd bytes, which must
+ * come out whole (a cut one does not compile, or admits what it should not). */
+Test(json_schema, long_rules_are_written_whole)
+{
+    json_t *props = json_object();
+    char name[2] = {0};
+    for (int i = 0; i < 40; i++) {
+        name[0] = (char)(i < 26 ? 'a' + i : 'A' + i - 26);
+        json_object_set_new(props, name, json_pack("{s:s}", "type", "integer"));
+    }
+    json_t *schema = json_pack("{s:s, s:o, s:b}", "type", "object", "properties", props,
+                               "additionalProperties", 1);
+    struct compiled r = compile_schema(schema, "40 names and additionalProperties");
+    cr_assert(accepts(r.c, "{\"a\": 1, \"N\": 2, \"Z\": \"extra\", \"aa\": [true]}"));
+    cr_assert_not(accepts(r.c, "{\"a\": \"x\"}"), "a named property keeps its type");
+    cr_assert_not(accepts(r.c, "{\"N\": null}"), "so does the 40th");
+    compiled_free(&r);
+    json_decref(schema);
+}
+
 /* Integer ranges against every value near their edges (the digit-range construction). */
 Test(json_schema, integer_ranges_exact)
 {

@@ -30,6 +30,15 @@
 #define SANITIZED 0
 #endif
 
+/* Under valgrind (HS_VALGRIND) the harness and the fake server run 20 to 100 times slower, so
+ * the tests that hold times to the fake server's schedule stretch that schedule (and their
+ * bounds in the same units) by this factor: the same checks, against the same relative errors,
+ * on a slower clock. */
+static double time_scale(void)
+{
+    return getenv("HS_VALGRIND") ? 10.0 : 1.0;
+}
+
 /* ---- the fake server ---- */
 
 enum fake_mode {
@@ -268,7 +277,7 @@ static struct hs_lg_config base_cfg(const struct fake *f)
     c.input_len = 16;
     c.output_len = f->n_tokens;
     c.seed = 7;
-    c.timeout_s = 10;
+    c.timeout_s = 10 * time_scale();
     return c;
 }
 
@@ -291,7 +300,8 @@ static struct hs_lg_report *run_ok(const struct hs_lg_config *c)
 Test(loadgen, timing_matches_fake_server)
 {
     /* 20 tokens: first at 50 ms, then every 20 ms; 8 requests 4 at a time: 2 rounds. */
-    struct fake *f = fake_start(FAKE_TIMED, 20, 50, 20);
+    const double ts = time_scale();
+    struct fake *f = fake_start(FAKE_TIMED, 20, (int)(50 * ts), (int)(20 * ts));
     struct hs_lg_config c = base_cfg(f);
     c.concurrency = 4;
     c.num_requests = 8;
@@ -340,9 +350,9 @@ Test(loadgen, timing_matches_fake_server)
     assert_within(rep->total_token_throughput, 8 * (123 + 20) / t_last_true, 0.05);
     cr_assert_eq(rep->itl.n, 8 * 19);
     /* And the server kept to its schedule closely enough for the numbers to mean something. */
-    assert_within(rep->ttft.median, 50.0, 0.25);
-    assert_within(rep->itl.median, 20.0, 0.25);
-    double ideal_s = 2 * (50 + 19 * 20) / 1e3;
+    assert_within(rep->ttft.median, 50.0 * ts, 0.25);
+    assert_within(rep->itl.median, 20.0 * ts, 0.25);
+    double ideal_s = 2 * (50 + 19 * 20) / 1e3 * ts;
     assert_within(rep->duration_s, ideal_s, 0.25);
     for (int i = 0; i < rep->n_requests; i++) {
         cr_assert(rep->reqs[i].usage_reported);
@@ -360,8 +370,8 @@ Test(loadgen, timing_matches_fake_server)
         json_object_get(json_object_get(b, "stream_options"), "include_usage")));
     json_decref(b);
     /* Goodput: every request has TTFT ~50 ms and TPOT ~20 ms. */
-    rep->slo_ttft_ms = 40;
-    rep->slo_tpot_ms = 100;
+    rep->slo_ttft_ms = 40 * ts;
+    rep->slo_tpot_ms = 100 * ts;
     hs__lg_report_finish(rep);
     cr_assert_eq(rep->good, 0);
     /* a threshold that splits the requests: counted by hand */
@@ -398,16 +408,17 @@ Test(loadgen, counts_chunks_without_usage)
 
 Test(loadgen, poisson_arrivals_follow_rate)
 {
+    const double ts = time_scale();
     struct fake *f = fake_start(FAKE_INSTANT, 4, 0, 0);
     struct hs_lg_config c = base_cfg(f);
-    c.rate = 200;
+    c.rate = 200 / ts;
     c.concurrency = 0;
     c.num_requests = 300;
     struct hs_lg_report *rep = run_ok(&c);
     cr_assert_eq(rep->completed, 300);
     double last = rep->reqs[299].start_s;
     /* mean gap 5 ms; 299 exponential gaps have a 5.8% relative standard deviation */
-    assert_within(last / 299, 1.0 / 200, 0.2);
+    assert_within(last / 299, ts / 200, 0.2);
     for (int i = 1; i < 300; i++) {
         cr_assert_geq(rep->reqs[i].start_s, rep->reqs[i - 1].start_s);
     }
@@ -417,19 +428,20 @@ Test(loadgen, poisson_arrivals_follow_rate)
 
 Test(loadgen, duration_stops_issuing)
 {
-    struct fake *f = fake_start(FAKE_TIMED, 3, 20, 10);
+    const double ts = time_scale();
+    struct fake *f = fake_start(FAKE_TIMED, 3, (int)(20 * ts), (int)(10 * ts));
     struct hs_lg_config c = base_cfg(f);
     c.num_requests = 0;
-    c.duration_s = 0.5;
+    c.duration_s = 0.5 * ts;
     c.concurrency = 2;
     struct hs_lg_report *rep = run_ok(&c);
     /* each takes ~40 ms: about 25 requests in 0.5 s on 2 streams; none issued after 0.5 s */
     cr_assert_geq(rep->completed, 5);
     cr_assert_leq(rep->completed, 28);
     for (int i = 0; i < rep->n_requests; i++) {
-        cr_assert_lt(rep->reqs[i].start_s, 0.51);
+        cr_assert_lt(rep->reqs[i].start_s, 0.51 * ts);
     }
-    cr_assert_lt(rep->duration_s, 1.5);
+    cr_assert_lt(rep->duration_s, 1.5 * ts);
     hs_lg_report_destroy(rep);
     fake_stop(f);
 }
@@ -564,10 +576,12 @@ Test(loadgen, base_url_with_or_without_v1)
 
 Test(loadgen, sustains_many_streams)
 {
+    /* under valgrind 500 requests, and the harness's rate (a speed) held to a tenth */
+    const int n = getenv("HS_VALGRIND") ? 500 : 2000;
     struct fake *f = fake_start(FAKE_INSTANT, 32, 0, 0);
     struct hs_lg_config c = base_cfg(f);
     c.concurrency = 256;
-    c.num_requests = 2000;
+    c.num_requests = n;
     /* 256 streams on a 2-core machine that also runs other tests: a slow scheduler must not
      * turn into request timeouts (this measures the harness, not latency) */
     c.timeout_s = 120;
@@ -581,7 +595,7 @@ Test(loadgen, sustains_many_streams)
                  (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
                  (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) * 1e-6 +
                  (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) * 1e-6;
-    cr_assert_eq(rep->completed, 2000, "errors: %lld (connect %lld, timeout %lld, disconnect %lld, "
+    cr_assert_eq(rep->completed, n, "errors: %lld (connect %lld, timeout %lld, disconnect %lld, "
                  "malformed %lld, other %lld)", (long long)rep->n_errors,
                  (long long)rep->errors[HS_LG_ERR_CONNECT], (long long)rep->errors[HS_LG_ERR_TIMEOUT],
                  (long long)rep->errors[HS_LG_ERR_DISCONNECT],
@@ -590,10 +604,10 @@ Test(loadgen, sustains_many_streams)
     fprintf(stderr,
             "harness vs instant fake server, 256 streams: %.0f req/s, %.0f SSE events/s; "
             "harness CPU %.2fs of %.2fs wall -> capacity %.0f req/s, %.0f events/s per core\n",
-            rep->request_throughput, ev, cpu, rep->duration_s, 2000 / cpu,
+            rep->request_throughput, ev, cpu, rep->duration_s, n / cpu,
             (double)rep->n_sse_events / cpu);
-    cr_assert_eq(rep->n_sse_events, 2000 * 34);
-    cr_assert_gt(rep->request_throughput, 100);
+    cr_assert_eq(rep->n_sse_events, (int64_t)n * 34);
+    cr_assert_gt(rep->request_throughput, 100 / time_scale());
     hs_lg_report_destroy(rep);
     fake_stop(f);
 }
@@ -601,9 +615,11 @@ Test(loadgen, sustains_many_streams)
 Test(loadgen, hundreds_of_concurrent_streams)
 {
     /* 300 streams open at once, each 10 tokens 20 ms apart, on the one harness thread (100
-     * under sanitizers, which slow the harness ~4x on top of the server's 300 threads) */
-    const int n = SANITIZED ? 100 : 300;
-    struct fake *f = fake_start(FAKE_TIMED, 10, 50, 20);
+     * under sanitizers, which slow the harness ~4x on top of the server's 300 threads; 50 under
+     * valgrind, on its slower clock) */
+    const double ts = time_scale();
+    const int n = getenv("HS_VALGRIND") ? 50 : SANITIZED ? 100 : 300;
+    struct fake *f = fake_start(FAKE_TIMED, 10, (int)(50 * ts), (int)(20 * ts));
     struct hs_lg_config c = base_cfg(f);
     c.concurrency = n;
     c.num_requests = n;
@@ -856,7 +872,8 @@ Test(loadgen, cli_rejects_bad_flags)
 
 Test(loadgen, cli_writes_result_json_and_svg)
 {
-    struct fake *f = fake_start(FAKE_TIMED, 8, 10, 5);
+    const double ts = time_scale();
+    struct fake *f = fake_start(FAKE_TIMED, 8, (int)(10 * ts), (int)(5 * ts));
     char cmd[2048];
     snprintf(cmd, sizeof(cmd),
              "%s --base-url %s --model fake --workload fixed --input-len 8 --output-len 8 "
@@ -890,7 +907,7 @@ Test(loadgen, cli_writes_result_json_and_svg)
     }
     /* fresh connections to a thread-per-connection server: only a loose bound */
     double ttft = json_real_value(json_object_get(r, "mean_ttft_ms"));
-    cr_assert(ttft >= 9.5 && ttft < 200, "mean_ttft_ms %g", ttft);
+    cr_assert(ttft >= 9.5 * ts && ttft < 200 * ts, "mean_ttft_ms %g", ttft);
     json_t *errs = json_object_get(r, "errors");
     cr_assert(json_is_object(errs));
     cr_assert_eq(json_integer_value(json_object_get(errs, "timeout")), 0);
