@@ -229,6 +229,7 @@ Test(suffix, store_prefers_the_same_prompt_and_keeps_salts_apart)
 {
     struct hs_suffix_store *s = NULL;
     cr_assert_eq(hs_suffix_store_create(0, &s), HS_OK);
+    cr_assert_lt(hs_suffix_store_bytes(s), 4 << 10, "the default bound is not reserved up front");
     const hs_token p1[] = {50, 51, 52, 53, 60};
     const hs_token p2[] = {70, 71, 72, 73, 60};
     const uint64_t k1 = hs_suffix_prompt_key(0, p1, 5);
@@ -311,7 +312,7 @@ Test(suffix, store_evicts_least_recently_used_responses_and_counts_stay_exact)
     hs_suffix_store_destroy(s);
 }
 
-Test(suffix, store_touch_keeps_a_prompts_answers_and_oversized_responses_are_dropped)
+Test(suffix, store_touch_keeps_a_prompts_answers_and_oversized_responses_are_cut)
 {
     struct hs_suffix_store *s = NULL;
     const size_t budget = 64 << 10;
@@ -336,15 +337,24 @@ Test(suffix, store_touch_keeps_a_prompts_answers_and_oversized_responses_are_dro
     hs_suffix_store_draft(s, 0, ka, pa, 2, 8, 0.1f, &d);
     cr_assert_eq(d.n_tokens, 8, "the touched answer was evicted");
     cr_assert_eq(d.tokens[7], 17);
-    /* one response bigger than the whole store is not kept, and takes everything with it */
+    /* one response longer than the whole store could hold is cut to its beginning, which a
+     * repeat of its prompt drafts */
     static hs_token big[4096];
     for (int k = 0; k < 4096; k++) {
         big[k] = 100000 + k;
     }
-    cr_assert_eq(hs_suffix_store_add(s, 0, ka, pa, 2, big, 4096), HS_OK);
-    cr_assert_eq(hs_suffix_store_n_responses(s), 0);
+    const hs_token pc[] = {902, 903};
+    const uint64_t kc = hs_suffix_prompt_key(0, pc, 2);
+    cr_assert_eq(hs_suffix_store_add(s, 0, kc, pc, 2, big, 4096), HS_OK);
+    cr_assert_geq(hs_suffix_store_n_responses(s), 1);
     cr_assert_leq(hs_suffix_store_bytes(s), budget);
-    hs_suffix_store_draft(s, 0, ka, pa, 2, 8, 0.0f, &d);
-    cr_assert_eq(d.n_tokens, 0);
+    hs_suffix_store_draft(s, 0, kc, pc, 2, 8, 0.0f, &d);
+    cr_assert_eq(d.n_tokens, 8);
+    for (int k = 0; k < 8; k++) {
+        cr_assert_eq(d.tokens[k], big[k]);
+    }
+    const hs_token pe[] = {904, 905};
+    hs_suffix_store_draft(s, 0, hs_suffix_prompt_key(0, pe, 2), pe, 2, 8, 0.0f, &d);
+    cr_assert_eq(d.n_tokens, 0, "no answer to an unseen prompt's end");
     hs_suffix_store_destroy(s);
 }
