@@ -199,7 +199,7 @@ static const struct {
      "output and over earlier responses (the same prompt's first) propose tokens that the model "
      "verifies in the same batched step; lossless (greedy output identical, sampled output "
      "identically distributed). A request may opt out: {\"hetserve\": {\"speculative\": false}} "
-     "(default off)"},
+     "(default: suffix for serve, off for generate and bench)"},
     {"--spec-max-draft N",
      "the longest draft, 1-32 (default 16 with --speculative suffix); 0 = off. Drafts shrink "
      "below it after rejections and when the batch is compute-bound"},
