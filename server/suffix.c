@@ -816,9 +816,10 @@ hs_status hs_suffix_store_add(struct hs_suffix_store *s, uint64_t salt, uint64_t
     while (!put_response(s, keys, toks, n, tr)) {
         const int64_t free0 = (int64_t)s->f.max_live - s->f.n_live;
         const int64_t want = HS_MIN(2 * (int64_t)worst + 2, HS_MAX(2 * free0, 64));
-        if (s->lru_tail < 0) {
+        if (s->lru_tail < 0 || free0 >= want) {
+            /* nothing left to evict, or the nodes were there and the allocator failed */
             free(toks);
-            return HS_E_NOMEM; /* the nodes could not be allocated at all */
+            return HS_E_NOMEM;
         }
         while (s->lru_tail >= 0 && (int64_t)s->f.max_live - s->f.n_live < want) {
             evict(s, s->lru_tail);

@@ -266,9 +266,14 @@ Test(suffix, store_prefers_the_same_prompt_and_keeps_salts_apart)
     hs_suffix_store_destroy(s);
 }
 
-Test(suffix, store_evicts_least_recently_used_responses_and_counts_stay_exact)
+/* Adds random responses over an alphabet of n_alpha tokens to a 256 KiB store, comparing its
+ * drafts after each with the brute-force count over the responses it kept. */
+static void evicting_store_drafts_as_counted(int32_t n_alpha)
 {
-    const hs_token alphabet[] = {0, 1, 2, 3};
+    hs_token alphabet[64];
+    for (int32_t a = 0; a < n_alpha; a++) {
+        alphabet[a] = a;
+    }
     struct hs_rng rng;
     hs_rng_seed(&rng, 7);
     enum { N = 300, MAXLEN = 60 };
@@ -283,7 +288,7 @@ Test(suffix, store_evicts_least_recently_used_responses_and_counts_stay_exact)
         hs_token resp[MAXLEN];
         const int32_t n = 5 + (int32_t)(hs_rng_next(&rng) % (MAXLEN - 5));
         for (int32_t k = 0; k < n; k++) {
-            resp[k] = (hs_token)(hs_rng_next(&rng) % 4);
+            resp[k] = (hs_token)(hs_rng_next(&rng) % (uint32_t)n_alpha);
         }
         cr_assert_eq(hs_suffix_store_add(s, 0, key, prompt, 3, resp, n), HS_OK);
         memcpy(texts[i], prompt, sizeof(prompt));
@@ -300,16 +305,29 @@ Test(suffix, store_evicts_least_recently_used_responses_and_counts_stay_exact)
         }
         hs_token ctx[8];
         for (int k = 0; k < 8; k++) {
-            ctx[k] = (hs_token)(hs_rng_next(&rng) % 4);
+            ctx[k] = (hs_token)(hs_rng_next(&rng) % (uint32_t)n_alpha);
         }
         struct hs_suffix_draft a, b;
         hs_suffix_store_draft(s, 0, key, ctx, 8, 8, 0.02f, &a);
-        ref_draft(&x, ctx, 8, false, 8, 0.02f, alphabet, 4, &b);
+        ref_draft(&x, ctx, 8, false, 8, 0.02f, alphabet, n_alpha, &b);
         assert_same_draft(&a, &b, "response", i);
     }
     cr_assert_gt(hs_suffix_store_n_evicted(s), 0, "the budget never forced an eviction");
     cr_assert_eq(hs_suffix_store_n_evicted(s) + (uint64_t)hs_suffix_store_n_responses(s), N);
     hs_suffix_store_destroy(s);
+}
+
+Test(suffix, store_evicts_least_recently_used_responses_and_counts_stay_exact)
+{
+    evicting_store_drafts_as_counted(4);
+}
+
+Test(suffix, store_out_of_nodes_takes_a_response_back_and_counts_stay_exact)
+{
+    /* nearly every substring new: the nodes run out midway through most responses (as they do
+     * in the 4-token case too), which are taken back count for count before the least recently
+     * used are evicted */
+    evicting_store_drafts_as_counted(64);
 }
 
 Test(suffix, store_touch_keeps_a_prompts_answers_and_oversized_responses_are_cut)
