@@ -304,6 +304,8 @@ int hs__cli_serve(int argc, char **argv)
     const char *model_path = NULL;
     struct hs_api_params ap = hs_api_default_params();
     struct hs_engine_params ep = hs_engine_default_params();
+    /* drafts from earlier responses: lossless, and free where they do not help (README) */
+    ep.spec_max_draft = HS__CLI_SPEC_DRAFT;
     int64_t iv;
     double timeout_s = 600, drain_s = 20;
     bool verbose = false;

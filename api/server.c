@@ -229,6 +229,13 @@ static void spec_metrics(struct hs__buf *b, const struct hs_engine_metrics *m, c
            "Fitted fixed cost of a decode step in rows (a / b of a + b rows); a draft pays while "
            "the batch has fewer rows than this.",
            mn, m->spec_cost_knee);
+    metric(b, "spec_decode_store_bytes", "gauge",
+           "Bytes the store of earlier responses allocates (bounded by --spec-store-mib).", mn,
+           (double)m->spec_store_bytes);
+    metric(b, "spec_decode_store_responses", "gauge", "Earlier responses the draft store holds.",
+           mn, (double)m->spec_store_responses);
+    metric(b, "spec_decode_request_trie_bytes", "gauge",
+           "Bytes of the running sequences' own suffix tries.", mn, (double)m->spec_text_bytes);
 }
 
 /* Image input (api/vision.c), where a projector is loaded: the encoder runs before the engine

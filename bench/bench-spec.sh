@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Speculative decoding from history: output tokens/s of hetserve serve with --speculative off and
-# with --speculative suffix, measured by hetserve-bench in the same run (two servers side by
-# side, runs interleaved, medians of REPS), on two workloads:
+# with serve's defaults (--speculative suffix), measured by hetserve-bench in the same run (two
+# servers side by side, runs interleaved, medians of REPS), on two workloads:
 #   agent  MobiAgent-shaped requests that repeat with small variations, as an RL rollout group
 #          or an agent's retries send them: TASKS tasks (default 2, at most 8) x 4 steps (the
 #          history grows by one fixed answer per step), each prompt sent GROUP (4) times in a
@@ -82,7 +82,8 @@ serve $OFF_PORT --speculative off
 OFF_PID=$!
 # ON_TRACE=FILE: the speculating server writes its --trace there (steps with rows, drafted and
 # accepted tokens: what bench/spec-steps.py fits the step cost from)
-serve $ON_PORT --speculative suffix ${ON_TRACE:+--trace "$ON_TRACE"}
+# serve's defaults: --speculative suffix, --spec-store-mib 8 (ON_ARGS: other flags)
+serve $ON_PORT ${ON_ARGS:-} ${ON_TRACE:+--trace "$ON_TRACE"}
 ON_PID=$!
 PORTS="$OFF_PORT $ON_PORT"
 LC_PIDS=""
@@ -211,6 +212,6 @@ print(f"{sys.argv[1]} drafts (drafted/accepted tokens, all reps):",
       ", ".join(f"{s} {d}/{a}" for s, (d, a) in sorted(tot.items())))
 PY
 done
-curl -s "http://127.0.0.1:$ON_PORT/metrics" | grep -E '^hetserve:spec_decode_(acc|mean|cost)' |
+curl -s "http://127.0.0.1:$ON_PORT/metrics" | grep -E '^hetserve:spec_decode_(acc|mean|cost|store)' |
     sed 's/{model_name="[^"]*"}//'
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

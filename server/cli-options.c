@@ -41,9 +41,6 @@ bool hs__cli_parse_float(const char *flag, const char *s, double lo, double hi, 
 
 /* ---- split execution ---- */
 
-/* --speculative suffix's longest draft unless --spec-max-draft says otherwise. */
-#define HS__CLI_SPEC_DRAFT 16
-
 int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, const char *cmd,
                         const char *opt)
 {
@@ -137,6 +134,12 @@ int hs__cli_parse_split(int c, const char *arg, struct hs_engine_params *p, cons
         }
         p->spec_max_draft = (int32_t)iv;
         return 1;
+    case HS__CLI_OPT_SPEC_STORE_MIB:
+        if (!hs__cli_parse_int("--spec-store-mib", arg, 1, 1 << 16, &iv)) {
+            return 0;
+        }
+        p->spec_store_bytes = (size_t)iv << 20;
+        return 1;
     default:
         if (cmd) {
             fprintf(stderr, "hetserve %s: unknown or incomplete option '%s'; see --help\n", cmd,
@@ -196,10 +199,15 @@ static const struct {
      "output and over earlier responses (the same prompt's first) propose tokens that the model "
      "verifies in the same batched step; lossless (greedy output identical, sampled output "
      "identically distributed). A request may opt out: {\"hetserve\": {\"speculative\": false}} "
-     "(default off)"},
+     "(default: suffix for serve, off for generate and bench)"},
     {"--spec-max-draft N",
      "the longest draft, 1-32 (default 16 with --speculative suffix); 0 = off. Drafts shrink "
      "below it after rejections and when the batch is compute-bound"},
+    {"--spec-store-mib N",
+     "the most memory the store of earlier responses allocates, in MiB, 1-65536 (default 8: "
+     "about 2,000 tokens of new text, many times that of the repetitive text drafts come from; "
+     "taken as responses come, the least recently used evicted whole). Each running sequence's "
+     "own trie is bounded apart (32768 nodes, at most 0.9 MiB)"},
     {"--trace FILE.json",
      "write every engine step as Chrome trace events (open in ui.perfetto.dev): stages per layer "
      "and sub-batch on one track per backend thread, KV blocks held per backend"},

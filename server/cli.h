@@ -29,8 +29,13 @@ bool hs__cli_check_npu(const char *cmd, const char *config, const char *tenants)
 /* The engine's split-execution flags, the same in every command that runs the engine (serve,
  * generate, bench): --ffn-backend, --attn-backend, --attn-threads, --long-context, --pingpong,
  * --trace, the scheduling of long outputs (--schedule, --fair-wait-ms, --segment-tokens) and
- * speculative decoding (--speculative, --spec-max-draft). A command puts HS__CLI_SPLIT_OPTIONS in
- * its getopt_long table (<getopt.h>); the values are above any command's own. */
+ * speculative decoding (--speculative, --spec-max-draft, --spec-store-mib). A command puts
+ * HS__CLI_SPLIT_OPTIONS in its getopt_long table (<getopt.h>); the values are above any command's
+ * own. */
+/* --speculative suffix's longest draft unless --spec-max-draft says otherwise; serve's default
+ * (generate and bench default to off: one request has no history to draft from). */
+#define HS__CLI_SPEC_DRAFT 16
+
 enum {
     HS__CLI_OPT_FFN_BACKEND = 0x1000,
     HS__CLI_OPT_ATTN_BACKEND,
@@ -46,6 +51,7 @@ enum {
     HS__CLI_OPT_SEGMENT_TOKENS,
     HS__CLI_OPT_SPECULATIVE,
     HS__CLI_OPT_SPEC_MAX_DRAFT,
+    HS__CLI_OPT_SPEC_STORE_MIB,
     HS__CLI_OPT_PINGPONG_BALANCE,
 };
 /* clang-format off */
@@ -64,6 +70,7 @@ enum {
     {"segment-tokens", required_argument, NULL, HS__CLI_OPT_SEGMENT_TOKENS},                       \
     {"speculative", required_argument, NULL, HS__CLI_OPT_SPECULATIVE},                             \
     {"spec-max-draft", required_argument, NULL, HS__CLI_OPT_SPEC_MAX_DRAFT},                       \
+    {"spec-store-mib", required_argument, NULL, HS__CLI_OPT_SPEC_STORE_MIB},                       \
     {"pingpong-balance", required_argument, NULL, HS__CLI_OPT_PINGPONG_BALANCE}
 /* clang-format on */
 

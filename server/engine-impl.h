@@ -59,6 +59,9 @@ struct metrics {
     _Atomic uint64_t spec_drafted[HS_SUFFIX_SOURCE_COUNT];  /* tokens they proposed */
     _Atomic uint64_t spec_accepted[HS_SUFFIX_SOURCE_COUNT]; /* of those, accepted */
     _Atomic uint64_t spec_knee_milli; /* the cost model's knee, in thousandths of a row */
+    _Atomic uint64_t spec_store_bytes; /* the draft store's allocation (hs_suffix_store_bytes) */
+    _Atomic uint64_t spec_store_responses;
+    _Atomic uint64_t spec_text_bytes; /* the running sequences' own tries, summed */
 };
 
 #define INC(field, v) atomic_fetch_add_explicit(&(field), (v), memory_order_relaxed)
@@ -124,6 +127,7 @@ struct seq {
     int32_t pp_rank;    /* its place at the front of the batch in that plan */
     /* speculative decoding (spec.c) */
     struct hs_suffix_text *sfx; /* its prompt and output so far, from its first draft on; owns */
+    size_t sfx_bytes;           /* its bytes as last counted into m.spec_text_bytes */
     int32_t n_draft;            /* this step's draft: toks[n_all .. n_all + n_draft), 0: none */
     enum hs_suffix_source draft_src;
     float draft_expect; /* its trie scores' sum: the tokens its source expected accepted */

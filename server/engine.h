@@ -123,7 +123,8 @@ struct hs_engine_params {
     /* Speculative decoding from history (server/spec.c): the longest draft a decoding
      * sequence verifies in one step, 0 (default): off; at most HS_ENGINE_MAX_DRAFT. Drafts come
      * from suffix tries over the sequence's own text and over earlier responses, kept in
-     * spec_store_bytes (0: 32 MiB). Lossless: the tokens (greedy) or their distribution
+     * at most spec_store_bytes (0: HS_SUFFIX_STORE_BYTES, 8 MiB; allocated as responses come,
+     * not up front) and in at most HS_SUFFIX_TEXT_NODES nodes per sequence. Lossless: the tokens (greedy) or their distribution
      * (sampled) are those of plain decoding. */
     int32_t spec_max_draft;
     size_t spec_store_bytes;
@@ -448,6 +449,9 @@ struct hs_engine_metrics {
     uint64_t spec_drafts[3];
     uint64_t spec_drafted[3];
     uint64_t spec_accepted[3];
+    uint64_t spec_store_bytes;     /* gauge: bytes the store of earlier responses allocates */
+    uint64_t spec_store_responses; /* gauge: responses it holds */
+    uint64_t spec_text_bytes;      /* gauge: bytes of the running sequences' own tries */
     double spec_cost_knee; /* gauge: the cost model's a / b (a step of R rows takes a + b R), in
                             * rows; 0 without speculation */
     struct hs_engine_histogram ttft; /* time to first token */

@@ -186,6 +186,9 @@ void hs_engine_get_metrics(const struct hs_engine *e, struct hs_engine_metrics *
     }
     m->sampling_s = (double)LOAD(me->m.sampling_ns) / 1e9;
     m->spec_cost_knee = (double)LOAD(me->m.spec_knee_milli) / 1000.0;
+    m->spec_store_bytes = LOAD(me->m.spec_store_bytes);
+    m->spec_store_responses = LOAD(me->m.spec_store_responses);
+    m->spec_text_bytes = LOAD(me->m.spec_text_bytes);
     m->n_backends = e->n_pools;
     pthread_mutex_lock(&me->m.placement_mu);
     for (int32_t s = 0; s < e->n_pools; s++) {

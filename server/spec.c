@@ -49,6 +49,28 @@
 #define SPEC_CAL_STEP_DECAY 0.999
 #define SPEC_CAL_PRIOR      2.0
 
+/* The store's gauges, after it changed. */
+static void count_store(struct hs_engine *e)
+{
+    atomic_store_explicit(&e->m.spec_store_bytes, hs_suffix_store_bytes(e->spec_store),
+                          memory_order_relaxed);
+    atomic_store_explicit(&e->m.spec_store_responses,
+                          (uint64_t)hs_suffix_store_n_responses(e->spec_store),
+                          memory_order_relaxed);
+}
+
+/* Moves s's own trie's bytes (0 once destroyed) into the gauge of all of them. */
+static void count_text(struct hs_engine *e, struct seq *s)
+{
+    const size_t now = s->sfx ? hs_suffix_text_bytes(s->sfx) : 0;
+    if (now >= s->sfx_bytes) {
+        INC(e->m.spec_text_bytes, now - s->sfx_bytes);
+    } else {
+        atomic_fetch_sub_explicit(&e->m.spec_text_bytes, s->sfx_bytes - now, memory_order_relaxed);
+    }
+    s->sfx_bytes = now;
+}
+
 hs_status hs__spec_create(struct hs_engine *e, const struct hs_engine_params *p)
 {
     e->cm_knee = SPEC_KNEE_PRIOR;
@@ -59,7 +81,11 @@ hs_status hs__spec_create(struct hs_engine *e, const struct hs_engine_params *p)
     }
     atomic_store_explicit(&e->m.spec_knee_milli, (uint64_t)(e->cm_knee * 1000.0),
                           memory_order_relaxed);
-    return hs_suffix_store_create(p->spec_store_bytes, &e->spec_store);
+    const hs_status st = hs_suffix_store_create(p->spec_store_bytes, &e->spec_store);
+    if (st == HS_OK) {
+        count_store(e);
+    }
+    return st;
 }
 
 void hs__spec_destroy(struct hs_engine *e)
@@ -154,6 +180,7 @@ static void propose(struct hs_engine *e, struct seq *s, int32_t max_d, double mi
         const int32_t have = hs_suffix_text_n_tokens(s->sfx);
         /* out of memory leaves the text short of its newest substrings, still valid */
         (void)hs_suffix_text_append(s->sfx, s->toks + have, s->n_all - have);
+        count_text(e, s);
         if (HS_MIN(1.0, calibration(e, HS_SUFFIX_SOURCE_REQUEST)) * rate >= min_q) {
             hs_suffix_text_draft(s->sfx, s->toks, max_d, SPEC_MIN_SCORE, d);
             best = weigh(e, d);
@@ -324,6 +351,7 @@ void hs__spec_seq_end(struct hs_engine *e, struct seq *s, enum hs_finish_reason 
     s->n_draft = 0;
     hs_suffix_text_destroy(s->sfx);
     s->sfx = NULL;
+    count_text(e, s);
     const struct hs_engine_handle *h = s->req;
     if (!e->spec_store || s->state == SEQ_FINISHED ||
         (why != HS_FINISH_STOP && why != HS_FINISH_LENGTH) || s->n_all <= h->n_prompt) {
@@ -334,4 +362,5 @@ void hs__spec_seq_end(struct hs_engine *e, struct seq *s, enum hs_finish_reason 
     /* out of memory: the response is simply not remembered */
     (void)hs_suffix_store_add(e->spec_store, h->cache_salt, key, s->toks, h->n_prompt,
                               s->toks + h->n_prompt, s->n_all - h->n_prompt);
+    count_store(e);
 }

@@ -86,18 +86,22 @@ static size_t forest_bytes(const struct forest *f)
     return (size_t)f->cap * sizeof(struct node) + ((size_t)f->mask + 1) * sizeof(int32_t);
 }
 
-/* Room for n more nodes without growing the array, whatever the free list holds. */
+/* Room for n more nodes without growing the array, whatever the free list holds. The array
+ * doubles while small, then grows by FOREST_CHUNK nodes (about 1 MiB), and never past max_live:
+ * what a bounded forest has allocated stays within its bound (pages a realloc leaves untouched
+ * would not count in RSS, but the bytes reported would). */
+#define FOREST_CHUNK ((int64_t)(1 << 20) / (int64_t)sizeof(struct node))
 static bool forest_reserve(struct forest *f, int64_t n)
 {
     const int64_t need = (int64_t)f->n_used + n;
     if (need <= f->cap) {
         return true;
     }
-    if (need > INT32_MAX) {
+    if (need > f->max_live) {
         return false;
     }
-    int64_t cap = HS_MAX((int64_t)f->cap * 2, HS_MAX(need, 64));
-    cap = HS_MIN(cap, (int64_t)INT32_MAX);
+    int64_t cap = (int64_t)f->cap + HS_MAX(64, HS_MIN((int64_t)f->cap, FOREST_CHUNK));
+    cap = HS_MIN(HS_MAX(cap, need), (int64_t)f->max_live);
     struct node *p = realloc(f->nodes, (size_t)cap * sizeof(*p));
     if (!p) {
         return false;
@@ -234,7 +238,8 @@ struct zeros {
 
 /* Moves the cursor over tok, adding delta (+1: creating what is missing; -1: recording nodes
  * that reach 0 in z) to the count of every new suffix. Returns false when a node could not be
- * created. */
+ * created; no node is created after that (so that taking the same text out again, cursor for
+ * cursor, finds exactly the nodes whose counts went up). */
 static bool cursor_push(struct forest *f, struct cursor *c, hs_token tok, int32_t delta,
                         struct zeros *z)
 {
@@ -245,7 +250,7 @@ static bool cursor_push(struct forest *f, struct cursor *c, hs_token tok, int32_
         int32_t ch = -1;
         if (a >= 0) {
             ch = find(f, a, tok);
-            if (ch < 0 && delta > 0) {
+            if (ch < 0 && delta > 0 && ok) {
                 ch = add_child(f, a, tok);
                 ok = ok && ch >= 0;
             }
@@ -401,7 +406,7 @@ hs_status hs_suffix_text_create(int32_t max_nodes, struct hs_suffix_text **out)
     if (!t) {
         return HS_E_NOMEM;
     }
-    if (forest_init(&t->f, max_nodes > 0 ? max_nodes : 1 << 16) != HS_OK ||
+    if (forest_init(&t->f, max_nodes > 0 ? max_nodes : HS_SUFFIX_TEXT_NODES) != HS_OK ||
         (t->root = new_root(&t->f)) < 0) {
         hs_suffix_text_destroy(t);
         return HS_E_NOMEM;
@@ -483,6 +488,12 @@ struct hs_suffix_store {
     struct zeros z;
 };
 
+/* The store's bound in nodes: its bytes over this. A live node costs itself (24 bytes), one to
+ * two hash buckets (4-8) and an entry of the zero list when a response as long as the store
+ * allows is taken out (up to 2 per node of the bound); the rest is left to the responses' tokens
+ * and records, which eviction keeps within the bytes. */
+#define STORE_BYTES_PER_NODE 40
+
 hs_status hs_suffix_store_create(size_t max_bytes, struct hs_suffix_store **out)
 {
     *out = NULL;
@@ -490,12 +501,13 @@ hs_status hs_suffix_store_create(size_t max_bytes, struct hs_suffix_store **out)
     if (!s) {
         return HS_E_NOMEM;
     }
-    s->max_bytes = max_bytes ? max_bytes : (size_t)32 << 20;
+    s->max_bytes = max_bytes ? max_bytes : HS_SUFFIX_STORE_BYTES;
     s->tries_free = s->resps_free = -1;
     s->lru_head = s->lru_tail = -1;
     s->tmask = 63;
     s->tmap = malloc(((size_t)s->tmask + 1) * sizeof(*s->tmap));
-    if (!s->tmap || forest_init(&s->f, INT32_MAX) != HS_OK) {
+    const size_t max_live = HS_MIN(s->max_bytes / STORE_BYTES_PER_NODE, (size_t)INT32_MAX);
+    if (!s->tmap || forest_init(&s->f, (int32_t)HS_MAX(max_live, 4 * HS_SUFFIX_DEPTH)) != HS_OK) {
         hs_suffix_store_destroy(s);
         return HS_E_NOMEM;
     }
@@ -536,10 +548,10 @@ static uint64_t salt_key(uint64_t salt)
 
 size_t hs_suffix_store_bytes(const struct hs_suffix_store *s)
 {
-    return sizeof(*s) + (size_t)s->f.n_live * sizeof(struct node) +
-           ((size_t)s->f.mask + 1) * sizeof(int32_t) + s->tok_bytes +
-           (size_t)s->n_tries * sizeof(struct trie) + (size_t)s->n_resps * sizeof(struct resp) +
-           ((size_t)s->tmask + 1) * sizeof(int32_t);
+    /* what is allocated, not what is in use: the node array and the records keep their peak */
+    return sizeof(*s) + forest_bytes(&s->f) + s->tok_bytes +
+           (size_t)s->cap_tries * sizeof(struct trie) + (size_t)s->cap_resps * sizeof(struct resp) +
+           ((size_t)s->tmask + 1) * sizeof(int32_t) + s->z.cap * sizeof(*s->z.ids);
 }
 
 int32_t hs_suffix_store_n_responses(const struct hs_suffix_store *s)
@@ -707,29 +719,78 @@ static void evict(struct hs_suffix_store *s, int32_t i)
     s->n_evicted++;
 }
 
+/* Puts text [n] into the trie at root; out of nodes, takes back what went in (cursor for cursor,
+ * so every count is as it was) and returns false. */
+static bool trie_put_all(struct hs_suffix_store *s, int32_t root, const hs_token *text, int32_t n)
+{
+    struct cursor c;
+    cursor_init(&c, root);
+    for (int32_t i = 0; i < n; i++) {
+        if (!cursor_push(&s->f, &c, text[i], 1, NULL)) {
+            trie_put(s, root, text, i + 1, -1);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Unpins trie i (see put_response), dropping it when no response holds it. */
+static void trie_unpin(struct hs_suffix_store *s, int32_t i)
+{
+    if (--s->tries[i].n_resp == 0) {
+        trie_drop(s, i);
+    }
+}
+
+/* Puts toks [n] into the trie of prompt_key and the salt's (made when missing, pinned by a count
+ * of responses that already includes this one) into tr[2]; false when the nodes ran out, with
+ * everything as it was. */
+static bool put_response(struct hs_suffix_store *s, uint64_t keys[2], const hs_token *toks,
+                         int32_t n, int32_t tr[2])
+{
+    int32_t k = 0;
+    for (; k < 2; k++) {
+        tr[k] = trie_get(s, keys[k]);
+        if (tr[k] < 0) {
+            break;
+        }
+        s->tries[tr[k]].n_resp++;
+        if (!trie_put_all(s, s->tries[tr[k]].root, toks, n)) {
+            trie_unpin(s, tr[k]);
+            break;
+        }
+    }
+    if (k == 2) {
+        return true;
+    }
+    while (k-- > 0) {
+        trie_put(s, s->tries[tr[k]].root, toks, n, -1);
+        trie_unpin(s, tr[k]);
+    }
+    return false;
+}
+
 hs_status hs_suffix_store_add(struct hs_suffix_store *s, uint64_t salt, uint64_t prompt_key,
                               const hs_token *prompt, int32_t n_prompt, const hs_token *resp,
                               int32_t n_resp)
 {
+    const int32_t lead = HS_MIN(HS_MAX(n_prompt, 0), HS_SUFFIX_MAX_MATCH);
+    /* A text puts at most HS_SUFFIX_DEPTH nodes per token in each of its two tries: one longer
+     * than the store's nodes could surely take alone is cut (a repeat drafts its beginning
+     * first), which also bounds the zero list of taking a text out. */
+    n_resp = HS_MIN(n_resp, (s->f.max_live - 2) / (2 * HS_SUFFIX_DEPTH) - lead);
     if (n_resp <= 0) {
         return HS_OK;
     }
-    const int32_t lead = HS_MIN(HS_MAX(n_prompt, 0), HS_SUFFIX_MAX_MATCH);
-    const int64_t n = (int64_t)lead + n_resp;
-    /* Every node the two tries may need, up front: putting a text in then cannot fail halfway
-     * (which would leave counts that taking it out again could not undo). The zero list of a
-     * later eviction needs as many entries as a trie may lose at once. */
-    const int64_t worst = n * HS_SUFFIX_DEPTH;
-    if (n > INT32_MAX / HS_SUFFIX_DEPTH || !forest_reserve(&s->f, 2 * worst + 2)) {
-        return HS_E_NOMEM;
-    }
-    if ((size_t)worst > s->z.cap) {
-        int32_t *z = realloc(s->z.ids, (size_t)worst * sizeof(*z));
+    const int32_t n = lead + n_resp;
+    const size_t worst = (size_t)n * HS_SUFFIX_DEPTH;
+    if (worst > s->z.cap) {
+        int32_t *z = realloc(s->z.ids, worst * sizeof(*z));
         if (!z) {
             return HS_E_NOMEM;
         }
         s->z.ids = z;
-        s->z.cap = (size_t)worst;
+        s->z.cap = worst;
     }
     hs_token *toks = malloc((size_t)n * sizeof(*toks));
     if (!toks) {
@@ -747,14 +808,22 @@ hs_status hs_suffix_store_add(struct hs_suffix_store *s, uint64_t salt, uint64_t
         s->resps = p;
         s->cap_resps = cap;
     }
-    const int32_t tp = trie_get(s, prompt_key);
-    const int32_t tg = tp >= 0 ? trie_get(s, salt_key(salt)) : -1;
-    if (tg < 0) {
-        if (tp >= 0 && s->tries[tp].n_resp == 0) {
-            trie_drop(s, tp);
+    /* Out of nodes: evict least recently used responses until the free nodes have doubled (or
+     * could hold the text's worst case), and try again; nothing is reserved up front, so a
+     * response takes only the nodes it adds. */
+    uint64_t keys[2] = {prompt_key, salt_key(salt)};
+    int32_t tr[2];
+    while (!put_response(s, keys, toks, n, tr)) {
+        const int64_t free0 = (int64_t)s->f.max_live - s->f.n_live;
+        const int64_t want = HS_MIN(2 * (int64_t)worst + 2, HS_MAX(2 * free0, 64));
+        if (s->lru_tail < 0 || free0 >= want) {
+            /* nothing left to evict, or the nodes were there and the allocator failed */
+            free(toks);
+            return HS_E_NOMEM;
         }
-        free(toks);
-        return HS_E_NOMEM;
+        while (s->lru_tail >= 0 && (int64_t)s->f.max_live - s->f.n_live < want) {
+            evict(s, s->lru_tail);
+        }
     }
     int32_t i = s->resps_free;
     if (i >= 0) {
@@ -764,20 +833,16 @@ hs_status hs_suffix_store_add(struct hs_suffix_store *s, uint64_t salt, uint64_t
     }
     struct resp *r = &s->resps[i];
     *r = (struct resp){.toks = toks,
-                       .n = (int32_t)n,
-                       .trie = {tp, tg},
+                       .n = n,
+                       .trie = {tr[0], tr[1]},
                        .prev = -1,
                        .next = -1,
                        .gprev = -1,
-                       .gnext = s->tries[tp].first};
+                       .gnext = s->tries[tr[0]].first};
     if (r->gnext >= 0) {
         s->resps[r->gnext].gprev = i;
     }
-    s->tries[tp].first = i;
-    s->tries[tp].n_resp++;
-    s->tries[tg].n_resp++;
-    trie_put(s, s->tries[tp].root, toks, (int32_t)n, 1);
-    trie_put(s, s->tries[tg].root, toks, (int32_t)n, 1);
+    s->tries[tr[0]].first = i;
     s->tok_bytes += (size_t)n * sizeof(hs_token);
     s->n_resps++;
     lru_push_front(s, i);
@@ -786,7 +851,8 @@ hs_status hs_suffix_store_add(struct hs_suffix_store *s, uint64_t salt, uint64_t
         evict(s, s->lru_tail);
         evicted = true;
     }
-    /* The hash table shrinks with the nodes; the node array keeps its peak (node ids stay). */
+    /* The hash table shrinks with the nodes; the node array keeps its peak (node ids stay), which
+     * the bound on live nodes keeps within the store's bytes. */
     uint32_t nb = s->f.mask + 1;
     while (evicted && nb > 64 && (uint32_t)s->f.n_live < nb / 4) {
         nb /= 2;

@@ -17,8 +17,9 @@
  * threshold or the draft is long enough. A path that reaches the trie's depth is matched again
  * from a shorter suffix of the context and the draft so far.
  *
- * Memory: tries grow geometrically (amortised, no allocation per token once grown). Thread: an
- * object belongs to one thread at a time (the engine thread); nothing here locks. */
+ * Memory: tries grow geometrically, then in chunks of about 1 MiB, up to their bound (amortised,
+ * no allocation per token once grown). Thread: an object belongs to one thread at a time (the
+ * engine thread); nothing here locks. */
 #ifndef HS_SERVER_SUFFIX_H
 #define HS_SERVER_SUFFIX_H
 
@@ -30,6 +31,12 @@
 #define HS_SUFFIX_DEPTH     48 /* longest string a trie holds: a match and its draft */
 #define HS_SUFFIX_MAX_MATCH 32 /* longest suffix of the context matched */
 #define HS_SUFFIX_MAX_DRAFT 32 /* longest draft */
+/* Default bounds: a sequence's own trie (nodes) and the store of earlier responses (bytes). A
+ * token of new text costs up to HS_SUFFIX_DEPTH nodes of 24 bytes in a trie (the store puts it
+ * in two), so these hold about 680 new tokens per sequence and some 2,100 new tokens of
+ * responses (far more of the repetitive text they are for). See README "Speculative decoding". */
+#define HS_SUFFIX_TEXT_NODES  (1 << 15)
+#define HS_SUFFIX_STORE_BYTES ((size_t)8 << 20)
 
 enum hs_suffix_source {
     HS_SUFFIX_SOURCE_REQUEST, /* the sequence's own prompt and output */
@@ -58,8 +65,8 @@ struct hs_suffix_draft {
 struct hs_suffix_text;
 
 /* Returns new (free with hs_suffix_text_destroy): an empty text whose trie grows up to max_nodes
- * nodes (<= 0: 1 << 16); past that, new substrings are no longer recorded (drafting goes on
- * with what is there). HS_E_NOMEM. */
+ * nodes (<= 0: HS_SUFFIX_TEXT_NODES), in chunks as tokens come; past that, new substrings are no
+ * longer recorded (drafting goes on with what is there). HS_E_NOMEM. */
 hs_status hs_suffix_text_create(int32_t max_nodes, struct hs_suffix_text **out);
 void hs_suffix_text_destroy(struct hs_suffix_text *t);
 
@@ -86,8 +93,9 @@ void hs_suffix_text_draft(const struct hs_suffix_text *t, const hs_token *text, 
 
 struct hs_suffix_store;
 
-/* Returns new (free with hs_suffix_store_destroy): an empty store holding at most max_bytes
- * (tries, hash tables and the responses' tokens; 0: 32 MiB). HS_E_NOMEM. */
+/* Returns new (free with hs_suffix_store_destroy): an empty store that allocates at most max_bytes
+ * (tries, hash tables, the responses' tokens and records; 0: HS_SUFFIX_STORE_BYTES), nothing of
+ * it up front: its node array grows in chunks of about 1 MiB as responses come. HS_E_NOMEM. */
 hs_status hs_suffix_store_create(size_t max_bytes, struct hs_suffix_store **out);
 void hs_suffix_store_destroy(struct hs_suffix_store *s);
 
@@ -96,10 +104,11 @@ uint64_t hs_suffix_prompt_key(uint64_t salt, const hs_token *prompt, int32_t n_p
 
 /* Records a response: resp [n_resp] to the prompt whose key is prompt_key, led by the prompt's
  * last tokens (prompt [n_prompt]; at most HS_SUFFIX_MAX_MATCH are used, so that the response's
- * beginning is found from the prompt's end), in the prompt's trie and in the salt's. Then evicts
- * whole responses, least recently used first, until the store is within its bytes; a response
- * bigger than that alone is not kept. n_resp 0: nothing. HS_E_NOMEM: not recorded (the store
- * stays as it was). */
+ * beginning is found from the prompt's end), in the prompt's trie and in the salt's. Whole
+ * responses are evicted, least recently used first, when the nodes run out and until the store
+ * is within its bytes; a response longer than an empty store surely holds is cut to its
+ * beginning. n_resp 0: nothing. HS_E_NOMEM: not recorded (the allocator failed; responses may
+ * have been evicted). */
 hs_status hs_suffix_store_add(struct hs_suffix_store *s, uint64_t salt, uint64_t prompt_key,
                               const hs_token *prompt, int32_t n_prompt, const hs_token *resp,
                               int32_t n_resp);

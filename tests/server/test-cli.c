@@ -109,6 +109,10 @@ Test(cli, bad_input_exits_2_with_one_line, .init = setup)
     expect_usage_error(args, "--speculative");
     snprintf(args, sizeof(args), "generate -m %s -p hi --spec-max-draft 33", model_path);
     expect_usage_error(args, "--spec-max-draft");
+    snprintf(args, sizeof(args), "generate -m %s -p hi --spec-store-mib 0", model_path);
+    expect_usage_error(args, "--spec-store-mib");
+    snprintf(args, sizeof(args), "generate -m %s -p hi --spec-store-mib 8x", model_path);
+    expect_usage_error(args, "--spec-store-mib");
 }
 
 Test(cli, generate_with_speculation_writes_the_same_story, .init = setup)
@@ -121,7 +125,8 @@ Test(cli, generate_with_speculation_writes_the_same_story, .init = setup)
     run(&a, args);
     cr_assert_eq(a.status, 0, "stderr: %s", a.err);
     snprintf(args, sizeof(args),
-             "generate -m %s -p 'Once upon a time' -n 200 --temp 0 --speculative suffix",
+             "generate -m %s -p 'Once upon a time' -n 200 --temp 0 --speculative suffix "
+             "--spec-store-mib 1",
              model_path);
     run(&b, args);
     cr_assert_eq(b.status, 0, "stderr: %s", b.err);

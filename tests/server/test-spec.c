@@ -19,6 +19,7 @@
 #include "model/model.h"
 #include "model/tokenizer/vocab.h"
 #include "server/engine.h"
+#include "server/suffix.h"
 
 #define MAX_GEN  160
 #define TEXT_CAP 4096
@@ -36,6 +37,8 @@ static struct hs_model *load(const char *name)
     return m;
 }
 
+static size_t g_store_bytes; /* the draft store's bound (0: the default) */
+
 static struct hs_engine *make_engine_kv(struct hs_model *m, int max_draft, int n_parallel,
                                         int n_blocks)
 {
@@ -47,6 +50,7 @@ static struct hs_engine *make_engine_kv(struct hs_model *m, int max_draft, int n
     p.kv_type = HS_TYPE_F32;
     p.n_threads = 2;
     p.spec_max_draft = max_draft;
+    p.spec_store_bytes = g_store_bytes;
     struct hs_engine *e = NULL;
     struct hs_error err = {0};
     cr_assert_eq(hs_engine_create(m, &p, &e, &err), HS_OK, "%s", err.message);
@@ -215,6 +219,16 @@ static uint64_t same_greedy_results_kv(const char *name, int n_blocks)
               (unsigned long long)drafted);
     /* the second round replays the first: earlier responses must have been drafted from */
     cr_assert(mt.spec_accepted[1] + mt.spec_accepted[2] > 0, "%s: the store drafted nothing", name);
+    /* the store's gauges: what it holds, within its bound; the sequences' own tries are gone */
+    const size_t bound = g_store_bytes ? g_store_bytes : HS_SUFFIX_STORE_BYTES;
+    cr_assert(mt.spec_store_responses > 0 && mt.spec_store_responses <= 2 * N_REQ * 2);
+    cr_assert(mt.spec_store_bytes > 0 && mt.spec_store_bytes <= bound, "%s: store %llu bytes", name,
+              (unsigned long long)mt.spec_store_bytes);
+    cr_assert_eq(mt.spec_text_bytes, 0, "%s: request tries left %llu bytes", name,
+                 (unsigned long long)mt.spec_text_bytes);
+    cr_assert(!g_store_bytes || mt.spec_store_responses < N_REQ,
+              "%s: the small store held %llu responses, evicting none", name,
+              (unsigned long long)mt.spec_store_responses);
     for (int r = 0; r < 2 * N_REQ; r++) {
         const struct result *a = &off[r];
         const struct result *b = &on[r];
@@ -262,6 +276,15 @@ Test(spec, greedy_is_unchanged_when_the_kv_pool_preempts, .timeout = 300)
 {
     /* 40 blocks of 16 for 16 sequences: preemption and failed draft reservations */
     cr_assert(same_greedy_results_kv("stories260K.gguf", 40) > 0, "nothing was preempted");
+}
+
+Test(spec, greedy_is_unchanged_with_a_store_that_evicts, .timeout = 300)
+{
+    /* 256 KiB hold a few of the 32 responses (cut to their beginnings): evictions between and
+     * during the rounds change what is drafted, never the output */
+    g_store_bytes = 256 << 10;
+    same_greedy_results("stories260K.gguf");
+    g_store_bytes = 0;
 }
 
 Test(spec, greedy_is_unchanged_under_a_grammar, .timeout = 300)

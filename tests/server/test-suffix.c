@@ -229,6 +229,7 @@ Test(suffix, store_prefers_the_same_prompt_and_keeps_salts_apart)
 {
     struct hs_suffix_store *s = NULL;
     cr_assert_eq(hs_suffix_store_create(0, &s), HS_OK);
+    cr_assert_lt(hs_suffix_store_bytes(s), 4 << 10, "the default bound is not reserved up front");
     const hs_token p1[] = {50, 51, 52, 53, 60};
     const hs_token p2[] = {70, 71, 72, 73, 60};
     const uint64_t k1 = hs_suffix_prompt_key(0, p1, 5);
@@ -265,9 +266,14 @@ Test(suffix, store_prefers_the_same_prompt_and_keeps_salts_apart)
     hs_suffix_store_destroy(s);
 }
 
-Test(suffix, store_evicts_least_recently_used_responses_and_counts_stay_exact)
+/* Adds random responses over an alphabet of n_alpha tokens to a 256 KiB store, comparing its
+ * drafts after each with the brute-force count over the responses it kept. */
+static void evicting_store_drafts_as_counted(int32_t n_alpha)
 {
-    const hs_token alphabet[] = {0, 1, 2, 3};
+    hs_token alphabet[64];
+    for (int32_t a = 0; a < n_alpha; a++) {
+        alphabet[a] = a;
+    }
     struct hs_rng rng;
     hs_rng_seed(&rng, 7);
     enum { N = 300, MAXLEN = 60 };
@@ -282,7 +288,7 @@ Test(suffix, store_evicts_least_recently_used_responses_and_counts_stay_exact)
         hs_token resp[MAXLEN];
         const int32_t n = 5 + (int32_t)(hs_rng_next(&rng) % (MAXLEN - 5));
         for (int32_t k = 0; k < n; k++) {
-            resp[k] = (hs_token)(hs_rng_next(&rng) % 4);
+            resp[k] = (hs_token)(hs_rng_next(&rng) % (uint32_t)n_alpha);
         }
         cr_assert_eq(hs_suffix_store_add(s, 0, key, prompt, 3, resp, n), HS_OK);
         memcpy(texts[i], prompt, sizeof(prompt));
@@ -299,11 +305,11 @@ Test(suffix, store_evicts_least_recently_used_responses_and_counts_stay_exact)
         }
         hs_token ctx[8];
         for (int k = 0; k < 8; k++) {
-            ctx[k] = (hs_token)(hs_rng_next(&rng) % 4);
+            ctx[k] = (hs_token)(hs_rng_next(&rng) % (uint32_t)n_alpha);
         }
         struct hs_suffix_draft a, b;
         hs_suffix_store_draft(s, 0, key, ctx, 8, 8, 0.02f, &a);
-        ref_draft(&x, ctx, 8, false, 8, 0.02f, alphabet, 4, &b);
+        ref_draft(&x, ctx, 8, false, 8, 0.02f, alphabet, n_alpha, &b);
         assert_same_draft(&a, &b, "response", i);
     }
     cr_assert_gt(hs_suffix_store_n_evicted(s), 0, "the budget never forced an eviction");
@@ -311,7 +317,20 @@ Test(suffix, store_evicts_least_recently_used_responses_and_counts_stay_exact)
     hs_suffix_store_destroy(s);
 }
 
-Test(suffix, store_touch_keeps_a_prompts_answers_and_oversized_responses_are_dropped)
+Test(suffix, store_evicts_least_recently_used_responses_and_counts_stay_exact)
+{
+    evicting_store_drafts_as_counted(4);
+}
+
+Test(suffix, store_out_of_nodes_takes_a_response_back_and_counts_stay_exact)
+{
+    /* nearly every substring new: the nodes run out midway through most responses (as they do
+     * in the 4-token case too), which are taken back count for count before the least recently
+     * used are evicted */
+    evicting_store_drafts_as_counted(64);
+}
+
+Test(suffix, store_touch_keeps_a_prompts_answers_and_oversized_responses_are_cut)
 {
     struct hs_suffix_store *s = NULL;
     const size_t budget = 64 << 10;
@@ -336,15 +355,24 @@ Test(suffix, store_touch_keeps_a_prompts_answers_and_oversized_responses_are_dro
     hs_suffix_store_draft(s, 0, ka, pa, 2, 8, 0.1f, &d);
     cr_assert_eq(d.n_tokens, 8, "the touched answer was evicted");
     cr_assert_eq(d.tokens[7], 17);
-    /* one response bigger than the whole store is not kept, and takes everything with it */
+    /* one response longer than the whole store could hold is cut to its beginning, which a
+     * repeat of its prompt drafts */
     static hs_token big[4096];
     for (int k = 0; k < 4096; k++) {
         big[k] = 100000 + k;
     }
-    cr_assert_eq(hs_suffix_store_add(s, 0, ka, pa, 2, big, 4096), HS_OK);
-    cr_assert_eq(hs_suffix_store_n_responses(s), 0);
+    const hs_token pc[] = {902, 903};
+    const uint64_t kc = hs_suffix_prompt_key(0, pc, 2);
+    cr_assert_eq(hs_suffix_store_add(s, 0, kc, pc, 2, big, 4096), HS_OK);
+    cr_assert_geq(hs_suffix_store_n_responses(s), 1);
     cr_assert_leq(hs_suffix_store_bytes(s), budget);
-    hs_suffix_store_draft(s, 0, ka, pa, 2, 8, 0.0f, &d);
-    cr_assert_eq(d.n_tokens, 0);
+    hs_suffix_store_draft(s, 0, kc, pc, 2, 8, 0.0f, &d);
+    cr_assert_eq(d.n_tokens, 8);
+    for (int k = 0; k < 8; k++) {
+        cr_assert_eq(d.tokens[k], big[k]);
+    }
+    const hs_token pe[] = {904, 905};
+    hs_suffix_store_draft(s, 0, hs_suffix_prompt_key(0, pe, 2), pe, 2, 8, 0.0f, &d);
+    cr_assert_eq(d.n_tokens, 0, "no answer to an unseen prompt's end");
     hs_suffix_store_destroy(s);
 }
