@@ -54,13 +54,6 @@ INLINE void prefetch_rows(const void *w, size_t ws, const int NR, int64_t b, siz
     }
 }
 
-/* 16-bit pairwise products of |a| and sign(a) * b summed into 8 x i32 (a, b signed bytes). */
-INLINE __m256i dot_i8(__m256i a, __m256i b)
-{
-    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-}
-
 /* Instantiates fn_tile for every (nr, nc) in 1..4 plus the vec_dot wrapper. */
 /* clang-format off */
 #define TILE_ENTRY_POINTS(t, isa)                                                              \
@@ -306,11 +299,6 @@ void hs__to_float_bf16_avx2(const void *vx, float *y, int64_t n)
  * Q8_0, Q5_0 and Q4_0 (activations Q8_0)
  * ============================================================================================= */
 
-INLINE __m256i q8_0_weights(const void *blk)
-{
-    return _mm256_loadu_si256((const __m256i *)((const struct hs_block_q8_0 *)blk)->qs);
-}
-
 /* 16 bytes of packed nibbles as 32 bytes: low nibbles (elements 0..15), then high (16..31). */
 INLINE __m256i nibbles_32(const uint8_t *qs)
 {
@@ -318,9 +306,37 @@ INLINE __m256i nibbles_32(const uint8_t *qs)
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
 }
 
+/* The f16 scales at p[0], p[stride], ... (N of them, the rest 0) as 4 floats: gathered in a
+ * general register, one conversion, where one f16 at a time costs vector-pipe work per pair. */
+INLINE __m128 f16x4(const void *p, size_t stride, const int N)
+{
+    uint64_t h = 0;
+    for (int i = 0; i < N; i++) {
+        h |= (uint64_t) * (const uint16_t *)(const void *)ROWP(p, i, stride) << (16 * i);
+    }
+    return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)h));
+}
+
+/* Tiles of Q8_0 activations against weights of 32-element blocks whose first field is the f16
+ * scale. Per block pair the exact int32 lanes of the integer dot (t##_dot: 8 lanes, lane k the
+ * sum of elements 4k .. 4k + 3), then acc = fma(d_w * d_x, lanes, acc), one 8-lane chain per
+ * (row, column) in block order, hsum at the end: what vec_dot computes, whatever the shape.
+ *
+ * Register blocking: at most Q80_MAX_ACC chains run in one pass over the row (16 ymm registers
+ * hold them, the weight block, its prepared form and a temporary; more spill, and a spilled
+ * chain waits on store forwarding every block), a 4 x 4 tile in passes of 2 x 4, the activation
+ * blocks re-read from L1. The NR x NC products d_w * d_x (exact: two f16 values) are made 4 at
+ * a time per block and broadcast from memory, a load where a scalar multiply and broadcast per
+ * pair took two vector-pipe slots of the ~7 per pair (bench-kernels, SmolLM-135M ffn_up shape,
+ * 1 thread, 4 x 4 tiles: Q8_0 49.6 -> 58.1 GOP/s). One activation row (decode) keeps the
+ * scalar products, which cost it less. The floor of this order on Zen 3 is the 5 vector ops per
+ * pair (sign, maddubs, madd, cvt, fma; the Q5_0 form trades the sign for a subtract): about
+ * 0.93 ns a pair on this VM against 1.12 here. t##_prep makes a weight block's per-row form,
+ * t##_xprep an activation block's per-column extra (the Q5_0 offset sums). */
+#define Q80_MAX_ACC 12
 #define Q80_ACT_TILE(t, wsize)                                                                     \
-    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
-                         size_t xs, const int NR, const int NC)                                    \
+    INLINE void t##_sub(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,   \
+                        size_t xs, const int NR, const int NC)                                     \
     {                                                                                              \
         __m256 acc[4][4];                                                                          \
         for (int r = 0; r < NR; r++) {                                                             \
@@ -331,21 +347,39 @@ INLINE __m256i nibbles_32(const uint8_t *qs)
         const int64_t nb = n / 32;                                                                 \
         for (int64_t b = 0; b < nb; b++) {                                                         \
             prefetch_rows(w, ws, NR, b, (wsize));                                                  \
-            __m256i xq[4];                                                                         \
-            float dx[4];                                                                           \
+            const uint8_t *xb0 = ROWP(x, 0, 0) + (size_t)b * sizeof(struct hs_block_q8_0);         \
+            const uint8_t *wb0 = ROWP(w, 0, 0) + (size_t)b * (wsize);                              \
+            float sc[4][4];                                                                        \
+            if (NC == 1) {                                                                         \
+                const float dx = f16(*(const uint16_t *)(const void *)xb0);                        \
+                for (int r = 0; r < NR; r++) {                                                     \
+                    sc[r][0] = f16(*(const uint16_t *)(const void *)ROWP(wb0, r, ws)) * dx;        \
+                }                                                                                  \
+            } else {                                                                               \
+                const __m128 dx = f16x4(xb0, xs, NC);                                              \
+                float dwv[4];                                                                      \
+                _mm_storeu_ps(dwv, f16x4(wb0, ws, NR));                                            \
+                for (int r = 0; r < NR; r++) {                                                     \
+                    _mm_storeu_ps(sc[r], _mm_mul_ps(_mm_broadcast_ss(&dwv[r]), dx));               \
+                }                                                                                  \
+            }                                                                                      \
+            __m256i xe[4];                                                                         \
             for (int c = 0; c < NC; c++) {                                                         \
-                const struct hs_block_q8_0 *xb =                                                   \
-                    (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;                \
-                xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);                               \
-                dx[c] = f16(xb->d);                                                                \
+                xe[c] = t##_xprep(ROWP(xb0, c, xs));                                               \
             }                                                                                      \
             for (int r = 0; r < NR; r++) {                                                         \
-                const uint8_t *wb = ROWP(w, r, ws) + (size_t)b * (wsize);                          \
-                const __m256i wq = t##_weights(wb);                                                \
-                const float dw = f16(*(const uint16_t *)(const void *)wb);                         \
+                const uint8_t *wb = ROWP(wb0, r, ws);                                              \
+                __m256i wq, wp;                                                                    \
+                t##_prep(wb, &wq, &wp);                                                            \
                 for (int c = 0; c < NC; c++) {                                                     \
-                    const __m256 p = _mm256_cvtepi32_ps(dot_i8(wq, xq[c]));                        \
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), p, acc[r][c]);         \
+                    const __m256i xq = _mm256_loadu_si256(                                         \
+                        (const __m256i *)((const struct hs_block_q8_0 *)(const void *)ROWP(        \
+                                              xb0, c, xs))                                         \
+                            ->qs);                                                                 \
+                    const __m256 p = _mm256_cvtepi32_ps(t##_dot(wq, wp, xq, xe[c]));               \
+                    const __m256 d = NC == 1 ? _mm256_set1_ps(sc[r][0])                            \
+                                             : _mm256_broadcast_ss(&sc[r][c]);                     \
+                    acc[r][c] = _mm256_fmadd_ps(d, p, acc[r][c]);                                  \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
@@ -354,7 +388,43 @@ INLINE __m256i nibbles_32(const uint8_t *qs)
                 s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                                \
             }                                                                                      \
         }                                                                                          \
+    }                                                                                              \
+    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
+                         size_t xs, const int NR, const int NC)                                    \
+    {                                                                                              \
+        const int RG = HS_MAX(1, HS_MIN(NR, Q80_MAX_ACC / NC));                                    \
+        for (int r = 0; r < NR; r += RG) {                                                         \
+            const int nr = HS_MIN(RG, NR - r);                                                     \
+            if (nr == RG) {                                                                        \
+                t##_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, RG, NC);                          \
+            } else if (nr == 1) {                                                                  \
+                t##_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, 1, NC);                           \
+            } else if (nr == 2) {                                                                  \
+                t##_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, 2, NC);                           \
+            } else {                                                                               \
+                t##_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, 3, NC);                           \
+            }                                                                                      \
+        }                                                                                          \
     }
+
+/* Q8_0: 16-bit pairwise products of |w| and sign(w) * x (both signed bytes) summed into 8 x
+ * i32; |w| once per weight block. */
+INLINE void q8_0_prep(const uint8_t *wb, __m256i *wq, __m256i *wp)
+{
+    *wq = _mm256_loadu_si256((const __m256i *)((const struct hs_block_q8_0 *)(const void *)wb)->qs);
+    *wp = _mm256_sign_epi8(*wq, *wq);
+}
+INLINE __m256i q8_0_xprep(const uint8_t *xb)
+{
+    (void)xb;
+    return _mm256_setzero_si256();
+}
+INLINE __m256i q8_0_dot(__m256i wq, __m256i wp, __m256i xq, __m256i xe)
+{
+    (void)xe;
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wp, _mm256_sign_epi8(xq, wq)),
+                             _mm256_set1_epi16(1));
+}
 
 Q80_ACT_TILE(q8_0, sizeof(struct hs_block_q8_0))
 
@@ -378,73 +448,54 @@ INLINE __m256i q5_0_weights(const void *blk)
         _mm256_andnot_si256(high_bits_32(((const struct hs_block_q5_0 *)blk)->qh),
                             _mm256_set1_epi8((char)0xF0)));
 }
-#define q5_0_s_weights q5_0_weights
+
+/* Q5_0 with one activation row: the signed weights, as Q8_0. */
+INLINE void q5_0_s_prep(const uint8_t *wb, __m256i *wq, __m256i *wp)
+{
+    *wq = q5_0_weights(wb);
+    *wp = _mm256_sign_epi8(*wq, *wq);
+}
+#define q5_0_s_xprep q8_0_xprep
+#define q5_0_s_dot q8_0_dot
 Q80_ACT_TILE(q5_0_s, sizeof(struct hs_block_q5_0))
 
-/* Unsigned weights (the value + 16), for the tiles below. */
-INLINE __m256i q5_0_uweights(const void *blk)
-{
-    return _mm256_or_si256(nibbles_32(((const struct hs_block_q5_0 *)blk)->qs),
-                           _mm256_and_si256(high_bits_32(((const struct hs_block_q5_0 *)blk)->qh),
-                                            _mm256_set1_epi8(0x10)));
-}
-
 /* Q5_0 with 2 or more activation rows: sum (u - 16) x as maddubs(u, x) - 16 sum x, u the
- * unsigned weights, with the sums of x per 4-lane group taken once per activation block. The int32
- * lanes equal dot_i8's exactly, so the bits do not change, and each row-column pair costs two
- * integer ops fewer (SmolLM-135M Q4_K_M-like pp512, 2 threads: ~451 -> ~469 t/s). One activation
- * row keeps the signed form: its per-block sums would cost more than they save. */
-#define Q80_ACT_UTILE(t, wsize, log2_off)                                                          \
-    INLINE void t##_utile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x, \
-                          size_t xs, const int NR, const int NC)                                   \
-    {                                                                                              \
-        __m256 acc[4][4];                                                                          \
-        for (int r = 0; r < NR; r++) {                                                             \
-            for (int c = 0; c < NC; c++) {                                                         \
-                acc[r][c] = _mm256_setzero_ps();                                                   \
-            }                                                                                      \
-        }                                                                                          \
-        const int64_t nb = n / 32;                                                                 \
-        const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);                  \
-        for (int64_t b = 0; b < nb; b++) {                                                         \
-            prefetch_rows(w, ws, NR, b, (wsize));                                                  \
-            __m256i xq[4], xso[4];                                                                 \
-            float dx[4];                                                                           \
-            for (int c = 0; c < NC; c++) {                                                         \
-                const struct hs_block_q8_0 *xb =                                                   \
-                    (const struct hs_block_q8_0 *)(const void *)ROWP(x, c, xs) + b;                \
-                xq[c] = _mm256_loadu_si256((const __m256i *)xb->qs);                               \
-                dx[c] = f16(xb->d);                                                                \
-                xso[c] = _mm256_slli_epi32(                                                        \
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, xq[c]), ones16), (log2_off));    \
-            }                                                                                      \
-            for (int r = 0; r < NR; r++) {                                                         \
-                const uint8_t *wb = ROWP(w, r, ws) + (size_t)b * (wsize);                          \
-                const __m256i wu = t##_uweights(wb);                                               \
-                const float dw = f16(*(const uint16_t *)(const void *)wb);                         \
-                for (int c = 0; c < NC; c++) {                                                     \
-                    const __m256i di = _mm256_sub_epi32(                                           \
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(wu, xq[c]), ones16), xso[c]);       \
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]),                        \
-                                                _mm256_cvtepi32_ps(di), acc[r][c]);                \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-        for (int r = 0; r < NR; r++) {                                                             \
-            for (int c = 0; c < NC; c++) {                                                         \
-                s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);                                \
-            }                                                                                      \
-        }                                                                                          \
-    }                                                                                              \
-    INLINE void t##_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,  \
-                         size_t xs, const int NR, const int NC)                                    \
-    {                                                                                              \
-        if (NC >= 2) {                                                                             \
-            t##_utile(n, s, bs, w, ws, x, xs, NR, NC);                                             \
-        } else {                                                                                   \
-            t##_s_tile(n, s, bs, w, ws, x, xs, NR, NC);                                            \
-        }                                                                                          \
+ * unsigned weights (the value + 16), with the sums of x per 4-lane group taken once per
+ * activation block. The int32 lanes equal the signed form's exactly, so the bits do not change, and each
+ * row-column pair costs an integer op fewer (SmolLM-135M Q4_K_M-like pp512, 2 threads: ~451 ->
+ * ~469 t/s; in Q80_ACT_TILE's passes, 38.0 -> 42.5 GOP/s on 4 x 4 tiles, 1 thread). One
+ * activation row keeps the signed form: its per-block sums would cost more than they save. */
+INLINE void q5_0_u_prep(const uint8_t *wb, __m256i *wq, __m256i *wp)
+{
+    const struct hs_block_q5_0 *blk = (const struct hs_block_q5_0 *)(const void *)wb;
+    *wq = _mm256_or_si256(nibbles_32(blk->qs),
+                          _mm256_and_si256(high_bits_32(blk->qh), _mm256_set1_epi8(0x10)));
+    *wp = *wq;
+}
+INLINE __m256i q5_0_u_xprep(const uint8_t *xb)
+{
+    const __m256i xq =
+        _mm256_loadu_si256((const __m256i *)((const struct hs_block_q8_0 *)(const void *)xb)->qs);
+    return _mm256_slli_epi32(
+        _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), xq), _mm256_set1_epi16(1)), 4);
+}
+INLINE __m256i q5_0_u_dot(__m256i wq, __m256i wp, __m256i xq, __m256i xe)
+{
+    (void)wp;
+    return _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(wq, xq), _mm256_set1_epi16(1)),
+                            xe);
+}
+Q80_ACT_TILE(q5_0_u, sizeof(struct hs_block_q5_0))
+
+INLINE void q5_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                      size_t xs, const int NR, const int NC)
+{
+    if (NC >= 2) {
+        q5_0_u_tile(n, s, bs, w, ws, x, xs, NR, NC);
+    } else {
+        q5_0_s_tile(n, s, bs, w, ws, x, xs, NR, NC);
     }
+}
 
 /* Q4_0 in llama.cpp's order on AVX2 / AVX-512 CPUs, where it repacks Q4_0 matmul weights into
  * 8-row blocks (ggml_gemv / ggml_gemm_q4_0_8x8_q8_0; bench/crosscheck-ggml-kernels checks the
@@ -503,7 +554,6 @@ INLINE void q4_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
     }
 }
 
-Q80_ACT_UTILE(q5_0, sizeof(struct hs_block_q5_0), 4)
 
 /* ================================================================================================
  * Q4_1 and Q5_1 (activations Q8_1)

@@ -145,6 +145,68 @@ Test(backend_ops, matmul_every_weight_type_shape_and_thread_count)
     }
 }
 
+/* Batch invariance, which the engine's lossless speculative decoding and batched decode rest
+ * on: every row of a matmul of 1..17 activation rows is, bit for bit, the matmul of that row
+ * alone, whatever tile it lands in (rows and outputs no multiple of the 4 x 4 tiles, 2 x 4
+ * register passes or the thread's chunks), and near the float64 reference (over all 17 rows:
+ * a handful of outputs is too few for a relative error). The CPU backend on the best ISA;
+ * Q4_K's 4-row tiles follow ggml's gemm order, not its gemv's (quants.h), so only its accuracy
+ * is checked. */
+Test(backend_ops, matmul_rows_are_batch_invariant_bit_for_bit)
+{
+    static const int64_t outs[] = {37, 6};
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 4321);
+    for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
+        struct hs_backend *be = make_backend(0, thread_counts[ti]);
+        for (size_t k = 0; k < HS_ARRAY_LEN(weight_types); k++) {
+            const enum hs_type type = weight_types[k];
+            const int64_t n_in = hs_type_traits(type)->blck_size == HS_QK_K ? 768 : 576;
+            const int64_t n_out = outs[(k + ti) % HS_ARRAY_LEN(outs)];
+            struct weights w;
+            make_weights(&w, &rng, type, n_in, n_out);
+            const int64_t max_rows = 17;
+            float *x = rand_floats(&rng, n_in * max_rows, -1.0f, 1.0f);
+            float *y = malloc((size_t)(n_out * max_rows) * sizeof(float));
+            float *alone = malloc((size_t)(n_out * max_rows) * sizeof(float));
+            float *ref = malloc((size_t)(n_out * max_rows) * sizeof(float));
+            cr_assert(y && alone && ref);
+            struct hs_tensor tx, ty;
+            for (int64_t r = 0; r < max_rows; r++) {
+                cr_assert_eq(hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, 1, x + r * n_in), HS_OK);
+                cr_assert_eq(hs_tensor_init_2d(&ty, HS_TYPE_F32, n_out, 1, alone + r * n_out),
+                             HS_OK);
+                cr_assert_eq(hs_backend_matmul(be, &w.t, &tx, &ty), HS_OK);
+            }
+            hs_ref_matmul(w.deq, x, ref, n_out, n_in, max_rows);
+            cr_assert(hs_ref_rel_err(alone, ref, n_out * max_rows) < matmul_tol(type), "%s",
+                      hs_type_str(type));
+            for (int64_t n_rows = 1; n_rows <= max_rows; n_rows++) {
+                cr_assert_eq(hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, n_rows, x), HS_OK);
+                cr_assert_eq(hs_tensor_init_2d(&ty, HS_TYPE_F32, n_out, n_rows, y), HS_OK);
+                cr_assert_eq(hs_backend_matmul(be, &w.t, &tx, &ty), HS_OK);
+                if (type == HS_TYPE_Q4_K) {
+                    cr_assert(hs_ref_rel_err(y, ref, n_out * n_rows) < 2.0 * matmul_tol(type),
+                              "%s %lld rows", hs_type_str(type), (long long)n_rows);
+                    continue;
+                }
+                for (int64_t i = 0; i < n_out * n_rows; i++) {
+                    cr_assert(memcmp(&y[i], &alone[i], sizeof(float)) == 0,
+                              "%s nth=%d %lld rows: row %lld out %lld: %.9g batched, %.9g alone",
+                              hs_type_str(type), thread_counts[ti], (long long)n_rows,
+                              (long long)(i / n_out), (long long)(i % n_out), y[i], alone[i]);
+                }
+            }
+            free(ref);
+            free(alone);
+            free(y);
+            free(x);
+            free_weights(&w);
+        }
+        hs_backend_destroy(be);
+    }
+}
+
 Test(backend_ops, matmul_reuses_scratch_across_shrinking_and_growing_shapes)
 {
     struct hs_rng rng;
