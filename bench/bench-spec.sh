@@ -153,8 +153,11 @@ pass_run() {
         args=(--workload fixed --input-len 130 --output-len "$OUT_TOK" --seed "$((100 + $3))"
               --num-requests $((CONC * 4)))
     fi
+    # A pass that fails must not report the previous pass's figures.
+    rm -f "$OUT/r.json"
     "$BENCH" --base-url "http://127.0.0.1:$1" --endpoint completions "${args[@]}" \
-        --concurrency "$CONC" --quiet --result-json "$OUT/r.json" > /dev/null
+        --concurrency "$CONC" --quiet --result-json "$OUT/r.json" > /dev/null ||
+        { echo "rep $3 $2 port $1: hetserve-bench failed (exit $?)" >&2; return 1; }
     python3 -c 'import json,sys; print(*sys.argv[2:], json.load(open(sys.argv[1]))["output_throughput"])' \
         "$OUT/r.json" "rep $3 $2 port $1 tok/s"
 }
