@@ -49,6 +49,32 @@ hs_status hs__siglip_encode(struct hs_vision *v, struct hs_backend *be,
 /* Query rows per attention chunk: bounds the scores to chunk x n_patches floats. */
 #define HS_VIT_ATTN_CHUNK_ROWS 256
 
+/* One ViT pass's activations over n patches (each buffer owned; d = n_embd, hd = d / n_head). */
+struct hs__vit_scratch {
+    float *patches;          /* [n][3 p p] */
+    float *x, *h, *tmp;      /* [n][d]: the residual stream, normed, a sublayer's output */
+    float *q, *k, *v, *attn; /* [n][d] */
+    float *vt;               /* [hd][n] one head's values, transposed */
+    float *scores;           /* [min(n, HS_VIT_ATTN_CHUNK_ROWS)][n] */
+    float *ff;               /* [n][n_ffw] (the caller's width, at least n_ff) */
+};
+
+/* The 2-D views of a scratch's buffers (borrowed from it): patches [n][3 p p], x h tmp q k v attn
+ * [n][d], ff [n][n_ff]. */
+struct hs__vit_views {
+    struct hs_tensor patches, x, h, tmp, q, k, v, attn, ff;
+};
+
+/* Allocates s's buffers for n patches of hp's shape, ff with n_ffw floats a row. HS_E_NOMEM with
+ * s finished (all NULL). Thread: any. */
+hs_status hs__vit_scratch_init(struct hs__vit_scratch *s, const struct hs_vision_hparams *hp,
+                               int64_t n, int64_t n_ffw);
+/* Frees s's buffers and zeroes it; a zeroed s does nothing. */
+void hs__vit_scratch_finish(struct hs__vit_scratch *s);
+/* s's views for n patches of hp's shape. */
+struct hs__vit_views hs__vit_scratch_views(const struct hs__vit_scratch *s,
+                                           const struct hs_vision_hparams *hp, int64_t n);
+
 /* A 2-D f32 view: n_rows rows of n_cols floats, row_stride floats apart. */
 struct hs_tensor hs__vit_view(float *data, int64_t n_cols, int64_t n_rows, int64_t row_stride);
 /* y = w x + b (b: one f32 row, or NULL) on be. */
