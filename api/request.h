@@ -1,7 +1,7 @@
 /* api/ internals: an HTTP body (JSON) -> a validated generation request (token ids, sampling,
  * stops), chat messages rendered through the model's chat template. Also the helpers the HTTP
  * layer shares: a nesting-depth check before parsing, lossy UTF-8 -> JSON strings written into
- * api/buf.h's text buffer, and escaping of client strings for log lines.
+ * common/buf.h's text buffer, and escaping of client strings for log lines.
  * Thread: any; nothing here keeps state between calls. */
 #ifndef HS_API_REQUEST_H
 #define HS_API_REQUEST_H
@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "api/buf.h"
+#include "common/buf.h"
 #include "common/common.h"
 #include "server/engine.h"
 

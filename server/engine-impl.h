@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "common/buf.h"
 #include "common/trace.h"
 #include "kvcache/kvcache.h"
 #include "model/model.h"
@@ -72,8 +73,7 @@ struct metrics {
  * alternatives of all its tokens lie end to end in top_ids/top_lps; lps[i].top_ids and
  * .top_logprobs point into them only once the buffer is an event's (take_event sets them). */
 struct outbuf {
-    char *text;
-    size_t n_text, cap_text;
+    struct hs__buf text;
     hs_token *tokens;
     struct hs_token_logprob *lps; /* [cap_tokens] when the request wants logprobs */
     int32_t n_tokens, cap_tokens;
@@ -110,8 +110,7 @@ struct seq {
                            * attention backend's (split engines) */
     struct hs_sampler *smp;
     struct hs_detok dt;
-    char *hold; /* text not yet emitted: could begin a stop string */
-    size_t n_hold, cap_hold;
+    struct hs__buf hold; /* text not yet emitted: could begin a stop string */
     bool stopped; /* a stop string matched */
     int64_t t_first_ns, t_last_ns;
     struct seq *prev, *next; /* waiting list */
@@ -289,10 +288,6 @@ static inline int64_t now_ns(void)
 }
 
 /* ---- channel.c ---- */
-
-/* Grows *p (an array of *cap elements of elem bytes) to hold at least need elements, doubling
- * from 16. Returns false, leaving *p and *cap as they were, when out of memory. Thread: any. */
-bool hs__engine_grow(void **p, size_t *cap, size_t need, size_t elem);
 
 /* CLOCK_MONOTONIC's time timeout_ms from now (now when timeout_ms <= 0), for timed waits on the
  * engine's condition variables. Thread: any. */

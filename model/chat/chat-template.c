@@ -141,22 +141,22 @@ struct hs_tmpl_value *hs__p_str(struct hs__render *r, const char *s, size_t len)
 
 struct hs_tmpl_value *hs__p_buf(struct hs__render *r, struct hs__jbuf *b)
 {
-    if (!b->p) {
+    if (!b->buf.p) {
         free(b->m);
         b->m = NULL;
         return hs__p_str(r, "", 0);
     }
-    uint8_t *m = b->m && memchr(b->m, 1, b->len) ? b->m : NULL;
+    uint8_t *m = b->m && memchr(b->m, 1, b->buf.len) ? b->m : NULL;
     if (!m) {
         free(b->m);
     }
     b->m = NULL;
-    if (m && !hs__charge(r, b->len)) {
+    if (m && !hs__charge(r, b->buf.len)) {
         free(m);
-        free(b->p);
+        free(b->buf.p);
         return NULL;
     }
-    struct hs_tmpl_value *v = hs__p_str_take(r, b->p, b->len);
+    struct hs_tmpl_value *v = hs__p_str_take(r, b->buf.p, b->buf.len);
     if (!v) {
         free(m);
         return NULL;
@@ -969,7 +969,7 @@ static struct hs_tmpl_value *eval(struct hs__render *r, const struct hs__jnode *
 static void emit(struct hs__render *r, struct hs__jbuf *out, const struct hs__jnode *n,
                  const char *s, size_t len, const struct hs_tmpl_value *v)
 {
-    if (out->len + len > r->lim.max_output_bytes) {
+    if (out->buf.len + len > r->lim.max_output_bytes) {
         hs__fail(r, n, HS_E_RANGE, "output longer than %zu bytes", r->lim.max_output_bytes);
         return;
     }
@@ -1106,9 +1106,9 @@ static void exec_node(struct hs__render *r, const struct hs__jnode *n, struct hs
             if (st != HS_OK) {
                 hs__fail(r, n, st, "cannot print value");
             } else {
-                size_t at = out->len;
-                emit(r, out, n, b.p ? b.p : "", b.len, NULL);
-                if (r->st == HS_OK && b.m && memchr(b.m, 1, b.len) &&
+                size_t at = out->buf.len;
+                emit(r, out, n, b.buf.p ? b.buf.p : "", b.buf.len, NULL);
+                if (r->st == HS_OK && b.m && memchr(b.m, 1, b.buf.len) &&
                     hs__jbuf_mark(out, at) != HS_OK) { /* a container: marked whole */
                     hs__oom(r);
                 }
@@ -1282,21 +1282,21 @@ void hs_chat_template_set_limits(struct hs_chat_template *t,
 static hs_status give_out(struct hs__jbuf *b, char **out, size_t *out_len, uint8_t **client_mask,
                           struct hs_error *err)
 {
-    if (!b->p && hs__jbuf_append(b, "", 0) != HS_OK) {
+    if (!b->buf.p && hs__jbuf_append(b, "", 0) != HS_OK) {
         hs__jbuf_free(b);
         return hs_error_set(err, HS_E_NOMEM, "out of memory");
     }
     if (client_mask) {
-        *client_mask = b->m && memchr(b->m, 1, b->len) ? b->m : NULL;
+        *client_mask = b->m && memchr(b->m, 1, b->buf.len) ? b->m : NULL;
         if (!*client_mask) {
             free(b->m);
         }
     } else {
         free(b->m);
     }
-    *out = b->p;
+    *out = b->buf.p;
     if (out_len) {
-        *out_len = b->len;
+        *out_len = b->buf.len;
     }
     return HS_OK;
 }

@@ -134,7 +134,7 @@ static struct hs_tmpl_value *str_replace(struct hs__render *r, const struct hs__
             if (i < cnt && st == HS_OK) {
                 st = hs__jbuf_append_val(&b, s, off[i], off[i + 1] - off[i]);
             }
-            if (b.len > r->lim.max_memory_bytes) {
+            if (b.buf.len > r->lim.max_memory_bytes) {
                 break;
             }
         }
@@ -151,7 +151,7 @@ static struct hs_tmpl_value *str_replace(struct hs__render *r, const struct hs__
             }
             p = f + old->u.s.len;
             done++;
-            if (b.len > r->lim.max_memory_bytes) {
+            if (b.buf.len > r->lim.max_memory_bytes) {
                 break;
             }
         }
@@ -163,7 +163,7 @@ static struct hs_tmpl_value *str_replace(struct hs__render *r, const struct hs__
         hs__jbuf_free(&b);
         return hs__oom(r);
     }
-    if (b.len > r->lim.max_memory_bytes) {
+    if (b.buf.len > r->lim.max_memory_bytes) {
         hs__jbuf_free(&b);
         return hs__fail(r, n, HS_E_RANGE, "string too long");
     }
@@ -363,8 +363,8 @@ static struct hs_tmpl_value *filter_indent(struct hs__render *r, const struct hs
         bool empty = j == i;
         bool do_pad = (!is_first || (first && hs__tmpl_truthy(first))) &&
                       (!empty || (blank && hs__tmpl_truthy(blank)));
-        if (do_pad && pad.len) {
-            st = hs__jbuf_append(&b, pad.p, pad.len);
+        if (do_pad && pad.buf.len) {
+            st = hs__jbuf_append(&b, pad.buf.p, pad.buf.len);
         }
         if (st == HS_OK) {
             st = hs__jbuf_append_val(&b, v, i, j - i + (j < len ? 1 : 0));
@@ -377,7 +377,7 @@ static struct hs_tmpl_value *filter_indent(struct hs__render *r, const struct hs
         if (i == len) {
             break; /* trailing newline: no padded empty line after it */
         }
-        if (b.len > r->lim.max_memory_bytes) {
+        if (b.buf.len > r->lim.max_memory_bytes) {
             break;
         }
     }
@@ -531,7 +531,7 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
             if (st == HS_OK) {
                 st = hs__tmpl_str(&b, x);
             }
-            if (b.len > r->lim.max_memory_bytes) {
+            if (b.buf.len > r->lim.max_memory_bytes) {
                 hs__jbuf_free(&b);
                 return hs__fail(r, n, HS_E_RANGE, "string too long");
             }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "model/chat/chat-template.h"
 
 /* ---- values ---- */
@@ -63,12 +64,12 @@ struct hs_tmpl_value {
     } u;
 };
 
-/* Growable byte buffer. m: NULL, or [cap] bytes marking which of p's bytes are client text
- * (made by the first marked append). */
+/* Growable byte buffer (common/buf.h's) with client marks. m: NULL, or [cap_m >= buf.len] bytes
+ * marking which of buf's bytes are client text (made by the first marked append). */
 struct hs__jbuf {
-    char *p;
-    size_t len, cap;
+    struct hs__buf buf;
     uint8_t *m;
+    size_t cap_m;
 };
 /* Appends template (unmarked) bytes. */
 hs_status hs__jbuf_append(struct hs__jbuf *b, const char *s, size_t n);
