@@ -12,6 +12,7 @@
 #include "model/model.h"
 #include "model/tokenizer/vocab.h"
 #include "model/vision/vision-impl.h"
+#include "tests/model/vision-lm.h"
 
 #ifndef HS_VISION_DATA_DIR
 #error "HS_VISION_DATA_DIR must be defined by the build"
@@ -261,23 +262,6 @@ static struct hs_context *f32_context(struct hs_model *m, int32_t n_ctx)
     return ctx;
 }
 
-/* The language model the references ran, written to path: hetserve mkmodel --arch ARCH --dim 128
- * --heads 4 --kv-heads 2 --ffn 256 --vocab 1024 --ctx 512 (--image-tokens). */
-static void write_lm(const char *path, enum hs_arch arch, bool image_tokens)
-{
-    struct hs_mkmodel_params mp = hs_mkmodel_default_params();
-    mp.arch = arch;
-    mp.n_embd = 128;
-    mp.n_head = 4;
-    mp.n_head_kv = 2;
-    mp.n_ff = 256;
-    mp.n_vocab = 1024;
-    mp.n_ctx = 512;
-    mp.image_tokens = image_tokens;
-    struct hs_error err;
-    cr_assert_eq(hs_mkmodel_write(&mp, path, &err), HS_OK, "%s", err.message);
-}
-
 /* ---- the language model with an image (M-RoPE, embeddings in place of tokens) ---- */
 
 /* Logits of "look: <image>" (data/vision-qwen2vl-lm-112x84.txt: the chunks' token ids, then
@@ -288,7 +272,7 @@ static double lm_with_image(enum hs_proj_type t, int nx, int ny, bool with_mrope
 {
     char lpath[128];
     snprintf(lpath, sizeof(lpath), "/tmp/hs-test-vision-lm-%d.gguf", (int)getpid());
-    write_lm(lpath, HS_ARCH_QWEN2VL, false);
+    write_vision_lm(lpath, HS_ARCH_QWEN2VL, false);
     struct hs_error err;
 
     char path[512];
@@ -563,7 +547,7 @@ static double idefics3_lm(int nx, int ny, bool with_embd, bool *same_argmax)
 {
     char lpath[128];
     snprintf(lpath, sizeof(lpath), "/tmp/hs-test-vision-idefics3-lm-%d.gguf", (int)getpid());
-    write_lm(lpath, HS_ARCH_LLAMA, true);
+    write_vision_lm(lpath, HS_ARCH_LLAMA, true);
     struct hs_error err;
     struct hs_model *m = NULL;
     cr_assert_eq(hs_model_load(lpath, &m, &err), HS_OK, "%s", err.message);
