@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "backends/backend.h"
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/trace.h"
 #include "model/vision/vision.h"
@@ -460,17 +461,7 @@ struct ids {
 
 static hs_status ids_reserve(struct ids *a, size_t more)
 {
-    if (a->n + more <= a->cap) {
-        return HS_OK;
-    }
-    size_t cap = HS_MAX(a->cap * 2, a->n + more + 64);
-    hs_token *p = realloc(a->p, cap * sizeof(hs_token));
-    if (!p) {
-        return HS_E_NOMEM;
-    }
-    a->p = p;
-    a->cap = cap;
-    return HS_OK;
+    return hs__grow((void **)&a->p, &a->cap, a->n + more, sizeof(*a->p)) ? HS_OK : HS_E_NOMEM;
 }
 
 /* Appends the tokens of text[0..len) (client: its marks or NULL: template text). */
