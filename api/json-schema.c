@@ -321,7 +321,8 @@ static const char *visit_ref(struct conv *c, const char *ref)
     snprintf(hint, sizeof(hint), "ref-%s", last ? last + 1 : "root");
     ssize_t r = hs__js_add_rule(c, hint, NULL);
     char *dup = strdup(ref);
-    if (r < 0 || !dup || !hs__grow((void **)&c->refs, &c->cap_refs, c->n_refs + 1, sizeof(*c->refs))) {
+    if (r < 0 || !dup ||
+        !hs__grow((void **)&c->refs, &c->cap_refs, c->n_refs + 1, sizeof(*c->refs))) {
         free(dup);
         if (r >= 0) {
             hs__js_nomem(c);

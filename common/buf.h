@@ -32,7 +32,8 @@ hs_status hs__buf_putc(struct hs__buf *b, char c);
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-hs_status hs__buf_printf(struct hs__buf *b, const char *fmt, ...);
+hs_status
+hs__buf_printf(struct hs__buf *b, const char *fmt, ...);
 /* Drops the first n (<= len) bytes; the rest moves to the front. */
 void hs__buf_consume(struct hs__buf *b, size_t n);
 /* Empties b, keeping its memory (and its oom). */

@@ -46,10 +46,10 @@ struct hs__gclass {
 struct hs__grule {
     uint32_t first_alt; /* into hs_grammar.alts */
     uint32_t n_alts;
-    uint32_t name;      /* offset into hs_grammar.names (NUL-terminated) */
-    uint32_t origin;    /* the user-written rule a generated one came from (itself otherwise) */
-    uint32_t def_off;   /* byte offset of its definition (the origin's for generated rules) */
-    bool nullable;      /* derives the empty string */
+    uint32_t name;    /* offset into hs_grammar.names (NUL-terminated) */
+    uint32_t origin;  /* the user-written rule a generated one came from (itself otherwise) */
+    uint32_t def_off; /* byte offset of its definition (the origin's for generated rules) */
+    bool nullable;    /* derives the empty string */
 };
 
 struct hs_grammar {

@@ -120,8 +120,7 @@ static int64_t frame_get(struct hs_grammar_cache *c, uint32_t pos, uint32_t pare
         return v;
     }
     if (c->n_frames >= INT32_MAX ||
-        !hs__grow((void **)&c->frames, &c->cap_frames, c->n_frames + 1,
-                          sizeof(*c->frames)) ||
+        !hs__grow((void **)&c->frames, &c->cap_frames, c->n_frames + 1, sizeof(*c->frames)) ||
         !hs__grow((void **)&c->seen, &c->cap_seen, c->n_frames + 1, sizeof(*c->seen))) {
         return -1;
     }
@@ -182,10 +181,8 @@ static int32_t state_get(struct hs_grammar_cache *c, const uint32_t *s, uint32_t
         }
     }
     if (c->n_states >= INT32_MAX / 2 || c->n_pool + n > UINT32_MAX ||
-        !hs__grow((void **)&c->states, &c->cap_states, c->n_states + 1,
-                          sizeof(*c->states)) ||
-        !hs__grow((void **)&c->stack_pool, &c->cap_pool, c->n_pool + n,
-                          sizeof(*c->stack_pool))) {
+        !hs__grow((void **)&c->states, &c->cap_states, c->n_states + 1, sizeof(*c->states)) ||
+        !hs__grow((void **)&c->stack_pool, &c->cap_pool, c->n_pool + n, sizeof(*c->stack_pool))) {
         return fail(c, HS_E_NOMEM);
     }
     int32_t id = (int32_t)c->n_states++;
@@ -320,8 +317,8 @@ static int32_t advance(struct hs_grammar_cache *c, int32_t sid, uint32_t cp)
 static int32_t *ascii_table(struct hs_grammar_cache *c)
 {
     if (c->n_ascii_blocks == 0 || c->ascii_used == 256) {
-        if (!hs__grow((void **)&c->ascii_blocks, &c->cap_ascii_blocks,
-                              c->n_ascii_blocks + 1, sizeof(*c->ascii_blocks))) {
+        if (!hs__grow((void **)&c->ascii_blocks, &c->cap_ascii_blocks, c->n_ascii_blocks + 1,
+                      sizeof(*c->ascii_blocks))) {
             return NULL;
         }
         int32_t *b = malloc((size_t)256 * 128 * sizeof(*b));

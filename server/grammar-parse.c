@@ -417,10 +417,9 @@ static bool intern_class(struct parser *p, uint32_t *r, size_t n, bool negated, 
         }
         s = (s + 1) & (p->cap_cls - 1);
     }
-    if (!hs__grow((void **)&g->classes, &p->cap_classes, g->n_classes + 1,
-                          sizeof(*g->classes)) ||
+    if (!hs__grow((void **)&g->classes, &p->cap_classes, g->n_classes + 1, sizeof(*g->classes)) ||
         !hs__grow((void **)&g->ranges, &p->cap_ranges, 2 * ((size_t)g->n_ranges + m),
-                          sizeof(*g->ranges))) {
+                  sizeof(*g->ranges))) {
         return nomem(p);
     }
     memcpy(g->ranges + 2 * (size_t)g->n_ranges, r, m * 2 * sizeof(*r));
@@ -472,8 +471,7 @@ static bool commit_rule(struct parser *p, uint32_t r, const struct ebuf *b, size
                        "(the limit)",
                        (int)p->lim.max_elements);
     }
-    if (!hs__grow((void **)&g->elems, &p->cap_elems, g->n_elems + b->n,
-                          sizeof(*g->elems)) ||
+    if (!hs__grow((void **)&g->elems, &p->cap_elems, g->n_elems + b->n, sizeof(*g->elems)) ||
         !hs__grow((void **)&g->alts, &p->cap_alts, g->n_alts + n_alts, sizeof(*g->alts))) {
         return nomem(p);
     }
@@ -941,9 +939,9 @@ static bool parse_rule(struct parser *p)
 static bool compute_nullable(struct hs_grammar *g)
 {
     uint32_t nr = g->n_rules, na = g->n_alts;
-    uint32_t *left = malloc(((size_t)na + 1) * sizeof(*left));     /* per alternative */
+    uint32_t *left = malloc(((size_t)na + 1) * sizeof(*left)); /* per alternative */
     uint32_t *alt_rule = malloc(((size_t)na + 1) * sizeof(*alt_rule));
-    uint32_t *off = calloc((size_t)nr + 2, sizeof(*off));            /* rule -> mentions */
+    uint32_t *off = calloc((size_t)nr + 2, sizeof(*off));                    /* rule -> mentions */
     uint32_t *mention = malloc(((size_t)g->n_elems + 1) * sizeof(*mention)); /* alternatives */
     uint32_t *queue = malloc(((size_t)nr + 1) * sizeof(*queue));
     bool ok = left && alt_rule && off && mention && queue;

@@ -288,8 +288,7 @@ enum hs_finish_reason hs__output_emit(struct hs_engine *e, struct seq *s, hs_tok
         }
     }
     if (!eog) {
-        if (!hs__grow((void **)&s->toks, &s->cap_toks, (size_t)s->n_all + 1,
-                             sizeof(*s->toks))) {
+        if (!hs__grow((void **)&s->toks, &s->cap_toks, (size_t)s->n_all + 1, sizeof(*s->toks))) {
             *status = HS_E_NOMEM;
             return HS_FINISH_ERROR;
         }

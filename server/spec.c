@@ -259,7 +259,7 @@ void hs__spec_plan(struct hs_engine *e, int32_t n)
             continue;
         }
         if (!hs__grow((void **)&s->toks, &s->cap_toks, (size_t)s->n_all + (size_t)k,
-                             sizeof(*s->toks)) ||
+                      sizeof(*s->toks)) ||
             hs_kv_seq_reserve(e->pools[s->store], s->kv, 1 + k) != HS_OK) {
             rows -= k; /* no room: this one decodes plainly */
             expect = expect0;

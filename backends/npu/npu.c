@@ -257,7 +257,7 @@ static hs_status attention_split(struct hs_npu_backend *nb, const struct hs_attn
     size_t cap_cseq = (size_t)nb->cap_cseq;
     if (!hs__grow((void **)&nb->part, &nb->cap_part, total + (size_t)hd + 2, sizeof(float)) ||
         !hs__grow((void **)&nb->cseq, &cap_cseq, (size_t)HS_MAX(1, p->n_shares),
-                 sizeof(*nb->cseq))) {
+                  sizeof(*nb->cseq))) {
         return HS_E_NOMEM;
     }
     nb->cap_cseq = (int32_t)cap_cseq;

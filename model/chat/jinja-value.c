@@ -8,8 +8,8 @@
 
 const char *hs_tmpl_kind_str(enum hs_tmpl_kind k)
 {
-    static const char *const names[] = {"null", "bool", "int", "float", "string", "array",
-                                        "object"};
+    static const char *const names[] = {"null",   "bool",  "int",   "float",
+                                        "string", "array", "object"};
     return (unsigned)k < HS_ARRAY_LEN(names) ? names[k] : "unknown";
 }
 
@@ -562,14 +562,30 @@ static hs_status json_string(struct hs__jbuf *b, const char *s, size_t len)
         char t[8];
         const char *esc = t;
         switch (c) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
-        default: snprintf(t, sizeof(t), "\\u%04x", c); break;
+        case '"':
+            esc = "\\\"";
+            break;
+        case '\\':
+            esc = "\\\\";
+            break;
+        case '\n':
+            esc = "\\n";
+            break;
+        case '\r':
+            esc = "\\r";
+            break;
+        case '\t':
+            esc = "\\t";
+            break;
+        case '\b':
+            esc = "\\b";
+            break;
+        case '\f':
+            esc = "\\f";
+            break;
+        default:
+            snprintf(t, sizeof(t), "\\u%04x", c);
+            break;
         }
         HS_TRY(jbuf_puts(b, esc));
     }

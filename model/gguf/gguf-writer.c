@@ -54,7 +54,6 @@ static void buf_str(struct hs__buf *b, const char *s, uint64_t len)
     hs__buf_add(b, s, (size_t)len);
 }
 
-
 /* ---- lifetime ---- */
 
 hs_status hs_gguf_writer_create(struct hs_gguf_writer **out)

@@ -18,8 +18,7 @@
 /* With a preproc_image_size (longest_edge), libmtmd follows transformers' Idefics3 processor:
  * the image is first resized so that its longer side is longest_edge, keeping its aspect (the
  * other side truncated, then rounded up to even). */
-static void scaled_size(const struct hs_vision *v, int32_t nx, int32_t ny, int32_t *w,
-                        int32_t *h)
+static void scaled_size(const struct hs_vision *v, int32_t nx, int32_t ny, int32_t *w, int32_t *h)
 {
     const int32_t le = v->hp.longest_edge;
     const double aspect = (double)nx / (double)ny;
@@ -166,8 +165,7 @@ static hs_status encode_view(struct hs_vision *vis, struct hs_backend *be,
                     for (int c = 0; c < 3; c++) {
                         for (int32_t ky = 0; ky < p; ky++) {
                             const float *src = in->data + c * plane +
-                                               (size_t)(y0 + py * p + ky) * in->nx +
-                                               (size_t)px * p;
+                                               (size_t)(y0 + py * p + ky) * in->nx + (size_t)px * p;
                             memcpy(dst + ((size_t)c * p + ky) * p, src, (size_t)p * sizeof(float));
                         }
                     }
@@ -218,8 +216,8 @@ hs_status hs__siglip_encode(struct hs_vision *v, struct hs_backend *be,
     const struct hs_vision_hparams *hp = &v->hp;
     const int32_t sz = hp->image_size;
     if (in->nx != sz || in->ny <= 0 || in->ny % sz != 0 || !in->data) {
-        return hs_error_set(err, HS_E_INVAL, "input of %dx%d is not a stack of %dx%d views",
-                            in->nx, in->ny, sz, sz);
+        return hs_error_set(err, HS_E_INVAL, "input of %dx%d is not a stack of %dx%d views", in->nx,
+                            in->ny, sz, sz);
     }
     const int64_t side = sz / hp->patch_size, n = side * side;
     const int64_t n_tok = n / ((int64_t)hp->n_merge * hp->n_merge);

@@ -9,29 +9,29 @@
  * (rows x cols), d = n_embd. Qwen2.5-VL's norms are RMSNorms: their biases (ln*_b, post_ln_b)
  * have data NULL. */
 struct hs_vision_layer {
-    struct hs_tensor ln1_w, ln1_b;           /* [d] f32 */
-    struct hs_tensor q_w, k_w, v_w, o_w;     /* [d][d] */
-    struct hs_tensor q_b, k_b, v_b, o_b;     /* [d] f32 */
-    struct hs_tensor ln2_w, ln2_b;           /* [d] f32 */
-    struct hs_tensor up_w, down_w;           /* [n_ff][d], [d][n_ff] */
-    struct hs_tensor up_b, down_b;           /* [n_ff], [d] f32 */
-    struct hs_tensor gate_w, gate_b;         /* Qwen2.5-VL's SiLU gate [n_ff][d], [n_ff]; else
-                                              * data NULL */
+    struct hs_tensor ln1_w, ln1_b;       /* [d] f32 */
+    struct hs_tensor q_w, k_w, v_w, o_w; /* [d][d] */
+    struct hs_tensor q_b, k_b, v_b, o_b; /* [d] f32 */
+    struct hs_tensor ln2_w, ln2_b;       /* [d] f32 */
+    struct hs_tensor up_w, down_w;       /* [n_ff][d], [d][n_ff] */
+    struct hs_tensor up_b, down_b;       /* [n_ff], [d] f32 */
+    struct hs_tensor gate_w, gate_b;     /* Qwen2.5-VL's SiLU gate [n_ff][d], [n_ff]; else
+                                          * data NULL */
 };
 
 struct hs_vision {
     struct hs_vision_hparams hp;
-    struct hs_gguf *gguf;                    /* owns the mapping */
-    struct hs_tensor patch_w0, patch_w1;     /* [d][3 * patch * patch] (c, ky, kx) */
-    struct hs_vision_layer *layers;          /* [n_layer], owned */
-    struct hs_tensor post_ln_w, post_ln_b;   /* [d] f32 (Qwen's merger ln_q) */
-    struct hs_tensor mm0_w, mm0_b;           /* [4d][4d], [4d] */
-    struct hs_tensor mm2_w, mm2_b;           /* [proj_dim][4d], [proj_dim] */
+    struct hs_gguf *gguf;                  /* owns the mapping */
+    struct hs_tensor patch_w0, patch_w1;   /* [d][3 * patch * patch] (c, ky, kx) */
+    struct hs_vision_layer *layers;        /* [n_layer], owned */
+    struct hs_tensor post_ln_w, post_ln_b; /* [d] f32 (Qwen's merger ln_q) */
+    struct hs_tensor mm0_w, mm0_b;         /* [4d][4d], [4d] */
+    struct hs_tensor mm2_w, mm2_b;         /* [proj_dim][4d], [proj_dim] */
     /* idefics3 (siglip.c): one conv kernel (patch_w0) with a bias, learned positions, and the
      * projection of each pixel-shuffled group (no bias) */
-    struct hs_tensor patch_b;                /* [d] f32 */
-    struct hs_tensor pos_embd;               /* [(image_size / patch)^2][d] f32 */
-    struct hs_tensor fc_w;                   /* [proj_dim][d * n_merge^2] */
+    struct hs_tensor patch_b;  /* [d] f32 */
+    struct hs_tensor pos_embd; /* [(image_size / patch)^2][d] f32 */
+    struct hs_tensor fc_w;     /* [proj_dim][d * n_merge^2] */
 };
 
 /* ---- the SigLIP family (siglip.c): projector type idefics3 (SmolVLM) ---- */

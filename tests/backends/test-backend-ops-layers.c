@@ -273,10 +273,17 @@ Test(backend_ops, attention_and_kv_store_on_views_of_some_heads)
             hs_tensor_init_2d(&tm, HS_TYPE_F32, N_HEAD, N_ROWS, ml_full);
             hs_tensor_init_2d(&tl, HS_TYPE_F32, N_HEAD, N_ROWS, ml_full + N_ROWS * N_HEAD);
             hs_tensor_init(&to, HS_TYPE_F32, 3, qne, full);
-            struct hs_attn_args a = {.q = &tq, .out = &to, .k_cache = &tk, .v_cache = &tv,
-                                     .block_size = BS, .seqs = seqs, .n_seqs = 2,
-                                     .scale = 0.17f, .m = partials ? &tm : NULL,
-                                     .l = partials ? &tl : NULL, .n_batch_rows = n_batch_rows};
+            struct hs_attn_args a = {.q = &tq,
+                                     .out = &to,
+                                     .k_cache = &tk,
+                                     .v_cache = &tv,
+                                     .block_size = BS,
+                                     .seqs = seqs,
+                                     .n_seqs = 2,
+                                     .scale = 0.17f,
+                                     .m = partials ? &tm : NULL,
+                                     .l = partials ? &tl : NULL,
+                                     .n_batch_rows = n_batch_rows};
             cr_assert_eq(hs_backend_attention(be, &a), HS_OK);
             /* KV heads [1, 3): query heads [2, 6), into the same places of other buffers */
             memset(part, 0, o_floats * 4);

@@ -134,8 +134,8 @@ static double rows_error(const float *out, const float *ref, int n, double *max_
  * the f32 projector. The random weights are small, so attention is nearly uniform and mistakes
  * there move the output little: swapping the rotary's row and column gave 1.9e-3, a GELU
  * constant off by 1% 2.8e-3. Hence 1e-3 (f32), which catches both. */
-static void check_image(struct hs_vision *v, struct hs_backend *be, int nx, int ny,
-                        double tol_norm, double *out_err)
+static void check_image(struct hs_vision *v, struct hs_backend *be, int nx, int ny, double tol_norm,
+                        double *out_err)
 {
     char name[64];
     snprintf(name, sizeof(name), "vision-%s-%dx%d.txt",
@@ -206,8 +206,7 @@ Test(vision, hparams_and_target_sizes)
     struct hs_vision *v = load_projector(HS_PROJ_QWEN2VL, HS_TYPE_F32);
     const struct hs_vision_hparams *hp = hs_vision_get_hparams(v);
     cr_assert(hp->type == HS_PROJ_QWEN2VL && hp->n_embd == 64 && hp->n_layer == 2 &&
-              hp->n_head == 4 && hp->patch_size == 14 && hp->n_merge == 2 &&
-              hp->proj_dim == 128);
+              hp->n_head == 4 && hp->patch_size == 14 && hp->n_merge == 2 && hp->proj_dim == 128);
     cr_assert_float_eq(hp->mean[0], 0.48145466f, 1e-7f);
     /* llama.cpp logs image_min_pixels 6272 and image_max_pixels 3211264 for this file */
     cr_assert_eq(hp->min_pixels, 6272);
@@ -215,8 +214,7 @@ Test(vision, hparams_and_target_sizes)
     int32_t nx, ny;
     /* a 1080x2400 phone screenshot: over 4096 tokens, scaled down keeping the aspect */
     hs_vision_target_size(v, 1080, 2400, &nx, &ny);
-    cr_assert(nx % 28 == 0 && ny % 28 == 0 && (int64_t)nx * ny <= hp->max_pixels, "%dx%d", nx,
-              ny);
+    cr_assert(nx % 28 == 0 && ny % 28 == 0 && (int64_t)nx * ny <= hp->max_pixels, "%dx%d", nx, ny);
     cr_assert(fabs((double)ny / nx - 2400.0 / 1080.0) < 0.1, "%dx%d", nx, ny);
     hs_vision_target_size(v, 1, 1, &nx, &ny);
     cr_assert((int64_t)nx * ny >= hp->min_pixels, "%dx%d", nx, ny);
@@ -237,8 +235,7 @@ Test(vision, bad_projectors_are_refused_with_a_reason)
     hs_gguf_writer_destroy(w);
     struct hs_vision *v = NULL;
     cr_assert_eq(hs_vision_load(path, &v, &err), HS_E_NOTSUP);
-    cr_assert(strstr(err.message, "gemma3") && strstr(err.message, "idefics3"), "%s",
-              err.message);
+    cr_assert(strstr(err.message, "gemma3") && strstr(err.message, "idefics3"), "%s", err.message);
     cr_assert_null(v);
     /* a language model is not a projector */
     cr_assert_eq(hs_vision_load(HS_VISION_DATA_DIR "/README.md", &v, &err), HS_E_FORMAT);
@@ -401,7 +398,8 @@ Test(vision, qwen25vl_embeddings_match_llama_cpp)
 }
 
 /* The logits of "look: <image>" with a 168x140 image through a Qwen2.5-VL projector (its language
- * model is the qwen2vl architecture, as llama.cpp converts Qwen2.5-VL's); tolerance as Qwen2-VL's. */
+ * model is the qwen2vl architecture, as llama.cpp converts Qwen2.5-VL's); tolerance as Qwen2-VL's.
+ */
 Test(vision, qwen25vl_image_prompt_logits_match_llama_cpp)
 {
     const double e = lm_with_image(HS_PROJ_QWEN25VL, 168, 140, true, true);
@@ -441,8 +439,8 @@ static double check_idefics3(struct hs_vision *v, struct hs_backend *be, int nx,
     int32_t tx, ty;
     hs_vision_tiles(v, nx, ny, &tx, &ty);
     cr_assert_eq(tx * ty, want_tiles, "%dx%d: %dx%d tiles", nx, ny, tx, ty);
-    cr_assert_eq(n_views, tx * ty + 1, "%dx%d: llama.cpp has %d views, we %d tiles + overview",
-                 nx, ny, n_views, tx * ty);
+    cr_assert_eq(n_views, tx * ty + 1, "%dx%d: llama.cpp has %d views, we %d tiles + overview", nx,
+                 ny, n_views, tx * ty);
     struct hs_vision_input in;
     preprocess_image(v, nx, ny, &in);
     int32_t tnx, tny;
@@ -459,8 +457,8 @@ static double check_idefics3(struct hs_vision *v, struct hs_backend *be, int nx,
         double m = 0.0;
         const double ek = rows_error(out + (size_t)k * per_view * width,
                                      ref + (size_t)k * per_view * width, per_view * width, &m);
-        cr_log_info("  view %d (%s): normalised error %.3g", k, k + 1 < n_views ? "tile" : "overview",
-                    ek);
+        cr_log_info("  view %d (%s): normalised error %.3g", k,
+                    k + 1 < n_views ? "tile" : "overview", ek);
     }
     free(out);
     free(ref);
@@ -590,9 +588,9 @@ static double idefics3_lm(int nx, int ny, bool with_embd, bool *same_argmax)
     cr_assert_eq(hs_tokenize(vocab, "look: ", 6, true, true, toks, 256, &n_text), HS_OK);
     int32_t first[8];
     cr_assert_eq(hs_vision_n_views(v, nx, ny), 3);
-    cr_assert_eq(hs_vision_prompt(v, vocab, nx, ny, -1, toks + n_text, 256 - n_text, &n_img,
-                                  first, &err),
-                 HS_OK, "%s", err.message);
+    cr_assert_eq(
+        hs_vision_prompt(v, vocab, nx, ny, -1, toks + n_text, 256 - n_text, &n_img, first, &err),
+        HS_OK, "%s", err.message);
     const int n_tok = (int)(n_text + n_img);
     cr_assert_eq(n_tok, n_ref, "%d tokens, llama.cpp %d", n_tok, n_ref);
     for (int i = 0; i < n_tok; i++) {

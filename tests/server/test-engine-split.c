@@ -76,7 +76,7 @@ static void split_matches_unsplit_with(const char *attn, enum hs_pingpong_balanc
         p.pingpong = true;
         p.pingpong_balance = balance;
         p.n_parallel = n_par; /* < N: sequences end and others start decoding mid-run */
-        p.long_context = 16; /* most prompts are shorter: they move while generating */
+        p.long_context = 16;  /* most prompts are shorter: they move while generating */
         struct hs_engine *split = NULL;
         struct hs_error err = {0};
         cr_assert_eq(hs_engine_create(m, &p, &split, &err), HS_OK, "%s", err.message);
@@ -84,8 +84,8 @@ static void split_matches_unsplit_with(const char *attn, enum hs_pingpong_balanc
         for (int i = 0; i < N; i++) {
             cr_assert_eq(b[i].n_toks[0], a[i].n_toks[0], "%s: request %d", files[f], i);
             for (int t = 0; t < a[i].n_toks[0]; t++) {
-                cr_assert_eq(b[i].toks[0][t], a[i].toks[0][t], "%s: request %d token %d",
-                             files[f], i, t);
+                cr_assert_eq(b[i].toks[0][t], a[i].toks[0][t], "%s: request %d token %d", files[f],
+                             i, t);
                 const float tol = strstr(files[f], "q4_k") ? 1e-4f : 0.0f;
                 cr_assert(fabsf(b[i].lp[0][t] - a[i].lp[0][t]) <= tol,
                           "%s: request %d token %d: logprob %.9g split, %.9g not", files[f], i, t,
@@ -125,10 +125,18 @@ static void split_matches_unsplit_with(const char *attn, enum hs_pingpong_balanc
 static void split_matches_unsplit(const char *attn)
 {
     static const char *const files[] = {
-        "stories260K.gguf",        "tiny-f32.gguf",           "tiny-f16.gguf",
-        "tiny-q8_0.gguf",          "tiny-q4_k_m.gguf",        "qwen2-bpe-f32.gguf",
-        "qwen3-bpe-q8_0.gguf",     "llama3-bpe-f32.gguf",     "qwen3-vocab-f16.gguf",
-        "moe-mixtral-mini-f32.gguf", "moe-qwen2-mini-f32.gguf", "moe-qwen2-mini-q8_0.gguf",
+        "stories260K.gguf",
+        "tiny-f32.gguf",
+        "tiny-f16.gguf",
+        "tiny-q8_0.gguf",
+        "tiny-q4_k_m.gguf",
+        "qwen2-bpe-f32.gguf",
+        "qwen3-bpe-q8_0.gguf",
+        "llama3-bpe-f32.gguf",
+        "qwen3-vocab-f16.gguf",
+        "moe-mixtral-mini-f32.gguf",
+        "moe-qwen2-mini-f32.gguf",
+        "moe-qwen2-mini-q8_0.gguf",
         "moe-qwen3-mini-q8_0.gguf",
     };
     /* Under valgrind (HS_VALGRIND; ~100 times slower) two files for each attention backend, the

@@ -957,11 +957,10 @@ Test(engine, grammar_constrains_every_choice_and_reports_dead_ends)
     for (int c = 0; c < 4; c++) {
         r->text[c][r->n_text[c]] = '\0';
         const char *t = r->text[c];
-        const bool ok = (!strncmp(t, "yes ", 4) || !strncmp(t, "no ", 3)) &&
-                        strspn(t + (t[0] == 'y' ? 4 : 3), "0123456789") ==
-                            strlen(t + (t[0] == 'y' ? 4 : 3)) &&
-                        strlen(t + (t[0] == 'y' ? 4 : 3)) >= 1 &&
-                        strlen(t + (t[0] == 'y' ? 4 : 3)) <= 2;
+        const bool ok =
+            (!strncmp(t, "yes ", 4) || !strncmp(t, "no ", 3)) &&
+            strspn(t + (t[0] == 'y' ? 4 : 3), "0123456789") == strlen(t + (t[0] == 'y' ? 4 : 3)) &&
+            strlen(t + (t[0] == 'y' ? 4 : 3)) >= 1 && strlen(t + (t[0] == 'y' ? 4 : 3)) <= 2;
         cr_assert(ok, "choice %d wrote '%s', outside the grammar", c, t);
         cr_assert_eq(r->fin[c], HS_FINISH_STOP, "choice %d: %s", c,
                      hs_finish_reason_str(r->fin[c]));
