@@ -105,8 +105,8 @@ static hs_status image_part(struct img_sink *sink, const json_t *part, const cha
         return fail(err, 400, param, "%s: at most %d images per request", param,
                     HS__API_MAX_IMAGES);
     }
-    HS_TRY(hs__api_vision_image(sink->c->vision, json_string_value(u), json_string_length(u),
-                                param, &r->images[r->n_images], err));
+    HS_TRY(hs__api_vision_image(sink->c->vision, json_string_value(u), json_string_length(u), param,
+                                &r->images[r->n_images], err));
     char marker[64];
     hs__api_vision_marker(r, r->n_images, marker);
     r->n_images++;
@@ -155,8 +155,8 @@ static json_t *content_text(const json_t *content, size_t idx, struct img_sink *
             hs__buf_add(&b, json_string_value(text), json_string_length(text));
             continue;
         }
-        const bool image = !strcmp(t, "image_url") || !strcmp(t, "input_image") ||
-                           !strcmp(t, "image");
+        const bool image =
+            !strcmp(t, "image_url") || !strcmp(t, "input_image") || !strcmp(t, "image");
         if (image && sink && sink->c->vision) {
             if (image_part(sink, part, param, &b, err) != HS_OK) {
                 hs__buf_free(&b);
@@ -553,9 +553,9 @@ hs_status hs__api_chat_prompt(const struct hs__api_ctx *c, const json_t *b, stru
                          (ssize_t)sizeof(r->marker_nonce)) {
         r->marker_nonce = (uint64_t)(uintptr_t)r ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
     }
-    hs_status rst = render(c, caps, json_object_get(b, "messages"),
-                           kw0 && !json_is_object(kw0) ? kw0 : kw, json_object_get(b, "tools"),
-                           &r->tools, &sink, &text, &n_text, &client, err);
+    hs_status rst =
+        render(c, caps, json_object_get(b, "messages"), kw0 && !json_is_object(kw0) ? kw0 : kw,
+               json_object_get(b, "tools"), &r->tools, &sink, &text, &n_text, &client, err);
     json_decref(kw);
     HS_TRY(rst);
     rst = hs__reasoning_finish(c, &rq, text, n_text, r, err);

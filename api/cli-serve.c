@@ -392,8 +392,10 @@ int hs__cli_serve(int argc, char **argv)
         case OPT_REASONING_FORMAT:
             if (strcmp(optarg, "reasoning_content") && strcmp(optarg, "reasoning") &&
                 strcmp(optarg, "none")) {
-                fprintf(stderr, "hetserve serve: --reasoning-format must be reasoning_content, "
-                                "reasoning or none, got '%s'\n", optarg);
+                fprintf(stderr,
+                        "hetserve serve: --reasoning-format must be reasoning_content, "
+                        "reasoning or none, got '%s'\n",
+                        optarg);
                 return 2;
             }
             ap.reasoning_format = optarg;
@@ -403,8 +405,9 @@ int hs__cli_serve(int argc, char **argv)
             const bool family = !strcmp(optarg, "think") || !strcmp(optarg, "hunyuan");
             if (!family && (!comma || comma == optarg || !comma[1] || strchr(comma + 1, ',') ||
                             comma - optarg >= 32 || strlen(comma + 1) >= 30)) {
-                fprintf(stderr, "hetserve serve: --reasoning-markers must be think, hunyuan or "
-                                "OPEN,CLOSE (OPEN 1 to 31 bytes, CLOSE 1 to 29), got '%s'\n",
+                fprintf(stderr,
+                        "hetserve serve: --reasoning-markers must be think, hunyuan or "
+                        "OPEN,CLOSE (OPEN 1 to 31 bytes, CLOSE 1 to 29), got '%s'\n",
                         optarg);
                 return 2;
             }

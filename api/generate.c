@@ -33,7 +33,7 @@ struct call {
 struct choice {
     struct hs__job *job;
     int32_t idx;
-    struct hs__buf text; /* with tool calls parsed: the content outside them */
+    struct hs__buf text;  /* with tool calls parsed: the content outside them */
     struct hs__buf lp[4]; /* chat: [0] logprobs.content entries; completions: tokens,
                            * token_logprobs, top_logprobs, text_offset entries */
     enum hs_finish_reason fin;
@@ -61,10 +61,10 @@ struct hs__job {
     struct hs__api_tools tools;
     struct hs__api_reasoning rs;
     int32_t reasoning_tokens; /* thinking tokens of all choices */
-    bool want_lp;  /* the client asked for logprobs */
-    int32_t n;     /* choices generated per prompt (best_of) */
-    int32_t n_ret; /* choices returned per prompt (n) */
-    int32_t n_h;   /* engine requests: one per prompt */
+    bool want_lp;             /* the client asked for logprobs */
+    int32_t n;                /* choices generated per prompt (best_of) */
+    int32_t n_ret;            /* choices returned per prompt (n) */
+    int32_t n_h;              /* engine requests: one per prompt */
     struct hs_engine_handle *h[HS__API_MAX_PROMPTS];
     bool h_done[HS__API_MAX_PROMPTS];
     int32_t n_done;
@@ -513,8 +513,9 @@ static void sink_call(void *user, int32_t index, const char *id, const char *nam
     struct choice *c = user;
     if (c->job->stream) {
         struct hs__buf e = {0};
-        hs__buf_printf(&e, "{\"index\":%d,\"id\":\"%s\",\"type\":\"function\",\"function\":"
-                           "{\"name\":",
+        hs__buf_printf(&e,
+                       "{\"index\":%d,\"id\":\"%s\",\"type\":\"function\",\"function\":"
+                       "{\"name\":",
                        (int)index, id);
         hs__buf_json_str(&e, name, n_name);
         LIT(&e, ",\"arguments\":\"\"}}");

@@ -1018,9 +1018,9 @@ hs_status hs_api_server_attach(struct hs_api_server *s, struct hs_model *model,
                                                      hs__reasoning_template_has_modes(src)};
     hs__tools_probe(s->tmpl, s->vocab, &s->tools_caps);
     if (s->p.mmproj) {
-        hs_status st = hs__api_vision_create(s->p.mmproj, hs_model_hparams(model)->n_embd,
-                                             s->p.vision_threads, s->p.allow_image_urls,
-                                             hs_engine_trace(engine), &s->vision, err);
+        hs_status st =
+            hs__api_vision_create(s->p.mmproj, hs_model_hparams(model)->n_embd, s->p.vision_threads,
+                                  s->p.allow_image_urls, hs_engine_trace(engine), &s->vision, err);
         if (st != HS_OK) {
             hs_chat_template_destroy(s->tmpl);
             s->tmpl = NULL;

@@ -10,8 +10,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "api/buf.h"
 #include "api/json-schema.h"
+#include "common/buf.h"
 
 #define HS__JS_MAX_DEPTH      64
 #define HS__JS_MAX_BYTES      ((size_t)1 << 20)

@@ -36,24 +36,6 @@ bool hs__js_nomem(struct conv *c)
     return false;
 }
 
-static bool grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) {
-        return true;
-    }
-    size_t n = *cap ? *cap * 2 : 32;
-    while (n < need) {
-        n *= 2;
-    }
-    void *q = realloc(*p, n * elem);
-    if (!q) {
-        return false;
-    }
-    *p = q;
-    *cap = n;
-    return true;
-}
-
 static size_t name_hash(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325u;
@@ -144,7 +126,7 @@ ssize_t hs__js_add_rule(struct conv *c, const char *hint, char *body)
         hs__js_fail(c, HS_E_RANGE, "the schema's grammar is over %zu bytes", HS__JS_MAX_BYTES);
         return -1;
     }
-    if (!grow((void **)&c->rules, &c->cap_rules, c->n_rules + 1, sizeof(*c->rules))) {
+    if (!hs__grow((void **)&c->rules, &c->cap_rules, c->n_rules + 1, sizeof(*c->rules))) {
         free(body);
         hs__js_nomem(c);
         return -1;
@@ -339,7 +321,8 @@ static const char *visit_ref(struct conv *c, const char *ref)
     snprintf(hint, sizeof(hint), "ref-%s", last ? last + 1 : "root");
     ssize_t r = hs__js_add_rule(c, hint, NULL);
     char *dup = strdup(ref);
-    if (r < 0 || !dup || !grow((void **)&c->refs, &c->cap_refs, c->n_refs + 1, sizeof(*c->refs))) {
+    if (r < 0 || !dup ||
+        !hs__grow((void **)&c->refs, &c->cap_refs, c->n_refs + 1, sizeof(*c->refs))) {
         free(dup);
         if (r >= 0) {
             hs__js_nomem(c);
@@ -390,7 +373,7 @@ static const char *not_names(struct conv *c, const char *hint, const char *const
     };
     struct node *t = NULL;
     size_t nt = 0, cap = 0;
-    if (!grow((void **)&t, &cap, 1, sizeof(*t))) {
+    if (!hs__grow((void **)&t, &cap, 1, sizeof(*t))) {
         hs__js_nomem(c);
         return NULL;
     }
@@ -413,7 +396,7 @@ static const char *not_names(struct conv *c, const char *hint, const char *const
                 ch = t[ch].next;
             }
             if (ch < 0) {
-                if (!grow((void **)&t, &cap, nt + 1, sizeof(*t))) {
+                if (!hs__grow((void **)&t, &cap, nt + 1, sizeof(*t))) {
                     free(t);
                     hs__js_nomem(c);
                     return NULL;

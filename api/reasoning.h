@@ -100,8 +100,8 @@ struct hs__reasoning_split {
     char open[32], close[32];
     char aopen[16], aclose[16]; /* the answer's wrapper ("": none) */
     int state;                  /* before, think, answer lead, answer, after the answer */
-    bool lead;           /* still dropping the leading whitespace of the current part */
-    struct hs__buf hold; /* held back: a possible marker prefix or trailing whitespace */
+    bool lead;                  /* still dropping the leading whitespace of the current part */
+    struct hs__buf hold;        /* held back: a possible marker prefix or trailing whitespace */
 };
 
 /* Starts a splitter; in_block: the prompt opened the block already. */

@@ -1,7 +1,7 @@
 /* api/ internals: an HTTP body (JSON) -> a validated generation request (token ids, sampling,
  * stops), chat messages rendered through the model's chat template. Also the helpers the HTTP
  * layer shares: a nesting-depth check before parsing, lossy UTF-8 -> JSON strings written into
- * api/buf.h's text buffer, and escaping of client strings for log lines.
+ * common/buf.h's text buffer, and escaping of client strings for log lines.
  * Thread: any; nothing here keeps state between calls. */
 #ifndef HS_API_REQUEST_H
 #define HS_API_REQUEST_H
@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "api/buf.h"
+#include "common/buf.h"
 #include "common/common.h"
 #include "server/engine.h"
 
@@ -20,7 +20,7 @@ struct hs_chat_template;
 struct hs_tmpl_value;
 struct hs__tools_caps;
 
-#define HS__API_MAX_PROMPTS      16     /* prompts of one /v1/completions request */
+#define HS__API_MAX_PROMPTS 16 /* prompts of one /v1/completions request */
 /* Alternatives per token: OpenAI's limit (the engine takes up to HS_ENGINE_MAX_TOP_LOGPROBS). */
 #define HS__API_MAX_TOP_LOGPROBS 20
 #define HS__API_MAX_LOGIT_BIAS   1024   /* entries of logit_bias */
@@ -142,7 +142,7 @@ struct hs__api_req {
     size_t n_cache_salt;
     char *grammar; /* GBNF from response_format, grammar or a required tool call (owned), NULL:
                     * none; er.grammar */
-    struct hs__api_tools tools; /* chat: tools, tool_choice, parallel_tool_calls */
+    struct hs__api_tools tools;         /* chat: tools, tool_choice, parallel_tool_calls */
     struct hs__api_reasoning reasoning; /* chat: the thinking block */
     char *stops[HS_ENGINE_MAX_STOP];
     struct hs_logit_bias *bias;
@@ -186,7 +186,8 @@ void hs__api_req_free(struct hs__api_req *r);
 #if defined(__GNUC__)
 __attribute__((format(printf, 4, 5)))
 #endif
-hs_status hs__api_fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...);
+hs_status
+hs__api_fail(struct hs__api_err *err, int http, const char *param, const char *fmt, ...);
 
 /* Tokenizes len bytes of text into p->ids (new, owned by p). client: NULL, or [len] marks of
  * client text in which no special token is made (hs_tokenize_marked); else special tokens are

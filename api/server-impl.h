@@ -195,9 +195,9 @@ struct hs_api_server {
     const struct hs_vocab *vocab;
     struct hs_chat_template *tmpl;
     struct hs__api_vision *vision; /* --mmproj (api/vision.h), owns; NULL: none */
-    struct hs_api_params p; /* defaults filled in; pointers below replace the caller's */
-    struct hs__keyring keys; /* none: no authentication */
-    char **hosts; /* [n_hosts] allowed Host names, lower case, owned */
+    struct hs_api_params p;        /* defaults filled in; pointers below replace the caller's */
+    struct hs__keyring keys;       /* none: no authentication */
+    char **hosts;                  /* [n_hosts] allowed Host names, lower case, owned */
     int32_t n_hosts;
     bool any_host;      /* "*" among them: no Host/Origin check */
     char hostname[128]; /* this machine's name, lower case: always allowed */
@@ -206,7 +206,7 @@ struct hs_api_server {
     int64_t created;
     struct hs__api_ctx pctx;
     struct hs__tools_caps tools_caps; /* what tmpl does with tools: pctx.tools */
-    uint64_t salt_key[2]; /* random per process: keys the tenants' prefix-cache salts */
+    uint64_t salt_key[2];             /* random per process: keys the tenants' prefix-cache salts */
 
     _Atomic uint64_t next_id;
     atomic_int n_conns;

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "backends/backend.h"
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/trace.h"
 #include "model/vision/vision.h"
@@ -41,7 +42,7 @@ struct hs__api_vision_task {
 
 struct hs__api_vision {
     struct hs_vision *v;
-    struct hs_backend *be; /* the encoder's: its thread alone drives it */
+    struct hs_backend *be;  /* the encoder's: its thread alone drives it */
     struct hs_trace *trace; /* the engine's (borrowed), NULL: none */
     bool allow_urls;
     int32_t n_embd;
@@ -323,7 +324,7 @@ static hs_status encode_one(struct hs__api_vision *av, struct hs__api_req *r, in
     atomic_fetch_add_explicit(&av->encode_ns, now_ns() - t0, memory_order_relaxed);
     const struct hs_trace_arg args[] = {
         HS_TRACE_INT("req", (int64_t)r->er.id), HS_TRACE_INT("image", k),
-        HS_TRACE_INT("width", im->img->nx),     HS_TRACE_INT("height", im->img->ny),
+        HS_TRACE_INT("width", im->img->nx), HS_TRACE_INT("height", im->img->ny),
         HS_TRACE_INT("tokens", im->gx * im->gy)};
     hs_trace_complete(av->trace, 1, HS_ENGINE_TRACE_TID_VISION, "encode", "vision", t0_us,
                       hs_trace_now_us(av->trace) - t0_us, args, HS_ARRAY_LEN(args));
@@ -460,17 +461,7 @@ struct ids {
 
 static hs_status ids_reserve(struct ids *a, size_t more)
 {
-    if (a->n + more <= a->cap) {
-        return HS_OK;
-    }
-    size_t cap = HS_MAX(a->cap * 2, a->n + more + 64);
-    hs_token *p = realloc(a->p, cap * sizeof(hs_token));
-    if (!p) {
-        return HS_E_NOMEM;
-    }
-    a->p = p;
-    a->cap = cap;
-    return HS_OK;
+    return hs__grow((void **)&a->p, &a->cap, a->n + more, sizeof(*a->p)) ? HS_OK : HS_E_NOMEM;
 }
 
 /* Appends the tokens of text[0..len) (client: its marks or NULL: template text). */

@@ -35,8 +35,9 @@
  * so the bits of the monolithic op), grouped into one call per backend and cache; a sequence
  * with several spans gets partials from each span's backend, merged exactly here. */
 struct hs_attn_span {
-    struct hs_backend *be;           /* computes this range; borrowed */
-    const struct hs_tensor *k_cache; /* [n_blocks][block_size][n_kv_head][head_dim] in be's memory */
+    struct hs_backend *be; /* computes this range; borrowed */
+    const struct hs_tensor
+        *k_cache; /* [n_blocks][block_size][n_kv_head][head_dim] in be's memory */
     const struct hs_tensor *v_cache;
     const int32_t *block_table; /* block ids of be's cache, indexed by position / block_size;
                                  * only the entries of this range are read */
@@ -100,8 +101,8 @@ double hs_attn_worker_busy_s(const struct hs_attn_worker *w);
  * least squares (with forgetting, so a drifting machine is followed) from measured (or
  * simulated) stage times. */
 struct hs_split_model {
-    double f[2];    /* F = f[0] + f[1] * rows, seconds per layer */
-    double a[3];    /* T = a[0] + a[1] * kv_tokens + a[2] * n_seqs, seconds per layer */
+    double f[2];     /* F = f[0] + f[1] * rows, seconds per layer */
+    double a[3];     /* T = a[0] + a[1] * kv_tokens + a[2] * n_seqs, seconds per layer */
     double pf[2][2]; /* RLS covariances */
     double pa[3][3];
     int64_t n_obs_f, n_obs_a;

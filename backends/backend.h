@@ -106,8 +106,8 @@ struct hs_attn_seq {
 };
 
 struct hs_attn_args {
-    const struct hs_tensor *q;       /* [n_rows][n_head][head_dim] f32 (ne = hd, n_head, n_rows) */
-    struct hs_tensor *out;           /* same shape as q, f32 */
+    const struct hs_tensor *q; /* [n_rows][n_head][head_dim] f32 (ne = hd, n_head, n_rows) */
+    struct hs_tensor *out;     /* same shape as q, f32 */
     /* [n_blocks][block_size][n_kv_head][head_dim] f16 or f32: a whole cache, or a view of some
      * of its KV heads (data at the first, ne[1] the count, the cache's strides), which is how a
      * backend hands a subset of heads to another (q, out, m and l then view the matching query
@@ -173,8 +173,8 @@ struct hs_backend_stats {
 /* ---- backend lifetime and registry ---- */
 
 struct hs_backend_params {
-    int32_t n_threads; /* <= 0: one per physical core */
-    bool pin_threads;  /* pin workers to cores with hwloc where available */
+    int32_t n_threads;  /* <= 0: one per physical core */
+    bool pin_threads;   /* pin workers to cores with hwloc where available */
     int32_t first_core; /* pinned threads take physical cores [first_core, first_core +
                          * n_threads) (wrapping around), so two backends can run on disjoint
                          * cores; default 0 */

@@ -11,8 +11,8 @@
 #include "common/rng.h"
 #include "common/status.h"
 
-#define HS_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define HS_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define HS_MIN(a, b)    ((a) < (b) ? (a) : (b))
+#define HS_MAX(a, b)    ((a) > (b) ? (a) : (b))
 #define HS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* The block and offset of position pos in a paged KV cache, as one flat slot id

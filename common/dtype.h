@@ -142,9 +142,8 @@ static inline float hs_fp16_to_fp32(uint16_t h)
     const float magic_bias = 0.5f;
     const float denormalized = hs_fp32_from_bits((two_w >> 17) | magic_mask) - magic_bias;
     const uint32_t denormalized_cutoff = UINT32_C(1) << 27;
-    const uint32_t result =
-        sign | (two_w < denormalized_cutoff ? hs_fp32_to_bits(denormalized)
-                                            : hs_fp32_to_bits(normalized));
+    const uint32_t result = sign | (two_w < denormalized_cutoff ? hs_fp32_to_bits(denormalized)
+                                                                : hs_fp32_to_bits(normalized));
     return hs_fp32_from_bits(result);
 }
 

@@ -8,7 +8,7 @@
 
 struct hs_error {
     hs_status status;
-    int64_t offset;   /* byte offset in the input the message refers to; -1 when none */
+    int64_t offset; /* byte offset in the input the message refers to; -1 when none */
     char message[384];
 };
 

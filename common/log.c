@@ -45,7 +45,8 @@ void hs__log(enum hs_log_level level, const char *fmt, ...)
     char out[1100];
     int m = snprintf(out, sizeof(out), "hetserve: %s: %s\n", hs_log_level_str(level), line);
     if (m > 0) {
-        ssize_t w = write(STDERR_FILENO, out, (size_t)m < sizeof(out) ? (size_t)m : sizeof(out) - 1);
+        ssize_t w =
+            write(STDERR_FILENO, out, (size_t)m < sizeof(out) ? (size_t)m : sizeof(out) - 1);
         (void)w;
     }
 }

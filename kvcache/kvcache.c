@@ -39,8 +39,8 @@ struct hs_kv_seq {
     int32_t *blocks; /* owns, [cap_blocks]; the first n_blocks are valid */
     int32_t n_blocks;
     int32_t cap_blocks; /* grows by doubling up to what the sequence's context needs */
-    int32_t n_tokens; /* committed positions */
-    int32_t n_ids;    /* leading positions whose token ids are recorded (<= n_tokens) */
+    int32_t n_tokens;   /* committed positions */
+    int32_t n_ids;      /* leading positions whose token ids are recorded (<= n_tokens) */
     int32_t block_size;
     uint64_t seed; /* parent "hash" of block 0: HS__KV_HASH_SEED, or salted (a tenant's own) */
 };

@@ -53,8 +53,8 @@ static hs_status store_init(struct hs_context *ctx, int32_t s, struct hs_backend
     const size_t bytes = 2 * kv->layer_bytes * (size_t)hp->n_layer_kv;
     hs_status st = hs_backend_buffer_alloc(be, bytes, &kv->buf);
     if (st != HS_OK) {
-        return hs_error_set(err, st, "out of memory for a KV cache of %zu MiB on %s",
-                            bytes >> 20, hs_backend_name(be));
+        return hs_error_set(err, st, "out of memory for a KV cache of %zu MiB on %s", bytes >> 20,
+                            hs_backend_name(be));
     }
     char *base = hs_backend_buffer_base(kv->buf);
     for (int il = 0; il < hp->n_layer_kv; il++) {
@@ -121,8 +121,10 @@ static hs_status create_backends(struct hs_context *ctx, const struct hs_context
         return backend_error(err, st, "attention backend", attn_name);
     }
     if (!hs_backend_supports(ctx->attn_be, HS_OP_ATTENTION, ctx->kv_type)) {
-        return hs_error_set(err, HS_E_NOTSUP, "attention backend '%s' cannot run attention on a "
-                            "%s KV cache", attn_name, hs_type_str(ctx->kv_type));
+        return hs_error_set(err, HS_E_NOTSUP,
+                            "attention backend '%s' cannot run attention on a "
+                            "%s KV cache",
+                            attn_name, hs_type_str(ctx->kv_type));
     }
     st = hs_attn_worker_create(ctx->attn_be, &ctx->attn_worker);
     if (st != HS_OK) {
@@ -155,7 +157,8 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     }
     if (ctx->n_ctx > 1 << 24 || ctx->n_batch > 1 << 16 || ctx->block_size > 4096 ||
         p->attn_threads > 1024 || p->n_kv_blocks_ffn < 0) {
-        st = hs_error_set(err, HS_E_INVAL, "context, batch, block size, attention threads or "
+        st = hs_error_set(err, HS_E_INVAL,
+                          "context, batch, block size, attention threads or "
                           "FFN-side KV blocks out of range");
         goto fail;
     }
@@ -232,8 +235,10 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     if (!hs_backend_buffer_is_host(ctx->act_buf)) {
         /* The forward pass hands logits out as host memory and writes K/V and attention output
          * through host pointers: a backend with memory of its own needs those copies first. */
-        st = hs_error_set(err, HS_E_NOTSUP, "backend '%s' keeps activations off the host, which "
-                          "the forward pass does not support yet", hs_backend_name(ctx->be));
+        st = hs_error_set(err, HS_E_NOTSUP,
+                          "backend '%s' keeps activations off the host, which "
+                          "the forward pass does not support yet",
+                          hs_backend_name(ctx->be));
         goto fail;
     }
     char *a = hs_backend_buffer_base(ctx->act_buf);
@@ -381,8 +386,7 @@ struct hs_backend *hs_context_store_backend(struct hs_context *ctx, int32_t s)
 }
 
 hs_status hs_context_copy_blocks(struct hs_context *ctx, int32_t src_store, const int32_t *src,
-                                 int32_t dst_store, const int32_t *dst, int32_t n,
-                                 uint64_t *bytes)
+                                 int32_t dst_store, const int32_t *dst, int32_t n, uint64_t *bytes)
 {
     if (bytes) {
         *bytes = 0;
@@ -491,7 +495,6 @@ int32_t hs_context_n_logit_rows(const struct hs_context *ctx)
 {
     return ctx->n_logit_rows;
 }
-
 
 void hs_context_get_split_stats(const struct hs_context *ctx, struct hs_split_stats *out)
 {

@@ -37,8 +37,7 @@ static int64_t now_ns(void)
 /* Validates the batch and fills tokens, positions, slots, stores, attention sequences and logit
  * rows. */
 static hs_status prepare_batch(struct hs_context *ctx, const struct hs_forward_seq *seqs,
-                               const struct hs_forward_mm *mm, int32_t n_seqs,
-                               int32_t *n_tok_out)
+                               const struct hs_forward_mm *mm, int32_t n_seqs, int32_t *n_tok_out)
 {
     const int32_t n_vocab = ctx->model->hp.n_vocab;
     int64_t n_tok = 0;
@@ -111,16 +110,16 @@ struct sub {
     int32_t index; /* 0: A, 1: B */
     int32_t seq0, n_seqs;
     int32_t row0, n_rows;
-    int32_t out0, n_out; /* its logit rows: ctx->out_rows[out0 .. out0 + n_out) */
-    int32_t n_tok;       /* rows of the whole batch */
+    int32_t out0, n_out;       /* its logit rows: ctx->out_rows[out0 .. out0 + n_out) */
+    int32_t n_tok;             /* rows of the whole batch */
     struct hs_attn_seq *local; /* store 0's entries, then store 1's, each in batch order */
     int32_t n_local;
     int32_t n_local_store[HS_KV_STORES_MAX];
     struct hs_attn_seq *remote;
     int32_t n_remote;
-    int64_t remote_kv; /* KV positions the remote attention reads */
-    int32_t layer;     /* the layer of the attention job in flight */
-    int64_t attn_ns;   /* its measured time */
+    int64_t remote_kv;   /* KV positions the remote attention reads */
+    int32_t layer;       /* the layer of the attention job in flight */
+    int64_t attn_ns;     /* its measured time */
     int64_t attn_sim_ns; /* the simulated time the attention backend charged for it (0: real) */
 };
 
@@ -128,8 +127,8 @@ struct sub {
 static void sub_init(struct hs_context *ctx, struct sub *sb, int32_t index, int32_t seq0,
                      int32_t n_seqs, int32_t out0, int32_t n_tok)
 {
-    *sb = (struct sub){.ctx = ctx, .index = index, .seq0 = seq0, .n_seqs = n_seqs, .out0 = out0,
-                       .n_tok = n_tok};
+    *sb = (struct sub){
+        .ctx = ctx, .index = index, .seq0 = seq0, .n_seqs = n_seqs, .out0 = out0, .n_tok = n_tok};
     sb->row0 = ctx->attn_seqs[seq0].q_row;
     sb->local = ctx->local + seq0;
     sb->remote = ctx->remote + seq0;
@@ -169,9 +168,9 @@ static void sub_init(struct hs_context *ctx, struct sub *sb, int32_t index, int3
  * timeline is the ideal pipeline of the measured stages. Updated on the engine thread in
  * program order. */
 struct timeline {
-    int64_t origin_ns;       /* the step's real start */
-    int64_t e_free, t_free;  /* when each backend is next free, ns from origin */
-    int64_t pre_end[2];      /* per sub-batch */
+    int64_t origin_ns;      /* the step's real start */
+    int64_t e_free, t_free; /* when each backend is next free, ns from origin */
+    int64_t pre_end[2];     /* per sub-batch */
     int64_t attn_end[2];
     int64_t attn_ns[2]; /* per sub-batch, the step's attention time (simulated where it is) */
 };
@@ -363,10 +362,10 @@ static hs_status stage_pre(struct hs_context *ctx, struct sub *sb, int il)
             }
             HS_ASSERT(hs_backend_buffer_is_host(ctx->stores[store].buf));
             const size_t off = (size_t)(row - sb->row0);
-            struct hs_tensor ks = heads(kd + off * (size_t)(hp->n_head_kv * hd), hd,
-                                        hp->n_head_kv, rows);
-            struct hs_tensor vs = heads(vd + off * (size_t)(hp->n_head_kv * hd), hd,
-                                        hp->n_head_kv, rows);
+            struct hs_tensor ks =
+                heads(kd + off * (size_t)(hp->n_head_kv * hd), hd, hp->n_head_kv, rows);
+            struct hs_tensor vs =
+                heads(vd + off * (size_t)(hp->n_head_kv * hd), hd, hp->n_head_kv, rows);
             HS_TRY(hs_backend_kv_store(be, &ks, &ctx->stores[store].k[kvl], ctx->slots + row));
             HS_TRY(hs_backend_kv_store(be, &vs, &ctx->stores[store].v[kvl], ctx->slots + row));
         }
@@ -391,8 +390,7 @@ static hs_status stage_attention(void *arg)
     const int32_t kvl = ctx->model->layers[sb->layer].kv_layer;
     struct hs_backend_stats before, after;
     hs_backend_get_stats(ctx->attn_be, &before);
-    const hs_status st =
-        attend(ctx, ctx->attn_be, 1, kvl, sb->remote, sb->n_remote, sb->n_tok, 1);
+    const hs_status st = attend(ctx, ctx->attn_be, 1, kvl, sb->remote, sb->n_remote, sb->n_tok, 1);
     sb->attn_ns = now_ns() - t0;
     hs_backend_get_stats(ctx->attn_be, &after);
     sb->attn_sim_ns = (int64_t)((after.sim_time_s - before.sim_time_s) * 1e9);
@@ -454,9 +452,10 @@ static hs_status stage_post(struct hs_context *ctx, const struct sub *sb, int il
     const struct hs_layer *l = &ctx->model->layers[il];
     const size_t r0 = (size_t)sb->row0;
     const int64_t hd = hp->head_dim;
-    struct hs_tensor o = hs_tensor_f32_2d(ctx->attn + r0 * (size_t)(hp->n_head * hd), hp->n_head * hd,
-                             sb->n_rows);
-    struct hs_tensor t = hs_tensor_f32_2d(ctx->tmp + r0 * (size_t)hp->n_embd, hp->n_embd, sb->n_rows);
+    struct hs_tensor o =
+        hs_tensor_f32_2d(ctx->attn + r0 * (size_t)(hp->n_head * hd), hp->n_head * hd, sb->n_rows);
+    struct hs_tensor t =
+        hs_tensor_f32_2d(ctx->tmp + r0 * (size_t)hp->n_embd, hp->n_embd, sb->n_rows);
     struct hs_tensor x = hs_tensor_f32_2d(ctx->x + r0 * (size_t)hp->n_embd, hp->n_embd, sb->n_rows);
     HS_TRY(hs_backend_matmul(ctx->be, &l->wo, &o, &t));
     HS_TRY(hs_backend_add(ctx->be, &x, &t, &x));

@@ -413,8 +413,8 @@ hs_status hs_mkmodel_write(const struct hs_mkmodel_params *p, const char *path,
     } while (0)
         /* Cross-layer attention: only each group's first layer has K/V weights. */
         const bool own_kv = il % cla == 0;
-        const bool qkv_bias = p->arch == HS_ARCH_QWEN2 || p->arch == HS_ARCH_QWEN2MOE ||
-                              p->arch == HS_ARCH_QWEN2VL;
+        const bool qkv_bias =
+            p->arch == HS_ARCH_QWEN2 || p->arch == HS_ARCH_QWEN2MOE || p->arch == HS_ARCH_QWEN2VL;
         const bool head_norm = p->arch == HS_ARCH_QWEN3 || p->arch == HS_ARCH_QWEN3MOE ||
                                p->arch == HS_ARCH_HUNYUAN_MOE || p->arch == HS_ARCH_HUNYUAN_LARGE;
         LAYER("attn_norm.weight", HS_TYPE_F32, p->n_embd, 0, 1.0f, 0.1f);

@@ -154,8 +154,8 @@ hs_status hs_mkproj_write(const struct hs_mkproj_params *p, const char *path, st
             HS_OK ||
         (st = hs_gguf_writer_set_u32(w, "clip.vision.block_count", (uint32_t)p->n_layer)) !=
             HS_OK ||
-        (st = hs_gguf_writer_set_u32(w, "clip.vision.attention.head_count",
-                                     (uint32_t)p->n_head)) != HS_OK ||
+        (st = hs_gguf_writer_set_u32(w, "clip.vision.attention.head_count", (uint32_t)p->n_head)) !=
+            HS_OK ||
         (st = hs_gguf_writer_set_f32(w, "clip.vision.attention.layer_norm_epsilon", 1e-6f)) !=
             HS_OK ||
         (st = hs_gguf_writer_set_u32(w, "clip.vision.projection_dim", (uint32_t)p->proj_dim)) !=

@@ -45,7 +45,6 @@ struct hs_mkproj_params hs_mkproj_default_params(enum hs_proj_type t);
 
 /* Writes a random-weight projector GGUF (general.architecture "clip"). Errors: HS_E_INVAL (bad
  * shape: err says which), HS_E_IO, HS_E_NOMEM. Thread: any. */
-hs_status hs_mkproj_write(const struct hs_mkproj_params *p, const char *path,
-                          struct hs_error *err);
+hs_status hs_mkproj_write(const struct hs_mkproj_params *p, const char *path, struct hs_error *err);
 
 #endif

@@ -64,8 +64,8 @@ struct hs__kv_store {
 
 struct hs_context {
     struct hs_model *model;
-    struct hs_backend *be;      /* dense ops, FFN and the attention of store 0 */
-    struct hs_backend *attn_be; /* decode attention of store 1; == be when not split */
+    struct hs_backend *be;              /* dense ops, FFN and the attention of store 0 */
+    struct hs_backend *attn_be;         /* decode attention of store 1; == be when not split */
     struct hs_attn_worker *attn_worker; /* drives attn_be when split; NULL otherwise */
     int32_t n_ctx;
     int32_t block_size;
@@ -79,8 +79,8 @@ struct hs_context {
 
     struct hs_split_model split; /* the sub-batch balance's fitted model */
     struct hs_split_stats split_stats;
-    hs_forward_trace_fn trace;   /* stage timings; NULL: none */
-    struct timeline *tl;         /* the step's timeline (forward.c), valid during a step */
+    hs_forward_trace_fn trace; /* stage timings; NULL: none */
+    struct timeline *tl;       /* the step's timeline (forward.c), valid during a step */
     void *trace_user;
 
     struct hs_moe *moe;           /* NULL for dense models */
@@ -91,27 +91,27 @@ struct hs_context {
     struct hs_backend_buffer *act_buf; /* activations in the FFN backend's memory; owns */
     char *act_base;                    /* its base (host memory today: checked at create) */
     void *host_mem;                    /* the batch's bookkeeping below tokens; owns */
-    float *x;                      /* [n_batch][n_embd] residual stream */
-    float *h;                      /* [n_batch][n_embd] normed input */
-    float *q;                      /* [n_batch][n_head][head_dim] */
-    float *k;                      /* [n_batch][n_head_kv][head_dim] */
-    float *v;                      /* [n_batch][n_head_kv][head_dim] */
-    float *attn;                   /* [n_batch][n_head][head_dim] */
-    float *tmp;                    /* [n_batch][n_embd] */
-    float *gate;                   /* [n_batch][n_ff] */
-    float *up;                     /* [n_batch][n_ff] */
-    float *logits;                 /* [n_batch][n_vocab] */
-    hs_token *tokens;              /* [n_batch] */
-    int32_t *pos;                  /* [n_batch] rotary (M-RoPE: time) positions */
-    int32_t *mrope_dhw;            /* [n_batch][2] M-RoPE row, column minus time position */
-    bool mrope_any;                /* some row of the batch has a nonzero mrope_dhw */
-    int32_t *slots;                /* [n_batch] */
-    int32_t *out_rows;             /* [n_batch] rows whose logits are wanted */
-    struct hs_attn_seq *attn_seqs; /* [n_batch] (a sequence has at least one token) */
-    int32_t *seq_store;            /* [n_batch] store of each sequence */
-    struct hs_attn_seq *local;     /* [n_batch] attention lists of the sub-batches */
-    struct hs_attn_seq *remote;    /* [n_batch] */
-    struct hs_split_item *items;   /* [n_batch] */
+    float *x;                          /* [n_batch][n_embd] residual stream */
+    float *h;                          /* [n_batch][n_embd] normed input */
+    float *q;                          /* [n_batch][n_head][head_dim] */
+    float *k;                          /* [n_batch][n_head_kv][head_dim] */
+    float *v;                          /* [n_batch][n_head_kv][head_dim] */
+    float *attn;                       /* [n_batch][n_head][head_dim] */
+    float *tmp;                        /* [n_batch][n_embd] */
+    float *gate;                       /* [n_batch][n_ff] */
+    float *up;                         /* [n_batch][n_ff] */
+    float *logits;                     /* [n_batch][n_vocab] */
+    hs_token *tokens;                  /* [n_batch] */
+    int32_t *pos;                      /* [n_batch] rotary (M-RoPE: time) positions */
+    int32_t *mrope_dhw;                /* [n_batch][2] M-RoPE row, column minus time position */
+    bool mrope_any;                    /* some row of the batch has a nonzero mrope_dhw */
+    int32_t *slots;                    /* [n_batch] */
+    int32_t *out_rows;                 /* [n_batch] rows whose logits are wanted */
+    struct hs_attn_seq *attn_seqs;     /* [n_batch] (a sequence has at least one token) */
+    int32_t *seq_store;                /* [n_batch] store of each sequence */
+    struct hs_attn_seq *local;         /* [n_batch] attention lists of the sub-batches */
+    struct hs_attn_seq *remote;        /* [n_batch] */
+    struct hs_split_item *items;       /* [n_batch] */
     /* attention/'s orchestration, one set per thread that calls it ([0] engine, [1] attention
      * thread): the spans of each sequence (one each today: its store) */
     struct hs_attn_exec *attn_exec[2];
@@ -131,14 +131,13 @@ hs_status hs__place_experts(struct hs_context *ctx, const struct hs_context_para
  * sum must be n_rot / 2. HS_E_FORMAT (err says why), HS_E_NOTSUP for a fourth section. */
 hs_status hs__mrope_load_sections(const struct hs_gguf *g, const char *an,
                                   struct hs_model_hparams *hp, struct hs_error *err);
-/* Sets batch row's rotary position and M-RoPE offsets from token i of mm (may be NULL). HS_E_INVAL for
- * negative positions. */
+/* Sets batch row's rotary position and M-RoPE offsets from token i of mm (may be NULL). HS_E_INVAL
+ * for negative positions. */
 hs_status hs__mrope_row(struct hs_context *ctx, const struct hs_forward_mm *mm, int32_t i,
                         int32_t row);
 /* Rotates rows [r0, r0 + n) of x ([rows][n_head][head_dim], already rotated by their time
  * position) further by their row/column offsets in the pairs of the row and column sections. */
-void hs__mrope_adjust(const struct hs_context *ctx, float *x, int32_t n_head, size_t r0,
-                      int32_t n);
+void hs__mrope_adjust(const struct hs_context *ctx, float *x, int32_t n_head, size_t r0, int32_t n);
 /* Copies the sequences' embd rows over the batch's token embeddings in ctx->x. */
 void hs__embd_rows_set(struct hs_context *ctx, const struct hs_forward_seq *seqs,
                        const struct hs_forward_mm *mm, int32_t n_seqs);

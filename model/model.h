@@ -108,13 +108,13 @@ int64_t hs_model_n_active_params(const struct hs_model *m);
 /* ---- contexts and the forward pass ---- */
 
 struct hs_context_params {
-    int32_t n_ctx;            /* max tokens of one sequence (<= 0: the model's trained length) */
-    int32_t n_kv_blocks;      /* blocks in the KV pool (<= 0: enough for n_seq_max * n_ctx) */
-    int32_t block_size;       /* tokens per KV block (default 16) */
-    int32_t n_seq_max;        /* sequences that may be in flight together (default 1) */
-    int32_t n_batch;          /* max tokens per forward call (default 512) */
-    enum hs_type kv_type;     /* HS_TYPE_F16 (default, as llama.cpp) or HS_TYPE_F32 */
-    const char *backend;      /* registry name, default "cpu" */
+    int32_t n_ctx;        /* max tokens of one sequence (<= 0: the model's trained length) */
+    int32_t n_kv_blocks;  /* blocks in the KV pool (<= 0: enough for n_seq_max * n_ctx) */
+    int32_t block_size;   /* tokens per KV block (default 16) */
+    int32_t n_seq_max;    /* sequences that may be in flight together (default 1) */
+    int32_t n_batch;      /* max tokens per forward call (default 512) */
+    enum hs_type kv_type; /* HS_TYPE_F16 (default, as llama.cpp) or HS_TYPE_F32 */
+    const char *backend;  /* registry name, default "cpu" */
     /* Split execution. attn_backend names the backend that runs the decode attention of the
      * sequences placed on it (forward seq store 1), in a KV store of its own; NULL or the same
      * name as backend with attn_threads 0: not split (one backend, one store). With a split, the
@@ -205,8 +205,7 @@ struct hs_backend *hs_context_attn_backend(struct hs_context *ctx);
  * Between two backends the bytes count in their stats. *bytes (may be NULL) gets the bytes
  * moved. HS_E_INVAL: a store or block id out of range. Thread: engine. */
 hs_status hs_context_copy_blocks(struct hs_context *ctx, int32_t src_store, const int32_t *src,
-                                 int32_t dst_store, const int32_t *dst, int32_t n,
-                                 uint64_t *bytes);
+                                 int32_t dst_store, const int32_t *dst, int32_t n, uint64_t *bytes);
 
 /* Split execution as measured: steps, their predicted and measured layer-loop time, how much of
  * the two sides' work overlapped. */

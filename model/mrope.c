@@ -59,8 +59,7 @@ hs_status hs__mrope_row(struct hs_context *ctx, const struct hs_forward_mm *mm, 
     return HS_OK;
 }
 
-void hs__mrope_adjust(const struct hs_context *ctx, float *x, int32_t n_head, size_t r0,
-                      int32_t n)
+void hs__mrope_adjust(const struct hs_context *ctx, float *x, int32_t n_head, size_t r0, int32_t n)
 {
     const struct hs_model_hparams *hp = &ctx->model->hp;
     const int32_t hd = hp->head_dim, half = hp->rope.n_rot / 2;

@@ -189,4 +189,3 @@ done:
     free(rules);
     return st;
 }
-

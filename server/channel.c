@@ -21,33 +21,9 @@
 
 /* ---- output buffers ---- */
 
-bool hs__engine_grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) {
-        return true;
-    }
-    size_t nc = *cap ? *cap : 16;
-    while (nc < need) {
-        nc *= 2;
-    }
-    void *q = realloc(*p, nc * elem);
-    if (!q) {
-        return false;
-    }
-    *p = q;
-    *cap = nc;
-    return true;
-}
-
 bool hs__channel_outbuf_text(struct outbuf *o, const char *s, size_t n)
 {
-    if (!hs__engine_grow((void **)&o->text, &o->cap_text, o->n_text + n + 1, 1)) {
-        return false;
-    }
-    memcpy(o->text + o->n_text, s, n);
-    o->n_text += n;
-    o->text[o->n_text] = '\0';
-    return true;
+    return hs__buf_add(&o->text, s, n) == HS_OK;
 }
 
 bool hs__channel_outbuf_token(struct outbuf *o, hs_token t, const struct hs_token_logprob *lp)
@@ -56,10 +32,10 @@ bool hs__channel_outbuf_token(struct outbuf *o, hs_token t, const struct hs_toke
     size_t need = (size_t)o->n_tokens + 1;
     if (need > cap) {
         size_t c1 = cap, c2 = cap;
-        if (!hs__engine_grow((void **)&o->tokens, &c1, need, sizeof(*o->tokens))) {
+        if (!hs__grow((void **)&o->tokens, &c1, need, sizeof(*o->tokens))) {
             return false;
         }
-        if (lp && !hs__engine_grow((void **)&o->lps, &c2, need, sizeof(*o->lps))) {
+        if (lp && !hs__grow((void **)&o->lps, &c2, need, sizeof(*o->lps))) {
             return false;
         }
         if (lp && c1 != c2) {
@@ -70,8 +46,8 @@ bool hs__channel_outbuf_token(struct outbuf *o, hs_token t, const struct hs_toke
     if (lp) {
         const size_t n_top = (size_t)lp->n_top;
         size_t c1 = o->cap_top, c2 = o->cap_top;
-        if (!hs__engine_grow((void **)&o->top_ids, &c1, o->n_top + n_top, sizeof(*o->top_ids)) ||
-            !hs__engine_grow((void **)&o->top_lps, &c2, o->n_top + n_top, sizeof(*o->top_lps)) ||
+        if (!hs__grow((void **)&o->top_ids, &c1, o->n_top + n_top, sizeof(*o->top_ids)) ||
+            !hs__grow((void **)&o->top_lps, &c2, o->n_top + n_top, sizeof(*o->top_lps)) ||
             c1 != c2) {
             return false;
         }
@@ -101,7 +77,7 @@ static void outbuf_link_tops(struct outbuf *o)
 
 static void outbuf_free(struct outbuf *o)
 {
-    free(o->text);
+    hs__buf_free(&o->text);
     free(o->tokens);
     free(o->lps);
     free(o->top_ids);
@@ -116,7 +92,7 @@ static void handle_free(struct hs_engine_handle *h)
         outbuf_free(&h->prod[i]);
         free(h->seqs[i].toks);
         hs_suffix_text_destroy(h->seqs[i].sfx); /* NULL unless the engine stopped midway */
-        free(h->seqs[i].hold);
+        hs__buf_free(&h->seqs[i].hold);
         hs_sampler_destroy(h->seqs[i].smp);
         hs_grammar_matcher_destroy(h->seqs[i].gm); /* before their cache */
         hs_reasoning_finish(&h->seqs[i].rs);
@@ -230,26 +206,23 @@ static hs_status take_event(struct hs_engine_handle *h, struct hs_engine_event *
         int32_t c = (h->rr + k) % h->n_choices;
         struct outbuf *p = &h->prod[c];
         bool fin_pending = h->fin[c] != HS_FINISH_NONE && !h->fin_sent[c];
-        if (p->n_text == 0 && p->n_tokens == 0 && !fin_pending) {
+        if (p->text.len == 0 && p->n_tokens == 0 && !fin_pending) {
             continue;
         }
         struct outbuf t = h->cons;
         h->cons = *p;
         *p = t;
-        p->n_text = 0;
+        hs__buf_clear(&p->text);
         p->n_tokens = 0;
         p->n_top = 0;
-        if (p->text) {
-            p->text[0] = '\0';
-        }
         if (h->logprobs) {
             outbuf_link_tops(&h->cons);
         }
         memset(ev, 0, sizeof(*ev));
         ev->type = HS_EVENT_DELTA;
         ev->choice = c;
-        ev->text = h->cons.text ? h->cons.text : "";
-        ev->n_text = h->cons.n_text;
+        ev->text = h->cons.text.p ? h->cons.text.p : "";
+        ev->n_text = h->cons.text.len;
         ev->tokens = h->cons.tokens;
         ev->n_tokens = h->cons.n_tokens;
         ev->logprobs = h->logprobs ? h->cons.lps : NULL;

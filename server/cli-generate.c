@@ -17,35 +17,35 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: hetserve generate -m MODEL -p TEXT [options]\n"
-            "\n"
-            "  -m, --model FILE          GGUF model to run (required)\n"
-            "  -p, --prompt TEXT         prompt text (required)\n"
-            "  -n, --n-predict N         tokens to generate (default 128)\n"
-            "  -c, --ctx N               context length (default: the model's, at most 4096)\n"
-            "  -t, --threads N           compute threads of the FFN backend (default: physical\n"
-            "                            cores, less --attn-threads)\n"
-            "      --temp T              temperature; 0 = greedy (default 0.8)\n"
-            "      --top-k K             keep the K most likely tokens; 0 = off (default 40)\n"
-            "      --top-p P             nucleus sampling; 1 = off (default 0.95)\n"
-            "      --min-p P             drop tokens below P x the best; 0 = off (default 0.05)\n"
-            "      --repeat-penalty R    penalise recent tokens; 1 = off (default 1)\n"
-            "      --presence-penalty X  OpenAI presence penalty (default 0)\n"
-            "      --frequency-penalty X OpenAI frequency penalty (default 0)\n"
-            "      --repeat-last-n N     window of the penalties; -1 = all (default 64)\n"
-            "      --logit-bias ID=B     add B to token ID's logit (repeatable; B may be -inf)\n"
-            "  -s, --seed N              random seed; the same seed gives the same text\n"
-            "      --stop TEXT           stop when TEXT is generated (repeatable, never printed;\n"
-            "                            not with --logprobs, which shows every step)\n"
-            "      --ignore-eos          keep going past end-of-generation tokens\n"
-            "      --logprobs K          print one JSON line per step (token id, text, bytes,\n"
-            "                            top-K natural-log probabilities, K <= 100) instead of the\n"
-            "                            text, the step that ends the generation included\n"
-            "      --kv-type f16|f32     KV cache element type (default f16)\n"
-            "      --expert-placement RULES\n"
-            "                            MoE models: REGEX=BACKEND[:N] rules placing experts\n"
-            "                            (see hetserve serve --help)\n");
+    fprintf(
+        f, "usage: hetserve generate -m MODEL -p TEXT [options]\n"
+           "\n"
+           "  -m, --model FILE          GGUF model to run (required)\n"
+           "  -p, --prompt TEXT         prompt text (required)\n"
+           "  -n, --n-predict N         tokens to generate (default 128)\n"
+           "  -c, --ctx N               context length (default: the model's, at most 4096)\n"
+           "  -t, --threads N           compute threads of the FFN backend (default: physical\n"
+           "                            cores, less --attn-threads)\n"
+           "      --temp T              temperature; 0 = greedy (default 0.8)\n"
+           "      --top-k K             keep the K most likely tokens; 0 = off (default 40)\n"
+           "      --top-p P             nucleus sampling; 1 = off (default 0.95)\n"
+           "      --min-p P             drop tokens below P x the best; 0 = off (default 0.05)\n"
+           "      --repeat-penalty R    penalise recent tokens; 1 = off (default 1)\n"
+           "      --presence-penalty X  OpenAI presence penalty (default 0)\n"
+           "      --frequency-penalty X OpenAI frequency penalty (default 0)\n"
+           "      --repeat-last-n N     window of the penalties; -1 = all (default 64)\n"
+           "      --logit-bias ID=B     add B to token ID's logit (repeatable; B may be -inf)\n"
+           "  -s, --seed N              random seed; the same seed gives the same text\n"
+           "      --stop TEXT           stop when TEXT is generated (repeatable, never printed;\n"
+           "                            not with --logprobs, which shows every step)\n"
+           "      --ignore-eos          keep going past end-of-generation tokens\n"
+           "      --logprobs K          print one JSON line per step (token id, text, bytes,\n"
+           "                            top-K natural-log probabilities, K <= 100) instead of the\n"
+           "                            text, the step that ends the generation included\n"
+           "      --kv-type f16|f32     KV cache element type (default f16)\n"
+           "      --expert-placement RULES\n"
+           "                            MoE models: REGEX=BACKEND[:N] rules placing experts\n"
+           "                            (see hetserve serve --help)\n");
     hs__cli_split_usage(f, 28);
     fprintf(f, "\nThe generation runs as one request of the engine that serve runs.\n");
 }
@@ -55,9 +55,11 @@ static void usage(FILE *f)
 static size_t utf8_seq_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
-    size_t len = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
-                              : c >= 0xf0 && c <= 0xf4                               ? 4
-                                                                                     : 0;
+    size_t len = c < 0x80                 ? 1
+                 : c >= 0xc2 && c <= 0xdf ? 2
+                 : c >= 0xe0 && c <= 0xef ? 3
+                 : c >= 0xf0 && c <= 0xf4 ? 4
+                                          : 0;
     if (len == 0 || len > n) {
         return 0;
     }

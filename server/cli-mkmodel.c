@@ -143,8 +143,8 @@ static int mkproj_main(int argc, char **argv, const char *type)
         fprintf(stderr, "hetserve: mkmodel --projector: %s\n", err.message);
         return 1;
     }
-    fprintf(stderr, "hetserve: wrote %s (%s projector, vision dim %d, %d layers, to dim %d)\n",
-            out, hs_proj_type_str(p.type), p.n_embd, p.n_layer, p.proj_dim);
+    fprintf(stderr, "hetserve: wrote %s (%s projector, vision dim %d, %d layers, to dim %d)\n", out,
+            hs_proj_type_str(p.type), p.n_embd, p.n_layer, p.proj_dim);
     return 0;
 }
 

@@ -277,8 +277,8 @@ const char *hs__cli_default_ctx(const struct hs_model *m, struct hs_engine_param
     const int64_t bs = p->block_size > 0 ? p->block_size : 16;
     const int64_t n_par = p->n_parallel > 0 ? p->n_parallel : 8;
     const enum hs_type kv = p->kv_type == HS_TYPE_F32 ? HS_TYPE_F32 : HS_TYPE_F16;
-    const size_t per_token = hs_type_row_size(kv, (int64_t)hp->n_head_kv * hp->head_dim) * 2 *
-                             (size_t)hp->n_layer_kv;
+    const size_t per_token =
+        hs_type_row_size(kv, (int64_t)hp->n_head_kv * hp->head_dim) * 2 * (size_t)hp->n_layer_kv;
     int64_t room; /* tokens one sequence may hold */
     if (p->n_kv_blocks > 0) {
         room = (int64_t)p->n_kv_blocks * bs;

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "common/buf.h"
 #include "common/trace.h"
 #include "kvcache/kvcache.h"
 #include "model/model.h"
@@ -58,7 +59,7 @@ struct metrics {
     _Atomic uint64_t spec_drafts[HS_SUFFIX_SOURCE_COUNT];   /* drafts verified */
     _Atomic uint64_t spec_drafted[HS_SUFFIX_SOURCE_COUNT];  /* tokens they proposed */
     _Atomic uint64_t spec_accepted[HS_SUFFIX_SOURCE_COUNT]; /* of those, accepted */
-    _Atomic uint64_t spec_knee_milli; /* the cost model's knee, in thousandths of a row */
+    _Atomic uint64_t spec_knee_milli;  /* the cost model's knee, in thousandths of a row */
     _Atomic uint64_t spec_store_bytes; /* the draft store's allocation (hs_suffix_store_bytes) */
     _Atomic uint64_t spec_store_responses;
     _Atomic uint64_t spec_text_bytes; /* the running sequences' own tries, summed */
@@ -72,8 +73,7 @@ struct metrics {
  * alternatives of all its tokens lie end to end in top_ids/top_lps; lps[i].top_ids and
  * .top_logprobs point into them only once the buffer is an event's (take_event sets them). */
 struct outbuf {
-    char *text;
-    size_t n_text, cap_text;
+    struct hs__buf text;
     hs_token *tokens;
     struct hs_token_logprob *lps; /* [cap_tokens] when the request wants logprobs */
     int32_t n_tokens, cap_tokens;
@@ -99,20 +99,19 @@ struct seq {
     struct hs_engine_handle *req;
     int32_t index;
     enum seq_state state;
-    hs_token *toks;       /* [cap_toks]: prompt then generated; grows with the output */
-    size_t cap_toks;      /* allocated entries of toks */
-    int32_t n_all;        /* tokens in toks; KV holds the first hs_kv_seq_n_tokens(kv) */
-    int32_t n_gen;        /* sampled, EOS included */
-    struct hs_kv_seq *kv; /* while running */
+    hs_token *toks;                /* [cap_toks]: prompt then generated; grows with the output */
+    size_t cap_toks;               /* allocated entries of toks */
+    int32_t n_all;                 /* tokens in toks; KV holds the first hs_kv_seq_n_tokens(kv) */
+    int32_t n_gen;                 /* sampled, EOS included */
+    struct hs_kv_seq *kv;          /* while running */
     struct hs_grammar_matcher *gm; /* the request's grammar at this choice's output; owns */
     struct hs_reasoning rs;        /* the thinking-block tracker (rs.p.enabled false: none) */
-    int32_t store;        /* the KV store (and pool) kv belongs to: 0 the FFN backend's, 1 the
-                           * attention backend's (split engines) */
+    int32_t store; /* the KV store (and pool) kv belongs to: 0 the FFN backend's, 1 the
+                    * attention backend's (split engines) */
     struct hs_sampler *smp;
     struct hs_detok dt;
-    char *hold; /* text not yet emitted: could begin a stop string */
-    size_t n_hold, cap_hold;
-    bool stopped; /* a stop string matched */
+    struct hs__buf hold; /* text not yet emitted: could begin a stop string */
+    bool stopped;        /* a stop string matched */
     int64_t t_first_ns, t_last_ns;
     struct seq *prev, *next; /* waiting list */
     int32_t batch_slot;      /* index in this step's batch, -1 when not in it */
@@ -131,8 +130,8 @@ struct seq {
     int32_t n_draft;            /* this step's draft: toks[n_all .. n_all + n_draft), 0: none */
     enum hs_suffix_source draft_src;
     float draft_expect; /* its trie scores' sum: the tokens its source expected accepted */
-    int32_t spec_len; /* adaptive longest draft (0: not started) */
-    float spec_rate;  /* recent share of drafted tokens accepted */
+    int32_t spec_len;   /* adaptive longest draft (0: not started) */
+    float spec_rate;    /* recent share of drafted tokens accepted */
 };
 
 struct hs_engine_handle {
@@ -178,10 +177,10 @@ struct hs_engine_handle {
     struct hs_grammar *grammar;             /* owns; NULL: unconstrained */
     struct hs_grammar_cache *grammar_cache; /* owns; the choices' matchers share it */
     const char *detail;                     /* DONE's detail (static); under mu */
-    int32_t long_context; /* < 0: the engine's */
-    uint64_t cache_salt;  /* hs_engine_request.cache_salt */
-    struct hs_reasoning_params reasoning; /* hs_engine_request.reasoning */
-    int32_t n_vocab;                      /* the engine's (the trackers' masks) */
+    int32_t long_context;                   /* < 0: the engine's */
+    uint64_t cache_salt;                    /* hs_engine_request.cache_salt */
+    struct hs_reasoning_params reasoning;   /* hs_engine_request.reasoning */
+    int32_t n_vocab;                        /* the engine's (the trackers' masks) */
     int32_t n_stop;
     char *stop[HS_ENGINE_MAX_STOP];
     size_t stop_len[HS_ENGINE_MAX_STOP];
@@ -189,8 +188,8 @@ struct hs_engine_handle {
     struct hs_lengthpred_key len_key; /* what its length prediction is keyed on */
     int32_t pred_tokens;              /* predicted output tokens per choice */
     enum hs_lengthpred_source pred_source;
-    bool predicted;  /* pred_tokens is set (on entering the queue) */
-    uint64_t client; /* hs_engine_request.client */
+    bool predicted;      /* pred_tokens is set (on entering the queue) */
+    uint64_t client;     /* hs_engine_request.client */
     int64_t deadline_ns; /* 0: none */
     int64_t t_first_ns;
     int32_t n_finished;
@@ -246,7 +245,7 @@ struct hs_engine {
                                  * this step's image rows and M-RoPE positions (mm.c; lazily) */
     const float **mm_embd;
     int32_t *mm_pos;
-    char *piece;                /* detokenizer output scratch */
+    char *piece; /* detokenizer output scratch */
     size_t cap_piece;
     struct hs_token_logprob lp_scratch; /* points into lp_ids/lp_vals */
     hs_token lp_ids[HS_ENGINE_MAX_TOP_LOGPROBS];
@@ -261,7 +260,7 @@ struct hs_engine {
     double cm_knee;                        /* fixed cost of a step in rows (a / b of a + b rows) */
     /* per draft source, decayed: tokens its drafts' scores expected accepted, tokens accepted */
     double cal_expect[HS_SUFFIX_SOURCE_COUNT], cal_accepted[HS_SUFFIX_SOURCE_COUNT];
-    int32_t step_drafted, step_accepted;   /* this step's, for the trace */
+    int32_t step_drafted, step_accepted; /* this step's, for the trace */
 
     struct metrics m;
     struct hs_trace *trace; /* --trace; NULL: none */
@@ -289,10 +288,6 @@ static inline int64_t now_ns(void)
 }
 
 /* ---- channel.c ---- */
-
-/* Grows *p (an array of *cap elements of elem bytes) to hold at least need elements, doubling
- * from 16. Returns false, leaving *p and *cap as they were, when out of memory. Thread: any. */
-bool hs__engine_grow(void **p, size_t *cap, size_t need, size_t elem);
 
 /* CLOCK_MONOTONIC's time timeout_ms from now (now when timeout_ms <= 0), for timed waits on the
  * engine's condition variables. Thread: any. */
@@ -351,7 +346,8 @@ void hs__sched_migrate(struct hs_engine *e);
 void hs__sched_reap(struct hs_engine *e, bool cancel_all);
 
 /* Sets up length-aware scheduling from p (order, fairness bound, segments) and creates the
- * length predictor: HS_E_INVAL (err says which value), HS_E_NOMEM. Thread: the creating thread, before the engine thread runs. */
+ * length predictor: HS_E_INVAL (err says which value), HS_E_NOMEM. Thread: the creating thread,
+ * before the engine thread runs. */
 hs_status hs__sched_init(struct hs_engine *e, const struct hs_engine_params *p,
                          struct hs_error *err);
 /* Frees what hs__sched_init made. Thread: after the engine thread has ended. */

@@ -90,12 +90,13 @@ _Static_assert(HS_ENGINE_TRACE_TID_VISION != TRACE_TID_ENGINE &&
 static void trace_stage(void *user, const struct hs_forward_stage *s)
 {
     struct hs_engine *e = user;
-    const double end_us = hs_trace_now_us(e->trace) - (double)(now_ns() - s->t0_ns - s->dur_ns) / 1e3;
+    const double end_us =
+        hs_trace_now_us(e->trace) - (double)(now_ns() - s->t0_ns - s->dur_ns) / 1e3;
     char name[32];
     snprintf(name, sizeof(name), "%s %c", s->stage, s->sub_batch ? 'B' : 'A');
     const struct hs_trace_arg args[] = {
-        HS_TRACE_INT("layer", s->layer),   HS_TRACE_STR("sub_batch", s->sub_batch ? "B" : "A"),
-        HS_TRACE_INT("rows", s->n_rows),   HS_TRACE_INT("seqs", s->n_seqs),
+        HS_TRACE_INT("layer", s->layer),     HS_TRACE_STR("sub_batch", s->sub_batch ? "B" : "A"),
+        HS_TRACE_INT("rows", s->n_rows),     HS_TRACE_INT("seqs", s->n_seqs),
         HS_TRACE_STR("backend", s->backend), HS_TRACE_DBL("sim_us", (double)s->sim_ns / 1e3),
     };
     hs_trace_complete(e->trace, s->timeline ? TRACE_PID_TIMELINE : TRACE_PID,

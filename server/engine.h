@@ -43,9 +43,9 @@ struct hs_engine_handle;
 
 /* ---- limits ---- */
 
-#define HS_ENGINE_MAX_CHOICES      16  /* n of one request */
-#define HS_ENGINE_MAX_STOP         16  /* stop strings of one request */
-#define HS_ENGINE_MAX_STOP_BYTES   256 /* length of one stop string */
+#define HS_ENGINE_MAX_CHOICES    16  /* n of one request */
+#define HS_ENGINE_MAX_STOP       16  /* stop strings of one request */
+#define HS_ENGINE_MAX_STOP_BYTES 256 /* length of one stop string */
 /* Alternatives per token (hetserve generate --logprobs; api/ keeps OpenAI's 20). */
 #define HS_ENGINE_MAX_TOP_LOGPROBS 100
 #define HS_ENGINE_MAX_DRAFT        32 /* tokens of one speculative draft */
@@ -78,7 +78,7 @@ struct hs_engine_params {
      * from the FFN backend's n_threads. NULL with attn_threads 0: not split. */
     const char *attn_backend;
     int32_t attn_threads;
-    bool pingpong;        /* two sub-batches taking turns on the two backends */
+    bool pingpong; /* two sub-batches taking turns on the two backends */
     /* With ping-pong, how the decode batch is laid out for the split into sub-batches A and B
      * (the split point is the balancer's, hs_split_choose, either way). Only whole 4-row tiles
      * of single-row decodes are reordered, so every row keeps the tile it computes in and the
@@ -124,8 +124,8 @@ struct hs_engine_params {
      * sequence verifies in one step, 0 (default): off; at most HS_ENGINE_MAX_DRAFT. Drafts come
      * from suffix tries over the sequence's own text and over earlier responses, kept in
      * at most spec_store_bytes (0: HS_SUFFIX_STORE_BYTES, 8 MiB; allocated as responses come,
-     * not up front) and in at most HS_SUFFIX_TEXT_NODES nodes per sequence. Lossless: the tokens (greedy) or their distribution
-     * (sampled) are those of plain decoding. */
+     * not up front) and in at most HS_SUFFIX_TEXT_NODES nodes per sequence. Lossless: the tokens
+     * (greedy) or their distribution (sampled) are those of plain decoding. */
     int32_t spec_max_draft;
     size_t spec_store_bytes;
     /* Sampling: each step draws the decoding sequences' next tokens as tasks on the FFN
@@ -210,21 +210,21 @@ struct hs_engine_request {
                              * blocks through the prefix cache */
     struct hs_sampling_params sampling; /* validated with hs_sampling_params_check; logit_bias
                                          * is copied */
-    const char *const *stop;    /* [n_stop] NUL-terminated stop strings, 1 .. MAX_STOP_BYTES bytes
-                                 * each; generation of a choice ends when its text contains one;
-                                 * the stop string and anything after it is never emitted */
-    int32_t n_stop;             /* 0 .. HS_ENGINE_MAX_STOP */
-    bool logprobs;              /* report each token's log-probability (raw logits' log-softmax) */
-    int32_t top_logprobs;       /* and this many alternatives, 0 .. HS_ENGINE_MAX_TOP_LOGPROBS
-                                 * (needs logprobs) */
-    bool ignore_eos;            /* keep generating past end-of-generation tokens */
-    bool report_eos;            /* list the end-of-generation token that ends a choice as the
-                                 * last of its final DELTA's tokens (with its logprobs when
-                                 * asked), for callers that show every step; its text stays out
-                                 * of text either way */
-    int64_t timeout_ms;         /* from submit to the final event; 0: the engine's default; < 0:
-                                 * none. On expiry the choices end with HS_FINISH_TIMEOUT */
-    uint64_t id;                /* caller's request id, for logs ("req=<id>") */
+    const char *const *stop; /* [n_stop] NUL-terminated stop strings, 1 .. MAX_STOP_BYTES bytes
+                              * each; generation of a choice ends when its text contains one;
+                              * the stop string and anything after it is never emitted */
+    int32_t n_stop;          /* 0 .. HS_ENGINE_MAX_STOP */
+    bool logprobs;           /* report each token's log-probability (raw logits' log-softmax) */
+    int32_t top_logprobs;    /* and this many alternatives, 0 .. HS_ENGINE_MAX_TOP_LOGPROBS
+                              * (needs logprobs) */
+    bool ignore_eos;         /* keep generating past end-of-generation tokens */
+    bool report_eos;         /* list the end-of-generation token that ends a choice as the
+                              * last of its final DELTA's tokens (with its logprobs when
+                              * asked), for callers that show every step; its text stays out
+                              * of text either way */
+    int64_t timeout_ms;      /* from submit to the final event; 0: the engine's default; < 0:
+                              * none. On expiry the choices end with HS_FINISH_TIMEOUT */
+    uint64_t id;             /* caller's request id, for logs ("req=<id>") */
     /* Structured output: a GBNF grammar (llama.cpp's syntax, server/grammar.h) every choice's
      * output must follow, [n_grammar] bytes, borrowed during submit only (compiled there: a
      * syntax error is HS_E_INVAL with err saying where). NULL: none. The sampler draws only
@@ -248,8 +248,8 @@ struct hs_engine_request {
     /* Images in the prompt, in increasing, disjoint spans (HS_E_INVAL otherwise); 0: none. */
     const struct hs_engine_image *images;
     int32_t n_images;
-    uint64_t client; /* who asks, for the output length history (server/lengthpred.h): e.g. a
-                      * hash of the API key's tenant and the `user` field; 0: anonymous */
+    uint64_t client;     /* who asks, for the output length history (server/lengthpred.h): e.g. a
+                          * hash of the API key's tenant and the `user` field; 0: anonymous */
     bool no_speculation; /* never draft for this request (the engine's spec_max_draft aside) */
     hs_engine_notify_fn notify; /* may be NULL (then poll or wait) */
     void *notify_user;
@@ -292,7 +292,7 @@ const char *hs_finish_reason_str(enum hs_finish_reason r);
 struct hs_token_logprob {
     hs_token token;
     float logprob;
-    int32_t n_top; /* top_logprobs of the request, or fewer when the vocab is smaller */
+    int32_t n_top;             /* top_logprobs of the request, or fewer when the vocab is smaller */
     const hs_token *top_ids;   /* [n_top] descending, ties by lower id; borrowed like the event */
     const float *top_logprobs; /* [n_top] */
 };
@@ -334,11 +334,11 @@ struct hs_engine_event {
     enum hs_finish_reason finish_reason;     /* DELTA: HS_FINISH_NONE until the choice's last
                                               * DELTA */
     struct hs_engine_usage usage;            /* DONE */
-    hs_status status; /* DONE: HS_OK, or the forward pass error behind HS_FINISH_ERROR */
+    hs_status status;   /* DONE: HS_OK, or the forward pass error behind HS_FINISH_ERROR */
     const char *detail; /* DONE: why a choice ended with HS_FINISH_ERROR, for the client
                          * (static text; NULL when status says it all) */
-    double ttft_ms;   /* DONE: submit to the first sampled token (0 if none) */
-    double e2e_ms;    /* DONE: submit to done */
+    double ttft_ms;     /* DONE: submit to the first sampled token (0 if none) */
+    double e2e_ms;      /* DONE: submit to done */
 };
 
 /* Takes the next event without blocking: HS_OK with *ev filled; HS_E_BUSY when nothing is
@@ -368,9 +368,9 @@ uint64_t hs_engine_handle_id(const struct hs_engine_handle *h);
 /* ---- metrics ---- */
 
 /* Histogram bucket upper bounds in seconds, as vLLM's (Prometheus "le" labels; +Inf implied). */
-#define HS_ENGINE_TTFT_BUCKETS 22 /* 0.001 .. 2560 s */
-#define HS_ENGINE_TPOT_BUCKETS 19 /* 0.01 .. 80 s */
-#define HS_ENGINE_E2E_BUCKETS  21 /* 0.3 .. 7680 s */
+#define HS_ENGINE_TTFT_BUCKETS   22 /* 0.001 .. 2560 s */
+#define HS_ENGINE_TPOT_BUCKETS   19 /* 0.01 .. 80 s */
+#define HS_ENGINE_E2E_BUCKETS    21 /* 0.3 .. 7680 s */
 #define HS_ENGINE_LENERR_BUCKETS 10 /* relative error of output length predictions, 0.05 .. 10 */
 extern const double hs_engine_ttft_bounds_s[HS_ENGINE_TTFT_BUCKETS];
 extern const double hs_engine_tpot_bounds_s[HS_ENGINE_TPOT_BUCKETS];
@@ -413,18 +413,18 @@ struct hs_engine_metrics {
     uint64_t requests_finished[HS_FINISH_COUNT]; /* counter per finish reason (of choices) */
     uint64_t prompt_tokens;                      /* counter: prompt tokens of accepted requests */
     uint64_t generation_tokens;                  /* counter: sampled tokens */
-    uint64_t prefix_hit_tokens;      /* counter: prompt tokens found in the prefix cache */
-    uint64_t prefill_tokens;         /* counter: tokens run through the model that were not the
-                                      * previous step's sample (prompt chunks and recomputation) */
-    uint64_t preemptions;            /* counter */
-    uint64_t steps;                  /* counter: forward passes */
-    uint64_t batch_tokens;           /* counter: tokens through the forward pass, all steps */
-    uint64_t draws;                  /* counter: next tokens drawn (one per decoding sequence and
-                                      * step, speculative verification aside) */
-    uint64_t draws_in_tasks;         /* counter: of those, drawn as tasks on the FFN backend's
-                                      * threads (the rest on the engine thread) */
-    double sampling_s;               /* counter: wall time of the steps' draw phases */
-    double prefix_hit_rate;          /* prefix_hit_tokens / prompt_tokens (0 when none) */
+    uint64_t prefix_hit_tokens; /* counter: prompt tokens found in the prefix cache */
+    uint64_t prefill_tokens;    /* counter: tokens run through the model that were not the
+                                 * previous step's sample (prompt chunks and recomputation) */
+    uint64_t preemptions;       /* counter */
+    uint64_t steps;             /* counter: forward passes */
+    uint64_t batch_tokens;      /* counter: tokens through the forward pass, all steps */
+    uint64_t draws;             /* counter: next tokens drawn (one per decoding sequence and
+                                 * step, speculative verification aside) */
+    uint64_t draws_in_tasks;    /* counter: of those, drawn as tasks on the FFN backend's
+                                 * threads (the rest on the engine thread) */
+    double sampling_s;          /* counter: wall time of the steps' draw phases */
+    double prefix_hit_rate;     /* prefix_hit_tokens / prompt_tokens (0 when none) */
     /* Placement: one entry per backend holding a KV store (1, or 2 when split: [0] the FFN
      * backend, [1] the attention backend). */
     int32_t n_backends;
@@ -462,16 +462,16 @@ struct hs_engine_metrics {
     struct hs_engine_histogram length_error; /* |predicted - actual| / actual output tokens, per
                                               * choice that ended on its own or at its cap (the
                                               * bounds are ratios, not seconds) */
-    uint64_t predicted_tokens;     /* counter: predicted output tokens of those choices */
-    uint64_t length_abs_error_tokens; /* counter: sum of |predicted - actual| over them */
-    uint64_t pingpong_reorders;    /* counter: steps whose decodes --pingpong-balance reordered */
-    uint64_t segment_yields;       /* counter: running sequences that gave up their slot after a
-                                    * segment, keeping their KV */
-    uint64_t segment_resumes;      /* counter: such sequences admitted again on their own KV */
-    uint64_t segment_evictions;    /* counter: parked sequences whose blocks were taken under
-                                    * pressure (they come back through the prefix cache) */
-    uint64_t recomputed_tokens;    /* counter: tokens run again for preempted or evicted
-                                    * sequences (what the prefix cache no longer held) */
+    uint64_t predicted_tokens;               /* counter: predicted output tokens of those choices */
+    uint64_t length_abs_error_tokens;        /* counter: sum of |predicted - actual| over them */
+    uint64_t pingpong_reorders; /* counter: steps whose decodes --pingpong-balance reordered */
+    uint64_t segment_yields;    /* counter: running sequences that gave up their slot after a
+                                 * segment, keeping their KV */
+    uint64_t segment_resumes;   /* counter: such sequences admitted again on their own KV */
+    uint64_t segment_evictions; /* counter: parked sequences whose blocks were taken under
+                                 * pressure (they come back through the prefix cache) */
+    uint64_t recomputed_tokens; /* counter: tokens run again for preempted or evicted
+                                 * sequences (what the prefix cache no longer held) */
     uint64_t requests_cancelled[HS_CANCEL_COUNT]; /* counter: requests with a canceled choice,
                                                    * by where they were */
 };

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "server/grammar.h"
 
 #define HS__CP_MAX 0x10FFFFu
@@ -45,10 +46,10 @@ struct hs__gclass {
 struct hs__grule {
     uint32_t first_alt; /* into hs_grammar.alts */
     uint32_t n_alts;
-    uint32_t name;      /* offset into hs_grammar.names (NUL-terminated) */
-    uint32_t origin;    /* the user-written rule a generated one came from (itself otherwise) */
-    uint32_t def_off;   /* byte offset of its definition (the origin's for generated rules) */
-    bool nullable;      /* derives the empty string */
+    uint32_t name;    /* offset into hs_grammar.names (NUL-terminated) */
+    uint32_t origin;  /* the user-written rule a generated one came from (itself otherwise) */
+    uint32_t def_off; /* byte offset of its definition (the origin's for generated rules) */
+    bool nullable;    /* derives the empty string */
 };
 
 struct hs_grammar {
@@ -73,10 +74,6 @@ bool hs__gclass_match_range(const struct hs_grammar *g, uint32_t class_id, uint3
                             uint32_t hi);
 /* Whether the class matches every code point in [lo, hi]. */
 bool hs__gclass_covers(const struct hs_grammar *g, uint32_t class_id, uint32_t lo, uint32_t hi);
-
-/* Grows *p (element size elem) to hold at least need elements, doubling; false on overflow or
- * out of memory (then *p and *cap are unchanged). */
-bool hs__grammar_grow(void **p, size_t *cap, size_t need, size_t elem);
 
 /* Whether b may follow the nb bytes (lead first) of an incomplete UTF-8 character: a
  * continuation byte, with the lead's limits on the second byte (no overlongs, surrogates or

@@ -169,7 +169,7 @@ hs_status hs_token_trie_create(const struct hs_vocab *v, struct hs_token_trie **
             continue;
         }
         if (len > UINT16_MAX - 1 || n_bytes + len > UINT32_MAX ||
-            !hs__grammar_grow((void **)&t->pieces, &cap_pieces, n_bytes + len, 1)) {
+            !hs__grow((void **)&t->pieces, &cap_pieces, n_bytes + len, 1)) {
             goto fail;
         }
         hs_vocab_piece(v, i, false, (char *)t->pieces + n_bytes, len);

@@ -120,9 +120,8 @@ static int64_t frame_get(struct hs_grammar_cache *c, uint32_t pos, uint32_t pare
         return v;
     }
     if (c->n_frames >= INT32_MAX ||
-        !hs__grammar_grow((void **)&c->frames, &c->cap_frames, c->n_frames + 1,
-                          sizeof(*c->frames)) ||
-        !hs__grammar_grow((void **)&c->seen, &c->cap_seen, c->n_frames + 1, sizeof(*c->seen))) {
+        !hs__grow((void **)&c->frames, &c->cap_frames, c->n_frames + 1, sizeof(*c->frames)) ||
+        !hs__grow((void **)&c->seen, &c->cap_seen, c->n_frames + 1, sizeof(*c->seen))) {
         return -1;
     }
     int32_t id = (int32_t)c->n_frames;
@@ -182,10 +181,8 @@ static int32_t state_get(struct hs_grammar_cache *c, const uint32_t *s, uint32_t
         }
     }
     if (c->n_states >= INT32_MAX / 2 || c->n_pool + n > UINT32_MAX ||
-        !hs__grammar_grow((void **)&c->states, &c->cap_states, c->n_states + 1,
-                          sizeof(*c->states)) ||
-        !hs__grammar_grow((void **)&c->stack_pool, &c->cap_pool, c->n_pool + n,
-                          sizeof(*c->stack_pool))) {
+        !hs__grow((void **)&c->states, &c->cap_states, c->n_states + 1, sizeof(*c->states)) ||
+        !hs__grow((void **)&c->stack_pool, &c->cap_pool, c->n_pool + n, sizeof(*c->stack_pool))) {
         return fail(c, HS_E_NOMEM);
     }
     int32_t id = (int32_t)c->n_states++;
@@ -209,7 +206,7 @@ static int32_t state_get(struct hs_grammar_cache *c, const uint32_t *s, uint32_t
 
 static bool work_push(struct hs_grammar_cache *c, size_t *n, int64_t frame)
 {
-    if (frame < 0 || !hs__grammar_grow((void **)&c->work, &c->cap_work, *n + 1, sizeof(*c->work))) {
+    if (frame < 0 || !hs__grow((void **)&c->work, &c->cap_work, *n + 1, sizeof(*c->work))) {
         return false;
     }
     c->work[(*n)++] = (uint32_t)frame;
@@ -262,7 +259,7 @@ static int32_t expand(struct hs_grammar_cache *c, size_t n_work, bool allow_empt
         if ((int64_t)n_res >= c->p.max_stacks) {
             return fail(c, HS_E_RANGE); /* an ambiguous grammar: too many ways to be here */
         }
-        if (!hs__grammar_grow((void **)&c->result, &c->cap_result, n_res + 1, sizeof(*c->result))) {
+        if (!hs__grow((void **)&c->result, &c->cap_result, n_res + 1, sizeof(*c->result))) {
             return fail(c, HS_E_NOMEM);
         }
         c->result[n_res++] = f; /* a terminal on top, or 0: complete */
@@ -320,8 +317,8 @@ static int32_t advance(struct hs_grammar_cache *c, int32_t sid, uint32_t cp)
 static int32_t *ascii_table(struct hs_grammar_cache *c)
 {
     if (c->n_ascii_blocks == 0 || c->ascii_used == 256) {
-        if (!hs__grammar_grow((void **)&c->ascii_blocks, &c->cap_ascii_blocks,
-                              c->n_ascii_blocks + 1, sizeof(*c->ascii_blocks))) {
+        if (!hs__grow((void **)&c->ascii_blocks, &c->cap_ascii_blocks, c->n_ascii_blocks + 1,
+                      sizeof(*c->ascii_blocks))) {
             return NULL;
         }
         int32_t *b = malloc((size_t)256 * 128 * sizeof(*b));
@@ -606,7 +603,7 @@ static bool matcher_save(struct hs_grammar_matcher *m)
             n++;
         }
     }
-    if (!hs__grammar_grow((void **)&m->saved, &m->cap_saved, n, sizeof(*m->saved))) {
+    if (!hs__grow((void **)&m->saved, &m->cap_saved, n, sizeof(*m->saved))) {
         return false;
     }
     size_t k = 0;
@@ -637,7 +634,7 @@ static hs_status matcher_restore(struct hs_grammar_matcher *m)
         }
         k += d;
         if (f < 0 ||
-            !hs__grammar_grow((void **)&c->result, &c->cap_result, n_res + 1, sizeof(*c->result))) {
+            !hs__grow((void **)&c->result, &c->cap_result, n_res + 1, sizeof(*c->result))) {
             return HS_E_NOMEM;
         }
         c->result[n_res++] = (uint32_t)f;
@@ -715,8 +712,8 @@ hs_status hs_grammar_cache_create(const struct hs_grammar *g, const struct hs_to
     c->initial = -1;
     c->matchers.next = c->matchers.prev = &c->matchers;
     c->n_frames = 1;
-    if (!hs__grammar_grow((void **)&c->frames, &c->cap_frames, 1024, sizeof(*c->frames)) ||
-        !hs__grammar_grow((void **)&c->seen, &c->cap_seen, 1024, sizeof(*c->seen))) {
+    if (!hs__grow((void **)&c->frames, &c->cap_frames, 1024, sizeof(*c->frames)) ||
+        !hs__grow((void **)&c->seen, &c->cap_seen, 1024, sizeof(*c->seen))) {
         goto fail;
     }
     memset(c->seen, 0, c->cap_seen * sizeof(*c->seen));

@@ -21,31 +21,6 @@ struct hs_grammar_limits hs_grammar_default_limits(void)
     };
 }
 
-bool hs__grammar_grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) {
-        return true;
-    }
-    size_t n = *cap ? *cap : 16;
-    while (n < need) {
-        if (n > SIZE_MAX / 2) {
-            return false;
-        }
-        n *= 2;
-    }
-    size_t bytes;
-    if (hs_mul_overflow(n, elem, &bytes)) {
-        return false;
-    }
-    void *q = realloc(*p, bytes);
-    if (!q) {
-        return false;
-    }
-    *p = q;
-    *cap = n;
-    return true;
-}
-
 size_t hs__utf8_next(const uint8_t *s, size_t n, uint32_t *cp)
 {
     if (n == 0) {
@@ -287,7 +262,7 @@ static bool add_name(struct parser *p, const char *s, size_t n, uint32_t *off)
 {
     struct hs_grammar *g = p->g;
     size_t need = (size_t)g->n_names_bytes + n + 1;
-    if (need > UINT32_MAX || !hs__grammar_grow((void **)&g->names, &p->cap_names, need, 1)) {
+    if (need > UINT32_MAX || !hs__grow((void **)&g->names, &p->cap_names, need, 1)) {
         return nomem(p);
     }
     *off = g->n_names_bytes;
@@ -304,8 +279,8 @@ static bool new_rule(struct parser *p, const char *name, size_t n, uint32_t orig
     if ((int64_t)g->n_rules >= p->lim.max_rules) {
         return fail_at(p, HS_E_RANGE, off, "more than %d rules (the limit)", (int)p->lim.max_rules);
     }
-    if (!hs__grammar_grow((void **)&g->rules, &p->cap_rules, g->n_rules + 1, sizeof(*g->rules)) ||
-        !hs__grammar_grow((void **)&p->info, &p->cap_info, g->n_rules + 1, sizeof(*p->info))) {
+    if (!hs__grow((void **)&g->rules, &p->cap_rules, g->n_rules + 1, sizeof(*g->rules)) ||
+        !hs__grow((void **)&p->info, &p->cap_info, g->n_rules + 1, sizeof(*p->info))) {
         return nomem(p);
     }
     uint32_t r = g->n_rules;
@@ -442,10 +417,9 @@ static bool intern_class(struct parser *p, uint32_t *r, size_t n, bool negated, 
         }
         s = (s + 1) & (p->cap_cls - 1);
     }
-    if (!hs__grammar_grow((void **)&g->classes, &p->cap_classes, g->n_classes + 1,
-                          sizeof(*g->classes)) ||
-        !hs__grammar_grow((void **)&g->ranges, &p->cap_ranges, 2 * ((size_t)g->n_ranges + m),
-                          sizeof(*g->ranges))) {
+    if (!hs__grow((void **)&g->classes, &p->cap_classes, g->n_classes + 1, sizeof(*g->classes)) ||
+        !hs__grow((void **)&g->ranges, &p->cap_ranges, 2 * ((size_t)g->n_ranges + m),
+                  sizeof(*g->ranges))) {
         return nomem(p);
     }
     memcpy(g->ranges + 2 * (size_t)g->n_ranges, r, m * 2 * sizeof(*r));
@@ -465,7 +439,7 @@ static bool ebuf_push(struct parser *p, struct ebuf *b, uint32_t type, uint32_t 
                        "(the limit)",
                        (int)p->lim.max_elements);
     }
-    if (!hs__grammar_grow((void **)&b->e, &b->cap, b->n + 1, sizeof(*b->e))) {
+    if (!hs__grow((void **)&b->e, &b->cap, b->n + 1, sizeof(*b->e))) {
         return nomem(p);
     }
     b->e[b->n++] = (struct hs__gelem){type, value};
@@ -497,9 +471,8 @@ static bool commit_rule(struct parser *p, uint32_t r, const struct ebuf *b, size
                        "(the limit)",
                        (int)p->lim.max_elements);
     }
-    if (!hs__grammar_grow((void **)&g->elems, &p->cap_elems, g->n_elems + b->n,
-                          sizeof(*g->elems)) ||
-        !hs__grammar_grow((void **)&g->alts, &p->cap_alts, g->n_alts + n_alts, sizeof(*g->alts))) {
+    if (!hs__grow((void **)&g->elems, &p->cap_elems, g->n_elems + b->n, sizeof(*g->elems)) ||
+        !hs__grow((void **)&g->alts, &p->cap_alts, g->n_alts + n_alts, sizeof(*g->alts))) {
         return nomem(p);
     }
     g->rules[r].first_alt = g->n_alts;
@@ -723,7 +696,7 @@ static bool parse_class(struct parser *p, struct ebuf *b)
                 break;
             }
         }
-        if (!hs__grammar_grow((void **)&r, &cap, 2 * (n + 1), sizeof(*r))) {
+        if (!hs__grow((void **)&r, &cap, 2 * (n + 1), sizeof(*r))) {
             ok = nomem(p);
             break;
         }
@@ -966,9 +939,9 @@ static bool parse_rule(struct parser *p)
 static bool compute_nullable(struct hs_grammar *g)
 {
     uint32_t nr = g->n_rules, na = g->n_alts;
-    uint32_t *left = malloc(((size_t)na + 1) * sizeof(*left));     /* per alternative */
+    uint32_t *left = malloc(((size_t)na + 1) * sizeof(*left)); /* per alternative */
     uint32_t *alt_rule = malloc(((size_t)na + 1) * sizeof(*alt_rule));
-    uint32_t *off = calloc((size_t)nr + 2, sizeof(*off));            /* rule -> mentions */
+    uint32_t *off = calloc((size_t)nr + 2, sizeof(*off));                    /* rule -> mentions */
     uint32_t *mention = malloc(((size_t)g->n_elems + 1) * sizeof(*mention)); /* alternatives */
     uint32_t *queue = malloc(((size_t)nr + 1) * sizeof(*queue));
     bool ok = left && alt_rule && off && mention && queue;

@@ -136,8 +136,8 @@ hs_status hs__mm_forward(struct hs_engine *e, int32_t n)
             continue;
         }
         for (int32_t i = 0; i < fs->n_tokens; i++) {
-            e->mm_embd[row + i] = token_mm(h, (size_t)hp->n_embd, fs->n_past + i,
-                                           e->mm_pos + 3 * (size_t)(row + i));
+            e->mm_embd[row + i] =
+                token_mm(h, (size_t)hp->n_embd, fs->n_past + i, e->mm_pos + 3 * (size_t)(row + i));
         }
         e->mm[j] = (struct hs_forward_mm){e->mm_embd + row, mrope ? e->mm_pos + 3 * row : NULL};
         row += fs->n_tokens;

@@ -110,28 +110,28 @@ void hs__output_finish_seq(struct hs_engine *e, struct seq *s, enum hs_finish_re
 static size_t stop_scan(struct seq *s, bool final)
 {
     const struct hs_engine_handle *h = s->req;
-    size_t safe = s->n_hold;
+    size_t safe = s->hold.len;
     /* stop strings apply to the answer, never to a thinking block */
     const int32_t n_stop = hs_reasoning_in_answer(&s->rs) || !h->reasoning.enabled ? h->n_stop : 0;
     for (int32_t i = 0; i < n_stop; i++) {
-        const char *hit = memmem(s->hold, s->n_hold, h->stop[i], h->stop_len[i]);
+        const char *hit = memmem(s->hold.p, s->hold.len, h->stop[i], h->stop_len[i]);
         if (hit) {
             s->stopped = true;
-            safe = HS_MIN(safe, (size_t)(hit - s->hold));
+            safe = HS_MIN(safe, (size_t)(hit - s->hold.p));
         }
     }
     if (!s->stopped && !final) {
         for (int32_t i = 0; i < n_stop; i++) {
-            size_t k = HS_MIN(h->stop_len[i] - 1, s->n_hold);
+            size_t k = HS_MIN(h->stop_len[i] - 1, s->hold.len);
             for (; k > 0; k--) {
-                if (!memcmp(s->hold + s->n_hold - k, h->stop[i], k)) {
-                    safe = HS_MIN(safe, s->n_hold - k);
+                if (!memcmp(s->hold.p + s->hold.len - k, h->stop[i], k)) {
+                    safe = HS_MIN(safe, s->hold.len - k);
                     break;
                 }
             }
         }
     }
-    while (safe > 0 && safe < s->n_hold && ((unsigned char)s->hold[safe] & 0xC0) == 0x80) {
+    while (safe > 0 && safe < s->hold.len && ((unsigned char)s->hold.p[safe] & 0xC0) == 0x80) {
         safe--; /* never split a character */
     }
     return safe;
@@ -140,12 +140,7 @@ static size_t stop_scan(struct seq *s, bool final)
 /* Appends detokenized text to the hold buffer. */
 static bool hold_append(struct seq *s, const char *p, size_t n)
 {
-    if (!hs__engine_grow((void **)&s->hold, &s->cap_hold, s->n_hold + n + 1, 1)) {
-        return false;
-    }
-    memcpy(s->hold + s->n_hold, p, n);
-    s->n_hold += n;
-    return true;
+    return hs__buf_add(&s->hold, p, n) == HS_OK;
 }
 
 /* A draw that failed (t < -1): the request's detail and *status say why. */
@@ -293,8 +288,7 @@ enum hs_finish_reason hs__output_emit(struct hs_engine *e, struct seq *s, hs_tok
         }
     }
     if (!eog) {
-        if (!hs__engine_grow((void **)&s->toks, &s->cap_toks, (size_t)s->n_all + 1,
-                             sizeof(*s->toks))) {
+        if (!hs__grow((void **)&s->toks, &s->cap_toks, (size_t)s->n_all + 1, sizeof(*s->toks))) {
             *status = HS_E_NOMEM;
             return HS_FINISH_ERROR;
         }
@@ -315,7 +309,7 @@ enum hs_finish_reason hs__output_emit(struct hs_engine *e, struct seq *s, hs_tok
         ok = hs__channel_outbuf_token(o, t, lp);
     }
     if (ok && safe > 0) {
-        ok = hs__channel_outbuf_text(o, s->hold, safe);
+        ok = hs__channel_outbuf_text(o, s->hold.p, safe);
     }
     pthread_cond_broadcast(&h->cv);
     pthread_mutex_unlock(&h->mu);
@@ -324,10 +318,9 @@ enum hs_finish_reason hs__output_emit(struct hs_engine *e, struct seq *s, hs_tok
         *status = HS_E_NOMEM;
         return HS_FINISH_ERROR;
     }
-    memmove(s->hold, s->hold + safe, s->n_hold - safe);
-    s->n_hold -= safe;
+    hs__buf_consume(&s->hold, safe);
     if (s->stopped) {
-        s->n_hold = 0; /* the stop string and what follows are never emitted */
+        hs__buf_clear(&s->hold); /* the stop string and what follows are never emitted */
         return HS_FINISH_STOP;
     }
     if (eog) {

@@ -362,8 +362,7 @@ static bool migrate(struct hs_engine *e, struct seq *s)
     memcpy(e->mig_src, hs_kv_seq_block_table(s->kv), (size_t)n_blocks * sizeof(int32_t));
     memcpy(e->mig_dst, hs_kv_seq_block_table(kv), (size_t)n_blocks * sizeof(int32_t));
     uint64_t bytes = 0;
-    hs_status st =
-        hs_context_copy_blocks(e->ctx, 0, e->mig_src, 1, e->mig_dst, n_blocks, &bytes);
+    hs_status st = hs_context_copy_blocks(e->ctx, 0, e->mig_src, 1, e->mig_dst, n_blocks, &bytes);
     HS_ASSERT(st == HS_OK); /* block ids come from the pools the stores were sized for */
     st = hs_kv_seq_append_tokens(to, kv, s->toks, n_tok);
     HS_ASSERT(st == HS_OK);

@@ -258,8 +258,8 @@ void hs__spec_plan(struct hs_engine *e, int32_t n)
         if (k == 0) {
             continue;
         }
-        if (!hs__engine_grow((void **)&s->toks, &s->cap_toks, (size_t)s->n_all + (size_t)k,
-                             sizeof(*s->toks)) ||
+        if (!hs__grow((void **)&s->toks, &s->cap_toks, (size_t)s->n_all + (size_t)k,
+                      sizeof(*s->toks)) ||
             hs_kv_seq_reserve(e->pools[s->store], s->kv, 1 + k) != HS_OK) {
             rows -= k; /* no room: this one decodes plainly */
             expect = expect0;

@@ -876,9 +876,8 @@ void hs_suffix_store_touch(struct hs_suffix_store *s, uint64_t prompt_key)
 }
 
 void hs_suffix_store_draft_from(const struct hs_suffix_store *s, enum hs_suffix_source source,
-                                uint64_t salt, uint64_t prompt_key, const hs_token *text,
-                                int32_t n, int32_t max_draft, float min_score,
-                                struct hs_suffix_draft *d)
+                                uint64_t salt, uint64_t prompt_key, const hs_token *text, int32_t n,
+                                int32_t max_draft, float min_score, struct hs_suffix_draft *d)
 {
     const uint64_t key = source == HS_SUFFIX_SOURCE_PROMPT ? prompt_key : salt_key(salt);
     const int32_t t = source == HS_SUFFIX_SOURCE_PROMPT || source == HS_SUFFIX_SOURCE_GLOBAL

@@ -126,9 +126,8 @@ void hs_suffix_store_draft(const struct hs_suffix_store *s, uint64_t salt, uint6
 /* As hs_suffix_store_draft from one source only (HS_SUFFIX_SOURCE_PROMPT: the responses to
  * prompt_key; HS_SUFFIX_SOURCE_GLOBAL: all responses of salt); d->n_tokens 0 for another. */
 void hs_suffix_store_draft_from(const struct hs_suffix_store *s, enum hs_suffix_source source,
-                                uint64_t salt, uint64_t prompt_key, const hs_token *text,
-                                int32_t n, int32_t max_draft, float min_score,
-                                struct hs_suffix_draft *d);
+                                uint64_t salt, uint64_t prompt_key, const hs_token *text, int32_t n,
+                                int32_t max_draft, float min_score, struct hs_suffix_draft *d);
 
 /* Bytes held, responses held, responses evicted so far. */
 size_t hs_suffix_store_bytes(const struct hs_suffix_store *s);

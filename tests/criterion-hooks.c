@@ -14,9 +14,9 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
     }
     const char *s = getenv("HS_VALGRIND_TIMEOUT_SCALE");
     const double scale = s && atof(s) > 0 ? atof(s) : 100.0;
-    FOREACH_SET(struct criterion_suite_set *suite, set->suites)
+    FOREACH_SET(struct criterion_suite_set * suite, set->suites)
     {
-        FOREACH_SET(struct criterion_test *t, suite->tests)
+        FOREACH_SET(struct criterion_test * t, suite->tests)
         {
             if (t->data->timeout > 0) {
                 t->data->timeout *= scale;

@@ -16,6 +16,7 @@
 #include "backends/attn-partial.h"
 #include "backends/npu/npu-impl.h"
 #include "backends/sim-impl.h"
+#include "common/buf.h"
 
 struct hs_npu_backend {
     struct hs__sim_base sim;  /* first */
@@ -45,21 +46,6 @@ static const struct hs_backend_iface npu_iface;
 static struct hs_npu_backend *npu(struct hs_backend *be)
 {
     return be && be->iface == &npu_iface ? (struct hs_npu_backend *)be : NULL;
-}
-
-/* Grows *p to at least n elements of size elem. */
-static bool reserve(void **p, size_t *cap, size_t n, size_t elem)
-{
-    if (n <= *cap) {
-        return true;
-    }
-    void *q = realloc(*p, n * elem);
-    if (!q) {
-        return false;
-    }
-    *p = q;
-    *cap = n;
-    return true;
 }
 
 /* ---- memory ---- */
@@ -225,7 +211,7 @@ static hs_status attention_split(struct hs_npu_backend *nb, const struct hs_attn
     const int64_t g = n_head / n_kv;
     struct hs__npu_plan *p = &nb->plan;
     size_t cap_seqs = (size_t)nb->cap_seqs;
-    if (!reserve((void **)&nb->crow, &cap_seqs, (size_t)HS_MAX(1, a->n_seqs), sizeof(int32_t))) {
+    if (!hs__grow((void **)&nb->crow, &cap_seqs, (size_t)HS_MAX(1, a->n_seqs), sizeof(int32_t))) {
         return HS_E_NOMEM;
     }
     nb->cap_seqs = (int32_t)cap_seqs;
@@ -240,7 +226,7 @@ static hs_status attention_split(struct hs_npu_backend *nb, const struct hs_attn
     }
     /* the call's query rows, compacted: cores read their heads of them */
     const size_t row_floats = (size_t)(n_head * hd);
-    if (!reserve((void **)&nb->qc, &nb->cap_qc, (size_t)R * row_floats, sizeof(float))) {
+    if (!hs__grow((void **)&nb->qc, &nb->cap_qc, (size_t)R * row_floats, sizeof(float))) {
         return HS_E_NOMEM;
     }
     for (int32_t s = 0; s < a->n_seqs; s++) {
@@ -269,9 +255,9 @@ static hs_status attention_split(struct hs_npu_backend *nb, const struct hs_attn
         }
     }
     size_t cap_cseq = (size_t)nb->cap_cseq;
-    if (!reserve((void **)&nb->part, &nb->cap_part, total + (size_t)hd + 2, sizeof(float)) ||
-        !reserve((void **)&nb->cseq, &cap_cseq, (size_t)HS_MAX(1, p->n_shares),
-                 sizeof(*nb->cseq))) {
+    if (!hs__grow((void **)&nb->part, &nb->cap_part, total + (size_t)hd + 2, sizeof(float)) ||
+        !hs__grow((void **)&nb->cseq, &cap_cseq, (size_t)HS_MAX(1, p->n_shares),
+                  sizeof(*nb->cseq))) {
         return HS_E_NOMEM;
     }
     nb->cap_cseq = (int32_t)cap_cseq;

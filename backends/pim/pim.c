@@ -10,6 +10,7 @@
 #include "backends/pim/pim-impl.h"
 #include "backends/pim/pim-map.h"
 #include "backends/sim-impl.h"
+#include "common/buf.h"
 #include "hs-config.h"
 
 #if HS_HAVE_HWLOC
@@ -151,16 +152,7 @@ static int32_t layer_of(const struct pim_backend *p, const struct hs_tensor *k)
 
 static hs_status grow(void **p, size_t *cap, size_t n, size_t size)
 {
-    if (n <= *cap) {
-        return HS_OK;
-    }
-    void *q = realloc(*p, n * size);
-    if (!q) {
-        return HS_E_NOMEM;
-    }
-    *p = q;
-    *cap = n;
-    return HS_OK;
+    return hs__grow(p, cap, n, size) ? HS_OK : HS_E_NOMEM;
 }
 
 /* The range of positions [*b, *e) seq reads (empty when *b >= *e). */

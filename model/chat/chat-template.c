@@ -23,9 +23,8 @@ struct hs_tmpl_value hs__v_false = {.kind = HS_TMPL_BOOL, .u.b = false};
 
 /* ==== errors ==== */
 
-
 struct hs_tmpl_value *hs__fail(struct hs__render *r, const struct hs__jnode *n, hs_status st,
-                                  const char *fmt, ...)
+                               const char *fmt, ...)
 {
     if (r->st != HS_OK) {
         return NULL;
@@ -57,7 +56,7 @@ bool hs__charge(struct hs__render *r, size_t bytes)
     r->mem += bytes;
     if (r->mem > r->lim.max_memory_bytes) {
         hs__fail(r, NULL, HS_E_RANGE, "template used more than %zu bytes of memory",
-             r->lim.max_memory_bytes);
+                 r->lim.max_memory_bytes);
         return false;
     }
     return true;
@@ -141,22 +140,22 @@ struct hs_tmpl_value *hs__p_str(struct hs__render *r, const char *s, size_t len)
 
 struct hs_tmpl_value *hs__p_buf(struct hs__render *r, struct hs__jbuf *b)
 {
-    if (!b->p) {
+    if (!b->buf.p) {
         free(b->m);
         b->m = NULL;
         return hs__p_str(r, "", 0);
     }
-    uint8_t *m = b->m && memchr(b->m, 1, b->len) ? b->m : NULL;
+    uint8_t *m = b->m && memchr(b->m, 1, b->buf.len) ? b->m : NULL;
     if (!m) {
         free(b->m);
     }
     b->m = NULL;
-    if (m && !hs__charge(r, b->len)) {
+    if (m && !hs__charge(r, b->buf.len)) {
         free(m);
-        free(b->p);
+        free(b->buf.p);
         return NULL;
     }
-    struct hs_tmpl_value *v = hs__p_str_take(r, b->p, b->len);
+    struct hs_tmpl_value *v = hs__p_str_take(r, b->buf.p, b->buf.len);
     if (!v) {
         free(m);
         return NULL;
@@ -215,7 +214,7 @@ bool hs__p_push(struct hs__render *r, struct hs_tmpl_value *arr, struct hs_tmpl_
 }
 
 bool hs__p_set(struct hs__render *r, struct hs_tmpl_value *obj, const char *key, size_t klen,
-                  struct hs_tmpl_value *v)
+               struct hs_tmpl_value *v)
 {
     ptrdiff_t at = hs__tmpl_object_find(obj, key, klen);
     if (at >= 0) {
@@ -273,13 +272,20 @@ static void pool_free(struct hs__render *r)
 const char *hs__kind_name(const struct hs_tmpl_value *v)
 {
     switch (v->kind) {
-    case HS__TMPL_UNDEFINED: return "undefined";
-    case HS__TMPL_MACRO: return "macro";
-    case HS__TMPL_LOOP: return "loop";
-    case HS_TMPL_NULL: return "none";
-    case HS_TMPL_OBJECT: return "dict";
-    case HS_TMPL_ARRAY: return "list";
-    default: return hs_tmpl_kind_str((enum hs_tmpl_kind)v->kind);
+    case HS__TMPL_UNDEFINED:
+        return "undefined";
+    case HS__TMPL_MACRO:
+        return "macro";
+    case HS__TMPL_LOOP:
+        return "loop";
+    case HS_TMPL_NULL:
+        return "none";
+    case HS_TMPL_OBJECT:
+        return "dict";
+    case HS_TMPL_ARRAY:
+        return "list";
+    default:
+        return hs_tmpl_kind_str((enum hs_tmpl_kind)v->kind);
     }
 }
 
@@ -368,7 +374,7 @@ bool hs__is_intlike(const struct hs_tmpl_value *v)
 /* Elements of an iterable as a new pooled array (items of arrays, keys of objects, code points of
  * strings); undefined gives an empty one. NULL + error otherwise. */
 struct hs_tmpl_value *hs__to_list(struct hs__render *r, const struct hs__jnode *n,
-                                     const struct hs_tmpl_value *v)
+                                  const struct hs_tmpl_value *v)
 {
     struct hs_tmpl_value *arr = hs__p_new(r, HS_TMPL_ARRAY);
     if (!arr) {
@@ -415,7 +421,7 @@ struct hs_tmpl_value *hs__to_list(struct hs__render *r, const struct hs__jnode *
 }
 
 struct hs_tmpl_value *hs__items_of(struct hs__render *r, const struct hs__jnode *n,
-                                      const struct hs_tmpl_value *obj)
+                                   const struct hs_tmpl_value *obj)
 {
     if (obj->kind == HS__TMPL_UNDEFINED) {
         return hs__p_new(r, HS_TMPL_ARRAY);
@@ -445,7 +451,7 @@ struct hs_tmpl_value *hs__items_of(struct hs__render *r, const struct hs__jnode 
 
 /* -1, 0, 1; sets r->st when not comparable. */
 int hs__compare(struct hs__render *r, const struct hs__jnode *n, const struct hs_tmpl_value *a,
-                   const struct hs_tmpl_value *b)
+                const struct hs_tmpl_value *b)
 {
     if (hs__is_num(a) && hs__is_num(b)) {
         if (hs__is_intlike(a) && hs__is_intlike(b)) {
@@ -468,7 +474,7 @@ int hs__compare(struct hs__render *r, const struct hs__jnode *n, const struct hs
 }
 
 bool hs__contains(struct hs__render *r, const struct hs__jnode *n,
-                     const struct hs_tmpl_value *needle, const struct hs_tmpl_value *hay)
+                  const struct hs_tmpl_value *needle, const struct hs_tmpl_value *hay)
 {
     switch (hay->kind) {
     case HS_TMPL_STRING:
@@ -496,7 +502,6 @@ bool hs__contains(struct hs__render *r, const struct hs__jnode *n,
 }
 
 /* ==== arguments ==== */
-
 
 static struct hs_tmpl_value *eval(struct hs__render *r, const struct hs__jnode *n);
 
@@ -576,11 +581,11 @@ static struct hs__frame *new_frame(struct hs__render *r, struct hs__frame *paren
 static void exec_list(struct hs__render *r, const struct hs__jnode *n, struct hs__jbuf *out);
 
 struct hs_tmpl_value *hs__call_macro(struct hs__render *r, const struct hs__jnode *site,
-                                        struct hs_tmpl_value *m, const struct hs__args *a)
+                                     struct hs_tmpl_value *m, const struct hs__args *a)
 {
     if (r->call_depth >= r->lim.max_call_depth) {
         return hs__fail(r, site, HS_E_RANGE, "macro calls nested deeper than %d",
-                    r->lim.max_call_depth);
+                        r->lim.max_call_depth);
     }
     const struct hs__jnode *def = m->u.m.node;
     const struct hs__jnode *params = def->a;
@@ -723,15 +728,21 @@ static struct hs_tmpl_value *arith(struct hs__render *r, const struct hs__jnode 
     }
     if (!hs__is_num(x) || !hs__is_num(y)) {
         return hs__fail(r, n, HS_E_INVAL, "unsupported operand types: %s and %s", hs__kind_name(x),
-                    hs__kind_name(y));
+                        hs__kind_name(y));
     }
     if (hs__is_intlike(x) && hs__is_intlike(y) && op != HS__OP_DIV) {
         int64_t a = hs__int_of(x), b = hs__int_of(y), c = 0;
         bool ovf = false;
         switch (op) {
-        case HS__OP_ADD: ovf = __builtin_add_overflow(a, b, &c); break;
-        case HS__OP_SUB: ovf = __builtin_sub_overflow(a, b, &c); break;
-        case HS__OP_MUL: ovf = __builtin_mul_overflow(a, b, &c); break;
+        case HS__OP_ADD:
+            ovf = __builtin_add_overflow(a, b, &c);
+            break;
+        case HS__OP_SUB:
+            ovf = __builtin_sub_overflow(a, b, &c);
+            break;
+        case HS__OP_MUL:
+            ovf = __builtin_mul_overflow(a, b, &c);
+            break;
         case HS__OP_FLOORDIV:
         case HS__OP_MOD:
             if (b == 0) {
@@ -766,7 +777,8 @@ static struct hs_tmpl_value *arith(struct hs__render *r, const struct hs__jnode 
                 }
             }
             break;
-        default: break;
+        default:
+            break;
         }
         if (ovf) {
             return hs__fail(r, n, HS_E_RANGE, "integer overflow");
@@ -775,9 +787,15 @@ static struct hs_tmpl_value *arith(struct hs__render *r, const struct hs__jnode 
     }
     double a = hs__num_of(x), b = hs__num_of(y), c = 0;
     switch (op) {
-    case HS__OP_ADD: c = a + b; break;
-    case HS__OP_SUB: c = a - b; break;
-    case HS__OP_MUL: c = a * b; break;
+    case HS__OP_ADD:
+        c = a + b;
+        break;
+    case HS__OP_SUB:
+        c = a - b;
+        break;
+    case HS__OP_MUL:
+        c = a * b;
+        break;
     case HS__OP_DIV:
     case HS__OP_FLOORDIV:
     case HS__OP_MOD:
@@ -795,8 +813,11 @@ static struct hs_tmpl_value *arith(struct hs__render *r, const struct hs__jnode 
             }
         }
         break;
-    case HS__OP_POW: c = pow(a, b); break;
-    default: break;
+    case HS__OP_POW:
+        c = pow(a, b);
+        break;
+    default:
+        break;
     }
     return hs__p_float(r, c);
 }
@@ -819,8 +840,10 @@ static struct hs_tmpl_value *eval_binary(struct hs__render *r, const struct hs__
     }
     int c;
     switch (n->op) {
-    case HS__OP_EQ: return hs__p_bool(hs__tmpl_equal(x, y));
-    case HS__OP_NE: return hs__p_bool(!hs__tmpl_equal(x, y));
+    case HS__OP_EQ:
+        return hs__p_bool(hs__tmpl_equal(x, y));
+    case HS__OP_NE:
+        return hs__p_bool(!hs__tmpl_equal(x, y));
     case HS__OP_LT:
     case HS__OP_LE:
     case HS__OP_GT:
@@ -829,8 +852,10 @@ static struct hs_tmpl_value *eval_binary(struct hs__render *r, const struct hs__
         if (r->st != HS_OK) {
             return NULL;
         }
-        return hs__p_bool(n->op == HS__OP_LT ? c < 0 : n->op == HS__OP_LE ? c <= 0
-                      : n->op == HS__OP_GT ? c > 0 : c >= 0);
+        return hs__p_bool(n->op == HS__OP_LT   ? c < 0
+                          : n->op == HS__OP_LE ? c <= 0
+                          : n->op == HS__OP_GT ? c > 0
+                                               : c >= 0);
     case HS__OP_IN:
     case HS__OP_NOTIN: {
         bool in = hs__contains(r, n, x, y);
@@ -914,7 +939,7 @@ static struct hs_tmpl_value *eval(struct hs__render *r, const struct hs__jnode *
             return hs__p_int(r, n->op == HS__OP_NEG ? -hs__int_of(x) : hs__int_of(x));
         }
         return hs__fail(r, n, HS_E_INVAL, "bad operand type for unary %c: '%s'",
-                    n->op == HS__OP_NEG ? '-' : '+', hs__kind_name(x));
+                        n->op == HS__OP_NEG ? '-' : '+', hs__kind_name(x));
     case HS__J_BINARY:
         return eval_binary(r, n);
     case HS__J_TERNARY:
@@ -969,7 +994,7 @@ static struct hs_tmpl_value *eval(struct hs__render *r, const struct hs__jnode *
 static void emit(struct hs__render *r, struct hs__jbuf *out, const struct hs__jnode *n,
                  const char *s, size_t len, const struct hs_tmpl_value *v)
 {
-    if (out->len + len > r->lim.max_output_bytes) {
+    if (out->buf.len + len > r->lim.max_output_bytes) {
         hs__fail(r, n, HS_E_RANGE, "output longer than %zu bytes", r->lim.max_output_bytes);
         return;
     }
@@ -987,7 +1012,7 @@ static bool assign(struct hs__render *r, const struct hs__jnode *target, struct 
         struct hs_tmpl_value *ns = lookup(r, target->a->name);
         if (!ns || ns->kind != HS_TMPL_OBJECT || !ns->is_namespace) {
             hs__fail(r, target, HS_E_INVAL, "cannot assign attribute '%s': '%s' is not a namespace",
-                 target->name, target->a->name);
+                     target->name, target->a->name);
             return false;
         }
         return hs__p_set(r, ns, target->name, strlen(target->name), v);
@@ -1016,8 +1041,10 @@ static bool bind_targets(struct hs__render *r, const struct hs__jnode *targets,
     if (!targets->next) {
         return hs__p_set(r, r->cur->vars, targets->name, strlen(targets->name), item);
     }
-    struct hs__jnode list = {.kind = HS__J_LIST, .a = (struct hs__jnode *)targets,
-                             .line = targets->line, .col = targets->col};
+    struct hs__jnode list = {.kind = HS__J_LIST,
+                             .a = (struct hs__jnode *)targets,
+                             .line = targets->line,
+                             .col = targets->col};
     return assign(r, &list, item);
 }
 
@@ -1025,7 +1052,7 @@ bool hs__count_iteration(struct hs__render *r, const struct hs__jnode *n)
 {
     if (++r->iters > r->lim.max_loop_iterations) {
         hs__fail(r, n, HS_E_RANGE, "more than %llu loop iterations",
-             (unsigned long long)r->lim.max_loop_iterations);
+                 (unsigned long long)r->lim.max_loop_iterations);
         return false;
     }
     return true;
@@ -1106,9 +1133,9 @@ static void exec_node(struct hs__render *r, const struct hs__jnode *n, struct hs
             if (st != HS_OK) {
                 hs__fail(r, n, st, "cannot print value");
             } else {
-                size_t at = out->len;
-                emit(r, out, n, b.p ? b.p : "", b.len, NULL);
-                if (r->st == HS_OK && b.m && memchr(b.m, 1, b.len) &&
+                size_t at = out->buf.len;
+                emit(r, out, n, b.buf.p ? b.buf.p : "", b.buf.len, NULL);
+                if (r->st == HS_OK && b.m && memchr(b.m, 1, b.buf.len) &&
                     hs__jbuf_mark(out, at) != HS_OK) { /* a container: marked whole */
                     hs__oom(r);
                 }
@@ -1282,28 +1309,28 @@ void hs_chat_template_set_limits(struct hs_chat_template *t,
 static hs_status give_out(struct hs__jbuf *b, char **out, size_t *out_len, uint8_t **client_mask,
                           struct hs_error *err)
 {
-    if (!b->p && hs__jbuf_append(b, "", 0) != HS_OK) {
+    if (!b->buf.p && hs__jbuf_append(b, "", 0) != HS_OK) {
         hs__jbuf_free(b);
         return hs_error_set(err, HS_E_NOMEM, "out of memory");
     }
     if (client_mask) {
-        *client_mask = b->m && memchr(b->m, 1, b->len) ? b->m : NULL;
+        *client_mask = b->m && memchr(b->m, 1, b->buf.len) ? b->m : NULL;
         if (!*client_mask) {
             free(b->m);
         }
     } else {
         free(b->m);
     }
-    *out = b->p;
+    *out = b->buf.p;
     if (out_len) {
-        *out_len = b->len;
+        *out_len = b->buf.len;
     }
     return HS_OK;
 }
 
 hs_status hs_chat_template_render(const struct hs_chat_template *t,
-                                  const struct hs_tmpl_value *context, char **out,
-                                  size_t *out_len, struct hs_error *err)
+                                  const struct hs_tmpl_value *context, char **out, size_t *out_len,
+                                  struct hs_error *err)
 {
     return hs_chat_template_render_marked(t, context, out, out_len, NULL, err);
 }

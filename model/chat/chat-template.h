@@ -79,10 +79,10 @@ struct hs_tmpl_value *hs_tmpl_message(const char *role, const char *content);
 
 /* Guards against runaway templates (a loop over range(10**9), string doubling). */
 struct hs_chat_template_limits {
-    size_t max_output_bytes;     /* rendered text; default 16 MiB */
-    size_t max_memory_bytes;     /* values made while rendering; default 256 MiB */
+    size_t max_output_bytes;      /* rendered text; default 16 MiB */
+    size_t max_memory_bytes;      /* values made while rendering; default 256 MiB */
     uint64_t max_loop_iterations; /* all for-loop bodies together; default 10 million */
-    int max_call_depth;          /* nested macro calls; default 64 */
+    int max_call_depth;           /* nested macro calls; default 64 */
 };
 
 /* Parses len bytes of Jinja source. Errors: HS_E_FORMAT (syntax error: err says what, with the
@@ -105,8 +105,8 @@ void hs_chat_template_set_limits(struct hs_chat_template *t,
  * raise_exception(msg): err carries the message and line), HS_E_RANGE (a limit was hit),
  * HS_E_NOMEM. On error *out is NULL. Thread: any. */
 hs_status hs_chat_template_render(const struct hs_chat_template *t,
-                                  const struct hs_tmpl_value *context, char **out,
-                                  size_t *out_len, struct hs_error *err);
+                                  const struct hs_tmpl_value *context, char **out, size_t *out_len,
+                                  struct hs_error *err);
 
 /* As hs_chat_template_render, and *client_mask (not NULL) receives which output bytes came from
  * client text (hs_tmpl_value_mark_client): NULL when none did, else new [*out_len] bytes, 1 for

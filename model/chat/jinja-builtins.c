@@ -15,8 +15,8 @@
 typedef utf8proc_int32_t (*case_fn)(utf8proc_int32_t);
 
 /* mode 0: map all with f; 1: title case; 2: capitalize */
-static struct hs_tmpl_value *str_case(struct hs__render *r, const struct hs_tmpl_value *v, case_fn f,
-                                      int mode)
+static struct hs_tmpl_value *str_case(struct hs__render *r, const struct hs_tmpl_value *v,
+                                      case_fn f, int mode)
 {
     struct hs__jbuf b = {0};
     const utf8proc_uint8_t *s = (const utf8proc_uint8_t *)v->u.s.p;
@@ -134,7 +134,7 @@ static struct hs_tmpl_value *str_replace(struct hs__render *r, const struct hs__
             if (i < cnt && st == HS_OK) {
                 st = hs__jbuf_append_val(&b, s, off[i], off[i + 1] - off[i]);
             }
-            if (b.len > r->lim.max_memory_bytes) {
+            if (b.buf.len > r->lim.max_memory_bytes) {
                 break;
             }
         }
@@ -151,7 +151,7 @@ static struct hs_tmpl_value *str_replace(struct hs__render *r, const struct hs__
             }
             p = f + old->u.s.len;
             done++;
-            if (b.len > r->lim.max_memory_bytes) {
+            if (b.buf.len > r->lim.max_memory_bytes) {
                 break;
             }
         }
@@ -163,7 +163,7 @@ static struct hs_tmpl_value *str_replace(struct hs__render *r, const struct hs__
         hs__jbuf_free(&b);
         return hs__oom(r);
     }
-    if (b.len > r->lim.max_memory_bytes) {
+    if (b.buf.len > r->lim.max_memory_bytes) {
         hs__jbuf_free(&b);
         return hs__fail(r, n, HS_E_RANGE, "string too long");
     }
@@ -258,10 +258,6 @@ static struct hs_tmpl_value *str_split(struct hs__render *r, const struct hs__jn
 
 /* ==== filters, tests, methods ==== */
 
-
-
-
-
 /* select/reject/selectattr/rejectattr/map */
 static struct hs_tmpl_value *filter_seq(struct hs__render *r, const struct hs__jnode *n,
                                         const char *f, struct hs_tmpl_value *v,
@@ -323,8 +319,8 @@ static struct hs_tmpl_value *filter_seq(struct hs__render *r, const struct hs__j
         if (!subject) {
             return NULL;
         }
-        bool ok = test ? hs__run_test(r, n, test->u.s.p, subject, a, targ + 1)
-                       : hs__tmpl_truthy(subject);
+        bool ok =
+            test ? hs__run_test(r, n, test->u.s.p, subject, a, targ + 1) : hs__tmpl_truthy(subject);
         if (r->st != HS_OK) {
             return NULL;
         }
@@ -363,8 +359,8 @@ static struct hs_tmpl_value *filter_indent(struct hs__render *r, const struct hs
         bool empty = j == i;
         bool do_pad = (!is_first || (first && hs__tmpl_truthy(first))) &&
                       (!empty || (blank && hs__tmpl_truthy(blank)));
-        if (do_pad && pad.len) {
-            st = hs__jbuf_append(&b, pad.p, pad.len);
+        if (do_pad && pad.buf.len) {
+            st = hs__jbuf_append(&b, pad.buf.p, pad.buf.len);
         }
         if (st == HS_OK) {
             st = hs__jbuf_append_val(&b, v, i, j - i + (j < len ? 1 : 0));
@@ -377,7 +373,7 @@ static struct hs_tmpl_value *filter_indent(struct hs__render *r, const struct hs
         if (i == len) {
             break; /* trailing newline: no padded empty line after it */
         }
-        if (b.len > r->lim.max_memory_bytes) {
+        if (b.buf.len > r->lim.max_memory_bytes) {
             break;
         }
     }
@@ -412,8 +408,8 @@ static int cmp_for_sort(struct hs__render *r, const struct hs__jnode *n, struct 
 }
 
 struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jnode *n,
-                                          const char *f, struct hs_tmpl_value *v,
-                                          const struct hs__args *a)
+                                       const char *f, struct hs_tmpl_value *v,
+                                       const struct hs__args *a)
 {
     bool str = v->kind == HS_TMPL_STRING;
     if (strcmp(f, "default") == 0 || strcmp(f, "d") == 0) {
@@ -455,7 +451,8 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
         case HS__TMPL_UNDEFINED:
             return hs__p_int(r, 0);
         default:
-            return hs__fail(r, n, HS_E_INVAL, "object of type '%s' has no length", hs__kind_name(v));
+            return hs__fail(r, n, HS_E_INVAL, "object of type '%s' has no length",
+                            hs__kind_name(v));
         }
     }
     if (strcmp(f, "first") == 0 || strcmp(f, "last") == 0) {
@@ -497,8 +494,7 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
         if (rev && str) {
             struct hs__jbuf b = {0};
             for (size_t i = 0; i < out->u.a.n; i++) {
-                if (hs__jbuf_append_val(&b, out->u.a.v[i], 0, out->u.a.v[i]->u.s.len) !=
-                    HS_OK) {
+                if (hs__jbuf_append_val(&b, out->u.a.v[i], 0, out->u.a.v[i]->u.s.len) != HS_OK) {
                     hs__jbuf_free(&b);
                     return hs__oom(r);
                 }
@@ -531,7 +527,7 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
             if (st == HS_OK) {
                 st = hs__tmpl_str(&b, x);
             }
-            if (b.len > r->lim.max_memory_bytes) {
+            if (b.buf.len > r->lim.max_memory_bytes) {
                 hs__jbuf_free(&b);
                 return hs__fail(r, n, HS_E_RANGE, "string too long");
             }
@@ -677,9 +673,9 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
         }
         str = true;
     }
-    static const char *const str_filters[] = {"trim", "upper", "lower", "title", "capitalize",
-                                              "replace", "indent", "center", "wordcount", "e",
-                                              "escape"};
+    static const char *const str_filters[] = {"trim",       "upper",   "lower",  "title",
+                                              "capitalize", "replace", "indent", "center",
+                                              "wordcount",  "e",       "escape"};
     bool is_str_filter = false;
     for (size_t i = 0; i < HS_ARRAY_LEN(str_filters); i++) {
         is_str_filter |= strcmp(f, str_filters[i]) == 0;
@@ -706,7 +702,8 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
         return str_case(r, v, NULL, 2);
     }
     if (strcmp(f, "replace") == 0) {
-        return str_replace(r, n, v, hs__arg(a, 0, "old"), hs__arg(a, 1, "new"), hs__arg(a, 2, "count"));
+        return str_replace(r, n, v, hs__arg(a, 0, "old"), hs__arg(a, 1, "new"),
+                           hs__arg(a, 2, "count"));
     }
     if (strcmp(f, "indent") == 0) {
         return filter_indent(r, n, v, a);
@@ -745,8 +742,12 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
         hs_status st = HS_OK;
         for (size_t i = 0; i < v->u.s.len && st == HS_OK; i++) {
             char c = v->u.s.p[i];
-            const char *rep = c == '&' ? "&amp;" : c == '<' ? "&lt;" : c == '>' ? "&gt;"
-                            : c == '"' ? "&#34;" : c == '\'' ? "&#39;" : NULL;
+            const char *rep = c == '&'    ? "&amp;"
+                              : c == '<'  ? "&lt;"
+                              : c == '>'  ? "&gt;"
+                              : c == '"'  ? "&#34;"
+                              : c == '\'' ? "&#39;"
+                                          : NULL;
             st = rep ? hs__jbuf_append(&b, rep, strlen(rep)) : hs__jbuf_putc(&b, c);
         }
         if (st != HS_OK) {
@@ -759,7 +760,7 @@ struct hs_tmpl_value *hs__apply_filter(struct hs__render *r, const struct hs__jn
 }
 
 bool hs__run_test(struct hs__render *r, const struct hs__jnode *n, const char *t,
-                     const struct hs_tmpl_value *v, const struct hs__args *a, int first_arg)
+                  const struct hs_tmpl_value *v, const struct hs__args *a, int first_arg)
 {
     const struct hs_tmpl_value *x = hs__arg(a, first_arg, NULL);
     int k = v->kind;
@@ -870,7 +871,7 @@ bool hs__run_test(struct hs__render *r, const struct hs__jnode *n, const char *t
 
 /* Attribute access: dict keys, loop fields; undefined for anything else. */
 struct hs_tmpl_value *hs__get_attr(struct hs__render *r, const struct hs__jnode *n,
-                                      struct hs_tmpl_value *obj, const char *name)
+                                   struct hs_tmpl_value *obj, const char *name)
 {
     if (obj->kind == HS__TMPL_UNDEFINED) {
         return hs__fail(r, n, HS_E_INVAL, "cannot read attribute '%s' of an undefined value", name);
@@ -914,7 +915,7 @@ struct hs_tmpl_value *hs__get_attr(struct hs__render *r, const struct hs__jnode 
 }
 
 struct hs_tmpl_value *hs__get_index(struct hs__render *r, const struct hs__jnode *n,
-                                       struct hs_tmpl_value *obj, struct hs_tmpl_value *idx)
+                                    struct hs_tmpl_value *obj, struct hs_tmpl_value *idx)
 {
     switch (obj->kind) {
     case HS_TMPL_OBJECT:
@@ -967,8 +968,8 @@ struct hs_tmpl_value *hs__get_index(struct hs__render *r, const struct hs__jnode
 }
 
 struct hs_tmpl_value *hs__get_slice(struct hs__render *r, const struct hs__jnode *n,
-                                       struct hs_tmpl_value *obj, struct hs_tmpl_value *sa,
-                                       struct hs_tmpl_value *sb, struct hs_tmpl_value *sc)
+                                    struct hs_tmpl_value *obj, struct hs_tmpl_value *sa,
+                                    struct hs_tmpl_value *sb, struct hs_tmpl_value *sc)
 {
     if (obj->kind != HS_TMPL_ARRAY && obj->kind != HS_TMPL_STRING) {
         return hs__fail(r, n, HS_E_INVAL, "cannot slice a %s", hs__kind_name(obj));
@@ -1032,8 +1033,8 @@ struct hs_tmpl_value *hs__get_slice(struct hs__render *r, const struct hs__jnode
 }
 
 struct hs_tmpl_value *hs__call_method(struct hs__render *r, const struct hs__jnode *n,
-                                         struct hs_tmpl_value *obj, const char *m,
-                                         const struct hs__args *a)
+                                      struct hs_tmpl_value *obj, const char *m,
+                                      const struct hs__args *a)
 {
     struct hs_tmpl_value *x = hs__arg(a, 0, NULL), *y = hs__arg(a, 1, NULL);
     if (obj->kind == HS_TMPL_STRING) {
@@ -1047,7 +1048,8 @@ struct hs_tmpl_value *hs__call_method(struct hs__render *r, const struct hs__jno
             return str_strip(r, obj, x, 2);
         }
         if (strcmp(m, "split") == 0 || strcmp(m, "rsplit") == 0) {
-            return str_split(r, n, obj, hs__arg(a, 0, "sep"), hs__arg(a, 1, "maxsplit"), m[0] == 'r');
+            return str_split(r, n, obj, hs__arg(a, 0, "sep"), hs__arg(a, 1, "maxsplit"),
+                             m[0] == 'r');
         }
         if (strcmp(m, "startswith") == 0 || strcmp(m, "endswith") == 0) {
             bool start = m[0] == 's';
@@ -1084,9 +1086,11 @@ struct hs_tmpl_value *hs__call_method(struct hs__render *r, const struct hs__jno
                 }
                 return hs__p_int(r, c);
             }
-            const char *f = m[0] == 'r' ? memrfind(obj->u.s.p, obj->u.s.len, x->u.s.p, x->u.s.len)
-                                        : hs__memfind(obj->u.s.p, obj->u.s.len, x->u.s.p, x->u.s.len);
-            return hs__p_int(r, f ? (int64_t)hs__utf8_count(obj->u.s.p, (size_t)(f - obj->u.s.p)) : -1);
+            const char *f = m[0] == 'r'
+                                ? memrfind(obj->u.s.p, obj->u.s.len, x->u.s.p, x->u.s.len)
+                                : hs__memfind(obj->u.s.p, obj->u.s.len, x->u.s.p, x->u.s.len);
+            return hs__p_int(r, f ? (int64_t)hs__utf8_count(obj->u.s.p, (size_t)(f - obj->u.s.p))
+                                  : -1);
         }
         if (strcmp(m, "replace") == 0) {
             return str_replace(r, n, obj, x, y, hs__arg(a, 2, "count"));
@@ -1105,7 +1109,8 @@ struct hs_tmpl_value *hs__call_method(struct hs__render *r, const struct hs__jno
         }
         if (strcmp(m, "join") == 0) {
             struct hs__args ja = {.n = 1, .pos = {obj}};
-            return x ? hs__apply_filter(r, n, "join", x, &ja) : hs__fail(r, n, HS_E_INVAL, "join()");
+            return x ? hs__apply_filter(r, n, "join", x, &ja)
+                     : hs__fail(r, n, HS_E_INVAL, "join()");
         }
         if (strcmp(m, "isdigit") == 0 || strcmp(m, "isspace") == 0) {
             bool ok = obj->u.s.len > 0;
@@ -1206,7 +1211,7 @@ static struct hs_tmpl_value *make_range(struct hs__render *r, const struct hs__j
 }
 
 struct hs_tmpl_value *hs__call_global(struct hs__render *r, const struct hs__jnode *n,
-                                         const char *name, const struct hs__args *a)
+                                      const char *name, const struct hs__args *a)
 {
     if (strcmp(name, "range") == 0) {
         return make_range(r, n, a);
@@ -1253,4 +1258,3 @@ struct hs_tmpl_value *hs__call_global(struct hs__render *r, const struct hs__jno
     }
     return hs__fail(r, n, HS_E_INVAL, "'%s' is undefined or not callable", name);
 }
-

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "model/chat/chat-template.h"
 
 /* ---- values ---- */
@@ -63,12 +64,12 @@ struct hs_tmpl_value {
     } u;
 };
 
-/* Growable byte buffer. m: NULL, or [cap] bytes marking which of p's bytes are client text
- * (made by the first marked append). */
+/* Growable byte buffer (common/buf.h's) with client marks. m: NULL, or [cap_m >= buf.len] bytes
+ * marking which of buf's bytes are client text (made by the first marked append). */
 struct hs__jbuf {
-    char *p;
-    size_t len, cap;
+    struct hs__buf buf;
     uint8_t *m;
+    size_t cap_m;
 };
 /* Appends template (unmarked) bytes. */
 hs_status hs__jbuf_append(struct hs__jbuf *b, const char *s, size_t n);
@@ -125,26 +126,42 @@ enum hs__jnode_kind {
     HS__J_DICT,    /* {pairs at a: KWARG nodes with key at a, value at b} */
     HS__J_KWARG,   /* name=a */
     /* statements */
-    HS__J_TEXT,     /* lit (string) */
-    HS__J_OUTPUT,   /* {{ a }} */
-    HS__J_IF,       /* if a: body b, else c (an IF node for elif, or a body list) */
-    HS__J_FOR,      /* for targets(names at d) in a [if c]: body b, else e */
-    HS__J_SET,      /* set target = b; target a (NAME or ATTR, or a LIST of NAMEs); block body c */
-    HS__J_MACRO,    /* macro name(params at a: NAME or KWARG with default): body b */
-    HS__J_CALLBLK,  /* call(params at a) expression b: body c */
+    HS__J_TEXT,    /* lit (string) */
+    HS__J_OUTPUT,  /* {{ a }} */
+    HS__J_IF,      /* if a: body b, else c (an IF node for elif, or a body list) */
+    HS__J_FOR,     /* for targets(names at d) in a [if c]: body b, else e */
+    HS__J_SET,     /* set target = b; target a (NAME or ATTR, or a LIST of NAMEs); block body c */
+    HS__J_MACRO,   /* macro name(params at a: NAME or KWARG with default): body b */
+    HS__J_CALLBLK, /* call(params at a) expression b: body c */
     HS__J_BREAK,
     HS__J_CONTINUE,
-    HS__J_BLOCK,    /* generation / filter bodies: body b; filter name in name (NULL: none) */
-    HS__J_DO,       /* do a */
+    HS__J_BLOCK, /* generation / filter bodies: body b; filter name in name (NULL: none) */
+    HS__J_DO,    /* do a */
     HS__J_KIND_COUNT,
 };
 
 /* Operators of UNARY and BINARY nodes. */
 enum hs__jop {
-    HS__OP_NOT, HS__OP_NEG, HS__OP_POS,
-    HS__OP_AND, HS__OP_OR,
-    HS__OP_EQ, HS__OP_NE, HS__OP_LT, HS__OP_LE, HS__OP_GT, HS__OP_GE, HS__OP_IN, HS__OP_NOTIN,
-    HS__OP_ADD, HS__OP_SUB, HS__OP_MUL, HS__OP_DIV, HS__OP_FLOORDIV, HS__OP_MOD, HS__OP_POW,
+    HS__OP_NOT,
+    HS__OP_NEG,
+    HS__OP_POS,
+    HS__OP_AND,
+    HS__OP_OR,
+    HS__OP_EQ,
+    HS__OP_NE,
+    HS__OP_LT,
+    HS__OP_LE,
+    HS__OP_GT,
+    HS__OP_GE,
+    HS__OP_IN,
+    HS__OP_NOTIN,
+    HS__OP_ADD,
+    HS__OP_SUB,
+    HS__OP_MUL,
+    HS__OP_DIV,
+    HS__OP_FLOORDIV,
+    HS__OP_MOD,
+    HS__OP_POW,
     HS__OP_CONCAT,
 };
 
@@ -152,7 +169,7 @@ struct hs__jnode {
     enum hs__jnode_kind kind;
     int op;
     int line, col;
-    const char *name; /* interned in the template's arena */
+    const char *name;          /* interned in the template's arena */
     struct hs_tmpl_value *lit; /* owned by the template */
     struct hs__jnode *a, *b, *c, *d, *e;
     struct hs__jnode *next; /* next in a list (statements, arguments) */
@@ -243,7 +260,6 @@ struct hs__render {
     hs_status st;
     struct hs_error *err;
 };
-
 
 struct hs__args {
     int n, nk;

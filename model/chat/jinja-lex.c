@@ -81,8 +81,8 @@ hs_status hs__jsyntax_error(struct hs__jparser *p, size_t off, const char *what)
 {
     int line, col;
     line_col(p, off, &line, &col);
-    hs_status st = hs_error_set(p->err, HS_E_FORMAT, "template syntax error at line %d, column %d: %s",
-                                line, col, what);
+    hs_status st = hs_error_set(p->err, HS_E_FORMAT,
+                                "template syntax error at line %d, column %d: %s", line, col, what);
     if (p->err) {
         p->err->offset = (int64_t)off;
     }
@@ -181,21 +181,50 @@ static hs_status lex_string(struct hs__jparser *p, size_t *i)
         char e = p->src[j++];
         int nhex = 0;
         switch (e) {
-        case 'n': d[n++] = '\n'; break;
-        case 't': d[n++] = '\t'; break;
-        case 'r': d[n++] = '\r'; break;
-        case 'b': d[n++] = '\b'; break;
-        case 'f': d[n++] = '\f'; break;
-        case 'v': d[n++] = '\v'; break;
-        case 'a': d[n++] = '\a'; break;
-        case '0': d[n++] = '\0'; break;
-        case '\\': d[n++] = '\\'; break;
-        case '\'': d[n++] = '\''; break;
-        case '"': d[n++] = '"'; break;
-        case '\n': break;
-        case 'x': nhex = 2; break;
-        case 'u': nhex = 4; break;
-        case 'U': nhex = 8; break;
+        case 'n':
+            d[n++] = '\n';
+            break;
+        case 't':
+            d[n++] = '\t';
+            break;
+        case 'r':
+            d[n++] = '\r';
+            break;
+        case 'b':
+            d[n++] = '\b';
+            break;
+        case 'f':
+            d[n++] = '\f';
+            break;
+        case 'v':
+            d[n++] = '\v';
+            break;
+        case 'a':
+            d[n++] = '\a';
+            break;
+        case '0':
+            d[n++] = '\0';
+            break;
+        case '\\':
+            d[n++] = '\\';
+            break;
+        case '\'':
+            d[n++] = '\'';
+            break;
+        case '"':
+            d[n++] = '"';
+            break;
+        case '\n':
+            break;
+        case 'x':
+            nhex = 2;
+            break;
+        case 'u':
+            nhex = 4;
+            break;
+        case 'U':
+            nhex = 8;
+            break;
         default:
             d[n++] = '\\';
             d[n++] = e;
@@ -246,7 +275,8 @@ static hs_status lex_tag(struct hs__jparser *p, size_t *i, bool block, size_t op
             j++;
         }
         if (j >= p->len) {
-            return hs__jsyntax_error(p, open_off, block ? "unclosed '{%' tag" : "unclosed '{{' tag");
+            return hs__jsyntax_error(p, open_off,
+                                     block ? "unclosed '{%' tag" : "unclosed '{{' tag");
         }
         const char *s = p->src + j;
         size_t rest = p->len - j;
@@ -444,8 +474,8 @@ hs_status hs__jinja_lex(struct hs__jparser *p)
     while (i <= p->len) {
         size_t k = i;
         while (k + 1 < p->len &&
-               !(p->src[k] == '{' && (p->src[k + 1] == '{' || p->src[k + 1] == '%' ||
-                                      p->src[k + 1] == '#'))) {
+               !(p->src[k] == '{' &&
+                 (p->src[k + 1] == '{' || p->src[k + 1] == '%' || p->src[k + 1] == '#'))) {
             k++;
         }
         bool found = k + 1 < p->len;
@@ -527,4 +557,3 @@ hs_status hs__jinja_lex(struct hs__jparser *p)
     }
     return push_tok(p, HS__JT_EOF, p->len) ? HS_OK : HS_E_NOMEM;
 }
-

@@ -67,7 +67,8 @@ static hs_status expect_op(struct hs__jparser *p, const char *op)
     return hs__jsyntax_error(p, peek(p)->off, msg);
 }
 
-static struct hs__jnode *new_node(struct hs__jparser *p, enum hs__jnode_kind kind, const struct hs__jtok *at)
+static struct hs__jnode *new_node(struct hs__jparser *p, enum hs__jnode_kind kind,
+                                  const struct hs__jtok *at)
 {
     struct hs__jnode *n = hs__jarena_alloc(p->ar, sizeof(*n));
     if (n) {
@@ -240,9 +241,10 @@ static hs_status parse_filters(struct hs__jparser *p, struct hs__jnode **node)
             struct hs__jtok *u = peek(p);
             if (accept_op(p, "(")) {
                 HS_TRY(parse_args(p, &n->b));
-            } else if (u->kind == HS__JT_STRING || u->kind == HS__JT_INT || u->kind == HS__JT_FLOAT ||
-                       is_name(u, "none") || is_name(u, "None") || is_name(u, "true") ||
-                       is_name(u, "false") || is_name(u, "True") || is_name(u, "False")) {
+            } else if (u->kind == HS__JT_STRING || u->kind == HS__JT_INT ||
+                       u->kind == HS__JT_FLOAT || is_name(u, "none") || is_name(u, "None") ||
+                       is_name(u, "true") || is_name(u, "false") || is_name(u, "True") ||
+                       is_name(u, "False")) {
                 HS_TRY(parse_primary(p, &n->b));
             }
             *node = n;
@@ -389,8 +391,8 @@ static hs_status parse_unary(struct hs__jparser *p, struct hs__jnode **out, bool
     return HS_OK;
 }
 
-static hs_status binary(struct hs__jparser *p, struct hs__jnode **out, const struct hs__jtok *at, int op,
-                        struct hs__jnode *a, struct hs__jnode *b)
+static hs_status binary(struct hs__jparser *p, struct hs__jnode **out, const struct hs__jtok *at,
+                        int op, struct hs__jnode *a, struct hs__jnode *b)
 {
     struct hs__jnode *n;
     NEW(n, HS__J_BINARY, at);
@@ -419,9 +421,11 @@ static hs_status parse_math2(struct hs__jparser *p, struct hs__jnode **out)
     HS_TRY(parse_pow(p, out));
     for (;;) {
         struct hs__jtok *t = peek(p);
-        int op = is_op(t, "*") ? HS__OP_MUL : is_op(t, "/") ? HS__OP_DIV
-                                          : is_op(t, "//") ? HS__OP_FLOORDIV
-                                          : is_op(t, "%") ? HS__OP_MOD : -1;
+        int op = is_op(t, "*")    ? HS__OP_MUL
+                 : is_op(t, "/")  ? HS__OP_DIV
+                 : is_op(t, "//") ? HS__OP_FLOORDIV
+                 : is_op(t, "%")  ? HS__OP_MOD
+                                  : -1;
         if (op < 0) {
             return HS_OK;
         }
@@ -560,7 +564,8 @@ static hs_status parse_expr(struct hs__jparser *p, struct hs__jnode **out)
 
 /* ---- statements ---- */
 
-static hs_status parse_body(struct hs__jparser *p, const char *const *stops, struct hs__jnode **out);
+static hs_status parse_body(struct hs__jparser *p, const char *const *stops,
+                            struct hs__jnode **out);
 
 static hs_status expect_block_end(struct hs__jparser *p)
 {
@@ -874,7 +879,8 @@ hs_status hs__jinja_parse(struct hs__jarena *ar, const char *src, size_t len,
             len--;
         }
     }
-    struct hs__jparser p = {.ar = ar, .src = src, .len = len, .lc_line = 1, .lc_col = 1, .err = err};
+    struct hs__jparser p = {
+        .ar = ar, .src = src, .len = len, .lc_line = 1, .lc_col = 1, .err = err};
     hs_status st = hs__jinja_lex(&p);
     if (st == HS_OK) {
         st = parse_body(&p, NULL, out);

@@ -8,8 +8,8 @@
 
 const char *hs_tmpl_kind_str(enum hs_tmpl_kind k)
 {
-    static const char *const names[] = {"null", "bool", "int", "float", "string", "array",
-                                        "object"};
+    static const char *const names[] = {"null",   "bool",  "int",   "float",
+                                        "string", "array", "object"};
     return (unsigned)k < HS_ARRAY_LEN(names) ? names[k] : "unknown";
 }
 
@@ -240,59 +240,36 @@ struct hs_tmpl_value *hs_tmpl_message(const char *role, const char *content)
 
 hs_status hs__jbuf_append(struct hs__jbuf *b, const char *s, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1) {
-            if (cap > SIZE_MAX / 2) {
-                return HS_E_NOMEM;
-            }
-            cap *= 2;
-        }
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            return HS_E_NOMEM;
-        }
-        b->p = p;
-        if (b->m) {
-            uint8_t *m = realloc(b->m, cap);
-            if (!m) {
-                b->cap = HS_MIN(b->cap, cap); /* p grew, m did not: cap stays what both hold */
-                return HS_E_NOMEM;
-            }
-            b->m = m;
-        }
-        b->cap = cap;
+    const size_t at = b->buf.len;
+    if (b->m && !hs__grow((void **)&b->m, &b->cap_m, at + n, 1)) {
+        return HS_E_NOMEM;
     }
-    if (n) {
-        memcpy(b->p + b->len, s, n);
-        if (b->m) {
-            memset(b->m + b->len, 0, n);
-        }
+    HS_TRY(hs__buf_add(&b->buf, s, n));
+    if (b->m && n) {
+        memset(b->m + at, 0, n);
     }
-    b->len += n;
-    b->p[b->len] = '\0';
     return HS_OK;
 }
 
 hs_status hs__jbuf_mark(struct hs__jbuf *b, size_t from)
 {
-    if (from >= b->len) {
+    if (from >= b->buf.len) {
         return HS_OK;
     }
     if (!b->m) {
-        b->m = calloc(b->cap, 1);
-        if (!b->m) {
+        if (!hs__grow((void **)&b->m, &b->cap_m, b->buf.len, 1)) {
             return HS_E_NOMEM;
         }
+        memset(b->m, 0, from);
     }
-    memset(b->m + from, 1, b->len - from);
+    memset(b->m + from, 1, b->buf.len - from);
     return HS_OK;
 }
 
 hs_status hs__jbuf_append_val(struct hs__jbuf *b, const struct hs_tmpl_value *s, size_t off,
                               size_t n)
 {
-    size_t at = b->len;
+    size_t at = b->buf.len;
     HS_TRY(hs__jbuf_append(b, s->u.s.p + off, n));
     if (s->client) {
         return hs__jbuf_mark(b, at);
@@ -306,7 +283,7 @@ hs_status hs__jbuf_append_val(struct hs__jbuf *b, const struct hs_tmpl_value *s,
 
 void hs__jbuf_free(struct hs__jbuf *b)
 {
-    free(b->p);
+    hs__buf_free(&b->buf);
     free(b->m);
     *b = (struct hs__jbuf){0};
 }
@@ -556,7 +533,7 @@ hs_status hs__tmpl_str(struct hs__jbuf *b, const struct hs_tmpl_value *v)
         return hs__jbuf_append_val(b, v, 0, v->u.s.len);
     case HS_TMPL_ARRAY:
     case HS_TMPL_OBJECT: {
-        size_t at = b->len;
+        size_t at = b->buf.len;
         HS_TRY(repr_depth(b, v, 0));
         return hs__has_client(v) ? hs__jbuf_mark(b, at) : HS_OK;
     }
@@ -585,14 +562,30 @@ static hs_status json_string(struct hs__jbuf *b, const char *s, size_t len)
         char t[8];
         const char *esc = t;
         switch (c) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
-        default: snprintf(t, sizeof(t), "\\u%04x", c); break;
+        case '"':
+            esc = "\\\"";
+            break;
+        case '\\':
+            esc = "\\\\";
+            break;
+        case '\n':
+            esc = "\\n";
+            break;
+        case '\r':
+            esc = "\\r";
+            break;
+        case '\t':
+            esc = "\\t";
+            break;
+        case '\b':
+            esc = "\\b";
+            break;
+        case '\f':
+            esc = "\\f";
+            break;
+        default:
+            snprintf(t, sizeof(t), "\\u%04x", c);
+            break;
         }
         HS_TRY(jbuf_puts(b, esc));
     }
@@ -660,7 +653,7 @@ static hs_status json_depth(struct hs__jbuf *b, const struct hs_tmpl_value *v, i
 
 hs_status hs__tmpl_json(struct hs__jbuf *b, const struct hs_tmpl_value *v, int indent)
 {
-    size_t at = b->len;
+    size_t at = b->buf.len;
     HS_TRY(json_depth(b, v, indent, 0));
     return hs__has_client(v) ? hs__jbuf_mark(b, at) : HS_OK;
 }

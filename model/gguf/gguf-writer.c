@@ -10,11 +10,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/buf.h"
+
 #define WRITER_MAX_DEPTH 8
 
 struct wkv {
     char *key;
-    uint8_t *bytes; /* value type (u32) then the value, as in the file */
+    char *bytes; /* value type (u32) then the value, as in the file */
     size_t len;
 };
 
@@ -34,60 +36,23 @@ struct hs_gguf_writer {
     size_t n_tensors, cap_tensors;
 };
 
-/* ---- growable byte buffer ---- */
+/* ---- serialising into a byte buffer (common/buf.h's; a failed add sticks in oom) ---- */
 
-struct buf {
-    uint8_t *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void buf_put(struct buf *b, const void *data, size_t n)
+static void buf_u32(struct hs__buf *b, uint32_t v)
 {
-    if (b->oom || n == 0) {
-        return;
-    }
-    if (n > SIZE_MAX - b->len) {
-        b->oom = true;
-        return;
-    }
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n) {
-            cap = cap > SIZE_MAX / 2 ? b->len + n : cap * 2;
-        }
-        uint8_t *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    if (data) {
-        memcpy(b->p + b->len, data, n);
-    } else {
-        memset(b->p + b->len, 0, n);
-    }
-    b->len += n;
+    hs__buf_add(b, &v, 4);
 }
 
-static void buf_u32(struct buf *b, uint32_t v)
+static void buf_u64(struct hs__buf *b, uint64_t v)
 {
-    buf_put(b, &v, 4);
+    hs__buf_add(b, &v, 8);
 }
 
-static void buf_u64(struct buf *b, uint64_t v)
-{
-    buf_put(b, &v, 8);
-}
-
-static void buf_str(struct buf *b, const char *s, uint64_t len)
+static void buf_str(struct hs__buf *b, const char *s, uint64_t len)
 {
     buf_u64(b, len);
-    buf_put(b, s, (size_t)len);
+    hs__buf_add(b, s, (size_t)len);
 }
-
 
 /* ---- lifetime ---- */
 
@@ -123,7 +88,7 @@ static bool name_ok(const char *s)
 }
 
 /* Takes ownership of b's bytes (freed on failure too). */
-static hs_status put_kv(struct hs_gguf_writer *w, const char *key, struct buf *b)
+static hs_status put_kv(struct hs_gguf_writer *w, const char *key, struct hs__buf *b)
 {
     if (b->oom) {
         free(b->p);
@@ -162,9 +127,9 @@ static hs_status set_scalar(struct hs_gguf_writer *w, const char *key, enum hs_g
     if (!name_ok(key)) {
         return HS_E_INVAL;
     }
-    struct buf b = {0};
+    struct hs__buf b = {0};
     buf_u32(&b, type);
-    buf_put(&b, v, hs_gguf_type_size(type));
+    hs__buf_add(&b, v, hs_gguf_type_size(type));
     return put_kv(w, key, &b);
 }
 
@@ -199,7 +164,7 @@ hs_status hs_gguf_writer_set_str(struct hs_gguf_writer *w, const char *key, cons
     if (!name_ok(key) || !v) {
         return HS_E_INVAL;
     }
-    struct buf b = {0};
+    struct hs__buf b = {0};
     buf_u32(&b, HS_GGUF_TYPE_STRING);
     buf_str(&b, v, strlen(v));
     return put_kv(w, key, &b);
@@ -214,11 +179,11 @@ hs_status hs_gguf_writer_set_arr(struct hs_gguf_writer *w, const char *key, enum
         hs_mul_overflow((size_t)n, es, &bytes)) {
         return HS_E_INVAL;
     }
-    struct buf b = {0};
+    struct hs__buf b = {0};
     buf_u32(&b, HS_GGUF_TYPE_ARRAY);
     buf_u32(&b, elem);
     buf_u64(&b, n);
-    buf_put(&b, data, bytes);
+    hs__buf_add(&b, data, bytes);
     return put_kv(w, key, &b);
 }
 
@@ -228,7 +193,7 @@ hs_status hs_gguf_writer_set_arr_str(struct hs_gguf_writer *w, const char *key,
     if (!name_ok(key) || (n > 0 && !strs)) {
         return HS_E_INVAL;
     }
-    struct buf b = {0};
+    struct hs__buf b = {0};
     buf_u32(&b, HS_GGUF_TYPE_ARRAY);
     buf_u32(&b, HS_GGUF_TYPE_STRING);
     buf_u64(&b, n);
@@ -243,7 +208,7 @@ hs_status hs_gguf_writer_set_arr_str(struct hs_gguf_writer *w, const char *key,
 }
 
 /* Serialises v's body (no type tag for scalars; array: element type, count, elements). */
-static hs_status put_value_body(struct buf *b, const struct hs_gguf_value *v, int depth)
+static hs_status put_value_body(struct hs__buf *b, const struct hs_gguf_value *v, int depth)
 {
     size_t es = hs_gguf_type_size(v->type);
     if (es) {
@@ -264,7 +229,7 @@ static hs_status put_value_body(struct buf *b, const struct hs_gguf_value *v, in
             memcpy(x, &v->u64, 8);
             break;
         }
-        buf_put(b, x, es);
+        hs__buf_add(b, x, es);
         return HS_OK;
     }
     if (v->type == HS_GGUF_TYPE_STRING) {
@@ -290,7 +255,7 @@ static hs_status put_value_body(struct buf *b, const struct hs_gguf_value *v, in
         if (n > SIZE_MAX || hs_mul_overflow((size_t)n, ees, &bytes)) {
             return HS_E_INVAL;
         }
-        buf_put(b, v->arr.data, bytes);
+        hs__buf_add(b, v->arr.data, bytes);
         return HS_OK;
     }
     if (et == HS_GGUF_TYPE_STRING) {
@@ -322,7 +287,7 @@ hs_status hs_gguf_writer_set_value(struct hs_gguf_writer *w, const char *key,
     if (!name_ok(key) || !v || (unsigned)v->type >= HS_GGUF_TYPE_COUNT) {
         return HS_E_INVAL;
     }
-    struct buf b = {0};
+    struct hs__buf b = {0};
     buf_u32(&b, v->type);
     hs_status st = put_value_body(&b, v, 0);
     if (st != HS_OK) {
@@ -408,18 +373,18 @@ static hs_status writer_alignment(const struct hs_gguf_writer *w, size_t *out)
 }
 
 /* Header through the padding before the data section; total_out is the whole file's size. */
-static hs_status build_header(const struct hs_gguf_writer *w, struct buf *b, size_t *align_out,
+static hs_status build_header(const struct hs_gguf_writer *w, struct hs__buf *b, size_t *align_out,
                               size_t *total_out)
 {
     size_t align;
     HS_TRY(writer_alignment(w, &align));
-    buf_put(b, "GGUF", 4);
+    hs__buf_add(b, "GGUF", 4);
     buf_u32(b, 3);
     buf_u64(b, w->n_tensors);
     buf_u64(b, w->n_kv);
     for (size_t i = 0; i < w->n_kv; i++) {
         buf_str(b, w->kv[i].key, strlen(w->kv[i].key));
-        buf_put(b, w->kv[i].bytes, w->kv[i].len);
+        hs__buf_add(b, w->kv[i].bytes, w->kv[i].len);
     }
     size_t off = 0;
     for (size_t i = 0; i < w->n_tensors; i++) {
@@ -436,7 +401,7 @@ static hs_status build_header(const struct hs_gguf_writer *w, struct buf *b, siz
         }
         off = hs_align_up(off, align);
     }
-    buf_put(b, NULL, hs_align_up(b->len, align) - b->len);
+    hs__buf_add(b, NULL, hs_align_up(b->len, align) - b->len);
     if (b->oom || hs_add_overflow(b->len, off, total_out)) {
         return HS_E_NOMEM;
     }
@@ -447,7 +412,7 @@ static hs_status build_header(const struct hs_gguf_writer *w, struct buf *b, siz
 hs_status hs_gguf_writer_write_memory(const struct hs_gguf_writer *w, void **out_data,
                                       size_t *out_size)
 {
-    struct buf b = {0};
+    struct hs__buf b = {0};
     size_t align;
     size_t total;
     *out_data = NULL;
@@ -459,8 +424,8 @@ hs_status hs_gguf_writer_write_memory(const struct hs_gguf_writer *w, void **out
     }
     for (size_t i = 0; i < w->n_tensors; i++) {
         const struct wtensor *t = &w->tensors[i];
-        buf_put(&b, t->data, t->size_bytes);
-        buf_put(&b, NULL, hs_align_up(b.len, align) - b.len);
+        hs__buf_add(&b, t->data, t->size_bytes);
+        hs__buf_add(&b, NULL, hs_align_up(b.len, align) - b.len);
     }
     if (b.oom) {
         free(b.p);
@@ -495,7 +460,7 @@ hs_status hs_gguf_writer_write_file(const struct hs_gguf_writer *w, const char *
                                     struct hs_error *err)
 {
     static const uint8_t zeros[256];
-    struct buf b = {0};
+    struct hs__buf b = {0};
     size_t align;
     size_t total;
     char *tmp = NULL;

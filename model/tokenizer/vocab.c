@@ -12,7 +12,7 @@
 /* ---- small helpers ---- */
 
 #define HS__MAX_EOG 32
-#define HS__NO_ID (-1)
+#define HS__NO_ID   (-1)
 
 struct hs__str_table {
     int32_t *slots; /* capacity entries, -1 empty */
@@ -38,10 +38,10 @@ struct hs_vocab {
     int32_t n_merges;
     struct hs__str_table merges;
 
-    hs_token byte_token[256]; /* SPM: <0xNN>; BPE: the mapped character; -1 when absent */
-    uint8_t byte_utf8[256][2];   /* BPE: UTF-8 of GPT-2's code point for each byte (1-2 bytes) */
-    int16_t cp_byte[256 + 68];   /* BPE: the byte each mapped code point stands for */
-    hs_token *special;        /* ids of CONTROL/USER_DEFINED/UNKNOWN tokens, longest text first */
+    hs_token byte_token[256];  /* SPM: <0xNN>; BPE: the mapped character; -1 when absent */
+    uint8_t byte_utf8[256][2]; /* BPE: UTF-8 of GPT-2's code point for each byte (1-2 bytes) */
+    int16_t cp_byte[256 + 68]; /* BPE: the byte each mapped code point stands for */
+    hs_token *special;         /* ids of CONTROL/USER_DEFINED/UNKNOWN tokens, longest text first */
     int32_t n_special;
 
     hs_token bos, eos, unk, eot;
@@ -607,9 +607,9 @@ nomem:
 
 /* ---- tokenize ---- */
 
-static hs_status tokenize(const struct hs_vocab *v, const char *text, size_t len,
-                          bool add_special, bool parse_special, const uint8_t *plain,
-                          hs_token *out, size_t cap, size_t *n_out)
+static hs_status tokenize(const struct hs_vocab *v, const char *text, size_t len, bool add_special,
+                          bool parse_special, const uint8_t *plain, hs_token *out, size_t cap,
+                          size_t *n_out)
 {
     if (v == NULL || (text == NULL && len > 0) || (out == NULL && cap > 0) || n_out == NULL ||
         len > HS_VOCAB_MAX_TEXT_BYTES) {
@@ -978,8 +978,9 @@ static hs_status load_tokens(const struct hs_gguf *g, struct hs_vocab *v, struct
 {
     const struct hs_gguf_value *arr;
     if (hs_gguf_get_arr(g, "tokenizer.ggml.tokens", HS_GGUF_TYPE_STRING, &arr) != HS_OK) {
-        return hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.tokens missing or not an "
-                                              "array of strings");
+        return hs_error_set(err, HS_E_FORMAT,
+                            "vocab: tokenizer.ggml.tokens missing or not an "
+                            "array of strings");
     }
     if (arr->arr.n == 0 || arr->arr.n > INT32_MAX / 4) {
         return hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.tokens has %llu entries",
@@ -1000,8 +1001,8 @@ static hs_status load_tokens(const struct hs_gguf *g, struct hs_vocab *v, struct
     v->text_len = malloc((size_t)n * sizeof(*v->text_len));
     v->scores = calloc((size_t)n, sizeof(*v->scores));
     v->attr = malloc((size_t)n);
-    if (v->text_arena == NULL || v->text_off == NULL || v->text_len == NULL ||
-        v->scores == NULL || v->attr == NULL || table_init(&v->tokens, (size_t)n) != HS_OK) {
+    if (v->text_arena == NULL || v->text_off == NULL || v->text_len == NULL || v->scores == NULL ||
+        v->attr == NULL || table_init(&v->tokens, (size_t)n) != HS_OK) {
         return hs_error_set(err, HS_E_NOMEM, "vocab: out of memory for %d tokens", n);
     }
     size_t off = 0;
@@ -1019,9 +1020,9 @@ static hs_status load_tokens(const struct hs_gguf *g, struct hs_vocab *v, struct
                    v->tokens.mask;
         for (;;) {
             int32_t id = v->tokens.slots[h];
-            if (id < 0 || (v->text_len[id] == len &&
-                           memcmp(v->text_arena + v->text_off[id],
-                                  v->text_arena + v->text_off[i], len) == 0)) {
+            if (id < 0 ||
+                (v->text_len[id] == len && memcmp(v->text_arena + v->text_off[id],
+                                                  v->text_arena + v->text_off[i], len) == 0)) {
                 v->tokens.slots[h] = i;
                 break;
             }
@@ -1034,20 +1035,24 @@ static hs_status load_tokens(const struct hs_gguf *g, struct hs_vocab *v, struct
         if (arr->arr.n != (uint64_t)n || arr->arr.type == HS_GGUF_TYPE_STRING ||
             arr->arr.type == HS_GGUF_TYPE_ARRAY || arr->arr.type == HS_GGUF_TYPE_FLOAT32 ||
             arr->arr.type == HS_GGUF_TYPE_FLOAT64) {
-            return hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.token_type must be %d "
-                                                  "integers", n);
+            return hs_error_set(err, HS_E_FORMAT,
+                                "vocab: tokenizer.ggml.token_type must be %d "
+                                "integers",
+                                n);
         }
         for (int32_t i = 0; i < n; i++) {
             int64_t t = hs_gguf_arr_get_int(arr, (uint64_t)i);
-            v->attr[i] = (t >= HS_TOKEN_NORMAL && t <= HS_TOKEN_BYTE) ? (uint8_t)t
-                                                                       : HS_TOKEN_NORMAL;
+            v->attr[i] =
+                (t >= HS_TOKEN_NORMAL && t <= HS_TOKEN_BYTE) ? (uint8_t)t : HS_TOKEN_NORMAL;
         }
     }
     if (hs_gguf_get_arr(g, "tokenizer.ggml.scores", HS_GGUF_TYPE_COUNT, &arr) == HS_OK) {
-        if (arr->arr.n != (uint64_t)n || (arr->arr.type != HS_GGUF_TYPE_FLOAT32 &&
-                                           arr->arr.type != HS_GGUF_TYPE_FLOAT64)) {
-            return hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.scores must be %d "
-                                                  "floats", n);
+        if (arr->arr.n != (uint64_t)n ||
+            (arr->arr.type != HS_GGUF_TYPE_FLOAT32 && arr->arr.type != HS_GGUF_TYPE_FLOAT64)) {
+            return hs_error_set(err, HS_E_FORMAT,
+                                "vocab: tokenizer.ggml.scores must be %d "
+                                "floats",
+                                n);
         }
         for (int32_t i = 0; i < n; i++) {
             v->scores[i] = (float)hs_gguf_arr_get_float(arr, (uint64_t)i);
@@ -1060,8 +1065,9 @@ static hs_status load_merges(const struct hs_gguf *g, struct hs_vocab *v, struct
 {
     const struct hs_gguf_value *arr;
     if (hs_gguf_get_arr(g, "tokenizer.ggml.merges", HS_GGUF_TYPE_STRING, &arr) != HS_OK) {
-        return hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.merges missing or not an "
-                                              "array of strings");
+        return hs_error_set(err, HS_E_FORMAT,
+                            "vocab: tokenizer.ggml.merges missing or not an "
+                            "array of strings");
     }
     if (arr->arr.n > INT32_MAX / 4) {
         return hs_error_set(err, HS_E_FORMAT, "vocab: too many merges");
@@ -1141,7 +1147,7 @@ static hs_status load_pre(const struct hs_gguf *g, struct hs_vocab *v, struct hs
         const char *name;
         enum hs__pre pre;
     } names[] = {
-        {"default", HS__PRE_DEFAULT}, {"gpt-2", HS__PRE_GPT2},
+        {"default", HS__PRE_DEFAULT},  {"gpt-2", HS__PRE_GPT2},
         {"llama-bpe", HS__PRE_LLAMA3}, {"llama3", HS__PRE_LLAMA3},
         {"llama-v3", HS__PRE_LLAMA3},  {"falcon3", HS__PRE_LLAMA3},
         {"qwen2", HS__PRE_QWEN2},      {"deepseek-r1-qwen", HS__PRE_QWEN2},
@@ -1188,7 +1194,8 @@ static void load_eog(const struct hs_gguf *g, struct hs_vocab *v)
     if (v->eot < 0) {
         v->eot = HS__FIND_CONTROL(v, "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
                                   "<|endoftext|>", "<EOT>",
-                                  "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence"
+                                  "<\xef\xbd\x9c"
+                                  "end\xe2\x96\x81of\xe2\x96\x81sentence"
                                   "\xef\xbd\x9c>");
     }
     if (eom < 0) {
@@ -1209,7 +1216,7 @@ static void load_eog(const struct hs_gguf *g, struct hs_vocab *v)
     add_eog(v, fim_pad);
     add_eog(v, fim_rep);
     add_eog(v, fim_sep);
-    static const char *const names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
+    static const char *const names[] = {"<|eot_id|>",    "<|im_end|>", "<|end|>", "<end_of_turn>",
                                         "<|endoftext|>", "<|eom_id|>", "<EOT>"};
     for (size_t i = 0; i < HS_ARRAY_LEN(names); i++) {
         add_eog(v, HS__FIND_CONTROL(v, names[i]));
@@ -1250,8 +1257,9 @@ hs_status hs_vocab_load(const struct hs_gguf *g, struct hs_vocab **out, struct h
     }
     struct hs_gguf_str model;
     if (hs_gguf_get_str(g, "tokenizer.ggml.model", &model) != HS_OK) {
-        st = hs_error_set(err, HS_E_FORMAT, "vocab: tokenizer.ggml.model missing or not a "
-                                            "string");
+        st = hs_error_set(err, HS_E_FORMAT,
+                          "vocab: tokenizer.ggml.model missing or not a "
+                          "string");
         goto fail;
     }
     if (hs_gguf_str_eq(model, "llama")) {

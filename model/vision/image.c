@@ -44,10 +44,9 @@ static hs_status check_size(int64_t nx, int64_t ny, const struct hs_image_limits
                             (long long)nx, (long long)ny, (int)lim->max_side);
     }
     if (nx * ny > lim->max_pixels) {
-        return hs_error_set(err, HS_E_RANGE,
-                            "image is %lldx%lld = %lld pixels, more than the limit of %lld",
-                            (long long)nx, (long long)ny, (long long)(nx * ny),
-                            (long long)lim->max_pixels);
+        return hs_error_set(
+            err, HS_E_RANGE, "image is %lldx%lld = %lld pixels, more than the limit of %lld",
+            (long long)nx, (long long)ny, (long long)(nx * ny), (long long)lim->max_pixels);
     }
     return HS_OK;
 }
@@ -76,8 +75,7 @@ static hs_status decode_png(const uint8_t *data, size_t n, const struct hs_image
     rgba = malloc(n_px * 4);
     out->rgb = malloc(n_px * 3);
     if (!rgba || !out->rgb) {
-        st = hs_error_set(err, HS_E_NOMEM, "out of memory for a %ux%u image", pi.width,
-                          pi.height);
+        st = hs_error_set(err, HS_E_NOMEM, "out of memory for a %ux%u image", pi.width, pi.height);
         goto fail;
     }
     if (!png_image_finish_read(&pi, NULL, rgba, 0, NULL)) {
@@ -103,7 +101,7 @@ fail:
 
 /* A progressive JPEG of thousands of tiny scans costs seconds of CPU on a few KiB of input
  * (libjpeg-turbo's djpeg -maxscans guards against the same). */
-#define JPEG_MAX_SCANS 256
+#define JPEG_MAX_SCANS    256
 #define JPEG_MAX_WARNINGS 64
 
 struct jpeg_err {
@@ -135,8 +133,7 @@ static void jpeg_on_progress(j_common_ptr cinfo)
     const struct jpeg_decompress_struct *d = (const struct jpeg_decompress_struct *)cinfo;
     if (d->input_scan_number > JPEG_MAX_SCANS) {
         struct jpeg_err *e = (struct jpeg_err *)cinfo->err;
-        snprintf(e->message, sizeof(e->message), "more than %d progressive scans",
-                 JPEG_MAX_SCANS);
+        snprintf(e->message, sizeof(e->message), "more than %d progressive scans", JPEG_MAX_SCANS);
         longjmp(e->jmp, 1);
     }
 }
@@ -177,8 +174,7 @@ static hs_status decode_jpeg(const uint8_t *data, size_t n, const struct hs_imag
     cinfo.out_color_space = JCS_RGB;
     jpeg_start_decompress(&cinfo);
     if (cinfo.output_components != 3) {
-        snprintf(je.message, sizeof(je.message), "%d output components",
-                 cinfo.output_components);
+        snprintf(je.message, sizeof(je.message), "%d output components", cinfo.output_components);
         longjmp(je.jmp, 1);
     }
     const size_t row = (size_t)cinfo.output_width * 3;

@@ -18,8 +18,8 @@ struct hs_image {
 /* What a decoder accepts: both bounds are checked against the image header before decoding, so
  * a small file that claims a huge image (a decompression bomb) costs nothing. */
 struct hs_image_limits {
-    int32_t max_side;     /* widest / tallest image in pixels */
-    int64_t max_pixels;   /* nx * ny */
+    int32_t max_side;       /* widest / tallest image in pixels */
+    int64_t max_pixels;     /* nx * ny */
     size_t max_input_bytes; /* encoded size (after base64) */
 };
 

@@ -53,7 +53,7 @@ static hs_status put_lookup(struct out *o, const struct hs_vocab *vocab, const c
         return hs_error_set(err, HS_E_FORMAT,
                             "the language model's vocabulary has no token \"%s\", which the "
                             "projector's image layout needs",
-                            strcmp(text, "\n\n") == 0  ? "\\n\\n"
+                            strcmp(text, "\n\n") == 0 ? "\\n\\n"
                             : strcmp(text, "\n") == 0 ? "\\n"
                                                       : text);
     }

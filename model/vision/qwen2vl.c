@@ -82,45 +82,28 @@ static void rope_2d(float *x, int64_t n, int32_t n_head, int32_t hd, const int32
     }
 }
 
-struct scratch {
-    float *patches; /* [n][3 p p] */
-    float *x;       /* [n][d] the residual stream */
-    float *h;       /* [n][d] normed */
-    float *q, *k, *v, *attn; /* [n][d] */
-    float *vt;      /* [hd][n] one head's values, transposed */
-    float *scores;  /* [chunk][n] */
-    float *ff;      /* [n][max(n_ff, 4d)]; gated: [2][n][n_ff] at least */
-    float *tmp;     /* [n][d] */
-    int32_t *pos_r, *pos_c; /* [n] */
-    float *cs;      /* [hd] */
-    int32_t *order; /* [n_tok] the raster index of each merged group, in layout order */
-    int64_t *win;   /* [n_tok + 1] windows' first rows (patches); win[n_win] = n */
+/* What Qwen's layout and rotary add to the ViT scratch (each owned). */
+struct layout {
+    int32_t *pos_r, *pos_c; /* [n] each patch's row and column */
+    float *cs;              /* [hd] */
+    int32_t *order;         /* [n_tok] the raster index of each merged group, in layout order */
+    int64_t *win;           /* [n_tok + 1] windows' first rows (patches); win[n_win] = n */
 };
 
-static void scratch_free(struct scratch *s)
+static void layout_free(struct layout *lo)
 {
-    free(s->patches);
-    free(s->x);
-    free(s->h);
-    free(s->q);
-    free(s->k);
-    free(s->v);
-    free(s->attn);
-    free(s->vt);
-    free(s->scores);
-    free(s->ff);
-    free(s->tmp);
-    free(s->pos_r);
-    free(s->pos_c);
-    free(s->cs);
-    free(s->order);
-    free(s->win);
+    free(lo->pos_r);
+    free(lo->pos_c);
+    free(lo->cs);
+    free(lo->order);
+    free(lo->win);
 }
 
 /* Copies merged group (gx, gy)'s m x m patches into rows idx.. of s->patches, each as (channel,
  * ky, kx) like the conv kernel's rows, with their (row, column) for the rotary. */
-static void put_group(struct scratch *s, const struct hs_vision_input *in, int32_t p, int32_t m,
-                      int32_t gx, int32_t gy, int64_t idx)
+static void put_group(struct hs__vit_scratch *s, struct layout *lo,
+                      const struct hs_vision_input *in, int32_t p, int32_t m, int32_t gx,
+                      int32_t gy, int64_t idx)
 {
     const size_t plane = (size_t)in->nx * in->ny, kk = 3 * (size_t)p * p;
     for (int32_t dy = 0; dy < m; dy++) {
@@ -134,18 +117,18 @@ static void put_group(struct scratch *s, const struct hs_vision_input *in, int32
                     memcpy(dst + ((size_t)c * p + ky) * p, src, (size_t)p * sizeof(float));
                 }
             }
-            s->pos_r[idx] = py;
-            s->pos_c[idx] = px;
+            lo->pos_r[idx] = py;
+            lo->pos_c[idx] = px;
         }
     }
 }
 
 static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct hs_vision_input *in,
-                     float *out, struct scratch *s)
+                     float *out, struct hs__vit_scratch *s, struct layout *lo)
 {
     const struct hs_vision_hparams *hp = &vis->hp;
     const int32_t p = hp->patch_size, m = hp->n_merge;
-    const int64_t d = hp->n_embd, kk = 3LL * p * p;
+    const int64_t d = hp->n_embd;
     const int32_t npx = in->nx / p, npy = in->ny / p;
     const int64_t n = (int64_t)npx * npy;
     /* Windows' side in merged groups (llama.cpp's integer division); one window without them. */
@@ -156,68 +139,63 @@ static hs_status run(struct hs_vision *vis, struct hs_backend *be, const struct 
     int32_t n_win = 0, k = 0;
     for (int32_t wy = 0; wy < ph; wy += gw) {
         for (int32_t wx = 0; wx < pw; wx += gw) {
-            s->win[n_win++] = idx;
+            lo->win[n_win++] = idx;
             for (int32_t gy = wy; gy < HS_MIN(wy + gw, ph); gy++) {
                 for (int32_t gx = wx; gx < HS_MIN(wx + gw, pw); gx++) {
-                    s->order[k++] = gy * pw + gx;
-                    put_group(s, in, p, m, gx, gy, idx);
+                    lo->order[k++] = gy * pw + gx;
+                    put_group(s, lo, in, p, m, gx, gy, idx);
                     idx += (int64_t)m * m;
                 }
             }
         }
     }
-    s->win[n_win] = n;
-    const struct hs_tensor tp = hs__vit_view(s->patches, kk, n, kk);
-    struct hs_tensor tx = hs__vit_view(s->x, d, n, d), th = hs__vit_view(s->h, d, n, d);
-    struct hs_tensor tq = hs__vit_view(s->q, d, n, d), tk = hs__vit_view(s->k, d, n, d);
-    struct hs_tensor tv = hs__vit_view(s->v, d, n, d), ta = hs__vit_view(s->attn, d, n, d);
-    struct hs_tensor tt = hs__vit_view(s->tmp, d, n, d);
-    struct hs_tensor tf = hs__vit_view(s->ff, hp->n_ff, n, hp->n_ff);
+    lo->win[n_win] = n;
+    struct hs__vit_views t = hs__vit_scratch_views(s, hp, n);
     struct hs_tensor tg = hs__vit_view(s->ff + n * hp->n_ff, hp->n_ff, n, hp->n_ff);
-    HS_TRY(hs_backend_matmul(be, &vis->patch_w0, &tp, &tx));
-    HS_TRY(hs_backend_matmul(be, &vis->patch_w1, &tp, &tt));
-    HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
+    HS_TRY(hs_backend_matmul(be, &vis->patch_w0, &t.patches, &t.x));
+    HS_TRY(hs_backend_matmul(be, &vis->patch_w1, &t.patches, &t.tmp));
+    HS_TRY(hs_backend_add(be, &t.x, &t.tmp, &t.x));
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const struct hs_vision_layer *l = &vis->layers[il];
         norm(s->x, s->h, n, d, &l->ln1_w, &l->ln1_b, hp->eps);
         const struct hs_tensor *ws[3] = {&l->q_w, &l->k_w, &l->v_w};
-        struct hs_tensor *ys[3] = {&tq, &tk, &tv};
-        HS_TRY(hs_backend_matmul_multi(be, 3, ws, &th, ys));
-        HS_TRY(hs_backend_add(be, &tq, &l->q_b, &tq));
-        HS_TRY(hs_backend_add(be, &tk, &l->k_b, &tk));
-        HS_TRY(hs_backend_add(be, &tv, &l->v_b, &tv));
-        rope_2d(s->q, n, hp->n_head, (int32_t)(d / hp->n_head), s->pos_r, s->pos_c, s->cs);
-        rope_2d(s->k, n, hp->n_head, (int32_t)(d / hp->n_head), s->pos_r, s->pos_c, s->cs);
+        struct hs_tensor *ys[3] = {&t.q, &t.k, &t.v};
+        HS_TRY(hs_backend_matmul_multi(be, 3, ws, &t.h, ys));
+        HS_TRY(hs_backend_add(be, &t.q, &l->q_b, &t.q));
+        HS_TRY(hs_backend_add(be, &t.k, &l->k_b, &t.k));
+        HS_TRY(hs_backend_add(be, &t.v, &l->v_b, &t.v));
+        rope_2d(s->q, n, hp->n_head, (int32_t)(d / hp->n_head), lo->pos_r, lo->pos_c, lo->cs);
+        rope_2d(s->k, n, hp->n_head, (int32_t)(d / hp->n_head), lo->pos_r, lo->pos_c, lo->cs);
         const bool full = hp->n_wa_pattern == 0 || (il + 1) % hp->n_wa_pattern == 0;
         for (int32_t w = 0; w < (full ? 1 : n_win); w++) {
-            HS_TRY(hs__vit_attention(be, hp->n_head, d, full ? 0 : s->win[w],
-                                     full ? n : s->win[w + 1], s->q, s->k, s->v, s->vt, s->scores,
+            HS_TRY(hs__vit_attention(be, hp->n_head, d, full ? 0 : lo->win[w],
+                                     full ? n : lo->win[w + 1], s->q, s->k, s->v, s->vt, s->scores,
                                      s->attn));
         }
-        HS_TRY(hs__vit_linear(be, &l->o_w, &l->o_b, &ta, &tt));
-        HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
+        HS_TRY(hs__vit_linear(be, &l->o_w, &l->o_b, &t.attn, &t.tmp));
+        HS_TRY(hs_backend_add(be, &t.x, &t.tmp, &t.x));
         norm(s->x, s->h, n, d, &l->ln2_w, &l->ln2_b, hp->eps);
         if (l->gate_w.data) {
             const struct hs_tensor *wu[2] = {&l->up_w, &l->gate_w};
-            struct hs_tensor *yu[2] = {&tf, &tg};
-            HS_TRY(hs_backend_matmul_multi(be, 2, wu, &th, yu));
-            HS_TRY(hs_backend_add(be, &tf, &l->up_b, &tf));
+            struct hs_tensor *yu[2] = {&t.ff, &tg};
+            HS_TRY(hs_backend_matmul_multi(be, 2, wu, &t.h, yu));
+            HS_TRY(hs_backend_add(be, &t.ff, &l->up_b, &t.ff));
             HS_TRY(hs_backend_add(be, &tg, &l->gate_b, &tg));
             swiglu(s->ff + n * hp->n_ff, s->ff, n * hp->n_ff);
-            HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &tg, &tt));
+            HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &tg, &t.tmp));
         } else {
-            HS_TRY(hs__vit_linear(be, &l->up_w, &l->up_b, &th, &tf));
+            HS_TRY(hs__vit_linear(be, &l->up_w, &l->up_b, &t.h, &t.ff));
             quick_gelu(s->ff, n * hp->n_ff);
-            HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &tf, &tt));
+            HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &t.ff, &t.tmp));
         }
-        HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
+        HS_TRY(hs_backend_add(be, &t.x, &t.tmp, &t.x));
     }
     norm(s->x, s->h, n, d, &vis->post_ln_w, &vis->post_ln_b, hp->eps);
     /* The merger: each group's m*m adjacent rows are one row of m*m*d. The MLP is row-wise, so
      * the groups go back to raster order (the output's) before it. */
     const int64_t dm = d * m * m, n_tok = n / (m * m);
-    for (int64_t t = 0; t < n_tok; t++) {
-        memcpy(s->x + s->order[t] * dm, s->h + t * dm, (size_t)dm * sizeof(float));
+    for (int64_t g = 0; g < n_tok; g++) {
+        memcpy(s->x + lo->order[g] * dm, s->h + g * dm, (size_t)dm * sizeof(float));
     }
     const struct hs_tensor hm = hs__vit_view(s->x, dm, n_tok, dm);
     struct hs_tensor fm = hs__vit_view(s->ff, dm, n_tok, dm);
@@ -245,32 +223,21 @@ hs_status hs_vision_encode(struct hs_vision *v, struct hs_backend *be,
     const int64_t n_tok = n / ((int64_t)hp->n_merge * hp->n_merge);
     const int64_t n_ffw = HS_MAX((int64_t)hp->n_ff * (v->layers[0].gate_w.data ? 2 : 1),
                                  d * hp->n_merge * hp->n_merge);
-    struct scratch s = {0};
-    s.patches = malloc((size_t)n * 3 * hp->patch_size * hp->patch_size * sizeof(float));
-    s.x = malloc((size_t)n * d * sizeof(float));
-    s.h = malloc((size_t)n * d * sizeof(float));
-    s.q = malloc((size_t)n * d * sizeof(float));
-    s.k = malloc((size_t)n * d * sizeof(float));
-    s.v = malloc((size_t)n * d * sizeof(float));
-    s.attn = malloc((size_t)n * d * sizeof(float));
-    s.tmp = malloc((size_t)n * d * sizeof(float));
-    s.vt = malloc((size_t)n * hd * sizeof(float));
-    s.scores = malloc((size_t)HS_MIN(n, (int64_t)HS_VIT_ATTN_CHUNK_ROWS) * n * sizeof(float));
-    s.ff = malloc((size_t)n * n_ffw * sizeof(float));
-    s.pos_r = malloc((size_t)n * sizeof(int32_t));
-    s.pos_c = malloc((size_t)n * sizeof(int32_t));
-    s.cs = malloc((size_t)hd * sizeof(float));
-    s.order = malloc((size_t)n_tok * sizeof(int32_t));
-    s.win = malloc((size_t)(n_tok + 1) * sizeof(int64_t));
-    hs_status st;
-    if (!s.patches || !s.x || !s.h || !s.q || !s.k || !s.v || !s.attn || !s.tmp || !s.vt ||
-        !s.scores || !s.ff || !s.pos_r || !s.pos_c || !s.cs || !s.order || !s.win) {
-        st = hs_error_set(err, HS_E_NOMEM, "out of memory encoding a %dx%d image", in->nx,
-                          in->ny);
-    } else if ((st = run(v, be, in, out, &s)) != HS_OK) {
+    struct hs__vit_scratch s;
+    struct layout lo = {0};
+    hs_status st = hs__vit_scratch_init(&s, hp, n, n_ffw);
+    lo.pos_r = malloc((size_t)n * sizeof(int32_t));
+    lo.pos_c = malloc((size_t)n * sizeof(int32_t));
+    lo.cs = malloc((size_t)hd * sizeof(float));
+    lo.order = malloc((size_t)n_tok * sizeof(int32_t));
+    lo.win = malloc((size_t)(n_tok + 1) * sizeof(int64_t));
+    if (st != HS_OK || !lo.pos_r || !lo.pos_c || !lo.cs || !lo.order || !lo.win) {
+        st = hs_error_set(err, HS_E_NOMEM, "out of memory encoding a %dx%d image", in->nx, in->ny);
+    } else if ((st = run(v, be, in, out, &s, &lo)) != HS_OK) {
         hs_error_set(err, st, "vision encoder failed on the %s backend: %s", hs_backend_name(be),
                      hs_status_str(st));
     }
-    scratch_free(&s);
+    hs__vit_scratch_finish(&s);
+    layout_free(&lo);
     return st;
 }

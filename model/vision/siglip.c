@@ -18,8 +18,7 @@
 /* With a preproc_image_size (longest_edge), libmtmd follows transformers' Idefics3 processor:
  * the image is first resized so that its longer side is longest_edge, keeping its aspect (the
  * other side truncated, then rounded up to even). */
-static void scaled_size(const struct hs_vision *v, int32_t nx, int32_t ny, int32_t *w,
-                        int32_t *h)
+static void scaled_size(const struct hs_vision *v, int32_t nx, int32_t ny, int32_t *w, int32_t *h)
 {
     const int32_t le = v->hp.longest_edge;
     const double aspect = (double)nx / (double)ny;
@@ -144,19 +143,10 @@ hs_status hs__siglip_preprocess(const struct hs_vision *v, const struct hs_image
 
 /* ---- the encoder ---- */
 
-struct scratch {
-    float *patches;          /* [n][3 p p] */
-    float *x, *h, *tmp;      /* [n][d]: the residual stream, normed, a sublayer's output */
-    float *q, *k, *v, *attn; /* [n][d] */
-    float *vt;               /* [hd][n] */
-    float *scores;           /* [chunk][n] */
-    float *ff;               /* [n][n_ff] */
-};
-
 /* One view (image_size square at rows y0 of in) into n / scale^2 rows of out. */
 static hs_status encode_view(struct hs_vision *vis, struct hs_backend *be,
                              const struct hs_vision_input *in, int32_t y0, float *out,
-                             struct scratch *s)
+                             struct hs__vit_scratch *s)
 {
     const struct hs_vision_hparams *hp = &vis->hp;
     const int32_t p = hp->patch_size, m = hp->n_merge, side = hp->image_size / p;
@@ -175,8 +165,7 @@ static hs_status encode_view(struct hs_vision *vis, struct hs_backend *be,
                     for (int c = 0; c < 3; c++) {
                         for (int32_t ky = 0; ky < p; ky++) {
                             const float *src = in->data + c * plane +
-                                               (size_t)(y0 + py * p + ky) * in->nx +
-                                               (size_t)px * p;
+                                               (size_t)(y0 + py * p + ky) * in->nx + (size_t)px * p;
                             memcpy(dst + ((size_t)c * p + ky) * p, src, (size_t)p * sizeof(float));
                         }
                     }
@@ -185,13 +174,8 @@ static hs_status encode_view(struct hs_vision *vis, struct hs_backend *be,
             }
         }
     }
-    const struct hs_tensor tp = hs__vit_view(s->patches, kk, n, kk);
-    struct hs_tensor tx = hs__vit_view(s->x, d, n, d), th = hs__vit_view(s->h, d, n, d);
-    struct hs_tensor tq = hs__vit_view(s->q, d, n, d), tk = hs__vit_view(s->k, d, n, d);
-    struct hs_tensor tv = hs__vit_view(s->v, d, n, d), ta = hs__vit_view(s->attn, d, n, d);
-    struct hs_tensor tt = hs__vit_view(s->tmp, d, n, d);
-    struct hs_tensor tf = hs__vit_view(s->ff, hp->n_ff, n, hp->n_ff);
-    HS_TRY(hs__vit_linear(be, &vis->patch_w0, &vis->patch_b, &tp, &tx));
+    struct hs__vit_views t = hs__vit_scratch_views(s, hp, n);
+    HS_TRY(hs__vit_linear(be, &vis->patch_w0, &vis->patch_b, &t.patches, &t.x));
     const float *pe = vis->pos_embd.data;
     for (int64_t r = 0; r < n; r++) {
         const float *pr = pe + (size_t)pos[r] * d;
@@ -203,20 +187,20 @@ static hs_status encode_view(struct hs_vision *vis, struct hs_backend *be,
         const struct hs_vision_layer *l = &vis->layers[il];
         hs__vit_layer_norm(s->x, s->h, n, d, l->ln1_w.data, l->ln1_b.data, hp->eps);
         const struct hs_tensor *ws[3] = {&l->q_w, &l->k_w, &l->v_w};
-        struct hs_tensor *ys[3] = {&tq, &tk, &tv};
-        HS_TRY(hs_backend_matmul_multi(be, 3, ws, &th, ys));
-        HS_TRY(hs_backend_add(be, &tq, &l->q_b, &tq));
-        HS_TRY(hs_backend_add(be, &tk, &l->k_b, &tk));
-        HS_TRY(hs_backend_add(be, &tv, &l->v_b, &tv));
+        struct hs_tensor *ys[3] = {&t.q, &t.k, &t.v};
+        HS_TRY(hs_backend_matmul_multi(be, 3, ws, &t.h, ys));
+        HS_TRY(hs_backend_add(be, &t.q, &l->q_b, &t.q));
+        HS_TRY(hs_backend_add(be, &t.k, &l->k_b, &t.k));
+        HS_TRY(hs_backend_add(be, &t.v, &l->v_b, &t.v));
         HS_TRY(hs__vit_attention(be, hp->n_head, d, 0, n, s->q, s->k, s->v, s->vt, s->scores,
                                  s->attn));
-        HS_TRY(hs__vit_linear(be, &l->o_w, &l->o_b, &ta, &tt));
-        HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
+        HS_TRY(hs__vit_linear(be, &l->o_w, &l->o_b, &t.attn, &t.tmp));
+        HS_TRY(hs_backend_add(be, &t.x, &t.tmp, &t.x));
         hs__vit_layer_norm(s->x, s->h, n, d, l->ln2_w.data, l->ln2_b.data, hp->eps);
-        HS_TRY(hs__vit_linear(be, &l->up_w, &l->up_b, &th, &tf));
+        HS_TRY(hs__vit_linear(be, &l->up_w, &l->up_b, &t.h, &t.ff));
         hs__vit_gelu(s->ff, n * hp->n_ff);
-        HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &tf, &tt));
-        HS_TRY(hs_backend_add(be, &tx, &tt, &tx));
+        HS_TRY(hs__vit_linear(be, &l->down_w, &l->down_b, &t.ff, &t.tmp));
+        HS_TRY(hs_backend_add(be, &t.x, &t.tmp, &t.x));
     }
     hs__vit_layer_norm(s->x, s->h, n, d, vis->post_ln_w.data, vis->post_ln_b.data, hp->eps);
     const int64_t dm = d * m * m, n_tok = n / (m * m);
@@ -232,28 +216,15 @@ hs_status hs__siglip_encode(struct hs_vision *v, struct hs_backend *be,
     const struct hs_vision_hparams *hp = &v->hp;
     const int32_t sz = hp->image_size;
     if (in->nx != sz || in->ny <= 0 || in->ny % sz != 0 || !in->data) {
-        return hs_error_set(err, HS_E_INVAL, "input of %dx%d is not a stack of %dx%d views",
-                            in->nx, in->ny, sz, sz);
+        return hs_error_set(err, HS_E_INVAL, "input of %dx%d is not a stack of %dx%d views", in->nx,
+                            in->ny, sz, sz);
     }
-    const int64_t side = sz / hp->patch_size, n = side * side, d = hp->n_embd;
+    const int64_t side = sz / hp->patch_size, n = side * side;
     const int64_t n_tok = n / ((int64_t)hp->n_merge * hp->n_merge);
-    struct scratch s = {0};
-    s.patches = malloc((size_t)n * 3 * hp->patch_size * hp->patch_size * sizeof(float));
-    s.x = malloc((size_t)n * d * sizeof(float));
-    s.h = malloc((size_t)n * d * sizeof(float));
-    s.tmp = malloc((size_t)n * d * sizeof(float));
-    s.q = malloc((size_t)n * d * sizeof(float));
-    s.k = malloc((size_t)n * d * sizeof(float));
-    s.v = malloc((size_t)n * d * sizeof(float));
-    s.attn = malloc((size_t)n * d * sizeof(float));
-    s.vt = malloc((size_t)n * (d / hp->n_head) * sizeof(float));
-    s.scores = malloc((size_t)HS_MIN(n, (int64_t)HS_VIT_ATTN_CHUNK_ROWS) * n * sizeof(float));
-    s.ff = malloc((size_t)n * hp->n_ff * sizeof(float));
-    hs_status st = HS_OK;
-    if (!s.patches || !s.x || !s.h || !s.tmp || !s.q || !s.k || !s.v || !s.attn || !s.vt ||
-        !s.scores || !s.ff) {
-        st = hs_error_set(err, HS_E_NOMEM, "out of memory encoding a %dx%d image", in->nx,
-                          in->ny);
+    struct hs__vit_scratch s;
+    hs_status st = hs__vit_scratch_init(&s, hp, n, hp->n_ff);
+    if (st != HS_OK) {
+        hs_error_set(err, st, "out of memory encoding a %dx%d image", in->nx, in->ny);
     }
     for (int32_t k = 0; st == HS_OK && k < in->ny / sz; k++) {
         st = encode_view(v, be, in, k * sz, out + (size_t)k * n_tok * hp->proj_dim, &s);
@@ -262,16 +233,6 @@ hs_status hs__siglip_encode(struct hs_vision *v, struct hs_backend *be,
                          hs_backend_name(be), hs_status_str(st));
         }
     }
-    free(s.patches);
-    free(s.x);
-    free(s.h);
-    free(s.tmp);
-    free(s.q);
-    free(s.k);
-    free(s.v);
-    free(s.attn);
-    free(s.vt);
-    free(s.scores);
-    free(s.ff);
+    hs__vit_scratch_finish(&s);
     return st;
 }

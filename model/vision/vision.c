@@ -93,15 +93,17 @@ static hs_status load_weights(struct hs_vision *v, struct hs_error *err)
             return hs_error_set(err, HS_E_NOTSUP, "projector: v.position_embd.weight must be f32");
         }
         if (hs_gguf_find_tensor(g, "v.pre_ln.weight")) {
-            return hs_error_set(err, HS_E_NOTSUP, "projector: a pre-LayerNorm (v.pre_ln) is not "
-                                                  "implemented for idefics3");
+            return hs_error_set(err, HS_E_NOTSUP,
+                                "projector: a pre-LayerNorm (v.pre_ln) is not "
+                                "implemented for idefics3");
         }
     } else {
         HS_TRY(get_tensor(g, "v.patch_embd.weight.1", k, d, false, &v->patch_w1, err));
     }
     if (!siglip && hs_gguf_find_tensor(g, "v.patch_embd.bias")) {
-        return hs_error_set(err, HS_E_NOTSUP, "projector: a patch embedding bias is not "
-                                              "implemented for qwen2vl");
+        return hs_error_set(err, HS_E_NOTSUP,
+                            "projector: a patch embedding bias is not "
+                            "implemented for qwen2vl");
     }
     /* Qwen2.5-VL: RMSNorms (no biases) and a SiLU-gated MLP. */
     const bool q25 = hp->type == HS_PROJ_QWEN25VL;
@@ -110,7 +112,7 @@ static hs_status load_weights(struct hs_vision *v, struct hs_error *err)
         char n[96];
 #define T(field, suffix, n0, n1, vec)                                                              \
     do {                                                                                           \
-        snprintf(n, sizeof(n), "v.blk.%d.%s", il, suffix);                                        \
+        snprintf(n, sizeof(n), "v.blk.%d.%s", il, suffix);                                         \
         HS_TRY(get_tensor(g, n, (n0), (n1), (vec), &l->field, err));                               \
     } while (0)
         T(ln1_w, "ln1.weight", d, 0, true);
@@ -159,8 +161,9 @@ static hs_status load_hparams(struct hs_vision *v, struct hs_error *err)
     struct hs_vision_hparams *hp = &v->hp;
     struct hs_gguf_str s;
     if (hs_gguf_get_str(g, "clip.projector_type", &s) != HS_OK || s.len >= 64) {
-        return hs_error_set(err, HS_E_FORMAT, "projector: clip.projector_type is missing (is "
-                                              "this an mmproj file?)");
+        return hs_error_set(err, HS_E_FORMAT,
+                            "projector: clip.projector_type is missing (is "
+                            "this an mmproj file?)");
     }
     char name[64];
     memcpy(name, s.data, s.len);
@@ -231,7 +234,10 @@ static hs_status load_hparams(struct hs_vision *v, struct hs_error *err)
     hs_gguf_get_bool(g, "clip.use_silu", &silu);
     if (gelu != siglip || silu != q25) {
         return hs_error_set(err, HS_E_NOTSUP, "projector: a %s ViT MLP is not implemented for %s",
-                            gelu ? "GELU" : silu ? "SiLU" : "quick-GELU", name);
+                            gelu   ? "GELU"
+                            : silu ? "SiLU"
+                                   : "quick-GELU",
+                            name);
     }
     if (q25) {
         /* Required, as llama.cpp does (its converter writes fullatt_block_indexes[0] + 1: 8 for
@@ -402,12 +408,12 @@ static uint8_t clip8(int32_t v)
 }
 
 /* One pass along x (horizontal) or y of src (sx x sy) into dst (dx x dy; the other side equal). */
-static hs_status resample_pass(const uint8_t *src, int32_t sx, int32_t sy, uint8_t *dst,
-                               int32_t dx, int32_t dy, bool horizontal, bool use_lanczos)
+static hs_status resample_pass(const uint8_t *src, int32_t sx, int32_t sy, uint8_t *dst, int32_t dx,
+                               int32_t dy, bool horizontal, bool use_lanczos)
 {
     int32_t *bounds = NULL, *w = NULL;
-    const int ksize = resample_weights(horizontal ? sx : sy, horizontal ? dx : dy, use_lanczos,
-                                       &bounds, &w);
+    const int ksize =
+        resample_weights(horizontal ? sx : sy, horizontal ? dx : dy, use_lanczos, &bounds, &w);
     if (ksize == 0) {
         free(bounds);
         free(w);
@@ -450,8 +456,8 @@ static hs_status resize(const struct hs_image *src, int32_t nx, int32_t ny, bool
     hs_status st = HS_OK;
     if (nx != src->nx && ny != src->ny) {
         uint8_t *tmp = malloc((size_t)nx * src->ny * 3);
-        st = tmp ? resample_pass(src->rgb, src->nx, src->ny, tmp, nx, src->ny, true,
-                                          use_lanczos) : HS_E_NOMEM;
+        st = tmp ? resample_pass(src->rgb, src->nx, src->ny, tmp, nx, src->ny, true, use_lanczos)
+                 : HS_E_NOMEM;
         if (st == HS_OK) {
             st = resample_pass(tmp, nx, src->ny, dst->rgb, nx, ny, false, use_lanczos);
         }

@@ -2,6 +2,7 @@
  * linear layers and attention as backend matmuls, LayerNorm, GELU and softmax on the calling
  * thread. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "model/vision/vision-impl.h"
 
@@ -15,6 +16,57 @@ struct hs_tensor hs__vit_view(float *data, int64_t n_cols, int64_t n_rows, int64
     t.nb[1] = (size_t)row_stride * sizeof(float);
     t.nb[2] = t.nb[3] = t.nb[1] * (size_t)n_rows;
     return t;
+}
+
+hs_status hs__vit_scratch_init(struct hs__vit_scratch *s, const struct hs_vision_hparams *hp,
+                               int64_t n, int64_t n_ffw)
+{
+    const size_t nd = (size_t)n * hp->n_embd * sizeof(float);
+    *s = (struct hs__vit_scratch){0};
+    s->patches = malloc((size_t)n * 3 * hp->patch_size * hp->patch_size * sizeof(float));
+    s->x = malloc(nd);
+    s->h = malloc(nd);
+    s->tmp = malloc(nd);
+    s->q = malloc(nd);
+    s->k = malloc(nd);
+    s->v = malloc(nd);
+    s->attn = malloc(nd);
+    s->vt = malloc((size_t)n * (hp->n_embd / hp->n_head) * sizeof(float));
+    s->scores = malloc((size_t)HS_MIN(n, (int64_t)HS_VIT_ATTN_CHUNK_ROWS) * n * sizeof(float));
+    s->ff = malloc((size_t)n * n_ffw * sizeof(float));
+    if (!s->patches || !s->x || !s->h || !s->tmp || !s->q || !s->k || !s->v || !s->attn || !s->vt ||
+        !s->scores || !s->ff) {
+        hs__vit_scratch_finish(s);
+        return HS_E_NOMEM;
+    }
+    return HS_OK;
+}
+
+void hs__vit_scratch_finish(struct hs__vit_scratch *s)
+{
+    float *bufs[] = {s->patches, s->x,    s->h,  s->tmp,    s->q, s->k,
+                     s->v,       s->attn, s->vt, s->scores, s->ff};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+        free(bufs[i]);
+    }
+    *s = (struct hs__vit_scratch){0};
+}
+
+struct hs__vit_views hs__vit_scratch_views(const struct hs__vit_scratch *s,
+                                           const struct hs_vision_hparams *hp, int64_t n)
+{
+    const int64_t d = hp->n_embd, kk = 3LL * hp->patch_size * hp->patch_size;
+    return (struct hs__vit_views){
+        .patches = hs__vit_view(s->patches, kk, n, kk),
+        .x = hs__vit_view(s->x, d, n, d),
+        .h = hs__vit_view(s->h, d, n, d),
+        .tmp = hs__vit_view(s->tmp, d, n, d),
+        .q = hs__vit_view(s->q, d, n, d),
+        .k = hs__vit_view(s->k, d, n, d),
+        .v = hs__vit_view(s->v, d, n, d),
+        .attn = hs__vit_view(s->attn, d, n, d),
+        .ff = hs__vit_view(s->ff, hp->n_ff, n, hp->n_ff),
+    };
 }
 
 hs_status hs__vit_linear(struct hs_backend *be, const struct hs_tensor *w,

@@ -22,10 +22,10 @@
 #include "server/engine.h"
 
 static struct {
-    int32_t http_threads; /* 0: the default */
+    int32_t http_threads;   /* 0: the default */
     enum hs_proj_type proj; /* the projector's family (0: Qwen2-VL) */
-    char trace[128];      /* the engine's --trace, "": none */
-    bool no_image_tokens; /* idefics3: a vocabulary without SmolVLM's image tokens */
+    char trace[128];        /* the engine's --trace, "": none */
+    bool no_image_tokens;   /* idefics3: a vocabulary without SmolVLM's image tokens */
     char lpath[128], ppath[128];
     struct hs_model *model;
     struct hs_engine *eng;
@@ -67,8 +67,7 @@ static void start(void)
     if (g.http_threads > 0) {
         ap.http_threads = g.http_threads;
     }
-    cr_assert_eq(hs_api_server_start(g.model, g.eng, &ap, &g.srv, &err), HS_OK, "%s",
-                 err.message);
+    cr_assert_eq(hs_api_server_start(g.model, g.eng, &ap, &g.srv, &err), HS_OK, "%s", err.message);
     g.port = hs_api_server_port(g.srv);
 }
 
@@ -181,9 +180,9 @@ static char *png_url(int nx, int ny, int shade)
 }
 
 /* The MobiAgent shape: system prompt, [screenshot, instruction], JSON response_format. */
-#define AGENT_FMT                                                                            \
-    "{\"messages\":[{\"role\":\"system\",\"content\":\"You are a phone agent.\"},"             \
-    "{\"role\":\"user\",\"content\":[%s%s%s{\"type\":\"text\",\"text\":\"Next action?\"}]}],"   \
+#define AGENT_FMT                                                                                  \
+    "{\"messages\":[{\"role\":\"system\",\"content\":\"You are a phone agent.\"},"                 \
+    "{\"role\":\"user\",\"content\":[%s%s%s{\"type\":\"text\",\"text\":\"Next action?\"}]}],"      \
     "\"max_tokens\":12,\"temperature\":0,\"response_format\":{\"type\":\"json_object\"}}"
 
 static char *agent_body(const char *url)
@@ -456,7 +455,8 @@ Test(vision_api, siglip_pair_answers_an_image_request, .init = start_idefics3, .
     cr_assert_str_neq(content(a), content(d), "%s", content(a));
     struct hs__api_vision_stats vs;
     hs__api_vision_get_stats(g.srv->vision, &vs);
-    cr_assert(vs.n_encoded == 2 && vs.n_hits == 0, "encoded %llu", (unsigned long long)vs.n_encoded);
+    cr_assert(vs.n_encoded == 2 && vs.n_hits == 0, "encoded %llu",
+              (unsigned long long)vs.n_encoded);
     cr_assert_eq(post(with, &c), 200);
     cr_assert_str_eq(content(a), content(c));
     hs__api_vision_get_stats(g.srv->vision, &vs);
@@ -486,8 +486,7 @@ Test(vision_api, siglip_layout_needs_its_tokens, .init = start_idefics3_plain_vo
     char *body = agent_body(url);
     json_t *j;
     cr_assert_eq(post(body, &j), 400, "%s", json_dumps(j, 0));
-    const char *msg =
-        json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
     cr_assert(msg && strstr(msg, "no token") && strstr(msg, "\\n\\n"), "%s", msg);
     json_decref(j);
     free(body);

@@ -33,8 +33,8 @@ Test(balance, fit_recovers_linear_costs)
         const int64_t kv = seqs * 1000;
         const double want = 5e-6 + 2e-9 * (double)kv + 1e-6 * seqs;
         const double got = hs_split_predict_attn(&m, kv, seqs);
-        cr_assert(fabs(got - want) / want < 0.03, "T(%lld, %d) = %g, want %g", (long long)kv,
-                  seqs, got, want);
+        cr_assert(fabs(got - want) / want < 0.03, "T(%lld, %d) = %g, want %g", (long long)kv, seqs,
+                  got, want);
     }
     /* garbage observations are ignored, not folded in */
     hs_split_model_observe_ffn(&m, 8, NAN);

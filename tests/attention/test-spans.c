@@ -103,31 +103,42 @@ static void run_case(enum hs_type t, int32_t n_batch_rows)
             }
             put(&part[c], tp[c][s], p, k, v);
         }
-        mseqs[s] = (struct hs_attn_seq){.n_past = n_past[s], .n_new = n_new[s], .q_row = row,
-                                        .block_table = tm[s]};
+        mseqs[s] = (struct hs_attn_seq){
+            .n_past = n_past[s], .n_new = n_new[s], .q_row = row, .block_table = tm[s]};
         int n_sp = 0;
         if (s == 3) {
             const int32_t cuts[4] = {0, 12, 30, n_ctx};
             for (int i = 0; i < 3; i++) {
                 const int c = i == 1;
-                spans[s][n_sp++] = (struct hs_attn_span){
-                    .be = be[c], .k_cache = &part[c].k, .v_cache = &part[c].v,
-                    .block_table = tp[c][s], .kv_begin = cuts[i], .kv_end = cuts[i + 1]};
+                spans[s][n_sp++] = (struct hs_attn_span){.be = be[c],
+                                                         .k_cache = &part[c].k,
+                                                         .v_cache = &part[c].v,
+                                                         .block_table = tp[c][s],
+                                                         .kv_begin = cuts[i],
+                                                         .kv_end = cuts[i + 1]};
             }
         } else if (split[s] == 0) {
-            spans[s][n_sp++] = (struct hs_attn_span){.be = be[1], .k_cache = &part[1].k,
-                                                     .v_cache = &part[1].v,
-                                                     .block_table = tp[1][s]};
+            spans[s][n_sp++] = (struct hs_attn_span){
+                .be = be[1], .k_cache = &part[1].k, .v_cache = &part[1].v, .block_table = tp[1][s]};
         } else {
-            spans[s][n_sp++] = (struct hs_attn_span){
-                .be = be[0], .k_cache = &part[0].k, .v_cache = &part[0].v,
-                .block_table = tp[0][s], .kv_begin = 0, .kv_end = split[s]};
-            spans[s][n_sp++] = (struct hs_attn_span){
-                .be = be[1], .k_cache = &part[1].k, .v_cache = &part[1].v,
-                .block_table = tp[1][s], .kv_begin = split[s], .kv_end = n_ctx};
+            spans[s][n_sp++] = (struct hs_attn_span){.be = be[0],
+                                                     .k_cache = &part[0].k,
+                                                     .v_cache = &part[0].v,
+                                                     .block_table = tp[0][s],
+                                                     .kv_begin = 0,
+                                                     .kv_end = split[s]};
+            spans[s][n_sp++] = (struct hs_attn_span){.be = be[1],
+                                                     .k_cache = &part[1].k,
+                                                     .v_cache = &part[1].v,
+                                                     .block_table = tp[1][s],
+                                                     .kv_begin = split[s],
+                                                     .kv_end = n_ctx};
         }
-        sseqs[s] = (struct hs_attn_span_seq){.n_past = n_past[s], .n_new = n_new[s], .q_row = row,
-                                             .n_spans = n_sp, .spans = spans[s]};
+        sseqs[s] = (struct hs_attn_span_seq){.n_past = n_past[s],
+                                             .n_new = n_new[s],
+                                             .q_row = row,
+                                             .n_spans = n_sp,
+                                             .spans = spans[s]};
         row += n_new[s];
     }
     struct hs_tensor tq, tom, tos;
@@ -136,9 +147,14 @@ static void run_case(enum hs_type t, int32_t n_batch_rows)
     cr_assert_eq(hs_tensor_init(&tom, HS_TYPE_F32, 3, ne, o_mono), HS_OK);
     cr_assert_eq(hs_tensor_init(&tos, HS_TYPE_F32, 3, ne, o_span), HS_OK);
     const float scale = 1.0f / sqrtf((float)HD);
-    const struct hs_attn_args args = {.q = &tq, .out = &tom, .k_cache = &mono.k,
-                                      .v_cache = &mono.v, .block_size = BS, .seqs = mseqs,
-                                      .n_seqs = N_SEQS, .scale = scale,
+    const struct hs_attn_args args = {.q = &tq,
+                                      .out = &tom,
+                                      .k_cache = &mono.k,
+                                      .v_cache = &mono.v,
+                                      .block_size = BS,
+                                      .seqs = mseqs,
+                                      .n_seqs = N_SEQS,
+                                      .scale = scale,
                                       .n_batch_rows = n_batch_rows};
     cr_assert_eq(hs_backend_attention(be[0], &args), HS_OK);
     struct hs_attn_exec *x = NULL;

@@ -53,7 +53,8 @@ static void server_stop(struct server *s)
     kill(s->pid, SIGTERM);
     int st = 0;
     waitpid(s->pid, &st, 0);
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "hetserve serve did not exit cleanly on SIGTERM");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "hetserve serve did not exit cleanly on SIGTERM");
 }
 
 static json_t *run_bench(const struct server *s, const char *extra, const char *json_path)
@@ -93,11 +94,11 @@ Test(loadgen_hetserve, completions_and_chat_runs_report_every_field, .timeout = 
     cr_assert_eq(num(r, "completed"), 12);
     cr_assert_eq(num(r, "total_output_tokens"), 12 * 16, "ignore_eos + max_tokens: 16 each");
     cr_assert(num(r, "total_input_tokens") >= 12 * 32, "usage.prompt_tokens counted");
-    const char *positive[] = {"duration", "request_throughput", "output_throughput",
-                              "total_token_throughput", "mean_ttft_ms", "median_ttft_ms",
-                              "p99_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "p99_tpot_ms",
-                              "mean_itl_ms", "median_itl_ms", "p99_itl_ms", "mean_e2el_ms",
-                              "median_e2el_ms", "p99_e2el_ms"};
+    const char *positive[] = {
+        "duration",       "request_throughput", "output_throughput", "total_token_throughput",
+        "mean_ttft_ms",   "median_ttft_ms",     "p99_ttft_ms",       "mean_tpot_ms",
+        "median_tpot_ms", "p99_tpot_ms",        "mean_itl_ms",       "median_itl_ms",
+        "p99_itl_ms",     "mean_e2el_ms",       "median_e2el_ms",    "p99_e2el_ms"};
     for (size_t i = 0; i < sizeof(positive) / sizeof(positive[0]); i++) {
         cr_assert(num(r, positive[i]) > 0, "%s should be positive", positive[i]);
     }

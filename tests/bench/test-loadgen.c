@@ -42,7 +42,13 @@ static double time_scale(void)
 /* ---- the fake server ---- */
 
 enum fake_mode {
-    FAKE_TIMED, FAKE_INSTANT, FAKE_HTTP500, FAKE_DROP, FAKE_MALFORMED, FAKE_SLOW, FAKE_JSON
+    FAKE_TIMED,
+    FAKE_INSTANT,
+    FAKE_HTTP500,
+    FAKE_DROP,
+    FAKE_MALFORMED,
+    FAKE_SLOW,
+    FAKE_JSON
 };
 
 #define FAKE_MAX_RECS 600
@@ -248,11 +254,10 @@ static struct fake *fake_start(enum fake_mode mode, int n_tokens, int ttft_ms, i
     unsigned flags = mode == FAKE_INSTANT
                          ? MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO
                          : MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
-    f->d = MHD_start_daemon(flags | MHD_USE_ERROR_LOG, 0, NULL, NULL, fake_handler, f,
-                            MHD_OPTION_NOTIFY_COMPLETED, fake_completed, f,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)2000,
-                            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
-                            MHD_OPTION_SOCK_ADDR, NULL, MHD_OPTION_END);
+    f->d = MHD_start_daemon(
+        flags | MHD_USE_ERROR_LOG, 0, NULL, NULL, fake_handler, f, MHD_OPTION_NOTIFY_COMPLETED,
+        fake_completed, f, MHD_OPTION_CONNECTION_LIMIT, (unsigned)2000,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_SOCK_ADDR, NULL, MHD_OPTION_END);
     cr_assert_not_null(f->d, "MHD_start_daemon failed");
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(f->d, MHD_DAEMON_INFO_BIND_PORT);
     cr_assert_not_null(info);
@@ -292,8 +297,8 @@ static struct hs_lg_report *run_ok(const struct hs_lg_config *c)
 }
 
 #define assert_within(got, want, rel)                                                              \
-    cr_assert(fabs((got) - (want)) <= (rel) * fabs(want), "%s = %g, want %g within %g%%", #got,   \
-              (double)(got), (double)(want), (rel) * 100)
+    cr_assert(fabs((got) - (want)) <= (rel)*fabs(want), "%s = %g, want %g within %g%%", #got,      \
+              (double)(got), (double)(want), (rel)*100)
 
 /* ---- timing against the truth ---- */
 
@@ -366,8 +371,7 @@ Test(loadgen, timing_matches_fake_server)
     cr_assert_eq(json_integer_value(json_object_get(b, "min_tokens")), 20);
     cr_assert(json_is_true(json_object_get(b, "ignore_eos")));
     cr_assert(json_is_true(json_object_get(b, "stream")));
-    cr_assert(json_is_true(
-        json_object_get(json_object_get(b, "stream_options"), "include_usage")));
+    cr_assert(json_is_true(json_object_get(json_object_get(b, "stream_options"), "include_usage")));
     json_decref(b);
     /* Goodput: every request has TTFT ~50 ms and TPOT ~20 ms. */
     rep->slo_ttft_ms = 40 * ts;
@@ -595,11 +599,13 @@ Test(loadgen, sustains_many_streams)
                  (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
                  (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) * 1e-6 +
                  (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) * 1e-6;
-    cr_assert_eq(rep->completed, n, "errors: %lld (connect %lld, timeout %lld, disconnect %lld, "
-                 "malformed %lld, other %lld)", (long long)rep->n_errors,
-                 (long long)rep->errors[HS_LG_ERR_CONNECT], (long long)rep->errors[HS_LG_ERR_TIMEOUT],
-                 (long long)rep->errors[HS_LG_ERR_DISCONNECT],
-                 (long long)rep->errors[HS_LG_ERR_MALFORMED], (long long)rep->errors[HS_LG_ERR_OTHER]);
+    cr_assert_eq(
+        rep->completed, n,
+        "errors: %lld (connect %lld, timeout %lld, disconnect %lld, "
+        "malformed %lld, other %lld)",
+        (long long)rep->n_errors, (long long)rep->errors[HS_LG_ERR_CONNECT],
+        (long long)rep->errors[HS_LG_ERR_TIMEOUT], (long long)rep->errors[HS_LG_ERR_DISCONNECT],
+        (long long)rep->errors[HS_LG_ERR_MALFORMED], (long long)rep->errors[HS_LG_ERR_OTHER]);
     double ev = (double)rep->n_sse_events / rep->duration_s;
     fprintf(stderr,
             "harness vs instant fake server, 256 streams: %.0f req/s, %.0f SSE events/s; "
@@ -647,8 +653,8 @@ Test(loadgen, hundreds_of_concurrent_streams)
     assert_within(rep->ttft.mean, ttft / n * 1e3, 1e-9);
     assert_within(rep->itl.mean, span_true / (n * 9) * 1e3, 0.10);
     assert_within(rep->itl.mean, span / (n * 9) * 1e3, 1e-9);
-    fprintf(stderr, "%d concurrent streams: ITL p50 %.2f ms p99 %.2f ms, TTFT p50 %.2f ms\n",
-            n, rep->itl.median, rep->itl.p99, rep->ttft.median);
+    fprintf(stderr, "%d concurrent streams: ITL p50 %.2f ms p99 %.2f ms, TTFT p50 %.2f ms\n", n,
+            rep->itl.median, rep->itl.p99, rep->ttft.median);
     hs_lg_report_destroy(rep);
     fake_stop(f);
 }
@@ -673,11 +679,19 @@ Test(loadgen, report_aggregates_by_hand)
     struct hs_lg_report rep = {0};
     struct hs_lg_request_result r[3] = {0};
     double c0[] = {0.1, 0.3, 0.6}, c1[] = {0.2, 0.4};
-    r[0] = (struct hs_lg_request_result){.ttft_s = 0.1, .e2e_s = 0.6, .tpot_s = 0.25,
-                                         .input_tokens = 10, .output_tokens = 3, .n_chunks = 3,
+    r[0] = (struct hs_lg_request_result){.ttft_s = 0.1,
+                                         .e2e_s = 0.6,
+                                         .tpot_s = 0.25,
+                                         .input_tokens = 10,
+                                         .output_tokens = 3,
+                                         .n_chunks = 3,
                                          .chunk_s = c0};
-    r[1] = (struct hs_lg_request_result){.ttft_s = 0.2, .e2e_s = 0.4, .tpot_s = 0.2,
-                                         .input_tokens = 20, .output_tokens = 2, .n_chunks = 2,
+    r[1] = (struct hs_lg_request_result){.ttft_s = 0.2,
+                                         .e2e_s = 0.4,
+                                         .tpot_s = 0.2,
+                                         .input_tokens = 20,
+                                         .output_tokens = 2,
+                                         .n_chunks = 2,
                                          .chunk_s = c1};
     r[2] = (struct hs_lg_request_result){.error = HS_LG_ERR_TIMEOUT, .ttft_s = -1, .tpot_s = -1};
     rep.reqs = r;
@@ -716,8 +730,8 @@ static json_t *build(const struct hs_lg_config *c, int i)
 static const char *user_text(json_t *b)
 {
     json_t *msgs = json_object_get(b, "messages");
-    return json_string_value(json_object_get(json_array_get(msgs, json_array_size(msgs) - 1),
-                                             "content"));
+    return json_string_value(
+        json_object_get(json_array_get(msgs, json_array_size(msgs) - 1), "content"));
 }
 
 Test(loadgen, random_lengths_in_range_and_seeded)
@@ -850,9 +864,9 @@ static const char *bench_bin(void)
 Test(loadgen, cli_rejects_bad_flags)
 {
     char cmd[2048];
-    const char *bad[] = {"--base-url http://x --bogus", "--base-url http://x --rate abc",
+    const char *bad[] = {"--base-url http://x --bogus",        "--base-url http://x --rate abc",
                          "--base-url http://x --endpoint foo", "--concurrency 2",
-                         "--base-url http://x --slo ttft=", "--base-url http://x --workload zz"};
+                         "--base-url http://x --slo ttft=",    "--base-url http://x --workload zz"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(cmd, sizeof(cmd), "%s %s 2>/tmp/hs-loadgen-err.txt", bench_bin(), bad[i]);
         cr_assert_eq(run_cmd(cmd), 2, "%s", bad[i]);

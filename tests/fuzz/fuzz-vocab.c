@@ -85,8 +85,9 @@ static void run(const struct hs_vocab *v, const uint8_t *data, size_t size, int 
     }
     hs_token *toks = malloc((n + 1) * sizeof(*toks));
     size_t n2 = 0;
-    if (toks == NULL || hs_tokenize(v, (const char *)data, size, true, parse_special, toks, n,
-                                    &n2) != HS_OK || n2 != n) {
+    if (toks == NULL ||
+        hs_tokenize(v, (const char *)data, size, true, parse_special, toks, n, &n2) != HS_OK ||
+        n2 != n) {
         __builtin_trap();
     }
     size_t longest = 0;

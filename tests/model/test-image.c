@@ -286,8 +286,7 @@ Test(image, data_urls_decode_and_other_urls_are_refused)
         cr_assert_neq(err.message[0], '\0');
     }
     const char *notimg = "data:image/png;base64,aGVsbG8gd29ybGQ=";
-    cr_assert_eq(hs_image_decode_url(notimg, strlen(notimg), false, NULL, &img, &err),
-                 HS_E_FORMAT);
+    cr_assert_eq(hs_image_decode_url(notimg, strlen(notimg), false, NULL, &img, &err), HS_E_FORMAT);
     free(png);
     free(px);
 }

@@ -163,7 +163,7 @@ static void check_reference(const char *file, double tol, enum hs_type kv_type)
 #define REF_TEST(name, file, tol)                                                                  \
     Test(reference, name, .timeout = 300)                                                          \
     {                                                                                              \
-        check_reference(file, tol, getenv("HS_REF_KV_F32") ? HS_TYPE_F32 : HS_TYPE_F16);                                                   \
+        check_reference(file, tol, getenv("HS_REF_KV_F32") ? HS_TYPE_F32 : HS_TYPE_F16);           \
     }
 
 REF_TEST(stories260k, "stories260K.gguf", 1e-4)

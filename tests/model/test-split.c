@@ -106,8 +106,11 @@ static void run_pair(struct pair *p, const char *what)
     }
     struct hs_forward_seq fm[N_SEQ], fsp[N_SEQ];
     for (int s = 0; s < N_SEQ; s++) {
-        fm[s] = (struct hs_forward_seq){.tokens = toks[s], .n_tokens = lens[s], .n_past = 0,
-                                        .block_table = mono_tab[s], .n_logits = 1};
+        fm[s] = (struct hs_forward_seq){.tokens = toks[s],
+                                        .n_tokens = lens[s],
+                                        .n_past = 0,
+                                        .block_table = mono_tab[s],
+                                        .n_logits = 1};
         fsp[s] = fm[s];
         fsp[s].block_table = split_tab[s];
         fsp[s].store = store[s];
@@ -146,8 +149,10 @@ static void run_pair(struct pair *p, const char *what)
             }
         }
         for (int s = 0; s < N_SEQ; s++) {
-            fm[s] = (struct hs_forward_seq){.tokens = toks[s] + n_past[s], .n_tokens = n_tok[s],
-                                            .n_past = n_past[s], .block_table = mono_tab[s],
+            fm[s] = (struct hs_forward_seq){.tokens = toks[s] + n_past[s],
+                                            .n_tokens = n_tok[s],
+                                            .n_past = n_past[s],
+                                            .block_table = mono_tab[s],
                                             .n_logits = 1};
             fsp[s] = fm[s];
             fsp[s].block_table = split_tab[s];
@@ -158,8 +163,7 @@ static void run_pair(struct pair *p, const char *what)
         expect_same_logits(p, what, step);
         for (int s = 0; s < N_SEQ; s++) {
             n_past[s] += n_tok[s];
-            toks[s][n_past[s]] =
-                argmax(hs_context_logits(p->mono) + (size_t)s * n_vocab, n_vocab);
+            toks[s][n_past[s]] = argmax(hs_context_logits(p->mono) + (size_t)s * n_vocab, n_vocab);
         }
     }
 }
@@ -284,8 +288,8 @@ Test(split, copy_blocks_rejects_bad_ids)
     /* a sequence on a store with no room is refused, not read out of bounds */
     hs_token t = 1;
     int32_t bad_tab[1] = {N_SEQ * MAX_BLK};
-    struct hs_forward_seq fs = {.tokens = &t, .n_tokens = 1, .block_table = bad_tab,
-                                .n_logits = 1, .store = 1};
+    struct hs_forward_seq fs = {
+        .tokens = &t, .n_tokens = 1, .block_table = bad_tab, .n_logits = 1, .store = 1};
     cr_assert_eq(hs_model_forward(p.split, &fs, 1), HS_E_INVAL);
     fs.store = 2;
     bad_tab[0] = 0;

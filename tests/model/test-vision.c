@@ -12,32 +12,33 @@
 #include "model/model.h"
 #include "model/tokenizer/vocab.h"
 #include "model/vision/vision-impl.h"
+#include "tests/model/vision-lm.h"
 
 #ifndef HS_VISION_DATA_DIR
 #error "HS_VISION_DATA_DIR must be defined by the build"
 #endif
 
-/* The projector of the references: mkmodel's defaults for type t projecting to width 128. */
-static void write_projector(char *path, size_t cap, enum hs_proj_type t, enum hs_type wtype)
-{
-    snprintf(path, cap, "/tmp/hs-test-vision-%d-%d-%d.gguf", (int)getpid(), (int)t, (int)wtype);
-    struct hs_mkproj_params p = hs_mkproj_default_params(t);
-    p.proj_dim = 128;
-    p.wtype = wtype;
-    struct hs_error err;
-    cr_assert_eq(hs_mkproj_write(&p, path, &err), HS_OK, "%s", err.message);
-}
-
-/* The reference projector of type t, written and loaded (the mapping outlives the file). */
-static struct hs_vision *load_projector(enum hs_proj_type t, enum hs_type wtype)
+/* The projector p, written and loaded (the mapping outlives the file). */
+static struct hs_vision *load_mkproj(const struct hs_mkproj_params *p)
 {
     char path[128];
-    write_projector(path, sizeof(path), t, wtype);
-    struct hs_vision *v = NULL;
+    snprintf(path, sizeof(path), "/tmp/hs-test-vision-%d-%d-%d-%d.gguf", (int)getpid(),
+             (int)p->type, (int)p->wtype, (int)p->longest_edge);
     struct hs_error err;
+    cr_assert_eq(hs_mkproj_write(p, path, &err), HS_OK, "%s", err.message);
+    struct hs_vision *v = NULL;
     cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
     unlink(path);
     return v;
+}
+
+/* The projector of the references: mkmodel's defaults for type t projecting to width 128. */
+static struct hs_vision *load_projector(enum hs_proj_type t, enum hs_type wtype)
+{
+    struct hs_mkproj_params p = hs_mkproj_default_params(t);
+    p.proj_dim = 128;
+    p.wtype = wtype;
+    return load_mkproj(&p);
 }
 
 static void make_image(struct hs_image *img, int nx, int ny)
@@ -53,6 +54,27 @@ static void make_image(struct hs_image *img, int nx, int ny)
             }
         }
     }
+}
+
+/* make_image's nx x ny image, preprocessed by v into *in (finish with hs_vision_input_finish). */
+static void preprocess_image(struct hs_vision *v, int nx, int ny, struct hs_vision_input *in)
+{
+    struct hs_image img;
+    make_image(&img, nx, ny);
+    struct hs_error err;
+    cr_assert_eq(hs_vision_preprocess(v, &img, in, &err), HS_OK, "%s", err.message);
+    hs_image_finish(&img);
+}
+
+/* v's n_rows rows (of width proj_dim) of in, encoded on be; returns them (free()). */
+static float *encode_rows(struct hs_vision *v, struct hs_backend *be,
+                          const struct hs_vision_input *in, int n_rows)
+{
+    cr_assert_eq(hs_vision_n_tokens(v, in->nx, in->ny), n_rows);
+    float *out = malloc((size_t)n_rows * v->hp.proj_dim * sizeof(float));
+    struct hs_error err;
+    cr_assert_eq(hs_vision_encode(v, be, in, out, &err), HS_OK, "%s", err.message);
+    return out;
 }
 
 /* Reads a reference: per image chunk "n_tokens width gx gy" then the floats (Qwen: one chunk;
@@ -112,26 +134,21 @@ static double rows_error(const float *out, const float *ref, int n, double *max_
  * the f32 projector. The random weights are small, so attention is nearly uniform and mistakes
  * there move the output little: swapping the rotary's row and column gave 1.9e-3, a GELU
  * constant off by 1% 2.8e-3. Hence 1e-3 (f32), which catches both. */
-static void check_image(struct hs_vision *v, struct hs_backend *be, int nx, int ny,
-                        double tol_norm, double *out_err)
+static void check_image(struct hs_vision *v, struct hs_backend *be, int nx, int ny, double tol_norm,
+                        double *out_err)
 {
     char name[64];
     snprintf(name, sizeof(name), "vision-%s-%dx%d.txt",
              v->hp.type == HS_PROJ_QWEN25VL ? "qwen25vl" : "qwen2vl", nx, ny);
     int n_tok, width, gx, gy;
     float *ref = read_ref(name, &n_tok, &width, &gx, &gy);
-    struct hs_image img;
-    make_image(&img, nx, ny);
     struct hs_vision_input in;
-    struct hs_error err;
-    cr_assert_eq(hs_vision_preprocess(v, &img, &in, &err), HS_OK, "%s", err.message);
+    preprocess_image(v, nx, ny, &in);
     const int32_t f = v->hp.patch_size * v->hp.n_merge;
     cr_assert(in.nx == gx * f && in.ny == gy * f, "%dx%d resized to %dx%d, llama.cpp: %dx%d", nx,
               ny, in.nx, in.ny, gx * f, gy * f);
-    cr_assert_eq(hs_vision_n_tokens(v, in.nx, in.ny), n_tok);
     cr_assert_eq(width, v->hp.proj_dim);
-    float *out = malloc((size_t)n_tok * width * sizeof(float));
-    cr_assert_eq(hs_vision_encode(v, be, &in, out, &err), HS_OK, "%s", err.message);
+    float *out = encode_rows(v, be, &in, n_tok);
     double max_abs = 0.0;
     const double nerr = rows_error(out, ref, n_tok * width, &max_abs);
     cr_log_info("%dx%d: %d tokens, normalised error %.3g, max abs %.3g", nx, ny, n_tok, nerr,
@@ -146,7 +163,6 @@ static void check_image(struct hs_vision *v, struct hs_backend *be, int nx, int 
     free(out);
     free(ref);
     hs_vision_input_finish(&in);
-    hs_image_finish(&img);
 }
 
 static struct hs_backend *cpu_backend(void)
@@ -190,8 +206,7 @@ Test(vision, hparams_and_target_sizes)
     struct hs_vision *v = load_projector(HS_PROJ_QWEN2VL, HS_TYPE_F32);
     const struct hs_vision_hparams *hp = hs_vision_get_hparams(v);
     cr_assert(hp->type == HS_PROJ_QWEN2VL && hp->n_embd == 64 && hp->n_layer == 2 &&
-              hp->n_head == 4 && hp->patch_size == 14 && hp->n_merge == 2 &&
-              hp->proj_dim == 128);
+              hp->n_head == 4 && hp->patch_size == 14 && hp->n_merge == 2 && hp->proj_dim == 128);
     cr_assert_float_eq(hp->mean[0], 0.48145466f, 1e-7f);
     /* llama.cpp logs image_min_pixels 6272 and image_max_pixels 3211264 for this file */
     cr_assert_eq(hp->min_pixels, 6272);
@@ -199,8 +214,7 @@ Test(vision, hparams_and_target_sizes)
     int32_t nx, ny;
     /* a 1080x2400 phone screenshot: over 4096 tokens, scaled down keeping the aspect */
     hs_vision_target_size(v, 1080, 2400, &nx, &ny);
-    cr_assert(nx % 28 == 0 && ny % 28 == 0 && (int64_t)nx * ny <= hp->max_pixels, "%dx%d", nx,
-              ny);
+    cr_assert(nx % 28 == 0 && ny % 28 == 0 && (int64_t)nx * ny <= hp->max_pixels, "%dx%d", nx, ny);
     cr_assert(fabs((double)ny / nx - 2400.0 / 1080.0) < 0.1, "%dx%d", nx, ny);
     hs_vision_target_size(v, 1, 1, &nx, &ny);
     cr_assert((int64_t)nx * ny >= hp->min_pixels, "%dx%d", nx, ny);
@@ -221,8 +235,7 @@ Test(vision, bad_projectors_are_refused_with_a_reason)
     hs_gguf_writer_destroy(w);
     struct hs_vision *v = NULL;
     cr_assert_eq(hs_vision_load(path, &v, &err), HS_E_NOTSUP);
-    cr_assert(strstr(err.message, "gemma3") && strstr(err.message, "idefics3"), "%s",
-              err.message);
+    cr_assert(strstr(err.message, "gemma3") && strstr(err.message, "idefics3"), "%s", err.message);
     cr_assert_null(v);
     /* a language model is not a projector */
     cr_assert_eq(hs_vision_load(HS_VISION_DATA_DIR "/README.md", &v, &err), HS_E_FORMAT);
@@ -254,21 +267,10 @@ static struct hs_context *f32_context(struct hs_model *m, int32_t n_ctx)
  * normalised error against llama.cpp. */
 static double lm_with_image(enum hs_proj_type t, int nx, int ny, bool with_mrope, bool with_embd)
 {
-    char ppath[128], lpath[128];
-    write_projector(ppath, sizeof(ppath), t, HS_TYPE_F32);
+    char lpath[128];
     snprintf(lpath, sizeof(lpath), "/tmp/hs-test-vision-lm-%d.gguf", (int)getpid());
-    /* = hetserve mkmodel --arch qwen2vl --dim 128 --heads 4 --kv-heads 2 --ffn 256 --vocab 1024
-     * --ctx 512, the model the reference ran */
-    struct hs_mkmodel_params mp = hs_mkmodel_default_params();
-    mp.arch = HS_ARCH_QWEN2VL;
-    mp.n_embd = 128;
-    mp.n_head = 4;
-    mp.n_head_kv = 2;
-    mp.n_ff = 256;
-    mp.n_vocab = 1024;
-    mp.n_ctx = 512;
+    write_vision_lm(lpath, HS_ARCH_QWEN2VL, false);
     struct hs_error err;
-    cr_assert_eq(hs_mkmodel_write(&mp, lpath, &err), HS_OK, "%s", err.message);
 
     char path[512];
     snprintf(path, sizeof(path), "%s/vision-%s-lm-%dx%d.txt", HS_VISION_DATA_DIR,
@@ -311,16 +313,11 @@ static double lm_with_image(enum hs_proj_type t, int nx, int ny, bool with_mrope
     }
     fclose(f);
 
-    struct hs_vision *v = NULL;
-    cr_assert_eq(hs_vision_load(ppath, &v, &err), HS_OK, "%s", err.message);
+    struct hs_vision *v = load_projector(t, HS_TYPE_F32);
     struct hs_backend *be = cpu_backend();
-    struct hs_image img;
-    make_image(&img, nx, ny);
     struct hs_vision_input in;
-    cr_assert_eq(hs_vision_preprocess(v, &img, &in, &err), HS_OK);
-    cr_assert_eq(hs_vision_n_tokens(v, in.nx, in.ny), n_img);
-    float *rows = malloc((size_t)n_img * 128 * sizeof(float));
-    cr_assert_eq(hs_vision_encode(v, be, &in, rows, &err), HS_OK, "%s", err.message);
+    preprocess_image(v, nx, ny, &in);
+    float *rows = encode_rows(v, be, &in, n_img);
 
     struct hs_model *m = NULL;
     cr_assert_eq(hs_model_load(lpath, &m, &err), HS_OK, "%s", err.message);
@@ -351,11 +348,9 @@ static double lm_with_image(enum hs_proj_type t, int nx, int ny, bool with_mrope
     free(rows);
     free(ref);
     hs_vision_input_finish(&in);
-    hs_image_finish(&img);
     hs_backend_destroy(be);
     hs_vision_free(v);
     unlink(lpath);
-    unlink(ppath);
     return sqrt(num / den);
 }
 
@@ -403,7 +398,8 @@ Test(vision, qwen25vl_embeddings_match_llama_cpp)
 }
 
 /* The logits of "look: <image>" with a 168x140 image through a Qwen2.5-VL projector (its language
- * model is the qwen2vl architecture, as llama.cpp converts Qwen2.5-VL's); tolerance as Qwen2-VL's. */
+ * model is the qwen2vl architecture, as llama.cpp converts Qwen2.5-VL's); tolerance as Qwen2-VL's.
+ */
 Test(vision, qwen25vl_image_prompt_logits_match_llama_cpp)
 {
     const double e = lm_with_image(HS_PROJ_QWEN25VL, 168, 140, true, true);
@@ -416,23 +412,15 @@ Test(vision, qwen25vl_image_prompt_logits_match_llama_cpp)
 /* ---- SmolVLM's SigLIP (idefics3) ---- */
 
 /* The projector of the idefics3 references: mkmodel's defaults with image_size 112 (8x8 patches,
- * 16 rows per view) projecting to width 128. */
-static void write_idefics3_le(char *path, size_t cap, enum hs_type wtype, int32_t longest_edge)
+ * 16 rows per view) projecting to width 128, written and loaded. */
+static struct hs_vision *load_idefics3(enum hs_type wtype, int32_t longest_edge)
 {
-    snprintf(path, cap, "/tmp/hs-test-vision-idefics3-%d-%d-%d.gguf", (int)getpid(), (int)wtype,
-             (int)longest_edge);
     struct hs_mkproj_params p = hs_mkproj_default_params(HS_PROJ_IDEFICS3);
     p.proj_dim = 128;
     p.image_size = 112;
     p.wtype = wtype;
     p.longest_edge = longest_edge;
-    struct hs_error err;
-    cr_assert_eq(hs_mkproj_write(&p, path, &err), HS_OK, "%s", err.message);
-}
-
-static void write_idefics3(char *path, size_t cap, enum hs_type wtype)
-{
-    write_idefics3_le(path, cap, wtype, 0);
+    return load_mkproj(&p);
 }
 
 /* Our rows of an nx x ny image (all views) and llama.cpp's (data/vision-idefics3-NXxNY.txt):
@@ -451,20 +439,15 @@ static double check_idefics3(struct hs_vision *v, struct hs_backend *be, int nx,
     int32_t tx, ty;
     hs_vision_tiles(v, nx, ny, &tx, &ty);
     cr_assert_eq(tx * ty, want_tiles, "%dx%d: %dx%d tiles", nx, ny, tx, ty);
-    cr_assert_eq(n_views, tx * ty + 1, "%dx%d: llama.cpp has %d views, we %d tiles + overview",
-                 nx, ny, n_views, tx * ty);
-    struct hs_image img;
-    make_image(&img, nx, ny);
+    cr_assert_eq(n_views, tx * ty + 1, "%dx%d: llama.cpp has %d views, we %d tiles + overview", nx,
+                 ny, n_views, tx * ty);
     struct hs_vision_input in;
-    struct hs_error err;
-    cr_assert_eq(hs_vision_preprocess(v, &img, &in, &err), HS_OK, "%s", err.message);
+    preprocess_image(v, nx, ny, &in);
     int32_t tnx, tny;
     hs_vision_target_size(v, nx, ny, &tnx, &tny);
     cr_assert(in.nx == tnx && in.ny == tny && in.ny == n_views * v->hp.image_size);
-    cr_assert_eq(hs_vision_n_tokens(v, in.nx, in.ny), n_tok);
     cr_assert_eq(width, v->hp.proj_dim);
-    float *out = malloc((size_t)n_tok * width * sizeof(float));
-    cr_assert_eq(hs_vision_encode(v, be, &in, out, &err), HS_OK, "%s", err.message);
+    float *out = encode_rows(v, be, &in, n_tok);
     double max_abs = 0.0;
     const double nerr = rows_error(out, ref, n_tok * width, &max_abs);
     cr_log_info("idefics3 %dx%d: %d views, %d rows, normalised error %.3g, max abs %.3g", nx, ny,
@@ -474,14 +457,39 @@ static double check_idefics3(struct hs_vision *v, struct hs_backend *be, int nx,
         double m = 0.0;
         const double ek = rows_error(out + (size_t)k * per_view * width,
                                      ref + (size_t)k * per_view * width, per_view * width, &m);
-        cr_log_info("  view %d (%s): normalised error %.3g", k, k + 1 < n_views ? "tile" : "overview",
-                    ek);
+        cr_log_info("  view %d (%s): normalised error %.3g", k,
+                    k + 1 < n_views ? "tile" : "overview", ek);
     }
     free(out);
     free(ref);
     hs_vision_input_finish(&in);
-    hs_image_finish(&img);
     return nerr;
+}
+
+/* One image of an idefics3 check: its size, the tiles expected, the bound on the normalised error
+ * (0: no reference file of its own, the tile count is the check, as llama.cpp's). */
+struct idefics3_case {
+    int nx, ny, tiles;
+    double tol;
+};
+
+/* Runs each case of cases on the CPU backend against llama.cpp's rows. */
+static void check_idefics3_cases(struct hs_vision *v, const struct idefics3_case *cases,
+                                 size_t n_cases)
+{
+    struct hs_backend *be = cpu_backend();
+    for (size_t i = 0; i < n_cases; i++) {
+        const struct idefics3_case *c = &cases[i];
+        if (c->tol == 0) {
+            int32_t tx, ty;
+            hs_vision_tiles(v, c->nx, c->ny, &tx, &ty);
+            cr_assert_eq(tx * ty, c->tiles, "%dx%d: %dx%d tiles", c->nx, c->ny, tx, ty);
+            continue;
+        }
+        const double e = check_idefics3(v, be, c->nx, c->ny, c->tiles);
+        cr_assert_lt(e, c->tol, "%dx%d: normalised error %g", c->nx, c->ny, e);
+    }
+    hs_backend_destroy(be);
 }
 
 /* Tolerance as Qwen's (1e-3, f32): llama.cpp's flash attention rounds K and V to f16 and its GELU
@@ -490,33 +498,18 @@ static double check_idefics3(struct hs_vision *v, struct hs_backend *be, int nx,
  * rounds down); 200x100 is 2x1 tiles and 90x250 1x2, each with the overview. */
 Test(vision, idefics3_embeddings_match_llama_cpp)
 {
-    char path[128];
-    write_idefics3(path, sizeof(path), HS_TYPE_F32);
-    struct hs_vision *v = NULL;
-    struct hs_error err;
-    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    struct hs_vision *v = load_idefics3(HS_TYPE_F32, 0);
     const struct hs_vision_hparams *hp = hs_vision_get_hparams(v);
     cr_assert(hp->type == HS_PROJ_IDEFICS3 && hp->n_merge == 2 && hp->image_size == 112 &&
               hp->longest_edge == 0 && hp->proj_dim == 128);
     cr_assert_float_eq(hp->mean[0], 0.5f, 1e-7f);
-    struct hs_backend *be = cpu_backend();
-    const struct {
-        int nx, ny, tiles;
-    } cases[] = {{112, 112, 1}, {100, 60, 1}, {150, 60, 1}, {200, 100, 2}, {90, 250, 2}};
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        if (cases[i].nx == 150) {
-            /* no reference file of its own: the tile count is the check (as llama.cpp's) */
-            int32_t tx, ty;
-            hs_vision_tiles(v, 150, 60, &tx, &ty);
-            cr_assert(tx == 1 && ty == 1, "150x60: %dx%d tiles", tx, ty);
-            continue;
-        }
-        const double e = check_idefics3(v, be, cases[i].nx, cases[i].ny, cases[i].tiles);
-        cr_assert_lt(e, 1e-3, "%dx%d: normalised error %g", cases[i].nx, cases[i].ny, e);
-    }
-    hs_backend_destroy(be);
+    const struct idefics3_case cases[] = {{112, 112, 1, 1e-3},
+                                          {100, 60, 1, 1e-3},
+                                          {150, 60, 1, 0},
+                                          {200, 100, 2, 1e-3},
+                                          {90, 250, 2, 1e-3}};
+    check_idefics3_cases(v, cases, sizeof(cases) / sizeof(cases[0]));
     hs_vision_free(v);
-    unlink(path);
 }
 
 /* With clip.vision.preproc_image_size 224 libmtmd resizes as transformers' Idefics3 processor:
@@ -527,37 +520,20 @@ Test(vision, idefics3_embeddings_match_llama_cpp)
  * overview 0.2 (bicubic, padded, from the original). */
 Test(vision, idefics3_longest_edge_matches_llama_cpp)
 {
-    char path[128];
-    write_idefics3_le(path, sizeof(path), HS_TYPE_F32, 224);
-    struct hs_vision *v = NULL;
-    struct hs_error err;
-    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
+    struct hs_vision *v = load_idefics3(HS_TYPE_F32, 224);
     cr_assert_eq(hs_vision_get_hparams(v)->longest_edge, 224);
-    struct hs_backend *be = cpu_backend();
-    double e = check_idefics3(v, be, 300, 100, 2);
-    cr_assert_lt(e, 1e-3, "300x100: normalised error %g", e);
-    e = check_idefics3(v, be, 60, 40, 4);
-    cr_assert_lt(e, 1e-3, "60x40: normalised error %g", e);
-    e = check_idefics3(v, be, 300, 151, 2);
-    cr_assert_lt(e, 1e-3, "300x151: normalised error %g", e);
-    hs_backend_destroy(be);
+    const struct idefics3_case cases[] = {
+        {300, 100, 2, 1e-3}, {60, 40, 4, 1e-3}, {300, 151, 2, 1e-3}};
+    check_idefics3_cases(v, cases, sizeof(cases) / sizeof(cases[0]));
     hs_vision_free(v);
-    unlink(path);
 }
 
 Test(vision, idefics3_f16_projector_stays_close)
 {
-    char path[128];
-    write_idefics3(path, sizeof(path), HS_TYPE_F16);
-    struct hs_vision *v = NULL;
-    struct hs_error err;
-    cr_assert_eq(hs_vision_load(path, &v, &err), HS_OK, "%s", err.message);
-    struct hs_backend *be = cpu_backend();
-    const double e = check_idefics3(v, be, 200, 100, 2);
-    cr_assert_lt(e, 1.5e-3, "normalised error %g", e);
-    hs_backend_destroy(be);
+    struct hs_vision *v = load_idefics3(HS_TYPE_F16, 0);
+    const struct idefics3_case cases[] = {{200, 100, 2, 1.5e-3}};
+    check_idefics3_cases(v, cases, 1);
     hs_vision_free(v);
-    unlink(path);
 }
 
 /* Logits of "look: <image>" for an nx x ny image (2 tiles and the overview) with a llama
@@ -567,25 +543,13 @@ Test(vision, idefics3_f16_projector_stays_close)
  * to show the comparison sees the image rows. *same_argmax: the greedy next token agrees. */
 static double idefics3_lm(int nx, int ny, bool with_embd, bool *same_argmax)
 {
-    char ppath[128], lpath[128];
-    write_idefics3(ppath, sizeof(ppath), HS_TYPE_F32);
+    char lpath[128];
     snprintf(lpath, sizeof(lpath), "/tmp/hs-test-vision-idefics3-lm-%d.gguf", (int)getpid());
-    /* = hetserve mkmodel --dim 128 --heads 4 --kv-heads 2 --ffn 256 --vocab 1024 --ctx 512
-     * --image-tokens */
-    struct hs_mkmodel_params mp = hs_mkmodel_default_params();
-    mp.n_embd = 128;
-    mp.n_head = 4;
-    mp.n_head_kv = 2;
-    mp.n_ff = 256;
-    mp.n_vocab = 1024;
-    mp.n_ctx = 512;
-    mp.image_tokens = true;
+    write_vision_lm(lpath, HS_ARCH_LLAMA, true);
     struct hs_error err;
-    cr_assert_eq(hs_mkmodel_write(&mp, lpath, &err), HS_OK, "%s", err.message);
     struct hs_model *m = NULL;
     cr_assert_eq(hs_model_load(lpath, &m, &err), HS_OK, "%s", err.message);
-    struct hs_vision *v = NULL;
-    cr_assert_eq(hs_vision_load(ppath, &v, &err), HS_OK, "%s", err.message);
+    struct hs_vision *v = load_idefics3(HS_TYPE_F32, 0);
 
     /* llama.cpp's chunks, images as -1 */
     char path[512];
@@ -624,9 +588,9 @@ static double idefics3_lm(int nx, int ny, bool with_embd, bool *same_argmax)
     cr_assert_eq(hs_tokenize(vocab, "look: ", 6, true, true, toks, 256, &n_text), HS_OK);
     int32_t first[8];
     cr_assert_eq(hs_vision_n_views(v, nx, ny), 3);
-    cr_assert_eq(hs_vision_prompt(v, vocab, nx, ny, -1, toks + n_text, 256 - n_text, &n_img,
-                                  first, &err),
-                 HS_OK, "%s", err.message);
+    cr_assert_eq(
+        hs_vision_prompt(v, vocab, nx, ny, -1, toks + n_text, 256 - n_text, &n_img, first, &err),
+        HS_OK, "%s", err.message);
     const int n_tok = (int)(n_text + n_img);
     cr_assert_eq(n_tok, n_ref, "%d tokens, llama.cpp %d", n_tok, n_ref);
     for (int i = 0; i < n_tok; i++) {
@@ -634,13 +598,10 @@ static double idefics3_lm(int nx, int ny, bool with_embd, bool *same_argmax)
     }
 
     struct hs_backend *be = cpu_backend();
-    struct hs_image img;
-    make_image(&img, nx, ny);
     struct hs_vision_input in;
-    cr_assert_eq(hs_vision_preprocess(v, &img, &in, &err), HS_OK);
+    preprocess_image(v, nx, ny, &in);
     const int32_t n_rows = hs_vision_n_tokens(v, in.nx, in.ny), per_view = n_rows / 3;
-    float *rows = malloc((size_t)n_rows * 128 * sizeof(float));
-    cr_assert_eq(hs_vision_encode(v, be, &in, rows, &err), HS_OK, "%s", err.message);
+    float *rows = encode_rows(v, be, &in, n_rows);
     const float *embd[256] = {0};
     for (int k = 0; k < 3; k++) {
         for (int i = 0; i < per_view; i++) {
@@ -671,12 +632,10 @@ static double idefics3_lm(int nx, int ny, bool with_embd, bool *same_argmax)
     free(rows);
     free(ref);
     hs_vision_input_finish(&in);
-    hs_image_finish(&img);
     hs_backend_destroy(be);
     hs_vision_free(v);
     hs_model_destroy(m);
     unlink(lpath);
-    unlink(ppath);
     return nerr;
 }
 

@@ -61,8 +61,8 @@ static hs_token *tok(const struct hs_vocab *v, const char *s, size_t len, bool a
 }
 
 /* Raw pieces concatenated (no UTF-8 handling). */
-static size_t pieces(const struct hs_vocab *v, const hs_token *t, size_t n, bool special,
-                     char *buf, size_t cap)
+static size_t pieces(const struct hs_vocab *v, const hs_token *t, size_t n, bool special, char *buf,
+                     size_t cap)
 {
     size_t len = 0;
     for (size_t i = 0; i < n; i++) {
@@ -204,14 +204,15 @@ static void check_reference(const char *json_path, int *n_cases)
     cr_assert(json_is_array(cases) && json_array_size(cases) > 0);
     size_t ci;
     json_t *c;
-    json_array_foreach(cases, ci, c) {
+    json_array_foreach(cases, ci, c)
+    {
         const char *prompt = json_string_value(json_object_get(c, "prompt"));
         json_t *want = json_object_get(c, "prompt_tokens");
         cr_assert(prompt && json_is_array(want));
         size_t n;
         hs_token *got = tok(l.v, prompt, strlen(prompt), true, false, &n);
-        cr_assert_eq(n, json_array_size(want), "%s case %zu '%s': %zu tokens, expected %zu",
-                     model, ci, prompt, n, json_array_size(want));
+        cr_assert_eq(n, json_array_size(want), "%s case %zu '%s': %zu tokens, expected %zu", model,
+                     ci, prompt, n, json_array_size(want));
         for (size_t i = 0; i < n; i++) {
             cr_assert_eq(got[i], json_integer_value(json_array_get(want, i)),
                          "%s case %zu token %zu: %d, expected %lld", model, ci, i, got[i],
@@ -230,8 +231,8 @@ static void check_reference(const char *json_path, int *n_cases)
         }
         len += hs_detok_flush(&d, buf + len, (1 << 16) - len);
         cr_assert_eq(len, strlen(prompt), "%s case %zu: detok length %zu", model, ci, len);
-        cr_assert(memcmp(buf, prompt, len) == 0, "%s case %zu: detok '%.*s'", model, ci,
-                  (int)len, buf);
+        cr_assert(memcmp(buf, prompt, len) == 0, "%s case %zu: detok '%.*s'", model, ci, (int)len,
+                  buf);
         free(got);
 
         /* steps: each token's piece is the step text; llama-server replaced invalid UTF-8 by
@@ -244,7 +245,8 @@ static void check_reference(const char *json_path, int *n_cases)
         size_t si;
         json_t *s;
         char piece[512], a[512], b[512];
-        json_array_foreach(steps, si, s) {
+        json_array_foreach(steps, si, s)
+        {
             hs_token t = (hs_token)json_integer_value(json_object_get(s, "token"));
             const char *text = json_string_value(json_object_get(s, "text"));
             cr_assert_not_null(text);
@@ -252,8 +254,10 @@ static void check_reference(const char *json_path, int *n_cases)
             cr_assert_leq(pn, sizeof(piece));
             size_t na = strip_replacement(piece, pn, a);
             size_t nb = strip_replacement(text, strlen(text), b);
-            cr_assert(na == nb && memcmp(a, b, na) == 0, "%s case %zu step %zu token %d: '%.*s' "
-                      "vs '%s'", model, ci, si, t, (int)pn, piece, text);
+            cr_assert(na == nb && memcmp(a, b, na) == 0,
+                      "%s case %zu step %zu token %d: '%.*s' "
+                      "vs '%s'",
+                      model, ci, si, t, (int)pn, piece, text);
             if (strstr(text, "\xef\xbf\xbd") == NULL && naive_valid(piece, pn)) {
                 cr_assert(pn == strlen(text) && memcmp(piece, text, pn) == 0);
             }
@@ -267,8 +271,8 @@ static void check_reference(const char *json_path, int *n_cases)
         cr_assert(x && y);
         size_t nx = strip_replacement(buf, len, x);
         size_t ny = strip_replacement(completion, strlen(completion), y);
-        cr_assert(nx == ny && memcmp(x, y, nx) == 0, "%s case %zu: stream '%.*s' vs '%s'",
-                  model, ci, (int)len, buf, completion);
+        cr_assert(nx == ny && memcmp(x, y, nx) == 0, "%s case %zu: stream '%.*s' vs '%s'", model,
+                  ci, (int)len, buf, completion);
         if (strstr(completion, "\xef\xbf\xbd") == NULL) {
             cr_assert(len == strlen(completion) && memcmp(buf, completion, len) == 0);
         }
@@ -327,7 +331,8 @@ Test(vocab, spm_empty_and_space_prefix)
     assert_tokens(l.v, "", true, false, &bos, 1);
     assert_tokens(l.v, "", false, false, NULL, 0);
     /* "a" becomes "▁a" */
-    hs_token a = hs_vocab_find(l.v, "\xe2\x96\x81" "a");
+    hs_token a = hs_vocab_find(l.v, "\xe2\x96\x81"
+                                    "a");
     cr_assert_geq(a, 0);
     hs_token want[] = {1, a};
     assert_tokens(l.v, "a", true, false, want, 2);
@@ -384,7 +389,8 @@ Test(vocab, spm_parse_special)
     cr_assert_eq(n, 3);
     cr_assert_eq(t[0], 1);
     /* text after a special token gets the space prefix again, as in llama.cpp */
-    cr_assert_eq(t[1], hs_vocab_find(l.v, "\xe2\x96\x81" "a"));
+    cr_assert_eq(t[1], hs_vocab_find(l.v, "\xe2\x96\x81"
+                                          "a"));
     cr_assert_eq(t[2], 2);
     free(t);
     t = tok(l.v, "<s>a</s>", 8, false, false, &n);
@@ -405,8 +411,8 @@ Test(vocab, bpe_qwen3_metadata)
     cr_assert_eq(hs_vocab_n_tokens(l.v), 151669);
     cr_assert(!hs_vocab_add_bos(l.v));
     cr_assert_eq(hs_vocab_eos(l.v), 151645);
-    cr_assert(hs_vocab_is_eog(l.v, 151645)); /* <|im_end|> */
-    cr_assert(hs_vocab_is_eog(l.v, 151643)); /* <|endoftext|> */
+    cr_assert(hs_vocab_is_eog(l.v, 151645));  /* <|im_end|> */
+    cr_assert(hs_vocab_is_eog(l.v, 151643));  /* <|endoftext|> */
     cr_assert(!hs_vocab_is_eog(l.v, 151644)); /* <|im_start|> */
     cr_assert(!hs_vocab_is_eog(l.v, 9707));
     cr_assert(hs_vocab_is_control(l.v, 151644));
@@ -667,14 +673,15 @@ static void stream_bytes_case(const struct hs_vocab *v, const hs_token *t, size_
         w += k;
     }
     w += hs_detok_flush(&d, out + w, sizeof(out) - w);
-    cr_assert(w == strlen(want) && memcmp(out, want, w) == 0, "got '%.*s' want '%s'", (int)w,
-              out, want);
+    cr_assert(w == strlen(want) && memcmp(out, want, w) == 0, "got '%.*s' want '%s'", (int)w, out,
+              want);
 }
 
 Test(vocab, detok_utf8_split_across_byte_tokens_spm)
 {
     struct loaded l = load("tiny-f32.gguf");
-    hs_token a = hs_vocab_find(l.v, "\xe2\x96\x81" "a");
+    hs_token a = hs_vocab_find(l.v, "\xe2\x96\x81"
+                                    "a");
     hs_token b[4];
     const uint8_t emoji[] = {0xf0, 0x9f, 0x98, 0x80};
     for (int i = 0; i < 4; i++) {
@@ -735,8 +742,7 @@ Test(vocab, detok_utf8_split_across_byte_tokens_bpe)
 
 /* ---- load errors ---- */
 
-static struct hs_gguf *mem_gguf(const char *model, const char *pre, bool with_merges,
-                                void **data)
+static struct hs_gguf *mem_gguf(const char *model, const char *pre, bool with_merges, void **data)
 {
     struct hs_gguf_writer *w = NULL;
     cr_assert_eq(hs_gguf_writer_create(&w), HS_OK);
@@ -750,8 +756,9 @@ static struct hs_gguf *mem_gguf(const char *model, const char *pre, bool with_me
         cr_assert_eq(hs_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre), HS_OK);
     }
     cr_assert_eq(hs_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 4), HS_OK);
-    cr_assert_eq(hs_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", HS_GGUF_TYPE_INT32,
-                                        types, 4), HS_OK);
+    cr_assert_eq(
+        hs_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", HS_GGUF_TYPE_INT32, types, 4),
+        HS_OK);
     if (with_merges) {
         cr_assert_eq(hs_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges, 1), HS_OK);
     }
@@ -851,8 +858,9 @@ static struct hs_gguf *byte_vocab_gguf(const char *pre, void **data)
         cr_assert_eq(hs_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre), HS_OK);
     }
     cr_assert_eq(hs_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 262), HS_OK);
-    cr_assert_eq(hs_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", HS_GGUF_TYPE_INT32,
-                                        types, 262), HS_OK);
+    cr_assert_eq(
+        hs_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", HS_GGUF_TYPE_INT32, types, 262),
+        HS_OK);
     cr_assert_eq(hs_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges, 5), HS_OK);
     size_t size;
     cr_assert_eq(hs_gguf_writer_write_memory(w, data, &size), HS_OK);
@@ -909,8 +917,8 @@ Test(vocab, pre_tokenizer_variants)
             if (w == NULL || strlen(w) != len || memcmp(w, buf, len) != 0) {
                 /* a multi-byte expected piece made of single byte tokens would show here */
                 cr_assert_fail("case %zu (%s '%s'): piece %zu is '%.*s', expected '%s'", k,
-                               cases[k].pre ? cases[k].pre : "(none)", cases[k].text, i,
-                               (int)len, buf, w ? w : "(end)");
+                               cases[k].pre ? cases[k].pre : "(none)", cases[k].text, i, (int)len,
+                               buf, w ? w : "(end)");
             }
             at++;
         }

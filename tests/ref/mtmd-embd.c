@@ -48,8 +48,8 @@ int32_t mtmd_tokenize(struct mtmd_context *ctx, struct mtmd_input_chunks *out,
                       const struct mtmd_input_text *text, const struct mtmd_bitmap **bitmaps,
                       size_t n_bitmaps);
 int mtmd_input_chunk_get_type(const struct mtmd_input_chunk *chunk); /* 1: image */
-const struct mtmd_image_tokens *mtmd_input_chunk_get_tokens_image(
-    const struct mtmd_input_chunk *chunk);
+const struct mtmd_image_tokens *
+mtmd_input_chunk_get_tokens_image(const struct mtmd_input_chunk *chunk);
 size_t mtmd_image_tokens_get_n_tokens(const struct mtmd_image_tokens *t);
 size_t mtmd_image_tokens_get_nx(const struct mtmd_image_tokens *t);
 size_t mtmd_image_tokens_get_ny(const struct mtmd_image_tokens *t);
@@ -171,7 +171,8 @@ static int print_chunks(struct mtmd_input_chunks *chunks)
 int main(int argc, char **argv)
 {
     if (argc < 6 || argc > 8) {
-        fprintf(stderr, "usage: %s LM.gguf MMPROJ.gguf IMAGE.rgb NX NY [logits [N_TAIL] | chunks]\n",
+        fprintf(stderr,
+                "usage: %s LM.gguf MMPROJ.gguf IMAGE.rgb NX NY [logits [N_TAIL] | chunks]\n",
                 argv[0]);
         return 2;
     }

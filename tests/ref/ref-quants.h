@@ -7,8 +7,8 @@
 
 #include "common/dtype.h"
 
-/* Element values of a row of n elements of type t (F32, F16, BF16, Q8_0, Q8_1, Q4_0, Q5_0, Q4_1, Q5_1, Q4_K, Q5_K,
- * Q6_K, Q8_K) as doubles. Returns 0, or -1 for a type it does not know. */
+/* Element values of a row of n elements of type t (F32, F16, BF16, Q8_0, Q8_1, Q4_0, Q5_0, Q4_1,
+ * Q5_1, Q4_K, Q5_K, Q6_K, Q8_K) as doubles. Returns 0, or -1 for a type it does not know. */
 int ref_dequantize(enum hs_type t, const void *x, double *y, int64_t n);
 
 /* ggml's reference activation quantizers, element by element: Q8_0 (d = amax / 127 in float,

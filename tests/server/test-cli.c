@@ -428,8 +428,8 @@ Test(cli, generate_on_the_npu_gives_the_cpu_logprobs, .init = setup)
              conf);
     expect_usage_error(args, ":3: bad value 'wide' for link_bytes");
     unlink(conf);
-    snprintf(args, sizeof(args),
-             "serve -m %s --port 0 --attn-backend npu --npu-tenants '5x5,4x4'", model_path);
+    snprintf(args, sizeof(args), "serve -m %s --port 0 --attn-backend npu --npu-tenants '5x5,4x4'",
+             model_path);
     static struct result r;
     run(&r, args);
     cr_assert_eq(r.status, 2, "a 4x4 does not fit beside a 5x5 on the 6x6 chip: %s", r.err);
@@ -459,10 +459,18 @@ Test(cli, sim_vnpu_reproduces_the_mapping_example)
 Test(cli, generate_with_pim_attention_prints_the_same_logprobs, .timeout = 300, .init = setup)
 {
     static const char *const files[] = {
-        "stories260K.gguf",      "tiny-f32.gguf",          "tiny-f16.gguf",
-        "tiny-q8_0.gguf",        "tiny-q4_k_m.gguf",       "qwen2-bpe-f32.gguf",
-        "qwen3-bpe-q8_0.gguf",   "llama3-bpe-f32.gguf",    "qwen3-vocab-f16.gguf",
-        "moe-mixtral-mini-f32.gguf", "moe-qwen2-mini-f32.gguf", "moe-qwen2-mini-q8_0.gguf",
+        "stories260K.gguf",
+        "tiny-f32.gguf",
+        "tiny-f16.gguf",
+        "tiny-q8_0.gguf",
+        "tiny-q4_k_m.gguf",
+        "qwen2-bpe-f32.gguf",
+        "qwen3-bpe-q8_0.gguf",
+        "llama3-bpe-f32.gguf",
+        "qwen3-vocab-f16.gguf",
+        "moe-mixtral-mini-f32.gguf",
+        "moe-qwen2-mini-f32.gguf",
+        "moe-qwen2-mini-q8_0.gguf",
         "moe-qwen3-mini-q8_0.gguf",
     };
     static struct result a, b;
@@ -489,8 +497,7 @@ Test(cli, generate_with_pim_attention_prints_the_same_logprobs, .timeout = 300, 
     snprintf(args, sizeof(args), "generate -m %s -p hi --attn-backend pim --pim-config %s",
              model_path, cfg);
     expect_usage_error(args, "line 2: channels: 'many' is not a number");
-    snprintf(args, sizeof(args), "serve -m %s --attn-backend pim --pim-config %s", model_path,
-             cfg);
+    snprintf(args, sizeof(args), "serve -m %s --attn-backend pim --pim-config %s", model_path, cfg);
     expect_usage_error(args, "line 2");
     unlink(cfg);
 }

@@ -35,6 +35,20 @@ static const char *system_name(int i)
     return hs_sim_system_str((enum hs_sim_system)i);
 }
 
+/* The default parameters with one run of each cell, the scale of these tests. */
+static struct hs_sim_params one_run_params(void)
+{
+    struct hs_sim_params p = hs_sim_default_params();
+    p.n_runs = 1;
+    return p;
+}
+
+/* ours within tol (relative) of the paper's figure. */
+static void assert_near_paper(double ours, double paper, double tol)
+{
+    cr_assert(fabs(ours / paper - 1.0) <= tol, "%.2f, the paper's %.2f", ours, paper);
+}
+
 Test(sim, chime_json_parses_and_every_cell_of_the_aim_is_within_15_percent_or_declared_off,
      .timeout = 120)
 {
@@ -93,8 +107,7 @@ Test(sim, chime_json_parses_and_every_cell_of_the_aim_is_within_15_percent_or_de
  * ratio falls monotonically as less is reserved. */
 Test(sim, reserving_the_final_length_is_what_reaches_the_paper, .timeout = 120)
 {
-    struct hs_sim_params p = hs_sim_default_params();
-    p.n_runs = 1;
+    struct hs_sim_params p = one_run_params();
     double prev = INFINITY;
     for (int i = 0; i <= 4; i++) {
         p.reserve = 1.0 - 0.25 * i;
@@ -122,8 +135,7 @@ Test(sim, reserving_the_final_length_is_what_reaches_the_paper, .timeout = 120)
  * whole, so the single factors come out the other way round from the paper's. */
 Test(sim, scaling_from_one_rankset_is_bandwidth_bound, .timeout = 120)
 {
-    struct hs_sim_params p = hs_sim_default_params();
-    p.n_runs = 1;
+    struct hs_sim_params p = one_run_params();
     struct hs_sim_scaling s;
     cr_assert_eq(hs_sim_scaling(&p, 1, &s), HS_OK);
     cr_assert(s.both_x8 > 7.0 && s.both_x8 < 9.0, "%.2f", s.both_x8);
@@ -144,8 +156,7 @@ Test(sim, scaling_from_one_rankset_is_bandwidth_bound, .timeout = 120)
  * (rank_bytes) and 8x the banks scale exactly those. */
 Test(sim, scaling_base_spreads_512_gib_over_n_ranksets, .timeout = 120)
 {
-    struct hs_sim_params p = hs_sim_default_params();
-    p.n_runs = 1;
+    struct hs_sim_params p = one_run_params();
     const double gib = 1073741824.0;
     const double one = 16 * 8 * 16 * 1.6e9 * (1024.0 / 1068.0) * (1.0 - 560.0 / 12480.0);
     struct hs_pim_config table1;
@@ -201,21 +212,19 @@ Test(sim, scaling_bounds_from_the_papers_figures_by_hand)
  * aim, at the cost of the table (next test). */
 Test(sim, scaling_from_512_gib_over_64_ranks, .timeout = 120)
 {
-    struct hs_sim_params p = hs_sim_default_params();
-    p.n_runs = 1;
+    struct hs_sim_params p = one_run_params();
     struct hs_sim_scaling s;
     cr_assert_eq(hs_sim_scaling(&p, HS_SIM_SCALING_BASE_RANKSETS, &s), HS_OK);
-    cr_assert(fabs(s.capacity_x8 / HS_SIM_PAPER_CAPACITY_X8 - 1.0) <= 0.15, "%.2f", s.capacity_x8);
-    cr_assert(fabs(s.both_x8 / HS_SIM_PAPER_BOTH_X8 - 1.0) <= 0.15, "%.2f", s.both_x8);
+    assert_near_paper(s.capacity_x8, HS_SIM_PAPER_CAPACITY_X8, 0.15);
+    assert_near_paper(s.both_x8, HS_SIM_PAPER_BOTH_X8, 0.15);
     cr_assert_gt(s.bandwidth_x8, 1.15 * HS_SIM_PAPER_BANDWIDTH_X8, "%.2f", s.bandwidth_x8);
     cr_assert_gt(s.base.r.attn_share, 0.2, "%.2f", s.base.r.attn_share);
 
     p.split = HS_SIM_SPLIT_ALWAYS;
     cr_assert_eq(hs_sim_scaling(&p, HS_SIM_SCALING_BASE_RANKSETS, &s), HS_OK);
-    cr_assert(fabs(s.capacity_x8 / HS_SIM_PAPER_CAPACITY_X8 - 1.0) <= 0.15, "%.2f", s.capacity_x8);
-    cr_assert(fabs(s.bandwidth_x8 / HS_SIM_PAPER_BANDWIDTH_X8 - 1.0) <= 0.15, "%.2f",
-              s.bandwidth_x8);
-    cr_assert(fabs(s.both_x8 / HS_SIM_PAPER_BOTH_X8 - 1.0) <= 0.15, "%.2f", s.both_x8);
+    assert_near_paper(s.capacity_x8, HS_SIM_PAPER_CAPACITY_X8, 0.15);
+    assert_near_paper(s.bandwidth_x8, HS_SIM_PAPER_BANDWIDTH_X8, 0.15);
+    assert_near_paper(s.both_x8, HS_SIM_PAPER_BOTH_X8, 0.15);
     cr_assert_lt(s.base.r.attn_share, 0.01, "%.2f", s.base.r.attn_share);
 }
 
@@ -224,9 +233,8 @@ Test(sim, scaling_from_512_gib_over_64_ranks, .timeout = 120)
  * (fast attention beside the GPUs) a second weight read on most steps. */
 Test(sim, splitting_every_step_is_never_faster, .timeout = 120)
 {
-    struct hs_sim_params shorter = hs_sim_default_params(), always;
-    shorter.n_runs = 1;
-    always = shorter;
+    const struct hs_sim_params shorter = one_run_params();
+    struct hs_sim_params always = shorter;
     always.split = HS_SIM_SPLIT_ALWAYS;
     static const enum hs_sim_system systems[] = {HS_SIM_GPU, HS_SIM_HBM_PIM_EXT, HS_SIM_RPIM,
                                                  HS_SIM_CHIME};
@@ -310,9 +318,7 @@ Test(sim, split_option_is_checked_and_used, .timeout = 120)
  * README's reason for keeping the default. */
 Test(sim, one_weight_read_overlaps_bound_the_split, .timeout = 120)
 {
-    struct hs_sim_params p[3] = {hs_sim_default_params()};
-    p[0].n_runs = 1;
-    p[1] = p[2] = p[0];
+    struct hs_sim_params p[3] = {one_run_params(), one_run_params(), one_run_params()};
     p[1].split = HS_SIM_SPLIT_ATTACC;
     p[2].split = HS_SIM_SPLIT_HIDDEN;
     static const enum hs_sim_system systems[] = {HS_SIM_HBM_PIM_EXT, HS_SIM_CPU, HS_SIM_RPIM,
@@ -336,8 +342,7 @@ Test(sim, one_weight_read_overlaps_bound_the_split, .timeout = 120)
                        "the GPU's attention runs after its FC layers whatever the split");
     struct hs_sim_scaling s;
     cr_assert_eq(hs_sim_scaling(&p[2], HS_SIM_SCALING_BASE_RANKSETS, &s), HS_OK);
-    cr_assert(fabs(s.bandwidth_x8 / HS_SIM_PAPER_BANDWIDTH_X8 - 1.0) <= 0.05, "%.2f",
-              s.bandwidth_x8);
+    assert_near_paper(s.bandwidth_x8, HS_SIM_PAPER_BANDWIDTH_X8, 0.05);
     cr_assert_lt(s.capacity_x8, 0.7 * HS_SIM_PAPER_CAPACITY_X8, "%.2f", s.capacity_x8);
     cr_assert_lt(s.base.r.attn_share, 0.05, "%.2f", s.base.r.attn_share);
 }
@@ -348,9 +353,8 @@ Test(sim, one_weight_read_overlaps_bound_the_split, .timeout = 120)
  * paper's neighbourhood while CHIME's overshoot (the README's sensitivity). */
 Test(sim, gpu_gqa_per_query_head_only_changes_gpu_side_gqa_attention, .timeout = 120)
 {
-    struct hs_sim_params a = hs_sim_default_params(), b;
-    a.n_runs = 1;
-    b = a;
+    const struct hs_sim_params a = one_run_params();
+    struct hs_sim_params b = a;
     b.gpu_gqa = HS_SIM_GQA_PER_QUERY_HEAD;
     struct hs_sim_result x, y;
     for (int s = 0; s < HS_SIM_SYSTEM_COUNT; s++) {
@@ -386,8 +390,7 @@ Test(sim, gpu_gqa_per_query_head_only_changes_gpu_side_gqa_attention, .timeout =
  * batch far above the GPU's; the shares are shares. */
 Test(sim, detail_bounds_show_the_drain_and_the_bound, .timeout = 120)
 {
-    struct hs_sim_params p = hs_sim_default_params();
-    p.n_runs = 1;
+    struct hs_sim_params p = one_run_params();
     struct hs_sim_result q, c, g;
     cr_assert_eq(hs_sim_run(HS_SIM_QWEN_72B, HS_SIM_DOLPHIN, HS_SIM_CHIME, &p, &q), HS_OK);
     cr_assert_float_eq(q.max_batch, 500.0, 1e-9); /* 1,000 requests over two replicas */

@@ -13,6 +13,7 @@
 #include "model/model.h"
 #include "model/vision/vision.h"
 #include "server/engine.h"
+#include "tests/model/vision-lm.h"
 
 #ifndef HS_VISION_DATA_DIR
 #error "HS_VISION_DATA_DIR must be defined by the build"
@@ -39,15 +40,7 @@ static void setup(struct fixture *f)
     struct hs_mkproj_params pp = hs_mkproj_default_params(HS_PROJ_QWEN2VL);
     pp.proj_dim = 128;
     cr_assert_eq(hs_mkproj_write(&pp, f->ppath, &err), HS_OK, "%s", err.message);
-    struct hs_mkmodel_params mp = hs_mkmodel_default_params();
-    mp.arch = HS_ARCH_QWEN2VL;
-    mp.n_embd = 128;
-    mp.n_head = 4;
-    mp.n_head_kv = 2;
-    mp.n_ff = 256;
-    mp.n_vocab = 1024;
-    mp.n_ctx = 512;
-    cr_assert_eq(hs_mkmodel_write(&mp, f->lpath, &err), HS_OK, "%s", err.message);
+    write_vision_lm(f->lpath, HS_ARCH_QWEN2VL, false);
 
     /* the prompt of the reference: its text tokens around the image's placeholders */
     FILE *fp = fopen(HS_VISION_DATA_DIR "/vision-qwen2vl-lm-112x84.txt", "r");

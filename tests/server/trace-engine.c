@@ -108,10 +108,12 @@ int main(int argc, char **argv)
         const double ts = json_number_value(json_object_get(ev, "ts"));
         const double dur = json_number_value(json_object_get(ev, "dur"));
         const int64_t tid = json_integer_value(json_object_get(ev, "tid"));
-        sp[k] = (struct span){.t0 = ts, .t1 = ts + dur, .sub = name[len - 1],
-                              .attn = tid == 2 && strncmp(name, "attention", 9) == 0,
-                              .dense = tid == 1 && (strncmp(name, "pre", 3) == 0 ||
-                                                    strncmp(name, "post", 4) == 0)};
+        sp[k] = (struct span){
+            .t0 = ts,
+            .t1 = ts + dur,
+            .sub = name[len - 1],
+            .attn = tid == 2 && strncmp(name, "attention", 9) == 0,
+            .dense = tid == 1 && (strncmp(name, "pre", 3) == 0 || strncmp(name, "post", 4) == 0)};
         k++;
     }
     int overlaps = 0;
