@@ -1,7 +1,7 @@
 /* AVX2 + FMA + F16C kernels. Tiles are written once as always-inline templates over (NR, NC)
  * and instantiated for each of the 16 shapes, so accumulators live in registers; vec_dot is the
- * 1x1 instance, so a tile and vec_dot give bit-identical results (but Q4_K's tiles of 4
- * activation rows, as on AVX-512).
+ * 1x1 instance, so a tile and vec_dot give bit-identical results (with HS_CPU_GEMM_ORDER=ggml
+ * not Q4_K's tiles of 4 activation rows, as on AVX-512).
  *
  * F32, F16, Q8_0, the K-quants, SwiGLU and the attention block compute bit for bit what
  * quants-avx512.c computes (llama.cpp's arithmetic on AVX-512 CPUs, where tests/model's
@@ -792,14 +792,16 @@ INLINE __m128i hsum4_epi32(__m256i a, __m256i b, __m256i c, __m256i d)
  * The float order is quants-avx512.c's (llama.cpp's repacked Q4_K kernels on AVX2 and AVX-512
  * CPUs): per super-block the scaled integer dot and the min correction are exact integers, each
  * feeding its own chain acc = fma(int, d_w * d_x, acc) and accm = fma(int, dmin_w * d_x, accm),
- * the result acc - accm; for groups of 4 activation rows (Q4_K only: ggml's gemm) one fma per
- * 64 elements instead. The chains of one weight row run as one 4-lane vector, a lane per
+ * the result acc - accm, for any number of activation rows, so a row's bits never depend on the
+ * rows batched beside it. GGML (HS_CPU_GEMM_ORDER=ggml, Q4_K only): for groups of 4 activation
+ * rows one fma per 64 elements instead, as ggml's gemm, to compare prompt logits with
+ * llama.cpp's bit for bit. The chains of one weight row run as one 4-lane vector, a lane per
  * activation row (the same operations per lane), so the integer sums are reduced 4 at a time. */
 INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
-                       size_t xs, const int NR, const int NC, const int FIVE)
+                       size_t xs, const int NR, const int NC, const int FIVE, const int GGML)
 {
     const size_t bsize = FIVE ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
-    const bool per64 = NC == 4 && !FIVE;
+    const bool per64 = GGML && NC == 4 && !FIVE;
     __m128 acc[4], accm[4];
     for (int r = 0; r < NR; r++) {
         acc[r] = _mm_setzero_ps();
@@ -928,15 +930,22 @@ INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
 INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC)
 {
-    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, 0);
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, 0, 0);
+}
+
+INLINE void q4_k_ggml_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
+                           const void *x, size_t xs, const int NR, const int NC)
+{
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, 0, 1);
 }
 
 INLINE void q5_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC)
 {
-    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, 1);
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, 1, 0);
 }
 TILE_ENTRY_POINTS(q4_k, avx2)
+TILE_ENTRY_POINTS(q4_k_ggml, avx2)
 TILE_ENTRY_POINTS(q5_k, avx2)
 
 /* Q6_K: per row, the 8 x 32 quants (0..63) and the 16 scales; per (row, col), maddubs against

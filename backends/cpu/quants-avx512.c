@@ -539,7 +539,8 @@ INLINE __m128i reduce4_epi32(const __m512i v[4])
  * and accm = fma(int, dmin_w * d_x, accm); the result is acc - accm. Q5_K runs the same order
  * (its integer parts are exact either way; not checked against llama.cpp's Q5_K order). */
 INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
-                       size_t xs, const int NR, const int NC, const int VNNI, const int FIVE)
+                       size_t xs, const int NR, const int NC, const int VNNI, const int FIVE,
+                       const int GGML)
 {
     const size_t bsize = FIVE ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
     float acc[4][4], accm[4][4];
@@ -593,9 +594,9 @@ INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
                 const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
                 const __m256i pm = _mm256_madd_epi16(mins, bsums);
                 const float dd = d * xb->d, dm = dmin * xb->d;
-                if (NC == 4 && !FIVE) {
-                    /* ggml's Q4_K gemm (groups of 4 activation rows): one fma per 64
-                     * elements. Q5_K is not repacked by llama.cpp: its tiles keep the gemv
+                if (GGML && NC == 4 && !FIVE) {
+                    /* HS_CPU_GEMM_ORDER=ggml: ggml's Q4_K gemm (groups of 4 activation rows),
+                     * one fma per 64 elements. Q5_K is not repacked by llama.cpp: its tiles keep the gemv
                      * order, the same bits as its vec_dot. */
                     int32_t pmin[8];
                     _mm256_storeu_si256((__m256i *)(void *)pmin, pm);
@@ -634,16 +635,24 @@ INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
 INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
-    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI, 0);
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI, 0, 0);
+}
+
+INLINE void q4_k_ggml_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
+                           const void *x, size_t xs, const int NR, const int NC, const int VNNI)
+{
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI, 0, 1);
 }
 
 INLINE void q5_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
-    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI, 1);
+    q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI, 1, 0);
 }
 TILE_ENTRY_POINTS(q4_k, avx512, 0)
 TILE_ENTRY_POINTS(q4_k, avx512vnni, 1)
+TILE_ENTRY_POINTS(q4_k_ggml, avx512, 0)
+TILE_ENTRY_POINTS(q4_k_ggml, avx512vnni, 1)
 TILE_ENTRY_POINTS(q5_k, avx512, 0)
 TILE_ENTRY_POINTS(q5_k, avx512vnni, 1)
 

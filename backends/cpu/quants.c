@@ -1054,6 +1054,34 @@ static const struct hs_quant_kernels *find_row(const struct hs_quant_kernels *ta
     return NULL;
 }
 
+#if HS_X86
+/* HS_CPU_GEMM_ORDER=ggml: Q4_K's tiles of 4 activation rows sum in the order of ggml's repacked
+ * gemm (see quants.h), for comparing prompt logits with llama.cpp's bit for bit. */
+static bool ggml_gemm_order(void)
+{
+    static _Atomic int cached = -1;
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        const char *want = getenv("HS_CPU_GEMM_ORDER");
+        v = want && strcmp(want, "ggml") == 0;
+        if (want && *want && !v) {
+            HS_LOG_WARN("HS_CPU_GEMM_ORDER=%s is not 'ggml': ignored", want);
+        }
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v;
+}
+
+static const struct hs_quant_kernels k_q4_k_ggml[] = {
+    ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q4_k, hs__vec_dot_q4_k_avx2,
+        hs__gemm_tile_q4_k_ggml_avx2),
+    ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,
+        hs__vec_dot_q4_k_avx512, hs__gemm_tile_q4_k_ggml_avx512),
+    ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,
+        hs__vec_dot_q4_k_avx512vnni, hs__gemm_tile_q4_k_ggml_avx512vnni),
+};
+#endif
+
 const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa)
 {
     const enum hs_isa best = hs__cpu_detect_isa();
@@ -1061,6 +1089,9 @@ const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa)
         isa = best;
     }
 #if HS_X86
+    if (t == HS_TYPE_Q4_K && isa >= HS_ISA_AVX2 && ggml_gemm_order()) {
+        return &k_q4_k_ggml[isa == HS_ISA_AVX2 ? 0 : cpu_has_vnni() ? 2 : 1];
+    }
     if (isa == HS_ISA_AVX512) {
         return cpu_has_vnni() ? find_row(k_avx512vnni, HS_ARRAY_LEN(k_avx512vnni), t)
                               : find_row(k_avx512, HS_ARRAY_LEN(k_avx512), t);

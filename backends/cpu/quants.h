@@ -57,8 +57,11 @@ struct hs_quant_kernels {
  * next lower ISA's (AVX-512: BF16 runs the AVX2 code). NULL when t is not a
  * weight type computed with (Q8_1 and Q8_K included: activation types only). Returned tables
  * are static; every slot is non-NULL. Results of vec_dot and of gemm_tile for the same rows
- * are bit-identical within one table, except Q4_K tiles of 4 activation rows on AVX2 and AVX-512
- * (ggml's repacked gemm order there, not its gemv's). The AVX2 and AVX-512 tables give the same
+ * are bit-identical within one table, whatever the number of activation rows: a row's bits
+ * never depend on the rows batched beside it. For Q4_K that is ggml's gemv order also where
+ * ggml's repacked gemm of 4 activation rows sums in another; HS_CPU_GEMM_ORDER=ggml selects
+ * that order for Q4_K's 4-row tiles on AVX2 and AVX-512 (prompt logits then match llama.cpp's
+ * bit for bit, at the cost of batch invariance). The AVX2 and AVX-512 tables give the same
  * bits as each other, which for F32, F16, Q8_0, Q5_0, Q4_1, Q5_1, Q4_K and Q6_K are llama.cpp's
  * on AVX-512 CPUs, and for Q4_0 those of the repacked 8-row kernels llama.cpp runs for Q4_0
  * matmuls on AVX2 and AVX-512 CPUs (one fma per block of the exact integer dot). */
@@ -81,7 +84,7 @@ void hs__dequantize_row_ref(enum hs_type t, const void *x, float *y, int64_t n);
  * contracted: checked against llama.cpp's outputs), F16 adds each f32 product in double. red is
  * the vector part's sum; elements i .. n - 1 remain. */
 static inline float quant_dot_tail_f32(float red, const void *w, const void *x, int64_t i,
-                                     int64_t n)
+                                       int64_t n)
 {
     const float *wf = w, *xf = x;
     float sum = red;
@@ -93,7 +96,7 @@ static inline float quant_dot_tail_f32(float red, const void *w, const void *x, 
 }
 
 static inline float quant_dot_tail_f16(float red, const void *w, const void *x, int64_t i,
-                                     int64_t n)
+                                       int64_t n)
 {
     const uint16_t *wh = w, *xh = x;
     double sum = (double)red;
@@ -121,6 +124,7 @@ HS__QUANT_DOT_DECL(q5_0, avx2); /* Q4_0, Q5_0, Q4_1, Q5_1: also the AVX-512 tabl
 HS__QUANT_DOT_DECL(q4_1, avx2);
 HS__QUANT_DOT_DECL(q5_1, avx2);
 HS__QUANT_DOT_DECL(q4_k, avx2);
+HS__QUANT_DOT_DECL(q4_k_ggml, avx2); /* HS_CPU_GEMM_ORDER=ggml */
 HS__QUANT_DOT_DECL(q5_k, avx2);
 HS__QUANT_DOT_DECL(q6_k, avx2);
 void hs__from_float_f16_avx2(const float *x, void *y, int64_t n);
@@ -143,10 +147,12 @@ HS__QUANT_DOT_DECL(f32, avx512);
 HS__QUANT_DOT_DECL(f16, avx512);
 HS__QUANT_DOT_DECL(q8_0, avx512);
 HS__QUANT_DOT_DECL(q4_k, avx512);
+HS__QUANT_DOT_DECL(q4_k_ggml, avx512);
 HS__QUANT_DOT_DECL(q5_k, avx512);
 HS__QUANT_DOT_DECL(q6_k, avx512);
 HS__QUANT_DOT_DECL(q8_0, avx512vnni);
 HS__QUANT_DOT_DECL(q4_k, avx512vnni);
+HS__QUANT_DOT_DECL(q4_k_ggml, avx512vnni);
 HS__QUANT_DOT_DECL(q5_k, avx512vnni);
 HS__QUANT_DOT_DECL(q6_k, avx512vnni);
 void hs__from_float_f16_avx512(const float *x, void *y, int64_t n);

@@ -44,9 +44,7 @@ static void run_split_workload(struct hs_engine *e, struct hs_model *m, int n, i
  * ../shared/models. Which requests share a step depends on when they arrive, in either engine,
  * so the steps are kept under 64 rows: attention then always takes its small-batch path, whose
  * bits do not depend on the batch, as the F32/F16/Q8_0 matmuls' do not, so logprobs must be
- * equal bit for bit. Q4_K's 4-row tiles round in another order than its single rows (as
- * llama.cpp's repacked gemm and gemv do), so which rows meet in a tile moves its last bits:
- * that file gets 1e-4 (its logprobs differ by ~1e-6 between two runs of the same engine). */
+ * equal bit for bit (Q4_K too: its tiles sum in the order of its single rows). */
 static void split_matches_unsplit_with(const char *attn, enum hs_pingpong_balance balance,
                                        const char *const *files, size_t n_files)
 {
@@ -58,8 +56,7 @@ static void split_matches_unsplit_with(const char *attn, enum hs_pingpong_balanc
         char path[1024];
         snprintf(path, sizeof(path), "%s/%s", getenv("HS_MODELS_DIR"), files[f]);
         struct hs_model *m = load_file(path);
-        /* the balances run with fewer slots than requests, the unsplit engine alike (Q4_K's
-         * bits depend on which rows share a step) */
+        /* the balances run with fewer slots than requests, the unsplit engine alike */
         const int n_par = balance != HS_PINGPONG_BALANCE_CUT ? 12 : N;
         struct hs_engine *mono = make_engine(m, n_par, 128, 0, 32);
         run_split_workload(mono, m, N, MAX_TOK, a);
@@ -86,8 +83,7 @@ static void split_matches_unsplit_with(const char *attn, enum hs_pingpong_balanc
             for (int t = 0; t < a[i].n_toks[0]; t++) {
                 cr_assert_eq(b[i].toks[0][t], a[i].toks[0][t], "%s: request %d token %d", files[f],
                              i, t);
-                const float tol = strstr(files[f], "q4_k") ? 1e-4f : 0.0f;
-                cr_assert(fabsf(b[i].lp[0][t] - a[i].lp[0][t]) <= tol,
+                cr_assert(memcmp(&b[i].lp[0][t], &a[i].lp[0][t], sizeof(float)) == 0,
                           "%s: request %d token %d: logprob %.9g split, %.9g not", files[f], i, t,
                           b[i].lp[0][t], a[i].lp[0][t]);
                 cr_assert_eq(b[i].top0[0][t], a[i].top0[0][t]);
@@ -141,7 +137,7 @@ static void split_matches_unsplit(const char *attn)
     };
     /* Under valgrind (HS_VALGRIND; ~100 times slower) two files for each attention backend, the
      * six covering the llama, qwen2, qwen2moe and qwen3moe architectures and F32, F16, Q8_0 and
-     * Q4_K weights (with Q4_K's tolerance), with the same workload and checks. */
+     * Q4_K weights, with the same workload and checks. */
     static const struct {
         const char *attn, *files[2];
     } vg[] = {{"cpu", {"stories260K.gguf", "tiny-q4_k_m.gguf"}},
@@ -173,20 +169,18 @@ Test(engine, npu_attention_matches_the_unsplit_engine, .timeout = 600)
 
 /* The length-aware and KV balances reorder the decodes at the front of the batch (whole 4-row
  * tiles only) so the split falls between even sides: outputs stay the unsplit engine's, with
- * requests of different lengths so that sequences end and new ones start decoding mid-run.
- * Q4_K is left out: with admissions mid-run its logprobs move by up to ~1e-2 between two runs
- * of the same engine in the cut order too (which rows share a step, hence a tile, depends on
- * when requests are admitted). */
+ * requests of different lengths so that sequences end and new ones start decoding mid-run. */
 Test(engine, pingpong_balance_keeps_the_unsplit_outputs, .timeout = 600)
 {
-    static const char *const files[] = {"tiny-f32.gguf", "tiny-f16.gguf", "tiny-q8_0.gguf",
+    static const char *const files[] = {"tiny-f32.gguf",       "tiny-f16.gguf",
+                                        "tiny-q8_0.gguf",      "tiny-q4_k_m.gguf",
                                         "qwen3-bpe-q8_0.gguf", "moe-qwen2-mini-q8_0.gguf"};
     /* under valgrind one file for each balance (a dense and an MoE one) */
     const bool vg = getenv("HS_VALGRIND") != NULL;
     split_vary = true;
     split_matches_unsplit_with("cpu", HS_PINGPONG_BALANCE_LENGTH, files,
                                vg ? 1 : HS_ARRAY_LEN(files));
-    split_matches_unsplit_with("pim", HS_PINGPONG_BALANCE_KV, vg ? files + 4 : files,
+    split_matches_unsplit_with("pim", HS_PINGPONG_BALANCE_KV, vg ? files + 5 : files,
                                vg ? 1 : HS_ARRAY_LEN(files));
     split_vary = false;
 }
