@@ -117,7 +117,8 @@ int main(int argc, char **argv)
 {
     static const enum hs_type types[] = {
         HS_TYPE_Q8_0, HS_TYPE_Q4_K, HS_TYPE_Q6_K, HS_TYPE_Q5_K,
-        HS_TYPE_Q4_0, HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_F32,
+        HS_TYPE_Q4_0, HS_TYPE_Q5_0, HS_TYPE_Q4_1, HS_TYPE_Q5_1,
+        HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_F32,
     };
     const enum hs_isa best = hs__cpu_detect_isa();
     printf("best ISA: %s, single thread, %d activation rows for gemm_tile\n", hs_isa_str(best),

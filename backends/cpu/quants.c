@@ -1011,7 +1011,8 @@ static const struct hs_quant_kernels k_avx2[] = {
         hs__gemm_tile_q6_k_avx2),
 };
 
-/* Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels: the same bits (ggml has no 512-bit kernels
+/* Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels (but Q5_0's VNNI tiles of 2+ activation rows,
+ * tiles-avx512.c): the same bits (ggml has no 512-bit kernels
  * for the last three either; its Q4_0 matmuls are repacked 8-row kernels, whose order the AVX2
  * Q4_0 kernels follow). */
 #define AVX512_TABLE(name, isa)                                                                    \
@@ -1027,7 +1028,7 @@ static const struct hs_quant_kernels k_avx2[] = {
         ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,                 \
             hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2),                                       \
         ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,                 \
-            hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_avx2),                                       \
+            hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_##isa),                                      \
         ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,                   \
             hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),                                       \
         ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,                   \
