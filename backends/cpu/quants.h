@@ -153,6 +153,11 @@ HS__QUANT_DOT_DECL(q6_k, avx512vnni);
  * the same bits as hs__gemm_tile_q5_0_avx2. */
 void hs__gemm_tile_q5_0_avx512(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
                                const void *x, size_t x_stride, int nr, int nc);
+/* Q4_K tiles (tiles-avx512.c): hs__gemm_tile_q4_k_avx512vnni for one activation row, the AVX2
+ * tile (the same bits, faster) for more. */
+void hs__gemm_tile_q4_k_pp_avx512vnni(int64_t n, float *s, size_t bs, const void *w,
+                                      size_t w_stride, const void *x, size_t x_stride, int nr,
+                                      int nc);
 void hs__gemm_tile_q5_0_avx512vnni(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
                                    const void *x, size_t x_stride, int nr, int nc);
 void hs__from_float_f16_avx512(const float *x, void *y, int64_t n);

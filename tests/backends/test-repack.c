@@ -1,6 +1,7 @@
-/* Repacked weights (backends/cpu/repack.h): the 8-row Q4_0 kernel against the file-layout tile
- * (the same bits) and a float64 reference, and the CPU backend's copies made by
- * hs_backend_prepare_weight (same products bit for bit, memory counted, freed with it). */
+/* Prompt-processing kernels. Repacked weights (backends/cpu/repack.h): the 8-row Q4_0 kernel
+ * against the file-layout tile (the same bits) and a float64 reference, and the CPU backend's
+ * copies made by hs_backend_prepare_weight (same products bit for bit, memory counted, freed
+ * with it). The AVX-512 tables' borrowed AVX2 tiles (tiles-avx512.c) give the AVX-512 bits. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -278,4 +279,51 @@ Test(repack, prepare_leaves_other_types_and_refuses_malformed_weights)
     free(f);
     free(q);
     hs_backend_destroy(be);
+}
+
+/* The VNNI table runs Q4_K tiles of 2+ activation rows on the AVX2 code: every shape must give
+ * the AVX-512 kernel's bits (4-row tiles included, ggml's gemm order on both). */
+Test(tiles, q4_k_avx2_tiles_give_the_avx512_bits)
+{
+    if (hs__cpu_detect_isa() < HS_ISA_AVX512 ||
+        hs__cpu_kernels(HS_TYPE_Q4_K, HS_ISA_AVX512)->gemm_tile !=
+            hs__gemm_tile_q4_k_pp_avx512vnni) {
+        cr_skip_test("no AVX-512 VNNI");
+    }
+    enum { N = 4096 + 256, ROWS = 4 };
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 31);
+    const size_t w_row = hs_type_row_size(HS_TYPE_Q4_K, N);
+    const size_t x_row = hs_type_row_size(HS_TYPE_Q8_K, N);
+    char *w = malloc(w_row * ROWS), *x = malloc(x_row * ROWS);
+    cr_assert(w && x);
+    float *f = rand_floats(&rng, N);
+    const struct hs_quant_kernels *k = hs__cpu_kernels(HS_TYPE_Q4_K, HS_ISA_AVX512);
+    for (int r = 0; r < ROWS; r++) {
+        for (int i = 0; i < N; i++) {
+            f[i] = hs_rng_range(&rng, -1.0f, 1.0f);
+        }
+        hs__quantize_row_ref(HS_TYPE_Q4_K, f, w + (size_t)r * w_row, N);
+        for (int i = 0; i < N; i++) {
+            f[i] = hs_rng_range(&rng, -1.0f, 1.0f);
+        }
+        k->from_float(f, x + (size_t)r * x_row, N);
+    }
+    for (int nr = 1; nr <= 4; nr++) {
+        for (int nc = 1; nc <= 4; nc++) {
+            float a[16], b[16];
+            hs__gemm_tile_q4_k_avx2(N, a, 4, w, w_row, x, x_row, nr, nc);
+            hs__gemm_tile_q4_k_avx512vnni(N, b, 4, w, w_row, x, x_row, nr, nc);
+            for (int c = 0; c < nc; c++) {
+                for (int r = 0; r < nr; r++) {
+                    cr_assert(memcmp(&a[c * 4 + r], &b[c * 4 + r], sizeof(float)) == 0,
+                              "%dx%d [%d,%d]: %.9g avx2, %.9g avx512", nr, nc, r, c, a[c * 4 + r],
+                              b[c * 4 + r]);
+                }
+            }
+        }
+    }
+    free(f);
+    free(x);
+    free(w);
 }
