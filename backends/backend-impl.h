@@ -9,7 +9,7 @@
 
 #include "backends/backend.h"
 
-#define HS_BACKEND_IFACE_VERSION 4
+#define HS_BACKEND_IFACE_VERSION 5
 
 struct hs_backend_iface {
     uint32_t version; /* HS_BACKEND_IFACE_VERSION */
@@ -71,6 +71,11 @@ struct hs_backend_iface {
      * a counter that every thread draws from (backend.c's), so a thread that never starts it
      * may be cancelled. NULL: the caller runs fn(ctx, 0, 1) alone. */
     void (*run_host)(struct hs_backend *be, void (*fn)(void *ctx, int ith, int nth), void *ctx);
+
+    /* Version 5. Optional: prepares a constant weight for later products (the CPU backend
+     * repacks Q4_0 weights for prompt processing). w validated by backend.c (2-D, rows nb[1]
+     * apart). NULL: nothing to prepare. */
+    hs_status (*prepare_weight)(struct hs_backend *be, const struct hs_tensor *w);
 };
 
 struct hs_backend {

@@ -242,9 +242,11 @@ void hs_backend_get_stats(const struct hs_backend *be, struct hs_backend_stats *
 void hs_backend_reset_stats(struct hs_backend *be)
 {
     if (be) {
-        const uint64_t held = be->stats.buffer_bytes; /* a gauge, not a counter */
+        const uint64_t held = be->stats.buffer_bytes; /* gauges, not counters */
+        const uint64_t repacked = be->stats.repacked_bytes;
         memset(&be->stats, 0, sizeof(be->stats));
         be->stats.buffer_bytes = held;
+        be->stats.repacked_bytes = repacked;
     }
 }
 
@@ -446,6 +448,14 @@ hs_status hs_backend_matmul(struct hs_backend *be, const struct hs_tensor *w,
     HS_TRY(be->iface->matmul(be, w, x, y));
     count(be, HS_OP_MATMUL, hs_type_row_size(w->type, w->ne[0]) * (uint64_t)w->ne[1]);
     return HS_OK;
+}
+
+hs_status hs_backend_prepare_weight(struct hs_backend *be, const struct hs_tensor *w)
+{
+    if (!be || !w || !t_ok(w, w->type) || w->ne[2] != 1 || w->ne[3] != 1) {
+        return HS_E_INVAL;
+    }
+    return be->iface->prepare_weight ? be->iface->prepare_weight(be, w) : HS_OK;
 }
 
 hs_status hs_backend_matmul_multi(struct hs_backend *be, int n, const struct hs_tensor *const *ws,

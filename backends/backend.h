@@ -168,6 +168,8 @@ struct hs_backend_stats {
     uint64_t bytes_copied_in;   /* bytes copied into this backend's buffers from another's */
     uint64_t bytes_copied_out;  /* bytes copied from this backend's buffers to another's */
     uint64_t buffer_bytes;      /* bytes of buffers allocated now */
+    uint64_t repacked_bytes;    /* bytes of weight copies the backend made in its own layouts
+                                   (hs_backend_prepare_weight), held now */
 };
 
 /* ---- backend lifetime and registry ---- */
@@ -227,6 +229,13 @@ hs_status hs_backend_matmul_multi(struct hs_backend *be, int n, const struct hs_
                                   const struct hs_tensor *x, struct hs_tensor *const *ys);
 hs_status hs_backend_get_rows(struct hs_backend *be, const struct hs_tensor *w, const hs_token *ids,
                               struct hs_tensor *y);
+/* Lets the backend prepare a weight for the products it will be in, once, at load: w is a 2-D
+ * matrix [ne[1]][ne[0]] whose data stays constant and valid until the backend is destroyed (a
+ * model's mmap'd weights). The CPU backend copies Q4_0 weights into the 8-row layout its
+ * prompt-processing kernels read (same results; the copy's bytes in stats.repacked_bytes);
+ * other backends and types: nothing. HS_E_INVAL for a malformed w; HS_E_NOMEM leaves w
+ * unprepared (its products still run, on the file's layout). Thread: engine only. */
+hs_status hs_backend_prepare_weight(struct hs_backend *be, const struct hs_tensor *w);
 hs_status hs_backend_rms_norm(struct hs_backend *be, const struct hs_tensor *x,
                               const struct hs_tensor *w, float eps, struct hs_tensor *y);
 /* x: [n_rows][n_head][head_dim] f32, rotated in place; pos: [n_rows] positions. */

@@ -19,6 +19,7 @@
 
 #include "bench/bench-util.h"
 #include "backends/cpu/quants.h"
+#include "backends/cpu/repack.h"
 #include "common/common.h"
 
 #define N_COLS 32
@@ -68,7 +69,19 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
      * 256 KiB of weights, well under a scheduler tick), rotating through the matrix; the best
      * trial of many is the undisturbed speed. */
     const int64_t chunk = HS_MIN(sh->rows, HS_MAX(4, (int64_t)(262144 / w_row) / 4 * 4));
-    double best_vd = 0, best_gm = 0, spent = 0;
+    double best_vd = 0, best_gm = 0, best_rp = 0, spent = 0;
+    /* Q4_0 on AVX2 and up: also the repacked 8-row kernel (repack.h) over a copy. */
+    uint8_t *wr = NULL;
+    size_t group_bytes = 0;
+    if (t == HS_TYPE_Q4_0 && isa >= HS_ISA_AVX2 && sh->rows % 8 == 0 && chunk % 8 == 0) {
+        group_bytes = hs__q4_0x8_bytes(1, sh->n);
+        wr = malloc(group_bytes * (size_t)(sh->rows / 8));
+        if (!wr) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        hs__repack_q4_0x8(w, w_row, sh->rows / 8, sh->n, wr);
+    }
     for (int trial = 0; trial < 400 || spent < 0.5; trial++) {
         const int64_t r0 = (trial * chunk) % (sh->rows - chunk + 1) / 4 * 4;
         double t0 = bench_now_s();
@@ -85,13 +98,26 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
             const int nr = (int)HS_MIN(4, r0 + chunk - r);
             for (int c = 0; c < N_COLS; c += 4) {
                 k->gemm_tile(sh->n, &out[(size_t)c * (size_t)sh->rows + (size_t)r],
-                             (size_t)sh->rows, w + (size_t)r * w_row, w_row,
-                             x + (size_t)c * x_row, x_row, nr, 4);
+                             (size_t)sh->rows, w + (size_t)r * w_row, w_row, x + (size_t)c * x_row,
+                             x_row, nr, 4);
             }
         }
         t1 = bench_now_s();
         best_gm = HS_MAX(best_gm, (double)chunk / (t1 - t0));
         spent += t1 - t0;
+        if (wr) {
+            /* The same rows repacked (chunk is a multiple of 8 here), 4 activation rows a call. */
+            const int64_t r8 = r0 / 8 * 8;
+            t0 = bench_now_s();
+            for (int c = 0; c < N_COLS; c += 4) {
+                hs__gemm_q4_0x8_avx2(sh->n, &out[(size_t)c * (size_t)sh->rows + (size_t)r8],
+                                     (size_t)sh->rows, wr + (size_t)(r8 / 8) * group_bytes,
+                                     chunk / 8, x + (size_t)c * x_row, x_row, 4);
+            }
+            t1 = bench_now_s();
+            best_rp = HS_MAX(best_rp, (double)chunk / (t1 - t0));
+            spent += t1 - t0;
+        }
         if (spent > 3.0) {
             break;
         }
@@ -101,6 +127,12 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
     const double gm_gbs = (double)w_row * N_COLS * best_gm / 1e9;
     const double gops = 2.0 * (double)sh->n * N_COLS * best_gm / 1e9;
     sink = out[0];
+    if (wr) {
+        printf("%-5s %-7s %-14s repacked 8-row gemm %7.2f eff GB/s %7.1f GOP/s\n", hs_type_str(t),
+               hs_isa_str(isa), sh->name, (double)w_row * N_COLS * best_rp / 1e9,
+               2.0 * (double)sh->n * N_COLS * best_rp / 1e9);
+        free(wr);
+    }
 
     printf("%-5s %-7s %-14s %6ldx%-5ld %8.2f MB  vec_dot %7.2f GB/s  gemm_tile %7.2f eff GB/s "
            "%7.1f GOP/s\n",
@@ -116,8 +148,8 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
 int main(int argc, char **argv)
 {
     static const enum hs_type types[] = {
-        HS_TYPE_Q8_0, HS_TYPE_Q4_K, HS_TYPE_Q6_K, HS_TYPE_Q5_K,
-        HS_TYPE_Q4_0, HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_F32,
+        HS_TYPE_Q8_0, HS_TYPE_Q4_K, HS_TYPE_Q6_K, HS_TYPE_Q5_K, HS_TYPE_Q4_0, HS_TYPE_Q5_0,
+        HS_TYPE_Q4_1, HS_TYPE_Q5_1, HS_TYPE_F16,  HS_TYPE_BF16, HS_TYPE_F32,
     };
     const enum hs_isa best = hs__cpu_detect_isa();
     printf("best ISA: %s, single thread, %d activation rows for gemm_tile\n", hs_isa_str(best),

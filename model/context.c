@@ -5,6 +5,7 @@
  * (dense layers, prefill attention, and the decode attention of store 0) and the attention
  * backend (decode attention of store 1), each with its own threads on its own cores; the
  * attention backend is driven by a thread of its own (attention/'s worker). */
+#include "model/gguf/gguf.h"
 #include "model/model-impl.h"
 
 #include <stdio.h>
@@ -91,6 +92,24 @@ static hs_status backend_error(struct hs_error *err, hs_status st, const char *w
                         names);
 }
 
+/* Offers every 2-D weight of the model to the backend once (the CPU backend repacks Q4_0
+ * matrices for prompt processing). Out of memory leaves the rest on the file's layout. */
+static void prepare_weights(struct hs_context *ctx)
+{
+    const struct hs_gguf *g = ctx->model->gguf;
+    for (int64_t i = 0; i < hs_gguf_n_tensors(g); i++) {
+        const struct hs_gguf_tensor *gt = hs_gguf_tensor(g, i);
+        struct hs_tensor w;
+        if (gt->n_dims != 2 || hs_tensor_init(&w, gt->type, 2, gt->ne, (void *)gt->data) != HS_OK) {
+            continue;
+        }
+        if (hs_backend_prepare_weight(ctx->be, &w) == HS_E_NOMEM) {
+            HS_LOG_WARN("not enough memory to repack the weights for prompt processing");
+            return;
+        }
+    }
+}
+
 static hs_status create_backends(struct hs_context *ctx, const struct hs_context_params *p,
                                  struct hs_error *err)
 {
@@ -175,6 +194,7 @@ hs_status hs_context_create(struct hs_model *m, const struct hs_context_params *
     if (st != HS_OK) {
         goto fail;
     }
+    prepare_weights(ctx);
     const bool split = ctx->attn_be != ctx->be;
     ctx->pingpong = split && p->pingpong;
     if (split) {
@@ -453,6 +473,7 @@ void hs_context_get_stats(const struct hs_context *ctx, struct hs_backend_stats 
         out->bytes_copied_in += st.bytes_copied_in;
         out->bytes_copied_out += st.bytes_copied_out;
         out->buffer_bytes += st.buffer_bytes;
+        out->repacked_bytes += st.repacked_bytes;
     }
 }
 

@@ -492,9 +492,12 @@ static int run(struct bench_opts *o)
         printf("decode: %.2f GB/s of %.2f GB/s measured memory bandwidth (%.0f%%)\n", used / 1e9,
                bw / 1e9, 100.0 * used / bw);
     }
-    printf("peak RSS: %.1f MiB (weights mmap'd: %.1f MiB, KV cache %.1f MiB)\n", rss_mib,
-           (double)hs_model_size_bytes(model) / (1 << 20),
-           (double)hs_engine_kv_bytes(eng) / (1 << 20));
+    struct hs_backend_stats bst;
+    hs_engine_get_backend_stats(eng, &bst);
+    printf("peak RSS: %.1f MiB (weights mmap'd: %.1f MiB, repacked copies %.1f MiB, KV cache "
+           "%.1f MiB)\n",
+           rss_mib, (double)hs_model_size_bytes(model) / (1 << 20),
+           (double)bst.repacked_bytes / (1 << 20), (double)hs_engine_kv_bytes(eng) / (1 << 20));
     rc = 0;
 done:
     hs_engine_destroy(eng);

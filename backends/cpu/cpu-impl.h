@@ -10,6 +10,17 @@
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
 
+/* A weight's repacked copy (repack.h), made at its first product with 2 or more activation
+ * rows: src is the weight's data (mmap'd, borrowed), dst the copy (owns). */
+struct hs_cpu_repacked {
+    const void *src;
+    void *dst;
+    size_t bytes;
+    int64_t n_in;    /* elements per row */
+    int64_t rows;    /* rows repacked: the first 8 * (ne[1] / 8) */
+    size_t w_stride; /* the source's row stride */
+};
+
 struct hs_cpu_backend {
     struct hs_backend base; /* first */
     struct hs_pool *pool;
@@ -19,6 +30,9 @@ struct hs_cpu_backend {
     size_t tls_stride;
     enum hs_isa isa; /* detected at creation */
     bool simd;       /* AVX2 + FMA + F16C kernels enabled (fused f16 accumulation, f32 mad) */
+    bool repack;     /* repack Q4_0 weights for prompt processing (AVX2; HS_CPU_REPACK=0: off) */
+    struct hs_cpu_repacked *repacked; /* [n_repacked], sorted by src; owns */
+    size_t n_repacked, cap_repacked;
 };
 
 static inline struct hs_cpu_backend *cpu_backend_of(struct hs_backend *be)

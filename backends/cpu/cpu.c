@@ -16,6 +16,7 @@
 #include "backends/cpu/cpu.h"
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
+#include "backends/cpu/repack.h"
 
 /* Elementwise ops run on the caller alone below this many elements (dispatch would cost
  * more). */
@@ -88,6 +89,8 @@ struct hs__mm_task {
     struct hs_tensor *y;       /* [n_rows][n_out] f32 */
     char *xq;                  /* converted activations, rows xq_stride bytes apart */
     size_t xq_stride;
+    const uint8_t *wr; /* w's first wr_rows rows repacked (repack.h), or NULL; borrowed */
+    int64_t wr_rows;   /* a multiple of 8 */
 };
 
 static void mm_convert(void *ctx, int ith, int nth)
@@ -101,10 +104,40 @@ static void mm_convert(void *ctx, int ith, int nth)
     }
 }
 
+/* Rows [o0, o1) of y = x w^T from w's repacked copy, o0 a multiple of 8 and o1 <= wr_rows:
+ * groups of 8 weight rows against 4 activation rows at a time, a chunk of weight rows (kept
+ * hot in cache) against all activation rows. */
+static void mm_range_repacked(const struct hs__mm_task *t, int64_t o0, int64_t o1)
+{
+    const int64_t n_in = t->w->ne[0];
+    const int64_t n_rows = t->x->ne[1];
+    const size_t y_stride = t->y->nb[1] / sizeof(float);
+    const size_t group_bytes = hs__q4_0x8_bytes(1, n_in);
+    const int64_t oc_rows = HS_MAX((int64_t)(HS__CPU_W_CHUNK_BYTES / group_bytes), 1) * 8;
+    for (int64_t oc = o0; oc < o1; oc += oc_rows) {
+        const int64_t oe = HS_MIN(oc + oc_rows, o1);
+        for (int64_t r = 0; r < n_rows; r += 4) {
+            hs__gemm_q4_0x8_avx2(n_in, (float *)t->y->data + (size_t)r * y_stride + oc, y_stride,
+                                 t->wr + (size_t)(oc / 8) * group_bytes, (oe - oc) / 8,
+                                 t->xq + (size_t)r * t->xq_stride, t->xq_stride,
+                                 (int)HS_MIN(4, n_rows - r));
+        }
+    }
+}
+
 /* Rows [o0, o1) of y = x w^T, one chunk of weight rows at a time (kept hot in cache) against all
- * activation rows, in gemm_tile blocks of up to 4 x 4. */
+ * activation rows, in gemm_tile blocks of up to 4 x 4 (or from the repacked copy, where w has
+ * one and there are 2 or more activation rows). */
 static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
 {
+    if (t->wr && t->x->ne[1] > 1 && o0 < t->wr_rows) {
+        const int64_t e = HS_MIN(o1, t->wr_rows);
+        mm_range_repacked(t, o0, e);
+        o0 = e;
+        if (o0 >= o1) {
+            return;
+        }
+    }
     const int64_t n_in = t->w->ne[0];
     const int64_t n_rows = t->x->ne[1];
     const size_t w_stride = t->w->nb[1];
@@ -165,6 +198,82 @@ static int64_t dyn_chunk_rows(const struct hs_cpu_backend *cpu, const struct hs_
     return HS_MAX((rows + align - 1) / align * align, align);
 }
 
+/* ---- repacked weights ---- */
+
+/* The repacked copy of w, or NULL (none was made: not Q4_0, off, or no memory). Binary search
+ * over the copies, sorted by src. */
+static const struct hs_cpu_repacked *cpu_find_repacked(const struct hs_cpu_backend *cpu,
+                                                       const void *src)
+{
+    size_t lo = 0, hi = cpu->n_repacked;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        const uintptr_t m = (uintptr_t)cpu->repacked[mid].src;
+        if (m == (uintptr_t)src) {
+            return &cpu->repacked[mid];
+        }
+        if (m < (uintptr_t)src) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return NULL;
+}
+
+/* Points t at w's repacked copy (its rows in whole groups of 8) where w has one. */
+static void mm_use_repacked(const struct hs_cpu_backend *cpu, struct hs__mm_task *t)
+{
+    if (t->w->type != HS_TYPE_Q4_0 || !cpu->n_repacked) {
+        return;
+    }
+    const struct hs_cpu_repacked *rp = cpu_find_repacked(cpu, t->w->data);
+    const int64_t rows = rp ? HS_MIN(rp->rows, t->w->ne[1] / 8 * 8) : 0;
+    if (rows > 0 && rp->n_in == t->w->ne[0] && rp->w_stride == t->w->nb[1]) {
+        t->wr = rp->dst;
+        t->wr_rows = rows;
+    }
+}
+
+static hs_status cpu_prepare_weight(struct hs_backend *be, const struct hs_tensor *w)
+{
+    struct hs_cpu_backend *cpu = cpu_backend_of(be);
+    const int64_t n_groups = w->ne[1] / 8;
+    if (!cpu->repack || w->type != HS_TYPE_Q4_0 || n_groups == 0 ||
+        w->ne[0] / 32 > HS__REPACK_MAX_BLOCKS || cpu_find_repacked(cpu, w->data)) {
+        return HS_OK;
+    }
+    if (cpu->n_repacked == cpu->cap_repacked) {
+        const size_t cap = cpu->cap_repacked ? 2 * cpu->cap_repacked : 64;
+        struct hs_cpu_repacked *p = realloc(cpu->repacked, cap * sizeof(*p));
+        if (!p) {
+            return HS_E_NOMEM;
+        }
+        cpu->repacked = p;
+        cpu->cap_repacked = cap;
+    }
+    const size_t bytes = hs__q4_0x8_bytes(n_groups, w->ne[0]);
+    void *dst = hs_alloc_aligned(bytes);
+    if (!dst) {
+        return HS_E_NOMEM;
+    }
+    hs__repack_q4_0x8(w->data, w->nb[1], n_groups, w->ne[0], dst);
+    size_t i = cpu->n_repacked;
+    while (i > 0 && (uintptr_t)cpu->repacked[i - 1].src > (uintptr_t)w->data) {
+        cpu->repacked[i] = cpu->repacked[i - 1];
+        i--;
+    }
+    cpu->repacked[i] = (struct hs_cpu_repacked){.src = w->data,
+                                                .dst = dst,
+                                                .bytes = bytes,
+                                                .n_in = w->ne[0],
+                                                .rows = 8 * n_groups,
+                                                .w_stride = w->nb[1]};
+    cpu->n_repacked++;
+    cpu->base.stats.repacked_bytes += bytes;
+    return HS_OK;
+}
+
 /* Dynamic matmul: chunks of chunk_rows output rows claimed from next by every thread. */
 struct hs__mm_dyn_task {
     struct hs__mm_task t;
@@ -221,12 +330,13 @@ static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
     struct hs_cpu_backend *cpu = cpu_backend_of(be);
     struct hs__mm_dyn_task d = {
         .t = {.k = hs__cpu_kernels(w->type, HS_ISA_COUNT), .w = w, .x = x, .y = y},
-        .chunk_rows = dyn_chunk_rows(cpu, w, 4),
     };
     atomic_init(&d.next, 0);
     if (!d.t.k) {
         return HS_E_NOTSUP;
     }
+    mm_use_repacked(cpu, &d.t);
+    d.chunk_rows = dyn_chunk_rows(cpu, w, d.t.wr ? 8 : 4);
     HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&d.t)));
     mm_prepare(cpu, &d.t, 0);
     if (w->ne[0] * w->ne[1] * x->ne[1] < HS__CPU_PAR_MIN_MACS) {
@@ -283,6 +393,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
         if (!m.t[i].k) {
             return HS_E_NOTSUP;
         }
+        mm_use_repacked(cpu, &m.t[i]);
         macs += ws[i]->ne[0] * ws[i]->ne[1] * x->ne[1];
         owner[i] = i;
         for (int j = 0; j < i; j++) {
@@ -307,7 +418,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
     }
     int64_t n_chunks = 0;
     for (int i = 0; i < n; i++) {
-        m.chunk_rows[i] = dyn_chunk_rows(cpu, ws[i], 4);
+        m.chunk_rows[i] = dyn_chunk_rows(cpu, ws[i], m.t[i].wr ? 8 : 4);
         n_chunks += (ws[i]->ne[1] + m.chunk_rows[i] - 1) / m.chunk_rows[i];
         m.chunk_end[i] = n_chunks;
     }
@@ -401,6 +512,8 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     if (!t.gate.k || !t.up.k) {
         return HS_E_NOTSUP;
     }
+    mm_use_repacked(cpu, &t.gate); /* chunk_rows below: multiples of 16 */
+    mm_use_repacked(cpu, &t.up);
     /* x is converted once per distinct vec_dot_type. */
     const bool shared = t.gate.k->vec_dot_type == t.up.k->vec_dot_type;
     const size_t gate_bytes = mm_act_bytes(&t.gate);
@@ -868,6 +981,10 @@ static void cpu_destroy(struct hs_backend *be)
     hs__pool_destroy(cpu->pool);
     hs_free_aligned(cpu->act);
     hs_free_aligned(cpu->tls);
+    for (size_t i = 0; i < cpu->n_repacked; i++) {
+        hs_free_aligned(cpu->repacked[i].dst);
+    }
+    free(cpu->repacked);
     free(cpu);
 }
 
@@ -907,6 +1024,7 @@ static const struct hs_backend_iface cpu_iface = {
     /* .buffer_copy = */ NULL,
     /* .bind_caller = */ cpu_bind_caller,
     /* .run_host    = */ cpu_run_host,
+    /* .prepare_weight = */ cpu_prepare_weight,
 };
 
 void hs__cpu_set_simd(struct hs_backend *be, bool on)
@@ -926,6 +1044,8 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
     cpu->base.iface = &cpu_iface;
     cpu->isa = hs__cpu_detect_isa();
     cpu->simd = cpu->isa >= HS_ISA_AVX2;
+    const char *rp = getenv("HS_CPU_REPACK");
+    cpu->repack = cpu->isa >= HS_ISA_AVX2 && !(rp && strcmp(rp, "0") == 0);
     st = hs__pool_create(params->n_threads, params->pin_threads, params->first_core, &cpu->pool);
     if (st != HS_OK) {
         goto fail_cpu;

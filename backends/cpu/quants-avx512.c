@@ -9,6 +9,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "backends/cpu/avx512-inl.h"
+
 #define INLINE static inline __attribute__((always_inline))
 #define ROWP(base, i, stride) ((const uint8_t *)(base) + (size_t)(i) * (stride))
 
@@ -286,16 +288,7 @@ INLINE void q8_0_step_pairs(__m512 acc[4][2], int64_t b, const void *w, size_t w
     __m512i xq[2], negc[2];
     __m512 dx[2];
     for (int p = 0; p < NP; p++) {
-        const struct hs_block_q8_0 *x0 =
-            (const struct hs_block_q8_0 *)(const void *)ROWP(x, 2 * p, xs) + b;
-        const struct hs_block_q8_0 *x1 =
-            (const struct hs_block_q8_0 *)(const void *)ROWP(x, 2 * p + 1, xs) + b;
-        xq[p] = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x0->qs)),
-            _mm256_loadu_si256((const __m256i *)x1->qs), 1);
-        dx[p] = _mm512_cvtph_ps(_mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_set1_epi16((short)x0->d)), _mm_set1_epi16((short)x1->d),
-            1));
+        hs__q8_0_x_pair(x, xs, 2 * p, b, &xq[p], &dx[p]);
         if (VNNI) {
             negc[p] = _mm512_sub_epi32(
                 _mm512_setzero_si512(),

@@ -155,6 +155,17 @@ HS__QUANT_DOT_DECL(q4_k, avx512vnni);
 HS__QUANT_DOT_DECL(q4_k_ggml, avx512vnni);
 HS__QUANT_DOT_DECL(q5_k, avx512vnni);
 HS__QUANT_DOT_DECL(q6_k, avx512vnni);
+/* Q5_0 tiles (tiles-avx512.c): VNNI for 2 or more activation rows, the AVX2 tile otherwise;
+ * the same bits as hs__gemm_tile_q5_0_avx2. */
+void hs__gemm_tile_q5_0_avx512(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
+                               const void *x, size_t x_stride, int nr, int nc);
+/* Q4_K tiles (tiles-avx512.c): hs__gemm_tile_q4_k_avx512vnni for one activation row, the AVX2
+ * tile (the same bits, faster) for more. */
+void hs__gemm_tile_q4_k_pp_avx512vnni(int64_t n, float *s, size_t bs, const void *w,
+                                      size_t w_stride, const void *x, size_t x_stride, int nr,
+                                      int nc);
+void hs__gemm_tile_q5_0_avx512vnni(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
+                                   const void *x, size_t x_stride, int nr, int nc);
 void hs__from_float_f16_avx512(const float *x, void *y, int64_t n);
 void hs__from_float_q8_0_avx512(const float *x, void *y, int64_t n);
 void hs__from_float_q8_k_avx512(const float *x, void *y, int64_t n);

@@ -361,6 +361,7 @@ static const struct hs_backend_iface npu_iface = {
     /* .buffer_copy    = */ NULL,
     /* .bind_caller    = */ hs__sim_bind_caller,
     /* .run_host    = */ hs__sim_run_host,
+    /* .prepare_weight = */ NULL,
 };
 
 hs_status hs__backend_npu_create(const struct hs_backend_params *params, struct hs_backend **out)

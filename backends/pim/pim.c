@@ -519,6 +519,7 @@ static const struct hs_backend_iface pim_iface = {
     /* .buffer_copy = */ NULL,
     /* .bind_caller = */ hs__sim_bind_caller,
     /* .run_host    = */ hs__sim_run_host,
+    /* .prepare_weight = */ NULL,
 };
 
 bool hs_pim_backend_is(const struct hs_backend *be)
