@@ -17,6 +17,7 @@
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
 #include "backends/cpu/repack.h"
+#include "hs-config.h"
 
 /* Elementwise ops run on the caller alone below this many elements (dispatch would cost
  * more). */
@@ -324,6 +325,27 @@ static void mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t
     }
 }
 
+/* Whether oneDNN takes products of w's type over x's rows (onednn.h). */
+static bool mm_onednn_wants(const struct hs_cpu_backend *cpu, const struct hs_tensor *w,
+                            const struct hs_tensor *x)
+{
+#if HS_HAVE_ONEDNN
+    return cpu->onednn && hs__onednn_wants(cpu->dnn, w->type, x->ne[1]);
+#else
+    return false;
+#endif
+}
+
+/* t's product through oneDNN, its activations prepared (mm_onednn_wants said yes). */
+static hs_status mm_onednn(struct hs_cpu_backend *cpu, const struct hs__mm_task *t)
+{
+#if HS_HAVE_ONEDNN
+    return hs__onednn_matmul(cpu->dnn, t->w, t->xq, t->xq_stride, t->y);
+#else
+    return HS_E_NOTSUP;
+#endif
+}
+
 static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
                             const struct hs_tensor *x, struct hs_tensor *y)
 {
@@ -339,6 +361,9 @@ static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
     d.chunk_rows = dyn_chunk_rows(cpu, w, d.t.wr ? 8 : 4);
     HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&d.t)));
     mm_prepare(cpu, &d.t, 0);
+    if (mm_onednn_wants(cpu, w, x)) {
+        return mm_onednn(cpu, &d.t);
+    }
     if (w->ne[0] * w->ne[1] * x->ne[1] < HS__CPU_PAR_MIN_MACS) {
         hs__pool_run1_named(cpu->pool, mm_compute, &d, "matmul");
     } else {
@@ -383,6 +408,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
     struct hs_cpu_backend *cpu = cpu_backend_of(be);
     struct hs__mm_multi_task m = {.n = n};
     int64_t macs = 0;
+    bool onednn = true;
     /* x is converted once per distinct vec_dot_type: the first task of each type owns it. */
     size_t off[HS_MATMUL_MULTI_MAX];
     int owner[HS_MATMUL_MULTI_MAX];
@@ -395,6 +421,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
         }
         mm_use_repacked(cpu, &m.t[i]);
         macs += ws[i]->ne[0] * ws[i]->ne[1] * x->ne[1];
+        onednn = onednn && mm_onednn_wants(cpu, ws[i], x);
         owner[i] = i;
         for (int j = 0; j < i; j++) {
             if (owner[j] == j && m.t[j].k->vec_dot_type == m.t[i].k->vec_dot_type) {
@@ -415,6 +442,12 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
             m.t[i].xq = m.t[owner[i]].xq;
             m.t[i].xq_stride = m.t[owner[i]].xq_stride;
         }
+    }
+    for (int i = 0; onednn && i < n; i++) {
+        HS_TRY(mm_onednn(cpu, &m.t[i]));
+    }
+    if (onednn) {
+        return HS_OK;
     }
     int64_t n_chunks = 0;
     for (int i = 0; i < n; i++) {
@@ -495,6 +528,9 @@ static void ffn_gate_up(void *ctx, int ith, int nth)
     }
 }
 
+static hs_status cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
+                            const struct hs_tensor *up, struct hs_tensor *y);
+
 static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
 {
     struct hs_cpu_backend *cpu = cpu_backend_of(be);
@@ -525,6 +561,12 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
         t.up.xq_stride = t.gate.xq_stride;
     } else {
         mm_prepare(cpu, &t.up, gate_bytes);
+    }
+    if (mm_onednn_wants(cpu, a->w_gate, a->x) && mm_onednn_wants(cpu, a->w_up, a->x)) {
+        HS_TRY(mm_onednn(cpu, &t.gate));
+        HS_TRY(mm_onednn(cpu, &t.up));
+        HS_TRY(cpu_swiglu(be, a->scratch_gate, a->scratch_up, a->scratch_gate));
+        return cpu_matmul(be, a->w_down, a->scratch_gate, a->y);
     }
     /* Gate and up rows are claimed together: a chunk is half the bytes of each. */
     t.chunk_rows = dyn_chunk_rows(cpu, a->w_gate, 16);
@@ -978,6 +1020,9 @@ static void cpu_destroy(struct hs_backend *be)
     if (!cpu) {
         return;
     }
+#if HS_HAVE_ONEDNN
+    hs__onednn_destroy(cpu->dnn);
+#endif
     hs__pool_destroy(cpu->pool);
     hs_free_aligned(cpu->act);
     hs_free_aligned(cpu->tls);
@@ -1033,6 +1078,23 @@ void hs__cpu_set_simd(struct hs_backend *be, bool on)
     cpu_backend_of(be)->simd = on && cpu_backend_of(be)->isa >= HS_ISA_AVX2;
 }
 
+hs_status hs__cpu_set_onednn(struct hs_backend *be, bool on)
+{
+    HS_ASSERT(be->iface == &cpu_iface);
+    struct hs_cpu_backend *cpu = cpu_backend_of(be);
+#if HS_HAVE_ONEDNN
+    cpu->onednn = false;
+    if (on && !cpu->dnn) {
+        HS_TRY(hs__onednn_create(cpu->pool, &cpu->dnn));
+    }
+    cpu->onednn = on;
+    return HS_OK;
+#else
+    (void)cpu;
+    return on ? HS_E_NOTSUP : HS_OK;
+#endif
+}
+
 hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct hs_backend **out)
 {
     hs_status st = HS_E_NOMEM;
@@ -1051,9 +1113,18 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
         goto fail_cpu;
     }
     cpu->base.n_threads = hs__pool_n_threads(cpu->pool);
+    /* oneDNN unless HS_ONEDNN=0; without it the backend's own kernels do everything. */
+    const char *dnn_env = getenv("HS_ONEDNN");
+    if (!(dnn_env && strcmp(dnn_env, "0") == 0) &&
+        hs__cpu_set_onednn(&cpu->base, true) == HS_E_NOMEM) {
+        st = HS_E_NOMEM;
+        goto fail_pool;
+    }
     *out = &cpu->base;
     return HS_OK;
 
+fail_pool:
+    hs__pool_destroy(cpu->pool);
 fail_cpu:
     free(cpu);
 fail:
