@@ -43,6 +43,10 @@ static inline struct hs_cpu_backend *cpu_backend_of(struct hs_backend *be)
     return (struct hs_cpu_backend *)be;
 }
 
+/* Grows *buf (HS_ALIGN_BYTES-aligned, owned by the caller) to at least need bytes; what was
+ * there is lost when it grows. HS_E_NOMEM leaves the old buffer. Thread: engine only. */
+hs_status hs__cpu_reserve(void **buf, size_t *cap, size_t need);
+
 /* Makes sure every thread has n floats of scratch (cpu->tls, tls_stride floats apart); what was
  * there is lost when it grows. HS_E_NOMEM leaves the old scratch. Thread: engine only. */
 hs_status hs__cpu_reserve_tls(struct hs_cpu_backend *cpu, size_t n);

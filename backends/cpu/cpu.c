@@ -35,7 +35,7 @@
 
 /* ---- helpers ---- */
 
-static hs_status cpu_reserve(void **buf, size_t *cap, size_t need)
+hs_status hs__cpu_reserve(void **buf, size_t *cap, size_t need)
 {
     if (need <= *cap) {
         return HS_OK;
@@ -359,7 +359,7 @@ static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
     }
     mm_use_repacked(cpu, &d.t);
     d.chunk_rows = dyn_chunk_rows(cpu, w, d.t.wr ? 8 : 4);
-    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&d.t)));
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&d.t)));
     mm_prepare(cpu, &d.t, 0);
     if (mm_onednn_wants(cpu, w, x)) {
         return mm_onednn(cpu, &d.t);
@@ -434,7 +434,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
             total += mm_act_bytes(&m.t[i]);
         }
     }
-    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, total));
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, total));
     for (int i = 0; i < n; i++) {
         if (owner[i] == i) {
             mm_prepare(cpu, &m.t[i], off[i]);
@@ -554,7 +554,7 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     const bool shared = t.gate.k->vec_dot_type == t.up.k->vec_dot_type;
     const size_t gate_bytes = mm_act_bytes(&t.gate);
     const size_t up_bytes = shared ? 0 : mm_act_bytes(&t.up);
-    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, gate_bytes + up_bytes));
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, gate_bytes + up_bytes));
     mm_prepare(cpu, &t.gate, 0);
     if (shared) {
         t.up.xq = t.gate.xq;
@@ -727,7 +727,7 @@ static hs_status cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args
     const size_t bg = moe_act_bytes(t.kg, n_embd, n_rows);
     const size_t bu = shared ? 0 : moe_act_bytes(t.ku, n_embd, n_rows);
     const size_t bd = moe_act_bytes(t.kd, n_ff, n_rows);
-    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, bg + bu + bd));
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, bg + bu + bd));
     moe_convert(cpu, t.kg, a->x, n_rows, 0, &t.xg, &t.xg_stride);
     if (shared) {
         t.xu = t.xg;

@@ -7,6 +7,7 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
+#include "backends/cpu/cpu-impl.h"
 #include "backends/cpu/onednn.h"
 #include "backends/cpu/quants.h"
 
@@ -100,9 +101,9 @@ struct hs__onednn {
     int64_t min_rows;
     bool bf16_native; /* oneDNN has an optimised bf16 matmul here */
     char impl[2][48]; /* f32, bf16 matmul implementations' names */
-    float *wbuf;      /* widened weight panel; owns */
+    void *wbuf;       /* widened weight panel (f32); owns */
     size_t wbuf_bytes;
-    float *xbuf; /* widened activations; owns */
+    void *xbuf; /* widened activations (f32); owns */
     size_t xbuf_bytes;
     struct hs__onednn_prim cache[HS__ONEDNN_CACHE];
     int next_evict;
@@ -211,21 +212,6 @@ static hs_status run_matmul(struct hs__onednn *dnn, dnnl_data_type_t dt, int64_t
     return HS_OK;
 }
 
-static hs_status reserve(float **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap) {
-        return HS_OK;
-    }
-    float *p = hs_alloc_aligned(need);
-    if (!p) {
-        return HS_E_NOMEM;
-    }
-    hs_free_aligned(*buf);
-    *buf = p;
-    *cap = need;
-    return HS_OK;
-}
-
 /* Rows [0, n_rows) of src (type t, src_stride bytes apart, n elements each) widened to f32,
  * dst_ld floats apart, split over the pool. */
 struct hs__onednn_widen {
@@ -290,8 +276,8 @@ hs_status hs__onednn_matmul(struct hs__onednn *dnn, const struct hs_tensor *w, c
     const int64_t panel =
         HS_MAX(1, (int64_t)(HS__ONEDNN_PANEL_BYTES / ((size_t)k * sizeof(float))));
     const int64_t rows = HS_MIN(panel, n);
-    HS_TRY(reserve(&dnn->xbuf, &dnn->xbuf_bytes, (size_t)(m * k) * sizeof(float)));
-    HS_TRY(reserve(&dnn->wbuf, &dnn->wbuf_bytes, (size_t)(rows * k) * sizeof(float)));
+    HS_TRY(hs__cpu_reserve(&dnn->xbuf, &dnn->xbuf_bytes, (size_t)(m * k) * sizeof(float)));
+    HS_TRY(hs__cpu_reserve(&dnn->wbuf, &dnn->wbuf_bytes, (size_t)(rows * k) * sizeof(float)));
     widen(dnn, w->type, x, x_stride, m, k, dnn->xbuf);
     for (int64_t o = 0; o < n; o += rows) {
         const int64_t nr = HS_MIN(rows, n - o);
