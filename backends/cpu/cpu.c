@@ -325,13 +325,25 @@ static void mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t
     }
 }
 
-/* Whether oneDNN takes products of w's type over x's rows (onednn.h). */
-static bool mm_onednn_wants(const struct hs_cpu_backend *cpu, const struct hs_tensor *w,
+/* Whether oneDNN takes products of w's type over x's rows (onednn.h). It is made on the first
+ * product it would take: a process that never runs one does not load libdnnl; where that fails,
+ * the backend's own kernels take everything from then on. */
+static bool mm_onednn_wants(struct hs_cpu_backend *cpu, const struct hs_tensor *w,
                             const struct hs_tensor *x)
 {
 #if HS_HAVE_ONEDNN
-    return cpu->onednn && hs__onednn_wants(cpu->dnn, w->type, x->ne[1]);
+    if (!cpu->onednn || !hs__onednn_wants(cpu->dnn, w->type, x->ne[1])) {
+        return false;
+    }
+    if (!cpu->dnn && hs__onednn_create(cpu->pool, &cpu->dnn) != HS_OK) {
+        cpu->onednn = false;
+        return false;
+    }
+    return true;
 #else
+    (void)cpu;
+    (void)w;
+    (void)x;
     return false;
 #endif
 }
@@ -1113,18 +1125,12 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
         goto fail_cpu;
     }
     cpu->base.n_threads = hs__pool_n_threads(cpu->pool);
-    /* oneDNN unless HS_ONEDNN=0; without it the backend's own kernels do everything. */
+    /* oneDNN unless HS_ONEDNN=0 (made on first use, mm_onednn_wants). */
     const char *dnn_env = getenv("HS_ONEDNN");
-    if (!(dnn_env && strcmp(dnn_env, "0") == 0) &&
-        hs__cpu_set_onednn(&cpu->base, true) == HS_E_NOMEM) {
-        st = HS_E_NOMEM;
-        goto fail_pool;
-    }
+    cpu->onednn = HS_HAVE_ONEDNN && !(dnn_env && strcmp(dnn_env, "0") == 0);
     *out = &cpu->base;
     return HS_OK;
 
-fail_pool:
-    hs__pool_destroy(cpu->pool);
 fail_cpu:
     free(cpu);
 fail:

@@ -252,7 +252,7 @@ void hs__onednn_set_min_rows(struct hs__onednn *dnn, int64_t min_rows)
 
 bool hs__onednn_wants(const struct hs__onednn *dnn, enum hs_type t, int64_t n_rows)
 {
-    return dnn && n_rows >= dnn->min_rows &&
+    return n_rows >= (dnn ? dnn->min_rows : HS__ONEDNN_MIN_ROWS) &&
            (t == HS_TYPE_F32 || t == HS_TYPE_F16 || t == HS_TYPE_BF16);
 }
 

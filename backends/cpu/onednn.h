@@ -6,8 +6,9 @@
  * and GOMP_SPINCOUNT=0 were put in the environment (unless already set): Debian builds it on
  * OpenMP, whose threads would otherwise spin after every GEMM on the cores the backend's pool
  * needs, and libgomp reads those variables once, when it is loaded. The CPU backend makes one
- * unless the environment has HS_ONEDNN=0. The build thus needs
- * oneDNN's headers only; a machine without the library runs the backend's own kernels.
+ * on its first product of that size, unless the environment had HS_ONEDNN=0 at its creation. The
+ * build thus needs oneDNN's headers only; a machine without the library runs the backend's own
+ * kernels.
  *
  * Paths: F32 weights run oneDNN's f32 matmul on the activations as they are. BF16 weights run
  * its bf16 matmul on the activations already rounded to BF16 (as the backend's kernels use
@@ -45,7 +46,8 @@ void hs__onednn_destroy(struct hs__onednn *dnn);
  * bench-onednn sets 1 to time oneDNN on batched decode too). Thread: engine only. */
 void hs__onednn_set_min_rows(struct hs__onednn *dnn, int64_t min_rows);
 
-/* Whether hs__onednn_matmul takes weights of type t over n_rows activation rows. */
+/* Whether hs__onednn_matmul takes weights of type t over n_rows activation rows; with dnn NULL,
+ * whether one made now would (HS__ONEDNN_MIN_ROWS). */
 bool hs__onednn_wants(const struct hs__onednn *dnn, enum hs_type t, int64_t n_rows);
 
 /* y = x w^T: w [n_out][n_in] of type F32, F16 or BF16; x [n_rows][n_in] in w's vec_dot_type

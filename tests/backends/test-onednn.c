@@ -244,10 +244,10 @@ Test(onednn, environment_switch_and_row_threshold)
 
     cr_assert_eq(setenv("HS_ONEDNN", "0", 1), 0);
     struct hs_backend *off = make_cpu(2);
-    cr_assert_null(cpu_backend_of(off)->dnn);
+    cr_assert(!cpu_backend_of(off)->onednn);
     cr_assert_eq(unsetenv("HS_ONEDNN"), 0);
     struct hs_backend *on = make_cpu(2);
-    cr_assert_not_null(cpu_backend_of(on)->dnn);
+    cr_assert(cpu_backend_of(on)->onednn);
 
     struct weights w;
     make_weights(&w, &rng, HS_TYPE_F32, n_in, n_out);
@@ -256,6 +256,19 @@ Test(onednn, environment_switch_and_row_threshold)
     float *b = malloc((size_t)(n_out * n_rows) * sizeof(float));
     cr_assert(a && b);
     struct hs_tensor tx, ta, tb;
+    /* Made on the first product it takes, not before, not for fewer rows. */
+    cr_assert_eq(hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, HS__ONEDNN_MIN_ROWS - 1, x), HS_OK);
+    cr_assert_eq(hs_tensor_init_2d(&tb, HS_TYPE_F32, n_out, HS__ONEDNN_MIN_ROWS - 1, b), HS_OK);
+    cr_assert_eq(hs_backend_matmul(on, &w.t, &tx, &tb), HS_OK);
+    cr_assert_null(cpu_backend_of(on)->dnn);
+    cr_assert_eq(hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, n_rows, x), HS_OK);
+    cr_assert_eq(hs_tensor_init_2d(&ta, HS_TYPE_F32, n_out, n_rows, a), HS_OK);
+    cr_assert_eq(hs_tensor_init_2d(&tb, HS_TYPE_F32, n_out, n_rows, b), HS_OK);
+    cr_assert_eq(hs_backend_matmul(on, &w.t, &tx, &tb), HS_OK);
+    cr_assert_not_null(cpu_backend_of(on)->dnn);
+    cr_assert_eq(hs_backend_matmul(off, &w.t, &tx, &ta), HS_OK);
+    cr_assert_null(cpu_backend_of(off)->dnn);
+    cr_assert(hs_ref_rel_err(b, a, n_out * n_rows) < ONEDNN_TOL);
     for (int64_t rows = HS__ONEDNN_MIN_ROWS - 1; rows <= n_rows; rows += n_rows / 2 + 1) {
         cr_assert_eq(hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, rows, x), HS_OK);
         cr_assert_eq(hs_tensor_init_2d(&ta, HS_TYPE_F32, n_out, rows, a), HS_OK);
