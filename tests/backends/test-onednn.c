@@ -11,25 +11,16 @@
 #include "backends/cpu/cpu.h"
 #include "backends/cpu/onednn.h"
 #include "backends/cpu/quants.h"
+#include "tests/backends/backend-ops-fixtures.h"
 #include "tests/ref/ref-ops.h"
 
 /* Largest normalised difference oneDNN's other summation order may make. */
 #define ONEDNN_TOL 1e-5
 
-static struct hs_backend *make_cpu(int n_threads)
-{
-    struct hs_backend_params p = hs_backend_default_params();
-    p.n_threads = n_threads;
-    p.pin_threads = false;
-    struct hs_backend *be = NULL;
-    cr_assert_eq(hs_backend_create("cpu", &p, &be), HS_OK);
-    return be;
-}
-
 /* A CPU backend with oneDNN on, or the test skipped where there is none. */
 static struct hs_backend *make_cpu_onednn(int n_threads)
 {
-    struct hs_backend *be = make_cpu(n_threads);
+    struct hs_backend *be = make_backend(0, n_threads);
     const hs_status st = hs__cpu_set_onednn(be, true);
     if (st == HS_E_NOTSUP) {
         hs_backend_destroy(be);
@@ -37,52 +28,6 @@ static struct hs_backend *make_cpu_onednn(int n_threads)
     }
     cr_assert_eq(st, HS_OK, "%s", hs_status_str(st));
     return be;
-}
-
-static float *rand_floats(struct hs_rng *rng, int64_t n)
-{
-    float *p = malloc((size_t)n * sizeof(float));
-    cr_assert_not_null(p);
-    for (int64_t i = 0; i < n; i++) {
-        p[i] = hs_rng_range(rng, -1.0f, 1.0f);
-    }
-    return p;
-}
-
-/* Weights [n_out][n_in] of type t from random floats, and their exact dequantization. */
-struct weights {
-    void *q;
-    float *deq;
-    struct hs_tensor t;
-};
-
-static void make_weights(struct weights *w, struct hs_rng *rng, enum hs_type type, int64_t n_in,
-                         int64_t n_out)
-{
-    const size_t row = hs_type_row_size(type, n_in);
-    float *f = rand_floats(rng, n_in * n_out);
-    w->q = malloc(row * (size_t)n_out);
-    w->deq = malloc((size_t)(n_in * n_out) * sizeof(float));
-    cr_assert(w->q && w->deq);
-    for (int64_t o = 0; o < n_out; o++) {
-        hs__quantize_row_ref(type, f + o * n_in, (char *)w->q + (size_t)o * row, n_in);
-        hs__dequantize_row_ref(type, (char *)w->q + (size_t)o * row, w->deq + o * n_in, n_in);
-    }
-    free(f);
-    cr_assert_eq(hs_tensor_init_2d(&w->t, type, n_in, n_out, w->q), HS_OK);
-}
-
-static void free_weights(struct weights *w)
-{
-    free(w->q);
-    free(w->deq);
-}
-
-/* The activations' rounding to the weight type's vec_dot_type bounds the error to the float64
- * reference (as in test-backend-ops). */
-static double ref_tol(enum hs_type t)
-{
-    return t == HS_TYPE_F32 ? 1e-5 : t == HS_TYPE_F16 ? 2e-3 : 1e-2;
 }
 
 static const enum hs_type float_types[] = {HS_TYPE_F32, HS_TYPE_F16, HS_TYPE_BF16};
@@ -122,7 +67,7 @@ Test(onednn, prefill_matmul_agrees_with_own_kernels)
                 const int64_t n_rows = shapes[s].n_rows, x_ld = n_in + 16;
                 struct weights w;
                 make_weights(&w, &rng, type, n_in, n_out);
-                float *x = rand_floats(&rng, x_ld * n_rows);
+                float *x = rand_floats(&rng, x_ld * n_rows, -1.0f, 1.0f);
                 float *xd = malloc((size_t)(n_in * n_rows) * sizeof(float));
                 float *own = malloc((size_t)(n_out * n_rows) * sizeof(float));
                 float *dnn = malloc((size_t)(n_out * n_rows) * sizeof(float));
@@ -137,7 +82,7 @@ Test(onednn, prefill_matmul_agrees_with_own_kernels)
                 const double diff = hs_ref_rel_err(dnn, own, n_out * n_rows);
                 cr_assert(diff < ONEDNN_TOL, "%s %lld x %lld -> %lld nth=%d: %g", hs_type_str(type),
                           (long long)n_rows, (long long)n_in, (long long)n_out, nth, diff);
-                cr_assert(hs_ref_rel_err(dnn, ref, n_out * n_rows) < ref_tol(type), "%s",
+                cr_assert(hs_ref_rel_err(dnn, ref, n_out * n_rows) < matmul_tol(type), "%s",
                           hs_type_str(type));
                 free(ref);
                 free(dnn);
@@ -163,7 +108,7 @@ Test(onednn, matmul_multi_and_ffn_agree_with_own_kernels)
     for (int i = 0; i < 3; i++) {
         make_weights(&w[i], &rng, float_types[i], n_in, n_out[i]);
     }
-    float *x = rand_floats(&rng, n_in * n_rows);
+    float *x = rand_floats(&rng, n_in * n_rows, -1.0f, 1.0f);
     struct hs_tensor tx;
     cr_assert_eq(hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, n_rows, x), HS_OK);
     float *y[2][3];
@@ -243,15 +188,15 @@ Test(onednn, environment_switch_and_row_threshold)
     hs_backend_destroy(probe);
 
     cr_assert_eq(setenv("HS_ONEDNN", "0", 1), 0);
-    struct hs_backend *off = make_cpu(2);
+    struct hs_backend *off = make_backend(0, 2);
     cr_assert(!cpu_backend_of(off)->onednn);
     cr_assert_eq(unsetenv("HS_ONEDNN"), 0);
-    struct hs_backend *on = make_cpu(2);
+    struct hs_backend *on = make_backend(0, 2);
     cr_assert(cpu_backend_of(on)->onednn);
 
     struct weights w;
     make_weights(&w, &rng, HS_TYPE_F32, n_in, n_out);
-    float *x = rand_floats(&rng, n_in * n_rows);
+    float *x = rand_floats(&rng, n_in * n_rows, -1.0f, 1.0f);
     float *a = malloc((size_t)(n_out * n_rows) * sizeof(float));
     float *b = malloc((size_t)(n_out * n_rows) * sizeof(float));
     cr_assert(a && b);
