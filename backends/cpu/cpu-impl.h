@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "backends/backend-impl.h"
+#include "backends/cpu/onednn.h"
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
 
@@ -33,12 +34,18 @@ struct hs_cpu_backend {
     bool repack;     /* repack Q4_0 weights for prompt processing (AVX2; HS_CPU_REPACK=0: off) */
     struct hs_cpu_repacked *repacked; /* [n_repacked], sorted by src; owns */
     size_t n_repacked, cap_repacked;
+    struct hs__onednn *dnn; /* prompt-sized F32/F16/BF16 products (onednn.h); owns; or NULL */
+    bool onednn;            /* dnn in use (kept when switched off: its primitives stay made) */
 };
 
 static inline struct hs_cpu_backend *cpu_backend_of(struct hs_backend *be)
 {
     return (struct hs_cpu_backend *)be;
 }
+
+/* Grows *buf (HS_ALIGN_BYTES-aligned, owned by the caller) to at least need bytes; what was
+ * there is lost when it grows. HS_E_NOMEM leaves the old buffer. Thread: engine only. */
+hs_status hs__cpu_reserve(void **buf, size_t *cap, size_t need);
 
 /* Makes sure every thread has n floats of scratch (cpu->tls, tls_stride floats apart); what was
  * there is lost when it grows. HS_E_NOMEM leaves the old scratch. Thread: engine only. */

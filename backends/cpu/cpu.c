@@ -17,6 +17,7 @@
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
 #include "backends/cpu/repack.h"
+#include "hs-config.h"
 
 /* Elementwise ops run on the caller alone below this many elements (dispatch would cost
  * more). */
@@ -34,7 +35,7 @@
 
 /* ---- helpers ---- */
 
-static hs_status cpu_reserve(void **buf, size_t *cap, size_t need)
+hs_status hs__cpu_reserve(void **buf, size_t *cap, size_t need)
 {
     if (need <= *cap) {
         return HS_OK;
@@ -324,6 +325,39 @@ static void mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t
     }
 }
 
+/* Whether oneDNN takes products of w's type over x's rows (onednn.h). It is made on the first
+ * product it would take: a process that never runs one does not load libdnnl; where that fails,
+ * the backend's own kernels take everything from then on. */
+static bool mm_onednn_wants(struct hs_cpu_backend *cpu, const struct hs_tensor *w,
+                            const struct hs_tensor *x)
+{
+#if HS_HAVE_ONEDNN
+    if (!cpu->onednn || !hs__onednn_wants(cpu->dnn, w->type, x->ne[1])) {
+        return false;
+    }
+    if (!cpu->dnn && hs__onednn_create(cpu->pool, &cpu->dnn) != HS_OK) {
+        cpu->onednn = false;
+        return false;
+    }
+    return true;
+#else
+    (void)cpu;
+    (void)w;
+    (void)x;
+    return false;
+#endif
+}
+
+/* t's product through oneDNN, its activations prepared (mm_onednn_wants said yes). */
+static hs_status mm_onednn(struct hs_cpu_backend *cpu, const struct hs__mm_task *t)
+{
+#if HS_HAVE_ONEDNN
+    return hs__onednn_matmul(cpu->dnn, t->w, t->xq, t->xq_stride, t->y);
+#else
+    return HS_E_NOTSUP;
+#endif
+}
+
 static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
                             const struct hs_tensor *x, struct hs_tensor *y)
 {
@@ -337,8 +371,11 @@ static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
     }
     mm_use_repacked(cpu, &d.t);
     d.chunk_rows = dyn_chunk_rows(cpu, w, d.t.wr ? 8 : 4);
-    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&d.t)));
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&d.t)));
     mm_prepare(cpu, &d.t, 0);
+    if (mm_onednn_wants(cpu, w, x)) {
+        return mm_onednn(cpu, &d.t);
+    }
     if (w->ne[0] * w->ne[1] * x->ne[1] < HS__CPU_PAR_MIN_MACS) {
         hs__pool_run1_named(cpu->pool, mm_compute, &d, "matmul");
     } else {
@@ -383,6 +420,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
     struct hs_cpu_backend *cpu = cpu_backend_of(be);
     struct hs__mm_multi_task m = {.n = n};
     int64_t macs = 0;
+    bool onednn = true;
     /* x is converted once per distinct vec_dot_type: the first task of each type owns it. */
     size_t off[HS_MATMUL_MULTI_MAX];
     int owner[HS_MATMUL_MULTI_MAX];
@@ -395,6 +433,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
         }
         mm_use_repacked(cpu, &m.t[i]);
         macs += ws[i]->ne[0] * ws[i]->ne[1] * x->ne[1];
+        onednn = onednn && mm_onednn_wants(cpu, ws[i], x);
         owner[i] = i;
         for (int j = 0; j < i; j++) {
             if (owner[j] == j && m.t[j].k->vec_dot_type == m.t[i].k->vec_dot_type) {
@@ -407,7 +446,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
             total += mm_act_bytes(&m.t[i]);
         }
     }
-    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, total));
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, total));
     for (int i = 0; i < n; i++) {
         if (owner[i] == i) {
             mm_prepare(cpu, &m.t[i], off[i]);
@@ -415,6 +454,12 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
             m.t[i].xq = m.t[owner[i]].xq;
             m.t[i].xq_stride = m.t[owner[i]].xq_stride;
         }
+    }
+    for (int i = 0; onednn && i < n; i++) {
+        HS_TRY(mm_onednn(cpu, &m.t[i]));
+    }
+    if (onednn) {
+        return HS_OK;
     }
     int64_t n_chunks = 0;
     for (int i = 0; i < n; i++) {
@@ -495,6 +540,9 @@ static void ffn_gate_up(void *ctx, int ith, int nth)
     }
 }
 
+static hs_status cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
+                            const struct hs_tensor *up, struct hs_tensor *y);
+
 static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
 {
     struct hs_cpu_backend *cpu = cpu_backend_of(be);
@@ -518,13 +566,19 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     const bool shared = t.gate.k->vec_dot_type == t.up.k->vec_dot_type;
     const size_t gate_bytes = mm_act_bytes(&t.gate);
     const size_t up_bytes = shared ? 0 : mm_act_bytes(&t.up);
-    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, gate_bytes + up_bytes));
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, gate_bytes + up_bytes));
     mm_prepare(cpu, &t.gate, 0);
     if (shared) {
         t.up.xq = t.gate.xq;
         t.up.xq_stride = t.gate.xq_stride;
     } else {
         mm_prepare(cpu, &t.up, gate_bytes);
+    }
+    if (mm_onednn_wants(cpu, a->w_gate, a->x) && mm_onednn_wants(cpu, a->w_up, a->x)) {
+        HS_TRY(mm_onednn(cpu, &t.gate));
+        HS_TRY(mm_onednn(cpu, &t.up));
+        HS_TRY(cpu_swiglu(be, a->scratch_gate, a->scratch_up, a->scratch_gate));
+        return cpu_matmul(be, a->w_down, a->scratch_gate, a->y);
     }
     /* Gate and up rows are claimed together: a chunk is half the bytes of each. */
     t.chunk_rows = dyn_chunk_rows(cpu, a->w_gate, 16);
@@ -685,7 +739,7 @@ static hs_status cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args
     const size_t bg = moe_act_bytes(t.kg, n_embd, n_rows);
     const size_t bu = shared ? 0 : moe_act_bytes(t.ku, n_embd, n_rows);
     const size_t bd = moe_act_bytes(t.kd, n_ff, n_rows);
-    HS_TRY(cpu_reserve(&cpu->act, &cpu->act_bytes, bg + bu + bd));
+    HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, bg + bu + bd));
     moe_convert(cpu, t.kg, a->x, n_rows, 0, &t.xg, &t.xg_stride);
     if (shared) {
         t.xu = t.xg;
@@ -978,6 +1032,9 @@ static void cpu_destroy(struct hs_backend *be)
     if (!cpu) {
         return;
     }
+#if HS_HAVE_ONEDNN
+    hs__onednn_destroy(cpu->dnn);
+#endif
     hs__pool_destroy(cpu->pool);
     hs_free_aligned(cpu->act);
     hs_free_aligned(cpu->tls);
@@ -1033,6 +1090,23 @@ void hs__cpu_set_simd(struct hs_backend *be, bool on)
     cpu_backend_of(be)->simd = on && cpu_backend_of(be)->isa >= HS_ISA_AVX2;
 }
 
+hs_status hs__cpu_set_onednn(struct hs_backend *be, bool on)
+{
+    HS_ASSERT(be->iface == &cpu_iface);
+    struct hs_cpu_backend *cpu = cpu_backend_of(be);
+#if HS_HAVE_ONEDNN
+    cpu->onednn = false;
+    if (on && !cpu->dnn) {
+        HS_TRY(hs__onednn_create(cpu->pool, &cpu->dnn));
+    }
+    cpu->onednn = on;
+    return HS_OK;
+#else
+    (void)cpu;
+    return on ? HS_E_NOTSUP : HS_OK;
+#endif
+}
+
 hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct hs_backend **out)
 {
     hs_status st = HS_E_NOMEM;
@@ -1051,6 +1125,9 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
         goto fail_cpu;
     }
     cpu->base.n_threads = hs__pool_n_threads(cpu->pool);
+    /* oneDNN unless HS_ONEDNN=0 (made on first use, mm_onednn_wants). */
+    const char *dnn_env = getenv("HS_ONEDNN");
+    cpu->onednn = HS_HAVE_ONEDNN && !(dnn_env && strcmp(dnn_env, "0") == 0);
     *out = &cpu->base;
     return HS_OK;
 
