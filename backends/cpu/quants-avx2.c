@@ -556,6 +556,112 @@ INLINE void q4_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
 
 
 /* ================================================================================================
+ * One activation row (decode): gemv kernels
+ * ============================================================================================= */
+
+/* hs_gemv_fn for 32-element-block weights against one Q8_0 activation row: nr weight rows, ROWS
+ * at a time. Each row keeps the tiles' chain (acc = fma(d_w * d_x, lanes, acc), one 8-lane fma
+ * per block in block order, hsum at the end: the same bits as vec_dot), but the activation block
+ * and its d_x are loaded once per block for all ROWS rows, the ROWS products d_w * d_x are made
+ * by one F16C conversion and one multiply (broadcast from memory per row, a load rather than a
+ * vector op) and ROWS independent chains hide the fma latency. The rows of a pass are contiguous,
+ * so the pass reads one region of ROWS x ws bytes; gemv_prefetch fetches ahead in every row. */
+INLINE __m256 f16x8_mul(const uint8_t *p, size_t stride, const int N, __m256 dx)
+{
+    uint64_t h[2] = {0, 0};
+    for (int i = 0; i < N; i++) {
+        h[i / 4] |= (uint64_t) * (const uint16_t *)(const void *)ROWP(p, i, stride)
+                    << (16 * (i % 4));
+    }
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_set_epi64x((long long)h[1], (long long)h[0])), dx);
+}
+
+/* How far ahead of the row being read gemv prefetches: a pass reads ROWS rows (~5 KiB of Q8_0
+ * at 576 wide) at once, so 4 KiB (prefetch_rows') lands inside the next pass; 8 KiB and 16 KiB
+ * both stream faster from DRAM (bench-kernels q8_0 "stream", 1 thread, best of 5, three rounds
+ * at load 15: 4096 B 11.6-15.7 GB/s, 8192 B 16.3-20.9, 16384 B 16.0-20.1; no prefetch 9-9.5;
+ * T1 / T2 / NTA hints no better than T0). */
+#define GEMV_PREFETCH_BYTES 8192
+
+INLINE void gemv_prefetch(const void *w, size_t ws, const int NR, int64_t b, size_t wsize)
+{
+    if ((size_t)b * wsize % 64 < wsize) {
+        for (int r = 0; r < NR; r++) {
+            _mm_prefetch((const char *)w + (size_t)r * ws + (size_t)b * wsize + GEMV_PREFETCH_BYTES,
+                         _MM_HINT_T0);
+        }
+    }
+}
+
+#define Q80_GEMV(t, name, wsize, ROWS)                                                             \
+    INLINE void t##_gemv_sub(int64_t n, float *s, const void *w, size_t ws, const void *x,         \
+                             const int NR)                                                         \
+    {                                                                                              \
+        __m256 acc[8];                                                                             \
+        for (int r = 0; r < NR; r++) {                                                             \
+            acc[r] = _mm256_setzero_ps();                                                          \
+        }                                                                                          \
+        const int64_t nb = n / 32;                                                                 \
+        for (int64_t b = 0; b < nb; b++) {                                                         \
+            gemv_prefetch(w, ws, NR, b, (wsize));                                                  \
+            const uint8_t *xb = (const uint8_t *)x + (size_t)b * sizeof(struct hs_block_q8_0);     \
+            const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * (wsize);                         \
+            float sc[8];                                                                           \
+            _mm256_storeu_ps(                                                                      \
+                sc,                                                                                \
+                f16x8_mul(wb0, ws, NR, _mm256_set1_ps(f16(*(const uint16_t *)(const void *)xb)))); \
+            const __m256i xq = _mm256_loadu_si256(                                                 \
+                (const __m256i *)((const struct hs_block_q8_0 *)(const void *)xb)->qs);            \
+            const __m256i xe = t##_xprep(xb);                                                      \
+            for (int r = 0; r < NR; r++) {                                                         \
+                __m256i wq, wp;                                                                    \
+                t##_prep(ROWP(wb0, r, ws), &wq, &wp);                                              \
+                const __m256 p = _mm256_cvtepi32_ps(t##_dot(wq, wp, xq, xe));                      \
+                acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[r]), p, acc[r]);                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            s[r] = hsum_ps(acc[r]);                                                                \
+        }                                                                                          \
+    }                                                                                              \
+    void hs__gemv_##name##_avx2(int64_t n, float *s, const void *w, size_t ws, const void *x,      \
+                                int64_t nr)                                                        \
+    {                                                                                              \
+        int64_t r = 0;                                                                             \
+        for (; r + (ROWS) <= nr; r += (ROWS)) {                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, (ROWS));                                 \
+        }                                                                                          \
+        switch (nr - r) {                                                                          \
+        case 0:                                                                                    \
+            break;                                                                                 \
+        case 1:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 1);                                      \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 2);                                      \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 3);                                      \
+            break;                                                                                 \
+        case 4:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 4);                                      \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 5);                                      \
+            break;                                                                                 \
+        case 6:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 6);                                      \
+            break;                                                                                 \
+        default:                                                                                   \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 7);                                      \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
+Q80_GEMV(q8_0, q8_0, sizeof(struct hs_block_q8_0), 8)
+Q80_GEMV(q5_0_u, q5_0, sizeof(struct hs_block_q5_0), 8)
+
+/* ================================================================================================
  * Q4_1 and Q5_1 (activations Q8_1)
  * ============================================================================================= */
 
