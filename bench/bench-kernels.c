@@ -4,8 +4,8 @@
  *              bytes.
  *   decode     the same through the engine's decode path: the type's gemv kernel where it has
  *              one, else gemm_tile with one activation row (as backends/cpu's mm_range).
- *   stream     decode over the whole matrix per trial (the output shape: 30 MB and more, mostly
- *              from DRAM), best of a few.
+ *   stream     decode over the whole matrix per trial, best of 5, for matrices over 8 MiB (the
+ *              output shape: 16-30 MB, mostly from DRAM); 0 where not run.
  *   gemm_tile  32 activation rows, 4 x 4 tiles, weight-row blocks outer (prompt processing);
  *              "eff GB/s" = weight bytes x activation rows / s (comparable to vec_dot's),
  *              and GOP/s (2 ops per multiply-add).
@@ -149,7 +149,7 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
         }
     }
     double best_st = 0;
-    for (int trial = 0; trial < 5 && sh->rows * (int64_t)w_row > (16 << 20); trial++) {
+    for (int trial = 0; trial < 5 && sh->rows * (int64_t)w_row > (8 << 20); trial++) {
         const double t0 = bench_now_s();
         decode_rows(k, sh->n, out, w, w_row, x, x_row, 0, sh->rows);
         best_st = HS_MAX(best_st, (double)sh->rows / (bench_now_s() - t0));
