@@ -64,8 +64,8 @@ struct hs_quant_kernels {
  * build where the CPU has AVX512_VNNI. Types without their own SIMD kernel on an ISA get the
  * next lower ISA's (AVX-512: BF16 runs the AVX2 code). NULL when t is not a
  * weight type computed with (Q8_1 and Q8_K included: activation types only). Returned tables
- * are static; every slot but gemv is non-NULL. Results of vec_dot and of gemm_tile for the same rows
- * are bit-identical within one table, whatever the number of activation rows: a row's bits
+ * are static; every slot but gemv is non-NULL. Results of vec_dot and of gemm_tile for the same
+ * rows are bit-identical within one table, whatever the number of activation rows: a row's bits
  * never depend on the rows batched beside it. For Q4_K that is ggml's gemv order also where
  * ggml's repacked gemm of 4 activation rows sums in another; HS_CPU_GEMM_ORDER=ggml selects
  * that order for Q4_K's 4-row tiles on AVX2 and AVX-512 (prompt logits then match llama.cpp's
