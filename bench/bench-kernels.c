@@ -1,6 +1,11 @@
 /* bench-kernels: single-thread throughput of the weight-type kernels, per type and ISA.
  *
- *   vec_dot    one activation row against every weight row (decode); GB/s of weight bytes.
+ *   vec_dot    one activation row against every weight row, a row at a time; GB/s of weight
+ *              bytes.
+ *   decode     the same through the engine's decode path: the type's gemv kernel where it has
+ *              one, else gemm_tile with one activation row (as backends/cpu's mm_range).
+ *   stream     decode over the whole matrix per trial, best of 5, for matrices over 8 MiB (the
+ *              output shape: 16-30 MB, mostly from DRAM); 0 where not run.
  *   gemm_tile  32 activation rows, 4 x 4 tiles, weight-row blocks outer (prompt processing);
  *              "eff GB/s" = weight bytes x activation rows / s (comparable to vec_dot's),
  *              and GOP/s (2 ops per multiply-add).
@@ -30,6 +35,21 @@ struct shape {
 };
 
 static volatile float sink;
+
+/* Rows [r0, r1) against activation row x the way mm_range decodes them. */
+static void decode_rows(const struct hs_quant_kernels *k, int64_t n, float *out, const uint8_t *w,
+                        size_t w_row, const uint8_t *x, size_t x_row, int64_t r0, int64_t r1)
+{
+    if (k->gemv) {
+        k->gemv(n, out + r0, w + (size_t)r0 * w_row, w_row, x, r1 - r0);
+        return;
+    }
+    const int64_t step = k->decode_rows == 1 && n >= 512 ? 1 : 4;
+    for (int64_t r = r0; r < r1; r += step) {
+        k->gemm_tile(n, out + r, 1, w + (size_t)r * w_row, w_row, x, x_row,
+                     (int)HS_MIN(step, r1 - r), 1);
+    }
+}
 
 static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
 {
@@ -69,7 +89,7 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
      * 256 KiB of weights, well under a scheduler tick), rotating through the matrix; the best
      * trial of many is the undisturbed speed. */
     const int64_t chunk = HS_MIN(sh->rows, HS_MAX(4, (int64_t)(262144 / w_row) / 4 * 4));
-    double best_vd = 0, best_gm = 0, best_rp = 0, spent = 0;
+    double best_vd = 0, best_dc = 0, best_gm = 0, best_rp = 0, spent = 0;
     /* Q4_0 on AVX2 and up: also the repacked 8-row kernel (repack.h) over a copy. */
     uint8_t *wr = NULL;
     size_t group_bytes = 0;
@@ -90,6 +110,12 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
         }
         double t1 = bench_now_s();
         best_vd = HS_MAX(best_vd, (double)chunk / (t1 - t0));
+        spent += t1 - t0;
+
+        t0 = bench_now_s();
+        decode_rows(k, sh->n, out, w, w_row, x, x_row, r0, r0 + chunk);
+        t1 = bench_now_s();
+        best_dc = HS_MAX(best_dc, (double)chunk / (t1 - t0));
         spent += t1 - t0;
 
         /* 4 weight rows x 4 activation rows, weight blocks outer so they stay in L1. */
@@ -122,6 +148,12 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
             break;
         }
     }
+    double best_st = 0;
+    for (int trial = 0; trial < 5 && sh->rows * (int64_t)w_row > (8 << 20); trial++) {
+        const double t0 = bench_now_s();
+        decode_rows(k, sh->n, out, w, w_row, x, x_row, 0, sh->rows);
+        best_st = HS_MAX(best_st, (double)sh->rows / (bench_now_s() - t0));
+    }
     /* best_* are weight rows per second. */
     const double vd_gbs = (double)w_row * best_vd / 1e9;
     const double gm_gbs = (double)w_row * N_COLS * best_gm / 1e9;
@@ -134,10 +166,11 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
         free(wr);
     }
 
-    printf("%-5s %-7s %-14s %6ldx%-5ld %8.2f MB  vec_dot %7.2f GB/s  gemm_tile %7.2f eff GB/s "
-           "%7.1f GOP/s\n",
+    printf("%-5s %-7s %-14s %6ldx%-5ld %8.2f MB  vec_dot %7.2f GB/s  decode %7.2f GB/s (%5.2f ns "
+           "/ 32 el.)  stream %6.2f GB/s  gemm_tile %7.2f eff GB/s %7.1f GOP/s\n",
            hs_type_str(t), hs_isa_str(isa), sh->name, (long)sh->rows, (long)sh->n, bytes / 1e6,
-           vd_gbs, gm_gbs, gops);
+           vd_gbs, (double)w_row * best_dc / 1e9, 1e9 / (best_dc * (double)(sh->n / 32)),
+           (double)w_row * best_st / 1e9, gm_gbs, gops);
     fflush(stdout);
     free(w);
     free(x);

@@ -153,6 +153,11 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
         for (int64_t r = 0; r < n_rows; r += 4) {
             const int nc = (int)HS_MIN(4, n_rows - r);
             const char *xr = t->xq + (size_t)r * t->xq_stride;
+            if (nc == 1 && t->k->gemv) {
+                t->k->gemv(n_in, yd + (size_t)r * y_stride + oc, wd + (size_t)oc * w_stride,
+                           w_stride, xr, oe - oc);
+                continue;
+            }
             /* One activation row: kernels that stream long rows better one at a time say so
              * (AVX2 Q8_0: SmolLM-135M's 576-wide rows decode ~35% faster; 256-wide rows ~35%
              * slower, the per-row overhead wins there). Same bits either way. */

@@ -556,6 +556,166 @@ INLINE void q4_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
 
 
 /* ================================================================================================
+ * One activation row (decode): gemv kernels
+ * ============================================================================================= */
+
+/* hs_gemv_fn for 32-element-block weights against one Q8_0 activation row: nr weight rows, ROWS
+ * at a time. Each row keeps the tiles' chain (acc = fma(d_w * d_x, lanes, acc), one 8-lane fma
+ * per block in block order, hsum at the end: the same bits as vec_dot), but the activation block
+ * and its d_x are loaded once per block for all ROWS rows, the ROWS products d_w * d_x are made
+ * by one F16C conversion and one multiply (broadcast from memory per row, a load rather than a
+ * vector op) and ROWS independent chains hide the fma latency. The rows of a pass are contiguous,
+ * so the pass reads one region of ROWS x ws bytes (see gemv_prefetch). */
+INLINE __m256 f16x8_mul(const uint8_t *p, size_t stride, const int N, __m256 dx)
+{
+    uint64_t h[2] = {0, 0};
+    for (int i = 0; i < N; i++) {
+        h[i / 4] |= (uint64_t) * (const uint16_t *)(const void *)ROWP(p, i, stride)
+                    << (16 * (i % 4));
+    }
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_set_epi64x((long long)h[1], (long long)h[0])), dx);
+}
+
+/* gemv's prefetch: a pass reads its NR rows, one contiguous span of NR x ws bytes, block by
+ * block across the rows; over its nb blocks it prefetches the same span GEMV_PREFETCH_BYTES
+ * further on, line by line in order (block b of nb: the b-th nb-th of the span), one sequential
+ * stream the hardware prefetchers follow too. bench-kernels "stream" (49152 x 576, 1 thread, best
+ * of 5, load 9-11, two rounds): Q8_0 26.2 / 26.3 GB/s (base: one row a pass, prefetch_rows) ->
+ * 34.5 / 28.3, where a prefetch_rows-like one per row at +8 KiB gave 21.1 / 15.6; Q4_0 11.4 /
+ * 16.3 -> 17.5 / 16.8; Q5_0 12.2 / 11.3 -> 14.8 / 14.5. 4 KiB and 16 KiB ahead were no better. */
+#define GEMV_PREFETCH_BYTES 8192
+
+INLINE void gemv_prefetch(const void *w, size_t span, int64_t b, int64_t nb)
+{
+    const char *p = (const char *)w + GEMV_PREFETCH_BYTES;
+    const size_t end = (size_t)(b + 1) * span / (size_t)nb;
+    for (size_t o = ((size_t)b * span / (size_t)nb) & ~(size_t)63; o < end; o += 64) {
+        _mm_prefetch(p + o, _MM_HINT_T0);
+    }
+}
+
+#define Q80_GEMV(t, wsize)                                                                         \
+    INLINE void t##_gemv_sub(int64_t n, float *s, const void *w, size_t ws, const void *x,         \
+                             const int NR)                                                         \
+    {                                                                                              \
+        __m256 acc[8];                                                                             \
+        for (int r = 0; r < NR; r++) {                                                             \
+            acc[r] = _mm256_setzero_ps();                                                          \
+        }                                                                                          \
+        const int64_t nb = n / 32;                                                                 \
+        for (int64_t b = 0; b < nb; b++) {                                                         \
+            gemv_prefetch(w, (size_t)NR * ws, b, nb);                                             \
+            const uint8_t *xb = (const uint8_t *)x + (size_t)b * sizeof(struct hs_block_q8_0);     \
+            const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * (wsize);                         \
+            float sc[8];                                                                           \
+            _mm256_storeu_ps(                                                                      \
+                sc,                                                                                \
+                f16x8_mul(wb0, ws, NR, _mm256_set1_ps(f16(*(const uint16_t *)(const void *)xb)))); \
+            const __m256i xq = _mm256_loadu_si256(                                                 \
+                (const __m256i *)((const struct hs_block_q8_0 *)(const void *)xb)->qs);            \
+            const __m256i xe = t##_xprep(xb);                                                      \
+            for (int r = 0; r < NR; r++) {                                                         \
+                __m256i wq, wp;                                                                    \
+                t##_prep(ROWP(wb0, r, ws), &wq, &wp);                                              \
+                const __m256 p = _mm256_cvtepi32_ps(t##_dot(wq, wp, xq, xe));                      \
+                acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[r]), p, acc[r]);                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < NR; r++) {                                                             \
+            s[r] = hsum_ps(acc[r]);                                                                \
+        }                                                                                          \
+    }
+
+/* hs__gemv_NAME_avx2 over t##_gemv_sub: passes of ROWS rows, then one of the rest. */
+/* clang-format off */
+#define GEMV_ENTRY_POINT(t, name, ROWS)                                                            \
+    void hs__gemv_##name##_avx2(int64_t n, float *s, const void *w, size_t ws, const void *x,      \
+                                int64_t nr)                                                        \
+    {                                                                                              \
+        int64_t r = 0;                                                                             \
+        for (; r + (ROWS) <= nr; r += (ROWS)) {                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, (ROWS));                                 \
+        }                                                                                          \
+        switch (nr - r) {                                                                          \
+        case 0:                                                                                    \
+            break;                                                                                 \
+        case 1:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 1);                                      \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 2);                                      \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 3);                                      \
+            break;                                                                                 \
+        case 4:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 4);                                      \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 5);                                      \
+            break;                                                                                 \
+        case 6:                                                                                    \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 6);                                      \
+            break;                                                                                 \
+        default:                                                                                   \
+            t##_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 7);                                      \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+/* clang-format on */
+
+Q80_GEMV(q8_0, sizeof(struct hs_block_q8_0))
+Q80_GEMV(q5_0_u, sizeof(struct hs_block_q5_0))
+
+/* Q4_0 (the order of q4_0_tile: per row acc = fma(total, d_w * d_x, acc) over blocks, the total
+ * the block's exact integer dot): 8 rows a pass, their totals reduced by hadd into one 8-lane
+ * vector so one fma updates all 8 chains (bench-kernels q4_0 decode, ffn_up, 1 thread: 0.93-0.95
+ * -> 0.91-0.93 ns per block pair; taking the - 8 sum x once per block from the totals, by two more
+ * hadds, made it 1.40). */
+INLINE void q4_0_gemv_sub(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                          const int NR)
+{
+    const size_t wsize = sizeof(struct hs_block_q4_0);
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps();
+    const int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b++) {
+        gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
+        const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * wsize;
+        const __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
+        const __m256i xs8 =
+            _mm256_slli_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, xq), ones16), 3);
+        __m256i d[8];
+        for (int r = 0; r < 8; r++) {
+            d[r] = _mm256_setzero_si256();
+            if (r < NR) {
+                const struct hs_block_q4_0 *wb = (const void *)ROWP(wb0, r, ws);
+                d[r] = _mm256_sub_epi32(
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_32(wb->qs), xq), ones16), xs8);
+            }
+        }
+        const __m256i h0 =
+            _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
+        const __m256i h1 =
+            _mm256_hadd_epi32(_mm256_hadd_epi32(d[4], d[5]), _mm256_hadd_epi32(d[6], d[7]));
+        const __m256i tot = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
+                                             _mm256_permute2x128_si256(h0, h1, 0x31));
+        const __m256 sc = f16x8_mul(wb0, ws, NR, _mm256_set1_ps(f16(xb->d)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), sc, acc);
+    }
+    float out[8];
+    _mm256_storeu_ps(out, acc);
+    for (int r = 0; r < NR; r++) {
+        s[r] = out[r];
+    }
+}
+
+GEMV_ENTRY_POINT(q8_0, q8_0, 8)
+GEMV_ENTRY_POINT(q5_0_u, q5_0, 8)
+GEMV_ENTRY_POINT(q4_0, q4_0, 8)
+
+/* ================================================================================================
  * Q4_1 and Q5_1 (activations Q8_1)
  * ============================================================================================= */
 

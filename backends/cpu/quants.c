@@ -964,6 +964,12 @@ static bool cpu_has_vnni(void)
         .type = t, .vec_dot_type = vdt, .from_float = ff, .to_float = tf, .vec_dot = vd,           \
         .gemm_tile = gt                                                                            \
     }
+/* A row with a gemv kernel too. */
+#define ROWG(t, vdt, ff, tf, vd, gt, gv)                                                           \
+    {                                                                                              \
+        .type = t, .vec_dot_type = vdt, .from_float = ff, .to_float = tf, .vec_dot = vd,           \
+        .gemm_tile = gt, .gemv = gv                                                                \
+    }
 
 static const struct hs_quant_kernels k_scalar[] = {
     ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, vec_dot_f32, gemm_tile_f32),
@@ -994,11 +1000,12 @@ static const struct hs_quant_kernels k_avx2[] = {
      .to_float = to_float_q8_0,
      .vec_dot = hs__vec_dot_q8_0_avx2,
      .gemm_tile = hs__gemm_tile_q8_0_avx2,
-     .decode_rows = 1},
-    ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q4_0, hs__vec_dot_q4_0_avx2,
-        hs__gemm_tile_q4_0_avx2),
-    ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q5_0, hs__vec_dot_q5_0_avx2,
-        hs__gemm_tile_q5_0_avx2),
+     .decode_rows = 1,
+     .gemv = hs__gemv_q8_0_avx2},
+    ROWG(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q4_0, hs__vec_dot_q4_0_avx2,
+         hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_avx2),
+    ROWG(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q5_0, hs__vec_dot_q5_0_avx2,
+         hs__gemm_tile_q5_0_avx2, hs__gemv_q5_0_avx2),
     ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1, hs__vec_dot_q4_1_avx2,
         hs__gemm_tile_q4_1_avx2),
     ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1, hs__vec_dot_q5_1_avx2,
@@ -1025,10 +1032,10 @@ static const struct hs_quant_kernels k_avx2[] = {
             hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),                                       \
         ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q8_0,                 \
             hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa),                                     \
-        ROW(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,                 \
-            hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2),                                       \
-        ROW(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,                 \
-            hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_##isa),                                      \
+        ROWG(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,                \
+             hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_avx2),                  \
+        ROWG(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,                \
+             hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_##isa, hs__gemv_q5_0_avx2),                 \
         ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,                   \
             hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),                                       \
         ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,                   \

@@ -34,6 +34,11 @@ enum hs_isa hs__cpu_detect_isa(void);
 typedef void (*hs_gemm_tile_fn)(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
                                 const void *x, size_t x_stride, int nr, int nc);
 
+/* s[i] = dot(w row i, x) for i < nr (any nr >= 0): one activation row x against nr weight rows,
+ * w_stride bytes apart. The decode kernel; bit-identical to vec_dot row by row. */
+typedef void (*hs_gemv_fn)(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
+                           int64_t nr);
+
 struct hs_quant_kernels {
     enum hs_type type;         /* weight type */
     enum hs_type vec_dot_type; /* what activations are converted to */
@@ -49,6 +54,9 @@ struct hs_quant_kernels {
      * long row (512 elements or more) at a time streams faster (AVX2 Q8_0). The bits are the
      * same either way. */
     int8_t decode_rows;
+    /* One activation row against many weight rows (decode); NULL where the type has none
+     * (callers use gemm_tile with nc == 1). */
+    hs_gemv_fn gemv;
 };
 
 /* Kernels for weight type t on the given ISA (HS_ISA_COUNT: the detected best; an ISA the CPU
@@ -56,8 +64,8 @@ struct hs_quant_kernels {
  * build where the CPU has AVX512_VNNI. Types without their own SIMD kernel on an ISA get the
  * next lower ISA's (AVX-512: BF16 runs the AVX2 code). NULL when t is not a
  * weight type computed with (Q8_1 and Q8_K included: activation types only). Returned tables
- * are static; every slot is non-NULL. Results of vec_dot and of gemm_tile for the same rows
- * are bit-identical within one table, whatever the number of activation rows: a row's bits
+ * are static; every slot but gemv is non-NULL. Results of vec_dot and of gemm_tile for the same
+ * rows are bit-identical within one table, whatever the number of activation rows: a row's bits
  * never depend on the rows batched beside it. For Q4_K that is ggml's gemv order also where
  * ggml's repacked gemm of 4 activation rows sums in another; HS_CPU_GEMM_ORDER=ggml selects
  * that order for Q4_K's 4-row tiles on AVX2 and AVX-512 (prompt logits then match llama.cpp's
@@ -127,6 +135,12 @@ HS__QUANT_DOT_DECL(q4_k, avx2);
 HS__QUANT_DOT_DECL(q4_k_ggml, avx2); /* HS_CPU_GEMM_ORDER=ggml */
 HS__QUANT_DOT_DECL(q5_k, avx2);
 HS__QUANT_DOT_DECL(q6_k, avx2);
+void hs__gemv_q8_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
+                        int64_t nr);
+void hs__gemv_q4_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
+                        int64_t nr); /* Q4_0, Q5_0: also the AVX-512 tables' */
+void hs__gemv_q5_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
+                        int64_t nr);
 void hs__from_float_f16_avx2(const float *x, void *y, int64_t n);
 void hs__from_float_bf16_avx2(const float *x, void *y, int64_t n);
 void hs__from_float_q8_0_avx2(const float *x, void *y, int64_t n);
