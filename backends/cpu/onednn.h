@@ -6,7 +6,7 @@
  * and GOMP_SPINCOUNT=0 were put in the environment (unless already set): Debian builds it on
  * OpenMP, whose threads would otherwise spin after every GEMM on the cores the backend's pool
  * needs, and libgomp reads those variables once, when it is loaded. The CPU backend makes one
- * on its first product of that size, unless the environment had HS_ONEDNN=0 at its creation. The
+ * on its first product of that size when the environment had HS_ONEDNN=1 at its creation. The
  * build thus needs oneDNN's headers only; a machine without the library runs the backend's own
  * kernels.
  *

@@ -177,7 +177,7 @@ Test(onednn, matmul_multi_and_ffn_agree_with_own_kernels)
     hs_backend_destroy(be);
 }
 
-/* HS_ONEDNN=0 at creation: no oneDNN, the own kernels' bits; unset: oneDNN on. Below the row
+/* HS_ONEDNN=0 or unset at creation: no oneDNN, the own kernels' bits; =1: oneDNN on. Below the row
  * threshold the own kernels run either way, bit for bit (batch invariance rests on it). */
 Test(onednn, environment_switch_and_row_threshold)
 {
@@ -191,6 +191,10 @@ Test(onednn, environment_switch_and_row_threshold)
     struct hs_backend *off = make_backend(0, 2);
     cr_assert(!cpu_backend_of(off)->onednn);
     cr_assert_eq(unsetenv("HS_ONEDNN"), 0);
+    struct hs_backend *unset = make_backend(0, 2);
+    cr_assert(!cpu_backend_of(unset)->onednn, "oneDNN is opt-in");
+    hs_backend_destroy(unset);
+    cr_assert_eq(setenv("HS_ONEDNN", "1", 1), 0);
     struct hs_backend *on = make_backend(0, 2);
     cr_assert(cpu_backend_of(on)->onednn);
 
