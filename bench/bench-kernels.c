@@ -44,10 +44,9 @@ static void decode_rows(const struct hs_quant_kernels *k, int64_t n, float *out,
         k->gemv(n, out + r0, w + (size_t)r0 * w_row, w_row, x, r1 - r0);
         return;
     }
-    const int64_t step = k->decode_rows == 1 && n >= 512 ? 1 : 4;
-    for (int64_t r = r0; r < r1; r += step) {
-        k->gemm_tile(n, out + r, 1, w + (size_t)r * w_row, w_row, x, x_row,
-                     (int)HS_MIN(step, r1 - r), 1);
+    for (int64_t r = r0; r < r1; r += 4) {
+        k->gemm_tile(n, out + r, 1, w + (size_t)r * w_row, w_row, x, x_row, (int)HS_MIN(4, r1 - r),
+                     1);
     }
 }
 

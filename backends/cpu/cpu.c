@@ -158,12 +158,8 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
                            w_stride, xr, oe - oc);
                 continue;
             }
-            /* One activation row: kernels that stream long rows better one at a time say so
-             * (AVX2 Q8_0: SmolLM-135M's 576-wide rows decode ~35% faster; 256-wide rows ~35%
-             * slower, the per-row overhead wins there). Same bits either way. */
-            const int64_t ostep = nc == 1 && t->k->decode_rows == 1 && n_in >= 512 ? 1 : 4;
-            for (int64_t o = oc; o < oe; o += ostep) {
-                const int nr = (int)HS_MIN(ostep, oe - o);
+            for (int64_t o = oc; o < oe; o += 4) {
+                const int nr = (int)HS_MIN(4, oe - o);
                 float *s = yd + (size_t)r * y_stride + o;
                 const char *wr = wd + (size_t)o * w_stride;
                 if (t->k->gemm_tile) {

@@ -14,6 +14,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "backends/cpu/gemv-inl.h"
+
 #define INLINE static inline __attribute__((always_inline))
 
 /* ================================================================================================
@@ -565,7 +567,7 @@ INLINE void q4_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
  * and its d_x are loaded once per block for all ROWS rows, the ROWS products d_w * d_x are made
  * by one F16C conversion and one multiply (broadcast from memory per row, a load rather than a
  * vector op) and ROWS independent chains hide the fma latency. The rows of a pass are contiguous,
- * so the pass reads one region of ROWS x ws bytes (see gemv_prefetch). */
+ * so the pass reads one region of ROWS x ws bytes (see hs__gemv_prefetch). */
 INLINE __m256 f16x8_mul(const uint8_t *p, size_t stride, const int N, __m256 dx)
 {
     uint64_t h[2] = {0, 0};
@@ -574,24 +576,6 @@ INLINE __m256 f16x8_mul(const uint8_t *p, size_t stride, const int N, __m256 dx)
                     << (16 * (i % 4));
     }
     return _mm256_mul_ps(_mm256_cvtph_ps(_mm_set_epi64x((long long)h[1], (long long)h[0])), dx);
-}
-
-/* gemv's prefetch: a pass reads its NR rows, one contiguous span of NR x ws bytes, block by
- * block across the rows; over its nb blocks it prefetches the same span GEMV_PREFETCH_BYTES
- * further on, line by line in order (block b of nb: the b-th nb-th of the span), one sequential
- * stream the hardware prefetchers follow too. bench-kernels "stream" (49152 x 576, 1 thread, best
- * of 5, load 9-11, two rounds): Q8_0 26.2 / 26.3 GB/s (base: one row a pass, prefetch_rows) ->
- * 34.5 / 28.3, where a prefetch_rows-like one per row at +8 KiB gave 21.1 / 15.6; Q4_0 11.4 /
- * 16.3 -> 17.5 / 16.8; Q5_0 12.2 / 11.3 -> 14.8 / 14.5. 4 KiB and 16 KiB ahead were no better. */
-#define GEMV_PREFETCH_BYTES 8192
-
-INLINE void gemv_prefetch(const void *w, size_t span, int64_t b, int64_t nb)
-{
-    const char *p = (const char *)w + GEMV_PREFETCH_BYTES;
-    const size_t end = (size_t)(b + 1) * span / (size_t)nb;
-    for (size_t o = ((size_t)b * span / (size_t)nb) & ~(size_t)63; o < end; o += 64) {
-        _mm_prefetch(p + o, _MM_HINT_T0);
-    }
 }
 
 #define Q80_GEMV(t, wsize)                                                                         \
@@ -604,7 +588,7 @@ INLINE void gemv_prefetch(const void *w, size_t span, int64_t b, int64_t nb)
         }                                                                                          \
         const int64_t nb = n / 32;                                                                 \
         for (int64_t b = 0; b < nb; b++) {                                                         \
-            gemv_prefetch(w, (size_t)NR * ws, b, nb);                                             \
+            hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);                                             \
             const uint8_t *xb = (const uint8_t *)x + (size_t)b * sizeof(struct hs_block_q8_0);     \
             const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * (wsize);                         \
             float sc[8];                                                                           \
@@ -680,7 +664,7 @@ INLINE void q4_0_gemv_sub(int64_t n, float *s, const void *w, size_t ws, const v
     __m256 acc = _mm256_setzero_ps();
     const int64_t nb = n / 32;
     for (int64_t b = 0; b < nb; b++) {
-        gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
         const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
         const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * wsize;
         const __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backends/cpu/avx512-inl.h"
+#include "backends/cpu/gemv-inl.h"
 
 #define INLINE static inline __attribute__((always_inline))
 #define ROWP(base, i, stride) ((const uint8_t *)(base) + (size_t)(i) * (stride))
@@ -311,7 +312,7 @@ INLINE void q8_0_step_pairs(__m512 acc[4][2], int64_t b, const void *w, size_t w
 
 /* One activation row against weight rows r, r + 1 side by side (decode): lanes 0..7 are the
  * chain of (r, 0), lanes 8..15 that of (r + 1, 0); same bits as q8_0_step. */
-INLINE void q8_0_step_rows(__m512 acc[2], int64_t b, const void *w, size_t ws, const void *x,
+INLINE void q8_0_step_rows(__m512 *acc, int64_t b, const void *w, size_t ws, const void *x,
                            const int NQ, const int VNNI)
 {
     const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
@@ -403,6 +404,68 @@ INLINE void q8_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
 }
 TILE_ENTRY_POINTS(q8_0, avx512, 0)
 TILE_ENTRY_POINTS(q8_0, avx512vnni, 1)
+
+/* hs_gemv_fn for Q8_0 (decode): passes of 2 NQ weight rows, two per 512-bit register
+ * (q8_0_step_rows: each row's 8-lane chain exactly as vec_dot makes it, so the same bits), NQ
+ * chains in flight, and the pass's span streamed ahead as the AVX2 gemv does
+ * (hs__gemv_prefetch). An odd last row runs the one-row tile. */
+INLINE void q8_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NQ, const int VNNI)
+{
+    __m512 acc[8];
+    for (int q = 0; q < NQ; q++) {
+        acc[q] = _mm512_setzero_ps();
+    }
+    const int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b++) {
+        hs__gemv_prefetch(w, (size_t)(2 * NQ) * ws, b, nb);
+        q8_0_step_rows(acc, b, w, ws, x, NQ, VNNI);
+    }
+    for (int q = 0; q < NQ; q++) {
+        s[2 * q] = hsum8(_mm512_castps512_ps256(acc[q]));
+        s[2 * q + 1] = hsum8(_mm512_extractf32x8_ps(acc[q], 1));
+    }
+}
+
+#define Q80_GEMV_ROWS 8
+
+INLINE void q8_0_gemv(int64_t n, float *s, const void *w, size_t ws, const void *x, int64_t nr,
+                      const int VNNI)
+{
+    int64_t r = 0;
+    for (; r + Q80_GEMV_ROWS <= nr; r += Q80_GEMV_ROWS) {
+        q8_0_gemv_pass(n, s + r, ROWP(w, r, ws), ws, x, Q80_GEMV_ROWS / 2, VNNI);
+    }
+    switch ((nr - r) / 2) {
+    case 0:
+        break;
+    case 1:
+        q8_0_gemv_pass(n, s + r, ROWP(w, r, ws), ws, x, 1, VNNI);
+        break;
+    case 2:
+        q8_0_gemv_pass(n, s + r, ROWP(w, r, ws), ws, x, 2, VNNI);
+        break;
+    default:
+        q8_0_gemv_pass(n, s + r, ROWP(w, r, ws), ws, x, 3, VNNI);
+        break;
+    }
+    r += (nr - r) / 2 * 2;
+    if (r < nr) {
+        q80_act_tile(n, s + r, 1, ROWP(w, r, ws), ws, x, 0, 1, 1, VNNI);
+    }
+}
+
+void hs__gemv_q8_0_avx512(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                          int64_t nr)
+{
+    q8_0_gemv(n, s, w, ws, x, nr, 0);
+}
+
+void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                              int64_t nr)
+{
+    q8_0_gemv(n, s, w, ws, x, nr, 1);
+}
 
 /* ================================================================================================
  * Activation quantizers

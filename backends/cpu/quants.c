@@ -993,15 +993,8 @@ static const struct hs_quant_kernels k_avx2[] = {
         hs__vec_dot_f16_avx2, hs__gemm_tile_f16_avx2),
     ROW(HS_TYPE_BF16, HS_TYPE_BF16, hs__from_float_bf16_avx2, hs__to_float_bf16_avx2,
         hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),
-    /* One weight row at a time in decode tiles (see decode_rows). */
-    {.type = HS_TYPE_Q8_0,
-     .vec_dot_type = HS_TYPE_Q8_0,
-     .from_float = hs__from_float_q8_0_avx2,
-     .to_float = to_float_q8_0,
-     .vec_dot = hs__vec_dot_q8_0_avx2,
-     .gemm_tile = hs__gemm_tile_q8_0_avx2,
-     .decode_rows = 1,
-     .gemv = hs__gemv_q8_0_avx2},
+    ROWG(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q8_0, hs__vec_dot_q8_0_avx2,
+         hs__gemm_tile_q8_0_avx2, hs__gemv_q8_0_avx2),
     ROWG(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q4_0, hs__vec_dot_q4_0_avx2,
          hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_avx2),
     ROWG(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q5_0, hs__vec_dot_q5_0_avx2,
@@ -1030,8 +1023,8 @@ static const struct hs_quant_kernels k_avx2[] = {
             hs__vec_dot_f16_avx512, hs__gemm_tile_f16_avx512),                                     \
         ROW(HS_TYPE_BF16, HS_TYPE_BF16, hs__from_float_bf16_avx2, hs__to_float_bf16_avx2,          \
             hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),                                       \
-        ROW(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q8_0,                 \
-            hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa),                                     \
+        ROWG(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q8_0,                \
+             hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa, hs__gemv_q8_0_##isa),               \
         ROWG(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,                \
              hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_avx2),                  \
         ROWG(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,                \

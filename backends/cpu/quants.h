@@ -50,10 +50,6 @@ struct hs_quant_kernels {
     void (*vec_dot)(int64_t n, float *s, const void *w, const void *x);
     /* nr x nc block of dot products; may be NULL (callers loop over vec_dot). */
     hs_gemm_tile_fn gemm_tile;
-    /* Weight rows per tile when there is one activation row (decode): 0 means 4; 1 where a
-     * long row (512 elements or more) at a time streams faster (AVX2 Q8_0). The bits are the
-     * same either way. */
-    int8_t decode_rows;
     /* One activation row against many weight rows (decode); NULL where the type has none
      * (callers use gemm_tile with nc == 1). */
     hs_gemv_fn gemv;
@@ -136,6 +132,10 @@ HS__QUANT_DOT_DECL(q4_k_ggml, avx2); /* HS_CPU_GEMM_ORDER=ggml */
 HS__QUANT_DOT_DECL(q5_k, avx2);
 HS__QUANT_DOT_DECL(q6_k, avx2);
 void hs__gemv_q8_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
+                        int64_t nr);
+void hs__gemv_q8_0_avx512(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
+                        int64_t nr);
+void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
 void hs__gemv_q4_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr); /* Q4_0, Q5_0: also the AVX-512 tables' */

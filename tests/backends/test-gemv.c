@@ -94,12 +94,15 @@ Test(gemv, matches_vec_dot_bit_for_bit_for_every_row_count)
             kernels++;
         }
     }
-    /* The AVX2 path has gemv kernels for Q8_0, Q5_0 and Q4_0 (at least): a table that lost them
+    /* The AVX2 path has gemv kernels for Q8_0, Q5_0 and Q4_0 (at least), the AVX-512 one for Q8_0: a table that lost them
      * would decode through the slower tiles without any test noticing. */
     if (best >= HS_ISA_AVX2) {
         cr_assert(hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX2)->gemv != NULL);
         cr_assert(hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX2)->gemv != NULL);
         cr_assert(hs__cpu_kernels(HS_TYPE_Q4_0, HS_ISA_AVX2)->gemv != NULL);
         cr_assert_geq(kernels, 3);
+    }
+    if (best >= HS_ISA_AVX512) {
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX512)->gemv != NULL);
     }
 }
