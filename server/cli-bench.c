@@ -58,7 +58,8 @@ static void usage(FILE *f)
                "token, each one forward pass, with the accessed bits cleared through\n"
                "/proc/self/clear_refs before each and read back from /proc/self/smaps after it),\n"
                "and as the active parameters (for MoE models: k of each layer's experts) times\n"
-               "their sizes.\n");
+               "their sizes. Models of 8 MiB or more are read into 2 MiB huge pages; the\n"
+               "touched pages are measured on the mmap'd file only (HS_MMAP=1).\n");
 }
 
 /* ---- one engine request, waited for without a wakeup per token ---- */
@@ -227,7 +228,9 @@ static double touched_per_token(struct hs_model *model, struct hs_engine *eng, s
                                 int n)
 {
     const struct hs_gguf *g = hs_model_gguf(model);
-    if (hs_gguf_n_tensors(g) == 0) {
+    /* Only a file mapping can drop its pages and fault them back as 4 KiB ones: MADV_DONTNEED
+     * would zero weights read into anonymous huge pages (HS_MMAP=1 maps the file). */
+    if (hs_gguf_n_tensors(g) == 0 || hs_gguf_backing(g) != HS_GGUF_FILE_MAP) {
         return -1;
     }
     const struct hs_gguf_tensor *t0 = hs_gguf_tensor(g, 0);
@@ -478,7 +481,10 @@ static int run(struct bench_opts *o)
         if (touched >= 0) {
             printf("%.2f MiB of the model file touched, ", touched / mib);
         } else {
-            printf("pages touched unknown, ");
+            printf("pages touched unknown%s, ",
+                   hs_gguf_backing(hs_model_gguf(model)) == HS_GGUF_HUGE_PAGES
+                       ? " (weights in 2 MiB pages; HS_MMAP=1 measures them)"
+                       : "");
         }
         printf("%.2f MiB active (%.2f M params)\n", (double)hs_model_active_bytes(model) / mib,
                (double)hs_model_n_active_params(model) / 1e6);
@@ -494,10 +500,13 @@ static int run(struct bench_opts *o)
     }
     struct hs_backend_stats bst;
     hs_engine_get_backend_stats(eng, &bst);
-    printf("peak RSS: %.1f MiB (weights mmap'd: %.1f MiB, repacked copies %.1f MiB, KV cache "
+    printf("peak RSS: %.1f MiB (weights %s: %.1f MiB, repacked copies %.1f MiB, KV cache "
            "%.1f MiB)\n",
-           rss_mib, (double)hs_model_size_bytes(model) / (1 << 20),
-           (double)bst.repacked_bytes / (1 << 20), (double)hs_engine_kv_bytes(eng) / (1 << 20));
+           rss_mib,
+           hs_gguf_backing(hs_model_gguf(model)) == HS_GGUF_HUGE_PAGES ? "in 2 MiB pages"
+                                                                       : "mmap'd",
+           (double)hs_model_size_bytes(model) / (1 << 20), (double)bst.repacked_bytes / (1 << 20),
+           (double)hs_engine_kv_bytes(eng) / (1 << 20));
     rc = 0;
 done:
     hs_engine_destroy(eng);

@@ -7,7 +7,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdalign.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,8 +252,9 @@ struct gguf_kv {
 struct hs_gguf {
     const uint8_t *base;
     size_t size;
-    void *map; /* non-NULL when we mmap'd */
+    void *map; /* non-NULL when we mapped it (the file, or anonymous huge pages) */
     size_t map_size;
+    enum hs_gguf_backing backing;
 
     uint32_t version;
     uint32_t alignment;
@@ -759,6 +762,75 @@ hs_status hs_gguf_open_memory(const void *data, size_t size, struct hs_gguf **ou
     return open_common(g, out, err);
 }
 
+/* Files of at least this size are read into transparent huge pages (see hs_gguf_open). */
+#define HUGE_PAGE     ((size_t)2 << 20)
+#define HUGE_MIN_FILE (4 * HUGE_PAGE)
+
+/* Whether to read a file of size bytes into huge pages: not with HS_MMAP=1, not when the
+ * kernel's THP mode is "never", not for small files (nothing to gain) nor for files over half
+ * the machine's memory (the page cache holds a second copy while we read). */
+static bool want_huge_pages(size_t size)
+{
+    const char *e = getenv("HS_MMAP");
+    if ((e && strcmp(e, "0") != 0) || size < HUGE_MIN_FILE) {
+        return false;
+    }
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && size > (size_t)pages * (size_t)page / 2) {
+        return false;
+    }
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f) {
+        return false;
+    }
+    char mode[128] = "";
+    const bool ok = fgets(mode, sizeof(mode), f) != NULL;
+    fclose(f);
+    return ok && strstr(mode, "[never]") == NULL;
+}
+
+/* size bytes of fd read into anonymous memory on 2 MiB-aligned transparent huge pages, then made
+ * read-only; *len gets the mapping's length. NULL (errno set) if it cannot be mapped or read. */
+static void *read_huge(int fd, size_t size, size_t *len)
+{
+    const size_t n = (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    char *a = mmap(NULL, n + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED) {
+        return NULL;
+    }
+    /* Keep the 2 MiB-aligned n bytes inside: a huge page needs an aligned virtual range. */
+    char *p = (char *)(((uintptr_t)a + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (p > a) {
+        munmap(a, (size_t)(p - a));
+    }
+    if (p + n < a + n + HUGE_PAGE) {
+        munmap(p + n, (size_t)(a + n + HUGE_PAGE - (p + n)));
+    }
+    madvise(p, n, MADV_HUGEPAGE); /* advice: an error only means small pages */
+    size_t off = 0;
+    while (off < size) {
+        const ssize_t k = pread(fd, p + off, size - off, (off_t)off);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            const int e = k < 0 ? errno : EIO;
+            munmap(p, n);
+            errno = e;
+            return NULL;
+        }
+        off += (size_t)k;
+    }
+    if (mprotect(p, n, PROT_READ) != 0) {
+        const int e = errno;
+        munmap(p, n);
+        errno = e;
+        return NULL;
+    }
+    *len = n;
+    return p;
+}
+
 hs_status hs_gguf_open(const char *path, struct hs_gguf **out, struct hs_error *err)
 {
     struct hs_gguf *g = NULL;
@@ -792,16 +864,26 @@ hs_status hs_gguf_open(const char *path, struct hs_gguf **out, struct hs_error *
         st = hs_error_set(err, HS_E_NOMEM, "out of memory");
         goto fail;
     }
-    g->map_size = (size_t)sb.st_size;
-    g->map = mmap(NULL, g->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (g->map == MAP_FAILED) {
-        g->map = NULL;
-        st = hs_error_set(err, HS_E_IO, "cannot mmap '%s': %s", path, strerror(errno));
-        goto fail;
+    g->size = (size_t)sb.st_size;
+    if (want_huge_pages(g->size)) {
+        g->map = read_huge(fd, g->size, &g->map_size);
+        if (!g->map) {
+            st = hs_error_set(err, HS_E_IO, "cannot read '%s': %s", path, strerror(errno));
+            goto fail;
+        }
+        g->backing = HS_GGUF_HUGE_PAGES;
+    } else {
+        g->map_size = g->size;
+        g->map = mmap(NULL, g->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (g->map == MAP_FAILED) {
+            g->map = NULL;
+            st = hs_error_set(err, HS_E_IO, "cannot mmap '%s': %s", path, strerror(errno));
+            goto fail;
+        }
+        g->backing = HS_GGUF_FILE_MAP;
     }
     close(fd);
     g->base = g->map;
-    g->size = g->map_size;
     return open_common(g, out, err);
 
 fail:
@@ -845,6 +927,11 @@ size_t hs_gguf_data_offset(const struct hs_gguf *g)
 size_t hs_gguf_file_size(const struct hs_gguf *g)
 {
     return g->size;
+}
+
+enum hs_gguf_backing hs_gguf_backing(const struct hs_gguf *g)
+{
+    return g->backing;
 }
 
 int64_t hs_gguf_n_kv(const struct hs_gguf *g)

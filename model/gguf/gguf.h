@@ -75,8 +75,20 @@ struct hs_gguf_tensor {
 
 struct hs_gguf;
 
-/* Opens and mmaps path, parsing and validating the header. Errors: HS_E_IO (cannot open or map:
- * err says why), HS_E_FORMAT (damaged or not GGUF: err names the problem and byte offset),
+/* Where a reader's bytes live (hs_gguf_backing). */
+enum hs_gguf_backing {
+    HS_GGUF_MEMORY,     /* the caller's memory (hs_gguf_open_memory) */
+    HS_GGUF_FILE_MAP,   /* the file mmap'd (4 KiB pages of the page cache) */
+    HS_GGUF_HUGE_PAGES, /* the file read into anonymous, read-only 2 MiB transparent huge pages */
+};
+
+/* Opens path, parsing and validating the header. A file of 8 MiB or more is read into 2 MiB
+ * transparent huge pages (made read-only): decode streams every weight once per token, and on
+ * the 4 KiB pages of a file mapping the TLB misses and the hardware prefetchers stop every 4 KiB
+ * (SmolLM-135M Q8_0 decode ~10% faster, see README "Benchmarks"). Smaller files, files over half
+ * the machine's memory, a kernel with THP "never", or HS_MMAP=1 in the environment keep the
+ * mmap'd file (shared page cache, pages read on first touch). Errors: HS_E_IO (cannot open, map
+ * or read: err says why), HS_E_FORMAT (damaged or not GGUF: err names the problem and byte offset),
  * HS_E_NOTSUP (version or tensor type we do not read), HS_E_NOMEM. *out stays NULL on error.
  * Returns new (free with hs_gguf_close). */
 hs_status hs_gguf_open(const char *path, struct hs_gguf **out, struct hs_error *err);
@@ -92,6 +104,7 @@ uint32_t hs_gguf_version(const struct hs_gguf *g);
 uint32_t hs_gguf_alignment(const struct hs_gguf *g);
 size_t hs_gguf_data_offset(const struct hs_gguf *g); /* byte offset of the data section */
 size_t hs_gguf_file_size(const struct hs_gguf *g);
+enum hs_gguf_backing hs_gguf_backing(const struct hs_gguf *g);
 
 /* Metadata, in file order. Keys are NUL-terminated copies owned by the reader. */
 int64_t hs_gguf_n_kv(const struct hs_gguf *g);

@@ -1,5 +1,6 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1073,4 +1074,74 @@ Test(gguf, truncation_messages_name_the_key_or_tensor)
     cr_assert_eq(err.offset, (int64_t)l.a_type);
     free(f);
     free(base);
+}
+
+/* Files of 8 MiB or more are read into huge pages (unless HS_MMAP=1 or THP is off), smaller
+ * ones mmap'd; every way gives the file's bytes. */
+static bool thp_never(void)
+{
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    char mode[128] = "[never]";
+    if (f) {
+        if (!fgets(mode, sizeof(mode), f)) {
+            strcpy(mode, "[never]");
+        }
+        fclose(f);
+    }
+    return strstr(mode, "[never]") != NULL;
+}
+
+static enum hs_gguf_backing open_backing(const char *path, const float *want, size_t n)
+{
+    struct hs_gguf *g = NULL;
+    struct hs_error err;
+    cr_assert_eq(hs_gguf_open(path, &g, &err), HS_OK, "%s", err.message);
+    const struct hs_gguf_tensor *t = hs_gguf_tensor(g, 0);
+    cr_assert_eq(t->size_bytes, n * sizeof(float));
+    cr_assert_eq(memcmp(t->data, want, n * sizeof(float)), 0, "the file's bytes");
+    const enum hs_gguf_backing b = hs_gguf_backing(g);
+    hs_gguf_close(g);
+    return b;
+}
+
+Test(gguf, large_files_are_read_into_huge_pages_small_ones_mapped)
+{
+    const size_t big = 3 << 20, small = 1000; /* 12 MiB and 4 KB of f32 */
+    float *data = malloc(big * sizeof(float));
+    cr_assert_not_null(data);
+    for (size_t i = 0; i < big; i++) {
+        data[i] = (float)(i % 9973) - 17.5f;
+    }
+    char dir[] = "/tmp/hs-gguf-test-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path_big[128], path_small[128];
+    snprintf(path_big, sizeof(path_big), "%s/big.gguf", dir);
+    snprintf(path_small, sizeof(path_small), "%s/small.gguf", dir);
+    const struct {
+        const char *path;
+        size_t n;
+    } files[] = {{path_big, big}, {path_small, small}};
+    for (int i = 0; i < 2; i++) {
+        struct hs_gguf_writer *w = NULL;
+        struct hs_error err;
+        cr_assert_eq(hs_gguf_writer_create(&w), HS_OK);
+        cr_assert_eq(hs_gguf_writer_set_str(w, "general.architecture", "x"), HS_OK);
+        int64_t ne[1] = {(int64_t)files[i].n};
+        cr_assert_eq(hs_gguf_writer_add_tensor(w, "w", HS_TYPE_F32, 1, ne, data), HS_OK);
+        cr_assert_eq(hs_gguf_writer_write_file(w, files[i].path, &err), HS_OK, "%s", err.message);
+        hs_gguf_writer_destroy(w);
+    }
+
+    unsetenv("HS_MMAP");
+    cr_assert_eq(open_backing(path_big, data, big),
+                 thp_never() ? HS_GGUF_FILE_MAP : HS_GGUF_HUGE_PAGES);
+    cr_assert_eq(open_backing(path_small, data, small), HS_GGUF_FILE_MAP);
+    setenv("HS_MMAP", "1", 1);
+    cr_assert_eq(open_backing(path_big, data, big), HS_GGUF_FILE_MAP);
+    unsetenv("HS_MMAP");
+
+    unlink(path_big);
+    unlink(path_small);
+    rmdir(dir);
+    free(data);
 }
