@@ -468,6 +468,133 @@ void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t ws, con
 }
 
 /* ================================================================================================
+ * Q5_0 decode (activations Q8_0): two weight rows per 512-bit register
+ * ============================================================================================= */
+
+/* The f16 scales of weight block b in rows 0 .. 2 NQ - 1 of a pass (row i past the pass's NR
+ * rows repeats row NR - 1), times d_x: lane i is row i's d_w * d_x, one float multiply as
+ * vec_dot makes it. */
+INLINE __m512 gemv_scales(const uint8_t *wb0, size_t ws, const int NR, const int NQ, float dx)
+{
+    uint64_t h[4] = {0, 0, 0, 0};
+    for (int i = 0; i < 2 * NQ; i++) {
+        uint16_t d;
+        memcpy(&d, ROWP(wb0, HS_MIN(i, NR - 1), ws), sizeof(d));
+        h[i / 4] |= (uint64_t)d << (16 * (i % 4));
+    }
+    const __m256i hv = _mm256_set_epi64x((long long)h[3], (long long)h[2], (long long)h[1],
+                                         (long long)h[0]);
+    return _mm512_mul_ps(_mm512_cvtph_ps(hv), _mm512_set1_ps(dx));
+}
+
+/* f32 index vector for permutexvar_ps: lanes 0..7 -> a, 8..15 -> b. */
+INLINE __m512i idx_pair_ps(int a, int b)
+{
+    return _mm512_inserti64x4(_mm512_set1_epi32(a), _mm256_set1_epi32(b), 1);
+}
+
+/* Q5_0 blocks of two rows as unsigned weights (value + 16, 0..31): row 0's 32 in the low
+ * 256-bit half, row 1's in the high one, each as low nibbles (elements 0..15) then high ones
+ * (16..31); the fifth bits of both rows form one 64-bit mask that adds 16 under it. */
+INLINE __m512i q5_0_u_pair(const struct hs_block_q5_0 *b0, const struct hs_block_q5_0 *b1)
+{
+    __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)b0->qs));
+    v = _mm512_mask_broadcast_i32x4(v, 0xFF00,
+                                    _mm_loadu_si128((const __m128i *)(const void *)b1->qs));
+    v = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFF00FF00u, v, 4), _mm512_set1_epi8(0x0F));
+    uint32_t qh0, qh1;
+    memcpy(&qh0, b0->qh, sizeof(qh0));
+    memcpy(&qh1, b1->qh, sizeof(qh1));
+    const __mmask64 hi = _cvtu64_mask64((uint64_t)qh0 | (uint64_t)qh1 << 32);
+    return _mm512_mask_add_epi8(v, hi, v, _mm512_set1_epi8(16));
+}
+
+/* A gemv pass over NR (1 .. 2 NQ) Q5_0 weight rows: rows 2q, 2q + 1 side by side in acc[q]
+ * (lanes 0..7 and 8..15, each row's 8-lane chain exactly as vec_dot makes it: the int32 lanes
+ * of the exact 4-product sums, sum (u - 16) x = (u . x) - 16 sum x with 16 sum x per lane taken
+ * once per block for all rows, converted, one fma by d_w * d_x a block); an odd NR repeats its
+ * last row in the high half, which is not stored. */
+INLINE void q5_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NR, const int VNNI)
+{
+    const int NQ = (NR + 1) / 2;
+    const size_t wsize = sizeof(struct hs_block_q5_0);
+    __m512 acc[8];
+    __m512i idx[8];
+    for (int q = 0; q < NQ; q++) {
+        acc[q] = _mm512_setzero_ps();
+        idx[q] = idx_pair_ps(2 * q, 2 * q + 1);
+    }
+    const __m512i ones16 = _mm512_set1_epi16(1), c16 = _mm512_set1_epi8(16);
+    const int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b++) {
+        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
+        const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * wsize;
+        const __m512i xq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb->qs));
+        /* 16 sum x per 4-lane group, negated for vpdpbusd's start. */
+        const __m512i xs16 = VNNI ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), c16, xq)
+                                  : _mm512_madd_epi16(_mm512_maddubs_epi16(c16, xq), ones16);
+        const __m512i negc = _mm512_sub_epi32(_mm512_setzero_si512(), xs16);
+        const __m512 sc = gemv_scales(wb0, ws, NR, NQ, f16(xb->d));
+        for (int q = 0; q < NQ; q++) {
+            const struct hs_block_q5_0 *b0 = (const void *)ROWP(wb0, 2 * q, ws);
+            const struct hs_block_q5_0 *b1 = (const void *)ROWP(wb0, HS_MIN(2 * q + 1, NR - 1), ws);
+            const __m512i wu = q5_0_u_pair(b0, b1);
+            const __m512i dot =
+                VNNI ? _mm512_dpbusd_epi32(negc, wu, xq)
+                     : _mm512_sub_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(wu, xq), ones16),
+                                        xs16);
+            acc[q] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[q], sc), _mm512_cvtepi32_ps(dot),
+                                     acc[q]);
+        }
+    }
+    for (int q = 0; q < NQ; q++) {
+        s[2 * q] = hsum8(_mm512_castps512_ps256(acc[q]));
+        if (2 * q + 1 < NR) {
+            s[2 * q + 1] = hsum8(_mm512_extractf32x8_ps(acc[q], 1));
+        }
+    }
+}
+
+#define Q50_GEMV_ROWS 8
+
+/* clang-format off */
+INLINE void q5_0_gemv(int64_t n, float *s, const void *w, size_t ws, const void *x, int64_t nr,
+                      const int VNNI)
+{
+    int64_t r = 0;
+    for (; r + Q50_GEMV_ROWS <= nr; r += Q50_GEMV_ROWS) {
+        q5_0_gemv_pass(n, s + r, ROWP(w, r, ws), ws, x, Q50_GEMV_ROWS, VNNI);
+    }
+    float *sr = s + r;
+    const void *wr = ROWP(w, r, ws);
+    switch (nr - r) {
+    case 0: break;
+    case 1: q5_0_gemv_pass(n, sr, wr, ws, x, 1, VNNI); break;
+    case 2: q5_0_gemv_pass(n, sr, wr, ws, x, 2, VNNI); break;
+    case 3: q5_0_gemv_pass(n, sr, wr, ws, x, 3, VNNI); break;
+    case 4: q5_0_gemv_pass(n, sr, wr, ws, x, 4, VNNI); break;
+    case 5: q5_0_gemv_pass(n, sr, wr, ws, x, 5, VNNI); break;
+    case 6: q5_0_gemv_pass(n, sr, wr, ws, x, 6, VNNI); break;
+    default: q5_0_gemv_pass(n, sr, wr, ws, x, 7, VNNI); break;
+    }
+}
+/* clang-format on */
+
+void hs__gemv_q5_0_avx512(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                          int64_t nr)
+{
+    q5_0_gemv(n, s, w, ws, x, nr, 0);
+}
+
+void hs__gemv_q5_0_avx512vnni(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                              int64_t nr)
+{
+    q5_0_gemv(n, s, w, ws, x, nr, 1);
+}
+
+/* ================================================================================================
  * Activation quantizers
  * ============================================================================================= */
 

@@ -137,6 +137,10 @@ void hs__gemv_q8_0_avx512(int64_t n, float *s, const void *w, size_t w_stride, c
                         int64_t nr);
 void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
+void hs__gemv_q5_0_avx512(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
+                          int64_t nr);
+void hs__gemv_q5_0_avx512vnni(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
+                              int64_t nr);
 void hs__gemv_q4_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr); /* Q4_0, Q5_0: also the AVX-512 tables' */
 void hs__gemv_q5_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
