@@ -557,42 +557,43 @@ INLINE void q5_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
     }
 }
 
-#define Q50_GEMV_ROWS 8
-
+/* hs__gemv_T_avx512 and _avx512vnni over T##_gemv_pass(n, s, w, ws, x, NR, VNNI): passes of
+ * ROWS (<= 8) rows, then one of the rest. */
 /* clang-format off */
-INLINE void q5_0_gemv(int64_t n, float *s, const void *w, size_t ws, const void *x, int64_t nr,
-                      const int VNNI)
-{
-    int64_t r = 0;
-    for (; r + Q50_GEMV_ROWS <= nr; r += Q50_GEMV_ROWS) {
-        q5_0_gemv_pass(n, s + r, ROWP(w, r, ws), ws, x, Q50_GEMV_ROWS, VNNI);
+#define GEMV_ENTRY_POINTS(t, ROWS)                                                                 \
+    INLINE void t##_gemv(int64_t n, float *s, const void *w, size_t ws, const void *x,            \
+                         int64_t nr, const int VNNI)                                               \
+    {                                                                                              \
+        int64_t r = 0;                                                                             \
+        for (; r + (ROWS) <= nr; r += (ROWS)) {                                                    \
+            t##_gemv_pass(n, s + r, ROWP(w, r, ws), ws, x, (ROWS), VNNI);                          \
+        }                                                                                          \
+        float *sr = s + r;                                                                         \
+        const void *wr = ROWP(w, r, ws);                                                           \
+        switch (nr - r) {                                                                          \
+        case 0: break;                                                                             \
+        case 1: t##_gemv_pass(n, sr, wr, ws, x, 1, VNNI); break;                                   \
+        case 2: t##_gemv_pass(n, sr, wr, ws, x, 2, VNNI); break;                                   \
+        case 3: t##_gemv_pass(n, sr, wr, ws, x, 3, VNNI); break;                                   \
+        case 4: t##_gemv_pass(n, sr, wr, ws, x, 4, VNNI); break;                                   \
+        case 5: t##_gemv_pass(n, sr, wr, ws, x, 5, VNNI); break;                                   \
+        case 6: t##_gemv_pass(n, sr, wr, ws, x, 6, VNNI); break;                                   \
+        default: t##_gemv_pass(n, sr, wr, ws, x, 7, VNNI); break;                                  \
+        }                                                                                          \
+    }                                                                                              \
+    void hs__gemv_##t##_avx512(int64_t n, float *s, const void *w, size_t ws, const void *x,      \
+                               int64_t nr)                                                         \
+    {                                                                                              \
+        t##_gemv(n, s, w, ws, x, nr, 0);                                                           \
+    }                                                                                              \
+    void hs__gemv_##t##_avx512vnni(int64_t n, float *s, const void *w, size_t ws, const void *x,  \
+                                   int64_t nr)                                                     \
+    {                                                                                              \
+        t##_gemv(n, s, w, ws, x, nr, 1);                                                           \
     }
-    float *sr = s + r;
-    const void *wr = ROWP(w, r, ws);
-    switch (nr - r) {
-    case 0: break;
-    case 1: q5_0_gemv_pass(n, sr, wr, ws, x, 1, VNNI); break;
-    case 2: q5_0_gemv_pass(n, sr, wr, ws, x, 2, VNNI); break;
-    case 3: q5_0_gemv_pass(n, sr, wr, ws, x, 3, VNNI); break;
-    case 4: q5_0_gemv_pass(n, sr, wr, ws, x, 4, VNNI); break;
-    case 5: q5_0_gemv_pass(n, sr, wr, ws, x, 5, VNNI); break;
-    case 6: q5_0_gemv_pass(n, sr, wr, ws, x, 6, VNNI); break;
-    default: q5_0_gemv_pass(n, sr, wr, ws, x, 7, VNNI); break;
-    }
-}
 /* clang-format on */
 
-void hs__gemv_q5_0_avx512(int64_t n, float *s, const void *w, size_t ws, const void *x,
-                          int64_t nr)
-{
-    q5_0_gemv(n, s, w, ws, x, nr, 0);
-}
-
-void hs__gemv_q5_0_avx512vnni(int64_t n, float *s, const void *w, size_t ws, const void *x,
-                              int64_t nr)
-{
-    q5_0_gemv(n, s, w, ws, x, nr, 1);
-}
+GEMV_ENTRY_POINTS(q5_0, 8)
 
 /* ================================================================================================
  * Activation quantizers
@@ -713,6 +714,64 @@ INLINE __m128i reduce4_epi32(const __m512i v[4])
     return _mm_hadd_epi32(_mm_hadd_epi32(h[0], h[1]), _mm_hadd_epi32(h[2], h[3]));
 }
 
+/* A Q4_K / (FIVE) Q5_K super-block's weights (four 64-byte quarters, sub-blocks 2k and 2k + 1
+ * in quarter k's halves), its scales as i16 lanes per quarter, its mins as i16 pairs (one per
+ * bsums pair) and d, dmin. */
+INLINE void q45_k_decode(const uint8_t *wbytes, __m512i q[4], __m512i scales[4], __m256i *mins,
+                         float *d, float *dmin, const int FIVE)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const struct hs_block_q4_k *w4 = (const struct hs_block_q4_k *)(const void *)wbytes;
+    const struct hs_block_q5_k *w5 = (const struct hs_block_q5_k *)(const void *)wbytes;
+    const uint8_t *qs = FIVE ? w5->qs : w4->qs;
+    uint8_t sc[8], mn[8];
+    unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
+    uint64_t sc64, mn64;
+    memcpy(&sc64, sc, 8);
+    memcpy(&mn64, mn, 8);
+    const __m512i scv =
+        _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc64)));
+    *mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
+        _mm_cvtsi64_si128((long long)mn64),
+        _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
+    __m512i qh2 = _mm512_setzero_si512();
+    if (FIVE) {
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)w5->qh);
+        qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
+    }
+    for (int k = 0; k < 4; k++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+        const __m512i z =
+            _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+        q[k] = _mm512_and_si512(z, m4);
+        if (FIVE) {
+            /* Bits 2k (low half, sub-block 2k) and 2k + 1 (high half) of qh. */
+            const __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)),
+                                                   _mm256_set1_epi16((short)(2 * k + 1)), 1);
+            const __m512i bit =
+                _mm512_and_si512(_mm512_srlv_epi16(qh2, cnt), _mm512_set1_epi8(1));
+            q[k] = _mm512_or_si512(q[k], _mm512_slli_epi16(bit, 4));
+        }
+        scales[k] = _mm512_permutexvar_epi16(idx_halves(2 * k, 2 * k + 1), scv);
+    }
+    *d = f16(FIVE ? w5->d : w4->d);
+    *dmin = f16(FIVE ? w5->dmin : w4->dmin);
+}
+
+/* The super-block's scaled integer dot and min correction against activation block xb. */
+INLINE void q45_k_dot(const __m512i q[4], const __m512i scales[4], __m256i mins,
+                      const struct hs_block_q8_k *xb, int32_t *isum, int32_t *imin, const int VNNI)
+{
+    const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+    __m512i sumi = _mm512_setzero_si512();
+    for (int k = 0; k < 4; k++) {
+        const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
+        sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
+    }
+    *isum = _mm512_reduce_add_epi32(sumi);
+    *imin = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(_mm256_madd_epi16(mins, bsums)));
+}
+
 /* Q4_K and (FIVE) Q5_K share the layout of d, dmin and scales; Q5_K adds qh, whose bit j of
  * byte l is the fifth bit of element 32 j + l.
  *
@@ -733,44 +792,12 @@ INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
             accm[r][c] = 0.0f;
         }
     }
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int64_t b = 0; b < n / HS_QK_K; b++) {
         for (int r = 0; r < NR; r++) {
-            const uint8_t *wbytes = ROWP(w, r, ws) + (size_t)b * bsize;
-            const struct hs_block_q4_k *w4 = (const struct hs_block_q4_k *)(const void *)wbytes;
-            const struct hs_block_q5_k *w5 = (const struct hs_block_q5_k *)(const void *)wbytes;
-            const uint8_t *qs = FIVE ? w5->qs : w4->qs;
-            uint8_t sc[8], mn[8];
-            unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
-            uint64_t sc64, mn64;
-            memcpy(&sc64, sc, 8);
-            memcpy(&mn64, mn, 8);
-            const __m512i scv =
-                _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc64)));
-            const __m256i mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
-                _mm_cvtsi64_si128((long long)mn64),
-                _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
-            __m512i q[4], scales[4], qh2 = _mm512_setzero_si512();
-            if (FIVE) {
-                const __m256i qh = _mm256_loadu_si256((const __m256i *)w5->qh);
-                qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
-            }
-            for (int k = 0; k < 4; k++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
-                const __m512i z =
-                    _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
-                q[k] = _mm512_and_si512(z, m4);
-                if (FIVE) {
-                    /* Bits 2k (low half, sub-block 2k) and 2k + 1 (high half) of qh. */
-                    const __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)),
-                                                           _mm256_set1_epi16((short)(2 * k + 1)), 1);
-                    const __m512i bit =
-                        _mm512_and_si512(_mm512_srlv_epi16(qh2, cnt), _mm512_set1_epi8(1));
-                    q[k] = _mm512_or_si512(q[k], _mm512_slli_epi16(bit, 4));
-                }
-                scales[k] = _mm512_permutexvar_epi16(idx_halves(2 * k, 2 * k + 1), scv);
-            }
-            const float d = f16(FIVE ? w5->d : w4->d), dmin = f16(FIVE ? w5->dmin : w4->dmin);
+            __m512i q[4], scales[4];
+            __m256i mins;
+            float d, dmin;
+            q45_k_decode(ROWP(w, r, ws) + (size_t)b * bsize, q, scales, &mins, &d, &dmin, FIVE);
             for (int c = 0; c < NC; c++) {
                 const struct hs_block_q8_k *xb =
                     (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
@@ -797,13 +824,8 @@ INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
                     }
                     continue;
                 }
-                __m512i sumi = _mm512_setzero_si512();
-                for (int k = 0; k < 4; k++) {
-                    const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
-                    sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
-                }
-                const int32_t isum = _mm512_reduce_add_epi32(sumi);
-                const int32_t imin = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(pm));
+                int32_t isum, imin;
+                q45_k_dot(q, scales, mins, xb, &isum, &imin, VNNI);
                 acc[r][c] = fmaf((float)isum, dd, acc[r][c]);
                 accm[r][c] = fmaf((float)imin, dm, accm[r][c]);
             }
@@ -832,6 +854,50 @@ INLINE void q5_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
 {
     q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI, 1, 0);
 }
+/* hs_gemv_fn for Q4_K and (FIVE) Q5_K (decode): passes of up to Q45K_GEMV_ROWS rows, each row's
+ * two chains as q45_k_tile's (the same bits), the pass's span streamed ahead
+ * (hs__gemv_prefetch). */
+#define Q45K_GEMV_ROWS 8
+INLINE void q45_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                            const int NR, const int VNNI, const int FIVE)
+{
+    const size_t bsize = FIVE ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
+    float acc[Q45K_GEMV_ROWS], accm[Q45K_GEMV_ROWS];
+    for (int r = 0; r < NR; r++) {
+        acc[r] = 0.0f;
+        accm[r] = 0.0f;
+    }
+    const int64_t nb = n / HS_QK_K;
+    for (int64_t b = 0; b < nb; b++) {
+        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        const struct hs_block_q8_k *xb = (const struct hs_block_q8_k *)x + b;
+        for (int r = 0; r < NR; r++) {
+            __m512i q[4], scales[4];
+            __m256i mins;
+            float d, dmin;
+            q45_k_decode(ROWP(w, r, ws) + (size_t)b * bsize, q, scales, &mins, &d, &dmin, FIVE);
+            int32_t isum, imin;
+            q45_k_dot(q, scales, mins, xb, &isum, &imin, VNNI);
+            acc[r] = fmaf((float)isum, d * xb->d, acc[r]);
+            accm[r] = fmaf((float)imin, dmin * xb->d, accm[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        s[r] = acc[r] - accm[r];
+    }
+}
+INLINE void q4_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NR, const int VNNI)
+{
+    q45_k_gemv_pass(n, s, w, ws, x, NR, VNNI, 0);
+}
+INLINE void q5_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NR, const int VNNI)
+{
+    q45_k_gemv_pass(n, s, w, ws, x, NR, VNNI, 1);
+}
+GEMV_ENTRY_POINTS(q4_k, Q45K_GEMV_ROWS)
+GEMV_ENTRY_POINTS(q5_k, Q45K_GEMV_ROWS)
 TILE_ENTRY_POINTS(q4_k, avx512, 0)
 TILE_ENTRY_POINTS(q4_k, avx512vnni, 1)
 TILE_ENTRY_POINTS(q4_k_ggml, avx512, 0)
@@ -843,60 +909,74 @@ TILE_ENTRY_POINTS(q5_k, avx512vnni, 1)
  * Q6_K
  * ============================================================================================= */
 
+/* Float order of ggml's ggml_vec_dot_q6_K_q8_K on AVX2 / AVX-512 CPUs: per super-block, 8 exact
+ * integer lanes, lane L holding q * q8 * scale over the elements e with e % 32 in 4L..4L+3,
+ * minus 32 * (the scale times the q8 sum) of 16-element groups 2L and 2L + 1; then
+ * acc = fma(d_x * d_w, lane, acc) in 8 float lanes, summed at the end (hi + lo halves, then
+ * pairs). */
+
+/* A Q6_K super-block's weights (0..63, four 64-byte quarters) and its scales as i16 lanes:
+ * scales[k] per quarter for madd_scaled, *sc16 the 16 of them in order. */
+INLINE void q6_k_decode(const struct hs_block_q6_k *wb, __m512i q[4], __m512i scales[4],
+                        __m256i *sc16)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    /* Per 256-bit half: shift counts that bring the right 2 bits of qh to bits 4..5. */
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    for (int h = 0; h < 2; h++) {
+        const __m512i ql = _mm512_loadu_si512((const void *)(wb->ql + 64 * h));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(wb->qh + 32 * h));
+        const __m512i qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
+        q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                   _mm512_and_si512(_mm512_sllv_epi16(qh2, shl), m30));
+        q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                       _mm512_and_si512(_mm512_srlv_epi16(qh2, shr), m30));
+    }
+    *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)wb->scales));
+    const __m512i sc512 = _mm512_castsi256_si512(*sc16);
+    for (int k = 0; k < 4; k++) {
+        scales[k] = _mm512_permutexvar_epi16(idx_quarters(4 * k), sc512);
+    }
+}
+
+/* The super-block's 8 exact integer lanes against activation block xb. */
+INLINE __m256i q6_k_dot(const __m512i q[4], const __m512i scales[4], __m256i sc16,
+                        const struct hs_block_q8_k *xb, const int VNNI)
+{
+    __m512i sumi = _mm512_setzero_si512();
+    for (int k = 0; k < 4; k++) {
+        const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
+        sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
+    }
+    const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+    const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
+    return _mm256_sub_epi32(
+        _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1)), corr);
+}
+
 INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
-    /* Float order of ggml's ggml_vec_dot_q6_K_q8_K on AVX2 / AVX-512 CPUs: per super-block,
-     * 8 exact integer lanes, lane L holding q * q8 * scale over the elements e with e % 32 in
-     * 4L..4L+3, minus 32 * (the scale times the q8 sum) of 16-element groups 2L and 2L + 1;
-     * then acc = fma(d_x * d_w, lane, acc) in 8 float lanes, summed at the end (hi + lo
-     * halves, then pairs). */
     __m256 acc[4][4];
     for (int r = 0; r < NR; r++) {
         for (int c = 0; c < NC; c++) {
             acc[r][c] = _mm256_setzero_ps();
         }
     }
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-    /* Per 256-bit half: shift counts that bring the right 2 bits of qh to bits 4..5. */
-    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     for (int64_t b = 0; b < n / HS_QK_K; b++) {
         for (int r = 0; r < NR; r++) {
             const struct hs_block_q6_k *wb =
                 (const struct hs_block_q6_k *)(const void *)ROWP(w, r, ws) + b;
             __m512i q[4], scales[4];
-            for (int h = 0; h < 2; h++) {
-                const __m512i ql = _mm512_loadu_si512((const void *)(wb->ql + 64 * h));
-                const __m256i qh = _mm256_loadu_si256((const __m256i *)(wb->qh + 32 * h));
-                const __m512i qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
-                q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4),
-                                           _mm512_and_si512(_mm512_sllv_epi16(qh2, shl), m30));
-                q[2 * h + 1] =
-                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                    _mm512_and_si512(_mm512_srlv_epi16(qh2, shr), m30));
-            }
-            const __m256i sc16 =
-                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)wb->scales));
-            const __m512i sc512 = _mm512_castsi256_si512(sc16);
-            for (int k = 0; k < 4; k++) {
-                scales[k] = _mm512_permutexvar_epi16(idx_quarters(4 * k), sc512);
-            }
+            __m256i sc16;
+            q6_k_decode(wb, q, scales, &sc16);
             const float d = f16(wb->d);
             for (int c = 0; c < NC; c++) {
                 const struct hs_block_q8_k *xb =
                     (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
-                __m512i sumi = _mm512_setzero_si512();
-                for (int k = 0; k < 4; k++) {
-                    const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
-                    sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
-                }
-                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
-                const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
-                const __m256i sum8 = _mm256_sub_epi32(
-                    _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1)),
-                    corr);
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * d), _mm256_cvtepi32_ps(sum8),
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * d),
+                                            _mm256_cvtepi32_ps(q6_k_dot(q, scales, sc16, xb, VNNI)),
                                             acc[r][c]);
             }
         }
@@ -907,8 +987,40 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
         }
     }
 }
+
+/* hs_gemv_fn for Q6_K (decode): passes of up to Q6K_GEMV_ROWS rows, each row's chain as
+ * q6_k_tile's (the same bits), the pass's span streamed ahead (hs__gemv_prefetch). */
+#define Q6K_GEMV_ROWS 8
+INLINE void q6_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NR, const int VNNI)
+{
+    __m256 acc[Q6K_GEMV_ROWS];
+    for (int r = 0; r < NR; r++) {
+        acc[r] = _mm256_setzero_ps();
+    }
+    const int64_t nb = n / HS_QK_K;
+    for (int64_t b = 0; b < nb; b++) {
+        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        const struct hs_block_q8_k *xb = (const struct hs_block_q8_k *)x + b;
+        for (int r = 0; r < NR; r++) {
+            const struct hs_block_q6_k *wb =
+                (const struct hs_block_q6_k *)(const void *)ROWP(w, r, ws) + b;
+            __m512i q[4], scales[4];
+            __m256i sc16;
+            q6_k_decode(wb, q, scales, &sc16);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * f16(wb->d)),
+                                     _mm256_cvtepi32_ps(q6_k_dot(q, scales, sc16, xb, VNNI)),
+                                     acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        s[r] = hsum8(acc[r]);
+    }
+}
+
 TILE_ENTRY_POINTS(q6_k, avx512, 0)
 TILE_ENTRY_POINTS(q6_k, avx512vnni, 1)
+GEMV_ENTRY_POINTS(q6_k, Q6K_GEMV_ROWS)
 
 /* ================================================================================================
  * SwiGLU: silu(g) * u

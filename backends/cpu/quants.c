@@ -1033,12 +1033,12 @@ static const struct hs_quant_kernels k_avx2[] = {
             hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),                                       \
         ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,                   \
             hs__vec_dot_q5_1_avx2, hs__gemm_tile_q5_1_avx2),                                       \
-        ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,                 \
-            hs__vec_dot_q4_k_##isa, q4_k_tile),                                                    \
-        ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q5_k,                 \
-            hs__vec_dot_q5_k_##isa, hs__gemm_tile_q5_k_##isa),                                     \
-        ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q6_k,                 \
-            hs__vec_dot_q6_k_##isa, hs__gemm_tile_q6_k_##isa),                                     \
+        ROWG(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,                \
+             hs__vec_dot_q4_k_##isa, q4_k_tile, hs__gemv_q4_k_##isa),                              \
+        ROWG(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q5_k,                \
+             hs__vec_dot_q5_k_##isa, hs__gemm_tile_q5_k_##isa, hs__gemv_q5_k_##isa),               \
+        ROWG(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q6_k,                \
+             hs__vec_dot_q6_k_##isa, hs__gemm_tile_q6_k_##isa, hs__gemv_q6_k_##isa),               \
     }
 AVX512_TABLE(k_avx512, avx512, hs__gemm_tile_q4_k_avx512);
 AVX512_TABLE(k_avx512vnni, avx512vnni, hs__gemm_tile_q4_k_pp_avx512vnni);

@@ -99,8 +99,9 @@ Test(gemv, matches_vec_dot_bit_for_bit_for_every_row_count)
             kernels++;
         }
     }
-    /* The AVX2 path has gemv kernels for Q8_0, Q5_0 and Q4_0 (at least), the AVX-512 one for Q8_0: a table that lost them
-     * would decode through the slower tiles without any test noticing. */
+    /* The AVX2 path has gemv kernels for Q8_0, Q5_0 and Q4_0 (at least), the AVX-512 one for
+     * Q8_0, Q5_0 and the K-quants too: a table that lost them would decode through the slower
+     * tiles without any test noticing. */
     if (best >= HS_ISA_AVX2) {
         cr_assert(hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX2)->gemv != NULL);
         cr_assert(hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX2)->gemv != NULL);
@@ -112,6 +113,9 @@ Test(gemv, matches_vec_dot_bit_for_bit_for_every_row_count)
         /* Q5_0's own AVX-512 gemv, not the AVX2 one. */
         cr_assert(hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX512)->gemv != NULL);
         cr_assert(hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX512)->gemv != hs__gemv_q5_0_avx2);
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q4_K, HS_ISA_AVX512)->gemv != NULL);
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q5_K, HS_ISA_AVX512)->gemv != NULL);
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q6_K, HS_ISA_AVX512)->gemv != NULL);
     }
 }
 
@@ -128,13 +132,16 @@ Test(gemv, avx512_without_vnni_matches_vec_dot)
     } plain[] = {
         {HS_TYPE_Q8_0, hs__gemv_q8_0_avx512},
         {HS_TYPE_Q5_0, hs__gemv_q5_0_avx512},
+        {HS_TYPE_Q4_K, hs__gemv_q4_k_avx512},
+        {HS_TYPE_Q5_K, hs__gemv_q5_k_avx512},
+        {HS_TYPE_Q6_K, hs__gemv_q6_k_avx512},
     };
     struct hs_rng rng;
     hs_rng_seed(&rng, 21);
     for (size_t i = 0; i < HS_ARRAY_LEN(plain); i++) {
         const struct hs_quant_kernels *k = hs__cpu_kernels(plain[i].t, HS_ISA_AVX512);
         const int64_t bs = hs_type_traits(plain[i].t)->blck_size;
-        cr_assert_eq(check_gemv(k, plain[i].gemv, 576, &rng), MAX_ROWS + 1);
+        cr_assert_eq(check_gemv(k, plain[i].gemv, bs == 256 ? 768 : 576, &rng), MAX_ROWS + 1);
         cr_assert_eq(check_gemv(k, plain[i].gemv, bs * 7, &rng), MAX_ROWS + 1);
     }
 }
