@@ -758,18 +758,32 @@ INLINE void q45_k_decode(const uint8_t *wbytes, __m512i q[4], __m512i scales[4],
     *dmin = f16(FIVE ? w5->dmin : w4->dmin);
 }
 
-/* The super-block's scaled integer dot and min correction against activation block xb. */
-INLINE void q45_k_dot(const __m512i q[4], const __m512i scales[4], __m256i mins,
-                      const struct hs_block_q8_k *xb, int32_t *isum, int32_t *imin, const int VNNI)
+/* The super-block's scaled integer dot against activation block xb, in int32 lanes to be summed
+ * (exact). */
+INLINE __m512i q45_k_sumi(const __m512i q[4], const __m512i scales[4],
+                          const struct hs_block_q8_k *xb, const int VNNI)
 {
-    const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
     __m512i sumi = _mm512_setzero_si512();
     for (int k = 0; k < 4; k++) {
         const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
         sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
     }
-    *isum = _mm512_reduce_add_epi32(sumi);
-    *imin = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(_mm256_madd_epi16(mins, bsums)));
+    return sumi;
+}
+
+/* The min correction's int32 lanes, likewise. */
+INLINE __m256i q45_k_pmin(__m256i mins, const struct hs_block_q8_k *xb)
+{
+    return _mm256_madd_epi16(mins,
+                             _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums));
+}
+
+/* The super-block's scaled integer dot and min correction against activation block xb. */
+INLINE void q45_k_dot(const __m512i q[4], const __m512i scales[4], __m256i mins,
+                      const struct hs_block_q8_k *xb, int32_t *isum, int32_t *imin, const int VNNI)
+{
+    *isum = _mm512_reduce_add_epi32(q45_k_sumi(q, scales, xb, VNNI));
+    *imin = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(q45_k_pmin(mins, xb)));
 }
 
 /* Q4_K and (FIVE) Q5_K share the layout of d, dmin and scales; Q5_K adds qh, whose bit j of
@@ -858,32 +872,53 @@ INLINE void q5_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
  * two chains as q45_k_tile's (the same bits), the pass's span streamed ahead
  * (hs__gemv_prefetch). */
 #define Q45K_GEMV_ROWS 8
+/* The lane sums of v[0..7] as lanes 0..7 (exact integers). */
+INLINE __m256i reduce8_epi32(const __m256i v[8])
+{
+    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
+                            _mm256_permute2x128_si256(h0, h1, 0x31));
+}
+
+/* Rows in lanes: lane r of acc / accm is row r's chain, updated by one fma a super-block as the
+ * tile's scalar fmaf (the integer sums exact, d_w * d_x one float multiply). */
 INLINE void q45_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
                             const int NR, const int VNNI, const int FIVE)
 {
     const size_t bsize = FIVE ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
-    float acc[Q45K_GEMV_ROWS], accm[Q45K_GEMV_ROWS];
-    for (int r = 0; r < NR; r++) {
-        acc[r] = 0.0f;
-        accm[r] = 0.0f;
-    }
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     const int64_t nb = n / HS_QK_K;
     for (int64_t b = 0; b < nb; b++) {
         hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
         const struct hs_block_q8_k *xb = (const struct hs_block_q8_k *)x + b;
-        for (int r = 0; r < NR; r++) {
-            __m512i q[4], scales[4];
-            __m256i mins;
-            float d, dmin;
-            q45_k_decode(ROWP(w, r, ws) + (size_t)b * bsize, q, scales, &mins, &d, &dmin, FIVE);
-            int32_t isum, imin;
-            q45_k_dot(q, scales, mins, xb, &isum, &imin, VNNI);
-            acc[r] = fmaf((float)isum, d * xb->d, acc[r]);
-            accm[r] = fmaf((float)imin, dmin * xb->d, accm[r]);
+        const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * bsize;
+        __m256i sums[8], pmins[8];
+        for (int r = 0; r < 8; r++) {
+            sums[r] = _mm256_setzero_si256();
+            pmins[r] = _mm256_setzero_si256();
+            if (r < NR) {
+                __m512i q[4], scales[4];
+                __m256i mins;
+                float d, dmin;
+                q45_k_decode(ROWP(wb0, r, ws), q, scales, &mins, &d, &dmin, FIVE);
+                const __m512i sumi = q45_k_sumi(q, scales, xb, VNNI);
+                sums[r] = _mm256_add_epi32(_mm512_castsi512_si256(sumi),
+                                           _mm512_extracti64x4_epi64(sumi, 1));
+                pmins[r] = q45_k_pmin(mins, xb);
+            }
         }
+        const __m512 dd = gemv_scales(wb0, ws, NR, 4, xb->d);
+        const __m512 dm = gemv_scales(wb0 + 2, ws, NR, 4, xb->d);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_epi32(sums)), _mm512_castps512_ps256(dd),
+                              acc);
+        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_epi32(pmins)),
+                               _mm512_castps512_ps256(dm), accm);
     }
+    float out[8];
+    _mm256_storeu_ps(out, _mm256_sub_ps(acc, accm));
     for (int r = 0; r < NR; r++) {
-        s[r] = acc[r] - accm[r];
+        s[r] = out[r];
     }
 }
 INLINE void q4_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
