@@ -596,6 +596,70 @@ INLINE void q5_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
 GEMV_ENTRY_POINTS(q5_0, 8)
 
 /* ================================================================================================
+ * Q4_0 decode (activations Q8_0)
+ * ============================================================================================= */
+
+/* hs_gemv_fn for Q4_0 in its order (q4_0_gemv_sub's in quants-avx2.c: per row acc = fma(total,
+ * d_w * d_x, acc), the total the block's exact integer dot): rows 2q, 2q + 1 side by side as for
+ * Q5_0 (vpdpbusd of the nibbles from -8 sum x), the four pairs' int32 lanes reduced together
+ * so that int32 lane 4k holds row k's total and lane 4k + 1 row k + 4's; one fma a block for
+ * the pass's 8 chains. An odd NR repeats its last row, which is not stored. */
+INLINE void q4_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NR, const int VNNI)
+{
+    const int NQ = (NR + 1) / 2;
+    const size_t wsize = sizeof(struct hs_block_q4_0);
+    const __m512i ones16 = _mm512_set1_epi16(1), c8 = _mm512_set1_epi8(8);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    /* Lane 4k + j (j < 2): scale of row k + 4 j. */
+    const __m512i idx = _mm512_setr_epi32(0, 4, 0, 0, 1, 5, 0, 0, 2, 6, 0, 0, 3, 7, 0, 0);
+    __m512 acc = _mm512_setzero_ps();
+    const int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b++) {
+        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
+        const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * wsize;
+        const __m512i xq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb->qs));
+        const __m512i xs8 = VNNI ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), c8, xq)
+                                 : _mm512_madd_epi16(_mm512_maddubs_epi16(c8, xq), ones16);
+        const __m512i negc = _mm512_sub_epi32(_mm512_setzero_si512(), xs8);
+        __m512i v[4];
+        for (int q = 0; q < 4; q++) {
+            v[q] = _mm512_setzero_si512();
+            if (q < NQ) {
+                const struct hs_block_q4_0 *b0 = (const void *)ROWP(wb0, 2 * q, ws);
+                const struct hs_block_q4_0 *b1 =
+                    (const void *)ROWP(wb0, HS_MIN(2 * q + 1, NR - 1), ws);
+                __m512i u = _mm512_broadcast_i32x4(
+                    _mm_loadu_si128((const __m128i *)(const void *)b0->qs));
+                u = _mm512_mask_broadcast_i32x4(
+                    u, 0xFF00, _mm_loadu_si128((const __m128i *)(const void *)b1->qs));
+                u = _mm512_and_si512(_mm512_mask_srli_epi16(u, 0xFF00FF00u, u, 4), m4);
+                v[q] = VNNI ? _mm512_dpbusd_epi32(negc, u, xq)
+                            : _mm512_sub_epi32(
+                                  _mm512_madd_epi16(_mm512_maddubs_epi16(u, xq), ones16), xs8);
+            }
+        }
+        /* 128-bit lane k of w01: row k's four partial sums (rows 0..3), of w23 rows 4..7. */
+        const __m512i w01 = _mm512_add_epi32(_mm512_shuffle_i64x2(v[0], v[1], 0x88),
+                                             _mm512_shuffle_i64x2(v[0], v[1], 0xDD));
+        const __m512i w23 = _mm512_add_epi32(_mm512_shuffle_i64x2(v[2], v[3], 0x88),
+                                             _mm512_shuffle_i64x2(v[2], v[3], 0xDD));
+        const __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi32(w01, w23),
+                                           _mm512_unpackhi_epi32(w01, w23));
+        const __m512i tot = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
+        const __m512 sc = _mm512_permutexvar_ps(idx, gemv_scales(wb0, ws, NR, 4, f16(xb->d)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), sc, acc);
+    }
+    float out[16];
+    _mm512_storeu_ps(out, acc);
+    for (int r = 0; r < NR; r++) {
+        s[r] = out[4 * (r % 4) + r / 4];
+    }
+}
+GEMV_ENTRY_POINTS(q4_0, 8)
+
+/* ================================================================================================
  * Activation quantizers
  * ============================================================================================= */
 

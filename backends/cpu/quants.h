@@ -140,6 +140,8 @@ void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t w_strid
 #define HS__GEMV_DECL(t, isa)                                                                      \
     void hs__gemv_##t##_##isa(int64_t n, float *s, const void *w, size_t w_stride, const void *x,  \
                               int64_t nr)
+HS__GEMV_DECL(q4_0, avx512);
+HS__GEMV_DECL(q4_0, avx512vnni);
 HS__GEMV_DECL(q5_0, avx512);
 HS__GEMV_DECL(q5_0, avx512vnni);
 HS__GEMV_DECL(q4_k, avx512);
