@@ -185,7 +185,8 @@ void hs__to_float_f16_avx512(const void *vx, float *y, int64_t n)
  * products bit-identical to llama.cpp's. With VNNI the weights are offset to unsigned (w + 128)
  * so one vpdpbusd does the block; the accumulator starts at -128 * sum(x) (per lane), which
  * cancels the offset exactly. Without, the sign trick: |w| * (x with w's sign), maddubs, madd.
- * (Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels on AVX-512 CPUs too.) */
+ * (Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels on AVX-512 CPUs too, but for Q4_0's and
+ * Q5_0's gemvs below.) */
 INLINE float hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
