@@ -494,15 +494,43 @@ INLINE __m512i idx_pair_ps(int a, int b)
     return _mm512_inserti64x4(_mm512_set1_epi32(a), _mm256_set1_epi32(b), 1);
 }
 
+/* Two blocks' 16 bytes of nibbles (Q4_0 / Q5_0 layout) as 0..15: the first's low nibbles
+ * (elements 0..15) then high ones (16..31) in the low 256-bit half, the second's in the high. */
+INLINE __m512i nibbles_pair(const uint8_t *qs0, const uint8_t *qs1)
+{
+    __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)qs0));
+    v = _mm512_mask_broadcast_i32x4(v, 0xFF00, _mm_loadu_si128((const __m128i *)(const void *)qs1));
+    return _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFF00FF00u, v, 4), _mm512_set1_epi8(0x0F));
+}
+
+/* Activation block xb in both 256-bit halves (*xq), c * (the sum of each 4 activations) per
+ * int32 lane (*xsc, c a small positive byte) and its negation (*negc, vpdpbusd's start). */
+INLINE void x_offset(const struct hs_block_q8_0 *xb, char c, __m512i *xq, __m512i *xsc,
+                     __m512i *negc, const int VNNI)
+{
+    const __m512i cv = _mm512_set1_epi8(c);
+    *xq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb->qs));
+    *xsc = VNNI ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), cv, *xq)
+                : _mm512_madd_epi16(_mm512_maddubs_epi16(cv, *xq), _mm512_set1_epi16(1));
+    *negc = _mm512_sub_epi32(_mm512_setzero_si512(), *xsc);
+}
+
+/* The exact int32 lanes of (u - c) . x for unsigned weights u, with x_offset's parts. */
+INLINE __m512i udot_offset(__m512i u, __m512i xq, __m512i xsc, __m512i negc, const int VNNI)
+{
+    if (VNNI) {
+        return _mm512_dpbusd_epi32(negc, u, xq);
+    }
+    return _mm512_sub_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(u, xq), _mm512_set1_epi16(1)),
+                            xsc);
+}
+
 /* Q5_0 blocks of two rows as unsigned weights (value + 16, 0..31): row 0's 32 in the low
  * 256-bit half, row 1's in the high one, each as low nibbles (elements 0..15) then high ones
  * (16..31); the fifth bits of both rows form one 64-bit mask that adds 16 under it. */
 INLINE __m512i q5_0_u_pair(const struct hs_block_q5_0 *b0, const struct hs_block_q5_0 *b1)
 {
-    __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)b0->qs));
-    v = _mm512_mask_broadcast_i32x4(v, 0xFF00,
-                                    _mm_loadu_si128((const __m128i *)(const void *)b1->qs));
-    v = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFF00FF00u, v, 4), _mm512_set1_epi8(0x0F));
+    const __m512i v = nibbles_pair(b0->qs, b1->qs);
     uint32_t qh0, qh1;
     memcpy(&qh0, b0->qh, sizeof(qh0));
     memcpy(&qh1, b1->qh, sizeof(qh1));
@@ -526,26 +554,19 @@ INLINE void q5_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
         acc[q] = _mm512_setzero_ps();
         idx[q] = idx_pair_ps(2 * q, 2 * q + 1);
     }
-    const __m512i ones16 = _mm512_set1_epi16(1), c16 = _mm512_set1_epi8(16);
     const int64_t nb = n / 32;
     for (int64_t b = 0; b < nb; b++) {
         hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
         const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
         const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * wsize;
-        const __m512i xq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb->qs));
-        /* 16 sum x per 4-lane group, negated for vpdpbusd's start. */
-        const __m512i xs16 = VNNI ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), c16, xq)
-                                  : _mm512_madd_epi16(_mm512_maddubs_epi16(c16, xq), ones16);
-        const __m512i negc = _mm512_sub_epi32(_mm512_setzero_si512(), xs16);
+        __m512i xq, xs16, negc;
+        x_offset(xb, 16, &xq, &xs16, &negc, VNNI);
         const __m512 sc = gemv_scales(wb0, ws, NR, NQ, f16(xb->d));
         for (int q = 0; q < NQ; q++) {
             const struct hs_block_q5_0 *b0 = (const void *)ROWP(wb0, 2 * q, ws);
             const struct hs_block_q5_0 *b1 = (const void *)ROWP(wb0, HS_MIN(2 * q + 1, NR - 1), ws);
             const __m512i wu = q5_0_u_pair(b0, b1);
-            const __m512i dot =
-                VNNI ? _mm512_dpbusd_epi32(negc, wu, xq)
-                     : _mm512_sub_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(wu, xq), ones16),
-                                        xs16);
+            const __m512i dot = udot_offset(wu, xq, xs16, negc, VNNI);
             acc[q] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[q], sc), _mm512_cvtepi32_ps(dot),
                                      acc[q]);
         }
@@ -610,8 +631,6 @@ INLINE void q4_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
 {
     const int NQ = (NR + 1) / 2;
     const size_t wsize = sizeof(struct hs_block_q4_0);
-    const __m512i ones16 = _mm512_set1_epi16(1), c8 = _mm512_set1_epi8(8);
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
     /* Lane 4k + j (j < 2): scale of row k + 4 j. */
     const __m512i idx = _mm512_setr_epi32(0, 4, 0, 0, 1, 5, 0, 0, 2, 6, 0, 0, 3, 7, 0, 0);
     __m512 acc = _mm512_setzero_ps();
@@ -620,10 +639,8 @@ INLINE void q4_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
         hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
         const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
         const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * wsize;
-        const __m512i xq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb->qs));
-        const __m512i xs8 = VNNI ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), c8, xq)
-                                 : _mm512_madd_epi16(_mm512_maddubs_epi16(c8, xq), ones16);
-        const __m512i negc = _mm512_sub_epi32(_mm512_setzero_si512(), xs8);
+        __m512i xq, xs8, negc;
+        x_offset(xb, 8, &xq, &xs8, &negc, VNNI);
         __m512i v[4];
         for (int q = 0; q < 4; q++) {
             v[q] = _mm512_setzero_si512();
@@ -631,14 +648,7 @@ INLINE void q4_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
                 const struct hs_block_q4_0 *b0 = (const void *)ROWP(wb0, 2 * q, ws);
                 const struct hs_block_q4_0 *b1 =
                     (const void *)ROWP(wb0, HS_MIN(2 * q + 1, NR - 1), ws);
-                __m512i u = _mm512_broadcast_i32x4(
-                    _mm_loadu_si128((const __m128i *)(const void *)b0->qs));
-                u = _mm512_mask_broadcast_i32x4(
-                    u, 0xFF00, _mm_loadu_si128((const __m128i *)(const void *)b1->qs));
-                u = _mm512_and_si512(_mm512_mask_srli_epi16(u, 0xFF00FF00u, u, 4), m4);
-                v[q] = VNNI ? _mm512_dpbusd_epi32(negc, u, xq)
-                            : _mm512_sub_epi32(
-                                  _mm512_madd_epi16(_mm512_maddubs_epi16(u, xq), ones16), xs8);
+                v[q] = udot_offset(nibbles_pair(b0->qs, b1->qs), xq, xs8, negc, VNNI);
             }
         }
         /* 128-bit lane k of w01: row k's four partial sums (rows 0..3), of w23 rows 4..7. */
