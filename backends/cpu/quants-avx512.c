@@ -483,8 +483,8 @@ INLINE __m512 gemv_scales(const uint8_t *wb0, size_t ws, const int NR, const int
         memcpy(&d, ROWP(wb0, HS_MIN(i, NR - 1), ws), sizeof(d));
         h[i / 4] |= (uint64_t)d << (16 * (i % 4));
     }
-    const __m256i hv = _mm256_set_epi64x((long long)h[3], (long long)h[2], (long long)h[1],
-                                         (long long)h[0]);
+    const __m256i hv =
+        _mm256_set_epi64x((long long)h[3], (long long)h[2], (long long)h[1], (long long)h[0]);
     return _mm512_mul_ps(_mm512_cvtph_ps(hv), _mm512_set1_ps(dx));
 }
 
@@ -567,8 +567,8 @@ INLINE void q5_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
             const struct hs_block_q5_0 *b1 = (const void *)ROWP(wb0, HS_MIN(2 * q + 1, NR - 1), ws);
             const __m512i wu = q5_0_u_pair(b0, b1);
             const __m512i dot = udot_offset(wu, xq, xs16, negc, VNNI);
-            acc[q] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[q], sc), _mm512_cvtepi32_ps(dot),
-                                     acc[q]);
+            acc[q] =
+                _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[q], sc), _mm512_cvtepi32_ps(dot), acc[q]);
         }
     }
     for (int q = 0; q < NQ; q++) {
@@ -656,8 +656,8 @@ INLINE void q4_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
                                              _mm512_shuffle_i64x2(v[0], v[1], 0xDD));
         const __m512i w23 = _mm512_add_epi32(_mm512_shuffle_i64x2(v[2], v[3], 0x88),
                                              _mm512_shuffle_i64x2(v[2], v[3], 0xDD));
-        const __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi32(w01, w23),
-                                           _mm512_unpackhi_epi32(w01, w23));
+        const __m512i t =
+            _mm512_add_epi32(_mm512_unpacklo_epi32(w01, w23), _mm512_unpackhi_epi32(w01, w23));
         const __m512i tot = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
         const __m512 sc = _mm512_permutexvar_ps(idx, gemv_scales(wb0, ws, NR, 4, f16(xb->d)));
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), sc, acc);
@@ -806,9 +806,9 @@ INLINE void q45_k_decode(const uint8_t *wbytes, __m512i q[4], __m512i scales[4],
     memcpy(&mn64, mn, 8);
     const __m512i scv =
         _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc64)));
-    *mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
-        _mm_cvtsi64_si128((long long)mn64),
-        _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
+    *mins = _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(_mm_cvtsi64_si128((long long)mn64),
+                         _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
     __m512i qh2 = _mm512_setzero_si512();
     if (FIVE) {
         const __m256i qh = _mm256_loadu_si256((const __m256i *)w5->qh);
@@ -816,15 +816,13 @@ INLINE void q45_k_decode(const uint8_t *wbytes, __m512i q[4], __m512i scales[4],
     }
     for (int k = 0; k < 4; k++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
-        const __m512i z =
-            _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+        const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
         q[k] = _mm512_and_si512(z, m4);
         if (FIVE) {
             /* Bits 2k (low half, sub-block 2k) and 2k + 1 (high half) of qh. */
             const __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)),
                                                    _mm256_set1_epi16((short)(2 * k + 1)), 1);
-            const __m512i bit =
-                _mm512_and_si512(_mm512_srlv_epi16(qh2, cnt), _mm512_set1_epi8(1));
+            const __m512i bit = _mm512_and_si512(_mm512_srlv_epi16(qh2, cnt), _mm512_set1_epi8(1));
             q[k] = _mm512_or_si512(q[k], _mm512_slli_epi16(bit, 4));
         }
         scales[k] = _mm512_permutexvar_epi16(idx_halves(2 * k, 2 * k + 1), scv);
@@ -849,8 +847,7 @@ INLINE __m512i q45_k_sumi(const __m512i q[4], const __m512i scales[4],
 /* The min correction's int32 lanes, likewise. */
 INLINE __m256i q45_k_pmin(__m256i mins, const struct hs_block_q8_k *xb)
 {
-    return _mm256_madd_epi16(mins,
-                             _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums));
+    return _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums));
 }
 
 /* The super-block's scaled integer dot and min correction against activation block xb. */
@@ -950,8 +947,10 @@ INLINE void q5_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
 /* The lane sums of v[0..7] as lanes 0..7 (exact integers). */
 INLINE __m256i reduce8_epi32(const __m256i v[8])
 {
-    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    const __m256i h0 =
+        _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i h1 =
+        _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
     return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
                             _mm256_permute2x128_si256(h0, h1, 0x31));
 }
@@ -987,8 +986,8 @@ INLINE void q45_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const
         const __m512 dm = gemv_scales(wb0 + 2, ws, NR, 4, xb->d);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_epi32(sums)), _mm512_castps512_ps256(dd),
                               acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_epi32(pmins)),
-                               _mm512_castps512_ps256(dm), accm);
+        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_epi32(pmins)), _mm512_castps512_ps256(dm),
+                               accm);
     }
     float out[8];
     _mm256_storeu_ps(out, _mm256_sub_ps(acc, accm));
@@ -1118,9 +1117,9 @@ INLINE void q6_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
             __m512i q[4], scales[4];
             __m256i sc16;
             q6_k_decode(wb, q, scales, &sc16);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * f16(wb->d)),
-                                     _mm256_cvtepi32_ps(q6_k_dot(q, scales, sc16, xb, VNNI)),
-                                     acc[r]);
+            acc[r] =
+                _mm256_fmadd_ps(_mm256_set1_ps(xb->d * f16(wb->d)),
+                                _mm256_cvtepi32_ps(q6_k_dot(q, scales, sc16, xb, VNNI)), acc[r]);
         }
     }
     for (int r = 0; r < NR; r++) {

@@ -1026,9 +1026,9 @@ static const struct hs_quant_kernels k_avx2[] = {
         ROWG(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q8_0,                \
              hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa, hs__gemv_q8_0_##isa),               \
         ROWG(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,                \
-             hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_##isa),                \
+             hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_##isa),                 \
         ROWG(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,                \
-             hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_##isa, hs__gemv_q5_0_##isa),               \
+             hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_##isa, hs__gemv_q5_0_##isa),                \
         ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,                   \
             hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),                                       \
         ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,                   \

@@ -100,8 +100,8 @@ Test(gemv, matches_vec_dot_bit_for_bit_for_every_row_count)
         }
     }
     /* The AVX2 path has gemv kernels for Q8_0, Q5_0 and Q4_0 (at least), the AVX-512 one its
-     * own for those and for the K-quants too: a table that lost them would decode through the slower
-     * tiles without any test noticing. */
+     * own for those and for the K-quants too: a table that lost them would decode through the
+     * slower tiles without any test noticing. */
     if (best >= HS_ISA_AVX2) {
         cr_assert(hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX2)->gemv != NULL);
         cr_assert(hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX2)->gemv != NULL);
@@ -131,12 +131,9 @@ Test(gemv, avx512_without_vnni_matches_vec_dot)
         enum hs_type t;
         hs_gemv_fn gemv;
     } plain[] = {
-        {HS_TYPE_Q8_0, hs__gemv_q8_0_avx512},
-        {HS_TYPE_Q4_0, hs__gemv_q4_0_avx512},
-        {HS_TYPE_Q5_0, hs__gemv_q5_0_avx512},
-        {HS_TYPE_Q4_K, hs__gemv_q4_k_avx512},
-        {HS_TYPE_Q5_K, hs__gemv_q5_k_avx512},
-        {HS_TYPE_Q6_K, hs__gemv_q6_k_avx512},
+        {HS_TYPE_Q8_0, hs__gemv_q8_0_avx512}, {HS_TYPE_Q4_0, hs__gemv_q4_0_avx512},
+        {HS_TYPE_Q5_0, hs__gemv_q5_0_avx512}, {HS_TYPE_Q4_K, hs__gemv_q4_k_avx512},
+        {HS_TYPE_Q5_K, hs__gemv_q5_k_avx512}, {HS_TYPE_Q6_K, hs__gemv_q6_k_avx512},
     };
     struct hs_rng rng;
     hs_rng_seed(&rng, 21);
