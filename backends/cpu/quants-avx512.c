@@ -185,7 +185,8 @@ void hs__to_float_f16_avx512(const void *vx, float *y, int64_t n)
  * products bit-identical to llama.cpp's. With VNNI the weights are offset to unsigned (w + 128)
  * so one vpdpbusd does the block; the accumulator starts at -128 * sum(x) (per lane), which
  * cancels the offset exactly. Without, the sign trick: |w| * (x with w's sign), maddubs, madd.
- * (Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels on AVX-512 CPUs too.) */
+ * (Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels on AVX-512 CPUs too, but for Q4_0's and
+ * Q5_0's gemvs below.) */
 INLINE float hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
@@ -468,6 +469,208 @@ void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t ws, con
 }
 
 /* ================================================================================================
+ * Q5_0 decode (activations Q8_0): two weight rows per 512-bit register
+ * ============================================================================================= */
+
+/* The f16 scales of weight block b in rows 0 .. 2 NQ - 1 of a pass (row i past the pass's NR
+ * rows repeats row NR - 1), times d_x: lane i is row i's d_w * d_x, one float multiply as
+ * vec_dot makes it. */
+INLINE __m512 gemv_scales(const uint8_t *wb0, size_t ws, const int NR, const int NQ, float dx)
+{
+    uint64_t h[4] = {0, 0, 0, 0};
+    for (int i = 0; i < 2 * NQ; i++) {
+        uint16_t d;
+        memcpy(&d, ROWP(wb0, HS_MIN(i, NR - 1), ws), sizeof(d));
+        h[i / 4] |= (uint64_t)d << (16 * (i % 4));
+    }
+    const __m256i hv =
+        _mm256_set_epi64x((long long)h[3], (long long)h[2], (long long)h[1], (long long)h[0]);
+    return _mm512_mul_ps(_mm512_cvtph_ps(hv), _mm512_set1_ps(dx));
+}
+
+/* f32 index vector for permutexvar_ps: lanes 0..7 -> a, 8..15 -> b. */
+INLINE __m512i idx_pair_ps(int a, int b)
+{
+    return _mm512_inserti64x4(_mm512_set1_epi32(a), _mm256_set1_epi32(b), 1);
+}
+
+/* Two blocks' 16 bytes of nibbles (Q4_0 / Q5_0 layout) as 0..15: the first's low nibbles
+ * (elements 0..15) then high ones (16..31) in the low 256-bit half, the second's in the high. */
+INLINE __m512i nibbles_pair(const uint8_t *qs0, const uint8_t *qs1)
+{
+    __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)qs0));
+    v = _mm512_mask_broadcast_i32x4(v, 0xFF00, _mm_loadu_si128((const __m128i *)(const void *)qs1));
+    return _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFF00FF00u, v, 4), _mm512_set1_epi8(0x0F));
+}
+
+/* Activation block xb in both 256-bit halves (*xq), c * (the sum of each 4 activations) per
+ * int32 lane (*xsc, c a small positive byte) and its negation (*negc, vpdpbusd's start). */
+INLINE void x_offset(const struct hs_block_q8_0 *xb, char c, __m512i *xq, __m512i *xsc,
+                     __m512i *negc, const int VNNI)
+{
+    const __m512i cv = _mm512_set1_epi8(c);
+    *xq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb->qs));
+    *xsc = VNNI ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), cv, *xq)
+                : _mm512_madd_epi16(_mm512_maddubs_epi16(cv, *xq), _mm512_set1_epi16(1));
+    *negc = _mm512_sub_epi32(_mm512_setzero_si512(), *xsc);
+}
+
+/* The exact int32 lanes of (u - c) . x for unsigned weights u, with x_offset's parts. */
+INLINE __m512i udot_offset(__m512i u, __m512i xq, __m512i xsc, __m512i negc, const int VNNI)
+{
+    if (VNNI) {
+        return _mm512_dpbusd_epi32(negc, u, xq);
+    }
+    return _mm512_sub_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(u, xq), _mm512_set1_epi16(1)),
+                            xsc);
+}
+
+/* Q5_0 blocks of two rows as unsigned weights (value + 16, 0..31): row 0's 32 in the low
+ * 256-bit half, row 1's in the high one, each as low nibbles (elements 0..15) then high ones
+ * (16..31); the fifth bits of both rows form one 64-bit mask that adds 16 under it. */
+INLINE __m512i q5_0_u_pair(const struct hs_block_q5_0 *b0, const struct hs_block_q5_0 *b1)
+{
+    const __m512i v = nibbles_pair(b0->qs, b1->qs);
+    uint32_t qh0, qh1;
+    memcpy(&qh0, b0->qh, sizeof(qh0));
+    memcpy(&qh1, b1->qh, sizeof(qh1));
+    const __mmask64 hi = _cvtu64_mask64((uint64_t)qh0 | (uint64_t)qh1 << 32);
+    return _mm512_mask_add_epi8(v, hi, v, _mm512_set1_epi8(16));
+}
+
+/* A gemv pass over NR (1 .. 2 NQ) Q5_0 weight rows: rows 2q, 2q + 1 side by side in acc[q]
+ * (lanes 0..7 and 8..15, each row's 8-lane chain exactly as vec_dot makes it: the int32 lanes
+ * of the exact 4-product sums, sum (u - 16) x = (u . x) - 16 sum x with 16 sum x per lane taken
+ * once per block for all rows, converted, one fma by d_w * d_x a block); an odd NR repeats its
+ * last row in the high half, which is not stored. */
+INLINE void q5_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NR, const int VNNI)
+{
+    const int NQ = (NR + 1) / 2;
+    const size_t wsize = sizeof(struct hs_block_q5_0);
+    __m512 acc[8];
+    __m512i idx[8];
+    for (int q = 0; q < NQ; q++) {
+        acc[q] = _mm512_setzero_ps();
+        idx[q] = idx_pair_ps(2 * q, 2 * q + 1);
+    }
+    const int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b++) {
+        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
+        const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * wsize;
+        __m512i xq, xs16, negc;
+        x_offset(xb, 16, &xq, &xs16, &negc, VNNI);
+        const __m512 sc = gemv_scales(wb0, ws, NR, NQ, f16(xb->d));
+        for (int q = 0; q < NQ; q++) {
+            const struct hs_block_q5_0 *b0 = (const void *)ROWP(wb0, 2 * q, ws);
+            const struct hs_block_q5_0 *b1 = (const void *)ROWP(wb0, HS_MIN(2 * q + 1, NR - 1), ws);
+            const __m512i wu = q5_0_u_pair(b0, b1);
+            const __m512i dot = udot_offset(wu, xq, xs16, negc, VNNI);
+            acc[q] =
+                _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[q], sc), _mm512_cvtepi32_ps(dot), acc[q]);
+        }
+    }
+    for (int q = 0; q < NQ; q++) {
+        s[2 * q] = hsum8(_mm512_castps512_ps256(acc[q]));
+        if (2 * q + 1 < NR) {
+            s[2 * q + 1] = hsum8(_mm512_extractf32x8_ps(acc[q], 1));
+        }
+    }
+}
+
+/* hs__gemv_T_avx512 and _avx512vnni over T##_gemv_pass(n, s, w, ws, x, NR, VNNI): passes of
+ * ROWS (<= 8) rows, then one of the rest. */
+/* clang-format off */
+#define GEMV_ENTRY_POINTS(t, ROWS)                                                                 \
+    INLINE void t##_gemv(int64_t n, float *s, const void *w, size_t ws, const void *x,            \
+                         int64_t nr, const int VNNI)                                               \
+    {                                                                                              \
+        int64_t r = 0;                                                                             \
+        for (; r + (ROWS) <= nr; r += (ROWS)) {                                                    \
+            t##_gemv_pass(n, s + r, ROWP(w, r, ws), ws, x, (ROWS), VNNI);                          \
+        }                                                                                          \
+        float *sr = s + r;                                                                         \
+        const void *wr = ROWP(w, r, ws);                                                           \
+        switch (nr - r) {                                                                          \
+        case 0: break;                                                                             \
+        case 1: t##_gemv_pass(n, sr, wr, ws, x, 1, VNNI); break;                                   \
+        case 2: t##_gemv_pass(n, sr, wr, ws, x, 2, VNNI); break;                                   \
+        case 3: t##_gemv_pass(n, sr, wr, ws, x, 3, VNNI); break;                                   \
+        case 4: t##_gemv_pass(n, sr, wr, ws, x, 4, VNNI); break;                                   \
+        case 5: t##_gemv_pass(n, sr, wr, ws, x, 5, VNNI); break;                                   \
+        case 6: t##_gemv_pass(n, sr, wr, ws, x, 6, VNNI); break;                                   \
+        default: t##_gemv_pass(n, sr, wr, ws, x, 7, VNNI); break;                                  \
+        }                                                                                          \
+    }                                                                                              \
+    void hs__gemv_##t##_avx512(int64_t n, float *s, const void *w, size_t ws, const void *x,      \
+                               int64_t nr)                                                         \
+    {                                                                                              \
+        t##_gemv(n, s, w, ws, x, nr, 0);                                                           \
+    }                                                                                              \
+    void hs__gemv_##t##_avx512vnni(int64_t n, float *s, const void *w, size_t ws, const void *x,  \
+                                   int64_t nr)                                                     \
+    {                                                                                              \
+        t##_gemv(n, s, w, ws, x, nr, 1);                                                           \
+    }
+/* clang-format on */
+
+GEMV_ENTRY_POINTS(q5_0, 8)
+
+/* ================================================================================================
+ * Q4_0 decode (activations Q8_0)
+ * ============================================================================================= */
+
+/* hs_gemv_fn for Q4_0 in its order (q4_0_gemv_sub's in quants-avx2.c: per row acc = fma(total,
+ * d_w * d_x, acc), the total the block's exact integer dot): rows 2q, 2q + 1 side by side as for
+ * Q5_0 (vpdpbusd of the nibbles from -8 sum x), the four pairs' int32 lanes reduced together
+ * so that int32 lane 4k holds row k's total and lane 4k + 1 row k + 4's; one fma a block for
+ * the pass's 8 chains. An odd NR repeats its last row, which is not stored. */
+INLINE void q4_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NR, const int VNNI)
+{
+    const int NQ = (NR + 1) / 2;
+    const size_t wsize = sizeof(struct hs_block_q4_0);
+    /* Lane 4k + j (j < 2): scale of row k + 4 j. */
+    const __m512i idx = _mm512_setr_epi32(0, 4, 0, 0, 1, 5, 0, 0, 2, 6, 0, 0, 3, 7, 0, 0);
+    __m512 acc = _mm512_setzero_ps();
+    const int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b++) {
+        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
+        const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * wsize;
+        __m512i xq, xs8, negc;
+        x_offset(xb, 8, &xq, &xs8, &negc, VNNI);
+        __m512i v[4];
+        for (int q = 0; q < 4; q++) {
+            v[q] = _mm512_setzero_si512();
+            if (q < NQ) {
+                const struct hs_block_q4_0 *b0 = (const void *)ROWP(wb0, 2 * q, ws);
+                const struct hs_block_q4_0 *b1 =
+                    (const void *)ROWP(wb0, HS_MIN(2 * q + 1, NR - 1), ws);
+                v[q] = udot_offset(nibbles_pair(b0->qs, b1->qs), xq, xs8, negc, VNNI);
+            }
+        }
+        /* 128-bit lane k of w01: row k's four partial sums (rows 0..3), of w23 rows 4..7. */
+        const __m512i w01 = _mm512_add_epi32(_mm512_shuffle_i64x2(v[0], v[1], 0x88),
+                                             _mm512_shuffle_i64x2(v[0], v[1], 0xDD));
+        const __m512i w23 = _mm512_add_epi32(_mm512_shuffle_i64x2(v[2], v[3], 0x88),
+                                             _mm512_shuffle_i64x2(v[2], v[3], 0xDD));
+        const __m512i t =
+            _mm512_add_epi32(_mm512_unpacklo_epi32(w01, w23), _mm512_unpackhi_epi32(w01, w23));
+        const __m512i tot = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
+        const __m512 sc = _mm512_permutexvar_ps(idx, gemv_scales(wb0, ws, NR, 4, f16(xb->d)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), sc, acc);
+    }
+    float out[16];
+    _mm512_storeu_ps(out, acc);
+    for (int r = 0; r < NR; r++) {
+        s[r] = out[4 * (r % 4) + r / 4];
+    }
+}
+GEMV_ENTRY_POINTS(q4_0, 8)
+
+/* ================================================================================================
  * Activation quantizers
  * ============================================================================================= */
 
@@ -586,6 +789,75 @@ INLINE __m128i reduce4_epi32(const __m512i v[4])
     return _mm_hadd_epi32(_mm_hadd_epi32(h[0], h[1]), _mm_hadd_epi32(h[2], h[3]));
 }
 
+/* A Q4_K / (FIVE) Q5_K super-block's weights (four 64-byte quarters, sub-blocks 2k and 2k + 1
+ * in quarter k's halves), its scales as i16 lanes per quarter, its mins as i16 pairs (one per
+ * bsums pair) and d, dmin. */
+INLINE void q45_k_decode(const uint8_t *wbytes, __m512i q[4], __m512i scales[4], __m256i *mins,
+                         float *d, float *dmin, const int FIVE)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const struct hs_block_q4_k *w4 = (const struct hs_block_q4_k *)(const void *)wbytes;
+    const struct hs_block_q5_k *w5 = (const struct hs_block_q5_k *)(const void *)wbytes;
+    const uint8_t *qs = FIVE ? w5->qs : w4->qs;
+    uint8_t sc[8], mn[8];
+    unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
+    uint64_t sc64, mn64;
+    memcpy(&sc64, sc, 8);
+    memcpy(&mn64, mn, 8);
+    const __m512i scv =
+        _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc64)));
+    *mins = _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(_mm_cvtsi64_si128((long long)mn64),
+                         _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
+    __m512i qh2 = _mm512_setzero_si512();
+    if (FIVE) {
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)w5->qh);
+        qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
+    }
+    for (int k = 0; k < 4; k++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+        const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+        q[k] = _mm512_and_si512(z, m4);
+        if (FIVE) {
+            /* Bits 2k (low half, sub-block 2k) and 2k + 1 (high half) of qh. */
+            const __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)),
+                                                   _mm256_set1_epi16((short)(2 * k + 1)), 1);
+            const __m512i bit = _mm512_and_si512(_mm512_srlv_epi16(qh2, cnt), _mm512_set1_epi8(1));
+            q[k] = _mm512_or_si512(q[k], _mm512_slli_epi16(bit, 4));
+        }
+        scales[k] = _mm512_permutexvar_epi16(idx_halves(2 * k, 2 * k + 1), scv);
+    }
+    *d = f16(FIVE ? w5->d : w4->d);
+    *dmin = f16(FIVE ? w5->dmin : w4->dmin);
+}
+
+/* The super-block's scaled integer dot against activation block xb, in int32 lanes to be summed
+ * (exact). */
+INLINE __m512i q45_k_sumi(const __m512i q[4], const __m512i scales[4],
+                          const struct hs_block_q8_k *xb, const int VNNI)
+{
+    __m512i sumi = _mm512_setzero_si512();
+    for (int k = 0; k < 4; k++) {
+        const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
+        sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
+    }
+    return sumi;
+}
+
+/* The min correction's int32 lanes, likewise. */
+INLINE __m256i q45_k_pmin(__m256i mins, const struct hs_block_q8_k *xb)
+{
+    return _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums));
+}
+
+/* The super-block's scaled integer dot and min correction against activation block xb. */
+INLINE void q45_k_dot(const __m512i q[4], const __m512i scales[4], __m256i mins,
+                      const struct hs_block_q8_k *xb, int32_t *isum, int32_t *imin, const int VNNI)
+{
+    *isum = _mm512_reduce_add_epi32(q45_k_sumi(q, scales, xb, VNNI));
+    *imin = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(q45_k_pmin(mins, xb)));
+}
+
 /* Q4_K and (FIVE) Q5_K share the layout of d, dmin and scales; Q5_K adds qh, whose bit j of
  * byte l is the fifth bit of element 32 j + l.
  *
@@ -606,44 +878,12 @@ INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
             accm[r][c] = 0.0f;
         }
     }
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int64_t b = 0; b < n / HS_QK_K; b++) {
         for (int r = 0; r < NR; r++) {
-            const uint8_t *wbytes = ROWP(w, r, ws) + (size_t)b * bsize;
-            const struct hs_block_q4_k *w4 = (const struct hs_block_q4_k *)(const void *)wbytes;
-            const struct hs_block_q5_k *w5 = (const struct hs_block_q5_k *)(const void *)wbytes;
-            const uint8_t *qs = FIVE ? w5->qs : w4->qs;
-            uint8_t sc[8], mn[8];
-            unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
-            uint64_t sc64, mn64;
-            memcpy(&sc64, sc, 8);
-            memcpy(&mn64, mn, 8);
-            const __m512i scv =
-                _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc64)));
-            const __m256i mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
-                _mm_cvtsi64_si128((long long)mn64),
-                _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
-            __m512i q[4], scales[4], qh2 = _mm512_setzero_si512();
-            if (FIVE) {
-                const __m256i qh = _mm256_loadu_si256((const __m256i *)w5->qh);
-                qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
-            }
-            for (int k = 0; k < 4; k++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
-                const __m512i z =
-                    _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
-                q[k] = _mm512_and_si512(z, m4);
-                if (FIVE) {
-                    /* Bits 2k (low half, sub-block 2k) and 2k + 1 (high half) of qh. */
-                    const __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)),
-                                                           _mm256_set1_epi16((short)(2 * k + 1)), 1);
-                    const __m512i bit =
-                        _mm512_and_si512(_mm512_srlv_epi16(qh2, cnt), _mm512_set1_epi8(1));
-                    q[k] = _mm512_or_si512(q[k], _mm512_slli_epi16(bit, 4));
-                }
-                scales[k] = _mm512_permutexvar_epi16(idx_halves(2 * k, 2 * k + 1), scv);
-            }
-            const float d = f16(FIVE ? w5->d : w4->d), dmin = f16(FIVE ? w5->dmin : w4->dmin);
+            __m512i q[4], scales[4];
+            __m256i mins;
+            float d, dmin;
+            q45_k_decode(ROWP(w, r, ws) + (size_t)b * bsize, q, scales, &mins, &d, &dmin, FIVE);
             for (int c = 0; c < NC; c++) {
                 const struct hs_block_q8_k *xb =
                     (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
@@ -670,13 +910,8 @@ INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
                     }
                     continue;
                 }
-                __m512i sumi = _mm512_setzero_si512();
-                for (int k = 0; k < 4; k++) {
-                    const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
-                    sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
-                }
-                const int32_t isum = _mm512_reduce_add_epi32(sumi);
-                const int32_t imin = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(pm));
+                int32_t isum, imin;
+                q45_k_dot(q, scales, mins, xb, &isum, &imin, VNNI);
                 acc[r][c] = fmaf((float)isum, dd, acc[r][c]);
                 accm[r][c] = fmaf((float)imin, dm, accm[r][c]);
             }
@@ -705,6 +940,73 @@ INLINE void q5_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
 {
     q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, VNNI, 1, 0);
 }
+/* hs_gemv_fn for Q4_K and (FIVE) Q5_K (decode): passes of up to Q45K_GEMV_ROWS rows, each row's
+ * two chains as q45_k_tile's (the same bits), the pass's span streamed ahead
+ * (hs__gemv_prefetch). */
+#define Q45K_GEMV_ROWS 8
+/* The lane sums of v[0..7] as lanes 0..7 (exact integers). */
+INLINE __m256i reduce8_epi32(const __m256i v[8])
+{
+    const __m256i h0 =
+        _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i h1 =
+        _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
+                            _mm256_permute2x128_si256(h0, h1, 0x31));
+}
+
+/* Rows in lanes: lane r of acc / accm is row r's chain, updated by one fma a super-block as the
+ * tile's scalar fmaf (the integer sums exact, d_w * d_x one float multiply). */
+INLINE void q45_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                            const int NR, const int VNNI, const int FIVE)
+{
+    const size_t bsize = FIVE ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    const int64_t nb = n / HS_QK_K;
+    for (int64_t b = 0; b < nb; b++) {
+        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        const struct hs_block_q8_k *xb = (const struct hs_block_q8_k *)x + b;
+        const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * bsize;
+        __m256i sums[8], pmins[8];
+        for (int r = 0; r < 8; r++) {
+            sums[r] = _mm256_setzero_si256();
+            pmins[r] = _mm256_setzero_si256();
+            if (r < NR) {
+                __m512i q[4], scales[4];
+                __m256i mins;
+                float d, dmin;
+                q45_k_decode(ROWP(wb0, r, ws), q, scales, &mins, &d, &dmin, FIVE);
+                const __m512i sumi = q45_k_sumi(q, scales, xb, VNNI);
+                sums[r] = _mm256_add_epi32(_mm512_castsi512_si256(sumi),
+                                           _mm512_extracti64x4_epi64(sumi, 1));
+                pmins[r] = q45_k_pmin(mins, xb);
+            }
+        }
+        const __m512 dd = gemv_scales(wb0, ws, NR, 4, xb->d);
+        const __m512 dm = gemv_scales(wb0 + 2, ws, NR, 4, xb->d);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_epi32(sums)), _mm512_castps512_ps256(dd),
+                              acc);
+        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_epi32(pmins)), _mm512_castps512_ps256(dm),
+                               accm);
+    }
+    float out[8];
+    _mm256_storeu_ps(out, _mm256_sub_ps(acc, accm));
+    for (int r = 0; r < NR; r++) {
+        s[r] = out[r];
+    }
+}
+INLINE void q4_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NR, const int VNNI)
+{
+    q45_k_gemv_pass(n, s, w, ws, x, NR, VNNI, 0);
+}
+INLINE void q5_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NR, const int VNNI)
+{
+    q45_k_gemv_pass(n, s, w, ws, x, NR, VNNI, 1);
+}
+GEMV_ENTRY_POINTS(q4_k, Q45K_GEMV_ROWS)
+GEMV_ENTRY_POINTS(q5_k, Q45K_GEMV_ROWS)
 TILE_ENTRY_POINTS(q4_k, avx512, 0)
 TILE_ENTRY_POINTS(q4_k, avx512vnni, 1)
 TILE_ENTRY_POINTS(q4_k_ggml, avx512, 0)
@@ -716,60 +1018,74 @@ TILE_ENTRY_POINTS(q5_k, avx512vnni, 1)
  * Q6_K
  * ============================================================================================= */
 
+/* Float order of ggml's ggml_vec_dot_q6_K_q8_K on AVX2 / AVX-512 CPUs: per super-block, 8 exact
+ * integer lanes, lane L holding q * q8 * scale over the elements e with e % 32 in 4L..4L+3,
+ * minus 32 * (the scale times the q8 sum) of 16-element groups 2L and 2L + 1; then
+ * acc = fma(d_x * d_w, lane, acc) in 8 float lanes, summed at the end (hi + lo halves, then
+ * pairs). */
+
+/* A Q6_K super-block's weights (0..63, four 64-byte quarters) and its scales as i16 lanes:
+ * scales[k] per quarter for madd_scaled, *sc16 the 16 of them in order. */
+INLINE void q6_k_decode(const struct hs_block_q6_k *wb, __m512i q[4], __m512i scales[4],
+                        __m256i *sc16)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    /* Per 256-bit half: shift counts that bring the right 2 bits of qh to bits 4..5. */
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    for (int h = 0; h < 2; h++) {
+        const __m512i ql = _mm512_loadu_si512((const void *)(wb->ql + 64 * h));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(wb->qh + 32 * h));
+        const __m512i qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
+        q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                   _mm512_and_si512(_mm512_sllv_epi16(qh2, shl), m30));
+        q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                       _mm512_and_si512(_mm512_srlv_epi16(qh2, shr), m30));
+    }
+    *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)wb->scales));
+    const __m512i sc512 = _mm512_castsi256_si512(*sc16);
+    for (int k = 0; k < 4; k++) {
+        scales[k] = _mm512_permutexvar_epi16(idx_quarters(4 * k), sc512);
+    }
+}
+
+/* The super-block's 8 exact integer lanes against activation block xb. */
+INLINE __m256i q6_k_dot(const __m512i q[4], const __m512i scales[4], __m256i sc16,
+                        const struct hs_block_q8_k *xb, const int VNNI)
+{
+    __m512i sumi = _mm512_setzero_si512();
+    for (int k = 0; k < 4; k++) {
+        const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
+        sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
+    }
+    const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+    const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
+    return _mm256_sub_epi32(
+        _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1)), corr);
+}
+
 INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                       size_t xs, const int NR, const int NC, const int VNNI)
 {
-    /* Float order of ggml's ggml_vec_dot_q6_K_q8_K on AVX2 / AVX-512 CPUs: per super-block,
-     * 8 exact integer lanes, lane L holding q * q8 * scale over the elements e with e % 32 in
-     * 4L..4L+3, minus 32 * (the scale times the q8 sum) of 16-element groups 2L and 2L + 1;
-     * then acc = fma(d_x * d_w, lane, acc) in 8 float lanes, summed at the end (hi + lo
-     * halves, then pairs). */
     __m256 acc[4][4];
     for (int r = 0; r < NR; r++) {
         for (int c = 0; c < NC; c++) {
             acc[r][c] = _mm256_setzero_ps();
         }
     }
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-    /* Per 256-bit half: shift counts that bring the right 2 bits of qh to bits 4..5. */
-    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     for (int64_t b = 0; b < n / HS_QK_K; b++) {
         for (int r = 0; r < NR; r++) {
             const struct hs_block_q6_k *wb =
                 (const struct hs_block_q6_k *)(const void *)ROWP(w, r, ws) + b;
             __m512i q[4], scales[4];
-            for (int h = 0; h < 2; h++) {
-                const __m512i ql = _mm512_loadu_si512((const void *)(wb->ql + 64 * h));
-                const __m256i qh = _mm256_loadu_si256((const __m256i *)(wb->qh + 32 * h));
-                const __m512i qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
-                q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4),
-                                           _mm512_and_si512(_mm512_sllv_epi16(qh2, shl), m30));
-                q[2 * h + 1] =
-                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                    _mm512_and_si512(_mm512_srlv_epi16(qh2, shr), m30));
-            }
-            const __m256i sc16 =
-                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)wb->scales));
-            const __m512i sc512 = _mm512_castsi256_si512(sc16);
-            for (int k = 0; k < 4; k++) {
-                scales[k] = _mm512_permutexvar_epi16(idx_quarters(4 * k), sc512);
-            }
+            __m256i sc16;
+            q6_k_decode(wb, q, scales, &sc16);
             const float d = f16(wb->d);
             for (int c = 0; c < NC; c++) {
                 const struct hs_block_q8_k *xb =
                     (const struct hs_block_q8_k *)(const void *)ROWP(x, c, xs) + b;
-                __m512i sumi = _mm512_setzero_si512();
-                for (int k = 0; k < 4; k++) {
-                    const __m512i xq = _mm512_loadu_si512((const void *)(xb->qs + 64 * k));
-                    sumi = madd_scaled(sumi, _mm512_maddubs_epi16(q[k], xq), scales[k], VNNI);
-                }
-                const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
-                const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
-                const __m256i sum8 = _mm256_sub_epi32(
-                    _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1)),
-                    corr);
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * d), _mm256_cvtepi32_ps(sum8),
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(xb->d * d),
+                                            _mm256_cvtepi32_ps(q6_k_dot(q, scales, sc16, xb, VNNI)),
                                             acc[r][c]);
             }
         }
@@ -780,8 +1096,40 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
         }
     }
 }
+
+/* hs_gemv_fn for Q6_K (decode): passes of up to Q6K_GEMV_ROWS rows, each row's chain as
+ * q6_k_tile's (the same bits), the pass's span streamed ahead (hs__gemv_prefetch). */
+#define Q6K_GEMV_ROWS 8
+INLINE void q6_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NR, const int VNNI)
+{
+    __m256 acc[Q6K_GEMV_ROWS];
+    for (int r = 0; r < NR; r++) {
+        acc[r] = _mm256_setzero_ps();
+    }
+    const int64_t nb = n / HS_QK_K;
+    for (int64_t b = 0; b < nb; b++) {
+        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        const struct hs_block_q8_k *xb = (const struct hs_block_q8_k *)x + b;
+        for (int r = 0; r < NR; r++) {
+            const struct hs_block_q6_k *wb =
+                (const struct hs_block_q6_k *)(const void *)ROWP(w, r, ws) + b;
+            __m512i q[4], scales[4];
+            __m256i sc16;
+            q6_k_decode(wb, q, scales, &sc16);
+            acc[r] =
+                _mm256_fmadd_ps(_mm256_set1_ps(xb->d * f16(wb->d)),
+                                _mm256_cvtepi32_ps(q6_k_dot(q, scales, sc16, xb, VNNI)), acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        s[r] = hsum8(acc[r]);
+    }
+}
+
 TILE_ENTRY_POINTS(q6_k, avx512, 0)
 TILE_ENTRY_POINTS(q6_k, avx512vnni, 1)
+GEMV_ENTRY_POINTS(q6_k, Q6K_GEMV_ROWS)
 
 /* ================================================================================================
  * SwiGLU: silu(g) * u

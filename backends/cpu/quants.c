@@ -1012,9 +1012,9 @@ static const struct hs_quant_kernels k_avx2[] = {
 };
 
 /* Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels (but Q5_0's VNNI tiles of 2+ activation rows,
- * tiles-avx512.c; VNNI Q4_K's tiles of 2+ rows are the AVX2 ones there): the same bits (ggml has no 512-bit kernels
- * for the last three either; its Q4_0 matmuls are repacked 8-row kernels, whose order the AVX2
- * Q4_0 kernels follow). */
+ * tiles-avx512.c, and Q4_0's and Q5_0's AVX-512 gemvs; VNNI Q4_K's tiles of 2+ rows are the AVX2
+ * ones there): the same bits (ggml has no 512-bit kernels for the last three either; its Q4_0
+ * matmuls are repacked 8-row kernels, whose order the AVX2 Q4_0 kernels follow). */
 #define AVX512_TABLE(name, isa, q4_k_tile)                                                         \
     static const struct hs_quant_kernels name[] = {                                                \
         ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, hs__vec_dot_f32_avx512,        \
@@ -1026,19 +1026,19 @@ static const struct hs_quant_kernels k_avx2[] = {
         ROWG(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q8_0,                \
              hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa, hs__gemv_q8_0_##isa),               \
         ROWG(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,                \
-             hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_avx2),                  \
+             hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_##isa),                 \
         ROWG(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,                \
-             hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_##isa, hs__gemv_q5_0_avx2),                 \
+             hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_##isa, hs__gemv_q5_0_##isa),                \
         ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,                   \
             hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),                                       \
         ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,                   \
             hs__vec_dot_q5_1_avx2, hs__gemm_tile_q5_1_avx2),                                       \
-        ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,                 \
-            hs__vec_dot_q4_k_##isa, q4_k_tile),                                                    \
-        ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q5_k,                 \
-            hs__vec_dot_q5_k_##isa, hs__gemm_tile_q5_k_##isa),                                     \
-        ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q6_k,                 \
-            hs__vec_dot_q6_k_##isa, hs__gemm_tile_q6_k_##isa),                                     \
+        ROWG(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q4_k,                \
+             hs__vec_dot_q4_k_##isa, q4_k_tile, hs__gemv_q4_k_##isa),                              \
+        ROWG(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q5_k,                \
+             hs__vec_dot_q5_k_##isa, hs__gemm_tile_q5_k_##isa, hs__gemv_q5_k_##isa),               \
+        ROWG(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q6_k,                \
+             hs__vec_dot_q6_k_##isa, hs__gemm_tile_q6_k_##isa, hs__gemv_q6_k_##isa),               \
     }
 AVX512_TABLE(k_avx512, avx512, hs__gemm_tile_q4_k_avx512);
 AVX512_TABLE(k_avx512vnni, avx512vnni, hs__gemm_tile_q4_k_pp_avx512vnni);

@@ -137,8 +137,21 @@ void hs__gemv_q8_0_avx512(int64_t n, float *s, const void *w, size_t w_stride, c
                         int64_t nr);
 void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
+#define HS__GEMV_DECL(t, isa)                                                                      \
+    void hs__gemv_##t##_##isa(int64_t n, float *s, const void *w, size_t w_stride, const void *x,  \
+                              int64_t nr)
+HS__GEMV_DECL(q4_0, avx512);
+HS__GEMV_DECL(q4_0, avx512vnni);
+HS__GEMV_DECL(q5_0, avx512);
+HS__GEMV_DECL(q5_0, avx512vnni);
+HS__GEMV_DECL(q4_k, avx512);
+HS__GEMV_DECL(q4_k, avx512vnni);
+HS__GEMV_DECL(q5_k, avx512);
+HS__GEMV_DECL(q5_k, avx512vnni);
+HS__GEMV_DECL(q6_k, avx512);
+HS__GEMV_DECL(q6_k, avx512vnni);
 void hs__gemv_q4_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
-                        int64_t nr); /* Q4_0, Q5_0: also the AVX-512 tables' */
+                        int64_t nr);
 void hs__gemv_q5_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
 void hs__from_float_f16_avx2(const float *x, void *y, int64_t n);

@@ -17,9 +17,14 @@ static const enum hs_type types[] = {
     HS_TYPE_Q4_1, HS_TYPE_Q5_1, HS_TYPE_Q4_K, HS_TYPE_Q5_K, HS_TYPE_Q6_K,
 };
 
-/* Checks k's gemv on n-element rows for nr = 0 .. MAX_ROWS; returns the cases checked. */
-static int check_gemv(const struct hs_quant_kernels *k, int64_t n, struct hs_rng *rng)
+/* Checks gemv (k's where NULL) against k's vec_dot on n-element rows for nr = 0 .. MAX_ROWS;
+ * returns the cases checked. */
+static int check_gemv(const struct hs_quant_kernels *k, hs_gemv_fn gemv, int64_t n,
+                      struct hs_rng *rng)
 {
+    if (!gemv) {
+        gemv = k->gemv;
+    }
     const size_t w_row = hs_type_row_size(k->type, n);
     const size_t x_row = hs_type_row_size(k->vec_dot_type, n);
     uint8_t *w = malloc(w_row * MAX_ROWS);
@@ -56,7 +61,7 @@ static int check_gemv(const struct hs_quant_kernels *k, int64_t n, struct hs_rng
         for (int r = 0; r <= MAX_ROWS; r++) {
             got[r] = -12345.0f;
         }
-        k->gemv(n, got, w + (size_t)r0 * w_row, w_row, x, nr);
+        gemv(n, got, w + (size_t)r0 * w_row, w_row, x, nr);
         for (int r = 0; r < nr; r++) {
             cr_assert(memcmp(&got[r], &want[r0 + r], sizeof(float)) == 0,
                       "%s n=%ld nr=%d row %d: gemv %.9g vec_dot %.9g", hs_type_str(k->type),
@@ -89,13 +94,14 @@ Test(gemv, matches_vec_dot_bit_for_bit_for_every_row_count)
             /* One block, SmolLM-135M's 576 and 1536, and an odd block count. */
             const int64_t ns[] = {bs, bs == 256 ? 768 : 576, 1536, bs * 7};
             for (size_t i = 0; i < HS_ARRAY_LEN(ns); i++) {
-                cr_assert_eq(check_gemv(k, ns[i], &rng), MAX_ROWS + 1);
+                cr_assert_eq(check_gemv(k, NULL, ns[i], &rng), MAX_ROWS + 1);
             }
             kernels++;
         }
     }
-    /* The AVX2 path has gemv kernels for Q8_0, Q5_0 and Q4_0 (at least), the AVX-512 one for Q8_0: a table that lost them
-     * would decode through the slower tiles without any test noticing. */
+    /* The AVX2 path has gemv kernels for Q8_0, Q5_0 and Q4_0 (at least), the AVX-512 one its
+     * own for those and for the K-quants too: a table that lost them would decode through the
+     * slower tiles without any test noticing. */
     if (best >= HS_ISA_AVX2) {
         cr_assert(hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX2)->gemv != NULL);
         cr_assert(hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX2)->gemv != NULL);
@@ -104,5 +110,37 @@ Test(gemv, matches_vec_dot_bit_for_bit_for_every_row_count)
     }
     if (best >= HS_ISA_AVX512) {
         cr_assert(hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX512)->gemv != NULL);
+        /* Q5_0's own AVX-512 gemv, not the AVX2 one. */
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX512)->gemv != NULL);
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX512)->gemv != hs__gemv_q5_0_avx2);
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q4_0, HS_ISA_AVX512)->gemv != hs__gemv_q4_0_avx2);
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q4_K, HS_ISA_AVX512)->gemv != NULL);
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q5_K, HS_ISA_AVX512)->gemv != NULL);
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q6_K, HS_ISA_AVX512)->gemv != NULL);
+    }
+}
+
+/* The AVX-512 gemvs without VNNI run only on CPUs that lack it: call them directly, against the
+ * dispatched table's vec_dot. */
+Test(gemv, avx512_without_vnni_matches_vec_dot)
+{
+    if (hs__cpu_detect_isa() < HS_ISA_AVX512) {
+        cr_skip_test("no AVX-512");
+    }
+    static const struct {
+        enum hs_type t;
+        hs_gemv_fn gemv;
+    } plain[] = {
+        {HS_TYPE_Q8_0, hs__gemv_q8_0_avx512}, {HS_TYPE_Q4_0, hs__gemv_q4_0_avx512},
+        {HS_TYPE_Q5_0, hs__gemv_q5_0_avx512}, {HS_TYPE_Q4_K, hs__gemv_q4_k_avx512},
+        {HS_TYPE_Q5_K, hs__gemv_q5_k_avx512}, {HS_TYPE_Q6_K, hs__gemv_q6_k_avx512},
+    };
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 21);
+    for (size_t i = 0; i < HS_ARRAY_LEN(plain); i++) {
+        const struct hs_quant_kernels *k = hs__cpu_kernels(plain[i].t, HS_ISA_AVX512);
+        const int64_t bs = hs_type_traits(plain[i].t)->blck_size;
+        cr_assert_eq(check_gemv(k, plain[i].gemv, bs == 256 ? 768 : 576, &rng), MAX_ROWS + 1);
+        cr_assert_eq(check_gemv(k, plain[i].gemv, bs * 7, &rng), MAX_ROWS + 1);
     }
 }
