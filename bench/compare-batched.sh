@@ -8,6 +8,7 @@
 # reports decoded tokens / time the same way. The two alternate REPS times (default 3) and the
 # medians and their ratio are printed with the load average: read them as one run's ratio.
 # Default model: the SmolLM-135M-shaped Q8_0 file of bench/compare-llamacpp.sh. Not a test.
+# HS_CPU_ISA=avx2 PEER_CPU=haswell holds both to their AVX2 kernels (bench/lib-peer.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:-2}
@@ -15,7 +16,7 @@ R=${2:-3}
 S=${3:-16}
 N=${4:-32}
 HS=build/api/hetserve
-PEER_ROOT=${PEER_ROOT:-/var/tmp/llamacpp-peer}
+. bench/lib-peer.sh
 DIR=$(pwd)/build/bench-models
 mkdir -p "$DIR"
 [ -x "$HS" ] || { echo "build first: scripts/dev.sh build" >&2; exit 2; }
@@ -31,7 +32,7 @@ for _ in $(seq "$R"); do
     o=$("$HS" bench -m "$F" -p 0 -n "$N" -b "$S" -r 1 -t "$T" --no-probes |
         awk -F'|' '/ x[0-9]/ {split($3, a, " "); print a[1]}')
     # -n counts the prompt (BOS + "a": 2 tokens) too
-    l=$(chroot "$PEER_ROOT" /usr/bin/llama-batched -m "/tmp/hetserve-batched/$(basename "$F")" \
+    l=$(peer_cpu chroot "$PEER_ROOT" /usr/bin/llama-batched -m "/tmp/hetserve-batched/$(basename "$F")" \
         -p a -np "$S" -n $((N + 2)) -t "$T" -tb "$T" -kvu 2>&1 |
         grep -a 'decoded' | sed 's/.*speed: \([0-9.]*\).*/\1/')
     echo "  run: hetserve $o t/s, llama.cpp $l t/s (load $(cut -d' ' -f1 /proc/loadavg))" >&2

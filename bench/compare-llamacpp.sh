@@ -13,6 +13,7 @@
 #   moe-big the same comparison on models far larger than the caches (dim 1024, 8 layers, 8
 #           experts / 2 used of ffn 1024, shared 1024, vocab 8192 vs a dense ffn 3072), where
 #           decode is bound by memory bandwidth rather than by which weights stay in L3
+# HS_CPU_ISA=avx2 PEER_CPU=haswell holds both to their AVX2 kernels (bench/lib-peer.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:-2}
@@ -20,6 +21,7 @@ R=${2:-5}
 SET=${3:-smollm}
 HS=build/api/hetserve
 PEER=../shared/peers/llamacpp.sh
+. bench/lib-peer.sh
 DIR=$(pwd)/build/bench-models
 mkdir -p "$DIR"
 [ -x "$HS" ] || { echo "build first: scripts/dev.sh build" >&2; exit 2; }
@@ -48,7 +50,7 @@ for name in "${NAMES[@]}"; do
     f="$DIR/$name.gguf"
     ours=$("$HS" bench -m "$f" -p 512 -n 128 -t "$T" -r "$R")
     echo "$ours" | sed 's/^/  hetserve: /' >&2
-    theirs=$(PEER_MODELS="$DIR" "$PEER" run llama-bench -m "/models/$(basename "$f")" -t "$T" \
+    theirs=$(PEER_MODELS="$DIR" peer_cpu "$PEER" run llama-bench -m "/models/$(basename "$f")" -t "$T" \
         -p 512 -n 128 -r "$R" -o csv 2>/dev/null)
     for test in pp512 tg128; do
         o=$(echo "$ours" | awk -v t="$test" '$2 == t {print $4}')
