@@ -29,7 +29,20 @@ static void usage_main(FILE *f)
             "Run 'hetserve COMMAND --help' for the options of a command.\n"
             "Models: any GGUF file of architecture llama, qwen2, qwen3, qwen2moe, qwen3moe,\n"
             "olmoe, hunyuan-moe or hunyuan-large with weights in f32, f16, bf16, q8_0, q4_0,\n"
-            "q4_1, q5_0, q5_1, q4_K, q5_K or q6_K.\n",
+            "q4_1, q5_0, q5_1, q4_K, q5_K or q6_K.\n"
+            "\n"
+            "environment (CPU engine):\n"
+            "  HS_MMAP=1              keep model files mmap'd (4 KiB pages of the page cache)\n"
+            "                         instead of reading files of 8 MiB or more into 2 MiB\n"
+            "                         huge pages (faster decode)\n"
+            "  HS_CPU_ISA=avx2|scalar cap the CPU kernels below what the CPU has\n"
+            "  HS_CPU_REPACK=0        no repacked copy of Q4_0 weights (less memory, slower\n"
+            "                         prompt processing)\n"
+            "  HS_CPU_GEMM_ORDER=ggml Q4_K prompt logits in llama.cpp's order (not batch-\n"
+            "                         invariant)\n"
+            "  HS_ONEDNN=1            F32/F16/BF16 products of 64+ rows through oneDNN (not\n"
+            "                         batch-invariant)\n"
+            "  HS_PROFILE=1           per-op CPU timings, logged when the engine stops\n",
             HS_VERSION);
 }
 
