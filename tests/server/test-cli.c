@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/server/shared-models.h"
+
 struct result {
     int status;
     char out[65536];
@@ -458,35 +460,20 @@ Test(cli, sim_vnpu_reproduces_the_mapping_example)
  * simulated time goes to stderr. A bad --pim-config names its line. */
 Test(cli, generate_with_pim_attention_prints_the_same_logprobs, .timeout = 300, .init = setup)
 {
-    static const char *const files[] = {
-        "stories260K.gguf",
-        "tiny-f32.gguf",
-        "tiny-f16.gguf",
-        "tiny-q8_0.gguf",
-        "tiny-q4_k_m.gguf",
-        "qwen2-bpe-f32.gguf",
-        "qwen3-bpe-q8_0.gguf",
-        "llama3-bpe-f32.gguf",
-        "qwen3-vocab-f16.gguf",
-        "moe-mixtral-mini-f32.gguf",
-        "moe-qwen2-mini-f32.gguf",
-        "moe-qwen2-mini-q8_0.gguf",
-        "moe-qwen3-mini-q8_0.gguf",
-    };
     static struct result a, b;
     char args[2048];
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+    for (size_t i = 0; i < HS_TEST_N_SHARED_MODELS; i++) {
         snprintf(args, sizeof(args),
                  "generate -m %s/%s -p 'Once upon a time' -n 12 --temp 0 --logprobs 3 -t 1",
-                 getenv("HS_MODELS_DIR"), files[i]);
+                 getenv("HS_MODELS_DIR"), hs_test_shared_models[i]);
         run(&a, args);
-        cr_assert_eq(a.status, 0, "%s: %s", files[i], a.err);
+        cr_assert_eq(a.status, 0, "%s: %s", hs_test_shared_models[i], a.err);
         snprintf(args + strlen(args), sizeof(args) - strlen(args), " --attn-backend pim");
         run(&b, args);
-        cr_assert_eq(b.status, 0, "%s: %s", files[i], b.err);
-        cr_assert_str_eq(a.out, b.out, "%s", files[i]);
+        cr_assert_eq(b.status, 0, "%s: %s", hs_test_shared_models[i], b.err);
+        cr_assert_str_eq(a.out, b.out, "%s", hs_test_shared_models[i]);
         cr_assert(strstr(b.err, "attention backend pim:") && strstr(b.err, "ms simulated"),
-                  "%s: %s", files[i], b.err);
+                  "%s: %s", hs_test_shared_models[i], b.err);
     }
     char cfg[] = "/tmp/hs-cli-pim-XXXXXX";
     const int fd = mkstemp(cfg);

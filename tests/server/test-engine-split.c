@@ -2,6 +2,7 @@
  * backend past the long-context threshold (CPU, the simulated NPU and DIMM-PIM), and the
  * ping-pong balances, each against the unsplit engine's tokens and logprobs. */
 #include "tests/server/engine-fixtures.h"
+#include "tests/server/shared-models.h"
 
 /* ---- split execution ---- */
 
@@ -120,21 +121,6 @@ static void split_matches_unsplit_with(const char *attn, enum hs_pingpong_balanc
 
 static void split_matches_unsplit(const char *attn)
 {
-    static const char *const files[] = {
-        "stories260K.gguf",
-        "tiny-f32.gguf",
-        "tiny-f16.gguf",
-        "tiny-q8_0.gguf",
-        "tiny-q4_k_m.gguf",
-        "qwen2-bpe-f32.gguf",
-        "qwen3-bpe-q8_0.gguf",
-        "llama3-bpe-f32.gguf",
-        "qwen3-vocab-f16.gguf",
-        "moe-mixtral-mini-f32.gguf",
-        "moe-qwen2-mini-f32.gguf",
-        "moe-qwen2-mini-q8_0.gguf",
-        "moe-qwen3-mini-q8_0.gguf",
-    };
     /* Under valgrind (HS_VALGRIND; ~100 times slower) two files for each attention backend, the
      * six covering the llama, qwen2, qwen2moe and qwen3moe architectures and F32, F16, Q8_0 and
      * Q4_K weights, with the same workload and checks. */
@@ -152,7 +138,8 @@ static void split_matches_unsplit(const char *attn)
         }
         cr_assert_fail("no valgrind files for %s", attn);
     }
-    split_matches_unsplit_with(attn, HS_PINGPONG_BALANCE_CUT, files, HS_ARRAY_LEN(files));
+    split_matches_unsplit_with(attn, HS_PINGPONG_BALANCE_CUT, hs_test_shared_models,
+                               HS_TEST_N_SHARED_MODELS);
 }
 
 Test(engine, split_execution_matches_the_unsplit_engine, .timeout = 600)
