@@ -865,12 +865,8 @@ hs_status hs_gguf_open(const char *path, struct hs_gguf **out, struct hs_error *
         goto fail;
     }
     g->size = (size_t)sb.st_size;
-    if (want_huge_pages(g->size)) {
-        g->map = read_huge(fd, g->size, &g->map_size);
-        if (!g->map) {
-            st = hs_error_set(err, HS_E_IO, "cannot read '%s': %s", path, strerror(errno));
-            goto fail;
-        }
+    /* Where the copy cannot be made (no memory, a read error), the file mapping serves. */
+    if (want_huge_pages(g->size) && (g->map = read_huge(fd, g->size, &g->map_size)) != NULL) {
         g->backing = HS_GGUF_HUGE_PAGES;
     } else {
         g->map_size = g->size;

@@ -87,8 +87,9 @@ enum hs_gguf_backing {
  * the 4 KiB pages of a file mapping the TLB misses and the hardware prefetchers stop every 4 KiB
  * (SmolLM-135M Q8_0 decode ~10% faster, see README "Benchmarks"). Smaller files, files over half
  * the machine's memory, a kernel with THP "never", or HS_MMAP=1 in the environment keep the
- * mmap'd file (shared page cache, pages read on first touch). Errors: HS_E_IO (cannot open, map
- * or read: err says why), HS_E_FORMAT (damaged or not GGUF: err names the problem and byte offset),
+ * mmap'd file (shared page cache, pages read on first touch), as does a file whose copy cannot
+ * be made (no memory, a read error). Errors: HS_E_IO (cannot open or map: err says why),
+ * HS_E_FORMAT (damaged or not GGUF: err names the problem and byte offset),
  * HS_E_NOTSUP (version or tensor type we do not read), HS_E_NOMEM. *out stays NULL on error.
  * Returns new (free with hs_gguf_close). */
 hs_status hs_gguf_open(const char *path, struct hs_gguf **out, struct hs_error *err);
