@@ -10,19 +10,46 @@
 /* A gemv pass reads its rows, one contiguous span of rows x row-size bytes, block by block
  * across the rows; over its nb blocks it prefetches the same span HS__GEMV_PREFETCH_BYTES further
  * on, line by line in order (block b of nb: the b-th nb-th of the span), one sequential stream
- * the hardware prefetchers follow too. bench-kernels "stream" (49152 x 576, 1 thread, best of 5,
- * load 9-11, two rounds, AVX2): Q8_0 26.2 / 26.3 GB/s (one row a pass, a prefetch per row) ->
- * 34.5 / 28.3, where one per row at +8 KiB gave 21.1 / 15.6; Q4_0 11.4 / 16.3 -> 17.5 / 16.8;
- * Q5_0 12.2 / 11.3 -> 14.8 / 14.5. 4 KiB and 16 KiB ahead were no better. */
+ * the hardware prefetchers follow too (struct hs__gemv_stream). bench-kernels "stream" (49152 x
+ * 576, 1 thread, best of 5, load 9-11, two rounds, AVX2): Q8_0 26.2 / 26.3 GB/s (one row a pass, a
+ * prefetch per row) -> 34.5 / 28.3, where one per row at +8 KiB gave 21.1 / 15.6; Q4_0 11.4 / 16.3
+ * -> 17.5 / 16.8; Q5_0 12.2 / 11.3 -> 14.8 / 14.5. 4 KiB and 16 KiB ahead were no better. */
 #define HS__GEMV_PREFETCH_BYTES 8192
 
-static inline __attribute__((always_inline)) void hs__gemv_prefetch(const void *w, size_t span,
-                                                                    int64_t b, int64_t nb)
+/* The prefetch cursor of one pass: its span split into nb shares as evenly as whole bytes allow
+ * (block b's share ends at (b + 1) x span / nb), stepped without a division per block, each line
+ * prefetched once, when the share that reaches it comes. */
+struct hs__gemv_stream {
+    const char *p;    /* the span's start, HS__GEMV_PREFETCH_BYTES on */
+    size_t next;      /* offset of the first line not yet prefetched */
+    size_t end;       /* end of the shares stepped so far */
+    size_t step, rem; /* span = step x nb + rem */
+    size_t frac, nb;  /* end = floor(b x span / nb) with frac = b x span mod nb */
+};
+
+static inline __attribute__((always_inline)) struct hs__gemv_stream
+hs__gemv_stream_start(const void *w, size_t span, int64_t nb)
 {
-    const char *p = (const char *)w + HS__GEMV_PREFETCH_BYTES;
-    const size_t end = (size_t)(b + 1) * span / (size_t)nb;
-    for (size_t o = ((size_t)b * span / (size_t)nb) & ~(size_t)63; o < end; o += 64) {
-        _mm_prefetch(p + o, _MM_HINT_T0);
+    const size_t n = nb > 0 ? (size_t)nb : 1;
+    return (struct hs__gemv_stream){
+        .p = (const char *)w + HS__GEMV_PREFETCH_BYTES,
+        .step = span / n,
+        .rem = span % n,
+        .nb = n,
+    };
+}
+
+/* Prefetch the next block's share of the span. */
+static inline __attribute__((always_inline)) void hs__gemv_stream_next(struct hs__gemv_stream *s)
+{
+    s->end += s->step;
+    s->frac += s->rem;
+    if (s->frac >= s->nb) {
+        s->frac -= s->nb;
+        s->end++;
+    }
+    for (; s->next < s->end; s->next += 64) {
+        _mm_prefetch(s->p + s->next, _MM_HINT_T0);
     }
 }
 

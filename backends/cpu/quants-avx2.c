@@ -567,7 +567,7 @@ INLINE void q4_0_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
  * and its d_x are loaded once per block for all ROWS rows, the ROWS products d_w * d_x are made
  * by one F16C conversion and one multiply (broadcast from memory per row, a load rather than a
  * vector op) and ROWS independent chains hide the fma latency. The rows of a pass are contiguous,
- * so the pass reads one region of ROWS x ws bytes (see hs__gemv_prefetch). */
+ * so the pass reads one region of ROWS x ws bytes (see struct hs__gemv_stream). */
 INLINE __m256 f16x8_mul(const uint8_t *p, size_t stride, const int N, __m256 dx)
 {
     uint64_t h[2] = {0, 0};
@@ -587,8 +587,9 @@ INLINE __m256 f16x8_mul(const uint8_t *p, size_t stride, const int N, __m256 dx)
             acc[r] = _mm256_setzero_ps();                                                          \
         }                                                                                          \
         const int64_t nb = n / 32;                                                                 \
+        struct hs__gemv_stream pf = hs__gemv_stream_start(w, (size_t)NR * ws, nb);                 \
         for (int64_t b = 0; b < nb; b++) {                                                         \
-            hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);                                             \
+            hs__gemv_stream_next(&pf);                                                             \
             const uint8_t *xb = (const uint8_t *)x + (size_t)b * sizeof(struct hs_block_q8_0);     \
             const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * (wsize);                         \
             float sc[8];                                                                           \
@@ -663,8 +664,9 @@ INLINE void q4_0_gemv_sub(int64_t n, float *s, const void *w, size_t ws, const v
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     __m256 acc = _mm256_setzero_ps();
     const int64_t nb = n / 32;
+    struct hs__gemv_stream pf = hs__gemv_stream_start(w, (size_t)NR * ws, nb);
     for (int64_t b = 0; b < nb; b++) {
-        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        hs__gemv_stream_next(&pf);
         const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
         const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * wsize;
         const __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);

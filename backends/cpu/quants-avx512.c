@@ -409,7 +409,7 @@ TILE_ENTRY_POINTS(q8_0, avx512vnni, 1)
 /* hs_gemv_fn for Q8_0 (decode): passes of 2 NQ weight rows, two per 512-bit register
  * (q8_0_step_rows: each row's 8-lane chain exactly as vec_dot makes it, so the same bits), NQ
  * chains in flight, and the pass's span streamed ahead as the AVX2 gemv does
- * (hs__gemv_prefetch). An odd last row runs the one-row tile. */
+ * (hs__gemv_stream). An odd last row runs the one-row tile. */
 INLINE void q8_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
                            const int NQ, const int VNNI)
 {
@@ -418,8 +418,9 @@ INLINE void q8_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
         acc[q] = _mm512_setzero_ps();
     }
     const int64_t nb = n / 32;
+    struct hs__gemv_stream pf = hs__gemv_stream_start(w, (size_t)(2 * NQ) * ws, nb);
     for (int64_t b = 0; b < nb; b++) {
-        hs__gemv_prefetch(w, (size_t)(2 * NQ) * ws, b, nb);
+        hs__gemv_stream_next(&pf);
         q8_0_step_rows(acc, b, w, ws, x, NQ, VNNI);
     }
     for (int q = 0; q < NQ; q++) {
@@ -555,8 +556,9 @@ INLINE void q5_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
         idx[q] = idx_pair_ps(2 * q, 2 * q + 1);
     }
     const int64_t nb = n / 32;
+    struct hs__gemv_stream pf = hs__gemv_stream_start(w, (size_t)NR * ws, nb);
     for (int64_t b = 0; b < nb; b++) {
-        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        hs__gemv_stream_next(&pf);
         const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
         const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * wsize;
         __m512i xq, xs16, negc;
@@ -635,8 +637,9 @@ INLINE void q4_0_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
     const __m512i idx = _mm512_setr_epi32(0, 4, 0, 0, 1, 5, 0, 0, 2, 6, 0, 0, 3, 7, 0, 0);
     __m512 acc = _mm512_setzero_ps();
     const int64_t nb = n / 32;
+    struct hs__gemv_stream pf = hs__gemv_stream_start(w, (size_t)NR * ws, nb);
     for (int64_t b = 0; b < nb; b++) {
-        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        hs__gemv_stream_next(&pf);
         const struct hs_block_q8_0 *xb = (const struct hs_block_q8_0 *)x + b;
         const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * wsize;
         __m512i xq, xs8, negc;
@@ -942,7 +945,7 @@ INLINE void q5_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
 }
 /* hs_gemv_fn for Q4_K and (FIVE) Q5_K (decode): passes of up to Q45K_GEMV_ROWS rows, each row's
  * two chains as q45_k_tile's (the same bits), the pass's span streamed ahead
- * (hs__gemv_prefetch). */
+ * (hs__gemv_stream). */
 #define Q45K_GEMV_ROWS 8
 /* The lane sums of v[0..7] as lanes 0..7 (exact integers). */
 INLINE __m256i reduce8_epi32(const __m256i v[8])
@@ -963,8 +966,9 @@ INLINE void q45_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const
     const size_t bsize = FIVE ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
     __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     const int64_t nb = n / HS_QK_K;
+    struct hs__gemv_stream pf = hs__gemv_stream_start(w, (size_t)NR * ws, nb);
     for (int64_t b = 0; b < nb; b++) {
-        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        hs__gemv_stream_next(&pf);
         const struct hs_block_q8_k *xb = (const struct hs_block_q8_k *)x + b;
         const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * bsize;
         __m256i sums[8], pmins[8];
@@ -1098,7 +1102,7 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
 }
 
 /* hs_gemv_fn for Q6_K (decode): passes of up to Q6K_GEMV_ROWS rows, each row's chain as
- * q6_k_tile's (the same bits), the pass's span streamed ahead (hs__gemv_prefetch). */
+ * q6_k_tile's (the same bits), the pass's span streamed ahead (hs__gemv_stream). */
 #define Q6K_GEMV_ROWS 8
 INLINE void q6_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const void *x,
                            const int NR, const int VNNI)
@@ -1108,8 +1112,9 @@ INLINE void q6_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const 
         acc[r] = _mm256_setzero_ps();
     }
     const int64_t nb = n / HS_QK_K;
+    struct hs__gemv_stream pf = hs__gemv_stream_start(w, (size_t)NR * ws, nb);
     for (int64_t b = 0; b < nb; b++) {
-        hs__gemv_prefetch(w, (size_t)NR * ws, b, nb);
+        hs__gemv_stream_next(&pf);
         const struct hs_block_q8_k *xb = (const struct hs_block_q8_k *)x + b;
         for (int r = 0; r < NR; r++) {
             const struct hs_block_q6_k *wb =
