@@ -4,8 +4,10 @@
  * machine inflates them less.
  *
  * Usage: bench-backend-ops [n_threads (default 2)] */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "bench/bench-util.h"
@@ -90,17 +92,19 @@ done:
     free(f);
 }
 
-static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int n_past)
+static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int n_past, int n_head,
+                            int n_kv)
 {
-    enum { HD = 64, N_HEAD = 14, N_KV = 2, BS = 16 };
+    enum { HD = 64, BS = 16 };
     const int n_blocks = (n_past + 1 + BS - 1) / BS;
     const size_t esz = cache_type == HS_TYPE_F16 ? 2 : 4;
-    const size_t n_cache = (size_t)n_blocks * BS * N_KV * HD;
+    const size_t n_cache = (size_t)n_blocks * BS * n_kv * HD;
     void *kc = calloc(n_cache, esz), *vc = calloc(n_cache, esz);
-    float *src = malloc((size_t)(n_past + 1) * N_KV * HD * sizeof(float));
+    float *src = malloc((size_t)(n_past + 1) * n_kv * HD * sizeof(float));
     int32_t *slots = malloc((size_t)(n_past + 1) * sizeof(int32_t));
     int32_t *table = malloc((size_t)n_blocks * sizeof(int32_t));
-    float *q = malloc(N_HEAD * HD * sizeof(float)), *out = malloc(N_HEAD * HD * sizeof(float));
+    float *q = malloc((size_t)n_head * HD * sizeof(float));
+    float *out = malloc((size_t)n_head * HD * sizeof(float));
     if (!kc || !vc || !src || !slots || !table || !q || !out) {
         goto done;
     }
@@ -112,16 +116,16 @@ static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int 
     for (int p = 0; p <= n_past; p++) {
         slots[p] = table[p / BS] * BS + p % BS;
     }
-    for (size_t i = 0; i < (size_t)(n_past + 1) * N_KV * HD; i++) {
+    for (size_t i = 0; i < (size_t)(n_past + 1) * n_kv * HD; i++) {
         src[i] = hs_rng_range(&rng, -1.0f, 1.0f);
     }
-    for (int i = 0; i < N_HEAD * HD; i++) {
+    for (int i = 0; i < n_head * HD; i++) {
         q[i] = hs_rng_range(&rng, -1.0f, 1.0f);
     }
     struct hs_tensor tk, tv, ts, tq, to;
-    const int64_t cne[4] = {HD, N_KV, BS, n_blocks};
-    const int64_t sne[3] = {HD, N_KV, n_past + 1};
-    const int64_t qne[3] = {HD, N_HEAD, 1};
+    const int64_t cne[4] = {HD, n_kv, BS, n_blocks};
+    const int64_t sne[3] = {HD, n_kv, n_past + 1};
+    const int64_t qne[3] = {HD, n_head, 1};
     hs_tensor_init(&tk, cache_type, 4, cne, kc);
     hs_tensor_init(&tv, cache_type, 4, cne, vc);
     hs_tensor_init(&ts, HS_TYPE_F32, 3, sne, src);
@@ -154,7 +158,7 @@ static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int 
         best = t < best ? t : best;
     }
     printf("attn     %-5s decode n_ctx=%-5d heads=%d/%d hd=%d %9.1f us\n", hs_type_str(cache_type),
-           n_past + 1, N_HEAD, N_KV, HD, best * 1e6);
+           n_past + 1, n_head, n_kv, HD, best * 1e6);
 done:
     free(out);
     free(q);
@@ -169,10 +173,13 @@ int main(int argc, char **argv)
 {
     const int n_threads = argc > 1 ? atoi(argv[1]) : 2;
     if (n_threads < 1 || n_threads > 1024) {
-        fprintf(stderr, "usage: %s [n_threads]\n", argv[0]);
+        fprintf(stderr, "usage: %s [n_threads [attn]]\n", argv[0]);
         return 2;
     }
-    bench_pool(n_threads);
+    const bool attn_only = argc > 2 && strcmp(argv[2], "attn") == 0;
+    if (!attn_only) {
+        bench_pool(n_threads);
+    }
     struct hs_backend_params p = hs_backend_default_params();
     p.n_threads = n_threads;
     struct hs_backend *be = NULL;
@@ -181,7 +188,7 @@ int main(int argc, char **argv)
         return 1;
     }
     static const int64_t rows[] = {1, 512};
-    for (size_t r = 0; r < HS_ARRAY_LEN(rows); r++) {
+    for (size_t r = 0; r < HS_ARRAY_LEN(rows) && !attn_only; r++) {
         bench_matmul(be, HS_TYPE_Q8_0, 1536, 576, rows[r]);
         bench_matmul(be, HS_TYPE_Q8_0, 576, 1536, rows[r]);
         bench_matmul(be, HS_TYPE_Q4_0, 1536, 576, rows[r]);
@@ -190,8 +197,10 @@ int main(int argc, char **argv)
         bench_matmul(be, HS_TYPE_Q6_K, 576, 1536, rows[r]);
         bench_matmul(be, HS_TYPE_F16, 1536, 576, rows[r]);
     }
-    bench_attention(be, HS_TYPE_F16, 1000);
-    bench_attention(be, HS_TYPE_F32, 1000);
+    /* SmolLM-135M's heads (9 / 3) at a served context and Qwen2-0.5B's (14 / 2) at a long one. */
+    bench_attention(be, HS_TYPE_F16, 255, 9, 3);
+    bench_attention(be, HS_TYPE_F16, 1000, 14, 2);
+    bench_attention(be, HS_TYPE_F32, 1000, 14, 2);
     hs_backend_destroy(be);
     return 0;
 }
