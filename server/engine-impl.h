@@ -258,6 +258,7 @@ struct hs_engine {
     struct hs_suffix_store *spec_store;    /* earlier responses; owns */
     double cm_w, cm_x, cm_y, cm_xx, cm_xy; /* decayed sums of (rows, seconds) of forward passes */
     double cm_knee;                        /* fixed cost of a step in rows (a / b of a + b rows) */
+    bool cm_fixed;                         /* cm_knee given (spec_knee), not fitted */
     /* per draft source, decayed: tokens its drafts' scores expected accepted, tokens accepted */
     double cal_expect[HS_SUFFIX_SOURCE_COUNT], cal_accepted[HS_SUFFIX_SOURCE_COUNT];
     int32_t step_drafted, step_accepted; /* this step's, for the trace */

@@ -19,6 +19,7 @@
 #include <errno.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
+#include <math.h>
 #endif
 #include <pthread.h>
 #include <stdatomic.h>
@@ -416,6 +417,11 @@ hs_status hs_engine_create(struct hs_model *model, const struct hs_engine_params
     e->split = e->n_pools > 1;
     e->long_context = p.long_context;
     pthread_mutex_init(&e->m.placement_mu, NULL);
+    if (!(p.spec_knee >= 0.0) || !isfinite(p.spec_knee)) {
+        st = hs_error_set(err, HS_E_INVAL, "the cost model's knee must be finite and >= 0, got %g",
+                          p.spec_knee);
+        goto fail;
+    }
     if (p.spec_max_draft < 0 || p.spec_max_draft > HS_ENGINE_MAX_DRAFT) {
         st = hs_error_set(err, HS_E_INVAL, "the longest draft must be in [0, %d], got %d",
                           HS_ENGINE_MAX_DRAFT, p.spec_max_draft);

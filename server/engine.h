@@ -128,6 +128,11 @@ struct hs_engine_params {
      * (greedy) or their distribution (sampled) are those of plain decoding. */
     int32_t spec_max_draft;
     size_t spec_store_bytes;
+    /* The cost model's knee (spec.c: a step of R rows takes a + b R; a / b in rows, at least 1)
+     * held at this value instead of fitted from the steps' times: 0 (default) fits it online.
+     * Fixing it makes which drafts are taken independent of timing (tests on loaded machines;
+     * a deployment that knows its batch is memory-bound). */
+    double spec_knee;
     /* Sampling: each step draws the decoding sequences' next tokens as tasks on the FFN
      * backend's threads (hs_backend_run_tasks), O(vocabulary) each, when there are enough of
      * them (sequences x vocabulary >= 65536); the tokens are the same

@@ -17,10 +17,10 @@
  *
  * Cost model: a step of R rows takes about a + b R (a: reading the weights and the step's fixed
  * work, b: one row's compute and sampling), fitted online from the steps' (rows, seconds) with
- * decaying weights; only the knee a / b matters (at least 1). Adding a draft token of acceptance
- * probability q to a step producing E expected tokens in R rows improves tokens per second iff q >
- * E / (a / b + R): cheap while the batch is memory-bound, near-certain drafts only once it is
- * compute-bound.
+ * decaying weights, or held at the engine's spec_knee; only the knee a / b matters (at least 1).
+ * Adding a draft token of acceptance probability q to a step producing E expected tokens in R
+ * rows improves tokens per second iff q > E / (a / b + R): cheap while the batch is
+ * memory-bound, near-certain drafts only once it is compute-bound.
  *
  * Draft length adapts per sequence: doubled after a fully accepted draft, halved after one
  * rejected before its middle.
@@ -73,7 +73,8 @@ static void count_text(struct hs_engine *e, struct seq *s)
 
 hs_status hs__spec_create(struct hs_engine *e, const struct hs_engine_params *p)
 {
-    e->cm_knee = SPEC_KNEE_PRIOR;
+    e->cm_fixed = p->spec_knee > 0.0;
+    e->cm_knee = e->cm_fixed ? HS_MAX(1.0, p->spec_knee) : SPEC_KNEE_PRIOR;
     e->spec_on = p->spec_max_draft > 0;
     e->spec_max_draft = HS_MIN(p->spec_max_draft, HS_SUFFIX_MAX_DRAFT);
     if (!e->spec_on) {
@@ -98,7 +99,7 @@ void hs__spec_destroy(struct hs_engine *e)
 
 void hs__spec_observe(struct hs_engine *e, int32_t rows, int64_t dt_ns)
 {
-    if (!e->spec_on || rows <= 0 || dt_ns <= 0) {
+    if (!e->spec_on || e->cm_fixed || rows <= 0 || dt_ns <= 0) {
         return;
     }
     const double x = rows;

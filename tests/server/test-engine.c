@@ -807,6 +807,16 @@ Test(engine, bad_requests_are_rejected_and_max_tokens_capped)
     struct hs_engine *e2 = NULL;
     cr_assert_eq(hs_engine_create(m, &bad, &e2, &err), HS_E_INVAL);
     cr_assert_null(e2);
+    /* a speculation cost model's knee that is no number of rows */
+    static const double bad_knees[] = {-1.0, NAN, INFINITY};
+    for (size_t i = 0; i < HS_ARRAY_LEN(bad_knees); i++) {
+        bad = hs_engine_default_params();
+        bad.spec_max_draft = 4;
+        bad.spec_knee = bad_knees[i];
+        cr_assert_eq(hs_engine_create(m, &bad, &e2, &err), HS_E_INVAL, "knee %g", bad_knees[i]);
+        cr_assert_null(e2);
+        cr_assert(strstr(err.message, "knee"), "%s", err.message);
+    }
     hs_engine_destroy(e);
     hs_model_destroy(m);
 }
