@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Engine speed against llama.cpp on the same files, same machine, same run.
-#   bench/compare-llamacpp.sh [THREADS] [REPS] [SET]
+#   bench/compare-llamacpp.sh [THREADS] [REPS] [SET] [DEPTH]
 # Writes random models with hetserve mkmodel, runs `hetserve bench` and llama.cpp's llama-bench
 # (through ../shared/peers/llamacpp.sh) on each, and prints pp512 / tg128 for both and their
 # ratio. Not a test: llama.cpp is a yardstick. SET:
@@ -13,12 +13,15 @@
 #   moe-big the same comparison on models far larger than the caches (dim 1024, 8 layers, 8
 #           experts / 2 used of ffn 1024, shared 1024, vocab 8192 vs a dense ffn 3072), where
 #           decode is bound by memory bandwidth rather than by which weights stay in L3
+# DEPTH (default 0): both run their tests after that many tokens of context (llama-bench's -d;
+# `hetserve bench -d`), which is where decode attention shows.
 # HS_CPU_ISA=avx2 PEER_CPU=haswell holds both to their AVX2 kernels (bench/lib-peer.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:-2}
 R=${2:-5}
 SET=${3:-smollm}
+D=${4:-0}
 HS=build/api/hetserve
 PEER=../shared/peers/llamacpp.sh
 . bench/lib-peer.sh
@@ -45,24 +48,25 @@ for i in "${!NAMES[@]}"; do
     # shellcheck disable=SC2086
     [ -f "$f" ] || "$HS" mkmodel -o "$f" ${SPECS[$i]}
 done
-printf '%-24s %-6s %12s %12s %7s\n' model test hetserve llama.cpp ratio
+printf '%-24s %-12s %12s %12s %7s\n' model test hetserve llama.cpp ratio
 for name in "${NAMES[@]}"; do
     f="$DIR/$name.gguf"
-    ours=$("$HS" bench -m "$f" -p 512 -n 128 -t "$T" -r "$R")
+    ours=$("$HS" bench -m "$f" -p 512 -n 128 -d "$D" -t "$T" -r "$R")
     echo "$ours" | sed 's/^/  hetserve: /' >&2
     theirs=$(PEER_MODELS="$DIR" peer_cpu "$PEER" run llama-bench -m "/models/$(basename "$f")" -t "$T" \
-        -p 512 -n 128 -r "$R" -o csv 2>/dev/null)
+        -p 512 -n 128 -d "$D" -r "$R" -o csv 2>/dev/null)
     for test in pp512 tg128; do
-        o=$(echo "$ours" | awk -v t="$test" '$2 == t {print $4}')
+        o=$(echo "$ours" | awk -F'|' -v t="$test" '{split($2, a, " ")} a[1] == t {split($3, b, " "); print b[1]}')
         n=${test:2}
         if [ "${test:0:2}" = pp ]; then col='n_prompt'; else col='n_gen'; fi
         l=$(echo "$theirs" | python3 -c "
 import csv,sys
 rows=list(csv.DictReader(sys.stdin))
 for r in rows:
-    if r['$col']=='$n' and (r['n_gen'] if '$col'=='n_prompt' else r['n_prompt'])=='0':
+    if r['$col']=='$n' and (r['n_gen'] if '$col'=='n_prompt' else r['n_prompt'])=='0' and r.get('n_depth', '0')=='$D':
         print(r['avg_ts'])")
-        printf '%-24s %-6s %12.2f %12.2f %6.2fx\n' "$name" "$test" "$o" "$l" \
+        label=$test; [ "$D" = 0 ] || label="$test@d$D"
+        printf '%-24s %-12s %12.2f %12.2f %6.2fx\n' "$name" "$label" "$o" "$l" \
             "$(python3 -c "print($o/$l)")"
     done
 done

@@ -38,6 +38,8 @@ static void usage(FILE *f)
                "  -r, --repetitions N runs of each test (default 5)\n"
                "  -b, --batch N       also decode N sequences together (tg with -b N: each a\n"
                "                      BOS then -n tokens; total tokens/s; default 1 = off)\n"
+               "  -d, --depth N       run pp and tg after N tokens of context (llama-bench's\n"
+               "                      -d; reported as 'tg128 @ dN'; default 0)\n"
                "      --kv-type T     f16 (default) or f32\n"
                "      --no-probes     skip the memory-bandwidth and touched-pages measurements\n"
                "      --expert-placement RULES\n"
@@ -51,7 +53,10 @@ static void usage(FILE *f)
                "tokens/s generating N tokens greedily, past end-of-generation, from a one-token\n"
                "context (BOS): N forward passes of one token at positions 0 .. N-1, to the Nth\n"
                "token (llama-bench's tg). Each is reported as mean +- stddev over the\n"
-               "repetitions, after one warm-up run.\n"
+               "repetitions, after one warm-up run. With -d N, pp first sends N random tokens\n"
+               "(untimed, so the prefix cache holds them) and then those N and the pp prompt,\n"
+               "counting the tokens the cache did not hold over the time to the first token;\n"
+               "tg generates after N random tokens and times the decode steps alone.\n"
                "\n"
                "Then the weights one decoded token reads, three ways: as the backends count them\n"
                "over the tg runs, as pages of the model file one token touches (requests of one\n"
@@ -72,6 +77,7 @@ struct bench_req {
     bool done;
     hs_status status;
     double ttft_ms, e2e_ms; /* the engine's: submit to the first sampled token, to the end */
+    int32_t cached_tokens;  /* prompt tokens the prefix cache held */
 };
 
 /* Engine thread: takes the events itself, so the waiting thread wakes once, at DONE, and stays
@@ -90,6 +96,7 @@ static void bench_notify(void *user)
         b->status = ev.status;
         b->ttft_ms = ev.ttft_ms;
         b->e2e_ms = ev.e2e_ms;
+        b->cached_tokens = ev.usage.cached_tokens;
         pthread_cond_signal(&b->cv);
     }
     pthread_mutex_unlock(&b->mu);
@@ -344,29 +351,58 @@ static void mean_std(const double *v, int n, double *mean, double *sd)
 
 struct bench_opts {
     const char *path;
-    int64_t n_prompt, n_gen, reps, n_seq;
+    int64_t n_prompt, n_gen, reps, n_seq, depth;
     bool probes;
     struct hs_engine_params ep;
 };
 
+/* Fills toks[0 .. n) with random tokens of the vocabulary. */
+static void random_tokens(const struct hs_vocab *vocab, struct hs_rng *rng, hs_token *toks,
+                          int32_t n)
+{
+    for (int32_t i = 0; i < n; i++) {
+        toks[i] = (hs_token)(hs_rng_next(rng) % (uint64_t)hs_vocab_n_tokens(vocab));
+    }
+}
+
 /* Runs test pp (a prompt of n fresh random tokens, one generated: its time to first token) or
  * tg (BOS, then n generated: submit to the end), once to warm up and then reps times, into v[]
- * as tokens/s. */
-static hs_status time_test(struct hs_engine *eng, bool pp, int32_t n, int64_t reps,
+ * as tokens/s. At depth d > 0 (llama-bench's -d) the test runs after d tokens of context: pp
+ * submits a prompt of d fresh random tokens first (untimed; it leaves them in the prefix cache),
+ * then those d and n more, and counts the prompt tokens the cache did not hold over the time to
+ * the first token; tg generates n + 1 tokens after d random ones and times the n decode steps
+ * after the first token. toks holds d + n tokens. */
+static hs_status time_test(struct hs_engine *eng, bool pp, int32_t n, int32_t d, int64_t reps,
                            struct hs_rng *rng, hs_token *toks, struct bench_req *b, double *v)
 {
     const struct hs_vocab *vocab = hs_engine_vocab(eng);
     const hs_token bos = HS_MAX(hs_vocab_bos(vocab), 0);
     for (int64_t r = -1; r < reps; r++) { /* r == -1: warm-up */
-        for (int32_t i = 0; pp && i < n; i++) {
-            toks[i] = (hs_token)(hs_rng_next(rng) % (uint64_t)hs_vocab_n_tokens(vocab));
-        }
-        hs_status st = pp ? run_request(eng, toks, n, 1, b) : run_request(eng, &bos, 1, n, b);
-        if (st != HS_OK) {
-            return st;
+        hs_status st;
+        double rate;
+        if (pp) {
+            random_tokens(vocab, rng, toks, d + n);
+            if (d > 0 && (st = run_request(eng, toks, d, 1, b)) != HS_OK) {
+                return st;
+            }
+            if ((st = run_request(eng, toks, d + n, 1, b)) != HS_OK) {
+                return st;
+            }
+            rate = (double)(d + n - b->cached_tokens) / (b->ttft_ms / 1e3);
+        } else if (d > 0) {
+            random_tokens(vocab, rng, toks, d);
+            if ((st = run_request(eng, toks, d, n + 1, b)) != HS_OK) {
+                return st;
+            }
+            rate = (double)n / ((b->e2e_ms - b->ttft_ms) / 1e3);
+        } else {
+            if ((st = run_request(eng, &bos, 1, n, b)) != HS_OK) {
+                return st;
+            }
+            rate = (double)n / (b->e2e_ms / 1e3);
         }
         if (r >= 0) {
-            v[r] = (double)n / ((pp ? b->ttft_ms : b->e2e_ms) / 1e3);
+            v[r] = rate;
         }
     }
     return HS_OK;
@@ -388,15 +424,16 @@ static int run(struct bench_opts *o)
     }
     const struct hs_model_hparams *hp = hs_model_hparams(model);
     o->ep.n_parallel = (int32_t)o->n_seq;
-    o->ep.n_ctx = (int32_t)HS_MAX(o->n_prompt, o->n_gen) + 1;
+    o->ep.n_ctx = (int32_t)(o->depth + HS_MAX(o->n_prompt, o->n_gen) + 1);
     o->ep.n_ctx = HS_MAX(o->ep.n_ctx, 2);
-    o->ep.n_batch_tokens = (int32_t)HS_MAX(o->n_prompt, 1); /* pp's prompt in one step */
+    /* pp's prompt (and the depth's) in one step */
+    o->ep.n_batch_tokens = (int32_t)HS_MAX(HS_MAX(o->n_prompt, o->depth), 1);
     if ((st = hs_engine_create(model, &o->ep, &eng, &err)) != HS_OK) {
         fprintf(stderr, "hetserve: cannot create a context: %s\n", err.message);
         rc = st == HS_E_INVAL ? 2 : 1;
         goto done;
     }
-    toks = malloc((size_t)HS_MAX(o->n_prompt, 1) * sizeof(*toks));
+    toks = malloc((size_t)(o->depth + HS_MAX(o->n_prompt, o->n_gen) + 1) * sizeof(*toks));
     v = calloc((size_t)o->reps, sizeof(*v));
     if (!toks || !v) {
         goto done;
@@ -414,6 +451,10 @@ static int run(struct bench_opts *o)
         nt += m.backends[i].n_threads;
     }
     printf("\n| test   |          t/s |\n|--------|--------------|\n");
+    char at[32] = "";
+    if (o->depth > 0) {
+        snprintf(at, sizeof(at), " @ d%d", (int)o->depth);
+    }
     struct hs_rng rng;
     hs_rng_seed(&rng, 42);
     double tg_mean = 0;
@@ -425,13 +466,16 @@ static int run(struct bench_opts *o)
         }
         struct hs_backend_stats s0, s1;
         hs_engine_get_backend_stats(eng, &s0);
-        if (time_test(eng, test == 0, n, o->reps, &rng, toks, &b, v) != HS_OK) {
+        if (time_test(eng, test == 0, n, (int32_t)o->depth, o->reps, &rng, toks, &b, v) !=
+            HS_OK) {
             goto done;
         }
         hs_engine_get_backend_stats(eng, &s1);
         double mean, sd;
         mean_std(v, (int)o->reps, &mean, &sd);
-        printf("| %s%-4d | %7.2f ± %-4.2f |\n", test == 0 ? "pp" : "tg", n, mean, sd);
+        char label[48];
+        snprintf(label, sizeof(label), "%s%d%s", test == 0 ? "pp" : "tg", n, at);
+        printf("| %-6s | %7.2f ± %-4.2f |\n", label, mean, sd);
         if (test == 1) {
             tg_mean = mean;
             /* the warm-up run counts too */
@@ -493,7 +537,7 @@ static int run(struct bench_opts *o)
         double kv_row =
             (double)hp->n_head_kv * hp->head_dim * (o->ep.kv_type == HS_TYPE_F16 ? 2 : 4);
         double per_tok = (double)hs_model_active_bytes(model) +
-                         2.0 * hp->n_layer_kv * kv_row * (double)o->n_gen / 2.0;
+                         2.0 * hp->n_layer_kv * kv_row * ((double)o->depth + (double)o->n_gen / 2.0);
         double used = per_tok * tg_mean;
         printf("decode: %.2f GB/s of %.2f GB/s measured memory bandwidth (%.0f%%)\n", used / 1e9,
                bw / 1e9, 100.0 * used / bw);
@@ -527,6 +571,7 @@ int hs__cli_bench(int argc, char **argv)
         {"threads", required_argument, 0, 't'},
         {"repetitions", required_argument, 0, 'r'},
         {"batch", required_argument, 0, 'b'},
+        {"depth", required_argument, 0, 'd'},
         {"kv-type", required_argument, 0, 'k'},
         {"expert-placement", required_argument, 0, 'x'},
         {"no-probes", no_argument, 0, 'P'},
@@ -536,13 +581,13 @@ int hs__cli_bench(int argc, char **argv)
         {0, 0, 0, 0},
     };
     const char *path = NULL;
-    int64_t n_prompt = 512, n_gen = 128, n_threads = 0, reps = 5, n_seq = 1;
+    int64_t n_prompt = 512, n_gen = 128, n_threads = 0, reps = 5, n_seq = 1, depth = 0;
     struct hs_engine_params ep = hs_engine_default_params();
     bool probes = true;
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "m:p:n:t:r:b:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:p:n:t:r:b:d:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm':
             path = optarg;
@@ -570,6 +615,11 @@ int hs__cli_bench(int argc, char **argv)
             break;
         case 'b':
             if (!hs__cli_parse_int("-b", optarg, 1, 256, &n_seq)) {
+                return 2;
+            }
+            break;
+        case 'd':
+            if (!hs__cli_parse_int("-d", optarg, 0, 1 << 16, &depth)) {
                 return 2;
             }
             break;
@@ -603,6 +653,10 @@ int hs__cli_bench(int argc, char **argv)
     if (!hs__cli_split_check("bench", &ep)) {
         return 2;
     }
-    struct bench_opts o = {path, n_prompt, n_gen, reps, n_seq, probes, ep};
+    if (depth > 0 && n_seq > 1) {
+        fprintf(stderr, "hetserve bench: -d (depth) measures one sequence; drop -b\n");
+        return 2;
+    }
+    struct bench_opts o = {path, n_prompt, n_gen, reps, n_seq, depth, probes, ep};
     return run(&o);
 }
