@@ -27,6 +27,17 @@ static inline float *rand_floats(struct hs_rng *rng, int64_t n, float lo, float 
     return p;
 }
 
+/* n f16 values uniform in [lo, hi) (a K or V cache's contents). */
+static inline uint16_t *rand_f16(struct hs_rng *rng, int64_t n, float lo, float hi)
+{
+    uint16_t *p = malloc((size_t)n * sizeof(uint16_t));
+    cr_assert_not_null(p);
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = hs_fp32_to_fp16(hs_rng_range(rng, lo, hi));
+    }
+    return p;
+}
+
 static inline struct hs_backend *make_backend(int reg, int n_threads)
 {
     struct hs_backend_params p = hs_backend_default_params();

@@ -241,12 +241,7 @@ Test(backend_ops, attention_and_kv_store_on_views_of_some_heads)
     struct hs_rng rng;
     hs_rng_seed(&rng, 99);
     const int64_t n_cache = (int64_t)N_BLOCKS * BS * N_KV * HD;
-    uint16_t *kc = malloc((size_t)n_cache * 2), *vc = malloc((size_t)n_cache * 2);
-    cr_assert(kc && vc);
-    for (int64_t i = 0; i < n_cache; i++) {
-        kc[i] = hs_fp32_to_fp16(hs_rng_range(&rng, -1.0f, 1.0f));
-        vc[i] = hs_fp32_to_fp16(hs_rng_range(&rng, -1.0f, 1.0f));
-    }
+    uint16_t *kc = rand_f16(&rng, n_cache, -1.0f, 1.0f), *vc = rand_f16(&rng, n_cache, -1.0f, 1.0f);
     float *q = rand_floats(&rng, N_ROWS * N_HEAD * HD, -1.0f, 1.0f);
     const size_t o_floats = (size_t)N_ROWS * N_HEAD * HD;
     float *full = malloc(o_floats * 4), *part = malloc(o_floats * 4);
@@ -385,12 +380,8 @@ Test(backend_ops, attention_f16_decode_simd_matches_portable_bit_for_bit)
     for (size_t hi = 0; hi < HS_ARRAY_LEN(hds); hi++) {
         const int64_t hd = hds[hi];
         const int64_t n_cache = (int64_t)N_BLOCKS * BS * N_KV * hd;
-        uint16_t *kc = malloc((size_t)n_cache * 2), *vc = malloc((size_t)n_cache * 2);
-        cr_assert(kc && vc);
-        for (int64_t i = 0; i < n_cache; i++) {
-            kc[i] = hs_fp32_to_fp16(hs_rng_range(&rng, -1.0f, 1.0f));
-            vc[i] = hs_fp32_to_fp16(hs_rng_range(&rng, -4.0f, 4.0f));
-        }
+        uint16_t *kc = rand_f16(&rng, n_cache, -1.0f, 1.0f);
+        uint16_t *vc = rand_f16(&rng, n_cache, -4.0f, 4.0f);
         float *q = rand_floats(&rng, N_ROWS * N_HEAD * hd, -2.0f, 2.0f);
         const size_t o_floats = (size_t)N_ROWS * N_HEAD * hd;
         float *out[2] = {malloc(o_floats * 4), malloc(o_floats * 4)};
