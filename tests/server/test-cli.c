@@ -107,6 +107,10 @@ Test(cli, bad_input_exits_2_with_one_line, .init = setup)
     expect_usage_error(args, "--segment-tokens");
     snprintf(args, sizeof(args), "bench -m %s --fair-wait-ms 0", model_path);
     expect_usage_error(args, "--fair-wait-ms");
+    snprintf(args, sizeof(args), "bench -m %s -d -1", model_path);
+    expect_usage_error(args, "-d");
+    snprintf(args, sizeof(args), "bench -m %s -d 16 -b 2", model_path);
+    expect_usage_error(args, "drop -b");
     snprintf(args, sizeof(args), "generate -m %s -p hi --speculative ngram", model_path);
     expect_usage_error(args, "--speculative");
     snprintf(args, sizeof(args), "generate -m %s -p hi --spec-max-draft 33", model_path);
@@ -386,6 +390,13 @@ Test(cli, bench_runs_with_split_execution, .init = setup)
     cr_assert(strstr(r.out, "| tg8    | "), "%s", r.out);
     cr_assert(strstr(r.out, "MiB counted by the backends"), "%s", r.out);
     cr_assert(!strstr(r.out, "attention on"), "%s", r.out);
+    /* at a depth: both tests after 40 tokens of context */
+    snprintf(args, sizeof(args), "bench -m %s -p 16 -n 8 -d 40 -r 1 -t 1 --no-probes",
+             model_path);
+    run(&r, args);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "| pp16 @ d40 | "), "%s", r.out);
+    cr_assert(strstr(r.out, "| tg8 @ d40 | "), "%s", r.out);
 }
 
 /* The simulated NPU as the attention backend of generate: the same tokens and logprobs as the
