@@ -11,8 +11,9 @@
 #include "backends/cpu/pool.h"
 #include "backends/cpu/quants.h"
 
-/* A weight's repacked copy (repack.h), made at its first product with 2 or more activation
- * rows: src is the weight's data (mmap'd, borrowed), dst the copy (owns). */
+/* A weight's repacked copy (repack.h), made when a context is created (prepare_weight) and
+ * used for every product of the weight: src is the weight's data (mmap'd, borrowed), dst the
+ * copy (owns). */
 struct hs_cpu_repacked {
     const void *src;
     void *dst;
@@ -31,7 +32,7 @@ struct hs_cpu_backend {
     size_t tls_stride;
     enum hs_isa isa; /* detected at creation */
     bool simd;       /* AVX2 + FMA + F16C kernels enabled (fused f16 accumulation, f32 mad) */
-    bool repack;     /* repack Q4_0 weights for prompt processing (AVX2; HS_CPU_REPACK=0: off) */
+    bool repack;     /* repack Q4_0 weights (AVX2; HS_CPU_REPACK=0: off) */
     struct hs_cpu_repacked *repacked; /* [n_repacked], sorted by src; owns */
     size_t n_repacked, cap_repacked;
     struct hs__onednn *dnn; /* prompt-sized F32/F16/BF16 products (onednn.h); owns; or NULL */

@@ -1,5 +1,5 @@
-/* Q4_0 weights repacked into groups of 8 rows for prompt processing (two or more activation
- * rows), as llama.cpp does on x86 (block_q4_0x8 and ggml_gemm_q4_0_8x8_q8_0): one 256-bit
+/* Q4_0 weights repacked into groups of 8 rows, for every product (one activation row or more),
+ * as llama.cpp does on x86 (block_q4_0x8, ggml_gemv / ggml_gemm_q4_0_8x8_q8_0): one 256-bit
  * register holds 4 bytes of each of the 8 rows, so the integer dot of a block comes out as the 8
  * rows' totals in the 8 int32 lanes with no horizontal reduction, and one 8-lane fma updates 8
  * outputs. The bits are those of quants-avx2.c's Q4_0 tile (llama.cpp's repacked order): per

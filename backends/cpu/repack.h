@@ -1,6 +1,6 @@
-/* Weights repacked once into layouts that suit the prompt-processing kernels (repack-avx2.c);
- * the CPU backend owns the copies. Internal to backends/cpu (and tests). Thread: any; the
- * functions keep no state. Only on CPUs with AVX2 + FMA + F16C. */
+/* Weights repacked once into layouts that suit the matmul kernels (repack-avx2.c), for prompt
+ * processing and decode alike; the CPU backend owns the copies. Internal to backends/cpu (and
+ * tests). Thread: any; the functions keep no state. Only on CPUs with AVX2 + FMA + F16C. */
 #ifndef HS_BACKENDS_CPU_REPACK_H
 #define HS_BACKENDS_CPU_REPACK_H
 

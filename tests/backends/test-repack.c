@@ -175,7 +175,7 @@ Test(repack, prepared_q4_0_weights_give_the_same_products_bit_for_bit)
             }
             cr_assert(hs_ref_rel_err(after, ref, N_OUT * n) < 1e-2);
         }
-        /* Each row alone (decode, the file's layout) gives the batched bits. */
+        /* Each row alone (decode, also from the repacked copy now) gives the batched bits. */
         for (int64_t r = 0; r < MAX_ROWS; r++) {
             float one[N_OUT];
             product(be, &w, x + r * N_IN, 1, one);
