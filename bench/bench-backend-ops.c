@@ -197,7 +197,8 @@ int main(int argc, char **argv)
         bench_matmul(be, HS_TYPE_Q6_K, 576, 1536, rows[r]);
         bench_matmul(be, HS_TYPE_F16, 1536, 576, rows[r]);
     }
-    /* SmolLM-135M's heads (9 / 3) at a served context and at tg128 @ d1024's middle, and Qwen2-0.5B's (14 / 2) at a long one. */
+    /* SmolLM-135M's heads (9 / 3) at a served context and at tg128 @ d1024's middle, and
+     * Qwen2-0.5B's (14 / 2) at a long one. */
     bench_attention(be, HS_TYPE_F16, 255, 9, 3);
     bench_attention(be, HS_TYPE_F16, 1087, 9, 3);
     bench_attention(be, HS_TYPE_F16, 1000, 14, 2);

@@ -466,8 +466,7 @@ static int run(struct bench_opts *o)
         }
         struct hs_backend_stats s0, s1;
         hs_engine_get_backend_stats(eng, &s0);
-        if (time_test(eng, test == 0, n, (int32_t)o->depth, o->reps, &rng, toks, &b, v) !=
-            HS_OK) {
+        if (time_test(eng, test == 0, n, (int32_t)o->depth, o->reps, &rng, toks, &b, v) != HS_OK) {
             goto done;
         }
         hs_engine_get_backend_stats(eng, &s1);
@@ -536,8 +535,9 @@ static int run(struct bench_opts *o)
         /* Bytes read per generated token: the weights it runs once, plus the mean KV read. */
         double kv_row =
             (double)hp->n_head_kv * hp->head_dim * (o->ep.kv_type == HS_TYPE_F16 ? 2 : 4);
-        double per_tok = (double)hs_model_active_bytes(model) +
-                         2.0 * hp->n_layer_kv * kv_row * ((double)o->depth + (double)o->n_gen / 2.0);
+        double per_tok =
+            (double)hs_model_active_bytes(model) +
+            2.0 * hp->n_layer_kv * kv_row * ((double)o->depth + (double)o->n_gen / 2.0);
         double used = per_tok * tg_mean;
         printf("decode: %.2f GB/s of %.2f GB/s measured memory bandwidth (%.0f%%)\n", used / 1e9,
                bw / 1e9, 100.0 * used / bw);

@@ -122,7 +122,6 @@ static bool attn_fused_hd(int64_t hd)
     return hd % 64 == 0 && hd <= 256;
 }
 
-
 #define HS__AVX2_F16 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 
 /* x rounded to f16 and widened back (what a store to an f16 row and a reload give). */
@@ -187,11 +186,11 @@ HS__AVX2_F16 void attn_row_f16_fused(const struct hs__attn_task *t, const struct
                                      const int64_t hd)
 {
     const struct hs_attn_args *a = t->a;
-    float *sc = scratch;                    /* [CHUNK] scaled scores */
-    float *vw = sc + HS__ATTN_CHUNK;        /* [CHUNK] weight of the position's V row */
-    float *rs = vw + HS__ATTN_CHUNK;        /* [CHUNK] rescale of the sum before it (1: none) */
+    float *sc = scratch;             /* [CHUNK] scaled scores */
+    float *vw = sc + HS__ATTN_CHUNK; /* [CHUNK] weight of the position's V row */
+    float *rs = vw + HS__ATTN_CHUNK; /* [CHUNK] rescale of the sum before it (1: none) */
     const uint16_t **kp = (const uint16_t **)(void *)(rs + HS__ATTN_CHUNK); /* [CHUNK] */
-    const uint16_t **vp = kp + HS__ATTN_CHUNK;                            /* [CHUNK] */
+    const uint16_t **vp = kp + HS__ATTN_CHUNK;                              /* [CHUNK] */
     const int64_t nv = hd / 8;
     __m256 qv[32];
     __m256 acc[32];
@@ -251,8 +250,7 @@ HS__AVX2_F16 void attn_row_f16_fused(const struct hs__attn_task *t, const struct
             }
             const __m256 vsv = _mm256_set1_ps(vw[i]);
             for (int64_t j = 0; j < nv; j++) {
-                acc[j] =
-                    round_f16_avx2(_mm256_fmadd_ps(load_f16_avx2(vp[i] + 8 * j), vsv, acc[j]));
+                acc[j] = round_f16_avx2(_mm256_fmadd_ps(load_f16_avx2(vp[i] + 8 * j), vsv, acc[j]));
             }
         }
     }
@@ -272,9 +270,9 @@ HS__AVX2_F16 void attn_row_f16_fused(const struct hs__attn_task *t, const struct
 
 /* attn_row_f16_fused with the head size a constant for the common sizes. */
 __attribute__((target("avx2,fma,f16c"))) static void
-attn_row_f16_avx2(const struct hs__attn_task *t, const struct hs_attn_seq *seq,
-                  const uint16_t *qk, int64_t kvh, int64_t p0, int64_t p1, float *out,
-                  float *const ml[2], float *scratch)
+attn_row_f16_avx2(const struct hs__attn_task *t, const struct hs_attn_seq *seq, const uint16_t *qk,
+                  int64_t kvh, int64_t p0, int64_t p1, float *out, float *const ml[2],
+                  float *scratch)
 {
     switch (t->hd) {
     case 64:

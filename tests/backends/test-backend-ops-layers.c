@@ -439,8 +439,8 @@ Test(backend_ops, attention_f16_decode_simd_matches_portable_bit_for_bit)
             for (int64_t d = 0; d < hd; d++) {
                 o[d] /= l;
             }
-            cr_assert(hs_ref_rel_err(o, ref, hd) < 5e-3, "hd %lld head %d: err %g",
-                      (long long)hd, h, hs_ref_rel_err(o, ref, hd));
+            cr_assert(hs_ref_rel_err(o, ref, hd) < 5e-3, "hd %lld head %d: err %g", (long long)hd,
+                      h, hs_ref_rel_err(o, ref, hd));
             free(ref);
             free(vh);
             free(kh);

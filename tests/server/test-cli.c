@@ -391,8 +391,7 @@ Test(cli, bench_runs_with_split_execution, .init = setup)
     cr_assert(strstr(r.out, "MiB counted by the backends"), "%s", r.out);
     cr_assert(!strstr(r.out, "attention on"), "%s", r.out);
     /* at a depth: both tests after 40 tokens of context */
-    snprintf(args, sizeof(args), "bench -m %s -p 16 -n 8 -d 40 -r 1 -t 1 --no-probes",
-             model_path);
+    snprintf(args, sizeof(args), "bench -m %s -p 16 -n 8 -d 40 -r 1 -t 1 --no-probes", model_path);
     run(&r, args);
     cr_assert_eq(r.status, 0, "%s", r.err);
     cr_assert(strstr(r.out, "| pp16 @ d40 | "), "%s", r.out);

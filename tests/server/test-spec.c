@@ -218,8 +218,7 @@ static uint64_t same_greedy_results_kv(const char *name, int n_blocks)
         drafts += mt.spec_drafts[s];
         cr_assert(mt.spec_accepted[s] <= mt.spec_drafted[s]);
     }
-    cr_assert(mt.spec_cost_knee == 16.0, "%s: knee %g, not the one given", name,
-              mt.spec_cost_knee);
+    cr_assert(mt.spec_cost_knee == 16.0, "%s: knee %g, not the one given", name, mt.spec_cost_knee);
     cr_assert(accepted > 0 && drafts > 0, "%s: no draft was accepted (drafted %llu)", name,
               (unsigned long long)drafted);
     /* the second round replays the first: earlier responses must have been drafted from */
