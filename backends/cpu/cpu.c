@@ -113,6 +113,12 @@ static void mm_range_repacked(const struct hs__mm_task *t, int64_t o0, int64_t o
     const int64_t n_in = t->w->ne[0];
     const int64_t n_rows = t->x->ne[1];
     const size_t y_stride = t->y->nb[1] / sizeof(float);
+    if (t->w->type == HS_TYPE_Q5_0) { /* one activation row (mm_range) */
+        hs__gemv_q5_0x8_avx2(n_in, (float *)t->y->data + o0,
+                             t->wr + (size_t)(o0 / 8) * hs__q5_0x8_bytes(1, n_in), (o1 - o0) / 8,
+                             t->xq);
+        return;
+    }
     const size_t group_bytes = hs__q4_0x8_bytes(1, n_in);
     const int64_t oc_rows = HS_MAX((int64_t)(HS__CPU_W_CHUNK_BYTES / group_bytes), 1) * 8;
     for (int64_t oc = o0; oc < o1; oc += oc_rows) {
@@ -133,7 +139,8 @@ static void mm_range_repacked(const struct hs__mm_task *t, int64_t o0, int64_t o
  * on 2 Zen 3 threads 159-161 -> 229-239 t/s). */
 static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
 {
-    if (t->wr && o0 < t->wr_rows) {
+    /* Q4_0's copy serves every product, Q5_0's the one-row ones */
+    if (t->wr && o0 < t->wr_rows && (t->w->type == HS_TYPE_Q4_0 || t->x->ne[1] == 1)) {
         const int64_t e = HS_MIN(o1, t->wr_rows);
         mm_range_repacked(t, o0, e);
         o0 = e;
@@ -204,8 +211,8 @@ static int64_t dyn_chunk_rows(const struct hs_cpu_backend *cpu, const struct hs_
 
 /* ---- repacked weights ---- */
 
-/* The repacked copy of w, or NULL (none was made: not Q4_0, off, or no memory). Binary search
- * over the copies, sorted by src. */
+/* The repacked copy of w, or NULL (none was made: not Q4_0 / Q5_0, off, or no memory). Binary
+ * search over the copies, sorted by src. */
 static const struct hs_cpu_repacked *cpu_find_repacked(const struct hs_cpu_backend *cpu,
                                                        const void *src)
 {
@@ -225,10 +232,16 @@ static const struct hs_cpu_repacked *cpu_find_repacked(const struct hs_cpu_backe
     return NULL;
 }
 
+/* The types repacked (repack.h): Q4_0 for every product, Q5_0 for decode (on AVX2 CPUs). */
+static bool cpu_repacks(enum hs_type type)
+{
+    return type == HS_TYPE_Q4_0 || type == HS_TYPE_Q5_0;
+}
+
 /* Points t at w's repacked copy (its rows in whole groups of 8) where w has one. */
 static void mm_use_repacked(const struct hs_cpu_backend *cpu, struct hs__mm_task *t)
 {
-    if (t->w->type != HS_TYPE_Q4_0 || !cpu->n_repacked) {
+    if (!cpu_repacks(t->w->type) || !cpu->n_repacked) {
         return;
     }
     const struct hs_cpu_repacked *rp = cpu_find_repacked(cpu, t->w->data);
@@ -243,7 +256,10 @@ static hs_status cpu_prepare_weight(struct hs_backend *be, const struct hs_tenso
 {
     struct hs_cpu_backend *cpu = cpu_backend_of(be);
     const int64_t n_groups = w->ne[1] / 8;
-    if (!cpu->repack || w->type != HS_TYPE_Q4_0 || n_groups == 0 ||
+    /* Q5_0 on AVX2 CPUs only: AVX-512 ones decode it with their own gemv (unmeasured against
+     * the repacked one) */
+    if (!cpu->repack || !cpu_repacks(w->type) || n_groups == 0 ||
+        (w->type == HS_TYPE_Q5_0 && cpu->isa >= HS_ISA_AVX512) ||
         w->ne[0] / 32 > HS__REPACK_MAX_BLOCKS || cpu_find_repacked(cpu, w->data)) {
         return HS_OK;
     }
@@ -256,12 +272,18 @@ static hs_status cpu_prepare_weight(struct hs_backend *be, const struct hs_tenso
         cpu->repacked = p;
         cpu->cap_repacked = cap;
     }
-    const size_t bytes = hs__q4_0x8_bytes(n_groups, w->ne[0]);
+    const bool q4 = w->type == HS_TYPE_Q4_0;
+    const size_t bytes =
+        q4 ? hs__q4_0x8_bytes(n_groups, w->ne[0]) : hs__q5_0x8_bytes(n_groups, w->ne[0]);
     void *dst = hs_alloc_aligned(bytes);
     if (!dst) {
         return HS_E_NOMEM;
     }
-    hs__repack_q4_0x8(w->data, w->nb[1], n_groups, w->ne[0], dst);
+    if (q4) {
+        hs__repack_q4_0x8(w->data, w->nb[1], n_groups, w->ne[0], dst);
+    } else {
+        hs__repack_q5_0x8(w->data, w->nb[1], n_groups, w->ne[0], dst);
+    }
     size_t i = cpu->n_repacked;
     while (i > 0 && (uintptr_t)cpu->repacked[i - 1].src > (uintptr_t)w->data) {
         cpu->repacked[i] = cpu->repacked[i - 1];

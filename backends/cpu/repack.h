@@ -26,4 +26,22 @@ void hs__repack_q4_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t
 void hs__gemm_q4_0x8_avx2(int64_t n, float *s, size_t bs, const void *wr, int64_t n_groups,
                           const void *x, size_t xs, int nc);
 
+/* Bytes of n_groups groups of 8 Q5_0 rows of n elements, repacked (as many as in the file). */
+size_t hs__q5_0x8_bytes(int64_t n_groups, int64_t n);
+
+/* Repacks rows [0, 8 * n_groups) of a Q5_0 matrix into out (hs__q5_0x8_bytes of them): per
+ * group and block, the 8 rows' f16 scales; 4 chunks of 32 bytes, byte 4r + j of chunk c being
+ * byte 4c + j of row r's qs (low nibble: element 4c + j, high: 16 + 4c + j); then 8 words of 32
+ * bits, bit 8j + r of word k being row r's fifth bit of element 4k + j. */
+void hs__repack_q5_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t n, void *out);
+
+/* s[i] = dot(weight row i, x) for i < 8 * n_groups over the repacked groups wr (starting at the
+ * first group wanted) and one Q8_0 activation row x; n / 32 <= HS__REPACK_MAX_BLOCKS. The bits
+ * of the Q5_0 vec_dot and gemv (vec_dot's 8 float lanes per row, lane k the exact int32 sum of
+ * elements 4k .. 4k + 3, hsum_ps at the end): here the 8 rows of a group share each register, so
+ * lane k of all 8 rows comes out of one maddubs with no horizontal adds, and the hsum is 7
+ * vector adds over the 8 lane accumulators. For decode (one row); 2+ rows stay on the file
+ * layout's tiles. */
+void hs__gemv_q5_0x8_avx2(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x);
+
 #endif

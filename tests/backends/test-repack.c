@@ -22,21 +22,32 @@ static float *rand_floats(struct hs_rng *rng, int64_t n)
     return p;
 }
 
-/* Q4_0 rows [n_out][n_in] quantized from random floats, and their dequantization. */
-static void *rand_q4_0(struct hs_rng *rng, int64_t n_in, int64_t n_out, float *deq)
+/* Rows [n_out][n_in] of type quantized from random floats, and their dequantization. */
+static void *rand_q(enum hs_type type, struct hs_rng *rng, int64_t n_in, int64_t n_out, float *deq)
 {
-    const size_t row = hs_type_row_size(HS_TYPE_Q4_0, n_in);
+    const size_t row = hs_type_row_size(type, n_in);
     float *f = rand_floats(rng, n_in * n_out);
     char *q = malloc(row * (size_t)n_out);
     cr_assert_not_null(q);
     for (int64_t o = 0; o < n_out; o++) {
-        hs__quantize_row_ref(HS_TYPE_Q4_0, f + o * n_in, q + (size_t)o * row, n_in);
+        hs__quantize_row_ref(type, f + o * n_in, q + (size_t)o * row, n_in);
         if (deq) {
-            hs__dequantize_row_ref(HS_TYPE_Q4_0, q + (size_t)o * row, deq + o * n_in, n_in);
+            hs__dequantize_row_ref(type, q + (size_t)o * row, deq + o * n_in, n_in);
         }
     }
     free(f);
     return q;
+}
+
+static void *rand_q4_0(struct hs_rng *rng, int64_t n_in, int64_t n_out, float *deq)
+{
+    return rand_q(HS_TYPE_Q4_0, rng, n_in, n_out, deq);
+}
+
+/* Bytes of n_groups groups of 8 rows of n elements of type, repacked. */
+static size_t x8_bytes(enum hs_type type, int64_t n_groups, int64_t n)
+{
+    return type == HS_TYPE_Q4_0 ? hs__q4_0x8_bytes(n_groups, n) : hs__q5_0x8_bytes(n_groups, n);
 }
 
 Test(repack, q4_0x8_kernel_gives_the_tile_bits)
@@ -108,6 +119,65 @@ Test(repack, q4_0x8_kernel_gives_the_tile_bits)
     }
 }
 
+/* The repacked Q5_0 gemv against the file layout's (the bits of vec_dot): one activation row,
+ * groups from the middle of the copy, a row length with an odd block count. */
+Test(repack, q5_0x8_gemv_gives_the_gemv_bits)
+{
+    if (hs__cpu_detect_isa() < HS_ISA_AVX2) {
+        cr_skip_test("no AVX2");
+    }
+    static const int64_t ns[] = {576, 4128};
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 2121);
+    for (size_t ni = 0; ni < HS_ARRAY_LEN(ns); ni++) {
+        const int64_t n = ns[ni], n_out = 32;
+        const size_t w_row = hs_type_row_size(HS_TYPE_Q5_0, n);
+        float *deq = malloc((size_t)(n * n_out) * sizeof(float));
+        cr_assert_not_null(deq);
+        char *w = rand_q(HS_TYPE_Q5_0, &rng, n, n_out, deq);
+        float *xf = rand_floats(&rng, n);
+        char *xq = malloc(hs_type_row_size(HS_TYPE_Q8_0, n));
+        float *xd = malloc((size_t)n * sizeof(float));
+        cr_assert(xq && xd);
+        const struct hs_quant_kernels *k = hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX2);
+        k->from_float(xf, xq, n);
+        hs__dequantize_row_ref(HS_TYPE_Q8_0, xq, xd, n);
+        const size_t bytes = hs__q5_0x8_bytes(n_out / 8, n);
+        cr_assert_eq(bytes, w_row * (size_t)n_out, "the copy takes the file's bytes");
+        void *wr = malloc(bytes);
+        cr_assert_not_null(wr);
+        hs__repack_q5_0x8(w, w_row, n_out / 8, n, wr);
+        float ref[32];
+        hs_ref_matmul(deq, xd, ref, n_out, n, 1);
+        /* groups 1 and 2 (rows 8 .. 23), between sentinels */
+        float got[18], want[16];
+        for (int i = 0; i < 18; i++) {
+            got[i] = -12345.0f;
+        }
+        hs__gemv_q5_0x8_avx2(n, got + 1, (const char *)wr + bytes / 4, 2, xq);
+        k->gemv(n, want, w + 8 * w_row, w_row, xq, 16);
+        cr_assert(got[0] == -12345.0f && got[17] == -12345.0f, "wrote outside its rows");
+        for (int i = 0; i < 16; i++) {
+            float v;
+            k->vec_dot(n, &v, w + (size_t)(8 + i) * w_row, xq);
+            cr_assert(memcmp(&got[1 + i], &want[i], sizeof(float)) == 0,
+                      "n %lld row %d: %.9g repacked, %.9g gemv", (long long)n, 8 + i, got[1 + i],
+                      want[i]);
+            cr_assert(memcmp(&got[1 + i], &v, sizeof(float)) == 0, "n %lld row %d: vec_dot",
+                      (long long)n, 8 + i);
+            const float e = ref[8 + i];
+            cr_assert(fabsf(got[1 + i] - e) <= 1e-4f * (1.0f + fabsf(e)),
+                      "n %lld: %.9g vs reference %.9g", (long long)n, got[1 + i], e);
+        }
+        free(wr);
+        free(xd);
+        free(xq);
+        free(xf);
+        free(w);
+        free(deq);
+    }
+}
+
 static struct hs_backend *make_cpu(int n_threads)
 {
     struct hs_backend_params p = hs_backend_default_params();
@@ -128,11 +198,10 @@ static void product(struct hs_backend *be, const struct hs_tensor *w, const floa
     cr_assert_eq(hs_backend_matmul(be, w, &tx, &ty), HS_OK);
 }
 
-Test(repack, prepared_q4_0_weights_give_the_same_products_bit_for_bit)
+/* Products of prepared (repacked) weights of type give the bits of the file layout's, for 1 to
+ * 17 activation rows, each row alone, matmul_multi and the FFN; the copies are counted. */
+static void check_prepared(enum hs_type type)
 {
-    if (hs__cpu_detect_isa() < HS_ISA_AVX2) {
-        cr_skip_test("no AVX2");
-    }
     enum { N_IN = 576, N_OUT = 37, N_FF = 64, MAX_ROWS = 17 };
     struct hs_rng rng;
     hs_rng_seed(&rng, 77);
@@ -140,9 +209,9 @@ Test(repack, prepared_q4_0_weights_give_the_same_products_bit_for_bit)
         struct hs_backend *be = make_cpu(nth);
         float *deq = malloc(sizeof(float) * N_IN * N_OUT);
         cr_assert_not_null(deq);
-        void *q = rand_q4_0(&rng, N_IN, N_OUT, deq);
+        void *q = rand_q(type, &rng, N_IN, N_OUT, deq);
         struct hs_tensor w;
-        cr_assert_eq(hs_tensor_init_2d(&w, HS_TYPE_Q4_0, N_IN, N_OUT, q), HS_OK);
+        cr_assert_eq(hs_tensor_init_2d(&w, type, N_IN, N_OUT, q), HS_OK);
         float *x = rand_floats(&rng, N_IN * MAX_ROWS);
         float *before = malloc(sizeof(float) * N_OUT * MAX_ROWS * MAX_ROWS);
         float *after = malloc(sizeof(float) * N_OUT * MAX_ROWS);
@@ -159,10 +228,10 @@ Test(repack, prepared_q4_0_weights_give_the_same_products_bit_for_bit)
         cr_assert_eq(hs_backend_prepare_weight(be, &w), HS_OK, "a second time: nothing");
         hs_backend_get_stats(be, &st);
         /* 37 rows: 4 groups of 8 repacked, the 5 left over stay on the file's layout. */
-        cr_assert_eq(st.repacked_bytes, hs__q4_0x8_bytes(4, N_IN));
+        cr_assert_eq(st.repacked_bytes, x8_bytes(type, 4, N_IN));
         hs_backend_reset_stats(be);
         hs_backend_get_stats(be, &st);
-        cr_assert_eq(st.repacked_bytes, hs__q4_0x8_bytes(4, N_IN), "a gauge: kept by reset");
+        cr_assert_eq(st.repacked_bytes, x8_bytes(type, 4, N_IN), "a gauge: kept by reset");
 
         hs_ref_matmul(deq, x, ref, N_OUT, N_IN, MAX_ROWS);
         for (int64_t n = 1; n <= MAX_ROWS; n++) {
@@ -170,8 +239,9 @@ Test(repack, prepared_q4_0_weights_give_the_same_products_bit_for_bit)
             const float *b = before + (n - 1) * N_OUT * MAX_ROWS;
             for (int64_t i = 0; i < N_OUT * n; i++) {
                 cr_assert(memcmp(&after[i], &b[i], sizeof(float)) == 0,
-                          "nth %d, %lld rows, row %lld out %lld: %.9g vs %.9g", nth, (long long)n,
-                          (long long)(i / N_OUT), (long long)(i % N_OUT), after[i], b[i]);
+                          "%s nth %d, %lld rows, row %lld out %lld: %.9g vs %.9g",
+                          hs_type_str(type), nth, (long long)n, (long long)(i / N_OUT),
+                          (long long)(i % N_OUT), after[i], b[i]);
             }
             cr_assert(hs_ref_rel_err(after, ref, N_OUT * n) < 1e-2);
         }
@@ -183,12 +253,12 @@ Test(repack, prepared_q4_0_weights_give_the_same_products_bit_for_bit)
         }
 
         /* matmul_multi (two prepared weights and one not) and the FFN, before and after. */
-        void *q2 = rand_q4_0(&rng, N_IN, N_FF, NULL), *q3 = rand_q4_0(&rng, N_IN, N_FF, NULL);
-        void *qd = rand_q4_0(&rng, N_FF, N_IN, NULL);
+        void *q2 = rand_q(type, &rng, N_IN, N_FF, NULL), *q3 = rand_q(type, &rng, N_IN, N_FF, NULL);
+        void *qd = rand_q(type, &rng, N_FF, N_IN, NULL);
         struct hs_tensor w2, w3, wd;
-        cr_assert_eq(hs_tensor_init_2d(&w2, HS_TYPE_Q4_0, N_IN, N_FF, q2), HS_OK);
-        cr_assert_eq(hs_tensor_init_2d(&w3, HS_TYPE_Q4_0, N_IN, N_FF, q3), HS_OK);
-        cr_assert_eq(hs_tensor_init_2d(&wd, HS_TYPE_Q4_0, N_FF, N_IN, qd), HS_OK);
+        cr_assert_eq(hs_tensor_init_2d(&w2, type, N_IN, N_FF, q2), HS_OK);
+        cr_assert_eq(hs_tensor_init_2d(&w3, type, N_IN, N_FF, q3), HS_OK);
+        cr_assert_eq(hs_tensor_init_2d(&wd, type, N_FF, N_IN, qd), HS_OK);
         float *m0[3], *m1[3], *f0[3], *f1[3];
         for (int pass = 0; pass < 2; pass++) {
             float **m = pass ? m1 : m0, **f = pass ? f1 : f0;
@@ -224,9 +294,9 @@ Test(repack, prepared_q4_0_weights_give_the_same_products_bit_for_bit)
             cr_assert_eq(hs_backend_ffn(be, &fa), HS_OK);
         }
         hs_backend_get_stats(be, &st);
-        cr_assert_eq(st.repacked_bytes, hs__q4_0x8_bytes(4, N_IN) +
-                                            2 * hs__q4_0x8_bytes(N_FF / 8, N_IN) +
-                                            hs__q4_0x8_bytes(N_IN / 8, N_FF));
+        cr_assert_eq(st.repacked_bytes, x8_bytes(type, 4, N_IN) +
+                                            2 * x8_bytes(type, N_FF / 8, N_IN) +
+                                            x8_bytes(type, N_IN / 8, N_FF));
         cr_assert(memcmp(m0[0], m1[0], sizeof(float) * N_OUT * MAX_ROWS) == 0, "multi w");
         cr_assert(memcmp(m0[0], before + (MAX_ROWS - 1) * N_OUT * MAX_ROWS,
                          sizeof(float) * N_OUT * MAX_ROWS) == 0,
@@ -252,6 +322,23 @@ Test(repack, prepared_q4_0_weights_give_the_same_products_bit_for_bit)
         free(deq);
         hs_backend_destroy(be); /* frees the copies (the ASan / valgrind runs check) */
     }
+}
+
+Test(repack, prepared_q4_0_weights_give_the_same_products_bit_for_bit)
+{
+    if (hs__cpu_detect_isa() < HS_ISA_AVX2) {
+        cr_skip_test("no AVX2");
+    }
+    check_prepared(HS_TYPE_Q4_0);
+}
+
+/* Q5_0's copy serves one-row products (decode) on AVX2 CPUs; 2+ rows keep the file layout. */
+Test(repack, prepared_q5_0_weights_give_the_same_products_bit_for_bit)
+{
+    if (hs__cpu_detect_isa() != HS_ISA_AVX2) {
+        cr_skip_test("Q5_0 is repacked on AVX2 CPUs (not AVX-512 ones)");
+    }
+    check_prepared(HS_TYPE_Q5_0);
 }
 
 Test(repack, prepare_leaves_other_types_and_refuses_malformed_weights)
