@@ -93,7 +93,8 @@ static hs_status backend_error(struct hs_error *err, hs_status st, const char *w
 }
 
 /* Offers every 2-D weight of the model to the backend once (the CPU backend repacks Q4_0
- * matrices for prompt processing). Out of memory leaves the rest on the file's layout. */
+ * matrices, and Q5_0 ones for decode on AVX2 CPUs). Out of memory leaves the rest on the file's
+ * layout. */
 static void prepare_weights(struct hs_context *ctx)
 {
     const struct hs_gguf *g = ctx->model->gguf;
@@ -104,7 +105,7 @@ static void prepare_weights(struct hs_context *ctx)
             continue;
         }
         if (hs_backend_prepare_weight(ctx->be, &w) == HS_E_NOMEM) {
-            HS_LOG_WARN("not enough memory to repack the weights for prompt processing");
+            HS_LOG_WARN("not enough memory to repack the weights: the rest keep the file's layout");
             return;
         }
     }
