@@ -19,6 +19,23 @@
 
 #define Q4_0X8_BLOCK_BYTES 144
 
+/* Block b of row `row` of a matrix of bsize-byte blocks, rows w_stride bytes apart. */
+static const uint8_t *row_block(const void *w, size_t w_stride, int64_t row, int64_t b,
+                                size_t bsize)
+{
+    return (const uint8_t *)w + (size_t)row * w_stride + (size_t)b * bsize;
+}
+
+/* The part both 8-row layouts share: row r's f16 scale at dst[2r], and its 16 bytes of packed
+ * nibbles 4 at a time into the 4 chunks of 32 bytes after the 8 scales. */
+static void put_scale_and_nibbles(uint8_t *dst, int r, const void *d, const uint8_t *qs)
+{
+    memcpy(dst + 2 * r, d, 2);
+    for (int c = 0; c < 4; c++) {
+        memcpy(dst + 16 + 32 * c + 4 * r, qs + 4 * c, 4);
+    }
+}
+
 size_t hs__q4_0x8_bytes(int64_t n_groups, int64_t n)
 {
     return (size_t)n_groups * (size_t)(n / 32) * Q4_0X8_BLOCK_BYTES;
@@ -31,14 +48,9 @@ void hs__repack_q4_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t
     for (int64_t g = 0; g < n_groups; g++) {
         for (int64_t b = 0; b < nb; b++, dst += Q4_0X8_BLOCK_BYTES) {
             for (int r = 0; r < 8; r++) {
-                const struct hs_block_q4_0 *src =
-                    (const struct hs_block_q4_0 *)(const void *)((const uint8_t *)w +
-                                                                 (size_t)(8 * g + r) * w_stride) +
-                    b;
-                memcpy(dst + 2 * r, &src->d, 2);
-                for (int k = 0; k < 4; k++) {
-                    memcpy(dst + 16 + 32 * k + 4 * r, src->qs + 4 * k, 4);
-                }
+                const struct hs_block_q4_0 *src = (const void *)row_block(
+                    w, w_stride, 8 * g + r, b, sizeof(struct hs_block_q4_0));
+                put_scale_and_nibbles(dst, r, &src->d, src->qs);
             }
         }
     }
@@ -158,14 +170,9 @@ void hs__repack_q5_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t
         for (int64_t b = 0; b < nb; b++, dst += Q5_0X8_BLOCK_BYTES) {
             uint32_t hw[8] = {0};
             for (int r = 0; r < 8; r++) {
-                const struct hs_block_q5_0 *src =
-                    (const struct hs_block_q5_0 *)(const void *)((const uint8_t *)w +
-                                                                 (size_t)(8 * g + r) * w_stride) +
-                    b;
-                memcpy(dst + 2 * r, &src->d, 2);
-                for (int c = 0; c < 4; c++) {
-                    memcpy(dst + 16 + 32 * c + 4 * r, src->qs + 4 * c, 4);
-                }
+                const struct hs_block_q5_0 *src = (const void *)row_block(
+                    w, w_stride, 8 * g + r, b, sizeof(struct hs_block_q5_0));
+                put_scale_and_nibbles(dst, r, &src->d, src->qs);
                 uint32_t qh;
                 memcpy(&qh, src->qh, sizeof(qh));
                 for (int k = 0; k < 8; k++) {
