@@ -37,6 +37,14 @@ struct hs_cpu_backend {
     size_t n_repacked, cap_repacked;
     struct hs__onednn *dnn; /* prompt-sized F32/F16/BF16 products (onednn.h); owns; or NULL */
     bool onednn;            /* dnn in use (kept when switched off: its primitives stay made) */
+    /* The cos / sin of the last rope's rows, [rope_n][n_rot], reused while the positions and
+     * parameters repeat: every layer's q and k of a step rotate the same positions. */
+    float *rope_cs;
+    size_t rope_cs_bytes;
+    int32_t *rope_pos; /* [rope_n]: the positions rope_cs was made for */
+    size_t rope_pos_bytes;
+    int64_t rope_n; /* 0: nothing cached */
+    struct hs_rope_params rope_p;
 };
 
 static inline struct hs_cpu_backend *cpu_backend_of(struct hs_backend *be)

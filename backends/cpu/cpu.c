@@ -934,12 +934,44 @@ static hs_status cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
 
 /* ---- rope ---- */
 
+typedef void (*hs__rope_rot_fn)(float *v, const float *cs, int n_rot);
+
+static void rope_norm_scalar(float *v, const float *cs, int n_rot)
+{
+    for (int i = 0; i < n_rot; i += 2) {
+        const float c = cs[i];
+        const float s = cs[i + 1];
+        const float x0 = v[i];
+        const float x1 = v[i + 1];
+        /* As llama.cpp's build, which contracts x0 * c - x1 * s into an FMA on the first
+         * product (ggml's rotate_pairs under -ffp-contract=fast). */
+        v[i] = fmaf(x0, c, -(x1 * s));
+        v[i + 1] = fmaf(x0, s, x1 * c);
+    }
+}
+
+static void rope_neox_scalar(float *v, const float *cs, int n_rot)
+{
+    const int half = n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        const float c = cs[i];
+        const float s = cs[half + i];
+        const float x0 = v[i];
+        const float x1 = v[i + half];
+        v[i] = fmaf(x0, c, -(x1 * s));
+        v[i + half] = fmaf(x0, s, x1 * c);
+    }
+}
+
 struct hs__rope_task {
     struct hs_tensor *x; /* [n_rows][n_head][head_dim] */
     const int32_t *pos;
     const struct hs_rope_params *p;
-    float *tls;
-    size_t tls_stride;
+    /* [n_rows][2 n_rot], each row in rot's layout: NORM [c0 s0 c1 s1 ...][-s0 c0 -s1 c1 ...],
+     * NEOX [c0 c1 ...][s0 s1 ...] */
+    float *cs;
+    bool make_cs; /* cs is to be made first (each thread its own rows) */
+    hs__rope_rot_fn rot;
 };
 
 static void rope_fn(void *ctx, int ith, int nth)
@@ -947,50 +979,81 @@ static void rope_fn(void *ctx, int ith, int nth)
     const struct hs__rope_task *t = ctx;
     const int n_rot = t->p->n_rot;
     const int half = n_rot / 2;
+    const bool neox = t->p->mode == HS_ROPE_NEOX;
     const float theta_scale = powf(t->p->freq_base, -2.0f / (float)n_rot);
-    float *cache = t->tls + (size_t)ith * t->tls_stride; /* [n_rot]: cos, sin per pair */
     int64_t r0, r1;
     split_range(t->x->ne[2], ith, nth, 1, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
-        /* As ggml's rope cache (rope_yarn with ext_factor 0): theta advanced by repeated
-         * multiplication in float. */
-        float theta = (float)t->pos[r];
-        for (int i = 0; i < half; i++) {
-            const float th = t->p->freq_scale * theta;
-            cache[2 * i] = cosf(th);
-            cache[2 * i + 1] = sinf(th);
-            theta *= theta_scale;
-        }
-        for (int64_t h = 0; h < t->x->ne[1]; h++) {
-            float *v =
-                (float *)((char *)t->x->data + (size_t)r * t->x->nb[2] + (size_t)h * t->x->nb[1]);
+        float *cs = t->cs + (size_t)r * 2 * (size_t)n_rot;
+        if (t->make_cs) {
+            /* As ggml's rope cache (rope_yarn with ext_factor 0): theta advanced by repeated
+             * multiplication in float. */
+            float theta = (float)t->pos[r];
             for (int i = 0; i < half; i++) {
-                const int i0 = t->p->mode == HS_ROPE_NEOX ? i : 2 * i;
-                const int i1 = t->p->mode == HS_ROPE_NEOX ? i + half : 2 * i + 1;
-                const float c = cache[2 * i];
-                const float s = cache[2 * i + 1];
-                const float x0 = v[i0];
-                const float x1 = v[i1];
-                /* As llama.cpp's build, which contracts x0 * c - x1 * s into an FMA
-                 * on the first product (ggml's rotate_pairs under -ffp-contract=fast). */
-                v[i0] = fmaf(x0, c, -(x1 * s));
-                v[i1] = fmaf(x0, s, x1 * c);
+                const float th = t->p->freq_scale * theta;
+                const float c = cosf(th);
+                const float s = sinf(th);
+                if (neox) {
+                    cs[i] = c;
+                    cs[half + i] = s;
+                } else {
+                    cs[2 * i] = c;
+                    cs[2 * i + 1] = s;
+                    cs[n_rot + 2 * i] = -s;
+                    cs[n_rot + 2 * i + 1] = c;
+                }
+                theta *= theta_scale;
             }
         }
+        for (int64_t h = 0; h < t->x->ne[1]; h++) {
+            t->rot(
+                (float *)((char *)t->x->data + (size_t)r * t->x->nb[2] + (size_t)h * t->x->nb[1]),
+                cs, n_rot);
+        }
     }
+}
+
+/* Whether cpu->rope_cs holds the cos / sin of these n positions under p. */
+static bool rope_cs_holds(const struct hs_cpu_backend *cpu, const int32_t *pos, int64_t n,
+                          const struct hs_rope_params *p)
+{
+    return cpu->rope_n == n && cpu->rope_p.mode == p->mode && cpu->rope_p.n_rot == p->n_rot &&
+           cpu->rope_p.freq_base == p->freq_base && cpu->rope_p.freq_scale == p->freq_scale &&
+           memcmp(cpu->rope_pos, pos, (size_t)n * sizeof(*pos)) == 0;
 }
 
 static hs_status cpu_rope(struct hs_backend *be, struct hs_tensor *x, const int32_t *pos,
                           const struct hs_rope_params *p)
 {
     struct hs_cpu_backend *cpu = cpu_backend_of(be);
-    HS_TRY(hs__cpu_reserve_tls(cpu, (size_t)p->n_rot));
+    const int64_t n = x->ne[2];
+    const bool make_cs = !rope_cs_holds(cpu, pos, n, p);
+    if (make_cs) {
+        cpu->rope_n = 0; /* the buffers may be lost below */
+        HS_TRY(hs__cpu_reserve((void **)&cpu->rope_cs, &cpu->rope_cs_bytes,
+                               (size_t)n * 2 * (size_t)p->n_rot * sizeof(float)));
+        HS_TRY(hs__cpu_reserve((void **)&cpu->rope_pos, &cpu->rope_pos_bytes,
+                               (size_t)n * sizeof(*pos)));
+    }
+    const bool neox = p->mode == HS_ROPE_NEOX;
     struct hs__rope_task t = {
-        .x = x, .pos = pos, .p = p, .tls = cpu->tls, .tls_stride = cpu->tls_stride};
+        .x = x,
+        .pos = pos,
+        .p = p,
+        .cs = cpu->rope_cs,
+        .make_cs = make_cs,
+        .rot = cpu->simd ? (neox ? hs__rope_neox_f32_avx2 : hs__rope_norm_f32_avx2)
+                         : (neox ? rope_neox_scalar : rope_norm_scalar),
+    };
     if (hs_tensor_nelements(x) < HS__CPU_PAR_MIN_ELEMS) {
         hs__pool_run1_named(cpu->pool, rope_fn, &t, "rope");
     } else {
         hs__pool_run_named(cpu->pool, rope_fn, &t, "rope");
+    }
+    if (make_cs) {
+        memcpy(cpu->rope_pos, pos, (size_t)n * sizeof(*pos));
+        cpu->rope_p = *p;
+        cpu->rope_n = n;
     }
     return HS_OK;
 }
@@ -1063,6 +1126,8 @@ static void cpu_destroy(struct hs_backend *be)
     hs__pool_destroy(cpu->pool);
     hs_free_aligned(cpu->act);
     hs_free_aligned(cpu->tls);
+    hs_free_aligned(cpu->rope_cs);
+    hs_free_aligned(cpu->rope_pos);
     for (size_t i = 0; i < cpu->n_repacked; i++) {
         hs_free_aligned(cpu->repacked[i].dst);
     }

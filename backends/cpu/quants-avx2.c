@@ -1163,6 +1163,48 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
 }
 TILE_ENTRY_POINTS(q6_k, avx2)
 
+/* Adjacent pairs (x0, x1) of v, cs = [c0 s0 c1 s1 ...][-s0 c0 -s1 c1 ...]: lane 2k gets
+ * fma(x0, c, x1 * -s) and lane 2k + 1 fma(x0, s, x1 * c), rope_fn's scalar results. */
+void hs__rope_norm_f32_avx2(float *v, const float *cs, int n_rot)
+{
+    const float *d = cs + n_rot;
+    int i = 0;
+    for (; i + 8 <= n_rot; i += 8) {
+        const __m256 x = _mm256_loadu_ps(v + i);
+        const __m256 x1 = _mm256_mul_ps(_mm256_movehdup_ps(x), _mm256_loadu_ps(d + i));
+        _mm256_storeu_ps(v + i,
+                         _mm256_fmadd_ps(_mm256_moveldup_ps(x), _mm256_loadu_ps(cs + i), x1));
+    }
+    for (; i < n_rot; i += 2) {
+        const float x0 = v[i], x1 = v[i + 1];
+        v[i] = fmaf(x0, cs[i], -(x1 * cs[i + 1]));
+        v[i + 1] = fmaf(x0, cs[i + 1], x1 * cs[i]);
+    }
+}
+
+/* Pairs (v[i], v[i + n_rot / 2]), cs = [c0 c1 ...][s0 s1 ...]: rope_fn's scalar results. */
+void hs__rope_neox_f32_avx2(float *v, const float *cs, int n_rot)
+{
+    const int half = n_rot / 2;
+    const float *sn = cs + half;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    int i = 0;
+    for (; i + 8 <= half; i += 8) {
+        const __m256 x0 = _mm256_loadu_ps(v + i);
+        const __m256 x1 = _mm256_loadu_ps(v + half + i);
+        const __m256 c = _mm256_loadu_ps(cs + i);
+        const __m256 s = _mm256_loadu_ps(sn + i);
+        const __m256 x1s = _mm256_xor_ps(_mm256_mul_ps(x1, s), sign);
+        _mm256_storeu_ps(v + i, _mm256_fmadd_ps(x0, c, x1s));
+        _mm256_storeu_ps(v + half + i, _mm256_fmadd_ps(x0, s, _mm256_mul_ps(x1, c)));
+    }
+    for (; i < half; i++) {
+        const float x0 = v[i], x1 = v[i + half];
+        v[i] = fmaf(x0, cs[i], -(x1 * sn[i]));
+        v[i + half] = fmaf(x0, sn[i], x1 * cs[i]);
+    }
+}
+
 void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a)
 {
     const __m256 av = _mm256_set1_ps(a);

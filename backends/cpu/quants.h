@@ -161,6 +161,10 @@ void hs__from_float_q8_1_avx2(const float *x, void *y, int64_t n);
 void hs__from_float_q8_k_avx2(const float *x, void *y, int64_t n);
 void hs__to_float_f16_avx2(const void *x, float *y, int64_t n);
 void hs__to_float_bf16_avx2(const void *x, float *y, int64_t n);
+/* Rotate one head's first n_rot dims by a row's cos / sin in the layouts rope_fn (cpu.c) makes:
+ * NORM pairs adjacent, NEOX halves; the same bits as its portable loops. */
+void hs__rope_norm_f32_avx2(float *v, const float *cs, int n_rot);
+void hs__rope_neox_f32_avx2(float *v, const float *cs, int n_rot);
 /* y[i] = fma(x[i], a, y[i]), one rounding (ggml_vec_mad_f32 / _f16 with FMA). */
 void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a);
 /* hs__swiglu_f32_avx512's results (ggml's AVX-512 vector expf) on AVX2 + FMA CPUs. */

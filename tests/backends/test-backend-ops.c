@@ -293,6 +293,66 @@ Test(backend_ops, rope_norm_and_neox_full_and_partial)
     }
 }
 
+/* The CPU backend keeps the cos / sin of the last rope's positions: a call with other positions
+ * in the same array, other frequencies or another n_rot must not rotate by the kept ones. Each
+ * call is checked bit for bit against a fresh backend that never rotated anything before. */
+Test(backend_ops, rope_cache_follows_positions_and_params)
+{
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 81);
+    const int64_t hd = 64, n_head = 3, nr = 40;
+    int32_t pos[40];
+    for (int64_t r = 0; r < nr; r++) {
+        pos[r] = (int32_t)r;
+    }
+    struct hs_rope_params p;
+    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+        struct hs_backend *be = make_backend(reg, 2);
+        p = (struct hs_rope_params){
+            .mode = HS_ROPE_NORM, .n_rot = 64, .freq_base = 10000.0f, .freq_scale = 1.0f};
+        for (int call = 0; call < 8; call++) {
+            switch (call) {
+            case 2:
+                pos[17] += 1;
+                break; /* one position moved, same array */
+            case 3:
+                p.freq_base = 500000.0f;
+                break; /* other frequencies */
+            case 4:
+                p.freq_scale = 0.5f;
+                break;
+            case 5:
+                p.n_rot = 32;
+                break; /* fewer rotated dims */
+            case 6:
+                pos[0] = 299;
+                break; /* and the first position */
+            case 7:
+                p.mode = HS_ROPE_NEOX;
+                break; /* the other pairing */
+            default:
+                break; /* 0, 1: the same again */
+            }
+            float *x = rand_floats(&rng, hd * n_head * nr, -2.0f, 2.0f);
+            float *fresh = malloc((size_t)(hd * n_head * nr) * sizeof(float));
+            memcpy(fresh, x, (size_t)(hd * n_head * nr) * sizeof(float));
+            const int64_t ne[3] = {hd, n_head, nr};
+            struct hs_tensor tx, tf;
+            hs_tensor_init(&tx, HS_TYPE_F32, 3, ne, x);
+            hs_tensor_init(&tf, HS_TYPE_F32, 3, ne, fresh);
+            cr_assert_eq(hs_backend_rope(be, &tx, pos, &p), HS_OK);
+            struct hs_backend *fb = make_backend(reg, 2);
+            cr_assert_eq(hs_backend_rope(fb, &tf, pos, &p), HS_OK);
+            hs_backend_destroy(fb);
+            cr_assert(memcmp(x, fresh, (size_t)(hd * n_head * nr) * sizeof(float)) == 0,
+                      "backend %d call %d: rotated by stale cos / sin", reg, call);
+            free(fresh);
+            free(x);
+        }
+        hs_backend_destroy(be);
+    }
+}
+
 /* ---- matmul_multi ---- */
 
 Test(backend_ops, matmul_multi_equals_separate_matmuls_bit_for_bit)
