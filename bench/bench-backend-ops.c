@@ -92,19 +92,21 @@ done:
     free(f);
 }
 
-static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int n_past, int n_head,
-                            int n_kv)
+/* n_new query rows (1: a decode step; more: a prompt's) after n_past positions. */
+static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int n_past, int n_new,
+                            int n_head, int n_kv)
 {
     enum { HD = 64, BS = 16 };
-    const int n_blocks = (n_past + 1 + BS - 1) / BS;
+    const int n_tok = n_past + n_new;
+    const int n_blocks = (n_tok + BS - 1) / BS;
     const size_t esz = cache_type == HS_TYPE_F16 ? 2 : 4;
     const size_t n_cache = (size_t)n_blocks * BS * n_kv * HD;
     void *kc = calloc(n_cache, esz), *vc = calloc(n_cache, esz);
-    float *src = malloc((size_t)(n_past + 1) * n_kv * HD * sizeof(float));
-    int32_t *slots = malloc((size_t)(n_past + 1) * sizeof(int32_t));
+    float *src = malloc((size_t)n_tok * n_kv * HD * sizeof(float));
+    int32_t *slots = malloc((size_t)n_tok * sizeof(int32_t));
     int32_t *table = malloc((size_t)n_blocks * sizeof(int32_t));
-    float *q = malloc((size_t)n_head * HD * sizeof(float));
-    float *out = malloc((size_t)n_head * HD * sizeof(float));
+    float *q = malloc((size_t)n_new * n_head * HD * sizeof(float));
+    float *out = malloc((size_t)n_new * n_head * HD * sizeof(float));
     if (!kc || !vc || !src || !slots || !table || !q || !out) {
         goto done;
     }
@@ -113,19 +115,19 @@ static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int 
     for (int b = 0; b < n_blocks; b++) {
         table[b] = n_blocks - 1 - b; /* scattered: reversed */
     }
-    for (int p = 0; p <= n_past; p++) {
+    for (int p = 0; p < n_tok; p++) {
         slots[p] = table[p / BS] * BS + p % BS;
     }
-    for (size_t i = 0; i < (size_t)(n_past + 1) * n_kv * HD; i++) {
+    for (size_t i = 0; i < (size_t)n_tok * n_kv * HD; i++) {
         src[i] = hs_rng_range(&rng, -1.0f, 1.0f);
     }
-    for (int i = 0; i < n_head * HD; i++) {
+    for (int i = 0; i < n_new * n_head * HD; i++) {
         q[i] = hs_rng_range(&rng, -1.0f, 1.0f);
     }
     struct hs_tensor tk, tv, ts, tq, to;
     const int64_t cne[4] = {HD, n_kv, BS, n_blocks};
-    const int64_t sne[3] = {HD, n_kv, n_past + 1};
-    const int64_t qne[3] = {HD, n_head, 1};
+    const int64_t sne[3] = {HD, n_kv, n_tok};
+    const int64_t qne[3] = {HD, n_head, n_new};
     hs_tensor_init(&tk, cache_type, 4, cne, kc);
     hs_tensor_init(&tv, cache_type, 4, cne, vc);
     hs_tensor_init(&ts, HS_TYPE_F32, 3, sne, src);
@@ -136,7 +138,8 @@ static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int 
         fprintf(stderr, "kv_store failed\n");
         goto done;
     }
-    const struct hs_attn_seq seq = {.n_past = n_past, .n_new = 1, .q_row = 0, .block_table = table};
+    const struct hs_attn_seq seq = {
+        .n_past = n_past, .n_new = n_new, .q_row = 0, .block_table = table};
     const struct hs_attn_args args = {.q = &tq,
                                       .out = &to,
                                       .k_cache = &tk,
@@ -145,20 +148,30 @@ static void bench_attention(struct hs_backend *be, enum hs_type cache_type, int 
                                       .seqs = &seq,
                                       .n_seqs = 1,
                                       .scale = 0.125f};
+    const int reps = n_new > 1 ? 2 : 20;
     double best = 1e9;
     for (int b = 0; b < 10; b++) {
         const double t0 = bench_now_s();
-        for (int i = 0; i < 20; i++) {
+        for (int i = 0; i < reps; i++) {
             if (hs_backend_attention(be, &args) != HS_OK) {
                 fprintf(stderr, "attention failed\n");
                 goto done;
             }
         }
-        const double t = (bench_now_s() - t0) / 20;
+        const double t = (bench_now_s() - t0) / reps;
         best = t < best ? t : best;
     }
-    printf("attn     %-5s decode n_ctx=%-5d heads=%d/%d hd=%d %9.1f us\n", hs_type_str(cache_type),
-           n_past + 1, n_head, n_kv, HD, best * 1e6);
+    if (n_new == 1) {
+        printf("attn     %-5s decode n_ctx=%-5d heads=%d/%d hd=%d %9.1f us\n",
+               hs_type_str(cache_type), n_tok, n_head, n_kv, HD, best * 1e6);
+    } else {
+        /* causal: a row's scores and V sum over its prefix, 2 flops a multiply-add */
+        const double macs =
+            2.0 * HD * n_head * ((double)n_new * n_past + 0.5 * n_new * (n_new + 1));
+        printf("attn     %-5s prefill %d rows after %d heads=%d/%d hd=%d %9.1f us %6.1f GFLOP/s\n",
+               hs_type_str(cache_type), n_new, n_past, n_head, n_kv, HD, best * 1e6,
+               2.0 * macs / best * 1e-9);
+    }
 done:
     free(out);
     free(q);
@@ -199,10 +212,13 @@ int main(int argc, char **argv)
     }
     /* SmolLM-135M's heads (9 / 3) at a served context and at tg128 @ d1024's middle, and
      * Qwen2-0.5B's (14 / 2) at a long one. */
-    bench_attention(be, HS_TYPE_F16, 255, 9, 3);
-    bench_attention(be, HS_TYPE_F16, 1087, 9, 3);
-    bench_attention(be, HS_TYPE_F16, 1000, 14, 2);
-    bench_attention(be, HS_TYPE_F32, 1000, 14, 2);
+    bench_attention(be, HS_TYPE_F16, 255, 1, 9, 3);
+    bench_attention(be, HS_TYPE_F16, 1087, 1, 9, 3);
+    bench_attention(be, HS_TYPE_F16, 1000, 1, 14, 2);
+    bench_attention(be, HS_TYPE_F32, 1000, 1, 14, 2);
+    /* a 512-token prompt from empty (pp512) and after 1024 (pp512 @ d1024) */
+    bench_attention(be, HS_TYPE_F16, 0, 512, 9, 3);
+    bench_attention(be, HS_TYPE_F16, 1024, 512, 9, 3);
     hs_backend_destroy(be);
     return 0;
 }
