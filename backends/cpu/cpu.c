@@ -194,17 +194,29 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
  * prefetcher's best case) and claims rarely, yet a late thread costs at most one chunk. */
 #define HS__CPU_DYN_CHUNKS_PER_THREAD 4
 
-/* Output rows per chunk for w, on multiples of align: a multiple of the thread count of
- * chunks (an odd chunk left over would make one thread do a whole chunk more while the others
- * wait), up to HS__CPU_DYN_CHUNKS_PER_THREAD each, of at least about HS__CPU_DYN_CHUNK_BYTES of
- * weights where there are enough: work split by bytes, not rows. */
+/* Batches of 2 to HS__CPU_DYN_FINE_ROWS - 1 activation rows (batched decode, speculative
+ * verification) spend 2-63 times the compute a weight byte that one row does, so a chunk's
+ * worth of imbalance costs as much more: they take up to 4x as many, smaller chunks. 16
+ * sequences of SmolLM-135M Q8_0 (`HS_PROFILE=1 bench -b 16`, 2 threads, five runs each): the
+ * imbalance of matmul + gate/up 338-596 -> 260-333 thread-ms (4 -> 16 chunks a thread), of
+ * ~12,000 thread-ms of work. */
+#define HS__CPU_DYN_CHUNKS_PER_THREAD_FINE 16
+#define HS__CPU_DYN_FINE_ROWS              64
+
+/* Output rows per chunk for w against n_rows activation rows, on multiples of align: a multiple
+ * of the thread count of chunks (an odd chunk left over would make one thread do a whole chunk
+ * more while the others wait), up to HS__CPU_DYN_CHUNKS_PER_THREAD(_FINE) each, of at least about
+ * HS__CPU_DYN_CHUNK_BYTES of weights where there are enough: work split by bytes, not rows. */
 static int64_t dyn_chunk_rows(const struct hs_cpu_backend *cpu, const struct hs_tensor *w,
-                              int64_t align)
+                              int64_t n_rows, int64_t align)
 {
     const int64_t nth = hs__pool_n_threads(cpu->pool);
     const int64_t bytes = w->ne[1] * (int64_t)w->nb[1];
     int64_t per_thread = bytes / (HS__CPU_DYN_CHUNK_BYTES * nth);
-    per_thread = HS_MIN(HS_MAX(per_thread, 1), HS__CPU_DYN_CHUNKS_PER_THREAD);
+    const int64_t cap = n_rows > 1 && n_rows < HS__CPU_DYN_FINE_ROWS
+                            ? HS__CPU_DYN_CHUNKS_PER_THREAD_FINE
+                            : HS__CPU_DYN_CHUNKS_PER_THREAD;
+    per_thread = HS_MIN(HS_MAX(per_thread, 1), cap);
     const int64_t rows = (w->ne[1] + nth * per_thread - 1) / (nth * per_thread);
     return HS_MAX((rows + align - 1) / align * align, align);
 }
@@ -395,7 +407,7 @@ static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
         return HS_E_NOTSUP;
     }
     mm_use_repacked(cpu, &d.t);
-    d.chunk_rows = dyn_chunk_rows(cpu, w, d.t.wr ? 8 : 4);
+    d.chunk_rows = dyn_chunk_rows(cpu, w, x->ne[1], d.t.wr ? 8 : 4);
     HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&d.t)));
     mm_prepare(cpu, &d.t, 0);
     if (mm_onednn_wants(cpu, w, x)) {
@@ -488,7 +500,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
     }
     int64_t n_chunks = 0;
     for (int i = 0; i < n; i++) {
-        m.chunk_rows[i] = dyn_chunk_rows(cpu, ws[i], m.t[i].wr ? 8 : 4);
+        m.chunk_rows[i] = dyn_chunk_rows(cpu, ws[i], x->ne[1], m.t[i].wr ? 8 : 4);
         n_chunks += (ws[i]->ne[1] + m.chunk_rows[i] - 1) / m.chunk_rows[i];
         m.chunk_end[i] = n_chunks;
     }
@@ -606,7 +618,7 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
         return cpu_matmul(be, a->w_down, a->scratch_gate, a->y);
     }
     /* Gate and up rows are claimed together: a chunk is half the bytes of each. */
-    t.chunk_rows = dyn_chunk_rows(cpu, a->w_gate, 16);
+    t.chunk_rows = dyn_chunk_rows(cpu, a->w_gate, a->x->ne[1], 16);
     atomic_init(&t.next, 0);
     hs__pool_run_dyn_named(cpu->pool, ffn_gate_up, &t, "ffn-gate-up");
     return cpu_matmul(be, a->w_down, a->scratch_gate, a->y);
