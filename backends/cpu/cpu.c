@@ -92,6 +92,7 @@ struct hs__mm_task {
     size_t xq_stride;
     const uint8_t *wr; /* w's first wr_rows rows repacked (repack.h), or NULL; borrowed */
     int64_t wr_rows;   /* a multiple of 8 */
+    bool split;        /* xq in the split form: k->from_float_split, k->gemm_tile_split */
 };
 
 static void mm_convert(void *ctx, int ith, int nth)
@@ -99,9 +100,10 @@ static void mm_convert(void *ctx, int ith, int nth)
     struct hs__mm_task *t = ctx;
     int64_t r0, r1;
     split_range(t->x->ne[1], ith, nth, 1, &r0, &r1);
+    void (*from_float)(const float *, void *, int64_t) =
+        t->split ? t->k->from_float_split : t->k->from_float;
     for (int64_t r = r0; r < r1; r++) {
-        t->k->from_float((const float *)row_at(t->x, r), t->xq + (size_t)r * t->xq_stride,
-                         t->x->ne[0]);
+        from_float((const float *)row_at(t->x, r), t->xq + (size_t)r * t->xq_stride, t->x->ne[0]);
     }
 }
 
@@ -162,6 +164,14 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
         for (int64_t r = 0; r < n_rows; r += 4) {
             const int nc = (int)HS_MIN(4, n_rows - r);
             const char *xr = t->xq + (size_t)r * t->xq_stride;
+            if (t->split) {
+                for (int64_t o = oc; o < oe; o += 4) {
+                    t->k->gemm_tile_split(n_in, yd + (size_t)r * y_stride + o, y_stride,
+                                          wd + (size_t)o * w_stride, w_stride, xr, t->xq_stride,
+                                          (int)HS_MIN(4, oe - o), nc);
+                }
+                continue;
+            }
             if (nc == 1 && t->k->gemv) {
                 t->k->gemv(n_in, yd + (size_t)r * y_stride + oc, wd + (size_t)oc * w_stride,
                            w_stride, xr, oe - oc);
@@ -335,13 +345,34 @@ static void mm_compute(void *ctx, int ith, int nth)
     }
 }
 
+/* Whether t's activations go to the split form: 2+ rows and kernels for it (prompts; one row
+ * keeps the form gemv and vec_dot read). */
+static bool mm_split(const struct hs__mm_task *t)
+{
+    return t->k->gemm_tile_split && t->x->ne[1] >= 2;
+}
+
+/* Bytes between t's converted activation rows. */
+static size_t mm_act_stride(const struct hs__mm_task *t)
+{
+    return hs_align_up(mm_split(t) ? hs_quant_split_row_size(t->x->ne[0])
+                                   : hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]),
+                       64);
+}
+
+/* Whether tasks a and b can share one conversion of the same x. */
+static bool mm_same_act(const struct hs__mm_task *a, const struct hs__mm_task *b)
+{
+    return a->k->vec_dot_type == b->k->vec_dot_type && mm_split(a) == mm_split(b);
+}
+
 /* Scratch bytes the activations of t need in their vec_dot_type (0 for f32: used in place). */
 static size_t mm_act_bytes(const struct hs__mm_task *t)
 {
     if (t->k->vec_dot_type == HS_TYPE_F32) {
         return 0;
     }
-    return hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64) * (size_t)t->x->ne[1];
+    return mm_act_stride(t) * (size_t)t->x->ne[1];
 }
 
 /* Points t->xq at the activations in the kernels' vec_dot_type: converted into the backend's
@@ -353,7 +384,8 @@ static void mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t
         t->xq_stride = t->x->nb[1];
         return;
     }
-    t->xq_stride = hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
+    t->split = mm_split(t);
+    t->xq_stride = mm_act_stride(t);
     t->xq = (char *)cpu->act + off;
     if (t->x->ne[1] * t->x->ne[0] < HS__CPU_PAR_MIN_CONVERT) {
         hs__pool_run1_named(cpu->pool, mm_convert, t, "act-convert");
@@ -473,7 +505,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
         onednn = onednn && mm_onednn_wants(cpu, ws[i], x);
         owner[i] = i;
         for (int j = 0; j < i; j++) {
-            if (owner[j] == j && m.t[j].k->vec_dot_type == m.t[i].k->vec_dot_type) {
+            if (owner[j] == j && mm_same_act(&m.t[j], &m.t[i])) {
                 owner[i] = j;
                 break;
             }
@@ -490,6 +522,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
         } else {
             m.t[i].xq = m.t[owner[i]].xq;
             m.t[i].xq_stride = m.t[owner[i]].xq_stride;
+            m.t[i].split = m.t[owner[i]].split;
         }
     }
     for (int i = 0; onednn && i < n; i++) {
@@ -600,7 +633,7 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     mm_use_repacked(cpu, &t.gate); /* chunk_rows below: multiples of 16 */
     mm_use_repacked(cpu, &t.up);
     /* x is converted once per distinct vec_dot_type. */
-    const bool shared = t.gate.k->vec_dot_type == t.up.k->vec_dot_type;
+    const bool shared = mm_same_act(&t.gate, &t.up);
     const size_t gate_bytes = mm_act_bytes(&t.gate);
     const size_t up_bytes = shared ? 0 : mm_act_bytes(&t.up);
     HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, gate_bytes + up_bytes));
@@ -608,6 +641,7 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     if (shared) {
         t.up.xq = t.gate.xq;
         t.up.xq_stride = t.gate.xq_stride;
+        t.up.split = t.gate.split;
     } else {
         mm_prepare(cpu, &t.up, gate_bytes);
     }

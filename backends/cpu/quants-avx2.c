@@ -430,6 +430,110 @@ INLINE __m256i q8_0_dot(__m256i wq, __m256i wp, __m256i xq, __m256i xe)
 
 Q80_ACT_TILE(q8_0, sizeof(struct hs_block_q8_0))
 
+/* Q8_0 weights against split Q8_0 activations (hs__from_float_q8_0s_avx2): vec_dot's order
+ * and bits (per block pair acc = fma(d_w * d_x, the 8 exact int32 lanes, acc), hsum at the
+ * end), with the activation quants on aligned loads (the file layout's 34-byte blocks split
+ * every other 32-byte load across two cache lines) and the products d_w * d_x of a run of
+ * blocks made before the run (made inside the block loop, each was stored and at once read
+ * back as a broadcast, waiting on the store). Passes of up to Q8S_PASS_ACC chains, the weight
+ * blocks of the pass and their magnitudes held in registers, each activation block loaded once
+ * a pass. */
+#define Q8S_RUN 32 /* blocks whose scale products are made at a time */
+INLINE void q8s_sub(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                    size_t xs, const int NR, const int NC)
+{
+    __m256 acc[4][4];
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            acc[r][c] = _mm256_setzero_ps();
+        }
+    }
+    const int64_t nb = n / 32;
+    const __m256i ones = _mm256_set1_epi16(1);
+    _Alignas(32) float sc[Q8S_RUN][4][4];
+    for (int64_t b0 = 0; b0 < nb; b0 += Q8S_RUN) {
+        const int64_t nrun = HS_MIN(Q8S_RUN, nb - b0);
+        for (int64_t i = 0; i < nrun; i++) {
+            const int64_t b = b0 + i;
+            for (int r = 0; r < NR; r++) {
+                const float dw =
+                    f16(*(const uint16_t *)(const void *)(ROWP(w, r, ws) + (size_t)b * 34));
+                for (int c = 0; c < NC; c++) {
+                    sc[i][r][c] = dw * ((const float *)(const void *)(ROWP(x, c, xs) + n))[b];
+                }
+            }
+        }
+        for (int64_t i = 0; i < nrun; i++) {
+            const int64_t b = b0 + i;
+            __m256i wq[4], wp[4];
+            for (int r = 0; r < NR; r++) {
+                wq[r] = _mm256_loadu_si256(
+                    (const __m256i *)((const struct hs_block_q8_0 *)(const void *)(ROWP(w, r, ws) +
+                                                                                   (size_t)b * 34))
+                        ->qs);
+                wp[r] = _mm256_sign_epi8(wq[r], wq[r]);
+            }
+            for (int c = 0; c < NC; c++) {
+                const __m256i xq =
+                    _mm256_load_si256((const __m256i *)(const void *)(ROWP(x, c, xs) + b * 32));
+                for (int r = 0; r < NR; r++) {
+                    const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                        _mm256_maddubs_epi16(wp[r], _mm256_sign_epi8(xq, wq[r])), ones));
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[i][r][c]), p, acc[r][c]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        for (int c = 0; c < NC; c++) {
+            s[(size_t)c * bs + (size_t)r] = hsum_ps(acc[r][c]);
+        }
+    }
+}
+
+/* Rows per pass for NC activation rows: NR x NC chains and 2 NR weight registers in 16. */
+#define Q8S_ROWS(NC) ((NC) >= 3 ? 2 : (NC) == 2 ? 3 : 4)
+
+INLINE void q8s_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                     size_t xs, const int NR, const int NC)
+{
+    const int RG = Q8S_ROWS(NC);
+    for (int r = 0; r < NR; r += RG) {
+        const int nr = HS_MIN(RG, NR - r);
+        if (nr == 1) {
+            q8s_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, 1, NC);
+        } else if (nr == 2) {
+            q8s_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, 2, NC);
+        } else if (nr == 3) {
+            q8s_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, 3, NC);
+        } else {
+            q8s_sub(n, s + r, bs, ROWP(w, r, ws), ws, x, xs, 4, NC);
+        }
+    }
+}
+
+void hs__gemm_tile_q8_0_q8s_avx2(int64_t n, float *s, size_t bs, const void *w, size_t ws,
+                                 const void *x, size_t xs, int nr, int nc)
+{
+    switch (nc) {
+    case 1:
+        q8s_tile(n, s, bs, w, ws, x, xs, nr, 1);
+        break;
+    case 2:
+        q8s_tile(n, s, bs, w, ws, x, xs, nr, 2);
+        break;
+    case 3:
+        q8s_tile(n, s, bs, w, ws, x, xs, nr, 3);
+        break;
+    case 4:
+        q8s_tile(n, s, bs, w, ws, x, xs, nr, 4);
+        break;
+    default:
+        HS_ASSERT(!"gemm_tile: nc must be in 1..4");
+        break;
+    }
+}
+
 /* Q5_0 / Q5_1: byte i of the result is 0xFF where bit i of the block's qh[4] is set. */
 INLINE __m256i high_bits_32(const uint8_t *qh4)
 {
@@ -826,6 +930,20 @@ void hs__from_float_q8_0_avx2(const float *x, void *vy, int64_t n)
         const float d = q8_block(x + b * 32, q);
         y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
         _mm256_storeu_si256((__m256i *)y[b].qs, pack_i32x32(q[0], q[1], q[2], q[3]));
+    }
+}
+
+/* Split Q8_0 activations (hs_quant_kernels.from_float_split): the row's quant blocks, 32 bytes
+ * each and 32-byte aligned, then its scales as floats (the f16 values, widened exactly). */
+void hs__from_float_q8_0s_avx2(const float *x, void *vy, int64_t n)
+{
+    int8_t *qs = vy;
+    float *d = (float *)(void *)(qs + n);
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m256i q[4];
+        const float db = q8_block(x + b * 32, q);
+        d[b] = f16((uint16_t)_cvtss_sh(db, _MM_FROUND_TO_NEAREST_INT));
+        _mm256_store_si256((__m256i *)(void *)(qs + b * 32), pack_i32x32(q[0], q[1], q[2], q[3]));
     }
 }
 

@@ -53,7 +53,18 @@ struct hs_quant_kernels {
     /* One activation row against many weight rows (decode); NULL where the type has none
      * (callers use gemm_tile with nc == 1). */
     hs_gemv_fn gemv;
+    /* Optional (NULL: none), for 2 or more activation rows: the split form of vec_dot_type
+     * (a row of n elements: its quant blocks, 32-byte aligned, n bytes, then its n / 32 scales
+     * as floats; hs_quant_split_row_size) and a gemm_tile reading it, with gemm_tile's bits. */
+    void (*from_float_split)(const float *x, void *y, int64_t n);
+    hs_gemm_tile_fn gemm_tile_split;
 };
+
+/* Bytes of one activation row of n elements in the split form (from_float_split). */
+static inline size_t hs_quant_split_row_size(int64_t n)
+{
+    return (size_t)n + (size_t)(n / 32) * sizeof(float);
+}
 
 /* Kernels for weight type t on the given ISA (HS_ISA_COUNT: the detected best; an ISA the CPU
  * lacks also gives the best it has, so callers may ask for any). HS_ISA_AVX512 uses the VNNI
@@ -133,6 +144,9 @@ HS__QUANT_DOT_DECL(q5_k, avx2);
 HS__QUANT_DOT_DECL(q6_k, avx2);
 void hs__gemv_q8_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
+void hs__from_float_q8_0s_avx2(const float *x, void *y, int64_t n);
+void hs__gemm_tile_q8_0_q8s_avx2(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
+                                 const void *x, size_t x_stride, int nr, int nc);
 void hs__gemv_q8_0_avx512(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
 void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t w_stride, const void *x,

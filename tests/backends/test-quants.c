@@ -279,6 +279,68 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
     }
 }
 
+/* Kernels with a split activation form (from_float_split: quants, then scales as floats) hold
+ * the same values as from_float's blocks, and gemm_tile_split gives gemm_tile's bits for every
+ * tile shape, over rows long enough to cross the kernels' runs of blocks. */
+Test(quants, split_activations_give_the_tile_bits)
+{
+    int checked = 0;
+    for (size_t ti = 0; ti < HS_ARRAY_LEN(weight_types); ti++) {
+        for (size_t ni = 0; ni < HS_ARRAY_LEN(row_lengths); ni++) {
+            const int64_t n = row_lengths[ni];
+            if (n % blck(weight_types[ti]) != 0) {
+                continue;
+            }
+            struct fixture f;
+            fixture_init(&f, weight_types[ti], n, 700 + ti * 10 + ni);
+            FOR_EACH_ISA (isa) {
+                const struct hs_quant_kernels *k = hs__cpu_kernels(f.t, isa);
+                if (!k->gemm_tile_split) {
+                    continue;
+                }
+                cr_assert(k->from_float_split && k->vec_dot_type == HS_TYPE_Q8_0);
+                fixture_activations(&f, k);
+                const size_t xs = hs_align_up(hs_quant_split_row_size(n), 64);
+                uint8_t *xsp = hs_alloc_aligned(xs * N_ROWS);
+                cr_assert_not_null(xsp);
+                for (int r = 0; r < N_ROWS; r++) {
+                    k->from_float_split(f.xf + r * n, xsp + r * xs, n);
+                    const struct hs_block_q8_0 *blk =
+                        (const struct hs_block_q8_0 *)(const void *)(f.xq + r * f.x_row);
+                    const float *d = (const float *)(const void *)(xsp + r * xs + n);
+                    for (int64_t b = 0; b < n / 32; b++) {
+                        cr_assert(memcmp(xsp + r * xs + b * 32, blk[b].qs, 32) == 0,
+                                  "row %d block %ld quants", r, (long)b);
+                        cr_assert_eq(d[b], hs_fp16_to_fp32(blk[b].d), "row %d block %ld scale", r,
+                                     (long)b);
+                    }
+                }
+                for (int nr = 1; nr <= 4; nr++) {
+                    for (int nc = 1; nc <= 4; nc++) {
+                        float want[4 * 5], got[4 * 5];
+                        for (size_t i = 0; i < HS_ARRAY_LEN(got); i++) {
+                            want[i] = got[i] = -12345.0f;
+                        }
+                        const int r0 = N_ROWS - nr, c0 = N_ROWS - nc;
+                        k->gemm_tile(n, want, 5, f.w + r0 * f.w_row, f.w_row, f.xq + c0 * f.x_row,
+                                     f.x_row, nr, nc);
+                        k->gemm_tile_split(n, got, 5, f.w + r0 * f.w_row, f.w_row, xsp + c0 * xs,
+                                           xs, nr, nc);
+                        cr_assert(memcmp(want, got, sizeof(got)) == 0,
+                                  "%s %s n=%ld tile %dx%d: split != gemm_tile", hs_type_str(f.t),
+                                  hs_isa_str(isa), (long)n, nr, nc);
+                        checked++;
+                    }
+                }
+                hs_free_aligned(xsp);
+            }
+            fixture_finish(&f);
+        }
+    }
+    /* Where the CPU has AVX2, at least the Q8_0 kernels have the split form. */
+    cr_assert(checked > 0 || hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX2)->gemm_tile_split == NULL);
+}
+
 /* (4b) The SIMD kernels compute llama.cpp's AVX-512 float order bit for bit (the AVX2 ones in
  * 8-lane halves), in vec_dot and in every tile shape: the references of tests/model are from an
  * AVX-512 machine, and CI may run on either kind. */
