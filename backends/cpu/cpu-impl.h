@@ -28,6 +28,8 @@ struct hs_cpu_backend {
     struct hs_pool *pool;
     void *act;        /* converted activations; owns */
     size_t act_bytes; /* capacity of act */
+    void *wsplit;     /* per-thread chunks of weight rows in the split form (cpu.c); owns */
+    size_t wsplit_bytes;
     float *tls;       /* per-thread scratch [n_threads][tls_stride]; owns */
     size_t tls_stride;
     enum hs_isa isa; /* detected at creation */

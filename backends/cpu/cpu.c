@@ -93,6 +93,8 @@ struct hs__mm_task {
     const uint8_t *wr; /* w's first wr_rows rows repacked (repack.h), or NULL; borrowed */
     int64_t wr_rows;   /* a multiple of 8 */
     bool split;        /* xq in the split form: k->from_float_split, k->gemm_tile_split */
+    uint8_t *wsplit;   /* with split: thread ith's chunk of weight rows at ith * wsplit_bytes */
+    size_t wsplit_bytes;
 };
 
 static void mm_convert(void *ctx, int ith, int nth)
@@ -134,12 +136,25 @@ static void mm_range_repacked(const struct hs__mm_task *t, int64_t o0, int64_t o
     }
 }
 
+/* Weight rows of one chunk of mm_range: HS__CPU_W_CHUNK_BYTES of them, a multiple of 4. */
+static int64_t mm_chunk_rows(const struct hs__mm_task *t)
+{
+    const size_t w_stride = t->w->nb[1];
+    return HS_MAX((int64_t)(HS__CPU_W_CHUNK_BYTES / (w_stride ? w_stride : 1)) / 4 * 4, 4);
+}
+
+/* Bytes between rows of n elements in the split form, weights and activations alike. */
+static size_t mm_split_stride(int64_t n)
+{
+    return hs_align_up(hs_quant_split_row_size(n), 64);
+}
+
 /* Rows [o0, o1) of y = x w^T, one chunk of weight rows at a time (kept hot in cache) against all
  * activation rows, in gemm_tile blocks of up to 4 x 4 (or from the repacked copy where w has one,
  * one activation row too: its 8-row groups give 8 outputs without horizontal adds, where the
  * file layout's gemv reduces 8 rows' totals with hadds; the same bits, SmolLM-135M Q4_0 tg128
  * on 2 Zen 3 threads 159-161 -> 229-239 t/s). */
-static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
+static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1, int ith)
 {
     /* Q4_0's copy serves every product, Q5_0's the one-row ones */
     if (t->wr && o0 < t->wr_rows && (t->w->type == HS_TYPE_Q4_0 || t->x->ne[1] == 1)) {
@@ -156,18 +171,22 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1)
     const size_t y_stride = t->y->nb[1] / sizeof(float);
     const char *wd = t->w->data;
     float *yd = t->y->data;
-    int64_t oc_rows = (int64_t)(HS__CPU_W_CHUNK_BYTES / (w_stride ? w_stride : 1)) / 4 * 4;
-    oc_rows = HS_MAX(oc_rows, 4);
+    const int64_t oc_rows = mm_chunk_rows(t);
+    const size_t ss = mm_split_stride(n_in);
+    uint8_t *sw = t->split ? t->wsplit + (size_t)ith * t->wsplit_bytes : NULL;
 
     for (int64_t oc = o0; oc < o1; oc += oc_rows) {
         const int64_t oe = HS_MIN(oc + oc_rows, o1);
+        if (sw) { /* the chunk's rows in the split form, once for all activation rows */
+            t->k->split_weights(wd + (size_t)oc * w_stride, w_stride, oe - oc, n_in, sw, ss);
+        }
         for (int64_t r = 0; r < n_rows; r += 4) {
             const int nc = (int)HS_MIN(4, n_rows - r);
             const char *xr = t->xq + (size_t)r * t->xq_stride;
-            if (t->split) {
+            if (sw) {
                 for (int64_t o = oc; o < oe; o += 4) {
                     t->k->gemm_tile_split(n_in, yd + (size_t)r * y_stride + o, y_stride,
-                                          wd + (size_t)o * w_stride, w_stride, xr, t->xq_stride,
+                                          sw + (size_t)(o - oc) * ss, ss, xr, t->xq_stride,
                                           (int)HS_MIN(4, oe - o), nc);
                 }
                 continue;
@@ -341,7 +360,7 @@ static void mm_compute(void *ctx, int ith, int nth)
         if (o0 >= n_out) {
             break;
         }
-        mm_range(&d->t, o0, HS_MIN(o0 + d->chunk_rows, n_out));
+        mm_range(&d->t, o0, HS_MIN(o0 + d->chunk_rows, n_out), ith);
     }
 }
 
@@ -355,9 +374,8 @@ static bool mm_split(const struct hs__mm_task *t)
 /* Bytes between t's converted activation rows. */
 static size_t mm_act_stride(const struct hs__mm_task *t)
 {
-    return hs_align_up(mm_split(t) ? hs_quant_split_row_size(t->x->ne[0])
-                                   : hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]),
-                       64);
+    return mm_split(t) ? mm_split_stride(t->x->ne[0])
+                       : hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
 }
 
 /* Whether tasks a and b can share one conversion of the same x. */
@@ -392,6 +410,29 @@ static void mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t
     } else {
         hs__pool_run_named(cpu->pool, mm_convert, t, "act-convert");
     }
+}
+
+/* Points the split tasks among ts[0 .. n) (prepared) at per-thread scratch for their chunks of
+ * weight rows in the split form (mm_range), reserved for the largest. */
+static hs_status mm_reserve_wsplit(struct hs_cpu_backend *cpu, struct hs__mm_task *const *ts, int n)
+{
+    size_t per_thread = 0;
+    for (int i = 0; i < n; i++) {
+        if (ts[i]->split) {
+            per_thread =
+                HS_MAX(per_thread, (size_t)mm_chunk_rows(ts[i]) * mm_split_stride(ts[i]->w->ne[0]));
+        }
+    }
+    if (per_thread == 0) {
+        return HS_OK;
+    }
+    HS_TRY(hs__cpu_reserve(&cpu->wsplit, &cpu->wsplit_bytes,
+                           per_thread * (size_t)hs__pool_n_threads(cpu->pool)));
+    for (int i = 0; i < n; i++) {
+        ts[i]->wsplit = cpu->wsplit;
+        ts[i]->wsplit_bytes = per_thread;
+    }
+    return HS_OK;
 }
 
 /* Whether oneDNN takes products of w's type over x's rows (onednn.h). It is made on the first
@@ -442,6 +483,8 @@ static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
     d.chunk_rows = dyn_chunk_rows(cpu, w, x->ne[1], d.t.wr ? 8 : 4);
     HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&d.t)));
     mm_prepare(cpu, &d.t, 0);
+    struct hs__mm_task *const dt = &d.t;
+    HS_TRY(mm_reserve_wsplit(cpu, &dt, 1));
     if (mm_onednn_wants(cpu, w, x)) {
         return mm_onednn(cpu, &d.t);
     }
@@ -479,7 +522,7 @@ static void mm_multi_compute(void *ctx, int ith, int nth)
         }
         const int64_t first = i ? m->chunk_end[i - 1] : 0;
         const int64_t o0 = (c - first) * m->chunk_rows[i];
-        mm_range(&m->t[i], o0, HS_MIN(o0 + m->chunk_rows[i], m->t[i].w->ne[1]));
+        mm_range(&m->t[i], o0, HS_MIN(o0 + m->chunk_rows[i], m->t[i].w->ne[1]), ith);
     }
 }
 
@@ -525,6 +568,11 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
             m.t[i].split = m.t[owner[i]].split;
         }
     }
+    struct hs__mm_task *mts[HS_MATMUL_MULTI_MAX];
+    for (int i = 0; i < n; i++) {
+        mts[i] = &m.t[i];
+    }
+    HS_TRY(mm_reserve_wsplit(cpu, mts, n));
     for (int i = 0; onednn && i < n; i++) {
         HS_TRY(mm_onednn(cpu, &m.t[i]));
     }
@@ -600,8 +648,8 @@ static void ffn_gate_up(void *ctx, int ith, int nth)
             break;
         }
         const int64_t o1 = HS_MIN(o0 + t->chunk_rows, n_out);
-        mm_range(&t->gate, o0, o1);
-        mm_range(&t->up, o0, o1);
+        mm_range(&t->gate, o0, o1, ith);
+        mm_range(&t->up, o0, o1, ith);
         for (int64_t r = 0; r < t->gate.x->ne[1]; r++) {
             float *g = (float *)row_at(t->gate.y, r);
             const float *u = (const float *)row_at(t->up.y, r);
@@ -645,6 +693,8 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     } else {
         mm_prepare(cpu, &t.up, gate_bytes);
     }
+    struct hs__mm_task *const gu[2] = {&t.gate, &t.up};
+    HS_TRY(mm_reserve_wsplit(cpu, gu, 2));
     if (mm_onednn_wants(cpu, a->w_gate, a->x) && mm_onednn_wants(cpu, a->w_up, a->x)) {
         HS_TRY(mm_onednn(cpu, &t.gate));
         HS_TRY(mm_onednn(cpu, &t.up));
@@ -721,7 +771,7 @@ static void moe_fn(void *ctx, int ith, int nth)
                                            .y = &y,
                                            .xq = t->hq + (size_t)r0 * t->hq_stride,
                                            .xq_stride = t->hq_stride};
-            mm_range(&mt, o0, o1);
+            mm_range(&mt, o0, o1, ith);
             continue;
         }
         const struct hs_tensor wg = hs_tensor_plane(a->w_gate, e);
@@ -740,8 +790,8 @@ static void moe_fn(void *ctx, int ith, int nth)
                                        .y = &su,
                                        .xq = t->xu + (size_t)r0 * t->xu_stride,
                                        .xq_stride = t->xu_stride};
-        mm_range(&gt, o0, o1);
-        mm_range(&ut, o0, o1);
+        mm_range(&gt, o0, o1, ith);
+        mm_range(&ut, o0, o1, ith);
         for (int64_t r = 0; r < n; r++) {
             float *gr = (float *)row_at(&sg, r);
             const float *ur = (const float *)row_at(&su, r);
@@ -1171,6 +1221,7 @@ static void cpu_destroy(struct hs_backend *be)
 #endif
     hs__pool_destroy(cpu->pool);
     hs_free_aligned(cpu->act);
+    hs_free_aligned(cpu->wsplit);
     hs_free_aligned(cpu->tls);
     hs_free_aligned(cpu->rope_cs);
     hs_free_aligned(cpu->rope_pos);

@@ -430,15 +430,24 @@ INLINE __m256i q8_0_dot(__m256i wq, __m256i wp, __m256i xq, __m256i xe)
 
 Q80_ACT_TILE(q8_0, sizeof(struct hs_block_q8_0))
 
-/* Q8_0 weights against split Q8_0 activations (hs__from_float_q8_0s_avx2): vec_dot's order
- * and bits (per block pair acc = fma(d_w * d_x, the 8 exact int32 lanes, acc), hsum at the
- * end), with the activation quants on aligned loads (the file layout's 34-byte blocks split
- * every other 32-byte load across two cache lines) and the products d_w * d_x of a run of
- * blocks made before the run (made inside the block loop, each was stored and at once read
- * back as a broadcast, waiting on the store). Passes of up to Q8S_PASS_ACC chains, the weight
- * blocks of the pass and their magnitudes held in registers, each activation block loaded once
- * a pass. */
-#define Q8S_RUN 32 /* blocks whose scale products are made at a time */
+/* Prompt tiles on the split form (hs_quant_kernels.gemm_tile_split): weights and activations
+ * both as a row's int8 values in 32-byte aligned blocks, then its block scales as floats (the
+ * f16 values widened exactly); mm_range (cpu.c) splits a chunk of weight rows once and runs
+ * every activation group over it. vec_dot's order for Q8_0, and Q5_0's too (its tiles' int32
+ * lanes are the same exact sums): per block pair acc = fma(d_w * d_x, the 8 exact int32 lanes
+ * of the sign / maddubs / madd dot, acc), hsum at the end. What it saves against the file
+ * layout's tiles: every other 32-byte quant load of 34-byte blocks split across two cache
+ * lines; each block's d_w * d_x products stored and at once read back as broadcasts (they are
+ * made here for a run of Q8S_RUN blocks before the run); Q5_0's bit unpacking and offset sums
+ * per pass; a prefetch per block. Passes of Q8S_ROWS(NC) weight rows, their blocks and
+ * magnitudes held in registers, each activation block loaded once a pass. */
+#define Q8S_RUN 32
+
+INLINE const float *q8s_scales(const void *row, int64_t n)
+{
+    return (const float *)(const void *)((const uint8_t *)row + n);
+}
+
 INLINE void q8s_sub(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
                     size_t xs, const int NR, const int NC)
 {
@@ -450,36 +459,45 @@ INLINE void q8s_sub(int64_t n, float *s, size_t bs, const void *w, size_t ws, co
     }
     const int64_t nb = n / 32;
     const __m256i ones = _mm256_set1_epi16(1);
-    _Alignas(32) float sc[Q8S_RUN][4][4];
+    _Alignas(32) float sc[4][4][Q8S_RUN]; /* [r][c][block of the run] */
     for (int64_t b0 = 0; b0 < nb; b0 += Q8S_RUN) {
         const int64_t nrun = HS_MIN(Q8S_RUN, nb - b0);
-        for (int64_t i = 0; i < nrun; i++) {
-            const int64_t b = b0 + i;
+        /* 8 blocks' products per vector: each row's scales are contiguous */
+        int64_t i = 0;
+        for (; i + 8 <= nrun; i += 8) {
+            __m256 dx[4];
+            for (int c = 0; c < NC; c++) {
+                dx[c] = _mm256_loadu_ps(q8s_scales(ROWP(x, c, xs), n) + b0 + i);
+            }
             for (int r = 0; r < NR; r++) {
-                const float dw =
-                    f16(*(const uint16_t *)(const void *)(ROWP(w, r, ws) + (size_t)b * 34));
+                const __m256 dw = _mm256_loadu_ps(q8s_scales(ROWP(w, r, ws), n) + b0 + i);
                 for (int c = 0; c < NC; c++) {
-                    sc[i][r][c] = dw * ((const float *)(const void *)(ROWP(x, c, xs) + n))[b];
+                    _mm256_store_ps(&sc[r][c][i], _mm256_mul_ps(dw, dx[c]));
                 }
             }
         }
-        for (int64_t i = 0; i < nrun; i++) {
-            const int64_t b = b0 + i;
+        for (; i < nrun; i++) {
+            for (int r = 0; r < NR; r++) {
+                const float dw = q8s_scales(ROWP(w, r, ws), n)[b0 + i];
+                for (int c = 0; c < NC; c++) {
+                    sc[r][c][i] = dw * q8s_scales(ROWP(x, c, xs), n)[b0 + i];
+                }
+            }
+        }
+        for (i = 0; i < nrun; i++) {
+            const size_t off = (size_t)(b0 + i) * 32;
             __m256i wq[4], wp[4];
             for (int r = 0; r < NR; r++) {
-                wq[r] = _mm256_loadu_si256(
-                    (const __m256i *)((const struct hs_block_q8_0 *)(const void *)(ROWP(w, r, ws) +
-                                                                                   (size_t)b * 34))
-                        ->qs);
+                wq[r] = _mm256_load_si256((const __m256i *)(const void *)(ROWP(w, r, ws) + off));
                 wp[r] = _mm256_sign_epi8(wq[r], wq[r]);
             }
             for (int c = 0; c < NC; c++) {
                 const __m256i xq =
-                    _mm256_load_si256((const __m256i *)(const void *)(ROWP(x, c, xs) + b * 32));
+                    _mm256_load_si256((const __m256i *)(const void *)(ROWP(x, c, xs) + off));
                 for (int r = 0; r < NR; r++) {
                     const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(
                         _mm256_maddubs_epi16(wp[r], _mm256_sign_epi8(xq, wq[r])), ones));
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[i][r][c]), p, acc[r][c]);
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[r][c][i]), p, acc[r][c]);
                 }
             }
         }
@@ -512,8 +530,8 @@ INLINE void q8s_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, c
     }
 }
 
-void hs__gemm_tile_q8_0_q8s_avx2(int64_t n, float *s, size_t bs, const void *w, size_t ws,
-                                 const void *x, size_t xs, int nr, int nc)
+void hs__gemm_tile_q8s_avx2(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                            size_t xs, int nr, int nc)
 {
     switch (nc) {
     case 1:
@@ -531,6 +549,23 @@ void hs__gemm_tile_q8_0_q8s_avx2(int64_t n, float *s, size_t bs, const void *w, 
     default:
         HS_ASSERT(!"gemm_tile: nc must be in 1..4");
         break;
+    }
+}
+
+/* Q8_0 weight rows in the split form: the quants as they are, the scales widened. */
+void hs__split_rows_q8_0_avx2(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
+                              size_t ds)
+{
+    for (int64_t r = 0; r < n_rows; r++) {
+        const struct hs_block_q8_0 *blk =
+            (const struct hs_block_q8_0 *)(const void *)ROWP(w, r, ws);
+        uint8_t *q = (uint8_t *)dst + (size_t)r * ds;
+        float *d = (float *)(void *)(q + n);
+        for (int64_t b = 0; b < n / 32; b++) {
+            _mm256_store_si256((__m256i *)(void *)(q + b * 32),
+                               _mm256_loadu_si256((const __m256i *)(const void *)blk[b].qs));
+            d[b] = f16(blk[b].d);
+        }
     }
 }
 
@@ -553,6 +588,22 @@ INLINE __m256i q5_0_weights(const void *blk)
         nibbles_32(((const struct hs_block_q5_0 *)blk)->qs),
         _mm256_andnot_si256(high_bits_32(((const struct hs_block_q5_0 *)blk)->qh),
                             _mm256_set1_epi8((char)0xF0)));
+}
+
+/* Q5_0 weight rows in the split form: the signed values (-16..15) as bytes, the scales widened. */
+void hs__split_rows_q5_0_avx2(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
+                              size_t ds)
+{
+    for (int64_t r = 0; r < n_rows; r++) {
+        const struct hs_block_q5_0 *blk =
+            (const struct hs_block_q5_0 *)(const void *)ROWP(w, r, ws);
+        uint8_t *q = (uint8_t *)dst + (size_t)r * ds;
+        float *d = (float *)(void *)(q + n);
+        for (int64_t b = 0; b < n / 32; b++) {
+            _mm256_store_si256((__m256i *)(void *)(q + b * 32), q5_0_weights(&blk[b]));
+            d[b] = f16(blk[b].d);
+        }
+    }
 }
 
 /* Q5_0 with one activation row: the signed weights, as Q8_0. */

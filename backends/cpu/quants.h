@@ -53,14 +53,19 @@ struct hs_quant_kernels {
     /* One activation row against many weight rows (decode); NULL where the type has none
      * (callers use gemm_tile with nc == 1). */
     hs_gemv_fn gemv;
-    /* Optional (NULL: none), for 2 or more activation rows: the split form of vec_dot_type
-     * (a row of n elements: its quant blocks, 32-byte aligned, n bytes, then its n / 32 scales
-     * as floats; hs_quant_split_row_size) and a gemm_tile reading it, with gemm_tile's bits. */
+    /* Optional (all three or none), for products of 2 or more activation rows: the split form,
+     * a row of n elements as n int8 values in 32-byte aligned blocks of 32, then its n / 32
+     * block scales as floats (hs_quant_split_row_size bytes). from_float_split makes it of
+     * activations (vec_dot_type's values and scales), split_weights of n_rows weight rows ws
+     * bytes apart (into rows ds bytes apart, 32-byte aligned), and gemm_tile_split is gemm_tile
+     * on both in that form, with gemm_tile's bits. */
     void (*from_float_split)(const float *x, void *y, int64_t n);
+    void (*split_weights)(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
+                          size_t ds);
     hs_gemm_tile_fn gemm_tile_split;
 };
 
-/* Bytes of one activation row of n elements in the split form (from_float_split). */
+/* Bytes of one row of n elements in the split form (hs_quant_kernels.from_float_split). */
 static inline size_t hs_quant_split_row_size(int64_t n)
 {
     return (size_t)n + (size_t)(n / 32) * sizeof(float);
@@ -145,8 +150,12 @@ HS__QUANT_DOT_DECL(q6_k, avx2);
 void hs__gemv_q8_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
 void hs__from_float_q8_0s_avx2(const float *x, void *y, int64_t n);
-void hs__gemm_tile_q8_0_q8s_avx2(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
-                                 const void *x, size_t x_stride, int nr, int nc);
+void hs__split_rows_q8_0_avx2(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
+                              size_t ds);
+void hs__split_rows_q5_0_avx2(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
+                              size_t ds);
+void hs__gemm_tile_q8s_avx2(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
+                            const void *x, size_t x_stride, int nr, int nc);
 void hs__gemv_q8_0_avx512(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
 void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t w_stride, const void *x,

@@ -279,15 +279,18 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
     }
 }
 
-/* Kernels with a split activation form (from_float_split: quants, then scales as floats) hold
- * the same values as from_float's blocks, and gemm_tile_split gives gemm_tile's bits for every
- * tile shape, over rows long enough to cross the kernels' runs of blocks. */
-Test(quants, split_activations_give_the_tile_bits)
+/* Kernels with the split form (quants, then scales as floats): from_float_split holds the same
+ * values as from_float's blocks, split_weights the weights' values and scales, and
+ * gemm_tile_split on both gives gemm_tile's bits for every tile shape, over rows long enough to
+ * cross the kernels' runs of blocks. */
+Test(quants, split_form_gives_the_tile_bits)
 {
+    /* runs of 8-block vectors only, and with 2 and 1 blocks past them (576: SmolLM's rows) */
+    static const int64_t lengths[] = {256, 4096 + 256, 576, 1568};
     int checked = 0;
     for (size_t ti = 0; ti < HS_ARRAY_LEN(weight_types); ti++) {
-        for (size_t ni = 0; ni < HS_ARRAY_LEN(row_lengths); ni++) {
-            const int64_t n = row_lengths[ni];
+        for (size_t ni = 0; ni < HS_ARRAY_LEN(lengths); ni++) {
+            const int64_t n = lengths[ni];
             if (n % blck(weight_types[ti]) != 0) {
                 continue;
             }
@@ -298,21 +301,34 @@ Test(quants, split_activations_give_the_tile_bits)
                 if (!k->gemm_tile_split) {
                     continue;
                 }
-                cr_assert(k->from_float_split && k->vec_dot_type == HS_TYPE_Q8_0);
+                cr_assert(k->from_float_split && k->split_weights &&
+                          k->vec_dot_type == HS_TYPE_Q8_0);
                 fixture_activations(&f, k);
-                const size_t xs = hs_align_up(hs_quant_split_row_size(n), 64);
-                uint8_t *xsp = hs_alloc_aligned(xs * N_ROWS);
-                cr_assert_not_null(xsp);
+                const size_t ss = hs_align_up(hs_quant_split_row_size(n), 64);
+                uint8_t *xsp = hs_alloc_aligned(ss * N_ROWS);
+                uint8_t *wsp = hs_alloc_aligned(ss * N_ROWS);
+                cr_assert(xsp && wsp);
+                k->split_weights(f.w, f.w_row, N_ROWS, n, wsp, ss);
+                float *wvals = malloc((size_t)n * sizeof(float));
+                cr_assert_not_null(wvals);
                 for (int r = 0; r < N_ROWS; r++) {
-                    k->from_float_split(f.xf + r * n, xsp + r * xs, n);
+                    k->from_float_split(f.xf + r * n, xsp + r * ss, n);
                     const struct hs_block_q8_0 *blk =
                         (const struct hs_block_q8_0 *)(const void *)(f.xq + r * f.x_row);
-                    const float *d = (const float *)(const void *)(xsp + r * xs + n);
+                    const float *d = (const float *)(const void *)(xsp + r * ss + n);
+                    const int8_t *wq = (const int8_t *)(wsp + r * ss);
+                    const float *wd = (const float *)(const void *)(wsp + r * ss + n);
+                    k->to_float(f.w + r * f.w_row, wvals, n);
                     for (int64_t b = 0; b < n / 32; b++) {
-                        cr_assert(memcmp(xsp + r * xs + b * 32, blk[b].qs, 32) == 0,
+                        cr_assert(memcmp(xsp + r * ss + b * 32, blk[b].qs, 32) == 0,
                                   "row %d block %ld quants", r, (long)b);
                         cr_assert_eq(d[b], hs_fp16_to_fp32(blk[b].d), "row %d block %ld scale", r,
                                      (long)b);
+                        for (int i = 0; i < 32; i++) {
+                            cr_assert_eq(wd[b] * (float)wq[b * 32 + i], wvals[b * 32 + i],
+                                         "%s weight row %d element %ld", hs_type_str(f.t), r,
+                                         (long)(b * 32 + i));
+                        }
                     }
                 }
                 for (int nr = 1; nr <= 4; nr++) {
@@ -324,20 +340,21 @@ Test(quants, split_activations_give_the_tile_bits)
                         const int r0 = N_ROWS - nr, c0 = N_ROWS - nc;
                         k->gemm_tile(n, want, 5, f.w + r0 * f.w_row, f.w_row, f.xq + c0 * f.x_row,
                                      f.x_row, nr, nc);
-                        k->gemm_tile_split(n, got, 5, f.w + r0 * f.w_row, f.w_row, xsp + c0 * xs,
-                                           xs, nr, nc);
+                        k->gemm_tile_split(n, got, 5, wsp + r0 * ss, ss, xsp + c0 * ss, ss, nr, nc);
                         cr_assert(memcmp(want, got, sizeof(got)) == 0,
                                   "%s %s n=%ld tile %dx%d: split != gemm_tile", hs_type_str(f.t),
                                   hs_isa_str(isa), (long)n, nr, nc);
                         checked++;
                     }
                 }
+                free(wvals);
+                hs_free_aligned(wsp);
                 hs_free_aligned(xsp);
             }
             fixture_finish(&f);
         }
     }
-    /* Where the CPU has AVX2, at least the Q8_0 kernels have the split form. */
+    /* Where the CPU has AVX2, the Q8_0 and Q5_0 kernels have the split form. */
     cr_assert(checked > 0 || hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX2)->gemm_tile_split == NULL);
 }
 
