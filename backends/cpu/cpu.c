@@ -223,14 +223,14 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1, int it
  * prefetcher's best case) and claims rarely, yet a late thread costs at most one chunk. */
 #define HS__CPU_DYN_CHUNKS_PER_THREAD 4
 
-/* Batches of 2 to HS__CPU_DYN_FINE_ROWS - 1 activation rows (batched decode, speculative
- * verification) spend 2-63 times the compute a weight byte that one row does, so a chunk's
- * worth of imbalance costs as much more: they take up to 4x as many, smaller chunks. 16
- * sequences of SmolLM-135M Q8_0 (`HS_PROFILE=1 bench -b 16`, 2 threads, five runs each): the
- * imbalance of matmul + gate/up 338-596 -> 260-333 thread-ms (4 -> 16 chunks a thread), of
- * ~12,000 thread-ms of work. */
+/* Products of 2 or more activation rows (batched decode, speculative verification, prompts)
+ * spend 2 to hundreds of times the compute a weight byte that one row does, so a chunk's worth
+ * of imbalance costs as much more: they take up to 4x as many, smaller chunks (mm_range still
+ * re-reads each 16 KiB of weight rows from cache for every activation group, whatever the
+ * chunk). SmolLM-135M Q8_0, HS_PROFILE=1, 2 threads, imbalance thread-ms of matmul + gate/up,
+ * 4 -> 16 chunks a thread: 16 sequences (`bench -b 16`, five runs each) 338-596 -> 260-333 of
+ * ~12,000 of work; pp512 (three runs each) 151-194 -> 89-138 of ~5,500. */
 #define HS__CPU_DYN_CHUNKS_PER_THREAD_FINE 16
-#define HS__CPU_DYN_FINE_ROWS              64
 
 /* Output rows per chunk for w against n_rows activation rows, on multiples of align: a multiple
  * of the thread count of chunks (an odd chunk left over would make one thread do a whole chunk
@@ -242,9 +242,8 @@ static int64_t dyn_chunk_rows(const struct hs_cpu_backend *cpu, const struct hs_
     const int64_t nth = hs__pool_n_threads(cpu->pool);
     const int64_t bytes = w->ne[1] * (int64_t)w->nb[1];
     int64_t per_thread = bytes / (HS__CPU_DYN_CHUNK_BYTES * nth);
-    const int64_t cap = n_rows > 1 && n_rows < HS__CPU_DYN_FINE_ROWS
-                            ? HS__CPU_DYN_CHUNKS_PER_THREAD_FINE
-                            : HS__CPU_DYN_CHUNKS_PER_THREAD;
+    const int64_t cap =
+        n_rows > 1 ? HS__CPU_DYN_CHUNKS_PER_THREAD_FINE : HS__CPU_DYN_CHUNKS_PER_THREAD;
     per_thread = HS_MIN(HS_MAX(per_thread, 1), cap);
     const int64_t rows = (w->ne[1] + nth * per_thread - 1) / (nth * per_thread);
     return HS_MAX((rows + align - 1) / align * align, align);
