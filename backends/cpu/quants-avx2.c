@@ -552,22 +552,29 @@ void hs__gemm_tile_q8s_avx2(int64_t n, float *s, size_t bs, const void *w, size_
     }
 }
 
-/* Q8_0 weight rows in the split form: the quants as they are, the scales widened. */
-void hs__split_rows_q8_0_avx2(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
-                              size_t ds)
-{
-    for (int64_t r = 0; r < n_rows; r++) {
-        const struct hs_block_q8_0 *blk =
-            (const struct hs_block_q8_0 *)(const void *)ROWP(w, r, ws);
-        uint8_t *q = (uint8_t *)dst + (size_t)r * ds;
-        float *d = (float *)(void *)(q + n);
-        for (int64_t b = 0; b < n / 32; b++) {
-            _mm256_store_si256((__m256i *)(void *)(q + b * 32),
-                               _mm256_loadu_si256((const __m256i *)(const void *)blk[b].qs));
-            d[b] = f16(blk[b].d);
-        }
+/* hs__split_rows_<t>_avx2: weight rows of block type T in the split form, VALUES(block) giving a
+ * block's 32 signed values as bytes, the scales widened. */
+#define SPLIT_ROWS(t, T, VALUES)                                                                   \
+    void hs__split_rows_##t##_avx2(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst, \
+                                   size_t ds)                                                      \
+    {                                                                                              \
+        for (int64_t r = 0; r < n_rows; r++) {                                                     \
+            const T *blk = (const T *)(const void *)ROWP(w, r, ws);                                \
+            uint8_t *q = (uint8_t *)dst + (size_t)r * ds;                                          \
+            float *d = (float *)(void *)(q + n);                                                   \
+            for (int64_t b = 0; b < n / 32; b++) {                                                 \
+                _mm256_store_si256((__m256i *)(void *)(q + b * 32), VALUES(&blk[b]));              \
+                d[b] = f16(blk[b].d);                                                              \
+            }                                                                                      \
+        }                                                                                          \
     }
+
+/* Q8_0: the quants as they are. */
+INLINE __m256i q8_0_values(const struct hs_block_q8_0 *blk)
+{
+    return _mm256_loadu_si256((const __m256i *)(const void *)blk->qs);
 }
+SPLIT_ROWS(q8_0, struct hs_block_q8_0, q8_0_values)
 
 /* Q5_0 / Q5_1: byte i of the result is 0xFF where bit i of the block's qh[4] is set. */
 INLINE __m256i high_bits_32(const uint8_t *qh4)
@@ -590,21 +597,8 @@ INLINE __m256i q5_0_weights(const void *blk)
                             _mm256_set1_epi8((char)0xF0)));
 }
 
-/* Q5_0 weight rows in the split form: the signed values (-16..15) as bytes, the scales widened. */
-void hs__split_rows_q5_0_avx2(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
-                              size_t ds)
-{
-    for (int64_t r = 0; r < n_rows; r++) {
-        const struct hs_block_q5_0 *blk =
-            (const struct hs_block_q5_0 *)(const void *)ROWP(w, r, ws);
-        uint8_t *q = (uint8_t *)dst + (size_t)r * ds;
-        float *d = (float *)(void *)(q + n);
-        for (int64_t b = 0; b < n / 32; b++) {
-            _mm256_store_si256((__m256i *)(void *)(q + b * 32), q5_0_weights(&blk[b]));
-            d[b] = f16(blk[b].d);
-        }
-    }
-}
+/* Q5_0 in the split form: the signed values (-16..15). */
+SPLIT_ROWS(q5_0, struct hs_block_q5_0, q5_0_weights)
 
 /* Q5_0 with one activation row: the signed weights, as Q8_0. */
 INLINE void q5_0_s_prep(const uint8_t *wb, __m256i *wq, __m256i *wp)
