@@ -9,6 +9,9 @@
  *   gemm_tile  32 activation rows, 4 x 4 tiles, weight-row blocks outer (prompt processing);
  *              "eff GB/s" = weight bytes x activation rows / s (comparable to vec_dot's),
  *              and GOP/s (2 ops per multiply-add).
+ *   split form gemm  (types whose kernels have it: AVX2 Q8_0, Q5_0) the prompt path as
+ *              backends/cpu's mm_range runs it: each 16 KiB of weight rows converted once into
+ *              the split form, then gemm_tile_split on it against split activations.
  *
  * Shapes follow SmolLM-135M: FFN 1536 x 576 and output 49152 x 576. 576 is no multiple of
  * 256, so the K-quants (which GGUF writers then avoid for those tensors) run the same bytes as
@@ -88,7 +91,26 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
      * 256 KiB of weights, well under a scheduler tick), rotating through the matrix; the best
      * trial of many is the undisturbed speed. */
     const int64_t chunk = HS_MIN(sh->rows, HS_MAX(4, (int64_t)(262144 / w_row) / 4 * 4));
-    double best_vd = 0, best_dc = 0, best_gm = 0, best_rp = 0, spent = 0;
+    double best_vd = 0, best_dc = 0, best_gm = 0, best_rp = 0, best_sp = 0, spent = 0;
+    /* Kernels with the split form (quants.h): also the prompt path mm_range runs with them,
+     * each 16 KiB of weight rows split into scratch once, then the tiles on both split. */
+    uint8_t *xs = NULL, *wsc = NULL;
+    const size_t ss = hs_align_up(hs_quant_split_row_size(sh->n), 64);
+    const int64_t sc_rows = HS_MAX((int64_t)(16384 / w_row) / 4 * 4, 4);
+    if (k->gemm_tile_split) {
+        xs = hs_alloc_aligned(ss * N_COLS);
+        wsc = hs_alloc_aligned(ss * (size_t)sc_rows);
+        if (!xs || !wsc) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        for (int c = 0; c < N_COLS; c++) {
+            for (int64_t i = 0; i < sh->n; i++) {
+                src[i] = (float)hs_rng_normal(&rng);
+            }
+            k->from_float_split(src, xs + (size_t)c * ss, sh->n);
+        }
+    }
     /* Q4_0 on AVX2 and up: also the repacked 8-row kernel (repack.h) over a copy. */
     uint8_t *wr = NULL;
     size_t group_bytes = 0;
@@ -143,6 +165,23 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
             best_rp = HS_MAX(best_rp, (double)chunk / (t1 - t0));
             spent += t1 - t0;
         }
+        if (xs) {
+            t0 = bench_now_s();
+            for (int64_t oc = r0; oc < r0 + chunk; oc += sc_rows) {
+                const int64_t oe = HS_MIN(oc + sc_rows, r0 + chunk);
+                k->split_weights(w + (size_t)oc * w_row, w_row, oe - oc, sh->n, wsc, ss);
+                for (int c = 0; c < N_COLS; c += 4) {
+                    for (int64_t r = oc; r < oe; r += 4) {
+                        k->gemm_tile_split(sh->n, &out[(size_t)c * (size_t)sh->rows + (size_t)r],
+                                           (size_t)sh->rows, wsc + (size_t)(r - oc) * ss, ss,
+                                           xs + (size_t)c * ss, ss, (int)HS_MIN(4, oe - r), 4);
+                    }
+                }
+            }
+            t1 = bench_now_s();
+            best_sp = HS_MAX(best_sp, (double)chunk / (t1 - t0));
+            spent += t1 - t0;
+        }
         if (spent > 3.0) {
             break;
         }
@@ -165,6 +204,13 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
         free(wr);
     }
 
+    if (xs) {
+        printf("%-5s %-7s %-14s split form gemm   %7.2f eff GB/s %7.1f GOP/s\n", hs_type_str(t),
+               hs_isa_str(isa), sh->name, (double)w_row * N_COLS * best_sp / 1e9,
+               2.0 * (double)sh->n * N_COLS * best_sp / 1e9);
+        hs_free_aligned(wsc);
+        hs_free_aligned(xs);
+    }
     printf("%-5s %-7s %-14s %6ldx%-5ld %8.2f MB  vec_dot %7.2f GB/s  decode %7.2f GB/s (%5.2f ns "
            "/ 32 el.)  stream %6.2f GB/s  gemm_tile %7.2f eff GB/s %7.1f GOP/s\n",
            hs_type_str(t), hs_isa_str(isa), sh->name, (long)sh->rows, (long)sh->n, bytes / 1e6,
