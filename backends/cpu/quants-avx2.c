@@ -462,9 +462,9 @@ INLINE void q8s_sub(int64_t n, float *s, size_t bs, const void *w, size_t ws, co
     _Alignas(32) float sc[4][4][Q8S_RUN]; /* [r][c][block of the run] */
     for (int64_t b0 = 0; b0 < nb; b0 += Q8S_RUN) {
         const int64_t nrun = HS_MIN(Q8S_RUN, nb - b0);
-        /* 8 blocks' products per vector: each row's scales are contiguous */
-        int64_t i = 0;
-        for (; i + 8 <= nrun; i += 8) {
+        /* 8 blocks' products per vector: each row's scales are contiguous, padded with zeros
+         * to a multiple of 8 (products past the run are made and not read) */
+        for (int64_t i = 0; i < nrun; i += 8) {
             __m256 dx[4];
             for (int c = 0; c < NC; c++) {
                 dx[c] = _mm256_loadu_ps(q8s_scales(ROWP(x, c, xs), n) + b0 + i);
@@ -476,15 +476,7 @@ INLINE void q8s_sub(int64_t n, float *s, size_t bs, const void *w, size_t ws, co
                 }
             }
         }
-        for (; i < nrun; i++) {
-            for (int r = 0; r < NR; r++) {
-                const float dw = q8s_scales(ROWP(w, r, ws), n)[b0 + i];
-                for (int c = 0; c < NC; c++) {
-                    sc[r][c][i] = dw * q8s_scales(ROWP(x, c, xs), n)[b0 + i];
-                }
-            }
-        }
-        for (i = 0; i < nrun; i++) {
+        for (int64_t i = 0; i < nrun; i++) {
             const size_t off = (size_t)(b0 + i) * 32;
             __m256i wq[4], wp[4];
             for (int r = 0; r < NR; r++) {
@@ -562,9 +554,13 @@ void hs__gemm_tile_q8s_avx2(int64_t n, float *s, size_t bs, const void *w, size_
             const T *blk = (const T *)(const void *)ROWP(w, r, ws);                                \
             uint8_t *q = (uint8_t *)dst + (size_t)r * ds;                                          \
             float *d = (float *)(void *)(q + n);                                                   \
-            for (int64_t b = 0; b < n / 32; b++) {                                                 \
+            int64_t b = 0;                                                                         \
+            for (; b < n / 32; b++) {                                                              \
                 _mm256_store_si256((__m256i *)(void *)(q + b * 32), VALUES(&blk[b]));              \
                 d[b] = f16(blk[b].d);                                                              \
+            }                                                                                      \
+            for (; b % 8; b++) {                                                                   \
+                d[b] = 0.0f;                                                                       \
             }                                                                                      \
         }                                                                                          \
     }
@@ -984,11 +980,15 @@ void hs__from_float_q8_0s_avx2(const float *x, void *vy, int64_t n)
 {
     int8_t *qs = vy;
     float *d = (float *)(void *)(qs + n);
-    for (int64_t b = 0; b < n / 32; b++) {
+    int64_t b = 0;
+    for (; b < n / 32; b++) {
         __m256i q[4];
         const float db = q8_block(x + b * 32, q);
         d[b] = f16((uint16_t)_cvtss_sh(db, _MM_FROUND_TO_NEAREST_INT));
         _mm256_store_si256((__m256i *)(void *)(qs + b * 32), pack_i32x32(q[0], q[1], q[2], q[3]));
+    }
+    for (; b % 8; b++) {
+        d[b] = 0.0f; /* the pad the tile's 8-scale loads read */
     }
 }
 

@@ -55,7 +55,8 @@ struct hs_quant_kernels {
     hs_gemv_fn gemv;
     /* Optional (all three or none), for products of 2 or more activation rows: the split form,
      * a row of n elements as n int8 values in 32-byte aligned blocks of 32, then its n / 32
-     * block scales as floats (hs_quant_split_row_size bytes). from_float_split makes it of
+     * block scales as floats, zeros after them up to a multiple of 8 floats (so that the tile
+     * reads 8 scales a vector; hs_quant_split_row_size bytes). from_float_split makes it of
      * activations (vec_dot_type's values and scales), split_weights of n_rows weight rows ws
      * bytes apart (into rows ds bytes apart, 32-byte aligned), and gemm_tile_split is gemm_tile
      * on both in that form, with gemm_tile's bits. */
@@ -68,7 +69,7 @@ struct hs_quant_kernels {
 /* Bytes of one row of n elements in the split form (hs_quant_kernels.from_float_split). */
 static inline size_t hs_quant_split_row_size(int64_t n)
 {
-    return (size_t)n + (size_t)(n / 32) * sizeof(float);
+    return (size_t)n + (size_t)((n / 32 + 7) / 8 * 8) * sizeof(float);
 }
 
 /* Kernels for weight type t on the given ISA (HS_ISA_COUNT: the detected best; an ISA the CPU

@@ -308,6 +308,8 @@ Test(quants, split_form_gives_the_tile_bits)
                 uint8_t *xsp = hs_alloc_aligned(ss * N_ROWS);
                 uint8_t *wsp = hs_alloc_aligned(ss * N_ROWS);
                 cr_assert(xsp && wsp);
+                memset(xsp, 0x7f, ss * N_ROWS); /* no zeros the kernels did not write */
+                memset(wsp, 0x7f, ss * N_ROWS);
                 k->split_weights(f.w, f.w_row, N_ROWS, n, wsp, ss);
                 float *wvals = malloc((size_t)n * sizeof(float));
                 cr_assert_not_null(wvals);
@@ -329,6 +331,10 @@ Test(quants, split_form_gives_the_tile_bits)
                                          "%s weight row %d element %ld", hs_type_str(f.t), r,
                                          (long)(b * 32 + i));
                         }
+                    }
+                    for (int64_t b = n / 32; b % 8; b++) {
+                        cr_assert(d[b] == 0.0f && wd[b] == 0.0f, "row %d: pad scale %ld not 0", r,
+                                  (long)b);
                     }
                 }
                 for (int nr = 1; nr <= 4; nr++) {
