@@ -2,10 +2,11 @@
  *
  * Weight products go through the kernels of backends/cpu/quants.h: activations are converted
  * once per call to the weight type's vec_dot_type into a scratch buffer owned by the backend
- * (grown only when a bigger shape arrives), then weight rows are split across threads. Numerics
- * follow ggml's CPU backend (rms_norm sums in double, rope's cos/sin cache; flash attention's
- * f16 paths in attention.c) so that outputs match llama.cpp closely. Arguments were validated by
- * backend.c. */
+ * (grown only when a bigger shape arrives; for 2+ rows, on kernels that have it, to the split
+ * form, the weights then split a chunk at a time too: mm_range), then weight rows are shared
+ * out across threads. Numerics follow ggml's CPU backend (rms_norm sums in double, rope's
+ * cos/sin cache; flash attention's f16 paths in attention.c) so that outputs match llama.cpp
+ * closely. Arguments were validated by backend.c. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -149,11 +150,12 @@ static size_t mm_split_stride(int64_t n)
     return hs_align_up(hs_quant_split_row_size(n), 64);
 }
 
-/* Rows [o0, o1) of y = x w^T, one chunk of weight rows at a time (kept hot in cache) against all
- * activation rows, in gemm_tile blocks of up to 4 x 4 (or from the repacked copy where w has one,
- * one activation row too: its 8-row groups give 8 outputs without horizontal adds, where the
- * file layout's gemv reduces 8 rows' totals with hadds; the same bits, SmolLM-135M Q4_0 tg128
- * on 2 Zen 3 threads 159-161 -> 229-239 t/s). */
+/* Rows [o0, o1) of y = x w^T on thread ith, one chunk of weight rows at a time (kept hot in
+ * cache; with split activations, first converted to the split form in the thread's scratch)
+ * against all activation rows, in gemm_tile blocks of up to 4 x 4 (or from the repacked copy
+ * where w has one, one activation row too: its 8-row groups give 8 outputs without horizontal
+ * adds, where the file layout's gemv reduces 8 rows' totals with hadds; the same bits,
+ * SmolLM-135M Q4_0 tg128 on 2 Zen 3 threads 159-161 -> 229-239 t/s). */
 static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1, int ith)
 {
     /* Q4_0's copy serves every product, Q5_0's the one-row ones */
