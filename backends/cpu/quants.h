@@ -128,9 +128,11 @@ static inline float quant_dot_tail_f16(float red, const void *w, const void *x, 
     return (float)sum;
 }
 
-/* ---- Per-ISA entry points (quants-avx2.c, quants-avx512.c); only quants.c's tables use them.
- * The _avx512 kernels come in two builds: plain AVX-512 BW, and _avx512vnni which also needs
- * AVX512_VNNI (vpdpbusd / vpdpwssd); hs__cpu_kernels picks by the CPU's features. ---- */
+/* ---- Per-ISA entry points (quants-avx2.c, float-avx2.c, quants-avx512.c): the weight-type
+ * kernels for quants.c's tables, the float ones (rope, mad, SwiGLU, attention) for cpu.c and
+ * attention.c. The _avx512 kernels come in two builds: plain AVX-512 BW, and _avx512vnni
+ * which also needs AVX512_VNNI (vpdpbusd / vpdpwssd); hs__cpu_kernels picks by the CPU's
+ * features. ---- */
 #define HS__QUANT_DOT_DECL(t, isa)                                                                 \
     void hs__vec_dot_##t##_##isa(int64_t n, float *s, const void *w, const void *x);               \
     void hs__gemm_tile_##t##_##isa(int64_t n, float *s, size_t bs, const void *w, size_t w_stride, \
