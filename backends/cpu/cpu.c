@@ -1077,7 +1077,7 @@ static void rope_fn(void *ctx, int ith, int nth)
     const int n_rot = t->p->n_rot;
     const int half = n_rot / 2;
     const bool neox = t->p->mode == HS_ROPE_NEOX;
-    const float theta_scale = powf(t->p->freq_base, -2.0f / (float)n_rot);
+    const float theta_scale = t->make_cs ? powf(t->p->freq_base, -2.0f / (float)n_rot) : 0.0f;
     int64_t r0, r1;
     split_range(t->x->ne[2], ith, nth, 1, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
