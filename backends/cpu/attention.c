@@ -1,8 +1,8 @@
 /* The CPU backend's attention over the paged KV cache: online softmax with the precision of
  * ggml's CPU flash attention, one query row at a time for small batches (f16 V sums where the
- * cache is f16; with AVX2/F16C, scores, softmax weights and the V sum run in separate passes over
- * chunks of positions) and in tiles of query rows against blocks of K/V positions for big ones
- * (f32 throughout). Arguments were validated by backend.c. */
+ * cache is f16; with AVX2/F16C, the query heads of a GQA group together, scores, softmax weights
+ * and the V sum in separate passes over chunks of positions) and in tiles of query rows against
+ * blocks of K/V positions for big ones (f32 throughout). Arguments were validated by backend.c. */
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -27,6 +27,8 @@
 /* The fused f16 decode path's positions per chunk: their scores, softmax weights and row pointers
  * sit in scratch. */
 #define HS__ATTN_CHUNK 128
+/* The fused path's K rows fetched this many positions ahead of their scores. */
+#define HS__ATTN_PREFETCH 16
 
 /* ---- f16 row helpers ---- */
 
@@ -89,12 +91,17 @@ struct hs__attn_task {
     int64_t n_head;
     int64_t n_kv_head;
     int64_t hd;
-    int64_t n_items; /* sum over sequences of ceil(n_new / rows per item) * n_head */
+    int64_t n_items; /* sum over sequences of ceil(n_new / rows per item) * items per row */
     bool simd_f16;   /* AVX2/F16C fused f16 accumulation (same bits as the portable path) */
     bool f32_acc;    /* big batch: q, scores and the V sum all in f32 (ggml's tiled path) */
     bool partials;   /* write the unnormalised sum, m and l (a->m, a->l) instead of out / l */
     const struct hs_quant_kernels *f32;
     void (*mad)(int64_t n, float *y, const float *x, float a); /* y = fma(x, a, y) */
+    /* y[i] = expf(x[i]) for n (a multiple of 8) values: libm's bits (the fused path) */
+    void (*expf)(int64_t n, float *y, const float *x);
+    bool fused;        /* the fused f16 path (AVX2 / F16C; f16 K and V; attn_fused_hd) */
+    int32_t group_n;   /* query heads per work item: a GQA group, or a part of one */
+    int32_t group_sub; /* work items per GQA group: ceil(n_head / n_kv_head / group_n) */
     atomic_llong next;
     float *tls;
     size_t tls_stride;
@@ -106,11 +113,17 @@ struct hs__attn_task {
                   float *acc, float *st);
 };
 
-/* Floats of per-thread scratch attn_row needs: its 5 rows and the fused path's chunk. */
+/* Query heads the fused f16 path takes at once (one GQA group, or a part of a larger one). */
+#define HS__ATTN_GROUP_MAX 4
+
+/* Floats of per-thread scratch attn_row needs: its 5 rows; or the fused path's q (f32 and f16)
+ * and sums of HS__ATTN_GROUP_MAX heads, its chunk's rows per head and shared, row pointers. */
 static size_t attn_row_floats(int64_t hd)
 {
-    return 5 * (size_t)hd + 3 * HS__ATTN_CHUNK +
-           2 * HS__ATTN_CHUNK * (sizeof(void *) / sizeof(float));
+    const size_t fused =
+        (2 * HS__ATTN_GROUP_MAX + 1) * (size_t)hd + (4 * HS__ATTN_GROUP_MAX + 1) * HS__ATTN_CHUNK +
+        2 * (HS__ATTN_CHUNK + HS__ATTN_PREFETCH) * (sizeof(void *) / sizeof(float));
+    return HS_MAX(5 * (size_t)hd, fused);
 }
 
 #if HS__CPU_X86
@@ -137,16 +150,18 @@ HS__AVX2_F16 __m256 load_f16_avx2(const uint16_t *p)
 
 /* The 8 lane sums of K's f16 vec_dot (quants-avx2.c's FLOAT_TILE16 with one row and one column:
  * slice j accumulates elements 64i + 8j in order, then (a0 + a4) + (a2 + a6) and (a1 + a5) +
- * (a3 + a7), added), before the horizontal sum. qv holds q rounded to f16, hd / 8 registers. */
-HS__AVX2_F16 __m256 dot_lanes_f16_avx2(const uint16_t *k, const __m256 *qv, const int64_t hd)
+ * (a3 + a7), added), before the horizontal sum. q: rounded to f16 and widened. */
+HS__AVX2_F16 __m256 dot_lanes_f16_avx2(const uint16_t *k, const float *q, const int64_t hd)
 {
     __m256 a[8];
     for (int j = 0; j < 8; j++) {
-        a[j] = _mm256_fmadd_ps(load_f16_avx2(k + 8 * j), qv[j], _mm256_setzero_ps());
+        a[j] = _mm256_fmadd_ps(load_f16_avx2(k + 8 * j), _mm256_loadu_ps(q + 8 * j),
+                               _mm256_setzero_ps());
     }
     for (int64_t i = 64; i < hd; i += 64) {
         for (int j = 0; j < 8; j++) {
-            a[j] = _mm256_fmadd_ps(load_f16_avx2(k + i + 8 * j), qv[i / 8 + j], a[j]);
+            a[j] =
+                _mm256_fmadd_ps(load_f16_avx2(k + i + 8 * j), _mm256_loadu_ps(q + i + 8 * j), a[j]);
         }
     }
     const __m256 h0 = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
@@ -174,116 +189,172 @@ HS__AVX2_F16 __m256 hsum8_avx2(const __m256 *v)
     return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-/* attn_row's f16 one_chunk path, the same bits in three passes per chunk of positions: all
- * scores (8 positions' horizontal sums at once), then the softmax weights in order (libm expf),
- * then the V sum, held in registers and rounded to f16 after every update as the f16 row of the
- * one-pass loop is. qk is q in f16. At 256 positions of SmolLM-135M's 9 / 3 heads on 2 Zen 3
- * threads: 37.7 us a call, where the one-pass loop (an indirect dot, expf, a scale and a mad
- * call per position) took 66.7 (bench-backend-ops 2 attn). */
-HS__AVX2_F16 void attn_row_f16_fused(const struct hs__attn_task *t, const struct hs_attn_seq *seq,
-                                     const uint16_t *qk, int64_t kvh, int64_t p0, int64_t p1,
-                                     float *out, float *const ml[2], float *scratch,
-                                     const int64_t hd)
+/* The V pass's blocks of 8 dims per head held in registers at once (NH heads x VJB sums). */
+#define HS__ATTN_VJB(NH) ((NH) == 1 ? 8 : (NH) == 4 ? 2 : 4)
+
+/* attn_row's f16 one_chunk path for NH query heads of one GQA group at once (the K and V rows of
+ * a chunk are read from memory once for all of them), the same bits in three passes per chunk of
+ * positions: all scores (8 positions' horizontal sums at once); the softmax weights, their
+ * maxima in order, then the exponentials 8 at a time (t->expf: libm's bits), then the sums in
+ * order; the V sum, rounded to f16 after every update as the f16 row of the one-pass loop is,
+ * passes of VJB blocks of 8 dims over the chunk for all NH heads, so that NH x VJB chains of
+ * round(fma) run side by side instead of one head's 8 (F16C's conversions, not the adds, bound
+ * that pass). qf: NH rows of hd, q rounded to f16 and widened. At 1088 positions of
+ * SmolLM-135M's 9 / 3 heads on 1 Zen 3 thread (bench-backend-ops 1 attn-decode), with the KV
+ * cached / not: 115-170 / 226-253 us a call (a noisy VM), where one head at a time without
+ * prefetches took 191-238 / 494. */
+HS__AVX2_F16 void attn_group_f16_fused(const struct hs__attn_task *t, const struct hs_attn_seq *seq,
+                                       const float *qf, int64_t kvh, int64_t p0, int64_t p1,
+                                       float *const *out, float *const *ml, float *scratch,
+                                       const int64_t hd, const int NH)
 {
     const struct hs_attn_args *a = t->a;
-    float *sc = scratch;             /* [CHUNK] scaled scores */
-    float *vw = sc + HS__ATTN_CHUNK; /* [CHUNK] weight of the position's V row */
-    float *rs = vw + HS__ATTN_CHUNK; /* [CHUNK] rescale of the sum before it (1: none) */
-    const uint16_t **kp = (const uint16_t **)(void *)(rs + HS__ATTN_CHUNK); /* [CHUNK] */
-    const uint16_t **vp = kp + HS__ATTN_CHUNK;                              /* [CHUNK] */
+    const int C = HS__ATTN_CHUNK;
+    float *acc = scratch;              /* [NH][hd] V sums (f16 values) */
+    float *sc = acc + (size_t)NH * hd; /* [NH][C] scaled scores */
+    float *vw = sc + (size_t)NH * C;   /* [NH][C] weight of the position's V row */
+    float *rs = vw + (size_t)NH * C;   /* [NH][C] rescale of the sum before it (1: none) */
+    float *mp = rs + (size_t)NH * C;   /* [NH][C] the maximum before the position */
+    float *ex = mp + (size_t)NH * C;   /* [C] exponents */
+    const uint16_t **kp = (const uint16_t **)(void *)(ex + C); /* [C + PREFETCH] */
+    const uint16_t **vp = kp + C + HS__ATTN_PREFETCH;          /* [C + PREFETCH] */
     const int64_t nv = hd / 8;
-    __m256 qv[32];
-    __m256 acc[32];
-    for (int64_t j = 0; j < nv; j++) {
-        qv[j] = load_f16_avx2(qk + 8 * j);
-        acc[j] = _mm256_setzero_ps();
+    const int VJB = HS__ATTN_VJB(NH);
+    float m[4], sum[4];
+    for (int g = 0; g < NH; g++) {
+        m[g] = -INFINITY;
+        sum[g] = 0.0f;
     }
+    memset(acc, 0, (size_t)NH * hd * sizeof(float));
     const __m256 scale = _mm256_set1_ps(a->scale);
     const size_t knb = a->k_cache->nb[2], vnb = a->v_cache->nb[2];
     const char *kbase = (const char *)a->k_cache->data + (size_t)kvh * a->k_cache->nb[1];
     const char *vbase = (const char *)a->v_cache->data + (size_t)kvh * a->v_cache->nb[1];
-    float m = -INFINITY;
-    float sum = 0.0f;
-    for (int64_t c0 = p0; c0 < p1; c0 += HS__ATTN_CHUNK) {
-        const int n = (int)HS_MIN(p1 - c0, HS__ATTN_CHUNK);
-        /* row pointers, one block-table lookup per block */
-        for (int i = 0; i < n;) {
+    for (int64_t c0 = p0; c0 < p1; c0 += C) {
+        const int n = (int)HS_MIN(p1 - c0, C);
+        const int n8 = (n + 7) & ~7;
+        /* row pointers, one block-table lookup per block, and those of the next chunk's first
+         * HS__ATTN_PREFETCH positions */
+        const int n_ext = (int)HS_MIN(p1 - c0, C + HS__ATTN_PREFETCH);
+        for (int i = 0; i < n_ext;) {
             const int64_t p = c0 + i;
             const int64_t off = p % a->block_size;
             const size_t slot = (size_t)seq->block_table[p / a->block_size] * a->block_size;
-            const int run = (int)HS_MIN(a->block_size - off, n - i);
+            const int run = (int)HS_MIN(a->block_size - off, n_ext - i);
             for (int r = 0; r < run; r++, i++) {
                 kp[i] = (const uint16_t *)(kbase + (slot + off + r) * knb);
                 vp[i] = (const uint16_t *)(vbase + (slot + off + r) * vnb);
             }
         }
-        /* scores, 8 positions at a time */
+        /* scores, 8 positions at a time: each K row widened once for the NH heads. The KV rows
+         * come from memory (a decode step's weights have gone through the caches since this
+         * layer's were written) from blocks all over the pool, which the hardware prefetchers
+         * do not follow: K rows are fetched HS__ATTN_PREFETCH positions ahead, the V rows for
+         * the V pass after this one as their scores are made. */
         for (int i = 0; i < n; i += 8) {
-            __m256 v[8];
-            for (int r = 0; r < 8; r++) {
-                v[r] = i + r < n ? dot_lanes_f16_avx2(kp[i + r], qv, hd) : _mm256_setzero_ps();
-            }
-            _mm256_storeu_ps(sc + i, _mm256_mul_ps(hsum8_avx2(v), scale));
-        }
-        /* softmax weights, in order */
-        for (int i = 0; i < n; i++) {
-            const float s = sc[i];
-            float ms = 1.0f;
-            float vs = 1.0f;
-            if (s > m) {
-                ms = expf(m - s);
-                m = s;
-            } else {
-                vs = expf(s - m);
-            }
-            rs[i] = ms;
-            vw[i] = vs;
-            sum = fmaf(sum, ms, vs);
-        }
-        /* the V sum (a rescale by exactly 1 leaves f16 values as they are) */
-        for (int i = 0; i < n; i++) {
-            if (rs[i] != 1.0f) {
-                const __m256 msv = _mm256_set1_ps(rs[i]);
-                for (int64_t j = 0; j < nv; j++) {
-                    acc[j] = round_f16_avx2(_mm256_mul_ps(acc[j], msv));
+            for (int r = i + HS__ATTN_PREFETCH; r < HS_MIN(i + 8 + HS__ATTN_PREFETCH, n_ext); r++) {
+                for (int64_t b = 0; b < hd * 2; b += 64) {
+                    _mm_prefetch((const char *)kp[r] + b, _MM_HINT_T0);
                 }
             }
-            const __m256 vsv = _mm256_set1_ps(vw[i]);
-            for (int64_t j = 0; j < nv; j++) {
-                acc[j] = round_f16_avx2(_mm256_fmadd_ps(load_f16_avx2(vp[i] + 8 * j), vsv, acc[j]));
+            for (int r = i; r < HS_MIN(i + 8, n); r++) {
+                for (int64_t b = 0; b < hd * 2; b += 64) {
+                    _mm_prefetch((const char *)vp[r] + b, _MM_HINT_T0);
+                }
+            }
+            __m256 v[4][8];
+            for (int r = 0; r < 8; r++) {
+                for (int g = 0; g < NH; g++) {
+                    v[g][r] = i + r < n ? dot_lanes_f16_avx2(kp[i + r], qf + (size_t)g * hd, hd)
+                                        : _mm256_setzero_ps();
+                }
+            }
+            for (int g = 0; g < NH; g++) {
+                _mm256_storeu_ps(sc + (size_t)g * C + i, _mm256_mul_ps(hsum8_avx2(v[g]), scale));
+            }
+        }
+        /* softmax weights: a new maximum (s > m) rescales the sum by expf(m - s) and adds its
+         * row with weight 1, any other position adds with weight expf(s - m). The maxima in
+         * order, the NH heads' chains side by side, then the exponentials 8 at a time. */
+        for (int i = 0; i < n; i++) {
+            for (int g = 0; g < NH; g++) {
+                const float si = sc[(size_t)g * C + i];
+                mp[(size_t)g * C + i] = m[g];
+                m[g] = si > m[g] ? si : m[g];
+            }
+        }
+        const __m256 one = _mm256_set1_ps(1.0f);
+        for (int g = 0; g < NH; g++) {
+            float *s = sc + (size_t)g * C, *mg = mp + (size_t)g * C;
+            float *r_ = rs + (size_t)g * C, *w_ = vw + (size_t)g * C;
+            for (int i = n; i < n8; i++) {
+                mg[i] = 0.0f;
+                s[i] = 0.0f;
+            }
+            for (int i = 0; i < n8; i += 8) {
+                const __m256 sv = _mm256_loadu_ps(s + i), mv = _mm256_loadu_ps(mg + i);
+                const __m256 up = _mm256_cmp_ps(sv, mv, _CMP_GT_OQ);
+                _mm256_storeu_ps(
+                    ex + i, _mm256_blendv_ps(_mm256_sub_ps(sv, mv), _mm256_sub_ps(mv, sv), up));
+            }
+            t->expf(n8, r_, ex);
+            for (int i = 0; i < n8; i += 8) {
+                const __m256 up =
+                    _mm256_cmp_ps(_mm256_loadu_ps(s + i), _mm256_loadu_ps(mg + i), _CMP_GT_OQ);
+                const __m256 e = _mm256_loadu_ps(r_ + i);
+                _mm256_storeu_ps(r_ + i, _mm256_blendv_ps(one, e, up));
+                _mm256_storeu_ps(w_ + i, _mm256_blendv_ps(e, one, up));
+            }
+        }
+        for (int i = 0; i < n; i++) {
+            for (int g = 0; g < NH; g++) {
+                sum[g] = fmaf(sum[g], rs[(size_t)g * C + i], vw[(size_t)g * C + i]);
+            }
+        }
+        /* the V sums (a rescale by exactly 1 leaves f16 values as they are) */
+        for (int64_t j0 = 0; j0 < nv; j0 += VJB) {
+            __m256 av[4][8];
+            for (int g = 0; g < NH; g++) {
+                for (int jb = 0; jb < VJB; jb++) {
+                    av[g][jb] = _mm256_loadu_ps(acc + (size_t)g * hd + 8 * (j0 + jb));
+                }
+            }
+            for (int i = 0; i < n; i++) {
+                const uint16_t *vr = vp[i] + 8 * j0;
+                for (int g = 0; g < NH; g++) {
+                    const float r = rs[(size_t)g * C + i];
+                    if (r != 1.0f) {
+                        const __m256 msv = _mm256_set1_ps(r);
+                        for (int jb = 0; jb < VJB; jb++) {
+                            av[g][jb] = round_f16_avx2(_mm256_mul_ps(av[g][jb], msv));
+                        }
+                    }
+                    const __m256 vsv = _mm256_set1_ps(vw[(size_t)g * C + i]);
+                    for (int jb = 0; jb < VJB; jb++) {
+                        av[g][jb] = round_f16_avx2(
+                            _mm256_fmadd_ps(load_f16_avx2(vr + 8 * jb), vsv, av[g][jb]));
+                    }
+                }
+            }
+            for (int g = 0; g < NH; g++) {
+                for (int jb = 0; jb < VJB; jb++) {
+                    _mm256_storeu_ps(acc + (size_t)g * hd + 8 * (j0 + jb), av[g][jb]);
+                }
             }
         }
     }
-    if (ml) {
-        for (int64_t j = 0; j < nv; j++) {
-            _mm256_storeu_ps(out + 8 * j, acc[j]);
+    for (int g = 0; g < NH; g++) {
+        const float *ag = acc + (size_t)g * hd;
+        if (ml) {
+            memcpy(out[g], ag, (size_t)hd * sizeof(float));
+            *ml[2 * g] = m[g];
+            *ml[2 * g + 1] = sum[g];
+            continue;
         }
-        *ml[0] = m;
-        *ml[1] = sum;
-        return;
-    }
-    const __m256 inv = _mm256_set1_ps(sum == 0.0f ? 0.0f : 1.0f / sum);
-    for (int64_t j = 0; j < nv; j++) {
-        _mm256_storeu_ps(out + 8 * j, _mm256_mul_ps(acc[j], inv));
-    }
-}
-
-/* attn_row_f16_fused with the head size a constant for the common sizes. */
-__attribute__((target("avx2,fma,f16c"))) static void
-attn_row_f16_avx2(const struct hs__attn_task *t, const struct hs_attn_seq *seq, const uint16_t *qk,
-                  int64_t kvh, int64_t p0, int64_t p1, float *out, float *const ml[2],
-                  float *scratch)
-{
-    switch (t->hd) {
-    case 64:
-        attn_row_f16_fused(t, seq, qk, kvh, p0, p1, out, ml, scratch, 64);
-        break;
-    case 128:
-        attn_row_f16_fused(t, seq, qk, kvh, p0, p1, out, ml, scratch, 128);
-        break;
-    default:
-        attn_row_f16_fused(t, seq, qk, kvh, p0, p1, out, ml, scratch, t->hd);
-        break;
+        const __m256 inv = _mm256_set1_ps(sum[g] == 0.0f ? 0.0f : 1.0f / sum[g]);
+        for (int64_t j = 0; j < nv; j++) {
+            _mm256_storeu_ps(out[g] + 8 * j, _mm256_mul_ps(_mm256_loadu_ps(ag + 8 * j), inv));
+        }
     }
 }
 #endif
@@ -326,10 +397,6 @@ static void attn_row(const struct hs__attn_task *t, const struct hs_attn_seq *se
     float m = -INFINITY;
     float sum = 0.0f;
 #if HS__CPU_X86
-    if (v_round && t->simd_f16 && a->k_cache->type == HS_TYPE_F16 && attn_fused_hd(hd)) {
-        attn_row_f16_avx2(t, seq, qconv, kvh, p0, p1, out, ml, buf + 5 * hd);
-        return;
-    }
     if (v_round && t->simd_f16) {
         /* The running sum lives in f16 (acc16), updated in one fused pass per position. */
         memset(acc16, 0, (size_t)hd * sizeof(uint16_t));
@@ -611,8 +678,56 @@ static void attn_tiled_fn(void *ctx, int ith, int nth)
 
 /* ---- the op ---- */
 
-/* Work items are (sequence, chunk of up to HS__ATTN_ROWS_PER_ITEM query rows, head), handed out
- * dynamically: later rows see more positions, and a long prefill still spreads over all threads. */
+#if HS__CPU_X86
+/* attn_group_f16_fused for nh heads, with the head size a constant for the common sizes. */
+__attribute__((target("avx2,fma,f16c"))) static void
+attn_group_f16_avx2(const struct hs__attn_task *t, const struct hs_attn_seq *seq, const float *qf,
+                    int64_t kvh, int64_t p0, int64_t p1, float *const *out, float *const *ml,
+                    float *scratch, int nh)
+{
+#define HS__ATTN_GROUP_CASE(NH)                                                                    \
+    case NH:                                                                                       \
+        if (t->hd == 64) {                                                                         \
+            attn_group_f16_fused(t, seq, qf, kvh, p0, p1, out, ml, scratch, 64, NH);               \
+        } else if (t->hd == 128) {                                                                 \
+            attn_group_f16_fused(t, seq, qf, kvh, p0, p1, out, ml, scratch, 128, NH);              \
+        } else {                                                                                   \
+            attn_group_f16_fused(t, seq, qf, kvh, p0, p1, out, ml, scratch, t->hd, NH);            \
+        }                                                                                          \
+        break;
+    switch (nh) {
+        HS__ATTN_GROUP_CASE(1)
+        HS__ATTN_GROUP_CASE(2)
+        HS__ATTN_GROUP_CASE(3)
+        HS__ATTN_GROUP_CASE(4)
+    default:
+        HS_ASSERT(!"attn_group_f16_avx2: 1..HS__ATTN_GROUP_MAX heads");
+    }
+#undef HS__ATTN_GROUP_CASE
+}
+
+/* The fused path's q rows: each rounded to f16 (K's from_float, as attn_row converts q) and
+ * widened back. */
+__attribute__((target("avx2,fma,f16c"))) static void
+attn_q_f16_avx2(const struct hs__attn_task *t, const float *q, uint16_t *q16, float *qf)
+{
+    t->kdot->from_float(q, q16, t->hd);
+    for (int64_t d = 0; d < t->hd; d += 8) {
+        _mm256_storeu_ps(qf + d, load_f16_avx2(q16 + d));
+    }
+}
+#endif
+
+static void expf_libm_scalar(int64_t n, float *y, const float *x)
+{
+    for (int64_t i = 0; i < n; i++) {
+        y[i] = expf(x[i]);
+    }
+}
+
+/* Work items are (sequence, chunk of up to HS__ATTN_ROWS_PER_ITEM query rows, K/V head, part of
+ * its GQA group of group_n query heads), handed out dynamically: later rows see more positions,
+ * and a long prefill still spreads over all threads. */
 static void attn_fn(void *ctx, int ith, int nth)
 {
     struct hs__attn_task *t = ctx;
@@ -620,6 +735,7 @@ static void attn_fn(void *ctx, int ith, int nth)
     const struct hs_attn_args *a = t->a;
     float *buf = t->tls + (size_t)ith * t->tls_stride;
     const int64_t group = t->n_head / t->n_kv_head;
+    const int64_t per_row = t->n_kv_head * t->group_sub;
     for (;;) {
         int64_t item = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
         if (item >= t->n_items) {
@@ -629,27 +745,48 @@ static void attn_fn(void *ctx, int ith, int nth)
         for (int32_t i = 0; i < a->n_seqs; i++) {
             const int64_t n_chunks =
                 (a->seqs[i].n_new + HS__ATTN_ROWS_PER_ITEM - 1) / HS__ATTN_ROWS_PER_ITEM;
-            if (item < n_chunks * t->n_head) {
+            if (item < n_chunks * per_row) {
                 seq = &a->seqs[i];
                 break;
             }
-            item -= n_chunks * t->n_head;
+            item -= n_chunks * per_row;
         }
         HS_ASSERT(seq);
-        const int64_t h = item % t->n_head;
-        const int32_t j0 = (int32_t)(item / t->n_head) * HS__ATTN_ROWS_PER_ITEM;
+        const int64_t kvh = item % per_row / t->group_sub;
+        const int64_t h0 = kvh * group + item % t->group_sub * t->group_n;
+        const int nh = (int)HS_MIN(t->group_n, kvh * group + group - h0);
+        const int32_t j0 = (int32_t)(item / per_row) * HS__ATTN_ROWS_PER_ITEM;
         const int32_t j1 = HS_MIN(j0 + HS__ATTN_ROWS_PER_ITEM, seq->n_new);
         for (int32_t j = j0; j < j1; j++) {
             const int64_t row = (int64_t)seq->q_row + j;
-            const float *q = (const float *)((const char *)a->q->data + (size_t)row * a->q->nb[2] +
-                                             (size_t)h * a->q->nb[1]);
-            float *out = (float *)((char *)a->out->data + (size_t)row * a->out->nb[2] +
-                                   (size_t)h * a->out->nb[1]);
-            float *const ml[2] = {t->partials ? attn_ml(a->m, row, h) : NULL,
-                                  t->partials ? attn_ml(a->l, row, h) : NULL};
+            float *out[HS__ATTN_GROUP_MAX];
+            float *ml[2 * HS__ATTN_GROUP_MAX];
+            const float *q[HS__ATTN_GROUP_MAX];
+            for (int g = 0; g < nh; g++) {
+                q[g] = (const float *)((const char *)a->q->data + (size_t)row * a->q->nb[2] +
+                                       (size_t)(h0 + g) * a->q->nb[1]);
+                out[g] = (float *)((char *)a->out->data + (size_t)row * a->out->nb[2] +
+                                   (size_t)(h0 + g) * a->out->nb[1]);
+                ml[2 * g] = t->partials ? attn_ml(a->m, row, h0 + g) : NULL;
+                ml[2 * g + 1] = t->partials ? attn_ml(a->l, row, h0 + g) : NULL;
+            }
             int64_t p0, p1;
             attn_range(seq, j, &p0, &p1);
-            attn_row(t, seq, q, h / group, p0, p1, out, t->partials ? ml : NULL, buf);
+#if HS__CPU_X86
+            if (t->fused) {
+                float *qf = buf;
+                uint16_t *q16 = (uint16_t *)(void *)(buf + HS__ATTN_GROUP_MAX * t->hd);
+                for (int g = 0; g < nh; g++) {
+                    attn_q_f16_avx2(t, q[g], q16, qf + (size_t)g * t->hd);
+                }
+                attn_group_f16_avx2(t, seq, qf, kvh, p0, p1, out, t->partials ? ml : NULL,
+                                    buf + (HS__ATTN_GROUP_MAX + 1) * t->hd, nh);
+                continue;
+            }
+#endif
+            for (int g = 0; g < nh; g++) {
+                attn_row(t, seq, q[g], kvh, p0, p1, out[g], t->partials ? &ml[2 * g] : NULL, buf);
+            }
         }
     }
 }
@@ -696,10 +833,31 @@ hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_args *ar
         HS_TRY(hs__cpu_reserve_tls(cpu, attn_tile_floats(t.hd)));
         fn = attn_tiled_fn;
     } else {
+        /* The fused path takes a GQA group's heads together (up to HS__ATTN_GROUP_MAX), halved
+         * while that leaves fewer than 2 items a thread (one decoding sequence). */
+        const int64_t group = t.n_head / t.n_kv_head;
+        int64_t n_chunks = 0;
         for (int32_t i = 0; i < args->n_seqs; i++) {
-            t.n_items += (args->seqs[i].n_new + HS__ATTN_ROWS_PER_ITEM - 1) /
-                         HS__ATTN_ROWS_PER_ITEM * t.n_head;
+            n_chunks += (args->seqs[i].n_new + HS__ATTN_ROWS_PER_ITEM - 1) / HS__ATTN_ROWS_PER_ITEM;
         }
+#if HS__CPU_X86
+        t.fused = t.simd_f16 && args->k_cache->type == HS_TYPE_F16 &&
+                  args->v_cache->type == HS_TYPE_F16 && attn_fused_hd(t.hd);
+#endif
+        t.group_n = 1;
+#if HS__CPU_X86
+        if (t.fused) {
+            const int64_t want = 2 * (int64_t)hs__pool_n_threads(cpu->pool);
+            t.group_n = (int32_t)HS_MIN(group, HS__ATTN_GROUP_MAX);
+            while (t.group_n > 1 &&
+                   n_chunks * t.n_kv_head * ((group + t.group_n - 1) / t.group_n) < want) {
+                t.group_n = (t.group_n + 1) / 2;
+            }
+            t.expf = hs__expf_libm_check() ? hs__expf_libm_avx2 : expf_libm_scalar;
+        }
+#endif
+        t.group_sub = (int32_t)((group + t.group_n - 1) / t.group_n);
+        t.n_items = n_chunks * t.n_kv_head * t.group_sub;
         HS_TRY(hs__cpu_reserve_tls(cpu, attn_row_floats(t.hd)));
     }
     t.tls = cpu->tls;

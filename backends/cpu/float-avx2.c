@@ -9,6 +9,8 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
+#include <string.h>
 
 /* Adjacent pairs (x0, x1) of v, cs = [c0 s0 c1 s1 ...][-s0 c0 -s1 c1 ...]: lane 2k gets
  * fma(x0, c, x1 * -s) and lane 2k + 1 fma(x0, s, x1 * c), rope_fn's scalar results. */
@@ -122,6 +124,105 @@ void hs__swiglu_f32_avx2(int64_t n, float *y, const float *g, const float *u)
     for (; i < n; i++) {
         y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     }
+}
+
+/* ================================================================================================
+ * libm's expf, 4 lanes of doubles at a time
+ * ============================================================================================= */
+
+/* The expf of glibc (since 2.28) and musl, Arm's optimized-routines algorithm, as vector code:
+ * k = round(x * 32 / ln 2) by the 1.5 * 2^52 shifter, r = x * 32 / ln 2 - k, then
+ * 2^(k / 32) * (1 + c2 r + c1 r^2 + c0 r^3) in double, one rounding to float at the end. Scale
+ * and polynomial in the order and with the fused steps of its FMA build (glibc's __expf_fma,
+ * which x86 CPUs with FMA run): c0 r + c1 and c2 r + 1 fused, then (c0 r + c1) r^2 + (c2 r + 1).
+ * EXP_TAB[i] is 2^(i / 32) rounded to double, less i << 47, so that adding k << 47 puts k / 32
+ * into the exponent; hs__expf_libm_check compares all this with the process's own expf. */
+#define EXP_N 32
+static const uint64_t EXP_TAB[EXP_N] = {
+    0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full, 0x3fef9301d0125b51ull,
+    0x3fef72b83c7d517bull, 0x3fef54873168b9aaull, 0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull,
+    0x3fef06fe0a31b715ull, 0x3feef1a7373aa9cbull, 0x3feedea64c123422ull, 0x3feece086061892dull,
+    0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull, 0x3feea47eb03a5585ull,
+    0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull, 0x3feea11473eb0187ull, 0x3feea589994cce13ull,
+    0x3feeace5422aa0dbull, 0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull,
+    0x3feee89f995ad3adull, 0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull, 0x3fef3720dcef9069ull,
+    0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full, 0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull,
+};
+
+static inline __m128 expf_libm4(__m128 x)
+{
+    const __m256d shift = _mm256_set1_pd(0x1.8p+52);
+    const __m256d z =
+        _mm256_mul_pd(_mm256_set1_pd(0x1.71547652b82fep+0 * EXP_N), _mm256_cvtps_pd(x));
+    const __m256d kd_s = _mm256_add_pd(z, shift);
+    const __m256i ki = _mm256_castpd_si256(kd_s);
+    const __m256d r = _mm256_sub_pd(z, _mm256_sub_pd(kd_s, shift));
+    const __m256i idx = _mm256_and_si256(ki, _mm256_set1_epi64x(EXP_N - 1));
+    const __m256i t =
+        _mm256_add_epi64(_mm256_i64gather_epi64((const long long *)(const void *)EXP_TAB, idx, 8),
+                         _mm256_slli_epi64(ki, 52 - 5));
+    const __m256d c0 = _mm256_set1_pd(0x1.c6af84b912394p-5 / EXP_N / EXP_N / EXP_N);
+    const __m256d c1 = _mm256_set1_pd(0x1.ebfce50fac4f3p-3 / EXP_N / EXP_N);
+    const __m256d c2 = _mm256_set1_pd(0x1.62e42ff0c52d6p-1 / EXP_N);
+    const __m256d p = _mm256_fmadd_pd(c0, r, c1);
+    const __m256d q = _mm256_fmadd_pd(c2, r, _mm256_set1_pd(1.0));
+    const __m256d y = _mm256_fmadd_pd(p, _mm256_mul_pd(r, r), q);
+    return _mm256_cvtpd_ps(_mm256_mul_pd(y, _mm256_castsi256_pd(t)));
+}
+
+void hs__expf_libm_avx2(int64_t n, float *y, const float *x)
+{
+    /* Past |x| = 87 (and NaN) libm's special cases begin: those lanes go to libm itself. */
+    const __m256 lim = _mm256_set1_ps(87.0f);
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        _mm_storeu_ps(y + i, expf_libm4(_mm256_castps256_ps128(v)));
+        _mm_storeu_ps(y + i + 4, expf_libm4(_mm256_extractf128_ps(v, 1)));
+        const int out = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v, abs), lim, _CMP_NLT_UQ));
+        for (int l = 0; out && l < 8; l++) {
+            if (out & (1 << l)) {
+                y[i + l] = expf(x[i + l]);
+            }
+        }
+    }
+    for (; i < n; i++) {
+        y[i] = expf(x[i]);
+    }
+}
+
+static bool expf_libm_same;
+static pthread_once_t expf_libm_once = PTHREAD_ONCE_INIT;
+
+static void expf_libm_compare(void)
+{
+    /* Every 4099th float of magnitude below 88 (both signs, about a million values). */
+    float x[256], got[256];
+    int n = 0;
+    for (uint32_t u = 0; u < 0x42b00000u; u += 4099) {
+        for (uint32_t sign = 0; sign < 2; sign++) {
+            const uint32_t b = u | sign << 31;
+            memcpy(&x[n++], &b, sizeof(b));
+        }
+        if (n == 256) {
+            hs__expf_libm_avx2(n, got, x);
+            for (int i = 0; i < n; i++) {
+                const float want = expf(x[i]);
+                if (memcmp(&got[i], &want, sizeof(want)) != 0) {
+                    return;
+                }
+            }
+            n = 0;
+        }
+    }
+    expf_libm_same = true;
+}
+
+bool hs__expf_libm_check(void)
+{
+    pthread_once(&expf_libm_once, expf_libm_compare);
+    return expf_libm_same;
 }
 
 /* ================================================================================================

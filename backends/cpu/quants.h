@@ -195,6 +195,11 @@ void hs__rope_neox_f32_avx2(float *v, const float *cs, int n_rot);
 void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a);
 /* hs__swiglu_f32_avx512's results (ggml's AVX-512 vector expf) on AVX2 + FMA CPUs. */
 void hs__swiglu_f32_avx2(int64_t n, float *y, const float *g, const float *u);
+/* y[i] = expf(x[i]) with the bits of glibc's (and musl's) expf, 8 lanes at a time (the few
+ * inputs past its fast path go to libm); hs__expf_libm_check says whether this process's libm
+ * gives the same bits (on a sample of a million inputs), as it must before the first is used. */
+void hs__expf_libm_avx2(int64_t n, float *y, const float *x);
+bool hs__expf_libm_check(void);
 /* hs__attn_block_f32_avx512's results (same contract) on AVX2 + FMA CPUs. */
 void hs__attn_block_f32_avx2(int64_t hd, int64_t nq, int64_t ldq, int64_t nk, float scale,
                              const float *qt, const float *k, const float *v, const int32_t *last,

@@ -352,108 +352,125 @@ Test(backend_ops, attention_and_kv_store_on_views_of_some_heads)
     free(kc);
 }
 
-/* The CPU backend's f16 decode path (fused per chunk of positions with SIMD) against its portable
- * path, bit for bit: head sizes the fused path specialises (64, 128), one it runs generically
- * (192) and one it leaves to the old loop (32); contexts across blocks and chunks of positions
- * (1 to 300), KV ranges, scores wide enough for frequent new maxima; normalised and partials. */
+/* The CPU backend's f16 decode path (fused per chunk of positions with SIMD, the query heads of a
+ * GQA group together) against its portable path, bit for bit: head sizes the fused path
+ * specialises (64, 128), one it runs generically (192) and one it leaves to the old loop (32);
+ * contexts across blocks and chunks of positions (1 to 300), KV ranges, scores wide enough for
+ * frequent new maxima; normalised and partials; GQA groups of 3 (whole, or halved to 2 + 1 when
+ * one sequence leaves too few work items for the threads), 4, 7 (4 + 3) and 1. */
+static void check_f16_decode(int n_head, int n_kv, int n_seqs, int64_t hd, struct hs_rng *rng,
+                             struct hs_backend *be);
+
 Test(backend_ops, attention_f16_decode_simd_matches_portable_bit_for_bit)
 {
-    enum { BS = 16, N_BLOCKS = 20, N_KV = 2, N_HEAD = 6, N_SEQS = 4, N_ROWS = 6 };
     static const int64_t hds[] = {64, 128, 192, 32};
+    static const int heads[][3] = {{6, 2, 4}, {6, 2, 1}, {8, 2, 4},
+                                   {8, 2, 1}, {7, 1, 4}, {4, 4, 2}};
     struct hs_rng rng;
     hs_rng_seed(&rng, 515);
     struct hs_backend_params bp = hs_backend_default_params();
     bp.n_threads = 2;
     struct hs_backend *be = NULL;
     cr_assert_eq(hs_backend_create("cpu", &bp, &be), HS_OK);
+    for (size_t hi = 0; hi < HS_ARRAY_LEN(hds); hi++) {
+        for (size_t c = 0; c < HS_ARRAY_LEN(heads); c++) {
+            check_f16_decode(heads[c][0], heads[c][1], heads[c][2], hds[hi], &rng, be);
+        }
+    }
+    hs_backend_destroy(be);
+}
+
+static void check_f16_decode(int n_head, int n_kv, int n_seqs, int64_t hd, struct hs_rng *rng,
+                             struct hs_backend *be)
+{
+    enum { BS = 16, N_BLOCKS = 20, N_SEQS = 4, N_ROWS = 6, MAX_HEAD = 8 };
+    const int N_HEAD = n_head, N_KV = n_kv;
+    cr_assert(n_head <= MAX_HEAD && n_seqs <= N_SEQS);
     int32_t table[N_BLOCKS];
     for (int b = 0; b < N_BLOCKS; b++) {
         table[b] = b * 7 % N_BLOCKS; /* scattered */
     }
     /* one position; past a chunk (128); 300 from position 5; 3 rows cut at 30 */
     const struct hs_attn_seq seqs[N_SEQS] = {
-        {.n_past = 0, .n_new = 1, .q_row = 0, .block_table = table},
         {.n_past = 130, .n_new = 1, .q_row = 1, .block_table = table},
+        {.n_past = 0, .n_new = 1, .q_row = 0, .block_table = table},
         {.n_past = 299, .n_new = 1, .q_row = 2, .block_table = table, .kv_begin = 5},
         {.n_past = 40, .n_new = 3, .q_row = 3, .block_table = table, .kv_end = 30},
     };
-    for (size_t hi = 0; hi < HS_ARRAY_LEN(hds); hi++) {
-        const int64_t hd = hds[hi];
-        const int64_t n_cache = (int64_t)N_BLOCKS * BS * N_KV * hd;
-        uint16_t *kc = rand_f16(&rng, n_cache, -1.0f, 1.0f);
-        uint16_t *vc = rand_f16(&rng, n_cache, -4.0f, 4.0f);
-        float *q = rand_floats(&rng, N_ROWS * N_HEAD * hd, -2.0f, 2.0f);
-        const size_t o_floats = (size_t)N_ROWS * N_HEAD * hd;
-        float *out[2] = {malloc(o_floats * 4), malloc(o_floats * 4)};
-        float *ml[2] = {malloc(8 * N_ROWS * N_HEAD), malloc(8 * N_ROWS * N_HEAD)};
-        cr_assert(out[0] && out[1] && ml[0] && ml[1]);
-        struct hs_tensor tk, tv, tq, to, tm, tl;
-        const int64_t cne[4] = {hd, N_KV, BS, N_BLOCKS};
-        const int64_t qne[3] = {hd, N_HEAD, N_ROWS};
-        hs_tensor_init(&tk, HS_TYPE_F16, 4, cne, kc);
-        hs_tensor_init(&tv, HS_TYPE_F16, 4, cne, vc);
-        hs_tensor_init(&tq, HS_TYPE_F32, 3, qne, q);
-        for (int partials = 0; partials < 2; partials++) {
-            for (int simd = 0; simd < 2; simd++) {
-                memset(out[simd], 0xff, o_floats * 4);
-                memset(ml[simd], 0xff, 8 * N_ROWS * N_HEAD);
-                hs_tensor_init(&to, HS_TYPE_F32, 3, qne, out[simd]);
-                hs_tensor_init_2d(&tm, HS_TYPE_F32, N_HEAD, N_ROWS, ml[simd]);
-                hs_tensor_init_2d(&tl, HS_TYPE_F32, N_HEAD, N_ROWS, ml[simd] + N_ROWS * N_HEAD);
-                const struct hs_attn_args a = {.q = &tq,
-                                               .out = &to,
-                                               .k_cache = &tk,
-                                               .v_cache = &tv,
-                                               .block_size = BS,
-                                               .seqs = seqs,
-                                               .n_seqs = N_SEQS,
-                                               .scale = 0.5f,
-                                               .m = partials ? &tm : NULL,
-                                               .l = partials ? &tl : NULL};
-                hs__cpu_set_simd(be, simd);
-                cr_assert_eq(hs_backend_attention(be, &a), HS_OK);
-            }
-            cr_assert(memcmp(out[0], out[1], o_floats * 4) == 0,
-                      "hd %lld partials %d: SIMD != portable", (long long)hd, partials);
-            cr_assert(!partials || memcmp(ml[0], ml[1], 8 * N_ROWS * N_HEAD) == 0,
-                      "hd %lld: SIMD m / l != portable", (long long)hd);
+    const int64_t n_cache = (int64_t)N_BLOCKS * BS * N_KV * hd;
+    uint16_t *kc = rand_f16(rng, n_cache, -1.0f, 1.0f);
+    uint16_t *vc = rand_f16(rng, n_cache, -4.0f, 4.0f);
+    float *q = rand_floats(rng, N_ROWS * N_HEAD * hd, -2.0f, 2.0f);
+    const size_t o_floats = (size_t)N_ROWS * N_HEAD * hd;
+    float *out[2] = {malloc(o_floats * 4), malloc(o_floats * 4)};
+    float *ml[2] = {malloc(8 * N_ROWS * N_HEAD), malloc(8 * N_ROWS * N_HEAD)};
+    cr_assert(out[0] && out[1] && ml[0] && ml[1]);
+    struct hs_tensor tk, tv, tq, to, tm, tl;
+    const int64_t cne[4] = {hd, N_KV, BS, N_BLOCKS};
+    const int64_t qne[3] = {hd, N_HEAD, N_ROWS};
+    hs_tensor_init(&tk, HS_TYPE_F16, 4, cne, kc);
+    hs_tensor_init(&tv, HS_TYPE_F16, 4, cne, vc);
+    hs_tensor_init(&tq, HS_TYPE_F32, 3, qne, q);
+    for (int partials = 0; partials < 2; partials++) {
+        for (int simd = 0; simd < 2; simd++) {
+            memset(out[simd], 0xff, o_floats * 4);
+            memset(ml[simd], 0xff, 8 * N_ROWS * N_HEAD);
+            hs_tensor_init(&to, HS_TYPE_F32, 3, qne, out[simd]);
+            hs_tensor_init_2d(&tm, HS_TYPE_F32, N_HEAD, N_ROWS, ml[simd]);
+            hs_tensor_init_2d(&tl, HS_TYPE_F32, N_HEAD, N_ROWS, ml[simd] + N_ROWS * N_HEAD);
+            const struct hs_attn_args a = {.q = &tq,
+                                           .out = &to,
+                                           .k_cache = &tk,
+                                           .v_cache = &tv,
+                                           .block_size = BS,
+                                           .seqs = seqs,
+                                           .n_seqs = n_seqs,
+                                           .scale = 0.5f,
+                                           .m = partials ? &tm : NULL,
+                                           .l = partials ? &tl : NULL};
+            hs__cpu_set_simd(be, simd);
+            cr_assert_eq(hs_backend_attention(be, &a), HS_OK);
         }
-        /* and the portable path agrees with the float64 reference (f16 sums: loosely) */
-        for (int h = 0; h < N_HEAD; h++) {
-            const int64_t kvh = h / (N_HEAD / N_KV);
-            float *kh = malloc(300 * (size_t)hd * 4), *vh = malloc(300 * (size_t)hd * 4);
-            float *ref = malloc((size_t)hd * 4);
-            cr_assert(kh && vh && ref);
-            const struct hs_attn_seq *sq = &seqs[1]; /* the whole causal prefix, one row */
-            for (int p = 0; p <= sq->n_past; p++) {
-                const int64_t slot = hs_kv_slot(table, BS, p);
-                for (int64_t d = 0; d < hd; d++) {
-                    kh[p * hd + d] = hs_fp16_to_fp32(kc[(slot * N_KV + kvh) * hd + d]);
-                    vh[p * hd + d] = hs_fp16_to_fp32(vc[(slot * N_KV + kvh) * hd + d]);
-                }
-            }
-            hs_ref_attention_row(q + (sq->q_row * N_HEAD + h) * hd, kh, vh, sq->n_past + 1, hd,
-                                 0.5f, ref);
-            float *o = out[1] + (sq->q_row * N_HEAD + h) * hd;
-            const float l = ml[1][N_ROWS * N_HEAD + sq->q_row * N_HEAD + h];
-            for (int64_t d = 0; d < hd; d++) {
-                o[d] /= l;
-            }
-            cr_assert(hs_ref_rel_err(o, ref, hd) < 5e-3, "hd %lld head %d: err %g", (long long)hd,
-                      h, hs_ref_rel_err(o, ref, hd));
-            free(ref);
-            free(vh);
-            free(kh);
-        }
-        free(ml[1]);
-        free(ml[0]);
-        free(out[1]);
-        free(out[0]);
-        free(q);
-        free(vc);
-        free(kc);
+        cr_assert(memcmp(out[0], out[1], o_floats * 4) == 0,
+                  "hd %lld heads %d / %d, %d seqs, partials %d: SIMD != portable", (long long)hd,
+                  n_head, n_kv, n_seqs, partials);
+        cr_assert(!partials || memcmp(ml[0], ml[1], 8 * N_ROWS * N_HEAD) == 0,
+                  "hd %lld heads %d / %d: SIMD m / l != portable", (long long)hd, n_head, n_kv);
     }
-    hs_backend_destroy(be);
+    /* and the portable path agrees with the float64 reference (f16 sums: loosely) */
+    for (int h = 0; h < N_HEAD; h++) {
+        const int64_t kvh = h / (N_HEAD / N_KV);
+        float *kh = malloc(300 * (size_t)hd * 4), *vh = malloc(300 * (size_t)hd * 4);
+        float *ref = malloc((size_t)hd * 4);
+        cr_assert(kh && vh && ref);
+        const struct hs_attn_seq *sq = &seqs[0]; /* the whole causal prefix, one row */
+        for (int p = 0; p <= sq->n_past; p++) {
+            const int64_t slot = hs_kv_slot(table, BS, p);
+            for (int64_t d = 0; d < hd; d++) {
+                kh[p * hd + d] = hs_fp16_to_fp32(kc[(slot * N_KV + kvh) * hd + d]);
+                vh[p * hd + d] = hs_fp16_to_fp32(vc[(slot * N_KV + kvh) * hd + d]);
+            }
+        }
+        hs_ref_attention_row(q + (sq->q_row * N_HEAD + h) * hd, kh, vh, sq->n_past + 1, hd, 0.5f,
+                             ref);
+        float *o = out[1] + (sq->q_row * N_HEAD + h) * hd;
+        const float l = ml[1][N_ROWS * N_HEAD + sq->q_row * N_HEAD + h];
+        for (int64_t d = 0; d < hd; d++) {
+            o[d] /= l;
+        }
+        cr_assert(hs_ref_rel_err(o, ref, hd) < 5e-3, "hd %lld head %d: err %g", (long long)hd, h,
+                  hs_ref_rel_err(o, ref, hd));
+        free(ref);
+        free(vh);
+        free(kh);
+    }
+    free(ml[1]);
+    free(ml[0]);
+    free(out[1]);
+    free(out[0]);
+    free(q);
+    free(vc);
+    free(kc);
 }
 
 /* ---- ffn ---- */

@@ -421,6 +421,50 @@ static bool same_bits(float a, float b)
     return memcmp(&a, &b, sizeof(a)) == 0 || (isnan(a) && isnan(b));
 }
 
+/* The fused f16 decode attention's vector expf gives this libm's expf bit for bit (glibc's and
+ * musl's share its algorithm; the attention falls back to libm where the start-up check says
+ * otherwise): every 61st float below 88 in magnitude, both signs, and the special inputs. */
+Test(quants, expf_libm_avx2_gives_libm_bits)
+{
+    if (hs__cpu_detect_isa() < HS_ISA_AVX2) {
+        cr_skip_test("no AVX2");
+    }
+#ifdef __GLIBC__
+    cr_assert(hs__expf_libm_check(), "glibc's expf differs from hs__expf_libm_avx2");
+#endif
+    if (!hs__expf_libm_check()) {
+        return; /* another libm: its expf is used as it is */
+    }
+    enum { N = 4096 };
+    static float x[N], y[N];
+    static const float edges[] = {0.0f,   -0.0f,     87.0f,      -87.0f,    87.5f,     -87.5f,
+                                  88.75f, -88.75f,   -103.5f,    -104.5f,   INFINITY,  -INFINITY,
+                                  NAN,    0x1p-149f, -0x1p-149f, 0x1p-126f, -0x1p-126f};
+    int n = 0;
+    long checked = 0;
+    for (uint32_t u = 0; u < 0x42b00000u + 61 * HS_ARRAY_LEN(edges); u += 61) {
+        for (uint32_t sign = 0; sign < 2; sign++) {
+            const uint32_t b = u | sign << 31;
+            if (u < 0x42b00000u) {
+                memcpy(&x[n++], &b, sizeof(b));
+            } else if (sign == 0) {
+                x[n++] = edges[(u - 0x42b00000u) / 61];
+            }
+        }
+        if (n >= N - 1 || u + 61 >= 0x42b00000u + 61 * HS_ARRAY_LEN(edges)) {
+            hs__expf_libm_avx2(n, y, x);
+            for (int i = 0; i < n; i++) {
+                const float want = expf(x[i]);
+                cr_assert(memcmp(&y[i], &want, sizeof(want)) == 0 || (isnan(want) && isnan(y[i])),
+                          "expf(%a) = %a, libm %a", (double)x[i], (double)y[i], (double)want);
+            }
+            checked += n;
+            n = 0;
+        }
+    }
+    cr_assert_gt(checked, 36000000);
+}
+
 /* (4c) SwiGLU and the tiled attention block use ggml's AVX-512 vector expf on every SIMD ISA:
  * the AVX2 kernels emulate it bit for bit, down to the saturated and subnormal results. */
 Test(quants, swiglu_follows_ggml_avx512_expf_bit_exact)
