@@ -291,30 +291,37 @@ struct bw_arg {
     uint64_t sum;
 };
 
+/* Two 64-bit lanes a vector (SSE2 on baseline x86-64), eight loads in flight an iteration: the
+ * scalar loop this replaced kept too few loads going and read 20-21 GB/s on a Zen 3 VM where
+ * 16- and 32-byte loads read 22-27. */
+typedef uint64_t bw_v2 __attribute__((vector_size(16)));
+
 static void *bw_worker(void *a)
 {
     struct bw_arg *b = a;
-    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t i = 0; i + 4 <= b->n; i += 4) {
-        s0 += b->p[i];
-        s1 += b->p[i + 1];
-        s2 += b->p[i + 2];
-        s3 += b->p[i + 3];
+    const bw_v2 *p = (const bw_v2 *)(const void *)b->p;
+    bw_v2 s0 = {0, 0}, s1 = s0, s2 = s0, s3 = s0;
+    for (size_t i = 0; i + 8 <= b->n / 2; i += 8) {
+        s0 += p[i] + p[i + 4];
+        s1 += p[i + 1] + p[i + 5];
+        s2 += p[i + 2] + p[i + 6];
+        s3 += p[i + 3] + p[i + 7];
     }
-    b->sum = s0 + s1 + s2 + s3;
+    const bw_v2 s = s0 + s1 + s2 + s3;
+    b->sum = s[0] + s[1];
     return NULL;
 }
 
 static double measure_bandwidth(int n_threads)
 {
     const size_t bytes = (size_t)1 << 30;
-    uint64_t *buf = malloc(bytes);
+    uint64_t *buf = aligned_alloc(64, bytes);
     if (!buf) {
         return 0;
     }
     memset(buf, 1, bytes);
     double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
+    for (int rep = 0; rep < 5; rep++) {
         pthread_t th[64];
         struct bw_arg args[64];
         int n = HS_MIN(HS_MAX(n_threads, 1), 64);
