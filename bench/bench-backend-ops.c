@@ -232,7 +232,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "cpu backend: create failed\n");
         return 1;
     }
-    static const int64_t rows[] = {1, 512};
+    static const int64_t rows[] = {1, 16, 512};
     for (size_t r = 0; r < HS_ARRAY_LEN(rows) && !attn_only; r++) {
         bench_matmul(be, HS_TYPE_Q8_0, 1536, 576, rows[r]);
         bench_matmul(be, HS_TYPE_Q8_0, 576, 1536, rows[r]);
