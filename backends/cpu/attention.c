@@ -286,7 +286,7 @@ HS__AVX2_F16 void attn_group_f16_fused(const struct hs__attn_task *t, const stru
         const __m256 one = _mm256_set1_ps(1.0f);
         for (int g = 0; g < NH; g++) {
             float *s = sc + (size_t)g * C, *mg = mp + (size_t)g * C;
-            float *r_ = rs + (size_t)g * C, *w_ = vw + (size_t)g * C;
+            float *rsg = rs + (size_t)g * C, *vwg = vw + (size_t)g * C;
             for (int i = n; i < n8; i++) {
                 mg[i] = 0.0f;
                 s[i] = 0.0f;
@@ -297,13 +297,13 @@ HS__AVX2_F16 void attn_group_f16_fused(const struct hs__attn_task *t, const stru
                 _mm256_storeu_ps(
                     ex + i, _mm256_blendv_ps(_mm256_sub_ps(sv, mv), _mm256_sub_ps(mv, sv), up));
             }
-            t->expf(n8, r_, ex);
+            t->expf(n8, rsg, ex);
             for (int i = 0; i < n8; i += 8) {
                 const __m256 up =
                     _mm256_cmp_ps(_mm256_loadu_ps(s + i), _mm256_loadu_ps(mg + i), _CMP_GT_OQ);
-                const __m256 e = _mm256_loadu_ps(r_ + i);
-                _mm256_storeu_ps(r_ + i, _mm256_blendv_ps(one, e, up));
-                _mm256_storeu_ps(w_ + i, _mm256_blendv_ps(e, one, up));
+                const __m256 e = _mm256_loadu_ps(rsg + i);
+                _mm256_storeu_ps(rsg + i, _mm256_blendv_ps(one, e, up));
+                _mm256_storeu_ps(vwg + i, _mm256_blendv_ps(e, one, up));
             }
         }
         for (int i = 0; i < n; i++) {
