@@ -197,7 +197,8 @@ void hs__mad_f32_avx2(int64_t n, float *y, const float *x, float a);
 void hs__swiglu_f32_avx2(int64_t n, float *y, const float *g, const float *u);
 /* y[i] = expf(x[i]) with the bits of glibc's (and musl's) expf, 8 lanes at a time (the few
  * inputs past its fast path go to libm); hs__expf_libm_check says whether this process's libm
- * gives the same bits (on a sample of a million inputs), as it must before the first is used. */
+ * gives the same bits (on a sample of a million inputs), as it must before the first is used.
+ * x and y must not overlap. */
 void hs__expf_libm_avx2(int64_t n, float *y, const float *x);
 bool hs__expf_libm_check(void);
 /* hs__attn_block_f32_avx512's results (same contract) on AVX2 + FMA CPUs. */
