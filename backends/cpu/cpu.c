@@ -376,11 +376,11 @@ static void mm_compute(void *ctx, int ith, int nth)
     }
 }
 
-/* Whether t's activations go to the split form: 2+ rows and kernels for it (prompts; one row
- * keeps the form gemv and vec_dot read). */
+/* Whether t's activations go to the split form: kernels for it and at least their
+ * split_min_rows rows, 2 or more (prompts; one row keeps the form gemv and vec_dot read). */
 static bool mm_split(const struct hs__mm_task *t)
 {
-    return t->k->gemm_tile_split && t->x->ne[1] >= 2;
+    return t->k->gemm_tile_split && t->x->ne[1] >= HS_MAX(2, (int64_t)t->k->split_min_rows);
 }
 
 /* Bytes between t's converted activation rows. */

@@ -697,6 +697,141 @@ void hs__from_float_q8_0_avx512(const float *x, void *vy, int64_t n)
     }
 }
 
+/* ================================================================================================
+ * Q8_0 / Q5_0 prompt tiles on the split form, VNNI (hs_quant_kernels.gemm_tile_split)
+ * ============================================================================================= */
+
+/* Split activations for the VNNI tiles: hs__from_float_q8_0_avx512's blocks, their values stored
+ * as x + 128 (unsigned, vpdpbusd's first operand; split_x_bias), then the scales as floats. */
+void hs__from_float_q8_0s_avx512vnni(const float *x, void *vy, int64_t n)
+{
+    uint8_t *qs = vy;
+    float *d = (float *)(void *)(qs + n);
+    int64_t b = 0;
+    for (; b < n / 32; b++) {
+        struct hs_block_q8_0 blk;
+        hs__from_float_q8_0_avx512(x + b * 32, &blk, 32);
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)blk.qs);
+        _mm256_store_si256((__m256i *)(void *)(qs + b * 32),
+                           _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)));
+        d[b] = f16(blk.d);
+    }
+    for (; b % 8; b++) {
+        d[b] = 0.0f;
+    }
+}
+
+/* NQ pairs of weight rows (2q, 2q + 1; with ODD the last pair's second row repeats its first
+ * and is not stored) against NC activation rows, weights signed (hs__split_rows_*_avx2) and
+ * activations x + 128. Lanes 0..7 of acc[q][c] are the 8-lane chain of (2q, c), lanes 8..15
+ * that of (2q + 1, c), each updated per block exactly as q8_0_step does: the exact int32 lanes
+ * (vpdpbusd of x + 128 and w, started at -128 * the sum of each 4 weights, which cancels the
+ * offset), acc = fma(d_w * d_x, lanes, acc); so gemm_tile's bits. Against the file layout's
+ * pairs tile (q8_0_step_pairs): aligned loads, no per-row offset or f16 conversion, and the
+ * correction made once per weight pair and block for all activation rows. */
+INLINE void q8s_vnni_sub(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                         size_t xs, const int NQ, const int ODD, const int NC)
+{
+    __m512 acc[2][4];
+    for (int q = 0; q < NQ; q++) {
+        for (int c = 0; c < NC; c++) {
+            acc[q][c] = _mm512_setzero_ps();
+        }
+    }
+    const uint8_t *wr[4];
+    const float *wd[4];
+    for (int q = 0; q < NQ; q++) {
+        wr[2 * q] = ROWP(w, 2 * q, ws);
+        wr[2 * q + 1] = ODD && q == NQ - 1 ? wr[2 * q] : ROWP(w, 2 * q + 1, ws);
+        wd[2 * q] = (const float *)(const void *)(wr[2 * q] + n);
+        wd[2 * q + 1] = (const float *)(const void *)(wr[2 * q + 1] + n);
+    }
+    const float *xd[4];
+    for (int c = 0; c < NC; c++) {
+        xd[c] = (const float *)(const void *)(ROWP(x, c, xs) + n);
+    }
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    const int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b++) {
+        const size_t off = (size_t)b * 32;
+        __m512i wq[2], negw[2];
+        __m512 dw[2];
+        for (int q = 0; q < NQ; q++) {
+            wq[q] = _mm512_inserti64x4(
+                _mm512_castsi256_si512(
+                    _mm256_load_si256((const __m256i *)(const void *)(wr[2 * q] + off))),
+                _mm256_load_si256((const __m256i *)(const void *)(wr[2 * q + 1] + off)), 1);
+            negw[q] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                       _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, wq[q]));
+            dw[q] = _mm512_insertf32x8(_mm512_set1_ps(wd[2 * q][b]),
+                                       _mm256_set1_ps(wd[2 * q + 1][b]), 1);
+        }
+        for (int c = 0; c < NC; c++) {
+            const __m512i xq = _mm512_broadcast_i64x4(
+                _mm256_load_si256((const __m256i *)(const void *)(ROWP(x, c, xs) + off)));
+            const __m512 dx = _mm512_set1_ps(xd[c][b]);
+            for (int q = 0; q < NQ; q++) {
+                const __m512i dot = _mm512_dpbusd_epi32(negw[q], xq, wq[q]);
+                acc[q][c] =
+                    _mm512_fmadd_ps(_mm512_mul_ps(dw[q], dx), _mm512_cvtepi32_ps(dot), acc[q][c]);
+            }
+        }
+    }
+    for (int q = 0; q < NQ; q++) {
+        for (int c = 0; c < NC; c++) {
+            s[(size_t)c * bs + (size_t)(2 * q)] = hsum8(_mm512_castps512_ps256(acc[q][c]));
+            if (!(ODD && q == NQ - 1)) {
+                s[(size_t)c * bs + (size_t)(2 * q + 1)] =
+                    hsum8(_mm512_extractf32x8_ps(acc[q][c], 1));
+            }
+        }
+    }
+}
+
+INLINE void q8s_vnni_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                          size_t xs, int nr, const int NC)
+{
+    switch (nr) {
+    case 1:
+        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 1, 1, NC);
+        break;
+    case 2:
+        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 1, 0, NC);
+        break;
+    case 3:
+        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 2, 1, NC);
+        break;
+    case 4:
+        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 2, 0, NC);
+        break;
+    default:
+        HS_ASSERT(!"gemm_tile: nr must be in 1..4");
+        break;
+    }
+}
+
+void hs__gemm_tile_q8s_avx512vnni(int64_t n, float *s, size_t bs, const void *w, size_t ws,
+                                  const void *x, size_t xs, int nr, int nc)
+{
+    switch (nc) {
+    case 1:
+        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 1);
+        break;
+    case 2:
+        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 2);
+        break;
+    case 3:
+        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 3);
+        break;
+    case 4:
+        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 4);
+        break;
+    default:
+        HS_ASSERT(!"gemm_tile: nc must be in 1..4");
+        break;
+    }
+}
+
 void hs__from_float_q8_k_avx512(const float *x, void *vy, int64_t n)
 {
     struct hs_block_q8_k *y = vy;

@@ -64,6 +64,12 @@ struct hs_quant_kernels {
     void (*split_weights)(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
                           size_t ds);
     hs_gemm_tile_fn gemm_tile_split;
+    /* XORed into every activation value of the split form: 0, or 0x80 where the tiles take the
+     * activations as unsigned x + 128 (vpdpbusd's unsigned operand; the AVX-512 VNNI tiles). */
+    uint8_t split_x_bias;
+    /* The fewest activation rows that go to the split form (below, gemm_tile / gemv on the file
+     * layout; 0: 2), where converting each chunk of weight rows costs more than it saves. */
+    uint16_t split_min_rows;
 };
 
 /* Bytes of one row of n elements in the split form (hs_quant_kernels.from_float_split). */
@@ -159,6 +165,9 @@ void hs__split_rows_q5_0_avx2(const void *w, size_t ws, int64_t n_rows, int64_t 
                               size_t ds);
 void hs__gemm_tile_q8s_avx2(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
                             const void *x, size_t x_stride, int nr, int nc);
+void hs__from_float_q8_0s_avx512vnni(const float *x, void *y, int64_t n);
+void hs__gemm_tile_q8s_avx512vnni(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
+                                  const void *x, size_t x_stride, int nr, int nc);
 void hs__gemv_q8_0_avx512(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
 void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t w_stride, const void *x,

@@ -322,8 +322,10 @@ Test(quants, split_form_gives_the_tile_bits)
                     const float *wd = (const float *)(const void *)(wsp + r * ss + n);
                     k->to_float(f.w + r * f.w_row, wvals, n);
                     for (int64_t b = 0; b < n / 32; b++) {
-                        cr_assert(memcmp(xsp + r * ss + b * 32, blk[b].qs, 32) == 0,
-                                  "row %d block %ld quants", r, (long)b);
+                        for (int i = 0; i < 32; i++) {
+                            cr_assert_eq((int8_t)(xsp[r * ss + b * 32 + i] ^ k->split_x_bias),
+                                         blk[b].qs[i], "row %d block %ld quant %d", r, (long)b, i);
+                        }
                         cr_assert_eq(d[b], hs_fp16_to_fp32(blk[b].d), "row %d block %ld scale", r,
                                      (long)b);
                         for (int i = 0; i < 32; i++) {
