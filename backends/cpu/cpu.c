@@ -31,8 +31,13 @@
 /* Products of fewer multiply-adds than this (routers, gates: a few rows of weights) run on the
  * caller alone. */
 #define HS__CPU_PAR_MIN_MACS 32768
-/* Bytes of weight rows a thread keeps hot while it sweeps all activation rows. */
+/* Bytes of weight rows a thread keeps hot while it sweeps all activation rows: one row (decode)
+ * streams 16 KiB at a time; 2 or more take 8 KiB, whose next chunk is prefetched a share per
+ * group of 4 activation rows (SmolLM-135M Q8_0, 2 Zen 5 threads, `bench -b 16`, interleaved:
+ * 16 -> 8 KiB 652-663 -> 723-734 tok/s on AVX-512, 414-416 -> 420-447 on AVX2, pp512 the same;
+ * 32 KiB 592-627; one row at 8 KiB lost 5-7% on AVX2). */
 #define HS__CPU_W_CHUNK_BYTES 16384
+#define HS__CPU_W_CHUNK_BYTES_ROWS 8192
 
 /* ---- helpers ---- */
 
@@ -137,11 +142,12 @@ static void mm_range_repacked(const struct hs__mm_task *t, int64_t o0, int64_t o
     }
 }
 
-/* Weight rows of one chunk of mm_range: HS__CPU_W_CHUNK_BYTES of them, a multiple of 4. */
+/* Weight rows of one chunk of mm_range: HS__CPU_W_CHUNK_BYTES(_ROWS) of them, a multiple of 4. */
 static int64_t mm_chunk_rows(const struct hs__mm_task *t)
 {
     const size_t w_stride = t->w->nb[1];
-    return HS_MAX((int64_t)(HS__CPU_W_CHUNK_BYTES / (w_stride ? w_stride : 1)) / 4 * 4, 4);
+    const size_t bytes = t->x->ne[1] > 1 ? HS__CPU_W_CHUNK_BYTES_ROWS : HS__CPU_W_CHUNK_BYTES;
+    return HS_MAX((int64_t)(bytes / (w_stride ? w_stride : 1)) / 4 * 4, 4);
 }
 
 /* Bytes between rows of n elements in the split form, weights and activations alike. */
