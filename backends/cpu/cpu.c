@@ -99,6 +99,7 @@ struct hs__mm_task {
     const uint8_t *wr; /* w's first wr_rows rows repacked (repack.h), or NULL; borrowed */
     int64_t wr_rows;   /* a multiple of 8 */
     bool split;        /* xq in the split form: k->from_float_split, k->gemm_tile_split */
+    bool xsplit;       /* xq in the split form, w in the file's: k->gemm_tile_xsplit */
     uint8_t *wsplit;   /* with split: thread ith's chunk of weight rows at ith * wsplit_bytes */
     size_t wsplit_bytes;
 };
@@ -109,7 +110,7 @@ static void mm_convert(void *ctx, int ith, int nth)
     int64_t r0, r1;
     split_range(t->x->ne[1], ith, nth, 1, &r0, &r1);
     void (*from_float)(const float *, void *, int64_t) =
-        t->split ? t->k->from_float_split : t->k->from_float;
+        t->split || t->xsplit ? t->k->from_float_split : t->k->from_float;
     for (int64_t r = r0; r < r1; r++) {
         from_float((const float *)row_at(t->x, r), t->xq + (size_t)r * t->xq_stride, t->x->ne[0]);
     }
@@ -201,6 +202,14 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1, int it
             const char *xr = t->xq + (size_t)r * t->xq_stride;
             for (size_t e = HS_MIN(pf_at + pf_share, pf_bytes); pf_at < e; pf_at += 64) {
                 __builtin_prefetch(pf + pf_at, 0, 3);
+            }
+            if (t->xsplit) {
+                for (int64_t o = oc; o < oe; o += 4) {
+                    t->k->gemm_tile_xsplit(n_in, yd + (size_t)r * y_stride + o, y_stride,
+                                           wd + (size_t)o * w_stride, w_stride, xr, t->xq_stride,
+                                           (int)HS_MIN(4, oe - o), nc);
+                }
+                continue;
             }
             if (sw) {
                 for (int64_t o = oc; o < oe; o += 4) {
@@ -389,17 +398,27 @@ static bool mm_split(const struct hs__mm_task *t)
     return t->k->gemm_tile_split && t->x->ne[1] >= HS_MAX(2, (int64_t)t->k->split_min_rows);
 }
 
+/* Whether t's activations alone go to the split form, its weights read as they are: 2+ rows
+ * below split_min_rows, where the kernels have a tile for it. */
+static bool mm_xsplit(const struct hs__mm_task *t)
+{
+    return t->k->gemm_tile_xsplit && t->x->ne[1] >= 2 && !mm_split(t);
+}
+
 /* Bytes between t's converted activation rows. */
 static size_t mm_act_stride(const struct hs__mm_task *t)
 {
-    return mm_split(t) ? mm_split_stride(t->x->ne[0])
-                       : hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
+    return mm_split(t) || mm_xsplit(t)
+               ? mm_split_stride(t->x->ne[0])
+               : hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
 }
 
 /* Whether tasks a and b can share one conversion of the same x. */
 static bool mm_same_act(const struct hs__mm_task *a, const struct hs__mm_task *b)
 {
-    return a->k->vec_dot_type == b->k->vec_dot_type && mm_split(a) == mm_split(b);
+    const bool sa = mm_split(a) || mm_xsplit(a), sb = mm_split(b) || mm_xsplit(b);
+    return a->k->vec_dot_type == b->k->vec_dot_type && sa == sb &&
+           (!sa || a->k->from_float_split == b->k->from_float_split);
 }
 
 /* Scratch bytes the activations of t need in their vec_dot_type (0 for f32: used in place). */
@@ -421,6 +440,7 @@ static void mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t
         return;
     }
     t->split = mm_split(t);
+    t->xsplit = mm_xsplit(t);
     t->xq_stride = mm_act_stride(t);
     t->xq = (char *)cpu->act + off;
     if (t->x->ne[1] * t->x->ne[0] < HS__CPU_PAR_MIN_CONVERT) {
@@ -583,7 +603,10 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
         } else {
             m.t[i].xq = m.t[owner[i]].xq;
             m.t[i].xq_stride = m.t[owner[i]].xq_stride;
-            m.t[i].split = m.t[owner[i]].split;
+            /* the same activations; the weights' form is each task's own (a Q5_0 task may
+             * split its weights where a Q8_0 one reads them as they are) */
+            m.t[i].split = mm_split(&m.t[i]);
+            m.t[i].xsplit = mm_xsplit(&m.t[i]);
         }
     }
     struct hs__mm_task *mts[HS_MATMUL_MULTI_MAX];
@@ -707,7 +730,8 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     if (shared) {
         t.up.xq = t.gate.xq;
         t.up.xq_stride = t.gate.xq_stride;
-        t.up.split = t.gate.split;
+        t.up.split = mm_split(&t.up);
+        t.up.xsplit = mm_xsplit(&t.up);
     } else {
         mm_prepare(cpu, &t.up, gate_bytes);
     }

@@ -749,15 +749,15 @@ INLINE void q8s_vnni_store_4x4(float *s, size_t bs, __m512 acc[2][4])
 }
 
 /* NQ pairs of weight rows (2q, 2q + 1; with ODD the last pair's second row repeats its first
- * and is not stored) against NC activation rows, weights signed (hs__split_rows_*_avx2) and
- * activations x + 128. Lanes 0..7 of acc[q][c] are the 8-lane chain of (2q, c), lanes 8..15
- * that of (2q + 1, c), each updated per block exactly as q8_0_step does: the exact int32 lanes
- * (vpdpbusd of x + 128 and w, started at -128 * the sum of each 4 weights, which cancels the
- * offset), acc = fma(d_w * d_x, lanes, acc); so gemm_tile's bits. Against the file layout's
- * pairs tile (q8_0_step_pairs): aligned loads, no per-row offset or f16 conversion, and the
- * correction made once per weight pair and block for all activation rows. */
+ * and is not stored) against NC activation rows, weights signed (hs__split_rows_*_avx2, or with
+ * FILE_W Q8_0 rows as the file has them) and activations x + 128. Lanes 0..7 of acc[q][c] are the
+ * 8-lane chain of (2q, c), lanes 8..15 that of (2q + 1, c), each updated per block exactly as
+ * q8_0_step does: the exact int32 lanes (vpdpbusd of x + 128 and w, started at -128 * the sum of
+ * each 4 weights, which cancels the offset), acc = fma(d_w * d_x, lanes, acc); so gemm_tile's bits.
+ * Against the file layout's pairs tile (q8_0_step_pairs): aligned loads, no per-row offset or f16
+ * conversion, and the correction made once per weight pair and block for all activation rows. */
 INLINE void q8s_vnni_sub(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
-                         size_t xs, const int NQ, const int ODD, const int NC)
+                         size_t xs, const int NQ, const int ODD, const int NC, const int FILE_W)
 {
     __m512 acc[2][4];
     for (int q = 0; q < NQ; q++) {
@@ -773,6 +773,8 @@ INLINE void q8s_vnni_sub(int64_t n, float *s, size_t bs, const void *w, size_t w
         wd[2 * q] = (const float *)(const void *)(wr[2 * q] + n);
         wd[2 * q + 1] = (const float *)(const void *)(wr[2 * q + 1] + n);
     }
+    /* FILE_W: Q8_0 blocks as the file has them, 34 bytes (f16 scale, then the 32 values) */
+    const size_t wblk = FILE_W ? sizeof(struct hs_block_q8_0) : 32, wval = FILE_W ? 2 : 0;
     const float *xd[4];
     for (int c = 0; c < NC; c++) {
         xd[c] = (const float *)(const void *)(ROWP(x, c, xs) + n);
@@ -780,18 +782,26 @@ INLINE void q8s_vnni_sub(int64_t n, float *s, size_t bs, const void *w, size_t w
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     const int64_t nb = n / 32;
     for (int64_t b = 0; b < nb; b++) {
-        const size_t off = (size_t)b * 32;
+        const size_t off = (size_t)b * 32; /* into the activation rows */
         __m512i wq[2], negw[2];
         __m512 dw[2];
         for (int q = 0; q < NQ; q++) {
+            const uint8_t *b0 = wr[2 * q] + (size_t)b * wblk,
+                          *b1 = wr[2 * q + 1] + (size_t)b * wblk;
             wq[q] = _mm512_inserti64x4(
                 _mm512_castsi256_si512(
-                    _mm256_load_si256((const __m256i *)(const void *)(wr[2 * q] + off))),
-                _mm256_load_si256((const __m256i *)(const void *)(wr[2 * q + 1] + off)), 1);
+                    _mm256_loadu_si256((const __m256i *)(const void *)(b0 + wval))),
+                _mm256_loadu_si256((const __m256i *)(const void *)(b1 + wval)), 1);
             negw[q] = _mm512_sub_epi32(_mm512_setzero_si512(),
                                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, wq[q]));
-            dw[q] = _mm512_insertf32x8(_mm512_set1_ps(wd[2 * q][b]),
-                                       _mm256_set1_ps(wd[2 * q + 1][b]), 1);
+            if (FILE_W) {
+                dw[q] = _mm512_cvtph_ps(_mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_set1_epi16((short)qblk_d(b0))),
+                    _mm_set1_epi16((short)qblk_d(b1)), 1));
+            } else {
+                dw[q] = _mm512_insertf32x8(_mm512_set1_ps(wd[2 * q][b]),
+                                           _mm256_set1_ps(wd[2 * q + 1][b]), 1);
+            }
         }
         for (int c = 0; c < NC; c++) {
             const __m512i xq = _mm512_broadcast_i64x4(
@@ -820,20 +830,20 @@ INLINE void q8s_vnni_sub(int64_t n, float *s, size_t bs, const void *w, size_t w
 }
 
 INLINE void q8s_vnni_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
-                          size_t xs, int nr, const int NC)
+                          size_t xs, int nr, const int NC, const int FILE_W)
 {
     switch (nr) {
     case 1:
-        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 1, 1, NC);
+        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 1, 1, NC, FILE_W);
         break;
     case 2:
-        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 1, 0, NC);
+        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 1, 0, NC, FILE_W);
         break;
     case 3:
-        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 2, 1, NC);
+        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 2, 1, NC, FILE_W);
         break;
     case 4:
-        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 2, 0, NC);
+        q8s_vnni_sub(n, s, bs, w, ws, x, xs, 2, 0, NC, FILE_W);
         break;
     default:
         HS_ASSERT(!"gemm_tile: nr must be in 1..4");
@@ -841,26 +851,41 @@ INLINE void q8s_vnni_tile(int64_t n, float *s, size_t bs, const void *w, size_t 
     }
 }
 
-void hs__gemm_tile_q8s_avx512vnni(int64_t n, float *s, size_t bs, const void *w, size_t ws,
-                                  const void *x, size_t xs, int nr, int nc)
+INLINE void q8s_vnni_entry(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
+                           size_t xs, int nr, int nc, const int FILE_W)
 {
     switch (nc) {
     case 1:
-        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 1);
+        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 1, FILE_W);
         break;
     case 2:
-        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 2);
+        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 2, FILE_W);
         break;
     case 3:
-        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 3);
+        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 3, FILE_W);
         break;
     case 4:
-        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 4);
+        q8s_vnni_tile(n, s, bs, w, ws, x, xs, nr, 4, FILE_W);
         break;
     default:
         HS_ASSERT(!"gemm_tile: nc must be in 1..4");
         break;
     }
+}
+
+void hs__gemm_tile_q8s_avx512vnni(int64_t n, float *s, size_t bs, const void *w, size_t ws,
+                                  const void *x, size_t xs, int nr, int nc)
+{
+    q8s_vnni_entry(n, s, bs, w, ws, x, xs, nr, nc, 0);
+}
+
+/* The same tile on Q8_0 weights as the file has them (gemm_tile_xsplit: too few activation
+ * rows to pay for converting the weights; split activations still spare the per-row offset
+ * and the activation pair's correction of the file-layout tile). */
+void hs__gemm_tile_q8x_avx512vnni(int64_t n, float *s, size_t bs, const void *w, size_t ws,
+                                  const void *x, size_t xs, int nr, int nc)
+{
+    q8s_vnni_entry(n, s, bs, w, ws, x, xs, nr, nc, 1);
 }
 
 void hs__from_float_q8_k_avx512(const float *x, void *vy, int64_t n)

@@ -1037,7 +1037,7 @@ static const struct hs_quant_kernels k_avx2[] = {
  * tiles-avx512.c, its VNNI split-form tiles from 16, and Q4_0's and Q5_0's AVX-512 gemvs; VNNI
  * Q4_K's tiles of 2+ rows are the AVX2 ones there): the same bits (ggml has no 512-bit kernels for the last three either; its Q4_0
  * matmuls are repacked 8-row kernels, whose order the AVX2 Q4_0 kernels follow). */
-#define AVX512_TABLE(name, isa, q4_k_tile, split)                                                  \
+#define AVX512_TABLE(name, isa, q4_k_tile, q8_0_split, q5_0_split)                                 \
     static const struct hs_quant_kernels name[] = {                                                \
         ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, hs__vec_dot_f32_avx512,        \
             hs__gemm_tile_f32_avx512),                                                             \
@@ -1047,12 +1047,11 @@ static const struct hs_quant_kernels k_avx2[] = {
             hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),                                       \
         ROWGX(HS_TYPE_Q8_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q8_0,               \
               hs__vec_dot_q8_0_##isa, hs__gemm_tile_q8_0_##isa, hs__gemv_q8_0_##isa,               \
-              split(q8_0, 64)),                                                                    \
+              q8_0_split()),                                                                       \
         ROWG(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q4_0,                \
              hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_##isa),                 \
         ROWGX(HS_TYPE_Q5_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx512, to_float_q5_0,               \
-              hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_##isa, hs__gemv_q5_0_##isa,                \
-              split(q5_0, 16)),                                                                    \
+              hs__vec_dot_q5_0_avx2, hs__gemm_tile_q5_0_##isa, hs__gemv_q5_0_##isa, q5_0_split()), \
         ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,                   \
             hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),                                       \
         ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,                   \
@@ -1064,17 +1063,24 @@ static const struct hs_quant_kernels k_avx2[] = {
         ROWG(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx512, to_float_q6_k,                \
              hs__vec_dot_q6_k_##isa, hs__gemm_tile_q6_k_##isa, hs__gemv_q6_k_##isa),               \
     }
-/* The split form on AVX-512: with VNNI, for Q8_0 from 64 activation rows and Q5_0 from 16
- * (hs__gemm_tile_q8s_avx512vnni; bench-backend-ops on 2 Zen 5 threads, [1536][576] products:
- * 512 rows Q8_0 279 -> 358 GFLOP/s, Q5_0 207 -> 379; 64 rows Q8_0 even, Q5_0 221 -> 306; 16
- * rows Q8_0 277 -> 191, as the weights' conversion is shared by too few rows, Q5_0 even). */
-#define NO_SPLIT(t, min_rows)
-#define VNNI_SPLIT(t, min_rows)                                                                    \
+/* The split form on AVX-512 VNNI (hs__gemm_tile_q8s_avx512vnni; bench-backend-ops on 2 Zen 5
+ * threads, [1536][576] products): Q5_0 from 16 activation rows, weights and activations split
+ * (512 rows 207 -> 379 GFLOP/s, 64 rows 221 -> 306, 16 rows even); Q8_0 from 2 rows on split
+ * activations and the file's weights (gemm_tile_xsplit: its blocks need no unpacking, and
+ * converting chunks of weight rows cost more than it saved below ~64 rows; against split
+ * weights from 64 rows and the file-layout tile below: 512 rows the same, 386-395 GFLOP/s; 64
+ * rows 294-298 -> 371-374; 16 rows 294-302 -> 338-354, 147-157 -> 137-143 us not cached). */
+#define NO_SPLIT()
+#define VNNI_SPLIT_Q8_0()                                                                          \
+    , .from_float_split = hs__from_float_q8_0s_avx512vnni, .split_x_bias = 0x80,                   \
+      .gemm_tile_xsplit = hs__gemm_tile_q8x_avx512vnni
+#define VNNI_SPLIT_Q5_0()                                                                          \
     , .from_float_split = hs__from_float_q8_0s_avx512vnni,                                         \
-      .split_weights = hs__split_rows_##t##_avx2, .gemm_tile_split = hs__gemm_tile_q8s_avx512vnni, \
-      .split_x_bias = 0x80, .split_min_rows = min_rows
-AVX512_TABLE(k_avx512, avx512, hs__gemm_tile_q4_k_avx512, NO_SPLIT);
-AVX512_TABLE(k_avx512vnni, avx512vnni, hs__gemm_tile_q4_k_pp_avx512vnni, VNNI_SPLIT);
+      .split_weights = hs__split_rows_q5_0_avx2, .gemm_tile_split = hs__gemm_tile_q8s_avx512vnni,  \
+      .split_x_bias = 0x80, .split_min_rows = 16
+AVX512_TABLE(k_avx512, avx512, hs__gemm_tile_q4_k_avx512, NO_SPLIT, NO_SPLIT);
+AVX512_TABLE(k_avx512vnni, avx512vnni, hs__gemm_tile_q4_k_pp_avx512vnni, VNNI_SPLIT_Q8_0,
+             VNNI_SPLIT_Q5_0);
 #endif
 
 static const struct hs_quant_kernels *find_row(const struct hs_quant_kernels *tab, size_t len,

@@ -53,7 +53,8 @@ struct hs_quant_kernels {
     /* One activation row against many weight rows (decode); NULL where the type has none
      * (callers use gemm_tile with nc == 1). */
     hs_gemv_fn gemv;
-    /* Optional (all three or none), for products of 2 or more activation rows: the split form,
+    /* Optional, for products of 2 or more activation rows (from_float_split with split_weights
+     * and gemm_tile_split, or with gemm_tile_xsplit, or with all four): the split form,
      * a row of n elements as n int8 values in 32-byte aligned blocks of 32, then its n / 32
      * block scales as floats, zeros after them up to a multiple of 8 floats (so that the tile
      * reads 8 scales a vector; hs_quant_split_row_size bytes). from_float_split makes it of
@@ -67,8 +68,13 @@ struct hs_quant_kernels {
     /* XORed into every activation value of the split form: 0, or 0x80 where the tiles take the
      * activations as unsigned x + 128 (vpdpbusd's unsigned operand; the AVX-512 VNNI tiles). */
     uint8_t split_x_bias;
-    /* The fewest activation rows that go to the split form (below, gemm_tile / gemv on the file
-     * layout; 0: 2), where converting each chunk of weight rows costs more than it saves. */
+    /* gemm_tile on weights in the file's layout and activations in the split form
+     * (from_float_split), with gemm_tile's bits: products of 2 or more rows that do not take
+     * gemm_tile_split (none, or fewer rows than split_min_rows). */
+    hs_gemm_tile_fn gemm_tile_xsplit;
+    /* The fewest activation rows that go to gemm_tile_split (below, gemm_tile_xsplit, else
+     * gemm_tile / gemv on the file layout; 0: 2), where converting each chunk of weight rows
+     * costs more than it saves. */
     uint16_t split_min_rows;
 };
 
@@ -167,6 +173,8 @@ void hs__gemm_tile_q8s_avx2(int64_t n, float *s, size_t bs, const void *w, size_
                             const void *x, size_t x_stride, int nr, int nc);
 void hs__from_float_q8_0s_avx512vnni(const float *x, void *y, int64_t n);
 void hs__gemm_tile_q8s_avx512vnni(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
+                                  const void *x, size_t x_stride, int nr, int nc);
+void hs__gemm_tile_q8x_avx512vnni(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
                                   const void *x, size_t x_stride, int nr, int nc);
 void hs__gemv_q8_0_avx512(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);

@@ -360,16 +360,20 @@ Test(backend_ops, rope_cache_follows_positions_and_params)
 Test(backend_ops, matmul_multi_equals_separate_matmuls_bit_for_bit)
 {
     /* Q, K, V-like products: mixed types, one with another activation type (f16), different
-     * output widths; row counts for decode, a small and a bigger batch. */
-    static const enum hs_type types[3] = {HS_TYPE_Q4_K, HS_TYPE_Q6_K, HS_TYPE_F16};
+     * output widths; row counts for decode, a small and a bigger batch. The second set shares
+     * one conversion of x among types whose weights take different forms (Q5_0 splits its
+     * weights from 16 rows on AVX-512 VNNI, Q8_0 reads them as they are). */
+    static const enum hs_type type_sets[2][3] = {{HS_TYPE_Q4_K, HS_TYPE_Q6_K, HS_TYPE_F16},
+                                                 {HS_TYPE_Q5_0, HS_TYPE_Q8_0, HS_TYPE_Q5_0}};
     static const int64_t n_out[3] = {256, 64, 96};
     static const int64_t rows[] = {1, 3, 37};
     struct hs_rng rng;
     hs_rng_seed(&rng, 808);
     const int64_t n_in = 256;
-    for (int reg = 0; reg < hs_backend_reg_count(); reg++) {
+    for (int reg = 0; reg < hs_backend_reg_count() * 2; reg++) {
+        const enum hs_type *types = type_sets[reg % 2];
         for (size_t ti = 0; ti < HS_ARRAY_LEN(thread_counts); ti++) {
-            struct hs_backend *be = make_backend(reg, thread_counts[ti]);
+            struct hs_backend *be = make_backend(reg / 2, thread_counts[ti]);
             struct weights w[3];
             for (int i = 0; i < 3; i++) {
                 make_weights(&w[i], &rng, types[i], n_in, n_out[i]);

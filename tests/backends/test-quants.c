@@ -280,9 +280,10 @@ Test(quants, vec_dot_and_gemm_tile_match_float64)
 }
 
 /* Kernels with the split form (quants, then scales as floats): from_float_split holds the same
- * values as from_float's blocks, split_weights the weights' values and scales, and
- * gemm_tile_split on both gives gemm_tile's bits for every tile shape, over rows long enough to
- * cross the kernels' runs of blocks. */
+ * values as from_float's blocks (XORed with split_x_bias), split_weights the weights' values and
+ * scales, and gemm_tile_split on both, and gemm_tile_xsplit on the file's weights and split
+ * activations, give gemm_tile's bits for every tile shape, over rows long enough to cross the
+ * kernels' runs of blocks. */
 Test(quants, split_form_gives_the_tile_bits)
 {
     /* runs of 8-block vectors only, and with 2 and 1 blocks past them (576: SmolLM's rows) */
@@ -298,11 +299,11 @@ Test(quants, split_form_gives_the_tile_bits)
             fixture_init(&f, weight_types[ti], n, 700 + ti * 10 + ni);
             FOR_EACH_ISA (isa) {
                 const struct hs_quant_kernels *k = hs__cpu_kernels(f.t, isa);
-                if (!k->gemm_tile_split) {
+                if (!k->gemm_tile_split && !k->gemm_tile_xsplit) {
                     continue;
                 }
-                cr_assert(k->from_float_split && k->split_weights &&
-                          k->vec_dot_type == HS_TYPE_Q8_0);
+                cr_assert(k->from_float_split && k->vec_dot_type == HS_TYPE_Q8_0);
+                cr_assert(!k->split_weights == !k->gemm_tile_split);
                 fixture_activations(&f, k);
                 const size_t ss = hs_align_up(hs_quant_split_row_size(n), 64);
                 uint8_t *xsp = hs_alloc_aligned(ss * N_ROWS);
@@ -310,7 +311,9 @@ Test(quants, split_form_gives_the_tile_bits)
                 cr_assert(xsp && wsp);
                 memset(xsp, 0x7f, ss * N_ROWS); /* no zeros the kernels did not write */
                 memset(wsp, 0x7f, ss * N_ROWS);
-                k->split_weights(f.w, f.w_row, N_ROWS, n, wsp, ss);
+                if (k->split_weights) {
+                    k->split_weights(f.w, f.w_row, N_ROWS, n, wsp, ss);
+                }
                 float *wvals = malloc((size_t)n * sizeof(float));
                 cr_assert_not_null(wvals);
                 for (int r = 0; r < N_ROWS; r++) {
@@ -328,15 +331,15 @@ Test(quants, split_form_gives_the_tile_bits)
                         }
                         cr_assert_eq(d[b], hs_fp16_to_fp32(blk[b].d), "row %d block %ld scale", r,
                                      (long)b);
-                        for (int i = 0; i < 32; i++) {
+                        for (int i = 0; k->split_weights && i < 32; i++) {
                             cr_assert_eq(wd[b] * (float)wq[b * 32 + i], wvals[b * 32 + i],
                                          "%s weight row %d element %ld", hs_type_str(f.t), r,
                                          (long)(b * 32 + i));
                         }
                     }
                     for (int64_t b = n / 32; b % 8; b++) {
-                        cr_assert(d[b] == 0.0f && wd[b] == 0.0f, "row %d: pad scale %ld not 0", r,
-                                  (long)b);
+                        cr_assert(d[b] == 0.0f && (!k->split_weights || wd[b] == 0.0f),
+                                  "row %d: pad scale %ld not 0", r, (long)b);
                     }
                 }
                 for (int nr = 1; nr <= 4; nr++) {
@@ -348,10 +351,23 @@ Test(quants, split_form_gives_the_tile_bits)
                         const int r0 = N_ROWS - nr, c0 = N_ROWS - nc;
                         k->gemm_tile(n, want, 5, f.w + r0 * f.w_row, f.w_row, f.xq + c0 * f.x_row,
                                      f.x_row, nr, nc);
-                        k->gemm_tile_split(n, got, 5, wsp + r0 * ss, ss, xsp + c0 * ss, ss, nr, nc);
-                        cr_assert(memcmp(want, got, sizeof(got)) == 0,
-                                  "%s %s n=%ld tile %dx%d: split != gemm_tile", hs_type_str(f.t),
-                                  hs_isa_str(isa), (long)n, nr, nc);
+                        if (k->gemm_tile_split) {
+                            k->gemm_tile_split(n, got, 5, wsp + r0 * ss, ss, xsp + c0 * ss, ss, nr,
+                                               nc);
+                            cr_assert(memcmp(want, got, sizeof(got)) == 0,
+                                      "%s %s n=%ld tile %dx%d: split != gemm_tile",
+                                      hs_type_str(f.t), hs_isa_str(isa), (long)n, nr, nc);
+                        }
+                        if (k->gemm_tile_xsplit) { /* the file's weights, split activations */
+                            for (size_t i = 0; i < HS_ARRAY_LEN(got); i++) {
+                                got[i] = -12345.0f;
+                            }
+                            k->gemm_tile_xsplit(n, got, 5, f.w + r0 * f.w_row, f.w_row,
+                                                xsp + c0 * ss, ss, nr, nc);
+                            cr_assert(memcmp(want, got, sizeof(got)) == 0,
+                                      "%s %s n=%ld tile %dx%d: xsplit != gemm_tile",
+                                      hs_type_str(f.t), hs_isa_str(isa), (long)n, nr, nc);
+                        }
                         checked++;
                     }
                 }
