@@ -1035,8 +1035,9 @@ static const struct hs_quant_kernels k_avx2[] = {
 
 /* Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels (but Q5_0's VNNI tiles of 2+ activation rows,
  * tiles-avx512.c, its VNNI split-form tiles from 16, and Q4_0's and Q5_0's AVX-512 gemvs; VNNI
- * Q4_K's tiles of 2+ rows are the AVX2 ones there): the same bits (ggml has no 512-bit kernels for the last three either; its Q4_0
- * matmuls are repacked 8-row kernels, whose order the AVX2 Q4_0 kernels follow). */
+ * Q4_K's tiles of 2+ rows are the AVX2 ones there): the same bits (ggml has no 512-bit kernels
+ * for the last three either; its Q4_0 matmuls are repacked 8-row kernels, whose order the AVX2
+ * Q4_0 kernels follow). */
 #define AVX512_TABLE(name, isa, q4_k_tile, q8_0_split, q5_0_split)                                 \
     static const struct hs_quant_kernels name[] = {                                                \
         ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, hs__vec_dot_f32_avx512,        \
