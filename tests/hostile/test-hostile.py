@@ -20,6 +20,7 @@ import json
 import os
 import re
 import resource
+import select
 import signal
 import socket
 import subprocess
@@ -195,6 +196,23 @@ def closed_within(s, seconds):
     return False
 
 
+def closed_among(socks, seconds):
+    """Indices of the sockets the server closes (EOF or reset) within seconds."""
+    shut = set()
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        open_ = [s for i, s in enumerate(socks) if i not in shut]
+        ready, _, _ = select.select(open_, [], [], max(deadline - time.time(), 0))
+        for s in ready:
+            try:
+                if s.recv(4096):
+                    continue
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            shut.add(socks.index(s))
+    return shut
+
+
 def attackers(n):
     return ["127.0.0.%d" % (2 + i % 30) for i in range(n)]
 
@@ -244,9 +262,17 @@ def idle_and_slowloris_connections_do_not_lock_anyone_out():
 @check
 def per_address_limit_and_503_over_capacity():
     with Server("--max-connections-per-ip", "8", "--max-connections", "40") as srv:
-        mine = [connect(srv.port, "127.0.0.40") for _ in range(8)]
-        extra = connect(srv.port, "127.0.0.40")
-        assert closed_within(extra, 2), "a 9th connection from one address stayed open"
+        # The pool's threads accept concurrently, so which of nine connections made back to
+        # back is the one turned away is up to the scheduler: exactly one must be, and the
+        # eight kept must each be served.
+        nine = [connect(srv.port, "127.0.0.40") for _ in range(9)]
+        shut = closed_among(nine, 2)
+        eq(len(shut), 1, "connections closed of 9 from one address (limit 8)")
+        mine = [s for i, s in enumerate(nine) if i not in shut]
+        for s in mine:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            eq(read_response(s)[0], 200, "a request on one of the 8 kept connections")
+        extra = nine[shut.pop()]
         eq(request(srv.port, "GET", "/health", src="127.0.0.41")[0], 200, "another address")
         many = [connect(srv.port, a) for a in attackers(40)]
         st, h, _ = request(srv.port, "GET", "/health", src="127.0.0.42")
