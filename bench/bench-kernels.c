@@ -9,6 +9,8 @@
  *   gemm_tile  32 activation rows, 4 x 4 tiles, weight-row blocks outer (prompt processing);
  *              "eff GB/s" = weight bytes x activation rows / s (comparable to vec_dot's),
  *              and GOP/s (2 ops per multiply-add).
+ *   repacked decode  (Q5_0 on AVX2 and up) decode and stream as above from the copy the CPU
+ *              backend makes at load (repack.h: groups of 8 rows on AVX2, 16 on AVX-512).
  *   split form gemm  (types whose kernels have it: AVX2 Q8_0, Q5_0) the prompt path as
  *              backends/cpu's mm_range runs it: each 16 KiB of weight rows converted once into
  *              the split form, then gemm_tile_split on it against split activations.
@@ -123,6 +125,29 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
         }
         hs__repack_q4_0x8(w, w_row, sh->rows / 8, sh->n, wr);
     }
+    /* Q5_0 on AVX2 and up: the decode gemv over the copy (repack.h). */
+    uint8_t *wq5 = NULL;
+    int64_t g5 = 0;
+    size_t g5_bytes = 0;
+    void (*gemv5)(int64_t, float *, const void *, int64_t, const void *) = NULL;
+    if (t == HS_TYPE_Q5_0 && isa >= HS_ISA_AVX2) {
+        g5 = isa >= HS_ISA_AVX512 ? 16 : 8;
+        g5_bytes = g5 == 16 ? hs__q5_0x16_bytes(1, sh->n) : hs__q5_0x8_bytes(1, sh->n);
+        wq5 = malloc(g5_bytes * (size_t)(sh->rows / g5));
+        if (!wq5) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        if (g5 == 16) {
+            hs__repack_q5_0x16(w, w_row, sh->rows / 16, sh->n, wq5);
+            gemv5 =
+                hs__cpu_has_avx512vnni() ? hs__gemv_q5_0x16_avx512vnni : hs__gemv_q5_0x16_avx512;
+        } else {
+            hs__repack_q5_0x8(w, w_row, sh->rows / 8, sh->n, wq5);
+            gemv5 = hs__gemv_q5_0x8_avx2;
+        }
+    }
+    double best_q5 = 0;
     for (int trial = 0; trial < 400 || spent < 0.5; trial++) {
         const int64_t r0 = (trial * chunk) % (sh->rows - chunk + 1) / 4 * 4;
         double t0 = bench_now_s();
@@ -165,6 +190,14 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
             best_rp = HS_MAX(best_rp, (double)chunk / (t1 - t0));
             spent += t1 - t0;
         }
+        if (wq5) {
+            const int64_t gr0 = r0 / g5, ng = HS_MAX(chunk / g5, 1);
+            t0 = bench_now_s();
+            gemv5(sh->n, out + gr0 * g5, wq5 + (size_t)gr0 * g5_bytes, ng, x);
+            t1 = bench_now_s();
+            best_q5 = HS_MAX(best_q5, (double)(ng * g5) / (t1 - t0));
+            spent += t1 - t0;
+        }
         if (xs) {
             t0 = bench_now_s();
             for (int64_t oc = r0; oc < r0 + chunk; oc += sc_rows) {
@@ -192,6 +225,12 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
         decode_rows(k, sh->n, out, w, w_row, x, x_row, 0, sh->rows);
         best_st = HS_MAX(best_st, (double)sh->rows / (bench_now_s() - t0));
     }
+    double best_q5st = 0;
+    for (int trial = 0; wq5 && trial < 5 && sh->rows * (int64_t)w_row > (8 << 20); trial++) {
+        const double t0 = bench_now_s();
+        gemv5(sh->n, out, wq5, sh->rows / g5, x);
+        best_q5st = HS_MAX(best_q5st, (double)(sh->rows / g5 * g5) / (bench_now_s() - t0));
+    }
     /* best_* are weight rows per second. */
     const double vd_gbs = (double)w_row * best_vd / 1e9;
     const double gm_gbs = (double)w_row * N_COLS * best_gm / 1e9;
@@ -204,6 +243,12 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
         free(wr);
     }
 
+    if (wq5) {
+        printf("%-5s %-7s %-14s repacked decode   %7.2f GB/s  stream %6.2f GB/s (%d-row groups)\n",
+               hs_type_str(t), hs_isa_str(isa), sh->name, (double)w_row * best_q5 / 1e9,
+               (double)w_row * best_q5st / 1e9, (int)g5);
+        free(wq5);
+    }
     if (xs) {
         printf("%-5s %-7s %-14s split form gemm   %7.2f eff GB/s %7.1f GOP/s\n", hs_type_str(t),
                hs_isa_str(isa), sh->name, (double)w_row * N_COLS * best_sp / 1e9,

@@ -19,8 +19,11 @@ struct hs_cpu_repacked {
     void *dst;
     size_t bytes;
     int64_t n_in;    /* elements per row */
-    int64_t rows;    /* rows repacked: the first 8 * (ne[1] / 8) */
+    int64_t rows;    /* rows repacked: the first group * (ne[1] / group) */
     size_t w_stride; /* the source's row stride */
+    int64_t group;   /* rows a group: 8, or 16 (Q5_0 on AVX-512) */
+    /* Q5_0: one activation row against n_groups groups from wr on (repack.h) */
+    void (*gemv)(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x);
 };
 
 struct hs_cpu_backend {

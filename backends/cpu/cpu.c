@@ -97,7 +97,10 @@ struct hs__mm_task {
     char *xq;                  /* converted activations, rows xq_stride bytes apart */
     size_t xq_stride;
     const uint8_t *wr; /* w's first wr_rows rows repacked (repack.h), or NULL; borrowed */
-    int64_t wr_rows;   /* a multiple of 8 */
+    int64_t wr_rows;   /* a multiple of wr_group */
+    int64_t wr_group;  /* rows a group of the copy: 8, or 16 (Q5_0 on AVX-512) */
+    /* Q5_0: the copy's gemv (hs_cpu_repacked.gemv) */
+    void (*wr_gemv)(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x);
     bool split;        /* xq in the split form: k->from_float_split, k->gemm_tile_split */
     bool xsplit;       /* xq in the split form, w in the file's: k->gemm_tile_xsplit */
     uint8_t *wsplit;   /* with split: thread ith's chunk of weight rows at ith * wsplit_bytes */
@@ -116,18 +119,18 @@ static void mm_convert(void *ctx, int ith, int nth)
     }
 }
 
-/* Rows [o0, o1) of y = x w^T from w's repacked copy, o0 a multiple of 8 and o1 <= wr_rows:
- * groups of 8 weight rows against 4 activation rows at a time, a chunk of weight rows (kept
- * hot in cache) against all activation rows. */
+/* Rows [o0, o1) of y = x w^T from w's repacked copy, o0 a multiple of wr_group and o1 <=
+ * wr_rows: groups of 8 weight rows against 4 activation rows at a time, a chunk of weight rows
+ * (kept hot in cache) against all activation rows; Q5_0's groups against its one row. */
 static void mm_range_repacked(const struct hs__mm_task *t, int64_t o0, int64_t o1)
 {
     const int64_t n_in = t->w->ne[0];
     const int64_t n_rows = t->x->ne[1];
     const size_t y_stride = t->y->nb[1] / sizeof(float);
     if (t->w->type == HS_TYPE_Q5_0) { /* one activation row (mm_range) */
-        hs__gemv_q5_0x8_avx2(n_in, (float *)t->y->data + o0,
-                             t->wr + (size_t)(o0 / 8) * hs__q5_0x8_bytes(1, n_in), (o1 - o0) / 8,
-                             t->xq);
+        const int64_t g = t->wr_group;
+        t->wr_gemv(n_in, (float *)t->y->data + o0,
+                   t->wr + (size_t)(o0 / g) * hs__q5_0x8_bytes(g / 8, n_in), (o1 - o0) / g, t->xq);
         return;
     }
     const size_t group_bytes = hs__q4_0x8_bytes(1, n_in);
@@ -313,21 +316,23 @@ static void mm_use_repacked(const struct hs_cpu_backend *cpu, struct hs__mm_task
         return;
     }
     const struct hs_cpu_repacked *rp = cpu_find_repacked(cpu, t->w->data);
-    const int64_t rows = rp ? HS_MIN(rp->rows, t->w->ne[1] / 8 * 8) : 0;
+    const int64_t rows = rp ? HS_MIN(rp->rows, t->w->ne[1] / rp->group * rp->group) : 0;
     if (rows > 0 && rp->n_in == t->w->ne[0] && rp->w_stride == t->w->nb[1]) {
         t->wr = rp->dst;
         t->wr_rows = rows;
+        t->wr_group = rp->group;
+        t->wr_gemv = rp->gemv;
     }
 }
 
 static hs_status cpu_prepare_weight(struct hs_backend *be, const struct hs_tensor *w)
 {
     struct hs_cpu_backend *cpu = cpu_backend_of(be);
-    const int64_t n_groups = w->ne[1] / 8;
-    /* Q5_0 on AVX2 CPUs only: AVX-512 ones decode it with their own gemv (unmeasured against
-     * the repacked one) */
+    /* Q5_0 on AVX-512 in groups of 16 rows (repack-avx512.c), else of 8 */
+    const bool x16 = w->type == HS_TYPE_Q5_0 && cpu->isa >= HS_ISA_AVX512;
+    const int64_t group = x16 ? 16 : 8;
+    const int64_t n_groups = w->ne[1] / group;
     if (!cpu->repack || !cpu_repacks(w->type) || n_groups == 0 ||
-        (w->type == HS_TYPE_Q5_0 && cpu->isa >= HS_ISA_AVX512) ||
         w->ne[0] / 32 > HS__REPACK_MAX_BLOCKS || cpu_find_repacked(cpu, w->data)) {
         return HS_OK;
     }
@@ -341,16 +346,22 @@ static hs_status cpu_prepare_weight(struct hs_backend *be, const struct hs_tenso
         cpu->cap_repacked = cap;
     }
     const bool q4 = w->type == HS_TYPE_Q4_0;
-    const size_t bytes =
-        q4 ? hs__q4_0x8_bytes(n_groups, w->ne[0]) : hs__q5_0x8_bytes(n_groups, w->ne[0]);
+    const size_t bytes = q4    ? hs__q4_0x8_bytes(n_groups, w->ne[0])
+                         : x16 ? hs__q5_0x16_bytes(n_groups, w->ne[0])
+                               : hs__q5_0x8_bytes(n_groups, w->ne[0]);
     void *dst = hs_alloc_aligned(bytes);
     if (!dst) {
         return HS_E_NOMEM;
     }
+    void (*gemv)(int64_t, float *, const void *, int64_t, const void *) = NULL;
     if (q4) {
         hs__repack_q4_0x8(w->data, w->nb[1], n_groups, w->ne[0], dst);
+    } else if (x16) {
+        hs__repack_q5_0x16(w->data, w->nb[1], n_groups, w->ne[0], dst);
+        gemv = hs__cpu_has_avx512vnni() ? hs__gemv_q5_0x16_avx512vnni : hs__gemv_q5_0x16_avx512;
     } else {
         hs__repack_q5_0x8(w->data, w->nb[1], n_groups, w->ne[0], dst);
+        gemv = hs__gemv_q5_0x8_avx2;
     }
     size_t i = cpu->n_repacked;
     while (i > 0 && (uintptr_t)cpu->repacked[i - 1].src > (uintptr_t)w->data) {
@@ -361,8 +372,10 @@ static hs_status cpu_prepare_weight(struct hs_backend *be, const struct hs_tenso
                                                 .dst = dst,
                                                 .bytes = bytes,
                                                 .n_in = w->ne[0],
-                                                .rows = 8 * n_groups,
-                                                .w_stride = w->nb[1]};
+                                                .rows = group * n_groups,
+                                                .w_stride = w->nb[1],
+                                                .group = group,
+                                                .gemv = gemv};
     cpu->n_repacked++;
     cpu->base.stats.repacked_bytes += bytes;
     return HS_OK;
@@ -518,7 +531,7 @@ static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
         return HS_E_NOTSUP;
     }
     mm_use_repacked(cpu, &d.t);
-    d.chunk_rows = dyn_chunk_rows(cpu, w, x->ne[1], d.t.wr ? 8 : 4);
+    d.chunk_rows = dyn_chunk_rows(cpu, w, x->ne[1], d.t.wr ? d.t.wr_group : 4);
     HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&d.t)));
     mm_prepare(cpu, &d.t, 0);
     struct hs__mm_task *const dt = &d.t;
@@ -622,7 +635,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
     }
     int64_t n_chunks = 0;
     for (int i = 0; i < n; i++) {
-        m.chunk_rows[i] = dyn_chunk_rows(cpu, ws[i], x->ne[1], m.t[i].wr ? 8 : 4);
+        m.chunk_rows[i] = dyn_chunk_rows(cpu, ws[i], x->ne[1], m.t[i].wr ? m.t[i].wr_group : 4);
         n_chunks += (ws[i]->ne[1] + m.chunk_rows[i] - 1) / m.chunk_rows[i];
         m.chunk_end[i] = n_chunks;
     }

@@ -943,7 +943,7 @@ enum hs_isa hs__cpu_detect_isa(void)
     return (enum hs_isa)isa;
 }
 
-static bool cpu_has_vnni(void)
+bool hs__cpu_has_avx512vnni(void)
 {
 #if HS_X86
     static _Atomic int cached = -1;
@@ -1131,11 +1131,11 @@ const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa)
     }
 #if HS_X86
     if (t == HS_TYPE_Q4_K && isa >= HS_ISA_AVX2 && ggml_gemm_order()) {
-        return &k_q4_k_ggml[isa == HS_ISA_AVX2 ? 0 : cpu_has_vnni() ? 2 : 1];
+        return &k_q4_k_ggml[isa == HS_ISA_AVX2 ? 0 : hs__cpu_has_avx512vnni() ? 2 : 1];
     }
     if (isa == HS_ISA_AVX512) {
-        return cpu_has_vnni() ? find_row(k_avx512vnni, HS_ARRAY_LEN(k_avx512vnni), t)
-                              : find_row(k_avx512, HS_ARRAY_LEN(k_avx512), t);
+        return hs__cpu_has_avx512vnni() ? find_row(k_avx512vnni, HS_ARRAY_LEN(k_avx512vnni), t)
+                                        : find_row(k_avx512, HS_ARRAY_LEN(k_avx512), t);
     }
     if (isa == HS_ISA_AVX2) {
         return find_row(k_avx2, HS_ARRAY_LEN(k_avx2), t);

@@ -28,6 +28,10 @@ const char *hs_isa_str(enum hs_isa isa);
  * warning. */
 enum hs_isa hs__cpu_detect_isa(void);
 
+/* Whether this CPU has AVX512_VNNI (whatever HS_CPU_ISA says): HS_ISA_AVX512's kernels are then
+ * the VNNI build. */
+bool hs__cpu_has_avx512vnni(void);
+
 /* s[j * bs + i] = dot(w row i, x row j) for i < nr, j < nc (nr, nc in 1..4, else HS_ASSERT);
  * n elements per row; w_stride and x_stride are the byte distances between consecutive rows.
  * The prompt-processing kernel: each weight block is decoded once for all nc activation rows. */

@@ -1,6 +1,8 @@
 /* Weights repacked once into layouts that suit the matmul kernels (repack-avx2.c), for prompt
- * processing and decode alike; the CPU backend owns the copies. Internal to backends/cpu (and
- * tests). Thread: any; the functions keep no state. Only on CPUs with AVX2 + FMA + F16C. */
+ * processing and decode alike (repack-avx512.c: Q5_0 decode on AVX-512); the CPU backend owns
+ * the copies. Internal to backends/cpu (and tests). Thread: any; the functions keep no state.
+ * Only on CPUs with AVX2 + FMA + F16C (the _avx512 ones: AVX-512 F/BW/VL/DQ; _avx512vnni: and
+ * VNNI). */
 #ifndef HS_BACKENDS_CPU_REPACK_H
 #define HS_BACKENDS_CPU_REPACK_H
 
@@ -43,5 +45,22 @@ void hs__repack_q5_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t
  * vector adds over the 8 lane accumulators. For decode (one row); 2+ rows stay on the file
  * layout's tiles. */
 void hs__gemv_q5_0x8_avx2(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x);
+
+/* Bytes of n_groups groups of 16 Q5_0 rows of n elements, repacked for AVX-512 (as many as in
+ * the file). */
+size_t hs__q5_0x16_bytes(int64_t n_groups, int64_t n);
+
+/* Repacks rows [0, 16 * n_groups) of a Q5_0 matrix into out (hs__q5_0x16_bytes of them): per
+ * group and block, 4 chunks of 64 bytes, byte 4r + j of chunk c being byte 4c + j of row r's qs
+ * (low nibble: element 4c + j, high: 16 + 4c + j); then 8 masks of 64 bits, bit 4r + j of mask
+ * k being row r's fifth bit of element 4k + j; then the 16 rows' f16 scales. */
+void hs__repack_q5_0x16(const void *w, size_t w_stride, int64_t n_groups, int64_t n, void *out);
+
+/* hs__gemv_q5_0x8_avx2's product and bits on AVX-512 (with VNNI, and without) over groups of
+ * 16 rows (hs__repack_q5_0x16's layout): a register holds lane k of 16 rows, so each activation
+ * quad is broadcast once for 16 rows and the fifth bits are one masked add. */
+void hs__gemv_q5_0x16_avx512(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x);
+void hs__gemv_q5_0x16_avx512vnni(int64_t n, float *s, const void *wr, int64_t n_groups,
+                                 const void *x);
 
 #endif

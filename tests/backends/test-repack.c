@@ -1,5 +1,6 @@
 /* Prompt-processing kernels. Repacked weights (backends/cpu/repack.h): the 8-row Q4_0 kernel
- * against the file-layout tile (the same bits) and a float64 reference, and the CPU backend's
+ * against the file-layout tile (the same bits) and a float64 reference, the Q5_0 decode gemvs
+ * (8 rows a group on AVX2, 16 on AVX-512) against the file layout's, and the CPU backend's
  * copies made by hs_backend_prepare_weight (same products bit for bit, memory counted, freed
  * with it). The AVX-512 tables' borrowed AVX2 tiles (tiles-avx512.c) give the AVX-512 bits. */
 #include <criterion/criterion.h>
@@ -44,10 +45,20 @@ static void *rand_q4_0(struct hs_rng *rng, int64_t n_in, int64_t n_out, float *d
     return rand_q(HS_TYPE_Q4_0, rng, n_in, n_out, deq);
 }
 
-/* Bytes of n_groups groups of 8 rows of n elements of type, repacked. */
-static size_t x8_bytes(enum hs_type type, int64_t n_groups, int64_t n)
+/* Rows a group of the CPU backend's copy of type: Q5_0's on AVX-512 are 16. */
+static int64_t group_rows(enum hs_type type)
 {
-    return type == HS_TYPE_Q4_0 ? hs__q4_0x8_bytes(n_groups, n) : hs__q5_0x8_bytes(n_groups, n);
+    return type == HS_TYPE_Q5_0 && hs__cpu_detect_isa() >= HS_ISA_AVX512 ? 16 : 8;
+}
+
+/* Bytes of the CPU backend's copy of the first rows of a matrix of type with n elements a row:
+ * its whole groups. */
+static size_t copy_bytes(enum hs_type type, int64_t rows, int64_t n)
+{
+    const int64_t g = group_rows(type);
+    return type == HS_TYPE_Q4_0 ? hs__q4_0x8_bytes(rows / g, n)
+           : g == 16            ? hs__q5_0x16_bytes(rows / g, n)
+                                : hs__q5_0x8_bytes(rows / g, n);
 }
 
 Test(repack, q4_0x8_kernel_gives_the_tile_bits)
@@ -178,6 +189,70 @@ Test(repack, q5_0x8_gemv_gives_the_gemv_bits)
     }
 }
 
+/* The AVX-512 16-row Q5_0 gemv, with VNNI and without, against the file layout's gemv and
+ * vec_dot (the same bits): groups from the middle of the copy, an odd block count too. */
+Test(repack, q5_0x16_gemv_gives_the_gemv_bits)
+{
+    if (hs__cpu_detect_isa() < HS_ISA_AVX512) {
+        cr_skip_test("no AVX-512");
+    }
+    static const int64_t ns[] = {576, 4128};
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 2122);
+    for (size_t ni = 0; ni < HS_ARRAY_LEN(ns); ni++) {
+        const int64_t n = ns[ni], n_out = 64;
+        const size_t w_row = hs_type_row_size(HS_TYPE_Q5_0, n);
+        float *deq = malloc((size_t)(n * n_out) * sizeof(float));
+        cr_assert_not_null(deq);
+        char *w = rand_q(HS_TYPE_Q5_0, &rng, n, n_out, deq);
+        float *xf = rand_floats(&rng, n);
+        char *xq = malloc(hs_type_row_size(HS_TYPE_Q8_0, n));
+        float *xd = malloc((size_t)n * sizeof(float));
+        cr_assert(xq && xd);
+        const struct hs_quant_kernels *k = hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX512);
+        k->from_float(xf, xq, n);
+        hs__dequantize_row_ref(HS_TYPE_Q8_0, xq, xd, n);
+        const size_t bytes = hs__q5_0x16_bytes(n_out / 16, n);
+        cr_assert_eq(bytes, w_row * (size_t)n_out, "the copy takes the file's bytes");
+        void *wr = malloc(bytes);
+        cr_assert_not_null(wr);
+        hs__repack_q5_0x16(w, w_row, n_out / 16, n, wr);
+        float ref[64];
+        hs_ref_matmul(deq, xd, ref, n_out, n, 1);
+        float want[32];
+        k->gemv(n, want, w + 16 * w_row, w_row, xq, 32);
+        void (*const fns[2])(int64_t, float *, const void *, int64_t,
+                             const void *) = {hs__gemv_q5_0x16_avx512, hs__gemv_q5_0x16_avx512vnni};
+        for (int vnni = 0; vnni < (hs__cpu_has_avx512vnni() ? 2 : 1); vnni++) {
+            /* groups 1 and 2 (rows 16 .. 47), between sentinels */
+            float got[34];
+            for (int i = 0; i < 34; i++) {
+                got[i] = -12345.0f;
+            }
+            fns[vnni](n, got + 1, (const char *)wr + bytes / 4, 2, xq);
+            cr_assert(got[0] == -12345.0f && got[33] == -12345.0f, "wrote outside its rows");
+            for (int i = 0; i < 32; i++) {
+                float v;
+                k->vec_dot(n, &v, w + (size_t)(16 + i) * w_row, xq);
+                cr_assert(memcmp(&got[1 + i], &want[i], sizeof(float)) == 0,
+                          "n %lld vnni %d row %d: %.9g repacked, %.9g gemv", (long long)n, vnni,
+                          16 + i, got[1 + i], want[i]);
+                cr_assert(memcmp(&got[1 + i], &v, sizeof(float)) == 0, "n %lld row %d: vec_dot",
+                          (long long)n, 16 + i);
+                const float e = ref[16 + i];
+                cr_assert(fabsf(got[1 + i] - e) <= 1e-4f * (1.0f + fabsf(e)),
+                          "n %lld: %.9g vs reference %.9g", (long long)n, got[1 + i], e);
+            }
+        }
+        free(wr);
+        free(xd);
+        free(xq);
+        free(xf);
+        free(w);
+        free(deq);
+    }
+}
+
 static struct hs_backend *make_cpu(int n_threads)
 {
     struct hs_backend_params p = hs_backend_default_params();
@@ -227,11 +302,13 @@ static void check_prepared(enum hs_type type)
         cr_assert_eq(hs_backend_prepare_weight(be, &w), HS_OK);
         cr_assert_eq(hs_backend_prepare_weight(be, &w), HS_OK, "a second time: nothing");
         hs_backend_get_stats(be, &st);
-        /* 37 rows: 4 groups of 8 repacked, the 5 left over stay on the file's layout. */
-        cr_assert_eq(st.repacked_bytes, x8_bytes(type, 4, N_IN));
+        /* 37 rows: 4 groups of 8 (2 of 16) repacked, the 5 left over stay on the file's
+         * layout. */
+        cr_assert_eq(st.repacked_bytes, copy_bytes(type, N_OUT, N_IN));
+        cr_assert_eq(st.repacked_bytes, hs_type_row_size(type, N_IN) * 32);
         hs_backend_reset_stats(be);
         hs_backend_get_stats(be, &st);
-        cr_assert_eq(st.repacked_bytes, x8_bytes(type, 4, N_IN), "a gauge: kept by reset");
+        cr_assert_eq(st.repacked_bytes, copy_bytes(type, N_OUT, N_IN), "a gauge: kept by reset");
 
         hs_ref_matmul(deq, x, ref, N_OUT, N_IN, MAX_ROWS);
         for (int64_t n = 1; n <= MAX_ROWS; n++) {
@@ -294,9 +371,9 @@ static void check_prepared(enum hs_type type)
             cr_assert_eq(hs_backend_ffn(be, &fa), HS_OK);
         }
         hs_backend_get_stats(be, &st);
-        cr_assert_eq(st.repacked_bytes, x8_bytes(type, 4, N_IN) +
-                                            2 * x8_bytes(type, N_FF / 8, N_IN) +
-                                            x8_bytes(type, N_IN / 8, N_FF));
+        cr_assert_eq(st.repacked_bytes, copy_bytes(type, N_OUT, N_IN) +
+                                            2 * copy_bytes(type, N_FF, N_IN) +
+                                            copy_bytes(type, N_IN, N_FF));
         cr_assert(memcmp(m0[0], m1[0], sizeof(float) * N_OUT * MAX_ROWS) == 0, "multi w");
         cr_assert(memcmp(m0[0], before + (MAX_ROWS - 1) * N_OUT * MAX_ROWS,
                          sizeof(float) * N_OUT * MAX_ROWS) == 0,
@@ -332,11 +409,12 @@ Test(repack, prepared_q4_0_weights_give_the_same_products_bit_for_bit)
     check_prepared(HS_TYPE_Q4_0);
 }
 
-/* Q5_0's copy serves one-row products (decode) on AVX2 CPUs; 2+ rows keep the file layout. */
+/* Q5_0's copy serves one-row products (decode; groups of 8 rows on AVX2, 16 on AVX-512 (the
+ * backends/repack-avx2 run takes the first on AVX-512 CPUs); 2+ rows keep the file layout. */
 Test(repack, prepared_q5_0_weights_give_the_same_products_bit_for_bit)
 {
-    if (hs__cpu_detect_isa() != HS_ISA_AVX2) {
-        cr_skip_test("Q5_0 is repacked on AVX2 CPUs (not AVX-512 ones)");
+    if (hs__cpu_detect_isa() < HS_ISA_AVX2) {
+        cr_skip_test("no AVX2");
     }
     check_prepared(HS_TYPE_Q5_0);
 }
