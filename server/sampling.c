@@ -486,6 +486,89 @@ static int32_t forced_candidate(struct hs_sampler *s, const float *logits, hs_to
     return 1;
 }
 
+/* A logit as the chain's filter takes it: NaN for a banned token (-inf or NaN), +inf clamped. */
+static inline float cand_logit(float l)
+{
+    return !(l > -INFINITY) ? NAN : l > FLT_MAX ? FLT_MAX : l;
+}
+
+/* Greedy on unmodified, unconstrained logits: the filter and the argmax in one pass over the
+ * row, with no candidate array written (the first best, as the generic path picks it). 0 when
+ * every token is banned. */
+static int32_t argmax_direct(struct hs_sampler *s, const float *logits)
+{
+    int32_t best = -1;
+    float bl = -INFINITY;
+    for (int32_t i = 0; i < s->n_vocab; i++) {
+        const float l = cand_logit(logits[i]);
+        if (l > bl) { /* false for NaN: banned */
+            best = i;
+            bl = l;
+        }
+    }
+    if (best < 0) {
+        return 0;
+    }
+    s->cand[0] = (struct hs__cand){.id = best, .logit = bl};
+    return 1;
+}
+
+/* Top-k on unmodified, unconstrained logits: select_top_k fed straight from the row, without
+ * first copying every surviving token (n_vocab candidates of 8 bytes a draw): the same first k
+ * taken in order, heap and replacements, so the same survivors in the same order; with k or
+ * fewer survivors, all of them in vocabulary order and *sorted false, as the generic path leaves
+ * them. Returns the count (0: every token banned). */
+static int32_t top_k_direct(struct hs_sampler *s, const float *logits, bool *sorted)
+{
+    const int32_t k = s->p.top_k;
+    struct hs__cand *out = s->tmp;
+    int32_t n = 0;
+    bool heap = false;
+    for (int32_t i = 0; i < s->n_vocab; i++) {
+        const struct hs__cand c = {.id = i, .logit = cand_logit(logits[i])};
+        if (c.logit != c.logit) {
+            continue; /* banned */
+        }
+        if (n < k) {
+            out[n++] = c;
+            continue;
+        }
+        if (!heap) { /* a (k + 1)-th survivor: select_top_k's heap of the first k */
+            for (int32_t j = k / 2 - 1; j >= 0; j--) {
+                heap_sift_down_worst(out, k, j);
+            }
+            heap = true;
+        }
+        if (cand_better(&c, &out[0])) {
+            out[0] = c;
+            heap_sift_down_worst(out, k, 0);
+        }
+    }
+    *sorted = heap;
+    if (heap) { /* heapsort, best first */
+        for (int32_t m = k - 1; m > 0; m--) {
+            const struct hs__cand t = out[0];
+            out[0] = out[m];
+            out[m] = t;
+            heap_sift_down_worst(out, m, 0);
+        }
+    }
+    memcpy(s->cand, out, (size_t)n * sizeof(*out));
+    return n;
+}
+
+/* The chain's cuts after top-k: top-p, then min-p, on c[0 .. n) (best first when sorted). */
+static int32_t chain_cut(struct hs_sampler *s, int32_t n, bool sorted)
+{
+    if (s->p.top_p < 1.0f && n > 1) {
+        n = apply_top_p(s, n, sorted);
+    }
+    if (s->p.min_p > 0.0f && n > 1) {
+        n = apply_min_p(s, n, sorted);
+    }
+    return n;
+}
+
 /* Leaves the surviving candidates in s->cand and returns their count; in greedy mode only the
  * argmax survives. 0 with s->last_result saying why. */
 static int32_t run_chain(struct hs_sampler *s, const float *logits)
@@ -501,6 +584,16 @@ static int32_t run_chain(struct hs_sampler *s, const float *logits)
         return forced_candidate(s, logits, set.forced[0]);
     }
     bool modified = s->p.n_logit_bias > 0 || s->penalties_on;
+    int32_t n = 0;
+    bool sorted = false;
+    if (!modified && set.kind == HS_TOKEN_SET_ALL && (s->p.temperature <= 0.0f || s->p.top_k > 0)) {
+        n = s->p.temperature <= 0.0f ? argmax_direct(s, logits) : top_k_direct(s, logits, &sorted);
+        if (n == 0) {
+            s->last_result = HS_SAMPLE_ALL_BANNED;
+            return 0;
+        }
+        return s->p.temperature <= 0.0f ? 1 : chain_cut(s, n, sorted);
+    }
     if (modified) {
         for (int32_t i = 0; i < nv; i++) {
             c[i].logit = logits[i];
@@ -528,7 +621,6 @@ static int32_t run_chain(struct hs_sampler *s, const float *logits)
      * clamp +inf so exp stays finite. When nothing modified the logits they are read straight
      * from the input (one pass); in place, entry n <= i is written only after entry i was
      * read. A mask is read a word at a time, so mostly-disallowed vocabularies skip fast. */
-    int32_t n = 0;
     const uint32_t *mask = set.kind == HS_TOKEN_SET_MASK ? set.mask : NULL;
     for (int32_t i0 = 0; i0 < nv; i0 += 32) {
         uint32_t bits = mask ? mask[i0 >> 5] : ~0u;
@@ -562,20 +654,13 @@ static int32_t run_chain(struct hs_sampler *s, const float *logits)
         c[0] = c[best];
         return 1;
     }
-    bool sorted = false;
     if (s->p.top_k > 0 && s->p.top_k < n) {
         select_top_k(c, n, s->p.top_k, s->tmp);
         n = s->p.top_k;
         memcpy(c, s->tmp, (size_t)n * sizeof(*c));
         sorted = true;
     }
-    if (s->p.top_p < 1.0f && n > 1) {
-        n = apply_top_p(s, n, sorted);
-    }
-    if (s->p.min_p > 0.0f && n > 1) {
-        n = apply_min_p(s, n, sorted);
-    }
-    return n;
+    return chain_cut(s, n, sorted);
 }
 
 hs_token hs_sampler_sample(struct hs_sampler *s, const float *logits)

@@ -1,5 +1,6 @@
 /* Sampling chain against a naive float64 reference with full sorts. */
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -975,4 +976,87 @@ Test(sampling, verify_in_greedy_mode_accepts_only_the_argmax)
     cr_assert_eq(hs_sampler_verify(s, banned, 2, &acc), -1);
     cr_assert(!acc);
     hs_sampler_destroy(s);
+}
+
+/* Greedy and top-k on untouched logits take a one-pass path (no candidate array of the whole
+ * vocabulary); a logit bias of 0 on one token changes no logit but sends the sampler down the
+ * generic chain. Both must keep the same candidates in the same order, with the same logits,
+ * and draw the same tokens from the same seed: over banned (-inf, NaN) and +inf tokens, ties,
+ * and k below, at and above the surviving count. */
+Test(sampling, direct_paths_match_the_generic_chain)
+{
+    enum { NV = 2000 };
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 4242);
+    float *l = malloc(NV * sizeof(float));
+    hs_token *ids[2];
+    float *cl[2];
+    for (int v = 0; v < 2; v++) {
+        ids[v] = malloc(NV * sizeof(hs_token));
+        cl[v] = malloc(NV * sizeof(float));
+        cr_assert(ids[v] && cl[v]);
+    }
+    struct hs_logit_bias zero = {.token = 5, .bias = 0.0f};
+    static const int ks[] = {1, 3, 40, 1989, 1990, 1991, NV + 5};
+    static const float temps[] = {0.0f, 0.8f};
+    for (int round = 0; round < 2; round++) {
+        if (round == 0) {
+            random_logits(&rng, l, NV, 2.0);
+        } else {
+            tied_logits(&rng, l, NV);
+        }
+        for (int i = 0; i < 10; i++) { /* 10 banned tokens: 1990 survive */
+            l[100 + 37 * i] = i % 2 ? -INFINITY : NAN;
+        }
+        l[700] = INFINITY; /* clamped to FLT_MAX, tied with the next one */
+        l[1500] = FLT_MAX;
+        for (size_t ti = 0; ti < HS_ARRAY_LEN(temps); ti++) {
+            for (size_t ki = 0; ki < HS_ARRAY_LEN(ks); ki++) {
+                struct hs_sampling_params p = hs_sampling_default_params();
+                p.temperature = temps[ti];
+                p.top_k = ks[ki];
+                p.seed = 99;
+                struct hs_sampler *s[2];
+                int n[2];
+                for (int v = 0; v < 2; v++) {
+                    p.logit_bias = v ? &zero : NULL;
+                    p.n_logit_bias = v;
+                    cr_assert_eq(hs_sampler_create(&p, NV, &s[v]), HS_OK);
+                    n[v] = hs__sampler_candidates(s[v], l, ids[v], cl[v], NULL);
+                }
+                cr_assert_eq(n[0], n[1], "t %g k %d: %d vs %d kept", temps[ti], ks[ki], n[0], n[1]);
+                cr_assert(n[0] > 0);
+                for (int i = 0; i < n[0]; i++) {
+                    cr_assert(ids[0][i] == ids[1][i] &&
+                                  memcmp(&cl[0][i], &cl[1][i], sizeof(float)) == 0,
+                              "t %g k %d: candidate %d: %d (%g) vs %d (%g)", temps[ti], ks[ki], i,
+                              ids[0][i], cl[0][i], ids[1][i], cl[1][i]);
+                }
+                if (temps[ti] == 0.0f) {
+                    cr_assert_eq(ids[0][0], 700, "the first of the (clamped) maxima");
+                }
+                for (int t = 0; t < 20; t++) {
+                    cr_assert_eq(hs_sampler_sample(s[0], l), hs_sampler_sample(s[1], l));
+                }
+                hs_sampler_destroy(s[0]);
+                hs_sampler_destroy(s[1]);
+            }
+        }
+    }
+    for (int i = 0; i < NV; i++) { /* every token banned */
+        l[i] = i % 2 ? -INFINITY : NAN;
+    }
+    for (size_t ti = 0; ti < HS_ARRAY_LEN(temps); ti++) {
+        struct hs_sampling_params p = hs_sampling_default_params();
+        p.temperature = temps[ti];
+        struct hs_sampler *s = NULL;
+        cr_assert_eq(hs_sampler_create(&p, NV, &s), HS_OK);
+        cr_assert_eq(hs_sampler_sample(s, l), -(hs_token)HS_SAMPLE_ALL_BANNED);
+        hs_sampler_destroy(s);
+    }
+    for (int v = 0; v < 2; v++) {
+        free(ids[v]);
+        free(cl[v]);
+    }
+    free(l);
 }
