@@ -36,7 +36,7 @@ static void usage_main(FILE *f)
             "                         instead of reading files of 8 MiB or more into 2 MiB\n"
             "                         huge pages (faster decode)\n"
             "  HS_CPU_ISA=avx2|scalar cap the CPU kernels below what the CPU has\n"
-            "  HS_CPU_REPACK=0        no repacked copy of Q4_0 (and on AVX2, Q5_0) weights\n"
+            "  HS_CPU_REPACK=0        no repacked copy of Q4_0 and Q5_0 weights\n"
             "                         (less memory; slower prompt processing and decode)\n"
             "  HS_CPU_GEMM_ORDER=ggml Q4_K prompt logits in llama.cpp's order (not batch-\n"
             "                         invariant)\n"
