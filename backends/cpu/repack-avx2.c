@@ -168,20 +168,20 @@ void hs__repack_q5_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t
     uint8_t *dst = out;
     for (int64_t g = 0; g < n_groups; g++) {
         for (int64_t b = 0; b < nb; b++, dst += Q5_0X8_BLOCK_BYTES) {
-            uint32_t hw[8] = {0};
             for (int r = 0; r < 8; r++) {
                 const struct hs_block_q5_0 *src = (const void *)row_block(
                     w, w_stride, 8 * g + r, b, sizeof(struct hs_block_q5_0));
                 put_scale_and_nibbles(dst, r, &src->d, src->qs);
                 uint32_t qh;
                 memcpy(&qh, src->qh, sizeof(qh));
-                for (int k = 0; k < 8; k++) {
-                    for (int j = 0; j < 4; j++) {
-                        hw[k] |= (qh >> (4 * k + j) & 1u) << (8 * j + r);
+                for (int j = 0; j < 4; j++) {
+                    uint8_t h = 0;
+                    for (int k = 0; k < 8; k++) {
+                        h |= (uint8_t)((qh >> (4 * k + j) & 1u) << k);
                     }
+                    dst[144 + 4 * r + j] = h;
                 }
             }
-            memcpy(dst + 144, hw, sizeof(hw));
         }
     }
 }
@@ -203,8 +203,7 @@ void hs__gemv_q5_0x8_avx2(int64_t n, float *s, const void *wr, int64_t n_groups,
             _mm256_slli_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16), 4));
         dx[b] = _cvtsh_ss(xb[b].d);
     }
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m1 = _mm256_set1_epi32(0x01010101);
-    const __m256i shifts = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
     const uint8_t *gb = wr;
     for (int64_t g = 0; g < n_groups; g++) {
         __m256 acc[8];
@@ -219,7 +218,8 @@ void hs__gemv_q5_0x8_avx2(int64_t n, float *s, const void *wr, int64_t n_groups,
                 _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)gb)),
                               _mm256_set1_ps(dx[b]));
             const int8_t *xq = xb[b].qs;
-            const uint32_t *hw = (const uint32_t *)(const void *)(gb + 144);
+            /* byte 4r + j, bit k: the fifth bit of row r's element 4k + j */
+            const __m256i hb = _mm256_loadu_si256((const __m256i *)(const void *)(gb + 144));
             for (int c = 0; c < 4; c++) {
                 const __m256i p =
                     _mm256_loadu_si256((const __m256i *)(const void *)(gb + 16 + 32 * c));
@@ -227,11 +227,12 @@ void hs__gemv_q5_0x8_avx2(int64_t n, float *s, const void *wr, int64_t n_groups,
                                         _mm256_and_si256(_mm256_srli_epi16(p, 4), m4)};
                 for (int h = 0; h < 2; h++) {
                     const int k = c + 4 * h; /* lane k: elements 4k .. 4k + 3 of each row */
-                    /* byte 4r + j: the fifth bit of row r's element 4k + j, at bit 4 */
-                    const __m256i hi = _mm256_slli_epi32(
-                        _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)hw[k]), shifts),
-                                         m1),
-                        4);
+                    /* bit k of each byte moved to bit 4 (16-bit shifts: no bit crosses into
+                     * the other byte's bit 4) */
+                    const __m256i hs = k < 4    ? _mm256_slli_epi16(hb, 4 - k)
+                                       : k == 4 ? hb
+                                                : _mm256_srli_epi16(hb, k - 4);
+                    const __m256i hi = _mm256_and_si256(hs, b4);
                     const __m256i u = _mm256_or_si256(nib[h], hi); /* the value + 16 */
                     const __m256i lanes = _mm256_sub_epi32(
                         _mm256_madd_epi16(_mm256_maddubs_epi16(u, bcast4(xq + 4 * k)), ones16),

@@ -33,8 +33,8 @@ size_t hs__q5_0x8_bytes(int64_t n_groups, int64_t n);
 
 /* Repacks rows [0, 8 * n_groups) of a Q5_0 matrix into out (hs__q5_0x8_bytes of them): per
  * group and block, the 8 rows' f16 scales; 4 chunks of 32 bytes, byte 4r + j of chunk c being
- * byte 4c + j of row r's qs (low nibble: element 4c + j, high: 16 + 4c + j); then 8 words of 32
- * bits, bit 8j + r of word k being row r's fifth bit of element 4k + j. */
+ * byte 4c + j of row r's qs (low nibble: element 4c + j, high: 16 + 4c + j); then 32 bytes, bit
+ * k of byte 4r + j being row r's fifth bit of element 4k + j. */
 void hs__repack_q5_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t n, void *out);
 
 /* s[i] = dot(weight row i, x) for i < 8 * n_groups over the repacked groups wr (starting at the
