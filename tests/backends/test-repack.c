@@ -130,18 +130,21 @@ Test(repack, q4_0x8_kernel_gives_the_tile_bits)
     }
 }
 
-/* The repacked Q5_0 gemv against the file layout's (the bits of vec_dot): one activation row,
- * groups from the middle of the copy, a row length with an odd block count. */
-Test(repack, q5_0x8_gemv_gives_the_gemv_bits)
+typedef void (*q5_gemv_fn)(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x);
+
+/* A repacked Q5_0 gemv (groups of g rows, made by repack, bytes_fn of them) against the file
+ * layout's gemv and vec_dot of isa's table (the same bits) and a float64 reference: one
+ * activation row, groups 1 and 2 of a 4-group copy, row lengths with even and odd block counts.
+ * Each of the n_fns gemvs is checked. */
+static void check_q5_0_gemv(enum hs_isa isa, int64_t g, size_t (*bytes_fn)(int64_t, int64_t),
+                            void (*repack)(const void *, size_t, int64_t, int64_t, void *),
+                            const q5_gemv_fn *fns, int n_fns, uint64_t seed)
 {
-    if (hs__cpu_detect_isa() < HS_ISA_AVX2) {
-        cr_skip_test("no AVX2");
-    }
     static const int64_t ns[] = {576, 4128};
     struct hs_rng rng;
-    hs_rng_seed(&rng, 2121);
+    hs_rng_seed(&rng, seed);
     for (size_t ni = 0; ni < HS_ARRAY_LEN(ns); ni++) {
-        const int64_t n = ns[ni], n_out = 32;
+        const int64_t n = ns[ni], n_out = 4 * g;
         const size_t w_row = hs_type_row_size(HS_TYPE_Q5_0, n);
         float *deq = malloc((size_t)(n * n_out) * sizeof(float));
         cr_assert_not_null(deq);
@@ -149,38 +152,45 @@ Test(repack, q5_0x8_gemv_gives_the_gemv_bits)
         float *xf = rand_floats(&rng, n);
         char *xq = malloc(hs_type_row_size(HS_TYPE_Q8_0, n));
         float *xd = malloc((size_t)n * sizeof(float));
-        cr_assert(xq && xd);
-        const struct hs_quant_kernels *k = hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX2);
+        float *ref = malloc((size_t)n_out * sizeof(float));
+        float *want = malloc((size_t)(2 * g) * sizeof(float));
+        float *got = malloc((size_t)(2 * g + 2) * sizeof(float));
+        cr_assert(xq && xd && ref && want && got);
+        const struct hs_quant_kernels *k = hs__cpu_kernels(HS_TYPE_Q5_0, isa);
         k->from_float(xf, xq, n);
         hs__dequantize_row_ref(HS_TYPE_Q8_0, xq, xd, n);
-        const size_t bytes = hs__q5_0x8_bytes(n_out / 8, n);
+        const size_t bytes = bytes_fn(4, n);
         cr_assert_eq(bytes, w_row * (size_t)n_out, "the copy takes the file's bytes");
         void *wr = malloc(bytes);
         cr_assert_not_null(wr);
-        hs__repack_q5_0x8(w, w_row, n_out / 8, n, wr);
-        float ref[32];
+        repack(w, w_row, 4, n, wr);
         hs_ref_matmul(deq, xd, ref, n_out, n, 1);
-        /* groups 1 and 2 (rows 8 .. 23), between sentinels */
-        float got[18], want[16];
-        for (int i = 0; i < 18; i++) {
-            got[i] = -12345.0f;
-        }
-        hs__gemv_q5_0x8_avx2(n, got + 1, (const char *)wr + bytes / 4, 2, xq);
-        k->gemv(n, want, w + 8 * w_row, w_row, xq, 16);
-        cr_assert(got[0] == -12345.0f && got[17] == -12345.0f, "wrote outside its rows");
-        for (int i = 0; i < 16; i++) {
-            float v;
-            k->vec_dot(n, &v, w + (size_t)(8 + i) * w_row, xq);
-            cr_assert(memcmp(&got[1 + i], &want[i], sizeof(float)) == 0,
-                      "n %lld row %d: %.9g repacked, %.9g gemv", (long long)n, 8 + i, got[1 + i],
-                      want[i]);
-            cr_assert(memcmp(&got[1 + i], &v, sizeof(float)) == 0, "n %lld row %d: vec_dot",
-                      (long long)n, 8 + i);
-            const float e = ref[8 + i];
-            cr_assert(fabsf(got[1 + i] - e) <= 1e-4f * (1.0f + fabsf(e)),
-                      "n %lld: %.9g vs reference %.9g", (long long)n, got[1 + i], e);
+        k->gemv(n, want, w + (size_t)g * w_row, w_row, xq, 2 * g);
+        for (int f = 0; f < n_fns; f++) {
+            /* groups 1 and 2 (rows g .. 3g - 1), between sentinels */
+            for (int64_t i = 0; i < 2 * g + 2; i++) {
+                got[i] = -12345.0f;
+            }
+            fns[f](n, got + 1, (const char *)wr + bytes / 4, 2, xq);
+            cr_assert(got[0] == -12345.0f && got[2 * g + 1] == -12345.0f, "wrote outside its rows");
+            for (int64_t i = 0; i < 2 * g; i++) {
+                const int64_t row = g + i;
+                float v;
+                k->vec_dot(n, &v, w + (size_t)row * w_row, xq);
+                cr_assert(memcmp(&got[1 + i], &want[i], sizeof(float)) == 0,
+                          "n %lld gemv %d row %lld: %.9g repacked, %.9g gemv", (long long)n, f,
+                          (long long)row, got[1 + i], want[i]);
+                cr_assert(memcmp(&got[1 + i], &v, sizeof(float)) == 0, "n %lld row %lld: vec_dot",
+                          (long long)n, (long long)row);
+                const float e = ref[row];
+                cr_assert(fabsf(got[1 + i] - e) <= 1e-4f * (1.0f + fabsf(e)),
+                          "n %lld: %.9g vs reference %.9g", (long long)n, got[1 + i], e);
+            }
         }
         free(wr);
+        free(got);
+        free(want);
+        free(ref);
         free(xd);
         free(xq);
         free(xf);
@@ -189,68 +199,25 @@ Test(repack, q5_0x8_gemv_gives_the_gemv_bits)
     }
 }
 
-/* The AVX-512 16-row Q5_0 gemv, with VNNI and without, against the file layout's gemv and
- * vec_dot (the same bits): groups from the middle of the copy, an odd block count too. */
+/* The AVX2 copy: groups of 8 rows. */
+Test(repack, q5_0x8_gemv_gives_the_gemv_bits)
+{
+    if (hs__cpu_detect_isa() < HS_ISA_AVX2) {
+        cr_skip_test("no AVX2");
+    }
+    const q5_gemv_fn fns[] = {hs__gemv_q5_0x8_avx2};
+    check_q5_0_gemv(HS_ISA_AVX2, 8, hs__q5_0x8_bytes, hs__repack_q5_0x8, fns, 1, 2121);
+}
+
+/* The AVX-512 copy: groups of 16 rows, with VNNI and (on any AVX-512 CPU) without. */
 Test(repack, q5_0x16_gemv_gives_the_gemv_bits)
 {
     if (hs__cpu_detect_isa() < HS_ISA_AVX512) {
         cr_skip_test("no AVX-512");
     }
-    static const int64_t ns[] = {576, 4128};
-    struct hs_rng rng;
-    hs_rng_seed(&rng, 2122);
-    for (size_t ni = 0; ni < HS_ARRAY_LEN(ns); ni++) {
-        const int64_t n = ns[ni], n_out = 64;
-        const size_t w_row = hs_type_row_size(HS_TYPE_Q5_0, n);
-        float *deq = malloc((size_t)(n * n_out) * sizeof(float));
-        cr_assert_not_null(deq);
-        char *w = rand_q(HS_TYPE_Q5_0, &rng, n, n_out, deq);
-        float *xf = rand_floats(&rng, n);
-        char *xq = malloc(hs_type_row_size(HS_TYPE_Q8_0, n));
-        float *xd = malloc((size_t)n * sizeof(float));
-        cr_assert(xq && xd);
-        const struct hs_quant_kernels *k = hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX512);
-        k->from_float(xf, xq, n);
-        hs__dequantize_row_ref(HS_TYPE_Q8_0, xq, xd, n);
-        const size_t bytes = hs__q5_0x16_bytes(n_out / 16, n);
-        cr_assert_eq(bytes, w_row * (size_t)n_out, "the copy takes the file's bytes");
-        void *wr = malloc(bytes);
-        cr_assert_not_null(wr);
-        hs__repack_q5_0x16(w, w_row, n_out / 16, n, wr);
-        float ref[64];
-        hs_ref_matmul(deq, xd, ref, n_out, n, 1);
-        float want[32];
-        k->gemv(n, want, w + 16 * w_row, w_row, xq, 32);
-        void (*const fns[2])(int64_t, float *, const void *, int64_t,
-                             const void *) = {hs__gemv_q5_0x16_avx512, hs__gemv_q5_0x16_avx512vnni};
-        for (int vnni = 0; vnni < (hs__cpu_has_avx512vnni() ? 2 : 1); vnni++) {
-            /* groups 1 and 2 (rows 16 .. 47), between sentinels */
-            float got[34];
-            for (int i = 0; i < 34; i++) {
-                got[i] = -12345.0f;
-            }
-            fns[vnni](n, got + 1, (const char *)wr + bytes / 4, 2, xq);
-            cr_assert(got[0] == -12345.0f && got[33] == -12345.0f, "wrote outside its rows");
-            for (int i = 0; i < 32; i++) {
-                float v;
-                k->vec_dot(n, &v, w + (size_t)(16 + i) * w_row, xq);
-                cr_assert(memcmp(&got[1 + i], &want[i], sizeof(float)) == 0,
-                          "n %lld vnni %d row %d: %.9g repacked, %.9g gemv", (long long)n, vnni,
-                          16 + i, got[1 + i], want[i]);
-                cr_assert(memcmp(&got[1 + i], &v, sizeof(float)) == 0, "n %lld row %d: vec_dot",
-                          (long long)n, 16 + i);
-                const float e = ref[16 + i];
-                cr_assert(fabsf(got[1 + i] - e) <= 1e-4f * (1.0f + fabsf(e)),
-                          "n %lld: %.9g vs reference %.9g", (long long)n, got[1 + i], e);
-            }
-        }
-        free(wr);
-        free(xd);
-        free(xq);
-        free(xf);
-        free(w);
-        free(deq);
-    }
+    const q5_gemv_fn fns[] = {hs__gemv_q5_0x16_avx512, hs__gemv_q5_0x16_avx512vnni};
+    check_q5_0_gemv(HS_ISA_AVX512, 16, hs__q5_0x16_bytes, hs__repack_q5_0x16, fns,
+                    hs__cpu_has_avx512vnni() ? 2 : 1, 2122);
 }
 
 static struct hs_backend *make_cpu(int n_threads)
