@@ -24,6 +24,9 @@ struct hs_cpu_repacked {
     int64_t group;   /* rows a group: 8, or 16 (Q5_0 on AVX-512) */
     /* Q5_0: one activation row against n_groups groups from wr on (repack.h) */
     void (*gemv)(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x);
+    /* Q4_0: nc (1..4) activation rows against n_groups groups from wr on (repack.h) */
+    void (*gemm)(int64_t n, float *s, size_t bs, const void *wr, int64_t n_groups, const void *x,
+                 size_t xs, int nc);
 };
 
 struct hs_cpu_backend {

@@ -99,8 +99,10 @@ struct hs__mm_task {
     const uint8_t *wr; /* w's first wr_rows rows repacked (repack.h), or NULL; borrowed */
     int64_t wr_rows;   /* a multiple of wr_group */
     int64_t wr_group;  /* rows a group of the copy: 8, or 16 (Q5_0 on AVX-512) */
-    /* Q5_0: the copy's gemv (hs_cpu_repacked.gemv) */
+    /* the copy's kernel (hs_cpu_repacked.gemv for Q5_0, .gemm for Q4_0) */
     void (*wr_gemv)(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x);
+    void (*wr_gemm)(int64_t n, float *s, size_t bs, const void *wr, int64_t n_groups, const void *x,
+                    size_t xs, int nc);
     bool split;        /* xq in the split form: k->from_float_split, k->gemm_tile_split */
     bool xsplit;       /* xq in the split form, w in the file's: k->gemm_tile_xsplit */
     uint8_t *wsplit;   /* with split: thread ith's chunk of weight rows at ith * wsplit_bytes */
@@ -138,10 +140,9 @@ static void mm_range_repacked(const struct hs__mm_task *t, int64_t o0, int64_t o
     for (int64_t oc = o0; oc < o1; oc += oc_rows) {
         const int64_t oe = HS_MIN(oc + oc_rows, o1);
         for (int64_t r = 0; r < n_rows; r += 4) {
-            hs__gemm_q4_0x8_avx2(n_in, (float *)t->y->data + (size_t)r * y_stride + oc, y_stride,
-                                 t->wr + (size_t)(oc / 8) * group_bytes, (oe - oc) / 8,
-                                 t->xq + (size_t)r * t->xq_stride, t->xq_stride,
-                                 (int)HS_MIN(4, n_rows - r));
+            t->wr_gemm(n_in, (float *)t->y->data + (size_t)r * y_stride + oc, y_stride,
+                       t->wr + (size_t)(oc / 8) * group_bytes, (oe - oc) / 8,
+                       t->xq + (size_t)r * t->xq_stride, t->xq_stride, (int)HS_MIN(4, n_rows - r));
         }
     }
 }
@@ -322,6 +323,7 @@ static void mm_use_repacked(const struct hs_cpu_backend *cpu, struct hs__mm_task
         t->wr_rows = rows;
         t->wr_group = rp->group;
         t->wr_gemv = rp->gemv;
+        t->wr_gemm = rp->gemm;
     }
 }
 
@@ -354,8 +356,11 @@ static hs_status cpu_prepare_weight(struct hs_backend *be, const struct hs_tenso
         return HS_E_NOMEM;
     }
     void (*gemv)(int64_t, float *, const void *, int64_t, const void *) = NULL;
+    void (*gemm)(int64_t, float *, size_t, const void *, int64_t, const void *, size_t, int) = NULL;
     if (q4) {
         hs__repack_q4_0x8(w->data, w->nb[1], n_groups, w->ne[0], dst);
+        gemm = cpu->isa >= HS_ISA_AVX512 && hs__cpu_has_avx512vnni() ? hs__gemm_q4_0x8_avx512vnni
+                                                                     : hs__gemm_q4_0x8_avx2;
     } else if (x16) {
         hs__repack_q5_0x16(w->data, w->nb[1], n_groups, w->ne[0], dst);
         gemv = hs__cpu_has_avx512vnni() ? hs__gemv_q5_0x16_avx512vnni : hs__gemv_q5_0x16_avx512;
@@ -375,7 +380,8 @@ static hs_status cpu_prepare_weight(struct hs_backend *be, const struct hs_tenso
                                                 .rows = group * n_groups,
                                                 .w_stride = w->nb[1],
                                                 .group = group,
-                                                .gemv = gemv};
+                                                .gemv = gemv,
+                                                .gemm = gemm};
     cpu->n_repacked++;
     cpu->base.stats.repacked_bytes += bytes;
     return HS_OK;

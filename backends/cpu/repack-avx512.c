@@ -121,6 +121,124 @@ INLINE void q5_0x16_gemv(int64_t n, float *s, const void *wr, int64_t n_groups, 
     }
 }
 
+/* ---- Q4_0 (hs__repack_q4_0x8's layout), two groups a register ---- */
+
+#define Q4_0X8_BLOCK_BYTES 144
+
+/* NC activation rows against n_pairs pairs of groups (16 rows): lanes 0..7 rows of the first
+ * group of a pair, 8..15 of the second. A block's exact int32 total per row and column (sum u x
+ * - 8 sum x, u the unsigned nibbles: 8 vpdpbusd of 4 products a lane, the first started at
+ * -8 sum x; exact, so in any order), then
+ * acc = fma(total, d_w * d_x, acc): hs__gemm_q4_0x8_avx2's bits. */
+INLINE void q4_0x16_gemm(int64_t n, float *s, size_t bs, const uint8_t *wr, int64_t n_pairs,
+                         const void *x, size_t xs, const int NC, const int32_t *negsx,
+                         const float *dx)
+{
+    const int64_t nb = n / 32;
+    const size_t gstride = (size_t)nb * Q4_0X8_BLOCK_BYTES;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int64_t p = 0; p < n_pairs; p++) {
+        __m512 acc[4];
+        for (int c = 0; c < NC; c++) {
+            acc[c] = _mm512_setzero_ps();
+        }
+        const uint8_t *g0 = wr + (size_t)(2 * p) * gstride, *g1 = g0 + gstride;
+        for (int64_t b = 0; b < nb; b++, g0 += Q4_0X8_BLOCK_BYTES, g1 += Q4_0X8_BLOCK_BYTES) {
+            for (int l = 0; l < 3; l++) {
+                _mm_prefetch((const char *)g0 + 2048 + 64 * l, _MM_HINT_T0);
+                _mm_prefetch((const char *)g1 + 2048 + 64 * l, _MM_HINT_T0);
+            }
+            const __m512 dw = _mm512_cvtph_ps(_mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)g0)),
+                _mm_loadu_si128((const __m128i *)(const void *)g1), 1));
+            __m512i lo[4], hi[4];
+            for (int k = 0; k < 4; k++) {
+                const __m512i q = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(
+                        _mm256_loadu_si256((const __m256i *)(const void *)(g0 + 16 + 32 * k))),
+                    _mm256_loadu_si256((const __m256i *)(const void *)(g1 + 16 + 32 * k)), 1);
+                lo[k] = _mm512_and_si512(q, m4);
+                hi[k] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+            }
+            for (int c = 0; c < NC; c++) {
+                const int8_t *xq =
+                    ((const struct hs_block_q8_0 *)(const void *)((const uint8_t *)x +
+                                                                  (size_t)c * xs) +
+                     b)
+                        ->qs;
+                /* four chains of two, not one of eight: vpdpbusd's latency, not its rate,
+                 * would bound one activation row (decode) */
+                __m512i part[4];
+                for (int k = 0; k < 4; k++) {
+                    int32_t xl, xh;
+                    memcpy(&xl, xq + 4 * k, sizeof(xl));
+                    memcpy(&xh, xq + 16 + 4 * k, sizeof(xh));
+                    part[k] = _mm512_dpbusd_epi32(k ? _mm512_setzero_si512()
+                                                    : _mm512_set1_epi32(negsx[c * nb + b]),
+                                                  lo[k], _mm512_set1_epi32(xl));
+                    part[k] = _mm512_dpbusd_epi32(part[k], hi[k], _mm512_set1_epi32(xh));
+                }
+                const __m512i tot = _mm512_add_epi32(_mm512_add_epi32(part[0], part[1]),
+                                                     _mm512_add_epi32(part[2], part[3]));
+                acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot),
+                                         _mm512_mul_ps(dw, _mm512_set1_ps(dx[c * nb + b])), acc[c]);
+            }
+        }
+        for (int c = 0; c < NC; c++) {
+            _mm512_storeu_ps(s + (size_t)c * bs + (size_t)(16 * p), acc[c]);
+        }
+    }
+}
+
+void hs__gemm_q4_0x8_avx512vnni(int64_t n, float *s, size_t bs, const void *wr, int64_t n_groups,
+                                const void *x, size_t xs, int nc)
+{
+    const int64_t nb = n / 32;
+    HS_ASSERT(nc >= 1 && nc <= 4 && nb <= HS__REPACK_MAX_BLOCKS);
+    /* One activation row (decode) stays on the AVX2 kernel: reading two groups at once was
+     * slower there (SmolLM-135M Q4_0 tg128, 2 Zen 5 threads, interleaved: 351 -> 296 t/s with
+     * one chain of 8 vpdpbusd, 282 / 307 -> 252 / 277 with four) */
+    const int64_t n_pairs = nc > 1 ? n_groups / 2 : 0;
+    if (n_pairs > 0) {
+        /* Per activation row and block: -8 sum(x) and d_x, made once for all the groups. */
+        int32_t negsx[4 * HS__REPACK_MAX_BLOCKS];
+        float dx[4 * HS__REPACK_MAX_BLOCKS];
+        for (int c = 0; c < nc; c++) {
+            const struct hs_block_q8_0 *xb =
+                (const struct hs_block_q8_0 *)(const void *)((const uint8_t *)x + (size_t)c * xs);
+            for (int64_t b = 0; b < nb; b++) {
+                int32_t sum = 0;
+                for (int i = 0; i < 32; i++) {
+                    sum += xb[b].qs[i];
+                }
+                negsx[c * nb + b] = -8 * sum;
+                dx[c * nb + b] = _cvtsh_ss(xb[b].d);
+            }
+        }
+        const uint8_t *w8 = wr;
+        switch (nc) {
+        case 1:
+            q4_0x16_gemm(n, s, bs, w8, n_pairs, x, xs, 1, negsx, dx);
+            break;
+        case 2:
+            q4_0x16_gemm(n, s, bs, w8, n_pairs, x, xs, 2, negsx, dx);
+            break;
+        case 3:
+            q4_0x16_gemm(n, s, bs, w8, n_pairs, x, xs, 3, negsx, dx);
+            break;
+        default:
+            q4_0x16_gemm(n, s, bs, w8, n_pairs, x, xs, 4, negsx, dx);
+            break;
+        }
+    }
+    if (2 * n_pairs < n_groups) { /* the rest (an odd last group): the AVX2 kernel, same bits */
+        hs__gemm_q4_0x8_avx2(n, s + 16 * n_pairs, bs,
+                             (const uint8_t *)wr +
+                                 (size_t)(2 * n_pairs) * (size_t)nb * Q4_0X8_BLOCK_BYTES,
+                             n_groups - 2 * n_pairs, x, xs, nc);
+    }
+}
+
 void hs__gemv_q5_0x16_avx512(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x)
 {
     q5_0x16_gemv(n, s, wr, n_groups, x, 0);

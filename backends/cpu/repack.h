@@ -28,6 +28,12 @@ void hs__repack_q4_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t
 void hs__gemm_q4_0x8_avx2(int64_t n, float *s, size_t bs, const void *wr, int64_t n_groups,
                           const void *x, size_t xs, int nc);
 
+/* hs__gemm_q4_0x8_avx2's product and bits with AVX-512 VNNI: two groups (16 rows) a register, a
+ * block's 8 quads of each row summed exactly by 8 vpdpbusd (an odd last group, and one
+ * activation row, go to the AVX2 kernel). */
+void hs__gemm_q4_0x8_avx512vnni(int64_t n, float *s, size_t bs, const void *wr, int64_t n_groups,
+                                const void *x, size_t xs, int nc);
+
 /* Bytes of n_groups groups of 8 Q5_0 rows of n elements, repacked (as many as in the file). */
 size_t hs__q5_0x8_bytes(int64_t n_groups, int64_t n);
 

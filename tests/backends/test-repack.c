@@ -66,12 +66,17 @@ Test(repack, q4_0x8_kernel_gives_the_tile_bits)
     if (hs__cpu_detect_isa() < HS_ISA_AVX2) {
         cr_skip_test("no AVX2");
     }
+    /* The AVX2 kernel, and on AVX-512 VNNI CPUs the one taking two groups a register (three
+     * groups here: a pair and the odd one left). */
+    void (*const fns[2])(int64_t, float *, size_t, const void *, int64_t, const void *, size_t,
+                         int) = {hs__gemm_q4_0x8_avx2, hs__gemm_q4_0x8_avx512vnni};
+    const int n_fns = hs__cpu_detect_isa() >= HS_ISA_AVX512 && hs__cpu_has_avx512vnni() ? 2 : 1;
     /* 576: SmolLM's rows; 4128: an odd block count, well past the kernel's prefetch. */
     static const int64_t ns[] = {576, 4128};
     struct hs_rng rng;
     hs_rng_seed(&rng, 2020);
     for (size_t ni = 0; ni < HS_ARRAY_LEN(ns); ni++) {
-        const int64_t n = ns[ni], n_out = 24, n_x = 4;
+        const int64_t n = ns[ni], n_out = 32, n_x = 4;
         const size_t w_row = hs_type_row_size(HS_TYPE_Q4_0, n);
         const size_t x_row = hs_type_row_size(HS_TYPE_Q8_0, n) + 6; /* a stride not the size */
         float *deq = malloc((size_t)(n * n_out) * sizeof(float));
@@ -91,32 +96,34 @@ Test(repack, q4_0x8_kernel_gives_the_tile_bits)
         void *wr = malloc(bytes);
         cr_assert_not_null(wr);
         hs__repack_q4_0x8(w, w_row, n_out / 8, n, wr);
-        float ref[24 * 4];
+        float ref[32 * 4];
         hs_ref_matmul(deq, xd, ref, n_out, n, n_x);
-        for (int nc = 1; nc <= 4; nc++) {
-            /* The last two groups only, so the kernel starts inside the copy. */
-            float got[4][17], want[4][17];
-            for (int c = 0; c < 4; c++) {
-                for (int i = 0; i < 17; i++) {
-                    got[c][i] = want[c][i] = -12345.0f;
+        for (int f = 0; f < n_fns; f++) {
+            for (int nc = 1; nc <= 4; nc++) {
+                /* The last three groups only, so the kernel starts inside the copy. */
+                float got[4][25], want[4][25];
+                for (int c = 0; c < 4; c++) {
+                    for (int i = 0; i < 25; i++) {
+                        got[c][i] = want[c][i] = -12345.0f;
+                    }
                 }
-            }
-            hs__gemm_q4_0x8_avx2(n, &got[0][0], 17, (const char *)wr + bytes / 3, 2, xq, x_row, nc);
-            for (int r = 0; r < 16; r += 4) {
-                hs__gemm_tile_q4_0_avx2(n, &want[0][r], 17, w + (size_t)(8 + r) * w_row, w_row, xq,
-                                        x_row, 4, nc);
-            }
-            for (int c = 0; c < 4; c++) {
-                for (int i = 0; i < 17; i++) {
-                    cr_assert(memcmp(&got[c][i], &want[c][i], sizeof(float)) == 0,
-                              "n %lld nc %d row %d col %d: %.9g repacked, %.9g tile", (long long)n,
-                              nc, i, c, got[c][i], want[c][i]);
-                    if (c < nc && i < 16) {
-                        const float e = ref[c * n_out + 8 + i];
-                        cr_assert(fabsf(got[c][i] - e) <= 1e-4f * (1.0f + fabsf(e)),
-                                  "n %lld: %.9g vs reference %.9g", (long long)n, got[c][i], e);
-                    } else {
-                        cr_assert_eq(got[c][i], -12345.0f, "wrote outside the tile");
+                fns[f](n, &got[0][0], 25, (const char *)wr + bytes / 4, 3, xq, x_row, nc);
+                for (int r = 0; r < 24; r += 4) {
+                    hs__gemm_tile_q4_0_avx2(n, &want[0][r], 25, w + (size_t)(8 + r) * w_row, w_row,
+                                            xq, x_row, 4, nc);
+                }
+                for (int c = 0; c < 4; c++) {
+                    for (int i = 0; i < 25; i++) {
+                        cr_assert(memcmp(&got[c][i], &want[c][i], sizeof(float)) == 0,
+                                  "kernel %d n %lld nc %d row %d col %d: %.9g repacked, %.9g tile",
+                                  f, (long long)n, nc, i, c, got[c][i], want[c][i]);
+                        if (c < nc && i < 24) {
+                            const float e = ref[c * n_out + 8 + i];
+                            cr_assert(fabsf(got[c][i] - e) <= 1e-4f * (1.0f + fabsf(e)),
+                                      "n %lld: %.9g vs reference %.9g", (long long)n, got[c][i], e);
+                        } else {
+                            cr_assert_eq(got[c][i], -12345.0f, "wrote outside the tile");
+                        }
                     }
                 }
             }
