@@ -123,19 +123,17 @@ INLINE void q5_0x16_gemv(int64_t n, float *s, const void *wr, int64_t n_groups, 
 
 /* ---- Q4_0 (hs__repack_q4_0x8's layout), two groups a register ---- */
 
-#define Q4_0X8_BLOCK_BYTES 144
-
-/* NC activation rows against n_pairs pairs of groups (16 rows): lanes 0..7 rows of the first
- * group of a pair, 8..15 of the second. A block's exact int32 total per row and column (sum u x
- * - 8 sum x, u the unsigned nibbles: 8 vpdpbusd of 4 products a lane, the first started at
- * -8 sum x; exact, so in any order), then
- * acc = fma(total, d_w * d_x, acc): hs__gemm_q4_0x8_avx2's bits. */
+/* NC (2..4) activation rows against n_pairs pairs of groups (16 rows): lanes 0..7 rows of the
+ * first group of a pair, 8..15 of the second. A block's exact int32 total per row and column
+ * (sum u x - 8 sum x, u the unsigned nibbles: 8 vpdpbusd of 4 products a lane in four chains of
+ * two, the first started at -8 sum x; one chain of eight was latency-bound), then acc =
+ * fma(total, d_w * d_x, acc): hs__gemm_q4_0x8_avx2's bits. */
 INLINE void q4_0x16_gemm(int64_t n, float *s, size_t bs, const uint8_t *wr, int64_t n_pairs,
                          const void *x, size_t xs, const int NC, const int32_t *negsx,
                          const float *dx)
 {
     const int64_t nb = n / 32;
-    const size_t gstride = (size_t)nb * Q4_0X8_BLOCK_BYTES;
+    const size_t bbytes = hs__q4_0x8_bytes(1, 32), gstride = hs__q4_0x8_bytes(1, n);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int64_t p = 0; p < n_pairs; p++) {
         __m512 acc[4];
@@ -143,7 +141,7 @@ INLINE void q4_0x16_gemm(int64_t n, float *s, size_t bs, const uint8_t *wr, int6
             acc[c] = _mm512_setzero_ps();
         }
         const uint8_t *g0 = wr + (size_t)(2 * p) * gstride, *g1 = g0 + gstride;
-        for (int64_t b = 0; b < nb; b++, g0 += Q4_0X8_BLOCK_BYTES, g1 += Q4_0X8_BLOCK_BYTES) {
+        for (int64_t b = 0; b < nb; b++, g0 += bbytes, g1 += bbytes) {
             for (int l = 0; l < 3; l++) {
                 _mm_prefetch((const char *)g0 + 2048 + 64 * l, _MM_HINT_T0);
                 _mm_prefetch((const char *)g1 + 2048 + 64 * l, _MM_HINT_T0);
@@ -166,8 +164,6 @@ INLINE void q4_0x16_gemm(int64_t n, float *s, size_t bs, const uint8_t *wr, int6
                                                                   (size_t)c * xs) +
                      b)
                         ->qs;
-                /* four chains of two, not one of eight: vpdpbusd's latency, not its rate,
-                 * would bound one activation row (decode) */
                 __m512i part[4];
                 for (int k = 0; k < 4; k++) {
                     int32_t xl, xh;
@@ -217,9 +213,6 @@ void hs__gemm_q4_0x8_avx512vnni(int64_t n, float *s, size_t bs, const void *wr, 
         }
         const uint8_t *w8 = wr;
         switch (nc) {
-        case 1:
-            q4_0x16_gemm(n, s, bs, w8, n_pairs, x, xs, 1, negsx, dx);
-            break;
         case 2:
             q4_0x16_gemm(n, s, bs, w8, n_pairs, x, xs, 2, negsx, dx);
             break;
@@ -233,8 +226,7 @@ void hs__gemm_q4_0x8_avx512vnni(int64_t n, float *s, size_t bs, const void *wr, 
     }
     if (2 * n_pairs < n_groups) { /* the rest (an odd last group): the AVX2 kernel, same bits */
         hs__gemm_q4_0x8_avx2(n, s + 16 * n_pairs, bs,
-                             (const uint8_t *)wr +
-                                 (size_t)(2 * n_pairs) * (size_t)nb * Q4_0X8_BLOCK_BYTES,
+                             (const uint8_t *)wr + (size_t)(2 * n_pairs) * hs__q4_0x8_bytes(1, n),
                              n_groups - 2 * n_pairs, x, xs, nc);
     }
 }
