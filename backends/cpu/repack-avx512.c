@@ -1,5 +1,6 @@
-/* Q5_0 weights repacked for the AVX-512 decode gemv (repack.h): 16 rows a group, so that one
- * register holds lane k of all 16 rows and one activation quad, broadcast, serves them all. */
+/* AVX-512 kernels on repacked weights (repack.h): Q5_0's decode copy, 16 rows a group, so that
+ * one register holds lane k of all 16 rows and one activation quad, broadcast, serves them all;
+ * and Q4_0's 8-row copy read two groups a register for products of 2+ activation rows. */
 #include "backends/cpu/repack.h"
 
 #include <string.h>
