@@ -279,26 +279,43 @@ static void heap_sift_down_worst(struct hs__cand *h, int32_t n, int32_t i)
     }
 }
 
+/* h[0..k) made a heap with the worst at the root. */
+static void heap_make_worst(struct hs__cand *h, int32_t k)
+{
+    for (int32_t i = k / 2 - 1; i >= 0; i--) {
+        heap_sift_down_worst(h, k, i);
+    }
+}
+
+/* Offers c to the heap h[0..k) of the best so far: it replaces the worst if better. */
+static inline void heap_offer(struct hs__cand *h, int32_t k, const struct hs__cand *c)
+{
+    if (cand_better(c, &h[0])) {
+        h[0] = *c;
+        heap_sift_down_worst(h, k, 0);
+    }
+}
+
+/* Heapsort of the heap h[0..k): moving the worst to the end each time leaves it best first. */
+static void heap_sort_best_first(struct hs__cand *h, int32_t k)
+{
+    for (int32_t m = k - 1; m > 0; m--) {
+        struct hs__cand t = h[0];
+        h[0] = h[m];
+        h[m] = t;
+        heap_sift_down_worst(h, m, 0);
+    }
+}
+
 /* Writes the best k of c[0..n) to out[0..k), best first. O(n log k). */
 static void select_top_k(const struct hs__cand *c, int32_t n, int32_t k, struct hs__cand *out)
 {
     memcpy(out, c, (size_t)k * sizeof(*out));
-    for (int32_t i = k / 2 - 1; i >= 0; i--) {
-        heap_sift_down_worst(out, k, i);
-    }
+    heap_make_worst(out, k);
     for (int32_t i = k; i < n; i++) {
-        if (cand_better(&c[i], &out[0])) {
-            out[0] = c[i];
-            heap_sift_down_worst(out, k, 0);
-        }
+        heap_offer(out, k, &c[i]);
     }
-    /* Heapsort: moving the worst to the end each time leaves the array best first. */
-    for (int32_t m = k - 1; m > 0; m--) {
-        struct hs__cand t = out[0];
-        out[0] = out[m];
-        out[m] = t;
-        heap_sift_down_worst(out, m, 0);
-    }
+    heap_sort_best_first(out, k);
 }
 
 /* ---- the chain ---- */
@@ -534,24 +551,14 @@ static int32_t top_k_direct(struct hs_sampler *s, const float *logits, bool *sor
             continue;
         }
         if (!heap) { /* a (k + 1)-th survivor: select_top_k's heap of the first k */
-            for (int32_t j = k / 2 - 1; j >= 0; j--) {
-                heap_sift_down_worst(out, k, j);
-            }
+            heap_make_worst(out, k);
             heap = true;
         }
-        if (cand_better(&c, &out[0])) {
-            out[0] = c;
-            heap_sift_down_worst(out, k, 0);
-        }
+        heap_offer(out, k, &c);
     }
     *sorted = heap;
-    if (heap) { /* heapsort, best first */
-        for (int32_t m = k - 1; m > 0; m--) {
-            const struct hs__cand t = out[0];
-            out[0] = out[m];
-            out[m] = t;
-            heap_sift_down_worst(out, m, 0);
-        }
+    if (heap) {
+        heap_sort_best_first(out, k);
     }
     memcpy(s->cand, out, (size_t)n * sizeof(*out));
     return n;
