@@ -131,8 +131,9 @@ static void mm_range_repacked(const struct hs__mm_task *t, int64_t o0, int64_t o
     const size_t y_stride = t->y->nb[1] / sizeof(float);
     if (t->w->type == HS_TYPE_Q5_0) { /* one activation row (mm_range) */
         const int64_t g = t->wr_group;
-        t->wr_gemv(n_in, (float *)t->y->data + o0,
-                   t->wr + (size_t)(o0 / g) * hs__q5_0x8_bytes(g / 8, n_in), (o1 - o0) / g, t->xq);
+        const size_t group_bytes = g == 16 ? hs__q5_0x16_bytes(1, n_in) : hs__q5_0x8_bytes(1, n_in);
+        t->wr_gemv(n_in, (float *)t->y->data + o0, t->wr + (size_t)(o0 / g) * group_bytes,
+                   (o1 - o0) / g, t->xq);
         return;
     }
     const size_t group_bytes = hs__q4_0x8_bytes(1, n_in);
