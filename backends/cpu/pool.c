@@ -483,3 +483,37 @@ static void pool_prof_log(struct hs_pool *pool)
                     1e-6 * (double)op->imbal_ns);
     }
 }
+
+/* ---- chunks of a dynamic task ---- */
+
+/* First chunk of share s of c. */
+static int64_t chunks_begin(const struct hs__pool_chunks *c, int s)
+{
+    return c->n * s / c->n_shares;
+}
+
+void hs__pool_chunks_init(struct hs__pool_chunks *c, int64_t n, int nth)
+{
+    c->n = n;
+    c->n_shares = nth < 1 ? 1 : nth > HS__POOL_SHARES_MAX ? HS__POOL_SHARES_MAX : nth;
+    for (int s = 0; s < c->n_shares; s++) {
+        atomic_init(&c->share[s].next, chunks_begin(c, s));
+    }
+}
+
+int64_t hs__pool_chunks_claim(struct hs__pool_chunks *c, int ith)
+{
+    for (int k = 0; k < c->n_shares; k++) {
+        const int s = (ith + k) % c->n_shares;
+        const int64_t end = chunks_begin(c, s + 1);
+        /* a share seen done is skipped without a locked add on its line */
+        if (atomic_load_explicit(&c->share[s].next, memory_order_relaxed) >= end) {
+            continue;
+        }
+        const int64_t i = atomic_fetch_add_explicit(&c->share[s].next, 1, memory_order_relaxed);
+        if (i < end) {
+            return i;
+        }
+    }
+    return -1;
+}

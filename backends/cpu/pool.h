@@ -7,7 +7,9 @@
 #ifndef HS_BACKENDS_CPU_POOL_H
 #define HS_BACKENDS_CPU_POOL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "common/common.h"
 
@@ -56,5 +58,25 @@ void hs__pool_run_dyn_named(struct hs_pool *pool, hs_pool_fn fn, void *ctx, cons
 /* fn(ctx, 0, 1) on the caller alone (a task too small to split), counted under name as
  * hs__pool_run_named counts. */
 void hs__pool_run1_named(struct hs_pool *pool, hs_pool_fn fn, void *ctx, const char *name);
+
+/* Chunks [0, n) of a dynamic task, in contiguous shares of about n / nth: thread ith takes its
+ * own share's chunks in order first (one sequential run through memory a thread, the hardware
+ * prefetcher's best case), then the chunks left at the front of the others'. Every thread draws
+ * until all are taken, as hs__pool_run_dyn_named asks: the caller alone can take them all. With
+ * more threads than shares, threads ith and ith + HS__POOL_SHARES_MAX start on the same share. */
+#define HS__POOL_SHARES_MAX 16
+
+struct hs__pool_chunks {
+    struct {
+        _Alignas(64) atomic_llong next;
+    } share[HS__POOL_SHARES_MAX];
+    int64_t n;
+    int n_shares;
+};
+
+/* Shares n chunks among nth threads (nth >= 1). */
+void hs__pool_chunks_init(struct hs__pool_chunks *c, int64_t n, int nth);
+/* The next chunk for thread ith, or -1 when all are taken. Thread: any. */
+int64_t hs__pool_chunks_claim(struct hs__pool_chunks *c, int ith);
 
 #endif

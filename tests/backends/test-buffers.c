@@ -224,6 +224,83 @@ Test(backend_pool, dynamic_tasks_run_every_chunk_once_with_late_workers_cancelle
     hs__pool_destroy(pool);
 }
 
+/* hs__pool_chunks alone: a thread takes its own share in order, then what the others left from
+ * the front of their shares, each chunk once; more threads than shares wrap around. */
+Test(backend_pool, chunks_own_share_first_then_the_others_each_once)
+{
+    struct hs__pool_chunks c;
+    hs__pool_chunks_init(&c, 10, 3); /* shares [0, 3) [3, 6) [6, 10) */
+    const int64_t want[] = {3, 4, 5, 6, 7, 8, 9, 0, 1, 2};
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(hs__pool_chunks_claim(&c, 1), want[i], "claim %d", i);
+    }
+    cr_assert_eq(hs__pool_chunks_claim(&c, 1), -1);
+    cr_assert_eq(hs__pool_chunks_claim(&c, 0), -1);
+
+    /* thread 0 takes 0 and 1; thread 2 then takes its share, then 2 (left in share 0) */
+    hs__pool_chunks_init(&c, 7, 3); /* [0, 2) [2, 4) [4, 7) */
+    cr_assert_eq(hs__pool_chunks_claim(&c, 0), 0);
+    cr_assert_eq(hs__pool_chunks_claim(&c, 2), 4);
+    cr_assert_eq(hs__pool_chunks_claim(&c, 0), 1);
+    cr_assert_eq(hs__pool_chunks_claim(&c, 0), 2); /* share 0 done: share 1's front */
+    const int64_t rest[] = {5, 6, 3};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(hs__pool_chunks_claim(&c, 2), rest[i]);
+    }
+    cr_assert_eq(hs__pool_chunks_claim(&c, 1), -1);
+
+    for (int nth = 1; nth <= 2 * HS__POOL_SHARES_MAX + 3; nth++) {
+        for (int64_t n = 0; n <= 40; n++) {
+            hs__pool_chunks_init(&c, n, nth);
+            int seen[40] = {0};
+            const int ith = nth - 1;
+            for (int64_t k; (k = hs__pool_chunks_claim(&c, ith)) >= 0;) {
+                cr_assert(k < n && seen[k] == 0, "nth %d n %lld chunk %lld", nth, (long long)n,
+                          (long long)k);
+                seen[k] = 1;
+            }
+            for (int64_t k = 0; k < n; k++) {
+                cr_assert_eq(seen[k], 1, "nth %d n %lld chunk %lld", nth, (long long)n,
+                             (long long)k);
+            }
+        }
+    }
+}
+
+/* ... and in a dynamic task on a pool: every chunk once, whoever starts late. */
+struct pool_chunks_task {
+    struct hs__pool_chunks chunks;
+    atomic_int cells[64];
+};
+
+static void pool_chunks_fn(void *ctx, int ith, int nth)
+{
+    struct pool_chunks_task *t = ctx;
+    (void)nth;
+    for (int64_t c; (c = hs__pool_chunks_claim(&t->chunks, ith)) >= 0;) {
+        atomic_fetch_add(&t->cells[c], 1);
+    }
+}
+
+Test(backend_pool, chunks_in_a_dynamic_task_each_run_once)
+{
+    struct hs_pool *pool = NULL;
+    cr_assert_eq(hs__pool_create(3, false, 0, &pool), HS_OK);
+    for (int i = 0; i < 20000; i++) {
+        struct pool_chunks_task t = {0};
+        const int n = i % 65;
+        hs__pool_chunks_init(&t.chunks, n, 3);
+        if (i % 5000 == 4999) {
+            usleep(2000);
+        }
+        hs__pool_run_dyn_named(pool, pool_chunks_fn, &t, "test");
+        for (int c = 0; c < 64; c++) {
+            cr_assert_eq(atomic_load(&t.cells[c]), c < n ? 1 : 0, "dispatch %d chunk %d", i, c);
+        }
+    }
+    hs__pool_destroy(pool);
+}
+
 /* hs_backend_run_tasks: each task exactly once, and shared among the backend's threads (task 0
  * holds its thread until another thread has run a task, which only a second thread can do). */
 struct tasks_probe {
