@@ -2,14 +2,33 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+/* Allocations of HS__ALLOC_HUGE_MIN bytes or more (KV caches, activation buffers) are aligned
+ * to and advised as 2 MiB pages before they are first touched: a decode step reads a KV head's
+ * rows a whole position apart across the cache, one 4 KiB page every few positions, and with
+ * small pages spends its time in TLB misses. */
+#define HS__ALLOC_HUGE_PAGE ((size_t)2 << 20)
+#define HS__ALLOC_HUGE_MIN  ((size_t)4 << 20)
 
 void *hs_alloc_aligned(size_t size_bytes)
 {
     size_t n = hs_align_up(size_bytes ? size_bytes : 1, HS_ALIGN_BYTES);
-    void *p = aligned_alloc(HS_ALIGN_BYTES, n);
-    if (p) {
-        memset(p, 0, n);
+    size_t align = HS_ALIGN_BYTES;
+    if (n >= HS__ALLOC_HUGE_MIN) {
+        align = HS__ALLOC_HUGE_PAGE;
+        n = hs_align_up(n, align);
     }
+    void *p = aligned_alloc(align, n);
+    if (!p) {
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    if (align == HS__ALLOC_HUGE_PAGE) {
+        (void)madvise(p, n, MADV_HUGEPAGE); /* advice: an error only means small pages */
+    }
+#endif
+    memset(p, 0, n);
     return p;
 }
 
