@@ -509,18 +509,43 @@ static inline float cand_logit(float l)
     return !(l > -INFINITY) ? NAN : l > FLT_MAX ? FLT_MAX : l;
 }
 
+/* The direct paths below scan a row in blocks of this many logits: a block is compared with the
+ * bound a token must pass at once, and only the few blocks holding a logit above it are taken
+ * token by token. */
+#define HS__SAMPLER_SCAN_BLOCK 16
+
+/* Whether any of l[0 .. HS__SAMPLER_SCAN_BLOCK) is above bound (NaN is not): no branch inside,
+ * so the compiler makes it a few vector compares. Every logit that could pass bound after
+ * cand_logit is above it as it is (cand_logit only lowers +inf to FLT_MAX and bans the rest),
+ * so a block without one holds no candidate. */
+static inline bool block_any_above(const float *l, float bound)
+{
+    int any = 0;
+    for (int j = 0; j < HS__SAMPLER_SCAN_BLOCK; j++) {
+        any |= l[j] > bound;
+    }
+    return any != 0;
+}
+
 /* Greedy on unmodified, unconstrained logits: the filter and the argmax in one pass over the
  * row, with no candidate array written (the first best, as the generic path picks it). 0 when
  * every token is banned. */
 static int32_t argmax_direct(struct hs_sampler *s, const float *logits)
 {
+    const int32_t nv = s->n_vocab;
     int32_t best = -1;
     float bl = -INFINITY;
-    for (int32_t i = 0; i < s->n_vocab; i++) {
-        const float l = cand_logit(logits[i]);
-        if (l > bl) { /* false for NaN: banned */
-            best = i;
-            bl = l;
+    for (int32_t i = 0; i < nv;) {
+        if (i + HS__SAMPLER_SCAN_BLOCK <= nv && !block_any_above(logits + i, bl)) {
+            i += HS__SAMPLER_SCAN_BLOCK; /* nothing better than the first best so far */
+            continue;
+        }
+        for (const int32_t end = HS_MIN(i + HS__SAMPLER_SCAN_BLOCK, nv); i < end; i++) {
+            const float l = cand_logit(logits[i]);
+            if (l > bl) { /* false for NaN: banned */
+                best = i;
+                bl = l;
+            }
         }
     }
     if (best < 0) {
@@ -538,10 +563,12 @@ static int32_t argmax_direct(struct hs_sampler *s, const float *logits)
 static int32_t top_k_direct(struct hs_sampler *s, const float *logits, bool *sorted)
 {
     const int32_t k = s->p.top_k;
+    const int32_t nv = s->n_vocab;
     struct hs__cand *out = s->tmp;
     int32_t n = 0;
     bool heap = false;
-    for (int32_t i = 0; i < s->n_vocab; i++) {
+    int32_t i = 0;
+    for (; i < nv && !heap; i++) {
         const struct hs__cand c = {.id = i, .logit = cand_logit(logits[i])};
         if (c.logit != c.logit) {
             continue; /* banned */
@@ -550,11 +577,23 @@ static int32_t top_k_direct(struct hs_sampler *s, const float *logits, bool *sor
             out[n++] = c;
             continue;
         }
-        if (!heap) { /* a (k + 1)-th survivor: select_top_k's heap of the first k */
-            heap_make_worst(out, k);
-            heap = true;
-        }
+        /* a (k + 1)-th survivor: select_top_k's heap of the first k */
+        heap_make_worst(out, k);
+        heap = true;
         heap_offer(out, k, &c);
+    }
+    /* Heap full: a later token (a higher id) replaces the worst only with a higher logit. */
+    while (i < nv) {
+        if (i + HS__SAMPLER_SCAN_BLOCK <= nv && !block_any_above(logits + i, out[0].logit)) {
+            i += HS__SAMPLER_SCAN_BLOCK;
+            continue;
+        }
+        for (const int32_t end = HS_MIN(i + HS__SAMPLER_SCAN_BLOCK, nv); i < end; i++) {
+            const struct hs__cand c = {.id = i, .logit = cand_logit(logits[i])};
+            if (c.logit == c.logit) { /* not banned */
+                heap_offer(out, k, &c);
+            }
+        }
     }
     *sorted = heap;
     if (heap) {
