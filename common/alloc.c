@@ -5,9 +5,10 @@
 #include <sys/mman.h>
 
 /* Allocations of HS__ALLOC_HUGE_MIN bytes or more (KV caches, activation buffers) are aligned
- * to and advised as 2 MiB pages before they are first touched: a decode step reads a KV head's
- * rows a whole position apart across the cache, one 4 KiB page every few positions, and with
- * small pages spends its time in TLB misses. */
+ * to and advised as 2 MiB pages before they are first touched (the memset below would otherwise
+ * fault them in as 4 KiB pages): a decode step reads a KV head's rows a whole position apart
+ * across the cache, a new small page every few positions (SmolLM-135M tg64 @ d2048: 2-9%
+ * faster). */
 #define HS__ALLOC_HUGE_PAGE ((size_t)2 << 20)
 #define HS__ALLOC_HUGE_MIN  ((size_t)4 << 20)
 

@@ -1,8 +1,9 @@
 /* The CPU backend's attention over the paged KV cache: online softmax with the precision of
  * ggml's CPU flash attention, one query row at a time for small batches (f16 V sums where the
  * cache is f16; with AVX2/F16C, the query heads of a GQA group together, scores, softmax weights
- * and the V sum in separate passes over chunks of positions) and in tiles of query rows against
- * blocks of K/V positions for big ones (f32 throughout). Arguments were validated by backend.c. */
+ * and the V sum in separate passes over chunks of positions: attn-fused.c) and in tiles of query
+ * rows against blocks of K/V positions for big ones (f32 throughout). Arguments were validated by
+ * backend.c. */
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
