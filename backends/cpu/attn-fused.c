@@ -21,17 +21,8 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* x rounded to f16 and widened back (what a store to an f16 row and a reload give). */
-INLINE __m256 round_f16_avx2(__m256 x)
-{
-    return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
-}
-
-INLINE __m256 load_f16_avx2(const uint16_t *p)
-{
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-
+/* x rounded to f16 and widened back (what a store to an f16 row and a reload give); f16 values
+ * widened. */
 #if HS__ATTN_WIDE
 INLINE __m512 round_f16x16(__m512 x)
 {
@@ -41,6 +32,16 @@ INLINE __m512 round_f16x16(__m512 x)
 INLINE __m512 load_f16x16(const uint16_t *p)
 {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+#else
+INLINE __m256 round_f16_avx2(__m256 x)
+{
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+}
+
+INLINE __m256 load_f16_avx2(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 #endif
 
