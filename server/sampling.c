@@ -514,17 +514,23 @@ static inline float cand_logit(float l)
  * token by token. */
 #define HS__SAMPLER_SCAN_BLOCK 16
 
-/* Whether any of l[0 .. HS__SAMPLER_SCAN_BLOCK) is above bound (NaN is not): no branch inside,
- * so the compiler makes it a few vector compares. Every logit that could pass bound after
- * cand_logit is above it as it is (cand_logit only lowers +inf to FLT_MAX and bans the rest),
- * so a block without one holds no candidate. */
-static inline bool block_any_above(const float *l, float bound)
+/* The first index from i on, stepping whole blocks of l[0 .. nv), where a logit may be above
+ * bound: a block none of whose logits is above it (NaN is not) is skipped after a compare written
+ * without branches, which the compiler makes a few vector compares. Every logit that could pass
+ * bound after cand_logit is above it as it is (cand_logit only lowers +inf to FLT_MAX and bans
+ * the rest), so a skipped block holds no candidate. */
+static inline int32_t skip_blocks(const float *l, int32_t i, int32_t nv, float bound)
 {
-    int any = 0;
-    for (int j = 0; j < HS__SAMPLER_SCAN_BLOCK; j++) {
-        any |= l[j] > bound;
+    for (; i + HS__SAMPLER_SCAN_BLOCK <= nv; i += HS__SAMPLER_SCAN_BLOCK) {
+        int any = 0;
+        for (int j = 0; j < HS__SAMPLER_SCAN_BLOCK; j++) {
+            any |= l[i + j] > bound;
+        }
+        if (any) {
+            break;
+        }
     }
-    return any != 0;
+    return i;
 }
 
 /* Greedy on unmodified, unconstrained logits: the filter and the argmax in one pass over the
@@ -535,11 +541,7 @@ static int32_t argmax_direct(struct hs_sampler *s, const float *logits)
     const int32_t nv = s->n_vocab;
     int32_t best = -1;
     float bl = -INFINITY;
-    for (int32_t i = 0; i < nv;) {
-        if (i + HS__SAMPLER_SCAN_BLOCK <= nv && !block_any_above(logits + i, bl)) {
-            i += HS__SAMPLER_SCAN_BLOCK; /* nothing better than the first best so far */
-            continue;
-        }
+    for (int32_t i = 0; (i = skip_blocks(logits, i, nv, bl)) < nv;) {
         for (const int32_t end = HS_MIN(i + HS__SAMPLER_SCAN_BLOCK, nv); i < end; i++) {
             const float l = cand_logit(logits[i]);
             if (l > bl) { /* false for NaN: banned */
@@ -583,11 +585,7 @@ static int32_t top_k_direct(struct hs_sampler *s, const float *logits, bool *sor
         heap_offer(out, k, &c);
     }
     /* Heap full: a later token (a higher id) replaces the worst only with a higher logit. */
-    while (i < nv) {
-        if (i + HS__SAMPLER_SCAN_BLOCK <= nv && !block_any_above(logits + i, out[0].logit)) {
-            i += HS__SAMPLER_SCAN_BLOCK;
-            continue;
-        }
+    while (heap && (i = skip_blocks(logits, i, nv, out[0].logit)) < nv) {
         for (const int32_t end = HS_MIN(i + HS__SAMPLER_SCAN_BLOCK, nv); i < end; i++) {
             const struct hs__cand c = {.id = i, .logit = cand_logit(logits[i])};
             if (c.logit == c.logit) { /* not banned */
