@@ -144,7 +144,7 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
                 hs__cpu_has_avx512vnni() ? hs__gemv_q5_0x16_avx512vnni : hs__gemv_q5_0x16_avx512;
         } else {
             hs__repack_q5_0x8(w, w_row, sh->rows / 8, sh->n, wq5);
-            gemv5 = hs__gemv_q5_0x8_avx2;
+            gemv5 = hs__cpu_has_avxvnni() ? hs__gemv_q5_0x8_avxvnni : hs__gemv_q5_0x8_avx2;
         }
     }
     double best_q5 = 0;

@@ -370,7 +370,7 @@ static hs_status cpu_prepare_weight(struct hs_backend *be, const struct hs_tenso
         gemv = hs__cpu_has_avx512vnni() ? hs__gemv_q5_0x16_avx512vnni : hs__gemv_q5_0x16_avx512;
     } else {
         hs__repack_q5_0x8(w->data, w->nb[1], n_groups, w->ne[0], dst);
-        gemv = hs__gemv_q5_0x8_avx2;
+        gemv = hs__cpu_has_avxvnni() ? hs__gemv_q5_0x8_avxvnni : hs__gemv_q5_0x8_avx2;
     }
     size_t i = cpu->n_repacked;
     while (i > 0 && (uintptr_t)cpu->repacked[i - 1].src > (uintptr_t)w->data) {

@@ -943,6 +943,33 @@ enum hs_isa hs__cpu_detect_isa(void)
     return (enum hs_isa)isa;
 }
 
+/* AVX-VNNI (CPUID leaf 7 subleaf 1, EAX bit 4); its VEX-coded registers are the AVX ones, whose
+ * OS support the AVX2 detection already checked. */
+static bool cpu_has_avxvnni_uncached(void)
+{
+#if HS_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || (a & (1u << 4)) == 0) {
+        return false;
+    }
+    const char *want = getenv("HS_CPU_AVXVNNI");
+    return !want || strcmp(want, "0") != 0;
+#else
+    return false;
+#endif
+}
+
+bool hs__cpu_has_avxvnni(void)
+{
+    static _Atomic int cached = -1;
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        v = cpu_has_avxvnni_uncached() ? 1 : 0;
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v != 0;
+}
+
 bool hs__cpu_has_avx512vnni(void)
 {
 #if HS_X86

@@ -32,6 +32,12 @@ enum hs_isa hs__cpu_detect_isa(void);
  * the VNNI build. */
 bool hs__cpu_has_avx512vnni(void);
 
+/* Whether this CPU has AVX-VNNI (CPUID leaf 7.1 EAX bit 4: Alder Lake, Zen 5) and the environment's
+ * HS_CPU_AVXVNNI is not 0 (read once): HS_ISA_AVX2's Q5_0 decode kernel is then the AVX-VNNI build
+ * (repack.h), same bits. HS_CPU_AVXVNNI=0 holds the AVX2 path to what a CPU without it (Haswell
+ * to Zen 3) runs. */
+bool hs__cpu_has_avxvnni(void);
+
 /* s[j * bs + i] = dot(w row i, x row j) for i < nr, j < nc (nr, nc in 1..4, else HS_ASSERT);
  * n elements per row; w_stride and x_stride are the byte distances between consecutive rows.
  * The prompt-processing kernel: each weight block is decoded once for all nc activation rows. */

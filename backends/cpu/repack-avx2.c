@@ -153,13 +153,11 @@ void hs__gemm_q4_0x8_avx2(int64_t n, float *s, size_t bs, const void *wr, int64_
     }
 }
 
-/* ---- Q5_0, one activation row ---- */
-
-#define Q5_0X8_BLOCK_BYTES 176
+/* ---- Q5_0, one activation row (the kernel: gemv-q5_0x8.c) ---- */
 
 size_t hs__q5_0x8_bytes(int64_t n_groups, int64_t n)
 {
-    return (size_t)n_groups * (size_t)(n / 32) * Q5_0X8_BLOCK_BYTES;
+    return (size_t)n_groups * (size_t)(n / 32) * HS__Q5_0X8_BLOCK_BYTES;
 }
 
 void hs__repack_q5_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t n, void *out)
@@ -167,7 +165,7 @@ void hs__repack_q5_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t
     const int64_t nb = n / 32;
     uint8_t *dst = out;
     for (int64_t g = 0; g < n_groups; g++) {
-        for (int64_t b = 0; b < nb; b++, dst += Q5_0X8_BLOCK_BYTES) {
+        for (int64_t b = 0; b < nb; b++, dst += HS__Q5_0X8_BLOCK_BYTES) {
             for (int r = 0; r < 8; r++) {
                 const struct hs_block_q5_0 *src = (const void *)row_block(
                     w, w_stride, 8 * g + r, b, sizeof(struct hs_block_q5_0));
@@ -183,68 +181,6 @@ void hs__repack_q5_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t
                 }
             }
         }
-    }
-}
-
-void hs__gemv_q5_0x8_avx2(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x)
-{
-    const int64_t nb = n / 32;
-    HS_ASSERT(nb <= HS__REPACK_MAX_BLOCKS);
-    /* Per activation block: 16 x each lane's sum of x (the offset of the unsigned weights) and
-     * d_x, made once for all the groups. */
-    int32_t xs16[8 * HS__REPACK_MAX_BLOCKS];
-    float dx[HS__REPACK_MAX_BLOCKS];
-    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    const struct hs_block_q8_0 *xb = x;
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)xb[b].qs);
-        _mm256_storeu_si256(
-            (__m256i *)(void *)(xs16 + 8 * b),
-            _mm256_slli_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16), 4));
-        dx[b] = _cvtsh_ss(xb[b].d);
-    }
-    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
-    const uint8_t *gb = wr;
-    for (int64_t g = 0; g < n_groups; g++) {
-        __m256 acc[8];
-        for (int k = 0; k < 8; k++) {
-            acc[k] = _mm256_setzero_ps();
-        }
-        for (int64_t b = 0; b < nb; b++, gb += Q5_0X8_BLOCK_BYTES) {
-            _mm_prefetch((const char *)gb + 2048, _MM_HINT_T0);
-            _mm_prefetch((const char *)gb + 2048 + 64, _MM_HINT_T0);
-            _mm_prefetch((const char *)gb + 2048 + 128, _MM_HINT_T0);
-            const __m256 dd =
-                _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)gb)),
-                              _mm256_set1_ps(dx[b]));
-            const int8_t *xq = xb[b].qs;
-            /* byte 4r + j, bit k: the fifth bit of row r's element 4k + j */
-            const __m256i hb = _mm256_loadu_si256((const __m256i *)(const void *)(gb + 144));
-            for (int c = 0; c < 4; c++) {
-                const __m256i p =
-                    _mm256_loadu_si256((const __m256i *)(const void *)(gb + 16 + 32 * c));
-                const __m256i nib[2] = {_mm256_and_si256(p, m4),
-                                        _mm256_and_si256(_mm256_srli_epi16(p, 4), m4)};
-                for (int h = 0; h < 2; h++) {
-                    const int k = c + 4 * h; /* lane k: elements 4k .. 4k + 3 of each row */
-                    /* bit k of each byte moved to bit 4 (16-bit shifts: no bit crosses into
-                     * the other byte's bit 4) */
-                    const __m256i hs = k < 4    ? _mm256_slli_epi16(hb, 4 - k)
-                                       : k == 4 ? hb
-                                                : _mm256_srli_epi16(hb, k - 4);
-                    const __m256i hi = _mm256_and_si256(hs, b4);
-                    const __m256i u = _mm256_or_si256(nib[h], hi); /* the value + 16 */
-                    const __m256i lanes = _mm256_sub_epi32(
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(u, bcast4(xq + 4 * k)), ones16),
-                        _mm256_set1_epi32(xs16[8 * b + k]));
-                    acc[k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lanes), acc[k]);
-                }
-            }
-        }
-        /* each row's hsum_ps of its 8 lanes, the same pairs in the same order */
-        const __m256 t0 = _mm256_add_ps(acc[0], acc[4]), t1 = _mm256_add_ps(acc[1], acc[5]);
-        const __m256 t2 = _mm256_add_ps(acc[2], acc[6]), t3 = _mm256_add_ps(acc[3], acc[7]);
-        _mm256_storeu_ps(s + 8 * g, _mm256_add_ps(_mm256_add_ps(t0, t2), _mm256_add_ps(t1, t3)));
     }
 }
 

@@ -1,8 +1,8 @@
 /* Weights repacked once into layouts that suit the matmul kernels (repack-avx2.c), for prompt
  * processing and decode alike (repack-avx512.c: Q5_0 decode on AVX-512); the CPU backend owns
  * the copies. Internal to backends/cpu (and tests). Thread: any; the functions keep no state.
- * Only on CPUs with AVX2 + FMA + F16C (the _avx512 ones: AVX-512 F/BW/VL/DQ; _avx512vnni: and
- * VNNI). */
+ * Only on CPUs with AVX2 + FMA + F16C (the _avxvnni ones: and AVX-VNNI; the _avx512 ones: AVX-512
+ * F/BW/VL/DQ; _avx512vnni: and AVX512_VNNI). */
 #ifndef HS_BACKENDS_CPU_REPACK_H
 #define HS_BACKENDS_CPU_REPACK_H
 
@@ -34,6 +34,10 @@ void hs__gemm_q4_0x8_avx2(int64_t n, float *s, size_t bs, const void *wr, int64_
 void hs__gemm_q4_0x8_avx512vnni(int64_t n, float *s, size_t bs, const void *wr, int64_t n_groups,
                                 const void *x, size_t xs, int nc);
 
+/* Bytes of one block of a group of 8 Q5_0 rows, repacked: 8 scales, 128 of nibbles, 32 of fifth
+ * bits. */
+#define HS__Q5_0X8_BLOCK_BYTES 176
+
 /* Bytes of n_groups groups of 8 Q5_0 rows of n elements, repacked (as many as in the file). */
 size_t hs__q5_0x8_bytes(int64_t n_groups, int64_t n);
 
@@ -51,6 +55,11 @@ void hs__repack_q5_0x8(const void *w, size_t w_stride, int64_t n_groups, int64_t
  * vector adds over the 8 lane accumulators. For decode (one row); 2+ rows stay on the file
  * layout's tiles. */
 void hs__gemv_q5_0x8_avx2(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x);
+
+/* hs__gemv_q5_0x8_avx2's product and bits with AVX-VNNI (the VEX-coded vpdpbusd of Alder Lake and
+ * Zen 5; hs__cpu_has_avxvnni): each lane's exact int32 sum in one instruction, started from the
+ * offset, where maddubs, madd and a subtraction make it on AVX2. */
+void hs__gemv_q5_0x8_avxvnni(int64_t n, float *s, const void *wr, int64_t n_groups, const void *x);
 
 /* Bytes of n_groups groups of 16 Q5_0 rows of n elements, repacked for AVX-512 (as many as in
  * the file). */

@@ -140,6 +140,14 @@ Test(quants, env_caps_the_detected_isa)
                  hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_SCALAR), "a higher ISA is capped too");
 }
 
+/* HS_CPU_AVXVNNI=0 holds the AVX2 path to the kernels of CPUs without AVX-VNNI, whatever this
+ * one has (read at the first call, as HS_CPU_ISA). */
+Test(quants, env_turns_avxvnni_off)
+{
+    cr_assert_eq(setenv("HS_CPU_AVXVNNI", "0", 1), 0);
+    cr_assert_not(hs__cpu_has_avxvnni());
+}
+
 Test(quants, detect_and_tables)
 {
     const enum hs_isa best = hs__cpu_detect_isa();

@@ -206,14 +206,15 @@ static void check_q5_0_gemv(enum hs_isa isa, int64_t g, size_t (*bytes_fn)(int64
     }
 }
 
-/* The AVX2 copy: groups of 8 rows. */
+/* The AVX2 copy: groups of 8 rows, without AVX-VNNI and (where the CPU has it) with. */
 Test(repack, q5_0x8_gemv_gives_the_gemv_bits)
 {
     if (hs__cpu_detect_isa() < HS_ISA_AVX2) {
         cr_skip_test("no AVX2");
     }
-    const q5_gemv_fn fns[] = {hs__gemv_q5_0x8_avx2};
-    check_q5_0_gemv(HS_ISA_AVX2, 8, hs__q5_0x8_bytes, hs__repack_q5_0x8, fns, 1, 2121);
+    const q5_gemv_fn fns[] = {hs__gemv_q5_0x8_avx2, hs__gemv_q5_0x8_avxvnni};
+    check_q5_0_gemv(HS_ISA_AVX2, 8, hs__q5_0x8_bytes, hs__repack_q5_0x8, fns,
+                    hs__cpu_has_avxvnni() ? 2 : 1, 2121);
 }
 
 /* The AVX-512 copy: groups of 16 rows, with VNNI and (on any AVX-512 CPU) without. */
