@@ -1063,25 +1063,6 @@ void hs__from_float_q8_k_avx2(const float *x, void *vy, int64_t n)
  * K-quants (activations Q8_K)
  * ============================================================================================= */
 
-/* Unpacks the 6-bit scales and mins of a Q4_K / Q5_K block into sc[8], m[8]. */
-INLINE void unpack_scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *m)
-{
-    /* Bytes 0..3 hold scales 0..3 (low 6 bits) and the top bits of scales 4..7; bytes 4..7 the
-     * same for mins; bytes 8..11 the low nibbles of scales 4..7 (low) and mins 4..7 (high).
-     * Done on 32-bit words; every shift is masked back into its own byte. */
-    uint32_t a, b, c;
-    memcpy(&a, q, 4);
-    memcpy(&b, q + 4, 4);
-    memcpy(&c, q + 8, 4);
-    const uint32_t sc_lo = a & 0x3f3f3f3fu, m_lo = b & 0x3f3f3f3fu;
-    const uint32_t sc_hi = (c & 0x0f0f0f0fu) | (((a >> 6) & 0x03030303u) << 4);
-    const uint32_t m_hi = ((c >> 4) & 0x0f0f0f0fu) | (((b >> 6) & 0x03030303u) << 4);
-    memcpy(sc, &sc_lo, 4);
-    memcpy(sc + 4, &sc_hi, 4);
-    memcpy(m, &m_lo, 4);
-    memcpy(m + 4, &m_hi, 4);
-}
-
 /* [m0, m0, m1, m1, ..., m7, m7] as 16 x i16, to madd against the 16 bsums. */
 INLINE __m256i mins_pairs(const uint8_t *m)
 {
@@ -1138,7 +1119,7 @@ INLINE void q45_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
             const struct hs_block_q5_k *w5 = (const struct hs_block_q5_k *)(const void *)wbytes;
             const uint8_t *qs = FIVE ? w5->qs : w4->qs;
             uint8_t sc[8], mn[8];
-            unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
+            hs__unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
             const __m256i mins = mins_pairs(mn);
             __m256i q[8];
             for (int k = 0; k < 4; k++) {
@@ -1247,6 +1228,112 @@ INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
     q45_k_tile(n, s, bs, w, ws, x, xs, NR, NC, 0, 0);
 }
 
+/* hs_gemv_fn for Q4_K and (FIVE) Q5_K (decode): passes of up to 4 weight rows, each row's two
+ * chains as q45_k_tile's with one column (the same bits). A super-block's scaled dots and min
+ * corrections of the pass's rows are reduced together (lanes r and 4 + r of one vector), and one
+ * 8-lane fma updates all the chains: lane r is row r's acc, lane 4 + r its accm. The sub-block
+ * scales come out of one 16-bit vector by a byte shuffle each, where the tile broadcasts them one
+ * at a time from memory. */
+#define Q45K_GEMV_ROWS 4
+INLINE void q45_k_gemv_sub(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                           const int NR, const int FIVE)
+{
+    const size_t bsize = FIVE ? sizeof(struct hs_block_q5_k) : sizeof(struct hs_block_q4_k);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    /* (d, dmin) of rows 0..3 as f16 pairs -> d of rows 0..3, then dmin of rows 0..3 */
+    const __m128i dpairs = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    __m256 acc = _mm256_setzero_ps();
+    const int64_t nb = n / HS_QK_K;
+    struct hs__gemv_stream pf = hs__gemv_stream_start(w, (size_t)NR * ws, nb);
+    for (int64_t b = 0; b < nb; b++) {
+        hs__gemv_stream_next(&pf);
+        const struct hs_block_q8_k *xb = (const struct hs_block_q8_k *)x + b;
+        const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+        const uint8_t *wb0 = (const uint8_t *)w + (size_t)b * bsize;
+        __m256i v[8]; /* v[r]: row r's scaled dot lanes, v[4 + r]: its min correction lanes */
+        int32_t dm[4] = {0, 0, 0, 0};
+        for (int r = 0; r < 4; r++) {
+            if (r >= NR) {
+                v[r] = v[4 + r] = _mm256_setzero_si256();
+                continue;
+            }
+            const uint8_t *wbytes = ROWP(wb0, r, ws);
+            const struct hs_block_q4_k *w4 = (const struct hs_block_q4_k *)(const void *)wbytes;
+            const struct hs_block_q5_k *w5 = (const struct hs_block_q5_k *)(const void *)wbytes;
+            memcpy(&dm[r], wbytes, 4); /* d, dmin: the block's first fields in both types */
+            const uint8_t *qs = FIVE ? w5->qs : w4->qs;
+            uint8_t sc[8], mn[8];
+            hs__unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
+            uint64_t sc64;
+            memcpy(&sc64, sc, 8);
+            const __m256i scv =
+                _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc64)));
+            v[4 + r] = _mm256_madd_epi16(mins_pairs(mn), bsums);
+            __m256i qh = _mm256_setzero_si256();
+            if (FIVE) {
+                qh = _mm256_loadu_si256((const __m256i *)(const void *)w5->qh);
+            }
+            __m256i sumi = _mm256_setzero_si256();
+            for (int k = 0; k < 4; k++) {
+                const __m256i qv = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 32 * k));
+                __m256i q[2] = {_mm256_and_si256(qv, m4),
+                                _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4)};
+                for (int h = 0; h < 2; h++) {
+                    const int j = 2 * k + h;
+                    if (FIVE) {
+                        /* bit j of qh[l]: the fifth bit of element 32 j + l */
+                        const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(qh, j), one);
+                        q[h] = _mm256_or_si256(q[h], _mm256_slli_epi16(bit, 4));
+                    }
+                    const __m256i sj = _mm256_shuffle_epi8(
+                        scv, _mm256_set1_epi16((short)((2 * j + 1) << 8 | 2 * j)));
+                    const __m256i p = _mm256_maddubs_epi16(
+                        q[h], _mm256_loadu_si256((const __m256i *)(const void *)(xb->qs + 32 * j)));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sj));
+                }
+            }
+            v[r] = sumi;
+        }
+        /* d_w * d_x (lanes 0..3) and dmin_w * d_x (4..7), each one float product */
+        const __m256 dd =
+            _mm256_mul_ps(_mm256_cvtph_ps(_mm_shuffle_epi8(
+                              _mm_loadu_si128((const __m128i *)(const void *)dm), dpairs)),
+                          _mm256_set1_ps(xb->d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hs__reduce8_epi32(v)), dd, acc);
+    }
+    float out[4];
+    _mm_storeu_ps(out, _mm_sub_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
+    for (int r = 0; r < NR; r++) {
+        s[r] = out[r];
+    }
+}
+
+/* hs__gemv_NAME_avx2 over passes of Q45K_GEMV_ROWS rows, then one of the rest. */
+#define Q45K_GEMV_ENTRY_POINT(name, FIVE)                                                          \
+    void hs__gemv_##name##_avx2(int64_t n, float *s, const void *w, size_t ws, const void *x,      \
+                                int64_t nr)                                                        \
+    {                                                                                              \
+        int64_t r = 0;                                                                             \
+        for (; r + Q45K_GEMV_ROWS <= nr; r += Q45K_GEMV_ROWS) {                                    \
+            q45_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, Q45K_GEMV_ROWS, FIVE);                 \
+        }                                                                                          \
+        switch (nr - r) {                                                                          \
+        case 0:                                                                                    \
+            break;                                                                                 \
+        case 1:                                                                                    \
+            q45_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 1, FIVE);                              \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            q45_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 2, FIVE);                              \
+            break;                                                                                 \
+        default:                                                                                   \
+            q45_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 3, FIVE);                              \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+Q45K_GEMV_ENTRY_POINT(q4_k, 0)
+Q45K_GEMV_ENTRY_POINT(q5_k, 1)
+
 INLINE void q4_k_ggml_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
                            const void *x, size_t xs, const int NR, const int NC)
 {
@@ -1262,6 +1349,25 @@ TILE_ENTRY_POINTS(q4_k, avx2)
 TILE_ENTRY_POINTS(q4_k_ggml, avx2)
 TILE_ENTRY_POINTS(q5_k, avx2)
 
+/* The 8 x 32 quants (0..63) of a Q6_K block: q[j] holds elements 32 j .. 32 j + 31. */
+INLINE void q6_k_quants(const struct hs_block_q6_k *wb, __m256i q[8])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    for (int h = 0; h < 2; h++) {
+        const __m256i qa = _mm256_loadu_si256((const __m256i *)(wb->ql + 64 * h));
+        const __m256i qb = _mm256_loadu_si256((const __m256i *)(wb->ql + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(wb->qh + 32 * h));
+        q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(qa, m4),
+                                       _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+        q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(qb, m4),
+                                       _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+        q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4),
+                                       _mm256_and_si256(qh, m30));
+        q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
+                                       _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+    }
+}
+
 /* Q6_K: per row, the 8 x 32 quants (0..63) and the 16 scales; per (row, col), maddubs against
  * Q8_K and madd by scale, minus 32 * sum(scale * bsum) for the offset. */
 INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, const void *x,
@@ -1273,26 +1379,13 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
             acc[r][c] = _mm256_setzero_ps();
         }
     }
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     for (int64_t b = 0; b < n / HS_QK_K; b++) {
         for (int r = 0; r < NR; r++) {
             const struct hs_block_q6_k *wb =
                 (const struct hs_block_q6_k *)(const void *)ROWP(w, r, ws) + b;
             prefetch_ahead((const uint8_t *)wb, sizeof(*wb));
             __m256i q[8], scv[8];
-            for (int h = 0; h < 2; h++) {
-                const __m256i qa = _mm256_loadu_si256((const __m256i *)(wb->ql + 64 * h));
-                const __m256i qb = _mm256_loadu_si256((const __m256i *)(wb->ql + 64 * h + 32));
-                const __m256i qh = _mm256_loadu_si256((const __m256i *)(wb->qh + 32 * h));
-                q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(qa, m4),
-                                               _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
-                q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(qb, m4),
-                                               _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
-                q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4),
-                                               _mm256_and_si256(qh, m30));
-                q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
-                                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
-            }
+            q6_k_quants(wb, q);
             const __m128i sc8 = _mm_loadu_si128((const __m128i *)(const void *)wb->scales);
             for (int j = 0; j < 8; j++) {
                 /* Scales 2j (first 16 elements) and 2j + 1, each repeated 8 times as i16. */
@@ -1325,6 +1418,80 @@ INLINE void q6_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
     }
 }
 TILE_ENTRY_POINTS(q6_k, avx2)
+
+/* hs_gemv_fn for Q6_K (decode): passes of up to 4 weight rows, each row's chain as q6_k_tile's
+ * with one column (the same bits), the pass's span streamed ahead. A sub-block pair's scales
+ * come out of the row's 16 scales, widened once, by one byte shuffle (the tile makes each pair
+ * with a shuffle and a widening). */
+#define Q6K_GEMV_ROWS 4
+INLINE void q6_k_gemv_sub(int64_t n, float *s, const void *w, size_t ws, const void *x,
+                          const int NR)
+{
+    __m256 acc[4];
+    for (int r = 0; r < NR; r++) {
+        acc[r] = _mm256_setzero_ps();
+    }
+    const int64_t nb = n / HS_QK_K;
+    struct hs__gemv_stream pf = hs__gemv_stream_start(w, (size_t)NR * ws, nb);
+    for (int64_t b = 0; b < nb; b++) {
+        hs__gemv_stream_next(&pf);
+        const struct hs_block_q8_k *xb = (const struct hs_block_q8_k *)x + b;
+        const __m256i bsums = _mm256_loadu_si256((const __m256i *)(const void *)xb->bsums);
+        for (int r = 0; r < NR; r++) {
+            const struct hs_block_q6_k *wb =
+                (const struct hs_block_q6_k *)(const void *)ROWP(w, r, ws) + b;
+            __m256i q[8];
+            q6_k_quants(wb, q);
+            const __m256i sc16 =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)wb->scales));
+            /* scales 0..7 and 8..15 as i16, each in both 128-bit lanes */
+            const __m256i half[2] = {_mm256_permute2x128_si256(sc16, sc16, 0x00),
+                                     _mm256_permute2x128_si256(sc16, sc16, 0x11)};
+            __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                            _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5));
+            for (int j = 0; j < 8; j++) {
+                /* scale 2j in the low lane's 8 i16, 2j + 1 in the high lane's */
+                const char a = (char)(2 * (2 * j % 8)), z = (char)(2 * ((2 * j + 1) % 8));
+                const __m256i scv = _mm256_shuffle_epi8(
+                    half[j / 4],
+                    _mm256_setr_epi8(
+                        a, (char)(a + 1), a, (char)(a + 1), a, (char)(a + 1), a, (char)(a + 1), a,
+                        (char)(a + 1), a, (char)(a + 1), a, (char)(a + 1), a, (char)(a + 1), z,
+                        (char)(z + 1), z, (char)(z + 1), z, (char)(z + 1), z, (char)(z + 1), z,
+                        (char)(z + 1), z, (char)(z + 1), z, (char)(z + 1), z, (char)(z + 1)));
+                const __m256i xq = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * j));
+                sumi =
+                    _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], xq), scv));
+            }
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb->d) * xb->d), _mm256_cvtepi32_ps(sumi),
+                                     acc[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        s[r] = hsum_ps(acc[r]);
+    }
+}
+
+void hs__gemv_q6_k_avx2(int64_t n, float *s, const void *w, size_t ws, const void *x, int64_t nr)
+{
+    int64_t r = 0;
+    for (; r + Q6K_GEMV_ROWS <= nr; r += Q6K_GEMV_ROWS) {
+        q6_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, Q6K_GEMV_ROWS);
+    }
+    switch (nr - r) {
+    case 0:
+        break;
+    case 1:
+        q6_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 1);
+        break;
+    case 2:
+        q6_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 2);
+        break;
+    default:
+        q6_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 3);
+        break;
+    }
+}
 
 #else
 typedef int hs__quants_avx2_unavailable;

@@ -930,24 +930,6 @@ void hs__from_float_q8_k_avx512(const float *x, void *vy, int64_t n)
  * Q4_K and Q5_K
  * ============================================================================================= */
 
-INLINE void unpack_scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *m)
-{
-    /* Bytes 0..3 hold scales 0..3 (low 6 bits) and the top bits of scales 4..7; bytes 4..7 the
-     * same for mins; bytes 8..11 the low nibbles of scales 4..7 (low) and mins 4..7 (high).
-     * Done on 32-bit words; every shift is masked back into its own byte. */
-    uint32_t a, b, c;
-    memcpy(&a, q, 4);
-    memcpy(&b, q + 4, 4);
-    memcpy(&c, q + 8, 4);
-    const uint32_t sc_lo = a & 0x3f3f3f3fu, m_lo = b & 0x3f3f3f3fu;
-    const uint32_t sc_hi = (c & 0x0f0f0f0fu) | (((a >> 6) & 0x03030303u) << 4);
-    const uint32_t m_hi = ((c >> 4) & 0x0f0f0f0fu) | (((b >> 6) & 0x03030303u) << 4);
-    memcpy(sc, &sc_lo, 4);
-    memcpy(sc + 4, &sc_hi, 4);
-    memcpy(m, &m_lo, 4);
-    memcpy(m + 4, &m_hi, 4);
-}
-
 INLINE __m512i madd_scaled(__m512i acc, __m512i p16, __m512i sc16, const int VNNI)
 {
     if (VNNI) {
@@ -994,7 +976,7 @@ INLINE void q45_k_decode(const uint8_t *wbytes, __m512i q[4], __m512i scales[4],
     const struct hs_block_q5_k *w5 = (const struct hs_block_q5_k *)(const void *)wbytes;
     const uint8_t *qs = FIVE ? w5->qs : w4->qs;
     uint8_t sc[8], mn[8];
-    unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
+    hs__unpack_scales_k4(FIVE ? w5->scales : w4->scales, sc, mn);
     uint64_t sc64, mn64;
     memcpy(&sc64, sc, 8);
     memcpy(&mn64, mn, 8);
@@ -1138,16 +1120,6 @@ INLINE void q5_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
  * two chains as q45_k_tile's (the same bits), the pass's span streamed ahead
  * (hs__gemv_stream). */
 #define Q45K_GEMV_ROWS 8
-/* The lane sums of v[0..7] as lanes 0..7 (exact integers). */
-INLINE __m256i reduce8_epi32(const __m256i v[8])
-{
-    const __m256i h0 =
-        _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i h1 =
-        _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
-                            _mm256_permute2x128_si256(h0, h1, 0x31));
-}
 
 /* Rows in lanes: lane r of acc / accm is row r's chain, updated by one fma a super-block as the
  * tile's scalar fmaf (the integer sums exact, d_w * d_x one float multiply). */
@@ -1179,10 +1151,10 @@ INLINE void q45_k_gemv_pass(int64_t n, float *s, const void *w, size_t ws, const
         }
         const __m512 dd = gemv_scales(wb0, ws, NR, 4, xb->d);
         const __m512 dm = gemv_scales(wb0 + 2, ws, NR, 4, xb->d);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_epi32(sums)), _mm512_castps512_ps256(dd),
-                              acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_epi32(pmins)), _mm512_castps512_ps256(dm),
-                               accm);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hs__reduce8_epi32(sums)),
+                              _mm512_castps512_ps256(dd), acc);
+        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hs__reduce8_epi32(pmins)),
+                               _mm512_castps512_ps256(dm), accm);
     }
     float out[8];
     _mm256_storeu_ps(out, _mm256_sub_ps(acc, accm));

@@ -1052,12 +1052,12 @@ static const struct hs_quant_kernels k_avx2[] = {
         hs__gemm_tile_q4_1_avx2),
     ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1, hs__vec_dot_q5_1_avx2,
         hs__gemm_tile_q5_1_avx2),
-    ROW(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q4_k, hs__vec_dot_q4_k_avx2,
-        hs__gemm_tile_q4_k_avx2),
-    ROW(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q5_k, hs__vec_dot_q5_k_avx2,
-        hs__gemm_tile_q5_k_avx2),
-    ROW(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q6_k, hs__vec_dot_q6_k_avx2,
-        hs__gemm_tile_q6_k_avx2),
+    ROWG(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q4_k, hs__vec_dot_q4_k_avx2,
+         hs__gemm_tile_q4_k_avx2, hs__gemv_q4_k_avx2),
+    ROWG(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q5_k, hs__vec_dot_q5_k_avx2,
+         hs__gemm_tile_q5_k_avx2, hs__gemv_q5_k_avx2),
+    ROWG(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q6_k, hs__vec_dot_q6_k_avx2,
+         hs__gemm_tile_q6_k_avx2, hs__gemv_q6_k_avx2),
 };
 
 /* Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels (but Q5_0's VNNI tiles of 2+ activation rows,

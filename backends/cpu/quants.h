@@ -207,6 +207,9 @@ void hs__gemv_q4_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, con
                         int64_t nr);
 void hs__gemv_q5_0_avx2(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
+HS__GEMV_DECL(q4_k, avx2);
+HS__GEMV_DECL(q5_k, avx2);
+HS__GEMV_DECL(q6_k, avx2);
 void hs__from_float_f16_avx2(const float *x, void *y, int64_t n);
 void hs__from_float_bf16_avx2(const float *x, void *y, int64_t n);
 void hs__from_float_q8_0_avx2(const float *x, void *y, int64_t n);

@@ -99,14 +99,17 @@ Test(gemv, matches_vec_dot_bit_for_bit_for_every_row_count)
             kernels++;
         }
     }
-    /* The AVX2 path has gemv kernels for Q8_0, Q5_0 and Q4_0 (at least), the AVX-512 one its
-     * own for those and for the K-quants too: a table that lost them would decode through the
-     * slower tiles without any test noticing. */
+    /* The AVX2 path has gemv kernels for Q8_0, Q5_0, Q4_0 and the K-quants, the AVX-512 one its
+     * own for those too: a table that lost them would decode through the slower tiles without
+     * any test noticing. */
     if (best >= HS_ISA_AVX2) {
         cr_assert(hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX2)->gemv != NULL);
         cr_assert(hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX2)->gemv != NULL);
         cr_assert(hs__cpu_kernels(HS_TYPE_Q4_0, HS_ISA_AVX2)->gemv != NULL);
-        cr_assert_geq(kernels, 3);
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q4_K, HS_ISA_AVX2)->gemv != NULL);
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q5_K, HS_ISA_AVX2)->gemv != NULL);
+        cr_assert(hs__cpu_kernels(HS_TYPE_Q6_K, HS_ISA_AVX2)->gemv != NULL);
+        cr_assert_geq(kernels, 6);
     }
     if (best >= HS_ISA_AVX512) {
         cr_assert(hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX512)->gemv != NULL);
