@@ -29,6 +29,20 @@ struct hs_cpu_repacked {
                  size_t xs, int nc);
 };
 
+/* Products a step's order is remembered for, and threads their first weight bytes (hint_enter
+ * in cpu.c); 30 layers of 4 products take 121. */
+#define HS__CPU_HINT_OPS     512
+#define HS__CPU_HINT_THREADS 8
+/* KiB of each span a worker prefetches, unless HS_CPU_HINT_KB says otherwise (0: no hints). */
+#define HS__CPU_HINT_KB 128
+
+/* One product of a step: its first weight, and each thread's first weight rows (2 spans for the
+ * FFN's gate and up). */
+struct hs__cpu_hint_op {
+    const void *key;
+    struct hs__pool_span first[HS__CPU_HINT_THREADS][2];
+};
+
 struct hs_cpu_backend {
     struct hs_backend base; /* first */
     struct hs_pool *pool;
@@ -53,6 +67,11 @@ struct hs_cpu_backend {
     size_t rope_pos_bytes;
     int64_t rope_n; /* 0: nothing cached */
     struct hs_rope_params rope_p;
+    /* The products of a step in the order the last one took them, each with the weight bytes
+     * its threads started on (cpu.c's hint_enter), [HS__CPU_HINT_OPS]; owns; NULL: no hints. */
+    struct hs__cpu_hint_op *hint_ops;
+    int hint_n, hint_pos;
+    size_t hint_bytes; /* the most a worker prefetches of a span */
 };
 
 static inline struct hs_cpu_backend *cpu_backend_of(struct hs_backend *be)

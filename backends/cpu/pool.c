@@ -27,6 +27,11 @@
 #define HS__CPU_RELAX() ((void)0)
 #endif
 
+/* Lines of a hinted span an idle worker prefetches between two checks of gen, and the most
+ * bytes of a span it takes (more is cut: a worker prefetching does not sleep). */
+#define HS__POOL_HINT_LINES 4
+#define HS__POOL_HINT_MAX   ((size_t)1 << 20)
+
 /* How long an idle worker spins before it sleeps on the futex. */
 #define HS__POOL_SPIN_NS 50000
 
@@ -42,6 +47,17 @@ struct hs__pool_worker {
     /* The last generation this worker claimed, or the caller cancelled for it: whoever moves it
      * to the current generation first (compare-and-swap) owns the worker's part of the task. */
     _Alignas(64) _Atomic uint32_t claim;
+    /* A span of memory to prefetch while idle (hs__pool_hint): published by the caller with a
+     * bump of hint_seq (release), read by this worker between its checks of gen. */
+    _Alignas(64) _Atomic(uintptr_t) hint_p[HS__POOL_HINT_SPANS];
+    _Atomic size_t hint_n[HS__POOL_HINT_SPANS];
+    _Atomic uint32_t hint_seq;
+    /* This worker's own: the hint_seq it last took, and what it has not yet prefetched of
+     * those spans (addresses as integers: they need not point into anything), kept from one
+     * wait to the next so that a hint given before a task is fetched after it. */
+    uint32_t hint_taken;
+    uintptr_t hint_at[HS__POOL_HINT_SPANS];
+    size_t hint_left[HS__POOL_HINT_SPANS];
 };
 
 /* Per-op totals of the profiler; an op is a name given to hs__pool_run_named. */
@@ -148,15 +164,43 @@ static void pool_pin(struct hs_pool *pool, int core)
 #endif
 }
 
-/* Waits until gen differs from seen: spins first, then sleeps on the futex. */
-static uint32_t pool_wait_gen(struct hs_pool *pool, uint32_t seen)
+/* Waits until gen differs from seen: spins first, then sleeps on the futex. While it spins, a
+ * worker (w not NULL) prefetches its hinted spans, HS__POOL_HINT_LINES lines between two looks
+ * at gen, so that a new task is seen as soon as without a hint. */
+static uint32_t pool_wait_gen(struct hs_pool *pool, struct hs__pool_worker *w, uint32_t seen)
 {
     uint32_t g;
     uint64_t t0 = 0;
+    int cur = 0; /* the span being prefetched */
     for (unsigned i = 0;; i++) {
         g = atomic_load_explicit(&pool->gen, memory_order_acquire);
         if (g != seen) {
             return g;
+        }
+        if (w) {
+            const uint32_t q = atomic_load_explicit(&w->hint_seq, memory_order_acquire);
+            if (q != w->hint_taken) {
+                /* a hint being replaced meanwhile gives a mix of two: advice all the same */
+                w->hint_taken = q;
+                for (int k = 0; k < HS__POOL_HINT_SPANS; k++) {
+                    w->hint_at[k] = atomic_load_explicit(&w->hint_p[k], memory_order_relaxed);
+                    w->hint_left[k] = atomic_load_explicit(&w->hint_n[k], memory_order_relaxed);
+                }
+                cur = 0;
+            }
+            uintptr_t *const hp = w->hint_at;
+            size_t *const hn = w->hint_left;
+            while (cur < HS__POOL_HINT_SPANS && hn[cur] == 0) {
+                cur++;
+            }
+            if (cur < HS__POOL_HINT_SPANS) {
+                for (int k = 0; k < HS__POOL_HINT_LINES && hn[cur] > 0; k++) {
+                    __builtin_prefetch((const void *)hp[cur], 0, 3); /* never faults */
+                    hp[cur] += 64;
+                    hn[cur] = hn[cur] > 64 ? hn[cur] - 64 : 0;
+                }
+                continue;
+            }
         }
         HS__CPU_RELAX();
         if ((i & 255) == 255) {
@@ -195,7 +239,7 @@ static void *pool_main(void *arg)
     }
     uint32_t seen = 0;
     for (;;) {
-        seen = pool_wait_gen(pool, seen);
+        seen = pool_wait_gen(pool, w, seen);
         if (atomic_load_explicit(&pool->stop, memory_order_acquire)) {
             break;
         }
@@ -314,6 +358,21 @@ void hs__pool_bind_caller(struct hs_pool *pool)
     if (pool->pin) {
         pool_pin(pool, pool->first_core);
     }
+}
+
+void hs__pool_hint(struct hs_pool *pool, int ith, const struct hs__pool_span *spans, int n)
+{
+    if (ith < 1 || ith >= pool->n_threads) {
+        return;
+    }
+    struct hs__pool_worker *w = &pool->workers[ith - 1];
+    for (int k = 0; k < HS__POOL_HINT_SPANS; k++) {
+        const bool set = k < n && spans[k].p;
+        atomic_store_explicit(&w->hint_p[k], set ? (uintptr_t)spans[k].p : 0, memory_order_relaxed);
+        atomic_store_explicit(&w->hint_n[k], set ? HS_MIN(spans[k].n, HS__POOL_HINT_MAX) : 0,
+                              memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&w->hint_seq, 1, memory_order_release);
 }
 
 int hs__pool_n_threads(const struct hs_pool *pool)
@@ -490,6 +549,13 @@ static void pool_prof_log(struct hs_pool *pool)
 static int64_t chunks_begin(const struct hs__pool_chunks *c, int s)
 {
     return c->n * s / c->n_shares;
+}
+
+void hs__pool_chunks_share(const struct hs__pool_chunks *c, int ith, int64_t *first, int64_t *end)
+{
+    const int s = ith % c->n_shares;
+    *first = chunks_begin(c, s);
+    *end = chunks_begin(c, s + 1);
 }
 
 void hs__pool_chunks_init(struct hs__pool_chunks *c, int64_t n, int nth)

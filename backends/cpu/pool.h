@@ -55,6 +55,20 @@ void hs__pool_run_named(struct hs_pool *pool, hs_pool_fn fn, void *ctx, const ch
  * cancelled (compare-and-swap on their claim) rather than waited for. */
 void hs__pool_run_dyn_named(struct hs_pool *pool, hs_pool_fn fn, void *ctx, const char *name);
 
+/* A span of memory: a hint to prefetch it. */
+struct hs__pool_span {
+    const void *p;
+    size_t n;
+};
+#define HS__POOL_HINT_SPANS 4
+
+/* Asks worker ith (1 .. n_threads - 1; others are ignored) to prefetch spans[0 .. n) (n at most
+ * HS__POOL_HINT_SPANS, in order; NULL ones skipped; the first MiB of each) while it waits for
+ * its next tasks: the memory the next one will read first. Replaces its previous hint. Only advice:
+ * the spans need not be mapped (prefetches never fault), a task need not follow, the worker stops
+ * at the next task's dispatch. Thread: the caller's. */
+void hs__pool_hint(struct hs_pool *pool, int ith, const struct hs__pool_span *spans, int n);
+
 /* fn(ctx, 0, 1) on the caller alone (a task too small to split), counted under name as
  * hs__pool_run_named counts. */
 void hs__pool_run1_named(struct hs_pool *pool, hs_pool_fn fn, void *ctx, const char *name);
@@ -76,6 +90,9 @@ struct hs__pool_chunks {
 
 /* Shares n chunks among nth threads (nth >= 1). */
 void hs__pool_chunks_init(struct hs__pool_chunks *c, int64_t n, int nth);
+/* Thread ith's own share, chunks [*first, *end): what it claims first, in order, unless others
+ * took them. */
+void hs__pool_chunks_share(const struct hs__pool_chunks *c, int ith, int64_t *first, int64_t *end);
 /* The next chunk for thread ith, or -1 when all are taken. Thread: any. */
 int64_t hs__pool_chunks_claim(struct hs__pool_chunks *c, int ith);
 

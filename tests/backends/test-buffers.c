@@ -174,6 +174,31 @@ Test(backend_pool, every_thread_runs_once_per_dispatch_spinning_and_after_sleep)
     hs__pool_destroy(NULL);
 }
 
+/* Prefetch hints are advice: spans anywhere (none, unmapped, longer than memory) or for threads
+ * that are not workers change nothing, and a hinted worker still takes every dispatch, spinning
+ * and after sleeping. */
+Test(backend_pool, hints_change_nothing_a_worker_does)
+{
+    struct hs_pool *pool = NULL;
+    cr_assert_eq(hs__pool_create(3, false, 0, &pool), HS_OK);
+    static char buf[1 << 16];
+    const struct hs__pool_span spans[HS__POOL_HINT_SPANS] = {
+        {buf, sizeof(buf)}, {NULL, 4096}, {(const void *)(uintptr_t)64, SIZE_MAX}, {buf, 0}};
+    struct pool_probe p = {0};
+    for (int i = 0; i < 20000; i++) {
+        hs__pool_hint(pool, i % 4, spans + i % 3, HS__POOL_HINT_SPANS - i % 3);
+        hs__pool_hint(pool, -1, spans, HS__POOL_HINT_SPANS);
+        hs__pool_run(pool, pool_probe_fn, &p);
+        cr_assert_eq(atomic_load(&p.calls[1]), i + 1);
+        cr_assert_eq(atomic_load(&p.calls[2]), i + 1);
+        if (i % 5000 == 0) {
+            usleep(2000); /* past the spin window: workers sleep on the futex */
+        }
+    }
+    cr_assert_eq(atomic_load(&p.bad_nth), 0);
+    hs__pool_destroy(pool);
+}
+
 /* A dynamic task: chunks claimed from a counter, each chunk's cell incremented by whoever
  * claims it; a worker's late run would touch a later dispatch's cells or find the counter
  * exhausted. */
@@ -230,6 +255,13 @@ Test(backend_pool, chunks_own_share_first_then_the_others_each_once)
 {
     struct hs__pool_chunks c;
     hs__pool_chunks_init(&c, 10, 3); /* shares [0, 3) [3, 6) [6, 10) */
+    const int64_t first[] = {0, 3, 6}, end[] = {3, 6, 10};
+    for (int i = 0; i < 3; i++) {
+        int64_t f, e;
+        hs__pool_chunks_share(&c, i, &f, &e);
+        cr_assert(f == first[i] && e == end[i], "share %d: [%lld, %lld)", i, (long long)f,
+                  (long long)e);
+    }
     const int64_t want[] = {3, 4, 5, 6, 7, 8, 9, 0, 1, 2};
     for (int i = 0; i < 10; i++) {
         cr_assert_eq(hs__pool_chunks_claim(&c, 1), want[i], "claim %d", i);

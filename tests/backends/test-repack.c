@@ -394,6 +394,95 @@ Test(repack, prepared_q5_0_weights_give_the_same_products_bit_for_bit)
     check_prepared(HS_TYPE_Q5_0);
 }
 
+/* One decode-like step of products on one activation row, in the order given (0: matmul_multi
+ * of w[0], w[1]; 1: matmul of w[2]; 2: the FFN of w[3], w[4], w[5]), outputs appended at *y. */
+static void hint_step(struct hs_backend *be, const struct hs_tensor *w, const float *x,
+                      const int *order, int n_ops, float **y)
+{
+    struct hs_tensor tx;
+    cr_assert_eq(hs_tensor_init_2d(&tx, HS_TYPE_F32, w[0].ne[0], 1, (void *)x), HS_OK);
+    for (int i = 0; i < n_ops; i++) {
+        if (order[i] == 0) {
+            struct hs_tensor ya, yb;
+            cr_assert_eq(hs_tensor_init_2d(&ya, HS_TYPE_F32, w[0].ne[1], 1, *y), HS_OK);
+            cr_assert_eq(hs_tensor_init_2d(&yb, HS_TYPE_F32, w[1].ne[1], 1, *y + w[0].ne[1]),
+                         HS_OK);
+            const struct hs_tensor *ws[2] = {&w[0], &w[1]};
+            struct hs_tensor *ys[2] = {&ya, &yb};
+            cr_assert_eq(hs_backend_matmul_multi(be, 2, ws, &tx, ys), HS_OK);
+            *y += w[0].ne[1] + w[1].ne[1];
+        } else if (order[i] == 1) {
+            product(be, &w[2], x, 1, *y);
+            *y += w[2].ne[1];
+        } else {
+            float g[512], u[512];
+            struct hs_tensor fy, fg, fu;
+            cr_assert_eq(hs_tensor_init_2d(&fy, HS_TYPE_F32, w[5].ne[1], 1, *y), HS_OK);
+            cr_assert_eq(hs_tensor_init_2d(&fg, HS_TYPE_F32, w[3].ne[1], 1, g), HS_OK);
+            cr_assert_eq(hs_tensor_init_2d(&fu, HS_TYPE_F32, w[4].ne[1], 1, u), HS_OK);
+            const struct hs_ffn_args fa = {.w_gate = &w[3],
+                                           .w_up = &w[4],
+                                           .w_down = &w[5],
+                                           .x = &tx,
+                                           .y = &fy,
+                                           .scratch_gate = &fg,
+                                           .scratch_up = &fu};
+            cr_assert_eq(hs_backend_ffn(be, &fa), HS_OK);
+            *y += w[5].ne[1];
+        }
+    }
+}
+
+/* The workers' prefetch hints (cpu.c's hint_enter) only read ahead of the products: steps in one
+ * order, then in another (the remembered order forgotten and learnt again), then a lone
+ * product, give the same bits with hints as without (HS_CPU_HINT_KB=0), repacked copies and
+ * the file's rows alike. */
+Test(repack, hints_leave_every_product_bit_for_bit)
+{
+    enum { N_IN = 576, N_OUT = 256, N_FF = 512, STEPS = 12, PER_STEP = 2 * N_OUT + 2 * N_IN };
+    struct hs_rng rng;
+    hs_rng_seed(&rng, 78);
+    /* wq, wk (Q5_0: repacked where the CPU has AVX2), wo (Q8_0), gate, up (Q5_0), down (Q8_0) */
+    const enum hs_type types[6] = {HS_TYPE_Q5_0, HS_TYPE_Q5_0, HS_TYPE_Q8_0,
+                                   HS_TYPE_Q5_0, HS_TYPE_Q5_0, HS_TYPE_Q8_0};
+    const int64_t ins[6] = {N_IN, N_IN, N_OUT, N_IN, N_IN, N_FF};
+    const int64_t outs[6] = {N_OUT, N_OUT, N_IN, N_FF, N_FF, N_IN};
+    void *q[6];
+    struct hs_tensor w[6];
+    for (int i = 0; i < 6; i++) {
+        q[i] = rand_q(types[i], &rng, ins[i], outs[i], NULL);
+        cr_assert_eq(hs_tensor_init_2d(&w[i], types[i], ins[i], outs[i], q[i]), HS_OK);
+    }
+    float *x = rand_floats(&rng, N_IN * STEPS);
+    float *y[2];
+    size_t n_y[2];
+    for (int run = 0; run < 2; run++) {
+        cr_assert_eq(setenv("HS_CPU_HINT_KB", run ? "128" : "0", 1), 0);
+        struct hs_backend *be = make_cpu(2);
+        for (int i = 0; i < 6; i++) {
+            cr_assert_eq(hs_backend_prepare_weight(be, &w[i]), HS_OK);
+        }
+        y[run] = malloc(sizeof(float) * PER_STEP * STEPS);
+        cr_assert_not_null(y[run]);
+        float *at = y[run];
+        static const int order_a[] = {0, 1, 2}, order_b[] = {2, 0, 1}, order_c[] = {1};
+        for (int s = 0; s < STEPS; s++) {
+            const int *order = s < 6 ? order_a : s < 11 ? order_b : order_c;
+            hint_step(be, w, x + s * N_IN, order, s < 11 ? 3 : 1, &at);
+        }
+        n_y[run] = (size_t)(at - y[run]);
+        cr_assert_eq(n_y[run], (size_t)(PER_STEP * 11 + N_IN));
+        hs_backend_destroy(be);
+    }
+    cr_assert(memcmp(y[0], y[1], sizeof(float) * n_y[0]) == 0);
+    free(y[0]);
+    free(y[1]);
+    free(x);
+    for (int i = 0; i < 6; i++) {
+        free(q[i]);
+    }
+}
+
 Test(repack, prepare_leaves_other_types_and_refuses_malformed_weights)
 {
     struct hs_backend *be = make_cpu(1);
