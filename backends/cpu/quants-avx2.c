@@ -1234,7 +1234,6 @@ INLINE void q4_k_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws, 
  * 8-lane fma updates all the chains: lane r is row r's acc, lane 4 + r its accm. The sub-block
  * scales come out of one 16-bit vector by a byte shuffle each, where the tile broadcasts them one
  * at a time from memory. */
-#define Q45K_GEMV_ROWS 4
 INLINE void q45_k_gemv_sub(int64_t n, float *s, const void *w, size_t ws, const void *x,
                            const int NR, const int FIVE)
 {
@@ -1308,31 +1307,35 @@ INLINE void q45_k_gemv_sub(int64_t n, float *s, const void *w, size_t ws, const 
     }
 }
 
-/* hs__gemv_NAME_avx2 over passes of Q45K_GEMV_ROWS rows, then one of the rest. */
-#define Q45K_GEMV_ENTRY_POINT(name, FIVE)                                                          \
+/* hs__gemv_NAME_avx2 over SUB(n, s, w, ws, x, NR): passes of 4 rows, then one of the rest. */
+/* clang-format off */
+#define GEMV4_ENTRY_POINT(name, SUB)                                                               \
     void hs__gemv_##name##_avx2(int64_t n, float *s, const void *w, size_t ws, const void *x,      \
                                 int64_t nr)                                                        \
     {                                                                                              \
         int64_t r = 0;                                                                             \
-        for (; r + Q45K_GEMV_ROWS <= nr; r += Q45K_GEMV_ROWS) {                                    \
-            q45_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, Q45K_GEMV_ROWS, FIVE);                 \
+        for (; r + 4 <= nr; r += 4) {                                                              \
+            SUB(n, s + r, ROWP(w, r, ws), ws, x, 4);                                               \
         }                                                                                          \
         switch (nr - r) {                                                                          \
         case 0:                                                                                    \
             break;                                                                                 \
         case 1:                                                                                    \
-            q45_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 1, FIVE);                              \
+            SUB(n, s + r, ROWP(w, r, ws), ws, x, 1);                                               \
             break;                                                                                 \
         case 2:                                                                                    \
-            q45_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 2, FIVE);                              \
+            SUB(n, s + r, ROWP(w, r, ws), ws, x, 2);                                               \
             break;                                                                                 \
         default:                                                                                   \
-            q45_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 3, FIVE);                              \
+            SUB(n, s + r, ROWP(w, r, ws), ws, x, 3);                                               \
             break;                                                                                 \
         }                                                                                          \
     }
-Q45K_GEMV_ENTRY_POINT(q4_k, 0)
-Q45K_GEMV_ENTRY_POINT(q5_k, 1)
+/* clang-format on */
+#define Q4K_GEMV_SUB(n, s, w, ws, x, NR) q45_k_gemv_sub(n, s, w, ws, x, NR, 0)
+#define Q5K_GEMV_SUB(n, s, w, ws, x, NR) q45_k_gemv_sub(n, s, w, ws, x, NR, 1)
+GEMV4_ENTRY_POINT(q4_k, Q4K_GEMV_SUB)
+GEMV4_ENTRY_POINT(q5_k, Q5K_GEMV_SUB)
 
 INLINE void q4_k_ggml_tile(int64_t n, float *s, size_t bs, const void *w, size_t ws,
                            const void *x, size_t xs, const int NR, const int NC)
@@ -1423,7 +1426,6 @@ TILE_ENTRY_POINTS(q6_k, avx2)
  * with one column (the same bits), the pass's span streamed ahead. A sub-block pair's scales
  * come out of the row's 16 scales, widened once, by one byte shuffle (the tile makes each pair
  * with a shuffle and a widening). */
-#define Q6K_GEMV_ROWS 4
 INLINE void q6_k_gemv_sub(int64_t n, float *s, const void *w, size_t ws, const void *x,
                           const int NR)
 {
@@ -1472,26 +1474,7 @@ INLINE void q6_k_gemv_sub(int64_t n, float *s, const void *w, size_t ws, const v
     }
 }
 
-void hs__gemv_q6_k_avx2(int64_t n, float *s, const void *w, size_t ws, const void *x, int64_t nr)
-{
-    int64_t r = 0;
-    for (; r + Q6K_GEMV_ROWS <= nr; r += Q6K_GEMV_ROWS) {
-        q6_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, Q6K_GEMV_ROWS);
-    }
-    switch (nr - r) {
-    case 0:
-        break;
-    case 1:
-        q6_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 1);
-        break;
-    case 2:
-        q6_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 2);
-        break;
-    default:
-        q6_k_gemv_sub(n, s + r, ROWP(w, r, ws), ws, x, 3);
-        break;
-    }
-}
+GEMV4_ENTRY_POINT(q6_k, q6_k_gemv_sub)
 
 #else
 typedef int hs__quants_avx2_unavailable;
