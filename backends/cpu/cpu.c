@@ -1492,7 +1492,17 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
      * 128: Q4_K_M 327.9 -> 371.2 t/s (8 pairs of 10 faster), on the AVX2 path 301.6 -> 317.1
      * (8); Q8_0 242.4 -> 249.1 (7), AVX2 263.8 -> 268.3 (5). 64 and 256 measured between. */
     const char *hint_env = getenv("HS_CPU_HINT_KB");
-    const long hint_kb = hint_env && *hint_env ? strtol(hint_env, NULL, 10) : HS__CPU_HINT_KB;
+    long hint_kb = HS__CPU_HINT_KB;
+    if (hint_env && *hint_env) {
+        char *end = NULL;
+        const long v = strtol(hint_env, &end, 10);
+        if (*end != '\0' || v < 0) {
+            HS_LOG_WARN("HS_CPU_HINT_KB=%s is not a number of KiB (0: none): ignored (using %d)",
+                        hint_env, HS__CPU_HINT_KB);
+        } else {
+            hint_kb = v;
+        }
+    }
     if (hint_kb > 0 && cpu->base.n_threads > 1) {
         cpu->hint_bytes = (size_t)HS_MIN(hint_kb, 1024) * 1024;
         cpu->hint_ops = calloc(HS__CPU_HINT_OPS, sizeof(*cpu->hint_ops)); /* NULL: no hints */
