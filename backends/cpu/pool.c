@@ -47,8 +47,8 @@ struct hs__pool_worker {
     /* The last generation this worker claimed, or the caller cancelled for it: whoever moves it
      * to the current generation first (compare-and-swap) owns the worker's part of the task. */
     _Alignas(64) _Atomic uint32_t claim;
-    /* A span of memory to prefetch while idle (hs__pool_hint): published by the caller with a
-     * bump of hint_seq (release), read by this worker between its checks of gen. */
+    /* The spans to prefetch while idle (hs__pool_hint): published by the caller with a bump of
+     * hint_seq (release), read by this worker between its looks at gen. */
     _Alignas(64) _Atomic(uintptr_t) hint_p[HS__POOL_HINT_SPANS];
     _Atomic size_t hint_n[HS__POOL_HINT_SPANS];
     _Atomic uint32_t hint_seq;

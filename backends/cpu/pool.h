@@ -63,10 +63,10 @@ struct hs__pool_span {
 #define HS__POOL_HINT_SPANS 4
 
 /* Asks worker ith (1 .. n_threads - 1; others are ignored) to prefetch spans[0 .. n) (n at most
- * HS__POOL_HINT_SPANS, in order; NULL ones skipped; the first MiB of each) while it waits for
- * its next tasks: the memory the next one will read first. Replaces its previous hint. Only advice:
- * the spans need not be mapped (prefetches never fault), a task need not follow, the worker stops
- * at the next task's dispatch. Thread: the caller's. */
+ * HS__POOL_HINT_SPANS, in order; NULL ones skipped; the first MiB of each) while it waits: the
+ * memory its next task will read first. Replaces its previous hint. Only advice: the spans need
+ * not be mapped (prefetches never fault) and no task need follow; a task dispatched meanwhile
+ * runs at once, the worker going on with the spans after it. Thread: the caller's. */
 void hs__pool_hint(struct hs_pool *pool, int ith, const struct hs__pool_span *spans, int n);
 
 /* fn(ctx, 0, 1) on the caller alone (a task too small to split), counted under name as
