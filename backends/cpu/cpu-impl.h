@@ -29,8 +29,8 @@ struct hs_cpu_repacked {
                  size_t xs, int nc);
 };
 
-/* Products a step's order is remembered for, and threads their first weight bytes (hint_enter
- * in cpu.c); 30 layers of 4 products take 121. */
+/* Products a step's order is remembered for, and threads their first weight bytes (hints.c); 30
+ * layers of 4 products take 121. */
 #define HS__CPU_HINT_OPS     512
 #define HS__CPU_HINT_THREADS 8
 /* KiB of each span a worker prefetches, unless HS_CPU_HINT_KB says otherwise (0: no hints). */
@@ -68,7 +68,7 @@ struct hs_cpu_backend {
     int64_t rope_n; /* 0: nothing cached */
     struct hs_rope_params rope_p;
     /* The products of a step in the order the last one took them, each with the weight bytes
-     * its threads started on (cpu.c's hint_enter), [HS__CPU_HINT_OPS]; owns; NULL: no hints. */
+     * its threads started on (hints.c), [HS__CPU_HINT_OPS]; owns; NULL: no hints. */
     struct hs__cpu_hint_op *hint_ops;
     int hint_n, hint_pos;
     size_t hint_bytes; /* the most a worker prefetches of a span */
@@ -86,6 +86,16 @@ hs_status hs__cpu_reserve(void **buf, size_t *cap, size_t need);
 /* Makes sure every thread has n floats of scratch (cpu->tls, tls_stride floats apart); what was
  * there is lost when it grows. HS_E_NOMEM leaves the old scratch. Thread: engine only. */
 hs_status hs__cpu_reserve_tls(struct hs_cpu_backend *cpu, size_t n);
+
+/* Prefetch hints (hints.c). At creation, after the pool: reads HS_CPU_HINT_KB and makes the
+ * order's table (none with one thread or HS_CPU_HINT_KB=0). hs__cpu_hint_enter enters the product
+ * whose first weight's data is key into the step's order, hints the workers at the next one's
+ * first rows and returns the product's entry (NULL: no hints), whose threads' first rows
+ * hs__cpu_hint_fill records (b may be empty). Thread: engine only. */
+void hs__cpu_hints_init(struct hs_cpu_backend *cpu);
+struct hs__cpu_hint_op *hs__cpu_hint_enter(struct hs_cpu_backend *cpu, const void *key);
+void hs__cpu_hint_fill(struct hs__cpu_hint_op *h, int ith, struct hs__pool_span a,
+                       struct hs__pool_span b);
 
 /* The attention slot (attention.c); arguments validated by backend.c. */
 hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_args *args);

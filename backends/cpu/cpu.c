@@ -412,14 +412,7 @@ struct hs__mm_dyn_task {
     struct hs__pool_chunks chunks;
 };
 
-/* ---- hints: the workers prefetch the next product's weights while they wait ----
- *
- * A decode step runs the same products in the same order every token, and between two of them
- * the workers wait through the caller's serial work (norms, conversions, rope, residual adds,
- * the graph itself) with nothing to read. The backend remembers the order of a step's products
- * and the weight rows each thread started each one on; entering a product, it hints every
- * worker at its own first rows of the next product, and worker 1 at the caller's too, which it
- * is too busy to fetch. A worker prefetches them once it is done with the current product. */
+/* ---- hints (hints.c): where each thread starts reading a product ---- */
 
 /* The weight bytes output rows [o0, o1) of t read first: of its repacked copy, or of w. */
 static struct hs__pool_span mm_rows_span(const struct hs__mm_task *t, int64_t o0, int64_t o1)
@@ -433,54 +426,6 @@ static struct hs__pool_span mm_rows_span(const struct hs__mm_task *t, int64_t o0
     }
     return (struct hs__pool_span){(const char *)t->w->data + (size_t)o0 * t->w->nb[1],
                                   (size_t)(o1 - o0) * t->w->nb[1]};
-}
-
-/* Enters the product whose first weight's data is key into the step's order and hints the
- * workers at the next product's first rows, as the last step ran it; returns the product's
- * entry for hint_fill, or NULL (no hints). */
-static struct hs__cpu_hint_op *hint_enter(struct hs_cpu_backend *cpu, const void *key)
-{
-    if (!cpu->hint_ops) {
-        return NULL;
-    }
-    int pos = cpu->hint_pos;
-    if (pos >= cpu->hint_n || cpu->hint_ops[pos].key != key) {
-        if (cpu->hint_n > 0 && cpu->hint_ops[0].key == key) {
-            pos = 0; /* the next step */
-        } else if (pos < HS__CPU_HINT_OPS) {
-            /* not where the last step had it: remember it there, and forget the rest */
-            memset(&cpu->hint_ops[pos], 0, sizeof(cpu->hint_ops[pos]));
-            cpu->hint_ops[pos].key = key;
-            cpu->hint_n = pos + 1;
-        } else {
-            return NULL;
-        }
-    }
-    cpu->hint_pos = pos + 1;
-    const struct hs__cpu_hint_op *next = &cpu->hint_ops[pos + 1 < cpu->hint_n ? pos + 1 : 0];
-    const int nth = HS_MIN(hs__pool_n_threads(cpu->pool), HS__CPU_HINT_THREADS);
-    for (int i = 1; i < nth; i++) {
-        struct hs__pool_span sp[4] = {next->first[i][0], next->first[i][1]};
-        if (i == 1) {
-            sp[2] = next->first[0][0];
-            sp[3] = next->first[0][1];
-        }
-        for (int k = 0; k < 4; k++) {
-            sp[k].n = HS_MIN(sp[k].n, cpu->hint_bytes);
-        }
-        hs__pool_hint(cpu->pool, i, sp, 4);
-    }
-    return &cpu->hint_ops[pos];
-}
-
-/* Records the weight rows thread ith starts h's product on (b may be empty). */
-static void hint_fill(struct hs__cpu_hint_op *h, int ith, struct hs__pool_span a,
-                      struct hs__pool_span b)
-{
-    if (h && ith < HS__CPU_HINT_THREADS) {
-        h->first[ith][0] = a;
-        h->first[ith][1] = b;
-    }
 }
 
 static void mm_compute(void *ctx, int ith, int nth)
@@ -623,13 +568,13 @@ static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
     d.chunk_rows = dyn_chunk_rows(cpu, w, x->ne[1], d.t.wr ? d.t.wr_group : 4);
     const int nth = hs__pool_n_threads(cpu->pool);
     hs__pool_chunks_init(&d.chunks, (w->ne[1] + d.chunk_rows - 1) / d.chunk_rows, nth);
-    struct hs__cpu_hint_op *h = hint_enter(cpu, w->data);
+    struct hs__cpu_hint_op *h = hs__cpu_hint_enter(cpu, w->data);
     for (int i = 0; h && i < nth; i++) {
         int64_t c0, c1;
         hs__pool_chunks_share(&d.chunks, i, &c0, &c1);
         const int64_t o0 = c0 * d.chunk_rows, o1 = HS_MIN(c1 * d.chunk_rows, w->ne[1]);
         if (o0 < o1) {
-            hint_fill(h, i, mm_rows_span(&d.t, o0, o1), (struct hs__pool_span){0});
+            hs__cpu_hint_fill(h, i, mm_rows_span(&d.t, o0, o1), (struct hs__pool_span){0});
         }
     }
     HS_TRY(hs__cpu_reserve(&cpu->act, &cpu->act_bytes, mm_act_bytes(&d.t)));
@@ -736,7 +681,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
     }
     const int nth = hs__pool_n_threads(cpu->pool);
     hs__pool_chunks_init(&m.chunks, n_chunks, nth);
-    struct hs__cpu_hint_op *h = hint_enter(cpu, ws[0]->data);
+    struct hs__cpu_hint_op *h = hs__cpu_hint_enter(cpu, ws[0]->data);
     for (int i = 0; h && i < nth; i++) {
         int64_t c0, c1;
         hs__pool_chunks_share(&m.chunks, i, &c0, &c1);
@@ -750,7 +695,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
             const int64_t o0 = (c0 - base) * m.chunk_rows[k];
             const int64_t o1 =
                 HS_MIN((HS_MIN(c1, m.chunk_end[k]) - base) * m.chunk_rows[k], ws[k]->ne[1]);
-            hint_fill(h, i, mm_rows_span(&m.t[k], o0, o1), (struct hs__pool_span){0});
+            hs__cpu_hint_fill(h, i, mm_rows_span(&m.t[k], o0, o1), (struct hs__pool_span){0});
         }
     }
     if (macs < HS__CPU_PAR_MIN_MACS) {
@@ -869,13 +814,13 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     const int nth = hs__pool_n_threads(cpu->pool);
     const int64_t n_ff = a->w_gate->ne[1];
     hs__pool_chunks_init(&t.chunks, (n_ff + t.chunk_rows - 1) / t.chunk_rows, nth);
-    struct hs__cpu_hint_op *h = hint_enter(cpu, a->w_gate->data);
+    struct hs__cpu_hint_op *h = hs__cpu_hint_enter(cpu, a->w_gate->data);
     for (int i = 0; h && i < nth; i++) {
         int64_t c0, c1;
         hs__pool_chunks_share(&t.chunks, i, &c0, &c1);
         const int64_t o0 = c0 * t.chunk_rows, o1 = HS_MIN(c1 * t.chunk_rows, n_ff);
         if (o0 < o1) {
-            hint_fill(h, i, mm_rows_span(&t.gate, o0, o1), mm_rows_span(&t.up, o0, o1));
+            hs__cpu_hint_fill(h, i, mm_rows_span(&t.gate, o0, o1), mm_rows_span(&t.up, o0, o1));
         }
     }
     hs__pool_run_dyn_named(cpu->pool, ffn_gate_up, &t, "ffn-gate-up");
@@ -1487,26 +1432,7 @@ hs_status hs__backend_cpu_create(const struct hs_backend_params *params, struct 
         goto fail_cpu;
     }
     cpu->base.n_threads = hs__pool_n_threads(cpu->pool);
-    /* Hints (hint_enter): HS_CPU_HINT_KB KiB (0: none) of each span a worker prefetches.
-     * SmolLM-135M tg128 on the 2-thread Zen 5 VM, 10 interleaved pairs, medians without -> with
-     * 128: Q4_K_M 327.9 -> 371.2 t/s (8 pairs of 10 faster), on the AVX2 path 301.6 -> 317.1
-     * (8); Q8_0 242.4 -> 249.1 (7), AVX2 263.8 -> 268.3 (5). 64 and 256 measured between. */
-    const char *hint_env = getenv("HS_CPU_HINT_KB");
-    long hint_kb = HS__CPU_HINT_KB;
-    if (hint_env && *hint_env) {
-        char *end = NULL;
-        const long v = strtol(hint_env, &end, 10);
-        if (*end != '\0' || v < 0) {
-            HS_LOG_WARN("HS_CPU_HINT_KB=%s is not a number of KiB (0: none): ignored (using %d)",
-                        hint_env, HS__CPU_HINT_KB);
-        } else {
-            hint_kb = v;
-        }
-    }
-    if (hint_kb > 0 && cpu->base.n_threads > 1) {
-        cpu->hint_bytes = (size_t)HS_MIN(hint_kb, 1024) * 1024;
-        cpu->hint_ops = calloc(HS__CPU_HINT_OPS, sizeof(*cpu->hint_ops)); /* NULL: no hints */
-    }
+    hs__cpu_hints_init(cpu);
     /* oneDNN only with HS_ONEDNN=1 (made on first use, mm_onednn_wants): its products of 64+
      * rows sum in another order than one row alone, and the engine's guarantees (a preempted or
      * segmented sequence recomputed, a request equal alone and in a crowd) rest on batch
