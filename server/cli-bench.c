@@ -39,7 +39,9 @@ static void usage(FILE *f)
                "  -b, --batch N       also decode N sequences together (tg with -b N: each a\n"
                "                      BOS then -n tokens; total tokens/s; default 1 = off)\n"
                "  -d, --depth N       run pp and tg after N tokens of context (llama-bench's\n"
-               "                      -d; reported as 'tg128 @ dN'; default 0)\n"
+               "                      -d; reported as 'tg128 @ dN'; default 0). With -b, each\n"
+               "                      sequence has N random prompt tokens of its own, prefilled\n"
+               "                      together, and the decode steps after them are timed\n"
                "      --kv-type T     f16 (default) or f32\n"
                "      --no-probes     skip the memory-bandwidth and touched-pages measurements\n"
                "      --expert-placement RULES\n"
@@ -154,11 +156,14 @@ static hs_status run_request(struct hs_engine *e, const hs_token *prompt, int32_
     return b->status;
 }
 
-/* Runs n_seq greedy requests of BOS then n tokens (EOS ignored), submitted together so that the
- * engine decodes them as one batch, and waits for all; *tps: their tokens per second of wall
- * time, first submission to last completion. Errors as run_request's. */
-static hs_status run_batch(struct hs_engine *e, int32_t n_seq, int32_t n, struct bench_req *bs,
-                           double *tps)
+/* Runs n_seq greedy requests (EOS ignored), submitted together so that the engine decodes them
+ * as one batch, and waits for all. Without depth (d == 0, prompts NULL): each BOS then n tokens,
+ * *tps their tokens per second of wall time, first submission to last completion. At depth d:
+ * sequence i's prompt is prompts[i * d ..] (d tokens, prefilled together in one step when the
+ * budget allows), then n + 1 tokens, *tps the n_seq * n decode tokens over the time from the
+ * last first token to the last completion (the engine's times). Errors as run_request's. */
+static hs_status run_batch(struct hs_engine *e, int32_t n_seq, int32_t n, int32_t d,
+                           const hs_token *prompts, struct bench_req *bs, double *tps)
 {
     const hs_token bos = HS_MAX(hs_vocab_bos(hs_engine_vocab(e)), 0);
     hs_status st = HS_OK;
@@ -167,12 +172,15 @@ static hs_status run_batch(struct hs_engine *e, int32_t n_seq, int32_t n, struct
     for (; n_sub < n_seq; n_sub++) {
         struct bench_req *b = &bs[n_sub];
         pthread_mutex_lock(&b->mu);
-        st = submit_greedy(e, &bos, 1, n, b);
+        st = d > 0 ? submit_greedy(e, prompts + (size_t)n_sub * (size_t)d, d, n + 1, b)
+                   : submit_greedy(e, &bos, 1, n, b);
         pthread_mutex_unlock(&b->mu);
         if (st != HS_OK) {
             break;
         }
     }
+    const int32_t want = d > 0 ? n + 1 : n;
+    double last_first_ms = 0, last_end_ms = 0;
     for (int32_t i = 0; i < n_sub; i++) {
         struct bench_req *b = &bs[i];
         pthread_mutex_lock(&b->mu);
@@ -185,12 +193,15 @@ static hs_status run_batch(struct hs_engine *e, int32_t n_seq, int32_t n, struct
         if (st == HS_OK && b->status != HS_OK) {
             fprintf(stderr, "hetserve: forward pass failed: %s\n", hs_status_str(b->status));
             st = b->status;
-        } else if (st == HS_OK && b->n_tokens != n) {
-            fprintf(stderr, "hetserve: a request ended after %d of %d tokens\n", b->n_tokens, n);
+        } else if (st == HS_OK && b->n_tokens != want) {
+            fprintf(stderr, "hetserve: a request ended after %d of %d tokens\n", b->n_tokens, want);
             st = HS_E_INTERNAL;
         }
+        last_first_ms = HS_MAX(last_first_ms, b->ttft_ms);
+        last_end_ms = HS_MAX(last_end_ms, b->e2e_ms);
     }
-    *tps = (double)n_seq * n / (now_s() - t0);
+    *tps = d > 0 ? (double)n_seq * n / ((last_end_ms - last_first_ms) / 1e3)
+                 : (double)n_seq * n / (now_s() - t0);
     return st;
 }
 
@@ -434,7 +445,7 @@ static int run(struct bench_opts *o)
     o->ep.n_ctx = (int32_t)(o->depth + HS_MAX(o->n_prompt, o->n_gen) + 1);
     o->ep.n_ctx = HS_MAX(o->ep.n_ctx, 2);
     /* pp's prompt (and the depth's) in one step */
-    o->ep.n_batch_tokens = (int32_t)HS_MAX(HS_MAX(o->n_prompt, o->depth), 1);
+    o->ep.n_batch_tokens = (int32_t)HS_MAX(HS_MAX(o->n_prompt, o->depth * o->n_seq), 1);
     if ((st = hs_engine_create(model, &o->ep, &eng, &err)) != HS_OK) {
         fprintf(stderr, "hetserve: cannot create a context: %s\n", err.message);
         rc = st == HS_E_INVAL ? 2 : 1;
@@ -491,7 +502,11 @@ static int run(struct bench_opts *o)
     }
     if (o->n_seq > 1 && o->n_gen > 0) {
         struct bench_req *bs = calloc((size_t)o->n_seq, sizeof(*bs));
-        if (!bs) {
+        hs_token *bprompts =
+            o->depth > 0 ? malloc((size_t)(o->n_seq * o->depth) * sizeof(*bprompts)) : NULL;
+        if (!bs || (o->depth > 0 && !bprompts)) {
+            free(bs);
+            free(bprompts);
             goto done;
         }
         for (int64_t i = 0; i < o->n_seq; i++) {
@@ -501,7 +516,11 @@ static int run(struct bench_opts *o)
         hs_status bst = HS_OK;
         for (int64_t r = -1; r < o->reps && bst == HS_OK; r++) { /* r == -1: warm-up */
             double tps = 0;
-            bst = run_batch(eng, (int32_t)o->n_seq, (int32_t)o->n_gen, bs, &tps);
+            if (o->depth > 0) {
+                random_tokens(hs_engine_vocab(eng), &rng, bprompts, (int32_t)(o->n_seq * o->depth));
+            }
+            bst = run_batch(eng, (int32_t)o->n_seq, (int32_t)o->n_gen, (int32_t)o->depth, bprompts,
+                            bs, &tps);
             if (r >= 0) {
                 v[r] = tps;
             }
@@ -511,13 +530,17 @@ static int run(struct bench_opts *o)
             pthread_cond_destroy(&bs[i].cv);
         }
         free(bs);
+        free(bprompts);
         if (bst != HS_OK) {
             goto done;
         }
         double mean, sd;
         mean_std(v, (int)o->reps, &mean, &sd);
-        printf("| tg%-4d x%-3d | %7.2f ± %-4.2f | (%d sequences together, total tokens/s)\n",
-               (int)o->n_gen, (int)o->n_seq, mean, sd, (int)o->n_seq);
+        char label[48];
+        snprintf(label, sizeof(label), o->depth > 0 ? "tg%d x%d%s" : "tg%-4d x%-3d%s",
+                 (int)o->n_gen, (int)o->n_seq, at);
+        printf("| %s | %7.2f ± %-4.2f | (%d sequences together, total tokens/s)\n", label, mean, sd,
+               (int)o->n_seq);
     }
     /* Peak RSS of the engine itself, before the bandwidth probe allocates its buffer. */
     struct rusage ru;
@@ -658,10 +681,6 @@ int hs__cli_bench(int argc, char **argv)
         return 2;
     }
     if (!hs__cli_split_check("bench", &ep)) {
-        return 2;
-    }
-    if (depth > 0 && n_seq > 1) {
-        fprintf(stderr, "hetserve bench: -d (depth) measures one sequence; drop -b\n");
         return 2;
     }
     struct bench_opts o = {path, n_prompt, n_gen, reps, n_seq, depth, probes, ep};

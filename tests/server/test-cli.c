@@ -109,8 +109,6 @@ Test(cli, bad_input_exits_2_with_one_line, .init = setup)
     expect_usage_error(args, "--fair-wait-ms");
     snprintf(args, sizeof(args), "bench -m %s -d -1", model_path);
     expect_usage_error(args, "-d");
-    snprintf(args, sizeof(args), "bench -m %s -d 16 -b 2", model_path);
-    expect_usage_error(args, "drop -b");
     snprintf(args, sizeof(args), "generate -m %s -p hi --speculative ngram", model_path);
     expect_usage_error(args, "--speculative");
     snprintf(args, sizeof(args), "generate -m %s -p hi --spec-max-draft 33", model_path);
@@ -396,6 +394,13 @@ Test(cli, bench_runs_with_split_execution, .init = setup)
     cr_assert_eq(r.status, 0, "%s", r.err);
     cr_assert(strstr(r.out, "| pp16 @ d40 | "), "%s", r.out);
     cr_assert(strstr(r.out, "| tg8 @ d40 | "), "%s", r.out);
+    /* batched at a depth: 3 sequences of 24 prompt tokens each, then the decode steps */
+    snprintf(args, sizeof(args), "bench -m %s -p 0 -n 8 -b 3 -d 24 -r 1 -t 1 --no-probes",
+             model_path);
+    run(&r, args);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "| tg8 x3 @ d24 | "), "%s", r.out);
+    cr_assert(strstr(r.out, "(3 sequences together"), "%s", r.out);
 }
 
 /* The simulated NPU as the attention backend of generate: the same tokens and logprobs as the
