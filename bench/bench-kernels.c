@@ -14,6 +14,9 @@
  *   split form gemm  (types whose kernels have it: AVX2 Q8_0, Q5_0) the prompt path as
  *              backends/cpu's mm_range runs it: each 16 KiB of weight rows converted once into
  *              the split form, then gemm_tile_split on it against split activations.
+ *   group form gemm  (AVX-512 VNNI Q8_0) the same with the group form: each 16 rows of weights
+ *              made a group of 16 interleaved rows once, then gemm_group against the 32
+ *              activation rows in the group form.
  *
  * Shapes follow SmolLM-135M: FFN 1536 x 576 and output 49152 x 576. 576 is no multiple of
  * 256, so the K-quants (which GGUF writers then avoid for those tensors) run the same bytes as
@@ -93,7 +96,8 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
      * 256 KiB of weights, well under a scheduler tick), rotating through the matrix; the best
      * trial of many is the undisturbed speed. */
     const int64_t chunk = HS_MIN(sh->rows, HS_MAX(4, (int64_t)(262144 / w_row) / 4 * 4));
-    double best_vd = 0, best_dc = 0, best_gm = 0, best_rp = 0, best_sp = 0, spent = 0;
+    double best_vd = 0, best_dc = 0, best_gm = 0, best_rp = 0, best_sp = 0, best_gp = 0;
+    double spent = 0;
     /* Kernels with the split form (quants.h): also the prompt path mm_range runs with them,
      * each 16 KiB of weight rows split into scratch once, then the tiles on both split. */
     uint8_t *xs = NULL, *wsc = NULL;
@@ -111,6 +115,24 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
                 src[i] = (float)hs_rng_normal(&rng);
             }
             k->from_float_split(src, xs + (size_t)c * ss, sh->n);
+        }
+    }
+    /* Kernels with the group form (quants.h): its prompt path, a group of 16 rows at a time. */
+    uint8_t *xg = NULL, *wg = NULL;
+    const size_t gxs = hs_align_up(hs_quant_group_x_size(sh->n), 64);
+    const size_t gs = (size_t)(sh->n / 32) * k->group_block_bytes;
+    if (k->gemm_group) {
+        xg = hs_alloc_aligned(gxs * N_COLS);
+        wg = hs_alloc_aligned(gs);
+        if (!xg || !wg) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        for (int c = 0; c < N_COLS; c++) {
+            for (int64_t i = 0; i < sh->n; i++) {
+                src[i] = (float)hs_rng_normal(&rng);
+            }
+            k->from_float_group(src, xg + (size_t)c * gxs, sh->n);
         }
     }
     /* Q4_0 on AVX2 and up: also the repacked 8-row kernel (repack.h) over a copy. */
@@ -215,6 +237,20 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
             best_sp = HS_MAX(best_sp, (double)chunk / (t1 - t0));
             spent += t1 - t0;
         }
+        if (xg) {
+            t0 = bench_now_s();
+            for (int64_t oc = r0; oc < r0 + chunk; oc += 16) {
+                const int nr = (int)HS_MIN(16, r0 + chunk - oc);
+                k->split_group(w + (size_t)oc * w_row, w_row, nr, sh->n, wg, gs);
+                for (int c = 0; c < N_COLS; c += 4) {
+                    k->gemm_group(sh->n, &out[(size_t)c * (size_t)sh->rows + (size_t)oc],
+                                  (size_t)sh->rows, wg, xg + (size_t)c * gxs, gxs, nr, 4);
+                }
+            }
+            t1 = bench_now_s();
+            best_gp = HS_MAX(best_gp, (double)chunk / (t1 - t0));
+            spent += t1 - t0;
+        }
         if (spent > 3.0) {
             break;
         }
@@ -255,6 +291,13 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
                2.0 * (double)sh->n * N_COLS * best_sp / 1e9);
         hs_free_aligned(wsc);
         hs_free_aligned(xs);
+    }
+    if (xg) {
+        printf("%-5s %-7s %-14s group form gemm   %7.2f eff GB/s %7.1f GOP/s\n", hs_type_str(t),
+               hs_isa_str(isa), sh->name, (double)w_row * N_COLS * best_gp / 1e9,
+               2.0 * (double)sh->n * N_COLS * best_gp / 1e9);
+        hs_free_aligned(wg);
+        hs_free_aligned(xg);
     }
     printf("%-5s %-7s %-14s %6ldx%-5ld %8.2f MB  vec_dot %7.2f GB/s  decode %7.2f GB/s (%5.2f ns "
            "/ 32 el.)  stream %6.2f GB/s  gemm_tile %7.2f eff GB/s %7.1f GOP/s\n",

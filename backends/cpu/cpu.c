@@ -105,7 +105,9 @@ struct hs__mm_task {
                     size_t xs, int nc);
     bool split;        /* xq in the split form: k->from_float_split, k->gemm_tile_split */
     bool xsplit;       /* xq in the split form, w in the file's: k->gemm_tile_xsplit */
-    uint8_t *wsplit;   /* with split: thread ith's chunk of weight rows at ith * wsplit_bytes */
+    bool group;        /* xq in the group form, w's chunks made groups: k->gemm_group */
+    uint8_t *wsplit;   /* with split or group: thread ith's chunk of weight rows at ith *
+                        * wsplit_bytes */
     size_t wsplit_bytes;
 };
 
@@ -114,8 +116,10 @@ static void mm_convert(void *ctx, int ith, int nth)
     struct hs__mm_task *t = ctx;
     int64_t r0, r1;
     split_range(t->x->ne[1], ith, nth, 1, &r0, &r1);
-    void (*from_float)(const float *, void *, int64_t) =
-        t->split || t->xsplit ? t->k->from_float_split : t->k->from_float;
+    void (*from_float)(const float *, void *, int64_t) = t->group ? t->k->from_float_group
+                                                         : t->split || t->xsplit
+                                                             ? t->k->from_float_split
+                                                             : t->k->from_float;
     for (int64_t r = r0; r < r1; r++) {
         from_float((const float *)row_at(t->x, r), t->xq + (size_t)r * t->xq_stride, t->x->ne[0]);
     }
@@ -163,12 +167,20 @@ static void mm_range_repacked(const struct hs__mm_task *t, int64_t o0, int64_t o
     }
 }
 
-/* Weight rows of one chunk of mm_range: HS__CPU_W_CHUNK_BYTES(_ROWS) of them, a multiple of 4. */
+/* Weight rows of one chunk of mm_range: HS__CPU_W_CHUNK_BYTES(_ROWS) of them, a multiple of 4
+ * (in the group form: of 16, at least one group). */
 static int64_t mm_chunk_rows(const struct hs__mm_task *t)
 {
     const size_t w_stride = t->w->nb[1];
     const size_t bytes = t->x->ne[1] > 1 ? HS__CPU_W_CHUNK_BYTES_ROWS : HS__CPU_W_CHUNK_BYTES;
-    return HS_MAX((int64_t)(bytes / (w_stride ? w_stride : 1)) / 4 * 4, 4);
+    const int64_t align = t->group ? 16 : 4;
+    return HS_MAX((int64_t)(bytes / (w_stride ? w_stride : 1)) / align * align, align);
+}
+
+/* Bytes of one group of 16 weight rows of t in the group form. */
+static size_t mm_group_form_bytes(const struct hs__mm_task *t)
+{
+    return (size_t)(t->w->ne[0] / 32) * t->k->group_block_bytes;
 }
 
 /* Bytes between rows of n elements in the split form, weights and activations alike. */
@@ -178,11 +190,12 @@ static size_t mm_split_stride(int64_t n)
 }
 
 /* Rows [o0, o1) of y = x w^T on thread ith, one chunk of weight rows at a time (kept hot in
- * cache; with split activations, first converted to the split form in the thread's scratch)
- * against all activation rows, in gemm_tile blocks of up to 4 x 4 (or from the repacked copy
- * where w has one, one activation row too: its 8-row groups give 8 outputs without horizontal
- * adds, where the file layout's gemv reduces 8 rows' totals with hadds; the same bits,
- * SmolLM-135M Q4_0 tg128 on 2 Zen 3 threads 159-161 -> 229-239 t/s). */
+ * cache; with split activations, first converted to the split form in the thread's scratch, or
+ * with the group form to groups of 16 rows for gemm_group) against all activation rows, in
+ * gemm_tile blocks of up to 4 x 4 (or from the repacked copy where w has one, one activation row
+ * too: its 8-row groups give 8 outputs without horizontal adds, where the file layout's gemv
+ * reduces 8 rows' totals with hadds; the same bits, SmolLM-135M Q4_0 tg128 on 2 Zen 3 threads
+ * 159-161 -> 229-239 t/s). */
 static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1, int ith)
 {
     if (mm_reads_repacked(t, o0)) {
@@ -200,13 +213,17 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1, int it
     const char *wd = t->w->data;
     float *yd = t->y->data;
     const int64_t oc_rows = mm_chunk_rows(t);
-    const size_t ss = mm_split_stride(n_in);
+    const size_t ss = mm_split_stride(n_in), gs = t->group ? mm_group_form_bytes(t) : 0;
     uint8_t *sw = t->split ? t->wsplit + (size_t)ith * t->wsplit_bytes : NULL;
+    uint8_t *sg = t->group ? t->wsplit + (size_t)ith * t->wsplit_bytes : NULL;
 
     for (int64_t oc = o0; oc < o1; oc += oc_rows) {
         const int64_t oe = HS_MIN(oc + oc_rows, o1);
         if (sw) { /* the chunk's rows in the split form, once for all activation rows */
             t->k->split_weights(wd + (size_t)oc * w_stride, w_stride, oe - oc, n_in, sw, ss);
+        }
+        if (sg) { /* or in groups of 16 rows (oc_rows: a multiple of 16) */
+            t->k->split_group(wd + (size_t)oc * w_stride, w_stride, oe - oc, n_in, sg, gs);
         }
         /* the next chunk's weights, a share before each activation group: the first group
          * would otherwise wait on memory for every chunk (SmolLM-135M Q8_0, `bench -b 16`, 2
@@ -221,6 +238,14 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1, int it
             const char *xr = t->xq + (size_t)r * t->xq_stride;
             for (size_t e = HS_MIN(pf_at + pf_share, pf_bytes); pf_at < e; pf_at += 64) {
                 __builtin_prefetch(pf + pf_at, 0, 3);
+            }
+            if (sg) {
+                for (int64_t o = oc; o < oe; o += 16) {
+                    t->k->gemm_group(n_in, yd + (size_t)r * y_stride + o, y_stride,
+                                     sg + (size_t)(o - oc) / 16 * gs, xr, t->xq_stride,
+                                     (int)HS_MIN(16, oe - o), nc);
+                }
+                continue;
             }
             if (t->xsplit) {
                 for (int64_t o = oc; o < oe; o += 4) {
@@ -439,34 +464,67 @@ static void mm_compute(void *ctx, int ith, int nth)
     }
 }
 
+/* Whether t's activations go to the group form: kernels for it and at least their
+ * group_min_rows rows, 2 or more (Q8_0 on AVX-512 VNNI: batched decode and prompts). */
+static bool mm_group(const struct hs__mm_task *t)
+{
+    return t->k->gemm_group && t->x->ne[1] >= HS_MAX(2, (int64_t)t->k->group_min_rows);
+}
+
 /* Whether t's activations go to the split form: kernels for it and at least their
- * split_min_rows rows, 2 or more (prompts; one row keeps the form gemv and vec_dot read). */
+ * split_min_rows rows, 2 or more (prompts; one row keeps the form gemv and vec_dot read), and
+ * not the group form. */
 static bool mm_split(const struct hs__mm_task *t)
 {
-    return t->k->gemm_tile_split && t->x->ne[1] >= HS_MAX(2, (int64_t)t->k->split_min_rows);
+    return t->k->gemm_tile_split && t->x->ne[1] >= HS_MAX(2, (int64_t)t->k->split_min_rows) &&
+           !mm_group(t);
 }
 
 /* Whether t's activations alone go to the split form, its weights read as they are: 2+ rows
  * below split_min_rows, where the kernels have a tile for it. */
 static bool mm_xsplit(const struct hs__mm_task *t)
 {
-    return t->k->gemm_tile_xsplit && t->x->ne[1] >= 2 && !mm_split(t);
+    return t->k->gemm_tile_xsplit && t->x->ne[1] >= 2 && !mm_split(t) && !mm_group(t);
+}
+
+/* Sets t's split, xsplit and group from its rows. */
+static void mm_set_form(struct hs__mm_task *t)
+{
+    t->group = mm_group(t);
+    t->split = mm_split(t);
+    t->xsplit = mm_xsplit(t);
 }
 
 /* Bytes between t's converted activation rows. */
 static size_t mm_act_stride(const struct hs__mm_task *t)
 {
+    if (mm_group(t)) {
+        return hs_align_up(hs_quant_group_x_size(t->x->ne[0]), 64);
+    }
     return mm_split(t) || mm_xsplit(t)
                ? mm_split_stride(t->x->ne[0])
                : hs_align_up(hs_type_row_size(t->k->vec_dot_type, t->x->ne[0]), 64);
 }
 
+/* The converter of t's activations (mm_convert's). */
+static void (*mm_act_converter(const struct hs__mm_task *t))(const float *, void *, int64_t)
+{
+    return mm_group(t)                   ? t->k->from_float_group
+           : mm_split(t) || mm_xsplit(t) ? t->k->from_float_split
+                                         : t->k->from_float;
+}
+
 /* Whether tasks a and b can share one conversion of the same x. */
 static bool mm_same_act(const struct hs__mm_task *a, const struct hs__mm_task *b)
 {
-    const bool sa = mm_split(a) || mm_xsplit(a), sb = mm_split(b) || mm_xsplit(b);
-    return a->k->vec_dot_type == b->k->vec_dot_type && sa == sb &&
-           (!sa || a->k->from_float_split == b->k->from_float_split);
+    return a->k->vec_dot_type == b->k->vec_dot_type && mm_act_converter(a) == mm_act_converter(b);
+}
+
+/* What t's dynamic chunks of output rows are multiples of: its repacked copy's groups, the
+ * group form's 16 rows, else 4 (the tiles'). */
+static int64_t mm_rows_align(const struct hs__mm_task *t)
+{
+    return t->wr ? t->wr_group : mm_group(t) ? 16 : 4;
 }
 
 /* Scratch bytes the activations of t need in their vec_dot_type (0 for f32: used in place). */
@@ -487,8 +545,7 @@ static void mm_prepare(struct hs_cpu_backend *cpu, struct hs__mm_task *t, size_t
         t->xq_stride = t->x->nb[1];
         return;
     }
-    t->split = mm_split(t);
-    t->xsplit = mm_xsplit(t);
+    mm_set_form(t);
     t->xq_stride = mm_act_stride(t);
     t->xq = (char *)cpu->act + off;
     if (t->x->ne[1] * t->x->ne[0] < HS__CPU_PAR_MIN_CONVERT) {
@@ -507,6 +564,9 @@ static hs_status mm_reserve_wsplit(struct hs_cpu_backend *cpu, struct hs__mm_tas
         if (ts[i]->split) {
             per_thread =
                 HS_MAX(per_thread, (size_t)mm_chunk_rows(ts[i]) * mm_split_stride(ts[i]->w->ne[0]));
+        } else if (ts[i]->group) {
+            per_thread = HS_MAX(per_thread,
+                                (size_t)(mm_chunk_rows(ts[i]) / 16) * mm_group_form_bytes(ts[i]));
         }
     }
     if (per_thread == 0) {
@@ -565,7 +625,7 @@ static hs_status cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
         return HS_E_NOTSUP;
     }
     mm_use_repacked(cpu, &d.t);
-    d.chunk_rows = dyn_chunk_rows(cpu, w, x->ne[1], d.t.wr ? d.t.wr_group : 4);
+    d.chunk_rows = dyn_chunk_rows(cpu, w, x->ne[1], mm_rows_align(&d.t));
     const int nth = hs__pool_n_threads(cpu->pool);
     hs__pool_chunks_init(&d.chunks, (w->ne[1] + d.chunk_rows - 1) / d.chunk_rows, nth);
     struct hs__cpu_hint_op *h = hs__cpu_hint_enter(cpu, w->data);
@@ -658,8 +718,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
             m.t[i].xq_stride = m.t[owner[i]].xq_stride;
             /* the same activations; the weights' form is each task's own (a Q5_0 task may
              * split its weights where a Q8_0 one reads them as they are) */
-            m.t[i].split = mm_split(&m.t[i]);
-            m.t[i].xsplit = mm_xsplit(&m.t[i]);
+            mm_set_form(&m.t[i]);
         }
     }
     struct hs__mm_task *mts[HS_MATMUL_MULTI_MAX];
@@ -675,7 +734,7 @@ static hs_status cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_
     }
     int64_t n_chunks = 0;
     for (int i = 0; i < n; i++) {
-        m.chunk_rows[i] = dyn_chunk_rows(cpu, ws[i], x->ne[1], m.t[i].wr ? m.t[i].wr_group : 4);
+        m.chunk_rows[i] = dyn_chunk_rows(cpu, ws[i], x->ne[1], mm_rows_align(&m.t[i]));
         n_chunks += (ws[i]->ne[1] + m.chunk_rows[i] - 1) / m.chunk_rows[i];
         m.chunk_end[i] = n_chunks;
     }
@@ -796,8 +855,7 @@ static hs_status cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a)
     if (shared) {
         t.up.xq = t.gate.xq;
         t.up.xq_stride = t.gate.xq_stride;
-        t.up.split = mm_split(&t.up);
-        t.up.xsplit = mm_xsplit(&t.up);
+        mm_set_form(&t.up);
     } else {
         mm_prepare(cpu, &t.up, gate_bytes);
     }

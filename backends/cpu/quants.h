@@ -86,7 +86,27 @@ struct hs_quant_kernels {
      * gemm_tile / gemv on the file layout; 0: 2), where converting each chunk of weight rows
      * costs more than it saves. */
     uint16_t split_min_rows;
+    /* Optional, for products of group_min_rows or more activation rows, before the split form:
+     * the group form. split_group makes n_rows weight rows (ws bytes apart) into groups of 16
+     * rows ds bytes apart, group_block_bytes per block of 32 elements of a group (rows past
+     * n_rows zeros); from_float_group makes an activation row of it (hs_quant_group_x_size
+     * bytes); gemm_group gives s[c * bs + i] = dot(w row i, x row c) for rows i < nr (1..16) of
+     * one group g and nc >= 1 activation rows xs bytes apart, with gemm_tile's bits. */
+    void (*split_group)(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst, size_t ds);
+    void (*from_float_group)(const float *x, void *y, int64_t n);
+    void (*gemm_group)(int64_t n, float *s, size_t bs, const void *g, const void *x, size_t xs,
+                       int nr, int nc);
+    uint16_t group_block_bytes;
+    uint16_t group_min_rows;
 };
+
+/* Bytes of one activation row of n elements in the group form (from_float_group): n int8
+ * values, the n / 32 block scales as floats (zeros up to a multiple of 8), 8 int32 per block. */
+static inline size_t hs_quant_group_x_size(int64_t n)
+{
+    return (size_t)n + (size_t)((n / 32 + 7) / 8 * 8) * sizeof(float) +
+           (size_t)(n / 32) * 8 * sizeof(int32_t);
+}
 
 /* Bytes of one row of n elements in the split form (hs_quant_kernels.from_float_split). */
 static inline size_t hs_quant_split_row_size(int64_t n)
@@ -186,6 +206,13 @@ void hs__gemm_tile_q8s_avx512vnni(int64_t n, float *s, size_t bs, const void *w,
                                   const void *x, size_t x_stride, int nr, int nc);
 void hs__gemm_tile_q8x_avx512vnni(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
                                   const void *x, size_t x_stride, int nr, int nc);
+/* Q8_0's group form on AVX-512 VNNI (gemm-q8_0x16.c; hs_quant_kernels.gemm_group). */
+#define HS__Q8_0G_BLOCK_BYTES 576
+void hs__split_group_q8_0_avx512vnni(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
+                                     size_t ds);
+void hs__from_float_q8_0g_avx512vnni(const float *x, void *y, int64_t n);
+void hs__gemm_group_q8_0_avx512vnni(int64_t n, float *s, size_t bs, const void *g, const void *x,
+                                    size_t xs, int nr, int nc);
 void hs__gemv_q8_0_avx512(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
 void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t w_stride, const void *x,

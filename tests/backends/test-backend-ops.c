@@ -61,13 +61,13 @@ Test(backend_ops, matmul_every_weight_type_shape_and_thread_count)
 }
 
 /* Batch invariance, which the engine's lossless speculative decoding and batched decode rest
- * on: every row of a matmul of 1..17 and 63..67 activation rows is, bit for bit, the matmul of
- * that row alone, whatever tile or form it lands in (rows and outputs no multiple of the 4 x 4
- * tiles, 2 x 4 register passes or the thread's chunks; the split form from 16 or 64 rows), and
- * near the float64 reference (over all 67 rows: a handful of outputs is too few for a relative
- * error). The CPU backend on the best ISA, every weight type (Q4_K's tiles of 4 activation
- * rows once followed ggml's gemm order, and a request's tokens then depended on the requests
- * batched beside it). */
+ * on: every row of a matmul of 1..17, 31..33 and 63..67 activation rows is, bit for bit, the
+ * matmul of that row alone, whatever tile or form it lands in (rows and outputs no multiple of
+ * the 4 x 4 tiles, 2 x 4 register passes, groups of 16 or the thread's chunks; the split form
+ * from 16 or 64 rows, the group form from 32), and near the float64 reference (over all 67
+ * rows: a handful of outputs is too few for a relative error). The CPU backend on the best ISA,
+ * every weight type (Q4_K's tiles of 4 activation rows once followed ggml's gemm order, and a
+ * request's tokens then depended on the requests batched beside it). */
 Test(backend_ops, matmul_rows_are_batch_invariant_bit_for_bit)
 {
     static const int64_t outs[] = {37, 6};
@@ -97,8 +97,11 @@ Test(backend_ops, matmul_rows_are_batch_invariant_bit_for_bit)
             hs_ref_matmul(w.deq, x, ref, n_out, n_in, max_rows);
             cr_assert(hs_ref_rel_err(alone, ref, n_out * max_rows) < matmul_tol(type), "%s",
                       hs_type_str(type));
-            /* 1..17, then around the split form's thresholds (split_min_rows: 16 and 64) */
-            for (int64_t n_rows = 1; n_rows <= max_rows; n_rows = n_rows == 17 ? 63 : n_rows + 1) {
+            /* 1..17, then around the split and group forms' thresholds (split_min_rows: 16
+             * and 64; group_min_rows: 32) */
+            for (int64_t n_rows = 1; n_rows <= max_rows; n_rows = n_rows == 17   ? 31
+                                                                  : n_rows == 33 ? 63
+                                                                                 : n_rows + 1) {
                 cr_assert_eq(hs_tensor_init_2d(&tx, HS_TYPE_F32, n_in, n_rows, x), HS_OK);
                 cr_assert_eq(hs_tensor_init_2d(&ty, HS_TYPE_F32, n_out, n_rows, y), HS_OK);
                 cr_assert_eq(hs_backend_matmul(be, &w.t, &tx, &ty), HS_OK);

@@ -390,6 +390,124 @@ Test(quants, split_form_gives_the_tile_bits)
     cr_assert(checked > 0 || hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX2)->gemm_tile_split == NULL);
 }
 
+/* Kernels with the group form (Q8_0 on AVX-512 VNNI): from_float_group holds from_float's
+ * values, scales and each quad's offset (-128 times its sum); split_group zero-fills the rows
+ * past the last; gemm_group over the groups gives gemm_tile's bits for every row count of a
+ * group (1..16) and 1..7 activation rows, and writes nothing else; over rows long enough to
+ * cross the tile's blocks (1568: 49 blocks, an odd count, past the scales' padding). */
+Test(quants, group_form_gives_the_tile_bits)
+{
+    static const int64_t lengths[] = {32, 576, 1568};
+    enum { R = 37, C = 7 };
+    int checked = 0;
+    for (size_t ni = 0; ni < HS_ARRAY_LEN(lengths); ni++) {
+        const int64_t n = lengths[ni], nb = n / 32;
+        struct hs_rng rng;
+        hs_rng_seed(&rng, 900 + ni);
+        float *wf = make_rows(&rng, n, R), *xf = make_rows(&rng, n, C);
+        const size_t w_row = hs_type_row_size(HS_TYPE_Q8_0, n);
+        uint8_t *w = malloc(w_row * R);
+        cr_assert_not_null(w);
+        for (int r = 0; r < R; r++) {
+            hs__quantize_row_ref(HS_TYPE_Q8_0, wf + r * n, w + r * w_row, n);
+        }
+        FOR_EACH_ISA (isa) {
+            const struct hs_quant_kernels *k = hs__cpu_kernels(HS_TYPE_Q8_0, isa);
+            if (!k->gemm_group) {
+                continue;
+            }
+            cr_assert(k->split_group && k->from_float_group && k->group_block_bytes > 0);
+            const size_t xs = hs_align_up(hs_quant_group_x_size(n), 64);
+            const size_t gs = (size_t)nb * k->group_block_bytes;
+            const size_t q_row = hs_type_row_size(HS_TYPE_Q8_0, n);
+            uint8_t *xg = hs_alloc_aligned(xs * C), *xq = malloc(q_row * C);
+            uint8_t *g = hs_alloc_aligned(gs * ((R + 15) / 16));
+            cr_assert(xg && xq && g);
+            memset(g, 0x7f, gs * ((R + 15) / 16));
+            k->split_group(w, w_row, R, n, g, gs);
+            for (int c = 0; c < C; c++) {
+                k->from_float(xf + c * n, xq + c * q_row, n);
+                k->from_float_group(xf + c * n, xg + c * xs, n);
+                const struct hs_block_q8_0 *blk =
+                    (const struct hs_block_q8_0 *)(const void *)(xq + c * q_row);
+                const int8_t *v = (const int8_t *)(xg + c * xs);
+                const float *d = (const float *)(const void *)(xg + c * xs + n);
+                const int32_t *off = (const int32_t *)(const void *)(d + (nb + 7) / 8 * 8);
+                for (int64_t b = 0; b < nb; b++) {
+                    cr_assert_eq(d[b], hs_fp16_to_fp32(blk[b].d), "row %d block %ld scale", c,
+                                 (long)b);
+                    for (int q = 0; q < 8; q++) {
+                        int32_t sum = 0;
+                        for (int j = 0; j < 4; j++) {
+                            cr_assert_eq(v[b * 32 + 4 * q + j], blk[b].qs[4 * q + j]);
+                            sum += blk[b].qs[4 * q + j];
+                        }
+                        cr_assert_eq(off[b * 8 + q], -128 * sum, "row %d block %ld quad %d", c,
+                                     (long)b, q);
+                    }
+                }
+                for (int64_t b = nb; b % 8; b++) {
+                    cr_assert_eq(d[b], 0.0f, "row %d: pad scale %ld not 0", c, (long)b);
+                }
+            }
+            /* the last group's rows past R: weights w + 128 = 0x80, scales 0 */
+            const uint8_t *last = g + (size_t)(R / 16) * gs;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *blk = last + (size_t)b * k->group_block_bytes;
+                for (int q = 0; q < 8; q++) {
+                    for (int r = R % 16; r < 16; r++) {
+                        for (int j = 0; j < 4; j++) {
+                            cr_assert_eq(blk[64 * q + 4 * r + j], 0x80, "pad row %d", r);
+                        }
+                    }
+                }
+            }
+            float want[C][R], got[C][R + 1];
+            for (int c = 0; c < C; c++) {
+                for (int r = 0; r < R; r += 4) {
+                    k->gemm_tile(n, &want[c][r], R, w + r * w_row, w_row, xq + c * q_row, q_row,
+                                 (int)HS_MIN(4, R - r), 1);
+                }
+            }
+            for (int nc = 1; nc <= C; nc++) {
+                for (int nr = 1; nr <= 16; nr++) {
+                    for (int c = 0; c < C; c++) {
+                        for (int r = 0; r <= R; r++) {
+                            got[c][r] = -12345.0f;
+                        }
+                    }
+                    /* every group, nr of its rows */
+                    for (int r0 = 0; r0 < R; r0 += 16) {
+                        const int m = (int)HS_MIN(nr, R - r0);
+                        k->gemm_group(n, &got[0][r0], R + 1, g + (size_t)(r0 / 16) * gs, xg, xs, m,
+                                      nc);
+                    }
+                    for (int c = 0; c < C; c++) {
+                        for (int r = 0; r <= R; r++) {
+                            if (c >= nc || r == R || r % 16 >= nr) {
+                                cr_assert_eq(got[c][r], -12345.0f, "group tile wrote outside");
+                                continue;
+                            }
+                            cr_assert(memcmp(&got[c][r], &want[c][r], sizeof(float)) == 0,
+                                      "%s n=%ld nr=%d nc=%d [%d,%d]: %.9g vs %.9g", hs_isa_str(isa),
+                                      (long)n, nr, nc, r, c, got[c][r], want[c][r]);
+                        }
+                    }
+                    checked++;
+                }
+            }
+            hs_free_aligned(g);
+            free(xq);
+            hs_free_aligned(xg);
+        }
+        free(w);
+        free(xf);
+        free(wf);
+    }
+    /* Where the CPU has AVX-512 VNNI, Q8_0 has the group form. */
+    cr_assert(checked > 0 || !hs__cpu_has_avx512vnni());
+}
+
 /* (4b) The SIMD kernels compute llama.cpp's AVX-512 float order bit for bit (the AVX2 ones in
  * 8-lane halves), in vec_dot and in every tile shape: the references of tests/model are from an
  * AVX-512 machine, and CI may run on either kind. */

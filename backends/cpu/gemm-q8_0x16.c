@@ -1,0 +1,215 @@
+/* Q8_0 prompt tiles on AVX-512 VNNI over weight rows interleaved in groups of 16 (the group form,
+ * hs_quant_kernels.gemm_group), made per chunk of weight rows into a thread's scratch: a register
+ * holds the same 4-byte quad of 16 rows, so one vpdpbusd gives that quad's exact int32 sum for 16
+ * rows and one activation row, and each of the 8 float lanes per output (lane k: elements 4k ..
+ * 4k + 3) takes its block's fma for 16 rows in one instruction, where the file-layout tile
+ * (hs__gemm_tile_q8x_avx512vnni) spends a convert, a multiply and an fma on 2 rows' lanes and
+ * loads its activation quads per pair of rows. The weights come as w + 128 (unsigned), the
+ * activations signed with each quad's offset, -128 times its sum, precomputed: a quad's lanes
+ * start at it, so the tile keeps 8 registers of weights per block and reads the rest as 4-byte
+ * broadcasts. The same additions in the same order as vec_dot, gemv and that tile: the same
+ * bits. */
+#include "backends/cpu/quants.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* One block of a group: quad k (k < 8) of the 16 rows as 64 bytes, byte 4r + j being row r's
+ * value 4k + j plus 128 (vpdpbusd's unsigned operand), then the 16 rows' scales as floats. */
+#define Q8G_D 512
+_Static_assert(Q8G_D + 16 * sizeof(float) == HS__Q8_0G_BLOCK_BYTES, "block layout");
+
+/* Lane sources for _mm512_permutex2var_epi32 (0..15: a, 16..31: b) of the three rounds that
+ * transpose 16 rows x 8 quads (one block of a group; see hs__split_group_q8_0_avx512vnni). */
+static void group_idx_init(int32_t g_idx[3][2][16])
+{
+    /* round 1: rows 4q..4q+3 (a: 4q, 4q + 1; b: 4q + 2, 4q + 3, each 8 quads) -> quads
+     * 4h..4h + 3 of the 4 rows, lane 4k' + s */
+    for (int h = 0; h < 2; h++) {
+        for (int k = 0; k < 4; k++) {
+            for (int r = 0; r < 4; r++) {
+                g_idx[0][h][4 * k + r] = (r < 2 ? 0 : 16) + (r % 2) * 8 + 4 * h + k;
+            }
+        }
+    }
+    /* round 2: rows 8p..8p+3 (a) and 8p+4..8p+7 (b), quads 4h..4h + 3 -> quads 4h + 2m,
+     * 4h + 2m + 1 of the 8 rows, lane 8kk + s */
+    for (int m = 0; m < 2; m++) {
+        for (int kk = 0; kk < 2; kk++) {
+            for (int r = 0; r < 8; r++) {
+                g_idx[1][m][8 * kk + r] = (r < 4 ? 0 : 16) + (2 * m + kk) * 4 + r % 4;
+            }
+        }
+    }
+    /* round 3: rows 0..7 (a) and 8..15 (b) -> quad 2m' + kk of the 16 rows, lane r */
+    for (int kk = 0; kk < 2; kk++) {
+        for (int r = 0; r < 16; r++) {
+            g_idx[2][kk][r] = (r < 8 ? 0 : 16) + kk * 8 + r % 8;
+        }
+    }
+}
+
+/* Rows [0, n_rows) of a Q8_0 matrix (rows ws bytes apart, n elements) into groups of 16 rows ds
+ * bytes apart (ds >= n / 32 * HS__Q8_0G_BLOCK_BYTES; dst and ds 64-byte aligned); rows past
+ * n_rows in the last group are zeros. */
+void hs__split_group_q8_0_avx512vnni(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
+                                     size_t ds)
+{
+    int32_t g_idx[3][2][16];
+    group_idx_init(g_idx);
+    __m512i idx[3][2];
+    for (int i = 0; i < 3; i++) {
+        for (int j = 0; j < 2; j++) {
+            idx[i][j] = _mm512_loadu_si512(g_idx[i][j]);
+        }
+    }
+    static const uint8_t zero_row[sizeof(struct hs_block_q8_0)];
+    const int64_t nb = n / 32;
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (int64_t g = 0; g * 16 < n_rows; g++) {
+        const int m = (int)HS_MIN(16, n_rows - g * 16);
+        const uint8_t *rows[16];
+        size_t step[16];
+        for (int r = 0; r < 16; r++) {
+            rows[r] = r < m ? (const uint8_t *)w + (size_t)(g * 16 + r) * ws : zero_row;
+            step[r] = r < m ? sizeof(struct hs_block_q8_0) : 0;
+        }
+        uint8_t *out = (uint8_t *)dst + (size_t)g * ds;
+        for (int64_t b = 0; b < nb; b++, out += HS__Q8_0G_BLOCK_BYTES) {
+            __m512i rr[8]; /* rows 2i, 2i + 1 */
+            float d[16];
+            for (int i = 0; i < 8; i++) {
+                const uint8_t *b0 = rows[2 * i] + (size_t)b * step[2 * i];
+                const uint8_t *b1 = rows[2 * i + 1] + (size_t)b * step[2 * i + 1];
+                rr[i] = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
+                    _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
+                uint16_t h0, h1;
+                memcpy(&h0, b0, sizeof(h0));
+                memcpy(&h1, b1, sizeof(h1));
+                d[2 * i] = _cvtsh_ss(h0);
+                d[2 * i + 1] = _cvtsh_ss(h1);
+            }
+            __m512i p[4][2]; /* rows 4q.., quads 4h.. */
+            for (int q = 0; q < 4; q++) {
+                for (int h = 0; h < 2; h++) {
+                    p[q][h] = _mm512_permutex2var_epi32(rr[2 * q], idx[0][h], rr[2 * q + 1]);
+                }
+            }
+            __m512i u[2][2][2]; /* rows 8p.., quads 4h + 2m.. */
+            for (int pp = 0; pp < 2; pp++) {
+                for (int h = 0; h < 2; h++) {
+                    for (int mm = 0; mm < 2; mm++) {
+                        u[pp][h][mm] =
+                            _mm512_permutex2var_epi32(p[2 * pp][h], idx[1][mm], p[2 * pp + 1][h]);
+                    }
+                }
+            }
+            for (int h = 0; h < 2; h++) {
+                for (int mm = 0; mm < 2; mm++) {
+                    for (int kk = 0; kk < 2; kk++) {
+                        const __m512i t =
+                            _mm512_permutex2var_epi32(u[0][h][mm], idx[2][kk], u[1][h][mm]);
+                        _mm512_store_si512(out + 64 * (4 * h + 2 * mm + kk),
+                                           _mm512_xor_si512(t, bias));
+                    }
+                }
+            }
+            _mm512_store_ps(out + Q8G_D, _mm512_loadu_ps(d));
+        }
+    }
+}
+
+/* Activations for the group tiles: hs__from_float_q8_0_avx512's blocks (the bits every Q8_0
+ * kernel takes), as n signed values in 32-byte blocks, then the block scales as floats (zeros
+ * up to a multiple of 8), then per block 8 int32 offsets, -128 times the sum of quad k (the
+ * weights come as w + 128: starting at the offset cancels it). hs_quant_group_x_size bytes. */
+void hs__from_float_q8_0g_avx512vnni(const float *x, void *vy, int64_t n)
+{
+    uint8_t *qs = vy;
+    const int64_t nb = n / 32, nd = (nb + 7) / 8 * 8;
+    float *d = (float *)(void *)(qs + n);
+    int32_t *off = (int32_t *)(void *)(d + nd);
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b++) {
+        struct hs_block_q8_0 blk;
+        hs__from_float_q8_0_avx512(x + b * 32, &blk, 32);
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)blk.qs);
+        _mm256_store_si256((__m256i *)(void *)(qs + b * 32), v);
+        d[b] = _cvtsh_ss(blk.d);
+        _mm256_store_si256((__m256i *)(void *)(off + 8 * b),
+                           _mm256_sub_epi32(_mm256_setzero_si256(),
+                                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), bias, v)));
+    }
+    for (int64_t b = nb; b < nd; b++) {
+        d[b] = 0.0f;
+    }
+}
+
+/* Outputs of the group's rows for NC (1 or 2) activation rows in the group form, xs bytes
+ * apart: s[c * bs + r], r < nr. */
+INLINE void q8g_cols(int64_t n, float *s, size_t bs, const uint8_t *g, const uint8_t *x, size_t xs,
+                     int nr, const int NC)
+{
+    __m512 acc[2][8];
+    for (int c = 0; c < NC; c++) {
+        for (int k = 0; k < 8; k++) {
+            acc[c][k] = _mm512_setzero_ps();
+        }
+    }
+    const int64_t nb = n / 32, nd = (nb + 7) / 8 * 8;
+    const float *xd[2];
+    const int32_t *xo[2];
+    for (int c = 0; c < NC; c++) {
+        xd[c] = (const float *)(const void *)(x + (size_t)c * xs + (size_t)n);
+        xo[c] = (const int32_t *)(const void *)(xd[c] + nd);
+    }
+    for (int64_t b = 0; b < nb; b++, g += HS__Q8_0G_BLOCK_BYTES) {
+        const __m512 dw = _mm512_load_ps(g + Q8G_D);
+        __m512 sc[2];
+        for (int c = 0; c < NC; c++) {
+            sc[c] = _mm512_mul_ps(dw, _mm512_set1_ps(xd[c][b]));
+        }
+        __m512i wq[8];
+        for (int k = 0; k < 8; k++) {
+            wq[k] = _mm512_load_si512(g + 64 * k);
+        }
+        for (int k = 0; k < 8; k++) {
+            for (int c = 0; c < NC; c++) {
+                int32_t quad;
+                memcpy(&quad, x + (size_t)c * xs + (size_t)b * 32 + 4 * k, sizeof(quad));
+                const __m512i dot = _mm512_dpbusd_epi32(_mm512_set1_epi32(xo[c][8 * b + k]), wq[k],
+                                                        _mm512_set1_epi32(quad));
+                acc[c][k] = _mm512_fmadd_ps(sc[c], _mm512_cvtepi32_ps(dot), acc[c][k]);
+            }
+        }
+    }
+    const __mmask16 keep = (__mmask16)((1u << nr) - 1);
+    for (int c = 0; c < NC; c++) {
+        /* as hsum8: ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), 16 rows at once */
+        const __m512 e =
+            _mm512_add_ps(_mm512_add_ps(acc[c][0], acc[c][4]), _mm512_add_ps(acc[c][2], acc[c][6]));
+        const __m512 o =
+            _mm512_add_ps(_mm512_add_ps(acc[c][1], acc[c][5]), _mm512_add_ps(acc[c][3], acc[c][7]));
+        _mm512_mask_storeu_ps(s + (size_t)c * bs, keep, _mm512_add_ps(e, o));
+    }
+}
+
+void hs__gemm_group_q8_0_avx512vnni(int64_t n, float *s, size_t bs, const void *g, const void *x,
+                                    size_t xs, int nr, int nc)
+{
+    HS_ASSERT(nr >= 1 && nr <= 16 && nc >= 1);
+    const uint8_t *xr = x;
+    int c = 0;
+    for (; c + 2 <= nc; c += 2) {
+        q8g_cols(n, s + (size_t)c * bs, bs, g, xr + (size_t)c * xs, xs, nr, 2);
+    }
+    if (c < nc) {
+        q8g_cols(n, s + (size_t)c * bs, bs, g, xr + (size_t)c * xs, xs, nr, 1);
+    }
+}
+
+#endif
