@@ -1098,11 +1098,12 @@ static const struct hs_quant_kernels k_avx2[] = {
  * converting chunks of weight rows cost more than it saved below ~64 rows; against split
  * weights from 64 rows and the file-layout tile below: 512 rows the same, 386-395 GFLOP/s; 64
  * rows 294-298 -> 371-374; 16 rows 294-302 -> 338-354, 147-157 -> 137-143 us not cached). */
-/* Q8_0's group form from 32 activation rows (gemm-q8_0x16.c; a chunk of weight rows made groups
- * of 16 costs more than it saves in batched decode's 16 rows, whose weights come from DRAM):
- * bench-kernels 1 thread, 32 rows, 171 -> 274 GOP/s; SmolLM-135M Q8_0 on 2 Zen 5 threads, pp512
- * 1441-1469 -> 1666-1733 t/s, pp64 1462-1511 -> 1674-1744, pp32 even, tg32 x16 on the group
- * form 3-6% slower than on the xsplit tile. */
+/* Q8_0's and Q5_0's group form from 32 activation rows (gemm-group-avx512.c; a chunk of weight rows
+ * made groups of 16 costs more than it saves in batched decode's 16 rows, whose weights come
+ * from DRAM): bench-kernels 1 thread, 32 rows, Q8_0 171 -> 274 GOP/s (file-layout tile), Q5_0
+ * 216 -> 245 (split form); SmolLM-135M on 2 Zen 5 threads, Q8_0 pp512 1441-1469 -> 1666-1733
+ * t/s, pp64 1462-1511 -> 1674-1744, pp32 even, tg32 x16 on the group form 3-6% slower than on
+ * the xsplit tile; Q4_K_M (mostly Q5_0) pp512 1162-1283 -> 1388-1431. */
 #define NO_SPLIT()
 #define VNNI_SPLIT_Q8_0()                                                                          \
     , .from_float_split = hs__from_float_q8_0s_avx512vnni, .split_x_bias = 0x80,                   \
@@ -1114,7 +1115,10 @@ static const struct hs_quant_kernels k_avx2[] = {
 #define VNNI_SPLIT_Q5_0()                                                                          \
     , .from_float_split = hs__from_float_q8_0s_avx512vnni,                                         \
       .split_weights = hs__split_rows_q5_0_avx2, .gemm_tile_split = hs__gemm_tile_q8s_avx512vnni,  \
-      .split_x_bias = 0x80, .split_min_rows = 16
+      .split_x_bias = 0x80, .split_min_rows = 16, .split_group = hs__split_group_q5_0_avx512vnni,  \
+      .from_float_group = hs__from_float_q8_0g_avx512vnni,                                         \
+      .gemm_group = hs__gemm_group_q8_0_avx512vnni, .group_block_bytes = HS__Q8_0G_BLOCK_BYTES,    \
+      .group_min_rows = 32
 AVX512_TABLE(k_avx512, avx512, hs__gemm_tile_q4_k_avx512, NO_SPLIT, NO_SPLIT);
 AVX512_TABLE(k_avx512vnni, avx512vnni, hs__gemm_tile_q4_k_pp_avx512vnni, VNNI_SPLIT_Q8_0,
              VNNI_SPLIT_Q5_0);

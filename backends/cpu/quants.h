@@ -206,9 +206,12 @@ void hs__gemm_tile_q8s_avx512vnni(int64_t n, float *s, size_t bs, const void *w,
                                   const void *x, size_t x_stride, int nr, int nc);
 void hs__gemm_tile_q8x_avx512vnni(int64_t n, float *s, size_t bs, const void *w, size_t w_stride,
                                   const void *x, size_t x_stride, int nr, int nc);
-/* Q8_0's group form on AVX-512 VNNI (gemm-q8_0x16.c; hs_quant_kernels.gemm_group). */
+/* The group form on AVX-512 VNNI (gemm-group-avx512.c; hs_quant_kernels.gemm_group): Q8_0 and
+ * Q5_0 weights, Q8_0 activations. */
 #define HS__Q8_0G_BLOCK_BYTES 576
 void hs__split_group_q8_0_avx512vnni(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
+                                     size_t ds);
+void hs__split_group_q5_0_avx512vnni(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
                                      size_t ds);
 void hs__from_float_q8_0g_avx512vnni(const float *x, void *y, int64_t n);
 void hs__gemm_group_q8_0_avx512vnni(int64_t n, float *s, size_t bs, const void *g, const void *x,

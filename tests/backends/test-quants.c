@@ -390,29 +390,32 @@ Test(quants, split_form_gives_the_tile_bits)
     cr_assert(checked > 0 || hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX2)->gemm_tile_split == NULL);
 }
 
-/* Kernels with the group form (Q8_0 on AVX-512 VNNI): from_float_group holds from_float's
+/* Kernels with the group form (Q8_0, Q5_0 on AVX-512 VNNI): from_float_group holds from_float's
  * values, scales and each quad's offset (-128 times its sum); split_group zero-fills the rows
  * past the last; gemm_group over the groups gives gemm_tile's bits for every row count of a
  * group (1..16) and 1..7 activation rows, and writes nothing else; over rows long enough to
  * cross the tile's blocks (1568: 49 blocks, an odd count, past the scales' padding). */
 Test(quants, group_form_gives_the_tile_bits)
 {
+    /* 1568: 49 blocks, past Q5_0's runs of 8 blocks too */
     static const int64_t lengths[] = {32, 576, 1568};
+    static const enum hs_type types[] = {HS_TYPE_Q8_0, HS_TYPE_Q5_0};
     enum { R = 37, C = 7 };
     int checked = 0;
-    for (size_t ni = 0; ni < HS_ARRAY_LEN(lengths); ni++) {
-        const int64_t n = lengths[ni], nb = n / 32;
+    for (size_t ti = 0; ti < 2 * HS_ARRAY_LEN(lengths); ti++) {
+        const enum hs_type type = types[ti / HS_ARRAY_LEN(lengths)];
+        const int64_t n = lengths[ti % HS_ARRAY_LEN(lengths)], nb = n / 32;
         struct hs_rng rng;
-        hs_rng_seed(&rng, 900 + ni);
+        hs_rng_seed(&rng, 900 + ti);
         float *wf = make_rows(&rng, n, R), *xf = make_rows(&rng, n, C);
-        const size_t w_row = hs_type_row_size(HS_TYPE_Q8_0, n);
+        const size_t w_row = hs_type_row_size(type, n);
         uint8_t *w = malloc(w_row * R);
         cr_assert_not_null(w);
         for (int r = 0; r < R; r++) {
-            hs__quantize_row_ref(HS_TYPE_Q8_0, wf + r * n, w + r * w_row, n);
+            hs__quantize_row_ref(type, wf + r * n, w + r * w_row, n);
         }
         FOR_EACH_ISA (isa) {
-            const struct hs_quant_kernels *k = hs__cpu_kernels(HS_TYPE_Q8_0, isa);
+            const struct hs_quant_kernels *k = hs__cpu_kernels(type, isa);
             if (!k->gemm_group) {
                 continue;
             }
@@ -489,8 +492,9 @@ Test(quants, group_form_gives_the_tile_bits)
                                 continue;
                             }
                             cr_assert(memcmp(&got[c][r], &want[c][r], sizeof(float)) == 0,
-                                      "%s n=%ld nr=%d nc=%d [%d,%d]: %.9g vs %.9g", hs_isa_str(isa),
-                                      (long)n, nr, nc, r, c, got[c][r], want[c][r]);
+                                      "%s %s n=%ld nr=%d nc=%d [%d,%d]: %.9g vs %.9g",
+                                      hs_type_str(type), hs_isa_str(isa), (long)n, nr, nc, r, c,
+                                      got[c][r], want[c][r]);
                         }
                     }
                     checked++;
@@ -504,8 +508,10 @@ Test(quants, group_form_gives_the_tile_bits)
         free(xf);
         free(wf);
     }
-    /* Where the CPU has AVX-512 VNNI, Q8_0 has the group form. */
-    cr_assert(checked > 0 || !hs__cpu_has_avx512vnni());
+    /* Where the CPU has AVX-512 VNNI, Q8_0 and Q5_0 have the group form. */
+    cr_assert(checked == 2 * 3 * 7 * 16 || hs__cpu_detect_isa() < HS_ISA_AVX512 ||
+                  !hs__cpu_has_avx512vnni(),
+              "%d", checked);
 }
 
 /* (4b) The SIMD kernels compute llama.cpp's AVX-512 float order bit for bit (the AVX2 ones in

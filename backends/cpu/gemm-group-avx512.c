@@ -1,14 +1,14 @@
-/* Q8_0 prompt tiles on AVX-512 VNNI over weight rows interleaved in groups of 16 (the group form,
- * hs_quant_kernels.gemm_group), made per chunk of weight rows into a thread's scratch: a register
- * holds the same 4-byte quad of 16 rows, so one vpdpbusd gives that quad's exact int32 sum for 16
- * rows and one activation row, and each of the 8 float lanes per output (lane k: elements 4k ..
- * 4k + 3) takes its block's fma for 16 rows in one instruction, where the file-layout tile
- * (hs__gemm_tile_q8x_avx512vnni) spends a convert, a multiply and an fma on 2 rows' lanes and
- * loads its activation quads per pair of rows. The weights come as w + 128 (unsigned), the
- * activations signed with each quad's offset, -128 times its sum, precomputed: a quad's lanes
- * start at it, so the tile keeps 8 registers of weights per block and reads the rest as 4-byte
- * broadcasts. The same additions in the same order as vec_dot, gemv and that tile: the same
- * bits. */
+/* Q8_0 and Q5_0 prompt tiles on AVX-512 VNNI over weight rows interleaved in groups of 16 (the
+ * group form, hs_quant_kernels.gemm_group), made per chunk of weight rows into a thread's
+ * scratch: a register holds the same 4-byte quad of 16 rows, so one vpdpbusd gives that quad's
+ * exact int32 sum for 16 rows and one activation row, and each of the 8 float lanes per output
+ * (lane k: elements 4k .. 4k + 3) takes its block's fma for 16 rows in one instruction, where the
+ * file-layout tile (hs__gemm_tile_q8x_avx512vnni) spends a convert, a multiply and an fma on 2
+ * rows' lanes and loads its activation quads per pair of rows. The weights come as w + 128
+ * (unsigned; Q5_0's values first widened to int8), the activations signed with each quad's
+ * offset, -128 times its sum, precomputed: a quad's lanes start at it, so the tile keeps 8
+ * registers of weights per block and reads the rest as 4-byte broadcasts. The same additions in
+ * the same order as vec_dot, gemv and the other tiles: the same bits. */
 #include "backends/cpu/quants.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
@@ -52,73 +52,120 @@ static void group_idx_init(int32_t g_idx[3][2][16])
     }
 }
 
+/* The transposing permutes of group_block, built once per call of a converter. */
+struct group_perm {
+    __m512i idx[3][2];
+};
+
+INLINE struct group_perm group_perm_make(void)
+{
+    int32_t g_idx[3][2][16];
+    group_idx_init(g_idx);
+    struct group_perm gp;
+    for (int i = 0; i < 3; i++) {
+        for (int j = 0; j < 2; j++) {
+            gp.idx[i][j] = _mm512_loadu_si512(g_idx[i][j]);
+        }
+    }
+    return gp;
+}
+
+/* One block of a group into out: v[r] the 32 signed values of row r's block, d[r] its scale. */
+INLINE void group_block(const struct group_perm *gp, const uint8_t *const v[16], const float d[16],
+                        uint8_t *out)
+{
+    __m512i rr[8]; /* rows 2i, 2i + 1 */
+    for (int i = 0; i < 8; i++) {
+        rr[i] = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)v[2 * i])),
+            _mm256_loadu_si256((const __m256i *)(const void *)v[2 * i + 1]), 1);
+    }
+    __m512i p[4][2]; /* rows 4q.., quads 4h.. */
+    for (int q = 0; q < 4; q++) {
+        for (int h = 0; h < 2; h++) {
+            p[q][h] = _mm512_permutex2var_epi32(rr[2 * q], gp->idx[0][h], rr[2 * q + 1]);
+        }
+    }
+    __m512i u[2][2][2]; /* rows 8pp.., quads 4h + 2m.. */
+    for (int pp = 0; pp < 2; pp++) {
+        for (int h = 0; h < 2; h++) {
+            for (int m = 0; m < 2; m++) {
+                u[pp][h][m] =
+                    _mm512_permutex2var_epi32(p[2 * pp][h], gp->idx[1][m], p[2 * pp + 1][h]);
+            }
+        }
+    }
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (int h = 0; h < 2; h++) {
+        for (int m = 0; m < 2; m++) {
+            for (int kk = 0; kk < 2; kk++) {
+                const __m512i t = _mm512_permutex2var_epi32(u[0][h][m], gp->idx[2][kk], u[1][h][m]);
+                _mm512_store_si512(out + 64 * (4 * h + 2 * m + kk), _mm512_xor_si512(t, bias));
+            }
+        }
+    }
+    _mm512_store_ps(out + Q8G_D, _mm512_loadu_ps(d));
+}
+
+static const uint8_t zero_values[32];
+
 /* Rows [0, n_rows) of a Q8_0 matrix (rows ws bytes apart, n elements) into groups of 16 rows ds
  * bytes apart (ds >= n / 32 * HS__Q8_0G_BLOCK_BYTES; dst and ds 64-byte aligned); rows past
  * n_rows in the last group are zeros. */
 void hs__split_group_q8_0_avx512vnni(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
                                      size_t ds)
 {
-    int32_t g_idx[3][2][16];
-    group_idx_init(g_idx);
-    __m512i idx[3][2];
-    for (int i = 0; i < 3; i++) {
-        for (int j = 0; j < 2; j++) {
-            idx[i][j] = _mm512_loadu_si512(g_idx[i][j]);
-        }
-    }
-    static const uint8_t zero_row[sizeof(struct hs_block_q8_0)];
+    const struct group_perm gp = group_perm_make();
     const int64_t nb = n / 32;
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
     for (int64_t g = 0; g * 16 < n_rows; g++) {
         const int m = (int)HS_MIN(16, n_rows - g * 16);
-        const uint8_t *rows[16];
-        size_t step[16];
-        for (int r = 0; r < 16; r++) {
-            rows[r] = r < m ? (const uint8_t *)w + (size_t)(g * 16 + r) * ws : zero_row;
-            step[r] = r < m ? sizeof(struct hs_block_q8_0) : 0;
+        const struct hs_block_q8_0 *rows[16];
+        for (int r = 0; r < m; r++) {
+            rows[r] = (const void *)((const uint8_t *)w + (size_t)(g * 16 + r) * ws);
         }
         uint8_t *out = (uint8_t *)dst + (size_t)g * ds;
         for (int64_t b = 0; b < nb; b++, out += HS__Q8_0G_BLOCK_BYTES) {
-            __m512i rr[8]; /* rows 2i, 2i + 1 */
+            const uint8_t *v[16];
             float d[16];
-            for (int i = 0; i < 8; i++) {
-                const uint8_t *b0 = rows[2 * i] + (size_t)b * step[2 * i];
-                const uint8_t *b1 = rows[2 * i + 1] + (size_t)b * step[2 * i + 1];
-                rr[i] = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
-                    _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
-                uint16_t h0, h1;
-                memcpy(&h0, b0, sizeof(h0));
-                memcpy(&h1, b1, sizeof(h1));
-                d[2 * i] = _cvtsh_ss(h0);
-                d[2 * i + 1] = _cvtsh_ss(h1);
+            for (int r = 0; r < 16; r++) {
+                v[r] = r < m ? (const uint8_t *)rows[r][b].qs : zero_values;
+                d[r] = r < m ? _cvtsh_ss(rows[r][b].d) : 0.0f;
             }
-            __m512i p[4][2]; /* rows 4q.., quads 4h.. */
-            for (int q = 0; q < 4; q++) {
-                for (int h = 0; h < 2; h++) {
-                    p[q][h] = _mm512_permutex2var_epi32(rr[2 * q], idx[0][h], rr[2 * q + 1]);
+            group_block(&gp, v, d, out);
+        }
+    }
+}
+
+/* Blocks of Q5_0 rows made the split form at a time (hs__split_rows_q5_0_avx2's signed values
+ * and float scales), then groups. */
+#define Q5G_RUN 8
+
+/* As hs__split_group_q8_0_avx512vnni for Q5_0 rows (the signed values, -16..15). */
+void hs__split_group_q5_0_avx512vnni(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
+                                     size_t ds)
+{
+    enum { RS = Q5G_RUN * 32 + Q5G_RUN * sizeof(float) }; /* bytes of a row's run, split */
+    _Alignas(64) uint8_t run[16][RS];
+    const struct group_perm gp = group_perm_make();
+    const int64_t nb = n / 32;
+    for (int64_t g = 0; g * 16 < n_rows; g++) {
+        const int m = (int)HS_MIN(16, n_rows - g * 16);
+        const uint8_t *rows = (const uint8_t *)w + (size_t)(g * 16) * ws;
+        uint8_t *out = (uint8_t *)dst + (size_t)g * ds;
+        for (int64_t b0 = 0; b0 < nb; b0 += Q5G_RUN) {
+            const int nk = (int)HS_MIN(Q5G_RUN, nb - b0);
+            hs__split_rows_q5_0_avx2(rows + (size_t)b0 * sizeof(struct hs_block_q5_0), ws, m,
+                                     (int64_t)nk * 32, run, RS);
+            for (int k = 0; k < nk; k++, out += HS__Q8_0G_BLOCK_BYTES) {
+                const uint8_t *v[16];
+                float d[16];
+                for (int r = 0; r < 16; r++) {
+                    const float *rd = (const float *)(const void *)(run[r] + nk * 32);
+                    v[r] = r < m ? run[r] + 32 * k : zero_values;
+                    d[r] = r < m ? rd[k] : 0.0f;
                 }
+                group_block(&gp, v, d, out);
             }
-            __m512i u[2][2][2]; /* rows 8p.., quads 4h + 2m.. */
-            for (int pp = 0; pp < 2; pp++) {
-                for (int h = 0; h < 2; h++) {
-                    for (int mm = 0; mm < 2; mm++) {
-                        u[pp][h][mm] =
-                            _mm512_permutex2var_epi32(p[2 * pp][h], idx[1][mm], p[2 * pp + 1][h]);
-                    }
-                }
-            }
-            for (int h = 0; h < 2; h++) {
-                for (int mm = 0; mm < 2; mm++) {
-                    for (int kk = 0; kk < 2; kk++) {
-                        const __m512i t =
-                            _mm512_permutex2var_epi32(u[0][h][mm], idx[2][kk], u[1][h][mm]);
-                        _mm512_store_si512(out + 64 * (4 * h + 2 * mm + kk),
-                                           _mm512_xor_si512(t, bias));
-                    }
-                }
-            }
-            _mm512_store_ps(out + Q8G_D, _mm512_loadu_ps(d));
         }
     }
 }
