@@ -14,9 +14,9 @@
  *   split form gemm  (types whose kernels have it: AVX2 Q8_0, Q5_0) the prompt path as
  *              backends/cpu's mm_range runs it: each 16 KiB of weight rows converted once into
  *              the split form, then gemm_tile_split on it against split activations.
- *   group form gemm  (AVX-512 VNNI Q8_0) the same with the group form: each 16 rows of weights
- *              made a group of 16 interleaved rows once, then gemm_group against the 32
- *              activation rows in the group form.
+ *   group form gemm  (Q8_0, Q5_0 on AVX-512 VNNI and AVX-VNNI) the same with the group form:
+ *              each group's weight rows (16, or 8) interleaved once, then gemm_group against
+ *              the 32 activation rows in the group form.
  *
  * Shapes follow SmolLM-135M: FFN 1536 x 576 and output 49152 x 576. 576 is no multiple of
  * 256, so the K-quants (which GGUF writers then avoid for those tensors) run the same bytes as
@@ -239,8 +239,8 @@ static void bench_one(enum hs_type t, enum hs_isa isa, const struct shape *sh)
         }
         if (xg) {
             t0 = bench_now_s();
-            for (int64_t oc = r0; oc < r0 + chunk; oc += 16) {
-                const int nr = (int)HS_MIN(16, r0 + chunk - oc);
+            for (int64_t oc = r0; oc < r0 + chunk; oc += k->group_rows) {
+                const int nr = (int)HS_MIN(k->group_rows, r0 + chunk - oc);
                 k->split_group(w + (size_t)oc * w_row, w_row, nr, sh->n, wg, gs);
                 for (int c = 0; c < N_COLS; c += 4) {
                     k->gemm_group(sh->n, &out[(size_t)c * (size_t)sh->rows + (size_t)oc],

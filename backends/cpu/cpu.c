@@ -168,16 +168,16 @@ static void mm_range_repacked(const struct hs__mm_task *t, int64_t o0, int64_t o
 }
 
 /* Weight rows of one chunk of mm_range: HS__CPU_W_CHUNK_BYTES(_ROWS) of them, a multiple of 4
- * (in the group form: of 16, at least one group). */
+ * (in the group form: of its group's rows, at least one group). */
 static int64_t mm_chunk_rows(const struct hs__mm_task *t)
 {
     const size_t w_stride = t->w->nb[1];
     const size_t bytes = t->x->ne[1] > 1 ? HS__CPU_W_CHUNK_BYTES_ROWS : HS__CPU_W_CHUNK_BYTES;
-    const int64_t align = t->group ? 16 : 4;
+    const int64_t align = t->group ? t->k->group_rows : 4;
     return HS_MAX((int64_t)(bytes / (w_stride ? w_stride : 1)) / align * align, align);
 }
 
-/* Bytes of one group of 16 weight rows of t in the group form. */
+/* Bytes of one group of weight rows of t in the group form. */
 static size_t mm_group_form_bytes(const struct hs__mm_task *t)
 {
     return (size_t)(t->w->ne[0] / 32) * t->k->group_block_bytes;
@@ -222,7 +222,7 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1, int it
         if (sw) { /* the chunk's rows in the split form, once for all activation rows */
             t->k->split_weights(wd + (size_t)oc * w_stride, w_stride, oe - oc, n_in, sw, ss);
         }
-        if (sg) { /* or in groups of 16 rows (oc_rows: a multiple of 16) */
+        if (sg) { /* or in groups (oc_rows: a multiple of the group's rows) */
             t->k->split_group(wd + (size_t)oc * w_stride, w_stride, oe - oc, n_in, sg, gs);
         }
         /* the next chunk's weights, a share before each activation group: the first group
@@ -240,10 +240,11 @@ static void mm_range(const struct hs__mm_task *t, int64_t o0, int64_t o1, int it
                 __builtin_prefetch(pf + pf_at, 0, 3);
             }
             if (sg) {
-                for (int64_t o = oc; o < oe; o += 16) {
+                const int gr = t->k->group_rows;
+                for (int64_t o = oc; o < oe; o += gr) {
                     t->k->gemm_group(n_in, yd + (size_t)r * y_stride + o, y_stride,
-                                     sg + (size_t)(o - oc) / 16 * gs, xr, t->xq_stride,
-                                     (int)HS_MIN(16, oe - o), nc);
+                                     sg + (size_t)(o - oc) / (size_t)gr * gs, xr, t->xq_stride,
+                                     (int)HS_MIN(gr, oe - o), nc);
                 }
                 continue;
             }
@@ -521,10 +522,10 @@ static bool mm_same_act(const struct hs__mm_task *a, const struct hs__mm_task *b
 }
 
 /* What t's dynamic chunks of output rows are multiples of: its repacked copy's groups, the
- * group form's 16 rows, else 4 (the tiles'). */
+ * group form's, else 4 (the tiles'). */
 static int64_t mm_rows_align(const struct hs__mm_task *t)
 {
-    return t->wr ? t->wr_group : mm_group(t) ? 16 : 4;
+    return t->wr ? t->wr_group : mm_group(t) ? t->k->group_rows : 4;
 }
 
 /* Scratch bytes the activations of t need in their vec_dot_type (0 for f32: used in place). */
@@ -565,8 +566,8 @@ static hs_status mm_reserve_wsplit(struct hs_cpu_backend *cpu, struct hs__mm_tas
             per_thread =
                 HS_MAX(per_thread, (size_t)mm_chunk_rows(ts[i]) * mm_split_stride(ts[i]->w->ne[0]));
         } else if (ts[i]->group) {
-            per_thread = HS_MAX(per_thread,
-                                (size_t)(mm_chunk_rows(ts[i]) / 16) * mm_group_form_bytes(ts[i]));
+            per_thread = HS_MAX(per_thread, (size_t)(mm_chunk_rows(ts[i]) / ts[i]->k->group_rows) *
+                                                mm_group_form_bytes(ts[i]));
         }
     }
     if (per_thread == 0) {

@@ -15,6 +15,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "backends/cpu/group-inl.h"
+
 #define INLINE static inline __attribute__((always_inline))
 
 /* One block of a group: quad k (k < 8) of the 16 rows as 64 bytes, byte 4r + j being row r's
@@ -70,10 +72,11 @@ INLINE struct group_perm group_perm_make(void)
     return gp;
 }
 
-/* One block of a group into out: v[r] the 32 signed values of row r's block, d[r] its scale. */
-INLINE void group_block(const struct group_perm *gp, const uint8_t *const v[16], const float d[16],
-                        uint8_t *out)
+/* One block of a group into out (an hs__group_block_fn; ctx: the struct group_perm): v[r] the
+ * 32 signed values of row r's block, d[r] its scale. */
+INLINE void group_block(const void *ctx, const uint8_t *const *v, const float *d, uint8_t *out)
 {
+    const struct group_perm *gp = ctx;
     __m512i rr[8]; /* rows 2i, 2i + 1 */
     for (int i = 0; i < 8; i++) {
         rr[i] = _mm512_inserti64x4(
@@ -107,93 +110,23 @@ INLINE void group_block(const struct group_perm *gp, const uint8_t *const v[16],
     _mm512_store_ps(out + Q8G_D, _mm512_loadu_ps(d));
 }
 
-static const uint8_t zero_values[32];
-
-/* Rows [0, n_rows) of a Q8_0 matrix (rows ws bytes apart, n elements) into groups of 16 rows ds
- * bytes apart (ds >= n / 32 * HS__Q8_0G_BLOCK_BYTES; dst and ds 64-byte aligned); rows past
- * n_rows in the last group are zeros. */
 void hs__split_group_q8_0_avx512vnni(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
                                      size_t ds)
 {
     const struct group_perm gp = group_perm_make();
-    const int64_t nb = n / 32;
-    for (int64_t g = 0; g * 16 < n_rows; g++) {
-        const int m = (int)HS_MIN(16, n_rows - g * 16);
-        const struct hs_block_q8_0 *rows[16];
-        for (int r = 0; r < m; r++) {
-            rows[r] = (const void *)((const uint8_t *)w + (size_t)(g * 16 + r) * ws);
-        }
-        uint8_t *out = (uint8_t *)dst + (size_t)g * ds;
-        for (int64_t b = 0; b < nb; b++, out += HS__Q8_0G_BLOCK_BYTES) {
-            const uint8_t *v[16];
-            float d[16];
-            for (int r = 0; r < 16; r++) {
-                v[r] = r < m ? (const uint8_t *)rows[r][b].qs : zero_values;
-                d[r] = r < m ? _cvtsh_ss(rows[r][b].d) : 0.0f;
-            }
-            group_block(&gp, v, d, out);
-        }
-    }
+    hs__group_split_q8_0(w, ws, n_rows, n, dst, ds, 16, HS__Q8_0G_BLOCK_BYTES, group_block, &gp);
 }
 
-/* Blocks of Q5_0 rows made the split form at a time (hs__split_rows_q5_0_avx2's signed values
- * and float scales), then groups. */
-#define Q5G_RUN 8
-
-/* As hs__split_group_q8_0_avx512vnni for Q5_0 rows (the signed values, -16..15). */
 void hs__split_group_q5_0_avx512vnni(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
                                      size_t ds)
 {
-    enum { RS = Q5G_RUN * 32 + Q5G_RUN * sizeof(float) }; /* bytes of a row's run, split */
-    _Alignas(64) uint8_t run[16][RS];
     const struct group_perm gp = group_perm_make();
-    const int64_t nb = n / 32;
-    for (int64_t g = 0; g * 16 < n_rows; g++) {
-        const int m = (int)HS_MIN(16, n_rows - g * 16);
-        const uint8_t *rows = (const uint8_t *)w + (size_t)(g * 16) * ws;
-        uint8_t *out = (uint8_t *)dst + (size_t)g * ds;
-        for (int64_t b0 = 0; b0 < nb; b0 += Q5G_RUN) {
-            const int nk = (int)HS_MIN(Q5G_RUN, nb - b0);
-            hs__split_rows_q5_0_avx2(rows + (size_t)b0 * sizeof(struct hs_block_q5_0), ws, m,
-                                     (int64_t)nk * 32, run, RS);
-            for (int k = 0; k < nk; k++, out += HS__Q8_0G_BLOCK_BYTES) {
-                const uint8_t *v[16];
-                float d[16];
-                for (int r = 0; r < 16; r++) {
-                    const float *rd = (const float *)(const void *)(run[r] + nk * 32);
-                    v[r] = r < m ? run[r] + 32 * k : zero_values;
-                    d[r] = r < m ? rd[k] : 0.0f;
-                }
-                group_block(&gp, v, d, out);
-            }
-        }
-    }
+    hs__group_split_q5_0(w, ws, n_rows, n, dst, ds, 16, HS__Q8_0G_BLOCK_BYTES, group_block, &gp);
 }
 
-/* Activations for the group tiles: hs__from_float_q8_0_avx512's blocks (the bits every Q8_0
- * kernel takes), as n signed values in 32-byte blocks, then the block scales as floats (zeros
- * up to a multiple of 8), then per block 8 int32 offsets, -128 times the sum of quad k (the
- * weights come as w + 128: starting at the offset cancels it). hs_quant_group_x_size bytes. */
 void hs__from_float_q8_0g_avx512vnni(const float *x, void *vy, int64_t n)
 {
-    uint8_t *qs = vy;
-    const int64_t nb = n / 32, nd = (nb + 7) / 8 * 8;
-    float *d = (float *)(void *)(qs + n);
-    int32_t *off = (int32_t *)(void *)(d + nd);
-    const __m256i bias = _mm256_set1_epi8((char)0x80);
-    for (int64_t b = 0; b < nb; b++) {
-        struct hs_block_q8_0 blk;
-        hs__from_float_q8_0_avx512(x + b * 32, &blk, 32);
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)blk.qs);
-        _mm256_store_si256((__m256i *)(void *)(qs + b * 32), v);
-        d[b] = _cvtsh_ss(blk.d);
-        _mm256_store_si256((__m256i *)(void *)(off + 8 * b),
-                           _mm256_sub_epi32(_mm256_setzero_si256(),
-                                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), bias, v)));
-    }
-    for (int64_t b = nb; b < nd; b++) {
-        d[b] = 0.0f;
-    }
+    hs__group_from_float(x, vy, n, hs__from_float_q8_0_avx512);
 }
 
 /* Outputs of the group's rows for NC (1 or 2) activation rows in the group form, xs bytes

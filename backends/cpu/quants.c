@@ -1019,46 +1019,59 @@ static const struct hs_quant_kernels k_scalar[] = {
 };
 
 #if HS_X86
-static const struct hs_quant_kernels k_avx2[] = {
-    ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, hs__vec_dot_f32_avx2,
-        hs__gemm_tile_f32_avx2),
-    ROW(HS_TYPE_F16, HS_TYPE_F16, hs__from_float_f16_avx2, hs__to_float_f16_avx2,
-        hs__vec_dot_f16_avx2, hs__gemm_tile_f16_avx2),
-    ROW(HS_TYPE_BF16, HS_TYPE_BF16, hs__from_float_bf16_avx2, hs__to_float_bf16_avx2,
-        hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),
-    {.type = HS_TYPE_Q8_0,
-     .vec_dot_type = HS_TYPE_Q8_0,
-     .from_float = hs__from_float_q8_0_avx2,
-     .to_float = to_float_q8_0,
-     .vec_dot = hs__vec_dot_q8_0_avx2,
-     .gemm_tile = hs__gemm_tile_q8_0_avx2,
-     .gemv = hs__gemv_q8_0_avx2,
-     .from_float_split = hs__from_float_q8_0s_avx2,
-     .split_weights = hs__split_rows_q8_0_avx2,
-     .gemm_tile_split = hs__gemm_tile_q8s_avx2},
-    ROWG(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q4_0, hs__vec_dot_q4_0_avx2,
-         hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_avx2),
-    {.type = HS_TYPE_Q5_0,
-     .vec_dot_type = HS_TYPE_Q8_0,
-     .from_float = hs__from_float_q8_0_avx2,
-     .to_float = to_float_q5_0,
-     .vec_dot = hs__vec_dot_q5_0_avx2,
-     .gemm_tile = hs__gemm_tile_q5_0_avx2,
-     .gemv = hs__gemv_q5_0_avx2,
-     .from_float_split = hs__from_float_q8_0s_avx2,
-     .split_weights = hs__split_rows_q5_0_avx2,
-     .gemm_tile_split = hs__gemm_tile_q8s_avx2},
-    ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1, hs__vec_dot_q4_1_avx2,
-        hs__gemm_tile_q4_1_avx2),
-    ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1, hs__vec_dot_q5_1_avx2,
-        hs__gemm_tile_q5_1_avx2),
-    ROWG(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q4_k, hs__vec_dot_q4_k_avx2,
-         hs__gemm_tile_q4_k_avx2, hs__gemv_q4_k_avx2),
-    ROWG(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q5_k, hs__vec_dot_q5_k_avx2,
-         hs__gemm_tile_q5_k_avx2, hs__gemv_q5_k_avx2),
-    ROWG(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q6_k, hs__vec_dot_q6_k_avx2,
-         hs__gemm_tile_q6_k_avx2, hs__gemv_q6_k_avx2),
-};
+#define AVX2_TABLE(name, q8_0_group, q5_0_group)                                                   \
+    static const struct hs_quant_kernels name[] = {                                                \
+        ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, hs__vec_dot_f32_avx2,          \
+            hs__gemm_tile_f32_avx2),                                                               \
+        ROW(HS_TYPE_F16, HS_TYPE_F16, hs__from_float_f16_avx2, hs__to_float_f16_avx2,              \
+            hs__vec_dot_f16_avx2, hs__gemm_tile_f16_avx2),                                         \
+        ROW(HS_TYPE_BF16, HS_TYPE_BF16, hs__from_float_bf16_avx2, hs__to_float_bf16_avx2,          \
+            hs__vec_dot_bf16_avx2, hs__gemm_tile_bf16_avx2),                                       \
+        {.type = HS_TYPE_Q8_0,                                                                     \
+         .vec_dot_type = HS_TYPE_Q8_0,                                                             \
+         .from_float = hs__from_float_q8_0_avx2,                                                   \
+         .to_float = to_float_q8_0,                                                                \
+         .vec_dot = hs__vec_dot_q8_0_avx2,                                                         \
+         .gemm_tile = hs__gemm_tile_q8_0_avx2,                                                     \
+         .gemv = hs__gemv_q8_0_avx2,                                                               \
+         .from_float_split = hs__from_float_q8_0s_avx2,                                            \
+         .split_weights = hs__split_rows_q8_0_avx2,                                                \
+         .gemm_tile_split = hs__gemm_tile_q8s_avx2 q8_0_group()},                                  \
+        ROWG(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q4_0,                  \
+             hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_avx2),                  \
+        {.type = HS_TYPE_Q5_0,                                                                     \
+         .vec_dot_type = HS_TYPE_Q8_0,                                                             \
+         .from_float = hs__from_float_q8_0_avx2,                                                   \
+         .to_float = to_float_q5_0,                                                                \
+         .vec_dot = hs__vec_dot_q5_0_avx2,                                                         \
+         .gemm_tile = hs__gemm_tile_q5_0_avx2,                                                     \
+         .gemv = hs__gemv_q5_0_avx2,                                                               \
+         .from_float_split = hs__from_float_q8_0s_avx2,                                            \
+         .split_weights = hs__split_rows_q5_0_avx2,                                                \
+         .gemm_tile_split = hs__gemm_tile_q8s_avx2 q5_0_group()},                                  \
+        ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,                   \
+            hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),                                       \
+        ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,                   \
+            hs__vec_dot_q5_1_avx2, hs__gemm_tile_q5_1_avx2),                                       \
+        ROWG(HS_TYPE_Q4_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q4_k,                  \
+             hs__vec_dot_q4_k_avx2, hs__gemm_tile_q4_k_avx2, hs__gemv_q4_k_avx2),                  \
+        ROWG(HS_TYPE_Q5_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q5_k,                  \
+             hs__vec_dot_q5_k_avx2, hs__gemm_tile_q5_k_avx2, hs__gemv_q5_k_avx2),                  \
+        ROWG(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q6_k,                  \
+             hs__vec_dot_q6_k_avx2, hs__gemm_tile_q6_k_avx2, hs__gemv_q6_k_avx2),                  \
+    }
+#define NO_GROUP()
+/* AVX-VNNI: Q8_0's and Q5_0's group form, 8 rows a group (gemm-group-avxvnni.c). */
+#define VNNI_GROUP_Q8_0()                                                                          \
+    , .split_group = hs__split_group_q8_0_avxvnni,                                                 \
+      .from_float_group = hs__from_float_q8_0g_avxvnni, .gemm_group = hs__gemm_group8_avxvnni,     \
+      .group_block_bytes = HS__Q8_0G8_BLOCK_BYTES, .group_min_rows = 32, .group_rows = 8
+#define VNNI_GROUP_Q5_0()                                                                          \
+    , .split_group = hs__split_group_q5_0_avxvnni,                                                 \
+      .from_float_group = hs__from_float_q8_0g_avxvnni, .gemm_group = hs__gemm_group8_avxvnni,     \
+      .group_block_bytes = HS__Q8_0G8_BLOCK_BYTES, .group_min_rows = 32, .group_rows = 8
+AVX2_TABLE(k_avx2, NO_GROUP, NO_GROUP);
+AVX2_TABLE(k_avx2vnni, VNNI_GROUP_Q8_0, VNNI_GROUP_Q5_0);
 
 /* Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels (but Q5_0's VNNI tiles of 2+ activation rows,
  * tiles-avx512.c, its VNNI split-form tiles from 16, and Q4_0's and Q5_0's AVX-512 gemvs; VNNI
@@ -1111,14 +1124,14 @@ static const struct hs_quant_kernels k_avx2[] = {
       .split_group = hs__split_group_q8_0_avx512vnni,                                              \
       .from_float_group = hs__from_float_q8_0g_avx512vnni,                                         \
       .gemm_group = hs__gemm_group_q8_0_avx512vnni, .group_block_bytes = HS__Q8_0G_BLOCK_BYTES,    \
-      .group_min_rows = 32
+      .group_min_rows = 32, .group_rows = 16
 #define VNNI_SPLIT_Q5_0()                                                                          \
     , .from_float_split = hs__from_float_q8_0s_avx512vnni,                                         \
       .split_weights = hs__split_rows_q5_0_avx2, .gemm_tile_split = hs__gemm_tile_q8s_avx512vnni,  \
       .split_x_bias = 0x80, .split_min_rows = 16, .split_group = hs__split_group_q5_0_avx512vnni,  \
       .from_float_group = hs__from_float_q8_0g_avx512vnni,                                         \
       .gemm_group = hs__gemm_group_q8_0_avx512vnni, .group_block_bytes = HS__Q8_0G_BLOCK_BYTES,    \
-      .group_min_rows = 32
+      .group_min_rows = 32, .group_rows = 16
 AVX512_TABLE(k_avx512, avx512, hs__gemm_tile_q4_k_avx512, NO_SPLIT, NO_SPLIT);
 AVX512_TABLE(k_avx512vnni, avx512vnni, hs__gemm_tile_q4_k_pp_avx512vnni, VNNI_SPLIT_Q8_0,
              VNNI_SPLIT_Q5_0);
@@ -1178,7 +1191,8 @@ const struct hs_quant_kernels *hs__cpu_kernels(enum hs_type t, enum hs_isa isa)
                                         : find_row(k_avx512, HS_ARRAY_LEN(k_avx512), t);
     }
     if (isa == HS_ISA_AVX2) {
-        return find_row(k_avx2, HS_ARRAY_LEN(k_avx2), t);
+        return hs__cpu_has_avxvnni() ? find_row(k_avx2vnni, HS_ARRAY_LEN(k_avx2vnni), t)
+                                     : find_row(k_avx2, HS_ARRAY_LEN(k_avx2), t);
     }
 #endif
     return find_row(k_scalar, HS_ARRAY_LEN(k_scalar), t);

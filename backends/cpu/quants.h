@@ -34,8 +34,8 @@ bool hs__cpu_has_avx512vnni(void);
 
 /* Whether this CPU has AVX-VNNI (CPUID leaf 7.1 EAX bit 4: Alder Lake, Zen 5) and the environment's
  * HS_CPU_AVXVNNI is not 0 (read once): HS_ISA_AVX2's Q5_0 decode kernel is then the AVX-VNNI build
- * (repack.h), same bits. HS_CPU_AVXVNNI=0 holds the AVX2 path to what a CPU without it (Haswell
- * to Zen 3) runs. */
+ * (repack.h), and its Q8_0 and Q5_0 tables have the group form (gemm-group-avxvnni.c), same bits.
+ * HS_CPU_AVXVNNI=0 holds the AVX2 path to what a CPU without it (Haswell to Zen 3) runs. */
 bool hs__cpu_has_avxvnni(void);
 
 /* s[j * bs + i] = dot(w row i, x row j) for i < nr, j < nc (nr, nc in 1..4, else HS_ASSERT);
@@ -87,17 +87,19 @@ struct hs_quant_kernels {
      * costs more than it saves. */
     uint16_t split_min_rows;
     /* Optional, for products of group_min_rows or more activation rows, before the split form:
-     * the group form. split_group makes n_rows weight rows (ws bytes apart) into groups of 16
-     * rows ds bytes apart, group_block_bytes per block of 32 elements of a group (rows past
-     * n_rows zeros); from_float_group makes an activation row of it (hs_quant_group_x_size
-     * bytes); gemm_group gives s[c * bs + i] = dot(w row i, x row c) for rows i < nr (1..16) of
-     * one group g and nc >= 1 activation rows xs bytes apart, with gemm_tile's bits. */
+     * the group form. split_group makes n_rows weight rows (ws bytes apart) into groups of
+     * group_rows rows ds bytes apart, group_block_bytes per block of 32 elements of a group
+     * (rows past n_rows zeros); from_float_group makes an activation row of it
+     * (hs_quant_group_x_size bytes); gemm_group gives s[c * bs + i] = dot(w row i, x row c) for
+     * rows i < nr (1..group_rows) of one group g and nc >= 1 activation rows xs bytes apart,
+     * with gemm_tile's bits. */
     void (*split_group)(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst, size_t ds);
     void (*from_float_group)(const float *x, void *y, int64_t n);
     void (*gemm_group)(int64_t n, float *s, size_t bs, const void *g, const void *x, size_t xs,
                        int nr, int nc);
     uint16_t group_block_bytes;
     uint16_t group_min_rows;
+    uint8_t group_rows; /* 16 (AVX-512) or 8 (AVX-VNNI) */
 };
 
 /* Bytes of one activation row of n elements in the group form (from_float_group): n int8
@@ -216,6 +218,16 @@ void hs__split_group_q5_0_avx512vnni(const void *w, size_t ws, int64_t n_rows, i
 void hs__from_float_q8_0g_avx512vnni(const float *x, void *y, int64_t n);
 void hs__gemm_group_q8_0_avx512vnni(int64_t n, float *s, size_t bs, const void *g, const void *x,
                                     size_t xs, int nr, int nc);
+/* The group form on AVX2 with AVX-VNNI (gemm-group-avxvnni.c): groups of 8 rows, the AVX-512
+ * one's activation form. */
+#define HS__Q8_0G8_BLOCK_BYTES 288
+void hs__split_group_q8_0_avxvnni(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
+                                  size_t ds);
+void hs__split_group_q5_0_avxvnni(const void *w, size_t ws, int64_t n_rows, int64_t n, void *dst,
+                                  size_t ds);
+void hs__from_float_q8_0g_avxvnni(const float *x, void *y, int64_t n);
+void hs__gemm_group8_avxvnni(int64_t n, float *s, size_t bs, const void *g, const void *x,
+                             size_t xs, int nr, int nc);
 void hs__gemv_q8_0_avx512(int64_t n, float *s, const void *w, size_t w_stride, const void *x,
                         int64_t nr);
 void hs__gemv_q8_0_avx512vnni(int64_t n, float *s, const void *w, size_t w_stride, const void *x,

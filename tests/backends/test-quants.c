@@ -146,6 +146,8 @@ Test(quants, env_turns_avxvnni_off)
 {
     cr_assert_eq(setenv("HS_CPU_AVXVNNI", "0", 1), 0);
     cr_assert_not(hs__cpu_has_avxvnni());
+    cr_assert_null(hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX2)->gemm_group);
+    cr_assert_null(hs__cpu_kernels(HS_TYPE_Q5_0, HS_ISA_AVX2)->gemm_group);
 }
 
 Test(quants, detect_and_tables)
@@ -390,18 +392,19 @@ Test(quants, split_form_gives_the_tile_bits)
     cr_assert(checked > 0 || hs__cpu_kernels(HS_TYPE_Q8_0, HS_ISA_AVX2)->gemm_tile_split == NULL);
 }
 
-/* Kernels with the group form (Q8_0, Q5_0 on AVX-512 VNNI): from_float_group holds from_float's
- * values, scales and each quad's offset (-128 times its sum); split_group zero-fills the rows
- * past the last; gemm_group over the groups gives gemm_tile's bits for every row count of a
- * group (1..16) and 1..7 activation rows, and writes nothing else; over rows long enough to
- * cross the tile's blocks (1568: 49 blocks, an odd count, past the scales' padding). */
+/* Kernels with the group form (Q8_0, Q5_0 on AVX-512 VNNI and AVX-VNNI): from_float_group holds
+ * from_float's values, scales and each quad's offset (-128 times its sum); split_group
+ * zero-fills the rows past the last; gemm_group over the groups gives gemm_tile's bits for
+ * every row count of a group (1..16, 1..8) and 1..7 activation rows, and writes nothing else;
+ * over rows long enough to cross the tile's blocks (1568: 49 blocks, an odd count, past the
+ * scales' padding). */
 Test(quants, group_form_gives_the_tile_bits)
 {
     /* 1568: 49 blocks, past Q5_0's runs of 8 blocks too */
     static const int64_t lengths[] = {32, 576, 1568};
     static const enum hs_type types[] = {HS_TYPE_Q8_0, HS_TYPE_Q5_0};
     enum { R = 37, C = 7 };
-    int checked = 0;
+    int checked[HS_ISA_COUNT] = {0};
     for (size_t ti = 0; ti < 2 * HS_ARRAY_LEN(lengths); ti++) {
         const enum hs_type type = types[ti / HS_ARRAY_LEN(lengths)];
         const int64_t n = lengths[ti % HS_ARRAY_LEN(lengths)], nb = n / 32;
@@ -420,13 +423,15 @@ Test(quants, group_form_gives_the_tile_bits)
                 continue;
             }
             cr_assert(k->split_group && k->from_float_group && k->group_block_bytes > 0);
+            const int G = k->group_rows;
+            cr_assert(G == 8 || G == 16, "%d rows a group", G);
             const size_t xs = hs_align_up(hs_quant_group_x_size(n), 64);
             const size_t gs = (size_t)nb * k->group_block_bytes;
             const size_t q_row = hs_type_row_size(HS_TYPE_Q8_0, n);
             uint8_t *xg = hs_alloc_aligned(xs * C), *xq = malloc(q_row * C);
-            uint8_t *g = hs_alloc_aligned(gs * ((R + 15) / 16));
+            uint8_t *g = hs_alloc_aligned(gs * (size_t)((R + G - 1) / G));
             cr_assert(xg && xq && g);
-            memset(g, 0x7f, gs * ((R + 15) / 16));
+            memset(g, 0x7f, gs * (size_t)((R + G - 1) / G));
             k->split_group(w, w_row, R, n, g, gs);
             for (int c = 0; c < C; c++) {
                 k->from_float(xf + c * n, xq + c * q_row, n);
@@ -454,13 +459,13 @@ Test(quants, group_form_gives_the_tile_bits)
                 }
             }
             /* the last group's rows past R: weights w + 128 = 0x80, scales 0 */
-            const uint8_t *last = g + (size_t)(R / 16) * gs;
+            const uint8_t *last = g + (size_t)(R / G) * gs;
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = last + (size_t)b * k->group_block_bytes;
                 for (int q = 0; q < 8; q++) {
-                    for (int r = R % 16; r < 16; r++) {
+                    for (int r = R % G; r < G; r++) {
                         for (int j = 0; j < 4; j++) {
-                            cr_assert_eq(blk[64 * q + 4 * r + j], 0x80, "pad row %d", r);
+                            cr_assert_eq(blk[4 * G * q + 4 * r + j], 0x80, "pad row %d", r);
                         }
                     }
                 }
@@ -473,21 +478,21 @@ Test(quants, group_form_gives_the_tile_bits)
                 }
             }
             for (int nc = 1; nc <= C; nc++) {
-                for (int nr = 1; nr <= 16; nr++) {
+                for (int nr = 1; nr <= G; nr++) {
                     for (int c = 0; c < C; c++) {
                         for (int r = 0; r <= R; r++) {
                             got[c][r] = -12345.0f;
                         }
                     }
                     /* every group, nr of its rows */
-                    for (int r0 = 0; r0 < R; r0 += 16) {
+                    for (int r0 = 0; r0 < R; r0 += G) {
                         const int m = (int)HS_MIN(nr, R - r0);
-                        k->gemm_group(n, &got[0][r0], R + 1, g + (size_t)(r0 / 16) * gs, xg, xs, m,
+                        k->gemm_group(n, &got[0][r0], R + 1, g + (size_t)(r0 / G) * gs, xg, xs, m,
                                       nc);
                     }
                     for (int c = 0; c < C; c++) {
                         for (int r = 0; r <= R; r++) {
-                            if (c >= nc || r == R || r % 16 >= nr) {
+                            if (c >= nc || r == R || r % G >= nr) {
                                 cr_assert_eq(got[c][r], -12345.0f, "group tile wrote outside");
                                 continue;
                             }
@@ -497,7 +502,7 @@ Test(quants, group_form_gives_the_tile_bits)
                                       got[c][r], want[c][r]);
                         }
                     }
-                    checked++;
+                    checked[isa]++;
                 }
             }
             hs_free_aligned(g);
@@ -508,10 +513,14 @@ Test(quants, group_form_gives_the_tile_bits)
         free(xf);
         free(wf);
     }
-    /* Where the CPU has AVX-512 VNNI, Q8_0 and Q5_0 have the group form. */
-    cr_assert(checked == 2 * 3 * 7 * 16 || hs__cpu_detect_isa() < HS_ISA_AVX512 ||
+    /* Where the CPU has AVX-512 VNNI, Q8_0 and Q5_0 have the group form; with AVX-VNNI, on the
+     * AVX2 path too (groups of 8) */
+    const enum hs_isa best = hs__cpu_detect_isa();
+    cr_assert(checked[HS_ISA_AVX512] == 2 * 3 * 7 * 16 || best < HS_ISA_AVX512 ||
                   !hs__cpu_has_avx512vnni(),
-              "%d", checked);
+              "%d", checked[HS_ISA_AVX512]);
+    cr_assert(checked[HS_ISA_AVX2] == 2 * 3 * 7 * 8 || best < HS_ISA_AVX2 || !hs__cpu_has_avxvnni(),
+              "%d", checked[HS_ISA_AVX2]);
 }
 
 /* (4b) The SIMD kernels compute llama.cpp's AVX-512 float order bit for bit (the AVX2 ones in
