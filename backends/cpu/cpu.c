@@ -191,8 +191,8 @@ static size_t mm_split_stride(int64_t n)
 
 /* Rows [o0, o1) of y = x w^T on thread ith, one chunk of weight rows at a time (kept hot in
  * cache; with split activations, first converted to the split form in the thread's scratch, or
- * with the group form to groups of 16 rows for gemm_group) against all activation rows, in
- * gemm_tile blocks of up to 4 x 4 (or from the repacked copy where w has one, one activation row
+ * with the group form to groups of the kernels' rows for gemm_group) against all activation rows,
+ * in gemm_tile blocks of up to 4 x 4 (or from the repacked copy where w has one, one activation row
  * too: its 8-row groups give 8 outputs without horizontal adds, where the file layout's gemv
  * reduces 8 rows' totals with hadds; the same bits, SmolLM-135M Q4_0 tg128 on 2 Zen 3 threads
  * 159-161 -> 229-239 t/s). */
@@ -466,7 +466,7 @@ static void mm_compute(void *ctx, int ith, int nth)
 }
 
 /* Whether t's activations go to the group form: kernels for it and at least their
- * group_min_rows rows, 2 or more (Q8_0 on AVX-512 VNNI: batched decode and prompts). */
+ * group_min_rows rows, 2 or more (Q8_0 and Q5_0 on AVX-512 VNNI or AVX-VNNI: prompts). */
 static bool mm_group(const struct hs__mm_task *t)
 {
     return t->k->gemm_group && t->x->ne[1] >= HS_MAX(2, (int64_t)t->k->group_min_rows);
@@ -515,10 +515,14 @@ static void (*mm_act_converter(const struct hs__mm_task *t))(const float *, void
                                          : t->k->from_float;
 }
 
-/* Whether tasks a and b can share one conversion of the same x. */
+/* Whether tasks a and b can share one conversion of the same x: the same vec_dot_type in the
+ * file's blocks, or the same converter to the split or group form. */
 static bool mm_same_act(const struct hs__mm_task *a, const struct hs__mm_task *b)
 {
-    return a->k->vec_dot_type == b->k->vec_dot_type && mm_act_converter(a) == mm_act_converter(b);
+    const bool fa = mm_group(a) || mm_split(a) || mm_xsplit(a);
+    const bool fb = mm_group(b) || mm_split(b) || mm_xsplit(b);
+    return a->k->vec_dot_type == b->k->vec_dot_type && fa == fb &&
+           (!fa || mm_act_converter(a) == mm_act_converter(b));
 }
 
 /* What t's dynamic chunks of output rows are multiples of: its repacked copy's groups, the
