@@ -15,7 +15,7 @@
 typedef void (*hs__group_block_fn)(const void *ctx, const uint8_t *const *v, const float *d,
                                    uint8_t *out);
 
-static const uint8_t hs__group_zero_values[32];
+static const uint8_t group_zero_values[32];
 
 /* Rows [0, n_rows) of a Q8_0 matrix (rows ws bytes apart, n elements) into groups of G rows ds
  * bytes apart, block_bytes a block. */
@@ -36,7 +36,7 @@ hs__group_split_q8_0(const void *w, size_t ws, int64_t n_rows, int64_t n, void *
             const uint8_t *v[16];
             float d[16];
             for (int r = 0; r < G; r++) {
-                v[r] = r < m ? (const uint8_t *)rows[r][b].qs : hs__group_zero_values;
+                v[r] = r < m ? (const uint8_t *)rows[r][b].qs : group_zero_values;
                 d[r] = r < m ? _cvtsh_ss(rows[r][b].d) : 0.0f;
             }
             block(ctx, v, d, out);
@@ -70,7 +70,7 @@ hs__group_split_q5_0(const void *w, size_t ws, int64_t n_rows, int64_t n, void *
                 float d[16];
                 for (int r = 0; r < G; r++) {
                     const float *rd = (const float *)(const void *)(run[r] + nk * 32);
-                    v[r] = r < m ? run[r] + 32 * k : hs__group_zero_values;
+                    v[r] = r < m ? run[r] + 32 * k : group_zero_values;
                     d[r] = r < m ? rd[k] : 0.0f;
                 }
                 block(ctx, v, d, out);
