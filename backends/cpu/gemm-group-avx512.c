@@ -25,7 +25,7 @@
 _Static_assert(Q8G_D + 16 * sizeof(float) == HS__Q8_0G_BLOCK_BYTES, "block layout");
 
 /* Lane sources for _mm512_permutex2var_epi32 (0..15: a, 16..31: b) of the three rounds that
- * transpose 16 rows x 8 quads (one block of a group; see hs__split_group_q8_0_avx512vnni). */
+ * transpose 16 rows x 8 quads (one block of a group; see group_block). */
 static void group_idx_init(int32_t g_idx[3][2][16])
 {
     /* round 1: rows 4q..4q+3 (a: 4q, 4q + 1; b: 4q + 2, 4q + 3, each 8 quads) -> quads
