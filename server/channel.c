@@ -499,7 +499,15 @@ hs_status hs_engine_submit(struct hs_engine *e, const struct hs_engine_request *
         }
         if (h->grammar_cache) {
             /* after the prompt: the grammar constrains the output only */
-            if (hs_grammar_matcher_create(h->grammar_cache, &s->gm) != HS_OK) {
+            const hs_status gst = hs_grammar_matcher_create(h->grammar_cache, &s->gm);
+            if (gst == HS_E_RANGE) {
+                handle_free(h);
+                return hs_error_set(err, HS_E_INVAL,
+                                    "grammar: too ambiguous at its start (more ways to continue "
+                                    "than the matcher keeps; stacked or nested repetitions such "
+                                    "as x+++ multiply them)");
+            }
+            if (gst != HS_OK) {
                 goto nomem;
             }
             const struct hs_sampler_constraint sc = hs_grammar_matcher_constraint(s->gm);

@@ -188,6 +188,7 @@ struct hs_grammar_cache {
     struct hs_grammar_cache_params p;
     uint64_t generation; /* bumped by every reset */
     hs_status error;     /* what made the last step fail with HS__STATE_ERROR */
+    bool frames_full;    /* frame_get refused a frame past cache_hard_frames (HS_E_RANGE) */
 
     struct hs__frame *frames; /* [n_frames]; frames[0] is the empty stack */
     size_t n_frames, cap_frames;
@@ -228,6 +229,13 @@ struct hs_grammar_cache {
     uint32_t *scratch_mask; /* [words] for states that cannot be cached */
     uint32_t (*walk)[2];    /* [trie max depth + 1] (state, partial) per depth */
 };
+
+/* Frames no step may go past (a mask walk, which cannot reset the cache under itself, or one
+ * expansion): four times max_frames, at least 2M. */
+static inline uint64_t cache_hard_frames(const struct hs_grammar_cache *c)
+{
+    return HS_MAX(4 * (uint64_t)c->p.max_frames, (uint64_t)1 << 21);
+}
 
 struct hs_grammar_matcher {
     struct hs__matcher_link link; /* first: the cache's list of live matchers */

@@ -375,7 +375,7 @@ static hs_status walk(struct hs_grammar_cache *c, int32_t sid, uint32_t partial,
     w[0][1] = partial;
     /* A walk cannot reset the cache under itself; past these it gives up instead. */
     uint64_t hard_states = HS_MAX(4 * (uint64_t)c->p.max_states, (uint64_t)1 << 18);
-    uint64_t hard_frames = HS_MAX(4 * (uint64_t)c->p.max_frames, (uint64_t)1 << 21);
+    uint64_t hard_frames = cache_hard_frames(c);
     uint32_t i = 1, check = 0;
     while (i < t->n_nodes) {
         uint32_t d = t->depth[i];

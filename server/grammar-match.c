@@ -105,19 +105,29 @@ static bool htab_put(struct hs__htab *t, uint64_t a, uint64_t b, int32_t v)
 
 /* ---- frames and states ---- */
 
+/* A failed step: st, or HS_E_RANGE where frame_get refused a frame (the callers see -1 either
+ * way). */
 static int32_t fail(struct hs_grammar_cache *c, hs_status st)
 {
-    c->error = st;
+    c->error = c->frames_full ? HS_E_RANGE : st;
+    c->frames_full = false;
     return HS__STATE_ERROR;
 }
 
-/* The frame (pos, parent), interned; -1 out of memory. */
+/* The frame (pos, parent), interned; -1 out of memory, or past cache_hard_frames
+ * (frames_full set): the cache starts over past max_frames between steps, so only one step's
+ * expansion gets there, as stacked repetitions do ("x+++...": each level doubles the ways to
+ * continue), and that grammar is refused as too ambiguous rather than allowed the memory. */
 static int64_t frame_get(struct hs_grammar_cache *c, uint32_t pos, uint32_t parent)
 {
     uint64_t key = (uint64_t)pos << 32 | parent;
     int32_t v = htab_get(&c->frame_tab, key, 0);
     if (v != HTAB_EMPTY) {
         return v;
+    }
+    if (c->n_frames >= cache_hard_frames(c)) {
+        c->frames_full = true;
+        return -1;
     }
     if (c->n_frames >= INT32_MAX ||
         !hs__grow((void **)&c->frames, &c->cap_frames, c->n_frames + 1, sizeof(*c->frames)) ||
@@ -635,7 +645,8 @@ static hs_status matcher_restore(struct hs_grammar_matcher *m)
         k += d;
         if (f < 0 ||
             !hs__grow((void **)&c->result, &c->cap_result, n_res + 1, sizeof(*c->result))) {
-            return HS_E_NOMEM;
+            fail(c, HS_E_NOMEM);
+            return c->error;
         }
         c->result[n_res++] = (uint32_t)f;
     }

@@ -382,6 +382,30 @@ Test(grammar, enforces_limits)
     cr_assert_eq(st, HS_E_RANGE);
     hs_grammar_matcher_destroy(m);
     env_free(&e);
+
+    /* stacked repetitions of something that may be empty double the ways to continue a level:
+     * the start state's expansion meets the hard limit on frames (2M here) and is refused, where
+     * it took 4 GiB (fuzz-grammar's find: 90 '+' on an empty rule) */
+    char stacked[256] = "root ::= x";
+    for (int i = 0; i < 90; i++) {
+        strcat(stacked, "+");
+    }
+    strcat(stacked, "\nx ::= \n");
+    p = hs_grammar_cache_default_params();
+    p.max_states = 64; /* fuzz-grammar's */
+    p.max_frames = 512;
+    p.max_stacks = 256;
+    e = matcher_env(stacked, &p);
+    m = NULL;
+    cr_assert_eq(hs_grammar_matcher_create(e.c, &m), HS_E_RANGE);
+    cr_assert_null(m);
+    env_free(&e);
+    /* a few stack as they should (x++ is x+) */
+    e = matcher_env("root ::= x+++\nx ::= \"a\" | \"b\" | \n", NULL);
+    cr_assert_eq(match(e.c, "abba", 4), 1);
+    cr_assert_eq(match(e.c, "", 0), 1);
+    cr_assert_eq(match(e.c, "abc", 3), -1);
+    env_free(&e);
 }
 
 Test(grammar, other_start_rule)
