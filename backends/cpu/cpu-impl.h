@@ -1,5 +1,6 @@
-/* CPU backend internals shared by its source files: cpu.c (the ops, the iface, lifetime) and
- * attention.c (attention over the paged cache). Internal to backends/cpu. */
+/* CPU backend internals shared by its source files: cpu.c (the row-wise ops, the iface,
+ * lifetime), matmul.c (the weight products), attention.c (attention over the paged cache) and
+ * hints.c. Internal to backends/cpu. */
 #ifndef HS_BACKENDS_CPU_CPU_IMPL_H
 #define HS_BACKENDS_CPU_CPU_IMPL_H
 
@@ -48,7 +49,7 @@ struct hs_cpu_backend {
     struct hs_pool *pool;
     void *act;        /* converted activations; owns */
     size_t act_bytes; /* capacity of act */
-    void *wsplit;     /* per-thread chunks of weight rows in the split form (cpu.c); owns */
+    void *wsplit;     /* per-thread chunks of weight rows in the split form (matmul.c); owns */
     size_t wsplit_bytes;
     float *tls;       /* per-thread scratch [n_threads][tls_stride]; owns */
     size_t tls_stride;
@@ -96,6 +97,40 @@ void hs__cpu_hints_init(struct hs_cpu_backend *cpu);
 struct hs__cpu_hint_op *hs__cpu_hint_enter(struct hs_cpu_backend *cpu, const void *key);
 void hs__cpu_hint_fill(struct hs__cpu_hint_op *h, int ith, struct hs__pool_span a,
                        struct hs__pool_span b);
+
+/* The weight products (matmul.c); arguments validated by backend.c. hs__cpu_prepare_weight
+ * makes a weight's repacked copy where its type and the CPU have one (context creation). */
+hs_status hs__cpu_matmul(struct hs_backend *be, const struct hs_tensor *w,
+                         const struct hs_tensor *x, struct hs_tensor *y);
+hs_status hs__cpu_matmul_multi(struct hs_backend *be, int n, const struct hs_tensor *const *ws,
+                               const struct hs_tensor *x, struct hs_tensor *const *ys);
+hs_status hs__cpu_ffn(struct hs_backend *be, const struct hs_ffn_args *a);
+hs_status hs__cpu_moe_ffn(struct hs_backend *be, const struct hs_moe_ffn_args *a);
+hs_status hs__cpu_prepare_weight(struct hs_backend *be, const struct hs_tensor *w);
+
+/* y = silu(g) * u over n values (y may alias g or u). */
+typedef void (*hs__swiglu_fn)(int64_t n, float *y, const float *g, const float *u);
+
+/* The SwiGLU kernel of the backend's ISA (cpu.c), and the swiglu op, which the FFN's oneDNN
+ * path runs between its products. */
+hs__swiglu_fn hs__cpu_swiglu_kernel(const struct hs_cpu_backend *cpu);
+hs_status hs__cpu_swiglu(struct hs_backend *be, const struct hs_tensor *gate,
+                         const struct hs_tensor *up, struct hs_tensor *y);
+
+/* [*a, *b): this thread's share of n items, boundaries on multiples of align. */
+static inline void split_range(int64_t n, int ith, int nth, int64_t align, int64_t *a, int64_t *b)
+{
+    int64_t chunk = (n + nth - 1) / nth;
+    chunk = (chunk + align - 1) / align * align;
+    *a = HS_MIN((int64_t)ith * chunk, n);
+    *b = HS_MIN(*a + chunk, n);
+}
+
+/* Row r of a tensor validated as [n_rows][ne0] with uniform row stride nb[1]. */
+static inline char *row_at(const struct hs_tensor *t, int64_t r)
+{
+    return (char *)t->data + (size_t)r * t->nb[1];
+}
 
 /* The attention slot (attention.c); arguments validated by backend.c. */
 hs_status hs__cpu_attention(struct hs_backend *be, const struct hs_attn_args *args);

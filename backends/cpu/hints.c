@@ -7,7 +7,7 @@
  * and the weight rows each thread started each one on; entering a product, it hints every
  * worker at its own first rows of the next product, and worker 1 at the caller's too, which it
  * is too busy to fetch. A worker prefetches them once it is done with the current product
- * (hs__pool_hint). cpu.c says where each thread of a product starts. */
+ * (hs__pool_hint). matmul.c says where each thread of a product starts. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -432,7 +432,7 @@ Q80_ACT_TILE(q8_0, sizeof(struct hs_block_q8_0))
 
 /* Prompt tiles on the split form (hs_quant_kernels.gemm_tile_split): weights and activations
  * both as a row's int8 values in 32-byte aligned blocks, then its block scales as floats (the
- * f16 values widened exactly); mm_range (cpu.c) splits a chunk of weight rows once and runs
+ * f16 values widened exactly); mm_range (matmul.c) splits a chunk of weight rows once and runs
  * every activation group over it. vec_dot's order for Q8_0, and Q5_0's too (its tiles' int32
  * lanes are the same exact sums): per block pair acc = fma(d_w * d_x, the 8 exact int32 lanes
  * of the sign / maddubs / madd dot, acc), hsum at the end. What it saves against the file

@@ -433,7 +433,7 @@ static void hint_step(struct hs_backend *be, const struct hs_tensor *w, const fl
     }
 }
 
-/* The workers' prefetch hints (cpu.c's hint_enter) only read ahead of the products: steps in one
+/* The workers' prefetch hints (hints.c's hs__cpu_hint_enter) only read ahead of the products: steps in one
  * order, then in another (the remembered order forgotten and learnt again), then a lone
  * product, give the same bits with hints as without (HS_CPU_HINT_KB=0), repacked copies and
  * the file's rows alike. */
