@@ -433,10 +433,10 @@ static void hint_step(struct hs_backend *be, const struct hs_tensor *w, const fl
     }
 }
 
-/* The workers' prefetch hints (hints.c's hs__cpu_hint_enter) only read ahead of the products: steps in one
- * order, then in another (the remembered order forgotten and learnt again), then a lone
- * product, give the same bits with hints as without (HS_CPU_HINT_KB=0), repacked copies and
- * the file's rows alike. */
+/* The workers' prefetch hints (hints.c) only read ahead of the products: steps in one order,
+ * then in another (the remembered order forgotten and learnt again), then a lone product, give
+ * the same bits with hints as without (HS_CPU_HINT_KB=0), repacked copies and the file's rows
+ * alike. */
 Test(repack, hints_leave_every_product_bit_for_bit)
 {
     enum { N_IN = 576, N_OUT = 256, N_FF = 512, STEPS = 12, PER_STEP = 2 * N_OUT + 2 * N_IN };
