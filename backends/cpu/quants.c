@@ -1019,7 +1019,7 @@ static const struct hs_quant_kernels k_scalar[] = {
 };
 
 #if HS_X86
-#define AVX2_TABLE(name, q8_0_group, q5_0_group)                                                   \
+#define AVX2_TABLE(name, group)                                                                    \
     static const struct hs_quant_kernels name[] = {                                                \
         ROW(HS_TYPE_F32, HS_TYPE_F32, from_float_f32, to_float_f32, hs__vec_dot_f32_avx2,          \
             hs__gemm_tile_f32_avx2),                                                               \
@@ -1036,7 +1036,7 @@ static const struct hs_quant_kernels k_scalar[] = {
          .gemv = hs__gemv_q8_0_avx2,                                                               \
          .from_float_split = hs__from_float_q8_0s_avx2,                                            \
          .split_weights = hs__split_rows_q8_0_avx2,                                                \
-         .gemm_tile_split = hs__gemm_tile_q8s_avx2 q8_0_group()},                                  \
+         .gemm_tile_split = hs__gemm_tile_q8s_avx2 group(q8_0)},                                   \
         ROWG(HS_TYPE_Q4_0, HS_TYPE_Q8_0, hs__from_float_q8_0_avx2, to_float_q4_0,                  \
              hs__vec_dot_q4_0_avx2, hs__gemm_tile_q4_0_avx2, hs__gemv_q4_0_avx2),                  \
         {.type = HS_TYPE_Q5_0,                                                                     \
@@ -1048,7 +1048,7 @@ static const struct hs_quant_kernels k_scalar[] = {
          .gemv = hs__gemv_q5_0_avx2,                                                               \
          .from_float_split = hs__from_float_q8_0s_avx2,                                            \
          .split_weights = hs__split_rows_q5_0_avx2,                                                \
-         .gemm_tile_split = hs__gemm_tile_q8s_avx2 q5_0_group()},                                  \
+         .gemm_tile_split = hs__gemm_tile_q8s_avx2 group(q5_0)},                                   \
         ROW(HS_TYPE_Q4_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q4_1,                   \
             hs__vec_dot_q4_1_avx2, hs__gemm_tile_q4_1_avx2),                                       \
         ROW(HS_TYPE_Q5_1, HS_TYPE_Q8_1, hs__from_float_q8_1_avx2, to_float_q5_1,                   \
@@ -1060,18 +1060,14 @@ static const struct hs_quant_kernels k_scalar[] = {
         ROWG(HS_TYPE_Q6_K, HS_TYPE_Q8_K, hs__from_float_q8_k_avx2, to_float_q6_k,                  \
              hs__vec_dot_q6_k_avx2, hs__gemm_tile_q6_k_avx2, hs__gemv_q6_k_avx2),                  \
     }
-#define NO_GROUP()
+#define NO_GROUP(t)
 /* AVX-VNNI: Q8_0's and Q5_0's group form, 8 rows a group (gemm-group-avxvnni.c). */
-#define VNNI_GROUP_Q8_0()                                                                          \
-    , .split_group = hs__split_group_q8_0_avxvnni,                                                 \
+#define VNNI_GROUP(t)                                                                              \
+    , .split_group = hs__split_group_##t##_avxvnni,                                                \
       .from_float_group = hs__from_float_q8_0g_avxvnni, .gemm_group = hs__gemm_group8_avxvnni,     \
       .group_block_bytes = HS__Q8_0G8_BLOCK_BYTES, .group_min_rows = 32, .group_rows = 8
-#define VNNI_GROUP_Q5_0()                                                                          \
-    , .split_group = hs__split_group_q5_0_avxvnni,                                                 \
-      .from_float_group = hs__from_float_q8_0g_avxvnni, .gemm_group = hs__gemm_group8_avxvnni,     \
-      .group_block_bytes = HS__Q8_0G8_BLOCK_BYTES, .group_min_rows = 32, .group_rows = 8
-AVX2_TABLE(k_avx2, NO_GROUP, NO_GROUP);
-AVX2_TABLE(k_avx2vnni, VNNI_GROUP_Q8_0, VNNI_GROUP_Q5_0);
+AVX2_TABLE(k_avx2, NO_GROUP);
+AVX2_TABLE(k_avx2vnni, VNNI_GROUP);
 
 /* Q4_0, Q5_0, Q4_1 and Q5_1 run the AVX2 kernels (but Q5_0's VNNI tiles of 2+ activation rows,
  * tiles-avx512.c, its VNNI split-form tiles from 16, and Q4_0's and Q5_0's AVX-512 gemvs; VNNI
